@@ -1,0 +1,1 @@
+"""Analytics over the Parquet lake: DuckDB catalog, queries, search, reports, the explorer."""

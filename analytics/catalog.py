@@ -1,0 +1,149 @@
+"""The DuckDB catalog: views ``events``, ``queries`` and ``sessions`` over the Parquet lake.
+
+Each `Catalog` is an in-memory DuckDB database whose views read the lake's files, so any number of
+readers work while ``querylog serve`` writes: there is no database file and no lock to contend for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final
+
+import duckdb
+import pyarrow as pa
+
+from querylog.logging.parquet import LAKE_SCHEMA
+
+__all__ = ["QUERIES_SQL", "SESSIONS_SQL", "Catalog", "CatalogError"]
+
+
+class CatalogError(Exception):
+    """A query the catalog could not run; the message is DuckDB's, on one line."""
+
+
+QUERIES_SQL: Final = """
+CREATE OR REPLACE VIEW queries AS
+SELECT
+    query_id,
+    any_value(query_text) FILTER (WHERE event_type = 'query_received') AS query_text,
+    coalesce(
+        any_value(intent) FILTER (WHERE event_type = 'intent_classified'),
+        any_value(intent) FILTER (WHERE event_type IN ('query_completed', 'query_failed'))
+    ) AS intent,
+    any_value(confidence) FILTER (WHERE event_type = 'intent_classified') AS intent_confidence,
+    CASE
+        WHEN bool_or(event_type = 'query_failed') THEN 'failed'
+        WHEN bool_or(event_type = 'query_completed') THEN 'completed'
+        ELSE 'in_progress'
+    END AS status,
+    max(latency_ms) FILTER (WHERE event_type IN ('query_completed', 'query_failed')) AS latency_ms,
+    any_value(duration_ms) FILTER (WHERE event_type = 'intent_classified') AS classify_ms,
+    any_value(duration_ms) FILTER (WHERE event_type = 'search_completed') AS search_ms,
+    any_value(duration_ms) FILTER (WHERE event_type = 'response_generated') AS generate_ms,
+    any_value(result_count) FILTER (WHERE event_type = 'search_completed') AS result_count,
+    any_value(cache_hit) FILTER (WHERE event_type = 'search_completed') AS cache_hit,
+    any_value(quality_score) FILTER (WHERE event_type = 'response_generated') AS quality_score,
+    any_value(gen_ai_request_model) FILTER (WHERE event_type = 'response_generated') AS model,
+    any_value(gen_ai_usage_input_tokens) FILTER (WHERE event_type = 'response_generated') AS input_tokens,
+    any_value(gen_ai_usage_output_tokens) FILTER (WHERE event_type = 'response_generated') AS output_tokens,
+    any_value(error_type) FILTER (WHERE event_type = 'query_failed') AS error_type,
+    any_value(stage) FILTER (WHERE event_type = 'query_failed') AS failed_stage,
+    arg_max(score, ts) FILTER (WHERE event_type = 'feedback_received') AS feedback_score,
+    any_value(session_id) AS session_id,
+    any_value(user_id) AS user_id,
+    any_value(trace_id) AS trace_id,
+    any_value(env) AS env,
+    any_value(service) AS service,
+    min(ts) FILTER (WHERE event_type = 'query_received') AS started_at,
+    max(ts) FILTER (WHERE event_type IN ('query_completed', 'query_failed')) AS ended_at
+FROM events
+GROUP BY query_id
+HAVING bool_or(event_type = 'query_received')
+"""
+
+SESSIONS_SQL: Final = """
+CREATE OR REPLACE VIEW sessions AS
+SELECT
+    session_id,
+    any_value(user_id) AS user_id,
+    count(*) AS queries,
+    count(*) FILTER (WHERE status = 'failed') AS failed,
+    count(DISTINCT query_text) AS distinct_queries,
+    min(started_at) AS started_at,
+    max(coalesce(ended_at, started_at)) AS last_seen_at,
+    avg(latency_ms) AS avg_latency_ms
+FROM queries
+WHERE session_id IS NOT NULL
+GROUP BY session_id
+"""
+
+
+class Catalog:
+    """An in-memory DuckDB with the lake's views. Cheap to create; use one per thread or command."""
+
+    def __init__(self, lake_dir: Path | str, *, threads: int | None = None) -> None:
+        self.lake_dir = Path(lake_dir)
+        config: dict[str, Any] = {}
+        if threads is not None:
+            config["threads"] = threads
+        self.connection = duckdb.connect(":memory:", config=config)
+        self.connection.execute("SET TimeZone = 'UTC'")
+        self.refresh()
+
+    @property
+    def glob(self) -> str:
+        return str(self.lake_dir / "events" / "date=*" / "hour=*" / "*.parquet")
+
+    def has_data(self) -> bool:
+        return any((self.lake_dir / "events").glob("date=*/hour=*/*.parquet"))
+
+    def refresh(self) -> None:
+        """(Re)create the views. DuckDB expands the file glob at each query, so new files are seen without
+        this; it is needed only when the lake went from empty to non-empty."""
+        con = self.connection
+        if self.has_data():
+            path = self.glob.replace("'", "''")
+            con.execute(
+                f"CREATE OR REPLACE VIEW events AS SELECT * EXCLUDE (date, hour) FROM read_parquet('{path}', "
+                "hive_partitioning = true, union_by_name = true)"
+            )
+        else:
+            con.register("_empty_events", pa.Table.from_batches([], schema=LAKE_SCHEMA))
+            con.execute("CREATE OR REPLACE VIEW events AS SELECT * FROM _empty_events")
+        con.execute(QUERIES_SQL)
+        con.execute(SESSIONS_SQL)
+
+    def execute(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+        try:
+            return self.connection.execute(sql, params)
+        except duckdb.Error as exc:
+            raise CatalogError(_one_line(exc)) from exc
+
+    def query(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run SQL; return (column names, rows)."""
+        cursor = self.execute(sql, params)
+        columns = [d[0] for d in cursor.description] if cursor.description else []
+        try:
+            return columns, cursor.fetchall()
+        except duckdb.Error as exc:
+            raise CatalogError(_one_line(exc)) from exc
+
+    def arrow(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pa.Table:
+        try:
+            return self.connection.execute(sql, params).fetch_arrow_table()
+        except duckdb.Error as exc:
+            raise CatalogError(_one_line(exc)) from exc
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 500 else text[:497] + "..."

@@ -1,0 +1,339 @@
+"""The sink seam and the projector that feeds it: tail the log from the sink's checkpoint, write a batch.
+
+A sink stores events somewhere (memory, Parquet, Loki) and owns its checkpoint — the log position its
+data reaches — so that a sink able to commit both together (Parquet) gets exactly-once, and one that
+cannot (Loki) advances only after its server said yes. A `Projector` runs one sink in a background thread;
+across processes a file lock lets exactly one projector per sink run while the others stand by.
+"""
+
+from __future__ import annotations
+
+import enum
+import fcntl
+import os
+import random
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Final
+
+import msgspec
+import structlog
+
+from querylog.logging.codec import DecodeError, decode
+from querylog.logging.events import AnyEvent
+from querylog.logging.segments import Checkpoint, LogReader
+from querylog.logging.telemetry import SinkTelemetry
+
+__all__ = [
+    "Batch",
+    "CheckpointFile",
+    "FileCheckpointSink",
+    "Projector",
+    "Sink",
+    "SinkClosedError",
+    "SinkError",
+    "SinkSendError",
+]
+
+_log = structlog.get_logger("querylog.projection")
+
+
+class SinkError(Exception):
+    """Base class for sink failures."""
+
+
+class SinkSendError(SinkError):
+    """The sink could not store a batch. Nothing was committed; the same batch will be offered again."""
+
+
+class SinkClosedError(SinkError):
+    """The sink was used before `open()` or after `close()`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Events read from the log, and the log position just past them."""
+
+    events: Sequence[AnyEvent]
+    checkpoint: Checkpoint
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPENED = "opened"
+    CLOSED = "closed"
+
+
+class Sink(ABC):
+    """Write a batch, report the checkpoint, close. Subclasses implement `_open`, `_write`, `_checkpoint`."""
+
+    name: str = "sink"
+
+    def __init__(self) -> None:
+        self.telemetry = SinkTelemetry(self.name)
+        self._state = _State.UNOPENED
+
+    def open(self) -> Sink:
+        if self._state is not _State.UNOPENED:
+            raise SinkClosedError(f"{self.name} sink is {self._state.value}; open() is allowed once, on a new sink")
+        self._open()
+        self._state = _State.OPENED
+        return self
+
+    def close(self) -> None:
+        if self._state is _State.OPENED:
+            self._close()
+        self._state = _State.CLOSED
+
+    def write(self, batch: Batch) -> None:
+        """Store the batch and commit `batch.checkpoint`. Raises `SinkSendError` having committed nothing."""
+        self._require_open("write")
+        self.telemetry.received(len(batch.events))
+        self._write(batch)
+
+    def checkpoint(self) -> Checkpoint:
+        """The log position this sink's stored data reaches."""
+        self._require_open("checkpoint")
+        return self._checkpoint()
+
+    def __enter__(self) -> Sink:
+        return self.open() if self._state is _State.UNOPENED else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _require_open(self, what: str) -> None:
+        if self._state is not _State.OPENED:
+            raise SinkClosedError(f"{what}() on a {self._state.value} {self.name} sink")
+
+    def _open(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def _close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    @abstractmethod
+    def _write(self, batch: Batch) -> None: ...
+
+    @abstractmethod
+    def _checkpoint(self) -> Checkpoint: ...
+
+
+class CheckpointFile:
+    """A checkpoint stored as JSON, replaced atomically (write, fsync, rename)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> Checkpoint:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        try:
+            return msgspec.json.decode(data, type=dict[str, int])
+        except msgspec.DecodeError as exc:
+            raise SinkError(f"checkpoint {self.path} is unreadable ({exc}); delete it to re-project from the start") from exc
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        atomic_write(self.path, msgspec.json.encode(checkpoint))
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that readers see the old or the new content, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class FileCheckpointSink(Sink):
+    """A sink that commits its checkpoint to a file after `_send` succeeds (at-least-once on a crash
+    between the two; sinks that can do better override `_write`)."""
+
+    def __init__(self, checkpoint_path: Path) -> None:
+        super().__init__()
+        self._checkpoint_file = CheckpointFile(checkpoint_path)
+        self._position: Checkpoint = {}
+
+    def _open(self) -> None:
+        self._position = self._checkpoint_file.load()
+
+    def _write(self, batch: Batch) -> None:
+        if batch.events:
+            self._send(batch.events)
+        self._checkpoint_file.save(batch.checkpoint)
+        self._position = dict(batch.checkpoint)
+
+    def _checkpoint(self) -> Checkpoint:
+        return dict(self._position)
+
+    @abstractmethod
+    def _send(self, events: Sequence[AnyEvent]) -> None: ...
+
+
+_MAX_BACKOFF_S: Final = 30.0
+
+
+class Projector:
+    """Runs one sink: read from its checkpoint, decode, write, repeat. Thread-safe start/stop.
+
+    Batching: every `interval_s` it reads up to `batch_max_events` / `batch_max_bytes`; a full batch is
+    followed at once by the next. Failed writes are retried with exponential backoff and jitter; the
+    log keeps everything meanwhile, so a sink that is down falls behind and catches up.
+    """
+
+    def __init__(
+        self,
+        reader: LogReader,
+        sink: Sink,
+        *,
+        lock_path: Path | None = None,
+        interval_s: float = 1.0,
+        batch_max_events: int = 50_000,
+        batch_max_bytes: int = 16 << 20,
+        standby_poll_s: float = 2.0,
+    ) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"interval_s must be > 0, got {interval_s}")
+        if batch_max_events < 1 or batch_max_bytes < 1:
+            raise ValueError("batch_max_events and batch_max_bytes must be >= 1")
+        self.reader = reader
+        self.sink = sink
+        self.lock_path = lock_path
+        self.interval_s = interval_s
+        self.batch_max_events = batch_max_events
+        self.batch_max_bytes = batch_max_bytes
+        self.standby_poll_s = standby_poll_s
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock_fh: IO[bytes] | None = None
+        self._io_lock = threading.Lock()
+        self.corrupt_lines = 0
+
+    @property
+    def telemetry(self) -> SinkTelemetry:
+        return self.sink.telemetry
+
+    # -- one step ---------------------------------------------------------------------------------
+    def run_once(self) -> int:
+        """Read one batch and write it to the sink. Returns the number of log lines consumed."""
+        with self._io_lock:
+            batch = self.reader.read(
+                self.sink.checkpoint(), max_events=self.batch_max_events, max_bytes=self.batch_max_bytes
+            )
+            if not batch.lines and batch.checkpoint == self.sink.checkpoint():
+                self.telemetry.lag(0, 0.0)
+                return 0
+            events: list[AnyEvent] = []
+            for line in batch.lines:
+                try:
+                    events.append(decode(line))
+                except DecodeError as exc:
+                    self.corrupt_lines += 1
+                    self.telemetry.dropped("corrupt_line")
+                    _log.error("log_line_corrupt", sink=self.sink.name, error=str(exc), line=line[:200].decode(errors="replace"))
+            self.sink.write(Batch(events=events, checkpoint=batch.checkpoint))
+            self._report_lag(events, batch.remaining_bytes, batch.lines)
+            return len(batch.lines)
+
+    def catch_up(self, timeout_s: float | None = None) -> int:
+        """Run batches until the sink has everything in the log now. Returns lines consumed."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        total = 0
+        while True:
+            n = self.run_once()
+            total += n
+            if n == 0 or (deadline is not None and time.monotonic() > deadline):
+                return total
+
+    def _report_lag(self, events: Sequence[AnyEvent], remaining_bytes: int, lines: Sequence[bytes]) -> None:
+        if remaining_bytes <= 0 or not events:
+            self.telemetry.lag(0, 0.0)
+            return
+        mean_line = max(1, sum(len(x) + 1 for x in lines) // max(1, len(lines)))
+        behind_s = (datetime.now(timezone.utc) - events[-1].ts).total_seconds()
+        self.telemetry.lag(remaining_bytes // mean_line, max(0.0, behind_s))
+
+    # -- background thread ------------------------------------------------------------------------
+    def start(self) -> Projector:
+        if self._thread is not None:
+            raise RuntimeError(f"projector for {self.sink.name} already started")
+        self._thread = threading.Thread(target=self._run, name=f"querylog-projector-{self.sink.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        """Ask for a batch now rather than at the next interval."""
+        self._wake.set()
+
+    def stop(self, *, drain_timeout_s: float | None = 10.0) -> None:
+        """Stop the thread; with a drain timeout, first project what is in the log (if this one leads)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        if drain_timeout_s is not None and self._holds_lock():
+            try:
+                self.catch_up(timeout_s=drain_timeout_s)
+            except SinkError as exc:
+                _log.warning("projector_drain_failed", sink=self.sink.name, error=str(exc))
+        self._release_lock()
+
+    @property
+    def leading(self) -> bool:
+        return self._holds_lock()
+
+    def _holds_lock(self) -> bool:
+        return self.lock_path is None or self._lock_fh is not None
+
+    def _try_acquire(self) -> bool:
+        if self._holds_lock():
+            return True
+        assert self.lock_path is not None
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fh = self.lock_path.open("ab")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            return False
+        self._lock_fh = fh
+        _log.info("projector_leading", sink=self.sink.name, pid=os.getpid())
+        return True
+
+    def _release_lock(self) -> None:
+        if self._lock_fh is not None:
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    def _run(self) -> None:
+        backoff = 0.0
+        while not self._stop.is_set():
+            if not self._try_acquire():
+                self._stop.wait(self.standby_poll_s)
+                continue
+            try:
+                n = self.run_once()
+                backoff = 0.0
+            except Exception as exc:  # a sink failure must never kill the projector: log, count, retry
+                self.telemetry.error("write")
+                backoff = min(_MAX_BACKOFF_S, max(0.5, backoff * 2))
+                delay = backoff * (0.5 + random.random() / 2)
+                _log.warning("projector_write_failed", sink=self.sink.name, error=str(exc), retry_in_s=round(delay, 2))
+                self.telemetry.retried()
+                self._stop.wait(delay)
+                continue
+            if n >= self.batch_max_events:
+                continue  # more is waiting: no pause between full batches
+            self._wake.wait(self.interval_s)
+            self._wake.clear()

@@ -1,0 +1,428 @@
+"""The event log: append-only NDJSON segment files, one writer per process, any number of readers.
+
+Layout: ``<dir>/<created_ns>-<pid>-<rand>.jsonl``; one event per line, UTF-8 JSON, ``\\n``-terminated.
+A line without its ``\\n`` is a torn write; readers never consume it and `repair` cuts it once its
+writer is gone. A writer holds an exclusive ``flock`` on the segment it appends to, which is how
+readers and repair tell an active segment from a finished one (the lock dies with the process).
+
+Durability: `EventLog.append` buffers in memory (microseconds, no syscall); `EventLog.flush` hands the
+buffer to the kernel with ``write(2)``. After `flush` returns, the events survive ``kill -9`` of the
+process. Surviving a machine crash needs ``fsync``, which the ``fsync`` policy schedules.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import fcntl
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+import structlog
+
+from querylog.logging.codec import encode
+from querylog.logging.events import Event
+from querylog.logging.telemetry import SinkTelemetry
+
+__all__ = [
+    "SEGMENT_SUFFIX",
+    "Checkpoint",
+    "EventLog",
+    "FsyncPolicy",
+    "LogClosedError",
+    "LogReader",
+    "ReadBatch",
+    "repair",
+]
+
+SEGMENT_SUFFIX: Final = ".jsonl"
+FsyncPolicy = Literal["always", "interval", "never"]
+#: segment name → bytes consumed. A projection's position in the log.
+Checkpoint = dict[str, int]
+
+_log = structlog.get_logger("querylog.log")
+
+
+class LogClosedError(RuntimeError):
+    """The log was used before `open()` or after `close()`."""
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPENED = "opened"
+    CLOSED = "closed"
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def segment_paths(directory: Path) -> list[Path]:
+    """Segments in creation order (their names start with a nanosecond timestamp)."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.name.endswith(SEGMENT_SUFFIX))
+
+
+def repair(directory: Path) -> dict[str, int]:
+    """Cut torn tails from segments no live writer holds. Returns {segment: bytes cut} for those it cut.
+
+    Safe to run at any time from any process: an active segment is locked by its writer and skipped.
+    """
+    cut: dict[str, int] = {}
+    for path in segment_paths(directory):
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        try:
+            if not _try_lock(fd):
+                continue
+            size = os.fstat(fd).st_size
+            keep = _last_line_end(fd, size)
+            if keep < size:
+                os.ftruncate(fd, keep)
+                os.fsync(fd)
+                cut[path.name] = size - keep
+                _log.warning("log_torn_tail_cut", segment=path.name, bytes_cut=size - keep, kept=keep)
+        finally:
+            os.close(fd)  # closing releases the lock
+    return cut
+
+
+def _last_line_end(fd: int, size: int) -> int:
+    """Offset just past the last ``\\n`` in the file (0 if none), scanning back from the end in chunks."""
+    chunk = 64 * 1024
+    end = size
+    while end > 0:
+        start = max(0, end - chunk)
+        data = os.pread(fd, end - start, start)
+        idx = data.rfind(b"\n")
+        if idx >= 0:
+            return start + idx + 1
+        end = start
+    return 0
+
+
+class EventLog:
+    """The writer. One per process; thread-safe.
+
+    ``append`` is the request-path cost: encode and buffer under a lock. ``flush`` is the durability point
+    (a query's events are flushed before its answer is returned). A background thread flushes stragglers
+    every ``flush_interval_s`` and applies the fsync policy.
+    """
+
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        segment_max_bytes: int = 64 * 1024 * 1024,
+        segment_max_age_s: float = 3600.0,
+        fsync: FsyncPolicy = "interval",
+        fsync_interval_s: float = 1.0,
+        flush_interval_s: float = 0.2,
+        max_buffer_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        if segment_max_bytes < 1024:
+            raise ValueError(f"segment_max_bytes must be at least 1024, got {segment_max_bytes}")
+        if segment_max_age_s <= 0:
+            raise ValueError(f"segment_max_age_s must be > 0, got {segment_max_age_s}")
+        if fsync not in ("always", "interval", "never"):
+            raise ValueError(f"fsync must be 'always', 'interval' or 'never', got {fsync!r}")
+        if fsync_interval_s <= 0 or flush_interval_s <= 0:
+            raise ValueError("fsync_interval_s and flush_interval_s must be > 0")
+        self.directory = Path(directory)
+        self.segment_max_bytes = segment_max_bytes
+        self.segment_max_age_s = segment_max_age_s
+        self.fsync_policy: FsyncPolicy = fsync
+        self.fsync_interval_s = fsync_interval_s
+        self.flush_interval_s = flush_interval_s
+        self.max_buffer_bytes = max_buffer_bytes
+        self.writer_id = f"{os.getpid()}-{secrets.token_hex(3)}"
+        self._state = _State.UNOPENED
+        self._lock = threading.Lock()
+        self._buffer = bytearray()
+        self._buffered_events = 0
+        self._fd = -1
+        self._segment: Path | None = None
+        self._segment_size = 0
+        self._segment_opened = 0.0
+        self._dirty_since_fsync = False
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+        # Counters: what was accepted, written, and dropped because the disk refused it.
+        self.events_appended = 0
+        self.events_written = 0
+        self.events_dropped = 0
+        self.write_errors = 0
+        # The same counts as every sink reports, so the log's own losses show up beside theirs.
+        self.telemetry = SinkTelemetry("log")
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def open(self) -> EventLog:
+        if self._state is not _State.UNOPENED:
+            raise LogClosedError(f"EventLog is {self._state.value}; open() is allowed once, on a new EventLog")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        repair(self.directory)
+        with self._lock:
+            self._roll_locked()
+        self._state = _State.OPENED
+        self._flusher = threading.Thread(target=self._flush_loop, name="querylog-log-flusher", daemon=True)
+        self._flusher.start()
+        return self
+
+    def close(self) -> None:
+        if self._state is not _State.OPENED:
+            self._state = _State.CLOSED
+            return
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        with self._lock:
+            self._flush_locked()
+            if self._fd >= 0:
+                if self._dirty_since_fsync and self.fsync_policy != "never":
+                    os.fsync(self._fd)
+                os.close(self._fd)
+                self._fd = -1
+            self._state = _State.CLOSED
+
+    def __enter__(self) -> EventLog:
+        return self.open() if self._state is _State.UNOPENED else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def segment(self) -> Path | None:
+        return self._segment
+
+    # -- the hot path -----------------------------------------------------------------------------
+    def append(self, event: Event) -> None:
+        """Buffer one event. Microseconds; no I/O. Durable against a process crash after `flush`."""
+        line = encode(event) + b"\n"
+        with self._lock:
+            if self._state is not _State.OPENED:
+                raise LogClosedError(f"append() on a {self._state.value} EventLog; open() it first")
+            if len(self._buffer) + len(line) > self.max_buffer_bytes:
+                # The disk has been refusing writes long enough to fill the buffer: drop, count, go on.
+                self.events_dropped += 1
+                self.telemetry.received(1)
+                self.telemetry.dropped("buffer_full")
+                return
+            self._buffer += line
+            self._buffered_events += 1
+            self.events_appended += 1
+
+    def flush(self) -> None:
+        """Hand buffered events to the kernel (one ``write``); fsync too under the ``always`` policy."""
+        with self._lock:
+            if self._state is not _State.OPENED:
+                raise LogClosedError(f"flush() on a {self._state.value} EventLog")
+            self._flush_locked()
+
+    def sync(self) -> None:
+        """Flush and fsync: durable against a machine crash once this returns."""
+        with self._lock:
+            self._flush_locked()
+            if self._fd >= 0 and self._dirty_since_fsync:
+                os.fsync(self._fd)
+                self._dirty_since_fsync = False
+
+    # -- internals --------------------------------------------------------------------------------
+    def _flush_locked(self) -> None:
+        if not self._buffer:
+            return
+        if self._fd < 0 or self._segment_size >= self.segment_max_bytes or (
+            time.monotonic() - self._segment_opened >= self.segment_max_age_s
+        ):
+            try:
+                self._roll_locked()
+            except OSError as exc:
+                self._write_failed(exc)
+                return
+        data = memoryview(self._buffer)
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        except OSError as exc:
+            # A partial write would leave half a line mid-segment: cut back to the last whole line.
+            if written:
+                try:
+                    os.ftruncate(self._fd, self._segment_size)
+                except OSError:
+                    pass
+            self._write_failed(exc)
+            return
+        finally:
+            data.release()
+        self._segment_size += written
+        self.events_written += self._buffered_events
+        self.telemetry.received(self._buffered_events)
+        self.telemetry.sent(self._buffered_events, nbytes=written)
+        self._buffer.clear()
+        self._buffered_events = 0
+        self._dirty_since_fsync = True
+        if self.fsync_policy == "always":
+            os.fsync(self._fd)
+            self._dirty_since_fsync = False
+
+    def _write_failed(self, exc: OSError) -> None:
+        """The disk refused the write (full, gone): the API keeps answering; these events are counted lost."""
+        self.write_errors += 1
+        self.events_dropped += self._buffered_events
+        self.telemetry.received(self._buffered_events)
+        self.telemetry.dropped("disk_write_failed", self._buffered_events)
+        self.telemetry.error("write")
+        _log.error(
+            "log_write_failed",
+            error=os.strerror(exc.errno) if exc.errno else str(exc),
+            disk_full=exc.errno == errno.ENOSPC,
+            events_dropped=self._buffered_events,
+            segment=self._segment.name if self._segment else None,
+        )
+        self._buffer.clear()
+        self._buffered_events = 0
+
+    def _roll_locked(self) -> None:
+        old_fd = self._fd
+        name = f"{time.time_ns():020d}-{self.writer_id}{SEGMENT_SUFFIX}"
+        path = self.directory / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o640)
+        if not _try_lock(fd):  # pragma: no cover - a fresh, uniquely named file is never locked
+            os.close(fd)
+            raise RuntimeError(f"segment {name} is locked by another writer")
+        self._fd = fd
+        self._segment = path
+        self._segment_size = 0
+        self._segment_opened = time.monotonic()
+        if old_fd >= 0:
+            if self._dirty_since_fsync and self.fsync_policy != "never":
+                os.fsync(old_fd)
+            os.close(old_fd)
+        self._dirty_since_fsync = False
+        # Make the new directory entry durable too, or a machine crash could lose the whole segment.
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _flush_loop(self) -> None:
+        last_fsync = time.monotonic()
+        while not self._stop.wait(self.flush_interval_s):
+            with self._lock:
+                if self._state is not _State.OPENED:
+                    return
+                self._flush_locked()
+                now = time.monotonic()
+                if (
+                    self.fsync_policy == "interval"
+                    and self._dirty_since_fsync
+                    and now - last_fsync >= self.fsync_interval_s
+                    and self._fd >= 0
+                ):
+                    os.fsync(self._fd)
+                    self._dirty_since_fsync = False
+                    last_fsync = now
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBatch:
+    """Whole lines read from the log, and the checkpoint just past them."""
+
+    lines: list[bytes]
+    checkpoint: Checkpoint
+    remaining_bytes: int
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+
+class LogReader:
+    """Reads whole lines from every writer's segments, from a checkpoint on. Never takes a lock."""
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory)
+
+    def segments(self) -> list[Path]:
+        return segment_paths(self.directory)
+
+    def read(self, checkpoint: Mapping[str, int], *, max_events: int = 10_000, max_bytes: int = 8 << 20) -> ReadBatch:
+        if max_events < 1 or max_bytes < 1:
+            raise ValueError("max_events and max_bytes must be >= 1")
+        lines: list[bytes] = []
+        new: Checkpoint = {}
+        remaining = 0
+        budget = max_bytes
+        live: set[str] = set()
+        for path in self.segments():
+            name = path.name
+            live.add(name)
+            offset = checkpoint.get(name, 0)
+            new[name] = offset
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            if size <= offset:
+                continue
+            if len(lines) >= max_events or budget <= 0:
+                remaining += size - offset
+                continue
+            with path.open("rb") as fh:
+                fh.seek(offset)
+                data = fh.read(min(size - offset, budget))
+            end = data.rfind(b"\n") + 1
+            if end == 0 and len(data) == budget and budget < size - offset:
+                # One line longer than the whole budget: read it alone rather than stall forever.
+                with path.open("rb") as fh:
+                    fh.seek(offset)
+                    line = fh.readline()
+                data = line if line.endswith(b"\n") else b""
+                end = len(data)
+            chunk = data[:end].split(b"\n")[:-1]
+            if len(lines) + len(chunk) > max_events:
+                chunk = chunk[: max_events - len(lines)]
+                end = sum(len(c) + 1 for c in chunk)
+            lines.extend(chunk)
+            new[name] = offset + end
+            budget -= end
+            remaining += size - offset - end
+        # Keep positions only for segments that still exist (retention may delete old ones).
+        return ReadBatch(lines=lines, checkpoint={k: v for k, v in new.items() if k in live}, remaining_bytes=remaining)
+
+    def end_checkpoint(self) -> Checkpoint:
+        """The position just past the last whole line of every segment: "start from now"."""
+        result: Checkpoint = {}
+        for path in self.segments():
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                result[path.name] = _last_line_end(fd, os.fstat(fd).st_size)
+            finally:
+                os.close(fd)
+        return result
+
+    def iter_all(self, checkpoint: Mapping[str, int] | None = None, *, batch_events: int = 50_000) -> Iterator[ReadBatch]:
+        """Every whole line from `checkpoint` (default: the start) to the current end, batch by batch."""
+        position: Mapping[str, int] = dict(checkpoint or {})
+        while True:
+            batch = self.read(position, max_events=batch_events)
+            if not batch.lines:
+                return
+            yield batch
+            position = batch.checkpoint

@@ -1,0 +1,89 @@
+"""What each projection reports about itself: received, sent, dropped by reason, retries, lag, batch sizes."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+__all__ = ["SinkTelemetry", "TelemetrySnapshot"]
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySnapshot:
+    """A consistent copy of one sink's counters, read at scrape time."""
+
+    sink: str
+    received: int
+    sent: int
+    dropped: dict[str, int]
+    retries: int
+    errors: dict[str, int]
+    lag_events: int
+    lag_seconds: float
+    batches: int
+    batch_events_total: int
+    batch_bytes_total: int
+
+
+@dataclass
+class SinkTelemetry:
+    """Counters one projection keeps, as Vector's component spec asks: telemetry for a batch equals telemetry
+    for its events. Thread-safe; the metrics projection exposes them as ``querylog_sink_*`` series."""
+
+    sink: str
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _received: int = 0
+    _sent: int = 0
+    _dropped: Counter[str] = field(default_factory=Counter)
+    _retries: int = 0
+    _errors: Counter[str] = field(default_factory=Counter)
+    _lag_events: int = 0
+    _lag_seconds: float = 0.0
+    _batches: int = 0
+    _batch_events_total: int = 0
+    _batch_bytes_total: int = 0
+
+    def received(self, n: int) -> None:
+        with self._lock:
+            self._received += n
+
+    def sent(self, n: int, *, nbytes: int = 0) -> None:
+        with self._lock:
+            self._sent += n
+            self._batches += 1
+            self._batch_events_total += n
+            self._batch_bytes_total += nbytes
+
+    def dropped(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self._dropped[reason] += n
+
+    def retried(self, n: int = 1) -> None:
+        with self._lock:
+            self._retries += n
+
+    def error(self, stage: str) -> None:
+        with self._lock:
+            self._errors[stage] += 1
+
+    def lag(self, events: int, seconds: float) -> None:
+        with self._lock:
+            self._lag_events = events
+            self._lag_seconds = seconds
+
+    def snapshot(self) -> TelemetrySnapshot:
+        with self._lock:
+            return TelemetrySnapshot(
+                sink=self.sink,
+                received=self._received,
+                sent=self._sent,
+                dropped=dict(self._dropped),
+                retries=self._retries,
+                errors=dict(self._errors),
+                lag_events=self._lag_events,
+                lag_seconds=self._lag_seconds,
+                batches=self._batches,
+                batch_events_total=self._batch_events_total,
+                batch_bytes_total=self._batch_bytes_total,
+            )

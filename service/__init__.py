@@ -1,0 +1,1 @@
+"""The chat API: a FastAPI service whose every query step becomes an event."""

@@ -1,0 +1,190 @@
+"""A realistic demo workload for the chat API: Korean/English questions, sessions with follow-ups,
+repeated questions (cache hits), a few failures."""
+
+from __future__ import annotations
+
+import random
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Final, TextIO
+
+import httpx
+
+__all__ = ["DemoQuery", "DemoReport", "demo_queries", "run_demo"]
+
+_COMPANIES: Final = (
+    ("삼성전자", "Samsung Electronics"),
+    ("SK하이닉스", "SK Hynix"),
+    ("네이버", "NAVER"),
+    ("카카오", "Kakao"),
+    ("현대차", "Hyundai Motor"),
+    ("LG에너지솔루션", "LG Energy Solution"),
+    ("애플", "Apple"),
+    ("엔비디아", "NVIDIA"),
+    ("테슬라", "Tesla"),
+)
+_KO: Final = (
+    "{c} 주가 전망은?",
+    "{c}는 왜 떨어졌나요",
+    "{c} 실적 발표 언제야",
+    "{c} 최근 뉴스 알려줘",
+    "{c}의 목표주가는 얼마인가요?",
+    "{c} 대표가 누구야",
+    "{c} 사업 구조 설명해줘",
+    "오늘 코스피 시장 어때?",
+    "환율이 {c}에 미치는 영향",
+)
+_EN: Final = (
+    "What is the price target for {e}?",
+    "Latest news about {e}",
+    "Should I buy {e} stock now?",
+    "How did {e} earnings look this quarter?",
+    "What does {e} do?",
+    "How is the KOSPI index doing today?",
+)
+_FOLLOW_UPS: Final = ("그럼 {c} 매수해도 될까?", "{c} 관련 기사 더 있어?", "And what about {e} news?", "{c} 경쟁사는?")
+
+
+@dataclass(frozen=True, slots=True)
+class DemoQuery:
+    query: str
+    session_id: str
+    user_id: str
+
+
+@dataclass
+class DemoReport:
+    sent: int = 0
+    ok: int = 0
+    failed: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    intents: Counter[str] = field(default_factory=Counter)
+    elapsed_s: float = 0.0
+
+
+def demo_queries(n: int, *, seed: int = 7, failure_rate: float = 0.03) -> Iterator[DemoQuery]:
+    """`n` queries in sessions of 1–4 turns; ~15% repeat an earlier question; `failure_rate` carry ``#fail``."""
+    rng = random.Random(seed)
+    asked: list[str] = []
+    produced = 0
+    session_no = 0
+    while produced < n:
+        session_no += 1
+        session_id = f"s-{seed}-{session_no}"
+        user_id = f"u-{rng.randint(1, max(3, n // 10))}"
+        ko, en = rng.choice(_COMPANIES)
+        for turn in range(rng.randint(1, 4)):
+            if produced >= n:
+                return
+            if asked and rng.random() < 0.15:
+                text = rng.choice(asked)
+            elif turn == 0:
+                template = rng.choice(_KO if rng.random() < 0.65 else _EN)
+                text = template.format(c=ko, e=en)
+            else:
+                text = rng.choice(_FOLLOW_UPS).format(c=ko, e=en)
+            if rng.random() < failure_rate:
+                text = f"{text} #fail"
+            else:
+                asked.append(text)
+            produced += 1
+            yield DemoQuery(query=text, session_id=session_id, user_id=user_id)
+
+
+def run_demo(
+    url: str,
+    *,
+    queries: int = 200,
+    rate: float | None = None,
+    concurrency: int = 8,
+    seed: int = 7,
+    progress: TextIO | None = sys.stderr,
+    client: httpx.Client | None = None,
+) -> DemoReport:
+    """Send the workload to `url` (the API's base URL). `rate` caps requests per second (None: as fast as
+    `concurrency` allows). Prints a progress bar to `progress`."""
+    if queries < 0:
+        raise ValueError(f"queries must be >= 0, got {queries}")
+    if rate is not None and rate <= 0:
+        raise ValueError(f"rate must be > 0 requests/s, got {rate}")
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    report = DemoReport()
+    lock = threading.Lock()
+    http = client or httpx.Client(base_url=url, timeout=30.0)
+    started = time.perf_counter()
+    bar = _ProgressBar(queries, progress)
+
+    def send(item: DemoQuery) -> None:
+        try:
+            resp = http.post("/v1/chat", json={"query": item.query, "session_id": item.session_id, "user_id": item.user_id})
+            outcome = resp.status_code
+            intent = resp.json().get("intent") if resp.status_code == 200 else None
+        except httpx.HTTPError as exc:
+            outcome, intent = type(exc).__name__, None
+        with lock:
+            report.sent += 1
+            if outcome == 200:
+                report.ok += 1
+                report.intents[str(intent)] += 1
+            else:
+                report.failed += 1
+                report.errors[str(outcome)] += 1
+            bar.update(report.sent)
+
+    pacer = _pacer(rate)
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            for item in demo_queries(queries, seed=seed):
+                pacer()
+                pool.submit(send, item)
+    finally:
+        if client is None:
+            http.close()
+    report.elapsed_s = time.perf_counter() - started
+    bar.done()
+    return report
+
+
+def _pacer(rate: float | None) -> Callable[[], None]:
+    if rate is None:
+        return lambda: None
+    interval = 1.0 / rate
+    next_at = time.perf_counter()
+
+    def wait() -> None:
+        nonlocal next_at
+        delay = next_at - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)  # pacing the workload itself, not waiting for a result
+        next_at = max(next_at + interval, time.perf_counter() - interval)
+
+    return wait
+
+
+class _ProgressBar:
+    def __init__(self, total: int, stream: TextIO | None) -> None:
+        self.total = total
+        self.stream = stream
+        self._last = -1
+
+    def update(self, done: int) -> None:
+        if self.stream is None or self.total == 0:
+            return
+        pct = done * 100 // self.total
+        if pct == self._last:
+            return
+        self._last = pct
+        filled = pct * 30 // 100
+        self.stream.write(f"\r  demo [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total}")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.stream is not None and self.total:
+            self.stream.write("\n")
+            self.stream.flush()

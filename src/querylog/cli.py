@@ -1,0 +1,63 @@
+"""The ``querylog`` command line. Each subcommand lives in `querylog.commands.<name>`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from querylog import __version__
+from querylog.commands import COMMANDS
+from querylog.config import ConfigError, Settings, describe_settings
+
+__all__ = ["build_parser", "main"]
+
+
+def _epilog() -> str:
+    rows = describe_settings()
+    width = max(len(r[0]) for r in rows)
+    lines = ["configuration (environment variables):"]
+    lines += [f"  {var:<{width}}  {doc}" + (f" [default: {default}]" if default else "") for var, default, doc in rows]
+    lines += ["", "Start with `querylog serve --demo 200`, then `querylog sql \"select intent, count(*) from queries group by 1\"`."]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="querylog",
+        description="An event-sourced query log for chat and RAG APIs: every query step is an immutable event; "
+        "the Parquet lake, Loki and Prometheus metrics are projections of the log.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"querylog {__version__}")
+    parser.add_argument("--home", help="data directory (overrides QUERYLOG_HOME)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"querylog.commands.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        overrides: dict[str, object] = {}
+        if args.home:
+            from pathlib import Path
+
+            overrides["home"] = Path(args.home).expanduser()
+        settings = Settings.from_env(**overrides)
+    except ConfigError as exc:
+        print(f"querylog: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        code: int = args.run(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""``querylog config``: the settings in force, after validation."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from querylog.config import Settings
+
+_SECRET = ("ingest_token", "user_id_salt")
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("config", help="show the settings in force (secrets masked)", description="Validate the QUERYLOG_* environment and print the settings in force.")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if f.name in _SECRET and value:
+            value = "***"
+        print(f"{f.metadata['env']:<30} {value}")
+    return 0

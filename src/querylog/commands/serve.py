@@ -1,0 +1,85 @@
+"""``querylog serve``: the chat API with the embedded pipeline (and, with --demo, a workload to look at)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from typing import Any
+
+from querylog.config import Settings
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the chat API (POST /v1/chat, GET /healthz, GET /metrics)",
+        description="Run the FastAPI chat API with the embedded pipeline. Events go to the log under QUERYLOG_HOME; "
+        "the Parquet lake (and Loki, when LOKI_URL is set) follow in the background. SIGTERM or Ctrl-C drains "
+        "the projections and exits.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--demo", type=int, default=0, metavar="N", help="once up, send N demo queries so there is data")
+    p.add_argument("--exit-after-demo", action="store_true", help="stop the server after the demo (for scripts)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from querylog.service.app import create_app
+
+    if not 0 < args.port < 65536:
+        print(f"querylog serve: --port must be 1-65535, got {args.port}", file=sys.stderr)
+        return 2
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    if args.demo > 0:
+        threading.Thread(target=_demo_then_guide, args=(server, args, settings), daemon=True).start()
+    else:
+        print(f"querylog: serving on http://{args.host}:{args.port} (Ctrl-C to stop)", file=sys.stderr)
+    server.run()
+    return 0 if server.started or args.exit_after_demo else 1
+
+
+def _demo_then_guide(server: Any, args: argparse.Namespace, settings: Settings) -> None:
+    from querylog.service.demo import run_demo
+
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)  # waiting for uvicorn's startup flag; there is no event to wait on
+    if not server.started:
+        return
+    url = f"http://{args.host if args.host != '0.0.0.0' else '127.0.0.1'}:{args.port}"  # noqa: S104
+    print(f"querylog: serving on {url}; sending {args.demo} demo queries", file=sys.stderr)
+    report = run_demo(url, queries=args.demo)
+    runtime = server.config.app.state.querylog
+    runtime.wake_projections()
+    parquet = runtime.projectors.get("parquet")
+    if parquet is not None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and parquet.sink.checkpoint() != runtime.reader.end_checkpoint():
+            time.sleep(0.1)
+    sys.stderr.write(_guide(url, report, settings))
+    sys.stderr.flush()
+    if args.exit_after_demo:
+        server.should_exit = True
+
+
+def _guide(url: str, report: Any, settings: Settings) -> str:
+    intents = ", ".join(f"{k} {v}" for k, v in report.intents.most_common())
+    return f"""
+querylog is running on {url}  (Ctrl-C to stop)
+  demo: {report.ok} answered, {report.failed} failed in {report.elapsed_s:.1f}s ({intents})
+  data: {settings.home}/log (event log), {settings.home}/lake (Parquet)
+
+Where to look next (in another terminal):
+  .venv/bin/querylog sql "select intent, count(*) from queries group by 1"
+  .venv/bin/querylog sql "select query_text, intent, status, round(latency_ms, 2) as ms from queries order by started_at desc limit 10"
+  curl -s {url}/v1/chat -H 'content-type: application/json' -d '{{"query": "네이버 주가 전망은?"}}'
+  curl -s {url}/metrics | grep querylog_queries_total
+  open {url}/docs for the API
+"""

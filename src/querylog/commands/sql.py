@@ -1,0 +1,38 @@
+"""``querylog sql``: DuckDB SQL over the lake's views."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from querylog._format import FORMATS
+from querylog.config import Settings
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "sql",
+        help="run DuckDB SQL over the lake (views: events, queries, sessions)",
+        description="Run one SQL statement with DuckDB over the Parquet lake. Views: `events` (one row per "
+        "event), `queries` (one row per query_id: query_text, intent, status, latency_ms, classify_ms, search_ms, "
+        "generate_ms, cache_hit, quality_score, session_id, user_id, started_at, ...) and `sessions`. "
+        "Read-only and lock-free: works while `querylog serve` runs.",
+    )
+    p.add_argument("statement", help='SQL, e.g. "select intent, count(*) from queries group by 1"')
+    p.add_argument("--format", "-f", choices=FORMATS, default="table", help="output format (default: table)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from querylog._format import format_rows
+    from querylog.analytics.catalog import Catalog, CatalogError
+
+    with Catalog(settings.lake_dir) as catalog:
+        try:
+            columns, rows = catalog.query(args.statement)
+        except CatalogError as exc:
+            print(f"querylog sql: {exc}", file=sys.stderr)
+            return 1
+    sys.stdout.write(format_rows(columns, rows, args.format))
+    return 0

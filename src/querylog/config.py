@@ -1,0 +1,140 @@
+"""Settings from ``QUERYLOG_*`` environment variables, validated at start with messages that say what to do."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Final
+
+__all__ = ["ConfigError", "Settings", "describe_settings"]
+
+_NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_PROM_NS_RE: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+class ConfigError(ValueError):
+    """A setting has a value querylog cannot use. The message names the variable and what it accepts."""
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name} must be true or false (1/0, yes/no, on/off); got {raw!r}")
+
+
+def _number(name: str, raw: str, *, minimum: float, integer: bool = False) -> float:
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise ConfigError(f"{name} must be {kind} >= {minimum:g}; got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum:g}; got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything querylog reads from the environment. `Settings.from_env()` validates it all at once."""
+
+    home: Path = field(default=Path(".querylog"), metadata={"env": "QUERYLOG_HOME", "doc": "data directory (log, lake, checkpoints)"})
+    env: str = field(default="dev", metadata={"env": "QUERYLOG_ENV", "doc": "deployment name; the Loki `env` label"})
+    service: str = field(default="querylog", metadata={"env": "QUERYLOG_SERVICE", "doc": "service name; the Loki `app` label"})
+    fsync: str = field(default="interval", metadata={"env": "QUERYLOG_FSYNC", "doc": "always | interval | never: when the log fsyncs (machine-crash safety)"})
+    fsync_interval_s: float = field(default=1.0, metadata={"env": "QUERYLOG_FSYNC_INTERVAL_S", "doc": "seconds between fsyncs under `interval`"})
+    segment_max_mb: int = field(default=64, metadata={"env": "QUERYLOG_SEGMENT_MAX_MB", "doc": "a log segment rolls past this size"})
+    segment_max_age_s: float = field(default=3600.0, metadata={"env": "QUERYLOG_SEGMENT_MAX_AGE_S", "doc": "a log segment rolls past this age"})
+    parquet_interval_s: float = field(default=1.0, metadata={"env": "QUERYLOG_PARQUET_INTERVAL_S", "doc": "Parquet batch interval: freshness of the lake"})
+    parquet_batch_events: int = field(default=100_000, metadata={"env": "QUERYLOG_PARQUET_BATCH_EVENTS", "doc": "most events in one Parquet batch"})
+    stdout_events: bool = field(default=True, metadata={"env": "QUERYLOG_STDOUT_EVENTS", "doc": "echo each event as a JSON line on stdout (structlog)"})
+    loki_url: str | None = field(default=None, metadata={"env": "QUERYLOG_LOKI_URL", "doc": "Loki base URL; also read from LOKI_URL. Unset: no Loki projection"})
+    metrics_namespace: str = field(default="querylog", metadata={"env": "QUERYLOG_METRICS_NAMESPACE", "doc": "prefix of the Prometheus metric names"})
+    retention_days: int | None = field(default=None, metadata={"env": "QUERYLOG_RETENTION_DAYS", "doc": "lake retention in days; unset keeps everything"})
+    ingest_token: str | None = field(default=None, metadata={"env": "QUERYLOG_INGEST_TOKEN", "doc": "bearer token required by POST /v1/events when set"})
+    redact_extra: dict[str, str] = field(default_factory=dict, metadata={"env": "QUERYLOG_REDACT_EXTRA", "doc": "extra redaction patterns, a JSON object name→regex"})
+    user_id_salt: str | None = field(default=None, metadata={"env": "QUERYLOG_USER_ID_SALT", "doc": "when set, user ids are stored as salted hashes"})
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "log"
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.home / "lake"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home / "state"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read and validate every ``QUERYLOG_*`` variable; raise one `ConfigError` naming the bad one."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+
+        def get(name: str) -> str | None:
+            raw = env.get(name)
+            return raw if raw not in (None, "") else None
+
+        if (raw := get("QUERYLOG_HOME")) is not None:
+            values["home"] = Path(raw).expanduser()
+        for key, var in (("env", "QUERYLOG_ENV"), ("service", "QUERYLOG_SERVICE")):
+            if (raw := get(var)) is not None:
+                if not _NAME_RE.match(raw):
+                    raise ConfigError(f"{var} must be 1-63 letters, digits, '_', '.' or '-' (it becomes a Loki label); got {raw!r}")
+                values[key] = raw
+        if (raw := get("QUERYLOG_FSYNC")) is not None:
+            if raw not in ("always", "interval", "never"):
+                raise ConfigError(f"QUERYLOG_FSYNC must be always, interval or never; got {raw!r}")
+            values["fsync"] = raw
+        for key, var, minimum, integer in (
+            ("fsync_interval_s", "QUERYLOG_FSYNC_INTERVAL_S", 0.01, False),
+            ("segment_max_mb", "QUERYLOG_SEGMENT_MAX_MB", 1, True),
+            ("segment_max_age_s", "QUERYLOG_SEGMENT_MAX_AGE_S", 1, False),
+            ("parquet_interval_s", "QUERYLOG_PARQUET_INTERVAL_S", 0.05, False),
+            ("parquet_batch_events", "QUERYLOG_PARQUET_BATCH_EVENTS", 1, True),
+            ("retention_days", "QUERYLOG_RETENTION_DAYS", 1, True),
+        ):
+            if (raw := get(var)) is not None:
+                values[key] = _number(var, raw, minimum=minimum, integer=integer)
+        if (raw := get("QUERYLOG_STDOUT_EVENTS")) is not None:
+            values["stdout_events"] = _bool("QUERYLOG_STDOUT_EVENTS", raw)
+        loki = get("QUERYLOG_LOKI_URL") or get("LOKI_URL")
+        if loki is not None:
+            if not re.match(r"^https?://[^\s/]+", loki):
+                raise ConfigError(f"LOKI_URL / QUERYLOG_LOKI_URL must be an http(s) URL like http://127.0.0.1:3100; got {loki!r}")
+            values["loki_url"] = loki.rstrip("/")
+        if (raw := get("QUERYLOG_METRICS_NAMESPACE")) is not None:
+            if not _PROM_NS_RE.match(raw):
+                raise ConfigError(f"QUERYLOG_METRICS_NAMESPACE must match [a-zA-Z_][a-zA-Z0-9_]* (a Prometheus name); got {raw!r}")
+            values["metrics_namespace"] = raw
+        if (raw := get("QUERYLOG_INGEST_TOKEN")) is not None:
+            values["ingest_token"] = raw
+        if (raw := get("QUERYLOG_USER_ID_SALT")) is not None:
+            values["user_id_salt"] = raw
+        if (raw := get("QUERYLOG_REDACT_EXTRA")) is not None:
+            try:
+                extra = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"QUERYLOG_REDACT_EXTRA must be a JSON object of name → regex; {exc}") from None
+            if not isinstance(extra, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
+                raise ConfigError('QUERYLOG_REDACT_EXTRA must be a JSON object of name → regex, like {"ORDER": "ORD-\\\\d{8}"}')
+            values["redact_extra"] = extra
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def describe_settings() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for every setting — the source of `docs/configuration.md` and `--help`."""
+    rows = []
+    for f in fields(Settings):
+        default = "{}" if f.name == "redact_extra" else f.default
+        rows.append((str(f.metadata["env"]), "" if default is None else str(default), str(f.metadata["doc"])))
+    return rows

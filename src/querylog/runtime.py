@@ -1,0 +1,112 @@
+"""The running pipeline of one process: the event log, the tracker, and the projections fed from the log."""
+
+from __future__ import annotations
+
+import structlog
+
+from querylog.config import Settings
+from querylog.logging.metrics import MetricsProjection
+from querylog.logging.parquet import ParquetSink
+from querylog.logging.projection import CheckpointFile, Projector, Sink
+from querylog.logging.redaction import Redactor
+from querylog.logging.segments import EventLog, LogReader
+from querylog.logging.sinks import MetricsSink, StdoutSink
+from querylog.logging.structured import configure_structlog
+from querylog.logging.tracker import QueryTracker
+
+__all__ = ["Runtime", "make_redactor"]
+
+_log = structlog.get_logger("querylog.runtime")
+
+
+def make_redactor(settings: Settings) -> Redactor:
+    return Redactor(extra_patterns=settings.redact_extra or None, user_id_salt=settings.user_id_salt)
+
+
+class Runtime:
+    """Owns the log writer and the projectors. `start()` then `close()`; close drains the projections."""
+
+    def __init__(self, settings: Settings, *, projections: bool = True) -> None:
+        self.settings = settings
+        self.log = EventLog(
+            settings.log_dir,
+            segment_max_bytes=settings.segment_max_mb * 1024 * 1024,
+            segment_max_age_s=settings.segment_max_age_s,
+            fsync=settings.fsync,  # type: ignore[arg-type]  # validated by Settings
+            fsync_interval_s=settings.fsync_interval_s,
+        )
+        self.reader = LogReader(settings.log_dir)
+        redactor = make_redactor(settings)
+        self.redactor = redactor
+        self.tracker = QueryTracker(
+            self.log,
+            service=settings.service,
+            env=settings.env,
+            redact=redactor.redact,
+            pseudonymize_user_id=redactor.pseudonymize_user_id if settings.user_id_salt else None,
+        )
+        self.metrics = MetricsProjection(settings.metrics_namespace)
+        self.metrics.add_sink(self.log.telemetry)
+        self.projectors: dict[str, Projector] = {}
+        self._with_projections = projections
+        self._started = False
+
+    def _projector(self, sink: Sink, *, interval_s: float, batch_max_events: int = 50_000, elected: bool = True) -> Projector:
+        lock = self.settings.state_dir / "locks" / f"{sink.name}.lock" if elected else None
+        return Projector(self.reader, sink, lock_path=lock, interval_s=interval_s, batch_max_events=batch_max_events)
+
+    def build_projectors(self) -> dict[str, Projector]:
+        s = self.settings
+        projectors = {
+            "parquet": self._projector(
+                ParquetSink(s.lake_dir).open(), interval_s=s.parquet_interval_s, batch_max_events=s.parquet_batch_events
+            )
+        }
+        if s.stdout_events:
+            checkpoint = s.state_dir / "checkpoints" / "stdout.json"
+            if not checkpoint.exists():
+                # Start echoing from now: replaying months of history into a terminal helps nobody.
+                CheckpointFile(checkpoint).save(self.reader.end_checkpoint())
+            # Elected like the other projections: with several workers, each event is printed once.
+            projectors["stdout"] = self._projector(StdoutSink(checkpoint).open(), interval_s=0.2)
+        # Not elected: each process folds the whole log, so every worker's /metrics has the full totals.
+        projectors["metrics"] = self._projector(MetricsSink(self.metrics).open(), interval_s=0.5, elected=False)
+        for projector in projectors.values():
+            if projector.sink.name != "metrics":
+                self.metrics.add_sink(projector.telemetry)
+        return projectors
+
+    def start(self) -> Runtime:
+        if self._started:
+            raise RuntimeError("Runtime already started")
+        configure_structlog()
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        self.log.open()
+        if self._with_projections:
+            self.projectors = self.build_projectors()
+            for projector in self.projectors.values():
+                projector.start()
+        self._started = True
+        _log.info("querylog_started", home=str(self.settings.home), env=self.settings.env, projections=sorted(self.projectors))
+        return self
+
+    def close(self, *, drain_timeout_s: float = 10.0) -> None:
+        """Flush the log, let each projection catch up (bounded), and stop."""
+        if not self._started:
+            return
+        self.log.close()
+        for name, projector in self.projectors.items():
+            projector.stop(drain_timeout_s=drain_timeout_s)
+            projector.sink.close()
+            _log.info("projection_stopped", projection=name, lag_events=projector.telemetry.snapshot().lag_events)
+        self._started = False
+
+    def wake_projections(self) -> None:
+        for projector in self.projectors.values():
+            projector.wake()
+
+    def __enter__(self) -> Runtime:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
