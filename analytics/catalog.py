@@ -119,7 +119,9 @@ class Catalog:
         except duckdb.Error as exc:
             raise CatalogError(_one_line(exc)) from exc
 
-    def query(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+    def query(
+        self, sql: str, params: list[Any] | dict[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run SQL; return (column names, rows)."""
         cursor = self.execute(sql, params)
         columns = [d[0] for d in cursor.description] if cursor.description else []
@@ -130,7 +132,7 @@ class Catalog:
 
     def arrow(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pa.Table:
         try:
-            return self.connection.execute(sql, params).fetch_arrow_table()
+            return self.connection.execute(sql, params).to_arrow_table()
         except duckdb.Error as exc:
             raise CatalogError(_one_line(exc)) from exc
 

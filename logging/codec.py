@@ -9,7 +9,7 @@ import msgspec
 
 from querylog.logging.events import SCHEMA_VERSION, AnyEvent, Event
 
-__all__ = ["DecodeError", "UPCASTERS", "decode", "decode_many", "encode", "from_builtins", "to_builtins"]
+__all__ = ["UPCASTERS", "DecodeError", "decode", "decode_many", "encode", "from_builtins", "to_builtins"]
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -40,7 +40,8 @@ def encode(event: Event) -> bytes:
 def decode(data: bytes | str) -> AnyEvent:
     """Decode one event, upcasting older schema versions. Raises `DecodeError` naming the bad field."""
     try:
-        return _decoder.decode(data)
+        event: AnyEvent = _decoder.decode(data)
+        return event
     except msgspec.ValidationError as exc:
         try:
             version = _header_decoder.decode(data).schema_version
@@ -67,7 +68,9 @@ def from_builtins(obj: dict[str, Any]) -> AnyEvent:
     """Validate a plain dict (an ingest payload, an upcast record) into an event; upcasts old versions."""
     version = obj.get("schema_version", 1)
     if not isinstance(version, int) or version < 1 or version > SCHEMA_VERSION:
-        raise DecodeError(f"Unsupported schema_version {version!r} (this build reads 1..{SCHEMA_VERSION}) - at `$.schema_version`")
+        raise DecodeError(
+            f"Unsupported schema_version {version!r} (this build reads 1..{SCHEMA_VERSION}) - at `$.schema_version`"
+        )
     while version < SCHEMA_VERSION:
         upcast = UPCASTERS.get(version)
         if upcast is None:
@@ -76,6 +79,7 @@ def from_builtins(obj: dict[str, Any]) -> AnyEvent:
         version += 1
         obj["schema_version"] = version
     try:
-        return msgspec.convert(obj, AnyEvent)
+        converted: AnyEvent = msgspec.convert(obj, AnyEvent)
+        return converted
     except msgspec.ValidationError as exc:
         raise DecodeError(str(exc)) from exc

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from datetime import datetime, timezone
-from typing import Final, Literal, TypeAlias, Union
+from datetime import UTC, datetime
+from typing import Final, Literal, TypeAlias
 
 import msgspec
 import uuid_utils
@@ -52,7 +52,7 @@ def new_event_id() -> str:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def nfc(text: str) -> str:
@@ -117,10 +117,10 @@ class Event(
         _require(bool(self.service), "service", "must not be empty")
         _require(bool(self.env), "env", "must not be empty")
         if self.ts.utcoffset():
-            msgspec.structs.force_setattr(self, "ts", self.ts.astimezone(timezone.utc))
+            msgspec.structs.force_setattr(self, "ts", self.ts.astimezone(UTC))
 
 
-class QueryReceived(Event, tag="query_received"):
+class QueryReceived(Event, frozen=True, tag="query_received"):
     """A user's query arrived. The text is NFC-normalised (and redacted by the producer) before it gets here."""
 
     query_text: str
@@ -134,7 +134,7 @@ class QueryReceived(Event, tag="query_received"):
             msgspec.structs.force_setattr(self, "query_text", cleaned)
 
 
-class IntentClassified(Event, tag="intent_classified"):
+class IntentClassified(Event, frozen=True, tag="intent_classified"):
     intent: str
     confidence: float
     duration_ms: float | None = None
@@ -146,7 +146,7 @@ class IntentClassified(Event, tag="intent_classified"):
         _check_duration("duration_ms", self.duration_ms)
 
 
-class SearchCompleted(Event, tag="search_completed"):
+class SearchCompleted(Event, frozen=True, tag="search_completed"):
     result_count: int
     cache_hit: bool = False
     duration_ms: float | None = None
@@ -158,7 +158,7 @@ class SearchCompleted(Event, tag="search_completed"):
         _check_duration("duration_ms", self.duration_ms)
 
 
-class ResponseGenerated(Event, tag="response_generated"):
+class ResponseGenerated(Event, frozen=True, tag="response_generated"):
     """The LLM step answered. Names follow the OpenTelemetry GenAI conventions (dots become underscores)."""
 
     gen_ai_system: str | None = None
@@ -176,10 +176,12 @@ class ResponseGenerated(Event, tag="response_generated"):
             value = getattr(self, name)
             _require(value is None or value >= 0, name, f"must be >= 0, got {value!r}")
         if self.quality_score is not None:
-            _require(0.0 <= self.quality_score <= 1.0, "quality_score", f"must be within [0, 1], got {self.quality_score!r}")
+            _require(
+                0.0 <= self.quality_score <= 1.0, "quality_score", f"must be within [0, 1], got {self.quality_score!r}"
+            )
 
 
-class QueryCompleted(Event, tag="query_completed"):
+class QueryCompleted(Event, frozen=True, tag="query_completed"):
     """The query was answered. Carries what LogQL panels group by, so they need no join."""
 
     latency_ms: float
@@ -193,7 +195,7 @@ class QueryCompleted(Event, tag="query_completed"):
         _check_duration("latency_ms", self.latency_ms)
 
 
-class QueryFailed(Event, tag="query_failed"):
+class QueryFailed(Event, frozen=True, tag="query_failed"):
     error_type: str
     error_message: str = ""
     stage: str | None = None
@@ -209,7 +211,7 @@ class QueryFailed(Event, tag="query_failed"):
             msgspec.structs.force_setattr(self, "error_message", cleaned)
 
 
-class FeedbackReceived(Event, tag="feedback_received"):
+class FeedbackReceived(Event, frozen=True, tag="feedback_received"):
     """A user's verdict on an answer: -1 (bad), 0 (neutral) or 1 (good)."""
 
     score: int
@@ -224,15 +226,15 @@ class FeedbackReceived(Event, tag="feedback_received"):
                 msgspec.structs.force_setattr(self, "comment", cleaned)
 
 
-AnyEvent: TypeAlias = Union[
-    QueryReceived,
-    IntentClassified,
-    SearchCompleted,
-    ResponseGenerated,
-    QueryCompleted,
-    QueryFailed,
-    FeedbackReceived,
-]
+AnyEvent: TypeAlias = (
+    QueryReceived
+    | IntentClassified
+    | SearchCompleted
+    | ResponseGenerated
+    | QueryCompleted
+    | QueryFailed
+    | FeedbackReceived
+)
 
 EVENT_CLASSES: Final[dict[str, type[Event]]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]

@@ -17,7 +17,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Final
 
@@ -138,7 +138,9 @@ class CheckpointFile:
         try:
             return msgspec.json.decode(data, type=dict[str, int])
         except msgspec.DecodeError as exc:
-            raise SinkError(f"checkpoint {self.path} is unreadable ({exc}); delete it to re-project from the start") from exc
+            raise SinkError(
+                f"checkpoint {self.path} is unreadable ({exc}); delete it to re-project from the start"
+            ) from exc
 
     def save(self, checkpoint: Checkpoint) -> None:
         atomic_write(self.path, msgspec.json.encode(checkpoint))
@@ -241,7 +243,12 @@ class Projector:
                 except DecodeError as exc:
                     self.corrupt_lines += 1
                     self.telemetry.dropped("corrupt_line")
-                    _log.error("log_line_corrupt", sink=self.sink.name, error=str(exc), line=line[:200].decode(errors="replace"))
+                    _log.error(
+                        "log_line_corrupt",
+                        sink=self.sink.name,
+                        error=str(exc),
+                        line=line[:200].decode(errors="replace"),
+                    )
             self.sink.write(Batch(events=events, checkpoint=batch.checkpoint))
             self._report_lag(events, batch.remaining_bytes, batch.lines)
             return len(batch.lines)
@@ -261,7 +268,7 @@ class Projector:
             self.telemetry.lag(0, 0.0)
             return
         mean_line = max(1, sum(len(x) + 1 for x in lines) // max(1, len(lines)))
-        behind_s = (datetime.now(timezone.utc) - events[-1].ts).total_seconds()
+        behind_s = (datetime.now(UTC) - events[-1].ts).total_seconds()
         self.telemetry.lag(remaining_bytes // mean_line, max(0.0, behind_s))
 
     # -- background thread ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ process. Surviving a machine crash needs ``fsync``, which the ``fsync`` policy s
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import fcntl
@@ -243,30 +244,28 @@ class EventLog:
     def _flush_locked(self) -> None:
         if not self._buffer:
             return
-        if self._fd < 0 or self._segment_size >= self.segment_max_bytes or (
-            time.monotonic() - self._segment_opened >= self.segment_max_age_s
+        if (
+            self._fd < 0
+            or self._segment_size >= self.segment_max_bytes
+            or (time.monotonic() - self._segment_opened >= self.segment_max_age_s)
         ):
             try:
                 self._roll_locked()
             except OSError as exc:
                 self._write_failed(exc)
                 return
-        data = memoryview(self._buffer)
+        data = bytes(self._buffer)
         written = 0
         try:
             while written < len(data):
-                written += os.write(self._fd, data[written:])
+                written += os.write(self._fd, data[written:] if written else data)
         except OSError as exc:
             # A partial write would leave half a line mid-segment: cut back to the last whole line.
             if written:
-                try:
+                with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, self._segment_size)
-                except OSError:
-                    pass
             self._write_failed(exc)
             return
-        finally:
-            data.release()
         self._segment_size += written
         self.events_written += self._buffered_events
         self.telemetry.received(self._buffered_events)
@@ -417,7 +416,9 @@ class LogReader:
                 os.close(fd)
         return result
 
-    def iter_all(self, checkpoint: Mapping[str, int] | None = None, *, batch_events: int = 50_000) -> Iterator[ReadBatch]:
+    def iter_all(
+        self, checkpoint: Mapping[str, int] | None = None, *, batch_events: int = 50_000
+    ) -> Iterator[ReadBatch]:
         """Every whole line from `checkpoint` (default: the start) to the current end, batch by batch."""
         position: Mapping[str, int] = dict(checkpoint or {})
         while True:

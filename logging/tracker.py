@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import uuid_utils
 
@@ -129,6 +129,8 @@ class TrackedQuery:
     __slots__ = (
         "_current_stage",
         "_failed_stage",
+        "_language",
+        "_raw_text",
         "_stage_started",
         "_started",
         "_tracker",
@@ -142,8 +144,6 @@ class TrackedQuery:
         "text",
         "trace_id",
         "user_id",
-        "_language",
-        "_raw_text",
     )
 
     def __init__(
@@ -290,7 +290,7 @@ class TrackedQuery:
             return (time.perf_counter() - self._stage_started) * 1000.0
         return None
 
-    def _emit(self, cls: type[Event], **fields: object) -> None:
+    def _emit(self, cls: type[Event], **fields: Any) -> None:
         tracker = self._tracker
         event = cls(
             query_id=self.query_id,

@@ -96,7 +96,9 @@ def create_app(
         tags=["chat"],
         responses={502: {"model": ChatError, "description": "The LLM step failed"}, 500: {"model": ChatError}},
     )
-    def chat(body: ChatRequest, tracker: Annotated[QueryTracker, Depends(query_tracker)]) -> ChatResponse | JSONResponse:
+    def chat(
+        body: ChatRequest, tracker: Annotated[QueryTracker, Depends(query_tracker)]
+    ) -> ChatResponse | JSONResponse:
         """Answer a question. Its events (received → classified → searched → answered → completed, or
         query_failed) are durable in the log before this returns."""
         tracked = tracker.query(body.query, session_id=body.session_id, user_id=body.user_id)

@@ -122,8 +122,10 @@ def run_demo(
 
     def send(item: DemoQuery) -> None:
         try:
-            resp = http.post("/v1/chat", json={"query": item.query, "session_id": item.session_id, "user_id": item.user_id})
-            outcome = resp.status_code
+            resp = http.post(
+                "/v1/chat", json={"query": item.query, "session_id": item.session_id, "user_id": item.user_id}
+            )
+            outcome: int | str = resp.status_code
             intent = resp.json().get("intent") if resp.status_code == 200 else None
         except httpx.HTTPError as exc:
             outcome, intent = type(exc).__name__, None

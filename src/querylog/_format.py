@@ -57,7 +57,9 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def format_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table", *, max_col_width: int = 60) -> str:
+def format_rows(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table", *, max_col_width: int = 60
+) -> str:
     if fmt == "json":
         objects = [dict(zip(columns, row, strict=True)) for row in rows]
         return orjson.dumps(objects, default=_json_default, option=orjson.OPT_INDENT_2).decode() + "\n"

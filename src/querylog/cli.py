@@ -19,7 +19,11 @@ def _epilog() -> str:
     width = max(len(r[0]) for r in rows)
     lines = ["configuration (environment variables):"]
     lines += [f"  {var:<{width}}  {doc}" + (f" [default: {default}]" if default else "") for var, default, doc in rows]
-    lines += ["", "Start with `querylog serve --demo 200`, then `querylog sql \"select intent, count(*) from queries group by 1\"`."]
+    lines += [
+        "",
+        "Start with `querylog serve --demo 200`, then",
+        '`querylog sql "select intent, count(*) from queries group by 1"`.',
+    ]
     return "\n".join(lines)
 
 
@@ -48,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pathlib import Path
 
             overrides["home"] = Path(args.home).expanduser()
-        settings = Settings.from_env(**overrides)
+        settings = Settings.from_env(overrides=overrides)
     except ConfigError as exc:
         print(f"querylog: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -44,22 +44,66 @@ def _number(name: str, raw: str, *, minimum: float, integer: bool = False) -> fl
 class Settings:
     """Everything querylog reads from the environment. `Settings.from_env()` validates it all at once."""
 
-    home: Path = field(default=Path(".querylog"), metadata={"env": "QUERYLOG_HOME", "doc": "data directory (log, lake, checkpoints)"})
+    home: Path = field(
+        default=Path(".querylog"), metadata={"env": "QUERYLOG_HOME", "doc": "data directory (log, lake, checkpoints)"}
+    )
     env: str = field(default="dev", metadata={"env": "QUERYLOG_ENV", "doc": "deployment name; the Loki `env` label"})
-    service: str = field(default="querylog", metadata={"env": "QUERYLOG_SERVICE", "doc": "service name; the Loki `app` label"})
-    fsync: str = field(default="interval", metadata={"env": "QUERYLOG_FSYNC", "doc": "always | interval | never: when the log fsyncs (machine-crash safety)"})
-    fsync_interval_s: float = field(default=1.0, metadata={"env": "QUERYLOG_FSYNC_INTERVAL_S", "doc": "seconds between fsyncs under `interval`"})
-    segment_max_mb: int = field(default=64, metadata={"env": "QUERYLOG_SEGMENT_MAX_MB", "doc": "a log segment rolls past this size"})
-    segment_max_age_s: float = field(default=3600.0, metadata={"env": "QUERYLOG_SEGMENT_MAX_AGE_S", "doc": "a log segment rolls past this age"})
-    parquet_interval_s: float = field(default=1.0, metadata={"env": "QUERYLOG_PARQUET_INTERVAL_S", "doc": "Parquet batch interval: freshness of the lake"})
-    parquet_batch_events: int = field(default=100_000, metadata={"env": "QUERYLOG_PARQUET_BATCH_EVENTS", "doc": "most events in one Parquet batch"})
-    stdout_events: bool = field(default=True, metadata={"env": "QUERYLOG_STDOUT_EVENTS", "doc": "echo each event as a JSON line on stdout (structlog)"})
-    loki_url: str | None = field(default=None, metadata={"env": "QUERYLOG_LOKI_URL", "doc": "Loki base URL; also read from LOKI_URL. Unset: no Loki projection"})
-    metrics_namespace: str = field(default="querylog", metadata={"env": "QUERYLOG_METRICS_NAMESPACE", "doc": "prefix of the Prometheus metric names"})
-    retention_days: int | None = field(default=None, metadata={"env": "QUERYLOG_RETENTION_DAYS", "doc": "lake retention in days; unset keeps everything"})
-    ingest_token: str | None = field(default=None, metadata={"env": "QUERYLOG_INGEST_TOKEN", "doc": "bearer token required by POST /v1/events when set"})
-    redact_extra: dict[str, str] = field(default_factory=dict, metadata={"env": "QUERYLOG_REDACT_EXTRA", "doc": "extra redaction patterns, a JSON object name→regex"})
-    user_id_salt: str | None = field(default=None, metadata={"env": "QUERYLOG_USER_ID_SALT", "doc": "when set, user ids are stored as salted hashes"})
+    service: str = field(
+        default="querylog", metadata={"env": "QUERYLOG_SERVICE", "doc": "service name; the Loki `app` label"}
+    )
+    fsync: str = field(
+        default="interval",
+        metadata={
+            "env": "QUERYLOG_FSYNC",
+            "doc": "always | interval | never: when the log fsyncs (machine-crash safety)",
+        },
+    )
+    fsync_interval_s: float = field(
+        default=1.0, metadata={"env": "QUERYLOG_FSYNC_INTERVAL_S", "doc": "seconds between fsyncs under `interval`"}
+    )
+    segment_max_mb: int = field(
+        default=64, metadata={"env": "QUERYLOG_SEGMENT_MAX_MB", "doc": "a log segment rolls past this size"}
+    )
+    segment_max_age_s: float = field(
+        default=3600.0, metadata={"env": "QUERYLOG_SEGMENT_MAX_AGE_S", "doc": "a log segment rolls past this age"}
+    )
+    parquet_interval_s: float = field(
+        default=1.0,
+        metadata={"env": "QUERYLOG_PARQUET_INTERVAL_S", "doc": "Parquet batch interval: freshness of the lake"},
+    )
+    parquet_batch_events: int = field(
+        default=100_000, metadata={"env": "QUERYLOG_PARQUET_BATCH_EVENTS", "doc": "most events in one Parquet batch"}
+    )
+    stdout_events: bool = field(
+        default=True,
+        metadata={"env": "QUERYLOG_STDOUT_EVENTS", "doc": "echo each event as a JSON line on stdout (structlog)"},
+    )
+    loki_url: str | None = field(
+        default=None,
+        metadata={
+            "env": "QUERYLOG_LOKI_URL",
+            "doc": "Loki base URL; also read from LOKI_URL. Unset: no Loki projection",
+        },
+    )
+    metrics_namespace: str = field(
+        default="querylog",
+        metadata={"env": "QUERYLOG_METRICS_NAMESPACE", "doc": "prefix of the Prometheus metric names"},
+    )
+    retention_days: int | None = field(
+        default=None,
+        metadata={"env": "QUERYLOG_RETENTION_DAYS", "doc": "lake retention in days; unset keeps everything"},
+    )
+    ingest_token: str | None = field(
+        default=None,
+        metadata={"env": "QUERYLOG_INGEST_TOKEN", "doc": "bearer token required by POST /v1/events when set"},
+    )
+    redact_extra: dict[str, str] = field(
+        default_factory=dict,
+        metadata={"env": "QUERYLOG_REDACT_EXTRA", "doc": "extra redaction patterns, a JSON object name→regex"},
+    )
+    user_id_salt: str | None = field(
+        default=None, metadata={"env": "QUERYLOG_USER_ID_SALT", "doc": "when set, user ids are stored as salted hashes"}
+    )
 
     @property
     def log_dir(self) -> Path:
@@ -74,7 +118,7 @@ class Settings:
         return self.home / "state"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, object] | None = None) -> Settings:
         """Read and validate every ``QUERYLOG_*`` variable; raise one `ConfigError` naming the bad one."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
@@ -88,7 +132,9 @@ class Settings:
         for key, var in (("env", "QUERYLOG_ENV"), ("service", "QUERYLOG_SERVICE")):
             if (raw := get(var)) is not None:
                 if not _NAME_RE.match(raw):
-                    raise ConfigError(f"{var} must be 1-63 letters, digits, '_', '.' or '-' (it becomes a Loki label); got {raw!r}")
+                    raise ConfigError(
+                        f"{var} must be 1-63 letters, digits, '_', '.' or '-' (it becomes a Loki label); got {raw!r}"
+                    )
                 values[key] = raw
         if (raw := get("QUERYLOG_FSYNC")) is not None:
             if raw not in ("always", "interval", "never"):
@@ -109,11 +155,15 @@ class Settings:
         loki = get("QUERYLOG_LOKI_URL") or get("LOKI_URL")
         if loki is not None:
             if not re.match(r"^https?://[^\s/]+", loki):
-                raise ConfigError(f"LOKI_URL / QUERYLOG_LOKI_URL must be an http(s) URL like http://127.0.0.1:3100; got {loki!r}")
+                raise ConfigError(
+                    f"LOKI_URL / QUERYLOG_LOKI_URL must be an http(s) URL like http://127.0.0.1:3100; got {loki!r}"
+                )
             values["loki_url"] = loki.rstrip("/")
         if (raw := get("QUERYLOG_METRICS_NAMESPACE")) is not None:
             if not _PROM_NS_RE.match(raw):
-                raise ConfigError(f"QUERYLOG_METRICS_NAMESPACE must match [a-zA-Z_][a-zA-Z0-9_]* (a Prometheus name); got {raw!r}")
+                raise ConfigError(
+                    f"QUERYLOG_METRICS_NAMESPACE must match [a-zA-Z_][a-zA-Z0-9_]* (a Prometheus name); got {raw!r}"
+                )
             values["metrics_namespace"] = raw
         if (raw := get("QUERYLOG_INGEST_TOKEN")) is not None:
             values["ingest_token"] = raw
@@ -124,10 +174,14 @@ class Settings:
                 extra = json.loads(raw)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"QUERYLOG_REDACT_EXTRA must be a JSON object of name → regex; {exc}") from None
-            if not isinstance(extra, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
-                raise ConfigError('QUERYLOG_REDACT_EXTRA must be a JSON object of name → regex, like {"ORDER": "ORD-\\\\d{8}"}')
+            if not isinstance(extra, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in extra.items()
+            ):
+                raise ConfigError(
+                    'QUERYLOG_REDACT_EXTRA must be a JSON object of name → regex, like {"ORDER": "ORD-\\\\d{8}"}'
+                )
             values["redact_extra"] = extra
-        values.update(overrides)
+        values.update(overrides or {})
         return cls(**values)  # type: ignore[arg-type]
 
 

@@ -51,7 +51,9 @@ class Runtime:
         self._with_projections = projections
         self._started = False
 
-    def _projector(self, sink: Sink, *, interval_s: float, batch_max_events: int = 50_000, elected: bool = True) -> Projector:
+    def _projector(
+        self, sink: Sink, *, interval_s: float, batch_max_events: int = 50_000, elected: bool = True
+    ) -> Projector:
         lock = self.settings.state_dir / "locks" / f"{sink.name}.lock" if elected else None
         return Projector(self.reader, sink, lock_path=lock, interval_s=interval_s, batch_max_events=batch_max_events)
 
@@ -87,7 +89,9 @@ class Runtime:
             for projector in self.projectors.values():
                 projector.start()
         self._started = True
-        _log.info("querylog_started", home=str(self.settings.home), env=self.settings.env, projections=sorted(self.projectors))
+        _log.info(
+            "querylog_started", home=str(self.settings.home), env=self.settings.env, projections=sorted(self.projectors)
+        )
         return self
 
     def close(self, *, drain_timeout_s: float = 10.0) -> None:

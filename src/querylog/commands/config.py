@@ -12,7 +12,11 @@ _SECRET = ("ingest_token", "user_id_salt")
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("config", help="show the settings in force (secrets masked)", description="Validate the QUERYLOG_* environment and print the settings in force.")
+    p = sub.add_parser(
+        "config",
+        help="show the settings in force (secrets masked)",
+        description="Validate the QUERYLOG_* environment and print the settings in force.",
+    )
     p.set_defaults(run=run)
 
 

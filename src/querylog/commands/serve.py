@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 import time
@@ -41,6 +42,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         threading.Thread(target=_demo_then_guide, args=(server, args, settings), daemon=True).start()
     else:
         print(f"querylog: serving on http://{args.host}:{args.port} (Ctrl-C to stop)", file=sys.stderr)
+    # uvicorn drains on SIGTERM, restores the previous handler and raises the signal again. With this no-op
+    # handler in place, that re-raise lands here and a drained shutdown exits 0 instead of dying by signal.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server.run()
     return 0 if server.started or args.exit_after_demo else 1
 
@@ -53,7 +57,7 @@ def _demo_then_guide(server: Any, args: argparse.Namespace, settings: Settings) 
         time.sleep(0.05)  # waiting for uvicorn's startup flag; there is no event to wait on
     if not server.started:
         return
-    url = f"http://{args.host if args.host != '0.0.0.0' else '127.0.0.1'}:{args.port}"  # noqa: S104
+    url = f"http://{args.host if args.host != '0.0.0.0' else '127.0.0.1'}:{args.port}"
     print(f"querylog: serving on {url}; sending {args.demo} demo queries", file=sys.stderr)
     report = run_demo(url, queries=args.demo)
     runtime = server.config.app.state.querylog
@@ -78,7 +82,7 @@ querylog is running on {url}  (Ctrl-C to stop)
 
 Where to look next (in another terminal):
   .venv/bin/querylog sql "select intent, count(*) from queries group by 1"
-  .venv/bin/querylog sql "select query_text, intent, status, round(latency_ms, 2) as ms from queries order by started_at desc limit 10"
+  .venv/bin/querylog sql "select query_text, intent, status, latency_ms from queries order by started_at desc limit 9"
   curl -s {url}/v1/chat -H 'content-type: application/json' -d '{{"query": "네이버 주가 전망은?"}}'
   curl -s {url}/metrics | grep querylog_queries_total
   open {url}/docs for the API

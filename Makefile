@@ -1,0 +1,42 @@
+# querylog: the README's two commands. Each bootstraps .venv on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test lint typecheck unit bench clean help
+
+help:
+	@echo "make run    - set up .venv, start the chat API on 127.0.0.1:8000 with a demo workload"
+	@echo "make test   - set up .venv, run ruff, mypy and pytest (installs Prometheus when apt allows)"
+	@echo "make bench  - run the benchmarks (querylog bench)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+run: $(STAMP)
+	$(BIN)/querylog serve --host 127.0.0.1 --port 8000 --demo 200
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+test: $(STAMP)
+	@bash scripts/ensure-prometheus.sh || true
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/querylog bench
+
+clean:
+	rm -rf $(VENV) .querylog .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -1,0 +1,116 @@
+"""The DuckDB catalog: events, queries and sessions views over the lake; lock-free; clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from querylog.analytics.catalog import Catalog, CatalogError
+from querylog.logging.parquet import ParquetSink
+from querylog.logging.projection import Projector
+from querylog.logging.segments import EventLog, LogReader
+from querylog.logging.tracker import QueryTracker
+
+
+def _lake(tmp_path: Path) -> Path:
+    log_dir, lake = tmp_path / "log", tmp_path / "lake"
+    with EventLog(log_dir) as log:
+        tracker = QueryTracker(log, env="test")
+        for i, (text, intent, hit) in enumerate(
+            [("네이버 주가 전망은?", "stock_analysis", False), ("latest NVIDIA news", "news_inquiry", True)] * 3
+        ):
+            with tracker.query(text, session_id=f"s-{i % 2}", user_id="u-1") as q:
+                with q.stage("classify"):
+                    q.classified(intent, 0.8)
+                with q.stage("search"):
+                    q.searched(2, cache_hit=hit)
+                with q.stage("generate"):
+                    q.responded(model="m", quality_score=0.5)
+        failing = tracker.query("카카오 #fail", session_id="s-9")
+
+        def fail() -> None:
+            with failing as q:
+                q.classified("stock_analysis", 0.7)
+                raise RuntimeError("LLM down")
+
+        with pytest.raises(RuntimeError):
+            fail()
+        q = failing
+        tracker.feedback(q.query_id, -1, comment="별로")
+    with ParquetSink(lake) as sink:
+        Projector(LogReader(log_dir), sink).catch_up()
+    return lake
+
+
+def test_events_view_has_one_row_per_event(tmp_path: Path) -> None:
+    with Catalog(_lake(tmp_path)) as cat:
+        _, rows = cat.query("select count(*), count(distinct event_id) from events")
+        assert rows == [(6 * 5 + 3 + 1, 6 * 5 + 3 + 1)]
+        columns, _ = cat.query("select * from events limit 0")
+    for name in (
+        "event_id",
+        "event_type",
+        "ts",
+        "query_id",
+        "session_id",
+        "user_id",
+        "intent",
+        "query_text",
+        "latency_ms",
+    ):
+        assert name in columns
+
+
+def test_queries_view_has_one_row_per_query_with_its_story(tmp_path: Path) -> None:
+    with Catalog(_lake(tmp_path)) as cat:
+        columns, rows = cat.query(
+            "select query_text, intent, status, latency_ms, classify_ms, search_ms, generate_ms, cache_hit, "
+            "quality_score, session_id, user_id, started_at, error_type, feedback_score from queries order by started_at"
+        )
+    assert len(rows) == 7
+    first = dict(zip(columns, rows[0], strict=True))
+    assert first["query_text"] == "네이버 주가 전망은?"
+    assert first["intent"] == "stock_analysis" and first["status"] == "completed"
+    assert first["latency_ms"] >= first["classify_ms"] >= 0
+    assert first["cache_hit"] is False and first["quality_score"] == 0.5
+    assert first["session_id"] == "s-0" and first["user_id"] == "u-1" and first["started_at"] is not None
+    failed = dict(zip(columns, rows[-1], strict=True))
+    assert failed["status"] == "failed" and failed["error_type"] == "RuntimeError"
+    assert failed["feedback_score"] == -1
+
+
+def test_sessions_view_groups_queries(tmp_path: Path) -> None:
+    with Catalog(_lake(tmp_path)) as cat:
+        _, rows = cat.query("select session_id, queries, failed from sessions order by session_id")
+    assert rows == [("s-0", 3, 0), ("s-1", 3, 0), ("s-9", 1, 1)]
+
+
+def test_an_empty_lake_has_empty_views_not_errors(tmp_path: Path) -> None:
+    with Catalog(tmp_path / "nothing") as cat:
+        assert cat.query("select count(*) from queries")[1] == [(0,)]
+        assert cat.query("select count(*) from sessions")[1] == [(0,)]
+
+
+def test_new_files_are_seen_without_reopening(tmp_path: Path) -> None:
+    lake = _lake(tmp_path)
+    with Catalog(lake) as cat:
+        before = cat.query("select count(*) from events")[1][0][0]
+        log_dir = tmp_path / "log"
+        with EventLog(log_dir) as log, QueryTracker(log).query("삼성전자"):
+            pass
+        with ParquetSink(lake) as sink:
+            Projector(LogReader(log_dir), sink).catch_up()
+        assert cat.query("select count(*) from events")[1][0][0] == before + 2
+
+
+def test_bad_sql_is_one_clear_line(tmp_path: Path) -> None:
+    with Catalog(_lake(tmp_path)) as cat, pytest.raises(CatalogError) as info:
+        cat.query("select nope from queries")
+    assert "\n" not in str(info.value) and "nope" in str(info.value)
+
+
+def test_parameters_are_bound_not_interpolated(tmp_path: Path) -> None:
+    with Catalog(_lake(tmp_path)) as cat:
+        _, rows = cat.query("select count(*) from queries where query_text = ?", ["x' or '1'='1"])
+    assert rows == [(0,)]

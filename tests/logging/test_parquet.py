@@ -1,0 +1,157 @@
+"""The Parquet projection: partitioning, atomic visibility, exactly once across restarts and crashes."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from querylog.logging.events import QueryCompleted, QueryReceived
+from querylog.logging.parquet import LAKE_SCHEMA, ParquetSink
+from querylog.logging.projection import Batch, Projector, SinkSendError
+from querylog.logging.segments import EventLog, LogReader
+
+
+def _log_with(tmp_path: Path, n: int) -> Path:
+    log_dir = tmp_path / "log"
+    with EventLog(log_dir) as log:
+        for i in range(n):
+            log.append(QueryReceived(query_id=f"q-{i}", query_text=f"하이닉스 {i}"))
+            log.append(QueryCompleted(query_id=f"q-{i}", latency_ms=float(i)))
+        log.flush()
+    return log_dir
+
+
+def _lake_ids(lake: Path) -> list[str]:
+    files = sorted((lake / "events").glob("date=*/hour=*/*.parquet"))
+    return [i for f in files for i in pq.read_table(f, columns=["event_id"]).column("event_id").to_pylist()]
+
+
+def test_files_are_hive_partitioned_by_utc_date_and_hour(tmp_path: Path) -> None:
+    events = [
+        QueryReceived(query_id="a", query_text="x", ts=datetime(2026, 3, 1, 23, 59, tzinfo=UTC)),
+        QueryReceived(query_id="b", query_text="y", ts=datetime(2026, 3, 2, 0, 1, tzinfo=UTC)),
+    ]
+    with ParquetSink(tmp_path / "lake") as sink:
+        sink.write(Batch(events=events, checkpoint={"s": 1}))
+        rel = sorted(str(f.relative_to(tmp_path / "lake" / "events").parent) for f in sink.files())
+    assert rel == ["date=2026-03-01/hour=23", "date=2026-03-02/hour=00"]
+
+
+def test_every_file_has_the_lake_schema(tmp_path: Path) -> None:
+    with ParquetSink(tmp_path / "lake") as sink:
+        sink.write(Batch(events=[QueryCompleted(query_id="q", latency_ms=1.0)], checkpoint={"s": 1}))
+        schema = pq.read_schema(sink.files()[0])
+    assert set(schema.names) == set(LAKE_SCHEMA.names)
+
+
+def test_projection_is_exactly_once_across_restarts(tmp_path: Path) -> None:
+    log_dir = _log_with(tmp_path, 50)
+    reader = LogReader(log_dir)
+    with ParquetSink(tmp_path / "lake") as sink:
+        Projector(reader, sink, batch_max_events=30).run_once()  # stop part-way
+    with ParquetSink(tmp_path / "lake") as sink:
+        Projector(reader, sink, batch_max_events=30).catch_up()
+    ids = _lake_ids(tmp_path / "lake")
+    assert len(ids) == 100 == len(set(ids))
+
+
+def test_a_crash_after_commit_before_rename_is_rolled_forward(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import querylog.logging.parquet as parquet
+
+    log_dir = _log_with(tmp_path, 20)
+
+    def crash(*args: object) -> None:
+        raise KeyboardInterrupt("power cut")  # not an OSError: nothing may clean up
+
+    with ParquetSink(tmp_path / "lake") as sink:
+        monkeypatch.setattr(parquet.os, "replace", crash)
+        with pytest.raises(KeyboardInterrupt):
+            Projector(LogReader(log_dir), sink).run_once()
+        monkeypatch.undo()
+    assert _lake_ids(tmp_path / "lake") == []  # nothing visible yet: the renames never happened
+    with ParquetSink(tmp_path / "lake") as sink:  # open rolls the committed batch forward
+        Projector(LogReader(log_dir), sink).catch_up()
+    ids = _lake_ids(tmp_path / "lake")
+    assert len(ids) == 40 == len(set(ids))
+
+
+def test_a_crash_before_commit_leaves_nothing_and_the_batch_is_projected_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import querylog.logging.parquet as parquet
+
+    log_dir = _log_with(tmp_path, 20)
+
+    def crash(*args: object) -> None:
+        raise KeyboardInterrupt("power cut")
+
+    with ParquetSink(tmp_path / "lake") as sink:
+        monkeypatch.setattr(parquet, "atomic_write", crash)
+        with pytest.raises(KeyboardInterrupt):
+            Projector(LogReader(log_dir), sink).run_once()
+        monkeypatch.undo()
+    tmp_files = list((tmp_path / "lake" / "_querylog" / "tmp").iterdir())
+    assert tmp_files  # a half-done batch was left behind, invisible to readers
+    with ParquetSink(tmp_path / "lake") as sink:
+        assert sink.checkpoint() == {}
+        Projector(LogReader(log_dir), sink).catch_up()
+    assert not list((tmp_path / "lake" / "_querylog" / "tmp").iterdir())
+    ids = _lake_ids(tmp_path / "lake")
+    assert len(ids) == 40 == len(set(ids))
+
+
+def test_readers_never_see_a_half_written_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a batch is being written, the lake glob that DuckDB reads matches only complete files."""
+    import querylog.logging.parquet as parquet
+
+    log_dir = _log_with(tmp_path, 10)
+    seen: list[int] = []
+    real_write_table = pq.write_table
+
+    def spy(table: object, where: object, **kw: object) -> None:
+        real_write_table(table, where, **kw)  # type: ignore[arg-type]
+        glob = str(tmp_path / "lake" / "events" / "*" / "*" / "*.parquet")
+        try:
+            seen.append(duckdb.sql(f"select count(*) from read_parquet('{glob}')").fetchone()[0])  # type: ignore[index]
+        except duckdb.IOException:
+            seen.append(0)  # no file matches yet
+
+    monkeypatch.setattr(parquet.pq, "write_table", spy)
+    with ParquetSink(tmp_path / "lake") as sink:
+        Projector(LogReader(log_dir), sink).catch_up()
+    assert seen == [0]
+
+
+def test_a_failed_write_raises_sink_send_error_and_commits_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import querylog.logging.parquet as parquet
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with ParquetSink(tmp_path / "lake") as sink:
+        monkeypatch.setattr(parquet.pq, "write_table", full)
+        with pytest.raises(SinkSendError, match="No space left"):
+            sink.write(Batch(events=[QueryCompleted(query_id="q", latency_ms=1.0)], checkpoint={"s": 5}))
+        assert sink.checkpoint() == {}
+        assert sink.telemetry.snapshot().errors == {"write": 1}
+    assert not os.listdir(tmp_path / "lake" / "_querylog" / "tmp")
+
+
+def test_a_corrupt_log_line_is_counted_and_skipped(tmp_path: Path) -> None:
+    log_dir = _log_with(tmp_path, 3)
+    segment = sorted(log_dir.iterdir())[0]
+    with segment.open("ab") as fh:
+        fh.write(b'{"event_type":"query_received","query_id":""}\n')
+    with ParquetSink(tmp_path / "lake") as sink:
+        projector = Projector(LogReader(log_dir), sink)
+        projector.catch_up()
+        assert projector.corrupt_lines == 1
+        assert sink.telemetry.snapshot().dropped == {"corrupt_line": 1}
+    assert len(_lake_ids(tmp_path / "lake")) == 6

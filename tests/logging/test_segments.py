@@ -1,0 +1,286 @@
+"""The event log: append, read, roll, torn tails, crashes, disk errors."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from querylog.logging import codec
+from querylog.logging.events import QueryReceived
+from querylog.logging.segments import EventLog, LogClosedError, LogReader, repair, segment_paths
+
+
+def _event(i: int) -> QueryReceived:
+    return QueryReceived(query_id=f"q-{i}", query_text=f"삼성전자 주가 {i}")
+
+
+def _read_ids(directory: Path) -> list[str]:
+    reader = LogReader(directory)
+    return [codec.decode(line).query_id for batch in reader.iter_all() for line in batch.lines]
+
+
+def test_appended_events_are_read_back_in_order(tmp_path: Path) -> None:
+    with EventLog(tmp_path) as log:
+        for i in range(100):
+            log.append(_event(i))
+        log.flush()
+        assert _read_ids(tmp_path) == [f"q-{i}" for i in range(100)]
+
+
+def test_append_buffers_and_flush_writes(tmp_path: Path) -> None:
+    with EventLog(tmp_path, flush_interval_s=3600) as log:
+        log.append(_event(1))
+        assert _read_ids(tmp_path) == []  # buffered: no syscall on the request path
+        log.flush()
+        assert _read_ids(tmp_path) == ["q-1"]
+
+
+def test_lines_are_utf8_json_one_per_event(tmp_path: Path) -> None:
+    with EventLog(tmp_path) as log:
+        log.append(_event(1))
+        log.flush()
+        data = log.segment.read_bytes()  # type: ignore[union-attr]
+    assert data.endswith(b"\n") and data.count(b"\n") == 1
+    assert "삼성전자".encode() in data
+
+
+def test_segments_roll_by_size_and_readers_follow(tmp_path: Path) -> None:
+    with EventLog(tmp_path, segment_max_bytes=2048) as log:
+        for i in range(100):
+            log.append(_event(i))
+            log.flush()
+    assert len(segment_paths(tmp_path)) > 3
+    assert _read_ids(tmp_path) == [f"q-{i}" for i in range(100)]
+
+
+def test_segments_roll_by_age(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import querylog.logging.segments as segments
+
+    now = [1000.0]
+    monkeypatch.setattr(segments.time, "monotonic", lambda: now[0])
+    with EventLog(tmp_path, segment_max_age_s=60, flush_interval_s=3600) as log:
+        log.append(_event(1))
+        log.flush()
+        now[0] += 61
+        log.append(_event(2))
+        log.flush()
+    assert len(segment_paths(tmp_path)) == 2
+
+
+def test_reader_checkpoint_resumes_where_it_stopped(tmp_path: Path) -> None:
+    reader = LogReader(tmp_path)
+    with EventLog(tmp_path) as log:
+        for i in range(10):
+            log.append(_event(i))
+        log.flush()
+        first = reader.read({}, max_events=4)
+        assert len(first) == 4
+        for i in range(10, 12):
+            log.append(_event(i))
+        log.flush()
+        rest = reader.read(first.checkpoint)
+    ids = [codec.decode(x).query_id for x in first.lines + rest.lines]
+    assert ids == [f"q-{i}" for i in range(12)]
+    assert reader.read(rest.checkpoint).lines == []
+
+
+def test_reader_never_returns_a_partial_line(tmp_path: Path) -> None:
+    with EventLog(tmp_path) as log:
+        log.append(_event(1))
+        log.flush()
+        segment = log.segment
+        assert segment is not None
+        with segment.open("ab") as fh:  # a writer caught mid-line
+            fh.write(b'{"event_type":"query_rec')
+        batch = LogReader(tmp_path).read({})
+        assert len(batch) == 1
+        assert batch.checkpoint[segment.name] < segment.stat().st_size
+
+
+def test_a_torn_tail_is_cut_when_the_log_is_next_opened(tmp_path: Path) -> None:
+    log = EventLog(tmp_path).open()
+    log.append(_event(1))
+    log.flush()
+    segment = log.segment
+    assert segment is not None
+    log.close()
+    with segment.open("ab") as fh:
+        fh.write(b'{"event_type":"query_received","query_id":"q-torn","query_te')
+    with EventLog(tmp_path) as log2:
+        log2.append(_event(2))
+        log2.flush()
+    assert segment.read_bytes().endswith(b"\n")
+    assert _read_ids(tmp_path) == ["q-1", "q-2"]
+
+
+def test_repair_leaves_a_live_writers_segment_alone(tmp_path: Path) -> None:
+    with EventLog(tmp_path) as log:
+        log.append(_event(1))
+        log.flush()
+        segment = log.segment
+        assert segment is not None
+        with segment.open("ab") as fh:
+            fh.write(b'{"partial')
+        assert repair(tmp_path) == {}  # locked by the live writer: not touched
+        assert segment.read_bytes().endswith(b'{"partial')
+
+
+def test_every_flushed_event_survives_kill_9(tmp_path: Path) -> None:
+    """A child process appends and flushes, reports each flushed id, and is SIGKILLed mid-stream."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from querylog.logging.segments import EventLog
+        from querylog.logging.events import QueryReceived
+        log = EventLog({str(tmp_path)!r}, fsync="never").open()
+        i = 0
+        while True:
+            log.append(QueryReceived(query_id=f"q-{{i}}", query_text="x" * (i % 300 + 1)))
+            if i % 3 == 2:
+                log.flush()
+                sys.stdout.write(f"{{i}}\\n")
+                sys.stdout.flush()
+            i += 1
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    acknowledged = -1
+    for line in child.stdout:
+        acknowledged = int(line)
+        if acknowledged >= 3000:
+            break
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    ids = _read_ids(tmp_path)
+    assert len(ids) == len(set(ids))
+    survived = {int(x.split("-")[1]) for x in ids}
+    assert set(range(acknowledged + 1)) <= survived
+    with EventLog(tmp_path) as log:  # reopening after the crash works and keeps everything
+        log.flush()
+    assert _read_ids(tmp_path) == ids
+
+
+def test_concurrent_appenders_lose_nothing_and_duplicate_nothing(tmp_path: Path) -> None:
+    with EventLog(tmp_path, segment_max_bytes=16 * 1024) as log:
+
+        def work(t: int) -> None:
+            for i in range(500):
+                log.append(_event(t * 1000 + i))
+                if i % 10 == 0:
+                    log.flush()
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        log.flush()
+    ids = _read_ids(tmp_path)
+    assert len(ids) == 4000 == len(set(ids))
+
+
+def test_two_writers_in_one_directory_keep_their_own_segments(tmp_path: Path) -> None:
+    with EventLog(tmp_path) as a, EventLog(tmp_path) as b:
+        a.append(_event(1))
+        b.append(_event(2))
+        a.flush()
+        b.flush()
+        assert a.segment != b.segment
+    assert sorted(_read_ids(tmp_path)) == ["q-1", "q-2"]
+
+
+def test_a_disk_error_drops_and_counts_the_batch_and_writing_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import querylog.logging.segments as segments
+
+    real_write = os.write
+    failing = [True]
+
+    def write(fd: int, data: bytes) -> int:
+        if failing[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    with EventLog(tmp_path, flush_interval_s=3600) as log:
+        monkeypatch.setattr(segments.os, "write", write)
+        log.append(_event(1))
+        log.flush()  # must not raise: the API keeps answering
+        assert log.events_dropped == 1
+        assert log.telemetry.snapshot().dropped == {"disk_write_failed": 1}
+        failing[0] = False
+        log.append(_event(2))
+        log.flush()
+    assert _read_ids(tmp_path) == ["q-2"]
+
+
+def test_a_partial_write_is_cut_back_to_the_last_whole_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import querylog.logging.segments as segments
+
+    real_write = os.write
+    calls = [0]
+
+    def write(fd: int, data: bytes) -> int:
+        calls[0] += 1
+        if calls[0] == 2:
+            return real_write(fd, bytes(data[:7]))  # the disk filled up mid-line
+        if calls[0] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    with EventLog(tmp_path, flush_interval_s=3600) as log:
+        monkeypatch.setattr(segments.os, "write", write)
+        log.append(_event(1))
+        log.flush()
+        log.append(_event(2))
+        log.flush()
+        log.append(_event(3))
+        log.flush()
+    assert _read_ids(tmp_path) == ["q-1", "q-3"]
+
+
+def test_using_a_closed_log_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    log = EventLog(tmp_path)
+    with pytest.raises(LogClosedError, match="open"):
+        log.append(_event(1))
+    log.open()
+    log.close()
+    with pytest.raises(LogClosedError, match="closed"):
+        log.append(_event(1))
+    with pytest.raises(LogClosedError):
+        log.open()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"segment_max_bytes": 10}, "segment_max_bytes"),
+        ({"segment_max_age_s": 0}, "segment_max_age_s"),
+        ({"fsync": "sometimes"}, "fsync"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        EventLog(tmp_path, **kwargs)  # type: ignore[arg-type]
+
+
+def test_fsync_always_syncs_on_every_flush(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import querylog.logging.segments as segments
+
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(segments.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    with EventLog(tmp_path, fsync="always", flush_interval_s=3600) as log:
+        before = len(synced)
+        log.append(_event(1))
+        log.flush()
+        assert len(synced) == before + 1

@@ -1,0 +1,149 @@
+"""QueryTracker: the lifecycle on success and on exception, stage timings, redaction, durability."""
+
+from __future__ import annotations
+
+import pytest
+
+from querylog.logging.events import (
+    FeedbackReceived,
+    IntentClassified,
+    QueryCompleted,
+    QueryFailed,
+    QueryReceived,
+    ResponseGenerated,
+    SearchCompleted,
+)
+from querylog.logging.tracker import QueryTracker
+from querylog.testing import CapturingEmitter, capture_events
+
+
+def _run(tracker: QueryTracker, text: str = "네이버 주가 전망은?") -> str:
+    with tracker.query(text, session_id="s-7", user_id="u-42") as q:
+        with q.stage("classify"):
+            q.classified("stock_analysis", 0.9)
+        with q.stage("search"):
+            q.searched(3, cache_hit=True, top_score=4.2)
+        with q.stage("generate"):
+            q.responded(
+                system="local", model="m", input_tokens=10, output_tokens=20, quality_score=0.7, answer_chars=99
+            )
+    return q.query_id
+
+
+def test_a_successful_query_emits_its_whole_lifecycle() -> None:
+    capture = CapturingEmitter()
+    query_id = _run(QueryTracker(capture, service="chat", env="prod"))
+    assert capture.event_types == [
+        "query_received",
+        "intent_classified",
+        "search_completed",
+        "response_generated",
+        "query_completed",
+    ]
+    assert {e.query_id for e in capture.events} == {query_id}
+    assert {(e.session_id, e.user_id, e.service, e.env) for e in capture.events} == {("s-7", "u-42", "chat", "prod")}
+    received, classified, searched, responded, completed = capture.events
+    assert isinstance(received, QueryReceived) and received.query_text == "네이버 주가 전망은?"
+    assert (
+        isinstance(classified, IntentClassified) and classified.duration_ms is not None and classified.duration_ms >= 0
+    )
+    assert isinstance(searched, SearchCompleted) and searched.cache_hit is True and searched.result_count == 3
+    assert isinstance(responded, ResponseGenerated) and responded.gen_ai_usage_output_tokens == 20
+    assert isinstance(completed, QueryCompleted)
+    assert completed.intent == "stock_analysis"
+    assert completed.cache_hit is True and completed.result_count == 3 and completed.quality_score == 0.7
+    assert completed.latency_ms >= 0
+
+
+def test_the_query_is_flushed_before_the_block_returns() -> None:
+    capture = CapturingEmitter()
+    _run(QueryTracker(capture))
+    assert capture.flushes == 1
+
+
+def test_a_failing_handler_emits_query_failed_with_error_type_and_stage_and_reraises() -> None:
+    capture = CapturingEmitter()
+    tracker = QueryTracker(capture)
+
+    def handler() -> None:
+        with tracker.query("삼성전자 실적") as q:
+            with q.stage("classify"):
+                q.classified("stock_analysis", 0.8)
+            with q.stage("generate"):
+                raise TimeoutError("LLM took too long")
+
+    with pytest.raises(TimeoutError):
+        handler()
+    assert capture.event_types == ["query_received", "intent_classified", "query_failed"]
+    failed = capture.events[-1]
+    assert isinstance(failed, QueryFailed)
+    assert failed.error_type == "TimeoutError"
+    assert failed.error_message == "LLM took too long"
+    assert failed.stage == "generate"
+    assert failed.intent == "stock_analysis"
+    assert capture.flushes == 1
+
+
+def test_a_failure_outside_any_stage_has_no_stage() -> None:
+    capture = CapturingEmitter()
+    with pytest.raises(KeyError), QueryTracker(capture).query("x"):
+        raise KeyError("boom")
+    failed = capture.events[-1]
+    assert isinstance(failed, QueryFailed) and failed.stage is None and failed.error_type == "KeyError"
+
+
+def test_stage_durations_are_recorded_when_not_given() -> None:
+    capture = CapturingEmitter()
+    with QueryTracker(capture).query("x") as q, q.stage("search"):
+        q.searched(0)
+    assert "search" in q.stage_durations_ms
+    searched = capture.of_type("search_completed")[0]
+    assert isinstance(searched, SearchCompleted) and searched.duration_ms is not None
+
+
+def test_text_is_redacted_and_normalised_before_any_event_is_built() -> None:
+    capture = CapturingEmitter()
+    tracker = QueryTracker(capture, redact=lambda s: s.replace("010-1234-5678", "[PHONE]"))
+    with tracker.query("제 번호는 010-1234-5678 입니다") as q:
+        pass
+    received = capture.events[0]
+    assert isinstance(received, QueryReceived)
+    assert received.query_text == "제 번호는 [PHONE] 입니다"
+    assert q.text == received.query_text
+
+
+def test_user_ids_can_be_pseudonymised() -> None:
+    capture = CapturingEmitter()
+    tracker = QueryTracker(capture, pseudonymize_user_id=lambda u: f"h-{len(u)}")
+    with tracker.query("x", user_id="alice"):
+        pass
+    assert {e.user_id for e in capture.events} == {"h-5"}
+
+
+def test_trace_id_set_mid_query_is_carried_by_later_events() -> None:
+    capture = CapturingEmitter()
+    with QueryTracker(capture).query("x") as q:
+        q.set_trace_id("trace-1")
+        q.classified("unknown", 0.0)
+    assert [e.trace_id for e in capture.events] == [None, "trace-1", "trace-1"]
+
+
+def test_feedback_is_an_event_for_the_query() -> None:
+    capture = CapturingEmitter()
+    event = QueryTracker(capture).feedback("q-1", 1, comment="좋아요")
+    assert isinstance(event, FeedbackReceived)
+    assert capture.events == [event] and capture.flushes == 1
+
+
+def test_capture_events_routes_a_live_trackers_events_temporarily() -> None:
+    original = CapturingEmitter()
+    tracker = QueryTracker(original)
+    with capture_events(tracker) as events:
+        _run(tracker)
+    assert len(events) == 5 and original.events == []
+    assert tracker.emitter is original
+
+
+def test_a_tracker_refuses_an_emitter_without_append_and_flush() -> None:
+    with pytest.raises(TypeError, match="append"):
+        QueryTracker(object())  # type: ignore[arg-type]

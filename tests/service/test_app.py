@@ -1,0 +1,90 @@
+"""The chat API over HTTP: answers, the events behind each answer, failures, health and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from querylog.analytics.catalog import Catalog
+from querylog.config import Settings
+from querylog.service.app import create_app
+from querylog.testing import capture_events
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def test_chat_answers_and_records_the_lifecycle(client: TestClient) -> None:
+    tracker = client.app.state.querylog.tracker  # type: ignore[attr-defined]
+    with capture_events(tracker) as events:
+        resp = client.post("/v1/chat", json={"query": "SK하이닉스 주가 전망은?", "session_id": "s-1", "user_id": "u-1"})
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["intent"] == "stock_analysis"
+    assert body["answer"] and body["sources"]
+    assert [e.event_type for e in events] == [
+        "query_received",
+        "intent_classified",
+        "search_completed",
+        "response_generated",
+        "query_completed",
+    ]
+    assert {e.query_id for e in events} == {body["query_id"]}
+
+
+def test_a_failing_llm_step_is_a_502_and_a_query_failed_event(client: TestClient) -> None:
+    tracker = client.app.state.querylog.tracker  # type: ignore[attr-defined]
+    with capture_events(tracker) as events:
+        resp = client.post("/v1/chat", json={"query": "카카오 뉴스 #fail"})
+    assert resp.status_code == 502
+    assert resp.json()["error"] == "SimulatedFailure"
+    failed = events[-1]
+    assert failed.event_type == "query_failed"
+    assert failed.query_id == resp.json()["query_id"]
+    assert failed.error_type == "SimulatedFailure" and failed.stage == "generate"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("payload", [{}, {"query": ""}, {"query": 5}, {"query": "x" * 20_000}])
+def test_bad_requests_are_422_and_emit_nothing(client: TestClient, payload: dict[str, object]) -> None:
+    tracker = client.app.state.querylog.tracker  # type: ignore[attr-defined]
+    with capture_events(tracker) as events:
+        assert client.post("/v1/chat", json=payload).status_code == 422
+    assert events == []
+
+
+def test_answered_queries_reach_the_lake(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as c:
+        ids = [c.post("/v1/chat", json={"query": q}).json()["query_id"] for q in ("네이버 뉴스", "KOSPI today")]
+    # shutdown drained the projections
+    with Catalog(settings.lake_dir) as cat:
+        _, rows = cat.query("select query_id, status from queries order by started_at")
+    assert rows == [(ids[0], "completed"), (ids[1], "completed")]
+
+
+def test_healthz_reports_the_log_and_projections(client: TestClient) -> None:
+    client.post("/v1/chat", json={"query": "삼성전자"})
+    body = client.get("/healthz").json()
+    assert body["status"] == "ok"
+    assert body["log"]["events_written"] == 5 and body["log"]["events_dropped"] == 0
+    assert {"parquet", "metrics"} <= set(body["projections"])
+
+
+def test_metrics_are_derived_from_the_events(client: TestClient) -> None:
+    for q in ("삼성전자 주가", "카카오 소식 #fail"):
+        client.post("/v1/chat", json={"query": q})
+    client.app.state.querylog.projectors["metrics"].catch_up()  # type: ignore[attr-defined]
+    text = client.get("/metrics").text
+    assert 'querylog_queries_total{intent="stock_analysis",status="completed"} 1.0' in text
+    assert 'status="failed"' in text
+
+
+def test_korean_is_utf8_in_the_log_files(client: TestClient, settings: Settings) -> None:
+    client.post("/v1/chat", json={"query": "하이닉스 실적"})
+    data = b"".join(p.read_bytes() for p in Path(settings.log_dir).glob("*.jsonl"))
+    assert "하이닉스 실적".encode() in data and b"\\u" not in data

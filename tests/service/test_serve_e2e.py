@@ -1,0 +1,114 @@
+"""End to end with a real server process: 300 concurrent chats, all visible to `querylog sql` while it runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _querylog(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "QUERYLOG_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "querylog", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
+    home = tmp_path / "home"
+    port = _free_port()
+    env = {**os.environ, "QUERYLOG_HOME": str(home), "QUERYLOG_STDOUT_EVENTS": "0", "QUERYLOG_ENV": "e2e"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "querylog", "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "server exited"
+        assert time.monotonic() < deadline, "server did not come up"
+        time.sleep(0.1)  # polling for readiness, bounded by the deadline
+    try:
+        yield url, home, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+
+
+def _sql(home: Path, statement: str) -> list[dict[str, object]]:
+    done = _querylog("sql", statement, "--format", "json", home=home)
+    assert done.returncode == 0, done.stderr
+    rows: list[dict[str, object]] = json.loads(done.stdout)
+    return rows
+
+
+def test_300_concurrent_chats_are_300_queries_with_their_lifecycles(
+    server: tuple[str, Path, subprocess.Popen[bytes]],
+) -> None:
+    url, home, proc = server
+    questions = [
+        "네이버 주가 전망은?",
+        "SK하이닉스 실적 발표",
+        "latest Tesla news",
+        "코스피 시장 어때",
+        "What does Kakao do?",
+    ]
+
+    def ask(i: int) -> str:
+        r = httpx.post(
+            f"{url}/v1/chat", json={"query": f"{questions[i % 5]} {i}", "session_id": f"s-{i % 30}"}, timeout=60
+        )
+        assert r.status_code == 200, r.text
+        return str(r.json()["query_id"])
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        ids = set(pool.map(ask, range(300)))
+    assert len(ids) == 300
+
+    # The lake follows within its freshness interval; poll `querylog sql` while the server keeps running.
+    deadline = time.monotonic() + 30
+    while True:
+        rows = _sql(home, "select count(*) as n from queries")
+        if rows[0]["n"] == 300 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None  # still serving: the CLI needed no lock
+    assert rows[0]["n"] == 300
+    assert {r["query_id"] for r in _sql(home, "select query_id from queries")} == ids
+    per_query = _sql(home, "select query_id, count(distinct event_type) as types from events group by 1")
+    assert all(int(r["types"]) >= 5 for r in per_query)  # type: ignore[call-overload]
+    dup = _sql(home, "select count(*) - count(distinct event_id) as d from events")
+    assert dup[0]["d"] == 0
+
+
+def test_sigterm_drains_and_exits_cleanly(server: tuple[str, Path, subprocess.Popen[bytes]]) -> None:
+    url, home, proc = server
+    for i in range(20):
+        assert httpx.post(f"{url}/v1/chat", json={"query": f"삼성전자 {i}"}, timeout=30).status_code == 200
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    assert _sql(home, "select count(*) as n from queries")[0]["n"] == 20

@@ -1,0 +1,81 @@
+"""The command line: `querylog sql` formats and errors, configuration errors, help."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from querylog.cli import main
+from querylog.logging.parquet import ParquetSink
+from querylog.logging.projection import Projector
+from querylog.logging.segments import EventLog, LogReader
+from querylog.logging.tracker import QueryTracker
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("QUERYLOG_HOME", str(home))
+    with EventLog(home / "log") as log:
+        tracker = QueryTracker(log)
+        for text, intent in [
+            ("네이버 주가", "stock_analysis"),
+            ("네이버웹툰 뉴스", "news_inquiry"),
+            ("KOSPI", "market_overview"),
+        ]:
+            with tracker.query(text) as q:
+                q.classified(intent, 0.9)
+    with ParquetSink(home / "lake") as sink:
+        Projector(LogReader(home / "log"), sink).catch_up()
+    return home
+
+
+def test_sql_json_is_an_array_of_row_objects(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sql", "select intent, count(*) as n from queries group by 1 order by 1", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows == [
+        {"intent": "market_overview", "n": 1},
+        {"intent": "news_inquiry", "n": 1},
+        {"intent": "stock_analysis", "n": 1},
+    ]
+
+
+def test_sql_csv_has_a_header_and_korean(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sql", "select query_text, intent from queries order by started_at", "-f", "csv"]) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0] == ["query_text", "intent"]
+    assert rows[1] == ["네이버 주가", "stock_analysis"]
+
+
+def test_sql_table_aligns_wide_characters(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sql", "select query_text from queries order by started_at"]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("|")]
+    widths = {sum(2 if "가" <= ch <= "힣" else 1 for ch in line) for line in lines}
+    assert len(widths) == 1  # every row is as wide on screen as the header
+
+
+def test_bad_sql_is_one_line_on_stderr_and_exit_1(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sql", "selec broken"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("querylog sql: ") and err.count("\n") == 1
+
+
+def test_a_bad_setting_is_named_with_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("QUERYLOG_FSYNC", "sometimes")
+    assert main(["sql", "select 1"]) == 2
+    assert "QUERYLOG_FSYNC must be always, interval or never" in capsys.readouterr().err
+
+
+def test_help_lists_the_commands_and_the_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for word in ("serve", "sql", "demo", "QUERYLOG_HOME", "QUERYLOG_ENV", "LOKI_URL"):
+        assert word in out

@@ -1,0 +1,66 @@
+"""Settings from QUERYLOG_* variables, validated with messages that name the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from querylog.config import ConfigError, Settings
+
+
+def test_defaults_need_no_environment() -> None:
+    s = Settings.from_env({})
+    assert s.home == Path(".querylog") and s.env == "dev" and s.service == "querylog"
+    assert s.loki_url is None and s.fsync == "interval"
+
+
+def test_values_are_read_and_typed() -> None:
+    s = Settings.from_env(
+        {
+            "QUERYLOG_HOME": "/tmp/x",
+            "QUERYLOG_ENV": "prod",
+            "QUERYLOG_SERVICE": "ontology",
+            "QUERYLOG_SEGMENT_MAX_MB": "8",
+            "QUERYLOG_STDOUT_EVENTS": "off",
+            "LOKI_URL": "http://127.0.0.1:3100/",
+            "QUERYLOG_REDACT_EXTRA": '{"ORDER": "ORD-\\\\d+"}',
+        }
+    )
+    assert s.home == Path("/tmp/x") and s.env == "prod" and s.service == "ontology"
+    assert s.segment_max_mb == 8 and s.stdout_events is False
+    assert s.loki_url == "http://127.0.0.1:3100"
+    assert s.redact_extra == {"ORDER": "ORD-\\d+"}
+
+
+def test_querylog_loki_url_wins_over_loki_url() -> None:
+    s = Settings.from_env({"LOKI_URL": "http://a:3100", "QUERYLOG_LOKI_URL": "http://b:3100"})
+    assert s.loki_url == "http://b:3100"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"QUERYLOG_ENV": "prod env"}, "QUERYLOG_ENV"),
+        ({"QUERYLOG_FSYNC": "maybe"}, "QUERYLOG_FSYNC"),
+        ({"QUERYLOG_SEGMENT_MAX_MB": "big"}, "QUERYLOG_SEGMENT_MAX_MB"),
+        ({"QUERYLOG_SEGMENT_MAX_MB": "0"}, "QUERYLOG_SEGMENT_MAX_MB"),
+        ({"QUERYLOG_STDOUT_EVENTS": "perhaps"}, "QUERYLOG_STDOUT_EVENTS"),
+        ({"LOKI_URL": "localhost:3100"}, "LOKI_URL"),
+        ({"QUERYLOG_METRICS_NAMESPACE": "my-app"}, "QUERYLOG_METRICS_NAMESPACE"),
+        ({"QUERYLOG_REDACT_EXTRA": "[1]"}, "QUERYLOG_REDACT_EXTRA"),
+        ({"QUERYLOG_RETENTION_DAYS": "-1"}, "QUERYLOG_RETENTION_DAYS"),
+    ],
+)
+def test_bad_values_raise_one_error_naming_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env(env)
+
+
+def test_docs_configuration_lists_every_setting() -> None:
+    from querylog.config import describe_settings
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    for variable, _default, meaning in describe_settings():
+        assert f"`{variable}`" in doc, f"docs/configuration.md misses {variable}"
+        assert meaning in doc
