@@ -1,0 +1,422 @@
+"""The metrics projection: a pure fold of query-log events into Prometheus metrics, computed at scrape time."""
+
+from __future__ import annotations
+
+import heapq
+import math
+import re
+import threading
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, fields
+from itertools import pairwise
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.utils import floatToGoString
+
+from querylog.logging.events import (
+    EVENT_TYPES,
+    Event,
+    FeedbackReceived,
+    IntentClassified,
+    QueryCompleted,
+    QueryFailed,
+    QueryReceived,
+    ResponseGenerated,
+    SearchCompleted,
+)
+from querylog.logging.telemetry import SinkTelemetry
+
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "DEFAULT_QUALITY_BUCKETS",
+    "DEFAULT_QUERY_BUCKETS_SECONDS",
+    "DEFAULT_STAGE_BUCKETS_SECONDS",
+    "DEFAULT_STALE_AFTER_SECONDS",
+    "MetricsProjection",
+]
+
+DEFAULT_NAMESPACE = "querylog"
+
+#: Whole-query latency. A chat answer with retrieval and an LLM call takes from tens of milliseconds (cache
+#: hit) to tens of seconds (long generation); 10 s is an edge because the p95 alert fires there.
+DEFAULT_QUERY_BUCKETS_SECONDS: tuple[float, ...] = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
+)  # fmt: skip
+
+#: One pipeline stage. Classification and cache-served search take milliseconds, so the low end is finer.
+DEFAULT_STAGE_BUCKETS_SECONDS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+#: Answer quality lies in [0, 1]. Written as literals: 3 * 0.1 is not 0.3 and would misplace edge values.
+DEFAULT_QUALITY_BUCKETS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+#: A query with no terminal event this long (in event time) after its first event is presumed lost with
+#: its producer: it leaves the active gauge and its state is freed.
+DEFAULT_STALE_AFTER_SECONDS = 300.0
+
+# Prometheus metric names match [a-zA-Z_:][a-zA-Z0-9_:]*; colons are reserved for recording rules and
+# names starting with "__" for Prometheus itself, so a namespace gets neither.
+_NAMESPACE_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+_STAGES = ("classify", "search", "generate")
+_FEEDBACK_SCORES = ("-1", "0", "1")
+_CACHE_RESULTS = ("hit", "miss")
+_UNKNOWN_INTENT = "unknown"
+
+# prometheus_client's own spelling of a bucket bound ("0.25", "1.0", "+Inf"); the alias gives it a type.
+_le: Callable[[float], str] = floatToGoString
+
+
+def _check_namespace(namespace: str) -> None:
+    if not _NAMESPACE_RE.fullmatch(namespace) or namespace.startswith("__"):
+        raise ValueError(
+            f"namespace {namespace!r} is not a valid Prometheus metric name prefix: use letters, digits and "
+            "underscores, starting with a letter (for example 'querylog' or 'ontology')"
+        )
+
+
+def _check_buckets(name: str, buckets: Sequence[float]) -> tuple[float, ...]:
+    bounds = tuple(float(b) for b in buckets)
+    if not bounds or not all(math.isfinite(b) for b in bounds):
+        raise ValueError(f"{name} must be a non-empty list of finite upper bounds; +Inf is added for you")
+    if any(a >= b for a, b in pairwise(bounds)):
+        raise ValueError(f"{name} must be strictly increasing, got {list(bounds)}: sort them and drop repeats")
+    return bounds
+
+
+class _Histogram:
+    """Bucket counts, sum and count of one labelled histogram series, kept the way Prometheus exposes them."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last slot is the +Inf bucket
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left puts a value equal to a bound in that bound's bucket, as `le` (<=) requires.
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
+            running += count
+            out.append((_le(bound), running))
+        return out
+
+
+@dataclass(slots=True)
+class _OpenQuery:
+    """What the projection remembers about a query until its terminal event (or until it goes stale)."""
+
+    first_seen: float  # event time of its first event, epoch seconds; staleness is measured from here
+    received: bool = False
+    intent: str | None = None
+    quality_score: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Families:
+    """Every metric this projection exposes, defined once: name, help text and labels."""
+
+    queries: CounterMetricFamily
+    query_duration: HistogramMetricFamily
+    stage_duration: HistogramMetricFamily
+    quality: HistogramMetricFamily
+    active: GaugeMetricFamily
+    cache: CounterMetricFamily
+    feedback: CounterMetricFamily
+    events: CounterMetricFamily
+    sink_received: CounterMetricFamily
+    sink_sent: CounterMetricFamily
+    sink_dropped: CounterMetricFamily
+    sink_retries: CounterMetricFamily
+    sink_errors: CounterMetricFamily
+    sink_lag_events: GaugeMetricFamily
+    sink_lag_seconds: GaugeMetricFamily
+    sink_batches: CounterMetricFamily
+    sink_batch_events: CounterMetricFamily
+    sink_batch_bytes: CounterMetricFamily
+
+    @classmethod
+    def empty(cls, ns: str) -> _Families:
+        return cls(
+            queries=CounterMetricFamily(
+                f"{ns}_queries_total", "Queries that ended, by intent and status (completed|failed).",
+                labels=["intent", "status"],
+            ),
+            query_duration=HistogramMetricFamily(
+                f"{ns}_query_duration_seconds", "Whole-query latency from query_completed/query_failed latency_ms.",
+                labels=["intent", "status"],
+            ),
+            stage_duration=HistogramMetricFamily(
+                f"{ns}_stage_duration_seconds", "Pipeline stage duration (classify, search, generate).",
+                labels=["stage"],
+            ),
+            quality=HistogramMetricFamily(
+                f"{ns}_quality_score", "Answer quality score in [0, 1], one observation per completed query.",
+            ),
+            active=GaugeMetricFamily(
+                f"{ns}_active_queries", "Queries received but not yet completed or failed (stale ones excluded).",
+            ),
+            cache=CounterMetricFamily(
+                f"{ns}_cache_requests_total", "Retrieval cache lookups from search_completed, by result (hit|miss).",
+                labels=["result"],
+            ),
+            feedback=CounterMetricFamily(
+                f"{ns}_feedback_total", "User feedback on answers, by score (-1, 0, 1).", labels=["score"],
+            ),
+            events=CounterMetricFamily(
+                f"{ns}_events_total", "Events folded into this projection, by event type.", labels=["event_type"],
+            ),
+            sink_received=CounterMetricFamily(
+                f"{ns}_sink_events_received_total", "Events a sink read from the log.", labels=["sink"],
+            ),
+            sink_sent=CounterMetricFamily(
+                f"{ns}_sink_events_sent_total", "Events a sink delivered.", labels=["sink"],
+            ),
+            sink_dropped=CounterMetricFamily(
+                f"{ns}_sink_events_dropped_total", "Events a sink gave up on, by reason.", labels=["sink", "reason"],
+            ),
+            sink_retries=CounterMetricFamily(
+                f"{ns}_sink_retries_total", "Delivery attempts a sink repeated.", labels=["sink"],
+            ),
+            sink_errors=CounterMetricFamily(
+                f"{ns}_sink_errors_total", "Errors a sink met, by stage.", labels=["sink", "stage"],
+            ),
+            sink_lag_events=GaugeMetricFamily(
+                f"{ns}_sink_lag_events", "Events in the log a sink has not delivered yet.", labels=["sink"],
+            ),
+            sink_lag_seconds=GaugeMetricFamily(
+                f"{ns}_sink_lag_seconds", "Age of the oldest event a sink has not delivered yet.", labels=["sink"],
+            ),
+            sink_batches=CounterMetricFamily(
+                f"{ns}_sink_batches_total", "Batches a sink delivered.", labels=["sink"],
+            ),
+            sink_batch_events=CounterMetricFamily(
+                f"{ns}_sink_batch_events_total", "Events in the batches a sink delivered.", labels=["sink"],
+            ),
+            sink_batch_bytes=CounterMetricFamily(
+                f"{ns}_sink_batch_bytes_total", "Bytes in the batches a sink delivered.", labels=["sink"],
+            ),
+        )  # fmt: skip
+
+    def all(self) -> list[Metric]:
+        return [getattr(self, field.name) for field in fields(self)]
+
+
+class MetricsProjection:
+    """Prometheus metrics derived from events only, so that replaying the log rebuilds them exactly.
+
+    ``apply`` folds events into plain counters (thread-safe; a background projector calls it while tailing the
+    log); ``collect`` turns them into metric families when Prometheus scrapes, as a custom collector does.
+    Staleness of open queries is judged in event time (the newest ``ts`` seen), never by the wall clock, so
+    the same events always give the same exposition.
+    """
+
+    def __init__(
+        self,
+        namespace: str = DEFAULT_NAMESPACE,
+        *,
+        query_buckets: Sequence[float] = DEFAULT_QUERY_BUCKETS_SECONDS,
+        stage_buckets: Sequence[float] = DEFAULT_STAGE_BUCKETS_SECONDS,
+        quality_buckets: Sequence[float] = DEFAULT_QUALITY_BUCKETS,
+        stale_after_seconds: float = DEFAULT_STALE_AFTER_SECONDS,
+    ) -> None:
+        _check_namespace(namespace)
+        if not (math.isfinite(stale_after_seconds) and stale_after_seconds > 0):
+            raise ValueError(
+                f"stale_after_seconds must be a finite number of seconds > 0, got {stale_after_seconds!r}: "
+                "pick a span longer than your slowest query (the default is 300)"
+            )
+        self.namespace = namespace
+        self._query_bounds = _check_buckets("query_buckets", query_buckets)
+        self._stage_bounds = _check_buckets("stage_buckets", stage_buckets)
+        self._quality_bounds = _check_buckets("quality_buckets", quality_buckets)
+        self._stale_after = float(stale_after_seconds)
+
+        self._lock = threading.Lock()
+        self._queries: Counter[tuple[str, str]] = Counter()
+        self._query_duration: dict[tuple[str, str], _Histogram] = {}
+        # Known label values start at zero so that rate() and ratios see a series before its first increment.
+        self._stage_duration = {stage: _Histogram(self._stage_bounds) for stage in _STAGES}
+        self._quality = _Histogram(self._quality_bounds)
+        self._cache: Counter[str] = Counter(dict.fromkeys(_CACHE_RESULTS, 0))
+        self._feedback: Counter[str] = Counter(dict.fromkeys(_FEEDBACK_SCORES, 0))
+        self._events: Counter[str] = Counter(dict.fromkeys(EVENT_TYPES, 0))
+        self._open: dict[str, _OpenQuery] = {}
+        # (first_seen, query_id) of every open query, oldest first; entries of queries that have since ended
+        # are skipped when popped, which is cheaper than removing them from the middle of the heap.
+        self._expiry: list[tuple[float, str]] = []
+        self._active = 0
+        self._watermark = -math.inf
+        self._sinks: dict[str, SinkTelemetry] = {}
+
+        self._registry = CollectorRegistry()
+        self._registry.register(self)
+
+    # -- feeding ---------------------------------------------------------------------------------------------
+
+    def apply(self, events: Iterable[Event]) -> None:
+        """Fold `events`, in log order, into the projection."""
+        with self._lock:
+            for event in events:
+                self._apply_one(event)
+
+    def add_sink(self, telemetry: SinkTelemetry) -> None:
+        """Expose `telemetry` as ``<ns>_sink_*`` series; it is read afresh at every scrape."""
+        with self._lock:
+            if telemetry.sink in self._sinks:
+                raise ValueError(
+                    f"a sink named {telemetry.sink!r} is already added: give each SinkTelemetry its own name, "
+                    "or its series would collide"
+                )
+            self._sinks[telemetry.sink] = telemetry
+
+    def _apply_one(self, event: Event) -> None:
+        ts = event.ts.timestamp()
+        self._watermark = max(self._watermark, ts)
+        self._events[event.event_type] += 1
+
+        match event:
+            case QueryReceived():
+                opened = self._open_query(event.query_id, ts)
+                if not opened.received:
+                    opened.received = True
+                    self._active += 1
+            case IntentClassified():
+                self._observe_stage("classify", event.duration_ms)
+                self._open_query(event.query_id, ts).intent = event.intent
+            case SearchCompleted():
+                self._observe_stage("search", event.duration_ms)
+                self._cache["hit" if event.cache_hit else "miss"] += 1
+            case ResponseGenerated():
+                self._observe_stage("generate", event.duration_ms)
+                if event.quality_score is not None:
+                    self._open_query(event.query_id, ts).quality_score = event.quality_score
+            case QueryCompleted():
+                ended = self._close_query(event.query_id)
+                intent = self._intent(event.intent, ended)
+                self._queries[(intent, "completed")] += 1
+                self._observe_latency(intent, "completed", event.latency_ms)
+                # One quality observation per answered query: the completion's own score, else the one the
+                # generate step reported, so a producer that sets both is not counted twice.
+                quality = event.quality_score
+                if quality is None and ended is not None:
+                    quality = ended.quality_score
+                if quality is not None:
+                    self._quality.observe(quality)
+            case QueryFailed():
+                ended = self._close_query(event.query_id)
+                intent = self._intent(event.intent, ended)
+                self._queries[(intent, "failed")] += 1
+                self._observe_latency(intent, "failed", event.latency_ms)
+            case FeedbackReceived():
+                self._feedback[str(event.score)] += 1
+            case _:
+                pass
+        # Pruning after every event (not every batch) keeps the result independent of how the log was batched.
+        self._prune()
+
+    def _open_query(self, query_id: str, ts: float) -> _OpenQuery:
+        state = self._open.get(query_id)
+        if state is None:
+            state = self._open[query_id] = _OpenQuery(first_seen=ts)
+            heapq.heappush(self._expiry, (ts, query_id))
+        return state
+
+    def _close_query(self, query_id: str) -> _OpenQuery | None:
+        state = self._open.pop(query_id, None)
+        if state is not None and state.received:
+            self._active -= 1
+        return state
+
+    def _prune(self) -> None:
+        cutoff = self._watermark - self._stale_after
+        while self._expiry and self._expiry[0][0] < cutoff:
+            first_seen, query_id = heapq.heappop(self._expiry)
+            state = self._open.get(query_id)
+            if state is not None and state.first_seen == first_seen:
+                self._close_query(query_id)
+
+    @staticmethod
+    def _intent(own: str | None, state: _OpenQuery | None) -> str:
+        if own:
+            return own
+        if state is not None and state.intent:
+            return state.intent
+        return _UNKNOWN_INTENT
+
+    def _observe_stage(self, stage: str, duration_ms: float | None) -> None:
+        if duration_ms is not None:
+            self._stage_duration[stage].observe(duration_ms / 1000.0)
+
+    def _observe_latency(self, intent: str, status: str, latency_ms: float | None) -> None:
+        if latency_ms is None:
+            return
+        key = (intent, status)
+        histogram = self._query_duration.get(key)
+        if histogram is None:
+            histogram = self._query_duration[key] = _Histogram(self._query_bounds)
+        histogram.observe(latency_ms / 1000.0)
+
+    # -- exposing --------------------------------------------------------------------------------------------
+
+    def register(self, registry: CollectorRegistry) -> None:
+        """Add this projection to `registry` (e.g. the one the API's /metrics serves)."""
+        registry.register(self)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of this projection alone."""
+        return generate_latest(self._registry)
+
+    def describe(self) -> list[Metric]:
+        # Lets a registry refuse a second projection with the same namespace instead of exposing duplicates.
+        return _Families.empty(self.namespace).all()
+
+    def collect(self) -> list[Metric]:
+        f = _Families.empty(self.namespace)
+        with self._lock:
+            # Label values are sorted so the exposition depends on the events alone, not on dict history.
+            for (intent, status), n in sorted(self._queries.items()):
+                f.queries.add_metric([intent, status], n)
+            for (intent, status), histogram in sorted(self._query_duration.items()):
+                f.query_duration.add_metric([intent, status], histogram.buckets(), histogram.total)
+            for stage, histogram in sorted(self._stage_duration.items()):
+                f.stage_duration.add_metric([stage], histogram.buckets(), histogram.total)
+            f.quality.add_metric([], self._quality.buckets(), self._quality.total)
+            f.active.add_metric([], self._active)
+            for result, n in sorted(self._cache.items()):
+                f.cache.add_metric([result], n)
+            for score, n in sorted(self._feedback.items()):
+                f.feedback.add_metric([score], n)
+            for event_type, n in sorted(self._events.items()):
+                f.events.add_metric([event_type], n)
+            sinks = [self._sinks[name] for name in sorted(self._sinks)]
+        for telemetry in sinks:
+            s = telemetry.snapshot()
+            f.sink_received.add_metric([s.sink], s.received)
+            f.sink_sent.add_metric([s.sink], s.sent)
+            for reason, n in sorted(s.dropped.items()):
+                f.sink_dropped.add_metric([s.sink, reason], n)
+            f.sink_retries.add_metric([s.sink], s.retries)
+            for stage, n in sorted(s.errors.items()):
+                f.sink_errors.add_metric([s.sink, stage], n)
+            f.sink_lag_events.add_metric([s.sink], s.lag_events)
+            f.sink_lag_seconds.add_metric([s.sink], s.lag_seconds)
+            f.sink_batches.add_metric([s.sink], s.batches)
+            f.sink_batch_events.add_metric([s.sink], s.batch_events_total)
+            f.sink_batch_bytes.add_metric([s.sink], s.batch_bytes_total)
+        return f.all()
