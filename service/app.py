@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -15,14 +19,30 @@ from querylog import __version__
 from querylog.config import Settings
 from querylog.logging.tracker import QueryTracker
 from querylog.runtime import Runtime
-from querylog.service.generation import GenerationError
+from querylog.service import producers
+from querylog.service.generation import GenerationError, generator_from_env
+from querylog.service.middleware import RequestIdMiddleware
 from querylog.service.pipeline import ChatPipeline
+from querylog.service.tracing import LangfuseTracing
 
 __all__ = ["ChatRequest", "ChatResponse", "create_app", "query_tracker"]
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _log = structlog.get_logger("querylog.api")
+
+
+def _printable(obj: Any) -> Any:
+    """The same structure with every string made encodable, so an error can echo any input back."""
+    if isinstance(obj, str):
+        return obj.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "replace")
+    if isinstance(obj, dict):
+        return {_printable(k): _printable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_printable(v) for v in obj]
+    return obj
 
 
 class ChatRequest(BaseModel):
@@ -52,6 +72,9 @@ class ChatResponse(BaseModel):
     cache_hit: bool
     model: str | None
     session_id: str | None
+    trace_id: str | None = Field(
+        default=None, description="The Langfuse trace id when tracing is on: {LANGFUSE_HOST}/trace/{trace_id}."
+    )
 
 
 def _runtime(request: Request) -> Runtime:
@@ -69,31 +92,89 @@ def create_app(
     *,
     runtime: Runtime | None = None,
     pipeline: ChatPipeline | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> FastAPI:
-    """The chat API. Starts the runtime (log and projections) on startup; drains it on shutdown (SIGTERM)."""
+    """The chat API. Starts the runtime (log and projections) on startup; drains it on shutdown (SIGTERM).
+
+    Without a `pipeline`, the LLM step and Langfuse tracing come from `environ` (default: the process
+    environment; see `generator_from_env` and `LangfuseTracing.from_env`), and are closed at shutdown.
+    """
     rt = runtime or Runtime(settings or Settings.from_env())
-    chat_pipeline = pipeline or ChatPipeline()
+    closers: list[Callable[[], None]] = []
+    if pipeline is None:
+        env = os.environ if environ is None else environ
+        generator = generator_from_env(env)
+        tracing = LangfuseTracing.from_env(
+            env, environment=rt.settings.env, release=__version__, service=rt.settings.service, redact=rt.redactor.redact
+        )
+        close_generator = getattr(generator, "close", None)
+        if callable(close_generator):
+            closers.append(close_generator)
+        if tracing is not None:
+            closers.append(tracing.close)
+        pipeline = ChatPipeline(generator=generator, tracing=tracing)
+    chat_pipeline = pipeline
+    ingestor = producers.EventIngestor.from_runtime(rt)
+    recent_queries = producers.RecentQueries()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt.start()
         try:
+            ingestor.seed(rt.reader)
             yield
         finally:
-            rt.close()
+            try:
+                rt.close()
+            finally:
+                for close in closers:
+                    try:
+                        close()
+                    except Exception as exc:  # one failing closer must not keep the others from running
+                        _log.warning("shutdown_close_failed", closer=repr(close), error_type=type(exc).__name__)
 
     app = FastAPI(
         title="querylog chat API",
         version=__version__,
         description="A small chat API over a bundled finance-news corpus; every query step is an event.",
         lifespan=lifespan,
+        openapi_tags=[
+            {"name": "chat", "description": "Questions answered by the demo pipeline, each one a tracked query."},
+            {"name": "producers", "description": "Events and feedback from outside the chat pipeline."},
+            {"name": "ops", "description": "Health and Prometheus metrics."},
+        ],
     )
     app.state.querylog = rt
+    app.state.ingestor = ingestor
+    app.state.recent_queries = recent_queries
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(producers.router)
+
+    def openapi() -> dict[str, Any]:
+        # The event schemas come from the msgspec structs themselves, so producers see the real contract.
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+                tags=app.openapi_tags,
+            )
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(producers.event_schema_components())
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": _printable(jsonable_encoder(exc.errors()))})
 
     @app.post(
         "/v1/chat",
         response_model=ChatResponse,
         tags=["chat"],
+        summary="Answer a question",
         responses={502: {"model": ChatError, "description": "The LLM step failed"}, 500: {"model": ChatError}},
     )
     def chat(
@@ -101,7 +182,10 @@ def create_app(
     ) -> ChatResponse | JSONResponse:
         """Answer a question. Its events (received → classified → searched → answered → completed, or
         query_failed) are durable in the log before this returns."""
-        tracked = tracker.query(body.query, session_id=body.session_id, user_id=body.user_id)
+        # Made before the query starts so that query_received carries it too, like every later event.
+        trace_id = chat_pipeline.tracing.new_trace_id() if chat_pipeline.tracing is not None else None
+        tracked = tracker.query(body.query, session_id=body.session_id, user_id=body.user_id, trace_id=trace_id)
+        recent_queries.remember(tracked.query_id, session_id=body.session_id, user_id=body.user_id, trace_id=trace_id)
         try:
             with tracked as q:
                 result = chat_pipeline.answer(q)
@@ -119,9 +203,10 @@ def create_app(
             cache_hit=result.cache_hit,
             model=result.model,
             session_id=body.session_id,
+            trace_id=q.trace_id,
         )
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get("/healthz", tags=["ops"], summary="Liveness, log and projection status")
     def healthz() -> dict[str, Any]:
         """Liveness plus what the pipeline is doing: events written and dropped, each projection's lag."""
         log = rt.log.telemetry.snapshot()
@@ -140,7 +225,13 @@ def create_app(
             },
         }
 
-    @app.get("/metrics", tags=["ops"], response_class=Response)
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=Response,
+        summary="Prometheus metrics",
+        responses={200: {"content": {PROMETHEUS_CONTENT_TYPE: {}}, "description": "Prometheus text exposition"}},
+    )
     def metrics() -> Response:
         """Prometheus metrics derived from the events (and the sinks' own counters)."""
         return Response(rt.metrics.exposition(), media_type=PROMETHEUS_CONTENT_TYPE)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,13 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from querylog.testing import running_server
+
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _querylog(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
@@ -35,28 +30,8 @@ def _querylog(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
     home = tmp_path / "home"
-    port = _free_port()
-    env = {**os.environ, "QUERYLOG_HOME": str(home), "QUERYLOG_STDOUT_EVENTS": "0", "QUERYLOG_ENV": "e2e"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "querylog", "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "server exited"
-        assert time.monotonic() < deadline, "server did not come up"
-        time.sleep(0.1)  # polling for readiness, bounded by the deadline
-    try:
-        yield url, home, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
+    with running_server(home, env={"QUERYLOG_ENV": "e2e"}) as live:
+        yield live.url, home, live.process
 
 
 def _sql(home: Path, statement: str) -> list[dict[str, object]]:

@@ -1,0 +1,107 @@
+"""`querylog reconcile`: clean when the projections agree with the log, exit 1 when one does not."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from querylog._since import parse_since
+from querylog.cli import main
+from querylog.config import Settings
+from querylog.logging.events import IntentClassified, QueryCompleted, QueryFailed, QueryReceived
+from querylog.logging.parquet import ParquetSink
+from querylog.logging.projection import Projector
+from querylog.logging.segments import EventLog, LogReader
+from querylog.reconcile import count_events, count_metrics, reconcile
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("QUERYLOG_HOME", str(home))
+    with EventLog(home / "log") as log:
+        for i in range(12):
+            qid = f"q-{i}"
+            log.append(QueryReceived(query_id=qid, query_text="삼성전자"))
+            log.append(
+                IntentClassified(query_id=qid, intent="stock_analysis" if i % 3 else "news_inquiry", confidence=0.9)
+            )
+            if i == 5:
+                log.append(QueryFailed(query_id=qid, error_type="TimeoutError"))  # no intent on the event itself
+            else:
+                log.append(
+                    QueryCompleted(
+                        query_id=qid,
+                        latency_ms=3.0,
+                        intent=None if i == 7 else "stock_analysis" if i % 3 else "news_inquiry",
+                    )
+                )
+        log.flush()
+    with ParquetSink(home / "lake") as sink:
+        Projector(LogReader(home / "log"), sink).catch_up()
+    return home
+
+
+def test_counts_attribute_intent_from_the_terminal_event_else_the_classification() -> None:
+    events = [
+        IntentClassified(query_id="a", intent="news_inquiry", confidence=1.0),
+        QueryFailed(query_id="a", error_type="E"),
+        QueryCompleted(query_id="b", latency_ms=1.0),
+    ]
+    counts = count_events(events)
+    assert counts.intents == {"news_inquiry": 1, "unknown": 1}
+    assert counts.events == {"intent_classified": 1, "query_failed": 1, "query_completed": 1}
+
+
+def test_reconcile_is_clean_when_everything_agrees(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reconcile"]) == 0
+    out = capsys.readouterr().out
+    assert "DIFFERS" not in out and "query_received" in out and "stock_analysis" in out
+
+
+def test_reconcile_exits_1_and_names_the_row_when_the_lake_lost_a_file(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = sorted((home / "lake" / "events").glob("date=*/hour=*/*.parquet"))
+    files[0].unlink()
+    assert main(["reconcile"]) == 1
+    captured = capsys.readouterr()
+    assert "DIFFERS" in captured.out and "disagree" in captured.err
+
+
+def test_reconcile_compares_live_metrics_text(home: Path) -> None:
+    settings = Settings.from_env()
+    wrong = '# TYPE querylog_events_total counter\nquerylog_events_total{event_type="query_received"} 11.0\n'
+    report = reconcile(settings, metrics_text=wrong)
+    assert ("events", "query_received") in {(k, key) for k, key, _ in report.disagreements}
+
+
+def test_since_leaves_out_metrics_and_windows_the_counts(home: Path) -> None:
+    settings = Settings.from_env()
+    report = reconcile(settings, since=datetime.now(timezone.utc) + timedelta(hours=1))
+    assert set(report.sources) == {"log", "lake"}
+    assert report.clean and report.rows == []
+
+
+def test_count_metrics_reads_the_exposition() -> None:
+    text = (
+        '# TYPE querylog_queries_total counter\nquerylog_queries_total{intent="x",status="completed"} 2.0\n'
+        'querylog_queries_total{intent="x",status="failed"} 1.0\n'
+    )
+    assert count_metrics(text, "querylog").intents == {"x": 3}
+
+
+@pytest.mark.parametrize(
+    ("text", "delta"), [("30m", timedelta(minutes=30)), ("12h", timedelta(hours=12)), ("7d", timedelta(days=7))]
+)
+def test_since_durations(text: str, delta: timedelta) -> None:
+    now = datetime(2026, 11, 24, tzinfo=timezone.utc)
+    assert parse_since(text, now=now) == now - delta
+
+
+def test_since_iso_dates_and_errors() -> None:
+    assert parse_since("2026-11-01") == datetime(2026, 11, 1, tzinfo=timezone.utc)
+    with pytest.raises(ValueError, match="30m, 12h, 7d"):
+        parse_since("yesterday")
