@@ -33,6 +33,7 @@ def test_no_generated_request_gets_a_server_error(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
             timeout=600,
+            cwd=tmp_path,  # its report folder goes there, not into the checkout
         )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     cases = re.search(r"(\d+) generated, (\d+) passed", done.stdout)

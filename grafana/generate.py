@@ -1,0 +1,606 @@
+"""Grafana dashboards as code: writes grafana/dashboards/*.json from the definitions below.
+
+Run ``python grafana/generate.py`` after editing and commit the JSON with it; tests/deploy/test_dashboards.py
+regenerates into a temporary directory and fails when the committed files differ. Plain Python and the standard
+library only: no dependency to install, and what Grafana loads is the reviewed JSON itself.
+
+Output is deterministic: sorted keys, panel ids numbered in definition order, fixed dashboard uids, a trailing
+newline. Datasources are referenced by the fixed uids ``loki`` and ``prometheus`` that
+grafana/provisioning/datasources/*.yml create.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+__all__ = ["DASHBOARDS", "LOKI", "PROMETHEUS", "build_all", "main", "render", "write_all"]
+
+Json = dict[str, Any]
+
+LOKI: Final[Json] = {"type": "loki", "uid": "loki"}
+PROMETHEUS: Final[Json] = {"type": "prometheus", "uid": "prometheus"}
+
+SCHEMA_VERSION: Final = 39  # Grafana 11
+TAGS: Final = ["querylog"]
+INTENTS: Final = ["stock_analysis", "news_inquiry", "market_overview", "company_info", "unknown"]
+# `.*`, not `.+`: a query that fails before classification has no intent field, and `intent=~".+"` would drop it
+# from "All" (checked against Loki 3.4.5: a missing label matches `.*` and not `.+`).
+INTENT_ALL_VALUE: Final = ".*"
+
+DEFAULT_OUT: Final = Path(__file__).resolve().parent / "dashboards"
+
+
+# --- LogQL / PromQL building blocks -------------------------------------------------------------------------------
+
+
+def stream(event: str | None = None, *, events: list[str] | None = None) -> str:
+    """A stream selector on the three querylog labels. Ids never go here: they are structured metadata."""
+    matchers = ['app="querylog"', 'env="$env"']
+    if event is not None:
+        matchers.append(f'event="{event}"')
+    elif events is not None:
+        matchers.append('event=~"' + "|".join(events) + '"')
+    return "{" + ", ".join(matchers) + "}"
+
+
+INTENT_FILTER: Final = 'intent=~"$intent"'
+FINISHED: Final = ["query_completed", "query_failed"]
+FUNNEL: Final = [
+    ("received", "query_received"),
+    ("classified", "intent_classified"),
+    ("searched", "search_completed"),
+    ("answered", "response_generated"),
+    ("completed", "query_completed"),
+]
+STAGE_EVENTS: Final = ["intent_classified", "search_completed", "response_generated"]
+
+
+def rate_prom(metric: str, by: str, matchers: str = "") -> str:
+    selector = f"{metric}{{{matchers}}}" if matchers else metric
+    return f"sum by ({by}) (rate({selector}[$__rate_interval]))"
+
+
+def histogram_quantile(q: float, metric: str, by: str, matchers: str = "") -> str:
+    selector = f"{metric}_bucket{{{matchers}}}" if matchers else f"{metric}_bucket"
+    return f"histogram_quantile({q}, sum by (le, {by}) (rate({selector}[$__rate_interval])))"
+
+
+# --- panels -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    expr: str
+    legend: str = ""
+    instant: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Panel:
+    """One panel before layout. `kind` is the Grafana panel type; `extra` is merged into the panel JSON."""
+
+    title: str
+    kind: str
+    datasource: Json
+    targets: tuple[Target, ...]
+    width: int = 12
+    description: str = ""
+    unit: str = "short"
+    bars: bool = False  # stacked bars instead of lines (counts per interval)
+    extra: Json = field(default_factory=dict)
+
+
+def loki(title: str, kind: str, *targets: Target, **kw: Any) -> Panel:
+    return Panel(title, kind, LOKI, targets, **kw)
+
+
+def prom(title: str, kind: str, *targets: Target, **kw: Any) -> Panel:
+    return Panel(title, kind, PROMETHEUS, targets, **kw)
+
+
+def _target_json(panel: Panel, target: Target, ref_id: str) -> Json:
+    out: Json = {"datasource": panel.datasource, "editorMode": "code", "expr": target.expr, "refId": ref_id}
+    if target.legend:
+        out["legendFormat"] = target.legend
+    if panel.datasource["uid"] == LOKI["uid"]:
+        out["queryType"] = "instant" if target.instant else "range"
+        if panel.kind == "logs":
+            out["maxLines"] = 200
+    else:
+        out["instant"] = target.instant
+        out["range"] = not target.instant
+    return out
+
+
+_OPTIONS: Final[dict[str, Json]] = {
+    "timeseries": {
+        "legend": {"calcs": ["mean", "max"], "displayMode": "table", "placement": "bottom", "showLegend": True},
+        "tooltip": {"mode": "multi", "sort": "desc"},
+    },
+    "stat": {
+        "colorMode": "value",
+        "graphMode": "area",
+        "justifyMode": "auto",
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "textMode": "auto",
+    },
+    "bargauge": {
+        "displayMode": "gradient",
+        "orientation": "horizontal",
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "showUnfilled": True,
+    },
+    "logs": {
+        "dedupStrategy": "none",
+        "enableLogDetails": True,
+        "prettifyLogMessage": False,
+        "showTime": True,
+        "sortOrder": "Descending",
+        "wrapLogMessage": True,
+    },
+    "table": {"cellHeight": "sm", "showHeader": True},
+}
+
+
+def _panel_json(panel: Panel, panel_id: int, grid: Json) -> Json:
+    defaults: Json = {"unit": panel.unit}
+    if panel.kind == "timeseries" and panel.bars:
+        defaults["custom"] = {"drawStyle": "bars", "fillOpacity": 80, "stacking": {"group": "A", "mode": "normal"}}
+    elif panel.kind == "timeseries":
+        defaults["custom"] = {"fillOpacity": 10, "lineWidth": 1, "showPoints": "never", "spanNulls": False}
+    out: Json = {
+        "datasource": panel.datasource,
+        "description": panel.description,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "gridPos": grid,
+        "id": panel_id,
+        "options": _OPTIONS[panel.kind],
+        "targets": [_target_json(panel, t, chr(ord("A") + i)) for i, t in enumerate(panel.targets)],
+        "title": panel.title,
+        "type": panel.kind,
+    }
+    out.update(panel.extra)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    title: str
+    height: int
+    panels: list[Panel]
+
+
+# --- template variables -------------------------------------------------------------------------------------------
+
+
+def var_env() -> Json:
+    """env: the values of the `env` stream label that Loki has seen for app="querylog"."""
+    return {
+        "datasource": LOKI,
+        "definition": 'label_values({app="querylog"}, env)',
+        "includeAll": False,
+        "label": "env",
+        "multi": False,
+        "name": "env",
+        "query": {"label": "env", "refId": "LokiVariableQuery", "stream": '{app="querylog"}', "type": 1},
+        "refresh": 2,
+        "sort": 1,
+        "type": "query",
+    }
+
+
+def var_intent() -> Json:
+    """intent: a fixed list (the classifier's closed set), so it works before Prometheus has scraped anything."""
+    return {
+        "allValue": INTENT_ALL_VALUE,
+        "current": {"text": ["All"], "value": ["$__all"]},
+        "includeAll": True,
+        "label": "intent",
+        "multi": True,
+        "name": "intent",
+        "options": [],
+        "query": ",".join(INTENTS),
+        "type": "custom",
+    }
+
+
+def var_textbox(name: str, description: str) -> Json:
+    return {
+        "current": {"text": "", "value": ""},
+        "description": description,
+        "label": name,
+        "name": name,
+        "query": "",
+        "type": "textbox",
+    }
+
+
+def var_custom(name: str, label: str, values: list[str], default: str) -> Json:
+    return {
+        "current": {"text": default, "value": default},
+        "includeAll": False,
+        "label": label,
+        "multi": False,
+        "name": name,
+        "options": [],
+        "query": ",".join(values),
+        "type": "custom",
+    }
+
+
+# --- dashboards ---------------------------------------------------------------------------------------------------
+# One function a dashboard: expressions first, then rows of panels laid out as they appear on screen. The panel
+# lists are formatted by hand, one panel a line or two, which reads better than a formatter's expansion.
+# fmt: off
+
+
+@dataclass(frozen=True, slots=True)
+class Dashboard:
+    uid: str
+    title: str
+    description: str
+    variables: list[Json]
+    rows: list[Row]
+    time_from: str = "now-6h"
+
+
+def query_overview() -> Dashboard:
+    finished = f"{stream(events=FINISHED)} | json intent | {INTENT_FILTER} [$__auto]"
+    failed = f"{stream('query_failed')} | json intent | {INTENT_FILTER} [$__auto]"
+    error_ratio = f"sum(count_over_time({failed})) / sum(count_over_time({finished}))"
+    error_ratio_by_intent = (
+        f"sum by (intent) (count_over_time({failed})) / sum by (intent) (count_over_time({finished}))"
+    )
+    latency = (
+        f"{stream('query_completed')} | json intent, latency_ms | {INTENT_FILTER}"
+        ' | unwrap latency_ms | __error__="" [$__auto]'
+    )
+    quality = (
+        f"{stream('query_completed')} | json intent, quality_score | {INTENT_FILTER}"
+        ' | unwrap quality_score | __error__="" [$__auto]'
+    )
+    searches = f"{stream('search_completed')} [$__auto]"
+    hits = f'{stream("search_completed")} | json cache_hit | cache_hit="true" [$__auto]'
+    hit_ratio = f"sum(count_over_time({hits})) / sum(count_over_time({searches}))"
+    rate_by_intent = (
+        f"sum by (intent) (rate({stream('intent_classified')} | json intent | {INTENT_FILTER} [$__auto]))"
+    )
+    sessions = f"count(sum by (session_id) (count_over_time({stream('query_received')} [$__auto])))"
+    by_intent = 'intent=~"$intent"'
+    quantiles = (0.5, 0.95, 0.99)
+    return Dashboard(
+        uid="querylog-overview",
+        title="querylog / Query overview",
+        description="Traffic, errors, latency, cache and answer quality of the chat API: Loki events and "
+        "Prometheus metrics side by side.",
+        variables=[var_env(), var_intent()],
+        rows=[
+            Row("Now", 5, [
+                loki("Queries / s", "stat", Target(f"sum(rate({stream('query_received')} [$__auto]))"),
+                     width=5, unit="reqps", description="query_received events per second (Loki)."),
+                loki("Error ratio", "stat", Target(error_ratio, instant=True), width=5, unit="percentunit",
+                     description="query_failed / (query_completed + query_failed) over the dashboard range (Loki)."),
+                prom("Active queries", "stat", Target("sum(querylog_active_queries)"), width=4,
+                     description="Queries in flight now (querylog_active_queries)."),
+                loki("Cache hit ratio", "stat", Target(hit_ratio, instant=True), width=5, unit="percentunit",
+                     description='search_completed with cache_hit = true (`| json` gives the string "true").'),
+                loki("Quality score", "stat", Target(f"avg(avg_over_time({quality}) by (intent))", instant=True),
+                     width=5, unit="percentunit", description="Mean quality_score of completed queries (Loki)."),
+            ]),
+            Row("Traffic", 8, [
+                loki("Query rate by intent", "timeseries", Target(rate_by_intent, "{{intent}}"), unit="reqps",
+                     description="intent_classified events per second, by intent (Loki)."),
+                prom("Query rate by status", "timeseries",
+                     Target(rate_prom("querylog_queries_total", "status", by_intent), "{{status}}"), unit="reqps",
+                     description="querylog_queries_total by status (Prometheus)."),
+                loki("Distinct sessions", "timeseries", Target(sessions, "sessions"),
+                     description="Sessions with at least one query in each interval. session_id is structured "
+                     "metadata; count() folds the per-session series into one. Exact up to Loki's max_query_series."),
+                loki("Error ratio by intent", "timeseries", Target(error_ratio_by_intent, "{{intent}}"),
+                     unit="percentunit", description="Share of finished queries that failed (Loki)."),
+            ]),
+            Row("Latency", 9, [
+                loki("Latency p50 / p95 / p99 by intent (LogQL)", "timeseries",
+                     *(Target(f"quantile_over_time({q}, {latency}) by (intent)", f"p{q * 100:g} {{{{intent}}}}")
+                       for q in quantiles),
+                     unit="ms", description="quantile_over_time over latency_ms of query_completed (exact, from logs)"),
+                prom("Latency p50 / p95 / p99 by intent (PromQL)", "timeseries",
+                     *(Target(histogram_quantile(q, "querylog_query_duration_seconds", "intent", by_intent),
+                              f"p{q * 100:g} {{{{intent}}}}") for q in quantiles),
+                     unit="s", description="histogram_quantile over querylog_query_duration_seconds (bucketed)."),
+            ]),
+            Row("Cache and quality", 8, [
+                loki("Cache hit ratio over time", "timeseries", Target(hit_ratio, "hit ratio"), width=8,
+                     unit="percentunit"),
+                prom("Cache hit ratio (Prometheus)", "timeseries",
+                     Target('sum(rate(querylog_cache_requests_total{result="hit"}[$__rate_interval]))'
+                            " / sum(rate(querylog_cache_requests_total[$__rate_interval]))", "hit ratio"),
+                     width=8, unit="percentunit"),
+                loki("Quality score by intent", "timeseries", Target(f"avg_over_time({quality}) by (intent)",
+                                                                     "{{intent}}"),
+                     width=8, unit="percentunit", description="Events without a quality_score are skipped."),
+            ]),
+            Row("Active queries and quality (Prometheus)", 7, [
+                prom("Active queries", "timeseries", Target("sum(querylog_active_queries)", "active")),
+                prom("Quality score (Prometheus)", "timeseries",
+                     Target("sum(rate(querylog_quality_score_sum[$__rate_interval]))"
+                            " / sum(rate(querylog_quality_score_count[$__rate_interval]))", "mean quality"),
+                     unit="percentunit"),
+            ]),
+        ],
+    )
+
+
+def pipeline_stages() -> Dashboard:
+    failed = stream("query_failed")
+    stage_p95 = (
+        f"quantile_over_time(0.95, {stream(events=STAGE_EVENTS)} | json duration_ms"
+        ' | unwrap duration_ms | __error__="" [$__auto]) by (event)'
+    )
+    by_error_type = (
+        f"sum by (error_type) (count_over_time({failed} | json error_type, intent | {INTENT_FILTER} [$__auto]))"
+    )
+    by_stage = f"sum by (stage) (count_over_time({failed} | json stage, intent | {INTENT_FILTER} [$__auto]))"
+    slow = f"{stream('query_completed')} | json latency_ms, intent | {INTENT_FILTER} | latency_ms > $slow_ms"
+    failed_prom = rate_prom("querylog_queries_total", "intent", 'status="failed", intent=~"$intent"')
+    return Dashboard(
+        uid="querylog-pipeline",
+        title="querylog / Pipeline stages",
+        description="Where the time goes and where queries drop out: classify → search → generate.",
+        variables=[
+            var_env(),
+            var_intent(),
+            var_custom("slow_ms", "slow above (ms)", ["500", "1000", "2000", "5000", "10000"], "2000"),
+        ],
+        rows=[
+            Row("Stage durations", 9, [
+                loki("Stage duration p95 (LogQL)", "timeseries", Target(stage_p95, "{{event}}"), unit="ms",
+                     description="duration_ms of intent_classified (classify), search_completed (search) and "
+                     "response_generated (generate)."),
+                prom("Stage duration p50 / p95 (PromQL)", "timeseries",
+                     *(Target(histogram_quantile(q, "querylog_stage_duration_seconds", "stage"),
+                              f"p{q * 100:g} {{{{stage}}}}") for q in (0.5, 0.95)),
+                     unit="s"),
+            ]),
+            Row("Funnel", 9, [
+                loki("Funnel: received → classified → searched → answered → completed", "bargauge",
+                     *(Target(f"sum(count_over_time({stream(event)} [$__auto]))", step, instant=True)
+                       for step, event in FUNNEL),
+                     description="Events of each stage over the dashboard range. A drop between two bars is "
+                     "queries that stopped there (see the failures next to it)."),
+                loki("Failures by error type", "timeseries", Target(by_error_type, "{{error_type}}"), bars=True),
+            ]),
+            Row("Failures", 8, [
+                loki("Failures by stage", "timeseries", Target(by_stage, "{{stage}}"), bars=True),
+                prom("Failed queries / s by intent (Prometheus)", "timeseries", Target(failed_prom, "{{intent}}"),
+                     unit="reqps"),
+            ]),
+            Row("Slowest queries", 10, [
+                loki("Slowest queries (latency_ms above $slow_ms)", "logs", Target(slow),
+                     description="Completed queries slower than the threshold chosen above. Open a line and "
+                     "follow its query_id to see all its events."),
+                loki("Recent failures", "logs", Target(f"{failed} | json intent | {INTENT_FILTER}")),
+            ]),
+        ],
+    )
+
+
+def query_search() -> Dashboard:
+    received = stream("query_received")
+    no_results = f"{stream('search_completed')} | json result_count | result_count == 0"
+    feedback = stream("feedback_received")
+    top = (
+        f'sort_desc(topk(20, sum by (query_text) (count_over_time({received} |= "$search"'
+        " | json query_text [$__auto]))))"
+    )
+    top_table = {
+        "transformations": [
+            {"id": "reduce", "options": {"mode": "seriesToRows", "reducers": ["lastNotNull"]}},
+            {"id": "sortBy", "options": {"sort": [{"desc": True, "field": "Last *"}]}},
+            {"id": "organize", "options": {"renameByName": {"Field": "query", "Last *": "count"}}},
+        ]
+    }
+    return Dashboard(
+        uid="querylog-search",
+        title="querylog / Query search",
+        description="What users asked: full-text search over query text, top queries, no-result queries, feedback.",
+        variables=[
+            var_env(),
+            var_textbox("search", "Text the query must contain, as typed (e.g. 네이버 or 환불). Empty: all."),
+            var_textbox("session", "A session_id: the last panel shows every event of that session."),
+        ],
+        time_from="now-24h",
+        rows=[
+            Row("Search", 11, [
+                loki('Queries containing "$search"', "logs", Target(f'{received} |= "$search"'), width=16,
+                     description="Line filter on the raw UTF-8 line: Korean matches as typed (text is NFC)."),
+                loki('Top queries containing "$search"', "table", Target(top, "{{query_text}}", instant=True),
+                     width=8, description="The 20 most frequent query texts in the dashboard range.",
+                     extra=top_table),
+            ]),
+            Row("No results", 9, [
+                loki("Searches with no result", "timeseries",
+                     Target(f"sum(count_over_time({no_results} [$__auto]))", "no result"),
+                     Target(f"sum(count_over_time({stream('search_completed')} [$__auto]))", "all searches"),
+                     width=8),
+                loki("No-result searches (result_count = 0)", "logs", Target(no_results), width=16,
+                     description="search_completed events that found nothing. Their query_id (in the line and as "
+                     "structured metadata) leads to the query text."),
+            ]),
+            Row("Feedback", 9, [
+                loki("Feedback by score", "timeseries",
+                     Target(f"sum by (score) (count_over_time({feedback} | json score [$__auto]))", "score {{score}}"),
+                     width=8),
+                prom("Feedback by score (Prometheus)", "timeseries",
+                     Target("sum by (score) (increase(querylog_feedback_total[$__rate_interval]))", "score {{score}}"),
+                     width=8),
+                loki("Negative feedback", "logs", Target(f"{feedback} | json score | score < 0"), width=8,
+                     description="feedback_received with score -1, with the user's comment."),
+            ]),
+            Row("Session", 10, [
+                loki("Session $session: every event", "logs",
+                     Target('{app="querylog", env="$env"} | session_id="$session"'), width=24,
+                     description="A structured-metadata filter (no parser, no label): set the session variable."),
+            ]),
+        ],
+    )
+
+
+def querylog_health() -> Dashboard:
+    batch_mean = (
+        "sum by (sink) (rate(querylog_sink_batch_events_sum[$__rate_interval]))"
+        " / sum by (sink) (rate(querylog_sink_batch_events_count[$__rate_interval]))"
+    )
+    return Dashboard(
+        uid="querylog-health",
+        title="querylog / querylog health",
+        description="The event log and its projections: events emitted, sink lag, drops, retries, batch sizes.",
+        variables=[var_env()],
+        time_from="now-3h",
+        rows=[
+            Row("Events", 8, [
+                prom("Events emitted / s by type", "timeseries",
+                     Target(rate_prom("querylog_events_total", "event_type"), "{{event_type}}"), unit="ops"),
+                loki("Events arriving in Loki / s by type", "timeseries",
+                     Target(f"sum by (event) (rate({stream()} [$__auto]))", "{{event}}"), unit="ops",
+                     description="Compare with the panel on the left: a gap that does not close is events the "
+                     "Loki projection has not delivered (yet)."),
+            ]),
+            Row("Sinks", 8, [
+                prom("Events sent / s by sink", "timeseries",
+                     Target(rate_prom("querylog_sink_events_sent_total", "sink"), "{{sink}}"), width=8, unit="ops"),
+                prom("Sink lag (events)", "timeseries", Target("max by (sink) (querylog_sink_lag_events)", "{{sink}}"),
+                     width=8, description="Events written to the log and not yet delivered by each projection."),
+                prom("Sink lag (seconds)", "timeseries",
+                     Target("max by (sink) (querylog_sink_lag_seconds)", "{{sink}}"), width=8, unit="s"),
+            ]),
+            Row("Trouble", 8, [
+                prom("Dropped events / s by reason", "timeseries",
+                     Target(rate_prom("querylog_sink_events_dropped_total", "sink, reason"), "{{sink}} {{reason}}"),
+                     width=8, unit="ops"),
+                prom("Retries / s", "timeseries",
+                     Target(rate_prom("querylog_sink_retries_total", "sink"), "{{sink}}"), width=8, unit="ops"),
+                prom("Sink errors / s by stage", "timeseries",
+                     Target(rate_prom("querylog_sink_errors_total", "sink, stage"), "{{sink}} {{stage}}"),
+                     width=8, unit="ops"),
+            ]),
+            Row("Batches", 8, [
+                prom("Mean batch size (events)", "timeseries", Target(batch_mean, "{{sink}}"),
+                     description="Works for a histogram or a summary: both expose _sum and _count."),
+                prom("Batches / s", "timeseries",
+                     Target(rate_prom("querylog_sink_batch_events_count", "sink"), "{{sink}}"), unit="ops"),
+            ]),
+        ],
+    )
+
+
+# fmt: on
+
+
+DASHBOARDS: Final = {
+    "query-overview": query_overview,
+    "pipeline-stages": pipeline_stages,
+    "query-search": query_search,
+    "querylog-health": querylog_health,
+}
+
+
+# --- rendering ----------------------------------------------------------------------------------------------------
+
+
+def _layout(rows: list[Row]) -> list[Json]:
+    """Rows become collapsible-row headers; panels fill 24 columns left to right. Ids follow definition order."""
+    panels: list[Json] = []
+    next_id = 1
+    y = 0
+    for row in rows:
+        panels.append(
+            {
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+                "id": next_id,
+                "panels": [],
+                "title": row.title,
+                "type": "row",
+            }
+        )
+        next_id += 1
+        y += 1
+        x = 0
+        for panel in row.panels:
+            if x + panel.width > 24:
+                x = 0
+                y += row.height
+            panels.append(_panel_json(panel, next_id, {"h": row.height, "w": panel.width, "x": x, "y": y}))
+            next_id += 1
+            x += panel.width
+        y += row.height
+    return panels
+
+
+def render(dashboard: Dashboard) -> Json:
+    return {
+        "annotations": {"list": []},
+        "description": dashboard.description,
+        "editable": True,
+        "graphTooltip": 1,
+        "links": [
+            {
+                "asDropdown": False,
+                "includeVars": True,
+                "keepTime": True,
+                "tags": TAGS,
+                "title": "querylog",
+                "type": "dashboards",
+            }
+        ],
+        "panels": _layout(dashboard.rows),
+        "refresh": "1m",
+        "schemaVersion": SCHEMA_VERSION,
+        "tags": TAGS,
+        "templating": {"list": dashboard.variables},
+        "time": {"from": dashboard.time_from, "to": "now"},
+        "timepicker": {},
+        "timezone": "browser",
+        "title": dashboard.title,
+        "uid": dashboard.uid,
+        "version": 1,
+    }
+
+
+def to_json(obj: Json) -> str:
+    """The one serialisation the committed files use: sorted keys, UTF-8 (not \\u escapes), trailing newline."""
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def build_all() -> dict[str, str]:
+    """File name → JSON text, for every dashboard."""
+    return {f"{name}.json": to_json(render(make())) for name, make in DASHBOARDS.items()}
+
+
+def write_all(out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in build_all().items():
+        path = out_dir / name
+        path.write_text(text, encoding="utf-8", newline="\n")
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory to write into (default: %(default)s)")
+    args = parser.parse_args(argv)
+    for path in write_all(args.out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
