@@ -105,7 +105,11 @@ def create_app(
         env = os.environ if environ is None else environ
         generator = generator_from_env(env)
         tracing = LangfuseTracing.from_env(
-            env, environment=rt.settings.env, release=__version__, service=rt.settings.service, redact=rt.redactor.redact
+            env,
+            environment=rt.settings.env,
+            release=__version__,
+            service=rt.settings.service,
+            redact=rt.redactor.redact,
         )
         close_generator = getattr(generator, "close", None)
         if callable(close_generator):

@@ -1,5 +1,5 @@
 """A realistic demo workload for the chat API: Korean/English questions, sessions with follow-ups,
-repeated questions (cache hits), a few failures."""
+repeated questions (cache hits), a few failures, and users' feedback on some answers."""
 
 from __future__ import annotations
 
@@ -48,6 +48,13 @@ _EN: Final = (
     "How is the KOSPI index doing today?",
 )
 _FOLLOW_UPS: Final = ("그럼 {c} 매수해도 될까?", "{c} 관련 기사 더 있어?", "And what about {e} news?", "{c} 경쟁사는?")
+#: Feedback a user leaves on an answer, and how often: mostly thumbs up, a real share of thumbs down.
+_VERDICTS: Final = ((1, 0.6), (0, 0.15), (-1, 0.25))
+_COMMENTS: Final[dict[int, tuple[str | None, ...]]] = {
+    1: ("도움이 됐어요", "Helpful, thanks", None, None),
+    0: (None,),
+    -1: ("답변이 질문과 달라요", "최신 정보가 아니에요", "Not what I asked", None),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +71,8 @@ class DemoReport:
     failed: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     intents: Counter[str] = field(default_factory=Counter)
+    feedback: int = 0
+    feedback_failed: int = 0
     elapsed_s: float = 0.0
 
 
@@ -103,11 +112,15 @@ def run_demo(
     rate: float | None = None,
     concurrency: int = 8,
     seed: int = 7,
+    feedback_rate: float = 0.3,
     progress: TextIO | None = sys.stderr,
     client: httpx.Client | None = None,
 ) -> DemoReport:
     """Send the workload to `url` (the API's base URL). `rate` caps requests per second (None: as fast as
-    `concurrency` allows). Prints a progress bar to `progress`."""
+    `concurrency` allows). A `feedback_rate` share of answered queries get a POST /v1/feedback (-1, 0 or 1),
+    drawn from `seed` like the queries. Prints a progress bar to `progress`."""
+    if not 0.0 <= feedback_rate <= 1.0:
+        raise ValueError(f"feedback_rate must be within [0, 1], got {feedback_rate}")
     if queries < 0:
         raise ValueError(f"queries must be >= 0, got {queries}")
     if rate is not None and rate <= 0:
@@ -120,16 +133,30 @@ def run_demo(
     started = time.perf_counter()
     bar = _ProgressBar(queries, progress)
 
-    def send(item: DemoQuery) -> None:
+    def send(item: DemoQuery, verdict: tuple[int, str | None] | None) -> None:
+        query_id: str | None = None
         try:
             resp = http.post(
                 "/v1/chat", json={"query": item.query, "session_id": item.session_id, "user_id": item.user_id}
             )
             outcome: int | str = resp.status_code
-            intent = resp.json().get("intent") if resp.status_code == 200 else None
+            answered = resp.json() if resp.status_code == 200 else {}
+            intent, query_id = answered.get("intent"), answered.get("query_id")
         except httpx.HTTPError as exc:
             outcome, intent = type(exc).__name__, None
+        feedback_ok: bool | None = None
+        if query_id is not None and verdict is not None:
+            score, comment = verdict
+            try:
+                sent = http.post("/v1/feedback", json={"query_id": query_id, "score": score, "comment": comment})
+                feedback_ok = sent.status_code == 202
+            except httpx.HTTPError:
+                feedback_ok = False
         with lock:
+            if feedback_ok is True:
+                report.feedback += 1
+            elif feedback_ok is False:
+                report.feedback_failed += 1
             report.sent += 1
             if outcome == 200:
                 report.ok += 1
@@ -140,17 +167,27 @@ def run_demo(
             bar.update(report.sent)
 
     pacer = _pacer(rate)
+    # A generator of its own, so that adding feedback left the query sequence of a given seed unchanged.
+    feedback_rng = random.Random(f"feedback-{seed}")
     try:
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             for item in demo_queries(queries, seed=seed):
                 pacer()
-                pool.submit(send, item)
+                pool.submit(send, item, _verdict(feedback_rng, feedback_rate))
     finally:
         if client is None:
             http.close()
     report.elapsed_s = time.perf_counter() - started
     bar.done()
     return report
+
+
+def _verdict(rng: random.Random, rate: float) -> tuple[int, str | None] | None:
+    """Whether an answer gets feedback, and which: drawn for every query so the draws depend on the seed only."""
+    gives, pick = rng.random(), rng.random()
+    score = rng.choices([s for s, _ in _VERDICTS], weights=[w for _, w in _VERDICTS])[0]
+    comments = _COMMENTS[score]
+    return (score, comments[int(pick * len(comments))]) if gives < rate else None
 
 
 def _pacer(rate: float | None) -> Callable[[], None]:

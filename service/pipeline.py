@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from querylog.logging.tracker import TrackedQuery
 from querylog.service.generation import Generator, LocalGenerator
 from querylog.service.intents import classify
 from querylog.service.retrieval import Hit, Retriever
+from querylog.service.tracing import NULL_TRACE, LangfuseTracing, QueryTrace
 
 __all__ = ["ChatAnswer", "ChatPipeline"]
 
@@ -24,29 +26,51 @@ class ChatAnswer:
 
 
 class ChatPipeline:
-    """Answers one tracked query. Stateless apart from the retriever's cache; safe to share across threads."""
+    """Answers one tracked query. Stateless apart from the retriever's cache; safe to share across threads.
 
-    def __init__(self, retriever: Retriever | None = None, generator: Generator | None = None) -> None:
+    With `tracing`, each query is a Langfuse trace whose id is the query's `trace_id` (set here if the caller
+    did not pass one to `tracker.query`, in which case the events emitted before that lack it), and the
+    answer step is a generation observation with the model, token usage, input and output.
+    """
+
+    def __init__(
+        self,
+        retriever: Retriever | None = None,
+        generator: Generator | None = None,
+        *,
+        tracing: LangfuseTracing | None = None,
+    ) -> None:
         self.retriever = retriever or Retriever.from_bundled()
         self.generator = generator or LocalGenerator()
+        self.tracing = tracing
 
     def answer(self, q: TrackedQuery, *, k: int = 3) -> ChatAnswer:
-        with q.stage("classify"):
-            verdict = classify(q.text)
-            q.classified(str(verdict.intent), verdict.confidence)
-        with q.stage("search"):
-            found = self.retriever.search(q.text, k=k)
-            q.searched(len(found.docs), cache_hit=found.cache_hit, top_score=found.top_score)
-        with q.stage("generate"):
-            generation = self.generator.generate(q.text, str(verdict.intent), found.docs)
-            q.responded(
-                system=generation.system,
-                model=generation.model,
-                input_tokens=generation.input_tokens,
-                output_tokens=generation.output_tokens,
-                quality_score=generation.quality_score,
-                answer_chars=len(generation.answer),
-            )
+        with self._trace(q) as trace:
+            with q.stage("classify"):
+                verdict = classify(q.text)
+                q.classified(str(verdict.intent), verdict.confidence)
+            with q.stage("search"):
+                found = self.retriever.search(q.text, k=k)
+                q.searched(len(found.docs), cache_hit=found.cache_hit, top_score=found.top_score)
+            prompt = {"query": q.text, "intent": str(verdict.intent), "documents": [h.title for h in found.docs]}
+            with q.stage("generate"), trace.generation(input=prompt) as observed:
+                generation = self.generator.generate(q.text, str(verdict.intent), found.docs)
+                observed.record(
+                    model=generation.model,
+                    output=generation.answer,
+                    input_tokens=generation.input_tokens,
+                    output_tokens=generation.output_tokens,
+                    system=generation.system,
+                )
+                q.responded(
+                    system=generation.system,
+                    model=generation.model,
+                    input_tokens=generation.input_tokens,
+                    output_tokens=generation.output_tokens,
+                    quality_score=generation.quality_score,
+                    answer_chars=len(generation.answer),
+                )
+            trace.finish(generation.answer)
         return ChatAnswer(
             intent=str(verdict.intent),
             confidence=verdict.confidence,
@@ -55,4 +79,18 @@ class ChatPipeline:
             cache_hit=found.cache_hit,
             model=generation.model,
             quality_score=generation.quality_score,
+        )
+
+    def _trace(self, q: TrackedQuery) -> AbstractContextManager[QueryTrace]:
+        if self.tracing is None:
+            return nullcontext(NULL_TRACE)
+        trace_id = q.trace_id or self.tracing.new_trace_id()
+        q.set_trace_id(trace_id)
+        return self.tracing.trace(
+            trace_id,
+            name="chat",
+            input=q.text,
+            user_id=q.user_id,
+            session_id=q.session_id,
+            metadata={"query_id": q.query_id},
         )

@@ -85,6 +85,31 @@ class Settings:
             "doc": "Loki base URL; also read from LOKI_URL. Unset: no Loki projection",
         },
     )
+    loki_tenant: str | None = field(
+        default=None, metadata={"env": "QUERYLOG_LOKI_TENANT", "doc": "Loki tenant, sent as X-Scope-OrgID"}
+    )
+    loki_username: str | None = field(
+        default=None, metadata={"env": "QUERYLOG_LOKI_USERNAME", "doc": "Loki basic-auth user (with the password)"}
+    )
+    loki_password: str | None = field(
+        default=None, metadata={"env": "QUERYLOG_LOKI_PASSWORD", "doc": "Loki basic-auth password"}
+    )
+    loki_token: str | None = field(
+        default=None, metadata={"env": "QUERYLOG_LOKI_TOKEN", "doc": "Loki bearer token (instead of basic auth)"}
+    )
+    loki_ca_file: Path | None = field(
+        default=None, metadata={"env": "QUERYLOG_LOKI_CA_FILE", "doc": "CA bundle (PEM) that signs Loki's TLS cert"}
+    )
+    loki_insecure_skip_verify: bool = field(
+        default=False,
+        metadata={"env": "QUERYLOG_LOKI_INSECURE_SKIP_VERIFY", "doc": "skip Loki TLS verification (tests only)"},
+    )
+    loki_batch_kb: int = field(
+        default=1024, metadata={"env": "QUERYLOG_LOKI_BATCH_KB", "doc": "largest Loki push, KiB of JSON before gzip"}
+    )
+    loki_batch_wait_s: float = field(
+        default=1.0, metadata={"env": "QUERYLOG_LOKI_BATCH_WAIT_S", "doc": "seconds between Loki pushes when idle"}
+    )
     metrics_namespace: str = field(
         default="querylog",
         metadata={"env": "QUERYLOG_METRICS_NAMESPACE", "doc": "prefix of the Prometheus metric names"},
@@ -96,6 +121,21 @@ class Settings:
     ingest_token: str | None = field(
         default=None,
         metadata={"env": "QUERYLOG_INGEST_TOKEN", "doc": "bearer token required by POST /v1/events when set"},
+    )
+    ingest_max_bytes: int = field(
+        default=5 * 1024 * 1024,
+        metadata={"env": "QUERYLOG_INGEST_MAX_BYTES", "doc": "largest POST /v1/events body in bytes (413 above it)"},
+    )
+    ingest_max_events: int = field(
+        default=10_000,
+        metadata={"env": "QUERYLOG_INGEST_MAX_EVENTS", "doc": "most events in a POST /v1/events batch (413 above)"},
+    )
+    ingest_dedup_window: int = field(
+        default=100_000,
+        metadata={
+            "env": "QUERYLOG_INGEST_DEDUP_WINDOW",
+            "doc": "event ids remembered to make re-sent POST /v1/events batches add nothing",
+        },
     )
     redact_extra: dict[str, str] = field(
         default_factory=dict,
@@ -147,6 +187,9 @@ class Settings:
             ("parquet_interval_s", "QUERYLOG_PARQUET_INTERVAL_S", 0.05, False),
             ("parquet_batch_events", "QUERYLOG_PARQUET_BATCH_EVENTS", 1, True),
             ("retention_days", "QUERYLOG_RETENTION_DAYS", 1, True),
+            ("ingest_max_bytes", "QUERYLOG_INGEST_MAX_BYTES", 1024, True),
+            ("ingest_max_events", "QUERYLOG_INGEST_MAX_EVENTS", 1, True),
+            ("ingest_dedup_window", "QUERYLOG_INGEST_DEDUP_WINDOW", 0, True),
         ):
             if (raw := get(var)) is not None:
                 values[key] = _number(var, raw, minimum=minimum, integer=integer)
@@ -159,6 +202,32 @@ class Settings:
                     f"LOKI_URL / QUERYLOG_LOKI_URL must be an http(s) URL like http://127.0.0.1:3100; got {loki!r}"
                 )
             values["loki_url"] = loki.rstrip("/")
+        for key, var in (
+            ("loki_tenant", "QUERYLOG_LOKI_TENANT"),
+            ("loki_username", "QUERYLOG_LOKI_USERNAME"),
+            ("loki_password", "QUERYLOG_LOKI_PASSWORD"),
+            ("loki_token", "QUERYLOG_LOKI_TOKEN"),
+        ):
+            if (raw := get(var)) is not None:
+                values[key] = raw
+        if ("loki_username" in values) != ("loki_password" in values):
+            raise ConfigError("QUERYLOG_LOKI_USERNAME and QUERYLOG_LOKI_PASSWORD go together: set both or neither")
+        if "loki_token" in values and "loki_username" in values:
+            raise ConfigError("QUERYLOG_LOKI_TOKEN and QUERYLOG_LOKI_USERNAME/PASSWORD exclude each other: pick one")
+        if (raw := get("QUERYLOG_LOKI_CA_FILE")) is not None:
+            if not Path(raw).expanduser().is_file():
+                raise ConfigError(f"QUERYLOG_LOKI_CA_FILE must name a readable PEM file; {raw!r} does not exist")
+            values["loki_ca_file"] = Path(raw).expanduser()
+        if (raw := get("QUERYLOG_LOKI_INSECURE_SKIP_VERIFY")) is not None:
+            values["loki_insecure_skip_verify"] = _bool("QUERYLOG_LOKI_INSECURE_SKIP_VERIFY", raw)
+        if values.get("loki_insecure_skip_verify") and "loki_ca_file" in values:
+            raise ConfigError("QUERYLOG_LOKI_CA_FILE and QUERYLOG_LOKI_INSECURE_SKIP_VERIFY contradict: pick one")
+        for key, var, minimum, integer in (
+            ("loki_batch_kb", "QUERYLOG_LOKI_BATCH_KB", 512, True),
+            ("loki_batch_wait_s", "QUERYLOG_LOKI_BATCH_WAIT_S", 0.05, False),
+        ):
+            if (raw := get(var)) is not None:
+                values[key] = _number(var, raw, minimum=minimum, integer=integer)
         if (raw := get("QUERYLOG_METRICS_NAMESPACE")) is not None:
             if not _PROM_NS_RE.match(raw):
                 raise ConfigError(

@@ -1,0 +1,576 @@
+"""Producer endpoints: ``POST /v1/events`` for events made outside this process, ``POST /v1/feedback`` for verdicts."""
+
+from __future__ import annotations
+
+import copy
+import hmac
+import re
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Annotated, Any, Final
+
+import msgspec
+import structlog
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+from querylog.logging.codec import DecodeError, from_builtins
+from querylog.logging.events import AnyEvent, EventValidationError, nfc
+from querylog.logging.segments import EventLog, LogClosedError, LogReader
+from querylog.runtime import Runtime
+
+__all__ = [
+    "BatchRejectedError",
+    "EventIngestor",
+    "FeedbackAccepted",
+    "FeedbackRequest",
+    "IngestAccepted",
+    "IngestRejected",
+    "IngestResult",
+    "IngestUnavailableError",
+    "ItemError",
+    "QueryRef",
+    "RecentIds",
+    "RecentQueries",
+    "event_schema_components",
+    "router",
+    "tail_event_ids",
+]
+
+#: Fields whose text a producer controls; redacted (and NFC-normalised) like the tracker's before any sink.
+TEXT_FIELDS: Final = ("query_text", "error_message", "comment")
+#: At most this many item errors are listed in a 422; `invalid_events` still counts them all.
+MAX_REPORTED_ERRORS: Final = 100
+#: Start-up reads at most this much of the log's tail to re-learn recent event ids.
+SEED_MAX_BYTES: Final = 64 * 1024 * 1024
+
+_log = structlog.get_logger("querylog.ingest")
+_json: Final = msgspec.json.Decoder()
+_AT_PATH: Final = re.compile(r"\s+-\s+at\s+`\$(?:\.(?P<path>[^`]*))?`\s*$")
+_NAMED_FIELD: Final = re.compile(r"field `(?P<name>[^`]+)`")
+
+
+# -- response models -------------------------------------------------------------------------------------
+class IngestAccepted(BaseModel):
+    accepted: int = Field(description="Events appended to the log (durable when this is returned).")
+    duplicates: int = Field(description="Events skipped because their event_id was seen recently.")
+
+
+class ItemError(BaseModel):
+    index: int | None = Field(description="Position in `events`; null when the envelope itself is wrong.")
+    field: str | None = Field(description="The field at fault (a path below the event), when known.")
+    message: str
+
+
+class IngestRejected(BaseModel):
+    detail: list[ItemError] = Field(description=f"The first {MAX_REPORTED_ERRORS} problems, by index.")
+    invalid_events: int = Field(description="How many events were invalid; none of the batch was appended.")
+
+
+class ErrorMessage(BaseModel):
+    detail: str
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query_id: str = Field(
+        min_length=1, max_length=200, pattern=r"^\S+$", description="The `query_id` /v1/chat answered with."
+    )
+    score: Annotated[int, Field(strict=True, ge=-1, le=1, description="-1 bad, 0 neutral, 1 good.")]
+    comment: str | None = Field(default=None, max_length=4000, description="Free text; redacted before storage.")
+    session_id: str | None = Field(default=None, max_length=200, description="Defaults to the query's, if known.")
+    user_id: str | None = Field(default=None, max_length=200, description="Defaults to the query's, if known.")
+
+
+class FeedbackAccepted(BaseModel):
+    event_id: str = Field(description="The feedback_received event's id.")
+    query_id: str
+    trace_id: str | None = Field(description="The query's trace id, when this process answered it recently.")
+
+
+# -- bounded memory ---------------------------------------------------------------------------------------
+class RecentIds:
+    """The last `capacity` ids added, as a set: a deque remembers their order so the oldest leaves first."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 0:
+            raise ValueError(f"capacity must be >= 0, got {capacity}")
+        self.capacity = capacity
+        self._order: deque[str] = deque()
+        self._members: set[str] = set()
+
+    def __contains__(self, item: str) -> bool:
+        return item in self._members
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def add(self, item: str) -> None:
+        if self.capacity == 0 or item in self._members:
+            return
+        if len(self._order) >= self.capacity:
+            self._members.discard(self._order.popleft())
+        self._order.append(item)
+        self._members.add(item)
+
+    def update(self, items: Iterable[str]) -> None:
+        for item in items:
+            self.add(item)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryRef:
+    """What feedback borrows from the query it judges. `user_id` is as the caller sent it (the tracker
+    pseudonymizes it again when it emits the feedback event)."""
+
+    session_id: str | None
+    user_id: str | None
+    trace_id: str | None
+
+
+class RecentQueries:
+    """The last `capacity` queries this process answered, by query_id. Thread-safe; least recent leaves first."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._refs: OrderedDict[str, QueryRef] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(
+        self, query_id: str, *, session_id: str | None, user_id: str | None, trace_id: str | None
+    ) -> None:
+        with self._lock:
+            self._refs[query_id] = QueryRef(session_id=session_id, user_id=user_id, trace_id=trace_id)
+            self._refs.move_to_end(query_id)
+            while len(self._refs) > self.capacity:
+                self._refs.popitem(last=False)
+
+    def get(self, query_id: str) -> QueryRef | None:
+        with self._lock:
+            return self._refs.get(query_id)
+
+
+class _EventIdOnly(msgspec.Struct):
+    event_id: str = ""
+
+
+_id_decoder: Final = msgspec.json.Decoder(_EventIdOnly)
+
+
+def tail_event_ids(reader: LogReader, limit: int, *, max_bytes: int = SEED_MAX_BYTES) -> list[str]:
+    """The event ids of the last `limit` whole lines of the log (oldest first), reading at most `max_bytes`.
+
+    Segments are taken newest first by their creation-time names, across every writer.
+    """
+    newest_first: list[str] = []
+    budget = max_bytes
+    for path in reversed(reader.segments()):
+        if len(newest_first) >= limit or budget <= 0:
+            break
+        try:
+            size = path.stat().st_size
+            start = max(0, size - budget)
+            with path.open("rb") as fh:
+                fh.seek(start)
+                data = fh.read(size - start)
+        except FileNotFoundError:  # retention removed it meanwhile
+            continue
+        budget -= len(data)
+        lines = data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]  # a torn tail is not an event yet
+        if start > 0:
+            lines = lines[1:]  # the read began mid-line
+        for line in reversed(lines):
+            try:
+                event_id = _id_decoder.decode(line).event_id
+            except msgspec.DecodeError:
+                continue
+            if event_id:
+                newest_first.append(event_id)
+                if len(newest_first) >= limit:
+                    break
+    newest_first.reverse()
+    return newest_first
+
+
+# -- ingestion --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+
+
+class BatchRejectedError(ValueError):
+    """Some events of a batch are invalid; none was appended. `errors` names each by index and field."""
+
+    def __init__(self, errors: list[ItemError], invalid: int) -> None:
+        super().__init__(f"{invalid} invalid event(s) in the batch")
+        self.errors = errors
+        self.invalid = invalid
+
+
+class IngestUnavailableError(RuntimeError):
+    """The log could not take the batch (closed, or the disk refused the write); the client should retry."""
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _describe(exc: DecodeError) -> tuple[str | None, str]:
+    """(field, message) from a codec error: msgspec puts the path in the message; our own checks raise
+    `EventValidationError`, which msgspec wraps and which names the field itself."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, EventValidationError):
+            return cause.field, str(cause).removeprefix(f"{cause.field}: ")
+        cause = cause.__cause__
+    message = str(exc)
+    at = _AT_PATH.search(message)
+    if at is not None:
+        return at["path"] or None, message[: at.start()]
+    named = _NAMED_FIELD.search(message)
+    return (named["name"] if named else None), message
+
+
+class EventIngestor:
+    """Validates, redacts and appends producers' batches: all or nothing, idempotent by event_id.
+
+    Idempotency window: the ids of the last `window` events this process ingested, seeded at start-up by
+    `seed()` with the ids of the last `window` events in the log (any writer's). A batch re-sent while its
+    ids are in that window adds nothing. Each process keeps its own window: behind a load balancer, route a
+    producer's retries to the same process, or accept that a retry landing elsewhere may duplicate.
+    """
+
+    def __init__(
+        self,
+        log: EventLog,
+        *,
+        service: str,
+        env: str,
+        redact: Callable[[str], str],
+        pseudonymize_user_id: Callable[[str], str],
+        window: int = 100_000,
+        max_events: int = 10_000,
+        max_bytes: int = 5 * 1024 * 1024,
+    ) -> None:
+        if max_events < 1 or max_bytes < 1:
+            raise ValueError("max_events and max_bytes must be >= 1")
+        self.log = log
+        self.service = service
+        self.env = env
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self._redact = redact
+        self._pseudonymize = pseudonymize_user_id
+        self._recent = RecentIds(window)
+        # One batch at a time from check to flush: a concurrent retry of the same batch waits, then sees its ids.
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_runtime(cls, runtime: Runtime) -> EventIngestor:
+        s = runtime.settings
+        return cls(
+            runtime.log,
+            service=s.service,
+            env=s.env,
+            redact=runtime.redactor.redact,
+            pseudonymize_user_id=runtime.tracker.pseudonymize_user_id,
+            window=s.ingest_dedup_window,
+            max_events=s.ingest_max_events,
+            max_bytes=s.ingest_max_bytes,
+        )
+
+    @property
+    def window(self) -> int:
+        return self._recent.capacity
+
+    def seed(self, reader: LogReader) -> int:
+        """Re-learn recent event ids from the log's tail, so a retry straddling a restart still adds nothing."""
+        ids = tail_event_ids(reader, self.window) if self.window else []
+        with self._lock:
+            self._recent.update(ids)
+        return len(ids)
+
+    def validate(self, items: list[Any]) -> list[AnyEvent]:
+        """Every item as an event, or `BatchRejectedError` listing the bad ones."""
+        events: list[AnyEvent] = []
+        errors: list[ItemError] = []
+        invalid = 0
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                invalid += 1
+                if len(errors) < MAX_REPORTED_ERRORS:
+                    message = f"expected an object, got {_json_type(item)}"
+                    errors.append(ItemError(index=index, field=None, message=message))
+                continue
+            try:
+                events.append(from_builtins(self._prepare(item)))
+            except DecodeError as exc:
+                invalid += 1
+                if len(errors) < MAX_REPORTED_ERRORS:
+                    field, message = _describe(exc)
+                    errors.append(ItemError(index=index, field=field, message=message))
+        if invalid:
+            raise BatchRejectedError(errors, invalid)
+        return events
+
+    def ingest(self, items: list[Any]) -> IngestResult:
+        """Validate the batch, append its new events and flush them: durable against a process crash on return."""
+        if len(items) > self.max_events:
+            raise ValueError(f"{len(items)} events in one batch; at most {self.max_events}")
+        events = self.validate(items)
+        with self._lock:
+            fresh: list[AnyEvent] = []
+            in_batch: set[str] = set()
+            for event in events:
+                if event.event_id in self._recent or event.event_id in in_batch:
+                    continue
+                in_batch.add(event.event_id)
+                fresh.append(event)
+            dropped_before = self.log.events_dropped
+            try:
+                for event in fresh:
+                    self.log.append(event)
+                self.log.flush()
+            except LogClosedError as exc:
+                raise IngestUnavailableError("the event log is closed (the server is shutting down)") from exc
+            if self.log.events_dropped > dropped_before:
+                # The log counts and drops what the disk refuses. Not remembering these ids lets the retry through.
+                raise IngestUnavailableError("the event log could not write to disk; retry later")
+            self._recent.update(in_batch)
+        result = IngestResult(accepted=len(fresh), duplicates=len(events) - len(fresh))
+        _log.info("events_ingested", accepted=result.accepted, duplicates=result.duplicates)
+        return result
+
+    def _prepare(self, item: dict[str, Any]) -> dict[str, Any]:
+        obj = dict(item)
+        obj.setdefault("service", self.service)
+        obj.setdefault("env", self.env)
+        for key in TEXT_FIELDS:
+            value = obj.get(key)
+            if isinstance(value, str):
+                obj[key] = self._redact(nfc(value))
+        user_id = obj.get("user_id")
+        if isinstance(user_id, str) and user_id:
+            obj["user_id"] = self._pseudonymize(user_id)
+        return obj
+
+
+# -- HTTP ------------------------------------------------------------------------------------------------
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.querylog
+    return runtime
+
+
+def _ingestor(request: Request) -> EventIngestor:
+    ingestor: EventIngestor = request.app.state.ingestor
+    return ingestor
+
+
+def _recent_queries(request: Request) -> RecentQueries:
+    recent: RecentQueries = request.app.state.recent_queries
+    return recent
+
+
+_bearer: Final = HTTPBearer(
+    auto_error=False,
+    scheme_name="IngestToken",
+    description="The value of QUERYLOG_INGEST_TOKEN. Required only when the server sets one.",
+)
+
+
+def require_ingest_token(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """401 without a bearer token, 403 with a wrong one; open when QUERYLOG_INGEST_TOKEN is unset."""
+    expected = _runtime(request).settings.ingest_token
+    if expected is None:
+        return
+    if credentials is None or not credentials.credentials:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing bearer token: send 'Authorization: Bearer <QUERYLOG_INGEST_TOKEN>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    # Constant-time comparison: the time taken must not tell an attacker how much of a guess was right.
+    if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "the bearer token is not this server's ingest token")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) as soon as it is known to exceed `limit`: by Content-Length before reading,
+    or by counting streamed bytes (chunked uploads), so an oversized body is never held in memory."""
+    too_large = HTTPException(
+        status.HTTP_413_CONTENT_TOO_LARGE,
+        f"request body over {limit} bytes (QUERYLOG_INGEST_MAX_BYTES): send smaller batches",
+    )
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "Content-Length is not a number") from None
+        if length > limit:
+            raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+def _batch_items(payload: object) -> list[Any]:
+    """The `events` array of a batch, or `BatchRejectedError` (index null) when the envelope is wrong."""
+    if not isinstance(payload, dict):
+        message = f'expected an object {{"events": [...]}}, got {_json_type(payload)}'
+        raise BatchRejectedError([ItemError(index=None, field=None, message=message)], invalid=0)
+    unknown = sorted(set(payload) - {"events"})
+    if unknown:
+        message = f"unknown field `{unknown[0]}`; a batch is {{\"events\": [...]}}"
+        raise BatchRejectedError([ItemError(index=None, field=unknown[0], message=message)], invalid=0)
+    items = payload.get("events")
+    if not isinstance(items, list):
+        message = f"expected an array of events, got {_json_type(items)}"
+        raise BatchRejectedError([ItemError(index=None, field="events", message=message)], invalid=0)
+    return items
+
+
+def event_schema_components() -> dict[str, Any]:
+    """JSON Schemas of every event type, for the OpenAPI document's ``components/schemas``."""
+    _, components = msgspec.json.schema_components((AnyEvent,), ref_template="#/components/schemas/{name}")
+    components = copy.deepcopy(components)
+    for schema in components.values():
+        props = schema.get("properties", {})
+        for name, what in (("service", "QUERYLOG_SERVICE"), ("env", "QUERYLOG_ENV")):
+            if name in props:  # the server fills in its own, not the struct's default
+                props[name].pop("default", None)
+                props[name]["description"] = f"Defaults to the server's {what}."
+        if "ts" in props:
+            props["ts"].update(format="date-time", description="RFC 3339 with a UTC offset; defaults to now.")
+        if "event_id" in props:
+            props["event_id"]["description"] = "Makes retries idempotent; a new UUIDv7 when absent."
+    return components
+
+
+def _events_request_schema() -> dict[str, Any]:
+    (event,), _ = msgspec.json.schema_components((AnyEvent,), ref_template="#/components/schemas/{name}")
+    example = {
+        "events": [
+            {
+                "event_type": "query_received",
+                "event_id": "0190d6a4-6f1e-7c3a-9b1e-1a2b3c4d5e6f",
+                "ts": "2025-01-31T09:00:00Z",
+                "query_id": "q-1",
+                "session_id": "s-1",
+                "query_text": "네이버 주가 전망은?",
+            },
+            {"event_type": "feedback_received", "query_id": "q-1", "score": 1, "comment": "정확해요"},
+        ]
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["events"],
+                        "additionalProperties": False,
+                        "properties": {"events": {"type": "array", "items": event}},
+                    },
+                    "example": example,
+                }
+            },
+        }
+    }
+
+
+router = APIRouter(prefix="/v1", tags=["producers"])
+
+
+@router.post(
+    "/events",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=IngestAccepted,
+    summary="Append a batch of events from an outside producer",
+    responses={
+        400: {"model": ErrorMessage, "description": "The body is not JSON"},
+        401: {"model": ErrorMessage, "description": "No bearer token, and the server requires one"},
+        403: {"model": ErrorMessage, "description": "The bearer token is wrong"},
+        413: {"model": ErrorMessage, "description": "Body over QUERYLOG_INGEST_MAX_BYTES or too many events"},
+        422: {"model": IngestRejected, "description": "Invalid events: each listed by index and field"},
+        503: {"model": ErrorMessage, "description": "The log cannot take events now; retry"},
+    },
+    openapi_extra=_events_request_schema(),
+)
+async def ingest_events(
+    request: Request, _auth: Annotated[None, Depends(require_ingest_token)]
+) -> IngestAccepted | JSONResponse:
+    """Validate every event against the schema, redact its text, and append the batch to the log, all or
+    nothing. Events whose `event_id` was ingested recently are skipped and counted as duplicates, so a batch
+    can be retried safely. `service` and `env` default to the server's. Durable when 202 is returned."""
+    ingestor = _ingestor(request)
+    body = await _read_body(request, ingestor.max_bytes)
+    try:
+        payload = _json.decode(body)
+    except msgspec.DecodeError as exc:
+        detail = f"malformed JSON: {str(exc).removeprefix('JSON is malformed: ')}"
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail) from None
+    try:
+        items = _batch_items(payload)
+        if len(items) > ingestor.max_events:
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE,
+                f"{len(items)} events in one batch; at most {ingestor.max_events} (QUERYLOG_INGEST_MAX_EVENTS): "
+                "split it",
+            )
+        # Validation and redaction of thousands of events is CPU work: keep it off the event loop.
+        result = await run_in_threadpool(ingestor.ingest, items)
+    except BatchRejectedError as exc:
+        _log.warning("events_rejected", invalid=exc.invalid)
+        rejected = IngestRejected(detail=exc.errors, invalid_events=exc.invalid)
+        return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content=rejected.model_dump())
+    except IngestUnavailableError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"}) from None
+    return IngestAccepted(accepted=result.accepted, duplicates=result.duplicates)
+
+
+@router.post(
+    "/feedback",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=FeedbackAccepted,
+    summary="Record a user's verdict on an answer",
+    responses={422: {"description": "The body does not match FeedbackRequest"}},
+)
+def feedback(body: FeedbackRequest, request: Request) -> FeedbackAccepted:
+    """Emit a `feedback_received` event for `query_id` (durable on return). Any query id is accepted: the
+    lake joins feedback to its query by id, and feedback on a query this process did not answer recently (an
+    earlier run, another worker) is as real as any. For queries this process answered recently, the
+    session, user and trace ids are filled in from the query when not given."""
+    known = _recent_queries(request).get(body.query_id)
+    event = _runtime(request).tracker.feedback(
+        body.query_id,
+        body.score,
+        comment=body.comment,
+        session_id=body.session_id or (known.session_id if known else None),
+        user_id=body.user_id or (known.user_id if known else None),
+        trace_id=known.trace_id if known else None,
+    )
+    return FeedbackAccepted(event_id=event.event_id, query_id=event.query_id, trace_id=event.trace_id)

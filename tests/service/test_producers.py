@@ -1,0 +1,451 @@
+"""POST /v1/events and POST /v1/feedback over HTTP: auth, validation, limits, idempotency, redaction, the lake."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import os
+import unicodedata
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.requests import Request
+
+from querylog.analytics.catalog import Catalog
+from querylog.config import Settings
+from querylog.logging.codec import decode
+from querylog.logging.events import Event
+from querylog.runtime import Runtime
+from querylog.service.app import create_app
+from querylog.service.producers import RecentIds, _read_body, tail_event_ids
+from querylog.testing import capture_events
+
+
+def _client(settings: Settings) -> TestClient:
+    return TestClient(create_app(settings, environ={}))
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with _client(settings) as c:
+        yield c
+
+
+def _runtime(client: TestClient) -> Runtime:
+    runtime: Runtime = client.app.state.querylog  # type: ignore[attr-defined]
+    return runtime
+
+
+def _logged(settings: Settings) -> list[Event]:
+    lines = b"".join(p.read_bytes() for p in sorted(settings.log_dir.glob("*.jsonl"))).splitlines()
+    return [decode(line) for line in lines]
+
+
+def _batch(n: int, *, prefix: str = "e") -> list[dict[str, Any]]:
+    return [
+        {
+            "event_type": "query_received",
+            "event_id": f"{prefix}-{i}",
+            "query_id": f"q-{prefix}-{i}",
+            "session_id": "s-1",
+            "query_text": f"카카오 주가 {i}",
+            "ts": "2025-01-31T09:00:00Z",
+        }
+        for i in range(n)
+    ]
+
+
+# -- auth ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def guarded(settings: Settings) -> Iterator[TestClient]:
+    with _client(dataclasses.replace(settings, ingest_token="s3cret-token")) as c:
+        yield c
+
+
+def test_without_a_bearer_token_ingest_is_401_with_a_challenge(guarded: TestClient) -> None:
+    resp = guarded.post("/v1/events", json={"events": _batch(1)})
+    assert resp.status_code == 401
+    assert resp.headers["www-authenticate"] == "Bearer"
+    assert "Authorization: Bearer" in resp.json()["detail"]
+
+
+@pytest.mark.parametrize("header", ["Bearer wrong-token", "Bearer s3cret-token-and-more", "Bearer s3cret-toke"])
+def test_a_wrong_bearer_token_is_403(guarded: TestClient, header: str) -> None:
+    resp = guarded.post("/v1/events", json={"events": _batch(1)}, headers={"Authorization": header})
+    assert resp.status_code == 403
+
+
+def test_a_non_bearer_authorization_is_401(guarded: TestClient) -> None:
+    resp = guarded.post("/v1/events", json={"events": _batch(1)}, headers={"Authorization": "Basic czNjcmV0"})
+    assert resp.status_code == 401
+
+
+def test_the_right_bearer_token_is_202(guarded: TestClient) -> None:
+    resp = guarded.post("/v1/events", json={"events": _batch(2)}, headers={"Authorization": "Bearer s3cret-token"})
+    assert resp.status_code == 202
+    assert resp.json() == {"accepted": 2, "duplicates": 0}
+
+
+def test_auth_is_checked_before_the_body_is_read(guarded: TestClient) -> None:
+    resp = guarded.post("/v1/events", content=b"{not json")
+    assert resp.status_code == 401
+
+
+def test_without_a_configured_token_ingest_is_open(client: TestClient) -> None:
+    assert client.post("/v1/events", json={"events": _batch(1)}).status_code == 202
+
+
+# -- appending ---------------------------------------------------------------------------------------
+def test_an_accepted_batch_is_in_the_log_when_202_returns(client: TestClient, settings: Settings) -> None:
+    resp = client.post("/v1/events", json={"events": _batch(3)})
+    assert resp.status_code == 202
+    assert resp.json() == {"accepted": 3, "duplicates": 0}
+    logged = [e for e in _logged(settings) if e.event_id.startswith("e-")]
+    assert [e.event_id for e in logged] == ["e-0", "e-1", "e-2"]
+    assert all(e.event_type == "query_received" and e.session_id == "s-1" for e in logged)
+
+
+def test_service_and_env_default_to_the_servers_and_are_kept_when_given(
+    client: TestClient, settings: Settings
+) -> None:
+    events = [
+        {"event_type": "feedback_received", "event_id": "f-1", "query_id": "q-1", "score": 1},
+        {"event_type": "feedback_received", "event_id": "f-2", "query_id": "q-2", "score": 0, "service": "web", "env": "prod"},
+    ]
+    assert client.post("/v1/events", json={"events": events}).status_code == 202
+    by_id = {e.event_id: e for e in _logged(settings)}
+    assert (by_id["f-1"].service, by_id["f-1"].env) == (settings.service, "test")
+    assert (by_id["f-2"].service, by_id["f-2"].env) == ("web", "prod")
+
+
+def test_an_empty_batch_is_accepted_and_adds_nothing(client: TestClient) -> None:
+    assert client.post("/v1/events", json={"events": []}).json() == {"accepted": 0, "duplicates": 0}
+
+
+def test_text_is_redacted_and_nfc_normalised_before_the_log(settings: Settings) -> None:
+    salted = dataclasses.replace(settings, user_id_salt="pepper")
+    decomposed = unicodedata.normalize("NFD", "네이버 실적 010-1234-5678로 연락")
+    events = [
+        {"event_type": "query_received", "event_id": "r-1", "query_id": "q-1", "query_text": decomposed, "user_id": "u-42"},
+        {"event_type": "query_failed", "event_id": "r-2", "query_id": "q-1", "error_type": "Boom", "error_message": "mail kim@example.com"},
+        {"event_type": "feedback_received", "event_id": "r-3", "query_id": "q-1", "score": -1, "comment": "내 카드 4111-1111-1111-1111"},
+    ]
+    with _client(salted) as c:
+        assert c.post("/v1/events", json={"events": events}).status_code == 202
+        expected_user = _runtime(c).redactor.pseudonymize_user_id("u-42")
+    raw = b"".join(p.read_bytes() for p in settings.log_dir.glob("*.jsonl")).decode()
+    for secret in ("010-1234-5678", "kim@example.com", "4111-1111-1111-1111", "u-42"):
+        assert secret not in raw
+    by_id = {e.event_id: e for e in _logged(settings)}
+    received = by_id["r-1"]
+    assert received.query_text.startswith("네이버 실적 ")  # type: ignore[attr-defined]
+    assert unicodedata.is_normalized("NFC", received.query_text)  # type: ignore[attr-defined]
+    assert received.user_id == expected_user != "u-42"
+
+
+# -- idempotency -------------------------------------------------------------------------------------
+def test_resending_a_batch_adds_nothing_and_the_lake_has_each_event_once(
+    client: TestClient, settings: Settings
+) -> None:
+    batch = _batch(5)
+    first = client.post("/v1/events", json={"events": batch})
+    again = client.post("/v1/events", json={"events": batch})
+    assert first.json() == {"accepted": 5, "duplicates": 0}
+    assert again.status_code == 202
+    assert again.json() == {"accepted": 0, "duplicates": 5}
+    _runtime(client).projectors["parquet"].catch_up()
+    with Catalog(settings.lake_dir) as cat:
+        _, rows = cat.query("select event_id, count(*) from events where event_id like 'e-%' group by 1 order by 1")
+    assert rows == [(f"e-{i}", 1) for i in range(5)]
+
+
+def test_a_partly_new_batch_appends_only_the_new_events(client: TestClient, settings: Settings) -> None:
+    client.post("/v1/events", json={"events": _batch(3)})
+    resp = client.post("/v1/events", json={"events": _batch(5)})
+    assert resp.json() == {"accepted": 2, "duplicates": 3}
+    assert sorted(e.event_id for e in _logged(settings) if e.event_id.startswith("e-")) == [f"e-{i}" for i in range(5)]
+
+
+def test_a_repeated_event_id_within_one_batch_counts_once(client: TestClient) -> None:
+    one = _batch(1)
+    assert client.post("/v1/events", json={"events": one + one}).json() == {"accepted": 1, "duplicates": 1}
+
+
+def test_events_without_an_event_id_get_a_fresh_one_each_time(client: TestClient, settings: Settings) -> None:
+    event = {"event_type": "feedback_received", "query_id": "q-anon", "score": 1}
+    client.post("/v1/events", json={"events": [event]})
+    client.post("/v1/events", json={"events": [event]})
+    ids = [e.event_id for e in _logged(settings) if e.query_id == "q-anon"]
+    assert len(ids) == 2 and ids[0] != ids[1]
+
+
+def test_the_dedup_window_survives_a_restart(settings: Settings) -> None:
+    with _client(settings) as c:
+        assert c.post("/v1/events", json={"events": _batch(4)}).json() == {"accepted": 4, "duplicates": 0}
+    with _client(settings) as c:
+        assert c.post("/v1/events", json={"events": _batch(4)}).json() == {"accepted": 0, "duplicates": 4}
+
+
+def test_the_dedup_window_is_bounded(settings: Settings) -> None:
+    small = dataclasses.replace(settings, ingest_dedup_window=3)
+    with _client(small) as c:
+        c.post("/v1/events", json={"events": _batch(5)})
+        # e-0 and e-1 have left the window of 3; e-2..e-4 are still in it
+        assert c.post("/v1/events", json={"events": _batch(5)}).json() == {"accepted": 2, "duplicates": 3}
+
+
+def test_a_batch_the_disk_refused_is_503_and_its_retry_is_accepted(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = _runtime(client).log
+    real_write = os.write
+
+    def full_disk(fd: int, data: Any) -> int:
+        if fd == log._fd:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full_disk)
+    refused = client.post("/v1/events", json={"events": _batch(2)})
+    monkeypatch.setattr(os, "write", real_write)
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"]
+    retried = client.post("/v1/events", json={"events": _batch(2)})
+    assert retried.json() == {"accepted": 2, "duplicates": 0}
+    assert sorted(e.event_id for e in _logged(settings) if e.event_id.startswith("e-")) == ["e-0", "e-1"]
+
+
+def test_tail_event_ids_reads_the_newest_lines_across_segments(settings: Settings) -> None:
+    with _client(settings) as c:
+        c.post("/v1/events", json={"events": _batch(3, prefix="a")})
+    with _client(settings) as c:  # a second run writes a second segment
+        c.post("/v1/events", json={"events": _batch(3, prefix="b")})
+    reader = Runtime(settings).reader
+    assert tail_event_ids(reader, 4) == ["a-2", "b-0", "b-1", "b-2"]
+    assert tail_event_ids(reader, 100)[-6:] == ["a-0", "a-1", "a-2", "b-0", "b-1", "b-2"]
+    # a byte budget that ends mid-line yields the whole lines after it only
+    last_line = reader.segments()[-1].read_bytes().splitlines(keepends=True)[-1]
+    assert tail_event_ids(reader, 100, max_bytes=len(last_line) + 10) == ["b-2"]
+
+
+def test_recent_ids_forget_the_oldest_first() -> None:
+    ids = RecentIds(2)
+    ids.update(["a", "b", "a", "c"])
+    assert "a" not in ids and "b" in ids and "c" in ids and len(ids) == 2
+
+
+# -- validation ---------------------------------------------------------------------------------------
+def test_an_invalid_event_rejects_the_whole_batch_naming_index_and_field(
+    client: TestClient, settings: Settings
+) -> None:
+    batch: list[Any] = _batch(3)
+    batch.append({"event_type": "feedback_received", "event_id": "bad-1", "query_id": "q-1", "score": "great"})
+    batch.append({"event_type": "feedback_received", "event_id": "bad-2", "query_id": "q-1", "score": 5})
+    batch.append("not an event")
+    batch.append({"event_type": "intent_classified", "query_id": "q-1", "intent": "x", "confidence": 0.5, "mood": 1})
+    resp = client.post("/v1/events", json={"events": batch})
+    assert resp.status_code == 422
+    body = resp.json()
+    assert body["invalid_events"] == 4
+    assert [(d["index"], d["field"]) for d in body["detail"]] == [(3, "score"), (4, "score"), (5, None), (6, "mood")]
+    assert "int" in body["detail"][0]["message"] and "-1, 0 or 1" in body["detail"][1]["message"]
+    assert not any(e.event_id.startswith("e-") for e in _logged(settings))
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        ({"query_id": "q-1", "score": 1}, "event_type"),
+        ({"event_type": "no_such_type", "query_id": "q-1"}, "event_type"),
+        ({"event_type": "feedback_received", "score": 1}, "query_id"),
+        ({"event_type": "query_received", "query_id": "q-1", "query_text": "hi", "ts": "yesterday"}, "ts"),
+        ({"event_type": "query_received", "query_id": "q-1", "query_text": "hi", "ts": "2025-01-01T00:00:00"}, "ts"),
+        ({"event_type": "query_received", "query_id": "q-1", "query_text": "hi", "schema_version": 99}, "schema_version"),
+        ({"event_type": "query_received", "query_id": "q-1", "query_text": "   "}, "query_text"),
+        ({"event_type": "intent_classified", "query_id": "q-1", "intent": "x", "confidence": 1.5}, "confidence"),
+        ({"event_type": "feedback_received", "query_id": "q-1", "score": 1, "service": None}, "service"),
+    ],
+)
+def test_each_kind_of_invalid_event_names_its_field(client: TestClient, event: dict[str, Any], field: str) -> None:
+    resp = client.post("/v1/events", json={"events": [event]})
+    assert resp.status_code == 422
+    [problem] = resp.json()["detail"]
+    assert (problem["index"], problem["field"]) == (0, field)
+    assert problem["message"]
+
+
+def test_at_most_a_hundred_problems_are_listed(client: TestClient) -> None:
+    bad = [{"event_type": "feedback_received", "query_id": "q", "score": 7}] * 150
+    body = client.post("/v1/events", json={"events": bad}).json()
+    assert body["invalid_events"] == 150 and len(body["detail"]) == 100
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [([], None), ({"events": 5}, "events"), ({}, "events"), ({"events": [], "extra": 1}, "extra"), ("x", None)],
+)
+def test_a_wrong_envelope_is_422_without_an_index(client: TestClient, payload: object, field: str | None) -> None:
+    resp = client.post("/v1/events", json=payload)
+    assert resp.status_code == 422
+    [problem] = resp.json()["detail"]
+    assert problem["index"] is None and problem["field"] == field
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"", b'{"events": [', "{\"events\": []}".encode("utf-16")])
+def test_malformed_json_is_400_with_a_clear_message(client: TestClient, body: bytes) -> None:
+    resp = client.post("/v1/events", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 400
+    assert resp.json()["detail"].startswith("malformed JSON")
+
+
+# -- limits --------------------------------------------------------------------------------------------
+@pytest.fixture
+def limited(settings: Settings) -> Iterator[TestClient]:
+    with _client(dataclasses.replace(settings, ingest_max_bytes=4096, ingest_max_events=3)) as c:
+        yield c
+
+
+def test_a_body_over_the_limit_by_content_length_is_413(limited: TestClient) -> None:
+    resp = limited.post("/v1/events", content=b" " * 5000, headers={"content-type": "application/json"})
+    assert resp.status_code == 413
+    assert "QUERYLOG_INGEST_MAX_BYTES" in resp.json()["detail"]
+
+
+def test_a_chunked_body_over_the_limit_is_413(limited: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"events": ['
+        for _ in range(100):
+            yield b" " * 100
+
+    resp = limited.post("/v1/events", content=chunks(), headers={"content-type": "application/json"})
+    assert "content-length" not in resp.request.headers
+    assert resp.status_code == 413
+
+
+def test_a_batch_over_the_event_limit_is_413(limited: TestClient, settings: Settings) -> None:
+    resp = limited.post("/v1/events", json={"events": _batch(4)})
+    assert resp.status_code == 413
+    assert "at most 3" in resp.json()["detail"]
+    assert not any(e.event_id.startswith("e-") for e in _logged(settings))
+
+
+def test_reading_an_endless_body_stops_just_past_the_limit() -> None:
+    received = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        received += 1
+        return {"type": "http.request", "body": b"x" * 1024, "more_body": True}  # never ends
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/events", "headers": [], "query_string": b""}
+    request = Request(scope, receive)
+    with pytest.raises(Exception, match="over 10240 bytes") as excinfo:
+        asyncio.run(_read_body(request, 10 * 1024))
+    assert getattr(excinfo.value, "status_code", None) == 413
+    assert received == 11
+
+
+# -- feedback ------------------------------------------------------------------------------------------
+def test_feedback_lands_as_an_event_of_the_right_query(client: TestClient, settings: Settings) -> None:
+    answered = client.post("/v1/chat", json={"query": "삼성전자 주가 전망", "session_id": "s-9", "user_id": "u-9"}).json()
+    other = client.post("/v1/chat", json={"query": "KOSPI today"}).json()
+    resp = client.post("/v1/feedback", json={"query_id": answered["query_id"], "score": -1, "comment": "오래된 정보"})
+    assert resp.status_code == 202
+    body = resp.json()
+    assert body["query_id"] == answered["query_id"] and body["event_id"]
+    _runtime(client).projectors["parquet"].catch_up()
+    with Catalog(settings.lake_dir) as cat:
+        _, rows = cat.query("select query_id, feedback_score from queries order by started_at")
+        _, events = cat.query(
+            "select event_id, session_id, user_id, comment from events where event_type = 'feedback_received'"
+        )
+    assert rows == [(answered["query_id"], -1), (other["query_id"], None)]
+    assert events == [(body["event_id"], "s-9", "u-9", "오래된 정보")]
+
+
+def test_feedback_is_emitted_through_the_tracker(client: TestClient) -> None:
+    query_id = client.post("/v1/chat", json={"query": "카카오 뉴스"}).json()["query_id"]
+    with capture_events(_runtime(client).tracker) as events:
+        client.post("/v1/feedback", json={"query_id": query_id, "score": 1})
+    [event] = events
+    assert event.event_type == "feedback_received" and event.query_id == query_id
+    assert event.score == 1 and event.env == "test"  # type: ignore[attr-defined]
+
+
+def test_feedback_comments_are_redacted(client: TestClient, settings: Settings) -> None:
+    client.post("/v1/feedback", json={"query_id": "q-1", "score": 0, "comment": "전화 010-9876-5432 주세요"})
+    [event] = [e for e in _logged(settings) if e.event_type == "feedback_received"]
+    assert "010-9876-5432" not in (event.comment or "")  # type: ignore[attr-defined]
+
+
+def test_feedback_on_a_query_this_process_did_not_answer_is_accepted(client: TestClient, settings: Settings) -> None:
+    resp = client.post("/v1/feedback", json={"query_id": "from-another-worker", "score": 1, "session_id": "s-x"})
+    assert resp.status_code == 202
+    assert resp.json()["trace_id"] is None
+    [event] = [e for e in _logged(settings) if e.event_type == "feedback_received"]
+    assert (event.query_id, event.session_id) == ("from-another-worker", "s-x")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"query_id": "q-1", "score": 2},
+        {"query_id": "q-1", "score": -2},
+        {"query_id": "q-1", "score": True},
+        {"query_id": "q-1", "score": "1"},
+        {"query_id": "q-1", "score": 0.5},
+        {"query_id": "", "score": 1},
+        {"query_id": "has space", "score": 1},
+        {"score": 1},
+        {"query_id": "q-1", "score": 1, "rating": 5},
+    ],
+)
+def test_bad_feedback_is_422_and_emits_nothing(client: TestClient, payload: dict[str, Any]) -> None:
+    with capture_events(_runtime(client).tracker) as events:
+        assert client.post("/v1/feedback", json=payload).status_code == 422
+    assert events == []
+
+
+# -- documentation -------------------------------------------------------------------------------------
+def test_the_openapi_document_has_the_event_schemas_and_the_bearer_scheme(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    assert {"QueryReceived", "FeedbackReceived", "IngestAccepted", "IngestRejected", "FeedbackRequest"} <= set(schemas)
+    assert spec["components"]["securitySchemes"]["IngestToken"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The value of QUERYLOG_INGEST_TOKEN. Required only when the server sets one.",
+    }
+    events = spec["paths"]["/v1/events"]["post"]
+    assert set(events["responses"]) >= {"202", "400", "401", "403", "413", "422", "503"}
+    body_schema = events["requestBody"]["content"]["application/json"]["schema"]
+    assert body_schema["properties"]["events"]["items"]["discriminator"]["propertyName"] == "event_type"
+    for path in spec["paths"].values():
+        for operation in path.values():
+            assert operation.get("summary"), operation
+
+
+def test_the_limits_are_read_from_the_environment() -> None:
+    from querylog.config import ConfigError
+
+    settings = Settings.from_env(
+        {"QUERYLOG_INGEST_MAX_BYTES": "2048", "QUERYLOG_INGEST_MAX_EVENTS": "50", "QUERYLOG_INGEST_DEDUP_WINDOW": "0"}
+    )
+    assert (settings.ingest_max_bytes, settings.ingest_max_events, settings.ingest_dedup_window) == (2048, 50, 0)
+    with pytest.raises(ConfigError, match="QUERYLOG_INGEST_MAX_EVENTS"):
+        Settings.from_env({"QUERYLOG_INGEST_MAX_EVENTS": "0"})
+
+
+def test_the_demo_workload_leaves_feedback_on_some_answers(client: TestClient, settings: Settings) -> None:
+    from querylog.service.demo import run_demo
+
+    report = run_demo("http://testserver", queries=40, client=client, progress=None, concurrency=2)
+    feedback = [e for e in _logged(settings) if e.event_type == "feedback_received"]
+    assert report.feedback > 0 and report.feedback_failed == 0
+    assert len(feedback) == report.feedback
+    assert {e.score for e in feedback} <= {-1, 0, 1}  # type: ignore[attr-defined]
+    answered = {e.query_id for e in _logged(settings) if e.event_type == "query_completed"}
+    assert {e.query_id for e in feedback} <= answered
