@@ -49,6 +49,7 @@ def test_querylog_loki_url_wins_over_loki_url() -> None:
         ({"LOKI_URL": "localhost:3100"}, "LOKI_URL"),
         ({"QUERYLOG_METRICS_NAMESPACE": "my-app"}, "QUERYLOG_METRICS_NAMESPACE"),
         ({"QUERYLOG_REDACT_EXTRA": "[1]"}, "QUERYLOG_REDACT_EXTRA"),
+        ({"QUERYLOG_REDACT_EXTRA": '{"ORDER": "ORD-(\\\\d+"}'}, "QUERYLOG_REDACT_EXTRA: .*ORDER"),
         ({"QUERYLOG_RETENTION_DAYS": "-1"}, "QUERYLOG_RETENTION_DAYS"),
     ],
 )

@@ -249,6 +249,12 @@ class Settings:
                 raise ConfigError(
                     'QUERYLOG_REDACT_EXTRA must be a JSON object of name → regex, like {"ORDER": "ORD-\\\\d{8}"}'
                 )
+            from querylog.logging.redaction import Redactor
+
+            try:
+                Redactor(extra_patterns=extra)  # compile them now, so a bad one stops the start, named
+            except ValueError as exc:
+                raise ConfigError(f"QUERYLOG_REDACT_EXTRA: {exc}") from None
             values["redact_extra"] = extra
         values.update(overrides or {})
         return cls(**values)  # type: ignore[arg-type]
