@@ -5,6 +5,7 @@ from __future__ import annotations
 import structlog
 
 from querylog.config import Settings
+from querylog.logging.loki import loki_projector
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.parquet import ParquetSink
 from querylog.logging.projection import CheckpointFile, Projector, Sink
@@ -71,6 +72,9 @@ class Runtime:
                 CheckpointFile(checkpoint).save(self.reader.end_checkpoint())
             # Elected like the other projections: with several workers, each event is printed once.
             projectors["stdout"] = self._projector(StdoutSink(checkpoint).open(), interval_s=0.2)
+        if s.loki_url:
+            # Elected like Parquet; reads the writers' segments merged by event time (logging/loki_order.py).
+            projectors["loki"] = loki_projector(s)
         # Not elected: each process folds the whole log, so every worker's /metrics has the full totals.
         projectors["metrics"] = self._projector(MetricsSink(self.metrics).open(), interval_s=0.5, elected=False)
         for projector in projectors.values():

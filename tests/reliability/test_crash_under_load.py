@@ -78,7 +78,7 @@ def test_kill_9_five_times_under_load_loses_no_acknowledged_query(tmp_path: Path
             "select (select count(*) - count(distinct event_id) from events) as dup, "
             "(select list(query_id) from queries where status = 'completed') as done",
         ],
-        env=env,
+        env={**os.environ, "QUERYLOG_HOME": str(home)},
         capture_output=True,
         text=True,
         timeout=120,

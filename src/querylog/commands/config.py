@@ -8,7 +8,7 @@ from typing import Any
 
 from querylog.config import Settings
 
-_SECRET = ("ingest_token", "user_id_salt")
+_SECRET = ("ingest_token", "user_id_salt", "loki_password", "loki_token")
 
 
 def add_parser(sub: Any) -> None:

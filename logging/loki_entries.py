@@ -1,0 +1,276 @@
+"""Event ⇄ Loki entry: the labels, structured metadata, timestamp and JSON line each event becomes."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import msgspec
+import orjson
+
+from querylog.logging.codec import from_builtins
+from querylog.logging.events import TRUNCATION_MARKER, AnyEvent, Event
+
+__all__ = [
+    "LABEL_NAMES",
+    "LABEL_VALUE_RE",
+    "MAX_LINE_BYTES",
+    "METADATA_FIELDS",
+    "LokiEntry",
+    "Push",
+    "entry_for",
+    "event_from_entry",
+    "plan_pushes",
+    "stream_selector",
+    "ts_ns",
+]
+
+#: The only stream labels: a small, fixed set (7 event types → 7 streams per app and env).
+LABEL_NAMES: Final = ("app", "env", "event")
+#: High-cardinality ids: structured metadata, filterable without a parser (``| session_id="s-7"``).
+METADATA_FIELDS: Final = ("user_id", "session_id", "query_id", "trace_id")
+#: Loki's default ``max_line_size`` (256 KiB); Loki rejects a longer line with a 400.
+MAX_LINE_BYTES: Final = 256 * 1024
+#: An id longer than this is not an id; capping it keeps an entry under Loki's 64 KiB metadata limit.
+MAX_METADATA_VALUE_BYTES: Final = 1024
+#: Label values go through this check: Loki accepts any value, but these become stream identities.
+LABEL_VALUE_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+#: Fields every event has; the line keeps only `event_id` and `schema_version` of them (see `entry_for`).
+_BASE_FIELDS: Final = frozenset(Event.__struct_fields__)
+_MARKER_BYTES: Final = len(TRUNCATION_MARKER.encode())
+
+
+def ts_ns(moment: datetime) -> int:
+    """Unix epoch nanoseconds of an aware datetime, exactly (no float rounding)."""
+    return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class LokiEntry:
+    """One log line as Loki stores it: stream labels, timestamp, line, structured metadata."""
+
+    app: str
+    env: str
+    event: str
+    ts_ns: int
+    line: str
+    metadata: tuple[tuple[str, str], ...]
+    event_id: str
+    truncated: bool = False
+
+    @property
+    def stream(self) -> tuple[str, str, str]:
+        return (self.app, self.env, self.event)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {"app": self.app, "env": self.env, "event": self.event}
+
+    @property
+    def line_bytes(self) -> int:
+        return len(self.line.encode())
+
+    def encoded(self) -> bytes:
+        """The entry as it appears in a push: ``["<ns>", "<line>", {metadata}]`` (UTF-8, never ``\\u``-escaped)."""
+        value: list[Any] = [str(self.ts_ns), self.line]
+        if self.metadata:
+            value.append(dict(self.metadata))
+        return orjson.dumps(value)
+
+
+def _level(event: Event) -> str:
+    # Loki guesses a `detected_level` for every line; without a `level` key it searches the whole line for
+    # words like "error" or "info", so a user asking about an "error" would turn their query red. Saying it
+    # outright makes Grafana's level colours and filters mean something: a failed query is an error.
+    return "error" if event.event_type == "query_failed" else "info"
+
+
+def _clean(value: str) -> str:
+    """NFC, valid UTF-8: lone surrogates (which orjson refuses) become U+FFFD."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode()
+    return value if unicodedata.is_normalized("NFC", value) else unicodedata.normalize("NFC", value)
+
+
+def _cleaned(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return _clean(obj)
+    if isinstance(obj, dict):
+        return {_clean(k): _cleaned(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_cleaned(v) for v in obj]
+    return obj
+
+
+def _dumps(fields: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(fields)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_cleaned(fields))
+
+
+def _fit(fields: dict[str, Any], limit: int) -> tuple[bytes, bool]:
+    """The line as JSON of at most `limit` bytes: the longest text fields are cut first, each with a marker."""
+    line = _dumps(fields)
+    if len(line) <= limit:
+        return line, False
+    for _ in range(16):
+        texts = [(len(v.encode()), k) for k, v in fields.items() if isinstance(v, str) and k != "level"]
+        if not texts:
+            break
+        size, key = max(texts)
+        # JSON escaping can make the encoded text longer than the raw one, hence the loop.
+        keep = max(0, size - (len(line) - limit) - _MARKER_BYTES - 8)
+        fields[key] = fields[key].encode()[:keep].decode("utf-8", "ignore") + TRUNCATION_MARKER
+        line = _dumps(fields)
+        if len(line) <= limit:
+            return line, True
+    # Not reachable with the schema's fields; kept so that no event can ever make an unsendable line.
+    cut = line[: limit - _MARKER_BYTES].decode("utf-8", "ignore").encode()
+    return cut + TRUNCATION_MARKER.encode(), True
+
+
+def _metadata(event: Event) -> tuple[tuple[tuple[str, str], ...], bool]:
+    pairs: list[tuple[str, str]] = []
+    truncated = False
+    for name in METADATA_FIELDS:
+        value = getattr(event, name)
+        if value is None:
+            continue
+        value = _clean(value)
+        raw = value.encode()
+        if len(raw) > MAX_METADATA_VALUE_BYTES:
+            value = raw[: MAX_METADATA_VALUE_BYTES - _MARKER_BYTES].decode("utf-8", "ignore") + TRUNCATION_MARKER
+            truncated = True
+        pairs.append((name, value))
+    return tuple(pairs), truncated
+
+
+def entry_for(event: Event, *, app: str, env: str, max_line_bytes: int = MAX_LINE_BYTES) -> LokiEntry:
+    """The Loki entry of `event` under the stream ``{app, env, event}``.
+
+    The line is the event's JSON without what Loki already holds for it: the label fields (``event_type``;
+    ``service`` and ``env`` unless they differ from the labels), the structured-metadata ids and ``ts`` (the
+    entry's own timestamp). It gains ``level``; fields without a value (None) are left out, defaults are
+    not. `event_from_entry` rebuilds the event exactly.
+    """
+    # Every field with a value, defaults included: `| json | cache_hit="false"` must find a cache miss, so a
+    # False or 0 is written even though the log's own encoding leaves defaults out.
+    own = [name for name in event.__struct_fields__ if name not in _BASE_FIELDS]
+    names = [*own, "event_id", "schema_version"]
+    if event.service != app:
+        names.append("service")
+    if event.env != env:
+        names.append("env")
+    values = {name: getattr(event, name) for name in names}
+    fields: dict[str, Any] = msgspec.to_builtins({k: v for k, v in values.items() if v is not None})
+    line, truncated = _fit({"level": _level(event), **fields}, max_line_bytes)
+    text = line.decode()
+    if not text.isascii() and not unicodedata.is_normalized("NFC", text):
+        text = unicodedata.normalize("NFC", text)
+    metadata, metadata_truncated = _metadata(event)
+    return LokiEntry(
+        app=app,
+        env=env,
+        event=event.event_type,
+        ts_ns=ts_ns(event.ts),
+        line=text,
+        metadata=metadata,
+        event_id=event.event_id,
+        truncated=truncated or metadata_truncated,
+    )
+
+
+def event_from_entry(ts: int | str, line: str, labels: Mapping[str, str]) -> AnyEvent:
+    """Rebuild the event from what Loki returns for an entry: its timestamp, line, and labels (the stream's
+    labels merged with the entry's structured metadata, as the query API returns them)."""
+    fields: dict[str, Any] = orjson.loads(line)
+    fields.pop("level", None)
+    fields["event_type"] = labels["event"]
+    fields.setdefault("service", labels["app"])
+    fields.setdefault("env", labels["env"])
+    for name in METADATA_FIELDS:
+        if name in labels:
+            fields[name] = labels[name]
+    nanos = int(ts)
+    moment = _EPOCH + timedelta(microseconds=nanos // 1000)
+    fields["ts"] = moment.isoformat().replace("+00:00", "Z")
+    return from_builtins(fields)
+
+
+def stream_selector(app: str, env: str, event: str | None = None) -> str:
+    """The LogQL stream selector of a stream (or of all streams of an app and env)."""
+    parts = [f'app="{app}"', f'env="{env}"'] + ([f'event="{event}"'] if event else [])
+    return "{" + ", ".join(parts) + "}"
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """One request body for ``/loki/api/v1/push`` (uncompressed JSON) and the entries in it."""
+
+    entries: tuple[LokiEntry, ...]
+    body: bytes
+
+    def halves(self) -> tuple[Push, Push]:
+        mid = len(self.entries) // 2
+        return _push(self.entries[:mid]), _push(self.entries[mid:])
+
+
+def _push(entries: Sequence[LokiEntry], encoded: Sequence[bytes] | None = None) -> Push:
+    parts = list(encoded) if encoded is not None else [e.encoded() for e in entries]
+    streams: dict[tuple[str, str, str], list[bytes]] = {}
+    labels: dict[tuple[str, str, str], dict[str, str]] = {}
+    for entry, part in zip(entries, parts, strict=True):
+        streams.setdefault(entry.stream, []).append(part)
+        labels.setdefault(entry.stream, entry.labels)
+    body = (
+        b'{"streams":['
+        + b",".join(
+            b'{"stream":' + orjson.dumps(labels[key]) + b',"values":[' + b",".join(values) + b"]}"
+            for key, values in streams.items()
+        )
+        + b"]}"
+    )
+    return Push(entries=tuple(entries), body=body)
+
+
+def _stream_overhead(entry: LokiEntry) -> int:
+    """Bytes a stream adds to a push besides its entries: ``{"stream":{…},"values":[…]},``."""
+    return len(b'{"stream":') + len(orjson.dumps(entry.labels)) + len(b',"values":[]},')
+
+
+def plan_pushes(entries: Iterable[LokiEntry], *, max_bytes: int) -> list[Push]:
+    """Pushes of at most `max_bytes` of JSON each (one entry alone may exceed it), oldest entries first.
+
+    Entries are sorted by timestamp before they are cut into pushes, so every stream moves forward in time
+    from one push to the next: Loki refuses lines more than an hour behind a stream's newest one.
+    """
+    ordered = sorted(entries, key=lambda e: e.ts_ns)
+    pushes: list[Push] = []
+    batch: list[LokiEntry] = []
+    encoded: list[bytes] = []
+    streams: set[tuple[str, str, str]] = set()
+    size = len(b'{"streams":[]}')
+    for entry in ordered:
+        part = entry.encoded()
+        extra = len(part) + 1 + (0 if entry.stream in streams else _stream_overhead(entry))
+        if batch and size + extra > max_bytes:
+            pushes.append(_push(batch, encoded))
+            batch, encoded, streams = [], [], set()
+            size = len(b'{"streams":[]}')
+            extra = len(part) + 1 + _stream_overhead(entry)
+        batch.append(entry)
+        encoded.append(part)
+        streams.add(entry.stream)
+        size += extra
+    if batch:
+        pushes.append(_push(batch, encoded))
+    return pushes

@@ -1,0 +1,200 @@
+"""The Loki projection in the running pipeline, its settings, and `querylog replay loki|metrics`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from querylog.cli import main
+from querylog.commands.replay import parse_since
+from querylog.config import ConfigError, Settings
+from querylog.logging.events import QueryCompleted, QueryReceived
+from querylog.logging.segments import EventLog
+from querylog.runtime import Runtime
+from querylog.testing import RecordedLoki
+
+
+@pytest.fixture
+def loki_url() -> Iterator[tuple[RecordedLoki, str]]:
+    loki = RecordedLoki()
+    with loki.serve() as url:
+        yield loki, url
+
+
+def _ids(loki: RecordedLoki) -> list[str]:
+    return [orjson.loads(e.line)["event_id"] for e in loki.entries()]
+
+
+def test_the_runtime_ships_to_loki_when_a_url_is_set(tmp_path: Path, loki_url: tuple[RecordedLoki, str]) -> None:
+    loki, url = loki_url
+    settings = Settings(home=tmp_path / "home", env="unit", stdout_events=False, loki_url=url)
+    with Runtime(settings) as runtime:
+        assert "loki" in runtime.projectors
+        for i in range(3):
+            with runtime.tracker.query(f"카카오 뉴스 {i}", session_id="s-1"):
+                pass
+    assert len(loki.entries('{app="querylog", env="unit", event="query_received"}')) == 3
+    exposition = runtime.metrics.exposition().decode()
+    assert 'querylog_sink_events_sent_total{sink="loki"} 6.0' in exposition
+    assert (settings.state_dir / "checkpoints" / "loki.json").exists()
+
+
+def test_no_url_no_loki_projection(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home", stdout_events=False)
+    with Runtime(settings) as runtime:
+        assert "loki" not in runtime.projectors
+
+
+def test_loki_options_are_read_from_the_environment(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    s = Settings.from_env(
+        {
+            "QUERYLOG_LOKI_URL": "https://loki.example:3100",
+            "QUERYLOG_LOKI_TENANT": "team-a",
+            "QUERYLOG_LOKI_USERNAME": "u",
+            "QUERYLOG_LOKI_PASSWORD": "p",
+            "QUERYLOG_LOKI_CA_FILE": str(ca),
+            "QUERYLOG_LOKI_BATCH_KB": "512",
+            "QUERYLOG_LOKI_BATCH_WAIT_S": "0.5",
+        }
+    )
+    assert (s.loki_tenant, s.loki_username, s.loki_password, s.loki_ca_file) == ("team-a", "u", "p", ca)
+    assert s.loki_batch_kb == 512 and s.loki_batch_wait_s == 0.5 and s.loki_insecure_skip_verify is False
+    assert (
+        Settings.from_env({"QUERYLOG_LOKI_TOKEN": "t", "QUERYLOG_LOKI_INSECURE_SKIP_VERIFY": "yes"}).loki_token == "t"
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"QUERYLOG_LOKI_USERNAME": "u"}, "QUERYLOG_LOKI_PASSWORD"),
+        (
+            {"QUERYLOG_LOKI_TOKEN": "t", "QUERYLOG_LOKI_USERNAME": "u", "QUERYLOG_LOKI_PASSWORD": "p"},
+            "QUERYLOG_LOKI_TOKEN",
+        ),
+        ({"QUERYLOG_LOKI_CA_FILE": "/nonexistent.pem"}, "QUERYLOG_LOKI_CA_FILE"),
+        ({"QUERYLOG_LOKI_INSECURE_SKIP_VERIFY": "maybe"}, "QUERYLOG_LOKI_INSECURE_SKIP_VERIFY"),
+        ({"QUERYLOG_LOKI_BATCH_KB": "100"}, "QUERYLOG_LOKI_BATCH_KB"),
+    ],
+)
+def test_bad_loki_options_name_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env(env)
+
+
+def test_querylog_config_masks_the_loki_secrets(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QUERYLOG_LOKI_PASSWORD", "hunter2")
+    monkeypatch.setenv("QUERYLOG_LOKI_USERNAME", "u")
+    assert main(["config"]) == 0
+    assert "hunter2" not in capsys.readouterr().out
+
+
+# -- replay ---------------------------------------------------------------------------------------------------
+
+
+def _write_log(home: Path, ages: list[timedelta]) -> list[str]:
+    now = datetime.now(UTC)
+    ids = []
+    with EventLog(home / "log") as log:
+        for i, age in enumerate(ages):
+            event = QueryReceived(query_id=f"q-{i}", query_text=f"네이버 {i}", env="replay", ts=now - age)
+            log.append(event)
+            ids.append(event.event_id)
+        log.flush()
+    return ids
+
+
+def test_replay_loki_ships_the_window_without_touching_the_live_checkpoint(
+    tmp_path: Path,
+    loki_url: tuple[RecordedLoki, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    loki, url = loki_url
+    home = tmp_path / "home"
+    ids = _write_log(home, [timedelta(hours=3), timedelta(minutes=30), timedelta(minutes=5)])
+    monkeypatch.setenv("QUERYLOG_LOKI_URL", url)
+    monkeypatch.setenv("QUERYLOG_ENV", "replay")
+    assert main(["--home", str(home), "replay", "loki", "--since", "1h"]) == 0
+    assert sorted(_ids(loki)) == sorted(ids[1:])
+    assert not (home / "state" / "checkpoints" / "loki.json").exists()
+    err = capsys.readouterr().err
+    assert "Loki may already hold some of these lines" in err
+    assert "read 3 events, sent 2" in err and "1 events before the window" in err
+
+
+def test_replay_loki_without_a_url_or_with_a_bad_since_explains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("QUERYLOG_LOKI_URL", raising=False)
+    monkeypatch.delenv("LOKI_URL", raising=False)
+    assert main(["--home", str(tmp_path), "replay", "loki"]) == 2
+    assert "set QUERYLOG_LOKI_URL" in capsys.readouterr().err
+    monkeypatch.setenv("QUERYLOG_LOKI_URL", "http://127.0.0.1:9")
+    assert main(["--home", str(tmp_path), "replay", "loki", "--since", "yesterday"]) == 2
+    assert "--since must be a duration" in capsys.readouterr().err
+
+
+def test_replay_loki_reports_an_unreachable_loki(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loki = RecordedLoki()
+    with loki.serve() as url:
+        pass  # the server is gone: connections are refused
+    _write_log(tmp_path, [timedelta(minutes=1)])
+    monkeypatch.setenv("QUERYLOG_LOKI_URL", url)
+    import querylog.logging.loki as loki_module
+
+    original = loki_module.loki_sink
+
+    def impatient(settings: Settings, **kwargs: object) -> loki_module.LokiSink:
+        sink = original(settings, **kwargs)  # type: ignore[arg-type]
+        sink.interrupt()  # give up at the first refused connection instead of backing off for minutes
+        return sink
+
+    monkeypatch.setattr(loki_module, "loki_sink", impatient)
+    assert main(["--home", str(tmp_path), "replay", "loki"]) == 1
+    assert "stopped after 1 events" in capsys.readouterr().err
+
+
+def test_parse_since() -> None:
+    now = datetime(2026, 11, 24, 12, tzinfo=UTC)
+    assert parse_since("90m", now) == now - timedelta(minutes=90)
+    assert parse_since("2d", now) == now - timedelta(days=2)
+    assert parse_since("2026-11-20T09:00:00Z", now) == datetime(2026, 11, 20, 9, tzinfo=UTC)
+    assert parse_since("2026-11-20T09:00", now) == datetime(2026, 11, 20, 9, tzinfo=UTC)
+    with pytest.raises(ValueError, match="duration"):
+        parse_since("soon", now)
+
+
+def test_replay_metrics_equals_the_live_metrics_of_the_same_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("QUERYLOG_LOKI_URL", raising=False)
+    monkeypatch.delenv("LOKI_URL", raising=False)
+    settings = Settings(home=tmp_path / "home", stdout_events=False)
+    with Runtime(settings) as runtime:
+        for i in range(12):
+            with runtime.tracker.query(f"삼성전자 {i}", session_id=f"s-{i % 4}") as q:
+                q.classified("stock_analysis" if i % 3 else "news", 0.8, duration_ms=3.0)
+                q.searched(i % 5, cache_hit=i % 2 == 0, duration_ms=12.0)
+        runtime.log.append(QueryCompleted(query_id="orphan", latency_ms=5.0))
+    live = runtime.metrics.exposition().decode()
+    capsys.readouterr()  # the runtime's own log lines
+    assert main(["--home", str(settings.home), "replay", "metrics"]) == 0
+    replayed = capsys.readouterr().out
+
+    def events_only(text: str) -> list[str]:
+        # Sink series describe a running process (its sinks' counters), not the log.
+        return [line for line in text.splitlines() if "_sink_" not in line]
+
+    assert events_only(replayed) == events_only(live)
+    assert 'querylog_queries_total{intent="news",status="completed"} 4.0' in replayed

@@ -1,0 +1,143 @@
+"""Against a real Loki at LOKI_URL: the projection's lines count right, Korean line filters find them (NFD input
+too), sessions are one metadata filter away, and no id became a label."""
+
+from __future__ import annotations
+
+import os
+import time
+import unicodedata
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from querylog.config import Settings
+from querylog.logging.loki import loki_options
+from querylog.runtime import Runtime
+
+pytestmark = [
+    pytest.mark.loki,
+    pytest.mark.skipif(
+        not os.environ.get("LOKI_URL"),
+        reason="needs a live Loki: set LOKI_URL (e.g. http://127.0.0.1:3100) and, if it needs them, "
+        "QUERYLOG_LOKI_TENANT / _USERNAME / _PASSWORD / _TOKEN",
+    ),
+]
+
+QUERIES = (
+    "SK하이닉스 주가 전망은?",
+    "삼성전자는 왜 떨어졌나요",
+    unicodedata.normalize("NFD", "하이닉스 실적 발표 언제야"),  # typed on macOS: decomposed Hangul
+    "What about SK Hynix news?",
+    "네이버 최근 뉴스 알려줘",
+    "하이닉스 목표주가는 얼마인가요?",
+)
+HIGH_CARDINALITY = {"user_id", "session_id", "query_id", "trace_id"}
+
+
+@dataclass
+class Shipped:
+    env: str
+    client: httpx.Client
+    start_ns: int
+    queries: int
+    hynix_query_ids: set[str] = field(default_factory=set)
+    events_by_session: dict[str, int] = field(default_factory=dict)
+
+
+def _wait_ready(client: httpx.Client) -> None:
+    # Loki answers /ready only ~15 s after it starts; a fresh CI container may still be warming up.
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if client.get("/ready").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail("Loki at LOKI_URL did not become ready within 90 s")
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shipped]:
+    env = f"live-{uuid.uuid4().hex[:10]}"
+    home: Path = tmp_path_factory.mktemp("loki-live")
+    settings = Settings.from_env(overrides={"home": home, "env": env, "stdout_events": False})
+    assert settings.loki_url is not None
+    client = loki_options(settings).client(settings.loki_url)
+    _wait_ready(client)
+    result = Shipped(env=env, client=client, start_ns=time.time_ns() - 60 * 10**9, queries=2 * len(QUERIES))
+    with Runtime(settings) as runtime:
+        for i in range(result.queries):
+            text = QUERIES[i % len(QUERIES)]
+            session = f"s-{env}-{i % 3}"
+            with runtime.tracker.query(text, session_id=session, user_id=f"u-{i}") as q:
+                q.classified("stock_analysis", 0.9, duration_ms=2.0)
+                q.searched(3, duration_ms=10.0)
+                q.responded(model="test", input_tokens=10, output_tokens=30, duration_ms=100.0)
+            if "하이닉스" in unicodedata.normalize("NFC", text):
+                result.hynix_query_ids.add(q.query_id)
+            result.events_by_session[session] = result.events_by_session.get(session, 0) + 5
+        # Leaving the block drains the projections: every event has been pushed and answered 204.
+    loki = runtime.projectors["loki"].telemetry.snapshot()
+    assert loki.sent == 5 * result.queries and loki.dropped == {}, loki
+    yield result
+    client.close()
+
+
+def _instant(s: Shipped, query: str) -> list[dict[str, Any]]:
+    response = s.client.get("/loki/api/v1/query", params={"query": query, "time": str(time.time_ns())})
+    assert response.status_code == 200, response.text
+    result: list[dict[str, Any]] = response.json()["data"]["result"]
+    return result
+
+
+def _lines(s: Shipped, query: str) -> list[tuple[dict[str, str], str]]:
+    params = {"query": query, "start": str(s.start_ns), "end": str(time.time_ns()), "limit": "5000"}
+    response = s.client.get("/loki/api/v1/query_range", params=params)
+    assert response.status_code == 200, response.text
+    return [(r["stream"], v[1]) for r in response.json()["data"]["result"] for v in r["values"]]
+
+
+def test_every_tracked_query_is_counted_once(shipped: Shipped) -> None:
+    query = f'sum(count_over_time({{app="querylog", env="{shipped.env}", event="query_received"}}[1h]))'
+    (sample,) = _instant(shipped, query)
+    assert sample["value"][1] == str(shipped.queries)
+
+
+def test_a_korean_line_filter_finds_every_query_containing_it_even_typed_in_nfd(shipped: Shipped) -> None:
+    found = _lines(shipped, f'{{app="querylog", env="{shipped.env}", event="query_received"}} |= "하이닉스"')
+    assert {labels["query_id"] for labels, _ in found} == shipped.hynix_query_ids
+    assert all("하이닉스" in line for _, line in found)
+
+
+def test_no_id_became_a_label(shipped: Shipped) -> None:
+    params = {"start": str(shipped.start_ns), "end": str(time.time_ns())}
+    labels = shipped.client.get("/loki/api/v1/labels", params=params).json()["data"]
+    assert not HIGH_CARDINALITY & set(labels)
+    series = shipped.client.get("/loki/api/v1/series", params={**params, "match[]": f'{{env="{shipped.env}"}}'}).json()[
+        "data"
+    ]
+    assert 0 < len(series) <= 7
+    assert all(set(s) <= {"app", "env", "event", "service_name"} for s in series)
+
+
+def test_a_session_is_one_metadata_filter_away(shipped: Shipped) -> None:
+    session, expected = next(iter(shipped.events_by_session.items()))
+    found = _lines(shipped, f'{{app="querylog", env="{shipped.env}"}} | session_id="{session}"')
+    assert len(found) == expected
+    assert all(labels["session_id"] == session for labels, _ in found)
+
+
+def test_latency_panels_can_unwrap_the_json_line(shipped: Shipped) -> None:
+    query = (
+        f'quantile_over_time(0.95, {{app="querylog", env="{shipped.env}", event="query_completed"}} '
+        '| json | unwrap latency_ms | __error__="" [1h]) by (env)'
+    )
+    (sample,) = _instant(shipped, query)
+    assert sample["metric"] == {"env": shipped.env} and float(sample["value"][1]) >= 0
