@@ -61,6 +61,8 @@ class Batch:
 
     events: Sequence[AnyEvent]
     checkpoint: Checkpoint
+    #: How many of `events` were offered before (a retry after a failed write): not received again.
+    redelivered: int = 0
 
 
 class _State(enum.Enum):
@@ -93,7 +95,7 @@ class Sink(ABC):
     def write(self, batch: Batch) -> None:
         """Store the batch and commit `batch.checkpoint`. Raises `SinkSendError` having committed nothing."""
         self._require_open("write")
-        self.telemetry.received(len(batch.events))
+        self.telemetry.received(max(0, len(batch.events) - batch.redelivered))
         self._write(batch)
 
     def checkpoint(self) -> Checkpoint:
@@ -221,6 +223,10 @@ class Projector:
         self._lock_fh: IO[bytes] | None = None
         self._io_lock = threading.Lock()
         self.corrupt_lines = 0
+        # Where the last offered batch started and how many events it had: a retry reads from the same
+        # checkpoint, so its first events are the ones already offered.
+        self._offered_from: Checkpoint | None = None
+        self._offered = 0
 
     @property
     def telemetry(self) -> SinkTelemetry:
@@ -230,10 +236,9 @@ class Projector:
     def run_once(self) -> int:
         """Read one batch and write it to the sink. Returns the number of log lines consumed."""
         with self._io_lock:
-            batch = self.reader.read(
-                self.sink.checkpoint(), max_events=self.batch_max_events, max_bytes=self.batch_max_bytes
-            )
-            if not batch.lines and batch.checkpoint == self.sink.checkpoint():
+            start = self.sink.checkpoint()
+            batch = self.reader.read(start, max_events=self.batch_max_events, max_bytes=self.batch_max_bytes)
+            if not batch.lines and batch.checkpoint == start:
                 self.telemetry.lag(0, 0.0)
                 return 0
             events: list[AnyEvent] = []
@@ -249,7 +254,9 @@ class Projector:
                         error=str(exc),
                         line=line[:200].decode(errors="replace"),
                     )
-            self.sink.write(Batch(events=events, checkpoint=batch.checkpoint))
+            redelivered = self._offered if start == self._offered_from else 0
+            self._offered_from, self._offered = start, max(redelivered, len(events))
+            self.sink.write(Batch(events=events, checkpoint=batch.checkpoint, redelivered=redelivered))
             self._report_lag(events, batch.remaining_bytes, batch.lines)
             return len(batch.lines)
 
