@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from querylog._since import parse_since
+from querylog.analytics.queries import parse_since
 from querylog.cli import main
 from querylog.config import Settings
 from querylog.logging.events import IntentClassified, QueryCompleted, QueryFailed, QueryReceived
@@ -103,5 +103,5 @@ def test_since_durations(text: str, delta: timedelta) -> None:
 
 def test_since_iso_dates_and_errors() -> None:
     assert parse_since("2026-11-01") == datetime(2026, 11, 1, tzinfo=timezone.utc)
-    with pytest.raises(ValueError, match="30m, 12h, 7d"):
+    with pytest.raises(ValueError, match="30m, 12h or 7d"):
         parse_since("yesterday")

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import httpx
 
     from querylog._format import format_rows
-    from querylog._since import parse_since
+    from querylog.analytics.queries import parse_since
     from querylog.reconcile import reconcile
 
     try:

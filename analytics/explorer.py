@@ -1,0 +1,414 @@
+"""The Streamlit explorer: intent trends, latency, stages, search and query timelines over the lake."""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import unicodedata
+from datetime import date, datetime, timedelta
+from typing import Any, Final
+
+import altair as alt
+import polars as pl
+import streamlit as st
+
+from querylog.analytics.catalog import CatalogError
+from querylog.analytics.queries import BUCKETS, Bucket, Filters, LakeQueries, Summary, open_catalog
+from querylog.config import ConfigError, Settings
+
+__all__ = ["highlight_html", "highlight_spans", "main", "trace_url"]
+
+_HANGUL: Final = re.compile(r"[\uac00-\ud7a3]")
+_WORD: Final = re.compile(r"[^\s\"'“”‘’.,!?()\[\]{}<>:;/\\|]+")
+
+
+# -- pure helpers (tested without Streamlit) ---------------------------------------------------------------
+def highlight_spans(text: str, query: str) -> list[tuple[str, bool]]:
+    """`text` cut into (piece, matched) runs, marking where the words of `query` occur, case-insensitively.
+
+    A Korean word that is not found whole is tried without its last syllables, down to two, because
+    particles and endings attach to the word (네이버는 → 네이버); other words must match whole.
+    """
+    text_nfc, query_nfc = unicodedata.normalize("NFC", text), unicodedata.normalize("NFC", query)
+    marked = [False] * len(text_nfc)
+    for word in _WORD.findall(query_nfc):
+        shortest = 2 if _HANGUL.search(word) else len(word)
+        for end in range(len(word), shortest - 1, -1):
+            hits = list(re.finditer(re.escape(word[:end]), text_nfc, re.IGNORECASE))
+            if hits:
+                for m in hits:
+                    marked[m.start() : m.end()] = [True] * (m.end() - m.start())
+                break
+    spans: list[tuple[str, bool]] = []
+    for ch, on in zip(text_nfc, marked, strict=True):
+        if spans and spans[-1][1] == on:
+            spans[-1] = (spans[-1][0] + ch, on)
+        else:
+            spans.append((ch, on))
+    return spans
+
+
+def highlight_html(text: str, query: str) -> str:
+    """`text`, HTML-escaped, with the matches of `query` in ``<mark>``."""
+    return "".join(f"<mark>{html.escape(s)}</mark>" if on else html.escape(s) for s, on in highlight_spans(text, query))
+
+
+def trace_url(trace_id: str | None, host: str | None = None) -> str | None:
+    """The Langfuse page of a trace, when ``LANGFUSE_HOST`` is set."""
+    host = host if host is not None else os.environ.get("LANGFUSE_HOST")
+    if not host or not trace_id:
+        return None
+    return f"{host.rstrip('/')}/trace/{trace_id}"
+
+
+# -- page sections ------------------------------------------------------------------------------------------
+def _table(where: Any, frame: pl.DataFrame, key: str, config: dict[str, Any] | None = None) -> None:
+    """A dataframe with readable numbers: milliseconds without noise digits, rates and shares as percents."""
+    formats: dict[str, Any] = {}
+    for name in frame.columns:
+        if name.endswith("_ms"):
+            formats[name] = st.column_config.NumberColumn(name.removesuffix("_ms") + " (ms)", format="%.1f")
+        elif name.endswith(("_rate", "share", "of_received")):
+            formats[name] = st.column_config.NumberColumn(format="percent")
+        elif name.startswith("mean_"):
+            formats[name] = st.column_config.NumberColumn(format="%.2f")
+    where.dataframe(frame, hide_index=True, key=key, column_config={**formats, **(config or {})})
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f}%"
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.0f} ms"
+
+
+def _delta(now: float | None, before: float | None, *, scale: float = 1.0, unit: str = "") -> str | None:
+    if now is None or before is None:
+        return None
+    return f"{(now - before) * scale:+,.1f}{unit}"
+
+
+def _sidebar(lq: LakeQueries, first: datetime, last: datetime) -> tuple[Filters, Bucket]:
+    st.sidebar.header("Filters")
+    picked = st.sidebar.date_input(
+        "Dates (UTC)", value=(first.date(), last.date()), min_value=first.date(), max_value=last.date(), key="dates"
+    )
+    days: tuple[date, ...] = tuple(picked) if isinstance(picked, tuple | list) else (picked,)  # type: ignore[arg-type]
+    start = days[0] if days else first.date()
+    end = days[1] if len(days) > 1 else start  # a half-picked range means that one day
+    intents = st.sidebar.multiselect("Intents (none = all)", lq.intents(), key="intents")
+    envs = st.sidebar.multiselect("Envs (none = all)", lq.envs(), key="envs")
+    default = 1 if (end - start) >= timedelta(days=3) else 0
+    bucket = st.sidebar.radio("Trend bucket", BUCKETS, index=default, horizontal=True, key="bucket")
+    st.sidebar.caption(f"Lake: {lq.catalog.lake_dir}")
+    return Filters.for_dates(start, end, intents=tuple(intents), envs=tuple(envs)), bucket
+
+
+def _headline(now: Summary, before: Summary) -> None:
+    cols = st.columns(6)
+    # Deltas compare with the window of equal length before; with nothing there, there is nothing to compare.
+    cols[0].metric(
+        "Queries",
+        f"{now.queries:,}",
+        delta=f"{now.queries - before.queries:+,}" if before.queries else None,
+        help="changes: vs the window of equal length before",
+    )
+    cols[1].metric(
+        "Error rate",
+        _pct(now.error_rate),
+        delta_color="inverse",
+        delta=_delta(now.error_rate, before.error_rate, scale=100, unit=" pt"),
+    )
+    cols[2].metric(
+        "Latency p95", _ms(now.p95_ms), delta_color="inverse", delta=_delta(now.p95_ms, before.p95_ms, unit=" ms")
+    )
+    cols[3].metric(
+        "Cache hit rate",
+        _pct(now.cache_hit_rate),
+        delta=_delta(now.cache_hit_rate, before.cache_hit_rate, scale=100, unit=" pt"),
+    )
+    cols[4].metric(
+        "No-result rate",
+        _pct(now.no_result_rate),
+        delta=_delta(now.no_result_rate, before.no_result_rate, scale=100, unit=" pt"),
+        delta_color="inverse",
+    )
+    cols[5].metric(
+        "Mean quality",
+        "–" if now.mean_quality is None else f"{now.mean_quality:.2f}",
+        delta=_delta(now.mean_quality, before.mean_quality),
+    )
+
+
+def _trends(lq: LakeQueries, f: Filters, bucket: Bucket) -> None:
+    st.subheader("Intent trend")
+    trend = lq.intent_trend(f, bucket)
+    if trend.is_empty():
+        st.info("No queries in this selection.")
+        return
+    base = alt.Chart(trend).encode(
+        x=alt.X("bucket:T", title=None),
+        color=alt.Color("intent:N", title="intent"),
+        tooltip=["bucket:T", "intent:N", "queries:Q", alt.Tooltip("share:Q", format=".1%")],
+    )
+    left, right = st.columns(2)
+    left.altair_chart(base.mark_area().encode(y=alt.Y("queries:Q", stack=True, title="queries")), width="stretch")
+    right.altair_chart(
+        base.mark_area().encode(y=alt.Y("share:Q", stack="normalize", title="share", axis=alt.Axis(format="%"))),
+        width="stretch",
+    )
+    totals = lq.intent_totals(f)
+    _table(st, totals, "intent_totals")
+    st.subheader("Error rate")
+    errors = lq.error_trend(f, bucket)
+    st.altair_chart(
+        alt.Chart(errors)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("bucket:T", title=None),
+            y=alt.Y("error_rate:Q", axis=alt.Axis(format="%"), title="error rate"),
+            tooltip=["bucket:T", "finished:Q", "failed:Q", alt.Tooltip("error_rate:Q", format=".1%")],
+        ),
+        width="stretch",
+    )
+
+
+def _latency(lq: LakeQueries, f: Filters, bucket: Bucket) -> None:
+    st.subheader("Latency percentiles by intent")
+    by_intent = lq.latency_by_intent(f)
+    long = by_intent.unpivot(
+        index="intent", on=["p50_ms", "p95_ms", "p99_ms"], variable_name="percentile", value_name="ms"
+    )
+    st.altair_chart(
+        alt.Chart(long)
+        .mark_bar()
+        .encode(
+            x=alt.X("intent:N", title=None),
+            xOffset="percentile:N",
+            y=alt.Y("ms:Q", title="ms"),
+            color="percentile:N",
+            tooltip=["intent:N", "percentile:N", alt.Tooltip("ms:Q", format=",.0f")],
+        ),
+        width="stretch",
+    )
+    _table(st, by_intent, "latency_by_intent")
+    st.subheader("Latency over time")
+    trend = lq.latency_trend(f, bucket).unpivot(
+        index="bucket", on=["p50_ms", "p95_ms", "p99_ms"], variable_name="percentile", value_name="ms"
+    )
+    st.altair_chart(
+        alt.Chart(trend)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("bucket:T", title=None),
+            y=alt.Y("ms:Q", title="ms"),
+            color="percentile:N",
+            tooltip=["bucket:T", "percentile:N", alt.Tooltip("ms:Q", format=",.0f")],
+        ),
+        width="stretch",
+    )
+
+
+def _stages(lq: LakeQueries, f: Filters) -> None:
+    st.subheader("Stage funnel")
+    funnel = lq.funnel(f)
+    st.altair_chart(
+        alt.Chart(funnel)
+        .mark_bar()
+        .encode(
+            y=alt.Y("step:N", sort=None, title=None),
+            x=alt.X("queries:Q"),
+            tooltip=["step:N", "queries:Q", "dropped:Q", alt.Tooltip("drop_rate:Q", format=".1%")],
+        ),
+        width="stretch",
+    )
+    _table(st, funnel, "funnel")
+    st.subheader("Stage latency")
+    stages = lq.latency_by_stage(f)
+    _table(st, stages, "stage_latency")
+    left, right = st.columns(2)
+    left.subheader("Errors")
+    _table(left, lq.errors(f), "errors")
+    right.subheader("Cache by intent")
+    _table(right, lq.cache_by_intent(f), "cache")
+
+
+def _search(settings: Settings, lq: LakeQueries, f: Filters) -> None:
+    st.subheader("Search what users asked")
+    text = st.text_input("Search", placeholder="네이버 주가, NVIDIA news …", key="search")
+    if not text.strip():
+        st.caption("Korean, English and mixed text; particles and missing spaces are fine.")
+        return
+    from querylog.analytics.upkeep import LakeSearch, UpkeepError
+
+    try:
+        search = LakeSearch(settings.home)
+        with st.spinner("Bringing the index up to date…"):
+            search.sync(lq.catalog)
+        intent = f.intents[0] if len(f.intents) == 1 else None  # the index filters by one intent
+        hits = search.search(text, limit=500, intent=intent, since=f.since)
+    except UpkeepError as exc:
+        st.warning(f"Search is unavailable: {exc}")
+        return
+    # The index knows text, time and intent; the sidebar's other filters (env, end date, several intents)
+    # are applied here, against the lake.
+    selected = lq.matching(f, [h.query_id for h in hits])
+    hits = [h for h in hits if h.query_id in selected][:50]
+    if not hits:
+        st.info(f"No queries match “{text}” in this selection.")
+        return
+    st.caption(f"{len(hits)} result(s), best first")
+    for rank, hit in enumerate(hits, 1):
+        st.html(
+            f"<div style='margin:.2rem 0'><b>{rank}.</b> {highlight_html(hit.query_text, text)} "
+            f"<span style='color:#777;font-size:.85em'>· {html.escape(hit.intent or '–')} · "
+            f"{hit.ts:%Y-%m-%d %H:%M} · score {float(hit.score):g}</span></div>"
+        )
+    # Offered first in the timeline picker of the Queries tab.
+    st.session_state["search_hits"] = {hit.query_id: hit.query_text for hit in hits}
+
+
+def _links(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Adds a `trace` link column when LANGFUSE_HOST is set."""
+    host = os.environ.get("LANGFUSE_HOST")
+    if not host or "trace_id" not in frame.columns:
+        return frame, {}
+    prefix = f"{host.rstrip('/')}/trace/"
+    frame = frame.with_columns(
+        pl.when(pl.col("trace_id").is_not_null())
+        .then(pl.lit(prefix) + pl.col("trace_id"))
+        .otherwise(None)
+        .alias("trace")
+    )
+    return frame, {"trace": st.column_config.LinkColumn("trace", display_text=r".*/trace/(.*)")}
+
+
+def _queries(lq: LakeQueries, f: Filters) -> None:
+    left, right = st.columns(2)
+    left.subheader("Top queries")
+    _table(left, lq.top_queries(f, 20), "top_queries")
+    right.subheader("Search found nothing")
+    _table(right, lq.no_result_queries(f, 20), "no_results")
+    st.subheader("Recent queries")
+    recent, config = _links(lq.recent_queries(f, 200))
+    _table(st, recent, "recent", config)
+    st.subheader("A query's timeline")
+    found: dict[str, str] = st.session_state.get("search_hits", {})
+    labels = {**dict(zip(recent["query_id"].to_list(), recent["query_text"].to_list(), strict=True)), **found}
+    choices = list(dict.fromkeys([*found, *recent["query_id"].to_list()]))
+    if not choices:
+        st.info("No queries in this selection.")
+        return
+    query_id = st.selectbox(
+        "Query", choices, key="timeline_query", format_func=lambda q: f"{labels.get(q, '')[:60]}  ·  {q}"
+    )
+    _timeline(lq, query_id)
+
+
+def _timeline(lq: LakeQueries, query_id: str) -> None:
+    events = lq.query_events(query_id)
+    if events.is_empty():
+        st.info("No events for this query id.")
+        return
+    text = events.filter(pl.col("event_type") == "query_received")["query_text"].to_list()
+    st.markdown(f"**{html.escape(text[0]) if text else query_id}**")
+    trace = trace_url(events["trace_id"].drop_nulls().first())  # type: ignore[arg-type]
+    if trace:
+        st.markdown(f"[Open trace in Langfuse]({trace})")
+    # A stage event is emitted when the stage ends and carries its duration: draw it as a bar ending there.
+    spans = events.with_columns(
+        (pl.col("offset_ms") - pl.col("duration_ms").fill_null(0)).alias("start_ms"),
+        pl.col("offset_ms").alias("end_ms"),
+    )
+    st.altair_chart(
+        alt.Chart(spans)
+        .mark_bar(size=14)
+        .encode(
+            y=alt.Y("event_type:N", sort=None, title=None),
+            x=alt.X("start_ms:Q", title="ms since received"),
+            x2="end_ms:Q",
+            color="event_type:N",
+            tooltip=[
+                "event_type:N",
+                "ts:T",
+                alt.Tooltip("offset_ms:Q", format=",.1f"),
+                alt.Tooltip("duration_ms:Q", format=",.1f"),
+            ],
+        )
+        + alt.Chart(spans)
+        .mark_point(filled=True, size=60)
+        .encode(y=alt.Y("event_type:N", sort=None), x="end_ms:Q", color="event_type:N"),
+        width="stretch",
+    )
+    shown = events.select(
+        [c for c in events.columns if c not in ("query_text", "trace_id") and events[c].null_count() < events.height]
+    )
+    _table(st, shown, "timeline_events")
+
+
+def _people(lq: LakeQueries, f: Filters) -> None:
+    stats = lq.session_stats(f)
+    cols = st.columns(4)
+    cols[0].metric("Sessions", f"{stats.sessions:,}")
+    cols[1].metric("Queries per session", "–" if stats.mean_queries is None else f"{stats.mean_queries:.2f}")
+    cols[2].metric("Sessions with repeats", f"{stats.sessions_with_repeats:,}")
+    cols[3].metric("Repeated questions", f"{stats.repeated_queries:,}")
+    _table(st, lq.sessions(f, 200), "sessions")
+    left, right = st.columns(2)
+    left.subheader("Feedback by intent")
+    _table(left, lq.feedback_by_intent(f), "feedback")
+    right.subheader("Quality scores")
+    right.altair_chart(
+        alt.Chart(lq.quality_distribution(f))
+        .mark_bar()
+        .encode(
+            x=alt.X("bin_start:Q", bin="binned", title="quality score"),
+            x2="bin_end:Q",
+            y="queries:Q",
+            tooltip=["bin_start:Q", "bin_end:Q", "queries:Q"],
+        ),
+        width="stretch",
+    )
+
+
+def main() -> None:
+    st.set_page_config(page_title="querylog explorer", page_icon="🔎", layout="wide")
+    st.title("querylog explorer")
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        st.error(f"Configuration error: {exc}")
+        st.stop()
+    try:
+        with open_catalog(settings.lake_dir) as catalog:
+            lq = LakeQueries(catalog, snapshot=True)
+            bounds = lq.time_bounds()
+            if bounds is None:
+                st.info(
+                    f"The lake at {settings.lake_dir} is empty. Start the API with `querylog serve --demo 200` "
+                    "and come back."
+                )
+                return
+            filters, bucket = _sidebar(lq, *bounds)
+            _headline(lq.summary(filters), lq.summary(filters.previous()))
+            tabs = st.tabs(["Trends", "Latency", "Stages & errors", "Search", "Queries", "Sessions & feedback"])
+            with tabs[0]:
+                _trends(lq, filters, bucket)
+            with tabs[1]:
+                _latency(lq, filters, bucket)
+            with tabs[2]:
+                _stages(lq, filters)
+            with tabs[3]:
+                _search(settings, lq, filters)
+            with tabs[4]:
+                _queries(lq, filters)
+            with tabs[5]:
+                _people(lq, filters)
+    except CatalogError as exc:
+        st.error(f"The lake could not be read: {exc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,566 @@
+"""The typed query layer over the lake: filtered DuckDB SQL, polars DataFrames and dataclass rows out."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, Literal, TypeAlias, TypeVar
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from querylog.analytics.catalog import Catalog, CatalogError
+
+__all__ = [
+    "BUCKETS",
+    "FUNNEL_STEPS",
+    "UNCLASSIFIED",
+    "Bucket",
+    "Filters",
+    "LakeQueries",
+    "SessionStats",
+    "Summary",
+    "arrow_table",
+    "open_catalog",
+    "parse_duration",
+    "parse_since",
+    "sql_frame",
+]
+
+Bucket: TypeAlias = Literal["hour", "day"]
+BUCKETS: Final[tuple[Bucket, ...]] = ("hour", "day")
+_BUCKET_STEP: Final[Mapping[str, str]] = {"hour": "1h", "day": "1d"}
+
+#: The stages a query passes, in order, and the event that proves it got there.
+FUNNEL_STEPS: Final[tuple[tuple[str, str], ...]] = (
+    ("received", "query_received"),
+    ("classified", "intent_classified"),
+    ("searched", "search_completed"),
+    ("answered", "response_generated"),
+    ("completed", "query_completed"),
+)
+_STAGE_COLUMNS: Final = (
+    ("classify", "classify_ms"),
+    ("search", "search_ms"),
+    ("generate", "generate_ms"),
+    ("total", "latency_ms"),
+)
+
+#: Queries that never got an intent (still in flight, or failed while classifying) are grouped under this
+#: name, so that they can be filtered and charted like any other intent instead of vanishing as NULL.
+UNCLASSIFIED: Final = "unclassified"
+_BASE_SQL: Final = f"SELECT * REPLACE (coalesce(intent, '{UNCLASSIFIED}') AS intent) FROM queries"
+
+_T = TypeVar("_T")
+_ATTEMPTS: Final = 3
+_VANISHED: Final = "No such file or directory"
+
+_SINCE_RE: Final = re.compile(r"^\s*(\d+)\s*([mhd])\s*$")
+_UNITS: Final[Mapping[str, str]] = {"m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str, *, allow_zero: bool = False) -> timedelta:
+    """``30m``, ``12h`` or ``7d`` as a timedelta. Raises `ValueError` with a message that says what is accepted."""
+    m = _SINCE_RE.match(text)
+    if m is None:
+        raise ValueError(f"expected a duration like 30m, 12h or 7d; got {text!r}")
+    amount = int(m.group(1))
+    if amount == 0 and not allow_zero:
+        raise ValueError(f"a duration must be more than zero; got {text!r}")
+    return timedelta(**{_UNITS[m.group(2)]: amount})
+
+
+def parse_since(text: str, *, now: datetime | None = None) -> datetime:
+    """The start of a window given as a duration back from `now` (``30m``, ``12h``, ``7d``) or an ISO date or
+    time (``2025-01-31``, ``2025-01-31T09:00``; UTC unless it says otherwise). Raises `ValueError` saying so."""
+    now = now or datetime.now(UTC)
+    if _SINCE_RE.match(text) is not None:
+        return now - parse_duration(text)
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"expected a duration like 30m, 12h or 7d, or an ISO date like 2025-01-31; got {text!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    if parsed > now:
+        raise ValueError(f"{text!r} is in the future")
+    return parsed.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Filters:
+    """Which queries to look at: started in [since, until), with one of `intents`, in one of `envs`.
+
+    Empty tuples mean "all". Every value reaches DuckDB as a bound parameter, never as SQL text.
+    """
+
+    since: datetime | None = None
+    until: datetime | None = None
+    intents: tuple[str, ...] = ()
+    envs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
+                raise ValueError(f"Filters.{name} must be a timezone-aware datetime; got {value!r}")
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise ValueError(f"Filters.since ({self.since}) must be before until ({self.until})")
+        for name in ("intents", "envs"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"Filters.{name} must be a tuple of strings; got {value!r}")
+
+    @classmethod
+    def for_dates(cls, start: date, end: date, **rest: Any) -> Filters:
+        """Whole UTC days from `start` through `end`, inclusive."""
+        since = datetime(start.year, start.month, start.day, tzinfo=UTC)
+        until = datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
+        return cls(since=since, until=until, **rest)
+
+    def clause(self) -> tuple[str, dict[str, Any]]:
+        """A WHERE condition over the `queries` columns and its named parameters."""
+        parts: list[str] = ["TRUE"]
+        params: dict[str, Any] = {}
+        if self.since is not None:
+            parts.append("started_at >= $since")
+            params["since"] = self.since
+        if self.until is not None:
+            parts.append("started_at < $until")
+            params["until"] = self.until
+        if self.intents:
+            parts.append("list_contains($intents, intent)")
+            params["intents"] = list(self.intents)
+        if self.envs:
+            parts.append("list_contains($envs, env)")
+            params["envs"] = list(self.envs)
+        return " AND ".join(parts), params
+
+    def window(self) -> timedelta | None:
+        return None if self.since is None or self.until is None else self.until - self.since
+
+    def previous(self) -> Filters:
+        """The window of equal length just before this one (for week-over-week comparisons)."""
+        if self.since is None or self.until is None:
+            raise ValueError("previous() needs both since and until")
+        length = self.until - self.since
+        return Filters(since=self.since - length, until=self.since, intents=self.intents, envs=self.envs)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Headline numbers for a set of queries. Rates are None when their denominator is zero."""
+
+    queries: int
+    completed: int
+    failed: int
+    in_progress: int
+    #: failed / (completed + failed): queries still in flight are neither.
+    error_rate: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    #: over queries that reached search
+    cache_hit_rate: float | None
+    no_result_rate: float | None
+    mean_quality: float | None
+    #: over completed queries
+    feedback_rate: float | None
+    mean_feedback: float | None
+    sessions: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStats:
+    sessions: int
+    mean_queries: float | None
+    median_queries: float | None
+    max_queries: int | None
+    sessions_with_repeats: int
+    #: queries whose text was already asked earlier in the same session
+    repeated_queries: int
+
+
+def arrow_table(catalog: Catalog, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+    """Run parameterised SQL on the catalog's connection; DuckDB errors become `CatalogError`.
+
+    Through a relation (``connection.sql``) rather than a cursor: DuckDB 2 copies cursor results once more,
+    and says so with a warning on every call. A query that lost a race with compaction or retention (a file
+    it listed was swapped away before it opened it) is run again: the new listing is consistent.
+    """
+    return _retrying(lambda: catalog.connection.sql(sql, params=dict(params or {})).to_arrow_table())
+
+
+def open_catalog(lake_dir: Path | str) -> Catalog:
+    """A `Catalog`, opened again if its first listing of the lake lost a race with compaction or retention."""
+    return _retrying(lambda: Catalog(lake_dir))
+
+
+def _retrying(run: Callable[[], _T]) -> _T:
+    for attempt in range(_ATTEMPTS):
+        try:
+            return run()
+        except duckdb.IOException as exc:
+            if _VANISHED not in str(exc) or attempt == _ATTEMPTS - 1:
+                raise CatalogError(" ".join(str(exc).split())) from exc
+        except duckdb.Error as exc:
+            raise CatalogError(" ".join(str(exc).split())) from exc
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def sql_frame(catalog: Catalog, sql: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
+    """`arrow_table` as a polars DataFrame."""
+    result = pl.from_arrow(arrow_table(catalog, sql, params))
+    assert isinstance(result, pl.DataFrame)  # a Table always converts to a DataFrame
+    return result
+
+
+class LakeQueries:
+    """Analytics questions over a `Catalog`, each taking `Filters`.
+
+    With ``snapshot=True`` the `queries` view is computed once into a temporary table and every question
+    reads that: what an interactive page wants (a dozen questions, one consistent picture, one lake scan).
+    """
+
+    def __init__(self, catalog: Catalog, *, snapshot: bool = False) -> None:
+        self.catalog = catalog
+        if snapshot:
+            _retrying(lambda: catalog.connection.execute(f"CREATE OR REPLACE TEMP TABLE ql_queries AS {_BASE_SQL}"))
+            self._source = "ql_queries"
+        else:
+            self._source = f"({_BASE_SQL})"
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def _frame(self, f: Filters, body: str, extra: Mapping[str, Any] | None = None) -> pl.DataFrame:
+        where, params = f.clause()
+        sql = f"WITH q AS (SELECT * FROM {self._source} WHERE {where})\n{body}"
+        return sql_frame(self.catalog, sql, {**params, **(extra or {})})
+
+    # -- choices for filters -----------------------------------------------------------------------
+    def intents(self) -> list[str]:
+        _, rows = self.catalog.query(f"SELECT DISTINCT intent FROM {self._source} ORDER BY 1")
+        return [r[0] for r in rows]
+
+    def envs(self) -> list[str]:
+        _, rows = self.catalog.query(f"SELECT DISTINCT env FROM {self._source} WHERE env IS NOT NULL ORDER BY 1")
+        return [r[0] for r in rows]
+
+    def time_bounds(self) -> tuple[datetime, datetime] | None:
+        """First and last query start in the lake, or None when it is empty."""
+        _, rows = self.catalog.query(f"SELECT min(started_at), max(started_at) FROM {self._source}")
+        first, last = rows[0]
+        return None if first is None else (first, last)
+
+    # -- headline ----------------------------------------------------------------------------------
+    def summary(self, f: Filters = Filters()) -> Summary:
+        frame = self._frame(
+            f,
+            """
+            SELECT
+                count(*) AS queries,
+                count(*) FILTER (WHERE status = 'completed') AS completed,
+                count(*) FILTER (WHERE status = 'failed') AS failed,
+                count(*) FILTER (WHERE status = 'in_progress') AS in_progress,
+                (count(*) FILTER (WHERE status = 'failed'))
+                    / nullif(count(*) FILTER (WHERE status <> 'in_progress'), 0) AS error_rate,
+                quantile_cont(latency_ms, 0.5) AS p50_ms,
+                quantile_cont(latency_ms, 0.95) AS p95_ms,
+                quantile_cont(latency_ms, 0.99) AS p99_ms,
+                avg(cache_hit::DOUBLE) AS cache_hit_rate,
+                avg((result_count = 0)::DOUBLE) AS no_result_rate,
+                avg(quality_score) AS mean_quality,
+                (count(feedback_score) FILTER (WHERE status = 'completed'))
+                    / nullif(count(*) FILTER (WHERE status = 'completed'), 0) AS feedback_rate,
+                avg(feedback_score) AS mean_feedback,
+                count(DISTINCT session_id) AS sessions
+            FROM q
+            """,
+        )
+        row: dict[str, Any] = frame.row(0, named=True)
+        return Summary(**row)
+
+    # -- intents -----------------------------------------------------------------------------------
+    def intent_totals(self, f: Filters = Filters()) -> pl.DataFrame:
+        """intent, queries, share — biggest first."""
+        frame = self._frame(
+            f, "SELECT intent, count(*) AS queries FROM q GROUP BY intent ORDER BY queries DESC, intent"
+        )
+        return frame.with_columns((pl.col("queries") / pl.col("queries").sum()).alias("share"))
+
+    def intent_trend(self, f: Filters = Filters(), bucket: Bucket = "hour") -> pl.DataFrame:
+        """bucket, intent, queries, share (of the bucket's queries); every bucket from the first to the last
+        query, with zeros where an intent had none, so that gaps show as gaps."""
+        if bucket not in BUCKETS:
+            raise ValueError(f"bucket must be one of {', '.join(BUCKETS)}; got {bucket!r}")
+        frame = self._frame(
+            f,
+            "SELECT date_trunc($bucket, started_at) AS bucket, intent, count(*) AS queries "
+            "FROM q GROUP BY ALL ORDER BY bucket, intent",
+            {"bucket": bucket},
+        )
+        if frame.is_empty():
+            return frame.with_columns(pl.lit(None, pl.Float64).alias("share"))
+        start, end = frame["bucket"].min(), frame["bucket"].max()
+        grid = pl.DataFrame({"bucket": pl.datetime_range(start, end, _BUCKET_STEP[bucket], eager=True)}).join(  # type: ignore[arg-type]
+            frame.select("intent").unique(), how="cross"
+        )
+        frame = grid.join(frame, on=["bucket", "intent"], how="left").with_columns(pl.col("queries").fill_null(0))
+        total = pl.col("queries").sum().over("bucket")
+        return frame.with_columns(
+            pl.when(total > 0).then(pl.col("queries") / total).otherwise(None).alias("share")
+        ).sort("bucket", "intent")
+
+    # -- latency -----------------------------------------------------------------------------------
+    def latency_by_intent(self, f: Filters = Filters()) -> pl.DataFrame:
+        """intent, queries, p50_ms, p95_ms, p99_ms, mean_ms over finished queries — slowest p95 first."""
+        return self._frame(
+            f,
+            """
+            SELECT intent, count(latency_ms) AS queries,
+                   quantile_cont(latency_ms, 0.5) AS p50_ms, quantile_cont(latency_ms, 0.95) AS p95_ms,
+                   quantile_cont(latency_ms, 0.99) AS p99_ms, avg(latency_ms) AS mean_ms
+            FROM q WHERE latency_ms IS NOT NULL GROUP BY intent ORDER BY p95_ms DESC, intent
+            """,
+        )
+
+    def latency_by_stage(self, f: Filters = Filters()) -> pl.DataFrame:
+        """stage (classify, search, generate, total), queries, p50_ms, p95_ms, p99_ms, mean_ms."""
+        selects = [
+            f"SELECT '{stage}' AS stage, {order} AS ord, {column} AS ms FROM q WHERE {column} IS NOT NULL"
+            for order, (stage, column) in enumerate(_STAGE_COLUMNS)  # constants, not input
+        ]
+        return self._frame(
+            f,
+            f"""
+            SELECT stage, count(*) AS queries,
+                   quantile_cont(ms, 0.5) AS p50_ms, quantile_cont(ms, 0.95) AS p95_ms,
+                   quantile_cont(ms, 0.99) AS p99_ms, avg(ms) AS mean_ms
+            FROM ({" UNION ALL ".join(selects)}) GROUP BY stage, ord ORDER BY ord
+            """,
+        )
+
+    def latency_trend(self, f: Filters = Filters(), bucket: Bucket = "hour") -> pl.DataFrame:
+        """bucket, queries, p50_ms, p95_ms, p99_ms."""
+        if bucket not in BUCKETS:
+            raise ValueError(f"bucket must be one of {', '.join(BUCKETS)}; got {bucket!r}")
+        return self._frame(
+            f,
+            """
+            SELECT date_trunc($bucket, started_at) AS bucket, count(latency_ms) AS queries,
+                   quantile_cont(latency_ms, 0.5) AS p50_ms, quantile_cont(latency_ms, 0.95) AS p95_ms,
+                   quantile_cont(latency_ms, 0.99) AS p99_ms
+            FROM q WHERE latency_ms IS NOT NULL GROUP BY bucket ORDER BY bucket
+            """,
+            {"bucket": bucket},
+        )
+
+    # -- errors, cache, quality --------------------------------------------------------------------
+    def error_trend(self, f: Filters = Filters(), bucket: Bucket = "hour") -> pl.DataFrame:
+        """bucket, finished, failed, error_rate."""
+        if bucket not in BUCKETS:
+            raise ValueError(f"bucket must be one of {', '.join(BUCKETS)}; got {bucket!r}")
+        return self._frame(
+            f,
+            """
+            SELECT date_trunc($bucket, started_at) AS bucket,
+                   count(*) FILTER (WHERE status <> 'in_progress') AS finished,
+                   count(*) FILTER (WHERE status = 'failed') AS failed,
+                   failed / nullif(finished, 0) AS error_rate
+            FROM q GROUP BY bucket ORDER BY bucket
+            """,
+            {"bucket": bucket},
+        )
+
+    def errors(self, f: Filters = Filters()) -> pl.DataFrame:
+        """error_type, failed_stage, queries, share (of failures) — most frequent first."""
+        frame = self._frame(
+            f,
+            "SELECT error_type, failed_stage, count(*) AS queries FROM q WHERE status = 'failed' "
+            "GROUP BY ALL ORDER BY queries DESC, error_type, failed_stage",
+        )
+        return frame.with_columns((pl.col("queries") / pl.col("queries").sum()).alias("share"))
+
+    def cache_by_intent(self, f: Filters = Filters()) -> pl.DataFrame:
+        """intent, searched, cache_hits, cache_hit_rate over queries that reached search."""
+        return self._frame(
+            f,
+            """
+            SELECT intent, count(cache_hit) AS searched, count(*) FILTER (WHERE cache_hit) AS cache_hits,
+                   cache_hits / nullif(searched, 0) AS cache_hit_rate
+            FROM q WHERE cache_hit IS NOT NULL GROUP BY intent ORDER BY searched DESC, intent
+            """,
+        )
+
+    def quality_distribution(self, f: Filters = Filters(), bins: int = 10) -> pl.DataFrame:
+        """bin_start, bin_end, queries: a histogram of quality scores in [0, 1], every bin present."""
+        if not 1 <= bins <= 100:
+            raise ValueError(f"bins must be 1-100; got {bins!r}")
+        counts = self._frame(
+            f,
+            "SELECT least(floor(quality_score * $bins), $bins - 1)::INTEGER AS bin, count(*) AS queries "
+            "FROM q WHERE quality_score IS NOT NULL GROUP BY bin",
+            {"bins": bins},
+        )
+        grid = pl.DataFrame({"bin": pl.int_range(0, bins, eager=True).cast(pl.Int32)})
+        return (
+            grid.join(counts.with_columns(pl.col("bin").cast(pl.Int32)), on="bin", how="left")
+            .with_columns(
+                (pl.col("bin") / bins).alias("bin_start"),
+                ((pl.col("bin") + 1) / bins).alias("bin_end"),
+                pl.col("queries").fill_null(0),
+            )
+            .select("bin_start", "bin_end", "queries")
+        )
+
+    # -- what people ask ---------------------------------------------------------------------------
+    def top_queries(self, f: Filters = Filters(), limit: int = 20) -> pl.DataFrame:
+        """query_text, queries, intent (the most common), no_results, p50_ms, last_seen — most asked first.
+        Texts that differ only in case or surrounding space count as one."""
+        return self._frame(
+            f,
+            """
+            SELECT mode(query_text) AS query_text, count(*) AS queries, mode(intent) AS intent,
+                   count(*) FILTER (WHERE result_count = 0) AS no_results,
+                   quantile_cont(latency_ms, 0.5) AS p50_ms, max(started_at) AS last_seen
+            FROM q WHERE query_text IS NOT NULL GROUP BY lower(trim(query_text))
+            ORDER BY queries DESC, last_seen DESC LIMIT $limit
+            """,
+            {"limit": _limit(limit)},
+        )
+
+    def no_result_queries(self, f: Filters = Filters(), limit: int = 20) -> pl.DataFrame:
+        """query_text, queries, intent, last_seen for queries whose search found nothing."""
+        return self._frame(
+            f,
+            """
+            SELECT mode(query_text) AS query_text, count(*) AS queries, mode(intent) AS intent,
+                   max(started_at) AS last_seen
+            FROM q WHERE result_count = 0 AND query_text IS NOT NULL GROUP BY lower(trim(query_text))
+            ORDER BY queries DESC, last_seen DESC LIMIT $limit
+            """,
+            {"limit": _limit(limit)},
+        )
+
+    def recent_queries(self, f: Filters = Filters(), limit: int = 50) -> pl.DataFrame:
+        """The latest queries, one row each: query_id, started_at, query_text, intent, status, latency_ms,
+        result_count, cache_hit, env, trace_id."""
+        return self._frame(
+            f,
+            """
+            SELECT query_id, started_at, query_text, intent, status, latency_ms, result_count, cache_hit, env,
+                   trace_id
+            FROM q ORDER BY started_at DESC, query_id LIMIT $limit
+            """,
+            {"limit": _limit(limit)},
+        )
+
+    # -- feedback and sessions ---------------------------------------------------------------------
+    def feedback_by_intent(self, f: Filters = Filters()) -> pl.DataFrame:
+        """intent, completed, with_feedback, feedback_rate, mean_score, positive, negative."""
+        return self._frame(
+            f,
+            """
+            SELECT intent, count(*) AS completed, count(feedback_score) AS with_feedback,
+                   with_feedback / nullif(completed, 0) AS feedback_rate, avg(feedback_score) AS mean_score,
+                   count(*) FILTER (WHERE feedback_score > 0) AS positive,
+                   count(*) FILTER (WHERE feedback_score < 0) AS negative
+            FROM q WHERE status = 'completed' GROUP BY intent ORDER BY completed DESC, intent
+            """,
+        )
+
+    def sessions(self, f: Filters = Filters(), limit: int = 100) -> pl.DataFrame:
+        """session_id, queries, distinct_queries, repeats, failed, started_at, last_seen — busiest first."""
+        return self._frame(
+            f,
+            f"""
+            {_SESSIONS_SQL}
+            SELECT * FROM s ORDER BY queries DESC, started_at DESC LIMIT $limit
+            """,
+            {"limit": _limit(limit)},
+        )
+
+    def session_stats(self, f: Filters = Filters()) -> SessionStats:
+        frame = self._frame(
+            f,
+            f"""
+            {_SESSIONS_SQL}
+            SELECT count(*) AS sessions, avg(queries) AS mean_queries, median(queries) AS median_queries,
+                   max(queries) AS max_queries, count(*) FILTER (WHERE repeats > 0) AS sessions_with_repeats,
+                   coalesce(sum(repeats), 0)::BIGINT AS repeated_queries
+            FROM s
+            """,
+        )
+        row: dict[str, Any] = frame.row(0, named=True)
+        return SessionStats(**row)
+
+    # -- the stage funnel --------------------------------------------------------------------------
+    def funnel(self, f: Filters = Filters()) -> pl.DataFrame:
+        """step, queries, dropped (since the step before), drop_rate, of_received: how far queries get
+        through received → classified → searched → answered → completed."""
+        steps = pl.DataFrame({"step": [s for s, _ in FUNNEL_STEPS], "event_type": [e for _, e in FUNNEL_STEPS]})
+        reached = self._frame(
+            f,
+            """
+            SELECT event_type, count(DISTINCT query_id) AS queries FROM events
+            WHERE query_id IN (SELECT query_id FROM q) GROUP BY event_type
+            """,
+        )
+        frame = steps.join(reached, on="event_type", how="left").with_columns(pl.col("queries").fill_null(0))
+        previous = pl.col("queries").shift(1)
+        first = pl.col("queries").first()
+        return frame.select(
+            "step",
+            "queries",
+            (previous - pl.col("queries")).fill_null(0).alias("dropped"),
+            pl.when(previous > 0).then((previous - pl.col("queries")) / previous).otherwise(None).alias("drop_rate"),
+            pl.when(first > 0).then(pl.col("queries") / first).otherwise(None).alias("of_received"),
+        )
+
+    def matching(self, f: Filters, query_ids: Sequence[str]) -> set[str]:
+        """Which of `query_ids` the filters select (to apply them to results found elsewhere, e.g. search)."""
+        if not query_ids:
+            return set()
+        found = self._frame(f, "SELECT query_id FROM q WHERE list_contains($ids, query_id)", {"ids": list(query_ids)})
+        return set(found["query_id"].to_list())
+
+    # -- one query ---------------------------------------------------------------------------------
+    def query_events(self, query_id: str) -> pl.DataFrame:
+        """A query's events in order: ts, offset_ms (from its first event), event_type and the fields that
+        matter for each step."""
+        return sql_frame(
+            self.catalog,
+            """
+                SELECT ts, (epoch_us(ts) - epoch_us(min(ts) OVER ())) / 1000.0 AS offset_ms, event_type,
+                       duration_ms, intent, confidence, result_count, cache_hit, gen_ai_request_model AS model,
+                       quality_score, latency_ms, error_type, error_message, stage, score, query_text, trace_id,
+                       event_id
+                FROM events WHERE query_id = $query_id ORDER BY ts, event_id
+            """,
+            {"query_id": query_id},
+        )
+
+
+_SESSIONS_SQL: Final = """
+, asked AS (
+    SELECT session_id, status, started_at,
+           row_number() OVER (PARTITION BY session_id, lower(trim(query_text)) ORDER BY started_at) > 1 AS repeat
+    FROM q WHERE session_id IS NOT NULL
+), s AS (
+    SELECT session_id, count(*) AS queries, count(*) - count(*) FILTER (WHERE repeat) AS distinct_queries,
+           count(*) FILTER (WHERE repeat) AS repeats, count(*) FILTER (WHERE status = 'failed') AS failed,
+           min(started_at) AS started_at, max(started_at) AS last_seen
+    FROM asked GROUP BY session_id
+)
+"""
+
+
+def _limit(limit: int) -> int:
+    if not isinstance(limit, int) or not 1 <= limit <= 100_000:
+        raise ValueError(f"limit must be a whole number in 1-100000; got {limit!r}")
+    return limit

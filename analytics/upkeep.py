@@ -1,0 +1,591 @@
+"""Lake upkeep: compact closed hour partitions, drop partitions past retention, keep the search index in step.
+
+Compaction protocol for one hour partition ``events/date=D/hour=H`` (the *live* directory):
+
+1. merge its files into ``_querylog/compact/D_H/swap/compacted-<uuid7>.parquet`` and fsync it (outside
+   ``events/``, so no reader sees it); check that it holds exactly as many rows as the inputs;
+2. atomically write ``_querylog/compact/D_H/journal.json`` naming the inputs and the merged file;
+3. swap the two directories in one atomic step (``renameat2(RENAME_EXCHANGE)`` on Linux,
+   ``renamex_np(RENAME_SWAP)`` on macOS): the live path now holds only the merged file, and ``swap/`` the
+   small files — this is the commit point;
+4. move back into the live directory any file that a lagging Parquet projection renamed into it after
+   step 1 listed it (it is in ``swap/`` now);
+5. delete ``_querylog/compact/D_H``.
+
+Why a directory swap and not rename-then-delete: DuckDB expands the lake's glob by listing each hour
+directory, and a listing of one directory sees either the old inode or the new one — every small file or
+only the merged file, never both and never neither. So a reader can never count an event twice or miss one.
+A query that listed the old files and opens one after the swap fails with "No such file or directory" and
+can simply be re-run (the query layer does so by itself); it never returns wrong numbers. The one narrow
+window is step 4: an event a lagging projection writes into an hour being compacted, in the instant between
+step 1's last check and the swap, is hidden until step 4 moves it back a moment later (it is never lost:
+recovery moves it back too).
+
+A crash anywhere is repaired by `LakeCompactor.recover` (run at the start of every compaction): before the
+journal exists the work is discarded; after it, the merged file's location says whether the swap happened,
+and the journal says which files to move back.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import importlib
+import os
+import re
+import shutil
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import uuid_utils
+
+from querylog.analytics.queries import arrow_table
+from querylog.logging.projection import atomic_write
+
+if TYPE_CHECKING:
+    from querylog.analytics.catalog import Catalog
+
+__all__ = [
+    "CompactionReport",
+    "HourPartition",
+    "LakeCompactor",
+    "LakeSearch",
+    "ProgressFn",
+    "RetentionReport",
+    "SearchHitLike",
+    "SearchIndexLike",
+    "SearchUnavailableError",
+    "UpkeepError",
+    "apply_retention",
+    "exchange_directories",
+    "expired_days",
+    "retention_boundary",
+]
+
+#: Called as progress(done, total, what) while long work goes on.
+ProgressFn = Callable[[int, int, str], None]
+#: Called as on_step(step, partition) after each step of the protocol; tests use it to crash or to read.
+StepHook = Callable[[str, "HourPartition"], None]
+
+_DATE_RE: Final = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+_HOUR_RE: Final = re.compile(r"^hour=(\d{2})$")
+
+
+class UpkeepError(Exception):
+    """Upkeep could not run; the message says why and what to do. The lake is left consistent."""
+
+
+class _Journal(msgspec.Struct):
+    date: str
+    hour: str
+    inputs: list[str]
+    merged: str
+    rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class HourPartition:
+    """One ``events/date=D/hour=H`` directory."""
+
+    date: str
+    hour: str
+    path: Path
+
+    @property
+    def start(self) -> datetime:
+        return datetime.fromisoformat(self.date).replace(hour=int(self.hour), tzinfo=UTC)
+
+    @property
+    def name(self) -> str:
+        return f"date={self.date}/hour={self.hour}"
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.path.glob("*.parquet") if not p.name.startswith("."))
+
+
+@dataclass
+class CompactionReport:
+    partitions: int = 0
+    files_before: int = 0
+    files_after: int = 0
+    events: int = 0
+    #: interrupted compactions found and repaired before starting
+    recovered: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RetentionReport:
+    #: events older than this are gone (the start of the oldest UTC day kept)
+    boundary: datetime
+    dates_removed: list[str] = field(default_factory=list)
+    files_removed: int = 0
+
+
+# -- the atomic swap ------------------------------------------------------------------------------------
+_AT_FDCWD: Final = -100
+_RENAME_EXCHANGE: Final = 2  # linux/fs.h
+_RENAME_SWAP: Final = 2  # macOS stdio.h
+
+
+def exchange_directories(a: Path, b: Path) -> None:
+    """Swap two paths in one atomic step. Raises `UpkeepError` where the system or filesystem cannot."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fa, fb = os.fsencode(a), os.fsencode(b)
+    if sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
+        fn = libc.renameat2
+        fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        result = fn(_AT_FDCWD, fa, _AT_FDCWD, fb, _RENAME_EXCHANGE)
+    elif sys.platform == "darwin" and hasattr(libc, "renamex_np"):
+        fn = libc.renamex_np
+        fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint]
+        result = fn(fa, fb, _RENAME_SWAP)
+    else:
+        raise UpkeepError(
+            "compaction needs an atomic directory swap (Linux renameat2 or macOS renamex_np), which this system "
+            "lacks; the lake is left as it is"
+        )
+    if result != 0:
+        err = ctypes.get_errno()
+        raise UpkeepError(
+            f"could not swap {a} and {b} atomically: {os.strerror(err)} (the filesystem may not support "
+            "RENAME_EXCHANGE); the lake is left as it is"
+        )
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _partitions(events_dir: Path) -> Iterator[HourPartition]:
+    if not events_dir.is_dir():
+        return
+    for day in sorted(events_dir.iterdir()):
+        if (d := _DATE_RE.match(day.name)) is None or not day.is_dir():
+            continue
+        for hour in sorted(day.iterdir()):
+            if (h := _HOUR_RE.match(hour.name)) is not None and hour.is_dir():
+                yield HourPartition(d.group(1), h.group(1), hour)
+
+
+@contextmanager
+def _upkeep_lock(lake_dir: Path) -> Iterator[None]:
+    """One compaction or retention run per lake at a time; a second one is refused, not queued."""
+    meta = lake_dir / "_querylog"
+    meta.mkdir(parents=True, exist_ok=True)
+    with (meta / "upkeep.lock").open("a") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UpkeepError(
+                f"another `querylog compact` is working on {lake_dir}; try again when it is done"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+# -- compaction -----------------------------------------------------------------------------------------
+class LakeCompactor:
+    """Merges the small files of closed hour partitions into one file each. See the module docstring."""
+
+    def __init__(
+        self,
+        lake_dir: Path | str,
+        *,
+        progress: ProgressFn | None = None,
+        on_step: StepHook | None = None,
+        compression: str = "zstd",
+    ) -> None:
+        self.lake_dir = Path(lake_dir)
+        self.events_dir = self.lake_dir / "events"
+        self.work_dir = self.lake_dir / "_querylog" / "compact"
+        self.progress = progress
+        self.on_step = on_step
+        self.compression = compression
+
+    # -- planning ----------------------------------------------------------------------------------
+    def plan(
+        self, *, older_than: timedelta = timedelta(hours=1), now: datetime | None = None, min_files: int = 2
+    ) -> list[HourPartition]:
+        """Hour partitions that closed at least `older_than` ago and hold `min_files` files or more."""
+        if older_than < timedelta(0):
+            raise ValueError(f"older_than must not be negative; got {older_than}")
+        if min_files < 2:
+            raise ValueError(f"min_files must be at least 2 (one file is already compact); got {min_files}")
+        now = now or datetime.now(UTC)
+        closed_before = now - older_than - timedelta(hours=1)
+        return [p for p in _partitions(self.events_dir) if p.start <= closed_before and len(p.files()) >= min_files]
+
+    # -- running -----------------------------------------------------------------------------------
+    def run(
+        self, *, older_than: timedelta = timedelta(hours=1), now: datetime | None = None, min_files: int = 2
+    ) -> CompactionReport:
+        """Repair interrupted work, then compact every partition `plan` returns."""
+        with _upkeep_lock(self.lake_dir):
+            report = CompactionReport(recovered=self._recover_locked())
+            todo = self.plan(older_than=older_than, now=now, min_files=min_files)
+            for i, partition in enumerate(todo, 1):
+                before = len(partition.files())
+                rows = self._compact_locked(partition)
+                if rows is None:
+                    report.skipped.append(partition.name)
+                else:
+                    report.partitions += 1
+                    report.files_before += before
+                    report.files_after += 1
+                    report.events += rows
+                if self.progress is not None:
+                    done = (
+                        "skipped: a file arrived meanwhile" if rows is None else f"{before} files → 1 ({rows} events)"
+                    )
+                    self.progress(i, len(todo), f"{partition.name}: {done}")
+            return report
+
+    def compact(self, partition: HourPartition) -> int | None:
+        """Compact one partition; the number of events in the merged file, or None if it changed meanwhile."""
+        with _upkeep_lock(self.lake_dir):
+            return self._compact_locked(partition)
+
+    def recover(self) -> int:
+        """Finish or undo compactions a crash interrupted; the number repaired."""
+        with _upkeep_lock(self.lake_dir):
+            return self._recover_locked()
+
+    def _step(self, name: str, partition: HourPartition) -> None:
+        if self.on_step is not None:
+            self.on_step(name, partition)
+
+    def _compact_locked(self, partition: HourPartition) -> int | None:
+        inputs = partition.files()
+        if len(inputs) < 2:
+            return None
+        work = self.work_dir / f"{partition.date}_{partition.hour}"
+        swap = work / "swap"
+        shutil.rmtree(work, ignore_errors=True)
+        swap.mkdir(parents=True)
+        merged = swap / f"compacted-{uuid_utils.uuid7()}.parquet"
+        try:
+            rows = self._merge(inputs, merged)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        self._step("merged", partition)
+        # A lagging projection may have added a file since the listing: start again next time rather than
+        # widen the window in which its events would sit in swap/ (step 4).
+        if partition.files() != inputs:
+            shutil.rmtree(work)
+            return None
+        journal = _Journal(partition.date, partition.hour, [p.name for p in inputs], merged.name, rows)
+        atomic_write(work / "journal.json", msgspec.json.encode(journal))
+        self._step("journaled", partition)
+        try:
+            exchange_directories(partition.path, swap)  # the commit point
+        except UpkeepError:
+            shutil.rmtree(work)  # refused before anything moved: the live files are as they were
+            raise
+        _fsync_dir(partition.path.parent)
+        self._step("swapped", partition)
+        self._return_late_files(journal, partition.path, swap)
+        self._step("returned", partition)
+        shutil.rmtree(work)
+        self._step("done", partition)
+        return rows
+
+    def _merge(self, inputs: Sequence[Path], target: Path) -> int:
+        with ExitStack() as stack:
+            files = [stack.enter_context(pq.ParquetFile(p)) for p in inputs]
+            return self._merge_files(files, target)
+
+    def _merge_files(self, files: Sequence[pq.ParquetFile], target: Path) -> int:
+        expected = sum(f.metadata.num_rows for f in files)
+        # Files written by different versions may differ in columns; the merged file holds them all (nulls
+        # where a file lacked one), just as the catalog's union_by_name read does.
+        schema = pa.unify_schemas([f.schema_arrow for f in files])
+        written = 0
+        with pq.ParquetWriter(target, schema, compression=self.compression) as writer:
+            for f in files:
+                for batch in f.iter_batches(batch_size=64 * 1024):
+                    table = pa.Table.from_batches([batch])
+                    columns = [
+                        table.column(name).cast(schema.field(name).type)
+                        if name in table.column_names
+                        else pa.nulls(table.num_rows, schema.field(name).type)
+                        for name in schema.names
+                    ]
+                    writer.write_table(pa.Table.from_arrays(columns, schema=schema))
+                    written += table.num_rows
+        with target.open("rb+") as fh:
+            os.fsync(fh.fileno())
+        _fsync_dir(target.parent)
+        stored = int(pq.ParquetFile(target).metadata.num_rows)
+        if not expected == written == stored:
+            raise UpkeepError(f"merging {len(files)} files gave {stored} rows, expected {expected}; nothing changed")
+        return stored
+
+    @staticmethod
+    def _return_late_files(journal: _Journal, live: Path, swap: Path) -> None:
+        known = set(journal.inputs)
+        for late in sorted(swap.glob("*.parquet")):
+            if late.name not in known and late.name != journal.merged:
+                os.rename(late, live / late.name)
+
+    def _recover_locked(self) -> int:
+        if not self.work_dir.is_dir():
+            return 0
+        repaired = 0
+        for work in sorted(self.work_dir.iterdir()):
+            repaired += 1
+            swap = work / "swap"
+            journal_path = work / "journal.json"
+            if not journal_path.exists():
+                shutil.rmtree(work)  # crashed before the journal: the live files were never touched
+                continue
+            journal = msgspec.json.decode(journal_path.read_bytes(), type=_Journal)
+            live = self.events_dir / f"date={journal.date}" / f"hour={journal.hour}"
+            if (live / journal.merged).exists():
+                self._return_late_files(journal, live, swap)  # swapped: finish steps 4 and 5
+            elif swap.is_dir() and not (swap / journal.merged).exists():
+                # The merged file is in neither place (removed by hand?): put every old file back, which can
+                # only restore events, never double them, as the merged copy is not visible anywhere.
+                live.mkdir(parents=True, exist_ok=True)
+                for old in swap.glob("*.parquet"):
+                    os.rename(old, live / old.name)
+            shutil.rmtree(work)  # not swapped: the merged copy in swap/ is discarded
+        return repaired
+
+
+# -- retention ------------------------------------------------------------------------------------------
+def retention_boundary(days: int, now: datetime | None = None) -> datetime:
+    """The start of the oldest UTC day that retention keeps: every day that ended more than `days` days
+    ago goes, as a whole."""
+    if days < 1:
+        raise ValueError(f"retention days must be at least 1; got {days}")
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
+    return datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC)
+
+
+def expired_days(lake_dir: Path | str, boundary: datetime) -> list[Path]:
+    """The lake's ``events/date=D`` directories of days before `boundary`."""
+    events = Path(lake_dir) / "events"
+    return sorted(
+        d
+        for d in (events.iterdir() if events.is_dir() else ())
+        if (m := _DATE_RE.match(d.name)) is not None and date.fromisoformat(m.group(1)) < boundary.date()
+    )
+
+
+def apply_retention(
+    lake_dir: Path | str, *, days: int, now: datetime | None = None, progress: ProgressFn | None = None
+) -> RetentionReport:
+    """Drop the lake's date partitions that ended more than `days` days ago. Each day disappears at once
+    (renamed out of ``events/``, then deleted), so a reader sees a day whole or not at all."""
+    lake = Path(lake_dir)
+    boundary = retention_boundary(days, now)
+    report = RetentionReport(boundary=boundary)
+    trash = lake / "_querylog" / "trash"
+    with _upkeep_lock(lake):
+        # An interrupted compaction is settled first, so that it can never put back files of a day dropped here.
+        LakeCompactor(lake)._recover_locked()
+        if trash.is_dir():
+            shutil.rmtree(trash)  # left by a crash after the rename: already invisible to readers
+        expired = expired_days(lake, boundary)
+        for i, day in enumerate(expired, 1):
+            trash.mkdir(parents=True, exist_ok=True)
+            files = sum(1 for _ in day.glob("hour=*/*.parquet"))
+            gone = trash / f"{day.name}.{uuid_utils.uuid7()}"
+            os.rename(day, gone)
+            shutil.rmtree(gone)
+            report.dates_removed.append(day.name.removeprefix("date="))
+            report.files_removed += files
+            if progress is not None:
+                progress(i, len(expired), f"{day.name}: {files} files removed")
+    return report
+
+
+# -- the search index, kept in step with the lake --------------------------------------------------------
+class SearchUnavailableError(UpkeepError):
+    """The full-text search module is not part of this installation."""
+
+
+class SearchHitLike(Protocol):
+    query_id: str
+    query_text: str
+    ts: datetime
+    intent: str | None
+    score: float
+
+
+class SearchIndexLike(Protocol):
+    """What `LakeSearch` needs of `querylog.analytics.search.SearchIndex` (tests pass a double)."""
+
+    def add_arrow(self, table: pa.Table) -> Any: ...
+    def search(
+        self, text: str, *, limit: int = ..., intent: str | None = ..., since: datetime | None = ...
+    ) -> Sequence[SearchHitLike]: ...
+    def commit(self) -> Any: ...
+    def remove_older_than(self, cutoff: datetime) -> Any: ...
+    def __len__(self) -> int: ...
+
+
+_LEDGER_SCHEMA: Final = pa.schema([("query_id", pa.string()), ("ts", pa.timestamp("us", tz="UTC"))])
+#: A query still in flight is indexed once it finishes — or after this long, if it never does.
+SETTLE_AFTER: Final = timedelta(minutes=10)
+_LEDGER_FOLD_AT: Final = 16
+
+
+class LakeSearch:
+    """The full-text index at ``home/index`` (`querylog.analytics.search.SearchIndex`), fed from the lake.
+
+    A ledger of indexed query ids (Parquet files under ``home/state/search-indexed``) says which rows of the
+    `queries` view are new, so `sync` reads and adds exactly those: late-arriving events, compaction and
+    restarts neither skip nor repeat a query. A query is indexed once it has finished (its intent is then
+    final). Writers (`sync`, `remove_older_than`) take a lock and reopen the index first, so that two of them
+    — the explorer and a `querylog search` — never commit over each other.
+    """
+
+    def __init__(self, home: Path | str, *, index_factory: Callable[[Path], SearchIndexLike] | None = None) -> None:
+        self.home = Path(home)
+        self.directory = self.home / "index"
+        self.ledger_dir = self.home / "state" / "search-indexed"
+        self._index_errors: tuple[type[BaseException], ...] = ()
+        if index_factory is None:
+            try:
+                # Imported by name: search is an optional part, and everything else must work without it.
+                module = importlib.import_module("querylog.analytics.search")
+            except ImportError as exc:
+                raise SearchUnavailableError(
+                    f"full-text search is not available in this installation ({exc}); the rest of querylog works"
+                ) from exc
+            index_factory = module.SearchIndex
+            self._index_errors = (module.SearchIndexError,)
+        self._factory = index_factory
+        self.index = self._open()
+
+    def _open(self) -> SearchIndexLike:
+        try:
+            index = self._factory(self.directory)
+        except self._index_errors as exc:
+            raise UpkeepError(f"the search index at {self.directory} cannot be opened: {exc}") from exc
+        if len(index) == 0:
+            # The index was deleted (or never built): whatever the ledger says is no longer in it.
+            shutil.rmtree(self.ledger_dir, ignore_errors=True)
+        return index
+
+    @contextmanager
+    def _writing(self) -> Iterator[SearchIndexLike]:
+        lock = self.home / "state" / "search-sync.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with lock.open("a") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                self.index = self._open()  # the newest commit, so that ours cannot conflict with it
+                yield self.index
+            except self._index_errors as exc:
+                raise UpkeepError(f"the search index at {self.directory} could not be updated: {exc}") from exc
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    # -- the ledger ---------------------------------------------------------------------------------
+    def _ledger(self) -> pa.Table:
+        files = sorted(self.ledger_dir.glob("*.parquet")) if self.ledger_dir.is_dir() else []
+        if not files:
+            return _LEDGER_SCHEMA.empty_table()
+        return pa.concat_tables([pq.read_table(f, schema=_LEDGER_SCHEMA) for f in files])
+
+    def _write_ledger(self, table: pa.Table, *, replace: bool) -> None:
+        """Add `table` as a new ledger file; with `replace`, it becomes the whole ledger."""
+        self.ledger_dir.mkdir(parents=True, exist_ok=True)
+        old = sorted(self.ledger_dir.glob("*.parquet"))
+        name = self.ledger_dir / f"indexed-{uuid_utils.uuid7()}.parquet"
+        tmp = self.ledger_dir / f".{name.name}.tmp"
+        pq.write_table(table.cast(_LEDGER_SCHEMA), tmp)
+        os.replace(tmp, name)
+        if replace:
+            # A crash before these unlinks leaves ids listed twice, which only repeats them in the anti-join.
+            for f in old:
+                f.unlink()
+
+    def _record(self, table: pa.Table) -> None:
+        if len(list(self.ledger_dir.glob("*.parquet"))) >= _LEDGER_FOLD_AT:
+            self._write_ledger(pa.concat_tables([self._ledger(), table.cast(_LEDGER_SCHEMA)]), replace=True)
+        else:
+            self._write_ledger(table, replace=False)
+
+    def indexed(self) -> int:
+        """How many query ids the ledger holds."""
+        return int(self._ledger().num_rows)
+
+    # -- operations ---------------------------------------------------------------------------------
+    def sync(
+        self, catalog: Catalog, *, now: datetime | None = None, progress: ProgressFn | None = None, chunk: int = 50_000
+    ) -> int:
+        """Index the lake's finished queries that are not in the index yet; the number added."""
+        now = now or datetime.now(UTC)
+        with self._writing() as index:
+            con = catalog.connection
+            con.register("_ql_indexed", self._ledger())
+            try:
+                new = arrow_table(
+                    catalog,
+                    """
+                    SELECT query_id, query_text, started_at AS ts, intent FROM queries
+                    WHERE query_text IS NOT NULL AND started_at IS NOT NULL
+                      AND (status <> 'in_progress' OR started_at < $settled)
+                      AND query_id NOT IN (SELECT query_id FROM _ql_indexed)
+                    ORDER BY started_at, query_id
+                    """,
+                    {"settled": now - SETTLE_AFTER},
+                )
+            finally:
+                con.unregister("_ql_indexed")
+            for start in range(0, new.num_rows, chunk):
+                part = new.slice(start, chunk)
+                index.add_arrow(part)
+                index.commit()
+                # Recorded after the commit: a crash in between offers these rows again next time (the index
+                # skips ids it holds) instead of leaving them out of the index for good.
+                self._record(part.select(["query_id", "ts"]))
+                if progress is not None:
+                    progress(min(start + chunk, new.num_rows), new.num_rows, "queries indexed")
+        return int(new.num_rows)
+
+    def search(
+        self, text: str, *, limit: int = 10, intent: str | None = None, since: datetime | None = None
+    ) -> list[SearchHitLike]:
+        """Ranked hits, best first, at most one per query id."""
+        try:
+            hits = self.index.search(text, limit=limit, intent=intent, since=since)
+        except self._index_errors as exc:
+            raise UpkeepError(f"the search index at {self.directory} could not be read: {exc}") from exc
+        seen: set[str] = set()
+        unique = []
+        for hit in hits:
+            if hit.query_id not in seen:
+                seen.add(hit.query_id)
+                unique.append(hit)
+        return unique
+
+    def remove_older_than(self, cutoff: datetime) -> None:
+        """Forget queries that started before `cutoff`, in the index and in the ledger."""
+        with self._writing() as index:
+            index.remove_older_than(cutoff)
+            index.commit()
+            ledger = self._ledger()
+            if ledger.num_rows:
+                keep = pc.greater_equal(ledger.column("ts"), pa.scalar(cutoff, _LEDGER_SCHEMA.field("ts").type))
+                self._write_ledger(ledger.filter(keep), replace=True)

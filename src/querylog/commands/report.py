@@ -1,0 +1,73 @@
+"""``querylog report``: volumes, intents, latency, errors, cache and quality, compared with the window before."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from querylog.config import Settings
+
+
+def _since(text: str) -> datetime:
+    from querylog.analytics.queries import parse_since
+
+    try:
+        return parse_since(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "report",
+        help="a report of the last window (default 7d) against the one before, as Markdown or HTML",
+        description="Volumes, intents, latency percentiles (by intent and by stage), errors, cache hits, quality "
+        "and feedback, top and no-result queries for the window, each compared with the previous window of equal "
+        "length (week over week with the default 7d). HTML is one self-contained page with inline SVG charts.",
+    )
+    p.add_argument(
+        "--since",
+        type=_since,
+        default="7d",
+        metavar="WHEN",
+        help="window start: a duration back from now (30m, 12h, 7d) or an ISO date (2025-01-31); default 7d",
+    )
+    p.add_argument("--format", "-f", choices=("md", "html"), default="md", help="output format (default: md)")
+    p.add_argument("--output", "-o", type=Path, metavar="FILE", help="write here instead of standard output")
+    p.add_argument("--intent", action="append", default=[], help="only this intent (repeatable)")
+    p.add_argument("--env", action="append", default=[], help="only this env (repeatable)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from querylog.analytics.catalog import CatalogError
+    from querylog.analytics.queries import open_catalog
+    from querylog.analytics.report import build_report, render_html, render_markdown
+
+    try:
+        with open_catalog(settings.lake_dir) as catalog:
+            report = build_report(catalog, since=args.since, intents=args.intent, envs=args.env)
+    except CatalogError as exc:
+        print(f"querylog report: {exc}", file=sys.stderr)
+        return 1
+    text = render_html(report) if args.format == "html" else render_markdown(report)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(f"querylog report: cannot write {args.output}: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"querylog report: wrote {args.output} ({report.current.queries} queries, {_window(report)})", file=sys.stderr
+    )
+    return 0
+
+
+def _window(report: Any) -> str:
+    return f"{report.since:%Y-%m-%d %H:%M} – {report.until:%Y-%m-%d %H:%M} UTC"

@@ -1,0 +1,242 @@
+"""The Streamlit explorer under `streamlit.testing`: real data from a generated lake, filters, search, timelines."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pyarrow as pa
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from querylog.analytics.explorer import highlight_html, highlight_spans, trace_url
+from querylog.commands.ui import explorer_path
+
+if TYPE_CHECKING:
+    from tests.analytics.conftest import SampleLake
+
+TIMEOUT = 60  # seconds a script run may take on a slow machine; a run takes a few seconds
+
+
+def _app(home: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("QUERYLOG_HOME", str(home))
+    monkeypatch.delenv("LANGFUSE_HOST", raising=False)
+    at = AppTest.from_file(str(explorer_path()), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _chart_data(at: AppTest, index: int) -> tuple[dict[str, Any], pa.Table]:
+    proto = at.get("vega_lite_chart")[index].proto
+    return json.loads(proto.spec), pa.ipc.open_stream(proto.datasets[0].data.data).read_all()
+
+
+def _metric(at: AppTest, label: str) -> str:
+    return next(str(m.value) for m in at.metric if m.label == label)
+
+
+def _frames(at: AppTest) -> list[Any]:
+    return [d.value for d in at.dataframe]
+
+
+@pytest.fixture(scope="module")
+def explorer(sample_lake: SampleLake) -> Iterator[AppTest]:
+    with pytest.MonkeyPatch.context() as mp:
+        yield _app(sample_lake.home, mp)
+
+
+# -- pure helpers -----------------------------------------------------------------------------------------
+def test_highlight_marks_korean_words_without_their_particles() -> None:
+    spans = highlight_spans("네이버 주가 전망은?", "네이버는 주가")
+    assert [s for s, on in spans if on] == ["네이버", "주가"]
+    assert "".join(s for s, _ in spans) == "네이버 주가 전망은?"
+
+
+def test_highlight_is_case_insensitive_for_latin_and_needs_whole_words() -> None:
+    assert [s for s, on in highlight_spans("Latest news about NVIDIA", "nvidia NEWS") if on] == ["news", "NVIDIA"]
+    assert not any(on for _, on in highlight_spans("Latest news", "newspaper"))
+
+
+def test_highlight_html_escapes_the_text_and_the_query() -> None:
+    out = highlight_html("<b>삼성</b> & (주가)?", "(주가 <b>")
+    assert out == "&lt;<mark>b</mark>&gt;삼성&lt;/<mark>b</mark>&gt; &amp; (<mark>주가</mark>)?"
+
+
+def test_trace_url_needs_a_host_and_an_id() -> None:
+    assert trace_url("abc", "https://lf.example/") == "https://lf.example/trace/abc"
+    assert trace_url(None, "https://lf.example") is None
+    assert trace_url("abc", "") is None
+
+
+# -- the app ----------------------------------------------------------------------------------------------
+def test_the_page_renders_without_exceptions_and_shows_the_lake(explorer: AppTest, sample_lake: SampleLake) -> None:
+    assert not explorer.exception
+    assert not explorer.error
+    assert _metric(explorer, "Queries") == f"{len(sample_lake.queries):,}"
+    assert [t.label for t in explorer.tabs] == [
+        "Trends",
+        "Latency",
+        "Stages & errors",
+        "Search",
+        "Queries",
+        "Sessions & feedback",
+    ]
+
+
+def test_the_intent_trend_chart_holds_the_real_counts(explorer: AppTest, sample_lake: SampleLake) -> None:
+    spec, data = _chart_data(explorer, 0)
+    assert spec["encoding"]["x"]["field"] == "bucket"
+    assert spec["encoding"]["color"]["field"] == "intent"
+    rows = data.to_pylist()
+    totals: Counter[str] = Counter()
+    for row in rows:
+        totals[row["intent"]] += row["queries"]
+    assert totals == Counter(q.intent for q in sample_lake.queries)
+    per_day = Counter((q.started_at.date(), q.intent) for q in sample_lake.queries)
+    assert all(row["queries"] == per_day.get((row["bucket"].date(), row["intent"]), 0) for row in rows)
+
+
+def test_tables_show_korean_text_and_the_timeline_of_a_query(explorer: AppTest) -> None:
+    frames = _frames(explorer)
+    top = next(f for f in frames if "no_results" in f.columns)
+    assert any("주가" in t or "뉴스" in t for t in top["query_text"])
+    timeline = next(f for f in frames if "event_type" in f.columns)
+    assert timeline["event_type"].iloc[0] == "query_received"
+    assert list(timeline["offset_ms"]) == sorted(timeline["offset_ms"])
+    funnel = next(f for f in frames if "step" in f.columns)
+    assert list(funnel["step"]) == ["received", "classified", "searched", "answered", "completed"]
+
+
+def test_filters_change_the_numbers(sample_lake: SampleLake, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _app(sample_lake.home, monkeypatch)
+    everything = _metric(at, "Queries")
+    at.sidebar.multiselect(key="intents").set_value(["news_inquiry"]).run()
+    assert not at.exception
+    news = len(sample_lake.truth(intent="news_inquiry"))
+    assert _metric(at, "Queries") == f"{news:,}" != everything
+    _, data = _chart_data(at, 0)
+    assert set(data.column("intent").to_pylist()) == {"news_inquiry"}
+    at.sidebar.multiselect(key="envs").set_value(["staging"]).run()
+    assert _metric(at, "Queries") == f"{len(sample_lake.truth(intent='news_inquiry', env='staging')):,}"
+    at.sidebar.multiselect(key="intents").set_value([]).run()
+    at.sidebar.multiselect(key="envs").set_value([]).run()
+    day = sample_lake.start.date() + timedelta(days=1)
+    at.sidebar.date_input(key="dates").set_value((day, day)).run()
+    assert not at.exception
+    on_day = [q for q in sample_lake.queries if q.started_at.date() == day]
+    assert _metric(at, "Queries") == f"{len(on_day):,}"
+
+
+def test_langfuse_host_turns_trace_ids_into_links(sample_lake: SampleLake, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUERYLOG_HOME", str(sample_lake.home))
+    monkeypatch.setenv("LANGFUSE_HOST", "https://langfuse.example")
+    at = AppTest.from_file(str(explorer_path()), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    recent = next(f for f in _frames(at) if "trace" in f.columns)
+    links = [u for u, t in zip(recent["trace"], recent["trace_id"], strict=True) if isinstance(t, str)]
+    assert links
+    assert all(u.startswith("https://langfuse.example/trace/") for u in links)
+
+
+@pytest.fixture
+def own_lake(tmp_path: Path, make_lake: Callable[..., SampleLake]) -> SampleLake:
+    """Searching writes an index under the home: not into the shared lake."""
+    return make_lake(tmp_path / "home", end=datetime.now(UTC).replace(minute=0, second=0, microsecond=0), days=2)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("querylog.analytics.search") is None,
+    reason="querylog.analytics.search (the full-text index) is not in this tree yet",
+)
+def test_search_shows_ranked_highlighted_results(own_lake: SampleLake, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _app(own_lake.home, monkeypatch)
+    at.text_input(key="search").input("삼성전자 주가").run()
+    assert not at.exception
+    results = [h.proto.body for h in at.get("html")]
+    assert results
+    assert all("<mark>삼성전자</mark>" in r and "<mark>주가</mark>" in r for r in results)
+    assert any("result(s), best first" in c.value for c in at.caption)
+    # The sidebar filters apply to search results too.
+    at.sidebar.multiselect(key="envs").set_value(["staging"]).run()
+    staging = [q for q in own_lake.queries if q.env == "staging" and "삼성전자 주가" in q.text]
+    assert len(at.get("html")) == min(len(staging), 50)
+
+
+def test_search_degrades_to_a_message_without_the_index_module(
+    own_lake: SampleLake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "querylog.analytics.search", None)  # makes the import fail
+    at = _app(own_lake.home, monkeypatch)
+    at.text_input(key="search").input("주가").run()
+    assert not at.exception
+    assert any("Search is unavailable" in w.value for w in at.warning)
+    assert _metric(at, "Queries") == f"{len(own_lake.queries):,}"  # the rest of the page still works
+
+
+def test_an_empty_lake_shows_how_to_get_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _app(tmp_path / "empty", monkeypatch)
+    assert any("querylog serve --demo" in i.value for i in at.info)
+
+
+def test_a_bad_setting_is_shown_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path))
+    monkeypatch.setenv("QUERYLOG_RETENTION_DAYS", "soon")
+    at = AppTest.from_file(str(explorer_path()), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    assert any("QUERYLOG_RETENTION_DAYS" in e.value for e in at.error)
+
+
+def test_recent_queries_are_newest_first_in_utc(explorer: AppTest) -> None:
+    recent = next(f for f in _frames(explorer) if "status" in f.columns and "query_id" in f.columns)
+    started = [t.to_pydatetime() for t in recent["started_at"]]
+    assert all(isinstance(t, datetime) and t.tzinfo is not None for t in started)
+    assert started == sorted(started, reverse=True)
+    assert datetime.now(UTC) - started[0] < timedelta(days=2)
+
+
+# -- `querylog ui` ----------------------------------------------------------------------------------------
+class _FakeStreamlit:
+    launched: ClassVar[list[tuple[list[str], dict[str, str]]]] = []
+
+    def __init__(self, cmd: list[str], env: dict[str, str]) -> None:
+        self.launched.append((cmd, env))
+
+    def wait(self) -> int:
+        return 0
+
+    def terminate(self) -> None:
+        pass
+
+
+def test_ui_runs_streamlit_headless_on_localhost_with_the_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from querylog.cli import main
+
+    monkeypatch.setattr("querylog.commands.ui.subprocess.Popen", _FakeStreamlit)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--home", "data", "ui", "--port", "8600"]) == 0
+    cmd, env = _FakeStreamlit.launched[-1]
+    assert cmd[1:4] == ["-m", "streamlit", "run"]
+    assert Path(cmd[4]) == explorer_path()
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--server.port") + 1] == "8600"
+    assert cmd[cmd.index("--server.headless") + 1] == "true"
+    assert env["QUERYLOG_HOME"] == str(tmp_path / "data")
+    assert "http://127.0.0.1:8600" in capsys.readouterr().err
+
+
+def test_ui_refuses_a_bad_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from querylog.cli import main
+
+    assert main(["--home", str(tmp_path), "ui", "--port", "70000"]) == 2
+    assert "--port must be 1-65535" in capsys.readouterr().err

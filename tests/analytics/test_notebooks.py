@@ -1,0 +1,93 @@
+"""The notebooks run top to bottom, cell by cell, on a generated lake, the way "Run all" would."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from tests.analytics.conftest import SampleLake
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+#: Runs a percent-format notebook's code cells in order in one namespace, naming the cell that fails.
+RUNNER = r"""
+import re, sys, traceback
+source = open(sys.argv[1], encoding="utf-8").read()
+cells = re.split(r"^# %%(.*)$", source, flags=re.M)
+namespace = {"__name__": "__main__"}
+code_cells = 0
+for i in range(1, len(cells), 2):
+    if "[markdown]" in cells[i]:
+        continue
+    code_cells += 1
+    try:
+        exec(compile(cells[i + 1], f"{sys.argv[1]}:cell{code_cells}", "exec"), namespace)
+    except Exception:
+        traceback.print_exc()
+        print(f"cell {code_cells} failed", file=sys.stderr)
+        sys.exit(1)
+print(f"ran {code_cells} code cells")
+"""
+
+EXPECTED = {
+    "intent_trends.py": [r"rising: .*news_inquiry", r"stock_analysis", r"[가-힣]{2,}", r"chart: 4 encodings"],
+    "latency_investigation.py": [r"slowest intent at p95: market_overview", r"generate_share", r"TimeoutError"],
+    "search_analytics.py": [
+        r"korean",
+        r"found_nothing",
+        r"indexed \d+ new queries|full-text search skipped",
+        r"hits for '네이버'|full-text search skipped",
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory, make_lake: Callable[..., SampleLake]) -> Path:
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    return make_lake(tmp_path_factory.mktemp("notebooks") / "home", end=end, days=4).home
+
+
+def test_there_are_at_least_three_notebooks() -> None:
+    assert set(EXPECTED) <= {p.name for p in NOTEBOOKS.glob("*.py")}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_notebook_runs_top_to_bottom(name: str, home: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "QUERYLOG_HOME": str(home)}
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(NOTEBOOKS / name)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"ran \d+ code cells", proc.stdout)
+    for pattern in EXPECTED[name]:
+        assert re.search(pattern, proc.stdout), f"{name}: no {pattern!r} in output:\n{proc.stdout[-3000:]}"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_notebook_is_a_jupytext_percent_notebook_with_prose(name: str) -> None:
+    text = (NOTEBOOKS / name).read_text(encoding="utf-8")
+    assert text.startswith("# ---\n# jupyter:")
+    assert "format_name: percent" in text
+    assert text.count("# %% [markdown]") >= 4
+    assert len(re.findall(r"^# %%$", text, flags=re.M)) >= 4
+    assert "QUERYLOG_HOME" in text
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_notebook_binds_values_instead_of_formatting_sql(name: str) -> None:
+    text = (NOTEBOOKS / name).read_text(encoding="utf-8")
+    assert not re.search(r'sql\(\s*f"', text), "SQL built with an f-string"

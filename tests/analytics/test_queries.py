@@ -1,0 +1,279 @@
+"""The typed query layer: every answer checked against the generated lake's ground truth; filters bind, never splice."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import polars as pl
+import pytest
+
+from querylog.analytics.catalog import Catalog
+from querylog.analytics.queries import Filters, LakeQueries, parse_duration, parse_since
+
+if TYPE_CHECKING:
+    from tests.analytics.conftest import SampleLake, SampleQuery
+
+
+@pytest.fixture(params=[False, True], ids=["view", "snapshot"])
+def lq(request: pytest.FixtureRequest, sample_lake: SampleLake) -> Iterator[LakeQueries]:
+    with Catalog(sample_lake.lake) as catalog:
+        yield LakeQueries(catalog, snapshot=request.param)
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks: DuckDB's quantile_cont."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _in(queries: list[SampleQuery], f: Filters) -> list[SampleQuery]:
+    return [
+        q
+        for q in queries
+        if (f.since is None or q.started_at >= f.since)
+        and (f.until is None or q.started_at < f.until)
+        and (not f.intents or q.intent in f.intents)
+        and (not f.envs or q.env in f.envs)
+    ]
+
+
+def test_summary_matches_the_ground_truth(lq: LakeQueries, sample_lake: SampleLake) -> None:
+    truth = sample_lake.queries
+    s = lq.summary()
+    assert s.queries == len(truth)
+    assert s.completed == len(sample_lake.truth(status="completed"))
+    assert s.failed == len(sample_lake.truth(status="failed"))
+    assert s.in_progress == len(sample_lake.truth(status="in_progress"))
+    assert s.error_rate == pytest.approx(s.failed / (s.completed + s.failed))
+    latencies = [q.latency_ms for q in truth if q.latency_ms is not None]
+    assert s.p50_ms == pytest.approx(_quantile(latencies, 0.5))
+    assert s.p95_ms == pytest.approx(_quantile(latencies, 0.95))
+    assert s.p99_ms == pytest.approx(_quantile(latencies, 0.99))
+    searched = [q for q in truth if q.cache_hit is not None]
+    assert s.cache_hit_rate == pytest.approx(sum(q.cache_hit for q in searched) / len(searched))  # type: ignore[misc]
+    assert s.no_result_rate == pytest.approx(sum(q.result_count == 0 for q in searched) / len(searched))
+    with_feedback = [q for q in truth if q.feedback is not None]
+    assert s.feedback_rate == pytest.approx(len(with_feedback) / s.completed)
+    assert s.mean_feedback == pytest.approx(statistics.mean(q.feedback for q in with_feedback))  # type: ignore[misc]
+    assert s.sessions == len({q.session_id for q in truth})
+
+
+def test_intent_totals_and_shares(lq: LakeQueries, sample_lake: SampleLake) -> None:
+    totals = lq.intent_totals()
+    expected = Counter(q.intent for q in sample_lake.queries)
+    assert dict(zip(totals["intent"], totals["queries"], strict=True)) == expected
+    assert totals["share"].sum() == pytest.approx(1.0)
+    assert totals["queries"].to_list() == sorted(totals["queries"].to_list(), reverse=True)
+    # Queries that never got an intent are a group of their own, not a NULL that filters cannot select.
+    assert "unclassified" in expected
+
+
+def test_intent_trend_by_day_counts_each_day_and_fills_gaps(lq: LakeQueries, sample_lake: SampleLake) -> None:
+    trend = lq.intent_trend(bucket="day")
+    by_day = Counter((q.started_at.date(), q.intent) for q in sample_lake.queries)
+    for row in trend.iter_rows(named=True):
+        assert row["queries"] == by_day.get((row["bucket"].date(), row["intent"]), 0)
+    days = trend["bucket"].unique().sort().to_list()
+    assert all(b - a == timedelta(days=1) for a, b in itertools.pairwise(days))
+    shares = trend.group_by("bucket").agg(pl.col("share").sum())
+    assert all(v == pytest.approx(1.0) for v in shares["share"])
+    # The generator makes news questions grow day by day: the trend must show it.
+    news = trend.filter(pl.col("intent") == "news_inquiry").sort("bucket")["share"].to_list()
+    assert news[-2] > news[0]
+
+
+def test_intent_trend_by_hour_has_every_hour_between_first_and_last(lq: LakeQueries) -> None:
+    trend = lq.intent_trend(bucket="hour")
+    hours = trend["bucket"].unique().sort().to_list()
+    assert len(hours) == int((hours[-1] - hours[0]) / timedelta(hours=1)) + 1
+    assert trend.filter(pl.col("queries") > 0)["bucket"].n_unique() < len(hours)  # data only at some hours
+    with pytest.raises(ValueError, match="bucket"):
+        lq.intent_trend(bucket="week")  # type: ignore[arg-type]
+
+
+def test_latency_by_intent_and_by_stage(lq: LakeQueries, sample_lake: SampleLake) -> None:
+    by_intent = lq.latency_by_intent()
+    for row in by_intent.iter_rows(named=True):
+        values = [q.latency_ms for q in sample_lake.truth(intent=row["intent"]) if q.latency_ms is not None]
+        assert row["queries"] == len(values)
+        assert row["p95_ms"] == pytest.approx(_quantile(values, 0.95))
+    assert by_intent["intent"][0] == "market_overview"  # generated twice as slow
+    stages = lq.latency_by_stage()
+    assert stages["stage"].to_list() == ["classify", "search", "generate", "total"]
+    generate = [q.generate_ms for q in sample_lake.queries if q.generate_ms is not None]
+    row = stages.filter(pl.col("stage") == "generate").row(0, named=True)
+    assert row["queries"] == len(generate)
+    assert row["p50_ms"] == pytest.approx(_quantile(generate, 0.5))
+
+
+def test_errors_and_error_trend(lq: LakeQueries, sample_lake: SampleLake) -> None:
+    errors = lq.errors()
+    failed = sample_lake.truth(status="failed")
+    assert errors["queries"].sum() == len(failed)
+    by_stage = Counter(q.failed_stage for q in failed)
+    assert dict(zip(errors["failed_stage"], errors["queries"], strict=True)) == by_stage
+    trend = lq.error_trend(bucket="day")
+    assert trend["failed"].sum() == len(failed)
+    assert trend["finished"].sum() == len(failed) + len(sample_lake.truth(status="completed"))
+
+
+def test_cache_quality_and_feedback(lq: LakeQueries, sample_lake: SampleLake) -> None:
+    cache = lq.cache_by_intent()
+    searched = [q for q in sample_lake.queries if q.cache_hit is not None]
+    assert cache["searched"].sum() == len(searched)
+    assert cache["cache_hits"].sum() == sum(bool(q.cache_hit) for q in searched)
+    quality = lq.quality_distribution()
+    assert quality.height == 10
+    assert quality["queries"].sum() == sum(q.quality_score is not None for q in sample_lake.queries)
+    assert quality["bin_start"].to_list()[0] == 0.0
+    assert quality["bin_end"].to_list()[-1] == 1.0
+    feedback = lq.feedback_by_intent()
+    for row in feedback.iter_rows(named=True):
+        done = sample_lake.truth(intent=row["intent"], status="completed")
+        scores = [q.feedback for q in done if q.feedback is not None]
+        assert (row["completed"], row["with_feedback"]) == (len(done), len(scores))
+        assert (row["positive"], row["negative"]) == (sum(s > 0 for s in scores), sum(s < 0 for s in scores))
+
+
+def test_top_and_no_result_queries(lq: LakeQueries, sample_lake: SampleLake) -> None:
+    top = lq.top_queries(limit=5)
+    counts = Counter(q.text.lower() for q in sample_lake.queries)
+    assert top.height == 5
+    assert top["queries"].to_list() == sorted(counts.values(), reverse=True)[:5]
+    assert any("주가" in t or "뉴스" in t for t in top["query_text"])  # Korean comes back intact
+    empty = lq.no_result_queries(limit=1000)
+    assert empty["queries"].sum() == sum(q.result_count == 0 for q in sample_lake.queries)
+
+
+def test_sessions_count_queries_and_repeats(lq: LakeQueries, sample_lake: SampleLake) -> None:
+    stats = lq.session_stats()
+    per_session: dict[str, list[str]] = {}
+    for q in sample_lake.queries:
+        per_session.setdefault(q.session_id, []).append(q.text.lower())
+    repeats = {s: len(texts) - len(set(texts)) for s, texts in per_session.items()}
+    assert stats.sessions == len(per_session)
+    assert stats.max_queries == max(len(t) for t in per_session.values())
+    assert stats.repeated_queries == sum(repeats.values())
+    assert stats.sessions_with_repeats == sum(1 for r in repeats.values() if r)
+    table = lq.sessions(limit=1000)
+    assert dict(zip(table["session_id"], table["repeats"], strict=True)) == repeats
+
+
+def test_funnel_counts_how_far_queries_got(lq: LakeQueries, sample_lake: SampleLake) -> None:
+    funnel = lq.funnel()
+    truth = sample_lake.queries
+    expected = [
+        len(truth),
+        sum(q.classify_ms is not None for q in truth),
+        sum(q.search_ms is not None for q in truth),
+        sum(q.generate_ms is not None for q in truth),
+        len(sample_lake.truth(status="completed")),
+    ]
+    assert funnel["step"].to_list() == ["received", "classified", "searched", "answered", "completed"]
+    assert funnel["queries"].to_list() == expected
+    assert funnel["dropped"].to_list() == [0] + [a - b for a, b in itertools.pairwise(expected)]
+    assert funnel["of_received"][0] == 1.0
+
+
+def test_filters_select_time_intent_and_env(lq: LakeQueries, sample_lake: SampleLake) -> None:
+    day = sample_lake.start + timedelta(days=1)
+    for f in (
+        Filters(since=day, until=day + timedelta(days=1)),
+        Filters(intents=("news_inquiry", "company_info")),
+        Filters(envs=("staging",)),
+        Filters(since=day, intents=("stock_analysis",), envs=("prod",)),
+    ):
+        expected = _in(sample_lake.queries, f)
+        assert lq.summary(f).queries == len(expected) > 0
+        assert lq.funnel(f)["queries"][0] == len(expected)
+        assert lq.recent_queries(f, 1000)["query_id"].sort().to_list() == sorted(q.query_id for q in expected)
+
+
+def test_filter_values_are_bound_parameters(lq: LakeQueries) -> None:
+    hostile = Filters(intents=("x' OR '1'='1", "news_inquiry'); DROP TABLE ql_queries; --"), envs=("' OR 1=1 --",))
+    assert lq.summary(hostile).queries == 0
+    assert lq.summary().queries > 0  # nothing was dropped
+    assert lq.query_events("' OR '1'='1").is_empty()
+
+
+def test_query_events_are_a_timeline(lq: LakeQueries, sample_lake: SampleLake) -> None:
+    q = sample_lake.truth(status="completed")[0]
+    events = lq.query_events(q.query_id)
+    assert events["event_type"].to_list()[:5] == [
+        "query_received",
+        "intent_classified",
+        "search_completed",
+        "response_generated",
+        "query_completed",
+    ]
+    assert events["offset_ms"][0] == 0.0
+    assert events["offset_ms"].to_list() == sorted(events["offset_ms"].to_list())
+    assert events["offset_ms"][4] == pytest.approx(q.latency_ms, abs=0.01)
+
+
+def test_choices_for_filters(lq: LakeQueries, sample_lake: SampleLake) -> None:
+    assert lq.intents() == sorted({q.intent for q in sample_lake.queries})
+    assert lq.envs() == ["prod", "staging"]
+    bounds = lq.time_bounds()
+    assert bounds is not None
+    assert bounds[0] == min(q.started_at for q in sample_lake.queries)
+
+
+def test_an_empty_lake_answers_with_zeros_and_empty_frames(tmp_path: object) -> None:
+    with Catalog(f"{tmp_path}/nothing") as catalog:
+        lq = LakeQueries(catalog, snapshot=True)
+        assert lq.time_bounds() is None
+        s = lq.summary()
+        assert (s.queries, s.error_rate, s.p95_ms) == (0, None, None)
+        assert lq.intent_trend().is_empty()
+        assert lq.funnel()["queries"].to_list() == [0, 0, 0, 0, 0]
+
+
+def test_filters_refuse_values_they_cannot_use() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        Filters(since=datetime(2025, 1, 1))
+    with pytest.raises(ValueError, match="before"):
+        Filters(since=datetime(2025, 1, 2, tzinfo=UTC), until=datetime(2025, 1, 1, tzinfo=UTC))
+    with pytest.raises(ValueError, match="tuple of strings"):
+        Filters(intents="news_inquiry")  # type: ignore[arg-type]
+
+
+def test_previous_window_has_the_same_length() -> None:
+    f = Filters(since=datetime(2025, 1, 8, tzinfo=UTC), until=datetime(2025, 1, 15, tzinfo=UTC), envs=("prod",))
+    p = f.previous()
+    assert (p.since, p.until, p.envs) == (datetime(2025, 1, 1, tzinfo=UTC), f.since, ("prod",))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30m", timedelta(minutes=30)),
+        ("12h", timedelta(hours=12)),
+        ("7d", timedelta(days=7)),
+        (" 2 d ", timedelta(days=2)),
+    ],
+)
+def test_parse_since_accepts_durations(text: str, expected: timedelta) -> None:
+    now = datetime(2025, 3, 1, 12, tzinfo=UTC)
+    assert parse_since(text, now=now) == now - expected
+    assert parse_duration(text) == expected
+
+
+def test_parse_since_accepts_iso_dates_as_utc() -> None:
+    now = datetime(2025, 3, 1, 12, tzinfo=UTC)
+    assert parse_since("2025-02-01", now=now) == datetime(2025, 2, 1, tzinfo=UTC)
+    assert parse_since("2025-02-01T09:30+09:00", now=now) == datetime(2025, 2, 1, 0, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("text", ["", "7", "7w", "-1d", "0h", "yesterday", "2025-13-01", "2099-01-01"])
+def test_parse_since_refuses_what_it_cannot_read(text: str) -> None:
+    with pytest.raises(ValueError, match=r"duration|ISO date|future|zero"):
+        parse_since(text, now=datetime(2025, 3, 1, tzinfo=UTC))

@@ -1,0 +1,174 @@
+"""`querylog report`: the window against the one before it, as Markdown and as one self-contained HTML page."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from querylog.analytics.catalog import Catalog
+from querylog.analytics.report import build_report, render_html, render_markdown
+from querylog.cli import main
+from querylog.logging.events import QueryCompleted, QueryReceived, SearchCompleted
+from querylog.logging.parquet import ParquetSink
+from querylog.logging.projection import Batch
+
+if TYPE_CHECKING:
+    from tests.analytics.conftest import SampleLake
+
+HOSTILE = "<script>alert('x')</script> | 삼성 **bold**"
+
+
+@pytest.fixture(scope="module")
+def two_weeks(tmp_path_factory: pytest.TempPathFactory, make_lake: Callable[..., SampleLake]) -> SampleLake:
+    home = tmp_path_factory.mktemp("report") / "home"
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    sample = make_lake(home, end=end, days=15, per_hour=4, files_per_hour=1)
+    ts = sample.end - timedelta(hours=3)
+    with ParquetSink(sample.lake) as sink:
+        sink.write(
+            Batch(
+                events=[
+                    QueryReceived(query_id="hostile", query_text=HOSTILE, ts=ts, env="prod"),
+                    SearchCompleted(query_id="hostile", result_count=0, ts=ts, env="prod"),
+                    QueryCompleted(query_id="hostile", latency_ms=3.0, ts=ts, env="prod"),
+                ],
+                checkpoint={"hostile": 1},
+            )
+        )
+    return sample
+
+
+def _in_window(sample: SampleLake, since: datetime, until: datetime) -> list[str]:
+    return [q.query_id for q in sample.queries if since <= q.started_at < until]
+
+
+def test_report_compares_the_window_with_the_one_before(two_weeks: SampleLake) -> None:
+    until = two_weeks.end
+    since = until - timedelta(days=7)
+    with Catalog(two_weeks.lake) as cat:
+        report = build_report(cat, since=since, until=until)
+    now_ids = _in_window(two_weeks, since, until)
+    before_ids = _in_window(two_weeks, since - timedelta(days=7), since)
+    assert report.current.queries == len(now_ids) + 1  # + the hostile one
+    assert report.previous.queries == len(before_ids)
+    assert report.bucket == "day"
+    assert report.previous_filters.until == since
+    intents_now = Counter(q.intent for q in two_weeks.queries if q.query_id in set(now_ids))
+    intents_now["unclassified"] += 1  # the hostile query was never classified
+    intents_before = Counter(q.intent for q in two_weeks.queries if q.query_id in set(before_ids))
+    for row in report.intents.iter_rows(named=True):
+        assert row["queries"] == intents_now[row["intent"]]
+        assert row["previous_queries"] == intents_before[row["intent"]]
+        if row["previous_queries"]:
+            assert row["change"] == pytest.approx(row["queries"] / row["previous_queries"] - 1)
+    assert report.volume["queries"].sum() + report.current.in_progress == report.current.queries
+
+
+def test_a_short_window_is_bucketed_by_hour(two_weeks: SampleLake) -> None:
+    with Catalog(two_weeks.lake) as cat:
+        report = build_report(cat, since=two_weeks.end - timedelta(hours=12), until=two_weeks.end)
+    assert report.bucket == "hour"
+
+
+def test_markdown_has_every_section_and_escapes_table_cells(two_weeks: SampleLake) -> None:
+    with Catalog(two_weeks.lake) as cat:
+        text = render_markdown(build_report(cat, since=two_weeks.end - timedelta(days=7), until=two_weeks.end))
+    for heading in (
+        "## Summary",
+        "## Intents",
+        "## Volume by day",
+        "## Latency by intent",
+        "## Latency by stage",
+        "## Errors",
+        "## Cache by intent",
+        "## Quality score distribution",
+        "## Feedback by intent",
+        "## Top queries",
+        "## Queries whose search found nothing",
+    ):
+        assert heading in text
+    assert "| Error rate |" in text
+    assert re.search(r"\| Queries \| [\d,]+ \| [\d,]+ \| (▲|▼|±)\d+% \|", text)
+    assert "주가" in text or "뉴스" in text
+    assert "\\| 삼성" in text  # a pipe in a query cannot break the table
+
+
+class _Collect(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: Counter[str] = Counter()
+        self.text: list[str] = []
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags[tag] += 1
+        self.urls += [v for k, v in attrs if k in ("src", "href") and v]
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def test_html_is_self_contained_with_inline_svg_charts(two_weeks: SampleLake) -> None:
+    with Catalog(two_weeks.lake) as cat:
+        page = render_html(build_report(cat, since=two_weeks.end - timedelta(days=7), until=two_weeks.end))
+    parsed = _Collect()
+    parsed.feed(page)
+    assert parsed.tags["svg"] >= 4
+    assert parsed.tags["rect"] > 20
+    assert parsed.tags["script"] == 0
+    assert parsed.tags["link"] == 0
+    assert parsed.urls == []  # nothing to fetch: it reads the same offline
+    text = "".join(parsed.text)
+    assert "Queries by day" in text
+    assert "news_inquiry" in text
+    assert HOSTILE in text  # shown as text…
+    assert "<script>alert" not in page  # …never as markup
+    assert '<meta charset="utf-8">' in page
+
+
+def test_report_command_writes_html_and_markdown(
+    two_weeks: SampleLake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "reports" / "week.html"
+    assert (
+        main(["--home", str(two_weeks.home), "report", "--since", "7d", "--format", "html", "--output", str(out)]) == 0
+    )
+    assert "<svg" in out.read_text(encoding="utf-8")
+    assert "wrote" in capsys.readouterr().err
+    assert main(["--home", str(two_weeks.home), "report", "--since", "3d", "--env", "staging"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("# querylog report")
+    assert "Filtered to envs: staging." in text
+
+
+def test_report_command_accepts_an_iso_date(two_weeks: SampleLake, capsys: pytest.CaptureFixture[str]) -> None:
+    day = (two_weeks.end - timedelta(days=2)).date().isoformat()
+    assert main(["--home", str(two_weeks.home), "report", "--since", day]) == 0
+    assert f"# querylog report: {day} 00:00" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("since", ["7", "1w", "tomorrow", "2099-01-01", "0d"])
+def test_report_command_rejects_a_bad_since_with_a_clear_error(
+    since: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--home", str(tmp_path), "report", "--since", since])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--since" in err
+    assert re.search(r"duration like 30m, 12h or 7d|future|more than zero", err)
+
+
+def test_an_empty_lake_still_reports(tmp_path: Path) -> None:
+    with Catalog(tmp_path / "nothing") as cat:
+        report = build_report(cat, since=datetime.now(UTC) - timedelta(days=7))
+    assert report.current.queries == 0
+    assert "no data in this window" in render_html(report)
+    assert "_none_" in render_markdown(report)

@@ -1,0 +1,523 @@
+"""Lake upkeep: compaction never loses or doubles an event (readers mid-way and crashes included); retention drops
+whole days, from the lake and the search index; the index is fed exactly the queries it lacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from querylog.analytics.catalog import Catalog, CatalogError
+from querylog.analytics.queries import LakeQueries, open_catalog
+from querylog.analytics.upkeep import (
+    HourPartition,
+    LakeCompactor,
+    LakeSearch,
+    UpkeepError,
+    apply_retention,
+    exchange_directories,
+    retention_boundary,
+)
+from querylog.cli import main
+from querylog.logging.events import QueryCompleted, QueryReceived
+from querylog.logging.parquet import LAKE_SCHEMA, ParquetSink
+from querylog.logging.projection import Batch
+
+if TYPE_CHECKING:
+    from tests.analytics.conftest import SampleLake
+
+STEPS = ("merged", "journaled", "swapped", "returned", "done")
+
+
+def _census(lake: Path) -> tuple[int, int, int]:
+    """(events, distinct event ids, an order-free checksum of the ids) as a reader of the lake sees them."""
+    with Catalog(lake) as cat:
+        _, rows = cat.query("SELECT count(*), count(DISTINCT event_id), coalesce(sum(hash(event_id)), 0) FROM events")
+    return rows[0]
+
+
+def _queries(lake: Path) -> list[tuple[Any, ...]]:
+    with Catalog(lake) as cat:
+        return cat.query("SELECT * FROM queries ORDER BY query_id")[1]
+
+
+def _files(lake: Path) -> list[Path]:
+    return sorted((lake / "events").glob("date=*/hour=*/*.parquet"))
+
+
+class SimulatedCrashError(Exception):
+    """Stands for the process dying at a step."""
+
+
+def test_compaction_merges_each_closed_hour_into_one_file_without_changing_any_answer(fresh_lake: SampleLake) -> None:
+    lake = fresh_lake.lake
+    before, queries_before = _census(lake), _queries(lake)
+    partitions_before = {p.parent for p in _files(lake)}
+    assert len(_files(lake)) > len(partitions_before)  # the generator writes several files an hour
+    progress: list[tuple[int, int, str]] = []
+    report = LakeCompactor(lake, progress=lambda *a: progress.append(a)).run()
+    assert _census(lake) == before == (fresh_lake.events, fresh_lake.events, before[2])
+    assert _queries(lake) == queries_before
+    assert {p.parent for p in _files(lake)} == partitions_before
+    assert len(_files(lake)) == len(partitions_before)
+    assert all(p.name.startswith("compacted-") for p in _files(lake))
+    assert report.events == fresh_lake.events
+    assert report.files_after == report.partitions == len(progress)
+    assert progress[-1][:2] == (len(progress), len(progress))
+    assert not (lake / "_querylog" / "compact").exists() or not any((lake / "_querylog" / "compact").iterdir())
+    # A second run finds nothing to do.
+    assert LakeCompactor(lake).run().partitions == 0
+
+
+def test_a_reader_at_any_step_sees_every_event_exactly_once(fresh_lake: SampleLake) -> None:
+    lake = fresh_lake.lake
+    before = _census(lake)
+    seen: dict[str, list[tuple[int, int, int]]] = {}
+
+    def read(step: str, partition: HourPartition) -> None:
+        if len(seen.get(step, ())) < 3:  # three partitions are proof enough, and keep the test fast
+            seen.setdefault(step, []).append(_census(lake))
+
+    LakeCompactor(lake, on_step=read).run()
+    assert set(seen) == set(STEPS)
+    assert all(census == before for censuses in seen.values() for census in censuses)
+
+
+def test_readers_running_alongside_compaction_never_get_a_wrong_count(fresh_lake: SampleLake) -> None:
+    """Free-running readers: an answer is exact, or the query fails (a file it listed was swapped away)."""
+    lake = fresh_lake.lake
+    before = _census(lake)
+    answers: list[tuple[int, int, int]] = []
+    failures: list[str] = []
+    done = threading.Event()
+
+    cat = Catalog(lake)  # opened here: opening binds the view, which lists files too
+
+    def reader() -> None:
+        while not done.is_set() or not answers:
+            try:
+                answers.append(
+                    cat.query(
+                        "SELECT count(*), count(DISTINCT event_id), coalesce(sum(hash(event_id)), 0) FROM events"
+                    )[1][0]
+                )
+            except CatalogError as exc:
+                failures.append(str(exc))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        LakeCompactor(lake).run()
+    finally:
+        done.set()
+        thread.join(timeout=60)
+        cat.close()
+    assert answers
+    assert set(answers) == {before}
+    assert all("No such file" in f for f in failures), failures
+
+
+def test_the_query_layer_retries_a_query_that_lost_the_race(fresh_lake: SampleLake) -> None:
+    """What the explorer, report and search use: a swapped-away file makes them list again, not fail."""
+    lake = fresh_lake.lake
+    results: list[int] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        while not done.is_set() or not results:
+            try:
+                with open_catalog(lake) as cat:  # opening lists the lake too
+                    results.append(LakeQueries(cat, snapshot=True).summary().queries)
+            except Exception as exc:  # surfaced below: a thread's exception would otherwise vanish
+                errors.append(exc)
+                return
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        LakeCompactor(lake).run()
+    finally:
+        done.set()
+        thread.join(timeout=60)
+    assert errors == []
+    assert set(results) == {len(fresh_lake.queries)}
+
+
+@pytest.mark.parametrize("step", STEPS[:-1])
+def test_a_crash_at_any_step_is_repaired_without_loss_or_doubles(fresh_lake: SampleLake, step: str) -> None:
+    lake = fresh_lake.lake
+    before, queries_before = _census(lake), _queries(lake)
+
+    def crash(at: str, partition: HourPartition) -> None:
+        if at == step:
+            raise SimulatedCrashError(at)
+
+    with pytest.raises(SimulatedCrashError):
+        LakeCompactor(lake, on_step=crash).run()
+    assert _census(lake) == before  # even before any repair, readers are right
+    assert LakeCompactor(lake).recover() == 1
+    assert _census(lake) == before
+    assert not any((lake / "_querylog" / "compact").iterdir())
+    LakeCompactor(lake).run()
+    assert _census(lake) == before
+    assert _queries(lake) == queries_before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", ["journaled", "swapped"])
+def test_a_killed_process_is_repaired_by_the_next_run(fresh_lake: SampleLake, step: str) -> None:
+    """A real crash: the process exits on the spot, no finally blocks, no cleanup."""
+    lake = fresh_lake.lake
+    before = _census(lake)
+    script = textwrap.dedent(
+        f"""
+        import os
+        from querylog.analytics.upkeep import LakeCompactor
+        def die(at, partition):
+            if at == {step!r}:
+                os._exit(9)
+        LakeCompactor({str(lake)!r}, on_step=die).run()
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr
+    assert _census(lake) == before
+    report = LakeCompactor(lake).run()  # repairs first, then compacts the rest
+    assert report.recovered == 1
+    assert _census(lake) == before
+
+
+def _late_event(partition: HourPartition, lake: Path, n: int) -> None:
+    """What a lagging Parquet projection does: commit a new file into an old hour."""
+    ts = partition.start + timedelta(minutes=30)
+    events = [
+        QueryReceived(query_id=f"late-{n}", query_text="늦게 온 질문", ts=ts),
+        QueryCompleted(query_id=f"late-{n}", latency_ms=5.0, ts=ts + timedelta(seconds=1)),
+    ]
+    with ParquetSink(lake) as sink:
+        sink.write(Batch(events=events, checkpoint={"late": n}))
+
+
+def test_a_file_arriving_after_the_journal_is_moved_back_not_lost(fresh_lake: SampleLake) -> None:
+    lake = fresh_lake.lake
+    before = _census(lake)
+    target: list[HourPartition] = []
+
+    def arrive(step: str, partition: HourPartition) -> None:
+        if step == "journaled" and not target:
+            target.append(partition)
+            _late_event(partition, lake, 1)
+
+    LakeCompactor(lake, on_step=arrive).run()
+    events, distinct, _ = _census(lake)
+    assert (events, distinct) == (before[0] + 2, before[1] + 2)
+    assert len(target[0].files()) == 2  # the merged file and the late one, next to it
+
+
+def test_a_file_arriving_during_the_merge_makes_that_hour_wait(fresh_lake: SampleLake) -> None:
+    lake = fresh_lake.lake
+    before = _census(lake)
+    target: list[HourPartition] = []
+
+    def arrive(step: str, partition: HourPartition) -> None:
+        if step == "merged" and not target:
+            target.append(partition)
+            _late_event(partition, lake, 2)
+
+    report = LakeCompactor(lake, on_step=arrive).run()
+    assert report.skipped == [target[0].name]
+    assert _census(lake)[:2] == (before[0] + 2, before[1] + 2)
+    assert len(target[0].files()) > 2  # untouched
+    assert LakeCompactor(lake).run().partitions == 1
+    assert len(target[0].files()) == 1
+
+
+def test_open_and_recent_hours_are_left_alone(make_lake: Callable[..., SampleLake], tmp_path: Path) -> None:
+    hour = datetime(2025, 1, 1, 5, tzinfo=UTC)
+    sample = make_lake(tmp_path / "home", end=hour + timedelta(hours=1), days=0, hours=(5,), per_hour=6)
+    compactor = LakeCompactor(sample.lake)
+    assert compactor.plan(now=hour + timedelta(minutes=40)) == []  # this hour is still open
+    assert compactor.plan(now=hour + timedelta(hours=1, minutes=30)) == []  # closed 30 minutes ago
+    planned = compactor.plan(now=hour + timedelta(hours=2, minutes=1))
+    assert [p.start for p in planned] == [hour]
+    assert compactor.plan(older_than=timedelta(0), now=hour + timedelta(hours=1)) == planned
+
+
+def test_files_of_different_schema_versions_merge_with_nulls(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    hour = lake / "events" / "date=2025-01-01" / "hour=03"
+    hour.mkdir(parents=True)
+    full = pa.Table.from_pylist(
+        [
+            {
+                "event_id": "e1",
+                "event_type": "query_received",
+                "schema_version": 1,
+                "query_id": "q1",
+                "ts": datetime(2025, 1, 1, 3, tzinfo=UTC),
+                "query_text": "삼성",
+                "service": "s",
+                "env": "e",
+            }
+        ],
+        schema=LAKE_SCHEMA,
+    )
+    pq.write_table(full, hour / "part-a.parquet")
+    pq.write_table(
+        full.select(["event_id", "event_type", "ts", "query_id"]).set_column(0, "event_id", pa.array(["e2"])),
+        hour / "part-b.parquet",
+    )
+    before = _census(lake)
+    LakeCompactor(lake).run(now=datetime(2025, 1, 2, tzinfo=UTC))
+    assert _census(lake) == before
+    with Catalog(lake) as cat:
+        assert cat.query("SELECT event_id, query_text FROM events ORDER BY 1")[1] == [("e1", "삼성"), ("e2", None)]
+
+
+def test_only_one_upkeep_runs_at_a_time(fresh_lake: SampleLake) -> None:
+    lake = fresh_lake.lake
+    refused: list[str] = []
+
+    def second(step: str, partition: HourPartition) -> None:
+        if not refused:
+            with pytest.raises(UpkeepError, match="another") as info:
+                LakeCompactor(lake).run()
+            refused.append(str(info.value))
+            with pytest.raises(UpkeepError, match="another"):
+                apply_retention(lake, days=1)
+
+    LakeCompactor(lake, on_step=second).run()
+    assert refused
+
+
+def test_exchange_swaps_two_directories(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "1").write_text("a")
+    (b / "2").write_text("b")
+    exchange_directories(a, b)
+    assert [p.name for p in a.iterdir()] == ["2"]
+    assert [p.name for p in b.iterdir()] == ["1"]
+    with pytest.raises(UpkeepError, match="atomically"):
+        exchange_directories(a, tmp_path / "missing")
+
+
+# -- retention --------------------------------------------------------------------------------------------
+def test_retention_boundary_keeps_whole_days() -> None:
+    now = datetime(2025, 3, 10, 15, 30, tzinfo=UTC)
+    assert retention_boundary(7, now) == datetime(2025, 3, 3, tzinfo=UTC)
+    with pytest.raises(ValueError, match="at least 1"):
+        retention_boundary(0, now)
+
+
+def test_retention_drops_days_that_ended_before_the_window(fresh_lake: SampleLake) -> None:
+    lake = fresh_lake.lake
+    now = fresh_lake.end
+    boundary = retention_boundary(2, now)
+    progress: list[tuple[int, int, str]] = []
+    report = apply_retention(lake, days=2, now=now, progress=lambda *a: progress.append(a))
+    kept = [q for q in fresh_lake.queries if q.started_at >= boundary]
+    assert report.boundary == boundary
+    assert report.dates_removed == sorted(
+        {q.started_at.date().isoformat() for q in fresh_lake.queries} - {q.started_at.date().isoformat() for q in kept}
+    )
+    assert len(progress) == len(report.dates_removed) > 0
+    with Catalog(lake) as cat:
+        _, rows = cat.query("SELECT count(*), min(started_at) FROM queries")
+    assert rows[0][0] == len(kept)
+    assert rows[0][1] >= boundary
+    assert apply_retention(lake, days=2, now=now).dates_removed == []
+
+
+def test_retention_settles_an_interrupted_compaction_first(fresh_lake: SampleLake) -> None:
+    """A crash after the swap leaves old files in swap/; they must not come back into a day retention drops."""
+    lake = fresh_lake.lake
+
+    def crash(step: str, partition: HourPartition) -> None:
+        if step == "swapped":
+            raise SimulatedCrashError(step)
+
+    with pytest.raises(SimulatedCrashError):
+        LakeCompactor(lake, on_step=crash).run()
+    apply_retention(lake, days=1, now=fresh_lake.end + timedelta(days=30))
+    LakeCompactor(lake).run()
+    assert _census(lake)[:2] == (0, 0)
+
+
+# -- the search index ------------------------------------------------------------------------------------
+@dataclass
+class FakeHit:
+    query_id: str
+    query_text: str
+    ts: datetime
+    intent: str | None
+    score: float
+
+
+@dataclass
+class FakeIndex:
+    """An in-memory stand-in for SearchIndex that records what it is given."""
+
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    added: list[int] = field(default_factory=list)
+    commits: int = 0
+    removed_before: list[datetime] = field(default_factory=list)
+
+    def add_arrow(self, table: pa.Table) -> int:
+        assert set(table.column_names) >= {"query_id", "query_text", "ts", "intent"}
+        self.added.append(table.num_rows)
+        for row in table.to_pylist():
+            self.rows.setdefault(row["query_id"], row)
+        return table.num_rows
+
+    def commit(self) -> None:
+        self.commits += 1
+
+    def search(
+        self, text: str, *, limit: int = 20, intent: str | None = None, since: datetime | None = None
+    ) -> Sequence[FakeHit]:
+        hits = [
+            FakeHit(r["query_id"], r["query_text"], r["ts"], r["intent"], 1.0)
+            for r in self.rows.values()
+            if text in r["query_text"]
+        ]
+        return (hits + hits)[: limit * 2]  # duplicates, as after a crash between commit and ledger
+
+    def remove_older_than(self, cutoff: datetime) -> int:
+        self.removed_before.append(cutoff)
+        old = [k for k, r in self.rows.items() if r["ts"] < cutoff]
+        for k in old:
+            del self.rows[k]
+        return len(old)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def test_sync_adds_each_finished_query_once(fresh_lake: SampleLake) -> None:
+    index = FakeIndex()
+    search = LakeSearch(fresh_lake.home, index_factory=lambda _: index)
+    finished = [q for q in fresh_lake.queries if q.status != "in_progress"]
+    with Catalog(fresh_lake.lake) as cat:
+        now = fresh_lake.end - timedelta(days=30)  # everything looks recent: in-flight queries wait
+        assert search.sync(cat, now=now) == len(finished)
+        assert search.sync(cat, now=now) == 0
+        assert index.added == [len(finished)]
+        # Once old enough, a query that never finished is indexed too.
+        assert search.sync(cat) == len(fresh_lake.queries) - len(finished)
+        # New queries in the lake: only they are added.
+        _late_event(HourPartition("2025-01-01", "00", fresh_lake.lake), fresh_lake.lake, 7)
+        assert search.sync(cat) == 1
+    assert set(index.rows) == {q.query_id for q in fresh_lake.queries} | {"late-7"}
+    assert search.indexed() == len(index.rows)
+
+
+def test_sync_survives_compaction_without_reindexing(fresh_lake: SampleLake) -> None:
+    index = FakeIndex()
+    search = LakeSearch(fresh_lake.home, index_factory=lambda _: index)
+    with Catalog(fresh_lake.lake) as cat:
+        first = search.sync(cat)
+        LakeCompactor(fresh_lake.lake).run()
+        assert search.sync(cat) == 0
+    assert sum(index.added) == first == len(fresh_lake.queries)
+
+
+def test_search_results_are_unique_per_query(fresh_lake: SampleLake) -> None:
+    index = FakeIndex()
+    search = LakeSearch(fresh_lake.home, index_factory=lambda _: index)
+    with Catalog(fresh_lake.lake) as cat:
+        search.sync(cat)
+    hits = search.search("주가", limit=5)
+    assert hits
+    assert len({h.query_id for h in hits}) == len(hits)
+
+
+def test_an_emptied_index_is_refilled(fresh_lake: SampleLake) -> None:
+    index = FakeIndex()
+    with Catalog(fresh_lake.lake) as cat:
+        LakeSearch(fresh_lake.home, index_factory=lambda _: index).sync(cat)
+        index.rows.clear()  # the index directory was deleted
+        assert LakeSearch(fresh_lake.home, index_factory=lambda _: index).sync(cat) == len(fresh_lake.queries)
+
+
+def test_index_retention_follows_the_lake(fresh_lake: SampleLake) -> None:
+    index = FakeIndex()
+    search = LakeSearch(fresh_lake.home, index_factory=lambda _: index)
+    with Catalog(fresh_lake.lake) as cat:
+        search.sync(cat)
+    boundary = apply_retention(fresh_lake.lake, days=2, now=fresh_lake.end).boundary
+    search.remove_older_than(boundary)
+    assert index.removed_before == [boundary]
+    assert all(r["ts"] >= boundary for r in index.rows.values())
+    assert search.indexed() == len(index.rows)
+
+
+# -- the command ------------------------------------------------------------------------------------------
+def test_compact_command_shows_progress_and_a_summary(
+    fresh_lake: SampleLake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _census(fresh_lake.lake)
+    assert main(["--home", str(fresh_lake.home), "compact", "--dry-run"]) == 0
+    assert "partition(s) to compact" in capsys.readouterr().out
+    assert main(["--home", str(fresh_lake.home), "compact"]) == 0
+    captured = capsys.readouterr()
+    assert "compact [1/" in captured.err
+    assert f"({fresh_lake.events} events)" in captured.out
+    assert _census(fresh_lake.lake) == before
+
+
+def test_compact_command_applies_retention(
+    fresh_lake: SampleLake, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QUERYLOG_RETENTION_DAYS", "1")
+    assert main(["--home", str(fresh_lake.home), "compact"]) == 0
+    out = capsys.readouterr().out
+    assert "retention: dropped" in out
+    boundary = retention_boundary(1)
+    with Catalog(fresh_lake.lake) as cat:
+        assert cat.query("SELECT count(*) FROM queries WHERE started_at < ?", [boundary])[1] == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["compact", "--older-than", "soon"], "duration"),
+        (["compact", "--retention-days", "0"], ">= 1"),
+    ],
+)
+def test_compact_command_rejects_bad_arguments(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--home", str(tmp_path), *argv])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_filesystem_without_atomic_swap_is_refused_and_left_as_it_was(
+    fresh_lake: SampleLake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake = fresh_lake.lake
+    files, before = _files(lake), _census(lake)
+
+    def refuse(a: Path, b: Path) -> None:
+        raise UpkeepError("could not swap atomically: Invalid argument")
+
+    monkeypatch.setattr("querylog.analytics.upkeep.exchange_directories", refuse)
+    with pytest.raises(UpkeepError, match="atomically"):
+        LakeCompactor(lake).run()
+    assert _files(lake) == files
+    assert _census(lake) == before
+    assert not any((lake / "_querylog" / "compact").iterdir())
