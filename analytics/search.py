@@ -1,0 +1,335 @@
+"""Ranked full-text search over query texts for Korean (particles, compounds, NFD), English and mixed text."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from querylog.analytics._search_buffer import PendingRows
+from querylog.analytics._search_query import View, top_k
+from querylog.analytics._search_segment import DOCS_SCHEMA, Segment, hash_strings
+from querylog.analytics._search_text import fold, query_words
+
+__all__ = ["SearchHit", "SearchIndex", "SearchIndexError"]
+
+_MANIFEST: Final = "manifest.json"
+_LOCK: Final = "writer.lock"
+_MANIFEST_FORMAT: Final = 1
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US: Final = timedelta(microseconds=1)
+_MERGE_FACTOR: Final = 8  # segments of one size class merged together: each row is rewritten ~log8(N) times
+_PREP_CHUNK: Final = 1 << 20
+
+
+class SearchIndexError(Exception):
+    """The index on disk cannot be used as asked (another writer committed, or a file is damaged)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One matching query. `score` is the number of query words that start a word in its text."""
+
+    query_id: str
+    query_text: str
+    ts: datetime
+    intent: str | None
+    score: float
+
+
+@dataclass(slots=True)
+class _Entry:
+    segment: Segment
+    live: int  # retention keeps the newest `live` documents of the segment
+
+
+def _to_us(ts: datetime) -> int:
+    """Microseconds since the epoch; a naive datetime is taken as UTC, like every ts in the lake."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return (ts - _EPOCH) // _ONE_US
+
+
+def _timestamps_us(column: pa.ChunkedArray) -> pa.Array:
+    if not pa.types.is_timestamp(column.type):
+        raise TypeError(f"column ts must be a timestamp, got {column.type}; cast it first")
+    if column.null_count:
+        raise ValueError("column ts must not hold nulls")
+    per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[column.type.unit]
+    raw = column.cast(pa.int64()).to_numpy()
+    return pa.array(raw * (1_000_000 // per_second) if per_second <= 1_000_000 else raw // 1_000)
+
+
+def _prepare_texts(texts: pa.Array) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """NFC text for display and the folded text for matching (null where equal), chunked across two threads."""
+
+    def one(chunk: pa.Array) -> tuple[pa.Array, pa.Array]:
+        nfc = pc.utf8_normalize(chunk, "NFC")
+        folded = fold(nfc)
+        return nfc, pc.if_else(pc.equal(folded, nfc), pa.scalar(None, pa.large_string()), folded)
+
+    chunks = [texts.slice(lo, _PREP_CHUNK) for lo in range(0, len(texts), _PREP_CHUNK)] or [texts]
+    if len(chunks) == 1:
+        done = [one(chunks[0])]
+    else:  # Arrow's kernels release the GIL, so two threads halve the normalisation time of a bulk build
+        with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+            done = list(pool.map(one, chunks))
+    return pa.chunked_array([d[0] for d in done], pa.large_string()), pa.chunked_array(
+        [d[1] for d in done], pa.large_string()
+    )
+
+
+def _first_occurrences(ids: pa.Array, hashes: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+    """Mask of rows whose query_id did not occur earlier in the batch."""
+    order = np.argsort(hashes, kind="stable")
+    ordered = hashes[order]
+    if not np.any(ordered[1:] == ordered[:-1]):
+        return np.ones(len(ids), np.bool_)
+    rows = pa.table({"query_id": ids, "row": pa.array(np.arange(len(ids), dtype=np.int64))})
+    first = rows.group_by("query_id").aggregate([("row", "min")]).column("row_min").to_numpy()
+    keep = np.zeros(len(ids), np.bool_)
+    keep[first] = True
+    return keep
+
+
+class SearchIndex:
+    """An on-disk, incrementally updated search index: immutable segments plus a manifest naming the live ones.
+
+    Matching: query and texts are folded (NFKC, lower case) and every whitespace-separated query word must be
+    a substring of the text, so 네이버 matches 네이버는 and 네이버웹툰, nvidia matches NVIDIA의. Ranking: by
+    how many query words start a word in the text, then newest first, then query_id (docs/search.md).
+    One writer at a time (commit takes a file lock and refuses to overwrite a newer commit); any number of
+    readers, each seeing the state committed when it opened plus its own uncommitted additions.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = Path(directory)
+        self._directory.mkdir(parents=True, exist_ok=True)
+        self._generation, self._entries = self._load()
+        self._pending = PendingRows()  # added since the last commit, in memory only
+
+    # -- state on disk ------------------------------------------------------------------------------------
+
+    def _read_manifest(self) -> dict[str, Any]:
+        path = self._directory / _MANIFEST
+        if not path.exists():
+            return {"format": _MANIFEST_FORMAT, "generation": 0, "segments": []}
+        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        if manifest.get("format") != _MANIFEST_FORMAT:
+            raise SearchIndexError(f"{path}: manifest format {manifest.get('format')}, expected {_MANIFEST_FORMAT}")
+        return manifest
+
+    def _load(self) -> tuple[int, list[_Entry]]:
+        # A concurrent commit may delete a segment between our reading the manifest and opening it; the new
+        # manifest then names its replacement, so read again.
+        for _ in range(5):
+            manifest = self._read_manifest()
+            try:
+                entries = [
+                    _Entry(Segment.open(self._directory / s["name"]), int(s["live"])) for s in manifest["segments"]
+                ]
+            except FileNotFoundError:
+                continue
+            return int(manifest["generation"]), entries
+        raise SearchIndexError(f"{self._directory}: segments keep disappearing; is a writer deleting them?")
+
+    @contextmanager
+    def _writer_lock(self) -> Iterator[None]:
+        with open(self._directory / _LOCK, "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def _write_segment(self, segment: Segment) -> Segment:
+        name = f"seg-{self._generation + 1:08d}-{secrets.token_hex(4)}"
+        segment.write(self._directory / name)
+        return Segment.open(self._directory / name)  # memory-mapped: the built arrays can be freed
+
+    def _write_manifest(self, entries: list[_Entry], generation: int) -> None:
+        manifest = {
+            "format": _MANIFEST_FORMAT,
+            "generation": generation,
+            "segments": [{"name": e.segment.name, "live": e.live, "docs": e.segment.n} for e in entries],
+        }
+        tmp = self._directory / f"{_MANIFEST}.tmp-{secrets.token_hex(4)}"
+        with open(tmp, "wb") as f:
+            f.write(json.dumps(manifest, indent=1).encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._directory / _MANIFEST)  # the commit point: before it the old state, after it the new
+        dir_fd = os.open(self._directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _remove_unreferenced(self, entries: list[_Entry]) -> None:
+        keep = {e.segment.name for e in entries}
+        for path in self._directory.iterdir():
+            if path.name.startswith("seg-") and path.name not in keep:
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.name.startswith(f"{_MANIFEST}.tmp-"):
+                path.unlink(missing_ok=True)
+
+    # -- adding -------------------------------------------------------------------------------------------
+
+    def add(self, rows: Iterable[tuple[str, datetime, str | None, str]]) -> int:
+        """Add (query_id, ts, intent, query_text) rows; a query_id already in the index is skipped. Returns new rows."""
+        ids: list[str] = []
+        ts: list[int] = []
+        intents: list[str | None] = []
+        texts: list[str] = []
+        for query_id, when, intent, text in rows:
+            ids.append(query_id)
+            ts.append(_to_us(when))
+            intents.append(intent)
+            texts.append(text)
+        return self._add(
+            pa.array(ids, pa.large_string()),
+            pa.array(ts, pa.int64()),
+            pa.array(intents, pa.large_string()),
+            pa.array(texts, pa.large_string()),
+        )
+
+    def add_arrow(self, table: pa.Table) -> int:
+        """`add` for an Arrow table with columns query_id, ts (timestamp), intent, query_text: the bulk path."""
+        missing = {"query_id", "ts", "intent", "query_text"} - set(table.column_names)
+        if missing:
+            raise ValueError(f"table lacks column(s) {sorted(missing)}; it needs query_id, ts, intent, query_text")
+        ids = table.column("query_id").cast(pa.large_string()).combine_chunks()
+        intents = table.column("intent").cast(pa.large_string()).combine_chunks()
+        texts = table.column("query_text").cast(pa.large_string()).combine_chunks()
+        return self._add(ids, _timestamps_us(table.column("ts")), intents, texts)
+
+    def _add(self, ids: pa.Array, ts: pa.Array, intents: pa.Array, texts: pa.Array) -> int:
+        if ids.null_count:
+            raise ValueError("query_id must not be null")
+        if len(ids) == 0:
+            return 0
+        hashes = hash_strings(ids)
+        keep = _first_occurrences(ids, hashes)
+        for entry in self._entries:
+            keep &= ~entry.segment.find_ids(hashes, ids, entry.live)
+        keep &= ~self._pending.find_ids(hashes, ids)
+        if not keep.any():
+            return 0
+        if not keep.all():  # filtering copies every column: skip it for the usual all-new bulk load
+            mask = pa.array(keep)
+            ids, ts, intents, texts = ids.filter(mask), ts.filter(mask), intents.filter(mask), texts.filter(mask)
+            hashes = hashes[keep]
+        nfc, folded = _prepare_texts(texts.fill_null(""))
+        docs = pa.table([ids, ts, intents, nfc, folded], schema=DOCS_SCHEMA)
+        self._pending.append(docs, hashes)
+        added: int = docs.num_rows
+        return added
+
+    # -- reading ------------------------------------------------------------------------------------------
+
+    def search(
+        self, text: str, *, limit: int = 20, intent: str | None = None, since: datetime | None = None
+    ) -> list[SearchHit]:
+        """Queries whose text contains every word of `text`, best first (see the module docstring)."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        words = query_words(text)
+        if not words:
+            return []
+        views = [View(e.segment, e.live) for e in self._entries]
+        pending = self._pending.segment()
+        if pending is not None:
+            views.append(View(pending, pending.n))
+        ranked = top_k(views, words, limit, intent, None if since is None else _to_us(since))
+        texts: dict[tuple[int, int], str] = {}
+        for view_index in {r[3] for r in ranked}:  # one take per segment, not one per hit
+            docs = np.array([r[4] for r in ranked if r[3] == view_index], np.uint32)
+            column = views[view_index].segment.column("text", docs)
+            texts.update(((view_index, int(d)), t) for d, t in zip(docs, column, strict=True))
+        hits: list[SearchHit] = []
+        for starts, neg_ts, query_id, view_index, doc in ranked:
+            segment = views[view_index].segment
+            code = int(segment.intent[doc])
+            hits.append(
+                SearchHit(
+                    query_id=query_id,
+                    query_text=texts[view_index, doc],
+                    ts=_EPOCH + timedelta(microseconds=-neg_ts),
+                    intent=segment.intents[code] if code >= 0 else None,
+                    score=float(-starts),
+                )
+            )
+        return hits
+
+    def __len__(self) -> int:
+        return sum(e.live for e in self._entries) + len(self._pending)
+
+    # -- retention and commit -----------------------------------------------------------------------------
+
+    def remove_older_than(self, cutoff: datetime) -> int:
+        """Drop rows with ts < cutoff (the lake's retention), visible now, durable on commit. Returns rows removed."""
+        cutoff_us = _to_us(cutoff)
+        removed = self._pending.remove_older_than(cutoff_us)
+        for entry in self._entries:
+            live = min(entry.live, entry.segment.newer_than(cutoff_us))
+            removed += entry.live - live
+            entry.live = live
+        return removed
+
+    def commit(self) -> None:
+        """Make every change durable; atomic: a crash at any point leaves the previous commit intact."""
+        with self._writer_lock():
+            on_disk = int(self._read_manifest()["generation"])
+            if on_disk != self._generation:
+                raise SearchIndexError(
+                    f"{self._directory} was committed by another writer (generation {on_disk}, this index opened "
+                    f"{self._generation}); open it again and repeat the additions"
+                )
+            entries = [e for e in self._entries if e.live > 0]
+            pending = self._pending.segment()
+            if pending is not None:
+                entries.append(_Entry(self._write_segment(pending), pending.n))
+            entries = self._compact(entries)
+            self._write_manifest(entries, self._generation + 1)
+            self._generation += 1
+            self._entries = entries
+            self._pending.clear()
+            self._remove_unreferenced(entries)
+
+    def _compact(self, entries: list[_Entry]) -> list[_Entry]:
+        """Tiered merging, as in an LSM tree: any size class holding _MERGE_FACTOR segments becomes one segment.
+
+        Segments more than half removed by retention are rewritten too, so their dead rows stop costing disk.
+        """
+        while True:
+            classes: dict[int, list[_Entry]] = {}
+            for e in entries:
+                if e.live * 2 < e.segment.n:
+                    classes.setdefault(-1, []).append(e)
+                else:
+                    classes.setdefault(e.live.bit_length() // 3, []).append(e)  # log8 size class
+            group = next((g for c, g in sorted(classes.items()) if len(g) >= _MERGE_FACTOR or c == -1), None)
+            if group is None:
+                return entries
+            merged = _merge(group)
+            entries = [e for e in entries if e not in group]
+            entries.append(_Entry(self._write_segment(merged.segment), merged.live))
+
+
+def _merge(entries: list[_Entry]) -> _Entry:
+    docs = pa.concat_tables([e.segment.live_docs(e.live) for e in entries])
+    return _Entry(Segment.build(docs), docs.num_rows)
