@@ -324,7 +324,7 @@ class Segment:
                 f.write(b"\0" * (-f.tell() % 64))
                 layout[name] = {"offset": f.tell(), "dtype": array.dtype.str, "shape": list(array.shape)}
                 if array.size:
-                    f.write(memoryview(array.reshape(-1)).cast("B"))
+                    f.write(array.reshape(-1).data.cast("B"))
 
         def write_docs(f: Any) -> None:
             with pa.ipc.new_file(f, self.docs.schema) as writer:

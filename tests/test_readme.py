@@ -17,7 +17,7 @@ def test_the_readme_fastapi_example_records_a_query(tmp_path: Path, monkeypatch:
     block = re.search(r"```python\n(.*?)```", README.read_text(), re.S)
     assert block is not None
     namespace: dict[str, object] = {}
-    exec(compile(block.group(1), "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    exec(compile(block.group(1), "README.md", "exec"), namespace)
     with TestClient(namespace["app"]) as client:  # type: ignore[arg-type]
         resp = client.post("/ask", json={"query": "네이버 주가"})
         assert resp.status_code == 200

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -80,7 +80,7 @@ def test_reconcile_compares_live_metrics_text(home: Path) -> None:
 
 def test_since_leaves_out_metrics_and_windows_the_counts(home: Path) -> None:
     settings = Settings.from_env()
-    report = reconcile(settings, since=datetime.now(timezone.utc) + timedelta(hours=1))
+    report = reconcile(settings, since=datetime.now(UTC) + timedelta(hours=1))
     assert set(report.sources) == {"log", "lake"}
     assert report.clean and report.rows == []
 
@@ -97,11 +97,11 @@ def test_count_metrics_reads_the_exposition() -> None:
     ("text", "delta"), [("30m", timedelta(minutes=30)), ("12h", timedelta(hours=12)), ("7d", timedelta(days=7))]
 )
 def test_since_durations(text: str, delta: timedelta) -> None:
-    now = datetime(2026, 11, 24, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 24, tzinfo=UTC)
     assert parse_since(text, now=now) == now - delta
 
 
 def test_since_iso_dates_and_errors() -> None:
-    assert parse_since("2026-11-01") == datetime(2026, 11, 1, tzinfo=timezone.utc)
+    assert parse_since("2026-11-01") == datetime(2026, 11, 1, tzinfo=UTC)
     with pytest.raises(ValueError, match="30m, 12h or 7d"):
         parse_since("yesterday")

@@ -158,7 +158,9 @@ class Settings:
         return self.home / "state"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, object] | None = None) -> Settings:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, object] | None = None
+    ) -> Settings:
         """Read and validate every ``QUERYLOG_*`` variable; raise one `ConfigError` naming the bad one."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}

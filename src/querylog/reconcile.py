@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from querylog.analytics.catalog import Catalog
 from querylog.config import Settings
 from querylog.logging.codec import DecodeError, decode
-from querylog.logging.events import AnyEvent
+from querylog.logging.events import AnyEvent, IntentClassified
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.segments import LogReader
 
@@ -51,8 +52,8 @@ def count_events(events: Iterable[AnyEvent]) -> Counts:
     classified: dict[str, str] = {}
     for event in events:
         counts.events[event.event_type] += 1
-        if event.event_type == "intent_classified":
-            classified[event.query_id] = event.intent  # type: ignore[union-attr]
+        if isinstance(event, IntentClassified):
+            classified[event.query_id] = event.intent
         elif event.event_type in _TERMINAL:
             intent = getattr(event, "intent", None) or classified.pop(event.query_id, None) or "unknown"
             counts.intents[intent] += 1
@@ -79,7 +80,10 @@ def count_lake(settings: Settings, since: datetime | None) -> Counts:
         # The same attribution as count_events, in SQL.
         sql = f"""
             WITH e AS (SELECT * FROM events {where}),
-            cls AS (SELECT query_id, any_value(intent) AS intent FROM e WHERE event_type = 'intent_classified' GROUP BY 1)
+            cls AS (
+                SELECT query_id, any_value(intent) AS intent FROM e
+                WHERE event_type = 'intent_classified' GROUP BY 1
+            )
             SELECT coalesce(t.intent, cls.intent, 'unknown') AS intent, count(*)
             FROM e AS t LEFT JOIN cls USING (query_id)
             WHERE t.event_type IN ('query_completed', 'query_failed')
@@ -117,10 +121,10 @@ def count_loki(client: httpx.Client, settings: Settings, since: datetime, now: d
     return counts
 
 
-def _loki_vector(client: httpx.Client, query: str, now: datetime) -> list[dict[str, object]]:  # type: ignore[type-arg]
+def _loki_vector(client: httpx.Client, query: str, now: datetime) -> list[dict[str, Any]]:
     resp = client.get("/loki/api/v1/query", params={"query": query, "time": str(int(now.timestamp() * 1e9))})
     resp.raise_for_status()
-    result: list[dict[str, object]] = resp.json()["data"]["result"]  # type: ignore[type-arg]
+    result: list[dict[str, Any]] = resp.json()["data"]["result"]
     return result
 
 
@@ -145,7 +149,7 @@ def reconcile(
             metrics_text = projection.exposition().decode()
         sources["metrics"] = count_metrics(metrics_text, settings.metrics_namespace)
     if loki is not None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         start = since or min((e.ts for e in log_events), default=now)
         sources["loki"] = count_loki(loki, settings, start, now)
     return ReconcileReport(sources=sources, rows=_rows(sources))

@@ -36,10 +36,10 @@ def _fill(directory: Path) -> Path:
     filler = directory / "filler.bin"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
     try:
-        while True:
-            os.write(fd, b"\0" * 512)
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
+        with pytest.raises(OSError) as info:  # noqa: PT012 - writing until the disk refuses
+            while True:
+                os.write(fd, b"\0" * 512)
+        assert info.value.errno == errno.ENOSPC
     finally:
         os.close(fd)
     return filler
