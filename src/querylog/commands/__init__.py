@@ -1,4 +1,6 @@
 """Subcommands of the ``querylog`` CLI: each module has ``add_parser(subparsers)`` and sets ``run``."""
 
 #: In `--help` order. Heavy imports (DuckDB, uvicorn, Streamlit) happen inside each command's `run`.
-COMMANDS: tuple[str, ...] = ("serve", "sql", "demo", "config")
+COMMANDS: tuple[str, ...] = (
+    "serve", "sql", "search", "ui", "report", "upkeep", "demo", "reconcile", "replay", "config",
+)  # fmt: skip
