@@ -1,0 +1,264 @@
+"""Loki figures: python-logging-loki's caller cost against ours, and Loki projection throughput against the
+raw push ceiling — against LOKI_URL when set, and always against the loopback double (bench/loki_double.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import logging as std_logging
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from bench._common import BENCH_DIR, GroupResult, free_port, new_result, serve_subprocess
+from bench._workload import write_log
+from querylog.config import Settings
+from querylog.logging.codec import decode
+from querylog.logging.segments import LogReader
+
+__all__ = ["run_loki", "run_python_logging_loki"]
+
+PUSH_PATH = "/loki/api/v1/push"
+APP, ENV = "chat-api", "bench"
+
+
+@contextlib.contextmanager
+def local_double() -> Iterator[str]:
+    """The loopback Loki double in its own process (its own GIL and core share, as a real Loki would have)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with serve_subprocess([str(BENCH_DIR / "loki_double.py"), "--port", str(port)], f"{url}/ready"):
+        yield url
+
+
+def _double_entries(url: str) -> int | None:
+    try:
+        return int(httpx.get(f"{url}/bench/stats", timeout=5).json()["entries"])
+    except (httpx.HTTPError, KeyError, ValueError):
+        return None  # a real Loki has no such endpoint
+
+
+def _lines(ctx: Any, n_events: int) -> tuple[Path, list[Any]]:
+    """A real event log of `n_events`, and its events decoded (for the raw push and python-logging-loki)."""
+    log_dir = ctx.work_dir / f"loki-log-{n_events}"
+    if not log_dir.exists():
+        write_log(log_dir, n_events)
+    events = [decode(line) for batch in LogReader(log_dir).iter_all() for line in batch.lines]
+    return log_dir, events
+
+
+# -- python-logging-loki ------------------------------------------------------------------------------------
+
+
+def _their_per_record_us(url: str, lines: list[tuple[str, str]], repetitions: int) -> list[float]:
+    """python-logging-loki's LokiHandler: each `logger.info` builds a push and POSTs it before returning."""
+    import logging_loki  # type: ignore[import-not-found, import-untyped, unused-ignore]
+
+    handler = logging_loki.LokiHandler(url=url + PUSH_PATH, tags={"app": APP, "env": ENV}, version="1")
+    logger = std_logging.getLogger("querylog.bench.python_logging_loki")
+    logger.propagate = False
+    logger.setLevel(std_logging.INFO)
+    logger.addHandler(handler)
+    errors: list[BaseException] = []
+
+    def on_error(record: std_logging.LogRecord) -> None:  # the default would print a traceback per record
+        errors.append(RuntimeError(f"python-logging-loki failed to push record {record.msg!r:.80}"))
+
+    handler.handleError = on_error  # type: ignore[method-assign]
+    try:
+        for event_type, line in lines[:20]:  # warm-up: connection, imports
+            logger.info(line, extra={"tags": {"event": event_type}})
+        out: list[float] = []
+        for _ in range(repetitions):
+            t0 = time.perf_counter()
+            for event_type, line in lines:
+                logger.info(line, extra={"tags": {"event": event_type}})
+            out.append((time.perf_counter() - t0) / len(lines) * 1e6)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    if errors:
+        raise errors[0]
+    return out
+
+
+def _our_mean_us(ctx: Any) -> float:
+    if "emit_mean_us" in ctx.shared:
+        return float(ctx.shared["emit_mean_us"])
+    # The emit group did not run (--only): measure ours here, the same way.
+    from bench.emit import _runtime, _summary, measure_emit
+
+    rt = _runtime(ctx.work_dir / "pll-emit-home")
+    try:
+        measure_emit(rt.tracker, 300, mode="pipeline")
+        return statistics.median(
+            _summary(measure_emit(rt.tracker, ctx.size(2_000, 500), mode="pipeline"))["mean"] for _ in range(3)
+        )
+    finally:
+        rt.close()
+
+
+def run_python_logging_loki(ctx: Any) -> GroupResult:
+    result = new_result()
+    keys = ("speedup_vs_python_logging_loki", "speedup_vs_python_logging_loki_local_double")
+    try:
+        import logging_loki  # type: ignore[import-not-found, import-untyped, unused-ignore]  # noqa: F401
+    except ImportError:
+        for key in keys:
+            result["reasons"][key] = (
+                "python-logging-loki is not installed (bench-only dependency: pip install -e '.[bench]')"
+            )
+        return result
+    _, events = _lines(ctx, ctx.size(2_000, 500))
+    from querylog.logging.loki_entries import entry_for
+
+    lines = [(e.event_type, entry_for(e, app=APP, env=ENV).line) for e in events]
+    n = ctx.size(2_000, 300, minimum=50)
+    lines = (lines * (n // max(1, len(lines)) + 1))[:n]
+    ours = _our_mean_us(ctx)
+    extra: dict[str, Any] = {
+        "records_per_repetition": n,
+        "ours_mean_us_per_event": round(ours, 3),
+        "ours_is": "emit mean per event (not p50: theirs is a mean too)",
+    }
+    targets: list[tuple[str, str]] = []
+    if ctx.loki_url:
+        targets.append((keys[0], ctx.loki_url))
+    else:
+        result["reasons"][keys[0]] = "LOKI_URL is not set: no real Loki to push to (see the _local_double figure)"
+    with contextlib.ExitStack() as stack:
+        targets.append((keys[1], stack.enter_context(local_double())))
+        for key, url in targets:
+            ctx.progress(f"python-logging-loki: {n} records x {ctx.repetitions} against {url}")
+            theirs = _their_per_record_us(url, lines, ctx.repetitions)
+            result["samples"][key] = [t / ours for t in theirs]
+            extra[f"{key}_theirs_us_per_record"] = [round(t, 1) for t in theirs]
+    result["extra"] = extra
+    return result
+
+
+# -- Loki projection throughput ---------------------------------------------------------------------------
+
+
+def _raw_pushes(events: list[Any], max_bytes: int) -> list[list[tuple[tuple[str, str, str], list[Any]]]]:
+    """The same entries the sink sends, as plain values, cut into batches of about `max_bytes` (untimed)."""
+    from querylog.logging.loki_entries import entry_for
+
+    entries = sorted((entry_for(e, app=APP, env=ENV) for e in events), key=lambda x: x.ts_ns)
+    batches: list[list[tuple[tuple[str, str, str], list[Any]]]] = []
+    batch: list[tuple[tuple[str, str, str], list[Any]]] = []
+    size = 0
+    for entry in entries:
+        value: list[Any] = [str(entry.ts_ns), entry.line, dict(entry.metadata)]
+        cost = len(entry.line.encode()) + 120
+        if batch and size + cost > max_bytes:
+            batches.append(batch)
+            batch, size = [], 0
+        batch.append((entry.stream, value))
+        size += cost
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def _raw_push_rate(url: str, batches: list[list[tuple[tuple[str, str, str], list[Any]]]], n_events: int) -> float:
+    """One thread: group each batch by stream, JSON-encode, gzip, POST, wait for 204. Events per second."""
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+        t0 = time.perf_counter()
+        for batch in batches:
+            streams: dict[tuple[str, str, str], list[Any]] = {}
+            for stream, value in batch:
+                streams.setdefault(stream, []).append(value)
+            body = orjson.dumps(
+                {
+                    "streams": [
+                        {"stream": {"app": a, "env": e, "event": ev}, "values": values}
+                        for (a, e, ev), values in streams.items()
+                    ]
+                }
+            )
+            response = client.post(PUSH_PATH, content=gzip.compress(body, compresslevel=1))
+            if response.status_code != 204:
+                raise RuntimeError(f"raw push answered {response.status_code}: {response.text[:200]}")
+        return n_events / (time.perf_counter() - t0)
+
+
+def _projection_rate(ctx: Any, url: str, log_dir: Path, rep: int) -> tuple[float, dict[str, Any]]:
+    """The real Loki projection (as `querylog serve` builds it) catching up on the whole log from scratch."""
+    from querylog.logging.loki import loki_projector
+
+    home = ctx.work_dir / f"loki-proj-{rep}-{abs(hash(url))}"
+    settings = Settings(home=home, loki_url=url, env=ENV, service=APP, stdout_events=False)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "log").symlink_to(log_dir, target_is_directory=True)
+    projector = loki_projector(settings)
+    try:
+        t0 = time.perf_counter()
+        n = projector.catch_up()
+        elapsed = time.perf_counter() - t0
+        snap = projector.telemetry.snapshot()
+    finally:
+        projector.stop(drain_timeout_s=None)
+        projector.sink.close()
+    if snap.sent != n:
+        raise RuntimeError(f"Loki projection sent {snap.sent} of {n} events (dropped: {snap.dropped})")
+    return n / elapsed, {"batches": snap.batches, "bytes": snap.batch_bytes_total}
+
+
+def _throughput(ctx: Any, url: str, suffix: str, log_dir: Path, events: list[Any], result: GroupResult) -> None:
+    from querylog.logging.loki import DEFAULT_MAX_PUSH_BYTES
+
+    n = len(events)
+    batches = _raw_pushes(events, DEFAULT_MAX_PUSH_BYTES)
+    projection: list[float] = []
+    raw: list[float] = []
+    share: list[float] = []
+    before = _double_entries(url)
+    for rep in range(ctx.repetitions):
+        ctx.progress(f"loki{suffix}: repetition {rep + 1}/{ctx.repetitions} ({n} events, projection then raw push)")
+        rate, _ = _projection_rate(ctx, url, log_dir, rep)
+        ceiling = _raw_push_rate(url, batches, n)
+        projection.append(rate)
+        raw.append(ceiling)
+        share.append(rate / ceiling)
+    after = _double_entries(url)
+    result["samples"][f"loki_events_per_s{suffix}"] = projection
+    result["samples"][f"loki_raw_push_ceiling_events_per_s{suffix}"] = raw
+    result["samples"][f"loki_share_of_raw_push_ceiling{suffix}"] = share
+    result["extra"][f"target{suffix}"] = url
+    result["extra"][f"raw_pushes_per_repetition{suffix}"] = len(batches)
+    if before is not None and after is not None:
+        # The double counts what it parsed: every event of every repetition, twice (projection and raw).
+        result["extra"][f"double_entries_received{suffix}"] = after - before
+        result["extra"][f"double_entries_expected{suffix}"] = 2 * n * ctx.repetitions
+
+
+def run_loki(ctx: Any) -> GroupResult:
+    result = new_result()
+    try:
+        import querylog.logging.loki  # noqa: F401
+    except ImportError as exc:
+        for key in ("loki_events_per_s", "loki_events_per_s_local_double"):
+            result["reasons"][key] = f"the Loki projection (logging/loki.py) is not importable: {exc}"
+    n = ctx.size(100_000, 10_000, minimum=500)
+    ctx.progress(f"loki: writing a {n}-event log")
+    log_dir, events = _lines(ctx, n)
+    target: dict[str, Any] = {"LOKI_URL": ctx.loki_url}
+    if ctx.loki_url:
+        target["real"] = ctx.loki_url
+        _throughput(ctx, ctx.loki_url, "", log_dir, events, result)
+    else:
+        for key in ("loki_events_per_s", "loki_raw_push_ceiling_events_per_s", "loki_share_of_raw_push_ceiling"):
+            result["reasons"][key] = "LOKI_URL is not set: measured against the loopback double (*_local_double)"
+    with local_double() as url:
+        target["local_double"] = f"{url} (bench/loki_double.py: parses and counts, stores nothing; not Loki)"
+        _throughput(ctx, url, "_local_double", log_dir, events, result)
+    ctx.shared["loki_target"] = target
+    result["extra"]["events_per_repetition"] = n
+    return result
