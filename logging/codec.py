@@ -9,7 +9,16 @@ import msgspec
 
 from querylog.logging.events import SCHEMA_VERSION, AnyEvent, Event
 
-__all__ = ["UPCASTERS", "DecodeError", "decode", "decode_many", "encode", "from_builtins", "to_builtins"]
+__all__ = [
+    "UPCASTERS",
+    "DecodeError",
+    "decode",
+    "decode_many",
+    "encode",
+    "encode_into",
+    "from_builtins",
+    "to_builtins",
+]
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -35,6 +44,11 @@ _dict_decoder: Final = msgspec.json.Decoder(dict[str, Any])
 def encode(event: Event) -> bytes:
     """Compact UTF-8 JSON, fields with default values left out."""
     return _encoder.encode(event)
+
+
+def encode_into(event: Event, buffer: bytearray) -> None:
+    """`encode`, appended to the end of `buffer` (the log's write buffer) without an intermediate copy."""
+    _encoder.encode_into(event, buffer, -1)
 
 
 def decode(data: bytes | str) -> AnyEvent:

@@ -74,9 +74,14 @@ def _require(condition: bool, field: str, message: str) -> None:
         raise EventValidationError(field, message)
 
 
+# Validation runs on every emit and on every decode by every projection: checks are plain comparisons, and an
+# error message (an f-string with a repr) is only formatted once a check has failed.
+
+
 def _check_duration(field: str, value: float | None) -> None:
-    if value is not None:
-        _require(math.isfinite(value) and value >= 0, field, f"must be a finite number >= 0, got {value!r}")
+    # `value >= 0` is False for NaN, so this also refuses NaN; isfinite then refuses +inf.
+    if value is not None and not (value >= 0 and math.isfinite(value)):
+        raise EventValidationError(field, f"must be a finite number >= 0, got {value!r}")
 
 
 class Event(
@@ -110,14 +115,18 @@ class Event(
         return tag
 
     def __post_init__(self) -> None:
-        _require(bool(self.event_id), "event_id", "must not be empty")
-        _require(bool(self.query_id), "query_id", "must not be empty")
-        _require(self.ts.tzinfo is not None, "ts", "must be timezone-aware (UTC)")
-        _require(self.schema_version >= 1, "schema_version", "must be >= 1")
-        _require(bool(self.service), "service", "must not be empty")
-        _require(bool(self.env), "env", "must not be empty")
-        if self.ts.utcoffset():
-            msgspec.structs.force_setattr(self, "ts", self.ts.astimezone(UTC))
+        if not (self.event_id and self.query_id and self.service and self.env and self.schema_version >= 1):
+            _require(bool(self.event_id), "event_id", "must not be empty")
+            _require(bool(self.query_id), "query_id", "must not be empty")
+            _require(self.schema_version >= 1, "schema_version", "must be >= 1")
+            _require(bool(self.service), "service", "must not be empty")
+            _require(bool(self.env), "env", "must not be empty")
+        ts = self.ts
+        tz = ts.tzinfo
+        if tz is not UTC:  # utc_now() and msgspec's decoding of "Z" both give the UTC singleton: nothing to do
+            _require(tz is not None, "ts", "must be timezone-aware (UTC)")
+            if ts.utcoffset():
+                msgspec.structs.force_setattr(self, "ts", ts.astimezone(UTC))
 
 
 class QueryReceived(Event, frozen=True, tag="query_received"):
@@ -142,7 +151,8 @@ class IntentClassified(Event, frozen=True, tag="intent_classified"):
     def __post_init__(self) -> None:
         super().__post_init__()
         _require(bool(self.intent), "intent", "must not be empty")
-        _require(0.0 <= self.confidence <= 1.0, "confidence", f"must be within [0, 1], got {self.confidence!r}")
+        if not 0.0 <= self.confidence <= 1.0:
+            raise EventValidationError("confidence", f"must be within [0, 1], got {self.confidence!r}")
         _check_duration("duration_ms", self.duration_ms)
 
 
@@ -154,7 +164,8 @@ class SearchCompleted(Event, frozen=True, tag="search_completed"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(self.result_count >= 0, "result_count", f"must be >= 0, got {self.result_count!r}")
+        if self.result_count < 0:
+            raise EventValidationError("result_count", f"must be >= 0, got {self.result_count!r}")
         _check_duration("duration_ms", self.duration_ms)
 
 
@@ -174,11 +185,10 @@ class ResponseGenerated(Event, frozen=True, tag="response_generated"):
         _check_duration("duration_ms", self.duration_ms)
         for name in ("gen_ai_usage_input_tokens", "gen_ai_usage_output_tokens", "answer_chars"):
             value = getattr(self, name)
-            _require(value is None or value >= 0, name, f"must be >= 0, got {value!r}")
-        if self.quality_score is not None:
-            _require(
-                0.0 <= self.quality_score <= 1.0, "quality_score", f"must be within [0, 1], got {self.quality_score!r}"
-            )
+            if value is not None and value < 0:
+                raise EventValidationError(name, f"must be >= 0, got {value!r}")
+        if self.quality_score is not None and not 0.0 <= self.quality_score <= 1.0:
+            raise EventValidationError("quality_score", f"must be within [0, 1], got {self.quality_score!r}")
 
 
 class QueryCompleted(Event, frozen=True, tag="query_completed"):
@@ -219,7 +229,8 @@ class FeedbackReceived(Event, frozen=True, tag="feedback_received"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(self.score in (-1, 0, 1), "score", f"must be -1, 0 or 1, got {self.score!r}")
+        if self.score not in (-1, 0, 1):
+            raise EventValidationError("score", f"must be -1, 0 or 1, got {self.score!r}")
         if self.comment is not None:
             cleaned = _clean_text(self.comment)
             if cleaned is not self.comment:

@@ -27,7 +27,7 @@ from typing import Final, Literal
 
 import structlog
 
-from querylog.logging.codec import encode
+from querylog.logging.codec import encode_into
 from querylog.logging.events import Event
 from querylog.logging.telemetry import SinkTelemetry
 
@@ -211,17 +211,25 @@ class EventLog:
     # -- the hot path -----------------------------------------------------------------------------
     def append(self, event: Event) -> None:
         """Buffer one event. Microseconds; no I/O. Durable against a process crash after `flush`."""
-        line = encode(event) + b"\n"
         with self._lock:
             if self._state is not _State.OPENED:
                 raise LogClosedError(f"append() on a {self._state.value} EventLog; open() it first")
-            if len(self._buffer) + len(line) > self.max_buffer_bytes:
+            buffer = self._buffer
+            start = len(buffer)
+            # Encoded straight onto the end of the buffer: no intermediate bytes object, no `+ b"\n"` copy.
+            try:
+                encode_into(event, buffer)
+            except BaseException:
+                del buffer[start:]  # never leave half an event in the buffer
+                raise
+            buffer.append(10)  # b"\n"
+            if len(buffer) > self.max_buffer_bytes:
                 # The disk has been refusing writes long enough to fill the buffer: drop, count, go on.
+                del buffer[start:]
                 self.events_dropped += 1
                 self.telemetry.received(1)
                 self.telemetry.dropped("buffer_full")
                 return
-            self._buffer += line
             self._buffered_events += 1
             self.events_appended += 1
 

@@ -9,9 +9,21 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from querylog.logging.events import QueryCompleted, QueryReceived
-from querylog.logging.parquet import LAKE_SCHEMA, ParquetSink
+from querylog.logging import codec
+from querylog.logging.events import (
+    AnyEvent,
+    FeedbackReceived,
+    IntentClassified,
+    QueryCompleted,
+    QueryFailed,
+    QueryReceived,
+    ResponseGenerated,
+    SearchCompleted,
+)
+from querylog.logging.parquet import LAKE_SCHEMA, ParquetSink, _partition, events_to_table, tables_from_lines
 from querylog.logging.projection import Batch, Projector, SinkSendError
 from querylog.logging.segments import EventLog, LogReader
 
@@ -155,3 +167,74 @@ def test_a_corrupt_log_line_is_counted_and_skipped(tmp_path: Path) -> None:
         assert projector.corrupt_lines == 1
         assert sink.telemetry.snapshot().dropped == {"corrupt_line": 1}
     assert len(_lake_ids(tmp_path / "lake")) == 6
+
+
+_texts = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40).filter(lambda s: s.strip())
+_opt_ids = st.none() | st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
+_times = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2035, 1, 1), timezones=st.just(UTC))
+_ms = st.none() | st.floats(0, 1e6, allow_nan=False)
+
+
+@st.composite
+def _any_event(draw: st.DrawFn) -> AnyEvent:
+    common = {
+        "query_id": draw(st.text(min_size=1, max_size=12).filter(lambda s: "\x00" not in s)),
+        "ts": draw(_times),
+        "session_id": draw(_opt_ids),
+        "user_id": draw(_opt_ids),
+        "trace_id": draw(_opt_ids),
+        "service": draw(st.sampled_from(["querylog", "chat"])),
+        "env": draw(st.sampled_from(["dev", "prod"])),
+    }
+    kind = draw(st.integers(0, 6))
+    if kind == 0:
+        return QueryReceived(**common, query_text=draw(_texts), language=draw(st.none() | st.just("ko")))
+    if kind == 1:
+        return IntentClassified(**common, intent=draw(_texts), confidence=draw(st.floats(0, 1)), duration_ms=draw(_ms))
+    if kind == 2:
+        return SearchCompleted(**common, result_count=draw(st.integers(0, 10**6)), cache_hit=draw(st.booleans()))
+    if kind == 3:
+        return ResponseGenerated(
+            **common,
+            gen_ai_request_model=draw(st.none() | _texts),
+            gen_ai_usage_input_tokens=draw(st.none() | st.integers(0, 10**6)),
+            quality_score=draw(st.none() | st.floats(0, 1)),
+        )
+    if kind == 4:
+        return QueryCompleted(**common, latency_ms=draw(st.floats(0, 1e6)), cache_hit=draw(st.none() | st.booleans()))
+    if kind == 5:
+        return QueryFailed(
+            **common, error_type=draw(_texts), error_message=draw(st.text(max_size=30)), stage=draw(st.none() | _texts)
+        )
+    return FeedbackReceived(**common, score=draw(st.sampled_from([-1, 0, 1])), comment=draw(st.none() | _texts))
+
+
+@given(st.lists(_any_event(), min_size=1, max_size=30))
+@settings(max_examples=150, deadline=None)
+def test_the_fast_path_writes_exactly_what_decoding_each_line_writes(events: list[AnyEvent]) -> None:
+    lines = [codec.encode(e) for e in events]
+    fast = tables_from_lines(lines)
+    assert fast is not None
+    careful = {key: events_to_table(rows) for key, rows in _partition([codec.decode(x) for x in lines]).items()}
+    assert fast.keys() == careful.keys()
+    for key in careful:
+        assert fast[key].to_pylist() == careful[key].to_pylist()
+
+
+def test_the_fast_path_declines_what_needs_the_careful_one() -> None:
+    good = codec.encode(QueryReceived(query_id="q", query_text="x"))
+    assert tables_from_lines([good]) is not None
+    assert tables_from_lines([good, b'{"event_type":"query_received","query_id":"q"']) is None  # torn
+    assert (
+        tables_from_lines([good, b'{"event_type":"nope","query_id":"q","event_id":"e","ts":"2026-01-01T00:00:00Z"}'])
+        is None
+    )
+    assert (
+        tables_from_lines(
+            [
+                b'{"event_type":"query_received","schema_version":0,"query_id":"q","query_text":"x","event_id":"e","ts":"2026-01-01T00:00:00Z"}'
+            ]
+        )
+        is None
+    )
+    assert tables_from_lines([good.replace(b'"query_id"', b'"surprise":1,"query_id"')]) is None  # unknown field
