@@ -77,7 +77,8 @@ def _guide(url: str, report: Any, settings: Settings) -> str:
     intents = ", ".join(f"{k} {v}" for k, v in report.intents.most_common())
     return f"""
 querylog is running on {url}  (Ctrl-C to stop)
-  demo: {report.ok} answered, {report.failed} failed (`#fail` on purpose), {report.feedback} rated, {report.elapsed_s:.1f}s
+  demo: {report.ok} answered, {report.failed} failed (`#fail`, on purpose), {report.feedback} rated
+  took: {report.elapsed_s:.1f}s
   intents: {intents}
   data: {settings.home}/log (event log), {settings.home}/lake (Parquet)
 
