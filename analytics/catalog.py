@@ -81,7 +81,15 @@ GROUP BY session_id
 class Catalog:
     """An in-memory DuckDB with the lake's views. Cheap to create; use one per thread or command."""
 
-    def __init__(self, lake_dir: Path | str, *, threads: int | None = None) -> None:
+    def __init__(self, lake_dir: Path | str, *, threads: int | None = None, filesystem: Any = None) -> None:
+        # An ``s3://bucket/prefix`` lake is read through pyarrow (see lake_remote); `filesystem` overrides the
+        # S3FileSystem built from the environment. `lake_dir` stays a Path for local lakes.
+        self.lake_uri: str | None = lake_dir if isinstance(lake_dir, str) and lake_dir.startswith("s3://") else None
+        if self.lake_uri is not None and filesystem is None:
+            from querylog.analytics.lake_remote import s3_filesystem
+
+            filesystem = s3_filesystem()
+        self.filesystem = filesystem
         self.lake_dir = Path(lake_dir)
         config: dict[str, Any] = {}
         if threads is not None:
@@ -92,16 +100,30 @@ class Catalog:
 
     @property
     def glob(self) -> str:
+        if self.lake_uri is not None:
+            return self.lake_uri.rstrip("/") + "/events/date=*/hour=*/*.parquet"
         return str(self.lake_dir / "events" / "date=*" / "hour=*" / "*.parquet")
 
     def has_data(self) -> bool:
+        if self.lake_uri is not None:
+            from querylog.analytics.lake_remote import parse_lake_uri, remote_lake_files
+
+            return bool(remote_lake_files(parse_lake_uri(self.lake_uri), self.filesystem))
         return any((self.lake_dir / "events").glob("date=*/hour=*/*.parquet"))
 
     def refresh(self) -> None:
         """(Re)create the views. DuckDB expands the file glob at each query, so new files are seen without
         this; it is needed only when the lake went from empty to non-empty."""
         con = self.connection
-        if self.has_data():
+        dataset = None
+        if self.lake_uri is not None:  # a remote lake: its file list as of now, so refresh() to see new files
+            from querylog.analytics.lake_remote import lake_dataset
+
+            dataset = lake_dataset(self.lake_uri, filesystem=self.filesystem)
+        if dataset is not None:
+            con.register("_lake_events", dataset)
+            con.execute("CREATE OR REPLACE VIEW events AS SELECT * EXCLUDE (date, hour) FROM _lake_events")
+        elif self.lake_uri is None and self.has_data():
             path = self.glob.replace("'", "''")
             con.execute(
                 f"CREATE OR REPLACE VIEW events AS SELECT * EXCLUDE (date, hour) FROM read_parquet('{path}', "

@@ -21,6 +21,12 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("statement", help='SQL, e.g. "select intent, count(*) from queries group by 1"')
     p.add_argument("--format", "-f", choices=FORMATS, default="table", help="output format (default: table)")
+    p.add_argument(
+        "--lake",
+        metavar="DIR_OR_URI",
+        help="lake to read: a directory or s3://bucket/prefix (default: <home>/lake; S3 endpoint and "
+        "credentials from QUERYLOG_S3_ENDPOINT_URL and the AWS_* variables)",
+    )
     p.set_defaults(run=run)
 
 
@@ -28,7 +34,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog._format import format_rows
     from querylog.analytics.catalog import Catalog, CatalogError
 
-    with Catalog(settings.lake_dir) as catalog:
+    try:
+        catalog = Catalog(args.lake or settings.lake_dir)
+    except (OSError, ValueError) as exc:  # a remote lake that cannot be listed or read
+        print(f"querylog sql: {exc}", file=sys.stderr)
+        return 1
+    with catalog:
         try:
             columns, rows = catalog.query(args.statement)
         except CatalogError as exc:

@@ -1,0 +1,87 @@
+"""``querylog lake push``: copy the local lake's committed Parquet files to S3-compatible storage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from querylog.config import Settings
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "lake",
+        help="the lake on S3-compatible storage: push it to a bucket",
+        description="Operate on the Parquet lake's remote copy. Read it back with `querylog sql --lake s3://...`. "
+        "Credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION; endpoint of an S3-compatible "
+        "server (MinIO, Ceph): QUERYLOG_S3_ENDPOINT_URL=http://host:9000.",
+    )
+    actions = p.add_subparsers(dest="lake_action", metavar="ACTION", required=True)
+    push = actions.add_parser(
+        "push",
+        help="upload committed lake files to s3://bucket/prefix (idempotent)",
+        description="Upload the lake's committed files (events/date=*/hour=*/*.parquet) to s3://bucket/prefix/events/ "
+        "under the same keys. Each file goes straight to its final key in one PUT (or one multipart upload), so "
+        "readers never see half a file; keys already there with the same size are skipped, so a push can be "
+        "repeated or resumed. Nothing remote is deleted unless --delete.",
+    )
+    push.add_argument("uri", help="destination, e.g. s3://querylog-lake/prod")
+    push.add_argument(
+        "--delete",
+        action="store_true",
+        help="then delete remote lake files the local lake no longer has (after compaction or retention); "
+        "readers may see those events twice between the upload and the delete",
+    )
+    push.add_argument("--dry-run", action="store_true", help="show what would be uploaded or deleted, change nothing")
+    push.add_argument("--json", action="store_true", help="print the report as JSON")
+    push.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    push.set_defaults(run=run_push)
+
+
+def run_push(args: argparse.Namespace, settings: Settings) -> int:
+    from querylog.analytics.lake_remote import PushError, push_lake
+
+    last = [0.0]
+
+    def progress(done: int, total: int, key: str) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] >= 1.0:
+            last[0] = now
+            print(f"querylog lake push: [{done}/{total}] {key}", file=sys.stderr, flush=True)
+
+    try:
+        report = push_lake(
+            settings.lake_dir,
+            args.uri,
+            delete=args.delete,
+            dry_run=args.dry_run,
+            progress=None if args.quiet else progress,
+        )
+    except (PushError, ValueError, OSError) as exc:
+        print(f"querylog lake push: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report.as_dict()))
+        return 0
+    verb = "would upload" if args.dry_run else "uploaded"
+    line = (
+        f"{report.uri}: {verb} {report.uploaded} files ({_mb(report.uploaded_bytes)}), "
+        f"skipped {report.skipped} already there ({_mb(report.skipped_bytes)})"
+    )
+    if report.deleted:
+        line += f", {'would delete' if args.dry_run else 'deleted'} {report.deleted} no longer local"
+    print(line)
+    if report.stale:
+        print(
+            f"querylog lake push: {report.stale} remote files are no longer in the local lake (compacted or expired "
+            "there); readers of the bucket see their events twice until you push with --delete",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1_000_000:.1f} MB"

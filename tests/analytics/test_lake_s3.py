@@ -1,0 +1,261 @@
+"""The lake on S3-compatible storage, against moto's S3 server on 127.0.0.1: push, idempotence, mirror, reads."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+
+moto_server = pytest.importorskip(
+    "moto.server", reason="needs moto's server mode: pip install 'moto[server]' (a dev dependency)"
+)
+
+from querylog.analytics.catalog import Catalog  # noqa: E402
+from querylog.analytics.lake_remote import (  # noqa: E402
+    ENDPOINT_ENV,
+    PushError,
+    lake_dataset,
+    parse_lake_uri,
+    push_lake,
+    remote_lake_files,
+    s3_filesystem,
+)
+from querylog.cli import main  # noqa: E402
+from querylog.logging.events import QueryReceived  # noqa: E402
+from querylog.logging.parquet import ParquetSink  # noqa: E402
+from querylog.logging.projection import Batch, Projector  # noqa: E402
+from querylog.logging.segments import EventLog, LogReader  # noqa: E402
+from querylog.logging.tracker import QueryTracker  # noqa: E402
+
+COUNT_SQL = "select count(*), count(distinct event_id) from events"
+QUERIES_SQL = (
+    "select query_id, query_text, intent, status, session_id, started_at, ended_at, latency_ms "
+    "from queries order by query_id"
+)
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv(ENDPOINT_ENV, endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    return endpoint
+
+
+@pytest.fixture
+def bucket(s3_env: str) -> str:
+    """A fresh bucket per test (moto's state is shared by the module's server)."""
+    name = f"lake-{uuid.uuid4().hex[:12]}"
+    pafs.S3FileSystem(
+        endpoint_override=s3_env.removeprefix("http://"),
+        scheme="http",
+        access_key="testing",
+        secret_key="testing",
+        region="us-east-1",
+        allow_bucket_creation=True,
+    ).create_dir(name)
+    return name
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A small lake made the real way: tracker -> event log -> projector -> Parquet sink; two hours of data."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("QUERYLOG_HOME", str(home))
+    with EventLog(home / "log") as log:
+        tracker = QueryTracker(log, env="test")
+        for i, (text, intent) in enumerate(
+            [("네이버 주가", "stock_analysis"), ("카카오 뉴스", "news_inquiry"), ("KOSPI today", "market_overview")]
+        ):
+            with tracker.query(text, session_id=f"s{i % 2}") as q:
+                q.classified(intent, 0.9)
+    with ParquetSink(home / "lake") as sink:
+        Projector(LogReader(home / "log"), sink).catch_up()
+        # and one batch in an earlier hour, so the lake has more than one partition
+        old = datetime.now(UTC) - timedelta(hours=3)
+        events = [QueryReceived(query_text="old one", ts=old, query_id=f"old-{n}", env="test") for n in range(2)]
+        sink.write(Batch(events=events, checkpoint=sink.checkpoint()))
+    return home
+
+
+def _local_keys(lake: Path) -> set[str]:
+    return {p.relative_to(lake).as_posix() for p in (lake / "events").glob("date=*/hour=*/*.parquet")}
+
+
+def _remote_keys(bucket: str, prefix: str) -> set[str]:
+    found = remote_lake_files(parse_lake_uri(f"s3://{bucket}/{prefix}"), s3_filesystem())
+    return {f"events/{rel}" for rel in found}
+
+
+def test_parse_lake_uri() -> None:
+    loc = parse_lake_uri("s3://b/some/prefix/")
+    assert (loc.bucket, loc.prefix, loc.events, loc.uri) == (
+        "b",
+        "some/prefix",
+        "b/some/prefix/events",
+        "s3://b/some/prefix",
+    )
+    assert parse_lake_uri("s3://b").events == "b/events"
+    with pytest.raises(ValueError, match="s3://"):
+        parse_lake_uri("/local/lake")
+
+
+def test_push_uploads_committed_files_under_the_same_keys_and_is_idempotent(home: Path, bucket: str) -> None:
+    lake = home / "lake"
+    (lake / "_querylog" / "tmp").mkdir(parents=True, exist_ok=True)
+    (lake / "_querylog" / "tmp" / "leftover.parquet.tmp").write_bytes(b"not committed")
+    local = _local_keys(lake)
+    assert len({k.split("/")[2] for k in local}) >= 2  # at least two hour partitions
+    uri = f"s3://{bucket}/prod/lake"
+    size = sum((lake / k).stat().st_size for k in local)
+
+    seen: list[tuple[int, int, str]] = []
+    first = push_lake(lake, uri, progress=lambda d, t, k: seen.append((d, t, k)))
+    assert (first.uploaded, first.skipped, first.uploaded_bytes) == (len(local), 0, size)
+    assert seen[-1][:2] == (len(local), len(local))
+    assert _remote_keys(bucket, "prod/lake") == local
+    fs = s3_filesystem()
+    everything = fs.get_file_info(pafs.FileSelector(bucket, recursive=True))
+    assert not any("_querylog" in i.path for i in everything)  # never the commit file or tmp
+    for key in local:  # byte-for-byte
+        with fs.open_input_stream(f"{bucket}/prod/lake/{key}") as f:
+            assert f.read() == (lake / key).read_bytes()
+
+    again = push_lake(lake, uri)
+    assert (again.uploaded, again.skipped, again.skipped_bytes, again.deleted, again.stale) == (
+        0,
+        len(local),
+        size,
+        0,
+        0,
+    )
+
+
+def test_catalog_over_s3_matches_the_local_catalog(home: Path, bucket: str) -> None:
+    lake = home / "lake"
+    uri = f"s3://{bucket}/lake"
+    with Catalog(uri) as empty:  # nothing pushed yet: empty views, as for an empty local lake
+        assert not empty.has_data()
+        assert empty.query(COUNT_SQL)[1] == [(0, 0)]
+        assert empty.query("select count(*) from queries")[1] == [(0,)]
+    push_lake(lake, uri)
+    with Catalog(lake) as local, Catalog(uri) as remote:
+        assert remote.has_data()
+        counts = local.query(COUNT_SQL)[1]
+        assert counts == remote.query(COUNT_SQL)[1]
+        assert counts[0][0] > 5 and counts[0][0] == counts[0][1]
+        local_queries = local.query(QUERIES_SQL)
+        assert local_queries == remote.query(QUERIES_SQL)
+        assert len(local_queries[1]) == 5
+        assert local.query("select * from sessions order by 1") == remote.query("select * from sessions order by 1")
+        assert set(local.query("select * from events")[0]) == set(remote.query("select * from events")[0])
+        # a time filter (pushed down into the pyarrow scan) gives the same answer too
+        recent = "select count(*) from events where ts > now() - interval 1 hour"
+        assert local.query(recent) == remote.query(recent)
+
+
+def test_catalog_refresh_sees_newly_pushed_files(home: Path, bucket: str) -> None:
+    lake = home / "lake"
+    uri = f"s3://{bucket}/lake"
+    push_lake(lake, uri)
+    with Catalog(uri) as remote:
+        before = remote.query("select count(*) from events")[1][0][0]
+        with ParquetSink(lake) as sink:
+            extra = [QueryReceived(query_text="later", query_id="later-1", env="test")]
+            sink.write(Batch(events=extra, checkpoint=sink.checkpoint()))
+        assert push_lake(lake, uri).uploaded == 1
+        remote.refresh()
+        assert remote.query("select count(*) from events")[1][0][0] == before + 1
+
+
+def test_delete_mirrors_local_compaction(home: Path, bucket: str) -> None:
+    lake = home / "lake"
+    uri = f"s3://{bucket}/lake"
+    push_lake(lake, uri)
+    # stand-in for compaction: one hour's files replaced locally by a merged file with a new name
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    hour = sorted({(lake / k).parent for k in _local_keys(lake)})[0]
+    files = sorted(hour.glob("*.parquet"))
+    merged = pa.concat_tables([pq.ParquetFile(f).read() for f in files])
+    pq.write_table(merged, hour / "compacted-0000.parquet")
+    for f in files:
+        f.unlink()
+
+    report = push_lake(lake, uri)
+    assert (report.uploaded, report.stale, report.deleted) == (1, len(files), 0)
+    with Catalog(lake) as local, Catalog(uri) as remote:  # without --delete: the compacted events twice
+        local_n = local.query("select count(*) from events")[1][0][0]
+        assert remote.query("select count(*) from events")[1][0][0] == local_n + merged.num_rows
+
+    dry = push_lake(lake, uri, delete=True, dry_run=True)
+    assert dry.deleted == len(files)
+    assert len(_remote_keys(bucket, "lake")) == len(_local_keys(lake)) + len(files)
+    mirrored = push_lake(lake, uri, delete=True)
+    assert (mirrored.uploaded, mirrored.deleted, mirrored.stale) == (0, len(files), 0)
+    assert _remote_keys(bucket, "lake") == _local_keys(lake)
+    with Catalog(lake) as local, Catalog(uri) as remote:
+        assert local.query(COUNT_SQL) == remote.query(COUNT_SQL)
+
+
+def test_delete_refuses_to_empty_the_bucket_from_an_empty_local_lake(home: Path, bucket: str, tmp_path: Path) -> None:
+    uri = f"s3://{bucket}/lake"
+    push_lake(home / "lake", uri)
+    with pytest.raises(PushError, match="refusing"):
+        push_lake(tmp_path / "nowhere", uri, delete=True)
+    assert _remote_keys(bucket, "lake") == _local_keys(home / "lake")
+
+
+def test_lake_dataset_is_none_for_an_empty_prefix(s3_env: str, bucket: str) -> None:
+    assert lake_dataset(f"s3://{bucket}/nothing-here") is None
+
+
+def test_cli_lake_push_and_sql_over_s3(home: Path, bucket: str, capsys: pytest.CaptureFixture[str]) -> None:
+    uri = f"s3://{bucket}/cli"
+    n = len(_local_keys(home / "lake"))
+    assert main(["lake", "push", uri]) == 0
+    out, err = capsys.readouterr()
+    assert f"uploaded {n} files" in out and "skipped 0" in out
+    assert f"[{n}/{n}]" in err
+    assert main(["lake", "push", uri, "--json", "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["uploaded"], report["skipped"], report["uri"]) == (0, n, uri)
+
+    sql = "select intent, count(*) as n from queries where intent is not null group by 1 order by 1"
+    assert main(["sql", sql, "--format", "json"]) == 0
+    local_rows = json.loads(capsys.readouterr().out)
+    assert main(["sql", sql, "--format", "json", "--lake", uri]) == 0
+    assert (
+        json.loads(capsys.readouterr().out)
+        == local_rows
+        == [
+            {"intent": "market_overview", "n": 1},
+            {"intent": "news_inquiry", "n": 1},
+            {"intent": "stock_analysis", "n": 1},
+        ]
+    )
+
+
+def test_cli_errors_are_one_line_and_exit_1(home: Path, s3_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lake", "push", "s3://no-such-bucket-here/x"]) == 1
+    assert "querylog lake push:" in capsys.readouterr().err
+    assert main(["lake", "push", "/not/a/uri"]) == 1
+    assert "s3://" in capsys.readouterr().err
+    assert main(["sql", "select 1", "--lake", "s3://no-such-bucket-here/x"]) == 1
+    assert "querylog sql:" in capsys.readouterr().err
