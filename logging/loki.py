@@ -269,18 +269,28 @@ class LokiSink(Sink):
         """Push `events` (without touching the checkpoint). Raises `SinkSendError` if Loki could not be
         reached or kept refusing; what it had accepted by then is remembered and not sent again."""
         now_ns = int(self._clock() * 1e9)
+        o = self.options
+        # `_refusal`'s bounds, worked out once per batch rather than once per entry.
+        oldest_ns = now_ns - int((o.max_age_s - o.clock_margin_s) * 1e9)
+        newest_ns = now_ns + int(o.max_future_s * 1e9)
+        window_ns = int(o.out_of_order_window_s * 1e9)
+        settled, newest = self._settled, self._newest
+        app, env, max_line_bytes = self.app, self.env, o.max_line_bytes
         entries: list[LokiEntry] = []
         for event in events:
-            if event.event_id in self._settled:
+            if event.event_id in settled:
                 continue
-            entry = entry_for(event, app=self.app, env=self.env, max_line_bytes=self.options.max_line_bytes)
-            reason = self._refusal(entry, now_ns)
-            if reason is not None:
-                self._settled.add(entry.event_id)
+            entry = entry_for(event, app=app, env=env, max_line_bytes=max_line_bytes)
+            ts = entry.ts_ns
+            behind = newest.get((entry.app, entry.env, entry.event))
+            if (ts < oldest_ns or ts > newest_ns or (behind is not None and ts < behind - window_ns)) and (
+                reason := self._refusal(entry, now_ns)
+            ) is not None:
+                settled.add(entry.event_id)
                 self.telemetry.dropped(reason)
                 continue
             entries.append(entry)
-        for push in plan_pushes(entries, max_bytes=self.options.max_push_bytes):
+        for push in plan_pushes(entries, max_bytes=o.max_push_bytes):
             self._deliver(push)
 
     def _refusal(self, entry: LokiEntry, now_ns: int) -> str | None:
@@ -296,14 +306,16 @@ class LokiSink(Sink):
         return None
 
     def _accepted(self, push: Push, nbytes: int, refused: int = 0) -> None:
+        settled, newest = self._settled, self._newest
         for entry in push.entries:
-            self._settled.add(entry.event_id)
+            settled.add(entry.event_id)
             if entry.truncated:
                 # Counted once Loki has the line, so a batch offered again does not count it twice.
                 self.truncated += 1
                 self.telemetry.error("truncate")
-            if entry.ts_ns > self._newest.get(entry.stream, 0):
-                self._newest[entry.stream] = entry.ts_ns
+            stream = (entry.app, entry.env, entry.event)
+            if entry.ts_ns > newest.get(stream, 0):
+                newest[stream] = entry.ts_ns
         self.telemetry.sent(len(push.entries) - refused, nbytes=nbytes)
 
     def _deliver(self, push: Push) -> None:
