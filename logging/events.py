@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from datetime import UTC, datetime
 from typing import Final, Literal, TypeAlias
@@ -62,8 +63,18 @@ def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
 def _clean_text(text: str) -> str:
     text = nfc(text)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (possible from Python callers; HTTP input refuses them) is not text and cannot be
+            # stored as UTF-8: it becomes U+FFFD, as any UTF-8 decoder would show it.
+            text = _SURROGATE.sub("\ufffd", text)
     if len(text) > MAX_TEXT_CHARS:
         text = text[: MAX_TEXT_CHARS - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
     return text

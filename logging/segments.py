@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
+import msgspec
 import structlog
 
 from querylog.logging.codec import encode_into
@@ -219,6 +220,17 @@ class EventLog:
             # Encoded straight onto the end of the buffer: no intermediate bytes object, no `+ b"\n"` copy.
             try:
                 encode_into(event, buffer)
+            except (UnicodeEncodeError, msgspec.EncodeError) as exc:
+                # A value that cannot be written as UTF-8 JSON (e.g. a lone surrogate in an id): the caller's
+                # request goes on; the event is counted as dropped, with one line saying why.
+                del buffer[start:]
+                self.events_dropped += 1
+                self.telemetry.received(1)
+                self.telemetry.dropped("unencodable")
+                _log.error(
+                    "log_event_unencodable", event_type=event.event_type, query_id=repr(event.query_id), error=str(exc)
+                )
+                return
             except BaseException:
                 del buffer[start:]  # never leave half an event in the buffer
                 raise

@@ -199,3 +199,9 @@ def test_decode_never_raises_anything_but_decode_error(data: bytes) -> None:
 def test_to_builtins_is_what_is_written() -> None:
     event = SearchCompleted(query_id="q", result_count=2, cache_hit=True)
     assert msgspec.json.decode(codec.encode(event)) == codec.to_builtins(event)
+
+
+def test_a_lone_surrogate_in_text_becomes_the_replacement_character() -> None:
+    event = QueryReceived(query_id="q", query_text="abc\ud800 네이버")
+    assert event.query_text == "abc\ufffd 네이버"
+    assert codec.decode(codec.encode(event)) == event

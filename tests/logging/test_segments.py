@@ -284,3 +284,12 @@ def test_fsync_always_syncs_on_every_flush(tmp_path: Path, monkeypatch: pytest.M
         log.append(_event(1))
         log.flush()
         assert len(synced) == before + 1
+
+
+def test_an_unencodable_event_is_counted_and_dropped_not_raised(tmp_path: Path) -> None:
+    with EventLog(tmp_path) as log:
+        log.append(QueryReceived(query_id="q-\ud800", query_text="x"))  # a lone surrogate in an id
+        log.append(_event(2))
+        log.flush()
+        assert log.telemetry.snapshot().dropped == {"unencodable": 1}
+    assert _read_ids(tmp_path) == ["q-2"]
