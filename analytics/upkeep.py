@@ -21,6 +21,10 @@ window is step 4: an event a lagging projection writes into an hour being compac
 step 1's last check and the swap, is hidden until step 4 moves it back a moment later (it is never lost:
 recovery moves it back too).
 
+Closed *days* can then be merged whole (`LakeCompactor.run_days`): one file per day sorted by (event_type, ts)
+in 64k-row groups, by the same protocol one level up — the ``date=D`` directory is exchanged with a new one that
+keeps every ``hour=HH`` name (see `LakeCompactor.compact_day` for why that keeps readers right).
+
 A crash anywhere is repaired by `LakeCompactor.recover` (run at the start of every compaction): before the
 journal exists the work is discarded; after it, the merged file's location says whether the swap happened,
 and the journal says which files to move back.
@@ -55,7 +59,10 @@ if TYPE_CHECKING:
     from querylog.analytics.catalog import Catalog
 
 __all__ = [
+    "DAY_FILE_PREFIX",
+    "DAY_ROW_GROUP",
     "CompactionReport",
+    "DayPartition",
     "HourPartition",
     "LakeCompactor",
     "LakeSearch",
@@ -76,6 +83,11 @@ ProgressFn = Callable[[int, int, str], None]
 #: Called as on_step(step, partition) after each step of the protocol; tests use it to crash or to read.
 StepHook = Callable[[str, "HourPartition"], None]
 
+#: Day-compacted files are named ``day-<uuid7>.parquet``.
+DAY_FILE_PREFIX: Final = "day-"
+#: Rows per row group in a day file: enough groups per day for event_type/ts statistics to prune on.
+DAY_ROW_GROUP: Final = 64 * 1024
+
 _DATE_RE: Final = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 _HOUR_RE: Final = re.compile(r"^hour=(\d{2})$")
 
@@ -86,10 +98,13 @@ class UpkeepError(Exception):
 
 class _Journal(msgspec.Struct):
     date: str
+    #: the hour compacted, or ``"day"`` for a day compaction (then `inputs` are ``hour=HH/name`` paths)
     hour: str
     inputs: list[str]
     merged: str
     rows: int
+    #: day compaction: the ``hour=HH`` directory that holds the merged file
+    merged_hour: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +125,33 @@ class HourPartition:
 
     def files(self) -> list[Path]:
         return sorted(p for p in self.path.glob("*.parquet") if not p.name.startswith("."))
+
+
+@dataclass(frozen=True, slots=True)
+class DayPartition:
+    """One ``events/date=D`` directory, compacted as a whole (see `LakeCompactor.run_days`)."""
+
+    date: str
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return f"date={self.date}"
+
+    def files(self) -> list[Path]:
+        """Its Parquet files, as paths relative to the day directory (``hour=HH/name``), sorted."""
+        return sorted(
+            p.relative_to(self.path)
+            for p in self.path.glob("hour=*/*.parquet")
+            if not p.name.startswith(".") and _HOUR_RE.match(p.parent.name) is not None
+        )
+
+    def hours(self) -> list[str]:
+        return sorted(h.name for h in self.path.iterdir() if h.is_dir() and _HOUR_RE.match(h.name) is not None)
+
+    def compacted(self) -> bool:
+        files = self.files()
+        return len(files) == 1 and files[0].name.startswith(DAY_FILE_PREFIX)
 
 
 @dataclass
@@ -201,7 +243,8 @@ def _upkeep_lock(lake_dir: Path) -> Iterator[None]:
 
 # -- compaction -----------------------------------------------------------------------------------------
 class LakeCompactor:
-    """Merges the small files of closed hour partitions into one file each. See the module docstring."""
+    """Merges the small files of closed hour partitions into one file each (`run`), and closed days into one
+    sorted file each (`run_days`). See the module docstring."""
 
     def __init__(
         self,
@@ -255,6 +298,147 @@ class LakeCompactor:
                     )
                     self.progress(i, len(todo), f"{partition.name}: {done}")
             return report
+
+    # -- whole days ------------------------------------------------------------------------------
+    def plan_days(self, *, older_than: timedelta = timedelta(0), now: datetime | None = None) -> list[DayPartition]:
+        """Day partitions that ended at least `older_than` ago (by default: every day before today, UTC) and
+        are not day-compacted already."""
+        if older_than < timedelta(0):
+            raise ValueError(f"older_than must not be negative; got {older_than}")
+        now = now or datetime.now(UTC)
+        closed_before = now - older_than - timedelta(days=1)
+        days = []
+        for day in sorted(self.events_dir.iterdir()) if self.events_dir.is_dir() else ():
+            if (m := _DATE_RE.match(day.name)) is None or not day.is_dir():
+                continue
+            partition = DayPartition(m.group(1), day)
+            start = datetime.fromisoformat(partition.date).replace(tzinfo=UTC)
+            if start <= closed_before and partition.files() and not partition.compacted():
+                days.append(partition)
+        return days
+
+    def run_days(self, *, older_than: timedelta = timedelta(0), now: datetime | None = None) -> CompactionReport:
+        """Repair interrupted work, then merge each closed day (`plan_days`) into one file sorted by
+        (event_type, ts) in row groups of `DAY_ROW_GROUP` rows. See `compact_day`."""
+        with _upkeep_lock(self.lake_dir):
+            report = CompactionReport(recovered=self._recover_locked())
+            todo = self.plan_days(older_than=older_than, now=now)
+            for i, partition in enumerate(todo, 1):
+                before = len(partition.files())
+                rows = self._compact_day_locked(partition)
+                if rows is None:
+                    report.skipped.append(partition.name)
+                else:
+                    report.partitions += 1
+                    report.files_before += before
+                    report.files_after += 1
+                    report.events += rows
+                if self.progress is not None:
+                    done = (
+                        "skipped: a file arrived meanwhile" if rows is None else f"{before} files → 1 ({rows} events)"
+                    )
+                    self.progress(i, len(todo), f"{partition.name}: {done}")
+            return report
+
+    def compact_day(self, partition: DayPartition) -> int | None:
+        """Compact one day; the number of events in its merged file, or None if it changed meanwhile.
+
+        The same protocol as an hour, one level up: the new day directory (built under
+        ``_querylog/compact/D_day/swap``) holds every ``hour=HH`` directory the old one had — empty — except the
+        first hour that had files, which holds the merged file; then it is exchanged with ``events/date=D`` in
+        one atomic step. A reader lists ``date=D`` and then each ``hour=HH`` by path, so its listing may
+        straddle the swap; the hour names are the same on both sides, and the merged file sits in an hour the
+        old side held files in, so a straddling listing either holds an old file (whose open then fails with
+        "No such file or directory": the query is re-run) or only the new file — never both, never neither.
+        The ``hour`` partition value of the events in a day file is therefore not their hour (the catalog's
+        `events` view drops it; use ``ts``).
+        """
+        with _upkeep_lock(self.lake_dir):
+            return self._compact_day_locked(partition)
+
+    def _compact_day_locked(self, partition: DayPartition) -> int | None:
+        inputs = partition.files()
+        if not inputs or partition.compacted():
+            return None
+        hours = partition.hours()
+        merged_hour = inputs[0].parent.name  # the first hour directory that holds a file
+        work = self.work_dir / f"{partition.date}_day"
+        swap = work / "swap"
+        shutil.rmtree(work, ignore_errors=True)
+        swap.mkdir(parents=True)
+        for hour in hours:
+            (swap / hour).mkdir()
+        merged = swap / merged_hour / f"{DAY_FILE_PREFIX}{uuid_utils.uuid7()}.parquet"
+        try:
+            rows = self._merge_sorted([partition.path / f for f in inputs], merged)
+            for hour in hours:
+                _fsync_dir(swap / hour)
+            _fsync_dir(swap)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        self._step("merged", partition)  # type: ignore[arg-type]
+        if partition.files() != inputs or partition.hours() != hours:
+            shutil.rmtree(work)
+            return None
+        journal = _Journal(partition.date, "day", [str(f) for f in inputs], merged.name, rows, merged_hour)
+        atomic_write(work / "journal.json", msgspec.json.encode(journal))
+        self._step("journaled", partition)  # type: ignore[arg-type]
+        try:
+            exchange_directories(partition.path, swap)  # the commit point
+        except UpkeepError:
+            shutil.rmtree(work)
+            raise
+        _fsync_dir(partition.path.parent)
+        self._step("swapped", partition)  # type: ignore[arg-type]
+        self._return_late_day_files(journal, partition.path, swap)
+        self._step("returned", partition)  # type: ignore[arg-type]
+        shutil.rmtree(work)
+        self._step("done", partition)  # type: ignore[arg-type]
+        return rows
+
+    def _merge_sorted(self, inputs: Sequence[Path], target: Path) -> int:
+        """All of `inputs` in one file sorted by (event_type, ts), in row groups of `DAY_ROW_GROUP` rows.
+        A day is sorted in memory (about 100 bytes an event)."""
+        with ExitStack() as stack:
+            files = [stack.enter_context(pq.ParquetFile(p)) for p in inputs]
+            expected = sum(f.metadata.num_rows for f in files)
+            schema = pa.unify_schemas([f.schema_arrow for f in files])
+            tables = []
+            for f in files:
+                table = f.read()
+                tables.append(
+                    pa.Table.from_arrays(
+                        [
+                            table.column(name).cast(schema.field(name).type)
+                            if name in table.column_names
+                            else pa.nulls(table.num_rows, schema.field(name).type)
+                            for name in schema.names
+                        ],
+                        schema=schema,
+                    )
+                )
+        table = pa.concat_tables(tables)
+        keys = [(k, "ascending") for k in ("event_type", "ts") if k in schema.names]
+        if keys:
+            table = table.sort_by(keys)
+        pq.write_table(table, target, compression=self.compression, row_group_size=DAY_ROW_GROUP)
+        with target.open("rb+") as fh:
+            os.fsync(fh.fileno())
+        stored = int(pq.ParquetFile(target).metadata.num_rows)
+        if not expected == table.num_rows == stored:
+            raise UpkeepError(f"merging {len(inputs)} files gave {stored} rows, expected {expected}; nothing changed")
+        return stored
+
+    @staticmethod
+    def _return_late_day_files(journal: _Journal, live: Path, swap: Path) -> None:
+        """Move back into the live day any file of the swapped-out day that the journal does not name."""
+        known = set(journal.inputs)
+        for late in sorted(swap.glob("hour=*/*.parquet")):
+            rel = f"{late.parent.name}/{late.name}"
+            if rel not in known and late.name != journal.merged:
+                (live / late.parent.name).mkdir(exist_ok=True)
+                os.rename(late, live / rel)
 
     def compact(self, partition: HourPartition) -> int | None:
         """Compact one partition; the number of events in the merged file, or None if it changed meanwhile."""
@@ -356,6 +540,9 @@ class LakeCompactor:
                 shutil.rmtree(work)  # crashed before the journal: the live files were never touched
                 continue
             journal = msgspec.json.decode(journal_path.read_bytes(), type=_Journal)
+            if journal.hour == "day":
+                self._recover_day(journal, work)
+                continue
             live = self.events_dir / f"date={journal.date}" / f"hour={journal.hour}"
             if (live / journal.merged).exists():
                 self._return_late_files(journal, live, swap)  # swapped: finish steps 4 and 5
@@ -367,6 +554,18 @@ class LakeCompactor:
                     os.rename(old, live / old.name)
             shutil.rmtree(work)  # not swapped: the merged copy in swap/ is discarded
         return repaired
+
+    def _recover_day(self, journal: _Journal, work: Path) -> None:
+        swap = work / "swap"
+        live = self.events_dir / f"date={journal.date}"
+        if (live / str(journal.merged_hour) / journal.merged).exists():
+            self._return_late_day_files(journal, live, swap)  # swapped: finish the protocol
+        elif swap.is_dir() and not (swap / str(journal.merged_hour) / journal.merged).exists():
+            # The merged file is in neither place: put every old file back (restores, never doubles).
+            for old in swap.glob("hour=*/*.parquet"):
+                (live / old.parent.name).mkdir(parents=True, exist_ok=True)
+                os.rename(old, live / old.parent.name / old.name)
+        shutil.rmtree(work)  # not swapped: the merged copy in swap/ is discarded
 
 
 # -- retention ------------------------------------------------------------------------------------------

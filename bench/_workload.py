@@ -9,24 +9,18 @@ from typing import Final
 
 from querylog.logging.segments import EventLog
 from querylog.logging.tracker import QueryTracker
+from querylog.service.demo import COMPANIES as DEMO_COMPANIES
 from querylog.service.intents import classify
 
 __all__ = ["COMPANIES", "query_texts", "text_intents", "write_log"]
 
+# The demo's companies and a few more, so a 10M-event lake has a long tail of names to search for.
 COMPANIES: Final = (
-    ("삼성전자", "Samsung Electronics"),
-    ("SK하이닉스", "SK Hynix"),
-    ("네이버", "NAVER"),
-    ("카카오", "Kakao"),
-    ("현대차", "Hyundai Motor"),
-    ("LG에너지솔루션", "LG Energy Solution"),
+    *DEMO_COMPANIES,
     ("셀트리온", "Celltrion"),
     ("포스코홀딩스", "POSCO Holdings"),
     ("기아", "Kia"),
     ("삼성바이오로직스", "Samsung Biologics"),
-    ("애플", "Apple"),
-    ("엔비디아", "NVIDIA"),
-    ("테슬라", "Tesla"),
     ("마이크로소프트", "Microsoft"),
     ("아마존", "Amazon"),
 )

@@ -17,7 +17,8 @@ import httpx
 
 __all__ = ["DemoQuery", "DemoReport", "demo_queries", "run_demo"]
 
-_COMPANIES: Final = (
+#: (Korean, English) names of the companies the demo (and the benchmarks' workload) ask about.
+COMPANIES: Final = (
     ("삼성전자", "Samsung Electronics"),
     ("SK하이닉스", "SK Hynix"),
     ("네이버", "NAVER"),
@@ -86,7 +87,7 @@ def demo_queries(n: int, *, seed: int = 7, failure_rate: float = 0.03) -> Iterat
         session_no += 1
         session_id = f"s-{seed}-{session_no}"
         user_id = f"u-{rng.randint(1, max(3, n // 10))}"
-        ko, en = rng.choice(_COMPANIES)
+        ko, en = rng.choice(COMPANIES)
         for turn in range(rng.randint(1, 4)):
             if produced >= n:
                 return

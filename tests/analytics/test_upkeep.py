@@ -20,6 +20,7 @@ import pytest
 from querylog.analytics.catalog import Catalog, CatalogError
 from querylog.analytics.queries import LakeQueries, open_catalog
 from querylog.analytics.upkeep import (
+    DAY_FILE_PREFIX,
     HourPartition,
     LakeCompactor,
     LakeSearch,
@@ -478,6 +479,20 @@ def test_compact_command_shows_progress_and_a_summary(
     assert _census(fresh_lake.lake) == before
 
 
+def test_compact_command_merges_each_closed_day_into_one_file(
+    fresh_lake: SampleLake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _census(fresh_lake.lake)
+    assert main(["--home", str(fresh_lake.home), "compact"]) == 0
+    assert "day(s)" in capsys.readouterr().out
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    for day in (fresh_lake.lake / "events").glob("date=*"):
+        files = list(day.glob("hour=*/*.parquet"))
+        if day.name != f"date={today}":
+            assert len(files) == 1, f"{day.name} has {len(files)} files"
+    assert _census(fresh_lake.lake) == before
+
+
 def test_compact_command_applies_retention(
     fresh_lake: SampleLake, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -521,3 +536,146 @@ def test_a_filesystem_without_atomic_swap_is_refused_and_left_as_it_was(
     assert _files(lake) == files
     assert _census(lake) == before
     assert not any((lake / "_querylog" / "compact").iterdir())
+
+
+# -- whole days ------------------------------------------------------------------------------------------
+def _day_files_sorted(lake: Path) -> None:
+    """Each day file is sorted by (event_type, ts)."""
+    for path in _files(lake):
+        if path.name.startswith(DAY_FILE_PREFIX):
+            table = pq.read_table(path, columns=["event_type", "ts"])
+            assert table.sort_by([("event_type", "ascending"), ("ts", "ascending")]).equals(table)
+
+
+def test_day_compaction_merges_each_closed_day_into_one_sorted_file(fresh_lake: SampleLake) -> None:
+    lake = fresh_lake.lake
+    before, queries_before = _census(lake), _queries(lake)
+    with Catalog(lake) as cat:
+        trend_before = LakeQueries(cat).intent_trend().rows()
+    days_before = {p.parent.parent for p in _files(lake)}
+    hours_before = {p.parent for p in _files(lake)}
+    progress: list[tuple[int, int, str]] = []
+    report = LakeCompactor(lake, progress=lambda *a: progress.append(a)).run_days(
+        now=fresh_lake.end + timedelta(days=2)
+    )
+    assert _census(lake) == before == (fresh_lake.events, fresh_lake.events, before[2])
+    assert _queries(lake) == queries_before
+    with Catalog(lake) as cat:
+        assert LakeQueries(cat).intent_trend().rows() == trend_before
+    files = _files(lake)
+    assert len(files) == len(days_before) == report.partitions == report.files_after == len(progress)
+    assert all(p.name.startswith(DAY_FILE_PREFIX) for p in files)
+    # Every hour directory is still there (empty but for the day's first), so the glob and hive typing hold.
+    assert {h for d in days_before for h in d.iterdir()} == hours_before
+    assert report.events == fresh_lake.events
+    _day_files_sorted(lake)
+    assert not any((lake / "_querylog" / "compact").iterdir())
+    assert LakeCompactor(lake).run_days(now=fresh_lake.end + timedelta(days=2)).partitions == 0
+    assert LakeCompactor(lake).run().partitions == 0  # hour compaction leaves day files alone
+
+
+def test_today_and_recent_days_are_left_alone_by_day_compaction(fresh_lake: SampleLake) -> None:
+    compactor = LakeCompactor(fresh_lake.lake)
+    days = {p.parent.parent.name for p in _files(fresh_lake.lake)}
+    last = max(days).removeprefix("date=")
+    day_end = datetime.fromisoformat(last).replace(tzinfo=UTC) + timedelta(days=1)
+    assert last not in {d.date for d in compactor.plan_days(now=day_end - timedelta(minutes=1))}
+    assert last in {d.date for d in compactor.plan_days(now=day_end)}
+    assert last not in {d.date for d in compactor.plan_days(now=day_end, older_than=timedelta(hours=1))}
+
+
+def test_a_reader_at_any_step_of_day_compaction_sees_every_event_exactly_once(fresh_lake: SampleLake) -> None:
+    lake = fresh_lake.lake
+    before = _census(lake)
+    seen: dict[str, list[tuple[int, int, int]]] = {}
+
+    def read(step: str, partition: Any) -> None:
+        seen.setdefault(step, []).append(_census(lake))
+
+    LakeCompactor(lake, on_step=read).run_days(now=fresh_lake.end + timedelta(days=2))
+    assert set(seen) == set(STEPS)
+    assert all(census == before for censuses in seen.values() for census in censuses)
+
+
+@pytest.mark.parametrize("step", STEPS[:-1])
+def test_a_crash_at_any_step_of_day_compaction_is_repaired(fresh_lake: SampleLake, step: str) -> None:
+    lake = fresh_lake.lake
+    before, queries_before = _census(lake), _queries(lake)
+    now = fresh_lake.end + timedelta(days=2)
+
+    def crash(at: str, partition: Any) -> None:
+        if at == step:
+            raise SimulatedCrashError(at)
+
+    with pytest.raises(SimulatedCrashError):
+        LakeCompactor(lake, on_step=crash).run_days(now=now)
+    assert _census(lake) == before
+    assert LakeCompactor(lake).recover() == 1
+    assert _census(lake) == before
+    assert not any((lake / "_querylog" / "compact").iterdir())
+    LakeCompactor(lake).run_days(now=now)
+    assert _census(lake) == before
+    assert _queries(lake) == queries_before
+    _day_files_sorted(lake)
+
+
+@pytest.mark.parametrize("step", ["journaled", "swapped"])
+def test_a_late_file_during_day_compaction_is_moved_back_not_lost(fresh_lake: SampleLake, step: str) -> None:
+    lake = fresh_lake.lake
+    before = _census(lake)
+    hour = next(p for p in (HourPartition(f.parent.parent.name[5:], f.parent.name[5:], f.parent) for f in _files(lake)))
+    done: list[str] = []
+
+    def arrive(at: str, partition: Any) -> None:
+        if at == step and not done:
+            done.append(at)
+            _late_event(hour, lake, 3)  # journaled: into the old day (moved back after the swap); swapped: the new
+
+    LakeCompactor(lake, on_step=arrive).run_days(now=fresh_lake.end + timedelta(days=2))
+    events, distinct, _ = _census(lake)
+    assert (events, distinct) == (before[0] + 2, before[1] + 2)
+
+
+def test_a_file_arriving_during_the_day_merge_makes_that_day_wait(fresh_lake: SampleLake) -> None:
+    lake = fresh_lake.lake
+    before = _census(lake)
+    hour = next(p for p in (HourPartition(f.parent.parent.name[5:], f.parent.name[5:], f.parent) for f in _files(lake)))
+    skipped: list[str] = []
+
+    def arrive(at: str, partition: Any) -> None:
+        if at == "merged" and partition.date == hour.date and not skipped:
+            skipped.append(partition.name)
+            _late_event(hour, lake, 4)
+
+    now = fresh_lake.end + timedelta(days=2)
+    report = LakeCompactor(lake, on_step=arrive).run_days(now=now)
+    assert report.skipped == skipped
+    assert _census(lake)[:2] == (before[0] + 2, before[1] + 2)
+    assert LakeCompactor(lake).run_days(now=now).partitions == 1
+    assert _census(lake)[:2] == (before[0] + 2, before[1] + 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", ["journaled", "swapped"])
+def test_a_killed_day_compaction_is_repaired_by_the_next_run(fresh_lake: SampleLake, step: str) -> None:
+    lake = fresh_lake.lake
+    before = _census(lake)
+    now = fresh_lake.end + timedelta(days=2)
+    script = textwrap.dedent(
+        f"""
+        import os
+        from datetime import datetime
+        from querylog.analytics.upkeep import LakeCompactor
+        def die(at, partition):
+            if at == {step!r}:
+                os._exit(9)
+        LakeCompactor({str(lake)!r}, on_step=die).run_days(now=datetime.fromisoformat({now.isoformat()!r}))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr
+    assert _census(lake) == before
+    report = LakeCompactor(lake).run_days(now=now)
+    assert report.recovered == 1
+    assert _census(lake) == before
+    _day_files_sorted(lake)
