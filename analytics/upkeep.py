@@ -154,6 +154,15 @@ class DayPartition:
         return len(files) == 1 and files[0].name.startswith(DAY_FILE_PREFIX)
 
 
+class _Partition(Protocol):
+    """What `LakeCompactor._run_plan` needs of an hour or a day partition."""
+
+    @property
+    def name(self) -> str: ...
+
+    def files(self) -> list[Path]: ...
+
+
 @dataclass
 class CompactionReport:
     partitions: int = 0
@@ -279,12 +288,20 @@ class LakeCompactor:
         self, *, older_than: timedelta = timedelta(hours=1), now: datetime | None = None, min_files: int = 2
     ) -> CompactionReport:
         """Repair interrupted work, then compact every partition `plan` returns."""
+        return self._run_plan(
+            lambda: self.plan(older_than=older_than, now=now, min_files=min_files), self._compact_locked
+        )
+
+    def _run_plan(
+        self, plan: Callable[[], Sequence[_Partition]], compact: Callable[[Any], int | None]
+    ) -> CompactionReport:
+        """Under the upkeep lock: repair, plan, then compact each partition with `compact`, reporting progress."""
         with _upkeep_lock(self.lake_dir):
             report = CompactionReport(recovered=self._recover_locked())
-            todo = self.plan(older_than=older_than, now=now, min_files=min_files)
+            todo = plan()
             for i, partition in enumerate(todo, 1):
                 before = len(partition.files())
-                rows = self._compact_locked(partition)
+                rows = compact(partition)
                 if rows is None:
                     report.skipped.append(partition.name)
                 else:
@@ -320,25 +337,7 @@ class LakeCompactor:
     def run_days(self, *, older_than: timedelta = timedelta(0), now: datetime | None = None) -> CompactionReport:
         """Repair interrupted work, then merge each closed day (`plan_days`) into one file sorted by
         (event_type, ts) in row groups of `DAY_ROW_GROUP` rows. See `compact_day`."""
-        with _upkeep_lock(self.lake_dir):
-            report = CompactionReport(recovered=self._recover_locked())
-            todo = self.plan_days(older_than=older_than, now=now)
-            for i, partition in enumerate(todo, 1):
-                before = len(partition.files())
-                rows = self._compact_day_locked(partition)
-                if rows is None:
-                    report.skipped.append(partition.name)
-                else:
-                    report.partitions += 1
-                    report.files_before += before
-                    report.files_after += 1
-                    report.events += rows
-                if self.progress is not None:
-                    done = (
-                        "skipped: a file arrived meanwhile" if rows is None else f"{before} files → 1 ({rows} events)"
-                    )
-                    self.progress(i, len(todo), f"{partition.name}: {done}")
-            return report
+        return self._run_plan(lambda: self.plan_days(older_than=older_than, now=now), self._compact_day_locked)
 
     def compact_day(self, partition: DayPartition) -> int | None:
         """Compact one day; the number of events in its merged file, or None if it changed meanwhile.
