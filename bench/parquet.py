@@ -1,4 +1,4 @@
-"""Log → Parquet projection throughput: the real projector end to end, where its time goes, and faster paths."""
+"""Log → Parquet projection throughput: the real projector end to end, where its time goes, and its two paths."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from bench._common import GroupResult, new_result
 from bench._workload import write_log
-from bench.parquet_paths import PATHS, ProtoParquetProjector, ProtoParquetSink, equal_to_current
+from bench.parquet_paths import PATHS, equal_to_per_line
 from querylog.config import Settings
 from querylog.logging.codec import decode
 from querylog.logging.parquet import ParquetSink, _partition, events_to_table
@@ -32,15 +32,10 @@ def _lake_rows(lake: Path) -> int:
     return sum(pq.read_metadata(f).num_rows for f in (lake / "events").glob("date=*/hour=*/*.parquet"))
 
 
-def _project(log_dir: Path, lake: Path, batch_events: int, *, proto: bool = False) -> tuple[float, int]:
+def _project(log_dir: Path, lake: Path, batch_events: int) -> tuple[float, int]:
     """Events per second of one catch-up from an empty lake, as `querylog serve`'s projector runs it."""
     shutil.rmtree(lake, ignore_errors=True)
-    reader = LogReader(log_dir)
-    projector: Projector
-    if proto:
-        projector = ProtoParquetProjector(reader, ProtoParquetSink(lake).open(), batch_max_events=batch_events)
-    else:
-        projector = Projector(reader, ParquetSink(lake).open(), batch_max_events=batch_events)
+    projector = Projector(LogReader(log_dir), ParquetSink(lake).open(), batch_max_events=batch_events)
     t0 = time.perf_counter()
     n = projector.catch_up()
     elapsed = time.perf_counter() - t0
@@ -115,15 +110,12 @@ def run_parquet(ctx: Any) -> GroupResult:
     n = write_log(log_dir, n)
     lake = ctx.work_dir / "parquet-lake"
     current: list[float] = []
-    proto: list[float] = []
     for rep in range(ctx.repetitions):
         ctx.progress(f"parquet: repetition {rep + 1}/{ctx.repetitions} ({n} events, batches of {batch_events})")
         current.append(_project(log_dir, lake, batch_events)[0])
-        # The proposed path, interleaved with the current one so that machine load hits both alike.
-        proto.append(_project(log_dir, lake, batch_events, proto=True)[0])
     result["samples"]["parquet_events_per_s"] = current
 
-    ctx.progress("parquet: stage breakdown and alternative paths on one batch")
+    ctx.progress("parquet: stage breakdown and both paths on one batch")
     lines = LogReader(log_dir).read({}, max_events=10_000 if ctx.quick else batch_events, max_bytes=1 << 30).lines
     tmp = ctx.work_dir / "parquet-stages"
     tmp.mkdir(exist_ok=True)
@@ -134,18 +126,12 @@ def run_parquet(ctx: Any) -> GroupResult:
         paths[name] = {
             "events_per_s_wall": round(len(lines) / wall),
             "events_per_s_cpu": round(len(lines) / cpu),
-            "same_rows_as_current": equal_to_current(lines, path(lines)),
+            "same_rows_as_per_line": equal_to_per_line(lines, path(lines)),
         }
     result["extra"] = {
         "events": n,
         "batch_events": batch_events,
         "note": "end to end: read the log, decode, partition, build Arrow, write zstd Parquet, fsync, commit",
-        "proposed_arrow_json_end_to_end_events_per_s": {
-            "median": round(statistics.median(proto)),
-            "min": round(min(proto)),
-            "max": round(max(proto)),
-            "n": len(proto),
-        },
         "stages_on_one_batch": _stages(lines, tmp, reps),
         "lines_to_tables_paths_on_one_batch": paths,
         "cprofile_top_by_own_time": None if ctx.quick else _profile(log_dir, lake, batch_events),
