@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -20,6 +20,7 @@ import orjson
 import structlog
 
 from querylog import __version__
+from querylog.logging.codec import DecodeError, decode
 from querylog.logging.events import AnyEvent
 from querylog.logging.loki_entries import (
     LABEL_VALUE_RE,
@@ -31,9 +32,10 @@ from querylog.logging.loki_entries import (
     plan_pushes,
     stream_selector,
 )
+from querylog.logging.loki_lines import fast_entries
 from querylog.logging.loki_order import TimeOrderedReader
 from querylog.logging.loki_rejections import PushVerdict, Rejection, read_push_error
-from querylog.logging.projection import Batch, CheckpointFile, Projector, Sink, SinkSendError
+from querylog.logging.projection import Batch, CheckpointFile, Prepared, Projector, Sink, SinkSendError
 from querylog.logging.segments import Checkpoint, LogReader
 
 if TYPE_CHECKING:
@@ -60,6 +62,7 @@ PUSH_PATH: Final = "/loki/api/v1/push"
 #: Promtail's and Alloy's default batch size.
 DEFAULT_MAX_PUSH_BYTES: Final = 1 << 20
 DAY_S: Final = 86_400.0
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -253,8 +256,34 @@ class LokiSink(Sink):
         return dict(self._position)
 
     # -- writing -----------------------------------------------------------------------------------------
+    def prepare(self, lines: Sequence[bytes]) -> Prepared | None:
+        """The batch's pushes, planned and compressed ahead of time (on the projector's read-ahead thread while
+        the previous batch is in flight). Lines go straight to entries (`loki_lines.fast_entries`); a line the
+        fast path leaves alone is decoded into its event first. Pure: what Loki has refused or stored is
+        judged at write time."""
+        o = self.options
+        app, env, max_line_bytes = self.app, self.env, o.max_line_bytes
+        found, parts = fast_entries(lines, app=app, env=env, max_line_bytes=max_line_bytes)
+        entries: list[LokiEntry] = []
+        for i, entry in enumerate(found):
+            if entry is None:
+                try:
+                    event = decode(lines[i])
+                except DecodeError:
+                    return None  # the projector decodes line by line, and counts the corrupt one
+                entry = entry_for(event, app=app, env=env, max_line_bytes=max_line_bytes)
+                parts[i] = entry.encoded()
+            entries.append(entry)
+        pushes = plan_pushes(entries, max_bytes=o.max_push_bytes, encoded=parts)
+        planned = _Planned(entries=entries, pushes=pushes, bodies=[self._compress(p.body) for p in pushes])
+        last_ts = _EPOCH + timedelta(microseconds=entries[-1].ts_ns // 1000) if entries else None
+        return Prepared(rows=planned, count=len(entries), last_ts=last_ts)
+
     def _write(self, batch: Batch) -> None:
-        if batch.events:
+        planned = batch.prepared.rows if batch.prepared is not None else None
+        if isinstance(planned, _Planned):
+            self._ship_planned(planned)
+        elif batch.events:
             self.ship(batch.events)
         if self._checkpoint_file is not None:
             try:
@@ -268,6 +297,45 @@ class LokiSink(Sink):
     def ship(self, events: Sequence[AnyEvent]) -> None:
         """Push `events` (without touching the checkpoint). Raises `SinkSendError` if Loki could not be
         reached or kept refusing; what it had accepted by then is remembered and not sent again."""
+        settled, app, env, max_line_bytes = self._settled, self.app, self.env, self.options.max_line_bytes
+        entries = [
+            entry_for(event, app=app, env=env, max_line_bytes=max_line_bytes)
+            for event in events
+            if event.event_id not in settled
+        ]
+        for push in plan_pushes(self._admit(entries), max_bytes=self.options.max_push_bytes):
+            self._deliver(push)
+
+    def _ship_planned(self, planned: _Planned) -> None:
+        kept = planned.entries if self._admits_all(planned) else self._admit(planned.entries)
+        if len(kept) == len(planned.entries):
+            for push, body in zip(planned.pushes, planned.bodies, strict=True):
+                self._deliver(push, body)
+            return
+        # Some were stored before (a batch offered again) or would be refused: plan the rest afresh.
+        for push in plan_pushes(kept, max_bytes=self.options.max_push_bytes):
+            self._deliver(push)
+
+    def _admits_all(self, planned: _Planned) -> bool:
+        """Whether `_admit` would keep every entry, judged from each push's stream spans alone (the common
+        case: a new batch, inside Loki's windows), without a look at each entry."""
+        if self._settled:
+            return False
+        now_ns = int(self._clock() * 1e9)
+        o = self.options
+        oldest_ns = now_ns - int((o.max_age_s - o.clock_margin_s) * 1e9)
+        newest_ns = now_ns + int(o.max_future_s * 1e9)
+        window_ns = int(o.out_of_order_window_s * 1e9)
+        newest = self._newest
+        for push in planned.pushes:
+            for stream, low, high in push.spans:
+                behind = newest.get(stream)
+                if low < oldest_ns or high > newest_ns or (behind is not None and low < behind - window_ns):
+                    return False
+        return True
+
+    def _admit(self, entries: list[LokiEntry]) -> list[LokiEntry]:
+        """`entries` less those already settled and those Loki would refuse (counted as dropped by reason)."""
         now_ns = int(self._clock() * 1e9)
         o = self.options
         # `_refusal`'s bounds, worked out once per batch rather than once per entry.
@@ -275,12 +343,10 @@ class LokiSink(Sink):
         newest_ns = now_ns + int(o.max_future_s * 1e9)
         window_ns = int(o.out_of_order_window_s * 1e9)
         settled, newest = self._settled, self._newest
-        app, env, max_line_bytes = self.app, self.env, o.max_line_bytes
-        entries: list[LokiEntry] = []
-        for event in events:
-            if event.event_id in settled:
+        kept: list[LokiEntry] = []
+        for entry in entries:
+            if settled and entry.event_id in settled:
                 continue
-            entry = entry_for(event, app=app, env=env, max_line_bytes=max_line_bytes)
             ts = entry.ts_ns
             behind = newest.get((entry.app, entry.env, entry.event))
             if (ts < oldest_ns or ts > newest_ns or (behind is not None and ts < behind - window_ns)) and (
@@ -289,9 +355,13 @@ class LokiSink(Sink):
                 settled.add(entry.event_id)
                 self.telemetry.dropped(reason)
                 continue
-            entries.append(entry)
-        for push in plan_pushes(entries, max_bytes=o.max_push_bytes):
-            self._deliver(push)
+            kept.append(entry)
+        return kept
+
+    def _compress(self, body: bytes) -> bytes:
+        return (
+            gzip.compress(body, compresslevel=self.options.gzip_level) if self.options.compression == "gzip" else body
+        )
 
     def _refusal(self, entry: LokiEntry, now_ns: int) -> str | None:
         """The reason Loki would refuse `entry`, judged before sending so that a 400 stays rare."""
@@ -306,24 +376,22 @@ class LokiSink(Sink):
         return None
 
     def _accepted(self, push: Push, nbytes: int, refused: int = 0) -> None:
-        settled, newest = self._settled, self._newest
-        for entry in push.entries:
-            settled.add(entry.event_id)
-            if entry.truncated:
-                # Counted once Loki has the line, so a batch offered again does not count it twice.
-                self.truncated += 1
+        self._settled.update(push.event_ids)
+        if push.truncated:
+            # Counted once Loki has the lines, so a batch offered again does not count them twice.
+            self.truncated += push.truncated
+            for _ in range(push.truncated):
                 self.telemetry.error("truncate")
-            stream = (entry.app, entry.env, entry.event)
-            if entry.ts_ns > newest.get(stream, 0):
-                newest[stream] = entry.ts_ns
+        newest = self._newest
+        for stream, _, high in push.spans:
+            if high > newest.get(stream, 0):
+                newest[stream] = high
         self.telemetry.sent(len(push.entries) - refused, nbytes=nbytes)
 
-    def _deliver(self, push: Push) -> None:
-        body = (
-            gzip.compress(push.body, compresslevel=self.options.gzip_level)
-            if self.options.compression == "gzip"
-            else push.body
-        )
+    def _deliver(self, push: Push, body: bytes | None = None) -> None:
+        """Post `push` (its `body` compressed already, or compressed here) until Loki answers for it."""
+        if body is None:
+            body = self._compress(push.body)
         attempt = 0
         while True:
             retry_after: float | None = None
@@ -450,6 +518,15 @@ class LokiSink(Sink):
         self.dead_lettered += n
 
 
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    """A batch as `LokiSink.prepare` left it: its entries, cut into pushes, each push's body compressed."""
+
+    entries: list[LokiEntry]
+    pushes: list[Push]
+    bodies: list[bytes]
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     raw = response.headers.get("Retry-After")
     if raw is None:
@@ -473,7 +550,16 @@ class LokiProjector(Projector):
         interval_s: float = 1.0,
         batch_max_events: int = 10_000,
     ) -> None:
-        super().__init__(reader, sink, lock_path=lock_path, interval_s=interval_s, batch_max_events=batch_max_events)
+        # Batches of about three pushes (a log line is about its Loki entry's size), read ahead while in flight.
+        super().__init__(
+            reader,
+            sink,
+            lock_path=lock_path,
+            interval_s=interval_s,
+            batch_max_events=batch_max_events,
+            batch_max_bytes=3 * sink.options.max_push_bytes,
+            read_ahead=True,
+        )
         self.loki_sink = sink
 
     def stop(self, *, drain_timeout_s: float | None = 10.0) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -87,7 +87,7 @@ class LokiEntry(msgspec.Struct, frozen=True, gc=False):
         value: list[Any] = [str(self.ts_ns), self.line]
         if self.metadata:
             value.append(dict(self.metadata))
-        return orjson.dumps(value)
+        return _ENCODER.encode(value)
 
 
 def _level(event: Event) -> str:
@@ -98,7 +98,7 @@ def _level(event: Event) -> str:
 
 
 def _clean(value: str) -> str:
-    """NFC, valid UTF-8: lone surrogates (which orjson refuses) become U+FFFD."""
+    """NFC, valid UTF-8: lone surrogates (which no JSON encoder writes as UTF-8) become U+FFFD."""
     try:
         value.encode()
     except UnicodeEncodeError:
@@ -116,11 +116,15 @@ def _cleaned(obj: Any) -> Any:
     return obj
 
 
+#: msgspec's encoder, as `loki_lines` uses: both paths write numbers the same way (``1e16``, not ``1e+16``).
+_ENCODER: Final = msgspec.json.Encoder()
+
+
 def _dumps(fields: dict[str, Any]) -> bytes:
     try:
-        return orjson.dumps(fields)
-    except orjson.JSONEncodeError:
-        return orjson.dumps(_cleaned(fields))
+        return _ENCODER.encode(fields)
+    except UnicodeEncodeError:
+        return _ENCODER.encode(_cleaned(fields))
 
 
 def _fit(fields: dict[str, Any], limit: int) -> tuple[bytes, bool]:
@@ -203,7 +207,7 @@ def entry_for(event: Event, *, app: str, env: str, max_line_bytes: int = MAX_LIN
     """
     # Every field with a value, defaults included: `| json | cache_hit="false"` must find a cache miss, so a
     # False or 0 is written even though the log's own encoding leaves defaults out. Every field of the schema
-    # other than `ts` is a str, int, float or bool, which orjson writes exactly as msgspec's builtins would.
+    # other than `ts` is a str, int, float or bool, which msgspec writes as its builtins would.
     shape = _SHAPES.get(type(event)) or _shape(type(event))
     fields: dict[str, Any] = {"level": shape.level}
     for name in shape.names:
@@ -256,26 +260,46 @@ def stream_selector(app: str, env: str, event: str | None = None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Push:
-    """One request body for ``/loki/api/v1/push`` (uncompressed JSON) and the entries in it."""
+    """One request body for ``/loki/api/v1/push`` (uncompressed JSON) and the entries in it, with what the
+    sink records once Loki accepts it, worked out with the body (on the read-ahead thread, for the projection)."""
 
     entries: tuple[LokiEntry, ...]
     body: bytes
+    event_ids: tuple[str, ...] = ()
+    #: Each stream's oldest and newest timestamp in this push.
+    spans: tuple[tuple[tuple[str, str, str], int, int], ...] = ()
+    #: How many entries were cut to fit Loki's limits.
+    truncated: int = 0
 
     def halves(self) -> tuple[Push, Push]:
         mid = len(self.entries) // 2
         return _push(self.entries[:mid]), _push(self.entries[mid:])
 
 
+_EVENT_ID: Final = operator.attrgetter("event_id")
+
+
 def _push(entries: Sequence[LokiEntry], encoded: Sequence[bytes] | None = None) -> Push:
     parts = encoded if encoded is not None else [e.encoded() for e in entries]
     streams: dict[tuple[str, str, str], list[bytes]] = {}
+    spans: dict[tuple[str, str, str], list[int]] = {}
+    truncated = 0
     for entry, part in zip(entries, parts, strict=True):
         key = (entry.app, entry.env, entry.event)
+        ts = entry.ts_ns
         values = streams.get(key)
         if values is None:
             streams[key] = [part]
+            spans[key] = [ts, ts]
         else:
             values.append(part)
+            span = spans[key]
+            if ts < span[0]:
+                span[0] = ts
+            elif ts > span[1]:
+                span[1] = ts
+        if entry.truncated:
+            truncated += 1
     body = (
         b'{"streams":['
         + b",".join(
@@ -284,10 +308,14 @@ def _push(entries: Sequence[LokiEntry], encoded: Sequence[bytes] | None = None) 
         )
         + b"]}"
     )
-    return Push(entries=tuple(entries), body=body)
+    return Push(
+        entries=tuple(entries),
+        body=body,
+        event_ids=tuple(map(_EVENT_ID, entries)),
+        spans=tuple((key, low, high) for key, (low, high) in spans.items()),
+        truncated=truncated,
+    )
 
-
-_TS_OF: Final = operator.attrgetter("ts_ns")
 
 #: The labels of each stream seen, as JSON (a handful of streams: 7 event types per app and env).
 _LABELS_JSON: dict[tuple[str, str, str], bytes] = {}
@@ -308,32 +336,37 @@ def _stream_overhead(entry: LokiEntry) -> int:
     return len(b'{"stream":') + len(_labels_json(entry.stream)) + len(b',"values":[]},')
 
 
-def plan_pushes(entries: Iterable[LokiEntry], *, max_bytes: int) -> list[Push]:
+def plan_pushes(entries: Sequence[LokiEntry], *, max_bytes: int, encoded: Sequence[bytes] | None = None) -> list[Push]:
     """Pushes of at most `max_bytes` of JSON each (one entry alone may exceed it), oldest entries first.
+    `encoded`, when given, holds each entry's `LokiEntry.encoded` bytes, worked out already.
 
     Entries are sorted by timestamp before they are cut into pushes, so every stream moves forward in time
     from one push to the next: Loki refuses lines more than an hour behind a stream's newest one.
     """
-    ordered = sorted(entries, key=_TS_OF)  # stable; nearly free on the time-ordered batches the reader gives
+    if encoded is not None and len(encoded) != len(entries):
+        raise ValueError(f"plan_pushes: {len(encoded)} encoded values for {len(entries)} entries")
+    times = [entry.ts_ns for entry in entries]
+    order = sorted(range(len(entries)), key=times.__getitem__)  # stable; nearly free on time-ordered batches
     pushes: list[Push] = []
     batch: list[LokiEntry] = []
-    encoded: list[bytes] = []
+    parts: list[bytes] = []
     streams: set[tuple[str, str, str]] = set()
     empty = len(b'{"streams":[]}')
     size = empty
-    for entry in ordered:
-        part = entry.encoded()
+    for i in order:
+        entry = entries[i]
+        part = entry.encoded() if encoded is None else encoded[i]
         stream = (entry.app, entry.env, entry.event)
         extra = len(part) + 1 + (0 if stream in streams else _stream_overhead(entry))
         if batch and size + extra > max_bytes:
-            pushes.append(_push(batch, encoded))
-            batch, encoded, streams = [], [], set()
+            pushes.append(_push(batch, parts))
+            batch, parts, streams = [], [], set()
             size = empty
             extra = len(part) + 1 + _stream_overhead(entry)
         batch.append(entry)
-        encoded.append(part)
+        parts.append(part)
         streams.add(stream)
         size += extra
     if batch:
-        pushes.append(_push(batch, encoded))
+        pushes.append(_push(batch, parts))
     return pushes

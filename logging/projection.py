@@ -16,7 +16,8 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Final
@@ -26,7 +27,7 @@ import structlog
 
 from querylog.logging.codec import DecodeError, decode
 from querylog.logging.events import AnyEvent
-from querylog.logging.segments import Checkpoint, LogReader
+from querylog.logging.segments import Checkpoint, LogReader, ReadBatch
 from querylog.logging.telemetry import SinkTelemetry
 
 __all__ = [
@@ -116,7 +117,11 @@ class Sink(ABC):
     def prepare(self, lines: Sequence[bytes]) -> Prepared | None:
         """This sink's rows built straight from raw log lines, skipping the decode of each line into an event
         (decoding is most of a projection's cost). None — the default, and the answer for any batch a sink
-        cannot take whole: a corrupt line, an older schema version — has the projector decode line by line."""
+        cannot take whole: a corrupt line, an older schema version — has the projector decode line by line.
+
+        A projector with ``read_ahead`` calls this on its read-ahead thread while `write` runs on another, and
+        may throw the result away: it must depend on nothing but `lines` and the sink's settings, and change
+        nothing."""
         return None
 
     def checkpoint(self) -> Checkpoint:
@@ -208,12 +213,29 @@ class FileCheckpointSink(Sink):
 _MAX_BACKOFF_S: Final = 30.0
 
 
+@dataclass(slots=True)
+class _Staged:
+    """A batch read from `start` and made ready to write: the sink's prepared rows, or decoded events and
+    the lines that would not decode (counted only once the batch is written, not when it is read ahead)."""
+
+    start: Checkpoint
+    read: ReadBatch
+    prepared: Prepared | None
+    events: list[AnyEvent] = field(default_factory=list)
+    corrupt: list[tuple[str, bytes]] = field(default_factory=list)
+
+
 class Projector:
     """Runs one sink: read from its checkpoint, decode, write, repeat. Thread-safe start/stop.
 
     Batching: every `interval_s` it reads up to `batch_max_events` / `batch_max_bytes`; a full batch is
     followed at once by the next. Failed writes are retried with exponential backoff and jitter; the
     log keeps everything meanwhile, so a sink that is down falls behind and catches up.
+
+    Read-ahead (for sinks that wait on a server, like Loki): while a batch is being written, the next one is
+    read and prepared on a second thread, so that catching up keeps the server busy instead of taking turns
+    with it. The batch read ahead is used only if the write succeeded (it starts where that write ended);
+    otherwise it is thrown away and the failed batch is read again.
     """
 
     def __init__(
@@ -226,6 +248,7 @@ class Projector:
         batch_max_events: int = 50_000,
         batch_max_bytes: int = 16 << 20,
         standby_poll_s: float = 2.0,
+        read_ahead: bool = False,
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be > 0, got {interval_s}")
@@ -238,6 +261,9 @@ class Projector:
         self.batch_max_events = batch_max_events
         self.batch_max_bytes = batch_max_bytes
         self.standby_poll_s = standby_poll_s
+        self.read_ahead = read_ahead
+        self._ahead: Future[_Staged] | None = None
+        self._ahead_pool: ThreadPoolExecutor | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -258,33 +284,72 @@ class Projector:
         """Read one batch and write it to the sink. Returns the number of log lines consumed."""
         with self._io_lock:
             start = self.sink.checkpoint()
-            batch = self.reader.read(start, max_events=self.batch_max_events, max_bytes=self.batch_max_bytes)
-            if not batch.lines and batch.checkpoint == start:
+            staged = self._take_read_ahead(start)
+            if staged is None:
+                # With read-ahead, a first batch read here has nothing in flight to overlap with: a third of the
+                # size gets the pipeline going sooner. A batch offered again is read whole, as it was offered.
+                first = self.read_ahead and start != self._offered_from
+                staged = self._stage(start, self.batch_max_bytes // 3 if first else self.batch_max_bytes)
+            read = staged.read
+            if not read.lines and read.checkpoint == start:
                 self.telemetry.lag(0, 0.0)
                 return 0
-            prepared = self.sink.prepare(batch.lines) if batch.lines else None
-            events: list[AnyEvent] = []
-            for line in batch.lines if prepared is None else ():
-                try:
-                    events.append(decode(line))
-                except DecodeError as exc:
-                    self.corrupt_lines += 1
-                    self.telemetry.dropped("corrupt_line")
-                    _log.error(
-                        "log_line_corrupt",
-                        sink=self.sink.name,
-                        error=str(exc),
-                        line=line[:200].decode(errors="replace"),
-                    )
+            for error, line in staged.corrupt:
+                self.corrupt_lines += 1
+                self.telemetry.dropped("corrupt_line")
+                _log.error(
+                    "log_line_corrupt", sink=self.sink.name, error=error, line=line[:200].decode(errors="replace")
+                )
+            prepared, events = staged.prepared, staged.events
             count = prepared.count if prepared is not None else len(events)
             redelivered = self._offered if start == self._offered_from else 0
             self._offered_from, self._offered = start, max(redelivered, count)
+            if self.read_ahead and read.remaining_bytes > 0:
+                self._ahead = self._pool().submit(self._stage, dict(read.checkpoint), self.batch_max_bytes)
             self.sink.write(
-                Batch(events=events, checkpoint=batch.checkpoint, redelivered=redelivered, prepared=prepared)
+                Batch(events=events, checkpoint=read.checkpoint, redelivered=redelivered, prepared=prepared)
             )
             last_ts = prepared.last_ts if prepared is not None else (events[-1].ts if events else None)
-            self._report_lag(last_ts, batch.remaining_bytes, batch.lines)
-            return len(batch.lines)
+            self._report_lag(last_ts, read.remaining_bytes, read.lines)
+            return len(read.lines)
+
+    def _stage(self, start: Checkpoint, max_bytes: int) -> _Staged:
+        """Read a batch from `start` and prepare it (sink rows, or events decoded line by line). No side effects:
+        a batch read ahead may be thrown away."""
+        read = self.reader.read(start, max_events=self.batch_max_events, max_bytes=max(1, max_bytes))
+        staged = _Staged(start=start, read=read, prepared=self.sink.prepare(read.lines) if read.lines else None)
+        if staged.prepared is None:
+            for line in read.lines:
+                try:
+                    staged.events.append(decode(line))
+                except DecodeError as exc:
+                    staged.corrupt.append((str(exc), line))
+        return staged
+
+    def _take_read_ahead(self, start: Checkpoint) -> _Staged | None:
+        """The batch read ahead, if it starts at `start` (the last write succeeded); else None."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return None
+        try:
+            staged = ahead.result()
+        except Exception:  # read again on this thread, where the failure is reported as usual
+            return None
+        return staged if staged.start == start else None
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._ahead_pool is None:
+            self._ahead_pool = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"querylog-read-ahead-{self.sink.name}"
+            )
+        return self._ahead_pool
+
+    def _end_read_ahead(self) -> None:
+        with self._io_lock:
+            self._ahead = None
+            if self._ahead_pool is not None:
+                self._ahead_pool.shutdown(wait=True, cancel_futures=True)
+                self._ahead_pool = None
 
     def catch_up(self, timeout_s: float | None = None) -> int:
         """Run batches until the sink has everything in the log now. Returns lines consumed."""
@@ -300,7 +365,7 @@ class Projector:
         if remaining_bytes <= 0 or last_ts is None:
             self.telemetry.lag(0, 0.0)
             return
-        mean_line = max(1, sum(len(x) + 1 for x in lines) // max(1, len(lines)))
+        mean_line = max(1, (sum(map(len, lines)) + len(lines)) // max(1, len(lines)))
         behind_s = (datetime.now(UTC) - last_ts).total_seconds()
         self.telemetry.lag(remaining_bytes // mean_line, max(0.0, behind_s))
 
@@ -327,6 +392,7 @@ class Projector:
                 self.catch_up(timeout_s=drain_timeout_s)
             except SinkError as exc:
                 _log.warning("projector_drain_failed", sink=self.sink.name, error=str(exc))
+        self._end_read_ahead()
         self._release_lock()
 
     @property

@@ -411,11 +411,10 @@ class LogReader:
                     line = fh.readline()
                 data = line if line.endswith(b"\n") else b""
                 end = len(data)
-            chunk = data[:end].split(b"\n")[:-1]
-            if len(lines) + len(chunk) > max_events:
-                chunk = chunk[: max_events - len(lines)]
-                end = sum(len(c) + 1 for c in chunk)
-            lines.extend(chunk)
+            # Split off at most the lines still wanted: the rest (and any partial last line) stays in one piece.
+            pieces = data.split(b"\n", max_events - len(lines)) if end else [data]
+            end = len(data) - len(pieces[-1])
+            lines.extend(pieces[:-1])
             new[name] = offset + end
             budget -= end
             remaining += size - offset - end

@@ -16,6 +16,7 @@ import httpx
 import orjson
 import pytest
 
+from querylog.logging.codec import encode
 from querylog.logging.events import AnyEvent, QueryCompleted, QueryReceived
 from querylog.logging.loki import LokiOptions, LokiProjector, LokiSink, RetryPolicy, TimeOrderedReader
 from querylog.logging.projection import Batch, Sink, SinkSendError
@@ -81,6 +82,18 @@ def h(tmp_path: Path) -> Harness:
 
 def _batch(events: Sequence[AnyEvent], position: int = 1) -> Batch:
     return Batch(events=events, checkpoint={"seg.jsonl": position})
+
+
+def _offered(sink: LokiSink, events: Sequence[AnyEvent], form: str, position: int = 1) -> Batch:
+    """A batch as decoded events, or as the projector offers it: planned and compressed from the log's lines."""
+    if form == "events":
+        return _batch(events, position)
+    prepared = sink.prepare([encode(e) for e in events])
+    assert prepared is not None
+    return Batch(events=[], checkpoint={"seg.jsonl": position}, prepared=prepared)
+
+
+FORMS = pytest.mark.parametrize("form", ["events", "prepared"])
 
 
 def _event_ids(loki: RecordedLoki) -> list[str]:
@@ -197,16 +210,18 @@ def test_when_retries_run_out_the_write_fails_and_the_checkpoint_stays(h: Harnes
     assert len(h.loki.entries()) == len(events)
 
 
-def test_a_batch_offered_again_sends_only_what_loki_lacks(h: Harness) -> None:
+@FORMS
+def test_a_batch_offered_again_sends_only_what_loki_lacks(h: Harness, form: str) -> None:
     events = _tracked(60)
     options = LokiOptions(max_push_bytes=16 * 1024, max_line_bytes=4096)
+
     # Two pushes get through, the third finds Loki gone: the write fails part-way.
     h.loki.fail_next(Fault.passthrough(), Fault.passthrough(), Fault.connection_refused())
     with h.sink(options=options, retry=RetryPolicy(max_retries=0)) as sink:
         with pytest.raises(SinkSendError):
-            sink.write(_batch(events))
+            sink.write(_offered(sink, events, form))
         assert 0 < len(h.loki.entries()) < len(events) and sink.checkpoint() == {}
-        sink.write(_batch(events))
+        sink.write(_offered(sink, events, form))
         assert sink.checkpoint() == {"seg.jsonl": 1}
     assert sorted(_event_ids(h.loki)) == sorted(e.event_id for e in events)
     assert h.loki.duplicates_ignored == 0  # nothing Loki had accepted was sent again
@@ -277,25 +292,30 @@ def test_auth_and_url_errors_fail_the_write_without_dropping(h: Harness, status:
 # -- what is not sent ----------------------------------------------------------------------------------------
 
 
-def test_events_loki_would_refuse_are_counted_not_sent(h: Harness) -> None:
+@FORMS
+def test_events_loki_would_refuse_are_counted_not_sent(h: Harness, form: str) -> None:
     now = datetime.now(UTC)
     old = QueryCompleted(query_id="q1", latency_ms=1.0, ts=now - timedelta(days=8))
     future = QueryCompleted(query_id="q2", latency_ms=1.0, ts=now + timedelta(hours=1))
     with h.sink() as sink:
-        sink.write(_batch([old, future], position=9))
+        sink.write(_offered(sink, [old, future], form, position=9))
         snap = sink.telemetry.snapshot()
         assert sink.checkpoint() == {"seg.jsonl": 9}
     assert h.loki.requests == []  # nothing worth a push: no empty push, no 422
     assert snap.dropped == {"too_old": 1, "too_new": 1}
 
 
-def test_a_line_far_behind_its_stream_is_not_sent(h: Harness) -> None:
+@FORMS
+def test_a_line_far_behind_its_stream_is_not_sent(h: Harness, form: str) -> None:
     now = datetime.now(UTC)
+    behind = QueryCompleted(query_id="b", latency_ms=1.0, ts=now - timedelta(hours=2))
     with h.sink() as sink:
-        sink.write(_batch([QueryCompleted(query_id="a", latency_ms=1.0, ts=now)]))
-        sink.write(_batch([QueryCompleted(query_id="b", latency_ms=1.0, ts=now - timedelta(hours=2))], position=2))
+        sink.write(_offered(sink, [QueryCompleted(query_id="a", latency_ms=1.0, ts=now)], form))
+        sink.write(_offered(sink, [behind, QueryCompleted(query_id="c", latency_ms=1.0, ts=now)], form, position=2))
         assert sink.telemetry.snapshot().dropped == {"too_far_behind": 1}
-    assert len(h.loki.requests) == 1
+    # The line two hours behind is left out of the second push; the one beside it goes.
+    assert len(h.loki.requests) == 2
+    assert sorted(e.metadata["query_id"] for e in h.loki.entries()) == ["a", "c"]
 
 
 def test_a_stream_another_writer_moved_ahead_is_learnt_from_the_first_refusal(h: Harness) -> None:

@@ -6,9 +6,11 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from querylog.logging.events import AnyEvent, QueryReceived
-from querylog.logging.projection import Batch, FileCheckpointSink, Projector, SinkSendError
-from querylog.logging.segments import EventLog, LogReader
+from querylog.logging.projection import Batch, FileCheckpointSink, Prepared, Projector, Sink, SinkSendError
+from querylog.logging.segments import Checkpoint, EventLog, LogReader
 from querylog.logging.sinks import MemorySink
 
 
@@ -110,3 +112,113 @@ def test_stop_drains_what_is_in_the_log(tmp_path: Path) -> None:
 def test_batch_is_a_value() -> None:
     b = Batch(events=[], checkpoint={"a": 1})
     assert b.checkpoint == {"a": 1}
+
+
+# -- read-ahead ---------------------------------------------------------------------------------------------
+
+
+class RecordingSink(Sink):
+    """Stores query ids in order; notes the thread of every `prepare` call; fails the writes it is told to."""
+
+    name = "recording"
+
+    def __init__(self, fail_writes: Sequence[int] = ()) -> None:
+        super().__init__()
+        self.stored: list[str] = []
+        self.batch_sizes: list[int] = []
+        self.prepare_threads: list[str] = []
+        self.fail_writes = set(fail_writes)
+        self.writes = 0
+        self._position: Checkpoint = {}
+
+    def prepare(self, lines: Sequence[bytes]) -> Prepared | None:
+        self.prepare_threads.append(threading.current_thread().name)
+        return None  # the projector decodes
+
+    def _write(self, batch: Batch) -> None:
+        self.writes += 1
+        if self.writes in self.fail_writes:
+            raise SinkSendError(f"write {self.writes} refused")
+        self.stored.extend(e.query_id for e in batch.events)
+        self.batch_sizes.append(len(batch.events))
+        self._position = dict(batch.checkpoint)
+        self.telemetry.sent(len(batch.events))
+
+    def _checkpoint(self) -> Checkpoint:
+        return dict(self._position)
+
+
+def _read_ahead_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("querylog-read-ahead")]
+
+
+def test_read_ahead_prepares_the_next_batch_on_its_own_thread_and_keeps_order(tmp_path: Path) -> None:
+    with EventLog(tmp_path / "log") as log:
+        _write(log, 100)
+    sink = RecordingSink().open()
+    projector = Projector(LogReader(tmp_path / "log"), sink, batch_max_events=10, read_ahead=True)
+    assert projector.catch_up() == 100
+    projector.stop(drain_timeout_s=None)
+    assert sink.stored == [f"q-{i}" for i in range(100)]
+    assert sink.batch_sizes == [10] * 10
+    # The first batch is read on the caller's thread; the other nine were read while the previous one was written.
+    assert sum(name.startswith("querylog-read-ahead-recording") for name in sink.prepare_threads) == 9
+    snap = sink.telemetry.snapshot()
+    assert snap.received == snap.sent == 100
+    assert _read_ahead_threads() == []  # stop() ends the read-ahead thread
+
+
+def test_a_failed_write_throws_the_read_ahead_away_and_offers_the_batch_again(tmp_path: Path) -> None:
+    with EventLog(tmp_path / "log") as log:
+        _write(log, 50)
+    sink = RecordingSink(fail_writes=[2, 3]).open()
+    projector = Projector(LogReader(tmp_path / "log"), sink, batch_max_events=10, read_ahead=True)
+    with pytest.raises(SinkSendError, match="write 2"):
+        projector.catch_up()
+    with pytest.raises(SinkSendError, match="write 3"):
+        projector.catch_up()  # the batch read ahead past the failed one was not taken
+    assert sink.checkpoint() == LogReader(tmp_path / "log").read({}, max_events=10).checkpoint
+    assert projector.catch_up() == 40
+    projector.stop(drain_timeout_s=None)
+    assert sink.stored == [f"q-{i}" for i in range(50)]  # nothing skipped, nothing twice
+    snap = sink.telemetry.snapshot()
+    assert snap.received == snap.sent == 50  # a batch offered three times was received once
+
+
+def test_a_first_batch_is_a_third_of_the_size_so_the_pipeline_starts_sooner(tmp_path: Path) -> None:
+    with EventLog(tmp_path / "log") as log:
+        _write(log, 200)
+    segment = next((tmp_path / "log").glob("*.jsonl"))
+    line_bytes = segment.stat().st_size // 200
+    sink = RecordingSink().open()
+    projector = Projector(
+        LogReader(tmp_path / "log"), sink, batch_max_events=1000, batch_max_bytes=60 * line_bytes, read_ahead=True
+    )
+    projector.catch_up()
+    projector.stop(drain_timeout_s=None)
+    assert sink.stored == [f"q-{i}" for i in range(200)]
+    assert sink.batch_sizes[0] <= 20 < sink.batch_sizes[1]
+
+
+def test_a_corrupt_line_is_counted_once_even_when_its_read_ahead_is_thrown_away(tmp_path: Path) -> None:
+    with EventLog(tmp_path / "log") as log:
+        _write(log, 30)
+        segment = log.segment
+        assert segment is not None
+        with segment.open("ab") as fh:
+            fh.write(b'{"event_type": "not an event"}\n')
+        for i in range(30, 60):
+            log.append(QueryReceived(query_id=f"q-{i}", query_text="x"))
+        log.flush()
+    # The third write fails while the batch holding the corrupt line is being read ahead: that read is thrown
+    # away, and the line is counted when its batch is written, once.
+    sink = RecordingSink(fail_writes=[3]).open()
+    projector = Projector(LogReader(tmp_path / "log"), sink, batch_max_events=10, read_ahead=True)
+    with pytest.raises(SinkSendError):
+        projector.catch_up()
+    assert projector.corrupt_lines == 0
+    projector.catch_up()
+    projector.stop(drain_timeout_s=None)
+    assert sink.stored == [f"q-{i}" for i in range(60)]
+    assert projector.corrupt_lines == 1
+    assert sink.telemetry.snapshot().dropped == {"corrupt_line": 1}

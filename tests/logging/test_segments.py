@@ -105,6 +105,27 @@ def test_reader_never_returns_a_partial_line(tmp_path: Path) -> None:
         assert batch.checkpoint[segment.name] < segment.stat().st_size
 
 
+def test_an_event_limit_cuts_between_lines_even_before_a_partial_one(tmp_path: Path) -> None:
+    with EventLog(tmp_path) as log:
+        for i in range(5):
+            log.append(_event(i))
+        log.flush()
+        segment = log.segment
+        assert segment is not None
+        whole = segment.stat().st_size
+        with segment.open("ab") as fh:  # a writer caught mid-line
+            fh.write(b'{"event_type":"query_rec')
+        reader = LogReader(tmp_path)
+        first = reader.read({}, max_events=3)
+        second = reader.read(first.checkpoint, max_events=3)
+    assert [codec.decode(x).query_id for x in first.lines + second.lines] == [f"q-{i}" for i in range(5)]
+    assert len(first) == 3 and len(second) == 2
+    # Each checkpoint sits just past the last line returned: the partial line is left for later.
+    assert first.checkpoint[segment.name] == sum(len(x) + 1 for x in first.lines)
+    assert second.checkpoint[segment.name] == whole
+    assert reader.read(second.checkpoint, max_events=3).lines == []
+
+
 def test_a_torn_tail_is_cut_when_the_log_is_next_opened(tmp_path: Path) -> None:
     log = EventLog(tmp_path).open()
     log.append(_event(1))
