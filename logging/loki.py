@@ -316,42 +316,38 @@ class LokiSink(Sink):
         for push in plan_pushes(kept, max_bytes=self.options.max_push_bytes):
             self._deliver(push)
 
+    def _window(self) -> _Window:
+        """What Loki accepts now: `LokiOptions`' time limits as absolute bounds, worked out once per batch."""
+        o = self.options
+        now_ns = int(self._clock() * 1e9)
+        return _Window(
+            oldest_ns=now_ns - int((o.max_age_s - o.clock_margin_s) * 1e9),
+            newest_ns=now_ns + int(o.max_future_s * 1e9),
+            behind_ns=int(o.out_of_order_window_s * 1e9),
+        )
+
     def _admits_all(self, planned: _Planned) -> bool:
         """Whether `_admit` would keep every entry, judged from each push's stream spans alone (the common
         case: a new batch, inside Loki's windows), without a look at each entry."""
         if self._settled:
             return False
-        now_ns = int(self._clock() * 1e9)
-        o = self.options
-        oldest_ns = now_ns - int((o.max_age_s - o.clock_margin_s) * 1e9)
-        newest_ns = now_ns + int(o.max_future_s * 1e9)
-        window_ns = int(o.out_of_order_window_s * 1e9)
-        newest = self._newest
-        for push in planned.pushes:
-            for stream, low, high in push.spans:
-                behind = newest.get(stream)
-                if low < oldest_ns or high > newest_ns or (behind is not None and low < behind - window_ns):
-                    return False
-        return True
+        window, newest = self._window(), self._newest
+        return not any(
+            window.refusal(low, newest.get(stream)) or window.refusal(high, newest.get(stream))
+            for push in planned.pushes
+            for stream, low, high in push.spans
+        )
 
     def _admit(self, entries: list[LokiEntry]) -> list[LokiEntry]:
-        """`entries` less those already settled and those Loki would refuse (counted as dropped by reason)."""
-        now_ns = int(self._clock() * 1e9)
-        o = self.options
-        # `_refusal`'s bounds, worked out once per batch rather than once per entry.
-        oldest_ns = now_ns - int((o.max_age_s - o.clock_margin_s) * 1e9)
-        newest_ns = now_ns + int(o.max_future_s * 1e9)
-        window_ns = int(o.out_of_order_window_s * 1e9)
-        settled, newest = self._settled, self._newest
+        """`entries` less those already settled and those Loki would refuse (counted as dropped by reason),
+        judged before sending so that a 400 stays rare."""
+        window, settled, newest = self._window(), self._settled, self._newest
         kept: list[LokiEntry] = []
         for entry in entries:
             if settled and entry.event_id in settled:
                 continue
-            ts = entry.ts_ns
-            behind = newest.get((entry.app, entry.env, entry.event))
-            if (ts < oldest_ns or ts > newest_ns or (behind is not None and ts < behind - window_ns)) and (
-                reason := self._refusal(entry, now_ns)
-            ) is not None:
+            reason = window.refusal(entry.ts_ns, newest.get((entry.app, entry.env, entry.event)))
+            if reason is not None:
                 settled.add(entry.event_id)
                 self.telemetry.dropped(reason)
                 continue
@@ -362,18 +358,6 @@ class LokiSink(Sink):
         return (
             gzip.compress(body, compresslevel=self.options.gzip_level) if self.options.compression == "gzip" else body
         )
-
-    def _refusal(self, entry: LokiEntry, now_ns: int) -> str | None:
-        """The reason Loki would refuse `entry`, judged before sending so that a 400 stays rare."""
-        o = self.options
-        if entry.ts_ns < now_ns - int((o.max_age_s - o.clock_margin_s) * 1e9):
-            return "too_old"
-        if entry.ts_ns > now_ns + int(o.max_future_s * 1e9):
-            return "too_new"
-        newest = self._newest.get(entry.stream)
-        if newest is not None and entry.ts_ns < newest - int(o.out_of_order_window_s * 1e9):
-            return "too_far_behind"
-        return None
 
     def _accepted(self, push: Push, nbytes: int, refused: int = 0) -> None:
         self._settled.update(push.event_ids)
@@ -516,6 +500,26 @@ class LokiSink(Sink):
             _log.error("loki_dead_letter_failed", path=str(path), error=str(exc))
             return
         self.dead_lettered += n
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """The timestamps Loki accepts at one moment, in Unix nanoseconds."""
+
+    oldest_ns: int
+    newest_ns: int
+    #: How far a line may be behind its stream's newest one.
+    behind_ns: int
+
+    def refusal(self, ts_ns: int, stream_newest_ns: int | None) -> str | None:
+        """The reason Loki would refuse a line at `ts_ns` in a stream whose newest line is at `stream_newest_ns`."""
+        if ts_ns < self.oldest_ns:
+            return "too_old"
+        if ts_ns > self.newest_ns:
+            return "too_new"
+        if stream_newest_ns is not None and ts_ns < stream_newest_ns - self.behind_ns:
+            return "too_far_behind"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
