@@ -7,6 +7,7 @@ from typing import Final
 
 import structlog
 import uuid_utils
+from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["REQUEST_ID_HEADER", "RequestIdMiddleware", "valid_request_id"]
@@ -15,6 +16,8 @@ REQUEST_ID_HEADER: Final = "X-Request-ID"
 _HEADER_KEY: Final = REQUEST_ID_HEADER.lower().encode("latin-1")
 # Ids end up in log lines and response headers: a strict alphabet keeps both free of injected text.
 _VALID: Final = re.compile(r"[A-Za-z0-9._-]{1,128}")
+#: What Starlette's own outermost handler answers to an unhandled exception (when not in debug mode).
+_INTERNAL_ERROR: Final = PlainTextResponse("Internal Server Error", status_code=500)
 
 
 def valid_request_id(value: str) -> bool:
@@ -43,8 +46,12 @@ class RequestIdMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         encoded = request_id.encode("ascii")
 
+        started = False
+
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != _HEADER_KEY]
                 headers.append((_HEADER_KEY, encoded))
                 message = {**message, "headers": headers}
@@ -53,6 +60,12 @@ class RequestIdMiddleware:
         tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Starlette's outermost error handler would answer 500 without our header: answer it here, with the
+            # id the caller can quote, then re-raise so that the server still logs the traceback.
+            if not started:
+                await _INTERNAL_ERROR(scope, receive, send_with_id)
+            raise
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
 

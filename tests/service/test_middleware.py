@@ -29,7 +29,11 @@ def probe() -> Iterator[TestClient]:
     async def async_context() -> dict[str, Any]:
         return structlog.contextvars.get_contextvars()
 
-    with TestClient(app) as c:
+    @app.get("/crash")
+    def crash() -> None:
+        raise RuntimeError("a bug in an endpoint")
+
+    with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
 
@@ -70,6 +74,24 @@ def test_error_responses_carry_the_request_id_too(client: TestClient) -> None:
     ):
         assert resp.headers["x-request-id"] == f"r-{resp.status_code}"
         assert resp.headers.get_list("x-request-id") == [f"r-{resp.status_code}"]
+
+
+def test_an_unhandled_error_answers_500_with_the_request_id(probe: TestClient) -> None:
+    resp = probe.get("/crash", headers={"X-Request-ID": "r-500"})
+    assert resp.status_code == 500 and resp.text == "Internal Server Error"
+    assert resp.headers.get_list("x-request-id") == ["r-500"]
+
+
+def test_an_unhandled_error_still_reaches_the_server_with_its_traceback() -> None:
+    app = FastAPI()
+    app.add_middleware(RequestIdMiddleware)
+
+    @app.get("/crash")
+    def crash() -> None:
+        raise RuntimeError("a bug in an endpoint")
+
+    with TestClient(app) as c, pytest.raises(RuntimeError, match="a bug in an endpoint"):
+        c.get("/crash")
 
 
 @pytest.mark.parametrize("path", ["/sync", "/async"])
