@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -62,7 +62,6 @@ PUSH_PATH: Final = "/loki/api/v1/push"
 #: Promtail's and Alloy's default batch size.
 DEFAULT_MAX_PUSH_BYTES: Final = 1 << 20
 DAY_S: Final = 86_400.0
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -258,26 +257,27 @@ class LokiSink(Sink):
     # -- writing -----------------------------------------------------------------------------------------
     def prepare(self, lines: Sequence[bytes]) -> Prepared | None:
         """The batch's pushes, planned and compressed ahead of time (on the projector's read-ahead thread while
-        the previous batch is in flight). Lines go straight to entries (`loki_lines.fast_entries`); a line the
-        fast path leaves alone is decoded into its event first. Pure: what Loki has refused or stored is
-        judged at write time."""
+        the previous batch is in flight). Each line is decoded and validated as for any projection; entries
+        are built by `loki_lines.fast_entries`, or by `entry_for` where a line must be cut or cleaned. Pure:
+        what Loki has refused or stored is judged at write time."""
+        events: list[AnyEvent] = []
+        for line in lines:
+            try:
+                events.append(decode(line))
+            except DecodeError:
+                return None  # the projector decodes line by line, and counts the corrupt one
         o = self.options
         app, env, max_line_bytes = self.app, self.env, o.max_line_bytes
-        found, parts = fast_entries(lines, app=app, env=env, max_line_bytes=max_line_bytes)
+        found, parts = fast_entries(events, app=app, env=env, max_line_bytes=max_line_bytes)
         entries: list[LokiEntry] = []
         for i, entry in enumerate(found):
             if entry is None:
-                try:
-                    event = decode(lines[i])
-                except DecodeError:
-                    return None  # the projector decodes line by line, and counts the corrupt one
-                entry = entry_for(event, app=app, env=env, max_line_bytes=max_line_bytes)
+                entry = entry_for(events[i], app=app, env=env, max_line_bytes=max_line_bytes)
                 parts[i] = entry.encoded()
             entries.append(entry)
         pushes = plan_pushes(entries, max_bytes=o.max_push_bytes, encoded=parts)
         planned = _Planned(entries=entries, pushes=pushes, bodies=[self._compress(p.body) for p in pushes])
-        last_ts = _EPOCH + timedelta(microseconds=entries[-1].ts_ns // 1000) if entries else None
-        return Prepared(rows=planned, count=len(entries), last_ts=last_ts)
+        return Prepared(rows=planned, count=len(entries), last_ts=events[-1].ts if events else None)
 
     def _write(self, batch: Batch) -> None:
         planned = batch.prepared.rows if batch.prepared is not None else None

@@ -223,6 +223,8 @@ class _Staged:
     prepared: Prepared | None
     events: list[AnyEvent] = field(default_factory=list)
     corrupt: list[tuple[str, bytes]] = field(default_factory=list)
+    #: Why `Sink.prepare` raised, if it did (the lines were then decoded one by one).
+    prepare_error: str | None = None
 
 
 class Projector:
@@ -263,6 +265,7 @@ class Projector:
         self.standby_poll_s = standby_poll_s
         self.read_ahead = read_ahead
         self._ahead: Future[_Staged] | None = None
+        self._more_waiting = False
         self._ahead_pool: ThreadPoolExecutor | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -287,13 +290,17 @@ class Projector:
             staged = self._take_read_ahead(start)
             if staged is None:
                 # With read-ahead, a first batch read here has nothing in flight to overlap with: a third of the
-                # size gets the pipeline going sooner. A batch offered again is read whole, as it was offered.
+                # size gets the pipeline going sooner. A batch offered again (a retry) is read at full size.
                 first = self.read_ahead and start != self._offered_from
                 staged = self._stage(start, self.batch_max_bytes // 3 if first else self.batch_max_bytes)
             read = staged.read
+            self._more_waiting = read.remaining_bytes > 0
             if not read.lines and read.checkpoint == start:
                 self.telemetry.lag(0, 0.0)
                 return 0
+            if staged.prepare_error is not None:
+                self.telemetry.error("prepare")
+                _log.warning("sink_prepare_failed", sink=self.sink.name, error=staged.prepare_error)
             for error, line in staged.corrupt:
                 self.corrupt_lines += 1
                 self.telemetry.dropped("corrupt_line")
@@ -317,7 +324,12 @@ class Projector:
         """Read a batch from `start` and prepare it (sink rows, or events decoded line by line). No side effects:
         a batch read ahead may be thrown away."""
         read = self.reader.read(start, max_events=self.batch_max_events, max_bytes=max(1, max_bytes))
-        staged = _Staged(start=start, read=read, prepared=self.sink.prepare(read.lines) if read.lines else None)
+        staged = _Staged(start=start, read=read, prepared=None)
+        if read.lines:
+            try:
+                staged.prepared = self.sink.prepare(read.lines)
+            except Exception as exc:  # preparing is a shortcut: if it fails, decode line by line instead
+                staged.prepare_error = f"{type(exc).__name__}: {exc}"
         if staged.prepared is None:
             for line in read.lines:
                 try:
@@ -327,15 +339,17 @@ class Projector:
         return staged
 
     def _take_read_ahead(self, start: Checkpoint) -> _Staged | None:
-        """The batch read ahead, if it starts at `start` (the last write succeeded); else None."""
+        """The batch read ahead, if it starts at `start` (the last write succeeded) and found lines; else None.
+        (Read while the log held only part of a line, it may have found none that are there now.)"""
         ahead, self._ahead = self._ahead, None
         if ahead is None:
             return None
         try:
             staged = ahead.result()
-        except Exception:  # read again on this thread, where the failure is reported as usual
+        except Exception as exc:  # read again on this thread, where the failure is reported as usual
+            _log.warning("projector_read_ahead_failed", sink=self.sink.name, error=f"{type(exc).__name__}: {exc}")
             return None
-        return staged if staged.start == start else None
+        return staged if staged.start == start and staged.read.lines else None
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._ahead_pool is None:
@@ -387,13 +401,14 @@ class Projector:
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
-        if drain_timeout_s is not None and self._holds_lock():
-            try:
+        try:
+            if drain_timeout_s is not None and self._holds_lock():
                 self.catch_up(timeout_s=drain_timeout_s)
-            except SinkError as exc:
-                _log.warning("projector_drain_failed", sink=self.sink.name, error=str(exc))
-        self._end_read_ahead()
-        self._release_lock()
+        except Exception as exc:  # shutting down: what is not projected stays in the log for the next start
+            _log.warning("projector_drain_failed", sink=self.sink.name, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._end_read_ahead()
+            self._release_lock()
 
     @property
     def leading(self) -> bool:
@@ -439,7 +454,7 @@ class Projector:
                 self.telemetry.retried()
                 self._stop.wait(delay)
                 continue
-            if n >= self.batch_max_events:
-                continue  # more is waiting: no pause between full batches
+            if n and self._more_waiting:
+                continue  # a full batch (by events or bytes) and more is waiting: no pause between them
             self._wake.wait(self.interval_s)
             self._wake.clear()

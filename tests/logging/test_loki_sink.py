@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from querylog.logging.codec import encode
+from querylog.logging.codec import DecodeError, decode, encode
 from querylog.logging.events import AnyEvent, QueryCompleted, QueryReceived
 from querylog.logging.loki import LokiOptions, LokiProjector, LokiSink, RetryPolicy, TimeOrderedReader
 from querylog.logging.projection import Batch, Sink, SinkSendError
@@ -455,6 +455,53 @@ def test_an_outage_then_catch_up_loses_nothing_and_duplicates_nothing(h: Harness
     sink.close()
     assert sorted(_event_ids(h.loki)) == sorted(e["event_id"] for e in written)
     assert h.loki.duplicates_ignored == 0 and len(h.loki.entries()) == 30
+
+
+_GOOD = '"event_id":"e-1","ts":"2026-11-24T03:00:00Z","query_id":"q-1"'
+#: Lines the codec refuses: the Loki projection must refuse them too, never ship them.
+REFUSED_LINES = [
+    b"not json",
+    ('{"event_type":"query_received",' + _GOOD + ',"query_text":"x","extra":1}').encode(),
+    ('{"event_type":"query_received",' + _GOOD + ',"query_text":"   "}').encode(),
+    ('{"event_type":"intent_classified",' + _GOOD + ',"intent":"stock","confidence":2.0}').encode(),
+    b'{"event_type":"query_received","event_id":"e-1","ts":"2026-11-24T03:00:00","query_id":"q","query_text":"x"}',
+    ('{"event_type":"feedback_received",' + _GOOD + ',"score":5}').encode(),
+]
+
+
+@pytest.mark.parametrize("bad", REFUSED_LINES)
+def test_a_batch_with_a_line_the_codec_refuses_is_not_prepared(bad: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode(bad)
+    lines = [encode(e) for e in _tracked(2)] + [bad]
+    sink = LokiSink("http://loki:3100", app="querylog", env="test")
+    assert sink.prepare(lines) is None  # the projector decodes line by line and counts the refused one
+    sink.close()
+
+
+def test_lines_the_codec_refuses_are_counted_and_the_projection_moves_past_them(h: Harness, tmp_path: Path) -> None:
+    bad_lines = REFUSED_LINES
+    log_dir = tmp_path / "log"
+    with EventLog(log_dir) as log:
+        tracker = QueryTracker(log, env="test")
+        with tracker.query("첫 질문"):
+            pass
+        log.flush()
+        segment = log.segment
+        assert segment is not None
+        with segment.open("ab") as fh:  # lines no writer of ours makes: hand-edited, or from elsewhere
+            fh.write(b"\n".join(bad_lines) + b"\n")
+        with tracker.query("두번째 질문"):
+            pass
+    sink = h.sink().open()
+    projector = LokiProjector(TimeOrderedReader(log_dir), sink)
+    projector.catch_up()
+    projector.stop(drain_timeout_s=None)
+    assert sink.checkpoint() == projector.reader.end_checkpoint()  # not stuck behind them
+    sink.close()
+    assert len(h.loki.entries()) == 4  # the two queries' events, and nothing of the refused lines
+    assert projector.corrupt_lines == len(bad_lines)
+    assert sink.telemetry.snapshot().dropped == {"corrupt_line": len(bad_lines)}
 
 
 def test_a_reopened_sink_resumes_after_its_checkpoint_without_resending(h: Harness, tmp_path: Path) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from querylog.logging.codec import encode
 from querylog.logging.events import AnyEvent, QueryReceived
 from querylog.logging.projection import Batch, FileCheckpointSink, Prepared, Projector, Sink, SinkSendError
 from querylog.logging.segments import Checkpoint, EventLog, LogReader
@@ -122,8 +124,10 @@ class RecordingSink(Sink):
 
     name = "recording"
 
-    def __init__(self, fail_writes: Sequence[int] = ()) -> None:
+    def __init__(self, fail_writes: Sequence[int] = (), prepare_raises: BaseException | None = None) -> None:
         super().__init__()
+        self.prepare_raises = prepare_raises
+        self.written = threading.Event()
         self.stored: list[str] = []
         self.batch_sizes: list[int] = []
         self.prepare_threads: list[str] = []
@@ -133,6 +137,8 @@ class RecordingSink(Sink):
 
     def prepare(self, lines: Sequence[bytes]) -> Prepared | None:
         self.prepare_threads.append(threading.current_thread().name)
+        if self.prepare_raises is not None:
+            raise self.prepare_raises
         return None  # the projector decodes
 
     def _write(self, batch: Batch) -> None:
@@ -143,13 +149,14 @@ class RecordingSink(Sink):
         self.batch_sizes.append(len(batch.events))
         self._position = dict(batch.checkpoint)
         self.telemetry.sent(len(batch.events))
+        self.written.set()
 
     def _checkpoint(self) -> Checkpoint:
         return dict(self._position)
 
 
 def _read_ahead_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("querylog-read-ahead")]
+    return [t for t in threading.enumerate() if t.name.startswith("querylog-read-ahead-recording")]
 
 
 def test_read_ahead_prepares_the_next_batch_on_its_own_thread_and_keeps_order(tmp_path: Path) -> None:
@@ -222,3 +229,76 @@ def test_a_corrupt_line_is_counted_once_even_when_its_read_ahead_is_thrown_away(
     assert sink.stored == [f"q-{i}" for i in range(60)]
     assert projector.corrupt_lines == 1
     assert sink.telemetry.snapshot().dropped == {"corrupt_line": 1}
+
+
+def test_the_background_loop_does_not_pause_between_batches_cut_by_size(tmp_path: Path) -> None:
+    with EventLog(tmp_path / "log") as log:
+        _write(log, 300)
+    segment = next((tmp_path / "log").glob("*.jsonl"))
+    sink = RecordingSink().open()
+    # Batches of about 20 lines by size; an hour between batches unless more is waiting.
+    projector = Projector(
+        LogReader(tmp_path / "log"),
+        sink,
+        interval_s=3600,
+        batch_max_bytes=20 * segment.stat().st_size // 300,
+        read_ahead=True,
+    ).start()
+    deadline = time.monotonic() + 30
+    while len(sink.stored) < 300 and time.monotonic() < deadline:
+        sink.written.wait(1)
+        sink.written.clear()
+    projector.stop(drain_timeout_s=None)
+    assert sink.stored == [f"q-{i}" for i in range(300)]
+    assert len(sink.batch_sizes) > 10
+
+
+def test_a_prepare_that_raises_falls_back_to_decoding_and_is_counted(tmp_path: Path) -> None:
+    with EventLog(tmp_path / "log") as log:
+        _write(log, 30)
+    sink = RecordingSink(prepare_raises=ValueError("a bug in a fast path")).open()
+    projector = Projector(LogReader(tmp_path / "log"), sink, batch_max_events=10, read_ahead=True)
+    assert projector.catch_up() == 30
+    projector.stop(drain_timeout_s=None)
+    assert sink.stored == [f"q-{i}" for i in range(30)]
+    assert sink.telemetry.snapshot().errors == {"prepare": 3}
+
+
+def test_a_read_ahead_that_found_only_part_of_a_line_is_read_again(tmp_path: Path) -> None:
+    log_dir = tmp_path / "log"
+    with EventLog(log_dir) as log:
+        _write(log, 10)
+        segment = log.segment
+        assert segment is not None
+    full_line = encode(QueryReceived(query_id="q-10", query_text="x")) + b"\n"
+    with segment.open("ab") as fh:  # a writer caught mid-line
+        fh.write(full_line[:15])
+    sink = RecordingSink().open()
+    projector = Projector(LogReader(log_dir), sink, batch_max_events=10, read_ahead=True)
+    assert projector.run_once() == 10
+    assert projector._ahead is not None
+    projector._ahead.result()  # the read-ahead has run, and found only the start of a line
+    with segment.open("ab") as fh:  # the writer finishes its line
+        fh.write(full_line[15:])
+    assert projector.run_once() == 1  # read again, not taken as "nothing new"
+    projector.stop(drain_timeout_s=None)
+    assert sink.stored[-1] == "q-10"
+
+
+def test_stop_survives_a_drain_that_raises_and_releases_everything(tmp_path: Path) -> None:
+    class BrokenSink(RecordingSink):
+        def _write(self, batch: Batch) -> None:
+            raise RuntimeError("not a SinkError")
+
+    with EventLog(tmp_path / "log") as log:
+        _write(log, 30)
+    lock = tmp_path / "locks" / "broken.lock"
+    projector = Projector(
+        LogReader(tmp_path / "log"), BrokenSink().open(), lock_path=lock, batch_max_events=10, read_ahead=True
+    )
+    assert projector._try_acquire()
+    projector.stop(drain_timeout_s=5)  # logs the failure; does not raise
+    assert not projector.leading and _read_ahead_threads() == []
+    other = Projector(LogReader(tmp_path / "log"), MemorySink().open(), lock_path=lock)
+    assert other._try_acquire()  # the lock was released
+    other.stop(drain_timeout_s=None)
