@@ -136,6 +136,7 @@ def run_api(ctx: Any) -> GroupResult:
             split.append({"log_only_rps": log_only, "off_rps": bare, "ratio": log_only / bare})
         stats = client.get("/_bench/stats").json()
         pid = proc.pid
+    process_mode = [] if ctx.quick else _process_mode_runs(ctx, server, base, load, seconds)
     result["samples"]["api_throughput_ratio_instrumented"] = ratios
     result["samples"]["rss_mb_api"] = peaks
     result["extra"] = {
@@ -151,9 +152,47 @@ def run_api(ctx: Any) -> GroupResult:
             "means": "request-path cost alone (events, append, flush); the rest of the on/off gap is the "
             "projection threads (Parquet, metrics) sharing the server's core and GIL",
         },
+        "projections_process": {
+            "ratio_median": round(statistics.median(r["ratio"] for r in process_mode), 4) if process_mode else None,
+            "runs": process_mode,
+            "means": "the same on/off runs with QUERYLOG_PROJECTIONS=process: the API process folds the metrics, "
+            "a child at nice 10 (pinned to the same core, as children inherit it) runs Parquet; "
+            "parquet_behind is how many events the lake lagged when each querylog-on run ended",
+        },
         "server_pid": pid,
         "server_at_end": stats,
         "rss": "VmHWM of the server process during each querylog-on run (peak reset before it), MiB",
         "off_means": "the same process and pipeline, the tracker's emitter swapped for a no-op one",
     }
     return result
+
+
+def _process_mode_runs(ctx: Any, server: list[str], base: str, load: Any, seconds: float) -> list[dict[str, float]]:
+    """On/off pairs (3, alternating order) against a server whose elected projections run in a child process."""
+    runs: list[dict[str, float]] = []
+    with (
+        serve_subprocess([*server, "--projections", "process"], f"{base}/healthz", cpu=SERVER_CPU),
+        httpx.Client(base_url=base) as client,
+    ):
+        for state in ("on", "off"):
+            client.post(f"/_bench/querylog/{state}").raise_for_status()
+            load(min(2.0, seconds))
+        for rep in range(3):
+            ctx.progress(f"api: projections in a child process {rep + 1}/3 ({seconds:.0f}s on, {seconds:.0f}s off)")
+            rates: dict[str, float] = {}
+            behind = 0
+            for state in ("on", "off") if rep % 2 == 0 else ("off", "on"):
+                client.post(f"/_bench/querylog/{state}").raise_for_status()
+                rates[state] = load(seconds)["rps"]
+                if state == "on":
+                    stats = client.get("/_bench/stats").json()
+                    behind = stats["events_written"] - stats["parquet_sent"]
+            runs.append(
+                {
+                    "on_rps": rates["on"],
+                    "off_rps": rates["off"],
+                    "ratio": rates["on"] / rates["off"],
+                    "parquet_behind": behind,
+                }
+            )
+    return [{k: round(v, 4) for k, v in r.items()} for r in runs]

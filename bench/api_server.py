@@ -18,8 +18,10 @@ from typing import Any
 
 import uvicorn
 
-from querylog.config import Settings
+from querylog.config import PROJECTION_MODES, Settings
 from querylog.logging.events import Event
+from querylog.logging.telemetry import FileTelemetry
+from querylog.projector_process import telemetry_path
 from querylog.runtime import Runtime
 from querylog.service.app import create_app
 
@@ -45,9 +47,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--projections", choices=PROJECTION_MODES, help="QUERYLOG_PROJECTIONS for this server")
     args = parser.parse_args()
     # The environment's QUERYLOG_* settings apply, as for `querylog serve`; only the data directory is ours.
-    settings = Settings.from_env(overrides={"home": Path(args.home), "stdout_events": False})
+    overrides: dict[str, Any] = {"home": Path(args.home), "stdout_events": False}
+    if args.projections:
+        overrides["projections"] = args.projections
+    settings = Settings.from_env(overrides=overrides)
     runtime = Runtime(settings)
     app = create_app(runtime=runtime)
     noop = NoopEmitter()
@@ -81,12 +87,17 @@ def main() -> None:
     @app.get("/_bench/stats")
     def stats() -> dict[str, Any]:
         parquet = runtime.projectors.get("parquet")
+        # In process mode the Parquet projection runs in the child, which publishes its counters to a file.
+        source = parquet.telemetry if parquet else FileTelemetry("parquet", telemetry_path(settings, "parquet"))
+        snap = source.snapshot()
+        child = runtime.projector_process
         return {
             "vmhwm_kib": _status_kib("VmHWM"),
             "vmrss_kib": _status_kib("VmRSS"),
             "events_written": runtime.log.events_written,
-            "parquet_sent": parquet.telemetry.snapshot().sent if parquet else None,
-            "parquet_lag_events": parquet.telemetry.snapshot().lag_events if parquet else None,
+            "parquet_sent": snap.sent,
+            "parquet_lag_events": snap.lag_events,
+            "projector_process_pid": child.pid if child else None,
         }
 
     config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)

@@ -32,7 +32,7 @@ from querylog.logging.events import (
     ResponseGenerated,
     SearchCompleted,
 )
-from querylog.logging.telemetry import SinkTelemetry
+from querylog.logging.telemetry import FileTelemetry, SinkTelemetry
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -262,7 +262,7 @@ class MetricsProjection:
         self._expiry: list[tuple[float, str]] = []
         self._active = 0
         self._watermark = -math.inf
-        self._sinks: dict[str, SinkTelemetry] = {}
+        self._sinks: dict[str, SinkTelemetry | FileTelemetry] = {}
 
         self._registry = CollectorRegistry()
         self._registry.register(self)
@@ -275,7 +275,7 @@ class MetricsProjection:
             for event in events:
                 self._apply_one(event)
 
-    def add_sink(self, telemetry: SinkTelemetry) -> None:
+    def add_sink(self, telemetry: SinkTelemetry | FileTelemetry) -> None:
         """Expose `telemetry` as ``<ns>_sink_*`` series; it is read afresh at every scrape."""
         with self._lock:
             if telemetry.sink in self._sinks:

@@ -414,6 +414,12 @@ class Projector:
     def leading(self) -> bool:
         return self._holds_lock()
 
+    def try_lead(self) -> bool:
+        """Take this projection's lock if no other process holds it (True if this projector now leads). The
+        background thread does this itself; a one-off `catch_up` outside it must, so as not to run beside a
+        leader."""
+        return self._try_acquire()
+
     def _holds_lock(self) -> bool:
         return self.lock_path is None or self._lock_fh is not None
 

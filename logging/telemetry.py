@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-__all__ = ["SinkTelemetry", "TelemetrySnapshot"]
+import msgspec
+
+__all__ = ["FileTelemetry", "SinkTelemetry", "TelemetrySnapshot", "write_snapshot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +90,26 @@ class SinkTelemetry:
                 batch_events_total=self._batch_events_total,
                 batch_bytes_total=self._batch_bytes_total,
             )
+
+
+def write_snapshot(telemetry: SinkTelemetry, path: Path) -> None:
+    """Publish `telemetry` as JSON at `path` (replaced atomically), for a `FileTelemetry` in another process."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(msgspec.json.encode(asdict(telemetry.snapshot())))
+    tmp.replace(path)
+
+
+class FileTelemetry:
+    """A sink's counters as another process publishes them (`write_snapshot`): what the API's /metrics shows for
+    projections that run in `querylog project`. Read afresh at every scrape; zeros until the first publication."""
+
+    def __init__(self, sink: str, path: Path) -> None:
+        self.sink = sink
+        self.path = path
+
+    def snapshot(self) -> TelemetrySnapshot:
+        try:
+            return msgspec.json.decode(self.path.read_bytes(), type=TelemetrySnapshot)
+        except (OSError, msgspec.DecodeError):
+            return SinkTelemetry(self.sink).snapshot()

@@ -214,7 +214,7 @@ def create_app(
     def healthz() -> dict[str, Any]:
         """Liveness plus what the pipeline is doing: events written and dropped, each projection's lag."""
         log = rt.log.telemetry.snapshot()
-        return {
+        body: dict[str, Any] = {
             "status": "ok",
             "version": __version__,
             "env": rt.settings.env,
@@ -228,6 +228,10 @@ def create_app(
                 for name, p in rt.projectors.items()
             },
         }
+        child = rt.projector_process
+        if child is not None:  # QUERYLOG_PROJECTIONS=process: the elected projections run in this child
+            body["projector_process"] = {"pid": child.pid, "running": child.running, "restarts": child.restarts}
+        return body
 
     @app.get(
         "/metrics",

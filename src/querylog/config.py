@@ -10,10 +10,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Final
 
-__all__ = ["ConfigError", "Settings", "describe_settings"]
+__all__ = ["PROJECTION_MODES", "ConfigError", "Settings", "describe_settings"]
 
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _PROM_NS_RE: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+#: Where `querylog serve` runs the elected projections: as threads of the API process, in a child process it
+#: starts and watches (at a lower CPU priority), or not at all (a separate `querylog project` runs them).
+PROJECTION_MODES: Final = ("thread", "process", "none")
 
 
 class ConfigError(ValueError):
@@ -144,6 +147,13 @@ class Settings:
     user_id_salt: str | None = field(
         default=None, metadata={"env": "QUERYLOG_USER_ID_SALT", "doc": "when set, user ids are stored as salted hashes"}
     )
+    projections: str = field(
+        default="thread",
+        metadata={
+            "env": "QUERYLOG_PROJECTIONS",
+            "doc": "thread | process | none: where the Parquet, Loki and stdout projections run for `querylog serve`",
+        },
+    )
 
     @property
     def log_dir(self) -> Path:
@@ -258,8 +268,29 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"QUERYLOG_REDACT_EXTRA: {exc}") from None
             values["redact_extra"] = extra
+        if (raw := get("QUERYLOG_PROJECTIONS")) is not None:
+            if raw not in PROJECTION_MODES:
+                raise ConfigError(f"QUERYLOG_PROJECTIONS must be thread, process or none; got {raw!r}")
+            values["projections"] = raw
         values.update(overrides or {})
         return cls(**values)  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``QUERYLOG_*`` variables: `from_env` of the result gives them back (a child process
+        started with them sees what this one sees). An unset value is passed as empty, which reads as unset."""
+        out: dict[str, str] = {"LOKI_URL": ""}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                text = ""
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, dict):
+                text = json.dumps(value)
+            else:
+                text = str(value)
+            out[str(f.metadata["env"])] = text
+        return out
 
 
 def describe_settings() -> list[tuple[str, str, str]]:

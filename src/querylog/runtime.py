@@ -13,9 +13,11 @@ from querylog.logging.redaction import Redactor
 from querylog.logging.segments import EventLog, LogReader
 from querylog.logging.sinks import MetricsSink, StdoutSink
 from querylog.logging.structured import configure_structlog
+from querylog.logging.telemetry import FileTelemetry
 from querylog.logging.tracker import QueryTracker
+from querylog.projector_process import ProjectorProcess, telemetry_path
 
-__all__ = ["Runtime", "make_redactor"]
+__all__ = ["Runtime", "elected_names", "elected_projectors", "make_redactor"]
 
 _log = structlog.get_logger("querylog.runtime")
 
@@ -50,36 +52,27 @@ class Runtime:
         self.metrics.add_sink(self.log.telemetry)
         self.projectors: dict[str, Projector] = {}
         self._with_projections = projections
+        #: Where the elected projections run (`Settings.projections`); "none" without projections at all.
+        self.mode = settings.projections if projections else "none"
+        self.projector_process: ProjectorProcess | None = None
         self._started = False
 
-    def _projector(
-        self, sink: Sink, *, interval_s: float, batch_max_events: int = 50_000, elected: bool = True
-    ) -> Projector:
-        lock = self.settings.state_dir / "locks" / f"{sink.name}.lock" if elected else None
-        return Projector(self.reader, sink, lock_path=lock, interval_s=interval_s, batch_max_events=batch_max_events)
-
     def build_projectors(self) -> dict[str, Projector]:
+        """The projections this process runs: the metrics fold always; the elected ones (Parquet, stdout, Loki)
+        when ``QUERYLOG_PROJECTIONS=thread`` — otherwise their counters are read from the files the process that
+        runs them publishes (`querylog project`)."""
         s = self.settings
-        projectors = {
-            "parquet": self._projector(
-                ParquetSink(s.lake_dir).open(), interval_s=s.parquet_interval_s, batch_max_events=s.parquet_batch_events
-            )
-        }
-        if s.stdout_events:
-            checkpoint = s.state_dir / "checkpoints" / "stdout.json"
-            if not checkpoint.exists():
-                # Start echoing from now: replaying months of history into a terminal helps nobody.
-                CheckpointFile(checkpoint).save(self.reader.end_checkpoint())
-            # Elected like the other projections: with several workers, each event is printed once.
-            projectors["stdout"] = self._projector(StdoutSink(checkpoint).open(), interval_s=0.2)
-        if s.loki_url:
-            # Elected like Parquet; reads the writers' segments merged by event time (logging/loki_order.py).
-            projectors["loki"] = loki_projector(s)
+        projectors = elected_projectors(s, self.reader) if self.mode == "thread" else {}
         # Not elected: each process folds the whole log, so every worker's /metrics has the full totals.
-        projectors["metrics"] = self._projector(MetricsSink(self.metrics).open(), interval_s=0.5, elected=False)
-        for projector in projectors.values():
-            if projector.sink.name != "metrics":
+        projectors["metrics"] = _projector(
+            s, self.reader, MetricsSink(self.metrics).open(), interval_s=0.5, elected=False
+        )
+        for name, projector in projectors.items():
+            if name != "metrics":
                 self.metrics.add_sink(projector.telemetry)
+        if self.mode != "thread":
+            for name in elected_names(s):
+                self.metrics.add_sink(FileTelemetry(name, telemetry_path(s, name)))
         return projectors
 
     def start(self) -> Runtime:
@@ -92,9 +85,15 @@ class Runtime:
             self.projectors = self.build_projectors()
             for projector in self.projectors.values():
                 projector.start()
+            if self.mode == "process":
+                self.projector_process = ProjectorProcess(self.settings).start()
         self._started = True
         _log.info(
-            "querylog_started", home=str(self.settings.home), env=self.settings.env, projections=sorted(self.projectors)
+            "querylog_started",
+            home=str(self.settings.home),
+            env=self.settings.env,
+            projections=sorted(self.projectors),
+            projector_process=self.projector_process.pid if self.projector_process else None,
         )
         return self
 
@@ -107,6 +106,10 @@ class Runtime:
             projector.stop(drain_timeout_s=drain_timeout_s)
             projector.sink.close()
             _log.info("projection_stopped", projection=name, lag_events=projector.telemetry.snapshot().lag_events)
+        if self.projector_process is not None:
+            code = self.projector_process.stop(drain_timeout_s=drain_timeout_s)
+            _log.info("projector_process_stopped", code=code)
+            self.projector_process = None
         self._started = False
 
     def wake_projections(self) -> None:
@@ -118,3 +121,46 @@ class Runtime:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _projector(
+    settings: Settings,
+    reader: LogReader,
+    sink: Sink,
+    *,
+    interval_s: float,
+    batch_max_events: int = 50_000,
+    elected: bool = True,
+) -> Projector:
+    lock = settings.state_dir / "locks" / f"{sink.name}.lock" if elected else None
+    return Projector(reader, sink, lock_path=lock, interval_s=interval_s, batch_max_events=batch_max_events)
+
+
+def elected_names(settings: Settings) -> list[str]:
+    """The projections one process per data directory runs, elected by file lock."""
+    return ["parquet", *(["stdout"] if settings.stdout_events else []), *(["loki"] if settings.loki_url else [])]
+
+
+def elected_projectors(settings: Settings, reader: LogReader) -> dict[str, Projector]:
+    """Parquet, stdout (when on) and Loki (when configured), each elected by its lock file, not started."""
+    s = settings
+    projectors = {
+        "parquet": _projector(
+            s,
+            reader,
+            ParquetSink(s.lake_dir).open(),
+            interval_s=s.parquet_interval_s,
+            batch_max_events=s.parquet_batch_events,
+        )
+    }
+    if s.stdout_events:
+        checkpoint = s.state_dir / "checkpoints" / "stdout.json"
+        if not checkpoint.exists():
+            # Start echoing from now: replaying months of history into a terminal helps nobody.
+            CheckpointFile(checkpoint).save(reader.end_checkpoint())
+        # Elected like the other projections: with several workers, each event is printed once.
+        projectors["stdout"] = _projector(s, reader, StdoutSink(checkpoint).open(), interval_s=0.2)
+    if s.loki_url:
+        # Elected like Parquet; reads the writers' segments merged by event time (logging/loki_order.py).
+        projectors["loki"] = loki_projector(s)
+    return projectors

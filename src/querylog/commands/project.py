@@ -1,0 +1,75 @@
+"""``querylog project``: run the log's elected projections (Parquet, stdout, Loki) in this process."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from querylog.config import Settings
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "project",
+        help="run the Parquet, stdout and Loki projections in a process of their own",
+        description="Tail the event log under QUERYLOG_HOME and run its elected projections: the Parquet lake, "
+        "the stdout echo (QUERYLOG_STDOUT_EVENTS) and Loki (LOKI_URL). Use it beside `querylog serve` with "
+        "QUERYLOG_PROJECTIONS=none (a sidecar, a systemd unit), or let serve start it with "
+        "QUERYLOG_PROJECTIONS=process. Each projection is elected by its lock file, so a second copy stands "
+        "by. Counters go to state/telemetry/ for the API's /metrics. SIGTERM or Ctrl-C drains and exits.",
+    )
+    p.add_argument("--once", action="store_true", help="catch each projection up with the log, then exit")
+    p.add_argument(
+        "--nice", type=int, default=0, metavar="N", help="lower this process's CPU priority by N (0-19; default 0)"
+    )
+    p.add_argument(
+        "--drain-timeout", type=float, default=30.0, metavar="S", help="seconds to drain when stopping (default 30)"
+    )
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from querylog.logging.projection import SinkError
+    from querylog.logging.segments import LogReader
+    from querylog.logging.structured import configure_structlog
+    from querylog.projector_process import run_projections
+    from querylog.runtime import elected_projectors
+
+    err = sys.stderr
+    if not 0 <= args.nice <= 19:
+        print(f"querylog project: --nice must be 0-19, got {args.nice}", file=err)
+        return 2
+    if args.drain_timeout <= 0:
+        print(f"querylog project: --drain-timeout must be > 0, got {args.drain_timeout}", file=err)
+        return 2
+    if args.nice:
+        os.nice(args.nice)
+    configure_structlog()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    projectors = elected_projectors(settings, LogReader(settings.log_dir))
+    print(
+        f"querylog project: {', '.join(projectors)} from {settings.log_dir}"
+        + (" (catching up, then exiting)" if args.once else " (SIGTERM or Ctrl-C to stop)"),
+        file=err,
+    )
+    try:
+        sent = run_projections(
+            projectors,
+            settings,
+            stop=stop,
+            once=args.once,
+            drain_timeout_s=args.drain_timeout,
+            progress=lambda line: print(f"  {line}", file=err),
+        )
+    except SinkError as exc:
+        print(f"querylog project: a projection failed: {exc}; the log keeps its events, run it again", file=err)
+        return 1
+    print(f"querylog project: stopped; {sent} events projected", file=err)
+    return 0

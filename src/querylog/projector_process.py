@@ -1,0 +1,160 @@
+"""The elected projections (Parquet, Loki, stdout) in a process of their own: `run_projections` is what
+``querylog project`` runs; `ProjectorProcess` is how ``querylog serve`` starts and watches one as its child
+when ``QUERYLOG_PROJECTIONS=process``.
+
+The log is the hand-off: the API process appends and flushes, the projector process tails the same files,
+each projection still elected by its file lock. Its counters reach the API's ``/metrics`` through small JSON
+files under ``state/telemetry/`` (`write_snapshot` / `FileTelemetry`). Started by ``querylog serve``, the child
+runs at a lower CPU priority (nice 10): under load the API keeps the CPU, the projections fall behind and
+catch up when it is idle — the log holds everything meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+import structlog
+
+from querylog.config import Settings
+from querylog.logging.projection import Projector
+from querylog.logging.telemetry import write_snapshot
+
+__all__ = ["CHILD_NICENESS", "ProjectorProcess", "run_projections", "telemetry_path"]
+
+_log = structlog.get_logger("querylog.projector_process")
+
+#: How much lower the child's CPU priority is than the API's (``nice``: 0 is normal, 19 the lowest).
+CHILD_NICENESS: Final = 10
+#: How often the projector process publishes its counters for the API's /metrics.
+PUBLISH_INTERVAL_S: Final = 1.0
+
+
+def telemetry_path(settings: Settings, sink: str) -> Path:
+    """Where the process running projection `sink` publishes its counters."""
+    return settings.state_dir / "telemetry" / f"{sink}.json"
+
+
+def run_projections(
+    projectors: dict[str, Projector],
+    settings: Settings,
+    *,
+    stop: threading.Event,
+    once: bool = False,
+    drain_timeout_s: float = 30.0,
+    progress: Callable[[str], None] | None = None,
+) -> int:
+    """Run `projectors` until `stop` is set (or, with `once`, until each has caught up), publishing their
+    counters every second; drain and publish once more at the end. Returns the events each projection sent."""
+
+    def publish() -> None:
+        for name, projector in projectors.items():
+            try:
+                write_snapshot(projector.telemetry, telemetry_path(settings, name))
+            except OSError as exc:  # counters are a courtesy: never stop projecting over them
+                _log.warning("telemetry_publish_failed", projection=name, error=str(exc))
+
+    try:
+        if once:
+            for name, projector in projectors.items():
+                if not projector.try_lead():
+                    if progress is not None:
+                        progress(f"{name}: another process runs it (it holds {projector.lock_path}); skipped")
+                    continue
+                n = projector.catch_up()
+                if progress is not None:
+                    progress(f"{name}: {n} log lines projected")
+        else:
+            for projector in projectors.values():
+                projector.start()
+            while not stop.wait(PUBLISH_INTERVAL_S):
+                publish()
+    finally:
+        for projector in projectors.values():
+            projector.stop(drain_timeout_s=drain_timeout_s)
+            projector.sink.close()
+        publish()
+    return sum(p.telemetry.snapshot().sent for p in projectors.values())
+
+
+class ProjectorProcess:
+    """A ``querylog project`` child of the API process: started with the API's settings, restarted with backoff
+    if it dies, asked to drain and exit (SIGTERM) when the API stops."""
+
+    def __init__(self, settings: Settings, *, command: list[str] | None = None, niceness: int = CHILD_NICENESS):
+        self.settings = settings
+        self.command = command or [sys.executable, "-m", "querylog", "project", "--nice", str(niceness)]
+        self.restarts = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        proc = self._proc
+        return proc is not None and proc.poll() is None
+
+    def start(self) -> ProjectorProcess:
+        self._spawn()
+        self._watcher = threading.Thread(target=self._watch, name="querylog-projector-process", daemon=True)
+        self._watcher.start()
+        return self
+
+    def _spawn(self) -> None:
+        env = {**os.environ, **self.settings.to_env(), "QUERYLOG_PROJECTIONS": "thread"}
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            self._proc = subprocess.Popen(self.command, env=env, stdin=subprocess.DEVNULL)
+        _log.info("projector_process_started", pid=self._proc.pid, restarts=self.restarts)
+
+    def _watch(self) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
+            proc = self._proc
+            if proc is None:
+                return
+            started = time.monotonic()
+            code = proc.wait()
+            if self._stopping.is_set():
+                return
+            _log.error("projector_process_exited", pid=proc.pid, code=code, restart_in_s=backoff)
+            if self._stopping.wait(backoff):
+                return
+            # A child that lived a while gets a fresh backoff; one that dies at once waits longer each time.
+            backoff = 1.0 if time.monotonic() - started > 60 else min(30.0, backoff * 2)
+            self.restarts += 1
+            self._spawn()
+
+    def stop(self, *, drain_timeout_s: float = 10.0) -> int | None:
+        """Ask the child to drain and exit; kill it if it has not within the drain time (plus start-up slack).
+        Returns its exit code."""
+        self._stopping.set()
+        with self._lock:
+            proc = self._proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=drain_timeout_s + 10)
+            except subprocess.TimeoutExpired:
+                _log.error("projector_process_killed", pid=proc.pid, after_s=drain_timeout_s + 10)
+                proc.kill()
+                proc.wait()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+        return proc.returncode

@@ -1,0 +1,144 @@
+"""Projections out of the API process: `querylog project`, and `QUERYLOG_PROJECTIONS=process` (serve starts and
+watches it as a child)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from prometheus_client import generate_latest
+
+from querylog.cli import main
+from querylog.config import ConfigError, Settings
+from querylog.logging.projection import Projector
+from querylog.logging.segments import EventLog, LogReader
+from querylog.logging.sinks import MemorySink
+from querylog.logging.telemetry import FileTelemetry, SinkTelemetry, write_snapshot
+from querylog.logging.tracker import QueryTracker
+from querylog.projector_process import telemetry_path
+from querylog.runtime import Runtime
+
+
+def _lake_rows(home: Path) -> int:
+    return sum(pq.read_metadata(p).num_rows for p in (home / "lake").rglob("*.parquet"))
+
+
+def _queries(log: EventLog, n: int, start: int = 0) -> None:
+    tracker = QueryTracker(log, env="test")
+    for i in range(start, start + n):
+        with tracker.query(f"삼성전자 실적 {i}", session_id="s-1"):
+            pass  # two events a query: received, completed
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)  # polling another process's output: there is nothing to wait on
+    return True
+
+
+def test_settings_survive_the_trip_through_the_environment(tmp_path: Path) -> None:
+    settings = Settings(
+        home=tmp_path / "home",
+        env="prod",
+        fsync="always",
+        parquet_interval_s=0.25,
+        stdout_events=False,
+        loki_url="http://loki:3100",
+        loki_tenant="team-a",
+        redact_extra={"ORDER": r"ORD-\d{8}"},
+        retention_days=30,
+        projections="process",
+    )
+    assert Settings.from_env(settings.to_env()) == settings
+    # An unset value stays unset even where the parent's environment has one (LOKI_URL here).
+    plain = Settings(home=tmp_path)
+    assert Settings.from_env({"LOKI_URL": "http://elsewhere:3100", **plain.to_env()}) == plain
+
+
+def test_an_unknown_projections_mode_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match="QUERYLOG_PROJECTIONS must be thread, process or none"):
+        Settings.from_env({"QUERYLOG_PROJECTIONS": "sidecar"})
+
+
+def test_published_telemetry_reads_back_and_is_zero_before_the_first(tmp_path: Path) -> None:
+    telemetry = SinkTelemetry("parquet")
+    telemetry.sent(7, nbytes=100)
+    telemetry.dropped("corrupt_line", 2)
+    reader = FileTelemetry("parquet", tmp_path / "parquet.json")
+    assert reader.snapshot() == SinkTelemetry("parquet").snapshot()
+    write_snapshot(telemetry, tmp_path / "parquet.json")
+    assert reader.snapshot() == telemetry.snapshot()
+
+
+def test_project_once_fills_the_lake_and_publishes_its_counters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path))
+    monkeypatch.setenv("QUERYLOG_STDOUT_EVENTS", "false")
+    with EventLog(tmp_path / "log") as log:
+        _queries(log, 10)
+    assert main(["project", "--once"]) == 0
+    assert _lake_rows(tmp_path) == 20
+    assert FileTelemetry("parquet", tmp_path / "state" / "telemetry" / "parquet.json").snapshot().sent == 20
+    assert "parquet: 20 log lines projected" in capsys.readouterr().err
+
+
+def test_project_once_leaves_a_projection_another_process_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path))
+    monkeypatch.setenv("QUERYLOG_STDOUT_EVENTS", "false")
+    with EventLog(tmp_path / "log") as log:
+        _queries(log, 3)
+    leader = Projector(
+        LogReader(tmp_path / "log"), MemorySink().open(), lock_path=tmp_path / "state/locks/parquet.lock"
+    )
+    assert leader.try_lead()
+    try:
+        assert main(["project", "--once"]) == 0
+    finally:
+        leader.stop(drain_timeout_s=None)
+    assert _lake_rows(tmp_path) == 0
+    assert "parquet: another process runs it" in capsys.readouterr().err
+
+
+def test_bad_project_arguments_exit_2_with_a_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path))
+    assert main(["project", "--nice", "40"]) == 2
+    assert main(["project", "--drain-timeout", "0"]) == 2
+
+
+@pytest.mark.slow
+def test_serve_with_projections_in_a_child_process(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, env="test", stdout_events=False, parquet_interval_s=0.1, projections="process")
+    parquet = FileTelemetry("parquet", telemetry_path(settings, "parquet"))
+    with Runtime(settings) as runtime:
+        # The API process runs only the metrics fold; the Parquet projection runs in the child.
+        assert sorted(runtime.projectors) == ["metrics"]
+        child = runtime.projector_process
+        assert child is not None and child.running and child.pid != os.getpid()
+        _queries(runtime.log, 5)
+        runtime.log.flush()
+        assert _wait_for(lambda: parquet.snapshot().sent == 10), parquet.snapshot()
+        assert _lake_rows(tmp_path) == 10
+        exposition = generate_latest(runtime.metrics._registry).decode()
+        assert 'querylog_sink_events_sent_total{sink="parquet"} 10.0' in exposition
+
+        # A child that dies is started again, and carries on from its checkpoint.
+        first = child.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        assert _wait_for(lambda: child.restarts == 1 and child.running and child.pid != first)
+        _queries(runtime.log, 5, start=5)
+        runtime.log.flush()
+        assert _wait_for(lambda: _lake_rows(tmp_path) == 20)
+    # Closing the runtime drains the child and waits for it: it exited cleanly.
+    assert not child.running and child._proc is not None and child._proc.returncode == 0
