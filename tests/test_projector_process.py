@@ -78,40 +78,37 @@ def test_published_telemetry_reads_back_and_is_zero_before_the_first(tmp_path: P
     assert reader.snapshot() == telemetry.snapshot()
 
 
-def test_project_once_fills_the_lake_and_publishes_its_counters(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data directory the CLI uses (QUERYLOG_HOME), with the stdout echo off."""
     monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path))
     monkeypatch.setenv("QUERYLOG_STDOUT_EVENTS", "false")
-    with EventLog(tmp_path / "log") as log:
+    return tmp_path
+
+
+def test_project_once_fills_the_lake_and_publishes_its_counters(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with EventLog(home / "log") as log:
         _queries(log, 10)
     assert main(["project", "--once"]) == 0
-    assert _lake_rows(tmp_path) == 20
-    assert FileTelemetry("parquet", tmp_path / "state" / "telemetry" / "parquet.json").snapshot().sent == 20
+    assert _lake_rows(home) == 20
+    assert FileTelemetry("parquet", home / "state" / "telemetry" / "parquet.json").snapshot().sent == 20
     assert "parquet: 20 log lines projected" in capsys.readouterr().err
 
 
-def test_project_once_leaves_a_projection_another_process_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path))
-    monkeypatch.setenv("QUERYLOG_STDOUT_EVENTS", "false")
-    with EventLog(tmp_path / "log") as log:
+def test_project_once_leaves_a_projection_another_process_runs(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with EventLog(home / "log") as log:
         _queries(log, 3)
-    leader = Projector(
-        LogReader(tmp_path / "log"), MemorySink().open(), lock_path=tmp_path / "state/locks/parquet.lock"
-    )
+    leader = Projector(LogReader(home / "log"), MemorySink().open(), lock_path=home / "state/locks/parquet.lock")
     assert leader.try_lead()
     try:
         assert main(["project", "--once"]) == 0
     finally:
         leader.stop(drain_timeout_s=None)
-    assert _lake_rows(tmp_path) == 0
+    assert _lake_rows(home) == 0
     assert "parquet: another process runs it" in capsys.readouterr().err
 
 
-def test_bad_project_arguments_exit_2_with_a_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path))
+def test_bad_project_arguments_exit_2_with_a_sentence(home: Path) -> None:
     assert main(["project", "--nice", "40"]) == 2
     assert main(["project", "--drain-timeout", "0"]) == 2
 
