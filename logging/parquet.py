@@ -74,6 +74,10 @@ LAKE_SCHEMA: Final = pa.schema(
 _COLUMNS: Final = tuple(f.name for f in LAKE_SCHEMA if f.name != "event_type")
 
 
+_META_DIR: Final = "_querylog"
+_COMMIT_FILE: Final = "parquet-commit.json"
+
+
 class _Commit(msgspec.Struct):
     checkpoint: dict[str, int] = {}
     pending: list[tuple[str, str]] = []
@@ -165,11 +169,21 @@ class ParquetSink(Sink):
         super().__init__()
         self.lake_dir = Path(lake_dir)
         self.events_dir = self.lake_dir / "events"
-        self._meta_dir = self.lake_dir / "_querylog"
+        self._meta_dir = self.lake_dir / _META_DIR
         self._tmp_dir = self._meta_dir / "tmp"
-        self._commit_path = self._meta_dir / "parquet-commit.json"
+        self._commit_path = self._meta_dir / _COMMIT_FILE
         self.compression = compression
         self._commit = _Commit()
+
+    @staticmethod
+    def committed_checkpoint(lake_dir: Path) -> Checkpoint:
+        """The log position the lake's committed files reach, read without opening a sink (no roll-forward, so
+        safe while another process writes the lake)."""
+        try:
+            data = (lake_dir / _META_DIR / _COMMIT_FILE).read_bytes()
+        except FileNotFoundError:
+            return {}
+        return dict(msgspec.json.decode(data, type=_Commit).checkpoint)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _open(self) -> None:

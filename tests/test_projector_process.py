@@ -20,7 +20,7 @@ from querylog.logging.segments import EventLog, LogReader
 from querylog.logging.sinks import MemorySink
 from querylog.logging.telemetry import FileTelemetry, SinkTelemetry, write_snapshot
 from querylog.logging.tracker import QueryTracker
-from querylog.projector_process import telemetry_path
+from querylog.projector_process import ProjectorProcess, telemetry_path
 from querylog.runtime import Runtime
 
 
@@ -139,3 +139,15 @@ def test_serve_with_projections_in_a_child_process(tmp_path: Path) -> None:
         assert _wait_for(lambda: _lake_rows(tmp_path) == 20)
     # Closing the runtime drains the child and waits for it: it exited cleanly.
     assert not child.running and child._proc is not None and child._proc.returncode == 0
+
+
+@pytest.mark.slow
+def test_a_child_stopped_while_it_starts_still_drains_the_log(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, env="test", stdout_events=False)
+    with EventLog(tmp_path / "log") as log:
+        _queries(log, 4)
+    child = ProjectorProcess(settings).start()
+    # At once: the child is still importing. The stop waits for its handlers instead of killing it.
+    assert child.stop(drain_timeout_s=30) == 0
+    assert _lake_rows(tmp_path) == 8
+    assert FileTelemetry("parquet", telemetry_path(settings, "parquet")).snapshot().sent == 8

@@ -27,7 +27,7 @@ from querylog.config import Settings
 from querylog.logging.projection import Projector
 from querylog.logging.telemetry import write_snapshot
 
-__all__ = ["CHILD_NICENESS", "ProjectorProcess", "run_projections", "telemetry_path"]
+__all__ = ["CHILD_NICENESS", "STOP_SIGNALS", "ProjectorProcess", "run_projections", "telemetry_path"]
 
 _log = structlog.get_logger("querylog.projector_process")
 
@@ -35,6 +35,8 @@ _log = structlog.get_logger("querylog.projector_process")
 CHILD_NICENESS: Final = 10
 #: How often the projector process publishes its counters for the API's /metrics.
 PUBLISH_INTERVAL_S: Final = 1.0
+#: The signals that ask a projector process to drain and exit.
+STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
 def telemetry_path(settings: Settings, sink: str) -> Path:
@@ -118,7 +120,14 @@ class ProjectorProcess:
         with self._lock:
             if self._stopping.is_set():
                 return
-            self._proc = subprocess.Popen(self.command, env=env, stdin=subprocess.DEVNULL)
+            # The child starts with SIGTERM and SIGINT blocked (a signal mask survives fork and exec) and unblocks
+            # them once its handlers are in place: a stop that comes while it is still importing waits for those
+            # handlers and drains, instead of killing it before it has projected anything.
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
+                self._proc = subprocess.Popen(self.command, env=env, stdin=subprocess.DEVNULL)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         _log.info("projector_process_started", pid=self._proc.pid, restarts=self.restarts)
 
     def _watch(self) -> None:

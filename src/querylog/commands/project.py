@@ -36,7 +36,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.logging.projection import SinkError
     from querylog.logging.segments import LogReader
     from querylog.logging.structured import configure_structlog
-    from querylog.projector_process import run_projections
+    from querylog.projector_process import STOP_SIGNALS, run_projections
     from querylog.runtime import elected_projectors
 
     err = sys.stderr
@@ -51,8 +51,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     configure_structlog()
     settings.home.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, lambda *_: stop.set())
+    # Started by `querylog serve`, this process begins with them blocked; a stop sent meanwhile arrives now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     projectors = elected_projectors(settings, LogReader(settings.log_dir))
     print(
         f"querylog project: {', '.join(projectors)} from {settings.log_dir}"

@@ -60,13 +60,18 @@ def _demo_then_guide(server: Any, args: argparse.Namespace, settings: Settings) 
     url = f"http://{args.host if args.host != '0.0.0.0' else '127.0.0.1'}:{args.port}"
     print(f"querylog: serving on {url}; sending {args.demo} demo queries", file=sys.stderr)
     report = run_demo(url, queries=args.demo)
+    from querylog.logging.parquet import ParquetSink
+
     runtime = server.config.app.state.querylog
+    runtime.log.flush()
     runtime.wake_projections()
-    parquet = runtime.projectors.get("parquet")
-    if parquet is not None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and parquet.sink.checkpoint() != runtime.reader.end_checkpoint():
-            time.sleep(0.1)
+    # Wait for the lake to hold the demo (read from its commit file: the Parquet projection may run in a child).
+    deadline = time.monotonic() + 30
+    while (
+        time.monotonic() < deadline
+        and ParquetSink.committed_checkpoint(settings.lake_dir) != runtime.reader.end_checkpoint()
+    ):
+        time.sleep(0.1)  # another thread or process writes the lake: there is nothing here to wait on
     sys.stderr.write(_guide(url, report, settings))
     sys.stderr.flush()
     if args.exit_after_demo:
