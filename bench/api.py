@@ -157,7 +157,8 @@ def run_api(ctx: Any) -> GroupResult:
             "runs": process_mode,
             "means": "the same on/off runs with QUERYLOG_PROJECTIONS=process: the API process folds the metrics, "
             "a child at nice 10 (pinned to the same core, as children inherit it) runs Parquet; "
-            "parquet_behind is how many events the lake lagged when each querylog-on run ended",
+            "parquet_behind is the Parquet projection's lag in events, as the child last published it, "
+            "when each querylog-on run ended",
         },
         "server_pid": pid,
         "server_at_end": stats,
@@ -186,7 +187,7 @@ def _process_mode_runs(ctx: Any, server: list[str], base: str, load: Any, second
                 rates[state] = load(seconds)["rps"]
                 if state == "on":
                     stats = client.get("/_bench/stats").json()
-                    behind = stats["events_written"] - stats["parquet_sent"]
+                    behind = stats["parquet_lag_events"]
             runs.append(
                 {
                     "on_rps": rates["on"],

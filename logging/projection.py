@@ -264,6 +264,8 @@ class Projector:
         self.batch_max_bytes = batch_max_bytes
         self.standby_poll_s = standby_poll_s
         self.read_ahead = read_ahead
+        #: Whether this projector has held its lock (led) at any time: its counters are then the projection's.
+        self.has_led = lock_path is None
         self._ahead: Future[_Staged] | None = None
         self._more_waiting = False
         self._ahead_pool: ThreadPoolExecutor | None = None
@@ -435,6 +437,7 @@ class Projector:
             fh.close()
             return False
         self._lock_fh = fh
+        self.has_led = True
         _log.info("projector_leading", sink=self.sink.name, pid=os.getpid())
         return True
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -95,7 +96,7 @@ class SinkTelemetry:
 def write_snapshot(telemetry: SinkTelemetry, path: Path) -> None:
     """Publish `telemetry` as JSON at `path` (replaced atomically), for a `FileTelemetry` in another process."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(msgspec.json.encode(asdict(telemetry.snapshot())))
     tmp.replace(path)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +22,8 @@ from querylog.logging.segments import EventLog, LogReader
 from querylog.logging.sinks import MemorySink
 from querylog.logging.telemetry import FileTelemetry, SinkTelemetry, write_snapshot
 from querylog.logging.tracker import QueryTracker
-from querylog.projector_process import ProjectorProcess, telemetry_path
-from querylog.runtime import Runtime
+from querylog.projector_process import ProjectorProcess, run_projections, telemetry_path, watch_parent
+from querylog.runtime import Runtime, elected_projectors
 
 
 def _lake_rows(home: Path) -> int:
@@ -105,6 +107,8 @@ def test_project_once_leaves_a_projection_another_process_runs(home: Path, capsy
     finally:
         leader.stop(drain_timeout_s=None)
     assert _lake_rows(home) == 0
+    # A process that stands by publishes nothing: the leader's counters are the ones /metrics shows.
+    assert not (home / "state" / "telemetry" / "parquet.json").exists()
     assert "parquet: another process runs it" in capsys.readouterr().err
 
 
@@ -146,8 +150,36 @@ def test_a_child_stopped_while_it_starts_still_drains_the_log(tmp_path: Path) ->
     settings = Settings(home=tmp_path, env="test", stdout_events=False)
     with EventLog(tmp_path / "log") as log:
         _queries(log, 4)
-    child = ProjectorProcess(settings).start()
+    child = ProjectorProcess(settings, drain_timeout_s=30).start()
+    assert os.getsid(child.pid or 0) != os.getsid(0)  # its own session: a terminal's Ctrl-C reaches the API only
     # At once: the child is still importing. The stop waits for its handlers instead of killing it.
-    assert child.stop(drain_timeout_s=30) == 0
+    assert child.stop() == 0
     assert _lake_rows(tmp_path) == 8
     assert FileTelemetry("parquet", telemetry_path(settings, "parquet")).snapshot().sent == 8
+
+
+def test_a_one_off_run_asked_to_stop_stops_before_projecting(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, stdout_events=False)
+    with EventLog(tmp_path / "log") as log:
+        _queries(log, 3)
+    stop = threading.Event()
+    stop.set()  # Ctrl-C before the first batch
+    assert (
+        run_projections(elected_projectors(settings, LogReader(tmp_path / "log")), settings, stop=stop, once=True) == 0
+    )
+    assert _lake_rows(tmp_path) == 0
+
+
+def test_a_child_whose_parent_is_gone_is_told_to_stop() -> None:
+    stop = threading.Event()
+    watch_parent(0, stop)  # pid 0 is nobody's parent: as if the API process had been killed
+    assert stop.wait(10)
+
+
+def test_a_child_that_refuses_its_settings_is_not_restarted(tmp_path: Path) -> None:
+    exits_2 = [sys.executable, "-c", "raise SystemExit(2)"]
+    child = ProjectorProcess(Settings(home=tmp_path), command=exits_2).start()
+    assert child._watcher is not None
+    child._watcher.join(timeout=30)
+    assert not child._watcher.is_alive() and child.restarts == 0 and not child.running
+    child.stop()

@@ -27,7 +27,15 @@ from querylog.config import Settings
 from querylog.logging.projection import Projector
 from querylog.logging.telemetry import write_snapshot
 
-__all__ = ["CHILD_NICENESS", "STOP_SIGNALS", "ProjectorProcess", "run_projections", "telemetry_path"]
+__all__ = [
+    "CHILD_NICENESS",
+    "PARENT_PID_ENV",
+    "STOP_SIGNALS",
+    "ProjectorProcess",
+    "run_projections",
+    "telemetry_path",
+    "watch_parent",
+]
 
 _log = structlog.get_logger("querylog.projector_process")
 
@@ -35,6 +43,8 @@ _log = structlog.get_logger("querylog.projector_process")
 CHILD_NICENESS: Final = 10
 #: How often the projector process publishes its counters for the API's /metrics.
 PUBLISH_INTERVAL_S: Final = 1.0
+#: Set for a child `querylog serve` starts: the pid it watches (`watch_parent`).
+PARENT_PID_ENV: Final = "QUERYLOG_PROJECTOR_PARENT_PID"
 #: The signals that ask a projector process to drain and exit.
 STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT})
 
@@ -56,43 +66,80 @@ def run_projections(
     """Run `projectors` until `stop` is set (or, with `once`, until each has caught up), publishing their
     counters every second; drain and publish once more at the end. Returns the events each projection sent."""
 
-    def publish() -> None:
-        for name, projector in projectors.items():
+    def publish(names: list[str]) -> None:
+        # Only what this process leads: a projector standing by must not overwrite the leader's counters.
+        for name in names:
             try:
-                write_snapshot(projector.telemetry, telemetry_path(settings, name))
+                write_snapshot(projectors[name].telemetry, telemetry_path(settings, name))
             except OSError as exc:  # counters are a courtesy: never stop projecting over them
                 _log.warning("telemetry_publish_failed", projection=name, error=str(exc))
+
+    def leaders() -> list[str]:
+        return [name for name, projector in projectors.items() if projector.has_led]
 
     try:
         if once:
             for name, projector in projectors.items():
+                if stop.is_set():
+                    break
                 if not projector.try_lead():
                     if progress is not None:
                         progress(f"{name}: another process runs it (it holds {projector.lock_path}); skipped")
                     continue
-                n = projector.catch_up()
+                n = 0
+                while not stop.is_set() and (step := projector.run_once()):
+                    n += step
                 if progress is not None:
-                    progress(f"{name}: {n} log lines projected")
+                    progress(f"{name}: {n} log lines projected" + (" (stopped)" if stop.is_set() else ""))
         else:
             for projector in projectors.values():
                 projector.start()
             while not stop.wait(PUBLISH_INTERVAL_S):
-                publish()
+                publish(leaders())
     finally:
+        # A one-off run that was asked to stop stops now; a running one drains what the log holds (bounded).
+        drain = None if once and stop.is_set() else drain_timeout_s
         for projector in projectors.values():
-            projector.stop(drain_timeout_s=drain_timeout_s)
+            projector.stop(drain_timeout_s=drain)
             projector.sink.close()
-        publish()
+        publish(leaders())
     return sum(p.telemetry.snapshot().sent for p in projectors.values())
+
+
+def watch_parent(parent_pid: int, stop: threading.Event) -> threading.Thread:
+    """Set `stop` once the process that started this one is gone (killed, out of memory): a child left behind
+    would keep the projections' locks and the old settings. Checked every second."""
+
+    def watch() -> None:
+        while not stop.wait(1.0):
+            if os.getppid() != parent_pid:
+                _log.warning("projector_parent_gone", parent_pid=parent_pid)
+                stop.set()
+
+    thread = threading.Thread(target=watch, name="querylog-parent-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 class ProjectorProcess:
     """A ``querylog project`` child of the API process: started with the API's settings, restarted with backoff
     if it dies, asked to drain and exit (SIGTERM) when the API stops."""
 
-    def __init__(self, settings: Settings, *, command: list[str] | None = None, niceness: int = CHILD_NICENESS):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        drain_timeout_s: float = 10.0,
+        niceness: int = CHILD_NICENESS,
+        command: list[str] | None = None,
+    ):
+        """`command` replaces ``querylog project`` (tests); it must unblock SIGTERM/SIGINT itself (see `_spawn`)."""
         self.settings = settings
-        self.command = command or [sys.executable, "-m", "querylog", "project", "--nice", str(niceness)]
+        self.drain_timeout_s = drain_timeout_s
+        self.command = command or [
+            *(sys.executable, "-m", "querylog", "project"),
+            *("--nice", str(niceness), "--drain-timeout", str(drain_timeout_s)),
+        ]
         self.restarts = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
@@ -116,7 +163,12 @@ class ProjectorProcess:
         return self
 
     def _spawn(self) -> None:
-        env = {**os.environ, **self.settings.to_env(), "QUERYLOG_PROJECTIONS": "thread"}
+        env = {
+            **os.environ,
+            **self.settings.to_env(),
+            "QUERYLOG_PROJECTIONS": "thread",
+            PARENT_PID_ENV: str(os.getpid()),
+        }
         with self._lock:
             if self._stopping.is_set():
                 return
@@ -125,7 +177,9 @@ class ProjectorProcess:
             # handlers and drains, instead of killing it before it has projected anything.
             previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
             try:
-                self._proc = subprocess.Popen(self.command, env=env, stdin=subprocess.DEVNULL)
+                # Its own session: a Ctrl-C in the terminal reaches the API only, which then stops the child
+                # after the log's last append, so the child drains everything.
+                self._proc = subprocess.Popen(self.command, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         _log.info("projector_process_started", pid=self._proc.pid, restarts=self.restarts)
@@ -140,6 +194,9 @@ class ProjectorProcess:
             code = proc.wait()
             if self._stopping.is_set():
                 return
+            if code == 2:  # a setting it cannot use: starting it again would fail the same way
+                _log.error("projector_process_refused_its_settings", pid=proc.pid, code=code)
+                return
             _log.error("projector_process_exited", pid=proc.pid, code=code, restart_in_s=backoff)
             if self._stopping.wait(backoff):
                 return
@@ -148,22 +205,28 @@ class ProjectorProcess:
             self.restarts += 1
             self._spawn()
 
-    def stop(self, *, drain_timeout_s: float = 10.0) -> int | None:
-        """Ask the child to drain and exit; kill it if it has not within the drain time (plus start-up slack).
-        Returns its exit code."""
+    def request_stop(self) -> None:
+        """Ask the child to drain and exit (SIGTERM), without waiting: `stop` waits."""
         self._stopping.set()
         with self._lock:
             proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+    def stop(self) -> int | None:
+        """Ask the child to drain and exit, and wait; kill it if it has not within its drain time for each of
+        its projections (plus start-up slack). Returns its exit code."""
+        self.request_stop()
+        proc = self._proc
         if proc is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=drain_timeout_s + 10)
-            except subprocess.TimeoutExpired:
-                _log.error("projector_process_killed", pid=proc.pid, after_s=drain_timeout_s + 10)
-                proc.kill()
-                proc.wait()
+        budget = self.drain_timeout_s * 3 + 15  # Parquet, stdout and Loki drain one after another
+        try:
+            proc.wait(timeout=budget)
+        except subprocess.TimeoutExpired:
+            _log.error("projector_process_killed", pid=proc.pid, after_s=budget)
+            proc.kill()
+            proc.wait()
         if self._watcher is not None:
             self._watcher.join(timeout=5)
         return proc.returncode

@@ -86,7 +86,7 @@ class Runtime:
             for projector in self.projectors.values():
                 projector.start()
             if self.mode == "process":
-                self.projector_process = ProjectorProcess(self.settings).start()
+                self.projector_process = ProjectorProcess(self.settings, drain_timeout_s=10.0).start()
         self._started = True
         _log.info(
             "querylog_started",
@@ -102,12 +102,14 @@ class Runtime:
         if not self._started:
             return
         self.log.close()
+        if self.projector_process is not None:
+            self.projector_process.request_stop()  # the child drains while this process's projections do
         for name, projector in self.projectors.items():
             projector.stop(drain_timeout_s=drain_timeout_s)
             projector.sink.close()
             _log.info("projection_stopped", projection=name, lag_events=projector.telemetry.snapshot().lag_events)
         if self.projector_process is not None:
-            code = self.projector_process.stop(drain_timeout_s=drain_timeout_s)
+            code = self.projector_process.stop()
             _log.info("projector_process_stopped", code=code)
             self.projector_process = None
         self._started = False

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.logging.projection import SinkError
     from querylog.logging.segments import LogReader
     from querylog.logging.structured import configure_structlog
-    from querylog.projector_process import STOP_SIGNALS, run_projections
+    from querylog.projector_process import PARENT_PID_ENV, STOP_SIGNALS, run_projections, watch_parent
     from querylog.runtime import elected_projectors
 
     err = sys.stderr
@@ -55,6 +55,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         signal.signal(signum, lambda *_: stop.set())
     # Started by `querylog serve`, this process begins with them blocked; a stop sent meanwhile arrives now.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    if (parent := os.environ.get(PARENT_PID_ENV, "")).isdigit():
+        watch_parent(int(parent), stop)
     projectors = elected_projectors(settings, LogReader(settings.log_dir))
     print(
         f"querylog project: {', '.join(projectors)} from {settings.log_dir}"
