@@ -225,6 +225,8 @@ class _Staged:
     corrupt: list[tuple[str, bytes]] = field(default_factory=list)
     #: Why `Sink.prepare` raised, if it did (the lines were then decoded one by one).
     prepare_error: str | None = None
+    #: The byte budget it was read with.
+    max_bytes: int = 0
 
 
 class Projector:
@@ -296,7 +298,12 @@ class Projector:
                 first = self.read_ahead and start != self._offered_from
                 staged = self._stage(start, self.batch_max_bytes // 3 if first else self.batch_max_bytes)
             read = staged.read
-            self._more_waiting = read.remaining_bytes > 0
+            # A full batch — cut by the event limit, or by the byte budget (to within a line) — with more behind
+            # it. Bytes left over behind a small batch are a line still being written: no reason not to wait.
+            consumed = sum(map(len, read.lines)) + len(read.lines)
+            self._more_waiting = read.remaining_bytes > 0 and (
+                len(read.lines) >= self.batch_max_events or consumed >= staged.max_bytes // 2
+            )
             if not read.lines and read.checkpoint == start:
                 self.telemetry.lag(0, 0.0)
                 return 0
@@ -326,7 +333,7 @@ class Projector:
         """Read a batch from `start` and prepare it (sink rows, or events decoded line by line). No side effects:
         a batch read ahead may be thrown away."""
         read = self.reader.read(start, max_events=self.batch_max_events, max_bytes=max(1, max_bytes))
-        staged = _Staged(start=start, read=read, prepared=None)
+        staged = _Staged(start=start, read=read, prepared=None, max_bytes=max(1, max_bytes))
         if read.lines:
             try:
                 staged.prepared = self.sink.prepare(read.lines)
