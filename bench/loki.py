@@ -219,6 +219,10 @@ def _throughput(ctx: Any, url: str, suffix: str, log_dir: Path, events: list[Any
     projection: list[float] = []
     raw: list[float] = []
     share: list[float] = []
+    # Warm-up, untimed: the first push into a Loki (new streams, cold caches, a Go heap still growing) is slower
+    # than the rest, and would count against whichever side happened to go first.
+    ctx.progress(f"loki{suffix}: warm-up push ({n} events, untimed)")
+    _raw_push_rate(url, batches, n)
     before = _double_entries(url)
     for rep in range(ctx.repetitions):
         # Which of the two goes first alternates: the second meets a Loki still digesting the first's lines
