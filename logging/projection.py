@@ -320,7 +320,7 @@ class Projector:
             count = prepared.count if prepared is not None else len(events)
             redelivered = self._offered if start == self._offered_from else 0
             self._offered_from, self._offered = start, max(redelivered, count)
-            if self.read_ahead and read.remaining_bytes > 0:
+            if self.read_ahead and self._more_waiting:
                 self._ahead = self._pool().submit(self._stage, dict(read.checkpoint), self.batch_max_bytes)
             self.sink.write(
                 Batch(events=events, checkpoint=read.checkpoint, redelivered=redelivered, prepared=prepared)

@@ -85,7 +85,7 @@ def _check_event(event: AnyEvent, labels: tuple[str, str], max_line_bytes: int) 
     return True
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(_usual_event(), labels, st.sampled_from([MAX_LINE_BYTES, 4096, 300]))
 def test_an_event_the_fast_path_takes_becomes_exactly_what_entry_for_builds(
     event: AnyEvent, labels: tuple[str, str], max_line_bytes: int
@@ -93,7 +93,7 @@ def test_an_event_the_fast_path_takes_becomes_exactly_what_entry_for_builds(
     event_note("fast" if _check_event(event, labels, max_line_bytes) else "left to entry_for")
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(any_event(), labels, st.sampled_from([MAX_LINE_BYTES, 300]))
 def test_any_event_is_taken_exactly_or_left_to_entry_for(
     event: AnyEvent, labels: tuple[str, str], max_line_bytes: int
