@@ -67,7 +67,10 @@ UNCLASSIFIED: Final = "unclassified"
 _BASE_SQL: Final = f"SELECT * REPLACE (coalesce(intent, '{UNCLASSIFIED}') AS intent) FROM queries"
 
 _T = TypeVar("_T")
-_ATTEMPTS: Final = 3
+#: A query that lost the race with compaction is run again, with a fresh listing, up to this many times. Each
+#: loss means a compactor swapped a file meanwhile, and a run swaps one file group at a time (an hour, a day):
+#: on a busy machine a long compaction can win a few rounds in a row, never many.
+_ATTEMPTS: Final = 20
 _VANISHED: Final = "No such file or directory"
 
 _SINCE_RE: Final = re.compile(r"^\s*(\d+)\s*([mhd])\s*$")
