@@ -13,7 +13,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from querylog import __version__
 from querylog.config import Settings
@@ -49,6 +49,15 @@ class ChatRequest(BaseModel):
     query: str = Field(min_length=1, max_length=16_384, description="The user's question, Korean or English.")
     session_id: str | None = Field(default=None, max_length=200)
     user_id: str | None = Field(default=None, max_length=200)
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        # The same test the query_received event applies (str.strip: control separators like U+001E count as
+        # blank too), made here so that a blank question is the caller's 422, not the server's 500.
+        if not value.strip():
+            raise ValueError("must contain more than whitespace")
+        return value
 
 
 class Source(BaseModel):

@@ -50,7 +50,10 @@ def test_a_failing_llm_step_is_a_502_and_a_query_failed_event(client: TestClient
     assert failed.error_type == "SimulatedFailure" and failed.stage == "generate"  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("payload", [{}, {"query": ""}, {"query": 5}, {"query": "x" * 20_000}])
+@pytest.mark.parametrize(
+    "payload",
+    [{}, {"query": ""}, {"query": 5}, {"query": "x" * 20_000}, {"query": " \t\n"}, {"query": "\u001e"}],
+)
 def test_bad_requests_are_422_and_emit_nothing(client: TestClient, payload: dict[str, object]) -> None:
     tracker = client.app.state.querylog.tracker  # type: ignore[attr-defined]
     with capture_events(tracker) as events:
