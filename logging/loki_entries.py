@@ -25,6 +25,7 @@ __all__ = [
     "Push",
     "entry_for",
     "event_from_entry",
+    "line_shape",
     "plan_pushes",
     "stream_selector",
     "ts_ns",
@@ -185,7 +186,8 @@ class _Shape:
 _SHAPES: dict[type, _Shape] = {}
 
 
-def _shape(cls: type[Event]) -> _Shape:
+def line_shape(cls: type[Event]) -> _Shape:
+    """The stream name, level and line fields (in line order) of an event class; cached."""
     shape = _SHAPES.get(cls)
     if shape is None:
         own = [name for name in cls.__struct_fields__ if name not in _BASE_FIELDS]
@@ -208,7 +210,7 @@ def entry_for(event: Event, *, app: str, env: str, max_line_bytes: int = MAX_LIN
     # Every field with a value, defaults included: `| json | cache_hit="false"` must find a cache miss, so a
     # False or 0 is written even though the log's own encoding leaves defaults out. Every field of the schema
     # other than `ts` is a str, int, float or bool, which msgspec writes as its builtins would.
-    shape = _SHAPES.get(type(event)) or _shape(type(event))
+    shape = _SHAPES.get(type(event)) or line_shape(type(event))
     fields: dict[str, Any] = {"level": shape.level}
     for name in shape.names:
         value = getattr(event, name)

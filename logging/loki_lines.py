@@ -22,13 +22,12 @@ from typing import Any, Final
 import msgspec
 
 from querylog.logging.events import EVENT_CLASSES, Event
-from querylog.logging.loki_entries import MAX_METADATA_VALUE_BYTES, LokiEntry
+from querylog.logging.loki_entries import MAX_METADATA_VALUE_BYTES, LokiEntry, line_shape
 
 __all__ = ["fast_entries"]
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
-_BASE_FIELDS: Final = frozenset(Event.__struct_fields__)
 
 
 class _Ids(msgspec.Struct, omit_defaults=True, gc=False):
@@ -58,21 +57,20 @@ class _Kind:
     values: Callable[[Any], tuple[Any, ...]]  # the line's fields, in line order, from the event
 
 
-def _kind(tag: str, cls: type[Event]) -> _Kind:
-    # The line, as `entry_for` writes it: level, the event's own fields, event_id, schema_version, then service
-    # and env only where they differ from the labels. A field that is None is left out (msgspec's omit_defaults).
-    names = [name for name in cls.__struct_fields__ if name not in _BASE_FIELDS] + ["event_id", "schema_version"]
+def _kind(cls: type[Event]) -> _Kind:
+    # The line as `entry_for` writes it (`line_shape`: level, the event's own fields, event_id, schema_version),
+    # then service and env only where they differ from the labels. None is left out (msgspec's omit_defaults).
+    shape = line_shape(cls)
     line_type = msgspec.defstruct(
         f"_Line{cls.__name__}",
-        [("level", str), *((name, Any, None) for name in names), ("service", Any, None), ("env", Any, None)],
+        [("level", str), *((name, Any, None) for name in shape.names), ("service", Any, None), ("env", Any, None)],
         omit_defaults=True,
         gc=False,
     )
-    level = "error" if tag == "query_failed" else "info"  # as `loki_entries._level` says
-    return _Kind(tag, level, line_type, operator.attrgetter(*names))
+    return _Kind(shape.event, shape.level, line_type, operator.attrgetter(*shape.names))
 
 
-_KINDS: Final[dict[type, _Kind]] = {cls: _kind(tag, cls) for tag, cls in EVENT_CLASSES.items()}
+_KINDS: Final[dict[type, _Kind]] = {cls: _kind(cls) for cls in EVENT_CLASSES.values()}
 _ENCODER: Final = msgspec.json.Encoder()
 
 
