@@ -211,6 +211,8 @@ class FileCheckpointSink(Sink):
 
 
 _MAX_BACKOFF_S: Final = 30.0
+#: With read-ahead, the first batch is this fraction of the byte budget; those read ahead double from there.
+_RAMP_START_DIVISOR: Final = 8
 
 
 @dataclass(slots=True)
@@ -293,10 +295,13 @@ class Projector:
             start = self.sink.checkpoint()
             staged = self._take_read_ahead(start)
             if staged is None:
-                # With read-ahead, a first batch read here has nothing in flight to overlap with: a third of the
-                # size gets the pipeline going sooner. A batch offered again (a retry) is read at full size.
+                # With read-ahead, a first batch read here has nothing in flight to overlap with, so it starts
+                # small and the batches read ahead double up to full size (`_next_bytes`): each is prepared while
+                # the one before it, half its size, is in flight. A batch offered again (a retry) is read whole.
                 first = self.read_ahead and start != self._offered_from
-                staged = self._stage(start, self.batch_max_bytes // 3 if first else self.batch_max_bytes)
+                staged = self._stage(
+                    start, max(1, self.batch_max_bytes // _RAMP_START_DIVISOR) if first else self.batch_max_bytes
+                )
             read = staged.read
             # A full batch — cut by the event limit, or by the byte budget (to within a line) — with more behind
             # it. Bytes left over behind a small batch are a line still being written: no reason not to wait.
@@ -321,12 +326,13 @@ class Projector:
             redelivered = self._offered if start == self._offered_from else 0
             self._offered_from, self._offered = start, max(redelivered, count)
             if self.read_ahead and self._more_waiting:
-                self._ahead = self._pool().submit(self._stage, dict(read.checkpoint), self.batch_max_bytes)
+                next_bytes = min(self.batch_max_bytes, 2 * staged.max_bytes)
+                self._ahead = self._pool().submit(self._stage, dict(read.checkpoint), next_bytes)
             self.sink.write(
                 Batch(events=events, checkpoint=read.checkpoint, redelivered=redelivered, prepared=prepared)
             )
             last_ts = prepared.last_ts if prepared is not None else (events[-1].ts if events else None)
-            self._report_lag(last_ts, read.remaining_bytes, read.lines)
+            self._report_lag(last_ts, read.remaining_bytes, consumed, len(read.lines))
             return len(read.lines)
 
     def _stage(self, start: Checkpoint, max_bytes: int) -> _Staged:
@@ -384,11 +390,12 @@ class Projector:
             if n == 0 or (deadline is not None and time.monotonic() > deadline):
                 return total
 
-    def _report_lag(self, last_ts: datetime | None, remaining_bytes: int, lines: Sequence[bytes]) -> None:
+    def _report_lag(self, last_ts: datetime | None, remaining_bytes: int, consumed: int, lines: int) -> None:
+        """Lag after a batch of `lines` lines (`consumed` bytes, newlines included) with `remaining_bytes` behind."""
         if remaining_bytes <= 0 or last_ts is None:
             self.telemetry.lag(0, 0.0)
             return
-        mean_line = max(1, (sum(map(len, lines)) + len(lines)) // max(1, len(lines)))
+        mean_line = max(1, consumed // max(1, lines))
         behind_s = (datetime.now(UTC) - last_ts).total_seconds()
         self.telemetry.lag(remaining_bytes // mean_line, max(0.0, behind_s))
 

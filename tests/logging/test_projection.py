@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Sequence
@@ -192,19 +193,24 @@ def test_a_failed_write_throws_the_read_ahead_away_and_offers_the_batch_again(tm
     assert snap.received == snap.sent == 50  # a batch offered three times was received once
 
 
-def test_a_first_batch_is_a_third_of_the_size_so_the_pipeline_starts_sooner(tmp_path: Path) -> None:
+def test_batches_start_small_and_double_up_to_full_size_so_the_pipeline_starts_sooner(tmp_path: Path) -> None:
     with EventLog(tmp_path / "log") as log:
-        _write(log, 200)
+        _write(log, 600)
     segment = next((tmp_path / "log").glob("*.jsonl"))
-    line_bytes = segment.stat().st_size // 200
+    line_bytes = segment.stat().st_size // 600
     sink = RecordingSink().open()
     projector = Projector(
-        LogReader(tmp_path / "log"), sink, batch_max_events=1000, batch_max_bytes=60 * line_bytes, read_ahead=True
+        LogReader(tmp_path / "log"), sink, batch_max_events=1000, batch_max_bytes=80 * line_bytes, read_ahead=True
     )
     projector.catch_up()
     projector.stop(drain_timeout_s=None)
-    assert sink.stored == [f"q-{i}" for i in range(200)]
-    assert sink.batch_sizes[0] <= 20 < sink.batch_sizes[1]
+    assert sink.stored == [f"q-{i}" for i in range(600)]
+    sizes = sink.batch_sizes
+    # About 10, 20, 40, then 80 lines a batch (the budget is in bytes, and the lines' lengths differ a little).
+    assert 6 <= sizes[0] <= 12
+    assert all(later <= 2 * earlier + 2 for earlier, later in itertools.pairwise(sizes))
+    assert sizes[1] > sizes[0] and sizes[2] > sizes[1]
+    assert all(70 <= size <= 90 for size in sizes[4:-1])
 
 
 def test_a_corrupt_line_is_counted_once_even_when_its_read_ahead_is_thrown_away(tmp_path: Path) -> None:
