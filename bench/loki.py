@@ -271,7 +271,8 @@ def run_loki(ctx: Any) -> GroupResult:
     target: dict[str, Any] = {"LOKI_URL": ctx.loki_url}
     if ctx.loki_url:
         target["real"] = ctx.loki_url
-        _throughput(ctx, ctx.loki_url, "", log_dir, events, result, pairs=max(ctx.repetitions, REAL_LOKI_PAIRS))
+        pairs = ctx.repetitions if ctx.quick else max(ctx.repetitions, REAL_LOKI_PAIRS)
+        _throughput(ctx, ctx.loki_url, "", log_dir, events, result, pairs=pairs)
     else:
         for key in ("loki_events_per_s", "loki_raw_push_ceiling_events_per_s", "loki_share_of_raw_push_ceiling"):
             result["reasons"][key] = "LOKI_URL is not set: measured against the loopback double (*_local_double)"

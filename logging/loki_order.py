@@ -51,6 +51,7 @@ class _Pending:
     lines: list[bytes]
     times: list[float]
     ends: list[int]  # byte offset just past each line, relative to `offset`
+    limited: bool  # the share's limits ended the read: whole lines remain unread in this segment
 
     @property
     def exhausted(self) -> bool:
@@ -106,12 +107,15 @@ class TimeOrderedReader(LogReader):
         lines = [line for _, _, _, line in merged]
         new: Checkpoint = {name: checkpoint.get(name, 0) for name in sizes}
         remaining = 0
+        cut = False
         for p in pending:
             n = taken[p.name]
             consumed = p.ends[n - 1] if n else 0
             new[p.name] = p.offset + consumed
             remaining += p.size - p.offset - consumed
-        return ReadBatch(lines=lines, checkpoint=new, remaining_bytes=remaining)
+            # Whole lines left behind: held back past the watermark, or never read for the share's limits.
+            cut = cut or n < len(p.lines) or p.limited
+        return ReadBatch(lines=lines, checkpoint=new, remaining_bytes=remaining, cut=cut)
 
     @staticmethod
     def _read_share(path: Path, offset: int, size: int, max_bytes: int, max_events: int) -> _Pending:
@@ -123,7 +127,9 @@ class TimeOrderedReader(LogReader):
                 fh.seek(offset)
                 data = fh.readline()
         end = data.rfind(b"\n") + 1
-        chunk = data[:end].split(b"\n")[:-1][:max_events]
+        chunk = data[:end].split(b"\n")[:-1]
+        limited = len(chunk) > max_events or len(data) < size - offset
+        chunk = chunk[:max_events]
         ends: list[int] = []
         position = 0
         for line in chunk:
@@ -136,4 +142,5 @@ class TimeOrderedReader(LogReader):
             lines=chunk,
             times=[_time_of(line) for line in chunk],
             ends=ends,
+            limited=limited,
         )

@@ -234,9 +234,9 @@ class _Staged:
 class Projector:
     """Runs one sink: read from its checkpoint, decode, write, repeat. Thread-safe start/stop.
 
-    Batching: every `interval_s` it reads up to `batch_max_events` / `batch_max_bytes`; a full batch is
-    followed at once by the next. Failed writes are retried with exponential backoff and jitter; the
-    log keeps everything meanwhile, so a sink that is down falls behind and catches up.
+    Batching: every `interval_s` it reads up to `batch_max_events` / `batch_max_bytes`; a batch the reader
+    cut at those limits is followed at once by the next. Failed writes are retried with exponential backoff
+    and jitter; the log keeps everything meanwhile, so a sink that is down falls behind and catches up.
 
     Read-ahead (for sinks that wait on a server, like Loki): while a batch is being written, the next one is
     read and prepared on a second thread, so that catching up keeps the server busy instead of taking turns
@@ -296,19 +296,17 @@ class Projector:
             staged = self._take_read_ahead(start)
             if staged is None:
                 # With read-ahead, a first batch read here has nothing in flight to overlap with, so it starts
-                # small and the batches read ahead double up to full size (`_next_bytes`): each is prepared while
-                # the one before it, half its size, is in flight. A batch offered again (a retry) is read whole.
+                # small and the batches read ahead double up to full size (below): each is prepared while the
+                # one before it, half its size, is in flight. A batch offered again (a retry) is read whole.
                 first = self.read_ahead and start != self._offered_from
                 staged = self._stage(
                     start, max(1, self.batch_max_bytes // _RAMP_START_DIVISOR) if first else self.batch_max_bytes
                 )
             read = staged.read
-            # A full batch — cut by the event limit, or by the byte budget (to within a line) — with more behind
-            # it. Bytes left over behind a small batch are a line still being written: no reason not to wait.
+            # A batch the reader cut at a limit has whole lines behind it: read on at once. Bytes left over
+            # behind a batch that was not cut are a line still being written: no reason not to wait.
             consumed = sum(map(len, read.lines)) + len(read.lines)
-            self._more_waiting = read.remaining_bytes > 0 and (
-                len(read.lines) >= self.batch_max_events or consumed >= staged.max_bytes // 2
-            )
+            self._more_waiting = read.remaining_bytes > 0 and read.cut
             if not read.lines and read.checkpoint == start:
                 self.telemetry.lag(0, 0.0)
                 return 0
@@ -478,6 +476,6 @@ class Projector:
                 self._stop.wait(delay)
                 continue
             if n and self._more_waiting:
-                continue  # a full batch (by events or bytes) and more is waiting: no pause between them
+                continue  # the reader cut the batch at a limit, with more waiting: no pause between them
             self._wake.wait(self.interval_s)
             self._wake.clear()

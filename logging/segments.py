@@ -364,6 +364,9 @@ class ReadBatch:
     lines: list[bytes]
     checkpoint: Checkpoint
     remaining_bytes: int
+    #: Whether a limit (`max_events` or `max_bytes`) ended the read, rather than the end of the whole lines
+    #: in the log: then more is waiting, and a projector catching up should read again at once.
+    cut: bool = False
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -385,6 +388,7 @@ class LogReader:
         new: Checkpoint = {}
         remaining = 0
         budget = max_bytes
+        cut = False
         live: set[str] = set()
         for path in self.segments():
             name = path.name
@@ -399,7 +403,9 @@ class LogReader:
                 continue
             if len(lines) >= max_events or budget <= 0:
                 remaining += size - offset
+                cut = True
                 continue
+            cut = cut or budget < size - offset
             with path.open("rb") as fh:
                 fh.seek(offset)
                 data = fh.read(min(size - offset, budget))
@@ -414,12 +420,15 @@ class LogReader:
             # Split off at most the lines still wanted: the rest (and any partial last line) stays in one piece.
             pieces = data.split(b"\n", max_events - len(lines)) if end else [data]
             end = len(data) - len(pieces[-1])
+            cut = cut or b"\n" in pieces[-1]
             lines.extend(pieces[:-1])
             new[name] = offset + end
             budget -= end
             remaining += size - offset - end
         # Keep positions only for segments that still exist (retention may delete old ones).
-        return ReadBatch(lines=lines, checkpoint={k: v for k, v in new.items() if k in live}, remaining_bytes=remaining)
+        return ReadBatch(
+            lines=lines, checkpoint={k: v for k, v in new.items() if k in live}, remaining_bytes=remaining, cut=cut
+        )
 
     def end_checkpoint(self) -> Checkpoint:
         """The position just past the last whole line of every segment: "start from now"."""

@@ -64,6 +64,17 @@ def test_two_writers_over_two_hours_come_out_interleaved(tmp_path: Path) -> None
     assert sorted(_minute(q) for batch in ordered for q in batch) == list(range(120))
 
 
+def test_a_batch_with_lines_held_back_says_it_was_cut(tmp_path: Path) -> None:
+    # Writer B's hour comes after writer A's: while A lasts, B's lines wait behind A's horizon.
+    _segment(tmp_path, "0001-a", list(range(60)))
+    _segment(tmp_path, "0002-b", list(range(60, 120)))
+    reader, position, cuts = TimeOrderedReader(tmp_path), {}, []
+    while batch := reader.read(position, max_events=20):
+        cuts.append(batch.cut)
+        position = batch.checkpoint
+    assert cuts[-1] is False and all(cuts[:-1]) and len(cuts) > 3
+
+
 def test_one_segment_reads_like_the_plain_reader(tmp_path: Path) -> None:
     _segment(tmp_path, "0001-a", list(range(30)))
     assert _drain(TimeOrderedReader(tmp_path), max_events=7) == _drain(LogReader(tmp_path), max_events=7)

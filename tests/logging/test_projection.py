@@ -6,12 +6,14 @@ import itertools
 import threading
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from querylog.logging.codec import encode
 from querylog.logging.events import AnyEvent, QueryReceived
+from querylog.logging.loki_order import TimeOrderedReader
 from querylog.logging.projection import Batch, FileCheckpointSink, Prepared, Projector, Sink, SinkSendError
 from querylog.logging.segments import Checkpoint, EventLog, LogReader
 from querylog.logging.sinks import MemorySink
@@ -210,7 +212,31 @@ def test_batches_start_small_and_double_up_to_full_size_so_the_pipeline_starts_s
     assert 6 <= sizes[0] <= 12
     assert all(later <= 2 * earlier + 2 for earlier, later in itertools.pairwise(sizes))
     assert sizes[1] > sizes[0] and sizes[2] > sizes[1]
-    assert all(70 <= size <= 90 for size in sizes[4:-1])
+    assert len(sizes) >= 6 and all(70 <= size <= 90 for size in sizes[3:-1])
+
+
+def test_the_ramp_goes_on_over_writers_whose_times_do_not_overlap(tmp_path: Path) -> None:
+    # Three workers' segments, one after another in time (a backlog across segment rolls): the Loki projection's
+    # time-ordered reader takes a share of each and holds back lines past the oldest one's horizon, so a batch
+    # it cuts holds well under half its budget. It is still cut at a limit, with whole lines behind it.
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    t0 = datetime(2026, 11, 24, tzinfo=UTC)
+    for k in range(3):
+        lines = (
+            encode(QueryReceived(query_id=f"q-{i}", query_text="x", ts=t0 + timedelta(seconds=i)))
+            for i in range(k * 3000, (k + 1) * 3000)
+        )
+        (log_dir / f"000{k}-w{k}.jsonl").write_bytes(b"".join(line + b"\n" for line in lines))
+    sink = RecordingSink().open()
+    projector = Projector(
+        TimeOrderedReader(log_dir), sink, batch_max_events=50_000, batch_max_bytes=3 << 20, read_ahead=True
+    )
+    projector.catch_up()
+    projector.stop(drain_timeout_s=None)
+    assert sink.stored == [f"q-{i}" for i in range(9000)]
+    sizes = sink.batch_sizes
+    assert sizes[1] >= 1.5 * sizes[0] and sizes[2] >= 1.5 * sizes[1], sizes
 
 
 def test_a_corrupt_line_is_counted_once_even_when_its_read_ahead_is_thrown_away(tmp_path: Path) -> None:
@@ -276,11 +302,14 @@ def test_a_read_ahead_that_found_only_part_of_a_line_is_read_again(tmp_path: Pat
         _write(log, 10)
         segment = log.segment
         assert segment is not None
+    whole = segment.stat().st_size
     full_line = encode(QueryReceived(query_id="q-10", query_text="x")) + b"\n"
     with segment.open("ab") as fh:  # a writer caught mid-line
         fh.write(full_line[:15])
     sink = RecordingSink().open()
-    projector = Projector(LogReader(log_dir), sink, batch_max_events=10, read_ahead=True)
+    # The first batch's byte budget (an eighth of the whole) ends inside the partial line: the reader cannot
+    # tell a whole line from part of one there, so it says it was cut, and the next batch is read ahead.
+    projector = Projector(LogReader(log_dir), sink, batch_max_bytes=8 * (whole + 5), read_ahead=True)
     assert projector.run_once() == 10
     assert projector._ahead is not None
     projector._ahead.result()  # the read-ahead has run, and found only the start of a line

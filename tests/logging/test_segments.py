@@ -103,6 +103,8 @@ def test_reader_never_returns_a_partial_line(tmp_path: Path) -> None:
         batch = LogReader(tmp_path).read({})
         assert len(batch) == 1
         assert batch.checkpoint[segment.name] < segment.stat().st_size
+        # What is left is a line still being written, not lines a limit left behind: nothing to read at once.
+        assert batch.remaining_bytes > 0 and not batch.cut
 
 
 def test_an_event_limit_cuts_between_lines_even_before_a_partial_one(tmp_path: Path) -> None:
@@ -120,10 +122,29 @@ def test_an_event_limit_cuts_between_lines_even_before_a_partial_one(tmp_path: P
         second = reader.read(first.checkpoint, max_events=3)
     assert [codec.decode(x).query_id for x in first.lines + second.lines] == [f"q-{i}" for i in range(5)]
     assert len(first) == 3 and len(second) == 2
+    assert first.cut and not second.cut  # the limit left whole lines behind the first, not the second
     # Each checkpoint sits just past the last line returned: the partial line is left for later.
     assert first.checkpoint[segment.name] == sum(len(x) + 1 for x in first.lines)
     assert second.checkpoint[segment.name] == whole
     assert reader.read(second.checkpoint, max_events=3).lines == []
+
+
+def test_a_read_says_whether_a_limit_left_whole_lines_behind(tmp_path: Path) -> None:
+    with EventLog(tmp_path / "a", segment_max_bytes=1024) as log:  # several segments
+        for i in range(12):
+            log.append(_event(i))
+            log.flush()
+    reader = LogReader(tmp_path / "a")
+    assert len(reader.segments()) > 1
+    whole = reader.read({})
+    assert len(whole) == 12 and not whole.cut and whole.remaining_bytes == 0
+    line = len(whole.lines[0]) + 1
+    by_bytes = reader.read({}, max_bytes=3 * line)
+    by_events = reader.read({}, max_events=11)
+    assert by_bytes.cut and 0 < len(by_bytes) < 12
+    assert by_events.cut and len(by_events) == 11
+    rest = reader.read(by_events.checkpoint)
+    assert len(rest) == 1 and not rest.cut
 
 
 def test_a_torn_tail_is_cut_when_the_log_is_next_opened(tmp_path: Path) -> None:
