@@ -453,8 +453,8 @@ def query_search() -> Dashboard:
 
 def querylog_health() -> Dashboard:
     batch_mean = (
-        "sum by (sink) (rate(querylog_sink_batch_events_sum[$__rate_interval]))"
-        " / sum by (sink) (rate(querylog_sink_batch_events_count[$__rate_interval]))"
+        "sum by (sink) (rate(querylog_sink_batch_events_total[$__rate_interval]))"
+        " / sum by (sink) (rate(querylog_sink_batches_total[$__rate_interval]))"
     )
     return Dashboard(
         uid="querylog-health",
@@ -490,10 +490,15 @@ def querylog_health() -> Dashboard:
                      width=8, unit="ops"),
             ]),
             Row("Batches", 8, [
-                prom("Mean batch size (events)", "timeseries", Target(batch_mean, "{{sink}}"),
-                     description="Works for a histogram or a summary: both expose _sum and _count."),
+                prom("Mean batch size (events)", "timeseries", Target(batch_mean, "{{sink}}"), width=8,
+                     description="Events per delivered batch: a Loki push, a Parquet commit."),
                 prom("Batches / s", "timeseries",
-                     Target(rate_prom("querylog_sink_batch_events_count", "sink"), "{{sink}}"), unit="ops"),
+                     Target(rate_prom("querylog_sink_batches_total", "sink"), "{{sink}}"), width=8, unit="ops"),
+                prom("Since each projection last reported", "timeseries",
+                     Target("max by (sink) (querylog_sink_report_age_seconds)", "{{sink}}"), width=8, unit="s",
+                     description="0 for projections in the API's own process. With QUERYLOG_PROJECTIONS=process "
+                     "or none, how long ago querylog project last published the counters; while it grows, the "
+                     "other sink panels stand still (alert: QuerylogProjectionSilent)."),
             ]),
         ],
     )

@@ -6,6 +6,7 @@ import heapq
 import math
 import re
 import threading
+import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -149,6 +150,7 @@ class _Families:
     sink_batches: CounterMetricFamily
     sink_batch_events: CounterMetricFamily
     sink_batch_bytes: CounterMetricFamily
+    sink_report_age: GaugeMetricFamily
 
     @classmethod
     def empty(cls, ns: str) -> _Families:
@@ -210,6 +212,13 @@ class _Families:
             ),
             sink_batch_bytes=CounterMetricFamily(
                 f"{ns}_sink_batch_bytes_total", "Bytes in the batches a sink delivered.", labels=["sink"],
+            ),
+            sink_report_age=GaugeMetricFamily(
+                f"{ns}_sink_report_age_seconds",
+                "Seconds since a sink's counters were last reported: 0 for a projection in this process; for one "
+                "another process runs (querylog project), since it last published them. Its other series stand "
+                "still while this grows.",
+                labels=["sink"],
             ),
         )  # fmt: skip
 
@@ -406,6 +415,7 @@ class MetricsProjection:
                 f.events.add_metric([event_type], n)
             sinks = [self._sinks[name] for name in sorted(self._sinks)]
         for telemetry in sinks:
+            now = time.time()  # before the snapshot: one read in this process is reported 0 seconds ago
             s = telemetry.snapshot()
             f.sink_received.add_metric([s.sink], s.received)
             f.sink_sent.add_metric([s.sink], s.sent)
@@ -419,4 +429,5 @@ class MetricsProjection:
             f.sink_batches.add_metric([s.sink], s.batches)
             f.sink_batch_events.add_metric([s.sink], s.batch_events_total)
             f.sink_batch_bytes.add_metric([s.sink], s.batch_bytes_total)
+            f.sink_report_age.add_metric([s.sink], max(0.0, now - s.reported_at))
         return f.all()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,6 +31,9 @@ class TelemetrySnapshot:
     batches: int
     batch_events_total: int
     batch_bytes_total: int
+    #: When these counters were read (Unix seconds): now for a projection in this process; for one that another
+    #: process runs, when that process last published them (0: never).
+    reported_at: float = 0.0
 
 
 @dataclass
@@ -90,6 +96,7 @@ class SinkTelemetry:
                 batches=self._batches,
                 batch_events_total=self._batch_events_total,
                 batch_bytes_total=self._batch_bytes_total,
+                reported_at=time.time(),
             )
 
 
@@ -103,14 +110,24 @@ def write_snapshot(telemetry: SinkTelemetry, path: Path) -> None:
 
 class FileTelemetry:
     """A sink's counters as another process publishes them (`write_snapshot`): what the API's /metrics shows for
-    projections that run in `querylog project`. Read afresh at every scrape; zeros until the first publication."""
+    projections that run in `querylog project`. Read afresh at every scrape; zeros until the first publication.
 
-    def __init__(self, sink: str, path: Path) -> None:
+    `reported_at` says when they were published. Until a first publication it is when this reader was made
+    (the API's start), so the age of the report grows from there if no process runs the projection."""
+
+    def __init__(self, sink: str, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.sink = sink
         self.path = path
+        self._since = clock()
 
     def snapshot(self) -> TelemetrySnapshot:
         try:
-            return msgspec.json.decode(self.path.read_bytes(), type=TelemetrySnapshot)
+            published = msgspec.json.decode(self.path.read_bytes(), type=TelemetrySnapshot)
         except (OSError, msgspec.DecodeError):
-            return SinkTelemetry(self.sink).snapshot()
+            return dataclasses.replace(SinkTelemetry(self.sink).snapshot(), reported_at=self._since)
+        if published.reported_at <= 0:  # written before counters carried their time: the file's own
+            try:
+                return dataclasses.replace(published, reported_at=self.path.stat().st_mtime)
+            except OSError:
+                return dataclasses.replace(published, reported_at=self._since)
+        return published

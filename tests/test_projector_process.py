@@ -3,6 +3,7 @@ watches it as a child)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -14,13 +15,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from querylog.cli import main
 from querylog.config import ConfigError, Settings
+from querylog.logging.metrics import MetricsProjection
 from querylog.logging.projection import Projector
 from querylog.logging.segments import EventLog, LogReader
 from querylog.logging.sinks import MemorySink
-from querylog.logging.telemetry import FileTelemetry, SinkTelemetry, write_snapshot
+from querylog.logging.telemetry import FileTelemetry, SinkTelemetry, TelemetrySnapshot, write_snapshot
 from querylog.logging.tracker import QueryTracker
 from querylog.projector_process import ProjectorProcess, run_projections, telemetry_path, watch_parent
 from querylog.runtime import Runtime, elected_projectors
@@ -70,14 +73,39 @@ def test_an_unknown_projections_mode_is_refused_by_name() -> None:
         Settings.from_env({"QUERYLOG_PROJECTIONS": "sidecar"})
 
 
-def test_published_telemetry_reads_back_and_is_zero_before_the_first(tmp_path: Path) -> None:
+def _counters(snapshot: TelemetrySnapshot) -> TelemetrySnapshot:
+    return dataclasses.replace(snapshot, reported_at=0.0)
+
+
+def test_published_telemetry_reads_back_with_its_time_and_is_zero_before_the_first(tmp_path: Path) -> None:
     telemetry = SinkTelemetry("parquet")
     telemetry.sent(7, nbytes=100)
     telemetry.dropped("corrupt_line", 2)
-    reader = FileTelemetry("parquet", tmp_path / "parquet.json")
-    assert reader.snapshot() == SinkTelemetry("parquet").snapshot()
+    reader = FileTelemetry("parquet", tmp_path / "parquet.json", clock=lambda: 1_000.0)
+    before = reader.snapshot()
+    assert _counters(before) == _counters(SinkTelemetry("parquet").snapshot())
+    assert before.reported_at == 1_000.0  # nothing published yet: as old as the reader (the API's start)
     write_snapshot(telemetry, tmp_path / "parquet.json")
-    assert reader.snapshot() == telemetry.snapshot()
+    after = reader.snapshot()
+    assert _counters(after) == _counters(telemetry.snapshot())
+    assert time.time() - 60 < after.reported_at <= time.time()  # when it was published
+
+
+def test_metrics_show_how_long_ago_a_projection_in_another_process_reported(tmp_path: Path) -> None:
+    # The API's /metrics for QUERYLOG_PROJECTIONS=none, its sidecar gone for 10 minutes (or never started).
+    projection = MetricsProjection()
+    projection.add_sink(FileTelemetry("loki", tmp_path / "loki.json", clock=lambda: time.time() - 600))
+    projection.add_sink(SinkTelemetry("parquet"))  # runs in this process: reported now, at every scrape
+    ages = _report_ages(projection)
+    assert ages["loki"] >= 600 and ages["parquet"] == 0
+    write_snapshot(SinkTelemetry("loki"), tmp_path / "loki.json")  # a sidecar publishes again
+    assert _report_ages(projection)["loki"] < 60
+
+
+def _report_ages(projection: MetricsProjection) -> dict[str, float]:
+    families = text_string_to_metric_families(projection.exposition().decode())
+    family = next(f for f in families if f.name == "querylog_sink_report_age_seconds")
+    return {sample.labels["sink"]: sample.value for sample in family.samples}
 
 
 @pytest.fixture

@@ -150,6 +150,40 @@ def test_prometheus_target_follows_the_promql_rules(prom_target: Any, checks: Mo
     assert checks.promql_problems(prom_target.expr) == []
 
 
+def _series_querylog_serves() -> set[str]:
+    """Every series name /metrics exposes (histogram parts and counter totals included), and every recording
+    rule's name: what a dashboard's PromQL can read."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from querylog.logging.events import IntentClassified, QueryCompleted, QueryFailed, QueryReceived
+    from querylog.logging.metrics import MetricsProjection
+    from querylog.logging.telemetry import SinkTelemetry
+
+    projection = MetricsProjection()
+    telemetry = SinkTelemetry("loki")
+    telemetry.dropped("too_old")
+    telemetry.error("send")
+    projection.add_sink(telemetry)
+    # One answered and one failed query, so that every labelled family has its series.
+    projection.apply(
+        [
+            QueryReceived(query_id="q-1", query_text="삼성전자 주가"),
+            IntentClassified(query_id="q-1", intent="stock_price", confidence=0.9),
+            QueryCompleted(query_id="q-1", intent="stock_price", latency_ms=120.0),
+            QueryFailed(query_id="q-2", error_type="timeout", intent="news", latency_ms=30_000.0),
+        ]
+    )
+    families = text_string_to_metric_families(projection.exposition().decode())
+    names = {sample.name for family in families for sample in family.samples}
+    recording = yaml.safe_load((REPO_ROOT / "compose" / "prometheus" / "recording.yml").read_text())
+    return names | {rule["record"] for group in recording["groups"] for rule in group["rules"] if "record" in rule}
+
+
+def test_every_series_a_prometheus_panel_reads_is_one_querylog_serves(prom_target: Any, checks: ModuleType) -> None:
+    used = set(re.findall(r"\bquerylog_[a-z0-9_:]*", checks.mask_strings(prom_target.expr)))
+    assert used - _series_querylog_serves() == set(), f"{prom_target.panel['title']}: no such series"
+
+
 # --- the checks themselves catch what they must -------------------------------------------------------------------
 
 GOOD_LOGQL = [
