@@ -91,7 +91,7 @@ class TimeOrderedReader(LogReader):
             while n < len(p.lines) and p.times[n] <= watermark:
                 n += 1
             taken[p.name] = n
-        if not any(taken.values()):
+        if not any(taken.values()) and any(p.lines for p in pending):
             slowest = min((p for p in pending if p.lines), key=lambda p: p.times[-1])
             taken[slowest.name] = len(slowest.lines)
 
@@ -112,7 +112,7 @@ class TimeOrderedReader(LogReader):
             n = taken[p.name]
             consumed = p.ends[n - 1] if n else 0
             new[p.name] = p.offset + consumed
-            remaining += p.size - p.offset - consumed
+            remaining += max(0, p.size - p.offset - consumed)  # a long line read whole may end past the stat
             # Whole lines left behind: held back past the watermark, or never read for the share's limits.
             cut = cut or n < len(p.lines) or p.limited
         return ReadBatch(lines=lines, checkpoint=new, remaining_bytes=remaining, cut=cut)

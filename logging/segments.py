@@ -424,7 +424,7 @@ class LogReader:
             lines.extend(pieces[:-1])
             new[name] = offset + end
             budget -= end
-            remaining += size - offset - end
+            remaining += max(0, size - offset - end)  # a long line read whole may end past the stat
         # Keep positions only for segments that still exist (retention may delete old ones).
         return ReadBatch(
             lines=lines, checkpoint={k: v for k, v in new.items() if k in live}, remaining_bytes=remaining, cut=cut

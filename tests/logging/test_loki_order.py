@@ -87,6 +87,14 @@ def test_a_torn_tail_is_left_for_later_and_does_not_block_others(tmp_path: Path)
     assert flat == ["0001-a-0", "0002-b-1", "0002-b-2", "0002-b-3", "0001-a-5"]
 
 
+def test_two_writers_each_caught_mid_line_give_an_empty_batch(tmp_path: Path) -> None:
+    _segment(tmp_path, "0001-a", [], torn=True)
+    _segment(tmp_path, "0002-b", [], torn=True)
+    batch = TimeOrderedReader(tmp_path).read({})
+    assert batch.lines == [] and not batch.cut and batch.remaining_bytes > 0
+    assert batch.checkpoint == {"0001-a.jsonl": 0, "0002-b.jsonl": 0}
+
+
 def test_a_corrupt_line_goes_out_at_once_for_the_projector_to_count(tmp_path: Path) -> None:
     _segment(tmp_path, "0001-a", [3, 4])
     (tmp_path / "0002-b.jsonl").write_bytes(b"not json\n")
