@@ -12,8 +12,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import msgspec
+import structlog
 
 __all__ = ["FileTelemetry", "SinkTelemetry", "TelemetrySnapshot", "write_snapshot"]
+
+_log = structlog.get_logger("querylog.telemetry")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,15 +122,29 @@ class FileTelemetry:
         self.sink = sink
         self.path = path
         self._since = clock()
+        self._warned = False
 
     def snapshot(self) -> TelemetrySnapshot:
         try:
-            published = msgspec.json.decode(self.path.read_bytes(), type=TelemetrySnapshot)
-        except (OSError, msgspec.DecodeError):
+            data = self.path.read_bytes()
+        except OSError:  # nothing published yet
             return dataclasses.replace(SinkTelemetry(self.sink).snapshot(), reported_at=self._since)
+        try:
+            published = msgspec.json.decode(data, type=TelemetrySnapshot)
+        except msgspec.DecodeError as exc:
+            # Written by a querylog that counts differently (or damaged): no counters to show, but a process
+            # that keeps publishing is alive, and its file's time says so.
+            if not self._warned:
+                self._warned = True
+                _log.warning("telemetry_unreadable", sink=self.sink, path=str(self.path), error=str(exc))
+            return dataclasses.replace(SinkTelemetry(self.sink).snapshot(), reported_at=self._file_time())
+        self._warned = False
         if published.reported_at <= 0:  # written before counters carried their time: the file's own
-            try:
-                return dataclasses.replace(published, reported_at=self.path.stat().st_mtime)
-            except OSError:
-                return dataclasses.replace(published, reported_at=self._since)
+            return dataclasses.replace(published, reported_at=self._file_time())
         return published
+
+    def _file_time(self) -> float:
+        try:
+            return self.path.stat().st_mtime
+        except OSError:
+            return self._since

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pyarrow.parquet as pq
 import pytest
 from prometheus_client import generate_latest
@@ -20,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from querylog.cli import main
 from querylog.config import ConfigError, Settings
 from querylog.logging.metrics import MetricsProjection
-from querylog.logging.projection import Projector
+from querylog.logging.projection import Batch, Projector
 from querylog.logging.segments import EventLog, LogReader
 from querylog.logging.sinks import MemorySink
 from querylog.logging.telemetry import FileTelemetry, SinkTelemetry, TelemetrySnapshot, write_snapshot
@@ -89,6 +90,19 @@ def test_published_telemetry_reads_back_with_its_time_and_is_zero_before_the_fir
     after = reader.snapshot()
     assert _counters(after) == _counters(telemetry.snapshot())
     assert time.time() - 60 < after.reported_at <= time.time()  # when it was published
+
+
+def test_an_unreadable_or_older_publication_is_dated_by_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "loki.json"
+    reader = FileTelemetry("loki", path, clock=lambda: 1_000.0)
+    path.write_bytes(b'{"sink": "loki", "sent": "many"}')  # a querylog that counts differently, or damage
+    os.utime(path, (2_000.0, 2_000.0))
+    unreadable = reader.snapshot()
+    assert unreadable.sent == 0 and unreadable.reported_at == 2_000.0  # its publisher is alive
+    older = {k: v for k, v in dataclasses.asdict(SinkTelemetry("loki").snapshot()).items() if k != "reported_at"}
+    path.write_bytes(orjson.dumps({**older, "sent": 5}))  # written before counters carried their time
+    os.utime(path, (3_000.0, 3_000.0))
+    assert (reader.snapshot().sent, reader.snapshot().reported_at) == (5, 3_000.0)
 
 
 def test_metrics_show_how_long_ago_a_projection_in_another_process_reported(tmp_path: Path) -> None:
@@ -196,6 +210,26 @@ def test_a_one_off_run_asked_to_stop_stops_before_projecting(tmp_path: Path) -> 
         run_projections(elected_projectors(settings, LogReader(tmp_path / "log")), settings, stop=stop, once=True) == 0
     )
     assert _lake_rows(tmp_path) == 0
+
+
+def test_a_long_one_off_run_publishes_its_counters_as_it_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `querylog project --once` over a big backlog must not look like a projection no process runs.
+    monkeypatch.setattr("querylog.projector_process.PUBLISH_INTERVAL_S", 0.0)  # publish after every batch
+    settings = Settings(home=tmp_path, stdout_events=False)
+    with EventLog(tmp_path / "log") as log:
+        _queries(log, 15)
+    published_during: list[int] = []
+
+    class Watched(MemorySink):
+        def _write(self, batch: Batch) -> None:
+            published_during.append(FileTelemetry("memory", telemetry_path(settings, "memory")).snapshot().sent)
+            super()._write(batch)
+
+    projector = Projector(LogReader(tmp_path / "log"), Watched().open(), batch_max_events=10)
+    assert run_projections({"memory": projector}, settings, stop=threading.Event(), once=True) == 30
+    assert published_during == [0, 10, 20]  # each batch finds the one before it published
 
 
 def test_a_child_whose_parent_is_gone_is_told_to_stop() -> None:

@@ -86,9 +86,12 @@ def run_projections(
                     if progress is not None:
                         progress(f"{name}: another process runs it (it holds {projector.lock_path}); skipped")
                     continue
-                n = 0
+                n, published = 0, time.monotonic()
                 while not stop.is_set() and (step := projector.run_once()):
                     n += step
+                    if time.monotonic() - published >= PUBLISH_INTERVAL_S:  # a long catch-up is seen alive
+                        publish([name])
+                        published = time.monotonic()
                 if progress is not None:
                     progress(f"{name}: {n} log lines projected" + (" (stopped)" if stop.is_set() else ""))
         else:
