@@ -1,5 +1,5 @@
-"""Shared fixtures: the shell's QUERYLOG_* settings set aside, a fresh data directory per test, and structlog
-reset after each test."""
+"""Shared fixtures: the shell's querylog, Loki and Langfuse settings set aside (the live tiers get Loki's back),
+a fresh data directory per test, and structlog reset after each test."""
 
 from __future__ import annotations
 
@@ -12,31 +12,45 @@ import structlog
 
 from querylog.config import Settings
 
-#: The settings the live tiers read to reach a real Loki, and the test suite's own knobs; every other
-#: ``QUERYLOG_*`` variable in the developer's shell is set aside for the run.
-_KEPT_FROM_THE_SHELL = frozenset(
-    {
-        "QUERYLOG_LOKI_URL",
-        "QUERYLOG_LOKI_TENANT",
-        "QUERYLOG_LOKI_USERNAME",
-        "QUERYLOG_LOKI_PASSWORD",
-        "QUERYLOG_LOKI_TOKEN",
-        "QUERYLOG_LOKI_CA_FILE",
-        "QUERYLOG_LOKI_INSECURE_SKIP_VERIFY",
-        "QUERYLOG_SCREENSHOTS",
-    }
+#: Where a live Loki is and how to reach it. Set aside like the rest, and given back only to the live tiers
+#: (`live_loki_environment`): with ``LOKI_URL=… make test`` every other test's server would ship to that Loki.
+LIVE_LOKI_VARIABLES = (
+    "LOKI_URL",
+    "QUERYLOG_LOKI_URL",
+    "QUERYLOG_LOKI_TENANT",
+    "QUERYLOG_LOKI_USERNAME",
+    "QUERYLOG_LOKI_PASSWORD",
+    "QUERYLOG_LOKI_TOKEN",
+    "QUERYLOG_LOKI_CA_FILE",
+    "QUERYLOG_LOKI_INSECURE_SKIP_VERIFY",
 )
+#: Settings of querylog and of the tracing it talks to: a developer's shell may hold any of them.
+_SET_ASIDE_PREFIXES = ("QUERYLOG_", "LANGFUSE_")
+#: The test suite's own knobs, kept.
+_KEPT = frozenset({"QUERYLOG_SCREENSHOTS"})
+_live_loki: dict[str, str] = {}
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _hermetic_environment() -> Iterator[None]:
-    """Tests build their own settings: a ``QUERYLOG_HOME``, ``QUERYLOG_PROJECTIONS=process`` or
-    ``QUERYLOG_LLM_BASE_URL`` left in the shell must not reach the servers and commands they start."""
+    """Tests build their own settings: a ``QUERYLOG_HOME``, ``QUERYLOG_INGEST_TOKEN``, ``LOKI_URL`` or
+    ``LANGFUSE_HOST`` left in the shell must not reach the servers and commands they start."""
+    _live_loki.update({name: os.environ[name] for name in LIVE_LOKI_VARIABLES if name in os.environ})
     with pytest.MonkeyPatch.context() as mp:
         for name in list(os.environ):
-            if name.startswith("QUERYLOG_") and name not in _KEPT_FROM_THE_SHELL:
+            if name in _live_loki or (name.startswith(_SET_ASIDE_PREFIXES) and name not in _KEPT):
                 mp.delenv(name)
         yield
+
+
+@pytest.fixture(scope="module")
+def live_loki_environment() -> Iterator[dict[str, str]]:
+    """The shell's Loki settings (`LIVE_LOKI_VARIABLES`), back in the environment for one module of the live
+    tier; empty, and nothing set, when the shell had none."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in _live_loki.items():
+            mp.setenv(name, value)
+        yield dict(_live_loki)
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,9 @@ def _queries_total(exposition: str) -> float:
     )
 
 
-def test_200_chats_agree_in_live_metrics_replay_and_reconcile(tmp_path: Path) -> None:
+def test_200_chats_agree_in_live_metrics_replay_and_reconcile(
+    tmp_path: Path, live_loki_environment: dict[str, str]
+) -> None:
     home = tmp_path / "home"
     env = {"QUERYLOG_ENV": f"flow-{uuid.uuid4().hex[:8]}", "QUERYLOG_PARQUET_INTERVAL_S": "0.2"}
     cli_env = {**os.environ, "QUERYLOG_HOME": str(home), **env}
@@ -60,5 +62,5 @@ def test_200_chats_agree_in_live_metrics_replay_and_reconcile(tmp_path: Path) ->
             time.sleep(0.5)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "DIFFERS" not in done.stdout
-        if os.environ.get("LOKI_URL") or os.environ.get("QUERYLOG_LOKI_URL"):
+        if "LOKI_URL" in live_loki_environment or "QUERYLOG_LOKI_URL" in live_loki_environment:
             assert "loki" in done.stdout.splitlines()[1]  # Loki was one of the sources compared

@@ -64,7 +64,7 @@ def _wait_ready(client: httpx.Client) -> None:
 
 
 @pytest.fixture(scope="module")
-def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shipped]:
+def shipped(tmp_path_factory: pytest.TempPathFactory, live_loki_environment: dict[str, str]) -> Iterator[Shipped]:
     env = f"live-{uuid.uuid4().hex[:10]}"
     home: Path = tmp_path_factory.mktemp("loki-live")
     settings = Settings.from_env(overrides={"home": home, "env": env, "stdout_events": False})
