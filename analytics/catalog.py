@@ -6,13 +6,17 @@ readers work while ``querylog serve`` writes: there is no database file and no l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import duckdb
 import pyarrow as pa
 
+from querylog.analytics.lake_generation import LakeChangedError, consistent
 from querylog.logging.parquet import LAKE_SCHEMA
+
+_T = TypeVar("_T")
 
 __all__ = ["QUERIES_SQL", "SESSIONS_SQL", "Catalog", "CatalogError"]
 
@@ -135,28 +139,48 @@ class Catalog:
         con.execute(QUERIES_SQL)
         con.execute(SESSIONS_SQL)
 
-    def execute(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+    def consistent(self, run: Callable[[], _T]) -> _T:
+        """`run()` (a query on this catalog's connection, its result fetched) when no compaction or retention
+        moved files while it ran; run again if one did (`lake_generation`)."""
+        if self.lake_uri is not None:
+            return run()  # a remote lake's file list is fixed when the catalog is opened
         try:
-            return self.connection.execute(sql, params)
-        except duckdb.Error as exc:
-            raise CatalogError(_one_line(exc)) from exc
+            return consistent(self.lake_dir, run)
+        except LakeChangedError as exc:
+            raise CatalogError(str(exc)) from exc
+
+    def execute(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+        def run() -> duckdb.DuckDBPyConnection:
+            try:
+                return self.connection.execute(sql, params)  # runs the query to the end
+            except duckdb.Error as exc:
+                raise CatalogError(_one_line(exc)) from exc
+
+        return self.consistent(run)
 
     def query(
         self, sql: str, params: list[Any] | dict[str, Any] | None = None
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run SQL; return (column names, rows)."""
-        cursor = self.execute(sql, params)
-        columns = [d[0] for d in cursor.description] if cursor.description else []
-        try:
-            return columns, cursor.fetchall()
-        except duckdb.Error as exc:
-            raise CatalogError(_one_line(exc)) from exc
+
+        def run() -> tuple[list[str], list[tuple[Any, ...]]]:
+            try:
+                cursor = self.connection.execute(sql, params)
+                columns = [d[0] for d in cursor.description] if cursor.description else []
+                return columns, cursor.fetchall()
+            except duckdb.Error as exc:
+                raise CatalogError(_one_line(exc)) from exc
+
+        return self.consistent(run)
 
     def arrow(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pa.Table:
-        try:
-            return self.connection.execute(sql, params).to_arrow_table()
-        except duckdb.Error as exc:
-            raise CatalogError(_one_line(exc)) from exc
+        def run() -> pa.Table:
+            try:
+                return self.connection.execute(sql, params).to_arrow_table()
+            except duckdb.Error as exc:
+                raise CatalogError(_one_line(exc)) from exc
+
+        return self.consistent(run)
 
     def close(self) -> None:
         self.connection.close()

@@ -208,7 +208,9 @@ def arrow_table(catalog: Catalog, sql: str, params: Mapping[str, Any] | None = N
     and says so with a warning on every call. A query that lost a race with compaction or retention (a file
     it listed was swapped away before it opened it) is run again: the new listing is consistent.
     """
-    return _retrying(lambda: catalog.connection.sql(sql, params=dict(params or {})).to_arrow_table())
+    return _retrying(
+        lambda: catalog.consistent(lambda: catalog.connection.sql(sql, params=dict(params or {})).to_arrow_table())
+    )
 
 
 def open_catalog(lake_dir: Path | str) -> Catalog:
@@ -245,7 +247,11 @@ class LakeQueries:
     def __init__(self, catalog: Catalog, *, snapshot: bool = False) -> None:
         self.catalog = catalog
         if snapshot:
-            _retrying(lambda: catalog.connection.execute(f"CREATE OR REPLACE TEMP TABLE ql_queries AS {_BASE_SQL}"))
+            _retrying(
+                lambda: catalog.consistent(
+                    lambda: catalog.connection.execute(f"CREATE OR REPLACE TEMP TABLE ql_queries AS {_BASE_SQL}")
+                )
+            )
             self._source = "ql_queries"
         else:
             self._source = f"({_BASE_SQL})"
