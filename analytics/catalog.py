@@ -13,7 +13,7 @@ from typing import Any, Final, TypeVar
 import duckdb
 import pyarrow as pa
 
-from querylog.analytics.lake_generation import LakeChangedError, consistent
+from querylog.analytics.lake_generation import consistent
 from querylog.logging.parquet import LAKE_SCHEMA
 
 _T = TypeVar("_T")
@@ -140,23 +140,19 @@ class Catalog:
         con.execute(SESSIONS_SQL)
 
     def consistent(self, run: Callable[[], _T]) -> _T:
-        """`run()` (a query on this catalog's connection, its result fetched) when no compaction or retention
-        moved files while it ran; run again if one did (`lake_generation`)."""
+        """`run()` (a query on this catalog's connection, its result fetched) from a lake that no compaction or
+        retention changed while it ran: run again if one did (`lake_generation`)."""
         if self.lake_uri is not None:
             return run()  # a remote lake's file list is fixed when the catalog is opened
-        try:
-            return consistent(self.lake_dir, run)
-        except LakeChangedError as exc:
-            raise CatalogError(str(exc)) from exc
+        return consistent(self.lake_dir, run)
 
     def execute(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
-        def run() -> duckdb.DuckDBPyConnection:
-            try:
-                return self.connection.execute(sql, params)  # runs the query to the end
-            except duckdb.Error as exc:
-                raise CatalogError(_one_line(exc)) from exc
-
-        return self.consistent(run)
+        """Start SQL and return its cursor. The rows are read as it is fetched, so a compaction meanwhile can
+        make the fetch fail; `query` and `arrow` read everything first and are safe from it."""
+        try:
+            return self.connection.execute(sql, params)
+        except duckdb.Error as exc:
+            raise CatalogError(_one_line(exc)) from exc
 
     def query(
         self, sql: str, params: list[Any] | dict[str, Any] | None = None

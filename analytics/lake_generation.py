@@ -5,85 +5,101 @@ new content. But DuckDB's glob lists a directory and then stats each entry by pa
 whose stat fails: a reader that listed an hour's old files just before the swap and stats them just after it
 sees neither the old files nor the merged one, and counts that hour as empty.
 
-So upkeep counts its moves in ``_querylog/generation``: odd from just before a directory swap (or a day's removal)
-until just after it, even otherwise (a seqlock). `consistent` runs a query when no move is under way and runs it
-again if the counter changed meanwhile. An odd counter left by a crash does not block readers: it only counts
-while upkeep holds its lock, and the next compaction or retention run sets it even again.
+So every such move happens inside `changing`: under an exclusive lock on ``_querylog/swap.lock``, with the
+counter in ``_querylog/generation`` odd from just before the move until just after it (a seqlock). `consistent`
+runs a query, and runs it again if the counter moved meanwhile; should it move again, the query runs once more
+holding the lock shared, so that no move can happen under it. An odd counter left by a crash does not block
+readers (no one holds the lock), and the next compaction or retention run sets it even again.
 """
 
 from __future__ import annotations
 
 import fcntl
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import IO, Final, TypeVar
 
 from querylog.logging.projection import atomic_write
 
-__all__ = ["LakeChangedError", "begin_change", "consistent", "end_change", "read_generation"]
+__all__ = ["begin_change", "changing", "consistent", "end_change", "read_generation"]
 
 _T = TypeVar("_T")
 
-#: How often a query is tried before it gives up on a lake that keeps changing under it.
-ATTEMPTS: Final = 50
-_WAIT_S: Final = 0.005
+#: Optimistic attempts before a query takes the lock that holds moves off.
+OPTIMISTIC_ATTEMPTS: Final = 2
 
 
-class LakeChangedError(Exception):
-    """Compaction or retention moved files under every attempt of a query."""
-
-
-def _path(lake_dir: Path) -> Path:
-    return lake_dir / "_querylog" / "generation"
+def _meta(lake_dir: Path) -> Path:
+    return lake_dir / "_querylog"
 
 
 def read_generation(lake_dir: Path) -> int:
-    """The counter; 0 for a lake that upkeep never touched."""
+    """The counter; 0 for a lake that no compaction or retention ever touched."""
     try:
-        return int(_path(lake_dir).read_bytes() or b"0")
-    except (OSError, ValueError):
+        data = (_meta(lake_dir) / "generation").read_bytes()
+    except FileNotFoundError:
         return 0
+    try:
+        return int(data)
+    except ValueError:
+        return -1  # damaged: not a value any move writes, so a query that read it runs again under the lock
 
 
 def begin_change(lake_dir: Path) -> None:
-    """Mark the start of a move (odd). Call under upkeep's lock."""
-    generation = read_generation(lake_dir)
-    atomic_write(_path(lake_dir), str(generation + 1 if generation % 2 == 0 else generation + 2).encode())
+    """Mark the start of a move (odd). Call under `changing`'s lock."""
+    generation = max(0, read_generation(lake_dir))
+    odd = generation + 1 if generation % 2 == 0 else generation + 2
+    atomic_write(_meta(lake_dir) / "generation", str(odd).encode())
 
 
 def end_change(lake_dir: Path) -> None:
-    """Mark the end of a move (even); also settles an odd counter a crash left. Call under upkeep's lock."""
+    """Mark the end of a move (even); also settles an odd counter a crash left."""
     generation = read_generation(lake_dir)
-    if generation % 2:
-        atomic_write(_path(lake_dir), str(generation + 1).encode())
+    if generation % 2 or generation < 0:
+        atomic_write(_meta(lake_dir) / "generation", str(max(0, generation) + 1).encode())
 
 
-def _upkeep_running(lake_dir: Path) -> bool:
+@contextmanager
+def _swap_lock(lake_dir: Path, operation: int) -> Iterator[IO[bytes] | None]:
     try:
-        fh = (lake_dir / "_querylog" / "upkeep.lock").open("rb")
-    except OSError:
-        return False
+        _meta(lake_dir).mkdir(parents=True, exist_ok=True)
+        fh = (_meta(lake_dir) / "swap.lock").open("ab")
+    except OSError:  # a lake this process may only read: go without the lock
+        yield None
+        return
     with fh:
+        fcntl.flock(fh.fileno(), operation)
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-        return False
+            yield fh
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def consistent(lake_dir: Path, run: Callable[[], _T], *, attempts: int = ATTEMPTS) -> _T:
-    """`run()`'s result from a lake that no swap changed while it ran; `LakeChangedError` if every attempt met
-    one."""
-    for attempt in range(attempts):
+@contextmanager
+def changing(lake_dir: Path) -> Iterator[None]:
+    """Move files readers may be listing (a directory swap, a day's removal) inside this block."""
+    with _swap_lock(lake_dir, fcntl.LOCK_EX):
+        begin_change(lake_dir)
+        try:
+            yield
+        finally:
+            end_change(lake_dir)
+
+
+def consistent(lake_dir: Path, run: Callable[[], _T]) -> _T:
+    """`run()`'s result (or error) from a lake that no move changed while it ran."""
+    for _ in range(OPTIMISTIC_ATTEMPTS):
         before = read_generation(lake_dir)
-        if before % 2 and _upkeep_running(lake_dir):
-            time.sleep(_WAIT_S * (attempt + 1))  # a swap is under way: it takes milliseconds
+        if before % 2:
+            break  # a move is under way (or a crash left the counter odd): take the lock, which settles which
+        try:
+            result = run()
+        except Exception:
+            if read_generation(lake_dir) == before and before % 2 == 0:
+                raise  # not the lake moving: the query's own error
             continue
-        result = run()
-        if read_generation(lake_dir) == before:
+        if read_generation(lake_dir) == before and before % 2 == 0:
             return result
-    raise LakeChangedError(
-        f"compaction or retention moved files in {lake_dir} during each of {attempts} attempts; run it again"
-    )
+    with _swap_lock(lake_dir, fcntl.LOCK_SH):  # no move can start until this run is done
+        return run()

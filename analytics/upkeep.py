@@ -15,8 +15,8 @@ Compaction protocol for one hour partition ``events/date=D/hour=H`` (the *live* 
 Why a directory swap and not rename-then-delete: DuckDB expands the lake's glob by listing each hour
 directory, and a listing of one directory sees either the old inode or the new one — every small file or
 only the merged file, never both and never neither. (DuckDB's glob stats each listed entry by path and skips one
-whose stat fails, which breaks that for a listing that straddles the swap: the swap is counted in
-`lake_generation`, and the catalog runs such a query again.)
+whose stat fails, which breaks that for a listing that straddles the swap: each swap is made in
+`lake_generation.changing`, and the catalog runs such a query again.)
 A query that listed the old files and opens one after the swap fails with "No such file or directory" and
 can simply be re-run (the query layer does so by itself); it never returns wrong numbers. The one narrow
 window is step 4: an event a lagging projection writes into an hour being compacted, in the instant between
@@ -54,7 +54,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import uuid_utils
 
-from querylog.analytics.lake_generation import begin_change, end_change
+from querylog.analytics.lake_generation import changing, end_change
 from querylog.analytics.queries import arrow_table
 from querylog.logging.projection import atomic_write
 
@@ -386,14 +386,12 @@ class LakeCompactor:
         journal = _Journal(partition.date, "day", [str(f) for f in inputs], merged.name, rows, merged_hour)
         atomic_write(work / "journal.json", msgspec.json.encode(journal))
         self._step("journaled", partition)  # type: ignore[arg-type]
-        begin_change(self.lake_dir)
         try:
-            exchange_directories(partition.path, swap)  # the commit point
+            with changing(self.lake_dir):
+                exchange_directories(partition.path, swap)  # the commit point
         except UpkeepError:
             shutil.rmtree(work)
             raise
-        finally:
-            end_change(self.lake_dir)
         _fsync_dir(partition.path.parent)
         self._step("swapped", partition)  # type: ignore[arg-type]
         self._return_late_day_files(journal, partition.path, swap)
@@ -482,14 +480,12 @@ class LakeCompactor:
         journal = _Journal(partition.date, partition.hour, [p.name for p in inputs], merged.name, rows)
         atomic_write(work / "journal.json", msgspec.json.encode(journal))
         self._step("journaled", partition)
-        begin_change(self.lake_dir)  # a query that straddles the swap runs again (lake_generation)
         try:
-            exchange_directories(partition.path, swap)  # the commit point
+            with changing(self.lake_dir):  # a query that straddles the swap runs again (lake_generation)
+                exchange_directories(partition.path, swap)  # the commit point
         except UpkeepError:
             shutil.rmtree(work)  # refused before anything moved: the live files are as they were
             raise
-        finally:
-            end_change(self.lake_dir)
         _fsync_dir(partition.path.parent)
         self._step("swapped", partition)
         self._return_late_files(journal, partition.path, swap)
@@ -540,11 +536,8 @@ class LakeCompactor:
         if not self.work_dir.is_dir():
             end_change(self.lake_dir)  # a crash mid-swap may have left the counter odd: nothing moves now
             return 0
-        begin_change(self.lake_dir)  # recovery may move files back
-        try:
+        with changing(self.lake_dir):  # recovery may move files back
             return self._repair_all()
-        finally:
-            end_change(self.lake_dir)
 
     def _repair_all(self) -> int:
         repaired = 0
@@ -623,9 +616,8 @@ def apply_retention(
             trash.mkdir(parents=True, exist_ok=True)
             files = sum(1 for _ in day.glob("hour=*/*.parquet"))
             gone = trash / f"{day.name}.{uuid_utils.uuid7()}"
-            begin_change(lake)  # a reader listing the day's hours as it goes would see part of it
-            os.rename(day, gone)
-            end_change(lake)
+            with changing(lake):  # a reader listing the day's hours as it goes would see part of it
+                os.rename(day, gone)
             shutil.rmtree(gone)
             report.dates_removed.append(day.name.removeprefix("date="))
             report.files_removed += files
