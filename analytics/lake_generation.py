@@ -96,10 +96,10 @@ def consistent(lake_dir: Path, run: Callable[[], _T]) -> _T:
         try:
             result = run()
         except Exception:
-            if read_generation(lake_dir) == before and before % 2 == 0:
+            if read_generation(lake_dir) == before:
                 raise  # not the lake moving: the query's own error
             continue
-        if read_generation(lake_dir) == before and before % 2 == 0:
+        if read_generation(lake_dir) == before:
             return result
     with _swap_lock(lake_dir, fcntl.LOCK_SH):  # no move can start until this run is done
         return run()

@@ -205,10 +205,10 @@ def arrow_table(catalog: Catalog, sql: str, params: Mapping[str, Any] | None = N
     """Run parameterised SQL on the catalog's connection; DuckDB errors become `CatalogError`.
 
     Through a relation (``connection.sql``) rather than a cursor: DuckDB 2 copies cursor results once more,
-    and says so with a warning on every call. A query that lost a race with compaction or retention (a file
-    it listed was swapped away before it opened it) is run again: the new listing is consistent.
+    and says so with a warning on every call. A query that compaction or retention moved files under (a file
+    it listed was swapped away, or an hour it listed was skipped) is run again (`Catalog.consistent`).
     """
-    return _retrying(
+    return _translated(
         lambda: catalog.consistent(lambda: catalog.connection.sql(sql, params=dict(params or {})).to_arrow_table())
     )
 
@@ -218,12 +218,17 @@ def open_catalog(lake_dir: Path | str) -> Catalog:
     return _retrying(lambda: Catalog(lake_dir))
 
 
-def _retrying(run: Callable[[], _T]) -> _T:
-    for attempt in range(_ATTEMPTS):
+def _translated(run: Callable[[], _T]) -> _T:
+    """`run()`, its DuckDB errors as `CatalogError` (it retries what it must itself)."""
+    return _retrying(run, attempts=1)
+
+
+def _retrying(run: Callable[[], _T], *, attempts: int = _ATTEMPTS) -> _T:
+    for attempt in range(attempts):
         try:
             return run()
         except duckdb.IOException as exc:
-            if _VANISHED not in str(exc) or attempt == _ATTEMPTS - 1:
+            if _VANISHED not in str(exc) or attempt == attempts - 1:
                 raise CatalogError(" ".join(str(exc).split())) from exc
         except duckdb.Error as exc:
             raise CatalogError(" ".join(str(exc).split())) from exc
@@ -247,7 +252,7 @@ class LakeQueries:
     def __init__(self, catalog: Catalog, *, snapshot: bool = False) -> None:
         self.catalog = catalog
         if snapshot:
-            _retrying(
+            _translated(
                 lambda: catalog.consistent(
                     lambda: catalog.connection.execute(f"CREATE OR REPLACE TEMP TABLE ql_queries AS {_BASE_SQL}")
                 )
