@@ -14,11 +14,31 @@ import duckdb
 import pyarrow as pa
 
 from querylog.analytics.lake_generation import consistent
-from querylog.logging.parquet import LAKE_SCHEMA
+from querylog.logging.schema import LAKE_SCHEMA
 
 _T = TypeVar("_T")
 
-__all__ = ["QUERIES_SQL", "SESSIONS_SQL", "Catalog", "CatalogError"]
+__all__ = ["NOT_IN_QUERIES", "QUERIES_SQL", "SESSIONS_SQL", "Catalog", "CatalogError"]
+
+#: Event fields the `queries` view does not show as a column of their own, and why. A test holds every other
+#: event field to a `queries` column, so a new field cannot silently stay out of the per-query view.
+NOT_IN_QUERIES: Final = {
+    "event_type": "the view is one row per query; `status` summarises the terminal event",
+    "event_id": "one per event, not per query",
+    "ts": "shown as started_at and ended_at",
+    "duration_ms": "shown per stage as classify_ms, search_ms and generate_ms",
+    "confidence": "shown as intent_confidence",
+    "gen_ai_request_model": "shown as model",
+    "gen_ai_usage_input_tokens": "shown as input_tokens",
+    "gen_ai_usage_output_tokens": "shown as output_tokens",
+    "gen_ai_response_model": "shown as response_model",
+    "gen_ai_system": "shown as provider",
+    "gen_ai_usage_cache_read_input_tokens": "shown as cache_read_tokens",
+    "gen_ai_usage_reasoning_output_tokens": "shown as reasoning_tokens",
+    "stage": "shown as failed_stage",
+    "score": "shown as feedback_score (the latest)",
+    "comment": "shown as feedback_comment (the latest)",
+}
 
 
 class CatalogError(Exception):
@@ -50,9 +70,34 @@ SELECT
     any_value(gen_ai_request_model) FILTER (WHERE event_type = 'response_generated') AS model,
     any_value(gen_ai_usage_input_tokens) FILTER (WHERE event_type = 'response_generated') AS input_tokens,
     any_value(gen_ai_usage_output_tokens) FILTER (WHERE event_type = 'response_generated') AS output_tokens,
+    any_value(gen_ai_response_model) FILTER (WHERE event_type = 'response_generated') AS response_model,
+    any_value(gen_ai_system) FILTER (WHERE event_type = 'response_generated') AS provider,
+    any_value(gen_ai_usage_cache_read_input_tokens) FILTER (WHERE event_type = 'response_generated')
+        AS cache_read_tokens,
+    any_value(gen_ai_usage_reasoning_output_tokens) FILTER (WHERE event_type = 'response_generated')
+        AS reasoning_tokens,
+    any_value(answer_text) FILTER (WHERE event_type = 'response_generated') AS answer_text,
+    any_value(answer_chars) FILTER (WHERE event_type = 'response_generated') AS answer_chars,
+    any_value(response_type) FILTER (WHERE event_type = 'response_generated') AS response_type,
+    any_value(finish_reason) FILTER (WHERE event_type = 'response_generated') AS finish_reason,
+    any_value(ttft_ms) FILTER (WHERE event_type = 'response_generated') AS ttft_ms,
+    sum(cost_usd) FILTER (WHERE event_type = 'response_generated') AS cost_usd,
+    any_value(cost_source) FILTER (WHERE event_type = 'response_generated') AS cost_source,
+    any_value(sources) FILTER (WHERE event_type = 'search_completed') AS sources,
+    any_value(sources_dropped) FILTER (WHERE event_type = 'search_completed') AS sources_dropped,
+    any_value(backend_durations_ms) FILTER (WHERE event_type = 'search_completed') AS backend_durations_ms,
+    any_value(top_score) FILTER (WHERE event_type = 'search_completed') AS top_score,
+    any_value(language) FILTER (WHERE event_type = 'query_received') AS language,
     any_value(error_type) FILTER (WHERE event_type = 'query_failed') AS error_type,
+    any_value(error_message) FILTER (WHERE event_type = 'query_failed') AS error_message,
     any_value(stage) FILTER (WHERE event_type = 'query_failed') AS failed_stage,
     arg_max(score, ts) FILTER (WHERE event_type = 'feedback_received') AS feedback_score,
+    arg_max(comment, ts) FILTER (WHERE event_type = 'feedback_received') AS feedback_comment,
+    any_value(release) AS release,
+    any_value(prompt_version) AS prompt_version,
+    any_value(tags) AS tags,
+    any_value(attributes) AS attributes,
+    min(schema_version) AS schema_version,
     any_value(session_id) AS session_id,
     any_value(user_id) AS user_id,
     any_value(trace_id) AS trace_id,
@@ -124,17 +169,23 @@ class Catalog:
             from querylog.analytics.lake_remote import lake_dataset
 
             dataset = lake_dataset(self.lake_uri, filesystem=self.filesystem)
+        # Every column of the current schema, whichever generations of files the lake holds: a lake of v1 files
+        # only still has `answer_text` (null), so the views and any query written for v2 work on it.
+        con.register("_empty_events", pa.Table.from_batches([], schema=LAKE_SCHEMA))
         if dataset is not None:
             con.register("_lake_events", dataset)
-            con.execute("CREATE OR REPLACE VIEW events AS SELECT * EXCLUDE (date, hour) FROM _lake_events")
+            con.execute(
+                "CREATE OR REPLACE VIEW events AS SELECT * FROM _empty_events "
+                "UNION ALL BY NAME SELECT * EXCLUDE (date, hour) FROM _lake_events"
+            )
         elif self.lake_uri is None and self.has_data():
             path = self.glob.replace("'", "''")
             con.execute(
-                f"CREATE OR REPLACE VIEW events AS SELECT * EXCLUDE (date, hour) FROM read_parquet('{path}', "
+                "CREATE OR REPLACE VIEW events AS SELECT * FROM _empty_events UNION ALL BY NAME "
+                f"SELECT * EXCLUDE (date, hour) FROM read_parquet('{path}', "
                 "hive_partitioning = true, union_by_name = true)"
             )
         else:
-            con.register("_empty_events", pa.Table.from_batches([], schema=LAKE_SCHEMA))
             con.execute("CREATE OR REPLACE VIEW events AS SELECT * FROM _empty_events")
         con.execute(QUERIES_SQL)
         con.execute(SESSIONS_SQL)

@@ -1,4 +1,9 @@
-"""Event ⇄ JSON bytes. Old schema versions are upcast on read; text stays UTF-8 (never ``\\u``-escaped)."""
+"""Event ⇄ JSON bytes. Old schema versions are upcast on read; text stays UTF-8 (never ``\\u``-escaped).
+
+An event keeps the `schema_version` it was written under: upcasting brings an old event's *shape* to the
+current classes, and the version says which generation the row came from. Log lines of schema v1 leave the
+field out (it was their default); every line since writes it, so a log line without it is v1.
+"""
 
 from __future__ import annotations
 
@@ -22,9 +27,19 @@ __all__ = [
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
-#: ``UPCASTERS[n]`` turns a schema-``n`` event (as a dict) into schema ``n + 1``. Schema v2 adds
-#: ``UPCASTERS[1] = upcast_v1_v2``; events written long ago are then read as current ones.
-UPCASTERS: Final[dict[int, Upcaster]] = {}
+
+
+def upcast_v1_v2(obj: dict[str, Any]) -> dict[str, Any]:
+    """Schema v1 → v2. v2 only added optional fields, so a v1 event is a valid v2 shape as it is: its new fields
+    stay null (never invented, e.g. no `answer_text` from `answer_chars`), and its old fields are untouched."""
+    return obj
+
+
+#: ``UPCASTERS[n]`` turns a schema-``n`` event (as a dict) into schema ``n + 1``; events written long ago are
+#: then read as current ones.
+UPCASTERS: Final[dict[int, Upcaster]] = {1: upcast_v1_v2}
+_VERSION_KEY: Final = b'"schema_version"'
+_VERSION_TEXT: Final = '"schema_version"'
 
 
 class DecodeError(ValueError):
@@ -55,7 +70,6 @@ def decode(data: bytes | str) -> AnyEvent:
     """Decode one event, upcasting older schema versions. Raises `DecodeError` naming the bad field."""
     try:
         event: AnyEvent = _decoder.decode(data)
-        return event
     except msgspec.ValidationError as exc:
         try:
             version = _header_decoder.decode(data).schema_version
@@ -63,9 +77,15 @@ def decode(data: bytes | str) -> AnyEvent:
             raise DecodeError(str(exc)) from exc
         if version == SCHEMA_VERSION:
             raise DecodeError(str(exc)) from exc
-        return from_builtins(_dict_decoder.decode(data))
+        obj = _dict_decoder.decode(data)
+        obj.setdefault("schema_version", version)
+        return from_builtins(obj)
     except msgspec.DecodeError as exc:
         raise DecodeError(str(exc)) from exc
+    if (_VERSION_KEY not in data) if isinstance(data, bytes) else (_VERSION_TEXT not in data):
+        # A v1 line: it decoded as a current event (v2 only added optional fields); keep the version it was written as.
+        msgspec.structs.force_setattr(event, "schema_version", 1)
+    return event
 
 
 def decode_many(lines: list[bytes]) -> list[AnyEvent]:
@@ -80,7 +100,8 @@ def to_builtins(event: Event) -> dict[str, Any]:
 
 def from_builtins(obj: dict[str, Any]) -> AnyEvent:
     """Validate a plain dict (an ingest payload, an upcast record) into an event; upcasts old versions."""
-    version = obj.get("schema_version", 1)
+    # A producer's dict without a version is of the current one (an old v1 body validates as v2 all the same).
+    version = obj.get("schema_version", SCHEMA_VERSION)
     if not isinstance(version, int) or version < 1 or version > SCHEMA_VERSION:
         raise DecodeError(
             f"Unsupported schema_version {version!r} (this build reads 1..{SCHEMA_VERSION}) - at `$.schema_version`"
@@ -91,7 +112,6 @@ def from_builtins(obj: dict[str, Any]) -> AnyEvent:
             raise DecodeError(f"no upcaster from schema_version {version} - at `$.schema_version`")
         obj = upcast(obj)
         version += 1
-        obj["schema_version"] = version
     try:
         converted: AnyEvent = msgspec.convert(obj, AnyEvent)
         return converted

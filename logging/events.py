@@ -1,18 +1,36 @@
-"""The event model, schema v1: one frozen, typed event per step of a query's life."""
+"""The event model, schema v2: one frozen, typed event per step of a query's life.
+
+These classes are the one schema definition. The lake's Arrow schema, the SQL views' columns, the Loki line
+fields and the ingest API's JSON Schema are derived from them (`querylog.logging.schema`), and tests hold every
+derived form to them. Schema history (docs/schema.md):
+
+- v1: the query's path and timings (text, intent, search counts, model and tokens, failures, feedback).
+- v2: the whole answer. `answer_text`, `response_type`, `finish_reason`, `ttft_ms`, `cost_usd`, cache-read and
+  reasoning token counts and the response model on `response_generated`; `sources` and per-backend timings on
+  `search_completed`; `release`, `prompt_version`, `tags` and `attributes` on every event. Every v2 field is
+  optional and null when absent, so a v1 event reads as a v2 one with nulls: nothing is invented.
+"""
 
 from __future__ import annotations
 
 import math
 import re
 import unicodedata
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Final, Literal, TypeAlias
+from typing import Annotated, Final, Literal, TypeAlias
 
 import msgspec
 import uuid_utils
 
 __all__ = [
+    "ADDITIVE_SINCE",
     "EVENT_TYPES",
+    "MAX_ANSWER_CHARS",
+    "MAX_ATTRIBUTES",
+    "MAX_ATTRIBUTE_BYTES",
+    "MAX_SOURCES",
+    "MAX_TAGS",
     "SCHEMA_VERSION",
     "AnyEvent",
     "Event",
@@ -24,17 +42,37 @@ __all__ = [
     "QueryReceived",
     "ResponseGenerated",
     "SearchCompleted",
+    "Source",
+    "checked_attributes",
+    "checked_tags",
     "new_event_id",
     "nfc",
     "utc_now",
 ]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+#: The oldest schema version whose events read as current ones field for field: every version since only added
+#: optional fields. A reader that skips the upcasters (the Parquet fast path) may take lines from this version on.
+ADDITIVE_SINCE: Final = 1
 
 #: Largest query text an event carries, in characters. Longer text is cut, with a marker, so that one
 #: pasted document can never make a log line that no sink accepts (Loki's own limit is 256 KiB a line).
 MAX_TEXT_CHARS: Final = 16_384
 TRUNCATION_MARKER: Final = "…[truncated]"
+#: Largest answer text kept, in characters (cut with the marker, never refused).
+MAX_ANSWER_CHARS: Final = 16_384
+#: At most this many sources per search event; more are cut, and `sources_dropped` says how many.
+MAX_SOURCES: Final = 20
+#: A source title is cut (with the marker) past this many characters.
+MAX_TITLE_CHARS: Final = 300
+#: `tags`: at most this many, each a non-empty string of at most `MAX_TAG_CHARS` characters.
+MAX_TAGS: Final = 16
+MAX_TAG_CHARS: Final = 64
+#: `attributes`: at most this many keys (names like ``plan`` or ``ab.bucket``), at most `MAX_ATTRIBUTE_BYTES`
+#: of UTF-8 over all keys and values. Bounded so that one producer cannot make every line of the log heavy.
+MAX_ATTRIBUTES: Final = 32
+MAX_ATTRIBUTE_BYTES: Final = 4096
+_ATTRIBUTE_KEY: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
 
 Status: TypeAlias = Literal["completed", "failed"]
 
@@ -45,6 +83,11 @@ class EventValidationError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+#: An int stored narrower than the lake's default int32 (the `arrow` extra is read by querylog.logging.schema).
+Int8: TypeAlias = Annotated[int, msgspec.Meta(extra={"arrow": "int8"})]
+Int16: TypeAlias = Annotated[int, msgspec.Meta(extra={"arrow": "int16"})]
 
 
 def new_event_id() -> str:
@@ -66,7 +109,7 @@ def nfc(text: str) -> str:
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
-def _clean_text(text: str) -> str:
+def _clean_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     text = nfc(text)
     if not text.isascii():
         try:
@@ -75,8 +118,8 @@ def _clean_text(text: str) -> str:
             # A lone surrogate (possible from Python callers; HTTP input refuses them) is not text and cannot be
             # stored as UTF-8: it becomes U+FFFD, as any UTF-8 decoder would show it.
             text = _SURROGATE.sub("\ufffd", text)
-    if len(text) > MAX_TEXT_CHARS:
-        text = text[: MAX_TEXT_CHARS - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
+    if len(text) > limit:
+        text = text[: limit - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
     return text
 
 
@@ -95,6 +138,65 @@ def _check_duration(field: str, value: float | None) -> None:
         raise EventValidationError(field, f"must be a finite number >= 0, got {value!r}")
 
 
+def _check_count(field: str, value: int | None) -> None:
+    if value is not None and value < 0:
+        raise EventValidationError(field, f"must be >= 0, got {value!r}")
+
+
+def checked_tags(tags: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """`tags` NFC-normalised and stripped, or `EventValidationError` naming ``tags`` when over the bounds."""
+    if len(tags) > MAX_TAGS:
+        raise EventValidationError("tags", f"at most {MAX_TAGS} tags, got {len(tags)}")
+    cleaned = []
+    for tag in tags:
+        tag = nfc(tag).strip()
+        if not tag or len(tag) > MAX_TAG_CHARS:
+            raise EventValidationError("tags", f"each tag must be 1..{MAX_TAG_CHARS} characters, got {tag!r}")
+        cleaned.append(tag)
+    return tuple(cleaned)
+
+
+def checked_attributes(attributes: Mapping[str, str]) -> dict[str, str]:
+    """`attributes` with values cleaned (NFC, capped), or `EventValidationError` naming ``attributes``."""
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise EventValidationError("attributes", f"at most {MAX_ATTRIBUTES} keys, got {len(attributes)}")
+    size = 0
+    out: dict[str, str] = {}
+    for key, value in attributes.items():
+        if not isinstance(key, str) or _ATTRIBUTE_KEY.fullmatch(key) is None:
+            raise EventValidationError(
+                "attributes", f"key {key!r} must be a name of 1..64 letters, digits, '_', '.' or '-'"
+            )
+        if not isinstance(value, str):
+            raise EventValidationError("attributes", f"value of {key!r} must be a string, got {type(value).__name__}")
+        value = _clean_text(value)
+        size += len(key) + len(value.encode("utf-8"))
+        out[key] = value
+    if size > MAX_ATTRIBUTE_BYTES:
+        raise EventValidationError("attributes", f"at most {MAX_ATTRIBUTE_BYTES} bytes of keys and values, got {size}")
+    return out
+
+
+class Source(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """One retrieved document an answer drew on: its id in the corpus, title, retrieval score and rank (1 = best)."""
+
+    doc_id: str
+    title: str | None = None
+    score: float | None = None
+    rank: int
+
+    def __post_init__(self) -> None:
+        _require(bool(self.doc_id), "sources.doc_id", "must not be empty")
+        if self.rank < 1:
+            raise EventValidationError("sources.rank", f"must be >= 1, got {self.rank!r}")
+        if self.score is not None and not math.isfinite(self.score):
+            raise EventValidationError("sources.score", f"must be a finite number, got {self.score!r}")
+        if self.title is not None:
+            cleaned = _clean_text(self.title, MAX_TITLE_CHARS)
+            if cleaned is not self.title:
+                msgspec.structs.force_setattr(self, "title", cleaned)
+
+
 class Event(
     msgspec.Struct,
     frozen=True,
@@ -110,7 +212,9 @@ class Event(
     """
 
     event_id: str = msgspec.field(default_factory=new_event_id)
-    schema_version: int = SCHEMA_VERSION
+    # The version the event was written under, kept as it was when an older event is read (upcast). A factory,
+    # not a plain default, so that it is always written: schema-v1 lines left it out, and a line without it is v1.
+    schema_version: Int16 = msgspec.field(default_factory=lambda: SCHEMA_VERSION)
     ts: datetime = msgspec.field(default_factory=utc_now)
     query_id: str
     session_id: str | None = None
@@ -118,6 +222,11 @@ class Event(
     service: str = "querylog"
     env: str = "dev"
     trace_id: str | None = None
+    # v2: what a team compares queries by. Given once per query to the tracker (or as the service's defaults).
+    release: str | None = None
+    prompt_version: str | None = None
+    tags: tuple[str, ...] | None = None
+    attributes: dict[str, str] | None = None
 
     @property
     def event_type(self) -> str:
@@ -138,6 +247,10 @@ class Event(
             _require(tz is not None, "ts", "must be timezone-aware (UTC)")
             if ts.utcoffset():
                 msgspec.structs.force_setattr(self, "ts", ts.astimezone(UTC))
+        if self.tags is not None:
+            msgspec.structs.force_setattr(self, "tags", checked_tags(self.tags))
+        if self.attributes is not None:
+            msgspec.structs.force_setattr(self, "attributes", checked_attributes(self.attributes))
 
 
 class QueryReceived(Event, frozen=True, tag="query_received"):
@@ -168,20 +281,47 @@ class IntentClassified(Event, frozen=True, tag="intent_classified"):
 
 
 class SearchCompleted(Event, frozen=True, tag="search_completed"):
+    """Retrieval finished. v2 adds the documents themselves (`sources`, best first) and, for a pipeline with
+    several retrievers, each backend's time (`backend_durations_ms`, e.g. ``{"opensearch": 12.5, "neo4j": 40}``)."""
+
     result_count: int
     cache_hit: bool = False
     duration_ms: float | None = None
     top_score: float | None = None
+    sources: tuple[Source, ...] | None = None
+    sources_dropped: int | None = None
+    backend_durations_ms: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.result_count < 0:
             raise EventValidationError("result_count", f"must be >= 0, got {self.result_count!r}")
         _check_duration("duration_ms", self.duration_ms)
+        _check_count("sources_dropped", self.sources_dropped)
+        sources = self.sources
+        if sources is not None and len(sources) > MAX_SOURCES:
+            # Cut, never refused: the answer happened; the event keeps the best `MAX_SOURCES` and says how many went.
+            msgspec.structs.force_setattr(self, "sources", tuple(sources[:MAX_SOURCES]))
+            dropped = (self.sources_dropped or 0) + len(sources) - MAX_SOURCES
+            msgspec.structs.force_setattr(self, "sources_dropped", dropped)
+        if self.backend_durations_ms is not None:
+            if len(self.backend_durations_ms) > MAX_ATTRIBUTES:
+                raise EventValidationError("backend_durations_ms", f"at most {MAX_ATTRIBUTES} backends")
+            for name, value in self.backend_durations_ms.items():
+                _require(bool(name) and len(name) <= 64, "backend_durations_ms", "backend names are 1..64 characters")
+                _check_duration(f"backend_durations_ms.{name}", value)
 
 
 class ResponseGenerated(Event, frozen=True, tag="response_generated"):
-    """The LLM step answered. Names follow the OpenTelemetry GenAI conventions (dots become underscores)."""
+    """The LLM step answered. Names follow the OpenTelemetry GenAI conventions (dots become underscores).
+
+    v2 keeps the answer itself (`answer_text`: NFC, redacted like the query, cut at `MAX_ANSWER_CHARS` with a
+    marker; absent when the service does not capture answers, `answer_chars` then still says how long it was),
+    the kind of answer (`response_type`, e.g. ``company_analysis``), why generation stopped (`finish_reason`,
+    from ``gen_ai.response.finish_reasons``), time to first token of a streamed answer (`ttft_ms`), the cost the
+    provider reported (`cost_usd`; otherwise the lake prices the tokens, see querylog.logging.pricing), and
+    token counts the model reports beyond input and output.
+    """
 
     gen_ai_system: str | None = None
     gen_ai_request_model: str | None = None
@@ -190,16 +330,31 @@ class ResponseGenerated(Event, frozen=True, tag="response_generated"):
     duration_ms: float | None = None
     quality_score: float | None = None
     answer_chars: int | None = None
+    answer_text: str | None = None
+    response_type: str | None = None
+    finish_reason: str | None = None
+    ttft_ms: float | None = None
+    cost_usd: float | None = None
+    gen_ai_response_model: str | None = None
+    gen_ai_usage_cache_read_input_tokens: int | None = None
+    gen_ai_usage_reasoning_output_tokens: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_duration("duration_ms", self.duration_ms)
-        for name in ("gen_ai_usage_input_tokens", "gen_ai_usage_output_tokens", "answer_chars"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise EventValidationError(name, f"must be >= 0, got {value!r}")
+        _check_duration("ttft_ms", self.ttft_ms)
+        _check_duration("cost_usd", self.cost_usd)
+        _check_count("gen_ai_usage_input_tokens", self.gen_ai_usage_input_tokens)
+        _check_count("gen_ai_usage_output_tokens", self.gen_ai_usage_output_tokens)
+        _check_count("answer_chars", self.answer_chars)
+        _check_count("gen_ai_usage_cache_read_input_tokens", self.gen_ai_usage_cache_read_input_tokens)
+        _check_count("gen_ai_usage_reasoning_output_tokens", self.gen_ai_usage_reasoning_output_tokens)
         if self.quality_score is not None and not 0.0 <= self.quality_score <= 1.0:
             raise EventValidationError("quality_score", f"must be within [0, 1], got {self.quality_score!r}")
+        if self.answer_text is not None:
+            cleaned = _clean_text(self.answer_text, MAX_ANSWER_CHARS)
+            if cleaned is not self.answer_text:
+                msgspec.structs.force_setattr(self, "answer_text", cleaned)
 
 
 class QueryCompleted(Event, frozen=True, tag="query_completed"):
@@ -235,7 +390,7 @@ class QueryFailed(Event, frozen=True, tag="query_failed"):
 class FeedbackReceived(Event, frozen=True, tag="feedback_received"):
     """A user's verdict on an answer: -1 (bad), 0 (neutral) or 1 (good)."""
 
-    score: int
+    score: Int8
     comment: str | None = None
 
     def __post_init__(self) -> None:

@@ -43,8 +43,12 @@ MAX_METADATA_VALUE_BYTES: Final = 1024
 LABEL_VALUE_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-#: Fields every event has; the line keeps only `event_id` and `schema_version` of them (see `entry_for`).
+#: Fields every event has. The line keeps those Loki does not hold elsewhere (see `entry_for`): `event_id`,
+#: `schema_version`, and v2's `release`, `prompt_version`, `tags` and `attributes`.
 _BASE_FIELDS: Final = frozenset(Event.__struct_fields__)
+_LINE_BASE_FIELDS: Final = tuple(
+    name for name in Event.__struct_fields__ if name not in {"ts", "service", "env", *METADATA_FIELDS}
+)
 _MARKER_BYTES: Final = len(TRUNCATION_MARKER.encode())
 _MICROSECOND: Final = timedelta(microseconds=1)
 
@@ -191,7 +195,7 @@ def line_shape(cls: type[Event]) -> _Shape:
     shape = _SHAPES.get(cls)
     if shape is None:
         own = [name for name in cls.__struct_fields__ if name not in _BASE_FIELDS]
-        names = (*own, "event_id", "schema_version")
+        names = (*own, *_LINE_BASE_FIELDS)
         tag = cls.__struct_config__.tag
         assert isinstance(tag, str)
         level = "error" if tag == "query_failed" else "info"  # as `_level` says
@@ -208,8 +212,9 @@ def entry_for(event: Event, *, app: str, env: str, max_line_bytes: int = MAX_LIN
     not. `event_from_entry` rebuilds the event exactly.
     """
     # Every field with a value, defaults included: `| json | cache_hit="false"` must find a cache miss, so a
-    # False or 0 is written even though the log's own encoding leaves defaults out. Every field of the schema
-    # other than `ts` is a str, int, float or bool, which msgspec writes as its builtins would.
+    # False or 0 is written even though the log's own encoding leaves defaults out. Scalars are written as
+    # msgspec writes their builtins; `tags`, `attributes`, `sources` and backend timings as JSON arrays and
+    # objects (`| json` flattens them: `attributes_plan`, `sources_0_doc_id`).
     shape = _SHAPES.get(type(event)) or line_shape(type(event))
     fields: dict[str, Any] = {"level": shape.level}
     for name in shape.names:

@@ -1,7 +1,8 @@
 """The Parquet projection: events into a hive-partitioned lake, atomically and exactly once.
 
 Layout: ``<lake>/events/date=YYYY-MM-DD/hour=HH/part-<uuid7>.parquet`` (UTC), one flat schema for every
-event type (`LAKE_SCHEMA`). Commit protocol for one batch:
+event type (`LAKE_SCHEMA`, derived from the event classes in `querylog.logging.schema`), plus the cost the
+price table gives each answer (`querylog.logging.pricing`). Commit protocol for one batch:
 
 1. write each partition's rows to ``<lake>/_querylog/tmp/`` and fsync (invisible to readers: outside
    ``events/``, and not named ``*.parquet``);
@@ -29,49 +30,28 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
+import structlog
 import uuid_utils
 
-from querylog.logging.events import EVENT_CLASSES, EVENT_TYPES, SCHEMA_VERSION, AnyEvent
+from querylog.logging.events import ADDITIVE_SINCE, EVENT_CLASSES, EVENT_TYPES, SCHEMA_VERSION, AnyEvent
+from querylog.logging.pricing import DEFAULT_PRICES, PriceTable
 from querylog.logging.projection import Batch, Prepared, Sink, SinkSendError, atomic_write
+from querylog.logging.schema import DERIVED_COLUMNS, EVENT_FIELD_TYPES, LAKE_SCHEMA, MAP_COLUMNS
 from querylog.logging.segments import Checkpoint
 
-__all__ = ["LAKE_SCHEMA", "ParquetSink", "events_to_table", "tables_from_lines"]
+__all__ = [
+    "LAKE_SCHEMA",
+    "FastPathDeclinedError",
+    "ParquetSink",
+    "events_to_table",
+    "rows_from_lines",
+    "tables_from_lines",
+]
 
-LAKE_SCHEMA: Final = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("event_type", pa.string()),
-        ("schema_version", pa.int16()),
-        ("ts", pa.timestamp("us", tz="UTC")),
-        ("query_id", pa.string()),
-        ("session_id", pa.string()),
-        ("user_id", pa.string()),
-        ("service", pa.string()),
-        ("env", pa.string()),
-        ("trace_id", pa.string()),
-        ("query_text", pa.string()),
-        ("language", pa.string()),
-        ("intent", pa.string()),
-        ("confidence", pa.float64()),
-        ("duration_ms", pa.float64()),
-        ("result_count", pa.int32()),
-        ("cache_hit", pa.bool_()),
-        ("top_score", pa.float64()),
-        ("gen_ai_system", pa.string()),
-        ("gen_ai_request_model", pa.string()),
-        ("gen_ai_usage_input_tokens", pa.int32()),
-        ("gen_ai_usage_output_tokens", pa.int32()),
-        ("quality_score", pa.float64()),
-        ("answer_chars", pa.int32()),
-        ("latency_ms", pa.float64()),
-        ("error_type", pa.string()),
-        ("error_message", pa.string()),
-        ("stage", pa.string()),
-        ("score", pa.int8()),
-        ("comment", pa.string()),
-    ]
-)
 _COLUMNS: Final = tuple(f.name for f in LAKE_SCHEMA if f.name != "event_type")
+_EVENT_COLUMNS: Final = tuple(name for name in _COLUMNS if name in EVENT_FIELD_TYPES)
+_NESTED: Final = frozenset(f.name for f in LAKE_SCHEMA if pa.types.is_nested(f.type))
+_log = structlog.get_logger("querylog.parquet")
 
 
 _META_DIR: Final = "_querylog"
@@ -83,12 +63,25 @@ class _Commit(msgspec.Struct):
     pending: list[tuple[str, str]] = []
 
 
-def events_to_table(events: Sequence[AnyEvent]) -> pa.Table:
-    """Events as one Arrow table of `LAKE_SCHEMA` (fields an event type lacks are null)."""
+def events_to_table(events: Sequence[AnyEvent], prices: PriceTable = DEFAULT_PRICES) -> pa.Table:
+    """Events as one Arrow table of `LAKE_SCHEMA` (fields an event type lacks are null), priced."""
     arrays = [pa.array([e.event_type for e in events], pa.string())]
     for name in _COLUMNS:
-        arrays.append(pa.array([getattr(e, name, None) for e in events], LAKE_SCHEMA.field(name).type))
-    return pa.Table.from_arrays([arrays[0], *arrays[1:]], schema=_schema_in_order())
+        kind = LAKE_SCHEMA.field(name).type
+        if name in DERIVED_COLUMNS:
+            arrays.append(pa.nulls(len(events), kind))
+        elif name in _NESTED:  # structs (sources) as dicts, tuples as lists, maps as pairs: what Arrow takes
+            values = [getattr(e, name, None) for e in events]
+            arrays.append(pa.array([None if v is None else _nested(v) for v in values], kind))
+        else:
+            arrays.append(pa.array([getattr(e, name, None) for e in events], kind))
+    return prices.apply(pa.Table.from_arrays([arrays[0], *arrays[1:]], schema=_schema_in_order()))
+
+
+def _nested(value: Any) -> Any:
+    if isinstance(value, dict):
+        return list(value.items())
+    return msgspec.to_builtins(value)
 
 
 def _schema_in_order() -> pa.Schema:
@@ -101,8 +94,13 @@ def _schema_in_order() -> pa.Schema:
 # batch against the lake schema in one call. It declines (None) anything the careful path must see.
 
 _ROW_SCHEMA: Final = _schema_in_order()
+#: What Arrow's JSON reader is told: the event fields, less the maps, which it cannot convert; it infers those
+#: (as structs, converted below) and any field it does not know, which makes the batch fall back.
+_PARSE_SCHEMA: Final = pa.schema(
+    [f for f in _ROW_SCHEMA if f.name not in MAP_COLUMNS and f.name not in DERIVED_COLUMNS]
+)
 _READ_OPTIONS: Final = pa_json.ReadOptions(use_threads=False, block_size=16 << 20)
-_PARSE_OPTIONS: Final = pa_json.ParseOptions(explicit_schema=_ROW_SCHEMA, unexpected_field_behavior="error")
+_PARSE_OPTIONS: Final = pa_json.ParseOptions(explicit_schema=_PARSE_SCHEMA, unexpected_field_behavior="infer")
 _KNOWN_TYPES: Final = pa.array(EVENT_TYPES)
 _HOUR_US: Final = pa.scalar(3_600_000_000, pa.int64())
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -122,25 +120,64 @@ def _defaults() -> dict[str, dict[Any, list[str]]]:
 _DEFAULTS: Final = _defaults()
 
 
-def tables_from_lines(lines: Sequence[bytes]) -> dict[tuple[str, str], pa.Table] | None:
+class FastPathDeclinedError(Exception):
+    """The fast path cannot take this batch whole; `reason` is counted as a fallback (see `ParquetSink.prepare`)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def tables_from_lines(
+    lines: Sequence[bytes], prices: PriceTable = DEFAULT_PRICES
+) -> dict[tuple[str, str], pa.Table] | None:
     """The lake's rows for these log lines, by (date, hour) — exactly what `events_to_table` builds from the
-    decoded events — or None when a line does not parse, has an unknown field or event type, lacks an id or a
-    time, or is of an older schema version (it needs its upcaster): the per-line path handles those."""
+    decoded events — or None when the per-line path must see them (`rows_from_lines` says why)."""
+    try:
+        return rows_from_lines(lines, prices)
+    except FastPathDeclinedError:
+        return None
+
+
+def rows_from_lines(lines: Sequence[bytes], prices: PriceTable = DEFAULT_PRICES) -> dict[tuple[str, str], pa.Table]:
+    """`tables_from_lines`, raising `FastPathDeclinedError` with the reason when a line does not parse, has an
+    unknown field or event type, lacks an id or a time, or is of a schema version that needs its upcaster."""
     try:
         table = pa_json.read_json(
             io.BytesIO(b"\n".join(lines)), read_options=_READ_OPTIONS, parse_options=_PARSE_OPTIONS
         )
     except pa.ArrowInvalid:
-        return None
+        raise FastPathDeclinedError("unparsable_line") from None
     if table.num_rows != len(lines) or any(
         table.column(c).null_count for c in ("event_id", "event_type", "ts", "query_id")
     ):
-        return None
+        raise FastPathDeclinedError("missing_required_field")
+    unknown = set(table.column_names) - set(_PARSE_SCHEMA.names) - set(MAP_COLUMNS)
+    if unknown:
+        raise FastPathDeclinedError("unknown_field")
     if not pc.all(pc.is_in(table.column("event_type"), _KNOWN_TYPES)).as_py():
-        return None
-    if not pc.all(pc.equal(table.column("schema_version").fill_null(SCHEMA_VERSION), SCHEMA_VERSION)).as_py():
-        return None
-    table = table.select(_ROW_SCHEMA.names)
+        raise FastPathDeclinedError("unknown_event_type")
+    # A line without `schema_version` is v1 (v1 left its default out); versions from ADDITIVE_SINCE on read as
+    # current ones field for field, so they take this path with their version kept.
+    versions = table.column("schema_version").fill_null(1)
+    if not pc.all(
+        pc.and_(pc.greater_equal(versions, ADDITIVE_SINCE), pc.less_equal(versions, SCHEMA_VERSION))
+    ).as_py():
+        raise FastPathDeclinedError("schema_version")
+    index = table.schema.get_field_index("schema_version")
+    table = table.set_column(index, _ROW_SCHEMA.field("schema_version"), versions)
+    columns = []
+    for field in _ROW_SCHEMA:
+        if field.name in DERIVED_COLUMNS:
+            columns.append(pa.nulls(table.num_rows, field.type))
+        elif field.name in MAP_COLUMNS:
+            columns.append(_map_column(table, field))
+        else:
+            column = table.column(field.name)
+            if column.type != field.type:
+                raise FastPathDeclinedError("nested_shape")  # e.g. a source with a field the schema does not know
+            columns.append(column)
+    table = pa.Table.from_arrays(columns, schema=_ROW_SCHEMA)
     event_type = table.column("event_type")
     for name, by_value in _DEFAULTS.items():
         index = table.schema.get_field_index(name)
@@ -151,6 +188,7 @@ def tables_from_lines(lines: Sequence[bytes]) -> dict[tuple[str, str], pa.Table]
             missing = pc.and_(pc.is_null(column), pc.is_in(event_type, pa.array(tags)))
             column = pc.if_else(missing, pa.scalar(value, column.type), column)
         table = table.set_column(index, _ROW_SCHEMA.field(name), column)
+    table = prices.apply(table)
     hours = pc.divide(table.column("ts").cast(pa.int64()), _HOUR_US)
     unique = pc.unique(hours).to_pylist()
     out: dict[tuple[str, str], pa.Table] = {}
@@ -160,13 +198,32 @@ def tables_from_lines(lines: Sequence[bytes]) -> dict[tuple[str, str], pa.Table]
     return out
 
 
+def _map_column(table: pa.Table, field: pa.Field) -> pa.ChunkedArray | pa.Array:
+    """A JSON-object column (inferred by Arrow as a struct of every key seen) as the lake's map type."""
+    if field.name not in table.column_names:
+        return pa.nulls(table.num_rows, field.type)
+    column = table.column(field.name)
+    value_type = field.type.item_type
+    if not pa.types.is_struct(column.type) or any(
+        not (child.type == value_type or pa.types.is_null(child.type)
+             or (pa.types.is_floating(value_type) and pa.types.is_integer(child.type)))
+        for child in column.type
+    ):
+        raise FastPathDeclinedError("nested_shape")
+    rows = [None if row is None else [(k, v) for k, v in row.items() if v is not None] for row in column.to_pylist()]
+    return pa.array(rows, field.type)
+
+
 class ParquetSink(Sink):
     """Writes batches of events into the lake. See the module docstring for the commit protocol."""
 
     name = "parquet"
 
-    def __init__(self, lake_dir: Path | str, *, compression: str = "zstd") -> None:
+    def __init__(
+        self, lake_dir: Path | str, *, compression: str = "zstd", prices: PriceTable = DEFAULT_PRICES
+    ) -> None:
         super().__init__()
+        self.prices = prices
         self.lake_dir = Path(lake_dir)
         self.events_dir = self.lake_dir / "events"
         self._meta_dir = self.lake_dir / _META_DIR
@@ -211,8 +268,13 @@ class ParquetSink(Sink):
 
     # -- writing ---------------------------------------------------------------------------------
     def prepare(self, lines: Sequence[bytes]) -> Prepared | None:
-        tables = tables_from_lines(lines)
-        if tables is None:
+        try:
+            tables = rows_from_lines(lines, self.prices)
+        except FastPathDeclinedError as declined:
+            # Counted (querylog_sink_fallbacks_total) and logged once per reason: a schema change that made every
+            # batch take the slow path must never go unnoticed.
+            if self.telemetry.fell_back(declined.reason):
+                _log.warning("parquet_fast_path_declined", reason=declined.reason, lines=len(lines))
             return None
         last = max((pc.max(t.column("ts")).as_py() for t in tables.values()), default=None)
         return Prepared(rows=tables, count=len(lines), last_ts=last)
@@ -224,7 +286,7 @@ class ParquetSink(Sink):
         if batch.prepared is not None:
             groups = batch.prepared.rows  # type: ignore[assignment]  # what prepare() built
         else:
-            groups = {key: events_to_table(rows) for key, rows in _partition(batch.events).items()}
+            groups = {key: events_to_table(rows, self.prices) for key, rows in _partition(batch.events).items()}
         try:
             for (date, hour), table in groups.items():
                 part = f"part-{uuid_utils.uuid7()}.parquet"

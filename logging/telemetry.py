@@ -37,6 +37,8 @@ class TelemetrySnapshot:
     #: When these counters were read (Unix seconds): now for a projection in this process; for one that another
     #: process runs, when that process last published them (0: never).
     reported_at: float = 0.0
+    #: Batches (or events) a fast path declined and the careful path handled instead, by reason.
+    fallbacks: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -56,6 +58,7 @@ class SinkTelemetry:
     _batches: int = 0
     _batch_events_total: int = 0
     _batch_bytes_total: int = 0
+    _fallbacks: Counter[str] = field(default_factory=Counter)
 
     def received(self, n: int) -> None:
         with self._lock:
@@ -80,6 +83,14 @@ class SinkTelemetry:
         with self._lock:
             self._errors[stage] += 1
 
+    def fell_back(self, reason: str, n: int = 1) -> bool:
+        """Count a fallback from a fast path to the careful one; True the first time this reason is seen (the
+        caller logs it then, once, rather than at every batch)."""
+        with self._lock:
+            first = reason not in self._fallbacks
+            self._fallbacks[reason] += n
+            return first
+
     def lag(self, events: int, seconds: float) -> None:
         with self._lock:
             self._lag_events = events
@@ -100,6 +111,7 @@ class SinkTelemetry:
                 batch_events_total=self._batch_events_total,
                 batch_bytes_total=self._batch_bytes_total,
                 reported_at=time.time(),
+                fallbacks=dict(self._fallbacks),
             )
 
 

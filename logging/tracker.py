@@ -14,7 +14,7 @@ Emitting costs microseconds on the caller's thread and never touches the network
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
@@ -30,10 +30,13 @@ from querylog.logging.events import (
     QueryReceived,
     ResponseGenerated,
     SearchCompleted,
+    Source,
+    checked_attributes,
+    checked_tags,
     nfc,
 )
 
-__all__ = ["Emitter", "QueryTracker", "TrackedQuery"]
+__all__ = ["Emitter", "QueryTracker", "SourceLike", "TrackedQuery"]
 
 #: How much of an exception's message a query_failed event keeps.
 MAX_ERROR_MESSAGE_CHARS = 500
@@ -46,6 +49,14 @@ class Emitter(Protocol):
     def append(self, event: Event) -> None: ...
 
     def flush(self) -> None: ...
+
+
+@runtime_checkable
+class SourceLike(Protocol):
+    """A retrieved document as a pipeline holds it (e.g. a search hit): an id, and maybe a title and a score."""
+
+    @property
+    def doc_id(self) -> str: ...
 
 
 def _identity(text: str) -> str:
@@ -64,7 +75,15 @@ class QueryTracker:
         redact: Callable[[str], str] | None = None,
         pseudonymize_user_id: Callable[[str], str] | None = None,
         durable: bool = True,
+        release: str | None = None,
+        prompt_version: str | None = None,
+        tags: Sequence[str] | None = None,
+        attributes: Mapping[str, str] | None = None,
+        capture_answers: bool = True,
     ) -> None:
+        """`release`, `prompt_version`, `tags` and `attributes` are the service's defaults for every query
+        (``QUERYLOG_RELEASE`` and friends); a query's own add to them. With `capture_answers` off (a policy that
+        forbids storing answers), `response_generated` keeps the answer's length only, never its text."""
         if not isinstance(emitter, Emitter):
             raise TypeError(f"emitter must have append(event) and flush(); got {type(emitter).__name__}")
         if not service or not env:
@@ -75,6 +94,15 @@ class QueryTracker:
         self.redact = redact or _identity
         self.pseudonymize_user_id = pseudonymize_user_id or _identity
         self.durable = durable
+        self.release = release or None
+        self.prompt_version = prompt_version or None
+        self.tags = checked_tags(tuple(tags)) if tags else None
+        self.attributes = self._attributes(attributes) if attributes else None
+        self.capture_answers = capture_answers
+
+    def _attributes(self, attributes: Mapping[str, str]) -> dict[str, str]:
+        # Checked first (bounds, key names), then each value redacted like any text a user may have typed.
+        return {k: self.redact(v) for k, v in checked_attributes(attributes).items()}
 
     def query(
         self,
@@ -85,7 +113,19 @@ class QueryTracker:
         query_id: str | None = None,
         trace_id: str | None = None,
         language: str | None = None,
+        release: str | None = None,
+        prompt_version: str | None = None,
+        tags: Sequence[str] | None = None,
+        attributes: Mapping[str, str] | None = None,
     ) -> TrackedQuery:
+        """A query's context. `release` and `prompt_version` override the service's; `tags` and `attributes`
+        add to its defaults. Over their bounds they raise `EventValidationError` naming the field, here."""
+        merged_tags = self.tags
+        if tags:
+            merged_tags = checked_tags(tuple(dict.fromkeys((*(self.tags or ()), *tags))))
+        merged_attributes = self.attributes
+        if attributes:
+            merged_attributes = checked_attributes({**(self.attributes or {}), **self._attributes(attributes)})
         return TrackedQuery(
             self,
             query_text,
@@ -94,6 +134,12 @@ class QueryTracker:
             query_id=query_id,
             trace_id=trace_id,
             language=language,
+            context=_Context(
+                release=release or self.release,
+                prompt_version=prompt_version or self.prompt_version,
+                tags=merged_tags,
+                attributes=merged_attributes,
+            ),
         )
 
     def feedback(
@@ -116,6 +162,8 @@ class QueryTracker:
             trace_id=trace_id,
             service=self.service,
             env=self.env,
+            release=self.release,
+            prompt_version=self.prompt_version,
         )
         self.emitter.append(event)
         if self.durable:
@@ -123,10 +171,34 @@ class QueryTracker:
         return event
 
 
+class _Context:
+    """What a team compares queries by, fixed for a query: carried by its events (release and prompt version by
+    every one; tags and attributes by the first and the last, which is where views and LogQL look)."""
+
+    __slots__ = ("attributes", "prompt_version", "release", "tags")
+
+    def __init__(
+        self,
+        *,
+        release: str | None,
+        prompt_version: str | None,
+        tags: tuple[str, ...] | None,
+        attributes: dict[str, str] | None,
+    ) -> None:
+        self.release = release
+        self.prompt_version = prompt_version
+        self.tags = tags
+        self.attributes = attributes
+
+
+_NO_CONTEXT = _Context(release=None, prompt_version=None, tags=None, attributes=None)
+
+
 class TrackedQuery:
     """One query's lifecycle. Use as a context manager; stage methods emit one event each."""
 
     __slots__ = (
+        "_context",
         "_current_stage",
         "_failed_stage",
         "_language",
@@ -156,8 +228,10 @@ class TrackedQuery:
         query_id: str | None,
         trace_id: str | None,
         language: str | None,
+        context: _Context = _NO_CONTEXT,
     ) -> None:
         self._tracker = tracker
+        self._context = context
         self._raw_text = query_text
         self.query_id = query_id or str(uuid_utils.uuid7())
         self.session_id = session_id
@@ -180,7 +254,14 @@ class TrackedQuery:
         self._started = time.perf_counter()
         # The text is normalised and redacted before any event — and so any sink — sees it.
         self.text = self._tracker.redact(nfc(self._raw_text))
-        self._emit(QueryReceived, query_text=self.text, language=self._language)
+        context = self._context
+        self._emit(
+            QueryReceived,
+            query_text=self.text,
+            language=self._language,
+            tags=context.tags,
+            attributes=context.attributes,
+        )
         return self
 
     def __exit__(
@@ -199,6 +280,8 @@ class TrackedQuery:
                     cache_hit=self.cache_hit,
                     result_count=self.result_count,
                     quality_score=self.quality_score,
+                    tags=self._context.tags,
+                    attributes=self._context.attributes,
                 )
             else:
                 message = self._tracker.redact(str(exc))[:MAX_ERROR_MESSAGE_CHARS]
@@ -209,6 +292,8 @@ class TrackedQuery:
                     stage=self._failed_stage or self._current_stage,
                     latency_ms=latency_ms,
                     intent=self.intent,
+                    tags=self._context.tags,
+                    attributes=self._context.attributes,
                 )
         finally:
             if self._tracker.durable:
@@ -248,7 +333,12 @@ class TrackedQuery:
         cache_hit: bool = False,
         top_score: float | None = None,
         duration_ms: float | None = None,
+        sources: Iterable[Source | SourceLike] | None = None,
+        backend_durations_ms: Mapping[str, float] | None = None,
     ) -> None:
+        """`sources`: the documents retrieved, best first — `Source` values, or any objects with `doc_id` and
+        optionally `title` and `score` (ranks are their order). Titles are redacted; past `MAX_SOURCES` the
+        rest are cut and counted in `sources_dropped`."""
         self.result_count = result_count
         self.cache_hit = cache_hit
         self._emit(
@@ -257,6 +347,8 @@ class TrackedQuery:
             cache_hit=cache_hit,
             top_score=top_score,
             duration_ms=self._duration(duration_ms),
+            sources=None if sources is None else tuple(self._sources(sources)),
+            backend_durations_ms=dict(backend_durations_ms) if backend_durations_ms is not None else None,
         )
 
     def responded(
@@ -269,8 +361,26 @@ class TrackedQuery:
         quality_score: float | None = None,
         answer_chars: int | None = None,
         duration_ms: float | None = None,
+        answer: str | None = None,
+        response_type: str | None = None,
+        finish_reason: str | None = None,
+        ttft_ms: float | None = None,
+        cost_usd: float | None = None,
+        response_model: str | None = None,
+        cache_read_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
     ) -> None:
+        """The LLM step's outcome. `answer` is the text returned to the user: stored NFC and redacted (cut past
+        `MAX_ANSWER_CHARS`), unless the tracker was made with ``capture_answers=False``; its length is kept
+        either way. `cost_usd` only when the provider reported what it billed: otherwise the lake prices the
+        tokens (querylog.logging.pricing)."""
         self.quality_score = quality_score
+        answer_text = None
+        if answer is not None:
+            if answer_chars is None:
+                answer_chars = len(answer)
+            if self._tracker.capture_answers:
+                answer_text = self._tracker.redact(nfc(answer))
         self._emit(
             ResponseGenerated,
             gen_ai_system=system,
@@ -280,9 +390,29 @@ class TrackedQuery:
             quality_score=quality_score,
             answer_chars=answer_chars,
             duration_ms=self._duration(duration_ms),
+            answer_text=answer_text,
+            response_type=response_type,
+            finish_reason=finish_reason,
+            ttft_ms=ttft_ms,
+            cost_usd=cost_usd,
+            gen_ai_response_model=response_model,
+            gen_ai_usage_cache_read_input_tokens=cache_read_tokens,
+            gen_ai_usage_reasoning_output_tokens=reasoning_tokens,
         )
 
     # -- internals --------------------------------------------------------------------------------
+    def _sources(self, sources: Iterable[Source | SourceLike]) -> Iterator[Source]:
+        redact = self._tracker.redact
+        for rank, hit in enumerate(sources, start=1):
+            title = getattr(hit, "title", None)
+            score = getattr(hit, "score", None)
+            yield Source(
+                doc_id=str(hit.doc_id),
+                title=redact(nfc(title)) if isinstance(title, str) else None,
+                score=float(score) if score is not None else None,
+                rank=hit.rank if isinstance(hit, Source) else rank,
+            )
+
     def _duration(self, given: float | None) -> float | None:
         if given is not None:
             return given
@@ -299,6 +429,8 @@ class TrackedQuery:
             trace_id=self.trace_id,
             service=tracker.service,
             env=tracker.env,
+            release=self._context.release,
+            prompt_version=self._context.prompt_version,
             **fields,
         )
         tracker.emitter.append(event)

@@ -16,6 +16,7 @@ from querylog.logging import codec
 from querylog.logging.events import (
     EVENT_TYPES,
     MAX_TEXT_CHARS,
+    SCHEMA_VERSION,
     TRUNCATION_MARKER,
     EventValidationError,
     FeedbackReceived,
@@ -45,7 +46,7 @@ def test_events_carry_a_uuidv7_id_a_utc_timestamp_and_the_schema_version() -> No
     parsed = uuid.UUID(event.event_id)
     assert parsed.version == 7
     assert event.ts.tzinfo is not None and event.ts.utcoffset() == timedelta(0)
-    assert event.schema_version == 1
+    assert event.schema_version == SCHEMA_VERSION == 2
     assert event.event_type == "query_received"
 
 
@@ -137,7 +138,7 @@ def test_decoding_runs_value_validation_too() -> None:
 
 
 def test_upcasters_turn_old_schema_versions_into_the_current_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The seam schema v2 will use: pretend the current version is 2 and v1 renamed a field."""
+    """The seam a renaming change would use: pretend v1 named a field differently. The version is kept."""
     import querylog.logging.codec as codec_module
 
     def upcast_v1_v2(obj: dict[str, object]) -> dict[str, object]:
@@ -151,7 +152,7 @@ def test_upcasters_turn_old_schema_versions_into_the_current_one(monkeypatch: py
     event = codec_module.decode(old)
     assert isinstance(event, QueryReceived)
     assert event.query_text == "네이버"
-    assert event.schema_version == 2
+    assert event.schema_version == 1  # the shape is upcast; the version it was written under is kept
 
 
 def test_a_newer_schema_version_than_this_build_reads_is_refused() -> None:
