@@ -162,7 +162,7 @@ def checked_attributes(attributes: Mapping[str, str]) -> dict[str, str]:
         raise EventValidationError("attributes", f"at most {MAX_ATTRIBUTES} keys, got {len(attributes)}")
     size = 0
     out: dict[str, str] = {}
-    for key, value in attributes.items():
+    for key, value in sorted(attributes.items()):  # sorted: a map's order means nothing, and one order compares
         if not isinstance(key, str) or _ATTRIBUTE_KEY.fullmatch(key) is None:
             raise EventValidationError(
                 "attributes", f"key {key!r} must be a name of 1..64 letters, digits, '_', '.' or '-'"
@@ -310,6 +310,9 @@ class SearchCompleted(Event, frozen=True, tag="search_completed"):
             for name, value in self.backend_durations_ms.items():
                 _require(bool(name) and len(name) <= 64, "backend_durations_ms", "backend names are 1..64 characters")
                 _check_duration(f"backend_durations_ms.{name}", value)
+            timings = self.backend_durations_ms
+            if list(timings) != sorted(timings):  # one order for a map: sorted by name, as attributes are
+                msgspec.structs.force_setattr(self, "backend_durations_ms", dict(sorted(timings.items())))
 
 
 class ResponseGenerated(Event, frozen=True, tag="response_generated"):

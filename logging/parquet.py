@@ -210,7 +210,10 @@ def _map_column(table: pa.Table, field: pa.Field) -> pa.ChunkedArray | pa.Array:
         for child in column.type
     ):
         raise FastPathDeclinedError("nested_shape")
-    rows = [None if row is None else [(k, v) for k, v in row.items() if v is not None] for row in column.to_pylist()]
+    # Keys sorted, as the events keep them: the struct's field order is the batch's, not each line's.
+    rows = [
+        None if row is None else sorted((k, v) for k, v in row.items() if v is not None) for row in column.to_pylist()
+    ]
     return pa.array(rows, field.type)
 
 

@@ -156,11 +156,12 @@ class PriceTable:
             )
             known = pc.and_(pc.is_valid(inputs), pc.is_valid(outputs))
             day = pc.cast(table.column("ts"), pa.date32())
-            todo = pc.and_(pc.and_(is_response, pc.is_null(recorded)), known)
+            todo = pc.and_(pc.and_(is_response.fill_null(False), pc.is_null(recorded)), known)
             for model in models:
                 if model is None:
                     continue
-                of_model = pc.and_(todo, pc.equal(model_col, model))
+                # A null in a mask would make if_else write null over a recorded cost: masks are never null.
+                of_model = pc.and_(todo, pc.equal(model_col, model).fill_null(False))
                 for row in self.rows(model):  # oldest first: a later row overrides from its date on
                     mask = pc.and_(of_model, pc.greater_equal(day, pa.scalar(row.effective_from, pa.date32())))
                     cached_price = row.input if row.cache_read is None else row.cache_read

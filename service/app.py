@@ -109,6 +109,9 @@ def create_app(
     environment; see `generator_from_env` and `LangfuseTracing.from_env`), and are closed at shutdown.
     """
     rt = runtime or Runtime(settings or Settings.from_env())
+    # What this chat API's queries are compared by: QUERYLOG_RELEASE when the deployment names one, else the
+    # version of the code answering (the same value Langfuse traces carry).
+    release = rt.settings.release or __version__
     closers: list[Callable[[], None]] = []
     if pipeline is None:
         env = os.environ if environ is None else environ
@@ -116,7 +119,7 @@ def create_app(
         tracing = LangfuseTracing.from_env(
             env,
             environment=rt.settings.env,
-            release=__version__,
+            release=release,
             service=rt.settings.service,
             redact=rt.redactor.redact,
         )
@@ -197,7 +200,9 @@ def create_app(
         query_failed) are durable in the log before this returns."""
         # Made before the query starts so that query_received carries it too, like every later event.
         trace_id = chat_pipeline.tracing.new_trace_id() if chat_pipeline.tracing is not None else None
-        tracked = tracker.query(body.query, session_id=body.session_id, user_id=body.user_id, trace_id=trace_id)
+        tracked = tracker.query(
+            body.query, session_id=body.session_id, user_id=body.user_id, trace_id=trace_id, release=release
+        )
         recent_queries.remember(tracked.query_id, session_id=body.session_id, user_id=body.user_id, trace_id=trace_id)
         try:
             with tracked as q:

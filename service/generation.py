@@ -54,6 +54,13 @@ class Generation:
     input_tokens: int
     output_tokens: int
     quality_score: float | None
+    #: Why generation stopped (OpenAI's ``finish_reason``: stop, length, content_filter, …), when reported.
+    finish_reason: str | None = None
+    #: The model that answered, when the provider names a snapshot (``gpt-4o-2024-08-06``).
+    response_model: str | None = None
+    #: Input tokens served from the provider's prompt cache, and output tokens spent on reasoning, if reported.
+    cache_read_tokens: int | None = None
+    reasoning_tokens: int | None = None
 
 
 class Generator(Protocol):
@@ -216,6 +223,7 @@ class LocalGenerator:
             input_tokens=estimate_tokens(prompt),
             output_tokens=estimate_tokens(answer),
             quality_score=grounding_score(query, hits),
+            finish_reason="stop",
         )
 
 
@@ -225,16 +233,28 @@ class _Message(msgspec.Struct):
 
 class _Choice(msgspec.Struct):
     message: _Message
+    finish_reason: str | None = None
+
+
+class _PromptDetails(msgspec.Struct):
+    cached_tokens: int | None = None
+
+
+class _CompletionDetails(msgspec.Struct):
+    reasoning_tokens: int | None = None
 
 
 class _Usage(msgspec.Struct):
     prompt_tokens: int
     completion_tokens: int
+    prompt_tokens_details: _PromptDetails | None = None
+    completion_tokens_details: _CompletionDetails | None = None
 
 
 class _ChatCompletion(msgspec.Struct):
     choices: list[_Choice]
     usage: _Usage | None = None
+    model: str | None = None
 
 
 _COMPLETION_DECODER: Final = msgspec.json.Decoder(_ChatCompletion)
@@ -327,8 +347,9 @@ class OpenAICompatibleGenerator:
         answer = completion.choices[0].message.content
         if not answer or not answer.strip():
             raise GenerationResponseError(f"{url} returned an empty answer in choices[0].message.content")
-        if completion.usage is not None:
-            input_tokens, output_tokens = completion.usage.prompt_tokens, completion.usage.completion_tokens
+        usage = completion.usage
+        if usage is not None:
+            input_tokens, output_tokens = usage.prompt_tokens, usage.completion_tokens
         else:
             input_tokens = estimate_tokens("\n".join(m["content"] for m in messages))
             output_tokens = estimate_tokens(answer)
@@ -339,6 +360,14 @@ class OpenAICompatibleGenerator:
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             quality_score=grounding_score(query, hits),
+            finish_reason=completion.choices[0].finish_reason,
+            response_model=completion.model,
+            cache_read_tokens=usage.prompt_tokens_details.cached_tokens
+            if usage is not None and usage.prompt_tokens_details is not None
+            else None,
+            reasoning_tokens=usage.completion_tokens_details.reasoning_tokens
+            if usage is not None and usage.completion_tokens_details is not None
+            else None,
         )
 
 

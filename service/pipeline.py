@@ -11,7 +11,22 @@ from querylog.service.intents import classify
 from querylog.service.retrieval import Hit, Retriever
 from querylog.service.tracing import NULL_TRACE, LangfuseTracing, QueryTrace
 
-__all__ = ["ChatAnswer", "ChatPipeline"]
+__all__ = ["ChatAnswer", "ChatPipeline", "response_type"]
+
+#: The kind of answer each intent gets, as the service this demo stands for labelled its responses.
+_RESPONSE_TYPES = {
+    "stock_analysis": "company_analysis",
+    "company_info": "company_profile",
+    "news_inquiry": "news_summary",
+    "market_overview": "market_overview",
+}
+
+
+def response_type(intent: str, found_documents: bool) -> str:
+    """``company_analysis``, ``news_summary``, …; ``no_sources`` when retrieval found nothing to ground it on."""
+    if not found_documents:
+        return "no_sources"
+    return _RESPONSE_TYPES.get(intent, "general")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +66,9 @@ class ChatPipeline:
                 q.classified(str(verdict.intent), verdict.confidence)
             with q.stage("search"):
                 found = self.retriever.search(q.text, k=k)
-                q.searched(len(found.docs), cache_hit=found.cache_hit, top_score=found.top_score)
+                q.searched(
+                    len(found.docs), cache_hit=found.cache_hit, top_score=found.top_score, sources=found.docs
+                )
             prompt = {"query": q.text, "intent": str(verdict.intent), "documents": [h.title for h in found.docs]}
             with q.stage("generate"), trace.generation(input=prompt) as observed:
                 generation = self.generator.generate(q.text, str(verdict.intent), found.docs)
@@ -68,7 +85,12 @@ class ChatPipeline:
                     input_tokens=generation.input_tokens,
                     output_tokens=generation.output_tokens,
                     quality_score=generation.quality_score,
-                    answer_chars=len(generation.answer),
+                    answer=generation.answer,
+                    response_type=response_type(str(verdict.intent), bool(found.docs)),
+                    finish_reason=generation.finish_reason,
+                    response_model=generation.response_model,
+                    cache_read_tokens=generation.cache_read_tokens,
+                    reasoning_tokens=generation.reasoning_tokens,
                 )
             trace.finish(generation.answer)
         return ChatAnswer(

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from querylog.logging.codec import DecodeError, from_builtins
 from querylog.logging.events import AnyEvent, EventValidationError, nfc
+from querylog.logging.schema import redact_fields
 from querylog.logging.segments import EventLog, LogClosedError, LogReader
 from querylog.runtime import Runtime
 
@@ -42,8 +43,6 @@ __all__ = [
     "tail_event_ids",
 ]
 
-#: Fields whose text a producer controls; redacted (and NFC-normalised) like the tracker's before any sink.
-TEXT_FIELDS: Final = ("query_text", "error_message", "comment")
 #: At most this many item errors are listed in a 422; `invalid_events` still counts them all.
 MAX_REPORTED_ERRORS: Final = 100
 #: Start-up reads at most this much of the log's tail to re-learn recent event ids.
@@ -362,10 +361,9 @@ class EventIngestor:
         obj = dict(item)
         obj.setdefault("service", self.service)
         obj.setdefault("env", self.env)
-        for key in TEXT_FIELDS:
-            value = obj.get(key)
-            if isinstance(value, str):
-                obj[key] = self._redact(nfc(value))
+        # Every text a producer controls (the schema lists them: query, answer, error, comment, attribute values,
+        # source titles) is redacted and NFC-normalised like the tracker's, before any sink.
+        redact_fields(obj, self._redact, nfc)
         user_id = obj.get("user_id")
         if isinstance(user_id, str) and user_id:
             obj["user_id"] = self._pseudonymize(user_id)

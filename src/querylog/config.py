@@ -8,7 +8,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from querylog.logging.pricing import PriceTable
 
 __all__ = ["PROJECTION_MODES", "ConfigError", "Settings", "describe_settings"]
 
@@ -147,6 +150,31 @@ class Settings:
     user_id_salt: str | None = field(
         default=None, metadata={"env": "QUERYLOG_USER_ID_SALT", "doc": "when set, user ids are stored as salted hashes"}
     )
+    release: str | None = field(
+        default=None,
+        metadata={
+            "env": "QUERYLOG_RELEASE",
+            "doc": "the service's release (e.g. a version or git sha), carried by every event to compare releases; unset, the demo API uses querylog's version",
+        },
+    )
+    prompt_version: str | None = field(
+        default=None,
+        metadata={"env": "QUERYLOG_PROMPT_VERSION", "doc": "the prompt version every event carries, for A/B views"},
+    )
+    capture_answers: bool = field(
+        default=True,
+        metadata={
+            "env": "QUERYLOG_CAPTURE_ANSWERS",
+            "doc": "keep each answer's text in its response_generated event; off keeps only its length",
+        },
+    )
+    prices_file: Path | None = field(
+        default=None,
+        metadata={
+            "env": "QUERYLOG_PRICES",
+            "doc": "a price table (JSON, the shape of the bundled one) that replaces the bundled model prices",
+        },
+    )
     projections: str = field(
         default="thread",
         metadata={
@@ -166,6 +194,12 @@ class Settings:
     @property
     def state_dir(self) -> Path:
         return self.home / "state"
+
+    def prices(self) -> PriceTable:
+        """The price table in force: `prices_file`, or the bundled one."""
+        from querylog.logging.pricing import DEFAULT_PRICES, PriceTable
+
+        return DEFAULT_PRICES if self.prices_file is None else PriceTable.load(self.prices_file)
 
     @classmethod
     def from_env(
@@ -268,6 +302,21 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"QUERYLOG_REDACT_EXTRA: {exc}") from None
             values["redact_extra"] = extra
+        for key, var in (("release", "QUERYLOG_RELEASE"), ("prompt_version", "QUERYLOG_PROMPT_VERSION")):
+            if (raw := get(var)) is not None:
+                if len(raw) > 200 or not raw.strip():
+                    raise ConfigError(f"{var} must be a short name (1-200 characters); got {raw[:40]!r}")
+                values[key] = raw.strip()
+        if (raw := get("QUERYLOG_CAPTURE_ANSWERS")) is not None:
+            values["capture_answers"] = _bool("QUERYLOG_CAPTURE_ANSWERS", raw)
+        if (raw := get("QUERYLOG_PRICES")) is not None:
+            from querylog.logging.pricing import PriceTable, PriceTableError
+
+            try:
+                PriceTable.load(Path(raw).expanduser())  # read it now, so a bad file stops the start, named
+            except PriceTableError as exc:
+                raise ConfigError(f"QUERYLOG_PRICES: {exc}") from None
+            values["prices_file"] = Path(raw).expanduser()
         if (raw := get("QUERYLOG_PROJECTIONS")) is not None:
             if raw not in PROJECTION_MODES:
                 raise ConfigError(f"QUERYLOG_PROJECTIONS must be thread, process or none; got {raw!r}")

@@ -47,6 +47,9 @@ class Runtime:
             env=settings.env,
             redact=redactor.redact,
             pseudonymize_user_id=redactor.pseudonymize_user_id if settings.user_id_salt else None,
+            release=settings.release,
+            prompt_version=settings.prompt_version,
+            capture_answers=settings.capture_answers,
         )
         self.metrics = MetricsProjection(settings.metrics_namespace)
         self.metrics.add_sink(self.log.telemetry)
@@ -150,7 +153,7 @@ def elected_projectors(settings: Settings, reader: LogReader) -> dict[str, Proje
         "parquet": _projector(
             s,
             reader,
-            ParquetSink(s.lake_dir).open(),
+            ParquetSink(s.lake_dir, prices=s.prices()).open(),
             interval_s=s.parquet_interval_s,
             batch_max_events=s.parquet_batch_events,
         )

@@ -147,6 +147,20 @@ def _generator(
     return OpenAICompatibleGenerator(BASE_URL + "/", api_key, "gpt-test", timeout_s=5, client=client)
 
 
+def test_cached_and_reasoning_token_counts_are_read_when_the_provider_reports_them(retriever: Retriever) -> None:
+    usage = {
+        "prompt_tokens": 1200,
+        "completion_tokens": 300,
+        "prompt_tokens_details": {"cached_tokens": 1024},
+        "completion_tokens_details": {"reasoning_tokens": 256},
+    }
+    generator = _generator(lambda request: httpx.Response(200, json=_completion(usage=usage, model=None)))
+    generation = generator.generate("네이버 목표주가", "stock_analysis", _hits(retriever, "네이버 목표주가"))
+    assert (generation.cache_read_tokens, generation.reasoning_tokens) == (1024, 256)
+    assert (generation.input_tokens, generation.output_tokens) == (1200, 300)
+    assert generation.response_model is None
+
+
 def test_http_200_is_parsed_into_a_generation(retriever: Retriever, requests: list[httpx.Request]) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         requests.append(request)
@@ -161,6 +175,8 @@ def test_http_200_is_parsed_into_a_generation(retriever: Retriever, requests: li
         input_tokens=123,
         output_tokens=45,
         quality_score=grounding_score("네이버 목표주가", hits),
+        finish_reason="stop",
+        response_model="gpt-test-2030-01-01",
     )
     (request,) = requests
     assert request.method == "POST"

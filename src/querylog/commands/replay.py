@@ -1,4 +1,5 @@
-"""``querylog replay``: rebuild a projection from the log — re-ship a window to Loki, or recompute the metrics."""
+"""``querylog replay``: rebuild a projection from the log — re-ship a window to Loki, recompute the metrics, or
+rebuild the Parquet lake."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "replay",
-        help="rebuild a projection from the log: re-ship a window to Loki, recompute the metrics",
+        help="rebuild a projection from the log: the Parquet lake, a window of Loki, the metrics",
         description="Rebuild a projection from the event log, the source of truth. Live projections keep "
         "their checkpoints: replay never touches them.",
     )
@@ -45,6 +46,17 @@ def add_parser(sub: Any) -> None:
         "series describe a running process and are empty here).",
     )
     metrics.set_defaults(run=run_metrics)
+    parquet = targets.add_parser(
+        "parquet",
+        help="rebuild the whole lake from the log (new schema columns, corrected prices)",
+        description="Project the whole log into a fresh lake beside the live one, with the current schema and "
+        "price table (QUERYLOG_PRICES), check that it holds every event the live lake holds, and swap it in. "
+        "Use it after an upgrade that added columns (old events then have them, null where they did not "
+        "record them), after correcting a price, or when the lake was damaged. Stop querylog serve and "
+        "querylog project first: the rebuild refuses to run beside a live Parquet projection. Run querylog "
+        "compact afterwards to merge the rebuilt files.",
+    )
+    parquet.set_defaults(run=run_parquet)
 
 
 def parse_since(raw: str, now: datetime) -> datetime:
@@ -126,6 +138,35 @@ def run_loki(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"querylog replay loki: done. {snap.sent} lines sent in {snap.batches} pushes; dropped: {dropped}; "
         f"{skipped} events before the window; {corrupt} corrupt log lines.",
+        file=err,
+    )
+    return 0
+
+
+def run_parquet(args: argparse.Namespace, settings: Settings) -> int:
+    from querylog.rebuild import RebuildError, rebuild_lake
+
+    err = sys.stderr
+    if not settings.log_dir.is_dir():
+        print(f"querylog replay parquet: no log at {settings.log_dir}; nothing to rebuild from", file=err)
+        return 2
+    print(f"querylog replay parquet: rebuilding {settings.lake_dir} from {settings.log_dir}", file=err)
+    shown = [-1]
+
+    def progress(done: int, total: int) -> None:
+        percent = done * 100 // total
+        if percent // 10 != shown[0] // 10:  # a line per tenth of the log, not per batch
+            shown[0] = percent
+            print(f"  {percent:3d}% of the log projected ({done:,} of {total:,} bytes)", file=err, flush=True)
+
+    try:
+        report = rebuild_lake(settings, progress=progress)
+    except RebuildError as exc:
+        print(f"querylog replay parquet: {exc}", file=err)
+        return 1
+    print(
+        f"querylog replay parquet: done in {report.seconds:.1f} s. The lake holds {report.events_after} events in "
+        f"{report.files_after} files (it held {report.events_before}). Run `querylog compact` to merge them.",
         file=err,
     )
     return 0

@@ -1,0 +1,121 @@
+"""Rebuild the Parquet lake from the log: new schema columns for old events, corrected prices, a damaged lake.
+
+The lake is a projection; the log is the truth. `rebuild_lake` projects the whole log into a fresh lake beside
+the live one, checks that it holds at least every event the live lake holds, and swaps it into place. Nothing
+is deleted before the new lake is complete: an interrupted rebuild leaves the live lake as it was (the next
+run starts the fresh one over).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from querylog.config import Settings
+from querylog.logging.parquet import ParquetSink
+from querylog.logging.projection import Projector
+from querylog.logging.segments import LogReader
+
+__all__ = ["RebuildError", "RebuildReport", "rebuild_lake"]
+
+ProgressFn = Callable[[int, int], None]
+
+
+class RebuildError(RuntimeError):
+    """The lake could not be rebuilt; the live lake is untouched. The message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildReport:
+    events_before: int
+    events_after: int
+    files_after: int
+    seconds: float
+
+
+def lake_rows(lake_dir: Path) -> tuple[int, int]:
+    """(events, files) of a lake's committed data files, from their footers."""
+    files = sorted((lake_dir / "events").glob("date=*/hour=*/*.parquet"))
+    return sum(pq.read_metadata(f).num_rows for f in files), len(files)
+
+
+@contextmanager
+def _exclusive(path: Path, message: str) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RebuildError(message) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def rebuild_lake(settings: Settings, *, progress: ProgressFn | None = None) -> RebuildReport:
+    """Project the whole log into a fresh lake (current schema, current prices) and swap it in for the live one.
+
+    Refused while the Parquet projection runs (``querylog serve`` or ``querylog project`` on this data
+    directory) or a ``querylog compact`` works on the lake, and when the log holds fewer events than the lake
+    (part of the log was deleted: the rebuilt lake would lose them)."""
+    started = time.monotonic()
+    lake = settings.lake_dir
+    fresh = settings.home / "lake.rebuild"
+    previous = settings.home / "lake.previous"
+    running = (
+        "the Parquet projection is running on this data directory (querylog serve or querylog project): "
+        "stop it, then run the rebuild again"
+    )
+    with (
+        _exclusive(settings.state_dir / "locks" / "parquet.lock", running),
+        _exclusive(lake / "_querylog" / "upkeep.lock", "a querylog compact is working on the lake; try again later"),
+    ):
+        if previous.exists():  # a crash between the two renames below: the live lake is `previous`
+            if not lake.exists():
+                os.rename(previous, lake)
+            else:
+                shutil.rmtree(previous)
+        shutil.rmtree(fresh, ignore_errors=True)  # an interrupted earlier run
+        before, _ = lake_rows(lake)
+        reader = LogReader(settings.log_dir)
+        total_bytes = max(1, sum(p.stat().st_size for p in reader.segments()))
+        sink = ParquetSink(fresh, prices=settings.prices()).open()
+        projector = Projector(reader, sink, batch_max_events=settings.parquet_batch_events)
+        done = 0
+        try:
+            while n := projector.run_once():
+                done += n
+                if progress is not None:
+                    position = sum(sink.checkpoint().values())
+                    progress(min(position, total_bytes), total_bytes)
+        finally:
+            projector.stop(drain_timeout_s=None)
+            sink.close()
+        if settings.retention_days is not None:  # days the live lake already dropped stay dropped
+            from querylog.analytics.upkeep import apply_retention
+
+            apply_retention(fresh, days=settings.retention_days)
+        after, files = lake_rows(fresh)
+        if after < before and settings.retention_days is None:
+            shutil.rmtree(fresh, ignore_errors=True)
+            raise RebuildError(
+                f"the log holds {after} events but the lake holds {before}: part of the log is gone (deleted or "
+                "trimmed), so a lake rebuilt from it would lose events. The live lake is unchanged."
+            )
+        # Two renames, each atomic. The lake's own readers retry a query that a move broke (lake_generation);
+        # between the renames no lake exists, and a reader sees an empty lake for that instant.
+        if lake.exists():
+            os.rename(lake, previous)
+        os.rename(fresh, lake)
+        shutil.rmtree(previous, ignore_errors=True)
+    elapsed = time.monotonic() - started
+    return RebuildReport(events_before=before, events_after=after, files_after=files, seconds=elapsed)
