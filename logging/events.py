@@ -144,15 +144,18 @@ def _check_count(field: str, value: int | None) -> None:
 
 
 def checked_tags(tags: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """`tags` NFC-normalised and stripped, or `EventValidationError` naming ``tags`` when over the bounds."""
-    if len(tags) > MAX_TAGS:
-        raise EventValidationError("tags", f"at most {MAX_TAGS} tags, got {len(tags)}")
-    cleaned = []
+    """`tags` NFC-normalised, stripped and each kept once (first place), or `EventValidationError` naming
+    ``tags`` when over the bounds."""
+    cleaned: dict[str, None] = {}
     for tag in tags:
+        if not isinstance(tag, str):
+            raise EventValidationError("tags", f"each tag must be a string, got {type(tag).__name__}")
         tag = nfc(tag).strip()
         if not tag or len(tag) > MAX_TAG_CHARS:
             raise EventValidationError("tags", f"each tag must be 1..{MAX_TAG_CHARS} characters, got {tag!r}")
-        cleaned.append(tag)
+        cleaned[tag] = None
+    if len(cleaned) > MAX_TAGS:
+        raise EventValidationError("tags", f"at most {MAX_TAGS} tags, got {len(cleaned)}")
     return tuple(cleaned)
 
 

@@ -122,7 +122,7 @@ class QueryTracker:
         add to its defaults. Over their bounds they raise `EventValidationError` naming the field, here."""
         merged_tags = self.tags
         if tags:
-            merged_tags = checked_tags(tuple(dict.fromkeys((*(self.tags or ()), *tags))))
+            merged_tags = checked_tags((*(self.tags or ()), *tags))
         merged_attributes = self.attributes
         if attributes:
             merged_attributes = checked_attributes({**(self.attributes or {}), **self._attributes(attributes)})

@@ -5,6 +5,11 @@ from __future__ import annotations
 import pytest
 
 from querylog.logging.events import (
+    MAX_ANSWER_CHARS,
+    MAX_ATTRIBUTES,
+    MAX_TAG_CHARS,
+    MAX_TAGS,
+    EventValidationError,
     FeedbackReceived,
     IntentClassified,
     QueryCompleted,
@@ -12,6 +17,7 @@ from querylog.logging.events import (
     QueryReceived,
     ResponseGenerated,
     SearchCompleted,
+    Source,
 )
 from querylog.logging.tracker import QueryTracker
 from querylog.testing import CapturingEmitter, capture_events
@@ -147,3 +153,97 @@ def test_capture_events_routes_a_live_trackers_events_temporarily() -> None:
 def test_a_tracker_refuses_an_emitter_without_append_and_flush() -> None:
     with pytest.raises(TypeError, match="append"):
         QueryTracker(object())  # type: ignore[arg-type]
+
+
+# -- schema v2: the answer, its sources and the query's context ------------------------------------------------
+def _phone(text: str) -> str:
+    return text.replace("010-1234-5678", "[PHONE]")
+
+
+def _answered(tracker: QueryTracker, **query: object) -> CapturingEmitter:
+    capture = tracker.emitter
+    assert isinstance(capture, CapturingEmitter)
+    with tracker.query("삼성전자 전망", **query) as q:  # type: ignore[arg-type]
+        q.searched(
+            2,
+            sources=[
+                Source(doc_id="d-9", title="문의 010-1234-5678", score=3.5, rank=1),
+                Source(doc_id="d-4", title=None, score=None, rank=2),
+            ],
+            backend_durations_ms={"opensearch": 12.5, "neo4j": 30.0},
+        )
+        q.responded(answer="상담은 010-1234-5678 로 주세요", finish_reason="stop", response_type="company_analysis")
+    return capture
+
+
+def test_the_answer_its_sources_and_attribute_values_are_redacted_like_the_query() -> None:
+    tracker = QueryTracker(CapturingEmitter(), redact=_phone)
+    capture = _answered(tracker, attributes={"channel": "앱 010-1234-5678"})
+    searched = capture.of_type("search_completed")[0]
+    response = capture.of_type("response_generated")[0]
+    assert isinstance(searched, SearchCompleted) and isinstance(response, ResponseGenerated)
+    assert searched.sources is not None
+    assert [(s.doc_id, s.title, s.rank) for s in searched.sources] == [("d-9", "문의 [PHONE]", 1), ("d-4", None, 2)]
+    assert searched.backend_durations_ms == {"neo4j": 30.0, "opensearch": 12.5}
+    assert response.answer_text == "상담은 [PHONE] 로 주세요"
+    assert response.answer_chars == len("상담은 010-1234-5678 로 주세요")  # the length returned, before redaction
+    assert response.finish_reason == "stop" and response.response_type == "company_analysis"
+    received = capture.of_type("query_received")[0]
+    assert received.attributes == {"channel": "앱 [PHONE]"}
+    assert "010-1234-5678" not in repr(capture.events)
+
+
+def test_with_capture_answers_off_only_the_answers_length_is_kept() -> None:
+    capture = _answered(QueryTracker(CapturingEmitter(), capture_answers=False))
+    response = capture.of_type("response_generated")[0]
+    assert isinstance(response, ResponseGenerated)
+    assert response.answer_text is None and response.answer_chars == len("상담은 010-1234-5678 로 주세요")
+
+
+def test_an_answer_past_the_cap_is_cut_with_a_marker() -> None:
+    capture = CapturingEmitter()
+    with QueryTracker(capture).query("긴 답") as q:
+        q.responded(answer="가" * (MAX_ANSWER_CHARS + 500))
+    response = capture.of_type("response_generated")[0]
+    assert isinstance(response, ResponseGenerated) and response.answer_text is not None
+    assert len(response.answer_text) <= MAX_ANSWER_CHARS
+    assert response.answer_text.startswith("가" * 100) and not response.answer_text.endswith("가")
+    assert response.answer_chars == MAX_ANSWER_CHARS + 500
+
+
+def test_release_and_prompt_version_ride_on_every_event_tags_and_attributes_on_the_first_and_last() -> None:
+    tracker = QueryTracker(
+        CapturingEmitter(), release="2026.12.1", prompt_version="p-3", tags=["beta"], attributes={"team": "a"}
+    )
+    capture = _answered(tracker, tags=["vip", "beta"], attributes={"channel": "web"}, prompt_version="p-4")
+    assert {(e.release, e.prompt_version) for e in capture.events} == {("2026.12.1", "p-4")}
+    first, last = capture.events[0], capture.events[-1]
+    for event in (first, last):
+        assert event.tags == ("beta", "vip")  # the service's defaults first, each tag once
+        assert event.attributes == {"channel": "web", "team": "a"}
+    assert all(e.tags is None and e.attributes is None for e in capture.events[1:-1])
+    feedback = tracker.feedback("q-1", 1)
+    assert (feedback.release, feedback.prompt_version) == ("2026.12.1", "p-3")
+
+
+@pytest.mark.parametrize(
+    ("given", "field"),
+    [
+        ({"tags": [f"t{i}" for i in range(MAX_TAGS + 1)]}, "tags"),
+        ({"tags": [7]}, "tags"),
+        ({"tags": ["t" * (MAX_TAG_CHARS + 1)]}, "tags"),
+        ({"tags": ["  "]}, "tags"),
+        ({"attributes": {f"k{i}": "v" for i in range(MAX_ATTRIBUTES + 1)}}, "attributes"),
+        ({"attributes": {"bad key!": "v"}}, "attributes"),
+        ({"attributes": {"k": 3}}, "attributes"),
+    ],
+)
+def test_tags_and_attributes_over_their_bounds_are_refused_where_they_are_given(
+    given: dict[str, object], field: str
+) -> None:
+    with pytest.raises(EventValidationError, match=field):
+        QueryTracker(CapturingEmitter(), **given)  # type: ignore[arg-type]
+    capture = CapturingEmitter()
+    with pytest.raises(EventValidationError, match=field):
+        QueryTracker(capture).query("x", **given)  # type: ignore[arg-type]
+    assert capture.events == []  # refused before the query began: nothing half-recorded

@@ -146,6 +146,56 @@ def test_text_is_redacted_and_nfc_normalised_before_the_log(settings: Settings) 
     assert received.user_id == expected_user != "u-42"
 
 
+def test_v1_and_v2_bodies_are_both_accepted_and_v2_text_is_redacted(settings: Settings) -> None:
+    v1 = {"event_type": "query_received", "event_id": "v1-1", "query_id": "q-1", "query_text": "현대차 주가", "schema_version": 1}
+    v2 = [
+        {
+            "event_type": "search_completed", "event_id": "v2-1", "query_id": "q-1", "result_count": 1,
+            "sources": [{"doc_id": "news-7", "title": "연락처 010-1234-5678", "score": 2.5, "rank": 1}],
+            "backend_durations_ms": {"opensearch": 4.0},
+        },
+        {
+            "event_type": "response_generated", "event_id": "v2-2", "query_id": "q-1",
+            "answer_text": unicodedata.normalize("NFD", "답변: 010-1234-5678"), "finish_reason": "stop",
+            "cost_usd": 0.002, "release": "r-9", "tags": ["beta"], "attributes": {"channel": "kakao 010-1234-5678"},
+        },
+    ]
+    with _client(settings) as c:
+        assert c.post("/v1/events", json={"events": [v1, *v2]}).status_code == 202
+    raw = b"".join(p.read_bytes() for p in settings.log_dir.glob("*.jsonl")).decode()
+    assert "010-1234-5678" not in raw
+    by_id = {e.event_id: e for e in _logged(settings)}
+    assert by_id["v1-1"].schema_version == 1 and by_id["v2-1"].schema_version == 2
+    response = by_id["v2-2"]
+    assert response.answer_text == "답변: [PHONE]"  # type: ignore[attr-defined]
+    assert response.attributes == {"channel": "kakao [PHONE]"}
+    assert (response.release, response.tags, response.cost_usd) == ("r-9", ("beta",), 0.002)  # type: ignore[attr-defined]
+    [source] = by_id["v2-1"].sources  # type: ignore[attr-defined]
+    assert (source.doc_id, source.title, source.rank) == ("news-7", "연락처 [PHONE]", 1)
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"tags": [f"t{i}" for i in range(17)]}, "tags"),
+        ({"tags": ["x" * 65]}, "tags"),
+        ({"attributes": {f"k{i}": "v" for i in range(33)}}, "attributes"),
+        ({"attributes": {"k": "v" * 5000}}, "attributes"),
+        ({"attributes": {"k": 1}}, "attributes"),
+        ({"sources": [{"title": "no id"}]}, "sources"),
+    ],
+)
+def test_v2_fields_over_their_bounds_are_422_naming_the_field(
+    client: TestClient, settings: Settings, extra: dict[str, Any], field: str
+) -> None:
+    event = {"event_type": "search_completed", "query_id": "q-1", "result_count": 0, **extra}
+    resp = client.post("/v1/events", json={"events": [_batch(1, prefix="ok")[0], event]})
+    assert resp.status_code == 422, resp.text
+    [problem] = resp.json()["detail"]
+    assert (problem["index"], problem["field"].split("[")[0]) == (1, field)  # e.g. sources[0]: the item too
+    assert not any(e.event_id.startswith("ok-") for e in _logged(settings))  # the whole batch refused
+
+
 # -- idempotency -------------------------------------------------------------------------------------
 def test_resending_a_batch_adds_nothing_and_the_lake_has_each_event_once(
     client: TestClient, settings: Settings
