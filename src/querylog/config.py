@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from querylog.logging.pricing import PriceTable
 
-__all__ = ["PROJECTION_MODES", "ConfigError", "Settings", "describe_settings"]
+__all__ = ["PROJECTION_MODES", "ConfigError", "Settings", "describe_settings", "duration_seconds"]
 
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _PROM_NS_RE: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -33,6 +34,18 @@ def _bool(name: str, raw: str) -> bool:
     if value in ("0", "false", "no", "off", ""):
         return False
     raise ConfigError(f"{name} must be true or false (1/0, yes/no, on/off); got {raw!r}")
+
+
+_DURATION_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
+
+
+def duration_seconds(name: str, raw: str) -> float:
+    """``0s``, ``90m``, ``24h``, ``7d``, ``2w`` in seconds; `ConfigError` naming `name` otherwise."""
+    match = _DURATION_RE.match(raw)
+    if match is None:
+        raise ConfigError(f"{name} must be a duration like 0s, 30m, 24h, 7d or 2w; got {raw!r}")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 def _number(name: str, raw: str, *, minimum: float, integer: bool = False) -> float:
@@ -120,9 +133,34 @@ class Settings:
         default="querylog",
         metadata={"env": "QUERYLOG_METRICS_NAMESPACE", "doc": "prefix of the Prometheus metric names"},
     )
+    retention: str | None = field(
+        default=None,
+        metadata={
+            "env": "QUERYLOG_RETENTION",
+            "doc": "how long events are kept anywhere (lake, search index, log): 90d, 12w, 36h; unset keeps them",
+        },
+    )
     retention_days: int | None = field(
         default=None,
-        metadata={"env": "QUERYLOG_RETENTION_DAYS", "doc": "lake retention in days; unset keeps everything"},
+        metadata={
+            "env": "QUERYLOG_RETENTION_DAYS",
+            "doc": "lake and search-index retention in days, overriding QUERYLOG_RETENTION for them",
+        },
+    )
+    log_retention: str = field(
+        default="7d",
+        metadata={
+            "env": "QUERYLOG_LOG_RETENTION",
+            "doc": "a log segment is deleted this long after its last write, once every durable projection has it "
+            "(0s, 24h, 7d; never longer than QUERYLOG_RETENTION)",
+        },
+    )
+    log_max_gb: float | None = field(
+        default=None,
+        metadata={
+            "env": "QUERYLOG_LOG_MAX_GB",
+            "doc": "cap on the log's size: past it, segments the lake has are deleted whatever their age",
+        },
     )
     ingest_token: str | None = field(
         default=None,
@@ -154,7 +192,8 @@ class Settings:
         default=None,
         metadata={
             "env": "QUERYLOG_RELEASE",
-            "doc": "the service's release (e.g. a version or git sha), carried by every event to compare releases; unset, the demo API uses querylog's version",
+            "doc": "the service's release (e.g. a version or git sha), carried by every event to compare releases; "
+            "unset, the demo API uses querylog's version",
         },
     )
     prompt_version: str | None = field(
@@ -194,6 +233,28 @@ class Settings:
     @property
     def state_dir(self) -> Path:
         return self.home / "state"
+
+    @property
+    def lake_retention_days(self) -> int | None:
+        """Days the lake and the search index keep: QUERYLOG_RETENTION_DAYS, else QUERYLOG_RETENTION rounded up
+        to whole days (the lake drops whole UTC days), else None (keep everything)."""
+        if self.retention_days is not None:
+            return self.retention_days
+        if self.retention is None:
+            return None
+        return max(1, math.ceil(duration_seconds("QUERYLOG_RETENTION", self.retention) / 86_400))
+
+    @property
+    def log_retention_s(self) -> float:
+        """Seconds a projected log segment is kept: QUERYLOG_LOG_RETENTION, capped by QUERYLOG_RETENTION."""
+        seconds = duration_seconds("QUERYLOG_LOG_RETENTION", self.log_retention)
+        if self.retention is not None:
+            seconds = min(seconds, duration_seconds("QUERYLOG_RETENTION", self.retention))
+        return seconds
+
+    @property
+    def log_max_bytes(self) -> int | None:
+        return None if self.log_max_gb is None else int(self.log_max_gb * 1024**3)
 
     def prices(self) -> PriceTable:
         """The price table in force: `prices_file`, or the bundled one."""
@@ -239,6 +300,14 @@ class Settings:
         ):
             if (raw := get(var)) is not None:
                 values[key] = _number(var, raw, minimum=minimum, integer=integer)
+        for key, var in (("retention", "QUERYLOG_RETENTION"), ("log_retention", "QUERYLOG_LOG_RETENTION")):
+            if (raw := get(var)) is not None:
+                if key == "retention" and duration_seconds(var, raw) <= 0:
+                    raise ConfigError(f"{var} must be longer than 0 (unset it to keep everything); got {raw!r}")
+                duration_seconds(var, raw)
+                values[key] = raw.strip()
+        if (raw := get("QUERYLOG_LOG_MAX_GB")) is not None:
+            values["log_max_gb"] = _number("QUERYLOG_LOG_MAX_GB", raw, minimum=0.001)
         if (raw := get("QUERYLOG_STDOUT_EVENTS")) is not None:
             values["stdout_events"] = _bool("QUERYLOG_STDOUT_EVENTS", raw)
         loki = get("QUERYLOG_LOKI_URL") or get("LOKI_URL")

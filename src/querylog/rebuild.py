@@ -100,12 +100,12 @@ def rebuild_lake(settings: Settings, *, progress: ProgressFn | None = None) -> R
         finally:
             projector.stop(drain_timeout_s=None)
             sink.close()
-        if settings.retention_days is not None:  # days the live lake already dropped stay dropped
+        if settings.lake_retention_days is not None:  # days the live lake already dropped stay dropped
             from querylog.analytics.upkeep import apply_retention
 
-            apply_retention(fresh, days=settings.retention_days)
+            apply_retention(fresh, days=settings.lake_retention_days)
         after, files = lake_rows(fresh)
-        if after < before and settings.retention_days is None:
+        if after < before and settings.lake_retention_days is None:
             shutil.rmtree(fresh, ignore_errors=True)
             raise RebuildError(
                 f"the log holds {after} events but the lake holds {before}: part of the log is gone (deleted or "

@@ -51,7 +51,8 @@ def add_parser(sub: Any) -> None:
         type=_days,
         default=None,
         metavar="N",
-        help="drop days older than N days (default: QUERYLOG_RETENTION_DAYS; unset keeps everything)",
+        help="drop days older than N days (default: QUERYLOG_RETENTION_DAYS, else QUERYLOG_RETENTION in whole "
+        "days; unset keeps everything)",
     )
     p.add_argument("--no-days", action="store_true", help="compact hours only; leave closed days as hour files")
     p.add_argument("--dry-run", action="store_true", help="show what would be done, change nothing")
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
 
     lake = settings.lake_dir
-    days = args.retention_days if args.retention_days is not None else settings.retention_days
+    days = args.retention_days if args.retention_days is not None else settings.lake_retention_days
     compactor = LakeCompactor(lake, progress=_progress("compact"))
     if args.dry_run:
         if days is not None:
