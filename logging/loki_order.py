@@ -18,7 +18,7 @@ from pathlib import Path
 
 import msgspec
 
-from querylog.logging.segments import Checkpoint, LogReader, ReadBatch
+from querylog.logging.segments import Checkpoint, LogReader, ReadBatch, is_erased
 
 __all__ = ["TimeOrderedReader"]
 
@@ -104,7 +104,7 @@ class TimeOrderedReader(LogReader):
         taken = {p.name: 0 for p in pending}
         for _, k, _, _ in merged:
             taken[pending[k].name] += 1
-        lines = [line for _, _, _, line in merged]
+        lines = [line for _, _, _, line in merged if not is_erased(line)]
         new: Checkpoint = {name: checkpoint.get(name, 0) for name in sizes}
         remaining = 0
         cut = False

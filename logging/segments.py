@@ -40,7 +40,9 @@ __all__ = [
     "LogClosedError",
     "LogReader",
     "ReadBatch",
+    "is_erased",
     "repair",
+    "segment_paths",
 ]
 
 SEGMENT_SUFFIX: Final = ".jsonl"
@@ -67,6 +69,11 @@ def _try_lock(fd: int) -> bool:
     except BlockingIOError:
         return False
     return True
+
+
+def is_erased(line: bytes) -> bool:
+    """A line `querylog erase` blanked in place (spaces, so that no offset moves); events start with ``{``."""
+    return line[:1] == b" "
 
 
 def segment_paths(directory: Path) -> list[Path]:
@@ -421,7 +428,10 @@ class LogReader:
             pieces = data.split(b"\n", max_events - len(lines)) if end else [data]
             end = len(data) - len(pieces[-1])
             cut = cut or b"\n" in pieces[-1]
-            lines.extend(pieces[:-1])
+            if data[:1] == b" " or b"\n " in data:  # erased lines (logging/erase.py): never handed on
+                lines.extend(p for p in pieces[:-1] if not is_erased(p))
+            else:
+                lines.extend(pieces[:-1])
             new[name] = offset + end
             budget -= end
             remaining += max(0, size - offset - end)  # a long line read whole may end past the stat

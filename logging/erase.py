@@ -1,0 +1,126 @@
+"""Erasure in the event log: every line of a subject overwritten in place with spaces.
+
+A projection's position in the log is a byte offset per segment, so a line cannot be removed without moving
+every position after it. Overwriting it with as many spaces (the ``\\n`` kept) leaves every offset where it was:
+readers skip a line that starts with a space (`is_erased`), checkpoints stay valid, and the personal data is
+gone from the file. Works on segments a writer is appending to: the writer only ever writes past the end.
+
+Who is erased: every event whose `user_id`, `session_id` or `query_id` is a subject, and every event of a query
+one of those events belongs to (a query's stage events may not repeat its user id).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from querylog.logging.segments import is_erased, segment_paths
+
+__all__ = ["LogErasure", "Subjects", "erase_from_log", "is_erased", "queries_of"]
+
+_CHUNK = 8 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """Whose events to erase. User ids as stored (pseudonymized already when a salt is set)."""
+
+    user_ids: frozenset[str] = frozenset()
+    session_ids: frozenset[str] = frozenset()
+    query_ids: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.user_ids or self.session_ids or self.query_ids)
+
+    def matches(self, ids: _Ids) -> bool:
+        return (
+            ids.query_id in self.query_ids
+            or (ids.user_id is not None and ids.user_id in self.user_ids)
+            or (ids.session_id is not None and ids.session_id in self.session_ids)
+        )
+
+
+class _Ids(msgspec.Struct):
+    query_id: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+
+
+_decoder = msgspec.json.Decoder(_Ids)
+
+
+@dataclass(slots=True)
+class LogErasure:
+    events: int = 0
+    #: segment name → lines blanked
+    segments: dict[str, int] = field(default_factory=dict)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(offset, line without its newline) of every whole line of `path`."""
+    with path.open("rb") as fh:
+        offset = 0
+        rest = b""
+        while chunk := fh.read(_CHUNK):
+            data = rest + chunk
+            start = 0
+            while (end := data.find(b"\n", start)) >= 0:
+                yield offset + start, data[start:end]
+                start = end + 1
+            offset += start
+            rest = data[start:]
+
+
+def _ids(line: bytes) -> _Ids | None:
+    if is_erased(line) or not line:
+        return None
+    try:
+        return _decoder.decode(line)
+    except msgspec.DecodeError:
+        return None
+
+
+def queries_of(directory: Path, subjects: Subjects) -> frozenset[str]:
+    """The query ids of the subjects' events in the log (with the subjects' own query ids)."""
+    found = set(subjects.query_ids)
+    for path in segment_paths(directory):
+        try:
+            for _, line in _lines(path):
+                ids = _ids(line)
+                if ids is not None and ids.query_id is not None and subjects.matches(ids):
+                    found.add(ids.query_id)
+        except FileNotFoundError:
+            continue
+    return frozenset(found)
+
+
+def erase_from_log(directory: Path, subjects: Subjects) -> LogErasure:
+    """Blank every line of `subjects` (their queries included: see the module docstring); idempotent."""
+    report = LogErasure()
+    if not subjects:
+        return report
+    everyone = Subjects(subjects.user_ids, subjects.session_ids, queries_of(directory, subjects))
+    for path in segment_paths(directory):
+        try:
+            hits = [(at, len(line)) for at, line in _lines(path) if (ids := _ids(line)) and everyone.matches(ids)]
+        except FileNotFoundError:
+            continue
+        if not hits:
+            continue
+        try:
+            fd = os.open(path, os.O_WRONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            for offset, length in hits:
+                os.pwrite(fd, b" " * length, offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        report.events += len(hits)
+        report.segments[path.name] = len(hits)
+    return report
