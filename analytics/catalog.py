@@ -223,7 +223,8 @@ class Catalog:
     def arrow(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pa.Table:
         def run() -> pa.Table:
             try:
-                return self.connection.execute(sql, params).to_arrow_table()
+                # .sql(): an Arrow result straight from the relation (execute() would copy the rows once more)
+                return self.connection.sql(sql, params=params).to_arrow_table()
             except duckdb.Error as exc:
                 raise CatalogError(_one_line(exc)) from exc
 
