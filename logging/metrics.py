@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from itertools import pairwise
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import (
@@ -380,6 +381,78 @@ class MetricsProjection:
         if histogram is None:
             histogram = self._query_duration[key] = _Histogram(self._query_bounds)
         histogram.observe(latency_ms / 1000.0)
+
+    # -- snapshots (logging/metrics_snapshot.py) ---------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        """What the state means besides the events: a snapshot is loaded only into a projection with the same."""
+        return {
+            "namespace": self.namespace,
+            "query_buckets": list(self._query_bounds),
+            "stage_buckets": list(self._stage_bounds),
+            "quality_buckets": list(self._quality_bounds),
+            "stale_after_seconds": self._stale_after,
+        }
+
+    def export_state(self) -> dict[str, Any]:
+        """The fold's whole state as plain values (JSON-ready). Holds query ids of open queries only (no text,
+        no user ids); erasure removes a query's entry (`forget_queries`)."""
+        with self._lock:
+            return {
+                "queries": [[i, s, n] for (i, s), n in sorted(self._queries.items())],
+                "query_duration": [[i, s, h.counts, h.total] for (i, s), h in sorted(self._query_duration.items())],
+                "stage_duration": {k: [h.counts, h.total] for k, h in sorted(self._stage_duration.items())},
+                "quality": [self._quality.counts, self._quality.total],
+                "cache": dict(self._cache),
+                "feedback": dict(self._feedback),
+                "events": dict(self._events),
+                "open": {
+                    q: [o.first_seen, o.received, o.intent, o.quality_score] for q, o in sorted(self._open.items())
+                },
+                "active": self._active,
+                "watermark": None if self._watermark == -math.inf else self._watermark,
+            }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Replace the state with one `export_state` gave (of a projection with the same `config`)."""
+
+        def histogram(bounds: tuple[float, ...], counts: list[int], total: float) -> _Histogram:
+            if len(counts) != len(bounds) + 1:
+                raise ValueError("a histogram of the snapshot has other buckets than this projection")
+            h = _Histogram(bounds)
+            h.counts = list(counts)
+            h.total = float(total)
+            return h
+
+        with self._lock:
+            self._queries = Counter({(i, s): n for i, s, n in state["queries"]})
+            self._query_duration = {
+                (i, s): histogram(self._query_bounds, c, t) for i, s, c, t in state["query_duration"]
+            }
+            self._stage_duration = {
+                k: histogram(self._stage_bounds, c, t) for k, (c, t) in state["stage_duration"].items()
+            }
+            self._quality = histogram(self._quality_bounds, *state["quality"])
+            self._cache = Counter(state["cache"])
+            self._feedback = Counter(state["feedback"])
+            self._events = Counter(state["events"])
+            self._open = {
+                q: _OpenQuery(first_seen=f, received=r, intent=i, quality_score=qs)
+                for q, (f, r, i, qs) in state["open"].items()
+            }
+            self._expiry = sorted((o.first_seen, q) for q, o in self._open.items())  # a sorted list is a heap
+            self._active = int(state["active"])
+            self._watermark = -math.inf if state["watermark"] is None else float(state["watermark"])
+
+    def forget_queries(self, query_ids: Iterable[str]) -> int:
+        """Drop open queries from the state (erasure): they leave the active gauge as a stale query does."""
+        with self._lock:
+            n = 0
+            for query_id in query_ids:
+                if query_id in self._open:
+                    self._close_query(query_id)
+                    n += 1
+            return n
 
     # -- exposing --------------------------------------------------------------------------------------------
 

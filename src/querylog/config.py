@@ -235,6 +235,11 @@ class Settings:
         return self.home / "state"
 
     @property
+    def metrics_snapshot_path(self) -> Path:
+        """The metrics fold's snapshot (logging/metrics_snapshot.py)."""
+        return self.state_dir / "metrics-snapshot.json"
+
+    @property
     def lake_retention_days(self) -> int | None:
         """Days the lake and the search index keep: QUERYLOG_RETENTION_DAYS, else QUERYLOG_RETENTION rounded up
         to whole days (the lake drops whole UTC days), else None (keep everything)."""

@@ -67,9 +67,9 @@ class Runtime:
         s = self.settings
         projectors = elected_projectors(s, self.reader) if self.mode == "thread" else {}
         # Not elected: each process folds the whole log, so every worker's /metrics has the full totals.
-        projectors["metrics"] = _projector(
-            s, self.reader, MetricsSink(self.metrics).open(), interval_s=0.5, elected=False
-        )
+        # It starts from the newest snapshot of the fold, so a restart folds only what came after it.
+        metrics_sink = MetricsSink(self.metrics, snapshot_path=s.metrics_snapshot_path, log_dir=s.log_dir)
+        projectors["metrics"] = _projector(s, self.reader, metrics_sink.open(), interval_s=0.5, elected=False)
         for name, projector in projectors.items():
             if name != "metrics":
                 self.metrics.add_sink(projector.telemetry)

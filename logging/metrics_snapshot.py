@@ -1,0 +1,85 @@
+"""Snapshots of the metrics fold: its state and the log position it covers, written atomically.
+
+A process that starts loads the newest snapshot and folds only what the log holds past it, so its first scrape
+already shows the totals, whatever the age of the service, and no counter goes backwards across a restart. The
+snapshot is also a holder of the log (`logging/trim.py`): a segment is trimmed only once a snapshot covers it.
+
+Every process folds the same log, so any of them may write the snapshot; a write replaces the file only when it
+covers at least as much of the log as the one there (under ``state/locks/metrics-snapshot.lock``), so a slower
+worker never sets it back.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+
+from querylog.logging.projection import atomic_write
+from querylog.logging.segments import Checkpoint
+
+__all__ = ["SNAPSHOT_FORMAT", "MetricsSnapshot", "load_snapshot", "snapshot_checkpoint", "write_snapshot"]
+
+#: Bumped when the state's shape changes: a snapshot of another format is ignored (and the fold starts over).
+SNAPSHOT_FORMAT = 1
+
+_log = structlog.get_logger("querylog.metrics")
+
+
+class MetricsSnapshot(msgspec.Struct):
+    format: int
+    #: What the state depends on besides the events (namespace, buckets, staleness): a snapshot made with
+    #: another configuration is not loaded.
+    config: dict[str, Any]
+    checkpoint: Checkpoint
+    state: dict[str, Any]
+    written_at: float
+
+
+def _covers(new: Checkpoint, old: Checkpoint, log_dir: Path | None) -> bool:
+    """Whether `new` is at or past `old` in every segment that still exists."""
+    for name, offset in old.items():
+        if log_dir is not None and not (log_dir / name).exists():
+            continue
+        if new.get(name, 0) < offset:
+            return False
+    return True
+
+
+def load_snapshot(path: Path) -> MetricsSnapshot | None:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        snapshot = msgspec.json.decode(data, type=MetricsSnapshot)
+    except msgspec.DecodeError as exc:
+        _log.warning("metrics_snapshot_unreadable", path=str(path), error=str(exc))
+        return None
+    return snapshot if snapshot.format == SNAPSHOT_FORMAT else None
+
+
+def snapshot_checkpoint(path: Path) -> Checkpoint | None:
+    """The log position a snapshot covers; None when there is none (then it holds the whole log)."""
+    snapshot = load_snapshot(path)
+    return None if snapshot is None else dict(snapshot.checkpoint)
+
+
+def write_snapshot(path: Path, snapshot: MetricsSnapshot, *, log_dir: Path | None = None) -> bool:
+    """Replace the snapshot at `path` unless the one there covers more of the log; True if written."""
+    lock = path.parent / "locks" / "metrics-snapshot.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("ab") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        current = load_snapshot(path)
+        if (
+            current is not None
+            and current.config == snapshot.config
+            and not _covers(snapshot.checkpoint, current.checkpoint, log_dir)
+        ):
+            return False
+        atomic_write(path, msgspec.json.encode(snapshot))
+        return True

@@ -1,0 +1,123 @@
+"""Metrics snapshots: a restarted fold serves the totals at once, folds only what came after, never goes back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from querylog.logging.metrics import MetricsProjection
+from querylog.logging.metrics_snapshot import load_snapshot, write_snapshot
+from querylog.logging.projection import Projector
+from querylog.logging.segments import EventLog, LogReader
+from querylog.logging.sinks import MetricsSink
+from querylog.logging.tracker import QueryTracker
+from querylog.logging.trim import Holder, trim_log
+
+
+def _queries(log_dir: Path, n: int, *, intent: str = "stock_analysis") -> None:
+    with EventLog(log_dir) as log:
+        tracker = QueryTracker(log)
+        for i in range(n):
+            with tracker.query(f"질문 {i}", session_id="s") as q:
+                q.classified(intent, 0.9)
+                q.searched(2, cache_hit=i % 2 == 0, top_score=1.0)
+                q.responded(model="m", input_tokens=5, output_tokens=7, quality_score=0.5)
+            if i % 3 == 0:
+                tracker.feedback(q.query_id, 1)
+
+
+def _fold(log_dir: Path, snapshot: Path | None, **sink: object) -> tuple[MetricsProjection, MetricsSink]:
+    projection = MetricsProjection()
+    metrics_sink = MetricsSink(projection, snapshot_path=snapshot, log_dir=log_dir, **sink).open()  # type: ignore[arg-type]
+    return projection, metrics_sink
+
+
+def _run(log_dir: Path, sink: MetricsSink) -> None:
+    Projector(LogReader(log_dir), sink).catch_up()
+
+
+def _full(log_dir: Path) -> bytes:
+    projection, sink = _fold(log_dir, None)
+    _run(log_dir, sink)
+    return projection.exposition()
+
+
+def test_a_restart_serves_the_totals_before_reading_the_log_and_then_folds_only_the_rest(tmp_path: Path) -> None:
+    log_dir, snapshot = tmp_path / "log", tmp_path / "state" / "metrics-snapshot.json"
+    _queries(log_dir, 30)
+    first, sink = _fold(log_dir, snapshot)
+    _run(log_dir, sink)
+    sink.close()  # writes the snapshot
+    assert load_snapshot(snapshot) is not None
+    _queries(log_dir, 12, intent="news_inquiry")
+    restarted, sink = _fold(log_dir, snapshot)
+    assert restarted.exposition() == first.exposition()  # the first scrape: the totals, not zero
+    assert sink.restored_events == sum(1 for b in LogReader(log_dir).iter_all() for _ in b.lines) - 12 * 5 - 4
+    before = sink.telemetry.snapshot().sent
+    _run(log_dir, sink)
+    assert sink.telemetry.snapshot().sent - before == 12 * 5 + 4  # only what came after the snapshot
+    assert restarted.exposition() == _full(log_dir)
+
+
+def test_after_the_log_is_trimmed_the_totals_still_count_every_event(tmp_path: Path) -> None:
+    log_dir, snapshot = tmp_path / "log", tmp_path / "state" / "metrics-snapshot.json"
+    _queries(log_dir, 20)
+    expected_before_trim = _full(log_dir)
+    projection, sink = _fold(log_dir, snapshot)
+    _run(log_dir, sink)
+    sink.close()
+    covered = load_snapshot(snapshot)
+    assert covered is not None
+    segments = LogReader(log_dir).segments()
+    later = max(int(p.name.split("-")[0]) for p in segments) / 1e9 + 3_600
+    assert len(trim_log(log_dir, [Holder("metrics", covered.checkpoint)], retention_s=0, now=later).delete) == 1
+    assert LogReader(log_dir).segments() == []
+    restarted, sink = _fold(log_dir, snapshot)
+    _run(log_dir, sink)
+    assert restarted.exposition() == expected_before_trim == projection.exposition()
+
+
+def test_a_snapshot_behind_the_one_on_disk_never_replaces_it(tmp_path: Path) -> None:
+    log_dir, snapshot = tmp_path / "log", tmp_path / "state" / "metrics-snapshot.json"
+    _queries(log_dir, 5)
+    _behind, slow = _fold(log_dir, snapshot)
+    Projector(LogReader(log_dir), slow, batch_max_events=3).run_once()  # a slow worker: 3 events in
+    _ahead, fast = _fold(log_dir, snapshot)
+    _run(log_dir, fast)
+    assert fast.snapshot()
+    on_disk = load_snapshot(snapshot)
+    assert not slow.snapshot()
+    assert load_snapshot(snapshot) == on_disk
+    assert on_disk is not None and write_snapshot(snapshot, on_disk, log_dir=log_dir)  # the same one: fine
+
+
+def test_a_snapshot_of_another_configuration_is_ignored_counted_and_the_log_folded_again(tmp_path: Path) -> None:
+    log_dir, snapshot = tmp_path / "log", tmp_path / "state" / "metrics-snapshot.json"
+    _queries(log_dir, 4)
+    _, sink = _fold(log_dir, snapshot)
+    _run(log_dir, sink)
+    sink.close()
+    other = MetricsProjection(query_buckets=[0.1, 1.0])
+    other_sink = MetricsSink(other, snapshot_path=snapshot, log_dir=log_dir).open()
+    assert other_sink.restored_events == 0
+    assert other_sink.telemetry.snapshot().fallbacks == {"snapshot_config_changed": 1}
+    _run(log_dir, other_sink)
+    fresh = MetricsProjection(query_buckets=[0.1, 1.0])
+    fresh_sink = MetricsSink(fresh).open()
+    _run(log_dir, fresh_sink)
+    assert other.exposition() == fresh.exposition()
+
+
+def test_export_and_restore_give_the_same_exposition_and_erasure_forgets_open_queries(tmp_path: Path) -> None:
+    log_dir = tmp_path / "log"
+    _queries(log_dir, 6)
+    with EventLog(log_dir) as log, QueryTracker(log).query("열린 질문", query_id="open-1") as q:  # still open
+        q.classified("x", 0.5)
+        log.flush()
+        projection, sink = _fold(log_dir, None)
+        _run(log_dir, sink)
+        copy = MetricsProjection()
+        copy.restore_state(projection.export_state())
+        assert copy.exposition() == projection.exposition()
+        assert b"querylog_active_queries 1.0" in copy.exposition()
+        assert copy.forget_queries(["open-1", "unknown"]) == 1
+        assert b"querylog_active_queries 0.0" in copy.exposition()
