@@ -456,6 +456,11 @@ class MetricsProjection:
 
     # -- exposing --------------------------------------------------------------------------------------------
 
+    def add_collector(self, collector: Any) -> None:
+        """Serve another collector's series (e.g. the log's, `querylog.housekeeping.LogCollector`) in this
+        projection's exposition, beside its own."""
+        self._registry.register(collector)
+
     def register(self, registry: CollectorRegistry) -> None:
         """Add this projection to `registry` (e.g. the one the API's /metrics serves)."""
         registry.register(self)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from querylog import __version__
 from querylog.config import Settings
+from querylog.housekeeping import LogCollector, log_health
 from querylog.logging.tracker import QueryTracker
 from querylog.runtime import Runtime
 from querylog.service import producers
@@ -242,6 +243,10 @@ def create_app(
                 for name, p in rt.projectors.items()
             },
         }
+        retention = log_health(rt.settings, LogCollector(rt.settings, rt.settings.metrics_namespace).status())
+        body["log"].update(retention)
+        if retention["degraded"]:
+            body["status"] = "degraded"  # still 200: the API answers; the log needs a look (docs/reliability.md)
         child = rt.projector_process
         if child is not None:  # QUERYLOG_PROJECTIONS=process: the elected projections run in this child
             body["projector_process"] = {"pid": child.pid, "running": child.running, "restarts": child.restarts}

@@ -155,6 +155,13 @@ class Settings:
             "(0s, 24h, 7d; never longer than QUERYLOG_RETENTION)",
         },
     )
+    housekeeping_interval_s: float = field(
+        default=60.0,
+        metadata={
+            "env": "QUERYLOG_HOUSEKEEPING_INTERVAL_S",
+            "doc": "seconds between two rounds of log trimming and lake/search retention in the running service",
+        },
+    )
     log_max_gb: float | None = field(
         default=None,
         metadata={
@@ -299,6 +306,7 @@ class Settings:
             ("parquet_interval_s", "QUERYLOG_PARQUET_INTERVAL_S", 0.05, False),
             ("parquet_batch_events", "QUERYLOG_PARQUET_BATCH_EVENTS", 1, True),
             ("retention_days", "QUERYLOG_RETENTION_DAYS", 1, True),
+            ("housekeeping_interval_s", "QUERYLOG_HOUSEKEEPING_INTERVAL_S", 0.1, False),
             ("ingest_max_bytes", "QUERYLOG_INGEST_MAX_BYTES", 1024, True),
             ("ingest_max_events", "QUERYLOG_INGEST_MAX_EVENTS", 1, True),
             ("ingest_dedup_window", "QUERYLOG_INGEST_DEDUP_WINDOW", 0, True),

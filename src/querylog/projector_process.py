@@ -145,6 +145,7 @@ class ProjectorProcess:
         ]
         self.restarts = 0
         self._proc: subprocess.Popen[bytes] | None = None
+        self._signalled: int | None = None  # the pid `request_stop` sent SIGTERM to
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
@@ -213,7 +214,12 @@ class ProjectorProcess:
         self._stopping.set()
         with self._lock:
             proc = self._proc
-        if proc is not None and proc.poll() is None:
+            # Once per child: a second SIGTERM that lands while it finalises (when Python has put the default
+            # handlers back) would kill it mid-exit, with -15 instead of its drained 0.
+            if proc is None or proc.pid == self._signalled:
+                return
+            self._signalled = proc.pid
+        if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
 
     def stop(self) -> int | None:

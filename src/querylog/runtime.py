@@ -5,6 +5,7 @@ from __future__ import annotations
 import structlog
 
 from querylog.config import Settings
+from querylog.housekeeping import Housekeeper, LogCollector
 from querylog.logging.loki import loki_projector
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.parquet import ParquetSink
@@ -58,6 +59,9 @@ class Runtime:
         #: Where the elected projections run (`Settings.projections`); "none" without projections at all.
         self.mode = settings.projections if projections else "none"
         self.projector_process: ProjectorProcess | None = None
+        #: Log trimming and retention, run where the elected projections run (here in thread mode).
+        self.housekeeper: Housekeeper | None = None
+        self.metrics.add_collector(LogCollector(settings, settings.metrics_namespace))
         self._started = False
 
     def build_projectors(self) -> dict[str, Projector]:
@@ -90,6 +94,8 @@ class Runtime:
                 projector.start()
             if self.mode == "process":
                 self.projector_process = ProjectorProcess(self.settings, drain_timeout_s=10.0).start()
+            if self.mode == "thread":
+                self.housekeeper = Housekeeper(self.settings).start()
         self._started = True
         _log.info(
             "querylog_started",
@@ -104,6 +110,9 @@ class Runtime:
         """Flush the log, let each projection catch up (bounded), and stop."""
         if not self._started:
             return
+        if self.housekeeper is not None:
+            self.housekeeper.stop()
+            self.housekeeper = None
         self.log.close()
         if self.projector_process is not None:
             self.projector_process.request_stop()  # the child drains while this process's projections do

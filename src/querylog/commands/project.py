@@ -33,6 +33,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from querylog.housekeeping import Housekeeper
     from querylog.logging.projection import SinkError
     from querylog.logging.segments import LogReader
     from querylog.logging.structured import configure_structlog
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         + (" (catching up, then exiting)" if args.once else " (SIGTERM or Ctrl-C to stop)"),
         file=err,
     )
+    housekeeper = None if args.once else Housekeeper(settings).start()  # log trimming and retention
     try:
         sent = run_projections(
             projectors,
@@ -75,5 +77,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except SinkError as exc:
         print(f"querylog project: a projection failed: {exc}; the log keeps its events, run it again", file=err)
         return 1
+    finally:
+        if housekeeper is not None:
+            housekeeper.stop()
+    if args.once:
+        Housekeeper(settings).run_once()  # everything is projected now: trim what retention allows
     print(f"querylog project: stopped; {sent} events projected", file=err)
     return 0

@@ -1,0 +1,152 @@
+"""Housekeeping of a data directory: the log trimmed behind the durable projections, lake retention applied, and
+what it did on /metrics and /healthz."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from querylog.analytics.catalog import Catalog
+from querylog.config import Settings
+from querylog.housekeeping import Housekeeper, LogCollector, load_totals, log_holders, run_housekeeping
+from querylog.logging.parquet import ParquetSink
+from querylog.logging.projection import CheckpointFile, Projector
+from querylog.logging.segments import EventLog, LogReader
+from querylog.logging.tracker import QueryTracker
+from querylog.service.app import create_app
+
+
+def _write(settings: Settings, n: int, *, writers: int = 1) -> None:
+    for w in range(writers):  # each writer its own segment, finished when it closes
+        with EventLog(settings.log_dir) as log:
+            tracker = QueryTracker(log)
+            for i in range(n):
+                with tracker.query(f"삼성전자 {w}-{i}", user_id="u-1") as q:
+                    q.classified("stock_analysis", 0.9)
+
+
+def _project(settings: Settings) -> None:
+    with ParquetSink(settings.lake_dir) as sink:
+        Projector(LogReader(settings.log_dir), sink).catch_up()
+
+
+def _age(settings: Settings, seconds: float) -> None:
+    """Make every segment look written and created `seconds` ago (their names carry the creation time)."""
+    then = time.time() - seconds
+    for path in LogReader(settings.log_dir).segments():
+        os.utime(path, (then, then))
+        stamp, rest = path.name.split("-", 1)
+        path.rename(path.with_name(f"{int(stamp) - int(seconds * 1e9):020d}-{rest}"))
+
+
+def _lake_events(settings: Settings) -> int:
+    with Catalog(settings.lake_dir) as catalog:
+        return int(catalog.query("select count(*) from events")[1][0][0])
+
+
+def test_with_zero_retention_only_what_the_lake_has_is_trimmed_and_the_lake_keeps_every_event(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, stdout_events=False, log_retention="0s")
+    _write(settings, 5, writers=3)
+    _age(settings, 120)
+    assert run_housekeeping(settings).trim.delete == ()  # the lake has nothing yet: the log holds
+    _project(settings)
+    report = run_housekeeping(settings)
+    assert len(report.trim.delete) == 3 and LogReader(settings.log_dir).segments() == []
+    assert _lake_events(settings) == 3 * 5 * 3  # received, classified, completed
+    totals = load_totals(settings)
+    assert totals.trimmed_segments == 3 and totals.trimmed_bytes > 0 and totals.forced == {}
+
+
+def test_every_configured_durable_projection_holds_the_log(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, stdout_events=True, loki_url="http://loki:3100", log_retention="0s")
+    _write(settings, 3, writers=2)
+    _age(settings, 120)
+    _project(settings)
+    assert [h.name for h in log_holders(settings)] == ["parquet", "loki", "stdout"]
+    assert run_housekeeping(settings).trim.delete == ()  # Loki and stdout have committed nothing
+    end = LogReader(settings.log_dir).end_checkpoint()
+    CheckpointFile(settings.state_dir / "checkpoints" / "stdout.json").save(end)
+    first = sorted(end)[0]
+    CheckpointFile(settings.state_dir / "checkpoints" / "loki.json").save({first: end[first]})  # Loki: one segment
+    report = run_housekeeping(settings)
+    assert [s.name for s in report.trim.delete] == [first]
+    assert report.trim.behind_seconds["loki"] > 100 and report.trim.behind_seconds["parquet"] == 0
+
+
+def test_over_the_cap_the_lake_decides_and_the_loss_to_loki_is_counted_on_metrics(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, stdout_events=False, loki_url="http://loki:3100", log_max_gb=1e-9)
+    _write(settings, 3, writers=2)
+    _age(settings, 120)
+    _project(settings)
+    report = run_housekeeping(settings)  # retention 7d: only the cap deletes
+    assert len(report.trim.delete) == 2 and report.trim.forced == {"loki": 2}
+    families = {
+        f.name: f
+        for f in text_string_to_metric_families(_exposition(settings))
+        if f.name.startswith("querylog_log_")
+    }
+    forced = {s.labels["projection"]: s.value for s in families["querylog_log_forced_trims"].samples}
+    assert forced == {"loki": 2.0}
+    assert families["querylog_log_segments"].samples[0].value == 0
+
+
+def _exposition(settings: Settings) -> str:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    registry.register(LogCollector(settings, "querylog"))
+    return generate_latest(registry).decode()
+
+
+def test_lake_retention_follows_querylog_retention(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, stdout_events=False, retention="2d")
+    with EventLog(settings.log_dir) as log:
+        tracker = QueryTracker(log)
+        from datetime import UTC, datetime, timedelta
+
+        from querylog.logging.events import QueryReceived
+
+        old = datetime.now(UTC) - timedelta(days=10)
+        log.append(QueryReceived(query_id="old", query_text="지난달", ts=old))
+        with tracker.query("오늘"):
+            pass
+    _project(settings)
+    assert settings.log_retention_s == 2 * 86_400  # the log never keeps longer than QUERYLOG_RETENTION either
+    report = run_housekeeping(settings)
+    assert report.lake_days_removed == [(old.date()).isoformat()]
+    with Catalog(settings.lake_dir) as catalog:
+        assert catalog.query("select distinct query_id = 'old' from events")[1] == [(False,)]
+
+
+def test_one_process_leads_and_a_failure_never_escapes(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, stdout_events=False)
+    first, second = Housekeeper(settings), Housekeeper(settings)
+    try:
+        assert first.run_once() is not None
+        assert second.run_once() is None  # another process (here: object) holds the lock
+    finally:
+        first.stop()
+    (settings.state_dir / "housekeeping.json").unlink()
+    (settings.state_dir / "housekeeping.json").mkdir()  # its totals cannot be written: the round fails
+    broken = Housekeeper(settings)
+    try:
+        assert broken.run_once() is None and broken.errors == 1  # counted and logged, not raised
+    finally:
+        broken.stop()
+
+
+def test_healthz_says_degraded_when_the_lake_is_behind_and_the_log_is_over_its_cap(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, env="test", stdout_events=False, projections="none", log_max_gb=1e-9)
+    _write(settings, 2)
+    with TestClient(create_app(settings, environ={})) as client:
+        body = client.get("/healthz").json()
+    assert body["status"] == "degraded" and body["log"]["over_cap"] and body["log"]["segments"] >= 1
+    healthy = dataclasses.replace(settings, log_max_gb=None)
+    with TestClient(create_app(healthy, environ={})) as client:
+        body = client.get("/healthz").json()
+    assert body["status"] == "ok" and body["log"]["held_back_by"] == []
