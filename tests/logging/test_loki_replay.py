@@ -193,8 +193,51 @@ def test_replay_metrics_equals_the_live_metrics_of_the_same_log(
     replayed = capsys.readouterr().out
 
     def events_only(text: str) -> list[str]:
-        # Sink series describe a running process (its sinks' counters), not the log.
-        return [line for line in text.splitlines() if "_sink_" not in line]
+        # Sink series describe a running process (its sinks' counters) and log series the data directory
+        # (its size, its trims), not the events.
+        return [line for line in text.splitlines() if "_sink_" not in line and "querylog_log_" not in line]
 
     assert events_only(replayed) == events_only(live)
     assert 'querylog_queries_total{intent="news",status="completed"} 4.0' in replayed
+
+
+def test_once_the_log_is_trimmed_the_replays_read_the_lake_and_give_the_same_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from querylog.housekeeping import run_housekeeping
+    from querylog.logging.segments import LogReader
+
+    settings = Settings(home=tmp_path / "home", stdout_events=False, log_retention="0s")
+    with Runtime(settings) as runtime:  # closing it commits the lake and the metrics snapshot
+        for i in range(9):
+            with runtime.tracker.query(f"하이닉스 {i}", session_id="s") as q:
+                q.classified("stock_analysis" if i % 2 else "news", 0.7, duration_ms=2.0)
+                q.responded(model="gpt-4o", input_tokens=100, output_tokens=20, answer=f"답 {i}")
+    capsys.readouterr()
+    assert main(["--home", str(settings.home), "replay", "metrics", "--from", "log"]) == 0
+    from_log = capsys.readouterr().out
+    logged = [line for batch in LogReader(settings.log_dir).iter_all() for line in batch.lines]
+    assert len(run_housekeeping(settings, now=time.time() + 3_600).trim.delete) >= 1
+    assert LogReader(settings.log_dir).segments() == []
+    capsys.readouterr()  # housekeeping's own log line
+    assert main(["--home", str(settings.home), "replay", "metrics"]) == 0  # auto: the log is gone, the lake
+    replayed = capsys.readouterr()
+    assert "folding the lake" in replayed.err and replayed.out == from_log
+
+    loki = RecordedLoki()
+    with loki.serve() as url:
+        monkeypatch.setenv("QUERYLOG_LOKI_URL", url)
+        assert main(["--home", str(settings.home), "replay", "loki"]) == 0
+    assert "reading the lake" in capsys.readouterr().err
+    expected = [_loki_line(line, settings) for line in logged]
+    assert sorted(e.line for e in loki.entries()) == sorted(expected)  # the very lines the log gave Loki
+
+
+def _loki_line(log_line: bytes, settings: Settings) -> str:
+    """The line Loki stores for a log line: the event without the fields it holds as labels and metadata."""
+    from querylog.logging.codec import decode
+    from querylog.logging.loki_entries import entry_for
+
+    return entry_for(decode(log_line), app=settings.service, env=settings.env).line

@@ -4,16 +4,16 @@ rebuild the Parquet lake."""
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from querylog.config import Settings
+from querylog.config import ConfigError, Settings, duration_seconds
 
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d|w)$")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+if TYPE_CHECKING:
+    from querylog.logging.events import AnyEvent
 
 
 def add_parser(sub: Any) -> None:
@@ -37,6 +37,7 @@ def add_parser(sub: Any) -> None:
         help="start of the window: a duration back from now (30m, 6h, 2d, 1w) or an ISO 8601 time "
         "(2026-11-20T09:00:00Z); default: the whole log",
     )
+    _source_option(loki)
     loki.set_defaults(run=run_loki)
     metrics = targets.add_parser(
         "metrics",
@@ -45,6 +46,7 @@ def add_parser(sub: Any) -> None:
         "exposition: the same event-derived series as a live /metrics for the same log (the querylog_sink_* "
         "series describe a running process and are empty here).",
     )
+    _source_option(metrics)
     metrics.set_defaults(run=run_metrics)
     parquet = targets.add_parser(
         "parquet",
@@ -59,11 +61,34 @@ def add_parser(sub: Any) -> None:
     parquet.set_defaults(run=run_parquet)
 
 
+def _source_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--from",
+        dest="source",
+        choices=("auto", "log", "lake"),
+        default="auto",
+        help="read the events from the log, or from the lake (which keeps every field: use it once the log has "
+        "been trimmed); auto: the lake when housekeeping has trimmed the log, else the log (default)",
+    )
+
+
+def resolve_source(choice: str, settings: Settings) -> str:
+    """``log`` or ``lake`` for ``--from`` `choice`."""
+    if choice != "auto":
+        return choice
+    from querylog.housekeeping import load_totals
+
+    trimmed = load_totals(settings).trimmed_segments > 0
+    has_log = settings.log_dir.is_dir() and any(settings.log_dir.glob("*.jsonl"))
+    return "lake" if trimmed or not has_log else "log"
+
+
 def parse_since(raw: str, now: datetime) -> datetime:
     """``"2h"`` → two hours before `now`; an ISO 8601 time (UTC unless it says otherwise) as itself."""
-    match = _DURATION_RE.match(raw.strip())
-    if match:
-        return now - timedelta(seconds=float(match.group(1)) * _UNIT[match.group(2)])
+    try:
+        return now - timedelta(seconds=duration_seconds("--since", raw))
+    except ConfigError:
+        pass
     try:
         moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -74,8 +99,7 @@ def parse_since(raw: str, now: datetime) -> datetime:
 
 
 def run_loki(args: argparse.Namespace, settings: Settings) -> int:
-    from querylog.logging.codec import DecodeError, decode
-    from querylog.logging.loki import TimeOrderedReader, loki_sink
+    from querylog.logging.loki import loki_sink
     from querylog.logging.projection import Batch, SinkError
 
     err = sys.stderr
@@ -100,30 +124,18 @@ def run_loki(args: argparse.Namespace, settings: Settings) -> int:
             "default); they are counted as dropped (too_old), not sent.",
             file=err,
         )
-    reader = TimeOrderedReader(settings.log_dir)
+    source = resolve_source(args.source, settings)
+    print(f"querylog replay loki: reading the {source}", file=err)
     sink = loki_sink(settings, live=False)
     sink.open()
-    read = skipped = corrupt = 0
-    position: dict[str, int] = {}
+    read = skipped = 0
+    batches = _Batches(settings, source, time_ordered=True)
     try:
-        while True:
-            batch = reader.read(position, max_events=10_000)
-            if not batch.lines:
-                break
-            events = []
-            for line in batch.lines:
-                read += 1
-                try:
-                    event = decode(line)
-                except DecodeError:
-                    corrupt += 1
-                    continue
-                if since is not None and event.ts < since:
-                    skipped += 1
-                    continue
-                events.append(event)
-            sink.write(Batch(events=events, checkpoint=batch.checkpoint))
-            position = batch.checkpoint
+        for batch_events in batches:
+            read += len(batch_events)
+            events = [e for e in batch_events if since is None or e.ts >= since]
+            skipped += len(batch_events) - len(events)
+            sink.write(Batch(events=events, checkpoint={}))
             snap = sink.telemetry.snapshot()
             upto = events[-1].ts.isoformat() if events else "-"
             dropped_so_far = sum(snap.dropped.values())
@@ -137,7 +149,7 @@ def run_loki(args: argparse.Namespace, settings: Settings) -> int:
     dropped = ", ".join(f"{reason}={n}" for reason, n in sorted(Counter(snap.dropped).items())) or "none"
     print(
         f"querylog replay loki: done. {snap.sent} lines sent in {snap.batches} pushes; dropped: {dropped}; "
-        f"{skipped} events before the window; {corrupt} corrupt log lines.",
+        f"{skipped} events before the window; {batches.corrupt} corrupt log lines.",
         file=err,
     )
     return 0
@@ -173,24 +185,50 @@ def run_parquet(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_metrics(args: argparse.Namespace, settings: Settings) -> int:
-    from querylog.logging.codec import DecodeError, decode
     from querylog.logging.metrics import MetricsProjection
-    from querylog.logging.segments import LogReader
 
     projection = MetricsProjection(settings.metrics_namespace)
-    corrupt = 0
+    source = resolve_source(args.source, settings)
+    print(f"querylog replay metrics: folding the {source}", file=sys.stderr)
     # The live projection folds the log through `LogReader` in this same order; the fold is order-sensitive
-    # (open queries expire by event time), so the same order gives the same exposition.
-    for batch in LogReader(settings.log_dir).iter_all():
-        events = []
-        for line in batch.lines:
-            try:
-                events.append(decode(line))
-            except DecodeError:
-                corrupt += 1
+    # (open queries expire by event time), so the same order gives the same exposition. The lake is read in
+    # event-time order, which differs from it only for queries left open across writers.
+    batches = _Batches(settings, source, time_ordered=False)
+    for events in batches:
         projection.apply(events)
     sys.stdout.buffer.write(projection.exposition())
     sys.stdout.flush()
-    if corrupt:
-        print(f"querylog replay metrics: skipped {corrupt} corrupt log lines", file=sys.stderr)
+    if batches.corrupt:
+        print(f"querylog replay metrics: skipped {batches.corrupt} corrupt log lines", file=sys.stderr)
     return 0
+
+
+class _Batches:
+    """The events of the log (`time_ordered`: merged across writers by event time, as the live Loki projection
+    reads them) or of the lake (`querylog.lake_events`), a batch at a time; counts undecodable log lines."""
+
+    def __init__(self, settings: Settings, source: str, *, time_ordered: bool) -> None:
+        self.settings = settings
+        self.source = source
+        self.time_ordered = time_ordered
+        self.corrupt = 0
+
+    def __iter__(self) -> Iterator[list[AnyEvent]]:
+        if self.source == "lake":
+            from querylog.lake_events import lake_events
+
+            yield from lake_events(self.settings.lake_dir)
+            return
+        from querylog.logging.codec import DecodeError, decode
+        from querylog.logging.loki_order import TimeOrderedReader
+        from querylog.logging.segments import LogReader
+
+        reader = TimeOrderedReader(self.settings.log_dir) if self.time_ordered else LogReader(self.settings.log_dir)
+        for batch in reader.iter_all(batch_events=10_000):
+            events = []
+            for line in batch.lines:
+                try:
+                    events.append(decode(line))
+                except DecodeError:
+                    self.corrupt += 1
+            yield events
