@@ -71,6 +71,7 @@ __all__ = [
     "LakeSearch",
     "ProgressFn",
     "RetentionReport",
+    "RowFilter",
     "SearchHitLike",
     "SearchIndexLike",
     "SearchUnavailableError",
@@ -83,6 +84,8 @@ __all__ = [
 
 #: Called as progress(done, total, what) while long work goes on.
 ProgressFn = Callable[[int, int, str], None]
+#: Marks the rows of a table to leave out (a boolean array, True = drop), e.g. an erased user's events.
+RowFilter = Callable[[pa.Table], pa.Array]
 #: Called as on_step(step, partition) after each step of the protocol; tests use it to crash or to read.
 StepHook = Callable[[str, "HourPartition"], None]
 
@@ -265,13 +268,18 @@ class LakeCompactor:
         progress: ProgressFn | None = None,
         on_step: StepHook | None = None,
         compression: str = "zstd",
+        drop: RowFilter | None = None,
     ) -> None:
+        """`drop` (erasure): rows it marks are left out of every file this compactor writes, and a partition of
+        a single file is rewritten too (`rewrite`); `dropped` counts them."""
         self.lake_dir = Path(lake_dir)
         self.events_dir = self.lake_dir / "events"
         self.work_dir = self.lake_dir / "_querylog" / "compact"
         self.progress = progress
         self.on_step = on_step
         self.compression = compression
+        self.drop = drop
+        self.dropped = 0
 
     # -- planning ----------------------------------------------------------------------------------
     def plan(
@@ -457,9 +465,16 @@ class LakeCompactor:
         if self.on_step is not None:
             self.on_step(name, partition)
 
+    def rewrite(self, partitions: Sequence[HourPartition]) -> CompactionReport:
+        """Repair interrupted work, then merge each of `partitions` into one file without the rows `drop` marks,
+        by the compaction protocol: readers see each hour before or after, never half of it."""
+        if self.drop is None:
+            raise ValueError("rewrite needs a compactor made with drop=")
+        return self._run_plan(lambda: [p for p in partitions if p.path.is_dir()], self._compact_locked)
+
     def _compact_locked(self, partition: HourPartition) -> int | None:
         inputs = partition.files()
-        if len(inputs) < 2:
+        if len(inputs) < (1 if self.drop is not None else 2):
             return None
         work = self.work_dir / f"{partition.date}_{partition.hour}"
         swap = work / "swap"
@@ -501,6 +516,7 @@ class LakeCompactor:
 
     def _merge_files(self, files: Sequence[pq.ParquetFile], target: Path) -> int:
         expected = sum(f.metadata.num_rows for f in files)
+        dropped = 0
         # Files written by different versions may differ in columns; the merged file holds them all (nulls
         # where a file lacked one), just as the catalog's union_by_name read does.
         schema = pa.unify_schemas([f.schema_arrow for f in files])
@@ -509,6 +525,10 @@ class LakeCompactor:
             for f in files:
                 for batch in f.iter_batches(batch_size=64 * 1024):
                     table = pa.Table.from_batches([batch])
+                    if self.drop is not None:
+                        gone = self.drop(table)
+                        dropped += pc.sum(gone).as_py() or 0
+                        table = table.filter(pc.invert(gone))
                     columns = [
                         table.column(name).cast(schema.field(name).type)
                         if name in table.column_names
@@ -521,8 +541,11 @@ class LakeCompactor:
             os.fsync(fh.fileno())
         _fsync_dir(target.parent)
         stored = int(pq.ParquetFile(target).metadata.num_rows)
-        if not expected == written == stored:
-            raise UpkeepError(f"merging {len(files)} files gave {stored} rows, expected {expected}; nothing changed")
+        if not expected == written + dropped == stored + dropped:
+            raise UpkeepError(
+                f"merging {len(files)} files gave {stored} rows, expected {expected - dropped}; nothing changed"
+            )
+        self.dropped += dropped
         return stored
 
     @staticmethod

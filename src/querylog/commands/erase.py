@@ -1,0 +1,85 @@
+"""``querylog erase``: remove every event of users, sessions or queries from every store (see querylog.erase)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from querylog.config import Settings
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "erase",
+        help="erase every event of a user, session or query: log, lake, search index, metrics, Loki",
+        description="Erase every event of the given subjects (and every event of their queries) from the log "
+        "(blanked in place), the lake (each affected hour rewritten atomically), the search index (rebuilt), the "
+        "metrics snapshot and, when QUERYLOG_LOKI_URL is set, Loki (a delete request per subject; Loki applies it "
+        "when its compactor has deletion enabled). Safe while querylog serve runs; idempotent; an interrupted "
+        "run is finished by the next. With QUERYLOG_USER_ID_SALT set, give the raw user id. Prints a receipt "
+        "and appends an audit entry without ids to QUERYLOG_HOME/state/erasures.jsonl. Events written after "
+        "the erase started are not erased: stop sending them first.",
+    )
+    p.add_argument("--user-id", action="append", default=[], metavar="ID", help="a user id (repeatable)")
+    p.add_argument("--session-id", action="append", default=[], metavar="ID", help="a session id (repeatable)")
+    p.add_argument("--query-id", action="append", default=[], metavar="ID", help="a query id (repeatable)")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for a running Parquet projection to pass the erased log (default: 30)",
+    )
+    p.add_argument("--format", choices=("text", "json"), default="text", help="receipt format (default: text)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from querylog.analytics.upkeep import UpkeepError
+    from querylog.erase import erase
+    from querylog.logging.structured import configure_structlog
+
+    configure_structlog(stream=sys.stderr)  # stdout carries the receipt only
+
+    err = sys.stderr
+    ids = [*args.user_id, *args.session_id, *args.query_id]
+    if not ids:
+        print("querylog erase: name at least one subject: --user-id, --session-id or --query-id", file=err)
+        return 2
+    if any(not i.strip() for i in ids):
+        print("querylog erase: an empty id erases nothing; give the id as it was sent", file=err)
+        return 2
+    try:
+        receipt = erase(
+            settings,
+            user_ids=args.user_id,
+            session_ids=args.session_id,
+            query_ids=args.query_id,
+            wait_s=args.wait,
+            progress=lambda line: print(f"  {line}", file=err, flush=True),
+        )
+    except UpkeepError as exc:
+        print(f"querylog erase: {exc}; nothing was left half done, run it again", file=err)
+        return 1
+    if args.format == "json":
+        print(json.dumps(receipt.as_dict(), ensure_ascii=False))
+    else:
+        found = receipt.log_events + receipt.lake_events
+        if not found and not receipt.metrics_open_queries:
+            print("querylog erase: no event of these subjects in the log or the lake; nothing erased")
+        else:
+            print(f"erasure {receipt.erasure_id}: {receipt.queries} queries")
+            print(f"  log:    {receipt.log_events} events blanked in {receipt.log_segments} segments")
+            print(f"  lake:   {receipt.lake_events} events removed, {receipt.lake_hours} hours rewritten")
+            print(f"  search: {'index rebuilt without them' if receipt.search_rebuilt else 'no index'}")
+            print(f"  metrics snapshot: {receipt.metrics_open_queries} open queries forgotten")
+            if settings.loki_url:
+                loki = receipt.loki_error or f"{receipt.loki_requests} delete requests accepted"
+                print(f"  loki:   {loki}")
+        for note in receipt.notes:
+            print(f"  note: {note}")
+    if receipt.loki_error or receipt.notes:
+        return 1
+    return 0

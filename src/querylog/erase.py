@@ -1,0 +1,268 @@
+"""``querylog erase``: every event of a subject (a user, a session, a query) removed from every store.
+
+In order, so that nothing erased can come back:
+
+1. the log: the subject's lines blanked in place (`querylog.logging.erase`), so the projections cannot project
+   them again;
+2. the lake: each hour that holds a subject's row rewritten without it, by compaction's protocol (readers see the
+   hour before or after, never half of it; an interrupted rewrite is finished or undone by the next run);
+3. the lake again, once the Parquet projection has committed past the log as it was at step 1 (a batch it had
+   read before the blanking may land after step 2);
+4. the search index, rebuilt from the lake when it held a subject's query;
+5. the metrics snapshot: the subject's open queries forgotten (it holds no other per-query state);
+6. Loki, when configured: a delete request per subject through the compactor's API (Loki applies it after its
+   cancellation period, when deletion is enabled: `loki/`);
+7. an audit entry in ``state/erasures.jsonl``: when, how many subjects of each kind, how many events where —
+   never the ids themselves.
+
+Idempotent: erasing again finds nothing more. Works while `querylog serve` runs. With ``QUERYLOG_USER_ID_SALT``
+set, user ids are stored hashed; the raw id given here is hashed the same way before matching.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import structlog
+import uuid_utils
+
+from querylog.config import Settings
+from querylog.logging.erase import LogErasure, Subjects, erase_from_log, queries_of
+from querylog.logging.metrics_snapshot import load_snapshot, write_snapshot
+from querylog.logging.parquet import ParquetSink
+from querylog.logging.segments import LogReader
+from querylog.runtime import make_redactor
+
+__all__ = ["ErasureReceipt", "erase"]
+
+_log = structlog.get_logger("querylog.erase")
+_ID_COLUMNS = ["query_id", "user_id", "session_id"]
+
+
+@dataclass
+class ErasureReceipt:
+    """What an erasure removed, where. Holds no ids: it is printed and kept in the audit trail."""
+
+    erasure_id: str
+    subjects: dict[str, int]
+    queries: int = 0
+    log_events: int = 0
+    log_segments: int = 0
+    lake_events: int = 0
+    lake_hours: int = 0
+    search_rebuilt: bool = False
+    metrics_open_queries: int = 0
+    loki_requests: int = 0
+    loki_error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _subjects(
+    settings: Settings, user_ids: Iterable[str], session_ids: Iterable[str], query_ids: Iterable[str]
+) -> Subjects:
+    users = set(user_ids)
+    if settings.user_id_salt:  # stored hashed: match the hash of the raw id (and the id as given, if stored raw)
+        redactor = make_redactor(settings)
+        users |= {redactor.pseudonymize_user_id(u) for u in users}
+    return Subjects(frozenset(users), frozenset(session_ids), frozenset(query_ids))
+
+
+def _hour_files(lake_dir: Path) -> list[Path]:
+    return sorted(p for p in (lake_dir / "events").glob("date=*/hour=*/*.parquet") if not p.name.startswith("."))
+
+
+def _mask(table: pa.Table, subjects: Subjects) -> pa.Array:
+    def hit(column: str, values: frozenset[str]) -> pa.Array:
+        if column not in table.column_names or not values:
+            return pa.array([False] * table.num_rows)
+        return pc.fill_null(pc.is_in(table.column(column), value_set=pa.array(sorted(values), pa.string())), False)
+
+    return pc.or_(
+        pc.or_(hit("query_id", subjects.query_ids), hit("user_id", subjects.user_ids)),
+        hit("session_id", subjects.session_ids),
+    )
+
+
+def _lake_scan(lake_dir: Path, subjects: Subjects) -> tuple[set[str], set[Path]]:
+    """The query ids of the subjects' rows in the lake, and the hour directories that hold such rows."""
+    queries: set[str] = set()
+    hours: set[Path] = set()
+    for path in _hour_files(lake_dir):
+        try:
+            table = pq.read_table(path, columns=[c for c in _ID_COLUMNS if c in pq.read_schema(path).names])
+        except FileNotFoundError:  # compacted away meanwhile: its rows are in a file listed later or next run
+            continue
+        mask = _mask(table, subjects)
+        if pc.any(mask).as_py():
+            hours.add(path.parent)
+            queries.update(q for q in pc.filter(table.column("query_id"), mask).to_pylist() if q is not None)
+    return queries, hours
+
+
+def _erase_lake(lake_dir: Path, subjects: Subjects, progress: Callable[[str], None]) -> tuple[int, int]:
+    from querylog.analytics.upkeep import HourPartition, LakeCompactor
+
+    LakeCompactor(lake_dir).recover()  # a rewrite a crash interrupted is finished (or undone) first
+    _, hours = _lake_scan(lake_dir, subjects)
+    if not hours:
+        return 0, 0
+    partitions = [
+        HourPartition(h.parent.name.removeprefix("date="), h.name.removeprefix("hour="), h) for h in sorted(hours)
+    ]
+    compactor = LakeCompactor(
+        lake_dir,
+        drop=lambda table: _mask(table, subjects),
+        progress=lambda done, total, what: progress(f"lake [{done}/{total}] {what}"),
+    )
+    report = compactor.rewrite(partitions)
+    return compactor.dropped, report.partitions
+
+
+def _wait_for_parquet(settings: Settings, position: dict[str, int], timeout_s: float) -> bool:
+    """Whether the Parquet projection committed past `position` (every segment) within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        committed = ParquetSink.committed_checkpoint(settings.lake_dir) if settings.lake_dir.exists() else {}
+        live = {p.name for p in LogReader(settings.log_dir).segments()}
+        if all(committed.get(name, 0) >= offset for name, offset in position.items() if name in live):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)  # polling a file another process commits; bounded by the deadline
+
+
+def _rebuild_search(settings: Settings) -> bool:
+    index = settings.home / "index"
+    if not index.is_dir():
+        return False
+    from querylog.analytics.catalog import Catalog
+    from querylog.analytics.upkeep import LakeSearch
+
+    shutil.rmtree(index)
+    shutil.rmtree(settings.state_dir / "search-indexed", ignore_errors=True)
+    with Catalog(settings.lake_dir) as catalog:
+        LakeSearch(settings.home).sync(catalog)
+    return True
+
+
+def _forget_in_snapshot(settings: Settings, queries: Iterable[str]) -> int:
+    path = settings.metrics_snapshot_path
+    snapshot = load_snapshot(path)
+    if snapshot is None:
+        return 0
+    open_queries: dict[str, Any] = snapshot.state.get("open", {})
+    gone = [q for q in queries if q in open_queries]
+    if not gone:
+        return 0
+    for query_id in gone:
+        received = open_queries.pop(query_id)[1]
+        if received:
+            snapshot.state["active"] = max(0, int(snapshot.state["active"]) - 1)
+    write_snapshot(path, snapshot)  # the same position: it replaces the one there
+    return len(gone)
+
+
+def _loki_requests(settings: Settings, subjects: Subjects, queries: Sequence[str]) -> list[str]:
+    """LogQL delete queries: one per user and session, and the queries' ids in groups (ids are structured
+    metadata, so they are filtered with label filters, not line filters)."""
+    selector = f'{{app="{settings.service}", env="{settings.env}"}}'
+    found = [f'{selector} | user_id="{u}"' for u in sorted(subjects.user_ids)]
+    found += [f'{selector} | session_id="{s}"' for s in sorted(subjects.session_ids)]
+    ids = sorted(queries)
+    for start in range(0, len(ids), 50):
+        group = "|".join(i.replace(".", "\\\\.") for i in ids[start : start + 50])
+        found.append(f'{selector} | query_id=~"{group}"')
+    return found
+
+
+def _delete_in_loki(settings: Settings, requests: Sequence[str]) -> str | None:
+    import httpx
+
+    from querylog.logging.loki import loki_options
+
+    assert settings.loki_url is not None
+    try:
+        with loki_options(settings).client(settings.loki_url) as client:
+            for query in requests:
+                resp = client.post("/loki/api/v1/delete", params={"query": query, "start": "0"})
+                if resp.status_code >= 300:
+                    return f"Loki answered {resp.status_code} to a delete request: {resp.text.strip()[:300]}"
+    except httpx.HTTPError as exc:
+        return f"Loki could not be reached for the delete requests: {exc}"
+    return None
+
+
+def _audit(settings: Settings, receipt: ErasureReceipt) -> None:
+    path = settings.state_dir / "erasures.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"ts": datetime.now(UTC).isoformat(), **receipt.as_dict()}
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+
+def erase(
+    settings: Settings,
+    *,
+    user_ids: Iterable[str] = (),
+    session_ids: Iterable[str] = (),
+    query_ids: Iterable[str] = (),
+    wait_s: float = 30.0,
+    progress: Callable[[str], None] = lambda _line: None,
+) -> ErasureReceipt:
+    """Erase the subjects everywhere (see the module docstring); the receipt says what was found where."""
+    user_ids, session_ids, query_ids = tuple(user_ids), tuple(session_ids), tuple(query_ids)
+    subjects = _subjects(settings, user_ids, session_ids, query_ids)
+    receipt = ErasureReceipt(
+        erasure_id=str(uuid_utils.uuid7()),
+        subjects={
+            "user_ids": len(set(user_ids)),
+            "session_ids": len(set(session_ids)),
+            "query_ids": len(set(query_ids)),
+        },
+    )
+    if not subjects:
+        raise ValueError("name at least one subject: --user-id, --session-id or --query-id")
+    lake_queries, _ = _lake_scan(settings.lake_dir, subjects) if settings.lake_dir.is_dir() else (set(), set())
+    queries = set(queries_of(settings.log_dir, subjects)) | lake_queries
+    everyone = Subjects(subjects.user_ids, subjects.session_ids, frozenset(queries))
+    receipt.queries = len(queries)
+    progress(f"found {len(queries)} queries of these subjects")
+
+    erased: LogErasure = erase_from_log(settings.log_dir, everyone)
+    receipt.log_events, receipt.log_segments = erased.events, len(erased.segments)
+    progress(f"log: {erased.events} events blanked in {len(erased.segments)} segments")
+    position = LogReader(settings.log_dir).end_checkpoint()
+
+    if settings.lake_dir.is_dir():
+        events, hours = _erase_lake(settings.lake_dir, everyone, progress)
+        if not _wait_for_parquet(settings, position, wait_s):
+            receipt.notes.append(
+                "the Parquet projection has not caught up with the log: run the same erase again once it has "
+                "(a batch it read before the log was blanked may still reach the lake)"
+            )
+        more, more_hours = _erase_lake(settings.lake_dir, everyone, progress)
+        receipt.lake_events, receipt.lake_hours = events + more, hours + more_hours
+        progress(f"lake: {receipt.lake_events} events removed from {receipt.lake_hours} hours")
+        if queries:
+            receipt.search_rebuilt = _rebuild_search(settings)
+    receipt.metrics_open_queries = _forget_in_snapshot(settings, queries)
+    if settings.loki_url:
+        requests = _loki_requests(settings, everyone, sorted(queries))
+        receipt.loki_error = _delete_in_loki(settings, requests)
+        receipt.loki_requests = 0 if receipt.loki_error else len(requests)
+    _audit(settings, receipt)
+    _log.info("erasure_done", **{k: v for k, v in receipt.as_dict().items() if k != "notes"})
+    return receipt

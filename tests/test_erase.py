@@ -1,0 +1,144 @@
+"""`querylog erase`: a subject's events gone from the log, the lake, the search index and the snapshot; everyone
+else's untouched; idempotent; safe while serving; an interrupted run finished by the next."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from querylog.analytics.catalog import Catalog
+from querylog.analytics.upkeep import LakeCompactor, LakeSearch
+from querylog.cli import main
+from querylog.config import Settings
+from querylog.erase import erase
+from querylog.runtime import Runtime
+from querylog.testing import running_server
+
+_SECRET = "앨리스비밀"
+
+
+def _home(tmp_path: Path, *, queries: int = 6, **settings: object) -> Settings:
+    s = Settings(home=tmp_path / "home", stdout_events=False, **settings)  # type: ignore[arg-type]
+    with Runtime(s) as runtime:
+        for i in range(queries):
+            for user in ("alice", "bob"):
+                text = f"{_SECRET} 삼성전자 {i}" if user == "alice" else f"bob 하이닉스 {i}"
+                with runtime.tracker.query(text, user_id=user, session_id=f"s-{user}-{i % 2}") as q:
+                    q.classified("stock_analysis", 0.9)
+                    q.responded(model="m", input_tokens=1, output_tokens=1, answer=f"answer for {user} {i}")
+    with Catalog(s.lake_dir) as catalog:
+        LakeSearch(s.home).sync(catalog)
+    return s
+
+
+def _rows(s: Settings, where: str) -> int:
+    with Catalog(s.lake_dir) as catalog:
+        return int(catalog.query(f"select count(*) from events where {where}")[1][0][0])
+
+
+def _plain_files_with(home: Path, needle: bytes) -> list[str]:
+    return [str(p.relative_to(home)) for p in home.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+def test_a_users_events_are_gone_from_every_store_and_everyone_elses_stay(tmp_path: Path) -> None:
+    s = _home(tmp_path)
+    bob_before = _rows(s, "user_id = 'bob' or query_id in (select query_id from events where user_id = 'bob')")
+    assert _rows(s, "user_id = 'alice'") > 0 and _plain_files_with(s.home, _SECRET.encode())  # there before
+    receipt = erase(s, user_ids=["alice"])
+    assert receipt.queries == 6 and receipt.log_events == receipt.lake_events == 6 * 4
+    assert receipt.search_rebuilt
+    assert _rows(s, "user_id = 'alice' or session_id like 's-alice%' or query_text like '%앨리스%'") == 0
+    assert _rows(s, "user_id = 'bob' or query_id in (select query_id from events where user_id = 'bob')") == bob_before
+    assert _plain_files_with(s.home, _SECRET.encode()) == []
+    assert _plain_files_with(s.home, b"alice") == []  # not even the id, nor in the audit entry
+    assert [h.query_text for h in LakeSearch(s.home).search("삼성전자")] == []
+    assert len(LakeSearch(s.home).search("하이닉스")) == 6
+    audit = [json.loads(line) for line in (s.state_dir / "erasures.jsonl").read_text().splitlines()]
+    assert audit[-1]["subjects"] == {"user_ids": 1, "session_ids": 0, "query_ids": 0}
+
+
+def test_erasing_again_or_an_unknown_subject_erases_nothing_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = _home(tmp_path, queries=2)
+    assert main(["--home", str(s.home), "erase", "--session-id", "s-bob-0"]) == 0
+    assert "events removed" in capsys.readouterr().out
+    assert main(["--home", str(s.home), "erase", "--session-id", "s-bob-0", "--user-id", "nobody"]) == 0
+    assert "nothing erased" in capsys.readouterr().out
+    assert main(["--home", str(s.home), "erase"]) == 2
+    assert "name at least one subject" in capsys.readouterr().err
+
+
+def test_with_a_salt_the_raw_user_id_erases_the_hashed_one(tmp_path: Path) -> None:
+    s = _home(tmp_path, queries=2, user_id_salt="pepper")
+    assert _rows(s, "user_id = 'alice'") == 0  # stored hashed
+    assert erase(s, user_ids=["alice"]).lake_events == 2 * 4
+    assert _rows(s, "query_text like '%앨리스%'") == 0 and _rows(s, "query_text like 'bob%'") == 2
+
+
+def test_a_rewrite_interrupted_after_the_swap_is_finished_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = _home(tmp_path, queries=3)
+    total = _rows(s, "true")
+
+    def crash(*_args: object) -> None:
+        raise KeyboardInterrupt  # the process dies between the swap and putting late files back
+
+    monkeypatch.setattr(LakeCompactor, "_return_late_files", staticmethod(crash))
+    with pytest.raises(KeyboardInterrupt):
+        erase(s, user_ids=["alice"])
+    assert _rows(s, "true") in (total, total - 3 * 4)  # an hour whole before or after, never half
+    monkeypatch.undo()
+    erase(s, user_ids=["alice"])
+    assert _rows(s, "user_id = 'alice'") == 0 and _rows(s, "true") == total - 3 * 4
+    assert not any((s.lake_dir / "_querylog" / "compact").glob("*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("after_s", [0.3, 0.8, 1.5])
+def test_killed_midway_then_run_again_the_erasure_is_complete(tmp_path: Path, after_s: float) -> None:
+    s = _home(tmp_path, queries=40)
+    total = _rows(s, "true")
+    env = {**os.environ, "QUERYLOG_HOME": str(s.home)}
+    command = [sys.executable, "-m", "querylog", "erase", "--user-id", "alice", "--wait", "1"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(after_s)  # the kill's moment is the test's input, not a wait for a result
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _rows(s, "true") in range(total - 40 * 4, total + 1)
+    assert subprocess.run(command, env=env, capture_output=True, timeout=120).returncode == 0
+    assert _rows(s, "user_id = 'alice' or query_text like '%앨리스%'") == 0
+    assert _rows(s, "true") == total - 40 * 4
+
+
+@pytest.mark.slow
+def test_erasing_while_the_service_runs(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with running_server(home, {"QUERYLOG_PARQUET_INTERVAL_S": "0.1"}) as server:
+        for i in range(4):
+            for user in ("carol", "dave"):
+                body = {"query": f"{user} 네이버 {i}", "user_id": user, "session_id": f"s-{user}"}
+                assert httpx.post(f"{server.url}/v1/chat", json=body, timeout=30).status_code == 200
+        done = subprocess.run(
+            [sys.executable, "-m", "querylog", "erase", "--user-id", "carol", "--format", "json"],
+            env={**os.environ, "QUERYLOG_HOME": str(home)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["log_events"] == 4 * 5
+        assert httpx.post(f"{server.url}/v1/chat", json={"query": "after", "user_id": "erin"}, timeout=30)
+    s = dataclasses.replace(Settings(), home=home)
+    assert _rows(s, "user_id = 'carol' or query_text like 'carol%'") == 0
+    assert _rows(s, "query_text like 'dave%'") == 4 and _rows(s, "user_id = 'erin'") > 0
