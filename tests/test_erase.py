@@ -142,3 +142,26 @@ def test_erasing_while_the_service_runs(tmp_path: Path) -> None:
     s = dataclasses.replace(Settings(), home=home)
     assert _rows(s, "user_id = 'carol' or query_text like 'carol%'") == 0
     assert _rows(s, "query_text like 'dave%'") == 4 and _rows(s, "user_id = 'erin'") > 0
+
+
+def test_with_loki_configured_a_delete_request_is_filed_per_subject_and_a_refusal_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from urllib.parse import parse_qs
+
+    from querylog.testing import RecordedLoki
+
+    s = _home(tmp_path, queries=2)
+    loki = RecordedLoki()
+    with loki.serve() as url:
+        with_loki = dataclasses.replace(s, loki_url=url, env="prod")
+        loki.fail_next(204, 204)  # what a Loki with deletion enabled answers (the double has no compactor)
+        receipt = erase(with_loki, user_ids=["alice"])
+        assert receipt.loki_error is None and receipt.loki_requests == 2
+        deletes = [r for r in loki.requests if r.url.path == "/loki/api/v1/delete"]
+        queries = [parse_qs(r.url.query.decode())["query"][0] for r in deletes]
+        assert queries[0] == '{app="querylog", env="prod"} | user_id="alice"'
+        assert queries[1].startswith('{app="querylog", env="prod"} | query_id=~"')
+        assert all(r.method == "POST" for r in deletes)
+        receipt = erase(with_loki, user_ids=["bob"])  # this Loki has no compactor API: 404
+        assert receipt.loki_error is not None and "404" in receipt.loki_error

@@ -87,7 +87,7 @@ def _hour_files(lake_dir: Path) -> list[Path]:
 def _mask(table: pa.Table, subjects: Subjects) -> pa.Array:
     def hit(column: str, values: frozenset[str]) -> pa.Array:
         if column not in table.column_names or not values:
-            return pa.array([False] * table.num_rows)
+            return pa.array([False] * table.num_rows, pa.bool_())
         return pc.fill_null(pc.is_in(table.column(column), value_set=pa.array(sorted(values), pa.string())), False)
 
     return pc.or_(
