@@ -91,7 +91,7 @@ def test_over_the_cap_the_lake_decides_and_the_loss_to_loki_is_counted_on_metric
         if f.name.startswith("querylog_log_")
     }
     forced = {s.labels["projection"]: s.value for s in families["querylog_log_forced_trims"].samples}
-    assert forced == {"loki": 2.0}
+    assert forced == {"loki": 2.0, "parquet": 0.0}  # every holder, from zero
     assert families["querylog_log_segments"].samples[0].value == 0
 
 

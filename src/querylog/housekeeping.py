@@ -227,8 +227,9 @@ class LogCollector:
             over_cap.add_metric([], 1.0 if plan.over_cap else 0.0)
             trimmed.add_metric([], totals.trimmed_segments)
             trimmed_bytes.add_metric([], totals.trimmed_bytes)
-            for name, n in sorted(totals.forced.items()):
-                forced.add_metric([name], n)
+            # Every holder from zero, so that increase() sees a projection's first forced trim.
+            for name in sorted({*plan.behind_seconds, *totals.forced}):
+                forced.add_metric([name], totals.forced.get(name, 0))
         yield from (size, segments, behind, over_cap, trimmed, trimmed_bytes, forced)
 
     def status(self) -> TrimPlan:

@@ -112,8 +112,12 @@ def test_every_alert_says_what_happened_and_links_its_runbook_section() -> None:
         assert anchor in anchors, f"{rule['alert']}: docs/alerts.md has no section #{anchor}"
 
 
-def test_rules_only_read_metrics_the_projection_exposes() -> None:
+def test_rules_only_read_metrics_the_projection_exposes(tmp_path: Path) -> None:
+    from querylog.config import Settings
+    from querylog.housekeeping import LogCollector
+
     projection = MetricsProjection()
+    projection.add_collector(LogCollector(Settings(home=tmp_path), "querylog"))  # as the API's /metrics has it
     projection.apply(
         [
             QueryCompleted(query_id="q1", latency_ms=800.0, intent="news", quality_score=0.9),
