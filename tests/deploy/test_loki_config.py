@@ -58,8 +58,17 @@ def test_structured_metadata_and_retention_are_on(path: Path) -> None:
     assert config["analytics"]["reporting_enabled"] is False
 
 
-def test_production_keeps_thirty_days() -> None:
+def test_production_keeps_thirty_days_like_the_api() -> None:
     assert load(PRODUCTION, S3_ENV)["limits_config"]["retention_period"] == "720h"
+    compose = yaml.safe_load((REPO_ROOT / "compose" / "docker-compose.prod.yml").read_text())
+    assert compose["services"]["api"]["environment"]["QUERYLOG_RETENTION"] == "${QUERYLOG_RETENTION:-30d}"
+
+
+@pytest.mark.parametrize("path", [LOCAL, PRODUCTION], ids=["local", "production"])
+def test_loki_applies_the_delete_requests_erase_files(path: Path) -> None:
+    assert load(path, S3_ENV)["limits_config"]["deletion_mode"] == "filter-and-delete"
+    nginx = (REPO_ROOT / "compose" / "loki" / "nginx.conf").read_text()
+    assert "loki/api/v1/(rules|delete)" in nginx  # the gateway sends them to the backend's compactor
 
 
 @pytest.mark.parametrize("path", [LOCAL, PRODUCTION], ids=["local", "production"])
