@@ -36,8 +36,9 @@ __all__ = ["LAKE_HOLDER", "Holder", "SegmentInfo", "TrimPlan", "plan_trim", "seg
 #: The holder whose commit the cap still respects: the lake keeps every field of every event.
 LAKE_HOLDER: Final = "parquet"
 #: A segment created this recently is never deleted, whatever its lock says: a writer creates a segment and
-#: then locks it, and a trimmer looking in between must not take the fresh file for a finished one.
-_MIN_AGE_S: Final = 60.0
+#: then locks it (microseconds apart), and a trimmer looking in between must not take the fresh file for a
+#: finished one.
+_MIN_AGE_S: Final = 1.0
 
 _log = structlog.get_logger("querylog.log")
 

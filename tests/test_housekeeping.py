@@ -14,9 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from querylog.analytics.catalog import Catalog
 from querylog.config import Settings
 from querylog.housekeeping import Housekeeper, LogCollector, load_totals, log_holders, run_housekeeping
+from querylog.logging.metrics import MetricsProjection
 from querylog.logging.parquet import ParquetSink
 from querylog.logging.projection import CheckpointFile, Projector
 from querylog.logging.segments import EventLog, LogReader
+from querylog.logging.sinks import MetricsSink
 from querylog.logging.tracker import QueryTracker
 from querylog.service.app import create_app
 
@@ -31,8 +33,12 @@ def _write(settings: Settings, n: int, *, writers: int = 1) -> None:
 
 
 def _project(settings: Settings) -> None:
+    """The lake and the metrics snapshot catch up with the log, as a running service's would."""
     with ParquetSink(settings.lake_dir) as sink:
         Projector(LogReader(settings.log_dir), sink).catch_up()
+    metrics = MetricsSink(MetricsProjection(), snapshot_path=settings.metrics_snapshot_path, log_dir=settings.log_dir)
+    with metrics:
+        Projector(LogReader(settings.log_dir), metrics).catch_up()
 
 
 def _age(settings: Settings, seconds: float) -> None:
@@ -67,7 +73,7 @@ def test_every_configured_durable_projection_holds_the_log(tmp_path: Path) -> No
     _write(settings, 3, writers=2)
     _age(settings, 120)
     _project(settings)
-    assert [h.name for h in log_holders(settings)] == ["parquet", "loki", "stdout"]
+    assert [h.name for h in log_holders(settings)] == ["parquet", "loki", "stdout", "metrics"]
     assert run_housekeeping(settings).trim.delete == ()  # Loki and stdout have committed nothing
     end = LogReader(settings.log_dir).end_checkpoint()
     CheckpointFile(settings.state_dir / "checkpoints" / "stdout.json").save(end)
@@ -91,7 +97,7 @@ def test_over_the_cap_the_lake_decides_and_the_loss_to_loki_is_counted_on_metric
         if f.name.startswith("querylog_log_")
     }
     forced = {s.labels["projection"]: s.value for s in families["querylog_log_forced_trims"].samples}
-    assert forced == {"loki": 2.0, "parquet": 0.0}  # every holder, from zero
+    assert forced == {"loki": 2.0, "metrics": 0.0, "parquet": 0.0}  # every holder, from zero
     assert families["querylog_log_segments"].samples[0].value == 0
 
 

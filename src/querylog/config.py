@@ -162,6 +162,13 @@ class Settings:
             "doc": "seconds between two rounds of log trimming and lake/search retention in the running service",
         },
     )
+    metrics_snapshot_interval_s: float = field(
+        default=30.0,
+        metadata={
+            "env": "QUERYLOG_METRICS_SNAPSHOT_INTERVAL_S",
+            "doc": "seconds between two snapshots of the metrics fold (a restart folds only what came after one)",
+        },
+    )
     log_max_gb: float | None = field(
         default=None,
         metadata={
@@ -307,6 +314,7 @@ class Settings:
             ("parquet_batch_events", "QUERYLOG_PARQUET_BATCH_EVENTS", 1, True),
             ("retention_days", "QUERYLOG_RETENTION_DAYS", 1, True),
             ("housekeeping_interval_s", "QUERYLOG_HOUSEKEEPING_INTERVAL_S", 0.1, False),
+            ("metrics_snapshot_interval_s", "QUERYLOG_METRICS_SNAPSHOT_INTERVAL_S", 0.1, False),
             ("ingest_max_bytes", "QUERYLOG_INGEST_MAX_BYTES", 1024, True),
             ("ingest_max_events", "QUERYLOG_INGEST_MAX_EVENTS", 1, True),
             ("ingest_dedup_window", "QUERYLOG_INGEST_DEDUP_WINDOW", 0, True),

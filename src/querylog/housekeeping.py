@@ -25,6 +25,7 @@ import structlog
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from querylog.config import Settings
+from querylog.logging.metrics_snapshot import snapshot_checkpoint
 from querylog.logging.parquet import ParquetSink
 from querylog.logging.projection import CheckpointFile, SinkError, atomic_write
 from querylog.logging.trim import Holder, TrimPlan, plan_trim, segment_infos, trim_log
@@ -86,11 +87,9 @@ def log_holders(settings: Settings) -> list[Holder]:
         holders.append(Holder("loki", _checkpoint(checkpoints / "loki.json")))
     if settings.stdout_events:
         holders.append(Holder("stdout", _checkpoint(checkpoints / "stdout.json")))
-    snapshot = settings.metrics_snapshot_path
-    if snapshot.exists():
-        from querylog.logging.metrics_snapshot import snapshot_checkpoint
-
-        holders.append(Holder("metrics", snapshot_checkpoint(snapshot)))
+    # The metrics fold of every API process restarts from its snapshot: until one covers a segment, the segment
+    # stays, or a restart would count fewer events than before it.
+    holders.append(Holder("metrics", snapshot_checkpoint(settings.metrics_snapshot_path)))
     return holders
 
 

@@ -72,7 +72,12 @@ class Runtime:
         projectors = elected_projectors(s, self.reader) if self.mode == "thread" else {}
         # Not elected: each process folds the whole log, so every worker's /metrics has the full totals.
         # It starts from the newest snapshot of the fold, so a restart folds only what came after it.
-        metrics_sink = MetricsSink(self.metrics, snapshot_path=s.metrics_snapshot_path, log_dir=s.log_dir)
+        metrics_sink = MetricsSink(
+            self.metrics,
+            snapshot_path=s.metrics_snapshot_path,
+            log_dir=s.log_dir,
+            snapshot_every_s=s.metrics_snapshot_interval_s,
+        )
         projectors["metrics"] = _projector(s, self.reader, metrics_sink.open(), interval_s=0.5, elected=False)
         for name, projector in projectors.items():
             if name != "metrics":

@@ -75,7 +75,7 @@ def test_past_the_cap_nothing_the_lake_lacks_is_deleted_and_the_plan_says_over_c
 
 
 def test_a_segment_created_a_moment_ago_is_never_taken_for_a_finished_one() -> None:
-    fresh = SegmentInfo(name="f", size=0, whole=0, mtime=_NOW, created=_NOW - 1, finished=True)
+    fresh = SegmentInfo(name="f", size=0, whole=0, mtime=_NOW, created=_NOW - 0.5, finished=True)
     assert plan_trim([fresh], [Holder("parquet", {})], retention_s=0, max_bytes=None, now=_NOW).delete == ()
 
 

@@ -21,14 +21,14 @@ pytestmark = pytest.mark.slow
 
 
 def _load_then_kill(
-    proc: subprocess.Popen[bytes], url: str, acknowledged: list[str], rng: random.Random, crash: int
+    proc: subprocess.Popen[bytes], url: str, acknowledged: list[str], rng: random.Random, crash: int, span: range
 ) -> None:
     stop = threading.Event()
     workers = [threading.Thread(target=_load, args=(url, acknowledged, stop, crash * 10 + i)) for i in range(6)]
     for w in workers:
         w.start()
-    target = len(acknowledged) + rng.randint(40, 160)
-    deadline = time.monotonic() + 60
+    target = len(acknowledged) + rng.choice(span)
+    deadline = time.monotonic() + 120
     while len(acknowledged) < target and time.monotonic() < deadline:
         time.sleep(0.01)  # let load run until a random number of queries were acknowledged
     os.kill(proc.pid, signal.SIGKILL)  # mid-flight: requests, flushes and Parquet batches in progress
@@ -51,16 +51,29 @@ def _load(url: str, acknowledged: list[str], stop: threading.Event, seed: int) -
                 acknowledged.append(r.json()["query_id"])
 
 
-def test_kill_9_five_times_under_load_loses_no_acknowledged_query(tmp_path: Path) -> None:
+#: The log trimmed as fast as it can be: segments roll every second, a projected one goes at once.
+_TRIMMING = {
+    "QUERYLOG_SEGMENT_MAX_AGE_S": "1",
+    "QUERYLOG_LOG_RETENTION": "0s",
+    "QUERYLOG_HOUSEKEEPING_INTERVAL_S": "0.5",
+    "QUERYLOG_METRICS_SNAPSHOT_INTERVAL_S": "0.5",
+}
+
+
+@pytest.mark.parametrize("trimming", [False, True], ids=["log-kept", "log-trimmed"])
+def test_kill_9_five_times_under_load_loses_no_acknowledged_query(tmp_path: Path, trimming: bool) -> None:
     home = tmp_path / "home"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     acknowledged: list[str] = []
     rng = random.Random(1234)
-    env = {"QUERYLOG_PARQUET_INTERVAL_S": "0.1"}
+    env = {"QUERYLOG_PARQUET_INTERVAL_S": "0.1", **(_TRIMMING if trimming else {})}
     for crash in range(5):
         with running_server(home, env, port=port) as server:
-            _load_then_kill(server.process, url, acknowledged, rng, crash)
+            # With trimming, each life lasts a few seconds (snapshots, commits and trims every 0.5 s), so that
+            # the log is trimmed between the crashes and under load, not only after them.
+            span = range(1500, 3001) if trimming else range(40, 161)
+            _load_then_kill(server.process, url, acknowledged, rng, crash, span)
     # A last, clean start lets the projections catch up with what the crashed processes logged; leaving the
     # block SIGTERMs it, and it drains before exiting.
     with running_server(home, env, port=port) as server:
@@ -89,3 +102,6 @@ def test_kill_9_five_times_under_load_loses_no_acknowledged_query(tmp_path: Path
     assert result["dup"] == 0
     missing = set(acknowledged) - set(result["done"])
     assert not missing, f"{len(missing)} acknowledged queries missing from the lake"
+    if trimming:  # the log really was trimmed under the crashes, or this proves nothing
+        totals = json.loads((home / "state" / "housekeeping.json").read_text())
+        assert totals["trimmed_segments"] > 0, json.dumps(totals)
