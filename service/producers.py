@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hmac
+import os
 import re
 import threading
 from collections import OrderedDict, deque
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from querylog.logging.codec import DecodeError, from_builtins
 from querylog.logging.events import AnyEvent, EventValidationError, nfc
 from querylog.logging.schema import redact_fields
-from querylog.logging.segments import EventLog, LogClosedError, LogReader
+from querylog.logging.segments import EventLog, LogClosedError, LogReader, is_erased
 from querylog.runtime import Runtime
 
 __all__ = [
@@ -47,6 +48,8 @@ __all__ = [
 MAX_REPORTED_ERRORS: Final = 100
 #: Start-up reads at most this much of the log's tail to re-learn recent event ids.
 SEED_MAX_BYTES: Final = 64 * 1024 * 1024
+#: How much of a segment `tail_event_ids` holds at once.
+_TAIL_CHUNK: Final = 1024 * 1024
 
 _log = structlog.get_logger("querylog.ingest")
 _json: Final = msgspec.json.Decoder()
@@ -164,10 +167,13 @@ class _EventIdOnly(msgspec.Struct):
 _id_decoder: Final = msgspec.json.Decoder(_EventIdOnly)
 
 
-def tail_event_ids(reader: LogReader, limit: int, *, max_bytes: int = SEED_MAX_BYTES) -> list[str]:
+def tail_event_ids(
+    reader: LogReader, limit: int, *, max_bytes: int = SEED_MAX_BYTES, chunk_bytes: int = _TAIL_CHUNK
+) -> list[str]:
     """The event ids of the last `limit` whole lines of the log (oldest first), reading at most `max_bytes`.
 
-    Segments are taken newest first by their creation-time names, across every writer.
+    Segments are taken newest first by their creation-time names, across every writer, and each is read backwards
+    a chunk at a time, so memory holds one chunk and the ids, whatever the size of the log.
     """
     newest_first: list[str] = []
     budget = max_bytes
@@ -175,26 +181,35 @@ def tail_event_ids(reader: LogReader, limit: int, *, max_bytes: int = SEED_MAX_B
         if len(newest_first) >= limit or budget <= 0:
             break
         try:
-            size = path.stat().st_size
-            start = max(0, size - budget)
             with path.open("rb") as fh:
-                fh.seek(start)
-                data = fh.read(size - start)
-        except FileNotFoundError:  # retention removed it meanwhile
+                end = fh.seek(0, os.SEEK_END)
+                rest = b""  # the start of a line whose beginning is in the chunk before
+                torn = True  # the file's last bytes may be a torn line: not an event yet
+                while end > 0 and budget > 0 and len(newest_first) < limit:
+                    start = max(0, end - min(chunk_bytes, budget))
+                    fh.seek(start)
+                    data = fh.read(end - start) + rest
+                    budget -= end - start
+                    end = start
+                    lines = data.split(b"\n")
+                    rest = lines[0] if start > 0 else b""  # maybe cut: completed by the next chunk back
+                    whole = lines[1:] if start > 0 else lines
+                    if torn:
+                        whole = whole[:-1]  # after the last newline: empty, or a torn tail
+                        torn = False
+                    for line in reversed(whole):
+                        if not line or is_erased(line):
+                            continue
+                        try:
+                            event_id = _id_decoder.decode(line).event_id
+                        except msgspec.DecodeError:
+                            continue
+                        if event_id:
+                            newest_first.append(event_id)
+                            if len(newest_first) >= limit:
+                                break
+        except FileNotFoundError:  # trimmed meanwhile
             continue
-        budget -= len(data)
-        lines = data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]  # a torn tail is not an event yet
-        if start > 0:
-            lines = lines[1:]  # the read began mid-line
-        for line in reversed(lines):
-            try:
-                event_id = _id_decoder.decode(line).event_id
-            except msgspec.DecodeError:
-                continue
-            if event_id:
-                newest_first.append(event_id)
-                if len(newest_first) >= limit:
-                    break
     newest_first.reverse()
     return newest_first
 

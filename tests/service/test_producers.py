@@ -279,6 +279,12 @@ def test_tail_event_ids_reads_the_newest_lines_across_segments(settings: Setting
     # a byte budget that ends mid-line yields the whole lines after it only
     last_line = reader.segments()[-1].read_bytes().splitlines(keepends=True)[-1]
     assert tail_event_ids(reader, 100, max_bytes=len(last_line) + 10) == ["b-2"]
+    # read backwards in chunks smaller than a line: lines are put back together across chunks
+    for chunk in (7, 64, 333, 4096):
+        assert tail_event_ids(reader, 100, chunk_bytes=chunk)[-6:] == ["a-0", "a-1", "a-2", "b-0", "b-1", "b-2"]
+    with reader.segments()[-1].open("ab") as fh:  # a torn tail (no newline yet) is not an event
+        fh.write(b'{"event_type":"query_received","event_id":"torn"')
+    assert tail_event_ids(reader, 2, chunk_bytes=50) == ["b-1", "b-2"]
 
 
 def test_recent_ids_forget_the_oldest_first() -> None:
