@@ -332,6 +332,21 @@ def query_overview() -> Dashboard:
                             " / sum(rate(querylog_quality_score_count[$__rate_interval]))", "mean quality"),
                      unit="percentunit"),
             ]),
+            Row("Cost and releases (Prometheus)", 8, [
+                prom("LLM cost / hour by model", "timeseries",
+                     Target("3600 * sum by (model) (rate(querylog_llm_cost_usd_total[$__rate_interval]))",
+                            "{{model}}"), width=8, unit="currencyUSD",
+                     description="The recorded cost_usd of each response, else its tokens priced from the price "
+                     "table (logging/data/prices.json or QUERYLOG_PRICES), by requested model."),
+                prom("Unpriced responses / s", "timeseries",
+                     Target(rate_prom("querylog_llm_unpriced_responses_total", "model"), "{{model}}"), width=8,
+                     unit="ops", description="Responses with no recorded cost and no price for their model (or "
+                     "no token counts): add the model to QUERYLOG_PRICES to count their cost."),
+                prom("Queries / s by release", "timeseries",
+                     Target(rate_prom("querylog_release_queries_total", "release, status"), "{{release}} {{status}}"),
+                     width=8, unit="reqps", description="Finished queries by release (QUERYLOG_RELEASE) and status: "
+                     "compare a canary with the release before it."),
+            ]),
         ],
     )
 
@@ -489,11 +504,27 @@ def querylog_health() -> Dashboard:
                      Target(rate_prom("querylog_sink_errors_total", "sink, stage"), "{{sink}} {{stage}}"),
                      width=8, unit="ops"),
             ]),
+            Row("Event log", 8, [
+                prom("Log size", "timeseries", Target("max(querylog_log_bytes)", "bytes"), width=8, unit="bytes",
+                     description="Bytes in the event log's segments. Housekeeping trims what every durable "
+                     "projection has, once older than QUERYLOG_LOG_RETENTION."),
+                prom("What holds the log back", "timeseries",
+                     Target("max by (projection) (querylog_log_behind_seconds)", "{{projection}}"), width=8,
+                     unit="s", description="Age of the oldest finished segment each durable projection has not "
+                     "committed (alert QuerylogLogHeldBack past a day)."),
+                prom("Log trimmed / hour", "timeseries",
+                     Target("3600 * max(rate(querylog_log_trimmed_bytes_total[$__rate_interval]))", "bytes"),
+                     width=8, unit="bytes"),
+            ]),
             Row("Batches", 8, [
                 prom("Mean batch size (events)", "timeseries", Target(batch_mean, "{{sink}}"), width=8,
                      description="Events per delivered batch: a Loki push, a Parquet commit."),
                 prom("Batches / s", "timeseries",
                      Target(rate_prom("querylog_sink_batches_total", "sink"), "{{sink}}"), width=8, unit="ops"),
+                prom("Fallbacks / s by reason", "timeseries",
+                     Target(rate_prom("querylog_sink_fallbacks_total", "sink, reason"), "{{sink}} {{reason}}"),
+                     width=8, unit="ops", description="Batches a projection took down its slower path for (the "
+                     "Parquet fast path declined them): the same rows, more CPU. Logged once per reason."),
                 prom("Since each projection last reported", "timeseries",
                      Target("max by (sink) (querylog_sink_report_age_seconds)", "{{sink}}"), width=8, unit="s",
                      description="0 for projections in the API's own process. With QUERYLOG_PROJECTIONS=process "

@@ -34,6 +34,7 @@ from querylog.logging.events import (
     ResponseGenerated,
     SearchCompleted,
 )
+from querylog.logging.pricing import DEFAULT_PRICES, PriceTable
 from querylog.logging.telemetry import FileTelemetry, SinkTelemetry
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_QUERY_BUCKETS_SECONDS",
     "DEFAULT_STAGE_BUCKETS_SECONDS",
     "DEFAULT_STALE_AFTER_SECONDS",
+    "MAX_LABEL_VALUES",
     "MetricsProjection",
 ]
 
@@ -73,6 +75,11 @@ _STAGES = ("classify", "search", "generate")
 _FEEDBACK_SCORES = ("-1", "0", "1")
 _CACHE_RESULTS = ("hit", "miss")
 _UNKNOWN_INTENT = "unknown"
+_UNKNOWN = "unknown"
+#: Distinct models and releases with a series of their own; later ones share "other", so a producer that
+#: sends a new value per query cannot blow up Prometheus.
+MAX_LABEL_VALUES = 50
+_OTHER = "other"
 
 # prometheus_client's own spelling of a bucket bound ("0.25", "1.0", "+Inf"); the alias gives it a type.
 _le: Callable[[float], str] = floatToGoString
@@ -152,6 +159,10 @@ class _Families:
     sink_batch_events: CounterMetricFamily
     sink_batch_bytes: CounterMetricFamily
     sink_report_age: GaugeMetricFamily
+    sink_fallbacks: CounterMetricFamily
+    llm_cost: CounterMetricFamily
+    llm_unpriced: CounterMetricFamily
+    release_queries: CounterMetricFamily
 
     @classmethod
     def empty(cls, ns: str) -> _Families:
@@ -221,6 +232,23 @@ class _Families:
                 "still while this grows.",
                 labels=["sink"],
             ),
+            sink_fallbacks=CounterMetricFamily(
+                f"{ns}_sink_fallbacks", "Batches a sink took down a slower path (a fast path declined), by reason.",
+                labels=["sink", "reason"],
+            ),
+            llm_cost=CounterMetricFamily(
+                f"{ns}_llm_cost_usd", "Cost of LLM responses in USD by requested model: the recorded cost_usd, "
+                "else priced from the price table (logging/pricing.py).",
+                labels=["model"],
+            ),
+            llm_unpriced=CounterMetricFamily(
+                f"{ns}_llm_unpriced_responses", "LLM responses with no recorded cost and no price for their model.",
+                labels=["model"],
+            ),
+            release_queries=CounterMetricFamily(
+                f"{ns}_release_queries", "Queries that ended, by release and status (completed|failed).",
+                labels=["release", "status"],
+            ),
         )  # fmt: skip
 
     def all(self) -> list[Metric]:
@@ -244,6 +272,7 @@ class MetricsProjection:
         stage_buckets: Sequence[float] = DEFAULT_STAGE_BUCKETS_SECONDS,
         quality_buckets: Sequence[float] = DEFAULT_QUALITY_BUCKETS,
         stale_after_seconds: float = DEFAULT_STALE_AFTER_SECONDS,
+        prices: PriceTable = DEFAULT_PRICES,
     ) -> None:
         _check_namespace(namespace)
         if not (math.isfinite(stale_after_seconds) and stale_after_seconds > 0):
@@ -256,6 +285,7 @@ class MetricsProjection:
         self._stage_bounds = _check_buckets("stage_buckets", stage_buckets)
         self._quality_bounds = _check_buckets("quality_buckets", quality_buckets)
         self._stale_after = float(stale_after_seconds)
+        self.prices = prices
 
         self._lock = threading.Lock()
         self._queries: Counter[tuple[str, str]] = Counter()
@@ -266,6 +296,11 @@ class MetricsProjection:
         self._cache: Counter[str] = Counter(dict.fromkeys(_CACHE_RESULTS, 0))
         self._feedback: Counter[str] = Counter(dict.fromkeys(_FEEDBACK_SCORES, 0))
         self._events: Counter[str] = Counter(dict.fromkeys(EVENT_TYPES, 0))
+        self._cost: dict[str, float] = {}  # model → USD
+        self._unpriced: Counter[str] = Counter()  # model → responses
+        self._release_queries: Counter[tuple[str, str]] = Counter()
+        self._models: set[str] = set()  # the label values given a series, first come first served
+        self._releases: set[str] = set()
         self._open: dict[str, _OpenQuery] = {}
         # (first_seen, query_id) of every open query, oldest first; entries of queries that have since ended
         # are skipped when popped, which is cheaper than removing them from the middle of the heap.
@@ -314,12 +349,14 @@ class MetricsProjection:
                 self._cache["hit" if event.cache_hit else "miss"] += 1
             case ResponseGenerated():
                 self._observe_stage("generate", event.duration_ms)
+                self._count_cost(event)
                 if event.quality_score is not None:
                     self._open_query(event.query_id, ts).quality_score = event.quality_score
             case QueryCompleted():
                 ended = self._close_query(event.query_id)
                 intent = self._intent(event.intent, ended)
                 self._queries[(intent, "completed")] += 1
+                self._release_queries[(self._release(event.release), "completed")] += 1
                 self._observe_latency(intent, "completed", event.latency_ms)
                 # One quality observation per answered query: the completion's own score, else the one the
                 # generate step reported, so a producer that sets both is not counted twice.
@@ -332,6 +369,7 @@ class MetricsProjection:
                 ended = self._close_query(event.query_id)
                 intent = self._intent(event.intent, ended)
                 self._queries[(intent, "failed")] += 1
+                self._release_queries[(self._release(event.release), "failed")] += 1
                 self._observe_latency(intent, "failed", event.latency_ms)
             case FeedbackReceived():
                 self._feedback[str(event.score)] += 1
@@ -339,6 +377,35 @@ class MetricsProjection:
                 pass
         # Pruning after every event (not every batch) keeps the result independent of how the log was batched.
         self._prune()
+
+    def _count_cost(self, event: ResponseGenerated) -> None:
+        model = event.gen_ai_request_model or event.gen_ai_response_model
+        cost = event.cost_usd
+        if cost is None:
+            cost = self.prices.cost(
+                model,
+                event.ts,
+                event.gen_ai_usage_input_tokens,
+                event.gen_ai_usage_output_tokens,
+                event.gen_ai_usage_cache_read_input_tokens,
+            )
+        label = self._bounded(self._models, model or _UNKNOWN)
+        if cost is None:
+            self._unpriced[label] += 1
+        else:
+            self._cost[label] = self._cost.get(label, 0.0) + cost
+
+    def _release(self, release: str | None) -> str:
+        return self._bounded(self._releases, release or _UNKNOWN)
+
+    @staticmethod
+    def _bounded(seen: set[str], value: str) -> str:
+        if value in seen or value == _UNKNOWN:
+            return value
+        if len(seen) < MAX_LABEL_VALUES:
+            seen.add(value)
+            return value
+        return _OTHER
 
     def _open_query(self, query_id: str, ts: float) -> _OpenQuery:
         state = self._open.get(query_id)
@@ -392,6 +459,8 @@ class MetricsProjection:
             "stage_buckets": list(self._stage_bounds),
             "quality_buckets": list(self._quality_bounds),
             "stale_after_seconds": self._stale_after,
+            # The cost counter depends on the prices: a corrected table re-folds the log (and re-prices it).
+            "prices": self.prices.version,
         }
 
     def export_state(self) -> dict[str, Any]:
@@ -411,6 +480,11 @@ class MetricsProjection:
                 },
                 "active": self._active,
                 "watermark": None if self._watermark == -math.inf else self._watermark,
+                "cost": dict(self._cost),
+                "unpriced": dict(self._unpriced),
+                "release_queries": [[r, s, n] for (r, s), n in sorted(self._release_queries.items())],
+                "models": sorted(self._models),
+                "releases": sorted(self._releases),
             }
 
     def restore_state(self, state: dict[str, Any]) -> None:
@@ -443,6 +517,11 @@ class MetricsProjection:
             self._expiry = sorted((o.first_seen, q) for q, o in self._open.items())  # a sorted list is a heap
             self._active = int(state["active"])
             self._watermark = -math.inf if state["watermark"] is None else float(state["watermark"])
+            self._cost = {k: float(v) for k, v in state["cost"].items()}
+            self._unpriced = Counter(state["unpriced"])
+            self._release_queries = Counter({(r, s): n for r, s, n in state["release_queries"]})
+            self._models = set(state["models"])
+            self._releases = set(state["releases"])
 
     def forget_queries(self, query_ids: Iterable[str]) -> int:
         """Drop open queries from the state (erasure): they leave the active gauge as a stale query does."""
@@ -491,6 +570,12 @@ class MetricsProjection:
                 f.feedback.add_metric([score], n)
             for event_type, n in sorted(self._events.items()):
                 f.events.add_metric([event_type], n)
+            for model, usd in sorted(self._cost.items()):
+                f.llm_cost.add_metric([model], usd)
+            for model, n in sorted(self._unpriced.items()):
+                f.llm_unpriced.add_metric([model], n)
+            for (release, status), n in sorted(self._release_queries.items()):
+                f.release_queries.add_metric([release, status], n)
             sinks = [self._sinks[name] for name in sorted(self._sinks)]
         for telemetry in sinks:
             now = time.time()  # before the snapshot: one read in this process is reported 0 seconds ago
@@ -508,4 +593,6 @@ class MetricsProjection:
             f.sink_batch_events.add_metric([s.sink], s.batch_events_total)
             f.sink_batch_bytes.add_metric([s.sink], s.batch_bytes_total)
             f.sink_report_age.add_metric([s.sink], max(0.0, now - s.reported_at))
+            for reason, n in sorted(s.fallbacks.items()):
+                f.sink_fallbacks.add_metric([s.sink, reason], n)
         return f.all()

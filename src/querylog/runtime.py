@@ -52,7 +52,7 @@ class Runtime:
             prompt_version=settings.prompt_version,
             capture_answers=settings.capture_answers,
         )
-        self.metrics = MetricsProjection(settings.metrics_namespace)
+        self.metrics = MetricsProjection(settings.metrics_namespace, prices=settings.prices())
         self.metrics.add_sink(self.log.telemetry)
         self.projectors: dict[str, Projector] = {}
         self._with_projections = projections

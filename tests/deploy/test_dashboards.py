@@ -153,9 +153,19 @@ def test_prometheus_target_follows_the_promql_rules(prom_target: Any, checks: Mo
 def _series_querylog_serves() -> set[str]:
     """Every series name /metrics exposes (histogram parts and counter totals included), and every recording
     rule's name: what a dashboard's PromQL can read."""
+    import tempfile
+
     from prometheus_client.parser import text_string_to_metric_families
 
-    from querylog.logging.events import IntentClassified, QueryCompleted, QueryFailed, QueryReceived
+    from querylog.config import Settings
+    from querylog.housekeeping import LogCollector
+    from querylog.logging.events import (
+        IntentClassified,
+        QueryCompleted,
+        QueryFailed,
+        QueryReceived,
+        ResponseGenerated,
+    )
     from querylog.logging.metrics import MetricsProjection
     from querylog.logging.telemetry import SinkTelemetry
 
@@ -163,18 +173,25 @@ def _series_querylog_serves() -> set[str]:
     telemetry = SinkTelemetry("loki")
     telemetry.dropped("too_old")
     telemetry.error("send")
+    telemetry.fell_back("unknown_field")
     projection.add_sink(telemetry)
-    # One answered and one failed query, so that every labelled family has its series.
+    # The log's series, as the API's /metrics serves them beside the fold's.
+    home = tempfile.TemporaryDirectory()
+    projection.add_collector(LogCollector(Settings(home=Path(home.name)), "querylog"))
+    # One answered (priced and unpriced) and one failed query, so that every labelled family has its series.
     projection.apply(
         [
             QueryReceived(query_id="q-1", query_text="삼성전자 주가"),
             IntentClassified(query_id="q-1", intent="stock_price", confidence=0.9),
-            QueryCompleted(query_id="q-1", intent="stock_price", latency_ms=120.0),
+            ResponseGenerated(query_id="q-1", gen_ai_request_model="gpt-4o", cost_usd=0.01),
+            ResponseGenerated(query_id="q-1", gen_ai_request_model="no-such-model"),
+            QueryCompleted(query_id="q-1", intent="stock_price", latency_ms=120.0, release="r1"),
             QueryFailed(query_id="q-2", error_type="timeout", intent="news", latency_ms=30_000.0),
         ]
     )
-    families = text_string_to_metric_families(projection.exposition().decode())
-    names = {sample.name for family in families for sample in family.samples}
+    with home:
+        families = text_string_to_metric_families(projection.exposition().decode())
+        names = {sample.name for family in families for sample in family.samples}
     recording = yaml.safe_load((REPO_ROOT / "compose" / "prometheus" / "recording.yml").read_text())
     return names | {rule["record"] for group in recording["groups"] for rule in group["rules"] if "record" in rule}
 

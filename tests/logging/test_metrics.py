@@ -417,11 +417,23 @@ def _event(draw: st.DrawFn) -> Event:
             query_id=qid, ts=ts, result_count=1, cache_hit=draw(st.booleans()), duration_ms=draw(_durations)
         )
     if kind == "response_generated":
-        return ResponseGenerated(query_id=qid, ts=ts, duration_ms=draw(_durations), quality_score=draw(_scores))
+        return ResponseGenerated(
+            query_id=qid,
+            ts=ts,
+            duration_ms=draw(_durations),
+            quality_score=draw(_scores),
+            gen_ai_request_model=draw(st.sampled_from([None, "gpt-4o", "gpt-4o-mini", "no-such-model"])),
+            gen_ai_usage_input_tokens=draw(st.none() | st.integers(0, 5_000)),
+            gen_ai_usage_output_tokens=draw(st.none() | st.integers(0, 5_000)),
+            cost_usd=draw(st.none() | st.floats(min_value=0, max_value=1)),
+        )
     if kind == "query_completed":
         latency = draw(st.floats(min_value=0, max_value=120_000))
         intent = draw(st.none() | _intents)
-        return QueryCompleted(query_id=qid, ts=ts, latency_ms=latency, intent=intent, quality_score=draw(_scores))
+        release = draw(st.sampled_from([None, "r1", "r2"]))
+        return QueryCompleted(
+            query_id=qid, ts=ts, latency_ms=latency, intent=intent, quality_score=draw(_scores), release=release
+        )
     if kind == "query_failed":
         return QueryFailed(
             query_id=qid, ts=ts, error_type="Boom", latency_ms=draw(_durations), intent=draw(st.none() | _intents)
@@ -443,9 +455,92 @@ def test_replaying_the_same_events_gives_the_same_exposition_however_they_were_b
     for event in events:
         one_by_one.apply([event])
 
+    restarted = MetricsProjection()  # a restart from a snapshot taken after the first batch, then the rest
+    restarted.apply(events[:cut])
+    resumed = MetricsProjection()
+    resumed.restore_state(restarted.export_state())
+    resumed.apply(events[cut:])
+
     exposition = replayed.exposition()
     assert live.exposition() == exposition
     assert one_by_one.exposition() == exposition
+    assert resumed.exposition() == exposition
     # And it is valid Prometheus text format, with every event counted.
     families = {f.name: f for f in text_string_to_metric_families(exposition.decode())}
     assert sum(s.value for s in families["querylog_events"].samples) == len(events)
+
+
+# -- cost, releases, fallbacks (schema v2) ------------------------------------------------------------------------
+def _samples(projection: MetricsProjection, family: str, *labels: str) -> dict[tuple[str, ...], float]:
+    text = projection.exposition().decode()
+    return {
+        tuple(sample.labels[k] for k in labels): sample.value
+        for f in text_string_to_metric_families(text)
+        if f.name == family
+        for sample in f.samples
+        if sample.name.endswith("_total")
+    }
+
+
+def test_cost_is_the_recorded_one_else_the_price_tables_and_unpriced_responses_are_counted() -> None:
+    from querylog.logging.pricing import DEFAULT_PRICES
+
+    projection = MetricsProjection()
+    projection.apply(
+        [
+            ResponseGenerated(query_id="a", ts=at(0), gen_ai_request_model="gpt-4o", cost_usd=0.25,
+                              gen_ai_usage_input_tokens=10**6, gen_ai_usage_output_tokens=0),
+            ResponseGenerated(query_id="b", ts=at(1), gen_ai_request_model="gpt-4o",
+                              gen_ai_usage_input_tokens=2_000, gen_ai_usage_output_tokens=500),
+            ResponseGenerated(query_id="c", ts=at(2), gen_ai_request_model="our-own-llm",
+                              gen_ai_usage_input_tokens=10, gen_ai_usage_output_tokens=10),
+            ResponseGenerated(query_id="d", ts=at(3), gen_ai_request_model="gpt-4o"),  # no tokens: unpriced
+        ]
+    )  # fmt: skip
+    row = DEFAULT_PRICES.price("gpt-4o", at(1))
+    assert row is not None
+    priced = (2_000 * row.input + 500 * row.output) / 1e6
+    assert _samples(projection, "querylog_llm_cost_usd", "model") == {("gpt-4o",): pytest.approx(0.25 + priced)}
+    assert _samples(projection, "querylog_llm_unpriced_responses", "model") == {("gpt-4o",): 1.0, ("our-own-llm",): 1.0}
+
+
+def test_another_price_table_prices_differently_and_a_snapshot_of_the_old_one_is_not_its_state() -> None:
+    from datetime import date
+
+    from querylog.logging.pricing import Price, PriceTable
+
+    ours = PriceTable("ours-1", [Price(model="our-own-llm", effective_from=date(2020, 1, 1), input=1.0, output=2.0)])
+    event = ResponseGenerated(query_id="c", ts=at(0), gen_ai_request_model="our-own-llm",
+                              gen_ai_usage_input_tokens=1_000, gen_ai_usage_output_tokens=1_000)  # fmt: skip
+    projection = MetricsProjection(prices=ours)
+    projection.apply([event])
+    assert _samples(projection, "querylog_llm_cost_usd", "model") == {("our-own-llm",): pytest.approx(0.003)}
+    assert projection.config() != MetricsProjection().config()  # a price correction re-folds the log
+
+
+def test_releases_and_models_are_bounded_label_values() -> None:
+    from querylog.logging.metrics import MAX_LABEL_VALUES
+
+    projection = MetricsProjection()
+    projection.apply(
+        [QueryCompleted(query_id=f"q{i}", ts=at(i), latency_ms=1.0, release=f"r{i}") for i in range(MAX_LABEL_VALUES + 5)]
+        + [QueryFailed(query_id="f", ts=at(999), error_type="E", release=None)]
+    )
+    releases = _samples(projection, "querylog_release_queries", "release", "status")
+    assert len(releases) == MAX_LABEL_VALUES + 2  # the first ones, "other" and "unknown"
+    assert releases[("other", "completed")] == 5  # the releases past the cap share one series
+    assert releases[("unknown", "failed")] == 1  # no release said: always its own series
+    assert sum(releases.values()) == MAX_LABEL_VALUES + 6
+
+
+def test_sink_fallbacks_are_exposed_by_sink_and_reason() -> None:
+    projection = MetricsProjection()
+    telemetry = SinkTelemetry("parquet")
+    telemetry.fell_back("unknown_field")
+    telemetry.fell_back("unknown_field")
+    telemetry.fell_back("nested_shape")
+    projection.add_sink(telemetry)
+    assert _samples(projection, "querylog_sink_fallbacks", "sink", "reason") == {
+        ("parquet", "nested_shape"): 1.0,
+        ("parquet", "unknown_field"): 2.0,
+    }
