@@ -443,6 +443,42 @@ class LakeQueries:
             .select("bin_start", "bin_end", "queries")
         )
 
+    # -- cost and comparisons (schema v2) ---------------------------------------------------------------
+    def cost_by_model(self, f: Filters = Filters()) -> pl.DataFrame:
+        """model, queries, priced, cost_usd, cost_per_query (of the priced ones), input_tokens, output_tokens —
+        most expensive first. A query's cost is its responses' (recorded, else priced: `cost_source`); queries
+        whose model has no price count in `queries` but not in `priced`."""
+        return self._frame(
+            f,
+            """
+            SELECT coalesce(model, 'unknown') AS model, count(*) AS queries, count(cost_usd) AS priced,
+                   sum(cost_usd) AS cost_usd, sum(cost_usd) / nullif(count(cost_usd), 0) AS cost_per_query,
+                   sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens
+            FROM q WHERE model IS NOT NULL OR cost_usd IS NOT NULL
+            GROUP BY 1 ORDER BY cost_usd DESC NULLS LAST, queries DESC, model
+            """,
+        )
+
+    def compare_by(self, f: Filters, column: Literal["release", "prompt_version"]) -> pl.DataFrame:
+        """One row per value of `column` (``release`` or ``prompt_version``; queries without one are left out):
+        value, queries, failed, error_rate, p50_ms, p95_ms, with_feedback, mean_score, positive_share,
+        mean_quality, cost_usd — most queries first. Empty when no query in the window has the column."""
+        if column not in ("release", "prompt_version"):
+            raise ValueError(f"compare_by takes release or prompt_version; got {column!r}")
+        return self._frame(
+            f,
+            f"""
+            SELECT {column} AS value, count(*) AS queries, count(*) FILTER (WHERE status = 'failed') AS failed,
+                   failed / nullif(count(*) FILTER (WHERE status <> 'in_progress'), 0) AS error_rate,
+                   quantile_cont(latency_ms, 0.5) FILTER (WHERE status = 'completed') AS p50_ms,
+                   quantile_cont(latency_ms, 0.95) FILTER (WHERE status = 'completed') AS p95_ms,
+                   count(feedback_score) AS with_feedback, avg(feedback_score) AS mean_score,
+                   count(*) FILTER (WHERE feedback_score > 0) / nullif(count(feedback_score), 0) AS positive_share,
+                   avg(quality_score) AS mean_quality, sum(cost_usd) AS cost_usd
+            FROM q WHERE {column} IS NOT NULL GROUP BY 1 ORDER BY queries DESC, value
+            """,
+        )
+
     # -- what people ask ---------------------------------------------------------------------------
     def top_queries(self, f: Filters = Filters(), limit: int = 20) -> pl.DataFrame:
         """query_text, queries, intent (the most common), no_results, p50_ms, last_seen — most asked first.

@@ -44,6 +44,11 @@ class Report:
     feedback_by_intent: pl.DataFrame
     top_queries: pl.DataFrame
     no_result_queries: pl.DataFrame
+    #: schema v2: cost by model; quality, feedback and cost by release and by prompt version (empty when the
+    #: window's queries carry none, and then not shown)
+    cost_by_model: pl.DataFrame
+    by_release: pl.DataFrame
+    by_prompt_version: pl.DataFrame
 
     @property
     def since(self) -> datetime:
@@ -107,6 +112,9 @@ def build_report(
         feedback_by_intent=lq.feedback_by_intent(filters),
         top_queries=lq.top_queries(filters, top),
         no_result_queries=lq.no_result_queries(filters, top),
+        cost_by_model=lq.cost_by_model(filters),
+        by_release=lq.compare_by(filters, "release"),
+        by_prompt_version=lq.compare_by(filters, "prompt_version"),
     )
 
 
@@ -121,6 +129,12 @@ def _ms(value: float | None) -> str:
 
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:.1f}%"
+
+
+def _usd(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
 
 
 def _score(value: float | None) -> str:
@@ -283,6 +297,49 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
             ],
         )
     )
+    if report.cost_by_model.height:
+        out.append(
+            (
+                "Cost by model",
+                ["model", "queries", "priced", "cost (USD)", "per query", "input tokens", "output tokens"],
+                [
+                    [
+                        r["model"],
+                        _num(r["queries"]),
+                        _num(r["priced"]),
+                        _usd(r["cost_usd"]),
+                        _usd(r["cost_per_query"]),
+                        _num(r["input_tokens"]),
+                        _num(r["output_tokens"]),
+                    ]
+                    for r in report.cost_by_model.iter_rows(named=True)
+                ],
+            )
+        )
+    for title, frame in (("By release", report.by_release), ("By prompt version", report.by_prompt_version)):
+        if frame.height:
+            out.append(
+                (
+                    title,
+                    ["", "queries", "error rate", "p50", "p95", "feedback", "mean score", "👍 share", "quality",
+                     "cost (USD)"],
+                    [
+                        [
+                            r["value"],
+                            _num(r["queries"]),
+                            _pct(r["error_rate"]),
+                            _ms(r["p50_ms"]),
+                            _ms(r["p95_ms"]),
+                            _num(r["with_feedback"]),
+                            _score(r["mean_score"]),
+                            _pct(r["positive_share"]),
+                            _score(r["mean_quality"]),
+                            _usd(r["cost_usd"]),
+                        ]
+                        for r in frame.iter_rows(named=True)
+                    ],
+                )
+            )  # fmt: skip
     out.append(
         (
             "Top queries",

@@ -172,3 +172,67 @@ def test_an_empty_lake_still_reports(tmp_path: Path) -> None:
     assert report.current.queries == 0
     assert "no data in this window" in render_html(report)
     assert "_none_" in render_markdown(report)
+
+
+# -- schema v2: cost by model, comparisons by release and prompt version ------------------------------------------
+def _v2_lake(home: Path) -> tuple[Path, datetime]:
+    from querylog.logging.projection import Projector
+    from querylog.logging.segments import EventLog, LogReader
+    from querylog.logging.tracker import QueryTracker
+
+    start = datetime.now(UTC) - timedelta(hours=2)
+    plan = [  # release, prompt version, model, tokens in/out, recorded cost, fails, feedback
+        ("r1", "p1", "gpt-4o", 1_000, 100, None, False, 1),
+        ("r1", "p1", "gpt-4o", 2_000, 200, 0.5, False, -1),
+        ("r2", "p2", "our-own-llm", 10, 10, None, False, 1),
+        ("r2", "p2", "gpt-4o-mini", 4_000, 400, None, True, None),
+    ]
+    with EventLog(home / "log") as log:
+        tracker = QueryTracker(log)
+        for i, (release, prompt, model, tin, tout, cost, fails, score) in enumerate(plan):
+            try:
+                with tracker.query(f"질문 {i}", release=release, prompt_version=prompt) as q:
+                    q.responded(model=model, input_tokens=tin, output_tokens=tout, cost_usd=cost, answer="답")
+                    if fails:
+                        raise RuntimeError("boom")
+            except RuntimeError:
+                pass
+            if score is not None:
+                tracker.feedback(q.query_id, score)
+    with ParquetSink(home / "lake") as sink:
+        Projector(LogReader(home / "log"), sink).catch_up()
+    return home / "lake", start
+
+
+def test_the_report_adds_cost_by_model_and_compares_releases_and_prompt_versions(tmp_path: Path) -> None:
+    from querylog.logging.pricing import DEFAULT_PRICES
+
+    lake, since = _v2_lake(tmp_path)
+    with Catalog(lake) as cat:
+        report = build_report(cat, since=since)
+    cost = {r["model"]: r for r in report.cost_by_model.iter_rows(named=True)}
+    gpt4o = DEFAULT_PRICES.price("gpt-4o", datetime.now(UTC))
+    mini = DEFAULT_PRICES.price("gpt-4o-mini", datetime.now(UTC))
+    assert gpt4o is not None and mini is not None
+    assert cost["gpt-4o"]["queries"] == cost["gpt-4o"]["priced"] == 2
+    assert cost["gpt-4o"]["cost_usd"] == pytest.approx(0.5 + (1_000 * gpt4o.input + 100 * gpt4o.output) / 1e6)
+    assert cost["gpt-4o-mini"]["cost_usd"] == pytest.approx((4_000 * mini.input + 400 * mini.output) / 1e6)
+    assert cost["our-own-llm"]["priced"] == 0 and cost["our-own-llm"]["cost_usd"] is None  # unpriced, not $0
+    releases = {r["value"]: r for r in report.by_release.iter_rows(named=True)}
+    assert (releases["r1"]["queries"], releases["r1"]["failed"], releases["r1"]["mean_score"]) == (2, 0, 0.0)
+    assert releases["r1"]["positive_share"] == 0.5
+    assert (releases["r2"]["failed"], releases["r2"]["error_rate"]) == (1, 0.5)
+    assert set(report.by_prompt_version["value"].to_list()) == {"p1", "p2"}
+    markdown = render_markdown(report)
+    for title in ("## Cost by model", "## By release", "## By prompt version"):
+        assert title in markdown
+    assert "our-own-llm" in markdown and "| r2 |" in markdown
+    assert "By release" in render_html(report)
+
+
+def test_a_lake_without_releases_or_costs_shows_no_such_sections(two_weeks: SampleLake) -> None:
+    with Catalog(two_weeks.lake) as cat:
+        report = build_report(cat, since=two_weeks.end - timedelta(days=7), until=two_weeks.end)
+    assert report.by_release.height == 0 and report.by_prompt_version.height == 0
+    markdown = render_markdown(report)
+    assert "## By release" not in markdown and "## By prompt version" not in markdown
