@@ -14,7 +14,7 @@ import polars as pl
 import streamlit as st
 
 from querylog.analytics.catalog import CatalogError
-from querylog.analytics.queries import BUCKETS, Bucket, Filters, LakeQueries, Summary, open_catalog
+from querylog.analytics.queries import BUCKETS, Answer, Bucket, Filters, LakeQueries, Summary, open_catalog
 from querylog.config import ConfigError, Settings
 
 __all__ = ["highlight_html", "highlight_spans", "main", "trace_url"]
@@ -307,6 +307,33 @@ def _queries(lq: LakeQueries, f: Filters) -> None:
     _timeline(lq, query_id)
 
 
+def _answer(answer: Answer | None) -> None:
+    """What the user was told, and from which documents (queries recorded before schema v2 have neither)."""
+    if answer is None:
+        return
+    if answer.answer_text is None and answer.sources.is_empty():
+        if answer.answer_chars is not None:
+            st.caption(f"Answer of {answer.answer_chars:,} characters; its text was not kept.")
+        return
+    facts = [
+        ("response type", answer.response_type),
+        ("finish", answer.finish_reason),
+        ("model", answer.response_model or answer.model),
+        ("cost", None if answer.cost_usd is None else f"${answer.cost_usd:,.5f} ({answer.cost_source})"),
+        ("first token", None if answer.ttft_ms is None else f"{answer.ttft_ms:,.0f} ms"),
+        ("release", answer.release),
+        ("prompt", answer.prompt_version),
+    ]
+    st.markdown("**Answer**")
+    if answer.answer_text is not None:
+        # Shown as text, never as Markdown: an answer is user-visible content, not markup for this page.
+        st.text(answer.answer_text)
+    st.caption("  ·  ".join(f"{name}: {value}" for name, value in facts if value))
+    if not answer.sources.is_empty():
+        st.markdown("**Sources**")
+        _table(st, answer.sources, "timeline_sources")
+
+
 def _timeline(lq: LakeQueries, query_id: str) -> None:
     events = lq.query_events(query_id)
     if events.is_empty():
@@ -317,6 +344,7 @@ def _timeline(lq: LakeQueries, query_id: str) -> None:
     trace = trace_url(events["trace_id"].drop_nulls().first())  # type: ignore[arg-type]
     if trace:
         st.markdown(f"[Open trace in Langfuse]({trace})")
+    _answer(lq.answer(query_id))
     # A stage event is emitted when the stage ends and carries its duration: draw it as a bar ending there.
     spans = events.with_columns(
         (pl.col("offset_ms") - pl.col("duration_ms").fill_null(0)).alias("start_ms"),

@@ -19,6 +19,7 @@ __all__ = [
     "BUCKETS",
     "FUNNEL_STEPS",
     "UNCLASSIFIED",
+    "Answer",
     "Bucket",
     "Filters",
     "LakeQueries",
@@ -591,6 +592,26 @@ class LakeQueries:
         return set(found["query_id"].to_list())
 
     # -- one query ---------------------------------------------------------------------------------
+    def answer(self, query_id: str) -> Answer | None:
+        """The answer and sources of one query; None when the lake has no such query."""
+        frame = sql_frame(
+            self.catalog,
+            """
+                SELECT query_id, answer_text, answer_chars, response_type, finish_reason, model, response_model,
+                       cost_usd, cost_source, ttft_ms, release, prompt_version, sources
+                FROM queries WHERE query_id = $query_id
+            """,
+            {"query_id": query_id},
+        )
+        if frame.is_empty():
+            return None
+        row = frame.row(0, named=True)
+        sources = pl.DataFrame(
+            row.pop("sources") or [],
+            schema={"doc_id": pl.String, "title": pl.String, "score": pl.Float64, "rank": pl.Int32},
+        ).select("rank", "doc_id", "title", "score")
+        return Answer(**row, sources=sources)
+
     def query_events(self, query_id: str) -> pl.DataFrame:
         """A query's events in order: ts, offset_ms (from its first event), event_type and the fields that
         matter for each step."""
@@ -605,6 +626,26 @@ class LakeQueries:
             """,
             {"query_id": query_id},
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a query was answered, as the `queries` view has it (schema v2: older queries have none)."""
+
+    query_id: str
+    answer_text: str | None
+    answer_chars: int | None
+    response_type: str | None
+    finish_reason: str | None
+    model: str | None
+    response_model: str | None
+    cost_usd: float | None
+    cost_source: str | None
+    ttft_ms: float | None
+    release: str | None
+    prompt_version: str | None
+    #: rank, doc_id, title, score of each source, best first
+    sources: pl.DataFrame
 
 
 _SESSIONS_SQL: Final = """

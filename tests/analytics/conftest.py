@@ -19,6 +19,7 @@ from querylog.logging.events import (
     QueryReceived,
     ResponseGenerated,
     SearchCompleted,
+    Source,
 )
 from querylog.logging.parquet import ParquetSink
 from querylog.logging.projection import Batch
@@ -68,6 +69,11 @@ class SampleLake:
         return [q for q in self.queries if all(getattr(q, k) == v for k, v in where.items())]
 
 
+def sample_answer(text: str) -> str:
+    """The answer the sample lake records for a query text."""
+    return f"{text}: 요약 답변입니다"
+
+
 def _events_for(q: SampleQuery, rng: random.Random) -> list[AnyEvent]:
     common = {
         "query_id": q.query_id,
@@ -92,9 +98,20 @@ def _events_for(q: SampleQuery, rng: random.Random) -> list[AnyEvent]:
         q.result_count = 0 if rng.random() < 0.1 else rng.randint(1, 5)
         q.search_ms = round(rng.uniform(1, 5) if q.cache_hit else rng.uniform(20, 200), 3)
         t += timedelta(milliseconds=q.search_ms)
+        sources = tuple(
+            Source(doc_id=f"doc-{n}", title=f"{q.text} 관련 기사 {n}", score=round(5.0 - n, 2), rank=n)
+            for n in range(1, q.result_count + 1)
+        )
         out.append(
-            SearchCompleted(result_count=q.result_count, cache_hit=q.cache_hit, duration_ms=q.search_ms, ts=t, **common)
-        )  # type: ignore[arg-type]
+            SearchCompleted(
+                result_count=q.result_count,
+                cache_hit=q.cache_hit,
+                duration_ms=q.search_ms,
+                sources=sources,
+                ts=t,
+                **common,  # type: ignore[arg-type]
+            )
+        )
     if fail_at is None:
         q.generate_ms = round(rng.uniform(300, 3000) * (2.0 if q.intent == "market_overview" else 1.0), 3)
         q.quality_score = round(rng.uniform(0.2, 1.0), 2)
@@ -107,6 +124,9 @@ def _events_for(q: SampleQuery, rng: random.Random) -> list[AnyEvent]:
                 quality_score=q.quality_score,
                 gen_ai_usage_input_tokens=100,
                 gen_ai_usage_output_tokens=50,
+                answer_text=sample_answer(q.text),
+                answer_chars=len(sample_answer(q.text)),
+                finish_reason="stop",
                 ts=t,
                 **common,
             )

@@ -240,3 +240,24 @@ def test_ui_refuses_a_bad_port(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
     assert main(["--home", str(tmp_path), "ui", "--port", "70000"]) == 2
     assert "--port must be 1-65535" in capsys.readouterr().err
+
+
+def test_the_timeline_shows_the_answer_and_its_sources(explorer: AppTest, sample_lake: SampleLake) -> None:
+    from tests.analytics.conftest import sample_answer
+
+    by_id = {q.query_id: q for q in sample_lake.queries}
+    answered = next(
+        q
+        for q in sorted(sample_lake.queries, key=lambda q: q.started_at, reverse=True)
+        if q.status == "completed" and q.result_count
+    )
+    explorer.selectbox(key="timeline_query").set_value(answered.query_id).run()
+    assert not explorer.exception
+    assert sample_answer(answered.text) in [t.value for t in explorer.text]
+    sources = next(f for f in _frames(explorer) if "doc_id" in f.columns)
+    assert list(sources["rank"]) == list(range(1, answered.result_count + 1))
+    assert sources["title"].iloc[0] == f"{answered.text} 관련 기사 1"
+    assert any("finish: stop" in c.value for c in explorer.caption)
+    failed = next(q for q in sample_lake.queries if q.status == "failed" and q.failed_stage == "generate")
+    explorer.selectbox(key="timeline_query").set_value(failed.query_id).run()
+    assert sample_answer(by_id[failed.query_id].text) not in [t.value for t in explorer.text]  # never answered
