@@ -18,7 +18,8 @@ from pathlib import Path
 
 import msgspec
 
-from querylog.logging.segments import is_erased, segment_paths
+from querylog.logging.projection import atomic_write
+from querylog.logging.segments import ERASED_LIST, is_erased, segment_paths
 
 __all__ = ["LogErasure", "Subjects", "erase_from_log", "is_erased", "queries_of"]
 
@@ -111,6 +112,7 @@ def erase_from_log(directory: Path, subjects: Subjects) -> LogErasure:
             continue
         if not hits:
             continue
+        _list_erased(directory, path.name)  # before the blanking: a reader never meets a blank line unwarned
         try:
             fd = os.open(path, os.O_WRONLY)
         except FileNotFoundError:
@@ -124,3 +126,17 @@ def erase_from_log(directory: Path, subjects: Subjects) -> LogErasure:
         report.events += len(hits)
         report.segments[path.name] = len(hits)
     return report
+
+
+def _list_erased(directory: Path, segment: str) -> None:
+    """Add `segment` to the log's list of segments with erased lines (readers check only those)."""
+    path = directory / ERASED_LIST
+    try:
+        names = set(path.read_text(encoding="utf-8").split())
+    except FileNotFoundError:
+        names = set()
+    if segment in names:
+        return
+    names &= {p.name for p in segment_paths(directory)}  # trimmed segments need no mention
+    names.add(segment)
+    atomic_write(path, "".join(f"{n}\n" for n in sorted(names)).encode())

@@ -300,7 +300,8 @@ class SearchCompleted(Event, frozen=True, tag="search_completed"):
         if self.result_count < 0:
             raise EventValidationError("result_count", f"must be >= 0, got {self.result_count!r}")
         _check_duration("duration_ms", self.duration_ms)
-        _check_count("sources_dropped", self.sources_dropped)
+        if self.sources_dropped is not None:
+            _check_count("sources_dropped", self.sources_dropped)
         sources = self.sources
         if sources is not None and len(sources) > MAX_SOURCES:
             # Cut, never refused: the answer happened; the event keeps the best `MAX_SOURCES` and says how many went.
@@ -348,13 +349,20 @@ class ResponseGenerated(Event, frozen=True, tag="response_generated"):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_duration("duration_ms", self.duration_ms)
-        _check_duration("ttft_ms", self.ttft_ms)
-        _check_duration("cost_usd", self.cost_usd)
         _check_count("gen_ai_usage_input_tokens", self.gen_ai_usage_input_tokens)
         _check_count("gen_ai_usage_output_tokens", self.gen_ai_usage_output_tokens)
         _check_count("answer_chars", self.answer_chars)
-        _check_count("gen_ai_usage_cache_read_input_tokens", self.gen_ai_usage_cache_read_input_tokens)
-        _check_count("gen_ai_usage_reasoning_output_tokens", self.gen_ai_usage_reasoning_output_tokens)
+        # v2's optional numbers: mostly absent, so one test skips their checks on the emit path.
+        if not (
+            self.ttft_ms is None
+            and self.cost_usd is None
+            and self.gen_ai_usage_cache_read_input_tokens is None
+            and self.gen_ai_usage_reasoning_output_tokens is None
+        ):
+            _check_duration("ttft_ms", self.ttft_ms)
+            _check_duration("cost_usd", self.cost_usd)
+            _check_count("gen_ai_usage_cache_read_input_tokens", self.gen_ai_usage_cache_read_input_tokens)
+            _check_count("gen_ai_usage_reasoning_output_tokens", self.gen_ai_usage_reasoning_output_tokens)
         if self.quality_score is not None and not 0.0 <= self.quality_score <= 1.0:
             raise EventValidationError("quality_score", f"must be within [0, 1], got {self.quality_score!r}")
         if self.answer_text is not None:

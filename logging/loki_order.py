@@ -104,7 +104,10 @@ class TimeOrderedReader(LogReader):
         taken = {p.name: 0 for p in pending}
         for _, k, _, _ in merged:
             taken[pending[k].name] += 1
-        lines = [line for _, _, _, line in merged if not is_erased(line)]
+        if self.erased_segments():
+            lines = [line for _, _, _, line in merged if not is_erased(line)]
+        else:
+            lines = [line for _, _, _, line in merged]
         new: Checkpoint = {name: checkpoint.get(name, 0) for name in sizes}
         remaining = 0
         cut = False

@@ -33,6 +33,7 @@ from querylog.logging.events import Event
 from querylog.logging.telemetry import SinkTelemetry
 
 __all__ = [
+    "ERASED_LIST",
     "SEGMENT_SUFFIX",
     "Checkpoint",
     "EventLog",
@@ -69,6 +70,10 @@ def _try_lock(fd: int) -> bool:
     except BlockingIOError:
         return False
     return True
+
+
+#: In the log directory: the names of the segments that hold erased lines, one per line (logging/erase.py).
+ERASED_LIST: Final = "erased-segments"
 
 
 def is_erased(line: bytes) -> bool:
@@ -384,9 +389,23 @@ class LogReader:
 
     def __init__(self, directory: Path | str) -> None:
         self.directory = Path(directory)
+        self._erased: tuple[tuple[int, int], frozenset[str]] = ((0, 0), frozenset())
 
     def segments(self) -> list[Path]:
         return segment_paths(self.directory)
+
+    def erased_segments(self) -> frozenset[str]:
+        """The segments that hold lines `querylog erase` blanked (`ERASED_LIST`), re-read when the list changes:
+        only their lines are checked, so a log that never saw an erasure pays nothing for it."""
+        try:
+            stat = (self.directory / ERASED_LIST).stat()
+        except FileNotFoundError:
+            return frozenset()
+        key = (stat.st_mtime_ns, stat.st_size)
+        if key != self._erased[0]:
+            names = frozenset((self.directory / ERASED_LIST).read_text(encoding="utf-8").split())
+            self._erased = (key, names)
+        return self._erased[1]
 
     def read(self, checkpoint: Mapping[str, int], *, max_events: int = 10_000, max_bytes: int = 8 << 20) -> ReadBatch:
         if max_events < 1 or max_bytes < 1:
@@ -397,6 +416,7 @@ class LogReader:
         budget = max_bytes
         cut = False
         live: set[str] = set()
+        erased = self.erased_segments()
         for path in self.segments():
             name = path.name
             live.add(name)
@@ -428,7 +448,7 @@ class LogReader:
             pieces = data.split(b"\n", max_events - len(lines)) if end else [data]
             end = len(data) - len(pieces[-1])
             cut = cut or b"\n" in pieces[-1]
-            if data[:1] == b" " or b"\n " in data:  # erased lines (logging/erase.py): never handed on
+            if name in erased:  # lines `querylog erase` blanked are never handed on
                 lines.extend(p for p in pieces[:-1] if not is_erased(p))
             else:
                 lines.extend(pieces[:-1])

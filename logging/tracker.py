@@ -99,6 +99,10 @@ class QueryTracker:
         self.tags = checked_tags(tuple(tags)) if tags else None
         self.attributes = self._attributes(attributes) if attributes else None
         self.capture_answers = capture_answers
+        #: What every query carries unless it says otherwise, built once.
+        self._context = _Context(
+            release=self.release, prompt_version=self.prompt_version, tags=self.tags, attributes=self.attributes
+        )
 
     def _attributes(self, attributes: Mapping[str, str]) -> dict[str, str]:
         # Checked first (bounds, key names), then each value redacted like any text a user may have typed.
@@ -120,12 +124,20 @@ class QueryTracker:
     ) -> TrackedQuery:
         """A query's context. `release` and `prompt_version` override the service's; `tags` and `attributes`
         add to its defaults. Over their bounds they raise `EventValidationError` naming the field, here."""
-        merged_tags = self.tags
-        if tags:
-            merged_tags = checked_tags((*(self.tags or ()), *tags))
-        merged_attributes = self.attributes
-        if attributes:
-            merged_attributes = checked_attributes({**(self.attributes or {}), **self._attributes(attributes)})
+        context = self._context
+        if release or prompt_version or tags or attributes:  # the query's own: a context of its own
+            merged_tags = self.tags
+            if tags:
+                merged_tags = checked_tags((*(self.tags or ()), *tags))
+            merged_attributes = self.attributes
+            if attributes:
+                merged_attributes = checked_attributes({**(self.attributes or {}), **self._attributes(attributes)})
+            context = _Context(
+                release=release or self.release,
+                prompt_version=prompt_version or self.prompt_version,
+                tags=merged_tags,
+                attributes=merged_attributes,
+            )
         return TrackedQuery(
             self,
             query_text,
@@ -134,12 +146,7 @@ class QueryTracker:
             query_id=query_id,
             trace_id=trace_id,
             language=language,
-            context=_Context(
-                release=release or self.release,
-                prompt_version=prompt_version or self.prompt_version,
-                tags=merged_tags,
-                attributes=merged_attributes,
-            ),
+            context=context,
         )
 
     def feedback(
@@ -175,7 +182,7 @@ class _Context:
     """What a team compares queries by, fixed for a query: carried by its events (release and prompt version by
     every one; tags and attributes by the first and the last, which is where views and LogQL look)."""
 
-    __slots__ = ("attributes", "prompt_version", "release", "tags")
+    __slots__ = ("attributes", "labels", "prompt_version", "release", "tags", "versions")
 
     def __init__(
         self,
@@ -189,7 +196,18 @@ class _Context:
         self.prompt_version = prompt_version
         self.tags = tags
         self.attributes = attributes
+        #: tags and attributes as event fields, those that are set (the first and last events carry them)
+        self.labels: dict[str, Any] = {
+            k: v for k, v in (("tags", tags), ("attributes", attributes)) if v is not None
+        }
+        #: release and prompt version as event fields, those that are set (every event carries them)
+        self.versions: dict[str, str] = {
+            k: v for k, v in (("release", release), ("prompt_version", prompt_version)) if v is not None
+        }
 
+
+#: No optional fields to add (shared, never written to: ``**`` copies it).
+_NOTHING: dict[str, Any] = {}
 
 _NO_CONTEXT = _Context(release=None, prompt_version=None, tags=None, attributes=None)
 
@@ -254,14 +272,7 @@ class TrackedQuery:
         self._started = time.perf_counter()
         # The text is normalised and redacted before any event — and so any sink — sees it.
         self.text = self._tracker.redact(nfc(self._raw_text))
-        context = self._context
-        self._emit(
-            QueryReceived,
-            query_text=self.text,
-            language=self._language,
-            tags=context.tags,
-            attributes=context.attributes,
-        )
+        self._emit(QueryReceived, self._context.labels, query_text=self.text, language=self._language)
         return self
 
     def __exit__(
@@ -275,25 +286,23 @@ class TrackedQuery:
             if exc is None:
                 self._emit(
                     QueryCompleted,
+                    self._context.labels,
                     latency_ms=latency_ms,
                     intent=self.intent,
                     cache_hit=self.cache_hit,
                     result_count=self.result_count,
                     quality_score=self.quality_score,
-                    tags=self._context.tags,
-                    attributes=self._context.attributes,
                 )
             else:
                 message = self._tracker.redact(str(exc))[:MAX_ERROR_MESSAGE_CHARS]
                 self._emit(
                     QueryFailed,
+                    self._context.labels,
                     error_type=type(exc).__name__,
                     error_message=message,
                     stage=self._failed_stage or self._current_stage,
                     latency_ms=latency_ms,
                     intent=self.intent,
-                    tags=self._context.tags,
-                    attributes=self._context.attributes,
                 )
         finally:
             if self._tracker.durable:
@@ -341,14 +350,20 @@ class TrackedQuery:
         rest are cut and counted in `sources_dropped`."""
         self.result_count = result_count
         self.cache_hit = cache_hit
+        v2: dict[str, Any] = _NOTHING  # only what was given: see _emit
+        if sources is not None or backend_durations_ms is not None:
+            v2 = {}
+            if sources is not None:
+                v2["sources"] = tuple(self._sources(sources))
+            if backend_durations_ms is not None:
+                v2["backend_durations_ms"] = dict(backend_durations_ms)
         self._emit(
             SearchCompleted,
+            v2,
             result_count=result_count,
             cache_hit=cache_hit,
             top_score=top_score,
             duration_ms=self._duration(duration_ms),
-            sources=None if sources is None else tuple(self._sources(sources)),
-            backend_durations_ms=dict(backend_durations_ms) if backend_durations_ms is not None else None,
         )
 
     def responded(
@@ -381,8 +396,26 @@ class TrackedQuery:
                 answer_chars = len(answer)
             if self._tracker.capture_answers:
                 answer_text = self._tracker.redact(nfc(answer))
+        v2: dict[str, Any] = {}  # only what was given: see _emit
+        if answer_text is not None:
+            v2["answer_text"] = answer_text
+        if response_type is not None:
+            v2["response_type"] = response_type
+        if finish_reason is not None:
+            v2["finish_reason"] = finish_reason
+        if ttft_ms is not None:
+            v2["ttft_ms"] = ttft_ms
+        if cost_usd is not None:
+            v2["cost_usd"] = cost_usd
+        if response_model is not None:
+            v2["gen_ai_response_model"] = response_model
+        if cache_read_tokens is not None:
+            v2["gen_ai_usage_cache_read_input_tokens"] = cache_read_tokens
+        if reasoning_tokens is not None:
+            v2["gen_ai_usage_reasoning_output_tokens"] = reasoning_tokens
         self._emit(
             ResponseGenerated,
+            v2,
             gen_ai_system=system,
             gen_ai_request_model=model,
             gen_ai_usage_input_tokens=input_tokens,
@@ -390,14 +423,6 @@ class TrackedQuery:
             quality_score=quality_score,
             answer_chars=answer_chars,
             duration_ms=self._duration(duration_ms),
-            answer_text=answer_text,
-            response_type=response_type,
-            finish_reason=finish_reason,
-            ttft_ms=ttft_ms,
-            cost_usd=cost_usd,
-            gen_ai_response_model=response_model,
-            gen_ai_usage_cache_read_input_tokens=cache_read_tokens,
-            gen_ai_usage_reasoning_output_tokens=reasoning_tokens,
         )
 
     # -- internals --------------------------------------------------------------------------------
@@ -420,8 +445,14 @@ class TrackedQuery:
             return (time.perf_counter() - self._stage_started) * 1000.0
         return None
 
-    def _emit(self, cls: type[Event], **fields: Any) -> None:
+    def _emit(self, cls: type[Event], extra: Mapping[str, Any] = _NOTHING, /, **fields: Any) -> None:
+        # Optional fields come in `extra`, and only those that are set: a call with ``**`` of them, or with
+        # them all at None, would cost the caller's thread a dict per event even when there is nothing to add.
         tracker = self._tracker
+        if extra:
+            fields.update(extra)
+        if self._context.versions:
+            fields.update(self._context.versions)
         event = cls(
             query_id=self.query_id,
             session_id=self.session_id,
@@ -429,8 +460,6 @@ class TrackedQuery:
             trace_id=self.trace_id,
             service=tracker.service,
             env=tracker.env,
-            release=self._context.release,
-            prompt_version=self._context.prompt_version,
             **fields,
         )
         tracker.emitter.append(event)
