@@ -46,7 +46,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import msgspec
 import pyarrow as pa
@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DAY_FILE_PREFIX",
     "DAY_ROW_GROUP",
+    "SEARCH_FIELDS",
     "CompactionReport",
     "DayPartition",
     "HourPartition",
@@ -72,14 +73,17 @@ __all__ = [
     "ProgressFn",
     "RetentionReport",
     "RowFilter",
+    "SearchField",
     "SearchHitLike",
     "SearchIndexLike",
     "SearchUnavailableError",
     "UpkeepError",
     "apply_retention",
+    "built_search_fields",
     "exchange_directories",
     "expired_days",
     "retention_boundary",
+    "search_index_dir",
 ]
 
 #: Called as progress(done, total, what) while long work goes on.
@@ -675,9 +679,22 @@ class SearchIndexLike(Protocol):
 
 
 _LEDGER_SCHEMA: Final = pa.schema([("query_id", pa.string()), ("ts", pa.timestamp("us", tz="UTC"))])
+#: What a search index holds: the questions users asked, or the answers they got (schema v2).
+SearchField = Literal["queries", "answers"]
+SEARCH_FIELDS: Final[tuple[SearchField, ...]] = ("queries", "answers")
 #: A query still in flight is indexed once it finishes — or after this long, if it never does.
 SETTLE_AFTER: Final = timedelta(minutes=10)
 _LEDGER_FOLD_AT: Final = 16
+
+
+def search_index_dir(home: Path, field: SearchField) -> Path:
+    """Where the index of `field` lives under a data directory."""
+    return home / ("index" if field == "queries" else f"index-{field}")
+
+
+def built_search_fields(home: Path) -> list[SearchField]:
+    """The search indexes built under `home` (retention and erasure must reach each)."""
+    return [f for f in SEARCH_FIELDS if search_index_dir(home, f).is_dir()]
 
 
 class LakeSearch:
@@ -690,10 +707,24 @@ class LakeSearch:
     — the explorer and a `querylog search` — never commit over each other.
     """
 
-    def __init__(self, home: Path | str, *, index_factory: Callable[[Path], SearchIndexLike] | None = None) -> None:
+    def __init__(
+        self,
+        home: Path | str,
+        *,
+        index_factory: Callable[[Path], SearchIndexLike] | None = None,
+        field: SearchField = "queries",
+    ) -> None:
+        """`field` says what is indexed: the questions (``queries``, at ``home/index``) or the answers
+        (``answers``, schema v2's `answer_text`, at ``home/index-answers``). Hits carry the indexed text."""
+        if field not in SEARCH_FIELDS:
+            raise ValueError(f"field must be one of {', '.join(SEARCH_FIELDS)}; got {field!r}")
         self.home = Path(home)
-        self.directory = self.home / "index"
-        self.ledger_dir = self.home / "state" / "search-indexed"
+        self.field = field
+        suffix = "" if field == "queries" else f"-{field}"
+        self.directory = search_index_dir(self.home, field)
+        self.ledger_dir = self.home / "state" / f"search-indexed{suffix}"
+        self._lock_path = self.home / "state" / f"search-sync{suffix}.lock"
+        self._column = "query_text" if field == "queries" else "answer_text"
         self._index_errors: tuple[type[BaseException], ...] = ()
         if index_factory is None:
             try:
@@ -720,7 +751,7 @@ class LakeSearch:
 
     @contextmanager
     def _writing(self) -> Iterator[SearchIndexLike]:
-        lock = self.home / "state" / "search-sync.lock"
+        lock = self._lock_path
         lock.parent.mkdir(parents=True, exist_ok=True)
         with lock.open("a") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
@@ -772,11 +803,12 @@ class LakeSearch:
             con = catalog.connection
             con.register("_ql_indexed", self._ledger())
             try:
+                column = self._column  # one of two fixed names, never user input
                 new = arrow_table(
                     catalog,
-                    """
-                    SELECT query_id, query_text, started_at AS ts, intent FROM queries
-                    WHERE query_text IS NOT NULL AND started_at IS NOT NULL
+                    f"""
+                    SELECT query_id, {column} AS query_text, started_at AS ts, intent FROM queries
+                    WHERE {column} IS NOT NULL AND started_at IS NOT NULL
                       AND (status <> 'in_progress' OR started_at < $settled)
                       AND query_id NOT IN (SELECT query_id FROM _ql_indexed)
                     ORDER BY started_at, query_id

@@ -145,17 +145,18 @@ def _wait_for_parquet(settings: Settings, position: dict[str, int], timeout_s: f
 
 
 def _rebuild_search(settings: Settings) -> bool:
-    index = settings.home / "index"
-    if not index.is_dir():
-        return False
+    """Each search index built (the questions', the answers'), rebuilt from the erased lake."""
     from querylog.analytics.catalog import Catalog
-    from querylog.analytics.upkeep import LakeSearch
+    from querylog.analytics.upkeep import LakeSearch, built_search_fields
 
-    shutil.rmtree(index)
-    shutil.rmtree(settings.state_dir / "search-indexed", ignore_errors=True)
-    with Catalog(settings.lake_dir) as catalog:
-        LakeSearch(settings.home).sync(catalog)
-    return True
+    built = built_search_fields(settings.home)
+    for indexed in built:
+        stale = LakeSearch(settings.home, field=indexed)
+        shutil.rmtree(stale.directory)
+        shutil.rmtree(stale.ledger_dir, ignore_errors=True)
+        with Catalog(settings.lake_dir) as catalog:
+            LakeSearch(settings.home, field=indexed).sync(catalog)
+    return bool(built)
 
 
 def _forget_in_snapshot(settings: Settings, queries: Iterable[str]) -> int:

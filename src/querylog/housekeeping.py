@@ -111,14 +111,19 @@ def run_housekeeping(settings: Settings, *, now: float | None = None) -> Houseke
     removed: list[str] = []
     days = settings.lake_retention_days
     if days is not None and (settings.lake_dir / "events").is_dir():
-        from querylog.analytics.upkeep import LakeSearch, SearchUnavailableError, apply_retention
+        from querylog.analytics.upkeep import (
+            LakeSearch,
+            SearchUnavailableError,
+            apply_retention,
+            built_search_fields,
+        )
 
         at = datetime.fromtimestamp(now, UTC) if now is not None else None
         retained = apply_retention(settings.lake_dir, days=days, now=at)
         removed = retained.dates_removed
-        if (settings.home / "index").is_dir():
+        for field in built_search_fields(settings.home):  # the questions' index and the answers'
             with contextlib.suppress(SearchUnavailableError):  # a build without the search module
-                LakeSearch(settings.home).remove_older_than(retained.boundary)
+                LakeSearch(settings.home, field=field).remove_older_than(retained.boundary)
     totals = load_totals(settings)
     totals.trimmed_segments += len(plan.delete)
     totals.trimmed_bytes += sum(s.size for s in plan.delete)

@@ -149,3 +149,54 @@ def test_without_the_search_module_it_says_so(
     monkeypatch.setitem(sys.modules, "querylog.analytics.search", None)  # makes the import fail
     assert main(["--home", str(lake.home), "search", "주가"]) == 1
     assert "full-text search is not available" in capsys.readouterr().err
+
+
+@needs_search
+def test_a_word_only_in_an_answer_is_found_in_answers_not_in_queries(
+    lake: SampleLake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from querylog.logging.events import ResponseGenerated
+
+    ts = datetime.now(UTC) - timedelta(minutes=20)
+    with ParquetSink(lake.lake) as sink:
+        sink.write(
+            Batch(
+                events=[
+                    QueryReceived(query_id="ans-1", query_text="배당 일정 알려줘", ts=ts),
+                    ResponseGenerated(query_id="ans-1", answer_text="현대모비스는 분기배당을 지급합니다", ts=ts),
+                    QueryCompleted(query_id="ans-1", latency_ms=5.0, intent="news_inquiry", ts=ts),
+                ],
+                checkpoint={"answers": 1},
+            )
+        )
+    rows, _ = _search(lake, capsys, "현대모비스")
+    assert rows == []  # the questions never said it
+    rows, err = _search(lake, capsys, "현대모비스", "--in", "answers")
+    assert [(r["query_id"], r["query_text"], r["found_in"]) for r in rows] == [("ans-1", "배당 일정 알려줘", "answers")]
+    assert "분기배당" in rows[0]["answer"] and "indexed" in err
+    rows, _ = _search(lake, capsys, "배당", "--in", "both")
+    assert [r["query_id"] for r in rows].count("ans-1") == 1  # in both indexes, listed once
+
+
+@needs_search
+def test_erasure_reaches_the_answers_index(lake: SampleLake, capsys: pytest.CaptureFixture[str]) -> None:
+    from querylog.config import Settings
+    from querylog.erase import erase
+    from querylog.logging.events import ResponseGenerated
+
+    ts = datetime.now(UTC) - timedelta(minutes=20)
+    with ParquetSink(lake.lake) as sink:
+        sink.write(
+            Batch(
+                events=[
+                    QueryReceived(query_id="gone-1", query_text="내 질문", user_id="erin", ts=ts),
+                    ResponseGenerated(query_id="gone-1", answer_text="에린에게만 한 답변", ts=ts),
+                    QueryCompleted(query_id="gone-1", latency_ms=5.0, ts=ts),
+                ],
+                checkpoint={"erase": 1},
+            )
+        )
+    assert len(_search(lake, capsys, "에린에게만", "--in", "answers")[0]) == 1
+    erase(Settings(home=lake.home), user_ids=["erin"])
+    capsys.readouterr()  # the erasure's own log lines
+    assert _search(lake, capsys, "에린에게만", "--in", "answers")[0] == []

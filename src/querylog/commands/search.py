@@ -34,10 +34,11 @@ def _limit(text: str) -> int:
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "search",
-        help="full-text search over the queries users asked (Korean, English, mixed)",
-        description="Ranked full-text search over query texts. Works for Korean (particles, no spaces), English "
-        "and mixed text. Queries that reached the lake since the last search are indexed first (the index lives "
-        "under QUERYLOG_HOME/index).",
+        help="full-text search over the queries users asked, or the answers they got (Korean, English, mixed)",
+        description="Ranked full-text search over query texts (--in queries, the default) or over the answers "
+        "the service gave (--in answers; recorded since schema v2), or both. Works for Korean (particles, no "
+        "spaces), English and mixed text. Queries that reached the lake since the last search are indexed first "
+        "(the indexes live under QUERYLOG_HOME/index and index-answers).",
     )
     p.add_argument("text", help='what to look for, e.g. "네이버 주가"')
     p.add_argument("--limit", "-n", type=_limit, default=10, help="most results (default: 10)")
@@ -48,6 +49,13 @@ def add_parser(sub: Any) -> None:
         metavar="WHEN",
         help="only queries since: a duration back from now (30m, 12h, 7d) or an ISO date (2025-01-31)",
     )
+    p.add_argument(
+        "--in",
+        dest="where",
+        choices=("queries", "answers", "both"),
+        default="queries",
+        help="search the questions (default), the answers, or both (each query once, by its best score)",
+    )
     p.add_argument("--format", "-f", choices=FORMATS, default="table", help="output format (default: table)")
     p.set_defaults(run=run)
 
@@ -56,30 +64,72 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog._format import format_rows
     from querylog.analytics.catalog import CatalogError
     from querylog.analytics.queries import open_catalog
-    from querylog.analytics.upkeep import LakeSearch, UpkeepError
+    from querylog.analytics.upkeep import SEARCH_FIELDS, LakeSearch, SearchField, UpkeepError
 
     if not args.text.strip():
         print("querylog search: give some text to look for", file=sys.stderr)
         return 2
+    fields: tuple[SearchField, ...] = SEARCH_FIELDS if args.where == "both" else (args.where,)
+    found: dict[str, tuple[float, str, Any]] = {}  # query_id → (score, field, hit): its best
     try:
-        search = LakeSearch(settings.home)
         with open_catalog(settings.lake_dir) as catalog:
-            added = search.sync(catalog, progress=_progress if sys.stderr.isatty() else None)
-        if added:
-            print(f"querylog search: indexed {added} new quer{'y' if added == 1 else 'ies'}", file=sys.stderr)
-        hits = search.search(args.text, limit=args.limit, intent=args.intent, since=args.since)
+            for field in fields:
+                search = LakeSearch(settings.home, field=field)
+                added = search.sync(catalog, progress=_progress if sys.stderr.isatty() else None)
+                if added:
+                    print(f"querylog search: indexed {added} new {_noun(field, added)}", file=sys.stderr)
+                for hit in search.search(args.text, limit=args.limit, intent=args.intent, since=args.since):
+                    score = float(hit.score)
+                    if hit.query_id not in found or score > found[hit.query_id][0]:
+                        found[hit.query_id] = (score, field, hit)
+            best = sorted(found.values(), key=lambda f: (-f[0], f[2].query_id))[: args.limit]
+            questions = _questions(catalog, [hit.query_id for _, field, hit in best if field == "answers"])
     except (UpkeepError, CatalogError) as exc:
         print(f"querylog search: {exc}", file=sys.stderr)
         return 1
-    columns = ["rank", "score", "ts", "intent", "query_text", "query_id"]
-    rows = [(i, round(float(h.score), 4), h.ts, h.intent, h.query_text, h.query_id) for i, h in enumerate(hits, 1)]
+    rows: list[tuple[Any, ...]]
+    if args.where == "queries":
+        columns = ["rank", "score", "ts", "intent", "query_text", "query_id"]
+        rows = [(i, round(s, 4), h.ts, h.intent, h.query_text, h.query_id) for i, (s, _, h) in enumerate(best, 1)]
+    else:
+        columns = ["rank", "score", "found_in", "ts", "intent", "query_text", "answer", "query_id"]
+        rows = [
+            (
+                i,
+                round(s, 4),
+                field,
+                h.ts,
+                h.intent,
+                questions.get(h.query_id) if field == "answers" else h.query_text,
+                h.query_text if field == "answers" else None,
+                h.query_id,
+            )
+            for i, (s, field, h) in enumerate(best, 1)
+        ]
     if args.format == "json":
         sys.stdout.write(format_rows(columns, rows, "json"))
     elif rows:
         sys.stdout.write(format_rows(columns, rows, "table"))
     else:
-        print(f"no queries match {args.text!r}", file=sys.stderr)
+        kind = {"queries": "queries", "answers": "answers", "both": "queries or answers"}[args.where]
+        print(f"no {kind} match {args.text!r}", file=sys.stderr)
     return 0
+
+
+def _noun(field: str, n: int) -> str:
+    if field == "answers":
+        return "answer" if n == 1 else "answers"
+    return "query" if n == 1 else "queries"
+
+
+def _questions(catalog: Any, query_ids: list[str]) -> dict[str, str]:
+    """The question of each query whose answer matched."""
+    if not query_ids:
+        return {}
+    _, rows = catalog.query(
+        "SELECT query_id, query_text FROM queries WHERE list_contains($ids, query_id)", {"ids": query_ids}
+    )
+    return dict(rows)
 
 
 def _progress(done: int, total: int, what: str) -> None:

@@ -73,6 +73,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         SearchUnavailableError,
         UpkeepError,
         apply_retention,
+        built_search_fields,
         expired_days,
         retention_boundary,
     )
@@ -105,10 +106,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 f"retention: dropped {len(retained.dates_removed)} day(s) ({retained.files_removed} files) "
                 f"before {retained.boundary.date()}"
             )
-            if (settings.home / "index").is_dir():
+            for field in built_search_fields(settings.home):
                 try:
-                    LakeSearch(settings.home).remove_older_than(retained.boundary)
-                    print(f"retention: search index pruned before {retained.boundary.date()}")
+                    LakeSearch(settings.home, field=field).remove_older_than(retained.boundary)
+                    print(f"retention: search index pruned before {retained.boundary.date()} ({field})")
                 except SearchUnavailableError as exc:
                     print(f"querylog compact: search index not pruned: {exc}", file=sys.stderr)
         report = compactor.run(older_than=args.older_than)
