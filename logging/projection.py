@@ -40,6 +40,8 @@ __all__ = [
     "SinkClosedError",
     "SinkError",
     "SinkSendError",
+    "atomic_write",
+    "try_lead",
 ]
 
 _log = structlog.get_logger("querylog.projection")
@@ -172,6 +174,19 @@ class CheckpointFile:
 
     def save(self, checkpoint: Checkpoint) -> None:
         atomic_write(self.path, msgspec.json.encode(checkpoint))
+
+
+def try_lead(lock_path: Path) -> IO[bytes] | None:
+    """An exclusive lock on `lock_path` if no other process holds it (the file stays open while it is held; the
+    lock dies with the process), else None. How one process per data directory is elected for a job."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fh = lock_path.open("ab")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return fh
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -441,12 +456,8 @@ class Projector:
         if self._holds_lock():
             return True
         assert self.lock_path is not None
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fh = self.lock_path.open("ab")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.close()
+        fh = try_lead(self.lock_path)
+        if fh is None:
             return False
         self._lock_fh = fh
         self.has_led = True

@@ -66,3 +66,48 @@ def _reset_structlog() -> Iterator[None]:
 def settings(tmp_path: Path) -> Settings:
     """Settings for a throwaway home; fast projections; no stdout echo."""
     return Settings(home=tmp_path / "home", env="test", stdout_events=False, parquet_interval_s=0.05)
+
+
+def _checkout_changes(root: Path) -> set[str] | None:
+    """Paths `git status` reports as changed or new (ignored files aside), or None outside a git checkout."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return {line[3:] for line in done.stdout.splitlines() if line}
+
+
+_REPO = Path(__file__).resolve().parents[1]
+_changes_before: set[str] | None = None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _changes_before
+    _changes_before = _checkout_changes(_REPO)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Tests write only under temporary directories: a run that leaves a new file or a changed one in the
+    checkout fails, naming it (a data directory written by a test was once committed by accident)."""
+    if _changes_before is None:
+        return
+    after = _checkout_changes(_REPO)
+    if after is None:
+        return
+    written = sorted(after - _changes_before)
+    if written:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = "the test run wrote into the checkout: " + ", ".join(written[:20])
+        if reporter is not None:
+            reporter.write_line(message, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

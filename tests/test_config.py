@@ -51,6 +51,13 @@ def test_querylog_loki_url_wins_over_loki_url() -> None:
         ({"QUERYLOG_REDACT_EXTRA": "[1]"}, "QUERYLOG_REDACT_EXTRA"),
         ({"QUERYLOG_REDACT_EXTRA": '{"ORDER": "ORD-(\\\\d+"}'}, "QUERYLOG_REDACT_EXTRA: .*ORDER"),
         ({"QUERYLOG_RETENTION_DAYS": "-1"}, "QUERYLOG_RETENTION_DAYS"),
+        ({"QUERYLOG_RETENTION": "30 days"}, "QUERYLOG_RETENTION"),
+        ({"QUERYLOG_RETENTION": "0d"}, "QUERYLOG_RETENTION"),
+        ({"QUERYLOG_LOG_RETENTION": "1y"}, "QUERYLOG_LOG_RETENTION"),
+        ({"QUERYLOG_LOG_RETENTION": "-1h"}, "QUERYLOG_LOG_RETENTION"),
+        ({"QUERYLOG_LOG_MAX_GB": "0"}, "QUERYLOG_LOG_MAX_GB"),
+        ({"QUERYLOG_HOUSEKEEPING_INTERVAL_S": "0"}, "QUERYLOG_HOUSEKEEPING_INTERVAL_S"),
+        ({"QUERYLOG_CAPTURE_ANSWERS": "maybe"}, "QUERYLOG_CAPTURE_ANSWERS"),
     ],
 )
 def test_bad_values_raise_one_error_naming_the_variable(env: dict[str, str], variable: str) -> None:
@@ -65,3 +72,13 @@ def test_docs_configuration_lists_every_setting() -> None:
     for variable, _default, meaning in describe_settings():
         assert f"`{variable}`" in doc, f"docs/configuration.md misses {variable}"
         assert meaning in doc
+
+
+def test_one_retention_reaches_every_store_and_the_log_never_keeps_longer() -> None:
+    s = Settings.from_env({"QUERYLOG_RETENTION": "36h", "QUERYLOG_LOG_RETENTION": "7d"})
+    assert s.lake_retention_days == 2  # whole UTC days, rounded up
+    assert s.log_retention_s == 36 * 3600
+    s = Settings.from_env({"QUERYLOG_RETENTION": "90d", "QUERYLOG_RETENTION_DAYS": "30"})
+    assert (s.lake_retention_days, s.log_retention_s) == (30, 7 * 86_400)  # the lake's own; the log's default
+    assert Settings.from_env({}).lake_retention_days is None
+    assert Settings.from_env({"QUERYLOG_LOG_RETENTION": "0s"}).log_retention_s == 0

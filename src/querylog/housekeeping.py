@@ -11,7 +11,6 @@ on `/metrics` with the log's size and how far behind each projection holds it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from querylog.config import Settings
 from querylog.logging.metrics_snapshot import snapshot_checkpoint
 from querylog.logging.parquet import ParquetSink
-from querylog.logging.projection import CheckpointFile, SinkError, atomic_write
+from querylog.logging.projection import CheckpointFile, SinkError, atomic_write, try_lead
 from querylog.logging.trim import Holder, TrimPlan, plan_trim, segment_infos, trim_log
 
 __all__ = [
@@ -148,18 +147,9 @@ class Housekeeper:
         self.errors = 0
 
     def _lead(self) -> bool:
-        if self._lock_fh is not None:
-            return True
-        path = self.settings.state_dir / "locks" / "housekeeping.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fh = path.open("ab")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.close()
-            return False
-        self._lock_fh = fh
-        return True
+        if self._lock_fh is None:
+            self._lock_fh = try_lead(self.settings.state_dir / "locks" / "housekeeping.lock")
+        return self._lock_fh is not None
 
     def run_once(self) -> HousekeepingReport | None:
         """A round if this process leads (None otherwise). A failure is logged and counted, never raised: the
