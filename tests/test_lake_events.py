@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from querylog.lake_events import lake_events
 from querylog.logging.codec import decode
 from querylog.logging.events import QueryReceived, ResponseGenerated, SearchCompleted, Source
@@ -37,3 +39,42 @@ def test_every_event_comes_back_as_it_was_logged(tmp_path: Path) -> None:
     assert any(isinstance(e, SearchCompleted) and e.sources for e in read)
     later = [e.query_id for batch in lake_events(lake, since=day + timedelta(seconds=1)) for e in batch]
     assert "q-old" not in later and "q-new" in later
+
+
+def test_replay_parquet_from_the_lake_reprices_history_the_log_no_longer_holds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import time
+
+    from querylog.analytics.catalog import Catalog
+    from querylog.cli import main
+    from querylog.config import Settings
+    from querylog.housekeeping import run_housekeeping
+    from querylog.runtime import Runtime
+
+    settings = Settings(home=tmp_path / "home", stdout_events=False, log_retention="0s")
+    with Runtime(settings) as runtime:
+        for i in range(5):
+            with runtime.tracker.query(f"질문 {i}") as q:
+                q.responded(model="our-own-llm", input_tokens=1_000_000, output_tokens=0)
+    run_housekeeping(settings, now=time.time() + 3_600)
+    assert LogReader(settings.log_dir).segments() == []  # the log is gone: only the lake has the history
+    position = ParquetSink.committed_checkpoint(settings.lake_dir)
+
+    def costs() -> list[tuple[float | None, str | None]]:
+        with Catalog(settings.lake_dir) as catalog:
+            return catalog.query("select cost_usd, cost_source from events where event_type = 'response_generated'")[1]
+
+    assert costs() == [(None, None)] * 5  # not in the bundled table
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"version": "ours-1", "prices": [
+        {"model": "our-own-llm", "effective_from": "2020-01-01", "input": 2.0, "output": 0.0}]}))  # fmt: skip
+    capsys.readouterr()
+    assert main(["--home", str(settings.home), "replay", "parquet"]) == 1  # the log lost history: refused
+    assert "part of the log is gone" in capsys.readouterr().err
+    monkeypatch.setenv("QUERYLOG_PRICES", str(prices))
+    assert main(["--home", str(settings.home), "replay", "parquet", "--from", "lake"]) == 0
+    assert "100% of the lake" in capsys.readouterr().err
+    assert costs() == [(2.0, "price_table:ours-1")] * 5
+    assert ParquetSink.committed_checkpoint(settings.lake_dir) == position  # the projection goes on from there

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pyarrow.parquet as pq
 
@@ -61,7 +62,9 @@ def _exclusive(path: Path, message: str) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def rebuild_lake(settings: Settings, *, progress: ProgressFn | None = None) -> RebuildReport:
+def rebuild_lake(
+    settings: Settings, *, progress: ProgressFn | None = None, source: Literal["log", "lake"] = "log"
+) -> RebuildReport:
     """Project the whole log into a fresh lake (current schema, current prices) and swap it in for the live one.
 
     Refused while the Parquet projection runs (``querylog serve`` or ``querylog project`` on this data
@@ -86,26 +89,16 @@ def rebuild_lake(settings: Settings, *, progress: ProgressFn | None = None) -> R
                 shutil.rmtree(previous)
         shutil.rmtree(fresh, ignore_errors=True)  # an interrupted earlier run
         before, _ = lake_rows(lake)
-        reader = LogReader(settings.log_dir)
-        total_bytes = max(1, sum(p.stat().st_size for p in reader.segments()))
-        sink = ParquetSink(fresh, prices=settings.prices()).open()
-        projector = Projector(reader, sink, batch_max_events=settings.parquet_batch_events)
-        done = 0
-        try:
-            while n := projector.run_once():
-                done += n
-                if progress is not None:
-                    position = sum(sink.checkpoint().values())
-                    progress(min(position, total_bytes), total_bytes)
-        finally:
-            projector.stop(drain_timeout_s=None)
-            sink.close()
+        if source == "lake":
+            _from_lake(settings, fresh, before, progress)
+        else:
+            _from_log(settings, fresh, progress)
         if settings.lake_retention_days is not None:  # days the live lake already dropped stay dropped
             from querylog.analytics.upkeep import apply_retention
 
             apply_retention(fresh, days=settings.lake_retention_days)
         after, files = lake_rows(fresh)
-        if after < before and settings.lake_retention_days is None:
+        if source == "log" and after < before and settings.lake_retention_days is None:
             shutil.rmtree(fresh, ignore_errors=True)
             raise RebuildError(
                 f"the log holds {after} events but the lake holds {before}: part of the log is gone (deleted or "
@@ -119,3 +112,39 @@ def rebuild_lake(settings: Settings, *, progress: ProgressFn | None = None) -> R
         shutil.rmtree(previous, ignore_errors=True)
     elapsed = time.monotonic() - started
     return RebuildReport(events_before=before, events_after=after, files_after=files, seconds=elapsed)
+
+
+def _from_log(settings: Settings, fresh: Path, progress: ProgressFn | None) -> None:
+    reader = LogReader(settings.log_dir)
+    total_bytes = max(1, sum(p.stat().st_size for p in reader.segments()))
+    sink = ParquetSink(fresh, prices=settings.prices()).open()
+    projector = Projector(reader, sink, batch_max_events=settings.parquet_batch_events)
+    try:
+        while projector.run_once():
+            if progress is not None:
+                position = sum(sink.checkpoint().values())
+                progress(min(position, total_bytes), total_bytes)
+    finally:
+        projector.stop(drain_timeout_s=None)
+        sink.close()
+
+
+def _from_lake(settings: Settings, fresh: Path, total: int, progress: ProgressFn | None) -> None:
+    """The live lake's events written again (current schema, current prices): what a trimmed log can no longer
+    give. The new lake keeps the live one's log position, so the Parquet projection goes on where it was."""
+    from querylog.lake_events import lake_events
+    from querylog.logging.projection import Batch
+
+    position = ParquetSink.committed_checkpoint(settings.lake_dir)
+    sink = ParquetSink(fresh, prices=settings.prices()).open()
+    done = 0
+    try:
+        for events in lake_events(settings.lake_dir):
+            sink.write(Batch(events=events, checkpoint=position))
+            done += len(events)
+            if progress is not None:
+                progress(min(done, max(total, 1)), max(total, 1))
+        if done == 0:
+            sink.write(Batch(events=[], checkpoint=position))
+    finally:
+        sink.close()

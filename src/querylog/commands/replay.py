@@ -50,13 +50,22 @@ def add_parser(sub: Any) -> None:
     metrics.set_defaults(run=run_metrics)
     parquet = targets.add_parser(
         "parquet",
-        help="rebuild the whole lake from the log (new schema columns, corrected prices)",
-        description="Project the whole log into a fresh lake beside the live one, with the current schema and "
+        help="rebuild the whole lake from the log, or from itself (new schema columns, corrected prices)",
+        description="Project the whole log (or, with --from lake, the lake's own events, for history the log no "
+        "longer holds) into a fresh lake beside the live one, with the current schema and "
         "price table (QUERYLOG_PRICES), check that it holds every event the live lake holds, and swap it in. "
         "Use it after an upgrade that added columns (old events then have them, null where they did not "
         "record them), after correcting a price, or when the lake was damaged. Stop querylog serve and "
         "querylog project first: the rebuild refuses to run beside a live Parquet projection. Run querylog "
         "compact afterwards to merge the rebuilt files.",
+    )
+    parquet.add_argument(
+        "--from",
+        dest="source",
+        choices=("log", "lake"),
+        default="log",
+        help="project the log (default), or write the lake's own events again (after the log was trimmed: new "
+        "columns and corrected prices for history the log no longer holds)",
     )
     parquet.set_defaults(run=run_parquet)
 
@@ -159,20 +168,23 @@ def run_parquet(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.rebuild import RebuildError, rebuild_lake
 
     err = sys.stderr
-    if not settings.log_dir.is_dir():
-        print(f"querylog replay parquet: no log at {settings.log_dir}; nothing to rebuild from", file=err)
+    source = args.source
+    origin = settings.log_dir if source == "log" else settings.lake_dir
+    if not origin.is_dir():
+        print(f"querylog replay parquet: no {source} at {origin}; nothing to rebuild from", file=err)
         return 2
-    print(f"querylog replay parquet: rebuilding {settings.lake_dir} from {settings.log_dir}", file=err)
+    print(f"querylog replay parquet: rebuilding {settings.lake_dir} from {origin}", file=err)
     shown = [-1]
+    unit = "bytes" if source == "log" else "events"
 
     def progress(done: int, total: int) -> None:
         percent = done * 100 // total
-        if percent // 10 != shown[0] // 10:  # a line per tenth of the log, not per batch
+        if percent // 10 != shown[0] // 10:  # a line per tenth of the work, not per batch
             shown[0] = percent
-            print(f"  {percent:3d}% of the log projected ({done:,} of {total:,} bytes)", file=err, flush=True)
+            print(f"  {percent:3d}% of the {source} projected ({done:,} of {total:,} {unit})", file=err, flush=True)
 
     try:
-        report = rebuild_lake(settings, progress=progress)
+        report = rebuild_lake(settings, progress=progress, source=source)
     except RebuildError as exc:
         print(f"querylog replay parquet: {exc}", file=err)
         return 1
