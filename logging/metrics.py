@@ -459,7 +459,8 @@ class MetricsProjection:
             "stage_buckets": list(self._stage_bounds),
             "quality_buckets": list(self._quality_bounds),
             "stale_after_seconds": self._stale_after,
-            # The cost counter depends on the prices: a corrected table re-folds the log (and re-prices it).
+            # Which prices the cost counter was counted with (a snapshot of other prices is still loaded:
+            # counters never go back; see MetricsSink).
             "prices": self.prices.version,
         }
 

@@ -95,7 +95,8 @@ class MetricsSink(Sink):
         snapshot = load_snapshot(self.snapshot_path)
         if snapshot is None:
             return
-        if snapshot.config != self.projection.config():
+        mine = self.projection.config()
+        if _without_prices(snapshot.config) != _without_prices(mine):
             self.telemetry.fell_back("snapshot_config_changed")
             _log.warning(
                 "metrics_snapshot_ignored",
@@ -103,6 +104,10 @@ class MetricsSink(Sink):
                 path=str(self.snapshot_path),
             )
             return
+        if snapshot.config.get("prices") != mine.get("prices"):
+            # Counters never go back: the cost counted so far keeps the prices it was counted with, and new
+            # responses are priced with the new table (the lake re-prices history: querylog replay parquet).
+            _log.info("metrics_snapshot_prices_changed", was=snapshot.config.get("prices"), now=mine.get("prices"))
         self.projection.restore_state(snapshot.state)
         self._position = dict(snapshot.checkpoint)
         self.restored_events = sum(snapshot.state["events"].values())
@@ -144,3 +149,7 @@ class MetricsSink(Sink):
             return False
         self._dirty = False
         return written
+
+
+def _without_prices(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k != "prices"}

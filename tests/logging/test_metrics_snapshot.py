@@ -121,3 +121,20 @@ def test_export_and_restore_give_the_same_exposition_and_erasure_forgets_open_qu
         assert b"querylog_active_queries 1.0" in copy.exposition()
         assert copy.forget_queries(["open-1", "unknown"]) == 1
         assert b"querylog_active_queries 0.0" in copy.exposition()
+
+
+def test_a_snapshot_counted_with_other_prices_is_still_loaded_so_no_counter_goes_back(tmp_path: Path) -> None:
+    from datetime import date
+
+    from querylog.logging.pricing import Price, PriceTable
+
+    log_dir, snapshot = tmp_path / "log", tmp_path / "state" / "metrics-snapshot.json"
+    _queries(log_dir, 3)
+    first, sink = _fold(log_dir, snapshot)
+    _run(log_dir, sink)
+    sink.close()
+    corrected = PriceTable("corrected", [Price(model="m", effective_from=date(2020, 1, 1), input=1.0, output=1.0)])
+    restarted = MetricsProjection(prices=corrected)
+    restarted_sink = MetricsSink(restarted, snapshot_path=snapshot, log_dir=log_dir).open()
+    assert restarted_sink.restored_events > 0 and restarted_sink.telemetry.snapshot().fallbacks == {}
+    assert restarted.exposition() == first.exposition()
