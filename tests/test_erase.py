@@ -160,6 +160,7 @@ def test_with_loki_configured_a_delete_request_is_filed_per_subject_and_a_refusa
         assert receipt.loki_error is None and receipt.loki_requests == 2
         deletes = [r for r in loki.requests if r.url.path == "/loki/api/v1/delete"]
         queries = [parse_qs(r.url.query.decode())["query"][0] for r in deletes]
+        assert {parse_qs(r.url.query.decode())["start"][0] for r in deletes} == {"2000-01-01T00:00:00Z"}
         assert queries[0] == '{app="querylog", env="prod"} | user_id="alice"'
         assert queries[1].startswith('{app="querylog", env="prod"} | query_id=~"')
         assert all(r.method == "POST" for r in deletes)

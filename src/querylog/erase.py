@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -189,6 +189,11 @@ def _loki_requests(settings: Settings, subjects: Subjects, queries: Sequence[str
     return found
 
 
+#: Where a delete request's window starts. Loki wants RFC 3339 (it refuses "0", and 9-digit unix seconds);
+#: the window is the whole of Loki's history, since a subject's events may be older than the lake's.
+_LOKI_DELETE_START: Final = "2000-01-01T00:00:00Z"
+
+
 def _delete_in_loki(settings: Settings, requests: Sequence[str]) -> str | None:
     import httpx
 
@@ -198,7 +203,7 @@ def _delete_in_loki(settings: Settings, requests: Sequence[str]) -> str | None:
     try:
         with loki_options(settings).client(settings.loki_url) as client:
             for query in requests:
-                resp = client.post("/loki/api/v1/delete", params={"query": query, "start": "0"})
+                resp = client.post("/loki/api/v1/delete", params={"query": query, "start": _LOKI_DELETE_START})
                 if resp.status_code >= 300:
                     return f"Loki answered {resp.status_code} to a delete request: {resp.text.strip()[:300]}"
     except httpx.HTTPError as exc:

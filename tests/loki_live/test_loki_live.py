@@ -141,3 +141,20 @@ def test_latency_panels_can_unwrap_the_json_line(shipped: Shipped) -> None:
     )
     (sample,) = _instant(shipped, query)
     assert sample["metric"] == {"env": shipped.env} and float(sample["value"][1]) >= 0
+
+
+def test_erase_files_delete_requests_loki_accepts(shipped: Shipped, tmp_path: Path) -> None:
+    """`querylog erase` with Loki configured: Loki takes each delete request (its compactor applies them after
+    its cancellation period, which is longer than a test)."""
+    from querylog.erase import erase
+
+    settings = Settings.from_env(overrides={"home": tmp_path / "home", "env": shipped.env, "stdout_events": False})
+    with Runtime(settings) as runtime, runtime.tracker.query("지울 질문", user_id=f"erase-{shipped.env}") as q:
+        q.classified("stock_analysis", 0.9)
+    receipt = erase(settings, user_ids=[f"erase-{shipped.env}"])
+    assert receipt.loki_error is None and receipt.loki_requests == 2, receipt
+    listed = shipped.client.get("/loki/api/v1/delete")
+    assert listed.status_code == 200, listed.text
+    queries = {r["query"] for r in listed.json()}
+    assert f'{{app="querylog", env="{shipped.env}"}} | user_id="erase-{shipped.env}"' in queries
+    assert f'{{app="querylog", env="{shipped.env}"}} | query_id=~"{q.query_id}"' in queries
