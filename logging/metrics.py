@@ -381,9 +381,9 @@ class MetricsProjection:
     def _count_cost(self, event: ResponseGenerated) -> None:
         model = event.gen_ai_request_model or event.gen_ai_response_model
         cost = event.cost_usd
-        if cost is None:
+        if cost is None:  # priced as the lake prices it: by the model that answered, when the response said
             cost = self.prices.cost(
-                model,
+                event.gen_ai_response_model or model,
                 event.ts,
                 event.gen_ai_usage_input_tokens,
                 event.gen_ai_usage_output_tokens,

@@ -8,7 +8,8 @@ price (a file named by ``QUERYLOG_PRICES``) and running ``querylog replay parque
 What is recorded and what is computed (the lake's `cost_source`):
 
 - ``recorded``: the event carried `cost_usd` (a provider or gateway reported what it billed); kept as it is.
-- ``price_table:<version>``: priced here, from the model's row in effect on the event's UTC date.
+- ``price_table:<version>``: priced here, from the row in effect on the event's UTC date of the model that
+  answered (`gen_ai_response_model`), or of the one requested when the response did not say.
 - null: the model is not in the table, or the tokens are not known; `cost_usd` stays null, never 0.
 
 The price: ``(input - cache_read) × input + cache_read × cache_read_price + output × output``, per million
@@ -145,7 +146,8 @@ class PriceTable:
         recorded = table.column("cost_usd")
         source = pc.if_else(pc.is_valid(recorded), pa.scalar("recorded"), pa.scalar(None, pa.string()))
         cost = recorded.cast(pa.float64())
-        model_col = table.column("gen_ai_request_model")
+        # The model that answered, when the provider said (a router or a dated snapshot), else the one asked for.
+        model_col = pc.coalesce(table.column("gen_ai_response_model"), table.column("gen_ai_request_model"))
         is_response = pc.equal(table.column("event_type"), "response_generated")
         models = pc.unique(pc.filter(model_col, pc.and_(is_response, pc.is_null(recorded)))).to_pylist()
         if models and any(m is not None for m in models):

@@ -128,3 +128,15 @@ def test_querylog_prices_replaces_the_bundled_table(tmp_path: Path) -> None:
     assert Settings.from_env({}).prices() is DEFAULT_PRICES
     with pytest.raises(ConfigError, match="QUERYLOG_PRICES"):
         Settings.from_env({"QUERYLOG_PRICES": str(tmp_path / "missing.json")})
+
+
+def test_the_model_that_answered_is_priced_when_the_response_names_it() -> None:
+    from querylog.logging.metrics import MetricsProjection
+
+    routed = _response("m", datetime(2025, 3, 1, tzinfo=UTC), gen_ai_response_model="m-mini-2025-02-01")
+    [(cost, source)] = _priced(routed)
+    assert cost == pytest.approx((1_000 * 0.1 + 500 * 0.2) / 1e6) and source == "price_table:test-1"
+    projection = MetricsProjection(prices=_TABLE)
+    projection.apply([routed])
+    text = projection.exposition().decode()
+    assert 'querylog_llm_cost_usd_total{model="m"} 0.0002' in text  # counted under the model asked for
