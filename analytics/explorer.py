@@ -7,7 +7,7 @@ import os
 import re
 import unicodedata
 from datetime import date, datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import altair as alt
 import polars as pl
@@ -16,6 +16,9 @@ import streamlit as st
 from querylog.analytics.catalog import CatalogError
 from querylog.analytics.queries import BUCKETS, Answer, Bucket, Filters, LakeQueries, Summary, open_catalog
 from querylog.config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from querylog.analytics.upkeep import SearchField
 
 __all__ = ["highlight_html", "highlight_spans", "main", "trace_url"]
 
@@ -236,15 +239,18 @@ def _stages(lq: LakeQueries, f: Filters) -> None:
 
 
 def _search(settings: Settings, lq: LakeQueries, f: Filters) -> None:
-    st.subheader("Search what users asked")
+    st.subheader("Search what users asked, or what they were answered")
     text = st.text_input("Search", placeholder="네이버 주가, NVIDIA news …", key="search")
+    field: SearchField = "answers" if st.radio(
+        "In", ["questions", "answers"], horizontal=True, key="search_in"
+    ) == "answers" else "queries"  # fmt: skip
     if not text.strip():
         st.caption("Korean, English and mixed text; particles and missing spaces are fine.")
         return
     from querylog.analytics.upkeep import LakeSearch, UpkeepError
 
     try:
-        search = LakeSearch(settings.home)
+        search = LakeSearch(settings.home, field=field)
         with st.spinner("Bringing the index up to date…"):
             search.sync(lq.catalog)
         intent = f.intents[0] if len(f.intents) == 1 else None  # the index filters by one intent
@@ -257,7 +263,7 @@ def _search(settings: Settings, lq: LakeQueries, f: Filters) -> None:
     selected = lq.matching(f, [h.query_id for h in hits])
     hits = [h for h in hits if h.query_id in selected][:50]
     if not hits:
-        st.info(f"No queries match “{text}” in this selection.")
+        st.info(f"No {'answers' if field == 'answers' else 'queries'} match “{text}” in this selection.")
         return
     st.caption(f"{len(hits)} result(s), best first")
     for rank, hit in enumerate(hits, 1):

@@ -170,6 +170,22 @@ def test_search_shows_ranked_highlighted_results(own_lake: SampleLake, monkeypat
     assert len(at.get("html")) == min(len(staging), 50)
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("querylog.analytics.search") is None,
+    reason="querylog.analytics.search (the full-text index) is not in this tree yet",
+)
+def test_search_in_answers_finds_what_only_the_answers_say(own_lake: SampleLake, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _app(own_lake.home, monkeypatch)
+    at.text_input(key="search").input("요약 답변입니다").run()  # every sample answer ends so; no question does
+    assert not at.exception
+    assert at.get("html") == [] and any("No queries match" in i.value for i in at.info)
+    at.radio(key="search_in").set_value("answers").run()  # the choices are "questions" and "answers"
+    assert not at.exception
+    answered = [q for q in own_lake.queries if q.status == "completed"]
+    assert len(at.get("html")) == min(len(answered), 50)
+    assert all("<mark>" in h.proto.body and "요약" in h.proto.body for h in at.get("html"))
+
+
 def test_search_degrades_to_a_message_without_the_index_module(
     own_lake: SampleLake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
