@@ -139,30 +139,37 @@ def _created(name: str) -> float:
     return int(head) / 1e9 if head.isdigit() else 0.0
 
 
-def segment_infos(directory: Path) -> list[SegmentInfo]:
-    """What `plan_trim` needs to know of each segment. Finished means no writer holds its lock now."""
+def segment_infos(directory: Path, *, now: float | None = None) -> list[SegmentInfo]:
+    """What `plan_trim` needs to know of each segment. Finished means no writer holds its lock now (a segment
+    created less than a second before `now` counts as not finished, unlocked or not)."""
     from querylog.logging.segments import _last_line_end
 
     infos: list[SegmentInfo] = []
+    now = time.time() if now is None else now
     for path in segment_paths(directory):
+        created = _created(path.name)
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             continue
         try:
             stat = os.fstat(fd)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                finished = True
-            except BlockingIOError:
-                finished = False
+            finished = False
+            # A fresh segment is never locked here: its writer takes its lock just after creating it, and must
+            # not find ours (a scrape of /metrics runs this at any moment).
+            if now - created >= _MIN_AGE_S:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    finished = True
+                except BlockingIOError:
+                    pass
             infos.append(
                 SegmentInfo(
                     name=path.name,
                     size=stat.st_size,
                     whole=_last_line_end(fd, stat.st_size),
                     mtime=stat.st_mtime,
-                    created=_created(path.name),
+                    created=created,
                     finished=finished,
                 )
             )
@@ -180,12 +187,9 @@ def trim_log(
     now: float | None = None,
 ) -> TrimPlan:
     """Plan and delete. A segment is deleted while holding its lock, so a writer cannot be appending to it."""
+    now = time.time() if now is None else now
     plan = plan_trim(
-        segment_infos(directory),
-        holders,
-        retention_s=retention_s,
-        max_bytes=max_bytes,
-        now=time.time() if now is None else now,
+        segment_infos(directory, now=now), holders, retention_s=retention_s, max_bytes=max_bytes, now=now
     )
     for segment in plan.delete:
         path = directory / segment.name

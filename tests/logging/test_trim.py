@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -87,8 +88,9 @@ def test_on_disk_the_writers_segment_stays_and_finished_read_ones_go(tmp_path: P
     with EventLog(directory) as live:
         live.append(QueryReceived(query_id="q", query_text="live"))
         live.flush()
-        infos = segment_infos(directory)
-        assert [i.finished for i in infos] == [True, True, True, False]
+        assert not any(i.finished for i in segment_infos(directory))  # just created: not even looked at
+        infos = segment_infos(directory, now=time.time() + 60)
+        assert [i.finished for i in infos] == [True, True, True, False]  # the live writer's is locked
         read = LogReader(directory).end_checkpoint()
         later = max(i.created for i in infos) + 3_600
         plan = trim_log(directory, [Holder("parquet", read)], retention_s=0, now=later)
@@ -104,6 +106,6 @@ def test_on_disk_nothing_unread_is_deleted(tmp_path: Path, checkpoint: dict[str,
     directory = tmp_path / "log"
     with EventLog(directory) as log:
         log.append(QueryReceived(query_id="q", query_text="x"))
-    later = segment_infos(directory)[0].created + 30 * _DAY
+    later = segment_infos(directory, now=time.time() + 60)[0].created + 30 * _DAY
     assert trim_log(directory, [Holder("parquet", checkpoint)], retention_s=0, now=later).delete == ()
     assert len(LogReader(directory).segments()) == 1
