@@ -254,7 +254,9 @@ def erase(
 
     if settings.lake_dir.is_dir():
         events, hours = _erase_lake(settings.lake_dir, everyone, progress)
-        if not _wait_for_parquet(settings, position, wait_s):
+        # Only a batch the Parquet projection read before the blanking can bring a subject's event back: with
+        # nothing blanked in the log there is none to wait for.
+        if erased.events and not _wait_for_parquet(settings, position, wait_s):
             receipt.notes.append(
                 "the Parquet projection has not caught up with the log: run the same erase again once it has "
                 "(a batch it read before the log was blanked may still reach the lake)"
