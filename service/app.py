@@ -20,7 +20,7 @@ from querylog.config import Settings
 from querylog.housekeeping import LogCollector, log_health
 from querylog.logging.tracker import QueryTracker
 from querylog.runtime import Runtime
-from querylog.service import producers
+from querylog.service import otlp, producers
 from querylog.service.generation import GenerationError, generator_from_env
 from querylog.service.middleware import RequestIdMiddleware
 from querylog.service.pipeline import ChatPipeline
@@ -166,6 +166,7 @@ def create_app(
     app.state.recent_queries = recent_queries
     app.add_middleware(RequestIdMiddleware)
     app.include_router(producers.router)
+    app.include_router(otlp.router)
 
     def openapi() -> dict[str, Any]:
         # The event schemas come from the msgspec structs themselves, so producers see the real contract.

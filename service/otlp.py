@@ -1,0 +1,166 @@
+"""``POST /v1/traces``: OTLP/HTTP trace export, so that any OpenTelemetry-instrumented app feeds querylog.
+
+Protobuf (``application/x-protobuf``) and JSON (``application/json``, ids as hex as the OTLP/JSON encoding says),
+gzip accepted, decoded with the official ``opentelemetry-proto`` messages. Spans become events
+(`service.otlp_mapping`) that go through `EventIngestor`: the same token, body limit, validation, redaction and
+durability as ``POST /v1/events`` (durable when answered; idempotent by span id). The answer is OTLP's
+``ExportTraceServiceResponse`` in the request's encoding, with ``partial_success`` counting the spans left out
+and why.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from typing import Annotated, Any, Final
+
+import structlog
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from querylog.service.otlp_mapping import map_export
+from querylog.service.producers import (
+    BatchRejectedError,
+    IngestUnavailableError,
+    _ingestor,
+    _read_body,
+    require_ingest_token,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["producers"])
+_log = structlog.get_logger("querylog.otlp")
+
+_PROTOBUF: Final = "application/x-protobuf"
+_JSON: Final = "application/json"
+#: Ids the OTLP/JSON encoding writes as hex, where protobuf's JSON mapping expects base64.
+_HEX_IDS: Final = ("traceId", "spanId", "parentSpanId")
+
+
+def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    if encoding in ("", "identity"):
+        return body
+    if encoding != "gzip":
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"Content-Encoding {encoding!r}: send gzip or none")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"the gzip body does not inflate: {exc}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"the body inflates past {limit} bytes (QUERYLOG_INGEST_MAX_BYTES): export smaller batches",
+        )
+    return out
+
+
+def _hex_to_base64(node: Any) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _HEX_IDS and isinstance(value, str):
+                try:
+                    node[key] = base64.b64encode(bytes.fromhex(value)).decode()
+                except ValueError:
+                    raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{key} {value!r} is not hex") from None
+            else:
+                _hex_to_base64(value)
+    elif isinstance(node, list):
+        for item in node:
+            _hex_to_base64(item)
+
+
+def _decode(body: bytes, content_type: str) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    if content_type == _PROTOBUF:
+        try:
+            request.ParseFromString(body)
+        except DecodeError as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"malformed OTLP protobuf: {exc}") from None
+        return request
+    if content_type == _JSON:
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"malformed JSON: {exc}") from None
+        if not isinstance(payload, dict):
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "an OTLP export is a JSON object with resourceSpans")
+        _hex_to_base64(payload)
+        try:
+            json_format.ParseDict(payload, request, ignore_unknown_fields=True)
+        except json_format.ParseError as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"not an OTLP trace export: {exc}") from None
+        return request
+    raise HTTPException(
+        status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+        f"Content-Type {content_type or '(none)'!r}: send application/x-protobuf or application/json",
+    )
+
+
+def _answer(response: ExportTraceServiceResponse, content_type: str) -> Response:
+    if content_type == _PROTOBUF:
+        return Response(response.SerializeToString(), media_type=_PROTOBUF)
+    return Response(json.dumps(json_format.MessageToDict(response)), media_type=_JSON)
+
+
+@router.post(
+    "/traces",
+    summary="OTLP/HTTP trace export: GenAI spans become tracked queries",
+    response_class=Response,
+    responses={
+        200: {"description": "Accepted (ExportTraceServiceResponse; partial_success counts the spans left out)"},
+        400: {"description": "Malformed protobuf or JSON, or a span the schema refuses"},
+        401: {"description": "No bearer token, and the server requires one"},
+        403: {"description": "The bearer token is wrong"},
+        413: {"description": "Body over QUERYLOG_INGEST_MAX_BYTES"},
+        415: {"description": "Neither application/x-protobuf nor application/json, or an encoding other than gzip"},
+        503: {"description": "The log cannot take events now; retry"},
+    },
+)
+async def export_traces(request: Request, _auth: Annotated[None, Depends(require_ingest_token)]) -> Response:
+    """Map each GenAI span (OpenTelemetry GenAI or OpenInference conventions) to one query's events and append
+    them, durable when answered. Spans that are not GenAI are skipped and counted in `partial_success`."""
+    ingestor = _ingestor(request)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await _read_body(request, ingestor.max_bytes)
+    body = _inflate(body, request.headers.get("content-encoding", "").strip().lower(), ingestor.max_bytes)
+    export = _decode(body, content_type)
+    mapped = map_export(export, service=ingestor.service, env=ingestor.env)
+    accepted = duplicates = 0
+    if mapped.events:
+        try:
+            result = await run_in_threadpool(ingestor.ingest, mapped.events)
+        except BatchRejectedError as exc:
+            first = exc.errors[0] if exc.errors else None
+            where = f" ({first.field}: {first.message})" if first is not None else ""
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, f"{exc.invalid} span field(s) the schema refuses{where}"
+            ) from None
+        except ValueError as exc:  # more events than QUERYLOG_INGEST_MAX_EVENTS
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from None
+        except IngestUnavailableError as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"}) from None
+        accepted, duplicates = result.accepted, result.duplicates
+    response = ExportTraceServiceResponse()
+    left_out = {**mapped.skipped, **mapped.rejected}
+    if left_out:
+        response.partial_success.rejected_spans = sum(left_out.values())
+        response.partial_success.error_message = "spans left out: " + ", ".join(
+            f"{n} {reason}" for reason, n in sorted(left_out.items())
+        )
+    _log.info(
+        "otlp_spans_ingested",
+        queries=mapped.queries,
+        events=accepted,
+        duplicates=duplicates,
+        skipped=dict(left_out) or None,
+    )
+    return _answer(response, content_type)

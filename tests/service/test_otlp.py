@@ -1,0 +1,246 @@
+"""POST /v1/traces: spans exported by the OpenTelemetry SDK's own OTLP/HTTP exporter become tracked queries."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import gzip
+import json
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from google.protobuf import json_format
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import Status, StatusCode
+
+from querylog.analytics.catalog import Catalog
+from querylog.config import Settings
+from querylog.service.app import create_app
+from querylog.service.otlp_mapping import NOT_CAPTURED
+from querylog.testing import running_server
+
+_T0 = time.time_ns() - 60 * 10**9
+
+
+class _Keep(SpanExporter):
+    """Keeps the finished spans, to export them (again) by hand."""
+
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.spans.extend(spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+@dataclasses.dataclass
+class _Traced:
+    spans: list[ReadableSpan]
+    genai_trace: str
+    openinference_trace: str
+
+
+def _make_spans() -> _Traced:
+    """Half GenAI conventions, half OpenInference, one failure, one retrieval, one span that is not GenAI."""
+    keep = _Keep()
+    resource = Resource.create({"service.name": "otel-chat", "deployment.environment.name": "staging"})
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(SimpleSpanProcessor(keep))
+    tracer = provider.get_tracer("test")
+    messages_in = [{"role": "system", "parts": [{"type": "text", "content": "You answer about stocks."}]},
+                   {"role": "user", "parts": [{"type": "text", "content": "삼성전자 실적 전망은?"}]}]  # fmt: skip
+    messages_out = [{"role": "assistant", "parts": [{"type": "text", "content": "실적은 개선될 전망입니다."}],
+                     "finish_reason": "stop"}]  # fmt: skip
+    span = tracer.start_span("chat gpt-4o-mini", start_time=_T0)
+    span.set_attributes({
+        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.response.model": "gpt-4o-mini-2024-07-18", "gen_ai.usage.input_tokens": 120,
+        "gen_ai.usage.output_tokens": 40, "gen_ai.input.messages": json.dumps(messages_in, ensure_ascii=False),
+        "gen_ai.output.messages": json.dumps(messages_out, ensure_ascii=False),
+        "gen_ai.response.finish_reasons": ["stop"], "session.id": "s-otel", "user.id": "u-otel",
+    })  # fmt: skip
+    span.end(end_time=_T0 + 850_000_000)
+    genai_trace = format(span.get_span_context().trace_id, "032x")
+    root = tracer.start_span("rag", start_time=_T0 + 10**9)
+    from opentelemetry import trace
+
+    with trace.use_span(root, end_on_exit=False):
+        retriever = tracer.start_span("retrieve", start_time=_T0 + 10**9)
+        retriever.set_attributes({
+            "openinference.span.kind": "RETRIEVER", "input.value": "NVIDIA news",
+            "retrieval.documents.0.document.id": "news-12", "retrieval.documents.0.document.score": 3.5,
+            "retrieval.documents.1.document.id": "news-7", "retrieval.documents.1.document.score": 2.0,
+        })  # fmt: skip
+        retriever.end(end_time=_T0 + 10**9 + 30_000_000)
+        llm = tracer.start_span("llm", start_time=_T0 + 10**9 + 30_000_000)
+        llm.set_attributes({
+            "openinference.span.kind": "LLM", "llm.model_name": "claude-3-5-haiku",
+            "llm.token_count.prompt": 300, "llm.token_count.completion": 60,
+            "input.value": "What is the latest NVIDIA news?", "output.value": "NVIDIA beat estimates.",
+            "session.id": "s-phoenix",
+        })  # fmt: skip
+        llm.end(end_time=_T0 + 10**9 + 530_000_000)
+    root.end(end_time=_T0 + 10**9 + 540_000_000)
+    openinference_trace = format(llm.get_span_context().trace_id, "032x")
+    failed = tracer.start_span("chat gpt-4o", start_time=_T0 + 2 * 10**9)
+    failed.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                           "error.type": "RateLimitError"})  # fmt: skip
+    failed.set_status(Status(StatusCode.ERROR, "429 Too Many Requests"))
+    failed.end(end_time=_T0 + 2 * 10**9 + 100_000_000)
+    provider.shutdown()
+    return _Traced(keep.spans, genai_trace, openinference_trace)
+
+
+@pytest.fixture(scope="module")
+def traced() -> _Traced:
+    return _make_spans()
+
+
+def _queries(home: Path) -> dict[str, dict[str, Any]]:
+    with Catalog(home / "lake") as catalog:
+        columns, rows = catalog.query("select * from queries where query_id like 'otlp-%'")
+    return {row[columns.index("trace_id")] + ":" + row[columns.index("status")]: dict(zip(columns, row, strict=True))
+            for row in rows}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_spans_from_the_sdks_exporter_become_queries_and_a_resend_or_a_restart_adds_nothing(
+    tmp_path: Path, traced: _Traced
+) -> None:
+    home = tmp_path / "home"
+    with running_server(home) as server:
+        exporter = OTLPSpanExporter(endpoint=f"{server.url}/v1/traces")
+        assert exporter.export(traced.spans) == SpanExportResult.SUCCESS
+        assert exporter.export(traced.spans) == SpanExportResult.SUCCESS  # a retry: nothing twice
+    with running_server(home) as server:  # a restart between two exports loses and doubles nothing
+        assert OTLPSpanExporter(endpoint=f"{server.url}/v1/traces").export(traced.spans) == SpanExportResult.SUCCESS
+    queries = _queries(home)
+    assert len(queries) == 3
+    genai = queries[f"{traced.genai_trace}:completed"]
+    assert (genai["query_text"], genai["answer_text"]) == ("삼성전자 실적 전망은?", "실적은 개선될 전망입니다.")
+    assert (genai["model"], genai["response_model"], genai["provider"]) == (
+        "gpt-4o-mini", "gpt-4o-mini-2024-07-18", "openai")  # fmt: skip
+    assert (genai["input_tokens"], genai["output_tokens"], genai["finish_reason"]) == (120, 40, "stop")
+    assert genai["latency_ms"] == pytest.approx(850.0)
+    assert (genai["session_id"], genai["service"], genai["env"]) == ("s-otel", "otel-chat", "staging")
+    assert genai["user_id"] == "u-otel" and genai["cost_source"].startswith("price_table:")
+    phoenix = queries[f"{traced.openinference_trace}:completed"]
+    assert (phoenix["query_text"], phoenix["answer_text"]) == ("What is the latest NVIDIA news?", "NVIDIA beat estimates.")
+    assert (phoenix["model"], phoenix["input_tokens"], phoenix["output_tokens"]) == ("claude-3-5-haiku", 300, 60)
+    assert [s["doc_id"] for s in phoenix["sources"]] == ["news-12", "news-7"] and phoenix["result_count"] == 2
+    assert phoenix["latency_ms"] == pytest.approx(500.0)
+    failed = next(q for k, q in queries.items() if k.endswith(":failed"))
+    assert (failed["error_type"], failed["query_text"]) == ("RateLimitError", NOT_CAPTURED)
+    with Catalog(home / "lake") as catalog:
+        [(events, distinct)] = catalog.query(
+            "select count(*), count(distinct event_id) from events where query_id like 'otlp-%'"
+        )[1]
+    assert events == distinct == 3 + 4 + 2  # received, [searched,] answered, completed | received, failed: once each
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(home=tmp_path / "home", stdout_events=False), environ={})) as c:
+        yield c
+
+
+def _protobuf(spans: Sequence[ReadableSpan]) -> bytes:
+    return bytes(encode_spans(spans).SerializeToString())
+
+
+def _otlp_json(spans: Sequence[ReadableSpan]) -> bytes:
+    """The OTLP/JSON encoding: protobuf's JSON mapping, with ids as hex."""
+    payload = json_format.MessageToDict(encode_spans(spans))
+
+    def hexify(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("traceId", "spanId", "parentSpanId") and isinstance(value, str):
+                    node[key] = base64.b64decode(value).hex()
+                else:
+                    hexify(value)
+        elif isinstance(node, list):
+            for item in node:
+                hexify(item)
+
+    hexify(payload)
+    return json.dumps(payload, ensure_ascii=False).encode()
+
+
+def test_json_and_gzip_are_accepted_and_skipped_spans_are_counted(client: TestClient, traced: _Traced) -> None:
+    body = gzip.compress(_otlp_json(traced.spans))
+    resp = client.post(
+        "/v1/traces", content=body, headers={"content-type": "application/json", "content-encoding": "gzip"}
+    )
+    assert resp.status_code == 200, resp.text
+    partial = resp.json()["partialSuccess"]
+    assert partial == {"rejectedSpans": "1", "errorMessage": "spans left out: 1 not_genai"}  # the "rag" root span
+    again = client.post("/v1/traces", content=_protobuf(traced.spans), headers={"content-type": "application/x-protobuf"})
+    assert again.status_code == 200 and again.headers["content-type"] == "application/x-protobuf"
+
+
+def test_a_span_that_is_not_genai_is_skipped_never_an_error(client: TestClient) -> None:
+    provider = TracerProvider()
+    keep = _Keep()
+    provider.add_span_processor(SimpleSpanProcessor(keep))
+    with provider.get_tracer("t").start_as_current_span("GET /health") as span:
+        span.set_attribute("http.request.method", "GET")
+    resp = client.post("/v1/traces", content=_otlp_json(keep.spans), headers={"content-type": "application/json"})
+    assert resp.status_code == 200
+    assert resp.json()["partialSuccess"] == {"rejectedSpans": "1", "errorMessage": "spans left out: 1 not_genai"}
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "code", "says"),
+    [
+        (b"\xff\x00garbage", {"content-type": "application/x-protobuf"}, 400, "malformed OTLP protobuf"),
+        (b"{not json", {"content-type": "application/json"}, 400, "malformed JSON"),
+        (b'{"resourceSpans": 3}', {"content-type": "application/json"}, 400, "not an OTLP trace export"),
+        (b"{}", {"content-type": "text/plain"}, 415, "application/x-protobuf or application/json"),
+        (b"{}", {"content-type": "application/json", "content-encoding": "br"}, 415, "gzip"),
+        (b"not gzip", {"content-type": "application/json", "content-encoding": "gzip"}, 400, "inflate"),
+    ],
+)
+def test_bad_input_is_refused_with_a_reason(
+    client: TestClient, body: bytes, headers: dict[str, str], code: int, says: str
+) -> None:
+    resp = client.post("/v1/traces", content=body, headers=headers)
+    assert resp.status_code == code and says in resp.json()["detail"]
+
+
+def test_the_ingest_token_and_body_limit_apply(tmp_path: Path, traced: _Traced) -> None:
+    settings = Settings(home=tmp_path / "home", stdout_events=False, ingest_token="t0ken", ingest_max_bytes=2048)
+    headers = {"content-type": "application/x-protobuf"}
+    with TestClient(create_app(settings, environ={})) as c:
+        assert c.post("/v1/traces", content=_protobuf(traced.spans), headers=headers).status_code == 401
+        wrong = {**headers, "authorization": "Bearer nope"}
+        assert c.post("/v1/traces", content=_protobuf(traced.spans), headers=wrong).status_code == 403
+        right = {**headers, "authorization": "Bearer t0ken"}
+        assert c.post("/v1/traces", content=_protobuf(traced.spans), headers=right).status_code == 200
+        big = gzip.compress(b"{" + b" " * 10_000 + b"}")  # small on the wire, over the limit inflated
+        gz = {"content-type": "application/json", "content-encoding": "gzip", "authorization": "Bearer t0ken"}
+        resp = c.post("/v1/traces", content=big, headers=gz)
+        assert resp.status_code == 413 and "inflates past" in resp.json()["detail"]
+
+
+def test_korean_text_is_redacted_like_every_producers(client: TestClient, tmp_path: Path) -> None:
+    provider = TracerProvider()
+    keep = _Keep()
+    provider.add_span_processor(SimpleSpanProcessor(keep))
+    with provider.get_tracer("t").start_as_current_span("llm") as span:
+        span.set_attributes({"openinference.span.kind": "LLM", "input.value": "제 번호 010-1234-5678 로 알려줘"})
+    assert client.post("/v1/traces", content=_protobuf(keep.spans),
+                       headers={"content-type": "application/x-protobuf"}).status_code == 200  # fmt: skip
+    log = b"".join(p.read_bytes() for p in (tmp_path / "home" / "log").glob("*.jsonl"))
+    assert b"010-1234-5678" not in log and b"[PHONE]" in log
