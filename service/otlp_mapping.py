@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import orjson
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
@@ -120,8 +121,8 @@ def _message_text(message: Any) -> str | None:
 def _messages(raw: Any) -> list[dict[str, Any]]:
     if isinstance(raw, str):
         try:
-            raw = json.loads(raw)
-        except ValueError:
+            raw = orjson.loads(raw)
+        except orjson.JSONDecodeError:
             return []
     return [m for m in raw if isinstance(m, dict)] if isinstance(raw, list) else []
 
