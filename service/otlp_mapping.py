@@ -46,12 +46,19 @@ _SKIPPED_GENAI_OPERATIONS: Final = frozenset({"embeddings", "execute_tool", "cre
 
 @dataclass
 class Mapped:
-    """The events of an export, and what was left out of it (reason → spans)."""
+    """The events of an export, one group per GenAI span, and what was left out of it (reason → spans)."""
 
-    events: list[dict[str, Any]] = field(default_factory=list)
-    queries: int = 0
+    groups: list[list[dict[str, Any]]] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [event for group in self.groups for event in group]
+
+    @property
+    def queries(self) -> int:
+        return len(self.groups)
 
 
 def _value(v: AnyValue) -> Any:
@@ -239,8 +246,7 @@ def map_export(request: ExportTraceServiceRequest, *, service: str, env: str) ->
         found = retrievals.get(span.trace_id, [])
         if found:
             used_retrievals.add(span.trace_id)
-        mapped.events.extend(_query_events(span, attrs, resource, found, service=service, env=env))
-        mapped.queries += 1
+        mapped.groups.append(_query_events(span, attrs, resource, found, service=service, env=env))
     for trace_id, spans in retrievals.items():
         if trace_id not in used_retrievals:
             mapped.skipped["retrieval_without_genai_span"] += len(spans)

@@ -8,7 +8,7 @@ import os
 import re
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
@@ -334,7 +334,7 @@ class EventIngestor:
                     errors.append(ItemError(index=index, field=None, message=message))
                 continue
             try:
-                events.append(from_builtins(self._prepare(item)))
+                events.append(from_builtins(self.prepare(item)))
             except DecodeError as exc:
                 invalid += 1
                 if len(errors) < MAX_REPORTED_ERRORS:
@@ -348,7 +348,13 @@ class EventIngestor:
         """Validate the batch, append its new events and flush them: durable against a process crash on return."""
         if len(items) > self.max_events:
             raise ValueError(f"{len(items)} events in one batch; at most {self.max_events}")
-        events = self.validate(items)
+        return self.append(self.validate(items))
+
+    def append(self, events: Sequence[AnyEvent]) -> IngestResult:
+        """Append the events whose ids are not in the window and flush them (they must have been built from
+        `prepare`d fields: redacted and pseudonymized). Durable against a process crash on return."""
+        if len(events) > self.max_events:
+            raise ValueError(f"{len(events)} events in one batch; at most {self.max_events}")
         with self._lock:
             fresh: list[AnyEvent] = []
             in_batch: set[str] = set()
@@ -372,7 +378,9 @@ class EventIngestor:
         _log.info("events_ingested", accepted=result.accepted, duplicates=result.duplicates)
         return result
 
-    def _prepare(self, item: dict[str, Any]) -> dict[str, Any]:
+    def prepare(self, item: dict[str, Any]) -> dict[str, Any]:
+        """A producer's event fields as the log may keep them: service and env defaulted, every text NFC and
+        redacted, the user id pseudonymized."""
         obj = dict(item)
         obj.setdefault("service", self.service)
         obj.setdefault("env", self.env)

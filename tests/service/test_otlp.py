@@ -244,3 +244,27 @@ def test_korean_text_is_redacted_like_every_producers(client: TestClient, tmp_pa
                        headers={"content-type": "application/x-protobuf"}).status_code == 200  # fmt: skip
     log = b"".join(p.read_bytes() for p in (tmp_path / "home" / "log").glob("*.jsonl"))
     assert b"010-1234-5678" not in log and b"[PHONE]" in log
+
+
+def test_a_span_the_schema_refuses_is_left_out_and_counted_not_the_whole_export(
+    client: TestClient, tmp_path: Path
+) -> None:
+    provider = TracerProvider()
+    keep = _Keep()
+    provider.add_span_processor(SimpleSpanProcessor(keep))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("rag"):
+        with tracer.start_as_current_span("retrieve") as retriever:
+            retriever.set_attributes({"openinference.span.kind": "RETRIEVER", "retrieval.documents.0.document.id": ""})
+        with tracer.start_as_current_span("llm") as bad:
+            bad.set_attributes({"openinference.span.kind": "LLM", "input.value": "빈 문서 id"})
+    with tracer.start_as_current_span("llm") as good:
+        good.set_attributes({"openinference.span.kind": "LLM", "input.value": "정상 질문"})
+    resp = client.post("/v1/traces", content=_otlp_json(keep.spans), headers={"content-type": "application/json"})
+    assert resp.status_code == 200
+    assert resp.json()["partialSuccess"] == {
+        "rejectedSpans": "2",
+        "errorMessage": "spans left out: 1 invalid sources.doc_id, 1 not_genai",
+    }
+    log = b"".join(p.read_bytes() for p in (tmp_path / "home" / "log").glob("*.jsonl"))
+    assert "정상 질문".encode() in log and "빈 문서 id".encode() not in log
