@@ -434,9 +434,17 @@ def require_ingest_token(
         raise HTTPException(status.HTTP_403_FORBIDDEN, "the bearer token is not this server's ingest token")
 
 
+#: How much of an oversized body is read and thrown away before the 413 is sent. A client that sends its whole
+#: body before reading the answer (Python's urllib, several SDKs) would otherwise meet a connection reset, not
+#: the 413: the server closing a socket with unread data makes the kernel reset it. Past this, the server stops
+#: reading (and such a client sees the reset), so a huge upload cannot keep a worker busy.
+DRAIN_MAX_BYTES: Final = 64 * 1024 * 1024
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing (413) as soon as it is known to exceed `limit`: by Content-Length before reading,
-    or by counting streamed bytes (chunked uploads), so an oversized body is never held in memory."""
+    """The body, refusing (413) as soon as it is known to exceed `limit`: by Content-Length before keeping any
+    of it, or by counting streamed bytes (chunked uploads), so an oversized body is never held in memory. The
+    rest of an oversized body is read and discarded (up to `DRAIN_MAX_BYTES`) so that every client sees the 413."""
     too_large = HTTPException(
         status.HTTP_413_CONTENT_TOO_LARGE,
         f"request body over {limit} bytes (QUERYLOG_INGEST_MAX_BYTES): send smaller batches",
@@ -448,12 +456,22 @@ async def _read_body(request: Request, limit: int) -> bytes:
         except ValueError:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "Content-Length is not a number") from None
         if length > limit:
+            if length <= DRAIN_MAX_BYTES:
+                async for _chunk in request.stream():  # read and thrown away: see DRAIN_MAX_BYTES
+                    pass
             raise too_large
     body = bytearray()
+    seen = 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
+        seen += len(chunk)
+        if seen <= limit:
+            body += chunk
+        elif seen > DRAIN_MAX_BYTES:
+            break
+        elif body:
+            body = bytearray()  # over the limit: nothing more is kept, the rest is only read (DRAIN_MAX_BYTES)
+    if seen > limit:
+        raise too_large
     return bytes(body)
 
 

@@ -8,6 +8,7 @@ import errno
 import os
 import unicodedata
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from querylog.logging.codec import decode
 from querylog.logging.events import Event
 from querylog.runtime import Runtime
 from querylog.service.app import create_app
-from querylog.service.producers import RecentIds, _read_body, tail_event_ids
+from querylog.service.producers import DRAIN_MAX_BYTES, RecentIds, _read_body, tail_event_ids
 from querylog.testing import capture_events
 
 
@@ -388,7 +389,7 @@ def test_a_batch_over_the_event_limit_is_413(limited: TestClient, settings: Sett
     assert not any(e.event_id.startswith("e-") for e in _logged(settings))
 
 
-def test_reading_an_endless_body_stops_just_past_the_limit() -> None:
+def test_reading_an_endless_body_stops_at_the_drain_bound() -> None:
     received = 0
 
     async def receive() -> dict[str, Any]:
@@ -401,7 +402,8 @@ def test_reading_an_endless_body_stops_just_past_the_limit() -> None:
     with pytest.raises(Exception, match="over 10240 bytes") as excinfo:
         asyncio.run(_read_body(request, 10 * 1024))
     assert getattr(excinfo.value, "status_code", None) == 413
-    assert received == 11
+    # Read past the limit (so that a body-first client gets the 413) but no further than the bound.
+    assert received == DRAIN_MAX_BYTES // 1024 + 1
 
 
 # -- feedback ------------------------------------------------------------------------------------------
@@ -505,3 +507,23 @@ def test_the_demo_workload_leaves_feedback_on_some_answers(client: TestClient, s
     assert {e.score for e in feedback} <= {-1, 0, 1}  # type: ignore[attr-defined]
     answered = {e.query_id for e in _logged(settings) if e.event_type == "query_completed"}
     assert {e.query_id for e in feedback} <= answered
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/traces"])
+def test_a_client_that_sends_its_whole_body_first_gets_the_413(tmp_path: Path, path: str) -> None:
+    """Python's urllib sends all 20 MiB before it reads the answer: it must get the 413, not a reset."""
+    import urllib.error
+    import urllib.request
+
+    from querylog.testing import running_server
+
+    body = b"x" * (20 * 1024 * 1024)
+    with running_server(tmp_path / "home") as server:
+        request = urllib.request.Request(
+            f"{server.url}{path}", data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=60)
+        assert refused.value.code == 413
+        assert b"QUERYLOG_INGEST_MAX_BYTES" in refused.value.read()
