@@ -1,22 +1,26 @@
-"""Small sinks: in memory (tests, the contract reference) and stdout (one structlog JSON line per event)."""
+"""Small sinks: in memory (tests, the contract reference) and stdout (one structlog JSON line per event, or one
+short console line per query for a person at a terminal)."""
 
 from __future__ import annotations
 
+import sys
 import time
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TextIO
 
 import structlog
 
 from querylog.logging.codec import to_builtins
-from querylog.logging.events import AnyEvent
+from querylog.logging.events import AnyEvent, QueryCompleted, QueryFailed, QueryReceived
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.metrics_snapshot import SNAPSHOT_FORMAT, MetricsSnapshot, load_snapshot, write_snapshot
 from querylog.logging.projection import Batch, FileCheckpointSink, Sink
 from querylog.logging.segments import Checkpoint
+from querylog.logging.structured import console_logger, is_terminal, json_logger
 
-__all__ = ["MemorySink", "MetricsSink", "StdoutSink"]
+__all__ = ["MemorySink", "MetricsSink", "StdoutSink", "StdoutStyle", "stdout_style"]
 
 _log = structlog.get_logger("querylog.metrics")
 
@@ -45,21 +49,80 @@ class MemorySink(Sink):
         return dict(self._position)
 
 
+StdoutStyle = Literal["json", "console"]
+
+
+def stdout_style(setting: str, stream: TextIO | None = None) -> StdoutStyle:
+    """``QUERYLOG_STDOUT_FORMAT`` resolved: ``auto`` is console on a terminal, JSON lines when piped or in a
+    container (where a log collector reads them)."""
+    if setting == "json":
+        return "json"
+    if setting == "console":
+        return "console"
+    return "console" if is_terminal(stream or sys.stdout) else "json"
+
+
+def _fit(text: str, columns: int) -> str:
+    """`text` on one line, cut and padded to `columns` terminal cells (Hangul and other wide characters take two)."""
+    out, width = [], 0
+    for ch in " ".join(text.split()):
+        w = 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        if width + w > columns - 1:
+            out.append("…")
+            width += 1
+            break
+        out.append(ch)
+        width += w
+    return "".join(out) + " " * (columns - width)
+
+
 class StdoutSink(FileCheckpointSink):
-    """One JSON line per event through structlog (``"event"`` holds the event type)."""
+    """The log echoed on stdout through structlog.
+
+    ``json``: one JSON line per event (``"event"`` holds the event type), for a collector that reads stdout.
+    ``console``: one short line per query when it ends (the event's time, the question, latency, intent; a
+    failure as an error with its type and stage), coloured on a terminal; a query's other events are not printed.
+    """
 
     name = "stdout"
+    QUESTION_COLUMNS = 44  # with the time, level and fields, a console line fits a 100-column terminal
+    _PENDING_MAX = 10_000  # questions whose query has not ended yet; past this, the oldest are forgotten
 
-    def __init__(self, checkpoint_path: Path) -> None:
+    def __init__(self, checkpoint_path: Path, *, style: StdoutStyle = "json", stream: TextIO | None = None) -> None:
         super().__init__(checkpoint_path)
-        self._logger = structlog.get_logger("querylog.events")
+        self.style = style
+        self._logger = json_logger(stream) if style == "json" else console_logger(stream, timestamp=False)
+        self._questions: dict[str, str] = {}
 
     def _send(self, events: Sequence[AnyEvent]) -> None:
-        for event in events:
-            fields: dict[str, Any] = to_builtins(event)
-            fields.pop("event_type", None)
-            self._logger.info(event.event_type, **fields)
+        if self.style == "json":
+            for event in events:
+                fields: dict[str, Any] = to_builtins(event)
+                fields.pop("event_type", None)
+                self._logger.info(event.event_type, **fields)
+        else:
+            for event in events:
+                self._console(event)
         self.telemetry.sent(len(events))
+
+    def _console(self, event: AnyEvent) -> None:
+        if isinstance(event, QueryReceived):
+            if len(self._questions) >= self._PENDING_MAX:
+                del self._questions[next(iter(self._questions))]
+            self._questions[event.query_id] = event.query_text
+            return
+        if not isinstance(event, QueryCompleted | QueryFailed):
+            return
+        question = _fit(self._questions.pop(event.query_id, "") or event.query_id, self.QUESTION_COLUMNS)
+        line: dict[str, Any] = {"timestamp": event.ts.astimezone().strftime("%H:%M:%S")}
+        if event.latency_ms is not None:
+            line["ms"] = round(event.latency_ms)
+        if event.intent:
+            line["intent"] = event.intent
+        if isinstance(event, QueryCompleted):
+            self._logger.info(question, **line)
+        else:
+            self._logger.error(question, **line, error=event.error_type, stage=event.stage)
 
 
 class MetricsSink(Sink):

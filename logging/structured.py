@@ -1,10 +1,12 @@
-"""structlog, configured once: one UTF-8 JSON line per log call on stdout, reusable by a user's own code.
+"""structlog, configured once, the structlog way: JSON lines when the output is a file, a pipe or a container's
+stdout (what a collector reads), a readable coloured console line when a person watches a terminal. Reusable by
+a user's own code:
 
     from querylog.logging.structured import configure_structlog
     configure_structlog()
     structlog.get_logger().info("order_placed", order_id="o-1", 상품="삼성전자")
 
-Lines are rendered by orjson, so Korean stays readable bytes (never ``\\uXXXX``): Loki's line filters
+JSON lines are rendered by orjson, so Korean stays readable bytes (never ``\\uXXXX``): Loki's line filters
 match raw bytes, and an escaped line would never match ``|= "네이버"``.
 """
 
@@ -16,8 +18,9 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
+from structlog.typing import Processor
 
-__all__ = ["configure_structlog", "render_json"]
+__all__ = ["configure_structlog", "console_logger", "is_terminal", "json_logger", "render_json"]
 
 _configured = False
 
@@ -26,23 +29,74 @@ def render_json(obj: Any, **_: Any) -> bytes:
     return orjson.dumps(obj, default=str)
 
 
-def configure_structlog(*, stream: TextIO | None = None, level: int = std_logging.INFO, force: bool = False) -> None:
-    """Configure structlog for JSON lines on `stream` (stdout). Idempotent unless `force`."""
+def is_terminal(stream: TextIO) -> bool:
+    """Whether a person is watching `stream` (a closed or fake stream is not a terminal)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _bytes(stream: TextIO) -> Any:
+    """The binary side of a text stream (orjson renders bytes), or the stream itself when it has none."""
+    return getattr(stream, "buffer", stream)
+
+
+def _shared() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+    ]
+
+
+def json_logger(stream: TextIO | None = None) -> Any:
+    """A logger of its own (whatever the process configured) writing one JSON line per call to `stream`."""
+    out = stream or sys.stdout
+    return structlog.wrap_logger(
+        structlog.BytesLogger(_bytes(out)),
+        processors=[*_shared(), structlog.processors.JSONRenderer(serializer=render_json)],
+    )
+
+
+def console_logger(stream: TextIO | None = None, *, timestamp: bool = True) -> Any:
+    """A logger of its own writing one readable line per call to `stream`, coloured when it is a terminal."""
+    out = stream or sys.stdout
+    processors: list[Processor] = [structlog.processors.add_log_level]
+    if timestamp:
+        processors.append(structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False))
+    processors.append(structlog.dev.ConsoleRenderer(colors=is_terminal(out), pad_event_to=0, sort_keys=False))
+    return structlog.wrap_logger(structlog.PrintLogger(out), processors=processors)
+
+
+def configure_structlog(
+    *,
+    stream: TextIO | None = None,
+    level: int = std_logging.INFO,
+    force: bool = False,
+    console: bool | None = None,
+) -> None:
+    """Configure structlog for `stream` (stdout): JSON lines, or console lines when `console` (by default, when
+    `stream` is a terminal). Idempotent unless `force`."""
     global _configured
     if _configured and not force:
         return
     out = stream or sys.stdout
+    if console is None:
+        console = is_terminal(out)
+    renderer: Processor
+    if console:
+        renderer = structlog.dev.ConsoleRenderer(colors=is_terminal(out))
+        factory: Any = structlog.PrintLoggerFactory(file=out)
+    else:
+        renderer = structlog.processors.JSONRenderer(serializer=render_json)
+        factory = structlog.BytesLoggerFactory(file=_bytes(out))
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=render_json),
-        ],
+        processors=[*_shared(), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.BytesLoggerFactory(file=getattr(out, "buffer", out)),  # type: ignore[arg-type]
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )
     _configured = True

@@ -33,3 +33,24 @@ def test_configure_is_idempotent_unless_forced() -> None:
     configure_structlog(stream=second)
     structlog.get_logger().info("x")
     assert first.buffer.getvalue() and not second.buffer.getvalue()
+
+
+def test_a_terminal_gets_console_lines_and_a_pipe_json() -> None:
+    class _Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = _Terminal()
+    configure_structlog(stream=tty, force=True)
+    structlog.get_logger().info("order_placed", 상품="삼성전자")
+    line = tty.getvalue()
+    assert "order_placed" in line and "상품" in line and "삼성전자" in line and not line.lstrip().startswith("{")
+    piped = _Stream()
+    configure_structlog(stream=piped, force=True)
+    structlog.get_logger().info("order_placed")
+    assert json.loads(piped.buffer.getvalue())["event"] == "order_placed"
+    forced = _Terminal()
+    forced.buffer = io.BytesIO()  # type: ignore[attr-defined]
+    configure_structlog(stream=forced, force=True, console=False)  # QUERYLOG_STDOUT_FORMAT=json on a terminal
+    structlog.get_logger().info("order_placed")
+    assert json.loads(forced.buffer.getvalue())["event"] == "order_placed"  # type: ignore[attr-defined]

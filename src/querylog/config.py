@@ -21,6 +21,7 @@ _PROM_NS_RE: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 #: Where `querylog serve` runs the elected projections: as threads of the API process, in a child process it
 #: starts and watches (at a lower CPU priority), or not at all (a separate `querylog project` runs them).
 PROJECTION_MODES: Final = ("thread", "process", "none")
+STDOUT_FORMATS: Final = ("auto", "json", "console")
 
 
 class ConfigError(ValueError):
@@ -95,7 +96,15 @@ class Settings:
     )
     stdout_events: bool = field(
         default=True,
-        metadata={"env": "QUERYLOG_STDOUT_EVENTS", "doc": "echo each event as a JSON line on stdout (structlog)"},
+        metadata={"env": "QUERYLOG_STDOUT_EVENTS", "doc": "echo what the log receives on stdout (structlog)"},
+    )
+    stdout_format: str = field(
+        default="auto",
+        metadata={
+            "env": "QUERYLOG_STDOUT_FORMAT",
+            "doc": "auto | json | console: the stdout echo as one JSON line per event (json), or one short line per "
+            "query for a person (console); auto picks console on a terminal and json when piped or in a container",
+        },
     )
     loki_url: str | None = field(
         default=None,
@@ -407,6 +416,10 @@ class Settings:
             except PriceTableError as exc:
                 raise ConfigError(f"QUERYLOG_PRICES: {exc}") from None
             values["prices_file"] = Path(raw).expanduser()
+        if (raw := get("QUERYLOG_STDOUT_FORMAT")) is not None:
+            if raw not in STDOUT_FORMATS:
+                raise ConfigError(f"QUERYLOG_STDOUT_FORMAT must be auto, json or console; got {raw!r}")
+            values["stdout_format"] = raw
         if (raw := get("QUERYLOG_PROJECTIONS")) is not None:
             if raw not in PROJECTION_MODES:
                 raise ConfigError(f"QUERYLOG_PROJECTIONS must be thread, process or none; got {raw!r}")

@@ -12,7 +12,7 @@ from querylog.logging.parquet import ParquetSink
 from querylog.logging.projection import CheckpointFile, Projector, Sink
 from querylog.logging.redaction import Redactor
 from querylog.logging.segments import EventLog, LogReader
-from querylog.logging.sinks import MetricsSink, StdoutSink
+from querylog.logging.sinks import MetricsSink, StdoutSink, stdout_style
 from querylog.logging.structured import configure_structlog
 from querylog.logging.telemetry import FileTelemetry
 from querylog.logging.tracker import QueryTracker
@@ -90,7 +90,7 @@ class Runtime:
     def start(self) -> Runtime:
         if self._started:
             raise RuntimeError("Runtime already started")
-        configure_structlog()
+        configure_structlog(console=stdout_style(self.settings.stdout_format) == "console")
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.log.open()
         if self._with_projections:
@@ -178,7 +178,8 @@ def elected_projectors(settings: Settings, reader: LogReader) -> dict[str, Proje
             # Start echoing from now: replaying months of history into a terminal helps nobody.
             CheckpointFile(checkpoint).save(reader.end_checkpoint())
         # Elected like the other projections: with several workers, each event is printed once.
-        projectors["stdout"] = _projector(s, reader, StdoutSink(checkpoint).open(), interval_s=0.2)
+        sink = StdoutSink(checkpoint, style=stdout_style(s.stdout_format))
+        projectors["stdout"] = _projector(s, reader, sink.open(), interval_s=0.2)
     if s.loki_url:
         # Elected like Parquet; reads the writers' segments merged by event time (logging/loki_order.py).
         projectors["loki"] = loki_projector(s)

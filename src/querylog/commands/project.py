@@ -36,6 +36,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.housekeeping import Housekeeper
     from querylog.logging.projection import SinkError
     from querylog.logging.segments import LogReader
+    from querylog.logging.sinks import stdout_style
     from querylog.logging.structured import configure_structlog
     from querylog.projector_process import PARENT_PID_ENV, STOP_SIGNALS, run_projections, watch_parent
     from querylog.runtime import elected_projectors
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     if args.nice:
         os.nice(args.nice)
-    configure_structlog()
+    configure_structlog(console=stdout_style(settings.stdout_format) == "console")
     settings.home.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     for signum in STOP_SIGNALS:

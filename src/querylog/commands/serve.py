@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from querylog.config import Settings
@@ -50,6 +51,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo_then_guide(server: Any, args: argparse.Namespace, settings: Settings) -> None:
+    from querylog.logging.parquet import ParquetSink
+    from querylog.logging.projection import CheckpointFile
+    from querylog.logging.sinks import stdout_style
     from querylog.service.demo import run_demo
 
     deadline = time.monotonic() + 30
@@ -59,38 +63,58 @@ def _demo_then_guide(server: Any, args: argparse.Namespace, settings: Settings) 
         return
     url = f"http://{args.host if args.host != '0.0.0.0' else '127.0.0.1'}:{args.port}"
     print(f"querylog: serving on {url}; sending {args.demo} demo queries", file=sys.stderr)
-    report = run_demo(url, queries=args.demo)
-    from querylog.logging.parquet import ParquetSink
-
+    echo = settings.stdout_events and stdout_style(settings.stdout_format) == "console"
+    # A console echo prints a line per query: a progress bar drawn between them would only garble both.
+    report = run_demo(url, queries=args.demo, progress=None if echo else sys.stderr)
     runtime = server.config.app.state.querylog
     runtime.log.flush()
     runtime.wake_projections()
-    # Wait for the lake to hold the demo (read from its commit file: the Parquet projection may run in a child).
+    # The guide comes last: once the lake holds the demo (read from its commit file, the Parquet projection may
+    # run in a child) and the stdout echo has printed it.
+    end = runtime.reader.end_checkpoint()
+    echoed = CheckpointFile(settings.state_dir / "checkpoints" / "stdout.json")
     deadline = time.monotonic() + 30
-    while (
-        time.monotonic() < deadline
-        and ParquetSink.committed_checkpoint(settings.lake_dir) != runtime.reader.end_checkpoint()
+    while time.monotonic() < deadline and (
+        ParquetSink.committed_checkpoint(settings.lake_dir) != end or (settings.stdout_events and echoed.load() != end)
     ):
         time.sleep(0.1)  # another thread or process writes the lake: there is nothing here to wait on
+    sys.stdout.flush()
     sys.stderr.write(_guide(url, report, settings))
     sys.stderr.flush()
     if args.exit_after_demo:
         server.should_exit = True
 
 
+def _shown(path: Path) -> str:
+    """`path` as a user would type it here: relative to the working directory when it is under it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _guide(url: str, report: Any, settings: Settings) -> str:
-    intents = ", ".join(f"{k} {v}" for k, v in report.intents.most_common())
+    """What to do next, in lines that fit an 80-column terminal (a long command is continued with a backslash)."""
+    intents = ", ".join(f"{k} {v}" for k, v in report.intents.most_common(4))
+    q = ".venv/bin/querylog"
     return f"""
 querylog is running on {url}  (Ctrl-C to stop)
-  demo: {report.ok} answered, {report.failed} failed (`#fail`, on purpose), {report.feedback} rated
-  took: {report.elapsed_s:.1f}s
-  intents: {intents}
-  data: {settings.home}/log (event log), {settings.home}/lake (Parquet)
+  demo: {report.ok} answered, {report.failed} failed (#fail, on purpose), {report.feedback} rated, \
+in {report.elapsed_s:.1f}s
+  top intents: {intents}
+  event log: {_shown(settings.log_dir)}
+  Parquet lake: {_shown(settings.lake_dir)}
 
-Where to look next (in another terminal):
-  .venv/bin/querylog sql "select intent, count(*) from queries group by 1"
-  .venv/bin/querylog sql "select query_text, intent, status, latency_ms from queries order by started_at desc limit 9"
-  curl -s {url}/v1/chat -H 'content-type: application/json' -d '{{"query": "네이버 주가 전망은?"}}'
+Next, in another terminal:
+  {q} ui                 the explorer: trends, latency, search
+  {q} search 하이닉스     what users asked, one row per question
+  {q} report             this week against the last, in Markdown
+  {q} sql "select intent, count(*) from queries group by 1"
   curl -s {url}/metrics | grep querylog_queries_total
-  open {url}/docs for the API
+  curl -s {url}/v1/chat -H 'content-type: application/json' \\
+       -d '{{"query": "네이버 주가 전망은?"}}'
+  {url}/docs   the API, to try in a browser
+
+Loki and Grafana: LOKI_URL=http://127.0.0.1:3100 ships every event to Loki;
+  compose/docker-compose.dev.yml runs Loki, Grafana, Prometheus: docs/deploy.md
 """

@@ -1,0 +1,145 @@
+"""What a new user sees from `querylog serve --demo` (what `make run` starts): a terminal gets one readable line
+per query and a guide that fits it; a pipe or a container gets JSON lines, one per event, as before."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from querylog.logging.events import QueryCompleted, QueryFailed, QueryReceived, ResponseGenerated
+from querylog.logging.projection import Batch
+from querylog.logging.sinks import StdoutSink, stdout_style
+from querylog.testing import free_port
+
+QUERYLOG = str(Path(sys.executable).with_name("querylog"))
+DEMO = 40
+
+
+def _env() -> dict[str, str]:
+    """The environment of a new user: no querylog settings, so the data goes to ./.querylog as in `make run`."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("QUERYLOG_") and k != "LOKI_URL"}
+
+
+def _serve_demo_on_a_terminal(cwd: Path) -> str:
+    """`querylog serve --demo` with stdout and stderr on a pseudo-terminal, as `make run` in a shell has them."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [QUERYLOG, "serve", "--port", str(free_port()), "--demo", str(DEMO), "--exit-after-demo"],
+        stdin=follower, stdout=follower, stderr=follower, env=_env(), cwd=cwd, close_fds=True,
+    )  # fmt: skip
+    os.close(follower)
+    out = bytearray()
+    try:
+        while True:
+            ready, _, _ = select.select([leader], [], [], 60)
+            if not ready:
+                pytest.fail(f"serve --demo printed nothing for 60 s; so far: {out.decode(errors='replace')}")
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal's other end closed: the process is gone
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(leader)
+        assert proc.wait(timeout=60) == 0, out.decode(errors="replace")
+    return out.decode()
+
+
+def _plain(line: str) -> str:
+    """`line` without its colour codes."""
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", line)
+
+
+def _cells(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _is_json(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def test_on_a_terminal_serve_demo_prints_a_line_per_query_and_a_guide_to_the_explorer(tmp_path: Path) -> None:
+    out = [_plain(line) for line in _serve_demo_on_a_terminal(tmp_path).replace("\r", "").splitlines()]
+    assert sum(_is_json(line) for line in out) <= 20
+    per_query = [line for line in out if line[:9].count(":") == 2 and ("[info" in line or "[error" in line)]
+    assert len(per_query) == DEMO, "\n".join(out)
+    failed = [line for line in per_query if "[error" in line]
+    assert failed and all("error=" in line and "stage=" in line for line in failed)
+    guide = out[next(i for i, line in enumerate(out) if line.startswith("querylog is running on")) :]
+    text = "\n".join(guide)
+    for command in ("querylog ui", "querylog search", "querylog report", "querylog sql", "LOKI_URL"):
+        assert command in text
+    too_wide = [line for line in guide if "projection_stopped" not in line and _cells(line) > 80]
+    assert not too_wide, too_wide
+    # The guide comes after every query's line, not in the middle of them.
+    assert out.index(per_query[-1]) < out.index(guide[0])
+
+
+def test_piped_serve_demo_prints_json_lines_one_per_event(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [QUERYLOG, "serve", "--port", str(free_port()), "--demo", "10", "--exit-after-demo"],
+        env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    events = [line for line in lines if "query_id" in line]
+    assert {"query_received", "query_completed", "response_generated"} <= {line["event"] for line in events}
+    assert len({line["query_id"] for line in events if line["event"] == "query_received"}) == 10
+    assert "querylog ui" in proc.stderr
+
+
+class _Out:
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, s: str) -> None:
+        self.text += s
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def test_the_console_echo_is_one_line_per_ended_query_with_its_question(tmp_path: Path) -> None:
+    out = _Out()
+    sink = StdoutSink(tmp_path / "stdout.json", style="console", stream=out).open()  # type: ignore[arg-type]
+    long_question = "삼성전자 " * 30
+    events = [
+        QueryReceived(query_id="q1", query_text="네이버 주가 전망은?"),
+        QueryReceived(query_id="q2", query_text=long_question),
+        ResponseGenerated(query_id="q1", gen_ai_request_model="m"),
+        QueryCompleted(query_id="q1", latency_ms=312.4, intent="stock_analysis"),
+        QueryFailed(query_id="q2", error_type="TimeoutError", stage="generate", latency_ms=30_000),
+    ]
+    sink.write(Batch(events, {"seg": 5}))
+    lines = out.text.splitlines()
+    assert len(lines) == 2
+    assert "네이버 주가 전망은?" in lines[0] and "ms=312" in lines[0] and "intent=stock_analysis" in lines[0]
+    assert "[error" in lines[1] and "error=TimeoutError" in lines[1] and "stage=generate" in lines[1]
+    assert "…" in lines[1] and long_question.strip() not in lines[1]
+    assert "\x1b[" not in out.text  # not a terminal: no colour codes
+
+
+@pytest.mark.parametrize(("setting", "tty", "style"), [
+    ("auto", True, "console"), ("auto", False, "json"), ("json", True, "json"), ("console", False, "console"),
+])  # fmt: skip
+def test_the_stdout_format_follows_the_setting_then_the_terminal(setting: str, tty: bool, style: str) -> None:
+    out = _Out()
+    out.isatty = lambda: tty  # type: ignore[method-assign]
+    assert stdout_style(setting, out) == style  # type: ignore[arg-type]
