@@ -15,6 +15,7 @@ import streamlit as st
 
 from querylog.analytics.catalog import CatalogError
 from querylog.analytics.queries import BUCKETS, Answer, Bucket, Filters, LakeQueries, Summary, open_catalog
+from querylog.analytics.search_groups import group_questions, questions_of
 from querylog.config import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -254,26 +255,46 @@ def _search(settings: Settings, lq: LakeQueries, f: Filters) -> None:
         with st.spinner("Bringing the index up to date…"):
             search.sync(lq.catalog)
         intent = f.intents[0] if len(f.intents) == 1 else None  # the index filters by one intent
-        hits = search.search(text, limit=500, intent=intent, since=f.since)
+        hits = search.search(text, limit=2000, intent=intent, since=f.since)
     except UpkeepError as exc:
         st.warning(f"Search is unavailable: {exc}")
         return
     # The index knows text, time and intent; the sidebar's other filters (env, end date, several intents)
     # are applied here, against the lake.
     selected = lq.matching(f, [h.query_id for h in hits])
-    hits = [h for h in hits if h.query_id in selected][:50]
+    hits = [h for h in hits if h.query_id in selected]
     if not hits:
         st.info(f"No {'answers' if field == 'answers' else 'queries'} match “{text}” in this selection.")
         return
-    st.caption(f"{len(hits)} result(s), best first")
-    for rank, hit in enumerate(hits, 1):
+    if st.toggle("One row per query", key="search_ungrouped"):
+        hits = hits[:50]
+        st.caption(f"{len(hits)} result(s), best first")
+        for rank, hit in enumerate(hits, 1):
+            st.html(
+                f"<div style='margin:.2rem 0'><b>{rank}.</b> {highlight_html(hit.query_text, text)} "
+                f"<span style='color:#777;font-size:.85em'>· {html.escape(hit.intent or '–')} · "
+                f"{hit.ts:%Y-%m-%d %H:%M} · score {float(hit.score):g}</span></div>"
+            )
+        # Offered first in the timeline picker of the Queries tab.
+        st.session_state["search_hits"] = {hit.query_id: hit.query_text for hit in hits}
+        return
+    asked = questions_of(lq.catalog, [h.query_id for h in hits]) if field == "answers" else {}
+    found = [(float(h.score), asked.get(h.query_id, "") if field == "answers" else h.query_text) for h in hits]
+    groups = group_questions(lq.catalog, [x for x in found if x[1]], limit=50, filters=f)
+    st.caption(f"{len(groups)} distinct question(s), best match first; ×N: how often it was asked in these dates")
+    for rank, group in enumerate(groups, 1):
+        intents = html.escape(", ".join(group.intents) or "–")
+        when = f"last {group.last_asked:%Y-%m-%d %H:%M}"
+        if group.times_asked > 1:
+            when += f", first {group.first_asked:%Y-%m-%d %H:%M}"
         st.html(
-            f"<div style='margin:.2rem 0'><b>{rank}.</b> {highlight_html(hit.query_text, text)} "
-            f"<span style='color:#777;font-size:.85em'>· {html.escape(hit.intent or '–')} · "
-            f"{hit.ts:%Y-%m-%d %H:%M} · score {float(hit.score):g}</span></div>"
+            f"<div class='ql-question' style='margin:.2rem 0'><b>{rank}.</b> "
+            f"{highlight_html(group.query_text, text)} "
+            f"<b style='color:#2b6cb0'>×{group.times_asked}</b> "
+            f"<span style='color:#777;font-size:.85em'>· {intents} · {when} · score {group.score:g}</span></div>"
         )
-    # Offered first in the timeline picker of the Queries tab.
-    st.session_state["search_hits"] = {hit.query_id: hit.query_text for hit in hits}
+    # The newest query of each question, offered first in the timeline picker of the Queries tab.
+    st.session_state["search_hits"] = {g.query_ids[0]: g.query_text for g in groups if g.query_ids}
 
 
 def _links(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from querylog.analytics.search_groups import question_key
 from querylog.cli import main
 from querylog.logging.events import QueryCompleted, QueryReceived
 from querylog.logging.parquet import ParquetSink
@@ -32,8 +33,12 @@ def lake(tmp_path: Path, make_lake: Callable[..., SampleLake]) -> SampleLake:
     return make_lake(tmp_path / "home", end=end, days=3, per_hour=8)
 
 
-def _search(lake: SampleLake, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[list[dict[str, Any]], str]:
-    assert main(["--home", str(lake.home), "search", *args, "--format", "json"]) == 0
+def _search(
+    lake: SampleLake, capsys: pytest.CaptureFixture[str], *args: str, group: bool = False
+) -> tuple[list[dict[str, Any]], str]:
+    """`querylog search --format json`, one row per query (`--no-group`) unless `group`."""
+    flags = [] if group else ["--no-group"]
+    assert main(["--home", str(lake.home), "search", *args, *flags, "--format", "json"]) == 0
     captured = capsys.readouterr()
     return json.loads(captured.out), captured.err
 
@@ -200,3 +205,70 @@ def test_erasure_reaches_the_answers_index(lake: SampleLake, capsys: pytest.Capt
     erase(Settings(home=lake.home), user_ids=["erin"])
     capsys.readouterr()  # the erasure's own log lines
     assert _search(lake, capsys, "에린에게만", "--in", "answers")[0] == []
+
+
+def _ask(lake: SampleLake, asked: list[tuple[str, str, str, datetime]]) -> None:
+    """(query_id, text, intent, when) for each query, written to the lake as a user's would be."""
+    events: list[Any] = []
+    for query_id, text, intent, ts in asked:
+        events.append(QueryReceived(query_id=query_id, query_text=text, ts=ts))
+        events.append(QueryCompleted(query_id=query_id, latency_ms=9.0, intent=intent, ts=ts + timedelta(seconds=1)))
+    with ParquetSink(lake.lake) as sink:
+        sink.write(Batch(events=events, checkpoint={"asked": len(asked)}))
+
+
+@needs_search
+def test_a_repeated_question_is_one_row_with_how_often_and_when(
+    lake: SampleLake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    repeated = [
+        (f"hynix-{i}", "SK하이닉스 사업 구조 설명해줘", "company_info" if i % 3 else "unknown", now - timedelta(hours=i))
+        for i in range(1, 31)
+    ]
+    spaced = [("hynix-spaced", "sk하이닉스  사업 구조   설명해줘", "company_info", now - timedelta(minutes=5))]
+    other = [("hynix-other", "SK하이닉스 실적 발표 언제야", "stock_analysis", now - timedelta(minutes=2))]
+    _ask(lake, repeated + spaced + other)
+    rows, _ = _search(lake, capsys, "하이닉스", "--limit", "5", group=True)
+    by_text = {question_key(r["query_text"]): r for r in rows}
+    assert len(rows) == len(by_text)  # each question once
+    structure = by_text[question_key("SK하이닉스 사업 구조 설명해줘")]
+    assert structure["times_asked"] == 31  # more than --limit: counted over the lake, not over the page
+    assert structure["query_text"] == "sk하이닉스  사업 구조   설명해줘"  # as most recently asked
+    assert datetime.fromisoformat(structure["last_asked"]) == now - timedelta(minutes=5)
+    assert datetime.fromisoformat(structure["first_asked"]) == now - timedelta(hours=30)
+    assert structure["intents"] == ["company_info", "unknown"]
+    assert structure["query_ids"][0] == "hynix-spaced" and set(structure["query_ids"]) == {
+        q for q, *_ in repeated + spaced
+    }
+    assert by_text[question_key("SK하이닉스 실적 발표 언제야")]["times_asked"] == 1
+    # --no-group: the queries one by one, newest first among equal scores
+    rows, _ = _search(lake, capsys, "하이닉스 사업", "--limit", "3")
+    assert [r["query_id"] for r in rows] == ["hynix-spaced", "hynix-1", "hynix-2"]
+
+
+@needs_search
+def test_grouped_counts_keep_to_the_intent_and_since_filters(
+    lake: SampleLake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = datetime.now(UTC)
+    _ask(
+        lake,
+        [("dup-1", "카카오뱅크 금리 알려줘", "news_inquiry", now - timedelta(days=2))]
+        + [(f"dup-{i}", "카카오뱅크 금리 알려줘", "stock_analysis", now - timedelta(minutes=i)) for i in range(2, 5)],
+    )
+    rows, _ = _search(lake, capsys, "카카오뱅크", "--since", "1d", group=True)
+    assert [(r["times_asked"], r["intents"]) for r in rows] == [(3, ["stock_analysis"])]
+    rows, _ = _search(lake, capsys, "카카오뱅크", "--intent", "news_inquiry", group=True)
+    assert [(r["times_asked"], r["query_ids"]) for r in rows] == [(1, ["dup-1"])]
+
+
+@needs_search
+def test_the_grouped_table_shows_times_asked(lake: SampleLake, capsys: pytest.CaptureFixture[str]) -> None:
+    now = datetime.now(UTC)
+    _ask(lake, [(f"t-{i}", "테슬라 주가 전망은?", "stock_analysis", now - timedelta(minutes=i)) for i in range(4)])
+    assert main(["--home", str(lake.home), "search", "테슬라 전망"]) == 0
+    out = capsys.readouterr().out
+    assert "times_asked" in out and "테슬라 주가 전망은?" in out
+    row = next(line for line in out.splitlines() if "테슬라 주가 전망은?" in line)
+    assert [cell.strip() for cell in row.split("|")][3] == "4"

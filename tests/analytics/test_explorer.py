@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import json
 import sys
 from collections import Counter
@@ -163,11 +164,20 @@ def test_search_shows_ranked_highlighted_results(own_lake: SampleLake, monkeypat
     results = [h.proto.body for h in at.get("html")]
     assert results
     assert all("<mark>삼성전자</mark>" in r and "<mark>주가</mark>" in r for r in results)
-    assert any("result(s), best first" in c.value for c in at.caption)
-    # The sidebar filters apply to search results too.
+    assert any("distinct question(s), best match first" in c.value for c in at.caption)
+    # One row per distinct question, with how often it was asked: together, every matching query.
+    matching = [q for q in own_lake.queries if "삼성전자 주가" in q.text]
+    counts = [int(re.search(r"×(\d+)", r).group(1)) for r in results]  # type: ignore[union-attr]
+    assert len(results) == len({q.text for q in matching}) and sum(counts) == len(matching)
+    # The sidebar filters apply to search results and to the counts.
     at.sidebar.multiselect(key="envs").set_value(["staging"]).run()
-    staging = [q for q in own_lake.queries if q.env == "staging" and "삼성전자 주가" in q.text]
+    staging = [q for q in matching if q.env == "staging"]
+    counts = [int(re.search(r"×(\d+)", h.proto.body).group(1)) for h in at.get("html")]  # type: ignore[union-attr]
+    assert sum(counts) == len(staging)
+    # One row per query, when asked for.
+    at.toggle(key="search_ungrouped").set_value(True).run()
     assert len(at.get("html")) == min(len(staging), 50)
+    assert any("result(s), best first" in c.value for c in at.caption)
 
 
 @pytest.mark.skipif(
@@ -182,6 +192,8 @@ def test_search_in_answers_finds_what_only_the_answers_say(own_lake: SampleLake,
     at.radio(key="search_in").set_value("answers").run()  # the choices are "questions" and "answers"
     assert not at.exception
     answered = [q for q in own_lake.queries if q.status == "completed"]
+    assert len(at.get("html")) == min(len({q.text for q in answered}), 50)  # the questions whose answers match
+    at.toggle(key="search_ungrouped").set_value(True).run()
     assert len(at.get("html")) == min(len(answered), 50)
     assert all("<mark>" in h.proto.body and "요약" in h.proto.body for h in at.get("html"))
 

@@ -38,7 +38,10 @@ def add_parser(sub: Any) -> None:
         description="Ranked full-text search over query texts (--in queries, the default) or over the answers "
         "the service gave (--in answers; recorded since schema v2), or both. Works for Korean (particles, no "
         "spaces), English and mixed text. Queries that reached the lake since the last search are indexed first "
-        "(the indexes live under QUERYLOG_HOME/index and index-answers).",
+        "(the indexes live under QUERYLOG_HOME/index and index-answers). Results are distinct questions, "
+        "best match first: each with times_asked, first_asked, last_asked and the intents it got, counted over "
+        "the whole lake within --intent and --since; --format json adds the query ids behind each (newest first, "
+        "at most 1000). --no-group lists the matching queries one by one instead.",
     )
     p.add_argument("text", help='what to look for, e.g. "네이버 주가"')
     p.add_argument("--limit", "-n", type=_limit, default=10, help="most results (default: 10)")
@@ -56,6 +59,12 @@ def add_parser(sub: Any) -> None:
         default="queries",
         help="search the questions (default), the answers, or both (each query once, by its best score)",
     )
+    p.add_argument(
+        "--no-group",
+        dest="group",
+        action="store_false",
+        help="one row per matching query (with its query_id), not one per distinct question",
+    )
     p.add_argument("--format", "-f", choices=FORMATS, default="table", help="output format (default: table)")
     p.set_defaults(run=run)
 
@@ -63,7 +72,8 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog._format import format_rows
     from querylog.analytics.catalog import CatalogError
-    from querylog.analytics.queries import open_catalog
+    from querylog.analytics.queries import Filters, open_catalog
+    from querylog.analytics.search_groups import group_questions, questions_of
     from querylog.analytics.upkeep import SEARCH_FIELDS, LakeSearch, SearchField, UpkeepError
 
     if not args.text.strip():
@@ -71,6 +81,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     fields: tuple[SearchField, ...] = SEARCH_FIELDS if args.where == "both" else (args.where,)
     found: dict[str, tuple[float, str, Any]] = {}  # query_id → (score, field, hit): its best
+    # Grouped, a question asked many times takes many hits: look further, so `limit` questions fill.
+    wanted = min(max(args.limit * 20, 200), 10_000) if args.group else args.limit
     try:
         with open_catalog(settings.lake_dir) as catalog:
             for field in fields:
@@ -78,17 +90,37 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 added = search.sync(catalog, progress=_progress if sys.stderr.isatty() else None)
                 if added:
                     print(f"querylog search: indexed {added} new {_noun(field, added)}", file=sys.stderr)
-                for hit in search.search(args.text, limit=args.limit, intent=args.intent, since=args.since):
+                for hit in search.search(args.text, limit=wanted, intent=args.intent, since=args.since):
                     score = float(hit.score)
                     if hit.query_id not in found or score > found[hit.query_id][0]:
                         found[hit.query_id] = (score, field, hit)
-            best = sorted(found.values(), key=lambda f: (-f[0], f[2].query_id))[: args.limit]
-            questions = _questions(catalog, [hit.query_id for _, field, hit in best if field == "answers"])
+            # Best score first, then newest, as the index ranks them.
+            best = sorted(found.values(), key=lambda f: (-f[0], -f[2].ts.timestamp(), f[2].query_id))[:wanted]
+            questions = questions_of(catalog, [hit.query_id for _, field, hit in best if field == "answers"])
+            if args.group:
+                asked = [(s, h.query_text if f == "queries" else questions.get(h.query_id, "")) for s, f, h in best]
+                only = Filters(since=args.since, intents=(args.intent,) if args.intent else ())
+                groups = group_questions(catalog, [a for a in asked if a[1]], limit=args.limit, filters=only)
     except (UpkeepError, CatalogError) as exc:
         print(f"querylog search: {exc}", file=sys.stderr)
         return 1
     rows: list[tuple[Any, ...]]
-    if args.where == "queries":
+    if args.group:
+        if args.format == "json":
+            columns = ["rank", "score", "query_text", "times_asked", "first_asked", "last_asked", "intents"]
+            columns.append("query_ids")
+            rows = [
+                (i, round(g.score, 4), g.query_text, g.times_asked, g.first_asked, g.last_asked, *lists)
+                for i, g in enumerate(groups, 1)
+                for lists in [(list(g.intents), list(g.query_ids))]
+            ]
+        else:
+            columns = ["rank", "score", "times_asked", "last_asked", "intents", "query_text"]
+            rows = [
+                (i, round(g.score, 4), g.times_asked, g.last_asked, ", ".join(g.intents), g.query_text)
+                for i, g in enumerate(groups, 1)
+            ]
+    elif args.where == "queries":
         columns = ["rank", "score", "ts", "intent", "query_text", "query_id"]
         rows = [(i, round(s, 4), h.ts, h.intent, h.query_text, h.query_id) for i, (s, _, h) in enumerate(best, 1)]
     else:
@@ -120,16 +152,6 @@ def _noun(field: str, n: int) -> str:
     if field == "answers":
         return "answer" if n == 1 else "answers"
     return "query" if n == 1 else "queries"
-
-
-def _questions(catalog: Any, query_ids: list[str]) -> dict[str, str]:
-    """The question of each query whose answer matched."""
-    if not query_ids:
-        return {}
-    _, rows = catalog.query(
-        "SELECT query_id, query_text FROM queries WHERE list_contains($ids, query_id)", {"ids": query_ids}
-    )
-    return dict(rows)
 
 
 def _progress(done: int, total: int, what: str) -> None:

@@ -1,0 +1,124 @@
+"""Search results as distinct questions: how often each was asked, when first and last, with which intents, and
+the queries behind it.
+
+People searching what users asked want "SK하이닉스 사업 구조 설명해줘" once, with ×40 beside it, not forty rows
+in a row. The full-text index finds and ranks matching queries; `group_questions` folds them into questions
+and counts each one over the whole lake (within the same intent and time filters), so `times_asked` is exact
+even when the question was asked more often than the search listed.
+
+Two texts are the same question when they differ only in case and spacing between words ("네이버 주가  전망은?"
+and "네이버 주가 전망은?"); the text shown is the one asked most recently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from querylog.analytics.catalog import Catalog
+from querylog.analytics.queries import Filters
+
+__all__ = ["MAX_QUERY_IDS", "AskedQuestion", "group_questions", "question_key", "questions_of"]
+
+#: The query ids a question carries, newest first; `times_asked` still counts every one.
+MAX_QUERY_IDS: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class AskedQuestion:
+    """One distinct question among the results, with its best match score."""
+
+    query_text: str
+    score: float
+    times_asked: int
+    first_asked: datetime
+    last_asked: datetime
+    intents: tuple[str, ...]
+    query_ids: tuple[str, ...]  # newest first, at most MAX_QUERY_IDS
+
+
+def question_key(text: str) -> str:
+    """What makes two questions the same: their words, case-folded."""
+    return " ".join(text.casefold().split())
+
+
+_ASKED_SQL: Final = """
+WITH asked AS (
+    SELECT query_id, any_value(query_text) AS query_text, min(ts) AS ts, any_value(env) AS env
+    FROM events
+    WHERE event_type = 'query_received' AND list_contains($texts, query_text)
+    GROUP BY query_id
+), intents AS (
+    SELECT query_id, coalesce(
+        any_value(intent) FILTER (WHERE event_type = 'intent_classified'),
+        any_value(intent) FILTER (WHERE event_type IN ('query_completed', 'query_failed'))
+    ) AS intent
+    FROM events
+    WHERE event_type IN ('intent_classified', 'query_completed', 'query_failed')
+      AND query_id IN (SELECT query_id FROM asked)
+    GROUP BY query_id
+)
+SELECT a.query_text, a.query_id, a.ts, i.intent
+FROM asked a LEFT JOIN intents i USING (query_id)
+WHERE ($since IS NULL OR a.ts >= $since) AND ($until IS NULL OR a.ts < $until)
+  AND (len($intents) = 0 OR list_contains($intents, i.intent)) AND (len($envs) = 0 OR list_contains($envs, a.env))
+ORDER BY a.ts DESC, a.query_id
+"""
+
+
+def group_questions(
+    catalog: Catalog,
+    found: Sequence[tuple[float, str]],
+    *,
+    limit: int,
+    filters: Filters | None = None,
+) -> list[AskedQuestion]:
+    """The best `limit` distinct questions among `found` ((score, question text) per matching query, in any
+    order), ranked by best score, then most recently asked; each counted over the lake within `filters`."""
+    f = filters or Filters()
+    best: dict[str, float] = {}
+    texts: set[str] = set()
+    for score, text in found:
+        key = question_key(text)
+        texts.add(text)
+        if score > best.get(key, float("-inf")):
+            best[key] = score
+    if not best:
+        return []
+    params = {"texts": sorted(texts), "since": f.since, "until": f.until, "intents": list(f.intents)}
+    rows = catalog.arrow(_ASKED_SQL, {**params, "envs": list(f.envs)}).to_pylist()
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:  # newest first
+        by_key.setdefault(question_key(row["query_text"]), []).append(row)
+    questions = []
+    for key, asked in by_key.items():
+        if key not in best:
+            continue
+        intents = sorted({row["intent"] for row in asked if row["intent"]})
+        questions.append(
+            AskedQuestion(
+                query_text=asked[0]["query_text"],
+                score=best[key],
+                times_asked=len(asked),
+                first_asked=asked[-1]["ts"],
+                last_asked=asked[0]["ts"],
+                intents=tuple(intents),
+                query_ids=tuple(row["query_id"] for row in asked[:MAX_QUERY_IDS]),
+            )
+        )
+    questions.sort(key=lambda q: (-q.score, -q.last_asked.timestamp(), q.query_text))
+    return questions[:limit]
+
+
+def questions_of(catalog: Catalog, query_ids: Sequence[str]) -> dict[str, str]:
+    """The question each of `query_ids` asked (for hits found in the answers)."""
+    if not query_ids:
+        return {}
+    table = catalog.arrow(
+        "SELECT query_id, any_value(query_text) AS query_text FROM events "
+        "WHERE event_type = 'query_received' AND list_contains($ids, query_id) GROUP BY query_id",
+        {"ids": list(query_ids)},
+    )
+    return dict(zip(table["query_id"].to_pylist(), table["query_text"].to_pylist(), strict=True))
