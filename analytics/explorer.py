@@ -6,6 +6,7 @@ import html
 import os
 import re
 import unicodedata
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
@@ -67,6 +68,31 @@ def trace_url(trace_id: str | None, host: str | None = None) -> str | None:
 
 
 # -- page sections ------------------------------------------------------------------------------------------
+NO_DATA: Final = "No data for these filters: widen the dates, or clear an intent or env."
+FEW_BUCKETS: Final = 3  # at most this many time buckets: bars, since an area through one point draws nothing
+
+
+def _chart(where: Any, frame: pl.DataFrame, value: str, chart: Callable[[alt.Chart], alt.Chart]) -> None:
+    """`chart` of `frame`, or a message saying there is nothing to draw (never empty axes)."""
+    if frame.is_empty() or frame[value].null_count() == frame.height:
+        where.info(NO_DATA)
+        return
+    where.altair_chart(chart(alt.Chart(frame)), width="stretch")
+
+
+def _over_time(base: alt.Chart, buckets: int, bucket: Bucket) -> alt.Chart:
+    """Stacked marks over time that show at any data size: for a few buckets, wide bars, one per bucket; beyond,
+    areas with their points on a time axis."""
+    if buckets <= FEW_BUCKETS:
+        x = alt.X("bucket:O", timeUnit="utcyearmonthdatehours", title=None)  # the explorer's dates are UTC
+        if bucket == "day":
+            x = alt.X("bucket:O", timeUnit="utcyearmonthdate", title=None)
+        chart: alt.Chart = base.mark_bar().encode(x=x)
+    else:
+        chart = base.mark_area(line=True, point=True, opacity=0.7).encode(x=alt.X("bucket:T", title=None))
+    return chart
+
+
 def _table(where: Any, frame: pl.DataFrame, key: str, config: dict[str, Any] | None = None) -> None:
     """A dataframe with readable numbers: milliseconds without noise digits, rates and shares as percents."""
     formats: dict[str, Any] = {}
@@ -150,32 +176,42 @@ def _trends(lq: LakeQueries, f: Filters, bucket: Bucket) -> None:
     st.subheader("Intent trend")
     trend = lq.intent_trend(f, bucket)
     if trend.is_empty():
-        st.info("No queries in this selection.")
+        st.info(NO_DATA)
         return
-    base = alt.Chart(trend).encode(
-        x=alt.X("bucket:T", title=None),
-        color=alt.Color("intent:N", title="intent"),
-        tooltip=["bucket:T", "intent:N", "queries:Q", alt.Tooltip("share:Q", format=".1%")],
-    )
+    buckets = trend["bucket"].n_unique()
+    tooltip: list[Any] = ["bucket:T", "intent:N", "queries:Q", alt.Tooltip("share:Q", format=".1%")]
+    color = alt.Color("intent:N", title="intent")
     left, right = st.columns(2)
-    left.altair_chart(base.mark_area().encode(y=alt.Y("queries:Q", stack=True, title="queries")), width="stretch")
-    right.altair_chart(
-        base.mark_area().encode(y=alt.Y("share:Q", stack="normalize", title="share", axis=alt.Axis(format="%"))),
-        width="stretch",
+    _chart(
+        left,
+        trend,
+        "queries",
+        lambda c: _over_time(c, buckets, bucket).encode(
+            color=color, tooltip=tooltip, y=alt.Y("queries:Q", stack=True, title="queries")
+        ),
+    )
+    _chart(
+        right,
+        trend,
+        "share",
+        lambda c: _over_time(c, buckets, bucket).encode(
+            color=color,
+            tooltip=tooltip,
+            y=alt.Y("share:Q", stack="normalize", title="share", axis=alt.Axis(format="%")),
+        ),
     )
     totals = lq.intent_totals(f)
     _table(st, totals, "intent_totals")
     st.subheader("Error rate")
-    errors = lq.error_trend(f, bucket)
-    st.altair_chart(
-        alt.Chart(errors)
-        .mark_line(point=True)
-        .encode(
+    _chart(
+        st,
+        lq.error_trend(f, bucket),
+        "error_rate",
+        lambda c: c.mark_line(point=True).encode(
             x=alt.X("bucket:T", title=None),
             y=alt.Y("error_rate:Q", axis=alt.Axis(format="%"), title="error rate"),
             tooltip=["bucket:T", "finished:Q", "failed:Q", alt.Tooltip("error_rate:Q", format=".1%")],
         ),
-        width="stretch",
     )
 
 
@@ -185,48 +221,48 @@ def _latency(lq: LakeQueries, f: Filters, bucket: Bucket) -> None:
     long = by_intent.unpivot(
         index="intent", on=["p50_ms", "p95_ms", "p99_ms"], variable_name="percentile", value_name="ms"
     )
-    st.altair_chart(
-        alt.Chart(long)
-        .mark_bar()
-        .encode(
+    _chart(
+        st,
+        long,
+        "ms",
+        lambda c: c.mark_bar().encode(
             x=alt.X("intent:N", title=None),
             xOffset="percentile:N",
             y=alt.Y("ms:Q", title="ms"),
             color="percentile:N",
             tooltip=["intent:N", "percentile:N", alt.Tooltip("ms:Q", format=",.0f")],
         ),
-        width="stretch",
     )
     _table(st, by_intent, "latency_by_intent")
     st.subheader("Latency over time")
     trend = lq.latency_trend(f, bucket).unpivot(
         index="bucket", on=["p50_ms", "p95_ms", "p99_ms"], variable_name="percentile", value_name="ms"
     )
-    st.altair_chart(
-        alt.Chart(trend)
-        .mark_line(point=True)
-        .encode(
+    _chart(
+        st,
+        trend,
+        "ms",
+        lambda c: c.mark_line(point=True).encode(
             x=alt.X("bucket:T", title=None),
             y=alt.Y("ms:Q", title="ms"),
             color="percentile:N",
             tooltip=["bucket:T", "percentile:N", alt.Tooltip("ms:Q", format=",.0f")],
         ),
-        width="stretch",
     )
 
 
 def _stages(lq: LakeQueries, f: Filters) -> None:
     st.subheader("Stage funnel")
     funnel = lq.funnel(f)
-    st.altair_chart(
-        alt.Chart(funnel)
-        .mark_bar()
-        .encode(
+    _chart(
+        st,
+        funnel,
+        "queries",
+        lambda c: c.mark_bar().encode(
             y=alt.Y("step:N", sort=None, title=None),
             x=alt.X("queries:Q"),
             tooltip=["step:N", "queries:Q", "dropped:Q", alt.Tooltip("drop_rate:Q", format=".1%")],
         ),
-        width="stretch",
     )
     _table(st, funnel, "funnel")
     st.subheader("Stage latency")
@@ -415,16 +451,16 @@ def _people(lq: LakeQueries, f: Filters) -> None:
     left.subheader("Feedback by intent")
     _table(left, lq.feedback_by_intent(f), "feedback")
     right.subheader("Quality scores")
-    right.altair_chart(
-        alt.Chart(lq.quality_distribution(f))
-        .mark_bar()
-        .encode(
+    _chart(
+        right,
+        lq.quality_distribution(f),
+        "queries",
+        lambda c: c.mark_bar().encode(
             x=alt.X("bin_start:Q", bin="binned", title="quality score"),
             x2="bin_end:Q",
             y="queries:Q",
             tooltip=["bin_start:Q", "bin_end:Q", "queries:Q"],
         ),
-        width="stretch",
     )
 
 

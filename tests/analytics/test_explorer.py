@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
-import re
 import json
+import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -18,6 +18,9 @@ from streamlit.testing.v1 import AppTest
 
 from querylog.analytics.explorer import highlight_html, highlight_spans, trace_url
 from querylog.commands.ui import explorer_path
+from querylog.logging.events import IntentClassified, QueryCompleted, QueryReceived
+from querylog.logging.parquet import ParquetSink
+from querylog.logging.projection import Batch
 
 if TYPE_CHECKING:
     from tests.analytics.conftest import SampleLake
@@ -289,3 +292,45 @@ def test_the_timeline_shows_the_answer_and_its_sources(explorer: AppTest, sample
     failed = next(q for q in sample_lake.queries if q.status == "failed" and q.failed_stage == "generate")
     explorer.selectbox(key="timeline_query").set_value(failed.query_id).run()
     assert sample_answer(by_id[failed.query_id].text) not in [t.value for t in explorer.text]  # never answered
+
+
+def _write(home: Path, events: list[Any]) -> None:
+    with ParquetSink(home / "lake") as sink:
+        sink.write(Batch(events=events, checkpoint={"explorer": len(events)}))
+
+
+def test_one_hour_of_data_draws_bars_a_month_draws_areas_with_points(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_lake: Callable[..., SampleLake]
+) -> None:
+    end = datetime(2026, 11, 20, 15, tzinfo=UTC)  # in the past: the default dates find the data by themselves
+    hour = make_lake(tmp_path / "hour", end=end, days=0, hours=(14,), per_hour=30)
+    at = _app(hour.home, monkeypatch)
+    spec, data = _chart_data(at, 0)
+    assert spec["mark"]["type"] == "bar" and spec["encoding"]["x"]["type"] == "ordinal"  # a bar shows one bucket
+    assert data.num_rows > 0 and _metric(at, "Queries") == f"{len(hour.queries):,}"
+    month = make_lake(tmp_path / "month", end=end, days=30, per_hour=2)
+    at = _app(month.home, monkeypatch)
+    spec, _ = _chart_data(at, 0)
+    assert spec["mark"]["type"] == "area" and spec["mark"]["point"] is True
+    assert _metric(at, "Queries") == f"{len(month.queries):,}"
+
+
+def test_filters_that_select_nothing_say_so_instead_of_drawing_empty_axes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ts = datetime(2026, 11, 20, 14, tzinfo=UTC)
+    events: list[Any] = []
+    for i, (env, intent) in enumerate([("prod", "stock_analysis"), ("staging", "news_inquiry")]):
+        events += [
+            QueryReceived(query_id=f"q{i}", query_text="네이버 주가", env=env, ts=ts),
+            IntentClassified(query_id=f"q{i}", intent=intent, confidence=0.9, env=env, ts=ts),
+            QueryCompleted(query_id=f"q{i}", latency_ms=10.0, intent=intent, env=env, ts=ts),
+        ]
+    _write(tmp_path / "home", events)
+    at = _app(tmp_path / "home", monkeypatch)
+    charts = len(at.get("vega_lite_chart"))
+    at.sidebar.multiselect(key="intents").set_value(["news_inquiry"])
+    at.sidebar.multiselect(key="envs").set_value(["prod"]).run()  # news_inquiry was only asked in staging
+    assert not at.exception
+    assert len(at.get("vega_lite_chart")) < charts
+    assert any("No data for these filters" in i.value for i in at.info)
