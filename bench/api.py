@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from bench._common import BENCH_DIR, GroupResult, free_port, new_result, serve_subprocess
+from querylog.config import Settings
 from querylog.service.demo import demo_queries
 
 __all__ = ["run_api"]
@@ -86,6 +87,9 @@ def run_api(ctx: Any) -> GroupResult:
     work = ctx.work_dir / "api"
     work.mkdir(parents=True, exist_ok=True)
     lines, array = _bodies(work)
+    # wrk in C drives the load from the other core; Python threads would compete with the server for the GIL-free
+    # core and understate what querylog leaves of it. Installed when this runs as root with apt.
+    subprocess.run(["sh", str(BENCH_DIR.parent / "scripts" / "ensure-wrk.sh")], check=False, timeout=600)
     use_wrk = shutil.which("wrk") is not None
     script = work / "chat.lua"
     script.write_text(_WRK_SCRIPT % lines)
@@ -141,6 +145,8 @@ def run_api(ctx: Any) -> GroupResult:
     result["samples"]["rss_mb_api"] = peaks
     result["extra"] = {
         "load_generator": f"wrk -t1 -c{CONNECTIONS}" if use_wrk else f"bench/api_load.py ({CONNECTIONS} threads)",
+        "wrk": use_wrk,
+        "projections_mode": f"{Settings.from_env().projections} (QUERYLOG_PROJECTIONS as users get it)",
         "pinning": f"server on CPU {SERVER_CPU}, load on CPU {LOAD_CPU}" if shutil.which("taskset") else "none",
         "seconds_per_run": seconds,
         "rps_on_median": round(statistics.median(on), 1),

@@ -10,6 +10,7 @@ from typing import Any
 
 from bench._common import GroupResult, new_result, percentile
 from bench._workload import query_texts, text_intents
+from bench.emit_peers import measure_peers
 from querylog.config import Settings
 from querylog.logging.segments import EventLog
 from querylog.logging.tracker import QueryTracker
@@ -139,6 +140,14 @@ def run_emit(ctx: Any) -> GroupResult:
         parquet = rt.projectors["parquet"].telemetry.snapshot()
     finally:
         rt.close()
+    peers = measure_peers(
+        ctx.work_dir / "emit-peers", queries=ctx.size(20_000, 2_000, minimum=200), repetitions=ctx.repetitions,
+        progress=ctx.progress,
+    )  # fmt: skip
+    for name, ratios in peers.pop("ratios").items():
+        result["samples"][f"emit_vs_{name}_ratio"] = ratios
+    for name, why in peers["skipped"].items():
+        result["reasons"][f"emit_vs_{name}_ratio"] = f"not installed here: {why}"
     result["samples"]["emit_us_p50"] = [r["p50"] for r in reps]
     result["samples"]["emit_us_p99"] = [r["p99"] for r in reps]
     ctx.shared["emit_mean_us"] = statistics.median(r["mean"] for r in reps)
@@ -158,6 +167,7 @@ def run_emit(ctx: Any) -> GroupResult:
         "parquet_projection_lag_events_at_end": parquet.lag_events,
         "gc_enabled": gc.isenabled(),
         "note": "µs per call, perf_counter_ns call included (timer_overhead_us); gc on; projections running",
+        "peers": peers,
     }
     return result
 

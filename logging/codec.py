@@ -21,6 +21,7 @@ __all__ = [
     "decode_many",
     "encode",
     "encode_into",
+    "raw_encode_into",
     "from_builtins",
     "to_builtins",
 ]
@@ -59,6 +60,10 @@ _dict_decoder: Final = msgspec.json.Decoder(dict[str, Any])
 def encode(event: Event) -> bytes:
     """Compact UTF-8 JSON, fields with default values left out."""
     return _encoder.encode(event)
+
+
+#: `encode_into` without the wrapper call, ``(event, buffer, offset)``: the log's append calls it per event.
+raw_encode_into: Final = _encoder.encode_into
 
 
 def encode_into(event: Event, buffer: bytearray) -> None:

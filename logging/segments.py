@@ -28,7 +28,7 @@ from typing import Final, Literal
 import msgspec
 import structlog
 
-from querylog.logging.codec import encode_into
+from querylog.logging.codec import encode_into, raw_encode_into
 from querylog.logging.events import Event
 from querylog.logging.telemetry import SinkTelemetry
 
@@ -62,6 +62,9 @@ class _State(enum.Enum):
     UNOPENED = "unopened"
     OPENED = "opened"
     CLOSED = "closed"
+
+
+_OPENED: Final = _State.OPENED  # one global load on the hot path, not two
 
 
 def _try_lock(fd: int) -> bool:
@@ -225,23 +228,18 @@ class EventLog:
     def append(self, event: Event) -> None:
         """Buffer one event. Microseconds; no I/O. Durable against a process crash after `flush`."""
         with self._lock:
-            if self._state is not _State.OPENED:
+            if self._state is not _OPENED:
                 raise LogClosedError(f"append() on a {self._state.value} EventLog; open() it first")
             buffer = self._buffer
             start = len(buffer)
             # Encoded straight onto the end of the buffer: no intermediate bytes object, no `+ b"\n"` copy.
             try:
-                encode_into(event, buffer)
+                raw_encode_into(event, buffer, -1)
             except (UnicodeEncodeError, msgspec.EncodeError) as exc:
                 # A value that cannot be written as UTF-8 JSON (e.g. a lone surrogate in an id): the caller's
                 # request goes on; the event is counted as dropped, with one line saying why.
                 del buffer[start:]
-                self.events_dropped += 1
-                self.telemetry.received(1)
-                self.telemetry.dropped("unencodable")
-                _log.error(
-                    "log_event_unencodable", event_type=event.event_type, query_id=repr(event.query_id), error=str(exc)
-                )
+                self._dropped_unencodable(event, exc)
                 return
             except BaseException:
                 del buffer[start:]  # never leave half an event in the buffer
@@ -256,6 +254,12 @@ class EventLog:
                 return
             self._buffered_events += 1
             self.events_appended += 1
+
+    def _dropped_unencodable(self, event: Event, exc: Exception) -> None:
+        self.events_dropped += 1
+        self.telemetry.received(1)
+        self.telemetry.dropped("unencodable")
+        _log.error("log_event_unencodable", event_type=event.event_type, query_id=repr(event.query_id), error=str(exc))
 
     def flush(self) -> None:
         """Hand buffered events to the kernel (one ``write``); fsync too under the ``always`` policy."""

@@ -40,8 +40,12 @@ class Figure:
 
 # The order here is the order of the JSON object, the terminal table and docs/benchmarks.md.
 FIGURES: Final[tuple[Figure, ...]] = (
-    Figure("emit_us_p50", "us", "emit", ("<=", 5.0), "one stage event on the caller's thread, all sinks on"),
-    Figure("emit_us_p99", "us", "emit", ("<=", 50.0), "same, 99th percentile"),
+    Figure("emit_vs_structlog_ratio", "ratio", "emit", ("<=", 0.33), "a query recorded: ours / structlog lines"),
+    Figure("emit_vs_stdlib_logging_ratio", "ratio", "emit", None, "same / a stdlib logging JSON line per step"),
+    Figure("emit_vs_otel_span_ratio", "ratio", "emit", ("<=", 0.10), "same / OTel SDK spans, batch processor"),
+    Figure("emit_vs_langfuse_ratio", "ratio", "emit", None, "same / Langfuse SDK observations, export off"),
+    Figure("emit_us_p50", "us", "emit", None, "one stage event on the caller's thread, all sinks on (machine-bound)"),
+    Figure("emit_us_p99", "us", "emit", None, "same, 99th percentile (machine-bound)"),
     Figure("lifecycle_us_p50", "us", "lifecycle", None, "a tracked query's 5 events + flush, minus untracked"),
     Figure(
         "speedup_vs_python_logging_loki", "x", "python_logging_loki", (">=", 100.0), "vs its per-record caller time"
@@ -76,10 +80,21 @@ FIGURES: Final[tuple[Figure, ...]] = (
     Figure("search_ms_100k_ilike_baseline", "ms", "lake", None, "--quick stand-in: ILIKE on a 100k-event lake"),
     Figure("api_throughput_ratio_instrumented", "ratio", "api", (">=", 0.95), "chat req/s with querylog on / off"),
     Figure("rss_mb_api", "MiB", "api", ("<=", 300.0), "the API process's peak RSS under that load"),
+    Figure("restart_growth_ratio", "ratio", "history", ("<=", 1.5), "restart to full /metrics: 4M / 1M events"),
+    Figure("rss_growth_ratio", "ratio", "history", ("<=", 1.2), "peak RSS after that restart: 4M / 1M events"),
 )
 FIGURE_BY_KEY: Final = {f.key: f for f in FIGURES}
 #: Groups in the order they run; the emit figures feed the python-logging-loki speedup.
-GROUPS: Final[tuple[str, ...]] = ("emit", "lifecycle", "python_logging_loki", "loki", "parquet", "lake", "api")
+GROUPS: Final[tuple[str, ...]] = (
+    "emit",
+    "lifecycle",
+    "python_logging_loki",
+    "loki",
+    "parquet",
+    "lake",
+    "api",
+    "history",
+)
 #: Each group's code in the repository's bench/ folder (bench/<module>.py, function `run(ctx)`).
 _GROUP_MODULES: Final = {
     "emit": "bench.emit",
@@ -89,6 +104,7 @@ _GROUP_MODULES: Final = {
     "parquet": "bench.parquet",
     "lake": "bench.lake",
     "api": "bench.api",
+    "history": "bench.history",
 }
 _GROUP_FUNCTIONS: Final = {
     "emit": "run_emit",
@@ -98,6 +114,7 @@ _GROUP_FUNCTIONS: Final = {
     "parquet": "run_parquet",
     "lake": "run_lake",
     "api": "run_api",
+    "history": "run_history",
 }
 MIN_REPETITIONS: Final = 5
 
