@@ -8,10 +8,11 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from querylog.analytics._search_segment import PostingList, Segment
-from querylog.analytics._search_text import INTENT_KIND, KIND_SHIFT, QueryWord, starts_word_count
+from querylog.analytics._search_text import INTENT_KIND, KIND_SHIFT, WHITESPACE_RUN, QueryWord, starts_word_count
 
 __all__ = ["Ranked", "View", "top_k"]
 
@@ -134,16 +135,20 @@ def _conjunction(lists: Sequence[PostingList], end: int) -> Iterator[tuple[npt.N
 def _verify(
     segment: Segment, view_index: int, docs: npt.NDArray[np.uint32], words: tuple[str, ...], top: _TopK
 ) -> None:
-    """Keep the candidates that contain every word (grams only promise a superset), score them, offer them."""
+    """Keep the candidates that contain every word (grams only promise a superset), score them, offer them.
+
+    A candidate that lacks a word as written is tried again with its spaces removed: "삼성전자" finds "삼성 전자".
+    Such a match starts no word, so it ranks below texts that spell the word as the query does."""
     folded = segment.folded(docs)
-    mask = pc.match_substring(folded, words[0])
-    for word in words[1:]:
-        mask = pc.and_(mask, pc.match_substring(folded, word))
-    keep = mask.to_numpy(zero_copy_only=False)
+    keep = _contains_all(folded, words)
+    missed = ~keep
+    if missed.any():
+        joined = pc.replace_substring_regex(folded.filter(pa.array(missed)), WHITESPACE_RUN, "")
+        keep[missed] = _contains_all(joined, words)
     hits = docs[keep]
     if hits.size == 0:
         return
-    texts: list[str] = folded.filter(mask).to_pylist()
+    texts: list[str] = folded.filter(pa.array(keep)).to_pylist()
     query_ids: list[str] = segment.column("query_id", hits)
     ts = segment.ts[hits]
     top.offer(
@@ -152,6 +157,14 @@ def _verify(
             for text, t, qid, doc in zip(texts, ts, query_ids, hits, strict=True)
         ]
     )
+
+
+def _contains_all(texts: pa.Array, words: tuple[str, ...]) -> npt.NDArray[np.bool_]:
+    mask = pc.match_substring(texts, words[0])
+    for word in words[1:]:
+        mask = pc.and_(mask, pc.match_substring(texts, word))
+    found: npt.NDArray[np.bool_] = mask.to_numpy(zero_copy_only=False).copy()
+    return found
 
 
 @dataclass(frozen=True, slots=True)

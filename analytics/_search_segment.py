@@ -18,9 +18,27 @@ import pyarrow.compute as pc
 
 from querylog.analytics._search_text import DOC_BITS, INTENT_KIND, KIND_SHIFT, codepoints, gram_pairs
 
-__all__ = ["DOCS_SCHEMA", "FORMAT_VERSION", "PostingList", "Segment", "find_ids", "hash_strings", "sorted_unique"]
+__all__ = [
+    "DOCS_SCHEMA",
+    "FORMAT_VERSION",
+    "PostingList",
+    "Segment",
+    "SegmentFormatError",
+    "find_ids",
+    "hash_strings",
+    "sorted_unique",
+]
 
-FORMAT_VERSION: Final = 2
+#: 3: bigrams across a space ("삼성 전자" holds 성전), so that a word typed without the space finds the text.
+FORMAT_VERSION: Final = 3
+
+
+class SegmentFormatError(ValueError):
+    """A segment written by another version of the index; `older` when this version can rebuild it."""
+
+    def __init__(self, message: str, *, older: bool) -> None:
+        super().__init__(message)
+        self.older = older
 
 #: The documents a segment is built from. `folded` is null where it equals `text`, which halves the text
 #: stored for mostly-Korean logs (folding changes nothing in Hangul).
@@ -345,7 +363,11 @@ class Segment:
         """Memory-map a written segment: opening costs nothing, pages load as searches touch them."""
         meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
         if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{directory}: segment format {meta.get('format')}, expected {FORMAT_VERSION}")
+            found = meta.get("format")
+            raise SegmentFormatError(
+                f"{directory}: segment format {found}, expected {FORMAT_VERSION}",
+                older=isinstance(found, int) and found < FORMAT_VERSION,
+            )
         path = directory / "arrays.bin"
         raw = np.memmap(path, np.uint8, mode="r") if path.stat().st_size else np.zeros(0, np.uint8)
         arrays: dict[str, npt.NDArray[Any]] = {}

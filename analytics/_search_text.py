@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 __all__ = [
     "CLASS_TABLE",
     "SPACE_TABLE",
+    "WHITESPACE_RUN",
     "QueryWord",
     "codepoints",
     "fold",
@@ -69,6 +70,8 @@ def _tables() -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
 
 
 CLASS_TABLE, SPACE_TABLE = _tables()
+#: An RE2 pattern for a run of the characters `SPACE_TABLE` calls whitespace (RE2's \s is ASCII only).
+WHITESPACE_RUN: Final = "[" + "".join(f"\\x{{{cp:x}}}" for cp in np.flatnonzero(SPACE_TABLE)) + "]+"
 _CLASS_BYTES: Final = CLASS_TABLE.tobytes()
 
 
@@ -175,7 +178,10 @@ def gram_pairs(cps: npt.NDArray[np.uint32], starts: npt.NDArray[np.int64]) -> np
 
     Grams: each non-space character (unigram), each pair of adjacent non-space characters (bigram), and both
     again, as separate kinds, where the first character starts a word. A query word's grams are then always a
-    subset of a matching text's grams, which makes the candidate lists a superset of the true matches.
+    subset of a matching text's grams, which makes the candidate lists a superset of the true matches. Two
+    non-space characters with only whitespace between them also make a bigram ("삼성 전자" holds 성전): a word
+    typed without the space ("삼성전자") then finds the text, which the verification accepts with its whitespace
+    removed (`WHITESPACE_RUN`).
     """
     n_texts = len(starts) - 1
     if n_texts > 1 << DOC_BITS:
@@ -204,14 +210,20 @@ def gram_pairs(cps: npt.NDArray[np.uint32], starts: npt.NDArray[np.int64]) -> np
     b = np.zeros(total, np.uint64)
     b[:-1] = cps[1:]
     ab = a | b
+    # Across spaces: two non-space characters of one text with only whitespace between them. With the adjacent
+    # pairs above, these are the bigrams of the text with its whitespace removed.
+    solid = np.flatnonzero(word)
+    gap = (np.diff(solid) > 1) & (text_of[solid[:-1]] == text_of[solid[1:]])
+    left, right = solid[:-1][gap], solid[1:][gap]
     kind = np.uint64(KIND_SHIFT)
     parts = (
         a[word],
         (np.uint64(BIGRAM) << kind) | ab[bigram],
+        (np.uint64(BIGRAM) << kind) | a[left] | cps[right].astype(np.uint64),
         (np.uint64(START_UNIGRAM) << kind) | a[start],
         (np.uint64(START_BIGRAM) << kind) | ab[start & bigram],
     )
-    docs = (text_of[word], text_of[bigram], text_of[start], text_of[start & bigram])
+    docs = (text_of[word], text_of[bigram], text_of[left], text_of[start], text_of[start & bigram])
     keys = np.concatenate(parts)
     keys <<= np.uint64(DOC_BITS)
     keys |= np.concatenate(docs)

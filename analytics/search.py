@@ -22,10 +22,10 @@ import pyarrow.compute as pc
 
 from querylog.analytics._search_buffer import PendingRows
 from querylog.analytics._search_query import View, top_k
-from querylog.analytics._search_segment import DOCS_SCHEMA, Segment, hash_strings
+from querylog.analytics._search_segment import DOCS_SCHEMA, Segment, SegmentFormatError, hash_strings
 from querylog.analytics._search_text import fold, query_words
 
-__all__ = ["SearchHit", "SearchIndex", "SearchIndexError"]
+__all__ = ["SearchHit", "SearchIndex", "SearchIndexError", "SearchIndexOutdatedError"]
 
 _MANIFEST: Final = "manifest.json"
 _LOCK: Final = "writer.lock"
@@ -38,6 +38,10 @@ _PREP_CHUNK: Final = 1 << 20
 
 class SearchIndexError(Exception):
     """The index on disk cannot be used as asked (another writer committed, or a file is damaged)."""
+
+
+class SearchIndexOutdatedError(SearchIndexError):
+    """The index on disk was written by an older version: rebuild it from its source (the lake)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +148,8 @@ class SearchIndex:
                 ]
             except FileNotFoundError:
                 continue
+            except SegmentFormatError as exc:
+                raise (SearchIndexOutdatedError if exc.older else SearchIndexError)(str(exc)) from None
             return int(manifest["generation"]), entries
         raise SearchIndexError(f"{self._directory}: segments keep disappearing; is a writer deleting them?")
 

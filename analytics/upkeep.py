@@ -52,6 +52,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import structlog
 import uuid_utils
 
 from querylog.analytics.lake_generation import changing, end_change
@@ -94,6 +95,8 @@ RowFilter = Callable[[pa.Table], pa.Array]
 StepHook = Callable[[str, "HourPartition"], None]
 
 #: Day-compacted files are named ``day-<uuid7>.parquet``.
+_log = structlog.get_logger("querylog.search")
+
 DAY_FILE_PREFIX: Final = "day-"
 #: Rows per row group in a day file: enough groups per day for event_type/ts statistics to prune on.
 DAY_ROW_GROUP: Final = 64 * 1024
@@ -726,6 +729,9 @@ class LakeSearch:
         self._lock_path = self.home / "state" / f"search-sync{suffix}.lock"
         self._column = "query_text" if field == "queries" else "answer_text"
         self._index_errors: tuple[type[BaseException], ...] = ()
+        self._outdated: tuple[type[BaseException], ...] = ()
+        #: Times this index was found written by an older version and rebuilt from the lake.
+        self.rebuilt = 0
         if index_factory is None:
             try:
                 # Imported by name: search is an optional part, and everything else must work without it.
@@ -736,12 +742,21 @@ class LakeSearch:
                 ) from exc
             index_factory = module.SearchIndex
             self._index_errors = (module.SearchIndexError,)
+            self._outdated = (module.SearchIndexOutdatedError,)
         self._factory = index_factory
         self.index = self._open()
 
     def _open(self) -> SearchIndexLike:
         try:
             index = self._factory(self.directory)
+        except self._outdated as exc:
+            # An index is a projection of the lake: one an older version wrote is dropped and built again, by
+            # the next sync, with the ledger that said what it held. Said once, in a log line.
+            _log.warning("search_index_rebuilt", index=str(self.directory), reason=str(exc))
+            shutil.rmtree(self.directory, ignore_errors=True)
+            shutil.rmtree(self.ledger_dir, ignore_errors=True)
+            self.rebuilt += 1
+            return self._open()
         except self._index_errors as exc:
             raise UpkeepError(f"the search index at {self.directory} cannot be opened: {exc}") from exc
         if len(index) == 0:

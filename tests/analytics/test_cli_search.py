@@ -272,3 +272,20 @@ def test_the_grouped_table_shows_times_asked(lake: SampleLake, capsys: pytest.Ca
     assert "times_asked" in out and "테슬라 주가 전망은?" in out
     row = next(line for line in out.splitlines() if "테슬라 주가 전망은?" in line)
     assert [cell.strip() for cell in row.split("|")][3] == "4"
+
+
+@needs_search
+def test_an_index_an_older_version_wrote_is_rebuilt_from_the_lake(
+    lake: SampleLake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _ask(lake, [("spaced-1", "삼성 전자 배당 일정", "news_inquiry", datetime.now(UTC) - timedelta(minutes=3))])
+    first, err = _search(lake, capsys, "주가")
+    assert f"indexed {len(lake.queries) + 1} new queries" in err
+    for meta in (lake.home / "index").glob("*/meta.json"):  # as the previous release wrote them
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "format": 2}))
+    again, err = _search(lake, capsys, "주가")
+    assert again == first
+    assert f"indexed {len(lake.queries) + 1} new queries" in err  # all of them again, once
+    assert "search_index_rebuilt" in err
+    rows, err = _search(lake, capsys, "삼성전자 배당")
+    assert [r["query_id"] for r in rows] == ["spaced-1"] and "indexed" not in err

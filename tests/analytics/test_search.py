@@ -388,10 +388,49 @@ def test_a_second_writer_cannot_overwrite_a_newer_commit(tmp_path: Path) -> None
     assert ids(SearchIndex(tmp_path).search("네이버")) == ["q0"]
 
 
+def test_a_word_typed_without_its_space_finds_the_text_that_has_it(index: SearchIndex) -> None:
+    index.add(
+        rows(
+            "삼성 전자 배당 일정",  # q0
+            "삼성전자 실적",  # q1
+            "삼성SDI 전망",  # q2
+            "삼성 바이오로직스",  # q3
+            "삼성\u3000\u3000전자\t주가",  # q4: ideographic spaces and a tab
+            "SK 하이닉스 HBM",  # q5
+        )
+    )
+    hits = index.search("삼성전자", limit=10)
+    assert ids(hits) == ["q1", "q4", "q0"]  # spelled as typed first, then the spaced ones, newest first
+    assert [h.score for h in hits] == [1.0, 0.0, 0.0]
+    assert sorted(ids(index.search("삼성 전자", limit=10))) == ["q0", "q1", "q4"]  # and the other way round
+    assert ids(index.search("sk하이닉스", limit=10)) == ["q5"]
+    assert ids(index.search("삼성전자 배당", limit=10)) == ["q0"]
+    assert ids(index.search("전자배당", limit=10)) == ["q0"]
+    assert ids(index.search("삼성바이오", limit=10)) == ["q3"]
+    assert ids(index.search("성SDI전망", limit=10)) == ["q2"]
+
+
+def test_an_index_of_an_older_format_is_refused_as_outdated(tmp_path: Path) -> None:
+    from querylog.analytics.search import SearchIndexOutdatedError
+
+    old = SearchIndex(tmp_path / "search")
+    old.add(rows("네이버 주가"))
+    old.commit()
+    for meta in (tmp_path / "search").glob("*/meta.json"):
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "format": 2}))
+    with pytest.raises(SearchIndexOutdatedError, match="segment format 2"):
+        SearchIndex(tmp_path / "search")
+    for meta in (tmp_path / "search").glob("*/meta.json"):
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "format": 99}))
+    with pytest.raises(SearchIndexError) as refused:
+        SearchIndex(tmp_path / "search")
+    assert not isinstance(refused.value, SearchIndexOutdatedError)  # a newer format is not rebuilt over
+
+
 def test_public_surface() -> None:
     from querylog.analytics import search
 
-    assert sorted(search.__all__) == ["SearchHit", "SearchIndex", "SearchIndexError"]
+    assert sorted(search.__all__) == ["SearchHit", "SearchIndex", "SearchIndexError", "SearchIndexOutdatedError"]
 
 
 # -- normalisation ------------------------------------------------------------------------------------------
@@ -425,12 +464,13 @@ def _starts_word(text: str, i: int) -> bool:
 
 
 def brute_force(docs: Sequence[Row], query: str, intent: str | None, since: datetime | None) -> list[tuple[str, float]]:
-    """The specification, spelled out: filter by substring on folded text, rank by (starts, ts, query_id)."""
+    """The specification, spelled out: every query word a substring of the folded text as written or with its
+    whitespace removed; rank by (word starts in the text as written, ts, query_id)."""
     words = list(dict.fromkeys(fold_one(query).split()))
     ranked = []
     for query_id, ts, doc_intent, text in docs:
         folded = fold_one(text)
-        if not words or not all(w in folded for w in words):
+        if not words or not (all(w in folded for w in words) or all(w in "".join(folded.split()) for w in words)):
             continue
         if (intent is not None and doc_intent != intent) or (since is not None and ts < since):
             continue
@@ -462,7 +502,10 @@ def corpora(draw: st.DrawFn) -> tuple[list[Row], str]:
         else:
             text = draw(st.sampled_from(docs))[3]
             lo = draw(st.integers(0, len(text)))
-            words.append(text[lo : lo + draw(st.integers(1, 4))])
+            piece = text[lo : lo + draw(st.integers(1, 6))]
+            if draw(st.booleans()):  # typed without the spaces the text has there
+                piece = "".join(piece.split()) or piece
+            words.append(piece)
     return docs, " ".join(words)
 
 

@@ -76,9 +76,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.analytics.search_groups import group_questions, questions_of
     from querylog.analytics.upkeep import SEARCH_FIELDS, LakeSearch, SearchField, UpkeepError
 
+    from querylog.logging.structured import configure_structlog
+
     if not args.text.strip():
         print("querylog search: give some text to look for", file=sys.stderr)
         return 2
+    configure_structlog(stream=sys.stderr)  # stdout carries the results only
     fields: tuple[SearchField, ...] = SEARCH_FIELDS if args.where == "both" else (args.where,)
     found: dict[str, tuple[float, str, Any]] = {}  # query_id → (score, field, hit): its best
     # Grouped, a question asked many times takes many hits: look further, so `limit` questions fill.
