@@ -21,8 +21,8 @@ __all__ = [
     "decode_many",
     "encode",
     "encode_into",
-    "raw_encode_into",
     "from_builtins",
+    "raw_encode_into",
     "to_builtins",
 ]
 

@@ -28,7 +28,7 @@ from typing import Final, Literal
 import msgspec
 import structlog
 
-from querylog.logging.codec import encode_into, raw_encode_into
+from querylog.logging.codec import raw_encode_into
 from querylog.logging.events import Event
 from querylog.logging.telemetry import SinkTelemetry
 

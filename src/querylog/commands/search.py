@@ -75,7 +75,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.analytics.queries import Filters, open_catalog
     from querylog.analytics.search_groups import group_questions, questions_of
     from querylog.analytics.upkeep import SEARCH_FIELDS, LakeSearch, SearchField, UpkeepError
-
     from querylog.logging.structured import configure_structlog
 
     if not args.text.strip():
