@@ -359,7 +359,7 @@ class ParquetSink(Sink):
         except OSError as exc:
             for tmp_name, _ in pending:
                 (self._tmp_dir / tmp_name).unlink(missing_ok=True)
-            self.telemetry.error("write")
+            # Not counted here: whoever catches the failure counts it once (the projector, as for every sink).
             raise SinkSendError(f"could not write Parquet batch of {batch.count} events: {exc}") from exc
         self._commit = commit
         self._roll_forward()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -153,8 +154,40 @@ def test_a_failed_write_raises_sink_send_error_and_commits_nothing(
         with pytest.raises(SinkSendError, match="No space left"):
             sink.write(Batch(events=[QueryCompleted(query_id="q", latency_ms=1.0)], checkpoint={"s": 5}))
         assert sink.checkpoint() == {}
-        assert sink.telemetry.snapshot().errors == {"write": 1}
     assert not os.listdir(tmp_path / "lake" / "_querylog" / "tmp")
+
+
+def test_a_failed_parquet_batch_is_counted_once_by_the_projector_that_retries_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import querylog.logging.parquet as parquet
+    from querylog.logging.projection import Projector
+    from querylog.logging.segments import EventLog, LogReader
+
+    real = parquet.pq.write_table
+    failures = [OSError(28, "No space left on device")]
+
+    def full_once(*args: object, **kwargs: object) -> None:
+        if failures:
+            raise failures.pop()
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(parquet.pq, "write_table", full_once)
+    with EventLog(tmp_path / "log") as log:
+        log.append(QueryCompleted(query_id="q", latency_ms=1.0))
+        log.flush()
+    sink = ParquetSink(tmp_path / "lake").open()
+    projector = Projector(LogReader(tmp_path / "log"), sink, interval_s=0.01)
+    projector.start()  # its own thread meets the failure, counts it, backs off and writes the batch again
+    try:
+        deadline = time.monotonic() + 30
+        while sink.telemetry.snapshot().sent < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling the projector's thread, bounded by the deadline
+    finally:
+        projector.stop()
+        sink.close()
+    snap = sink.telemetry.snapshot()
+    assert snap.errors == {"write": 1} and snap.retries == 1 and snap.sent == 1
 
 
 def test_a_corrupt_log_line_is_counted_and_skipped(tmp_path: Path) -> None:
