@@ -130,10 +130,16 @@ def _sidebar(lq: LakeQueries, first: datetime, last: datetime) -> tuple[Filters,
     end = days[1] if len(days) > 1 else start  # a half-picked range means that one day
     intents = st.sidebar.multiselect("Intents (none = all)", lq.intents(), key="intents")
     envs = st.sidebar.multiselect("Envs (none = all)", lq.envs(), key="envs")
+    # Schema v2: shown once the lake holds queries recorded with a release or a prompt version.
+    releases = lq.releases()
+    chosen_releases = st.sidebar.multiselect("Releases (none = all)", releases, key="releases") if releases else []
+    prompts = lq.prompt_versions()
+    chosen_prompts = st.sidebar.multiselect("Prompt versions (none = all)", prompts, key="prompts") if prompts else []
     default = 1 if (end - start) >= timedelta(days=3) else 0
     bucket = st.sidebar.radio("Trend bucket", BUCKETS, index=default, horizontal=True, key="bucket")
     st.sidebar.caption(f"Lake: {lq.catalog.lake_dir}")
-    return Filters.for_dates(start, end, intents=tuple(intents), envs=tuple(envs)), bucket
+    chosen = {"releases": tuple(chosen_releases), "prompt_versions": tuple(chosen_prompts)}
+    return Filters.for_dates(start, end, intents=tuple(intents), envs=tuple(envs), **chosen), bucket
 
 
 def _headline(now: Summary, before: Summary) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -110,7 +111,8 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Filters:
-    """Which queries to look at: started in [since, until), with one of `intents`, in one of `envs`.
+    """Which queries to look at: started in [since, until), with one of `intents`, in one of `envs`, of one of
+    `releases` and one of `prompt_versions` (schema v2; a query recorded without one is left out when it is set).
 
     Empty tuples mean "all". Every value reaches DuckDB as a bound parameter, never as SQL text.
     """
@@ -119,6 +121,8 @@ class Filters:
     until: datetime | None = None
     intents: tuple[str, ...] = ()
     envs: tuple[str, ...] = ()
+    releases: tuple[str, ...] = ()
+    prompt_versions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("since", "until"):
@@ -127,7 +131,7 @@ class Filters:
                 raise ValueError(f"Filters.{name} must be a timezone-aware datetime; got {value!r}")
         if self.since is not None and self.until is not None and self.since >= self.until:
             raise ValueError(f"Filters.since ({self.since}) must be before until ({self.until})")
-        for name in ("intents", "envs"):
+        for name in ("intents", "envs", "releases", "prompt_versions"):
             value = getattr(self, name)
             if isinstance(value, str) or not all(isinstance(v, str) for v in value):
                 raise ValueError(f"Filters.{name} must be a tuple of strings; got {value!r}")
@@ -152,9 +156,10 @@ class Filters:
         if self.intents:
             parts.append("list_contains($intents, intent)")
             params["intents"] = list(self.intents)
-        if self.envs:
-            parts.append("list_contains($envs, env)")
-            params["envs"] = list(self.envs)
+        for name, column in (("envs", "env"), ("releases", "release"), ("prompt_versions", "prompt_version")):
+            if values := getattr(self, name):
+                parts.append(f"list_contains(${name}, {column})")  # fixed names: never user input
+                params[name] = list(values)
         return " AND ".join(parts), params
 
     def window(self) -> timedelta | None:
@@ -165,7 +170,7 @@ class Filters:
         if self.since is None or self.until is None:
             raise ValueError("previous() needs both since and until")
         length = self.until - self.since
-        return Filters(since=self.since - length, until=self.since, intents=self.intents, envs=self.envs)
+        return dataclasses.replace(self, since=self.since - length, until=self.since)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +279,19 @@ class LakeQueries:
         return [r[0] for r in rows]
 
     def envs(self) -> list[str]:
-        _, rows = self.catalog.query(f"SELECT DISTINCT env FROM {self._source} WHERE env IS NOT NULL ORDER BY 1")
+        return self._distinct("env")
+
+    def releases(self) -> list[str]:
+        """The releases queries were recorded under (schema v2), for a filter; empty when none was given."""
+        return self._distinct("release")
+
+    def prompt_versions(self) -> list[str]:
+        return self._distinct("prompt_version")
+
+    def _distinct(self, column: str) -> list[str]:
+        _, rows = self.catalog.query(
+            f"SELECT DISTINCT {column} FROM {self._source} WHERE {column} IS NOT NULL ORDER BY 1"  # a fixed name
+        )
         return [r[0] for r in rows]
 
     def time_bounds(self) -> tuple[datetime, datetime] | None:

@@ -46,7 +46,8 @@ def question_key(text: str) -> str:
 
 _ASKED_SQL: Final = """
 WITH asked AS (
-    SELECT query_id, any_value(query_text) AS query_text, min(ts) AS ts, any_value(env) AS env
+    SELECT query_id, any_value(query_text) AS query_text, min(ts) AS ts, any_value(env) AS env,
+           any_value(release) AS release, any_value(prompt_version) AS prompt_version
     FROM events
     WHERE event_type = 'query_received' AND list_contains($texts, query_text)
     GROUP BY query_id
@@ -64,6 +65,8 @@ SELECT a.query_text, a.query_id, a.ts, i.intent
 FROM asked a LEFT JOIN intents i USING (query_id)
 WHERE ($since IS NULL OR a.ts >= $since) AND ($until IS NULL OR a.ts < $until)
   AND (len($intents) = 0 OR list_contains($intents, i.intent)) AND (len($envs) = 0 OR list_contains($envs, a.env))
+  AND (len($releases) = 0 OR list_contains($releases, a.release))
+  AND (len($prompt_versions) = 0 OR list_contains($prompt_versions, a.prompt_version))
 ORDER BY a.ts DESC, a.query_id
 """
 
@@ -88,7 +91,8 @@ def group_questions(
     if not best:
         return []
     params = {"texts": sorted(texts), "since": f.since, "until": f.until, "intents": list(f.intents)}
-    rows = catalog.arrow(_ASKED_SQL, {**params, "envs": list(f.envs)}).to_pylist()
+    params |= {"envs": list(f.envs), "releases": list(f.releases), "prompt_versions": list(f.prompt_versions)}
+    rows = catalog.arrow(_ASKED_SQL, params).to_pylist()
     by_key: dict[str, list[dict[str, Any]]] = {}
     for row in rows:  # newest first
         by_key.setdefault(question_key(row["query_text"]), []).append(row)

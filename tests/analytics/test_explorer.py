@@ -341,3 +341,34 @@ def test_filters_that_select_nothing_say_so_instead_of_drawing_empty_axes(
     assert not at.exception
     assert len(at.get("vega_lite_chart")) < charts
     assert any("No data for these filters" in i.value for i in at.info)
+
+
+def test_releases_and_prompt_versions_filter_every_tab_when_the_lake_has_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ts = datetime(2026, 11, 20, 14, tzinfo=UTC)
+    events: list[Any] = []
+    for i, (release, prompt) in enumerate([("v1", "p1"), ("v1", "p2"), ("v2", "p2"), ("v2", "p2"), ("v2", None)]):
+        kw: dict[str, Any] = {"query_id": f"r{i}", "ts": ts + timedelta(minutes=i), "release": release}
+        if prompt:
+            kw["prompt_version"] = prompt
+        events += [
+            QueryReceived(query_text="네이버 주가 전망은?", **kw),
+            IntentClassified(intent="stock_analysis", confidence=0.9, **kw),
+            QueryCompleted(latency_ms=10.0 + i, intent="stock_analysis", **kw),
+        ]
+    _write(tmp_path / "home", events)
+    at = _app(tmp_path / "home", monkeypatch)
+    assert at.sidebar.multiselect(key="releases").options == ["v1", "v2"]
+    assert at.sidebar.multiselect(key="prompts").options == ["p1", "p2"]
+    at.sidebar.multiselect(key="releases").set_value(["v2"]).run()
+    assert not at.exception and _metric(at, "Queries") == "3"
+    at.sidebar.multiselect(key="prompts").set_value(["p2"]).run()
+    assert _metric(at, "Queries") == "2"  # v2 with p2; the query recorded without a prompt version is left out
+    # Search counts keep to the same selection.
+    at.text_input(key="search").input("네이버 주가").run()
+    assert [int(m) for h in at.get("html") for m in re.findall(r"×(\d+)", h.proto.body)] == [2]
+
+
+def test_a_lake_without_releases_shows_no_release_filter(sample_lake: SampleLake, explorer: AppTest) -> None:
+    assert not [w for w in explorer.sidebar.multiselect if w.key in ("releases", "prompts")]
