@@ -45,8 +45,14 @@ class CatalogError(Exception):
     """A query the catalog could not run; the message is DuckDB's, on one line."""
 
 
-QUERIES_SQL: Final = """
+#: A query is `reformulated` when the next query of its session came within this long and says nearly the same
+#: thing: the user asked again, the classic sign that the answer did not satisfy (docs/analytics.md).
+REFORMULATION_WINDOW_S: Final = 300
+REFORMULATION_SIMILARITY: Final = 0.5
+
+QUERIES_SQL: Final = f"""
 CREATE OR REPLACE VIEW queries AS
+WITH per_query AS (
 SELECT
     query_id,
     any_value(query_text) FILTER (WHERE event_type = 'query_received') AS query_text,
@@ -108,6 +114,20 @@ SELECT
 FROM events
 GROUP BY query_id
 HAVING bool_or(event_type = 'query_received')
+)
+SELECT
+    per_query.*,
+    coalesce(
+        session_id IS NOT NULL
+        AND lead(started_at) OVER next_in_session - started_at <= INTERVAL {REFORMULATION_WINDOW_S} SECOND
+        AND jaccard(
+            lower(regexp_replace(query_text, '\\s+', '', 'g')),
+            lower(regexp_replace(lead(query_text) OVER next_in_session, '\\s+', '', 'g'))
+        ) >= {REFORMULATION_SIMILARITY},
+        false
+    ) AS reformulated
+FROM per_query
+WINDOW next_in_session AS (PARTITION BY session_id ORDER BY started_at, query_id)
 """
 
 SESSIONS_SQL: Final = """

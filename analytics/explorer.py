@@ -453,6 +453,14 @@ def _people(lq: LakeQueries, f: Filters) -> None:
     cols[2].metric("Sessions with repeats", f"{stats.sessions_with_repeats:,}")
     cols[3].metric("Repeated questions", f"{stats.repeated_queries:,}")
     _table(st, lq.sessions(f, 200), "sessions")
+    st.subheader("Reformulations")
+    st.caption(
+        "A query is reformulated when the next query of its session, within 5 minutes, says nearly the same "
+        "thing (characters in common, spaces aside, at least half): the user asked again."
+    )
+    left, right = st.columns(2)
+    _table(left, lq.reformulation_by_intent(f), "reformulation_by_intent")
+    _table(right, lq.most_reformulated(f, 20), "most_reformulated")
     left, right = st.columns(2)
     left.subheader("Feedback by intent")
     _table(left, lq.feedback_by_intent(f), "feedback")

@@ -553,6 +553,32 @@ class LakeQueries:
             """,
         )
 
+    def reformulation_by_intent(self, f: Filters = Filters()) -> pl.DataFrame:
+        """intent, queries, reformulated, reformulation_rate: how often the next query of the session asked the
+        same thing again within `REFORMULATION_WINDOW_S` (the `queries` view's `reformulated`). Highest first."""
+        return self._frame(
+            f,
+            """
+            SELECT intent, count(*) AS queries, count(*) FILTER (WHERE reformulated) AS reformulated,
+                   count(*) FILTER (WHERE reformulated) / count(*) AS reformulation_rate
+            FROM q GROUP BY intent ORDER BY reformulation_rate DESC NULLS LAST, queries DESC, intent
+            """,
+        )
+
+    def most_reformulated(self, f: Filters = Filters(), limit: int = 10) -> pl.DataFrame:
+        """query_text, reformulated, queries, reformulation_rate, intent: the questions users most often had to
+        ask again, most reformulated first."""
+        return self._frame(
+            f,
+            """
+            SELECT query_text, count(*) FILTER (WHERE reformulated) AS reformulated, count(*) AS queries,
+                   count(*) FILTER (WHERE reformulated) / count(*) AS reformulation_rate, mode(intent) AS intent
+            FROM q GROUP BY query_text HAVING count(*) FILTER (WHERE reformulated) > 0
+            ORDER BY 2 DESC, 4 DESC, query_text LIMIT $limit
+            """,
+            {"limit": _limit(limit)},
+        )
+
     def sessions(self, f: Filters = Filters(), limit: int = 100) -> pl.DataFrame:
         """session_id, queries, distinct_queries, repeats, failed, started_at, last_seen — busiest first."""
         return self._frame(

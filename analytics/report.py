@@ -49,6 +49,8 @@ class Report:
     cost_by_model: pl.DataFrame
     by_release: pl.DataFrame
     by_prompt_version: pl.DataFrame
+    reformulation_by_intent: pl.DataFrame
+    most_reformulated: pl.DataFrame
 
     @property
     def since(self) -> datetime:
@@ -115,6 +117,8 @@ def build_report(
         cost_by_model=lq.cost_by_model(filters),
         by_release=lq.compare_by(filters, "release"),
         by_prompt_version=lq.compare_by(filters, "prompt_version"),
+        reformulation_by_intent=lq.reformulation_by_intent(filters),
+        most_reformulated=lq.most_reformulated(filters, top),
     )
 
 
@@ -340,6 +344,28 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
                     ],
                 )
             )  # fmt: skip
+    out.append(
+        (
+            "Reformulations by intent",
+            ["intent", "queries", "asked again", "rate"],
+            [
+                [r["intent"], _num(r["queries"]), _num(r["reformulated"]), _pct(r["reformulation_rate"])]
+                for r in report.reformulation_by_intent.iter_rows(named=True)
+            ],
+        )
+    )
+    if report.most_reformulated.height:
+        out.append(
+            (
+                "Most reformulated questions",
+                ["query", "asked again", "queries", "rate", "intent"],
+                [
+                    [r["query_text"], _num(r["reformulated"]), _num(r["queries"]), _pct(r["reformulation_rate"]),
+                     r["intent"]]
+                    for r in report.most_reformulated.iter_rows(named=True)
+                ],
+            )
+        )  # fmt: skip
     out.append(
         (
             "Top queries",

@@ -7,6 +7,7 @@ import statistics
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -277,3 +278,41 @@ def test_parse_since_accepts_iso_dates_as_utc() -> None:
 def test_parse_since_refuses_what_it_cannot_read(text: str) -> None:
     with pytest.raises(ValueError, match=r"duration|ISO date|future|zero"):
         parse_since(text, now=datetime(2025, 3, 1, tzinfo=UTC))
+
+
+@pytest.mark.parametrize("snapshot", [False, True], ids=["view", "snapshot"])
+def test_a_query_asked_again_soon_in_the_same_session_is_reformulated(tmp_path: Path, snapshot: bool) -> None:
+    from querylog.logging.events import QueryCompleted, QueryReceived
+    from querylog.logging.parquet import ParquetSink
+    from querylog.logging.projection import Batch
+
+    t = datetime(2026, 11, 20, 14, tzinfo=UTC)
+    asked = [  # query id, session, text, seconds after t, intent
+        ("a1", "s1", "네이버 주가 전망은?", 0, "stock_analysis"),
+        ("a2", "s1", "네이버  주가 전망 알려줘", 60, "stock_analysis"),  # asked again a minute later
+        ("b1", "s2", "카카오 주가", 0, "stock_analysis"),
+        ("b2", "s2", "카카오 주가", 600, "stock_analysis"),  # the same, but ten minutes later
+        ("c1", "s3", "삼성전자 배당 일정", 0, "news_inquiry"),
+        ("c2", "s3", "환율 전망", 30, "market_overview"),  # a new question
+        ("d1", None, "테슬라 주가", 0, "stock_analysis"),
+        ("d2", None, "테슬라 주가", 5, "stock_analysis"),  # no session: nothing to relate them by
+    ]
+    events: list[object] = []
+    for query_id, session, text, after, intent in asked:
+        ts = t + timedelta(seconds=after)
+        events += [
+            QueryReceived(query_id=query_id, session_id=session, query_text=text, ts=ts),
+            QueryCompleted(query_id=query_id, session_id=session, latency_ms=5.0, intent=intent, ts=ts),
+        ]
+    with ParquetSink(tmp_path / "lake") as sink:
+        sink.write(Batch(events=events, checkpoint={"r": 1}))  # type: ignore[arg-type]
+    with Catalog(tmp_path / "lake") as catalog:
+        _, rows = catalog.query("SELECT query_id FROM queries WHERE reformulated ORDER BY 1")
+        assert rows == [("a1",)]
+        lq = LakeQueries(catalog, snapshot=snapshot)
+        by_intent = {r["intent"]: r for r in lq.reformulation_by_intent().iter_rows(named=True)}
+        assert by_intent["stock_analysis"]["reformulated"] == 1 and by_intent["stock_analysis"]["queries"] == 6
+        assert by_intent["stock_analysis"]["reformulation_rate"] == pytest.approx(1 / 6)
+        assert by_intent["news_inquiry"]["reformulated"] == 0
+        top = lq.most_reformulated().to_dicts()
+        assert [(r["query_text"], r["reformulated"]) for r in top] == [("네이버 주가 전망은?", 1)]

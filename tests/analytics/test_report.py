@@ -236,3 +236,28 @@ def test_a_lake_without_releases_or_costs_shows_no_such_sections(two_weeks: Samp
     assert report.by_release.height == 0 and report.by_prompt_version.height == 0
     markdown = render_markdown(report)
     assert "## By release" not in markdown and "## By prompt version" not in markdown
+
+
+def test_the_report_shows_reformulation_rates_and_the_questions_asked_again(tmp_path: Path) -> None:
+    from querylog.logging.events import QueryCompleted, QueryReceived
+    from querylog.logging.parquet import ParquetSink
+    from querylog.logging.projection import Batch
+
+    t = datetime.now(UTC) - timedelta(hours=2)
+    asked = [("q1", "s1", "엔비디아 실적 발표 언제야", 0), ("q2", "s1", "엔비디아 실적 발표일 알려줘", 40)]
+    asked += [("q3", "s2", "환율 전망", 0)]
+    events: list[object] = []
+    for query_id, session, text, after in asked:
+        ts = t + timedelta(seconds=after)
+        events += [
+            QueryReceived(query_id=query_id, session_id=session, query_text=text, ts=ts),
+            QueryCompleted(query_id=query_id, session_id=session, latency_ms=5.0, intent="news_inquiry", ts=ts),
+        ]
+    with ParquetSink(tmp_path / "lake") as sink:
+        sink.write(Batch(events=events, checkpoint={"r": 1}))  # type: ignore[arg-type]
+    with Catalog(tmp_path / "lake") as catalog:
+        text = render_markdown(build_report(catalog, since=t - timedelta(days=1)))
+    section = text.split("## Reformulations by intent")[1].split("##")[0]
+    assert "| news_inquiry | 3 | 1 | 33.3% |" in section
+    top = text.split("## Most reformulated questions")[1].split("##")[0]
+    assert "엔비디아 실적 발표 언제야" in top and "환율 전망" not in top
