@@ -372,3 +372,9 @@ def test_releases_and_prompt_versions_filter_every_tab_when_the_lake_has_them(
 
 def test_a_lake_without_releases_shows_no_release_filter(sample_lake: SampleLake, explorer: AppTest) -> None:
     assert not [w for w in explorer.sidebar.multiselect if w.key in ("releases", "prompts")]
+
+
+def test_the_sessions_tab_shows_reformulations(explorer: AppTest, sample_lake: SampleLake) -> None:
+    by_intent = next(f for f in _frames(explorer) if "reformulation_rate" in f.columns and "intent" in f.columns)
+    assert set(by_intent["intent"].to_list()) == {q.intent for q in sample_lake.queries}
+    assert sum(by_intent["queries"].to_list()) == len(sample_lake.queries)
