@@ -21,6 +21,7 @@ __all__ = [
     "fold_one",
     "gram_pairs",
     "query_words",
+    "starts_only",
     "starts_word_count",
 ]
 
@@ -119,6 +120,14 @@ def _key(kind: int, a: int, b: int = 0) -> int:
     return (kind << KIND_SHIFT) | (a << CP_SHIFT) | b
 
 
+def starts_only(word: str) -> bool:
+    """Whether a one-character query word matches only where it starts a word (see `query_words`)."""
+    if len(word) != 1:
+        return False
+    cp = ord(word)
+    return not (0xAC00 <= cp < 0xD7A4) and CLASS_TABLE[cp] not in (HAN, KANA)
+
+
 def query_words(text: str) -> list[QueryWord]:
     """The distinct whitespace-separated words of the folded query, in order of appearance."""
     words: list[QueryWord] = []
@@ -129,8 +138,10 @@ def query_words(text: str) -> list[QueryWord]:
         seen.add(word)
         cps = [ord(c) for c in word]
         if len(cps) == 1:
-            grams: tuple[int, ...] = (_key(UNIGRAM, cps[0]),)
             start = _key(START_UNIGRAM, cps[0])
+            # One Latin letter, digit or jamo would match nearly every text inside its words: it must start a
+            # word. A Hangul syllable or a Han character alone is a word of its own (삼, 株): any occurrence.
+            grams: tuple[int, ...] = (start,) if starts_only(word) else (_key(UNIGRAM, cps[0]),)
         else:
             grams = tuple(dict.fromkeys(_key(BIGRAM, a, b) for a, b in itertools.pairwise(cps)))
             start = _key(START_BIGRAM, cps[0], cps[1])

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from querylog.analytics import _search_query, _search_segment
-from querylog.analytics._search_text import CLASS_TABLE, fold_one
+from querylog.analytics._search_text import CLASS_TABLE, fold_one, starts_only
 from querylog.analytics.search import SearchHit, SearchIndex, SearchIndexError
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -118,9 +118,9 @@ def test_a_single_korean_syllable_matches_inside_words(corpus: SearchIndex) -> N
     assert set(ids(corpus.search("툰"))) == {"q3", "q10"}
 
 
-def test_a_single_latin_letter_matches(index: SearchIndex) -> None:
+def test_a_single_latin_letter_matches_where_a_word_starts(index: SearchIndex) -> None:
     index.add(rows("a b", "bca", "xyz"))
-    assert set(ids(index.search("A"))) == {"q0", "q1"}
+    assert set(ids(index.search("A"))) == {"q0"}  # "bca" has an a, inside a word
 
 
 def test_blank_query_returns_nothing(corpus: SearchIndex) -> None:
@@ -410,6 +410,14 @@ def test_a_word_typed_without_its_space_finds_the_text_that_has_it(index: Search
     assert ids(index.search("성SDI전망", limit=10)) == ["q2"]
 
 
+def test_one_letter_or_jamo_matches_only_where_a_word_starts(index: SearchIndex) -> None:
+    index.add(rows("Apple stock price", "nvidia earnings", "a share of 삼성전자", "ㅋㅋ 네이버 웃기네", "삼성 바이오"))
+    assert sorted(ids(index.search("a", limit=10))) == ["q0", "q2"]  # not every text with an a inside a word
+    assert ids(index.search("ㅋ", limit=10)) == ["q3"]
+    assert sorted(ids(index.search("삼", limit=10))) == ["q2", "q4"]  # a syllable alone is a word: anywhere
+    assert ids(index.search("x", limit=10)) == []
+
+
 def test_an_index_of_an_older_format_is_refused_as_outdated(tmp_path: Path) -> None:
     from querylog.analytics.search import SearchIndexOutdatedError
 
@@ -472,6 +480,8 @@ def brute_force(docs: Sequence[Row], query: str, intent: str | None, since: date
         folded = fold_one(text)
         if not words or not (all(w in folded for w in words) or all(w in "".join(folded.split()) for w in words)):
             continue
+        if any(starts_only(w) and not any(_starts_word(folded, i) for i, c in enumerate(folded) if c == w) for w in words):
+            continue  # one letter or jamo: only where it starts a word
         if (intent is not None and doc_intent != intent) or (since is not None and ts < since):
             continue
         starts = sum(any(_starts_word(folded, i) for i in range(len(folded)) if folded.startswith(w, i)) for w in words)
