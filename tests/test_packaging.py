@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -48,9 +50,24 @@ def test_pythonpath_set_to_the_root_does_not_shadow_logging() -> None:
 @pytest.mark.slow
 def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
-    built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(wheels), str(ROOT)], cwd=tmp_path)
+    # Built from a copy: setuptools leaves a build/ folder beside the sources, which would both write into the
+    # checkout and carry files a later build no longer has into its wheel.
+    source = tmp_path / "source"
+    shutil.copytree(
+        ROOT,
+        source,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.egg-info", ".querylog", ".*cache", ".hypothesis", "__pycache__"
+        ),
+    )
+    built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(wheels), str(source)], cwd=tmp_path)
     assert built.returncode == 0, built.stderr
     wheel = next(wheels.glob("querylog-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert any(n.endswith("testing/_loki.py") for n in names)  # the push-side double ships
+    assert not [n for n in names if "logql" in n.lower()]  # the LogQL interpreter stays with the tests
     target = tmp_path / "venv"
     venv.create(target, with_pip=True)
     py = target / "bin" / "python"

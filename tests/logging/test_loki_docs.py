@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.support.loki_query import queryable_loki
 
 from querylog.logging.events import QueryFailed
 from querylog.logging.loki import LokiSink
@@ -34,7 +35,7 @@ def _documented_queries() -> list[str]:
 
 @pytest.fixture(scope="module")
 def loki() -> RecordedLoki:
-    loki = RecordedLoki()
+    loki = queryable_loki()
     capture = CapturingEmitter()
     tracker = QueryTracker(capture, env="prod")
     for i, text in enumerate(["SK하이닉스 주가 전망은?", "네이버 뉴스", "하이닉스 실적"]):

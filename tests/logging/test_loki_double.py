@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.support.loki_query import queryable_loki
 
 from querylog.testing import Fault, RecordedLoki
 
@@ -90,7 +91,7 @@ def _shape(value: Any) -> Any:
 
 
 def _replay(days: int) -> Iterator[tuple[str, dict[str, Any], httpx.Response]]:
-    loki = RecordedLoki(clock=lambda: RECORDED_NOW + days * 86_400)
+    loki = queryable_loki(clock=lambda: RECORDED_NOW + days * 86_400)  # the recordings include queries
     with httpx.Client(transport=loki.transport(), base_url="http://loki") as client:
         for name, recorded in _cases().items():
             case = _shift(recorded, days)
@@ -252,7 +253,7 @@ def _push_lines(loki: RecordedLoki, lines: list[tuple[dict[str, str], str, dict[
 
 
 def test_logql_panels_of_the_docs_work() -> None:
-    loki = RecordedLoki(clock=lambda: RECORDED_NOW)
+    loki = queryable_loki(clock=lambda: RECORDED_NOW)
     done = {"app": "querylog", "env": "prod", "event": "query_completed"}
     _push_lines(
         loki,
@@ -287,7 +288,7 @@ def test_logql_panels_of_the_docs_work() -> None:
 
 
 def test_a_parsed_field_named_like_a_label_is_renamed_as_loki_does() -> None:
-    loki = RecordedLoki(clock=lambda: RECORDED_NOW)
+    loki = queryable_loki(clock=lambda: RECORDED_NOW)
     _push_lines(loki, [({"app": "a", "event": "x"}, '{"event":"inner","n":1}', {})])
     response = loki.handle(
         httpx.Request("GET", "http://l/loki/api/v1/query_range", params={"query": '{app="a"} | json', "start": "0"})
@@ -297,7 +298,7 @@ def test_a_parsed_field_named_like_a_label_is_renamed_as_loki_does() -> None:
 
 
 def test_served_double_answers_over_real_http() -> None:
-    loki = RecordedLoki(clock=lambda: RECORDED_NOW)
+    loki = queryable_loki(clock=lambda: RECORDED_NOW)
     with loki.serve() as url:
         assert httpx.get(f"{url}/ready").text == "ready\n"
         push = _cases()["ok_structured_metadata"]["request"]["body"]
@@ -309,6 +310,29 @@ def test_served_double_answers_over_real_http() -> None:
         result = httpx.get(f"{url}/loki/api/v1/query_range", params=query).json()["data"]["result"]
     assert result[0]["stream"]["session_id"] == "s-7"
     assert loki.lines() == ['{"query": "삼성전자는 왜 떨어졌나"}']
+
+
+def test_the_double_in_the_wheel_selects_streams_and_leaves_logql_queries_to_an_engine() -> None:
+    loki = RecordedLoki(clock=lambda: RECORDED_NOW)
+    _push_lines(
+        loki,
+        [
+            ({"app": "querylog", "env": "prod", "event": "query_completed"}, "a", {}),
+            ({"app": "querylog", "env": "dev", "event": "query_failed"}, "b", {}),
+            ({"app": "other", "env": "prod", "event": "x"}, "c", {}),
+        ],
+    )
+    assert loki.lines('{app="querylog"}') == ["a", "b"]
+    assert loki.lines('{app="querylog", event=~"query_.*", env!="dev"}') == ["a"]
+    assert loki.lines('{app!~"query.*"}') == ["c"]
+    with pytest.raises(ValueError, match="stream selector"):
+        loki.lines('app="querylog"')
+    client = httpx.Client(transport=loki.transport(), base_url="http://l")
+    series = client.get("/loki/api/v1/series", params={"match[]": '{event="x"}', "start": "0"})
+    assert series.json()["data"] == [{"app": "other", "env": "prod", "event": "x", "service_name": "other"}]
+    assert client.get("/loki/api/v1/series", params={"match[]": "{event=x}", "start": "0"}).status_code == 400
+    query = client.get("/loki/api/v1/query_range", params={"query": '{app="querylog"}', "start": "0"})
+    assert query.status_code == 501 and "query_engine" in query.text
 
 
 def test_the_recorded_now_matches_the_too_old_answer() -> None:

@@ -11,8 +11,10 @@ every other entry of the push, as the recording ``mixed_valid_and_too_old`` show
 is copied too: the ``service_name`` label, a ``detected_level`` for every line, and dropping an entry equal
 (time and line) to one the stream holds — counted in `duplicates_ignored` so tests can see re-sends.
 
-Queries: ``/loki/api/v1/query_range``, ``/query``, ``/labels``, ``/label/<name>/values``, ``/series``,
-``/ready``, with the LogQL subset of `querylog.testing._loki_logql`.
+Reads: ``/loki/api/v1/labels``, ``/label/<name>/values``, ``/series`` (stream selectors) and ``/ready``, and
+`entries`/`lines`/`streams` for tests. LogQL queries (``/query``, ``/query_range``) are answered only with a
+`query_engine` (501 otherwise): the double's job is the push side; querylog's own tests bring a LogQL subset
+(``tests/support/loki_query.py``, not in the wheel) and check the queries that matter against a live Loki.
 
 Fault injection: `fail_next` queues answers that replace the next requests' (429, 5xx, timeouts, refused
 connections, slow answers).
@@ -24,7 +26,6 @@ import contextlib
 import gzip
 import http.server
 import json
-import math
 import re
 import socketserver
 import threading
@@ -38,18 +39,6 @@ from urllib.parse import parse_qsl
 
 import httpx
 import orjson
-
-from querylog.testing._loki_logql import (
-    LogQLError,
-    LogSelector,
-    Row,
-    evaluate_log,
-    evaluate_metric,
-    format_value,
-    parse,
-    parse_duration,
-    parse_selector,
-)
 
 __all__ = ["Fault", "RecordedLoki", "StoredEntry"]
 
@@ -108,7 +97,7 @@ class Fault:
             502: "bad gateway\n",
             503: "no healthy ingesters\n",
         }.get(status, "")
-        headers = {"Retry-After": format_value(retry_after)} if retry_after is not None else {}
+        headers = {"Retry-After": _go_float(retry_after)} if retry_after is not None else {}
         return cls("status", status=status, body=default if body is None else body, headers=headers)
 
     @classmethod
@@ -263,81 +252,58 @@ def _parse_time(raw: str | None, default_ns: int) -> int:
         try:
             return int(datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp() * 1e9)
         except ValueError:
-            raise LogQLError(f"invalid parameter: cannot parse {raw!r} to a valid timestamp") from None
+            raise LokiRequestError(f"invalid parameter: cannot parse {raw!r} to a valid timestamp") from None
     return number * 1_000_000_000 if len(raw) <= 10 else number
 
 
-def _parse_step(raw: str | None, start_ns: int, end_ns: int) -> float:
-    if raw is None or raw == "":
-        return float(max(1, math.floor((end_ns - start_ns) / 1e9 / 250)))
-    try:
-        return float(raw)
-    except ValueError:
-        return parse_duration(raw)
+class LokiRequestError(ValueError):
+    """A selector or parameter this double cannot read: answered 400, as Loki answers one."""
 
 
-def _seconds(ns: int) -> float | int:
-    """A result timestamp as Loki's JSON writes it: seconds, with millisecond precision when needed."""
-    ms = ns // 1_000_000
-    return ms // 1000 if ms % 1000 == 0 else ms / 1000
+_MATCHER: Final = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*(,|$)')
 
 
-_STAT_CHUNK: Final = (
-    "headChunkBytes", "headChunkLines", "decompressedBytes", "decompressedLines", "compressedBytes",
-    "totalDuplicates", "postFilterLines", "headChunkStructuredMetadataBytes", "decompressedStructuredMetadataBytes",
-)  # fmt: skip
-_STAT_CACHE: Final = (
-    "entriesFound", "entriesRequested", "entriesStored", "bytesReceived", "bytesSent", "requests", "downloadTime",
-    "queryLengthServed",
-)  # fmt: skip
-_CACHES: Final = (
-    "chunk", "index", "result", "statsResult", "volumeResult", "seriesResult", "labelResult", "instantMetricResult",
-)  # fmt: skip
+def parse_stream_selector(text: str) -> Callable[[Mapping[str, str]], bool]:
+    """A LogQL stream selector, ``{app="querylog", event=~"query_.*"}``, as a test of a stream's labels.
+
+    Only the selector: line filters, parsers and metric queries are a query engine's (`query_engine`)."""
+    body = text.strip()
+    if not (body.startswith("{") and body.endswith("}")):
+        raise LokiRequestError(f"parse error: a stream selector is {{name=\"value\", …}}; got {text!r}")
+    inner, matchers = body[1:-1].strip(), []
+    while inner:
+        m = _MATCHER.match(inner)
+        if m is None:
+            raise LokiRequestError(f"parse error: cannot read the matcher at {inner!r} in {text!r}")
+        name, op, raw = m.group(1), m.group(2), json.loads(f'"{m.group(3)}"')
+        pattern = re.compile(raw) if "~" in op else None
+        matchers.append((name, op, raw, pattern))
+        inner = inner[m.end() :]
+    if not matchers:
+        raise LokiRequestError("queries require at least one regexp or equality matcher")
+
+    def selects(labels: Mapping[str, str]) -> bool:
+        for name, op, raw, pattern in matchers:
+            value = labels.get(name, "")
+            hit = pattern.fullmatch(value) is not None if pattern is not None else value == raw
+            if hit != (op in ("=", "=~")):
+                return False
+        return True
+
+    return selects
 
 
-def _store_stats(lines: int = 0, nbytes: int = 0, post_filter: int = 0) -> dict[str, Any]:
-    chunk: dict[str, Any] = dict.fromkeys(_STAT_CHUNK, 0)
-    chunk.update(headChunkBytes=nbytes, headChunkLines=lines, postFilterLines=post_filter)
-    return {
-        "totalChunksRef": 0,
-        "totalChunksDownloaded": 0,
-        "chunksDownloadTime": 0,
-        "queryReferencedStructuredMetadata": False,
-        "chunk": chunk,
-        "chunkRefsFetchTime": 0,
-        "congestionControlLatency": 0,
-        "pipelineWrapperFilteredLines": 0,
-    }
+def _go_float(value: float) -> str:
+    """Seconds as Go's ``strconv.FormatFloat(v, 'f', -1, 64)`` writes them (a Retry-After header)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def _stats(*, processed: int, nbytes: int, returned: int, post_filter: int, seconds: float) -> dict[str, Any]:
-    """The ``stats`` object of a query answer, with Loki's keys (the runtime figures are this double's)."""
-    return {
-        "summary": {
-            "bytesProcessedPerSecond": int(nbytes / seconds) if seconds else 0,
-            "linesProcessedPerSecond": int(processed / seconds) if seconds else 0,
-            "totalBytesProcessed": nbytes,
-            "totalLinesProcessed": processed,
-            "execTime": seconds,
-            "queueTime": 0,
-            "subqueries": 0,
-            "totalEntriesReturned": returned,
-            "splits": 0,
-            "shards": 1,
-            "totalPostFilterLines": post_filter,
-            "totalStructuredMetadataBytesProcessed": 0,
-        },
-        "querier": {"store": _store_stats()},
-        "ingester": {
-            "totalReached": 1,
-            "totalChunksMatched": 0,
-            "totalBatches": 0,
-            "totalLinesSent": returned,
-            "store": _store_stats(processed, nbytes, post_filter),
-        },
-        "cache": {name: dict.fromkeys(_STAT_CACHE, 0) for name in _CACHES},
-        "index": {"totalChunks": 0, "postFilterChunks": 0, "shardsDuration": 0, "usedBloomFilters": False},
-    }
+#: A LogQL query engine: (the double, the path, the query parameters, the tenant) -> the answer's ``data``.
+QueryEngine = Callable[["RecordedLoki", str, Mapping[str, str], str], dict[str, Any]]
+NO_QUERY_ENGINE: Final = (
+    "this RecordedLoki answers pushes, labels and series; a LogQL query (/query, /query_range) needs a live Loki "
+    "or a query_engine (querylog's own tests use tests/support/loki_query.py)\n"
+)
 
 
 class RecordedLoki:
@@ -361,8 +327,10 @@ class RecordedLoki:
         auth_enabled: bool = False,
         required_headers: Mapping[str, str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        query_engine: QueryEngine | None = None,
     ) -> None:
         self.clock = clock
+        self.query_engine = query_engine
         self.max_line_bytes = max_line_bytes
         self.max_age_s = max_age_s
         self.creation_grace_s = creation_grace_s
@@ -411,12 +379,12 @@ class RecordedLoki:
     # -- what is stored --------------------------------------------------------------------------------------
     def entries(self, selector: str | None = None, *, tenant: str | None = None) -> list[StoredEntry]:
         """Stored entries, oldest first, optionally those of streams matching a LogQL stream `selector`."""
-        chosen = parse_selector(selector) if selector else None
+        chosen = parse_stream_selector(selector) if selector else None
         with self._lock:
             found = [
                 e
                 for s in self._streams.values()
-                if (tenant is None or s.tenant == tenant) and (chosen is None or chosen.selects(s.labels))
+                if (tenant is None or s.tenant == tenant) and (chosen is None or chosen(s.labels))
                 for e in s.entries
             ]
         return sorted(found, key=lambda e: e.ts_ns)
@@ -430,9 +398,9 @@ class RecordedLoki:
             return {name for s in self._streams.values() for name in s.labels}
 
     def streams(self, selector: str | None = None) -> list[dict[str, str]]:
-        chosen = parse_selector(selector) if selector else None
+        chosen = parse_stream_selector(selector) if selector else None
         with self._lock:
-            return [dict(s.labels) for s in self._streams.values() if chosen is None or chosen.selects(s.labels)]
+            return [dict(s.labels) for s in self._streams.values() if chosen is None or chosen(s.labels)]
 
     # -- routing ---------------------------------------------------------------------------------------------
     def _route(self, request: httpx.Request) -> httpx.Response:
@@ -456,10 +424,10 @@ class RecordedLoki:
         ):
             params.update(parse_qsl(request.content.decode(), keep_blank_values=True))
         try:
-            if path == "/loki/api/v1/query_range":
-                return self._json(self._query_range(params, tenant))
-            if path == "/loki/api/v1/query":
-                return self._json(self._query(params, tenant))
+            if path in ("/loki/api/v1/query_range", "/loki/api/v1/query"):
+                if self.query_engine is None:
+                    return httpx.Response(501, text=NO_QUERY_ENGINE)
+                return self._json(self.query_engine(self, path, params, tenant))
             if path == "/loki/api/v1/labels":
                 return self._json(self._labels(params, tenant))
             match = re.fullmatch(r"/loki/api/v1/label/([^/]+)/values", path)
@@ -468,7 +436,7 @@ class RecordedLoki:
             if path == "/loki/api/v1/series":
                 matches = [v for k, v in parse_qsl(request.url.query.decode()) if k == "match[]"]
                 return self._json(self._series(matches, params, tenant))
-        except LogQLError as exc:
+        except ValueError as exc:  # a query the engine, or a selector or time this double, refused
             return httpx.Response(400, text=str(exc))
         return httpx.Response(404, text="404 page not found\n")
 
@@ -684,78 +652,16 @@ class RecordedLoki:
         return f"{shown}user '{tenant}', total ignored: {len(failed)} out of {len(entries)} for stream: {key}"
 
     # -- queries ---------------------------------------------------------------------------------------------
-    def _rows(self, tenant: str) -> Callable[[LogSelector, int, int], Iterator[Row]]:
-        def rows(selector: LogSelector, start_ns: int, end_ns: int) -> Iterator[Row]:
-            with self._lock:
-                chosen = [s for s in self._streams.values() if s.tenant == tenant and selector.selects(s.labels)]
-                picked = [(s, e) for s in chosen for e in s.entries if start_ns <= e.ts_ns < end_ns]
-            for stream, entry in sorted(picked, key=lambda se: se[1].ts_ns):
-                yield Row(stream.labels, entry.metadata, entry.ts_ns, entry.line)
-
-        return rows
-
-    def _query_range(self, params: Mapping[str, str], tenant: str) -> dict[str, Any]:
-        query = params.get("query", "")
-        expr = parse(query)
-        now_ns = int(self.clock() * 1e9)
-        end = _parse_time(params.get("end"), now_ns)
-        start = _parse_time(params.get("start"), end - 3600 * 1_000_000_000)
-        started = time.perf_counter()
-        if isinstance(expr, LogSelector):
-            return self._streams_answer(expr, params, tenant, start, end, started)
-        step = _parse_step(params.get("step"), start, end)
-        step_ns = int(step * 1e9)
-        series: dict[tuple[tuple[str, str], ...], list[list[Any]]] = {}
-        # Loki aligns a range query's evaluation times to multiples of the step.
-        t = start // step_ns * step_ns
-        while t <= end // step_ns * step_ns:
-            for key, value in evaluate_metric(expr, self._rows(tenant), t).items():
-                series.setdefault(key, []).append([_seconds(t), format_value(value)])
-            t += step_ns
-        result = [{"metric": dict(key), "values": values} for key, values in sorted(series.items())]
-        return {"resultType": "matrix", "result": result, "stats": self._stats(len(result), started)}
-
-    def _streams_answer(
-        self, selector: LogSelector, params: Mapping[str, str], tenant: str, start: int, end: int, started: float
-    ) -> dict[str, Any]:
-        limit = int(params.get("limit") or 100)
-        forward = params.get("direction", "backward").lower() == "forward"
-        rows = list(self._rows(tenant)(selector, start, end))
-        samples = list(evaluate_log(selector, rows))
-        samples.sort(key=lambda s: s.ts_ns, reverse=not forward)
-        samples = samples[:limit]
-        grouped: dict[tuple[tuple[str, str], ...], list[list[str]]] = {}
-        for sample in samples:
-            grouped.setdefault(tuple(sorted(sample.labels.items())), []).append([str(sample.ts_ns), sample.line])
-        result = [{"stream": dict(key), "values": values} for key, values in sorted(grouped.items())]
-        nbytes = sum(len(r.line.encode()) for r in rows)
-        return {
-            "resultType": "streams",
-            "result": result,
-            "stats": _stats(
-                processed=len(rows),
-                nbytes=nbytes,
-                returned=len(samples),
-                post_filter=len(samples),
-                seconds=time.perf_counter() - started,
-            ),
-        }
-
-    def _query(self, params: Mapping[str, str], tenant: str) -> dict[str, Any]:
-        expr = parse(params.get("query", ""))
-        if isinstance(expr, LogSelector):
-            raise LogQLError(
-                "log queries are not supported as an instant query type, please change your query to a range query type"
-            )
-        at = _parse_time(params.get("time"), int(self.clock() * 1e9))
-        started = time.perf_counter()
-        vector = evaluate_metric(expr, self._rows(tenant), at)
-        result = [{"metric": dict(k), "value": [_seconds(at), format_value(v)]} for k, v in sorted(vector.items())]
-        return {"resultType": "vector", "result": result, "stats": self._stats(len(result), started)}
-
-    @staticmethod
-    def _stats(returned: int, started: float) -> dict[str, Any]:
-        return _stats(processed=0, nbytes=0, returned=returned, post_filter=0, seconds=time.perf_counter() - started)
+    def stored(
+        self, tenant: str, selects: Callable[[Mapping[str, str]], bool], start_ns: int, end_ns: int
+    ) -> list[tuple[dict[str, str], dict[str, str], int, str]]:
+        """(labels, structured metadata, ts in ns, line) of the tenant's entries in [start, end) of the streams
+        `selects` accepts, oldest first: what a query engine (`query_engine`) reads."""
+        with self._lock:
+            chosen = [s for s in self._streams.values() if s.tenant == tenant and selects(s.labels)]
+            picked = [(s, e) for s in chosen for e in s.entries if start_ns <= e.ts_ns < end_ns]
+        picked.sort(key=lambda se: se[1].ts_ns)
+        return [(dict(s.labels), dict(e.metadata), e.ts_ns, e.line) for s, e in picked]
 
     def _window(self, params: Mapping[str, str]) -> tuple[int, int]:
         now_ns = int(self.clock() * 1e9)
@@ -777,11 +683,11 @@ class RecordedLoki:
 
     def _series(self, matches: Sequence[str], params: Mapping[str, str], tenant: str) -> list[dict[str, str]]:
         start, end = self._window(params)
-        selectors = [parse_selector(m) for m in matches]
+        selectors = [parse_stream_selector(m) for m in matches]
         return [
             dict(s.labels)
             for s in self._active(tenant, start, end)
-            if not selectors or any(sel.selects(s.labels) for sel in selectors)
+            if not selectors or any(selects(s.labels) for selects in selectors)
         ]
 
     # -- a real server -----------------------------------------------------------------------------------------
