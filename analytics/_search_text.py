@@ -17,6 +17,7 @@ __all__ = [
     "WHITESPACE_RUN",
     "QueryWord",
     "codepoints",
+    "explain_match",
     "fold",
     "fold_one",
     "gram_pairs",
@@ -147,6 +148,24 @@ def query_words(text: str) -> list[QueryWord]:
             start = _key(START_BIGRAM, cps[0], cps[1])
         words.append(QueryWord(word, grams, start))
     return words
+
+
+def explain_match(text: str, query: str) -> str:
+    """Why `text` matched `query`, word by word: ``네이버: starts a word; 웹툰: inside a word; 삼성전자: across
+    spacing`` (the tiers of the ranking: a word start ranks above a match inside a word or across spaces)."""
+    folded = fold_one(text)
+    joined = "".join(folded.split())
+    reasons = []
+    for word in query_words(query):
+        w = word.text
+        if w in folded:
+            starts = any(_starts_word(folded, i) for i in range(len(folded)) if folded.startswith(w, i))
+            reasons.append(f"{w}: {'starts a word' if starts else 'inside a word'}")
+        elif w in joined:
+            reasons.append(f"{w}: across spacing")
+        else:
+            reasons.append(f"{w}: not found")
+    return "; ".join(reasons)
 
 
 def codepoints(texts: pa.Array) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]:

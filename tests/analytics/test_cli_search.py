@@ -289,3 +289,23 @@ def test_an_index_an_older_version_wrote_is_rebuilt_from_the_lake(
     assert "search_index_rebuilt" in err
     rows, err = _search(lake, capsys, "삼성전자 배당")
     assert [r["query_id"] for r in rows] == ["spaced-1"] and "indexed" not in err
+
+
+@needs_search
+def test_explain_says_why_each_row_matched(lake: SampleLake, capsys: pytest.CaptureFixture[str]) -> None:
+    now = datetime.now(UTC)
+    _ask(
+        lake,
+        [
+            ("why-1", "삼성 전자 배당 일정", "news_inquiry", now - timedelta(minutes=3)),
+            ("why-2", "삼성전자 배당금 얼마야", "news_inquiry", now - timedelta(minutes=2)),
+        ],
+    )
+    rows, _ = _search(lake, capsys, "삼성전자 배당", "--explain")
+    why = {r["query_id"]: r["why"] for r in rows}
+    assert why["why-2"] == "삼성전자: starts a word; 배당: starts a word"  # 배당금 starts with 배당
+    assert why["why-1"] == "삼성전자: across spacing; 배당: starts a word"
+    order = [r["query_id"] for r in rows]
+    assert order.index("why-2") < order.index("why-1")  # two word starts rank above one
+    grouped, _ = _search(lake, capsys, "삼성전자 배당", "--explain", group=True)
+    assert all(r["why"] for r in grouped)

@@ -571,3 +571,11 @@ def test_top_k_equals_the_head_of_the_full_ranking(
 @given(st.text(st.characters(codec="utf-8"), max_size=8))  # utf-8: no lone surrogates
 def test_fold_is_idempotent(text: str) -> None:
     assert fold_one(fold_one(text)) == fold_one(text)
+
+
+def test_explain_names_the_tier_of_each_word() -> None:
+    from querylog.analytics._search_text import explain_match
+
+    assert explain_match("네이버웹툰 신작 알려줘", "웹툰 신작") == "웹툰: inside a word; 신작: starts a word"
+    assert explain_match("삼성 전자 배당", "삼성전자") == "삼성전자: across spacing"
+    assert explain_match("NVIDIA의 실적", "nvidia 주가") == "nvidia: starts a word; 주가: not found"

@@ -65,6 +65,12 @@ def add_parser(sub: Any) -> None:
         action="store_false",
         help="one row per matching query (with its query_id), not one per distinct question",
     )
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="add a `why` column: for each query word, whether it starts a word of the text, sits inside a word, "
+        "or matched across spacing (삼성전자 in 삼성 전자) — the ranking's tiers",
+    )
     p.add_argument("--format", "-f", choices=FORMATS, default="table", help="output format (default: table)")
     p.set_defaults(run=run)
 
@@ -140,6 +146,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             )
             for i, (s, field, h) in enumerate(best, 1)
         ]
+    if args.explain:
+        from querylog.analytics._search_text import explain_match
+
+        def why(row: tuple[Any, ...]) -> str:
+            text = row[columns.index("query_text")]
+            if "found_in" in columns and row[columns.index("found_in")] == "answers":
+                text = row[columns.index("answer")]
+            reason = explain_match(text or "", args.text)
+            if args.where != "queries" and "not found" in reason:
+                return "in the answer it got"  # a grouped row shows the question; the answer matched
+            return reason
+
+        rows = [(*row, why(row)) for row in rows]
+        columns = [*columns, "why"]
     if args.format == "json":
         sys.stdout.write(format_rows(columns, rows, "json"))
     elif rows:
