@@ -175,7 +175,7 @@ class SearchIndex:
         }
         tmp = self._directory / f"{_MANIFEST}.tmp-{secrets.token_hex(4)}"
         with open(tmp, "wb") as f:
-            f.write(json.dumps(manifest, indent=1).encode())
+            f.write(json.dumps(manifest, indent=1, ensure_ascii=False).encode())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self._directory / _MANIFEST)  # the commit point: before it the old state, after it the new

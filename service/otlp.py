@@ -110,7 +110,7 @@ def _decode(body: bytes, content_type: str) -> ExportTraceServiceRequest:
 def _answer(response: ExportTraceServiceResponse, content_type: str) -> Response:
     if content_type == _PROTOBUF:
         return Response(response.SerializeToString(), media_type=_PROTOBUF)
-    return Response(json.dumps(json_format.MessageToDict(response)), media_type=_JSON)
+    return Response(json.dumps(json_format.MessageToDict(response), ensure_ascii=False), media_type=_JSON)
 
 
 def _ingest(ingestor: EventIngestor, mapped: Mapped) -> IngestResult:
