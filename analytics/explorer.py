@@ -16,7 +16,7 @@ import streamlit as st
 
 from querylog.analytics.catalog import CatalogError
 from querylog.analytics.queries import BUCKETS, Answer, Bucket, Filters, LakeQueries, Summary, open_catalog
-from querylog.analytics.search_groups import group_questions, questions_of
+from querylog.analytics.search_groups import group_hits
 from querylog.config import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -320,9 +320,7 @@ def _search(settings: Settings, lq: LakeQueries, f: Filters) -> None:
         # Offered first in the timeline picker of the Queries tab.
         st.session_state["search_hits"] = {hit.query_id: hit.query_text for hit in hits}
         return
-    asked = questions_of(lq.catalog, [h.query_id for h in hits]) if field == "answers" else {}
-    found = [(float(h.score), asked.get(h.query_id, "") if field == "answers" else h.query_text) for h in hits]
-    groups = group_questions(lq.catalog, [x for x in found if x[1]], limit=50, filters=f)
+    groups = group_hits(lq.catalog, [(float(h.score), field, h) for h in hits], limit=50, filters=f)
     st.caption(f"{len(groups)} distinct question(s), best match first; ×N: how often it was asked in these dates")
     for rank, group in enumerate(groups, 1):
         intents = html.escape(", ".join(group.intents) or "–")

@@ -20,7 +20,7 @@ from typing import Any, Final
 from querylog.analytics.catalog import Catalog
 from querylog.analytics.queries import Filters
 
-__all__ = ["MAX_QUERY_IDS", "AskedQuestion", "group_questions", "question_key", "questions_of"]
+__all__ = ["MAX_QUERY_IDS", "AskedQuestion", "group_hits", "group_questions", "question_key", "questions_of"]
 
 #: The query ids a question carries, newest first; `times_asked` still counts every one.
 MAX_QUERY_IDS: Final = 1000
@@ -126,3 +126,13 @@ def questions_of(catalog: Catalog, query_ids: Sequence[str]) -> dict[str, str]:
         {"ids": list(query_ids)},
     )
     return dict(zip(table["query_id"].to_pylist(), table["query_text"].to_pylist(), strict=True))
+
+
+def group_hits(
+    catalog: Catalog, hits: Sequence[tuple[float, str, Any]], *, limit: int, filters: Filters | None = None
+) -> list[AskedQuestion]:
+    """`group_questions` for search hits as (score, index field, hit): a hit from the answers' index counts for
+    the question its query asked (its own text is the answer)."""
+    answered = questions_of(catalog, [hit.query_id for _, field, hit in hits if field == "answers"])
+    found = [(s, hit.query_text if field == "queries" else answered.get(hit.query_id, "")) for s, field, hit in hits]
+    return group_questions(catalog, [(s, text) for s, text in found if text], limit=limit, filters=filters)

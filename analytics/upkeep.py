@@ -730,8 +730,6 @@ class LakeSearch:
         self._column = "query_text" if field == "queries" else "answer_text"
         self._index_errors: tuple[type[BaseException], ...] = ()
         self._outdated: tuple[type[BaseException], ...] = ()
-        #: Times this index was found written by an older version and rebuilt from the lake.
-        self.rebuilt = 0
         if index_factory is None:
             try:
                 # Imported by name: search is an optional part, and everything else must work without it.
@@ -755,7 +753,6 @@ class LakeSearch:
             _log.warning("search_index_rebuilt", index=str(self.directory), reason=str(exc))
             shutil.rmtree(self.directory, ignore_errors=True)
             shutil.rmtree(self.ledger_dir, ignore_errors=True)
-            self.rebuilt += 1
             return self._open()
         except self._index_errors as exc:
             raise UpkeepError(f"the search index at {self.directory} cannot be opened: {exc}") from exc

@@ -87,8 +87,8 @@ def run_api(ctx: Any) -> GroupResult:
     work = ctx.work_dir / "api"
     work.mkdir(parents=True, exist_ok=True)
     lines, array = _bodies(work)
-    # wrk in C drives the load from the other core; Python threads would compete with the server for the GIL-free
-    # core and understate what querylog leaves of it. Installed when this runs as root with apt.
+    # wrk (C) drives the load from the other core; Python threads would need more CPU than that core has and
+    # understate what querylog leaves of the server's. Installed when this runs as root with apt.
     subprocess.run(["sh", str(BENCH_DIR.parent / "scripts" / "ensure-wrk.sh")], check=False, timeout=600)
     use_wrk = shutil.which("wrk") is not None
     script = work / "chat.lua"

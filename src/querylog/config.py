@@ -258,6 +258,11 @@ class Settings:
         return self.home / "state"
 
     @property
+    def stdout_checkpoint_path(self) -> Path:
+        """How far the stdout echo has printed the log."""
+        return self.state_dir / "checkpoints" / "stdout.json"
+
+    @property
     def metrics_snapshot_path(self) -> Path:
         """The metrics fold's snapshot (logging/metrics_snapshot.py)."""
         return self.state_dir / "metrics-snapshot.json"

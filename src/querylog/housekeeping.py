@@ -85,7 +85,7 @@ def log_holders(settings: Settings) -> list[Holder]:
     if settings.loki_url:
         holders.append(Holder("loki", _checkpoint(checkpoints / "loki.json")))
     if settings.stdout_events:
-        holders.append(Holder("stdout", _checkpoint(checkpoints / "stdout.json")))
+        holders.append(Holder("stdout", _checkpoint(settings.stdout_checkpoint_path)))
     # The metrics fold of every API process restarts from its snapshot: until one covers a segment, the segment
     # stays, or a restart would count fewer events than before it.
     holders.append(Holder("metrics", snapshot_checkpoint(settings.metrics_snapshot_path)))

@@ -173,7 +173,7 @@ def elected_projectors(settings: Settings, reader: LogReader) -> dict[str, Proje
         )
     }
     if s.stdout_events:
-        checkpoint = s.state_dir / "checkpoints" / "stdout.json"
+        checkpoint = s.stdout_checkpoint_path
         if not checkpoint.exists():
             # Start echoing from now: replaying months of history into a terminal helps nobody.
             CheckpointFile(checkpoint).save(reader.end_checkpoint())

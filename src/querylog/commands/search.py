@@ -79,7 +79,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog._format import format_rows
     from querylog.analytics.catalog import CatalogError
     from querylog.analytics.queries import Filters, open_catalog
-    from querylog.analytics.search_groups import group_questions, questions_of
+    from querylog.analytics.search_groups import group_hits, questions_of
     from querylog.analytics.upkeep import SEARCH_FIELDS, LakeSearch, SearchField, UpkeepError
     from querylog.logging.structured import configure_structlog
 
@@ -104,11 +104,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                         found[hit.query_id] = (score, field, hit)
             # Best score first, then newest, as the index ranks them.
             best = sorted(found.values(), key=lambda f: (-f[0], -f[2].ts.timestamp(), f[2].query_id))[:wanted]
-            questions = questions_of(catalog, [hit.query_id for _, field, hit in best if field == "answers"])
+            questions: dict[str, str] = {}
             if args.group:
-                asked = [(s, h.query_text if f == "queries" else questions.get(h.query_id, "")) for s, f, h in best]
                 only = Filters(since=args.since, intents=(args.intent,) if args.intent else ())
-                groups = group_questions(catalog, [a for a in asked if a[1]], limit=args.limit, filters=only)
+                groups = group_hits(catalog, best, limit=args.limit, filters=only)
+            else:
+                questions = questions_of(catalog, [hit.query_id for _, field, hit in best if field == "answers"])
     except (UpkeepError, CatalogError) as exc:
         print(f"querylog search: {exc}", file=sys.stderr)
         return 1

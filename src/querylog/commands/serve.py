@@ -72,7 +72,7 @@ def _demo_then_guide(server: Any, args: argparse.Namespace, settings: Settings) 
     # The guide comes last: once the lake holds the demo (read from its commit file, the Parquet projection may
     # run in a child) and the stdout echo has printed it.
     end = runtime.reader.end_checkpoint()
-    echoed = CheckpointFile(settings.state_dir / "checkpoints" / "stdout.json")
+    echoed = CheckpointFile(settings.stdout_checkpoint_path)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and (
         ParquetSink.committed_checkpoint(settings.lake_dir) != end or (settings.stdout_events and echoed.load() != end)
