@@ -133,36 +133,58 @@ def _conjunction(lists: Sequence[PostingList], end: int) -> Iterator[tuple[npt.N
 
 
 def _verify(
-    segment: Segment, view_index: int, docs: npt.NDArray[np.uint32], words: tuple[str, ...], top: _TopK
+    segment: Segment,
+    view_index: int,
+    docs: npt.NDArray[np.uint32],
+    words: Sequence[QueryWord],
+    top: _TopK,
+    *,
+    ranked: bool,
+    across_spaces: bool,
 ) -> None:
     """Keep the candidates that contain every word (grams only promise a superset), score them, offer them.
 
     A candidate that lacks a word as written is tried again with its spaces removed: "삼성전자" finds "삼성 전자".
-    Such a match starts no word, so it ranks below texts that spell the word as the query does."""
+    Such a match starts no word, so it ranks below texts that spell the word as the query does. Unranked (the
+    alias, 초성 and typo tiers), every hit scores 0: newest first."""
     folded = segment.folded(docs)
     keep = _contains_all(folded, words)
     missed = ~keep
-    if missed.any():
+    if across_spaces and missed.any():
         joined = pc.replace_substring_regex(folded.filter(pa.array(missed)), WHITESPACE_RUN, "")
         keep[missed] = _contains_all(joined, words)
     hits = docs[keep]
     if hits.size == 0:
         return
-    texts: list[str] = folded.filter(pa.array(keep)).to_pylist()
     query_ids: list[str] = segment.column("query_id", hits)
     ts = segment.ts[hits]
+    if ranked:
+        texts: list[str] = folded.filter(pa.array(keep)).to_pylist()
+        literal = tuple(w.text for w in words)
+        masks = tuple(m for w in words for m in w.masks)
+        scores = [-starts_word_count(text, literal, masks) for text in texts]
+    else:
+        scores = [0] * len(query_ids)
     top.offer(
         [
-            (-starts_word_count(text, words), -int(t), qid, view_index, int(doc))
-            for text, t, qid, doc in zip(texts, ts, query_ids, hits, strict=True)
+            (score, -int(t), qid, view_index, int(doc))
+            for score, t, qid, doc in zip(scores, ts, query_ids, hits, strict=True)
         ]
     )
 
 
-def _contains_all(texts: pa.Array, words: tuple[str, ...]) -> npt.NDArray[np.bool_]:
-    mask = pc.match_substring(texts, words[0])
+def _contains(texts: pa.Array, word: QueryWord) -> pa.Array:
+    for mask in word.masks:
+        texts = pc.replace_substring(texts, mask, "\x00")
+    if word.pattern is not None:
+        return pc.match_substring_regex(texts, word.pattern)
+    return pc.match_substring(texts, word.text)
+
+
+def _contains_all(texts: pa.Array, words: Sequence[QueryWord]) -> npt.NDArray[np.bool_]:
+    mask = _contains(texts, words[0])
     for word in words[1:]:
-        mask = pc.and_(mask, pc.match_substring(texts, word))
+        mask = pc.and_(mask, _contains(texts, word))
     found: npt.NDArray[np.bool_] = mask.to_numpy(zero_copy_only=False).copy()
     return found
 
@@ -196,7 +218,8 @@ def _plan(views: Sequence[View], words: Sequence[QueryWord], intent: str | None,
                 if plist is None:
                     continue
                 required.append(plist)
-            plans.append(_Plan(i, segment, end, required, [segment.lookup(w.start_gram) for w in words]))
+            starts = [None if w.start_gram is None else segment.lookup(w.start_gram) for w in words]
+            plans.append(_Plan(i, segment, end, required, starts))
     # Newest segments first, so the top-k fills with recent hits and prunes older segments early.
     plans.sort(key=lambda p: -int(p.segment.ts[0]))
     return plans
@@ -225,9 +248,18 @@ class _Replay:
 
 
 def top_k(
-    views: Sequence[View], words: Sequence[QueryWord], k: int, intent: str | None, since_us: int | None
+    views: Sequence[View],
+    words: Sequence[QueryWord],
+    k: int,
+    intent: str | None,
+    since_us: int | None,
+    *,
+    ranked: bool = True,
+    across_spaces: bool = True,
 ) -> list[Ranked]:
     """The k best hits by (word starts desc, ts desc, query_id asc), exactly as a full scan would rank them.
+
+    Unranked, every hit scores 0 (newest first); `across_spaces` False matches the text as written only.
 
     Levels: a document's `ub` is how many words' word-start grams it holds, an upper bound on its true number
     of word starts. Level u walks, newest first, the candidates with ub == u; a walk stops once the k-th best
@@ -236,18 +268,17 @@ def top_k(
     drives from the word-start lists when those are much rarer (웹툰 mostly inside 네이버웹툰).
     """
     top = _TopK(k)
-    texts = tuple(w.text for w in words)
     plans = _plan(views, words, intent, since_us)
     scans: dict[int, _Replay] = {}
     n_words = len(words)
-    for level in range(n_words, -1, -1):
+    for level in range(n_words, -1, -1) if ranked else (0,):
         if len(top.items) == k and -top.items[-1][0] > level:
             break
         for plan in plans:
             segment = plan.segment
             if top.beats(level, int(segment.ts[0])):
                 continue
-            known = [s for s in plan.starts if s is not None]
+            known = [s for s in plan.starts if s is not None] if ranked else []
             if len(known) < level:
                 continue
             rarest = min(p.count for p in plan.required)
@@ -264,7 +295,7 @@ def top_k(
                         ub += _member(chunk, probe)
                     chunk = chunk[ub == level]
                 if chunk.size:
-                    _verify(segment, plan.view_index, chunk, texts, top)
+                    _verify(segment, plan.view_index, chunk, words, top, ranked=ranked, across_spaces=across_spaces)
                 if boundary >= plan.end or top.beats(level, int(segment.ts[boundary])):
                     break
     return top.items

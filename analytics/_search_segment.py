@@ -30,7 +30,8 @@ __all__ = [
 ]
 
 #: 3: bigrams across a space ("삼성 전자" holds 성전), so that a word typed without the space finds the text.
-FORMAT_VERSION: Final = 3
+#: 4: the initial consonants (초성) of the first syllables of Hangul words, for ㄴㅇㅂ → 네이버.
+FORMAT_VERSION: Final = 4
 
 
 class SegmentFormatError(ValueError):
@@ -39,6 +40,7 @@ class SegmentFormatError(ValueError):
     def __init__(self, message: str, *, older: bool) -> None:
         super().__init__(message)
         self.older = older
+
 
 #: The documents a segment is built from. `folded` is null where it equals `text`, which halves the text
 #: stored for mostly-Korean logs (folding changes nothing in Hangul).

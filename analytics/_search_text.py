@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 
 __all__ = [
     "CLASS_TABLE",
+    "INITIALS",
     "SPACE_TABLE",
     "WHITESPACE_RUN",
     "QueryWord",
@@ -21,9 +22,17 @@ __all__ = [
     "fold",
     "fold_one",
     "gram_pairs",
+    "initials_shown",
+    "initials_word",
+    "is_initials",
+    "literal_word",
+    "matched_piece",
+    "name_word",
     "query_words",
     "starts_only",
     "starts_word_count",
+    "typo_eligible",
+    "typo_words",
 ]
 
 _MAX_CP: Final = 0x110000
@@ -50,6 +59,20 @@ INTENT_KIND: Final = 4  # intent lists live in the same key space of a segment b
 KIND_SHIFT: Final = 42
 CP_SHIFT: Final = 21
 DOC_BITS: Final = 20
+
+# Hangul syllables are composed arithmetically: 0xAC00 + (initial * 21 + medial) * 28 + final.
+_SYLLABLE_FIRST: Final = 0xAC00
+_SYLLABLE_LAST: Final = 0xD7A3
+_PER_INITIAL: Final = 21 * 28
+#: The 19 initial consonants (초성) as compatibility jamo, in the order of the syllable arithmetic.
+INITIALS: Final = "ㄱㄲㄴㄷㄸㄹㅁㅂㅃㅅㅆㅇㅈㅉㅊㅋㅌㅍㅎ"
+_FINALS: Final = 28
+_MEDIALS: Final = 21
+# 초성 keys: a code point field holds at most 0x10FFFF, so values above it never collide with text. A word that
+# starts with two syllables holds (INITIAL_BASE + i0, INITIAL_BASE + i1) as a START_BIGRAM; with three, also
+# (INITIAL_PAIR_BASE + i0 * 19 + i1, INITIAL_BASE + i2).
+INITIAL_BASE: Final = 0x110000
+INITIAL_PAIR_BASE: Final = INITIAL_BASE + 0x100
 
 
 def _tables() -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
@@ -95,8 +118,10 @@ def _starts_word(text: str, i: int) -> bool:
     return prev == NON_WORD or prev != _CLASS_BYTES[ord(text[i])]
 
 
-def starts_word_count(text: str, words: tuple[str, ...]) -> int:
-    """How many of `words` occur in `text` (both folded) at least once at the start of a word."""
+def starts_word_count(text: str, words: tuple[str, ...], masks: tuple[str, ...] = ()) -> int:
+    """How many of `words` occur in `text` (both folded) at least once at the start of a word (outside `masks`)."""
+    for mask in masks:
+        text = text.replace(mask, "\x00")
     count = 0
     for word in words:
         i = text.find(word)
@@ -110,11 +135,18 @@ def starts_word_count(text: str, words: tuple[str, ...]) -> int:
 
 @dataclass(frozen=True, slots=True)
 class QueryWord:
-    """One folded query word: the gram keys every match contains, and the key a word-start match contains."""
+    """One folded query word: the gram keys every match contains, and the key a word-start match contains.
+
+    A word matches where `text` is a substring of the folded text, or, when `pattern` is set, where that RE2
+    pattern matches (names, 초성 and typos, which must start a word). `masks` are the longer names of other
+    companies that contain this one (카카오뱅크 for 카카오): they are blanked out of the text before matching.
+    """
 
     text: str
     grams: tuple[int, ...]
-    start_gram: int
+    start_gram: int | None
+    pattern: str | None = None
+    masks: tuple[str, ...] = ()
 
 
 def _key(kind: int, a: int, b: int = 0) -> int:
@@ -129,25 +161,181 @@ def starts_only(word: str) -> bool:
     return not (0xAC00 <= cp < 0xD7A4) and CLASS_TABLE[cp] not in (HAN, KANA)
 
 
+def literal_word(word: str, masks: tuple[str, ...] = ()) -> QueryWord:
+    """A folded word that matches as a substring (the exact tier)."""
+    cps = [ord(c) for c in word]
+    if len(cps) == 1:
+        start = _key(START_UNIGRAM, cps[0])
+        # One Latin letter, digit or jamo would match nearly every text inside its words: it must start a
+        # word. A Hangul syllable or a Han character alone is a word of its own (삼, 株): any occurrence.
+        grams: tuple[int, ...] = (start,) if starts_only(word) else (_key(UNIGRAM, cps[0]),)
+    else:
+        grams = _piece_grams(word)
+        start = _key(START_BIGRAM, cps[0], cps[1])
+    return QueryWord(word, grams, start, masks=masks)
+
+
 def query_words(text: str) -> list[QueryWord]:
     """The distinct whitespace-separated words of the folded query, in order of appearance."""
-    words: list[QueryWord] = []
-    seen: set[str] = set()
-    for word in fold_one(text).split():
-        if word in seen:
-            continue
-        seen.add(word)
-        cps = [ord(c) for c in word]
-        if len(cps) == 1:
-            start = _key(START_UNIGRAM, cps[0])
-            # One Latin letter, digit or jamo would match nearly every text inside its words: it must start a
-            # word. A Hangul syllable or a Han character alone is a word of its own (삼, 株): any occurrence.
-            grams: tuple[int, ...] = (start,) if starts_only(word) else (_key(UNIGRAM, cps[0]),)
+    return [literal_word(word) for word in dict.fromkeys(fold_one(text).split())]
+
+
+def _piece_grams(piece: str) -> tuple[int, ...]:
+    """The grams any text containing `piece` (as written or with its whitespace removed) holds."""
+    if len(piece) == 1:
+        return (_key(UNIGRAM, ord(piece)),)
+    return tuple(dict.fromkeys(_key(BIGRAM, ord(a), ord(b)) for a, b in itertools.pairwise(piece)))
+
+
+def _class_set(cls: int) -> str:
+    """An RE2 character class body for every code point of word class `cls` (exactly `CLASS_TABLE`'s)."""
+    members = np.flatnonzero(np.equal(CLASS_TABLE, cls))
+    breaks = np.flatnonzero(np.diff(members) > 1)
+    firsts = np.concatenate([members[:1], members[breaks + 1]])
+    lasts = np.concatenate([members[breaks], members[-1:]])
+    return "".join(
+        f"\\x{{{a:x}}}" if a == b else f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in zip(firsts, lasts, strict=True)
+    )
+
+
+_CLASS_SETS: dict[int, str] = {}
+
+
+def _class_of(char: str) -> str:
+    cls = int(CLASS_TABLE[ord(char)])
+    if cls not in _CLASS_SETS:
+        _CLASS_SETS[cls] = _class_set(cls)
+    return _CLASS_SETS[cls]
+
+
+def _starting(char: str) -> str:
+    """An RE2 prefix that holds where a word whose first character is `char` starts (see `_starts_word`)."""
+    return f"(?:^|[^{_class_of(char)}])"
+
+
+def _ending(char: str) -> str:
+    """An RE2 suffix that holds where a word ending in `char` ends: nothing of its class follows. Hangul takes
+    no suffix: particles follow names (현대차는)."""
+    if CLASS_TABLE[ord(char)] == HANGUL:
+        return ""
+    return f"(?:$|[^{_class_of(char)}])"
+
+
+def name_word(name: str, masks: tuple[str, ...] = ()) -> QueryWord:
+    """A company name or code (folded, spaces removed) that must start a word and, unless it ends in Hangul, end
+    one: the alias tier. 'mu' then finds "MU 주가" but not "must"; 현대차 finds 현대차는."""
+    pattern = _starting(name[0]) + _found(_escape(name)) + _ending(name[-1])
+    return QueryWord(name, _piece_grams(name), None, pattern, masks)
+
+
+def _found(body: str) -> str:
+    """The part of a pattern that names what matched (`matched_piece` reads it back)."""
+    return f"(?P<found>{body})"
+
+
+def matched_piece(text: str, word: QueryWord) -> str | None:
+    """What `word` (a pattern word) matched in `text` (folded), as written or with its whitespace removed."""
+    if word.pattern is None:
+        return word.text if word.text in text else None
+    for mask in word.masks:
+        text = text.replace(mask, "\x00")
+    for candidate in (text, "".join(text.split())):
+        found = pc.extract_regex(pa.array([candidate]), word.pattern)[0]
+        if found.is_valid:
+            piece: str = found["found"].as_py()
+            return piece
+    return None
+
+
+def _escape(text: str) -> str:
+    return "".join(f"\\x{{{ord(c):x}}}" if not c.isalnum() else c for c in text)
+
+
+_CHOSEONG_FIRST: Final = 0x1100  # NFKC folds the compatibility jamo people type (ㄴ) to these (U+1102)
+
+
+def is_initials(word: str) -> bool:
+    """A folded query word of two or more initial consonants only (ㄴㅇㅂ): a 초성 search."""
+    return len(word) >= 2 and all(0 <= ord(c) - _CHOSEONG_FIRST < len(INITIALS) for c in word)
+
+
+def initials_shown(word: str) -> str:
+    """A folded 초성 word as people type it (compatibility jamo: ㄴㅇㅂ)."""
+    return "".join(INITIALS[ord(c) - _CHOSEONG_FIRST] for c in word)
+
+
+def _syllables_with_initial(index: int) -> str:
+    first = _SYLLABLE_FIRST + index * _PER_INITIAL
+    return f"[\\x{{{first:x}}}-\\x{{{first + _PER_INITIAL - 1:x}}}]"
+
+
+def initials_word(word: str) -> QueryWord:
+    """A 초성 word: matches where a word starts with syllables having these initial consonants, in order."""
+    idx = [ord(c) - _CHOSEONG_FIRST for c in word]
+    grams = [_key(START_BIGRAM, INITIAL_BASE + idx[0], INITIAL_BASE + idx[1])]
+    if len(idx) >= 3:
+        grams.append(_key(START_BIGRAM, INITIAL_PAIR_BASE + idx[0] * len(INITIALS) + idx[1], INITIAL_BASE + idx[2]))
+    pattern = _starting("가") + _found("".join(_syllables_with_initial(i) for i in idx))
+    return QueryWord(word, tuple(grams), None, pattern)
+
+
+def _is_syllable(char: str) -> bool:
+    return _SYLLABLE_FIRST <= ord(char) <= _SYLLABLE_LAST
+
+
+def jamo_neighbours(syllable: str) -> str:
+    """Every syllable one jamo away from `syllable`: another initial, medial or final (adding or dropping one)."""
+    code = ord(syllable) - _SYLLABLE_FIRST
+    initial, rest = divmod(code, _PER_INITIAL)
+    medial, final = divmod(rest, _FINALS)
+    out = [chr(_SYLLABLE_FIRST + i * _PER_INITIAL + rest) for i in range(len(INITIALS)) if i != initial]
+    out += [chr(_SYLLABLE_FIRST + initial * _PER_INITIAL + m * _FINALS + final) for m in range(_MEDIALS) if m != medial]
+    base = _SYLLABLE_FIRST + initial * _PER_INITIAL + medial * _FINALS
+    out += [chr(base + f) for f in range(_FINALS) if f != final]
+    return "".join(out)
+
+
+#: Typo tolerance applies to words of at least this many Hangul syllables, or ASCII letters.
+TYPO_MIN_SYLLABLES: Final = 3
+TYPO_MIN_LETTERS: Final = 4
+_LETTERS: Final = "abcdefghijklmnopqrstuvwxyz"
+
+
+def typo_eligible(word: str) -> bool:
+    """Words long enough that one slip still says what was meant: 3+ Hangul syllables or 4+ ASCII letters.
+    Digits never (005380 one digit off is another company)."""
+    if all(_is_syllable(c) for c in word):
+        return len(word) >= TYPO_MIN_SYLLABLES
+    return len(word) >= TYPO_MIN_LETTERS and all(c in _LETTERS for c in word)
+
+
+def typo_words(word: str) -> list[QueryWord]:
+    """The words one slip away from `word`, each starting a word: one jamo of one syllable (Hangul), or one letter
+    changed, added, dropped or two neighbours swapped (Latin). Empty when `word` is not `typo_eligible`."""
+    if not typo_eligible(word):
+        return []
+    out: list[QueryWord] = []
+    hangul = _is_syllable(word[0])
+    any_letter = f"[{_LETTERS[0]}-{_LETTERS[-1]}]"
+    for i in range(len(word) + (0 if hangul else 1)):
+        pieces: list[tuple[str, str, str]] = []  # (before, one character out of a class, after)
+        if hangul:
+            pieces.append((word[:i], f"[{jamo_neighbours(word[i])}]", word[i + 1 :]))
         else:
-            grams = tuple(dict.fromkeys(_key(BIGRAM, a, b) for a, b in itertools.pairwise(cps)))
-            start = _key(START_BIGRAM, cps[0], cps[1])
-        words.append(QueryWord(word, grams, start))
-    return words
+            if i < len(word):
+                pieces.append((word[:i], any_letter, word[i + 1 :]))
+            pieces.append((word[:i], any_letter, word[i:]))  # one letter added
+        for before, one, after in pieces:
+            grams = tuple(dict.fromkeys(g for p in (before, after) if p for g in _piece_grams(p)))
+            start = _starting(word[0])
+            out.append(QueryWord(word, grams, None, start + _found(_escape(before) + one + _escape(after))))
+        if not hangul and i < len(word):
+            dropped = word[:i] + word[i + 1 :]
+            out.append(QueryWord(word, _piece_grams(dropped), None, _starting(word[0]) + _found(_escape(dropped))))
+            if i + 1 < len(word) and word[i] != word[i + 1]:
+                swapped = word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+                out.append(QueryWord(word, _piece_grams(swapped), None, _starting(word[0]) + _found(_escape(swapped))))
+    return list({w.pattern: w for w in out}.values())
 
 
 def explain_match(text: str, query: str) -> str:
@@ -245,15 +433,40 @@ def gram_pairs(cps: npt.NDArray[np.uint32], starts: npt.NDArray[np.int64]) -> np
     solid = np.flatnonzero(word)
     gap = (np.diff(solid) > 1) & (text_of[solid[:-1]] == text_of[solid[1:]])
     left, right = solid[:-1][gap], solid[1:][gap]
+    # 초성: a word that starts with two syllables holds the pair of their initials; with three, also the first
+    # two initials (as one value) with the third. See `initials_word`.
+    syllable = (cps >= _SYLLABLE_FIRST) & (cps <= _SYLLABLE_LAST)
+    initial = np.where(syllable, (cps - np.uint32(_SYLLABLE_FIRST)) // np.uint32(_PER_INITIAL), 0).astype(np.uint64)
+    two = start & bigram & syllable
+    two[:-1] &= syllable[1:]
+    two[-1] = False
+    three = two.copy()
+    three[:-2] &= next_ok[1:-1] & syllable[2:]
+    three[-2:] = False
+    p2, p3 = np.flatnonzero(two), np.flatnonzero(three)
+    base, pair_base, cp = np.uint64(INITIAL_BASE), np.uint64(INITIAL_PAIR_BASE), np.uint64(CP_SHIFT)
     kind = np.uint64(KIND_SHIFT)
+    start_bigram = np.uint64(START_BIGRAM) << kind
     parts = (
         a[word],
         (np.uint64(BIGRAM) << kind) | ab[bigram],
         (np.uint64(BIGRAM) << kind) | a[left] | cps[right].astype(np.uint64),
         (np.uint64(START_UNIGRAM) << kind) | a[start],
-        (np.uint64(START_BIGRAM) << kind) | ab[start & bigram],
+        start_bigram | ab[start & bigram],
+        start_bigram | ((base + initial[p2]) << cp) | (base + initial[p2 + 1]),
+        start_bigram
+        | ((pair_base + initial[p3] * np.uint64(len(INITIALS)) + initial[p3 + 1]) << cp)
+        | (base + initial[p3 + 2]),
     )
-    docs = (text_of[word], text_of[bigram], text_of[left], text_of[start], text_of[start & bigram])
+    docs = (
+        text_of[word],
+        text_of[bigram],
+        text_of[left],
+        text_of[start],
+        text_of[start & bigram],
+        text_of[p2],
+        text_of[p3],
+    )
     keys = np.concatenate(parts)
     keys <<= np.uint64(DOC_BITS)
     keys |= np.concatenate(docs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 import secrets
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -21,11 +22,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from querylog.analytics._search_buffer import PendingRows
-from querylog.analytics._search_query import View, top_k
+from querylog.analytics._search_query import Ranked, View, top_k
 from querylog.analytics._search_segment import DOCS_SCHEMA, Segment, SegmentFormatError, hash_strings
-from querylog.analytics._search_text import fold, query_words
+from querylog.analytics._search_text import (
+    QueryWord,
+    fold,
+    fold_one,
+    initials_shown,
+    initials_word,
+    is_initials,
+    literal_word,
+    matched_piece,
+    name_word,
+    typo_words,
+)
 
-__all__ = ["SearchHit", "SearchIndex", "SearchIndexError", "SearchIndexOutdatedError"]
+if TYPE_CHECKING:
+    from querylog.analytics.aliases import Aliases, Mention
+
+__all__ = ["TIER_SCORES", "SearchHit", "SearchIndex", "SearchIndexError", "SearchIndexOutdatedError"]
 
 _MANIFEST: Final = "manifest.json"
 _LOCK: Final = "writer.lock"
@@ -34,6 +49,10 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US: Final = timedelta(microseconds=1)
 _MERGE_FACTOR: Final = 8  # segments of one size class merged together: each row is rewritten ~log8(N) times
 _PREP_CHUNK: Final = 1 << 20
+#: Most alias combinations tried for one query (two companies named with 8 names each make 64).
+_MAX_ALIAS_VARIANTS: Final = 64
+#: The score of each tier below the exact one: every exact hit (score = word starts, >= 0) ranks above them.
+TIER_SCORES: Final = {"exact": 0.0, "alias": -1.0, "initials": -2.0, "typo": -3.0}
 
 
 class SearchIndexError(Exception):
@@ -46,13 +65,30 @@ class SearchIndexOutdatedError(SearchIndexError):
 
 @dataclass(frozen=True, slots=True)
 class SearchHit:
-    """One matching query. `score` is the number of query words that start a word in its text."""
+    """One matching query, and how it matched.
+
+    `match` is the tier: ``exact`` (the words as typed; `score` is how many start a word in the text), ``alias``
+    (another name of a company the query names; score -1), ``initials`` (초성; -2) or ``typo`` (one jamo or
+    letter off, tried only when nothing else matched; -3). `why` says what matched outside the exact tier:
+    "현대차 → hyundai motor (alias of 현대자동차)", "ㄴㅇㅂ → 네이버 (초성)", "하이닉수 → 하이닉스 (typo)".
+    """
 
     query_id: str
     query_text: str
     ts: datetime
     intent: str | None
     score: float
+    match: str = "exact"
+    why: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Variant:
+    """One conjunction to run: its words, whether they may match across spacing, how to explain a hit."""
+
+    words: list[QueryWord]
+    across_spaces: bool
+    explain: tuple[tuple[QueryWord, str], ...]  # (pattern word, how its match reads: "{typed} → {found} (…)")
 
 
 @dataclass(slots=True)
@@ -248,26 +284,75 @@ class SearchIndex:
     # -- reading ------------------------------------------------------------------------------------------
 
     def search(
-        self, text: str, *, limit: int = 20, intent: str | None = None, since: datetime | None = None
+        self,
+        text: str,
+        *,
+        limit: int = 20,
+        intent: str | None = None,
+        since: datetime | None = None,
+        aliases: Aliases | None = None,
     ) -> list[SearchHit]:
-        """Queries whose text contains every word of `text`, best first (see the module docstring)."""
+        """Queries matching `text`, best first: the exact tier (every word a substring, see the module docstring),
+        then other names of the companies it names (`aliases`), then 초성, then — only when none of those found
+        anything — words one typo away. Lower tiers are searched only while fewer than `limit` hits are found."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
-        words = query_words(text)
-        if not words:
+        typed = list(dict.fromkeys(fold_one(text).split()))
+        if not typed:
             return []
         views = [View(e.segment, e.live) for e in self._entries]
         pending = self._pending.segment()
         if pending is not None:
             views.append(View(pending, pending.n))
-        ranked = top_k(views, words, limit, intent, None if since is None else _to_us(since))
+        since_us = None if since is None else _to_us(since)
+        best: dict[str, tuple[Ranked, str, str]] = {}  # query_id → (rank, tier, why)
+        for tier, variants in _tiers(typed, aliases):
+            if tier == "typo" and best:
+                break  # typos are the last resort: only when nothing else matched
+            ranked_tier = tier == "exact"
+            for variant in variants:
+                found = top_k(
+                    views,
+                    variant.words,
+                    limit,
+                    intent,
+                    since_us,
+                    ranked=ranked_tier,
+                    across_spaces=variant.across_spaces,
+                )
+                for rank in found:
+                    if rank[2] in best:
+                        continue  # found by a better tier, or by an earlier variant of this one (same rank)
+                    if not ranked_tier:
+                        rank = (int(-TIER_SCORES[tier]), *rank[1:])
+                    best[rank[2]] = (rank, tier, "")
+                    self._explain(views, rank, variant, best)
+            if len(best) >= limit:
+                break
+        ranked = sorted(best.values())[:limit]
+        return self._hits(views, ranked)
+
+    def _explain(
+        self, views: list[View], rank: Ranked, variant: _Variant, best: dict[str, tuple[Ranked, str, str]]
+    ) -> None:
+        if not variant.explain:
+            return
+        folded = fold_one(views[rank[3]].segment.column("text", np.array([rank[4]], np.uint32))[0])
+        reasons = []
+        for word, template in variant.explain:
+            piece = matched_piece(folded, word)
+            reasons.append(template.format(found=piece if piece is not None else word.text))
+        rank_, tier, _ = best[rank[2]]
+        best[rank[2]] = (rank_, tier, "; ".join(reasons))
+
+    def _hits(self, views: list[View], ranked: list[tuple[Ranked, str, str]]) -> list[SearchHit]:
         texts: dict[tuple[int, int], str] = {}
-        for view_index in {r[3] for r in ranked}:  # one take per segment, not one per hit
-            docs = np.array([r[4] for r in ranked if r[3] == view_index], np.uint32)
+        for view_index in {r[0][3] for r in ranked}:  # one take per segment, not one per hit
+            docs = np.array([r[0][4] for r in ranked if r[0][3] == view_index], np.uint32)
             column = views[view_index].segment.column("text", docs)
             texts.update(((view_index, int(d)), t) for d, t in zip(docs, column, strict=True))
         hits: list[SearchHit] = []
-        for starts, neg_ts, query_id, view_index, doc in ranked:
+        for (neg_score, neg_ts, query_id, view_index, doc), tier, why in ranked:
             segment = views[view_index].segment
             code = int(segment.intent[doc])
             hits.append(
@@ -276,7 +361,9 @@ class SearchIndex:
                     query_text=texts[view_index, doc],
                     ts=_EPOCH + timedelta(microseconds=-neg_ts),
                     intent=segment.intents[code] if code >= 0 else None,
-                    score=float(-starts),
+                    score=float(-neg_score) if tier == "exact" else TIER_SCORES[tier],
+                    match=tier,
+                    why=why,
                 )
             )
         return hits
@@ -334,6 +421,53 @@ class SearchIndex:
             merged = _merge(group)
             entries = [e for e in entries if e not in group]
             entries.append(_Entry(self._write_segment(merged.segment), merged.live))
+
+
+def _tiers(typed: list[str], aliases: Aliases | None) -> Iterator[tuple[str, list[_Variant]]]:
+    """The tiers of a query, best first, each as the conjunctions that make it up (see `SearchIndex.search`)."""
+    mentions = aliases.mentions(typed) if aliases is not None else []
+    masked: dict[int, tuple[str, ...]] = {}
+    for m in mentions:
+        assert aliases is not None
+        for i in range(m.start, m.end):
+            masked[i] = aliases.masks(m.company, m.typed)
+    yield "exact", [_Variant([literal_word(w, masked.get(i, ())) for i, w in enumerate(typed)], True, ())]
+    if mentions:
+        assert aliases is not None
+        yield "alias", list(_alias_variants(typed, mentions, aliases))
+    if any(is_initials(w) for w in typed):
+        words = [initials_word(w) if is_initials(w) else literal_word(w) for w in typed]
+        explain = tuple((w, f"{initials_shown(w.text)} → {{found}} (초성)") for w in words if w.pattern is not None)
+        yield "initials", [_Variant(words, False, explain)]
+    variants = []
+    for i, w in enumerate(typed):
+        if i in masked:
+            continue  # a company's name: its aliases say what else it may be written as
+        for typo in typo_words(w):
+            words = [typo if j == i else literal_word(other) for j, other in enumerate(typed)]
+            variants.append(_Variant(words, True, ((typo, f"{w} → {{found}} (typo)"),)))
+    yield "typo", variants
+
+
+def _alias_variants(typed: list[str], mentions: list[Mention], aliases: Aliases) -> Iterator[_Variant]:
+    """Every combination of names for the companies the query names, but the one as typed."""
+    choices = [aliases.keys(m.company) for m in mentions]
+    covered = {i: m for m in mentions for i in range(m.start, m.end)}
+    for count, combo in enumerate(itertools.product(*choices)):
+        if count >= _MAX_ALIAS_VARIANTS:
+            return
+        if all(key == m.typed for key, m in zip(combo, mentions, strict=True)):
+            continue
+        words: list[QueryWord] = []
+        explain: list[tuple[QueryWord, str]] = []
+        for key, m in zip(combo, mentions, strict=True):
+            word = name_word(key, aliases.masks(m.company, key))
+            words.append(word)
+            if key != m.typed:
+                shown = " ".join(typed[m.start : m.end])
+                explain.append((word, f"{shown} → {{found}} (alias of {m.company.canonical})"))
+        words += [literal_word(w) for i, w in enumerate(typed) if i not in covered]
+        yield _Variant(words, True, tuple(explain))
 
 
 def _merge(entries: list[_Entry]) -> _Entry:

@@ -60,6 +60,7 @@ from querylog.analytics.queries import arrow_table
 from querylog.logging.projection import atomic_write
 
 if TYPE_CHECKING:
+    from querylog.analytics.aliases import Aliases
     from querylog.analytics.catalog import Catalog
 
 __all__ = [
@@ -667,6 +668,8 @@ class SearchHitLike(Protocol):
     ts: datetime
     intent: str | None
     score: float
+    match: str  # exact, alias, initials or typo
+    why: str  # outside the exact tier, what matched
 
 
 class SearchIndexLike(Protocol):
@@ -674,7 +677,13 @@ class SearchIndexLike(Protocol):
 
     def add_arrow(self, table: pa.Table) -> Any: ...
     def search(
-        self, text: str, *, limit: int = ..., intent: str | None = ..., since: datetime | None = ...
+        self,
+        text: str,
+        *,
+        limit: int = ...,
+        intent: str | None = ...,
+        since: datetime | None = ...,
+        aliases: Aliases | None = ...,
     ) -> Sequence[SearchHitLike]: ...
     def commit(self) -> Any: ...
     def remove_older_than(self, cutoff: datetime) -> Any: ...
@@ -841,11 +850,18 @@ class LakeSearch:
         return int(new.num_rows)
 
     def search(
-        self, text: str, *, limit: int = 10, intent: str | None = None, since: datetime | None = None
+        self,
+        text: str,
+        *,
+        limit: int = 10,
+        intent: str | None = None,
+        since: datetime | None = None,
+        aliases: Aliases | None = None,
     ) -> list[SearchHitLike]:
-        """Ranked hits, best first, at most one per query id."""
+        """Ranked hits, best first, at most one per query id; with `aliases`, every name of a company the text
+        names finds the others (querylog.analytics.aliases)."""
         try:
-            hits = self.index.search(text, limit=limit, intent=intent, since=since)
+            hits = self.index.search(text, limit=limit, intent=intent, since=since, aliases=aliases)
         except self._index_errors as exc:
             raise UpkeepError(f"the search index at {self.directory} could not be read: {exc}") from exc
         seen: set[str] = set()

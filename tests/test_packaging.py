@@ -68,6 +68,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
         names = archive.namelist()
     assert any(n.endswith("testing/_loki.py") for n in names)  # the push-side double ships
     assert not [n for n in names if "logql" in n.lower()]  # the LogQL interpreter stays with the tests
+    assert "querylog/analytics/aliases_starter.csv" in names  # search's bundled alias file (QUERYLOG_ALIASES=starter)
     target = tmp_path / "venv"
     venv.create(target, with_pip=True)
     py = target / "bin" / "python"

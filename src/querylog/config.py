@@ -237,6 +237,14 @@ class Settings:
             "doc": "a price table (JSON, the shape of the bundled one) that replaces the bundled model prices",
         },
     )
+    aliases: str = field(
+        default="starter",
+        metadata={
+            "env": "QUERYLOG_ALIASES",
+            "doc": "company names for search (an alias CSV, docs/search.md): starter (the bundled KOSPI/KOSDAQ and "
+            "US listing), off, or a file's path; read again when it changes",
+        },
+    )
     projections: str = field(
         default="thread",
         metadata={
@@ -256,6 +264,17 @@ class Settings:
     @property
     def state_dir(self) -> Path:
         return self.home / "state"
+
+    @property
+    def aliases_path(self) -> Path | None:
+        """The alias file search uses: the bundled starter listing, none (``off``), or the named file."""
+        if self.aliases == "off":
+            return None
+        if self.aliases == "starter":
+            from querylog.analytics.aliases import STARTER
+
+            return STARTER
+        return Path(self.aliases).expanduser()
 
     @property
     def stdout_checkpoint_path(self) -> Path:
@@ -421,6 +440,8 @@ class Settings:
             except PriceTableError as exc:
                 raise ConfigError(f"QUERYLOG_PRICES: {exc}") from None
             values["prices_file"] = Path(raw).expanduser()
+        if (raw := get("QUERYLOG_ALIASES")) is not None:
+            values["aliases"] = raw.strip() or "starter"
         if (raw := get("QUERYLOG_STDOUT_FORMAT")) is not None:
             if raw not in STDOUT_FORMATS:
                 raise ConfigError(f"QUERYLOG_STDOUT_FORMAT must be auto, json or console; got {raw!r}")

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from querylog.analytics import _search_query, _search_segment
-from querylog.analytics._search_text import CLASS_TABLE, fold_one, starts_only
+from querylog.analytics._search_text import CLASS_TABLE, SPACE_TABLE, fold_one, starts_only
 from querylog.analytics.search import SearchHit, SearchIndex, SearchIndexError
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -438,7 +438,13 @@ def test_an_index_of_an_older_format_is_refused_as_outdated(tmp_path: Path) -> N
 def test_public_surface() -> None:
     from querylog.analytics import search
 
-    assert sorted(search.__all__) == ["SearchHit", "SearchIndex", "SearchIndexError", "SearchIndexOutdatedError"]
+    assert sorted(search.__all__) == [
+        "SearchHit",
+        "SearchIndex",
+        "SearchIndexError",
+        "SearchIndexOutdatedError",
+        "TIER_SCORES",
+    ]
 
 
 # -- normalisation ------------------------------------------------------------------------------------------
@@ -459,8 +465,8 @@ def test_fold(raw: str, folded: str) -> None:
 
 # -- properties: the index answers exactly what a brute-force scan answers -----------------------------------
 
-_SYLLABLES = "네이버웹툰삼성전자는의가카오"
-_ALPHABET = st.sampled_from([*_SYLLABLES, *"aAbBnN01", " ", "\u3000", "\t", "(", ".", "Ａ", "ᄂ"])
+_SYLLABLES = "네이버웹툰삼성전자는의가카오내젼섬"
+_ALPHABET = st.sampled_from([*_SYLLABLES, *"aAbBnN01", " ", "\u3000", "\t", "(", ".", "Ａ", "ᄂ", "ㅇ", "ㅅ"])
 _TEXTS = st.text(_ALPHABET, max_size=12)
 
 
@@ -471,22 +477,117 @@ def _starts_word(text: str, i: int) -> bool:
     return bool(prev == 0 or prev != cur)
 
 
+def _jamo(syllable: str) -> tuple[str, str, str] | None:
+    """(initial, medial, final or "") of a precomposed syllable, by Unicode's own decomposition."""
+    if not "가" <= syllable <= "힣":
+        return None
+    parts = unicodedata.normalize("NFD", syllable)
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else ""
+
+
+def _one_slip(typed: str, found: str) -> bool:
+    """The typo rule: one jamo of one syllable (Hangul); one letter a-z changed, added, dropped, or two neighbours
+    swapped (Latin)."""
+    if "가" <= typed[0] <= "힣":
+        if len(found) != len(typed):
+            return False
+        diffs = [(a, b) for a, b in zip(typed, found, strict=True) if a != b]
+        if len(diffs) != 1:
+            return False
+        ja, jb = _jamo(diffs[0][0]), _jamo(diffs[0][1])
+        return ja is not None and jb is not None and sum(x != y for x, y in zip(ja, jb, strict=True)) == 1
+    letters = set("abcdefghijklmnopqrstuvwxyz")
+    if len(found) == len(typed):
+        diffs = [i for i, (a, b) in enumerate(zip(typed, found, strict=True)) if a != b]
+        if len(diffs) == 1:
+            return found[diffs[0]] in letters
+        return (
+            len(diffs) == 2
+            and diffs[1] == diffs[0] + 1
+            and typed[diffs[0]] == found[diffs[1]]
+            and typed[diffs[1]] == found[diffs[0]]
+        )
+    if len(found) == len(typed) + 1:
+        return any(found[:i] + found[i + 1 :] == typed and found[i] in letters for i in range(len(found)))
+    if len(found) == len(typed) - 1:
+        return any(typed[:i] + typed[i + 1 :] == found for i in range(len(typed)))
+    return False
+
+
+def _typo_eligible(word: str) -> bool:
+    if all("가" <= c <= "힣" for c in word):
+        return len(word) >= 3
+    return len(word) >= 4 and all("a" <= c <= "z" for c in word)
+
+
+def _starts_at(text: str) -> list[int]:
+    return [i for i in range(len(text)) if not SPACE_TABLE[ord(text[i])] and _starts_word(text, i)]
+
+
+def _literal_ok(folded: str, text: str, word: str) -> bool:
+    return word in text and (
+        not starts_only(word) or any(_starts_word(folded, i) for i, c in enumerate(folded) if c == word)
+    )
+
+
 def brute_force(docs: Sequence[Row], query: str, intent: str | None, since: datetime | None) -> list[tuple[str, float]]:
-    """The specification, spelled out: every query word a substring of the folded text as written or with its
-    whitespace removed; rank by (word starts in the text as written, ts, query_id)."""
+    """The specification, spelled out, without aliases. Exact tier: every query word a substring of the folded
+    text as written or with its whitespace removed (one letter or jamo only where it starts a word); ranked by
+    (word starts in the text as written, ts, query_id). 초성 tier (score -2): a word of 2+ initial consonants
+    matches where a word of the text as written starts with syllables having them. Typo tier (score -3), only when
+    nothing above matched: one eligible word one slip off, starting a word. Lower tiers: newest first."""
     words = list(dict.fromkeys(fold_one(query).split()))
-    ranked = []
-    for query_id, ts, doc_intent, text in docs:
+    chosen = [d for d in docs if (intent is None or d[2] == intent) and (since is None or d[1] >= since)]
+    if not words:
+        return []
+    exact = []
+    for query_id, ts, _, text in chosen:
         folded = fold_one(text)
-        if not words or not (all(w in folded for w in words) or all(w in "".join(folded.split()) for w in words)):
-            continue
-        if any(starts_only(w) and not any(_starts_word(folded, i) for i, c in enumerate(folded) if c == w) for w in words):
-            continue  # one letter or jamo: only where it starts a word
-        if (intent is not None and doc_intent != intent) or (since is not None and ts < since):
+        joined = "".join(folded.split())
+        if not (
+            all(_literal_ok(folded, folded, w) for w in words) or all(_literal_ok(folded, joined, w) for w in words)
+        ):
             continue
         starts = sum(any(_starts_word(folded, i) for i in range(len(folded)) if folded.startswith(w, i)) for w in words)
-        ranked.append((-starts, -ts.timestamp(), query_id))
-    return [(qid, float(-starts)) for starts, _, qid in sorted(ranked)]
+        exact.append((-starts, -ts.timestamp(), query_id))
+    found = {qid for _, _, qid in exact}
+    lower: list[tuple[int, float, str]] = []
+    initials = [w for w in words if len(w) >= 2 and all("\u1100" <= c <= "\u1112" for c in w)]
+    for query_id, ts, _, text in chosen:
+        folded = fold_one(text)
+        if not initials or query_id in found:
+            continue
+
+        def initials_at(w: str) -> bool:
+            for i in _starts_at(folded):
+                piece = folded[i : i + len(w)]
+                if len(piece) == len(w) and all(
+                    (j := _jamo(c)) is not None and j[0] == k for c, k in zip(piece, w, strict=True)
+                ):
+                    return True
+            return False
+
+        if all(initials_at(w) if w in initials else _literal_ok(folded, folded, w) for w in words):
+            lower.append((2, -ts.timestamp(), query_id))
+    if not exact and not lower:
+        for query_id, ts, _, text in chosen:
+            folded = fold_one(text)
+            joined = "".join(folded.split())
+            for slipped in (w for w in words if _typo_eligible(w)):
+
+                def ok(t: str, w: str, slipped: str = slipped) -> bool:
+                    if w != slipped:
+                        return _literal_ok(folded, t, w)
+                    return any(
+                        _one_slip(w, t[i : i + n]) for i in _starts_at(t) for n in (len(w) - 1, len(w), len(w) + 1)
+                    )
+
+                if all(ok(folded, w) for w in words) or all(ok(joined, w) for w in words):
+                    lower.append((3, -ts.timestamp(), query_id))
+                    break
+    return [(qid, float(-starts)) for starts, _, qid in sorted(exact)] + [
+        (qid, -float(tier)) for tier, _, qid in sorted(lower)
+    ]
 
 
 @st.composite
@@ -506,7 +607,20 @@ def corpora(draw: st.DrawFn) -> tuple[list[Row], str]:
         glued = draw(st.sampled_from(_SYLLABLES)) + base
         docs.append((f"r{j:02d}", T0 + timedelta(hours=draw(st.integers(0, 5))), None, glued))
     words = []
-    for _ in range(draw(st.integers(1, 3))):
+    if draw(st.booleans()):  # a name, asked for by its 초성 or with one slip (the lower tiers)
+        hangul = draw(st.booleans())
+        name = draw(st.text(st.sampled_from(_SYLLABLES if hangul else "abnz"), min_size=3 if hangul else 4, max_size=5))
+        for j in range(draw(st.integers(1, 4))):
+            text = (
+                draw(st.sampled_from(["", "(", "삼", "a", "가 "])) + name + draw(st.sampled_from(["", "는", " 주가"]))
+            )
+            docs.append((f"n{j:02d}", T0 + timedelta(hours=draw(st.integers(0, 5))), None, text))
+        how = draw(st.sampled_from(["initials", "slip", "as is"] if hangul else ["slip", "as is"]))
+        if how == "initials":
+            words.append(_initials(name))
+        else:
+            words.append(draw(_slipped(name)) if how == "slip" else name)
+    for _ in range(draw(st.integers(0 if words else 1, 2))):
         if draw(st.integers(0, 4)) == 0:
             words.append(draw(st.text(_ALPHABET, min_size=1, max_size=3)))
         else:
@@ -515,8 +629,40 @@ def corpora(draw: st.DrawFn) -> tuple[list[Row], str]:
             piece = text[lo : lo + draw(st.integers(1, 6))]
             if draw(st.booleans()):  # typed without the spaces the text has there
                 piece = "".join(piece.split()) or piece
+            how = draw(st.sampled_from(["as is", "as is", "initials", "slip"]))
+            if how == "initials" and piece and all("가" <= c <= "힣" for c in piece):
+                piece = _initials(piece)
+            elif how == "slip" and piece:
+                piece = draw(_slipped(piece))
             words.append(piece)
     return docs, " ".join(words)
+
+
+def _initials(word: str) -> str:
+    return "".join("ㄱㄲㄴㄷㄸㄹㅁㅂㅃㅅㅆㅇㅈㅉㅊㅋㅌㅍㅎ"[(ord(c) - 0xAC00) // 588] for c in word)
+
+
+@st.composite
+def _slipped(draw: st.DrawFn, piece: str) -> str:
+    """`piece` with one slip: one jamo of a syllable, or one letter changed, added, dropped or swapped."""
+    i = draw(st.integers(0, len(piece) - 1))
+    c = piece[i]
+    if "가" <= c <= "힣":
+        code = ord(c) - 0xAC00
+        part = draw(st.sampled_from([588, 28, 1]))  # initial, medial, final
+        size = {588: 19, 28: 21, 1: 28}[part]
+        digit = code // part % size
+        code += (draw(st.integers(0, size - 1)) - digit) * part
+        return piece[:i] + chr(0xAC00 + code) + piece[i + 1 :]
+    edit = draw(st.sampled_from(["change", "add", "drop", "swap"]))
+    letter = draw(st.sampled_from("abnz"))
+    if edit == "change":
+        return piece[:i] + letter + piece[i + 1 :]
+    if edit == "add":
+        return piece[:i] + letter + piece[i:]
+    if edit == "drop":
+        return piece[:i] + piece[i + 1 :] or piece
+    return piece[:i] + piece[i + 1 : i + 2] + piece[i] + piece[i + 2 :]
 
 
 @contextmanager

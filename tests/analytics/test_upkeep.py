@@ -365,6 +365,8 @@ class FakeHit:
     ts: datetime
     intent: str | None
     score: float
+    match: str = "exact"
+    why: str = ""
 
 
 @dataclass
@@ -387,7 +389,13 @@ class FakeIndex:
         self.commits += 1
 
     def search(
-        self, text: str, *, limit: int = 20, intent: str | None = None, since: datetime | None = None
+        self,
+        text: str,
+        *,
+        limit: int = 20,
+        intent: str | None = None,
+        since: datetime | None = None,
+        aliases: object = None,
     ) -> Sequence[FakeHit]:
         hits = [
             FakeHit(r["query_id"], r["query_text"], r["ts"], r["intent"], 1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from datetime import datetime
 from typing import Any
@@ -41,7 +42,10 @@ def add_parser(sub: Any) -> None:
         "(the indexes live under QUERYLOG_HOME/index and index-answers). Results are distinct questions, "
         "best match first: each with times_asked, first_asked, last_asked and the intents it got, counted over "
         "the whole lake within --intent and --since; --format json adds the query ids behind each (newest first, "
-        "at most 1000). --no-group lists the matching queries one by one instead.",
+        "at most 1000). --no-group lists the matching queries one by one instead. Below the exact matches come, "
+        "in this order: other names of a company the text names (현대차 finds 현대자동차, Hyundai Motor and "
+        "005380; the alias file is QUERYLOG_ALIASES, the bundled KOSPI/KOSDAQ/US listing by default), 초성 "
+        "(ㄴㅇㅂ finds 네이버) and, only when nothing else matched, words one typo away (하이닉수 finds 하이닉스).",
     )
     p.add_argument("text", help='what to look for, e.g. "네이버 주가"')
     p.add_argument("--limit", "-n", type=_limit, default=10, help="most results (default: 10)")
@@ -68,8 +72,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--explain",
         action="store_true",
-        help="add a `why` column: for each query word, whether it starts a word of the text, sits inside a word, "
-        "or matched across spacing (삼성전자 in 삼성 전자) — the ranking's tiers",
+        help="add a `why` column: for an exact match, whether each query word starts a word of the text, sits "
+        "inside a word, or matched across spacing (삼성전자 in 삼성 전자); otherwise the alias, 초성 or typo that "
+        "matched (현대차 → hyundai motor (alias of 현대자동차))",
+    )
+    p.add_argument(
+        "--aliases",
+        metavar="FILE",
+        help="the alias file to use instead of QUERYLOG_ALIASES (a CSV path, starter or off; docs/search.md)",
     )
     p.add_argument("--format", "-f", choices=FORMATS, default="table", help="output format (default: table)")
     p.set_defaults(run=run)
@@ -77,9 +87,10 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog._format import format_rows
+    from querylog.analytics.aliases import AliasError
     from querylog.analytics.catalog import CatalogError
     from querylog.analytics.queries import Filters, open_catalog
-    from querylog.analytics.search_groups import group_hits, questions_of
+    from querylog.analytics.search_groups import group_hits, question_key, questions_of
     from querylog.analytics.upkeep import SEARCH_FIELDS, LakeSearch, SearchField, UpkeepError
     from querylog.logging.structured import configure_structlog
 
@@ -87,6 +98,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print("querylog search: give some text to look for", file=sys.stderr)
         return 2
     configure_structlog(stream=sys.stderr)  # stdout carries the results only
+    try:
+        aliases = _aliases(settings if args.aliases is None else dataclasses.replace(settings, aliases=args.aliases))
+    except (AliasError, OSError) as exc:
+        print(f"querylog search: the alias file cannot be used: {exc}", file=sys.stderr)
+        return 2
     fields: tuple[SearchField, ...] = SEARCH_FIELDS if args.where == "both" else (args.where,)
     found: dict[str, tuple[float, str, Any]] = {}  # query_id → (score, field, hit): its best
     # Grouped, a question asked many times takes many hits: look further, so `limit` questions fill.
@@ -98,7 +114,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 added = search.sync(catalog, progress=_progress if sys.stderr.isatty() else None)
                 if added:
                     print(f"querylog search: indexed {added} new {_noun(field, added)}", file=sys.stderr)
-                for hit in search.search(args.text, limit=wanted, intent=args.intent, since=args.since):
+                for hit in search.search(
+                    args.text, limit=wanted, intent=args.intent, since=args.since, aliases=aliases
+                ):
                     score = float(hit.score)
                     if hit.query_id not in found or score > found[hit.query_id][0]:
                         found[hit.query_id] = (score, field, hit)
@@ -150,8 +168,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.explain:
         from querylog.analytics._search_text import explain_match
 
+        # Outside the exact tier the index says what matched; a grouped row takes its best hit's reason.
+        told: dict[str, str] = {
+            question_key(h.query_text): h.why for _, field, h in best if field == "queries" and h.why
+        }
+        told |= {h.query_id: h.why for _, _, h in best if h.why}
+
         def why(row: tuple[Any, ...]) -> str:
             text = row[columns.index("query_text")]
+            if "query_id" in columns and row[columns.index("query_id")] in told:
+                return told[row[columns.index("query_id")]]
+            if "query_id" not in columns and (reason := told.get(question_key(text or ""))):
+                return reason
             if "found_in" in columns and row[columns.index("found_in")] == "answers":
                 text = row[columns.index("answer")]
             reason = explain_match(text or "", args.text)
@@ -169,6 +197,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         kind = {"queries": "queries", "answers": "answers", "both": "queries or answers"}[args.where]
         print(f"no {kind} match {args.text!r}", file=sys.stderr)
     return 0
+
+
+def _aliases(settings: Settings) -> Any:
+    """The alias file in force, read now (a bad one stops the search, named with its line); its problems said."""
+    from querylog.analytics.aliases import load_aliases
+
+    path = settings.aliases_path
+    if path is None:
+        return None
+    aliases = load_aliases(path)
+    for problem in aliases.problems:
+        print(f"querylog search: {problem}", file=sys.stderr)
+    return aliases
 
 
 def _noun(field: str, n: int) -> str:
