@@ -223,9 +223,13 @@ def _ending(char: str) -> str:
 
 def name_word(name: str, masks: tuple[str, ...] = ()) -> QueryWord:
     """A company name or code (folded, spaces removed) that must start a word and, unless it ends in Hangul, end
-    one: the alias tier. 'mu' then finds "MU 주가" but not "must"; 현대차 finds 현대차는."""
-    pattern = _starting(name[0]) + _found(_escape(name)) + _ending(name[-1])
-    return QueryWord(name, _piece_grams(name), None, pattern, masks)
+    one; any spacing may sit between its characters ("hyundai motor" and "현대 자동차" for hyundaimotor,
+    현대자동차). 'mu' then finds "MU 주가" but not "must"; 현대차 finds 현대차는."""
+    spacing = f"{WHITESPACE_RUN[:-1]}*"
+    body = spacing.join(_escape(c) for c in name)
+    pattern = _starting(name[0]) + _found(body) + _ending(name[-1])
+    start = _key(START_UNIGRAM, ord(name)) if len(name) == 1 else _key(START_BIGRAM, ord(name[0]), ord(name[1]))
+    return QueryWord(name, _piece_grams(name), start, pattern, masks)
 
 
 def _found(body: str) -> str:

@@ -82,6 +82,10 @@ class Aliases:
         """The company `name` (any spelling) belongs to, if any."""
         return self._by_key.get(name_key(name))
 
+    def all_keys(self) -> tuple[str, ...]:
+        """Every name key in force."""
+        return tuple(self._by_key)
+
     def keys(self, company: Company) -> tuple[str, ...]:
         """The distinct name keys of `company` that search uses (shared or one-letter names are left out)."""
         return tuple(dict.fromkeys(k for n in company.names if self._by_key.get(k := name_key(n)) is company))

@@ -8,6 +8,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import altair as alt
@@ -16,10 +17,11 @@ import streamlit as st
 
 from querylog.analytics.catalog import CatalogError
 from querylog.analytics.queries import BUCKETS, Answer, Bucket, Filters, LakeQueries, Summary, open_catalog
-from querylog.analytics.search_groups import group_hits
+from querylog.analytics.search_groups import group_hits, question_key
 from querylog.config import ConfigError, Settings
 
 if TYPE_CHECKING:
+    from querylog.analytics.aliases import AliasFile
     from querylog.analytics.upkeep import SearchField
 
 __all__ = ["highlight_html", "highlight_spans", "main", "trace_url"]
@@ -288,16 +290,25 @@ def _search(settings: Settings, lq: LakeQueries, f: Filters) -> None:
         "In", ["questions", "answers"], horizontal=True, key="search_in"
     ) == "answers" else "queries"  # fmt: skip
     if not text.strip():
-        st.caption("Korean, English and mixed text; particles and missing spaces are fine.")
+        st.caption(
+            "Korean, English and mixed text; particles and missing spaces are fine. Company names find each other "
+            "(현대차, Hyundai Motor, 005380), 초성 works (ㄴㅇㅂ), and a typo is forgiven when nothing else matches."
+        )
         return
     from querylog.analytics.upkeep import LakeSearch, UpkeepError
 
+    aliases = None
+    if settings.aliases_path is not None:
+        watched = _alias_file(str(settings.aliases_path))
+        aliases = watched.current()  # read again when the file changes; a bad change keeps the previous one
+        if watched.error:
+            st.warning(f"The alias file is not in use as it stands: {watched.error}")
     try:
         search = LakeSearch(settings.home, field=field)
         with st.spinner("Bringing the index up to date…"):
             search.sync(lq.catalog)
         intent = f.intents[0] if len(f.intents) == 1 else None  # the index filters by one intent
-        hits = search.search(text, limit=2000, intent=intent, since=f.since)
+        hits = search.search(text, limit=2000, intent=intent, since=f.since, aliases=aliases)
     except UpkeepError as exc:
         st.warning(f"Search is unavailable: {exc}")
         return
@@ -315,12 +326,13 @@ def _search(settings: Settings, lq: LakeQueries, f: Filters) -> None:
             st.html(
                 f"<div style='margin:.2rem 0'><b>{rank}.</b> {highlight_html(hit.query_text, text)} "
                 f"<span style='color:#777;font-size:.85em'>· {html.escape(hit.intent or '–')} · "
-                f"{hit.ts:%Y-%m-%d %H:%M} · score {float(hit.score):g}</span></div>"
+                f"{hit.ts:%Y-%m-%d %H:%M} · score {float(hit.score):g}{_why(hit.why)}</span></div>"
             )
         # Offered first in the timeline picker of the Queries tab.
         st.session_state["search_hits"] = {hit.query_id: hit.query_text for hit in hits}
         return
     groups = group_hits(lq.catalog, [(float(h.score), field, h) for h in hits], limit=50, filters=f)
+    told = {question_key(h.query_text): h.why for h in hits if h.why and field == "queries"}
     st.caption(f"{len(groups)} distinct question(s), best match first; ×N: how often it was asked in these dates")
     for rank, group in enumerate(groups, 1):
         intents = html.escape(", ".join(group.intents) or "–")
@@ -331,10 +343,24 @@ def _search(settings: Settings, lq: LakeQueries, f: Filters) -> None:
             f"<div class='ql-question' style='margin:.2rem 0'><b>{rank}.</b> "
             f"{highlight_html(group.query_text, text)} "
             f"<b style='color:#2b6cb0'>×{group.times_asked}</b> "
-            f"<span style='color:#777;font-size:.85em'>· {intents} · {when} · score {group.score:g}</span></div>"
+            f"<span style='color:#777;font-size:.85em'>· {intents} · {when} · score {group.score:g}"
+            f"{_why(told.get(question_key(group.query_text), ''))}</span></div>"
         )
     # The newest query of each question, offered first in the timeline picker of the Queries tab.
     st.session_state["search_hits"] = {g.query_ids[0]: g.query_text for g in groups if g.query_ids}
+
+
+@st.cache_resource
+def _alias_file(path: str) -> AliasFile:
+    """One watcher per alias file for the life of the explorer, so that a change is read once."""
+    from querylog.analytics.aliases import AliasFile
+
+    return AliasFile(Path(path))
+
+
+def _why(reason: str) -> str:
+    """How a hit outside the exact tier matched (alias, 초성, typo), for the result line."""
+    return f" · <i>{html.escape(reason)}</i>" if reason else ""
 
 
 def _links(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:

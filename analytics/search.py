@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import itertools
 import json
@@ -424,14 +425,22 @@ class SearchIndex:
 
 
 def _tiers(typed: list[str], aliases: Aliases | None) -> Iterator[tuple[str, list[_Variant]]]:
-    """The tiers of a query, best first, each as the conjunctions that make it up (see `SearchIndex.search`)."""
+    """The tiers of a query, best first, each as the conjunctions that make it up (see `SearchIndex.search`).
+
+    A company the query names (`aliases`) is matched as a name even in the exact tier: it starts a word, a Latin
+    name or code also ends one (MU is not in "must"), and other companies' longer names are masked (카카오 does
+    not find 카카오뱅크)."""
     mentions = aliases.mentions(typed) if aliases is not None else []
-    masked: dict[int, tuple[str, ...]] = {}
-    for m in mentions:
-        assert aliases is not None
-        for i in range(m.start, m.end):
-            masked[i] = aliases.masks(m.company, m.typed)
-    yield "exact", [_Variant([literal_word(w, masked.get(i, ())) for i, w in enumerate(typed)], True, ())]
+    named = {i: m for m in mentions for i in range(m.start, m.end)}
+    exact: list[QueryWord] = []
+    for i, w in enumerate(typed):
+        if i not in named:
+            exact.append(literal_word(w))
+        elif named[i].start == i:
+            assert aliases is not None
+            m = named[i]
+            exact.append(name_word(m.typed, aliases.masks(m.company, m.typed)))
+    yield "exact", [_Variant(exact, True, ())]
     if mentions:
         assert aliases is not None
         yield "alias", list(_alias_variants(typed, mentions, aliases))
@@ -441,12 +450,28 @@ def _tiers(typed: list[str], aliases: Aliases | None) -> Iterator[tuple[str, lis
         yield "initials", [_Variant(words, False, explain)]
     variants = []
     for i, w in enumerate(typed):
-        if i in masked:
+        if i in named:
             continue  # a company's name: its aliases say what else it may be written as
         for typo in typo_words(w):
+            if aliases is not None:
+                typo = dataclasses.replace(typo, masks=_typo_masks(typo, aliases))
             words = [typo if j == i else literal_word(other) for j, other in enumerate(typed)]
             variants.append(_Variant(words, True, ((typo, f"{w} → {{found}} (typo)"),)))
     yield "typo", variants
+
+
+def _typo_masks(word: QueryWord, aliases: Aliases) -> tuple[str, ...]:
+    """When a typo variant spells a company's whole name (셀트리옹 → 셀트리온), the longer names of other companies
+    that contain it (셀트리온제약) are masked, as they would be for the name typed right."""
+    keys = aliases.all_keys()
+    assert word.pattern is not None
+    found = pc.extract_regex(pa.array(keys, pa.string()), word.pattern).to_pylist()
+    masks: list[str] = []
+    for key, match in zip(keys, found, strict=True):
+        company = aliases.company(key)
+        if match is not None and match["found"] == key and company is not None:
+            masks += aliases.masks(company, key)
+    return tuple(dict.fromkeys(masks))
 
 
 def _alias_variants(typed: list[str], mentions: list[Mention], aliases: Aliases) -> Iterator[_Variant]:

@@ -223,7 +223,12 @@ def test_a_repeated_question_is_one_row_with_how_often_and_when(
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
     repeated = [
-        (f"hynix-{i}", "SK하이닉스 사업 구조 설명해줘", "company_info" if i % 3 else "unknown", now - timedelta(hours=i))
+        (
+            f"hynix-{i}",
+            "SK하이닉스 사업 구조 설명해줘",
+            "company_info" if i % 3 else "unknown",
+            now - timedelta(hours=i),
+        )
         for i in range(1, 31)
     ]
     spaced = [("hynix-spaced", "sk하이닉스  사업 구조   설명해줘", "company_info", now - timedelta(minutes=5))]
@@ -309,3 +314,43 @@ def test_explain_says_why_each_row_matched(lake: SampleLake, capsys: pytest.Capt
     assert order.index("why-2") < order.index("why-1")  # two word starts rank above one
     grouped, _ = _search(lake, capsys, "삼성전자 배당", "--explain", group=True)
     assert all(r["why"] for r in grouped)
+
+
+@needs_search
+def test_names_find_each_other_and_explain_says_how(lake: SampleLake, capsys: pytest.CaptureFixture[str]) -> None:
+    now = datetime.now(UTC)
+    _ask(
+        lake,
+        [
+            ("hm-1", "Hyundai Motor 전기차 판매", "news_inquiry", now - timedelta(minutes=5)),
+            ("hm-2", "005380 목표주가", "stock_analysis", now - timedelta(minutes=4)),
+            ("hm-3", "현대차증권 리포트", "news_inquiry", now - timedelta(minutes=3)),
+            ("nv-1", "엔비디아 실적 발표", "news_inquiry", now - timedelta(minutes=2)),
+        ],
+    )
+    rows, _ = _search(lake, capsys, "현대차", "--explain")
+    why = {r["query_id"]: r["why"] for r in rows}
+    assert why["hm-1"] == "현대차 → hyundai motor (alias of 현대자동차)"
+    assert why["hm-2"] == "현대차 → 005380 (alias of 현대자동차)"
+    assert "hm-3" not in why  # 현대차증권 is another company
+    rows, _ = _search(lake, capsys, "엔비디야", "--explain")
+    assert rows[0]["query_id"] == "nv-1"  # newest first within the tier
+    assert {(r["why"], r["score"]) for r in rows} == {("엔비디야 → 엔비디아 (typo)", -3)}
+    rows, _ = _search(lake, capsys, "ㅇㅂㄷㅇ", "--explain")
+    assert ("nv-1", "ㅇㅂㄷㅇ → 엔비디아 (초성)") in [(r["query_id"], r["why"]) for r in rows]
+    rows, _ = _search(lake, capsys, "현대차", "--aliases", "off")
+    assert {r["query_id"] for r in rows} >= {"hm-3"} and not {"hm-1", "hm-2"} & {r["query_id"] for r in rows}
+
+
+@needs_search
+def test_a_bad_alias_file_stops_the_search_with_its_line(
+    lake: SampleLake, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    bad = tmp_path / "aliases.csv"
+    bad.write_text('canonical,aliases,codes\n현대자동차,현대차,005380\n기아,"기아차,000270\n', encoding="utf-8")
+    assert main(["--home", str(lake.home), "search", "현대차", "--aliases", str(bad)]) == 2
+    assert f"{bad}:3: not a CSV line" in capsys.readouterr().err
+    shared = tmp_path / "shared.csv"
+    shared.write_text("canonical,aliases,codes\n삼성전자,삼성,005930\n삼성SDI,삼성,006400\n", encoding="utf-8")
+    assert main(["--home", str(lake.home), "search", "삼성", "--aliases", str(shared)]) == 0
+    assert "'삼성' names two companies (line 2: 삼성전자; line 3: 삼성SDI)" in capsys.readouterr().err

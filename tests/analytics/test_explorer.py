@@ -108,7 +108,11 @@ def test_the_intent_trend_chart_holds_the_real_counts(explorer: AppTest, sample_
     hourly = any(row["bucket"].hour for row in rows)
 
     def bucket(ts: datetime) -> datetime:
-        return ts.replace(minute=0, second=0, microsecond=0) if hourly else ts.replace(hour=0, minute=0, second=0, microsecond=0)
+        return (
+            ts.replace(minute=0, second=0, microsecond=0)
+            if hourly
+            else ts.replace(hour=0, minute=0, second=0, microsecond=0)
+        )
 
     per_bucket = Counter((bucket(q.started_at), q.intent) for q in sample_lake.queries)
     assert all(row["queries"] == per_bucket.get((row["bucket"], row["intent"]), 0) for row in rows)
@@ -194,7 +198,36 @@ def test_search_shows_ranked_highlighted_results(own_lake: SampleLake, monkeypat
     importlib.util.find_spec("querylog.analytics.search") is None,
     reason="querylog.analytics.search (the full-text index) is not in this tree yet",
 )
-def test_search_in_answers_finds_what_only_the_answers_say(own_lake: SampleLake, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_search_finds_a_company_by_another_name_and_says_so(
+    own_lake: SampleLake, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    at = _app(own_lake.home, monkeypatch)
+    at.text_input(key="search").input("삼전").run()  # nobody typed 삼전: the starter alias file knows it
+    assert not at.exception
+    results = [h.proto.body for h in at.get("html")]
+    assert results and all("(alias of 삼성전자)" in r for r in results)
+    assert any("삼전 → 삼성전자 (alias of 삼성전자)" in r for r in results)
+    counts = [int(re.search(r"×(\d+)", r).group(1)) for r in results]  # type: ignore[union-attr]
+    about = [q for q in own_lake.queries if "삼성전자" in q.text or "samsung electronics" in q.text.lower()]
+    assert sum(counts) == len(about)
+    # A broken alias file is named, and search still answers.
+    bad = tmp_path / "aliases.csv"
+    bad.write_text("canonical,aliases\n", encoding="utf-8")
+    monkeypatch.setenv("QUERYLOG_ALIASES", str(bad))
+    at = _app(own_lake.home, monkeypatch)
+    at.text_input(key="search").input("삼성전자").run()
+    assert not at.exception
+    assert any(f"{bad}:1: the first line must be the header" in w.value for w in at.warning)
+    assert at.get("html")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("querylog.analytics.search") is None,
+    reason="querylog.analytics.search (the full-text index) is not in this tree yet",
+)
+def test_search_in_answers_finds_what_only_the_answers_say(
+    own_lake: SampleLake, monkeypatch: pytest.MonkeyPatch
+) -> None:
     at = _app(own_lake.home, monkeypatch)
     at.text_input(key="search").input("요약 답변입니다").run()  # every sample answer ends so; no question does
     assert not at.exception

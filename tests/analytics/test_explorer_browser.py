@@ -153,9 +153,13 @@ def _panel(page: Page) -> Any:
 def _marks_per_chart(page: Page) -> list[int]:
     """For each chart in the open tab, how many data marks (bars, areas, points) Vega drew that one can see:
     an area or a line through a single point is drawn too, as a path with no width, and shows nothing."""
-    counts: list[int] = _panel(page).locator('[data-testid="stVegaLiteChart"]').evaluate_all(
-        """charts => charts.map(c => [...c.querySelectorAll('g.role-mark path')]
+    counts: list[int] = (
+        _panel(page)
+        .locator('[data-testid="stVegaLiteChart"]')
+        .evaluate_all(
+            """charts => charts.map(c => [...c.querySelectorAll('g.role-mark path')]
                .filter(p => { const b = p.getBBox(); return b.width > 1 && b.height > 1; }).length)"""
+        )
     )
     return counts
 
@@ -202,7 +206,7 @@ def test_korean_search_is_highlighted_and_grouped_by_question(
 ) -> None:
     browser_page, lake_name, lake = page
     _open(browser_page, "Search", "Search what users asked, or what they were answered")
-    box = _panel(browser_page).locator("input[aria-label=\"Search\"]")
+    box = _panel(browser_page).locator('input[aria-label="Search"]')
     box.fill("네이버 주가")
     box.press("Enter")
     results = _panel(browser_page).locator(".ql-question")

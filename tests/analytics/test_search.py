@@ -530,6 +530,25 @@ def _literal_ok(folded: str, text: str, word: str) -> bool:
     )
 
 
+def _initials_at(folded: str, word: str) -> bool:
+    """A word of `folded` starts with syllables whose initial consonants are `word`'s."""
+    for i in _starts_at(folded):
+        piece = folded[i : i + len(word)]
+        if len(piece) == len(word) and all(
+            (j := _jamo(c)) is not None and j[0] == k for c, k in zip(piece, word, strict=True)
+        ):
+            return True
+    return False
+
+
+def _slip_ok(folded: str, text: str, word: str, slipped: str) -> bool:
+    """`word` matches `text` (the folded text, or it with its whitespace removed), one slip off if it is `slipped`."""
+    if word != slipped:
+        return _literal_ok(folded, text, word)
+    n = len(word)
+    return any(_one_slip(word, text[i : i + m]) for i in _starts_at(text) for m in (n - 1, n, n + 1))
+
+
 def brute_force(docs: Sequence[Row], query: str, intent: str | None, since: datetime | None) -> list[tuple[str, float]]:
     """The specification, spelled out, without aliases. Exact tier: every query word a substring of the folded
     text as written or with its whitespace removed (one letter or jamo only where it starts a word); ranked by
@@ -558,31 +577,16 @@ def brute_force(docs: Sequence[Row], query: str, intent: str | None, since: date
         if not initials or query_id in found:
             continue
 
-        def initials_at(w: str) -> bool:
-            for i in _starts_at(folded):
-                piece = folded[i : i + len(w)]
-                if len(piece) == len(w) and all(
-                    (j := _jamo(c)) is not None and j[0] == k for c, k in zip(piece, w, strict=True)
-                ):
-                    return True
-            return False
-
-        if all(initials_at(w) if w in initials else _literal_ok(folded, folded, w) for w in words):
+        if all(_initials_at(folded, w) if w in initials else _literal_ok(folded, folded, w) for w in words):
             lower.append((2, -ts.timestamp(), query_id))
     if not exact and not lower:
         for query_id, ts, _, text in chosen:
             folded = fold_one(text)
             joined = "".join(folded.split())
             for slipped in (w for w in words if _typo_eligible(w)):
-
-                def ok(t: str, w: str, slipped: str = slipped) -> bool:
-                    if w != slipped:
-                        return _literal_ok(folded, t, w)
-                    return any(
-                        _one_slip(w, t[i : i + n]) for i in _starts_at(t) for n in (len(w) - 1, len(w), len(w) + 1)
-                    )
-
-                if all(ok(folded, w) for w in words) or all(ok(joined, w) for w in words):
+                if all(_slip_ok(folded, folded, w, slipped) for w in words) or all(
+                    _slip_ok(folded, joined, w, slipped) for w in words
+                ):
                     lower.append((3, -ts.timestamp(), query_id))
                     break
     return [(qid, float(-starts)) for starts, _, qid in sorted(exact)] + [
