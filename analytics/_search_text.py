@@ -26,7 +26,7 @@ __all__ = [
     "initials_word",
     "is_initials",
     "literal_word",
-    "matched_piece",
+    "matched_pieces",
     "name_word",
     "query_words",
     "starts_only",
@@ -237,18 +237,24 @@ def _found(body: str) -> str:
     return f"(?P<found>{body})"
 
 
-def matched_piece(text: str, word: QueryWord) -> str | None:
-    """What `word` (a pattern word) matched in `text` (folded), as written or with its whitespace removed."""
+def matched_pieces(texts: pa.Array, word: QueryWord, *, across_spaces: bool = True) -> list[str | None]:
+    """What `word` matched in each folded text (None where it does not), as written or, failing that, with the
+    text's whitespace removed: one pattern pass over all texts."""
     if word.pattern is None:
-        return word.text if word.text in text else None
+        return [word.text if word.text in t else None for t in texts.to_pylist()]
     for mask in word.masks:
-        text = text.replace(mask, "\x00")
-    for candidate in (text, "".join(text.split())):
-        found = pc.extract_regex(pa.array([candidate]), word.pattern)[0]
-        if found.is_valid:
-            piece: str = found["found"].as_py()
-            return piece
-    return None
+        texts = pc.replace_substring(texts, mask, "\x00")
+    found = _found_in(texts, word.pattern)
+    missed = [i for i, f in enumerate(found) if f is None]
+    if across_spaces and missed:
+        joined = pc.replace_substring_regex(texts.take(pa.array(missed)), WHITESPACE_RUN, "")
+        for i, piece in zip(missed, _found_in(joined, word.pattern), strict=True):
+            found[i] = piece
+    return found
+
+
+def _found_in(texts: pa.Array, pattern: str) -> list[str | None]:
+    return [None if m is None else m["found"] for m in pc.extract_regex(texts, pattern).to_pylist()]
 
 
 def _escape(text: str) -> str:

@@ -82,6 +82,10 @@ class Aliases:
         """The company `name` (any spelling) belongs to, if any."""
         return self._by_key.get(name_key(name))
 
+    def company_of_key(self, key: str) -> Company | None:
+        """`company` for a name already folded with its whitespace removed (`name_key`)."""
+        return self._by_key.get(key)
+
     def all_keys(self) -> tuple[str, ...]:
         """Every name key in force."""
         return tuple(self._by_key)

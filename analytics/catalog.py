@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from querylog.analytics.lake_generation import consistent
+from querylog.logging import reformulation
 from querylog.logging.schema import LAKE_SCHEMA
 
 _T = TypeVar("_T")
@@ -46,9 +47,10 @@ class CatalogError(Exception):
 
 
 #: A query is `reformulated` when the next query of its session came within this long and says nearly the same
-#: thing: the user asked again, the classic sign that the answer did not satisfy (docs/analytics.md).
-REFORMULATION_WINDOW_S: Final = 300
-REFORMULATION_SIMILARITY: Final = 0.5
+#: thing: the user asked again, the classic sign that the answer did not satisfy (docs/analytics.md). The rule
+#: is logging/reformulation.py's, which the metrics fold applies too.
+REFORMULATION_WINDOW_S: Final = reformulation.WINDOW_S
+REFORMULATION_SIMILARITY: Final = reformulation.SIMILARITY
 
 QUERIES_SQL: Final = f"""
 CREATE OR REPLACE VIEW queries AS
@@ -121,8 +123,8 @@ SELECT
         session_id IS NOT NULL
         AND lead(started_at) OVER next_in_session - started_at <= INTERVAL {REFORMULATION_WINDOW_S} SECOND
         AND jaccard(
-            lower(regexp_replace(query_text, '\\s+', '', 'g')),
-            lower(regexp_replace(lead(query_text) OVER next_in_session, '\\s+', '', 'g'))
+            lower(regexp_replace(query_text, '{reformulation.SPACE_PATTERN}', '', 'g')),
+            lower(regexp_replace(lead(query_text) OVER next_in_session, '{reformulation.SPACE_PATTERN}', '', 'g'))
         ) >= {REFORMULATION_SIMILARITY},
         false
     ) AS reformulated

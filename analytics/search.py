@@ -33,7 +33,7 @@ from querylog.analytics._search_text import (
     initials_word,
     is_initials,
     literal_word,
-    matched_piece,
+    matched_pieces,
     name_word,
     typo_words,
 )
@@ -306,12 +306,14 @@ class SearchIndex:
         if pending is not None:
             views.append(View(pending, pending.n))
         since_us = None if since is None else _to_us(since)
-        best: dict[str, tuple[Ranked, str, str]] = {}  # query_id → (rank, tier, why)
+        best: dict[str, tuple[Ranked, str, int]] = {}  # query_id → (rank, tier, the variant that found it)
+        tried: list[_Variant] = []
         for tier, variants in _tiers(typed, aliases):
             if tier == "typo" and best:
                 break  # typos are the last resort: only when nothing else matched
             ranked_tier = tier == "exact"
             for variant in variants:
+                tried.append(variant)
                 found = top_k(
                     views,
                     variant.words,
@@ -326,34 +328,23 @@ class SearchIndex:
                         continue  # found by a better tier, or by an earlier variant of this one (same rank)
                     if not ranked_tier:
                         rank = (int(-TIER_SCORES[tier]), *rank[1:])
-                    best[rank[2]] = (rank, tier, "")
-                    self._explain(views, rank, variant, best)
+                    best[rank[2]] = (rank, tier, len(tried) - 1)
             if len(best) >= limit:
                 break
         ranked = sorted(best.values())[:limit]
-        return self._hits(views, ranked)
+        return self._hits(views, ranked, tried)
 
-    def _explain(
-        self, views: list[View], rank: Ranked, variant: _Variant, best: dict[str, tuple[Ranked, str, str]]
-    ) -> None:
-        if not variant.explain:
-            return
-        folded = fold_one(views[rank[3]].segment.column("text", np.array([rank[4]], np.uint32))[0])
-        reasons = []
-        for word, template in variant.explain:
-            piece = matched_piece(folded, word)
-            reasons.append(template.format(found=piece if piece is not None else word.text))
-        rank_, tier, _ = best[rank[2]]
-        best[rank[2]] = (rank_, tier, "; ".join(reasons))
-
-    def _hits(self, views: list[View], ranked: list[tuple[Ranked, str, str]]) -> list[SearchHit]:
+    def _hits(
+        self, views: list[View], ranked: list[tuple[Ranked, str, int]], variants: list[_Variant]
+    ) -> list[SearchHit]:
         texts: dict[tuple[int, int], str] = {}
         for view_index in {r[0][3] for r in ranked}:  # one take per segment, not one per hit
             docs = np.array([r[0][4] for r in ranked if r[0][3] == view_index], np.uint32)
             column = views[view_index].segment.column("text", docs)
             texts.update(((view_index, int(d)), t) for d, t in zip(docs, column, strict=True))
+        why = _explain(variants, [(v, texts[r[3], r[4]]) for r, _, v in ranked])
         hits: list[SearchHit] = []
-        for (neg_score, neg_ts, query_id, view_index, doc), tier, why in ranked:
+        for i, ((neg_score, neg_ts, query_id, view_index, doc), tier, _) in enumerate(ranked):
             segment = views[view_index].segment
             code = int(segment.intent[doc])
             hits.append(
@@ -364,7 +355,7 @@ class SearchIndex:
                     intent=segment.intents[code] if code >= 0 else None,
                     score=float(-neg_score) if tier == "exact" else TIER_SCORES[tier],
                     match=tier,
-                    why=why,
+                    why=why[i],
                 )
             )
         return hits
@@ -424,6 +415,25 @@ class SearchIndex:
             entries.append(_Entry(self._write_segment(merged.segment), merged.live))
 
 
+def _explain(variants: list[_Variant], found: list[tuple[int, str]]) -> list[str]:
+    """What matched, for each (variant, text) hit outside the exact tier: one pattern pass per variant word."""
+    why = [""] * len(found)
+    for v, variant in enumerate(variants):
+        if not variant.explain:
+            continue
+        rows = [i for i, (which, _) in enumerate(found) if which == v]
+        if not rows:
+            continue
+        folded = fold(pa.array([found[i][1] for i in rows], pa.string()))
+        pieces = [matched_pieces(folded, word) for word, _ in variant.explain]
+        for j, i in enumerate(rows):
+            why[i] = "; ".join(
+                template.format(found=p[j] if p[j] is not None else word.text)
+                for (word, template), p in zip(variant.explain, pieces, strict=True)
+            )
+    return why
+
+
 def _tiers(typed: list[str], aliases: Aliases | None) -> Iterator[tuple[str, list[_Variant]]]:
     """The tiers of a query, best first, each as the conjunctions that make it up (see `SearchIndex.search`).
 
@@ -464,12 +474,11 @@ def _typo_masks(word: QueryWord, aliases: Aliases) -> tuple[str, ...]:
     """When a typo variant spells a company's whole name (셀트리옹 → 셀트리온), the longer names of other companies
     that contain it (셀트리온제약) are masked, as they would be for the name typed right."""
     keys = aliases.all_keys()
-    assert word.pattern is not None
-    found = pc.extract_regex(pa.array(keys, pa.string()), word.pattern).to_pylist()
+    found = matched_pieces(pa.array(keys, pa.string()), dataclasses.replace(word, masks=()), across_spaces=False)
     masks: list[str] = []
-    for key, match in zip(keys, found, strict=True):
-        company = aliases.company(key)
-        if match is not None and match["found"] == key and company is not None:
+    for key, piece in zip(keys, found, strict=True):
+        company = aliases.company_of_key(key)
+        if piece == key and company is not None:
             masks += aliases.masks(company, key)
     return tuple(dict.fromkeys(masks))
 

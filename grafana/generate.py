@@ -457,6 +457,21 @@ def query_search() -> Dashboard:
                 loki("Negative feedback", "logs", Target(f"{feedback} | json score | score < 0"), width=8,
                      description="feedback_received with score -1, with the user's comment."),
             ]),
+            Row("Reformulations", 9, [
+                prom("Reformulation rate by intent", "timeseries",
+                     Target("sum by (intent) (increase(querylog_reformulated_queries_total[$__rate_interval])) / "
+                            "sum by (intent) (increase(querylog_queries_total[$__rate_interval]))", "{{intent}}"),
+                     width=12, unit="percentunit",
+                     description="Share of the queries that ended, by intent, that the user asked again in other "
+                     "words: the next query of the session came within 5 minutes with a similar text "
+                     "(logging/reformulation.py). A rising line is the classic sign of unsatisfying answers."),
+                prom("Reformulated queries", "timeseries",
+                     Target("sum by (intent) (increase(querylog_reformulated_queries_total[$__rate_interval]))",
+                            "{{intent}}"),
+                     width=12, bars=True,
+                     description="The questions behind these: `querylog report` (most reformulated) and the explorer's "
+                     "Sessions tab."),
+            ]),
             Row("Session", 10, [
                 loki("Session $session: every event", "logs",
                      Target('{app="querylog", env="$env"} | session_id="$session"'), width=24,

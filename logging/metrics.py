@@ -8,7 +8,7 @@ import re
 import threading
 import time
 from bisect import bisect_left
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from itertools import pairwise
@@ -23,6 +23,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.utils import floatToGoString
 
+from querylog.logging import reformulation
 from querylog.logging.events import (
     EVENT_TYPES,
     Event,
@@ -136,6 +137,16 @@ class _OpenQuery:
     quality_score: float | None = None
 
 
+@dataclass(slots=True)
+class _LastAsked:
+    """The latest query of a session, kept `reformulation.WINDOW_S` to compare the session's next query with."""
+
+    query_id: str
+    ts: float
+    characters: frozenset[str]
+    intent: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class _Families:
     """Every metric this projection exposes, defined once: name, help text and labels."""
@@ -163,6 +174,7 @@ class _Families:
     llm_cost: CounterMetricFamily
     llm_unpriced: CounterMetricFamily
     release_queries: CounterMetricFamily
+    reformulated: CounterMetricFamily
 
     @classmethod
     def empty(cls, ns: str) -> _Families:
@@ -249,6 +261,12 @@ class _Families:
                 f"{ns}_release_queries", "Queries that ended, by release and status (completed|failed).",
                 labels=["release", "status"],
             ),
+            reformulated=CounterMetricFamily(
+                f"{ns}_reformulated_queries", "Queries the user asked again in other words: the next query of the "
+                "session came within 300 s with a similar text (logging/reformulation.py), by the intent of the "
+                "first. Divide by queries_total for the reformulation rate.",
+                labels=["intent"],
+            ),
         )  # fmt: skip
 
     def all(self) -> list[Metric]:
@@ -299,6 +317,11 @@ class MetricsProjection:
         self._cost: dict[str, float] = {}  # model → USD
         self._unpriced: Counter[str] = Counter()  # model → responses
         self._release_queries: Counter[tuple[str, str]] = Counter()
+        self._reformulated: Counter[str] = Counter()
+        # The latest query of each session seen in the last reformulation.WINDOW_S (oldest first), and which
+        # session each of those queries is the latest of.
+        self._sessions: OrderedDict[str, _LastAsked] = OrderedDict()
+        self._latest_of: dict[str, str] = {}
         self._models: set[str] = set()  # the label values given a series, first come first served
         self._releases: set[str] = set()
         self._open: dict[str, _OpenQuery] = {}
@@ -341,9 +364,12 @@ class MetricsProjection:
                 if not opened.received:
                     opened.received = True
                     self._active += 1
+                    if event.session_id is not None:
+                        self._asked(event.session_id, event.query_id, ts, event.query_text)
             case IntentClassified():
                 self._observe_stage("classify", event.duration_ms)
                 self._open_query(event.query_id, ts).intent = event.intent
+                self._note_intent(event.query_id, event.intent)
             case SearchCompleted():
                 self._observe_stage("search", event.duration_ms)
                 self._cache["hit" if event.cache_hit else "miss"] += 1
@@ -355,6 +381,7 @@ class MetricsProjection:
             case QueryCompleted():
                 ended = self._close_query(event.query_id)
                 intent = self._intent(event.intent, ended)
+                self._note_intent(event.query_id, intent)
                 self._queries[(intent, "completed")] += 1
                 self._release_queries[(self._release(event.release), "completed")] += 1
                 self._observe_latency(intent, "completed", event.latency_ms)
@@ -368,6 +395,7 @@ class MetricsProjection:
             case QueryFailed():
                 ended = self._close_query(event.query_id)
                 intent = self._intent(event.intent, ended)
+                self._note_intent(event.query_id, intent)
                 self._queries[(intent, "failed")] += 1
                 self._release_queries[(self._release(event.release), "failed")] += 1
                 self._observe_latency(intent, "failed", event.latency_ms)
@@ -377,6 +405,24 @@ class MetricsProjection:
                 pass
         # Pruning after every event (not every batch) keeps the result independent of how the log was batched.
         self._prune()
+
+    def _asked(self, session_id: str, query_id: str, ts: float, text: str) -> None:
+        """A session's next query: the one before it was reformulated if this one came soon and says the same."""
+        now = _LastAsked(query_id, ts, reformulation.characters(text))
+        before = self._sessions.pop(session_id, None)
+        if before is not None:
+            self._latest_of.pop(before.query_id, None)
+            if 0 <= ts - before.ts <= reformulation.WINDOW_S and reformulation.similar(
+                before.characters, now.characters
+            ):
+                self._reformulated[before.intent or _UNKNOWN_INTENT] += 1
+        self._sessions[session_id] = now
+        self._latest_of[query_id] = session_id
+
+    def _note_intent(self, query_id: str, intent: str) -> None:
+        session_id = self._latest_of.get(query_id)
+        if session_id is not None:
+            self._sessions[session_id].intent = intent
 
     def _count_cost(self, event: ResponseGenerated) -> None:
         model = event.gen_ai_request_model or event.gen_ai_response_model
@@ -421,6 +467,10 @@ class MetricsProjection:
         return state
 
     def _prune(self) -> None:
+        window_start = self._watermark - reformulation.WINDOW_S
+        while self._sessions and next(iter(self._sessions.values())).ts < window_start:
+            _, latest = self._sessions.popitem(last=False)
+            self._latest_of.pop(latest.query_id, None)
         cutoff = self._watermark - self._stale_after
         while self._expiry and self._expiry[0][0] < cutoff:
             first_seen, query_id = heapq.heappop(self._expiry)
@@ -465,8 +515,9 @@ class MetricsProjection:
         }
 
     def export_state(self) -> dict[str, Any]:
-        """The fold's whole state as plain values (JSON-ready). Holds query ids of open queries only (no text,
-        no user ids); erasure removes a query's entry (`forget_queries`)."""
+        """The fold's whole state as plain values (JSON-ready). Holds query ids of open queries, and the
+        characters of each session's latest query of the last five minutes (to tell a reformulation), no user
+        ids; erasure removes a query's entries (`forget_queries`)."""
         with self._lock:
             return {
                 "queries": [[i, s, n] for (i, s), n in sorted(self._queries.items())],
@@ -486,6 +537,11 @@ class MetricsProjection:
                 "release_queries": [[r, s, n] for (r, s), n in sorted(self._release_queries.items())],
                 "models": sorted(self._models),
                 "releases": sorted(self._releases),
+                "reformulated": dict(self._reformulated),
+                "sessions": [
+                    [sid, a.query_id, a.ts, "".join(sorted(a.characters)), a.intent]
+                    for sid, a in self._sessions.items()
+                ],
             }
 
     def restore_state(self, state: dict[str, Any]) -> None:
@@ -523,6 +579,12 @@ class MetricsProjection:
             self._release_queries = Counter({(r, s): n for r, s, n in state["release_queries"]})
             self._models = set(state["models"])
             self._releases = set(state["releases"])
+            # Absent from snapshots written before reformulations were counted: those start from zero.
+            self._reformulated = Counter(state.get("reformulated", {}))
+            self._sessions = OrderedDict(
+                (sid, _LastAsked(q, float(t), frozenset(chars), i)) for sid, q, t, chars, i in state.get("sessions", [])
+            )
+            self._latest_of = {a.query_id: sid for sid, a in self._sessions.items()}
 
     def forget_queries(self, query_ids: Iterable[str]) -> int:
         """Drop open queries from the state (erasure): they leave the active gauge as a stale query does."""
@@ -532,6 +594,9 @@ class MetricsProjection:
                 if query_id in self._open:
                     self._close_query(query_id)
                     n += 1
+                session_id = self._latest_of.pop(query_id, None)
+                if session_id is not None:
+                    del self._sessions[session_id]
             return n
 
     # -- exposing --------------------------------------------------------------------------------------------
@@ -577,6 +642,8 @@ class MetricsProjection:
                 f.llm_unpriced.add_metric([model], n)
             for (release, status), n in sorted(self._release_queries.items()):
                 f.release_queries.add_metric([release, status], n)
+            for intent, n in sorted(self._reformulated.items()):
+                f.reformulated.add_metric([intent], n)
             sinks = [self._sinks[name] for name in sorted(self._sinks)]
         for telemetry in sinks:
             now = time.time()  # before the snapshot: one read in this process is reported 0 seconds ago

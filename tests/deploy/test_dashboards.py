@@ -178,15 +178,17 @@ def _series_querylog_serves() -> set[str]:
     # The log's series, as the API's /metrics serves them beside the fold's.
     home = tempfile.TemporaryDirectory()
     projection.add_collector(LogCollector(Settings(home=Path(home.name)), "querylog"))
-    # One answered (priced and unpriced) and one failed query, so that every labelled family has its series.
+    # One answered (priced and unpriced) and one failed query, so that every labelled family has its series; the
+    # session asks q-1 again in other words (q-3), a reformulation.
     projection.apply(
         [
-            QueryReceived(query_id="q-1", query_text="삼성전자 주가"),
+            QueryReceived(query_id="q-1", query_text="삼성전자 주가", session_id="s-1"),
             IntentClassified(query_id="q-1", intent="stock_price", confidence=0.9),
             ResponseGenerated(query_id="q-1", gen_ai_request_model="gpt-4o", cost_usd=0.01),
             ResponseGenerated(query_id="q-1", gen_ai_request_model="no-such-model"),
             QueryCompleted(query_id="q-1", intent="stock_price", latency_ms=120.0, release="r1"),
             QueryFailed(query_id="q-2", error_type="timeout", intent="news", latency_ms=30_000.0),
+            QueryReceived(query_id="q-3", query_text="삼성전자 주가 전망은", session_id="s-1"),
         ]
     )
     with home:
