@@ -86,6 +86,10 @@ class Aliases:
         """`company` for a name already folded with its whitespace removed (`name_key`)."""
         return self._by_key.get(key)
 
+    def canonical_by_key(self) -> dict[str, str]:
+        """Every name key in force → its company's canonical name."""
+        return {key: company.canonical for key, company in self._by_key.items()}
+
     def all_keys(self) -> tuple[str, ...]:
         """Every name key in force."""
         return tuple(self._by_key)

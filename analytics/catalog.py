@@ -19,7 +19,7 @@ from querylog.logging.schema import LAKE_SCHEMA
 
 _T = TypeVar("_T")
 
-__all__ = ["NOT_IN_QUERIES", "QUERIES_SQL", "SESSIONS_SQL", "Catalog", "CatalogError"]
+__all__ = ["NOT_IN_QUERIES", "QUERIES_SQL", "SESSIONS_SQL", "Catalog", "CatalogError", "queries_sql"]
 
 #: Event fields the `queries` view does not show as a column of their own, and why. A test holds every other
 #: event field to a `queries` column, so a new field cannot silently stay out of the per-query view.
@@ -52,7 +52,15 @@ class CatalogError(Exception):
 REFORMULATION_WINDOW_S: Final = reformulation.WINDOW_S
 REFORMULATION_SIMILARITY: Final = reformulation.SIMILARITY
 
-QUERIES_SQL: Final = f"""
+
+def queries_sql(names: reformulation.Names | None = None) -> str:
+    """The `queries` view; `names` (the alias file's companies) lets `reformulated` see the same company asked
+    about in other words (logging/reformulation.py)."""
+    columns = reformulation.sql_columns("query_text", names)
+    compared = ",\n    ".join(f"{expr} AS {name}" for name, expr in columns)
+    hidden = ", ".join(name for name, _ in columns)
+    said_again = reformulation.sql_reformulated("lead({}) OVER next_in_session", names)
+    return f"""
 CREATE OR REPLACE VIEW queries AS
 WITH per_query AS (
 SELECT
@@ -117,20 +125,27 @@ FROM events
 GROUP BY query_id
 HAVING bool_or(event_type = 'query_received')
 )
+, compared AS (
 SELECT
     per_query.*,
+    {compared}
+FROM per_query
+)
+SELECT
+    * EXCLUDE ({hidden}),
     coalesce(
         session_id IS NOT NULL
         AND lead(started_at) OVER next_in_session - started_at <= INTERVAL {REFORMULATION_WINDOW_S} SECOND
-        AND jaccard(
-            lower(regexp_replace(query_text, '{reformulation.SPACE_PATTERN}', '', 'g')),
-            lower(regexp_replace(lead(query_text) OVER next_in_session, '{reformulation.SPACE_PATTERN}', '', 'g'))
-        ) >= {REFORMULATION_SIMILARITY},
+        AND {said_again},
         false
     ) AS reformulated
-FROM per_query
+FROM compared
 WINDOW next_in_session AS (PARTITION BY session_id ORDER BY started_at, query_id)
 """
+
+
+QUERIES_SQL: Final = queries_sql()
+
 
 SESSIONS_SQL: Final = """
 CREATE OR REPLACE VIEW sessions AS
@@ -152,7 +167,16 @@ GROUP BY session_id
 class Catalog:
     """An in-memory DuckDB with the lake's views. Cheap to create; use one per thread or command."""
 
-    def __init__(self, lake_dir: Path | str, *, threads: int | None = None, filesystem: Any = None) -> None:
+    def __init__(
+        self,
+        lake_dir: Path | str,
+        *,
+        threads: int | None = None,
+        filesystem: Any = None,
+        names: reformulation.Names | None = None,
+    ) -> None:
+        """`names`: the alias file's companies, for the `queries` view's `reformulated` (`Settings.company_names`)."""
+        self.names = names
         # An ``s3://bucket/prefix`` lake is read through pyarrow (see lake_remote); `filesystem` overrides the
         # S3FileSystem built from the environment. `lake_dir` stays a Path for local lakes.
         self.lake_uri: str | None = lake_dir if isinstance(lake_dir, str) and lake_dir.startswith("s3://") else None
@@ -209,7 +233,7 @@ class Catalog:
             )
         else:
             con.execute("CREATE OR REPLACE VIEW events AS SELECT * FROM _empty_events")
-        con.execute(QUERIES_SQL)
+        con.execute(queries_sql(self.names))
         con.execute(SESSIONS_SQL)
 
     def consistent(self, run: Callable[[], _T]) -> _T:

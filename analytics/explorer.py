@@ -511,7 +511,7 @@ def main() -> None:
         st.error(f"Configuration error: {exc}")
         st.stop()
     try:
-        with open_catalog(settings.lake_dir) as catalog:
+        with open_catalog(settings.lake_dir, names=settings.company_names()) as catalog:
             lq = LakeQueries(catalog, snapshot=True)
             bounds = lq.time_bounds()
             if bounds is None:

@@ -15,6 +15,7 @@ import polars as pl
 import pyarrow as pa
 
 from querylog.analytics.catalog import Catalog, CatalogError
+from querylog.logging.reformulation import Names
 
 __all__ = [
     "BUCKETS",
@@ -219,9 +220,9 @@ def arrow_table(catalog: Catalog, sql: str, params: Mapping[str, Any] | None = N
     )
 
 
-def open_catalog(lake_dir: Path | str) -> Catalog:
+def open_catalog(lake_dir: Path | str, *, names: Names | None = None) -> Catalog:
     """A `Catalog`, opened again if its first listing of the lake lost a race with compaction or retention."""
-    return _retrying(lambda: Catalog(lake_dir))
+    return _retrying(lambda: Catalog(lake_dir, names=names))
 
 
 def _translated(run: Callable[[], _T]) -> _T:

@@ -143,7 +143,7 @@ class _LastAsked:
 
     query_id: str
     ts: float
-    characters: frozenset[str]
+    said: reformulation.Asked
     intent: str | None = None
 
 
@@ -291,7 +291,10 @@ class MetricsProjection:
         quality_buckets: Sequence[float] = DEFAULT_QUALITY_BUCKETS,
         stale_after_seconds: float = DEFAULT_STALE_AFTER_SECONDS,
         prices: PriceTable = DEFAULT_PRICES,
+        names: reformulation.Names | None = None,
     ) -> None:
+        """`names`: the companies of the alias file, so that a session asking about the same company in other
+        words counts as a reformulation (logging/reformulation.py)."""
         _check_namespace(namespace)
         if not (math.isfinite(stale_after_seconds) and stale_after_seconds > 0):
             raise ValueError(
@@ -304,6 +307,7 @@ class MetricsProjection:
         self._quality_bounds = _check_buckets("quality_buckets", quality_buckets)
         self._stale_after = float(stale_after_seconds)
         self.prices = prices
+        self.names = names
 
         self._lock = threading.Lock()
         self._queries: Counter[tuple[str, str]] = Counter()
@@ -408,13 +412,11 @@ class MetricsProjection:
 
     def _asked(self, session_id: str, query_id: str, ts: float, text: str) -> None:
         """A session's next query: the one before it was reformulated if this one came soon and says the same."""
-        now = _LastAsked(query_id, ts, reformulation.characters(text))
+        now = _LastAsked(query_id, ts, reformulation.asked(text, self.names))
         before = self._sessions.pop(session_id, None)
         if before is not None:
             self._latest_of.pop(before.query_id, None)
-            if 0 <= ts - before.ts <= reformulation.WINDOW_S and reformulation.similar(
-                before.characters, now.characters
-            ):
+            if 0 <= ts - before.ts <= reformulation.WINDOW_S and reformulation.reformulates(before.said, now.said):
                 self._reformulated[before.intent or _UNKNOWN_INTENT] += 1
         self._sessions[session_id] = now
         self._latest_of[query_id] = session_id
@@ -539,7 +541,13 @@ class MetricsProjection:
                 "releases": sorted(self._releases),
                 "reformulated": dict(self._reformulated),
                 "sessions": [
-                    [sid, a.query_id, a.ts, "".join(sorted(a.characters)), a.intent]
+                    [
+                        sid,
+                        a.query_id,
+                        a.ts,
+                        a.intent,
+                        *(sorted(x) for x in (a.said.characters, a.said.companies, a.said.rest)),
+                    ]
                     for sid, a in self._sessions.items()
                 ],
             }
@@ -582,7 +590,8 @@ class MetricsProjection:
             # Absent from snapshots written before reformulations were counted: those start from zero.
             self._reformulated = Counter(state.get("reformulated", {}))
             self._sessions = OrderedDict(
-                (sid, _LastAsked(q, float(t), frozenset(chars), i)) for sid, q, t, chars, i in state.get("sessions", [])
+                (sid, _LastAsked(q, float(t), reformulation.Asked(*(frozenset(x) for x in said)), i))
+                for sid, q, t, i, *said in state.get("sessions", [])
             )
             self._latest_of = {a.query_id: sid for sid, a in self._sessions.items()}
 

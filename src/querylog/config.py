@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from querylog.logging.pricing import PriceTable
+    from querylog.logging.reformulation import Names
 
 __all__ = ["PROJECTION_MODES", "ConfigError", "Settings", "describe_settings", "duration_seconds"]
 
@@ -264,6 +265,27 @@ class Settings:
     @property
     def state_dir(self) -> Path:
         return self.home / "state"
+
+    def company_names(self) -> Names | None:
+        """The alias file's companies as the reformulation rule reads them (logging/reformulation.py); None when
+        QUERYLOG_ALIASES is off, or when the file cannot be read: that is logged (`aliases_refused`), and
+        reformulations then compare characters only."""
+        path = self.aliases_path
+        if path is None:
+            return None
+        import structlog
+
+        from querylog.analytics.aliases import AliasError, load_aliases
+        from querylog.logging.reformulation import Names
+
+        try:
+            aliases = load_aliases(path)
+        except (AliasError, OSError) as exc:
+            structlog.get_logger("querylog.search").warning(
+                "aliases_refused", path=str(path), reason=str(exc), kept="reformulations compare characters only"
+            )
+            return None
+        return Names(aliases.canonical_by_key())
 
     @property
     def aliases_path(self) -> Path | None:

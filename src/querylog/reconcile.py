@@ -144,7 +144,9 @@ def reconcile(
     sources: dict[str, Counts] = {"log": count_events(log_events), "lake": count_lake(settings, since)}
     if since is None:
         if metrics_text is None:
-            projection = MetricsProjection(settings.metrics_namespace, prices=settings.prices())
+            projection = MetricsProjection(
+                settings.metrics_namespace, prices=settings.prices(), names=settings.company_names()
+            )
             projection.apply(log_events)
             metrics_text = projection.exposition().decode()
         sources["metrics"] = count_metrics(metrics_text, settings.metrics_namespace)

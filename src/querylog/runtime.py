@@ -52,7 +52,9 @@ class Runtime:
             prompt_version=settings.prompt_version,
             capture_answers=settings.capture_answers,
         )
-        self.metrics = MetricsProjection(settings.metrics_namespace, prices=settings.prices())
+        self.metrics = MetricsProjection(
+            settings.metrics_namespace, prices=settings.prices(), names=settings.company_names()
+        )
         self.metrics.add_sink(self.log.telemetry)
         self.projectors: dict[str, Projector] = {}
         self._with_projections = projections

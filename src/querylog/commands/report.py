@@ -48,7 +48,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.analytics.report import build_report, render_html, render_markdown
 
     try:
-        with open_catalog(settings.lake_dir) as catalog:
+        with open_catalog(settings.lake_dir, names=settings.company_names()) as catalog:
             report = build_report(catalog, since=args.since, intents=args.intent, envs=args.env)
     except CatalogError as exc:
         print(f"querylog report: {exc}", file=sys.stderr)

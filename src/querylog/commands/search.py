@@ -108,7 +108,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     # Grouped, a question asked many times takes many hits: look further, so `limit` questions fill.
     wanted = min(max(args.limit * 20, 200), 10_000) if args.group else args.limit
     try:
-        with open_catalog(settings.lake_dir) as catalog:
+        with open_catalog(settings.lake_dir, names=settings.company_names()) as catalog:
             for field in fields:
                 search = LakeSearch(settings.home, field=field)
                 added = search.sync(catalog, progress=_progress if sys.stderr.isatty() else None)

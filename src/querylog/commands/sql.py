@@ -35,7 +35,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.analytics.catalog import Catalog, CatalogError
 
     try:
-        catalog = Catalog(args.lake or settings.lake_dir)
+        catalog = Catalog(args.lake or settings.lake_dir, names=settings.company_names())
     except (OSError, ValueError) as exc:  # a remote lake that cannot be listed or read
         print(f"querylog sql: {exc}", file=sys.stderr)
         return 1
