@@ -126,3 +126,22 @@ def test_a_missing_file_at_start_means_no_aliases_and_says_why(tmp_path: Path) -
     watched = AliasFile(tmp_path / "nope.csv")
     assert watched.current() is None
     assert watched.error is not None and "nope.csv" in watched.error
+
+
+def test_the_aliases_command_checks_a_file_and_shows_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from querylog.cli import main
+
+    assert main(["--home", str(tmp_path), "aliases"]) == 0
+    assert "companies" in capsys.readouterr().out
+    assert main(["--home", str(tmp_path), "aliases", "엘지엔솔", "카카오"]) == 0
+    out = capsys.readouterr().out
+    assert "엘지엔솔: LG에너지솔루션" in out and "kept apart: 카카오게임즈, 카카오뱅크, 카카오페이" in out
+    bad = tmp_path / "bad.csv"
+    bad.write_text(HEADER + "현대자동차,현대차,005380\n기아,기아차,000270,x\n", encoding="utf-8")
+    assert main(["--home", str(tmp_path), "aliases", "--file", str(bad)]) == 2
+    assert f"{bad}:3: expected 3 columns" in capsys.readouterr().err
+    shared = tmp_path / "shared.csv"
+    shared.write_text(HEADER + "삼성전자,삼성,005930\n삼성SDI,삼성,006400\n", encoding="utf-8")
+    assert main(["--home", str(tmp_path), "aliases", "--file", str(shared)]) == 0
+    captured = capsys.readouterr()
+    assert "'삼성' names two companies" in captured.err and "2 companies, 4 names, 1 problem(s)" in captured.out

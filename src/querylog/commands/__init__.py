@@ -2,6 +2,6 @@
 
 #: In `--help` order. Heavy imports (DuckDB, uvicorn, Streamlit) happen inside each command's `run`.
 COMMANDS: tuple[str, ...] = (
-    "serve", "project", "sql", "search", "ui", "report", "upkeep", "erase", "lake", "demo", "reconcile", "replay",
-    "config", "bench",
+    "serve", "project", "sql", "search", "aliases", "ui", "report", "upkeep", "erase", "lake", "demo", "reconcile",
+    "replay", "config", "bench",
 )  # fmt: skip
