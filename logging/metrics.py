@@ -595,6 +595,21 @@ class MetricsProjection:
             )
             self._latest_of = {a.query_id: sid for sid, a in self._sessions.items()}
 
+    @staticmethod
+    def forget_in_state(state: dict[str, Any], query_ids: Iterable[str]) -> int:
+        """`forget_queries` on an exported state (a snapshot on disk, for erasure): the open queries among
+        `query_ids` leave it and the active gauge, and so does any session whose latest query is one of them (with
+        that query's characters). Returns how many open queries were forgotten."""
+        erased = set(query_ids)
+        open_queries: dict[str, Any] = state.get("open", {})
+        gone = [q for q in erased if q in open_queries]
+        for query_id in gone:
+            if open_queries.pop(query_id)[1]:  # received: it was counted as active
+                state["active"] = max(0, int(state["active"]) - 1)
+        if "sessions" in state:
+            state["sessions"] = [entry for entry in state["sessions"] if entry[1] not in erased]
+        return len(gone)
+
     def forget_queries(self, query_ids: Iterable[str]) -> int:
         """Drop open queries from the state (erasure): they leave the active gauge as a stale query does."""
         with self._lock:

@@ -9,7 +9,8 @@ In order, so that nothing erased can come back:
 3. the lake again, once the Parquet projection has committed past the log as it was at step 1 (a batch it had
    read before the blanking may land after step 2);
 4. the search index, rebuilt from the lake when it held a subject's query;
-5. the metrics snapshot: the subject's open queries forgotten (it holds no other per-query state);
+5. the metrics snapshot: the subject's open queries forgotten, and the sessions whose latest query was theirs
+   (the characters the reformulation count compares; it holds no other per-query state);
 6. Loki, when configured: a delete request per subject through the compactor's API (Loki applies it after its
    cancellation period, when deletion is enabled: `loki/`);
 7. an audit entry in ``state/erasures.jsonl``: when, how many subjects of each kind, how many events where —
@@ -38,6 +39,7 @@ import uuid_utils
 
 from querylog.config import Settings
 from querylog.logging.erase import LogErasure, Subjects, erase_from_log, queries_of
+from querylog.logging.metrics import MetricsProjection
 from querylog.logging.metrics_snapshot import load_snapshot, write_snapshot
 from querylog.logging.parquet import ParquetSink
 from querylog.logging.segments import LogReader
@@ -164,16 +166,11 @@ def _forget_in_snapshot(settings: Settings, queries: Iterable[str]) -> int:
     snapshot = load_snapshot(path)
     if snapshot is None:
         return 0
-    open_queries: dict[str, Any] = snapshot.state.get("open", {})
-    gone = [q for q in queries if q in open_queries]
-    if not gone:
-        return 0
-    for query_id in gone:
-        received = open_queries.pop(query_id)[1]
-        if received:
-            snapshot.state["active"] = max(0, int(snapshot.state["active"]) - 1)
-    write_snapshot(path, snapshot)  # the same position: it replaces the one there
-    return len(gone)
+    before = json.dumps(snapshot.state, sort_keys=True)
+    forgotten = MetricsProjection.forget_in_state(snapshot.state, queries)
+    if json.dumps(snapshot.state, sort_keys=True) != before:
+        write_snapshot(path, snapshot)  # the same position: it replaces the one there
+    return forgotten
 
 
 def _loki_requests(settings: Settings, subjects: Subjects, queries: Sequence[str]) -> list[str]:
