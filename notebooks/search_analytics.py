@@ -109,20 +109,25 @@ print(sql("""
 # ## Full-text search over the same questions
 # The index behind `querylog search` and the explorer's search box (under `QUERYLOG_HOME/index`); it is
 # brought up to date from the lake first. Korean particles and missing spaces are fine: 네이버 finds 네이버는.
+# With the alias file (QUERYLOG_ALIASES, the bundled listing by default) a company's other names find it too
+# (NVDA finds 엔비디아), 초성 works (ㄴㅇㅂ) and a typo is tried when nothing else matches; `match` and `why` say how.
 
 # %%
 try:
+    from querylog.analytics.aliases import load_aliases
     from querylog.analytics.upkeep import LakeSearch, UpkeepError
 
+    aliases = None if settings.aliases_path is None else load_aliases(settings.aliases_path)
     search = LakeSearch(settings.home)
     added = search.sync(catalog)
     print(f"indexed {added} new queries")
-    for term in ("네이버", "뉴스"):
-        hits = search.search(term, limit=5)
+    for term in ("네이버", "NVDA", "ㄴㅇㅂ"):
+        hits = search.search(term, limit=5, aliases=aliases)
         print(f"{len(hits)} hits for {term!r}")
         print(pl.DataFrame(
-            [{"score": h.score, "ts": h.ts, "intent": h.intent, "query": h.query_text} for h in hits],
-            schema={"score": pl.Float64, "ts": pl.Datetime("us", "UTC"), "intent": pl.String, "query": pl.String},
+            [{"score": h.score, "match": h.match, "why": h.why, "ts": h.ts, "query": h.query_text} for h in hits],
+            schema={"score": pl.Float64, "match": pl.String, "why": pl.String, "ts": pl.Datetime("us", "UTC"),
+                    "query": pl.String},
         ))
 except UpkeepError as exc:  # the search module is optional
     print(f"full-text search skipped: {exc}")
