@@ -12,7 +12,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from querylog.analytics._search_segment import PostingList, Segment
-from querylog.analytics._search_text import INTENT_KIND, KIND_SHIFT, WHITESPACE_RUN, QueryWord, starts_word_count
+from querylog.analytics._search_text import (
+    INTENT_KIND,
+    KIND_SHIFT,
+    WHITESPACE_RUN,
+    QueryWord,
+    masked,
+    starts_word_count,
+)
 
 __all__ = ["Ranked", "View", "top_k"]
 
@@ -159,10 +166,10 @@ def _verify(
     query_ids: list[str] = segment.column("query_id", hits)
     ts = segment.ts[hits]
     if ranked:
-        texts: list[str] = folded.filter(pa.array(keep)).to_pylist()
+        masks = tuple(dict.fromkeys(m for w in words for m in w.masks))
+        texts: list[str] = masked(folded.filter(pa.array(keep)), masks).to_pylist()
         literal = tuple(w.text for w in words)
-        masks = tuple(m for w in words for m in w.masks)
-        scores = [-starts_word_count(text, literal, masks) for text in texts]
+        scores = [-starts_word_count(text, literal) for text in texts]
     else:
         scores = [0] * len(query_ids)
     top.offer(
@@ -174,8 +181,7 @@ def _verify(
 
 
 def _contains(texts: pa.Array, word: QueryWord) -> pa.Array:
-    for mask in word.masks:
-        texts = pc.replace_substring(texts, mask, "\x00")
+    texts = masked(texts, word.masks)
     if word.pattern is not None:
         return pc.match_substring_regex(texts, word.pattern)
     return pc.match_substring(texts, word.text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 from typing import Final
@@ -26,6 +27,7 @@ __all__ = [
     "initials_word",
     "is_initials",
     "literal_word",
+    "masked",
     "matched_pieces",
     "name_word",
     "query_words",
@@ -118,10 +120,8 @@ def _starts_word(text: str, i: int) -> bool:
     return prev == NON_WORD or prev != _CLASS_BYTES[ord(text[i])]
 
 
-def starts_word_count(text: str, words: tuple[str, ...], masks: tuple[str, ...] = ()) -> int:
-    """How many of `words` occur in `text` (both folded) at least once at the start of a word (outside `masks`)."""
-    for mask in masks:
-        text = text.replace(mask, "\x00")
+def starts_word_count(text: str, words: tuple[str, ...]) -> int:
+    """How many of `words` occur in `text` (both folded) at least once at the start of a word."""
     count = 0
     for word in words:
         i = text.find(word)
@@ -221,15 +221,30 @@ def _ending(char: str) -> str:
     return f"(?:$|[^{_class_of(char)}])"
 
 
+def _spaced(name: str) -> str:
+    """An RE2 pattern for `name` (folded, no whitespace) with any spacing between its characters."""
+    return f"{WHITESPACE_RUN[:-1]}*".join(_escape(c) for c in name)
+
+
 def name_word(name: str, masks: tuple[str, ...] = ()) -> QueryWord:
     """A company name or code (folded, spaces removed) that must start a word and, unless it ends in Hangul, end
     one; any spacing may sit between its characters ("hyundai motor" and "현대 자동차" for hyundaimotor,
     현대자동차). 'mu' then finds "MU 주가" but not "must"; 현대차 finds 현대차는."""
-    spacing = f"{WHITESPACE_RUN[:-1]}*"
-    body = spacing.join(_escape(c) for c in name)
-    pattern = _starting(name[0]) + _found(body) + _ending(name[-1])
+    pattern = _starting(name[0]) + _found(_spaced(name)) + _ending(name[-1])
     start = _key(START_UNIGRAM, ord(name)) if len(name) == 1 else _key(START_BIGRAM, ord(name[0]), ord(name[1]))
     return QueryWord(name, _piece_grams(name), start, pattern, masks)
+
+
+@functools.lru_cache(maxsize=256)
+def _mask_pattern(masks: tuple[str, ...]) -> str:
+    return "|".join(_spaced(m) for m in sorted(masks, key=lambda m: (-len(m), m)))
+
+
+def masked(texts: pa.Array, masks: tuple[str, ...]) -> pa.Array:
+    """`texts` (folded) with the names in `masks` blanked out, however they are spaced (카카오 뱅크 as 카카오뱅크)."""
+    if not masks:
+        return texts
+    return pc.replace_substring_regex(texts, _mask_pattern(masks), "\x00")
 
 
 def _found(body: str) -> str:
@@ -242,8 +257,7 @@ def matched_pieces(texts: pa.Array, word: QueryWord, *, across_spaces: bool = Tr
     text's whitespace removed: one pattern pass over all texts."""
     if word.pattern is None:
         return [word.text if word.text in t else None for t in texts.to_pylist()]
-    for mask in word.masks:
-        texts = pc.replace_substring(texts, mask, "\x00")
+    texts = masked(texts, word.masks)
     found = _found_in(texts, word.pattern)
     missed = [i for i, f in enumerate(found) if f is None]
     if across_spaces and missed:
