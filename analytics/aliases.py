@@ -177,7 +177,7 @@ def parse_aliases(text: str, source: str) -> Aliases:
 def load_aliases(path: Path) -> Aliases:
     """Read an alias file (UTF-8 CSV). Raises `AliasError` (with the line) or `OSError`."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's "CSV UTF-8" starts with a byte-order mark
     except UnicodeDecodeError as exc:
         line = exc.object[: exc.start].count(b"\n") + 1
         raise AliasError(str(path), line, "not UTF-8 text") from None

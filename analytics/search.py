@@ -35,6 +35,7 @@ from querylog.analytics._search_text import (
     literal_word,
     matched_pieces,
     name_word,
+    typo_eligible,
     typo_words,
 )
 
@@ -52,6 +53,9 @@ _MERGE_FACTOR: Final = 8  # segments of one size class merged together: each row
 _PREP_CHUNK: Final = 1 << 20
 #: Most alias combinations tried for one query (two companies named with 8 names each make 64).
 _MAX_ALIAS_VARIANTS: Final = 64
+#: Words of one query tried one slip off (the first that qualify): a long query that matched nothing would
+#: otherwise cross hundreds of variants.
+_MAX_TYPO_WORDS: Final = 3
 #: The score of each tier below the exact one: every exact hit (score = word starts, >= 0) ranks above them.
 TIER_SCORES: Final = {"exact": 0.0, "alias": -1.0, "initials": -2.0, "typo": -3.0}
 
@@ -459,9 +463,9 @@ def _tiers(typed: list[str], aliases: Aliases | None) -> Iterator[tuple[str, lis
         explain = tuple((w, f"{initials_shown(w.text)} → {{found}} (초성)") for w in words if w.pattern is not None)
         yield "initials", [_Variant(words, False, explain)]
     variants = []
-    for i, w in enumerate(typed):
-        if i in named:
-            continue  # a company's name: its aliases say what else it may be written as
+    eligible = [i for i, w in enumerate(typed) if i not in named and typo_eligible(w)][:_MAX_TYPO_WORDS]
+    for i in eligible:  # a company's name is not among them: its aliases say how else it may be written
+        w = typed[i]
         for typo in typo_words(w):
             if aliases is not None:
                 typo = dataclasses.replace(typo, masks=_typo_masks(typo, aliases))

@@ -145,3 +145,10 @@ def test_the_aliases_command_checks_a_file_and_shows_names(tmp_path: Path, capsy
     assert main(["--home", str(tmp_path), "aliases", "--file", str(shared)]) == 0
     captured = capsys.readouterr()
     assert "'삼성' names two companies" in captured.err and "2 companies, 4 names, 1 problem(s)" in captured.out
+
+
+def test_a_spreadsheets_byte_order_mark_is_not_part_of_the_header(tmp_path: Path) -> None:
+    path = tmp_path / "aliases.csv"
+    path.write_bytes("\ufeff".encode() + (HEADER + '현대자동차,"현대차|Hyundai Motor",005380\r\n').encode())
+    company = load_aliases(path).company("hyundai motor")
+    assert company is not None and company.canonical == "현대자동차"

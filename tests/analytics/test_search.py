@@ -583,7 +583,7 @@ def brute_force(docs: Sequence[Row], query: str, intent: str | None, since: date
         for query_id, ts, _, text in chosen:
             folded = fold_one(text)
             joined = "".join(folded.split())
-            for slipped in (w for w in words if _typo_eligible(w)):
+            for slipped in [w for w in words if _typo_eligible(w)][:3]:  # the first three that qualify
                 if all(_slip_ok(folded, folded, w, slipped) for w in words) or all(
                     _slip_ok(folded, joined, w, slipped) for w in words
                 ):
