@@ -40,7 +40,7 @@ from querylog.analytics._search_text import (
 )
 
 if TYPE_CHECKING:
-    from querylog.analytics.aliases import Aliases, Mention
+    from querylog.analytics.aliases import Aliases, Company, Mention
 
 __all__ = ["TIER_SCORES", "SearchHit", "SearchIndex", "SearchIndexError", "SearchIndexOutdatedError"]
 
@@ -461,30 +461,59 @@ def _tiers(typed: list[str], aliases: Aliases | None) -> Iterator[tuple[str, lis
     if any(is_initials(w) for w in typed):
         words = [initials_word(w) if is_initials(w) else literal_word(w) for w in typed]
         explain = tuple((w, f"{initials_shown(w.text)} → {{found}} (초성)") for w in words if w.pattern is not None)
-        yield "initials", [_Variant(words, False, explain)]
+        variants = [_Variant(words, False, explain)]
+        for i, word in enumerate(words):  # 초성 that spell a company's whole name find its other names too
+            if word.pattern is not None and aliases is not None:
+                shown = initials_shown(word.text)
+                variants += _company_variants(words, i, aliases, f"{shown} → {{found}} (초성 of {{company}})")
+        yield "initials", variants[:_MAX_ALIAS_VARIANTS]
     variants = []
     eligible = [i for i, w in enumerate(typed) if i not in named and typo_eligible(w)][:_MAX_TYPO_WORDS]
     for i in eligible:  # a company's name is not among them: its aliases say how else it may be written
         w = typed[i]
         for typo in typo_words(w):
-            if aliases is not None:
-                typo = dataclasses.replace(typo, masks=_typo_masks(typo, aliases))
             words = [typo if j == i else literal_word(other) for j, other in enumerate(typed)]
+            if aliases is None:
+                variants.append(_Variant(words, True, ((typo, f"{w} → {{found}} (typo)"),)))
+                continue
+            # A slip that spells a company's whole name finds it as the name would (its longer neighbours masked,
+            # 셀트리옹 → 셀트리온, not 셀트리온제약), and its other names too (하이닉수 → SK hynix).
+            spelled = _whole_names(typo, aliases)
+            words[i] = typo = dataclasses.replace(
+                typo, masks=tuple(dict.fromkeys(m for key, c in spelled for m in aliases.masks(c, key)))
+            )
             variants.append(_Variant(words, True, ((typo, f"{w} → {{found}} (typo)"),)))
+            variants += _company_variants(words, i, aliases, f"{w} → {{found}} (typo of {{company}})", spelled)
     yield "typo", variants
 
 
-def _typo_masks(word: QueryWord, aliases: Aliases) -> tuple[str, ...]:
-    """When a typo variant spells a company's whole name (셀트리옹 → 셀트리온), the longer names of other companies
-    that contain it (셀트리온제약) are masked, as they would be for the name typed right."""
+def _whole_names(word: QueryWord, aliases: Aliases) -> list[tuple[str, Company]]:
+    """The names of the alias file that a pattern word (초성, typo) spells whole, with their companies."""
     keys = aliases.all_keys()
     found = matched_pieces(pa.array(keys, pa.string()), dataclasses.replace(word, masks=()), across_spaces=False)
-    masks: list[str] = []
-    for key, piece in zip(keys, found, strict=True):
-        company = aliases.company_of_key(key)
-        if piece == key and company is not None:
-            masks += aliases.masks(company, key)
-    return tuple(dict.fromkeys(masks))
+    return [
+        (key, company)
+        for key, piece in zip(keys, found, strict=True)
+        if piece == key and (company := aliases.company_of_key(key)) is not None
+    ]
+
+
+def _company_variants(
+    words: list[QueryWord],
+    i: int,
+    aliases: Aliases,
+    template: str,
+    spelled: list[tuple[str, Company]] | None = None,
+) -> list[_Variant]:
+    """`words` with word `i` replaced by each name of every company that word spells whole."""
+    spelled = _whole_names(words[i], aliases) if spelled is None else spelled
+    variants = []
+    for company in dict.fromkeys(company for _, company in spelled):
+        for other in aliases.keys(company):  # the spelled name too: as a name, it matches however it is spaced
+            name = name_word(other, aliases.masks(company, other))
+            explain = ((name, template.format(found="{found}", company=company.canonical)),)
+            variants.append(_Variant([name if j == i else w for j, w in enumerate(words)], True, explain))
+    return variants
 
 
 def _alias_variants(typed: list[str], mentions: list[Mention], aliases: Aliases) -> Iterator[_Variant]:
