@@ -58,6 +58,10 @@ _MAX_ALIAS_VARIANTS: Final = 64
 _MAX_TYPO_WORDS: Final = 3
 #: The score of each tier below the exact one: every exact hit (score = word starts, >= 0) ranks above them.
 TIER_SCORES: Final = {"exact": 0.0, "alias": -1.0, "initials": -2.0, "typo": -3.0}
+# Placeholders in an explanation, replaced (not str.format: names and queries may hold braces) by what matched
+# and by the company.
+_FOUND: Final = "\x00found\x00"
+_COMPANY: Final = "\x00company\x00"
 
 
 class SearchIndexError(Exception):
@@ -93,7 +97,7 @@ class _Variant:
 
     words: list[QueryWord]
     across_spaces: bool
-    explain: tuple[tuple[QueryWord, str], ...]  # (pattern word, how its match reads: "{typed} → {found} (…)")
+    explain: tuple[tuple[QueryWord, str], ...]  # (pattern word, how its match reads, `_FOUND` standing for it)
 
 
 @dataclass(slots=True)
@@ -432,7 +436,7 @@ def _explain(variants: list[_Variant], found: list[tuple[int, str]]) -> list[str
         pieces = [matched_pieces(folded, word) for word, _ in variant.explain]
         for j, i in enumerate(rows):
             why[i] = "; ".join(
-                template.format(found=p[j] if p[j] is not None else word.text)
+                template.replace(_FOUND, p[j] or word.text)
                 for (word, template), p in zip(variant.explain, pieces, strict=True)
             )
     return why
@@ -460,12 +464,12 @@ def _tiers(typed: list[str], aliases: Aliases | None) -> Iterator[tuple[str, lis
         yield "alias", list(_alias_variants(typed, mentions, aliases))
     if any(is_initials(w) for w in typed):
         words = [initials_word(w) if is_initials(w) else literal_word(w) for w in typed]
-        explain = tuple((w, f"{initials_shown(w.text)} → {{found}} (초성)") for w in words if w.pattern is not None)
+        explain = tuple((w, f"{initials_shown(w.text)} → {_FOUND} (초성)") for w in words if w.pattern is not None)
         variants = [_Variant(words, False, explain)]
         for i, word in enumerate(words):  # 초성 that spell a company's whole name find its other names too
             if word.pattern is not None and aliases is not None:
                 shown = initials_shown(word.text)
-                variants += _company_variants(words, i, aliases, f"{shown} → {{found}} (초성 of {{company}})")
+                variants += _company_variants(words, i, aliases, f"{shown} → {_FOUND} (초성 of {_COMPANY})")
         yield "initials", variants[:_MAX_ALIAS_VARIANTS]
     variants = []
     eligible = [i for i, w in enumerate(typed) if i not in named and typo_eligible(w)][:_MAX_TYPO_WORDS]
@@ -474,7 +478,7 @@ def _tiers(typed: list[str], aliases: Aliases | None) -> Iterator[tuple[str, lis
         for typo in typo_words(w):
             words = [typo if j == i else literal_word(other) for j, other in enumerate(typed)]
             if aliases is None:
-                variants.append(_Variant(words, True, ((typo, f"{w} → {{found}} (typo)"),)))
+                variants.append(_Variant(words, True, ((typo, f"{w} → {_FOUND} (typo)"),)))
                 continue
             # A slip that spells a company's whole name finds it as the name would (its longer neighbours masked,
             # 셀트리옹 → 셀트리온, not 셀트리온제약), and its other names too (하이닉수 → SK hynix).
@@ -482,8 +486,8 @@ def _tiers(typed: list[str], aliases: Aliases | None) -> Iterator[tuple[str, lis
             words[i] = typo = dataclasses.replace(
                 typo, masks=tuple(dict.fromkeys(m for key, c in spelled for m in aliases.masks(c, key)))
             )
-            variants.append(_Variant(words, True, ((typo, f"{w} → {{found}} (typo)"),)))
-            variants += _company_variants(words, i, aliases, f"{w} → {{found}} (typo of {{company}})", spelled)
+            variants.append(_Variant(words, True, ((typo, f"{w} → {_FOUND} (typo)"),)))
+            variants += _company_variants(words, i, aliases, f"{w} → {_FOUND} (typo of {_COMPANY})", spelled)
     yield "typo", variants
 
 
@@ -511,7 +515,7 @@ def _company_variants(
     for company in dict.fromkeys(company for _, company in spelled):
         for other in aliases.keys(company):  # the spelled name too: as a name, it matches however it is spaced
             name = name_word(other, aliases.masks(company, other))
-            explain = ((name, template.format(found="{found}", company=company.canonical)),)
+            explain = ((name, template.replace(_COMPANY, company.canonical)),)
             variants.append(_Variant([name if j == i else w for j, w in enumerate(words)], True, explain))
     return variants
 
@@ -532,7 +536,7 @@ def _alias_variants(typed: list[str], mentions: list[Mention], aliases: Aliases)
             words.append(word)
             if key != m.typed:
                 shown = " ".join(typed[m.start : m.end])
-                explain.append((word, f"{shown} → {{found}} (alias of {m.company.canonical})"))
+                explain.append((word, f"{shown} → {_FOUND} (alias of {m.company.canonical})"))
         words += [literal_word(w) for i, w in enumerate(typed) if i not in covered]
         yield _Variant(words, True, tuple(explain))
 

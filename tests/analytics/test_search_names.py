@@ -185,3 +185,13 @@ def test_one_jamo_or_letter_matches_no_more_than_before(index: SearchIndex, alia
 def test_without_aliases_names_are_plain_words(index: SearchIndex) -> None:
     hits = index.search("현대차", limit=100)
     assert {h.query_text for h in hits} == {"현대차 실적 어때", "현대차증권 리포트 요약해줘"}
+
+
+def test_braces_in_a_name_are_text(tmp_path: Path) -> None:
+    from querylog.analytics.aliases import parse_aliases
+
+    aliases = parse_aliases("canonical,aliases,codes\n{Weird} Corp,위어드,WRD1\n", "t.csv")
+    index = SearchIndex(tmp_path / "index")
+    index.add([("q1", T0, None, "위어드 실적"), ("q2", T0 + timedelta(minutes=1), None, "wrd1 news")])
+    hits = index.search("위어드", limit=10, aliases=aliases)
+    assert [h.why for h in hits] == ["", "위어드 → wrd1 (alias of {Weird} Corp)"]  # exact first, then the alias
