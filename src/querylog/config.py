@@ -243,7 +243,8 @@ class Settings:
         metadata={
             "env": "QUERYLOG_ALIASES",
             "doc": "company names for search (an alias CSV, docs/search.md): starter (the bundled KOSPI/KOSDAQ and "
-            "US listing), off, or a file's path; read again when it changes",
+            "US listing), off, or a file's path; commands and the metrics fold read it when they start, the explorer "
+            "whenever it changes",
         },
     )
     projections: str = field(
