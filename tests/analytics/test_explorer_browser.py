@@ -224,3 +224,9 @@ def test_korean_search_is_highlighted_and_grouped_by_question(
     )
     assert width > 0.8, f"Hangul glyph is {width:.2f} em wide: no CJK font? (apt-get install fonts-noto-cjk)"
     _shoot(browser_page, tmp_path, f"explorer-{lake_name}-search")
+    # 초성 typed as people type them: every result says how it matched.
+    box.fill("ㄴㅇㅂ")
+    box.press("Enter")
+    _wait_for(lambda: "(초성" in _panel(browser_page).inner_text(), "results found by 초성")
+    texts = _panel(browser_page).locator(".ql-question").all_inner_texts()
+    assert texts and all("ㄴㅇㅂ → " in t for t in texts), texts[:3]
