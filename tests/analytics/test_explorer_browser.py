@@ -228,5 +228,6 @@ def test_korean_search_is_highlighted_and_grouped_by_question(
     box.fill("ㄴㅇㅂ")
     box.press("Enter")
     _wait_for(lambda: "(초성" in _panel(browser_page).inner_text(), "results found by 초성")
+    _settle(browser_page)  # the rows come before the script ends: let it end before reading them (and stopping)
     texts = _panel(browser_page).locator(".ql-question").all_inner_texts()
     assert texts and all("ㄴㅇㅂ → " in t for t in texts), texts[:3]
