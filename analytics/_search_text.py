@@ -157,8 +157,7 @@ def starts_only(word: str) -> bool:
     """Whether a one-character query word matches only where it starts a word (see `query_words`)."""
     if len(word) != 1:
         return False
-    cp = ord(word)
-    return not (0xAC00 <= cp < 0xD7A4) and CLASS_TABLE[cp] not in (HAN, KANA)
+    return not _is_syllable(word) and CLASS_TABLE[ord(word)] not in (HAN, KANA)
 
 
 def literal_word(word: str, masks: tuple[str, ...] = ()) -> QueryWord:
@@ -187,6 +186,7 @@ def _piece_grams(piece: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(_key(BIGRAM, ord(a), ord(b)) for a, b in itertools.pairwise(piece)))
 
 
+@functools.cache
 def _class_set(cls: int) -> str:
     """An RE2 character class body for every code point of word class `cls` (exactly `CLASS_TABLE`'s)."""
     members = np.flatnonzero(np.equal(CLASS_TABLE, cls))
@@ -198,14 +198,8 @@ def _class_set(cls: int) -> str:
     )
 
 
-_CLASS_SETS: dict[int, str] = {}
-
-
 def _class_of(char: str) -> str:
-    cls = int(CLASS_TABLE[ord(char)])
-    if cls not in _CLASS_SETS:
-        _CLASS_SETS[cls] = _class_set(cls)
-    return _CLASS_SETS[cls]
+    return _class_set(int(CLASS_TABLE[ord(char)]))
 
 
 def _starting(char: str) -> str:
@@ -248,7 +242,7 @@ def masked(texts: pa.Array, masks: tuple[str, ...]) -> pa.Array:
 
 
 def _found(body: str) -> str:
-    """The part of a pattern that names what matched (`matched_piece` reads it back)."""
+    """The part of a pattern that names what matched (`matched_pieces` reads it back)."""
     return f"(?P<found>{body})"
 
 
@@ -341,24 +335,24 @@ def typo_words(word: str) -> list[QueryWord]:
     out: list[QueryWord] = []
     hangul = _is_syllable(word[0])
     any_letter = f"[{_LETTERS[0]}-{_LETTERS[-1]}]"
+    start = _starting(word[0])
+
+    def slip(before: str, one: str, after: str) -> QueryWord:  # `one`: a character class, or "" (none)
+        grams = tuple(dict.fromkeys(g for p in (before, after) if p for g in _piece_grams(p)))
+        if not one:  # a literal: all its bigrams, across the join too
+            grams = _piece_grams(before + after)
+        return QueryWord(word, grams, None, start + _found(_escape(before) + one + _escape(after)))
+
     for i in range(len(word) + (0 if hangul else 1)):
-        pieces: list[tuple[str, str, str]] = []  # (before, one character out of a class, after)
         if hangul:
-            pieces.append((word[:i], f"[{jamo_neighbours(word[i])}]", word[i + 1 :]))
-        else:
-            if i < len(word):
-                pieces.append((word[:i], any_letter, word[i + 1 :]))
-            pieces.append((word[:i], any_letter, word[i:]))  # one letter added
-        for before, one, after in pieces:
-            grams = tuple(dict.fromkeys(g for p in (before, after) if p for g in _piece_grams(p)))
-            start = _starting(word[0])
-            out.append(QueryWord(word, grams, None, start + _found(_escape(before) + one + _escape(after))))
-        if not hangul and i < len(word):
-            dropped = word[:i] + word[i + 1 :]
-            out.append(QueryWord(word, _piece_grams(dropped), None, _starting(word[0]) + _found(_escape(dropped))))
+            out.append(slip(word[:i], f"[{jamo_neighbours(word[i])}]", word[i + 1 :]))
+            continue
+        if i < len(word):
+            out.append(slip(word[:i], any_letter, word[i + 1 :]))  # one letter changed
+            out.append(slip(word[:i], "", word[i + 1 :]))  # one letter dropped
             if i + 1 < len(word) and word[i] != word[i + 1]:
-                swapped = word[:i] + word[i + 1] + word[i] + word[i + 2 :]
-                out.append(QueryWord(word, _piece_grams(swapped), None, _starting(word[0]) + _found(_escape(swapped))))
+                out.append(slip(word[:i] + word[i + 1] + word[i], "", word[i + 2 :]))  # two swapped
+        out.append(slip(word[:i], any_letter, word[i:]))  # one letter added
     return list({w.pattern: w for w in out}.values())
 
 

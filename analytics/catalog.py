@@ -46,16 +46,10 @@ class CatalogError(Exception):
     """A query the catalog could not run; the message is DuckDB's, on one line."""
 
 
-#: A query is `reformulated` when the next query of its session came within this long and says nearly the same
-#: thing: the user asked again, the classic sign that the answer did not satisfy (docs/analytics.md). The rule
-#: is logging/reformulation.py's, which the metrics fold applies too.
-REFORMULATION_WINDOW_S: Final = reformulation.WINDOW_S
-REFORMULATION_SIMILARITY: Final = reformulation.SIMILARITY
-
-
 def queries_sql(names: reformulation.Names | None = None) -> str:
-    """The `queries` view; `names` (the alias file's companies) lets `reformulated` see the same company asked
-    about in other words (logging/reformulation.py)."""
+    """The `queries` view. `reformulated`: the next query of the session came soon and asked the same thing again
+    (the rule is logging/reformulation.py's, which the metrics fold applies too; docs/analytics.md); `names` (the
+    alias file's companies) lets it see the same company asked about in other words."""
     columns = reformulation.sql_columns("query_text", names)
     compared = ",\n    ".join(f"{expr} AS {name}" for name, expr in columns)
     hidden = ", ".join(name for name, _ in columns)
@@ -135,7 +129,7 @@ SELECT
     * EXCLUDE ({hidden}),
     coalesce(
         session_id IS NOT NULL
-        AND lead(started_at) OVER next_in_session - started_at <= INTERVAL {REFORMULATION_WINDOW_S} SECOND
+        AND lead(started_at) OVER next_in_session - started_at <= INTERVAL {reformulation.WINDOW_S} SECOND
         AND {said_again},
         false
     ) AS reformulated

@@ -556,7 +556,7 @@ class LakeQueries:
 
     def reformulation_by_intent(self, f: Filters = Filters()) -> pl.DataFrame:
         """intent, queries, reformulated, reformulation_rate: how often the next query of the session asked the
-        same thing again within `REFORMULATION_WINDOW_S` (the `queries` view's `reformulated`). Highest first."""
+        same thing again within `reformulation.WINDOW_S` (the `queries` view's `reformulated`). Highest first."""
         return self._frame(
             f,
             """

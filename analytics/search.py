@@ -442,7 +442,7 @@ def _explain(variants: list[_Variant], found: list[tuple[int, str]]) -> list[str
     return why
 
 
-def _tiers(typed: list[str], aliases: Aliases | None) -> Iterator[tuple[str, list[_Variant]]]:
+def _tiers(typed: list[str], aliases: Aliases | None) -> Iterator[tuple[str, Iterable[_Variant]]]:
     """The tiers of a query, best first, each as the conjunctions that make it up (see `SearchIndex.search`).
 
     A company the query names (`aliases`) is matched as a name even in the exact tier: it starts a word, a Latin
@@ -471,24 +471,29 @@ def _tiers(typed: list[str], aliases: Aliases | None) -> Iterator[tuple[str, lis
                 shown = initials_shown(word.text)
                 variants += _company_variants(words, i, aliases, f"{shown} → {_FOUND} (초성 of {_COMPANY})")
         yield "initials", variants[:_MAX_ALIAS_VARIANTS]
-    variants = []
+    # Built only if the search gets this far (nothing matched above): a generator, not a list.
+    yield "typo", _typo_variants(typed, set(named), aliases)
+
+
+def _typo_variants(typed: list[str], named: set[int], aliases: Aliases | None) -> Iterator[_Variant]:
+    """The query with one of its first `_MAX_TYPO_WORDS` eligible words one slip off. A company's name is not
+    among them: its aliases say how else it may be written. A slip that spells a company's whole name finds it as
+    the name would (its longer neighbours masked, 셀트리옹 → 셀트리온, not 셀트리온제약), and by its other names
+    too (하이닉수 → SK hynix)."""
     eligible = [i for i, w in enumerate(typed) if i not in named and typo_eligible(w)][:_MAX_TYPO_WORDS]
-    for i in eligible:  # a company's name is not among them: its aliases say how else it may be written
+    for i in eligible:
         w = typed[i]
         for typo in typo_words(w):
+            spelled = _whole_names(typo, aliases) if aliases is not None else []
+            if spelled:
+                assert aliases is not None
+                masks = tuple(dict.fromkeys(m for key, c in spelled for m in aliases.masks(c, key)))
+                typo = dataclasses.replace(typo, masks=masks)
             words = [typo if j == i else literal_word(other) for j, other in enumerate(typed)]
-            if aliases is None:
-                variants.append(_Variant(words, True, ((typo, f"{w} → {_FOUND} (typo)"),)))
-                continue
-            # A slip that spells a company's whole name finds it as the name would (its longer neighbours masked,
-            # 셀트리옹 → 셀트리온, not 셀트리온제약), and its other names too (하이닉수 → SK hynix).
-            spelled = _whole_names(typo, aliases)
-            words[i] = typo = dataclasses.replace(
-                typo, masks=tuple(dict.fromkeys(m for key, c in spelled for m in aliases.masks(c, key)))
-            )
-            variants.append(_Variant(words, True, ((typo, f"{w} → {_FOUND} (typo)"),)))
-            variants += _company_variants(words, i, aliases, f"{w} → {_FOUND} (typo of {_COMPANY})", spelled)
-    yield "typo", variants
+            yield _Variant(words, True, ((typo, f"{w} → {_FOUND} (typo)"),))
+            if spelled:
+                assert aliases is not None
+                yield from _company_variants(words, i, aliases, f"{w} → {_FOUND} (typo of {_COMPANY})", spelled)
 
 
 def _whole_names(word: QueryWord, aliases: Aliases) -> list[tuple[str, Company]]:
