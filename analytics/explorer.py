@@ -17,7 +17,7 @@ import streamlit as st
 
 from querylog.analytics.catalog import CatalogError
 from querylog.analytics.queries import BUCKETS, Answer, Bucket, Filters, LakeQueries, Summary, open_catalog
-from querylog.analytics.search_groups import group_hits, question_key
+from querylog.analytics.search_groups import group_hits
 from querylog.config import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -332,7 +332,6 @@ def _search(settings: Settings, lq: LakeQueries, f: Filters) -> None:
         st.session_state["search_hits"] = {hit.query_id: hit.query_text for hit in hits}
         return
     groups = group_hits(lq.catalog, [(float(h.score), field, h) for h in hits], limit=50, filters=f)
-    told = {question_key(h.query_text): h.why for h in hits if h.why and field == "queries"}
     st.caption(f"{len(groups)} distinct question(s), best match first; ×N: how often it was asked in these dates")
     for rank, group in enumerate(groups, 1):
         intents = html.escape(", ".join(group.intents) or "–")
@@ -344,7 +343,7 @@ def _search(settings: Settings, lq: LakeQueries, f: Filters) -> None:
             f"{highlight_html(group.query_text, text)} "
             f"<b style='color:#2b6cb0'>×{group.times_asked}</b> "
             f"<span style='color:#777;font-size:.85em'>· {intents} · {when} · score {group.score:g}"
-            f"{_why(told.get(question_key(group.query_text), ''))}</span></div>"
+            f"{_why(group.why)}</span></div>"
         )
     # The newest query of each question, offered first in the timeline picker of the Queries tab.
     st.session_state["search_hits"] = {g.query_ids[0]: g.query_text for g in groups if g.query_ids}

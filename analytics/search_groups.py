@@ -12,6 +12,7 @@ and "네이버 주가 전망은?"); the text shown is the one asked most recentl
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +38,8 @@ class AskedQuestion:
     last_asked: datetime
     intents: tuple[str, ...]
     query_ids: tuple[str, ...]  # newest first, at most MAX_QUERY_IDS
+    #: How the question's hit matched outside the exact tier ("삼전 → 삼성전자 (alias of 삼성전자)"), else "".
+    why: str = ""
 
 
 def question_key(text: str) -> str:
@@ -132,7 +135,9 @@ def group_hits(
     catalog: Catalog, hits: Sequence[tuple[float, str, Any]], *, limit: int, filters: Filters | None = None
 ) -> list[AskedQuestion]:
     """`group_questions` for search hits as (score, index field, hit): a hit from the answers' index counts for
-    the question its query asked (its own text is the answer)."""
+    the question its query asked (its own text is the answer). Each question carries its hit's `why`."""
     answered = questions_of(catalog, [hit.query_id for _, field, hit in hits if field == "answers"])
     found = [(s, hit.query_text if field == "queries" else answered.get(hit.query_id, "")) for s, field, hit in hits]
-    return group_questions(catalog, [(s, text) for s, text in found if text], limit=limit, filters=filters)
+    questions = group_questions(catalog, [(s, text) for s, text in found if text], limit=limit, filters=filters)
+    told = {question_key(hit.query_text): hit.why for _, field, hit in hits if field == "queries" and hit.why}
+    return [dataclasses.replace(q, why=told.get(question_key(q.query_text), "")) for q in questions]

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.analytics.aliases import AliasError
     from querylog.analytics.catalog import CatalogError
     from querylog.analytics.queries import Filters, open_catalog
-    from querylog.analytics.search_groups import group_hits, question_key, questions_of
+    from querylog.analytics.search_groups import group_hits, questions_of
     from querylog.analytics.upkeep import SEARCH_FIELDS, LakeSearch, SearchField, UpkeepError
     from querylog.logging.structured import configure_structlog
 
@@ -168,18 +168,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.explain:
         from querylog.analytics._search_text import explain_match
 
-        # Outside the exact tier the index says what matched; a grouped row takes its best hit's reason.
-        told: dict[str, str] = {
-            question_key(h.query_text): h.why for _, field, h in best if field == "queries" and h.why
-        }
-        told |= {h.query_id: h.why for _, _, h in best if h.why}
+        # Outside the exact tier the index says what matched (a grouped row: its question's hit).
+        told = [g.why for g in groups] if args.group else [h.why for _, _, h in best]
 
-        def why(row: tuple[Any, ...]) -> str:
-            text = row[columns.index("query_text")]
-            if "query_id" in columns and row[columns.index("query_id")] in told:
-                return told[row[columns.index("query_id")]]
-            if "query_id" not in columns and (reason := told.get(question_key(text or ""))):
+        def why(row: tuple[Any, ...], reason: str) -> str:
+            if reason:
                 return reason
+            text = row[columns.index("query_text")]
             if "found_in" in columns and row[columns.index("found_in")] == "answers":
                 text = row[columns.index("answer")]
             reason = explain_match(text or "", args.text)
@@ -187,7 +182,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 return "in the answer it got"  # a grouped row shows the question; the answer matched
             return reason
 
-        rows = [(*row, why(row)) for row in rows]
+        rows = [(*row, why(row, reason)) for row, reason in zip(rows, told, strict=True)]
         columns = [*columns, "why"]
     if args.format == "json":
         sys.stdout.write(format_rows(columns, rows, "json"))
