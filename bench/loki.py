@@ -18,7 +18,6 @@ import orjson
 from bench._common import BENCH_DIR, GroupResult, free_port, new_result, serve_subprocess
 from bench._workload import write_log
 from querylog.config import Settings
-from querylog.logging.codec import decode
 from querylog.logging.segments import LogReader
 
 __all__ = ["run_loki", "run_python_logging_loki"]
@@ -43,13 +42,18 @@ def _double_entries(url: str) -> int | None:
         return None  # a real Loki has no such endpoint
 
 
-def _lines(ctx: Any, n_events: int) -> tuple[Path, list[Any]]:
-    """A real event log of `n_events`, and its events decoded (for the raw push and python-logging-loki)."""
+def _lines(ctx: Any, n_events: int) -> tuple[Path, list[tuple[str, list[Any]]]]:
+    """A real event log of `n_events`, and each event's Loki stream and push value ``[ns, line, metadata]`` as
+    the sink builds them (for the raw push and python-logging-loki), in time order."""
+    from querylog.logging.loki import encode_lines
+
     log_dir = ctx.work_dir / f"loki-log-{n_events}"
     if not log_dir.exists():
         write_log(log_dir, n_events)
-    events = [decode(line) for batch in LogReader(log_dir).iter_all() for line in batch.lines]
-    return log_dir, events
+    lines = [line for batch in LogReader(log_dir).iter_all() for line in batch.lines]
+    entries = encode_lines(lines, app=APP, env=ENV)
+    values = sorted(zip(entries.times, entries.streams, entries.values, strict=True), key=lambda x: x[0])
+    return log_dir, [(stream.decode(), orjson.loads(value)) for _, stream, value in values]
 
 
 # -- python-logging-loki ------------------------------------------------------------------------------------
@@ -114,10 +118,8 @@ def run_python_logging_loki(ctx: Any) -> GroupResult:
                 "python-logging-loki is not installed (bench-only dependency: pip install -e '.[bench]')"
             )
         return result
-    _, events = _lines(ctx, ctx.size(2_000, 500))
-    from querylog.logging.loki_entries import entry_for
-
-    lines = [(e.event_type, entry_for(e, app=APP, env=ENV).line) for e in events]
+    _, entries = _lines(ctx, ctx.size(2_000, 500))
+    lines = [(stream, value[1]) for stream, value in entries]
     n = ctx.size(2_000, 300, minimum=50)
     lines = (lines * (n // max(1, len(lines)) + 1))[:n]
     ours = _our_mean_us(ctx)
@@ -145,21 +147,19 @@ def run_python_logging_loki(ctx: Any) -> GroupResult:
 # -- Loki projection throughput ---------------------------------------------------------------------------
 
 
-def _raw_pushes(events: list[Any], max_bytes: int) -> list[list[tuple[tuple[str, str, str], list[Any]]]]:
+def _raw_pushes(
+    entries: list[tuple[str, list[Any]]], max_bytes: int
+) -> list[list[tuple[tuple[str, str, str], list[Any]]]]:
     """The same entries the sink sends, as plain values, cut into batches of about `max_bytes` (untimed)."""
-    from querylog.logging.loki_entries import entry_for
-
-    entries = sorted((entry_for(e, app=APP, env=ENV) for e in events), key=lambda x: x.ts_ns)
     batches: list[list[tuple[tuple[str, str, str], list[Any]]]] = []
     batch: list[tuple[tuple[str, str, str], list[Any]]] = []
     size = 0
-    for entry in entries:
-        value: list[Any] = [str(entry.ts_ns), entry.line, dict(entry.metadata)]
-        cost = len(entry.line.encode()) + 120
+    for stream, value in entries:
+        cost = len(value[1].encode()) + 120
         if batch and size + cost > max_bytes:
             batches.append(batch)
             batch, size = [], 0
-        batch.append((entry.stream, value))
+        batch.append(((APP, ENV, stream), value))
         size += cost
     if batch:
         batches.append(batch)
@@ -191,7 +191,7 @@ def _raw_push_rate(url: str, batches: list[list[tuple[tuple[str, str, str], list
 
 def _projection_rate(ctx: Any, url: str, log_dir: Path, rep: int) -> tuple[float, dict[str, Any]]:
     """The real Loki projection (as `querylog serve` builds it) catching up on the whole log from scratch."""
-    from querylog.logging.loki import loki_projector
+    from querylog.runtime import loki_projector
 
     home = ctx.work_dir / f"loki-proj-{rep}-{abs(hash(url))}"
     settings = Settings(home=home, loki_url=url, env=ENV, service=APP, stdout_events=False)

@@ -88,6 +88,15 @@ class EventValidationError(ValueError):
 #: An int stored narrower than the lake's default int32 (the `arrow` extra is read by querylog.logging.schema).
 Int8: TypeAlias = Annotated[int, msgspec.Meta(extra={"arrow": "int8"})]
 Int16: TypeAlias = Annotated[int, msgspec.Meta(extra={"arrow": "int16"})]
+# The value rules msgspec can state, checked in C wherever a line or a payload is decoded (the codec, the ingest
+# API, the Loki line types derived from these classes) and published in the ingest API's JSON Schema. Events
+# made in Python are checked by their __post_init__, which holds these rules and the ones no annotation can
+# state (tests/logging/test_events.py holds the two to agreement).
+NonEmpty: TypeAlias = Annotated[str, msgspec.Meta(min_length=1)]
+Text: TypeAlias = Annotated[str, msgspec.Meta(pattern=r"\S")]  # not blank
+Millis: TypeAlias = Annotated[float, msgspec.Meta(ge=0)]
+Count: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
+Fraction: TypeAlias = Annotated[float, msgspec.Meta(ge=0, le=1)]
 
 
 def new_event_id() -> str:
@@ -183,10 +192,10 @@ def checked_attributes(attributes: Mapping[str, str]) -> dict[str, str]:
 class Source(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
     """One retrieved document an answer drew on: its id in the corpus, title, retrieval score and rank (1 = best)."""
 
-    doc_id: str
+    doc_id: NonEmpty
     title: str | None = None
     score: float | None = None
-    rank: int
+    rank: Annotated[int, msgspec.Meta(ge=1)]
 
     def __post_init__(self) -> None:
         _require(bool(self.doc_id), "sources.doc_id", "must not be empty")
@@ -214,22 +223,28 @@ class Event(
     types as well (msgspec names the path, e.g. ``$.confidence``).
     """
 
-    event_id: str = msgspec.field(default_factory=new_event_id)
+    event_id: NonEmpty = msgspec.field(default_factory=new_event_id)
     # The version the event was written under, kept as it was when an older event is read (upcast). A factory,
     # not a plain default, so that it is always written: schema-v1 lines left it out, and a line without it is v1.
-    schema_version: Int16 = msgspec.field(default_factory=lambda: SCHEMA_VERSION)
+    schema_version: Annotated[Int16, msgspec.Meta(ge=1)] = msgspec.field(default_factory=lambda: SCHEMA_VERSION)
     ts: datetime = msgspec.field(default_factory=utc_now)
-    query_id: str
+    query_id: NonEmpty
     session_id: str | None = None
     user_id: str | None = None
-    service: str = "querylog"
-    env: str = "dev"
+    service: NonEmpty = "querylog"
+    env: NonEmpty = "dev"
     trace_id: str | None = None
     # v2: what a team compares queries by. Given once per query to the tracker (or as the service's defaults).
     release: str | None = None
     prompt_version: str | None = None
-    tags: tuple[str, ...] | None = None
-    attributes: dict[str, str] | None = None
+    tags: (
+        Annotated[tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=64)], ...], msgspec.Meta(max_length=16)]
+        | None
+    ) = None
+    attributes: (
+        Annotated[dict[Annotated[str, msgspec.Meta(pattern=_ATTRIBUTE_KEY.pattern)], str], msgspec.Meta(max_length=32)]
+        | None
+    ) = None
 
     @property
     def event_type(self) -> str:
@@ -259,7 +274,7 @@ class Event(
 class QueryReceived(Event, frozen=True, tag="query_received"):
     """A user's query arrived. The text is NFC-normalised (and redacted by the producer) before it gets here."""
 
-    query_text: str
+    query_text: Text
     language: str | None = None
 
     def __post_init__(self) -> None:
@@ -271,9 +286,9 @@ class QueryReceived(Event, frozen=True, tag="query_received"):
 
 
 class IntentClassified(Event, frozen=True, tag="intent_classified"):
-    intent: str
-    confidence: float
-    duration_ms: float | None = None
+    intent: NonEmpty
+    confidence: Fraction
+    duration_ms: Millis | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -287,13 +302,16 @@ class SearchCompleted(Event, frozen=True, tag="search_completed"):
     """Retrieval finished. v2 adds the documents themselves (`sources`, best first) and, for a pipeline with
     several retrievers, each backend's time (`backend_durations_ms`, e.g. ``{"opensearch": 12.5, "neo4j": 40}``)."""
 
-    result_count: int
+    result_count: Count
     cache_hit: bool = False
-    duration_ms: float | None = None
+    duration_ms: Millis | None = None
     top_score: float | None = None
     sources: tuple[Source, ...] | None = None
-    sources_dropped: int | None = None
-    backend_durations_ms: dict[str, float] | None = None
+    sources_dropped: Count | None = None
+    backend_durations_ms: (
+        Annotated[dict[Annotated[str, msgspec.Meta(min_length=1, max_length=64)], Millis], msgspec.Meta(max_length=32)]
+        | None
+    ) = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -332,19 +350,19 @@ class ResponseGenerated(Event, frozen=True, tag="response_generated"):
 
     gen_ai_system: str | None = None
     gen_ai_request_model: str | None = None
-    gen_ai_usage_input_tokens: int | None = None
-    gen_ai_usage_output_tokens: int | None = None
-    duration_ms: float | None = None
-    quality_score: float | None = None
-    answer_chars: int | None = None
+    gen_ai_usage_input_tokens: Count | None = None
+    gen_ai_usage_output_tokens: Count | None = None
+    duration_ms: Millis | None = None
+    quality_score: Fraction | None = None
+    answer_chars: Count | None = None
     answer_text: str | None = None
     response_type: str | None = None
     finish_reason: str | None = None
-    ttft_ms: float | None = None
-    cost_usd: float | None = None
+    ttft_ms: Millis | None = None
+    cost_usd: Annotated[float, msgspec.Meta(ge=0)] | None = None
     gen_ai_response_model: str | None = None
-    gen_ai_usage_cache_read_input_tokens: int | None = None
-    gen_ai_usage_reasoning_output_tokens: int | None = None
+    gen_ai_usage_cache_read_input_tokens: Count | None = None
+    gen_ai_usage_reasoning_output_tokens: Count | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -374,22 +392,25 @@ class ResponseGenerated(Event, frozen=True, tag="response_generated"):
 class QueryCompleted(Event, frozen=True, tag="query_completed"):
     """The query was answered. Carries what LogQL panels group by, so they need no join."""
 
-    latency_ms: float
+    latency_ms: Millis
     intent: str | None = None
     cache_hit: bool | None = None
-    result_count: int | None = None
-    quality_score: float | None = None
+    result_count: Count | None = None
+    quality_score: Fraction | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_duration("latency_ms", self.latency_ms)
+        _check_count("result_count", self.result_count)
+        if self.quality_score is not None and not 0.0 <= self.quality_score <= 1.0:
+            raise EventValidationError("quality_score", f"must be within [0, 1], got {self.quality_score!r}")
 
 
 class QueryFailed(Event, frozen=True, tag="query_failed"):
-    error_type: str
+    error_type: NonEmpty
     error_message: str = ""
     stage: str | None = None
-    latency_ms: float | None = None
+    latency_ms: Millis | None = None
     intent: str | None = None
 
     def __post_init__(self) -> None:
@@ -404,7 +425,7 @@ class QueryFailed(Event, frozen=True, tag="query_failed"):
 class FeedbackReceived(Event, frozen=True, tag="feedback_received"):
     """A user's verdict on an answer: -1 (bad), 0 (neutral) or 1 (good)."""
 
-    score: Int8
+    score: Annotated[Int8, msgspec.Meta(ge=-1, le=1)]
     comment: str | None = None
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +36,7 @@ __all__ = [
     "FileCheckpointSink",
     "Prepared",
     "Projector",
+    "RetryPolicy",
     "Sink",
     "SinkClosedError",
     "SinkError",
@@ -52,7 +53,15 @@ class SinkError(Exception):
 
 
 class SinkSendError(SinkError):
-    """The sink could not store a batch. Nothing was committed; the same batch will be offered again."""
+    """The sink could not store a batch. Nothing was committed; the same batch will be offered again.
+
+    `stage` says where it failed (``connect``, ``http_429``, ``checkpoint``…: the `errors` counter's label) and
+    `retry_after_s` how long the destination asked to be left alone, when it said."""
+
+    def __init__(self, message: str, *, stage: str = "write", retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.retry_after_s = retry_after_s
 
 
 class SinkClosedError(SinkError):
@@ -111,10 +120,21 @@ class Sink(ABC):
         self._state = _State.CLOSED
 
     def write(self, batch: Batch) -> None:
-        """Store the batch and commit `batch.checkpoint`. Raises `SinkSendError` having committed nothing."""
+        """Store the batch and commit `batch.checkpoint`. Raises `SinkSendError` having committed nothing.
+
+        The counters every sink shares are counted here, once: `received` (events offered for the first time)
+        and `errors` (a failed write, by its stage). The sink itself reports what became of the events (`sent`,
+        `dropped`) and any trouble it got over without failing the write; the projector counts `retries`."""
         self._require_open("write")
         self.telemetry.received(max(0, batch.count - batch.redelivered))
-        self._write(batch)
+        try:
+            self._write(batch)
+        except SinkSendError as exc:
+            self.telemetry.error(exc.stage)
+            raise
+        except Exception:
+            self.telemetry.error("write")
+            raise
 
     def prepare(self, lines: Sequence[bytes]) -> Prepared | None:
         """This sink's rows built straight from raw log lines, skipping the decode of each line into an event
@@ -225,7 +245,33 @@ class FileCheckpointSink(Sink):
     def _send(self, events: Sequence[AnyEvent]) -> None: ...
 
 
-_MAX_BACKOFF_S: Final = 30.0
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """How long a projector waits before offering a failed batch again: exponential backoff with jitter, as
+    Promtail does it (dskit ``backoff``): failure ``n`` in a row waits a random time in ``[min·2ⁿ⁻¹, min·2ⁿ)``,
+    capped at `max_backoff_s`. A destination's Retry-After is honoured up to five minutes (Promtail's longest
+    wait). There is no last retry: the log keeps every event until the sink has it."""
+
+    min_backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_backoff_s <= self.max_backoff_s:
+            raise ValueError(
+                f"RetryPolicy needs 0 < min_backoff_s <= max_backoff_s, got {self.min_backoff_s} and "
+                f"{self.max_backoff_s}"
+            )
+
+    def delay(self, failures: int, rng: random.Random, retry_after_s: float | None = None) -> float:
+        """Seconds to wait after the `failures`-th failure in a row (1-based)."""
+        low = min(self.max_backoff_s, self.min_backoff_s * 2 ** min(failures - 1, 62))
+        wait = rng.uniform(low, min(self.max_backoff_s, 2 * low))
+        if retry_after_s is not None:
+            wait = max(wait, min(retry_after_s, max(self.max_backoff_s, _MAX_RETRY_AFTER_S)))
+        return wait
+
+
+_MAX_RETRY_AFTER_S: Final = 300.0
 #: With read-ahead, the first batch is this fraction of the byte budget; those read ahead double from there.
 _RAMP_START_DIVISOR: Final = 8
 
@@ -270,6 +316,9 @@ class Projector:
         batch_max_bytes: int = 16 << 20,
         standby_poll_s: float = 2.0,
         read_ahead: bool = False,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], object] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be > 0, got {interval_s}")
@@ -283,6 +332,10 @@ class Projector:
         self.batch_max_bytes = batch_max_bytes
         self.standby_poll_s = standby_poll_s
         self.read_ahead = read_ahead
+        self.retry = retry or RetryPolicy()
+        self._rng = rng or random.Random()
+        #: Failed writes in a row (the backoff grows with them).
+        self.failures = 0
         #: Whether this projector has held its lock (led) at any time: its counters are then the projection's.
         self.has_led = lock_path is None
         self._ahead: Future[_Staged] | None = None
@@ -291,6 +344,8 @@ class Projector:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        # Waiting between retries ends early when the projector is stopped.
+        self._sleep: Callable[[float], object] = sleep if sleep is not None else self._stop.wait
         self._lock_fh: IO[bytes] | None = None
         self._io_lock = threading.Lock()
         self.corrupt_lines = 0
@@ -314,9 +369,13 @@ class Projector:
                 # small and the batches read ahead double up to full size (below): each is prepared while the
                 # one before it, half its size, is in flight. A batch offered again (a retry) is read whole.
                 first = self.read_ahead and start != self._offered_from
-                staged = self._stage(
-                    start, max(1, self.batch_max_bytes // _RAMP_START_DIVISOR) if first else self.batch_max_bytes
-                )
+                try:
+                    staged = self._stage(
+                        start, max(1, self.batch_max_bytes // _RAMP_START_DIVISOR) if first else self.batch_max_bytes
+                    )
+                except Exception:
+                    self.telemetry.error("read")  # a write's failures are counted by the sink's write()
+                    raise
             read = staged.read
             # A batch the reader cut at a limit has whole lines behind it: read on at once. Bytes left over
             # behind a batch that was not cut are a line still being written: no reason not to wait.
@@ -393,15 +452,39 @@ class Projector:
                 self._ahead_pool.shutdown(wait=True, cancel_futures=True)
                 self._ahead_pool = None
 
-    def catch_up(self, timeout_s: float | None = None) -> int:
-        """Run batches until the sink has everything in the log now. Returns lines consumed."""
+    def catch_up(self, timeout_s: float | None = None, *, retry: bool = False) -> int:
+        """Run batches until the sink has everything in the log now. Returns lines consumed. A failed write
+        raises, or with `retry` is offered again after the policy's backoff (until `timeout_s` or `stop`)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         total = 0
         while True:
-            n = self.run_once()
-            total += n
-            if n == 0 or (deadline is not None and time.monotonic() > deadline):
+            n = self.attempt() if retry else self.run_once()
+            total += n or 0
+            if n == 0 or (retry and self._stop.is_set()) or (deadline is not None and time.monotonic() > deadline):
                 return total
+
+    def attempt(self) -> int | None:
+        """`run_once`; if it fails, the failure is logged, the backoff waited out and the retry counted, and
+        the answer is None. The one place a projection retries."""
+        try:
+            n = self.run_once()
+        except Exception as exc:  # a sink failure must never kill the projector: log, wait, retry
+            self.failures += 1
+            delay = self.retry.delay(self.failures, self._rng, getattr(exc, "retry_after_s", None))
+            _log.warning(
+                "projector_write_failed",
+                sink=self.sink.name,
+                stage=getattr(exc, "stage", type(exc).__name__),
+                error=str(exc),
+                failures=self.failures,
+                retry_in_s=round(delay, 2),
+            )
+            self._sleep(delay)
+            if not self._stop.is_set():
+                self.telemetry.retried()
+            return None
+        self.failures = 0
+        return n
 
     def _report_lag(self, last_ts: datetime | None, remaining_bytes: int, consumed: int, lines: int) -> None:
         """Lag after a batch of `lines` lines (`consumed` bytes, newlines included) with `remaining_bytes` behind."""
@@ -470,23 +553,12 @@ class Projector:
             self._lock_fh = None
 
     def _run(self) -> None:
-        backoff = 0.0
         while not self._stop.is_set():
             if not self._try_acquire():
                 self._stop.wait(self.standby_poll_s)
                 continue
-            try:
-                n = self.run_once()
-                backoff = 0.0
-            except Exception as exc:  # a sink failure must never kill the projector: log, count, retry
-                self.telemetry.error("write")
-                backoff = min(_MAX_BACKOFF_S, max(0.5, backoff * 2))
-                delay = backoff * (0.5 + random.random() / 2)
-                _log.warning("projector_write_failed", sink=self.sink.name, error=str(exc), retry_in_s=round(delay, 2))
-                self.telemetry.retried()
-                self._stop.wait(delay)
-                continue
-            if n and self._more_waiting:
-                continue  # the reader cut the batch at a limit, with more waiting: no pause between them
+            n = self.attempt()
+            if n is None or (n and self._more_waiting):
+                continue  # retried after its backoff; or the reader cut the batch with more waiting: no pause
             self._wake.wait(self.interval_s)
             self._wake.clear()

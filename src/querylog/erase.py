@@ -194,7 +194,7 @@ _LOKI_DELETE_START: Final = "2000-01-01T00:00:00Z"
 def _delete_in_loki(settings: Settings, requests: Sequence[str]) -> str | None:
     import httpx
 
-    from querylog.logging.loki import loki_options
+    from querylog.runtime import loki_options
 
     assert settings.loki_url is not None
     try:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import httpx
 import structlog
 
 from querylog.config import Settings
 from querylog.housekeeping import Housekeeper, LogCollector
-from querylog.logging.loki import loki_projector
+from querylog.logging.loki import LokiOptions, LokiSink, TimeOrderedReader
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.parquet import ParquetSink
 from querylog.logging.projection import CheckpointFile, Projector, Sink
@@ -18,7 +19,15 @@ from querylog.logging.telemetry import FileTelemetry
 from querylog.logging.tracker import QueryTracker
 from querylog.projector_process import ProjectorProcess, telemetry_path
 
-__all__ = ["Runtime", "elected_names", "elected_projectors", "make_redactor"]
+__all__ = [
+    "Runtime",
+    "elected_names",
+    "elected_projectors",
+    "loki_options",
+    "loki_projector",
+    "loki_sink",
+    "make_redactor",
+]
 
 _log = structlog.get_logger("querylog.runtime")
 
@@ -183,6 +192,50 @@ def elected_projectors(settings: Settings, reader: LogReader) -> dict[str, Proje
         sink = StdoutSink(checkpoint, style=stdout_style(s.stdout_format))
         projectors["stdout"] = _projector(s, reader, sink.open(), interval_s=0.2)
     if s.loki_url:
-        # Elected like Parquet; reads the writers' segments merged by event time (logging/loki_order.py).
         projectors["loki"] = loki_projector(s)
     return projectors
+
+
+def loki_options(settings: Settings) -> LokiOptions:
+    """How to reach Loki (tenant, auth, TLS, push size), as the projection, replay, reconcile and erase do."""
+    return LokiOptions(
+        tenant=settings.loki_tenant,
+        username=settings.loki_username,
+        password=settings.loki_password,
+        token=settings.loki_token,
+        ca_file=settings.loki_ca_file,
+        insecure_skip_verify=settings.loki_insecure_skip_verify,
+        max_push_bytes=settings.loki_batch_kb * 1024,
+    )
+
+
+def loki_sink(settings: Settings, *, live: bool = True, transport: httpx.BaseTransport | None = None) -> LokiSink:
+    """The Loki sink `settings` describe. `live=False` (replay) keeps its checkpoint in memory only."""
+    if settings.loki_url is None:
+        raise ValueError("no Loki URL: set QUERYLOG_LOKI_URL (or LOKI_URL), e.g. http://127.0.0.1:3100")
+    return LokiSink(
+        settings.loki_url,
+        app=settings.service,
+        env=settings.env,
+        checkpoint_path=settings.state_dir / "checkpoints" / "loki.json" if live else None,
+        dead_letter_dir=settings.state_dir / "loki-dead-letter",
+        options=loki_options(settings),
+        transport=transport,
+    )
+
+
+def loki_projector(settings: Settings, *, transport: httpx.BaseTransport | None = None) -> Projector:
+    """The live Loki projection: elected by file lock like the others; it reads the writers' segments merged
+    in event time order, and reads the next batch ahead while one is in flight."""
+    sink = loki_sink(settings, transport=transport)
+    sink.open()
+    return Projector(
+        TimeOrderedReader(settings.log_dir),
+        sink,
+        lock_path=settings.state_dir / "locks" / "loki.lock",
+        interval_s=settings.loki_batch_wait_s,
+        batch_max_events=10_000,
+        # Batches of about three pushes (a log line is about its Loki entry's size).
+        batch_max_bytes=3 * sink.options.max_push_bytes,
+        read_ahead=True,
+    )

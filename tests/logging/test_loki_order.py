@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from querylog.logging.codec import encode
 from querylog.logging.events import QueryCompleted
-from querylog.logging.loki_order import TimeOrderedReader
+from querylog.logging.loki import TimeOrderedReader
 from querylog.logging.segments import LogReader
 
 T0 = datetime(2026, 11, 24, tzinfo=UTC)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from querylog.logging.loki_rejections import read_push_error
+from querylog.logging.loki.rejections import read_push_error
 
 RECORDING = json.loads((Path(__file__).resolve().parents[1] / "data" / "loki-3.4.5.json").read_text())
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from tests.support.loki_entries import entry_of
 
 from querylog.cli import main
 from querylog.commands.replay import parse_since
@@ -151,18 +152,15 @@ def test_replay_loki_reports_an_unreachable_loki(
         pass  # the server is gone: connections are refused
     _write_log(tmp_path, [timedelta(minutes=1)])
     monkeypatch.setenv("QUERYLOG_LOKI_URL", url)
-    import querylog.logging.loki as loki_module
+    import querylog.commands.replay as replay_module
 
-    original = loki_module.loki_sink
-
-    def impatient(settings: Settings, **kwargs: object) -> loki_module.LokiSink:
-        sink = original(settings, **kwargs)  # type: ignore[arg-type]
-        sink.interrupt()  # give up at the first refused connection instead of backing off for minutes
-        return sink
-
-    monkeypatch.setattr(loki_module, "loki_sink", impatient)
+    waits: list[float] = []
+    monkeypatch.setattr(replay_module, "_REPLAY_ATTEMPTS", 3)
+    monkeypatch.setattr(replay_module, "_sleep", waits.append)  # the backoff, recorded instead of waited
     assert main(["--home", str(tmp_path), "replay", "loki"]) == 1
-    assert "stopped after 1 events" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert len(waits) == 2 and err.count("trying again in") == 2
+    assert "stopped after 1 events" in err and "unreachable" in err
 
 
 def test_parse_since() -> None:
@@ -238,6 +236,5 @@ def test_once_the_log_is_trimmed_the_replays_read_the_lake_and_give_the_same_res
 def _loki_line(log_line: bytes, settings: Settings) -> str:
     """The line Loki stores for a log line: the event without the fields it holds as labels and metadata."""
     from querylog.logging.codec import decode
-    from querylog.logging.loki_entries import entry_for
 
-    return entry_for(decode(log_line), app=settings.service, env=settings.env).line
+    return entry_of(decode(log_line), app=settings.service, env=settings.env).line

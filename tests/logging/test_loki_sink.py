@@ -1,4 +1,5 @@
-"""LokiSink against the recorded-Loki double: what Loki stores, retries, 400s, outages, checkpoints, options."""
+"""LokiSink against the recorded-Loki double: what Loki stores, retries (the projector's), 400s, outages,
+checkpoints, options, and the counters every sink shares."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import gzip
 import importlib.util
 import json
 import random
+import time
 import unicodedata
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -18,8 +20,8 @@ import pytest
 
 from querylog.logging.codec import DecodeError, decode, encode
 from querylog.logging.events import AnyEvent, QueryCompleted, QueryReceived
-from querylog.logging.loki import LokiOptions, LokiProjector, LokiSink, RetryPolicy, TimeOrderedReader
-from querylog.logging.projection import Batch, Sink, SinkSendError
+from querylog.logging.loki import LokiOptions, LokiSink, TimeOrderedReader
+from querylog.logging.projection import Batch, Projector, RetryPolicy, Sink, SinkSendError
 from querylog.logging.segments import EventLog
 from querylog.logging.tracker import QueryTracker
 from querylog.testing import CapturingEmitter, Fault, RecordedLoki
@@ -46,7 +48,7 @@ def _tracked(n: int, *, env: str = "test", texts: Sequence[str] = ("SK하이닉�
 
 
 class Harness:
-    """A double, and sinks on it that never really sleep: their waits are recorded instead."""
+    """A double, sinks on it, and projectors that never really sleep: their waits are recorded instead."""
 
     def __init__(self, tmp_path: Path, **loki_kwargs: Any) -> None:
         self.tmp_path = tmp_path
@@ -57,13 +59,28 @@ class Harness:
         kwargs.setdefault("checkpoint_path", self.tmp_path / "state" / "checkpoints" / "loki.json")
         kwargs.setdefault("dead_letter_dir", self.tmp_path / "state" / "loki-dead-letter")
         kwargs.setdefault("env", "test")
-        return LokiSink(
-            "http://loki:3100",
-            transport=self.loki.transport(),
+        return LokiSink("http://loki:3100", transport=self.loki.transport(), **kwargs)
+
+    def projector(self, sink: LokiSink, log_dir: Path | None = None, **kwargs: Any) -> Projector:
+        """The projector `querylog serve` runs (time-ordered reader, read-ahead), waits recorded."""
+        kwargs.setdefault("read_ahead", True)
+        return Projector(
+            TimeOrderedReader(log_dir or self.tmp_path / "log"),
+            sink,
             sleep=self.delays.append,
             rng=random.Random(7),
             **kwargs,
         )
+
+    def project(self, events: Sequence[AnyEvent], **sink_kwargs: Any) -> LokiSink:
+        """`events` written to a log and projected until Loki has them all, retrying as `querylog serve` does."""
+        with EventLog(self.tmp_path / "log") as log:
+            for event in events:
+                log.append(event)
+        sink = self.sink(**sink_kwargs).open()
+        self.projector(sink).catch_up(retry=True)
+        sink.close()
+        return sink
 
     def pushes(self) -> list[dict[str, Any]]:
         bodies = []
@@ -105,8 +122,8 @@ def test_the_public_surface_is_pinned() -> None:
     import querylog.testing as testing
 
     assert sorted(loki.__all__) == [
-        "LokiEntry", "LokiOptions", "LokiProjector", "LokiSink", "RetryPolicy", "TimeOrderedReader", "entry_for",
-        "event_from_entry", "loki_options", "loki_projector", "loki_sink", "stream_selector",
+        "DEFAULT_MAX_PUSH_BYTES", "Entries", "LINE_FIELDS", "LokiClient", "LokiOptions", "LokiSink",
+        "METADATA_FIELDS", "TimeOrderedReader", "encode_lines", "plan_pushes",
     ]  # fmt: skip
     assert {"Fault", "RecordedLoki", "StoredEntry"} <= set(testing.__all__)
 
@@ -156,27 +173,25 @@ def test_large_batches_are_cut_into_pushes_under_the_size_limit(h: Harness) -> N
     assert len(h.loki.entries()) == len(events) and h.loki.duplicates_ignored == 0
 
 
-# -- retries -------------------------------------------------------------------------------------------------
+# -- retries: the projector offers a failed batch again, after Promtail's backoff -------------------------------
 
 
 def test_a_429_storm_then_success_stores_each_line_once(h: Harness) -> None:
     events = _tracked(3)
     h.loki.fail_next(*[429] * 6)
-    with h.sink() as sink:
-        sink.write(_batch(events))
-        snap = sink.telemetry.snapshot()
+    snap = h.project(events).telemetry.snapshot()
     assert len(h.loki.entries()) == len(events) and h.loki.duplicates_ignored == 0
+    # Each failed attempt is one error (by stage) and one retry, counted once: not per push and again per batch.
     assert snap.retries == 6 and snap.errors == {"http_429": 6}
-    # Promtail's backoff: retry n waits within [0.5·2ⁿ⁻¹, 0.5·2ⁿ) seconds.
-    assert [0.5 * 2 ** (n - 1) <= d < 0.5 * 2**n for n, d in enumerate(h.delays, start=1)] == [True] * 6
+    assert snap.received == snap.sent == len(events)
+    # Promtail's backoff: retry n waits within [0.5·2ⁿ⁻¹, 0.5·2ⁿ) seconds, capped at the policy's 30 s.
+    assert [0.5 * 2 ** (n - 1) <= d <= min(30, 0.5 * 2**n) for n, d in enumerate(h.delays, start=1)] == [True] * 6
 
 
 def test_5xx_timeouts_and_refused_connections_are_retried(h: Harness) -> None:
     events = _tracked(2)
     h.loki.fail_next(500, 503, Fault.timeout(), Fault.connection_refused(), Fault.slow(60))
-    with h.sink() as sink:
-        sink.write(_batch(events))
-        snap = sink.telemetry.snapshot()
+    snap = h.project(events).telemetry.snapshot()
     assert len(h.loki.entries()) == len(events)
     assert snap.errors == {"http_5xx": 2, "timeout": 2, "connect": 1} and snap.retries == 5
 
@@ -184,30 +199,34 @@ def test_5xx_timeouts_and_refused_connections_are_retried(h: Harness) -> None:
 def test_a_timeout_after_loki_stored_the_push_leaves_no_duplicate_line(h: Harness) -> None:
     events = _tracked(2)
     h.loki.fail_next(Fault.timeout(stored=True))
-    with h.sink() as sink:
-        sink.write(_batch(events))
-    # The re-sent push is byte-identical, so Loki drops its lines as duplicates instead of storing them twice.
+    h.project(events)
+    # The push made again from the same lines is byte-identical, so Loki drops its lines as duplicates.
     assert len(h.loki.entries()) == len(events) and h.loki.duplicates_ignored == len(events)
 
 
-def test_retry_after_is_honoured_up_to_the_maximum_backoff(h: Harness) -> None:
+def test_retry_after_is_honoured_up_to_five_minutes(h: Harness) -> None:
     h.loki.fail_next(Fault.answer(429, retry_after=42), Fault.answer(503, retry_after=10_000))
-    with h.sink() as sink:
-        sink.write(_batch(_tracked(1)))
-    assert h.delays[0] == 42 and h.delays[1] == 300
+    h.project(_tracked(1))
+    assert h.delays == [42, 300]
 
 
-def test_when_retries_run_out_the_write_fails_and_the_checkpoint_stays(h: Harness) -> None:
+def test_a_failed_write_keeps_the_checkpoint_and_the_batch_goes_through_when_offered_again(h: Harness) -> None:
     events = _tracked(2)
     h.loki.fail_next(*[503] * 3)
-    with h.sink(retry=RetryPolicy(max_retries=2)) as sink:
-        with pytest.raises(SinkSendError, match="failed after 3 attempts"):
-            sink.write(_batch(events, position=10))
-        assert sink.checkpoint() == {}
-        assert not (h.tmp_path / "state" / "checkpoints" / "loki.json").exists()
-        sink.write(_batch(events, position=10))
+    with h.sink() as sink:
+        for offer in range(3):
+            with pytest.raises(SinkSendError, match="answered 503") as failure:
+                # Whoever offers a batch again says how much of it was offered before (the projector does).
+                sink.write(Batch(events=events, checkpoint={"seg.jsonl": 10}, redelivered=len(events) if offer else 0))
+            assert failure.value.stage == "http_5xx"
+            assert sink.checkpoint() == {}
+            assert not (h.tmp_path / "state" / "checkpoints" / "loki.json").exists()
+        sink.write(Batch(events=events, checkpoint={"seg.jsonl": 10}, redelivered=len(events)))
         assert sink.checkpoint() == {"seg.jsonl": 10}
+        snap = sink.telemetry.snapshot()
     assert len(h.loki.entries()) == len(events)
+    # Offered four times, received once; three failed writes; no retries, as nobody retried (the test did).
+    assert (snap.received, snap.sent, snap.errors, snap.retries) == (len(events), len(events), {"http_5xx": 3}, 0)
 
 
 @FORMS
@@ -217,7 +236,7 @@ def test_a_batch_offered_again_sends_only_what_loki_lacks(h: Harness, form: str)
 
     # Two pushes get through, the third finds Loki gone: the write fails part-way.
     h.loki.fail_next(Fault.passthrough(), Fault.passthrough(), Fault.connection_refused())
-    with h.sink(options=options, retry=RetryPolicy(max_retries=0)) as sink:
+    with h.sink(options=options) as sink:
         with pytest.raises(SinkSendError):
             sink.write(_offered(sink, events, form))
         assert 0 < len(h.loki.entries()) < len(events) and sink.checkpoint() == {}
@@ -286,7 +305,6 @@ def test_auth_and_url_errors_fail_the_write_without_dropping(h: Harness, status:
             sink.write(_batch(_tracked(1)))
         snap = sink.telemetry.snapshot()
         assert sink.checkpoint() == {} and snap.dropped == {} and snap.errors == {stage: 1}
-    assert h.delays == []
 
 
 # -- what is not sent ----------------------------------------------------------------------------------------
@@ -407,36 +425,36 @@ def test_tls_options_reach_the_client(tmp_path: Path) -> None:
 # -- lifecycle and the projector -----------------------------------------------------------------------------
 
 
-def test_an_interrupted_sink_gives_up_at_the_first_failure(h: Harness) -> None:
-    h.loki.fail_next(*[503] * 5)
-    with h.sink() as sink:
-        sink.interrupt()
-        with pytest.raises(SinkSendError):
-            sink.write(_batch(_tracked(1)))
-    assert h.delays == [] and len(h.loki.requests) == 1
-
-
-def test_stopping_a_loki_projector_interrupts_the_backoff_first(h: Harness, tmp_path: Path) -> None:
+def test_stopping_a_projector_ends_its_backoff_at_once(h: Harness, tmp_path: Path) -> None:
+    with EventLog(tmp_path / "log") as log:
+        log.append(_tracked(1)[0])
+    h.loki.fail_next(*[Fault.connection_refused()] * 100)
     sink = h.sink().open()
-    projector = LokiProjector(TimeOrderedReader(tmp_path / "log"), sink)
+    # A real wait this time: a minute of backoff after the first failure, which stop() must cut short.
+    projector = Projector(
+        TimeOrderedReader(tmp_path / "log"), sink, retry=RetryPolicy(min_backoff_s=60, max_backoff_s=60)
+    )
+    projector.start()
+    while not sink.telemetry.snapshot().errors:
+        time.sleep(0.01)  # polling for the first failure, not waiting for a result
+    started = time.monotonic()
     projector.stop(drain_timeout_s=None)
-    h.loki.fail_next(503)
-    with pytest.raises(SinkSendError):
-        sink.write(_batch(_tracked(1)))
-    assert h.delays == []
+    assert time.monotonic() - started < 30
+    sink.close()
+    assert sink.telemetry.snapshot().retries == 0  # the retry the stop cut short is not counted
 
 
 def test_an_outage_then_catch_up_loses_nothing_and_duplicates_nothing(h: Harness, tmp_path: Path) -> None:
     log_dir = tmp_path / "log"
-    sink = h.sink(retry=RetryPolicy(max_retries=1)).open()
-    projector = LokiProjector(TimeOrderedReader(log_dir), sink, batch_max_events=7)
+    sink = h.sink().open()
+    projector = h.projector(sink, log_dir, batch_max_events=7)
     with EventLog(log_dir) as log:
         tracker = QueryTracker(log, env="test")
         for i in range(10):
             with tracker.query(f"네이버 질문 {i}", session_id="s"):
                 pass
         # Loki is down: every attempt is refused. The projector fails, the checkpoint stays at the start.
-        h.loki.fail_next(*[Fault.connection_refused()] * 8)
+        h.loki.fail_next(*[Fault.connection_refused()] * 4)
         for _ in range(4):
             with pytest.raises(SinkSendError):
                 projector.run_once()
@@ -494,7 +512,7 @@ def test_lines_the_codec_refuses_are_counted_and_the_projection_moves_past_them(
         with tracker.query("두번째 질문"):
             pass
     sink = h.sink().open()
-    projector = LokiProjector(TimeOrderedReader(log_dir), sink)
+    projector = h.projector(sink, log_dir)
     projector.catch_up()
     projector.stop(drain_timeout_s=None)
     assert sink.checkpoint() == projector.reader.end_checkpoint()  # not stuck behind them
@@ -511,12 +529,12 @@ def test_a_reopened_sink_resumes_after_its_checkpoint_without_resending(h: Harne
         with tracker.query("첫 질문"):
             pass
         first = h.sink().open()
-        LokiProjector(TimeOrderedReader(log_dir), first).catch_up()
+        h.projector(first, log_dir).catch_up()
         first.close()
         with tracker.query("두번째 질문"):
             pass
         second = h.sink().open()
-        LokiProjector(TimeOrderedReader(log_dir), second).catch_up()
+        h.projector(second, log_dir).catch_up()
         second.close()
     assert len(h.loki.entries()) == 4 and h.loki.duplicates_ignored == 0
 
@@ -524,7 +542,7 @@ def test_a_reopened_sink_resumes_after_its_checkpoint_without_resending(h: Harne
 def test_a_running_loki_projector_drains_on_stop(h: Harness, tmp_path: Path) -> None:
     log_dir = tmp_path / "log"
     sink = h.sink().open()
-    projector = LokiProjector(TimeOrderedReader(log_dir), sink, interval_s=0.05)
+    projector = h.projector(sink, log_dir, interval_s=0.05)
     with EventLog(log_dir) as log:
         projector.start()
         tracker = QueryTracker(log, env="test")
@@ -544,9 +562,7 @@ class TestLokiSinkContract(DurableSinkContract):  # type: ignore[misc, valid-typ
 
     def make_sink(self, tmp_path: Path) -> Sink:
         loki = self.doubles.setdefault(tmp_path, RecordedLoki())
-        return LokiSink(
-            "http://loki", transport=loki.transport(), checkpoint_path=tmp_path / "loki.json", sleep=lambda _: None
-        )
+        return LokiSink("http://loki", transport=loki.transport(), checkpoint_path=tmp_path / "loki.json")
 
     def stored_ids(self, sink: Sink, tmp_path: Path) -> list[str]:
         return _event_ids(self.doubles[tmp_path])

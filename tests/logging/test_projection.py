@@ -13,7 +13,7 @@ import pytest
 
 from querylog.logging.codec import encode
 from querylog.logging.events import AnyEvent, QueryReceived
-from querylog.logging.loki_order import TimeOrderedReader
+from querylog.logging.loki import TimeOrderedReader
 from querylog.logging.projection import Batch, FileCheckpointSink, Prepared, Projector, Sink, SinkSendError
 from querylog.logging.segments import Checkpoint, EventLog, LogReader
 from querylog.logging.sinks import MemorySink

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import structlog
+from tests.support.loki_entries import entry_of, event_from_entry
 
 from querylog.analytics.catalog import NOT_IN_QUERIES, Catalog
 from querylog.logging import codec
@@ -28,7 +29,7 @@ from querylog.logging.events import (
     SearchCompleted,
     Source,
 )
-from querylog.logging.loki_entries import METADATA_FIELDS, entry_for, event_from_entry, line_shape
+from querylog.logging.loki import LINE_FIELDS, METADATA_FIELDS
 from querylog.logging.parquet import ParquetSink, events_to_table, rows_from_lines
 from querylog.logging.projection import Batch, Projector
 from querylog.logging.schema import (
@@ -116,14 +117,15 @@ def test_every_event_field_is_a_queries_column_or_says_why_not(tmp_path: Path) -
 @pytest.mark.parametrize("cls", list(EVENT_CLASSES.values()), ids=list(EVENT_CLASSES))
 def test_a_loki_line_carries_every_field_loki_does_not_hold_elsewhere(cls: type[Event]) -> None:
     # The stream labels hold event_type, service and env; structured metadata holds the ids; the entry's time is ts.
-    elsewhere = {"ts", "service", "env", *METADATA_FIELDS}
-    assert set(line_shape(cls).names) == set(cls.__struct_fields__) - elsewhere
+    # `service` and `env` are in the line too when they differ from the labels; `level` is the line's own.
+    elsewhere = {"ts", *METADATA_FIELDS}
+    assert set(LINE_FIELDS[cls.__struct_config__.tag]) == {"level", *(set(cls.__struct_fields__) - elsewhere)}
 
 
 def test_a_v2_event_survives_the_trip_through_a_loki_line() -> None:
     event = _full_response()
-    entry = entry_for(event, app="querylog", env="dev")
-    labels = {**entry.labels, **dict(entry.metadata)}
+    entry = entry_of(event, app="querylog", env="dev")
+    labels = {**entry.labels, **entry.metadata}
     assert event_from_entry(entry.ts_ns, entry.line, labels) == event
 
 

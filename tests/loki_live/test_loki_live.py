@@ -16,8 +16,7 @@ import httpx
 import pytest
 
 from querylog.config import Settings
-from querylog.logging.loki import loki_options
-from querylog.runtime import Runtime
+from querylog.runtime import Runtime, loki_options
 
 pytestmark = [
     pytest.mark.loki,

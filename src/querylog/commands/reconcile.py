@@ -42,7 +42,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.metrics_url:
             metrics_text = httpx.get(args.metrics_url, timeout=10).raise_for_status().text
         if settings.loki_url:
-            from querylog.logging.loki import loki_options
+            from querylog.runtime import loki_options
 
             loki = loki_options(settings).client(settings.loki_url)  # tenant, auth and TLS as the shipper uses
         report = reconcile(settings, since=since, metrics_text=metrics_text, loki=loki)

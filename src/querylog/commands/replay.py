@@ -4,7 +4,9 @@ rebuild the Parquet lake."""
 from __future__ import annotations
 
 import argparse
+import random
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,6 +16,7 @@ from querylog.config import ConfigError, Settings, duration_seconds
 
 if TYPE_CHECKING:
     from querylog.logging.events import AnyEvent
+    from querylog.logging.projection import Batch, Sink
 
 
 def add_parser(sub: Any) -> None:
@@ -108,8 +111,8 @@ def parse_since(raw: str, now: datetime) -> datetime:
 
 
 def run_loki(args: argparse.Namespace, settings: Settings) -> int:
-    from querylog.logging.loki import loki_sink
     from querylog.logging.projection import Batch, SinkError
+    from querylog.runtime import loki_sink
 
     err = sys.stderr
     if settings.loki_url is None:
@@ -144,7 +147,7 @@ def run_loki(args: argparse.Namespace, settings: Settings) -> int:
             read += len(batch_events)
             events = [e for e in batch_events if since is None or e.ts >= since]
             skipped += len(batch_events) - len(events)
-            sink.write(Batch(events=events, checkpoint={}))
+            _write_retrying(sink, Batch(events=events, checkpoint={}))
             snap = sink.telemetry.snapshot()
             upto = events[-1].ts.isoformat() if events else "-"
             dropped_so_far = sum(snap.dropped.values())
@@ -162,6 +165,29 @@ def run_loki(args: argparse.Namespace, settings: Settings) -> int:
         file=err,
     )
     return 0
+
+
+#: A replay gives up on Loki after this many failed writes of one batch in a row (about 4 minutes of backoff).
+_REPLAY_ATTEMPTS = 12
+_sleep = time.sleep
+
+
+def _write_retrying(sink: Sink, batch: Batch) -> None:
+    """Write `batch`, offering it again after the projectors' backoff when it fails (what Loki stored is not
+    sent twice), up to `_REPLAY_ATTEMPTS` times."""
+    from querylog.logging.projection import RetryPolicy, SinkSendError
+
+    policy, rng = RetryPolicy(), random.Random()
+    for failures in range(1, _REPLAY_ATTEMPTS + 1):
+        try:
+            sink.write(batch)
+            return
+        except SinkSendError as exc:
+            if failures == _REPLAY_ATTEMPTS:
+                raise
+            delay = policy.delay(failures, rng, exc.retry_after_s)
+            print(f"  {exc}; trying again in {delay:.1f} s", file=sys.stderr)
+            _sleep(delay)
 
 
 def run_parquet(args: argparse.Namespace, settings: Settings) -> int:
@@ -232,7 +258,7 @@ class _Batches:
             yield from lake_events(self.settings.lake_dir)
             return
         from querylog.logging.codec import DecodeError, decode
-        from querylog.logging.loki_order import TimeOrderedReader
+        from querylog.logging.loki import TimeOrderedReader
         from querylog.logging.segments import LogReader
 
         reader = TimeOrderedReader(self.settings.log_dir) if self.time_ordered else LogReader(self.settings.log_dir)

@@ -1,12 +1,9 @@
 """A log reader that merges the writers' segments by event time, so Loki sees every stream move forward.
 
-`LogReader.read` drains segments one after another. With several writers (uvicorn workers) and a projection
-that fell behind, one batch can hold an hour of worker A's events and the next one worker B's events from
-that same hour: Loki refuses lines more than an hour behind a stream's newest line (``too_far_behind``), so
-after a long Loki outage most of B's events would be lost to Loki. This reader takes a share of every
-pending segment and returns only lines up to the time all of them have reached (a k-way merge with a
-watermark), so pushes move forward in time together.
-"""
+`LogReader.read` drains segments one after another: after a long outage, one batch could hold an hour of
+worker A's events and the next worker B's from the same hour, which Loki refuses (``too_far_behind``). This
+reader takes a share of every pending segment and returns only lines up to the time all of them have reached
+(a k-way merge with a watermark)."""
 
 from __future__ import annotations
 
@@ -38,7 +35,7 @@ def _time_of(line: bytes) -> float:
     # A line that does not decode sorts first and goes out at once: the projector counts it as corrupt.
     try:
         ts = _stamp_decoder.decode(line).ts
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except msgspec.DecodeError:  # ValidationError included
         return _OLDEST
     return _OLDEST if ts is None else ts.timestamp()
 
