@@ -53,7 +53,7 @@ def _lines(ctx: Any, n_events: int) -> tuple[Path, list[tuple[str, list[Any]]]]:
     lines = [line for batch in LogReader(log_dir).iter_all() for line in batch.lines]
     entries = encode_lines(lines, app=APP, env=ENV)
     values = sorted(zip(entries.times, entries.streams, entries.values, strict=True), key=lambda x: x[0])
-    return log_dir, [(stream.decode(), orjson.loads(value)) for _, stream, value in values]
+    return log_dir, [(stream, orjson.loads(value)) for _, stream, value in values]
 
 
 # -- python-logging-loki ------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Union
+from typing import Annotated, Any, Final, Union
 
 import msgspec
 import orjson
@@ -62,8 +62,8 @@ def _line_type(cls: type[Event]) -> type[msgspec.Struct]:
     spec: list[tuple[str, Any, Any]] = [("level", str, "error" if tag == "query_failed" else "info")]
     for name in (*own, *base, "service", "env", "ts", *METADATA_FIELDS):
         f, hint = fields[name], (str if name == "ts" else hints[name])  # ts: read as the log wrote it
-        if name == "schema_version":
-            spec.append((name, hint, 1))  # a line without it is schema v1: those lines left it out
+        if name == "schema_version":  # a line without it is schema v1 (those left it out); newer ones are refused
+            spec.append((name, Annotated[hint, msgspec.Meta(le=SCHEMA_VERSION)], 1))
         elif f.required or f.default_factory is not msgspec.NODEFAULT:
             spec.append((name, hint, msgspec.NODEFAULT))  # required, or always written (event_id, ts)
         elif f.default is None:
@@ -104,9 +104,6 @@ class Entries:
     event_ids: list[str] = field(default_factory=list)
     cut: set[int] = field(default_factory=set)
 
-    def __len__(self) -> int:
-        return len(self.values)
-
 
 def encode_lines(lines: Iterable[bytes], *, app: str, env: str, max_line_bytes: int = MAX_LINE_BYTES) -> Entries:
     """The Loki entries of `lines` (log lines), in their order. Raises `LineError` at the first line that is
@@ -123,8 +120,6 @@ def encode_lines(lines: Iterable[bytes], *, app: str, env: str, max_line_bytes: 
             ns = seconds + int(ts[20:26]) * 1000 if seconds is not None and ts[26:] == "Z" else _ts_ns(ts)
         except (msgspec.DecodeError, ValueError) as exc:  # msgspec.ValidationError is a DecodeError
             raise LineError(f"{exc}: {line[:200]!r}") from exc
-        if row.schema_version > SCHEMA_VERSION:
-            raise LineError(f"schema_version {row.schema_version} is newer than this build's {SCHEMA_VERSION}")
         metadata = _Ids(row.user_id, row.session_id, row.query_id, row.trace_id)
         cut = False
         if not (line.isascii() and len(line) <= MAX_METADATA_VALUE_BYTES):  # else every id is short ASCII
@@ -182,8 +177,7 @@ def _metadata(ids: _Ids) -> tuple[_Ids, bool]:
             value = unicodedata.normalize("NFC", value)
             raw = value.encode()
             if len(raw) > MAX_METADATA_VALUE_BYTES:
-                value = raw[: MAX_METADATA_VALUE_BYTES - len(_MARKER)].decode("utf-8", "ignore") + TRUNCATION_MARKER
-                cut = True
+                value, cut = _cut(raw, MAX_METADATA_VALUE_BYTES), True
         values.append(value)
     return _Ids(*values), cut
 
@@ -198,12 +192,15 @@ def _fit(fields: dict[str, Any], limit: int) -> bytes:
         size, key = max(texts)
         # JSON escaping can make the encoded text longer than the raw one, hence the loop.
         keep = max(0, size - (len(line) - limit) - len(_MARKER) - 8)
-        fields[key] = fields[key].encode()[:keep].decode("utf-8", "ignore") + TRUNCATION_MARKER
+        fields[key] = _cut(fields[key].encode(), keep + len(_MARKER))
         line = _ENCODER.encode(fields)
-    if len(line) <= limit:
-        return line
-    # Not reachable with the schema's fields; kept so that no event can ever make an unsendable line.
-    return line[: limit - len(_MARKER)].decode("utf-8", "ignore").encode() + _MARKER
+    # The last resort is not reachable with the schema's fields; it is there so that no line is ever unsendable.
+    return line if len(line) <= limit else _cut(line, limit).encode()
+
+
+def _cut(raw: bytes, limit: int) -> str:
+    """UTF-8 `raw` cut to at most `limit` bytes, on a character boundary, ending in the truncation marker."""
+    return raw[: limit - len(_MARKER)].decode("utf-8", "ignore") + TRUNCATION_MARKER
 
 
 @dataclass(frozen=True, slots=True)

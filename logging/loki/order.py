@@ -7,7 +7,9 @@ reader takes a share of every pending segment and returns only lines up to the t
 
 from __future__ import annotations
 
+import contextlib
 import heapq
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,13 +63,10 @@ class TimeOrderedReader(LogReader):
     def read(self, checkpoint: Mapping[str, int], *, max_events: int = 10_000, max_bytes: int = 8 << 20) -> ReadBatch:
         if max_events < 1 or max_bytes < 1:
             raise ValueError("max_events and max_bytes must be >= 1")
-        segments = self.segments()
         sizes: dict[str, int] = {}
-        for path in segments:
-            try:
+        for path in self.segments():
+            with contextlib.suppress(FileNotFoundError):
                 sizes[path.name] = path.stat().st_size
-            except FileNotFoundError:
-                continue
         pending_names = [name for name, size in sizes.items() if size > checkpoint.get(name, 0)]
         if len(pending_names) <= 1:
             return super().read(checkpoint, max_events=max_events, max_bytes=max_bytes)
@@ -82,12 +81,8 @@ class TimeOrderedReader(LogReader):
         # (each writer appends in time order, give or take the microseconds between two threads).
         horizons = [p.times[-1] for p in pending if p.lines and not p.exhausted]
         watermark = min(horizons) if horizons else float("inf")
-        taken: dict[str, int] = {}
-        for p in pending:
-            n = 0
-            while n < len(p.lines) and p.times[n] <= watermark:
-                n += 1
-            taken[p.name] = n
+        # Each segment's lines up to the first one past the watermark.
+        taken = {p.name: next((n for n, t in enumerate(p.times) if t > watermark), len(p.times)) for p in pending}
         if not any(taken.values()) and any(p.lines for p in pending):
             slowest = min((p for p in pending if p.lines), key=lambda p: p.times[-1])
             taken[slowest.name] = len(slowest.lines)
@@ -130,17 +125,5 @@ class TimeOrderedReader(LogReader):
         chunk = data[:end].split(b"\n")[:-1]
         limited = len(chunk) > max_events or len(data) < size - offset
         chunk = chunk[:max_events]
-        ends: list[int] = []
-        position = 0
-        for line in chunk:
-            position += len(line) + 1
-            ends.append(position)
-        return _Pending(
-            name=path.name,
-            offset=offset,
-            size=size,
-            lines=chunk,
-            times=[_time_of(line) for line in chunk],
-            ends=ends,
-            limited=limited,
-        )
+        ends = list(itertools.accumulate(len(line) + 1 for line in chunk))
+        return _Pending(path.name, offset, size, chunk, [_time_of(line) for line in chunk], ends, limited)

@@ -9,7 +9,6 @@ import gzip
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -33,13 +32,8 @@ _log = structlog.get_logger("querylog.loki")
 _EVENT_LABEL: Final = re.compile(r'event="([^"]*)"')
 
 
-@dataclass(frozen=True, slots=True)
-class _Planned:
-    """A batch as `LokiSink.prepare` left it: its entries, cut into pushes, each push's body compressed."""
-
-    entries: Entries
-    pushes: list[Push]
-    bodies: list[bytes]
+#: A batch as `LokiSink.prepare` leaves it: its entries, cut into pushes, and each push's body compressed.
+_Planned = tuple[Entries, list[Push], list[bytes]]
 
 
 class LokiSink(Sink):
@@ -112,24 +106,22 @@ class LokiSink(Sink):
             return None
         planned = self._plan(entries)
         last = datetime.fromtimestamp(entries.times[-1] / 1e9, UTC) if entries.times else None
-        return Prepared(rows=planned, count=len(entries), last_ts=last)
+        return Prepared(rows=planned, count=len(entries.values), last_ts=last)
 
     def _plan(self, entries: Entries, keep: Sequence[int] | None = None) -> _Planned:
         o = self.options
         pushes = plan_pushes(entries, app=self.app, env=self.env, max_bytes=o.max_push_bytes, keep=keep)
         compress = o.compression == "gzip"
         bodies = [gzip.compress(p.body, compresslevel=o.gzip_level) if compress else p.body for p in pushes]
-        return _Planned(entries, pushes, bodies)
+        return entries, pushes, bodies
 
     def _write(self, batch: Batch) -> None:
-        planned = batch.prepared.rows if batch.prepared is not None else self._plan(self._encode(batch.events))
-        assert isinstance(planned, _Planned)
+        planned: _Planned = batch.prepared.rows if batch.prepared else self._plan(self._encode(batch.events))  # type: ignore[assignment]
         keep = self._admit(planned)
-        if keep is not None:
-            planned = self._plan(planned.entries, keep)
+        entries, pushes, bodies = planned if keep is None else self._plan(planned[0], keep)
         try:
-            for push, body in zip(planned.pushes, planned.bodies, strict=True):
-                self._deliver(planned.entries, push, body)
+            for push, body in zip(pushes, bodies, strict=True):
+                self._deliver(entries, push, body)
         except SinkSendError:
             for entries, positions in self._delivered:
                 self._settled.update(entries.event_ids[i] for i in positions)
@@ -177,8 +169,8 @@ class LokiSink(Sink):
     def _admit(self, planned: _Planned) -> list[int] | None:
         """None if every entry is new and inside Loki's windows (judged from each push's stream spans alone: the
         common case); else the positions of those that are, the others counted as dropped by reason, once."""
-        window, settled, entries = self._window(), self._settled, planned.entries
-        spans = (span for push in planned.pushes for span in push.spans)
+        (entries, pushes, _), window, settled = planned, self._window(), self._settled
+        spans = (span for push in pushes for span in push.spans)
         if not settled and not any(self._refusal(lo, s, window) or self._refusal(hi, s, window) for s, lo, hi in spans):
             return None
         keep = []
@@ -204,8 +196,8 @@ class LokiSink(Sink):
             self.telemetry.error("http_413")
             mid = len(push.positions) // 2
             for half in (push.positions[:mid], push.positions[mid:]):
-                planned = self._plan(entries, half)
-                for part, part_body in zip(planned.pushes, planned.bodies, strict=True):
+                _, parts, part_bodies = self._plan(entries, half)
+                for part, part_body in zip(parts, part_bodies, strict=True):
                     self._deliver(entries, part, part_body)
         elif status == 400:
             self._rejected(entries, push, text, len(body))
