@@ -123,8 +123,8 @@ class LokiSink(Sink):
             for push, body in zip(pushes, bodies, strict=True):
                 self._deliver(entries, push, body)
         except SinkSendError:
-            for entries, positions in self._delivered:
-                self._settled.update(entries.event_ids[i] for i in positions)
+            for done, positions in self._delivered:
+                self._settled.update(done.event_ids[i] for i in positions)
             raise
         finally:
             self._delivered.clear()

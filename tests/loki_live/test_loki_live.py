@@ -157,3 +157,52 @@ def test_erase_files_delete_requests_loki_accepts(shipped: Shipped, tmp_path: Pa
     queries = {r["query"] for r in listed.json()}
     assert f'{{app="querylog", env="{shipped.env}"}} | user_id="erase-{shipped.env}"' in queries
     assert f'{{app="querylog", env="{shipped.env}"}} | query_id=~"{q.query_id}"' in queries
+
+
+class _AnswerLost(httpx.BaseTransport):
+    """Forwards to Loki, but the answer to the first push is lost on the way back (a timeout after Loki stored it)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.lost = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if self.lost == 0 and request.url.path.endswith("/push"):
+            self.lost += 1
+            response.close()
+            raise httpx.ReadTimeout("the answer was lost", request=request)
+        return response
+
+
+def test_a_batch_offered_again_after_a_lost_answer_is_stored_once(
+    tmp_path: Path, live_loki_environment: dict[str, str]
+) -> None:
+    from querylog.logging.projection import Batch, SinkSendError
+    from querylog.logging.tracker import QueryTracker
+    from querylog.runtime import loki_sink
+    from querylog.testing import CapturingEmitter
+
+    env = f"live-{uuid.uuid4().hex[:10]}"
+    settings = Settings.from_env(overrides={"home": tmp_path, "env": env, "stdout_events": False})
+    capture = CapturingEmitter()
+    tracker = QueryTracker(capture, service=settings.service, env=env)
+    for i in range(20):
+        with tracker.query(f"삼성전자 질문 {i}", session_id="s"):
+            pass
+    transport = _AnswerLost()
+    sink = loki_sink(settings, live=False, transport=transport)
+    sink.open()
+    batch = Batch(events=capture.events, checkpoint={})  # type: ignore[arg-type]
+    with pytest.raises(SinkSendError) as failure:
+        sink.write(batch)
+    assert failure.value.stage == "timeout" and transport.lost == 1
+    # Offered again, the same lines make the same push, byte for byte: Loki drops what it already holds.
+    sink.write(Batch(events=capture.events, checkpoint={}, redelivered=len(capture.events)))  # type: ignore[arg-type]
+    sink.close()
+    # Pushed lines are queryable as soon as the 204 came back (shared/LOKI.md).
+    with loki_options(settings).client(settings.loki_url or "") as client:
+        query = f'sum(count_over_time({{app="{settings.service}", env="{env}"}}[1h]))'
+        response = client.get("/loki/api/v1/query", params={"query": query, "time": str(time.time_ns())})
+    (sample,) = response.json()["data"]["result"]
+    assert int(sample["value"][1]) == len(capture.events)
