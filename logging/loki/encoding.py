@@ -94,9 +94,8 @@ class LineError(ValueError):
 
 @dataclass(slots=True)
 class Entries:
-    """A batch's Loki entries, column by column: each entry's stream (event type), Unix-ns timestamp, encoded
-    push value ``["<ns>","<line>",{ids}]`` and event id; `cut` holds the positions of entries whose line or
-    ids were cut to fit Loki's limits."""
+    """A batch's Loki entries, column by column: stream (event type), Unix-ns time, push value ``["<ns>","<line>",
+    {ids}]``, event id; `cut`: the positions of entries whose line or ids were cut to fit Loki's limits."""
 
     streams: list[str] = field(default_factory=list)
     times: list[int] = field(default_factory=list)
@@ -231,11 +230,10 @@ def plan_pushes(
     for n, i in enumerate(order):
         stream, value = streams[i], values[i]
         group = groups.get(stream)
-        extra = len(value) + 1 + (0 if group is not None else overhead[stream])
+        extra = len(value) + 1 + (0 if group is not None else overhead[stream])  # a new stream adds its overhead
         if size + extra > max_bytes and groups:
             pushes.append(_push(entries, order[start:n], groups, labels))
-            start, groups, size, group = n, {}, empty, None
-            extra = len(value) + 1 + overhead[stream]
+            start, groups, size, group, extra = n, {}, empty, None, len(value) + 1 + overhead[stream]
         if group is None:
             groups[stream] = [i]
         else:
@@ -252,9 +250,5 @@ def _push(entries: Entries, positions: list[int], groups: dict[str, list[int]], 
         b'{"stream":%b,"values":[%b]}' % (labels[stream], b",".join([values[i] for i in group]))
         for stream, group in groups.items()
     )
-    return Push(
-        body=body,
-        positions=positions,
-        spans=tuple((stream, times[group[0]], times[group[-1]]) for stream, group in groups.items()),
-        cut=sum(1 for i in positions if i in cut) if cut else 0,
-    )
+    spans = tuple((stream, times[group[0]], times[group[-1]]) for stream, group in groups.items())
+    return Push(body, positions, spans, sum(1 for i in positions if i in cut) if cut else 0)

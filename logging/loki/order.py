@@ -52,10 +52,6 @@ class _Pending:
     ends: list[int]  # byte offset just past each line, relative to `offset`
     limited: bool  # the share's limits ended the read: whole lines remain unread in this segment
 
-    @property
-    def exhausted(self) -> bool:
-        return self.offset + (self.ends[-1] if self.ends else 0) >= self.size
-
 
 class TimeOrderedReader(LogReader):
     """`LogReader` whose batches interleave all writers' segments in event-time order."""
@@ -79,7 +75,7 @@ class TimeOrderedReader(LogReader):
         ]
         # Every line at or before the watermark is in hand: no unread line of any segment can be older
         # (each writer appends in time order, give or take the microseconds between two threads).
-        horizons = [p.times[-1] for p in pending if p.lines and not p.exhausted]
+        horizons = [p.times[-1] for p in pending if p.lines and p.offset + p.ends[-1] < p.size]  # not read to the end
         watermark = min(horizons) if horizons else float("inf")
         # Each segment's lines up to the first one past the watermark.
         taken = {p.name: next((n for n, t in enumerate(p.times) if t > watermark), len(p.times)) for p in pending}

@@ -57,10 +57,6 @@ class PushVerdict:
     partial: bool
     rejections: tuple[Rejection, ...] = ()
 
-    @property
-    def refused(self) -> int:
-        return sum(r.count for r in self.rejections)
-
 
 def read_push_error(body: str) -> PushVerdict:
     """Classify the body of a 400 (or 429) answer to a push."""

@@ -65,13 +65,10 @@ class LokiSink(Sink):
         super().__init__()
         for label, value in (("app", app), ("env", env)):
             if not LABEL_VALUE_RE.match(value):
-                raise ValueError(
-                    f"Loki label {label}={value!r} must be 1-63 letters, digits, '_', '.' or '-' (it names a stream)"
-                )
+                raise ValueError(f"Loki label {label}={value!r} must be 1-63 letters, digits, '_', '.' or '-'")
         self.app, self.env = app, env
         self.options = options or LokiOptions()
         self.client = LokiClient(url, self.options, transport=transport, client=client)
-        self.url = self.client.url
         self.dead_letter_dir = dead_letter_dir
         self._checkpoint_file = CheckpointFile(checkpoint_path) if checkpoint_path is not None else None
         self._clock = clock
@@ -82,7 +79,6 @@ class LokiSink(Sink):
         self._delivered: list[tuple[Entries, Sequence[int]]] = []
         # Newest timestamp pushed per stream: lines further behind would be refused (too_far_behind).
         self._newest: dict[str, int] = {}
-        self.truncated = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -207,15 +203,10 @@ class LokiSink(Sink):
 
     def _accepted(self, entries: Entries, push: Push, nbytes: int, refused: int = 0) -> None:
         self._delivered.append((entries, push.positions))
-        if push.cut:
-            # Counted once Loki has the lines, so a batch offered again does not count them twice.
-            self.truncated += push.cut
-            for _ in range(push.cut):
-                self.telemetry.error("truncate")
-        newest = self._newest
+        for _ in range(push.cut):  # counted once Loki has the lines, so a batch offered again does not count twice
+            self.telemetry.error("truncate")
         for stream, _, high in push.spans:
-            if high > newest.get(stream, 0):
-                newest[stream] = high
+            self._newest[stream] = max(self._newest.get(stream, 0), high)
         self.telemetry.sent(len(push.positions) - refused, nbytes=nbytes)
 
     def _rejected(self, entries: Entries, push: Push, text: str, nbytes: int) -> None:
@@ -225,7 +216,7 @@ class LokiSink(Sink):
         if not verdict.partial:
             self._dead_letter(entries, push, 400, text, "rejected")
             return
-        refused = min(verdict.refused, len(push.positions))
+        refused = min(sum(r.count for r in verdict.rejections), len(push.positions))
         for r in verdict.rejections:
             self.telemetry.dropped(r.reason, r.count)
             # A stream another writer (or an earlier run) moved further ahead than we knew: remember it, so the
@@ -236,12 +227,8 @@ class LokiSink(Sink):
                     seconds = datetime.fromisoformat(r.cutoff).timestamp() + self.options.out_of_order_window_s
                     self._newest[label.group(1)] = max(self._newest.get(label.group(1), 0), int(seconds * 1e9))
         self._accepted(entries, push, nbytes, refused=refused)
-        _log.warning(
-            "loki_push_partly_refused",
-            refused=refused,
-            stored=len(push.positions) - refused,
-            reasons=sorted({r.reason for r in verdict.rejections}),
-        )
+        reasons = sorted({r.reason for r in verdict.rejections})
+        _log.warning("loki_push_partly_refused", refused=refused, stored=len(push.positions) - refused, reasons=reasons)
 
     def _dead_letter(self, entries: Entries, push: Push, status: int, text: str, reason: str) -> None:
         """Keep a push Loki refused for an unknown reason as one JSON line holding the exact push body, to post
