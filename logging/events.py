@@ -242,7 +242,7 @@ class Event(
         | None
     ) = None
     attributes: (
-        Annotated[dict[Annotated[str, msgspec.Meta(pattern=_ATTRIBUTE_KEY.pattern)], str], msgspec.Meta(max_length=32)]
+        Annotated[dict[Annotated[str, msgspec.Meta(pattern=f"^{_ATTRIBUTE_KEY.pattern}$")], str], msgspec.Meta(max_length=32)]
         | None
     ) = None
 
@@ -395,15 +395,13 @@ class QueryCompleted(Event, frozen=True, tag="query_completed"):
     latency_ms: Millis
     intent: str | None = None
     cache_hit: bool | None = None
-    result_count: Count | None = None
-    quality_score: Fraction | None = None
+    # Unbounded, as they always were: events written before the other events' bounds applied here stay readable.
+    result_count: int | None = None
+    quality_score: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_duration("latency_ms", self.latency_ms)
-        _check_count("result_count", self.result_count)
-        if self.quality_score is not None and not 0.0 <= self.quality_score <= 1.0:
-            raise EventValidationError("quality_score", f"must be within [0, 1], got {self.quality_score!r}")
 
 
 class QueryFailed(Event, frozen=True, tag="query_failed"):
