@@ -7,7 +7,6 @@ import gzip
 import importlib.util
 import json
 import random
-import time
 import unicodedata
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -21,7 +20,7 @@ import pytest
 from querylog.logging.codec import DecodeError, decode, encode
 from querylog.logging.events import AnyEvent, QueryCompleted, QueryReceived
 from querylog.logging.loki import LokiOptions, LokiSink, TimeOrderedReader
-from querylog.logging.projection import Batch, Projector, RetryPolicy, Sink, SinkSendError
+from querylog.logging.projection import Batch, Projector, Sink, SinkSendError
 from querylog.logging.segments import EventLog
 from querylog.logging.tracker import QueryTracker
 from querylog.testing import CapturingEmitter, Fault, RecordedLoki
@@ -423,25 +422,6 @@ def test_tls_options_reach_the_client(tmp_path: Path) -> None:
 
 
 # -- lifecycle and the projector -----------------------------------------------------------------------------
-
-
-def test_stopping_a_projector_ends_its_backoff_at_once(h: Harness, tmp_path: Path) -> None:
-    with EventLog(tmp_path / "log") as log:
-        log.append(_tracked(1)[0])
-    h.loki.fail_next(*[Fault.connection_refused()] * 100)
-    sink = h.sink().open()
-    # A real wait this time: a minute of backoff after the first failure, which stop() must cut short.
-    projector = Projector(
-        TimeOrderedReader(tmp_path / "log"), sink, retry=RetryPolicy(min_backoff_s=60, max_backoff_s=60)
-    )
-    projector.start()
-    while not sink.telemetry.snapshot().errors:
-        time.sleep(0.01)  # polling for the first failure, not waiting for a result
-    started = time.monotonic()
-    projector.stop(drain_timeout_s=None)
-    assert time.monotonic() - started < 30
-    sink.close()
-    assert sink.telemetry.snapshot().retries == 0  # the retry the stop cut short is not counted
 
 
 def test_an_outage_then_catch_up_loses_nothing_and_duplicates_nothing(h: Harness, tmp_path: Path) -> None:

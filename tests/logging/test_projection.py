@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 import threading
 import time
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ import pytest
 from querylog.logging.codec import encode
 from querylog.logging.events import AnyEvent, QueryReceived
 from querylog.logging.loki import TimeOrderedReader
-from querylog.logging.projection import Batch, FileCheckpointSink, Prepared, Projector, Sink, SinkSendError
+from querylog.logging.projection import Batch, FileCheckpointSink, Prepared, Projector, RetryPolicy, Sink, SinkSendError
 from querylog.logging.segments import Checkpoint, EventLog, LogReader
 from querylog.logging.sinks import MemorySink
 
@@ -337,3 +338,29 @@ def test_stop_survives_a_drain_that_raises_and_releases_everything(tmp_path: Pat
     other = Projector(LogReader(tmp_path / "log"), MemorySink().open(), lock_path=lock)
     assert other._try_acquire()  # the lock was released
     other.stop(drain_timeout_s=None)
+
+
+def test_the_retry_policy_backs_off_as_promtail_does_and_honours_retry_after() -> None:
+    policy, rng = RetryPolicy(), random.Random(3)
+    for failures in range(1, 12):
+        low = min(30.0, 0.5 * 2 ** (failures - 1))
+        assert low <= policy.delay(failures, rng) <= min(30.0, 2 * low)
+    assert policy.delay(1, rng, retry_after_s=42) == 42  # a server's wish beyond the backoff's cap...
+    assert policy.delay(1, rng, retry_after_s=10_000) == 300  # ...up to five minutes
+    assert 0.5 <= policy.delay(1, rng, retry_after_s=0) <= 1
+    with pytest.raises(ValueError, match="min_backoff_s <= max_backoff_s"):
+        RetryPolicy(min_backoff_s=5, max_backoff_s=1)
+
+
+def test_stopping_a_projector_ends_its_wait_between_retries(tmp_path: Path) -> None:
+    with EventLog(tmp_path / "log") as log:
+        _write(log, 1)
+    sink = FlakySink(tmp_path / "cp.json", failures=10**6).open()
+    projector = Projector(LogReader(tmp_path / "log"), sink, retry=RetryPolicy(min_backoff_s=3600, max_backoff_s=3600))
+    projector.start()
+    while projector.failures == 0:
+        time.sleep(0.01)  # polling for the first failure: the test waits for a state, not for a result
+    started = time.monotonic()
+    projector.stop(drain_timeout_s=None)
+    assert time.monotonic() - started < 60  # an hour's wait cut short
+    assert sink.telemetry.snapshot().errors == {"write": 1} and sink.telemetry.snapshot().retries == 0
