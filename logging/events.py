@@ -97,6 +97,7 @@ Text: TypeAlias = Annotated[str, msgspec.Meta(pattern=r"\S")]  # not blank
 Millis: TypeAlias = Annotated[float, msgspec.Meta(ge=0)]
 Count: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
 Fraction: TypeAlias = Annotated[float, msgspec.Meta(ge=0, le=1)]
+AttributeKey: TypeAlias = Annotated[str, msgspec.Meta(pattern=f"^{_ATTRIBUTE_KEY.pattern}$")]
 
 
 def new_event_id() -> str:
@@ -241,10 +242,7 @@ class Event(
         Annotated[tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=64)], ...], msgspec.Meta(max_length=16)]
         | None
     ) = None
-    attributes: (
-        Annotated[dict[Annotated[str, msgspec.Meta(pattern=f"^{_ATTRIBUTE_KEY.pattern}$")], str], msgspec.Meta(max_length=32)]
-        | None
-    ) = None
+    attributes: Annotated[dict[AttributeKey, str], msgspec.Meta(max_length=32)] | None = None
 
     @property
     def event_type(self) -> str:

@@ -16,12 +16,12 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Final, Union
+from typing import Any, Final, Union
 
 import msgspec
 import orjson
 
-from querylog.logging.events import EVENT_CLASSES, SCHEMA_VERSION, TRUNCATION_MARKER, Event
+from querylog.logging.events import EVENT_CLASSES, TRUNCATION_MARKER, Event
 
 __all__ = [
     "LABEL_VALUE_RE",
@@ -62,8 +62,8 @@ def _line_type(cls: type[Event]) -> type[msgspec.Struct]:
     spec: list[tuple[str, Any, Any]] = [("level", str, "error" if tag == "query_failed" else "info")]
     for name in (*own, *base, "service", "env", "ts", *METADATA_FIELDS):
         f, hint = fields[name], (str if name == "ts" else hints[name])  # ts: read as the log wrote it
-        if name == "schema_version":  # a line without it is schema v1 (those left it out); newer ones are refused
-            spec.append((name, Annotated[hint, msgspec.Meta(le=SCHEMA_VERSION)], 1))
+        if name == "schema_version":
+            spec.append((name, hint, 1))  # a line without it is schema v1: those lines left it out
         elif f.required or f.default_factory is not msgspec.NODEFAULT:
             spec.append((name, hint, msgspec.NODEFAULT))  # required, or always written (event_id, ts)
         elif f.default is None:
@@ -89,7 +89,7 @@ _SECONDS: dict[str, int] = {}
 
 
 class LineError(ValueError):
-    """A log line that is not an event this build can ship (corrupt, unknown type or field, newer schema)."""
+    """A log line that is not an event (corrupt, an unknown type or field, a bad value): the codec refuses it too."""
 
 
 @dataclass(slots=True)
