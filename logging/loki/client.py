@@ -99,10 +99,9 @@ class LokiOptions:
 
 
 class LokiClient:
-    """Posts push bodies to one Loki. Answers that retrying cannot change come back as ``(status, text)``: 2xx
-    (stored), 400 (refused, maybe in part), 413, 422. The rest (timeouts, refused connections, 408, 429, 5xx, and
-    401/403/404… which need a person) raise `SinkSendError` with the `stage` the `errors` counter shows, and
-    Loki's Retry-After."""
+    """Posts push bodies to one Loki. Answers retrying cannot change come back as ``(status, text)``: 2xx, 400, 413,
+    422. The rest (timeouts, refused connections, 408, 429, 5xx; 401/403/404… which need a person) raise
+    `SinkSendError` with the `stage` the `errors` counter shows, and Loki's Retry-After."""
 
     def __init__(
         self,

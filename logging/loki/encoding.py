@@ -49,7 +49,12 @@ _MARKER: Final = TRUNCATION_MARKER.encode()
 _HELD_ELSEWHERE: Final = frozenset({"ts", "service", "env", *METADATA_FIELDS})
 
 
-def _line_type(cls: type[Event]) -> type[msgspec.Struct]:
+def _level(tag: str) -> str:
+    # Without a level field Loki guesses one from words in the line: a user asking about an "error" would turn red.
+    return "error" if tag == "query_failed" else "info"
+
+
+def _line_type(tag: str, cls: type[Event]) -> type[msgspec.Struct]:
     """The Loki line of `cls`: ``level``, the event's own fields, the base fields Loki holds nowhere else, then
     ``service`` and ``env`` (UNSET, which msgspec leaves out, when they equal the labels); then the fields read
     from the log line but never written to the Loki line (UNSET once read). Tagged like the event, so that one
@@ -58,8 +63,7 @@ def _line_type(cls: type[Event]) -> type[msgspec.Struct]:
     fields = {f.name: f for f in msgspec.structs.fields(cls)}
     own = [name for name in cls.__struct_fields__ if name not in Event.__struct_fields__]
     base = [name for name in Event.__struct_fields__ if name not in _HELD_ELSEWHERE]
-    tag = cls.__struct_config__.tag
-    spec: list[tuple[str, Any, Any]] = [("level", str, "error" if tag == "query_failed" else "info")]
+    spec: list[tuple[str, Any, Any]] = [("level", str, _level(tag))]
     for name in (*own, *base, "service", "env", "ts", *METADATA_FIELDS):
         f, hint = fields[name], (str if name == "ts" else hints[name])  # ts: read as the log wrote it
         if name == "schema_version":
@@ -75,10 +79,10 @@ def _line_type(cls: type[Event]) -> type[msgspec.Struct]:
     )
 
 
-_LINE_TYPES: Final = {tag: _line_type(cls) for tag, cls in EVENT_CLASSES.items()}
+_LINE_TYPES: Final = {tag: _line_type(tag, cls) for tag, cls in EVENT_CLASSES.items()}
 _DECODER: Final = msgspec.json.Decoder(Union[tuple(_LINE_TYPES.values())])  # type: ignore[valid-type]  # noqa: UP007
-#: Each line type's stream (its tag) and the length of the ``{"event_type":"…",`` its encoding starts with.
-_KINDS: Final = {line_type: (tag, len(f'{{"event_type":"{tag}",')) for tag, line_type in _LINE_TYPES.items()}
+#: Each line type's stream (its tag), the length of the ``{"event_type":"…",`` its encoding starts with, its level.
+_KINDS: Final = {t: (tag, len(f'{{"event_type":"{tag}",'), _level(tag)) for tag, t in _LINE_TYPES.items()}
 #: The fields of each event type's Loki line, in line order (``level`` first): the contract docs/loki.md shows.
 LINE_FIELDS: Final = {tag: t.__struct_fields__[: -len(METADATA_FIELDS) - 1] for tag, t in _LINE_TYPES.items()}
 _ENCODER: Final = msgspec.json.Encoder()
@@ -117,7 +121,7 @@ def encode_lines(lines: Iterable[bytes], *, app: str, env: str, max_line_bytes: 
             ts = row.ts
             seconds = seconds_of(ts[:19])
             ns = seconds + int(ts[20:26]) * 1000 if seconds is not None and ts[26:] == "Z" else _ts_ns(ts)
-        except (msgspec.DecodeError, ValueError) as exc:  # msgspec.ValidationError is a DecodeError
+        except (msgspec.DecodeError, ValueError, TypeError) as exc:  # msgspec.ValidationError is a DecodeError
             raise LineError(f"{exc}: {line[:200]!r}") from exc
         metadata = _Ids(row.user_id, row.session_id, row.query_id, row.trace_id)
         cut = False
@@ -128,7 +132,9 @@ def encode_lines(lines: Iterable[bytes], *, app: str, env: str, max_line_bytes: 
             row.service = unset
         if row.env == env:
             row.env = unset
-        stream, tag_bytes = kinds[type(row)]
+        stream, tag_bytes, level = kinds[type(row)]
+        if row.level != level:
+            raise LineError(f"a log line has no level field: {line[:200]!r}")
         encoded = b"{" + encode(row)[tag_bytes:]
         if len(encoded) > max_line_bytes:
             fields = msgspec.to_builtins(row)
@@ -148,9 +154,7 @@ def encode_lines(lines: Iterable[bytes], *, app: str, env: str, max_line_bytes: 
 
 def _ts_ns(ts: str) -> int:
     """Unix nanoseconds of an RFC 3339 time (the log writes ``2026-12-04T03:43:10.123456Z``)."""
-    moment = datetime.fromisoformat(ts)
-    if moment.tzinfo is None:
-        raise ValueError(f"ts {ts!r} has no time zone")
+    moment = datetime.fromisoformat(ts)  # a time without a zone fails below (TypeError), as the codec refuses it
     whole = (moment.replace(microsecond=0) - _EPOCH) // _SECOND * 1_000_000_000
     if ts[-1] == "Z" and len(ts) == 27 and len(_SECONDS) < 100_000:
         _SECONDS[ts[:19]] = whole

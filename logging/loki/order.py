@@ -1,9 +1,8 @@
 """A log reader that merges the writers' segments by event time, so Loki sees every stream move forward.
 
-`LogReader.read` drains segments one after another: after a long outage, one batch could hold an hour of
-worker A's events and the next worker B's from the same hour, which Loki refuses (``too_far_behind``). This
-reader takes a share of every pending segment and returns only lines up to the time all of them have reached
-(a k-way merge with a watermark)."""
+Read segment by segment, a batch after an outage could hold an hour of worker A's events and the next worker B's
+from that hour, which Loki refuses (``too_far_behind``). This reader takes a share of every pending segment and
+returns lines up to the time all of them have reached (a k-way merge with a watermark)."""
 
 from __future__ import annotations
 

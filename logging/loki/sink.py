@@ -1,6 +1,5 @@
-"""The Loki sink: a batch of log lines becomes pushes (`encoding`), Loki's limits are judged before sending
-(admission), each push is posted (`client`), its answer acted on, and the checkpoint moves only once Loki had
-the whole batch."""
+"""The Loki sink: a batch of log lines becomes pushes (`encoding`), what Loki would refuse is counted, not sent
+(admission), each push is posted (`client`) and its answer acted on; the checkpoint moves once Loki had it all."""
 
 from __future__ import annotations
 
@@ -93,9 +92,8 @@ class LokiSink(Sink):
 
     # -- writing -----------------------------------------------------------------------------------------
     def prepare(self, lines: Sequence[bytes]) -> Prepared | None:
-        """The batch's pushes, planned and compressed (on the projector's read-ahead thread while the batch
-        before is in flight). None if a line is not a valid event: the projector then decodes line by line and
-        counts the corrupt ones. Pure: what Loki has refused or stored is judged at write time."""
+        """The batch's pushes, planned and compressed, on the read-ahead thread. None if a line is not an event: the
+        projector then decodes line by line and counts the corrupt ones. Pure: Loki's answers are judged at write."""
         try:
             entries = encode_lines(lines, app=self.app, env=self.env, max_line_bytes=self.options.max_line_bytes)
         except LineError:
@@ -135,8 +133,7 @@ class LokiSink(Sink):
         self._settled.clear()
 
     def _encode(self, events: Sequence[AnyEvent]) -> Entries:
-        """Events (a batch the projector decoded, or a replay from the lake) as log lines, then as entries: the
-        same way as every line."""
+        """Events (decoded by the projector, or replayed from the lake) as log lines, then entries, as every line."""
         lines: list[bytes] = []
         for event in events:
             try:

@@ -181,6 +181,11 @@ def test_the_timestamp_is_read_exactly_in_every_form_a_log_line_may_hold(ts: str
             b'{"event_type":"query_completed","latency_ms":-1.0,"query_id":"q","event_id":"e","ts":"2026-01-01T00:00:00Z"}',
             "bad value",
         ),
+        (
+            b'{"event_type":"query_completed","latency_ms":1.0,"query_id":"q","event_id":"e",'
+            b'"ts":"2026-01-01T00:00:00Z","level":"debug"}',
+            "a level, which only a Loki line has",
+        ),
     ],
 )
 def test_a_line_that_is_not_an_event_is_refused_with_a_line_error(line: bytes, why: str) -> None:
