@@ -28,11 +28,6 @@ class Entry:
     metadata: dict[str, str]
     cut: bool
 
-    @property
-    def fields(self) -> dict[str, Any]:
-        decoded: dict[str, Any] = orjson.loads(self.line)
-        return decoded
-
 
 def entry_of(event: Event, *, app: str, env: str, max_line_bytes: int = MAX_LINE_BYTES) -> Entry:
     """The entry `event` becomes: its log line, through the Loki encoder."""
