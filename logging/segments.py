@@ -177,8 +177,7 @@ class EventLog:
         self._dirty_since_fsync = False
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
-        # Counters: what was accepted, written, and dropped because the disk refused it.
-        self.events_appended = 0
+        # Counters: what was written, and dropped because the disk refused it.
         self.events_written = 0
         self.events_dropped = 0
         self.write_errors = 0
@@ -253,7 +252,6 @@ class EventLog:
                 self.telemetry.dropped("buffer_full")
                 return
             self._buffered_events += 1
-            self.events_appended += 1
 
     def _dropped_unencodable(self, event: Event, exc: Exception) -> None:
         self.events_dropped += 1
@@ -264,7 +262,7 @@ class EventLog:
     def flush(self) -> None:
         """Hand buffered events to the kernel (one ``write``); fsync too under the ``always`` policy."""
         with self._lock:
-            if self._state is not _State.OPENED:
+            if self._state is not _OPENED:
                 raise LogClosedError(f"flush() on a {self._state.value} EventLog")
             self._flush_locked()
 
@@ -290,11 +288,15 @@ class EventLog:
             except OSError as exc:
                 self._write_failed(exc)
                 return
-        data = bytes(self._buffer)
+        buffer = self._buffer
         written = 0
         try:
-            while written < len(data):
-                written += os.write(self._fd, data[written:] if written else data)
+            written = os.write(self._fd, buffer)  # the buffer itself: no copy
+            if written < len(buffer):  # a short write (a signal, a nearly full disk): the rest, in order
+                with memoryview(buffer) as view:  # released, even on an error, so the buffer can be cleared
+                    while written < len(view):
+                        with view[written:] as rest:
+                            written += os.write(self._fd, rest)
         except OSError as exc:
             # A partial write would leave half a line mid-segment: cut back to the last whole line.
             if written:
@@ -304,9 +306,8 @@ class EventLog:
             return
         self._segment_size += written
         self.events_written += self._buffered_events
-        self.telemetry.received(self._buffered_events)
-        self.telemetry.sent(self._buffered_events, nbytes=written)
-        self._buffer.clear()
+        self.telemetry.delivered(self._buffered_events, nbytes=written)
+        buffer.clear()
         self._buffered_events = 0
         self._dirty_since_fsync = True
         if self.fsync_policy == "always":

@@ -71,6 +71,15 @@ class SinkTelemetry:
             self._batch_events_total += n
             self._batch_bytes_total += nbytes
 
+    def delivered(self, n: int, *, nbytes: int = 0) -> None:
+        """`received` and `sent` in one step, for a sink that delivers each batch as it takes it in (the log)."""
+        with self._lock:
+            self._received += n
+            self._sent += n
+            self._batches += 1
+            self._batch_events_total += n
+            self._batch_bytes_total += nbytes
+
     def dropped(self, reason: str, n: int = 1) -> None:
         with self._lock:
             self._dropped[reason] += n

@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
+import msgspec
 import uuid_utils
 
 from querylog.logging.events import (
@@ -182,7 +183,7 @@ class _Context:
     """What a team compares queries by, fixed for a query: carried by its events (release and prompt version by
     every one; tags and attributes by the first and the last, which is where views and LogQL look)."""
 
-    __slots__ = ("attributes", "labels", "prompt_version", "release", "tags", "versions")
+    __slots__ = ("attributes", "prompt_version", "release", "tags")
 
     def __init__(
         self,
@@ -196,18 +197,7 @@ class _Context:
         self.prompt_version = prompt_version
         self.tags = tags
         self.attributes = attributes
-        #: tags and attributes as event fields, those that are set (the first and last events carry them)
-        self.labels: dict[str, Any] = {
-            k: v for k, v in (("tags", tags), ("attributes", attributes)) if v is not None
-        }
-        #: release and prompt version as event fields, those that are set (every event carries them)
-        self.versions: dict[str, str] = {
-            k: v for k, v in (("release", release), ("prompt_version", prompt_version)) if v is not None
-        }
 
-
-#: No optional fields to add (shared, never written to: ``**`` copies it).
-_NOTHING: dict[str, Any] = {}
 
 _NO_CONTEXT = _Context(release=None, prompt_version=None, tags=None, attributes=None)
 
@@ -272,7 +262,23 @@ class TrackedQuery:
         self._started = time.perf_counter()
         # The text is normalised and redacted before any event — and so any sink — sees it.
         self.text = self._tracker.redact(nfc(self._raw_text))
-        self._emit(QueryReceived, self._context.labels, query_text=self.text, language=self._language)
+        t, c = self._tracker, self._context
+        t.emitter.append(
+            QueryReceived(
+                query_id=self.query_id,
+                session_id=self.session_id,
+                user_id=self.user_id,
+                trace_id=self.trace_id,
+                service=t.service,
+                env=t.env,
+                release=c.release,
+                prompt_version=c.prompt_version,
+                tags=c.tags,
+                attributes=c.attributes,
+                query_text=self.text,
+                language=self._language,
+            )
+        )
         return self
 
     def __exit__(
@@ -282,11 +288,20 @@ class TrackedQuery:
         tb: TracebackType | None,
     ) -> None:
         latency_ms = (time.perf_counter() - self._started) * 1000.0
+        t, c = self._tracker, self._context
         try:
             if exc is None:
-                self._emit(
-                    QueryCompleted,
-                    self._context.labels,
+                event: Event = QueryCompleted(
+                    query_id=self.query_id,
+                    session_id=self.session_id,
+                    user_id=self.user_id,
+                    trace_id=self.trace_id,
+                    service=t.service,
+                    env=t.env,
+                    release=c.release,
+                    prompt_version=c.prompt_version,
+                    tags=c.tags,
+                    attributes=c.attributes,
                     latency_ms=latency_ms,
                     intent=self.intent,
                     cache_hit=self.cache_hit,
@@ -294,19 +309,27 @@ class TrackedQuery:
                     quality_score=self.quality_score,
                 )
             else:
-                message = self._tracker.redact(str(exc))[:MAX_ERROR_MESSAGE_CHARS]
-                self._emit(
-                    QueryFailed,
-                    self._context.labels,
+                event = QueryFailed(
+                    query_id=self.query_id,
+                    session_id=self.session_id,
+                    user_id=self.user_id,
+                    trace_id=self.trace_id,
+                    service=t.service,
+                    env=t.env,
+                    release=c.release,
+                    prompt_version=c.prompt_version,
+                    tags=c.tags,
+                    attributes=c.attributes,
                     error_type=type(exc).__name__,
-                    error_message=message,
+                    error_message=t.redact(str(exc))[:MAX_ERROR_MESSAGE_CHARS],
                     stage=self._failed_stage or self._current_stage,
                     latency_ms=latency_ms,
                     intent=self.intent,
                 )
+            t.emitter.append(event)
         finally:
-            if self._tracker.durable:
-                self._tracker.emitter.flush()
+            if t.durable:
+                t.emitter.flush()
         # Returning None re-raises the handler's exception: the tracker records failures, never hides them.
 
     @contextmanager
@@ -333,7 +356,22 @@ class TrackedQuery:
     # -- stage events ----------------------------------------------------------------------------
     def classified(self, intent: str, confidence: float, *, duration_ms: float | None = None) -> None:
         self.intent = intent
-        self._emit(IntentClassified, intent=intent, confidence=confidence, duration_ms=self._duration(duration_ms))
+        t, c = self._tracker, self._context
+        t.emitter.append(
+            IntentClassified(
+                query_id=self.query_id,
+                session_id=self.session_id,
+                user_id=self.user_id,
+                trace_id=self.trace_id,
+                service=t.service,
+                env=t.env,
+                release=c.release,
+                prompt_version=c.prompt_version,
+                intent=intent,
+                confidence=confidence,
+                duration_ms=duration_ms if duration_ms is not None else self._stage_elapsed_ms(),
+            )
+        )
 
     def searched(
         self,
@@ -350,20 +388,24 @@ class TrackedQuery:
         rest are cut and counted in `sources_dropped`."""
         self.result_count = result_count
         self.cache_hit = cache_hit
-        v2: dict[str, Any] = _NOTHING  # only what was given: see _emit
-        if sources is not None or backend_durations_ms is not None:
-            v2 = {}
-            if sources is not None:
-                v2["sources"] = tuple(self._sources(sources))
-            if backend_durations_ms is not None:
-                v2["backend_durations_ms"] = dict(backend_durations_ms)
-        self._emit(
-            SearchCompleted,
-            v2,
-            result_count=result_count,
-            cache_hit=cache_hit,
-            top_score=top_score,
-            duration_ms=self._duration(duration_ms),
+        t, c = self._tracker, self._context
+        t.emitter.append(
+            SearchCompleted(
+                query_id=self.query_id,
+                session_id=self.session_id,
+                user_id=self.user_id,
+                trace_id=self.trace_id,
+                service=t.service,
+                env=t.env,
+                release=c.release,
+                prompt_version=c.prompt_version,
+                result_count=result_count,
+                cache_hit=cache_hit,
+                top_score=top_score,
+                duration_ms=duration_ms if duration_ms is not None else self._stage_elapsed_ms(),
+                sources=tuple(self._sources(sources)) if sources is not None else None,
+                backend_durations_ms=dict(backend_durations_ms) if backend_durations_ms is not None else None,
+            )
         )
 
     def responded(
@@ -390,40 +432,54 @@ class TrackedQuery:
         either way. `cost_usd` only when the provider reported what it billed: otherwise the lake prices the
         tokens (querylog.logging.pricing)."""
         self.quality_score = quality_score
+        t, c = self._tracker, self._context
         answer_text = None
         if answer is not None:
             if answer_chars is None:
                 answer_chars = len(answer)
-            if self._tracker.capture_answers:
-                answer_text = self._tracker.redact(nfc(answer))
-        v2: dict[str, Any] = {}  # only what was given: see _emit
-        if answer_text is not None:
-            v2["answer_text"] = answer_text
-        if response_type is not None:
-            v2["response_type"] = response_type
-        if finish_reason is not None:
-            v2["finish_reason"] = finish_reason
-        if ttft_ms is not None:
-            v2["ttft_ms"] = ttft_ms
-        if cost_usd is not None:
-            v2["cost_usd"] = cost_usd
-        if response_model is not None:
-            v2["gen_ai_response_model"] = response_model
-        if cache_read_tokens is not None:
-            v2["gen_ai_usage_cache_read_input_tokens"] = cache_read_tokens
-        if reasoning_tokens is not None:
-            v2["gen_ai_usage_reasoning_output_tokens"] = reasoning_tokens
-        self._emit(
-            ResponseGenerated,
-            v2,
+            if t.capture_answers:
+                answer_text = t.redact(nfc(answer))
+        # At most 15 keywords a call: past that, Python passes them in a dict, which doubles the event's cost.
+        # The v2 fields, mostly absent, are added only when given.
+        event = ResponseGenerated(
+            query_id=self.query_id,
+            session_id=self.session_id,
+            user_id=self.user_id,
+            trace_id=self.trace_id,
+            service=t.service,
+            env=t.env,
+            release=c.release,
+            prompt_version=c.prompt_version,
             gen_ai_system=system,
             gen_ai_request_model=model,
             gen_ai_usage_input_tokens=input_tokens,
             gen_ai_usage_output_tokens=output_tokens,
             quality_score=quality_score,
             answer_chars=answer_chars,
-            duration_ms=self._duration(duration_ms),
+            duration_ms=duration_ms if duration_ms is not None else self._stage_elapsed_ms(),
         )
+        if not (
+            answer_text is None
+            and response_type is None
+            and finish_reason is None
+            and ttft_ms is None
+            and cost_usd is None
+            and response_model is None
+            and cache_read_tokens is None
+            and reasoning_tokens is None
+        ):
+            v2 = {
+                "answer_text": answer_text,
+                "response_type": response_type,
+                "finish_reason": finish_reason,
+                "ttft_ms": ttft_ms,
+                "cost_usd": cost_usd,
+                "gen_ai_response_model": response_model,
+                "gen_ai_usage_cache_read_input_tokens": cache_read_tokens,
+                "gen_ai_usage_reasoning_output_tokens": reasoning_tokens,
+            }
+            event = msgspec.structs.replace(event, **v2)  # validated again, whole
+        t.emitter.append(event)
 
     # -- internals --------------------------------------------------------------------------------
     def _sources(self, sources: Iterable[Source | SourceLike]) -> Iterator[Source]:
@@ -438,28 +494,8 @@ class TrackedQuery:
                 rank=hit.rank if isinstance(hit, Source) else rank,
             )
 
-    def _duration(self, given: float | None) -> float | None:
-        if given is not None:
-            return given
+    def _stage_elapsed_ms(self) -> float | None:
+        """The current stage's elapsed time: the duration of an event emitted inside it without one of its own."""
         if self._current_stage is not None:
             return (time.perf_counter() - self._stage_started) * 1000.0
         return None
-
-    def _emit(self, cls: type[Event], extra: Mapping[str, Any] = _NOTHING, /, **fields: Any) -> None:
-        # Optional fields come in `extra`, and only those that are set: a call with ``**`` of them, or with
-        # them all at None, would cost the caller's thread a dict per event even when there is nothing to add.
-        tracker = self._tracker
-        if extra:
-            fields.update(extra)
-        if self._context.versions:
-            fields.update(self._context.versions)
-        event = cls(
-            query_id=self.query_id,
-            session_id=self.session_id,
-            user_id=self.user_id,
-            trace_id=self.trace_id,
-            service=tracker.service,
-            env=tracker.env,
-            **fields,
-        )
-        tracker.emitter.append(event)
