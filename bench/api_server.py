@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,18 @@ class NoopEmitter:
 
     def flush(self) -> None:
         pass
+
+
+def _wait_for_child(settings: Settings, *, since: float, timeout_s: float = 120.0) -> None:
+    """Until every projection the child runs has reported, after `since`, that it has caught up."""
+    names = ["parquet", "metrics"]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        snaps = [FileTelemetry(name, telemetry_path(settings, name)).snapshot() for name in names]
+        if all(s.reported_at > since and s.lag_events == 0 for s in snaps):
+            return
+        time.sleep(0.2)  # the child publishes its counters every second: nothing to wait on but the file
+    raise RuntimeError(f"the projector child did not catch up within {timeout_s:.0f} s")
 
 
 def _status_kib(field: str) -> int:
@@ -67,8 +80,14 @@ def main() -> None:
 
     @app.post("/_bench/projections/{state}")
     def projections(state: str) -> dict[str, Any]:
-        """Pause the projection threads (they finish the batch at hand, then wait) or resume them and wait
-        until they have caught up: to split querylog's cost between the request path and the projections."""
+        """Pause the projection threads (they finish the batch at hand, then wait) or the projector child
+        (SIGSTOP), or resume them and wait until they have caught up: to split querylog's cost between the
+        request path and the projections."""
+        child = runtime.projector_process
+        if child is not None and child.pid is not None:
+            os.kill(child.pid, signal.SIGSTOP if state == "off" else signal.SIGCONT)
+            if state == "on":
+                _wait_for_child(settings, since=time.time())
         for name, projector in runtime.projectors.items():
             intervals.setdefault(name, projector.interval_s)
             projector.interval_s = 3600.0 if state == "off" else intervals[name]

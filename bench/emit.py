@@ -137,7 +137,7 @@ def run_emit(ctx: Any) -> GroupResult:
             # The other two shapes of "steady state", interleaved so that load on the machine hits all alike.
             for mode in variants:
                 variants[mode].append(_summary(measure_emit(tracker, n, mode=mode)))
-        parquet = rt.projectors["parquet"].telemetry.snapshot()
+        parquet = rt.projection_snapshots()["parquet"][1]
     finally:
         rt.close()
     peers = measure_peers(

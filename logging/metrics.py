@@ -272,6 +272,13 @@ class _Families:
     def all(self) -> list[Metric]:
         return [getattr(self, field.name) for field in fields(self)]
 
+    def fold(self) -> list[Metric]:
+        """The families the events give (not the sinks' own counters)."""
+        return [getattr(self, field.name) for field in fields(self) if not field.name.startswith("sink_")]
+
+    def sinks(self) -> list[Metric]:
+        return [getattr(self, field.name) for field in fields(self) if field.name.startswith("sink_")]
+
 
 class MetricsProjection:
     """Prometheus metrics derived from events only, so that replaying the log rebuilds them exactly.
@@ -335,6 +342,8 @@ class MetricsProjection:
         self._active = 0
         self._watermark = -math.inf
         self._sinks: dict[str, SinkTelemetry | FileTelemetry] = {}
+        #: Set by `mirror`: the fold another process runs, as it published it.
+        self._published: Callable[[], bytes | None] | None = None
 
         self._registry = CollectorRegistry()
         self._registry.register(self)
@@ -635,8 +644,22 @@ class MetricsProjection:
         registry.register(self)
 
     def exposition(self) -> bytes:
-        """The Prometheus text format of this projection alone."""
-        return generate_latest(self._registry)
+        """The Prometheus text format of this projection alone (and of the fold it mirrors, if any)."""
+        own = generate_latest(self._registry)
+        if self._published is None:
+            return own
+        return own + (self._published() or b"")
+
+    def fold_exposition(self) -> bytes:
+        """The fold's families alone in the Prometheus text format, without any sink's: what a projector process
+        publishes for the API's /metrics (see `mirror`)."""
+        return generate_latest(_FoldOnly(self))
+
+    def mirror(self, published: Callable[[], bytes | None]) -> None:
+        """Show the fold another process runs instead of folding here: `exposition` then carries what
+        `published()` returns (that process's `fold_exposition`, None before its first) beside this projection's
+        sinks and collectors. Its families are text by then, so only `exposition` serves them, not `collect`."""
+        self._published = published
 
     def describe(self) -> list[Metric]:
         # Lets a registry refuse a second projection with the same namespace instead of exposing duplicates.
@@ -644,6 +667,13 @@ class MetricsProjection:
 
     def collect(self) -> list[Metric]:
         f = _Families.empty(self.namespace)
+        self._collect_sinks(f)
+        if self._published is not None:  # the fold's families come as the text another process published
+            return f.sinks()
+        self._collect_fold(f)
+        return f.all()
+
+    def _collect_fold(self, f: _Families) -> None:
         with self._lock:
             # Label values are sorted so the exposition depends on the events alone, not on dict history.
             for (intent, status), n in sorted(self._queries.items()):
@@ -668,6 +698,9 @@ class MetricsProjection:
                 f.release_queries.add_metric([release, status], n)
             for intent, n in sorted(self._reformulated.items()):
                 f.reformulated.add_metric([intent], n)
+
+    def _collect_sinks(self, f: _Families) -> None:
+        with self._lock:
             sinks = [self._sinks[name] for name in sorted(self._sinks)]
         for telemetry in sinks:
             now = time.time()  # before the snapshot: one read in this process is reported 0 seconds ago
@@ -687,4 +720,15 @@ class MetricsProjection:
             f.sink_report_age.add_metric([s.sink], max(0.0, now - s.reported_at))
             for reason, n in sorted(s.fallbacks.items()):
                 f.sink_fallbacks.add_metric([s.sink, reason], n)
-        return f.all()
+
+
+class _FoldOnly:
+    """A collector of a projection's fold families alone (`MetricsProjection.fold_exposition`)."""
+
+    def __init__(self, projection: MetricsProjection) -> None:
+        self.projection = projection
+
+    def collect(self) -> list[Metric]:
+        f = _Families.empty(self.projection.namespace)
+        self.projection._collect_fold(f)
+        return f.fold()

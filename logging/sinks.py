@@ -16,7 +16,7 @@ from querylog.logging.codec import to_builtins
 from querylog.logging.events import AnyEvent, QueryCompleted, QueryFailed, QueryReceived
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.metrics_snapshot import SNAPSHOT_FORMAT, MetricsSnapshot, load_snapshot, write_snapshot
-from querylog.logging.projection import Batch, FileCheckpointSink, Sink
+from querylog.logging.projection import Batch, FileCheckpointSink, Sink, atomic_write
 from querylog.logging.segments import Checkpoint
 from querylog.logging.structured import console_logger, is_terminal, json_logger
 
@@ -129,7 +129,9 @@ class MetricsSink(Sink):
     """Feeds the metrics projection. Every process folds the whole log, so any worker's /metrics shows the same
     totals (see docs/metrics.md). With a `snapshot_path`, it starts from the newest snapshot of the fold and
     writes one every `snapshot_every_s` and on close (`logging/metrics_snapshot.py`): a restart then folds only
-    what came after, and no counter goes backwards."""
+    what came after, and no counter goes backwards. With an `exposition_path`, it publishes the fold's families
+    there (Prometheus text) once open and after each batch, for the API process that shows them
+    (`MetricsProjection.mirror`; ``QUERYLOG_PROJECTIONS=process``)."""
 
     name = "metrics"
 
@@ -140,12 +142,15 @@ class MetricsSink(Sink):
         snapshot_path: Path | None = None,
         log_dir: Path | None = None,
         snapshot_every_s: float = 30.0,
+        exposition_path: Path | None = None,
     ) -> None:
         super().__init__()
         self.projection = projection
         self.snapshot_path = snapshot_path
         self.log_dir = log_dir
         self.snapshot_every_s = snapshot_every_s
+        self.exposition_path = exposition_path
+        self._publish_failing = False
         self._position: Checkpoint = {}
         self._last_snapshot = time.monotonic()
         self._dirty = False
@@ -153,6 +158,10 @@ class MetricsSink(Sink):
         self.restored_events = 0
 
     def _open(self) -> None:
+        self._restore()
+        self.publish()  # the API shows the totals the snapshot holds while the rest of the log is folded
+
+    def _restore(self) -> None:
         if self.snapshot_path is None:
             return
         snapshot = load_snapshot(self.snapshot_path)
@@ -182,12 +191,31 @@ class MetricsSink(Sink):
         if batch.events:
             self.telemetry.sent(len(batch.events))
             self._dirty = True
+            # Each batch: the projector reads one every half second at most, or a large one while catching up.
+            self.publish()
         if self._dirty and time.monotonic() - self._last_snapshot >= self.snapshot_every_s:
             self.snapshot()
 
     def _close(self) -> None:
         if self._dirty:
             self.snapshot()
+
+    def publish(self) -> bool:
+        """Write the fold's families to `exposition_path` now (False without a path, or when the disk refused)."""
+        if self.exposition_path is None:
+            return False
+        try:
+            atomic_write(self.exposition_path, self.projection.fold_exposition())
+        except OSError as exc:  # the API shows the last one meanwhile; the next batch tries again
+            self.telemetry.error("publish")
+            if not self._publish_failing:  # one line until it works again, not one a batch
+                _log.error("metrics_publish_failed", path=str(self.exposition_path), error=str(exc))
+            self._publish_failing = True
+            return False
+        if self._publish_failing:
+            _log.info("metrics_publish_recovered", path=str(self.exposition_path))
+            self._publish_failing = False
+        return True
 
     def _checkpoint(self) -> Checkpoint:
         return dict(self._position)

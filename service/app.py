@@ -236,12 +236,8 @@ def create_app(
             "env": rt.settings.env,
             "log": {"events_written": log.sent, "events_dropped": sum(log.dropped.values())},
             "projections": {
-                name: {
-                    "leading": p.leading,
-                    "lag_events": p.telemetry.snapshot().lag_events,
-                    "sent": p.telemetry.snapshot().sent,
-                }
-                for name, p in rt.projectors.items()
+                name: {"leading": leading, "lag_events": snap.lag_events, "sent": snap.sent}
+                for name, (leading, snap) in sorted(rt.projection_snapshots().items())
             },
         }
         retention = log_health(rt.settings, LogCollector(rt.settings, rt.settings.metrics_namespace).status())

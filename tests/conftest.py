@@ -64,8 +64,11 @@ def _reset_structlog() -> Iterator[None]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """Settings for a throwaway home; fast projections; no stdout echo."""
-    return Settings(home=tmp_path / "home", env="test", stdout_events=False, parquet_interval_s=0.05)
+    """Settings for a throwaway home; fast projections in the test's own process (the default runs them in a
+    child, which tests/test_projector_process.py and the `querylog serve` tests cover); no stdout echo."""
+    return Settings(
+        home=tmp_path / "home", env="test", stdout_events=False, parquet_interval_s=0.05, projections="thread"
+    )
 
 
 def _checkout_changes(root: Path) -> set[str] | None:

@@ -15,7 +15,6 @@ from pathlib import Path
 import orjson
 import pyarrow.parquet as pq
 import pytest
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from querylog.cli import main
@@ -159,21 +158,41 @@ def test_bad_project_arguments_exit_2_with_a_sentence(home: Path) -> None:
     assert main(["project", "--drain-timeout", "0"]) == 2
 
 
+def _sent(runtime: Runtime) -> dict[str, tuple[bool, int]]:
+    return {name: (leading, snap.sent) for name, (leading, snap) in runtime.projection_snapshots().items()}
+
+
+def _sample(runtime: Runtime, family: str, **labels: str) -> float | None:
+    """One sample of the API's /metrics exposition, parsed (None when absent); a family must appear once."""
+    families = list(text_string_to_metric_families(runtime.metrics.exposition().decode()))
+    names = [f.name for f in families]
+    assert len(names) == len(set(names)), f"a family appears twice: {sorted(names)}"
+    for f in families:
+        for sample in f.samples:
+            if f.name == family and sample.name.endswith("_total") and sample.labels == labels:
+                return sample.value
+    return None
+
+
 @pytest.mark.slow
 def test_serve_with_projections_in_a_child_process(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, env="test", stdout_events=False, parquet_interval_s=0.1, projections="process")
     parquet = FileTelemetry("parquet", telemetry_path(settings, "parquet"))
     with Runtime(settings) as runtime:
-        # The API process runs only the metrics fold; the Parquet projection runs in the child.
-        assert sorted(runtime.projectors) == ["metrics"]
+        # The API process runs no projection: Parquet and the metrics fold run in the child.
+        assert runtime.projectors == {}
         child = runtime.projector_process
         assert child is not None and child.running and child.pid != os.getpid()
         _queries(runtime.log, 5)
         runtime.log.flush()
         assert _wait_for(lambda: parquet.snapshot().sent == 10), parquet.snapshot()
         assert _lake_rows(tmp_path) == 10
-        exposition = generate_latest(runtime.metrics._registry).decode()
-        assert 'querylog_sink_events_sent_total{sink="parquet"} 10.0' in exposition
+        # /metrics shows the fold the child publishes, beside the counters of every projection, once each.
+        assert _wait_for(lambda: _sample(runtime, "querylog_queries", intent="unknown", status="completed") == 5)
+        assert _sample(runtime, "querylog_sink_events_sent", sink="parquet") == 10
+        assert _sample(runtime, "querylog_sink_events_sent", sink="metrics") == 10
+        # /healthz's view: every projection, none led by the API process, as the child last published them.
+        assert _wait_for(lambda: _sent(runtime) == {"parquet": (False, 10), "metrics": (False, 10)}), _sent(runtime)
 
         # A child that dies is started again, and carries on from its checkpoint.
         first = child.pid
@@ -183,6 +202,8 @@ def test_serve_with_projections_in_a_child_process(tmp_path: Path) -> None:
         _queries(runtime.log, 5, start=5)
         runtime.log.flush()
         assert _wait_for(lambda: _lake_rows(tmp_path) == 20)
+        # The new child folded again what its killed parent had not saved: each query counted once.
+        assert _wait_for(lambda: _sample(runtime, "querylog_queries", intent="unknown", status="completed") == 10)
     # Closing the runtime drains the child and waits for it: it exited cleanly.
     assert not child.running and child._proc is not None and child._proc.returncode == 0
 

@@ -19,8 +19,8 @@ __all__ = ["PROJECTION_MODES", "ConfigError", "Settings", "describe_settings", "
 
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _PROM_NS_RE: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-#: Where `querylog serve` runs the elected projections: as threads of the API process, in a child process it
-#: starts and watches (at a lower CPU priority), or not at all (a separate `querylog project` runs them).
+#: Where `querylog serve` runs the projections: in a child process it starts and watches (at a lower CPU
+#: priority; the default), as threads of the API process, or not at all (a separate `querylog project` runs them).
 PROJECTION_MODES: Final = ("thread", "process", "none")
 STDOUT_FORMATS: Final = ("auto", "json", "console")
 
@@ -248,10 +248,11 @@ class Settings:
         },
     )
     projections: str = field(
-        default="thread",
+        default="process",
         metadata={
             "env": "QUERYLOG_PROJECTIONS",
-            "doc": "thread | process | none: where the Parquet, Loki and stdout projections run for `querylog serve`",
+            "doc": "process | thread | none: where `querylog serve` runs the projections (Parquet, Loki, stdout and "
+            "the metrics fold): a child process, threads of the API process, or elsewhere (`querylog project`)",
         },
     )
 
@@ -308,6 +309,11 @@ class Settings:
     def metrics_snapshot_path(self) -> Path:
         """The metrics fold's snapshot (logging/metrics_snapshot.py)."""
         return self.state_dir / "metrics-snapshot.json"
+
+    @property
+    def metrics_exposition_path(self) -> Path:
+        """The metrics fold as the projector process publishes it for the API's /metrics (Prometheus text)."""
+        return self.state_dir / "metrics-fold.prom"
 
     @property
     def lake_retention_days(self) -> int | None:

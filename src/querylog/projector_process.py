@@ -1,12 +1,14 @@
 """The elected projections (Parquet, Loki, stdout) in a process of their own: `run_projections` is what
 ``querylog project`` runs; `ProjectorProcess` is how ``querylog serve`` starts and watches one as its child
-when ``QUERYLOG_PROJECTIONS=process``.
+when ``QUERYLOG_PROJECTIONS=process``, with the metrics fold too (``--metrics``).
 
 The log is the hand-off: the API process appends and flushes, the projector process tails the same files,
 each projection still elected by its file lock. Its counters reach the API's ``/metrics`` through small JSON
-files under ``state/telemetry/`` (`write_snapshot` / `FileTelemetry`). Started by ``querylog serve``, the child
-runs at a lower CPU priority (nice 10): under load the API keeps the CPU, the projections fall behind and
-catch up when it is idle — the log holds everything meanwhile.
+files under ``state/telemetry/`` (`write_snapshot` / `FileTelemetry`), and the metrics fold through the
+Prometheus text it publishes after each batch (``state/metrics-fold.prom``). Started by ``querylog serve``,
+the child runs at a lower CPU priority (nice 10): on a spare core it costs the API nothing; where the cores are
+all busy, the API keeps the CPU, the projections fall behind and catch up when it is idle — the log holds
+everything meanwhile.
 """
 
 from __future__ import annotations
@@ -140,7 +142,7 @@ class ProjectorProcess:
         self.settings = settings
         self.drain_timeout_s = drain_timeout_s
         self.command = command or [
-            *(sys.executable, "-m", "querylog", "project"),
+            *(sys.executable, "-m", "querylog", "project", "--metrics"),
             *("--nice", str(niceness), "--drain-timeout", str(drain_timeout_s)),
         ]
         self.restarts = 0

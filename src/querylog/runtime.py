@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import structlog
 
@@ -15,18 +17,21 @@ from querylog.logging.redaction import Redactor
 from querylog.logging.segments import EventLog, LogReader
 from querylog.logging.sinks import MetricsSink, StdoutSink, stdout_style
 from querylog.logging.structured import configure_structlog
-from querylog.logging.telemetry import FileTelemetry
+from querylog.logging.telemetry import FileTelemetry, TelemetrySnapshot
 from querylog.logging.tracker import QueryTracker
 from querylog.projector_process import ProjectorProcess, telemetry_path
 
 __all__ = [
     "Runtime",
+    "echo_from_now",
     "elected_names",
     "elected_projectors",
     "loki_options",
     "loki_projector",
     "loki_sink",
     "make_redactor",
+    "metrics_projection",
+    "metrics_projector",
 ]
 
 _log = structlog.get_logger("querylog.runtime")
@@ -61,11 +66,11 @@ class Runtime:
             prompt_version=settings.prompt_version,
             capture_answers=settings.capture_answers,
         )
-        self.metrics = MetricsProjection(
-            settings.metrics_namespace, prices=settings.prices(), names=settings.company_names()
-        )
+        self.metrics = metrics_projection(settings)
         self.metrics.add_sink(self.log.telemetry)
         self.projectors: dict[str, Projector] = {}
+        #: The counters of the projections another process runs, as it publishes them.
+        self.published: dict[str, FileTelemetry] = {}
         self._with_projections = projections
         #: Where the elected projections run (`Settings.projections`); "none" without projections at all.
         self.mode = settings.projections if projections else "none"
@@ -76,27 +81,35 @@ class Runtime:
         self._started = False
 
     def build_projectors(self) -> dict[str, Projector]:
-        """The projections this process runs: the metrics fold always; the elected ones (Parquet, stdout, Loki)
-        when ``QUERYLOG_PROJECTIONS=thread`` — otherwise their counters are read from the files the process that
-        runs them publishes (`querylog project`)."""
+        """The projections this process runs. ``QUERYLOG_PROJECTIONS=thread``: all of them, the metrics fold
+        included. ``process``: none; the child runs them all and /metrics shows the fold it publishes. ``none``:
+        the metrics fold only (a `querylog project` elsewhere runs the rest). Counters of a projection another
+        process runs are read from the files it publishes."""
         s = self.settings
         projectors = elected_projectors(s, self.reader) if self.mode == "thread" else {}
-        # Not elected: each process folds the whole log, so every worker's /metrics has the full totals.
-        # It starts from the newest snapshot of the fold, so a restart folds only what came after it.
-        metrics_sink = MetricsSink(
-            self.metrics,
-            snapshot_path=s.metrics_snapshot_path,
-            log_dir=s.log_dir,
-            snapshot_every_s=s.metrics_snapshot_interval_s,
-        )
-        projectors["metrics"] = _projector(s, self.reader, metrics_sink.open(), interval_s=0.5, elected=False)
+        if self.mode == "process":
+            path = s.metrics_exposition_path
+            self.metrics.mirror(lambda: _read_if_there(path))
+        else:
+            # Not elected: each process folds the whole log, so every worker's /metrics has the full totals.
+            projectors["metrics"] = metrics_projector(s, self.reader, self.metrics, elected=False)
         for name, projector in projectors.items():
             if name != "metrics":
                 self.metrics.add_sink(projector.telemetry)
         if self.mode != "thread":
-            for name in elected_names(s):
-                self.metrics.add_sink(FileTelemetry(name, telemetry_path(s, name)))
+            for name in [*elected_names(s), *(["metrics"] if self.mode == "process" else [])]:
+                self.published[name] = FileTelemetry(name, telemetry_path(s, name))
+                self.metrics.add_sink(self.published[name])
         return projectors
+
+    def projection_snapshots(self) -> dict[str, tuple[bool, TelemetrySnapshot]]:
+        """Each projection's counters wherever it runs, and whether this process leads it: those it runs as they
+        are now, those another process runs (``QUERYLOG_PROJECTIONS=process`` or ``none``) as it last published
+        them (within a second while it runs)."""
+        out = {name: (p.leading, p.telemetry.snapshot()) for name, p in self.projectors.items()}
+        for name, telemetry in self.published.items():
+            out[name] = (False, telemetry.snapshot())
+        return out
 
     def start(self) -> Runtime:
         if self._started:
@@ -109,6 +122,7 @@ class Runtime:
             for projector in self.projectors.values():
                 projector.start()
             if self.mode == "process":
+                echo_from_now(self.settings, self.reader)
                 self.projector_process = ProjectorProcess(self.settings, drain_timeout_s=10.0).start()
             if self.mode == "thread":
                 self.housekeeper = Housekeeper(self.settings).start()
@@ -166,9 +180,50 @@ def _projector(
     return Projector(reader, sink, lock_path=lock, interval_s=interval_s, batch_max_events=batch_max_events)
 
 
+def metrics_projection(settings: Settings) -> MetricsProjection:
+    return MetricsProjection(settings.metrics_namespace, prices=settings.prices(), names=settings.company_names())
+
+
+def metrics_projector(
+    settings: Settings,
+    reader: LogReader,
+    projection: MetricsProjection,
+    *,
+    elected: bool,
+    publish: bool = False,
+) -> Projector:
+    """The metrics fold of `projection`, from the newest snapshot of it (a restart folds only what came after).
+    Elected when one process folds for all (the projector process of ``QUERYLOG_PROJECTIONS=process``, which
+    also `publish`es the fold for the API's /metrics)."""
+    s = settings
+    sink = MetricsSink(
+        projection,
+        snapshot_path=s.metrics_snapshot_path,
+        log_dir=s.log_dir,
+        snapshot_every_s=s.metrics_snapshot_interval_s,
+        exposition_path=s.metrics_exposition_path if publish else None,
+    )
+    return _projector(s, reader, sink.open(), interval_s=0.5, elected=elected)
+
+
+def _read_if_there(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
 def elected_names(settings: Settings) -> list[str]:
     """The projections one process per data directory runs, elected by file lock."""
     return ["parquet", *(["stdout"] if settings.stdout_events else []), *(["loki"] if settings.loki_url else [])]
+
+
+def echo_from_now(settings: Settings, reader: LogReader) -> None:
+    """Start the stdout echo at the log's end, the first time: replaying months of history into a terminal helps
+    nobody. The API process does it before it serves, so a projector child that starts later echoes it all."""
+    checkpoint = settings.stdout_checkpoint_path
+    if settings.stdout_events and not checkpoint.exists():
+        CheckpointFile(checkpoint).save(reader.end_checkpoint())
 
 
 def elected_projectors(settings: Settings, reader: LogReader) -> dict[str, Projector]:
@@ -184,12 +239,9 @@ def elected_projectors(settings: Settings, reader: LogReader) -> dict[str, Proje
         )
     }
     if s.stdout_events:
-        checkpoint = s.stdout_checkpoint_path
-        if not checkpoint.exists():
-            # Start echoing from now: replaying months of history into a terminal helps nobody.
-            CheckpointFile(checkpoint).save(reader.end_checkpoint())
+        echo_from_now(s, reader)
         # Elected like the other projections: with several workers, each event is printed once.
-        sink = StdoutSink(checkpoint, style=stdout_style(s.stdout_format))
+        sink = StdoutSink(s.stdout_checkpoint_path, style=stdout_style(s.stdout_format))
         projectors["stdout"] = _projector(s, reader, sink.open(), interval_s=0.2)
     if s.loki_url:
         projectors["loki"] = loki_projector(s)

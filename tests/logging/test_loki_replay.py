@@ -32,7 +32,7 @@ def _ids(loki: RecordedLoki) -> list[str]:
 
 def test_the_runtime_ships_to_loki_when_a_url_is_set(tmp_path: Path, loki_url: tuple[RecordedLoki, str]) -> None:
     loki, url = loki_url
-    settings = Settings(home=tmp_path / "home", env="unit", stdout_events=False, loki_url=url)
+    settings = Settings(home=tmp_path / "home", env="unit", stdout_events=False, loki_url=url, projections="thread")
     with Runtime(settings) as runtime:
         assert "loki" in runtime.projectors
         for i in range(3):

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import structlog
+from prometheus_client.parser import text_string_to_metric_families
+
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.metrics_snapshot import load_snapshot, write_snapshot
 from querylog.logging.projection import Projector
 from querylog.logging.segments import EventLog, LogReader
 from querylog.logging.sinks import MetricsSink
+from querylog.logging.telemetry import SinkTelemetry
 from querylog.logging.tracker import QueryTracker
 from querylog.logging.trim import Holder, trim_log
 
@@ -138,3 +142,63 @@ def test_a_snapshot_counted_with_other_prices_is_still_loaded_so_no_counter_goes
     restarted_sink = MetricsSink(restarted, snapshot_path=snapshot, log_dir=log_dir).open()
     assert restarted_sink.restored_events > 0 and restarted_sink.telemetry.snapshot().fallbacks == {}
     assert restarted.exposition() == first.exposition()
+
+
+def test_a_published_fold_shows_in_a_mirror_as_the_fold_itself_with_the_mirrors_own_sinks(tmp_path: Path) -> None:
+    # QUERYLOG_PROJECTIONS=process: the child folds and publishes; the API process shows what it published.
+    log_dir, published = tmp_path / "log", tmp_path / "state" / "metrics-fold.prom"
+    _queries(log_dir, 9)
+    folded, sink = _fold(log_dir, tmp_path / "state" / "metrics-snapshot.json", exposition_path=published)
+    mirror = MetricsProjection()
+    mirror.mirror(lambda: published.read_bytes() if published.exists() else None)
+    mirror.add_sink(SinkTelemetry("parquet"))
+    assert published.exists()  # published once open, before any batch: the snapshot's totals (none here)
+    _run(log_dir, sink)
+    # The same families and samples as the fold shows itself, the sinks' series coming from the mirror's own.
+    shown = _families(mirror.exposition())
+    assert {k: v for k, v in shown.items() if "_sink_" not in k} == _families(folded.fold_exposition())
+    assert {k: v for k, v in _families(folded.exposition()).items() if "_sink_" not in k} == {
+        k: v for k, v in shown.items() if "_sink_" not in k
+    }
+    assert shown["querylog_sink_events_sent"] == [("querylog_sink_events_sent_total", {"sink": "parquet"}, 0.0)]
+    assert ("querylog_queries_total", {"intent": "stock_analysis", "status": "completed"}, 9.0) in shown[
+        "querylog_queries"
+    ]
+    # Each batch is published: nine more queries show without a restart.
+    _queries(log_dir, 9)
+    _run(log_dir, sink)
+    assert ("querylog_queries_total", {"intent": "stock_analysis", "status": "completed"}, 18.0) in _families(
+        mirror.exposition()
+    )["querylog_queries"]
+
+
+def test_a_mirror_shows_no_fold_before_the_first_publication_rather_than_zeros(tmp_path: Path) -> None:
+    mirror = MetricsProjection()
+    mirror.mirror(lambda: None)
+    shown = _families(mirror.exposition())
+    assert "querylog_queries" not in shown and "querylog_events" not in shown  # no counter that starts at 0 again
+    assert "querylog_sink_events_sent" in shown  # its own series are there
+
+
+def test_a_fold_that_cannot_publish_keeps_folding_counts_it_and_says_so_once(tmp_path: Path) -> None:
+    log_dir, blocked = tmp_path / "log", tmp_path / "not-a-directory"
+    blocked.write_text("a file where the state directory should be")
+    with structlog.testing.capture_logs() as logs:
+        projection, sink = _fold(log_dir, None, exposition_path=blocked / "metrics-fold.prom")
+        for _ in range(3):
+            _queries(log_dir, 2)
+            _run(log_dir, sink)
+    assert sink.telemetry.snapshot().errors["publish"] == 4  # at open, then after each batch
+    assert [entry["event"] for entry in logs].count("metrics_publish_failed") == 1
+    assert ("querylog_queries_total", {"intent": "stock_analysis", "status": "completed"}, 6.0) in _families(
+        projection.exposition()
+    )["querylog_queries"]
+
+
+def _families(text: bytes) -> dict[str, list[tuple[str, dict[str, str], float]]]:
+    """Each family of an exposition with its samples; a family named twice would be a broken exposition."""
+    out: dict[str, list[tuple[str, dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text.decode()):
+        assert family.name not in out, f"{family.name} appears twice"
+        out[family.name] = [(s.name, s.labels, s.value) for s in family.samples]
+    return out

@@ -1,4 +1,5 @@
-"""``querylog project``: run the log's elected projections (Parquet, stdout, Loki) in this process."""
+"""``querylog project``: run the log's elected projections (Parquet, stdout, Loki; the metrics fold with
+``--metrics``) in this process."""
 
 from __future__ import annotations
 
@@ -19,10 +20,17 @@ def add_parser(sub: Any) -> None:
         description="Tail the event log under QUERYLOG_HOME and run its elected projections: the Parquet lake, "
         "the stdout echo (QUERYLOG_STDOUT_EVENTS) and Loki (LOKI_URL). Use it beside `querylog serve` with "
         "QUERYLOG_PROJECTIONS=none (a sidecar, a systemd unit), or let serve start it with "
-        "QUERYLOG_PROJECTIONS=process. Each projection is elected by its lock file, so a second copy stands "
-        "by. Counters go to state/telemetry/ for the API's /metrics. SIGTERM or Ctrl-C drains and exits.",
+        "QUERYLOG_PROJECTIONS=process (which adds --metrics). Each projection is elected by its lock file, so a "
+        "second copy stands by. Counters go to state/telemetry/ for the API's /metrics. SIGTERM or Ctrl-C drains "
+        "and exits.",
     )
     p.add_argument("--once", action="store_true", help="catch each projection up with the log, then exit")
+    p.add_argument(
+        "--metrics",
+        action="store_true",
+        help="also fold the Prometheus metrics and publish them (state/metrics-fold.prom) for the API's /metrics: "
+        "what the child of QUERYLOG_PROJECTIONS=process does; an API in another mode folds them itself",
+    )
     p.add_argument(
         "--nice", type=int, default=0, metavar="N", help="lower this process's CPU priority by N (0-19; default 0)"
     )
@@ -39,7 +47,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.logging.sinks import stdout_style
     from querylog.logging.structured import configure_structlog
     from querylog.projector_process import PARENT_PID_ENV, STOP_SIGNALS, run_projections, watch_parent
-    from querylog.runtime import elected_projectors
+    from querylog.runtime import elected_projectors, metrics_projection, metrics_projector
 
     err = sys.stderr
     if not 0 <= args.nice <= 19:
@@ -50,7 +58,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     if args.nice:
         os.nice(args.nice)
-    configure_structlog(console=stdout_style(settings.stdout_format) == "console")
+    # Its own diagnostics on stderr, beside its progress lines: stdout carries the event echo alone (a child of
+    # `querylog serve` shares the API's stdout, whose reader may expect nothing else there, as `bench --json` does).
+    configure_structlog(stream=sys.stderr, console=stdout_style(settings.stdout_format) == "console")
     settings.home.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     for signum in STOP_SIGNALS:
@@ -59,7 +69,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     if (parent := os.environ.get(PARENT_PID_ENV, "")).isdigit():
         watch_parent(int(parent), stop)
-    projectors = elected_projectors(settings, LogReader(settings.log_dir))
+    reader = LogReader(settings.log_dir)
+    projectors = elected_projectors(settings, reader)
+    if args.metrics:
+        projection = metrics_projection(settings)
+        projectors["metrics"] = metrics_projector(settings, reader, projection, elected=True, publish=True)
     print(
         f"querylog project: {', '.join(projectors)} from {settings.log_dir}"
         + (" (catching up, then exiting)" if args.once else " (SIGTERM or Ctrl-C to stop)"),
