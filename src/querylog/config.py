@@ -251,7 +251,7 @@ class Settings:
         default="process",
         metadata={
             "env": "QUERYLOG_PROJECTIONS",
-            "doc": "process | thread | none: where `querylog serve` runs the projections (Parquet, Loki, stdout and "
+            "doc": "process, thread or none: where `querylog serve` runs the projections (Parquet, Loki, stdout and "
             "the metrics fold): a child process, threads of the API process, or elsewhere (`querylog project`)",
         },
     )
