@@ -354,6 +354,9 @@ class TrackedQuery:
         self.trace_id = trace_id
 
     # -- stage events ----------------------------------------------------------------------------
+    # Each event is built in place with every field named, the query's own fields first, the same in each method:
+    # this is the request path, and a helper that merged them would cost a dict (and a call) per event. A call
+    # keeps to 15 keywords at most: past that, Python passes them in a dict, which doubles the event's cost.
     def classified(self, intent: str, confidence: float, *, duration_ms: float | None = None) -> None:
         self.intent = intent
         t, c = self._tracker, self._context
@@ -439,8 +442,7 @@ class TrackedQuery:
                 answer_chars = len(answer)
             if t.capture_answers:
                 answer_text = t.redact(nfc(answer))
-        # At most 15 keywords a call: past that, Python passes them in a dict, which doubles the event's cost.
-        # The v2 fields, mostly absent, are added only when given.
+        # The v2 fields, mostly absent, are added only when given (15 keywords at most a call: see above).
         event = ResponseGenerated(
             query_id=self.query_id,
             session_id=self.session_id,

@@ -259,6 +259,20 @@ def test_a_child_whose_parent_is_gone_is_told_to_stop() -> None:
     assert stop.wait(10)
 
 
+def test_a_child_whose_parent_is_gone_stops_even_when_it_cannot_say_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A killed API leaves its child a stderr pipe nobody reads: writing the warning fails (EPIPE). The child must
+    # stop all the same, or it keeps the projections' locks and the next API's child stands by for ever.
+    def broken_pipe(*args: object, **kwargs: object) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("querylog.projector_process._log.warning", broken_pipe)
+    stop = threading.Event()
+    watcher = watch_parent(0, stop)
+    assert stop.wait(10)
+    watcher.join(timeout=10)
+    assert not watcher.is_alive()
+
+
 def test_a_child_that_refuses_its_settings_is_not_restarted(tmp_path: Path) -> None:
     exits_2 = [sys.executable, "-c", "raise SystemExit(2)"]
     child = ProjectorProcess(Settings(home=tmp_path), command=exits_2).start()

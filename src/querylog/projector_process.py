@@ -13,6 +13,7 @@ everything meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -118,8 +119,11 @@ def watch_parent(parent_pid: int, stop: threading.Event) -> threading.Thread:
     def watch() -> None:
         while not stop.wait(1.0):
             if os.getppid() != parent_pid:
-                _log.warning("projector_parent_gone", parent_pid=parent_pid)
+                # Stop first: the parent's stderr, which this process shares, may have no reader any more, and a
+                # warning that cannot be written must not end this thread before it has said stop.
                 stop.set()
+                with contextlib.suppress(OSError):
+                    _log.warning("projector_parent_gone", parent_pid=parent_pid)
 
     thread = threading.Thread(target=watch, name="querylog-parent-watch", daemon=True)
     thread.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -18,6 +19,23 @@ import pytest
 from querylog.testing import free_port, running_server
 
 pytestmark = pytest.mark.slow
+
+
+def _locks_free(locks: Path, *, timeout_s: float) -> bool:
+    """Whether every lock under `locks` can be taken within `timeout_s` (a child notices its parent is gone within
+    a second, then drains)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        held = []
+        for path in sorted(locks.glob("*.lock")):
+            with path.open("ab") as fh:
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    held.append(path.name)
+        if not held or time.monotonic() > deadline:
+            return not held
+        time.sleep(0.2)  # other processes let go of their locks: nothing to wait on but the lock
 
 
 def _load_then_kill(
@@ -79,6 +97,8 @@ def test_kill_9_five_times_under_load_loses_no_acknowledged_query(tmp_path: Path
     with running_server(home, env, port=port) as server:
         pass
     assert server.process.returncode == 0
+    # Each killed API's projector child stopped once its parent was gone: none is left holding a projection.
+    assert _locks_free(home / "state" / "locks", timeout_s=15.0), "a projector child outlived its API"
 
     out = subprocess.run(
         [
