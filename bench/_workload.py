@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Final
 
+import msgspec
+
+from querylog.logging.events import Event, QueryReceived
 from querylog.logging.segments import EventLog
-from querylog.logging.tracker import QueryTracker
+from querylog.logging.tracker import Emitter, QueryTracker
 from querylog.service.demo import COMPANIES as DEMO_COMPANIES
 from querylog.service.intents import classify
 
@@ -100,14 +104,42 @@ def text_intents(texts: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
     return tuple(out)
 
 
-def write_log(log_dir: Path, n_events: int, *, seed: int = 11, failure_rate: float = 0.03) -> int:
-    """Write about `n_events` real events through QueryTracker into an EventLog at `log_dir`. Returns the count."""
+class _Paced:
+    """An emitter that dates each query's events at a steady rate of event time, `rate_qps` queries a second from
+    `start` (a query's events a millisecond apart): the history of a service with steady traffic, not of one that
+    served it all in the seconds the bench takes to write it."""
+
+    def __init__(self, log: EventLog, *, start: datetime, rate_qps: float) -> None:
+        self.log, self.start, self.rate_qps = log, start, rate_qps
+        self._query, self._step = -1, 0
+
+    def append(self, event: Event) -> None:
+        if isinstance(event, QueryReceived):
+            self._query, self._step = self._query + 1, 0
+        ts = self.start + timedelta(seconds=self._query / self.rate_qps, milliseconds=self._step)
+        self._step += 1
+        self.log.append(msgspec.structs.replace(event, ts=ts))
+
+    def flush(self) -> None:
+        self.log.flush()
+
+
+def write_log(
+    log_dir: Path, n_events: int, *, seed: int = 11, failure_rate: float = 0.03, rate_qps: float | None = None
+) -> int:
+    """Write about `n_events` real events through QueryTracker into an EventLog at `log_dir`. Returns the count.
+    With `rate_qps`, the events are dated at that many queries a second, ending about now (`_Paced`); otherwise
+    they carry the time they were written."""
     rng = random.Random(seed)
     texts = tuple(query_texts(2000, seed=seed))
     verdicts = text_intents(texts)
     written = 0
     with EventLog(log_dir, fsync="never") as log:
-        tracker = QueryTracker(log, service="chat-api", env="bench")
+        emitter: Emitter = log
+        if rate_qps is not None:
+            span = timedelta(seconds=n_events / 4.9 / rate_qps)  # about 4.9 events a query (3% fail with 4)
+            emitter = _Paced(log, start=datetime.now(UTC) - span, rate_qps=rate_qps)
+        tracker = QueryTracker(emitter, service="chat-api", env="bench")
         i = 0
         while written < n_events:
             k = min(len(texts) - 1, int(rng.paretovariate(1.2)) - 1)  # a few questions are asked very often

@@ -162,13 +162,15 @@ def run_api(ctx: Any) -> GroupResult:
             split.append({"log_only_rps": log_only, "off_rps": bare, "ratio": log_only / bare})
         stats = client.get("/_bench/stats").json()
         pid = proc.pid
-    process_mode = [] if ctx.quick else _process_mode_runs(ctx, server, base, load, seconds)
+    mode = Settings.from_env().projections
+    other = "thread" if mode == "process" else "process"
+    other_mode = [] if ctx.quick else _mode_runs(other, ctx, server, base, load, seconds)
     result["samples"]["api_throughput_ratio_instrumented"] = ratios
     result["samples"]["rss_mb_api"] = peaks
     result["extra"] = {
         "load_generator": f"wrk -t1 -c{CONNECTIONS}" if use_wrk else f"bench/api_load.py ({CONNECTIONS} threads)",
         "wrk": use_wrk,
-        "projections_mode": f"{Settings.from_env().projections} (QUERYLOG_PROJECTIONS as users get it)",
+        "projections_mode": f"{mode} (QUERYLOG_PROJECTIONS as users get it)",
         "projector_child_cpu_ms_per_request": (
             round(statistics.median(child_cpu_ms_per_request), 4) if child_cpu_ms_per_request else None
         ),
@@ -184,16 +186,17 @@ def run_api(ctx: Any) -> GroupResult:
         "log_on_projections_paused": {
             "ratio_median": round(statistics.median(r["ratio"] for r in split), 4) if split else None,
             "runs": [{k: round(v, 4) for k, v in r.items()} for r in split],
-            "means": "request-path cost alone (events, append, flush); the rest of the on/off gap is the "
-            "projection threads (Parquet, metrics) sharing the server's core and GIL",
+            "means": "request-path cost alone (events, append, flush): the projections paused (threads waiting, "
+            "or the projector child stopped with SIGSTOP); the rest of the on/off gap is what the projections "
+            "take from the server",
         },
-        "projections_process": {
-            "ratio_median": round(statistics.median(r["ratio"] for r in process_mode), 4) if process_mode else None,
-            "runs": process_mode,
-            "means": "the same on/off runs with QUERYLOG_PROJECTIONS=process: a child at nice 10, on any core, "
-            "runs the metrics fold and Parquet; parquet_behind is the Parquet projection's lag in events, as the "
-            "child last published it, when each querylog-on run ended; child_cpu_ms_per_request is the CPU the "
-            "child spent per request served",
+        f"projections_{other}": {
+            "ratio_median": round(statistics.median(r["ratio"] for r in other_mode), 4) if other_mode else None,
+            "runs": other_mode,
+            "means": f"the same on/off runs with QUERYLOG_PROJECTIONS={other} (process: a child at nice 10, on any "
+            "core, runs the metrics fold and Parquet; thread: both run as threads of the server, on its core and "
+            "GIL); parquet_behind is the Parquet projection's lag in events when each querylog-on run ended; "
+            "child_cpu_ms_per_request is the CPU a projector child spent per request served",
         },
         "server_pid": pid,
         "server_at_end": stats,
@@ -203,11 +206,13 @@ def run_api(ctx: Any) -> GroupResult:
     return result
 
 
-def _process_mode_runs(ctx: Any, server: list[str], base: str, load: Any, seconds: float) -> list[dict[str, float]]:
-    """On/off pairs (3, alternating order) against a server whose elected projections run in a child process."""
+def _mode_runs(
+    mode: str, ctx: Any, server: list[str], base: str, load: Any, seconds: float
+) -> list[dict[str, float]]:
+    """On/off pairs (3, alternating order) against a server whose projections run as `mode` says."""
     runs: list[dict[str, float]] = []
     with (
-        serve_subprocess([*server, "--projections", "process"], f"{base}/healthz", cpu=SERVER_CPU),
+        serve_subprocess([*server, "--projections", mode], f"{base}/healthz", cpu=SERVER_CPU),
         httpx.Client(base_url=base) as client,
     ):
         child = _unpin_child(client)
@@ -215,7 +220,7 @@ def _process_mode_runs(ctx: Any, server: list[str], base: str, load: Any, second
             client.post(f"/_bench/querylog/{state}").raise_for_status()
             load(min(2.0, seconds))
         for rep in range(3):
-            ctx.progress(f"api: projections in a child process {rep + 1}/3 ({seconds:.0f}s on, {seconds:.0f}s off)")
+            ctx.progress(f"api: QUERYLOG_PROJECTIONS={mode} {rep + 1}/3 ({seconds:.0f}s on, {seconds:.0f}s off)")
             rates: dict[str, float] = {}
             behind, child_cpu_s = 0, 0.0
             for state in ("on", "off") if rep % 2 == 0 else ("off", "on"):
