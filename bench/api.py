@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from bench._common import BENCH_DIR, GroupResult, free_port, new_result, serve_subprocess
+from bench._common import BENCH_DIR, GroupResult, free_port, new_result, serve_subprocess, status_mib
 from querylog.config import Settings
 from querylog.service.demo import demo_queries
 
@@ -123,6 +123,7 @@ def run_api(ctx: Any) -> GroupResult:
     peaks: list[float] = []
     runs: list[dict[str, Any]] = []
     child_cpu_ms_per_request: list[float] = []
+    child_peaks: list[float] = []
     with serve_subprocess(server, f"{base}/healthz", cpu=SERVER_CPU) as proc, httpx.Client(base_url=base) as client:
         child = _unpin_child(client)
         for state in ("on", "off"):  # warm-up: imports, retrieval cache, first segment and Parquet files
@@ -136,12 +137,15 @@ def run_api(ctx: Any) -> GroupResult:
                 client.post(f"/_bench/querylog/{state}").raise_for_status()
                 if state == "on":
                     client.post("/_bench/reset-peak").raise_for_status()
+                    if child is not None:
+                        Path(f"/proc/{child}/clear_refs").write_text("5")  # its peak RSS too (Linux >= 4.0)
                 cpu_before = _cpu_s(child)
                 run = load(seconds)
                 if state == "on":
                     peaks.append(client.get("/_bench/stats").json()["vmhwm_kib"] / 1024)
                     if child is not None:
                         child_cpu_ms_per_request.append(1000 * (_cpu_s(child) - cpu_before) / (run["rps"] * seconds))
+                        child_peaks.append(status_mib(child, "VmHWM") or float("nan"))
                 if run["non_2xx"]:
                     raise RuntimeError(f"{run['non_2xx']} failed requests with querylog {state}: {run}")
                 rates[state] = run["rps"]
@@ -174,6 +178,7 @@ def run_api(ctx: Any) -> GroupResult:
         "projector_child_cpu_ms_per_request": (
             round(statistics.median(child_cpu_ms_per_request), 4) if child_cpu_ms_per_request else None
         ),
+        "projector_child_rss_mib": round(statistics.median(child_peaks), 1) if child_peaks else None,
         "pinning": (
             f"server on CPU {SERVER_CPU}, load on CPU {LOAD_CPU}, the projector child (process mode) on any"
             if shutil.which("taskset")
@@ -200,7 +205,8 @@ def run_api(ctx: Any) -> GroupResult:
         },
         "server_pid": pid,
         "server_at_end": stats,
-        "rss": "VmHWM of the server process during each querylog-on run (peak reset before it), MiB",
+        "rss": "VmHWM of the server process during each querylog-on run (peak reset before it), MiB; the projector "
+        "child's, measured alike, is projector_child_rss_mib: the service's memory is the two added",
         "off_means": "the same process and pipeline, the tracker's emitter swapped for a no-op one",
     }
     return result
