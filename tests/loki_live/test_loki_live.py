@@ -82,8 +82,9 @@ def shipped(tmp_path_factory: pytest.TempPathFactory, live_loki_environment: dic
             if "하이닉스" in unicodedata.normalize("NFC", text):
                 result.hynix_query_ids.add(q.query_id)
             result.events_by_session[session] = result.events_by_session.get(session, 0) + 5
-        # Leaving the block drains the projections: every event has been pushed and answered 204.
-    loki = runtime.projectors["loki"].telemetry.snapshot()
+        # Leaving the block drains the projections (in the projector child, by default, which publishes its
+        # counters a last time as it exits): every event has been pushed and answered 204.
+    _, loki = runtime.projection_snapshots()["loki"]
     assert loki.sent == 5 * result.queries and loki.dropped == {}, loki
     yield result
     client.close()
