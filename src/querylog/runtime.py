@@ -131,7 +131,8 @@ class Runtime:
             "querylog_started",
             home=str(self.settings.home),
             env=self.settings.env,
-            projections=sorted(self.projectors),
+            projections=sorted({*self.projectors, *self.published}),
+            projections_mode=self.mode,
             projector_process=self.projector_process.pid if self.projector_process else None,
         )
         return self

@@ -67,18 +67,22 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         signal.signal(signum, lambda *_: stop.set())
     # Started by `querylog serve`, this process begins with them blocked; a stop sent meanwhile arrives now.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    if (parent := os.environ.get(PARENT_PID_ENV, "")).isdigit():
+    # A child of `querylog serve` leaves the talking to its parent (projector_process_started/stopped): its banner
+    # would tell the user to Ctrl-C a process they never started.
+    child = (parent := os.environ.get(PARENT_PID_ENV, "")).isdigit()
+    if child:
         watch_parent(int(parent), stop)
     reader = LogReader(settings.log_dir)
     projectors = elected_projectors(settings, reader)
     if args.metrics:
         projection = metrics_projection(settings)
         projectors["metrics"] = metrics_projector(settings, reader, projection, elected=True, publish=True)
-    print(
-        f"querylog project: {', '.join(projectors)} from {settings.log_dir}"
-        + (" (catching up, then exiting)" if args.once else " (SIGTERM or Ctrl-C to stop)"),
-        file=err,
-    )
+    if not child:
+        print(
+            f"querylog project: {', '.join(projectors)} from {settings.log_dir}"
+            + (" (catching up, then exiting)" if args.once else " (SIGTERM or Ctrl-C to stop)"),
+            file=err,
+        )
     housekeeper = None if args.once else Housekeeper(settings).start()  # log trimming and retention
     try:
         sent = run_projections(
@@ -97,5 +101,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             housekeeper.stop()
     if args.once:
         Housekeeper(settings).run_once()  # everything is projected now: trim what retention allows
-    print(f"querylog project: stopped; {sent} events projected", file=err)
+    if not child:
+        print(f"querylog project: stopped; {sent} events projected", file=err)
     return 0
