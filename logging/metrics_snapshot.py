@@ -11,9 +11,11 @@ worker never sets it back.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import structlog
@@ -21,7 +23,15 @@ import structlog
 from querylog.logging.projection import atomic_write
 from querylog.logging.segments import Checkpoint
 
-__all__ = ["SNAPSHOT_FORMAT", "MetricsSnapshot", "load_snapshot", "snapshot_checkpoint", "write_snapshot"]
+__all__ = [
+    "SNAPSHOT_FORMAT",
+    "MetricsSnapshot",
+    "load_snapshot",
+    "publish_fold",
+    "published_checkpoint",
+    "snapshot_checkpoint",
+    "write_snapshot",
+]
 
 #: Bumped when the state's shape changes: a snapshot of another format is ignored (and the fold starts over).
 SNAPSHOT_FORMAT = 1
@@ -70,10 +80,7 @@ def snapshot_checkpoint(path: Path) -> Checkpoint | None:
 
 def write_snapshot(path: Path, snapshot: MetricsSnapshot, *, log_dir: Path | None = None) -> bool:
     """Replace the snapshot at `path` unless the one there covers more of the log; True if written."""
-    lock = path.parent / "locks" / "metrics-snapshot.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("ab") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    with _locked(path.parent / "locks" / "metrics-snapshot.lock"):
         current = load_snapshot(path)
         if (
             current is not None
@@ -83,3 +90,43 @@ def write_snapshot(path: Path, snapshot: MetricsSnapshot, *, log_dir: Path | Non
             return False
         atomic_write(path, msgspec.json.encode(snapshot))
         return True
+
+
+#: The first line of a published fold: a comment (which Prometheus ignores) saying which log position it covers.
+_COVERS: Final = b"# querylog fold covers "
+
+
+def publish_fold(path: Path, exposition: bytes, checkpoint: Checkpoint, *, log_dir: Path | None = None) -> bool:
+    """Replace the published fold at `path` (`MetricsProjection.fold_exposition`, for the API's /metrics) unless
+    the one there covers more of the log; True if written. A fold that takes over from another process starts
+    from a snapshot older than what that one last published: it publishes once it has caught up, so no counter
+    the API serves ever goes back."""
+    with _locked(path.parent / "locks" / "metrics-fold.lock"):
+        current = published_checkpoint(path)
+        if current is not None and not _covers(checkpoint, current, log_dir):
+            return False
+        atomic_write(path, _COVERS + msgspec.json.encode(checkpoint) + b"\n" + exposition)
+        return True
+
+
+def published_checkpoint(path: Path) -> Checkpoint | None:
+    """The log position the published fold at `path` covers (None: none there, or unreadable)."""
+    try:
+        with path.open("rb") as fh:
+            first = fh.readline()
+    except FileNotFoundError:
+        return None
+    if not first.startswith(_COVERS):
+        return None
+    try:
+        return msgspec.json.decode(first[len(_COVERS) :], type=dict[str, int])
+    except msgspec.DecodeError:
+        return None
+
+
+@contextlib.contextmanager
+def _locked(lock: Path) -> Iterator[None]:
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("ab") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        yield

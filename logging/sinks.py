@@ -15,8 +15,14 @@ import structlog
 from querylog.logging.codec import to_builtins
 from querylog.logging.events import AnyEvent, QueryCompleted, QueryFailed, QueryReceived
 from querylog.logging.metrics import MetricsProjection
-from querylog.logging.metrics_snapshot import SNAPSHOT_FORMAT, MetricsSnapshot, load_snapshot, write_snapshot
-from querylog.logging.projection import Batch, FileCheckpointSink, Sink, atomic_write
+from querylog.logging.metrics_snapshot import (
+    SNAPSHOT_FORMAT,
+    MetricsSnapshot,
+    load_snapshot,
+    publish_fold,
+    write_snapshot,
+)
+from querylog.logging.projection import Batch, FileCheckpointSink, Sink
 from querylog.logging.segments import Checkpoint
 from querylog.logging.structured import console_logger, is_terminal, json_logger
 
@@ -201,11 +207,14 @@ class MetricsSink(Sink):
             self.snapshot()
 
     def publish(self) -> bool:
-        """Write the fold's families to `exposition_path` now (False without a path, or when the disk refused)."""
+        """Write the fold's families to `exposition_path` now. False without a path, when the disk refused, or
+        when the fold there covers more of the log (`publish_fold`: one taking over from another process)."""
         if self.exposition_path is None:
             return False
         try:
-            atomic_write(self.exposition_path, self.projection.fold_exposition())
+            published = publish_fold(
+                self.exposition_path, self.projection.fold_exposition(), self._position, log_dir=self.log_dir
+            )
         except OSError as exc:  # the API shows the last one meanwhile; the next batch tries again
             self.telemetry.error("publish")
             if not self._publish_failing:  # one line until it works again, not one a batch
@@ -215,7 +224,7 @@ class MetricsSink(Sink):
         if self._publish_failing:
             _log.info("metrics_publish_recovered", path=str(self.exposition_path))
             self._publish_failing = False
-        return True
+        return published
 
     def _checkpoint(self) -> Checkpoint:
         return dict(self._position)

@@ -172,6 +172,34 @@ def test_a_published_fold_shows_in_a_mirror_as_the_fold_itself_with_the_mirrors_
     )["querylog_queries"]
 
 
+def test_a_fold_taking_over_from_an_older_snapshot_publishes_only_once_it_has_caught_up(tmp_path: Path) -> None:
+    # Several API workers, one projector child each: one leads the fold; if it dies, another takes over from the
+    # newest snapshot, which is older than what the first published. /metrics must never step back meanwhile.
+    log_dir, state = tmp_path / "log", tmp_path / "state"
+    published = state / "metrics-fold.prom"
+    _queries(log_dir, 9)
+    _, sink = _fold(log_dir, state / "metrics-snapshot.json", exposition_path=published)
+    _run(log_dir, sink)
+    sink.close()  # a snapshot at 9 queries
+    _queries(log_dir, 9)
+    again, sink = _fold(log_dir, state / "metrics-snapshot.json", exposition_path=published)
+    _run(log_dir, sink)  # publishes 18; dies before its next snapshot
+    mirror = MetricsProjection()
+    mirror.mirror(published.read_bytes)
+
+    def completed() -> float:
+        (value,) = [v for name, labels, v in _families(mirror.exposition())["querylog_queries"] if labels["status"]
+                    == "completed"]  # fmt: skip
+        return value
+
+    assert completed() == 18
+    _, sink = _fold(log_dir, state / "metrics-snapshot.json", exposition_path=published)  # from 9
+    assert not sink.publish() and completed() == 18  # behind what is published: it waits
+    _run(log_dir, sink)
+    assert completed() == 18 and sink.publish()  # caught up: it publishes, the same totals
+    assert published.read_bytes().split(b"\n", 1)[1] == again.fold_exposition()
+
+
 def test_a_mirror_shows_no_fold_before_the_first_publication_rather_than_zeros(tmp_path: Path) -> None:
     mirror = MetricsProjection()
     mirror.mirror(lambda: None)
