@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -230,13 +231,20 @@ def create_app(
     def healthz() -> dict[str, Any]:
         """Liveness plus what the pipeline is doing: events written and dropped, each projection's lag."""
         log = rt.log.telemetry.snapshot()
+        now = time.time()
         body: dict[str, Any] = {
             "status": "ok",
             "version": __version__,
             "env": rt.settings.env,
             "log": {"events_written": log.sent, "events_dropped": sum(log.dropped.values())},
             "projections": {
-                name: {"leading": leading, "lag_events": snap.lag_events, "sent": snap.sent}
+                name: {
+                    "leading": leading,
+                    "lag_events": snap.lag_events,
+                    "sent": snap.sent,
+                    # 0 for one this process runs; else since the process running it published its counters
+                    "reported_s_ago": round(max(0.0, now - snap.reported_at), 1),
+                }
                 for name, (leading, snap) in sorted(rt.projection_snapshots().items())
             },
         }
