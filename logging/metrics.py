@@ -648,7 +648,7 @@ class MetricsProjection:
         own = generate_latest(self._registry)
         if self._published is None:
             return own
-        return own + (self._published() or b"")
+        return (self._published() or b"") + own  # the fold's families first, as when folded here
 
     def fold_exposition(self) -> bytes:
         """The fold's families alone in the Prometheus text format, without any sink's: what a projector process

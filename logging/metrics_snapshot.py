@@ -29,6 +29,7 @@ __all__ = [
     "load_snapshot",
     "publish_fold",
     "published_checkpoint",
+    "read_published_fold",
     "snapshot_checkpoint",
     "write_snapshot",
 ]
@@ -107,6 +108,18 @@ def publish_fold(path: Path, exposition: bytes, checkpoint: Checkpoint, *, log_d
             return False
         atomic_write(path, _COVERS + msgspec.json.encode(checkpoint) + b"\n" + exposition)
         return True
+
+
+def read_published_fold(path: Path) -> bytes | None:
+    """The fold's families as published at `path` (`publish_fold`), without the line saying what they cover;
+    None when nothing was published there yet."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if data.startswith(_COVERS):
+        data = data[data.find(b"\n") + 1 :]
+    return data
 
 
 def published_checkpoint(path: Path) -> Checkpoint | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import structlog
 
@@ -11,6 +9,7 @@ from querylog.config import Settings
 from querylog.housekeeping import Housekeeper, LogCollector
 from querylog.logging.loki import LokiOptions, LokiSink, TimeOrderedReader
 from querylog.logging.metrics import MetricsProjection
+from querylog.logging.metrics_snapshot import read_published_fold
 from querylog.logging.parquet import ParquetSink
 from querylog.logging.projection import CheckpointFile, Projector, Sink
 from querylog.logging.redaction import Redactor
@@ -89,7 +88,7 @@ class Runtime:
         projectors = elected_projectors(s, self.reader) if self.mode == "thread" else {}
         if self.mode == "process":
             path = s.metrics_exposition_path
-            self.metrics.mirror(lambda: _read_if_there(path))
+            self.metrics.mirror(lambda: read_published_fold(path))
         else:
             # Not elected: each process folds the whole log, so every worker's /metrics has the full totals.
             projectors["metrics"] = metrics_projector(s, self.reader, self.metrics, elected=False)
@@ -205,13 +204,6 @@ def metrics_projector(
         exposition_path=s.metrics_exposition_path if publish else None,
     )
     return _projector(s, reader, sink.open(), interval_s=0.5, elected=elected)
-
-
-def _read_if_there(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
 
 
 def elected_names(settings: Settings) -> list[str]:

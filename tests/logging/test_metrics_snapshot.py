@@ -8,7 +8,7 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from querylog.logging.metrics import MetricsProjection
-from querylog.logging.metrics_snapshot import load_snapshot, write_snapshot
+from querylog.logging.metrics_snapshot import load_snapshot, read_published_fold, write_snapshot
 from querylog.logging.projection import Projector
 from querylog.logging.segments import EventLog, LogReader
 from querylog.logging.sinks import MetricsSink
@@ -150,12 +150,13 @@ def test_a_published_fold_shows_in_a_mirror_as_the_fold_itself_with_the_mirrors_
     _queries(log_dir, 9)
     folded, sink = _fold(log_dir, tmp_path / "state" / "metrics-snapshot.json", exposition_path=published)
     mirror = MetricsProjection()
-    mirror.mirror(lambda: published.read_bytes() if published.exists() else None)
+    mirror.mirror(lambda: read_published_fold(published))
     mirror.add_sink(SinkTelemetry("parquet"))
     assert published.exists()  # published once open, before any batch: the snapshot's totals (none here)
     _run(log_dir, sink)
     # The same families and samples as the fold shows itself, the sinks' series coming from the mirror's own.
     shown = _families(mirror.exposition())
+    assert b"covers" not in mirror.exposition()  # the line saying what the publication covers stays in the file
     assert {k: v for k, v in shown.items() if "_sink_" not in k} == _families(folded.fold_exposition())
     assert {k: v for k, v in _families(folded.exposition()).items() if "_sink_" not in k} == {
         k: v for k, v in shown.items() if "_sink_" not in k
@@ -185,7 +186,7 @@ def test_a_fold_taking_over_from_an_older_snapshot_publishes_only_once_it_has_ca
     again, sink = _fold(log_dir, state / "metrics-snapshot.json", exposition_path=published)
     _run(log_dir, sink)  # publishes 18; dies before its next snapshot
     mirror = MetricsProjection()
-    mirror.mirror(published.read_bytes)
+    mirror.mirror(lambda: read_published_fold(published))
 
     def completed() -> float:
         (value,) = [v for name, labels, v in _families(mirror.exposition())["querylog_queries"] if labels["status"]
@@ -197,7 +198,7 @@ def test_a_fold_taking_over_from_an_older_snapshot_publishes_only_once_it_has_ca
     assert not sink.publish() and completed() == 18  # behind what is published: it waits
     _run(log_dir, sink)
     assert completed() == 18 and sink.publish()  # caught up: it publishes, the same totals
-    assert published.read_bytes().split(b"\n", 1)[1] == again.fold_exposition()
+    assert read_published_fold(published) == again.fold_exposition()
 
 
 def test_a_mirror_shows_no_fold_before_the_first_publication_rather_than_zeros(tmp_path: Path) -> None:
