@@ -132,8 +132,9 @@ class StdoutSink(FileCheckpointSink):
 
 
 class MetricsSink(Sink):
-    """Feeds the metrics projection. Every process folds the whole log, so any worker's /metrics shows the same
-    totals (see docs/metrics.md). With a `snapshot_path`, it starts from the newest snapshot of the fold and
+    """Feeds the metrics projection, over the whole log: in each API process (``QUERYLOG_PROJECTIONS=thread`` or
+    ``none``), so any worker's /metrics shows the same totals, or in the one projector child elected to fold for
+    all (``process``; see docs/metrics.md). With a `snapshot_path`, it starts from the newest snapshot of the fold and
     writes one every `snapshot_every_s` and on close (`logging/metrics_snapshot.py`): a restart then folds only
     what came after, and no counter goes backwards. With an `exposition_path`, it publishes the fold's families
     there (Prometheus text) once open and after each batch, for the API process that shows them
