@@ -68,7 +68,9 @@ def console_logger(stream: TextIO | None = None, *, timestamp: bool = True) -> A
     if timestamp:
         processors.append(structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False))
     processors.append(structlog.dev.ConsoleRenderer(colors=is_terminal(out), pad_event_to=0, sort_keys=False))
-    return structlog.wrap_logger(structlog.PrintLogger(out), processors=processors)
+    # One write a line (not print's two): lines from threads writing to stdout and stderr of the same terminal
+    # (the projector child's echo and its own diagnostics) never interleave mid-line.
+    return structlog.wrap_logger(structlog.WriteLogger(out), processors=processors)
 
 
 def configure_structlog(
@@ -89,7 +91,7 @@ def configure_structlog(
     renderer: Processor
     if console:
         renderer = structlog.dev.ConsoleRenderer(colors=is_terminal(out))
-        factory: Any = structlog.PrintLoggerFactory(file=out)
+        factory: Any = structlog.WriteLoggerFactory(file=out)  # one write a line, as console_logger
     else:
         renderer = structlog.processors.JSONRenderer(serializer=render_json)
         factory = structlog.BytesLoggerFactory(file=_bytes(out))

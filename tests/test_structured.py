@@ -7,7 +7,7 @@ import json
 
 import structlog
 
-from querylog.logging.structured import configure_structlog
+from querylog.logging.structured import configure_structlog, console_logger
 
 
 class _Stream(io.StringIO):
@@ -54,3 +54,28 @@ def test_a_terminal_gets_console_lines_and_a_pipe_json() -> None:
     configure_structlog(stream=forced, force=True, console=False)  # QUERYLOG_STDOUT_FORMAT=json on a terminal
     structlog.get_logger().info("order_placed")
     assert json.loads(forced.buffer.getvalue())["event"] == "order_placed"  # type: ignore[attr-defined]
+
+
+class _Writes(io.StringIO):
+    """A terminal-like stream that records each write call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, s: str) -> int:
+        self.writes.append(s)
+        return super().write(s)
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_console_line_is_one_write_so_two_streams_on_one_terminal_never_split_it() -> None:
+    # The projector child writes its echo to stdout and its own diagnostics to stderr, from different threads: a
+    # line written in two calls (text, then newline) let the other stream's line land in the middle of it.
+    out = _Writes()
+    console_logger(out).info("삼성전자 주가", ms=3)
+    configure_structlog(stream=out, force=True, console=True)
+    structlog.get_logger().info("projector_leading", sink="metrics")
+    assert len(out.writes) == 2 and all(w.endswith("\n") and w.count("\n") == 1 for w in out.writes), out.writes
