@@ -78,3 +78,22 @@ def test_replay_parquet_from_the_lake_reprices_history_the_log_no_longer_holds(
     assert "100% of the lake" in capsys.readouterr().err
     assert costs() == [(2.0, "price_table:ours-1")] * 5
     assert ParquetSink.committed_checkpoint(settings.lake_dir) == position  # the projection goes on from there
+
+
+def test_a_rebuild_is_refused_while_the_service_runs_even_before_a_projection_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # QUERYLOG_PROJECTIONS=none: the API runs, no process runs the Parquet projection yet (as with a projector child
+    # still starting). The service holds its own lock for as long as it runs; the rebuild sees it.
+    from querylog.cli import main
+    from querylog.config import Settings
+    from querylog.runtime import Runtime
+
+    settings = Settings(home=tmp_path / "home", stdout_events=False, projections="none")
+    with Runtime(settings) as runtime:
+        with runtime.tracker.query("삼성전자 실적"):
+            pass
+        capsys.readouterr()
+        assert main(["--home", str(settings.home), "replay", "parquet"]) == 1
+        assert "querylog is running on this data directory" in capsys.readouterr().err
+    assert main(["--home", str(settings.home), "replay", "parquet"]) == 0  # stopped: the rebuild goes ahead

@@ -311,6 +311,11 @@ class Settings:
         return self.state_dir / "metrics-snapshot.json"
 
     @property
+    def service_lock_path(self) -> Path:
+        """Held (shared) by every running `Runtime` on this data directory: what must be stopped shows as taken."""
+        return self.state_dir / "locks" / "service.lock"
+
+    @property
     def metrics_exposition_path(self) -> Path:
         """The metrics fold as the projector process publishes it for the API's /metrics (Prometheus text)."""
         return self.state_dir / "metrics-fold.prom"

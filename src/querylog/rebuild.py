@@ -67,18 +67,19 @@ def rebuild_lake(
 ) -> RebuildReport:
     """Project the whole log into a fresh lake (current schema, current prices) and swap it in for the live one.
 
-    Refused while the Parquet projection runs (``querylog serve`` or ``querylog project`` on this data
-    directory) or a ``querylog compact`` works on the lake, and when the log holds fewer events than the lake
+    Refused while ``querylog serve`` runs on this data directory, or a ``querylog project`` runs the Parquet
+    projection, or a ``querylog compact`` works on the lake, and when the log holds fewer events than the lake
     (part of the log was deleted: the rebuilt lake would lose them)."""
     started = time.monotonic()
     lake = settings.lake_dir
     fresh = settings.home / "lake.rebuild"
     previous = settings.home / "lake.previous"
     running = (
-        "the Parquet projection is running on this data directory (querylog serve or querylog project): "
-        "stop it, then run the rebuild again"
+        "querylog is running on this data directory (querylog serve, or a querylog project running the Parquet "
+        "projection): stop it, then run the rebuild again"
     )
     with (
+        _exclusive(settings.service_lock_path, running),
         _exclusive(settings.state_dir / "locks" / "parquet.lock", running),
         _exclusive(lake / "_querylog" / "upkeep.lock", "a querylog compact is working on the lake; try again later"),
     ):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+from typing import IO
+
 import httpx
 import structlog
 
@@ -77,6 +80,7 @@ class Runtime:
         #: Log trimming and retention, run where the elected projections run (here in thread mode).
         self.housekeeper: Housekeeper | None = None
         self.metrics.add_collector(LogCollector(settings, settings.metrics_namespace))
+        self._service_lock: IO[bytes] | None = None
         self._started = False
 
     def build_projectors(self) -> dict[str, Projector]:
@@ -115,6 +119,12 @@ class Runtime:
             raise RuntimeError("Runtime already started")
         configure_structlog(console=stdout_style(self.settings.stdout_format) == "console")
         self.settings.home.mkdir(parents=True, exist_ok=True)
+        # Shared by every worker, for as long as it runs: a rebuild of the lake sees the service running at once,
+        # even before the projector child has taken the Parquet projection's lock.
+        lock = self.settings.service_lock_path
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        self._service_lock = lock.open("ab")
+        fcntl.flock(self._service_lock.fileno(), fcntl.LOCK_SH)
         self.log.open()
         if self._with_projections:
             self.projectors = self.build_projectors()
@@ -154,6 +164,9 @@ class Runtime:
             code = self.projector_process.stop()
             _log.info("projector_process_stopped", code=code)
             self.projector_process = None
+        if self._service_lock is not None:
+            self._service_lock.close()  # and with it the lock
+            self._service_lock = None
         self._started = False
 
     def wake_projections(self) -> None:

@@ -59,8 +59,8 @@ def add_parser(sub: Any) -> None:
         "price table (QUERYLOG_PRICES), check that it holds every event the live lake holds, and swap it in. "
         "Use it after an upgrade that added columns (old events then have them, null where they did not "
         "record them), after correcting a price, or when the lake was damaged. Stop querylog serve and "
-        "querylog project first: the rebuild refuses to run beside a live Parquet projection. Run querylog "
-        "compact afterwards to merge the rebuilt files.",
+        "querylog project first: the rebuild refuses to run beside a running service or Parquet projection. "
+        "Run querylog compact afterwards to merge the rebuilt files.",
     )
     parquet.add_argument(
         "--from",
