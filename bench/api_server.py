@@ -37,12 +37,11 @@ class NoopEmitter:
         pass
 
 
-def _wait_for_child(settings: Settings, *, since: float, timeout_s: float = 120.0) -> None:
+def _wait_for_child(runtime: Runtime, *, since: float, timeout_s: float = 120.0) -> None:
     """Until every projection the child runs has reported, after `since`, that it has caught up."""
-    names = ["parquet", "metrics"]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        snaps = [FileTelemetry(name, telemetry_path(settings, name)).snapshot() for name in names]
+        snaps = [telemetry.snapshot() for telemetry in runtime.published.values()]
         if all(s.reported_at > since and s.lag_events == 0 for s in snaps):
             return
         time.sleep(0.2)  # the child publishes its counters every second: nothing to wait on but the file
@@ -87,7 +86,7 @@ def main() -> None:
         if child is not None and child.pid is not None:
             os.kill(child.pid, signal.SIGSTOP if state == "off" else signal.SIGCONT)
             if state == "on":
-                _wait_for_child(settings, since=time.time())
+                _wait_for_child(runtime, since=time.time())
         for name, projector in runtime.projectors.items():
             intervals.setdefault(name, projector.interval_s)
             projector.interval_s = 3600.0 if state == "off" else intervals[name]
