@@ -19,7 +19,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypeAlias
 
 import msgspec
 import uuid_utils
@@ -32,12 +32,14 @@ __all__ = [
     "MAX_ATTRIBUTE_BYTES",
     "MAX_SOURCES",
     "MAX_TAGS",
+    "PRECHECKED",
     "SCHEMA_VERSION",
     "AnyEvent",
     "Event",
     "EventValidationError",
     "FeedbackReceived",
     "IntentClassified",
+    "Prechecked",
     "QueryCompleted",
     "QueryFailed",
     "QueryReceived",
@@ -46,6 +48,7 @@ __all__ = [
     "Source",
     "checked_attributes",
     "checked_tags",
+    "clean_text",
     "new_event_id",
     "nfc",
     "utc_now",
@@ -120,7 +123,9 @@ def nfc(text: str) -> str:
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
-def _clean_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+def clean_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """`text` as an event stores it: NFC, a lone surrogate made U+FFFD, cut with the marker past `limit`
+    characters. Returns `text` itself when it needs nothing."""
     text = nfc(text)
     if not text.isascii():
         try:
@@ -185,7 +190,7 @@ def checked_attributes(attributes: Mapping[str, str]) -> dict[str, str]:
             )
         if not isinstance(value, str):
             raise EventValidationError("attributes", f"value of {key!r} must be a string, got {type(value).__name__}")
-        value = _clean_text(value)
+        value = clean_text(value)
         size += len(key) + len(value.encode("utf-8"))
         out[key] = value
     if size > MAX_ATTRIBUTE_BYTES:
@@ -208,7 +213,7 @@ class Source(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forb
         if self.score is not None and not math.isfinite(self.score):
             raise EventValidationError("sources.score", f"must be a finite number, got {self.score!r}")
         if self.title is not None:
-            cleaned = _clean_text(self.title, MAX_TITLE_CHARS)
+            cleaned = clean_text(self.title, MAX_TITLE_CHARS)
             if cleaned is not self.title:
                 msgspec.structs.force_setattr(self, "title", cleaned)
 
@@ -286,7 +291,7 @@ class QueryReceived(Event, frozen=True, tag="query_received"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        cleaned = _clean_text(self.query_text)
+        cleaned = clean_text(self.query_text)
         _require(bool(cleaned.strip()), "query_text", "must not be empty")
         if cleaned is not self.query_text:
             msgspec.structs.force_setattr(self, "query_text", cleaned)
@@ -341,6 +346,7 @@ class SearchCompleted(Event, frozen=True, tag="search_completed"):
                 raise EventValidationError("backend_durations_ms", f"at most {MAX_ATTRIBUTES} backends")
             for name, value in self.backend_durations_ms.items():
                 _require(bool(name) and len(name) <= 64, "backend_durations_ms", "backend names are 1..64 characters")
+                _require(value is not None, f"backend_durations_ms.{name}", "must be a finite number >= 0, got None")
                 _check_duration(f"backend_durations_ms.{name}", value)
             timings = self.backend_durations_ms
             if list(timings) != sorted(timings):  # one order for a map: sorted by name, as attributes are
@@ -404,7 +410,7 @@ class ResponseGenerated(Event, frozen=True, tag="response_generated"):
             _check_count("gen_ai_usage_cache_read_input_tokens", self.gen_ai_usage_cache_read_input_tokens)
             _check_count("gen_ai_usage_reasoning_output_tokens", self.gen_ai_usage_reasoning_output_tokens)
         if self.answer_text is not None:
-            cleaned = _clean_text(self.answer_text, MAX_ANSWER_CHARS)
+            cleaned = clean_text(self.answer_text, MAX_ANSWER_CHARS)
             if cleaned is not self.answer_text:
                 msgspec.structs.force_setattr(self, "answer_text", cleaned)
 
@@ -436,7 +442,7 @@ class QueryFailed(Event, frozen=True, tag="query_failed"):
         super().__post_init__()
         _require(bool(self.error_type), "error_type", "must not be empty")
         _check_duration("latency_ms", self.latency_ms)
-        cleaned = _clean_text(self.error_message)
+        cleaned = clean_text(self.error_message)
         if cleaned is not self.error_message:
             msgspec.structs.force_setattr(self, "error_message", cleaned)
 
@@ -452,7 +458,7 @@ class FeedbackReceived(Event, frozen=True, tag="feedback_received"):
         if self.score not in (-1, 0, 1):
             raise EventValidationError("score", f"must be -1, 0 or 1, got {self.score!r}")
         if self.comment is not None:
-            cleaned = _clean_text(self.comment)
+            cleaned = clean_text(self.comment)
             if cleaned is not self.comment:
                 msgspec.structs.force_setattr(self, "comment", cleaned)
 
@@ -480,3 +486,64 @@ EVENT_CLASSES: Final[dict[str, type[Event]]] = {
     )
 }
 EVENT_TYPES: Final[tuple[str, ...]] = tuple(EVENT_CLASSES)
+
+
+class Prechecked(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    omit_defaults=True,
+    tag_field="event_type",
+    forbid_unknown_fields=True,
+    gc=False,
+):
+    """An event built by a producer that has already checked every value where it entered: the event class's twin
+    (`PRECHECKED`), with the same fields, defaults, tag and encoding, and no `__post_init__`.
+
+    The tracker builds these on the request path: a query's ids, service, context and text are checked once, when
+    the query starts, and each stage's own values when the stage reports them, by the rules of the event class
+    (tests/logging/test_prechecked.py holds the two to agreement, byte for byte). Nothing decodes into a twin: a
+    line is read back as its event class, with every check.
+    """
+
+    if TYPE_CHECKING:  # every twin has its class's fields; these are the ones read through the base type
+        query_id: str
+
+    @property
+    def event_type(self) -> str:
+        tag = self.__struct_config__.tag
+        assert isinstance(tag, str)
+        return tag
+
+    def checked(self) -> AnyEvent:
+        """The event this twin stands for, built and checked by its class (for emitters that keep events)."""
+        return EVENT_CLASSES[self.event_type](**msgspec.structs.asdict(self))  # type: ignore[return-value]
+
+
+def _prechecked(cls: type[Event]) -> type[Prechecked]:
+    spec: list[tuple[str, Any, Any]] = []
+    for f in msgspec.structs.fields(cls):
+        if f.default_factory is not msgspec.NODEFAULT:
+            spec.append((f.name, f.type, msgspec.field(default_factory=f.default_factory)))
+        else:
+            spec.append((f.name, f.type, f.default))  # NODEFAULT: required
+    tag = cls.__struct_config__.tag
+    twin = msgspec.defstruct(
+        cls.__name__,
+        spec,
+        bases=(Prechecked,),
+        module=f"{__name__}.prechecked",
+        # The event classes' configuration, stated again: defstruct does not inherit it.
+        frozen=True,
+        kw_only=True,
+        omit_defaults=True,
+        forbid_unknown_fields=True,
+        gc=False,
+        tag_field="event_type",
+        tag=tag,
+    )
+    return twin  # type: ignore[return-value]
+
+
+#: Each event class's prechecked twin.
+PRECHECKED: Final[dict[type[Event], type[Prechecked]]] = {cls: _prechecked(cls) for cls in EVENT_CLASSES.values()}

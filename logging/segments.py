@@ -29,7 +29,7 @@ import msgspec
 import structlog
 
 from querylog.logging.codec import raw_encode_into
-from querylog.logging.events import Event
+from querylog.logging.events import Event, Prechecked
 from querylog.logging.telemetry import SinkTelemetry
 
 __all__ = [
@@ -224,8 +224,9 @@ class EventLog:
         return self._segment
 
     # -- the hot path -----------------------------------------------------------------------------
-    def append(self, event: Event) -> None:
-        """Buffer one event. Microseconds; no I/O. Durable against a process crash after `flush`."""
+    def append(self, event: Event | Prechecked) -> None:
+        """Buffer one event (or its prechecked twin: the same line). Microseconds; no I/O. Durable against a
+        process crash after `flush`."""
         with self._lock:
             if self._state is not _OPENED:
                 raise LogClosedError(f"append() on a {self._state.value} EventLog; open() it first")
@@ -253,7 +254,7 @@ class EventLog:
                 return
             self._buffered_events += 1
 
-    def _dropped_unencodable(self, event: Event, exc: Exception) -> None:
+    def _dropped_unencodable(self, event: Event | Prechecked, exc: Exception) -> None:
         self.events_dropped += 1
         self.telemetry.received(1)
         self.telemetry.dropped("unencodable")

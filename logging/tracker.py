@@ -13,19 +13,24 @@ Emitting costs microseconds on the caller's thread and never touches the network
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 import msgspec
 import uuid_utils
 
 from querylog.logging.events import (
+    MAX_ANSWER_CHARS,
+    MAX_SOURCES,
+    PRECHECKED,
     Event,
     FeedbackReceived,
     IntentClassified,
+    Prechecked,
     QueryCompleted,
     QueryFailed,
     QueryReceived,
@@ -34,6 +39,7 @@ from querylog.logging.events import (
     Source,
     checked_attributes,
     checked_tags,
+    clean_text,
     nfc,
 )
 
@@ -42,12 +48,27 @@ __all__ = ["Emitter", "QueryTracker", "SourceLike", "TrackedQuery"]
 #: How much of an exception's message a query_failed event keeps.
 MAX_ERROR_MESSAGE_CHARS = 500
 
+# The request path builds each event's prechecked twin (querylog.logging.events.Prechecked): the values common to a
+# query's events are checked once, when the query starts (the tracker's service and env, the query's id, context
+# and text); each stage checks its own values by the schema's rules in one expression. A value that fails the
+# expression goes to the event class itself, which raises the schema's error naming the field (or, where the
+# expression is only stricter than the schema, builds the event, checked): the class is chosen, the call is one.
+_QueryReceived: Final[Callable[..., Prechecked]] = PRECHECKED[QueryReceived]
+_IntentClassified: Final[Callable[..., Prechecked]] = PRECHECKED[IntentClassified]
+_SearchCompleted: Final[Callable[..., Prechecked]] = PRECHECKED[SearchCompleted]
+_ResponseGenerated: Final[Callable[..., Prechecked]] = PRECHECKED[ResponseGenerated]
+_QueryCompleted: Final[Callable[..., Prechecked]] = PRECHECKED[QueryCompleted]
+_INF: Final = math.inf
+
 
 @runtime_checkable
 class Emitter(Protocol):
-    """Where events go on the request thread: a cheap local append, and a flush at acknowledgement."""
+    """Where events go on the request thread: a cheap local append, and a flush at acknowledgement.
 
-    def append(self, event: Event) -> None: ...
+    The tracker appends events and, on its hot path, their prechecked twins (`Prechecked`: the same fields and
+    encoding, values checked by the tracker); an emitter that keeps events calls `Prechecked.checked()`."""
+
+    def append(self, event: Event | Prechecked) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -260,11 +281,13 @@ class TrackedQuery:
     # -- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> TrackedQuery:
         self._started = time.perf_counter()
-        # The text is normalised and redacted before any event — and so any sink — sees it.
-        self.text = self._tracker.redact(nfc(self._raw_text))
         t, c = self._tracker, self._context
+        # The text is normalised and redacted before any event — and so any sink — sees it; then stored as the
+        # event stores text (capped, no lone surrogate), and never blank.
+        self.text = t.redact(nfc(self._raw_text))
+        stored = clean_text(self.text)
         t.emitter.append(
-            QueryReceived(
+            (_QueryReceived if stored.strip() else QueryReceived)(
                 query_id=self.query_id,
                 session_id=self.session_id,
                 user_id=self.user_id,
@@ -275,7 +298,7 @@ class TrackedQuery:
                 prompt_version=c.prompt_version,
                 tags=c.tags,
                 attributes=c.attributes,
-                query_text=self.text,
+                query_text=stored,
                 language=self._language,
             )
         )
@@ -291,7 +314,7 @@ class TrackedQuery:
         t, c = self._tracker, self._context
         try:
             if exc is None:
-                event: Event = QueryCompleted(
+                event: Event | Prechecked = (_QueryCompleted if 0 <= latency_ms < _INF else QueryCompleted)(
                     query_id=self.query_id,
                     session_id=self.session_id,
                     user_id=self.user_id,
@@ -360,8 +383,10 @@ class TrackedQuery:
     def classified(self, intent: str, confidence: float, *, duration_ms: float | None = None) -> None:
         self.intent = intent
         t, c = self._tracker, self._context
+        d = duration_ms if duration_ms is not None else self._stage_elapsed_ms()
+        valid = intent and 0.0 <= confidence <= 1.0 and (d is None or 0 <= d < _INF)
         t.emitter.append(
-            IntentClassified(
+            (_IntentClassified if valid else IntentClassified)(
                 query_id=self.query_id,
                 session_id=self.session_id,
                 user_id=self.user_id,
@@ -372,7 +397,7 @@ class TrackedQuery:
                 prompt_version=c.prompt_version,
                 intent=intent,
                 confidence=confidence,
-                duration_ms=duration_ms if duration_ms is not None else self._stage_elapsed_ms(),
+                duration_ms=d,
             )
         )
 
@@ -392,8 +417,18 @@ class TrackedQuery:
         self.result_count = result_count
         self.cache_hit = cache_hit
         t, c = self._tracker, self._context
+        d = duration_ms if duration_ms is not None else self._stage_elapsed_ms()
+        hits = tuple(self._sources(sources)) if sources is not None else None
+        # Sources were checked as they were made (`Source`); past MAX_SOURCES, and per-backend timings (checked,
+        # sorted), are the event class's work.
+        valid = (
+            result_count >= 0
+            and (d is None or 0 <= d < _INF)
+            and (hits is None or len(hits) <= MAX_SOURCES)
+            and backend_durations_ms is None
+        )
         t.emitter.append(
-            SearchCompleted(
+            (_SearchCompleted if valid else SearchCompleted)(
                 query_id=self.query_id,
                 session_id=self.session_id,
                 user_id=self.user_id,
@@ -405,8 +440,8 @@ class TrackedQuery:
                 result_count=result_count,
                 cache_hit=cache_hit,
                 top_score=top_score,
-                duration_ms=duration_ms if duration_ms is not None else self._stage_elapsed_ms(),
-                sources=tuple(self._sources(sources)) if sources is not None else None,
+                duration_ms=d,
+                sources=hits,
                 backend_durations_ms=dict(backend_durations_ms) if backend_durations_ms is not None else None,
             )
         )
@@ -441,9 +476,17 @@ class TrackedQuery:
             if answer_chars is None:
                 answer_chars = len(answer)
             if t.capture_answers:
-                answer_text = t.redact(nfc(answer))
+                answer_text = clean_text(t.redact(nfc(answer)), MAX_ANSWER_CHARS)
+        d = duration_ms if duration_ms is not None else self._stage_elapsed_ms()
+        valid = (
+            (d is None or 0 <= d < _INF)
+            and (input_tokens is None or input_tokens >= 0)
+            and (output_tokens is None or output_tokens >= 0)
+            and (answer_chars is None or answer_chars >= 0)
+            and (quality_score is None or 0.0 <= quality_score <= 1.0)
+        )
         # The v2 fields, mostly absent, are added only when given (15 keywords at most a call: see above).
-        event = ResponseGenerated(
+        event: ResponseGenerated | Prechecked = (_ResponseGenerated if valid else ResponseGenerated)(
             query_id=self.query_id,
             session_id=self.session_id,
             user_id=self.user_id,
@@ -458,7 +501,7 @@ class TrackedQuery:
             gen_ai_usage_output_tokens=output_tokens,
             quality_score=quality_score,
             answer_chars=answer_chars,
-            duration_ms=duration_ms if duration_ms is not None else self._stage_elapsed_ms(),
+            duration_ms=d,
         )
         if not (
             answer_text is None
@@ -480,7 +523,16 @@ class TrackedQuery:
                 "gen_ai_usage_cache_read_input_tokens": cache_read_tokens,
                 "gen_ai_usage_reasoning_output_tokens": reasoning_tokens,
             }
-            event = msgspec.structs.replace(event, **v2)  # validated again, whole
+            if (
+                valid
+                and (ttft_ms is None or 0 <= ttft_ms < _INF)
+                and (cost_usd is None or 0 <= cost_usd < _INF)
+                and (cache_read_tokens is None or cache_read_tokens >= 0)
+                and (reasoning_tokens is None or reasoning_tokens >= 0)
+            ):
+                event = msgspec.structs.replace(event, **v2)
+            else:  # the event class checks the whole, and names the field
+                event = ResponseGenerated(**{**msgspec.structs.asdict(event), **v2})
         t.emitter.append(event)
 
     # -- internals --------------------------------------------------------------------------------

@@ -193,6 +193,12 @@ def test_the_answer_its_sources_and_attribute_values_are_redacted_like_the_query
     assert "010-1234-5678" not in repr(capture.events)
 
 
+def test_a_backend_timing_without_a_number_is_refused_not_written_unreadable() -> None:
+    # It used to pass the event's checks and be written, and then no reader could decode the line.
+    with pytest.raises(EventValidationError, match=r"backend_durations_ms\.neo4j"):
+        SearchCompleted(query_id="q", result_count=1, backend_durations_ms={"neo4j": None})  # type: ignore[dict-item]
+
+
 def test_with_capture_answers_off_only_the_answers_length_is_kept() -> None:
     capture = _answered(QueryTracker(CapturingEmitter(), capture_answers=False))
     response = capture.of_type("response_generated")[0]

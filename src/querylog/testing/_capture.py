@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from querylog.logging.events import Event
+from querylog.logging.events import Event, Prechecked
 from querylog.logging.tracker import QueryTracker
 
 __all__ = ["CapturingEmitter", "capture_events"]
@@ -20,9 +20,11 @@ class CapturingEmitter:
         self.flushes = 0
         self._lock = threading.Lock()
 
-    def append(self, event: Event) -> None:
+    def append(self, event: Event | Prechecked) -> None:
+        # Kept as the event a reader of the log gets: a prechecked twin becomes its event class, checked again.
+        kept = event.checked() if isinstance(event, Prechecked) else event
         with self._lock:
-            self.events.append(event)
+            self.events.append(kept)
 
     def flush(self) -> None:
         self.flushes += 1
