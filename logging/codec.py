@@ -23,11 +23,11 @@ __all__ = [
     "encode_into",
     "from_builtins",
     "raw_encode_into",
+    "raw_encode_lines",
     "to_builtins",
 ]
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-
 
 
 def upcast_v1_v2(obj: dict[str, Any]) -> dict[str, Any]:
@@ -64,6 +64,8 @@ def encode(event: Event) -> bytes:
 
 #: `encode_into` without the wrapper call, ``(event, buffer, offset)``: the log's append calls it per event.
 raw_encode_into: Final = _encoder.encode_into
+#: Events as newline-terminated lines, in one call: the log's flush encodes what was appended since the last.
+raw_encode_lines: Final = _encoder.encode_lines
 
 
 def encode_into(event: Event, buffer: bytearray) -> None:

@@ -29,6 +29,7 @@ import msgspec
 import structlog
 
 from querylog.logging.codec import raw_encode_into
+from querylog.logging.codec import raw_encode_lines as _encode_lines
 from querylog.logging.events import Event, Prechecked
 from querylog.logging.telemetry import SinkTelemetry
 
@@ -134,9 +135,9 @@ def _last_line_end(fd: int, size: int) -> int:
 class EventLog:
     """The writer. One per process; thread-safe.
 
-    ``append`` is the request-path cost: encode and buffer under a lock. ``flush`` is the durability point
-    (a query's events are flushed before its answer is returned). A background thread flushes stragglers
-    every ``flush_interval_s`` and applies the fsync policy.
+    ``append`` is the request-path cost: a list append, no lock. ``flush`` is the durability point (a query's
+    events are flushed before its answer is returned): it encodes what was appended, in one call, and writes it.
+    A background thread flushes stragglers every ``flush_interval_s`` and applies the fsync policy.
     """
 
     def __init__(
@@ -148,7 +149,7 @@ class EventLog:
         fsync: FsyncPolicy = "interval",
         fsync_interval_s: float = 1.0,
         flush_interval_s: float = 0.2,
-        max_buffer_bytes: int = 64 * 1024 * 1024,
+        max_buffered_events: int = 250_000,
     ) -> None:
         if segment_max_bytes < 1024:
             raise ValueError(f"segment_max_bytes must be at least 1024, got {segment_max_bytes}")
@@ -164,12 +165,16 @@ class EventLog:
         self.fsync_policy: FsyncPolicy = fsync
         self.fsync_interval_s = fsync_interval_s
         self.flush_interval_s = flush_interval_s
-        self.max_buffer_bytes = max_buffer_bytes
+        if max_buffered_events < 1:
+            raise ValueError(f"max_buffered_events must be at least 1, got {max_buffered_events}")
+        self.max_buffered_events = max_buffered_events
         self.writer_id = f"{os.getpid()}-{secrets.token_hex(3)}"
         self._state = _State.UNOPENED
         self._lock = threading.Lock()
-        self._buffer = bytearray()
-        self._buffered_events = 0
+        # Appended events wait here until the next flush encodes them. A list's append is atomic, so the request
+        # path takes no lock; `flush` (under the lock) copies the first n and deletes those n, two atomic steps:
+        # whatever is appended meanwhile lands past them and waits for the next flush.
+        self._pending: list[Event | Prechecked] = []
         self._fd = -1
         self._segment: Path | None = None
         self._segment_size = 0
@@ -205,13 +210,14 @@ class EventLog:
         if self._flusher is not None:
             self._flusher.join()
         with self._lock:
+            # Closed first: an append from now on is refused, and what was queued before is written below.
+            self._state = _State.CLOSED
             self._flush_locked()
             if self._fd >= 0:
                 if self._dirty_since_fsync and self.fsync_policy != "never":
                     os.fsync(self._fd)
                 os.close(self._fd)
                 self._fd = -1
-            self._state = _State.CLOSED
 
     def __enter__(self) -> EventLog:
         return self.open() if self._state is _State.UNOPENED else self
@@ -225,34 +231,41 @@ class EventLog:
 
     # -- the hot path -----------------------------------------------------------------------------
     def append(self, event: Event | Prechecked) -> None:
-        """Buffer one event (or its prechecked twin: the same line). Microseconds; no I/O. Durable against a
-        process crash after `flush`."""
+        """Queue one event (or its prechecked twin: the same line) for the next `flush`, which encodes and writes
+        it. A list append: no lock, no encoding, no I/O. Durable against a process crash after `flush`."""
+        if self._state is not _OPENED:
+            raise LogClosedError(f"append() on a {self._state.value} EventLog; open() it first")
+        pending = self._pending
+        if len(pending) >= self.max_buffered_events:
+            self._dropped_full()
+            return
+        pending.append(event)
+
+    def _dropped_full(self) -> None:
+        # Nothing has flushed for long enough to queue `max_buffered_events` (a disk that hangs every write, or
+        # a tracker that never flushes and a flusher that cannot run): drop, count, go on.
         with self._lock:
-            if self._state is not _OPENED:
-                raise LogClosedError(f"append() on a {self._state.value} EventLog; open() it first")
-            buffer = self._buffer
+            self.events_dropped += 1
+            self.telemetry.received(1)
+            self.telemetry.dropped("buffer_full")
+
+    def _encode_one_by_one(self, batch: list[Event | Prechecked]) -> tuple[bytes, int]:
+        """`batch` as lines, leaving out (and counting) the events that cannot be written; and how many are in."""
+        buffer = bytearray()
+        count = 0
+        for event in batch:
             start = len(buffer)
-            # Encoded straight onto the end of the buffer: no intermediate bytes object, no `+ b"\n"` copy.
             try:
                 raw_encode_into(event, buffer, -1)
             except (UnicodeEncodeError, msgspec.EncodeError) as exc:
-                # A value that cannot be written as UTF-8 JSON (e.g. a lone surrogate in an id): the caller's
-                # request goes on; the event is counted as dropped, with one line saying why.
+                # A value that cannot be written as UTF-8 JSON (e.g. a lone surrogate in an id): the request goes
+                # on; the event is counted as dropped, with one line saying why.
                 del buffer[start:]
                 self._dropped_unencodable(event, exc)
-                return
-            except BaseException:
-                del buffer[start:]  # never leave half an event in the buffer
-                raise
+                continue
             buffer.append(10)  # b"\n"
-            if len(buffer) > self.max_buffer_bytes:
-                # The disk has been refusing writes long enough to fill the buffer: drop, count, go on.
-                del buffer[start:]
-                self.events_dropped += 1
-                self.telemetry.received(1)
-                self.telemetry.dropped("buffer_full")
-                return
-            self._buffered_events += 1
+            count += 1
+        return bytes(buffer), count
 
     def _dropped_unencodable(self, event: Event | Prechecked, exc: Exception) -> None:
         self.events_dropped += 1
@@ -277,8 +290,19 @@ class EventLog:
 
     # -- internals --------------------------------------------------------------------------------
     def _flush_locked(self) -> None:
-        if not self._buffer:
+        pending = self._pending
+        if not pending:
             return
+        # What is queued now, in order (appends meanwhile wait for the next flush), encoded in one call.
+        n = len(pending)
+        batch = pending[:n]
+        del pending[:n]
+        try:
+            data, count = _encode_lines(batch), len(batch)
+        except (UnicodeEncodeError, msgspec.EncodeError):
+            data, count = self._encode_one_by_one(batch)
+            if not count:
+                return
         if (
             self._fd < 0
             or self._segment_size >= self.segment_max_bytes
@@ -287,50 +311,44 @@ class EventLog:
             try:
                 self._roll_locked()
             except OSError as exc:
-                self._write_failed(exc)
+                self._write_failed(exc, count)
                 return
-        buffer = self._buffer
         written = 0
         try:
-            written = os.write(self._fd, buffer)  # the buffer itself: no copy
-            if written < len(buffer):  # a short write (a signal, a nearly full disk): the rest, in order
-                with memoryview(buffer) as view:  # released, even on an error, so the buffer can be cleared
+            written = os.write(self._fd, data)
+            if written < len(data):  # a short write (a signal, a nearly full disk): the rest, in order
+                with memoryview(data) as view:
                     while written < len(view):
-                        with view[written:] as rest:
-                            written += os.write(self._fd, rest)
+                        written += os.write(self._fd, view[written:])
         except OSError as exc:
             # A partial write would leave half a line mid-segment: cut back to the last whole line.
             if written:
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, self._segment_size)
-            self._write_failed(exc)
+            self._write_failed(exc, count)
             return
         self._segment_size += written
-        self.events_written += self._buffered_events
-        self.telemetry.delivered(self._buffered_events, nbytes=written)
-        buffer.clear()
-        self._buffered_events = 0
+        self.events_written += count
+        self.telemetry.delivered(count, nbytes=written)
         self._dirty_since_fsync = True
         if self.fsync_policy == "always":
             os.fsync(self._fd)
             self._dirty_since_fsync = False
 
-    def _write_failed(self, exc: OSError) -> None:
+    def _write_failed(self, exc: OSError, count: int) -> None:
         """The disk refused the write (full, gone): the API keeps answering; these events are counted lost."""
         self.write_errors += 1
-        self.events_dropped += self._buffered_events
-        self.telemetry.received(self._buffered_events)
-        self.telemetry.dropped("disk_write_failed", self._buffered_events)
+        self.events_dropped += count
+        self.telemetry.received(count)
+        self.telemetry.dropped("disk_write_failed", count)
         self.telemetry.error("write")
         _log.error(
             "log_write_failed",
             error=os.strerror(exc.errno) if exc.errno else str(exc),
             disk_full=exc.errno == errno.ENOSPC,
-            events_dropped=self._buffered_events,
+            events_dropped=count,
             segment=self._segment.name if self._segment else None,
         )
-        self._buffer.clear()
-        self._buffered_events = 0
 
     def _roll_locked(self) -> None:
         old_fd = self._fd

@@ -228,6 +228,19 @@ def test_concurrent_appenders_lose_nothing_and_duplicate_nothing(tmp_path: Path)
         log.flush()
     ids = _read_ids(tmp_path)
     assert len(ids) == 4000 == len(set(ids))
+    for t in range(8):  # each thread's events in the order it appended them
+        mine = [n for n in (int(x.split("-")[1]) for x in ids) if n // 1000 == t]
+        assert mine == sorted(mine)
+
+
+def test_events_queued_past_the_bound_are_dropped_and_counted_the_rest_written(tmp_path: Path) -> None:
+    with EventLog(tmp_path, max_buffered_events=3, flush_interval_s=3600) as log:
+        for i in range(5):  # nothing flushes meanwhile
+            log.append(_event(i))
+        assert log.telemetry.snapshot().dropped == {"buffer_full": 2}
+        log.flush()
+        log.append(_event(5))  # a flush makes room again
+    assert _read_ids(tmp_path) == ["q-0", "q-1", "q-2", "q-5"]
 
 
 def test_two_writers_in_one_directory_keep_their_own_segments(tmp_path: Path) -> None:
@@ -308,6 +321,7 @@ def test_using_a_closed_log_is_refused_with_a_clear_message(tmp_path: Path) -> N
         ({"segment_max_bytes": 10}, "segment_max_bytes"),
         ({"segment_max_age_s": 0}, "segment_max_age_s"),
         ({"fsync": "sometimes"}, "fsync"),
+        ({"max_buffered_events": 0}, "max_buffered_events"),
     ],
 )
 def test_bad_arguments_fail_at_construction(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
