@@ -182,12 +182,10 @@ class EventLog:
         self._dirty_since_fsync = False
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
-        # Counters: what was written, and dropped because the disk refused it.
-        self.events_written = 0
-        self.events_dropped = 0
-        self.write_errors = 0
-        # The same counts as every sink reports, so the log's own losses show up beside theirs.
+        # What was written and dropped: the same counts as every sink reports (the log's losses show up beside
+        # theirs). `events_dropped` too, which the ingest API reads around its own flush to tell a refused write.
         self.telemetry = SinkTelemetry("log")
+        self.events_dropped = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self) -> EventLog:
@@ -328,7 +326,6 @@ class EventLog:
             self._write_failed(exc, count)
             return
         self._segment_size += written
-        self.events_written += count
         self.telemetry.delivered(count, nbytes=written)
         self._dirty_since_fsync = True
         if self.fsync_policy == "always":
@@ -337,7 +334,6 @@ class EventLog:
 
     def _write_failed(self, exc: OSError, count: int) -> None:
         """The disk refused the write (full, gone): the API keeps answering; these events are counted lost."""
-        self.write_errors += 1
         self.events_dropped += count
         self.telemetry.received(count)
         self.telemetry.dropped("disk_write_failed", count)
