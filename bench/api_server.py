@@ -112,7 +112,7 @@ def main() -> None:
         return {
             "vmhwm_kib": _status_kib("VmHWM"),
             "vmrss_kib": _status_kib("VmRSS"),
-            "events_written": runtime.log.events_written,
+            "events_written": runtime.log.telemetry.snapshot().sent,
             "parquet_sent": snap.sent,
             "parquet_lag_events": snap.lag_events,
             "projector_process_pid": child.pid if child else None,
