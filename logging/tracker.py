@@ -160,16 +160,7 @@ class QueryTracker:
                 tags=merged_tags,
                 attributes=merged_attributes,
             )
-        return TrackedQuery(
-            self,
-            query_text,
-            session_id=session_id,
-            user_id=user_id,
-            query_id=query_id,
-            trace_id=trace_id,
-            language=language,
-            context=context,
-        )
+        return TrackedQuery(self, query_text, session_id, user_id, query_id, trace_id, language, context)
 
     def feedback(
         self,
@@ -220,7 +211,6 @@ class _Context:
         self.attributes = attributes
 
 
-_NO_CONTEXT = _Context(release=None, prompt_version=None, tags=None, attributes=None)
 
 
 class TrackedQuery:
@@ -247,17 +237,17 @@ class TrackedQuery:
         "user_id",
     )
 
-    def __init__(
+    def __init__(  # made by `QueryTracker.query`, once per request: positional, which costs less
         self,
         tracker: QueryTracker,
         query_text: str,
-        *,
         session_id: str | None,
         user_id: str | None,
         query_id: str | None,
         trace_id: str | None,
         language: str | None,
-        context: _Context = _NO_CONTEXT,
+        context: _Context,
+        /,
     ) -> None:
         self._tracker = tracker
         self._context = context
