@@ -238,6 +238,17 @@ class EventLog:
             self._dropped_full()
             return
         pending.append(event)
+        if self._state is not _OPENED:  # closed meanwhile, by another thread: written by close, or refused here
+            self._withdraw(event)
+
+    def _withdraw(self, event: Event | Prechecked) -> None:
+        """`event` was queued as the log closed: if close took it, it is written; if not, it never will be, so it
+        leaves the queue and the caller is told (never lost without a word)."""
+        with self._lock:  # close() holds it while it writes what is queued: after it, the queue is final
+            for i, queued in enumerate(self._pending):
+                if queued is event:
+                    del self._pending[i]
+                    raise LogClosedError(f"append() on a {self._state.value} EventLog; open() it first")
 
     def _dropped_full(self) -> None:
         # Nothing has flushed for long enough to queue `max_buffered_events` (a disk that hangs every write, or

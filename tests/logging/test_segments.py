@@ -233,6 +233,36 @@ def test_concurrent_appenders_lose_nothing_and_duplicate_nothing(tmp_path: Path)
         assert mine == sorted(mine)
 
 
+class _ClosingList(list):  # type: ignore[type-arg]
+    """A log's queue that closes the log at the moment an event is queued: the race an append from one thread runs
+    against close() from another, made to happen every time. `before`: close while the event is not yet queued."""
+
+    def __init__(self, log: EventLog, *, before: bool) -> None:
+        super().__init__()
+        self.log, self.before = log, before
+
+    def append(self, item: object) -> None:
+        if self.before:
+            self.log.close()  # closed (and its queue written) just before the event lands in the queue
+            super().append(item)
+        else:
+            super().append(item)
+            self.log.close()  # the event is queued and close() writes it
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_an_append_racing_close_is_written_or_refused_never_lost_silently(tmp_path: Path, before: bool) -> None:
+    log = EventLog(tmp_path, flush_interval_s=3600).open()
+    log._pending = _ClosingList(log, before=before)
+    if before:
+        with pytest.raises(LogClosedError):
+            log.append(_event(1))
+        assert _read_ids(tmp_path) == [] and not log._pending
+    else:
+        log.append(_event(1))
+        assert _read_ids(tmp_path) == ["q-1"]
+
+
 def test_events_queued_past_the_bound_are_dropped_and_counted_the_rest_written(tmp_path: Path) -> None:
     with EventLog(tmp_path, max_buffered_events=3, flush_interval_s=3600) as log:
         for i in range(5):  # nothing flushes meanwhile
