@@ -218,15 +218,33 @@ class Source(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forb
                 msgspec.structs.force_setattr(self, "title", cleaned)
 
 
+#: How every event type is a msgspec struct (the event classes and their prechecked twins alike). Not tracked by
+#: the cycle collector (gc): an event holds strings, numbers, a datetime and small containers of those, so it can
+#: never be part of a cycle; made by the thousand a second, it should not trigger collections.
+_STRUCT_CONFIG: Final[dict[str, Any]] = {
+    "frozen": True,
+    "kw_only": True,
+    "omit_defaults": True,
+    "tag_field": "event_type",
+    "forbid_unknown_fields": True,
+    "gc": False,
+}
+
+
+def _event_type(event: msgspec.Struct) -> str:
+    tag = event.__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
+
+
 class Event(
     msgspec.Struct,
+    # _STRUCT_CONFIG, spelled out: type checkers read a struct's configuration only from literal keywords.
     frozen=True,
     kw_only=True,
     omit_defaults=True,
     tag_field="event_type",
     forbid_unknown_fields=True,
-    # Not tracked by the cycle collector: an event holds strings, numbers, a datetime and small containers of
-    # those, so it can never be part of a cycle; made by the thousand a second, it should not trigger collections.
     gc=False,
 ):
     """Fields every event carries. Subclasses add their own typed fields.
@@ -258,11 +276,7 @@ class Event(
     ) = None
     attributes: Annotated[dict[AttributeKey, str], msgspec.Meta(max_length=32)] | None = None
 
-    @property
-    def event_type(self) -> str:
-        tag = self.__struct_config__.tag
-        assert isinstance(tag, str)
-        return tag
+    event_type = property(_event_type)
 
     def __post_init__(self) -> None:
         if not (self.event_id and self.query_id and self.service and self.env and self.schema_version >= 1):
@@ -488,15 +502,7 @@ EVENT_CLASSES: Final[dict[str, type[Event]]] = {
 EVENT_TYPES: Final[tuple[str, ...]] = tuple(EVENT_CLASSES)
 
 
-class Prechecked(
-    msgspec.Struct,
-    frozen=True,
-    kw_only=True,
-    omit_defaults=True,
-    tag_field="event_type",
-    forbid_unknown_fields=True,
-    gc=False,
-):
+class Prechecked(msgspec.Struct, **_STRUCT_CONFIG):
     """An event built by a producer that has already checked every value where it entered: the event class's twin
     (`PRECHECKED`), with the same fields, defaults, tag and encoding, and no `__post_init__`.
 
@@ -509,11 +515,7 @@ class Prechecked(
     if TYPE_CHECKING:  # every twin has its class's fields; these are the ones read through the base type
         query_id: str
 
-    @property
-    def event_type(self) -> str:
-        tag = self.__struct_config__.tag
-        assert isinstance(tag, str)
-        return tag
+    event_type = property(_event_type)
 
     def checked(self) -> AnyEvent:
         """The event this twin stands for, built and checked by its class (for emitters that keep events)."""
@@ -533,14 +535,8 @@ def _prechecked(cls: type[Event]) -> type[Prechecked]:
         spec,
         bases=(Prechecked,),
         module=f"{__name__}.prechecked",
-        # The event classes' configuration, stated again: defstruct does not inherit it.
-        frozen=True,
-        kw_only=True,
-        omit_defaults=True,
-        forbid_unknown_fields=True,
-        gc=False,
-        tag_field="event_type",
         tag=tag,
+        **_STRUCT_CONFIG,  # stated again: defstruct does not inherit a base's configuration
     )
     return twin  # type: ignore[return-value]
 
