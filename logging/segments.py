@@ -66,6 +66,8 @@ class _State(enum.Enum):
 
 
 _OPENED: Final = _State.OPENED  # one global load on the hot path, not two
+#: What encoding an event can raise for a value it cannot write: an event made in Python is checked, not typed.
+_UNENCODABLE: Final = (UnicodeEncodeError, msgspec.EncodeError, TypeError)
 
 
 def _try_lock(fd: int) -> bool:
@@ -266,9 +268,10 @@ class EventLog:
             start = len(buffer)
             try:
                 raw_encode_into(event, buffer, -1)
-            except (UnicodeEncodeError, msgspec.EncodeError) as exc:
-                # A value that cannot be written as UTF-8 JSON (e.g. a lone surrogate in an id): the request goes
-                # on; the event is counted as dropped, with one line saying why.
+            except _UNENCODABLE as exc:
+                # A value that cannot be written as UTF-8 JSON (a lone surrogate in an id; a value of a type JSON
+                # has no form for, e.g. a numpy score): the request goes on; the event is counted as dropped, with
+                # one line saying why.
                 del buffer[start:]
                 self._dropped_unencodable(event, exc)
                 continue
@@ -308,10 +311,13 @@ class EventLog:
         del pending[:n]
         try:
             data, count = _encode_lines(batch), len(batch)
-        except (UnicodeEncodeError, msgspec.EncodeError):
+        except _UNENCODABLE:  # one of them cannot be written: the others are, one by one
             data, count = self._encode_one_by_one(batch)
             if not count:
                 return
+        except BaseException:  # interrupted (KeyboardInterrupt): nothing is lost, the next flush has them all
+            pending[:0] = batch
+            raise
         if (
             self._fd < 0
             or self._segment_size >= self.segment_max_bytes

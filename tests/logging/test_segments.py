@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from querylog.logging import codec
-from querylog.logging.events import QueryReceived
+from querylog.logging.events import QueryReceived, SearchCompleted
 from querylog.logging.segments import EventLog, LogClosedError, LogReader, repair, segment_paths
 
 
@@ -379,3 +379,15 @@ def test_an_unencodable_event_is_counted_and_dropped_not_raised(tmp_path: Path) 
         log.flush()
         assert log.telemetry.snapshot().dropped == {"unencodable": 1}
     assert _read_ids(tmp_path) == ["q-2"]
+
+
+def test_a_value_json_has_no_form_for_drops_its_event_only(tmp_path: Path) -> None:
+    # Events made in Python are checked, not typed: a score of a type JSON cannot write (a numpy scalar, an object)
+    # costs that event, counted, and not the others flushed with it.
+    with EventLog(tmp_path, flush_interval_s=3600) as log:
+        log.append(_event(1))
+        log.append(SearchCompleted(query_id="q-x", result_count=1, top_score=object()))  # type: ignore[arg-type]
+        log.append(_event(3))
+        log.flush()
+        assert log.telemetry.snapshot().dropped == {"unencodable": 1}
+    assert _read_ids(tmp_path) == ["q-1", "q-3"]
