@@ -10,7 +10,7 @@ from typing import Final
 
 import msgspec
 
-from querylog.logging.events import Event, Prechecked
+from querylog.logging.events import Event, QueryReceived
 from querylog.logging.segments import EventLog
 from querylog.logging.tracker import Emitter, QueryTracker
 from querylog.service.demo import COMPANIES as DEMO_COMPANIES
@@ -113,8 +113,8 @@ class _Paced:
         self.log, self.start, self.rate_qps = log, start, rate_qps
         self._query, self._step = -1, 0
 
-    def append(self, event: Event | Prechecked) -> None:
-        if event.event_type == "query_received":
+    def append(self, event: Event) -> None:
+        if isinstance(event, QueryReceived):
             self._query, self._step = self._query + 1, 0
         ts = self.start + timedelta(seconds=self._query / self.rate_qps, milliseconds=self._step)
         self._step += 1

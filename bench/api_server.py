@@ -20,7 +20,7 @@ from typing import Any
 import uvicorn
 
 from querylog.config import PROJECTION_MODES, Settings
-from querylog.logging.events import Event, Prechecked
+from querylog.logging.events import Event
 from querylog.logging.telemetry import FileTelemetry
 from querylog.projector_process import telemetry_path
 from querylog.runtime import Runtime
@@ -30,7 +30,7 @@ from querylog.service.app import create_app
 class NoopEmitter:
     """Accepts every event and keeps none: querylog "off"."""
 
-    def append(self, event: Event | Prechecked) -> None:
+    def append(self, event: Event) -> None:
         pass
 
     def flush(self) -> None:

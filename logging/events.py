@@ -19,7 +19,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Final, Literal, TypeAlias, TypeVar
 
 import msgspec
 import uuid_utils
@@ -32,7 +32,6 @@ __all__ = [
     "MAX_ATTRIBUTE_BYTES",
     "MAX_SOURCES",
     "MAX_TAGS",
-    "PRECHECKED",
     "SCHEMA_VERSION",
     "AnyEvent",
     "Event",
@@ -51,6 +50,7 @@ __all__ = [
     "clean_text",
     "new_event_id",
     "nfc",
+    "prechecked",
     "utc_now",
 ]
 
@@ -218,33 +218,15 @@ class Source(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forb
                 msgspec.structs.force_setattr(self, "title", cleaned)
 
 
-#: How every event type is a msgspec struct (the event classes and their prechecked twins alike). Not tracked by
-#: the cycle collector (gc): an event holds strings, numbers, a datetime and small containers of those, so it can
-#: never be part of a cycle; made by the thousand a second, it should not trigger collections.
-_STRUCT_CONFIG: Final[dict[str, Any]] = {
-    "frozen": True,
-    "kw_only": True,
-    "omit_defaults": True,
-    "tag_field": "event_type",
-    "forbid_unknown_fields": True,
-    "gc": False,
-}
-
-
-def _event_type(event: msgspec.Struct) -> str:
-    tag = event.__struct_config__.tag
-    assert isinstance(tag, str)
-    return tag
-
-
 class Event(
     msgspec.Struct,
-    # _STRUCT_CONFIG, spelled out: type checkers read a struct's configuration only from literal keywords.
     frozen=True,
     kw_only=True,
     omit_defaults=True,
     tag_field="event_type",
     forbid_unknown_fields=True,
+    # Not tracked by the cycle collector: an event holds strings, numbers, a datetime and small containers of
+    # those, so it can never be part of a cycle; made by the thousand a second, it should not trigger collections.
     gc=False,
 ):
     """Fields every event carries. Subclasses add their own typed fields.
@@ -276,7 +258,11 @@ class Event(
     ) = None
     attributes: Annotated[dict[AttributeKey, str], msgspec.Meta(max_length=32)] | None = None
 
-    event_type = property(_event_type)
+    @property
+    def event_type(self) -> str:
+        tag = self.__struct_config__.tag
+        assert isinstance(tag, str)
+        return tag
 
     def __post_init__(self) -> None:
         if not (self.event_id and self.query_id and self.service and self.env and self.schema_version >= 1):
@@ -502,44 +488,42 @@ EVENT_CLASSES: Final[dict[str, type[Event]]] = {
 EVENT_TYPES: Final[tuple[str, ...]] = tuple(EVENT_CLASSES)
 
 
-class Prechecked(msgspec.Struct, **_STRUCT_CONFIG):
-    """An event built by a producer that has already checked every value where it entered: the event class's twin
-    (`PRECHECKED`), with the same fields, defaults, tag and encoding, and no `__post_init__`.
+class Prechecked:
+    """A prechecked event: built by a producer that has already checked every value where it entered. Each event
+    class has one (`prechecked`): a subclass with the same fields, defaults, tag and encoding, and no checks on
+    construction.
 
     The tracker builds these on the request path: a query's ids, service, context and text are checked once, when
     the query starts, and each stage's own values when the stage reports them, by the rules of the event class
-    (tests/logging/test_prechecked.py holds the two to agreement, byte for byte). Nothing decodes into a twin: a
-    line is read back as its event class, with every check.
+    (tests/logging/test_prechecked.py holds the two to agreement, byte for byte). As a subclass it is its event
+    class for `isinstance`, `match` and attribute access; equality is by type, so compare `checked()`. Nothing
+    decodes into one: a line is read back as its event class, with every check.
     """
 
-    if TYPE_CHECKING:  # every twin has its class's fields; these are the ones read through the base type
-        query_id: str
+    __slots__ = ()
 
-    event_type = property(_event_type)
+    if TYPE_CHECKING:  # what the event class beside it provides
+        event_type: str
 
     def checked(self) -> AnyEvent:
-        """The event this twin stands for, built and checked by its class (for emitters that keep events)."""
-        return EVENT_CLASSES[self.event_type](**msgspec.structs.asdict(self))  # type: ignore[return-value]
+        """The event this one stands for, built and checked by its class: what a reader of the log gets."""
+        return EVENT_CLASSES[self.event_type](**msgspec.structs.asdict(self))  # type: ignore[arg-type, return-value]
 
 
-def _prechecked(cls: type[Event]) -> type[Prechecked]:
-    spec: list[tuple[str, Any, Any]] = []
-    for f in msgspec.structs.fields(cls):
-        if f.default_factory is not msgspec.NODEFAULT:
-            spec.append((f.name, f.type, msgspec.field(default_factory=f.default_factory)))
-        else:
-            spec.append((f.name, f.type, f.default))  # NODEFAULT: required
-    tag = cls.__struct_config__.tag
-    twin = msgspec.defstruct(
-        cls.__name__,
-        spec,
-        bases=(Prechecked,),
-        module=f"{__name__}.prechecked",
-        tag=tag,
-        **_STRUCT_CONFIG,  # stated again: defstruct does not inherit a base's configuration
-    )
-    return twin  # type: ignore[return-value]
+def _without_checks(self: Event) -> None:
+    """A prechecked event's construction: its maker checked every value (see `Prechecked`)."""
 
 
-#: Each event class's prechecked twin.
-PRECHECKED: Final[dict[type[Event], type[Prechecked]]] = {cls: _prechecked(cls) for cls in EVENT_CLASSES.values()}
+def _prechecked(cls: type[Event]) -> type[Event]:
+    # msgspec inherits the class's configuration (frozen is stated again, as msgspec asks) and its tag.
+    namespace = {"__post_init__": _without_checks, "__module__": __name__, "__doc__": Prechecked.__doc__}
+    return type(f"Prechecked{cls.__name__}", (Prechecked, cls), namespace, frozen=True)
+
+
+_PRECHECKED: Final[dict[type[Event], type[Event]]] = {cls: _prechecked(cls) for cls in EVENT_CLASSES.values()}
+EventT = TypeVar("EventT", bound=Event)
+
+
+def prechecked(cls: type[EventT]) -> type[EventT]:
+    """The prechecked subclass of event class `cls` (see `Prechecked`)."""
+    return _PRECHECKED[cls]  # type: ignore[return-value]

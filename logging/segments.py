@@ -30,7 +30,7 @@ import structlog
 
 from querylog.logging.codec import raw_encode_into
 from querylog.logging.codec import raw_encode_lines as _encode_lines
-from querylog.logging.events import Event, Prechecked
+from querylog.logging.events import Event
 from querylog.logging.telemetry import SinkTelemetry
 
 __all__ = [
@@ -176,7 +176,7 @@ class EventLog:
         # Appended events wait here until the next flush encodes them. A list's append is atomic, so the request
         # path takes no lock; `flush` (under the lock) copies the first n and deletes those n, two atomic steps:
         # whatever is appended meanwhile lands past them and waits for the next flush.
-        self._pending: list[Event | Prechecked] = []
+        self._pending: list[Event] = []
         self._fd = -1
         self._segment: Path | None = None
         self._segment_size = 0
@@ -230,8 +230,8 @@ class EventLog:
         return self._segment
 
     # -- the hot path -----------------------------------------------------------------------------
-    def append(self, event: Event | Prechecked) -> None:
-        """Queue one event (or its prechecked twin: the same line) for the next `flush`, which encodes and writes
+    def append(self, event: Event) -> None:
+        """Queue one event (prechecked or not: the same line) for the next `flush`, which encodes and writes
         it. A list append: no lock, no encoding, no I/O. Durable against a process crash after `flush`."""
         if self._state is not _OPENED:
             raise LogClosedError(f"append() on a {self._state.value} EventLog; open() it first")
@@ -243,7 +243,7 @@ class EventLog:
         if self._state is not _OPENED:  # closed meanwhile, by another thread: written by close, or refused here
             self._withdraw(event)
 
-    def _withdraw(self, event: Event | Prechecked) -> None:
+    def _withdraw(self, event: Event) -> None:
         """`event` was queued as the log closed: if close took it, it is written; if not, it never will be, so it
         leaves the queue and the caller is told (never lost without a word)."""
         with self._lock:  # close() holds it while it writes what is queued: after it, the queue is final
@@ -260,7 +260,7 @@ class EventLog:
             self.telemetry.received(1)
             self.telemetry.dropped("buffer_full")
 
-    def _encode_one_by_one(self, batch: list[Event | Prechecked]) -> tuple[bytes, int]:
+    def _encode_one_by_one(self, batch: list[Event]) -> tuple[bytes, int]:
         """`batch` as lines, leaving out (and counting) the events that cannot be written; and how many are in."""
         buffer = bytearray()
         count = 0
@@ -279,7 +279,7 @@ class EventLog:
             count += 1
         return bytes(buffer), count
 
-    def _dropped_unencodable(self, event: Event | Prechecked, exc: Exception) -> None:
+    def _dropped_unencodable(self, event: Event, exc: Exception) -> None:
         self.events_dropped += 1
         self.telemetry.received(1)
         self.telemetry.dropped("unencodable")

@@ -26,11 +26,9 @@ import uuid_utils
 from querylog.logging.events import (
     MAX_ANSWER_CHARS,
     MAX_SOURCES,
-    PRECHECKED,
     Event,
     FeedbackReceived,
     IntentClassified,
-    Prechecked,
     QueryCompleted,
     QueryFailed,
     QueryReceived,
@@ -41,6 +39,7 @@ from querylog.logging.events import (
     checked_tags,
     clean_text,
     nfc,
+    prechecked,
 )
 
 __all__ = ["Emitter", "QueryTracker", "SourceLike", "TrackedQuery"]
@@ -48,16 +47,17 @@ __all__ = ["Emitter", "QueryTracker", "SourceLike", "TrackedQuery"]
 #: How much of an exception's message a query_failed event keeps.
 MAX_ERROR_MESSAGE_CHARS = 500
 
-# The request path builds each event's prechecked twin (querylog.logging.events.Prechecked): the values common to a
-# query's events are checked once, when the query starts (the tracker's service and env, the query's id, context
-# and text); each stage checks its own values by the schema's rules in one expression. A value that fails the
-# expression goes to the event class itself, which raises the schema's error naming the field (or, where the
-# expression is only stricter than the schema, builds the event, checked): the class is chosen, the call is one.
-_QueryReceived: Final[Callable[..., Prechecked]] = PRECHECKED[QueryReceived]
-_IntentClassified: Final[Callable[..., Prechecked]] = PRECHECKED[IntentClassified]
-_SearchCompleted: Final[Callable[..., Prechecked]] = PRECHECKED[SearchCompleted]
-_ResponseGenerated: Final[Callable[..., Prechecked]] = PRECHECKED[ResponseGenerated]
-_QueryCompleted: Final[Callable[..., Prechecked]] = PRECHECKED[QueryCompleted]
+# The request path builds each event as its class's prechecked subclass (querylog.logging.events.Prechecked): the
+# values common to a query's events are checked once, when the query starts (the tracker's service and env, the
+# query's id, context and text); each stage checks its own values by the schema's rules in one expression. A value
+# that fails the expression goes to the event class itself, which raises the schema's error naming the field (or,
+# where the expression is only stricter than the schema, builds the event, checked): the class is chosen, the
+# call is one.
+_QueryReceived: Final = prechecked(QueryReceived)
+_IntentClassified: Final = prechecked(IntentClassified)
+_SearchCompleted: Final = prechecked(SearchCompleted)
+_ResponseGenerated: Final = prechecked(ResponseGenerated)
+_QueryCompleted: Final = prechecked(QueryCompleted)
 _INF: Final = math.inf
 
 
@@ -65,10 +65,10 @@ _INF: Final = math.inf
 class Emitter(Protocol):
     """Where events go on the request thread: a cheap local append, and a flush at acknowledgement.
 
-    The tracker appends events and, on its hot path, their prechecked twins (`Prechecked`: the same fields and
-    encoding, values checked by the tracker); an emitter that keeps events calls `Prechecked.checked()`."""
+    On its hot path the tracker appends prechecked events (`querylog.logging.events.Prechecked`): instances of
+    the event classes whose values the tracker checked; `checked()` gives the class's own instance."""
 
-    def append(self, event: Event | Prechecked) -> None: ...
+    def append(self, event: Event) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -211,8 +211,6 @@ class _Context:
         self.attributes = attributes
 
 
-
-
 class TrackedQuery:
     """One query's lifecycle. Use as a context manager; stage methods emit one event each."""
 
@@ -304,7 +302,7 @@ class TrackedQuery:
         t, c = self._tracker, self._context
         try:
             if exc is None:
-                event: Event | Prechecked = (_QueryCompleted if 0 <= latency_ms < _INF else QueryCompleted)(
+                event: Event = (_QueryCompleted if 0 <= latency_ms < _INF else QueryCompleted)(
                     query_id=self.query_id,
                     session_id=self.session_id,
                     user_id=self.user_id,
@@ -476,7 +474,7 @@ class TrackedQuery:
             and (quality_score is None or 0.0 <= quality_score <= 1.0)
         )
         # The v2 fields, mostly absent, are added only when given (15 keywords at most a call: see above).
-        event: ResponseGenerated | Prechecked = (_ResponseGenerated if valid else ResponseGenerated)(
+        event: ResponseGenerated = (_ResponseGenerated if valid else ResponseGenerated)(
             query_id=self.query_id,
             session_id=self.session_id,
             user_id=self.user_id,

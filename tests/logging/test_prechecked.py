@@ -1,8 +1,10 @@
-"""The tracker's prechecked twins against the event classes: whatever a stage is given, the tracker either raises the
-error the event class raises (naming the same field) or writes the very line the event class would, byte for byte.
+"""The tracker's prechecked events against the event classes: whatever a stage is given, the tracker either raises
+the error the event class raises (naming the same field) or writes the very line the event class would, byte for
+byte.
 
-The request path builds twins (`querylog.logging.events.Prechecked`) whose values the tracker checked once, in one
-expression per stage; these tests hold those expressions to the schema's rules, valid and invalid values mixed.
+The request path builds prechecked events (`querylog.logging.events.Prechecked`) whose values the tracker checked
+once, in one expression per stage; these tests hold those expressions to the schema's rules, valid and invalid
+values mixed.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from querylog.logging import codec
 from querylog.logging.events import (
     EVENT_CLASSES,
     MAX_SOURCES,
-    PRECHECKED,
     Event,
     EventValidationError,
     IntentClassified,
@@ -29,18 +30,19 @@ from querylog.logging.events import (
     ResponseGenerated,
     SearchCompleted,
     Source,
+    prechecked,
 )
 from querylog.logging.tracker import QueryTracker, TrackedQuery
 from querylog.testing import CapturingEmitter
 
 
 class _Kept:
-    """An emitter that keeps exactly what the tracker hands it, twin or event."""
+    """An emitter that keeps exactly what the tracker hands it, prechecked or not."""
 
     def __init__(self) -> None:
-        self.got: list[Event | Prechecked] = []
+        self.got: list[Event] = []
 
-    def append(self, event: Event | Prechecked) -> None:
+    def append(self, event: Event) -> None:
         self.got.append(event)
 
     def flush(self) -> None:
@@ -70,7 +72,7 @@ def _stage(stage: Callable[[TrackedQuery], None]) -> tuple[str, Any]:
     kept = _Kept()
     tracker = QueryTracker(kept, service="chat", env="test")
 
-    def run() -> Event | Prechecked:
+    def run() -> Event:
         with tracker.query("네이버 주가", query_id="q-1") as q:
             stage(q)
         return kept.got[1]
@@ -78,10 +80,10 @@ def _stage(stage: Callable[[TrackedQuery], None]) -> tuple[str, Any]:
     return _outcome(run)
 
 
-def _same_line(produced: Event | Prechecked, reference: Event) -> None:
+def _same_line(produced: Event, reference: Event) -> None:
     """`produced` is written exactly as the event class writes the same values; the log reads it back as one."""
     line = codec.encode(produced)
-    assert line == codec.encode(msgspec.structs.replace(reference, event_id=produced.event_id, ts=produced.ts))  # type: ignore[union-attr]
+    assert line == codec.encode(msgspec.structs.replace(reference, event_id=produced.event_id, ts=produced.ts))
     assert codec.decode(line) == (produced.checked() if isinstance(produced, Prechecked) else produced)
 
 
@@ -93,15 +95,15 @@ def _agree(ours: tuple[str, Any], theirs: tuple[str, Any]) -> None:
         _same_line(ours[1], theirs[1])
 
 
-def test_each_twin_is_its_event_class_field_for_field() -> None:
+def test_each_prechecked_class_is_its_event_class_without_the_checks() -> None:
     for tag, cls in EVENT_CLASSES.items():
-        twin = PRECHECKED[cls]
-        assert twin.__struct_config__.tag == tag and twin.__struct_config__.tag_field == "event_type"
-        assert twin.__struct_fields__ == cls.__struct_fields__
+        fast = prechecked(cls)
+        assert issubclass(fast, cls) and issubclass(fast, Prechecked) and fast is not cls
+        assert fast.__struct_config__.tag == tag and fast.__struct_config__.tag_field == "event_type"
         shape = [(f.name, f.type, f.default, f.default_factory) for f in msgspec.structs.fields(cls)]
-        assert [(f.name, f.type, f.default, f.default_factory) for f in msgspec.structs.fields(twin)] == shape
+        assert [(f.name, f.type, f.default, f.default_factory) for f in msgspec.structs.fields(fast)] == shape
         for option in ("frozen", "omit_defaults", "forbid_unknown_fields", "gc"):
-            assert getattr(twin.__struct_config__, option) == getattr(cls.__struct_config__, option), (tag, option)
+            assert getattr(fast.__struct_config__, option) == getattr(cls.__struct_config__, option), (tag, option)
 
 
 @settings(max_examples=300)
@@ -111,7 +113,7 @@ def test_query_received_agrees_with_its_class(text: str) -> None:
     _agree(ours, _outcome(lambda: QueryReceived(query_id="q-1", service="chat", env="test", query_text=text)))
 
 
-def _received(text: str) -> Event | Prechecked:
+def _received(text: str) -> Event:
     kept = _Kept()
     with QueryTracker(kept, service="chat", env="test").query(text, query_id="q-1"):
         pass
@@ -221,16 +223,18 @@ def test_responded_agrees_with_its_class(
     _agree(ours, theirs)
 
 
-def test_the_request_path_builds_twins_and_a_capture_keeps_events() -> None:
+def test_the_request_path_builds_prechecked_events_and_a_capture_keeps_the_classes() -> None:
     kept = _Kept()
     with QueryTracker(kept, service="chat", env="test").query("네이버 주가") as q:
         q.classified("stock", 0.9)
         q.searched(2)
         q.responded(model="m", output_tokens=3)
     assert all(isinstance(e, Prechecked) for e in kept.got)  # the fast path is the one taken
+    assert isinstance(kept.got[1], IntentClassified)  # and what it hands over is the event class, for its users
     capture = CapturingEmitter()
     capture.append(kept.got[1])
-    assert type(capture.events[0]) is IntentClassified and capture.events[0] == kept.got[1].checked()
+    assert type(capture.events[0]) is IntentClassified
+    assert capture.events[0] == kept.got[1].checked()  # type: ignore[attr-defined]
 
 
 def test_a_value_past_the_fast_check_is_the_event_class_s_to_judge() -> None:

@@ -20,8 +20,8 @@ class CapturingEmitter:
         self.flushes = 0
         self._lock = threading.Lock()
 
-    def append(self, event: Event | Prechecked) -> None:
-        # Kept as the event a reader of the log gets: a prechecked twin becomes its event class, checked again.
+    def append(self, event: Event) -> None:
+        # Kept as the event a reader of the log gets: a prechecked event becomes its event class, checked again.
         kept = event.checked() if isinstance(event, Prechecked) else event
         with self._lock:
             self.events.append(kept)
