@@ -521,9 +521,9 @@ def _prechecked(cls: type[Event]) -> type[Event]:
 
 
 _PRECHECKED: Final[dict[type[Event], type[Event]]] = {cls: _prechecked(cls) for cls in EVENT_CLASSES.values()}
-EventT = TypeVar("EventT", bound=Event)
+_EventT = TypeVar("_EventT", bound=Event)
 
 
-def prechecked(cls: type[EventT]) -> type[EventT]:
+def prechecked(cls: type[_EventT]) -> type[_EventT]:
     """The prechecked subclass of event class `cls` (see `Prechecked`)."""
     return _PRECHECKED[cls]  # type: ignore[return-value]
