@@ -509,6 +509,11 @@ class Prechecked:
         """The event this one stands for, built and checked by its class: what a reader of the log gets."""
         return EVENT_CLASSES[self.event_type](**msgspec.structs.asdict(self))  # type: ignore[arg-type, return-value]
 
+    def __reduce__(self) -> str | tuple[object, ...]:
+        # Pickled (a multiprocessing queue, say) as the event class's own instance: the subclass is made at import
+        # and has no name pickle could look up.
+        return self.checked().__reduce__()
+
 
 def _without_checks(self: Event) -> None:
     """A prechecked event's construction: its maker checked every value (see `Prechecked`)."""

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-import msgspec
 import structlog
 
 from querylog.logging.codec import raw_encode_into
@@ -66,8 +65,6 @@ class _State(enum.Enum):
 
 
 _OPENED: Final = _State.OPENED  # one global load on the hot path, not two
-#: What encoding an event can raise for a value it cannot write: an event made in Python is checked, not typed.
-_UNENCODABLE: Final = (UnicodeEncodeError, msgspec.EncodeError, TypeError)
 
 
 def _try_lock(fd: int) -> bool:
@@ -185,9 +182,8 @@ class EventLog:
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         # What was written and dropped: the same counts as every sink reports (the log's losses show up beside
-        # theirs). `events_dropped` too, which the ingest API reads around its own flush to tell a refused write.
+        # theirs), and the log's only counters.
         self.telemetry = SinkTelemetry("log")
-        self.events_dropped = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self) -> EventLog:
@@ -210,6 +206,8 @@ class EventLog:
         if self._flusher is not None:
             self._flusher.join()
         with self._lock:
+            if self._state is not _State.OPENED:  # another thread's close() came first and did all this
+                return
             # Closed first: an append from now on is refused, and what was queued before is written below.
             self._state = _State.CLOSED
             self._flush_locked()
@@ -254,11 +252,10 @@ class EventLog:
 
     def _dropped_full(self) -> None:
         # Nothing has flushed for long enough to queue `max_buffered_events` (a disk that hangs every write, or
-        # a tracker that never flushes and a flusher that cannot run): drop, count, go on.
-        with self._lock:
-            self.events_dropped += 1
-            self.telemetry.received(1)
-            self.telemetry.dropped("buffer_full")
+        # a tracker that never flushes and a flusher that cannot run): drop, count, go on. Not under the log's
+        # lock, which a hung write holds: the telemetry has its own.
+        self.telemetry.received(1)
+        self.telemetry.dropped("buffer_full")
 
     def _encode_one_by_one(self, batch: list[Event]) -> tuple[bytes, int]:
         """`batch` as lines, leaving out (and counting) the events that cannot be written; and how many are in."""
@@ -268,10 +265,10 @@ class EventLog:
             start = len(buffer)
             try:
                 raw_encode_into(event, buffer, -1)
-            except _UNENCODABLE as exc:
+            except Exception as exc:
                 # A value that cannot be written as UTF-8 JSON (a lone surrogate in an id; a value of a type JSON
-                # has no form for, e.g. a numpy score): the request goes on; the event is counted as dropped, with
-                # one line saying why.
+                # has no form for, e.g. a numpy score; a value that contains itself): the request goes on; the
+                # event is counted as dropped, with one line saying why. Never the others queued with it.
                 del buffer[start:]
                 self._dropped_unencodable(event, exc)
                 continue
@@ -280,10 +277,14 @@ class EventLog:
         return bytes(buffer), count
 
     def _dropped_unencodable(self, event: Event, exc: Exception) -> None:
-        self.events_dropped += 1
         self.telemetry.received(1)
         self.telemetry.dropped("unencodable")
-        _log.error("log_event_unencodable", event_type=event.event_type, query_id=repr(event.query_id), error=str(exc))
+        _log.error(
+            "log_event_unencodable",
+            event_type=getattr(event, "event_type", type(event).__name__),
+            query_id=repr(getattr(event, "query_id", None))[:200],
+            error=f"{type(exc).__name__}: {str(exc)[:500]}",
+        )
 
     def flush(self) -> None:
         """Hand buffered events to the kernel (one ``write``); fsync too under the ``always`` policy."""
@@ -295,6 +296,8 @@ class EventLog:
     def sync(self) -> None:
         """Flush and fsync: durable against a machine crash once this returns."""
         with self._lock:
+            if self._state is not _OPENED:
+                raise LogClosedError(f"sync() on a {self._state.value} EventLog")
             self._flush_locked()
             if self._fd >= 0 and self._dirty_since_fsync:
                 os.fsync(self._fd)
@@ -310,14 +313,15 @@ class EventLog:
         batch = pending[:n]
         del pending[:n]
         try:
-            data, count = _encode_lines(batch), len(batch)
-        except _UNENCODABLE:  # one of them cannot be written: the others are, one by one
-            data, count = self._encode_one_by_one(batch)
-            if not count:
-                return
+            try:
+                data, count = _encode_lines(batch), len(batch)
+            except Exception:
+                data, count = self._encode_one_by_one(batch)
         except BaseException:  # interrupted (KeyboardInterrupt): nothing is lost, the next flush has them all
             pending[:0] = batch
             raise
+        if not count:
+            return
         if (
             self._fd < 0
             or self._segment_size >= self.segment_max_bytes
@@ -351,7 +355,6 @@ class EventLog:
 
     def _write_failed(self, exc: OSError, count: int) -> None:
         """The disk refused the write (full, gone): the API keeps answering; these events are counted lost."""
-        self.events_dropped += count
         self.telemetry.received(count)
         self.telemetry.dropped("disk_write_failed", count)
         self.telemetry.error("write")
@@ -389,21 +392,30 @@ class EventLog:
 
     def _flush_loop(self) -> None:
         last_fsync = time.monotonic()
+        failing: str | None = None  # the error the last round failed with: logged once, not every 200 ms
         while not self._stop.wait(self.flush_interval_s):
-            with self._lock:
-                if self._state is not _State.OPENED:
-                    return
-                self._flush_locked()
-                now = time.monotonic()
-                if (
-                    self.fsync_policy == "interval"
-                    and self._dirty_since_fsync
-                    and now - last_fsync >= self.fsync_interval_s
-                    and self._fd >= 0
-                ):
-                    os.fsync(self._fd)
-                    self._dirty_since_fsync = False
-                    last_fsync = now
+            try:
+                with self._lock:
+                    if self._state is not _State.OPENED:
+                        return
+                    self._flush_locked()
+                    now = time.monotonic()
+                    if (
+                        self.fsync_policy == "interval"
+                        and self._dirty_since_fsync
+                        and now - last_fsync >= self.fsync_interval_s
+                        and self._fd >= 0
+                    ):
+                        os.fsync(self._fd)
+                        self._dirty_since_fsync = False
+                        last_fsync = now
+                failing = None
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                if error != failing:
+                    _log.error("log_flusher_round_failed", error=error)
+                    self.telemetry.error("flush")
+                failing = error
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,8 +127,9 @@ class QueryTracker:
         )
 
     def _attributes(self, attributes: Mapping[str, str]) -> dict[str, str]:
-        # Checked first (bounds, key names), then each value redacted like any text a user may have typed.
-        return {k: self.redact(v) for k, v in checked_attributes(attributes).items()}
+        # Checked first (bounds, key names), then each value redacted like any text a user may have typed, then
+        # checked again as the events will carry them: a redactor may lengthen a value, or return NFD text.
+        return checked_attributes({k: self.redact(v) for k, v in checked_attributes(attributes).items()})
 
     def query(
         self,

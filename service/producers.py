@@ -146,9 +146,7 @@ class RecentQueries:
         self._refs: OrderedDict[str, QueryRef] = OrderedDict()
         self._lock = threading.Lock()
 
-    def remember(
-        self, query_id: str, *, session_id: str | None, user_id: str | None, trace_id: str | None
-    ) -> None:
+    def remember(self, query_id: str, *, session_id: str | None, user_id: str | None, trace_id: str | None) -> None:
         with self._lock:
             self._refs[query_id] = QueryRef(session_id=session_id, user_id=user_id, trace_id=trace_id)
             self._refs.move_to_end(query_id)
@@ -363,20 +361,26 @@ class EventIngestor:
                     continue
                 in_batch.add(event.event_id)
                 fresh.append(event)
-            dropped_before = self.log.events_dropped
+            refused_before = self._refused_writes()
             try:
                 for event in fresh:
                     self.log.append(event)
                 self.log.flush()
             except LogClosedError as exc:
                 raise IngestUnavailableError("the event log is closed (the server is shutting down)") from exc
-            if self.log.events_dropped > dropped_before:
+            if self._refused_writes() > refused_before:
                 # The log counts and drops what the disk refuses. Not remembering these ids lets the retry through.
                 raise IngestUnavailableError("the event log could not write to disk; retry later")
             self._recent.update(in_batch)
         result = IngestResult(accepted=len(fresh), duplicates=len(events) - len(fresh))
         _log.info("events_ingested", accepted=result.accepted, duplicates=result.duplicates)
         return result
+
+    def _refused_writes(self) -> int:
+        """Events the log dropped for want of a disk (a retry may succeed), by its telemetry. Not those it could
+        not encode: decoded from JSON, a batch's events always encode, and another request's are not this one's."""
+        dropped = self.log.telemetry.snapshot().dropped
+        return dropped.get("disk_write_failed", 0) + dropped.get("buffer_full", 0)
 
     def prepare(self, item: dict[str, Any]) -> dict[str, Any]:
         """A producer's event fields as the log may keep them: service and env defaulted, every text NFC and
@@ -482,7 +486,7 @@ def _batch_items(payload: object) -> list[Any]:
         raise BatchRejectedError([ItemError(index=None, field=None, message=message)], invalid=0)
     unknown = sorted(set(payload) - {"events"})
     if unknown:
-        message = f"unknown field `{unknown[0]}`; a batch is {{\"events\": [...]}}"
+        message = f'unknown field `{unknown[0]}`; a batch is {{"events": [...]}}'
         raise BatchRejectedError([ItemError(index=None, field=unknown[0], message=message)], invalid=0)
     items = payload.get("events")
     if not isinstance(items, list):

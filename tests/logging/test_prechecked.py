@@ -10,6 +10,8 @@ values mixed.
 from __future__ import annotations
 
 import math
+import pickle
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -246,3 +248,55 @@ def test_a_value_past_the_fast_check_is_the_event_class_s_to_judge() -> None:
     ):
         q.classified("stock", math.nan)
     assert [e.event_type for e in kept.got] == ["query_received", "query_failed"]
+
+
+# Redactors as a team might write them: one that lengthens what it masks, one that returns NFD Hangul, one that
+# returns nothing for what it drops. Whatever they return, what the tracker writes is what the classes would.
+_REDACTORS: dict[str, Callable[[str], Any]] = {
+    "none": lambda s: s,
+    "lengthens": lambda s: s.replace("x", "[MASKED]"),
+    "nfd": lambda s: unicodedata.normalize("NFD", s),
+    "drops": lambda s: None if "drop" in s else s,
+}
+_values = st.one_of(st.text(max_size=12), st.sampled_from(["x" * 600, "drop me", "네이버", "x"]))
+
+
+@settings(max_examples=300)
+@given(
+    redactor=st.sampled_from(sorted(_REDACTORS)),
+    service_attributes=st.none() | st.dictionaries(st.sampled_from(["plan", "ab.bucket", "채널"]), _values, max_size=3),
+    query_attributes=st.none() | st.dictionaries(st.sampled_from(["plan", "region"]), _values, max_size=2),
+    tags=st.none() | st.lists(st.sampled_from(["beta", " beta ", "ko", "x" * 70]), max_size=3),
+)
+def test_whatever_the_context_and_redactor_every_line_is_the_class_s(
+    redactor: str,
+    service_attributes: dict[str, str] | None,
+    query_attributes: dict[str, str] | None,
+    tags: list[str] | None,
+) -> None:
+    kept = _Kept()
+
+    def run() -> None:
+        tracker = QueryTracker(
+            kept, service="chat", env="test", redact=_REDACTORS[redactor], attributes=service_attributes, tags=tags
+        )
+        with tracker.query("x 네이버 주가", attributes=query_attributes) as q:
+            q.classified("stock", 0.5)
+            q.searched(1)
+            q.responded(answer="x 답", model="m")
+
+    try:
+        run()
+    except (EventValidationError, TypeError):  # refused where it entered (TypeError: a text the redactor dropped)
+        return
+    assert len(kept.got) == 5
+    for produced in kept.got:
+        line = codec.encode(produced)
+        assert isinstance(produced, Prechecked) and line == codec.encode(produced.checked())
+        assert codec.decode(line) == produced.checked()
+
+
+def test_a_prechecked_event_pickles_as_its_event_class() -> None:
+    event = prechecked(IntentClassified)(query_id="q", intent="stock", confidence=0.5)
+    restored = pickle.loads(pickle.dumps(event))
+    assert type(restored) is IntentClassified and restored == event.checked()  # type: ignore[attr-defined]

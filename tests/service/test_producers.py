@@ -18,7 +18,7 @@ from starlette.requests import Request
 from querylog.analytics.catalog import Catalog
 from querylog.config import Settings
 from querylog.logging.codec import decode
-from querylog.logging.events import Event
+from querylog.logging.events import Event, QueryReceived
 from querylog.runtime import Runtime
 from querylog.service.app import create_app
 from querylog.service.producers import DRAIN_MAX_BYTES, RecentIds, _read_body, tail_event_ids
@@ -109,12 +109,17 @@ def test_an_accepted_batch_is_in_the_log_when_202_returns(client: TestClient, se
     assert all(e.event_type == "query_received" and e.session_id == "s-1" for e in logged)
 
 
-def test_service_and_env_default_to_the_servers_and_are_kept_when_given(
-    client: TestClient, settings: Settings
-) -> None:
+def test_service_and_env_default_to_the_servers_and_are_kept_when_given(client: TestClient, settings: Settings) -> None:
     events = [
         {"event_type": "feedback_received", "event_id": "f-1", "query_id": "q-1", "score": 1},
-        {"event_type": "feedback_received", "event_id": "f-2", "query_id": "q-2", "score": 0, "service": "web", "env": "prod"},
+        {
+            "event_type": "feedback_received",
+            "event_id": "f-2",
+            "query_id": "q-2",
+            "score": 0,
+            "service": "web",
+            "env": "prod",
+        },
     ]
     assert client.post("/v1/events", json={"events": events}).status_code == 202
     by_id = {e.event_id: e for e in _logged(settings)}
@@ -130,9 +135,27 @@ def test_text_is_redacted_and_nfc_normalised_before_the_log(settings: Settings) 
     salted = dataclasses.replace(settings, user_id_salt="pepper")
     decomposed = unicodedata.normalize("NFD", "네이버 실적 010-1234-5678로 연락")
     events = [
-        {"event_type": "query_received", "event_id": "r-1", "query_id": "q-1", "query_text": decomposed, "user_id": "u-42"},
-        {"event_type": "query_failed", "event_id": "r-2", "query_id": "q-1", "error_type": "Boom", "error_message": "mail kim@example.com"},
-        {"event_type": "feedback_received", "event_id": "r-3", "query_id": "q-1", "score": -1, "comment": "내 카드 4111-1111-1111-1111"},
+        {
+            "event_type": "query_received",
+            "event_id": "r-1",
+            "query_id": "q-1",
+            "query_text": decomposed,
+            "user_id": "u-42",
+        },
+        {
+            "event_type": "query_failed",
+            "event_id": "r-2",
+            "query_id": "q-1",
+            "error_type": "Boom",
+            "error_message": "mail kim@example.com",
+        },
+        {
+            "event_type": "feedback_received",
+            "event_id": "r-3",
+            "query_id": "q-1",
+            "score": -1,
+            "comment": "내 카드 4111-1111-1111-1111",
+        },
     ]
     with _client(salted) as c:
         assert c.post("/v1/events", json={"events": events}).status_code == 202
@@ -148,17 +171,32 @@ def test_text_is_redacted_and_nfc_normalised_before_the_log(settings: Settings) 
 
 
 def test_v1_and_v2_bodies_are_both_accepted_and_v2_text_is_redacted(settings: Settings) -> None:
-    v1 = {"event_type": "query_received", "event_id": "v1-1", "query_id": "q-1", "query_text": "현대차 주가", "schema_version": 1}
+    v1 = {
+        "event_type": "query_received",
+        "event_id": "v1-1",
+        "query_id": "q-1",
+        "query_text": "현대차 주가",
+        "schema_version": 1,
+    }
     v2 = [
         {
-            "event_type": "search_completed", "event_id": "v2-1", "query_id": "q-1", "result_count": 1,
+            "event_type": "search_completed",
+            "event_id": "v2-1",
+            "query_id": "q-1",
+            "result_count": 1,
             "sources": [{"doc_id": "news-7", "title": "연락처 010-1234-5678", "score": 2.5, "rank": 1}],
             "backend_durations_ms": {"opensearch": 4.0},
         },
         {
-            "event_type": "response_generated", "event_id": "v2-2", "query_id": "q-1",
-            "answer_text": unicodedata.normalize("NFD", "답변: 010-1234-5678"), "finish_reason": "stop",
-            "cost_usd": 0.002, "release": "r-9", "tags": ["beta"], "attributes": {"channel": "kakao 010-1234-5678"},
+            "event_type": "response_generated",
+            "event_id": "v2-2",
+            "query_id": "q-1",
+            "answer_text": unicodedata.normalize("NFD", "답변: 010-1234-5678"),
+            "finish_reason": "stop",
+            "cost_usd": 0.002,
+            "release": "r-9",
+            "tags": ["beta"],
+            "attributes": {"channel": "kakao 010-1234-5678"},
         },
     ]
     with _client(settings) as c:
@@ -269,6 +307,17 @@ def test_a_batch_the_disk_refused_is_503_and_its_retry_is_accepted(
     assert sorted(e.event_id for e in _logged(settings) if e.event_id.startswith("e-")) == ["e-0", "e-1"]
 
 
+def test_another_request_s_unwritable_event_does_not_make_a_batch_503(client: TestClient, settings: Settings) -> None:
+    # The log encodes at flush: an event another request queued, that cannot be written (counted and dropped as
+    # `unencodable`), is encoded in this batch's flush. The batch was written: it must not be told to retry.
+    log = _runtime(client).log
+    log.append(QueryReceived(query_id="q-\ud800", query_text="x"))  # a lone surrogate: only Python callers make one
+    answered = client.post("/v1/events", json={"events": _batch(2)})
+    assert answered.json() == {"accepted": 2, "duplicates": 0}
+    assert log.telemetry.snapshot().dropped == {"unencodable": 1}
+    assert sorted(e.event_id for e in _logged(settings) if e.event_id.startswith("e-")) == ["e-0", "e-1"]
+
+
 def test_tail_event_ids_reads_the_newest_lines_across_segments(settings: Settings) -> None:
     with _client(settings) as c:
         c.post("/v1/events", json={"events": _batch(3, prefix="a")})
@@ -320,7 +369,10 @@ def test_an_invalid_event_rejects_the_whole_batch_naming_index_and_field(
         ({"event_type": "feedback_received", "score": 1}, "query_id"),
         ({"event_type": "query_received", "query_id": "q-1", "query_text": "hi", "ts": "yesterday"}, "ts"),
         ({"event_type": "query_received", "query_id": "q-1", "query_text": "hi", "ts": "2025-01-01T00:00:00"}, "ts"),
-        ({"event_type": "query_received", "query_id": "q-1", "query_text": "hi", "schema_version": 99}, "schema_version"),
+        (
+            {"event_type": "query_received", "query_id": "q-1", "query_text": "hi", "schema_version": 99},
+            "schema_version",
+        ),
         ({"event_type": "query_received", "query_id": "q-1", "query_text": "   "}, "query_text"),
         ({"event_type": "intent_classified", "query_id": "q-1", "intent": "x", "confidence": 1.5}, "confidence"),
         ({"event_type": "feedback_received", "query_id": "q-1", "score": 1, "service": None}, "service"),
@@ -351,7 +403,7 @@ def test_a_wrong_envelope_is_422_without_an_index(client: TestClient, payload: o
     assert problem["index"] is None and problem["field"] == field
 
 
-@pytest.mark.parametrize("body", [b"{not json", b"", b'{"events": [', "{\"events\": []}".encode("utf-16")])
+@pytest.mark.parametrize("body", [b"{not json", b"", b'{"events": [', '{"events": []}'.encode("utf-16")])
 def test_malformed_json_is_400_with_a_clear_message(client: TestClient, body: bytes) -> None:
     resp = client.post("/v1/events", content=body, headers={"content-type": "application/json"})
     assert resp.status_code == 400
@@ -408,7 +460,9 @@ def test_reading_an_endless_body_stops_at_the_drain_bound() -> None:
 
 # -- feedback ------------------------------------------------------------------------------------------
 def test_feedback_lands_as_an_event_of_the_right_query(client: TestClient, settings: Settings) -> None:
-    answered = client.post("/v1/chat", json={"query": "삼성전자 주가 전망", "session_id": "s-9", "user_id": "u-9"}).json()
+    answered = client.post(
+        "/v1/chat", json={"query": "삼성전자 주가 전망", "session_id": "s-9", "user_id": "u-9"}
+    ).json()
     other = client.post("/v1/chat", json={"query": "KOSPI today"}).json()
     resp = client.post("/v1/feedback", json={"query_id": answered["query_id"], "score": -1, "comment": "오래된 정보"})
     assert resp.status_code == 202
