@@ -381,18 +381,6 @@ def test_an_unencodable_event_is_counted_and_dropped_not_raised(tmp_path: Path) 
     assert _read_ids(tmp_path) == ["q-2"]
 
 
-def test_a_value_json_has_no_form_for_drops_its_event_only(tmp_path: Path) -> None:
-    # Events made in Python are checked, not typed: a score of a type JSON cannot write (a numpy scalar, an object)
-    # costs that event, counted, and not the others flushed with it.
-    with EventLog(tmp_path, flush_interval_s=3600) as log:
-        log.append(_event(1))
-        log.append(SearchCompleted(query_id="q-x", result_count=1, top_score=object()))  # type: ignore[arg-type]
-        log.append(_event(3))
-        log.flush()
-        assert log.telemetry.snapshot().dropped == {"unencodable": 1}
-    assert _read_ids(tmp_path) == ["q-1", "q-3"]
-
-
 def _looping_score() -> list[object]:
     """A value that contains itself: the encoder recurses until Python stops it (RecursionError)."""
     loop: list[object] = []
@@ -400,12 +388,14 @@ def _looping_score() -> list[object]:
     return loop
 
 
-def test_an_event_that_breaks_the_encoder_costs_itself_and_the_log_goes_on(tmp_path: Path) -> None:
-    # Not only the errors a bad value usually raises: whatever the encoder raises for one event (here a
-    # RecursionError) drops and counts that event, and neither jams the queue nor loses the events beside it.
+@pytest.mark.parametrize("score", [object, _looping_score], ids=["no-json-form", "contains-itself"])
+def test_an_event_the_encoder_cannot_write_costs_itself_and_the_log_goes_on(tmp_path: Path, score: object) -> None:
+    # Events made in Python are checked, not typed: a score of a type JSON cannot write (a numpy scalar, an object)
+    # or one that breaks the encoder (RecursionError) costs that event, counted; it neither jams the queue nor
+    # loses the events flushed with it.
     with EventLog(tmp_path, flush_interval_s=3600) as log:
         log.append(_event(1))
-        log.append(SearchCompleted(query_id="q-loop", result_count=1, top_score=_looping_score()))  # type: ignore[arg-type]
+        log.append(SearchCompleted(query_id="q-x", result_count=1, top_score=score()))  # type: ignore[operator]
         log.append(_event(2))
         log.flush()
         log.append(_event(3))
