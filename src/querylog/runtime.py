@@ -125,17 +125,23 @@ class Runtime:
         lock.parent.mkdir(parents=True, exist_ok=True)
         self._service_lock = lock.open("ab")
         fcntl.flock(self._service_lock.fileno(), fcntl.LOCK_SH)
-        self.log.open()
-        if self._with_projections:
-            self.projectors = self.build_projectors()
-            for projector in self.projectors.values():
-                projector.start()
-            if self.mode == "process":
-                echo_from_now(self.settings, self.reader)
-                self.projector_process = ProjectorProcess(self.settings, drain_timeout_s=10.0).start()
-            if self.mode == "thread":
-                self.housekeeper = Housekeeper(self.settings).start()
+        # From here a failure (the log's disk, a projection's settings, the child process) undoes what started
+        # (threads, the lock, the child), so that neither this process nor `querylog rebuild` finds them behind.
         self._started = True
+        try:
+            self.log.open()
+            if self._with_projections:
+                self.projectors = self.build_projectors()
+                for projector in self.projectors.values():
+                    projector.start()
+                if self.mode == "process":
+                    echo_from_now(self.settings, self.reader)
+                    self.projector_process = ProjectorProcess(self.settings, drain_timeout_s=10.0).start()
+                if self.mode == "thread":
+                    self.housekeeper = Housekeeper(self.settings).start()
+        except BaseException:
+            self.close(drain_timeout_s=None)
+            raise
         _log.info(
             "querylog_started",
             home=str(self.settings.home),
@@ -146,8 +152,8 @@ class Runtime:
         )
         return self
 
-    def close(self, *, drain_timeout_s: float = 10.0) -> None:
-        """Flush the log, let each projection catch up (bounded), and stop."""
+    def close(self, *, drain_timeout_s: float | None = 10.0) -> None:
+        """Flush the log, let each projection catch up (bounded; not at all with None), and stop."""
         if not self._started:
             return
         if self.housekeeper is not None:

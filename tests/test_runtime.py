@@ -1,0 +1,42 @@
+"""`Runtime`: the writer and the projections one service process runs."""
+
+from __future__ import annotations
+
+import fcntl
+import threading
+from pathlib import Path
+
+import pytest
+
+from querylog.config import Settings
+from querylog.housekeeping import Housekeeper
+from querylog.logging.events import QueryReceived
+from querylog.logging.segments import LogClosedError
+from querylog.runtime import Runtime
+
+
+def _querylog_threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name.startswith("querylog-")}
+
+
+def test_a_start_that_fails_leaves_nothing_running_and_the_service_lock_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The last step of a start in thread mode fails, after the log and every projection have started.
+    def refuse(self: Housekeeper) -> Housekeeper:
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(Housekeeper, "start", refuse)
+    settings = Settings(home=tmp_path, env="test", stdout_events=False, projections="thread")
+    before = _querylog_threads()
+    runtime = Runtime(settings)
+    with pytest.raises(OSError, match="no space left"):
+        runtime.start()
+
+    assert _querylog_threads() == before  # the log's flusher and the projectors' threads are stopped
+    with pytest.raises(LogClosedError):  # the log is closed, not left open with nothing to flush it
+        runtime.log.append(QueryReceived(query_id="q-1", service="querylog", env="test", query_text="삼성전자"))
+    # The service lock is released: a rebuild (which takes it exclusively) can run.
+    with settings.service_lock_path.open("ab") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    runtime.close()  # and closing it after all does nothing
