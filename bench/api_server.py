@@ -61,7 +61,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--projections", choices=PROJECTION_MODES, help="QUERYLOG_PROJECTIONS for this server")
     args = parser.parse_args()
-    # The environment's QUERYLOG_* settings apply, as for `querylog serve`; only the data directory is ours.
+    # The environment's QUERYLOG_* settings apply, as for `querylog serve`; only the data directory is ours (and
+    # bench/api.py clears the Loki URL: Loki is the loki group's to measure).
     overrides: dict[str, Any] = {"home": Path(args.home), "stdout_events": False}
     if args.projections:
         overrides["projections"] = args.projections
@@ -116,6 +117,7 @@ def main() -> None:
             "parquet_sent": snap.sent,
             "parquet_lag_events": snap.lag_events,
             "projector_process_pid": child.pid if child else None,
+            "projections": sorted(runtime.projection_snapshots()),
         }
 
     config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)

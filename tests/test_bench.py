@@ -13,10 +13,10 @@ import pytest
 from querylog.commands.bench import FIGURES
 
 
-def _querylog(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _querylog(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).with_name("querylog")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "querylog"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUERYLOG_", "LOKI_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUERYLOG_", "LOKI_"))} | (env or {})
     return subprocess.run([*command, *args], capture_output=True, text=True, timeout=280, cwd=cwd, env=env)
 
 
@@ -51,3 +51,18 @@ def test_an_unknown_group_is_refused_with_the_list_of_groups(tmp_path: Path) -> 
     done = _querylog("bench", "--only", "emit,nonsense", cwd=tmp_path)
     assert done.returncode == 2
     assert "nonsense" in done.stderr and "lifecycle" in done.stderr
+
+
+@pytest.mark.slow
+def test_the_api_group_measures_the_service_without_shipping_to_the_benchs_loki(tmp_path: Path) -> None:
+    # LOKI_URL is the loki group's target. The API's on/off ratio is the service as users get it by default: a
+    # Loki ingesting on the same cores during the querylog-on runs would take the CPU the ratio measures.
+    done = _querylog(
+        "--home", str(tmp_path / "home"),
+        "bench", "--quick", "--json", "--only", "api", "--scale", "0.05", "--output-dir", str(tmp_path / "results"),
+        cwd=tmp_path, env={"LOKI_URL": "http://127.0.0.1:9"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    server = json.loads(done.stdout)["extra"]["api"]["server_at_end"]
+    assert "parquet" in server["projections"]
+    assert "loki" not in server["projections"]
