@@ -447,3 +447,58 @@ def test_the_flusher_outlives_a_round_that_fails(tmp_path: Path, monkeypatch: py
                 time.sleep(0.01)  # waiting for the flusher's own round: the condition, not the sleep, decides
             assert len(_read_ids(tmp_path)) == i + 1
         assert failed and log.telemetry.snapshot().errors == {"flush": 1}
+
+
+def test_a_request_flush_never_waits_for_the_interval_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The disk takes its time over the flusher's fsync (a busy disk: tens of ms; here, until released). Requests
+    # flushing meanwhile hand their events to the kernel without waiting for it.
+    import querylog.logging.segments as segments
+
+    real_fsync = os.fsync
+    in_fsync, release = threading.Event(), threading.Event()
+
+    def slow_fsync(fd: int) -> None:
+        if threading.current_thread().name == "querylog-log-flusher":
+            in_fsync.set()
+            release.wait(30)
+        real_fsync(fd)
+
+    monkeypatch.setattr(segments.os, "fsync", slow_fsync)
+    log = EventLog(tmp_path, flush_interval_s=0.01, fsync_interval_s=0.001).open()
+    try:
+        log.append(_event(0))
+        log.flush()
+        assert in_fsync.wait(10), "the flusher never synced"
+        request = threading.Thread(target=lambda: (log.append(_event(1)), log.flush()))
+        request.start()
+        request.join(10)
+        flushed_meanwhile, written_meanwhile = not request.is_alive(), _read_ids(tmp_path)
+    finally:
+        release.set()
+        log.close()
+    assert flushed_meanwhile, "a request's flush waited for the fsync"
+    assert written_meanwhile == ["q-0", "q-1"]
+
+
+def test_an_interval_fsync_that_fails_is_tried_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import querylog.logging.segments as segments
+
+    real_fsync = os.fsync
+    attempts: list[int] = []
+
+    def fsync_failing_once(fd: int) -> None:
+        if threading.current_thread().name == "querylog-log-flusher":
+            attempts.append(fd)
+            if len(attempts) == 1:
+                raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(segments.os, "fsync", fsync_failing_once)
+    with EventLog(tmp_path, flush_interval_s=0.01, fsync_interval_s=0.001) as log:
+        log.append(_event(0))
+        log.flush()  # one write, then nothing: only the failed fsync's retry can sync it
+        deadline = time.monotonic() + 10
+        while len(attempts) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # waiting for the flusher's own rounds: the condition, not the sleep, decides
+        assert len(attempts) >= 2
+        assert log.telemetry.snapshot().errors == {"flush": 1}
