@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import structlog
 from fastapi import Depends, FastAPI, Request
@@ -34,12 +34,20 @@ PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _log = structlog.get_logger("querylog.api")
 
 
+#: A 422 echoes what it refused, each string cut to this many characters: an oversized question is named, not
+#: sent back whole.
+ECHO_MAX_CHARS: Final = 200
+
+
 def _printable(obj: Any) -> Any:
-    """The same structure with every string made encodable, so an error can echo any input back."""
-    if isinstance(obj, str):
-        return obj.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    """The same structure with every string made encodable (and cut past `ECHO_MAX_CHARS`, with a marker saying
+    how long it was), so an error can echo any input back."""
     if isinstance(obj, bytes):
-        return obj.decode("utf-8", "replace")
+        obj = obj.decode("utf-8", "replace")
+    if isinstance(obj, str):
+        if len(obj) > ECHO_MAX_CHARS:
+            obj = f"{obj[:ECHO_MAX_CHARS]}… ({len(obj)} characters)"
+        return obj.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     if isinstance(obj, dict):
         return {_printable(k): _printable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):

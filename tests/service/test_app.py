@@ -61,6 +61,15 @@ def test_bad_requests_are_422_and_emit_nothing(client: TestClient, payload: dict
     assert events == []
 
 
+def test_a_422_names_an_oversized_question_without_sending_it_back_whole(client: TestClient) -> None:
+    resp = client.post("/v1/chat", json={"query": "삼성전자 " * 100_000})
+    assert resp.status_code == 422
+    (error,) = resp.json()["detail"]
+    assert error["loc"] == ["body", "query"] and error["type"] == "string_too_long"
+    assert error["input"].startswith("삼성전자 삼성전자") and error["input"].endswith("… (500000 characters)")
+    assert len(resp.content) < 2_000
+
+
 def test_answered_queries_reach_the_lake(settings: Settings) -> None:
     with TestClient(create_app(settings)) as c:
         ids = [c.post("/v1/chat", json={"query": q}).json()["query_id"] for q in ("네이버 뉴스", "KOSPI today")]
