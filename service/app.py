@@ -22,6 +22,7 @@ from querylog.housekeeping import LogCollector, log_health
 from querylog.logging.tracker import QueryTracker
 from querylog.runtime import Runtime
 from querylog.service import otlp, producers
+from querylog.service.body_limit import BodyLimitMiddleware
 from querylog.service.generation import GenerationError, generator_from_env
 from querylog.service.middleware import RequestIdMiddleware
 from querylog.service.pipeline import ChatPipeline
@@ -173,7 +174,8 @@ def create_app(
     app.state.querylog = rt
     app.state.ingestor = ingestor
     app.state.recent_queries = recent_queries
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(BodyLimitMiddleware, paths=("/v1/chat", "/v1/feedback"))
+    app.add_middleware(RequestIdMiddleware)  # the outermost: a 413 carries the request id too
     app.include_router(producers.router)
     app.include_router(otlp.router)
 

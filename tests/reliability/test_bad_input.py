@@ -39,8 +39,13 @@ def test_odd_text_is_answered_and_stored_as_sent(client: TestClient, text: str) 
     assert received.query_text == text
 
 
-def test_a_1mb_query_is_refused_with_a_clear_422(client: TestClient) -> None:
+def test_an_overlong_query_is_refused_with_a_clear_error(client: TestClient) -> None:
+    # Past the body limit (3 MB): refused before the body is read whole.
     resp = client.post("/v1/chat", json={"query": "가" * 1_000_000})
+    assert resp.status_code == 413
+    assert "over 1048576 bytes" in resp.json()["detail"]
+    # Within it (300 KB) but past the question's bound: the field is named.
+    resp = client.post("/v1/chat", json={"query": "가" * 100_000})
     assert resp.status_code == 422
     assert "query" in resp.text and "16384" in resp.text
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
 from querylog.analytics.catalog import Catalog
 from querylog.config import Settings
 from querylog.service.app import create_app
+from querylog.service.body_limit import BODY_MAX_BYTES
 from querylog.testing import capture_events
 
 
@@ -62,12 +64,33 @@ def test_bad_requests_are_422_and_emit_nothing(client: TestClient, payload: dict
 
 
 def test_a_422_names_an_oversized_question_without_sending_it_back_whole(client: TestClient) -> None:
-    resp = client.post("/v1/chat", json={"query": "삼성전자 " * 100_000})
+    resp = client.post("/v1/chat", json={"query": "삼성전자 " * 50_000})  # 650 KB: within the body limit
     assert resp.status_code == 422
     (error,) = resp.json()["detail"]
     assert error["loc"] == ["body", "query"] and error["type"] == "string_too_long"
-    assert error["input"].startswith("삼성전자 삼성전자") and error["input"].endswith("… (500000 characters)")
+    assert error["input"].startswith("삼성전자 삼성전자") and error["input"].endswith("… (250000 characters)")
     assert len(resp.content) < 2_000
+
+
+@pytest.mark.parametrize("path", ["/v1/chat", "/v1/feedback"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_body_over_the_limit_is_413_before_the_app_holds_it(client: TestClient, path: str, chunked: bool) -> None:
+    body = orjson.dumps({"query": "삼성전자 " * 150_000, "query_id": "q-1", "score": 1})  # 2 MiB
+    assert len(body) > BODY_MAX_BYTES
+    content = iter([body[i : i + 65_536] for i in range(0, len(body), 65_536)]) if chunked else body
+    tracker = client.app.state.querylog.tracker  # type: ignore[attr-defined]
+    with capture_events(tracker) as events:
+        resp = client.post(path, content=content, headers={"content-type": "application/json"})
+    assert resp.status_code == 413
+    assert f"over {BODY_MAX_BYTES} bytes" in resp.json()["detail"]
+    assert resp.headers["x-request-id"]
+    assert events == []
+
+
+def test_a_body_within_the_limit_is_answered(client: TestClient) -> None:
+    question = "삼성전자 " * 3_000  # 16,383 characters, 39 KiB: the longest question there is
+    resp = client.post("/v1/chat", json={"query": question[:16_384]})
+    assert resp.status_code == 200, resp.text
 
 
 def test_answered_queries_reach_the_lake(settings: Settings) -> None:
