@@ -204,7 +204,11 @@ def create_app(
         response_model=ChatResponse,
         tags=["chat"],
         summary="Answer a question",
-        responses={502: {"model": ChatError, "description": "The LLM step failed"}, 500: {"model": ChatError}},
+        responses={
+            413: {"model": producers.ErrorMessage, "description": "Body over 1 MiB"},
+            502: {"model": ChatError, "description": "The LLM step failed"},
+            500: {"model": ChatError},
+        },
     )
     def chat(
         body: ChatRequest, tracker: Annotated[QueryTracker, Depends(query_tracker)]

@@ -600,7 +600,10 @@ async def ingest_events(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=FeedbackAccepted,
     summary="Record a user's verdict on an answer",
-    responses={422: {"description": "The body does not match FeedbackRequest"}},
+    responses={
+        413: {"model": ErrorMessage, "description": "Body over 1 MiB"},
+        422: {"description": "The body does not match FeedbackRequest"},
+    },
 )
 def feedback(body: FeedbackRequest, request: Request) -> FeedbackAccepted:
     """Emit a `feedback_received` event for `query_id` (durable on return). Any query id is accepted: the
