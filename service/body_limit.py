@@ -10,13 +10,12 @@ from fastapi import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from querylog.service.producers import DRAIN_MAX_BYTES
+
 __all__ = ["BODY_MAX_BYTES", "BodyLimitMiddleware"]
 
 #: A question is at most 16,384 characters (64 KiB of UTF-8); ids and JSON add little. A MiB leaves room.
 BODY_MAX_BYTES: Final = 1024 * 1024
-#: How much of a refused body is read and thrown away before the 413, so that a client that sends its whole body
-#: before reading the answer sees the 413, not a connection reset (as `service/producers.py` does for ingest).
-_DRAIN_MAX_BYTES: Final = 64 * 1024 * 1024
 
 
 class BodyLimitMiddleware:
@@ -36,7 +35,7 @@ class BodyLimitMiddleware:
         message = f"request body over {self.limit} bytes, the most {scope['path']} takes"
         declared = _content_length(scope)
         if declared is not None and declared > self.limit:
-            if declared <= _DRAIN_MAX_BYTES:
+            if declared <= DRAIN_MAX_BYTES:  # read and thrown away, so that the client sees the 413
                 while (await receive()).get("more_body", False):
                     pass
             await JSONResponse({"detail": message}, status_code=413)(scope, receive, send)

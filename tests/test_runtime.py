@@ -36,7 +36,7 @@ def test_a_start_that_fails_leaves_nothing_running_and_the_service_lock_free(
     assert _querylog_threads() == before  # the log's flusher and the projectors' threads are stopped
     with pytest.raises(LogClosedError):  # the log is closed, not left open with nothing to flush it
         runtime.log.append(QueryReceived(query_id="q-1", service="querylog", env="test", query_text="삼성전자"))
-    # The service lock is released: a rebuild (which takes it exclusively) can run.
+    # The service lock is released: a lake rebuild (`querylog replay parquet`, which takes it exclusively) can run.
     with settings.service_lock_path.open("ab") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     runtime.close()  # and closing it after all does nothing

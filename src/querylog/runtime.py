@@ -126,7 +126,8 @@ class Runtime:
         self._service_lock = lock.open("ab")
         fcntl.flock(self._service_lock.fileno(), fcntl.LOCK_SH)
         # From here a failure (the log's disk, a projection's settings, the child process) undoes what started
-        # (threads, the lock, the child), so that neither this process nor `querylog rebuild` finds them behind.
+        # (threads, the lock, the child), so that neither this process nor a lake rebuild (`querylog replay
+        # parquet`, which needs the lock exclusively) finds them behind.
         self._started = True
         try:
             self.log.open()
