@@ -75,7 +75,7 @@ def test_a_422_names_an_oversized_question_without_sending_it_back_whole(client:
 @pytest.mark.parametrize("path", ["/v1/chat", "/v1/feedback"])
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_a_body_over_the_limit_is_413_before_the_app_holds_it(client: TestClient, path: str, chunked: bool) -> None:
-    body = orjson.dumps({"query": "삼성전자 " * 150_000, "query_id": "q-1", "score": 1})  # 2 MiB
+    body = orjson.dumps({"query": "삼성전자 " * 150_000, "query_id": "q-1", "score": 1})  # about 2 MB
     assert len(body) > BODY_MAX_BYTES
     content = iter([body[i : i + 65_536] for i in range(0, len(body), 65_536)]) if chunked else body
     tracker = client.app.state.querylog.tracker  # type: ignore[attr-defined]
@@ -88,8 +88,9 @@ def test_a_body_over_the_limit_is_413_before_the_app_holds_it(client: TestClient
 
 
 def test_a_body_within_the_limit_is_answered(client: TestClient) -> None:
-    question = "삼성전자 " * 3_000  # 16,383 characters, 39 KiB: the longest question there is
-    resp = client.post("/v1/chat", json={"query": question[:16_384]})
+    question = ("삼성전자 " * 4_000)[:16_384]  # the longest question allowed: 16,384 characters, 43 KB
+    assert len(question) == 16_384
+    resp = client.post("/v1/chat", json={"query": question})
     assert resp.status_code == 200, resp.text
 
 
