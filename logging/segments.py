@@ -179,6 +179,10 @@ class EventLog:
         self._segment_size = 0
         self._segment_opened = 0.0
         self._dirty_since_fsync = False
+        # What a roll leaves the flusher to sync outside the lock (the finished segments' descriptors, with whether
+        # they hold unsynced data; the directory, for the new segment's name), so that no request waits on the disk.
+        self._retired: list[tuple[int, bool]] = []
+        self._directory_unsynced = False
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         # What was written and dropped: the same counts as every sink reports (the log's losses show up beside
@@ -216,6 +220,9 @@ class EventLog:
                     os.fsync(self._fd)
                 os.close(self._fd)
                 self._fd = -1
+            retired, self._retired = self._retired, []
+            sync_directory, self._directory_unsynced = self._directory_unsynced, False
+        self._sync_outside_lock(retired, -1, sync_directory)
 
     def __enter__(self) -> EventLog:
         return self.open() if self._state is _State.UNOPENED else self
@@ -378,12 +385,23 @@ class EventLog:
         self._segment = path
         self._segment_size = 0
         self._segment_opened = time.monotonic()
-        if old_fd >= 0:
-            if self._dirty_since_fsync and self.fsync_policy != "never":
-                os.fsync(old_fd)
-            os.close(old_fd)
+        if self.fsync_policy == "always":
+            # Every flush is durable when it returns: the finished segment (already synced by its last flush) and
+            # the new segment's name (a machine crash could lose the whole segment without it) are synced here.
+            if old_fd >= 0:
+                if self._dirty_since_fsync:
+                    os.fsync(old_fd)
+                os.close(old_fd)
+            self._fsync_directory()
+        else:
+            # The flusher syncs both within `flush_interval_s`, outside the lock: the request whose flush rolled
+            # the segment, and those waiting for the lock, do not wait on the disk (tens of ms for a segment).
+            if old_fd >= 0:
+                self._retired.append((old_fd, self._dirty_since_fsync and self.fsync_policy != "never"))
+            self._directory_unsynced = True
         self._dirty_since_fsync = False
-        # Make the new directory entry durable too, or a machine crash could lose the whole segment.
+
+    def _fsync_directory(self) -> None:
         dir_fd = os.open(self.directory, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
@@ -400,6 +418,8 @@ class EventLog:
                     if self._state is not _State.OPENED:
                         return
                     self._flush_locked()
+                    retired, self._retired = self._retired, []
+                    sync_directory, self._directory_unsynced = self._directory_unsynced, False
                     now = time.monotonic()
                     if (
                         self.fsync_policy == "interval"
@@ -413,8 +433,7 @@ class EventLog:
                         sync_fd = os.dup(self._fd)
                         self._dirty_since_fsync = False
                         last_fsync = now
-                if sync_fd >= 0:
-                    self._fsync_outside_lock(sync_fd)
+                self._sync_outside_lock(retired, sync_fd, sync_directory)
                 failing = None
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
@@ -423,15 +442,38 @@ class EventLog:
                     self.telemetry.error("flush")
                 failing = error
 
-    def _fsync_outside_lock(self, fd: int) -> None:
-        try:
-            os.fsync(fd)
-        except BaseException:
-            with self._lock:
-                self._dirty_since_fsync = True  # not durable yet: the next round tries again
-            raise
-        finally:
-            os.close(fd)
+    def _sync_outside_lock(self, retired: list[tuple[int, bool]], sync_fd: int, sync_directory: bool) -> None:
+        """What the flusher (or `close`) syncs without holding the lock: segments a roll finished, each then closed;
+        the current segment, through `sync_fd` (a duplicate of its descriptor, closed here); the directory. Each is
+        done even if one before it fails; the first failure is raised after. What can be tried again is, at the
+        next round: the current segment and the directory."""
+        failures: list[OSError] = []
+        for fd, dirty in retired:
+            try:
+                if dirty:
+                    os.fsync(fd)
+            except OSError as exc:
+                failures.append(exc)
+            finally:
+                os.close(fd)
+        if sync_fd >= 0:
+            try:
+                os.fsync(sync_fd)
+            except OSError as exc:
+                failures.append(exc)
+                with self._lock:
+                    self._dirty_since_fsync = True  # not durable yet: the next round tries again
+            finally:
+                os.close(sync_fd)
+        if sync_directory:
+            try:
+                self._fsync_directory()
+            except OSError as exc:
+                failures.append(exc)
+                with self._lock:
+                    self._directory_unsynced = True
+        if failures:
+            raise failures[0]
 
 
 @dataclass(frozen=True, slots=True)
