@@ -418,8 +418,6 @@ class EventLog:
                     if self._state is not _State.OPENED:
                         return
                     self._flush_locked()
-                    retired, self._retired = self._retired, []
-                    sync_directory, self._directory_unsynced = self._directory_unsynced, False
                     now = time.monotonic()
                     if (
                         self.fsync_policy == "interval"
@@ -433,6 +431,9 @@ class EventLog:
                         sync_fd = os.dup(self._fd)
                         self._dirty_since_fsync = False
                         last_fsync = now
+                    # Taken last, so that nothing above failing can drop them (a descriptor never closed).
+                    retired, self._retired = self._retired, []
+                    sync_directory, self._directory_unsynced = self._directory_unsynced, False
                 self._sync_outside_lock(retired, sync_fd, sync_directory)
                 failing = None
             except Exception as exc:

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from fastapi import HTTPException
+from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -33,7 +34,10 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         message = f"request body over {self.limit} bytes, the most {scope['path']} takes"
-        declared = _content_length(scope)
+        try:
+            declared: int | None = int(Headers(scope=scope)["content-length"])
+        except (KeyError, ValueError):  # chunked; or a malformed length, which the server refuses itself
+            declared = None
         if declared is not None and declared > self.limit:
             if declared <= DRAIN_MAX_BYTES:  # read and thrown away, so that the client sees the 413
                 while (await receive()).get("more_body", False):
@@ -54,13 +58,3 @@ class BodyLimitMiddleware:
             return received
 
         await self.app(scope, counted, send)
-
-
-def _content_length(scope: Scope) -> int | None:
-    for key, value in scope.get("headers", []):
-        if key.lower() == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None  # the server refuses a malformed length before the app sees the request
-    return None
