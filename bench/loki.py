@@ -7,6 +7,7 @@ import contextlib
 import gzip
 import logging as std_logging
 import statistics
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,11 +167,14 @@ def _raw_pushes(
     return batches
 
 
-def _raw_push_rate(url: str, batches: list[list[tuple[tuple[str, str, str], list[Any]]]], n_events: int) -> float:
-    """One thread: group each batch by stream, JSON-encode, gzip, POST, wait for 204. Events per second."""
+def _raw_push_rate(
+    url: str, batches: list[list[tuple[tuple[str, str, str], list[Any]]]], n_events: int
+) -> tuple[float, float]:
+    """One thread: group each batch by stream, JSON-encode, gzip, POST, wait for 204. Events per second, and this
+    process's CPU time per event (µs)."""
     headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
     with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for batch in batches:
             streams: dict[tuple[str, str, str], list[Any]] = {}
             for stream, value in batch:
@@ -186,11 +190,13 @@ def _raw_push_rate(url: str, batches: list[list[tuple[tuple[str, str, str], list
             response = client.post(PUSH_PATH, content=gzip.compress(body, compresslevel=1))
             if response.status_code != 204:
                 raise RuntimeError(f"raw push answered {response.status_code}: {response.text[:200]}")
-        return n_events / (time.perf_counter() - t0)
+        return n_events / (time.perf_counter() - t0), (time.process_time() - cpu0) / n_events * 1e6
 
 
 def _projection_rate(ctx: Any, url: str, log_dir: Path, rep: int) -> tuple[float, dict[str, Any]]:
-    """The real Loki projection (as `querylog serve` builds it) catching up on the whole log from scratch."""
+    """The real Loki projection (as `querylog serve` builds it) catching up on the whole log from scratch, with the
+    GIL's switch interval of the process that runs it (`querylog project`, the default QUERYLOG_PROJECTIONS)."""
+    from querylog.projector_process import SWITCH_INTERVAL_S
     from querylog.runtime import loki_projector
 
     home = ctx.work_dir / f"loki-proj-{rep}-{abs(hash(url))}"
@@ -198,17 +204,20 @@ def _projection_rate(ctx: Any, url: str, log_dir: Path, rep: int) -> tuple[float
     home.mkdir(parents=True, exist_ok=True)
     (home / "log").symlink_to(log_dir, target_is_directory=True)
     projector = loki_projector(settings)
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         n = projector.catch_up()
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         snap = projector.telemetry.snapshot()
     finally:
+        sys.setswitchinterval(switch_interval)
         projector.stop(drain_timeout_s=None)
         projector.sink.close()
     if snap.sent != n:
         raise RuntimeError(f"Loki projection sent {snap.sent} of {n} events (dropped: {snap.dropped})")
-    return n / elapsed, {"batches": snap.batches, "bytes": snap.batch_bytes_total}
+    return n / elapsed, {"batches": snap.batches, "bytes": snap.batch_bytes_total, "cpu_us_per_event": cpu / n * 1e6}
 
 
 #: Pairs (projection, raw push) measured against a real Loki. One pair's ratio swings by ±25% on a 2-core
@@ -227,6 +236,8 @@ def _throughput(
     projection: list[float] = []
     raw: list[float] = []
     share: list[float] = []
+    cpu: list[float] = []  # the projection's CPU time (every thread of this process) per event
+    raw_cpu: list[float] = []  # the raw push's, likewise
     # Warm-up, untimed: the first push into a Loki (new streams, cold caches, a Go heap still growing) is slower
     # than the rest, and would count against whichever side happened to go first.
     ctx.progress(f"loki{suffix}: warm-up push ({n} events, untimed)")
@@ -238,11 +249,13 @@ def _throughput(
         order = "projection then raw push" if rep % 2 == 0 else "raw push then projection"
         ctx.progress(f"loki{suffix}: repetition {rep + 1}/{pairs} ({n} events, {order})")
         if rep % 2 == 0:
-            rate, _ = _projection_rate(ctx, url, log_dir, rep)
-            ceiling = _raw_push_rate(url, batches, n)
+            rate, stats = _projection_rate(ctx, url, log_dir, rep)
+            ceiling, raw_cpu_us = _raw_push_rate(url, batches, n)
         else:
-            ceiling = _raw_push_rate(url, batches, n)
-            rate, _ = _projection_rate(ctx, url, log_dir, rep)
+            ceiling, raw_cpu_us = _raw_push_rate(url, batches, n)
+            rate, stats = _projection_rate(ctx, url, log_dir, rep)
+        cpu.append(round(stats["cpu_us_per_event"], 2))
+        raw_cpu.append(round(raw_cpu_us, 2))
         projection.append(rate)
         raw.append(ceiling)
         share.append(rate / ceiling)
@@ -252,6 +265,8 @@ def _throughput(
     result["samples"][f"loki_share_of_raw_push_ceiling{suffix}"] = share
     result["extra"][f"target{suffix}"] = url
     result["extra"][f"raw_pushes_per_repetition{suffix}"] = len(batches)
+    result["extra"][f"projection_cpu_us_per_event{suffix}"] = cpu
+    result["extra"][f"raw_push_cpu_us_per_event{suffix}"] = raw_cpu
     if before is not None and after is not None:
         # The double counts what it parsed: every event of every repetition, twice (projection and raw).
         result["extra"][f"double_entries_received{suffix}"] = after - before
@@ -281,4 +296,7 @@ def run_loki(ctx: Any) -> GroupResult:
         _throughput(ctx, url, "_local_double", log_dir, events, result, pairs=ctx.repetitions)
     ctx.shared["loki_target"] = target
     result["extra"]["events_per_repetition"] = n
+    from querylog.projector_process import SWITCH_INTERVAL_S
+
+    result["extra"]["projection_switch_interval_s"] = SWITCH_INTERVAL_S  # as `querylog project` runs it
     return result

@@ -25,7 +25,13 @@ from querylog.logging.segments import EventLog, LogReader
 from querylog.logging.sinks import MemorySink
 from querylog.logging.telemetry import FileTelemetry, SinkTelemetry, TelemetrySnapshot, write_snapshot
 from querylog.logging.tracker import QueryTracker
-from querylog.projector_process import ProjectorProcess, run_projections, telemetry_path, watch_parent
+from querylog.projector_process import (
+    SWITCH_INTERVAL_S,
+    ProjectorProcess,
+    run_projections,
+    telemetry_path,
+    watch_parent,
+)
 from querylog.runtime import Runtime, elected_projectors
 
 
@@ -153,6 +159,22 @@ def test_project_once_leaves_a_projection_another_process_runs(home: Path, capsy
     assert "parquet: another process runs it" in capsys.readouterr().err
 
 
+def test_project_hands_the_gil_over_often_while_its_projections_run(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loki's writing thread needs the GIL after each push; at Python's 5 ms it would wait for it much of the time."""
+    before, seen = sys.getswitchinterval(), []
+    real = sys.setswitchinterval
+    monkeypatch.setattr(sys, "setswitchinterval", lambda s: (seen.append(s), real(s)))
+    monkeypatch.setattr(
+        "querylog.projector_process.run_projections",
+        lambda *a, **k: seen.append(("running at", sys.getswitchinterval())) or 0,
+    )
+    assert main(["project", "--once"]) == 0
+    assert seen == [SWITCH_INTERVAL_S, ("running at", pytest.approx(SWITCH_INTERVAL_S)), before]
+    assert sys.getswitchinterval() == pytest.approx(before)  # restored: a command run in-process leaves no trace
+
+
 def test_bad_project_arguments_exit_2_with_a_sentence(home: Path) -> None:
     assert main(["project", "--nice", "40"]) == 2
     assert main(["project", "--drain-timeout", "0"]) == 2
@@ -233,9 +255,7 @@ def test_a_one_off_run_asked_to_stop_stops_before_projecting(tmp_path: Path) -> 
     assert _lake_rows(tmp_path) == 0
 
 
-def test_a_long_one_off_run_publishes_its_counters_as_it_goes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_long_one_off_run_publishes_its_counters_as_it_goes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # `querylog project --once` over a big backlog must not look like a projection no process runs.
     monkeypatch.setattr("querylog.projector_process.PUBLISH_INTERVAL_S", 0.0)  # publish after every batch
     settings = Settings(home=tmp_path, stdout_events=False)

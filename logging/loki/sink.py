@@ -31,8 +31,8 @@ _log = structlog.get_logger("querylog.loki")
 _EVENT_LABEL: Final = re.compile(r'event="([^"]*)"')
 
 
-#: A batch as `LokiSink.prepare` leaves it: its entries, cut into pushes, and each push's body compressed.
-_Planned = tuple[Entries, list[Push], list[bytes]]
+#: A batch as `LokiSink.prepare` leaves it: its entries, cut into pushes (compressed as each is posted).
+_Planned = tuple[Entries, list[Push]]
 
 
 class LokiSink(Sink):
@@ -92,7 +92,7 @@ class LokiSink(Sink):
 
     # -- writing -----------------------------------------------------------------------------------------
     def prepare(self, lines: Sequence[bytes]) -> Prepared | None:
-        """The batch's pushes, planned and compressed, on the read-ahead thread. None if a line is not an event: the
+        """The batch's pushes, planned on the read-ahead thread. None if a line is not an event: the
         projector then decodes line by line and counts the corrupt ones. Pure: Loki's answers are judged at write."""
         try:
             entries = encode_lines(lines, app=self.app, env=self.env, max_line_bytes=self.options.max_line_bytes)
@@ -104,18 +104,15 @@ class LokiSink(Sink):
 
     def _plan(self, entries: Entries, keep: Sequence[int] | None = None) -> _Planned:
         o = self.options
-        pushes = plan_pushes(entries, app=self.app, env=self.env, max_bytes=o.max_push_bytes, keep=keep)
-        compress = o.compression == "gzip"
-        bodies = [gzip.compress(p.body, compresslevel=o.gzip_level) if compress else p.body for p in pushes]
-        return entries, pushes, bodies
+        return entries, plan_pushes(entries, app=self.app, env=self.env, max_bytes=o.max_push_bytes, keep=keep)
 
     def _write(self, batch: Batch) -> None:
         planned: _Planned = batch.prepared.rows if batch.prepared else self._plan(self._encode(batch.events))  # type: ignore[assignment]
         keep = self._admit(planned)
-        entries, pushes, bodies = planned if keep is None else self._plan(planned[0], keep)
+        entries, pushes = planned if keep is None else self._plan(planned[0], keep)
         try:
-            for push, body in zip(pushes, bodies, strict=True):
-                self._deliver(entries, push, body)
+            for push in pushes:
+                self._deliver(entries, push)
         except SinkSendError:
             for done, positions in self._delivered:
                 self._settled.update(done.event_ids[i] for i in positions)
@@ -162,7 +159,7 @@ class LokiSink(Sink):
     def _admit(self, planned: _Planned) -> list[int] | None:
         """None if every entry is new and inside Loki's windows (judged from each push's stream spans alone: the
         common case); else the positions of those that are, the others counted as dropped by reason, once."""
-        (entries, pushes, _), window, settled = planned, self._window(), self._settled
+        (entries, pushes), window, settled = planned, self._window(), self._settled
         spans = (span for push in pushes for span in push.spans)
         if not settled and not any(self._refusal(lo, s, window) or self._refusal(hi, s, window) for s, lo, hi in spans):
             return None
@@ -179,8 +176,11 @@ class LokiSink(Sink):
         return keep
 
     # -- delivery ------------------------------------------------------------------------------------------
-    def _deliver(self, entries: Entries, push: Push, body: bytes) -> None:
-        """Post one push and act on Loki's answer; raises `SinkSendError` for what is worth retrying."""
+    def _deliver(self, entries: Entries, push: Push) -> None:
+        """Post one push and act on Loki's answer; raises `SinkSendError` for what is worth retrying. Compressed
+        here, on the writing thread: zlib lets go of the GIL, so the next batch is prepared meanwhile."""
+        o = self.options
+        body = gzip.compress(push.body, compresslevel=o.gzip_level) if o.compression == "gzip" else push.body
         status, text = self.client.push(body)
         if status < 300:
             self._accepted(entries, push, len(body))
@@ -189,9 +189,8 @@ class LokiSink(Sink):
             self.telemetry.error("http_413")
             mid = len(push.positions) // 2
             for half in (push.positions[:mid], push.positions[mid:]):
-                _, parts, part_bodies = self._plan(entries, half)
-                for part, part_body in zip(parts, part_bodies, strict=True):
-                    self._deliver(entries, part, part_body)
+                for part in self._plan(entries, half)[1]:
+                    self._deliver(entries, part)
         elif status == 400:
             self._rejected(entries, push, text, len(body))
         else:

@@ -46,7 +46,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.logging.segments import LogReader
     from querylog.logging.sinks import stdout_style
     from querylog.logging.structured import configure_structlog
-    from querylog.projector_process import PARENT_PID_ENV, STOP_SIGNALS, run_projections, watch_parent
+    from querylog.projector_process import (
+        PARENT_PID_ENV,
+        STOP_SIGNALS,
+        SWITCH_INTERVAL_S,
+        run_projections,
+        watch_parent,
+    )
     from querylog.runtime import elected_projectors, metrics_projection, metrics_projector
 
     err = sys.stderr
@@ -84,6 +90,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             file=err,
         )
     housekeeper = None if args.once else Housekeeper(settings).start()  # log trimming and retention
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)  # while the projections run (their threads take turns often)
     try:
         sent = run_projections(
             projectors,
@@ -97,6 +105,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"querylog project: a projection failed: {exc}; the log keeps its events, run it again", file=err)
         return 1
     finally:
+        sys.setswitchinterval(switch_interval)
         if housekeeper is not None:
             housekeeper.stop()
     if args.once:
