@@ -170,6 +170,9 @@ class EventLog:
         self.writer_id = f"{os.getpid()}-{secrets.token_hex(3)}"
         self._state = _State.UNOPENED
         self._lock = threading.Lock()
+        # Held by whoever syncs outside `_lock` (the flusher's round, `sync`, `close`), taken before `_lock`: a
+        # `sync` waits for a round in flight, whose segments are then durable too.
+        self._sync_lock = threading.Lock()
         # Appended events wait here until the next flush encodes them. A list's append is atomic, so the request
         # path takes no lock; `flush` (under the lock) copies the first n and deletes those n, two atomic steps:
         # whatever is appended meanwhile lands past them and waits for the next flush.
@@ -209,20 +212,21 @@ class EventLog:
         self._stop.set()
         if self._flusher is not None:
             self._flusher.join()
-        with self._lock:
-            if self._state is not _State.OPENED:  # another thread's close() came first and did all this
-                return
-            # Closed first: an append from now on is refused, and what was queued before is written below.
-            self._state = _State.CLOSED
-            self._flush_locked()
-            if self._fd >= 0:
-                if self._dirty_since_fsync and self.fsync_policy != "never":
-                    os.fsync(self._fd)
-                os.close(self._fd)
-                self._fd = -1
-            retired, self._retired = self._retired, []
-            sync_directory, self._directory_unsynced = self._directory_unsynced, False
-        self._sync_outside_lock(retired, -1, sync_directory)
+        with self._sync_lock:
+            with self._lock:
+                if self._state is not _State.OPENED:  # another thread's close() came first and did all this
+                    return
+                # Closed first: an append from now on is refused, and what was queued before is written below.
+                self._state = _State.CLOSED
+                self._flush_locked()
+                if self._fd >= 0:
+                    if self._dirty_since_fsync and self.fsync_policy != "never":
+                        os.fsync(self._fd)
+                    os.close(self._fd)
+                    self._fd = -1
+                retired, self._retired = self._retired, []
+                sync_directory, self._directory_unsynced = self._directory_unsynced, False
+            self._sync_outside_lock(retired, -1, sync_directory)
 
     def __enter__(self) -> EventLog:
         return self.open() if self._state is _State.UNOPENED else self
@@ -301,14 +305,18 @@ class EventLog:
             self._flush_locked()
 
     def sync(self) -> None:
-        """Flush and fsync: durable against a machine crash once this returns."""
-        with self._lock:
-            if self._state is not _OPENED:
-                raise LogClosedError(f"sync() on a {self._state.value} EventLog")
-            self._flush_locked()
-            if self._fd >= 0 and self._dirty_since_fsync:
-                os.fsync(self._fd)
+        """Flush and fsync: every event appended before the call is durable against a machine crash once this
+        returns, in segments a roll finished too (whatever the fsync policy). Appends and flushes go on meanwhile."""
+        with self._sync_lock:  # a flusher round in flight finishes first
+            with self._lock:
+                if self._state is not _OPENED:
+                    raise LogClosedError(f"sync() on a {self._state.value} EventLog")
+                self._flush_locked()
+                sync_fd = os.dup(self._fd) if self._fd >= 0 and self._dirty_since_fsync else -1
                 self._dirty_since_fsync = False
+                retired, self._retired = self._retired, []
+                sync_directory, self._directory_unsynced = self._directory_unsynced, False
+            self._sync_outside_lock(retired, sync_fd, sync_directory, every_dirty=True)
 
     # -- internals --------------------------------------------------------------------------------
     def _flush_locked(self) -> None:
@@ -397,7 +405,7 @@ class EventLog:
             # The flusher syncs both within `flush_interval_s`, outside the lock: the request whose flush rolled
             # the segment, and those waiting for the lock, do not wait on the disk (tens of ms for a segment).
             if old_fd >= 0:
-                self._retired.append((old_fd, self._dirty_since_fsync and self.fsync_policy != "never"))
+                self._retired.append((old_fd, self._dirty_since_fsync))
             self._directory_unsynced = True
         self._dirty_since_fsync = False
 
@@ -413,29 +421,11 @@ class EventLog:
         failing: str | None = None  # the error the last round failed with: logged once, not every 200 ms
         while not self._stop.wait(self.flush_interval_s):
             try:
-                sync_fd = -1
-                with self._lock:
-                    if self._state is not _State.OPENED:
-                        return
-                    self._flush_locked()
-                    now = time.monotonic()
-                    if (
-                        self.fsync_policy == "interval"
-                        and self._dirty_since_fsync
-                        and now - last_fsync >= self.fsync_interval_s
-                        and self._fd >= 0
-                    ):
-                        # The fsync runs outside the lock, so that no request's flush waits on the disk (tens of
-                        # ms on a busy one). It syncs a duplicate of the segment's descriptor: a roll meanwhile
-                        # may close the original. What is written meanwhile marks the log dirty again.
-                        sync_fd = os.dup(self._fd)
-                        self._dirty_since_fsync = False
-                        last_fsync = now
-                    # Taken last, so that nothing above failing can drop them (a descriptor never closed).
-                    retired, self._retired = self._retired, []
-                    sync_directory, self._directory_unsynced = self._directory_unsynced, False
-                self._sync_outside_lock(retired, sync_fd, sync_directory)
-                failing = None
+                with self._sync_lock:
+                    synced = self._flush_round(last_fsync)
+                if synced is None:  # closed meanwhile
+                    return
+                last_fsync, failing = synced, None
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 if error != failing:
@@ -443,15 +433,46 @@ class EventLog:
                     self.telemetry.error("flush")
                 failing = error
 
-    def _sync_outside_lock(self, retired: list[tuple[int, bool]], sync_fd: int, sync_directory: bool) -> None:
-        """What the flusher (or `close`) syncs without holding the lock: segments a roll finished, each then closed;
-        the current segment, through `sync_fd` (a duplicate of its descriptor, closed here); the directory. Each is
-        done even if one before it fails; the first failure is raised after. What can be tried again is, at the
-        next round: the current segment and the directory."""
+    def _flush_round(self, last_fsync: float) -> float | None:
+        """One round of the flusher, holding `_sync_lock`: write what is queued, then sync outside `_lock` what the
+        policy and the rolls since the last round ask for. Returns when the segment was last synced; None if the
+        log is closed."""
+        sync_fd = -1
+        with self._lock:
+            if self._state is not _State.OPENED:
+                return None
+            self._flush_locked()
+            now = time.monotonic()
+            if (
+                self.fsync_policy == "interval"
+                and self._dirty_since_fsync
+                and now - last_fsync >= self.fsync_interval_s
+                and self._fd >= 0
+            ):
+                # The fsync runs outside the lock, so that no request's flush waits on the disk (tens of ms on a
+                # busy one). It syncs a duplicate of the segment's descriptor: a roll meanwhile may close the
+                # original. What is written meanwhile marks the log dirty again.
+                sync_fd = os.dup(self._fd)
+                self._dirty_since_fsync = False
+                last_fsync = now
+            # Taken last, so that nothing above failing can drop them (a descriptor never closed).
+            retired, self._retired = self._retired, []
+            sync_directory, self._directory_unsynced = self._directory_unsynced, False
+        self._sync_outside_lock(retired, sync_fd, sync_directory)
+        return last_fsync
+
+    def _sync_outside_lock(
+        self, retired: list[tuple[int, bool]], sync_fd: int, sync_directory: bool, *, every_dirty: bool = False
+    ) -> None:
+        """What the flusher, `sync` or `close` syncs without holding `_lock` (holding `_sync_lock`): segments a roll
+        finished, each then closed (those with unsynced lines synced, unless the policy is ``never`` and not
+        `every_dirty`); the current segment, through `sync_fd` (a duplicate of its descriptor, closed here); the
+        directory. Each is done even if one before it fails; the first failure is raised after. What can be tried
+        again is, at the next round: the current segment and the directory."""
         failures: list[OSError] = []
         for fd, dirty in retired:
             try:
-                if dirty:
+                if dirty and (every_dirty or self.fsync_policy != "never"):
                     os.fsync(fd)
             except OSError as exc:
                 failures.append(exc)

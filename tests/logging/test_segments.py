@@ -427,6 +427,75 @@ def test_sync_on_a_closed_log_is_refused_and_opens_no_segment(tmp_path: Path) ->
     assert len(segment_paths(tmp_path)) == 1
 
 
+@pytest.mark.parametrize("policy", ["interval", "never"])
+def test_sync_makes_what_the_rolls_left_to_the_flusher_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str
+) -> None:
+    # A roll leaves the finished segment's sync and the directory's to the flusher (here: never running). `sync`
+    # promises everything appended before it is durable: those segments included, whatever the policy.
+    import querylog.logging.segments as segments
+
+    real_fsync = os.fsync
+    synced: list[str] = []
+
+    def recording_fsync(fd: int) -> None:
+        synced.append("directory" if stat.S_ISDIR(os.fstat(fd).st_mode) else "segment")
+        real_fsync(fd)
+
+    monkeypatch.setattr(segments.os, "fsync", recording_fsync)
+    descriptors = len(os.listdir("/proc/self/fd"))
+    log = EventLog(tmp_path, fsync=policy, segment_max_bytes=1024, flush_interval_s=3600).open()
+    try:
+        for i in range(40):
+            log.append(_event(i))
+            log.flush()
+        rolled = len(segment_paths(tmp_path)) - 1
+        assert rolled >= 3 and synced == []
+        log.sync()
+        assert synced.count("segment") == rolled + 1 and synced.count("directory") == 1
+        assert len(os.listdir("/proc/self/fd")) == descriptors + 1  # the finished segments closed; the current open
+    finally:
+        log.close()
+
+
+def test_sync_waits_for_the_flushers_round_in_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The flusher took a finished segment to sync outside the lock and is still at it: a `sync` meanwhile must not
+    # return before that segment is durable.
+    import querylog.logging.segments as segments
+
+    real_fsync = os.fsync
+    in_flusher, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def slow_flusher_fsync(fd: int) -> None:
+        if threading.current_thread().name == "querylog-log-flusher" and not release.is_set():
+            in_flusher.set()
+            release.wait(10)
+            order.append("flusher's fsync done")
+        real_fsync(fd)
+
+    monkeypatch.setattr(segments.os, "fsync", slow_flusher_fsync)
+    log = EventLog(tmp_path, segment_max_bytes=1024, flush_interval_s=0.01, fsync_interval_s=3600).open()
+    try:
+        i = 0
+        while len(segment_paths(tmp_path)) < 2:
+            log.append(_event(i))
+            log.flush()
+            i += 1
+        assert in_flusher.wait(10)  # the flusher's round is syncing the finished segment, outside the lock
+        syncer = threading.Thread(target=lambda: (log.sync(), order.append("sync returned")))
+        syncer.start()
+        syncer.join(0.3)
+        assert syncer.is_alive()  # still waiting for the round
+        release.set()
+        syncer.join(10)
+        assert not syncer.is_alive()
+        assert order == ["flusher's fsync done", "sync returned"]
+    finally:
+        release.set()
+        log.close()
+
+
 def test_the_flusher_outlives_a_round_that_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import querylog.logging.segments as segments
 
