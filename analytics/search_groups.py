@@ -40,6 +40,8 @@ class AskedQuestion:
     query_ids: tuple[str, ...]  # newest first, at most MAX_QUERY_IDS
     #: How the question's hit matched outside the exact tier ("삼전 → 삼성전자 (alias of 삼성전자)"), else "".
     why: str = ""
+    #: The tier of the question's best hit: exact, alias, initials or typo (`SearchHit.match`).
+    match: str = "exact"
 
 
 def question_key(text: str) -> str:
@@ -135,9 +137,17 @@ def group_hits(
     catalog: Catalog, hits: Sequence[tuple[float, str, Any]], *, limit: int, filters: Filters | None = None
 ) -> list[AskedQuestion]:
     """`group_questions` for search hits as (score, index field, hit): a hit from the answers' index counts for
-    the question its query asked (its own text is the answer). Each question carries its hit's `why`."""
+    the question its query asked (its own text is the answer). Each question carries its best hit's tier and `why`."""
     answered = questions_of(catalog, [hit.query_id for _, field, hit in hits if field == "answers"])
     found = [(s, hit.query_text if field == "queries" else answered.get(hit.query_id, "")) for s, field, hit in hits]
     questions = group_questions(catalog, [(s, text) for s, text in found if text], limit=limit, filters=filters)
     told = {question_key(hit.query_text): hit.why for _, field, hit in hits if field == "queries" and hit.why}
-    return [dataclasses.replace(q, why=told.get(question_key(q.query_text), "")) for q in questions]
+    tiers: dict[str, str] = {}
+    for (_, text), (_, _, hit) in zip(found, hits, strict=True):  # best first: a question's first hit is its best
+        if text:
+            tiers.setdefault(question_key(text), hit.match)
+    return [
+        dataclasses.replace(q, why=told.get(key, ""), match=tiers.get(key, "exact"))
+        for q in questions
+        for key in [question_key(q.query_text)]
+    ]

@@ -275,8 +275,10 @@ def test_the_grouped_table_shows_times_asked(lake: SampleLake, capsys: pytest.Ca
     assert main(["--home", str(lake.home), "search", "테슬라 전망"]) == 0
     out = capsys.readouterr().out
     assert "times_asked" in out and "테슬라 주가 전망은?" in out
+    header = [cell.strip() for cell in out.splitlines()[1].split("|")]
     row = next(line for line in out.splitlines() if "테슬라 주가 전망은?" in line)
-    assert [cell.strip() for cell in row.split("|")][3] == "4"
+    cells = [cell.strip() for cell in row.split("|")]
+    assert cells[header.index("times_asked")] == "4" and cells[header.index("match")] == "exact"
 
 
 @needs_search
@@ -340,8 +342,18 @@ def test_names_find_each_other_and_explain_says_how(lake: SampleLake, capsys: py
         ("엔비디야 → 엔비디아 (typo)", -3),
         ("엔비디야 → nvidia (typo of NVIDIA)", -3),
     }
+    assert {r["match"] for r in rows} == {"typo"}
     rows, _ = _search(lake, capsys, "ㅇㅂㄷㅇ", "--explain")
-    assert ("nv-1", "ㅇㅂㄷㅇ → 엔비디아 (초성)") in [(r["query_id"], r["why"]) for r in rows]
+    assert ("nv-1", "ㅇㅂㄷㅇ → 엔비디아 (초성)", "initials") in [(r["query_id"], r["why"], r["match"]) for r in rows]
+    # Grouped, each question says its tier too; in the table, beside the score.
+    rows, _ = _search(lake, capsys, "현대차", group=True)
+    tiers = {r["query_text"]: r["match"] for r in rows}
+    assert tiers["Hyundai Motor 전기차 판매"] == "alias" and tiers["005380 목표주가"] == "alias"
+    assert main(["--home", str(lake.home), "search", "ㅇㅂㄷㅇ"]) == 0
+    table = capsys.readouterr().out
+    header = [cell.strip() for cell in table.splitlines()[1].split("|")]
+    row = next(line for line in table.splitlines() if "엔비디아 실적 발표" in line)
+    assert [cell.strip() for cell in row.split("|")][header.index("match")] == "initials"
     rows, _ = _search(lake, capsys, "현대차", "--aliases", "off")
     assert {r["query_id"] for r in rows} >= {"hm-3"} and not {"hm-1", "hm-2"} & {r["query_id"] for r in rows}
 

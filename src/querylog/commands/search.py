@@ -45,7 +45,9 @@ def add_parser(sub: Any) -> None:
         "at most 1000). --no-group lists the matching queries one by one instead. Below the exact matches come, "
         "in this order: other names of a company the text names (현대차 finds 현대자동차, Hyundai Motor and "
         "005380; the alias file is QUERYLOG_ALIASES, the bundled KOSPI/KOSDAQ/US listing by default), 초성 "
-        "(ㄴㅇㅂ finds 네이버) and, only when nothing else matched, words one typo away (하이닉수 finds 하이닉스).",
+        "(ㄴㅇㅂ finds 네이버) and, only when nothing else matched, words one typo away (하이닉수 finds 하이닉스). "
+        "The match column names the tier (exact, alias, initials, typo); score ranks the rows: for an exact match, "
+        "how many of the words start a word of the text; -1, -2 and -3 for the tiers below (--explain says why).",
     )
     p.add_argument("text", help='what to look for, e.g. "네이버 주가"')
     p.add_argument("--limit", "-n", type=_limit, default=10, help="most results (default: 10)")
@@ -134,28 +136,31 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     rows: list[tuple[Any, ...]]
     if args.group:
         if args.format == "json":
-            columns = ["rank", "score", "query_text", "times_asked", "first_asked", "last_asked", "intents"]
+            columns = ["rank", "score", "match", "query_text", "times_asked", "first_asked", "last_asked", "intents"]
             columns.append("query_ids")
             rows = [
-                (i, round(g.score, 4), g.query_text, g.times_asked, g.first_asked, g.last_asked, *lists)
+                (i, round(g.score, 4), g.match, g.query_text, g.times_asked, g.first_asked, g.last_asked, *lists)
                 for i, g in enumerate(groups, 1)
                 for lists in [(list(g.intents), list(g.query_ids))]
             ]
         else:
-            columns = ["rank", "score", "times_asked", "last_asked", "intents", "query_text"]
+            columns = ["rank", "score", "match", "times_asked", "last_asked", "intents", "query_text"]
             rows = [
-                (i, round(g.score, 4), g.times_asked, g.last_asked, ", ".join(g.intents), g.query_text)
+                (i, round(g.score, 4), g.match, g.times_asked, g.last_asked, ", ".join(g.intents), g.query_text)
                 for i, g in enumerate(groups, 1)
             ]
     elif args.where == "queries":
-        columns = ["rank", "score", "ts", "intent", "query_text", "query_id"]
-        rows = [(i, round(s, 4), h.ts, h.intent, h.query_text, h.query_id) for i, (s, _, h) in enumerate(best, 1)]
+        columns = ["rank", "score", "match", "ts", "intent", "query_text", "query_id"]
+        rows = [
+            (i, round(s, 4), h.match, h.ts, h.intent, h.query_text, h.query_id) for i, (s, _, h) in enumerate(best, 1)
+        ]
     else:
-        columns = ["rank", "score", "found_in", "ts", "intent", "query_text", "answer", "query_id"]
+        columns = ["rank", "score", "match", "found_in", "ts", "intent", "query_text", "answer", "query_id"]
         rows = [
             (
                 i,
                 round(s, 4),
+                h.match,
                 field,
                 h.ts,
                 h.intent,
