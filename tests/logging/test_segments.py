@@ -24,6 +24,22 @@ def _event(i: int) -> QueryReceived:
     return QueryReceived(query_id=f"q-{i}", query_text=f"삼성전자 주가 {i}")
 
 
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What the log fsyncs from now on, in order: "segment" or "directory"."""
+    import querylog.logging.segments as segments
+
+    real_fsync = os.fsync
+    calls: list[str] = []
+
+    def recording_fsync(fd: int) -> None:
+        calls.append("directory" if stat.S_ISDIR(os.fstat(fd).st_mode) else "segment")
+        real_fsync(fd)
+
+    monkeypatch.setattr(segments.os, "fsync", recording_fsync)
+    return calls
+
+
 def _read_ids(directory: Path) -> list[str]:
     reader = LogReader(directory)
     return [codec.decode(line).query_id for batch in reader.iter_all() for line in batch.lines]
@@ -428,21 +444,9 @@ def test_sync_on_a_closed_log_is_refused_and_opens_no_segment(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("policy", ["interval", "never"])
-def test_sync_makes_what_the_rolls_left_to_the_flusher_durable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str
-) -> None:
+def test_sync_makes_what_the_rolls_left_to_the_flusher_durable(tmp_path: Path, synced: list[str], policy: str) -> None:
     # A roll leaves the finished segment's sync and the directory's to the flusher (here: never running). `sync`
     # promises everything appended before it is durable: those segments included, whatever the policy.
-    import querylog.logging.segments as segments
-
-    real_fsync = os.fsync
-    synced: list[str] = []
-
-    def recording_fsync(fd: int) -> None:
-        synced.append("directory" if stat.S_ISDIR(os.fstat(fd).st_mode) else "segment")
-        real_fsync(fd)
-
-    monkeypatch.setattr(segments.os, "fsync", recording_fsync)
     descriptors = len(os.listdir("/proc/self/fd"))
     log = EventLog(tmp_path, fsync=policy, segment_max_bytes=1024, flush_interval_s=3600).open()
     try:
@@ -575,21 +579,9 @@ def test_an_interval_fsync_that_fails_is_tried_again(tmp_path: Path, monkeypatch
         assert log.telemetry.snapshot().errors == {"flush": 1}
 
 
-def test_a_roll_leaves_its_syncs_to_the_flusher_and_close_does_what_is_left(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_roll_leaves_its_syncs_to_the_flusher_and_close_does_what_is_left(tmp_path: Path, synced: list[str]) -> None:
     # A flush that fills a segment rolls to a new one. The finished segment and the directory (the new segment's
     # name) are synced off the request path: by the flusher's next round, or here, where it never runs, by close.
-    import querylog.logging.segments as segments
-
-    real_fsync = os.fsync
-    synced: list[str] = []
-
-    def recording_fsync(fd: int) -> None:
-        synced.append("directory" if stat.S_ISDIR(os.fstat(fd).st_mode) else "segment")
-        real_fsync(fd)
-
-    monkeypatch.setattr(segments.os, "fsync", recording_fsync)
     descriptors = len(os.listdir("/proc/self/fd"))
     log = EventLog(tmp_path, segment_max_bytes=1024, flush_interval_s=3600, fsync_interval_s=3600).open()
     for i in range(40):
