@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -31,8 +32,14 @@ _log = structlog.get_logger("querylog.loki")
 _EVENT_LABEL: Final = re.compile(r'event="([^"]*)"')
 
 
-#: A batch as `LokiSink.prepare` leaves it: its entries, cut into pushes (compressed as each is posted).
-_Planned = tuple[Entries, list[Push]]
+#: Pushes are compressed on the writing thread, just before each post, when the process hands the GIL over at least
+#: this often (`querylog project` sets 0.2 ms): zlib lets go of the GIL, so the next batch is prepared meanwhile.
+#: At Python's default 5 ms the writer would then wait for the GIL after each compression, and the read-ahead
+#: thread compresses instead (docs/benchmarks.md measures both).
+COMPRESS_ON_WRITE_MAX_SWITCH_S: Final = 0.001
+
+#: A batch as `LokiSink.prepare` leaves it: its entries, cut into pushes, and their bodies if compressed ahead.
+_Planned = tuple[Entries, list[Push], list[bytes] | None]
 
 
 class LokiSink(Sink):
@@ -92,27 +99,33 @@ class LokiSink(Sink):
 
     # -- writing -----------------------------------------------------------------------------------------
     def prepare(self, lines: Sequence[bytes]) -> Prepared | None:
-        """The batch's pushes, planned on the read-ahead thread. None if a line is not an event: the
-        projector then decodes line by line and counts the corrupt ones. Pure: Loki's answers are judged at write."""
+        """The batch's pushes, planned (and compressed, see `COMPRESS_ON_WRITE_MAX_SWITCH_S`) on the read-ahead thread.
+        None if a line is not an event: the projector then decodes line by line and counts the corrupt ones. Pure:
+        Loki's answers are judged at write."""
         try:
             entries = encode_lines(lines, app=self.app, env=self.env, max_line_bytes=self.options.max_line_bytes)
         except LineError:
             return None
-        planned = self._plan(entries)
+        planned = self._plan(entries, compress=sys.getswitchinterval() > COMPRESS_ON_WRITE_MAX_SWITCH_S)
         last = datetime.fromtimestamp(entries.times[-1] / 1e9, UTC) if entries.times else None
         return Prepared(rows=planned, count=len(entries.values), last_ts=last)
 
-    def _plan(self, entries: Entries, keep: Sequence[int] | None = None) -> _Planned:
+    def _plan(self, entries: Entries, keep: Sequence[int] | None = None, *, compress: bool = False) -> _Planned:
+        pushes = plan_pushes(entries, app=self.app, env=self.env, max_bytes=self.options.max_push_bytes, keep=keep)
+        return entries, pushes, [self._body(p) for p in pushes] if compress else None
+
+    def _body(self, push: Push) -> bytes:
+        """What is posted for `push`: its JSON, compressed as the options say."""
         o = self.options
-        return entries, plan_pushes(entries, app=self.app, env=self.env, max_bytes=o.max_push_bytes, keep=keep)
+        return gzip.compress(push.body, compresslevel=o.gzip_level) if o.compression == "gzip" else push.body
 
     def _write(self, batch: Batch) -> None:
         planned: _Planned = batch.prepared.rows if batch.prepared else self._plan(self._encode(batch.events))  # type: ignore[assignment]
         keep = self._admit(planned)
-        entries, pushes = planned if keep is None else self._plan(planned[0], keep)
+        entries, pushes, bodies = planned if keep is None else self._plan(planned[0], keep)
         try:
-            for push in pushes:
-                self._deliver(entries, push)
+            for i, push in enumerate(pushes):
+                self._deliver(entries, push, bodies[i] if bodies is not None else self._body(push))
         except SinkSendError:
             for done, positions in self._delivered:
                 self._settled.update(done.event_ids[i] for i in positions)
@@ -159,7 +172,7 @@ class LokiSink(Sink):
     def _admit(self, planned: _Planned) -> list[int] | None:
         """None if every entry is new and inside Loki's windows (judged from each push's stream spans alone: the
         common case); else the positions of those that are, the others counted as dropped by reason, once."""
-        (entries, pushes), window, settled = planned, self._window(), self._settled
+        (entries, pushes, _), window, settled = planned, self._window(), self._settled
         spans = (span for push in pushes for span in push.spans)
         if not settled and not any(self._refusal(lo, s, window) or self._refusal(hi, s, window) for s, lo, hi in spans):
             return None
@@ -176,11 +189,9 @@ class LokiSink(Sink):
         return keep
 
     # -- delivery ------------------------------------------------------------------------------------------
-    def _deliver(self, entries: Entries, push: Push) -> None:
-        """Post one push and act on Loki's answer; raises `SinkSendError` for what is worth retrying. Compressed
-        here, on the writing thread: zlib lets go of the GIL, so the next batch is prepared meanwhile."""
-        o = self.options
-        body = gzip.compress(push.body, compresslevel=o.gzip_level) if o.compression == "gzip" else push.body
+    def _deliver(self, entries: Entries, push: Push, body: bytes) -> None:
+        """Post one push (`body`: as `_body` makes it) and act on Loki's answer; raises `SinkSendError` for what is
+        worth retrying."""
         status, text = self.client.push(body)
         if status < 300:
             self._accepted(entries, push, len(body))
@@ -190,7 +201,7 @@ class LokiSink(Sink):
             mid = len(push.positions) // 2
             for half in (push.positions[:mid], push.positions[mid:]):
                 for part in self._plan(entries, half)[1]:
-                    self._deliver(entries, part)
+                    self._deliver(entries, part, self._body(part))
         elif status == 400:
             self._rejected(entries, push, text, len(body))
         else:

@@ -7,6 +7,9 @@ import gzip
 import importlib.util
 import json
 import random
+import sys
+import threading
+import types
 import unicodedata
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -170,6 +173,41 @@ def test_large_batches_are_cut_into_pushes_under_the_size_limit(h: Harness) -> N
     assert len(h.loki.requests) > 1
     assert all(len(gzip.decompress(r.content)) <= 64 * 1024 for r in h.loki.requests)
     assert len(h.loki.entries()) == len(events) and h.loki.duplicates_ignored == 0
+
+
+def test_pushes_are_compressed_where_the_switch_interval_lets_it_overlap_and_are_the_same_either_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At Python's 5 ms the read-ahead thread compresses (the writer would wait for the GIL after each push); at the
+    # 0.2 ms `querylog project` runs with, the writing thread does, just before each post.
+    import querylog.logging.loki.sink as sink_module
+
+    compressed_on: list[str] = []
+
+    def recording_compress(data: bytes, compresslevel: int) -> bytes:
+        compressed_on.append(threading.current_thread().name)
+        return gzip.compress(data, compresslevel=compresslevel)
+
+    monkeypatch.setattr(sink_module, "gzip", types.SimpleNamespace(compress=recording_compress))
+    events, before = _tracked(60), sys.getswitchinterval()
+    pushed: dict[float, list[dict[str, Any]]] = {}
+    threads: dict[float, set[str]] = {}
+    for interval in (0.005, 0.0002):
+        h, compressed_on[:] = Harness(tmp_path / f"{interval}"), []
+        with EventLog(h.tmp_path / "log") as log:
+            for event in events:
+                log.append(event)
+        sink = h.sink(options=LokiOptions(max_push_bytes=8 * 1024, max_line_bytes=4096)).open()
+        sys.setswitchinterval(interval)
+        try:
+            h.projector(sink, batch_max_bytes=16 * 1024).catch_up(retry=True)
+        finally:
+            sys.setswitchinterval(before)
+            sink.close()
+        pushed[interval], threads[interval] = h.pushes(), set(compressed_on)
+    assert len(pushed[0.005]) > 5 and pushed[0.005] == pushed[0.0002]
+    assert any(name.startswith("querylog-read-ahead") for name in threads[0.005])
+    assert threads[0.0002] == {threading.current_thread().name}
 
 
 # -- retries: the projector offers a failed batch again, after Promtail's backoff -------------------------------
