@@ -20,6 +20,7 @@ from bench._common import BENCH_DIR, GroupResult, free_port, new_result, serve_s
 from bench._workload import write_log
 from querylog.config import Settings
 from querylog.logging.segments import LogReader
+from querylog.projector_process import SWITCH_INTERVAL_S
 
 __all__ = ["run_loki", "run_python_logging_loki"]
 
@@ -196,7 +197,6 @@ def _raw_push_rate(
 def _projection_rate(ctx: Any, url: str, log_dir: Path, rep: int) -> tuple[float, dict[str, Any]]:
     """The real Loki projection (as `querylog serve` builds it) catching up on the whole log from scratch, with the
     GIL's switch interval of the process that runs it (`querylog project`, the default QUERYLOG_PROJECTIONS)."""
-    from querylog.projector_process import SWITCH_INTERVAL_S
     from querylog.runtime import loki_projector
 
     home = ctx.work_dir / f"loki-proj-{rep}-{abs(hash(url))}"
@@ -296,7 +296,5 @@ def run_loki(ctx: Any) -> GroupResult:
         _throughput(ctx, url, "_local_double", log_dir, events, result, pairs=ctx.repetitions)
     ctx.shared["loki_target"] = target
     result["extra"]["events_per_repetition"] = n
-    from querylog.projector_process import SWITCH_INTERVAL_S
-
     result["extra"]["projection_switch_interval_s"] = SWITCH_INTERVAL_S  # as `querylog project` runs it
     return result
