@@ -5,16 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
+from tests.support.loki_query import queryable_loki
 
 from querylog.analytics.queries import parse_since
 from querylog.cli import main
 from querylog.config import Settings
 from querylog.logging.events import IntentClassified, QueryCompleted, QueryFailed, QueryReceived
+from querylog.logging.loki import LokiOptions, LokiSink
 from querylog.logging.parquet import ParquetSink
 from querylog.logging.projection import Projector
 from querylog.logging.segments import EventLog, LogReader
-from querylog.reconcile import count_events, count_metrics, reconcile
+from querylog.reconcile import LOKI_WINDOW, count_events, count_metrics, reconcile
 
 
 @pytest.fixture
@@ -105,3 +108,50 @@ def test_since_iso_dates_and_errors() -> None:
     assert parse_since("2026-11-01") == datetime(2026, 11, 1, tzinfo=UTC)
     with pytest.raises(ValueError, match="30m, 12h or 7d"):
         parse_since("yesterday")
+
+
+def test_loki_is_held_to_the_window_it_can_hold_when_the_log_reaches_past_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A backfill a month old and a producer's clock a day ahead: the Loki projection never pushes those (it counts
+    # them as dropped). Reconcile compares Loki with the log's events over the window Loki holds, not with all.
+    home = tmp_path / "home"
+    now = datetime.now(UTC)
+    with EventLog(home / "log") as log:
+        for i, ts in enumerate([now - timedelta(days=30), now - timedelta(minutes=5), now + timedelta(days=1)]):
+            log.append(QueryReceived(query_id=f"q-{i}", query_text="삼성전자", ts=ts))
+            log.append(QueryCompleted(query_id=f"q-{i}", latency_ms=2.0, intent="news_inquiry", ts=ts))
+    settings = Settings(home=home, stdout_events=False, service="querylog", env="test")
+    loki, options = queryable_loki(), LokiOptions()
+    with ParquetSink(settings.lake_dir) as lake:
+        Projector(LogReader(settings.log_dir), lake).catch_up()
+    with LokiSink("http://loki", env="test", transport=loki.transport(), options=options) as sink:
+        Projector(LogReader(settings.log_dir), sink).catch_up()
+        assert sink.telemetry.snapshot().dropped == {"too_old": 2, "too_new": 2}
+    max_age_s = options.max_age_s - options.clock_margin_s
+    with httpx.Client(transport=loki.transport(), base_url="http://loki") as client:
+        report = reconcile(settings, loki=client, loki_max_age_s=max_age_s)
+        assert report.clean, report.rows
+        counts = {(kind, key): c for kind, key, c in report.rows}
+        assert counts["events", "query_received"] == {"log": 3, "lake": 3, "metrics": 3, LOKI_WINDOW: 1, "loki": 1}
+        assert counts["intents", "news_inquiry"][LOKI_WINDOW] == counts["intents", "news_inquiry"]["loki"] == 1
+        # A Loki that lost the window's lines still disagrees.
+        with httpx.Client(transport=queryable_loki().transport(), base_url="http://loki") as empty:
+            lost = reconcile(settings, loki=empty, loki_max_age_s=max_age_s)
+        assert {(kind, key) for kind, key, _ in lost.disagreements} == {
+            ("events", "query_received"),
+            ("events", "query_completed"),
+            ("intents", "news_inquiry"),
+        }
+
+
+def test_a_log_inside_lokis_window_is_compared_whole_and_an_unreachable_loki_is_named(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings.from_env()
+    with httpx.Client(transport=queryable_loki().transport(), base_url="http://loki") as client:
+        report = reconcile(settings, loki=client, loki_max_age_s=7 * 86400)
+    assert LOKI_WINDOW not in report.sources and "loki" in report.sources
+    monkeypatch.setenv("LOKI_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    assert main(["reconcile"]) == 2
+    assert "querylog reconcile: http://127.0.0.1:9/loki/api/v1/query: " in capsys.readouterr().err

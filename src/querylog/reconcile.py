@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,7 +18,17 @@ from querylog.logging.events import AnyEvent, IntentClassified
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.segments import LogReader
 
-__all__ = ["Counts", "ReconcileReport", "count_events", "count_lake", "count_loki", "count_metrics", "reconcile"]
+__all__ = [
+    "LOKI_WINDOW",
+    "Counts",
+    "ReconcileReport",
+    "count_events",
+    "count_lake",
+    "count_loki",
+    "count_metrics",
+    "loki_range_s",
+    "reconcile",
+]
 
 _TERMINAL = ("query_completed", "query_failed")
 
@@ -31,14 +41,28 @@ class Counts:
     intents: Counter[str] = field(default_factory=Counter)
 
 
+#: The column Loki is held to when the log holds events Loki never took (older than it accepts, or ahead of now).
+LOKI_WINDOW: Final = "log_in_loki_window"
+
+
 @dataclass(frozen=True)
 class ReconcileReport:
     sources: dict[str, Counts]
     rows: list[tuple[str, str, dict[str, int | None]]]  # (kind, key, {source: count})
+    #: The source each one is compared with, where it is not the log: Loki with `LOKI_WINDOW`, when present.
+    baselines: dict[str, str] = field(default_factory=dict)
+    #: The time range Loki was counted over (since, until), when it was.
+    loki_window: tuple[datetime, datetime] | None = None
 
     @property
     def disagreements(self) -> list[tuple[str, str, dict[str, int | None]]]:
-        return [row for row in self.rows if len({v for v in row[2].values() if v is not None}) > 1]
+        derived = set(self.baselines.values())  # the log's own counts over a window: not a store to check
+
+        def differs(counts: dict[str, int | None], source: str) -> bool:
+            mine, theirs = counts[source], counts.get(self.baselines.get(source, "log"))
+            return mine is not None and theirs is not None and mine != theirs
+
+        return [row for row in self.rows if any(differs(row[2], s) for s in row[2] if s != "log" and s not in derived)]
 
     @property
     def clean(self) -> bool:
@@ -108,10 +132,15 @@ def count_metrics(exposition: str, namespace: str) -> Counts:
     return counts
 
 
+def loki_range_s(since: datetime, now: datetime) -> int:
+    """The whole seconds of the LogQL range that covers [since, now] (the range is (now - seconds, now])."""
+    return max(1, int((now - since).total_seconds()) + 1)
+
+
 def count_loki(client: httpx.Client, settings: Settings, since: datetime, now: datetime) -> Counts:
-    """Counts from Loki's query API over [since, now]. LogQL ranges are whole seconds."""
+    """Counts from Loki's query API over [since, now]. LogQL ranges are whole seconds (`loki_range_s`)."""
     selector = f'app="{settings.service}", env="{settings.env}"'
-    seconds = max(1, int((now - since).total_seconds()) + 1)
+    seconds = loki_range_s(since, now)
     counts = Counts()
     for sample in _loki_vector(client, f"sum by (event) (count_over_time({{{selector}}}[{seconds}s]))", now):
         counts.events[sample["metric"]["event"]] = int(float(sample["value"][1]))
@@ -123,7 +152,12 @@ def count_loki(client: httpx.Client, settings: Settings, since: datetime, now: d
 
 def _loki_vector(client: httpx.Client, query: str, now: datetime) -> list[dict[str, Any]]:
     resp = client.get("/loki/api/v1/query", params={"query": query, "time": str(int(now.timestamp() * 1e9))})
-    resp.raise_for_status()
+    if resp.is_error:  # Loki says why (a range over its max_query_length, a tenant it does not know): keep it
+        raise httpx.HTTPStatusError(
+            f"Loki answered {resp.status_code} to {resp.request.url.path}: {resp.text.strip()[:300]}",
+            request=resp.request,
+            response=resp,
+        )
     result: list[dict[str, Any]] = resp.json()["data"]["result"]
     return result
 
@@ -134,11 +168,17 @@ def reconcile(
     since: datetime | None = None,
     metrics_text: str | None = None,
     loki: httpx.Client | None = None,
+    loki_max_age_s: float | None = None,
 ) -> ReconcileReport:
     """Compare the log with the lake, the metrics (live text if given, else a replay of the log) and Loki.
 
     With `since`, the metrics are left out: Prometheus counters are totals since a process started, not a
     window of event time.
+
+    Loki is counted over the window it can hold: from `since` (else the oldest event), but no further back than
+    `loki_max_age_s` (what the Loki projection admits; older events are counted as dropped there, never pushed),
+    up to now. When the log holds events outside that window (a backfill, a producer's clock ahead), Loki is
+    compared with the log's counts over the same window, shown as `LOKI_WINDOW`.
     """
     log_events = list(_log_events(settings, since))
     sources: dict[str, Counts] = {"log": count_events(log_events), "lake": count_lake(settings, since)}
@@ -150,11 +190,21 @@ def reconcile(
             projection.apply(log_events)
             metrics_text = projection.exposition().decode()
         sources["metrics"] = count_metrics(metrics_text, settings.metrics_namespace)
+    baselines: dict[str, str] = {}
+    window: tuple[datetime, datetime] | None = None
     if loki is not None:
         now = datetime.now(UTC)
         start = since or min((e.ts for e in log_events), default=now)
+        if loki_max_age_s is not None:
+            start = max(start, now - timedelta(seconds=loki_max_age_s))
+        covered = now - timedelta(seconds=loki_range_s(start, now))  # LogQL's range: (covered, now]
+        held = [e for e in log_events if covered < e.ts <= now]
+        if len(held) != len(log_events):
+            sources[LOKI_WINDOW] = count_events(held)
+            baselines["loki"] = LOKI_WINDOW
         sources["loki"] = count_loki(loki, settings, start, now)
-    return ReconcileReport(sources=sources, rows=_rows(sources))
+        window = (covered, now)
+    return ReconcileReport(sources=sources, rows=_rows(sources), baselines=baselines, loki_window=window)
 
 
 def _rows(sources: Mapping[str, Counts]) -> list[tuple[str, str, dict[str, int | None]]]:

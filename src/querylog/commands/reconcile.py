@@ -15,8 +15,10 @@ def add_parser(sub: Any) -> None:
         help="compare counts in the log, the lake, the metrics and Loki; exit 1 on any disagreement",
         description="Count events per type and finished queries per intent in the log (the truth), the Parquet "
         "lake, the Prometheus metrics (a running API's /metrics with --metrics-url, else a replay of the log) "
-        "and Loki (when LOKI_URL is set). Prints a table; exits 1 if any count differs. Let the projections "
-        "catch up first (a running API lags by about a second).",
+        "and Loki (when LOKI_URL is set). Prints a table; exits 1 if any count differs. Loki is counted over the "
+        "window it can hold (7 days back at most, up to now); when the log holds events outside it, Loki is "
+        "compared with the log's counts over that window, in their own column. Let the projections catch up "
+        "first (a running API lags by about a second).",
     )
     p.add_argument("--since", help="only events since this time (30m, 12h, 7d, or an ISO date); leaves out metrics")
     p.add_argument("--metrics-url", help="a running API's metrics endpoint, e.g. http://127.0.0.1:8000/metrics")
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from querylog._format import format_rows
     from querylog.analytics.queries import parse_since
-    from querylog.reconcile import reconcile
+    from querylog.reconcile import LOKI_WINDOW, reconcile
 
     try:
         since = parse_since(args.since) if args.since else None
@@ -38,16 +40,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     metrics_text = None
     loki = None
+    max_age_s = None
     try:
         if args.metrics_url:
             metrics_text = httpx.get(args.metrics_url, timeout=10).raise_for_status().text
         if settings.loki_url:
             from querylog.runtime import loki_options
 
-            loki = loki_options(settings).client(settings.loki_url)  # tenant, auth and TLS as the shipper uses
-        report = reconcile(settings, since=since, metrics_text=metrics_text, loki=loki)
+            options = loki_options(settings)
+            loki = options.client(settings.loki_url)  # tenant, auth and TLS as the shipper uses
+            max_age_s = options.max_age_s - options.clock_margin_s  # what the Loki projection pushes at all
+        report = reconcile(settings, since=since, metrics_text=metrics_text, loki=loki, loki_max_age_s=max_age_s)
     except httpx.HTTPError as exc:
-        print(f"querylog reconcile: {exc}", file=sys.stderr)
+        print(f"querylog reconcile: {_where(exc)}{exc}", file=sys.stderr)
         return 2
     finally:
         if loki is not None:
@@ -59,7 +64,24 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         for kind, key, counts in report.rows
     ]
     sys.stdout.write(format_rows(["kind", "key", *names, "status"], rows, args.format))
+    if LOKI_WINDOW in report.sources and report.loki_window is not None:
+        since_loki, until = report.loki_window
+        print(
+            f"querylog reconcile: Loki is held to the log's events from {since_loki:%Y-%m-%d %H:%M:%S} to "
+            f"{until:%Y-%m-%d %H:%M:%S} UTC ({LOKI_WINDOW}); the Loki projection never pushes the others (older "
+            "than Loki accepts, or ahead of now) and counts them as dropped",
+            file=sys.stderr,
+        )
     if not report.clean:
         print(f"querylog reconcile: {len(bad)} count(s) disagree", file=sys.stderr)
         return 1
     return 0
+
+
+def _where(exc: Exception) -> str:
+    """``<url>: `` of the request that failed, when the error knows it."""
+    try:
+        request = exc.request  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):  # httpx raises RuntimeError when the error has no request
+        return ""
+    return f"{request.url.copy_with(query=None)}: "
