@@ -28,12 +28,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from querylog.logging.events import EVENT_CLASSES, AnyEvent, EventValidationError, Source
 from querylog.service.otlp_mapping import Mapped, map_export
 from querylog.service.producers import (
+    MAX_AHEAD,
     EventIngestor,
     IngestResult,
     IngestUnavailableError,
     _ingestor,
     _read_body,
     require_ingest_token,
+    too_far_ahead,
 )
 
 __all__ = ["router"]
@@ -124,6 +126,9 @@ def _ingest(ingestor: EventIngestor, mapped: Mapped) -> IngestResult:
             built = [_event(ingestor.prepare(fields)) for fields in group]
         except EventValidationError as exc:
             mapped.rejected[f"invalid {exc.field}"] += 1
+            continue
+        if any(too_far_ahead(event) for event in built):
+            mapped.rejected[f"ts more than {MAX_AHEAD.seconds // 60} minutes ahead of this server's clock"] += 1
             continue
         events.extend(built)
     return ingestor.append(events)

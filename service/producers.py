@@ -10,6 +10,7 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final
 
 import msgspec
@@ -27,6 +28,7 @@ from querylog.logging.segments import EventLog, LogClosedError, LogReader, is_er
 from querylog.runtime import Runtime
 
 __all__ = [
+    "MAX_AHEAD",
     "BatchRejectedError",
     "EventIngestor",
     "FeedbackAccepted",
@@ -42,10 +44,15 @@ __all__ = [
     "event_schema_components",
     "router",
     "tail_event_ids",
+    "too_far_ahead",
 ]
 
 #: At most this many item errors are listed in a 422; `invalid_events` still counts them all.
 MAX_REPORTED_ERRORS: Final = 100
+#: How far ahead of this server's clock an event's `ts` may be: Loki's own grace for lines from the future
+#: (`creation_grace_period`, 10 minutes). Past it, a producer's clock is wrong: its events are refused with a
+#: clear error rather than kept where Loki would refuse them and charts would reach into the future.
+MAX_AHEAD: Final = timedelta(minutes=10)
 #: Start-up reads at most this much of the log's tail to re-learn recent event ids.
 SEED_MAX_BYTES: Final = 64 * 1024 * 1024
 #: How much of a segment `tail_event_ids` holds at once.
@@ -332,12 +339,19 @@ class EventIngestor:
                     errors.append(ItemError(index=index, field=None, message=message))
                 continue
             try:
-                events.append(from_builtins(self.prepare(item)))
+                event = from_builtins(self.prepare(item))
             except DecodeError as exc:
                 invalid += 1
                 if len(errors) < MAX_REPORTED_ERRORS:
                     field, message = _describe(exc)
                     errors.append(ItemError(index=index, field=field, message=message))
+                continue
+            if (ahead := too_far_ahead(event)) is not None:
+                invalid += 1
+                if len(errors) < MAX_REPORTED_ERRORS:
+                    errors.append(ItemError(index=index, field="ts", message=ahead))
+                continue
+            events.append(event)
         if invalid:
             raise BatchRejectedError(errors, invalid)
         return events
@@ -395,6 +409,17 @@ class EventIngestor:
         if isinstance(user_id, str) and user_id:
             obj["user_id"] = self._pseudonymize(user_id)
         return obj
+
+
+def too_far_ahead(event: AnyEvent, now: datetime | None = None) -> str | None:
+    """Why `event` is refused for its time (more than `MAX_AHEAD` past this server's clock), or None."""
+    now = now or datetime.now(UTC)
+    if event.ts <= now + MAX_AHEAD:
+        return None
+    return (
+        f"{event.ts.isoformat()} is more than {MAX_AHEAD.seconds // 60} minutes ahead of this server's clock "
+        f"({now:%Y-%m-%dT%H:%M:%SZ}): is the producer's clock right?"
+    )
 
 
 # -- HTTP ------------------------------------------------------------------------------------------------

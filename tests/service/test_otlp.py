@@ -136,7 +136,10 @@ def test_spans_from_the_sdks_exporter_become_queries_and_a_resend_or_a_restart_a
     assert (genai["session_id"], genai["service"], genai["env"]) == ("s-otel", "otel-chat", "staging")
     assert genai["user_id"] == "u-otel" and genai["cost_source"].startswith("price_table:")
     phoenix = queries[f"{traced.openinference_trace}:completed"]
-    assert (phoenix["query_text"], phoenix["answer_text"]) == ("What is the latest NVIDIA news?", "NVIDIA beat estimates.")
+    assert (phoenix["query_text"], phoenix["answer_text"]) == (
+        "What is the latest NVIDIA news?",
+        "NVIDIA beat estimates.",
+    )
     assert (phoenix["model"], phoenix["input_tokens"], phoenix["output_tokens"]) == ("claude-3-5-haiku", 300, 60)
     assert [s["doc_id"] for s in phoenix["sources"]] == ["news-12", "news-7"] and phoenix["result_count"] == 2
     assert phoenix["latency_ms"] == pytest.approx(500.0)
@@ -186,7 +189,9 @@ def test_json_and_gzip_are_accepted_and_skipped_spans_are_counted(client: TestCl
     assert resp.status_code == 200, resp.text
     partial = resp.json()["partialSuccess"]
     assert partial == {"rejectedSpans": "1", "errorMessage": "spans left out: 1 not_genai"}  # the "rag" root span
-    again = client.post("/v1/traces", content=_protobuf(traced.spans), headers={"content-type": "application/x-protobuf"})
+    again = client.post(
+        "/v1/traces", content=_protobuf(traced.spans), headers={"content-type": "application/x-protobuf"}
+    )
     assert again.status_code == 200 and again.headers["content-type"] == "application/x-protobuf"
 
 
@@ -268,3 +273,24 @@ def test_a_span_the_schema_refuses_is_left_out_and_counted_not_the_whole_export(
     }
     log = b"".join(p.read_bytes() for p in (tmp_path / "home" / "log").glob("*.jsonl"))
     assert "정상 질문".encode() in log and "빈 문서 id".encode() not in log
+
+
+def test_a_span_dated_past_the_servers_clock_is_left_out_and_counted(client: TestClient, tmp_path: Path) -> None:
+    provider = TracerProvider()
+    keep = _Keep()
+    provider.add_span_processor(SimpleSpanProcessor(keep))
+    tracer = provider.get_tracer("t")
+    tomorrow = time.time_ns() + 86_400 * 10**9
+    ahead = tracer.start_span("llm", start_time=tomorrow)
+    ahead.set_attributes({"openinference.span.kind": "LLM", "input.value": "내일 온 질문"})
+    ahead.end(end_time=tomorrow + 10**9)
+    with tracer.start_as_current_span("llm") as now:
+        now.set_attributes({"openinference.span.kind": "LLM", "input.value": "지금 질문"})
+    resp = client.post("/v1/traces", content=_otlp_json(keep.spans), headers={"content-type": "application/json"})
+    assert resp.status_code == 200
+    assert resp.json()["partialSuccess"] == {
+        "rejectedSpans": "1",
+        "errorMessage": "spans left out: 1 ts more than 10 minutes ahead of this server's clock",
+    }
+    log = b"".join(p.read_bytes() for p in (tmp_path / "home" / "log").glob("*.jsonl"))
+    assert "지금 질문".encode() in log and "내일 온 질문".encode() not in log

@@ -8,6 +8,7 @@ import errno
 import os
 import unicodedata
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,23 @@ def test_v2_fields_over_their_bounds_are_422_naming_the_field(
     [problem] = resp.json()["detail"]
     assert (problem["index"], problem["field"].split("[")[0]) == (1, field)  # e.g. sources[0]: the item too
     assert not any(e.event_id.startswith("ok-") for e in _logged(settings))  # the whole batch refused
+
+
+def test_an_event_dated_past_the_servers_clock_is_422_naming_ts_and_a_backfill_or_a_little_skew_is_kept(
+    client: TestClient, settings: Settings
+) -> None:
+    now = datetime.now(UTC)
+    ahead = {**_batch(1, prefix="ahead")[0], "ts": (now + timedelta(days=1)).isoformat()}
+    resp = client.post("/v1/events", json={"events": [_batch(1, prefix="ok")[0], ahead]})
+    assert resp.status_code == 422, resp.text
+    [problem] = resp.json()["detail"]
+    assert (problem["index"], problem["field"]) == (1, "ts")
+    assert "ahead of this server's clock" in problem["message"] and "producer's clock" in problem["message"]
+    assert _logged(settings) == []  # the whole batch refused
+    skewed = {**_batch(1, prefix="skew")[0], "ts": (now + timedelta(minutes=2)).isoformat()}
+    backfill = {**_batch(1, prefix="old")[0], "ts": "2020-01-01T00:00:00Z"}
+    resp = client.post("/v1/events", json={"events": [skewed, backfill]})
+    assert resp.status_code == 202 and resp.json() == {"accepted": 2, "duplicates": 0}
 
 
 # -- idempotency -------------------------------------------------------------------------------------
