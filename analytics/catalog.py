@@ -241,9 +241,10 @@ class Catalog:
         """Start SQL and return its cursor. The rows are read as it is fetched, so a compaction meanwhile can
         make the fetch fail; `query` and `arrow` read everything first and are safe from it."""
         try:
-            return self.connection.execute(sql, params)
+            cursor = self.connection.execute(sql, params)
         except duckdb.Error as exc:
             raise CatalogError(_one_line(exc)) from exc
+        return _statement_ran(cursor, sql)
 
     def query(
         self, sql: str, params: list[Any] | dict[str, Any] | None = None
@@ -252,7 +253,7 @@ class Catalog:
 
         def run() -> tuple[list[str], list[tuple[Any, ...]]]:
             try:
-                cursor = self.connection.execute(sql, params)
+                cursor = _statement_ran(self.connection.execute(sql, params), sql)
                 columns = [d[0] for d in cursor.description] if cursor.description else []
                 return columns, cursor.fetchall()
             except duckdb.Error as exc:
@@ -264,7 +265,7 @@ class Catalog:
         def run() -> pa.Table:
             try:
                 # .sql(): an Arrow result straight from the relation (execute() would copy the rows once more)
-                return self.connection.sql(sql, params=params).to_arrow_table()
+                return _statement_ran(self.connection.sql(sql, params=params), sql).to_arrow_table()
             except duckdb.Error as exc:
                 raise CatalogError(_one_line(exc)) from exc
 
@@ -278,6 +279,14 @@ class Catalog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _statement_ran(result: _T | None, sql: str) -> _T:
+    """DuckDB's answer to `sql`, which is None when `sql` held no statement (blank, or only a comment)."""
+    if result is None:
+        what = f"in {sql.strip()[:80]!r}" if sql.strip() else "given"
+        raise CatalogError(f"no SQL statement {what}: give a query, e.g. select * from queries limit 10")
+    return result
 
 
 def _one_line(exc: BaseException) -> str:

@@ -64,6 +64,15 @@ def test_bad_sql_is_one_line_on_stderr_and_exit_1(home: Path, capsys: pytest.Cap
     assert err.startswith("querylog sql: ") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("statement", ["", "   ", "-- only a comment"])
+def test_sql_without_a_statement_says_so_in_one_line(
+    home: Path, capsys: pytest.CaptureFixture[str], statement: str
+) -> None:
+    assert main(["sql", statement]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("querylog sql: no SQL statement") and err.count("\n") == 1
+
+
 def test_a_bad_setting_is_named_with_exit_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
