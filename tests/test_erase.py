@@ -76,6 +76,9 @@ def test_erasing_again_or_an_unknown_subject_erases_nothing_and_says_so(
     assert "nothing erased" in capsys.readouterr().out
     assert main(["--home", str(s.home), "erase"]) == 2
     assert "name at least one subject" in capsys.readouterr().err
+    for wait in ("-1", "nan"):
+        assert main(["--home", str(s.home), "erase", "--user-id", "bob", "--wait", wait]) == 2
+        assert "--wait must be a number of seconds >= 0" in capsys.readouterr().err
 
 
 def test_with_a_salt_the_raw_user_id_erases_the_hashed_one(tmp_path: Path) -> None:

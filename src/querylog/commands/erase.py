@@ -51,6 +51,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if any(not i.strip() for i in ids):
         print("querylog erase: an empty id erases nothing; give the id as it was sent", file=err)
         return 2
+    if not 0 <= args.wait < float("inf"):
+        print(f"querylog erase: --wait must be a number of seconds >= 0, got {args.wait:g}", file=err)
+        return 2
     try:
         receipt = erase(
             settings,
