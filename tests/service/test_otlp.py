@@ -251,13 +251,25 @@ def test_korean_text_is_redacted_like_every_producers(client: TestClient, tmp_pa
     assert b"010-1234-5678" not in log and b"[PHONE]" in log
 
 
-def test_a_span_the_schema_refuses_is_left_out_and_counted_not_the_whole_export(
-    client: TestClient, tmp_path: Path
-) -> None:
+def _kept_tracer() -> tuple[Any, _Keep]:
+    """A tracer whose finished spans are kept, to be exported by hand."""
     provider = TracerProvider()
     keep = _Keep()
     provider.add_span_processor(SimpleSpanProcessor(keep))
-    tracer = provider.get_tracer("t")
+    return provider.get_tracer("t"), keep
+
+
+def _export(client: TestClient, tmp_path: Path, spans: Sequence[ReadableSpan]) -> tuple[dict[str, Any], bytes]:
+    """`spans` posted as OTLP/JSON: the answer's partial success, and the log's bytes after it."""
+    resp = client.post("/v1/traces", content=_otlp_json(spans), headers={"content-type": "application/json"})
+    assert resp.status_code == 200
+    return resp.json()["partialSuccess"], b"".join(p.read_bytes() for p in (tmp_path / "home" / "log").glob("*.jsonl"))
+
+
+def test_a_span_the_schema_refuses_is_left_out_and_counted_not_the_whole_export(
+    client: TestClient, tmp_path: Path
+) -> None:
+    tracer, keep = _kept_tracer()
     with tracer.start_as_current_span("rag"):
         with tracer.start_as_current_span("retrieve") as retriever:
             retriever.set_attributes({"openinference.span.kind": "RETRIEVER", "retrieval.documents.0.document.id": ""})
@@ -265,32 +277,22 @@ def test_a_span_the_schema_refuses_is_left_out_and_counted_not_the_whole_export(
             bad.set_attributes({"openinference.span.kind": "LLM", "input.value": "빈 문서 id"})
     with tracer.start_as_current_span("llm") as good:
         good.set_attributes({"openinference.span.kind": "LLM", "input.value": "정상 질문"})
-    resp = client.post("/v1/traces", content=_otlp_json(keep.spans), headers={"content-type": "application/json"})
-    assert resp.status_code == 200
-    assert resp.json()["partialSuccess"] == {
-        "rejectedSpans": "2",
-        "errorMessage": "spans left out: 1 invalid sources.doc_id, 1 not_genai",
-    }
-    log = b"".join(p.read_bytes() for p in (tmp_path / "home" / "log").glob("*.jsonl"))
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {"rejectedSpans": "2", "errorMessage": "spans left out: 1 invalid sources.doc_id, 1 not_genai"}
     assert "정상 질문".encode() in log and "빈 문서 id".encode() not in log
 
 
 def test_a_span_dated_past_the_servers_clock_is_left_out_and_counted(client: TestClient, tmp_path: Path) -> None:
-    provider = TracerProvider()
-    keep = _Keep()
-    provider.add_span_processor(SimpleSpanProcessor(keep))
-    tracer = provider.get_tracer("t")
+    tracer, keep = _kept_tracer()
     tomorrow = time.time_ns() + 86_400 * 10**9
     ahead = tracer.start_span("llm", start_time=tomorrow)
     ahead.set_attributes({"openinference.span.kind": "LLM", "input.value": "내일 온 질문"})
     ahead.end(end_time=tomorrow + 10**9)
     with tracer.start_as_current_span("llm") as now:
         now.set_attributes({"openinference.span.kind": "LLM", "input.value": "지금 질문"})
-    resp = client.post("/v1/traces", content=_otlp_json(keep.spans), headers={"content-type": "application/json"})
-    assert resp.status_code == 200
-    assert resp.json()["partialSuccess"] == {
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {
         "rejectedSpans": "1",
         "errorMessage": "spans left out: 1 ts more than 10 minutes ahead of this server's clock",
     }
-    log = b"".join(p.read_bytes() for p in (tmp_path / "home" / "log").glob("*.jsonl"))
     assert "지금 질문".encode() in log and "내일 온 질문".encode() not in log
