@@ -276,7 +276,11 @@ class Event(
         if tz is not UTC:  # utc_now() and msgspec's decoding of "Z" both give the UTC singleton: nothing to do
             _require(tz is not None, "ts", "must be timezone-aware (UTC)")
             if ts.utcoffset():
-                msgspec.structs.force_setattr(self, "ts", ts.astimezone(UTC))
+                try:
+                    utc = ts.astimezone(UTC)
+                except OverflowError:  # 0001-01-01T00:00+00:03 is before year 1 in UTC
+                    raise EventValidationError("ts", f"{ts.isoformat()} is out of range in UTC") from None
+                msgspec.structs.force_setattr(self, "ts", utc)
         if self.tags is not None:
             msgspec.structs.force_setattr(self, "tags", checked_tags(self.tags))
         if self.attributes is not None:

@@ -247,6 +247,11 @@ def test_an_event_dated_past_the_servers_clock_is_422_naming_ts_and_a_backfill_o
     assert (problem["index"], problem["field"]) == (1, "ts")
     assert "ahead of this server's clock" in problem["message"] and "producer's clock" in problem["message"]
     assert _logged(settings) == []  # the whole batch refused
+    # Past the ends of the calendar once in UTC: refused as well, never a 500.
+    for edge in ("0001-01-01T00:00:00+00:03", "9999-12-31T23:59:59-00:03"):
+        resp = client.post("/v1/events", json={"events": [{**_batch(1, prefix="edge")[0], "ts": edge}]})
+        assert resp.status_code == 422, resp.text
+        assert [(p["index"], p["field"]) for p in resp.json()["detail"]] == [(0, "ts")]
     skewed = {**_batch(1, prefix="skew")[0], "ts": (now + timedelta(minutes=2)).isoformat()}
     backfill = {**_batch(1, prefix="old")[0], "ts": "2020-01-01T00:00:00Z"}
     resp = client.post("/v1/events", json={"events": [skewed, backfill]})
