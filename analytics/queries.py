@@ -91,12 +91,23 @@ def parse_duration(text: str, *, allow_zero: bool = False) -> timedelta:
     return timedelta(**{_UNITS[m.group(2)]: amount})
 
 
+#: The earliest `parse_since` gives: events carry Unix time, and a report compares with the window before.
+_UNIX_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     """The start of a window given as a duration back from `now` (``30m``, ``12h``, ``7d``) or an ISO date or
     time (``2025-01-31``, ``2025-01-31T09:00``; UTC unless it says otherwise). Raises `ValueError` saying so."""
     now = now or datetime.now(UTC)
+    too_early = ValueError(f"{text!r} reaches back before 1970-01-01: give a shorter duration or a later date")
     if _SINCE_RE.match(text) is not None:
-        return now - parse_duration(text)
+        try:
+            since = now - parse_duration(text)
+        except OverflowError:  # more days than a date can go back
+            raise too_early from None
+        if since < _UNIX_EPOCH:
+            raise too_early
+        return since
     try:
         parsed = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -107,6 +118,8 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
         parsed = parsed.replace(tzinfo=UTC)
     if parsed > now:
         raise ValueError(f"{text!r} is in the future")
+    if parsed < _UNIX_EPOCH:  # no event is older; and a window's previous one would run past year 1
+        raise too_early
     return parsed.astimezone(UTC)
 
 

@@ -108,6 +108,11 @@ def test_since_iso_dates_and_errors() -> None:
     assert parse_since("2026-11-01") == datetime(2026, 11, 1, tzinfo=UTC)
     with pytest.raises(ValueError, match="30m, 12h or 7d"):
         parse_since("yesterday")
+    # Nothing before Unix time: no event is older, and a report's previous window would run past year 1.
+    for text in ("1000000d", "99999999999999d", "0001-01-01", "0001-01-01T00:00:00+00:03", "1969-12-31"):
+        with pytest.raises(ValueError, match="reaches back before 1970-01-01"):
+            parse_since(text)
+    assert parse_since("1970-01-01") == datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def test_loki_is_held_to_the_window_it_can_hold_when_the_log_reaches_past_it(
