@@ -97,7 +97,8 @@ _UNIX_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     """The start of a window given as a duration back from `now` (``30m``, ``12h``, ``7d``) or an ISO date or
-    time (``2025-01-31``, ``2025-01-31T09:00``; UTC unless it says otherwise). Raises `ValueError` saying so."""
+    time (``2025-01-31``, ``2025-01-31T09:00``; UTC unless it says otherwise), from 1970-01-01 on. Raises
+    `ValueError` saying what is wrong."""
     now = now or datetime.now(UTC)
     too_early = ValueError(f"{text!r} reaches back before 1970-01-01: give a shorter duration or a later date")
     if _SINCE_RE.match(text) is not None:
