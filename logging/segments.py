@@ -219,10 +219,8 @@ class EventLog:
                 # Closed first: an append from now on is refused, and what was queued before is written below.
                 self._state = _State.CLOSED
                 self._flush_locked()
-                if self._fd >= 0:
-                    if self._dirty_since_fsync and self.fsync_policy != "never":
-                        os.fsync(self._fd)
-                    os.close(self._fd)
+                if self._fd >= 0:  # retired like a rolled segment: synced as the policy says, then closed
+                    self._retired.append((self._fd, self._dirty_since_fsync))
                     self._fd = -1
                 retired, self._retired = self._retired, []
                 sync_directory, self._directory_unsynced = self._directory_unsynced, False
