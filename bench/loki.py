@@ -7,7 +7,6 @@ import contextlib
 import gzip
 import logging as std_logging
 import statistics
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from bench._common import BENCH_DIR, GroupResult, free_port, new_result, serve_s
 from bench._workload import write_log
 from querylog.config import Settings
 from querylog.logging.segments import LogReader
-from querylog.projector_process import SWITCH_INTERVAL_S
+from querylog.projector_process import SWITCH_INTERVAL_S, projection_switch_interval
 
 __all__ = ["run_loki", "run_python_logging_loki"]
 
@@ -204,15 +203,13 @@ def _projection_rate(ctx: Any, url: str, log_dir: Path, rep: int) -> tuple[float
     home.mkdir(parents=True, exist_ok=True)
     (home / "log").symlink_to(log_dir, target_is_directory=True)
     projector = loki_projector(settings)
-    switch_interval = sys.getswitchinterval()
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        n = projector.catch_up()
-        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        with projection_switch_interval():
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            n = projector.catch_up()
+            elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         snap = projector.telemetry.snapshot()
     finally:
-        sys.setswitchinterval(switch_interval)
         projector.stop(drain_timeout_s=None)
         projector.sink.close()
     if snap.sent != n:

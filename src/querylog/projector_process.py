@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -36,6 +36,7 @@ __all__ = [
     "STOP_SIGNALS",
     "SWITCH_INTERVAL_S",
     "ProjectorProcess",
+    "projection_switch_interval",
     "run_projections",
     "telemetry_path",
     "watch_parent",
@@ -56,6 +57,17 @@ SWITCH_INTERVAL_S: Final = 0.0002
 PARENT_PID_ENV: Final = "QUERYLOG_PROJECTOR_PARENT_PID"
 #: The signals that ask a projector process to drain and exit.
 STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+@contextlib.contextmanager
+def projection_switch_interval() -> Iterator[None]:
+    """Run the body with `SWITCH_INTERVAL_S` as this process's switch interval, then restore the one before."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 def telemetry_path(settings: Settings, sink: str) -> Path:

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.projector_process import (
         PARENT_PID_ENV,
         STOP_SIGNALS,
-        SWITCH_INTERVAL_S,
+        projection_switch_interval,
         run_projections,
         watch_parent,
     )
@@ -90,22 +90,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             file=err,
         )
     housekeeper = None if args.once else Housekeeper(settings).start()  # log trimming and retention
-    switch_interval = sys.getswitchinterval()
-    sys.setswitchinterval(SWITCH_INTERVAL_S)  # while the projections run (their threads take turns often)
     try:
-        sent = run_projections(
-            projectors,
-            settings,
-            stop=stop,
-            once=args.once,
-            drain_timeout_s=args.drain_timeout,
-            progress=lambda line: print(f"  {line}", file=err),
-        )
+        with projection_switch_interval():  # while the projections run (their threads take turns often)
+            sent = run_projections(
+                projectors,
+                settings,
+                stop=stop,
+                once=args.once,
+                drain_timeout_s=args.drain_timeout,
+                progress=lambda line: print(f"  {line}", file=err),
+            )
     except SinkError as exc:
         print(f"querylog project: a projection failed: {exc}; the log keeps its events, run it again", file=err)
         return 1
     finally:
-        sys.setswitchinterval(switch_interval)
         if housekeeper is not None:
             housekeeper.stop()
     if args.once:
