@@ -463,10 +463,10 @@ class EventLog:
         self, retired: list[tuple[int, bool]], sync_fd: int, sync_directory: bool, *, every_dirty: bool = False
     ) -> None:
         """What the flusher, `sync` or `close` syncs without holding `_lock` (holding `_sync_lock`): segments a roll
-        finished, each then closed (those with unsynced lines synced, unless the policy is ``never`` and not
-        `every_dirty`); the current segment, through `sync_fd` (a duplicate of its descriptor, closed here); the
-        directory. Each is done even if one before it fails; the first failure is raised after. What can be tried
-        again is, at the next round: the current segment and the directory."""
+        (or `close`) finished, each then closed (those with unsynced lines synced, unless the policy is ``never``
+        and not `every_dirty`); the current segment, through `sync_fd` (a duplicate of its descriptor, closed
+        here); the directory. Each is done even if one before it fails; the first failure is raised after. What
+        can be tried again is, at the next round: the current segment and the directory."""
         failures: list[OSError] = []
         for fd, dirty in retired:
             try:
