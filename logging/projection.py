@@ -193,7 +193,12 @@ class CheckpointFile:
             ) from exc
 
     def save(self, checkpoint: Checkpoint) -> None:
-        atomic_write(self.path, msgspec.json.encode(checkpoint))
+        """Replace the stored checkpoint; `SinkSendError` (stage ``checkpoint``) if the disk refused: the batch it
+        covers is offered again, and the sink's `errors{stage="checkpoint"}` says why."""
+        try:
+            atomic_write(self.path, msgspec.json.encode(checkpoint))
+        except OSError as exc:
+            raise SinkSendError(f"checkpoint {self.path} not saved: {exc}", stage="checkpoint") from exc
 
 
 def try_lead(lock_path: Path) -> IO[bytes] | None:

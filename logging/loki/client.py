@@ -82,10 +82,8 @@ class LokiOptions:
         return headers
 
     def client(self, base_url: str, transport: httpx.BaseTransport | None = None) -> httpx.Client:
-        verify: ssl.SSLContext | bool = True
-        if self.insecure_skip_verify:
-            verify = False
-        elif self.ca_file is not None:
+        verify: ssl.SSLContext | bool = not self.insecure_skip_verify
+        if self.ca_file is not None:  # never with insecure_skip_verify (__post_init__)
             verify = ssl.create_default_context(cafile=str(self.ca_file))
         auth = httpx.BasicAuth(self.username, self.password) if self.username and self.password else None
         return httpx.Client(

@@ -32,10 +32,9 @@ _log = structlog.get_logger("querylog.loki")
 _EVENT_LABEL: Final = re.compile(r'event="([^"]*)"')
 
 
-#: Pushes are compressed on the writing thread, just before each post, when the process hands the GIL over at least
-#: this often (`querylog project` sets 0.2 ms): zlib lets go of the GIL, so the next batch is prepared meanwhile.
-#: At Python's default 5 ms the writer would then wait for the GIL after each compression, and the read-ahead
-#: thread compresses instead (docs/benchmarks.md measures both).
+#: Pushes are gzipped on the writing thread, just before each post, when the process hands the GIL over at least this
+#: often (`querylog project` sets 0.2 ms): zlib lets go of the GIL, so the next batch is prepared meanwhile. At the
+#: default 5 ms the writer would wait for the GIL after each one: the read-ahead compresses (docs/benchmarks.md).
 COMPRESS_ON_WRITE_MAX_SWITCH_S: Final = 0.001
 
 #: A batch as `LokiSink.prepare` leaves it: its entries, cut into pushes, and their bodies if compressed ahead.
@@ -133,12 +132,7 @@ class LokiSink(Sink):
         finally:
             self._delivered.clear()
         if self._checkpoint_file is not None:
-            try:
-                self._checkpoint_file.save(batch.checkpoint)
-            except OSError as exc:
-                raise SinkSendError(
-                    f"Loki checkpoint {self._checkpoint_file.path} not saved: {exc}", stage="checkpoint"
-                ) from exc
+            self._checkpoint_file.save(batch.checkpoint)
         self._position = dict(batch.checkpoint)
         self._settled.clear()
 
@@ -190,8 +184,7 @@ class LokiSink(Sink):
 
     # -- delivery ------------------------------------------------------------------------------------------
     def _deliver(self, entries: Entries, push: Push, body: bytes) -> None:
-        """Post one push (`body`: as `_body` makes it) and act on Loki's answer; raises `SinkSendError` for what is
-        worth retrying."""
+        """Post one push (`body`: as `_body` makes it), act on Loki's answer; `SinkSendError` if worth retrying."""
         status, text = self.client.push(body)
         if status < 300:
             self._accepted(entries, push, len(body))

@@ -70,6 +70,24 @@ def test_a_file_checkpoint_sink_resumes_after_restart(tmp_path: Path) -> None:
     assert len(first.stored) == 5 and len(second.stored) == 3
 
 
+def test_a_checkpoint_the_disk_refuses_fails_the_write_at_stage_checkpoint_and_the_batch_comes_again(
+    tmp_path: Path,
+) -> None:
+    with EventLog(tmp_path / "log") as log:
+        _write(log, 4)
+    sink = FlakySink(tmp_path / "state" / "cp.json", failures=0).open()
+    (tmp_path / "state").write_text("a file where the checkpoint's folder should be")
+    projector = Projector(LogReader(tmp_path / "log"), sink)
+    with pytest.raises(SinkSendError, match=r"checkpoint .*cp\.json not saved") as refused:
+        projector.catch_up()
+    assert refused.value.stage == "checkpoint"
+    assert sink.telemetry.snapshot().errors == {"checkpoint": 1}
+    assert sink.checkpoint() == {}  # not moved: the batch is offered again
+    (tmp_path / "state").unlink()
+    assert projector.catch_up() == 4
+    assert sink.checkpoint() == LogReader(tmp_path / "log").read({}).checkpoint
+
+
 def test_only_one_projector_per_lock_leads(tmp_path: Path) -> None:
     lock = tmp_path / "locks" / "memory.lock"
     with EventLog(tmp_path / "log") as log:
