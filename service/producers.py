@@ -7,6 +7,7 @@ import hmac
 import os
 import re
 import threading
+import zlib
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from querylog.runtime import Runtime
 
 __all__ = [
     "MAX_AHEAD",
+    "NESTED_TOO_DEEPLY",
     "BatchRejectedError",
     "EventIngestor",
     "FeedbackAccepted",
@@ -463,6 +465,9 @@ def require_ingest_token(
         raise HTTPException(status.HTTP_403_FORBIDDEN, "the bearer token is not this server's ingest token")
 
 
+#: The 400 for a body nested past what the parser takes (a thousand levels; an event needs three).
+NESTED_TOO_DEEPLY: Final = "malformed JSON: nested too deeply"
+
 #: How much of an oversized body is read and thrown away before the 413 is sent. A client that sends its whole
 #: body before reading the answer (Python's urllib, several SDKs) would otherwise meet a connection reset, not
 #: the 413: the server closing a socket with unread data makes the kernel reset it. Past this, the server stops
@@ -473,7 +478,30 @@ DRAIN_MAX_BYTES: Final = 64 * 1024 * 1024
 async def _read_body(request: Request, limit: int) -> bytes:
     """The body, refusing (413) as soon as it is known to exceed `limit`: by Content-Length before keeping any
     of it, or by counting streamed bytes (chunked uploads), so an oversized body is never held in memory. The
-    rest of an oversized body is read and discarded (up to `DRAIN_MAX_BYTES`) so that every client sees the 413."""
+    rest of an oversized body is read and discarded (up to `DRAIN_MAX_BYTES`) so that every client sees the 413.
+    A gzip body (``Content-Encoding: gzip``) is inflated, to `limit` bytes at most; any other encoding is a 415."""
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity", "gzip"):  # refused before the body is read: it could not be understood
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"Content-Encoding {encoding!r}: send gzip or none")
+    body = await _read_raw_body(request, limit)
+    return _inflate(body, limit) if encoding == "gzip" else body
+
+
+def _inflate(body: bytes, limit: int) -> bytes:
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"the gzip body does not inflate: {exc}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"the body inflates past {limit} bytes (QUERYLOG_INGEST_MAX_BYTES): send smaller batches",
+        )
+    return out
+
+
+async def _read_raw_body(request: Request, limit: int) -> bytes:
     too_large = HTTPException(
         status.HTTP_413_CONTENT_TOO_LARGE,
         f"request body over {limit} bytes (QUERYLOG_INGEST_MAX_BYTES): send smaller batches",
@@ -601,6 +629,8 @@ async def ingest_events(
     except msgspec.DecodeError as exc:
         detail = f"malformed JSON: {str(exc).removeprefix('JSON is malformed: ')}"
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail) from None
+    except RecursionError:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, NESTED_TOO_DEEPLY) from None
     try:
         items = _batch_items(payload)
         if len(items) > ingestor.max_events:

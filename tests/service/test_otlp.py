@@ -215,6 +215,7 @@ def test_a_span_that_is_not_genai_is_skipped_never_an_error(client: TestClient) 
         (b"{}", {"content-type": "text/plain"}, 415, "application/x-protobuf or application/json"),
         (b"{}", {"content-type": "application/json", "content-encoding": "br"}, 415, "gzip"),
         (b"not gzip", {"content-type": "application/json", "content-encoding": "gzip"}, 400, "inflate"),
+        (b"[" * 5_000 + b"]" * 5_000, {"content-type": "application/json"}, 400, "nested too deeply"),
     ],
 )
 def test_bad_input_is_refused_with_a_reason(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import gzip
+import json
 import os
 import unicodedata
 from collections.abc import Iterator
@@ -431,6 +433,30 @@ def test_malformed_json_is_400_with_a_clear_message(client: TestClient, body: by
     resp = client.post("/v1/events", content=body, headers={"content-type": "application/json"})
     assert resp.status_code == 400
     assert resp.json()["detail"].startswith("malformed JSON")
+
+
+@pytest.mark.parametrize("depth", [1_000, 50_000])
+def test_json_nested_past_the_parsers_depth_is_a_400_not_a_500(client: TestClient, depth: int) -> None:
+    body = b'{"events":' + b"[" * depth + b"]" * depth + b"}"
+    resp = client.post("/v1/events", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 400
+    assert resp.json()["detail"] == "malformed JSON: nested too deeply"
+
+
+def test_a_gzip_batch_is_inflated_and_another_encoding_is_refused_unread(client: TestClient) -> None:
+    batch = {"events": [{"event_type": "query_received", "query_id": "q-gz", "query_text": "gzip로 보낸 질문"}]}
+    body = gzip.compress(json.dumps(batch).encode())
+    resp = client.post(
+        "/v1/events", content=body, headers={"content-type": "application/json", "content-encoding": "gzip"}
+    )
+    assert resp.status_code == 202 and resp.json()["accepted"] == 1
+    plain = json.dumps(batch).encode()
+    resp = client.post(
+        "/v1/events", content=plain, headers={"content-type": "application/json", "content-encoding": "br"}
+    )
+    assert resp.status_code == 415 and "gzip" in resp.json()["detail"]
+    resp = client.post("/v1/events", content=b"not gzip", headers={"content-encoding": "gzip"})
+    assert resp.status_code == 400 and "inflate" in resp.json()["detail"]
 
 
 # -- limits --------------------------------------------------------------------------------------------
