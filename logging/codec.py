@@ -8,6 +8,7 @@ field out (it was their default); every line since writes it, so a log line with
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Final
 
 import msgspec
@@ -22,6 +23,7 @@ __all__ = [
     "encode",
     "encode_into",
     "from_builtins",
+    "line_time",
     "raw_encode_into",
     "raw_encode_lines",
     "to_builtins",
@@ -93,6 +95,22 @@ def decode(data: bytes | str) -> AnyEvent:
         # A v1 line: it decoded as a current event (v2 only added optional fields); keep the version it was written as.
         msgspec.structs.force_setattr(event, "schema_version", 1)
     return event
+
+
+class _Stamp(msgspec.Struct):
+    ts: datetime | None = None
+
+
+_stamp_decoder: Final = msgspec.json.Decoder(_Stamp)
+
+
+def line_time(line: bytes) -> float | None:
+    """Unix seconds of a log line's `ts`, read without decoding the event; None for a line without a readable one."""
+    try:
+        ts = _stamp_decoder.decode(line).ts
+    except msgspec.DecodeError:  # ValidationError included
+        return None
+    return None if ts is None else ts.timestamp()
 
 
 def decode_many(lines: list[bytes]) -> list[AnyEvent]:

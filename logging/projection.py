@@ -25,7 +25,7 @@ from typing import IO, Final
 import msgspec
 import structlog
 
-from querylog.logging.codec import DecodeError, decode
+from querylog.logging.codec import DecodeError, decode, line_time
 from querylog.logging.events import AnyEvent
 from querylog.logging.segments import Checkpoint, LogReader, ReadBatch
 from querylog.logging.telemetry import SinkTelemetry
@@ -405,9 +405,13 @@ class Projector:
             if self.read_ahead and self._more_waiting:
                 next_bytes = min(self.batch_max_bytes, 2 * staged.max_bytes)
                 self._ahead = self._pool().submit(self._stage, dict(read.checkpoint), next_bytes)
-            self.sink.write(
-                Batch(events=events, checkpoint=read.checkpoint, redelivered=redelivered, prepared=prepared)
-            )
+            try:
+                self.sink.write(
+                    Batch(events=events, checkpoint=read.checkpoint, redelivered=redelivered, prepared=prepared)
+                )
+            except Exception:
+                self._report_stuck(read.lines, read.remaining_bytes, consumed)
+                raise
             last_ts = prepared.last_ts if prepared is not None else (events[-1].ts if events else None)
             self._report_lag(last_ts, read.remaining_bytes, consumed, len(read.lines))
             return len(read.lines)
@@ -499,6 +503,13 @@ class Projector:
         mean_line = max(1, consumed // max(1, lines))
         behind_s = (datetime.now(UTC) - last_ts).total_seconds()
         self.telemetry.lag(remaining_bytes // mean_line, max(0.0, behind_s))
+
+    def _report_stuck(self, lines: Sequence[bytes], remaining_bytes: int, consumed: int) -> None:
+        """Lag while a write fails (a destination down): the batch and all behind it, as old as its oldest line."""
+        mean_line = max(1, consumed // max(1, len(lines)))
+        oldest = next((t for t in map(line_time, lines) if t is not None), None)
+        behind_s = time.time() - oldest if oldest is not None else 0.0
+        self.telemetry.lag(len(lines) + remaining_bytes // mean_line, max(0.0, behind_s))
 
     # -- background thread ------------------------------------------------------------------------
     def start(self) -> Projector:

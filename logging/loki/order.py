@@ -11,11 +11,9 @@ import heapq
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
-import msgspec
-
+from querylog.logging.codec import line_time
 from querylog.logging.segments import Checkpoint, LogReader, ReadBatch, is_erased
 
 __all__ = ["TimeOrderedReader"]
@@ -24,21 +22,10 @@ __all__ = ["TimeOrderedReader"]
 _MIN_SHARE_BYTES = 64 * 1024
 
 
-class _Stamp(msgspec.Struct):
-    ts: datetime | None = None
-
-
-_stamp_decoder = msgspec.json.Decoder(_Stamp)
-_OLDEST = float("-inf")
-
-
 def _time_of(line: bytes) -> float:
     # A line that does not decode sorts first and goes out at once: the projector counts it as corrupt.
-    try:
-        ts = _stamp_decoder.decode(line).ts
-    except msgspec.DecodeError:  # ValidationError included
-        return _OLDEST
-    return _OLDEST if ts is None else ts.timestamp()
+    t = line_time(line)
+    return float("-inf") if t is None else t
 
 
 @dataclass(slots=True)

@@ -70,6 +70,23 @@ def test_a_file_checkpoint_sink_resumes_after_restart(tmp_path: Path) -> None:
     assert len(first.stored) == 5 and len(second.stored) == 3
 
 
+def test_while_writes_fail_the_lag_counts_the_whole_backlog_and_ages_from_its_oldest_event(tmp_path: Path) -> None:
+    """A destination down must show as lag growing (the alert on lag_seconds), not as the last good figure."""
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    with EventLog(tmp_path / "log") as log:
+        for i in range(30):
+            log.append(QueryReceived(query_id=f"q-{i}", query_text="x", ts=hour_ago + timedelta(seconds=i)))
+    sink = FlakySink(tmp_path / "cp.json", failures=1).open()
+    projector = Projector(LogReader(tmp_path / "log"), sink, batch_max_events=10)
+    with pytest.raises(SinkSendError):
+        projector.run_once()
+    snap = sink.telemetry.snapshot()
+    assert snap.lag_events == 30  # the batch that failed and the twenty behind it
+    assert 3590 < snap.lag_seconds < 3700  # as old as the oldest event not delivered
+    assert projector.catch_up() == 30
+    assert sink.telemetry.snapshot().lag_events == 0
+
+
 def test_a_checkpoint_the_disk_refuses_fails_the_write_at_stage_checkpoint_and_the_batch_comes_again(
     tmp_path: Path,
 ) -> None:
