@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import unicodedata
 from pathlib import Path
 
 import httpx
@@ -145,6 +146,41 @@ def test_erasing_while_the_service_runs(tmp_path: Path) -> None:
     s = dataclasses.replace(Settings(), home=home)
     assert _rows(s, "user_id = 'carol' or query_text like 'carol%'") == 0
     assert _rows(s, "query_text like 'dave%'") == 4 and _rows(s, "user_id = 'erin'") > 0
+
+
+@pytest.mark.parametrize(
+    ("odd", "held"),
+    [
+        ('o"brien\\x', ('o"brien\\x', 'o\\"brien\\\\x')),
+        ("탈퇴\n회원", ("탈퇴\n회원", "탈퇴\\n회원")),
+        ("\x1b[31m", ("\x1b[31m", "\\u001b[31m")),
+        (unicodedata.normalize("NFD", "하이닉스"), ("하이닉스",)),
+        ("q.1+(2)|[3]*", ("q.1+(2)|[3]*",)),
+        ("plain-id", ("plain-id",)),
+    ],
+)
+def test_delete_requests_select_an_id_however_loki_holds_it(odd: str, held: tuple[str, ...]) -> None:
+    """Ids go into LogQL string literals escaped, and as Loki 3.4 holds them: NFC, and a JSON push's metadata with
+    its JSON escapes kept (``o"brien`` is held as ``o\\"brien``; tests/loki_live checks it against a real Loki)."""
+    from tests.support.loki_logql import LogSelector, _compare_text, parse
+
+    from querylog.erase import _loki_requests
+    from querylog.logging.erase import Subjects
+    from querylog.logging.loki.encoding import metadata_forms
+
+    assert metadata_forms(odd) == held
+    subjects = Subjects(user_ids=frozenset([odd]), session_ids=frozenset([odd]))
+    requests = _loki_requests(Settings(env="prod"), subjects, [odd, "other"])
+    assert len(requests) == 2 * len(held) + 1
+    selected: dict[str, set[str]] = {"user_id": set(), "session_id": set(), "query_id": set()}
+    for request in requests:
+        selector = parse(request)
+        assert isinstance(selector, LogSelector) and selector.selects({"app": "querylog", "env": "prod"})
+        (stage,) = selector.stages
+        for value in (*held, "other", held[0] + "x", "x" + held[0]):
+            if _compare_text(value, stage.op, str(stage.value)):  # type: ignore[union-attr]
+                selected[stage.name].add(value)  # type: ignore[union-attr]
+    assert selected == {"user_id": set(held), "session_id": set(held), "query_id": {*held, "other"}}
 
 
 def test_with_loki_configured_a_delete_request_is_filed_per_subject_and_a_refusal_is_reported(

@@ -32,6 +32,7 @@ __all__ = [
     "LineError",
     "Push",
     "encode_lines",
+    "metadata_forms",
     "plan_pushes",
 ]
 
@@ -183,6 +184,14 @@ def _metadata(ids: _Ids) -> tuple[_Ids, bool]:
                 value, cut = _cut(raw, MAX_METADATA_VALUE_BYTES), True
         values.append(value)
     return _Ids(*values), cut
+
+
+def metadata_forms(value: str) -> tuple[str, ...]:
+    """What Loki holds for id `value`: as `_metadata` sends it (NFC, cut), and, where JSON escapes it, escaped too:
+    Loki 3.4 keeps the JSON escapes of structured metadata pushed as JSON (``o"brien`` is held as ``o\\"brien``)."""
+    sent = _metadata(_Ids(value))[0].user_id
+    escaped = _ENCODER.encode(sent)[1:-1].decode()
+    return (sent,) if escaped == sent else (sent, escaped)
 
 
 def _fit(fields: dict[str, Any], limit: int) -> bytes:

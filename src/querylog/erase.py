@@ -23,6 +23,7 @@ set, user ids are stored hashed; the raw id given here is hashed the same way be
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -39,6 +40,7 @@ import uuid_utils
 
 from querylog.config import Settings
 from querylog.logging.erase import LogErasure, Subjects, erase_from_log, queries_of
+from querylog.logging.loki.encoding import metadata_forms
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.metrics_snapshot import load_snapshot, write_snapshot
 from querylog.logging.parquet import ParquetSink
@@ -174,16 +176,29 @@ def _forget_in_snapshot(settings: Settings, queries: Iterable[str]) -> int:
 
 
 def _loki_requests(settings: Settings, subjects: Subjects, queries: Sequence[str]) -> list[str]:
-    """LogQL delete queries: one per user and session, and the queries' ids in groups (ids are structured
-    metadata, so they are filtered with label filters, not line filters)."""
-    selector = f'{{app="{settings.service}", env="{settings.env}"}}'
-    found = [f'{selector} | user_id="{u}"' for u in sorted(subjects.user_ids)]
-    found += [f'{selector} | session_id="{s}"' for s in sorted(subjects.session_ids)]
-    ids = sorted(queries)
-    for start in range(0, len(ids), 50):
-        group = "|".join(i.replace(".", "\\\\.") for i in ids[start : start + 50])
-        found.append(f'{selector} | query_id=~"{group}"')
+    """LogQL delete queries: one per user and session (two for an id Loki holds escaped: `metadata_forms`), and the
+    queries' ids in groups (ids are structured metadata, so they are filtered with label filters, not line filters)."""
+    selector = f"{{app={_logql_string(settings.service)}, env={_logql_string(settings.env)}}}"
+    found = [
+        f"{selector} | {name}={_logql_string(form)}"
+        for name, ids in (("user_id", subjects.user_ids), ("session_id", subjects.session_ids))
+        for i in sorted(ids)
+        for form in metadata_forms(i)  # as Loki holds it
+    ]
+    forms = [form for i in sorted(queries) for form in metadata_forms(i)]
+    for start in range(0, len(forms), 50):
+        group = "|".join(_RE2_SPECIAL.sub(r"\\\g<0>", f) for f in forms[start : start + 50])
+        found.append(f"{selector} | query_id=~{_logql_string(group)}")
     return found
+
+
+#: What an RE2 pattern (Loki's ``=~``) would read as syntax outside a character class.
+_RE2_SPECIAL: Final = re.compile(r"[\\.+*?()|\[\]{}^$]")
+
+
+def _logql_string(value: str) -> str:
+    """`value` as a LogQL string literal: Go's double-quoted syntax, which JSON's escapes are a subset of."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 #: Where a delete request's window starts. Loki wants RFC 3339 (it refuses "0", and 9-digit unix seconds);

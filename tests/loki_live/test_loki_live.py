@@ -160,6 +160,24 @@ def test_erase_files_delete_requests_loki_accepts(shipped: Shipped, tmp_path: Pa
     assert f'{{app="querylog", env="{shipped.env}"}} | query_id=~"{q.query_id}"' in queries
 
 
+def test_erase_requests_select_ids_that_loki_holds_escaped(shipped: Shipped, tmp_path: Path) -> None:
+    """Loki keeps the JSON escapes of structured metadata pushed as JSON: an id with a quote, a backslash or a
+    newline is held escaped. The erase's delete requests, run as queries, still find each subject's every line."""
+    from querylog.erase import _loki_requests
+    from querylog.logging.erase import Subjects
+
+    settings = Settings.from_env(overrides={"home": tmp_path / "home", "env": shipped.env, "stdout_events": False})
+    odd = [f'o"brien\\{shipped.env}', f"탈퇴\n{shipped.env}", f"c++.{shipped.env}"]
+    with Runtime(settings) as runtime:
+        for user in odd:
+            with runtime.tracker.query("지울 질문", user_id=user, session_id=user) as q:
+                q.classified("stock_analysis", 0.9)
+    for user in odd:
+        for subjects in (Subjects(user_ids=frozenset([user])), Subjects(session_ids=frozenset([user]))):
+            found = {line for query in _loki_requests(settings, subjects, []) for _, line in _lines(shipped, query)}
+            assert len(found) == 3, (user, found)  # received, classified, completed
+
+
 class _AnswerLost(httpx.BaseTransport):
     """Forwards to Loki, but the answer to the first push is lost on the way back (a timeout after Loki stored it)."""
 
