@@ -10,6 +10,7 @@ from typing import Any, Final
 
 import polars as pl
 
+from querylog._format import visible
 from querylog.analytics.catalog import Catalog
 from querylog.analytics.queries import Bucket, Filters, LakeQueries, Summary
 
@@ -391,7 +392,7 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
 
 # -- Markdown -------------------------------------------------------------------------------------------
 def _md_cell(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|")
+    return " ".join(visible(text).split()).replace("|", "\\|")
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

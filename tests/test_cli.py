@@ -58,6 +58,24 @@ def test_sql_table_aligns_wide_characters(home: Path, capsys: pytest.CaptureFixt
     assert len(widths) == 1  # every row is as wide on screen as the header
 
 
+def test_a_question_cannot_drive_the_terminal_from_a_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A user's question holding ESC sequences or a right-to-left override is shown escaped in `sql` and
+    `search` tables (JSON escapes it anyway): it cannot recolour, move or reverse the operator's screen."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("QUERYLOG_HOME", str(home))
+    with EventLog(home / "log") as log, QueryTracker(log).query("네이버\x00\x07\x1b[31m 주가\u202e 전망\x9b") as q:
+        q.classified("stock_analysis", 0.9)
+    with ParquetSink(home / "lake") as sink:
+        Projector(LogReader(home / "log"), sink).catch_up()
+    for argv in (["sql", "select query_text from queries"], ["search", "네이버 주가", "--no-group"]):
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert "네이버\\x00\\x07\\x1b[31m 주가\\u202e 전망\\x9b" in out, out
+        assert not any(ch in out for ch in "\x00\x07\x1b\u202e\x9b")
+
+
 def test_bad_sql_is_one_line_on_stderr_and_exit_1(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sql", "selec broken"]) == 1
     err = capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import unicodedata
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -12,7 +13,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["FORMATS", "format_rows"]
+__all__ = ["FORMATS", "format_rows", "visible"]
 
 FORMATS = ("table", "json", "csv")
 
@@ -35,8 +36,21 @@ def _pad(text: str, width: int) -> str:
     return text + " " * (width - _width(text))
 
 
+#: What a terminal would obey rather than show: C0 and C1 controls (ESC starts colour and cursor sequences) and
+#: the bidirectional overrides and isolates (U+202E shows the rest of a line backwards).
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """`text` safe to print on a terminal: line breaks and tabs become spaces, any other control character and
+    the bidirectional controls their escape (``\\x1b``, ``\\u202e``). A user's question must not recolour, move or
+    reverse the operator's screen."""
+    text = text.replace("\n", " ").replace("\t", " ")
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
 def _clip(text: str, limit: int) -> str:
-    text = text.replace("\n", " ")
+    text = visible(text)
     if _width(text) <= limit:
         return text
     out, used = [], 0

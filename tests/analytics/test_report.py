@@ -261,3 +261,21 @@ def test_the_report_shows_reformulation_rates_and_the_questions_asked_again(tmp_
     assert "| news_inquiry | 3 | 1 | 33.3% |" in section
     top = text.split("## Most reformulated questions")[1].split("##")[0]
     assert "엔비디아 실적 발표 언제야" in top and "환율 전망" not in top
+
+
+def test_a_markdown_report_shows_control_characters_of_a_question_escaped(tmp_path: Path) -> None:
+    """A Markdown report is read in a terminal too (`querylog report`, `less`): a question's ESC sequence or
+    right-to-left override is written escaped, never obeyed."""
+    from querylog.logging.projection import Projector
+    from querylog.logging.segments import EventLog, LogReader
+    from querylog.logging.tracker import QueryTracker
+
+    home = tmp_path / "home"
+    with EventLog(home / "log") as log, QueryTracker(log).query("네이버\x1b[2J 주가\u202e") as q:
+        q.classified("stock_analysis", 0.9)
+    with ParquetSink(home / "lake") as sink:
+        Projector(LogReader(home / "log"), sink).catch_up()
+    with Catalog(home / "lake") as cat:
+        markdown = render_markdown(build_report(cat, since=datetime.now(UTC) - timedelta(days=1)))
+    assert "네이버\\x1b[2J 주가\\u202e" in markdown
+    assert "\x1b" not in markdown and "\u202e" not in markdown
