@@ -417,7 +417,7 @@ class MetricsProjection:
             case _:
                 pass
         # Pruning after every event (not every batch) keeps the result independent of how the log was batched.
-        self._prune()
+        self._prune(ts)
 
     def _asked(self, session_id: str, query_id: str, ts: float, text: str) -> None:
         """A session's next query: the one before it was reformulated if this one came soon and says the same."""
@@ -477,12 +477,15 @@ class MetricsProjection:
             self._active -= 1
         return state
 
-    def _prune(self) -> None:
+    def _prune(self, ts: float) -> None:
+        """Forget the sessions out of the reformulation window, and the open queries first seen more than the
+        staleness before `ts`, the time of the event just folded: not the newest seen, so that a backfill (a query
+        of last year, its events folded one after the other) keeps its state until its own end."""
         window_start = self._watermark - reformulation.WINDOW_S
         while self._sessions and next(iter(self._sessions.values())).ts < window_start:
             _, latest = self._sessions.popitem(last=False)
             self._latest_of.pop(latest.query_id, None)
-        cutoff = self._watermark - self._stale_after
+        cutoff = ts - self._stale_after
         while self._expiry and self._expiry[0][0] < cutoff:
             first_seen, query_id = heapq.heappop(self._expiry)
             state = self._open.get(query_id)

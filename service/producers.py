@@ -51,10 +51,11 @@ __all__ = [
 
 #: At most this many item errors are listed in a 422; `invalid_events` still counts them all.
 MAX_REPORTED_ERRORS: Final = 100
-#: How far ahead of this server's clock an event's `ts` may be: Loki's own grace for lines from the future
-#: (`creation_grace_period`, 10 minutes). Past it, a producer's clock is wrong: its events are refused with a
-#: clear error rather than kept where Loki would refuse them and charts would reach into the future.
-MAX_AHEAD: Final = timedelta(minutes=10)
+#: How far ahead of this server's clock an event's `ts` may be. Past it, a producer's clock is wrong: its events are
+#: refused with a clear error rather than kept where charts would reach into the future (and, past 10 minutes,
+#: Loki's `creation_grace_period`, Loki refuses them). Kept well inside the metrics' staleness (5 minutes, in event
+#: time): a skewed event ages the other producers' open queries by as much as it is ahead.
+MAX_AHEAD: Final = timedelta(minutes=2)
 #: Start-up reads at most this much of the log's tail to re-learn recent event ids.
 SEED_MAX_BYTES: Final = 64 * 1024 * 1024
 #: How much of a segment `tail_event_ids` holds at once.

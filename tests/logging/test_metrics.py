@@ -231,6 +231,23 @@ def test_a_stale_query_is_forgotten_so_its_late_completion_falls_back_to_unknown
     assert value(registry, "querylog_active_queries") == 1
 
 
+def test_a_backfilled_query_keeps_its_intent_and_the_live_ones_stay_open() -> None:
+    """A producer backfills last year's query (POST /v1/events) while live queries run: each is counted by its
+    own events' times, not the newest event seen (the lake agrees; `querylog reconcile` checks it)."""
+    year_ago = -365 * 86_400.0
+    events = [
+        QueryReceived(query_id="live", ts=at(0), query_text="now"),
+        QueryReceived(query_id="old", ts=at(year_ago), query_text="backfilled"),
+        IntentClassified(query_id="old", ts=at(year_ago + 0.1), intent="news", confidence=0.9),
+        QueryCompleted(query_id="old", ts=at(year_ago + 0.3), latency_ms=300.0),  # no intent of its own
+        QueryReceived(query_id="live-2", ts=at(1), query_text="now too"),
+    ]
+    registry = projected(events)
+    assert value(registry, "querylog_queries_total", intent="news", status="completed") == 1
+    assert value(registry, "querylog_queries_total", intent="unknown", status="completed") is None
+    assert value(registry, "querylog_active_queries") == 2
+
+
 # -- counters by label -------------------------------------------------------------------------------------
 
 

@@ -294,6 +294,6 @@ def test_a_span_dated_past_the_servers_clock_is_left_out_and_counted(client: Tes
     partial, log = _export(client, tmp_path, keep.spans)
     assert partial == {
         "rejectedSpans": "1",
-        "errorMessage": "spans left out: 1 ts more than 10 minutes ahead of this server's clock",
+        "errorMessage": "spans left out: 1 ts more than 2 minutes ahead of this server's clock",
     }
     assert "지금 질문".encode() in log and "내일 온 질문".encode() not in log
