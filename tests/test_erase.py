@@ -205,3 +205,36 @@ def test_with_loki_configured_a_delete_request_is_filed_per_subject_and_a_refusa
         assert all(r.method == "POST" for r in deletes)
         receipt = erase(with_loki, user_ids=["bob"])  # this Loki has no compactor API: 404
         assert receipt.loki_error is not None and "404" in receipt.loki_error
+
+
+def test_delete_requests_loki_did_not_take_are_kept_and_filed_first_by_the_next_erase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Once the log and the lake are erased, nothing can make a subject's Loki requests again: those Loki did not
+    take are kept (state/loki-deletes-pending.jsonl) and filed by the next run, even one that finds nothing."""
+    from urllib.parse import parse_qs
+
+    from querylog.erase import LOKI_PENDING
+    from querylog.testing import RecordedLoki
+
+    s = _home(tmp_path, queries=2)
+    loki = RecordedLoki()
+    with loki.serve() as url:
+        monkeypatch.setenv("QUERYLOG_HOME", str(s.home))
+        monkeypatch.setenv("QUERYLOG_LOKI_URL", url)
+        loki.fail_next(204, 503)  # the user's request is taken, then Loki fails on the queries' one
+        assert main(["erase", "--user-id", "alice"]) == 1
+        out = capsys.readouterr().out
+        assert "1 delete requests accepted; 1 not filed, kept in state/loki-deletes-pending.jsonl" in out
+        assert "503" in out
+        pending = (s.state_dir / LOKI_PENDING).read_text(encoding="utf-8").splitlines()
+        assert len(pending) == 1 and "| query_id=~" in json.loads(pending[0])
+
+        loki.fail_next(204, 204)
+        assert main(["erase", "--user-id", "alice"]) == 0  # nothing left here, but Loki's part was not done
+        out = capsys.readouterr().out
+        assert "nothing erased" in out and "2 delete requests accepted (1 left by an earlier erasure)" in out
+        filed = [parse_qs(r.url.query.decode())["query"][0] for r in loki.requests if r.url.path.endswith("/delete")]
+        assert filed[2] == json.loads(pending[0])  # the kept one first
+        assert filed[3] == filed[0]  # then this run's own (the user's, filed again: harmless to Loki)
+        assert not (s.state_dir / LOKI_PENDING).exists()

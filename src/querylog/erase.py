@@ -12,7 +12,9 @@ In order, so that nothing erased can come back:
 5. the metrics snapshot: the subject's open queries forgotten, and the sessions whose latest query was theirs
    (the characters the reformulation count compares; it holds no other per-query state);
 6. Loki, when configured: a delete request per subject through the compactor's API (Loki applies it after its
-   cancellation period, when deletion is enabled: `loki/`);
+   cancellation period, when deletion is enabled: `loki/`). Requests Loki did not take (unreachable, an error)
+   are kept in ``state/loki-deletes-pending.jsonl`` and filed first by the next run, whatever its subjects: the
+   log and the lake no longer hold the ids to make them again;
 7. an audit entry in ``state/erasures.jsonl``: when, how many subjects of each kind, how many events where —
    never the ids themselves.
 
@@ -44,10 +46,11 @@ from querylog.logging.loki.encoding import metadata_forms
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.metrics_snapshot import load_snapshot, write_snapshot
 from querylog.logging.parquet import ParquetSink
+from querylog.logging.projection import atomic_write
 from querylog.logging.segments import LogReader
 from querylog.runtime import make_redactor
 
-__all__ = ["ErasureReceipt", "erase"]
+__all__ = ["LOKI_PENDING", "ErasureReceipt", "erase"]
 
 _log = structlog.get_logger("querylog.erase")
 _ID_COLUMNS = ["query_id", "user_id", "session_id"]
@@ -66,7 +69,11 @@ class ErasureReceipt:
     lake_hours: int = 0
     search_rebuilt: bool = False
     metrics_open_queries: int = 0
+    #: Delete requests Loki accepted in this run; of them, those an earlier run could not file (`LOKI_PENDING`).
     loki_requests: int = 0
+    loki_earlier: int = 0
+    #: Delete requests Loki did not take (`loki_error` says why), kept for the next run.
+    loki_pending: int = 0
     loki_error: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -206,21 +213,46 @@ def _logql_string(value: str) -> str:
 _LOKI_DELETE_START: Final = "2000-01-01T00:00:00Z"
 
 
-def _delete_in_loki(settings: Settings, requests: Sequence[str]) -> str | None:
+def _delete_in_loki(settings: Settings, requests: Sequence[str]) -> tuple[int, str | None]:
+    """File `requests` in order; how many Loki accepted, and why it stopped short (None if it did not)."""
     import httpx
 
     from querylog.runtime import loki_options
 
     assert settings.loki_url is not None
+    sent = 0
     try:
         with loki_options(settings).client(settings.loki_url) as client:
             for query in requests:
                 resp = client.post("/loki/api/v1/delete", params={"query": query, "start": _LOKI_DELETE_START})
                 if resp.status_code >= 300:
-                    return f"Loki answered {resp.status_code} to a delete request: {resp.text.strip()[:300]}"
+                    return sent, f"Loki answered {resp.status_code} to a delete request: {resp.text.strip()[:300]}"
+                sent += 1
     except httpx.HTTPError as exc:
-        return f"Loki could not be reached for the delete requests: {exc}"
-    return None
+        return sent, f"Loki could not be reached for the delete requests: {exc}"
+    return sent, None
+
+
+#: In the state directory: the Loki delete requests an erasure could not file, one JSON string a line, filed first
+#: by the next `querylog erase` (the log and the lake no longer hold the ids to make them again). Holds ids: it is
+#: removed as soon as Loki has them all.
+LOKI_PENDING: Final = "loki-deletes-pending.jsonl"
+
+
+def _file_in_loki(settings: Settings, requests: Sequence[str], receipt: ErasureReceipt) -> None:
+    """File the requests an earlier erasure left, then `requests`; keep what Loki did not take for the next run."""
+    path = settings.state_dir / LOKI_PENDING
+    try:
+        earlier = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except FileNotFoundError:
+        earlier = []
+    todo = list(dict.fromkeys([*earlier, *requests]))  # each once, the oldest first
+    sent, receipt.loki_error = _delete_in_loki(settings, todo)
+    receipt.loki_requests, receipt.loki_pending, receipt.loki_earlier = sent, len(todo) - sent, len(earlier)
+    if sent < len(todo):
+        atomic_write(path, "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in todo[sent:]).encode())
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _audit(settings: Settings, receipt: ErasureReceipt) -> None:
@@ -280,9 +312,7 @@ def erase(
             receipt.search_rebuilt = _rebuild_search(settings)
     receipt.metrics_open_queries = _forget_in_snapshot(settings, queries)
     if settings.loki_url:
-        requests = _loki_requests(settings, everyone, sorted(queries))
-        receipt.loki_error = _delete_in_loki(settings, requests)
-        receipt.loki_requests = 0 if receipt.loki_error else len(requests)
+        _file_in_loki(settings, _loki_requests(settings, everyone, sorted(queries)), receipt)
     _audit(settings, receipt)
     _log.info("erasure_done", **{k: v for k, v in receipt.as_dict().items() if k != "notes"})
     return receipt

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from querylog.config import Settings
+
+if TYPE_CHECKING:
+    from querylog.erase import ErasureReceipt
 
 
 def add_parser(sub: Any) -> None:
@@ -78,11 +81,24 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  lake:   {receipt.lake_events} events removed, {receipt.lake_hours} hours rewritten")
             print(f"  search: {'index rebuilt without them' if receipt.search_rebuilt else 'no index'}")
             print(f"  metrics snapshot: {receipt.metrics_open_queries} open queries forgotten")
-            if settings.loki_url:
-                loki = receipt.loki_error or f"{receipt.loki_requests} delete requests accepted"
-                print(f"  loki:   {loki}")
+        if settings.loki_url:  # even when nothing was found here: Loki may hold them, or an earlier run's requests
+            print(f"  loki:   {_loki_line(receipt)}")
         for note in receipt.notes:
             print(f"  note: {note}")
     if receipt.loki_error or receipt.notes:
         return 1
     return 0
+
+
+def _loki_line(receipt: ErasureReceipt) -> str:
+    from querylog.erase import LOKI_PENDING
+
+    line = f"{receipt.loki_requests} delete requests accepted"
+    if receipt.loki_earlier:
+        line += f" ({receipt.loki_earlier} left by an earlier erasure)"
+    if receipt.loki_error:
+        line += (
+            f"; {receipt.loki_pending} not filed, kept in state/{LOKI_PENDING} for the next `querylog erase`: "
+            f"{receipt.loki_error}"
+        )
+    return line
