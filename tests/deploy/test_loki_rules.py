@@ -81,7 +81,7 @@ def test_there_are_error_ratio_and_no_traffic_alerts(checks: ModuleType) -> None
     exprs = {r.name: r.body["expr"] for r in checks.iter_rules() if r.is_alert}
     assert 'event="query_failed"' in exprs["QuerylogErrorRatioHigh"]
     assert "by (env, intent)" in exprs["QuerylogErrorRatioHigh"]
-    assert "offset" in exprs["QuerylogNoTraffic"] and "unless" in exprs["QuerylogNoTraffic"]
+    assert "offset" in exprs["QuerylogNoTrafficInLoki"] and "unless" in exprs["QuerylogNoTrafficInLoki"]
 
 
 def test_runbook_urls_point_at_existing_sections(checks: ModuleType) -> None:
@@ -101,3 +101,22 @@ def test_rules_parse_with_lokitool() -> None:
     for command in (["rules", "check"], ["rules", "lint", "--dry-run"]):
         result = subprocess.run([lokitool, *command, str(RULES)], capture_output=True, text=True, check=False)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_rule_shares_a_name_with_the_prometheus_rules(checks: ModuleType) -> None:
+    """Loki's ruler remote-writes to the Prometheus that loads compose/prometheus/*.yml: a recording rule of the
+    same name would mix series folded from /metrics with series counted from Loki lines, and Alertmanager groups
+    by alertname."""
+    import yaml
+
+    def names(data: dict[str, Any]) -> set[str]:
+        return {r.get("record") or r["alert"] for g in data["groups"] for r in g["rules"]}
+
+    prometheus: set[str] = set()
+    for path in (REPO_ROOT / "compose" / "prometheus").glob("*.yml"):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and "groups" in data:
+            prometheus |= names(data)
+    loki = names(checks.load_rules_file())
+    assert "querylog:queries:rate5m" in prometheus and "QuerylogNoTraffic" in prometheus  # both files were read
+    assert not loki & prometheus

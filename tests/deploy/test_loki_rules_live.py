@@ -4,7 +4,7 @@ Fixture events are pushed under unique env labels, shaped like the Loki projecti
 without the label fields, ids as structured metadata):
 - `<run>`: a troubled env, built so that every rule has data and every alert's condition holds now;
 - `<run>-healthy`: normal traffic, for which no alert's condition may hold;
-- `<run>-quiet`: traffic an hour ago and none since, for QuerylogNoTraffic.
+- `<run>-quiet`: traffic an hour ago and none since, for QuerylogNoTrafficInLoki.
 Lines are queryable as soon as the push answers 204 (LOKI.md), so nothing waits. Start a Loki with
 loki/run-local.sh or the dev compose stack, then: LOKI_URL=http://127.0.0.1:3100 pytest tests/deploy.
 """
@@ -161,7 +161,7 @@ def envs_in(result: list[dict[str, Any]]) -> set[str]:
 # --- rules --------------------------------------------------------------------------------------------------------
 
 # Where each rule must have data. Rules not named here: the troubled env.
-RULE_ENV = {"QuerylogNoTraffic": "quiet"}
+RULE_ENV = {"QuerylogNoTrafficInLoki": "quiet"}
 
 
 def test_every_rule_has_data_for_its_fixture_env(client: httpx.Client, fixture: Fixture, loki_rule: Any) -> None:

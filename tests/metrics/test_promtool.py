@@ -99,9 +99,10 @@ def test_every_alert_has_a_firing_and_a_quiet_promtool_test() -> None:
 
 
 def test_every_alert_says_what_happened_and_links_its_runbook_section() -> None:
+    text = ALERTS_DOC.read_text(encoding="utf-8")
     anchors = {
         re.sub(r"[^a-z0-9_-]", "", heading.strip().lower().replace(" ", "-"))
-        for heading in re.findall(r"^#{2,3} (.+)$", ALERTS_DOC.read_text(encoding="utf-8"), flags=re.MULTILINE)
+        for heading in re.findall(r"^#{2,3} (.+)$", text, flags=re.MULTILINE)
     }
     for rule in alert_rules():
         annotations = rule.get("annotations", {})
@@ -110,6 +111,7 @@ def test_every_alert_says_what_happened_and_links_its_runbook_section() -> None:
         page, _, anchor = annotations["runbook"].partition("#")
         assert page == "docs/alerts.md", rule["alert"]
         assert anchor in anchors, f"{rule['alert']}: docs/alerts.md has no section #{anchor}"
+        assert f"| [{rule['alert']}](#{anchor}) |" in text, f"{rule['alert']}: not in docs/alerts.md's table"
 
 
 def test_rules_only_read_metrics_the_projection_exposes(tmp_path: Path) -> None:
