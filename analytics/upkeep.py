@@ -489,15 +489,21 @@ class LakeCompactor:
         shutil.rmtree(work, ignore_errors=True)
         swap.mkdir(parents=True)
         merged = swap / f"compacted-{uuid_utils.uuid7()}.parquet"
+        dropped_before = self.dropped
         try:
             rows = self._merge(inputs, merged)
         except BaseException:
+            self.dropped = dropped_before
             shutil.rmtree(work, ignore_errors=True)
             raise
         self._step("merged", partition)
-        # A lagging projection may have added a file since the listing: start again next time rather than
-        # widen the window in which its events would sit in swap/ (step 4).
-        if partition.files() != inputs:
+        # A lagging projection may have added a file since the listing: compaction starts again next time rather
+        # than widen the window in which its events would sit in swap/ (step 4). An erasure goes on (the new files
+        # are returned to the hour, step 4, and erase's second pass reads them): the hour a live projection writes
+        # to would otherwise never be rewritten while traffic lasts, and the subject's rows would stay in it.
+        now_there = partition.files()
+        if now_there != inputs and (self.drop is None or not set(inputs) <= set(now_there)):
+            self.dropped = dropped_before
             shutil.rmtree(work)
             return None
         journal = _Journal(partition.date, partition.hour, [p.name for p in inputs], merged.name, rows)

@@ -123,13 +123,14 @@ def _lake_scan(lake_dir: Path, subjects: Subjects) -> tuple[set[str], set[Path]]
     return queries, hours
 
 
-def _erase_lake(lake_dir: Path, subjects: Subjects, progress: Callable[[str], None]) -> tuple[int, int]:
+def _erase_lake(lake_dir: Path, subjects: Subjects, progress: Callable[[str], None]) -> tuple[int, int, int]:
+    """Rewrite each hour that holds a subject's row without it: (rows dropped, hours rewritten, hours not)."""
     from querylog.analytics.upkeep import HourPartition, LakeCompactor
 
     LakeCompactor(lake_dir).recover()  # a rewrite a crash interrupted is finished (or undone) first
     _, hours = _lake_scan(lake_dir, subjects)
     if not hours:
-        return 0, 0
+        return 0, 0, 0
     partitions = [
         HourPartition(h.parent.name.removeprefix("date="), h.name.removeprefix("hour="), h) for h in sorted(hours)
     ]
@@ -139,7 +140,7 @@ def _erase_lake(lake_dir: Path, subjects: Subjects, progress: Callable[[str], No
         progress=lambda done, total, what: progress(f"lake [{done}/{total}] {what}"),
     )
     report = compactor.rewrite(partitions)
-    return compactor.dropped, report.partitions
+    return compactor.dropped, report.partitions, len(report.skipped)
 
 
 def _wait_for_parquet(settings: Settings, position: dict[str, int], timeout_s: float) -> bool:
@@ -297,7 +298,7 @@ def erase(
     position = LogReader(settings.log_dir).end_checkpoint()
 
     if settings.lake_dir.is_dir():
-        events, hours = _erase_lake(settings.lake_dir, everyone, progress)
+        events, hours, _ = _erase_lake(settings.lake_dir, everyone, progress)
         # Only a batch the Parquet projection read before the blanking can bring a subject's event back: with
         # nothing blanked in the log there is none to wait for.
         if erased.events and not _wait_for_parquet(settings, position, wait_s):
@@ -305,8 +306,13 @@ def erase(
                 "the Parquet projection has not caught up with the log: run the same erase again once it has "
                 "(a batch it read before the log was blanked may still reach the lake)"
             )
-        more, more_hours = _erase_lake(settings.lake_dir, everyone, progress)
+        more, more_hours, left = _erase_lake(settings.lake_dir, everyone, progress)
         receipt.lake_events, receipt.lake_hours = events + more, hours + more_hours
+        if left:
+            receipt.notes.append(
+                f"{left} lake hours changed while they were rewritten and still hold these subjects' rows: run the "
+                "same erase again"
+            )
         progress(f"lake: {receipt.lake_events} events removed from {receipt.lake_hours} hours")
         if queries:
             receipt.search_rebuilt = _rebuild_search(settings)

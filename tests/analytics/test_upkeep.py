@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -242,6 +243,33 @@ def test_a_file_arriving_during_the_merge_makes_that_hour_wait(fresh_lake: Sampl
     assert len(target[0].files()) > 2  # untouched
     assert LakeCompactor(lake).run().partitions == 1
     assert len(target[0].files()) == 1
+
+
+def test_an_erasure_rewrites_an_hour_a_file_arrives_in_during_the_merge_and_keeps_that_file(
+    fresh_lake: SampleLake,
+) -> None:
+    """The hour a live projection writes to gets a new file every second: an erasure that waited for a quiet
+    moment would never rewrite it (the subject's rows stayed). It goes on; the new file is returned, untouched."""
+    lake = fresh_lake.lake
+    before = _census(lake)
+    target: list[HourPartition] = []
+    path = next(p for p in sorted((lake / "events").glob("date=*/hour=*")) if list(p.glob("*.parquet")))
+    hour = HourPartition(path.parent.name.removeprefix("date="), path.name.removeprefix("hour="), path)
+    doomed = str(pq.read_table(hour.files()[0], columns=["query_id"]).column(0)[0])
+
+    def arrive(step: str, partition: HourPartition) -> None:
+        if step == "merged" and not target:
+            target.append(partition)
+            _late_event(partition, lake, 3)
+
+    compactor = LakeCompactor(lake, on_step=arrive, drop=lambda t: pc.equal(t.column("query_id"), doomed))
+    report = compactor.rewrite([hour])
+    assert report.skipped == [] and report.partitions == 1
+    assert compactor.dropped > 0
+    events, distinct, _ = _census(lake)
+    assert (events, distinct) == (before[0] + 2 - compactor.dropped, before[1] + 2 - compactor.dropped)
+    assert len(target[0].files()) == 2  # the rewritten file and the one that arrived, returned as it was
+    assert doomed not in {str(q) for f in target[0].files() for q in pq.read_table(f, columns=["query_id"]).column(0)}
 
 
 def test_open_and_recent_hours_are_left_alone(make_lake: Callable[..., SampleLake], tmp_path: Path) -> None:
