@@ -316,12 +316,17 @@ def jamo_neighbours(syllable: str) -> str:
 #: Typo tolerance applies to words of at least this many Hangul syllables, or ASCII letters.
 TYPO_MIN_SYLLABLES: Final = 3
 TYPO_MIN_LETTERS: Final = 4
+#: Longer words are taken as typed: no name is this long, and a word's slips grow with the square of its length
+#: (a 5,600-character word took 30 s to search, a 42,000-character one did not end).
+TYPO_MAX_CHARS: Final = 32
 _LETTERS: Final = "abcdefghijklmnopqrstuvwxyz"
 
 
 def typo_eligible(word: str) -> bool:
     """Words long enough that one slip still says what was meant: 3+ Hangul syllables or 4+ ASCII letters.
-    Digits never (005380 one digit off is another company)."""
+    Digits never (005380 one digit off is another company); words past `TYPO_MAX_CHARS` never."""
+    if len(word) > TYPO_MAX_CHARS:
+        return False
     if all(_is_syllable(c) for c in word):
         return len(word) >= TYPO_MIN_SYLLABLES
     return len(word) >= TYPO_MIN_LETTERS and all(c in _LETTERS for c in word)

@@ -515,6 +515,8 @@ def _one_slip(typed: str, found: str) -> bool:
 
 
 def _typo_eligible(word: str) -> bool:
+    if len(word) > 32:  # no name is longer; its slips would grow with the square of its length
+        return False
     if all("가" <= c <= "힣" for c in word):
         return len(word) >= 3
     return len(word) >= 4 and all("a" <= c <= "z" for c in word)
@@ -729,3 +731,12 @@ def test_explain_names_the_tier_of_each_word() -> None:
     assert explain_match("네이버웹툰 신작 알려줘", "웹툰 신작") == "웹툰: inside a word; 신작: starts a word"
     assert explain_match("삼성 전자 배당", "삼성전자") == "삼성전자: across spacing"
     assert explain_match("NVIDIA의 실적", "nvidia 주가") == "nvidia: starts a word; 주가: not found"
+
+
+@pytest.mark.parametrize("word", ["가나다라마바사아자차카타파하" * 3000, "abcdefghij" * 3000, "가" * 33, "a" * 33])
+def test_a_word_longer_than_any_name_is_searched_as_typed_without_typo_variants(word: str) -> None:
+    """Its slips would grow with the square of its length: a 42,000-character word kept a search busy for good."""
+    from querylog.analytics._search_text import TYPO_MAX_CHARS, typo_words
+
+    assert typo_words(word) == []
+    assert typo_words(word[:TYPO_MAX_CHARS])  # at the bound a slip is still looked for

@@ -88,7 +88,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from querylog._format import format_rows
+    from querylog._format import format_rows, visible
     from querylog.analytics.aliases import AliasError
     from querylog.analytics.catalog import CatalogError
     from querylog.analytics.queries import Filters, open_catalog
@@ -195,7 +195,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(format_rows(columns, rows, "table"))
     else:
         kind = {"queries": "queries", "answers": "answers", "both": "queries or answers"}[args.where]
-        print(f"no {kind} match {args.text!r}", file=sys.stderr)
+        shown = args.text if len(args.text) <= 80 else f"{args.text[:77]}… ({len(args.text):,} characters)"
+        filters = f" with intent {args.intent!r}" if args.intent else ""
+        print(f"no {kind} match {visible(shown)!r}{filters}", file=sys.stderr)
     return 0
 
 
