@@ -20,6 +20,7 @@ from querylog.logging.reformulation import Names
 __all__ = [
     "BUCKETS",
     "FUNNEL_STEPS",
+    "MAX_DURATION",
     "UNCLASSIFIED",
     "Answer",
     "Bucket",
@@ -80,6 +81,10 @@ _SINCE_RE: Final = re.compile(r"^\s*(\d+)\s*([mhd])\s*$")
 _UNITS: Final[Mapping[str, str]] = {"m": "minutes", "h": "hours", "d": "days"}
 
 
+#: The longest duration a command takes.
+MAX_DURATION: Final = timedelta(days=36_500)
+
+
 def parse_duration(text: str, *, allow_zero: bool = False) -> timedelta:
     """``30m``, ``12h`` or ``7d`` as a timedelta. Raises `ValueError` with a message that says what is accepted."""
     m = _SINCE_RE.match(text)
@@ -88,7 +93,13 @@ def parse_duration(text: str, *, allow_zero: bool = False) -> timedelta:
     amount = int(m.group(1))
     if amount == 0 and not allow_zero:
         raise ValueError(f"a duration must be more than zero; got {text!r}")
-    return timedelta(**{_UNITS[m.group(2)]: amount})
+    try:
+        duration = timedelta(**{_UNITS[m.group(2)]: amount})
+    except OverflowError:
+        duration = timedelta.max
+    if duration > MAX_DURATION:  # a date that far back (or ahead) is past the calendar's ends
+        raise ValueError(f"a duration must be at most 100 years (36500d); got {text!r}")
+    return duration
 
 
 #: The earliest `parse_since` gives: events carry Unix time, and a report compares with the window before.

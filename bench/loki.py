@@ -18,6 +18,7 @@ import orjson
 from bench._common import BENCH_DIR, GroupResult, free_port, new_result, serve_subprocess
 from bench._workload import write_log
 from querylog.config import Settings
+from querylog.logging.redaction import shown_url
 from querylog.logging.segments import LogReader
 from querylog.projector_process import SWITCH_INTERVAL_S, projection_switch_interval
 
@@ -280,9 +281,9 @@ def run_loki(ctx: Any) -> GroupResult:
     n = ctx.size(100_000, 10_000, minimum=500)
     ctx.progress(f"loki: writing a {n}-event log")
     log_dir, events = _lines(ctx, n)
-    target: dict[str, Any] = {"LOKI_URL": ctx.loki_url}
+    target: dict[str, Any] = {"LOKI_URL": shown_url(ctx.loki_url) if ctx.loki_url else None}
     if ctx.loki_url:
-        target["real"] = ctx.loki_url
+        target["real"] = shown_url(ctx.loki_url)
         pairs = ctx.repetitions if ctx.quick else max(ctx.repetitions, REAL_LOKI_PAIRS)
         _throughput(ctx, ctx.loki_url, "", log_dir, events, result, pairs=pairs)
     else:

@@ -7,13 +7,14 @@ import functools
 import hashlib
 import hmac
 import re
+import urllib.parse
 from bisect import bisect_right
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Final
 
-__all__ = ["BUILTIN_KINDS", "Finding", "Redactor", "default_redactor"]
+__all__ = ["BUILTIN_KINDS", "Finding", "Redactor", "default_redactor", "shown_url"]
 
 #: Built-in detectors, in priority order: when two findings overlap, the earlier kind wins. EMAIL comes first
 #: because a local part may be all digits (``01012345678@example.com``); RRN/ARN come before CARD because
@@ -458,3 +459,12 @@ class _Taken:
 def default_redactor() -> Redactor:
     """The shared redactor with every built-in kind, no extra patterns and no user-id salt."""
     return Redactor()
+
+
+def shown_url(url: str) -> str:
+    """`url` fit to print or to log: a password in it (``http://user:secret@host``) masked as ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))

@@ -58,6 +58,18 @@ def test_querylog_loki_url_wins_over_loki_url() -> None:
         ({"QUERYLOG_LOG_MAX_GB": "0"}, "QUERYLOG_LOG_MAX_GB"),
         ({"QUERYLOG_HOUSEKEEPING_INTERVAL_S": "0"}, "QUERYLOG_HOUSEKEEPING_INTERVAL_S"),
         ({"QUERYLOG_CAPTURE_ANSWERS": "maybe"}, "QUERYLOG_CAPTURE_ANSWERS"),
+        # Not a number, or past what a run can use: /healthz answered 500 on nan, housekeeping failed every round
+        # (in a tight loop, with a nan interval) on a retention past the calendar.
+        ({"QUERYLOG_LOG_MAX_GB": "nan"}, "QUERYLOG_LOG_MAX_GB"),
+        ({"QUERYLOG_LOG_MAX_GB": "1e400"}, "QUERYLOG_LOG_MAX_GB"),
+        ({"QUERYLOG_HOUSEKEEPING_INTERVAL_S": "nan"}, "QUERYLOG_HOUSEKEEPING_INTERVAL_S"),
+        ({"QUERYLOG_HOUSEKEEPING_INTERVAL_S": "1e300"}, "QUERYLOG_HOUSEKEEPING_INTERVAL_S"),
+        ({"QUERYLOG_METRICS_SNAPSHOT_INTERVAL_S": "inf"}, "QUERYLOG_METRICS_SNAPSHOT_INTERVAL_S"),
+        ({"QUERYLOG_SEGMENT_MAX_AGE_S": "nan"}, "QUERYLOG_SEGMENT_MAX_AGE_S"),
+        ({"QUERYLOG_RETENTION": "99999999d"}, "QUERYLOG_RETENTION must be at most 100 years"),
+        ({"QUERYLOG_LOG_RETENTION": "99999999999d"}, "QUERYLOG_LOG_RETENTION"),
+        ({"QUERYLOG_RETENTION_DAYS": "1000000"}, "QUERYLOG_RETENTION_DAYS"),
+        ({"QUERYLOG_LOKI_TOKEN": "t", "QUERYLOG_LOKI_PASSWORD": "p"}, "QUERYLOG_LOKI_TOKEN and"),
     ],
 )
 def test_bad_values_raise_one_error_naming_the_variable(env: dict[str, str], variable: str) -> None:
@@ -82,3 +94,17 @@ def test_one_retention_reaches_every_store_and_the_log_never_keeps_longer() -> N
     assert (s.lake_retention_days, s.log_retention_s) == (30, 7 * 86_400)  # the lake's own; the log's default
     assert Settings.from_env({}).lake_retention_days is None
     assert Settings.from_env({"QUERYLOG_LOG_RETENTION": "0s"}).log_retention_s == 0
+
+
+def test_a_password_in_the_loki_url_is_masked_wherever_the_url_is_shown(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from querylog.cli import main
+
+    monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("QUERYLOG_LOKI_URL", "http://bob:s3cret@127.0.0.1:9")
+    assert main(["config"]) == 0
+    assert "http://bob:***@127.0.0.1:9" in capsys.readouterr().out
+    assert main(["reconcile"]) == 2  # nothing listens there: the error names the URL
+    err = capsys.readouterr().err
+    assert "http://bob:***@127.0.0.1:9/loki/api/v1/query" in err and "s3cret" not in err

@@ -109,8 +109,11 @@ def test_since_iso_dates_and_errors() -> None:
     with pytest.raises(ValueError, match="30m, 12h or 7d"):
         parse_since("yesterday")
     # Nothing before Unix time: no event is older, and a report's previous window would run past year 1.
-    for text in ("1000000d", "99999999999999d", "0001-01-01", "0001-01-01T00:00:00+00:03", "1969-12-31"):
+    for text in ("25000d", "0001-01-01", "0001-01-01T00:00:00+00:03", "1969-12-31"):
         with pytest.raises(ValueError, match="reaches back before 1970-01-01"):
+            parse_since(text)
+    for text in ("1000000d", "99999999999999d"):  # past any duration a command takes
+        with pytest.raises(ValueError, match="at most 100 years"):
             parse_since(text)
     assert parse_since("1970-01-01") == datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -160,3 +163,16 @@ def test_a_log_inside_lokis_window_is_compared_whole_and_an_unreachable_loki_is_
     monkeypatch.setenv("LOKI_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
     assert main(["reconcile"]) == 2
     assert "querylog reconcile: http://127.0.0.1:9/loki/api/v1/query: " in capsys.readouterr().err
+
+
+def test_a_metrics_url_that_is_not_a_metrics_page_is_a_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from querylog.testing import RecordedLoki
+
+    monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path / "home"))
+    with RecordedLoki().serve() as url:  # answers /ready with a word, not with metrics
+        assert main(["reconcile", "--metrics-url", f"{url}/ready"]) == 2
+    assert "is not a Prometheus /metrics page" in capsys.readouterr().err
+    assert main(["reconcile", "--metrics-url", "notaurl"]) == 2
+    assert "must be an http(s) URL" in capsys.readouterr().err

@@ -13,6 +13,7 @@ import httpx
 from querylog import __version__
 from querylog.logging.loki.encoding import MAX_LINE_BYTES
 from querylog.logging.projection import SinkSendError
+from querylog.logging.redaction import shown_url
 
 __all__ = ["DEFAULT_MAX_PUSH_BYTES", "PUSH_PATH", "LokiClient", "LokiOptions"]
 
@@ -130,12 +131,12 @@ class LokiClient:
             raise SinkSendError(f"Loki gave no answer within {self.options.timeout_s:g}s", stage="timeout") from exc
         except httpx.TransportError as exc:
             raise SinkSendError(
-                f"Loki at {self.url} unreachable: {type(exc).__name__}: {exc}", stage="connect"
+                f"Loki at {shown_url(self.url)} unreachable: {type(exc).__name__}: {exc}", stage="connect"
             ) from exc
         status, text = response.status_code, response.text
         if 200 <= status < 300 or status in (400, 413, 422):
             return status, text
-        said = f"Loki at {self.url} answered {status} to a push: {text.strip()[:300]!r}"
+        said = f"Loki at {shown_url(self.url)} answered {status} to a push: {text.strip()[:300]!r}"
         if status in (408, 429) or status >= 500:
             stage = "http_5xx" if status >= 500 else f"http_{status}"
             try:

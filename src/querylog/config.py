@@ -42,22 +42,36 @@ _DURATION_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
 
 
+#: The longest retention a setting takes: a century. Longer is "keep everything", which is what leaving it unset
+#: says; dates further back than this run out of calendar in places (year 1).
+_CENTURY_S: Final = 100 * 365 * 86_400
+#: The longest interval or age a setting takes (a segment's age, a flush or snapshot interval): 30 days.
+_MONTH_S: Final = 30 * 86_400
+
+
 def duration_seconds(name: str, raw: str) -> float:
-    """``0s``, ``90m``, ``24h``, ``7d``, ``2w`` in seconds; `ConfigError` naming `name` otherwise."""
+    """``0s``, ``90m``, ``24h``, ``7d``, ``2w`` (at most a century) in seconds; `ConfigError` naming `name`
+    otherwise."""
     match = _DURATION_RE.match(raw)
     if match is None:
         raise ConfigError(f"{name} must be a duration like 0s, 30m, 24h, 7d or 2w; got {raw!r}")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > _CENTURY_S:
+        raise ConfigError(f"{name} must be at most 100 years (unset it to keep everything); got {raw!r}")
+    return seconds
 
 
-def _number(name: str, raw: str, *, minimum: float, integer: bool = False) -> float:
+def _number(name: str, raw: str, *, minimum: float, maximum: float, integer: bool = False) -> float:
+    def show(x: float) -> str:
+        return f"{x:,.0f}" if float(x).is_integer() else f"{x:g}"
+
+    wanted = f"{name} must be {'a whole number' if integer else 'a number'} from {show(minimum)} to {show(maximum)}"
     try:
         value = int(raw) if integer else float(raw)
     except ValueError:
-        kind = "a whole number" if integer else "a number"
-        raise ConfigError(f"{name} must be {kind} >= {minimum:g}; got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum:g}; got {raw!r}")
+        raise ConfigError(f"{wanted}; got {raw!r}") from None
+    if not minimum <= value <= maximum:  # nan and inf too
+        raise ConfigError(f"{wanted}; got {raw!r}")
     return value
 
 
@@ -373,21 +387,21 @@ class Settings:
             if raw not in ("always", "interval", "never"):
                 raise ConfigError(f"QUERYLOG_FSYNC must be always, interval or never; got {raw!r}")
             values["fsync"] = raw
-        for key, var, minimum, integer in (
-            ("fsync_interval_s", "QUERYLOG_FSYNC_INTERVAL_S", 0.01, False),
-            ("segment_max_mb", "QUERYLOG_SEGMENT_MAX_MB", 1, True),
-            ("segment_max_age_s", "QUERYLOG_SEGMENT_MAX_AGE_S", 1, False),
-            ("parquet_interval_s", "QUERYLOG_PARQUET_INTERVAL_S", 0.05, False),
-            ("parquet_batch_events", "QUERYLOG_PARQUET_BATCH_EVENTS", 1, True),
-            ("retention_days", "QUERYLOG_RETENTION_DAYS", 1, True),
-            ("housekeeping_interval_s", "QUERYLOG_HOUSEKEEPING_INTERVAL_S", 0.1, False),
-            ("metrics_snapshot_interval_s", "QUERYLOG_METRICS_SNAPSHOT_INTERVAL_S", 0.1, False),
-            ("ingest_max_bytes", "QUERYLOG_INGEST_MAX_BYTES", 1024, True),
-            ("ingest_max_events", "QUERYLOG_INGEST_MAX_EVENTS", 1, True),
-            ("ingest_dedup_window", "QUERYLOG_INGEST_DEDUP_WINDOW", 0, True),
+        for key, var, minimum, maximum, integer in (
+            ("fsync_interval_s", "QUERYLOG_FSYNC_INTERVAL_S", 0.01, _MONTH_S, False),
+            ("segment_max_mb", "QUERYLOG_SEGMENT_MAX_MB", 1, 1 << 20, True),
+            ("segment_max_age_s", "QUERYLOG_SEGMENT_MAX_AGE_S", 1, _MONTH_S, False),
+            ("parquet_interval_s", "QUERYLOG_PARQUET_INTERVAL_S", 0.05, _MONTH_S, False),
+            ("parquet_batch_events", "QUERYLOG_PARQUET_BATCH_EVENTS", 1, 100_000_000, True),
+            ("retention_days", "QUERYLOG_RETENTION_DAYS", 1, _CENTURY_S // 86_400, True),
+            ("housekeeping_interval_s", "QUERYLOG_HOUSEKEEPING_INTERVAL_S", 0.1, _MONTH_S, False),
+            ("metrics_snapshot_interval_s", "QUERYLOG_METRICS_SNAPSHOT_INTERVAL_S", 0.1, _MONTH_S, False),
+            ("ingest_max_bytes", "QUERYLOG_INGEST_MAX_BYTES", 1024, 1 << 30, True),
+            ("ingest_max_events", "QUERYLOG_INGEST_MAX_EVENTS", 1, 10_000_000, True),
+            ("ingest_dedup_window", "QUERYLOG_INGEST_DEDUP_WINDOW", 0, 100_000_000, True),
         ):
             if (raw := get(var)) is not None:
-                values[key] = _number(var, raw, minimum=minimum, integer=integer)
+                values[key] = _number(var, raw, minimum=minimum, maximum=maximum, integer=integer)
         for key, var in (("retention", "QUERYLOG_RETENTION"), ("log_retention", "QUERYLOG_LOG_RETENTION")):
             if (raw := get(var)) is not None:
                 if key == "retention" and duration_seconds(var, raw) <= 0:
@@ -395,7 +409,7 @@ class Settings:
                 duration_seconds(var, raw)
                 values[key] = raw.strip()
         if (raw := get("QUERYLOG_LOG_MAX_GB")) is not None:
-            values["log_max_gb"] = _number("QUERYLOG_LOG_MAX_GB", raw, minimum=0.001)
+            values["log_max_gb"] = _number("QUERYLOG_LOG_MAX_GB", raw, minimum=0.001, maximum=1_000_000)
         if (raw := get("QUERYLOG_STDOUT_EVENTS")) is not None:
             values["stdout_events"] = _bool("QUERYLOG_STDOUT_EVENTS", raw)
         loki = get("QUERYLOG_LOKI_URL") or get("LOKI_URL")
@@ -413,10 +427,10 @@ class Settings:
         ):
             if (raw := get(var)) is not None:
                 values[key] = raw
+        if "loki_token" in values and ("loki_username" in values or "loki_password" in values):
+            raise ConfigError("QUERYLOG_LOKI_TOKEN and QUERYLOG_LOKI_USERNAME/PASSWORD exclude each other: pick one")
         if ("loki_username" in values) != ("loki_password" in values):
             raise ConfigError("QUERYLOG_LOKI_USERNAME and QUERYLOG_LOKI_PASSWORD go together: set both or neither")
-        if "loki_token" in values and "loki_username" in values:
-            raise ConfigError("QUERYLOG_LOKI_TOKEN and QUERYLOG_LOKI_USERNAME/PASSWORD exclude each other: pick one")
         if (raw := get("QUERYLOG_LOKI_CA_FILE")) is not None:
             if not Path(raw).expanduser().is_file():
                 raise ConfigError(f"QUERYLOG_LOKI_CA_FILE must name a readable PEM file; {raw!r} does not exist")
@@ -425,12 +439,12 @@ class Settings:
             values["loki_insecure_skip_verify"] = _bool("QUERYLOG_LOKI_INSECURE_SKIP_VERIFY", raw)
         if values.get("loki_insecure_skip_verify") and "loki_ca_file" in values:
             raise ConfigError("QUERYLOG_LOKI_CA_FILE and QUERYLOG_LOKI_INSECURE_SKIP_VERIFY contradict: pick one")
-        for key, var, minimum, integer in (
-            ("loki_batch_kb", "QUERYLOG_LOKI_BATCH_KB", 512, True),
-            ("loki_batch_wait_s", "QUERYLOG_LOKI_BATCH_WAIT_S", 0.05, False),
+        for key, var, minimum, maximum, integer in (
+            ("loki_batch_kb", "QUERYLOG_LOKI_BATCH_KB", 512, 1 << 20, True),
+            ("loki_batch_wait_s", "QUERYLOG_LOKI_BATCH_WAIT_S", 0.05, 3_600, False),
         ):
             if (raw := get(var)) is not None:
-                values[key] = _number(var, raw, minimum=minimum, integer=integer)
+                values[key] = _number(var, raw, minimum=minimum, maximum=maximum, integer=integer)
         if (raw := get("QUERYLOG_METRICS_NAMESPACE")) is not None:
             if not _PROM_NS_RE.match(raw):
                 raise ConfigError(

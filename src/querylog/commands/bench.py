@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from querylog.config import Settings
+from querylog.logging.redaction import shown_url
 
 __all__ = ["FIGURES", "GROUPS", "BenchContext", "Figure", "add_parser", "run", "summarise"]
 
@@ -373,7 +374,9 @@ def run_bench(
     result["spread"] = spread
     result["reasons"] = {k: v for k, v in reasons.items() if k not in excluded}
     result["goals"] = goals
-    result["loki_target"] = ctx.shared.get("loki_target", {"LOKI_URL": ctx.loki_url})
+    result["loki_target"] = ctx.shared.get(
+        "loki_target", {"LOKI_URL": shown_url(ctx.loki_url) if ctx.loki_url else None}
+    )
     result["extra"] = extra
     info = machine_info(root)
     info["loadavg_start"] = load_start

@@ -7,6 +7,7 @@ import dataclasses
 from typing import Any
 
 from querylog.config import Settings
+from querylog.logging.redaction import shown_url
 
 _SECRET = ("ingest_token", "user_id_salt", "loki_password", "loki_token")
 
@@ -25,5 +26,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         value = getattr(settings, f.name)
         if f.name in _SECRET and value:
             value = "***"
+        elif f.name == "loki_url" and value:
+            value = shown_url(value)  # a password in the URL itself
         print(f"{f.metadata['env']:<30} {value}")
     return 0

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from querylog.config import Settings
+from querylog.logging.redaction import shown_url
 
 
 def add_parser(sub: Any) -> None:
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from querylog._format import format_rows
     from querylog.analytics.queries import parse_since
-    from querylog.reconcile import LOKI_WINDOW, reconcile
+    from querylog.reconcile import LOKI_WINDOW, count_metrics, reconcile
 
     try:
         since = parse_since(args.since) if args.since else None
@@ -41,9 +42,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     metrics_text = None
     loki = None
     max_age_s = None
+    if args.metrics_url and not args.metrics_url.startswith(("http://", "https://")):
+        print(f"querylog reconcile: --metrics-url must be an http(s) URL; got {args.metrics_url!r}", file=sys.stderr)
+        return 2
     try:
         if args.metrics_url:
             metrics_text = httpx.get(args.metrics_url, timeout=10).raise_for_status().text
+            try:
+                count_metrics(metrics_text, settings.metrics_namespace)
+            except ValueError as exc:
+                shown = shown_url(args.metrics_url)
+                print(
+                    f"querylog reconcile: {shown} is not a Prometheus /metrics page: {str(exc)[:200]}", file=sys.stderr
+                )
+                return 2
         if settings.loki_url:
             from querylog.runtime import loki_options
 
@@ -84,4 +96,4 @@ def _where(exc: Exception) -> str:
         request = exc.request  # type: ignore[attr-defined]
     except (AttributeError, RuntimeError):  # httpx raises RuntimeError when the error has no request
         return ""
-    return f"{request.url.copy_with(query=None)}: "
+    return f"{shown_url(str(request.url.copy_with(query=None)))}: "

@@ -112,6 +112,7 @@ def parse_since(raw: str, now: datetime) -> datetime:
 
 def run_loki(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.logging.projection import Batch, SinkError
+    from querylog.logging.redaction import shown_url
     from querylog.runtime import loki_sink
 
     err = sys.stderr
@@ -126,7 +127,8 @@ def run_loki(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     window = f"since {since.isoformat()}" if since else "the whole log"
     print(
-        f"querylog replay loki: pushing {window} to {settings.loki_url} (env={settings.env}, app={settings.service}). "
+        f"querylog replay loki: pushing {window} to {shown_url(settings.loki_url)} "
+        f"(env={settings.env}, app={settings.service}). "
         "Loki may already hold some of these lines: replay a window only if Loki lost it.",
         file=err,
     )

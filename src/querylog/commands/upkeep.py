@@ -23,8 +23,8 @@ def _days(text: str) -> int:
         days = int(text)
     except ValueError:
         days = 0
-    if days < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of days >= 1; got {text!r}")
+    if not 1 <= days <= 36_500:
+        raise argparse.ArgumentTypeError(f"must be a whole number of days from 1 to 36500 (100 years); got {text!r}")
     return days
 
 
