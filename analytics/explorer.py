@@ -15,6 +15,7 @@ import altair as alt
 import polars as pl
 import streamlit as st
 
+from querylog._format import milliseconds, percent
 from querylog.analytics.catalog import CatalogError
 from querylog.analytics.queries import BUCKETS, Answer, Bucket, Filters, LakeQueries, Summary, open_catalog
 from querylog.analytics.search_groups import group_hits
@@ -108,14 +109,6 @@ def _table(where: Any, frame: pl.DataFrame, key: str, config: dict[str, Any] | N
     where.dataframe(frame, hide_index=True, key=key, column_config={**formats, **(config or {})})
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value * 100:.1f}%"
-
-
-def _ms(value: float | None) -> str:
-    return "–" if value is None else f"{value:,.0f} ms"
-
-
 def _delta(now: float | None, before: float | None, *, scale: float = 1.0, unit: str = "") -> str | None:
     if now is None or before is None:
         return None
@@ -155,21 +148,24 @@ def _headline(now: Summary, before: Summary) -> None:
     )
     cols[1].metric(
         "Error rate",
-        _pct(now.error_rate),
+        percent(now.error_rate),
         delta_color="inverse",
         delta=_delta(now.error_rate, before.error_rate, scale=100, unit=" pt"),
     )
     cols[2].metric(
-        "Latency p95", _ms(now.p95_ms), delta_color="inverse", delta=_delta(now.p95_ms, before.p95_ms, unit=" ms")
+        "Latency p95",
+        milliseconds(now.p95_ms),
+        delta_color="inverse",
+        delta=_delta(now.p95_ms, before.p95_ms, unit=" ms"),
     )
     cols[3].metric(
         "Cache hit rate",
-        _pct(now.cache_hit_rate),
+        percent(now.cache_hit_rate),
         delta=_delta(now.cache_hit_rate, before.cache_hit_rate, scale=100, unit=" pt"),
     )
     cols[4].metric(
         "No-result rate",
-        _pct(now.no_result_rate),
+        percent(now.no_result_rate),
         delta=_delta(now.no_result_rate, before.no_result_rate, scale=100, unit=" pt"),
         delta_color="inverse",
     )
@@ -412,7 +408,7 @@ def _answer(answer: Answer | None) -> None:
         ("finish", answer.finish_reason),
         ("model", answer.response_model or answer.model),
         ("cost", None if answer.cost_usd is None else f"${answer.cost_usd:,.5f} ({answer.cost_source})"),
-        ("first token", None if answer.ttft_ms is None else f"{answer.ttft_ms:,.0f} ms"),
+        ("first token", None if answer.ttft_ms is None else milliseconds(answer.ttft_ms)),
         ("release", answer.release),
         ("prompt", answer.prompt_version),
     ]

@@ -10,7 +10,7 @@ from typing import Any, Final
 
 import polars as pl
 
-from querylog._format import visible
+from querylog._format import milliseconds, percent, visible
 from querylog.analytics.catalog import Catalog
 from querylog.analytics.queries import Bucket, Filters, LakeQueries, Summary
 
@@ -90,7 +90,8 @@ def build_report(
             .then(pl.col("queries") / pl.col("previous_queries") - 1)
             .otherwise(None)
             .alias("change"),
-            (pl.col("queries") / pl.col("queries").sum()).alias("share"),
+            # An empty window (its queries all 0) has no shares: null, shown "–", not 0/0.
+            pl.when(pl.col("queries").sum() > 0).then(pl.col("queries") / pl.col("queries").sum()).alias("share"),
         )
         .sort(["queries", "intent"], descending=[True, False])
         .select("intent", "queries", "share", "previous_queries", "change")
@@ -128,14 +129,6 @@ def _num(value: Any) -> str:
     return "–" if value is None else f"{value:,}"
 
 
-def _ms(value: float | None) -> str:
-    return "–" if value is None else f"{value:,.0f} ms"
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value * 100:.1f}%"
-
-
 def _usd(value: float | None) -> str:
     if value is None:
         return "–"
@@ -169,14 +162,14 @@ def _headline(report: Report) -> list[tuple[str, str, str, str]]:
         ("Queries", c.queries, p.queries, _num, _relative),
         ("Completed", c.completed, p.completed, _num, _relative),
         ("Failed", c.failed, p.failed, _num, _relative),
-        ("Error rate", c.error_rate, p.error_rate, _pct, _points),
-        ("Latency p50", c.p50_ms, p.p50_ms, _ms, _relative),
-        ("Latency p95", c.p95_ms, p.p95_ms, _ms, _relative),
-        ("Latency p99", c.p99_ms, p.p99_ms, _ms, _relative),
-        ("Cache hit rate", c.cache_hit_rate, p.cache_hit_rate, _pct, _points),
-        ("No-result rate", c.no_result_rate, p.no_result_rate, _pct, _points),
+        ("Error rate", c.error_rate, p.error_rate, percent, _points),
+        ("Latency p50", c.p50_ms, p.p50_ms, milliseconds, _relative),
+        ("Latency p95", c.p95_ms, p.p95_ms, milliseconds, _relative),
+        ("Latency p99", c.p99_ms, p.p99_ms, milliseconds, _relative),
+        ("Cache hit rate", c.cache_hit_rate, p.cache_hit_rate, percent, _points),
+        ("No-result rate", c.no_result_rate, p.no_result_rate, percent, _points),
         ("Mean quality", c.mean_quality, p.mean_quality, _score, _relative),
-        ("Feedback rate", c.feedback_rate, p.feedback_rate, _pct, _points),
+        ("Feedback rate", c.feedback_rate, p.feedback_rate, percent, _points),
         ("Mean feedback (−1…1)", c.mean_feedback, p.mean_feedback, _score, _points_plain),
         ("Sessions", c.sessions, p.sessions, _num, _relative),
     ]
@@ -216,7 +209,7 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
                 [
                     r["intent"],
                     _num(r["queries"]),
-                    _pct(r["share"]),
+                    percent(r["share"]),
                     _num(r["previous_queries"]),
                     _relative(r["queries"], r["previous_queries"]),
                 ]
@@ -229,7 +222,7 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
             f"Volume by {report.bucket}",
             [report.bucket, "finished", "failed", "error rate"],
             [
-                [_bucket_label(report, r["bucket"]), _num(r["queries"]), _num(r["failed"]), _pct(r["error_rate"])]
+                [_bucket_label(report, r["bucket"]), _num(r["queries"]), _num(r["failed"]), percent(r["error_rate"])]
                 for r in report.volume.iter_rows(named=True)
             ],
         )
@@ -239,7 +232,13 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
             "Latency by intent",
             ["intent", "queries", "p50", "p95", "p99"],
             [
-                [r["intent"], _num(r["queries"]), _ms(r["p50_ms"]), _ms(r["p95_ms"]), _ms(r["p99_ms"])]
+                [
+                    r["intent"],
+                    _num(r["queries"]),
+                    milliseconds(r["p50_ms"]),
+                    milliseconds(r["p95_ms"]),
+                    milliseconds(r["p99_ms"]),
+                ]
                 for r in report.latency_by_intent.iter_rows(named=True)
             ],
         )
@@ -249,7 +248,13 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
             "Latency by stage",
             ["stage", "queries", "p50", "p95", "p99"],
             [
-                [r["stage"], _num(r["queries"]), _ms(r["p50_ms"]), _ms(r["p95_ms"]), _ms(r["p99_ms"])]
+                [
+                    r["stage"],
+                    _num(r["queries"]),
+                    milliseconds(r["p50_ms"]),
+                    milliseconds(r["p95_ms"]),
+                    milliseconds(r["p99_ms"]),
+                ]
                 for r in report.latency_by_stage.iter_rows(named=True)
             ],
         )
@@ -259,7 +264,7 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
             "Errors",
             ["error type", "stage", "queries", "share of failures"],
             [
-                [r["error_type"] or "–", r["failed_stage"] or "–", _num(r["queries"]), _pct(r["share"])]
+                [r["error_type"] or "–", r["failed_stage"] or "–", _num(r["queries"]), percent(r["share"])]
                 for r in report.errors.iter_rows(named=True)
             ],
         )
@@ -269,7 +274,7 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
             "Cache by intent",
             ["intent", "searched", "cache hits", "hit rate"],
             [
-                [r["intent"], _num(r["searched"]), _num(r["cache_hits"]), _pct(r["cache_hit_rate"])]
+                [r["intent"], _num(r["searched"]), _num(r["cache_hits"]), percent(r["cache_hit_rate"])]
                 for r in report.cache_by_intent.iter_rows(named=True)
             ],
         )
@@ -293,7 +298,7 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
                     r["intent"],
                     _num(r["completed"]),
                     _num(r["with_feedback"]),
-                    _pct(r["feedback_rate"]),
+                    percent(r["feedback_rate"]),
                     _score(r["mean_score"]),
                     _num(r["positive"]),
                     _num(r["negative"]),
@@ -332,12 +337,12 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
                         [
                             r["value"],
                             _num(r["queries"]),
-                            _pct(r["error_rate"]),
-                            _ms(r["p50_ms"]),
-                            _ms(r["p95_ms"]),
+                            percent(r["error_rate"]),
+                            milliseconds(r["p50_ms"]),
+                            milliseconds(r["p95_ms"]),
                             _num(r["with_feedback"]),
                             _score(r["mean_score"]),
-                            _pct(r["positive_share"]),
+                            percent(r["positive_share"]),
                             _score(r["mean_quality"]),
                             _usd(r["cost_usd"]),
                         ]
@@ -350,7 +355,7 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
             "Reformulations by intent",
             ["intent", "queries", "asked again", "rate"],
             [
-                [r["intent"], _num(r["queries"]), _num(r["reformulated"]), _pct(r["reformulation_rate"])]
+                [r["intent"], _num(r["queries"]), _num(r["reformulated"]), percent(r["reformulation_rate"])]
                 for r in report.reformulation_by_intent.iter_rows(named=True)
             ],
         )
@@ -361,7 +366,7 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
                 "Most reformulated questions",
                 ["query", "asked again", "queries", "rate", "intent"],
                 [
-                    [r["query_text"], _num(r["reformulated"]), _num(r["queries"]), _pct(r["reformulation_rate"]),
+                    [r["query_text"], _num(r["reformulated"]), _num(r["queries"]), percent(r["reformulation_rate"]),
                      r["intent"]]
                     for r in report.most_reformulated.iter_rows(named=True)
                 ],
@@ -372,7 +377,7 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
             "Top queries",
             ["query", "queries", "intent", "no results", "p50"],
             [
-                [r["query_text"], _num(r["queries"]), r["intent"], _num(r["no_results"]), _ms(r["p50_ms"])]
+                [r["query_text"], _num(r["queries"]), r["intent"], _num(r["no_results"]), milliseconds(r["p50_ms"])]
                 for r in report.top_queries.iter_rows(named=True)
             ],
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["FORMATS", "format_rows", "visible"]
+__all__ = ["FORMATS", "format_rows", "milliseconds", "percent", "visible"]
 
 FORMATS = ("table", "json", "csv")
 
@@ -47,6 +48,21 @@ def visible(text: str) -> str:
     reverse the operator's screen."""
     text = text.replace("\n", " ").replace("\t", " ")
     return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
+def milliseconds(value: float | None) -> str:
+    """A latency for a person: two decimals under 1 ms, one under 10 ms, whole past it (a cache hit in 0.36 ms is not
+    "0 ms"); "–" for none."""
+    if value is None or math.isnan(value):
+        return "–"
+    if abs(value) < 1:
+        return f"{value:.2f} ms"
+    return f"{value:.1f} ms" if abs(value) < 10 else f"{value:,.0f} ms"
+
+
+def percent(value: float | None) -> str:
+    """A share (0.125 → 12.5%); "–" for none, and for 0/0 (a share of an empty window)."""
+    return "–" if value is None or math.isnan(value) else f"{value * 100:.1f}%"
 
 
 def _clip(text: str, limit: int) -> str:

@@ -279,3 +279,23 @@ def test_a_markdown_report_shows_control_characters_of_a_question_escaped(tmp_pa
         markdown = render_markdown(build_report(cat, since=datetime.now(UTC) - timedelta(days=1)))
     assert "네이버\\x1b[2J 주가\\u202e" in markdown
     assert "\x1b" not in markdown and "\u202e" not in markdown
+
+
+def test_an_empty_window_after_a_busy_one_shows_no_nan_and_small_latencies_keep_their_digits(
+    two_weeks: SampleLake,
+) -> None:
+    from querylog._format import milliseconds
+
+    with Catalog(two_weeks.lake) as cat:
+        report = build_report(cat, since=two_weeks.end, until=two_weeks.end + timedelta(days=7))
+    assert report.intents.height > 0 and report.intents["queries"].sum() == 0  # the week before had queries
+    text = render_markdown(report)
+    assert "nan" not in text.lower()
+    # A cache hit answers in a third of a millisecond: "0 ms" said nothing (the report and the explorer's headline).
+    assert [milliseconds(v) for v in (0.36, 2.54, 12.4, 1234.0, None)] == [
+        "0.36 ms",
+        "2.5 ms",
+        "12 ms",
+        "1,234 ms",
+        "–",
+    ]
