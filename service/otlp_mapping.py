@@ -190,7 +190,7 @@ def _sources(attrs: dict[str, Any]) -> list[dict[str, Any]]:
             except ValueError:
                 pass
         found.append(source)
-    return found[:20]
+    return found  # all: past MAX_SOURCES the event keeps the first and counts the rest (sources_dropped)
 
 
 def _kind(attrs: dict[str, Any]) -> str | None:
@@ -262,7 +262,8 @@ def _query_events(
     service: str,
     env: str,
 ) -> list[dict[str, Any]]:
-    span_id = span.span_id.hex()
+    # Span ids are unique only within a trace: the ids carry both (an export sent again maps to the same ids).
+    span_id = f"{span.trace_id.hex()}-{span.span_id.hex()}"
     common: dict[str, Any] = {
         "query_id": f"otlp-{span_id}",
         "trace_id": span.trace_id.hex(),
@@ -298,6 +299,9 @@ def _query_events(
         }
         if sources:
             event["sources"] = sources
+        scores = [source["score"] for source in sources if "score" in source]
+        if scores:
+            event["top_score"] = max(scores)
         events.append(event)
     output = _messages(attrs.get("gen_ai.output.messages"))  # parsed once: the answer and the finish reason
     response: dict[str, Any] = {

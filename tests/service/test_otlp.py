@@ -6,6 +6,7 @@ import base64
 import dataclasses
 import gzip
 import json
+import random
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -297,3 +298,48 @@ def test_a_span_dated_past_the_servers_clock_is_left_out_and_counted(client: Tes
         "errorMessage": "spans left out: 1 ts more than 2 minutes ahead of this server's clock",
     }
     assert "지금 질문".encode() in log and "내일 온 질문".encode() not in log
+
+
+def test_a_retrieval_of_more_documents_than_an_event_keeps_counts_them_all_and_its_best_score(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """25 documents: the event keeps the first 20 (MAX_SOURCES) and counts the 5 it left out, as /v1/events does."""
+    from querylog.logging.codec import decode
+
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("rag"):
+        with tracer.start_as_current_span("retrieve") as retriever:
+            retriever.set_attribute("openinference.span.kind", "RETRIEVER")
+            for n in range(25):
+                retriever.set_attribute(f"retrieval.documents.{n}.document.id", f"doc-{n}")
+                retriever.set_attribute(f"retrieval.documents.{n}.document.score", 10.0 - n / 10)
+        with tracer.start_as_current_span("llm") as llm:
+            llm.set_attributes({"openinference.span.kind": "LLM", "input.value": "문서 25개"})
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {"rejectedSpans": "1", "errorMessage": "spans left out: 1 not_genai"}  # the root
+    [search] = [e for e in map(decode, log.splitlines()) if e.event_type == "search_completed"]
+    assert (search.result_count, search.sources_dropped, search.top_score) == (25, 5, 10.0)
+    assert search.sources is not None and [s.doc_id for s in search.sources] == [f"doc-{n}" for n in range(20)]
+
+
+def test_two_traces_whose_spans_share_an_id_are_two_queries(client: TestClient, tmp_path: Path) -> None:
+    """Span ids are unique only within a trace: the second of two such spans was taken for the first, and lost."""
+    from opentelemetry.sdk.trace.id_generator import IdGenerator
+
+    class SameSpanIds(IdGenerator):
+        def generate_span_id(self) -> int:
+            return 6
+
+        def generate_trace_id(self) -> int:
+            return random.getrandbits(128)
+
+    keep = _Keep()
+    provider = TracerProvider(id_generator=SameSpanIds())
+    provider.add_span_processor(SimpleSpanProcessor(keep))
+    for text in ("첫 번째 질문", "두 번째 질문"):
+        with provider.get_tracer("t").start_as_current_span("llm") as span:
+            span.set_attributes({"openinference.span.kind": "LLM", "input.value": text})
+    resp = client.post("/v1/traces", content=_otlp_json(keep.spans), headers={"content-type": "application/json"})
+    assert resp.status_code == 200 and "partialSuccess" not in resp.json()  # nothing left out
+    log = b"".join(p.read_bytes() for p in (tmp_path / "home" / "log").glob("*.jsonl"))
+    assert "첫 번째 질문".encode() in log and "두 번째 질문".encode() in log
