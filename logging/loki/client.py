@@ -20,7 +20,6 @@ __all__ = ["DEFAULT_MAX_PUSH_BYTES", "PUSH_PATH", "LokiClient", "LokiOptions"]
 PUSH_PATH: Final = "/loki/api/v1/push"
 #: Promtail's and Alloy's default batch size.
 DEFAULT_MAX_PUSH_BYTES: Final = 1 << 20
-_DAY_S: Final = 86_400.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,7 +38,7 @@ class LokiOptions:
     max_push_bytes: int = DEFAULT_MAX_PUSH_BYTES
     max_line_bytes: int = MAX_LINE_BYTES
     #: Loki's ``reject_old_samples_max_age`` (1 week): older entries are refused, so they are not sent.
-    max_age_s: float = 7 * _DAY_S
+    max_age_s: float = 7 * 86_400.0
     #: Loki's ``creation_grace_period`` (10 min): entries further in the future are refused.
     max_future_s: float = 600.0
     #: Half of Loki's ``max_chunk_age`` (2 h): a stream refuses lines further behind its newest one.

@@ -165,12 +165,13 @@ class LokiSink(Sink):
 
     def _admit(self, planned: _Planned) -> list[int] | None:
         """None if every entry is new and inside Loki's windows (judged from each push's stream spans alone: the
-        common case); else the positions of those that are, the others counted as dropped by reason, once."""
+        common case); else the positions of those that are, the others counted by reason and logged by id, once."""
         (entries, pushes, _), window, settled = planned, self._window(), self._settled
         spans = (span for push in pushes for span in push.spans)
         if not settled and not any(self._refusal(lo, s, window) or self._refusal(hi, s, window) for s, lo, hi in spans):
             return None
-        keep = []
+        keep: list[int] = []
+        refused: dict[str, list[str]] = {}
         for i, (event_id, ts, stream) in enumerate(zip(entries.event_ids, entries.times, entries.streams, strict=True)):
             if event_id in settled:
                 continue
@@ -180,6 +181,9 @@ class LokiSink(Sink):
             else:
                 settled.add(event_id)
                 self.telemetry.dropped(reason)
+                refused.setdefault(reason, []).append(event_id)
+        for reason, ids in refused.items():
+            _log.warning("loki_entries_not_sent", reason=reason, events=len(ids), event_ids=ids[:20])
         return keep
 
     # -- delivery ------------------------------------------------------------------------------------------

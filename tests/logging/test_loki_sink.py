@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import httpx
 import orjson
 import pytest
+import structlog.testing
 
 from querylog.logging.codec import DecodeError, decode, encode
 from querylog.logging.events import AnyEvent, QueryCompleted, QueryReceived
@@ -352,12 +353,15 @@ def test_events_loki_would_refuse_are_counted_not_sent(h: Harness, form: str) ->
     now = datetime.now(UTC)
     old = QueryCompleted(query_id="q1", latency_ms=1.0, ts=now - timedelta(days=8))
     future = QueryCompleted(query_id="q2", latency_ms=1.0, ts=now + timedelta(hours=1))
-    with h.sink() as sink:
+    with h.sink() as sink, structlog.testing.capture_logs() as logged:
         sink.write(_offered(sink, [old, future], form, position=9))
         snap = sink.telemetry.snapshot()
         assert sink.checkpoint() == {"seg.jsonl": 9}
     assert h.loki.requests == []  # nothing worth a push: no empty push, no 422
     assert snap.dropped == {"too_old": 1, "too_new": 1}
+    # Which events Loki will lack, and why: the counter alone does not say.
+    said = {(e["reason"], tuple(e["event_ids"])) for e in logged if e["event"] == "loki_entries_not_sent"}
+    assert said == {("too_old", (old.event_id,)), ("too_new", (future.event_id,))}
 
 
 @FORMS
