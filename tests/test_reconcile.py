@@ -176,3 +176,42 @@ def test_a_metrics_url_that_is_not_a_metrics_page_is_a_sentence(
     assert "is not a Prometheus /metrics page" in capsys.readouterr().err
     assert main(["reconcile", "--metrics-url", "notaurl"]) == 2
     assert "must be an http(s) URL" in capsys.readouterr().err
+
+
+def test_once_the_log_is_trimmed_the_stores_are_compared_from_where_the_log_holds_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A log keeps 7 days by default, the lake more: reconcile compared them over all time and disagreed for good
+    once housekeeping had trimmed a segment."""
+    import os
+    import time
+
+    from querylog.housekeeping import load_totals, run_housekeeping
+    from querylog.runtime import Runtime
+
+    monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("QUERYLOG_LOG_RETENTION", "1h")
+    monkeypatch.setenv("QUERYLOG_STDOUT_EVENTS", "0")
+    settings = Settings.from_env(overrides={"projections": "thread"})
+    two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+
+    def asked(log: EventLog, n: int, at: datetime | None) -> None:
+        for i in range(n):
+            when = {"ts": at} if at else {}
+            log.append(QueryReceived(query_id=f"q-{at}-{i}", query_text="x", **when))
+            log.append(QueryCompleted(query_id=f"q-{at}-{i}", latency_ms=5.0, intent="news", **when))
+
+    with Runtime(settings) as runtime:
+        asked(runtime.log, 3, two_hours_ago)
+        first = runtime.log.segment
+    assert first is not None
+    os.utime(first, (two_hours_ago.timestamp(), two_hours_ago.timestamp()))  # last written two hours ago
+    with Runtime(settings) as runtime:
+        asked(runtime.log, 2, None)
+    run_housekeeping(settings, now=time.time() + 5)  # a segment just made is never trimmed
+    assert not first.exists() and load_totals(settings).trimmed_segments == 1
+    assert main(["reconcile"]) == 0
+    out, err = capsys.readouterr()
+    assert "compared from" in err and "metrics" in err
+    [received] = [line.split("|") for line in out.splitlines() if "query_received" in line]
+    assert [cell.strip() for cell in received[3:5]] == ["2", "2"]  # log and lake, from the floor on

@@ -53,6 +53,8 @@ class HousekeepingTotals(msgspec.Struct):
     lake_days_removed: int = 0
     runs: int = 0
     last_run: float = 0.0
+    #: The newest last write (Unix seconds) of any segment trimmed: the log holds every event written after it.
+    trimmed_through: float = 0.0
 
 
 def _totals_path(settings: Settings) -> Path:
@@ -126,6 +128,7 @@ def run_housekeeping(settings: Settings, *, now: float | None = None) -> Houseke
     totals = load_totals(settings)
     totals.trimmed_segments += len(plan.delete)
     totals.trimmed_bytes += sum(s.size for s in plan.delete)
+    totals.trimmed_through = max([totals.trimmed_through, *(s.mtime for s in plan.delete)])
     for name, n in plan.forced.items():
         totals.forced[name] = totals.forced.get(name, 0) + n
     totals.lake_days_removed += len(removed)

@@ -26,6 +26,7 @@ __all__ = [
     "count_lake",
     "count_loki",
     "count_metrics",
+    "history_floor",
     "loki_range_s",
     "reconcile",
 ]
@@ -53,6 +54,9 @@ class ReconcileReport:
     baselines: dict[str, str] = field(default_factory=dict)
     #: The time range Loki was counted over (since, until), when it was.
     loki_window: tuple[datetime, datetime] | None = None
+    #: `history_floor`, when the stores' histories differ before it; and the start of the window compared.
+    floor: datetime | None = None
+    since: datetime | None = None
 
     @property
     def disagreements(self) -> list[tuple[str, str, dict[str, int | None]]]:
@@ -173,14 +177,19 @@ def reconcile(
     """Compare the log with the lake, the metrics (live text if given, else a replay of the log) and Loki.
 
     With `since`, the metrics are left out: Prometheus counters are totals since a process started, not a
-    window of event time.
+    window of event time. Once the log was trimmed or the lake dropped days (`history_floor`), the comparison
+    starts there, as with `since`.
 
     Loki is counted over the window it can hold: from `since` (else the oldest event), but no further back than
     `loki_max_age_s` (what the Loki projection admits; older events are counted as dropped there, never pushed),
     up to now. When the log holds events outside that window (a backfill, a producer's clock ahead), Loki is
     compared with the log's counts over the same window, shown as `LOKI_WINDOW`.
     """
-    log_events = list(_log_events(settings, since))
+    floor = history_floor(settings)
+    if floor is not None and (since is None or since < floor):
+        since = floor  # before it, the log (trimmed) or the lake (retention) no longer holds everything
+    every = list(_log_events(settings, None))
+    log_events = every if since is None else [e for e in every if e.ts >= since]
     sources: dict[str, Counts] = {"log": count_events(log_events), "lake": count_lake(settings, since)}
     if since is None:
         if metrics_text is None:
@@ -197,14 +206,36 @@ def reconcile(
         start = since or min((e.ts for e in log_events), default=now)
         if loki_max_age_s is not None:
             start = max(start, now - timedelta(seconds=loki_max_age_s))
-        covered = now - timedelta(seconds=loki_range_s(start, now))  # LogQL's range: (covered, now]
-        held = [e for e in log_events if covered < e.ts <= now]
-        if len(held) != len(log_events):
-            sources[LOKI_WINDOW] = count_events(held)
+        covered = now - timedelta(seconds=loki_range_s(start, now))  # LogQL's range: (covered, now], whole seconds
+        held = [e for e in every if covered < e.ts <= now]  # `since`'s fraction of a second too, as Loki has it
+        if (in_window := count_events(held)) != sources["log"]:
+            sources[LOKI_WINDOW] = in_window
             baselines["loki"] = LOKI_WINDOW
         sources["loki"] = count_loki(loki, settings, start, now)
         window = (covered, now)
-    return ReconcileReport(sources=sources, rows=_rows(sources), baselines=baselines, loki_window=window)
+    return ReconcileReport(
+        sources=sources, rows=_rows(sources), baselines=baselines, loki_window=window, floor=floor, since=since
+    )
+
+
+#: Slack past a trimmed segment's last write: an event may be dated a little ahead of when it was written.
+_AHEAD_S: Final = 600.0
+
+
+def history_floor(settings: Settings, now: datetime | None = None) -> datetime | None:
+    """The time before which the stores no longer hold the same history: the log was trimmed (every event
+    written after its newest trimmed segment is still in it), or the lake dropped days past its retention. None
+    when neither happened: the log holds everything."""
+    from querylog.analytics.upkeep import retention_boundary
+    from querylog.housekeeping import load_totals
+
+    floors = []
+    trimmed_through = load_totals(settings).trimmed_through
+    if trimmed_through:
+        floors.append(datetime.fromtimestamp(trimmed_through + _AHEAD_S, UTC))
+    if settings.lake_retention_days is not None:
+        floors.append(retention_boundary(settings.lake_retention_days, now))
+    return max(floors, default=None)
 
 
 def _rows(sources: Mapping[str, Counts]) -> list[tuple[str, str, dict[str, int | None]]]:

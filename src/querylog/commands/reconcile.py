@@ -76,6 +76,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         for kind, key, counts in report.rows
     ]
     sys.stdout.write(format_rows(["kind", "key", *names, "status"], rows, args.format))
+    if report.floor is not None and report.since == report.floor:
+        print(
+            f"querylog reconcile: compared from {report.floor:%Y-%m-%d %H:%M:%S} UTC on: before it the log was trimmed "
+            "or the lake dropped days past its retention, so the stores no longer hold the same events; the metrics' "
+            "counters (totals since the start) are left out, as with --since",
+            file=sys.stderr,
+        )
     if LOKI_WINDOW in report.sources and report.loki_window is not None:
         since_loki, until = report.loki_window
         print(
