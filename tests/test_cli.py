@@ -76,6 +76,26 @@ def test_a_question_cannot_drive_the_terminal_from_a_table(
         assert not any(ch in out for ch in "\x00\x07\x1b\u202e\x9b")
 
 
+@pytest.mark.parametrize(
+    ("statement", "says"),
+    [
+        ("copy (select 1) to '{out}'", "COPY statements are refused"),
+        ("attach '{out}' as x", "ATTACH statements are refused"),
+        ("drop view queries", "DROP statements are refused"),
+        ("select 1; select 2", "one statement at a time: got 2"),
+    ],
+)
+def test_sql_is_read_only_and_one_statement(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], statement: str, says: str
+) -> None:
+    """`--help` says read-only: a COPY wrote files, an ATTACH made a database, two statements showed the last."""
+    out = tmp_path / "written"
+    assert main(["sql", statement.format(out=out)]) == 1
+    assert says in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["sql", "describe queries"]) == 0  # what reads stays open
+
+
 def test_bad_sql_is_one_line_on_stderr_and_exit_1(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sql", "selec broken"]) == 1
     err = capsys.readouterr().err

@@ -39,6 +39,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except (OSError, ValueError) as exc:  # a remote lake that cannot be listed or read
         print(f"querylog sql: {exc}", file=sys.stderr)
         return 1
+    refused = _not_read_only(args.statement)
+    if refused is not None:
+        print(f"querylog sql: {refused}", file=sys.stderr)
+        return 1
     with catalog:
         try:
             columns, rows = catalog.query(args.statement)
@@ -47,3 +51,24 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             return 1
     sys.stdout.write(format_rows(columns, rows, args.format))
     return 0
+
+
+def _not_read_only(sql: str) -> str | None:
+    """Why `sql` is not one read-only statement (a query, EXPLAIN or PRAGMA), or None. A statement DuckDB cannot
+    parse is left to it: its own message says where."""
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error:
+        return None
+    if len(statements) > 1:
+        return f"one statement at a time: got {len(statements)} (only the last one's rows would be shown)"
+    kinds = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.PRAGMA}
+    if statements and statements[0].type not in kinds:
+        kind = statements[0].type.name
+        return (
+            f"read-only: {kind} statements are refused (to export, use --format csv or json; to write, the "
+            "catalog from Python: docs/analytics.md)"
+        )
+    return None
