@@ -545,7 +545,9 @@ def test_compact_command_applies_retention(
     ("argv", "message"),
     [
         (["compact", "--older-than", "soon"], "duration"),
-        (["compact", "--retention-days", "0"], ">= 1"),
+        (["compact", "--retention-days", "0"], "from 1 to 36500"),
+        (["compact", "--retention-days", "99999999999"], "from 1 to 36500"),  # was an OverflowError traceback
+        (["compact", "--older-than", "99999999d"], "at most 100 years"),
     ],
 )
 def test_compact_command_rejects_bad_arguments(

@@ -81,7 +81,7 @@ def r() -> Redactor:
 
 # --- the public surface --------------------------------------------------------------------------------------
 def test_public_surface_is_pinned() -> None:
-    assert sorted(redaction.__all__) == ["BUILTIN_KINDS", "Finding", "Redactor", "default_redactor"]
+    assert sorted(redaction.__all__) == ["BUILTIN_KINDS", "Finding", "Redactor", "default_redactor", "shown_url"]
 
 
 def test_default_redactor_is_cached_and_finds_every_builtin_kind() -> None:
@@ -599,3 +599,16 @@ def test_fold_tables_agree() -> None:
         assert redaction._FOLDABLE.fullmatch(chr(cp)), hex(cp)
         assert bool(redaction._TRIGGER.fullmatch(chr(cp))) == (chr(to) in "0123456789@"), hex(cp)
         assert unicodedata.normalize("NFKC", chr(cp)) == chr(to) or chr(to) in "- ", hex(cp)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://bob:s3cret@loki:3100", "http://bob:***@loki:3100"),
+        ("https://bob:p%40ss@loki.example/x?y=1", "https://bob:***@loki.example/x?y=1"),
+        ("http://loki:3100", "http://loki:3100"),
+        ("http://bob@loki:3100", "http://bob@loki:3100"),  # a user alone is no secret
+    ],
+)
+def test_a_password_in_a_url_is_masked(url: str, shown: str) -> None:
+    assert redaction.shown_url(url) == shown
