@@ -168,8 +168,11 @@ def _verify(
     if ranked:
         masks = tuple(dict.fromkeys(m for w in words for m in w.masks))
         texts: list[str] = masked(folded.filter(pa.array(keep)), masks).to_pylist()
-        literal = tuple(w.text for w in words)
-        scores = [-starts_word_count(text, literal) for text in texts]
+        # A name (a pattern word) matched where it starts a word, or the text would not be here; its folded text
+        # ("hyundaimotor") need not occur as written, so it is not looked for.
+        literal = tuple(w.text for w in words if w.pattern is None)
+        named = len(words) - len(literal)
+        scores = [-(starts_word_count(text, literal) + named) for text in texts]
     else:
         scores = [0] * len(query_ids)
     top.offer(

@@ -160,6 +160,14 @@ def test_exact_matches_rank_above_aliases_newest_first_within_a_tier(index: Sear
     }
 
 
+def test_an_exact_name_of_several_words_scores_as_a_word_that_starts_one(index: SearchIndex, aliases: Aliases) -> None:
+    """The score counts query words that start a word of the text: "Hyundai Motor" matched as a name scored 0."""
+    [hit] = [h for h in index.search("Hyundai Motor earnings", limit=100, aliases=aliases) if h.match == "exact"]
+    assert (hit.query_text, hit.score) == ("Hyundai Motor earnings this quarter", 2.0)  # the name, then earnings
+    exact = [h for h in index.search("Samsung Electronics", limit=100, aliases=aliases) if h.match == "exact"]
+    assert [(h.query_text, h.score) for h in exact] == [("Samsung Electronics HBM news", 1.0)]
+
+
 def test_typos_are_tried_only_when_nothing_else_matched(index: SearchIndex, aliases: Aliases) -> None:
     typo = index.search("하이닉수", limit=100, aliases=aliases)
     assert {h.match for h in typo} == {"typo"}
