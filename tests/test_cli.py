@@ -126,3 +126,19 @@ def test_help_lists_the_commands_and_the_settings(capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     for word in ("serve", "sql", "demo", "QUERYLOG_HOME", "QUERYLOG_ENV", "LOKI_URL"):
         assert word in out
+
+
+def test_a_home_without_a_lake_is_named_not_read_as_no_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped --home gave "0", "no queries match" and a report of zeros without a word, and search made an
+    index there."""
+    typo = tmp_path / "hmoe"
+    monkeypatch.setenv("QUERYLOG_HOME", str(typo))
+    assert main(["sql", "select count(*) from queries"]) == 0  # an empty lake is a lake: its answer stands
+    assert f"no events in the lake at {typo / 'lake'}" in capsys.readouterr().err
+    assert main(["search", "네이버"]) == 1
+    assert f"no events in the lake at {typo / 'lake'}" in capsys.readouterr().err
+    assert not typo.exists()  # nothing made in a directory that may be a typo
+    assert main(["report"]) == 0
+    assert "no events in the lake" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from querylog.commands import lake_missing
 from querylog.config import Settings
 
 
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.analytics.queries import open_catalog
     from querylog.analytics.report import build_report, render_html, render_markdown
 
+    lake_missing(settings.lake_dir, "report")  # a report of zeros, and why
     try:
         with open_catalog(settings.lake_dir, names=settings.company_names()) as catalog:
             report = build_report(catalog, since=args.since, intents=args.intent, envs=args.env)

@@ -8,6 +8,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
+from querylog.commands import lake_missing
 from querylog.config import Settings
 
 FORMATS = ("table", "json")
@@ -99,6 +100,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not args.text.strip():
         print("querylog search: give some text to look for", file=sys.stderr)
         return 2
+    if lake_missing(settings.lake_dir, "search"):
+        return 1  # nothing to search, and no index to make in a directory that may be a typo
     configure_structlog(stream=sys.stderr)  # stdout carries the results only
     try:
         aliases = _aliases(settings if args.aliases is None else dataclasses.replace(settings, aliases=args.aliases))
