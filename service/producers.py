@@ -349,10 +349,14 @@ class EventIngestor:
                     field, message = _describe(exc)
                     errors.append(ItemError(index=index, field=field, message=message))
                 continue
-            if (ahead := too_far_ahead(event)) is not None:
+            problem = too_far_ahead(event)
+            field = "ts" if problem is not None else None
+            if problem is None and (bad_id := _id_problem(event)) is not None:
+                field, problem = bad_id
+            if problem is not None:
                 invalid += 1
                 if len(errors) < MAX_REPORTED_ERRORS:
-                    errors.append(ItemError(index=index, field="ts", message=ahead))
+                    errors.append(ItemError(index=index, field=field, message=problem))
                 continue
             events.append(event)
         if invalid:
@@ -412,6 +416,27 @@ class EventIngestor:
         if isinstance(user_id, str) and user_id:
             obj["user_id"] = self._pseudonymize(user_id)
         return obj
+
+
+#: Ids (up to 200 characters, as /v1/chat and /v1/feedback take them): no control character, and not blank. The
+#: ids a query is looked up by (its own, and each event's) take no whitespace at all, as /v1/feedback asks.
+MAX_ID_CHARS: Final = 200
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _id_problem(event: AnyEvent) -> tuple[str, str] | None:
+    """(field, why) for the first id of `event` a producer should not have sent, or None."""
+    for name in ("event_id", "query_id", "session_id", "user_id", "trace_id"):
+        value = getattr(event, name, None)
+        if value is None:
+            continue
+        if len(value) > MAX_ID_CHARS:
+            return name, f"an id is at most {MAX_ID_CHARS} characters; got {len(value):,}"
+        if not value.strip() or _CONTROL.search(value):
+            return name, f"an id must not be blank or hold control characters; got {value[:40]!r}"
+        if name in ("event_id", "query_id") and any(c.isspace() for c in value):
+            return name, f"{name} must hold no whitespace (feedback finds a query by it); got {value[:40]!r}"
+    return None
 
 
 def too_far_ahead(event: AnyEvent, now: datetime | None = None) -> str | None:

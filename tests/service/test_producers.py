@@ -260,6 +260,38 @@ def test_an_event_dated_past_the_servers_clock_is_422_naming_ts_and_a_backfill_o
     assert resp.status_code == 202 and resp.json() == {"accepted": 2, "duplicates": 0}
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("query_id", " "),
+        ("query_id", "a b"),  # /v1/feedback could never name it
+        ("event_id", "e 1"),
+        ("session_id", "x" * 201),
+        ("user_id", "\x00\x1b"),
+        ("trace_id", "   "),
+    ],
+)
+def test_an_id_no_other_endpoint_would_take_is_refused_naming_it(
+    client: TestClient, settings: Settings, field: str, value: str
+) -> None:
+    event = {**_batch(1, prefix="id")[0], field: value}
+    resp = client.post("/v1/events", json={"events": [event]})
+    assert resp.status_code == 422, resp.text
+    [problem] = resp.json()["detail"]
+    assert (problem["index"], problem["field"]) == (0, field)
+    assert _logged(settings) == []
+
+
+def test_ids_as_producers_send_them_are_taken(client: TestClient) -> None:
+    event = {
+        **_batch(1, prefix="ok")[0],
+        "session_id": "s 1 (web)",
+        "user_id": "kim@example.com",
+        "query_id": "x" * 200,
+    }
+    assert client.post("/v1/events", json={"events": [event]}).status_code == 202
+
+
 # -- idempotency -------------------------------------------------------------------------------------
 def test_resending_a_batch_adds_nothing_and_the_lake_has_each_event_once(
     client: TestClient, settings: Settings
