@@ -65,6 +65,8 @@ _log = structlog.get_logger("querylog.ingest")
 _json: Final = msgspec.json.Decoder()
 _AT_PATH: Final = re.compile(r"\s+-\s+at\s+`\$(?:\.(?P<path>[^`]*))?`\s*$")
 _NAMED_FIELD: Final = re.compile(r"field `(?P<name>[^`]+)`")
+#: msgspec's path of a map's key: "… - at `key` in `$.attributes`".
+_AT_KEY: Final = re.compile(r"\s+-\s+at\s+`key`\s+in\s+`\$\.(?P<path>[^`]*)`\s*$")
 
 
 # -- response models -------------------------------------------------------------------------------------
@@ -263,6 +265,9 @@ def _describe(exc: DecodeError) -> tuple[str | None, str]:
             return cause.field, str(cause).removeprefix(f"{cause.field}: ")
         cause = cause.__cause__
     message = str(exc)
+    key = _AT_KEY.search(message)
+    if key is not None:
+        return key["path"], f"a key: {message[: key.start()]}"
     at = _AT_PATH.search(message)
     if at is not None:
         return at["path"] or None, message[: at.start()]
@@ -491,6 +496,8 @@ def require_ingest_token(
         raise HTTPException(status.HTTP_403_FORBIDDEN, "the bearer token is not this server's ingest token")
 
 
+#: A JSON escape of a UTF-16 surrogate: text only in a pair (an emoji), never alone.
+_SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 #: The 400 for a body nested past what the parser takes (a thousand levels; an event needs three).
 NESTED_TOO_DEEPLY: Final = "malformed JSON: nested too deeply"
 
@@ -654,6 +661,8 @@ async def ingest_events(
         payload = _json.decode(body)
     except msgspec.DecodeError as exc:
         detail = f"malformed JSON: {str(exc).removeprefix('JSON is malformed: ')}"
+        if (surrogate := _SURROGATE_ESCAPE.search(body)) is not None:  # msgspec says "truncated" for a lone one
+            detail = f"malformed JSON: {surrogate.group().decode()} is half of a surrogate pair, not text: send UTF-8"
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail) from None
     except RecursionError:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, NESTED_TOO_DEEPLY) from None

@@ -467,6 +467,21 @@ def test_malformed_json_is_400_with_a_clear_message(client: TestClient, body: by
     assert resp.json()["detail"].startswith("malformed JSON")
 
 
+def test_a_bad_attribute_key_names_the_attributes_field(client: TestClient) -> None:
+    event = {**_batch(1, prefix="key")[0], "attributes": {"bad key!": "v"}}
+    [problem] = client.post("/v1/events", json={"events": [event]}).json()["detail"]
+    assert problem["field"] == "attributes" and problem["message"].startswith("a key: ")
+
+
+def test_a_lone_surrogate_escape_is_named_not_called_truncated(client: TestClient) -> None:
+    body = b'{"events": [{"event_type": "query_received", "query_id": "q", "query_text": "a\\ud800b"}]}'
+    resp = client.post("/v1/events", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 400
+    assert resp.json()["detail"] == "malformed JSON: \\ud800 is half of a surrogate pair, not text: send UTF-8"
+    pair = '{"events": [{"event_type": "query_received", "query_id": "q-emoji", "query_text": "\\ud83d\\ude00"}]}'
+    assert client.post("/v1/events", content=pair, headers={"content-type": "application/json"}).status_code == 202
+
+
 @pytest.mark.parametrize("depth", [1_000, 50_000])
 def test_json_nested_past_the_parsers_depth_is_a_400_not_a_500(client: TestClient, depth: int) -> None:
     body = b'{"events":' + b"[" * depth + b"]" * depth + b"}"
