@@ -15,7 +15,7 @@ from typing import Final, TextIO
 
 import httpx
 
-__all__ = ["DemoQuery", "DemoReport", "demo_queries", "run_demo"]
+__all__ = ["DemoQuery", "DemoReport", "demo_queries", "run_demo", "topic_particle"]
 
 #: (Korean, English) names of the companies the demo (and the benchmarks' workload) ask about.
 COMPANIES: Final = (
@@ -31,7 +31,7 @@ COMPANIES: Final = (
 )
 _KO: Final = (
     "{c} 주가 전망은?",
-    "{c}는 왜 떨어졌나요",
+    "{c}{topic} 왜 떨어졌나요",
     "{c} 실적 발표 언제야",
     "{c} 최근 뉴스 알려줘",
     "{c}의 목표주가는 얼마인가요?",
@@ -56,6 +56,14 @@ _COMMENTS: Final[dict[int, tuple[str | None, ...]]] = {
     0: (None,),
     -1: ("답변이 질문과 달라요", "최신 정보가 아니에요", "Not what I asked", None),
 }
+
+
+def topic_particle(name: str) -> str:
+    """은 after a final consonant (애플은, LG에너지솔루션은), 는 after a vowel (삼성전자는), as a Korean writes it."""
+    last = name[-1]
+    if "가" <= last <= "힣":
+        return "은" if (ord(last) - ord("가")) % 28 else "는"
+    return "는"  # a Latin name or a digit: read as its Korean name would be, most end in a vowel
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +103,7 @@ def demo_queries(n: int, *, seed: int = 7, failure_rate: float = 0.03) -> Iterat
                 text = rng.choice(asked)
             elif turn == 0:
                 template = rng.choice(_KO if rng.random() < 0.65 else _EN)
-                text = template.format(c=ko, e=en)
+                text = template.format(c=ko, e=en, topic=topic_particle(ko))
             else:
                 text = rng.choice(_FOLLOW_UPS).format(c=ko, e=en)
             if rng.random() < failure_rate:
