@@ -86,8 +86,9 @@ def _ids(line: bytes) -> _Ids | None:
 
 
 def queries_of(directory: Path, subjects: Subjects) -> frozenset[str]:
-    """The query ids of the subjects' events in the log (with the subjects' own query ids)."""
-    found = set(subjects.query_ids)
+    """The query ids of the subjects' events in the log (the subjects' own query ids among them if the log has
+    them)."""
+    found: set[str] = set()
     for path in segment_paths(directory):
         try:
             for _, line in _lines(path):
@@ -104,7 +105,7 @@ def erase_from_log(directory: Path, subjects: Subjects) -> LogErasure:
     report = LogErasure()
     if not subjects:
         return report
-    everyone = Subjects(subjects.user_ids, subjects.session_ids, queries_of(directory, subjects))
+    everyone = Subjects(subjects.user_ids, subjects.session_ids, queries_of(directory, subjects) | subjects.query_ids)
     for path in segment_paths(directory):
         try:
             hits = [(at, len(line)) for at, line in _lines(path) if (ids := _ids(line)) and everyone.matches(ids)]

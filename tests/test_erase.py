@@ -238,3 +238,18 @@ def test_delete_requests_loki_did_not_take_are_kept_and_filed_first_by_the_next_
         assert filed[2] == json.loads(pending[0])  # the kept one first
         assert filed[3] == filed[0]  # then this run's own (the user's, filed again: harmless to Loki)
         assert not (s.state_dir / LOKI_PENDING).exists()
+
+
+def test_the_receipt_counts_the_queries_found_and_an_id_sent_decomposed_is_found_as_typed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = Settings(home=tmp_path / "home", stdout_events=False)
+    nfd_user = unicodedata.normalize("NFD", "김민수")  # typed on macOS
+    with Runtime(s) as runtime, runtime.tracker.query("지울 질문", user_id=nfd_user) as q:
+        q.classified("stock_analysis", 0.9)
+    receipt = erase(s, user_ids=["김민수"], query_ids=["never-seen-1", "never-seen-2"])
+    assert (receipt.queries, receipt.log_events) == (1, 3)  # found: one query; the two unknown ids count nothing
+    monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path / "hmoe"))
+    assert main(["erase", "--user-id", "someone"]) == 1
+    assert "no log or lake in" in capsys.readouterr().err
+    assert not (tmp_path / "hmoe").exists()

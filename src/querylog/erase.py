@@ -28,6 +28,7 @@ import json
 import re
 import shutil
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -84,11 +85,14 @@ class ErasureReceipt:
 def _subjects(
     settings: Settings, user_ids: Iterable[str], session_ids: Iterable[str], query_ids: Iterable[str]
 ) -> Subjects:
-    users = set(user_ids)
+    def forms(ids: Iterable[str]) -> frozenset[str]:  # as typed, and NFC and NFD: a producer may have sent either
+        return frozenset(f for i in ids for f in (i, unicodedata.normalize("NFC", i), unicodedata.normalize("NFD", i)))
+
+    users = set(forms(user_ids))
     if settings.user_id_salt:  # stored hashed: match the hash of the raw id (and the id as given, if stored raw)
         redactor = make_redactor(settings)
         users |= {redactor.pseudonymize_user_id(u) for u in users}
-    return Subjects(frozenset(users), frozenset(session_ids), frozenset(query_ids))
+    return Subjects(frozenset(users), forms(session_ids), forms(query_ids))
 
 
 def _hour_files(lake_dir: Path) -> list[Path]:
@@ -287,9 +291,10 @@ def erase(
     if not subjects:
         raise ValueError("name at least one subject: --user-id, --session-id or --query-id")
     lake_queries, _ = _lake_scan(settings.lake_dir, subjects) if settings.lake_dir.is_dir() else (set(), set())
-    queries = set(queries_of(settings.log_dir, subjects)) | lake_queries
+    found = set(queries_of(settings.log_dir, subjects)) | lake_queries
+    queries = found | subjects.query_ids  # one given but not found here may still be in Loki, or come back
     everyone = Subjects(subjects.user_ids, subjects.session_ids, frozenset(queries))
-    receipt.queries = len(queries)
+    receipt.queries = len(found)
     progress(f"found {len(queries)} queries of these subjects")
 
     erased: LogErasure = erase_from_log(settings.log_dir, everyone)

@@ -54,6 +54,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if any(not i.strip() for i in ids):
         print("querylog erase: an empty id erases nothing; give the id as it was sent", file=err)
         return 2
+    if not settings.log_dir.is_dir() and not settings.lake_dir.is_dir():
+        print(
+            f"querylog erase: no log or lake in {settings.home}: is --home (QUERYLOG_HOME) right? nothing erased",
+            file=err,
+        )
+        return 1
     if not 0 <= args.wait < float("inf"):
         print(f"querylog erase: --wait must be a number of seconds >= 0, got {args.wait:g}", file=err)
         return 2
