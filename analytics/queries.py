@@ -77,8 +77,9 @@ _T = TypeVar("_T")
 _ATTEMPTS: Final = 20
 _VANISHED: Final = "No such file or directory"
 
-_SINCE_RE: Final = re.compile(r"^\s*(\d+)\s*([mhd])\s*$")
-_UNITS: Final[Mapping[str, str]] = {"m": "minutes", "h": "hours", "d": "days"}
+_SINCE_RE: Final = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
+#: The units QUERYLOG_RETENTION and the other duration settings take too.
+_UNITS: Final[Mapping[str, str]] = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 #: The longest duration a command takes.
@@ -89,12 +90,12 @@ def parse_duration(text: str, *, allow_zero: bool = False) -> timedelta:
     """``30m``, ``12h`` or ``7d`` as a timedelta. Raises `ValueError` with a message that says what is accepted."""
     m = _SINCE_RE.match(text)
     if m is None:
-        raise ValueError(f"expected a duration like 30m, 12h or 7d; got {text!r}")
+        raise ValueError(f"expected a duration like 90s, 30m, 12h, 7d or 2w; got {text!r}")
     amount = int(m.group(1))
     if amount == 0 and not allow_zero:
         raise ValueError(f"a duration must be more than zero; got {text!r}")
     try:
-        duration = timedelta(**{_UNITS[m.group(2)]: amount})
+        duration = timedelta(**{_UNITS[m.group(2).lower()]: amount})
     except OverflowError:
         duration = timedelta.max
     if duration > MAX_DURATION:  # a date that far back (or ahead) is past the calendar's ends
@@ -124,7 +125,7 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
         parsed = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ValueError(
-            f"expected a duration like 30m, 12h or 7d, or an ISO date like 2025-01-31; got {text!r}"
+            f"expected a duration like 90s, 30m, 12h, 7d or 2w, or an ISO date like 2025-01-31; got {text!r}"
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)

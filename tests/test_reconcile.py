@@ -97,7 +97,15 @@ def test_count_metrics_reads_the_exposition() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "delta"), [("30m", timedelta(minutes=30)), ("12h", timedelta(hours=12)), ("7d", timedelta(days=7))]
+    ("text", "delta"),
+    [
+        ("30m", timedelta(minutes=30)),
+        ("12h", timedelta(hours=12)),
+        ("7d", timedelta(days=7)),
+        ("90s", timedelta(seconds=90)),  # the units QUERYLOG_RETENTION takes, there too
+        ("2w", timedelta(weeks=2)),
+        ("7D", timedelta(days=7)),
+    ],
 )
 def test_since_durations(text: str, delta: timedelta) -> None:
     now = datetime(2026, 11, 24, tzinfo=UTC)
@@ -106,7 +114,7 @@ def test_since_durations(text: str, delta: timedelta) -> None:
 
 def test_since_iso_dates_and_errors() -> None:
     assert parse_since("2026-11-01") == datetime(2026, 11, 1, tzinfo=UTC)
-    with pytest.raises(ValueError, match="30m, 12h or 7d"):
+    with pytest.raises(ValueError, match="30m, 12h, 7d or 2w"):
         parse_since("yesterday")
     # Nothing before Unix time: no event is older, and a report's previous window would run past year 1.
     for text in ("25000d", "0001-01-01", "0001-01-01T00:00:00+00:03", "1969-12-31"):

@@ -274,7 +274,7 @@ def test_parse_since_accepts_iso_dates_as_utc() -> None:
     assert parse_since("2025-02-01T09:30+09:00", now=now) == datetime(2025, 2, 1, 0, 30, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("text", ["", "7", "7w", "-1d", "0h", "yesterday", "2025-13-01", "2099-01-01"])
+@pytest.mark.parametrize("text", ["", "7", "7y", "2h30m", "-1d", "0h", "yesterday", "2025-13-01", "2099-01-01"])
 def test_parse_since_refuses_what_it_cannot_read(text: str) -> None:
     with pytest.raises(ValueError, match=r"duration|ISO date|future|zero"):
         parse_since(text, now=datetime(2025, 3, 1, tzinfo=UTC))

@@ -21,7 +21,9 @@ def add_parser(sub: Any) -> None:
         "compared with the log's counts over that window, in their own column. Let the projections catch up "
         "first (a running API lags by about a second).",
     )
-    p.add_argument("--since", help="only events since this time (30m, 12h, 7d, or an ISO date); leaves out metrics")
+    p.add_argument(
+        "--since", help="only events since this time (90s, 30m, 12h, 7d, 2w, or an ISO date); leaves out metrics"
+    )
     p.add_argument("--metrics-url", help="a running API's metrics endpoint, e.g. http://127.0.0.1:8000/metrics")
     p.add_argument("--format", "-f", choices=("table", "json"), default="table")
     p.set_defaults(run=run)

@@ -34,7 +34,7 @@ def add_parser(sub: Any) -> None:
         type=_since,
         default="7d",
         metavar="WHEN",
-        help="window start: a duration back from now (30m, 12h, 7d) or an ISO date (2025-01-31); default 7d",
+        help="window start: a duration back from now (30m, 12h, 7d, 2w) or an ISO date (2025-01-31); default 7d",
     )
     p.add_argument("--format", "-f", choices=("md", "html"), default="md", help="output format (default: md)")
     p.add_argument("--output", "-o", type=Path, metavar="FILE", help="write here instead of standard output")

@@ -57,7 +57,7 @@ def add_parser(sub: Any) -> None:
         "--since",
         type=_since,
         metavar="WHEN",
-        help="only queries since: a duration back from now (30m, 12h, 7d) or an ISO date (2025-01-31)",
+        help="only queries since: a duration back from now (30m, 12h, 7d, 2w) or an ISO date (2025-01-31)",
     )
     p.add_argument(
         "--in",

@@ -44,7 +44,7 @@ def add_parser(sub: Any) -> None:
         type=_duration,
         default="1h",
         metavar="AGE",
-        help="compact hours that closed at least this long ago: 30m, 12h, 7d (default: 1h)",
+        help="compact hours that closed at least this long ago: 30m, 12h, 7d, 2w (default: 1h)",
     )
     p.add_argument(
         "--retention-days",
