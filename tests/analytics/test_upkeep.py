@@ -515,6 +515,17 @@ def test_compact_command_shows_progress_and_a_summary(
     assert _census(fresh_lake.lake) == before
 
 
+def test_a_dry_run_does_not_offer_to_compact_what_retention_would_drop(
+    fresh_lake: SampleLake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--home", str(fresh_lake.home), "compact", "--dry-run", "--retention-days", "1"]) == 0
+    out = capsys.readouterr().out
+    dropped = out.splitlines()[0].rsplit(": ", 1)[1].split(", ")
+    assert out.startswith("retention (1 day): would drop") and dropped and dropped != ["-"]
+    offered = [line for line in out.splitlines() if line.startswith("would compact")]
+    assert not [line for line in offered for day in dropped if day in line]
+
+
 def test_compact_command_merges_each_closed_day_into_one_file(
     fresh_lake: SampleLake, capsys: pytest.CaptureFixture[str]
 ) -> None:

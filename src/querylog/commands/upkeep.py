@@ -82,19 +82,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     days = args.retention_days if args.retention_days is not None else settings.lake_retention_days
     compactor = LakeCompactor(lake, progress=_progress("compact"))
     if args.dry_run:
+        dropped: set[str] = set()  # what retention would drop is not compacted after it
         if days is not None:
             boundary = retention_boundary(days)
             expired = [p.name for p in expired_days(lake, boundary)]
+            dropped = set(expired)
             print(
-                f"retention ({days} days): would drop {len(expired)} day(s) before {boundary.date()}: "
-                f"{', '.join(expired) or '-'}"
+                f"retention ({days} day{'s' if days != 1 else ''}): would drop {len(expired)} day(s) before "
+                f"{boundary.date()}: {', '.join(expired) or '-'}"
             )
-        plan = compactor.plan(older_than=args.older_than)
+        plan = [p for p in compactor.plan(older_than=args.older_than) if p.path.parent.name not in dropped]
         for partition in plan:
             print(f"would compact {partition.name}: {len(partition.files())} files")
         print(f"{len(plan)} partition(s) to compact")
         if not args.no_days:
-            day_plan = compactor.plan_days()
+            day_plan = [d for d in compactor.plan_days() if d.path.name not in dropped]
             for day in day_plan:
                 print(f"would compact day {day.name}")
             print(f"{len(day_plan)} day(s) to compact")
