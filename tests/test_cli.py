@@ -159,3 +159,24 @@ def test_serve_on_a_port_in_use_says_so_before_starting_anything(
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err and "serving on" not in err
     assert not (tmp_path / "home").exists()
+
+
+def test_output_cut_short_by_the_reader_ends_without_a_traceback(tmp_path: Path) -> None:
+    """`querylog aliases … | head` ended in a BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "QUERYLOG_HOME": str(tmp_path / "home")}
+    with subprocess.Popen(
+        [sys.executable, "-m", "querylog", "aliases", *["현대차"] * 20_000],  # a line each, many writes
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.readline()
+        proc.stdout.close()  # as `head -1` does
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err

@@ -60,7 +60,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args, settings)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): what it wanted was written; no traceback
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, as a shell reports a command cut off by a closed pipe
     return code
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of a closed pipe raises nothing."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real descriptor (captured in tests): nothing to flush there either
+        pass
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":  # pragma: no cover

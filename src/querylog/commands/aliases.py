@@ -29,6 +29,9 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.analytics.aliases import AliasError, load_aliases, name_key
 
+    if any(not name.strip() for name in args.names):
+        print("querylog aliases: an empty name names no company; give a name, e.g. 현대차", file=sys.stderr)
+        return 2
     if args.file is not None:
         settings = dataclasses.replace(settings, aliases=args.file)
     path = settings.aliases_path
