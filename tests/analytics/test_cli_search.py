@@ -130,7 +130,7 @@ def test_retention_prunes_the_index_too(lake: SampleLake, capsys: pytest.Capture
     ("args", "message"),
     [
         (["x", "--limit", "0"], "1-10000"),
-        (["x", "--since", "last week"], "duration like 30m"),
+        (["x", "--since", "last week"], "duration like 90s, 30m"),
         (["x", "--format", "xml"], "invalid choice"),
     ],
 )
