@@ -142,6 +142,7 @@ def create_app(
         pipeline = ChatPipeline(generator=generator, tracing=tracing)
     chat_pipeline = pipeline
     ingestor = producers.EventIngestor.from_runtime(rt)
+    rt.metrics.add_collector(ingestor.counts)  # the producer endpoints' own series, beside the sinks'
     recent_queries = producers.RecentQueries()
 
     @asynccontextmanager

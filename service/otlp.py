@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections import Counter
 from typing import Annotated, Any, Final
 
 import structlog
@@ -146,6 +147,14 @@ async def export_traces(request: Request, _auth: Annotated[None, Depends(require
     """Map each GenAI span (OpenTelemetry GenAI or OpenInference conventions) to one query's events and append
     them, durable when answered. Spans that are not GenAI are skipped and counted in `partial_success`."""
     ingestor = _ingestor(request)
+    try:
+        return await _export_traces(request, ingestor)
+    except HTTPException as exc:
+        ingestor.counts.request_refused("traces", exc.status_code)
+        raise
+
+
+async def _export_traces(request: Request, ingestor: EventIngestor) -> Response:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await _read_body(request, ingestor.max_bytes)
     export = _decode(body, content_type)
@@ -155,12 +164,16 @@ async def export_traces(request: Request, _auth: Annotated[None, Depends(require
         try:
             result = await run_in_threadpool(_ingest, ingestor, mapped)
         except ValueError as exc:  # more events than QUERYLOG_INGEST_MAX_EVENTS
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from None
+            detail = f"{exc} (QUERYLOG_INGEST_MAX_EVENTS; a span makes 2 to 4): export fewer spans per request"
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail) from None
         except IngestUnavailableError as exc:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"}) from None
         accepted, duplicates = result.accepted, result.duplicates
     response = ExportTraceServiceResponse()
     left_out = {**mapped.skipped, **mapped.rejected}
+    ingestor.counts.events("traces", "accepted", accepted)
+    ingestor.counts.events("traces", "duplicate", duplicates)
+    ingestor.counts.spans_left_out(Counter(left_out))
     if left_out:
         response.partial_success.rejected_spans = sum(left_out.values())
         response.partial_success.error_message = "spans left out: " + ", ".join(

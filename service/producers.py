@@ -27,6 +27,7 @@ from querylog.logging.events import AnyEvent, EventValidationError, nfc
 from querylog.logging.schema import redact_fields
 from querylog.logging.segments import EventLog, LogClosedError, LogReader, is_erased
 from querylog.runtime import Runtime
+from querylog.service.ingest_metrics import IngestCounts
 
 __all__ = [
     "MAX_AHEAD",
@@ -295,9 +296,12 @@ class EventIngestor:
         window: int = 100_000,
         max_events: int = 10_000,
         max_bytes: int = 5 * 1024 * 1024,
+        namespace: str = "querylog",
     ) -> None:
         if max_events < 1 or max_bytes < 1:
             raise ValueError("max_events and max_bytes must be >= 1")
+        #: What the producer endpoints took and refused (`<ns>_ingest_*` on /metrics).
+        self.counts = IngestCounts(namespace)
         self.log = log
         self.service = service
         self.env = env
@@ -321,6 +325,7 @@ class EventIngestor:
             window=s.ingest_dedup_window,
             max_events=s.ingest_max_events,
             max_bytes=s.ingest_max_bytes,
+            namespace=s.metrics_namespace,
         )
 
     @property
@@ -656,7 +661,22 @@ async def ingest_events(
     nothing. Events whose `event_id` was ingested recently are skipped and counted as duplicates, so a batch
     can be retried safely. `service` and `env` default to the server's. Durable when 202 is returned."""
     ingestor = _ingestor(request)
+    try:
+        answer = await _ingest_events(request, ingestor)
+    except HTTPException as exc:
+        ingestor.counts.request_refused("events", exc.status_code)
+        raise
+    if isinstance(answer, JSONResponse):
+        ingestor.counts.request_refused("events", answer.status_code)
+    else:
+        ingestor.counts.events("events", "accepted", answer.accepted)
+        ingestor.counts.events("events", "duplicate", answer.duplicates)
+    return answer
+
+
+async def _ingest_events(request: Request, ingestor: EventIngestor) -> IngestAccepted | JSONResponse:
     body = await _read_body(request, ingestor.max_bytes)
+    items: list[Any] = []
     try:
         payload = _json.decode(body)
     except msgspec.DecodeError as exc:
@@ -678,6 +698,7 @@ async def ingest_events(
         result = await run_in_threadpool(ingestor.ingest, items)
     except BatchRejectedError as exc:
         _log.warning("events_rejected", invalid=exc.invalid)
+        ingestor.counts.events("events", "refused", len(items))  # all or nothing: the valid ones too
         rejected = IngestRejected(detail=exc.errors, invalid_events=exc.invalid)
         return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content=rejected.model_dump())
     except IngestUnavailableError as exc:

@@ -320,6 +320,9 @@ def test_a_retrieval_of_more_documents_than_an_event_keeps_counts_them_all_and_i
     assert partial == {"rejectedSpans": "1", "errorMessage": "spans left out: 1 not_genai"}  # the root
     [search] = [e for e in map(decode, log.splitlines()) if e.event_type == "search_completed"]
     assert (search.result_count, search.sources_dropped, search.top_score) == (25, 5, 10.0)
+    metrics = client.get("/metrics").text  # what partial_success answered, on /metrics too
+    assert 'querylog_ingest_spans_left_out_total{reason="not_genai"} 1.0' in metrics
+    assert 'querylog_ingest_events_total{endpoint="traces",outcome="accepted"} 4.0' in metrics
     assert search.sources is not None and [s.doc_id for s in search.sources] == [f"doc-{n}" for n in range(20)]
 
 

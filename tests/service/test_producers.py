@@ -677,3 +677,34 @@ def test_a_client_that_sends_its_whole_body_first_gets_the_413(tmp_path: Path, p
             urllib.request.urlopen(request, timeout=60)
         assert refused.value.code == 413
         assert b"QUERYLOG_INGEST_MAX_BYTES" in refused.value.read()
+
+
+def test_what_producers_sent_and_what_was_refused_is_on_metrics(client: TestClient) -> None:
+    """A producer whose batches are all refused showed only in log lines."""
+
+    def sample(name: str, **labels: str) -> float:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = client.get("/metrics").text
+        found = [
+            s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if s.name == name and s.labels == labels
+        ]
+        return found[0] if found else 0.0
+
+    assert sample("querylog_ingest_events_total", endpoint="events", outcome="accepted") == 0  # there from the start
+    batch = _batch(3, prefix="m")
+    assert client.post("/v1/events", json={"events": batch}).status_code == 202
+    assert client.post("/v1/events", json={"events": batch}).status_code == 202  # a retry: all duplicates
+    bad = [*_batch(2, prefix="n"), {"event_type": "query_received"}]  # no query_id: the batch is refused whole
+    assert client.post("/v1/events", json={"events": bad}).status_code == 422
+    assert (
+        client.post("/v1/events", content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+    )
+    assert sample("querylog_ingest_events_total", endpoint="events", outcome="accepted") == 3
+    assert sample("querylog_ingest_events_total", endpoint="events", outcome="duplicate") == 3
+    assert sample("querylog_ingest_events_total", endpoint="events", outcome="refused") == 3
+    assert sample("querylog_ingest_requests_refused_total", endpoint="events", status="422") == 1
+    assert sample("querylog_ingest_requests_refused_total", endpoint="events", status="400") == 1
