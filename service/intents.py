@@ -73,10 +73,11 @@ _KEYWORDS: Final[dict[Intent, tuple[tuple[str, int], ...]]] = {
         ("대표이사", 2), ("본사", 2), ("설립", 2), ("창업", 2), ("창업자", 2), ("회장", 2), ("경영진", 2),
         ("계열사", 2), ("자회사", 2), ("지배구조", 2), ("어떤 회사", 2), ("무슨 회사", 2), ("뭐 하는", 2),
         ("뭐하는", 2), ("회사 소개", 2), ("기업 정보", 2), ("주력 사업", 2), ("사업 구조", 2),
-        ("대표", 1), ("사업", 1), ("직원", 1), ("임직원", 1),
+        ("경쟁사", 2), ("경쟁 업체", 2), ("경쟁업체", 2),
+        ("대표", 1), ("사업", 1), ("직원", 1), ("임직원", 1), ("라이벌", 1),
         ("CEO", 2), ("founder", 2), ("founded", 2), ("headquarters", 2), ("headquartered", 2),
         ("chairman", 2), ("subsidiary", 2), ("subsidiaries", 2), ("business model", 2), ("company profile", 2),
-        ("who runs", 2),
+        ("who runs", 2), ("competitor", 2), ("competitors", 2), ("rivals", 2),
         ("business", 1), ("employees", 1), ("management", 1), ("based in", 1),
     ),
 }

@@ -12,6 +12,9 @@ from querylog.service import intents
 from querylog.service.intents import Classification, Intent, classify
 
 CASES: list[tuple[str, Intent]] = [
+    # Asked in the demo ("{c} 경쟁사는?") and by users: who a company competes with is about the company.
+    ("SK하이닉스 경쟁사는?", Intent.COMPANY_INFO),
+    ("Who are Tesla's competitors?", Intent.COMPANY_INFO),
     # Korean, particles attached to the keyword or the company name
     ("네이버는 요즘 주가가 어때?", Intent.STOCK_ANALYSIS),
     ("삼성전자의 목표주가 알려줘", Intent.STOCK_ANALYSIS),
