@@ -51,6 +51,13 @@ def test_sql_csv_has_a_header_and_korean(home: Path, capsys: pytest.CaptureFixtu
     assert rows[1] == ["네이버 주가", "stock_analysis"]
 
 
+def test_sql_csv_writes_nested_values_as_json(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A list or a struct came out as Python's repr (single quotes), which nothing reads back."""
+    assert main(["sql", "select [1, 2] as xs, {'doc_id': '네이버-1', 'rank': 1} as src", "-f", "csv"]) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert json.loads(rows[1][0]) == [1, 2] and json.loads(rows[1][1]) == {"doc_id": "네이버-1", "rank": 1}
+
+
 def test_sql_table_aligns_wide_characters(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sql", "select query_text from queries order by started_at"]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("|")]

@@ -79,6 +79,16 @@ def _clip(text: str, limit: int) -> str:
     return "".join(out) + "…"
 
 
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell: nested values (a query's sources, tags, attributes) as JSON, which a spreadsheet or a program
+    reads back, not as Python's repr."""
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple | dict):
+        return orjson.dumps(value, default=_json_default).decode()
+    return value
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value)
@@ -97,7 +107,7 @@ def format_rows(
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows([["" if v is None else v for v in row] for row in rows])
+        writer.writerows([[_csv_cell(v) for v in row] for row in rows])
         return buf.getvalue()
     if fmt != "table":
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
