@@ -120,7 +120,12 @@ def _shown(path: Path) -> str:
 
 def _guide(url: str, report: Any, settings: Settings) -> str:
     """What to do next, in lines that fit an 80-column terminal (a long command is continued with a backslash)."""
-    intents = ", ".join(f"{k} {v}" for k, v in report.intents.most_common(4))
+    intents = ""
+    for name, n in report.intents.most_common():  # as many as fit on the line, most asked first
+        more = f"{', ' if intents else ''}{name} {n}"
+        if len("  top intents: ") + len(intents) + len(more) > 80:
+            break
+        intents += more
     q = ".venv/bin/querylog"
     return f"""
 querylog is running on {url}  (Ctrl-C to stop)
