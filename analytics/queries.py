@@ -634,16 +634,20 @@ class LakeQueries:
     # -- the stage funnel --------------------------------------------------------------------------
     def funnel(self, f: Filters = Filters()) -> pl.DataFrame:
         """step, queries, dropped (since the step before), drop_rate, of_received: how far queries get
-        through received → classified → searched → answered → completed."""
-        steps = pl.DataFrame({"step": [s for s, _ in FUNNEL_STEPS], "event_type": [e for _, e in FUNNEL_STEPS]})
-        reached = self._frame(
+        through received → classified → searched → answered → completed. A query counts at every step up to the
+        furthest it reached, so a producer that skips a step (no classification) never makes a step gain queries:
+        the drops are never negative."""
+        steps = pl.DataFrame({"step": [s for s, _ in FUNNEL_STEPS], "n": list(range(len(FUNNEL_STEPS)))})
+        furthest = self._frame(
             f,
             """
-            SELECT event_type, count(DISTINCT query_id) AS queries FROM events
-            WHERE query_id IN (SELECT query_id FROM q) GROUP BY event_type
+            SELECT max(list_position($steps, event_type)) - 1 AS n, query_id FROM events
+            WHERE query_id IN (SELECT query_id FROM q) AND list_contains($steps, event_type) GROUP BY query_id
             """,
+            {"steps": [e for _, e in FUNNEL_STEPS]},
         )
-        frame = steps.join(reached, on="event_type", how="left").with_columns(pl.col("queries").fill_null(0))
+        counts = [int((furthest["n"] >= i).sum()) if furthest.height else 0 for i in range(len(FUNNEL_STEPS))]
+        frame = steps.with_columns(pl.Series("queries", counts, dtype=pl.Int64)).drop("n")
         previous = pl.col("queries").shift(1)
         first = pl.col("queries").first()
         return frame.select(

@@ -90,7 +90,7 @@ class Settings:
         default="interval",
         metadata={
             "env": "QUERYLOG_FSYNC",
-            "doc": "always | interval | never: when the log fsyncs (machine-crash safety)",
+            "doc": "always, interval or never: when the log fsyncs (machine-crash safety)",
         },
     )
     fsync_interval_s: float = field(
@@ -117,7 +117,7 @@ class Settings:
         default="auto",
         metadata={
             "env": "QUERYLOG_STDOUT_FORMAT",
-            "doc": "auto | json | console: the stdout echo as one JSON line per event (json), or one short line per "
+            "doc": "auto, json or console: the stdout echo as one JSON line per event (json), or one short line per "
             "query for a person (console); auto picks console on a terminal and json when piped or in a container",
         },
     )
@@ -202,7 +202,11 @@ class Settings:
     )
     ingest_token: str | None = field(
         default=None,
-        metadata={"env": "QUERYLOG_INGEST_TOKEN", "doc": "bearer token required by POST /v1/events when set"},
+        metadata={
+            "env": "QUERYLOG_INGEST_TOKEN",
+            "doc": "bearer token required by POST /v1/events and /v1/traces when set (/v1/chat and /v1/feedback "
+            "stay open: they are the chat API itself)",
+        },
     )
     ingest_max_bytes: int = field(
         default=5 * 1024 * 1024,

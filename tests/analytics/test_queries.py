@@ -184,6 +184,29 @@ def test_funnel_counts_how_far_queries_got(lq: LakeQueries, sample_lake: SampleL
     assert funnel["of_received"][0] == 1.0
 
 
+def test_a_query_that_skipped_a_step_still_counts_at_it_so_no_step_gains_queries(tmp_path: Path) -> None:
+    """A producer that never classifies (the docs' own FastAPI example) made "classified" drop and "searched" gain:
+    a negative drop-off in the explorer's funnel."""
+    from querylog.logging.parquet import ParquetSink
+    from querylog.logging.projection import Projector
+    from querylog.logging.segments import EventLog, LogReader
+    from querylog.logging.tracker import QueryTracker
+
+    with EventLog(tmp_path / "log") as log:
+        tracker = QueryTracker(log)
+        for i in range(3):
+            with tracker.query(f"질문 {i}") as q:
+                if i == 0:
+                    q.classified("news_inquiry", 0.9)
+                q.searched(2)  # no response_generated: straight to completed
+    with ParquetSink(tmp_path / "lake") as sink:
+        Projector(LogReader(tmp_path / "log"), sink).catch_up()
+    with Catalog(tmp_path / "lake") as catalog:
+        funnel = LakeQueries(catalog).funnel()
+    assert funnel["queries"].to_list() == [3, 3, 3, 3, 3]
+    assert funnel["dropped"].to_list() == [0, 0, 0, 0, 0]
+
+
 def test_filters_select_time_intent_and_env(lq: LakeQueries, sample_lake: SampleLake) -> None:
     day = sample_lake.start + timedelta(days=1)
     for f in (
