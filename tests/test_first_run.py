@@ -80,10 +80,11 @@ def test_on_a_terminal_serve_demo_prints_a_line_per_query_and_a_guide_to_the_exp
     assert len(per_query) == DEMO, "\n".join(out)
     failed = [line for line in per_query if "[error" in line]
     assert failed and all("error=" in line and "stage=" in line for line in failed)
-    guide = out[next(i for i, line in enumerate(out) if line.startswith("querylog is running on")) :]
+    guide = out[next(i for i, line in enumerate(out) if line.startswith("querylog ran the demo on")) :]
     text = "\n".join(guide)
     for command in ("querylog ui", "querylog search", "querylog report", "querylog sql", "LOKI_URL"):
         assert command in text
+    assert "curl" not in text and "Ctrl-C" not in text  # --exit-after-demo: the server is gone, no call to it
     too_wide = [line for line in guide if "projection_stopped" not in line and _cells(line) > 80]
     assert not too_wide, too_wide
     # The guide comes after every query's line, not in the middle of them.

@@ -87,6 +87,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  lake:   {receipt.lake_events} events removed, {receipt.lake_hours} hours rewritten")
             print(f"  search: {'index rebuilt without them' if receipt.search_rebuilt else 'no index'}")
             print(f"  metrics snapshot: {receipt.metrics_open_queries} open queries forgotten")
+            print("  metrics counters: totals, never lowered: `reconcile --metrics-url` differs by these events")
         if settings.loki_url:  # even when nothing was found here: Loki may hold them, or an earlier run's requests
             print(f"  loki:   {_loki_line(receipt)}")
         for note in receipt.notes:

@@ -104,7 +104,7 @@ def _demo_then_guide(server: Any, args: argparse.Namespace, settings: Settings) 
     ):
         time.sleep(0.1)  # another thread or process writes the lake: there is nothing here to wait on
     sys.stdout.flush()
-    sys.stderr.write(_guide(url, report, settings))
+    sys.stderr.write(_guide(url, report, settings, running=not args.exit_after_demo))
     sys.stderr.flush()
     if args.exit_after_demo:
         server.should_exit = True
@@ -118,8 +118,9 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _guide(url: str, report: Any, settings: Settings) -> str:
-    """What to do next, in lines that fit an 80-column terminal (a long command is continued with a backslash)."""
+def _guide(url: str, report: Any, settings: Settings, *, running: bool = True) -> str:
+    """What to do next, in lines that fit an 80-column terminal (a long command is continued with a backslash).
+    Not `running` (``--exit-after-demo``): what needs the server is left out."""
     intents = ""
     for name, n in report.intents.most_common():  # as many as fit on the line, most asked first
         more = f"{', ' if intents else ''}{name} {n}"
@@ -127,8 +128,18 @@ def _guide(url: str, report: Any, settings: Settings) -> str:
             break
         intents += more
     q = ".venv/bin/querylog"
+    served = f"querylog is running on {url}  (Ctrl-C to stop)" if running else f"querylog ran the demo on {url}"
+    api = (
+        f"""
+  curl -s {url}/metrics | grep querylog_queries_total
+  curl -s {url}/v1/chat -H 'content-type: application/json' \\
+       -d '{{"query": "네이버 주가 전망은?"}}'
+  {url}/docs   the API, to try in a browser"""
+        if running
+        else ""
+    )
     return f"""
-querylog is running on {url}  (Ctrl-C to stop)
+{served}
   demo: {report.ok} answered, {report.failed} failed (#fail, on purpose), {report.feedback} rated, \
 in {report.elapsed_s:.1f}s
   top intents: {intents}
@@ -139,11 +150,7 @@ Next, in another terminal:
   {q} ui                 the explorer: trends, latency, search
   {q} search 하이닉스     what users asked, one row per question
   {q} report             this week against the last, in Markdown
-  {q} sql "select intent, count(*) from queries group by 1"
-  curl -s {url}/metrics | grep querylog_queries_total
-  curl -s {url}/v1/chat -H 'content-type: application/json' \\
-       -d '{{"query": "네이버 주가 전망은?"}}'
-  {url}/docs   the API, to try in a browser
+  {q} sql "select intent, count(*) from queries group by 1"{api}
 
 Loki and Grafana: LOKI_URL=http://127.0.0.1:3100 ships every event to Loki;
   compose/docker-compose.dev.yml runs Loki, Grafana, Prometheus: docs/deploy.md
