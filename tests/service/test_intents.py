@@ -14,6 +14,9 @@ from querylog.service.intents import Classification, Intent, classify
 CASES: list[tuple[str, Intent]] = [
     # Asked in the demo ("{c} 경쟁사는?") and by users: who a company competes with is about the company.
     ("SK하이닉스 경쟁사는?", Intent.COMPANY_INFO),
+    ("LG에너지솔루션은 왜 떨어졌나요", Intent.STOCK_ANALYSIS),  # why a stock moved: the demo asks it
+    ("테슬라 오늘 왜 올랐어?", Intent.STOCK_ANALYSIS),
+    ("코스피 하락 이유", Intent.MARKET_OVERVIEW),  # the market's move stays the market's
     ("Who are Tesla's competitors?", Intent.COMPANY_INFO),
     # Korean, particles attached to the keyword or the company name
     ("네이버는 요즘 주가가 어때?", Intent.STOCK_ANALYSIS),
