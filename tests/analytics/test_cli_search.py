@@ -108,6 +108,15 @@ def test_table_output_shows_korean_text(lake: SampleLake, capsys: pytest.Capture
 
 
 @needs_search
+def test_a_full_page_of_results_says_how_to_see_more(lake: SampleLake, capsys: pytest.CaptureFixture[str]) -> None:
+    """"(2 rows)" looked like everything there was."""
+    assert main(["--home", str(lake.home), "search", "삼성전자", "--no-group", "--limit", "2"]) == 0
+    assert "the best 2 shown; --limit N shows more" in capsys.readouterr().err
+    assert main(["--home", str(lake.home), "search", "삼성전자", "--no-group", "--limit", "10000"]) == 0
+    assert "--limit N shows more" not in capsys.readouterr().err
+
+
+@needs_search
 def test_text_is_data_not_code(lake: SampleLake, capsys: pytest.CaptureFixture[str]) -> None:
     hits, _ = _search(lake, capsys, "' OR 1=1; DROP TABLE queries; --")
     assert hits == []

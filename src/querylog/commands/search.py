@@ -196,6 +196,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(format_rows(columns, rows, "json"))
     elif rows:
         sys.stdout.write(format_rows(columns, rows, "table"))
+        if len(rows) >= args.limit:  # there may be more: say how to see them
+            print(f"querylog search: the best {len(rows)} shown; --limit N shows more", file=sys.stderr)
     else:
         kind = {"queries": "queries", "answers": "answers", "both": "queries or answers"}[args.where]
         shown = args.text if len(args.text) <= 80 else f"{args.text[:77]}… ({len(args.text):,} characters)"

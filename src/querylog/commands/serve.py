@@ -16,7 +16,7 @@ from querylog.config import Settings
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "serve",
-        help="run the chat API (POST /v1/chat, GET /healthz, GET /metrics)",
+        help="run the chat API (/v1/chat, /v1/feedback; producers' /v1/events and /v1/traces; /healthz, /metrics)",
         description="Run the FastAPI chat API with the embedded pipeline. Events go to the log under QUERYLOG_HOME; "
         "the Parquet lake (and Loki, when LOKI_URL is set) follow in the background. SIGTERM or Ctrl-C drains "
         "the projections and exits.",
