@@ -15,7 +15,7 @@ import altair as alt
 import polars as pl
 import streamlit as st
 
-from querylog._format import milliseconds, percent
+from querylog._format import milliseconds, percent, visible
 from querylog.analytics.catalog import CatalogError
 from querylog.analytics.queries import BUCKETS, Answer, Bucket, Filters, LakeQueries, Summary, open_catalog
 from querylog.analytics.search_groups import group_hits
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from querylog.analytics.aliases import AliasFile
     from querylog.analytics.upkeep import SearchField
 
-__all__ = ["highlight_html", "highlight_spans", "main", "trace_url"]
+__all__ = ["SHOWN_CHARS", "highlight_html", "highlight_spans", "main", "plain", "trace_url"]
 
 _HANGUL: Final = re.compile(r"[\uac00-\ud7a3]")
 _WORD: Final = re.compile(r"[^\s\"'“”‘’.,!?()\[\]{}<>:;/\\|]+")
@@ -58,8 +58,20 @@ def highlight_spans(text: str, query: str) -> list[tuple[str, bool]]:
 
 
 def highlight_html(text: str, query: str) -> str:
-    """`text`, HTML-escaped, with the matches of `query` in ``<mark>``."""
-    return "".join(f"<mark>{html.escape(s)}</mark>" if on else html.escape(s) for s, on in highlight_spans(text, query))
+    """`text`, HTML-escaped, its control and bidirectional characters shown escaped (a U+202E would draw the rest
+    of the page backwards), with the matches of `query` in ``<mark>``."""
+    spans = highlight_spans(visible(text), query)
+    return "".join(f"<mark>{html.escape(s)}</mark>" if on else html.escape(s) for s, on in spans)
+
+
+#: The most of a question the timeline shows (a question may be 16,384 characters).
+SHOWN_CHARS: Final = 2_000
+
+
+def plain(text: str, limit: int = SHOWN_CHARS) -> str:
+    """A user's text as this page shows it: control and bidirectional characters escaped, cut past `limit`."""
+    text = visible(text)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
 
 
 def trace_url(trace_id: str | None, host: str | None = None) -> str | None:
@@ -286,6 +298,7 @@ def _search(settings: Settings, lq: LakeQueries, f: Filters) -> None:
         "In", ["questions", "answers"], horizontal=True, key="search_in"
     ) == "answers" else "queries"  # fmt: skip
     if not text.strip():
+        st.session_state["search_hits"] = {}  # cleared with the search: the timeline picker offers recent queries
         st.caption(
             "Korean, English and mixed text; particles and missing spaces are fine. Company names find each other "
             "(현대차, Hyundai Motor, 005380), 초성 works (ㄴㅇㅂ), and a typo is forgiven when nothing else matches."
@@ -313,7 +326,8 @@ def _search(settings: Settings, lq: LakeQueries, f: Filters) -> None:
     selected = lq.matching(f, [h.query_id for h in hits])
     hits = [h for h in hits if h.query_id in selected]
     if not hits:
-        st.info(f"No {'answers' if field == 'answers' else 'queries'} match “{text}” in this selection.")
+        st.session_state["search_hits"] = {}  # the Queries tab's picker offers no hits of an earlier search
+        st.info(f"No {'answers' if field == 'answers' else 'queries'} match this search in this selection.")
         return
     if st.toggle("One row per query", key="search_ungrouped"):
         hits = hits[:50]
@@ -390,7 +404,7 @@ def _queries(lq: LakeQueries, f: Filters) -> None:
         st.info("No queries in this selection.")
         return
     query_id = st.selectbox(
-        "Query", choices, key="timeline_query", format_func=lambda q: f"{labels.get(q, '')[:60]}  ·  {q}"
+        "Query", choices, key="timeline_query", format_func=lambda q: f"{plain(labels.get(q, ''), 60)}  ·  {q}"
     )
     _timeline(lq, query_id)
 
@@ -428,7 +442,8 @@ def _timeline(lq: LakeQueries, query_id: str) -> None:
         st.info("No events for this query id.")
         return
     text = events.filter(pl.col("event_type") == "query_received")["query_text"].to_list()
-    st.markdown(f"**{html.escape(text[0]) if text else query_id}**")
+    # As text, never Markdown: a question holding `$x$`, `:red[…]` or a link is shown as asked.
+    st.text(plain(text[0]) if text else query_id)
     trace = trace_url(events["trace_id"].drop_nulls().first())  # type: ignore[arg-type]
     if trace:
         st.markdown(f"[Open trace in Langfuse]({trace})")

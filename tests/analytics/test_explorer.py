@@ -411,3 +411,30 @@ def test_the_sessions_tab_shows_reformulations(explorer: AppTest, sample_lake: S
     by_intent = next(f for f in _frames(explorer) if "reformulation_rate" in f.columns and "intent" in f.columns)
     assert set(by_intent["intent"].to_list()) == {q.intent for q in sample_lake.queries}
     assert sum(by_intent["queries"].to_list()) == len(sample_lake.queries)
+
+
+def test_a_question_is_shown_as_asked_never_as_markup_and_cannot_reverse_the_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A question's `$x^2$`, `:red[…]` or link was drawn as math, colour or a link in the timeline's title, and a
+    U+202E in a search row drew the rest of the page backwards."""
+    from querylog.logging.projection import Projector
+    from querylog.logging.segments import EventLog, LogReader
+    from querylog.logging.tracker import QueryTracker
+
+    asked = "$5 and $x^2$ :red[colored] [x](javascript:alert(1)) 삼성전자 gnp.\u202eexe"
+    home = tmp_path / "home"
+    with EventLog(home / "log") as log, QueryTracker(log).query(asked) as q:
+        q.classified("stock_analysis", 0.9)
+    with ParquetSink(home / "lake") as sink:
+        Projector(LogReader(home / "log"), sink).catch_up()
+    at = _app(home, monkeypatch)
+    shown = [t.value for t in at.text]
+    assert "$5 and $x^2$ :red[colored] [x](javascript:alert(1)) 삼성전자 gnp.\\u202eexe" in shown  # the title, as text
+    assert not [m.value for m in at.markdown if "삼성전자" in m.value]  # never as Markdown
+    at.text_input(key="search").input("삼성전자").run()
+    rows = [h.proto.body for h in at.get("html") if "<mark>" in h.proto.body]
+    assert rows and all("\u202e" not in r and "\\u202e" in r for r in rows)
+    assert at.session_state["search_hits"]
+    at.text_input(key="search").input("").run()  # cleared: the timeline no longer offers the old hits first
+    assert at.session_state["search_hits"] == {}
