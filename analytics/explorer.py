@@ -15,7 +15,7 @@ import altair as alt
 import polars as pl
 import streamlit as st
 
-from querylog._format import milliseconds, percent, visible
+from querylog._format import milliseconds, percent, shortened, visible
 from querylog.analytics.catalog import CatalogError
 from querylog.analytics.queries import BUCKETS, Answer, Bucket, Filters, LakeQueries, Summary, open_catalog
 from querylog.analytics.search_groups import group_hits
@@ -70,8 +70,7 @@ SHOWN_CHARS: Final = 2_000
 
 def plain(text: str, limit: int = SHOWN_CHARS) -> str:
     """A user's text as this page shows it: control and bidirectional characters escaped, cut past `limit`."""
-    text = visible(text)
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+    return shortened(text, limit)
 
 
 def trace_url(trace_id: str | None, host: str | None = None) -> str | None:

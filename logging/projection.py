@@ -174,6 +174,12 @@ class Sink(ABC):
     def _checkpoint(self) -> Checkpoint: ...
 
 
+def _events_in(remaining_bytes: int, consumed: int, lines: int) -> int:
+    """About how many events `remaining_bytes` of log hold, by the mean line of a batch (`lines` lines in `consumed`
+    bytes, newlines included)."""
+    return remaining_bytes // max(1, consumed // max(1, lines))
+
+
 class CheckpointFile:
     """A checkpoint stored as JSON, replaced atomically (write, fsync, rename)."""
 
@@ -500,16 +506,14 @@ class Projector:
         if remaining_bytes <= 0 or last_ts is None:
             self.telemetry.lag(0, 0.0)
             return
-        mean_line = max(1, consumed // max(1, lines))
         behind_s = (datetime.now(UTC) - last_ts).total_seconds()
-        self.telemetry.lag(remaining_bytes // mean_line, max(0.0, behind_s))
+        self.telemetry.lag(_events_in(remaining_bytes, consumed, lines), max(0.0, behind_s))
 
     def _report_stuck(self, lines: Sequence[bytes], remaining_bytes: int, consumed: int) -> None:
         """Lag while a write fails (a destination down): the batch and all behind it, as old as its oldest line."""
-        mean_line = max(1, consumed // max(1, len(lines)))
         oldest = next((t for t in map(line_time, lines) if t is not None), None)
         behind_s = time.time() - oldest if oldest is not None else 0.0
-        self.telemetry.lag(len(lines) + remaining_bytes // mean_line, max(0.0, behind_s))
+        self.telemetry.lag(len(lines) + _events_in(remaining_bytes, consumed, len(lines)), max(0.0, behind_s))
 
     # -- background thread ------------------------------------------------------------------------
     def start(self) -> Projector:

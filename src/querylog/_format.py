@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["FORMATS", "format_rows", "milliseconds", "percent", "visible"]
+__all__ = ["FORMATS", "format_rows", "milliseconds", "percent", "shortened", "visible"]
 
 FORMATS = ("table", "json", "csv")
 
@@ -48,6 +48,13 @@ def visible(text: str) -> str:
     reverse the operator's screen."""
     text = text.replace("\n", " ").replace("\t", " ")
     return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
+def shortened(text: str, limit: int) -> str:
+    """`visible(text)`, cut past `limit` characters and saying how long it was: a user's text in a message or a
+    label, where a 16,384-character question would fill the screen."""
+    text = visible(text)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
 
 
 def milliseconds(value: float | None) -> str:

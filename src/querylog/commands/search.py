@@ -89,7 +89,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from querylog._format import format_rows, visible
+    from querylog._format import format_rows, shortened
     from querylog.analytics.aliases import AliasError
     from querylog.analytics.catalog import CatalogError
     from querylog.analytics.queries import Filters, open_catalog
@@ -200,9 +200,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"querylog search: the best {len(rows)} shown; --limit N shows more", file=sys.stderr)
     else:
         kind = {"queries": "queries", "answers": "answers", "both": "queries or answers"}[args.where]
-        shown = args.text if len(args.text) <= 80 else f"{args.text[:77]}… ({len(args.text):,} characters)"
         filters = f" with intent {args.intent!r}" if args.intent else ""
-        print(f"no {kind} match {visible(shown)!r}{filters}", file=sys.stderr)
+        print(f"no {kind} match {shortened(args.text, 80)!r}{filters}", file=sys.stderr)
     return 0
 
 
