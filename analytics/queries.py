@@ -15,6 +15,7 @@ import polars as pl
 import pyarrow as pa
 
 from querylog.analytics.catalog import Catalog, CatalogError
+from querylog.logging.events import UNCLASSIFIED
 from querylog.logging.reformulation import Names
 
 __all__ = [
@@ -65,9 +66,8 @@ _STAGE_COLUMNS: Final = (
     ("total", "latency_ms"),
 )
 
-#: Queries that never got an intent (still in flight, or failed while classifying) are grouped under this
-#: name, so that they can be filtered and charted like any other intent instead of vanishing as NULL.
-UNCLASSIFIED: Final = "unclassified"
+# Queries that never got an intent are grouped under UNCLASSIFIED (querylog.logging.events), so that they can be
+# filtered and charted like any other intent instead of vanishing as NULL.
 _BASE_SQL: Final = f"SELECT * REPLACE (coalesce(intent, '{UNCLASSIFIED}') AS intent) FROM queries"
 
 _T = TypeVar("_T")

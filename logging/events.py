@@ -33,6 +33,7 @@ __all__ = [
     "MAX_SOURCES",
     "MAX_TAGS",
     "SCHEMA_VERSION",
+    "UNCLASSIFIED",
     "AnyEvent",
     "Event",
     "EventValidationError",
@@ -58,6 +59,10 @@ SCHEMA_VERSION: Final = 2
 #: The oldest schema version whose events read as current ones field for field: every version since only added
 #: optional fields. A reader that skips the upcasters (the Parquet fast path) may take lines from this version on.
 ADDITIVE_SINCE: Final = 1
+#: The intent of a query that never got one (still in flight, or failed before it was classified), in every view:
+#: the lake's frames, the metrics' ``intent`` label, reconcile. The classifier's own ``unknown`` is an answer (it
+#: could not tell); this is the absence of one, and the two are never counted together.
+UNCLASSIFIED: Final = "unclassified"
 
 #: Largest query text an event carries, in characters. Longer text is cut, with a marker, so that one
 #: pasted document can never make a log line that no sink accepts (Loki's own limit is 256 KiB a line).

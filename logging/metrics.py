@@ -26,6 +26,7 @@ from prometheus_client.utils import floatToGoString
 from querylog.logging import reformulation
 from querylog.logging.events import (
     EVENT_TYPES,
+    UNCLASSIFIED,
     Event,
     FeedbackReceived,
     IntentClassified,
@@ -75,7 +76,6 @@ _NAMESPACE_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _STAGES = ("classify", "search", "generate")
 _FEEDBACK_SCORES = ("-1", "0", "1")
 _CACHE_RESULTS = ("hit", "miss")
-_UNKNOWN_INTENT = "unknown"
 _UNKNOWN = "unknown"
 #: Distinct models and releases with a series of their own; later ones share "other", so a producer that
 #: sends a new value per query cannot blow up Prometheus.
@@ -426,7 +426,7 @@ class MetricsProjection:
         if before is not None:
             self._latest_of.pop(before.query_id, None)
             if 0 <= ts - before.ts <= reformulation.WINDOW_S and reformulation.reformulates(before.said, now.said):
-                self._reformulated[before.intent or _UNKNOWN_INTENT] += 1
+                self._reformulated[before.intent or UNCLASSIFIED] += 1
         self._sessions[session_id] = now
         self._latest_of[query_id] = session_id
 
@@ -498,7 +498,7 @@ class MetricsProjection:
             return own
         if state is not None and state.intent:
             return state.intent
-        return _UNKNOWN_INTENT
+        return UNCLASSIFIED
 
     def _observe_stage(self, stage: str, duration_ms: float | None) -> None:
         if duration_ms is not None:

@@ -210,7 +210,7 @@ def test_serve_with_projections_in_a_child_process(tmp_path: Path) -> None:
         assert _wait_for(lambda: parquet.snapshot().sent == 10), parquet.snapshot()
         assert _lake_rows(tmp_path) == 10
         # /metrics shows the fold the child publishes, beside the counters of every projection, once each.
-        assert _wait_for(lambda: _sample(runtime, "querylog_queries", intent="unknown", status="completed") == 5)
+        assert _wait_for(lambda: _sample(runtime, "querylog_queries", intent="unclassified", status="completed") == 5)
         assert _sample(runtime, "querylog_sink_events_sent", sink="parquet") == 10
         assert _sample(runtime, "querylog_sink_events_sent", sink="metrics") == 10
         # /healthz's view: every projection, none led by the API process, as the child last published them.
@@ -225,7 +225,7 @@ def test_serve_with_projections_in_a_child_process(tmp_path: Path) -> None:
         runtime.log.flush()
         assert _wait_for(lambda: _lake_rows(tmp_path) == 20)
         # The new child folded again what its killed parent had not saved: each query counted once.
-        assert _wait_for(lambda: _sample(runtime, "querylog_queries", intent="unknown", status="completed") == 10)
+        assert _wait_for(lambda: _sample(runtime, "querylog_queries", intent="unclassified", status="completed") == 10)
     # Closing the runtime drains the child and waits for it: it exited cleanly.
     assert not child.running and child._proc is not None and child._proc.returncode == 0
 

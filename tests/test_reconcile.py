@@ -54,7 +54,7 @@ def test_counts_attribute_intent_from_the_terminal_event_else_the_classification
         QueryCompleted(query_id="b", latency_ms=1.0),
     ]
     counts = count_events(events)
-    assert counts.intents == {"news_inquiry": 1, "unknown": 1}
+    assert counts.intents == {"news_inquiry": 1, "unclassified": 1}
     assert counts.events == {"intent_classified": 1, "query_failed": 1, "query_completed": 1}
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from querylog.analytics.aliases import STARTER, load_aliases
-from querylog.analytics.queries import UNCLASSIFIED, LakeQueries, open_catalog
+from querylog.analytics.queries import LakeQueries, open_catalog
 from querylog.logging.events import Event, IntentClassified, QueryCompleted, QueryReceived
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.parquet import ParquetSink
@@ -77,9 +77,6 @@ def sessions(draw: st.DrawFn) -> list[Event]:
     return [e for _, _, e in sorted(events, key=lambda x: (x[0], x[1]))]
 
 
-_METRIC_INTENT = {UNCLASSIFIED: "unknown", None: "unknown"}
-
-
 def _lake_counts(events: list[Event], names: Names | None) -> Counter[str]:
     """Reformulated queries by intent, as the lake's `queries` view counts them (intents without any left out)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,10 +85,8 @@ def _lake_counts(events: list[Event], names: Names | None) -> Counter[str]:
             sink.write(Batch(events=events, checkpoint={"all": len(events)}))
         with open_catalog(lake, names=names) as catalog:
             frame = LakeQueries(catalog).reformulation_by_intent()
-    # A query without an intent is `unclassified` in the lake's frames and `unknown` in the metrics (queries_total's
-    # label value too).
-    rows = frame.iter_rows(named=True)
-    return +Counter({_METRIC_INTENT.get(row["intent"], row["intent"]): row["reformulated"] for row in rows})
+    # A query without an intent is `unclassified` in the lake's frames and in the metrics' label alike.
+    return +Counter({row["intent"]: row["reformulated"] for row in frame.iter_rows(named=True)})
 
 
 def _folded(events: list[Event], names: Names | None) -> Counter[str]:

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from querylog.analytics.catalog import Catalog
 from querylog.config import Settings
 from querylog.logging.codec import DecodeError, decode
-from querylog.logging.events import AnyEvent, IntentClassified
+from querylog.logging.events import UNCLASSIFIED, AnyEvent, IntentClassified
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.segments import LogReader
 
@@ -75,7 +75,7 @@ class ReconcileReport:
 
 def count_events(events: Iterable[AnyEvent]) -> Counts:
     """Counts the way the metrics projection attributes intents: the terminal event's intent, else the one
-    classified, else ``unknown``."""
+    classified, else ``UNCLASSIFIED``."""
     counts = Counts()
     classified: dict[str, str] = {}
     for event in events:
@@ -83,7 +83,7 @@ def count_events(events: Iterable[AnyEvent]) -> Counts:
         if isinstance(event, IntentClassified):
             classified[event.query_id] = event.intent
         elif event.event_type in _TERMINAL:
-            intent = getattr(event, "intent", None) or classified.pop(event.query_id, None) or "unknown"
+            intent = getattr(event, "intent", None) or classified.pop(event.query_id, None) or UNCLASSIFIED
             counts.intents[intent] += 1
     return counts
 
@@ -112,7 +112,7 @@ def count_lake(settings: Settings, since: datetime | None) -> Counts:
                 SELECT query_id, any_value(intent) AS intent FROM e
                 WHERE event_type = 'intent_classified' GROUP BY 1
             )
-            SELECT coalesce(t.intent, cls.intent, 'unknown') AS intent, count(*)
+            SELECT coalesce(t.intent, cls.intent, '{UNCLASSIFIED}') AS intent, count(*)
             FROM e AS t LEFT JOIN cls USING (query_id)
             WHERE t.event_type IN ('query_completed', 'query_failed')
             GROUP BY 1
@@ -150,7 +150,7 @@ def count_loki(client: httpx.Client, settings: Settings, since: datetime, now: d
         counts.events[sample["metric"]["event"]] = int(float(sample["value"][1]))
     terminal = f'{{{selector}, event=~"query_completed|query_failed"}} | json intent'
     for sample in _loki_vector(client, f"sum by (intent) (count_over_time({terminal} [{seconds}s]))", now):
-        counts.intents[sample["metric"].get("intent") or "unknown"] = int(float(sample["value"][1]))
+        counts.intents[sample["metric"].get("intent") or UNCLASSIFIED] = int(float(sample["value"][1]))
     return counts
 
 

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from querylog.logging.events import (
     EVENT_TYPES,
+    UNCLASSIFIED,
     Event,
     FeedbackReceived,
     IntentClassified,
@@ -73,7 +74,7 @@ def test_queries_are_counted_by_intent_and_status() -> None:
     assert value(registry, "querylog_queries_total", intent="stock_price", status="failed") is None
 
 
-def test_intent_falls_back_to_the_classified_one_then_to_unknown() -> None:
+def test_intent_falls_back_to_the_classified_one_then_to_unclassified() -> None:
     events = [
         QueryReceived(query_id="q1", ts=at(0), query_text="네이버 뉴스"),
         IntentClassified(query_id="q1", ts=at(0), intent="news", confidence=0.7),
@@ -83,7 +84,22 @@ def test_intent_falls_back_to_the_classified_one_then_to_unknown() -> None:
     ]
     registry = projected(events)
     assert value(registry, "querylog_queries_total", intent="news", status="failed") == 1
+    assert value(registry, "querylog_queries_total", intent="unclassified", status="completed") == 1
+
+
+def test_a_query_never_classified_is_counted_apart_from_one_the_classifier_could_not_tell() -> None:
+    """The lake's frames call a query without an intent `unclassified`; the classifier's `unknown` is an answer:
+    the metrics keep the two apart under the same names, so a panel and `querylog report` agree."""
+    events = [
+        QueryReceived(query_id="q1", ts=at(0), query_text="음"),
+        IntentClassified(query_id="q1", ts=at(0), intent="unknown", confidence=0.0),
+        QueryCompleted(query_id="q1", ts=at(1), latency_ms=10.0),
+        QueryReceived(query_id="q2", ts=at(0), query_text="hello"),
+        QueryCompleted(query_id="q2", ts=at(1), latency_ms=10.0),
+    ]
+    registry = projected(events)
     assert value(registry, "querylog_queries_total", intent="unknown", status="completed") == 1
+    assert value(registry, "querylog_queries_total", intent=UNCLASSIFIED, status="completed") == 1
 
 
 def test_the_terminal_events_own_intent_wins_over_the_classified_one() -> None:
@@ -218,7 +234,7 @@ def test_without_newer_events_nothing_goes_stale() -> None:
     assert value(projected(events, stale_after_seconds=1), "querylog_active_queries") == 1
 
 
-def test_a_stale_query_is_forgotten_so_its_late_completion_falls_back_to_unknown() -> None:
+def test_a_stale_query_is_forgotten_so_its_late_completion_falls_back_to_unclassified() -> None:
     events = [
         QueryReceived(query_id="q1", ts=at(0), query_text="hi"),
         IntentClassified(query_id="q1", ts=at(0), intent="news", confidence=0.9),
@@ -227,7 +243,7 @@ def test_a_stale_query_is_forgotten_so_its_late_completion_falls_back_to_unknown
     ]
     registry = projected(events)
     # The state of q1 was freed when it went stale: memory stays bounded even if producers crash.
-    assert value(registry, "querylog_queries_total", intent="unknown", status="completed") == 1
+    assert value(registry, "querylog_queries_total", intent="unclassified", status="completed") == 1
     assert value(registry, "querylog_active_queries") == 1
 
 
@@ -244,7 +260,7 @@ def test_a_backfilled_query_keeps_its_intent_and_the_live_ones_stay_open() -> No
     ]
     registry = projected(events)
     assert value(registry, "querylog_queries_total", intent="news", status="completed") == 1
-    assert value(registry, "querylog_queries_total", intent="unknown", status="completed") is None
+    assert value(registry, "querylog_queries_total", intent="unclassified", status="completed") is None
     assert value(registry, "querylog_active_queries") == 2
 
 

@@ -180,7 +180,7 @@ def test_prometheus_scrapes_the_projection_and_sums_every_query(
         "failed": FAILED,
     }
     # The failed events carry no intent: it came from intent_classified, as the projection promises.
-    assert instant(base, 'querylog_queries_total{intent="unknown"}') == []
+    assert instant(base, 'querylog_queries_total{intent="unclassified"}') == []
     up = instant(base, 'up{job="querylog"}')
     assert up is not None
     assert float(up[0]["value"][1]) == 1
