@@ -429,7 +429,8 @@ def _answer(answer: Answer | None) -> None:
     if answer.answer_text is not None:
         # Shown as text, never as Markdown: an answer is user-visible content, not markup for this page.
         st.text(answer.answer_text)
-    st.caption("  ·  ".join(f"{name}: {value}" for name, value in facts if value))
+    # As text too: a release, prompt version or model name comes from a producer, and is not markup either.
+    st.text(plain("  ·  ".join(f"{name}: {value}" for name, value in facts if value)))
     if not answer.sources.is_empty():
         st.markdown("**Sources**")
         _table(st, answer.sources, "timeline_sources")

@@ -424,14 +424,18 @@ def test_a_question_is_shown_as_asked_never_as_markup_and_cannot_reverse_the_pag
 
     asked = "$5 and $x^2$ :red[colored] [x](javascript:alert(1)) 삼성전자 gnp.\u202eexe"
     home = tmp_path / "home"
-    with EventLog(home / "log") as log, QueryTracker(log).query(asked) as q:
+    with EventLog(home / "log") as log, QueryTracker(log, release=":red[v2]").query(asked) as q:
         q.classified("stock_analysis", 0.9)
+        q.responded(model="**gpt**", answer="네", finish_reason="$stop$")
     with ParquetSink(home / "lake") as sink:
         Projector(LogReader(home / "log"), sink).catch_up()
     at = _app(home, monkeypatch)
     shown = [t.value for t in at.text]
     assert "$5 and $x^2$ :red[colored] [x](javascript:alert(1)) 삼성전자 gnp.\\u202eexe" in shown  # the title, as text
     assert not [m.value for m in at.markdown if "삼성전자" in m.value]  # never as Markdown
+    # The answer's facts come from the producer: as text too.
+    assert "finish: $stop$  ·  model: **gpt**  ·  release: :red[v2]" in shown
+    assert not [c.value for c in [*at.markdown, *at.caption] if "gpt" in c.value]
     at.text_input(key="search").input("삼성전자").run()
     rows = [h.proto.body for h in at.get("html") if "<mark>" in h.proto.body]
     assert rows and all("\u202e" not in r and "\\u202e" in r for r in rows)
