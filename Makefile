@@ -3,22 +3,26 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+PORT   ?= 8000
 
 .PHONY: run test lint typecheck unit bench clean help
 
 help:
-	@echo "make run    - set up .venv, start the chat API on 127.0.0.1:8000 with a demo workload"
+	@echo "make run    - set up .venv, start the chat API on 127.0.0.1:8000 with a demo workload (PORT=8010 for another)"
 	@echo "make test   - set up .venv, run ruff, mypy and pytest (installs Prometheus when apt allows)"
 	@echo "make bench  - run the benchmarks (querylog bench)"
 
 $(STAMP): pyproject.toml
+	@echo "querylog: installing into $(VENV) (once, or when pyproject.toml changes: about a minute) ..."
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@touch $@
 
+# Exit 3 from serve: the port is taken (another make run, or any server); say how to pick another.
 run: $(STAMP)
-	$(BIN)/querylog serve --host 127.0.0.1 --port 8000 --demo 200
+	$(BIN)/querylog serve --host 127.0.0.1 --port $(PORT) --demo 200 || { rc=$$?; \
+	  [ $$rc -ne 3 ] || echo "querylog: port $(PORT) is taken: make run PORT=8010 serves on another" >&2; exit $$rc; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
