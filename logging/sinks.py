@@ -12,6 +12,7 @@ from typing import Any, Literal, TextIO
 
 import structlog
 
+from querylog._format import rounded_ms
 from querylog.logging.codec import to_builtins
 from querylog.logging.events import AnyEvent, QueryCompleted, QueryFailed, QueryReceived
 from querylog.logging.metrics import MetricsProjection
@@ -122,7 +123,7 @@ class StdoutSink(FileCheckpointSink):
         question = _fit(self._questions.pop(event.query_id, "") or event.query_id, self.QUESTION_COLUMNS)
         line: dict[str, Any] = {"timestamp": event.ts.astimezone().strftime("%H:%M:%S")}
         if event.latency_ms is not None:
-            line["ms"] = round(event.latency_ms)
+            line["ms"] = rounded_ms(event.latency_ms)
         if event.intent:
             line["intent"] = event.intent
         if isinstance(event, QueryCompleted):

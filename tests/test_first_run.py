@@ -127,10 +127,13 @@ def test_the_console_echo_is_one_line_per_ended_query_with_its_question(tmp_path
         ResponseGenerated(query_id="q1", gen_ai_request_model="m"),
         QueryCompleted(query_id="q1", latency_ms=312.4, intent="stock_analysis"),
         QueryFailed(query_id="q2", error_type="TimeoutError", stage="generate", latency_ms=30_000),
+        QueryReceived(query_id="q3", query_text="cached"),
+        QueryCompleted(query_id="q3", latency_ms=0.3612),
     ]
     sink.write(Batch(events, {"seg": 5}))
     lines = out.text.splitlines()
-    assert len(lines) == 2
+    assert len(lines) == 3
+    assert "ms=0.36" in lines[2]  # a cache hit's sub-millisecond answer is not "0 ms"
     assert "네이버 주가 전망은?" in lines[0] and "ms=312" in lines[0] and "intent=stock_analysis" in lines[0]
     assert "[error" in lines[1] and "error=TimeoutError" in lines[1] and "stage=generate" in lines[1]
     assert "…" in lines[1] and long_question.strip() not in lines[1]

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["FORMATS", "format_rows", "milliseconds", "percent", "shortened", "visible"]
+__all__ = ["FORMATS", "format_rows", "milliseconds", "percent", "rounded_ms", "shortened", "visible"]
 
 FORMATS = ("table", "json", "csv")
 
@@ -57,14 +57,22 @@ def shortened(text: str, limit: int) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
 
 
+def _ms_decimals(value: float) -> int:
+    # Two decimals under 1 ms, one under 10 ms, whole past it: a cache hit in 0.36 ms is not "0 ms".
+    return 2 if abs(value) < 1 else 1 if abs(value) < 10 else 0
+
+
 def milliseconds(value: float | None) -> str:
-    """A latency for a person: two decimals under 1 ms, one under 10 ms, whole past it (a cache hit in 0.36 ms is not
-    "0 ms"); "–" for none."""
+    """A latency for a person (``0.36 ms``, ``4.2 ms``, ``1,312 ms``); "–" for none."""
     if value is None or math.isnan(value):
         return "–"
-    if abs(value) < 1:
-        return f"{value:.2f} ms"
-    return f"{value:.1f} ms" if abs(value) < 10 else f"{value:,.0f} ms"
+    return f"{value:,.{_ms_decimals(value)}f} ms"
+
+
+def rounded_ms(value: float) -> float:
+    """A latency rounded as `milliseconds` shows it, as a number (the terminal echo's ``ms=0.36``)."""
+    decimals = _ms_decimals(value)
+    return round(value, decimals) if decimals else round(value)
 
 
 def percent(value: float | None) -> str:
