@@ -9,7 +9,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 loki_bin="${LOKI_BIN:-$(command -v loki || true)}"
 if [ -z "$loki_bin" ] || ! "$loki_bin" -version 2>&1 | grep -q '^loki, version'; then
-  echo "run-local.sh: no Grafana Loki binary found: set LOKI_BIN to one (Debian's 'loki' package is another program)." >&2
+  echo "run-local.sh: no Grafana Loki binary found: set LOKI_BIN to one (loki-linux-amd64 from" \
+    "https://github.com/grafana/loki/releases, 3.4 or newer; Debian's 'loki' package is another program)." >&2
   exit 2
 fi
 
