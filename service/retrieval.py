@@ -8,10 +8,11 @@ import re
 import threading
 import unicodedata
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 from importlib import resources
+from pathlib import Path
 from typing import Final, Literal
 
 import msgspec
@@ -21,6 +22,7 @@ __all__ = [
     "Hit",
     "Retriever",
     "SearchResult",
+    "companies_named",
     "load_bundled_corpus",
     "parse_corpus",
     "tokenize",
@@ -92,6 +94,32 @@ def load_bundled_corpus() -> tuple[Document, ...]:
     return parse_corpus(resource.read_text(encoding="utf-8"), source=f"{_PACKAGE}/{_CORPUS_RESOURCE}")
 
 
+#: The tickers (as documents carry them) of the companies a query names.
+Named = Callable[[str], frozenset[str]]
+
+
+def companies_named(documents: Iterable[Document], aliases_path: Path | None = None) -> Named:
+    """Which of `documents`' tickers a query names, by any of the company's names in the alias file (the bundled
+    starter listing by default: 애플, Apple and AAPL are one company). "What is the price target for NAVER?" names
+    035420, so NAVER's documents come before NVIDIA's price-target story, which shares more words with it."""
+    from querylog.analytics.aliases import STARTER, load_aliases
+    from querylog.logging.reformulation import Names, asked
+
+    aliases = load_aliases(aliases_path or STARTER)
+    held = {ticker.upper() for doc in documents for ticker in doc.tickers}
+    tickers: dict[str, frozenset[str]] = {}
+    for company in aliases.companies:
+        codes = frozenset(name.upper() for name in company.names if name.upper() in held)
+        if codes:
+            tickers[company.canonical] = codes
+    names = Names({key: name for key, name in aliases.canonical_by_key().items() if name in tickers})
+
+    def named(text: str) -> frozenset[str]:
+        return frozenset().union(*(tickers[name] for name in asked(text, names).companies))
+
+    return named
+
+
 _TOKEN_RUN: Final = re.compile(r"[\uac00-\ud7a3]+|[a-z]+|[0-9]+")
 _SENTENCE_END: Final = re.compile(r"(?<=[.!?])\s+")
 # Only English function words: Korean particles need no list, bigrams already dilute them and BM25's IDF
@@ -149,6 +177,7 @@ class Retriever:
         cache_size: int = 1024,
         k1: float = 1.2,
         b: float = 0.75,
+        named: Named | None = None,
     ) -> None:
         docs = tuple(documents)
         if not docs:
@@ -166,6 +195,8 @@ class Retriever:
             raise ValueError(f"b must be within [0, 1], got {b!r}")
 
         self._docs = docs
+        self._named = named
+        self._tickers = [frozenset(t.upper() for t in doc.tickers) for doc in docs]
         self._by_id = {doc.doc_id: doc for doc in docs}
         self._cache_size = cache_size
         self._cache: OrderedDict[tuple[str, int], tuple[tuple[Hit, ...], float | None]] = OrderedDict()
@@ -197,8 +228,9 @@ class Retriever:
 
     @classmethod
     def from_bundled(cls, *, cache_size: int = 1024) -> Retriever:
-        """A retriever over the corpus shipped with the package."""
-        return cls(load_bundled_corpus(), cache_size=cache_size)
+        """A retriever over the corpus shipped with the package, that knows the companies' names (`companies_named`)."""
+        documents = load_bundled_corpus()
+        return cls(documents, cache_size=cache_size, named=companies_named(documents))
 
     @property
     def documents(self) -> tuple[Document, ...]:
@@ -239,8 +271,12 @@ class Retriever:
             self._cache.clear()
 
     def _rank(self, text: str, k: int) -> tuple[Hit, ...]:
+        # A company the query names adds its tickers as terms (its documents carry them, in any language), and its
+        # documents come first: a question about NAVER is answered from NAVER's news, however many words another
+        # company's story shares with it.
+        named = self._named(text) if self._named is not None else frozenset()
         # Each distinct query term counts once: a bigram repeated by the tokenizer is not a stronger request.
-        terms = dict.fromkeys(tokenize(text))
+        terms = dict.fromkeys([*tokenize(text), *(ticker.lower() for ticker in sorted(named))])
         scores: dict[int, float] = {}
         for term in terms:
             entry = self._postings.get(term)
@@ -249,7 +285,12 @@ class Retriever:
             idf, plist = entry
             for index, tf in plist:
                 scores[index] = scores.get(index, 0.0) + idf * tf * (self._k1 + 1) / (tf + self._norms[index])
-        best = heapq.nsmallest(k, scores.items(), key=lambda item: (-item[1], self._docs[item[0]].doc_id))
+        tickers = self._tickers
+        best = heapq.nsmallest(
+            k,
+            scores.items(),
+            key=lambda item: (not (named and tickers[item[0]] & named), -item[1], self._docs[item[0]].doc_id),
+        )
         query_terms = frozenset(terms)
         return tuple(
             Hit(

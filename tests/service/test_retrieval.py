@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import unicodedata
 from datetime import date
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -15,6 +16,7 @@ from querylog.service.retrieval import (
     Hit,
     Retriever,
     SearchResult,
+    companies_named,
     load_bundled_corpus,
     parse_corpus,
     tokenize,
@@ -82,6 +84,41 @@ def test_ranks_the_matching_company_first(retriever: Retriever, query: str, tick
     result = retriever.search(query)
     assert result.docs, query
     assert ticker in retriever.document(result.docs[0].doc_id).tickers
+
+
+@pytest.mark.parametrize(
+    ("query", "ticker"),
+    [
+        # Another company's story shares more words with each of these than the named company's news does.
+        ("What is the price target for NAVER?", "035420"),  # NVIDIA's "Price targets and risks"
+        ("Should I buy NVIDIA stock now?", "NVDA"),  # Tesla's "should you buy"
+        ("How did Kakao earnings look this quarter?", "035720"),  # Samsung's "Q4 earnings"
+        ("애플의 목표주가는 얼마인가요?", "AAPL"),  # 카카오's "목표주가"; 애플 by its Korean name
+        ("그럼 애플 매수해도 될까?", "AAPL"),
+    ],
+)
+def test_a_company_named_by_any_of_its_names_is_answered_from_its_own_documents(query: str, ticker: str) -> None:
+    """The demo's own questions: without the alias file, 11 of its 153 company questions were answered from
+    another company's documents (NAVER's price target from NVIDIA's)."""
+    result = _SHARED.search(query)
+    assert [ticker in _SHARED.document(hit.doc_id).tickers for hit in result.docs] == [True, True, True], query
+    assert not Retriever(load_bundled_corpus()).search(query).docs[0].doc_id.startswith(
+        _SHARED.document(result.docs[0].doc_id).doc_id.split("-")[0]
+    ), "BM25 alone already answered this one: the test would not show the names at work"
+
+
+def test_named_companies_come_from_the_alias_file_and_the_corpus_tickers(
+    corpus: tuple[Document, ...], tmp_path: Path
+) -> None:
+    named = companies_named(corpus)
+    assert named("네이버 주가") == {"035420"} and named("naver") == {"035420"} and named("Hyundai Motor") == {"005380"}
+    assert named("삼성전자와 SK하이닉스") == {"005930", "000660"}
+    assert named("오늘 날씨") == frozenset()
+    # A company the corpus has no document about adds nothing; a file of one's own is read instead of the starter.
+    aliases = tmp_path / "aliases.csv"
+    aliases.write_text("canonical,aliases,codes\nAcme,에이크미,AAPL\nNAVER,네이버,035420\n", encoding="utf-8")
+    own = companies_named(corpus, aliases)
+    assert own("에이크미 news") == {"AAPL"} and own("Apple") == frozenset()
 
 
 def test_results_are_best_first_with_top_score(retriever: Retriever) -> None:
