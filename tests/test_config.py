@@ -104,7 +104,10 @@ def test_a_password_in_the_loki_url_is_masked_wherever_the_url_is_shown(
     monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("QUERYLOG_LOKI_URL", "http://bob:s3cret@127.0.0.1:9")
     assert main(["config"]) == 0
-    assert "http://bob:***@127.0.0.1:9" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "http://bob:***@127.0.0.1:9" in out
+    # One column of values, however long a setting's name.
+    assert len({len(line) - len(line.split("  ", 1)[1].lstrip()) for line in out.splitlines()}) == 1
     assert main(["reconcile"]) == 2  # nothing listens there: the error names the URL
     err = capsys.readouterr().err
     assert "http://bob:***@127.0.0.1:9/loki/api/v1/query" in err and "s3cret" not in err

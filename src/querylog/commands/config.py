@@ -22,11 +22,13 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    for f in dataclasses.fields(settings):
+    fields = dataclasses.fields(settings)
+    width = max(len(f.metadata["env"]) for f in fields)
+    for f in fields:
         value = getattr(settings, f.name)
         if f.name in _SECRET and value:
             value = "***"
         elif f.name == "loki_url" and value:
             value = shown_url(value)  # a password in the URL itself
-        print(f"{f.metadata['env']:<30} {value}")
+        print(f"{f.metadata['env']:<{width}}  {value}")
     return 0
