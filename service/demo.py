@@ -216,23 +216,31 @@ def _pacer(rate: float | None) -> Callable[[], None]:
 
 
 class _ProgressBar:
+    """A bar redrawn in place on a terminal; elsewhere (a pipe, a log file, CI), a plain line every tenth."""
+
     def __init__(self, total: int, stream: TextIO | None) -> None:
         self.total = total
         self.stream = stream
+        self.terminal = stream is not None and stream.isatty()
         self._last = -1
 
     def update(self, done: int) -> None:
         if self.stream is None or self.total == 0:
             return
         pct = done * 100 // self.total
+        if not self.terminal:
+            pct -= pct % 10
         if pct == self._last:
             return
         self._last = pct
-        filled = pct * 30 // 100
-        self.stream.write(f"\r  demo [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total}")
+        if self.terminal:
+            filled = pct * 30 // 100
+            self.stream.write(f"\r  demo [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total}")
+        elif pct:
+            self.stream.write(f"  demo: {done}/{self.total} queries sent\n")
         self.stream.flush()
 
     def done(self) -> None:
-        if self.stream is not None and self.total:
+        if self.stream is not None and self.total and self.terminal:
             self.stream.write("\n")
             self.stream.flush()

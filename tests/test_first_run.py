@@ -91,6 +91,26 @@ def test_on_a_terminal_serve_demo_prints_a_line_per_query_and_a_guide_to_the_exp
     assert out.index(per_query[-1]) < out.index(guide[0])
 
 
+def test_the_guide_names_the_home_and_the_command_another_terminal_needs(tmp_path: Path) -> None:
+    """A demo run with QUERYLOG_HOME elsewhere: the explorer started as the guide says would read ./.querylog, an
+    empty home, unless the guide says where the data is; and the command is the one that ran, not a path that
+    only exists in the repository."""
+    home = tmp_path / "elsewhere home"
+    proc = subprocess.run(
+        [QUERYLOG, "serve", "--port", str(free_port()), "--demo", "3", "--exit-after-demo"],
+        env={**_env(), "QUERYLOG_HOME": str(home)}, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"export QUERYLOG_HOME='{home}'" in proc.stderr
+    # The venv is not under tmp_path: its directory goes on PATH first, then the commands stay short.
+    assert f"export PATH={Path(QUERYLOG).parent}:" in proc.stderr and "\n  querylog ui " in proc.stderr
+    default = subprocess.run(
+        [QUERYLOG, "serve", "--port", str(free_port()), "--demo", "3", "--exit-after-demo"],
+        env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert default.returncode == 0 and "QUERYLOG_HOME" not in default.stderr  # ./.querylog, as another terminal reads
+
+
 def test_piped_serve_demo_prints_json_lines_one_per_event(tmp_path: Path) -> None:
     proc = subprocess.run(
         [QUERYLOG, "serve", "--port", str(free_port()), "--demo", "10", "--exit-after-demo"],

@@ -659,6 +659,26 @@ def test_the_demo_workload_leaves_feedback_on_some_answers(client: TestClient, s
     assert {e.query_id for e in feedback} <= answered
 
 
+@pytest.mark.parametrize("terminal", [True, False])
+def test_the_demo_shows_progress_as_a_bar_on_a_terminal_and_as_lines_elsewhere(
+    client: TestClient, terminal: bool
+) -> None:
+    """A bar redrawn with carriage returns is what a terminal wants and what a log file or CI output garbles."""
+    import io
+
+    from querylog.service.demo import run_demo
+
+    out = io.StringIO()
+    out.isatty = lambda: terminal  # type: ignore[method-assign]
+    run_demo("http://testserver", queries=40, client=client, progress=out, concurrency=1)
+    if terminal:
+        assert out.getvalue().startswith("\r  demo [") and out.getvalue().endswith("40/40\n")
+    else:
+        lines = out.getvalue().splitlines()
+        assert "\r" not in out.getvalue() and len(lines) == 10
+        assert lines[0] == "  demo: 4/40 queries sent" and lines[-1] == "  demo: 40/40 queries sent"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", ["/v1/events", "/v1/traces"])
 def test_a_client_that_sends_its_whole_body_first_gets_the_413(tmp_path: Path, path: str) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -118,6 +120,22 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def _command() -> tuple[str, str]:
+    """How to run querylog again from here, and the line that sets it up if any: by name when it is the one on
+    PATH; by its path when that is short (make run's ``.venv/bin/querylog``); else by name, its directory put on
+    PATH first; through the interpreter when it was run as a module."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "__main__.py":
+        return "", f"{_shown(Path(sys.executable))} -m querylog"
+    on_path = shutil.which("querylog")
+    if on_path is not None and Path(on_path).resolve() == argv0.resolve():
+        return "", "querylog"
+    shown = _shown(argv0)
+    if len(shown) <= len(".venv/bin/querylog"):
+        return "", shown
+    return f'export PATH={shlex.quote(str(argv0.resolve().parent))}:"$PATH"', "querylog"
+
+
 def _guide(url: str, report: Any, settings: Settings, *, running: bool = True) -> str:
     """What to do next, in lines that fit an 80-column terminal (a long command is continued with a backslash).
     Not `running` (``--exit-after-demo``): what needs the server is left out."""
@@ -127,7 +145,15 @@ def _guide(url: str, report: Any, settings: Settings, *, running: bool = True) -
         if len("  top intents: ") + len(intents) + len(more) > 80:
             break
         intents += more
-    q = ".venv/bin/querylog"
+    path, q = _command()
+    setup = f"\n  {path}" if path else ""
+    # Another terminal reads ./.querylog unless told otherwise: say so when this demo wrote elsewhere.
+    home = (
+        ""
+        if settings.home.resolve() == Path(".querylog").resolve()
+        else f"""
+  export QUERYLOG_HOME={shlex.quote(str(settings.home.resolve()))}  # where this demo's data is"""
+    )
     served = f"querylog is running on {url}  (Ctrl-C to stop)" if running else f"querylog ran the demo on {url}"
     api = (
         f"""
@@ -146,10 +172,10 @@ in {report.elapsed_s:.1f}s
   event log: {_shown(settings.log_dir)}
   Parquet lake: {_shown(settings.lake_dir)}
 
-Next, in another terminal:
-  {q} ui                 the explorer: trends, latency, search
-  {q} search 하이닉스     what users asked, one row per question
-  {q} report             this week against the last, in Markdown
+Next, in another terminal:{setup}{home}
+  {q} ui                # the explorer: trends, latency, search
+  {q} search 하이닉스    # what users asked, one row per question
+  {q} report            # this week against the last, in Markdown
   {q} sql "select intent, count(*) from queries group by 1"{api}
 
 Loki and Grafana: LOKI_URL=http://127.0.0.1:3100 ships every event to Loki;
