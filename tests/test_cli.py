@@ -151,10 +151,12 @@ def test_a_home_without_a_lake_is_named_not_read_as_no_data(
     assert "no events in the lake" in capsys.readouterr().err
 
 
-def test_serve_on_a_port_in_use_says_so_before_starting_anything(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(("command", "started"), [("serve", "serving on"), ("ui", "explorer on")])
+def test_a_server_on_a_port_in_use_says_so_before_starting_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str, started: str
 ) -> None:
-    """It printed "serving on …" and started its projections' child, then uvicorn failed to bind."""
+    """serve printed "serving on …" and started its projections' child, then uvicorn failed to bind; ui printed
+    "explorer on …", then Streamlit said the port was taken."""
     import socket
 
     monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path / "home"))
@@ -162,9 +164,9 @@ def test_serve_on_a_port_in_use_says_so_before_starting_anything(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert main(["serve", "--port", str(port)]) == 3
+        assert main([command, "--port", str(port)]) == 3
     err = capsys.readouterr().err
-    assert f"cannot listen on 127.0.0.1:{port}" in err and "serving on" not in err
+    assert f"querylog {command}: cannot listen on 127.0.0.1:{port}" in err and started not in err
     assert not (tmp_path / "home").exists()
 
 

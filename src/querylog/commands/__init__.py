@@ -25,3 +25,22 @@ def lake_missing(lake: object, command: str) -> bool:
         file=sys.stderr,
     )
     return True
+
+
+def port_unavailable(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be listened on now (taken, or no such address), or None: for a server command to say
+    before anything starts (a child process, a "serving on" line), rather than by its server after."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return str(exc)
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no obstacle
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None

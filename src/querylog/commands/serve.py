@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from querylog.commands import port_unavailable
 from querylog.config import Settings
 
 
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not 0 < args.port < 65536:
         print(f"querylog serve: --port must be 1-65535, got {args.port}", file=sys.stderr)
         return 2
-    busy = _port_in_use(args.host, args.port)
+    busy = port_unavailable(args.host, args.port)
     if busy is not None:
         print(
             f"querylog serve: cannot listen on {args.host}:{args.port}: {busy} (choose another --port)", file=sys.stderr
@@ -56,25 +57,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server.run()
     return 0 if server.started or args.exit_after_demo else 1
-
-
-def _port_in_use(host: str, port: int) -> str | None:
-    """Why `host:port` cannot be listened on now (taken, or no such address), or None: said before anything starts
-    (the projections' child, a "serving on" line), rather than by uvicorn after."""
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except OSError as exc:
-        return str(exc)
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no obstacle
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            return exc.strerror or str(exc)
-    return None
 
 
 def _demo_then_guide(server: Any, args: argparse.Namespace, settings: Settings) -> None:

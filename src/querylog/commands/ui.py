@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
+from querylog.commands import port_unavailable
 from querylog.config import Settings
 
 
@@ -59,6 +60,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not 0 < args.port < 65536:
         print(f"querylog ui: --port must be 1-65535, got {args.port}", file=sys.stderr)
         return 2
+    busy = port_unavailable(args.host, args.port)
+    if busy is not None:
+        print(f"querylog ui: cannot listen on {args.host}:{args.port}: {busy} (choose another --port)", file=sys.stderr)
+        return 3
     env = dict(os.environ)
     # The app reads its settings from the environment; --home must reach it as QUERYLOG_HOME.
     env["QUERYLOG_HOME"] = str(settings.home.expanduser().resolve())
