@@ -328,7 +328,7 @@ def test_the_timeline_shows_the_answer_and_its_sources(explorer: AppTest, sample
     sources = next(f for f in _frames(explorer) if "doc_id" in f.columns)
     assert list(sources["rank"]) == list(range(1, answered.result_count + 1))
     assert sources["title"].iloc[0] == f"{answered.text} 관련 기사 1"
-    assert any("finish: stop" in c.value for c in explorer.caption)
+    assert any("finish: stop" in c.value for c in explorer.text)  # as text, not Markdown
     failed = next(q for q in sample_lake.queries if q.status == "failed" and q.failed_stage == "generate")
     explorer.selectbox(key="timeline_query").set_value(failed.query_id).run()
     assert sample_answer(by_id[failed.query_id].text) not in [t.value for t in explorer.text]  # never answered
