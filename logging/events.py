@@ -26,6 +26,7 @@ import uuid_utils
 
 __all__ = [
     "ADDITIVE_SINCE",
+    "COUNT_MAX",
     "EVENT_TYPES",
     "MAX_ANSWER_CHARS",
     "MAX_ATTRIBUTES",
@@ -97,6 +98,10 @@ class EventValidationError(ValueError):
 #: An int stored narrower than the lake's default int32 (the `arrow` extra is read by querylog.logging.schema).
 Int8: TypeAlias = Annotated[int, msgspec.Meta(extra={"arrow": "int8"})]
 Int16: TypeAlias = Annotated[int, msgspec.Meta(extra={"arrow": "int16"})]
+#: The largest count the lake's int32 columns hold: a token count past it is refused at ingest, never taken and
+#: then refused by every Parquet write (querylog.logging.schema requires every int field to state its bounds).
+COUNT_MAX: Final = 2**31 - 1
+INT16_MAX: Final = 2**15 - 1
 # The value rules msgspec can state, checked in C wherever a line or a payload is decoded (the codec, the ingest
 # API, the Loki line types derived from these classes) and published in the ingest API's JSON Schema. Events
 # made in Python are checked by their __post_init__, which holds these rules and the ones no annotation can
@@ -104,7 +109,7 @@ Int16: TypeAlias = Annotated[int, msgspec.Meta(extra={"arrow": "int16"})]
 NonEmpty: TypeAlias = Annotated[str, msgspec.Meta(min_length=1)]
 Text: TypeAlias = Annotated[str, msgspec.Meta(pattern=r"\S")]  # not blank
 Millis: TypeAlias = Annotated[float, msgspec.Meta(ge=0)]
-Count: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
+Count: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=COUNT_MAX)]
 Fraction: TypeAlias = Annotated[float, msgspec.Meta(ge=0, le=1)]
 AttributeKey: TypeAlias = Annotated[str, msgspec.Meta(pattern=f"^{_ATTRIBUTE_KEY.pattern}$")]
 
@@ -162,8 +167,8 @@ def _check_duration(field: str, value: float | None) -> None:
 
 
 def _check_count(field: str, value: int | None) -> None:
-    if value is not None and value < 0:
-        raise EventValidationError(field, f"must be >= 0, got {value!r}")
+    if value is not None and not 0 <= value <= COUNT_MAX:
+        raise EventValidationError(field, f"must be 0 to {COUNT_MAX:,}, got {value!r}")
 
 
 def checked_tags(tags: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -209,12 +214,12 @@ class Source(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forb
     doc_id: NonEmpty
     title: str | None = None
     score: float | None = None
-    rank: Annotated[int, msgspec.Meta(ge=1)]
+    rank: Annotated[int, msgspec.Meta(ge=1, le=COUNT_MAX)]
 
     def __post_init__(self) -> None:
         _require(bool(self.doc_id), "sources.doc_id", "must not be empty")
-        if self.rank < 1:
-            raise EventValidationError("sources.rank", f"must be >= 1, got {self.rank!r}")
+        if not 1 <= self.rank <= COUNT_MAX:
+            raise EventValidationError("sources.rank", f"must be 1 to {COUNT_MAX:,}, got {self.rank!r}")
         if self.score is not None and not math.isfinite(self.score):
             raise EventValidationError("sources.score", f"must be a finite number, got {self.score!r}")
         if self.title is not None:
@@ -244,7 +249,7 @@ class Event(
     # The version the event was written under, kept as it was when an older event is read (upcast). A factory,
     # not a plain default, so that it is always written: schema-v1 lines left it out, and a line without it is v1.
     # Factories in C (partials), not Python functions: events are made on the request path, a frame each costs.
-    schema_version: Annotated[Int16, msgspec.Meta(ge=1)] = msgspec.field(
+    schema_version: Annotated[Int16, msgspec.Meta(ge=1, le=INT16_MAX)] = msgspec.field(
         default_factory=functools.partial(int, SCHEMA_VERSION)
     )
     ts: datetime = msgspec.field(default_factory=functools.partial(datetime.now, UTC))
@@ -270,10 +275,12 @@ class Event(
         return tag
 
     def __post_init__(self) -> None:
-        if not (self.event_id and self.query_id and self.service and self.env and self.schema_version >= 1):
+        if not (
+            self.event_id and self.query_id and self.service and self.env and 1 <= self.schema_version <= INT16_MAX
+        ):
             _require(bool(self.event_id), "event_id", "must not be empty")
             _require(bool(self.query_id), "query_id", "must not be empty")
-            _require(self.schema_version >= 1, "schema_version", "must be >= 1")
+            _require(1 <= self.schema_version <= INT16_MAX, "schema_version", f"must be 1 to {INT16_MAX:,}")
             _require(bool(self.service), "service", "must not be empty")
             _require(bool(self.env), "env", "must not be empty")
         ts = self.ts
@@ -339,9 +346,8 @@ class SearchCompleted(Event, frozen=True, tag="search_completed"):
     def __post_init__(self) -> None:
         super().__post_init__()
         d = self.duration_ms
-        if not (self.result_count >= 0 and (d is None or 0 <= d < _INF) and self.sources_dropped is None):
-            if self.result_count < 0:
-                raise EventValidationError("result_count", f"must be >= 0, got {self.result_count!r}")
+        if not (0 <= self.result_count <= COUNT_MAX and (d is None or 0 <= d < _INF) and self.sources_dropped is None):
+            _check_count("result_count", self.result_count)
             _check_duration("duration_ms", self.duration_ms)
             _check_count("sources_dropped", self.sources_dropped)
         sources = self.sources
@@ -396,9 +402,9 @@ class ResponseGenerated(Event, frozen=True, tag="response_generated"):
         chars = self.answer_chars
         if not (
             (d is None or 0 <= d < _INF)
-            and (tokens_in is None or tokens_in >= 0)
-            and (tokens_out is None or tokens_out >= 0)
-            and (chars is None or chars >= 0)
+            and (tokens_in is None or 0 <= tokens_in <= COUNT_MAX)
+            and (tokens_out is None or 0 <= tokens_out <= COUNT_MAX)
+            and (chars is None or 0 <= chars <= COUNT_MAX)
             and (q is None or 0.0 <= q <= 1.0)
         ):
             _check_duration("duration_ms", d)
@@ -430,14 +436,16 @@ class QueryCompleted(Event, frozen=True, tag="query_completed"):
     latency_ms: Millis
     intent: str | None = None
     cache_hit: bool | None = None
-    # Unbounded, as they always were: events written before the other events' bounds applied here stay readable.
-    result_count: int | None = None
+    # Not a Count: negative values, which this field always took, stay readable; the lake's int32 bounds it.
+    result_count: Annotated[int, msgspec.Meta(ge=-COUNT_MAX - 1, le=COUNT_MAX)] | None = None
     quality_score: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0 <= self.latency_ms < _INF:
             _check_duration("latency_ms", self.latency_ms)
+        if self.result_count is not None and not -COUNT_MAX - 1 <= self.result_count <= COUNT_MAX:
+            raise EventValidationError("result_count", f"must fit in 32 bits, got {self.result_count!r}")
 
 
 class QueryFailed(Event, frozen=True, tag="query_failed"):

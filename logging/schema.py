@@ -43,6 +43,19 @@ class SchemaDefinitionError(TypeError):
 _NARROW: Final = {"int8": pa.int8(), "int16": pa.int16(), "int32": pa.int32(), "int64": pa.int64()}
 
 
+def _check_int_bounds(info: mi.IntType, kind: pa.DataType) -> None:
+    """An int field's bounds must keep it inside its column's type: a value past them would be taken at ingest and
+    then refused by every Parquet write, holding up the lake behind it (a 2**40 token count did)."""
+    low, high = -(1 << (kind.bit_width - 1)), (1 << (kind.bit_width - 1)) - 1
+    ge = info.ge if info.ge is not None else (None if info.gt is None else info.gt + 1)
+    le = info.le if info.le is not None else (None if info.lt is None else info.lt - 1)
+    if ge is None or le is None or ge < low or le > high:
+        raise SchemaDefinitionError(
+            f"an int field stored as {kind} needs bounds within [{low}, {high}] (msgspec.Meta ge/le); got "
+            f"ge={ge}, le={le}"
+        )
+
+
 def arrow_type(info: mi.Type) -> pa.DataType:
     """The Arrow type of one msgspec type (a field's annotation), nullability aside."""
     if isinstance(info, mi.UnionType):
@@ -52,12 +65,17 @@ def arrow_type(info: mi.Type) -> pa.DataType:
         return arrow_type(inner[0])
     if isinstance(info, mi.Metadata):
         name = (info.extra or {}).get("arrow")
-        return _NARROW[name] if name is not None else arrow_type(info.type)
+        if name is None:
+            return arrow_type(info.type)
+        if isinstance(info.type, mi.IntType):
+            _check_int_bounds(info.type, _NARROW[name])
+        return _NARROW[name]
     if isinstance(info, mi.StrType):
         return pa.string()
     if isinstance(info, mi.BoolType):
         return pa.bool_()
     if isinstance(info, mi.IntType):
+        _check_int_bounds(info, pa.int32())
         return pa.int32()
     if isinstance(info, mi.FloatType):
         return pa.float64()
@@ -135,9 +153,7 @@ def _check_personal_fields() -> None:
 _check_personal_fields()
 
 
-def redact_fields(
-    obj: dict[str, Any], redact: Callable[[str], str], normalize: Callable[[str], str]
-) -> dict[str, Any]:
+def redact_fields(obj: dict[str, Any], redact: Callable[[str], str], normalize: Callable[[str], str]) -> dict[str, Any]:
     """`obj` (an event as a dict, e.g. an ingest payload) with every personal text field passed through
     ``redact(normalize(text))``: the top-level ones, each `attributes` value and each source's title."""
     for key in PERSONAL_TEXT_FIELDS:
@@ -156,4 +172,3 @@ def redact_fields(
             for s in sources
         ]
     return obj
-

@@ -24,6 +24,7 @@ import msgspec
 import uuid_utils
 
 from querylog.logging.events import (
+    COUNT_MAX,
     MAX_ANSWER_CHARS,
     MAX_SOURCES,
     Event,
@@ -370,7 +371,6 @@ class TrackedQuery:
     # this is the request path, and a helper that merged them would cost a dict (and a call) per event. A call
     # keeps to 15 keywords at most: past that, Python passes them in a dict, which doubles the event's cost.
     def classified(self, intent: str, confidence: float, *, duration_ms: float | None = None) -> None:
-        self.intent = intent
         t, c = self._tracker, self._context
         d = duration_ms if duration_ms is not None else self._stage_elapsed_ms()
         valid = intent and 0.0 <= confidence <= 1.0 and (d is None or 0 <= d < _INF)
@@ -389,6 +389,8 @@ class TrackedQuery:
                 duration_ms=d,
             )
         )
+        # Kept for the query's last event once this one was accepted: a value the event refused is not carried on.
+        self.intent = intent
 
     def searched(
         self,
@@ -403,15 +405,13 @@ class TrackedQuery:
         """`sources`: the documents retrieved, best first — `Source` values, or any objects with `doc_id` and
         optionally `title` and `score` (ranks are their order). Titles are redacted; past `MAX_SOURCES` the
         rest are cut and counted in `sources_dropped`."""
-        self.result_count = result_count
-        self.cache_hit = cache_hit
         t, c = self._tracker, self._context
         d = duration_ms if duration_ms is not None else self._stage_elapsed_ms()
         hits = tuple(self._sources(sources)) if sources is not None else None
         # Sources were checked as they were made (`Source`); past MAX_SOURCES, and per-backend timings (checked,
         # sorted), are the event class's work.
         valid = (
-            result_count >= 0
+            0 <= result_count <= COUNT_MAX
             and (d is None or 0 <= d < _INF)
             and (hits is None or len(hits) <= MAX_SOURCES)
             and backend_durations_ms is None
@@ -434,6 +434,8 @@ class TrackedQuery:
                 backend_durations_ms=dict(backend_durations_ms) if backend_durations_ms is not None else None,
             )
         )
+        self.result_count = result_count
+        self.cache_hit = cache_hit
 
     def responded(
         self,
@@ -458,7 +460,6 @@ class TrackedQuery:
         `MAX_ANSWER_CHARS`), unless the tracker was made with ``capture_answers=False``; its length is kept
         either way. `cost_usd` only when the provider reported what it billed: otherwise the lake prices the
         tokens (querylog.logging.pricing)."""
-        self.quality_score = quality_score
         t, c = self._tracker, self._context
         answer_text = None
         if answer is not None:
@@ -469,9 +470,9 @@ class TrackedQuery:
         d = duration_ms if duration_ms is not None else self._stage_elapsed_ms()
         valid = (
             (d is None or 0 <= d < _INF)
-            and (input_tokens is None or input_tokens >= 0)
-            and (output_tokens is None or output_tokens >= 0)
-            and (answer_chars is None or answer_chars >= 0)
+            and (input_tokens is None or 0 <= input_tokens <= COUNT_MAX)
+            and (output_tokens is None or 0 <= output_tokens <= COUNT_MAX)
+            and (answer_chars is None or 0 <= answer_chars <= COUNT_MAX)
             and (quality_score is None or 0.0 <= quality_score <= 1.0)
         )
         # The v2 fields, mostly absent, are added only when given (15 keywords at most a call: see above).
@@ -516,13 +517,14 @@ class TrackedQuery:
                 valid
                 and (ttft_ms is None or 0 <= ttft_ms < _INF)
                 and (cost_usd is None or 0 <= cost_usd < _INF)
-                and (cache_read_tokens is None or cache_read_tokens >= 0)
-                and (reasoning_tokens is None or reasoning_tokens >= 0)
+                and (cache_read_tokens is None or 0 <= cache_read_tokens <= COUNT_MAX)
+                and (reasoning_tokens is None or 0 <= reasoning_tokens <= COUNT_MAX)
             ):
                 event = msgspec.structs.replace(event, **v2)
             else:  # the event class checks the whole, and names the field
                 event = ResponseGenerated(**{**msgspec.structs.asdict(event), **v2})
         t.emitter.append(event)
+        self.quality_score = quality_score
 
     # -- internals --------------------------------------------------------------------------------
     def _sources(self, sources: Iterable[Source | SourceLike]) -> Iterator[Source]:

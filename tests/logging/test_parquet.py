@@ -203,6 +203,23 @@ def test_a_corrupt_log_line_is_counted_and_skipped(tmp_path: Path) -> None:
     assert len(_lake_ids(tmp_path / "lake")) == 6
 
 
+def test_a_line_with_a_count_past_the_lakes_int32_is_counted_and_skipped_not_retried_for_ever(tmp_path: Path) -> None:
+    """Written by a release that took any count: every Parquet write of its batch failed, and the lake stopped."""
+    log_dir = _log_with(tmp_path, 3)
+    segment = sorted(log_dir.iterdir())[0]
+    with segment.open("ab") as fh:
+        fh.write(
+            b'{"event_type":"response_generated","gen_ai_usage_output_tokens":1099511627776,'
+            b'"event_id":"e-big","ts":"2026-12-04T10:00:00Z","query_id":"q-big"}\n'
+        )
+    with ParquetSink(tmp_path / "lake") as sink:
+        projector = Projector(LogReader(log_dir), sink)
+        projector.catch_up()  # raised ArrowInvalid at every attempt
+        assert projector.corrupt_lines == 1
+        assert sink.telemetry.snapshot().dropped == {"corrupt_line": 1}
+    assert len(_lake_ids(tmp_path / "lake")) == 6
+
+
 _texts = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40).filter(lambda s: s.strip())
 _opt_ids = st.none() | st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
 _times = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2035, 1, 1), timezones=st.just(UTC))

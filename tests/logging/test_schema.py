@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
 import msgspec
 import pyarrow as pa
@@ -80,6 +81,18 @@ def test_one_name_with_two_types_is_refused() -> None:
 
     with pytest.raises(SchemaDefinitionError, match="union"):
         arrow_type(msgspec.inspect.type_info(Odd).fields[0].type)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "annotation",
+    [int, Annotated[int, msgspec.Meta(ge=0)], Annotated[int, msgspec.Meta(ge=0, le=2**31)]],
+    ids=["unbounded", "no upper bound", "past int32"],
+)
+def test_an_int_field_must_state_bounds_its_column_holds(annotation: Any) -> None:
+    """Else a value past int32 is taken at ingest and refused by every Parquet write after."""
+    odd = msgspec.defstruct("Odd", [("n", annotation)])
+    with pytest.raises(SchemaDefinitionError, match="needs bounds within"):
+        arrow_type(msgspec.inspect.type_info(odd).fields[0].type)  # type: ignore[attr-defined]
 
 
 def test_a_written_file_holds_every_field_an_event_set(tmp_path: Path) -> None:
@@ -242,7 +255,9 @@ def test_a_batch_the_fast_path_declines_is_counted_and_logged_once(tmp_path: Pat
         log.append(QueryReceived(query_id="q", query_text="x"))
         log.flush()
     segment = next(log_dir.iterdir())
-    unknown = codec.encode(QueryReceived(query_id="q2", query_text="y")).replace(b'"query_id"', b'"surprise":1,"query_id"')
+    unknown = codec.encode(QueryReceived(query_id="q2", query_text="y")).replace(
+        b'"query_id"', b'"surprise":1,"query_id"'
+    )
     with ParquetSink(tmp_path / "lake") as sink, structlog.testing.capture_logs() as logs:
         projector = Projector(LogReader(log_dir), sink, batch_max_events=1)
         for _ in range(2):

@@ -199,6 +199,23 @@ def test_a_backend_timing_without_a_number_is_refused_not_written_unreadable() -
         SearchCompleted(query_id="q", result_count=1, backend_durations_ms={"neo4j": None})  # type: ignore[dict-item]
 
 
+def test_a_count_past_what_the_lake_holds_is_refused_and_the_query_carries_no_refused_value() -> None:
+    """2**40 tokens passed the old `>= 0` check and was written; the lake's int32 column then refused every write.
+    And a value a stage refused was carried on by the query's completion all the same."""
+    capture = CapturingEmitter()
+    with QueryTracker(capture).query("토큰") as q:
+        with pytest.raises(EventValidationError, match="gen_ai_usage_output_tokens"):
+            q.responded(output_tokens=2**40, quality_score=0.5)
+        with pytest.raises(EventValidationError, match="result_count"):
+            q.searched(2**31)
+        with pytest.raises(EventValidationError, match="quality_score"):
+            q.responded(quality_score=5.0)
+    (completed,) = capture.of_type("query_completed")
+    assert isinstance(completed, QueryCompleted)
+    assert completed.result_count is None and completed.quality_score is None
+    assert not capture.of_type("response_generated") and not capture.of_type("search_completed")
+
+
 def test_with_capture_answers_off_only_the_answers_length_is_kept() -> None:
     capture = _answered(QueryTracker(CapturingEmitter(), capture_answers=False))
     response = capture.of_type("response_generated")[0]

@@ -285,6 +285,31 @@ def test_a_span_the_schema_refuses_is_left_out_and_counted_not_the_whole_export(
     assert "정상 질문".encode() in log and "빈 문서 id".encode() not in log
 
 
+def test_a_token_count_the_lake_cannot_hold_is_left_out_and_the_lake_keeps_going(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """A valid OTLP int64 of 2**40 output tokens was taken, then refused by every Parquet write: the lake stopped
+    for good at that span, across restarts, while /healthz said ok."""
+    from querylog.logging.parquet import ParquetSink
+    from querylog.logging.projection import Projector
+    from querylog.logging.segments import LogReader
+
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("chat") as huge:
+        huge.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.usage.output_tokens": 2**40})
+        huge.set_attribute("gen_ai.prompt.0.content", "토큰이 너무 많은 질문")
+    with tracer.start_as_current_span("chat") as fine:
+        fine.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.usage.output_tokens": 2**31 - 1})
+        fine.set_attribute("gen_ai.prompt.0.content", "정상 질문")
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial["rejectedSpans"] == "1" and "gen_ai_usage_output_tokens" in partial["errorMessage"]
+    assert "정상 질문".encode() in log and "토큰이 너무 많은".encode() not in log
+    home = tmp_path / "home"
+    with ParquetSink(tmp_path / "lake") as sink:
+        Projector(LogReader(home / "log"), sink).catch_up()
+        assert sink.telemetry.snapshot().sent == log.count(b"\n")
+
+
 def test_a_span_dated_past_the_servers_clock_is_left_out_and_counted(client: TestClient, tmp_path: Path) -> None:
     tracer, keep = _kept_tracer()
     tomorrow = time.time_ns() + 86_400 * 10**9
