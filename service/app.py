@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, field_validator
 
 from querylog import __version__
-from querylog.config import Settings
+from querylog.config import ConfigError, Settings
 from querylog.housekeeping import LogCollector, log_health
 from querylog.logging.tracker import QueryTracker
 from querylog.runtime import Runtime
@@ -126,14 +126,17 @@ def create_app(
     closers: list[Callable[[], None]] = []
     if pipeline is None:
         env = os.environ if environ is None else environ
-        generator = generator_from_env(env)
-        tracing = LangfuseTracing.from_env(
-            env,
-            environment=rt.settings.env,
-            release=release,
-            service=rt.settings.service,
-            redact=rt.redactor.redact,
-        )
+        try:
+            generator = generator_from_env(env)
+            tracing = LangfuseTracing.from_env(
+                env,
+                environment=rt.settings.env,
+                release=release,
+                service=rt.settings.service,
+                redact=rt.redactor.redact,
+            )
+        except ValueError as exc:  # a QUERYLOG_LLM_* or LANGFUSE_* value: said as any setting is (exit 2)
+            raise ConfigError(str(exc)) from None
         close_generator = getattr(generator, "close", None)
         if callable(close_generator):
             closers.append(close_generator)

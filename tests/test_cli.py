@@ -14,6 +14,7 @@ from querylog.logging.parquet import ParquetSink
 from querylog.logging.projection import Projector
 from querylog.logging.segments import EventLog, LogReader
 from querylog.logging.tracker import QueryTracker
+from querylog.testing import free_port
 
 
 @pytest.fixture
@@ -149,6 +150,29 @@ def test_a_home_without_a_lake_is_named_not_read_as_no_data(
     assert not typo.exists()  # nothing made in a directory that may be a typo
     assert main(["report"]) == 0
     assert "no events in the lake" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("LANGFUSE_HOST", "http://127.0.0.1:9", "LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY not set"),
+        ("QUERYLOG_LLM_BASE_URL", "http://127.0.0.1:9", "QUERYLOG_LLM_MODEL must name the model"),
+        ("QUERYLOG_LLM_BASE_URL", "ftp://x", "QUERYLOG_LLM_BASE_URL must be an http(s) URL"),
+    ],
+)
+def test_a_bad_llm_or_langfuse_setting_is_a_configuration_error_not_a_traceback(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    value: str,
+    named: str,
+) -> None:
+    monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(variable, value)
+    assert main(["serve", "--port", str(free_port())]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("querylog: configuration error: ") and named in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(("command", "started"), [("serve", "serving on"), ("ui", "explorer on")])

@@ -58,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         code: int = args.run(args, settings)
+    except ConfigError as exc:  # a setting read where it is used (QUERYLOG_LLM_*, LANGFUSE_*)
+        print(f"querylog: configuration error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # the reader went away (`| head`): what it wanted was written; no traceback
