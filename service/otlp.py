@@ -4,8 +4,9 @@ Protobuf (``application/x-protobuf``) and JSON (``application/json``, ids as hex
 gzip accepted, decoded with the official ``opentelemetry-proto`` messages. Spans become events
 (`service.otlp_mapping`) that go through `EventIngestor`: the same token, body limit, validation, redaction and
 durability as ``POST /v1/events`` (durable when answered; idempotent by span id). The answer is OTLP's
-``ExportTraceServiceResponse`` in the request's encoding, with ``partial_success`` counting the spans left out
-and why.
+``ExportTraceServiceResponse`` in the request's encoding, with ``partial_success`` counting the spans rejected
+(a value the schema or the id rules refuse) and why; spans skipped by design (not GenAI, a step inside another
+GenAI span) are counted on /metrics only.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from querylog.service.producers import (
     IngestUnavailableError,
     _ingestor,
     _read_body,
+    id_problem,
     require_ingest_token,
     too_far_ahead,
 )
@@ -45,6 +47,8 @@ router = APIRouter(prefix="/v1", tags=["producers"])
 _log = structlog.get_logger("querylog.otlp")
 
 _PROTOBUF: Final = "application/x-protobuf"
+#: What some exporters send for protobuf: the same body.
+_PROTOBUF_ALIASES: Final = frozenset({_PROTOBUF, "application/protobuf"})
 _JSON: Final = "application/json"
 #: Ids the OTLP/JSON encoding writes as hex, where protobuf's JSON mapping expects base64.
 _HEX_IDS: Final = ("traceId", "spanId", "parentSpanId")
@@ -114,11 +118,16 @@ def _ingest(ingestor: EventIngestor, mapped: Mapped) -> IngestResult:
         except EventValidationError as exc:
             mapped.rejected[f"invalid {exc.field}"] += 1
             continue
+        # The ids /v1/events refuses (blank, control characters, past 200 characters), refused here too.
+        bad_id = next((problem for event in built if (problem := id_problem(event)) is not None), None)
+        if bad_id is not None:
+            mapped.rejected[f"invalid {bad_id[0]}"] += 1
+            continue
         if any(too_far_ahead(event) for event in built):
             mapped.rejected[f"ts more than {MAX_AHEAD.seconds // 60} minutes ahead of this server's clock"] += 1
             continue
         events.extend(built)
-    return ingestor.append(events)
+    return ingestor.append(events, bounded=False)  # bounded by its spans (`_export_traces`)
 
 
 def _event(fields: dict[str, Any]) -> AnyEvent:
@@ -134,12 +143,15 @@ def _event(fields: dict[str, Any]) -> AnyEvent:
     summary="OTLP/HTTP trace export: GenAI spans become tracked queries",
     response_class=Response,
     responses={
-        200: {"description": "Accepted (ExportTraceServiceResponse; partial_success counts the spans left out)"},
+        200: {"description": "Accepted (ExportTraceServiceResponse; partial_success counts the spans rejected)"},
         400: {"description": "Malformed protobuf or JSON"},
         401: {"description": "No bearer token, and the server requires one"},
         403: {"description": "The bearer token is wrong"},
-        413: {"description": "Body over QUERYLOG_INGEST_MAX_BYTES"},
-        415: {"description": "Neither application/x-protobuf nor application/json, or an encoding other than gzip"},
+        413: {"description": "Body over QUERYLOG_INGEST_MAX_BYTES, or more spans than QUERYLOG_INGEST_MAX_EVENTS"},
+        415: {
+            "description": "Neither application/x-protobuf (or application/protobuf) nor application/json, or an "
+            "encoding other than gzip"
+        },
         503: {"description": "The log cannot take events now; retry"},
     },
 )
@@ -156,16 +168,22 @@ async def export_traces(request: Request, _auth: Annotated[None, Depends(require
 
 async def _export_traces(request: Request, ingestor: EventIngestor) -> Response:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in _PROTOBUF_ALIASES:
+        content_type = _PROTOBUF
     body = await _read_body(request, ingestor.max_bytes)
     export = _decode(body, content_type)
+    spans = sum(len(scope.spans) for resource in export.resource_spans for scope in resource.scope_spans)
+    if spans > ingestor.max_events:  # spans, not the events they make: a Collector's batch is counted in spans
+        detail = (
+            f"{spans:,} spans in one export; at most {ingestor.max_events:,} (QUERYLOG_INGEST_MAX_EVENTS): "
+            "export fewer spans per request"
+        )
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail)
     mapped = map_export(export, service=ingestor.service, env=ingestor.env)
     accepted = duplicates = 0
     if mapped.groups:
         try:
             result = await run_in_threadpool(_ingest, ingestor, mapped)
-        except ValueError as exc:  # more events than QUERYLOG_INGEST_MAX_EVENTS
-            detail = f"{exc} (QUERYLOG_INGEST_MAX_EVENTS; a span makes 2 to 4): export fewer spans per request"
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail) from None
         except IngestUnavailableError as exc:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"}) from None
         accepted, duplicates = result.accepted, result.duplicates
@@ -174,10 +192,13 @@ async def _export_traces(request: Request, ingestor: EventIngestor) -> Response:
     ingestor.counts.events("traces", "accepted", accepted)
     ingestor.counts.events("traces", "duplicate", duplicates)
     ingestor.counts.spans_left_out(Counter(left_out))
-    if left_out:
-        response.partial_success.rejected_spans = sum(left_out.values())
-        response.partial_success.error_message = "spans left out: " + ", ".join(
-            f"{n} {reason}" for reason, n in sorted(left_out.items())
+    # partial_success names the spans refused (a value the schema or the id rules refuse): what an exporter should
+    # warn about. Spans skipped by design (not GenAI, a step inside another GenAI span) were taken and read, as the
+    # OTLP spec counts them: they are on /metrics (querylog_ingest_spans_left_out_total) and in the log line below.
+    if mapped.rejected:
+        response.partial_success.rejected_spans = sum(mapped.rejected.values())
+        response.partial_success.error_message = "spans rejected: " + ", ".join(
+            f"{n} {reason}" for reason, n in sorted(mapped.rejected.items())
         )
     _log.info(
         "otlp_spans_ingested",

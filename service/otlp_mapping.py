@@ -12,10 +12,23 @@ Two conventions are read, with the older names common instrumentations still emi
   ``llm.token_count.prompt`` / ``completion``, ``input.value``, ``output.value``,
   ``llm.input_messages.N.message.role|content``, ``retrieval.documents.N.document.id|content|score``.
 
-Session and user: ``session.id`` / ``user.id`` (also ``langfuse.session.id`` / ``langfuse.user.id``). The span's
-trace id is the events' ``trace_id``; its duration is the latency; the resource's ``service.name`` and
-``deployment.environment(.name)`` are the events' service and env. A retrieval span fills the search step of the
-GenAI span of the same trace exported with it. Other spans are skipped and counted by reason, never an error.
+Prompts and answers recorded as span events (``gen_ai.content.prompt`` / ``completion``, ``gen_ai.user.message`` /
+``gen_ai.choice``, ``gen_ai.client.inference.operation.details``) are read when the span has no attribute for them;
+a failure's type and message come from ``error.type``, else from the recorded ``exception`` event.
+
+A query is a GenAI span with no GenAI span above it in the export. One inside another (an SDK's span under a
+framework's, an agent's calls) is a step of that query: its tokens add up to the query's when the outer span has
+none, its model and answer stand in for the outer's missing ones (the last step's), and the first step's question
+for a missing question. Its trace's spans above a query give what the query span lacks: the session and user (the
+nearest span naming them, often the request's root), the question (an OpenInference CHAIN or AGENT's
+``input.value``: the LLM span's input is then a prompt template around it), and, for a trace's only query, its
+time bounds (the root span's: the stages then add up to at most the query's latency).
+
+Session and user: ``session.id`` / ``user.id`` (also ``langfuse.*``, ``enduser.id``, ``gen_ai.conversation.id`` and
+OpenLLMetry's ``traceloop.association.properties.*``). The span's trace id is the events' ``trace_id``; the
+resource's ``service.name`` and ``deployment.environment(.name)`` are the events' service and env. A retrieval span
+fills the search step of the query of its trace that started next after it (else the last one). Other spans are
+skipped and counted by reason on /metrics, never an error.
 
 Event ids are derived from the span id, so an export sent twice adds nothing the second time.
 """
@@ -93,6 +106,8 @@ def _int(attrs: dict[str, Any], *names: str) -> int | None:
             continue
         if isinstance(value, int) and value >= 0:
             return value
+        if isinstance(value, float) and value.is_integer() and value >= 0:  # some SDKs send counts as doubles
+            return int(value)
         if isinstance(value, str) and value.isdigit():
             return int(value)
     return None
@@ -169,7 +184,7 @@ def _finish_reason(attrs: dict[str, Any], output: list[dict[str, Any]]) -> str |
     for message in output:
         if isinstance(message.get("finish_reason"), str):
             return str(message["finish_reason"])
-    return _str(attrs, "gen_ai.response.finish_reason")
+    return _str(attrs, "gen_ai.response.finish_reason", "gen_ai.completion.0.finish_reason", "llm.finish_reason")
 
 
 def _sources(attrs: dict[str, Any]) -> list[dict[str, Any]]:
@@ -191,6 +206,48 @@ def _sources(attrs: dict[str, Any]) -> list[dict[str, Any]]:
                 pass
         found.append(source)
     return found  # all: past MAX_SOURCES the event keeps the first and counts the rest (sources_dropped)
+
+
+#: Span events that carry a prompt or an answer (the GenAI conventions' older event forms), and the attribute each
+#: fills when the span has none of its own: (event name, attribute in the event, attribute it stands for).
+_CONTENT_EVENTS: Final = (
+    ("gen_ai.content.prompt", "gen_ai.prompt", "gen_ai.prompt"),  # conventions 1.26-1.27
+    ("gen_ai.content.completion", "gen_ai.completion", "gen_ai.completion"),
+    ("gen_ai.user.message", "content", "gen_ai.prompt"),  # 1.28-1.36, one event per message
+    ("gen_ai.choice", "message", "gen_ai.output.messages"),
+    ("gen_ai.client.inference.operation.details", "gen_ai.input.messages", "gen_ai.input.messages"),
+    ("gen_ai.client.inference.operation.details", "gen_ai.output.messages", "gen_ai.output.messages"),
+)
+
+
+def _with_events(span: Span, attrs: dict[str, Any]) -> dict[str, Any]:
+    """`attrs` and what the span's events add: the prompt and answer recorded as events, and the recorded
+    exception's type and message (``exception.type``, ``exception.message``); the span's own attributes win."""
+    if not span.events:
+        return attrs
+    merged = dict(attrs)
+    for event in span.events:
+        values = _attributes(event.attributes)
+        if event.name == "exception":
+            for key in ("exception.type", "exception.message"):
+                if isinstance(values.get(key), str):
+                    merged.setdefault(key, values[key])
+            continue
+        for name, key, stands_for in _CONTENT_EVENTS:
+            value = values.get(key)
+            if event.name != name or value is None or stands_for in attrs:
+                continue
+            if stands_for == "gen_ai.output.messages":  # one choice: a message object, as JSON or a map
+                choice = _messages(f"[{value}]" if isinstance(value, str) else [value])
+                if not choice:
+                    merged.setdefault("gen_ai.completion", value)
+                    continue
+                value = choice
+            if name == "gen_ai.user.message":  # the last user message is the question
+                merged[stands_for] = value
+            else:
+                merged.setdefault(stands_for, value)
+    return merged
 
 
 def _kind(attrs: dict[str, Any]) -> str | None:
@@ -219,49 +276,126 @@ def _name(value: str | None, fallback: str) -> str:
     return value if value is not None and _NAME_RE.match(value) else fallback
 
 
+@dataclass
+class _Spans:
+    """The spans of one export, by trace and span id: each query span's ancestors are looked up here."""
+
+    by_id: dict[tuple[bytes, bytes], tuple[Span, dict[str, Any], str | None]] = field(default_factory=dict)
+
+    def ancestors(self, span: Span) -> list[tuple[Span, dict[str, Any], str | None]]:
+        """`span`'s parent, its parent's, … as far as the export holds them (nearest first)."""
+        found: list[tuple[Span, dict[str, Any], str | None]] = []
+        parent = span.parent_span_id
+        while parent and len(found) < 64 and (entry := self.by_id.get((span.trace_id, parent))) is not None:
+            found.append(entry)
+            parent = entry[0].parent_span_id
+        return found
+
+
+@dataclass
+class _Query:
+    """A query span, with what its trace adds: its ancestors (nearest first), the GenAI spans nested in it (its
+    steps: an agent's calls, an SDK's span under a framework's), and the retrieval spans it drew on."""
+
+    span: Span
+    attrs: dict[str, Any]
+    resource: dict[str, Any]
+    ancestors: list[tuple[Span, dict[str, Any], str | None]]
+    nested: list[tuple[Span, dict[str, Any]]] = field(default_factory=list)
+    retrievals: list[tuple[Span, dict[str, Any]]] = field(default_factory=list)
+
+
 def map_export(request: ExportTraceServiceRequest, *, service: str, env: str) -> Mapped:
-    """The events of every GenAI span of `request` (see the module docstring)."""
+    """The events of every GenAI span of `request` that is not nested in another (see the module docstring)."""
     mapped = Mapped()
-    retrievals: dict[bytes, list[tuple[Span, dict[str, Any]]]] = {}
+    spans = _Spans()
     llm_spans: list[tuple[Span, dict[str, Any], dict[str, Any]]] = []
+    retrieval_spans: list[tuple[Span, dict[str, Any]]] = []
     for resource_spans in request.resource_spans:
         resource = _attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                if len(span.trace_id) != 16 or len(span.span_id) != 8:
+                if len(span.trace_id) != 16 or len(span.span_id) != 8 or not any(span.trace_id):
                     mapped.rejected["invalid trace or span id"] += 1
                     continue
                 attrs = _attributes(span.attributes)
                 kind = _kind(attrs)
+                spans.by_id[(span.trace_id, span.span_id)] = (span, attrs, kind)
                 if kind is None:
                     mapped.skipped["not_genai"] += 1
                 elif kind.startswith("skip:"):
                     mapped.skipped[kind.removeprefix("skip:")] += 1
                 elif kind == "retrieval":
-                    retrievals.setdefault(span.trace_id, []).append((span, attrs))
+                    retrieval_spans.append((span, attrs))
                 else:
-                    llm_spans.append((span, attrs, resource))
-    used_retrievals: set[bytes] = set()
+                    llm_spans.append((span, _with_events(span, attrs), resource))
+    queries: dict[tuple[bytes, bytes], _Query] = {}
+    nested: list[tuple[Span, dict[str, Any], bytes]] = []
     for span, attrs, resource in llm_spans:
-        found = retrievals.get(span.trace_id, [])
-        if found:
-            used_retrievals.add(span.trace_id)
-        mapped.groups.append(_query_events(span, attrs, resource, found, service=service, env=env))
-    for trace_id, spans in retrievals.items():
-        if trace_id not in used_retrievals:
-            mapped.skipped["retrieval_without_genai_span"] += len(spans)
+        ancestors = spans.ancestors(span)
+        outer = next((a for a in reversed(ancestors) if a[2] == "llm"), None)  # the outermost GenAI span above
+        if outer is None:
+            queries[(span.trace_id, span.span_id)] = _Query(span, attrs, resource, ancestors)
+        else:
+            nested.append((span, attrs, outer[0].span_id))
+    for span, attrs, outer_id in nested:
+        queries[(span.trace_id, outer_id)].nested.append((span, attrs))
+        mapped.skipped["genai_span_inside_another"] += 1  # a step of that query, not a query of its own
+    by_trace: dict[bytes, list[_Query]] = {}
+    for query in queries.values():
+        by_trace.setdefault(query.span.trace_id, []).append(query)
+    for span, attrs in retrieval_spans:
+        candidates = by_trace.get(span.trace_id)
+        if not candidates:
+            mapped.skipped["retrieval_without_genai_span"] += 1
+            continue
+        # The query it served: the first to start once it had (retrieval comes before generation), else the last.
+        later = [q for q in candidates if q.span.start_time_unix_nano >= span.start_time_unix_nano]
+        chosen = min(later, key=lambda q: q.span.start_time_unix_nano) if later else candidates[-1]
+        chosen.retrievals.append((span, attrs))
+    for query in queries.values():
+        alone = len(by_trace[query.span.trace_id]) == 1
+        mapped.groups.append(_query_events(query, alone=alone, service=service, env=env))
     return mapped
 
 
-def _query_events(
-    span: Span,
-    attrs: dict[str, Any],
-    resource: dict[str, Any],
-    retrievals: list[tuple[Span, dict[str, Any]]],
-    *,
-    service: str,
-    env: str,
-) -> list[dict[str, Any]]:
+_SESSION_KEYS: Final = (
+    "session.id", "langfuse.session.id", "gen_ai.conversation.id", "traceloop.association.properties.session_id",
+)  # fmt: skip
+_USER_KEYS: Final = ("user.id", "langfuse.user.id", "enduser.id", "traceloop.association.properties.user_id")
+#: OpenInference span kinds whose ``input.value`` is the user's question (an LLM span under them sees a prompt).
+_QUESTION_KINDS: Final = frozenset({"CHAIN", "AGENT"})
+
+
+def _question(query: _Query) -> str | None:
+    """The user's question: an OpenInference chain's or agent's input above the span (the LLM span's prompt is a
+    template around it), else the span's own last user message, else its first nested step's."""
+    for _, attrs, _ in reversed(query.ancestors):
+        kind = _str(attrs, "openinference.span.kind")
+        if kind is not None and kind.upper() in _QUESTION_KINDS and (text := _str(attrs, "input.value")):
+            return text
+    text = _last_user_text(query.attrs)
+    if text is None and query.nested:
+        first = min(query.nested, key=lambda n: n[0].start_time_unix_nano)
+        text = _last_user_text(first[1])
+    return text
+
+
+def _from_steps(query: _Query, value: Any, read: Any, *, total: bool = False) -> Any:
+    """`value` (the query span's own), or what its nested steps say: their sum (`total`, for tokens), or the
+    last step's (for the answer, the model)."""
+    if value is not None or not query.nested:
+        return value
+    found = [
+        v for _, attrs in sorted(query.nested, key=lambda n: n[0].end_time_unix_nano) if (v := read(attrs)) is not None
+    ]
+    if not found:
+        return None
+    return sum(found) if total else found[-1]
+
+
+def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list[dict[str, Any]]:
+    span, attrs, resource = query.span, query.attrs, query.resource
     # Span ids are unique only within a trace: the ids carry both (an export sent again maps to the same ids).
     span_id = f"{span.trace_id.hex()}-{span.span_id.hex()}"
     common: dict[str, Any] = {
@@ -270,13 +404,19 @@ def _query_events(
         "service": _name(_str(resource, "service.name"), service),
         "env": _name(_str(resource, "deployment.environment.name", "deployment.environment"), env),
     }
-    session = _str(attrs, "session.id", "langfuse.session.id", "gen_ai.conversation.id")
-    user = _str(attrs, "user.id", "langfuse.user.id", "enduser.id")
+    # Session and user: the span's own, else the nearest span above it that names them (often the request's root).
+    context = [attrs, *(a for _, a, _ in query.ancestors)]
+    session = next((v for a in context if (v := _str(a, *_SESSION_KEYS))), None)
+    user = next((v for a in context if (v := _str(a, *_USER_KEYS))), None)
     if session:
         common["session_id"] = session
     if user:
         common["user_id"] = user
     start, end = span.start_time_unix_nano, max(span.end_time_unix_nano, span.start_time_unix_nano)
+    generate_ms = (end - start) / 1e6
+    if alone and query.ancestors:  # the trace's one query: it lasted as long as the request that holds it
+        root = query.ancestors[-1][0]
+        start, end = min(start, root.start_time_unix_nano), max(end, root.end_time_unix_nano)
     latency_ms = (end - start) / 1e6
     events: list[dict[str, Any]] = [
         {
@@ -284,10 +424,10 @@ def _query_events(
             "event_type": "query_received",
             "event_id": f"otlp-{span_id}-received",
             "ts": _ts(start),
-            "query_text": _last_user_text(attrs) or NOT_CAPTURED,
+            "query_text": _question(query) or NOT_CAPTURED,
         }
     ]
-    for n, (retrieval, r_attrs) in enumerate(retrievals):
+    for n, (retrieval, r_attrs) in enumerate(sorted(query.retrievals, key=lambda r: r[0].start_time_unix_nano)):
         sources = _sources(r_attrs)
         event: dict[str, Any] = {
             **common,
@@ -308,20 +448,38 @@ def _query_events(
         **common,
         "event_type": "response_generated",
         "event_id": f"otlp-{span_id}-response",
-        "ts": _ts(end),
-        "duration_ms": latency_ms,
+        "ts": _ts(max(span.end_time_unix_nano, span.start_time_unix_nano)),
+        "duration_ms": generate_ms,
     }
+
+    def system(a: dict[str, Any]) -> str | None:
+        return _str(a, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
+
+    def model(a: dict[str, Any]) -> str | None:
+        return _str(a, "gen_ai.request.model", "llm.model_name")
+
+    def tokens_in(a: dict[str, Any]) -> int | None:
+        return _int(a, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
+
+    def tokens_out(a: dict[str, Any]) -> int | None:
+        return _int(a, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
+
+    def answer(a: dict[str, Any]) -> str | None:
+        return _answer_text(a, _messages(a.get("gen_ai.output.messages")))
+
+    def finish(a: dict[str, Any]) -> str | None:
+        return _finish_reason(a, _messages(a.get("gen_ai.output.messages")))
+
     for key, value in (
-        ("gen_ai_system", _str(attrs, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")),
-        ("gen_ai_request_model", _str(attrs, "gen_ai.request.model", "llm.model_name")),
-        ("gen_ai_response_model", _str(attrs, "gen_ai.response.model")),
-        ("gen_ai_usage_input_tokens",
-         _int(attrs, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")),
-        ("gen_ai_usage_output_tokens",
-         _int(attrs, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")),
+        ("gen_ai_system", _from_steps(query, system(attrs), system)),
+        ("gen_ai_request_model", _from_steps(query, model(attrs), model)),
+        ("gen_ai_response_model", _from_steps(query, _str(attrs, "gen_ai.response.model"),
+                                              lambda a: _str(a, "gen_ai.response.model"))),
+        ("gen_ai_usage_input_tokens", _from_steps(query, tokens_in(attrs), tokens_in, total=True)),
+        ("gen_ai_usage_output_tokens", _from_steps(query, tokens_out(attrs), tokens_out, total=True)),
         ("gen_ai_usage_cache_read_input_tokens", _int(attrs, "gen_ai.usage.cache_read.input_tokens")),
-        ("finish_reason", _finish_reason(attrs, output)),
-        ("answer_text", _answer_text(attrs, output)),
+        ("finish_reason", _from_steps(query, _finish_reason(attrs, output), finish)),
+        ("answer_text", _from_steps(query, _answer_text(attrs, output), answer)),
     ):  # fmt: skip
         if value is not None:
             response[key] = value
@@ -335,6 +493,7 @@ def _query_events(
              "latency_ms": latency_ms}
         )  # fmt: skip
     else:
+        # error.type (the GenAI conventions), else the recorded exception's type (its span event).
         error_type = _str(attrs, "error.type", "exception.type") or "Error"
         failure: dict[str, Any] = {
             **common,
@@ -345,7 +504,8 @@ def _query_events(
             "stage": "generate",
             "latency_ms": latency_ms,
         }
-        if span.status.message:
-            failure["error_message"] = span.status.message[:2000]
+        message = span.status.message or _str(attrs, "exception.message")
+        if message:
+            failure["error_message"] = message[:2000]
         events.append(failure)
     return events

@@ -45,6 +45,7 @@ __all__ = [
     "RecentIds",
     "RecentQueries",
     "event_schema_components",
+    "id_problem",
     "router",
     "tail_event_ids",
     "too_far_ahead",
@@ -361,7 +362,7 @@ class EventIngestor:
                 continue
             problem = too_far_ahead(event)
             field = "ts" if problem is not None else None
-            if problem is None and (bad_id := _id_problem(event)) is not None:
+            if problem is None and (bad_id := id_problem(event)) is not None:
                 field, problem = bad_id
             if problem is not None:
                 invalid += 1
@@ -379,10 +380,11 @@ class EventIngestor:
             raise ValueError(f"{len(items)} events in one batch; at most {self.max_events}")
         return self.append(self.validate(items))
 
-    def append(self, events: Sequence[AnyEvent]) -> IngestResult:
+    def append(self, events: Sequence[AnyEvent], *, bounded: bool = True) -> IngestResult:
         """Append the events whose ids are not in the window and flush them (they must have been built from
-        `prepare`d fields: redacted and pseudonymized). Durable against a process crash on return."""
-        if len(events) > self.max_events:
+        `prepare`d fields: redacted and pseudonymized). Durable against a process crash on return. Not `bounded`:
+        the caller bounded the request itself (a trace export, by its spans)."""
+        if bounded and len(events) > self.max_events:
             raise ValueError(f"{len(events)} events in one batch; at most {self.max_events}")
         with self._lock:
             fresh: list[AnyEvent] = []
@@ -434,7 +436,7 @@ MAX_ID_CHARS: Final = 200
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def _id_problem(event: AnyEvent) -> tuple[str, str] | None:
+def id_problem(event: AnyEvent) -> tuple[str, str] | None:
     """(field, why) for the first id of `event` a producer should not have sent, or None."""
     for name in ("event_id", "query_id", "session_id", "user_id", "trace_id"):
         value = getattr(event, name, None)
