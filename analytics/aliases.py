@@ -113,6 +113,9 @@ class Aliases:
             for end in range(min(len(words), i + _MAX_MENTION_WORDS), i, -1):
                 typed = "".join(words[i:end])
                 company = self._by_key.get(typed)
+                if company is None and end == i + 1:  # 네이버는, 삼성전자의: a name, then its particle
+                    typed = _without_particle(typed)
+                    company = self._by_key.get(typed)
                 if company is not None:
                     found.append(Mention(i, end, company, typed))
                     i = end
@@ -120,6 +123,21 @@ class Aliases:
             else:
                 i += 1
         return found
+
+
+#: Korean particles a name takes when typed in a question (네이버는, 현대차의, 카카오에서), longest first.
+_PARTICLES: Final = (
+    "에서는", "에서", "에게", "한테", "으로", "까지", "부터", "보다", "처럼", "하고", "이랑", "이나", "이요",
+    "은", "는", "이", "가", "을", "를", "의", "에", "도", "로", "와", "과", "랑", "만", "요",
+)  # fmt: skip
+
+
+def _without_particle(word: str) -> str:
+    """`word` less a trailing Korean particle, when what is left is two characters or more; else `word`."""
+    for particle in _PARTICLES:
+        if word.endswith(particle) and len(word) - len(particle) >= 2 and "가" <= word[-len(particle) - 1] <= "힣":
+            return word[: -len(particle)]
+    return word
 
 
 def _too_short(key: str) -> bool:

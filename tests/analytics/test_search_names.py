@@ -101,6 +101,12 @@ CASES: tuple[Case, ...] = (
     Case("typo", "테슬러", "Tesla"),
     Case("typo", "nvidai", "NVIDIA"),
     Case("typo", "셀트리옹", "셀트리온"),
+    # A name typed with its particle, as a question says it: "네이버는" found nothing.
+    Case("particle", "네이버는", "NAVER"),
+    Case("particle", "현대차의", "현대자동차"),
+    Case("particle", "카카오가", "카카오"),  # not 카카오뱅크
+    Case("particle", "삼성전자에서", "삼성전자"),
+    Case("particle", "테슬라랑", "Tesla"),
 )
 
 
@@ -145,7 +151,7 @@ def test_each_kind_of_name_finds_its_company_and_no_other(index: SearchIndex, al
     }
     # Every kind: every query about the company meant, and none about another.
     assert misses == [], f"recall and wrong hits per kind: {report}"
-    assert set(report) == {"alias", "ticker", "english", "spacing", "initials", "typo"}
+    assert set(report) == {"alias", "ticker", "english", "spacing", "initials", "typo", "particle"}
 
 
 def test_exact_matches_rank_above_aliases_newest_first_within_a_tier(index: SearchIndex, aliases: Aliases) -> None:
