@@ -84,6 +84,7 @@ __all__ = [
     "built_search_fields",
     "exchange_directories",
     "expired_days",
+    "retained_from",
     "retention_boundary",
     "search_index_dir",
 ]
@@ -660,7 +661,24 @@ def apply_retention(
             report.files_removed += files
             if progress is not None:
                 progress(i, len(expired), f"{day.name}: {files} files removed")
+        if report.dates_removed and (retained_from(lake) or boundary) <= boundary:
+            # Kept, whoever dropped the days (housekeeping, or a one-off `compact --retention-days`): `querylog
+            # reconcile` compares the stores from here on, where the lake still holds what the log holds.
+            atomic_write(lake / _RETAINED_FROM, msgspec.json.encode({"from": boundary}))
     return report
+
+
+_RETAINED_FROM: Final = Path("_querylog") / "retained-from.json"
+
+
+def retained_from(lake_dir: Path | str) -> datetime | None:
+    """The time from which the lake holds every event it was given: the last retention's boundary (None if no day
+    was ever dropped)."""
+    try:
+        raw = (Path(lake_dir) / _RETAINED_FROM).read_bytes()
+    except FileNotFoundError:
+        return None
+    return msgspec.json.decode(raw, type=dict[str, datetime])["from"]
 
 
 # -- the search index, kept in step with the lake --------------------------------------------------------

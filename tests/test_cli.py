@@ -175,6 +175,17 @@ def test_a_bad_llm_or_langfuse_setting_is_a_configuration_error_not_a_traceback(
     assert err.startswith("querylog: configuration error: ") and named in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(("command", "code"), [("reconcile", 2), ("compact", 0)])
+def test_a_mistyped_home_is_said_not_read_as_agreement_or_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, code: int
+) -> None:
+    """reconcile printed an empty table and exit 0 (nothing disagrees with nothing); compact made the lake."""
+    home = tmp_path / "typo"
+    assert main(["--home", str(home), command]) == code
+    assert "is --home (QUERYLOG_HOME) right?" in capsys.readouterr().err
+    assert not home.exists()
+
+
 @pytest.mark.parametrize(("command", "started"), [("serve", "serving on"), ("ui", "explorer on")])
 def test_a_server_on_a_port_in_use_says_so_before_starting_anything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str, started: str

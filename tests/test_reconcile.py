@@ -179,6 +179,7 @@ def test_a_metrics_url_that_is_not_a_metrics_page_is_a_sentence(
     from querylog.testing import RecordedLoki
 
     monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "log").mkdir(parents=True)  # a home, however empty
     with RecordedLoki().serve() as url:  # answers /ready with a word, not with metrics
         assert main(["reconcile", "--metrics-url", f"{url}/ready"]) == 2
     assert "is not a Prometheus /metrics page" in capsys.readouterr().err
@@ -223,3 +224,27 @@ def test_once_the_log_is_trimmed_the_stores_are_compared_from_where_the_log_hold
     assert "compared from" in err and "metrics" in err
     [received] = [line.split("|") for line in out.splitlines() if "query_received" in line]
     assert [cell.strip() for cell in received[3:5]] == ["2", "2"]  # log and lake, from the floor on
+
+
+def test_days_a_one_off_compact_dropped_move_the_floor_as_the_configured_retention_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`compact --retention-days 30` (docs/analytics.md's one-off) dropped a backfilled day from the lake, and
+    reconcile then reported the log's copy of it as a difference, exit 1, with no word of why."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("QUERYLOG_HOME", str(home))
+    long_ago = datetime.now(UTC) - timedelta(days=400)
+    with EventLog(home / "log") as log:
+        for i, at in enumerate([long_ago, None, None]):
+            when = {"ts": at} if at else {}
+            log.append(QueryReceived(query_id=f"q{i}", query_text="x", **when))
+            log.append(QueryCompleted(query_id=f"q{i}", latency_ms=5.0, intent="news", **when))
+    with ParquetSink(home / "lake") as sink:
+        Projector(LogReader(home / "log"), sink).catch_up()
+    assert main(["reconcile"]) == 0
+    capsys.readouterr()
+    assert main(["compact", "--retention-days", "30"]) == 0
+    assert "dropped 1 day(s)" in capsys.readouterr().out
+    assert main(["reconcile"]) == 0
+    out, err = capsys.readouterr()
+    assert "compared from" in err and "DIFFERS" not in out

@@ -226,7 +226,7 @@ def history_floor(settings: Settings, now: datetime | None = None) -> datetime |
     """The time before which the stores no longer hold the same history: the log was trimmed (every event
     written after its newest trimmed segment is still in it), or the lake dropped days past its retention. None
     when neither happened: the log holds everything."""
-    from querylog.analytics.upkeep import retention_boundary
+    from querylog.analytics.upkeep import retained_from, retention_boundary
     from querylog.housekeeping import load_totals
 
     floors = []
@@ -235,6 +235,9 @@ def history_floor(settings: Settings, now: datetime | None = None) -> datetime |
         floors.append(datetime.fromtimestamp(trimmed_through + _AHEAD_S, UTC))
     if settings.lake_retention_days is not None:
         floors.append(retention_boundary(settings.lake_retention_days, now))
+    dropped = retained_from(settings.lake_dir)  # days a one-off `compact --retention-days` dropped count too
+    if dropped is not None:
+        floors.append(dropped)
     return max(floors, default=None)
 
 

@@ -41,6 +41,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"querylog reconcile: {exc}", file=sys.stderr)
         return 2
+    if not settings.log_dir.exists() and not settings.lake_dir.exists():  # a mistyped home agrees with itself
+        print(
+            f"querylog reconcile: no event log and no lake under {settings.home}: is --home (QUERYLOG_HOME) right?",
+            file=sys.stderr,
+        )
+        return 2
     metrics_text = None
     loki = None
     max_age_s = None

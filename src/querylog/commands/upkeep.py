@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from querylog.commands import lake_missing
 from querylog.config import Settings
 
 
@@ -80,6 +81,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
 
     lake = settings.lake_dir
+    if not lake.exists():  # not made here: a mistyped --home would leave an empty lake behind, and say nothing
+        lake_missing(lake, "compact")
+        return 0
     days = args.retention_days if args.retention_days is not None else settings.lake_retention_days
     compactor = LakeCompactor(lake, progress=_progress("compact"))
     if args.dry_run:
