@@ -94,14 +94,16 @@ def _chart(where: Any, frame: pl.DataFrame, value: str, chart: Callable[[alt.Cha
     where.altair_chart(chart(alt.Chart(frame)), width="stretch")
 
 
-def _over_time(base: alt.Chart, buckets: int, bucket: Bucket) -> alt.Chart:
-    """Stacked marks over time that show at any data size: for a few buckets, wide bars, one per bucket; beyond,
-    areas with their points on a time axis."""
+def _over_time(base: alt.Chart, buckets: int, bucket: Bucket, *, lines: bool = False) -> alt.Chart:
+    """Marks over time that show at any data size: for a few buckets, wide bars, one per bucket; beyond, areas
+    (stacked shares and counts) or `lines` (a rate), with their points on a time axis."""
     if buckets <= FEW_BUCKETS:
         x = alt.X("bucket:O", timeUnit="utcyearmonthdatehours", title=None)  # the explorer's dates are UTC
         if bucket == "day":
             x = alt.X("bucket:O", timeUnit="utcyearmonthdate", title=None)
         chart: alt.Chart = base.mark_bar().encode(x=x)
+    elif lines:
+        chart = base.mark_line(point=True).encode(x=alt.X("bucket:T", title=None))
     else:
         chart = base.mark_area(line=True, point=True, opacity=0.7).encode(x=alt.X("bucket:T", title=None))
     return chart
@@ -218,12 +220,12 @@ def _trends(lq: LakeQueries, f: Filters, bucket: Bucket) -> None:
     totals = lq.intent_totals(f)
     _table(st, totals, "intent_totals")
     st.subheader("Error rate")
+    errors = lq.error_trend(f, bucket)
     _chart(
         st,
-        lq.error_trend(f, bucket),
+        errors,
         "error_rate",
-        lambda c: c.mark_line(point=True).encode(
-            x=alt.X("bucket:T", title=None),
+        lambda c: _over_time(c, errors["bucket"].n_unique(), bucket, lines=True).encode(
             y=alt.Y("error_rate:Q", axis=alt.Axis(format="%"), title="error rate"),
             tooltip=["bucket:T", "finished:Q", "failed:Q", alt.Tooltip("error_rate:Q", format=".1%")],
         ),

@@ -348,10 +348,14 @@ def test_one_hour_of_data_draws_bars_a_month_draws_areas_with_points(
     spec, data = _chart_data(at, 0)
     assert spec["mark"]["type"] == "bar" and spec["encoding"]["x"]["type"] == "ordinal"  # a bar shows one bucket
     assert data.num_rows > 0 and _metric(at, "Queries") == f"{len(hour.queries):,}"
+    errors, _ = _chart_data(at, 2)  # the error rate: it was a lone dot
+    assert errors["encoding"]["y"]["field"] == "error_rate" and errors["mark"]["type"] == "bar"
     month = make_lake(tmp_path / "month", end=end, days=30, per_hour=2)
     at = _app(month.home, monkeypatch)
     spec, _ = _chart_data(at, 0)
     assert spec["mark"]["type"] == "area" and spec["mark"]["point"] is True
+    errors, _ = _chart_data(at, 2)
+    assert errors["mark"]["type"] == "line" and errors["mark"]["point"] is True
     assert _metric(at, "Queries") == f"{len(month.queries):,}"
 
 
