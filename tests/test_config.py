@@ -108,6 +108,18 @@ def test_a_password_in_the_loki_url_is_masked_wherever_the_url_is_shown(
     assert "http://bob:***@127.0.0.1:9" in out
     # One column of values, however long a setting's name.
     assert len({len(line) - len(line.split("  ", 1)[1].lstrip()) for line in out.splitlines()}) == 1
+    (tmp_path / "home" / "log").mkdir(parents=True)
     assert main(["reconcile"]) == 2  # nothing listens there: the error names the URL
     err = capsys.readouterr().err
     assert "http://bob:***@127.0.0.1:9/loki/api/v1/query" in err and "s3cret" not in err
+
+
+def test_config_says_when_the_log_keeps_less_than_its_own_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from querylog.cli import main
+
+    monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("QUERYLOG_RETENTION", "1d")  # caps the log's default 7 days
+    assert main(["config"]) == 0
+    assert "7d (in force: 1d, QUERYLOG_RETENTION caps it)" in capsys.readouterr().out

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from querylog.config import Settings
+from querylog.config import Settings, duration_seconds
 from querylog.logging.redaction import shown_url
 
 _SECRET = ("ingest_token", "user_id_salt", "loki_password", "loki_token")
@@ -30,5 +30,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             value = "***"
         elif f.name == "loki_url" and value:
             value = shown_url(value)  # a password in the URL itself
+        elif f.name == "log_retention" and settings.retention is not None:
+            capped = settings.log_retention_s < duration_seconds("QUERYLOG_LOG_RETENTION", settings.log_retention)
+            value = f"{value} (in force: {settings.retention}, QUERYLOG_RETENTION caps it)" if capped else value
         print(f"{f.metadata['env']:<{width}}  {value}")
     return 0
