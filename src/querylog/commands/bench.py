@@ -149,7 +149,11 @@ def add_parser(sub: Any) -> None:
         "with min and max. See docs/benchmarks.md.",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--quick", action="store_true", help="small sizes (< 1 min); a 100k-event lake instead of 10M")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes (about 1.5 min on 2 cores, most of it the history group); a 100k-event lake instead of 10M",
+    )
     p.add_argument("--only", default="", help=f"comma-separated groups to run: {', '.join(GROUPS)}")
     p.add_argument(
         "--output-dir", default=None, help="where <timestamp>.json goes (default: the repository's bench/results)"
