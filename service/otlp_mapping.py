@@ -268,6 +268,9 @@ def _kind(attrs: dict[str, Any]) -> str | None:
             return "retrieval"
         return f"skip:openinference_{upper.lower()}"
     if _str(attrs, "gen_ai.system", "gen_ai.provider.name", "gen_ai.request.model") is not None:
+        # OpenLLMetry's older spans name the call's kind apart: an embedding (an indexing job's) is not a query.
+        if _str(attrs, "llm.request.type") == "embedding":
+            return "skip:gen_ai_embeddings"
         return "llm"
     return None
 

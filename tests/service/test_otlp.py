@@ -457,6 +457,18 @@ def test_prompts_answers_and_exceptions_recorded_as_span_events_are_read(client:
     assert (failed.error_type, failed.error_message) == ("TimeoutError", "the model did not answer in 30 s")
 
 
+def test_an_openllmetry_embedding_span_is_not_a_query(client: TestClient, tmp_path: Path) -> None:
+    """An indexing job made one "query" per embedded document."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("openai.embeddings") as span:
+        span.set_attributes(
+            {"gen_ai.system": "openai", "llm.request.type": "embedding", "gen_ai.usage.prompt_tokens": 8}
+        )
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {} and log == b""
+    assert 'querylog_ingest_spans_left_out_total{reason="gen_ai_embeddings"} 1.0' in client.get("/metrics").text
+
+
 def test_ids_the_events_endpoint_refuses_are_refused_here_too(client: TestClient, tmp_path: Path) -> None:
     tracer, keep = _kept_tracer()
     for session in ("s" * 1000, "line\nbreak", "s-fine"):
