@@ -17,6 +17,7 @@ file, and no event is written twice or lost across restarts.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from collections import defaultdict
@@ -181,9 +182,7 @@ def rows_from_lines(lines: Sequence[bytes], prices: PriceTable = DEFAULT_PRICES)
         if "schema_version" in table.column_names
         else pa.array([1] * table.num_rows, _ROW_SCHEMA.field("schema_version").type)
     )
-    if not pc.all(
-        pc.and_(pc.greater_equal(versions, ADDITIVE_SINCE), pc.less_equal(versions, SCHEMA_VERSION))
-    ).as_py():
+    if not pc.all(pc.and_(pc.greater_equal(versions, ADDITIVE_SINCE), pc.less_equal(versions, SCHEMA_VERSION))).as_py():
         raise FastPathDeclinedError("schema_version")
     columns = []
     for field in _ROW_SCHEMA:
@@ -259,8 +258,11 @@ def _map_column(table: pa.Table, field: pa.Field) -> pa.ChunkedArray | pa.Array:
     column = table.column(field.name)
     value_type = field.type.item_type
     if not pa.types.is_struct(column.type) or any(
-        not (child.type == value_type or pa.types.is_null(child.type)
-             or (pa.types.is_floating(value_type) and pa.types.is_integer(child.type)))
+        not (
+            child.type == value_type
+            or pa.types.is_null(child.type)
+            or (pa.types.is_floating(value_type) and pa.types.is_integer(child.type))
+        )
         for child in column.type
     ):
         raise FastPathDeclinedError("nested_shape")
@@ -276,9 +278,7 @@ class ParquetSink(Sink):
 
     name = "parquet"
 
-    def __init__(
-        self, lake_dir: Path | str, *, compression: str = "zstd", prices: PriceTable = DEFAULT_PRICES
-    ) -> None:
+    def __init__(self, lake_dir: Path | str, *, compression: str = "zstd", prices: PriceTable = DEFAULT_PRICES) -> None:
         super().__init__()
         self.prices = prices
         self.lake_dir = Path(lake_dir)
@@ -303,22 +303,27 @@ class ParquetSink(Sink):
     def _open(self) -> None:
         self._tmp_dir.mkdir(parents=True, exist_ok=True)
         self.events_dir.mkdir(parents=True, exist_ok=True)
+        self._resume(strays=False)
+
+    def _resume(self, *, strays: bool = True) -> None:
+        """The last commit, rolled forward. `strays`: also delete the files no commit names (a batch that crashed
+        before its commit: it will be projected again), which only the leader may do: opened beside a leader
+        (a standby, `project --once`), they are the leader's batch being written."""
         if self._commit_path.exists():
             self._commit = msgspec.json.decode(self._commit_path.read_bytes(), type=_Commit)
         self._roll_forward()
+        if strays:
+            committed = {tmp_name for tmp_name, _ in self._commit.pending}
+            for stray in self._tmp_dir.iterdir():
+                if stray.name not in committed:
+                    stray.unlink(missing_ok=True)
 
     def _roll_forward(self) -> None:
-        committed = set()
         for tmp_name, final_rel in self._commit.pending:
-            committed.add(tmp_name)
-            tmp = self._tmp_dir / tmp_name
-            if tmp.exists():
-                final = self.events_dir / final_rel
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, final)
-        for stray in self._tmp_dir.iterdir():
-            if stray.name not in committed:
-                stray.unlink()  # a batch that crashed before its commit: it will be projected again
+            final = self.events_dir / final_rel
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):  # moved already (by the writer, or another roll-forward)
+                os.replace(self._tmp_dir / tmp_name, final)
 
     def _checkpoint(self) -> Checkpoint:
         return dict(self._commit.checkpoint)

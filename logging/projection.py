@@ -151,6 +151,13 @@ class Sink(ABC):
         self._require_open("checkpoint")
         return self._checkpoint()
 
+    def resume(self) -> None:
+        """Read again what another process may have stored since this sink was opened: its checkpoint, its writes
+        half done. The projector calls it when this process takes the projection's lead, so that a standby that
+        takes over resumes where the old leader stopped, not where the log stood when it started."""
+        self._require_open("resume")
+        self._resume()
+
     def __enter__(self) -> Sink:
         return self.open() if self._state is _State.UNOPENED else self
 
@@ -165,6 +172,9 @@ class Sink(ABC):
         pass
 
     def _close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def _resume(self) -> None:  # noqa: B027 - optional hook: a sink whose state is all in this process has none
         pass
 
     @abstractmethod
@@ -241,6 +251,9 @@ class FileCheckpointSink(Sink):
         self._position: Checkpoint = {}
 
     def _open(self) -> None:
+        self._position = self._checkpoint_file.load()
+
+    def _resume(self) -> None:
         self._position = self._checkpoint_file.load()
 
     def _write(self, batch: Batch) -> None:
@@ -358,6 +371,7 @@ class Projector:
         # Waiting between retries ends early when the projector is stopped.
         self._sleep: Callable[[float], object] = sleep if sleep is not None else self._stop.wait
         self._lock_fh: IO[bytes] | None = None
+        self._resumed = False  # a projector without a lock resumes its sink once, at its first batch
         self._io_lock = threading.Lock()
         self.corrupt_lines = 0
         # Where the last offered batch started and how many events it had: a retry reads from the same
@@ -373,6 +387,12 @@ class Projector:
     def run_once(self) -> int:
         """Read one batch and write it to the sink. Returns the number of log lines consumed."""
         with self._io_lock:
+            if not self._resumed and self.lock_path is None:  # the only writer, by contract: tidy as a leader does
+                self._resumed = True
+                try:
+                    self.sink.resume()
+                except OSError as exc:  # what it read at open stands; the write says if the disk is still wrong
+                    _log.warning("projector_resume_failed", sink=self.sink.name, error=f"{type(exc).__name__}: {exc}")
             start = self.sink.checkpoint()
             staged = self._take_read_ahead(start)
             if staged is None:
@@ -561,6 +581,12 @@ class Projector:
         assert self.lock_path is not None
         fh = try_lead(self.lock_path)
         if fh is None:
+            return False
+        try:
+            self.sink.resume()  # from where the last leader stopped: it may have gone on long after this one started
+        except Exception as exc:  # not leading, then: the next attempt reads it again
+            fh.close()
+            _log.warning("projector_resume_failed", sink=self.sink.name, error=f"{type(exc).__name__}: {exc}")
             return False
         self._lock_fh = fh
         self.has_led = True

@@ -24,8 +24,7 @@ _MIN_SHARE_BYTES = 64 * 1024
 
 def _time_of(line: bytes) -> float:
     # A line that does not decode sorts first and goes out at once: the projector counts it as corrupt.
-    t = line_time(line)
-    return float("-inf") if t is None else t
+    return float("-inf") if (t := line_time(line)) is None else t
 
 
 @dataclass(slots=True)

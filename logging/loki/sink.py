@@ -86,9 +86,10 @@ class LokiSink(Sink):
         self._newest: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------------
-    def _open(self) -> None:
-        if self._checkpoint_file is not None:
-            self._position = self._checkpoint_file.load()
+    def _resume(self) -> None:  # at open, and on taking the lead: from the checkpoint the last leader left
+        self._position = self._checkpoint_file.load() if self._checkpoint_file is not None else {}
+
+    _open = _resume
 
     def _close(self) -> None:
         self.client.close()

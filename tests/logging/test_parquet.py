@@ -6,6 +6,7 @@ import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
@@ -335,3 +336,46 @@ def test_the_fast_path_declines_what_needs_the_careful_one() -> None:
         is None
     )
     assert tables_from_lines([good.replace(b'"query_id"', b'"surprise":1,"query_id"')]) is None  # unknown field
+
+
+def test_a_sink_opened_beside_a_leader_leaves_its_batch_being_written_alone(tmp_path: Path) -> None:
+    """A standby (`project --once` from cron, a second worker) opening the lake deleted the leader's written but
+    not yet committed file; the leader then committed a checkpoint past events no file held: lost for good."""
+    log_dir = _log_with(tmp_path, 3)
+    lake = tmp_path / "lake"
+    leader = ParquetSink(lake).open()
+    batch = LogReader(log_dir).read({})
+    written_not_committed: list[Path] = []
+    real_write = pq.write_table
+
+    def write_then_open_a_standby(table: Any, where: Any, **kw: Any) -> None:
+        real_write(table, where, **kw)
+        written_not_committed.append(Path(where))
+        ParquetSink(lake).open().close()  # the standby starts now
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pq, "write_table", write_then_open_a_standby)
+        Projector(LogReader(log_dir), leader).run_once()
+    leader.close()
+    assert written_not_committed and sorted(_lake_ids(lake)) == sorted(codec.decode(x).event_id for x in batch.lines)
+
+
+def test_a_standby_that_takes_the_lead_resumes_where_the_leader_stopped(tmp_path: Path) -> None:
+    """Both opened at start; the first led and projected; when it stopped, the second resumed from its own (stale)
+    checkpoint and wrote every event again: 26,665 duplicates in a two-worker failover."""
+    log_dir = _log_with(tmp_path, 5)
+    lake, lock = tmp_path / "lake", tmp_path / "parquet.lock"
+    first = Projector(LogReader(log_dir), ParquetSink(lake).open(), lock_path=lock)
+    second = Projector(LogReader(log_dir), ParquetSink(lake).open(), lock_path=lock)  # a standby since start
+    assert first.try_lead() and not second.try_lead()
+    first.catch_up()
+    first.stop(drain_timeout_s=None)
+    first.sink.close()
+    with EventLog(log_dir) as log:
+        log.append(QueryReceived(query_id="q-late", query_text="after the failover"))
+    assert second.try_lead()
+    second.catch_up()
+    second.stop(drain_timeout_s=None)
+    second.sink.close()
+    ids = _lake_ids(lake)
+    assert len(ids) == len(set(ids)) == 11
