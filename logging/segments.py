@@ -52,6 +52,8 @@ FsyncPolicy = Literal["always", "interval", "never"]
 Checkpoint = dict[str, int]
 
 _log = structlog.get_logger("querylog.log")
+#: At most one `log_write_failed` line this often while the disk refuses writes.
+_WRITE_FAILED_LOG_EVERY_S: Final = 60.0
 
 
 class LogClosedError(RuntimeError):
@@ -182,6 +184,9 @@ class EventLog:
         self._segment_size = 0
         self._segment_opened = 0.0
         self._dirty_since_fsync = False
+        # Refused writes not yet said in a line, and when the last line said some (None: writes go through).
+        self._failures_unlogged = 0
+        self._failures_logged_at: float | None = None
         # What a roll leaves the flusher to sync outside the lock (the finished segments' descriptors, with whether
         # they hold unsynced data; the directory, for the new segment's name), so that no request waits on the disk.
         self._retired: list[tuple[int, bool]] = []
@@ -362,6 +367,9 @@ class EventLog:
         self._segment_size += written
         self.telemetry.delivered(count, nbytes=written)
         self._dirty_since_fsync = True
+        if self._failures_logged_at is not None:  # writing again after refused writes: said once
+            _log.warning("log_write_recovered", events_dropped_since_last_line=self._failures_unlogged)
+            self._failures_logged_at, self._failures_unlogged = None, 0
         if self.fsync_policy == "always":
             os.fsync(self._fd)
             self._dirty_since_fsync = False
@@ -371,13 +379,21 @@ class EventLog:
         self.telemetry.received(count)
         self.telemetry.dropped("disk_write_failed", count)
         self.telemetry.error("write")
+        # One line, then one a minute at most: a full disk refuses every request's write, and a line each (26,000
+        # in 45 s under load) would fill the disk the logs go to. The counters have every one.
+        self._failures_unlogged += count
+        now = time.monotonic()
+        if self._failures_logged_at is not None and now - self._failures_logged_at < _WRITE_FAILED_LOG_EVERY_S:
+            return
         _log.error(
             "log_write_failed",
             error=os.strerror(exc.errno) if exc.errno else str(exc),
             disk_full=exc.errno == errno.ENOSPC,
-            events_dropped=count,
+            events_dropped=self._failures_unlogged,
             segment=self._segment.name if self._segment else None,
+            next_line_in_s=_WRITE_FAILED_LOG_EVERY_S,
         )
+        self._failures_logged_at, self._failures_unlogged = now, 0
 
     def _roll_locked(self) -> None:
         old_fd = self._fd
