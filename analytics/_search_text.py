@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -361,21 +362,26 @@ def typo_words(word: str) -> list[QueryWord]:
     return list({w.pattern: w for w in out}.values())
 
 
-def explain_match(text: str, query: str) -> str:
+def explain_match(text: str, query: str, searched_as: Mapping[str, str] | None = None) -> str:
     """Why `text` matched `query`, word by word: ``네이버: starts a word; 웹툰: inside a word; 삼성전자: across
-    spacing`` (the tiers of the ranking: a word start ranks above a match inside a word or across spaces)."""
+    spacing`` (the tiers of the ranking: a word start ranks above a match inside a word or across spaces).
+
+    `searched_as` maps a (folded) query word to the form search looked for instead: a company name typed with its
+    particle (네이버는 → 네이버), as `Aliases.mentions` reads it; that word's reason says so."""
     folded = fold_one(text)
     joined = "".join(folded.split())
     reasons = []
     for word in query_words(query):
-        w = word.text
+        typed = word.text
+        w = (searched_as or {}).get(typed, typed)
+        as_name = f" (as {w}, its particle left off)" if w != typed else ""
         if w in folded:
             starts = any(_starts_word(folded, i) for i in range(len(folded)) if folded.startswith(w, i))
-            reasons.append(f"{w}: {'starts a word' if starts else 'inside a word'}")
+            reasons.append(f"{typed}: {'starts a word' if starts else 'inside a word'}{as_name}")
         elif w in joined:
-            reasons.append(f"{w}: across spacing")
+            reasons.append(f"{typed}: across spacing{as_name}")
         else:
-            reasons.append(f"{w}: not found")
+            reasons.append(f"{typed}: not found")
     return "; ".join(reasons)
 
 

@@ -328,6 +328,16 @@ def test_explain_says_why_each_row_matched(lake: SampleLake, capsys: pytest.Capt
 
 
 @needs_search
+def test_explain_says_a_name_typed_with_its_particle_was_found_as_the_name(
+    lake: SampleLake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _ask(lake, [("np-1", "네이버 최근 뉴스 알려줘", "news_inquiry", datetime.now(UTC) - timedelta(minutes=1))])
+    rows, _ = _search(lake, capsys, "네이버는 뉴스", "--explain")
+    why = {r["query_id"]: r["why"] for r in rows}
+    assert why["np-1"] == "네이버는: starts a word (as 네이버, its particle left off); 뉴스: starts a word"
+
+
+@needs_search
 def test_names_find_each_other_and_explain_says_how(lake: SampleLake, capsys: pytest.CaptureFixture[str]) -> None:
     now = datetime.now(UTC)
     _ask(

@@ -174,8 +174,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             for i, (s, field, h) in enumerate(best, 1)
         ]
     if args.explain:
-        from querylog.analytics._search_text import explain_match
+        from querylog.analytics._search_text import explain_match, fold_one
 
+        # A company typed with its particle (네이버는) was searched as its name (네이버): explained as searched.
+        typed = list(dict.fromkeys(fold_one(args.text).split()))
+        mentions = aliases.mentions(typed) if aliases is not None else []
+        searched_as = {typed[m.start]: m.typed for m in mentions if m.end == m.start + 1}
         # Outside the exact tier the index says what matched (a grouped row: its question's hit).
         told = [g.why for g in groups] if args.group else [h.why for _, _, h in best]
 
@@ -185,7 +189,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             text = row[columns.index("query_text")]
             if "found_in" in columns and row[columns.index("found_in")] == "answers":
                 text = row[columns.index("answer")]
-            reason = explain_match(text or "", args.text)
+            reason = explain_match(text or "", args.text, searched_as)
             if args.where != "queries" and "not found" in reason:
                 return "in the answer it got"  # a grouped row shows the question; the answer matched
             return reason
