@@ -187,6 +187,7 @@ class EventLog:
         # Refused writes not yet said in a line, and when the last line said some (None: writes go through).
         self._failures_unlogged = 0
         self._failures_logged_at: float | None = None
+        self._write_error: str | None = None
         # What a roll leaves the flusher to sync outside the lock (the finished segments' descriptors, with whether
         # they hold unsynced data; the directory, for the new segment's name), so that no request waits on the disk.
         self._retired: list[tuple[int, bool]] = []
@@ -307,6 +308,12 @@ class EventLog:
                 raise LogClosedError(f"flush() on a {self._state.value} EventLog")
             self._flush_locked()
 
+    @property
+    def write_error(self) -> str | None:
+        """Why the disk refused the last write (``No space left on device``) while writes fail; None once one goes
+        through again (and before any failed)."""
+        return self._write_error
+
     def sync(self) -> None:
         """Flush and fsync: every event appended before the call is durable against a machine crash once this
         returns, in segments a roll finished too (whatever the fsync policy). Appends and flushes go on meanwhile."""
@@ -369,7 +376,7 @@ class EventLog:
         self._dirty_since_fsync = True
         if self._failures_logged_at is not None:  # writing again after refused writes: said once
             _log.warning("log_write_recovered", events_dropped_since_last_line=self._failures_unlogged)
-            self._failures_logged_at, self._failures_unlogged = None, 0
+            self._failures_logged_at, self._failures_unlogged, self._write_error = None, 0, None
         if self.fsync_policy == "always":
             os.fsync(self._fd)
             self._dirty_since_fsync = False
@@ -382,12 +389,13 @@ class EventLog:
         # One line, then one a minute at most: a full disk refuses every request's write, and a line each (26,000
         # in 45 s under load) would fill the disk the logs go to. The counters have every one.
         self._failures_unlogged += count
+        self._write_error = os.strerror(exc.errno) if exc.errno else str(exc)
         now = time.monotonic()
         if self._failures_logged_at is not None and now - self._failures_logged_at < _WRITE_FAILED_LOG_EVERY_S:
             return
         _log.error(
             "log_write_failed",
-            error=os.strerror(exc.errno) if exc.errno else str(exc),
+            error=self._write_error,
             disk_full=exc.errno == errno.ENOSPC,
             events_dropped=self._failures_unlogged,
             segment=self._segment.name if self._segment else None,

@@ -24,6 +24,7 @@ from querylog.runtime import Runtime
 from querylog.service import otlp, producers
 from querylog.service.body_limit import BodyLimitMiddleware
 from querylog.service.generation import GenerationError, generator_from_env
+from querylog.service.health import degraded_reasons
 from querylog.service.middleware import RequestIdMiddleware
 from querylog.service.pipeline import ChatPipeline
 from querylog.service.tracing import LangfuseTracing
@@ -147,6 +148,7 @@ def create_app(
     ingestor = producers.EventIngestor.from_runtime(rt)
     rt.metrics.add_collector(ingestor.counts)  # the producer endpoints' own series, beside the sinks'
     recent_queries = producers.RecentQueries()
+    started_at = time.time()  # a projection never reported on is silent from here (/healthz)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -250,6 +252,7 @@ def create_app(
         """Liveness plus what the pipeline is doing: events written and dropped, each projection's lag."""
         log = rt.log.telemetry.snapshot()
         now = time.time()
+        snapshots = rt.projection_snapshots()
         body: dict[str, Any] = {
             "status": "ok",
             "version": __version__,
@@ -262,14 +265,19 @@ def create_app(
                     "sent": snap.sent,
                     # 0 for one this process runs; else since the process running it published its counters
                     "reported_s_ago": round(max(0.0, now - snap.reported_at), 1),
+                    "lag_seconds": round(snap.lag_seconds, 1),
                 }
-                for name, (leading, snap) in sorted(rt.projection_snapshots().items())
+                for name, (leading, snap) in sorted(snapshots.items())
             },
         }
         retention = log_health(rt.settings, LogCollector(rt.settings, rt.settings.metrics_namespace).status())
         body["log"].update(retention)
-        if retention["degraded"]:
-            body["status"] = "degraded"  # still 200: the API answers; the log needs a look (docs/reliability.md)
+        reasons = degraded_reasons(
+            write_error=rt.log.write_error, log=retention, projections=snapshots, now=now, started_at=started_at
+        )
+        if reasons:  # still 200: the API answers; the pipeline needs a look (docs/api.md, docs/reliability.md)
+            body["status"] = "degraded"
+            body["reasons"] = reasons
         child = rt.projector_process
         if child is not None:  # QUERYLOG_PROJECTIONS=process: the elected projections run in this child
             body["projector_process"] = {"pid": child.pid, "running": child.running, "restarts": child.restarts}

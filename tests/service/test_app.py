@@ -111,6 +111,17 @@ def test_healthz_reports_the_log_and_projections(client: TestClient) -> None:
     assert {"parquet", "metrics"} <= set(body["projections"])
 
 
+def test_the_healthz_sample_in_the_docs_has_the_fields_served(client: TestClient) -> None:
+    client.post("/v1/chat", json={"query": "삼성전자"})
+    body = client.get("/healthz").json()
+    text = (Path(__file__).parents[2] / "docs" / "api.md").read_text(encoding="utf-8")
+    section = text[text.index("## GET /healthz") :]
+    sample = orjson.loads(section[section.index("```json") + 7 : section.index("```", section.index("```json") + 7)])
+    assert set(sample) - {"projector_process"} == set(body)  # this test server runs its projections in threads
+    assert set(sample["log"]) == set(body["log"])
+    assert all(set(p) == set(next(iter(body["projections"].values()))) for p in sample["projections"].values())
+
+
 def test_metrics_are_derived_from_the_events(client: TestClient) -> None:
     for q in ("삼성전자 주가", "카카오 소식 #fail"):
         client.post("/v1/chat", json={"query": q})
