@@ -323,10 +323,16 @@ def map_export(request: ExportTraceServiceRequest, *, service: str, env: str) ->
                     continue
                 attrs = _attributes(span.attributes)
                 kind = _kind(attrs)
+                if kind in ("llm", "retrieval") and not span.start_time_unix_nano:
+                    # Unset (0), which a hand-built exporter sends: not a query of 1970. Spans inside it stand alone.
+                    mapped.rejected["span without a start time"] += 1
+                    kind = None
+                elif kind is None:
+                    mapped.skipped["not_genai"] += 1
                 spans.by_id[(span.trace_id, span.span_id)] = (span, attrs, kind)
                 if kind is None:
-                    mapped.skipped["not_genai"] += 1
-                elif kind.startswith("skip:"):
+                    continue
+                if kind.startswith("skip:"):
                     mapped.skipped[kind.removeprefix("skip:")] += 1
                 elif kind == "retrieval":
                     retrieval_spans.append((span, attrs))

@@ -329,6 +329,21 @@ def test_a_span_dated_past_the_servers_clock_is_left_out_and_counted(client: Tes
     assert "지금 질문".encode() in log and "내일 온 질문".encode() not in log
 
 
+def test_a_span_without_a_start_time_is_refused_not_taken_for_a_query_of_1970(
+    client: TestClient, tmp_path: Path
+) -> None:
+    tracer, keep = _kept_tracer()
+    unset = tracer.start_span("llm", start_time=0)  # what a hand-built exporter sends when it forgets the time
+    unset.set_attributes({"openinference.span.kind": "LLM", "input.value": "시간 없는 질문"})
+    unset.end(end_time=0)
+    with tracer.start_as_current_span("llm") as now:
+        now.set_attributes({"openinference.span.kind": "LLM", "input.value": "지금 질문"})
+    assert keep.spans[0].start_time == 0
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {"rejectedSpans": "1", "errorMessage": "spans rejected: 1 span without a start time"}
+    assert "지금 질문".encode() in log and "시간 없는 질문".encode() not in log and b'"ts":"1970' not in log
+
+
 def test_a_retrieval_of_more_documents_than_an_event_keeps_counts_them_all_and_its_best_score(
     client: TestClient, tmp_path: Path
 ) -> None:
