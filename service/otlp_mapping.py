@@ -36,7 +36,6 @@ Event ids are derived from the span id, so an export sent twice adds nothing the
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,7 +51,6 @@ __all__ = ["NOT_CAPTURED", "Mapped", "map_export"]
 #: The query text of a GenAI span whose instrumentation did not record the prompt (content capture is opt-in in
 #: most of them): the query still counts, with its model, tokens, cost and latency.
 NOT_CAPTURED: Final = "[input not captured by the instrumentation]"
-_NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _RETRIEVAL_OPERATIONS: Final = frozenset({"retrieval", "retrieve", "search"})
 _SKIPPED_GENAI_OPERATIONS: Final = frozenset({"embeddings", "execute_tool", "create_agent"})
 
@@ -276,7 +274,9 @@ def _kind(attrs: dict[str, Any]) -> str | None:
 
 
 def _name(value: str | None, fallback: str) -> str:
-    return value if value is not None and _NAME_RE.match(value) else fallback
+    # As the app named itself (`chat api`, `payments/v2`), as /v1/events takes it: an event's `service` is a column
+    # and a field of the Loki line, never a label. Unset or blank: the server's own.
+    return value if value is not None and value.strip() else fallback
 
 
 @dataclass

@@ -25,6 +25,7 @@ from opentelemetry.trace import Status, StatusCode
 from querylog.analytics.catalog import Catalog
 from querylog.config import Settings
 from querylog.logging.codec import decode
+from querylog.logging.events import QueryReceived
 from querylog.service.app import create_app
 from querylog.service.otlp_mapping import NOT_CAPTURED
 from querylog.testing import running_server
@@ -256,9 +257,9 @@ def test_korean_text_is_redacted_like_every_producers(client: TestClient, tmp_pa
     assert b"010-1234-5678" not in log and b"[PHONE]" in log
 
 
-def _kept_tracer() -> tuple[Any, _Keep]:
+def _kept_tracer(resource: Resource | None = None) -> tuple[Any, _Keep]:
     """A tracer whose finished spans are kept, to be exported by hand."""
-    provider = TracerProvider()
+    provider = TracerProvider(resource=resource) if resource is not None else TracerProvider()
     keep = _Keep()
     provider.add_span_processor(SimpleSpanProcessor(keep))
     return provider.get_tracer("t"), keep
@@ -342,6 +343,26 @@ def test_a_span_without_a_start_time_is_refused_not_taken_for_a_query_of_1970(
     partial, log = _export(client, tmp_path, keep.spans)
     assert partial == {"rejectedSpans": "1", "errorMessage": "spans rejected: 1 span without a start time"}
     assert "지금 질문".encode() in log and "시간 없는 질문".encode() not in log and b'"ts":"1970' not in log
+
+
+def test_the_service_and_env_are_kept_as_the_app_names_them_and_blank_ones_are_the_servers(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """`chat api` was replaced, without a word, by the server's own service name."""
+    named, keep = _kept_tracer(
+        Resource.create({"service.name": "chat api/v2", "deployment.environment.name": "eu prod"})
+    )
+    with named.start_as_current_span("llm") as span:
+        span.set_attributes({"openinference.span.kind": "LLM", "input.value": "이름 있는 앱"})
+    blank, keep_blank = _kept_tracer(Resource.create({"service.name": " ", "deployment.environment.name": ""}))
+    with blank.start_as_current_span("llm") as span:
+        span.set_attributes({"openinference.span.kind": "LLM", "input.value": "이름 없는 앱"})
+    partial, log = _export(client, tmp_path, [*keep.spans, *keep_blank.spans])
+    assert partial == {}
+    settings = Settings(home=tmp_path / "home")
+    events = [decode(line) for line in log.splitlines()]
+    by_text = {e.query_text: (e.service, e.env) for e in events if isinstance(e, QueryReceived)}
+    assert by_text == {"이름 있는 앱": ("chat api/v2", "eu prod"), "이름 없는 앱": (settings.service, settings.env)}
 
 
 def test_a_retrieval_of_more_documents_than_an_event_keeps_counts_them_all_and_its_best_score(
