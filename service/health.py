@@ -31,8 +31,9 @@ def degraded_reasons(
     """Why the pipeline is degraded, one sentence each; empty when it is not.
 
     `write_error`: the log's refused write (`EventLog.write_error`); `log`: `housekeeping.log_health`'s part;
-    `projections`: name → (led here, counters); `now` and `started_at` (this process), Unix seconds. A projection
-    never reported on counts as silent from `started_at`: the child's first report comes within a second."""
+    `projections`: name → (led here, counters); `now` and `started_at` (this process), Unix seconds. Silence counts
+    from `started_at` at the earliest: a projection never reported on, or last reported on by the run before this
+    one, gets its first report within a second of the start."""
     reasons: list[str] = []
     if write_error is not None:
         reasons.append(f"the log cannot write ({write_error}): events are being dropped")
@@ -41,7 +42,7 @@ def degraded_reasons(
     for name in log.get("held_back_by") or ():
         reasons.append(f"projection {name} holds back a log segment past the log's retention plus a day")
     for name, (_, snap) in sorted(projections.items()):
-        silent_s = now - (snap.reported_at or started_at)
+        silent_s = now - max(snap.reported_at, started_at)
         if silent_s > SILENT_LIMIT_S:
             reasons.append(f"no process has reported on projection {name} for {silent_s:.0f} s")
         elif snap.lag_seconds > LAG_LIMIT_S:

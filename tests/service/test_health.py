@@ -58,6 +58,9 @@ def test_a_projection_never_reported_on_is_silent_only_once_the_server_has_run_p
     assert _reasons(projections=never, started_at=NOW - 600) == [
         "no process has reported on projection metrics for 600 s"
     ]
+    # What the run before this one last published, read at the start: not this run's silence.
+    before = {"metrics": (False, _snap("metrics", reported_at=NOW - 3600))}
+    assert _reasons(projections=before, started_at=NOW - 1) == []
 
 
 def test_the_log_s_own_states_are_reasons_too() -> None:
