@@ -14,13 +14,16 @@ from __future__ import annotations
 import base64
 import json
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Final
 
 import structlog
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -43,13 +46,49 @@ from querylog.service.producers import (
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1", tags=["producers"])
 _log = structlog.get_logger("querylog.otlp")
 
 _PROTOBUF: Final = "application/x-protobuf"
 #: What some exporters send for protobuf: the same body.
 _PROTOBUF_ALIASES: Final = frozenset({_PROTOBUF, "application/protobuf"})
 _JSON: Final = "application/json"
+#: The gRPC code an error's `google.rpc.Status` carries, by HTTP status (INTERNAL for any other).
+_GRPC_CODES: Final = {400: 3, 401: 16, 403: 7, 413: 3, 415: 3, 503: 14}  # INVALID_ARGUMENT, UNAUTHENTICATED, ...
+
+
+def _content_type(request: Request) -> str:
+    """The request's media type, protobuf's aliases as one."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return _PROTOBUF if content_type in _PROTOBUF_ALIASES else content_type
+
+
+def _status_answer(exc: HTTPException, request: Request) -> Response:
+    """An error as OTLP/HTTP answers one: a `google.rpc.Status` (code, message) in the request's encoding, JSON
+    when that is neither, with the HTTP status and headers (Retry-After, WWW-Authenticate) as they were."""
+    answer = Status(code=_GRPC_CODES.get(exc.status_code, 13), message=str(exc.detail))
+    headers = dict(exc.headers or {})
+    if _content_type(request) == _PROTOBUF:
+        return Response(answer.SerializeToString(), exc.status_code, headers, media_type=_PROTOBUF)
+    body = json.dumps(json_format.MessageToDict(answer), ensure_ascii=False)
+    return Response(body, exc.status_code, headers, media_type=_JSON)
+
+
+class _OtlpRoute(APIRoute):
+    """Errors as `google.rpc.Status` (the OTLP/HTTP spec), the token check's included, not FastAPI's `detail`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except HTTPException as exc:
+                return _status_answer(exc, request)
+
+        return route
+
+
+router = APIRouter(prefix="/v1", tags=["producers"], route_class=_OtlpRoute)
 #: Ids the OTLP/JSON encoding writes as hex, where protobuf's JSON mapping expects base64.
 _HEX_IDS: Final = ("traceId", "spanId", "parentSpanId")
 
@@ -167,9 +206,7 @@ async def export_traces(request: Request, _auth: Annotated[None, Depends(require
 
 
 async def _export_traces(request: Request, ingestor: EventIngestor) -> Response:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type in _PROTOBUF_ALIASES:
-        content_type = _PROTOBUF
+    content_type = _content_type(request)
     body = await _read_body(request, ingestor.max_bytes)
     export = _decode(body, content_type)
     spans = sum(len(scope.spans) for resource in export.resource_spans for scope in resource.scope_spans)

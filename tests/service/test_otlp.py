@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from google.protobuf import json_format
+from google.rpc.status_pb2 import Status as RpcStatus
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -227,22 +228,36 @@ def test_bad_input_is_refused_with_a_reason(
     client: TestClient, body: bytes, headers: dict[str, str], code: int, says: str
 ) -> None:
     resp = client.post("/v1/traces", content=body, headers=headers)
-    assert resp.status_code == code and says in resp.json()["detail"]
+    assert resp.status_code == code and says in _status(resp).message
+
+
+def _status(resp: Any) -> RpcStatus:
+    """An error's body as OTLP/HTTP answers it: a google.rpc.Status in the request's encoding (JSON otherwise)."""
+    answer = RpcStatus()
+    if resp.headers["content-type"] == "application/x-protobuf":
+        answer.ParseFromString(resp.content)
+    else:
+        assert resp.headers["content-type"] == "application/json"
+        json_format.ParseDict(resp.json(), answer)  # no other field: an exporter parses it as a Status
+    return answer
 
 
 def test_the_ingest_token_and_body_limit_apply(tmp_path: Path, traced: _Traced) -> None:
     settings = Settings(home=tmp_path / "home", stdout_events=False, ingest_token="t0ken", ingest_max_bytes=2048)
     headers = {"content-type": "application/x-protobuf"}
     with TestClient(create_app(settings, environ={})) as c:
-        assert c.post("/v1/traces", content=_protobuf(traced.spans), headers=headers).status_code == 401
+        missing = c.post("/v1/traces", content=_protobuf(traced.spans), headers=headers)
+        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+        assert _status(missing).code == 16 and "missing bearer token" in _status(missing).message  # UNAUTHENTICATED
         wrong = {**headers, "authorization": "Bearer nope"}
-        assert c.post("/v1/traces", content=_protobuf(traced.spans), headers=wrong).status_code == 403
+        refused = c.post("/v1/traces", content=_protobuf(traced.spans), headers=wrong)
+        assert refused.status_code == 403 and _status(refused).code == 7  # PERMISSION_DENIED
         right = {**headers, "authorization": "Bearer t0ken"}
         assert c.post("/v1/traces", content=_protobuf(traced.spans), headers=right).status_code == 200
         big = gzip.compress(b"{" + b" " * 10_000 + b"}")  # small on the wire, over the limit inflated
         gz = {"content-type": "application/json", "content-encoding": "gzip", "authorization": "Bearer t0ken"}
         resp = c.post("/v1/traces", content=big, headers=gz)
-        assert resp.status_code == 413 and "inflates past" in resp.json()["detail"]
+        assert resp.status_code == 413 and "inflates past" in _status(resp).message
 
 
 def test_korean_text_is_redacted_like_every_producers(client: TestClient, tmp_path: Path) -> None:
