@@ -26,9 +26,10 @@ time bounds (the root span's: the stages then add up to at most the query's late
 
 Session and user: ``session.id`` / ``user.id`` (also ``langfuse.*``, ``enduser.id``, ``gen_ai.conversation.id`` and
 OpenLLMetry's ``traceloop.association.properties.*``). The span's trace id is the events' ``trace_id``; the
-resource's ``service.name`` and ``deployment.environment(.name)`` are the events' service and env. A retrieval span
-fills the search step of the query of its trace that started next after it (else the last one). Other spans are
-skipped and counted by reason on /metrics, never an error.
+resource's ``service.name``, ``deployment.environment(.name)`` and ``service.version`` are the events' service, env
+and release; ``querylog.intent`` (and ``querylog.intent.confidence``), on the span or one above it, its intent. A
+retrieval span fills the search step of the query of its trace that started next after it (else the last one).
+Other spans are skipped and counted by reason on /metrics, never an error.
 
 Event ids are derived from the span id, so an export sent twice adds nothing the second time.
 """
@@ -46,11 +47,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-__all__ = ["NOT_CAPTURED", "Mapped", "map_export"]
+__all__ = ["INTENT_ATTRIBUTE", "INTENT_CONFIDENCE_ATTRIBUTE", "NOT_CAPTURED", "Mapped", "map_export"]
 
 #: The query text of a GenAI span whose instrumentation did not record the prompt (content capture is opt-in in
 #: most of them): the query still counts, with its model, tokens, cost and latency.
 NOT_CAPTURED: Final = "[input not captured by the instrumentation]"
+#: The span attributes an app names its query's intent and the classifier's confidence by (0 to 1).
+INTENT_ATTRIBUTE: Final = "querylog.intent"
+INTENT_CONFIDENCE_ATTRIBUTE: Final = "querylog.intent.confidence"
 _RETRIEVAL_OPERATIONS: Final = frozenset({"retrieval", "retrieve", "search"})
 _SKIPPED_GENAI_OPERATIONS: Final = frozenset({"embeddings", "execute_tool", "create_agent"})
 
@@ -95,6 +99,16 @@ def _str(attrs: dict[str, Any], *names: str) -> str | None:
         if isinstance(value, str) and value.strip():
             return value
     return None
+
+
+def _fraction(attrs: dict[str, Any], name: str) -> float | None:
+    value = attrs.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
 
 
 def _int(attrs: dict[str, Any], *names: str) -> int | None:
@@ -421,6 +435,13 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
         common["session_id"] = session
     if user:
         common["user_id"] = user
+    release = _str(resource, "service.version")  # what the explorer and the metrics compare releases by
+    if release:
+        common["release"] = release
+    # The intent the app gave its query (it classifies, querylog cannot guess it for any app): on the span or the
+    # nearest span above it, with its confidence (1.0, the app's own label, when it gives none).
+    labelled = next((a for a in context if _str(a, INTENT_ATTRIBUTE)), None)
+    intent = _str(labelled, INTENT_ATTRIBUTE) if labelled is not None else None
     start, end = span.start_time_unix_nano, max(span.end_time_unix_nano, span.start_time_unix_nano)
     generate_ms = (end - start) / 1e6
     if alone and query.ancestors:  # the trace's one query: it lasted as long as the request that holds it
@@ -436,6 +457,12 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
             "query_text": _question(query) or NOT_CAPTURED,
         }
     ]
+    if labelled is not None:
+        confidence = _fraction(labelled, INTENT_CONFIDENCE_ATTRIBUTE)
+        events.append(
+            {**common, "event_type": "intent_classified", "event_id": f"otlp-{span_id}-intent", "ts": _ts(start),
+             "intent": intent, "confidence": 1.0 if confidence is None else confidence}
+        )  # fmt: skip
     for n, (retrieval, r_attrs) in enumerate(sorted(query.retrievals, key=lambda r: r[0].start_time_unix_nano)):
         sources = _sources(r_attrs)
         event: dict[str, Any] = {
@@ -499,7 +526,7 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
         events.append(response)
         events.append(
             {**common, "event_type": "query_completed", "event_id": f"otlp-{span_id}-completed", "ts": _ts(end),
-             "latency_ms": latency_ms}
+             "latency_ms": latency_ms, "intent": intent}
         )  # fmt: skip
     else:
         # error.type (the GenAI conventions), else the recorded exception's type (its span event).
@@ -512,6 +539,7 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
             "error_type": error_type[:200],
             "stage": "generate",
             "latency_ms": latency_ms,
+            "intent": intent,
         }
         message = span.status.message or _str(attrs, "exception.message")
         if message:

@@ -380,6 +380,41 @@ def test_the_service_and_env_are_kept_as_the_app_names_them_and_blank_ones_are_t
     assert by_text == {"이름 있는 앱": ("chat api/v2", "eu prod"), "이름 없는 앱": (settings.service, settings.env)}
 
 
+def test_the_apps_intent_and_its_service_version_become_the_querys_intent_and_release(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """An app that classifies says so on its spans; before, every OTLP query was `unclassified` and had no release."""
+    from querylog.logging.parquet import ParquetSink
+    from querylog.logging.projection import Projector
+    from querylog.logging.segments import LogReader
+
+    tracer, keep = _kept_tracer(Resource.create({"service.name": "rag-app", "service.version": "2.3.1"}))
+    with tracer.start_as_current_span("request") as root:
+        root.set_attributes({"querylog.intent": "stock_analysis", "querylog.intent.confidence": 0.82})
+        with tracer.start_as_current_span("llm") as span:
+            span.set_attributes({"openinference.span.kind": "LLM", "input.value": "삼성전자 주가 어때?"})
+    with tracer.start_as_current_span("llm") as plain:  # no intent given: none invented, confidence or not
+        plain.set_attributes({"openinference.span.kind": "LLM", "input.value": "안녕"})
+    with tracer.start_as_current_span("llm") as bare:  # an intent without a confidence: the app's own label
+        bare.set_attributes({"openinference.span.kind": "LLM", "input.value": "뉴스", "querylog.intent": "news"})
+    with tracer.start_as_current_span("llm") as wrong:
+        wrong.set_attributes(
+            {"openinference.span.kind": "LLM", "input.value": "틀린 확신", "querylog.intent": "x",
+             "querylog.intent.confidence": 7}
+        )  # fmt: skip
+    partial, _ = _export(client, tmp_path, keep.spans)
+    assert partial == {"rejectedSpans": "1", "errorMessage": "spans rejected: 1 invalid confidence"}
+    with ParquetSink(tmp_path / "home" / "lake") as sink:
+        Projector(LogReader(tmp_path / "home" / "log"), sink).catch_up()
+    with Catalog(tmp_path / "home" / "lake") as catalog:
+        _, rows = catalog.query("select query_text, intent, intent_confidence, release from queries order by 1")
+    assert rows == [
+        ("뉴스", "news", 1.0, "2.3.1"),
+        ("삼성전자 주가 어때?", "stock_analysis", 0.82, "2.3.1"),
+        ("안녕", None, None, "2.3.1"),
+    ]
+
+
 def test_a_retrieval_of_more_documents_than_an_event_keeps_counts_them_all_and_its_best_score(
     client: TestClient, tmp_path: Path
 ) -> None:
