@@ -636,12 +636,21 @@ def expired_days(lake_dir: Path | str, boundary: datetime) -> list[Path]:
 
 
 def apply_retention(
-    lake_dir: Path | str, *, days: int, now: datetime | None = None, progress: ProgressFn | None = None
+    lake_dir: Path | str,
+    *,
+    days: int | None = None,
+    before: datetime | None = None,
+    now: datetime | None = None,
+    progress: ProgressFn | None = None,
 ) -> RetentionReport:
-    """Drop the lake's date partitions that ended more than `days` days ago. Each day disappears at once
-    (renamed out of ``events/``, then deleted), so a reader sees a day whole or not at all."""
+    """Drop the lake's date partitions that ended more than `days` days ago (or, with `before`, the days before
+    that UTC day start: a retention already applied, kept by a rebuilt lake). Each day disappears at once (renamed
+    out of ``events/``, then deleted), so a reader sees a day whole or not at all."""
+    if (days is None) == (before is None):
+        raise TypeError("apply_retention takes days or before, one of them")
     lake = Path(lake_dir)
-    boundary = retention_boundary(days, now)
+    boundary = retention_boundary(days, now) if days is not None else before
+    assert boundary is not None
     report = RetentionReport(boundary=boundary)
     trash = lake / "_querylog" / "trash"
     with _upkeep_lock(lake):
@@ -661,9 +670,10 @@ def apply_retention(
             report.files_removed += files
             if progress is not None:
                 progress(i, len(expired), f"{day.name}: {files} files removed")
-        if report.dates_removed and (retained_from(lake) or boundary) <= boundary:
+        if (report.dates_removed or before is not None) and (retained_from(lake) or boundary) <= boundary:
             # Kept, whoever dropped the days (housekeeping, or a one-off `compact --retention-days`): `querylog
-            # reconcile` compares the stores from here on, where the lake still holds what the log holds.
+            # reconcile` compares the stores from here on, where the lake still holds what the log holds, and a
+            # lake rebuilt from the log leaves those days out again (`querylog replay parquet`).
             atomic_write(lake / _RETAINED_FROM, msgspec.json.encode({"from": boundary}))
     return report
 

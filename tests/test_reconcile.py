@@ -9,7 +9,9 @@ import httpx
 import pytest
 from tests.support.loki_query import queryable_loki
 
+from querylog.analytics.catalog import Catalog
 from querylog.analytics.queries import parse_since
+from querylog.analytics.upkeep import retained_from
 from querylog.cli import main
 from querylog.config import Settings
 from querylog.logging.events import IntentClassified, QueryCompleted, QueryFailed, QueryReceived
@@ -248,3 +250,32 @@ def test_days_a_one_off_compact_dropped_move_the_floor_as_the_configured_retenti
     assert main(["reconcile"]) == 0
     out, err = capsys.readouterr()
     assert "compared from" in err and "DIFFERS" not in out
+
+
+def test_a_lake_rebuilt_from_the_log_leaves_out_the_days_a_one_off_compact_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`replay parquet` after `compact --retention-days 30` brought the dropped days back from the log, and the
+    rebuilt lake had lost the floor reconcile compares from."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("QUERYLOG_HOME", str(home))
+    long_ago = datetime.now(UTC) - timedelta(days=400)
+    with EventLog(home / "log") as log:
+        for i, at in enumerate([long_ago, None]):
+            when = {"ts": at} if at else {}
+            log.append(QueryReceived(query_id=f"q{i}", query_text="x", **when))
+            log.append(QueryCompleted(query_id=f"q{i}", latency_ms=5.0, intent="news", **when))
+    with ParquetSink(home / "lake") as sink:
+        Projector(LogReader(home / "log"), sink).catch_up()
+    assert main(["compact", "--retention-days", "30"]) == 0
+    floor = retained_from(home / "lake")
+    capsys.readouterr()
+    assert main(["replay", "parquet"]) == 0
+    err = capsys.readouterr().err
+    assert f"days before {floor:%Y-%m-%d} stay out of the lake" in err
+    assert retained_from(home / "lake") == floor
+    with Catalog(home / "lake") as catalog:
+        _, rows = catalog.query("select query_id from queries order by 1")
+    assert rows == [("q1",)]
+    assert main(["reconcile"]) == 0
+    assert "DIFFERS" not in capsys.readouterr().out

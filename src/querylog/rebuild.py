@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -40,6 +41,8 @@ class RebuildReport:
     events_after: int
     files_after: int
     seconds: float
+    #: The day before which the rebuilt lake holds nothing, as the live one did (a retention dropped those days).
+    retained_from: datetime | None = None
 
 
 def lake_rows(lake_dir: Path) -> tuple[int, int]:
@@ -94,10 +97,13 @@ def rebuild_lake(
             _from_lake(settings, fresh, before, progress)
         else:
             _from_log(settings, fresh, progress)
-        if settings.lake_retention_days is not None:  # days the live lake already dropped stay dropped
-            from querylog.analytics.upkeep import apply_retention
+        from querylog.analytics.upkeep import apply_retention, retained_from
 
+        if settings.lake_retention_days is not None:  # days the live lake already dropped stay dropped
             apply_retention(fresh, days=settings.lake_retention_days)
+        dropped_before = retained_from(lake)  # and those a one-off `compact --retention-days` dropped
+        if dropped_before is not None:
+            apply_retention(fresh, before=dropped_before)
         after, files = lake_rows(fresh)
         if source == "log" and after < before and settings.lake_retention_days is None:
             shutil.rmtree(fresh, ignore_errors=True)
@@ -112,7 +118,9 @@ def rebuild_lake(
         os.rename(fresh, lake)
         shutil.rmtree(previous, ignore_errors=True)
     elapsed = time.monotonic() - started
-    return RebuildReport(events_before=before, events_after=after, files_after=files, seconds=elapsed)
+    return RebuildReport(
+        events_before=before, events_after=after, files_after=files, seconds=elapsed, retained_from=retained_from(lake)
+    )
 
 
 def _from_log(settings: Settings, fresh: Path, progress: ProgressFn | None) -> None:

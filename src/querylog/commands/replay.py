@@ -221,6 +221,12 @@ def run_parquet(args: argparse.Namespace, settings: Settings) -> int:
         f"{report.files_after} files (it held {report.events_before}). Run `querylog compact` to merge them.",
         file=err,
     )
+    if report.retained_from is not None:
+        print(
+            f"querylog replay parquet: days before {report.retained_from:%Y-%m-%d} stay out of the lake, as the "
+            "retention that dropped them left it (lake/_querylog/retained-from.json)",
+            file=err,
+        )
     return 0
 
 
