@@ -84,6 +84,10 @@ def trace_url(trace_id: str | None, host: str | None = None) -> str | None:
 # -- page sections ------------------------------------------------------------------------------------------
 NO_DATA: Final = "No data for these filters: widen the dates, or clear an intent or env."
 FEW_BUCKETS: Final = 3  # at most this many time buckets: bars, since an area through one point draws nothing
+#: Past this many buckets a trend draws no point per bucket: thousands of dots hide the line and slow the page.
+POINTS_MAX_BUCKETS: Final = 200
+#: Hourly trends over more days than this are drawn by day (a year by the hour is 8,760 buckets per intent).
+HOURLY_MAX_DAYS: Final = 31
 
 
 def _chart(where: Any, frame: pl.DataFrame, value: str, chart: Callable[[alt.Chart], alt.Chart]) -> None:
@@ -103,9 +107,10 @@ def _over_time(base: alt.Chart, buckets: int, bucket: Bucket, *, lines: bool = F
             x = alt.X("bucket:O", timeUnit="utcyearmonthdate", title=None)
         chart: alt.Chart = base.mark_bar().encode(x=x)
     elif lines:
-        chart = base.mark_line(point=True).encode(x=alt.X("bucket:T", title=None))
+        chart = base.mark_line(point=buckets <= POINTS_MAX_BUCKETS).encode(x=alt.X("bucket:T", title=None))
     else:
-        chart = base.mark_area(line=True, point=True, opacity=0.7).encode(x=alt.X("bucket:T", title=None))
+        points = buckets <= POINTS_MAX_BUCKETS
+        chart = base.mark_area(line=True, point=points, opacity=0.7).encode(x=alt.X("bucket:T", title=None))
     return chart
 
 
@@ -145,6 +150,13 @@ def _sidebar(lq: LakeQueries, first: datetime, last: datetime) -> tuple[Filters,
     chosen_prompts = st.sidebar.multiselect("Prompt versions (none = all)", prompts, key="prompts") if prompts else []
     default = 1 if (end - start) >= timedelta(days=3) else 0
     bucket = st.sidebar.radio("Trend bucket", BUCKETS, index=default, horizontal=True, key="bucket")
+    span_days = (end - start).days + 1
+    if bucket == "hour" and span_days > HOURLY_MAX_DAYS:
+        st.sidebar.caption(
+            f"By the hour, {span_days} days would be {span_days * 24:,} buckets: the trends are drawn by day. "
+            f"Pick {HOURLY_MAX_DAYS} days or fewer for hours."
+        )
+        bucket = "day"
     st.sidebar.caption(f"Lake: {lq.catalog.lake_dir}")
     chosen = {"releases": tuple(chosen_releases), "prompt_versions": tuple(chosen_prompts)}
     return Filters.for_dates(start, end, intents=tuple(intents), envs=tuple(envs), **chosen), bucket

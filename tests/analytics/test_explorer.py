@@ -446,3 +446,24 @@ def test_a_question_is_shown_as_asked_never_as_markup_and_cannot_reverse_the_pag
     assert at.session_state["search_hits"]
     at.text_input(key="search").input("").run()  # cleared: the timeline no longer offers the old hits first
     assert at.session_state["search_hits"] == {}
+
+
+def test_hours_over_more_than_a_month_are_drawn_by_day_and_many_buckets_without_a_dot_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_lake: Callable[..., SampleLake]
+) -> None:
+    """A year by the hour was 8,760 buckets per intent, each with a dot: the page took minutes to draw."""
+    end = datetime(2026, 11, 20, 15, tzinfo=UTC)
+    lake = make_lake(tmp_path / "long", end=end, days=40, per_hour=1)
+    at = _app(lake.home, monkeypatch)
+    at.sidebar.radio(key="bucket").set_value("hour").run()
+    assert not at.exception
+    assert any("would be 984 buckets: the trends are drawn by day" in c.value for c in at.sidebar.caption)
+    _, data = _chart_data(at, 0)
+    assert {b.hour for b in data.column("bucket").to_pylist()} == {0}  # days
+    assert len({b.date() for b in data.column("bucket").to_pylist()}) == 41
+    days = (end.date() - timedelta(days=19), end.date())  # 20 days: hours, 480 of them, drawn as a line
+    at.sidebar.date_input(key="dates").set_value(days).run()
+    assert not any("drawn by day" in c.value for c in at.sidebar.caption)
+    spec, data = _chart_data(at, 0)
+    assert len({b.hour for b in data.column("bucket").to_pylist()}) == 24
+    assert spec["mark"]["type"] == "area" and spec["mark"]["point"] is False
