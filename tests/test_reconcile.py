@@ -19,7 +19,7 @@ from querylog.logging.loki import LokiOptions, LokiSink
 from querylog.logging.parquet import ParquetSink
 from querylog.logging.projection import Projector
 from querylog.logging.segments import EventLog, LogReader
-from querylog.reconcile import LOKI_WINDOW, count_events, count_metrics, reconcile
+from querylog.reconcile import LOKI_WINDOW, ReconcileReport, count_events, count_metrics, reconcile
 
 
 @pytest.fixture
@@ -161,6 +161,25 @@ def test_loki_is_held_to_the_window_it_can_hold_when_the_log_reaches_past_it(
             ("events", "query_completed"),
             ("intents", "news_inquiry"),
         }
+        assert lost.loki_surplus == 0  # fewer in Loki: no entries stored twice to explain
+
+
+def test_the_events_loki_counts_beyond_the_log_are_summed_as_its_surplus() -> None:
+    """Entries stored twice (sent again after a crash, out of Loki's head block) are what count_over_time counts
+    beyond the log: reconcile says so, rather than leave a bare DIFFERS."""
+    rows = [
+        ("events", "query_received", {"log": 100, "lake": 100, "loki": 103}),
+        ("events", "query_completed", {"log": 98, "lake": 98, "loki": 97}),  # fewer: not a surplus
+        ("intents", "news_inquiry", {"log": 50, "lake": 50, "loki": 52}),  # the same entries again, by intent
+    ]
+    report = ReconcileReport(sources={}, rows=rows)
+    assert report.loki_surplus == 3 and not report.clean
+    windowed = ReconcileReport(
+        sources={},
+        rows=[("events", "query_received", {"log": 9, LOKI_WINDOW: 5, "loki": 6})],
+        baselines={"loki": LOKI_WINDOW},
+    )
+    assert windowed.loki_surplus == 1
 
 
 def test_a_log_inside_lokis_window_is_compared_whole_and_an_unreachable_loki_is_named(

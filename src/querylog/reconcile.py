@@ -72,6 +72,18 @@ class ReconcileReport:
     def clean(self) -> bool:
         return not self.disagreements
 
+    @property
+    def loki_surplus(self) -> int:
+        """Events Loki counts beyond its baseline (the log, or `LOKI_WINDOW`), summed over the event types where it
+        counts more: entries stored twice (docs/loki.md, "Checkpoint and duplicates"). 0 without Loki."""
+        baseline = self.baselines.get("loki", "log")
+        surplus = 0
+        for kind, _, counts in self.rows:
+            loki, theirs = counts.get("loki"), counts.get(baseline)
+            if kind == "events" and loki is not None and theirs is not None and loki > theirs:
+                surplus += loki - theirs
+        return surplus
+
 
 def count_events(events: Iterable[AnyEvent]) -> Counts:
     """Counts the way the metrics projection attributes intents: the terminal event's intent, else the one

@@ -101,6 +101,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     if not report.clean:
         print(f"querylog reconcile: {len(bad)} count(s) disagree", file=sys.stderr)
+        extra = report.loki_surplus
+        if extra:
+            print(
+                f"querylog reconcile: Loki counts {extra:,} more than the log where it differs: entries sent again "
+                "after a projector crash or a retry, which Loki no longer held in memory, are stored twice, and "
+                "count_over_time counts both (a log query shows each once; docs/loki.md, 'Checkpoint and "
+                "duplicates')",
+                file=sys.stderr,
+            )
         return 1
     return 0
 
