@@ -21,6 +21,7 @@ from querylog.analytics.upkeep import LakeCompactor, LakeSearch
 from querylog.cli import main
 from querylog.config import Settings
 from querylog.erase import erase
+from querylog.logging.events import EVENT_TYPES
 from querylog.runtime import Runtime
 from querylog.testing import running_server
 
@@ -170,12 +171,16 @@ def test_delete_requests_select_an_id_however_loki_holds_it(odd: str, held: tupl
 
     assert metadata_forms(odd) == held
     subjects = Subjects(user_ids=frozenset([odd]), session_ids=frozenset([odd]))
-    requests = _loki_requests(Settings(env="prod"), subjects, [odd, "other"])
+    requests = _loki_requests(subjects, [odd, "other"])
     assert len(requests) == 2 * len(held) + 1
     selected: dict[str, set[str]] = {"user_id": set(), "session_id": set(), "query_id": set()}
     for request in requests:
         selector = parse(request)
-        assert isinstance(selector, LogSelector) and selector.selects({"app": "querylog", "env": "prod"})
+        assert isinstance(selector, LogSelector)
+        # Every querylog stream, whatever app and env shipped it: the erase may run with other settings than the server.
+        assert selector.selects({"app": "chat-api", "env": "walk1x", "event": "query_received"})
+        assert selector.selects({"app": "querylog", "env": "prod", "event": "feedback_received"})
+        assert not selector.selects({"app": "querylog", "env": "prod"})
         (stage,) = selector.stages
         for value in (*held, "other", held[0] + "x", "x" + held[0]):
             if _compare_text(value, stage.op, str(stage.value)):  # type: ignore[union-attr]
@@ -200,8 +205,9 @@ def test_with_loki_configured_a_delete_request_is_filed_per_subject_and_a_refusa
         deletes = [r for r in loki.requests if r.url.path == "/loki/api/v1/delete"]
         queries = [parse_qs(r.url.query.decode())["query"][0] for r in deletes]
         assert {parse_qs(r.url.query.decode())["start"][0] for r in deletes} == {"2000-01-01T00:00:00Z"}
-        assert queries[0] == '{app="querylog", env="prod"} | user_id="alice"'
-        assert queries[1].startswith('{app="querylog", env="prod"} | query_id=~"')
+        every_stream = '{event=~"' + "|".join(EVENT_TYPES) + '"}'  # whatever app and env shipped them
+        assert queries[0] == every_stream + ' | user_id="alice"'
+        assert queries[1].startswith(every_stream + ' | query_id=~"')
         assert all(r.method == "POST" for r in deletes)
         receipt = erase(with_loki, user_ids=["bob"])  # this Loki has no compactor API: 404
         assert receipt.loki_error is not None and "404" in receipt.loki_error
@@ -238,6 +244,65 @@ def test_delete_requests_loki_did_not_take_are_kept_and_filed_first_by_the_next_
         assert filed[2] == json.loads(pending[0])  # the kept one first
         assert filed[3] == filed[0]  # then this run's own (the user's, filed again: harmless to Loki)
         assert not (s.state_dir / LOKI_PENDING).exists()
+
+
+def test_a_home_that_shipped_to_loki_keeps_the_requests_when_the_erase_runs_without_a_loki_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run from a shell without the server's LOKI_URL, the erase exited 0 and Loki kept every line of the user."""
+    from querylog.erase import LOKI_PENDING
+    from querylog.logging.projection import CheckpointFile
+    from querylog.testing import RecordedLoki
+
+    s = _home(tmp_path, queries=1)
+    CheckpointFile(s.loki_checkpoint_path).save({"segment": 100})  # as the server's Loki projection left it
+    monkeypatch.setenv("QUERYLOG_HOME", str(s.home))
+    monkeypatch.delenv("QUERYLOG_LOKI_URL", raising=False)
+    monkeypatch.delenv("LOKI_URL", raising=False)
+    assert main(["erase", "--user-id", "alice"]) == 1
+    out = capsys.readouterr().out
+    assert "2 not filed, kept in state/loki-deletes-pending.jsonl" in out and "no Loki URL is set here" in out
+    loki = RecordedLoki()
+    with loki.serve() as url:
+        monkeypatch.setenv("QUERYLOG_LOKI_URL", url)
+        loki.fail_next(204, 204)
+        assert main(["erase", "--user-id", "alice"]) == 0
+        assert "2 delete requests accepted (2 left by an earlier erasure)" in capsys.readouterr().out
+    assert not (s.state_dir / LOKI_PENDING).exists()
+
+
+def test_an_erase_stopped_after_the_lake_is_finished_by_the_next_run_whatever_its_subjects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed between the lake and the search index, the next run found nothing in the log or the lake and left
+    the index holding the text, the Loki lines unrequested, and no audit entry."""
+    from urllib.parse import parse_qs
+
+    import querylog.erase as erasure
+    from querylog.testing import RecordedLoki
+
+    s = _home(tmp_path, queries=2)
+    rebuild = erasure._rebuild_search
+
+    def killed(settings: Settings) -> bool:
+        raise KeyboardInterrupt  # as a kill -9 would stop it, after the log and the lake
+
+    monkeypatch.setattr(erasure, "_rebuild_search", killed)
+    with pytest.raises(KeyboardInterrupt):
+        erase(s, user_ids=["alice"])
+    assert _plain_files_with(s.home, _SECRET.encode())  # the search index still has the text
+    assert (s.state_dir / erasure.IN_PROGRESS).exists()
+    monkeypatch.setattr(erasure, "_rebuild_search", rebuild)
+    loki = RecordedLoki()
+    with loki.serve() as url:
+        loki.fail_next(204, 204, 204)
+        receipt = erase(dataclasses.replace(s, loki_url=url), user_ids=["someone-else"])
+        filed = [parse_qs(r.url.query.decode())["query"][0] for r in loki.requests if r.url.path.endswith("/delete")]
+    assert receipt.resumed and receipt.search_rebuilt and receipt.loki_error is None
+    assert any('user_id="alice"' in q for q in filed) and any("query_id=~" in q for q in filed)
+    assert _plain_files_with(s.home, _SECRET.encode()) == []
+    assert not (s.state_dir / erasure.IN_PROGRESS).exists()
+    assert len((s.state_dir / "erasures.jsonl").read_text().splitlines()) == 1
 
 
 def test_the_receipt_counts_the_queries_found_and_an_id_sent_decomposed_is_found_as_typed(

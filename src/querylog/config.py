@@ -319,6 +319,11 @@ class Settings:
         return Path(self.aliases).expanduser()
 
     @property
+    def loki_checkpoint_path(self) -> Path:
+        """How far the Loki projection has shipped the log (there once this home has shipped to Loki)."""
+        return self.state_dir / "checkpoints" / "loki.json"
+
+    @property
     def stdout_checkpoint_path(self) -> Path:
         """How far the stdout echo has printed the log."""
         return self.state_dir / "checkpoints" / "stdout.json"

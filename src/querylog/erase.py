@@ -11,14 +11,16 @@ In order, so that nothing erased can come back:
 4. the search index, rebuilt from the lake when it held a subject's query;
 5. the metrics snapshot: the subject's open queries forgotten, and the sessions whose latest query was theirs
    (the characters the reformulation count compares; it holds no other per-query state);
-6. Loki, when configured: a delete request per subject through the compactor's API (Loki applies it after its
-   cancellation period, when deletion is enabled: `loki/`). Requests Loki did not take (unreachable, an error)
+6. Loki, when configured (or when this data directory has shipped to it: then the requests are kept): delete
+   requests over querylog's streams, whatever their app and env labels, through the compactor's API (Loki applies
+   them after its cancellation period, when deletion is enabled: `loki/`). Requests Loki did not take (unreachable, an error)
    are kept in ``state/loki-deletes-pending.jsonl`` and filed first by the next run, whatever its subjects: the
    log and the lake no longer hold the ids to make them again;
 7. an audit entry in ``state/erasures.jsonl``: when, how many subjects of each kind, how many events where —
    never the ids themselves.
 
-Idempotent: erasing again finds nothing more. Works while `querylog serve` runs. With ``QUERYLOG_USER_ID_SALT``
+The subjects and their queries' ids are kept in ``state/erase-in-progress.json`` from before step 1 until step 7:
+a run stopped midway is finished by the next. Idempotent: erasing again finds nothing more. Works while `querylog serve` runs. With ``QUERYLOG_USER_ID_SALT``
 set, user ids are stored hashed; the raw id given here is hashed the same way before matching.
 """
 
@@ -43,6 +45,7 @@ import uuid_utils
 
 from querylog.config import Settings
 from querylog.logging.erase import LogErasure, Subjects, erase_from_log, queries_of
+from querylog.logging.events import EVENT_TYPES
 from querylog.logging.loki.encoding import metadata_forms
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.metrics_snapshot import load_snapshot, write_snapshot
@@ -51,7 +54,7 @@ from querylog.logging.projection import atomic_write
 from querylog.logging.segments import LogReader
 from querylog.runtime import make_redactor
 
-__all__ = ["LOKI_PENDING", "ErasureReceipt", "erase"]
+__all__ = ["IN_PROGRESS", "LOKI_PENDING", "ErasureReceipt", "erase"]
 
 _log = structlog.get_logger("querylog.erase")
 _ID_COLUMNS = ["query_id", "user_id", "session_id"]
@@ -76,6 +79,8 @@ class ErasureReceipt:
     #: Delete requests Loki did not take (`loki_error` says why), kept for the next run.
     loki_pending: int = 0
     loki_error: str | None = None
+    #: Whether this run finished an erasure a stopped run had begun (`IN_PROGRESS`), its subjects with its own.
+    resumed: bool = False
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -187,10 +192,16 @@ def _forget_in_snapshot(settings: Settings, queries: Iterable[str]) -> int:
     return forgotten
 
 
-def _loki_requests(settings: Settings, subjects: Subjects, queries: Sequence[str]) -> list[str]:
+#: The streams a delete request selects: querylog's, by their ``event`` label, whatever the ``app`` and ``env``
+#: labels of the process that shipped them (an erase run from a shell without the server's QUERYLOG_ENV
+#: selected nothing). The ids narrow it to the subjects.
+_LOKI_SELECTOR: Final = f"{{event=~{json.dumps('|'.join(EVENT_TYPES))}}}"
+
+
+def _loki_requests(subjects: Subjects, queries: Sequence[str]) -> list[str]:
     """LogQL delete queries: one per user and session (two for an id Loki holds escaped: `metadata_forms`), and the
     queries' ids in groups (ids are structured metadata, so they are filtered with label filters, not line filters)."""
-    selector = f"{{app={_logql_string(settings.service)}, env={_logql_string(settings.env)}}}"
+    selector = _LOKI_SELECTOR
     found = [
         f"{selector} | {name}={_logql_string(form)}"
         for name, ids in (("user_id", subjects.user_ids), ("session_id", subjects.session_ids))
@@ -238,6 +249,32 @@ def _delete_in_loki(settings: Settings, requests: Sequence[str]) -> tuple[int, s
     return sent, None
 
 
+#: In the state directory: an erasure under way, its subjects and the queries it found (ids), written before the
+#: log is touched and removed once every store is done. A run killed midway (the log or the lake already clean,
+#: the search index, the metrics snapshot and Loki not yet) is finished by the next one, whatever its subjects:
+#: the log and the lake no longer hold the ids to find them again.
+IN_PROGRESS: Final = "erase-in-progress.json"
+
+
+def _resume(settings: Settings, subjects: Subjects) -> tuple[Subjects, bool]:
+    """`subjects` with those of an erasure a killed run left half done; and whether there was one."""
+    try:
+        earlier = json.loads((settings.state_dir / IN_PROGRESS).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return subjects, False
+    merged = Subjects(
+        subjects.user_ids | frozenset(earlier["user_ids"]),
+        subjects.session_ids | frozenset(earlier["session_ids"]),
+        subjects.query_ids | frozenset(earlier["query_ids"]),
+    )
+    return merged, True
+
+
+def _begin(settings: Settings, subjects: Subjects) -> None:
+    record = {name: sorted(getattr(subjects, name)) for name in ("user_ids", "session_ids", "query_ids")}
+    atomic_write(settings.state_dir / IN_PROGRESS, json.dumps(record, ensure_ascii=False).encode())
+
+
 #: In the state directory: the Loki delete requests an erasure could not file, one JSON string a line, filed first
 #: by the next `querylog erase` (the log and the lake no longer hold the ids to make them again). Holds ids: it is
 #: removed as soon as Loki has them all.
@@ -245,14 +282,25 @@ LOKI_PENDING: Final = "loki-deletes-pending.jsonl"
 
 
 def _file_in_loki(settings: Settings, requests: Sequence[str], receipt: ErasureReceipt) -> None:
-    """File the requests an earlier erasure left, then `requests`; keep what Loki did not take for the next run."""
+    """File the requests an earlier erasure left, then `requests`; keep what Loki did not take for the next run.
+    Without a Loki URL here, keep them all: this home has shipped to Loki (its checkpoint is there), so Loki holds
+    the subjects' lines."""
     path = settings.state_dir / LOKI_PENDING
     try:
         earlier = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except FileNotFoundError:
         earlier = []
     todo = list(dict.fromkeys([*earlier, *requests]))  # each once, the oldest first
-    sent, receipt.loki_error = _delete_in_loki(settings, todo)
+    if settings.loki_url:
+        sent, receipt.loki_error = _delete_in_loki(settings, todo)
+    else:
+        sent, receipt.loki_error = (
+            0,
+            (
+                "this data directory has shipped events to Loki (state/checkpoints/loki.json), but no Loki URL is set "
+                "here: set QUERYLOG_LOKI_URL (or LOKI_URL) as the server has it and run the erase again"
+            ),
+        )
     receipt.loki_requests, receipt.loki_pending, receipt.loki_earlier = sent, len(todo) - sent, len(earlier)
     if sent < len(todo):
         atomic_write(path, "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in todo[sent:]).encode())
@@ -290,12 +338,17 @@ def erase(
     )
     if not subjects:
         raise ValueError("name at least one subject: --user-id, --session-id or --query-id")
+    subjects, resumed = _resume(settings, subjects)
+    receipt.resumed = resumed
+    if resumed:
+        progress("finishing an erasure a run before this one left half done (it was stopped)")
     lake_queries, _ = _lake_scan(settings.lake_dir, subjects) if settings.lake_dir.is_dir() else (set(), set())
     found = set(queries_of(settings.log_dir, subjects)) | lake_queries
     queries = found | subjects.query_ids  # one given but not found here may still be in Loki, or come back
     everyone = Subjects(subjects.user_ids, subjects.session_ids, frozenset(queries))
     receipt.queries = len(found)
-    progress(f"found {len(queries)} queries of these subjects")
+    progress(f"found {len(found)} {'query' if len(found) == 1 else 'queries'} of these subjects")
+    _begin(settings, everyone)
 
     erased: LogErasure = erase_from_log(settings.log_dir, everyone)
     receipt.log_events, receipt.log_segments = erased.events, len(erased.segments)
@@ -319,11 +372,12 @@ def erase(
                 "same erase again"
             )
         progress(f"lake: {receipt.lake_events} events removed from {receipt.lake_hours} hours")
-        if queries:
+        if queries or resumed:
             receipt.search_rebuilt = _rebuild_search(settings)
     receipt.metrics_open_queries = _forget_in_snapshot(settings, queries)
-    if settings.loki_url:
-        _file_in_loki(settings, _loki_requests(settings, everyone, sorted(queries)), receipt)
+    if settings.loki_url or settings.loki_checkpoint_path.exists() or (settings.state_dir / LOKI_PENDING).exists():
+        _file_in_loki(settings, _loki_requests(everyone, sorted(queries)), receipt)
     _audit(settings, receipt)
+    (settings.state_dir / IN_PROGRESS).unlink()  # every store is done (Loki's part kept, if not, in LOKI_PENDING)
     _log.info("erasure_done", **{k: v for k, v in receipt.as_dict().items() if k != "notes"})
     return receipt

@@ -83,9 +83,8 @@ def log_holders(settings: Settings) -> list[Holder]:
     commit = ParquetSink.committed_checkpoint(settings.lake_dir) if settings.lake_dir.exists() else {}
     has_commit = (settings.lake_dir / "_querylog" / "parquet-commit.json").exists()
     holders = [Holder("parquet", commit if has_commit else None)]
-    checkpoints = settings.state_dir / "checkpoints"
     if settings.loki_url:
-        holders.append(Holder("loki", _checkpoint(checkpoints / "loki.json")))
+        holders.append(Holder("loki", _checkpoint(settings.loki_checkpoint_path)))
     if settings.stdout_events:
         holders.append(Holder("stdout", _checkpoint(settings.stdout_checkpoint_path)))
     # The metrics fold of every API process restarts from its snapshot: until one covers a segment, the segment

@@ -282,7 +282,7 @@ def loki_sink(settings: Settings, *, live: bool = True, transport: httpx.BaseTra
         settings.loki_url,
         app=settings.service,
         env=settings.env,
-        checkpoint_path=settings.state_dir / "checkpoints" / "loki.json" if live else None,
+        checkpoint_path=settings.loki_checkpoint_path if live else None,
         dead_letter_dir=settings.state_dir / "loki-dead-letter",
         options=loki_options(settings),
         transport=transport,

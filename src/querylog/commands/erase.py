@@ -19,8 +19,9 @@ def add_parser(sub: Any) -> None:
         help="erase every event of a user, session or query: log, lake, search index, metrics, Loki",
         description="Erase every event of the given subjects (and every event of their queries) from the log "
         "(blanked in place), the lake (each affected hour rewritten atomically), the search index (rebuilt), the "
-        "metrics snapshot and, when QUERYLOG_LOKI_URL is set, Loki (a delete request per subject; Loki applies it "
-        "when its compactor has deletion enabled). Safe while querylog serve runs; idempotent; an interrupted "
+        "metrics snapshot and, when QUERYLOG_LOKI_URL is set, Loki (delete requests: one per user and session, one per "
+        "50 query ids, over querylog's streams whatever their app and env labels; Loki applies them when its "
+        "compactor has deletion enabled). Safe while querylog serve runs; idempotent; an interrupted "
         "run is finished by the next. With QUERYLOG_USER_ID_SALT set, give the raw user id. Prints a receipt "
         "and appends an audit entry without ids to QUERYLOG_HOME/state/erasures.jsonl. Events written after "
         "the erase started are not erased: stop sending them first.",
@@ -73,22 +74,24 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             progress=lambda line: print(f"  {line}", file=err, flush=True),
         )
     except UpkeepError as exc:
-        print(f"querylog erase: {exc}; nothing was left half done, run it again", file=err)
+        print(f"querylog erase: {exc}; run it again: it finishes what this run began", file=err)
         return 1
     if args.format == "json":
         print(json.dumps(receipt.as_dict(), ensure_ascii=False))
     else:
         found = receipt.log_events + receipt.lake_events
-        if not found and not receipt.metrics_open_queries:
+        if not found and not receipt.metrics_open_queries and not receipt.resumed:
             print("querylog erase: no event of these subjects in the log or the lake; nothing erased")
         else:
-            print(f"erasure {receipt.erasure_id}: {receipt.queries} queries")
+            print(f"erasure {receipt.erasure_id}: {receipt.queries} {'query' if receipt.queries == 1 else 'queries'}")
+            if receipt.resumed:
+                print("  resumed: an erasure a stopped run had begun, finished with this one")
             print(f"  log:    {receipt.log_events} events blanked in {receipt.log_segments} segments")
             print(f"  lake:   {receipt.lake_events} events removed, {receipt.lake_hours} hours rewritten")
             print(f"  search: {'index rebuilt without them' if receipt.search_rebuilt else 'no index'}")
             print(f"  metrics snapshot: {receipt.metrics_open_queries} open queries forgotten")
             print("  metrics counters: totals, never lowered: `reconcile --metrics-url` differs by these events")
-        if settings.loki_url:  # even when nothing was found here: Loki may hold them, or an earlier run's requests
+        if settings.loki_url or receipt.loki_error:  # even when nothing was found here: Loki may hold them
             print(f"  loki:   {_loki_line(receipt)}")
         for note in receipt.notes:
             print(f"  note: {note}")
