@@ -298,3 +298,21 @@ def test_a_lake_rebuilt_from_the_log_leaves_out_the_days_a_one_off_compact_dropp
     assert rows == [("q1",)]
     assert main(["reconcile"]) == 0
     assert "DIFFERS" not in capsys.readouterr().out
+
+
+def test_a_comparison_with_no_events_in_it_says_nothing_was_checked(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Right after housekeeping trimmed the whole log, reconcile printed an empty table, 'compared from' a time
+    ten minutes ahead, and exit 0: it read as a clean bill."""
+    import querylog.reconcile as reconciling
+
+    ahead = datetime.now(UTC) + timedelta(minutes=10)  # the newest trimmed write, plus the clock margin
+    monkeypatch.setattr(reconciling, "history_floor", lambda settings, now=None: ahead)
+    assert main(["reconcile"]) == 0
+    out, err = capsys.readouterr()
+    assert "(0 rows)" in out
+    assert (
+        f"no events to compare from {ahead:%Y-%m-%d %H:%M:%S} UTC on: nothing was checked (the log was trimmed" in err
+    )
+    assert "compared from" not in err

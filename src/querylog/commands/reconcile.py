@@ -84,7 +84,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         for kind, key, counts in report.rows
     ]
     sys.stdout.write(format_rows(["kind", "key", *names, "status"], rows, args.format))
-    if report.floor is not None and report.since == report.floor:
+    if not report.rows:
+        start = report.since
+        window = f" from {start:%Y-%m-%d %H:%M:%S} UTC on" if start is not None else ""
+        print(
+            f"querylog reconcile: no events to compare{window}: nothing was checked"
+            + (
+                " (the log was trimmed: it holds only what was written since, and the comparison starts past its "
+                "last trimmed write, for producers whose clocks run ahead; compare again once newer events came)"
+                if report.floor is not None and report.since == report.floor
+                else ""
+            ),
+            file=sys.stderr,
+        )
+    elif report.floor is not None and report.since == report.floor:
         print(
             f"querylog reconcile: compared from {report.floor:%Y-%m-%d %H:%M:%S} UTC on: before it the log was trimmed "
             "or the lake dropped days past its retention, so the stores no longer hold the same events; the metrics' "
@@ -103,11 +116,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"querylog reconcile: {len(bad)} count(s) disagree", file=sys.stderr)
         extra = report.loki_surplus
         if extra:
+            erased = (settings.state_dir / "erasures.jsonl").exists()
             print(
-                f"querylog reconcile: Loki counts {extra:,} more than the log where it differs: entries sent again "
-                "after a projector crash or a retry, which Loki no longer held in memory, are stored twice, and "
-                "count_over_time counts both (a log query shows each once; docs/loki.md, 'Checkpoint and "
-                "duplicates')",
+                f"querylog reconcile: Loki counts {extra:,} more than the log where it differs: "
+                + (
+                    "erased events whose delete requests Loki has not applied yet (it waits out its cancellation "
+                    "period; state/erasures.jsonl), or "
+                    if erased
+                    else ""
+                )
+                + "entries sent again after a projector crash or a retry, which Loki no longer held in memory, "
+                "stored twice and counted twice by count_over_time (a log query shows each once; docs/loki.md, "
+                "'Checkpoint and duplicates')",
                 file=sys.stderr,
             )
         return 1
