@@ -15,6 +15,7 @@ import structlog
 from querylog._format import rounded_ms
 from querylog.logging.codec import to_builtins
 from querylog.logging.events import AnyEvent, QueryCompleted, QueryFailed, QueryReceived
+from querylog.logging.forget import ForgetList
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.metrics_snapshot import (
     SNAPSHOT_FORMAT,
@@ -151,10 +152,13 @@ class MetricsSink(Sink):
         log_dir: Path | None = None,
         snapshot_every_s: float = 30.0,
         exposition_path: Path | None = None,
+        forget: ForgetList | None = None,
     ) -> None:
         super().__init__()
         self.projection = projection
         self.snapshot_path = snapshot_path
+        #: The queries `querylog erase` removed while this fold runs: forgotten before each batch and snapshot.
+        self.forget = forget
         self.log_dir = log_dir
         self.snapshot_every_s = snapshot_every_s
         self.exposition_path = exposition_path
@@ -167,6 +171,7 @@ class MetricsSink(Sink):
 
     def _open(self) -> None:
         self._restore()
+        self._forget_erased()
         self.publish()  # the API shows the totals the snapshot holds while the rest of the log is folded
 
     def _restore(self) -> None:
@@ -193,7 +198,13 @@ class MetricsSink(Sink):
         self.restored_events = sum(snapshot.state["events"].values())
         _log.info("metrics_snapshot_loaded", events=self.restored_events, written_at=snapshot.written_at)
 
+    def _forget_erased(self) -> None:
+        if self.forget is not None and (erased := self.forget.new()):
+            self.projection.forget_queries(erased)
+            self._dirty = True  # the snapshot on disk was cleaned by the erase; this one must not put them back
+
     def _write(self, batch: Batch) -> None:
+        self._forget_erased()
         self.projection.apply(batch.events)
         self._position = dict(batch.checkpoint)
         if batch.events:
@@ -235,6 +246,7 @@ class MetricsSink(Sink):
         """Write a snapshot of the fold now (False without a path, or when a newer one is there already)."""
         if self.snapshot_path is None:
             return False
+        self._forget_erased()
         self._last_snapshot = time.monotonic()
         snapshot = MetricsSnapshot(
             format=SNAPSHOT_FORMAT,

@@ -147,6 +147,10 @@ def test_erasing_while_the_service_runs(tmp_path: Path) -> None:
     s = dataclasses.replace(Settings(), home=home)
     assert _rows(s, "user_id = 'carol' or query_text like 'carol%'") == 0
     assert _rows(s, "query_text like 'dave%'") == 4 and _rows(s, "user_id = 'erin'") > 0
+    # The metrics fold that ran meanwhile forgot carol's session too: it wrote it back into the snapshot it
+    # saved at shutdown, after the erase had cleaned the one on disk.
+    assert b"s-dave" in s.metrics_snapshot_path.read_bytes()
+    assert _plain_files_with(home, b"s-carol") == []
 
 
 @pytest.mark.parametrize(

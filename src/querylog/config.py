@@ -319,6 +319,11 @@ class Settings:
         return Path(self.aliases).expanduser()
 
     @property
+    def metrics_forget_path(self) -> Path:
+        """The queries an erase removed, for the metrics folds running meanwhile (logging/forget.py)."""
+        return self.state_dir / "metrics-forget.jsonl"
+
+    @property
     def loki_checkpoint_path(self) -> Path:
         """How far the Loki projection has shipped the log (there once this home has shipped to Loki)."""
         return self.state_dir / "checkpoints" / "loki.json"

@@ -10,18 +10,20 @@ In order, so that nothing erased can come back:
    read before the blanking may land after step 2);
 4. the search index, rebuilt from the lake when it held a subject's query;
 5. the metrics snapshot: the subject's open queries forgotten, and the sessions whose latest query was theirs
-   (the characters the reformulation count compares; it holds no other per-query state);
+   (the characters the reformulation count compares; it holds no other per-query state); the queries are also
+   listed for the metrics folds running meanwhile (`querylog.logging.forget`), which forget them too;
 6. Loki, when configured (or when this data directory has shipped to it: then the requests are kept): delete
-   requests over querylog's streams, whatever their app and env labels, through the compactor's API (Loki applies
-   them after its cancellation period, when deletion is enabled: `loki/`). Requests Loki did not take (unreachable, an error)
-   are kept in ``state/loki-deletes-pending.jsonl`` and filed first by the next run, whatever its subjects: the
-   log and the lake no longer hold the ids to make them again;
+   requests over querylog's streams, whatever their app and env labels, through the compactor's API (Loki
+   applies them after its cancellation period, when deletion is enabled: `loki/`). Requests Loki did not take
+   (unreachable, an error) are kept in ``state/loki-deletes-pending.jsonl`` and filed first by the next run,
+   whatever its subjects: the log and the lake no longer hold the ids to make them again;
 7. an audit entry in ``state/erasures.jsonl``: when, how many subjects of each kind, how many events where —
    never the ids themselves.
 
 The subjects and their queries' ids are kept in ``state/erase-in-progress.json`` from before step 1 until step 7:
-a run stopped midway is finished by the next. Idempotent: erasing again finds nothing more. Works while `querylog serve` runs. With ``QUERYLOG_USER_ID_SALT``
-set, user ids are stored hashed; the raw id given here is hashed the same way before matching.
+a run stopped midway is finished by the next. Idempotent: erasing again finds nothing more. Works while
+`querylog serve` runs. With ``QUERYLOG_USER_ID_SALT`` set, user ids are stored hashed; the raw id given here is
+hashed the same way before matching.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import uuid_utils
 from querylog.config import Settings
 from querylog.logging.erase import LogErasure, Subjects, erase_from_log, queries_of
 from querylog.logging.events import EVENT_TYPES
+from querylog.logging.forget import ForgetList
 from querylog.logging.loki.encoding import metadata_forms
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.metrics_snapshot import load_snapshot, write_snapshot
@@ -181,6 +184,10 @@ def _rebuild_search(settings: Settings) -> bool:
 
 
 def _forget_in_snapshot(settings: Settings, queries: Iterable[str]) -> int:
+    """The queries forgotten in the snapshot on disk, and listed for the folds running now (`ForgetList`), which
+    would otherwise write them back from memory."""
+    queries = list(queries)
+    ForgetList(settings.metrics_forget_path).add(queries)
     path = settings.metrics_snapshot_path
     snapshot = load_snapshot(path)
     if snapshot is None:

@@ -10,6 +10,7 @@ import structlog
 
 from querylog.config import Settings
 from querylog.housekeeping import Housekeeper, LogCollector
+from querylog.logging.forget import ForgetList
 from querylog.logging.loki import LokiOptions, LokiSink, TimeOrderedReader
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.metrics_snapshot import read_published_fold
@@ -222,6 +223,7 @@ def metrics_projector(
         log_dir=s.log_dir,
         snapshot_every_s=s.metrics_snapshot_interval_s,
         exposition_path=s.metrics_exposition_path if publish else None,
+        forget=ForgetList(s.metrics_forget_path),
     )
     return _projector(s, reader, sink.open(), interval_s=0.5, elected=elected)
 
