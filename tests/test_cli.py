@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,18 @@ def test_sql_table_aligns_wide_characters(home: Path, capsys: pytest.CaptureFixt
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("|")]
     widths = {sum(2 if "가" <= ch <= "힣" else 1 for ch in line) for line in lines}
     assert len(widths) == 1  # every row is as wide on screen as the header
+
+
+def test_sql_table_aligns_decomposed_hangul_as_a_terminal_draws_it(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An id typed on macOS (NFD: 하 is ᄒ + ᅡ) was counted a column wider per vowel and final consonant."""
+    nfd = unicodedata.normalize("NFD", "하이닉스")
+    assert main(["sql", f"select '{nfd}' as id union all select '하이닉스' union all select 'abc'"]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("|")]
+    # On screen, as a terminal composes NFD Hangul: the syllables NFC would make, two columns each.
+    drawn = {sum(2 if "가" <= ch <= "힣" else 1 for ch in unicodedata.normalize("NFC", line)) for line in lines}
+    assert len(drawn) == 1
 
 
 def test_a_question_cannot_drive_the_terminal_from_a_table(

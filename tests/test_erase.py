@@ -235,7 +235,7 @@ def test_delete_requests_loki_did_not_take_are_kept_and_filed_first_by_the_next_
         loki.fail_next(204, 503)  # the user's request is taken, then Loki fails on the queries' one
         assert main(["erase", "--user-id", "alice"]) == 1
         out = capsys.readouterr().out
-        assert "1 delete requests accepted; 1 not filed, kept in state/loki-deletes-pending.jsonl" in out
+        assert "1 delete request accepted; 1 not filed, kept in state/loki-deletes-pending.jsonl" in out
         assert "503" in out
         pending = (s.state_dir / LOKI_PENDING).read_text(encoding="utf-8").splitlines()
         assert len(pending) == 1 and "| query_id=~" in json.loads(pending[0])

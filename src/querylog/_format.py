@@ -29,8 +29,16 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _char_width(ch: str) -> int:
+    """Columns a terminal gives `ch`: 0 for a mark drawn on the character before it (a combining accent; the vowel
+    and final jamo of decomposed Hangul, NFD ``하`` being ``ᄒ`` + ``ᅡ``), 2 for a wide one (Hangul, Han), else 1."""
+    if "\u1160" <= ch <= "\u11ff" or unicodedata.combining(ch) or unicodedata.category(ch) == "Me":
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
 def _width(text: str) -> int:
-    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+    return sum(_char_width(ch) for ch in text)
 
 
 def _pad(text: str, width: int) -> str:
@@ -86,7 +94,7 @@ def _clip(text: str, limit: int) -> str:
         return text
     out, used = [], 0
     for ch in text:
-        w = 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+        w = _char_width(ch)
         if used + w > limit - 1:
             break
         out.append(ch)

@@ -54,7 +54,7 @@ def duration_seconds(name: str, raw: str) -> float:
     otherwise."""
     match = _DURATION_RE.match(raw)
     if match is None:
-        raise ConfigError(f"{name} must be a duration like 0s, 30m, 24h, 7d or 2w; got {raw!r}")
+        raise ConfigError(f"{name} must be a duration like 90s, 30m, 24h, 7d or 2w; got {raw!r}")
     seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if seconds > _CENTURY_S:
         raise ConfigError(f"{name} must be at most 100 years (unset it to keep everything); got {raw!r}")

@@ -103,7 +103,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def _loki_line(receipt: ErasureReceipt) -> str:
     from querylog.erase import LOKI_PENDING
 
-    line = f"{receipt.loki_requests} delete requests accepted"
+    line = f"{receipt.loki_requests} delete request{'' if receipt.loki_requests == 1 else 's'} accepted"
     if receipt.loki_earlier:
         line += f" ({receipt.loki_earlier} left by an earlier erasure)"
     if receipt.loki_error:

@@ -92,10 +92,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             boundary = retention_boundary(days)
             expired = [p.name for p in expired_days(lake, boundary)]
             dropped = set(expired)
-            print(
-                f"retention ({days} day{'s' if days != 1 else ''}): would drop {len(expired)} day(s) before "
-                f"{boundary.date()}: {', '.join(expired) or '-'}"
-            )
+            kept = f"retention ({days} day{'s' if days != 1 else ''})"
+            if expired:
+                print(f"{kept}: would drop {len(expired)} day(s) before {boundary.date()}: {', '.join(expired)}")
+            else:
+                print(f"{kept}: no day before {boundary.date()} to drop")
         plan = [p for p in compactor.plan(older_than=args.older_than) if p.path.parent.name not in dropped]
         for partition in plan:
             print(f"would compact {partition.name}: {len(partition.files())} files")
