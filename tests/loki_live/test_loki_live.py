@@ -147,6 +147,7 @@ def test_erase_files_delete_requests_loki_accepts(shipped: Shipped, tmp_path: Pa
     """`querylog erase` with Loki configured: Loki takes each delete request (its compactor applies them after
     its cancellation period, which is longer than a test)."""
     from querylog.erase import erase
+    from querylog.logging.events import EVENT_TYPES
 
     settings = Settings.from_env(overrides={"home": tmp_path / "home", "env": shipped.env, "stdout_events": False})
     with Runtime(settings) as runtime, runtime.tracker.query("지울 질문", user_id=f"erase-{shipped.env}") as q:
@@ -156,8 +157,9 @@ def test_erase_files_delete_requests_loki_accepts(shipped: Shipped, tmp_path: Pa
     listed = shipped.client.get("/loki/api/v1/delete")
     assert listed.status_code == 200, listed.text
     queries = {r["query"] for r in listed.json()}
-    assert f'{{app="querylog", env="{shipped.env}"}} | user_id="erase-{shipped.env}"' in queries
-    assert f'{{app="querylog", env="{shipped.env}"}} | query_id=~"{q.query_id}"' in queries
+    every_stream = '{event=~"' + "|".join(EVENT_TYPES) + '"}'  # whatever app and env shipped them
+    assert f'{every_stream} | user_id="erase-{shipped.env}"' in queries
+    assert f'{every_stream} | query_id=~"{q.query_id}"' in queries
 
 
 def test_erase_requests_select_ids_that_loki_holds_escaped(shipped: Shipped, tmp_path: Path) -> None:
@@ -174,7 +176,7 @@ def test_erase_requests_select_ids_that_loki_holds_escaped(shipped: Shipped, tmp
                 q.classified("stock_analysis", 0.9)
     for user in odd:
         for subjects in (Subjects(user_ids=frozenset([user])), Subjects(session_ids=frozenset([user]))):
-            found = {line for query in _loki_requests(settings, subjects, []) for _, line in _lines(shipped, query)}
+            found = {line for query in _loki_requests(subjects, []) for _, line in _lines(shipped, query)}
             assert len(found) == 3, (user, found)  # received, classified, completed
 
 
