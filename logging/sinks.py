@@ -4,6 +4,7 @@ short console line per query for a person at a terminal)."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import unicodedata
 from collections.abc import Sequence
@@ -166,6 +167,7 @@ class MetricsSink(Sink):
         self._position: Checkpoint = {}
         self._last_snapshot = time.monotonic()
         self._dirty = False
+        self._fold_lock = threading.RLock()
         #: Events the loaded snapshot had folded (0: started from nothing).
         self.restored_events = 0
 
@@ -204,16 +206,23 @@ class MetricsSink(Sink):
             self._dirty = True  # the snapshot on disk was cleaned by the erase; this one must not put them back
 
     def _write(self, batch: Batch) -> None:
-        self._forget_erased()
-        self.projection.apply(batch.events)
-        self._position = dict(batch.checkpoint)
-        if batch.events:
-            self.telemetry.sent(len(batch.events))
-            self._dirty = True
-            # Each batch: the projector reads one every half second at most, or a large one while catching up.
-            self.publish()
-        if self._dirty and time.monotonic() - self._last_snapshot >= self.snapshot_every_s:
-            self.snapshot()
+        with self._fold_lock:  # a snapshot another thread takes sees the state and its position together
+            self._forget_erased()
+            self.projection.apply(batch.events)
+            self._position = dict(batch.checkpoint)
+            if batch.events:
+                self.telemetry.sent(len(batch.events))
+                self._dirty = True
+                # Each batch: the projector reads one every half second at most, or a large one while catching up.
+                self.publish()
+            if self._dirty and time.monotonic() - self._last_snapshot >= self.snapshot_every_s:
+                self.snapshot()
+
+    def snapshot_if_moved(self) -> bool:
+        """A snapshot now if the fold moved since the last one: housekeeping asks before it trims, from its own
+        thread, so that the snapshot (the metrics' hold on the log) reaches what the fold has read, idle or not."""
+        with self._fold_lock:
+            return self._dirty and self.snapshot()
 
     def _close(self) -> None:
         if self._dirty:
@@ -246,6 +255,11 @@ class MetricsSink(Sink):
         """Write a snapshot of the fold now (False without a path, or when a newer one is there already)."""
         if self.snapshot_path is None:
             return False
+        with self._fold_lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> bool:
+        assert self.snapshot_path is not None
         self._forget_erased()
         self._last_snapshot = time.monotonic()
         snapshot = MetricsSnapshot(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -140,9 +140,20 @@ def run_housekeeping(settings: Settings, *, now: float | None = None) -> Houseke
 class Housekeeper:
     """Runs `run_housekeeping` every `interval_s` in a thread, in the one process that holds the lock."""
 
-    def __init__(self, settings: Settings, *, interval_s: float | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        interval_s: float | None = None,
+        before_trim: Callable[[], object] | None = None,
+    ) -> None:
+        """`before_trim`: called at the start of each round, e.g. the metrics fold of this process writing its
+        snapshot (`MetricsSink.snapshot_if_moved`): the snapshot is the metrics' hold on the log, and one left
+        behind while the fold idles or between its 30-second snapshots would count a cap trim of segments the fold
+        has read as lost to it."""
         self.settings = settings
         self.interval_s = settings.housekeeping_interval_s if interval_s is None else interval_s
+        self.before_trim = before_trim
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock_fh: IO[bytes] | None = None
@@ -159,6 +170,8 @@ class Housekeeper:
         if not self._lead():
             return None
         try:
+            if self.before_trim is not None:
+                self.before_trim()
             return run_housekeeping(self.settings)
         except Exception as exc:  # housekeeping must never take the service down
             self.errors += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+from collections.abc import Callable
 from typing import IO
 
 import httpx
@@ -140,7 +141,7 @@ class Runtime:
                     echo_from_now(self.settings, self.reader)
                     self.projector_process = ProjectorProcess(self.settings, drain_timeout_s=10.0).start()
                 if self.mode == "thread":
-                    self.housekeeper = Housekeeper(self.settings).start()
+                    self.housekeeper = Housekeeper(self.settings, before_trim=snapshot_hook(self.projectors)).start()
         except BaseException:
             self.close(drain_timeout_s=None)
             raise
@@ -226,6 +227,14 @@ def metrics_projector(
         forget=ForgetList(s.metrics_forget_path),
     )
     return _projector(s, reader, sink.open(), interval_s=0.5, elected=elected)
+
+
+def snapshot_hook(projectors: dict[str, Projector]) -> Callable[[], object] | None:
+    """What housekeeping calls before it trims: the metrics fold of this process, if it runs one, writing its
+    snapshot (`MetricsSink.snapshot_if_moved`)."""
+    metrics = projectors.get("metrics")
+    sink = metrics.sink if metrics is not None else None
+    return sink.snapshot_if_moved if isinstance(sink, MetricsSink) else None
 
 
 def elected_names(settings: Settings) -> list[str]:

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         run_projections,
         watch_parent,
     )
-    from querylog.runtime import elected_projectors, metrics_projection, metrics_projector
+    from querylog.runtime import elected_projectors, metrics_projection, metrics_projector, snapshot_hook
 
     err = sys.stderr
     if not 0 <= args.nice <= 19:
@@ -89,7 +89,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             + (" (catching up, then exiting)" if args.once else " (SIGTERM or Ctrl-C to stop)"),
             file=err,
         )
-    housekeeper = None if args.once else Housekeeper(settings).start()  # log trimming and retention
+    # Log trimming and retention, the metrics fold's snapshot brought up to date before each round.
+    housekeeper = None if args.once else Housekeeper(settings, before_trim=snapshot_hook(projectors)).start()
     try:
         with projection_switch_interval():  # while the projections run (their threads take turns often)
             sent = run_projections(
