@@ -40,3 +40,16 @@ def test_a_start_that_fails_leaves_nothing_running_and_the_service_lock_free(
     with settings.service_lock_path.open("ab") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     runtime.close()  # and closing it after all does nothing
+
+
+@pytest.mark.parametrize("mode", ["thread", "none"])
+def test_the_metrics_fold_of_this_process_reports_its_own_sink_series(tmp_path: Path, mode: str) -> None:
+    """In thread and none modes the fold's own counters were missing from /metrics: a corrupt line it skipped
+    showed in the server's log only, while docs/alerts.md says QuerylogSinkDroppingEvents covers any projection."""
+    settings = Settings(home=tmp_path, env="test", stdout_events=False, projections=mode)
+    with Runtime(settings) as runtime:
+        with runtime.tracker.query("삼성전자 주가") as q:
+            q.classified("stock_analysis", 0.9)
+        runtime.projectors["metrics"].catch_up()
+        text = runtime.metrics.exposition().decode()
+    assert 'querylog_sink_events_sent_total{sink="metrics"} 3.0' in text  # received, classified, completed

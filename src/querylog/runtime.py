@@ -98,9 +98,8 @@ class Runtime:
         else:
             # Not elected: each process folds the whole log, so every worker's /metrics has the full totals.
             projectors["metrics"] = metrics_projector(s, self.reader, self.metrics, elected=False)
-        for name, projector in projectors.items():
-            if name != "metrics":
-                self.metrics.add_sink(projector.telemetry)
+        for projector in projectors.values():  # the metrics fold's own too: a corrupt line it skipped is counted
+            self.metrics.add_sink(projector.telemetry)
         if self.mode != "thread":
             for name in [*elected_names(s), *(["metrics"] if self.mode == "process" else [])]:
                 self.published[name] = FileTelemetry(name, telemetry_path(s, name))
