@@ -247,6 +247,10 @@ def create_app(
             trace_id=q.trace_id,
         )
 
+    @app.head("/healthz", include_in_schema=False)  # uptime probes that ask for the status line alone (405: down)
+    def healthz_head() -> Response:
+        return Response(status_code=200)
+
     @app.get("/healthz", tags=["ops"], summary="Liveness, log and projection status")
     def healthz() -> dict[str, Any]:
         """Liveness plus what the pipeline is doing: events written and dropped, each projection's lag."""

@@ -100,7 +100,9 @@ def _hex_to_base64(node: Any) -> None:
                 try:
                     node[key] = base64.b64encode(bytes.fromhex(value)).decode()
                 except ValueError:
-                    raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{key} {value!r} is not hex") from None
+                    if key == "parentSpanId":  # the span's place in its trace: not one to guess
+                        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{key} {value!r} is not hex") from None
+                    node[key] = ""  # that span is rejected (an invalid id), counted in partial_success; not the rest
             else:
                 _hex_to_base64(value)
     elif isinstance(node, list):

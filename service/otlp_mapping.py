@@ -332,7 +332,7 @@ def map_export(request: ExportTraceServiceRequest, *, service: str, env: str) ->
         resource = _attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                if len(span.trace_id) != 16 or len(span.span_id) != 8 or not any(span.trace_id):
+                if len(span.trace_id) != 16 or len(span.span_id) != 8 or not (any(span.trace_id) and any(span.span_id)):
                     mapped.rejected["invalid trace or span id"] += 1
                     continue
                 attrs = _attributes(span.attributes)

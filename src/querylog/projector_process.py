@@ -87,13 +87,21 @@ def run_projections(
     """Run `projectors` until `stop` is set (or, with `once`, until each has caught up), publishing their
     counters every second; drain and publish once more at the end. Returns the events each projection sent."""
 
+    failing: set[str] = set()  # said once each until a publication goes through again (a full disk: every second)
+
     def publish(names: list[str]) -> None:
         # Only what this process leads: a projector standing by must not overwrite the leader's counters.
         for name in names:
             try:
                 write_snapshot(projectors[name].telemetry, telemetry_path(settings, name))
             except OSError as exc:  # counters are a courtesy: never stop projecting over them
-                _log.warning("telemetry_publish_failed", projection=name, error=str(exc))
+                if name not in failing:
+                    failing.add(name)
+                    _log.warning("telemetry_publish_failed", projection=name, error=str(exc), until="it works again")
+                continue
+            if name in failing:
+                failing.discard(name)
+                _log.info("telemetry_publish_recovered", projection=name)
 
     def leaders() -> list[str]:
         return [name for name, projector in projectors.items() if projector.has_led]

@@ -111,6 +111,11 @@ def test_healthz_reports_the_log_and_projections(client: TestClient) -> None:
     assert {"parquet", "metrics"} <= set(body["projections"])
 
 
+def test_healthz_answers_head_for_uptime_probes(client: TestClient) -> None:
+    resp = client.head("/healthz")
+    assert resp.status_code == 200 and resp.content == b""  # was 405, which a probe reads as down
+
+
 def test_the_healthz_sample_in_the_docs_has_the_fields_served(client: TestClient) -> None:
     client.post("/v1/chat", json={"query": "삼성전자"})
     body = client.get("/healthz").json()

@@ -360,6 +360,26 @@ def test_a_span_without_a_start_time_is_refused_not_taken_for_a_query_of_1970(
     assert "지금 질문".encode() in log and "시간 없는 질문".encode() not in log and b'"ts":"1970' not in log
 
 
+def test_a_span_with_a_zero_or_non_hex_id_is_rejected_alone(client: TestClient, tmp_path: Path) -> None:
+    """An all-zero span id made a query `otlp-…-0000000000000000`; a non-hex trace id failed the whole export."""
+    tracer, keep = _kept_tracer()
+    for text in ("영 span id", "hex 아닌 trace id", "정상 질문"):
+        with tracer.start_as_current_span("llm") as span:
+            span.set_attributes({"openinference.span.kind": "LLM", "input.value": text})
+    export = json.loads(_otlp_json(keep.spans))
+    spans = export["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    spans[0]["spanId"] = "0" * 16
+    spans[1]["traceId"] = "z" * 32
+    resp = client.post("/v1/traces", content=json.dumps(export), headers={"content-type": "application/json"})
+    assert resp.status_code == 200
+    assert resp.json()["partialSuccess"] == {
+        "rejectedSpans": "2",
+        "errorMessage": "spans rejected: 2 invalid trace or span id",
+    }
+    log = b"".join(p.read_bytes() for p in (tmp_path / "home" / "log").glob("*.jsonl"))
+    assert "정상 질문".encode() in log and "영 span id".encode() not in log and "hex 아닌".encode() not in log
+
+
 def test_the_service_and_env_are_kept_as_the_app_names_them_and_blank_ones_are_the_servers(
     client: TestClient, tmp_path: Path
 ) -> None:
