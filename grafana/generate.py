@@ -27,7 +27,8 @@ PROMETHEUS: Final[Json] = {"type": "prometheus", "uid": "prometheus"}
 
 SCHEMA_VERSION: Final = 39  # Grafana 11
 TAGS: Final = ["querylog"]
-INTENTS: Final = ["stock_analysis", "news_inquiry", "market_overview", "company_info", "unknown"]
+# And `unclassified`: the metrics' name for a query without an intent (a failure before classification).
+INTENTS: Final = ["stock_analysis", "news_inquiry", "market_overview", "company_info", "unknown", "unclassified"]
 # `.*`, not `.+`: a query that fails before classification has no intent field, and `intent=~".+"` would drop it
 # from "All" (checked against Loki 3.4.5: a missing label matches `.*` and not `.+`).
 INTENT_ALL_VALUE: Final = ".*"

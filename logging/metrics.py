@@ -335,6 +335,7 @@ class MetricsProjection:
         self._latest_of: dict[str, str] = {}
         self._models: set[str] = set()  # the label values given a series, first come first served
         self._releases: set[str] = set()
+        self._intents: set[str] = set()  # producers' intents too (/v1/events, querylog.intent on OTLP spans)
         self._open: dict[str, _OpenQuery] = {}
         # (first_seen, query_id) of every open query, oldest first; entries of queries that have since ended
         # are skipped when popped, which is cheaper than removing them from the middle of the heap.
@@ -426,7 +427,7 @@ class MetricsProjection:
         if before is not None:
             self._latest_of.pop(before.query_id, None)
             if 0 <= ts - before.ts <= reformulation.WINDOW_S and reformulation.reformulates(before.said, now.said):
-                self._reformulated[before.intent or UNCLASSIFIED] += 1
+                self._reformulated[self._bounded(self._intents, before.intent) if before.intent else UNCLASSIFIED] += 1
         self._sessions[session_id] = now
         self._latest_of[query_id] = session_id
 
@@ -492,13 +493,9 @@ class MetricsProjection:
             if state is not None and state.first_seen == first_seen:
                 self._close_query(query_id)
 
-    @staticmethod
-    def _intent(own: str | None, state: _OpenQuery | None) -> str:
-        if own:
-            return own
-        if state is not None and state.intent:
-            return state.intent
-        return UNCLASSIFIED
+    def _intent(self, own: str | None, state: _OpenQuery | None) -> str:
+        intent = own or (state.intent if state is not None else None)
+        return self._bounded(self._intents, intent) if intent else UNCLASSIFIED
 
     def _observe_stage(self, stage: str, duration_ms: float | None) -> None:
         if duration_ms is not None:
@@ -551,6 +548,7 @@ class MetricsProjection:
                 "release_queries": [[r, s, n] for (r, s), n in sorted(self._release_queries.items())],
                 "models": sorted(self._models),
                 "releases": sorted(self._releases),
+                "intents": sorted(self._intents),
                 "reformulated": dict(self._reformulated),
                 "sessions": [
                     [
@@ -599,6 +597,8 @@ class MetricsProjection:
             self._release_queries = Counter({(r, s): n for r, s, n in state["release_queries"]})
             self._models = set(state["models"])
             self._releases = set(state["releases"])
+            # Snapshots from before intents were bounded: those that have series keep them.
+            self._intents = set(state.get("intents", {i for i, _ in self._queries} - {UNCLASSIFIED, _OTHER}))
             # Absent from snapshots written before reformulations were counted: those start from zero.
             self._reformulated = Counter(state.get("reformulated", {}))
             self._sessions = OrderedDict(

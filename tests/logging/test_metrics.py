@@ -556,7 +556,10 @@ def test_releases_and_models_are_bounded_label_values() -> None:
 
     projection = MetricsProjection()
     projection.apply(
-        [QueryCompleted(query_id=f"q{i}", ts=at(i), latency_ms=1.0, release=f"r{i}") for i in range(MAX_LABEL_VALUES + 5)]
+        [
+            QueryCompleted(query_id=f"q{i}", ts=at(i), latency_ms=1.0, release=f"r{i}")
+            for i in range(MAX_LABEL_VALUES + 5)
+        ]
         + [QueryFailed(query_id="f", ts=at(999), error_type="E", release=None)]
     )
     releases = _samples(projection, "querylog_release_queries", "release", "status")
@@ -577,3 +580,26 @@ def test_sink_fallbacks_are_exposed_by_sink_and_reason() -> None:
         ("parquet", "nested_shape"): 1.0,
         ("parquet", "unknown_field"): 2.0,
     }
+
+
+def test_intents_from_producers_are_bounded_as_models_are() -> None:
+    """Apps name their own intents now (querylog.intent on OTLP spans): one that sends a new one per request must
+    not make a series each."""
+    from querylog.logging.events import UNCLASSIFIED, QueryCompleted, QueryFailed
+    from querylog.logging.metrics import MAX_LABEL_VALUES, MetricsProjection
+
+    projection = MetricsProjection()
+    projection.apply([QueryCompleted(query_id=f"q-{i}", latency_ms=1.0, intent=f"intent-{i}") for i in range(60)])
+    projection.apply([QueryFailed(query_id="q-none", error_type="E")])
+    text = projection.exposition().decode()
+    intents = {
+        line.split('intent="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("querylog_queries_total{")
+    }
+    assert len(intents) == MAX_LABEL_VALUES + 2  # fifty, then `other`, and `unclassified` of its own
+    assert "other" in intents and UNCLASSIFIED in intents and "intent-0" in intents and "intent-59" not in intents
+    copy = MetricsProjection()
+    copy.restore_state(projection.export_state())  # the bound survives a restart: no fifty more
+    copy.apply([QueryCompleted(query_id="q-new", latency_ms=1.0, intent="brand-new")])
+    assert 'querylog_queries_total{intent="other",status="completed"} 11.0' in copy.exposition().decode()
