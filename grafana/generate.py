@@ -61,14 +61,27 @@ FUNNEL: Final = [
 STAGE_EVENTS: Final = ["intent_classified", "search_completed", "response_generated"]
 
 
-def rate_prom(metric: str, by: str, matchers: str = "") -> str:
+def one_fold(expr: str, metric: str) -> str:
+    """`expr` over one target's copy of the metrics fold. Every API process reports the same fold (each folds the
+    whole log, or mirrors the child's: docs/metrics.md), so a sum across worker targets counts it once per worker:
+    `max without (instance)` first, as the recording rules do. The sinks' own series (`querylog_sink_*`) and the
+    log's are each process's own, summed as they are."""
+    if metric.startswith(("querylog_sink_", "querylog_log_")):
+        return expr
+    return f"max without (instance) ({expr})"
+
+
+def fold_rate(metric: str, matchers: str = "", fn: str = "rate") -> str:
     selector = f"{metric}{{{matchers}}}" if matchers else metric
-    return f"sum by ({by}) (rate({selector}[$__rate_interval]))"
+    return one_fold(f"{fn}({selector}[$__rate_interval])", metric)
+
+
+def rate_prom(metric: str, by: str, matchers: str = "") -> str:
+    return f"sum by ({by}) ({fold_rate(metric, matchers)})"
 
 
 def histogram_quantile(q: float, metric: str, by: str, matchers: str = "") -> str:
-    selector = f"{metric}_bucket{{{matchers}}}" if matchers else f"{metric}_bucket"
-    return f"histogram_quantile({q}, sum by (le, {by}) (rate({selector}[$__rate_interval])))"
+    return f"histogram_quantile({q}, sum by (le, {by}) ({fold_rate(f'{metric}_bucket', matchers)}))"
 
 
 # --- panels -------------------------------------------------------------------------------------------------------
@@ -268,6 +281,8 @@ def query_overview() -> Dashboard:
     searches = f"{stream('search_completed')} [$__auto]"
     hits = f'{stream("search_completed")} | json cache_hit | cache_hit="true" [$__auto]'
     hit_ratio = f"sum(count_over_time({hits})) / sum(count_over_time({searches}))"
+    active = f"sum({one_fold('querylog_active_queries', 'querylog_active_queries')})"
+    cache_hits = fold_rate("querylog_cache_requests_total", 'result="hit"')
     rate_by_intent = (
         f"sum by (intent) (rate({stream('intent_classified')} | json intent | {INTENT_FILTER} [$__auto]))"
     )
@@ -286,7 +301,7 @@ def query_overview() -> Dashboard:
                      width=5, unit="reqps", description="query_received events per second (Loki)."),
                 loki("Error ratio", "stat", Target(error_ratio, instant=True), width=5, unit="percentunit",
                      description="query_failed / (query_completed + query_failed) over the dashboard range (Loki)."),
-                prom("Active queries", "stat", Target("sum(querylog_active_queries)"), width=4,
+                prom("Active queries", "stat", Target(active), width=4,
                      description="Queries in flight now (querylog_active_queries)."),
                 loki("Cache hit ratio", "stat", Target(hit_ratio, instant=True), width=5, unit="percentunit",
                      description='search_completed with cache_hit = true (`| json` gives the string "true").'),
@@ -319,23 +334,22 @@ def query_overview() -> Dashboard:
                 loki("Cache hit ratio over time", "timeseries", Target(hit_ratio, "hit ratio"), width=8,
                      unit="percentunit"),
                 prom("Cache hit ratio (Prometheus)", "timeseries",
-                     Target('sum(rate(querylog_cache_requests_total{result="hit"}[$__rate_interval]))'
-                            " / sum(rate(querylog_cache_requests_total[$__rate_interval]))", "hit ratio"),
+                     Target(f"sum({cache_hits}) / sum({fold_rate('querylog_cache_requests_total')})", "hit ratio"),
                      width=8, unit="percentunit"),
                 loki("Quality score by intent", "timeseries", Target(f"avg_over_time({quality}) by (intent)",
                                                                      "{{intent}}"),
                      width=8, unit="percentunit", description="Events without a quality_score are skipped."),
             ]),
             Row("Active queries and quality (Prometheus)", 7, [
-                prom("Active queries", "timeseries", Target("sum(querylog_active_queries)", "active")),
+                prom("Active queries", "timeseries", Target(active, "active")),
                 prom("Quality score (Prometheus)", "timeseries",
-                     Target("sum(rate(querylog_quality_score_sum[$__rate_interval]))"
-                            " / sum(rate(querylog_quality_score_count[$__rate_interval]))", "mean quality"),
+                     Target(f"sum({fold_rate('querylog_quality_score_sum')})"
+                            f" / sum({fold_rate('querylog_quality_score_count')})", "mean quality"),
                      unit="percentunit"),
             ]),
             Row("Cost and releases (Prometheus)", 8, [
                 prom("LLM cost / hour by model", "timeseries",
-                     Target("3600 * sum by (model) (rate(querylog_llm_cost_usd_total[$__rate_interval]))",
+                     Target(f"3600 * {rate_prom('querylog_llm_cost_usd_total', 'model')}",
                             "{{model}}"), width=8, unit="currencyUSD",
                      description="The recorded cost_usd of each response, else its tokens priced from the price "
                      "table (logging/data/prices.json or QUERYLOG_PRICES), by requested model."),
@@ -453,21 +467,22 @@ def query_search() -> Dashboard:
                      Target(f"sum by (score) (count_over_time({feedback} | json score [$__auto]))", "score {{score}}"),
                      width=8),
                 prom("Feedback by score (Prometheus)", "timeseries",
-                     Target("sum by (score) (increase(querylog_feedback_total[$__rate_interval]))", "score {{score}}"),
+                     Target(f"sum by (score) ({fold_rate('querylog_feedback_total', fn='increase')})",
+                            "score {{score}}"),
                      width=8),
                 loki("Negative feedback", "logs", Target(f"{feedback} | json score | score < 0"), width=8,
                      description="feedback_received with score -1, with the user's comment."),
             ]),
             Row("Reformulations", 9, [
                 prom("Reformulation rate by intent", "timeseries",
-                     Target("sum by (intent) (increase(querylog_reformulated_queries_total[$__rate_interval])) / "
-                            "sum by (intent) (increase(querylog_queries_total[$__rate_interval]))", "{{intent}}"),
+                     Target(f"sum by (intent) ({fold_rate('querylog_reformulated_queries_total', fn='increase')})"
+                            f" / sum by (intent) ({fold_rate('querylog_queries_total', fn='increase')})", "{{intent}}"),
                      width=12, unit="percentunit",
                      description="Share of the queries that ended, by intent, that the user asked again in other "
                      "words: the next query of the session came within 5 minutes with a similar text "
                      "(logging/reformulation.py). A rising line is the classic sign of unsatisfying answers."),
                 prom("Reformulated queries", "timeseries",
-                     Target("sum by (intent) (increase(querylog_reformulated_queries_total[$__rate_interval]))",
+                     Target(f"sum by (intent) ({fold_rate('querylog_reformulated_queries_total', fn='increase')})",
                             "{{intent}}"),
                      width=12, bars=True,
                      description="The questions behind these: `querylog report` (most reformulated) and the explorer's "
