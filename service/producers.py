@@ -691,6 +691,7 @@ async def _ingest_events(request: Request, ingestor: EventIngestor) -> IngestAcc
     try:
         items = _batch_items(payload)
         if len(items) > ingestor.max_events:
+            ingestor.counts.events("events", "refused", len(items))  # counted, as a 422's are: the batch was read
             raise HTTPException(
                 status.HTTP_413_CONTENT_TOO_LARGE,
                 f"{len(items)} events in one batch; at most {ingestor.max_events} (QUERYLOG_INGEST_MAX_EVENTS): "

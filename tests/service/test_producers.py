@@ -535,6 +535,8 @@ def test_a_batch_over_the_event_limit_is_413(limited: TestClient, settings: Sett
     assert resp.status_code == 413
     assert "at most 3" in resp.json()["detail"]
     assert not any(e.event_id.startswith("e-") for e in _logged(settings))
+    # Refused whole, and counted as a 422's events are (docs/metrics.md: "refused").
+    assert 'querylog_ingest_events_total{endpoint="events",outcome="refused"} 4.0' in limited.get("/metrics").text
 
 
 def test_reading_an_endless_body_stops_at_the_drain_bound() -> None:
