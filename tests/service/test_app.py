@@ -111,6 +111,16 @@ def test_healthz_reports_the_log_and_projections(client: TestClient) -> None:
     assert {"parquet", "metrics"} <= set(body["projections"])
 
 
+def test_healthz_says_nobody_knows_the_lag_of_a_projection_no_process_has_run(tmp_path: Path) -> None:
+    """QUERYLOG_PROJECTIONS=none and no `querylog project`: the lake's projection was shown 0 events behind while
+    every event waited for it."""
+    settings = Settings(home=tmp_path / "home", env="test", stdout_events=False, projections="none")
+    with TestClient(create_app(settings, environ={})) as none_mode:
+        none_mode.post("/v1/chat", json={"query": "삼성전자"})
+        parquet = none_mode.get("/healthz").json()["projections"]["parquet"]
+    assert parquet["lag_events"] is None and parquet["lag_seconds"] is None and parquet["leading"] is False
+
+
 def test_healthz_answers_head_for_uptime_probes(client: TestClient) -> None:
     resp = client.head("/healthz")
     assert resp.status_code == 200 and resp.content == b""  # was 405, which a probe reads as down
