@@ -7,8 +7,8 @@ each fold reads what was added since it last looked, before it applies a batch a
 
 A line is kept an hour (`KEEP_S`), then dropped by whoever reads or adds next: by then every running fold has read
 it (they look every batch), or holds nothing of those queries (its open queries and sessions expire 5 minutes
-after their last event). This file and ``state/loki-deletes-pending.jsonl`` are where an erasure keeps ids, for as
-long as they are needed.
+after their last event). With ``state/loki-deletes-pending.jsonl`` and ``state/erase-in-progress.json``
+(`querylog.erase`), it is where an erasure keeps ids, for as long as they are needed.
 """
 
 from __future__ import annotations
@@ -24,10 +24,8 @@ from typing import Final
 
 from querylog.logging.projection import atomic_write
 
-__all__ = ["FORGET_FILE", "KEEP_S", "ForgetList"]
+__all__ = ["KEEP_S", "ForgetList"]
 
-#: In the state directory.
-FORGET_FILE: Final = "metrics-forget.jsonl"
 #: How long a line stays: far longer than a fold takes to read it, or to expire what it names.
 KEEP_S: Final = 3600.0
 
