@@ -36,6 +36,7 @@ class ForgetList:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._read: tuple[int, int] = (0, 0)  # (inode, offset) of what this reader has taken
+        self._oldest: float | None = None  # the time of the oldest line it read: when one is due to go
 
     def add(self, query_ids: Iterable[str], *, now: float | None = None) -> None:
         """Append one line of `query_ids` (none: nothing), dropping lines past `KEEP_S`."""
@@ -56,8 +57,11 @@ class ForgetList:
             self._read = (0, 0)
             return []
         inode, offset = self._read
-        if stat.st_ino == inode and stat.st_size == offset:
-            return []  # the common case, once a batch: one stat
+        at = time.time() if now is None else now
+        if stat.st_ino == inode and stat.st_size == offset:  # the common case, once a batch: one stat
+            if self._oldest is not None and self._oldest < at - KEEP_S:  # a line is due to go: no one else may read
+                self._prune(at)
+            return []
         if stat.st_ino != inode or stat.st_size < offset:
             offset = 0  # rewritten (a line added or dropped): read it again; forgetting twice is harmless
         with self.path.open("rb") as fh:
@@ -66,8 +70,9 @@ class ForgetList:
         whole = data[: data.rfind(b"\n") + 1]  # a line being written is taken next time
         self._read = (stat.st_ino, offset + len(whole))
         entries = [json.loads(line) for line in whole.splitlines() if line.strip()]
-        at = time.time() if now is None else now
-        if entries and entries[0]["at"] < at - KEEP_S:
+        if offset == 0:
+            self._oldest = entries[0]["at"] if entries else None
+        if self._oldest is not None and self._oldest < at - KEEP_S:
             self._prune(at)
         return [q for entry in entries for q in entry["queries"]]
 
@@ -78,6 +83,7 @@ class ForgetList:
                 atomic_write(self.path, "".join(kept).encode())
             else:
                 self.path.unlink(missing_ok=True)
+        self._oldest = json.loads(kept[0])["at"] if kept else None  # read again next time (a new inode)
 
     def _fresh_lines(self, now: float) -> list[str]:
         try:

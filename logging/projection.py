@@ -136,6 +136,11 @@ class Sink(ABC):
             self.telemetry.error("write")
             raise
 
+    def idle(self) -> None:
+        """Called by the projector, on its thread, when a read found nothing new (each `interval_s` while the log
+        is quiet): what a sink does between batches. Nothing by default."""
+        return None  # a hook a sink may fill, not an abstract method every sink must write
+
     def prepare(self, lines: Sequence[bytes]) -> Prepared | None:
         """This sink's rows built straight from raw log lines, skipping the decode of each line into an event
         (decoding is most of a projection's cost). None — the default, and the answer for any batch a sink
@@ -414,6 +419,7 @@ class Projector:
             self._more_waiting = read.remaining_bytes > 0 and read.cut
             if not read.lines and read.checkpoint == start:
                 self.telemetry.lag(0, 0.0)
+                self.sink.idle()
                 return 0
             if staged.prepare_error is not None:
                 self.telemetry.error("prepare")

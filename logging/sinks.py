@@ -9,14 +9,14 @@ import time
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Final, Literal, TextIO
 
 import structlog
 
 from querylog._format import rounded_ms
 from querylog.logging.codec import to_builtins
 from querylog.logging.events import AnyEvent, QueryCompleted, QueryFailed, QueryReceived
-from querylog.logging.forget import ForgetList
+from querylog.logging.forget import KEEP_S, ForgetList
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.metrics_snapshot import (
     SNAPSHOT_FORMAT,
@@ -134,6 +134,10 @@ class StdoutSink(FileCheckpointSink):
             self._logger.error(question, **line, error=event.error_type, stage=event.stage)
 
 
+#: A fold that moved is snapshotted once it has been idle this long (`MetricsSink.idle`).
+IDLE_SNAPSHOT_S: Final = 5.0
+
+
 class MetricsSink(Sink):
     """Feeds the metrics projection, over the whole log: in each API process (``QUERYLOG_PROJECTIONS=thread`` or
     ``none``), so any worker's /metrics shows the same totals, or in the one projector child elected to fold for
@@ -168,6 +172,9 @@ class MetricsSink(Sink):
         self._last_snapshot = time.monotonic()
         self._dirty = False
         self._fold_lock = threading.RLock()
+        self._last_write = 0.0
+        self._erased: set[str] = set()  # what the forget list named in the last KEEP_S
+        self._erased_at = 0.0
         #: Events the loaded snapshot had folded (0: started from nothing).
         self.restored_events = 0
 
@@ -201,14 +208,33 @@ class MetricsSink(Sink):
         _log.info("metrics_snapshot_loaded", events=self.restored_events, written_at=snapshot.written_at)
 
     def _forget_erased(self) -> None:
-        if self.forget is not None and (erased := self.forget.new()):
+        """Forget the queries an erase listed since this fold last looked, and remember them for `KEEP_S`."""
+        if self.forget is None:
+            return
+        try:
+            erased = self.forget.new()
+        except OSError as exc:  # the state directory's disk: the next batch or idle round tries again
+            self.telemetry.error("forget")
+            _log.error("metrics_forget_unreadable", path=str(self.forget.path), error=str(exc))
+            return
+        now = time.monotonic()
+        if self._erased and now - self._erased_at > KEEP_S:
+            self._erased = set()
+        if erased:
             self.projection.forget_queries(erased)
+            self._erased.update(erased)
+            self._erased_at = now
             self._dirty = True  # the snapshot on disk was cleaned by the erase; this one must not put them back
 
     def _write(self, batch: Batch) -> None:
         with self._fold_lock:  # a snapshot another thread takes sees the state and its position together
             self._forget_erased()
             self.projection.apply(batch.events)
+            self._last_write = time.monotonic()
+            if self._erased:  # a batch read before the erase blanked the log brings an erased query back: not here
+                back = {e.query_id for e in batch.events if e.query_id in self._erased}
+                if back:
+                    self.projection.forget_queries(back)
             self._position = dict(batch.checkpoint)
             if batch.events:
                 self.telemetry.sent(len(batch.events))
@@ -218,10 +244,21 @@ class MetricsSink(Sink):
             if self._dirty and time.monotonic() - self._last_snapshot >= self.snapshot_every_s:
                 self.snapshot()
 
+    def idle(self) -> None:
+        """While the log is quiet: erasures are read within a poll, and a fold that moved is snapshotted once it
+        has been idle `IDLE_SNAPSHOT_S` (its hold on the log then reaches what it read, and its memory no longer
+        differs from the snapshot an erase cleans)."""
+        with self._fold_lock:
+            self._forget_erased()
+            now = time.monotonic()
+            if self._dirty and min(now - self._last_write, now - self._last_snapshot) >= IDLE_SNAPSHOT_S:
+                self.snapshot()  # at most every IDLE_SNAPSHOT_S, a disk that refuses it included
+
     def snapshot_if_moved(self) -> bool:
         """A snapshot now if the fold moved since the last one: housekeeping asks before it trims, from its own
-        thread, so that the snapshot (the metrics' hold on the log) reaches what the fold has read, idle or not."""
+        thread, so that the snapshot (the metrics' hold on the log) reaches what the fold has read."""
         with self._fold_lock:
+            self._forget_erased()
             return self._dirty and self.snapshot()
 
     def _close(self) -> None:

@@ -169,9 +169,13 @@ class Housekeeper:
         next round tries again."""
         if not self._lead():
             return None
-        try:
-            if self.before_trim is not None:
+        if self.before_trim is not None:
+            try:
                 self.before_trim()
+            except Exception as exc:  # the trim goes ahead: a snapshot a full disk refused must not stop it
+                self.errors += 1
+                _log.error("housekeeping_before_trim_failed", error=f"{type(exc).__name__}: {exc}")
+        try:
             return run_housekeeping(self.settings)
         except Exception as exc:  # housekeeping must never take the service down
             self.errors += 1

@@ -33,3 +33,13 @@ def test_lines_go_once_every_fold_has_had_time_to_read_them(tmp_path: Path) -> N
     assert "old" not in path.read_text() and "recent" in path.read_text()
     assert ForgetList(path).new(now=NOW + 3 * KEEP_S) == ["recent"]
     assert not path.exists()  # nothing left to keep: no file holds the ids
+
+
+def test_a_reader_that_has_read_everything_still_drops_lines_once_they_are_due(tmp_path: Path) -> None:
+    """A fold that had read the file never looked at it again, and the ids stayed on disk for good."""
+    path = tmp_path / "metrics-forget.jsonl"
+    ForgetList(path).add(["q-1"], now=NOW)
+    fold = ForgetList(path)
+    assert fold.new(now=NOW) == ["q-1"]
+    assert fold.new(now=NOW + 60) == [] and path.exists()  # nothing new, nothing due
+    assert fold.new(now=NOW + KEEP_S + 1) == [] and not path.exists()  # due: gone, though nothing was new

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -231,3 +232,30 @@ def _families(text: bytes) -> dict[str, list[tuple[str, dict[str, str], float]]]
         assert family.name not in out, f"{family.name} appears twice"
         out[family.name] = [(s.name, s.labels, s.value) for s in family.samples]
     return out
+
+
+def test_an_idle_fold_forgets_what_an_erase_lists_and_snapshots_once_it_has_been_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fold with no new lines never looked at the erase's list (the projector skipped the sink), and one that had
+    moved wrote its snapshot only on close: the erased session went back into it, and a cap trim counted what it
+    had read as lost to it."""
+    import querylog.logging.sinks as sinks
+    from querylog.logging.forget import ForgetList
+
+    monkeypatch.setattr(sinks, "IDLE_SNAPSHOT_S", 0.0)
+    log_dir, snapshot = tmp_path / "log", tmp_path / "state" / "metrics-snapshot.json"
+    forget = ForgetList(tmp_path / "state" / "metrics-forget.jsonl")
+    with EventLog(log_dir) as log, QueryTracker(log).query("첫 질문", session_id="s-erased") as q:
+        q.classified("stock_analysis", 0.9)
+    fold = MetricsSink(
+        MetricsProjection(), snapshot_path=snapshot, log_dir=log_dir, snapshot_every_s=3600,
+        forget=ForgetList(forget.path),
+    )  # fmt: skip
+    with fold:
+        projector = Projector(LogReader(log_dir), fold)
+        assert projector.run_once() > 0 and not snapshot.exists()  # folded; its 30-second snapshot not due
+        assert projector.run_once() == 0 and b"s-erased" in snapshot.read_bytes()  # idle: snapshotted
+        forget.add([q.query_id])  # an erase, while this fold idles
+        assert projector.run_once() == 0
+        assert b"s-erased" not in snapshot.read_bytes()  # read within a poll, and snapshotted without it
