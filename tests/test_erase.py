@@ -309,6 +309,35 @@ def test_an_erase_stopped_after_the_lake_is_finished_by_the_next_run_whatever_it
     assert len((s.state_dir / "erasures.jsonl").read_text().splitlines()) == 1
 
 
+def test_one_erase_at_a_time_a_damaged_record_is_named_and_a_retired_loki_can_be_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two runs at once shared the in-progress record (one deleted the other's); a damaged one was a traceback on
+    every erase after; a data directory that once shipped to Loki could never erase with exit 0 again."""
+    from querylog.erase import IN_PROGRESS
+    from querylog.logging.projection import CheckpointFile, try_lead
+
+    s = _home(tmp_path, queries=1)
+    monkeypatch.setenv("QUERYLOG_HOME", str(s.home))
+    monkeypatch.delenv("QUERYLOG_LOKI_URL", raising=False)
+    monkeypatch.delenv("LOKI_URL", raising=False)
+    running = try_lead(s.state_dir / "locks" / "erase.lock")  # another erase, mid-run
+    assert running is not None
+    assert main(["erase", "--user-id", "alice"]) == 1
+    assert "another querylog erase runs on this data directory" in capsys.readouterr().err
+    running.close()
+    (s.state_dir / IN_PROGRESS).write_text('{"user_ids": ["ali')  # cut short by a full disk, say
+    assert main(["erase", "--user-id", "alice"]) == 1
+    err = capsys.readouterr().err
+    assert f"{s.state_dir / IN_PROGRESS} is damaged" in err and "erase them again by hand" in err
+    (s.state_dir / IN_PROGRESS).unlink()
+    CheckpointFile(s.loki_checkpoint_path).save({"segment": 1})  # it shipped to a Loki, since retired
+    assert main(["erase", "--user-id", "alice", "--skip-loki"]) == 0
+    out = capsys.readouterr().out
+    assert "loki:" not in out and "events blanked" in out
+    assert not (s.state_dir / "loki-deletes-pending.jsonl").exists()
+
+
 def test_the_receipt_counts_the_queries_found_and_an_id_sent_decomposed_is_found_as_typed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -53,11 +53,11 @@ from querylog.logging.loki.encoding import metadata_forms
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.metrics_snapshot import load_snapshot, write_snapshot
 from querylog.logging.parquet import ParquetSink
-from querylog.logging.projection import atomic_write
+from querylog.logging.projection import atomic_write, try_lead
 from querylog.logging.segments import LogReader
 from querylog.runtime import make_redactor
 
-__all__ = ["IN_PROGRESS", "LOKI_PENDING", "ErasureReceipt", "erase"]
+__all__ = ["IN_PROGRESS", "LOKI_PENDING", "ErasureError", "ErasureReceipt", "erase"]
 
 _log = structlog.get_logger("querylog.erase")
 _ID_COLUMNS = ["query_id", "user_id", "session_id"]
@@ -263,17 +263,27 @@ def _delete_in_loki(settings: Settings, requests: Sequence[str]) -> tuple[int, s
 IN_PROGRESS: Final = "erase-in-progress.json"
 
 
+class ErasureError(Exception):
+    """An erasure that cannot start: another runs on this data directory, or a stopped one's record is damaged."""
+
+
 def _resume(settings: Settings, subjects: Subjects) -> tuple[Subjects, bool]:
     """`subjects` with those of an erasure a killed run left half done; and whether there was one."""
+    path = settings.state_dir / IN_PROGRESS
     try:
-        earlier = json.loads((settings.state_dir / IN_PROGRESS).read_text(encoding="utf-8"))
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        merged = Subjects(
+            subjects.user_ids | frozenset(map(str, earlier["user_ids"])),
+            subjects.session_ids | frozenset(map(str, earlier["session_ids"])),
+            subjects.query_ids | frozenset(map(str, earlier["query_ids"])),
+        )
     except FileNotFoundError:
         return subjects, False
-    merged = Subjects(
-        subjects.user_ids | frozenset(earlier["user_ids"]),
-        subjects.session_ids | frozenset(earlier["session_ids"]),
-        subjects.query_ids | frozenset(earlier["query_ids"]),
-    )
+    except (ValueError, KeyError, TypeError) as exc:  # not what _begin wrote: never drop an erasure unfinished
+        raise ErasureError(
+            f"{path} is damaged ({type(exc).__name__}: {exc}); it lists the subjects of an erasure a stopped run "
+            "began: erase them again by hand, then delete the file"
+        ) from None
     return merged, True
 
 
@@ -305,7 +315,8 @@ def _file_in_loki(settings: Settings, requests: Sequence[str], receipt: ErasureR
             0,
             (
                 "this data directory has shipped events to Loki (state/checkpoints/loki.json), but no Loki URL is set "
-                "here: set QUERYLOG_LOKI_URL (or LOKI_URL) as the server has it and run the erase again"
+                "here: set QUERYLOG_LOKI_URL (or LOKI_URL) as the server has it and run the erase again (or, if that "
+                "Loki is gone, --skip-loki)"
             ),
         )
     receipt.loki_requests, receipt.loki_pending, receipt.loki_earlier = sent, len(todo) - sent, len(earlier)
@@ -330,9 +341,30 @@ def erase(
     session_ids: Iterable[str] = (),
     query_ids: Iterable[str] = (),
     wait_s: float = 30.0,
+    skip_loki: bool = False,
     progress: Callable[[str], None] = lambda _line: None,
 ) -> ErasureReceipt:
-    """Erase the subjects everywhere (see the module docstring); the receipt says what was found where."""
+    """Erase the subjects everywhere (see the module docstring); the receipt says what was found where. One at a
+    time per data directory (`ErasureError` when another runs). `skip_loki`: leave Loki out, for a data directory
+    that shipped to a Loki since retired (its pending requests stay as they are)."""
+    lock = try_lead(settings.state_dir / "locks" / "erase.lock")
+    if lock is None:
+        raise ErasureError("another querylog erase runs on this data directory: wait for it, then run this one")
+    try:
+        return _erase(settings, user_ids, session_ids, query_ids, wait_s, skip_loki, progress)
+    finally:
+        lock.close()
+
+
+def _erase(
+    settings: Settings,
+    user_ids: Iterable[str],
+    session_ids: Iterable[str],
+    query_ids: Iterable[str],
+    wait_s: float,
+    skip_loki: bool,
+    progress: Callable[[str], None],
+) -> ErasureReceipt:
     user_ids, session_ids, query_ids = tuple(user_ids), tuple(session_ids), tuple(query_ids)
     subjects = _subjects(settings, user_ids, session_ids, query_ids)
     receipt = ErasureReceipt(
@@ -382,9 +414,11 @@ def erase(
         if queries or resumed:
             receipt.search_rebuilt = _rebuild_search(settings)
     receipt.metrics_open_queries = _forget_in_snapshot(settings, queries)
-    if settings.loki_url or settings.loki_checkpoint_path.exists() or (settings.state_dir / LOKI_PENDING).exists():
+    shipped = settings.loki_checkpoint_path.exists() or (settings.state_dir / LOKI_PENDING).exists()
+    if not skip_loki and (settings.loki_url or shipped):
         _file_in_loki(settings, _loki_requests(everyone, sorted(queries)), receipt)
     _audit(settings, receipt)
-    (settings.state_dir / IN_PROGRESS).unlink()  # every store is done (Loki's part kept, if not, in LOKI_PENDING)
+    # Every store is done (Loki's part kept, if not, in LOKI_PENDING).
+    (settings.state_dir / IN_PROGRESS).unlink(missing_ok=True)
     _log.info("erasure_done", **{k: v for k, v in receipt.as_dict().items() if k != "notes"})
     return receipt

@@ -36,13 +36,19 @@ def add_parser(sub: Any) -> None:
         metavar="SECONDS",
         help="how long to wait for a running Parquet projection to pass the erased log (default: 30)",
     )
+    p.add_argument(
+        "--skip-loki",
+        action="store_true",
+        help="leave Loki out: for a data directory that shipped to a Loki since retired (requests an earlier run "
+        "kept in state/loki-deletes-pending.jsonl stay there)",
+    )
     p.add_argument("--format", choices=("text", "json"), default="text", help="receipt format (default: text)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.analytics.upkeep import UpkeepError
-    from querylog.erase import erase
+    from querylog.erase import ErasureError, erase
     from querylog.logging.structured import configure_structlog
 
     configure_structlog(stream=sys.stderr)  # stdout carries the receipt only
@@ -71,8 +77,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             session_ids=args.session_id,
             query_ids=args.query_id,
             wait_s=args.wait,
+            skip_loki=args.skip_loki,
             progress=lambda line: print(f"  {line}", file=err, flush=True),
         )
+    except ErasureError as exc:
+        print(f"querylog erase: {exc}", file=err)
+        return 1
     except UpkeepError as exc:
         print(f"querylog erase: {exc}; run it again: it finishes what this run began", file=err)
         return 1
