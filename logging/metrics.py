@@ -12,7 +12,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from itertools import pairwise
-from typing import Any
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import (
@@ -46,6 +46,7 @@ __all__ = [
     "DEFAULT_STAGE_BUCKETS_SECONDS",
     "DEFAULT_STALE_AFTER_SECONDS",
     "MAX_LABEL_VALUES",
+    "OTHER_LABEL",
     "MetricsProjection",
 ]
 
@@ -77,10 +78,10 @@ _STAGES = ("classify", "search", "generate")
 _FEEDBACK_SCORES = ("-1", "0", "1")
 _CACHE_RESULTS = ("hit", "miss")
 _UNKNOWN = "unknown"
-#: Distinct models and releases with a series of their own; later ones share "other", so a producer that
-#: sends a new value per query cannot blow up Prometheus.
+#: Distinct models, releases and intents with a series of their own; later ones share `OTHER_LABEL`, so a producer
+#: that sends a new value per query cannot blow up Prometheus.
 MAX_LABEL_VALUES = 50
-_OTHER = "other"
+OTHER_LABEL: Final = "other"
 
 # prometheus_client's own spelling of a bucket bound ("0.25", "1.0", "+Inf"); the alias gives it a type.
 _le: Callable[[float], str] = floatToGoString
@@ -463,7 +464,7 @@ class MetricsProjection:
         if len(seen) < MAX_LABEL_VALUES:
             seen.add(value)
             return value
-        return _OTHER
+        return OTHER_LABEL
 
     def _open_query(self, query_id: str, ts: float) -> _OpenQuery:
         state = self._open.get(query_id)
@@ -598,7 +599,7 @@ class MetricsProjection:
             self._models = set(state["models"])
             self._releases = set(state["releases"])
             # Snapshots from before intents were bounded: those that have series keep them.
-            self._intents = set(state.get("intents", {i for i, _ in self._queries} - {UNCLASSIFIED, _OTHER}))
+            self._intents = set(state.get("intents", {i for i, _ in self._queries} - {UNCLASSIFIED, OTHER_LABEL}))
             # Absent from snapshots written before reformulations were counted: those start from zero.
             self._reformulated = Counter(state.get("reformulated", {}))
             self._sessions = OrderedDict(

@@ -316,3 +316,22 @@ def test_a_comparison_with_no_events_in_it_says_nothing_was_checked(
         f"no events to compare from {ahead:%Y-%m-%d %H:%M:%S} UTC on: nothing was checked (the log was trimmed" in err
     )
     assert "compared from" not in err
+
+
+def test_past_fifty_intents_the_stores_are_compared_as_the_metrics_count_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The metrics give the fifty-first intent on the series `other`; reconcile compared it by name with the log and
+    the lake, and differed for good."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("QUERYLOG_HOME", str(home))
+    with EventLog(home / "log") as log:
+        for i in range(60):
+            log.append(QueryReceived(query_id=f"q-{i}", query_text="x"))
+            log.append(QueryCompleted(query_id=f"q-{i}", latency_ms=1.0, intent=f"intent-{i:02d}"))
+    with ParquetSink(home / "lake") as sink:
+        Projector(LogReader(home / "log"), sink).catch_up()
+    report = reconcile(Settings.from_env())
+    assert report.clean, report.disagreements
+    counts = {key: c for kind, key, c in report.rows if kind == "intents"}
+    assert counts["other"] == {"log": 10, "lake": 10, "metrics": 10} and counts["intent-00"]["metrics"] == 1

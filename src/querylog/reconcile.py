@@ -15,7 +15,7 @@ from querylog.analytics.catalog import Catalog
 from querylog.config import Settings
 from querylog.logging.codec import DecodeError, decode
 from querylog.logging.events import UNCLASSIFIED, AnyEvent, IntentClassified
-from querylog.logging.metrics import MetricsProjection
+from querylog.logging.metrics import OTHER_LABEL, MetricsProjection
 from querylog.logging.segments import LogReader
 
 __all__ = [
@@ -225,6 +225,16 @@ def reconcile(
             baselines["loki"] = LOKI_WINDOW
         sources["loki"] = count_loki(loki, settings, start, now)
         window = (covered, now)
+    metrics = sources.get("metrics")
+    if metrics is not None and OTHER_LABEL in metrics.intents:
+        # Past MAX_LABEL_VALUES intents the metrics share one series: the other stores are compared likewise.
+        named = set(metrics.intents)
+        for name, counts in sources.items():
+            if name != "metrics":
+                folded: Counter[str] = Counter()
+                for intent, n in counts.intents.items():
+                    folded[intent if intent in named else OTHER_LABEL] += n
+                counts.intents = folded
     return ReconcileReport(
         sources=sources, rows=_rows(sources), baselines=baselines, loki_window=window, floor=floor, since=since
     )
