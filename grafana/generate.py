@@ -64,16 +64,27 @@ STAGE_EVENTS: Final = ["intent_classified", "search_completed", "response_genera
 def one_fold(expr: str, metric: str) -> str:
     """`expr` over one target's copy of the metrics fold. Every API process reports the same fold (each folds the
     whole log, or mirrors the child's: docs/metrics.md), so a sum across worker targets counts it once per worker:
-    `max without (instance)` first, as the recording rules do. The sinks' own series (`querylog_sink_*`) and the
-    log's are each process's own, summed as they are."""
-    if metric.startswith(("querylog_sink_", "querylog_log_")):
-        return expr
+    `max without (instance)` first, as the recording rules do. The log's series (`querylog_log_*`) are read from
+    the files, the same for every target too."""
     return f"max without (instance) ({expr})"
 
 
+_OWN_SINK: Final = 'sink="log"'
+_SHARED_SINKS: Final = 'sink!="log"'
+
+
 def fold_rate(metric: str, matchers: str = "", fn: str = "rate") -> str:
-    selector = f"{metric}{{{matchers}}}" if matchers else metric
-    return one_fold(f"{fn}({selector}[$__rate_interval])", metric)
+    """`fn` of `metric` counted once across worker targets. A sink's series are one process's (the elected one,
+    mirrored by every API process; each process's whole-log metrics fold), so `max` across targets, except the
+    log's own (`sink="log"`): each worker writes its own events, so those add up."""
+
+    def over(extra: str) -> str:
+        both = ", ".join(m for m in (matchers, extra) if m)
+        return f"{fn}({metric}{{{both}}}[$__rate_interval])" if both else f"{fn}({metric}[$__rate_interval])"
+
+    if metric.startswith("querylog_sink_"):
+        return f"({one_fold(over(_SHARED_SINKS), metric)} or {over(_OWN_SINK)})"
+    return one_fold(over(""), metric)
 
 
 def rate_prom(metric: str, by: str, matchers: str = "") -> str:
