@@ -75,7 +75,8 @@ class ReconcileReport:
     @property
     def loki_surplus(self) -> int:
         """Events Loki counts beyond its baseline (the log, or `LOKI_WINDOW`), summed over the event types where it
-        counts more: entries stored twice (docs/loki.md, "Checkpoint and duplicates"). 0 without Loki."""
+        counts more: entries stored twice (docs/loki.md, "Checkpoint and duplicates"), another data directory's
+        under the same labels, or erased ones Loki has not deleted yet. 0 without Loki."""
         baseline = self.baselines.get("loki", "log")
         surplus = 0
         for kind, _, counts in self.rows:
