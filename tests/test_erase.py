@@ -90,6 +90,39 @@ def test_with_a_salt_the_raw_user_id_erases_the_hashed_one(tmp_path: Path) -> No
     assert _rows(s, "query_text like '%앨리스%'") == 0 and _rows(s, "query_text like 'bob%'") == 2
 
 
+def test_with_a_salt_the_raw_user_id_is_never_written_down_nor_sent_to_loki(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The erase's own record and its Loki delete requests carried the raw id, which querylog otherwise never
+    stores when a salt is set; Loki keeps its delete requests, queries included."""
+    from urllib.parse import parse_qs
+
+    import querylog.erase as erasure
+    from querylog.runtime import make_redactor
+    from querylog.testing import RecordedLoki
+
+    s = _home(tmp_path, queries=1, user_id_salt="pepper")
+    hashed = make_redactor(s).pseudonymize_user_id("alice")
+
+    def killed(settings: Settings) -> bool:
+        raise KeyboardInterrupt
+
+    rebuild = erasure._rebuild_search
+    monkeypatch.setattr(erasure, "_rebuild_search", killed)
+    with pytest.raises(KeyboardInterrupt):
+        erase(s, user_ids=["alice"])
+    record = (s.state_dir / erasure.IN_PROGRESS).read_text()
+    assert hashed in record and '"alice"' not in record
+    monkeypatch.setattr(erasure, "_rebuild_search", rebuild)
+    loki = RecordedLoki()
+    with loki.serve() as url:
+        loki.fail_next(204, 204)
+        receipt = erase(dataclasses.replace(s, loki_url=url), user_ids=["alice"])
+        filed = [parse_qs(r.url.query.decode())["query"][0] for r in loki.requests if r.url.path.endswith("/delete")]
+    assert receipt.loki_error is None and any(f'user_id="{hashed}"' in q for q in filed)
+    assert not any('"alice"' in q for q in filed)
+
+
 def test_a_rewrite_interrupted_after_the_swap_is_finished_by_the_next_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -92,15 +92,20 @@ class ErasureReceipt:
 
 def _subjects(
     settings: Settings, user_ids: Iterable[str], session_ids: Iterable[str], query_ids: Iterable[str]
-) -> Subjects:
+) -> tuple[Subjects, frozenset[str]]:
+    """The subjects to match in the log and the lake, and the user ids as the stores keep them. With a salt set,
+    those are the hashes: the raw id given is matched here too (events written before the salt was set), in memory,
+    and never written down (the erase's own records) nor sent anywhere (Loki's delete requests)."""
+
     def forms(ids: Iterable[str]) -> frozenset[str]:  # as typed, and NFC and NFD: a producer may have sent either
         return frozenset(f for i in ids for f in (i, unicodedata.normalize("NFC", i), unicodedata.normalize("NFD", i)))
 
-    users = set(forms(user_ids))
-    if settings.user_id_salt:  # stored hashed: match the hash of the raw id (and the id as given, if stored raw)
+    typed = forms(user_ids)
+    stored = typed
+    if settings.user_id_salt:
         redactor = make_redactor(settings)
-        users |= {redactor.pseudonymize_user_id(u) for u in users}
-    return Subjects(frozenset(users), forms(session_ids), forms(query_ids))
+        stored = frozenset(redactor.pseudonymize_user_id(u) for u in typed)
+    return Subjects(typed | stored, forms(session_ids), forms(query_ids)), stored
 
 
 def _hour_files(lake_dir: Path) -> list[Path]:
@@ -267,24 +272,19 @@ class ErasureError(Exception):
     """An erasure that cannot start: another runs on this data directory, or a stopped one's record is damaged."""
 
 
-def _resume(settings: Settings, subjects: Subjects) -> tuple[Subjects, bool]:
-    """`subjects` with those of an erasure a killed run left half done; and whether there was one."""
+def _resume(settings: Settings) -> Subjects | None:
+    """The subjects of an erasure a killed run left half done (its users as stored), or None."""
     path = settings.state_dir / IN_PROGRESS
     try:
         earlier = json.loads(path.read_text(encoding="utf-8"))
-        merged = Subjects(
-            subjects.user_ids | frozenset(map(str, earlier["user_ids"])),
-            subjects.session_ids | frozenset(map(str, earlier["session_ids"])),
-            subjects.query_ids | frozenset(map(str, earlier["query_ids"])),
-        )
+        return Subjects(*(frozenset(map(str, earlier[name])) for name in ("user_ids", "session_ids", "query_ids")))
     except FileNotFoundError:
-        return subjects, False
+        return None
     except (ValueError, KeyError, TypeError) as exc:  # not what _begin wrote: never drop an erasure unfinished
         raise ErasureError(
             f"{path} is damaged ({type(exc).__name__}: {exc}); it lists the subjects of an erasure a stopped run "
             "began: erase them again by hand, then delete the file"
         ) from None
-    return merged, True
 
 
 def _begin(settings: Settings, subjects: Subjects) -> None:
@@ -366,7 +366,7 @@ def _erase(
     progress: Callable[[str], None],
 ) -> ErasureReceipt:
     user_ids, session_ids, query_ids = tuple(user_ids), tuple(session_ids), tuple(query_ids)
-    subjects = _subjects(settings, user_ids, session_ids, query_ids)
+    subjects, stored_users = _subjects(settings, user_ids, session_ids, query_ids)
     receipt = ErasureReceipt(
         erasure_id=str(uuid_utils.uuid7()),
         subjects={
@@ -377,17 +377,25 @@ def _erase(
     )
     if not subjects:
         raise ValueError("name at least one subject: --user-id, --session-id or --query-id")
-    subjects, resumed = _resume(settings, subjects)
-    receipt.resumed = resumed
-    if resumed:
+    earlier = _resume(settings)
+    receipt.resumed = resumed = earlier is not None
+    if earlier is not None:
         progress("finishing an erasure a run before this one left half done (it was stopped)")
+        stored_users |= earlier.user_ids
+        subjects = Subjects(
+            subjects.user_ids | earlier.user_ids,
+            subjects.session_ids | earlier.session_ids,
+            subjects.query_ids | earlier.query_ids,
+        )
     lake_queries, _ = _lake_scan(settings.lake_dir, subjects) if settings.lake_dir.is_dir() else (set(), set())
     found = set(queries_of(settings.log_dir, subjects)) | lake_queries
     queries = found | subjects.query_ids  # one given but not found here may still be in Loki, or come back
     everyone = Subjects(subjects.user_ids, subjects.session_ids, frozenset(queries))
+    # What is written down (the record of this run) and sent (Loki): the user ids as stored, never a raw one.
+    kept = Subjects(stored_users, subjects.session_ids, frozenset(queries))
     receipt.queries = len(found)
     progress(f"found {len(found)} {'query' if len(found) == 1 else 'queries'} of these subjects")
-    _begin(settings, everyone)
+    _begin(settings, kept)
 
     erased: LogErasure = erase_from_log(settings.log_dir, everyone)
     receipt.log_events, receipt.log_segments = erased.events, len(erased.segments)
@@ -416,7 +424,7 @@ def _erase(
     receipt.metrics_open_queries = _forget_in_snapshot(settings, queries)
     shipped = settings.loki_checkpoint_path.exists() or (settings.state_dir / LOKI_PENDING).exists()
     if not skip_loki and (settings.loki_url or shipped):
-        _file_in_loki(settings, _loki_requests(everyone, sorted(queries)), receipt)
+        _file_in_loki(settings, _loki_requests(kept, sorted(queries)), receipt)
     _audit(settings, receipt)
     # Every store is done (Loki's part kept, if not, in LOKI_PENDING).
     (settings.state_dir / IN_PROGRESS).unlink(missing_ok=True)
