@@ -293,6 +293,23 @@ def test_a_child_whose_parent_is_gone_stops_even_when_it_cannot_say_so(monkeypat
     assert not watcher.is_alive()
 
 
+@pytest.mark.slow
+def test_a_hung_child_is_killed_and_started_again(tmp_path: Path) -> None:
+    """A child stopped (SIGSTOP) or deadlocked was never restarted: `running` stayed true, and its projections' locks
+    held for good. It beats on a pipe every second; silent past `hung_after_s`, it is killed and started again."""
+    child = ProjectorProcess(Settings(home=tmp_path, env="test", stdout_events=False), hung_after_s=3.0).start()
+    try:
+        assert _wait_for(lambda: child.beats >= 5), child.beats  # alive past the limit, beating: left alone
+        first = child.pid
+        assert first is not None and child.restarts == 0
+        os.kill(first, signal.SIGSTOP)
+        assert _wait_for(lambda: child.restarts == 1 and child.running and child.pid != first)
+        beats = child.beats
+        assert _wait_for(lambda: child.beats > beats)  # the new one beats
+    finally:
+        assert child.stop() == 0
+
+
 def test_a_child_that_refuses_its_settings_is_not_restarted(tmp_path: Path) -> None:
     exits_2 = [sys.executable, "-c", "raise SystemExit(2)"]
     child = ProjectorProcess(Settings(home=tmp_path), command=exits_2).start()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -32,10 +33,13 @@ from querylog.logging.telemetry import write_snapshot
 
 __all__ = [
     "CHILD_NICENESS",
+    "HEARTBEAT_FD_ENV",
+    "HUNG_AFTER_S",
     "PARENT_PID_ENV",
     "STOP_SIGNALS",
     "SWITCH_INTERVAL_S",
     "ProjectorProcess",
+    "heartbeat",
     "projection_switch_interval",
     "run_projections",
     "telemetry_path",
@@ -57,6 +61,19 @@ SWITCH_INTERVAL_S: Final = 0.0002
 PARENT_PID_ENV: Final = "QUERYLOG_PROJECTOR_PARENT_PID"
 #: The signals that ask a projector process to drain and exit.
 STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT})
+#: Set for a child `querylog serve` starts: the pipe it writes a byte to every `PUBLISH_INTERVAL_S` (`heartbeat`).
+HEARTBEAT_FD_ENV: Final = "QUERYLOG_PROJECTOR_HEARTBEAT_FD"
+#: A child silent this long on its heartbeat pipe is hung (stopped, deadlocked) and is killed and started again.
+#: Not its published files: a full disk stops those from a healthy child.
+HUNG_AFTER_S: Final = 60.0
+
+
+def heartbeat() -> None:
+    """One beat to the parent that started this process (`HEARTBEAT_FD_ENV`), if one did; never blocks."""
+    fd = os.environ.get(HEARTBEAT_FD_ENV, "")
+    if fd.isdigit():
+        with contextlib.suppress(OSError):  # the parent gone (EPIPE) or not reading yet (EAGAIN): the next beat
+            os.write(int(fd), b".")
 
 
 @contextlib.contextmanager
@@ -90,6 +107,7 @@ def run_projections(
     failing: set[str] = set()  # said once each until a publication goes through again (a full disk: every second)
 
     def publish(names: list[str]) -> None:
+        heartbeat()  # alive, whatever the disk says
         # Only what this process leads: a projector standing by must not overwrite the leader's counters.
         for name in names:
             try:
@@ -167,10 +185,16 @@ class ProjectorProcess:
         drain_timeout_s: float = 10.0,
         niceness: int = CHILD_NICENESS,
         command: list[str] | None = None,
+        hung_after_s: float = HUNG_AFTER_S,
     ):
-        """`command` replaces ``querylog project`` (tests); it must unblock SIGTERM/SIGINT itself (see `_spawn`)."""
+        """`command` replaces ``querylog project`` (tests); it must unblock SIGTERM/SIGINT itself (see `_spawn`)
+        and beat (`heartbeat`), or be taken for hung after `hung_after_s`."""
         self.settings = settings
         self.drain_timeout_s = drain_timeout_s
+        self.hung_after_s = hung_after_s
+        self._beats = -1  # the read end of the child's heartbeat pipe
+        #: Heartbeats received from the children so far.
+        self.beats = 0
         self.command = command or [
             *(sys.executable, "-m", "querylog", "project", "--metrics"),
             *("--nice", str(niceness), "--drain-timeout", str(drain_timeout_s)),
@@ -199,14 +223,19 @@ class ProjectorProcess:
         return self
 
     def _spawn(self) -> None:
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)  # a child never waits on its heartbeat
         env = {
             **os.environ,
             **self.settings.to_env(),
             "QUERYLOG_PROJECTIONS": "thread",
             PARENT_PID_ENV: str(os.getpid()),
+            HEARTBEAT_FD_ENV: str(write_end),
         }
         with self._lock:
             if self._stopping.is_set():
+                os.close(read_end)
+                os.close(write_end)
                 return
             # The child starts with SIGTERM and SIGINT blocked (a signal mask survives fork and exec) and unblocks
             # them once its handlers are in place: a stop that comes while it is still importing waits for those
@@ -215,9 +244,15 @@ class ProjectorProcess:
             try:
                 # Its own session: a Ctrl-C in the terminal reaches the API only, which then stops the child
                 # after the log's last append, so the child drains everything.
-                self._proc = subprocess.Popen(self.command, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+                self._proc = subprocess.Popen(
+                    self.command, env=env, stdin=subprocess.DEVNULL, start_new_session=True, pass_fds=(write_end,)
+                )
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+                os.close(write_end)  # the child's now: its exit closes the pipe
+            if self._beats >= 0:
+                os.close(self._beats)
+            self._beats = read_end
         _log.info("projector_process_started", pid=self._proc.pid, restarts=self.restarts)
 
     def _watch(self) -> None:
@@ -227,7 +262,7 @@ class ProjectorProcess:
             if proc is None:
                 return
             started = time.monotonic()
-            code = proc.wait()
+            code = self._wait_alive(proc)
             if self._stopping.is_set():
                 return
             if code == 2:  # a setting it cannot use: starting it again would fail the same way
@@ -240,6 +275,30 @@ class ProjectorProcess:
             backoff = 1.0 if time.monotonic() - started > 60 else min(30.0, backoff * 2)
             self.restarts += 1
             self._spawn()
+
+    def _wait_alive(self, proc: subprocess.Popen[bytes]) -> int:
+        """Wait for `proc` to exit, reading its heartbeat; kill it once silent `hung_after_s` (a stopped or
+        deadlocked child would otherwise hold the projections' locks for good). Its exit code."""
+        last_beat = time.monotonic()
+        while proc.poll() is None:
+            ready, _, _ = select.select([self._beats], [], [], 1.0)
+            if ready:
+                try:
+                    beats = os.read(self._beats, 4096)
+                except OSError:
+                    beats = b""
+                if beats:
+                    self.beats += len(beats)
+                    last_beat = time.monotonic()
+                    continue
+                return proc.wait()  # the pipe closed: the child is exiting
+            if self._stopping.is_set():
+                return proc.wait()
+            if time.monotonic() - last_beat > self.hung_after_s:
+                _log.error("projector_process_hung", pid=proc.pid, silent_s=round(time.monotonic() - last_beat))
+                proc.kill()
+                return proc.wait()
+        return proc.returncode
 
     def request_stop(self) -> None:
         """Ask the child to drain and exit (SIGTERM), without waiting: `stop` waits."""
@@ -270,4 +329,7 @@ class ProjectorProcess:
             proc.wait()
         if self._watcher is not None:
             self._watcher.join(timeout=5)
+        if self._beats >= 0 and (self._watcher is None or not self._watcher.is_alive()):
+            os.close(self._beats)
+            self._beats = -1
         return proc.returncode
