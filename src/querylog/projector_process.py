@@ -247,6 +247,9 @@ class ProjectorProcess:
                 self._proc = subprocess.Popen(
                     self.command, env=env, stdin=subprocess.DEVNULL, start_new_session=True, pass_fds=(write_end,)
                 )
+            except BaseException:
+                os.close(read_end)
+                raise
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, previous)
                 os.close(write_end)  # the child's now: its exit closes the pipe
