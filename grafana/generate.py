@@ -61,7 +61,7 @@ FUNNEL: Final = [
 STAGE_EVENTS: Final = ["intent_classified", "search_completed", "response_generated"]
 
 
-def one_fold(expr: str, metric: str) -> str:
+def one_fold(expr: str) -> str:
     """`expr` over one target's copy of the metrics fold. Every API process reports the same fold (each folds the
     whole log, or mirrors the child's: docs/metrics.md), so a sum across worker targets counts it once per worker:
     `max without (instance)` first, as the recording rules do. The log's series (`querylog_log_*`) are read from
@@ -83,8 +83,8 @@ def fold_rate(metric: str, matchers: str = "", fn: str = "rate") -> str:
         return f"{fn}({metric}{{{both}}}[$__rate_interval])" if both else f"{fn}({metric}[$__rate_interval])"
 
     if metric.startswith("querylog_sink_"):
-        return f"({one_fold(over(_SHARED_SINKS), metric)} or {over(_OWN_SINK)})"
-    return one_fold(over(""), metric)
+        return f"({one_fold(over(_SHARED_SINKS))} or {over(_OWN_SINK)})"
+    return one_fold(over(""))
 
 
 def rate_prom(metric: str, by: str, matchers: str = "") -> str:
@@ -292,7 +292,7 @@ def query_overview() -> Dashboard:
     searches = f"{stream('search_completed')} [$__auto]"
     hits = f'{stream("search_completed")} | json cache_hit | cache_hit="true" [$__auto]'
     hit_ratio = f"sum(count_over_time({hits})) / sum(count_over_time({searches}))"
-    active = f"sum({one_fold('querylog_active_queries', 'querylog_active_queries')})"
+    active = f"sum({one_fold('querylog_active_queries')})"
     cache_hits = fold_rate("querylog_cache_requests_total", 'result="hit"')
     rate_by_intent = (
         f"sum by (intent) (rate({stream('intent_classified')} | json intent | {INTENT_FILTER} [$__auto]))"

@@ -57,7 +57,7 @@ from querylog.logging.projection import atomic_write, try_lead
 from querylog.logging.segments import LogReader
 from querylog.runtime import make_redactor
 
-__all__ = ["IN_PROGRESS", "LOKI_PENDING", "ErasureError", "ErasureReceipt", "erase"]
+__all__ = ["AUDIT", "IN_PROGRESS", "LOKI_PENDING", "ErasureError", "ErasureReceipt", "erase"]
 
 _log = structlog.get_logger("querylog.erase")
 _ID_COLUMNS = ["query_id", "user_id", "session_id"]
@@ -204,16 +204,12 @@ def _forget_in_snapshot(settings: Settings, queries: Iterable[str]) -> int:
     return forgotten
 
 
-#: The streams a delete request selects: querylog's, by their ``event`` label, whatever the ``app`` and ``env``
-#: labels of the process that shipped them (an erase run from a shell without the server's QUERYLOG_ENV
-#: selected nothing). The ids narrow it to the subjects.
-_LOKI_SELECTOR: Final = f"{{event=~{json.dumps('|'.join(EVENT_TYPES))}}}"
-
-
 def _loki_requests(subjects: Subjects, queries: Sequence[str]) -> list[str]:
     """LogQL delete queries: one per user and session (two for an id Loki holds escaped: `metadata_forms`), and the
-    queries' ids in groups (ids are structured metadata, so they are filtered with label filters, not line filters)."""
-    selector = _LOKI_SELECTOR
+    queries' ids in groups (ids are structured metadata, so they are filtered with label filters, not line filters).
+    They select querylog's streams by their ``event`` label, whatever the ``app`` and ``env`` labels of the process
+    that shipped them (an erase run from a shell without the server's QUERYLOG_ENV selected nothing)."""
+    selector = f"{{event=~{_logql_string('|'.join(EVENT_TYPES))}}}"
     found = [
         f"{selector} | {name}={_logql_string(form)}"
         for name, ids in (("user_id", subjects.user_ids), ("session_id", subjects.session_ids))
@@ -326,8 +322,12 @@ def _file_in_loki(settings: Settings, requests: Sequence[str], receipt: ErasureR
         path.unlink(missing_ok=True)
 
 
+#: In the state directory: an audit entry per erasure, counts and a time, never an id.
+AUDIT: Final = "erasures.jsonl"
+
+
 def _audit(settings: Settings, receipt: ErasureReceipt) -> None:
-    path = settings.state_dir / "erasures.jsonl"
+    path = settings.state_dir / AUDIT
     path.parent.mkdir(parents=True, exist_ok=True)
     entry = {"ts": datetime.now(UTC).isoformat(), **receipt.as_dict()}
     with path.open("a", encoding="utf-8") as fh:

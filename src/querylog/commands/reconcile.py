@@ -116,7 +116,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"querylog reconcile: {len(bad)} count(s) disagree", file=sys.stderr)
         extra = report.loki_surplus
         if extra:
-            erased = (settings.state_dir / "erasures.jsonl").exists()
+            from querylog.erase import AUDIT
+
+            erased = (settings.state_dir / AUDIT).exists()
             print(
                 f"querylog reconcile: Loki counts {extra:,} more than the log where it differs: "
                 + (
