@@ -16,6 +16,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
 from querylog.cli import main
 from querylog.config import ConfigError, Settings
@@ -271,6 +272,34 @@ def test_a_long_one_off_run_publishes_its_counters_as_it_goes(tmp_path: Path, mo
     projector = Projector(LogReader(tmp_path / "log"), Watched().open(), batch_max_events=10)
     assert run_projections({"memory": projector}, settings, stop=threading.Event(), once=True) == 30
     assert published_during == [0, 10, 20]  # each batch finds the one before it published
+
+
+def test_a_disk_that_refuses_the_counters_is_said_once_and_its_recovery_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full disk refuses the published counters every second: one warning until a publication goes through again,
+    # then one line saying so; the projection goes on meanwhile.
+    monkeypatch.setattr("querylog.projector_process.PUBLISH_INTERVAL_S", 0.0)  # publish after every batch
+    settings = Settings(home=tmp_path, stdout_events=False)
+    with EventLog(tmp_path / "log") as log:
+        _queries(log, 20)
+    refusals = iter([True, True, True])
+
+    def full_disk_then_not(telemetry: SinkTelemetry, path: Path) -> None:
+        if next(refusals, False):
+            raise OSError(28, "No space left on device")
+        write_snapshot(telemetry, path)
+
+    monkeypatch.setattr("querylog.projector_process.write_snapshot", full_disk_then_not)
+    projector = Projector(LogReader(tmp_path / "log"), MemorySink().open(), batch_max_events=10)
+    with capture_logs() as logs:
+        assert run_projections({"memory": projector}, settings, stop=threading.Event(), once=True) == 40
+    said = [(e["event"], e.get("error")) for e in logs if e["event"].startswith("telemetry_publish")]
+    assert said == [
+        ("telemetry_publish_failed", "[Errno 28] No space left on device"),
+        ("telemetry_publish_recovered", None),
+    ]
+    assert FileTelemetry("memory", telemetry_path(settings, "memory")).snapshot().sent == 40
 
 
 def test_a_child_whose_parent_is_gone_is_told_to_stop() -> None:
