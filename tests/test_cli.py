@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import socket
 import unicodedata
 from pathlib import Path
 
@@ -237,3 +238,59 @@ def test_output_cut_short_by_the_reader_ends_without_a_traceback(tmp_path: Path)
         err = proc.stderr.read().decode()
         assert proc.wait(timeout=60) == 141
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "command", [["serve", "--port", "0"], ["project", "--once"], ["search", "네이버"], ["compact"]]
+)
+def test_a_data_directory_that_cannot_be_written_is_named_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """A home that is a file (or read-only) ended serve in a Starlette traceback, exit 3 (which `make run` reads as
+    "port taken"), and search, compact and erase in a PermissionError traceback."""
+    home = tmp_path / "home"
+    home.write_text("not a directory")
+    assert main(["--home", str(home), *command]) == 2
+    err = capsys.readouterr().err
+    assert f"the data directory {home} cannot be used: it exists and is not a directory" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_server_home_that_cannot_be_made_is_named_and_a_typo_leaves_no_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    under_a_file = tmp_path / "file"
+    under_a_file.write_text("")
+    assert main(["--home", str(under_a_file / "home"), "serve", "--port", "0"]) == 2
+    assert "cannot be used: Not a directory" in capsys.readouterr().err
+    # serve makes a missing home once it has started; checking that it could does not leave one behind.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert main(["--home", str(tmp_path / "a" / "b"), "serve", "--port", str(taken.getsockname()[1])]) == 3
+    assert not (tmp_path / "a").exists()
+
+
+def test_home_is_taken_after_the_command_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/explorer.md: `querylog ui --home X`; argparse refused it (only `querylog --home X ui` worked)."""
+    assert main(["search", "네이버", "--home", str(tmp_path / "typo")]) == 1
+    assert f"no events in the lake at {tmp_path / 'typo' / 'lake'}" in capsys.readouterr().err
+
+
+def test_an_address_that_is_not_this_machines_is_a_usage_error_not_a_taken_port(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`serve --host 999.1.1.1` exited 3, which `make run` reported as "port 8000 is taken"."""
+    assert main(["serve", "--host", "999.1.1.1", "--port", "8011"]) == 2
+    assert "no such address" in capsys.readouterr().err
+
+
+def test_a_service_that_fails_to_start_is_not_reported_as_a_taken_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "state").write_text("")  # the home is fine; the service's state directory cannot be made
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert main(["--home", str(tmp_path), "serve", "--port", str(port)]) == 1
+    assert "the service did not start" in capsys.readouterr().err

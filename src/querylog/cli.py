@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import stat
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from querylog import __version__
 from querylog.commands import COMMANDS
@@ -40,7 +44,45 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"querylog.commands.{name}").add_parser(sub)
+    _home_after_the_command(sub)
     return parser
+
+
+def _home_after_the_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``querylog ui --home X`` as well as ``querylog --home X ui``: every command (and sub-command) takes it too."""
+    for command in sub.choices.values():
+        command.add_argument("--home", default=argparse.SUPPRESS, help="data directory (overrides QUERYLOG_HOME)")
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _home_after_the_command(action)
+
+
+def home_problem(home: Path, *, create: bool) -> str | None:
+    """Why data directory `home` cannot be written (or None): not a directory, not writable, cannot be made. With
+    `create`, a missing one must be makeable (a server's first run makes it, once it has checked the rest: it is
+    made here to know, and removed again); without, a missing one is left to the command, which says there is no
+    data there. Either way a mistyped --home leaves no directory behind."""
+    if create and not os.path.lexists(home):
+        made = [p for p in (home, *home.parents) if not os.path.lexists(p)]
+        try:
+            home.mkdir(parents=True)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        problem = home_problem(home, create=False)
+        for directory in made:  # innermost first
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        return problem
+    try:
+        if not stat.S_ISDIR(home.stat().st_mode):
+            return "it exists and is not a directory"
+    except FileNotFoundError:
+        return None  # not made here: the command says there is no data there
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not os.access(home, os.W_OK | os.X_OK):
+        return "this user cannot write to it"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,12 +91,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         overrides: dict[str, object] = {}
         if args.home:
-            from pathlib import Path
-
             overrides["home"] = Path(args.home).expanduser()
         settings = Settings.from_env(overrides=overrides)
     except ConfigError as exc:
         print(f"querylog: configuration error: {exc}", file=sys.stderr)
+        return 2
+    # "create" or "write": set by the commands that write to it (not in a dry run, which reads only).
+    home_use = None if getattr(args, "dry_run", False) else getattr(args, "home_use", None)
+    problem = home_problem(settings.home, create=home_use == "create") if home_use else None
+    if problem is not None:
+        print(
+            f"querylog {args.command}: the data directory {settings.home} cannot be used: {problem} "
+            "(choose another with --home or QUERYLOG_HOME)",
+            file=sys.stderr,
+        )
         return 2
     try:
         code: int = args.run(args, settings)

@@ -27,20 +27,27 @@ def lake_missing(lake: object, command: str) -> bool:
     return True
 
 
-def port_unavailable(host: str, port: int) -> str | None:
-    """Why `host:port` cannot be listened on now (taken, or no such address), or None: for a server command to say
-    before anything starts (a child process, a "serving on" line), rather than by its server after."""
+#: A server command's exit code when its port is taken (`make run` says how to choose another); any other reason it
+#: cannot listen (no such address) is a usage error, exit 2.
+EXIT_PORT_TAKEN = 3
+
+
+def port_unavailable(host: str, port: int) -> tuple[str, int] | None:
+    """Why `host:port` cannot be listened on now, and the exit code to give (`EXIT_PORT_TAKEN` when it is taken, 2
+    for an address that is not this machine's), or None: for a server command to say before anything starts (a
+    child process, a "serving on" line), rather than by its server after."""
+    import errno
     import socket
 
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except OSError as exc:
-        return str(exc)
+        return f"no such address ({exc.strerror or exc})", 2
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no obstacle
         try:
             probe.bind(address)
         except OSError as exc:
-            return exc.strerror or str(exc)
+            return exc.strerror or str(exc), EXIT_PORT_TAKEN if exc.errno == errno.EADDRINUSE else 2
     return None

@@ -43,7 +43,7 @@ def add_parser(sub: Any) -> None:
         "kept in state/loki-deletes-pending.jsonl stay there)",
     )
     p.add_argument("--format", choices=("text", "json"), default="text", help="receipt format (default: text)")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, home_use="write")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

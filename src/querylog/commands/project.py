@@ -37,7 +37,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--drain-timeout", type=float, default=30.0, metavar="S", help="seconds to drain when stopping (default 30)"
     )
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, home_use="create")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -85,7 +85,7 @@ def add_parser(sub: Any) -> None:
         help="the alias file to use instead of QUERYLOG_ALIASES (a CSV path, starter or off; docs/search.md)",
     )
     p.add_argument("--format", "-f", choices=FORMATS, default="table", help="output format (default: table)")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, home_use="write")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

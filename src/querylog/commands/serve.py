@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from querylog.commands import port_unavailable
+from querylog.commands import EXIT_PORT_TAKEN, port_unavailable
 from querylog.config import Settings
 
 
@@ -28,11 +28,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--demo", type=int, default=0, metavar="N", help="once up, send N demo queries so there is data")
     p.add_argument("--exit-after-demo", action="store_true", help="stop the server after the demo (for scripts)")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, home_use="create")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
     from querylog.service.app import create_app
 
@@ -41,10 +42,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     busy = port_unavailable(args.host, args.port)
     if busy is not None:
-        print(
-            f"querylog serve: cannot listen on {args.host}:{args.port}: {busy} (choose another --port)", file=sys.stderr
-        )
-        return 3
+        why, code = busy
+        hint = "choose another --port" if code == EXIT_PORT_TAKEN else "check --host"
+        print(f"querylog serve: cannot listen on {args.host}:{args.port}: {why} ({hint})", file=sys.stderr)
+        return code
     app = create_app(settings)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
@@ -55,7 +56,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     # uvicorn drains on SIGTERM, restores the previous handler and raises the signal again. With this no-op
     # handler in place, that re-raise lands here and a drained shutdown exits 0 instead of dying by signal.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    server.run()
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn's exit when the app fails to start (a 3, as a taken port's): say which
+        if server.started or exc.code != STARTUP_FAILURE:
+            raise
+        print("querylog serve: the service did not start (the error above says why)", file=sys.stderr)
+        return 1
     return 0 if server.started or args.exit_after_demo else 1
 
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-from querylog.commands import port_unavailable
+from querylog.commands import EXIT_PORT_TAKEN, port_unavailable
 from querylog.config import Settings
 
 
@@ -62,8 +62,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     busy = port_unavailable(args.host, args.port)
     if busy is not None:
-        print(f"querylog ui: cannot listen on {args.host}:{args.port}: {busy} (choose another --port)", file=sys.stderr)
-        return 3
+        why, code = busy
+        hint = "choose another --port" if code == EXIT_PORT_TAKEN else "check --host"
+        print(f"querylog ui: cannot listen on {args.host}:{args.port}: {why} ({hint})", file=sys.stderr)
+        return code
     env = dict(os.environ)
     # The app reads its settings from the environment; --home must reach it as QUERYLOG_HOME.
     env["QUERYLOG_HOME"] = str(settings.home.expanduser().resolve())

@@ -58,7 +58,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--no-days", action="store_true", help="compact hours only; leave closed days as hour files")
     p.add_argument("--dry-run", action="store_true", help="show what would be done, change nothing")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, home_use="write")
 
 
 def _progress(label: str) -> Any:
