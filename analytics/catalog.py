@@ -50,9 +50,13 @@ def queries_sql(names: reformulation.Names | None = None) -> str:
     """The `queries` view. `reformulated`: the next query of the session came soon and asked the same thing again
     (the rule is logging/reformulation.py's, which the metrics fold applies too; docs/analytics.md); `names` (the
     alias file's companies) lets it see the same company asked about in other words."""
-    columns = reformulation.sql_columns("query_text", names)
-    compared = ",\n    ".join(f"{expr} AS {name}" for name, expr in columns)
-    hidden = ", ".join(name for name, _ in columns)
+    stages = reformulation.sql_columns("query_text", names)
+    hidden = ", ".join(name for stage in stages for name, _ in stage)
+    compared, source = "", "per_query"
+    for n, stage in enumerate(stages):  # each stage reads the columns of the one before
+        columns = ", ".join(f"{expr} AS {name}" for name, expr in stage)
+        compared += f"\n, compared{n} AS (\nSELECT {source}.*, {columns}\nFROM {source}\n)"
+        source = f"compared{n}"
     said_again = reformulation.sql_reformulated("lead({}) OVER next_in_session", names)
     return f"""
 CREATE OR REPLACE VIEW queries AS
@@ -118,13 +122,7 @@ SELECT
 FROM events
 GROUP BY query_id
 HAVING bool_or(event_type = 'query_received')
-)
-, compared AS (
-SELECT
-    per_query.*,
-    {compared}
-FROM per_query
-)
+){compared}
 SELECT
     * EXCLUDE ({hidden}),
     coalesce(
@@ -133,7 +131,7 @@ SELECT
         AND {said_again},
         false
     ) AS reformulated
-FROM compared
+FROM {source}
 WINDOW next_in_session AS (PARTITION BY session_id ORDER BY started_at, query_id)
 """
 

@@ -504,8 +504,9 @@ def _people(lq: LakeQueries, f: Filters) -> None:
     st.subheader("Reformulations")
     st.caption(
         "A query is reformulated when the next query of its session, within 5 minutes, says nearly the same "
-        "thing (characters in common, spaces aside, at least half; or the same companies, by any of their names in "
-        "the alias file, and little else): the user asked again."
+        "thing (at least half of their Hangul characters, letter pairs and companies in common, spaces aside; a "
+        "company counts by any of its names in the alias file, and two different companies are never the same "
+        "question): the user asked again."
     )
     left, right = st.columns(2)
     _table(left, lq.reformulation_by_intent(f), "reformulation_by_intent")

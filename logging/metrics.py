@@ -551,13 +551,15 @@ class MetricsProjection:
                 "releases": sorted(self._releases),
                 "intents": sorted(self._intents),
                 "reformulated": dict(self._reformulated),
-                "sessions": [
+                # "asked": each session's last query as the rule compares it (tokens, companies, names found);
+                # "sessions", in snapshots from before, held other sets: not read back (those start afresh).
+                "asked": [
                     [
                         sid,
                         a.query_id,
                         a.ts,
                         a.intent,
-                        *(sorted(x) for x in (a.said.characters, a.said.companies, a.said.rest)),
+                        *(sorted(x) for x in (a.said.tokens, a.said.companies, a.said.found)),
                     ]
                     for sid, a in self._sessions.items()
                 ],
@@ -604,7 +606,7 @@ class MetricsProjection:
             self._reformulated = Counter(state.get("reformulated", {}))
             self._sessions = OrderedDict(
                 (sid, _LastAsked(q, float(t), reformulation.Asked(*(frozenset(x) for x in said)), i))
-                for sid, q, t, i, *said in state.get("sessions", [])
+                for sid, q, t, i, *said in state.get("asked", [])
             )
             self._latest_of = {a.query_id: sid for sid, a in self._sessions.items()}
 
@@ -619,8 +621,9 @@ class MetricsProjection:
         for query_id in gone:
             if open_queries.pop(query_id)[1]:  # received: it was counted as active
                 state["active"] = max(0, int(state["active"]) - 1)
-        if "sessions" in state:
-            state["sessions"] = [entry for entry in state["sessions"] if entry[1] not in erased]
+        for key in ("asked", "sessions"):
+            if key in state:
+                state[key] = [entry for entry in state[key] if entry[1] not in erased]
         return len(gone)
 
     def forget_queries(self, query_ids: Iterable[str]) -> int:

@@ -1,19 +1,25 @@
 """When a query counts as reformulated: one rule for the lake's `queries` view and the metrics fold.
 
 A query is reformulated when the next query of its session came within `WINDOW_S` and says the same thing again:
+the two texts' tokens have a Jaccard similarity of at least `SIMILARITY`. A text's tokens (whitespace removed, lower
+case): each character that is not ASCII (a Hangul syllable says enough alone), each pair of neighbouring ASCII
+characters (single letters would make any two English sentences alike), and each company it names (`Names`, from
+the alias file), as one token whatever name it goes by:
 
-- the two texts' sets of characters (whitespace removed, lower case) have a Jaccard similarity of at least
-  `SIMILARITY` ("네이버 주가 전망은?" then "네이버 주가 전망 알려줘"); or
-- both name the same companies (`Names`, from the alias file) and the rest of the two texts is similar or empty
-  ("삼성전자 주가" then "삼전 주가 어때"; "삼성전자" then "Samsung Electronics"), while a new question about the
-  same company is not ("삼성전자 주가 전망" then "삼성전자 배당 일정").
+- "네이버 주가 전망은?" then "네이버 주가 전망 알려줘"; "삼성전자 주가" then "삼전 주가 어때"; "삼성전자" then
+  "Samsung Electronics"; "how do I reset my password" then "how to reset password?" are;
+- "삼성전자 주가 전망" then "삼성전자 배당 일정" (a new question about the same company), "How do I reset my
+  password?" then "What are your opening hours?" are not;
+- two texts that name only different companies are not, however alike the rest ("price target for Kakao?" then
+  "price target for NAVER?"), unless one's name is part of the other's ("카카오 금리" then "카카오뱅크 금리").
 
-The lake computes it in SQL (`sql_columns` and `sql_reformulated`, DuckDB's `jaccard` over characters), the
-metrics fold with `asked` and `reformulates`; a property test checks that the two agree.
+The lake computes it in SQL (`sql_columns` and `sql_reformulated`), the metrics fold with `asked` and
+`reformulates`; a property test checks that the two agree.
 """
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +31,8 @@ WINDOW_S: Final = 300
 SIMILARITY: Final = 0.5
 #: What DuckDB's regexp_replace(text, '\s+', '', 'g') removes: RE2's \s, ASCII whitespace but the vertical tab.
 _SPACE: Final = re.compile(r"[\t\n\f\r ]+")
+_NOT_ASCII: Final = re.compile(r"[^\x00-\x7f]")
+_ASCII_RUN: Final = re.compile(r"[\x00-\x7f]+")
 #: Latin names this short (amd, mu, sk) would be found inside other words once spaces are gone: left out.
 _MIN_LATIN: Final = 4
 
@@ -67,19 +75,30 @@ def _trie_pattern(node: dict[str, Any]) -> str:
 class Asked:
     """A query text as the rule compares it."""
 
-    characters: frozenset[str]
-    companies: frozenset[str] = frozenset()
-    rest: frozenset[str] = frozenset()  # the characters left once the companies' names are taken out
+    tokens: frozenset[str]
+    companies: frozenset[str] = frozenset()  # canonical names
+    found: frozenset[str] = frozenset()  # the names as the text wrote them (name keys)
+
+
+#: Marks a company's token: no other token starts with it (one-character tokens aside, which it cannot be).
+_COMPANY: Final = "\ue000"
 
 
 def _compact(text: str) -> str:
     return _SPACE.sub("", text).lower()
 
 
+def _tokens(compact: str) -> set[str]:
+    tokens = set() if compact.isascii() else set(_NOT_ASCII.findall(compact))
+    for run in _ASCII_RUN.findall(compact):  # its pairs, or itself alone between other characters
+        tokens.update(map(operator.add, run, run[1:]) if len(run) > 1 else (run,))
+    return tokens
+
+
 def asked(text: str, names: Names | None = None) -> Asked:
     compact = _compact(text)
     if names is None or not names.pattern:
-        return Asked(frozenset(compact))
+        return Asked(frozenset(_tokens(compact)))
     found: list[str] = []
 
     def taken(match: re.Match[str]) -> str:
@@ -87,7 +106,8 @@ def asked(text: str, names: Names | None = None) -> Asked:
         return ""
 
     rest = names.matcher.sub(taken, compact)  # one pass: the names found, and the text without them
-    return Asked(frozenset(compact), frozenset(names.canonical[k] for k in found), frozenset(rest))
+    companies = frozenset(names.canonical[k] for k in found)
+    return Asked(frozenset(_tokens(rest) | {_COMPANY + c for c in companies}), companies, frozenset(found))
 
 
 def _similar(a: frozenset[str], b: frozenset[str]) -> bool:
@@ -95,45 +115,74 @@ def _similar(a: frozenset[str], b: frozenset[str]) -> bool:
     return union > 0 and len(a & b) / union >= SIMILARITY
 
 
+def _named_apart(first: Asked, then: Asked) -> bool:
+    """Both name companies, none the same, and no name is part of another (카카오, 카카오뱅크 are not apart)."""
+    if not (first.companies and then.companies) or first.companies & then.companies:
+        return False
+    return not any(a in b or b in a for a in first.found for b in then.found)
+
+
 def reformulates(first: Asked, then: Asked) -> bool:
     """Whether `then`, the session's next query, asks `first` again (the time window aside)."""
-    if _similar(first.characters, then.characters):
-        return True
-    if not first.companies or first.companies != then.companies:
-        return False
-    return _similar(first.rest, then.rest) or not (first.rest or then.rest)
+    return not _named_apart(first, then) and _similar(first.tokens, then.tokens)
 
 
 def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def sql_columns(text: str, names: Names | None) -> list[tuple[str, str]]:
-    """(column, DuckDB expression) pairs to compute once per query from its text expression: what
-    `sql_reformulated` compares."""
+def _sql_tokens(compact: str) -> str:
+    """`_tokens` in DuckDB: the characters that are not ASCII, then each ASCII run's pairs (those that start at an
+    even offset, then at an odd one), or the run itself when it is one character."""
+    runs = f"regexp_extract_all({compact}, '[\\x00-\\x7f]+')"
+    pairs = "list_concat(regexp_extract_all(r, '..'), regexp_extract_all(r[2:], '..'))"
+    return (
+        f"list_concat(regexp_extract_all({compact}, '[^\\x00-\\x7f]'), "
+        f"flatten(list_transform({runs}, lambda r: CASE WHEN length(r) = 1 THEN [r] ELSE {pairs} END)))"
+    )
+
+
+def sql_columns(text: str, names: Names | None) -> list[list[tuple[str, str]]]:
+    """What `sql_reformulated` compares, computed once per query from its text expression: stages of (column,
+    DuckDB expression) pairs, each stage's expressions reading the columns of the stages before."""
     said = rf"lower(regexp_replace({text}, '\s+', '', 'g'))"
     if names is None or not names.pattern:
-        return [("_said", said)]
+        return [[("_tokens", f"list_distinct({_sql_tokens(said)})")]]
     pattern = _sql_string(names.pattern)
     table = ", ".join(f"{_sql_string(k)}: {_sql_string(v)}" for k, v in sorted(names.canonical.items()))
-    companies = (
-        f"list_sort(list_distinct(list_transform(regexp_extract_all({said}, {pattern}), lambda x: MAP {{{table}}}[x])))"
-    )
-    return [("_said", said), ("_companies", companies), ("_rest", f"regexp_replace({said}, {pattern}, '', 'g')")]
+    found = f"list_distinct(regexp_extract_all(_said, {pattern}))"
+    companies = f"list_sort(list_distinct(list_transform(_found_list, lambda x: MAP {{{table}}}[x])))"
+    marked = f"list_transform(_companies, lambda c: {_sql_string(_COMPANY)} || c)"
+    rest = f"regexp_replace(_said, {pattern}, '', 'g')"
+    return [
+        [("_said", said)],
+        [("_found_list", found), ("_rest", rest)],
+        [
+            ("_companies", companies),
+            # The names found joined by a character no name holds: "is x part of one of them" becomes contains().
+            ("_found", "list_aggregate(_found_list, 'string_agg', '\x01')"),
+        ],
+        [("_tokens", f"list_distinct(list_concat({_sql_tokens('_rest')}, {marked}))")],
+    ]
 
 
 def sql_reformulated(next_of: str, names: Names | None) -> str:
     """The rule as a DuckDB expression over the columns of `sql_columns`; `next_of` wraps a column name into the
     next query's value (e.g. ``lead({}) OVER next_in_session``)."""
-
-    def jaccard(a: str, b: str) -> str:
-        # DuckDB's jaccard refuses an empty argument; an empty text is similar to nothing, as in `_similar`.
-        return f"(CASE WHEN {a} = '' OR {b} = '' THEN false ELSE jaccard({a}, {b}) >= {SIMILARITY} END)"
-
-    characters = jaccard("_said", next_of.format("_said"))
+    a, b = "_tokens", next_of.format("_tokens")
+    both = f"len(list_intersect({a}, {b}))"  # each list holds a token once: the union's size follows
+    sizes = f"len({a}) + len({b})"
+    similar = f"(CASE WHEN {sizes} = 0 THEN false ELSE {both} / ({sizes} - {both}) >= {SIMILARITY} END)"
     if names is None or not names.pattern:
-        return characters
-    same = f"(len(_companies) > 0 AND _companies = {next_of.format('_companies')})"
-    rest, next_rest = "_rest", next_of.format("_rest")
-    rests = f"({jaccard(rest, next_rest)} OR ({rest} = '' AND {next_rest} = ''))"
-    return f"({characters} OR ({same} AND {rests}))"
+        return similar
+    companies, next_companies = "_companies", next_of.format("_companies")
+    found, next_found = "_found", next_of.format("_found")
+    part_of = (
+        f"(len(list_filter(string_split({found}, '\x01'), lambda x: contains({next_found}, x))) > 0 "
+        f"OR len(list_filter(string_split({next_found}, '\x01'), lambda y: contains({found}, y))) > 0)"
+    )
+    apart = (
+        f"(len({companies}) > 0 AND len({next_companies}) > 0 "
+        f"AND len(list_intersect({companies}, {next_companies})) = 0 AND NOT {part_of})"
+    )
+    return f"(NOT {apart} AND {similar})"

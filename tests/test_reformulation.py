@@ -19,7 +19,7 @@ from querylog.logging.events import Event, IntentClassified, QueryCompleted, Que
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.parquet import ParquetSink
 from querylog.logging.projection import Batch
-from querylog.logging.reformulation import Names, asked, reformulates
+from querylog.logging.reformulation import Names, asked, reformulates, sql_columns
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 NAMES = Names(load_aliases(STARTER).canonical_by_key())
@@ -35,6 +35,7 @@ GROUPS = [
     ],
     ["카카오 금리", "카카오뱅크 금리", "카카오 주가", "카카오뱅크 실적 발표"],
     ["네이버 실적", "네이버 실적 발표 언제", "NVIDIA news", "nvidia  NEWS today", "환율", "삼성 전자주가"],
+    ["price target for Kakao?", "price target for NAVER", "how do I reset my password", "카카오뱅크 kakao bank", "a"],
 ]
 
 
@@ -134,6 +135,14 @@ def _exposition(events: list[Event], names: Names | None) -> bytes:
         ("삼성전자 주가 전망", "삼성전자 배당 일정", False),  # a new question about the same company
         ("카카오 금리", "카카오뱅크 금리", True),  # the characters alone say it (카카오뱅크 is another company)
         ("카카오 주가", "카카오뱅크 실적 발표", False),
+        ("네이버 주가", "카카오 주가", False),  # another company
+        # English: sets of letters made any two sentences alike; pairs of letters do not.
+        ("How do I reset my password?", "What are your opening hours?", False),
+        ("how do I reset my password", "how to reset password?", True),
+        ("What is the price target for Kakao?", "What is the price target for NAVER?", False),
+        ("And what about Hyundai Motor news?", "Latest news about NAVER", False),
+        # A long name no longer makes a new question about its company the same one.
+        ("LG에너지솔루션 경쟁사는?", "LG에너지솔루션 관련 기사 더 있어?", False),
     ],
 )
 def test_the_rule(first: str, then: str, again: bool) -> None:
@@ -149,6 +158,18 @@ def test_the_rule(first: str, then: str, again: bool) -> None:
     assert _lake_counts(events, NAMES) == expected
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    text=st.text(alphabet=st.sampled_from("ab Z?1네이버한\u0301\t\x0b\U0001f600"), max_size=12) | st.text(max_size=12)
+)
+def test_the_lake_reads_a_text_into_the_tokens_the_fold_does(text: str) -> None:
+    import duckdb
+
+    expression = dict(sql_columns("t", None)[0])["_tokens"]
+    (tokens,) = duckdb.execute(f"SELECT {expression} FROM (SELECT ? AS t)", [text]).fetchone()  # type: ignore[misc]
+    assert set(tokens) == asked(text).tokens
+
+
 def test_without_names_only_characters_count() -> None:
     assert not reformulates(asked("삼성전자"), asked("Samsung Electronics"))
     assert not reformulates(asked(""), asked(""))
@@ -157,9 +178,9 @@ def test_without_names_only_characters_count() -> None:
 def test_erasing_a_query_forgets_its_text_in_the_fold() -> None:
     projection = MetricsProjection()
     projection.apply([QueryReceived(query_id="q1", query_text="삼성전자 주가", session_id="s", ts=T0)])
-    assert projection.export_state()["sessions"]
+    assert projection.export_state()["asked"]
     projection.forget_queries(["q1"])
-    assert projection.export_state()["sessions"] == []
+    assert projection.export_state()["asked"] == []
     projection.apply(
         [QueryReceived(query_id="q2", query_text="삼성전자 주가 전망", session_id="s", ts=T0 + timedelta(seconds=5))]
     )
