@@ -88,6 +88,9 @@ FEW_BUCKETS: Final = 3  # at most this many time buckets: bars, since an area th
 POINTS_MAX_BUCKETS: Final = 200
 #: Hourly trends over more days than this are drawn by day (a year by the hour is 8,760 buckets per intent).
 HOURLY_MAX_DAYS: Final = 31
+#: The dates first shown: the lake's last this many days. One stray old event (a backfill, a test post dated last
+#: year) would otherwise spread every chart over years with the data in a sliver at the right edge.
+DEFAULT_DAYS: Final = 90
 
 
 def _chart(where: Any, frame: pl.DataFrame, value: str, chart: Callable[[alt.Chart], alt.Chart]) -> None:
@@ -135,9 +138,14 @@ def _delta(now: float | None, before: float | None, *, scale: float = 1.0, unit:
 
 def _sidebar(lq: LakeQueries, first: datetime, last: datetime) -> tuple[Filters, Bucket]:
     st.sidebar.header("Filters")
+    shown_from = max(first.date(), last.date() - timedelta(days=DEFAULT_DAYS - 1))
     picked = st.sidebar.date_input(
-        "Dates (UTC)", value=(first.date(), last.date()), min_value=first.date(), max_value=last.date(), key="dates"
+        "Dates (UTC)", value=(shown_from, last.date()), min_value=first.date(), max_value=last.date(), key="dates"
     )
+    if shown_from > first.date():
+        st.sidebar.caption(
+            f"First shown: the last {DEFAULT_DAYS} days with data. The lake goes back to {first.date():%Y-%m-%d}."
+        )
     days: tuple[date, ...] = tuple(picked) if isinstance(picked, tuple | list) else (picked,)  # type: ignore[arg-type]
     start = days[0] if days else first.date()
     end = days[1] if len(days) > 1 else start  # a half-picked range means that one day

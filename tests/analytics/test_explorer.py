@@ -467,3 +467,25 @@ def test_hours_over_more_than_a_month_are_drawn_by_day_and_many_buckets_without_
     spec, data = _chart_data(at, 0)
     assert len({b.hour for b in data.column("bucket").to_pylist()}) == 24
     assert spec["mark"]["type"] == "area" and spec["mark"]["point"] is False
+
+
+def test_one_stray_old_event_does_not_spread_the_charts_over_years(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_lake: Callable[..., SampleLake]
+) -> None:
+    """The /v1/events example in docs/integrating.md dates its event 2025-01-31: the dates then defaulted to two
+    years, the charts drawn by day with the data in a sliver at the right edge and the intent share empty."""
+    end = datetime(2026, 11, 20, 15, tzinfo=UTC)
+    lake = make_lake(tmp_path / "home", end=end, days=2, per_hour=2)
+    stray = end - timedelta(days=660)
+    _write(
+        lake.home,
+        [
+            QueryReceived(query_id="q-stray", query_text="환율 전망", session_id="s-stray", ts=stray),
+            QueryCompleted(query_id="q-stray", latency_ms=412.0, ts=stray + timedelta(seconds=1)),
+        ],
+    )
+    at = _app(lake.home, monkeypatch)
+    assert _metric(at, "Queries") == f"{len(lake.queries):,}"  # the last 90 days: the stray query is not in them
+    assert any(f"The lake goes back to {stray.date():%Y-%m-%d}" in c.value for c in at.sidebar.caption)
+    at.sidebar.date_input(key="dates").set_value((stray.date(), end.date())).run()  # and it can be picked
+    assert _metric(at, "Queries") == f"{len(lake.queries) + 1:,}"
