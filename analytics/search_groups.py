@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from querylog.analytics.catalog import Catalog
 from querylog.analytics.queries import Filters
+from querylog.logging.events import UNCLASSIFIED
 
 __all__ = ["MAX_QUERY_IDS", "AskedQuestion", "group_hits", "group_questions", "question_key", "questions_of"]
 
@@ -49,7 +50,7 @@ def question_key(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
-_ASKED_SQL: Final = """
+_ASKED_SQL: Final = f"""
 WITH asked AS (
     SELECT query_id, any_value(query_text) AS query_text, min(ts) AS ts, any_value(env) AS env,
            any_value(release) AS release, any_value(prompt_version) AS prompt_version
@@ -66,10 +67,11 @@ WITH asked AS (
       AND query_id IN (SELECT query_id FROM asked)
     GROUP BY query_id
 )
-SELECT a.query_text, a.query_id, a.ts, i.intent
+SELECT a.query_text, a.query_id, a.ts, coalesce(i.intent, '{UNCLASSIFIED}') AS intent
 FROM asked a LEFT JOIN intents i USING (query_id)
 WHERE ($since IS NULL OR a.ts >= $since) AND ($until IS NULL OR a.ts < $until)
-  AND (len($intents) = 0 OR list_contains($intents, i.intent)) AND (len($envs) = 0 OR list_contains($envs, a.env))
+  AND (len($intents) = 0 OR list_contains($intents, coalesce(i.intent, '{UNCLASSIFIED}')))
+  AND (len($envs) = 0 OR list_contains($envs, a.env))
   AND (len($releases) = 0 OR list_contains($releases, a.release))
   AND (len($prompt_versions) = 0 OR list_contains($prompt_versions, a.prompt_version))
 ORDER BY a.ts DESC, a.query_id

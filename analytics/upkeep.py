@@ -57,6 +57,7 @@ import uuid_utils
 
 from querylog.analytics.lake_generation import changing, end_change
 from querylog.analytics.queries import arrow_table
+from querylog.logging.events import UNCLASSIFIED
 from querylog.logging.projection import atomic_write
 
 if TYPE_CHECKING:
@@ -706,6 +707,11 @@ class SearchHitLike(Protocol):
     why: str  # outside the exact tier, what matched
 
 
+def _best_first(hit: SearchHitLike) -> tuple[float, float, str]:
+    """The index's order: best score, then newest, then query id."""
+    return -hit.score, -hit.ts.timestamp(), hit.query_id
+
+
 class SearchIndexLike(Protocol):
     """What `LakeSearch` needs of `querylog.analytics.search.SearchIndex` (tests pass a double)."""
 
@@ -862,7 +868,9 @@ class LakeSearch:
                 new = arrow_table(
                     catalog,
                     f"""
-                    SELECT query_id, {column} AS query_text, started_at AS ts, intent FROM queries
+                    SELECT query_id, {column} AS query_text, started_at AS ts,
+                           coalesce(intent, '{UNCLASSIFIED}') AS intent
+                    FROM queries
                     WHERE {column} IS NOT NULL AND started_at IS NOT NULL
                       AND (status <> 'in_progress' OR started_at < $settled)
                       AND query_id NOT IN (SELECT query_id FROM _ql_indexed)
@@ -896,6 +904,9 @@ class LakeSearch:
         names finds the others (querylog.analytics.aliases)."""
         try:
             hits = self.index.search(text, limit=limit, intent=intent, since=since, aliases=aliases)
+            if intent == UNCLASSIFIED:  # queries indexed before the index named them so: no intent at all
+                unnamed = self.index.search(text, limit=limit, since=since, aliases=aliases)
+                hits = sorted([*hits, *(h for h in unnamed if h.intent is None)], key=_best_first)[:limit]
         except self._index_errors as exc:
             raise UpkeepError(f"the search index at {self.directory} could not be read: {exc}") from exc
         seen: set[str] = set()

@@ -294,3 +294,27 @@ def test_a_service_that_fails_to_start_is_not_reported_as_a_taken_port(
         port = probe.getsockname()[1]
     assert main(["--home", str(tmp_path), "serve", "--port", str(port)]) == 1
     assert "the service did not start" in capsys.readouterr().err
+
+
+def test_search_filters_on_unclassified_as_the_report_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`report --intent unclassified` counted the query the app never classified; `search --intent unclassified`
+    found nothing, and showed its intent blank."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("QUERYLOG_HOME", str(home))
+    with EventLog(home / "log") as log:
+        tracker = QueryTracker(log)
+        with tracker.query("네이버 주가") as q:
+            q.classified("stock_analysis", 0.9)
+        with tracker.query("네이버 실적"):
+            pass  # never classified
+    with ParquetSink(home / "lake") as sink:
+        Projector(LogReader(home / "log"), sink).catch_up()
+    assert main(["search", "네이버", "--intent", "unclassified", "--no-group", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["query_text"], r["intent"]) for r in rows] == [("네이버 실적", "unclassified")]
+    assert main(["search", "네이버", "--intent", "unclassified", "--format", "json"]) == 0
+    assert [(g["query_text"], g["intents"]) for g in json.loads(capsys.readouterr().out)] == [
+        ("네이버 실적", ["unclassified"])
+    ]

@@ -728,3 +728,17 @@ def test_a_killed_day_compaction_is_repaired_by_the_next_run(fresh_lake: SampleL
     assert report.recovered == 1
     assert _census(lake) == before
     _day_files_sorted(lake)
+
+
+def test_unclassified_also_finds_the_queries_an_older_index_holds_without_an_intent(tmp_path: Path) -> None:
+    """Indexes built before querylog named them `unclassified` hold those queries with no intent at all."""
+    from querylog.analytics.search import SearchIndex
+
+    index = SearchIndex(tmp_path / "index")
+    t = datetime(2026, 11, 1, tzinfo=UTC)
+    index.add([("q-old", t, None, "네이버 실적"), ("q-stock", t, "stock", "네이버 주가")])
+    index.add([("q-new", t + timedelta(minutes=1), "unclassified", "네이버 뉴스")])
+    index.commit()
+    search = LakeSearch(tmp_path, index_factory=lambda _: index)
+    assert [h.query_id for h in search.search("네이버", intent="unclassified")] == ["q-new", "q-old"]
+    assert [h.query_id for h in search.search("네이버", intent="unclassified", limit=1)] == ["q-new"]
