@@ -15,6 +15,8 @@ from typing import Final, TextIO
 
 import httpx
 
+from querylog.service.generation import FAILURE_MARKER
+
 __all__ = ["DemoQuery", "DemoReport", "demo_queries", "run_demo", "topic_particle"]
 
 #: (Korean, English) names of the companies the demo (and the benchmarks' workload) ask about.
@@ -78,22 +80,36 @@ class DemoReport:
     sent: int = 0
     ok: int = 0
     failed: int = 0
+    #: Of `failed`, the questions that carried ``#fail`` (they fail on purpose); the others failed for a reason.
+    failed_on_purpose: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     intents: Counter[str] = field(default_factory=Counter)
     feedback: int = 0
     feedback_failed: int = 0
     elapsed_s: float = 0.0
 
+    def failures(self) -> str:
+        """What failed, in words: ``3 failed (#fail, on purpose)``, with the others by status or error when any."""
+        said = f"{self.failed} failed"
+        reasons = []
+        if self.failed_on_purpose:  # alone, their number is the one said already
+            counted = f"{self.failed_on_purpose} " if self.errors else ""
+            reasons.append(f"{counted}{FAILURE_MARKER}, on purpose")
+        reasons += [f"{n} × {status}" for status, n in self.errors.most_common()]
+        return f"{said} ({'; '.join(reasons)})" if reasons else said
 
-def demo_queries(n: int, *, seed: int = 7, failure_rate: float = 0.03) -> Iterator[DemoQuery]:
-    """`n` queries in sessions of 1–4 turns; ~15% repeat an earlier question; `failure_rate` carry ``#fail``."""
+
+def demo_queries(n: int, *, seed: int = 7, failure_rate: float = 0.03, run: str = "") -> Iterator[DemoQuery]:
+    """`n` queries in sessions of 1–4 turns; ~15% repeat an earlier question; `failure_rate` carry ``#fail``.
+    `run` goes into the session ids (``s-<seed>-<run>-<n>``): a second demo into the same data directory starts
+    sessions of its own instead of continuing the first one's (one session over two runs, hours apart)."""
     rng = random.Random(seed)
     asked: list[str] = []
     produced = 0
     session_no = 0
     while produced < n:
         session_no += 1
-        session_id = f"s-{seed}-{session_no}"
+        session_id = f"s-{seed}-{run}-{session_no}" if run else f"s-{seed}-{session_no}"
         user_id = f"u-{rng.randint(1, max(3, n // 10))}"
         ko, en = rng.choice(COMPANIES)
         for turn in range(rng.randint(1, 4)):
@@ -107,7 +123,7 @@ def demo_queries(n: int, *, seed: int = 7, failure_rate: float = 0.03) -> Iterat
             else:
                 text = rng.choice(_FOLLOW_UPS).format(c=ko, e=en)
             if rng.random() < failure_rate:
-                text = f"{text} #fail"
+                text = f"{text} {FAILURE_MARKER}"
             else:
                 asked.append(text)
             produced += 1
@@ -170,6 +186,9 @@ def run_demo(
             if outcome == 200:
                 report.ok += 1
                 report.intents[str(intent)] += 1
+            elif item.query.endswith(FAILURE_MARKER):
+                report.failed += 1
+                report.failed_on_purpose += 1
             else:
                 report.failed += 1
                 report.errors[str(outcome)] += 1
@@ -180,7 +199,7 @@ def run_demo(
     feedback_rng = random.Random(f"feedback-{seed}")
     try:
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            for item in demo_queries(queries, seed=seed):
+            for item in demo_queries(queries, seed=seed, run=_run_id()):
                 pacer()
                 pool.submit(send, item, _verdict(feedback_rng, feedback_rate))
     finally:
@@ -189,6 +208,11 @@ def run_demo(
     report.elapsed_s = time.perf_counter() - started
     bar.done()
     return report
+
+
+def _run_id() -> str:
+    """This run, for its session ids: the second it started, in hex (the same texts each run, own sessions)."""
+    return f"{int(time.time()):x}"
 
 
 def _verdict(rng: random.Random, rate: float) -> tuple[int, str | None] | None:

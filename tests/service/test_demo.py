@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from querylog.service.demo import COMPANIES, demo_queries, topic_particle
+import json
+
+import httpx
+import pytest
+
+from querylog.service.demo import COMPANIES, demo_queries, run_demo, topic_particle
 
 
 def test_the_topic_particle_follows_the_names_last_sound() -> None:
@@ -17,3 +22,23 @@ def test_demo_questions_never_pair_a_name_with_the_wrong_particle() -> None:
     right = [f"{ko}{topic_particle(ko)} 왜" for ko, _ in COMPANIES]
     assert not [t for t in texts if any(w in t for w in wrong)]
     assert any("애플은 왜" in t for t in texts) and any(r in t for t in texts for r in right)
+
+
+def test_each_demo_run_asks_the_same_questions_in_sessions_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two `make run`s into one data directory used the same session ids: each session went on over both runs
+    (86 sessions for 420 queries, 41 with more than four), and the reformulation views counted across them."""
+    seen: list[list[tuple[str, str]]] = []
+
+    def chat(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen[-1].append((body["session_id"], body["query"]))
+        return httpx.Response(502)  # no query id: no feedback is sent
+
+    for run in ("692d3a00", "692d3a3c"):  # a minute apart
+        seen.append([])
+        monkeypatch.setattr("querylog.service.demo._run_id", lambda run=run: run)
+        with httpx.Client(base_url="http://demo", transport=httpx.MockTransport(chat)) as client:
+            run_demo("http://demo", queries=30, concurrency=1, progress=None, client=client)
+    first, second = seen
+    assert [q for _, q in first] == [q for _, q in second]  # the seed's questions, each run
+    assert not {s for s, _ in first} & {s for s, _ in second}

@@ -155,7 +155,7 @@ def _guide(url: str, report: Any, settings: Settings, *, running: bool = True) -
     )
     return f"""
 {served}
-  demo: {report.ok} answered, {report.failed} failed (#fail, on purpose), {report.feedback} rated, \
+  demo: {report.ok} answered, {report.failures()}, {report.feedback} rated, \
 in {report.elapsed_s:.1f}s
   top intents: {intents}
   event log: {_shown(settings.log_dir)}
