@@ -318,3 +318,27 @@ def test_search_filters_on_unclassified_as_the_report_does(
     assert [(g["query_text"], g["intents"]) for g in json.loads(capsys.readouterr().out)] == [
         ("네이버 실적", ["unclassified"])
     ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["serve", "--demo", "-5"], "argument --demo: must be at least 0, got -5"),
+        (["demo", "--queries", "0"], "argument --queries/-n: must be at least 1, got 0"),
+    ],
+)
+def test_a_count_out_of_range_is_refused(argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`serve --demo -5` started a server with no demo, and `demo --queries 0` sent nothing, both without a word."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_sql_on_a_lake_path_with_no_events_names_the_lake_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sql --lake <the home, not its lake>` answered 0 rows and asked whether --home was right."""
+    assert main(["sql", "select count(*) as n from queries", "--lake", str(tmp_path), "-f", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == [{"n": 0}]
+    assert f"no events in the lake at {tmp_path} yet: is --lake right?" in err

@@ -299,3 +299,16 @@ def test_an_empty_window_after_a_busy_one_shows_no_nan_and_small_latencies_keep_
         "1,234 ms",
         "–",
     ]
+
+
+def test_an_intent_or_env_no_query_has_is_named_with_those_the_lake_has(
+    two_weeks: SampleLake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`report --intent nope` was an empty report without a word: a typo and a quiet week read the same."""
+    assert main(["--home", str(two_weeks.home), "report", "--intent", "nope", "--env", "production"]) == 0
+    err = capsys.readouterr().err
+    intents = sorted({q.intent or "unclassified" for q in two_weeks.queries})
+    assert f"no query in the lake has --intent 'nope'; it has: {', '.join(intents)}" in err
+    assert "no query in the lake has --env 'production'; it has: " in err
+    assert main(["--home", str(two_weeks.home), "report", "--intent", intents[0]]) == 0
+    assert "no query in the lake has" not in capsys.readouterr().err

@@ -1,6 +1,8 @@
 """Subcommands of the ``querylog`` CLI: each module has ``add_parser(subparsers)`` and sets ``run``."""
 
+import argparse
 import sys
+from collections.abc import Callable
 
 #: In `--help` order. Heavy imports (DuckDB, uvicorn, Streamlit) happen inside each command's `run`.
 COMMANDS: tuple[str, ...] = (
@@ -9,7 +11,22 @@ COMMANDS: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def lake_missing(lake: object, command: str) -> bool:
+def count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `minimum` (a count of queries, say)."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {n}")
+        return n
+
+    return parse
+
+
+def lake_missing(lake: object, command: str, *, given_as: str = "--home (QUERYLOG_HOME)") -> bool:
     """Whether `lake` (a local directory) holds no event yet; if so, say so on stderr, naming the directory: a
     mistyped --home or QUERYLOG_HOME would otherwise read as "no data" without a word."""
     from pathlib import Path
@@ -20,7 +37,7 @@ def lake_missing(lake: object, command: str) -> bool:
     if events.is_dir() and next(events.rglob("*.parquet"), None) is not None:
         return False
     print(
-        f"querylog {command}: no events in the lake at {lake} yet: is --home (QUERYLOG_HOME) right? "
+        f"querylog {command}: no events in the lake at {lake} yet: is {given_as} right? "
         "`querylog serve` or `querylog project` fill it",
         file=sys.stderr,
     )

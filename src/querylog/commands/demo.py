@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from querylog.commands import count
 from querylog.config import Settings
 
 
@@ -16,7 +17,7 @@ def add_parser(sub: Any) -> None:
         description="Korean/English questions on stocks and news, in sessions with follow-ups, with repeats "
         "(cache hits) and a few deliberate failures. Shows a progress bar.",
     )
-    p.add_argument("--queries", "-n", type=int, default=200, help="how many queries (default: 200)")
+    p.add_argument("--queries", "-n", type=count(1), default=200, help="how many queries (default: 200)")
     p.add_argument("--rate", type=float, default=None, help="requests per second (default: as fast as possible)")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default: 8)")
     p.add_argument("--url", default="http://127.0.0.1:8000", help="the API's base URL (default: http://127.0.0.1:8000)")

@@ -45,13 +45,14 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.analytics.catalog import CatalogError
-    from querylog.analytics.queries import open_catalog
+    from querylog.analytics.queries import LakeQueries, open_catalog
     from querylog.analytics.report import build_report, render_html, render_markdown
 
     lake_missing(settings.lake_dir, "report")  # a report of zeros, and why
     try:
         with open_catalog(settings.lake_dir, names=settings.company_names()) as catalog:
             report = build_report(catalog, since=args.since, intents=args.intent, envs=args.env)
+            _unknown_filters(LakeQueries(catalog), args.intent, args.env)
     except CatalogError as exc:
         print(f"querylog report: {exc}", file=sys.stderr)
         return 1
@@ -69,6 +70,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         f"querylog report: wrote {args.output} ({report.current.queries} queries, {_window(report)})", file=sys.stderr
     )
     return 0
+
+
+def _unknown_filters(lq: Any, intents: list[str], envs: list[str]) -> None:
+    """Say which --intent and --env values no query in the lake has (a typo reads as an empty report), and which
+    it has."""
+    for flag, wanted, known in (("--intent", intents, lq.intents()), ("--env", envs, lq.envs())):
+        unknown = [w for w in wanted if w not in known]
+        if unknown and known:
+            print(
+                f"querylog report: no query in the lake has {flag} {', '.join(map(repr, unknown))}; "
+                f"it has: {', '.join(known)}",
+                file=sys.stderr,
+            )
 
 
 def _window(report: Any) -> str:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from querylog.commands import EXIT_PORT_TAKEN, port_unavailable
+from querylog.commands import EXIT_PORT_TAKEN, count, port_unavailable
 from querylog.config import Settings
 
 
@@ -26,7 +26,9 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p.add_argument("--demo", type=int, default=0, metavar="N", help="once up, send N demo queries so there is data")
+    p.add_argument(
+        "--demo", type=count(0), default=0, metavar="N", help="once up, send N demo queries so there is data"
+    )
     p.add_argument("--exit-after-demo", action="store_true", help="stop the server after the demo (for scripts)")
     p.set_defaults(run=run, home_use="create")
 
