@@ -64,6 +64,9 @@ _FOUND: Final = "\x00found\x00"
 _COMPANY: Final = "\x00company\x00"
 
 
+_QUOTES: Final = "\"'“”‘’「」『』"
+
+
 class SearchIndexError(Exception):
     """The index on disk cannot be used as asked (another writer committed, or a file is damaged)."""
 
@@ -306,7 +309,9 @@ class SearchIndex:
         anything — words one typo away. Lower tiers are searched only while fewer than `limit` hits are found."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
-        typed = list(dict.fromkeys(fold_one(text).split()))
+        # Quotes around words are how people write a phrase elsewhere: here every word must be found anyway, so they
+        # are left out ("네이버 주가" finds what 네이버 주가 finds), not looked for as characters.
+        typed = list(dict.fromkeys(w for w in (w.strip(_QUOTES) for w in fold_one(text).split()) if w))
         if not typed:
             return []
         views = [View(e.segment, e.live) for e in self._entries]

@@ -123,3 +123,17 @@ def test_config_says_when_the_log_keeps_less_than_its_own_setting(
     monkeypatch.setenv("QUERYLOG_RETENTION", "1d")  # caps the log's default 7 days
     assert main(["config"]) == 0
     assert "7d (in force: 1d, QUERYLOG_RETENTION caps it)" in capsys.readouterr().out
+
+
+def test_config_checks_the_alias_file_it_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`QUERYLOG_ALIASES=/nonexistent.csv querylog config` said nothing (exit 0); search then refused to run."""
+    from querylog.cli import main
+
+    monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("QUERYLOG_ALIASES", str(tmp_path / "nonexistent.csv"))
+    assert main(["config"]) == 2
+    assert "QUERYLOG_ALIASES: the alias file cannot be used" in capsys.readouterr().err
+    monkeypatch.delenv("QUERYLOG_ALIASES")
+    assert main(["config"]) == 0  # the bundled starter file

@@ -740,3 +740,11 @@ def test_a_word_longer_than_any_name_is_searched_as_typed_without_typo_variants(
 
     assert typo_words(word) == []
     assert typo_words(word[:TYPO_MAX_CHARS])  # at the bound a slip is still looked for
+
+
+def test_quotes_around_words_are_not_looked_for(index: SearchIndex) -> None:
+    """`querylog search '"네이버 주가"'` found nothing: the quotes were searched for as characters."""
+    index.add(rows("네이버 주가 전망", "카카오 주가"))
+    assert ids(index.search('"네이버 주가"')) == ids(index.search("네이버 주가")) == ["q0"]
+    assert ids(index.search("「네이버」")) == ["q0"]
+    assert index.search('""') == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from typing import Any
 
 from querylog.config import Settings, duration_seconds
@@ -34,4 +35,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             capped = settings.log_retention_s < duration_seconds("QUERYLOG_LOG_RETENTION", settings.log_retention)
             value = f"{value} (in force: {settings.retention}, QUERYLOG_RETENTION caps it)" if capped else value
         print(f"{f.metadata['env']:<{width}}  {value}")
+    # Files named by a setting are read where they are used: say now if one cannot be, rather than at a search.
+    if settings.aliases_path is not None:
+        from querylog.analytics.aliases import AliasError, load_aliases
+
+        try:
+            load_aliases(settings.aliases_path)
+        except (AliasError, OSError) as exc:
+            print(f"querylog config: QUERYLOG_ALIASES: the alias file cannot be used: {exc}", file=sys.stderr)
+            return 2
     return 0

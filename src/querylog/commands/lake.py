@@ -60,7 +60,10 @@ def run_push(args: argparse.Namespace, settings: Settings) -> int:
             dry_run=args.dry_run,
             progress=None if args.quiet else progress,
         )
-    except (PushError, ValueError, OSError) as exc:
+    except ValueError as exc:  # the URI or an option (not s3://bucket/prefix)
+        print(f"querylog lake push: {exc}", file=sys.stderr)
+        return 2
+    except (PushError, OSError) as exc:
         print(f"querylog lake push: {exc}", file=sys.stderr)
         return 1
     if args.json:

@@ -25,7 +25,7 @@ def add_parser(sub: Any) -> None:
         "--since", help="only events since this time (90s, 30m, 12h, 7d, 2w, or an ISO date); leaves out metrics"
     )
     p.add_argument("--metrics-url", help="a running API's metrics endpoint, e.g. http://127.0.0.1:8000/metrics")
-    p.add_argument("--format", "-f", choices=("table", "json"), default="table")
+    p.add_argument("--format", "-f", choices=("table", "json"), default="table", help="output format (default: table)")
     p.set_defaults(run=run)
 
 
