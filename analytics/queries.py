@@ -651,7 +651,13 @@ class LakeQueries:
             "step",
             "queries",
             (previous - pl.col("queries")).fill_null(0).alias("dropped"),
-            pl.when(previous > 0).then((previous - pl.col("queries")) / previous).otherwise(None).alias("drop_rate"),
+            # The first step drops nothing (as `dropped` says 0), rather than showing a blank rate.
+            pl.when(previous.is_null())
+            .then(0.0)
+            .when(previous > 0)
+            .then((previous - pl.col("queries")) / previous)
+            .otherwise(None)
+            .alias("drop_rate"),
             pl.when(first > 0).then(pl.col("queries") / first).otherwise(None).alias("of_received"),
         )
 

@@ -182,6 +182,8 @@ def test_funnel_counts_how_far_queries_got(lq: LakeQueries, sample_lake: SampleL
     assert funnel["queries"].to_list() == expected
     assert funnel["dropped"].to_list() == [0] + [a - b for a, b in itertools.pairwise(expected)]
     assert funnel["of_received"][0] == 1.0
+    # The first step drops nothing: 0, not a blank the explorer showed as "None".
+    assert funnel["drop_rate"].to_list() == [0.0] + [(a - b) / a for a, b in itertools.pairwise(expected)]
 
 
 def test_a_query_that_skipped_a_step_still_counts_at_it_so_no_step_gains_queries(tmp_path: Path) -> None:

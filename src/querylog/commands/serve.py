@@ -133,7 +133,7 @@ def _guide(url: str, report: Any, settings: Settings, *, running: bool = True) -
     intents = ""
     for name, n in report.intents.most_common():  # as many as fit on the line, most asked first
         more = f"{', ' if intents else ''}{name} {n}"
-        if len("  top intents: ") + len(intents) + len(more) > 80:
+        if len("  answered, by intent: ") + len(intents) + len(more) > 80:
             break
         intents += more
     path, q = _command()
@@ -159,7 +159,7 @@ def _guide(url: str, report: Any, settings: Settings, *, running: bool = True) -
 {served}
   demo: {report.ok} answered, {report.failures()}, {report.feedback} rated, \
 in {report.elapsed_s:.1f}s
-  top intents: {intents}
+  answered, by intent: {intents}
   event log: {_shown(settings.log_dir)}
   Parquet lake: {_shown(settings.lake_dir)}
 
