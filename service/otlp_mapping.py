@@ -36,13 +36,13 @@ Event ids are derived from the span id, so an export sent twice adds nothing the
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
+import structlog
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
@@ -211,7 +211,7 @@ def _sources(attrs: dict[str, Any]) -> list[dict[str, Any]]:
         title = titles.get(n)
         if isinstance(title, str):
             try:
-                meta = json.loads(title)
+                meta = orjson.loads(title)  # a depth limit of its own: "[" * 100000 is refused, not a RecursionError
                 if isinstance(meta, dict) and isinstance(meta.get("title"), str):
                     source["title"] = meta["title"]
             except ValueError:
@@ -293,17 +293,51 @@ def _name(value: str | None, fallback: str) -> str:
     return value if value is not None and value.strip() else fallback
 
 
+#: A span whose parents lead back to it (a span its own parent, two spans each other's): no query can be read.
+_LOOP: Final = "loop"
+_Entry = tuple[Span, dict[str, Any], str | None]
+
+
 @dataclass
 class _Spans:
     """The spans of one export, by trace and span id: each query span's ancestors are looked up here."""
 
-    by_id: dict[tuple[bytes, bytes], tuple[Span, dict[str, Any], str | None]] = field(default_factory=dict)
+    by_id: dict[tuple[bytes, bytes], _Entry] = field(default_factory=dict)
+    #: (trace, span) → the outermost GenAI span above it (None: none), or `_LOOP`; filled as spans are looked at.
+    _outer: dict[tuple[bytes, bytes], _Entry | str | None] = field(default_factory=dict)
 
-    def ancestors(self, span: Span) -> list[tuple[Span, dict[str, Any], str | None]]:
-        """`span`'s parent, its parent's, … as far as the export holds them (nearest first)."""
-        found: list[tuple[Span, dict[str, Any], str | None]] = []
+    def outer(self, span: Span) -> _Entry | str | None:
+        """The outermost GenAI span above `span` (the query it is a step of), None when there is none, or `_LOOP`.
+        Each span above is looked at once whatever the depth (an agent's trace may nest hundreds)."""
+        trace, path, on_path = span.trace_id, [], {span.span_id}
+        parent, above = span.parent_span_id, None  # above: the answer for the topmost span of `path`
+        while parent:
+            key = (trace, parent)
+            if key in self._outer:
+                known, entry = self._outer[key], self.by_id[key]
+                above = known if known is not None else (entry if entry[2] == "llm" else None)
+                break
+            entry = self.by_id.get(key)  # type: ignore[assignment]
+            if entry is None:  # not in this export: the chain ends here
+                break
+            if parent in on_path:
+                above = _LOOP
+                break
+            on_path.add(parent)
+            path.append(entry)
+            parent = entry[0].parent_span_id
+        for entry in reversed(path):  # topmost first: each one's answer is the one above it, or itself
+            self._outer[(trace, entry[0].span_id)] = above
+            if above is None and entry[2] == "llm":
+                above = entry
+        return above
+
+    def ancestors(self, span: Span) -> list[_Entry]:
+        """`span`'s parent, its parent's, … as far as the export holds them (nearest first). For a span `outer`
+        found no loop above."""
+        found: list[_Entry] = []
         parent = span.parent_span_id
-        while parent and len(found) < 64 and (entry := self.by_id.get((span.trace_id, parent))) is not None:
+        while parent and len(found) < len(self.by_id) and (entry := self.by_id.get((span.trace_id, parent))):
             found.append(entry)
             parent = entry[0].parent_span_id
         return found
@@ -355,10 +389,11 @@ def map_export(request: ExportTraceServiceRequest, *, service: str, env: str) ->
     queries: dict[tuple[bytes, bytes], _Query] = {}
     nested: list[tuple[Span, dict[str, Any], bytes]] = []
     for span, attrs, resource in llm_spans:
-        ancestors = spans.ancestors(span)
-        outer = next((a for a in reversed(ancestors) if a[2] == "llm"), None)  # the outermost GenAI span above
+        outer = spans.outer(span)  # the outermost GenAI span above
         if outer is None:
-            queries[(span.trace_id, span.span_id)] = _Query(span, attrs, resource, ancestors)
+            queries[(span.trace_id, span.span_id)] = _Query(span, attrs, resource, spans.ancestors(span))
+        elif isinstance(outer, str):  # _LOOP
+            mapped.rejected["parent spans that loop back"] += 1
         else:
             nested.append((span, attrs, outer[0].span_id))
     for span, attrs, outer_id in nested:
@@ -378,8 +413,19 @@ def map_export(request: ExportTraceServiceRequest, *, service: str, env: str) ->
         chosen.retrievals.append((span, attrs))
     for query in queries.values():
         alone = len(by_trace[query.span.trace_id]) == 1
-        mapped.groups.append(_query_events(query, alone=alone, service=service, env=env))
+        try:
+            mapped.groups.append(_query_events(query, alone=alone, service=service, env=env))
+        except Exception as exc:  # a shape no rule foresaw: that query is refused and counted, never the export
+            mapped.rejected["span querylog could not read"] += 1
+            if type(exc).__name__ not in _UNREADABLE_LOGGED:  # once per kind of failure: the counter has every one
+                _UNREADABLE_LOGGED.add(type(exc).__name__)
+                _log.exception("otlp_span_unreadable", trace_id=query.span.trace_id.hex(), error=repr(exc)[:300])
     return mapped
+
+
+_log = structlog.get_logger("querylog.otlp")
+#: The kinds of mapping failure logged already (with their traceback): a bug to report, not a line per span.
+_UNREADABLE_LOGGED: set[str] = set()
 
 
 _SESSION_KEYS: Final = (

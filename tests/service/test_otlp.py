@@ -18,6 +18,7 @@ from google.protobuf import json_format
 from google.rpc.status_pb2 import Status as RpcStatus
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
@@ -600,3 +601,76 @@ def test_an_export_is_bounded_by_its_spans_and_takes_the_protobuf_media_type_wit
         more = keep.spans * 2
         resp = c.post("/v1/traces", content=_protobuf(more), headers={"content-type": "application/x-protobuf"})
         assert resp.status_code == 413 and "7,000 spans in one export; at most 4,000" in resp.text
+
+
+def _hand_built(*spans: tuple[bytes, bytes, bytes, dict[str, Any]]) -> bytes:
+    """An export of (trace id, span id, parent id, attributes) spans, as no SDK would make them."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for trace_id, span_id, parent_id, attrs in spans:
+        span = scope.spans.add(trace_id=trace_id, span_id=span_id, parent_span_id=parent_id, name="chat")
+        span.start_time_unix_nano, span.end_time_unix_nano = _T0, _T0 + 10**9
+        span.attributes.extend(KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in attrs.items())
+    return bytes(request.SerializeToString())
+
+
+_LLM = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini", "gen_ai.prompt.0.content": "질문"}
+
+
+def test_spans_whose_parents_loop_or_nest_deep_are_read_or_refused_alone_never_the_export(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """A span its own parent, two spans each other's, or a GenAI span 70 deep ended the export in a 500 (a KeyError)
+    and lost every span in it; a document's metadata nested 100,000 deep, in a RecursionError."""
+    good = (b"\x01" * 16, b"\x01" * 8, b"", {**_LLM, "gen_ai.prompt.0.content": "정상 질문"})
+    own_parent = (b"\x02" * 16, b"\x02" * 8, b"\x02" * 8, _LLM)
+    each_other = [(b"\x03" * 16, b"\x03" * 8, b"\x04" * 8, _LLM), (b"\x03" * 16, b"\x04" * 8, b"\x03" * 8, _LLM)]
+    deep = [
+        (b"\x05" * 16, i.to_bytes(8, "big"), (i - 1).to_bytes(8, "big") if i > 1 else b"", _LLM) for i in range(1, 71)
+    ]
+    retrieval = (
+        b"\x01" * 16,
+        b"\x06" * 8,
+        b"",
+        {"openinference.span.kind": "RETRIEVER", "retrieval.documents.0.document.id": "doc-1",
+         "retrieval.documents.0.document.metadata": "[" * 100_000},
+    )  # fmt: skip
+    body = _hand_built(good, own_parent, *each_other, *deep, retrieval)
+    resp = client.post("/v1/traces", content=body, headers={"content-type": "application/x-protobuf"})
+    assert resp.status_code == 200
+    log = b"".join(p.read_bytes() for p in (tmp_path / "home" / "log").glob("*.jsonl"))
+    received = [e for e in _logged(log) if e.event_type == "query_received"]
+    assert sorted(e.query_text for e in received) == ["정상 질문", "질문"]  # the deep chain: one query, 69 steps
+    (search,) = [e for e in _logged(log) if e.event_type == "search_completed"]
+    assert search.result_count == 1 and search.sources[0].title is None  # unreadable metadata: no title
+    metrics = client.get("/metrics").text
+    assert 'querylog_ingest_spans_left_out_total{reason="parent spans that loop back"} 3.0' in metrics
+    assert 'querylog_ingest_spans_left_out_total{reason="genai_span_inside_another"} 69.0' in metrics
+
+
+def test_a_span_the_mapping_fails_on_is_refused_counted_and_logged_once(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from structlog.testing import capture_logs
+
+    import querylog.service.otlp_mapping as mapping
+
+    real = mapping._query_events
+
+    def fails_on_one(query: Any, **kw: Any) -> Any:
+        if query.span.trace_id == b"\x02" * 16:
+            raise ZeroDivisionError("a shape no rule foresaw")
+        return real(query, **kw)
+
+    monkeypatch.setattr(mapping, "_query_events", fails_on_one)
+    body = _hand_built((b"\x01" * 16, b"\x01" * 8, b"", _LLM), (b"\x02" * 16, b"\x02" * 8, b"", _LLM))
+    with capture_logs() as logs:
+        for _ in range(2):
+            resp = client.post("/v1/traces", content=body, headers={"content-type": "application/x-protobuf"})
+            assert resp.status_code == 200
+    partial = ExportTraceServiceResponse.FromString(resp.content).partial_success
+    assert (partial.rejected_spans, partial.error_message) == (1, "spans rejected: 1 span querylog could not read")
+    assert [e["event"] for e in logs if e["event"] == "otlp_span_unreadable"] == ["otlp_span_unreadable"]
