@@ -209,8 +209,13 @@ class Settings:
         },
     )
     ingest_max_bytes: int = field(
-        default=5 * 1024 * 1024,
-        metadata={"env": "QUERYLOG_INGEST_MAX_BYTES", "doc": "largest POST /v1/events body in bytes (413 above it)"},
+        # The OpenTelemetry Collector's OTLP/HTTP receiver takes 20 MiB: an SDK's batch of 512 spans with prompts
+        # captured (RAG context, Korean at 3 bytes a character) passes 5 MiB, and an exporter never retries a 413.
+        default=20 * 1024 * 1024,
+        metadata={
+            "env": "QUERYLOG_INGEST_MAX_BYTES",
+            "doc": "largest POST /v1/events or /v1/traces body in bytes (413 above it)",
+        },
     )
     ingest_max_events: int = field(
         default=10_000,
