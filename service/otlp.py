@@ -56,10 +56,20 @@ _JSON: Final = "application/json"
 _GRPC_CODES: Final = {400: 3, 401: 16, 403: 7, 413: 3, 415: 3, 503: 14}  # INVALID_ARGUMENT, UNAUTHENTICATED, ...
 
 
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 def _content_type(request: Request) -> str:
     """The request's media type, protobuf's aliases as one."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = _media_type(request)
     return _PROTOBUF if content_type in _PROTOBUF_ALIASES else content_type
+
+
+def _protobuf_reply(request: Request) -> str | None:
+    """The media type a protobuf answer carries: the request's own, as OTLP/HTTP wants; None for a JSON answer."""
+    content_type = _media_type(request)
+    return content_type if content_type in _PROTOBUF_ALIASES else None
 
 
 def _status_answer(exc: HTTPException, request: Request) -> Response:
@@ -67,8 +77,8 @@ def _status_answer(exc: HTTPException, request: Request) -> Response:
     when that is neither, with the HTTP status and headers (Retry-After, WWW-Authenticate) as they were."""
     answer = Status(code=_GRPC_CODES.get(exc.status_code, 13), message=str(exc.detail))
     headers = dict(exc.headers or {})
-    if _content_type(request) == _PROTOBUF:
-        return Response(answer.SerializeToString(), exc.status_code, headers, media_type=_PROTOBUF)
+    if (protobuf := _protobuf_reply(request)) is not None:
+        return Response(answer.SerializeToString(), exc.status_code, headers, media_type=protobuf)
     body = json.dumps(json_format.MessageToDict(answer), ensure_ascii=False)
     return Response(body, exc.status_code, headers, media_type=_JSON)
 
@@ -141,9 +151,9 @@ def _decode(body: bytes, content_type: str) -> ExportTraceServiceRequest:
     )
 
 
-def _answer(response: ExportTraceServiceResponse, content_type: str) -> Response:
-    if content_type == _PROTOBUF:
-        return Response(response.SerializeToString(), media_type=_PROTOBUF)
+def _answer(response: ExportTraceServiceResponse, request: Request) -> Response:
+    if (protobuf := _protobuf_reply(request)) is not None:
+        return Response(response.SerializeToString(), media_type=protobuf)
     return Response(json.dumps(json_format.MessageToDict(response), ensure_ascii=False), media_type=_JSON)
 
 
@@ -246,4 +256,4 @@ async def _export_traces(request: Request, ingestor: EventIngestor) -> Response:
         duplicates=duplicates,
         skipped=dict(left_out) or None,
     )
-    return _answer(response, content_type)
+    return _answer(response, request)

@@ -141,15 +141,51 @@ def _indexed(attrs: dict[str, Any], prefix: str, suffix: str) -> list[tuple[int,
     return sorted(found)
 
 
+def _parts_text(parts: Any) -> str | None:
+    """The text parts of a message's content, joined: the GenAI conventions' (``{"type": "text", "content"}``) or
+    OpenAI's (``{"type": "text", "text"}``); images and other parts are left out."""
+    if not isinstance(parts, list):
+        return None
+    texts = [
+        text
+        for p in parts
+        if isinstance(p, dict) and p.get("type", "text") == "text"
+        for text in (p.get("content"), p.get("text"))
+        if isinstance(text, str)
+    ]
+    return "\n".join(texts) or None
+
+
 def _message_text(message: Any) -> str | None:
-    """The text of one message in the GenAI conventions' JSON shape (``parts`` with text) or the older flat one."""
+    """The text of one message in the GenAI conventions' JSON shape (``parts`` with text) or the older flat one
+    (``content``: text, or a list of parts as OpenAI's API takes it)."""
     if not isinstance(message, dict):
         return None
     if isinstance(message.get("content"), str):
         return str(message["content"])
-    texts = [p.get("content") for p in message.get("parts", []) if isinstance(p, dict) and p.get("type") == "text"]
-    joined = "\n".join(t for t in texts if isinstance(t, str))
-    return joined or None
+    return _parts_text(message.get("content")) or _parts_text(message.get("parts"))
+
+
+def _written_text(value: Any, role: str | None = None) -> str | None:
+    """A text attribute as instrumentations write it: plain text; or JSON of a message list (conventions 1.26's
+    ``gen_ai.prompt``: the last message of `role`, or every message without one); or JSON of a content part list
+    (OpenLLMetry's ``gen_ai.prompt.N.content`` when a message held an image): its text parts."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    if value.lstrip()[:1] not in ("[", "{"):
+        return value
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value  # text that starts like JSON
+    items = [parsed] if isinstance(parsed, dict) else parsed
+    if not (isinstance(items, list) and items and all(isinstance(i, dict) for i in items)):
+        return value
+    if any("role" in i for i in items):
+        chosen = [i for i in items if role is None or i.get("role") == role]
+        texts = [t for m in (chosen[-1:] if role is not None else chosen) if (t := _message_text(m))]
+        return "\n".join(texts) or value
+    return _parts_text(items) or value
 
 
 def _messages(raw: Any) -> list[dict[str, Any]]:
@@ -167,26 +203,26 @@ def _last_user_text(attrs: dict[str, Any]) -> str | None:
             return text
     roles = dict(_indexed(attrs, "gen_ai.prompt.", ".role"))
     for n, content in reversed(_indexed(attrs, "gen_ai.prompt.", ".content")):
-        if roles.get(n, "user") == "user" and isinstance(content, str) and content.strip():
-            return content
+        if roles.get(n, "user") == "user" and (text := _written_text(content)):
+            return text
     oi_roles = dict(_indexed(attrs, "llm.input_messages.", ".message.role"))
     for n, content in reversed(_indexed(attrs, "llm.input_messages.", ".message.content")):
         if oi_roles.get(n, "user") == "user" and isinstance(content, str) and content.strip():
             return content
-    return _str(attrs, "input.value", "gen_ai.prompt")
+    return _str(attrs, "input.value") or _written_text(attrs.get("gen_ai.prompt"), "user")
 
 
 def _answer_text(attrs: dict[str, Any], output: list[dict[str, Any]]) -> str | None:
     texts = [t for m in output if (t := _message_text(m))]
     if texts:
         return "\n".join(texts)
-    completions = [c for _, c in _indexed(attrs, "gen_ai.completion.", ".content") if isinstance(c, str)]
+    completions = [t for _, c in _indexed(attrs, "gen_ai.completion.", ".content") if (t := _written_text(c))]
     if completions:
         return "\n".join(completions)
     oi = [c for _, c in _indexed(attrs, "llm.output_messages.", ".message.content") if isinstance(c, str)]
     if oi:
         return "\n".join(oi)
-    return _str(attrs, "output.value", "gen_ai.completion")
+    return _str(attrs, "output.value") or _written_text(attrs.get("gen_ai.completion"), "assistant")
 
 
 def _finish_reason(attrs: dict[str, Any], output: list[dict[str, Any]]) -> str | None:
@@ -197,6 +233,19 @@ def _finish_reason(attrs: dict[str, Any], output: list[dict[str, Any]]) -> str |
         if isinstance(message.get("finish_reason"), str):
             return str(message["finish_reason"])
     return _str(attrs, "gen_ai.response.finish_reason", "gen_ai.completion.0.finish_reason", "llm.finish_reason")
+
+
+def _documents(attrs: dict[str, Any]) -> dict[int, Any]:
+    """N → the score (or None) of every ``retrieval.documents.N.document.*`` a retrieval span describes."""
+    found: dict[int, Any] = {}
+    for key, value in attrs.items():
+        if key.startswith("retrieval.documents.") and ".document." in key:
+            middle = key[len("retrieval.documents.") : key.index(".document.")]
+            if middle.isdigit():
+                n = int(middle)
+                if key.endswith(".document.score") or n not in found:
+                    found[n] = value if key.endswith(".document.score") else None
+    return found
 
 
 def _sources(attrs: dict[str, Any]) -> list[dict[str, Any]]:
@@ -249,7 +298,9 @@ def _with_events(span: Span, attrs: dict[str, Any]) -> dict[str, Any]:
             value = values.get(key)
             if event.name != name or value is None or stands_for in attrs:
                 continue
-            if stands_for == "gen_ai.output.messages":  # one choice: a message object, as JSON or a map
+            if name == "gen_ai.choice":  # one choice: a message object, as JSON or a map
+                if isinstance(values.get("finish_reason"), str):
+                    merged.setdefault("gen_ai.response.finish_reason", values["finish_reason"])
                 choice = _messages(f"[{value}]" if isinstance(value, str) else [value])
                 if not choice:
                     merged.setdefault("gen_ai.completion", value)
@@ -511,17 +562,19 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
         )  # fmt: skip
     for n, (retrieval, r_attrs) in enumerate(sorted(query.retrievals, key=lambda r: r[0].start_time_unix_nano)):
         sources = _sources(r_attrs)
+        # Documents without an id (LangChain's often have none) are no source, but were retrieved all the same.
+        documents = _documents(r_attrs)
         event: dict[str, Any] = {
             **common,
             "event_type": "search_completed",
             "event_id": f"otlp-{span_id}-search-{n}",
             "ts": _ts(max(retrieval.end_time_unix_nano, retrieval.start_time_unix_nano)),
-            "result_count": len(sources),
+            "result_count": max(len(sources), len(documents)),
             "duration_ms": max(0, retrieval.end_time_unix_nano - retrieval.start_time_unix_nano) / 1e6,
         }
         if sources:
             event["sources"] = sources
-        scores = [source["score"] for source in sources if "score" in source]
+        scores = [float(v) for v in documents.values() if isinstance(v, int | float) and not isinstance(v, bool)]
         if scores:
             event["top_score"] = max(scores)
         events.append(event)

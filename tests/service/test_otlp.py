@@ -596,7 +596,8 @@ def test_an_export_is_bounded_by_its_spans_and_takes_the_protobuf_media_type_wit
             span.set_attribute("gen_ai.operation.name", "chat")
     with TestClient(create_app(settings)) as c:
         resp = c.post("/v1/traces", content=_protobuf(keep.spans), headers={"content-type": "application/protobuf"})
-        assert resp.status_code == 200 and resp.headers["content-type"] == "application/x-protobuf"
+        # Answered in the request's own media type, as OTLP/HTTP wants (it was always application/x-protobuf).
+        assert resp.status_code == 200 and resp.headers["content-type"] == "application/protobuf"
         assert 'querylog_ingest_events_total{endpoint="traces",outcome="accepted"} 10500.0' in c.get("/metrics").text
         more = keep.spans * 2
         resp = c.post("/v1/traces", content=_protobuf(more), headers={"content-type": "application/x-protobuf"})
@@ -674,3 +675,56 @@ def test_a_span_the_mapping_fails_on_is_refused_counted_and_logged_once(
     partial = ExportTraceServiceResponse.FromString(resp.content).partial_success
     assert (partial.rejected_spans, partial.error_message) == (1, "spans rejected: 1 span querylog could not read")
     assert [e["event"] for e in logs if e["event"] == "otlp_span_unreadable"] == ["otlp_span_unreadable"]
+
+
+def test_prompts_and_answers_written_as_json_lists_are_read_as_their_text(client: TestClient, tmp_path: Path) -> None:
+    """OpenLLMetry writes a message with an image as a JSON list of parts; conventions 1.26 put the whole message
+    list in `gen_ai.prompt`/`gen_ai.completion` events; operation-details events hold lists of messages. Each was
+    stored as raw JSON (escaped: Korean search missed it), or as "input not captured"."""
+    parts = [{"type": "text", "text": "삼성전자 주가 전망 알려줘"}, {"type": "image_url", "image_url": {"url": "x"}}]
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("chat") as a:
+        a.set_attributes({**_LLM, "gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": json.dumps(parts)})
+    with tracer.start_as_current_span("chat") as b:
+        b.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                          "gen_ai.input.messages": json.dumps([{"role": "user", "content": parts[:1]}])})  # fmt: skip
+    with tracer.start_as_current_span("chat") as c:
+        c.set_attribute("gen_ai.operation.name", "chat")
+        c.add_event("gen_ai.content.prompt", {"gen_ai.prompt": json.dumps(
+            [{"role": "system", "content": "stocks"}, {"role": "user", "content": "이벤트 질문 A"}])})  # fmt: skip
+        c.add_event("gen_ai.content.completion", {"gen_ai.completion": json.dumps(
+            [{"role": "assistant", "content": "이벤트 답변 A"}])})  # fmt: skip
+    with tracer.start_as_current_span("chat") as d:
+        d.set_attribute("gen_ai.operation.name", "chat")
+        d.add_event("gen_ai.client.inference.operation.details", {
+            "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": "질문 D"}]}]),
+            "gen_ai.output.messages": json.dumps([{"role": "assistant", "finish_reason": "stop",
+                                                   "parts": [{"type": "text", "content": "답변 D"}]}]),
+        })  # fmt: skip
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {}
+    events = _logged(log)
+    assert sorted(e.query_text for e in events if e.event_type == "query_received") == sorted(
+        ["삼성전자 주가 전망 알려줘", "삼성전자 주가 전망 알려줘", "이벤트 질문 A", "질문 D"]
+    )
+    answers = {(e.answer_text, e.finish_reason) for e in events if e.event_type == "response_generated"}
+    assert {("이벤트 답변 A", None), ("답변 D", "stop")} <= answers
+
+
+def test_a_retrieval_of_documents_without_ids_counts_them_and_their_best_score(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """LangChain's documents often carry no id: the retrieval was recorded as finding 0 documents."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("rag"):
+        with tracer.start_as_current_span("retrieve") as retriever:
+            retriever.set_attribute("openinference.span.kind", "RETRIEVER")
+            for n, score in enumerate((0.4, 0.9, 0.7)):
+                retriever.set_attributes({f"retrieval.documents.{n}.document.content": f"문서 {n}",
+                                          f"retrieval.documents.{n}.document.score": score})  # fmt: skip
+        with tracer.start_as_current_span("llm") as llm:
+            llm.set_attributes({"openinference.span.kind": "LLM", "input.value": "문서 질문"})
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {}
+    (search,) = [e for e in _logged(log) if e.event_type == "search_completed"]
+    assert (search.result_count, search.top_score, search.sources) == (3, 0.9, None)
