@@ -101,6 +101,17 @@ def _str(attrs: dict[str, Any], *names: str) -> str | None:
     return None
 
 
+def _id(attrs: dict[str, Any], *names: str) -> str | None:
+    """An id attribute: text, or a whole number as its digits (``session.id = 12345``: an app's database key)."""
+    for name in names:
+        value = attrs.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
 def _fraction(attrs: dict[str, Any], name: str) -> float | None:
     value = attrs.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float | str):
@@ -526,8 +537,8 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
     }
     # Session and user: the span's own, else the nearest span above it that names them (often the request's root).
     context = [attrs, *(a for _, a, _ in query.ancestors)]
-    session = next((v for a in context if (v := _str(a, *_SESSION_KEYS))), None)
-    user = next((v for a in context if (v := _str(a, *_USER_KEYS))), None)
+    session = next((v for a in context if (v := _id(a, *_SESSION_KEYS))), None)
+    user = next((v for a in context if (v := _id(a, *_USER_KEYS))), None)
     if session:
         common["session_id"] = session
     if user:

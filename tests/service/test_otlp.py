@@ -728,3 +728,14 @@ def test_a_retrieval_of_documents_without_ids_counts_them_and_their_best_score(
     assert partial == {}
     (search,) = [e for e in _logged(log) if e.event_type == "search_completed"]
     assert (search.result_count, search.top_score, search.sources) == (3, 0.9, None)
+
+
+def test_a_session_or_user_id_sent_as_a_number_is_kept(client: TestClient, tmp_path: Path) -> None:
+    """`session.id = 12345` (an app's database key) was dropped: the query had no session and no user."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("chat") as span:
+        span.set_attributes({**_LLM, "session.id": 12345, "user.id": 42})
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {}
+    (received,) = [e for e in _logged(log) if e.event_type == "query_received"]
+    assert (received.session_id, received.user_id) == ("12345", "42")
