@@ -117,12 +117,21 @@ def _over_time(base: alt.Chart, buckets: int, bucket: Bucket, *, lines: bool = F
     return chart
 
 
+def _ms_format(column: pl.Series) -> str:
+    """One decimal, or as many as the column's largest value needs to show (a cache hit's 0.04 ms read 0.0)."""
+    largest = column.abs().max() if column.dtype.is_numeric() else None
+    if not isinstance(largest, int | float) or largest >= 10:
+        return "%.1f"
+    return "%.2f" if largest >= 1 else "%.3f"
+
+
 def _table(where: Any, frame: pl.DataFrame, key: str, config: dict[str, Any] | None = None) -> None:
     """A dataframe with readable numbers: milliseconds without noise digits, rates and shares as percents."""
     formats: dict[str, Any] = {}
     for name in frame.columns:
         if name.endswith("_ms"):
-            formats[name] = st.column_config.NumberColumn(name.removesuffix("_ms") + " (ms)", format="%.1f")
+            label = name.removesuffix("_ms") + " (ms)"
+            formats[name] = st.column_config.NumberColumn(label, format=_ms_format(frame.get_column(name)))
         elif name.endswith(("_rate", "share", "of_received")):
             formats[name] = st.column_config.NumberColumn(format="percent")
         elif name.startswith("mean_"):

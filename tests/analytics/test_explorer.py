@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from querylog.analytics.explorer import highlight_html, highlight_spans, trace_url
+from querylog.analytics.explorer import _ms_format, highlight_html, highlight_spans, trace_url
 from querylog.commands.ui import explorer_path
 from querylog.logging.events import IntentClassified, QueryCompleted, QueryReceived
 from querylog.logging.parquet import ParquetSink
@@ -489,3 +489,12 @@ def test_one_stray_old_event_does_not_spread_the_charts_over_years(
     assert any(f"The lake goes back to {stray.date():%Y-%m-%d}" in c.value for c in at.sidebar.caption)
     at.sidebar.date_input(key="dates").set_value((stray.date(), end.date())).run()  # and it can be picked
     assert _metric(at, "Queries") == f"{len(lake.queries) + 1:,}"
+
+
+def test_milliseconds_show_the_decimals_their_size_needs() -> None:
+    """Stage latencies of a cached step read 0.0 ms at one decimal."""
+    import polars as pl
+
+    assert _ms_format(pl.Series([0.04, 0.5])) == "%.3f"
+    assert _ms_format(pl.Series([1.5, 3.0])) == "%.2f"
+    assert _ms_format(pl.Series([12.0, None])) == _ms_format(pl.Series([None], dtype=pl.Float64)) == "%.1f"
