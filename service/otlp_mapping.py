@@ -632,26 +632,38 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
     if "answer_text" in response:
         response["answer_chars"] = len(response["answer_text"])
     failed = span.status.code == Status.STATUS_CODE_ERROR or _str(attrs, "error.type") is not None
+    # The request around the trace's one query failed after the answer came (its span ERROR): the user got an error.
+    request = query.ancestors[-1] if alone and query.ancestors else None
+    request_failed = request is not None and (
+        request[0].status.code == Status.STATUS_CODE_ERROR or _str(request[1], "error.type") is not None
+    )
     if not failed:
         events.append(response)
+    if not (failed or request_failed):
         events.append(
             {**common, "event_type": "query_completed", "event_id": f"otlp-{span_id}-completed", "ts": _ts(end),
              "latency_ms": latency_ms, "intent": intent}
         )  # fmt: skip
     else:
+        # The failing span: the LLM call's (stage generate), else the request's around it (stage request).
+        culprit, culprit_attrs, stage = (
+            (span, attrs, "generate")
+            if failed or request is None
+            else (request[0], _with_events(request[0], request[1]), "request")
+        )
         # error.type (the GenAI conventions), else the recorded exception's type (its span event).
-        error_type = _str(attrs, "error.type", "exception.type") or "Error"
+        error_type = _str(culprit_attrs, "error.type", "exception.type") or "Error"
         failure: dict[str, Any] = {
             **common,
             "event_type": "query_failed",
             "event_id": f"otlp-{span_id}-failed",
             "ts": _ts(end),
             "error_type": error_type[:200],
-            "stage": "generate",
+            "stage": stage,
             "latency_ms": latency_ms,
             "intent": intent,
         }
-        message = span.status.message or _str(attrs, "exception.message")
+        message = culprit.status.message or _str(culprit_attrs, "exception.message")
         if message:
             failure["error_message"] = message[:2000]
         events.append(failure)

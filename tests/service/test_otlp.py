@@ -739,3 +739,24 @@ def test_a_session_or_user_id_sent_as_a_number_is_kept(client: TestClient, tmp_p
     assert partial == {}
     (received,) = [e for e in _logged(log) if e.event_type == "query_received"]
     assert (received.session_id, received.user_id) == ("12345", "42")
+
+
+def test_a_request_that_failed_after_its_answer_is_a_failed_query(client: TestClient, tmp_path: Path) -> None:
+    """The request span ERROR (a 500 after the LLM answered) with its LLM span OK was recorded as completed."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("POST /ask") as request:
+        with tracer.start_as_current_span("chat") as llm:
+            llm.set_attributes({**_LLM, "gen_ai.usage.input_tokens": 30, "gen_ai.usage.output_tokens": 5})
+        request.record_exception(ValueError("template rendering failed"))
+        request.set_status(Status(StatusCode.ERROR, "template rendering failed"))
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {}
+    events = _logged(log)
+    assert [e.event_type for e in events] == ["query_received", "response_generated", "query_failed"]
+    failed = events[-1]
+    assert (failed.stage, failed.error_type, failed.error_message) == (
+        "request",
+        "ValueError",
+        "template rendering failed",
+    )
+    assert events[1].gen_ai_usage_input_tokens == 30  # the answer was made, and paid for
