@@ -436,24 +436,29 @@ def test_the_apps_intent_and_its_service_version_become_the_querys_intent_and_re
     ]
 
 
-def test_a_retrieval_of_more_documents_than_an_event_keeps_counts_them_all_and_its_best_score(
-    client: TestClient, tmp_path: Path
-) -> None:
-    """25 documents: the event keeps the first 20 (MAX_SOURCES) and counts the 5 it left out, as /v1/events does."""
-    from querylog.logging.codec import decode
-
+def _retrieved(client: TestClient, tmp_path: Path, documents: list[dict[str, Any]], question: str) -> tuple[Any, Any]:
+    """A request whose OpenInference retriever found `documents` (their ``document.*`` fields), then an LLM call:
+    the export's partial success, and the search event it made."""
     tracer, keep = _kept_tracer()
     with tracer.start_as_current_span("rag"):
         with tracer.start_as_current_span("retrieve") as retriever:
             retriever.set_attribute("openinference.span.kind", "RETRIEVER")
-            for n in range(25):
-                retriever.set_attribute(f"retrieval.documents.{n}.document.id", f"doc-{n}")
-                retriever.set_attribute(f"retrieval.documents.{n}.document.score", 10.0 - n / 10)
+            for n, fields in enumerate(documents):
+                retriever.set_attributes({f"retrieval.documents.{n}.document.{k}": v for k, v in fields.items()})
         with tracer.start_as_current_span("llm") as llm:
-            llm.set_attributes({"openinference.span.kind": "LLM", "input.value": "문서 25개"})
+            llm.set_attributes({"openinference.span.kind": "LLM", "input.value": question})
     partial, log = _export(client, tmp_path, keep.spans)
+    (search,) = [e for e in _logged(log) if e.event_type == "search_completed"]
+    return partial, search
+
+
+def test_a_retrieval_of_more_documents_than_an_event_keeps_counts_them_all_and_its_best_score(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """25 documents: the event keeps the first 20 (MAX_SOURCES) and counts the 5 it left out, as /v1/events does."""
+    documents = [{"id": f"doc-{n}", "score": 10.0 - n / 10} for n in range(25)]
+    partial, search = _retrieved(client, tmp_path, documents, "문서 25개")
     assert partial == {}  # the root span is skipped, not rejected
-    [search] = [e for e in map(decode, log.splitlines()) if e.event_type == "search_completed"]
     assert (search.result_count, search.sources_dropped, search.top_score) == (25, 5, 10.0)
     metrics = client.get("/metrics").text  # what partial_success answered, on /metrics too
     assert 'querylog_ingest_spans_left_out_total{reason="not_genai"} 1.0' in metrics
@@ -715,18 +720,9 @@ def test_a_retrieval_of_documents_without_ids_counts_them_and_their_best_score(
     client: TestClient, tmp_path: Path
 ) -> None:
     """LangChain's documents often carry no id: the retrieval was recorded as finding 0 documents."""
-    tracer, keep = _kept_tracer()
-    with tracer.start_as_current_span("rag"):
-        with tracer.start_as_current_span("retrieve") as retriever:
-            retriever.set_attribute("openinference.span.kind", "RETRIEVER")
-            for n, score in enumerate((0.4, 0.9, 0.7)):
-                retriever.set_attributes({f"retrieval.documents.{n}.document.content": f"문서 {n}",
-                                          f"retrieval.documents.{n}.document.score": score})  # fmt: skip
-        with tracer.start_as_current_span("llm") as llm:
-            llm.set_attributes({"openinference.span.kind": "LLM", "input.value": "문서 질문"})
-    partial, log = _export(client, tmp_path, keep.spans)
+    documents = [{"content": f"문서 {n}", "score": score} for n, score in enumerate((0.4, 0.9, 0.7))]
+    partial, search = _retrieved(client, tmp_path, documents, "문서 질문")
     assert partial == {}
-    (search,) = [e for e in _logged(log) if e.event_type == "search_completed"]
     assert (search.result_count, search.top_score, search.sources) == (3, 0.9, None)
 
 
