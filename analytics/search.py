@@ -42,7 +42,7 @@ from querylog.analytics._search_text import (
 if TYPE_CHECKING:
     from querylog.analytics.aliases import Aliases, Company, Mention
 
-__all__ = ["TIER_SCORES", "SearchHit", "SearchIndex", "SearchIndexError", "SearchIndexOutdatedError"]
+__all__ = ["TIER_SCORES", "SearchHit", "SearchIndex", "SearchIndexError", "SearchIndexOutdatedError", "unquoted"]
 
 _MANIFEST: Final = "manifest.json"
 _LOCK: Final = "writer.lock"
@@ -65,6 +65,12 @@ _COMPANY: Final = "\x00company\x00"
 
 
 _QUOTES: Final = "\"'“”‘’「」『』"
+
+
+def unquoted(text: str) -> str:
+    """`text` without the quotes around its words: how people write a phrase elsewhere; here every word must be found
+    anyway, so ``"네이버 주가"`` finds what ``네이버 주가`` finds rather than looking for the quotes as characters."""
+    return " ".join(w for w in (w.strip(_QUOTES) for w in text.split()) if w)
 
 
 class SearchIndexError(Exception):
@@ -309,9 +315,7 @@ class SearchIndex:
         anything — words one typo away. Lower tiers are searched only while fewer than `limit` hits are found."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
-        # Quotes around words are how people write a phrase elsewhere: here every word must be found anyway, so they
-        # are left out ("네이버 주가" finds what 네이버 주가 finds), not looked for as characters.
-        typed = list(dict.fromkeys(w for w in (w.strip(_QUOTES) for w in fold_one(text).split()) if w))
+        typed = list(dict.fromkeys(unquoted(fold_one(text)).split()))
         if not typed:
             return []
         views = [View(e.segment, e.live) for e in self._entries]

@@ -707,6 +707,10 @@ class SearchHitLike(Protocol):
     why: str  # outside the exact tier, what matched
 
 
+#: The most hits looked through for queries an older index holds without an intent (`LakeSearch.search`).
+_UNNAMED_MAX: Final = 10_000
+
+
 def _best_first(hit: SearchHitLike) -> tuple[float, float, str]:
     """The index's order: best score, then newest, then query id."""
     return -hit.score, -hit.ts.timestamp(), hit.query_id
@@ -905,7 +909,10 @@ class LakeSearch:
         try:
             hits = self.index.search(text, limit=limit, intent=intent, since=since, aliases=aliases)
             if intent == UNCLASSIFIED:  # queries indexed before the index named them so: no intent at all
-                unnamed = self.index.search(text, limit=limit, since=since, aliases=aliases)
+                # Looked for among the best hits of every intent (the index has no list of hits without one): wide,
+                # so that newer hits of other intents do not crowd them out, but bounded.
+                wide = min(_UNNAMED_MAX, max(limit * 20, 1_000))
+                unnamed = self.index.search(text, limit=wide, since=since, aliases=aliases)
                 hits = sorted([*hits, *(h for h in unnamed if h.intent is None)], key=_best_first)[:limit]
         except self._index_errors as exc:
             raise UpkeepError(f"the search index at {self.directory} could not be read: {exc}") from exc

@@ -85,7 +85,15 @@ _COMPANY: Final = "\ue000"
 
 
 def _compact(text: str) -> str:
-    return _SPACE.sub("", text).lower()
+    compact = _SPACE.sub("", text)
+    if compact.isascii():
+        return compact.lower()
+    # As DuckDB's lower(), which the lake's side uses: İ is i (Python adds a combining dot), and Σ is σ wherever it
+    # stands (Python writes ς at a word's end). Those are the only two places where the two lower case differently.
+    compact = compact.replace("İ", "I")
+    if "Σ" in compact:
+        return "".join(char.lower() for char in compact)
+    return compact.lower()
 
 
 def _tokens(compact: str) -> set[str]:

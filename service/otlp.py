@@ -228,7 +228,8 @@ async def _export_traces(request: Request, ingestor: EventIngestor) -> Response:
             "export fewer spans per request"
         )
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail)
-    mapped = map_export(export, service=ingestor.service, env=ingestor.env)
+    # On a worker thread: a large export takes a while to map, and the event loop serves every other request.
+    mapped = await run_in_threadpool(map_export, export, service=ingestor.service, env=ingestor.env)
     accepted = duplicates = 0
     if mapped.groups:
         try:

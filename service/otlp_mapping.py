@@ -355,6 +355,9 @@ def _name(value: str | None, fallback: str) -> str:
     return value if value is not None and value.strip() else fallback
 
 
+#: How far above a query span its session, user, question and request are looked for (`_Spans.ancestors`); the
+#: query a GenAI span is a step of is found at any depth (`_Spans.outer`).
+MAX_ANCESTORS: Final = 64
 #: A span whose parents lead back to it (a span its own parent, two spans each other's): no query can be read.
 _LOOP: Final = "loop"
 _Entry = tuple[Span, dict[str, Any], str | None]
@@ -395,11 +398,12 @@ class _Spans:
         return above
 
     def ancestors(self, span: Span) -> list[_Entry]:
-        """`span`'s parent, its parent's, … as far as the export holds them (nearest first). For a span `outer`
-        found no loop above."""
+        """`span`'s parent, its parent's, … as far as the export holds them (nearest first), at most
+        `MAX_ANCESTORS`: a query's session, user and question are looked for in them (each query reads its list three
+        times: ten thousand queries under a chain ten thousand deep would hold the server for minutes)."""
         found: list[_Entry] = []
         parent = span.parent_span_id
-        while parent and len(found) < len(self.by_id) and (entry := self.by_id.get((span.trace_id, parent))):
+        while parent and len(found) < MAX_ANCESTORS and (entry := self.by_id.get((span.trace_id, parent))):
             found.append(entry)
             parent = entry[0].parent_span_id
         return found

@@ -342,3 +342,22 @@ def test_sql_on_a_lake_path_with_no_events_names_the_lake_option(
     out, err = capsys.readouterr()
     assert json.loads(out) == [{"n": 0}]
     assert f"no events in the lake at {tmp_path} yet: is --lake right?" in err
+
+
+def test_a_home_that_links_to_nothing_is_named_and_replay_metrics_reads_a_read_only_home(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dangling = tmp_path / "home"
+    dangling.symlink_to(tmp_path / "gone")
+    assert main(["--home", str(dangling), "project", "--once"]) == 2  # it ended in a FileExistsError traceback
+    assert f"is a symbolic link to {tmp_path / 'gone'}, which does not exist" in capsys.readouterr().err
+    # `replay metrics` only reads (a backup, a read-only mount): no write check stops it.
+    monkeypatch.setattr("querylog.cli.os.access", lambda path, mode: False)
+    assert main(["--home", str(tmp_path / "empty"), "replay", "metrics"]) == 0
+    assert main(["--home", str(tmp_path), "search", "네이버"]) == 2
+
+
+def test_a_quoted_search_is_explained_as_the_words_it_found(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", '"네이버 주가"', "--explain", "--no-group", "--format", "json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["query_text"] == "네이버 주가" and "not found" not in row["why"], row

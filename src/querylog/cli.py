@@ -62,6 +62,8 @@ def home_problem(home: Path, *, create: bool) -> str | None:
     `create`, a missing one must be makeable (a server's first run makes it, once it has checked the rest: it is
     made here to know, and removed again); without, a missing one is left to the command, which says there is no
     data there. Either way a mistyped --home leaves no directory behind."""
+    if os.path.islink(home) and not os.path.exists(home):
+        return f"it is a symbolic link to {os.readlink(home)}, which does not exist"
     if create and not os.path.lexists(home):
         made = [p for p in (home, *home.parents) if not os.path.lexists(p)]
         try:

@@ -444,6 +444,7 @@ def test_public_surface() -> None:
         "SearchIndexError",
         "SearchIndexOutdatedError",
         "TIER_SCORES",
+        "unquoted",
     ]
 
 

@@ -738,6 +738,8 @@ def test_unclassified_also_finds_the_queries_an_older_index_holds_without_an_int
     t = datetime(2026, 11, 1, tzinfo=UTC)
     index.add([("q-old", t, None, "네이버 실적"), ("q-stock", t, "stock", "네이버 주가")])
     index.add([("q-new", t + timedelta(minutes=1), "unclassified", "네이버 뉴스")])
+    # Newer and better hits of another intent do not crowd the old one out.
+    index.add([(f"q-{n}", t + timedelta(minutes=2 + n), "stock", "네이버 주가") for n in range(30)])
     index.commit()
     search = LakeSearch(tmp_path, index_factory=lambda _: index)
     assert [h.query_id for h in search.search("네이버", intent="unclassified")] == ["q-new", "q-old"]

@@ -66,5 +66,9 @@ def port_unavailable(host: str, port: int) -> tuple[str, int] | None:
         try:
             probe.bind(address)
         except OSError as exc:
-            return exc.strerror or str(exc), EXIT_PORT_TAKEN if exc.errno == errno.EADDRINUSE else 2
+            if exc.errno == errno.EADDRINUSE:
+                return exc.strerror or str(exc), EXIT_PORT_TAKEN
+            if exc.errno == errno.EACCES:  # a port under 1024 without the right to it
+                return f"{exc.strerror or exc} (ports under 1024 need root)", 2
+            return exc.strerror or str(exc), 2
     return None

@@ -93,11 +93,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.analytics.aliases import AliasError
     from querylog.analytics.catalog import CatalogError
     from querylog.analytics.queries import Filters, open_catalog
+    from querylog.analytics.search import unquoted
     from querylog.analytics.search_groups import group_hits, questions_of
     from querylog.analytics.upkeep import SEARCH_FIELDS, LakeSearch, SearchField, UpkeepError
     from querylog.logging.structured import configure_structlog
 
-    if not args.text.strip():
+    asked = unquoted(args.text)  # as the index reads it ("네이버 주가" as 네이버 주가), for --explain and messages too
+    if not asked.strip():
         print("querylog search: give some text to look for", file=sys.stderr)
         return 2
     if lake_missing(settings.lake_dir, "search"):
@@ -120,7 +122,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 if added:
                     print(f"querylog search: indexed {added} new {_noun(field, added)}", file=sys.stderr)
                 for hit in search.search(
-                    args.text, limit=wanted, intent=args.intent, since=args.since, aliases=aliases
+                    asked, limit=wanted, intent=args.intent, since=args.since, aliases=aliases
                 ):
                     score = float(hit.score)
                     if hit.query_id not in found or score > found[hit.query_id][0]:
@@ -177,7 +179,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from querylog.analytics._search_text import explain_match, fold_one
 
         # A company typed with its particle (네이버는) was searched as its name (네이버): explained as searched.
-        typed = list(dict.fromkeys(fold_one(args.text).split()))
+        typed = list(dict.fromkeys(fold_one(asked).split()))
         mentions = aliases.mentions(typed) if aliases is not None else []
         searched_as = {typed[m.start]: m.typed for m in mentions if m.end == m.start + 1}
         # Outside the exact tier the index says what matched (a grouped row: its question's hit).
@@ -189,7 +191,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             text = row[columns.index("query_text")]
             if "found_in" in columns and row[columns.index("found_in")] == "answers":
                 text = row[columns.index("answer")]
-            reason = explain_match(text or "", args.text, searched_as)
+            reason = explain_match(text or "", asked, searched_as)
             if args.where != "queries" and "not found" in reason:
                 return "in the answer it got"  # a grouped row shows the question; the answer matched
             return reason
@@ -205,7 +207,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         kind = {"queries": "queries", "answers": "answers", "both": "queries or answers"}[args.where]
         filters = f" with intent {args.intent!r}" if args.intent else ""
-        print(f"no {kind} match {shortened(args.text, 80)!r}{filters}", file=sys.stderr)
+        print(f"no {kind} match {shortened(asked, 80)!r}{filters}", file=sys.stderr)
     return 0
 
 

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     busy = port_unavailable(args.host, args.port)
     if busy is not None:
         why, code = busy
-        hint = "choose another --port" if code == EXIT_PORT_TAKEN else "check --host"
+        hint = "choose another --port" if code == EXIT_PORT_TAKEN else "check --host and --port"
         print(f"querylog serve: cannot listen on {args.host}:{args.port}: {why} ({hint})", file=sys.stderr)
         return code
     app = create_app(settings)
