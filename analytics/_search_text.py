@@ -36,6 +36,7 @@ __all__ = [
     "starts_word_count",
     "typo_eligible",
     "typo_words",
+    "unquoted",
 ]
 
 _MAX_CP: Final = 0x110000
@@ -106,6 +107,16 @@ _CLASS_BYTES: Final = CLASS_TABLE.tobytes()
 def fold(texts: pa.Array) -> pa.Array:
     """NFKC (composes NFD Hangul, narrows full-width forms) then lower case: the form both sides match in."""
     return pc.utf8_lower(pc.utf8_normalize(texts, "NFKC"))
+
+
+#: Quotes people put around a phrase (ASCII, typographic, CJK corner brackets).
+_QUOTES: Final = "\"'“”‘’「」『』"
+
+
+def unquoted(text: str) -> str:
+    """`text` without the quotes around its words: how people write a phrase elsewhere; here every word must be found
+    anyway, so ``"네이버 주가"`` finds what ``네이버 주가`` finds rather than looking for the quotes as characters."""
+    return " ".join(w for w in (w.strip(_QUOTES) for w in text.split()) if w)
 
 
 def fold_one(text: str) -> str:

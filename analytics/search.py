@@ -37,12 +37,13 @@ from querylog.analytics._search_text import (
     name_word,
     typo_eligible,
     typo_words,
+    unquoted,
 )
 
 if TYPE_CHECKING:
     from querylog.analytics.aliases import Aliases, Company, Mention
 
-__all__ = ["TIER_SCORES", "SearchHit", "SearchIndex", "SearchIndexError", "SearchIndexOutdatedError", "unquoted"]
+__all__ = ["TIER_SCORES", "SearchHit", "SearchIndex", "SearchIndexError", "SearchIndexOutdatedError"]
 
 _MANIFEST: Final = "manifest.json"
 _LOCK: Final = "writer.lock"
@@ -62,15 +63,6 @@ TIER_SCORES: Final = {"exact": 0.0, "alias": -1.0, "initials": -2.0, "typo": -3.
 # and by the company.
 _FOUND: Final = "\x00found\x00"
 _COMPANY: Final = "\x00company\x00"
-
-
-_QUOTES: Final = "\"'“”‘’「」『』"
-
-
-def unquoted(text: str) -> str:
-    """`text` without the quotes around its words: how people write a phrase elsewhere; here every word must be found
-    anyway, so ``"네이버 주가"`` finds what ``네이버 주가`` finds rather than looking for the quotes as characters."""
-    return " ".join(w for w in (w.strip(_QUOTES) for w in text.split()) if w)
 
 
 class SearchIndexError(Exception):

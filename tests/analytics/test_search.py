@@ -444,7 +444,6 @@ def test_public_surface() -> None:
         "SearchIndexError",
         "SearchIndexOutdatedError",
         "TIER_SCORES",
-        "unquoted",
     ]
 
 

@@ -90,10 +90,10 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog._format import format_rows, shortened
+    from querylog.analytics._search_text import unquoted
     from querylog.analytics.aliases import AliasError
     from querylog.analytics.catalog import CatalogError
     from querylog.analytics.queries import Filters, open_catalog
-    from querylog.analytics.search import unquoted
     from querylog.analytics.search_groups import group_hits, questions_of
     from querylog.analytics.upkeep import SEARCH_FIELDS, LakeSearch, SearchField, UpkeepError
     from querylog.logging.structured import configure_structlog
