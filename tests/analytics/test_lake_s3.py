@@ -252,7 +252,9 @@ def test_cli_lake_push_and_sql_over_s3(home: Path, bucket: str, capsys: pytest.C
     )
 
 
-def test_cli_errors_are_one_line_exit_1_and_2_for_a_bad_uri(home: Path, s3_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_errors_are_one_line_exit_1_and_2_for_a_bad_uri(
+    home: Path, s3_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["lake", "push", "s3://no-such-bucket-here/x"]) == 1
     assert "querylog lake push:" in capsys.readouterr().err
     assert main(["lake", "push", "/not/a/uri"]) == 2  # not a remote lake: a usage error

@@ -121,9 +121,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 added = search.sync(catalog, progress=_progress if sys.stderr.isatty() else None)
                 if added:
                     print(f"querylog search: indexed {added} new {_noun(field, added)}", file=sys.stderr)
-                for hit in search.search(
-                    asked, limit=wanted, intent=args.intent, since=args.since, aliases=aliases
-                ):
+                for hit in search.search(asked, limit=wanted, intent=args.intent, since=args.since, aliases=aliases):
                     score = float(hit.score)
                     if hit.query_id not in found or score > found[hit.query_id][0]:
                         found[hit.query_id] = (score, field, hit)
