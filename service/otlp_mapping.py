@@ -374,16 +374,16 @@ class _Spans:
     def outer(self, span: Span) -> _Entry | str | None:
         """The outermost GenAI span above `span` (the query it is a step of), None when there is none, or `_LOOP`.
         Each span above is looked at once whatever the depth (an agent's trace may nest hundreds)."""
-        trace, path, on_path = span.trace_id, [], {span.span_id}
+        trace, path, on_path = span.trace_id, list[_Entry](), {span.span_id}
         parent, above = span.parent_span_id, None  # above: the answer for the topmost span of `path`
         while parent:
             key = (trace, parent)
-            if key in self._outer:
-                known, entry = self._outer[key], self.by_id[key]
-                above = known if known is not None else (entry if entry[2] == "llm" else None)
-                break
-            entry = self.by_id.get(key)  # type: ignore[assignment]
+            entry = self.by_id.get(key)
             if entry is None:  # not in this export: the chain ends here
+                break
+            if key in self._outer:
+                known = self._outer[key]
+                above = known if known is not None else (entry if entry[2] == "llm" else None)
                 break
             if parent in on_path:
                 above = _LOOP

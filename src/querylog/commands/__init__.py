@@ -26,7 +26,11 @@ def count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def lake_missing(lake: object, command: str, *, given_as: str = "--home (QUERYLOG_HOME)") -> bool:
+#: How a command's data directory is given, for messages that ask whether it is right.
+HOME_OPTION = "--home (QUERYLOG_HOME)"
+
+
+def lake_missing(lake: object, command: str, *, given_as: str = HOME_OPTION) -> bool:
     """Whether `lake` (a local directory) holds no event yet; if so, say so on stderr, naming the directory: a
     mistyped --home or QUERYLOG_HOME would otherwise read as "no data" without a word."""
     from pathlib import Path

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from querylog._format import FORMATS
-from querylog.commands import lake_missing
+from querylog.commands import HOME_OPTION, lake_missing
 from querylog.config import Settings
 
 
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except (OSError, ValueError) as exc:  # a remote lake that cannot be listed or read
         print(f"querylog sql: {exc}", file=sys.stderr)
         return 1
-    lake_missing(args.lake or settings.lake_dir, "sql", **({"given_as": "--lake"} if args.lake else {}))
+    lake_missing(args.lake or settings.lake_dir, "sql", given_as="--lake" if args.lake else HOME_OPTION)
     refused = _not_read_only(args.statement)
     if refused is not None:
         print(f"querylog sql: {refused}", file=sys.stderr)
