@@ -102,13 +102,17 @@ Int16: TypeAlias = Annotated[int, msgspec.Meta(extra={"arrow": "int16"})]
 #: then refused by every Parquet write (querylog.logging.schema requires every int field to state its bounds).
 COUNT_MAX: Final = 2**31 - 1
 INT16_MAX: Final = 2**15 - 1
+#: The longest duration an event takes (about 31 years, in ms), and the largest cost of one response: past them a
+#: value is a unit mistake or garbage, and one such value would turn a counter that never goes back to +Inf.
+MAX_MILLIS: Final = 1e12
+MAX_COST_USD: Final = 1e9
 # The value rules msgspec can state, checked in C wherever a line or a payload is decoded (the codec, the ingest
 # API, the Loki line types derived from these classes) and published in the ingest API's JSON Schema. Events
 # made in Python are checked by their __post_init__, which holds these rules and the ones no annotation can
 # state (tests/logging/test_events.py holds the two to agreement).
 NonEmpty: TypeAlias = Annotated[str, msgspec.Meta(min_length=1)]
 Text: TypeAlias = Annotated[str, msgspec.Meta(pattern=r"\S")]  # not blank
-Millis: TypeAlias = Annotated[float, msgspec.Meta(ge=0)]
+Millis: TypeAlias = Annotated[float, msgspec.Meta(ge=0, le=MAX_MILLIS)]
 Count: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=COUNT_MAX)]
 Fraction: TypeAlias = Annotated[float, msgspec.Meta(ge=0, le=1)]
 AttributeKey: TypeAlias = Annotated[str, msgspec.Meta(pattern=f"^{_ATTRIBUTE_KEY.pattern}$")]
@@ -156,19 +160,42 @@ def _require(condition: bool, field: str, message: str) -> None:
 
 # Validation runs on every emit and on every decode by every projection: checks are plain comparisons, and an
 # error message (an f-string with a repr) is only formatted once a check has failed. The hot event types first
-# test all their rules in one expression and call the checks that name the field only when it fails.
-_INF: Final = math.inf
+# test all their rules in one expression (exact types included: what a log line decodes to) and call the checks
+# that name the field only when it fails.
 
 
-def _check_duration(field: str, value: float | None) -> None:
-    # `value >= 0` is False for NaN, so this also refuses NaN; isfinite then refuses +inf.
-    if value is not None and not (value >= 0 and math.isfinite(value)):
-        raise EventValidationError(field, f"must be a finite number >= 0, got {value!r}")
+# Python callers can hand any object where an event wants a number; JSON cannot, so a log line always holds the
+# types these accept. A bool is an int to Python but `true` in JSON, which no reader of the log takes for a number.
+def _check_number(field: str, value: object) -> None:
+    if type(value) is bool or not isinstance(value, int | float):
+        raise EventValidationError(field, f"must be a number, got {type(value).__name__} {value!r}")
+
+
+def _check_duration(field: str, value: float | None, limit: float = MAX_MILLIS) -> None:
+    if value is not None:
+        _check_number(field, value)
+        if not 0 <= value <= limit:  # False for NaN too
+            raise EventValidationError(field, f"must be a finite number >= 0 (at most {limit:g}), got {value!r}")
+
+
+def _check_fraction(field: str, value: float | None) -> None:
+    if value is not None:
+        _check_number(field, value)
+        if not 0.0 <= value <= 1.0:
+            raise EventValidationError(field, f"must be within [0, 1], got {value!r}")
 
 
 def _check_count(field: str, value: int | None) -> None:
-    if value is not None and not 0 <= value <= COUNT_MAX:
-        raise EventValidationError(field, f"must be 0 to {COUNT_MAX:,}, got {value!r}")
+    if value is not None and not (type(value) is int and 0 <= value <= COUNT_MAX):
+        kind = "" if isinstance(value, int | float) and type(value) is not bool else f" ({type(value).__name__})"
+        raise EventValidationError(field, f"must be a whole number 0 to {COUNT_MAX:,}, got {value!r}{kind}")
+
+
+def _check_texts(struct: msgspec.Struct, names: tuple[str, ...], prefix: str = "") -> None:
+    for name in names:
+        value = getattr(struct, name)
+        if value is not None and not isinstance(value, str):
+            raise EventValidationError(prefix + name, f"must be a string, got {type(value).__name__} {value!r}")
 
 
 def checked_tags(tags: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -217,11 +244,15 @@ class Source(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forb
     rank: Annotated[int, msgspec.Meta(ge=1, le=COUNT_MAX)]
 
     def __post_init__(self) -> None:
+        if type(self.doc_id) is not str or (self.title is not None and type(self.title) is not str):
+            _check_texts(self, ("doc_id", "title"), prefix="sources.")
         _require(bool(self.doc_id), "sources.doc_id", "must not be empty")
-        if not 1 <= self.rank <= COUNT_MAX:
-            raise EventValidationError("sources.rank", f"must be 1 to {COUNT_MAX:,}, got {self.rank!r}")
-        if self.score is not None and not math.isfinite(self.score):
-            raise EventValidationError("sources.score", f"must be a finite number, got {self.score!r}")
+        if not (type(self.rank) is int and 1 <= self.rank <= COUNT_MAX):
+            raise EventValidationError("sources.rank", f"must be a whole number 1 to {COUNT_MAX:,}, got {self.rank!r}")
+        if self.score is not None:
+            _check_number("sources.score", self.score)
+            if not math.isfinite(self.score):
+                raise EventValidationError("sources.score", f"must be a finite number, got {self.score!r}")
         if self.title is not None:
             cleaned = clean_text(self.title, MAX_TITLE_CHARS)
             if cleaned is not self.title:
@@ -276,11 +307,30 @@ class Event(
 
     def __post_init__(self) -> None:
         if not (
-            self.event_id and self.query_id and self.service and self.env and 1 <= self.schema_version <= INT16_MAX
+            type(self.event_id) is str
+            and type(self.query_id) is str
+            and type(self.service) is str
+            and type(self.env) is str
+            and self.event_id
+            and self.query_id
+            and self.service
+            and self.env
+            and type(self.schema_version) is int
+            and 1 <= self.schema_version <= INT16_MAX
+            and (self.session_id is None or type(self.session_id) is str)
+            and (self.user_id is None or type(self.user_id) is str)
+            and (self.trace_id is None or type(self.trace_id) is str)
+            and (self.release is None or type(self.release) is str)
+            and (self.prompt_version is None or type(self.prompt_version) is str)
         ):
+            _check_texts(self, _BASE_TEXTS)
             _require(bool(self.event_id), "event_id", "must not be empty")
             _require(bool(self.query_id), "query_id", "must not be empty")
-            _require(1 <= self.schema_version <= INT16_MAX, "schema_version", f"must be 1 to {INT16_MAX:,}")
+            _require(
+                type(self.schema_version) is int and 1 <= self.schema_version <= INT16_MAX,
+                "schema_version",
+                f"must be 1 to {INT16_MAX:,}",
+            )
             _require(bool(self.service), "service", "must not be empty")
             _require(bool(self.env), "env", "must not be empty")
         ts = self.ts
@@ -299,6 +349,11 @@ class Event(
             msgspec.structs.force_setattr(self, "attributes", checked_attributes(self.attributes))
 
 
+#: The base fields that hold text: each a `str` (`query_id` and friends never None, the rest None when absent).
+_BASE_TEXTS: Final = ("event_id", "query_id", "service", "env", "session_id", "user_id", "trace_id", "release",
+                      "prompt_version")  # fmt: skip
+
+
 class QueryReceived(Event, frozen=True, tag="query_received"):
     """A user's query arrived. The text is NFC-normalised (and redacted by the producer) before it gets here."""
 
@@ -307,6 +362,8 @@ class QueryReceived(Event, frozen=True, tag="query_received"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if type(self.query_text) is not str or (self.language is not None and type(self.language) is not str):
+            _check_texts(self, ("query_text", "language"))
         cleaned = clean_text(self.query_text)
         _require(bool(cleaned.strip()), "query_text", "must not be empty")
         if cleaned is not self.query_text:
@@ -320,12 +377,19 @@ class IntentClassified(Event, frozen=True, tag="intent_classified"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        d = self.duration_ms
-        if not (self.intent and 0.0 <= self.confidence <= 1.0 and (d is None or 0 <= d < _INF)):
+        d, c = self.duration_ms, self.confidence
+        if not (
+            type(self.intent) is str
+            and self.intent
+            and type(c) is float
+            and 0.0 <= c <= 1.0
+            and (d is None or (type(d) is float and 0 <= d <= MAX_MILLIS))
+        ):
+            _check_texts(self, ("intent",))
             _require(bool(self.intent), "intent", "must not be empty")
-            if not 0.0 <= self.confidence <= 1.0:
-                raise EventValidationError("confidence", f"must be within [0, 1], got {self.confidence!r}")
-            _check_duration("duration_ms", self.duration_ms)
+            _require(c is not None, "confidence", "must be within [0, 1], got None")
+            _check_fraction("confidence", c)
+            _check_duration("duration_ms", d)
 
 
 class SearchCompleted(Event, frozen=True, tag="search_completed"):
@@ -345,11 +409,22 @@ class SearchCompleted(Event, frozen=True, tag="search_completed"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        d = self.duration_ms
-        if not (0 <= self.result_count <= COUNT_MAX and (d is None or 0 <= d < _INF) and self.sources_dropped is None):
-            _check_count("result_count", self.result_count)
-            _check_duration("duration_ms", self.duration_ms)
+        d, n, top = self.duration_ms, self.result_count, self.top_score
+        if not (
+            type(n) is int
+            and 0 <= n <= COUNT_MAX
+            and (d is None or (type(d) is float and 0 <= d <= MAX_MILLIS))
+            and self.sources_dropped is None
+            and type(self.cache_hit) is bool
+            and (top is None or type(top) is float)
+        ):
+            _require(n is not None, "result_count", f"must be a whole number 0 to {COUNT_MAX:,}, got None")
+            _check_count("result_count", n)
+            _check_duration("duration_ms", d)
             _check_count("sources_dropped", self.sources_dropped)
+            _require(type(self.cache_hit) is bool, "cache_hit", f"must be true or false, got {self.cache_hit!r}")
+            if top is not None:
+                _check_number("top_score", top)
         sources = self.sources
         if sources is not None and len(sources) > MAX_SOURCES:
             # Cut, never refused: the answer happened; the event keeps the best `MAX_SOURCES` and says how many went.
@@ -390,7 +465,7 @@ class ResponseGenerated(Event, frozen=True, tag="response_generated"):
     response_type: str | None = None
     finish_reason: str | None = None
     ttft_ms: Millis | None = None
-    cost_usd: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    cost_usd: Annotated[float, msgspec.Meta(ge=0, le=MAX_COST_USD)] | None = None
     gen_ai_response_model: str | None = None
     gen_ai_usage_cache_read_input_tokens: Count | None = None
     gen_ai_usage_reasoning_output_tokens: Count | None = None
@@ -400,28 +475,38 @@ class ResponseGenerated(Event, frozen=True, tag="response_generated"):
         d, q = self.duration_ms, self.quality_score
         tokens_in, tokens_out = self.gen_ai_usage_input_tokens, self.gen_ai_usage_output_tokens
         chars = self.answer_chars
+        system, model = self.gen_ai_system, self.gen_ai_request_model
         if not (
-            (d is None or 0 <= d < _INF)
-            and (tokens_in is None or 0 <= tokens_in <= COUNT_MAX)
-            and (tokens_out is None or 0 <= tokens_out <= COUNT_MAX)
-            and (chars is None or 0 <= chars <= COUNT_MAX)
-            and (q is None or 0.0 <= q <= 1.0)
+            (d is None or (type(d) is float and 0 <= d <= MAX_MILLIS))
+            and (tokens_in is None or (type(tokens_in) is int and 0 <= tokens_in <= COUNT_MAX))
+            and (tokens_out is None or (type(tokens_out) is int and 0 <= tokens_out <= COUNT_MAX))
+            and (chars is None or (type(chars) is int and 0 <= chars <= COUNT_MAX))
+            and (q is None or (type(q) is float and 0.0 <= q <= 1.0))
+            and (system is None or type(system) is str)
+            and (model is None or type(model) is str)
         ):
+            _check_texts(self, ("gen_ai_system", "gen_ai_request_model"))
             _check_duration("duration_ms", d)
             _check_count("gen_ai_usage_input_tokens", tokens_in)
             _check_count("gen_ai_usage_output_tokens", tokens_out)
             _check_count("answer_chars", chars)
-            if q is not None and not 0.0 <= q <= 1.0:
-                raise EventValidationError("quality_score", f"must be within [0, 1], got {q!r}")
-        # v2's optional numbers: mostly absent, so one test skips their checks on the emit path.
+            _check_fraction("quality_score", q)
+        # v2's optional fields: mostly absent, so one test skips their checks on the emit path.
+        answer, kind, finish = self.answer_text, self.response_type, self.finish_reason
+        served = self.gen_ai_response_model
         if not (
             self.ttft_ms is None
             and self.cost_usd is None
             and self.gen_ai_usage_cache_read_input_tokens is None
             and self.gen_ai_usage_reasoning_output_tokens is None
+            and (answer is None or type(answer) is str)
+            and (kind is None or type(kind) is str)
+            and (finish is None or type(finish) is str)
+            and (served is None or type(served) is str)
         ):
+            _check_texts(self, ("answer_text", "response_type", "finish_reason", "gen_ai_response_model"))
             _check_duration("ttft_ms", self.ttft_ms)
-            _check_duration("cost_usd", self.cost_usd)
+            _check_duration("cost_usd", self.cost_usd, MAX_COST_USD)
             _check_count("gen_ai_usage_cache_read_input_tokens", self.gen_ai_usage_cache_read_input_tokens)
             _check_count("gen_ai_usage_reasoning_output_tokens", self.gen_ai_usage_reasoning_output_tokens)
         if self.answer_text is not None:
@@ -442,10 +527,25 @@ class QueryCompleted(Event, frozen=True, tag="query_completed"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0 <= self.latency_ms < _INF:
+        n, q, hit, intent = self.result_count, self.quality_score, self.cache_hit, self.intent
+        if not (
+            type(self.latency_ms) is float
+            and 0 <= self.latency_ms <= MAX_MILLIS
+            and (n is None or type(n) is int)
+            and (q is None or type(q) is float)
+            and (hit is None or type(hit) is bool)
+            and (intent is None or type(intent) is str)
+        ):
+            _require(self.latency_ms is not None, "latency_ms", "must be a finite number >= 0, got None")
             _check_duration("latency_ms", self.latency_ms)
-        if self.result_count is not None and not -COUNT_MAX - 1 <= self.result_count <= COUNT_MAX:
-            raise EventValidationError("result_count", f"must fit in 32 bits, got {self.result_count!r}")
+            _check_texts(self, ("intent",))
+            _require(hit is None or type(hit) is bool, "cache_hit", f"must be true, false or absent, got {hit!r}")
+            if q is not None:
+                _check_number("quality_score", q)
+            if n is not None and type(n) is not int:
+                raise EventValidationError("result_count", f"must be a whole number, got {type(n).__name__} {n!r}")
+        if n is not None and not -COUNT_MAX - 1 <= n <= COUNT_MAX:
+            raise EventValidationError("result_count", f"must fit in 32 bits, got {n!r}")
 
 
 class QueryFailed(Event, frozen=True, tag="query_failed"):
@@ -457,6 +557,7 @@ class QueryFailed(Event, frozen=True, tag="query_failed"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check_texts(self, ("error_type", "error_message", "stage", "intent"))
         _require(bool(self.error_type), "error_type", "must not be empty")
         _check_duration("latency_ms", self.latency_ms)
         cleaned = clean_text(self.error_message)
@@ -472,9 +573,10 @@ class FeedbackReceived(Event, frozen=True, tag="feedback_received"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.score not in (-1, 0, 1):
+        if type(self.score) is not int or self.score not in (-1, 0, 1):
             raise EventValidationError("score", f"must be -1, 0 or 1, got {self.score!r}")
         if self.comment is not None:
+            _check_texts(self, ("comment",))
             cleaned = clean_text(self.comment)
             if cleaned is not self.comment:
                 msgspec.structs.force_setattr(self, "comment", cleaned)

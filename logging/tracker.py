@@ -13,12 +13,12 @@ Emitting costs microseconds on the caller's thread and never touches the network
 
 from __future__ import annotations
 
-import math
+import numbers
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Final, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import msgspec
 import uuid_utils
@@ -26,8 +26,11 @@ import uuid_utils
 from querylog.logging.events import (
     COUNT_MAX,
     MAX_ANSWER_CHARS,
+    MAX_COST_USD,
+    MAX_MILLIS,
     MAX_SOURCES,
     Event,
+    EventValidationError,
     FeedbackReceived,
     IntentClassified,
     QueryCompleted,
@@ -59,7 +62,34 @@ _IntentClassified: Final = prechecked(IntentClassified)
 _SearchCompleted: Final = prechecked(SearchCompleted)
 _ResponseGenerated: Final = prechecked(ResponseGenerated)
 _QueryCompleted: Final = prechecked(QueryCompleted)
-_INF: Final = math.inf
+
+
+def _plain(value: object) -> Any:
+    """A number of another library (numpy's ``float32``, ``int64``) as Python's own, which JSON can hold; any other
+    value as it is: the event class then names what is wrong with it."""
+    kind = type(value)
+    if value is None or kind is float or kind is int or kind is bool:
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return value
+
+
+def _is_count(value: object) -> bool:
+    return type(value) is int and 0 <= value <= COUNT_MAX
+
+
+def _text(field: str, value: object) -> Any:
+    """An id or a label as events hold it: text, None, or a whole number (a database's id) as its decimal text."""
+    if value is None or type(value) is str:
+        return value
+    if isinstance(value, str):
+        return str(value)  # a subclass (an enum's member) as its plain text
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return str(int(value))
+    raise EventValidationError(field, f"must be a string, got {type(value).__name__} {value!r}")
 
 
 @runtime_checkable
@@ -117,8 +147,8 @@ class QueryTracker:
         self.redact = redact or _identity
         self.pseudonymize_user_id = pseudonymize_user_id or _identity
         self.durable = durable
-        self.release = release or None
-        self.prompt_version = prompt_version or None
+        self.release = _text("release", release) or None
+        self.prompt_version = _text("prompt_version", prompt_version) or None
         self.tags = checked_tags(tuple(tags)) if tags else None
         self.attributes = self._attributes(attributes) if attributes else None
         self.capture_answers = capture_answers
@@ -148,8 +178,21 @@ class QueryTracker:
     ) -> TrackedQuery:
         """A query's context. `release` and `prompt_version` override the service's; `tags` and `attributes`
         add to its defaults. Over their bounds they raise `EventValidationError` naming the field, here."""
+        if type(query_text) is not str:
+            raise EventValidationError("query_text", f"must be a string, got {type(query_text).__name__}")
+        if not (
+            (session_id is None or type(session_id) is str)
+            and (user_id is None or type(user_id) is str)
+            and (query_id is None or type(query_id) is str)
+            and (trace_id is None or type(trace_id) is str)
+            and (language is None or type(language) is str)
+        ):
+            session_id, user_id = _text("session_id", session_id), _text("user_id", user_id)
+            query_id, trace_id = _text("query_id", query_id), _text("trace_id", trace_id)
+            language = _text("language", language)
         context = self._context
         if release or prompt_version or tags or attributes:  # the query's own: a context of its own
+            release, prompt_version = _text("release", release), _text("prompt_version", prompt_version)
             merged_tags = self.tags
             if tags:
                 merged_tags = checked_tags((*(self.tags or ()), *tags))
@@ -175,13 +218,16 @@ class QueryTracker:
         trace_id: str | None = None,
     ) -> FeedbackReceived:
         """Emit (and flush) a feedback_received event for an answered query."""
+        if comment is not None and not isinstance(comment, str):
+            raise EventValidationError("comment", f"must be a string, got {type(comment).__name__}")
+        user_id = _text("user_id", user_id)
         event = FeedbackReceived(
-            query_id=query_id,
-            score=score,
+            query_id=_text("query_id", query_id),
+            score=_plain(score),
             comment=self.redact(nfc(comment)) if comment is not None else None,
-            session_id=session_id,
+            session_id=_text("session_id", session_id),
             user_id=self.pseudonymize_user_id(user_id) if user_id else None,
-            trace_id=trace_id,
+            trace_id=_text("trace_id", trace_id),
             service=self.service,
             env=self.env,
             release=self.release,
@@ -304,7 +350,7 @@ class TrackedQuery:
         t, c = self._tracker, self._context
         try:
             if exc is None:
-                event: Event = (_QueryCompleted if 0 <= latency_ms < _INF else QueryCompleted)(
+                event: Event = (_QueryCompleted if 0 <= latency_ms <= MAX_MILLIS else QueryCompleted)(
                     query_id=self.query_id,
                     session_id=self.session_id,
                     user_id=self.user_id,
@@ -364,7 +410,7 @@ class TrackedQuery:
 
     def set_trace_id(self, trace_id: str | None) -> None:
         """Attach a trace id (e.g. Langfuse's) once known; later events of the query carry it."""
-        self.trace_id = trace_id
+        self.trace_id = _text("trace_id", trace_id)
 
     # -- stage events ----------------------------------------------------------------------------
     # Each event is built in place with every field named, the query's own fields first, the same in each method:
@@ -373,7 +419,15 @@ class TrackedQuery:
     def classified(self, intent: str, confidence: float, *, duration_ms: float | None = None) -> None:
         t, c = self._tracker, self._context
         d = duration_ms if duration_ms is not None else self._stage_elapsed_ms()
-        valid = intent and 0.0 <= confidence <= 1.0 and (d is None or 0 <= d < _INF)
+        valid = (
+            type(intent) is str
+            and intent
+            and type(confidence) is float
+            and 0.0 <= confidence <= 1.0
+            and (d is None or (type(d) is float and 0 <= d <= MAX_MILLIS))
+        )
+        if not valid:  # the event class checks them and names what is wrong
+            confidence, d = _plain(confidence), _plain(d)
         t.emitter.append(
             (_IntentClassified if valid else IntentClassified)(
                 query_id=self.query_id,
@@ -411,11 +465,16 @@ class TrackedQuery:
         # Sources were checked as they were made (`Source`); past MAX_SOURCES, and per-backend timings (checked,
         # sorted), are the event class's work.
         valid = (
-            0 <= result_count <= COUNT_MAX
-            and (d is None or 0 <= d < _INF)
+            type(result_count) is int
+            and 0 <= result_count <= COUNT_MAX
+            and (d is None or (type(d) is float and 0 <= d <= MAX_MILLIS))
             and (hits is None or len(hits) <= MAX_SOURCES)
             and backend_durations_ms is None
+            and type(cache_hit) is bool
+            and (top_score is None or type(top_score) is float)
         )
+        if not valid:
+            result_count, d, top_score = _plain(result_count), _plain(d), _plain(top_score)
         t.emitter.append(
             (_SearchCompleted if valid else SearchCompleted)(
                 query_id=self.query_id,
@@ -469,12 +528,18 @@ class TrackedQuery:
                 answer_text = clean_text(t.redact(nfc(answer)), MAX_ANSWER_CHARS)
         d = duration_ms if duration_ms is not None else self._stage_elapsed_ms()
         valid = (
-            (d is None or 0 <= d < _INF)
-            and (input_tokens is None or 0 <= input_tokens <= COUNT_MAX)
-            and (output_tokens is None or 0 <= output_tokens <= COUNT_MAX)
-            and (answer_chars is None or 0 <= answer_chars <= COUNT_MAX)
-            and (quality_score is None or 0.0 <= quality_score <= 1.0)
+            (d is None or (type(d) is float and 0 <= d <= MAX_MILLIS))
+            and (input_tokens is None or (type(input_tokens) is int and 0 <= input_tokens <= COUNT_MAX))
+            and (output_tokens is None or (type(output_tokens) is int and 0 <= output_tokens <= COUNT_MAX))
+            and (answer_chars is None or (type(answer_chars) is int and 0 <= answer_chars <= COUNT_MAX))
+            and (quality_score is None or (type(quality_score) is float and 0.0 <= quality_score <= 1.0))
+            and (system is None or type(system) is str)
+            and (model is None or type(model) is str)
         )
+        if not valid:
+            d, quality_score = _plain(d), _plain(quality_score)
+            input_tokens, output_tokens = _plain(input_tokens), _plain(output_tokens)
+            answer_chars = _plain(answer_chars)
         # The v2 fields, mostly absent, are added only when given (15 keywords at most a call: see above).
         event: ResponseGenerated = (_ResponseGenerated if valid else ResponseGenerated)(
             query_id=self.query_id,
@@ -515,13 +580,17 @@ class TrackedQuery:
             }
             if (
                 valid
-                and (ttft_ms is None or 0 <= ttft_ms < _INF)
-                and (cost_usd is None or 0 <= cost_usd < _INF)
-                and (cache_read_tokens is None or 0 <= cache_read_tokens <= COUNT_MAX)
-                and (reasoning_tokens is None or 0 <= reasoning_tokens <= COUNT_MAX)
+                and (ttft_ms is None or (type(ttft_ms) is float and 0 <= ttft_ms <= MAX_MILLIS))
+                and (cost_usd is None or (type(cost_usd) is float and 0 <= cost_usd <= MAX_COST_USD))
+                and (cache_read_tokens is None or _is_count(cache_read_tokens))
+                and (reasoning_tokens is None or _is_count(reasoning_tokens))
+                and (response_type is None or type(response_type) is str)
+                and (finish_reason is None or type(finish_reason) is str)
+                and (response_model is None or type(response_model) is str)
             ):
                 event = msgspec.structs.replace(event, **v2)
             else:  # the event class checks the whole, and names the field
+                v2 = {k: _plain(v) for k, v in v2.items()}
                 event = ResponseGenerated(**{**msgspec.structs.asdict(event), **v2})
         t.emitter.append(event)
         self.quality_score = quality_score

@@ -51,9 +51,16 @@ class _Kept:
         pass
 
 
-# Values that pass and values that fail, mixed: the edges of every rule (0, 1, negative, NaN, infinities).
-_numbers = st.none() | st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0, 0.0, 1.0, -0.0, -1, 1e308])
-_counts = st.none() | st.integers(-3, 10**9)
+# Values that pass and values that fail, mixed: the edges of every rule (0, 1, negative, NaN, infinities, past the
+# schema's bounds), and values of the wrong type a Python caller can pass (a bool is an int to Python, `true` in JSON).
+_wrong_types = st.sampled_from([True, False, "1", b"1", [1]])
+_numbers = (
+    st.none()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from([0, 0.0, 1.0, -0.0, -1, 1e308, 1e12, 1e12 + 1e-3])
+    | _wrong_types
+)
+_counts = st.none() | st.integers(-3, 10**9) | st.sampled_from([2**31 - 1, 2**31, 2.0, 2.5]) | _wrong_types
 _words = st.text(max_size=6)  # empty included
 # Text a user may send: NFD Hangul, lone surrogates, blank, and longer than an event keeps.
 _texts = st.one_of(

@@ -270,3 +270,84 @@ def test_tags_and_attributes_over_their_bounds_are_refused_where_they_are_given(
     with pytest.raises(EventValidationError, match=field):
         QueryTracker(capture).query("x", **given)  # type: ignore[arg-type]
     assert capture.events == []  # refused before the query began: nothing half-recorded
+
+
+# -- values of the wrong type ------------------------------------------------------------------------------------
+# Python callers can pass what JSON cannot hold as the schema says (a bool where a count goes, a float token count,
+# a database's integer id): every event the tracker accepts must read back from the log, or the projections skip
+# it (the lake, the metrics and Loki would never see the query), so it refuses here, naming the field, instead.
+
+
+def _read_back(events: list) -> list:
+    from querylog.logging import codec
+
+    return [codec.decode(codec.encode(e)) for e in events]
+
+
+@pytest.mark.parametrize(
+    ("stage", "field"),
+    [
+        (lambda q: q.classified("x", True), "confidence"),
+        (lambda q: q.classified(7, 0.5), "intent"),
+        (lambda q: q.searched(2.5), "result_count"),
+        (lambda q: q.searched(True), "result_count"),
+        (lambda q: q.searched(1, cache_hit="yes"), "cache_hit"),
+        (lambda q: q.responded(model="m", input_tokens=True), "gen_ai_usage_input_tokens"),
+        (lambda q: q.responded(model="m", input_tokens=10.7), "gen_ai_usage_input_tokens"),
+        (lambda q: q.responded(model="m", input_tokens="10"), "gen_ai_usage_input_tokens"),
+        (lambda q: q.responded(model="m", cache_read_tokens=5.5), "gen_ai_usage_cache_read_input_tokens"),
+        (lambda q: q.responded(model=4), "gen_ai_request_model"),
+        (lambda q: q.responded(finish_reason=1), "finish_reason"),
+        (lambda q: q.responded(cost_usd=1e308), "cost_usd"),
+        (lambda q: q.responded(duration_ms=1e13), "duration_ms"),
+    ],
+)
+def test_a_stage_value_of_the_wrong_type_is_refused_naming_its_field(stage, field: str) -> None:
+    capture = CapturingEmitter()
+    tracker = QueryTracker(capture, service="chat", env="test")
+    with pytest.raises(EventValidationError) as caught, tracker.query("q") as q:
+        stage(q)
+    assert caught.value.field == field
+    _read_back(capture.events)  # what was written before the refusal reads back
+
+
+def test_feedback_of_the_wrong_type_is_refused() -> None:
+    tracker = QueryTracker(CapturingEmitter(), service="chat", env="test")
+    for score in (True, 1.0, "1"):
+        with pytest.raises(EventValidationError, match="score"):
+            tracker.feedback("q-1", score)  # type: ignore[arg-type]
+
+
+def test_integer_ids_are_kept_as_their_text_and_other_types_refused() -> None:
+    capture = CapturingEmitter()
+    tracker = QueryTracker(capture, service="chat", env="test", release=3)  # type: ignore[arg-type]
+    with tracker.query("q", session_id=42, user_id=7, query_id=9) as q:  # type: ignore[arg-type]
+        q.set_trace_id(1234)  # type: ignore[arg-type]
+        q.classified("x", 0.5)
+    tracker.feedback(9, 1, user_id=7)  # type: ignore[arg-type]
+    for event in _read_back(capture.events):
+        assert (event.query_id, event.user_id, event.release) == ("9", "7", "3")
+    assert [e.session_id for e in capture.events[:-1]] == ["42"] * 3
+    assert capture.events[-2].trace_id == "1234"
+    with pytest.raises(EventValidationError) as caught:
+        tracker.query("q", session_id=4.5)  # type: ignore[arg-type]
+    assert caught.value.field == "session_id"
+    with pytest.raises(EventValidationError) as caught:
+        tracker.query(b"bytes")  # type: ignore[arg-type]
+    assert caught.value.field == "query_text"
+
+
+def test_numbers_of_other_libraries_are_taken_as_the_numbers_they_are() -> None:
+    np = pytest.importorskip("numpy")
+    from fractions import Fraction
+
+    capture = CapturingEmitter()
+    tracker = QueryTracker(capture, service="chat", env="test")
+    with tracker.query("q") as q:
+        q.classified("x", np.float32(0.5), duration_ms=Fraction(3, 2))
+        q.searched(np.int64(3), top_score=np.float32(2.5))
+        q.responded(model="m", input_tokens=np.int32(10), cost_usd=np.float16(0.25))
+    received, classified, searched, responded, _ = _read_back(capture.events)
+    assert (classified.confidence, classified.duration_ms) == (0.5, 1.5)
+    assert (searched.result_count, searched.top_score) == (3, 2.5)
+    assert (responded.gen_ai_usage_input_tokens, responded.cost_usd) == (10, 0.25)
