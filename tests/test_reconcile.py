@@ -14,7 +14,7 @@ from querylog.analytics.queries import parse_since
 from querylog.analytics.upkeep import retained_from
 from querylog.cli import main
 from querylog.config import Settings
-from querylog.logging.events import IntentClassified, QueryCompleted, QueryFailed, QueryReceived
+from querylog.logging.events import IntentClassified, QueryCompleted, QueryFailed, QueryReceived, prechecked
 from querylog.logging.loki import LokiOptions, LokiSink
 from querylog.logging.parquet import ParquetSink
 from querylog.logging.projection import Projector
@@ -74,6 +74,21 @@ def test_reconcile_exits_1_and_names_the_row_when_the_lake_lost_a_file(
     assert main(["reconcile"]) == 1
     captured = capsys.readouterr()
     assert "DIFFERS" in captured.out and "disagree" in captured.err
+
+
+def test_log_lines_no_store_can_read_are_counted_and_make_the_comparison_fail(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every store skips them alike, so every count agrees; yet each is an event written and held nowhere.
+    with EventLog(home / "log") as log:
+        log.append(prechecked(QueryCompleted)(query_id="q-x", latency_ms=1.0, result_count=2.5))  # type: ignore[arg-type]
+        log.flush()
+    with ParquetSink(home / "lake") as sink:
+        Projector(LogReader(home / "log"), sink).catch_up()
+    assert main(["reconcile"]) == 1
+    captured = capsys.readouterr()
+    assert "DIFFERS" not in captured.out
+    assert "1 log line(s) could not be read as events" in captured.err and "result_count" in captured.err
 
 
 def test_reconcile_compares_live_metrics_text(home: Path) -> None:

@@ -57,6 +57,10 @@ class ReconcileReport:
     #: `history_floor`, when the stores' histories differ before it; and the start of the window compared.
     floor: datetime | None = None
     since: datetime | None = None
+    #: Log lines that are not events (torn, or written with values the schema refuses): no store holds them, so
+    #: every count above agrees without them; each is an event written and lost.
+    unreadable: int = 0
+    unreadable_example: str | None = None
 
     @property
     def disagreements(self) -> list[tuple[str, str, dict[str, int | None]]]:
@@ -70,7 +74,7 @@ class ReconcileReport:
 
     @property
     def clean(self) -> bool:
-        return not self.disagreements
+        return not self.disagreements and not self.unreadable
 
     @property
     def loki_surplus(self) -> int:
@@ -101,15 +105,20 @@ def count_events(events: Iterable[AnyEvent]) -> Counts:
     return counts
 
 
-def _log_events(settings: Settings, since: datetime | None) -> Iterable[AnyEvent]:
+@dataclass
+class _Unreadable:
+    count: int = 0
+    example: str | None = None
+
+
+def _log_events(settings: Settings, unreadable: _Unreadable) -> Iterable[AnyEvent]:
     for batch in LogReader(settings.log_dir).iter_all():
         for line in batch.lines:
             try:
-                event = decode(line)
-            except DecodeError:
-                continue  # counted as corrupt by the projections; not an event anywhere
-            if since is None or event.ts >= since:
-                yield event
+                yield decode(line)
+            except DecodeError as exc:  # skipped by every projection (`log_line_corrupt`): an event nowhere
+                unreadable.count += 1
+                unreadable.example = unreadable.example or f"{exc} in {line[:120]!r}"
 
 
 def count_lake(settings: Settings, since: datetime | None) -> Counts:
@@ -201,7 +210,8 @@ def reconcile(
     floor = history_floor(settings)
     if floor is not None and (since is None or since < floor):
         since = floor  # before it, the log (trimmed) or the lake (retention) no longer holds everything
-    every = list(_log_events(settings, None))
+    unreadable = _Unreadable()
+    every = list(_log_events(settings, unreadable))
     log_events = every if since is None else [e for e in every if e.ts >= since]
     sources: dict[str, Counts] = {"log": count_events(log_events), "lake": count_lake(settings, since)}
     if since is None:
@@ -237,7 +247,14 @@ def reconcile(
                     folded[intent if intent in named else OTHER_LABEL] += n
                 counts.intents = folded
     return ReconcileReport(
-        sources=sources, rows=_rows(sources), baselines=baselines, loki_window=window, floor=floor, since=since
+        sources=sources,
+        rows=_rows(sources),
+        baselines=baselines,
+        loki_window=window,
+        floor=floor,
+        since=since,
+        unreadable=unreadable.count,
+        unreadable_example=unreadable.example,
     )
 
 

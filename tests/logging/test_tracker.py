@@ -347,7 +347,7 @@ def test_numbers_of_other_libraries_are_taken_as_the_numbers_they_are() -> None:
         q.classified("x", np.float32(0.5), duration_ms=Fraction(3, 2))
         q.searched(np.int64(3), top_score=np.float32(2.5))
         q.responded(model="m", input_tokens=np.int32(10), cost_usd=np.float16(0.25))
-    received, classified, searched, responded, _ = _read_back(capture.events)
+    _, classified, searched, responded, _ = _read_back(capture.events)
     assert (classified.confidence, classified.duration_ms) == (0.5, 1.5)
     assert (searched.result_count, searched.top_score) == (3, 2.5)
     assert (responded.gen_ai_usage_input_tokens, responded.cost_usd) == (10, 0.25)

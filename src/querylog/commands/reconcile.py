@@ -112,8 +112,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "than Loki accepts, or ahead of now) and counts them as dropped",
             file=sys.stderr,
         )
-    if not report.clean:
+    if report.unreadable:
+        print(
+            f"querylog reconcile: {report.unreadable:,} log line(s) could not be read as events (torn, or written "
+            "with values the schema refuses): no store holds them and the counts above leave them out (the "
+            f"projections log each as log_line_corrupt); the first: {report.unreadable_example}",
+            file=sys.stderr,
+        )
+    if bad:
         print(f"querylog reconcile: {len(bad)} count(s) disagree", file=sys.stderr)
+    if not report.clean:
         extra = report.loki_surplus
         if extra:
             from querylog.erase import AUDIT
