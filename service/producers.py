@@ -298,7 +298,10 @@ class EventIngestor:
         max_events: int = 10_000,
         max_bytes: int = 5 * 1024 * 1024,
         namespace: str = "querylog",
+        capture_answers: bool = True,
     ) -> None:
+        """With `capture_answers` off (``QUERYLOG_CAPTURE_ANSWERS=0``), a response's answer text is left out and
+        only its length kept, as the tracker does for `/v1/chat`."""
         if max_events < 1 or max_bytes < 1:
             raise ValueError("max_events and max_bytes must be >= 1")
         #: What the producer endpoints took and refused (`<ns>_ingest_*` on /metrics).
@@ -310,6 +313,7 @@ class EventIngestor:
         self.max_bytes = max_bytes
         self._redact = redact
         self._pseudonymize = pseudonymize_user_id
+        self.capture_answers = capture_answers
         self._recent = RecentIds(window)
         # One batch at a time from check to flush: a concurrent retry of the same batch waits, then sees its ids.
         self._lock = threading.Lock()
@@ -327,6 +331,7 @@ class EventIngestor:
             max_events=s.ingest_max_events,
             max_bytes=s.ingest_max_bytes,
             namespace=s.metrics_namespace,
+            capture_answers=s.capture_answers,
         )
 
     @property
@@ -421,6 +426,13 @@ class EventIngestor:
         obj = dict(item)
         obj.setdefault("service", self.service)
         obj.setdefault("env", self.env)
+        answer = obj.get("answer_text")
+        if isinstance(answer, str) and obj.get("event_type") == "response_generated":
+            # The answer's length as the user got it, before redaction and the cut (the tracker's rule), unless the
+            # producer said; and its text only where answers may be kept.
+            obj.setdefault("answer_chars", len(answer))
+            if not self.capture_answers:
+                del obj["answer_text"]
         # Every text a producer controls (the schema lists them: query, answer, error, comment, attribute values,
         # source titles) is redacted and NFC-normalised like the tracker's, before any sink.
         redact_fields(obj, self._redact, nfc)

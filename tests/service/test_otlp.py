@@ -756,3 +756,13 @@ def test_a_request_that_failed_after_its_answer_is_a_failed_query(client: TestCl
         "template rendering failed",
     )
     assert events[1].gen_ai_usage_input_tokens == 30  # the answer was made, and paid for
+
+
+def test_with_answers_not_captured_a_spans_answer_keeps_only_its_length(tmp_path: Path) -> None:
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("llm") as span:
+        span.set_attributes({"openinference.span.kind": "LLM", "input.value": "질문", "output.value": "SECRET ANSWER"})
+    settings = Settings(home=tmp_path / "home", stdout_events=False, capture_answers=False)
+    with TestClient(create_app(settings, environ={})) as c:
+        _, log = _export(c, tmp_path, keep.spans)
+    assert b"SECRET" not in log and b'"answer_chars":13' in log

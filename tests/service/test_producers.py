@@ -730,3 +730,28 @@ def test_what_producers_sent_and_what_was_refused_is_on_metrics(client: TestClie
     assert sample("querylog_ingest_events_total", endpoint="events", outcome="refused") == 3
     assert sample("querylog_ingest_requests_refused_total", endpoint="events", status="422") == 1
     assert sample("querylog_ingest_requests_refused_total", endpoint="events", status="400") == 1
+
+
+# -- answers ------------------------------------------------------------------------------------------------
+def _response(answer: str, **extra: Any) -> dict[str, Any]:
+    return {"event_type": "response_generated", "event_id": "r-1", "query_id": "q-r", "answer_text": answer, **extra}
+
+
+def test_an_answer_keeps_its_length_as_sent_when_the_event_stores_it_cut(
+    client: TestClient, settings: Settings
+) -> None:
+    assert client.post("/v1/events", json={"events": [_response("가" * 20_000)]}).status_code == 202
+    [event] = _logged(settings)
+    assert event.answer_chars == 20_000 and event.answer_text.endswith("…[truncated]")  # type: ignore[attr-defined]
+
+
+def test_with_answers_not_captured_producers_answers_keep_only_their_length(settings: Settings) -> None:
+    with _client(dataclasses.replace(settings, capture_answers=False)) as c:
+        resp = c.post("/v1/events", json={"events": [_response("SECRET ANSWER TEXT", answer_chars=99)]})
+        assert resp.status_code == 202
+        second = {**_response("SECRET 2"), "event_id": "r-2"}
+        assert c.post("/v1/events", json={"events": [second]}).status_code == 202
+    kept = _logged(settings)
+    assert [(e.answer_text, e.answer_chars) for e in kept] == [(None, 99), (None, 8)]  # type: ignore[attr-defined]
+    log = b"".join(p.read_bytes() for p in settings.log_dir.glob("*.jsonl"))
+    assert b"SECRET" not in log
