@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from querylog.analytics.catalog import Catalog, CatalogError
+from querylog.logging.events import (
+    FeedbackReceived,
+    IntentClassified,
+    QueryCompleted,
+    QueryReceived,
+    ResponseGenerated,
+)
 from querylog.logging.parquet import ParquetSink
 from querylog.logging.projection import Projector
 from querylog.logging.segments import EventLog, LogReader
@@ -114,3 +122,112 @@ def test_parameters_are_bound_not_interpolated(tmp_path: Path) -> None:
     with Catalog(_lake(tmp_path)) as cat:
         _, rows = cat.query("select count(*) from queries where query_text = ?", ["x' or '1'='1"])
     assert rows == [(0,)]
+
+
+def _query_row(tmp_path: Path, events: list) -> dict:
+    log_dir, lake = tmp_path / "log", tmp_path / "lake"
+    with EventLog(log_dir) as log:
+        for event in events:
+            log.append(event)
+    with ParquetSink(lake) as sink:
+        Projector(LogReader(log_dir), sink).catch_up()
+    with Catalog(lake) as cat:
+        columns, rows = cat.query("select * from queries")
+    [row] = rows
+    return dict(zip(columns, row, strict=True))
+
+
+def _at(second: int) -> datetime:
+    return datetime(2026, 12, 1, 9, 0, second, tzinfo=UTC)
+
+
+def test_a_query_with_several_responses_shows_the_last_answer_and_every_responses_tokens(tmp_path: Path) -> None:
+    q = {"query_id": "q-1"}
+    row = _query_row(
+        tmp_path,
+        [
+            QueryReceived(**q, query_text="질문", ts=_at(0)),
+            ResponseGenerated(**q, gen_ai_request_model="gpt-4o", gen_ai_usage_input_tokens=200,
+                              gen_ai_usage_output_tokens=20, answer_text="final", duration_ms=2.0, ts=_at(5)),
+            ResponseGenerated(**q, gen_ai_request_model="gpt-4o-mini", gen_ai_usage_input_tokens=100,
+                              gen_ai_usage_output_tokens=10, answer_text="draft", duration_ms=1.0, ts=_at(2)),
+            QueryCompleted(**q, latency_ms=5.0, ts=_at(6)),
+        ],
+    )  # fmt: skip
+    assert (row["model"], row["answer_text"]) == ("gpt-4o", "final")  # the later one, whatever the log's order
+    assert (row["input_tokens"], row["output_tokens"], row["generate_ms"]) == (300, 30, 3.0)
+    assert row["cost_source"] is not None and row["cost_usd"] > 0  # both priced: the sum of both
+
+
+def test_a_query_whose_responses_are_not_all_priced_has_no_cost_not_a_part_of_it(tmp_path: Path) -> None:
+    q = {"query_id": "q-1"}
+    row = _query_row(
+        tmp_path,
+        [
+            QueryReceived(**q, query_text="질문", ts=_at(0)),
+            ResponseGenerated(
+                **q,
+                gen_ai_request_model="gpt-4o",
+                gen_ai_usage_input_tokens=200,
+                gen_ai_usage_output_tokens=1,
+                ts=_at(1),
+            ),
+            ResponseGenerated(
+                **q,
+                gen_ai_request_model="my-private-llm",
+                gen_ai_usage_input_tokens=10,
+                gen_ai_usage_output_tokens=1,
+                ts=_at(2),
+            ),
+        ],
+    )
+    assert (row["cost_usd"], row["cost_source"]) == (None, None)
+
+
+def test_recorded_and_priced_costs_add_up_and_say_they_are_mixed(tmp_path: Path) -> None:
+    q = {"query_id": "q-1"}
+    row = _query_row(
+        tmp_path,
+        [
+            QueryReceived(**q, query_text="질문", ts=_at(0)),
+            ResponseGenerated(
+                **q,
+                gen_ai_request_model="gpt-4o",
+                gen_ai_usage_input_tokens=1000,
+                gen_ai_usage_output_tokens=1,
+                ts=_at(1),
+            ),
+            ResponseGenerated(**q, gen_ai_request_model="x", cost_usd=0.5, ts=_at(2)),
+        ],
+    )
+    assert row["cost_source"] == "mixed" and row["cost_usd"] > 0.5
+
+
+def test_the_latest_feedback_gives_its_own_score_and_comment(tmp_path: Path) -> None:
+    q = {"query_id": "q-1"}
+    row = _query_row(
+        tmp_path,
+        [
+            QueryReceived(**q, query_text="질문", ts=_at(0)),
+            FeedbackReceived(**q, score=-1, comment="오래된 정보예요", ts=_at(1)),
+            FeedbackReceived(**q, score=1, comment="다시 보니 좋아요", ts=_at(2)),
+            FeedbackReceived(**q, score=0, ts=_at(3)),
+        ],
+    )
+    assert (row["feedback_score"], row["feedback_comment"]) == (0, None)
+
+
+def test_the_terminal_events_intent_and_outcome_count_as_the_metrics_count_them(tmp_path: Path) -> None:
+    # A producer that sends only the start and the end (its search and answer unrecorded) still has its result
+    # count, cache hit and quality in the view; and the end's intent is the query's, as /metrics and reconcile say.
+    q = {"query_id": "q-1"}
+    row = _query_row(
+        tmp_path,
+        [
+            QueryReceived(**q, query_text="질문", ts=_at(0)),
+            IntentClassified(**q, intent="x", confidence=0.5, ts=_at(1)),
+            QueryCompleted(**q, latency_ms=3.0, intent="y", result_count=1, cache_hit=True, quality_score=0.5,
+                           ts=_at(3)),
+        ],
+    )  # fmt: skip
+    assert (row["intent"], row["result_count"], row["cache_hit"], row["quality_score"]) == ("y", 1, True, 0.5)
