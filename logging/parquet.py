@@ -206,12 +206,18 @@ def rows_from_lines(lines: Sequence[bytes], prices: PriceTable = DEFAULT_PRICES)
             column = pc.if_else(missing, pa.scalar(value, column.type), column)
         table = table.set_column(index, _ROW_SCHEMA.field(name), column)
     table = prices.apply(table)
-    hours = pc.divide(table.column("ts").cast(pa.int64()), _HOUR_US)
+    # Each event's hour since the epoch, floored: an integer divide rounds toward zero, which put an event of
+    # 1969-12-31T23:59Z in 1970-01-01's hour 00.
+    micros = table.column("ts").cast(pa.int64())
+    quotient = pc.divide(micros, _HOUR_US)
+    hours = pc.subtract(quotient, pc.cast(pc.less(micros, pc.multiply(quotient, _HOUR_US)), pa.int64()))
     unique = pc.unique(hours).to_pylist()
     out: dict[tuple[str, str], pa.Table] = {}
     for hour in unique:
         start = _EPOCH + timedelta(hours=hour)
-        out[(f"{start:%Y-%m-%d}", f"{start:%H}")] = table if len(unique) == 1 else table.filter(pc.equal(hours, hour))
+        # The same names as `_partition`'s: `%Y` does not pad years before 1000 on Linux.
+        day = f"{start.year:04d}-{start.month:02d}-{start.day:02d}"
+        out[(day, f"{start.hour:02d}")] = table if len(unique) == 1 else table.filter(pc.equal(hours, hour))
     return out
 
 

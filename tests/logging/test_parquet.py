@@ -57,6 +57,17 @@ def test_files_are_hive_partitioned_by_utc_date_and_hour(tmp_path: Path) -> None
     assert rel == ["date=2026-03-01/hour=23", "date=2026-03-02/hour=00"]
 
 
+def test_events_before_1970_and_before_the_year_1000_are_filed_under_their_own_date_and_hour() -> None:
+    # Producers may backfill any age: an hour is floored (1969-12-31T23:59 is not 1970-01-01's hour 00) and a
+    # year always has four digits (compact and retention read `date=YYYY-MM-DD`), on either path to the lake.
+    times = [datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC), datetime(1, 1, 1, tzinfo=UTC)]
+    events = [QueryReceived(query_id=f"q-{i}", query_text="x", ts=t) for i, t in enumerate(times)]
+    expected = {("1969-12-31", "23"), ("0001-01-01", "00")}
+    assert set(_partition(events)) == expected
+    fast = tables_from_lines([codec.encode(e) for e in events])
+    assert fast is not None and set(fast) == expected
+
+
 def test_every_file_has_the_lake_schema(tmp_path: Path) -> None:
     with ParquetSink(tmp_path / "lake") as sink:
         sink.write(Batch(events=[QueryCompleted(query_id="q", latency_ms=1.0)], checkpoint={"s": 1}))
