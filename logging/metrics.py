@@ -136,6 +136,9 @@ class _OpenQuery:
     received: bool = False
     intent: str | None = None
     quality_score: float | None = None
+    #: Its terminal event came first (producers' events may arrive in any order): its `query_received`, when it
+    #: comes, does not make it active.
+    ended: bool = False
 
 
 @dataclass(slots=True)
@@ -378,7 +381,10 @@ class MetricsProjection:
                 opened = self._open_query(event.query_id, ts)
                 if not opened.received:
                     opened.received = True
-                    self._active += 1
+                    if opened.ended:
+                        del self._open[event.query_id]
+                    else:
+                        self._active += 1
                     if event.session_id is not None:
                         self._asked(event.session_id, event.query_id, ts, event.query_text)
             case IntentClassified():
@@ -394,7 +400,7 @@ class MetricsProjection:
                 if event.quality_score is not None:
                     self._open_query(event.query_id, ts).quality_score = event.quality_score
             case QueryCompleted():
-                ended = self._close_query(event.query_id)
+                ended = self._close_query(event.query_id, ts)
                 intent = self._intent(event.intent, ended)
                 self._note_intent(event.query_id, intent)
                 self._queries[(intent, "completed")] += 1
@@ -408,7 +414,7 @@ class MetricsProjection:
                 if quality is not None:
                     self._quality.observe(quality)
             case QueryFailed():
-                ended = self._close_query(event.query_id)
+                ended = self._close_query(event.query_id, ts)
                 intent = self._intent(event.intent, ended)
                 self._note_intent(event.query_id, intent)
                 self._queries[(intent, "failed")] += 1
@@ -473,10 +479,14 @@ class MetricsProjection:
             heapq.heappush(self._expiry, (ts, query_id))
         return state
 
-    def _close_query(self, query_id: str) -> _OpenQuery | None:
+    def _close_query(self, query_id: str, ts: float | None = None) -> _OpenQuery | None:
+        """The query's state, gone; with `ts` (a terminal event's), a query not seen yet is remembered as ended
+        until it goes stale, so that its `query_received`, arriving later, leaves the active gauge alone."""
         state = self._open.pop(query_id, None)
-        if state is not None and state.received:
+        if state is not None and state.received and not state.ended:
             self._active -= 1
+        elif state is None and ts is not None:
+            self._open_query(query_id, ts).ended = True
         return state
 
     def _prune(self, ts: float) -> None:
@@ -540,7 +550,8 @@ class MetricsProjection:
                 "feedback": dict(self._feedback),
                 "events": dict(self._events),
                 "open": {
-                    q: [o.first_seen, o.received, o.intent, o.quality_score] for q, o in sorted(self._open.items())
+                    q: [o.first_seen, o.received, o.intent, o.quality_score, *([True] if o.ended else [])]
+                    for q, o in sorted(self._open.items())
                 },
                 "active": self._active,
                 "watermark": None if self._watermark == -math.inf else self._watermark,
@@ -589,8 +600,8 @@ class MetricsProjection:
             self._feedback = Counter(state["feedback"])
             self._events = Counter(state["events"])
             self._open = {
-                q: _OpenQuery(first_seen=f, received=r, intent=i, quality_score=qs)
-                for q, (f, r, i, qs) in state["open"].items()
+                q: _OpenQuery(first_seen=f, received=r, intent=i, quality_score=qs, ended=bool(ended))
+                for q, (f, r, i, qs, *ended) in state["open"].items()
             }
             self._expiry = sorted((o.first_seen, q) for q, o in self._open.items())  # a sorted list is a heap
             self._active = int(state["active"])

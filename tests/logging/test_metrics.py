@@ -216,6 +216,25 @@ def test_a_repeated_receipt_or_an_unreceived_completion_does_not_skew_active_que
     assert value(projected(events), "querylog_active_queries") == 1
 
 
+def test_a_query_whose_end_arrives_before_its_start_is_not_active_even_across_a_restart() -> None:
+    # A producer's batches may arrive in any order (POST /v1/events): the completion first, the receipt later.
+    projection = MetricsProjection()
+    registry = CollectorRegistry()
+    projection.register(registry)
+    projection.apply([QueryCompleted(query_id="oo1", ts=at(2), latency_ms=10.0)])
+    restarted = MetricsProjection()
+    restarted.restore_state(projection.export_state())
+    restarted.register(registry := CollectorRegistry())
+    restarted.apply(
+        [
+            QueryReceived(query_id="oo1", ts=at(1), query_text="hi"),
+            QueryReceived(query_id="q2", ts=at(3), query_text="hi"),
+        ]
+    )
+    assert value(registry, "querylog_active_queries") == 1  # q2 only
+    assert "oo1" not in restarted.export_state()["open"]  # nothing is kept for it once both ends are in
+
+
 def test_open_queries_older_than_the_staleness_leave_active_queries_in_event_time() -> None:
     events = [
         QueryReceived(query_id="lost", ts=at(0), query_text="producer crashed after this"),
