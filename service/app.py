@@ -62,6 +62,8 @@ class ChatRequest(BaseModel):
     session_id: str | None = Field(default=None, max_length=200)
     user_id: str | None = Field(default=None, max_length=200)
 
+    _ids = field_validator("session_id", "user_id")(producers.checked_id)  # the rules every endpoint holds ids to
+
     @field_validator("query")
     @classmethod
     def _not_blank(cls, value: str) -> str:

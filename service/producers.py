@@ -20,10 +20,10 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from querylog.logging.codec import DecodeError, from_builtins
-from querylog.logging.events import AnyEvent, EventValidationError, nfc
+from querylog.logging.events import SCHEMA_VERSION, AnyEvent, EventValidationError, nfc
 from querylog.logging.schema import redact_fields
 from querylog.logging.segments import EventLog, LogClosedError, LogReader, is_erased
 from querylog.runtime import Runtime
@@ -88,6 +88,39 @@ class IngestRejected(BaseModel):
     invalid_events: int = Field(description="How many events were invalid; none of the batch was appended.")
 
 
+#: Ids (up to 200 characters, as /v1/chat and /v1/feedback take them): no control character, and not blank. The
+#: ids a query is looked up by (its own, and each event's) take no whitespace at all, as /v1/feedback asks.
+MAX_ID_CHARS: Final = 200
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def id_problem(event: AnyEvent) -> tuple[str, str] | None:
+    """(field, why) for the first id of `event` a producer should not have sent, or None."""
+    for name in ("event_id", "query_id", "session_id", "user_id", "trace_id"):
+        value = getattr(event, name, None)
+        if value is not None and (why := id_text_problem(name, value)) is not None:
+            return name, why
+    return None
+
+
+def id_text_problem(name: str, value: str) -> str | None:
+    """Why `value` is no id for field `name` (every endpoint that takes ids holds them to this), or None."""
+    if len(value) > MAX_ID_CHARS:
+        return f"an id is at most {MAX_ID_CHARS} characters; got {len(value):,}"
+    if not value.strip() or _CONTROL.search(value):
+        return f"an id must not be blank or hold control characters; got {value[:40]!r}"
+    if name in ("event_id", "query_id") and any(c.isspace() for c in value):
+        return f"{name} must hold no whitespace (feedback finds a query by it); got {value[:40]!r}"
+    return None
+
+
+def checked_id(value: str | None, info: ValidationInfo) -> str | None:
+    """A request model's id field validator: `id_text_problem`'s rules, as a 422 naming the field."""
+    if value is not None and (why := id_text_problem(info.field_name or "id", value)) is not None:
+        raise ValueError(why)
+    return value
+
+
 class ErrorMessage(BaseModel):
     detail: str
 
@@ -102,6 +135,8 @@ class FeedbackRequest(BaseModel):
     comment: str | None = Field(default=None, max_length=4000, description="Free text; redacted before storage.")
     session_id: str | None = Field(default=None, max_length=200, description="Defaults to the query's, if known.")
     user_id: str | None = Field(default=None, max_length=200, description="Defaults to the query's, if known.")
+
+    _ids = field_validator("query_id", "session_id", "user_id")(checked_id)
 
 
 class FeedbackAccepted(BaseModel):
@@ -442,27 +477,6 @@ class EventIngestor:
         return obj
 
 
-#: Ids (up to 200 characters, as /v1/chat and /v1/feedback take them): no control character, and not blank. The
-#: ids a query is looked up by (its own, and each event's) take no whitespace at all, as /v1/feedback asks.
-MAX_ID_CHARS: Final = 200
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def id_problem(event: AnyEvent) -> tuple[str, str] | None:
-    """(field, why) for the first id of `event` a producer should not have sent, or None."""
-    for name in ("event_id", "query_id", "session_id", "user_id", "trace_id"):
-        value = getattr(event, name, None)
-        if value is None:
-            continue
-        if len(value) > MAX_ID_CHARS:
-            return name, f"an id is at most {MAX_ID_CHARS} characters; got {len(value):,}"
-        if not value.strip() or _CONTROL.search(value):
-            return name, f"an id must not be blank or hold control characters; got {value[:40]!r}"
-        if name in ("event_id", "query_id") and any(c.isspace() for c in value):
-            return name, f"{name} must hold no whitespace (feedback finds a query by it); got {value[:40]!r}"
-    return None
-
-
 def too_far_ahead(event: AnyEvent, now: datetime | None = None) -> str | None:
     """Why `event` is refused for its time (more than `MAX_AHEAD` past this server's clock), or None."""
     now = now or datetime.now(UTC)
@@ -614,7 +628,22 @@ def event_schema_components() -> dict[str, Any]:
             props["ts"].update(format="date-time", description="RFC 3339 with a UTC offset; defaults to now.")
         if "event_id" in props:
             props["event_id"]["description"] = "Makes retries idempotent; a new UUIDv7 when absent."
+        if "schema_version" in props:  # the classes read any version a log may hold; a producer writes these
+            props["schema_version"].update(maximum=SCHEMA_VERSION, description=f"1 to {SCHEMA_VERSION}")
+        for name in ("event_id", "query_id", "session_id", "user_id", "trace_id"):  # `id_problem`'s rules
+            if name not in props:
+                continue
+            branches = props[name].get("anyOf", [props[name]])
+            text = next(branch for branch in branches if branch.get("type") == "string")
+            text.update(maxLength=MAX_ID_CHARS, pattern=_ID_PATTERNS[name in ("event_id", "query_id")])
     return components
+
+
+#: `id_problem`'s rules as JSON Schema patterns: no control character and not blank; no whitespace at all.
+_ID_PATTERNS: Final = {
+    False: r"^(?=[\s\S]*\S)[^\u0000-\u001f\u007f-\u009f]*$",
+    True: r"^[^\s\u0000-\u001f\u007f-\u009f]+$",
+}
 
 
 def _events_request_schema() -> dict[str, Any]:
@@ -629,7 +658,13 @@ def _events_request_schema() -> dict[str, Any]:
                 "session_id": "s-1",
                 "query_text": "네이버 주가 전망은?",
             },
-            {"event_type": "feedback_received", "query_id": "q-1", "score": 1, "comment": "정확해요"},
+            {
+                "event_type": "feedback_received",
+                "event_id": "0190d6a4-7a02-7c3a-9b1e-1a2b3c4d5e70",
+                "query_id": "q-1",
+                "score": 1,
+                "comment": "정확해요",
+            },
         ]
     }
     return {
@@ -663,6 +698,7 @@ router = APIRouter(prefix="/v1", tags=["producers"])
         401: {"model": ErrorMessage, "description": "No bearer token, and the server requires one"},
         403: {"model": ErrorMessage, "description": "The bearer token is wrong"},
         413: {"model": ErrorMessage, "description": "Body over QUERYLOG_INGEST_MAX_BYTES or too many events"},
+        415: {"model": ErrorMessage, "description": "A Content-Encoding other than gzip"},
         422: {"model": IngestRejected, "description": "Invalid events: each listed by index and field"},
         503: {"model": ErrorMessage, "description": "The log cannot take events now; retry"},
     },

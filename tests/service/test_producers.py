@@ -755,3 +755,42 @@ def test_with_answers_not_captured_producers_answers_keep_only_their_length(sett
     assert [(e.answer_text, e.answer_chars) for e in kept] == [(None, 99), (None, 8)]  # type: ignore[attr-defined]
     log = b"".join(p.read_bytes() for p in settings.log_dir.glob("*.jsonl"))
     assert b"SECRET" not in log
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("session_id", "   "),
+        ("session_id", "a\u0000b"),
+        ("user_id", "x" * 201),
+        ("query_id", "q 1"),
+        ("event_id", "e\u0085"),
+        ("schema_version", 3),
+        ("session_id", "s-ok"),
+        ("query_id", "q-ok"),
+        ("schema_version", 2),
+    ],
+)
+def test_the_published_event_schema_refuses_what_the_server_refuses(client: TestClient, field: str, value: Any) -> None:
+    # A client generated from /openapi.json must not send what the server answers 422 to, nor refuse what it takes.
+    jsonschema = pytest.importorskip("jsonschema")
+    spec = client.get("/openapi.json").json()
+    schema = {"$ref": "#/components/schemas/QueryReceived", "components": spec["components"]}
+    event = {**_batch(1, prefix=f"v-{field}")[0], field: value}
+    published_ok = jsonschema.Draft202012Validator(schema).is_valid(event)
+    status = client.post("/v1/events", json={"events": [event]}).status_code
+    assert status in (202, 422)
+    assert published_ok == (status == 202), (published_ok, status)
+
+
+@pytest.mark.parametrize("session_id", ["   ", "a\u0000b"])
+def test_chat_and_feedback_hold_ids_to_the_rules_events_are_held_to(client: TestClient, session_id: str) -> None:
+    assert client.post("/v1/chat", json={"query": "삼성전자", "session_id": session_id}).status_code == 422
+    assert client.post("/v1/feedback", json={"query_id": "q-1", "score": 1, "user_id": session_id}).status_code == 422
+
+
+def test_the_documented_example_batch_is_taken_once_and_its_retry_adds_nothing(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    example = spec["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["example"]
+    assert client.post("/v1/events", json=example).json() == {"accepted": 2, "duplicates": 0}
+    assert client.post("/v1/events", json=example).json() == {"accepted": 0, "duplicates": 2}
