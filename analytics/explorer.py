@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote
 
 import altair as alt
 import polars as pl
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from querylog.analytics.aliases import AliasFile
     from querylog.analytics.upkeep import SearchField
 
-__all__ = ["SHOWN_CHARS", "highlight_html", "highlight_spans", "main", "plain", "trace_url"]
+__all__ = ["SHOWN_CHARS", "highlight_html", "highlight_spans", "main", "plain", "shown_answer", "trace_url"]
 
 _HANGUL: Final = re.compile(r"[\uac00-\ud7a3]")
 _WORD: Final = re.compile(r"[^\s\"'“”‘’.,!?()\[\]{}<>:;/\\|]+")
@@ -74,11 +75,17 @@ def plain(text: str, limit: int = SHOWN_CHARS) -> str:
 
 
 def trace_url(trace_id: str | None, host: str | None = None) -> str | None:
-    """The Langfuse page of a trace, when ``LANGFUSE_HOST`` is set."""
+    """The Langfuse page of a trace, when ``LANGFUSE_HOST`` is set. The id is a producer's: quoted, so that it names
+    one path segment and nothing else (``abc) [x](http://…`` would otherwise add a link of its own)."""
     host = host if host is not None else os.environ.get("LANGFUSE_HOST")
     if not host or not trace_id:
         return None
-    return f"{host.rstrip('/')}/trace/{trace_id}"
+    return f"{host.rstrip('/')}/trace/{quote(trace_id, safe='')}"
+
+
+def shown_answer(text: str) -> str:
+    """An answer as the timeline shows it: its lines kept, each `visible` (a U+202E reverses nothing after it)."""
+    return "\n".join(visible(line) for line in text.split("\n"))
 
 
 # -- page sections ------------------------------------------------------------------------------------------
@@ -457,9 +464,11 @@ def _answer(answer: Answer | None) -> None:
         ("prompt", answer.prompt_version),
     ]
     st.markdown("**Answer**")
-    if answer.answer_text is not None:
+    if answer.answer_text == "":
+        st.caption("The answer was empty.")
+    elif answer.answer_text is not None:
         # Shown as text, never as Markdown: an answer is user-visible content, not markup for this page.
-        st.text(answer.answer_text)
+        st.text(shown_answer(answer.answer_text))
     # As text too: a release, prompt version or model name comes from a producer, and is not markup either.
     st.text(plain("  ·  ".join(f"{name}: {value}" for name, value in facts if value)))
     if not answer.sources.is_empty():
@@ -477,7 +486,7 @@ def _timeline(lq: LakeQueries, query_id: str) -> None:
     st.text(plain(text[0]) if text else query_id)
     trace = trace_url(events["trace_id"].drop_nulls().first())  # type: ignore[arg-type]
     if trace:
-        st.markdown(f"[Open trace in Langfuse]({trace})")
+        st.link_button("Open trace in Langfuse", trace)  # a button, not Markdown built from a producer's id
     _answer(lq.answer(query_id))
     # A stage event is emitted when the stage ends and carries its duration: draw it as a bar ending there.
     spans = events.with_columns(

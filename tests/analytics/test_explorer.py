@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from querylog.analytics.explorer import _ms_format, highlight_html, highlight_spans, trace_url
+from querylog.analytics.explorer import _ms_format, highlight_html, highlight_spans, shown_answer, trace_url
 from querylog.commands.ui import explorer_path
 from querylog.logging.events import IntentClassified, QueryCompleted, QueryReceived
 from querylog.logging.parquet import ParquetSink
@@ -76,6 +76,10 @@ def test_highlight_html_escapes_the_text_and_the_query() -> None:
 def test_trace_url_needs_a_host_and_an_id() -> None:
     assert trace_url("abc", "https://lf.example/") == "https://lf.example/trace/abc"
     assert trace_url(None, "https://lf.example") is None
+    # A producer's id names one path segment: no Markdown link of its own, no other page.
+    assert trace_url("abc) [evil](http://evil.example/x", "https://lf.example") == (
+        "https://lf.example/trace/abc%29%20%5Bevil%5D%28http%3A%2F%2Fevil.example%2Fx"
+    )
     assert trace_url("abc", "") is None
 
 
@@ -498,3 +502,7 @@ def test_milliseconds_show_the_decimals_their_size_needs() -> None:
     assert _ms_format(pl.Series([0.04, 0.5])) == "%.3f"
     assert _ms_format(pl.Series([1.5, 3.0])) == "%.2f"
     assert _ms_format(pl.Series([12.0, None])) == _ms_format(pl.Series([None], dtype=pl.Float64)) == "%.1f"
+
+
+def test_an_answer_keeps_its_lines_and_shows_bidirectional_controls_escaped() -> None:
+    assert shown_answer("첫 줄\nanswer with \u202e reversed") == "첫 줄\nanswer with \\u202e reversed"
