@@ -49,7 +49,10 @@ class _TopK:
         self.k = k
         self.items: list[Ranked] = []
 
-    def offer(self, items: list[Ranked]) -> None:
+    #: Whether `offer` needs each hit's text (`_DistinctTopK`).
+    distinct: bool = False
+
+    def offer(self, items: list[Ranked], texts: Sequence[str] = ()) -> None:
         self.items.extend(items)
         self.items.sort()
         del self.items[self.k :]
@@ -60,6 +63,39 @@ class _TopK:
             return False
         kth_starts, kth_ts = -self.items[-1][0], -self.items[-1][1]
         return kth_starts > starts or (kth_starts == starts and kth_ts > ts)
+
+
+class _DistinctTopK(_TopK):
+    """The best `k` hits of distinct texts, each text by its best hit: a question asked 2,000 times takes one
+    place, not 2,000, so the questions asked less often are still found. `beats` holds as it is: once k texts
+    rank above a candidate, it can neither enter nor improve the hit of a text already held."""
+
+    distinct = True
+
+    def __init__(self, k: int) -> None:
+        super().__init__(k)
+        self._text_of: dict[str, str] = {}  # query_id → text, for the hits held
+
+    def offer(self, items: list[Ranked], texts: Sequence[str] = ()) -> None:
+        best = {self._text_of[item[2]]: item for item in self.items}
+        for item, text in zip(items, texts, strict=True):
+            held = best.get(text)
+            if held is None or item < held:
+                best[text] = item
+                self._text_of[item[2]] = text
+        self.items = sorted(best.values())[: self.k]
+        self._text_of = {item[2]: self._text_of[item[2]] for item in self.items}
+
+
+def _first_of_each_text(texts: pa.Array) -> tuple[npt.NDArray[np.intp], list[str]]:
+    """Positions of the first occurrence of each text, ascending, and those texts. Within one segment, documents
+    are in rank order among equal scores (ts desc, query_id), and a text's score depends on the text alone: the
+    first is its best. Encoded, not listed: a question asked 100,000 times costs one string, not 100,000."""
+    encoded = pc.dictionary_encode(texts)
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    _, first = np.unique(codes, return_index=True)
+    first.sort()
+    return first, encoded.dictionary.take(pa.array(codes[first])).to_pylist()
 
 
 def _member_sorted(chunk: npt.NDArray[np.uint32], docs: npt.NDArray[np.uint32]) -> npt.NDArray[np.bool_]:
@@ -99,8 +135,11 @@ def _bits_to_docs(words: npt.NDArray[np.uint64], first_word: int) -> npt.NDArray
     return docs
 
 
-def _conjunction(lists: Sequence[PostingList], end: int) -> Iterator[tuple[npt.NDArray[np.uint32], int]]:
-    """Documents below `end` in every list, ascending, in chunks; with each chunk, the first document not covered.
+def _conjunction(
+    lists: Sequence[PostingList], end: int, begin: int = 0
+) -> Iterator[tuple[npt.NDArray[np.uint32], int]]:
+    """Documents in [begin, end) in every list, ascending, in chunks; with each chunk, the first document not
+    covered.
 
     The rarest array drives and the others are probed (binary search in a window, or one bit each); when all
     lists are bitmaps, they are AND-ed a window of words at a time.
@@ -112,7 +151,7 @@ def _conjunction(lists: Sequence[PostingList], end: int) -> Iterator[tuple[npt.N
         driver = sparse[0].docs
         assert driver is not None
         stop_at = int(np.searchsorted(driver, end))
-        pos = 0
+        pos = int(np.searchsorted(driver, begin))
         while pos < stop_at:
             nxt = min(pos + size, stop_at)
             chunk = np.asarray(driver[pos:nxt])
@@ -127,7 +166,7 @@ def _conjunction(lists: Sequence[PostingList], end: int) -> Iterator[tuple[npt.N
     bitmaps = [p.bits for p in dense if p.bits is not None]
     n_words = -(-end // 64)
     step = max(1, size // 8)  # a window of 8 * size documents: bitmaps hold at least 1 in 32
-    word = 0
+    word = begin // 64
     while word < n_words:
         nxt = min(word + step, n_words)
         acc = np.array(bitmaps[0][word:nxt], dtype=np.uint64)
@@ -135,7 +174,7 @@ def _conjunction(lists: Sequence[PostingList], end: int) -> Iterator[tuple[npt.N
             np.bitwise_and(acc, other_bits[word:nxt], out=acc)
         docs = _bits_to_docs(acc, word)
         word = nxt
-        yield docs[docs < end], min(word * 64, end)
+        yield docs[(docs >= begin) & (docs < end)], min(word * 64, end)
         step = min(step * _GROWTH, _MAX_WINDOW // 64)
 
 
@@ -153,7 +192,8 @@ def _verify(
 
     A candidate that lacks a word as written is tried again with its spaces removed: "삼성전자" finds "삼성 전자".
     Such a match starts no word, so it ranks below texts that spell the word as the query does. Unranked (the
-    alias, 초성 and typo tiers), every hit scores 0: newest first."""
+    alias, 초성 and typo tiers), every hit scores 0: newest first. For a `distinct` top, only the first hit of
+    each text in the chunk is offered (the others rank below it)."""
     folded = segment.folded(docs)
     keep = _contains_all(folded, words)
     missed = ~keep
@@ -163,6 +203,14 @@ def _verify(
     hits = docs[keep]
     if hits.size == 0:
         return
+    shown: list[str] = []
+    if top.distinct:
+        first, shown = _first_of_each_text(segment.docs.column("text").take(pa.array(hits)).combine_chunks())
+        if len(first) < hits.size:
+            kept = np.flatnonzero(keep)
+            keep[:] = False
+            keep[kept[first]] = True
+            hits = docs[keep]
     query_ids: list[str] = segment.column("query_id", hits)
     ts = segment.ts[hits]
     if ranked:
@@ -179,7 +227,8 @@ def _verify(
         [
             (score, -int(t), qid, view_index, int(doc))
             for score, t, qid, doc in zip(scores, ts, query_ids, hits, strict=True)
-        ]
+        ],
+        shown,
     )
 
 
@@ -202,17 +251,22 @@ def _contains_all(texts: pa.Array, words: Sequence[QueryWord]) -> npt.NDArray[np
 class _Plan:
     view_index: int
     segment: Segment
-    end: int  # documents [0, end) are live and not older than `since`
+    begin: int  # documents [begin, end) are live, not older than `since` and older than `until`
+    end: int
     required: list[PostingList]
     starts: list[PostingList | None]  # per word: documents where the word may start a word
 
 
-def _plan(views: Sequence[View], words: Sequence[QueryWord], intent: str | None, since_us: int | None) -> list[_Plan]:
+def _plan(
+    views: Sequence[View], words: Sequence[QueryWord], intent: str | None, since_us: int | None, until_us: int | None
+) -> list[_Plan]:
     plans: list[_Plan] = []
     for i, view in enumerate(views):
         segment = view.segment
         end = view.live if since_us is None else min(view.live, segment.newer_than(since_us))
-        if end == 0:
+        # Documents are newest first: those at or after `until` are a prefix, skipped rather than verified.
+        begin = 0 if until_us is None else segment.newer_than(until_us)
+        if begin >= end:
             continue
         required: list[PostingList] = []
         for key in (g for w in words for g in w.grams):
@@ -228,9 +282,9 @@ def _plan(views: Sequence[View], words: Sequence[QueryWord], intent: str | None,
                     continue
                 required.append(plist)
             starts = [None if w.start_gram is None else segment.lookup(w.start_gram) for w in words]
-            plans.append(_Plan(i, segment, end, required, starts))
+            plans.append(_Plan(i, segment, begin, end, required, starts))
     # Newest segments first, so the top-k fills with recent hits and prunes older segments early.
-    plans.sort(key=lambda p: -int(p.segment.ts[0]))
+    plans.sort(key=lambda p: -int(p.segment.ts[p.begin]))
     return plans
 
 
@@ -265,10 +319,14 @@ def top_k(
     *,
     ranked: bool = True,
     across_spaces: bool = True,
+    until_us: int | None = None,
+    distinct: bool = False,
 ) -> list[Ranked]:
     """The k best hits by (word starts desc, ts desc, query_id asc), exactly as a full scan would rank them.
 
     Unranked, every hit scores 0 (newest first); `across_spaces` False matches the text as written only.
+    `since_us` and `until_us` keep hits with since <= ts < until. `distinct` keeps the best hit of each text
+    only: the k best distinct texts.
 
     Levels: a document's `ub` is how many words' word-start grams it holds, an upper bound on its true number
     of word starts. Level u walks, newest first, the candidates with ub == u; a walk stops once the k-th best
@@ -276,8 +334,8 @@ def top_k(
     Every level walks one shared, replayed scan of the word grams' conjunction, except that the top level
     drives from the word-start lists when those are much rarer (웹툰 mostly inside 네이버웹툰).
     """
-    top = _TopK(k)
-    plans = _plan(views, words, intent, since_us)
+    top = _DistinctTopK(k) if distinct else _TopK(k)
+    plans = _plan(views, words, intent, since_us, until_us)
     scans: dict[int, _Replay] = {}
     n_words = len(words)
     for level in range(n_words, -1, -1) if ranked else (0,):
@@ -285,7 +343,7 @@ def top_k(
             break
         for plan in plans:
             segment = plan.segment
-            if top.beats(level, int(segment.ts[0])):
+            if top.beats(level, int(segment.ts[plan.begin])):
                 continue
             known = [s for s in plan.starts if s is not None] if ranked else []
             if len(known) < level:
@@ -293,9 +351,9 @@ def top_k(
             rarest = min(p.count for p in plan.required)
             chunks: Iterator[tuple[npt.NDArray[np.uint32], int]] | _Replay
             if level == n_words and min((p.count for p in known), default=0) * 4 < rarest:
-                chunks, probes = _conjunction([*plan.required, *known], plan.end), []
+                chunks, probes = _conjunction([*plan.required, *known], plan.end, plan.begin), []
             else:
-                chunks = scans.setdefault(plan.view_index, _Replay(_conjunction(plan.required, plan.end)))
+                chunks = scans.setdefault(plan.view_index, _Replay(_conjunction(plan.required, plan.end, plan.begin)))
                 probes = known
             for chunk, boundary in chunks:
                 if probes and chunk.size:  # without probes the lists themselves guarantee ub == level

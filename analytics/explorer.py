@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import itertools
 import os
 import re
 import unicodedata
@@ -19,14 +20,25 @@ import streamlit as st
 from querylog._format import milliseconds, percent, shortened, visible
 from querylog.analytics.catalog import CatalogError
 from querylog.analytics.queries import BUCKETS, Answer, Bucket, Filters, LakeQueries, Summary, open_catalog
-from querylog.analytics.search_groups import group_hits
+from querylog.analytics.search_groups import AskedQuestion, find_questions, questions_of, window_hits
 from querylog.config import ConfigError, Settings
 
 if TYPE_CHECKING:
-    from querylog.analytics.aliases import AliasFile
-    from querylog.analytics.upkeep import SearchField
+    from querylog.analytics.aliases import Aliases, AliasFile
+    from querylog.analytics.search import SearchHit
+    from querylog.analytics.upkeep import LakeSearch, SearchField
 
-__all__ = ["SHOWN_CHARS", "highlight_html", "highlight_spans", "main", "plain", "shown_answer", "trace_url"]
+__all__ = [
+    "SHOWN_CHARS",
+    "highlight_html",
+    "highlight_spans",
+    "main",
+    "markdown_code",
+    "plain",
+    "shown_answer",
+    "snippet",
+    "trace_url",
+]
 
 _HANGUL: Final = re.compile(r"[\uac00-\ud7a3]")
 _WORD: Final = re.compile(r"[^\s\"'“”‘’.,!?()\[\]{}<>:;/\\|]+")
@@ -83,9 +95,38 @@ def trace_url(trace_id: str | None, host: str | None = None) -> str | None:
     return f"{host.rstrip('/')}/trace/{quote(trace_id, safe='')}"
 
 
-def shown_answer(text: str) -> str:
-    """An answer as the timeline shows it: its lines kept, each `visible` (a U+202E reverses nothing after it)."""
-    return "\n".join(visible(line) for line in text.split("\n"))
+def shown_answer(text: str, limit: int = SHOWN_CHARS) -> str:
+    """An answer as the timeline shows it: its lines kept, each `visible` (a U+202E reverses nothing after it), cut
+    past `limit` characters, saying how long it was (an answer may be 16,384 characters)."""
+    shown = "\n".join(visible(line) for line in text.split("\n"))
+    return shown if len(shown) <= limit else f"{shown[:limit]}… ({len(shown):,} characters)"
+
+
+#: The most of an answer a search result shows: the part around what matched.
+SNIPPET_CHARS: Final = 160
+
+
+def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
+    """The part of `text` (`visible`, NFC) around the first match of `query`, at most `width` characters, with "…"
+    where it was cut: what a search in the answers found, without the rest of a long answer."""
+    spans = highlight_spans(visible(text), query)
+    shown = "".join(piece for piece, _ in spans)  # NFC, as highlighting reads it
+    if len(shown) <= width:
+        return shown
+    offsets = itertools.accumulate((len(piece) for piece, _ in spans), initial=0)
+    first = next((at for at, (_, matched) in zip(offsets, spans, strict=False) if matched), 0)
+    start = max(0, min(first - width // 4, len(shown) - width))  # a little context before the match
+    end = start + width
+    return ("…" if start else "") + shown[start:end] + ("…" if end < len(shown) else "")
+
+
+def markdown_code(text: str) -> str:
+    """`text` as one Markdown code span, shown as written: a path holding ``**x**`` or ``$x$`` is neither bold nor
+    math. The fence is one backtick longer than any run of them inside; control characters are escaped."""
+    text = visible(text)
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    padded = f" {text} " if text.startswith("`") or text.endswith("`") else text
+    return f"{fence}{padded}{fence}"
 
 
 # -- page sections ------------------------------------------------------------------------------------------
@@ -98,30 +139,83 @@ HOURLY_MAX_DAYS: Final = 31
 #: The dates first shown: the lake's last this many days. One stray old event (a backfill, a test post dated last
 #: year) would otherwise spread every chart over years with the data in a sliver at the right edge.
 DEFAULT_DAYS: Final = 90
+#: Dates picked from this many days on are trended by the day, fewer by the hour (docs/explorer.md).
+DAY_BUCKET_FROM_DAYS: Final = 3
+#: Intents the trend colours one by one: the palette has 10 colours; the rest are drawn together as "other".
+TREND_INTENTS: Final = 9
+_BUCKET_STEP: Final[dict[str, str]] = {"hour": "1h", "day": "1d"}
 
 
-def _chart(where: Any, frame: pl.DataFrame, value: str, chart: Callable[[alt.Chart], alt.Chart]) -> None:
-    """`chart` of `frame`, or a message saying there is nothing to draw (never empty axes)."""
-    if frame.is_empty() or frame[value].null_count() == frame.height:
+def _chart(
+    where: Any,
+    frame: pl.DataFrame,
+    value: str,
+    chart: Callable[[alt.Chart], alt.Chart],
+    *,
+    zeros_are_empty: bool = False,
+) -> None:
+    """`chart` of `frame`, or a message saying there is nothing to draw (never empty axes). With `zeros_are_empty`,
+    a frame whose values are all zero is nothing too (a funnel or a histogram of no queries has a row per step)."""
+    if _nothing_to_draw(frame, value, zeros_are_empty=zeros_are_empty):
         where.info(NO_DATA)
         return
-    where.altair_chart(chart(alt.Chart(frame)), width="stretch")
+    where.altair_chart(chart(alt.Chart(_readable(frame))), width="stretch")  # intents label the axes and legends
 
 
-def _over_time(base: alt.Chart, buckets: int, bucket: Bucket, *, lines: bool = False) -> alt.Chart:
+def _nothing_to_draw(frame: pl.DataFrame, value: str, *, zeros_are_empty: bool) -> bool:
+    if frame.is_empty() or frame[value].null_count() == frame.height:
+        return True
+    return zeros_are_empty and bool((frame[value].fill_null(0) == 0).all())
+
+
+def _over_time(
+    base: alt.Chart, buckets: int, bucket: Bucket, *, lines: bool = False, valued: int | None = None
+) -> alt.Chart:
     """Marks over time that show at any data size: for a few buckets, wide bars, one per bucket; beyond, areas
-    (stacked shares and counts) or `lines` (a rate), with their points on a time axis."""
+    (stacked shares and counts) or `lines` (a rate, a latency), with their points on a time axis. A line breaks
+    at a bucket without a value rather than bridging it, so a value between two gaps shows only as its point: the
+    points are drawn while `valued` (the buckets holding a value; all of them unless said) are not too many."""
     if buckets <= FEW_BUCKETS:
         x = alt.X("bucket:O", timeUnit="utcyearmonthdatehours", title=None)  # the explorer's dates are UTC
         if bucket == "day":
             x = alt.X("bucket:O", timeUnit="utcyearmonthdate", title=None)
         chart: alt.Chart = base.mark_bar().encode(x=x)
     elif lines:
-        chart = base.mark_line(point=buckets <= POINTS_MAX_BUCKETS).encode(x=alt.X("bucket:T", title=None))
+        points = (buckets if valued is None else valued) <= POINTS_MAX_BUCKETS
+        chart = base.mark_line(point=points).encode(x=alt.X("bucket:T", title=None))
     else:
         points = buckets <= POINTS_MAX_BUCKETS
         chart = base.mark_area(line=True, point=points, opacity=0.7).encode(x=alt.X("bucket:T", title=None))
     return chart
+
+
+def _every_bucket(frame: pl.DataFrame, bucket: Bucket) -> pl.DataFrame:
+    """`frame` with a row for every bucket from its first to its last, null where it had none: a line through
+    the buckets then breaks where there were no queries instead of drawing a slope across them."""
+    if frame.is_empty():
+        return frame
+    every = pl.datetime_range(frame["bucket"].min(), frame["bucket"].max(), _BUCKET_STEP[bucket], eager=True)  # type: ignore[arg-type]
+    return pl.DataFrame({"bucket": every}).join(frame, on="bucket", how="left")
+
+
+def _top_intents(trend: pl.DataFrame, keep: int = TREND_INTENTS) -> tuple[pl.DataFrame, int]:
+    """The intent trend with the `keep` intents asked most drawn each on its own and the rest summed into one
+    "other (N intents)" series, so that no two share a colour; and how many were summed (0: none)."""
+    totals = trend.group_by("intent").agg(pl.col("queries").sum()).sort(["queries", "intent"], descending=[True, False])
+    if totals.height <= keep + 1:  # one more fits the palette as well as "other" would
+        return trend, 0
+    rest = totals["intent"][keep:]
+    other = f"other ({len(rest)} intents)"
+    folded = (
+        trend.with_columns(
+            pl.when(pl.col("intent").is_in(rest.implode())).then(pl.lit(other)).otherwise("intent").alias("intent")
+        )
+        .group_by("bucket", "intent")
+        .agg(pl.col("queries").sum())
+    )
+    total = pl.col("queries").sum().over("bucket")
+    share = pl.when(total > 0).then(pl.col("queries") / total).otherwise(None).alias("share")
+    return folded.with_columns(share).sort("bucket", "intent"), len(rest)
 
 
 def _ms_format(column: pl.Series) -> str:
@@ -132,8 +226,21 @@ def _ms_format(column: pl.Series) -> str:
     return "%.2f" if largest >= 1 else "%.3f"
 
 
+def _readable(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with every text cell as the page shows a user's text (`plain`): a question, a source title or an
+    intent holding a U+202E would otherwise draw its cell or label backwards, and one of 16,384 characters fill it.
+    Each distinct value is looked at once (a trend repeats its intents in every bucket)."""
+    for name in [name for name, dtype in frame.schema.items() if dtype == pl.String]:
+        changed = {v: shown for v in frame[name].unique().drop_nulls().to_list() if (shown := plain(v)) != v}
+        if changed:
+            frame = frame.with_columns(pl.col(name).replace(changed))
+    return frame
+
+
 def _table(where: Any, frame: pl.DataFrame, key: str, config: dict[str, Any] | None = None) -> None:
-    """A dataframe with readable numbers: milliseconds without noise digits, rates and shares as percents."""
+    """A dataframe with readable numbers (milliseconds without noise digits, rates and shares as percents) and
+    readable text (`_readable`)."""
+    frame = _readable(frame)
     formats: dict[str, Any] = {}
     for name in frame.columns:
         if name.endswith("_ms"):
@@ -146,10 +253,16 @@ def _table(where: Any, frame: pl.DataFrame, key: str, config: dict[str, Any] | N
     where.dataframe(frame, hide_index=True, key=key, column_config={**formats, **(config or {})})
 
 
-def _delta(now: float | None, before: float | None, *, scale: float = 1.0, unit: str = "") -> str | None:
+def _delta(
+    now: float | None, before: float | None, *, scale: float = 1.0, unit: str = "", decimals: int = 1
+) -> str | None:
+    """The change from `before` to `now`, at the precision its scale needs (a quality score of 0–1 moves in
+    thousandths: `decimals` 3). A change that rounds to nothing is "0", which Streamlit draws grey, without an
+    arrow: "+0.0" was a green rise."""
     if now is None or before is None:
         return None
-    return f"{(now - before) * scale:+,.1f}{unit}"
+    change = round((now - before) * scale, decimals)
+    return "0" if change == 0 else f"{change:+,.{decimals}f}{unit}"
 
 
 def _sidebar(lq: LakeQueries, first: datetime, last: datetime) -> tuple[Filters, Bucket]:
@@ -165,23 +278,32 @@ def _sidebar(lq: LakeQueries, first: datetime, last: datetime) -> tuple[Filters,
     days: tuple[date, ...] = tuple(picked) if isinstance(picked, tuple | list) else (picked,)  # type: ignore[arg-type]
     start = days[0] if days else first.date()
     end = days[1] if len(days) > 1 else start  # a half-picked range means that one day
-    intents = st.sidebar.multiselect("Intents (none = all)", lq.intents(), key="intents")
-    envs = st.sidebar.multiselect("Envs (none = all)", lq.envs(), key="envs")
+    # Producers name intents, envs, releases and prompt versions: shown with their control characters escaped.
+    intents = st.sidebar.multiselect("Intents (none = all)", lq.intents(), key="intents", format_func=visible)
+    envs = st.sidebar.multiselect("Envs (none = all)", lq.envs(), key="envs", format_func=visible)
     # Schema v2: shown once the lake holds queries recorded with a release or a prompt version.
     releases = lq.releases()
-    chosen_releases = st.sidebar.multiselect("Releases (none = all)", releases, key="releases") if releases else []
+    chosen_releases = (
+        st.sidebar.multiselect("Releases (none = all)", releases, key="releases", format_func=visible)
+        if releases
+        else []
+    )
     prompts = lq.prompt_versions()
-    chosen_prompts = st.sidebar.multiselect("Prompt versions (none = all)", prompts, key="prompts") if prompts else []
-    default = 1 if (end - start) >= timedelta(days=3) else 0
+    chosen_prompts = (
+        st.sidebar.multiselect("Prompt versions (none = all)", prompts, key="prompts", format_func=visible)
+        if prompts
+        else []
+    )
+    span_days = (end - start).days + 1  # dates picked, both ends included
+    default = 1 if span_days >= DAY_BUCKET_FROM_DAYS else 0
     bucket = st.sidebar.radio("Trend bucket", BUCKETS, index=default, horizontal=True, key="bucket")
-    span_days = (end - start).days + 1
     if bucket == "hour" and span_days > HOURLY_MAX_DAYS:
         st.sidebar.caption(
-            f"By the hour, {span_days} days would be {span_days * 24:,} buckets: the trends are drawn by day. "
+            f"By the hour, {span_days:,} days would be {span_days * 24:,} buckets: the trends are drawn by day. "
             f"Pick {HOURLY_MAX_DAYS} days or fewer for hours."
         )
         bucket = "day"
-    st.sidebar.caption(f"Lake: {lq.catalog.lake_dir}")
+    st.sidebar.caption(f"Lake: {markdown_code(str(lq.catalog.lake_dir))}")  # a path is not Markdown
     chosen = {"releases": tuple(chosen_releases), "prompt_versions": tuple(chosen_prompts)}
     return Filters.for_dates(start, end, intents=tuple(intents), envs=tuple(envs), **chosen), bucket
 
@@ -221,7 +343,7 @@ def _headline(now: Summary, before: Summary) -> None:
     cols[5].metric(
         "Mean quality",
         "–" if now.mean_quality is None else f"{now.mean_quality:.2f}",
-        delta=_delta(now.mean_quality, before.mean_quality),
+        delta=_delta(now.mean_quality, before.mean_quality, decimals=3),  # a 0–1 score moves in thousandths
     )
 
 
@@ -231,9 +353,22 @@ def _trends(lq: LakeQueries, f: Filters, bucket: Bucket) -> None:
     if trend.is_empty():
         st.info(NO_DATA)
         return
+    _intent_charts(trend, bucket)
+    _table(st, lq.intent_totals(f), "intent_totals")
+    _error_rate(lq, f, bucket)
+
+
+def _intent_charts(trend: pl.DataFrame, bucket: Bucket) -> None:
+    """Queries per intent over time, stacked, and each intent's share, side by side."""
     buckets = trend["bucket"].n_unique()
+    trend, folded = _top_intents(trend)
+    if folded:
+        st.caption(
+            f"The {TREND_INTENTS} intents asked most are drawn each in its colour, the other {folded} together as "
+            "one; the table below lists every intent."
+        )
     tooltip: list[Any] = ["bucket:T", "intent:N", "queries:Q", alt.Tooltip("share:Q", format=".1%")]
-    color = alt.Color("intent:N", title="intent")
+    color = alt.Color("intent:N", title="intent", legend=alt.Legend(labelLimit=0))  # names in full
     left, right = st.columns(2)
     _chart(
         left,
@@ -253,15 +388,21 @@ def _trends(lq: LakeQueries, f: Filters, bucket: Bucket) -> None:
             y=alt.Y("share:Q", stack="normalize", title="share", axis=alt.Axis(format="%")),
         ),
     )
-    totals = lq.intent_totals(f)
-    _table(st, totals, "intent_totals")
+
+
+def _error_rate(lq: LakeQueries, f: Filters, bucket: Bucket) -> None:
     st.subheader("Error rate")
-    errors = lq.error_trend(f, bucket)
+    errors = _every_bucket(lq.error_trend(f, bucket), bucket)
+    valued = errors.height - (errors["error_rate"].null_count() if errors.height else 0)
+    if valued and not errors["failed"].sum():
+        # A chart of zeros draws bars of no height on an axis of 0.000000%: say it instead.
+        st.info("No query failed in these filters: the error rate is 0% throughout.")
+        return
     _chart(
         st,
         errors,
         "error_rate",
-        lambda c: _over_time(c, errors["bucket"].n_unique(), bucket, lines=True).encode(
+        lambda c: _over_time(c, errors.height, bucket, lines=True, valued=valued).encode(
             y=alt.Y("error_rate:Q", axis=alt.Axis(format="%"), title="error rate"),
             tooltip=["bucket:T", "finished:Q", "failed:Q", alt.Tooltip("error_rate:Q", format=".1%")],
         ),
@@ -288,20 +429,21 @@ def _latency(lq: LakeQueries, f: Filters, bucket: Bucket) -> None:
     )
     _table(st, by_intent, "latency_by_intent")
     st.subheader("Latency over time")
-    trend = lq.latency_trend(f, bucket).unpivot(
+    by_bucket = _every_bucket(lq.latency_trend(f, bucket), bucket)
+    buckets, valued = by_bucket.height, by_bucket.height - by_bucket["p50_ms"].null_count()
+    trend = by_bucket.unpivot(
         index="bucket", on=["p50_ms", "p95_ms", "p99_ms"], variable_name="percentile", value_name="ms"
     )
-    _chart(
-        st,
-        trend,
-        "ms",
-        lambda c: c.mark_line(point=True).encode(
-            x=alt.X("bucket:T", title=None),
-            y=alt.Y("ms:Q", title="ms"),
+
+    def draw(c: alt.Chart) -> alt.Chart:
+        chart = _over_time(c, buckets, bucket, lines=True, valued=valued).encode(
+            y=alt.Y("ms:Q", title="ms", stack=None),
             color="percentile:N",
             tooltip=["bucket:T", "percentile:N", alt.Tooltip("ms:Q", format=",.0f")],
-        ),
-    )
+        )
+        return chart.encode(xOffset="percentile:N") if buckets <= FEW_BUCKETS else chart  # bars side by side
+
+    _chart(st, trend, "ms", draw)
 
 
 def _stages(lq: LakeQueries, f: Filters) -> None:
@@ -316,6 +458,7 @@ def _stages(lq: LakeQueries, f: Filters) -> None:
             x=alt.X("queries:Q"),
             tooltip=["step:N", "queries:Q", "dropped:Q", alt.Tooltip("drop_rate:Q", format=".1%")],
         ),
+        zeros_are_empty=True,  # a step a row, each of no queries
     )
     _table(st, funnel, "funnel")
     st.subheader("Stage latency")
@@ -343,57 +486,112 @@ def _search(settings: Settings, lq: LakeQueries, f: Filters) -> None:
         return
     from querylog.analytics.upkeep import LakeSearch, UpkeepError
 
-    aliases = None
-    if settings.aliases_path is not None:
-        watched = _alias_file(str(settings.aliases_path))
-        aliases = watched.current()  # read again when the file changes; a bad change keeps the previous one
-        if watched.error:
-            st.warning(f"The alias file is not in use as it stands: {watched.error}")
+    aliases = _aliases(settings)
+    one_per_query = st.toggle("One row per query", key="search_ungrouped")
     try:
         search = LakeSearch(settings.home, field=field)
         with st.spinner("Bringing the index up to date…"):
             search.sync(lq.catalog)
-        intent = f.intents[0] if len(f.intents) == 1 else None  # the index filters by one intent
-        hits = search.search(text, limit=2000, intent=intent, since=f.since, aliases=aliases)
+        if one_per_query:
+            _query_results(lq, search, text, f, aliases)
+        else:
+            _question_results(lq, search, text, f, aliases)
     except UpkeepError as exc:
-        st.warning(f"Search is unavailable: {exc}")
+        st.warning(f"Search is unavailable: {markdown_code(str(exc))}")
+
+
+#: The most results the search tab lists.
+SEARCH_ROWS: Final = 50
+
+
+def _aliases(settings: Settings) -> Aliases | None:
+    """The alias file search uses, read again when it changes; a bad change is said, and the previous one kept."""
+    if settings.aliases_path is None:
+        return None
+    watched = _alias_file(str(settings.aliases_path))
+    aliases = watched.current()
+    if watched.error:
+        st.warning(f"The alias file is not in use as it stands: {markdown_code(watched.error)}")
+    return aliases
+
+
+def _no_results(field: SearchField) -> None:
+    st.session_state["search_hits"] = {}  # the Queries tab's picker offers no hits of an earlier search
+    st.info(f"No {'answers' if field == 'answers' else 'queries'} match this search in this selection.")
+
+
+def _question_results(lq: LakeQueries, search: LakeSearch, text: str, f: Filters, aliases: Aliases | None) -> None:
+    """One row per distinct question, with how often it was asked in the filters (and the answer that matched)."""
+    groups = find_questions(lq.catalog, [search], text, limit=SEARCH_ROWS, filters=f, aliases=aliases)
+    if not groups:
+        _no_results(search.field)
         return
-    # The index knows text, time and intent; the sidebar's other filters (env, end date, several intents)
-    # are applied here, against the lake.
-    selected = lq.matching(f, [h.query_id for h in hits])
-    hits = [h for h in hits if h.query_id in selected]
-    if not hits:
-        st.session_state["search_hits"] = {}  # the Queries tab's picker offers no hits of an earlier search
-        st.info(f"No {'answers' if field == 'answers' else 'queries'} match this search in this selection.")
-        return
-    if st.toggle("One row per query", key="search_ungrouped"):
-        hits = hits[:50]
-        st.caption(f"{len(hits)} result(s), best first")
-        for rank, hit in enumerate(hits, 1):
-            st.html(
-                f"<div style='margin:.2rem 0'><b>{rank}.</b> {highlight_html(hit.query_text, text)} "
-                f"<span style='color:#777;font-size:.85em'>· {html.escape(hit.intent or '–')} · "
-                f"{hit.ts:%Y-%m-%d %H:%M} · score {float(hit.score):g}{_why(hit.why)}</span></div>"
-            )
-        # Offered first in the timeline picker of the Queries tab.
-        st.session_state["search_hits"] = {hit.query_id: hit.query_text for hit in hits}
-        return
-    groups = group_hits(lq.catalog, [(float(h.score), field, h) for h in hits], limit=50, filters=f)
     st.caption(f"{len(groups)} distinct question(s), best match first; ×N: how often it was asked in these dates")
     for rank, group in enumerate(groups, 1):
-        intents = html.escape(", ".join(group.intents) or "–")
-        when = f"last {group.last_asked:%Y-%m-%d %H:%M}"
-        if group.times_asked > 1:
-            when += f", first {group.first_asked:%Y-%m-%d %H:%M}"
-        st.html(
-            f"<div class='ql-question' style='margin:.2rem 0'><b>{rank}.</b> "
-            f"{highlight_html(group.query_text, text)} "
-            f"<b style='color:#2b6cb0'>×{group.times_asked}</b> "
-            f"<span style='color:#777;font-size:.85em'>· {intents} · {when} · score {group.score:g}"
-            f"{_why(group.why)}</span></div>"
-        )
+        st.html(_question_html(rank, group, text))
     # The newest query of each question, offered first in the timeline picker of the Queries tab.
     st.session_state["search_hits"] = {g.query_ids[0]: g.query_text for g in groups if g.query_ids}
+
+
+def _question_html(rank: int, group: AskedQuestion, text: str) -> str:
+    intents = html.escape(visible(", ".join(group.intents) or "–"))
+    when = f"last {group.last_asked:%Y-%m-%d %H:%M}"
+    if group.times_asked > 1:
+        when += f", first {group.first_asked:%Y-%m-%d %H:%M}"
+    return (
+        f"<div class='ql-question' style='margin:.2rem 0'><b>{rank}.</b> "
+        f"{highlight_html(group.query_text, text)} "
+        f"<b style='color:#2b6cb0'>×{group.times_asked}</b> "
+        f"<span style='color:#777;font-size:.85em'>· {intents} · {when} · score {group.score:g}"
+        f"{_why(group.why)}</span>{_answer_html(group.answer, text)}</div>"
+    )
+
+
+def _query_results(lq: LakeQueries, search: LakeSearch, text: str, f: Filters, aliases: Aliases | None) -> None:
+    """One row per matching query, best first; found in the answers, with the question it answered."""
+    hits = _matching_queries(lq, search, text, f, aliases)
+    if not hits:
+        _no_results(search.field)
+        return
+    answers = search.field == "answers"  # a hit's text is then the answer
+    asked = questions_of(lq.catalog, [h.query_id for h in hits]) if answers else {}
+    st.caption(f"{len(hits)} result(s), best first")
+    for rank, hit in enumerate(hits, 1):
+        question = asked.get(hit.query_id, "") if answers else hit.query_text
+        st.html(
+            f"<div class='ql-query' style='margin:.2rem 0'><b>{rank}.</b> {highlight_html(question, text)} "
+            f"<span style='color:#777;font-size:.85em'>· {html.escape(visible(hit.intent or '–'))} · "
+            f"{hit.ts:%Y-%m-%d %H:%M} · score {float(hit.score):g}{_why(hit.why)}</span>"
+            f"{_answer_html(hit.query_text if answers else '', text)}</div>"
+        )
+    # Offered first in the timeline picker of the Queries tab, labelled with the question.
+    st.session_state["search_hits"] = {h.query_id: asked.get(h.query_id, "") if answers else h.query_text for h in hits}
+
+
+def _matching_queries(
+    lq: LakeQueries, search: LakeSearch, text: str, f: Filters, aliases: Aliases | None
+) -> list[SearchHit]:
+    """The best `SEARCH_ROWS` queries in the sidebar's filters. The index filters by text, dates and one intent;
+    the lake applies the rest (env, release, several intents), and while it leaves fewer than asked for and the
+    index has more, the index is asked for 8 times as many: the hits it did not return rank below those kept."""
+    wanted = SEARCH_ROWS
+    while True:
+        hits = window_hits(search, text, limit=wanted, filters=f, aliases=aliases)
+        selected = lq.matching(f, [h.query_id for h in hits])
+        kept = [h for h in hits if h.query_id in selected]
+        if len(kept) >= SEARCH_ROWS or len(hits) < wanted:
+            return kept[:SEARCH_ROWS]
+        wanted *= 8
+
+
+def _answer_html(answer: str, text: str) -> str:
+    """The part of a matching answer around what matched, highlighted, under its question ("" for none)."""
+    if not answer:
+        return ""
+    return (
+        "<div class='ql-answer' style='margin:.1rem 0 .3rem 1.6rem;color:#444;font-size:.9em'>"
+        f"↳ {highlight_html(snippet(answer, text), text)}</div>"
+    )
 
 
 @st.cache_resource
@@ -406,21 +604,16 @@ def _alias_file(path: str) -> AliasFile:
 
 def _why(reason: str) -> str:
     """How a hit outside the exact tier matched (alias, 초성, typo), for the result line."""
-    return f" · <i>{html.escape(reason)}</i>" if reason else ""
+    return f" · <i>{html.escape(visible(reason))}</i>" if reason else ""
 
 
 def _links(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Adds a `trace` link column when LANGFUSE_HOST is set."""
+    """Adds a `trace` link column when LANGFUSE_HOST is set: each id quoted as one path segment (`trace_url`)."""
     host = os.environ.get("LANGFUSE_HOST")
     if not host or "trace_id" not in frame.columns:
         return frame, {}
-    prefix = f"{host.rstrip('/')}/trace/"
-    frame = frame.with_columns(
-        pl.when(pl.col("trace_id").is_not_null())
-        .then(pl.lit(prefix) + pl.col("trace_id"))
-        .otherwise(None)
-        .alias("trace")
-    )
+    links = [trace_url(trace_id, host) for trace_id in frame["trace_id"].to_list()]
+    frame = frame.with_columns(pl.Series("trace", links, dtype=pl.String))
     return frame, {"trace": st.column_config.LinkColumn("trace", display_text=r".*/trace/(.*)")}
 
 
@@ -454,6 +647,8 @@ def _answer(answer: Answer | None) -> None:
         if answer.answer_chars is not None:
             st.caption(f"Answer of {answer.answer_chars:,} characters; its text was not kept.")
         return
+    st.markdown("**Answer**")
+    _answer_text(answer)
     facts = [
         ("response type", answer.response_type),
         ("finish", answer.finish_reason),
@@ -463,17 +658,30 @@ def _answer(answer: Answer | None) -> None:
         ("release", answer.release),
         ("prompt", answer.prompt_version),
     ]
-    st.markdown("**Answer**")
-    if answer.answer_text == "":
-        st.caption("The answer was empty.")
-    elif answer.answer_text is not None:
-        # Shown as text, never as Markdown: an answer is user-visible content, not markup for this page.
-        st.text(shown_answer(answer.answer_text))
-    # As text too: a release, prompt version or model name comes from a producer, and is not markup either.
-    st.text(plain("  ·  ".join(f"{name}: {value}" for name, value in facts if value)))
+    if any(value for _, value in facts):
+        # As text too: a release, prompt version or model name comes from a producer, and is not markup either.
+        st.text(plain("  ·  ".join(f"{name}: {value}" for name, value in facts if value)))
     if not answer.sources.is_empty():
         st.markdown("**Sources**")
         _table(st, answer.sources, "timeline_sources")
+
+
+def _answer_text(answer: Answer) -> None:
+    """The answer under its heading: never nothing (an empty or blank answer says so), the first `SHOWN_CHARS`
+    characters with the rest one click away."""
+    text = answer.answer_text
+    if text is None:
+        kept = "" if answer.answer_chars is None else f" (it had {answer.answer_chars:,} characters)"
+        st.caption(f"The answer's text was not kept{kept}.")
+    elif not text.strip():
+        st.caption("(empty answer)")
+    else:
+        # Shown as text, never as Markdown: an answer is user-visible content, not markup for this page.
+        shown, whole = shown_answer(text), shown_answer(text, limit=len(text) * 6)  # escapes lengthen a text
+        st.text(shown)
+        if shown != whole:
+            with st.expander(f"The whole answer ({len(text):,} characters)"):
+                st.text(whole)
 
 
 def _timeline(lq: LakeQueries, query_id: str) -> None:
@@ -483,7 +691,7 @@ def _timeline(lq: LakeQueries, query_id: str) -> None:
         return
     text = events.filter(pl.col("event_type") == "query_received")["query_text"].to_list()
     # As text, never Markdown: a question holding `$x$`, `:red[…]` or a link is shown as asked.
-    st.text(plain(text[0]) if text else query_id)
+    st.text(plain(text[0] if text else query_id))
     trace = trace_url(events["trace_id"].drop_nulls().first())  # type: ignore[arg-type]
     if trace:
         st.link_button("Open trace in Langfuse", trace)  # a button, not Markdown built from a producer's id
@@ -551,6 +759,7 @@ def _people(lq: LakeQueries, f: Filters) -> None:
             y="queries:Q",
             tooltip=["bin_start:Q", "bin_end:Q", "queries:Q"],
         ),
+        zeros_are_empty=True,  # a bin a row, each of no queries
     )
 
 
@@ -560,7 +769,7 @@ def main() -> None:
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
-        st.error(f"Configuration error: {exc}")
+        st.error(f"Configuration error: {markdown_code(str(exc))}")
         st.stop()
     try:
         with open_catalog(settings.lake_dir, names=settings.company_names()) as catalog:
@@ -568,8 +777,8 @@ def main() -> None:
             bounds = lq.time_bounds()
             if bounds is None:
                 st.info(
-                    f"The lake at {settings.lake_dir} is empty. Start the API with `querylog serve --demo 200` "
-                    "and come back."
+                    f"The lake at {markdown_code(str(settings.lake_dir))} is empty. Start the API with "
+                    "`querylog serve --demo 200` and come back."
                 )
                 return
             filters, bucket = _sidebar(lq, *bounds)
@@ -588,7 +797,7 @@ def main() -> None:
             with tabs[5]:
                 _people(lq, filters)
     except CatalogError as exc:
-        st.error(f"The lake could not be read: {exc}")
+        st.error(f"The lake could not be read: {markdown_code(str(exc))}")
 
 
 if __name__ == "__main__":

@@ -301,10 +301,16 @@ class SearchIndex:
         intent: str | None = None,
         since: datetime | None = None,
         aliases: Aliases | None = None,
+        until: datetime | None = None,
+        distinct: bool = False,
     ) -> list[SearchHit]:
         """Queries matching `text`, best first: the exact tier (every word a substring, see the module docstring),
         then other names of the companies it names (`aliases`), then 초성, then — only when none of those found
-        anything — words one typo away. Lower tiers are searched only while fewer than `limit` hits are found."""
+        anything — words one typo away. Lower tiers are searched only while fewer than `limit` hits are found.
+
+        `since` and `until` keep ``since <= ts < until``. With `distinct`, each text is returned once, by its best
+        hit: the `limit` best distinct texts, however often the best of them were asked (grouping by question
+        needs every question, not the 2,000 newest askings of a popular one)."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         typed = list(dict.fromkeys(unquoted(fold_one(text)).split()))
@@ -315,7 +321,9 @@ class SearchIndex:
         if pending is not None:
             views.append(View(pending, pending.n))
         since_us = None if since is None else _to_us(since)
-        best: dict[str, tuple[Ranked, str, int]] = {}  # query_id → (rank, tier, the variant that found it)
+        until_us = None if until is None else _to_us(until)
+        # query_id (or, `distinct`, the text) → (rank, tier, the variant that found it)
+        best: dict[str, tuple[Ranked, str, int]] = {}
         tried: list[_Variant] = []
         for tier, variants in _tiers(typed, aliases):
             if tier == "typo" and best:
@@ -331,13 +339,17 @@ class SearchIndex:
                     since_us,
                     ranked=ranked_tier,
                     across_spaces=variant.across_spaces,
+                    until_us=until_us,
+                    distinct=distinct,
                 )
+                keys = _texts(views, found) if distinct else {}
                 for rank in found:
-                    if rank[2] in best:
+                    key = keys[rank[3], rank[4]] if distinct else rank[2]
+                    if key in best:
                         continue  # found by a better tier, or by an earlier variant of this one (same rank)
                     if not ranked_tier:
                         rank = (int(-TIER_SCORES[tier]), *rank[1:])
-                    best[rank[2]] = (rank, tier, len(tried) - 1)
+                    best[key] = (rank, tier, len(tried) - 1)
             if len(best) >= limit:
                 break
         ranked = sorted(best.values())[:limit]
@@ -346,11 +358,7 @@ class SearchIndex:
     def _hits(
         self, views: list[View], ranked: list[tuple[Ranked, str, int]], variants: list[_Variant]
     ) -> list[SearchHit]:
-        texts: dict[tuple[int, int], str] = {}
-        for view_index in {r[0][3] for r in ranked}:  # one take per segment, not one per hit
-            docs = np.array([r[0][4] for r in ranked if r[0][3] == view_index], np.uint32)
-            column = views[view_index].segment.column("text", docs)
-            texts.update(((view_index, int(d)), t) for d, t in zip(docs, column, strict=True))
+        texts = _texts(views, [r for r, _, _ in ranked])
         why = _explain(variants, [(v, texts[r[3], r[4]]) for r, _, v in ranked])
         hits: list[SearchHit] = []
         for i, ((neg_score, neg_ts, query_id, view_index, doc), tier, _) in enumerate(ranked):
@@ -422,6 +430,16 @@ class SearchIndex:
             merged = _merge(group)
             entries = [e for e in entries if e not in group]
             entries.append(_Entry(self._write_segment(merged.segment), merged.live))
+
+
+def _texts(views: list[View], ranked: list[Ranked]) -> dict[tuple[int, int], str]:
+    """The text of each ranked hit, by (view, document): one take per segment, not one per hit."""
+    texts: dict[tuple[int, int], str] = {}
+    for view_index in {r[3] for r in ranked}:
+        docs = np.array([r[4] for r in ranked if r[3] == view_index], np.uint32)
+        column = views[view_index].segment.column("text", docs)
+        texts.update(((view_index, int(d)), t) for d, t in zip(docs, column, strict=True))
+    return texts
 
 
 def _explain(variants: list[_Variant], found: list[tuple[int, str]]) -> list[str]:

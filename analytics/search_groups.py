@@ -2,9 +2,10 @@
 the queries behind it.
 
 People searching what users asked want "SK하이닉스 사업 구조 설명해줘" once, with ×40 beside it, not forty rows
-in a row. The full-text index finds and ranks matching queries; `group_questions` folds them into questions
-and counts each one over the whole lake (within the same intent and time filters), so `times_asked` is exact
-even when the question was asked more often than the search listed.
+in a row. `find_questions` asks the full-text index for the best *distinct* texts in the filters' dates (a
+question asked 2,000 times takes one place, so rarer ones are found too); `group_questions` folds them into
+questions and counts each one over the whole lake (within the same filters), so `times_asked` is exact even when
+the question was asked more often than the search listed.
 
 Two texts are the same question when they differ only in case and spacing between words ("네이버 주가  전망은?"
 and "네이버 주가 전망은?"); the text shown is the one asked most recently.
@@ -16,16 +17,32 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from querylog.analytics.catalog import Catalog
 from querylog.analytics.queries import Filters
 from querylog.logging.events import UNCLASSIFIED
 
-__all__ = ["MAX_QUERY_IDS", "AskedQuestion", "group_hits", "group_questions", "question_key", "questions_of"]
+if TYPE_CHECKING:
+    from querylog.analytics.aliases import Aliases
+    from querylog.analytics.search import SearchHit
+    from querylog.analytics.upkeep import LakeSearch
+
+__all__ = [
+    "MAX_QUERY_IDS",
+    "AskedQuestion",
+    "find_questions",
+    "group_hits",
+    "group_questions",
+    "question_key",
+    "questions_of",
+    "window_hits",
+]
 
 #: The query ids a question carries, newest first; `times_asked` still counts every one.
 MAX_QUERY_IDS: Final = 1000
+#: How many more distinct texts `find_questions` asks the index for when the lake's filters left out too many.
+_WIDEN: Final = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +60,8 @@ class AskedQuestion:
     why: str = ""
     #: The tier of the question's best hit: exact, alias, initials or typo (`SearchHit.match`).
     match: str = "exact"
+    #: For a question found by its answer (the answers' index), the best matching answer; else "".
+    answer: str = ""
 
 
 def question_key(text: str) -> str:
@@ -145,11 +164,91 @@ def group_hits(
     questions = group_questions(catalog, [(s, text) for s, text in found if text], limit=limit, filters=filters)
     told = {question_key(hit.query_text): hit.why for _, field, hit in hits if field == "queries" and hit.why}
     tiers: dict[str, str] = {}
-    for (_, text), (_, _, hit) in zip(found, hits, strict=True):  # best first: a question's first hit is its best
+    answers: dict[str, str] = {}
+    for (_, text), (_, field, hit) in zip(found, hits, strict=True):  # best first: a question's first is its best
         if text:
             tiers.setdefault(question_key(text), hit.match)
+            if field == "answers":
+                answers.setdefault(question_key(text), hit.query_text)
     return [
-        dataclasses.replace(q, why=told.get(key, ""), match=tiers.get(key, "exact"))
+        dataclasses.replace(q, why=told.get(key, ""), match=tiers.get(key, "exact"), answer=answers.get(key, ""))
         for q in questions
         for key in [question_key(q.query_text)]
     ]
+
+
+def window_hits(
+    search: LakeSearch,
+    text: str,
+    *,
+    limit: int,
+    filters: Filters | None = None,
+    aliases: Aliases | None = None,
+    distinct: bool = False,
+) -> list[SearchHit]:
+    """The index's best `limit` hits for `text` within what it can filter by itself: the dates, both ends, and the
+    intent when exactly one is chosen. The lake applies the rest (env, release, prompt version, several intents).
+
+    An intent of "unclassified" is left to the lake too: an older index holds those queries without one."""
+    from querylog.analytics.search import SearchIndex, SearchIndexError
+    from querylog.analytics.upkeep import UpkeepError
+
+    f = filters or Filters()
+    intent = f.intents[0] if len(f.intents) == 1 and f.intents[0] != UNCLASSIFIED else None
+    index = search.index
+    assert isinstance(index, SearchIndex), "LakeSearch opens a SearchIndex unless a test passes another factory"
+    try:
+        return index.search(
+            text, limit=limit, intent=intent, since=f.since, until=f.until, aliases=aliases, distinct=distinct
+        )
+    except SearchIndexError as exc:
+        raise UpkeepError(f"the search index at {search.directory} could not be read: {exc}") from exc
+
+
+def find_questions(
+    catalog: Catalog,
+    searches: Sequence[LakeSearch],
+    text: str,
+    *,
+    limit: int,
+    filters: Filters | None = None,
+    aliases: Aliases | None = None,
+) -> list[AskedQuestion]:
+    """The best `limit` distinct questions matching `text` within `filters`, from the indexes of `searches` (the
+    questions', the answers', or both), ranked and counted as `group_questions` does.
+
+    Each index gives its best distinct texts in the dates (and intent); the lake counts them within every filter.
+    When the filters the index cannot apply (env, release, several intents) leave fewer than `limit` questions
+    that rank above every text not yet fetched, the index is asked for `_WIDEN` times as many, until they do or it
+    has no more: a question is never missed because another was asked more often or in another env. (A question
+    found by its answer may have been asked again since, with an answer that did not match: its place among the
+    last ones listed is then approximate.)"""
+    f = filters or Filters()
+    wanted = 2 * limit  # room for a question asked with two spellings (spacing, case) without a second round
+    while True:
+        found = [
+            (search.field, window_hits(search, text, limit=wanted, filters=f, aliases=aliases, distinct=True))
+            for search in searches
+        ]
+        best = _best_per_query([(float(h.score), field, h) for field, hits in found for h in hits])
+        questions = group_hits(catalog, best, limit=max(len(best), 1), filters=f)
+        cut = [hits[-1] for _, hits in found if len(hits) >= wanted]  # the weakest hit of each index not exhausted
+        if not cut or _ranked_above(questions, max((float(h.score), h.ts) for h in cut)) >= limit:
+            return questions[:limit]
+        wanted *= _WIDEN
+
+
+def _best_per_query(hits: list[tuple[float, str, Any]]) -> list[tuple[float, str, Any]]:
+    """Each query once, by its best hit (a query found in its question and its answer), best first."""
+    best: dict[str, tuple[float, str, Any]] = {}
+    for found in hits:
+        held = best.get(found[2].query_id)
+        if held is None or found[0] > held[0]:
+            best[found[2].query_id] = found
+    return sorted(best.values(), key=lambda f: (-f[0], -f[2].ts.timestamp(), f[2].query_id))
+
+
+def _ranked_above(questions: Sequence[AskedQuestion], cut: tuple[float, datetime]) -> int:
+    """How many of `questions` rank at or above `cut` (a score and a time): no text the index did not return can
+    outrank them, since every such text ranks below its index's weakest hit returned."""
+    return sum(1 for q in questions if (q.score, q.last_asked) >= cut)

@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -231,3 +232,64 @@ def test_korean_search_is_highlighted_and_grouped_by_question(
     _settle(browser_page)  # the rows come before the script ends: let it end before reading them (and stopping)
     texts = _panel(browser_page).locator(".ql-question").all_inner_texts()
     assert texts and all("ㄴㅇㅂ → " in t for t in texts), texts[:3]
+
+
+@contextmanager
+def _ui_over(home: Path, cwd: Path) -> Iterator[str]:
+    """`querylog ui` over `home` on a free port, its URL; stopped afterwards."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUERYLOG_", "LANGFUSE_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "querylog", "--home", str(home), "ui", "--port", str(port)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/"
+
+    def healthy() -> bool:
+        assert proc.poll() is None, f"querylog ui exited with {proc.returncode}"
+        try:
+            with urllib.request.urlopen(f"{url}_stcore/health", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    _wait_for(healthy, "the Streamlit server to answer /_stcore/health")
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
+
+
+@pytest.mark.parametrize("with_data", [False, True], ids=["empty-lake", "sidebar"])
+def test_a_data_path_is_drawn_as_typed_not_as_markdown_or_math(
+    browser: Browser, tmp_path: Path, with_data: bool
+) -> None:
+    """A QUERYLOG_HOME of h_**bold**_$x$ was drawn bold and as KaTeX in the empty-lake note and the Lake: caption."""
+    from querylog.logging.events import QueryCompleted, QueryReceived
+    from querylog.logging.parquet import ParquetSink
+    from querylog.logging.projection import Batch
+
+    home = tmp_path / "h_**bold**_$x$"
+    if with_data:
+        events = [
+            QueryReceived(query_id="q-1", query_text="네이버 주가", ts=END),
+            QueryCompleted(query_id="q-1", latency_ms=12.0, ts=END),
+        ]
+        with ParquetSink(home / "lake") as sink:
+            sink.write(Batch(events=events, checkpoint={"q-1": 1}))
+    (tmp_path / "cwd").mkdir()
+    with _ui_over(home, tmp_path / "cwd") as url:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(DEADLINE_S * 1000)
+        page.goto(url)
+        where = page.get_by_test_id("stSidebar") if with_data else page.get_by_test_id("stAlert")
+        where.get_by_text("Lake:" if with_data else "is empty", exact=False).first.wait_for()
+        _settle(page)
+        assert where.locator("strong").count() == 0 and where.locator(".katex").count() == 0
+        assert str(home / "lake") in where.locator("code").all_inner_texts()
+        context.close()

@@ -6,10 +6,14 @@ import argparse
 import dataclasses
 import sys
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from querylog.commands import lake_missing
 from querylog.config import Settings
+
+if TYPE_CHECKING:
+    from querylog.analytics.catalog import Catalog
+    from querylog.analytics.upkeep import LakeSearch
 
 FORMATS = ("table", "json")
 
@@ -94,7 +98,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.analytics.aliases import AliasError
     from querylog.analytics.catalog import CatalogError
     from querylog.analytics.queries import Filters, open_catalog
-    from querylog.analytics.search_groups import group_hits, questions_of
+    from querylog.analytics.search_groups import find_questions, questions_of
     from querylog.analytics.upkeep import SEARCH_FIELDS, LakeSearch, SearchField, UpkeepError
     from querylog.logging.structured import configure_structlog
 
@@ -112,26 +116,25 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     fields: tuple[SearchField, ...] = SEARCH_FIELDS if args.where == "both" else (args.where,)
     found: dict[str, tuple[float, str, Any]] = {}  # query_id → (score, field, hit): its best
-    # Grouped, a question asked many times takes many hits: look further, so `limit` questions fill.
-    wanted = min(max(args.limit * 20, 200), 10_000) if args.group else args.limit
+    best: list[tuple[float, str, Any]] = []
+    questions: dict[str, str] = {}
     try:
         with open_catalog(settings.lake_dir, names=settings.company_names()) as catalog:
-            for field in fields:
-                search = LakeSearch(settings.home, field=field)
-                added = search.sync(catalog, progress=_progress if sys.stderr.isatty() else None)
-                if added:
-                    print(f"querylog search: indexed {added} new {_noun(field, added)}", file=sys.stderr)
-                for hit in search.search(asked, limit=wanted, intent=args.intent, since=args.since, aliases=aliases):
-                    score = float(hit.score)
-                    if hit.query_id not in found or score > found[hit.query_id][0]:
-                        found[hit.query_id] = (score, field, hit)
-            # Best score first, then newest, as the index ranks them.
-            best = sorted(found.values(), key=lambda f: (-f[0], -f[2].ts.timestamp(), f[2].query_id))[:wanted]
-            questions: dict[str, str] = {}
+            searches = [_synced(LakeSearch(settings.home, field=field), catalog) for field in fields]
             if args.group:
+                # Distinct questions straight from the index: a question asked thousands of times takes one place.
                 only = Filters(since=args.since, intents=(args.intent,) if args.intent else ())
-                groups = group_hits(catalog, best, limit=args.limit, filters=only)
+                groups = find_questions(catalog, searches, asked, limit=args.limit, filters=only, aliases=aliases)
             else:
+                for search in searches:
+                    hits = search.search(asked, limit=args.limit, intent=args.intent, since=args.since, aliases=aliases)
+                    for hit in hits:
+                        score = float(hit.score)
+                        if hit.query_id not in found or score > found[hit.query_id][0]:
+                            found[hit.query_id] = (score, search.field, hit)
+                # Best score first, then newest, as the index ranks them.
+                best = sorted(found.values(), key=lambda f: (-f[0], -f[2].ts.timestamp(), f[2].query_id))
+                best = best[: args.limit]
                 questions = questions_of(catalog, [hit.query_id for _, field, hit in best if field == "answers"])
     except (UpkeepError, CatalogError) as exc:
         print(f"querylog search: {exc}", file=sys.stderr)
@@ -220,6 +223,14 @@ def _aliases(settings: Settings) -> Any:
     for problem in aliases.problems:
         print(f"querylog search: {problem}", file=sys.stderr)
     return aliases
+
+
+def _synced(search: LakeSearch, catalog: Catalog) -> LakeSearch:
+    """`search` with the lake's new queries indexed, said on stderr."""
+    added = search.sync(catalog, progress=_progress if sys.stderr.isatty() else None)
+    if added:
+        print(f"querylog search: indexed {added} new {_noun(search.field, added)}", file=sys.stderr)
+    return search
 
 
 def _noun(field: str, n: int) -> str:

@@ -1,0 +1,352 @@
+"""The explorer after a tester's walk through it: search finds every question in the selection, producers' text
+is shown as written everywhere, charts say when there is nothing to draw, numbers keep their precision."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from markdown_it import MarkdownIt
+from streamlit.testing.v1 import AppTest
+
+from querylog.analytics.explorer import SHOWN_CHARS, _delta, markdown_code, shown_answer, snippet
+from querylog.commands.ui import explorer_path
+from querylog.logging.events import (
+    IntentClassified,
+    QueryCompleted,
+    QueryFailed,
+    QueryReceived,
+    ResponseGenerated,
+)
+from querylog.logging.parquet import ParquetSink
+from querylog.logging.projection import Batch
+
+TIMEOUT = 60  # seconds a script run may take on a slow machine
+END = datetime(2026, 11, 20, 15, tzinfo=UTC)  # in the past: the default dates find the data by themselves
+
+
+def _app(home: Path, monkeypatch: pytest.MonkeyPatch, langfuse: str | None = None) -> AppTest:
+    monkeypatch.setenv("QUERYLOG_HOME", str(home))
+    if langfuse is None:
+        monkeypatch.delenv("LANGFUSE_HOST", raising=False)
+    else:
+        monkeypatch.setenv("LANGFUSE_HOST", langfuse)
+    at = AppTest.from_file(str(explorer_path()), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _asked(
+    query_id: str,
+    text: str,
+    ts: datetime,
+    *,
+    env: str = "prod",
+    intent: str = "stock_analysis",
+    failed: bool = False,
+    quality: float | None = None,
+    answer: str | None = None,
+    trace_id: str | None = None,
+) -> list[Any]:
+    """The events of one query: received, classified, answered (when `answer`), then completed or failed."""
+    common: dict[str, Any] = {"query_id": query_id, "env": env, "trace_id": trace_id}
+    events: list[Any] = [
+        QueryReceived(query_text=text, ts=ts, **common),
+        IntentClassified(intent=intent, confidence=0.9, ts=ts, **common),
+    ]
+    done = ts + timedelta(seconds=1)
+    if answer is not None:
+        events.append(ResponseGenerated(answer_text=answer, answer_chars=len(answer), ts=done, **common))
+    if failed:
+        events.append(QueryFailed(error_type="TimeoutError", stage="search", latency_ms=900.0, ts=done, **common))
+    else:
+        events.append(QueryCompleted(latency_ms=120.0, intent=intent, quality_score=quality, ts=done, **common))
+    return events
+
+
+def _write(home: Path, events: list[Any]) -> None:
+    with ParquetSink(home / "lake") as sink:
+        sink.write(Batch(events=events, checkpoint={"walk": len(events)}))
+
+
+def _rows(at: AppTest) -> list[str]:
+    """The search results as their HTML."""
+    return [h.proto.body for h in at.get("html")]
+
+
+def _counts(at: AppTest) -> list[int]:
+    return [int(m) for body in _rows(at) for m in re.findall(r"×(\d+)", body)]
+
+
+def _chart_fields(at: AppTest) -> list[set[str]]:
+    """For each chart on the page, the fields its encoding names."""
+    import json
+
+    specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    return [
+        {v["field"] for v in spec.get("encoding", {}).values() if isinstance(v, dict) and "field" in v}
+        for spec in specs
+    ]
+
+
+def _chart(at: AppTest, field: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The spec and rows of the first chart over time whose y axis is `field`."""
+    import json
+
+    import pyarrow as pa
+
+    for chart in at.get("vega_lite_chart"):
+        encoding = json.loads(chart.proto.spec).get("encoding", {})
+        if encoding.get("y", {}).get("field") == field and encoding.get("x", {}).get("field") == "bucket":
+            spec = json.loads(chart.proto.spec)
+            return spec, pa.ipc.open_stream(chart.proto.datasets[0].data.data).read_all().to_pylist()
+    raise AssertionError(f"no chart of {field}")
+
+
+# -- 1. search finds every question in the selection ------------------------------------------------------
+@pytest.fixture(scope="module")
+def popular_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2,100 askings of one question (staging, the last day), and two rarer ones asked before it (prod)."""
+    home = tmp_path_factory.mktemp("popular") / "home"
+    events: list[Any] = []
+    for i in range(2100):
+        events += _asked(f"pop-{i}", "삼성전자 주가 알려줘", END - timedelta(seconds=10 + i), env="staging")
+    for i in range(5):
+        events += _asked(f"old-{i}", "삼성전자 옛날 질문", END - timedelta(days=3, hours=i))
+    for i in range(3):
+        events += _asked(f"prod-{i}", "삼성전자 프로드 질문", END - timedelta(days=2, hours=i))
+    _write(home, events)
+    return home
+
+
+@pytest.fixture
+def popular(popular_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    """The explorer over a copy of that lake (a search writes its index under the home)."""
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(popular_home, home)
+    at = _app(home, monkeypatch)
+    at.text_input(key="search").input("삼성전자").run()
+    assert not at.exception
+    return at
+
+
+def test_search_lists_every_question_however_often_one_was_asked(popular: AppTest) -> None:
+    """The 2,000 newest hits were all the popular question: the caption said 1 distinct question of 3."""
+    assert any("3 distinct question(s)" in c.value for c in popular.caption)
+    assert _counts(popular) == [2100, 3, 5]  # best match (all score 1), then most recently asked
+
+
+def test_search_keeps_to_the_end_date(popular: AppTest) -> None:
+    """The index was asked for hits since the first date only: newer ones filled the page, then were dropped."""
+    popular.sidebar.date_input(key="dates").set_value(
+        ((END - timedelta(days=3)).date(), (END - timedelta(days=1)).date())
+    )
+    popular.run()
+    assert not any("No queries match" in i.value for i in popular.info)
+    assert _counts(popular) == [3, 5]  # the newer question first
+
+
+def test_search_keeps_to_the_env_in_both_views(popular: AppTest) -> None:
+    popular.sidebar.multiselect(key="envs").set_value(["prod"]).run()
+    assert _counts(popular) == [3, 5]
+    popular.toggle(key="search_ungrouped").set_value(True).run()
+    assert len(_rows(popular)) == 8 and all("주가 알려줘" not in body for body in _rows(popular))
+
+
+# -- 2. a trace id cannot shape a link ----------------------------------------------------------------------
+def test_a_trace_id_is_quoted_in_the_table_and_the_timeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    evil = "abc) [evil](http://evil.example/x"
+    _write(tmp_path / "home", _asked("q-1", "네이버 주가", END - timedelta(hours=1), trace_id=evil))
+    at = _app(tmp_path / "home", monkeypatch, langfuse="https://lf.example")
+    quoted = "https://lf.example/trace/abc%29%20%5Bevil%5D%28http%3A%2F%2Fevil.example%2Fx"
+    recent = next(d.value for d in at.dataframe if "trace" in d.value.columns)
+    assert list(recent["trace"]) == [quoted]  # was the id spliced in as it came
+    assert [b.proto.url for b in at.get("link_button")] == [quoted]
+    assert not [m.value for m in at.markdown if "evil" in m.value]
+
+
+# -- 3. producers' text is shown as written everywhere -----------------------------------------------------
+def test_tables_and_filters_show_control_characters_escaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked = "삼성전자 gnp.\u202eexe 주가"
+    _write(tmp_path / "home", _asked("q-1", asked, END - timedelta(hours=1), intent="news\u202e", env="prod\u202e"))
+    at = _app(tmp_path / "home", monkeypatch)
+    texts = [v for d in at.dataframe for column in d.value.columns for v in d.value[column] if isinstance(v, str)]
+    assert "삼성전자 gnp.\\u202eexe 주가" in texts  # Recent queries, Top queries
+    assert not [t for t in texts if "\u202e" in t]
+    assert {row["intent"] for row in _chart(at, "queries")[1]} == {"news\\u202e"}  # the legend's labels
+    assert at.sidebar.multiselect(key="intents").options == ["news\\u202e"]
+    assert at.sidebar.multiselect(key="envs").options == ["prod\\u202e"]
+
+
+def test_an_answer_is_cut_at_shown_chars_and_whole_one_click_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answer = "\u202e" + "가" * (SHOWN_CHARS + 500)
+    _write(tmp_path / "home", _asked("q-1", "긴 답변", END - timedelta(hours=1), answer=answer))
+    at = _app(tmp_path / "home", monkeypatch)
+    shown = [t.value for t in at.text if t.value.startswith("\\u202e")]
+    assert shown[0] == shown_answer(answer) and len(shown[0]) < SHOWN_CHARS + 40
+    assert shown[0].endswith(f"… ({len(answer) + 5:,} characters)")  # the escape is 6 characters, not 1
+    assert [e.label for e in at.expander] == [f"The whole answer ({len(answer):,} characters)"]
+    assert shown[1] == "\\u202e" + "가" * (SHOWN_CHARS + 500)
+
+
+# -- 4. charts say when there is nothing to draw ---------------------------------------------------------
+def test_no_failures_no_quality_scores_and_no_queries_draw_no_empty_charts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ts = END - timedelta(hours=1)
+    events = _asked("q-1", "네이버 주가", ts) + _asked("q-2", "카카오 주가", ts, intent="news", env="staging")
+    _write(tmp_path / "home", events)
+    at = _app(tmp_path / "home", monkeypatch)
+    fields = _chart_fields(at)
+    assert not [f for f in fields if "error_rate" in f or "bin_start" in f]  # zeros: no failures, no scores
+    assert any("No query failed in these filters" in i.value for i in at.info)
+    assert any("step" in f for f in fields)  # the funnel of two queries
+    at.sidebar.multiselect(key="intents").set_value(["news"])
+    at.sidebar.multiselect(key="envs").set_value(["prod"]).run()  # news was asked in staging only
+    assert _chart_fields(at) == []  # the funnel was a frame of zeros, drawn as empty axes
+    assert sum("No data for these filters" in i.value for i in at.info) >= 5
+
+
+# -- 5. a quality change keeps its precision ----------------------------------------------------------------
+def test_deltas_keep_the_precision_of_their_scale() -> None:
+    assert _delta(0.498, 0.491, decimals=3) == "+0.007"  # was "+0.0", a green rise
+    assert _delta(0.491, 0.498, decimals=3) == "-0.007"
+    assert _delta(0.49101, 0.4910, decimals=3) == "0"  # no arrow for no change
+    assert _delta(0.0312, 0.0300, scale=100, unit=" pt") == "+0.1 pt"
+
+
+def test_the_headline_shows_a_small_quality_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = END - timedelta(days=100)  # the window of equal length before the default 90 days
+    events = _asked("q-1", "네이버 주가", before, quality=0.491) + _asked("q-2", "네이버 주가", END, quality=0.498)
+    _write(tmp_path / "home", events)
+    at = _app(tmp_path / "home", monkeypatch)
+    quality = next(m for m in at.metric if m.label == "Mean quality")
+    assert quality.proto.delta == "+0.007"
+
+
+# -- 6. many intents ----------------------------------------------------------------------------------------
+def test_more_intents_than_colours_are_drawn_as_the_top_ones_and_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[Any] = []
+    for n in range(12):  # intent_00 asked 12 times, ..., intent_11 once
+        for k in range(12 - n):
+            events += _asked(f"q-{n}-{k}", "네이버 주가", END - timedelta(hours=1, minutes=k), intent=f"intent_{n:02d}")
+    _write(tmp_path / "home", events)
+    at = _app(tmp_path / "home", monkeypatch)
+    _, rows = _chart(at, "queries")
+    intents = {r["intent"] for r in rows}
+    assert intents == {f"intent_{n:02d}" for n in range(9)} | {"other (3 intents)"}  # 10: one colour each
+    assert sum(r["queries"] for r in rows if r["intent"] == "other (3 intents)") == 3 + 2 + 1
+    assert sum(r["queries"] for r in rows) == len(events) // 3
+    assert any("the other 3 together as one" in c.value for c in at.caption)
+
+
+# -- 7. lines break where there were no queries ------------------------------------------------------------
+def test_error_and_latency_lines_have_every_bucket_and_one_bucket_is_a_bar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    day = END.replace(hour=0)
+    events = _asked("q-1", "네이버 주가", day + timedelta(hours=1), failed=True)
+    events += _asked("q-2", "네이버 주가", day + timedelta(hours=2))
+    events += _asked("q-3", "네이버 주가", day + timedelta(hours=9))
+    _write(tmp_path / "home", events)
+    at = _app(tmp_path / "home", monkeypatch)
+    spec, rows = _chart(at, "error_rate")
+    assert spec["mark"]["type"] == "line"
+    assert [r["bucket"].hour for r in rows] == list(range(1, 10))  # no slope across hours without queries
+    assert [r["error_rate"] for r in rows] == [1.0, 0.0] + [None] * 6 + [0.0]
+    spec, rows = _chart(at, "ms")
+    assert {r["bucket"].hour for r in rows} == set(range(1, 10)) and len(rows) == 9 * 3
+    assert [r["ms"] for r in rows if r["bucket"].hour == 5] == [None, None, None]
+    _write(tmp_path / "one", _asked("q-1", "네이버 주가", day + timedelta(hours=1)))
+    spec, _ = _chart(_app(tmp_path / "one", monkeypatch), "ms")
+    assert spec["mark"]["type"] == "bar"  # one bucket: it was a lone dot
+
+
+# -- 8. the default bucket and the day count ---------------------------------------------------------------
+def test_three_dates_are_trended_by_day(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ts = END - timedelta(days=2)  # the dates run from END - 2 days to END: three of them
+    _write(tmp_path / "home", _asked("q-1", "네이버 주가", ts) + _asked("q-2", "네이버 주가", END))
+    at = _app(tmp_path / "home", monkeypatch)
+    assert at.sidebar.radio(key="bucket").value == "day"
+    at.sidebar.date_input(key="dates").set_value(((END - timedelta(days=1)).date(), END.date())).run()
+    assert at.sidebar.radio(key="bucket").value == "day"  # as picked; two dates would start by hour (below)
+    _write(tmp_path / "two", _asked("q-1", "네이버 주가", END - timedelta(days=1)) + _asked("q-2", "x", END))
+    assert _app(tmp_path / "two", monkeypatch).sidebar.radio(key="bucket").value == "hour"
+
+
+def test_the_day_count_has_a_thousands_separator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = END - timedelta(days=2822)
+    _write(tmp_path / "home", _asked("q-1", "네이버 주가", first) + _asked("q-2", "네이버 주가", END))
+    at = _app(tmp_path / "home", monkeypatch)
+    at.sidebar.date_input(key="dates").set_value((first.date(), END.date()))
+    at.sidebar.radio(key="bucket").set_value("hour").run()
+    assert any("By the hour, 2,823 days would be 67,752 buckets" in c.value for c in at.sidebar.caption)
+
+
+# -- 9. paths are not Markdown ------------------------------------------------------------------------------
+def _rendered(markdown: str) -> str:
+    return MarkdownIt("commonmark").render(markdown)
+
+
+def test_a_data_path_is_shown_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "h_**bold**_$x$"
+    at = _app(home, monkeypatch)  # an empty lake
+    info = next(i.value for i in at.info if "is empty" in i.value)
+    assert f"<code>{home / 'lake'}</code>" in _rendered(info) and "<strong>" not in _rendered(info)
+    _write(home, _asked("q-1", "네이버 주가", END))
+    at = _app(home, monkeypatch)
+    lake = next(c.value for c in at.sidebar.caption if c.value.startswith("Lake:"))
+    assert _rendered(lake) == f"<p>Lake: <code>{home / 'lake'}</code></p>\n"  # no bold, and $x$ inside code
+
+
+def test_markdown_code_holds_any_text() -> None:
+    for text in ["plain", "a`b", "``x``", "`edge", "$x$ **y**", "tab\there"]:
+        rendered = _rendered(markdown_code(text))
+        assert rendered.count("<code>") == 1 and "<strong>" not in rendered
+        assert re.sub(r"</?(p|code)>|\n", "", rendered) == text.replace("\t", " ").replace("&", "&amp;")
+
+
+# -- 10. empty answers, and answers found by search ------------------------------------------------------
+def test_a_blank_answer_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write(tmp_path / "home", _asked("q-1", "네이버 주가", END, answer="  \n "))
+    at = _app(tmp_path / "home", monkeypatch)
+    assert "(empty answer)" in [c.value for c in at.caption]
+
+
+def test_a_search_in_answers_shows_the_part_of_the_answer_that_matched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answer = "시장 개요입니다. " * 30 + "네이버의 영업이익은 늘었습니다. " + "끝맺음 문장입니다. " * 30
+    _write(
+        tmp_path / "home",
+        _asked("q-1", "네이버 실적 어때", END - timedelta(hours=2), answer=answer)
+        + _asked("q-2", "네이버 실적 어때", END - timedelta(hours=1), answer="모릅니다"),
+    )
+    at = _app(tmp_path / "home", monkeypatch)
+    at.text_input(key="search").input("영업이익").run()
+    at.radio(key="search_in").set_value("answers").run()
+    (row,) = _rows(at)
+    assert "네이버 실적 어때" in row and "×2" in row  # the question, asked twice
+    assert "<mark>영업이익</mark>" in row and "…" in row and len(row) < 1000  # the matching part, not all of it
+    at.toggle(key="search_ungrouped").set_value(True).run()
+    (row,) = _rows(at)
+    assert "네이버 실적 어때" in row and "<mark>영업이익</mark>" in row
+    assert at.session_state["search_hits"] == {"q-1": "네이버 실적 어때"}  # labelled by the question, not the answer
+
+
+def test_a_snippet_is_the_part_around_the_first_match() -> None:
+    text = "가" * 300 + " 영업이익 " + "나" * 300
+    cut = snippet(text, "영업이익", width=100)
+    assert cut.startswith("…") and cut.endswith("…") and "영업이익" in cut and len(cut) == 102
+    assert snippet("짧은 답변 \u202e", "답변") == "짧은 답변 \\u202e"
+    assert snippet("나" * 300, "없음", width=50) == "나" * 50 + "…"
