@@ -728,6 +728,8 @@ class SearchIndexLike(Protocol):
         intent: str | None = ...,
         since: datetime | None = ...,
         aliases: Aliases | None = ...,
+        until: datetime | None = ...,
+        distinct: bool = ...,
     ) -> Sequence[SearchHitLike]: ...
     def commit(self) -> Any: ...
     def remove_older_than(self, cutoff: datetime) -> Any: ...
@@ -903,11 +905,16 @@ class LakeSearch:
         intent: str | None = None,
         since: datetime | None = None,
         aliases: Aliases | None = None,
+        until: datetime | None = None,
+        distinct: bool = False,
     ) -> list[SearchHitLike]:
         """Ranked hits, best first, at most one per query id; with `aliases`, every name of a company the text
-        names finds the others (querylog.analytics.aliases)."""
+        names finds the others (querylog.analytics.aliases). `until` ends the dates as `since` starts them;
+        `distinct` keeps the best hit of each text (`SearchIndex.search`)."""
+        # The newer options only when used: an index made by another factory may not take them.
+        more: dict[str, Any] = {k: v for k, v in (("until", until), ("distinct", distinct)) if v}
         try:
-            hits = self.index.search(text, limit=limit, intent=intent, since=since, aliases=aliases)
+            hits = self.index.search(text, limit=limit, intent=intent, since=since, aliases=aliases, **more)
             if intent == UNCLASSIFIED:  # queries indexed before the index named them so: no intent at all
                 # Looked for among the best hits of every intent (the index has no list of hits without one): wide,
                 # so that newer hits of other intents do not crowd them out, but bounded.
