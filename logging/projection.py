@@ -504,9 +504,10 @@ class Projector:
             if n == 0 or (retry and self._stop.is_set()) or (deadline is not None and time.monotonic() > deadline):
                 return total
 
-    def attempt(self) -> int | None:
+    def attempt(self, *, wait: Callable[[float], object] | None = None) -> int | None:
         """`run_once`; if it fails, the failure is logged, the backoff waited out and the retry counted, and
-        the answer is None. The one place a projection retries."""
+        the answer is None. The one place a projection retries. `wait` sleeps the backoff (default: until the
+        projector is stopped); a caller driving the projector from its own thread passes its stop's wait."""
         try:
             n = self.run_once()
         except Exception as exc:  # a sink failure must never kill the projector: log, wait, retry
@@ -520,7 +521,7 @@ class Projector:
                 failures=self.failures,
                 retry_in_s=round(delay, 2),
             )
-            self._sleep(delay)
+            (wait or self._sleep)(delay)
             if not self._stop.is_set():
                 self.telemetry.retried()
             return None

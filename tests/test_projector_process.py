@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 from querylog.cli import main
 from querylog.config import ConfigError, Settings
 from querylog.logging.metrics import MetricsProjection
-from querylog.logging.projection import Batch, Projector
+from querylog.logging.projection import Batch, Projector, RetryPolicy, SinkError, SinkSendError
 from querylog.logging.segments import EventLog, LogReader
 from querylog.logging.sinks import MemorySink
 from querylog.logging.telemetry import FileTelemetry, SinkTelemetry, TelemetrySnapshot, write_snapshot
@@ -272,6 +272,57 @@ def test_a_long_one_off_run_publishes_its_counters_as_it_goes(tmp_path: Path, mo
     projector = Projector(LogReader(tmp_path / "log"), Watched().open(), batch_max_events=10)
     assert run_projections({"memory": projector}, settings, stop=threading.Event(), once=True) == 30
     assert published_during == [0, 10, 20]  # each batch finds the one before it published
+
+
+class _Refusing(MemorySink):
+    """A sink whose first `failures` writes fail as a Loki answering 429 would."""
+
+    def __init__(self, failures: int, on_failure: Callable[[], object] = lambda: None) -> None:
+        super().__init__()
+        self.failures_left, self.on_failure = failures, on_failure
+
+    def _write(self, batch: Batch) -> None:
+        if self.failures_left > 0:
+            self.failures_left -= 1
+            self.on_failure()
+            raise SinkSendError("Loki answered 429 to a push", stage="http_429")
+        super()._write(batch)
+
+
+def test_a_one_off_run_offers_a_failed_batch_again_after_its_backoff(tmp_path: Path) -> None:
+    # `querylog project --once` against a Loki that is busy for a moment: it waits and goes on, as `serve` would.
+    settings = Settings(home=tmp_path, stdout_events=False)
+    with EventLog(tmp_path / "log") as log:
+        _queries(log, 5)
+    sink = _Refusing(2).open()
+    projector = Projector(LogReader(tmp_path / "log"), sink, retry=RetryPolicy(min_backoff_s=0.001, max_backoff_s=0.002))
+    assert run_projections({"memory": projector}, settings, stop=threading.Event(), once=True) == 10
+    assert len(sink.events) == 10 and sink.telemetry.snapshot().retries == 2
+
+
+def test_a_one_off_run_gives_up_after_its_attempts_and_keeps_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("querylog.projector_process.ONCE_ATTEMPTS", 3)
+    settings = Settings(home=tmp_path, stdout_events=False)
+    with EventLog(tmp_path / "log") as log:
+        _queries(log, 5)
+    sink = _Refusing(10).open()
+    projector = Projector(LogReader(tmp_path / "log"), sink, retry=RetryPolicy(min_backoff_s=0.001, max_backoff_s=0.002))
+    with pytest.raises(SinkError, match="3 failed writes of one batch in a row"):
+        run_projections({"memory": projector}, settings, stop=threading.Event(), once=True)
+    assert sink.events == [] and sink.failures_left == 7
+
+
+def test_a_one_off_run_asked_to_stop_ends_its_backoff_at_once(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, stdout_events=False)
+    with EventLog(tmp_path / "log") as log:
+        _queries(log, 5)
+    stop = threading.Event()
+    sink = _Refusing(10, on_failure=stop.set).open()  # Ctrl-C while the batch fails: no hour-long wait follows
+    projector = Projector(LogReader(tmp_path / "log"), sink, retry=RetryPolicy(min_backoff_s=3600.0, max_backoff_s=3600.0))
+    assert run_projections({"memory": projector}, settings, stop=stop, once=True, drain_timeout_s=0.1) == 0
+    assert sink.failures_left == 9
 
 
 def test_a_disk_that_refuses_the_counters_is_said_once_and_its_recovery_once(

@@ -228,13 +228,33 @@ class Push:
 
 
 def plan_pushes(
-    entries: Entries, *, app: str, env: str, max_bytes: int, keep: Sequence[int] | None = None
+    entries: Entries,
+    *,
+    app: str,
+    env: str,
+    max_bytes: int,
+    keep: Sequence[int] | None = None,
+    by_stream: bool = False,
 ) -> list[Push]:
     """Pushes of at most `max_bytes` of JSON each (one entry alone may exceed it), oldest entries first, of the
     entries at positions `keep` (all by default). Sorted by time (stable, and nearly free: the reader hands
-    lines over in time order), every stream moves forward from one push to the next, as Loki wants."""
+    lines over in time order), every stream moves forward from one push to the next, as Loki wants.
+
+    `by_stream`: each push holds one stream. Loki's ingester answers a push with the outcome of its last stream
+    only (``pkg/ingester/instance.go``): entries refused as too far behind in another stream would be lost unseen,
+    so the sink asks for this whenever an entry may be that far behind."""
     times, streams, values = entries.times, entries.streams, entries.values
     order = sorted(range(len(times)) if keep is None else keep, key=times.__getitem__)
+    if by_stream:
+        by: dict[str, list[int]] = {}
+        for i in order:
+            by.setdefault(streams[i], []).append(i)
+        if len(by) > 1:
+            return [
+                push
+                for group in by.values()
+                for push in plan_pushes(entries, app=app, env=env, max_bytes=max_bytes, keep=group)
+            ]
     labels = {s: orjson.dumps({"app": app, "env": env, "event": s}) for s in set(streams)}
     overhead = {s: len(b'{"stream":,"values":[]},') + len(j) for s, j in labels.items()}
     pushes: list[Push] = []

@@ -28,7 +28,7 @@ from typing import Final
 import structlog
 
 from querylog.config import Settings
-from querylog.logging.projection import Projector
+from querylog.logging.projection import Projector, SinkError
 from querylog.logging.telemetry import write_snapshot
 
 __all__ = [
@@ -62,6 +62,10 @@ PARENT_PID_ENV: Final = "QUERYLOG_PROJECTOR_PARENT_PID"
 #: The signals that ask a projector process to drain and exit.
 STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT})
 #: Set for a child `querylog serve` starts: the pipe it writes a byte to every `PUBLISH_INTERVAL_S` (`heartbeat`).
+#: `querylog project --once` gives a projection this many failed writes of one batch in a row (about 4 minutes of
+#: backoff, as `querylog replay loki`), then exits 1: the log keeps the events for the next run.
+ONCE_ATTEMPTS: Final = 12
+
 HEARTBEAT_FD_ENV: Final = "QUERYLOG_PROJECTOR_HEARTBEAT_FD"
 #: A child silent this long on its heartbeat pipe is hung (stopped, deadlocked) and is killed and started again.
 #: Not its published files: a full disk stops those from a healthy child.
@@ -124,6 +128,7 @@ def run_projections(
     def leaders() -> list[str]:
         return [name for name, projector in projectors.items() if projector.has_led]
 
+    gave_up = False
     try:
         if once:
             for name, projector in projectors.items():
@@ -134,7 +139,15 @@ def run_projections(
                         progress(f"{name}: another process runs it (it holds {projector.lock_path}); skipped")
                     continue
                 n, published = 0, time.monotonic()
-                while not stop.is_set() and (step := projector.run_once()):
+                while not stop.is_set() and (step := projector.attempt(wait=stop.wait)) != 0:
+                    if step is None:  # failed, logged, backed off: offered again, as a running projector would
+                        if projector.failures >= ONCE_ATTEMPTS:
+                            gave_up = True
+                            raise SinkError(
+                                f"{name}: {projector.failures} failed writes of one batch in a row (about 4 minutes "
+                                "of backoff); the warnings above say why"
+                            )
+                        continue
                     n += step
                     if time.monotonic() - published >= PUBLISH_INTERVAL_S:  # a long catch-up is seen alive
                         publish([name])
@@ -148,7 +161,7 @@ def run_projections(
                 publish(leaders())
     finally:
         # A one-off run that was asked to stop stops now; a running one drains what the log holds (bounded).
-        drain = None if once and stop.is_set() else drain_timeout_s
+        drain = None if once and (stop.is_set() or gave_up) else drain_timeout_s
         for projector in projectors.values():
             projector.stop(drain_timeout_s=drain)
             projector.sink.close()

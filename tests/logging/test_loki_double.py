@@ -166,6 +166,21 @@ def test_a_line_an_hour_behind_its_stream_is_refused_with_the_ingester_wording()
     assert loki.lines() == ["recent", "new"]
 
 
+@pytest.mark.parametrize("late_stream_last", [False, True])
+def test_a_push_is_answered_with_its_last_streams_outcome(late_stream_last: bool) -> None:
+    # Loki 3.4's ingester keeps only the last stream's error (pkg/ingester/instance.go; the live tier checks it).
+    loki = RecordedLoki(clock=lambda: RECORDED_NOW)
+    now = int(RECORDED_NOW * 1e9)
+    first = {"streams": [{"stream": {"app": "a"}, "values": [[str(now), "new"]]}]}
+    assert loki.handle(httpx.Request("POST", "http://l/loki/api/v1/push", json=first)).status_code == 204
+    late = {"stream": {"app": "a"}, "values": [[str(now - 2 * 3600 * 10**9), "late"]]}
+    fresh = {"stream": {"app": "b"}, "values": [[str(now), "fresh"]]}
+    streams = [fresh, late] if late_stream_last else [late, fresh]
+    response = loki.handle(httpx.Request("POST", "http://l/loki/api/v1/push", json={"streams": streams}))
+    assert response.status_code == (400 if late_stream_last else 204)
+    assert sorted(loki.lines()) == ["fresh", "new"]
+
+
 def test_an_identical_resend_is_dropped_and_counted() -> None:
     loki = RecordedLoki(clock=lambda: RECORDED_NOW)
     push = _cases()["ok_json"]["request"]["body"]

@@ -22,7 +22,7 @@ import pytest
 import structlog.testing
 
 from querylog.logging.codec import DecodeError, decode, encode
-from querylog.logging.events import AnyEvent, QueryCompleted, QueryReceived
+from querylog.logging.events import AnyEvent, FeedbackReceived, QueryCompleted, QueryReceived
 from querylog.logging.loki import LokiOptions, LokiSink, TimeOrderedReader
 from querylog.logging.projection import Batch, Projector, Sink, SinkSendError
 from querylog.logging.segments import EventLog
@@ -296,7 +296,8 @@ def test_a_partial_400_is_never_resent_and_its_refusals_are_counted(tmp_path: Pa
         sink.write(_batch([*fresh, old], position=5))
         snap = sink.telemetry.snapshot()
         assert sink.checkpoint() == {"seg.jsonl": 5}
-    assert len(h.loki.requests) == 1
+    # One push per event type (a line days old may trail its stream), none sent twice.
+    assert len(h.loki.requests) == len({e.event_type for e in fresh}) == 5
     assert len(h.loki.entries()) == len(fresh)
     assert snap.dropped == {"too_old": 1} and snap.sent == len(fresh)
     assert snap.errors == {"http_400": 1} and h.delays == []
@@ -343,6 +344,20 @@ def test_auth_and_url_errors_fail_the_write_without_dropping(h: Harness, status:
             sink.write(_batch(_tracked(1)))
         snap = sink.telemetry.snapshot()
         assert sink.checkpoint() == {} and snap.dropped == {} and snap.errors == {stage: 1}
+
+
+def test_a_loki_refusing_structured_metadata_stops_the_projection_without_dropping(h: Harness) -> None:
+    h.loki.allow_structured_metadata = False
+    events = _tracked(2)
+    with h.sink() as sink:
+        with pytest.raises(SinkSendError, match="allow_structured_metadata") as failure:
+            sink.write(_batch(events))
+        assert failure.value.stage == "loki_config"
+        snap = sink.telemetry.snapshot()
+        assert sink.checkpoint() == {} and snap.dropped == {} and snap.sent == 0
+        h.loki.allow_structured_metadata = True  # the setting fixed: the same batch goes through
+        sink.write(_batch(events))
+        assert sink.telemetry.snapshot().sent == len(events) and len(h.loki.entries()) == len(events)
 
 
 # -- what is not sent ----------------------------------------------------------------------------------------
@@ -392,6 +407,34 @@ def test_a_stream_another_writer_moved_ahead_is_learnt_from_the_first_refusal(h:
         snap = sink.telemetry.snapshot()
     assert snap.dropped == {"too_far_behind": 2} and snap.errors == {"http_400": 1}
     assert len(h.loki.requests) == 1  # the second late line was judged here, not sent
+
+
+@FORMS
+def test_lines_far_behind_a_stream_loki_knows_are_counted_even_beside_other_streams(h: Harness, form: str) -> None:
+    # Loki answers a push with its last stream's outcome (204 here: the fresh stream is fine), so late lines
+    # of another stream in the same push would be dropped by Loki unseen and counted sent.
+    now = datetime.now(UTC)
+    ahead = {"stream": {"app": "querylog", "env": "test", "event": "query_completed"},
+             "values": [[str(int(now.timestamp() * 1e9)), "an earlier run's line"]]}  # fmt: skip
+    assert (
+        h.loki.handle(httpx.Request("POST", "http://l/loki/api/v1/push", json={"streams": [ahead]})).status_code == 204
+    )
+    h.loki.requests.clear()
+    late = [QueryCompleted(query_id=f"late{i}", latency_ms=1.0, ts=now - timedelta(hours=2) + timedelta(seconds=i))
+            for i in range(3)]  # fmt: skip
+    fresh = [FeedbackReceived(query_id=f"f{i}", score=1, ts=now - timedelta(hours=1, minutes=55)) for i in range(2)]
+    with h.sink() as sink:
+        sink.write(_offered(sink, [*late, *fresh], form))
+        snap = sink.telemetry.snapshot()
+    assert snap.dropped == {"too_far_behind": 3} and snap.sent == 2
+    assert sorted(e.metadata.get("query_id", "-") for e in h.loki.entries()) == ["-", "f0", "f1"]
+    assert all(len(push["streams"]) == 1 for push in h.pushes())
+
+
+def test_live_lines_share_a_push_across_streams(h: Harness) -> None:
+    sink = h.project(_tracked(5))
+    assert sink.telemetry.snapshot().sent == 25
+    assert [len(push["streams"]) for push in h.pushes()] == [5]
 
 
 def test_overlong_lines_are_truncated_with_a_marker_and_counted(h: Harness) -> None:

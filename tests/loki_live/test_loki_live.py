@@ -227,3 +227,52 @@ def test_a_batch_offered_again_after_a_lost_answer_is_stored_once(
         response = client.get("/loki/api/v1/query", params={"query": query, "time": str(time.time_ns())})
     (sample,) = response.json()["data"]["result"]
     assert int(sample["value"][1]) == len(capture.events)
+
+
+@pytest.mark.parametrize("late_stream_last", [False, True])
+def test_a_push_is_answered_with_its_last_streams_outcome(
+    late_stream_last: bool, live_loki_environment: dict[str, str]
+) -> None:
+    # What the double copies (tests/logging/test_loki_double.py) and why the sink sends one stream per push
+    # when a line may be far behind: the refusal of a stream that is not last goes unsaid.
+    settings = Settings.from_env(overrides={"stdout_events": False})
+    app = f"live-{uuid.uuid4().hex[:10]}"
+    now = time.time_ns()
+    late = {"stream": {"app": app, "s": "a"}, "values": [[str(now - 2 * 3600 * 10**9), "late"]]}
+    fresh = {"stream": {"app": app, "s": "b"}, "values": [[str(now), "fresh"]]}
+    with loki_options(settings).client(settings.loki_url or "") as client:
+        _wait_ready(client)
+        first = {"streams": [{"stream": {"app": app, "s": "a"}, "values": [[str(now), "new"]]}]}
+        assert client.post("/loki/api/v1/push", json=first).status_code == 204
+        streams = [fresh, late] if late_stream_last else [late, fresh]
+        response = client.post("/loki/api/v1/push", json={"streams": streams})
+        assert response.status_code == (400 if late_stream_last else 204), response.text
+        params = {"query": f'{{app="{app}"}}', "start": str(now - 3 * 3600 * 10**9), "end": str(now + 10**9)}
+        stored = client.get("/loki/api/v1/query_range", params=params).json()["data"]["result"]
+    assert sorted(v[1] for r in stored for v in r["values"]) == ["fresh", "new"]
+
+
+def test_lines_far_behind_a_stream_loki_holds_are_counted_not_lost(
+    tmp_path: Path, live_loki_environment: dict[str, str]
+) -> None:
+    # A restarted projection does not know how far Loki's streams have moved: a backlog two hours old, beside a
+    # stream Loki has nothing for, must come back as dropped, not sent.
+    from datetime import UTC, datetime, timedelta
+
+    from querylog.logging.events import FeedbackReceived, QueryCompleted
+    from querylog.logging.projection import Batch
+    from querylog.runtime import loki_sink
+
+    env = f"live-{uuid.uuid4().hex[:10]}"
+    settings = Settings.from_env(overrides={"home": tmp_path, "env": env, "stdout_events": False})
+    now = datetime.now(UTC)
+    with loki_sink(settings, live=False) as sink:
+        sink.write(Batch(events=[QueryCompleted(query_id="head", latency_ms=1.0, ts=now)], checkpoint={}))
+    late = [
+        QueryCompleted(query_id=f"late{i}", latency_ms=1.0, ts=now - timedelta(hours=2, seconds=-i)) for i in range(3)
+    ]
+    fresh = [FeedbackReceived(query_id=f"f{i}", score=1, ts=now - timedelta(hours=1, minutes=55)) for i in range(2)]
+    with loki_sink(settings, live=False) as sink:  # a new process: nothing known of Loki's streams
+        sink.write(Batch(events=[*late, *fresh], checkpoint={}))
+        snap = sink.telemetry.snapshot()
+    assert snap.dropped == {"too_far_behind": 3} and snap.sent == 2, snap

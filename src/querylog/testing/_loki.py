@@ -269,7 +269,7 @@ def parse_stream_selector(text: str) -> Callable[[Mapping[str, str]], bool]:
     Only the selector: line filters, parsers and metric queries are a query engine's (`query_engine`)."""
     body = text.strip()
     if not (body.startswith("{") and body.endswith("}")):
-        raise LokiRequestError(f"parse error: a stream selector is {{name=\"value\", …}}; got {text!r}")
+        raise LokiRequestError(f'parse error: a stream selector is {{name="value", …}}; got {text!r}')
     inner, matchers = body[1:-1].strip(), []
     while inner:
         m = _MATCHER.match(inner)
@@ -313,6 +313,7 @@ class RecordedLoki:
     256 KiB, samples up to a week old, 10 minutes into the future, an hour behind a stream's newest line.
     `auth_enabled` makes ``X-Scope-OrgID`` required (401 ``no org id`` without it) and keeps tenants apart, as
     multi-tenant Loki does; otherwise the header is ignored and everything lands in tenant ``fake``.
+    `allow_structured_metadata=False` refuses every entry that carries some (``limits_config``).
     `required_headers` models a gateway in front of Loki (401 unless every header is sent with that value).
     """
 
@@ -324,6 +325,7 @@ class RecordedLoki:
         max_age_s: float = WEEK_S,
         creation_grace_s: float = 600.0,
         out_of_order_window_s: float = 3600.0,
+        allow_structured_metadata: bool = True,
         auth_enabled: bool = False,
         required_headers: Mapping[str, str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -335,6 +337,7 @@ class RecordedLoki:
         self.max_age_s = max_age_s
         self.creation_grace_s = creation_grace_s
         self.out_of_order_window_s = out_of_order_window_s
+        self.allow_structured_metadata = allow_structured_metadata
         self.auth_enabled = auth_enabled
         self.required_headers = dict(required_headers or {})
         self._sleep = sleep
@@ -570,11 +573,10 @@ class RecordedLoki:
                         continue
                     valid.append((ts_ns, line, metadata))
                 if valid:
-                    failure = self._append(tenant, labels, key, valid)
-                    if failure is not None and ingester_error is None:
-                        ingester_error = failure
+                    # The ingester answers with its last stream's outcome: an earlier stream's refusals go unsaid.
+                    ingester_error = self._append(tenant, labels, key, valid)
         if ingester_error is not None:
-            return ingester_error  # the distributor reports the first failing stream, not the validation errors
+            return ingester_error  # the distributor reports the ingester's error, not the validation errors
         if not errors:
             return None
         unique = len(errors)
@@ -597,6 +599,11 @@ class RecordedLoki:
             return (
                 f"Max entry size '{self.max_line_bytes}' bytes exceeded for stream '{key}' while adding an entry "
                 f"with length '{size}' bytes"
+            )
+        if metadata and not self.allow_structured_metadata:
+            return (
+                f"stream '{key}' includes structured metadata, but this feature is disallowed. Please see "
+                "`limits_config.allow_structured_metadata` or contact your Loki administrator to enable it."
             )
         metadata_size = sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
         if metadata_size > _MAX_METADATA_BYTES:
