@@ -289,6 +289,11 @@ def query_overview() -> Dashboard:
         f"{stream('query_completed')} | json intent, quality_score | {INTENT_FILTER}"
         ' | unwrap quality_score | __error__="" [$__auto]'
     )
+    scored = (
+        f'{stream("query_completed")} | json intent, quality_score | {INTENT_FILTER} | quality_score != "" [$__auto]'
+    )
+    # Over every scored query: a mean of per-intent means would weigh a rare intent like a common one.
+    quality_mean = f"sum(sum_over_time({quality})) / sum(count_over_time({scored}))"
     searches = f"{stream('search_completed')} [$__auto]"
     hits = f'{stream("search_completed")} | json cache_hit | cache_hit="true" [$__auto]'
     hit_ratio = f"sum(count_over_time({hits})) / sum(count_over_time({searches}))"
@@ -316,7 +321,7 @@ def query_overview() -> Dashboard:
                      description="Queries in flight now (querylog_active_queries)."),
                 loki("Cache hit ratio", "stat", Target(hit_ratio, instant=True), width=5, unit="percentunit",
                      description='search_completed with cache_hit = true (`| json` gives the string "true").'),
-                loki("Quality score", "stat", Target(f"avg(avg_over_time({quality}) by (intent))", instant=True),
+                loki("Quality score", "stat", Target(quality_mean, instant=True),
                      width=5, unit="percentunit", description="Mean quality_score of completed queries (Loki)."),
             ]),
             Row("Traffic", 8, [
