@@ -31,7 +31,8 @@ __all__ = [
 
 #: 3: bigrams across a space ("삼성 전자" holds 성전), so that a word typed without the space finds the text.
 #: 4: the initial consonants (초성) of the first syllables of Hangul words, for ㄴㅇㅂ → 네이버.
-FORMAT_VERSION: Final = 4
+#: 5: characters that draw nothing (zero-width space and joiners, soft hyphen) folded away.
+FORMAT_VERSION: Final = 5
 
 
 class SegmentFormatError(ValueError):

@@ -50,6 +50,7 @@ __all__ = [
     "checked_attributes",
     "checked_tags",
     "clean_text",
+    "is_blank",
     "new_event_id",
     "nfc",
     "prechecked",
@@ -151,6 +152,16 @@ def clean_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     if len(text) > limit:
         text = text[: limit - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
     return text
+
+
+#: Whitespace, and characters that draw nothing (zero-width space and joiners, soft hyphen, BOM): a question of
+#: only these shows as nothing, and search folds them away (`analytics/_search_text.py`).
+_BLANK: Final = re.compile(r"[\s\u00ad\u200b-\u200d\u2060\ufeff]*")
+
+
+def is_blank(text: str) -> bool:
+    """Whether `text` shows nothing: only whitespace and invisible characters (``"\u200b"`` is blank)."""
+    return _BLANK.fullmatch(text) is not None
 
 
 def _require(condition: bool, field: str, message: str) -> None:
@@ -365,7 +376,7 @@ class QueryReceived(Event, frozen=True, tag="query_received"):
         if type(self.query_text) is not str or (self.language is not None and type(self.language) is not str):
             _check_texts(self, ("query_text", "language"))
         cleaned = clean_text(self.query_text)
-        _require(bool(cleaned.strip()), "query_text", "must not be empty")
+        _require(not is_blank(cleaned), "query_text", "must not be empty or invisible characters only")
         if cleaned is not self.query_text:
             msgspec.structs.force_setattr(self, "query_text", cleaned)
 

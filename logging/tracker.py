@@ -42,6 +42,7 @@ from querylog.logging.events import (
     checked_attributes,
     checked_tags,
     clean_text,
+    is_blank,
     nfc,
     prechecked,
 )
@@ -323,7 +324,7 @@ class TrackedQuery:
         self.text = t.redact(nfc(self._raw_text))
         stored = clean_text(self.text)
         t.emitter.append(
-            (_QueryReceived if stored.strip() else QueryReceived)(
+            (QueryReceived if is_blank(stored) else _QueryReceived)(
                 query_id=self.query_id,
                 session_id=self.session_id,
                 user_id=self.user_id,

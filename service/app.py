@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, field_validator
 from querylog import __version__
 from querylog.config import ConfigError, Settings
 from querylog.housekeeping import LogCollector, log_health
+from querylog.logging.events import is_blank
 from querylog.logging.tracker import QueryTracker
 from querylog.runtime import Runtime
 from querylog.service import otlp, producers
@@ -67,10 +68,10 @@ class ChatRequest(BaseModel):
     @field_validator("query")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        # The same test the query_received event applies (str.strip: control separators like U+001E count as
-        # blank too), made here so that a blank question is the caller's 422, not the server's 500.
-        if not value.strip():
-            raise ValueError("must contain more than whitespace")
+        # The same test the query_received event applies (control separators like U+001E and zero-width
+        # characters count as blank too), made here so that a blank question is the caller's 422, not a 500.
+        if is_blank(value):
+            raise ValueError("must contain more than whitespace and invisible characters")
         return value
 
 

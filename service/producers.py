@@ -94,12 +94,23 @@ MAX_ID_CHARS: Final = 200
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+#: Names a producer gives (a release, a model, an error type…): metric label values, explorer filters and Loki
+#: lines carry them, so they are held to the ids' length, and hold no control character.
+NAME_FIELDS: Final = ("service", "env", "language", "release", "prompt_version", "intent", "stage", "error_type",
+                      "gen_ai_system", "gen_ai_request_model", "gen_ai_response_model", "response_type",
+                      "finish_reason")  # fmt: skip
+
+
 def id_problem(event: AnyEvent) -> tuple[str, str] | None:
-    """(field, why) for the first id of `event` a producer should not have sent, or None."""
+    """(field, why) for the first id or name of `event` a producer should not have sent, or None."""
     for name in ("event_id", "query_id", "session_id", "user_id", "trace_id"):
         value = getattr(event, name, None)
         if value is not None and (why := id_text_problem(name, value)) is not None:
             return name, why
+    for name in NAME_FIELDS:
+        value = getattr(event, name, None)
+        if value is not None and (len(value) > MAX_ID_CHARS or _CONTROL.search(value)):
+            return name, f"a name is at most {MAX_ID_CHARS} characters, with no control characters; got {value[:40]!r}"
     return None
 
 
@@ -636,9 +647,17 @@ def event_schema_components() -> dict[str, Any]:
             branches = props[name].get("anyOf", [props[name]])
             text = next(branch for branch in branches if branch.get("type") == "string")
             text.update(maxLength=MAX_ID_CHARS, pattern=_ID_PATTERNS[name in ("event_id", "query_id")])
+        for name in NAME_FIELDS:  # and its rules for names
+            if name not in props:
+                continue
+            branches = props[name].get("anyOf", [props[name]])
+            text = next(branch for branch in branches if branch.get("type") == "string")
+            text.update(maxLength=MAX_ID_CHARS, pattern=_NAME_PATTERN)
     return components
 
 
+#: A name: no control character.
+_NAME_PATTERN: Final = r"^[^\u0000-\u001f\u007f-\u009f]*$"
 #: `id_problem`'s rules as JSON Schema patterns: no control character and not blank; no whitespace at all.
 _ID_PATTERNS: Final = {
     False: r"^(?=[\s\S]*\S)[^\u0000-\u001f\u007f-\u009f]*$",

@@ -87,6 +87,15 @@ def test_nfd_text_is_found_by_nfc_query_and_shown_as_nfc(index: SearchIndex) -> 
     assert hit.query_text == "카카오뱅크 대출 금리"
 
 
+def test_characters_that_draw_nothing_neither_hide_a_text_nor_a_query(index: SearchIndex) -> None:
+    # Pasted from a web page or a chat app: a zero-width joiner inside the name, a soft hyphen, a BOM.
+    index.add(rows("삼성\u200d전자 배당", "\ufeff하이닉스 실\u00ad적", "네이버 주가"))
+    (hit,) = index.search("삼성전자")
+    assert hit.query_text == "삼성\u200d전자 배당"  # shown as asked
+    assert ids(index.search("하이닉스 실적")) == ["q1"]
+    assert ids(index.search("네\u200b이버")) == ["q2"]
+
+
 def test_english_is_case_insensitive(corpus: SearchIndex) -> None:
     assert set(ids(corpus.search("NVIDIA"))) == {"q5", "q6", "q11"}
     assert ids(corpus.search("apple STOCK")) == ["q7"]

@@ -88,6 +88,7 @@ def test_naive_timestamps_are_refused_naming_the_field() -> None:
     [
         (lambda: QueryReceived(query_id="", query_text="x"), "query_id"),
         (lambda: QueryReceived(query_id="q", query_text="   "), "query_text"),
+        (lambda: QueryReceived(query_id="q", query_text="\u200b \u200d\ufeff"), "query_text"),  # draws nothing
         (lambda: IntentClassified(query_id="q", intent="x", confidence=1.5), "confidence"),
         (lambda: IntentClassified(query_id="q", intent="", confidence=0.5), "intent"),
         (lambda: SearchCompleted(query_id="q", result_count=-1), "result_count"),

@@ -65,7 +65,17 @@ _words = st.text(max_size=6)  # empty included
 # Text a user may send: NFD Hangul, lone surrogates, blank, and longer than an event keeps.
 _texts = st.one_of(
     st.text(max_size=40),
-    st.sampled_from(["  ", "\u1102\u1161\u110b\u1175\u1107\u1165", "a\ud800b", "x" * 16_400, "네이버 " * 3000]),
+    st.sampled_from(
+        [
+            "  ",
+            "\u200b",
+            " \u200d\ufeff",
+            "\u1102\u1161\u110b\u1175\u1107\u1165",
+            "a\ud800b",
+            "x" * 16_400,
+            "네이버 " * 3000,
+        ]
+    ),
 )
 
 

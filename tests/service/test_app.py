@@ -54,7 +54,15 @@ def test_a_failing_llm_step_is_a_502_and_a_query_failed_event(client: TestClient
 
 @pytest.mark.parametrize(
     "payload",
-    [{}, {"query": ""}, {"query": 5}, {"query": "x" * 20_000}, {"query": " \t\n"}, {"query": "\u001e"}],
+    [
+        {},
+        {"query": ""},
+        {"query": 5},
+        {"query": "x" * 20_000},
+        {"query": " \t\n"},
+        {"query": "\u001e"},
+        {"query": "\u200b\u00ad"},
+    ],
 )
 def test_bad_requests_are_422_and_emit_nothing(client: TestClient, payload: dict[str, object]) -> None:
     tracker = client.app.state.querylog.tracker  # type: ignore[attr-defined]

@@ -431,6 +431,7 @@ def test_an_invalid_event_rejects_the_whole_batch_naming_index_and_field(
             "schema_version",
         ),
         ({"event_type": "query_received", "query_id": "q-1", "query_text": "   "}, "query_text"),
+        ({"event_type": "query_received", "query_id": "q-1", "query_text": "\u200b"}, "query_text"),
         ({"event_type": "intent_classified", "query_id": "q-1", "intent": "x", "confidence": 1.5}, "confidence"),
         ({"event_type": "feedback_received", "query_id": "q-1", "score": 1, "service": None}, "service"),
     ],
@@ -769,6 +770,11 @@ def test_with_answers_not_captured_producers_answers_keep_only_their_length(sett
         ("session_id", "s-ok"),
         ("query_id", "q-ok"),
         ("schema_version", 2),
+        ("release", "r" * 201),  # names become metric labels and filters: bounded as ids are
+        ("release", "v1\nv2"),
+        ("language", "k" * 201),
+        ("release", "2026.12.05-hotfix"),
+        ("prompt_version", ""),
     ],
 )
 def test_the_published_event_schema_refuses_what_the_server_refuses(client: TestClient, field: str, value: Any) -> None:
@@ -781,6 +787,23 @@ def test_the_published_event_schema_refuses_what_the_server_refuses(client: Test
     status = client.post("/v1/events", json={"events": [event]}).status_code
     assert status in (202, 422)
     assert published_ok == (status == 202), (published_ok, status)
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        ({"event_type": "response_generated", "gen_ai_request_model": "m" * 100_000}, "gen_ai_request_model"),
+        ({"event_type": "query_failed", "error_type": "E" * 201, "error_message": "x"}, "error_type"),
+        ({"event_type": "intent_classified", "intent": "stock\u0000", "confidence": 0.5}, "intent"),
+    ],
+)
+def test_a_name_past_the_id_length_or_with_control_characters_is_refused_by_field(
+    client: TestClient, event: dict[str, Any], field: str
+) -> None:
+    resp = client.post("/v1/events", json={"events": [{"query_id": "q-name", **event}]})
+    assert resp.status_code == 422
+    (error,) = resp.json()["detail"]
+    assert error["field"] == field and "at most 200 characters" in error["message"]
 
 
 @pytest.mark.parametrize("session_id", ["   ", "a\u0000b"])
