@@ -66,7 +66,7 @@ print(daily.pivot(on="intent", index="day", values="share").fill_null(0.0).sort(
 # %% [markdown]
 # ## Which intents are growing?
 # The slope of each intent's daily share (least squares, in percentage points per day). A day without
-# any query of an intent counts as a share of 0, not as a missing day.
+# any query of an intent counts as a share of 0, not as a missing day. One day has no slope: a trend needs two.
 
 # %%
 growth = sql("""
@@ -79,12 +79,16 @@ growth = sql("""
         SELECT day, intent, coalesce(n, 0) / sum(coalesce(n, 0)) OVER (PARTITION BY day) AS share
         FROM days CROSS JOIN intents LEFT JOIN d USING (day, intent)
     )
-    SELECT intent, regr_slope(share * 100, epoch(day) / 86400) AS pp_per_day, count(*) AS days
+    SELECT intent, CASE WHEN count(*) > 1 THEN regr_slope(share * 100, epoch(day) / 86400) END AS pp_per_day,
+           count(*) AS days
     FROM s GROUP BY intent ORDER BY pp_per_day DESC NULLS LAST
 """)
 print(growth)
-rising = growth.filter(pl.col("pp_per_day") > 0)["intent"].to_list()
-print("rising:", ", ".join(rising) or "none")
+if growth.height and growth["days"].max() < 2:
+    print("rising: no trend from a single day")
+else:
+    rising = growth.filter(pl.col("pp_per_day").is_not_nan() & (pl.col("pp_per_day") > 0))["intent"].to_list()
+    print("rising:", ", ".join(rising) or "none")
 
 # %% [markdown]
 # ## Hour of day (UTC)

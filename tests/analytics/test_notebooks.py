@@ -91,3 +91,20 @@ def test_notebook_is_a_jupytext_percent_notebook_with_prose(name: str) -> None:
 def test_notebook_binds_values_instead_of_formatting_sql(name: str) -> None:
     text = (NOTEBOOKS / name).read_text(encoding="utf-8")
     assert not re.search(r'sql\(\s*f"', text), "SQL built with an f-string"
+
+
+def test_one_day_of_queries_shows_no_trend_rather_than_every_intent_rising(
+    tmp_path: Path, make_lake: Callable[..., SampleLake]
+) -> None:
+    end = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    home = make_lake(tmp_path / "home", end=end, days=0).home  # hours of today only
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(NOTEBOOKS / "intent_trends.py")],
+        cwd=tmp_path,
+        env={**os.environ, "QUERYLOG_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rising: no trend from a single day" in proc.stdout, proc.stdout[-2000:]
