@@ -241,7 +241,18 @@ def test_output_cut_short_by_the_reader_ends_without_a_traceback(tmp_path: Path)
 
 
 @pytest.mark.parametrize(
-    "command", [["serve", "--port", "0"], ["project", "--once"], ["search", "네이버"], ["compact"]]
+    "command",
+    [
+        ["serve", "--port", "0"],
+        ["project", "--once"],
+        ["search", "네이버"],
+        ["compact"],
+        # The readers: a NotADirectoryError traceback before.
+        ["sql", "SELECT count(*) FROM events"],
+        ["report"],
+        ["replay", "metrics"],
+        ["reconcile"],
+    ],
 )
 def test_a_data_directory_that_cannot_be_written_is_named_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]

@@ -57,11 +57,12 @@ def _home_after_the_command(sub: argparse._SubParsersAction[argparse.ArgumentPar
                 _home_after_the_command(action)
 
 
-def home_problem(home: Path, *, create: bool) -> str | None:
+def home_problem(home: Path, *, create: bool, write: bool = True) -> str | None:
     """Why data directory `home` cannot be written (or None): not a directory, not writable, cannot be made. With
     `create`, a missing one must be makeable (a server's first run makes it, once it has checked the rest: it is
     made here to know, and removed again); without, a missing one is left to the command, which says there is no
-    data there. Either way a mistyped --home leaves no directory behind."""
+    data there. Either way a mistyped --home leaves no directory behind. Without `write`, only that it can be
+    read (the commands that read a lake or a log)."""
     if os.path.islink(home) and not os.path.exists(home):
         return f"it is a symbolic link to {os.readlink(home)}, which does not exist"
     if create and not os.path.lexists(home):
@@ -70,7 +71,7 @@ def home_problem(home: Path, *, create: bool) -> str | None:
             home.mkdir(parents=True)
         except OSError as exc:
             return exc.strerror or str(exc)
-        problem = home_problem(home, create=False)
+        problem = home_problem(home, create=False, write=write)
         for directory in made:  # innermost first
             with contextlib.suppress(OSError):
                 directory.rmdir()
@@ -82,8 +83,8 @@ def home_problem(home: Path, *, create: bool) -> str | None:
         return None  # not made here: the command says there is no data there
     except OSError as exc:
         return exc.strerror or str(exc)
-    if not os.access(home, os.W_OK | os.X_OK):
-        return "this user cannot write to it"
+    if not os.access(home, (os.W_OK if write else os.R_OK) | os.X_OK):
+        return f"this user cannot {'write to' if write else 'read'} it"
     return None
 
 
@@ -98,9 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"querylog: configuration error: {exc}", file=sys.stderr)
         return 2
-    # "create" or "write": set by the commands that write to it (not in a dry run, which reads only).
-    home_use = None if getattr(args, "dry_run", False) else getattr(args, "home_use", None)
-    problem = home_problem(settings.home, create=home_use == "create") if home_use else None
+    # "create" or "write": set by the commands that write to it (a dry run only reads); "read" by those that read.
+    home_use = getattr(args, "home_use", None)
+    if home_use is not None and getattr(args, "dry_run", False):
+        home_use = "read"
+    problem = (
+        home_problem(settings.home, create=home_use == "create", write=home_use != "read") if home_use else None
+    )
     if problem is not None:
         print(
             f"querylog {args.command}: the data directory {settings.home} cannot be used: {problem} "

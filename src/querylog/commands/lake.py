@@ -38,7 +38,7 @@ def add_parser(sub: Any) -> None:
     push.add_argument("--dry-run", action="store_true", help="show what would be uploaded or deleted, change nothing")
     push.add_argument("--json", action="store_true", help="print the report as JSON")
     push.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
-    push.set_defaults(run=run_push)
+    push.set_defaults(run=run_push, home_use="read")
 
 
 def run_push(args: argparse.Namespace, settings: Settings) -> int:

@@ -26,7 +26,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--metrics-url", help="a running API's metrics endpoint, e.g. http://127.0.0.1:8000/metrics")
     p.add_argument("--format", "-f", choices=("table", "json"), default="table", help="output format (default: table)")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, home_use="read")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -41,7 +41,7 @@ def add_parser(sub: Any) -> None:
         "(2026-11-20T09:00:00Z); default: the whole log",
     )
     _source_option(loki)
-    loki.set_defaults(run=run_loki)
+    loki.set_defaults(run=run_loki, home_use="read")
     metrics = targets.add_parser(
         "metrics",
         help="fold the whole log into fresh metrics and print the Prometheus exposition",
@@ -50,7 +50,7 @@ def add_parser(sub: Any) -> None:
         "series describe a running process and are empty here).",
     )
     _source_option(metrics)
-    metrics.set_defaults(run=run_metrics)
+    metrics.set_defaults(run=run_metrics, home_use="read")
     parquet = targets.add_parser(
         "parquet",
         help="rebuild the whole lake from the log, or from itself (new schema columns, corrected prices)",

@@ -40,7 +40,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--output", "-o", type=Path, metavar="FILE", help="write here instead of standard output")
     p.add_argument("--intent", action="append", default=[], help="only this intent (repeatable)")
     p.add_argument("--env", action="append", default=[], help="only this env (repeatable)")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, home_use="read")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

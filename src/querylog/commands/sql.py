@@ -28,7 +28,7 @@ def add_parser(sub: Any) -> None:
         help="lake to read: a directory or s3://bucket/prefix (default: <home>/lake; S3 endpoint and "
         "credentials from QUERYLOG_S3_ENDPOINT_URL and the AWS_* variables)",
     )
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, home_use="read")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

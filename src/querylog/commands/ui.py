@@ -26,7 +26,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8501, help="port (default: 8501)")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, home_use="read")
 
 
 def explorer_path() -> Path:
