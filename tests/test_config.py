@@ -137,3 +137,28 @@ def test_config_checks_the_alias_file_it_names(
     assert "QUERYLOG_ALIASES: the alias file cannot be used" in capsys.readouterr().err
     monkeypatch.delenv("QUERYLOG_ALIASES")
     assert main(["config"]) == 0  # the bundled starter file
+
+
+@pytest.mark.parametrize("command", [["report"], ["sql", "SELECT 1"], ["replay", "metrics"], ["reconcile"]])
+def test_commands_whose_numbers_read_the_alias_file_stop_at_a_bad_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """They went on with reformulations counted without company names (other numbers, exit 0)."""
+    from querylog.cli import main
+    from querylog.logging.events import QueryReceived
+    from querylog.logging.segments import EventLog
+
+    with EventLog(tmp_path / "home" / "log") as log:
+        log.append(QueryReceived(query_id="q-1", query_text="삼성전자 주가"))
+    bad = tmp_path / "aliases.csv"
+    bad.write_text("not,the,header\n", encoding="utf-8")
+    monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("QUERYLOG_ALIASES", str(bad))
+    assert main(command) == 2
+    assert "QUERYLOG_ALIASES: the alias file cannot be used" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["OFF", " Off ", "STARTER"])
+def test_the_alias_keywords_are_read_in_any_case(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("QUERYLOG_ALIASES", value)
+    assert Settings.from_env().aliases == value.strip().lower()

@@ -291,10 +291,11 @@ class Settings:
     def state_dir(self) -> Path:
         return self.home / "state"
 
-    def company_names(self) -> Names | None:
+    def company_names(self, *, strict: bool = False) -> Names | None:
         """The alias file's companies as the reformulation rule reads them (logging/reformulation.py); None when
         QUERYLOG_ALIASES is off, or when the file cannot be read: that is logged (`aliases_refused`), and
-        reformulations then compare characters only."""
+        reformulations then compare characters only. `strict` (a command a person runs, whose numbers would
+        change): a file that cannot be read is a `ConfigError` instead."""
         path = self.aliases_path
         if path is None:
             return None
@@ -306,6 +307,11 @@ class Settings:
         try:
             aliases = load_aliases(path)
         except (AliasError, OSError) as exc:
+            if strict:
+                raise ConfigError(
+                    f"QUERYLOG_ALIASES: the alias file cannot be used: {exc} (`querylog aliases` checks it; "
+                    "QUERYLOG_ALIASES=off goes without)"
+                ) from None
             structlog.get_logger("querylog.search").warning(
                 "aliases_refused", path=str(path), reason=str(exc), kept="reformulations compare characters only"
             )
@@ -508,7 +514,8 @@ class Settings:
                 raise ConfigError(f"QUERYLOG_PRICES: {exc}") from None
             values["prices_file"] = Path(raw).expanduser()
         if (raw := get("QUERYLOG_ALIASES")) is not None:
-            values["aliases"] = raw.strip() or "starter"
+            raw = raw.strip() or "starter"
+            values["aliases"] = raw.lower() if raw.lower() in ("off", "starter") else raw  # OFF is off, not a path
         if (raw := get("QUERYLOG_STDOUT_FORMAT")) is not None:
             if raw not in STDOUT_FORMATS:
                 raise ConfigError(f"QUERYLOG_STDOUT_FORMAT must be auto, json or console; got {raw!r}")

@@ -217,7 +217,7 @@ def reconcile(
     if since is None:
         if metrics_text is None:
             projection = MetricsProjection(
-                settings.metrics_namespace, prices=settings.prices(), names=settings.company_names()
+                settings.metrics_namespace, prices=settings.prices(), names=settings.company_names(strict=True)
             )
             projection.apply(log_events)
             metrics_text = projection.exposition().decode()

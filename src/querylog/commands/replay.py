@@ -233,7 +233,9 @@ def run_parquet(args: argparse.Namespace, settings: Settings) -> int:
 def run_metrics(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.logging.metrics import MetricsProjection
 
-    projection = MetricsProjection(settings.metrics_namespace, prices=settings.prices(), names=settings.company_names())
+    projection = MetricsProjection(
+        settings.metrics_namespace, prices=settings.prices(), names=settings.company_names(strict=True)
+    )
     source = resolve_source(args.source, settings)
     print(f"querylog replay metrics: folding the {source}", file=sys.stderr)
     # The live projection folds the log through `LogReader` in this same order; the fold is order-sensitive

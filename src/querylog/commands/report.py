@@ -50,7 +50,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     lake_missing(settings.lake_dir, "report")  # a report of zeros, and why
     try:
-        with open_catalog(settings.lake_dir, names=settings.company_names()) as catalog:
+        with open_catalog(settings.lake_dir, names=settings.company_names(strict=True)) as catalog:
             report = build_report(catalog, since=args.since, intents=args.intent, envs=args.env)
             _unknown_filters(LakeQueries(catalog), args.intent, args.env)
     except CatalogError as exc:

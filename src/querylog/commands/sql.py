@@ -35,8 +35,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog._format import format_rows
     from querylog.analytics.catalog import Catalog, CatalogError
 
+    names = settings.company_names(strict=True)  # a ConfigError: exit 2, as every setting
     try:
-        catalog = Catalog(args.lake or settings.lake_dir, names=settings.company_names())
+        catalog = Catalog(args.lake or settings.lake_dir, names=names)
     except (OSError, ValueError) as exc:  # a remote lake that cannot be listed or read
         print(f"querylog sql: {exc}", file=sys.stderr)
         return 1
