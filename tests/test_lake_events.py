@@ -23,7 +23,9 @@ def test_every_event_comes_back_as_it_was_logged(tmp_path: Path) -> None:
         tracker = QueryTracker(log, release="r1", tags=["beta"], attributes={"k": "v"})
         with tracker.query("삼성전자 전망", user_id="u-1", session_id="s-1") as q:
             q.classified("stock_analysis", 0.9)
-            q.searched(1, sources=[Source(doc_id="d-1", title="제목", score=1.5, rank=1)], backend_durations_ms={"a": 1})
+            q.searched(
+                1, sources=[Source(doc_id="d-1", title="제목", score=1.5, rank=1)], backend_durations_ms={"a": 1}
+            )
             q.responded(model="gpt-4o", input_tokens=10, output_tokens=5, answer="답변", cost_usd=0.5)
         with tracker.query("no cost recorded") as q:
             q.responded(model="gpt-4o", input_tokens=10, output_tokens=5)
@@ -31,7 +33,9 @@ def test_every_event_comes_back_as_it_was_logged(tmp_path: Path) -> None:
         log.append(QueryReceived(query_id="q-new", query_text="tomorrow", ts=day + timedelta(seconds=2)))
     with ParquetSink(lake) as sink:
         Projector(LogReader(log_dir), sink).catch_up()
-    logged = sorted((decode(line) for b in LogReader(log_dir).iter_all() for line in b.lines), key=lambda e: (e.ts, e.event_id))
+    logged = sorted(
+        (decode(line) for b in LogReader(log_dir).iter_all() for line in b.lines), key=lambda e: (e.ts, e.event_id)
+    )
     read = [e for batch in lake_events(lake) for e in batch]
     assert read == logged  # the priced cost of the second answer is the lake's, not put back into the event
     responses = [e for e in read if isinstance(e, ResponseGenerated)]
@@ -72,7 +76,8 @@ def test_replay_parquet_from_the_lake_reprices_history_the_log_no_longer_holds(
         {"model": "our-own-llm", "effective_from": "2020-01-01", "input": 2.0, "output": 0.0}]}))  # fmt: skip
     capsys.readouterr()
     assert main(["--home", str(settings.home), "replay", "parquet"]) == 1  # the log lost history: refused
-    assert "part of the log is gone" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "part of the log is gone" in err and "querylog replay parquet --from lake" in err
     monkeypatch.setenv("QUERYLOG_PRICES", str(prices))
     assert main(["--home", str(settings.home), "replay", "parquet", "--from", "lake"]) == 0
     assert "100% of the lake" in capsys.readouterr().err

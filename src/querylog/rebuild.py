@@ -109,7 +109,8 @@ def rebuild_lake(
             shutil.rmtree(fresh, ignore_errors=True)
             raise RebuildError(
                 f"the log holds {after} events but the lake holds {before}: part of the log is gone (deleted or "
-                "trimmed), so a lake rebuilt from it would lose events. The live lake is unchanged."
+                "trimmed), so a lake rebuilt from it would lose events. The live lake is unchanged. To write the "
+                "lake again (current schema and prices) from what it holds: `querylog replay parquet --from lake`."
             )
         # Two renames, each atomic. The lake's own readers retry a query that a move broke (lake_generation);
         # between the renames no lake exists, and a reader sees an empty lake for that instant.

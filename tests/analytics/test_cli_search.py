@@ -109,7 +109,7 @@ def test_table_output_shows_korean_text(lake: SampleLake, capsys: pytest.Capture
 
 @needs_search
 def test_a_full_page_of_results_says_how_to_see_more(lake: SampleLake, capsys: pytest.CaptureFixture[str]) -> None:
-    """"(2 rows)" looked like everything there was."""
+    """ "(2 rows)" looked like everything there was."""
     assert main(["--home", str(lake.home), "search", "삼성전자", "--no-group", "--limit", "2"]) == 0
     assert "the best 2 shown; --limit N shows more" in capsys.readouterr().err
     assert main(["--home", str(lake.home), "search", "삼성전자", "--no-group", "--limit", "10000"]) == 0
@@ -190,6 +190,17 @@ def test_a_word_only_in_an_answer_is_found_in_answers_not_in_queries(
     assert "분기배당" in rows[0]["answer"] and "indexed" in err
     rows, _ = _search(lake, capsys, "배당", "--in", "both")
     assert [r["query_id"] for r in rows].count("ans-1") == 1  # in both indexes, listed once
+
+
+@needs_search
+def test_an_answer_search_that_finds_nothing_says_when_answers_are_not_recorded(
+    lake: SampleLake, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["--home", str(lake.home), "search", "없는단어", "--in", "answers"]) == 0
+    assert "QUERYLOG_CAPTURE_ANSWERS" not in capsys.readouterr().err
+    monkeypatch.setenv("QUERYLOG_CAPTURE_ANSWERS", "0")
+    assert main(["--home", str(lake.home), "search", "없는단어", "--in", "answers"]) == 0
+    assert "answers are not recorded here (QUERYLOG_CAPTURE_ANSWERS=0)" in capsys.readouterr().err
 
 
 @needs_search

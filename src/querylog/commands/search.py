@@ -209,6 +209,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         kind = {"queries": "queries", "answers": "answers", "both": "queries or answers"}[args.where]
         filters = f" with intent {args.intent!r}" if args.intent else ""
         print(f"no {kind} match {shortened(asked, 80)!r}{filters}", file=sys.stderr)
+        if args.where != "queries" and not settings.capture_answers:
+            print(
+                "querylog search: answers are not recorded here (QUERYLOG_CAPTURE_ANSWERS=0): only those a producer "
+                "sent before, or recorded before it was off, can match",
+                file=sys.stderr,
+            )
     return 0
 
 
