@@ -167,3 +167,33 @@ def test_the_stdout_format_follows_the_setting_then_the_terminal(setting: str, t
     out = _Out()
     out.isatty = lambda: tty  # type: ignore[method-assign]
     assert stdout_style(setting, out) == style  # type: ignore[arg-type]
+
+
+def test_the_guide_counts_the_intents_its_line_has_no_room_for(tmp_path: Path) -> None:
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from querylog.commands.serve import _guide
+    from querylog.config import Settings
+
+    intents = Counter({f"intent_number_{i:02d}": 20 - i for i in range(12)})
+    report = SimpleNamespace(ok=5, failures=lambda: "0 failed", feedback=0, elapsed_s=1.0, intents=intents)
+    guide = _guide("http://127.0.0.1:8000", report, Settings(home=tmp_path), running=False)
+    (line,) = [line for line in guide.splitlines() if "answered, by intent:" in line]
+    shown = line.split(": ", 1)[1].split(", ")
+    named = [part for part in shown if part.startswith("intent_number_")]
+    assert len(line) <= 80 and named == [f"intent_number_{i:02d} {20 - i}" for i in range(len(named))]
+    assert shown[-1] == f"{12 - len(named)} more"
+
+
+def test_with_projections_elsewhere_the_guide_says_the_lake_waits_for_querylog_project(tmp_path: Path) -> None:
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from querylog.commands.serve import _guide
+    from querylog.config import Settings
+
+    report = SimpleNamespace(ok=1, failures=lambda: "0 failed", feedback=0, elapsed_s=1.0, intents=Counter(a=1))
+    guide = _guide("http://127.0.0.1:8000", report, Settings(home=tmp_path, projections="none"), running=False)
+    assert "empty until `querylog project` runs" in guide
+    assert "querylog project" not in _guide("http://x", report, Settings(home=tmp_path), running=False)

@@ -92,8 +92,10 @@ def _demo_then_guide(server: Any, args: argparse.Namespace, settings: Settings) 
     end = runtime.reader.end_checkpoint()
     echoed = CheckpointFile(settings.stdout_checkpoint_path)
     deadline = time.monotonic() + 30
+    elsewhere = settings.projections == "none"  # `querylog project` fills the lake, if it runs at all
     while time.monotonic() < deadline and (
-        ParquetSink.committed_checkpoint(settings.lake_dir) != end or (settings.stdout_events and echoed.load() != end)
+        (not elsewhere and ParquetSink.committed_checkpoint(settings.lake_dir) != end)
+        or (settings.stdout_events and not elsewhere and echoed.load() != end)
     ):
         time.sleep(0.1)  # another thread or process writes the lake: there is nothing here to wait on
     sys.stdout.flush()
@@ -130,12 +132,15 @@ def _command() -> tuple[str, str]:
 def _guide(url: str, report: Any, settings: Settings, *, running: bool = True) -> str:
     """What to do next, in lines that fit an 80-column terminal (a long command is continued with a backslash).
     Not `running` (``--exit-after-demo``): what needs the server is left out."""
-    intents = ""
-    for name, n in report.intents.most_common():  # as many as fit on the line, most asked first
-        more = f"{', ' if intents else ''}{name} {n}"
-        if len("  answered, by intent: ") + len(intents) + len(more) > 80:
+    ranked, parts = report.intents.most_common(), []
+    for name, n in ranked:  # as many as fit on the line, most asked first; how many did not is said
+        rest = len(ranked) - len(parts) - 1
+        line = ", ".join([*parts, f"{name} {n}"]) + (f", {rest} more" if rest else "")
+        if len("  answered, by intent: ") + len(line) > 80:
             break
-        intents += more
+        parts.append(f"{name} {n}")
+    left = len(ranked) - len(parts)
+    intents = ", ".join(parts) + ((", " if parts else "") + f"{left} more" if left else "")
     path, q = _command()
     setup = f"\n  {path}" if path else ""
     # Another terminal reads ./.querylog unless told otherwise: say so when this demo wrote elsewhere.
@@ -146,6 +151,11 @@ def _guide(url: str, report: Any, settings: Settings, *, running: bool = True) -
   export QUERYLOG_HOME={shlex.quote(str(settings.home.resolve()))}  # where this demo's data is"""
     )
     served = f"querylog is running on {url}  (Ctrl-C to stop)" if running else f"querylog ran the demo on {url}"
+    lake_note = (
+        "\n    (QUERYLOG_PROJECTIONS=none: empty until `querylog project` runs beside the server)"
+        if settings.projections == "none"
+        else ""
+    )
     api = (
         f"""
   curl -s {url}/metrics | grep querylog_queries_total
@@ -161,7 +171,7 @@ def _guide(url: str, report: Any, settings: Settings, *, running: bool = True) -
 in {report.elapsed_s:.1f}s
   answered, by intent: {intents}
   event log: {_shown(settings.log_dir)}
-  Parquet lake: {_shown(settings.lake_dir)}
+  Parquet lake: {_shown(settings.lake_dir)}{lake_note}
 
 Next, in another terminal:{setup}{home}
   {q} ui                # the explorer: trends, latency, search
