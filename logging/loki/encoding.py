@@ -240,21 +240,12 @@ def plan_pushes(
     entries at positions `keep` (all by default). Sorted by time (stable, and nearly free: the reader hands
     lines over in time order), every stream moves forward from one push to the next, as Loki wants.
 
-    `by_stream`: each push holds one stream. Loki's ingester answers a push with the outcome of its last stream
-    only (``pkg/ingester/instance.go``): entries refused as too far behind in another stream would be lost unseen,
-    so the sink asks for this whenever an entry may be that far behind."""
+    `by_stream`: one stream a push. Loki answers a push for its last stream only (``pkg/ingester/instance.go``):
+    refusals in another would go unsaid, so the sink asks for this when a line may trail its stream."""
     times, streams, values = entries.times, entries.streams, entries.values
     order = sorted(range(len(times)) if keep is None else keep, key=times.__getitem__)
     if by_stream:
-        by: dict[str, list[int]] = {}
-        for i in order:
-            by.setdefault(streams[i], []).append(i)
-        if len(by) > 1:
-            return [
-                push
-                for group in by.values()
-                for push in plan_pushes(entries, app=app, env=env, max_bytes=max_bytes, keep=group)
-            ]
+        order.sort(key=streams.__getitem__)  # stable: each stream's entries stay in time order
     labels = {s: orjson.dumps({"app": app, "env": env, "event": s}) for s in set(streams)}
     overhead = {s: len(b'{"stream":,"values":[]},') + len(j) for s, j in labels.items()}
     pushes: list[Push] = []
@@ -264,7 +255,7 @@ def plan_pushes(
         stream, value = streams[i], values[i]
         group = groups.get(stream)
         extra = len(value) + 1 + (0 if group is not None else overhead[stream])  # a new stream adds its overhead
-        if size + extra > max_bytes and groups:
+        if (size + extra > max_bytes or (by_stream and group is None)) and groups:
             pushes.append(_push(entries, order[start:n], groups, labels))
             start, groups, size, group, extra = n, {}, empty, None, len(value) + 1 + overhead[stream]
         if group is None:

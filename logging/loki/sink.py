@@ -111,14 +111,9 @@ class LokiSink(Sink):
         return Prepared(rows=planned, count=len(entries.values), last_ts=last)
 
     def _plan(self, entries: Entries, keep: Sequence[int] | None = None, *, compress: bool = False) -> _Planned:
-        o = self.options
+        o, trail = self.options, self._may_trail(entries)
         pushes = plan_pushes(
-            entries,
-            app=self.app,
-            env=self.env,
-            max_bytes=o.max_push_bytes,
-            keep=keep,
-            by_stream=self._may_trail(entries),
+            entries, app=self.app, env=self.env, max_bytes=o.max_push_bytes, keep=keep, by_stream=trail
         )
         return entries, pushes, [self._body(p) for p in pushes] if compress else None
 
@@ -163,10 +158,8 @@ class LokiSink(Sink):
         return oldest, now_ns + int(o.max_future_s * 1e9), int(o.out_of_order_window_s * 1e9)
 
     def _may_trail(self, entries: Entries) -> bool:
-        """Whether an entry may be too far behind its stream in Loki, as far as this process cannot know (another
-        writer, an earlier run): only if it is older than the window reaches back from the newest time Loki
-        accepts. Live lines never are; a backlog after an outage or a backfill may be, and then each push
-        holds one stream, so that Loki's answer speaks for every entry in it (`plan_pushes`)."""
+        """Whether a line may be too far behind its stream in Loki for all this process knows (another writer, an
+        earlier run): only one older than the window reaches back from the latest time Loki accepts."""
         o = self.options
         safe_from = self._clock() + o.max_future_s + o.clock_margin_s - o.out_of_order_window_s
         return bool(entries.times) and min(entries.times) < int(safe_from * 1e9)
@@ -234,12 +227,10 @@ class LokiSink(Sink):
     def _rejected(self, entries: Entries, push: Push, text: str, nbytes: int) -> None:
         """A 400. Loki stored every entry it did not name; re-sending would not fix the named ones."""
         verdict = read_push_error(text)
-        if any(r.reason == "metadata_disallowed" for r in verdict.rejections):
-            # Every entry carries ids as structured metadata: Loki stored none. A setting to change, not data to drop.
+        if any(r.reason == "metadata_disallowed" for r in verdict.rejections):  # every entry has ids: none stored
+            why = "Loki refuses structured metadata (the ids): set limits_config.allow_structured_metadata: true"
             raise SinkSendError(
-                "Loki refuses structured metadata, which carries the event ids: set limits_config."
-                "allow_structured_metadata: true (Loki 3's default; docs/loki.md). The events wait in the log.",
-                stage="loki_config",
+                f"{why} (Loki 3's default; docs/loki.md). The events wait in the log.", stage="loki_config"
             )
         self.telemetry.error("http_400")
         if not verdict.partial:
