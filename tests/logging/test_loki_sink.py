@@ -392,14 +392,19 @@ def test_a_line_far_behind_its_stream_is_not_sent(h: Harness, form: str) -> None
     assert sorted(e.metadata["query_id"] for e in h.loki.entries()) == ["a", "c"]
 
 
+def _pushed_elsewhere(loki: RecordedLoki, event: str, ts: datetime, line: str) -> None:
+    """A line another writer (or an earlier run) pushed to the sink's stream for `event`: Loki's, not the sink's."""
+    ahead = {
+        "stream": {"app": "querylog", "env": "test", "event": event},
+        "values": [[str(int(ts.timestamp() * 1e9)), line]],
+    }
+    assert loki.handle(httpx.Request("POST", "http://l/loki/api/v1/push", json={"streams": [ahead]})).status_code == 204
+    loki.requests.clear()
+
+
 def test_a_stream_another_writer_moved_ahead_is_learnt_from_the_first_refusal(h: Harness) -> None:
     now = datetime.now(UTC)
-    ahead = {"stream": {"app": "querylog", "env": "test", "event": "query_completed"},
-             "values": [[str(int(now.timestamp() * 1e9)), "another writer's line"]]}  # fmt: skip
-    assert (
-        h.loki.handle(httpx.Request("POST", "http://l/loki/api/v1/push", json={"streams": [ahead]})).status_code == 204
-    )
-    h.loki.requests.clear()
+    _pushed_elsewhere(h.loki, "query_completed", now, "another writer's line")
     late = [QueryCompleted(query_id=f"q{i}", latency_ms=1.0, ts=now - timedelta(hours=2, minutes=i)) for i in range(2)]
     with h.sink() as sink:
         sink.write(_batch(late[:1]))
@@ -414,12 +419,7 @@ def test_lines_far_behind_a_stream_loki_knows_are_counted_even_beside_other_stre
     # Loki answers a push with its last stream's outcome (204 here: the fresh stream is fine), so late lines
     # of another stream in the same push would be dropped by Loki unseen and counted sent.
     now = datetime.now(UTC)
-    ahead = {"stream": {"app": "querylog", "env": "test", "event": "query_completed"},
-             "values": [[str(int(now.timestamp() * 1e9)), "an earlier run's line"]]}  # fmt: skip
-    assert (
-        h.loki.handle(httpx.Request("POST", "http://l/loki/api/v1/push", json={"streams": [ahead]})).status_code == 204
-    )
-    h.loki.requests.clear()
+    _pushed_elsewhere(h.loki, "query_completed", now, "an earlier run's line")
     late = [QueryCompleted(query_id=f"late{i}", latency_ms=1.0, ts=now - timedelta(hours=2) + timedelta(seconds=i))
             for i in range(3)]  # fmt: skip
     fresh = [FeedbackReceived(query_id=f"f{i}", score=1, ts=now - timedelta(hours=1, minutes=55)) for i in range(2)]
