@@ -24,7 +24,12 @@ def add_parser(sub: Any) -> None:
         "second copy stands by. Counters go to state/telemetry/ for the API's /metrics. SIGTERM or Ctrl-C drains "
         "and exits.",
     )
-    p.add_argument("--once", action="store_true", help="catch each projection up with the log, then exit")
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="catch each projection up with the log, then exit (a failed write is offered again after the backoff; "
+        "after 12 failures of one batch in a row, exit 1: the log keeps the events)",
+    )
     p.add_argument(
         "--metrics",
         action="store_true",
