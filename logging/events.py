@@ -157,11 +157,13 @@ def clean_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
 #: Whitespace, and characters that draw nothing (zero-width space and joiners, soft hyphen, BOM): a question of
 #: only these shows as nothing, and search folds them away (`analytics/_search_text.py`).
 _BLANK: Final = re.compile(r"[\s\u00ad\u200b-\u200d\u2060\ufeff]*")
+_INVISIBLE: Final = frozenset("\u00ad\u200b\u200c\u200d\u2060\ufeff")
 
 
 def is_blank(text: str) -> bool:
     """Whether `text` shows nothing: only whitespace and invisible characters (``"\u200b"`` is blank)."""
-    return _BLANK.fullmatch(text) is not None
+    shown = text.lstrip()  # on every query: a text that starts with a visible character is decided here
+    return not shown or (shown[0] in _INVISIBLE and _BLANK.fullmatch(shown) is not None)
 
 
 def _require(condition: bool, field: str, message: str) -> None:
