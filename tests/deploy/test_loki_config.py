@@ -58,6 +58,15 @@ def test_structured_metadata_and_retention_are_on(path: Path) -> None:
     assert config["analytics"]["reporting_enabled"] is False
 
 
+@pytest.mark.parametrize("path", [LOCAL, PRODUCTION], ids=["local", "production"])
+def test_a_pushed_stream_stays_one_stream(path: Path) -> None:
+    # Sharding deals a stream's entries to shard streams anew on each push: a re-sent batch showed twice in log
+    # queries and refusals of all but the last shard went unreported (docs/loki.md, "Loki settings it relies on").
+    limits = load(path, S3_ENV)["limits_config"]
+    assert limits["shard_streams"]["enabled"] is False
+    assert re.fullmatch(r"\d+MB", limits["per_stream_rate_limit"]) and int(limits["per_stream_rate_limit"][:-2]) > 3
+
+
 def test_production_keeps_thirty_days_like_the_api() -> None:
     assert load(PRODUCTION, S3_ENV)["limits_config"]["retention_period"] == "720h"
     compose = yaml.safe_load((REPO_ROOT / "compose" / "docker-compose.prod.yml").read_text())
