@@ -138,8 +138,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 + "another data directory shipping under the same app and env labels (each host's own, sharing "
                 "this Loki: reconcile counts Loki by those labels), or entries sent again after a projector crash "
                 "or a retry, which Loki no longer held in memory, stored twice and counted twice by "
-                "count_over_time (a log query shows each once where Loki's stream sharding is off, as loki/*-config.yaml "
-                "have it; docs/loki.md, 'Checkpoint and duplicates')",
+                "count_over_time (a log query shows each once where Loki's stream sharding is off, as "
+                "loki/*-config.yaml have it; docs/loki.md, 'Checkpoint and duplicates')",
                 file=sys.stderr,
             )
         return 1
