@@ -132,7 +132,8 @@ def _command() -> tuple[str, str]:
 def _guide(url: str, report: Any, settings: Settings, *, running: bool = True) -> str:
     """What to do next, in lines that fit an 80-column terminal (a long command is continued with a backslash).
     Not `running` (``--exit-after-demo``): what needs the server is left out."""
-    ranked, parts = report.intents.most_common(), list[str]()
+    ranked = report.intents.most_common()
+    parts: list[str] = []
     for name, n in ranked:  # as many as fit on the line, most asked first; how many did not is said
         rest = len(ranked) - len(parts) - 1
         line = ", ".join([*parts, f"{name} {n}"]) + (f", {rest} more" if rest else "")
