@@ -28,6 +28,7 @@ __all__ = [
     "ADDITIVE_SINCE",
     "COUNT_MAX",
     "EVENT_TYPES",
+    "INVISIBLE_CHARS",
     "MAX_ANSWER_CHARS",
     "MAX_ATTRIBUTES",
     "MAX_ATTRIBUTE_BYTES",
@@ -154,10 +155,11 @@ def clean_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     return text
 
 
-#: Whitespace, and characters that draw nothing (zero-width space and joiners, soft hyphen, BOM): a question of
-#: only these shows as nothing, and search folds them away (`analytics/_search_text.py`).
-_BLANK: Final = re.compile(r"[\s\u00ad\u200b-\u200d\u2060\ufeff]*")
-_INVISIBLE: Final = frozenset("\u00ad\u200b\u200c\u200d\u2060\ufeff")
+#: Characters that draw nothing (soft hyphen, zero-width space and joiners, word joiner, BOM): a question of only
+#: these and whitespace shows as nothing, and search folds them away (`analytics/_search_text.py`).
+INVISIBLE_CHARS: Final = "\u00ad\u200b\u200c\u200d\u2060\ufeff"
+_BLANK: Final = re.compile(f"[\\s{INVISIBLE_CHARS}]*")
+_INVISIBLE: Final = frozenset(INVISIBLE_CHARS)
 
 
 def is_blank(text: str) -> bool:

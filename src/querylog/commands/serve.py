@@ -93,9 +93,13 @@ def _demo_then_guide(server: Any, args: argparse.Namespace, settings: Settings) 
     echoed = CheckpointFile(settings.stdout_checkpoint_path)
     deadline = time.monotonic() + 30
     elsewhere = settings.projections == "none"  # `querylog project` fills the lake, if it runs at all
-    while time.monotonic() < deadline and (
-        (not elsewhere and ParquetSink.committed_checkpoint(settings.lake_dir) != end)
-        or (settings.stdout_events and not elsewhere and echoed.load() != end)
+    while (
+        time.monotonic() < deadline
+        and not elsewhere
+        and (
+            ParquetSink.committed_checkpoint(settings.lake_dir) != end
+            or (settings.stdout_events and echoed.load() != end)
+        )
     ):
         time.sleep(0.1)  # another thread or process writes the lake: there is nothing here to wait on
     sys.stdout.flush()
