@@ -59,6 +59,8 @@ class SinkTelemetry:
     _batch_events_total: int = 0
     _batch_bytes_total: int = 0
     _fallbacks: Counter[str] = field(default_factory=Counter)
+    #: What `delivered` counted: events, batches, bytes.
+    _delivered: tuple[int, int, int] = (0, 0, 0)
 
     def received(self, n: int) -> None:
         with self._lock:
@@ -72,13 +74,12 @@ class SinkTelemetry:
             self._batch_bytes_total += nbytes
 
     def delivered(self, n: int, *, nbytes: int = 0) -> None:
-        """`received` and `sent` in one step, for a sink that delivers each batch as it takes it in (the log)."""
-        with self._lock:
-            self._received += n
-            self._sent += n
-            self._batches += 1
-            self._batch_events_total += n
-            self._batch_bytes_total += nbytes
+        """`received` and `sent` in one step, for a sink that delivers each batch as it takes it in (the log).
+
+        Called on every query's flush, so it takes no lock: its callers make one call at a time (the log makes it
+        under its write lock), and its counts are one tuple, replaced whole, that `snapshot` reads at once."""
+        events, batches, nbytes_total = self._delivered
+        self._delivered = (events + n, batches + 1, nbytes_total + nbytes)
 
     def dropped(self, reason: str, n: int = 1) -> None:
         with self._lock:
@@ -106,19 +107,20 @@ class SinkTelemetry:
             self._lag_seconds = seconds
 
     def snapshot(self) -> TelemetrySnapshot:
+        delivered, batches, nbytes = self._delivered
         with self._lock:
             return TelemetrySnapshot(
                 sink=self.sink,
-                received=self._received,
-                sent=self._sent,
+                received=self._received + delivered,
+                sent=self._sent + delivered,
                 dropped=dict(self._dropped),
                 retries=self._retries,
                 errors=dict(self._errors),
                 lag_events=self._lag_events,
                 lag_seconds=self._lag_seconds,
-                batches=self._batches,
-                batch_events_total=self._batch_events_total,
-                batch_bytes_total=self._batch_bytes_total,
+                batches=self._batches + batches,
+                batch_events_total=self._batch_events_total + delivered,
+                batch_bytes_total=self._batch_bytes_total + nbytes,
                 reported_at=time.time(),
                 fallbacks=dict(self._fallbacks),
             )

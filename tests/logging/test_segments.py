@@ -251,6 +251,30 @@ def test_concurrent_appenders_lose_nothing_and_duplicate_nothing(tmp_path: Path)
         assert mine == sorted(mine)
 
 
+def test_the_log_counts_every_event_and_byte_it_wrote_once_whichever_thread_flushed(tmp_path: Path) -> None:
+    # What /metrics shows as the log's received, sent, batches and bytes: the telemetry counts flushes without a
+    # lock of its own (the log's write lock orders them), and must still agree with the disk.
+    with EventLog(tmp_path, segment_max_bytes=16 * 1024, flush_interval_s=3600) as log:
+        flushed: list[int] = []
+
+        def work(t: int) -> None:
+            for i in range(400):
+                log.append(_event(t * 1000 + i))
+                log.flush()
+                flushed.append(1)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        snap = log.telemetry.snapshot()
+    on_disk = sum(p.stat().st_size for p in segment_paths(tmp_path))
+    assert snap.received == snap.sent == snap.batch_events_total == 1600 == len(_read_ids(tmp_path))
+    assert snap.batch_bytes_total == on_disk
+    assert 0 < snap.batches <= len(flushed)  # a flush that finds the queue emptied by another thread writes nothing
+
+
 class _ClosingList(list):  # type: ignore[type-arg]
     """A log's queue that closes the log at the moment an event is queued: the race an append from one thread runs
     against close() from another, made to happen every time. `before`: close while the event is not yet queued."""
