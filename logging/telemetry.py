@@ -47,6 +47,7 @@ class SinkTelemetry:
     for its events. Thread-safe; the metrics projection exposes them as ``querylog_sink_*`` series."""
 
     sink: str
+    clock: Callable[[], float] = field(default=time.time, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _received: int = 0
     _sent: int = 0
@@ -54,7 +55,8 @@ class SinkTelemetry:
     _retries: int = 0
     _errors: Counter[str] = field(default_factory=Counter)
     _lag_events: int = 0
-    _lag_seconds: float = 0.0
+    #: When (Unix seconds, by `clock`) the oldest event not delivered yet was written; None when none is waiting.
+    _lag_since: float | None = None
     _batches: int = 0
     _batch_events_total: int = 0
     _batch_bytes_total: int = 0
@@ -102,9 +104,12 @@ class SinkTelemetry:
             return first
 
     def lag(self, events: int, seconds: float) -> None:
+        """`events` wait to be delivered, the oldest `seconds` old now. The age goes on growing at every snapshot
+        until the next report: a projection waiting out a destination's outage shows its lag as it is, not as it
+        was at the last failed write."""
         with self._lock:
             self._lag_events = events
-            self._lag_seconds = seconds
+            self._lag_since = self.clock() - seconds if events else None
 
     def snapshot(self) -> TelemetrySnapshot:
         delivered, batches, nbytes = self._delivered
@@ -117,7 +122,7 @@ class SinkTelemetry:
                 retries=self._retries,
                 errors=dict(self._errors),
                 lag_events=self._lag_events,
-                lag_seconds=self._lag_seconds,
+                lag_seconds=max(0.0, self.clock() - self._lag_since) if self._lag_since is not None else 0.0,
                 batches=self._batches + batches,
                 batch_events_total=self._batch_events_total + delivered,
                 batch_bytes_total=self._batch_bytes_total + nbytes,

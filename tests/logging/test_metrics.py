@@ -332,7 +332,8 @@ def test_an_empty_projection_exposes_zeroed_counters_for_known_label_values() ->
 
 
 def test_sink_telemetry_is_exposed_and_read_at_scrape_time() -> None:
-    loki = SinkTelemetry("loki")
+    now = [1_000.0]
+    loki = SinkTelemetry("loki", clock=lambda: now[0])
     projection = MetricsProjection()
     projection.add_sink(loki)
     projection.add_sink(SinkTelemetry("parquet"))
@@ -362,9 +363,11 @@ def test_sink_telemetry_is_exposed_and_read_at_scrape_time() -> None:
     assert sink("batch_events_total") == 8
     assert sink("batch_bytes_total") == 2560
     assert value(registry, "querylog_sink_events_received_total", sink="parquet") == 0
+    now[0] += 30  # nothing reported meanwhile (a projection waiting out an outage): the waiting events age
+    assert sink("lag_seconds") == 31.5 and sink("lag_events") == 4
 
     loki.lag(events=0, seconds=0.0)  # no re-registration: the next scrape sees the new value
-    assert sink("lag_events") == 0
+    assert sink("lag_events") == 0 and sink("lag_seconds") == 0
 
 
 def test_two_sinks_with_one_name_are_refused() -> None:
