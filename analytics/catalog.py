@@ -120,7 +120,8 @@ SELECT
     -- The cost of every response, or none when one of them has no price: a part is not the cost.
     CASE WHEN count(*) FILTER (WHERE event_type = 'response_generated') = count(cost_usd)
         THEN sum(cost_usd) END AS cost_usd,
-    CASE WHEN count(*) FILTER (WHERE event_type = 'response_generated') = count(cost_usd)
+    -- Its source: one, or 'mixed'; none for a query without a response (a failure, one in progress).
+    CASE WHEN count(*) FILTER (WHERE event_type = 'response_generated') = count(cost_usd) AND count(cost_usd) > 0
         THEN CASE WHEN min(cost_source) = max(cost_source) THEN min(cost_source) ELSE 'mixed' END
     END AS cost_source,
     {_last("sources", "search_completed")} AS sources,

@@ -9,9 +9,11 @@ import pytest
 
 from querylog.analytics.catalog import Catalog, CatalogError
 from querylog.logging.events import (
+    Event,
     FeedbackReceived,
     IntentClassified,
     QueryCompleted,
+    QueryFailed,
     QueryReceived,
     ResponseGenerated,
 )
@@ -182,6 +184,16 @@ def test_a_query_whose_responses_are_not_all_priced_has_no_cost_not_a_part_of_it
         ],
     )
     assert (row["cost_usd"], row["cost_source"]) == (None, None)
+
+
+@pytest.mark.parametrize("ending", ["failed", "in_progress"])
+def test_a_query_without_a_response_has_no_cost_and_no_cost_source(tmp_path: Path, ending: str) -> None:
+    q = {"query_id": "q-1"}
+    events: list[Event] = [QueryReceived(**q, query_text="질문", ts=_at(0))]
+    if ending == "failed":
+        events.append(QueryFailed(**q, error_type="TimeoutError", stage="generate", latency_ms=9.0, ts=_at(1)))
+    row = _query_row(tmp_path, events)
+    assert (row["status"], row["cost_usd"], row["cost_source"]) == (ending, None, None)  # not 'mixed'
 
 
 def test_recorded_and_priced_costs_add_up_and_say_they_are_mixed(tmp_path: Path) -> None:
