@@ -315,6 +315,32 @@ def test_a_lake_rebuilt_from_the_log_leaves_out_the_days_a_one_off_compact_dropp
     assert "DIFFERS" not in capsys.readouterr().out
 
 
+def test_a_late_event_older_than_the_lakes_retention_does_not_stop_a_rebuild_from_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After `compact --retention-days 30`, a backfilled event dated before the boundary landed in the live lake; the
+    rebuild (which leaves those days out) counted it as an event the log had lost, and refused: "part of the log is
+    gone (deleted or trimmed)", with the whole log in place."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("QUERYLOG_HOME", str(home))
+    long_ago = datetime.now(UTC) - timedelta(days=400)
+    with EventLog(home / "log") as log:
+        log.append(QueryReceived(query_id="q-old", query_text="x", ts=long_ago))
+        log.append(QueryReceived(query_id="q-now", query_text="x"))
+    with ParquetSink(home / "lake") as sink:
+        Projector(LogReader(home / "log"), sink).catch_up()
+    assert main(["compact", "--retention-days", "30"]) == 0
+    with EventLog(home / "log") as log:  # the backfill, projected into the live lake as `querylog serve` would
+        log.append(QueryReceived(query_id="q-late", query_text="x", ts=long_ago + timedelta(days=1)))
+    with ParquetSink(home / "lake") as sink:
+        Projector(LogReader(home / "log"), sink).catch_up()
+    capsys.readouterr()
+    assert main(["replay", "parquet"]) == 0, capsys.readouterr().err
+    with Catalog(home / "lake") as catalog:
+        _, rows = catalog.query("select query_id from queries order by 1")
+    assert rows == [("q-now",)]  # the days before the boundary stay out, the late event's with them
+
+
 def test_a_comparison_with_no_events_in_it_says_nothing_was_checked(
     home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -51,6 +51,11 @@ def lake_rows(lake_dir: Path) -> tuple[int, int]:
     return sum(pq.read_metadata(f).num_rows for f in files), len(files)
 
 
+def _rows(day: Path) -> int:
+    """Events in one ``date=`` directory of a lake."""
+    return sum(pq.read_metadata(f).num_rows for f in day.glob("hour=*/*.parquet"))
+
+
 @contextmanager
 def _exclusive(path: Path, message: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +102,7 @@ def rebuild_lake(
             _from_lake(settings, fresh, before, progress)
         else:
             _from_log(settings, fresh, progress)
-        from querylog.analytics.upkeep import apply_retention, retained_from
+        from querylog.analytics.upkeep import apply_retention, expired_days, retained_from
 
         if settings.lake_retention_days is not None:  # days the live lake already dropped stay dropped
             apply_retention(fresh, days=settings.lake_retention_days)
@@ -105,10 +110,13 @@ def rebuild_lake(
         if dropped_before is not None:
             apply_retention(fresh, before=dropped_before)
         after, files = lake_rows(fresh)
-        if source == "log" and after < before and settings.lake_retention_days is None:
+        # Events dated before that boundary which the live lake took in after it (a late backfill) are left out as
+        # the days before it are: they are not events the log lacks.
+        kept = before - sum(_rows(day) for day in expired_days(lake, dropped_before)) if dropped_before else before
+        if source == "log" and after < kept and settings.lake_retention_days is None:
             shutil.rmtree(fresh, ignore_errors=True)
             raise RebuildError(
-                f"the log holds {after} events but the lake holds {before}: part of the log is gone (deleted or "
+                f"the log holds {after} events but the lake holds {kept}: part of the log is gone (deleted or "
                 "trimmed), so a lake rebuilt from it would lose events. The live lake is unchanged. To write the "
                 "lake again (current schema and prices) from what it holds: `querylog replay parquet --from lake`."
             )
