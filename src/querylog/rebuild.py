@@ -12,7 +12,7 @@ import fcntl
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,12 +48,12 @@ class RebuildReport:
 def lake_rows(lake_dir: Path) -> tuple[int, int]:
     """(events, files) of a lake's committed data files, from their footers."""
     files = sorted((lake_dir / "events").glob("date=*/hour=*/*.parquet"))
-    return sum(pq.read_metadata(f).num_rows for f in files), len(files)
+    return _rows(files), len(files)
 
 
-def _rows(day: Path) -> int:
-    """Events in one ``date=`` directory of a lake."""
-    return sum(pq.read_metadata(f).num_rows for f in day.glob("hour=*/*.parquet"))
+def _rows(files: Iterable[Path]) -> int:
+    """Events in Parquet `files`, from their footers."""
+    return sum(pq.read_metadata(f).num_rows for f in files)
 
 
 @contextmanager
@@ -112,7 +112,8 @@ def rebuild_lake(
         after, files = lake_rows(fresh)
         # Events dated before that boundary which the live lake took in after it (a late backfill) are left out as
         # the days before it are: they are not events the log lacks.
-        kept = before - sum(_rows(day) for day in expired_days(lake, dropped_before)) if dropped_before else before
+        late = expired_days(lake, dropped_before) if dropped_before else []
+        kept = before - _rows(f for day in late for f in day.glob("hour=*/*.parquet"))
         if source == "log" and after < kept and settings.lake_retention_days is None:
             shutil.rmtree(fresh, ignore_errors=True)
             raise RebuildError(
