@@ -113,7 +113,12 @@ MAX_COST_USD: Final = 1e9
 # made in Python are checked by their __post_init__, which holds these rules and the ones no annotation can
 # state (tests/logging/test_events.py holds the two to agreement).
 NonEmpty: TypeAlias = Annotated[str, msgspec.Meta(min_length=1)]
-Text: TypeAlias = Annotated[str, msgspec.Meta(pattern=r"\S")]  # not blank
+#: Characters that draw nothing (soft hyphen, zero-width space and joiners, word joiner, BOM): a question of only
+#: these and whitespace shows as nothing, and search folds them away (`analytics/_search_text.py`).
+INVISIBLE_CHARS: Final = "\u00ad\u200b\u200c\u200d\u2060\ufeff"
+# Not blank: a character that shows. Checked where a line is decoded (the codec, the Loki line), as the event's
+# `__post_init__` checks it when one is made.
+Text: TypeAlias = Annotated[str, msgspec.Meta(pattern=f"[^\\s{INVISIBLE_CHARS}]")]
 Millis: TypeAlias = Annotated[float, msgspec.Meta(ge=0, le=MAX_MILLIS)]
 Count: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=COUNT_MAX)]
 Fraction: TypeAlias = Annotated[float, msgspec.Meta(ge=0, le=1)]
@@ -155,9 +160,6 @@ def clean_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     return text
 
 
-#: Characters that draw nothing (soft hyphen, zero-width space and joiners, word joiner, BOM): a question of only
-#: these and whitespace shows as nothing, and search folds them away (`analytics/_search_text.py`).
-INVISIBLE_CHARS: Final = "\u00ad\u200b\u200c\u200d\u2060\ufeff"
 _BLANK: Final = re.compile(f"[\\s{INVISIBLE_CHARS}]*")
 _INVISIBLE: Final = frozenset(INVISIBLE_CHARS)
 

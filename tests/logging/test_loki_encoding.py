@@ -195,6 +195,27 @@ def test_a_line_that_is_not_an_event_is_refused_with_a_line_error(line: bytes, w
         encode_lines([line], app="a", env="e")
 
 
+@pytest.mark.parametrize("text", ["\xad", "\u200b \ufeff", " \u2060\u200d"])
+def test_a_query_of_invisible_characters_only_is_refused_on_its_loki_line_as_by_the_event(text: str) -> None:
+    from querylog.logging.events import EventValidationError
+
+    with pytest.raises(EventValidationError, match="query_text"):
+        QueryReceived(query_id="q", query_text=text, ts=TS)
+    line = orjson.dumps(
+        {
+            "event_type": "query_received",
+            "query_id": "q",
+            "event_id": "e",
+            "query_text": text,
+            "ts": "2026-01-01T00:00:00Z",
+        }
+    )
+    with pytest.raises(DecodeError):
+        decode(line)
+    with pytest.raises(LineError):
+        encode_lines([line], app="a", env="e")
+
+
 _MINIMAL: dict[str, dict[str, object]] = {
     "query_received": {"query_text": "q"},
     "intent_classified": {"intent": "i", "confidence": 0.5},
