@@ -189,13 +189,24 @@ def test_a_bad_llm_or_langfuse_setting_is_a_configuration_error_not_a_traceback(
     assert err.startswith("querylog: configuration error: ") and named in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize(("command", "code"), [("reconcile", 2), ("compact", 0)])
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [
+        (["reconcile"], 2),
+        (["compact"], 0),
+        (["erase", "--user-id", "u-1"], 1),
+        (["replay", "parquet"], 2),
+        (["replay", "metrics"], 0),
+        (["replay", "metrics", "--from", "log"], 0),
+    ],
+)
 def test_a_mistyped_home_is_said_not_read_as_agreement_or_made(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, code: int
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str], code: int
 ) -> None:
-    """reconcile printed an empty table and exit 0 (nothing disagrees with nothing); compact made the lake."""
+    """reconcile printed an empty table and exit 0 (nothing disagrees with nothing); compact made the lake;
+    `replay metrics` printed zeros without a word. The exit codes are the README's."""
     home = tmp_path / "typo"
-    assert main(["--home", str(home), command]) == code
+    assert main(["--home", str(home), *command]) == code
     assert "is --home (QUERYLOG_HOME) right?" in capsys.readouterr().err
     assert not home.exists()
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from querylog.commands import HOME_OPTION, lake_missing
 from querylog.config import ConfigError, Settings, duration_seconds
 
 if TYPE_CHECKING:
@@ -95,6 +96,14 @@ def resolve_source(choice: str, settings: Settings) -> str:
     return "lake" if trimmed or not has_log else "log"
 
 
+def _say_if_missing(source: str, settings: Settings, command: str) -> None:
+    """A replay from a log or lake that is not there gives zeros: say so, naming it (a mistyped --home)."""
+    if source == "lake":
+        lake_missing(settings.lake_dir, command)
+    elif not settings.log_dir.is_dir():
+        print(f"querylog {command}: no log at {settings.log_dir}: is {HOME_OPTION} right?", file=sys.stderr)
+
+
 def parse_since(raw: str, now: datetime) -> datetime:
     """``"2h"`` → two hours before `now`; an ISO 8601 time (UTC unless it says otherwise) as itself."""
     try:
@@ -140,6 +149,7 @@ def run_loki(args: argparse.Namespace, settings: Settings) -> int:
         )
     source = resolve_source(args.source, settings)
     print(f"querylog replay loki: reading the {source}", file=err)
+    _say_if_missing(source, settings, "replay loki")
     sink = loki_sink(settings, live=False)
     sink.open()
     read = skipped = 0
@@ -199,7 +209,7 @@ def run_parquet(args: argparse.Namespace, settings: Settings) -> int:
     source = args.source
     origin = settings.log_dir if source == "log" else settings.lake_dir
     if not origin.is_dir():
-        print(f"querylog replay parquet: no {source} at {origin}; nothing to rebuild from", file=err)
+        print(f"querylog replay parquet: no {source} at {origin}: is {HOME_OPTION} right? Nothing to rebuild", file=err)
         return 2
     print(f"querylog replay parquet: rebuilding {settings.lake_dir} from {origin}", file=err)
     shown = [-1]
@@ -238,6 +248,7 @@ def run_metrics(args: argparse.Namespace, settings: Settings) -> int:
     )
     source = resolve_source(args.source, settings)
     print(f"querylog replay metrics: folding the {source}", file=sys.stderr)
+    _say_if_missing(source, settings, "replay metrics")
     # The live projection folds the log through `LogReader` in this same order; the fold is order-sensitive
     # (open queries expire by event time), so the same order gives the same exposition. The lake is read in
     # event-time order, which differs from it only for queries left open across writers.
