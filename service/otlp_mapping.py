@@ -36,6 +36,7 @@ Event ids are derived from the span id, so an export sent twice adds nothing the
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -113,13 +114,17 @@ def _id(attrs: dict[str, Any], *names: str) -> str | None:
 
 
 def _fraction(attrs: dict[str, Any], name: str) -> float | None:
+    """The attribute as a number; None when it is not there; NaN, which the event refuses (naming the field), when
+    it is there but no number: read as "not given" it would become 1.0 without a word."""
     value = attrs.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
+    if value is None:
         return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return math.nan
     try:
         return float(value)
     except ValueError:
-        return None
+        return math.nan
 
 
 def _int(attrs: dict[str, Any], *names: str) -> int | None:

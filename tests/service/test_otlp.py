@@ -423,8 +423,13 @@ def test_the_apps_intent_and_its_service_version_become_the_querys_intent_and_re
             {"openinference.span.kind": "LLM", "input.value": "틀린 확신", "querylog.intent": "x",
              "querylog.intent.confidence": 7}
         )  # fmt: skip
+    with tracer.start_as_current_span("llm") as words:  # not a number: refused too, never read as 1.0
+        words.set_attributes(
+            {"openinference.span.kind": "LLM", "input.value": "높은 확신", "querylog.intent": "x",
+             "querylog.intent.confidence": "high"}
+        )  # fmt: skip
     partial, _ = _export(client, tmp_path, keep.spans)
-    assert partial == {"rejectedSpans": "1", "errorMessage": "spans rejected: 1 invalid confidence"}
+    assert partial == {"rejectedSpans": "2", "errorMessage": "spans rejected: 2 invalid confidence"}
     with ParquetSink(tmp_path / "home" / "lake") as sink:
         Projector(LogReader(tmp_path / "home" / "log"), sink).catch_up()
     with Catalog(tmp_path / "home" / "lake") as catalog:
