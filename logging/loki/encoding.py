@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Union
+from typing import Any, Final, Literal, Union
 
 import msgspec
 import orjson
@@ -64,7 +64,8 @@ def _line_type(tag: str, cls: type[Event]) -> type[msgspec.Struct]:
     fields = {f.name: f for f in msgspec.structs.fields(cls)}
     own = [name for name in cls.__struct_fields__ if name not in Event.__struct_fields__]
     base = [name for name in Event.__struct_fields__ if name not in _HELD_ELSEWHERE]
-    spec: list[tuple[str, Any, Any]] = [("level", str, _level(tag))]
+    level = _level(tag)  # only a Loki line has a level: a log line that has one is refused unless it is this one
+    spec: list[tuple[str, Any, Any]] = [("level", Literal[level], level)]
     for name in (*own, *base, "service", "env", "ts", *METADATA_FIELDS):
         f, hint = fields[name], (str if name == "ts" else hints[name])  # ts: read as the log wrote it
         if name == "schema_version":
@@ -82,8 +83,8 @@ def _line_type(tag: str, cls: type[Event]) -> type[msgspec.Struct]:
 
 _LINE_TYPES: Final = {tag: _line_type(tag, cls) for tag, cls in EVENT_CLASSES.items()}
 _DECODER: Final = msgspec.json.Decoder(Union[tuple(_LINE_TYPES.values())])  # type: ignore[valid-type]  # noqa: UP007
-#: Each line type's stream (its tag), the length of the ``{"event_type":"…",`` its encoding starts with, its level.
-_KINDS: Final = {t: (tag, len(f'{{"event_type":"{tag}",'), _level(tag)) for tag, t in _LINE_TYPES.items()}
+#: Each line type's stream (its tag) and the length of the ``{"event_type":"…",`` its encoding starts with.
+_KINDS: Final = {t: (tag, len(f'{{"event_type":"{tag}",')) for tag, t in _LINE_TYPES.items()}
 #: The fields of each event type's Loki line, in line order (``level`` first): the contract docs/loki.md shows.
 LINE_FIELDS: Final = {tag: t.__struct_fields__[: -len(METADATA_FIELDS) - 1] for tag, t in _LINE_TYPES.items()}
 _ENCODER: Final = msgspec.json.Encoder()
@@ -133,9 +134,7 @@ def encode_lines(lines: Iterable[bytes], *, app: str, env: str, max_line_bytes: 
             row.service = unset
         if row.env == env:
             row.env = unset
-        stream, tag_bytes, level = kinds[type(row)]
-        if row.level != level:
-            raise LineError(f"a log line has no level field: {line[:200]!r}")
+        stream, tag_bytes = kinds[type(row)]
         encoded = b"{" + encode(row)[tag_bytes:]
         if len(encoded) > max_line_bytes:
             fields = msgspec.to_builtins(row)
