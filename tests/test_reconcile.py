@@ -341,6 +341,43 @@ def test_a_late_event_older_than_the_lakes_retention_does_not_stop_a_rebuild_fro
     assert rows == [("q-now",)]  # the days before the boundary stay out, the late event's with them
 
 
+def test_with_a_lake_retention_set_a_rebuild_from_a_trimmed_log_is_refused_all_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With QUERYLOG_RETENTION(_DAYS) set, the check was skipped: a log trimmed of last week's segments rebuilt a lake
+    without them, events well inside the retention lost, exit 0. The days past the retention (not dropped by compact
+    yet, their segments trimmed) are left out, as the rebuild leaves them out: those do not stop it."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("QUERYLOG_HOME", str(home))
+    monkeypatch.setenv("QUERYLOG_RETENTION_DAYS", "30")
+    now = datetime.now(UTC)
+    with EventLog(home / "log") as log:  # a segment of its own: the one housekeeping trimmed
+        log.append(QueryReceived(query_id="q-expired", query_text="x", ts=now - timedelta(days=40)))
+    with ParquetSink(home / "lake") as sink:
+        Projector(LogReader(home / "log"), sink).catch_up()
+    (trimmed,) = sorted((home / "log").glob("*.jsonl"))
+    trimmed.unlink()
+    with EventLog(home / "log") as log:
+        log.append(QueryReceived(query_id="q-last-week", query_text="x", ts=now - timedelta(days=7)))
+    with ParquetSink(home / "lake") as sink:
+        Projector(LogReader(home / "log"), sink).catch_up()
+    capsys.readouterr()
+    assert main(["replay", "parquet"]) == 0, capsys.readouterr().err  # only a day past the retention is missing
+    with Catalog(home / "lake") as catalog:
+        assert catalog.query("select query_id from queries")[1] == [("q-last-week",)]
+    for segment in (home / "log").glob("*.jsonl"):
+        segment.unlink()
+    with EventLog(home / "log") as log:
+        log.append(QueryReceived(query_id="q-today", query_text="x"))
+    with ParquetSink(home / "lake") as sink:
+        Projector(LogReader(home / "log"), sink).catch_up()
+    capsys.readouterr()
+    assert main(["replay", "parquet"]) == 1
+    assert "the log holds 1 events but the lake holds 2: part of the log is gone" in capsys.readouterr().err
+    with Catalog(home / "lake") as catalog:  # the live lake is unchanged
+        assert catalog.query("select query_id from queries order by 1")[1] == [("q-last-week",), ("q-today",)]
+
+
 def test_a_comparison_with_no_events_in_it_says_nothing_was_checked(
     home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -104,17 +104,19 @@ def rebuild_lake(
             _from_log(settings, fresh, progress)
         from querylog.analytics.upkeep import apply_retention, expired_days, retained_from
 
-        if settings.lake_retention_days is not None:  # days the live lake already dropped stay dropped
-            apply_retention(fresh, days=settings.lake_retention_days)
-        dropped_before = retained_from(lake)  # and those a one-off `compact --retention-days` dropped
+        boundaries = []  # the rebuilt lake starts where the live one does: the days before are left out
+        if settings.lake_retention_days is not None:  # days past the retention are dropped, as compact would
+            boundaries.append(apply_retention(fresh, days=settings.lake_retention_days).boundary)
+        dropped_before = retained_from(lake)  # and those a retention already dropped stay dropped
         if dropped_before is not None:
             apply_retention(fresh, before=dropped_before)
+            boundaries.append(dropped_before)
         after, files = lake_rows(fresh)
-        # Events dated before that boundary which the live lake took in after it (a late backfill) are left out as
-        # the days before it are: they are not events the log lacks.
-        late = expired_days(lake, dropped_before) if dropped_before else []
-        kept = before - _rows(f for day in late for f in day.glob("hour=*/*.parquet"))
-        if source == "log" and after < kept and settings.lake_retention_days is None:
+        # The live lake's events dated before that boundary (days compact has not dropped yet, a late backfill) are
+        # left out as well: they are not events the log lacks. Every other event of the lake must be in the log.
+        left_out = expired_days(lake, max(boundaries)) if boundaries else []
+        kept = before - _rows(f for day in left_out for f in day.glob("hour=*/*.parquet"))
+        if source == "log" and after < kept:
             shutil.rmtree(fresh, ignore_errors=True)
             raise RebuildError(
                 f"the log holds {after} events but the lake holds {kept}: part of the log is gone (deleted or "
