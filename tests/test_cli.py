@@ -383,3 +383,27 @@ def test_a_quoted_search_is_explained_as_the_words_it_found(home: Path, capsys: 
     assert main(["search", '"네이버 주가"', "--explain", "--no-group", "--format", "json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert row["query_text"] == "네이버 주가" and "not found" not in row["why"], row
+
+
+@pytest.mark.parametrize("command", [["sql", "select 1"], ["report"], ["compact"], ["reconcile"], ["search", "x"]])
+def test_a_lake_that_is_a_file_is_named_with_exit_2_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """`<home>/lake` a file, or `sql --lake` pointed at a Parquet file: NotADirectoryError's traceback, exit 1."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "lake").write_bytes(b"PAR1")
+    assert main(["--home", str(home), *command]) == 2
+    err = capsys.readouterr().err
+    assert f"the lake {home / 'lake'} is not a directory" in err and "Traceback" not in err
+    assert main(["--home", str(tmp_path / "other"), "sql", "--lake", str(home / "lake"), "select 1"]) == 2
+    assert f"--lake {home / 'lake'} is not a directory" in capsys.readouterr().err
+
+
+def test_sql_json_writes_an_integer_past_64_bits_exactly_as_text(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A HUGEINT (`sum(hash(...))`) made `--format json` fail with orjson's TypeError; table and csv printed it."""
+    big = 2**127 - 1
+    assert main(["sql", f"select {big}::hugeint as v, 1 as n", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"v": str(big), "n": 1}]

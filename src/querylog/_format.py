@@ -125,7 +125,14 @@ def format_rows(
 ) -> str:
     if fmt == "json":
         objects = [dict(zip(columns, row, strict=True)) for row in rows]
-        return orjson.dumps(objects, default=_json_default, option=orjson.OPT_INDENT_2).decode() + "\n"
+        try:
+            return orjson.dumps(objects, default=_json_default, option=orjson.OPT_INDENT_2).decode() + "\n"
+        except orjson.JSONEncodeError:  # an integer past 64 bits (a HUGEINT sum): written as a string, exactly
+            objects = [
+                {k: str(v) if type(v) is int and not -(2**63) <= v < 2**64 else v for k, v in o.items()}
+                for o in objects
+            ]
+            return orjson.dumps(objects, default=_json_default, option=orjson.OPT_INDENT_2).decode() + "\n"
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")

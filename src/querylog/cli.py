@@ -103,9 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     home_use = getattr(args, "home_use", None)
     if home_use is not None and getattr(args, "dry_run", False):
         home_use = "read"
-    problem = (
-        home_problem(settings.home, create=home_use == "create", write=home_use != "read") if home_use else None
-    )
+    problem = home_problem(settings.home, create=home_use == "create", write=home_use != "read") if home_use else None
     if problem is not None:
         print(
             f"querylog {args.command}: the data directory {settings.home} cannot be used: {problem} "
@@ -113,6 +111,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    lake = Path(args.lake) if isinstance(getattr(args, "lake", None), str) and "://" not in args.lake else None
+    for path, given_as in ((settings.lake_dir, "the lake"), (lake, "--lake")):
+        if home_use is not None and path is not None and path.exists() and not path.is_dir():
+            print(
+                f"querylog {args.command}: {given_as} {path} is not a directory: a lake is the directory that holds "
+                "events/ (choose another with --home or QUERYLOG_HOME, or --lake)",
+                file=sys.stderr,
+            )
+            return 2
     try:
         code: int = args.run(args, settings)
     except ConfigError as exc:  # a setting read where it is used (QUERYLOG_LLM_*, LANGFUSE_*)
