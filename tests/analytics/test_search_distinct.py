@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,9 @@ from querylog.logging.projection import Batch
 
 
 def _distinct(ranked: list[tuple[str, float]], docs: list[Row]) -> list[tuple[str, float]]:
-    """The brute-force ranking with each text kept once, at its best hit."""
-    text_of = {query_id: text for query_id, _, _, text in docs}
+    """The brute-force ranking with each text kept once, at its best hit: its NFC form, as the index keeps it (a text
+    typed decomposed is the same question)."""
+    text_of = {query_id: unicodedata.normalize("NFC", text) for query_id, _, _, text in docs}
     seen: set[str] = set()
     out = []
     for query_id, score in ranked:
