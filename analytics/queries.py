@@ -504,7 +504,8 @@ class LakeQueries:
     def compare_by(self, f: Filters, column: Literal["release", "prompt_version"]) -> pl.DataFrame:
         """One row per value of `column` (``release`` or ``prompt_version``; queries without one are left out):
         value, queries, failed, error_rate, p50_ms, p95_ms, with_feedback, mean_score, positive_share,
-        mean_quality, cost_usd — most queries first. Empty when no query in the window has the column."""
+        mean_quality, cost_usd, unpriced (answered by a model without a price: not in `cost_usd`, which is then a part
+        of the whole) — most queries first. Empty when no query in the window has the column."""
         if column not in ("release", "prompt_version"):
             raise ValueError(f"compare_by takes release or prompt_version; got {column!r}")
         return self._frame(
@@ -516,7 +517,8 @@ class LakeQueries:
                    quantile_cont(latency_ms, 0.95) FILTER (WHERE status = 'completed') AS p95_ms,
                    count(feedback_score) AS with_feedback, avg(feedback_score) AS mean_score,
                    count(*) FILTER (WHERE feedback_score > 0) / nullif(count(feedback_score), 0) AS positive_share,
-                   avg(quality_score) AS mean_quality, sum(cost_usd) AS cost_usd
+                   avg(quality_score) AS mean_quality, sum(cost_usd) AS cost_usd,
+                   count(*) FILTER (WHERE model IS NOT NULL AND cost_usd IS NULL) AS unpriced
             FROM q WHERE {column} IS NOT NULL GROUP BY 1 ORDER BY queries DESC, value
             """,
         )

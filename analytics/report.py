@@ -344,7 +344,7 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
                             _score(r["mean_score"]),
                             percent(r["positive_share"]),
                             _score(r["mean_quality"]),
-                            _usd(r["cost_usd"]),
+                            _usd(r["cost_usd"]) + (f" ({r['unpriced']:,} unpriced)" if r["unpriced"] else ""),
                         ]
                         for r in frame.iter_rows(named=True)
                     ],

@@ -223,7 +223,11 @@ def test_the_report_adds_cost_by_model_and_compares_releases_and_prompt_versions
     assert releases["r1"]["positive_share"] == 0.5
     assert (releases["r2"]["failed"], releases["r2"]["error_rate"]) == (1, 0.5)
     assert set(report.by_prompt_version["value"].to_list()) == {"p1", "p2"}
+    # r2's cost is gpt-4o-mini's alone: our-own-llm has no price, and the figure says it is a part, not the whole
+    assert (releases["r1"]["unpriced"], releases["r2"]["unpriced"]) == (0, 1)
+    assert releases["r2"]["cost_usd"] == pytest.approx(cost["gpt-4o-mini"]["cost_usd"])
     markdown = render_markdown(report)
+    assert "(1 unpriced)" in markdown
     for title in ("## Cost by model", "## By release", "## By prompt version"):
         assert title in markdown
     assert "our-own-llm" in markdown and "| r2 |" in markdown
