@@ -75,6 +75,8 @@ def _plain(value: object) -> Any:
         return int(value)
     if isinstance(value, numbers.Real):
         return float(value)
+    if getattr(value, "shape", None) == () and callable(item := getattr(value, "item", None)):
+        return item()  # a numpy scalar of another kind (``np.bool_``) as Python's own
     return value
 
 
@@ -475,7 +477,12 @@ class TrackedQuery:
             and (top_score is None or type(top_score) is float)
         )
         if not valid:
-            result_count, d, top_score = _plain(result_count), _plain(d), _plain(top_score)
+            result_count, d, top_score, cache_hit = (
+                _plain(result_count),
+                _plain(d),
+                _plain(top_score),
+                _plain(cache_hit),
+            )
         t.emitter.append(
             (_SearchCompleted if valid else SearchCompleted)(
                 query_id=self.query_id,

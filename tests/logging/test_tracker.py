@@ -345,9 +345,10 @@ def test_numbers_of_other_libraries_are_taken_as_the_numbers_they_are() -> None:
     tracker = QueryTracker(capture, service="chat", env="test")
     with tracker.query("q") as q:
         q.classified("x", np.float32(0.5), duration_ms=Fraction(3, 2))
-        q.searched(np.int64(3), top_score=np.float32(2.5))
+        q.searched(np.int64(3), cache_hit=np.bool_(True), top_score=np.float32(2.5))  # np.bool_ is no Integral
         q.responded(model="m", input_tokens=np.int32(10), cost_usd=np.float16(0.25))
-    _, classified, searched, responded, _ = _read_back(capture.events)
+    _, classified, searched, responded, completed = _read_back(capture.events)
     assert (classified.confidence, classified.duration_ms) == (0.5, 1.5)
-    assert (searched.result_count, searched.top_score) == (3, 2.5)
+    assert (searched.result_count, searched.cache_hit, searched.top_score) == (3, True, 2.5)
+    assert completed.cache_hit is True
     assert (responded.gen_ai_usage_input_tokens, responded.cost_usd) == (10, 0.25)

@@ -771,3 +771,15 @@ def test_with_answers_not_captured_a_spans_answer_keeps_only_its_length(tmp_path
     with TestClient(create_app(settings, environ={})) as c:
         _, log = _export(c, tmp_path, keep.spans)
     assert b"SECRET" not in log and b'"answer_chars":13' in log
+
+
+def test_a_token_count_in_digits_int_cannot_read_is_left_out_not_the_query(client: TestClient, tmp_path: Path) -> None:
+    """ "²" and "①" pass str.isdigit() and fail int(): the whole query was refused as "span querylog could not read",
+    while "-3" was only left out."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("chat") as llm:
+        llm.set_attributes({**_LLM, "gen_ai.usage.input_tokens": "²", "gen_ai.usage.output_tokens": "①"})
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {}
+    (response,) = [e for e in _logged(log) if e.event_type == "response_generated"]
+    assert (response.gen_ai_usage_input_tokens, response.gen_ai_usage_output_tokens) == (None, None)
