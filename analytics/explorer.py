@@ -670,7 +670,9 @@ def _answer_text(answer: Answer) -> None:
     """The answer under its heading: never nothing (an empty or blank answer says so), the first `SHOWN_CHARS`
     characters with the rest one click away."""
     text = answer.answer_text
-    if text is None:
+    if text is None and answer.answer_chars is None and answer.model is None and answer.response_model is None:
+        st.caption("No answer was made: the query ended (or failed) before one.")  # its sources are shown below
+    elif text is None:
         kept = "" if answer.answer_chars is None else f" (it had {answer.answer_chars:,} characters)"
         st.caption(f"The answer's text was not kept{kept}.")
     elif not text.strip():

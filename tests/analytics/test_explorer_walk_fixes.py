@@ -323,6 +323,20 @@ def test_a_blank_answer_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert "(empty answer)" in [c.value for c in at.caption]
 
 
+def test_a_query_that_failed_before_its_answer_says_no_answer_was_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A query that failed at generation, after its search found sources, showed "The answer's text was not kept.":
+    read as an answer the capture setting dropped."""
+    from querylog.logging.events import SearchCompleted, Source
+
+    found = SearchCompleted(query_id="q-1", env="prod", result_count=1, sources=(Source(doc_id="d-1", rank=1),), ts=END)
+    _write(tmp_path / "home", [*_asked("q-1", "네이버 주가", END, failed=True), found])
+    captions = [c.value for c in _app(tmp_path / "home", monkeypatch).caption]
+    assert "No answer was made: the query ended (or failed) before one." in captions
+    assert not any("not kept" in c for c in captions)
+
+
 def test_a_search_in_answers_shows_the_part_of_the_answer_that_matched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
