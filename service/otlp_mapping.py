@@ -136,7 +136,7 @@ def _int(attrs: dict[str, Any], *names: str) -> int | None:
             return value
         if isinstance(value, float) and value.is_integer() and value >= 0:  # some SDKs send counts as doubles
             return int(value)
-        if isinstance(value, str) and value.isascii() and value.isdigit():  # not "²", which int() refuses
+        if isinstance(value, str) and value.isdecimal():  # what int() reads: not "²", which isdigit() takes
             return int(value)
     return None
 
@@ -152,7 +152,7 @@ def _indexed(attrs: dict[str, Any], prefix: str, suffix: str) -> list[tuple[int,
     for key, value in attrs.items():
         if key.startswith(prefix) and key.endswith(suffix):
             middle = key[len(prefix) : len(key) - len(suffix)]
-            if middle.isascii() and middle.isdigit():
+            if middle.isdecimal():
                 found.append((int(middle), value))
     return sorted(found)
 
@@ -257,7 +257,7 @@ def _documents(attrs: dict[str, Any]) -> dict[int, Any]:
     for key, value in attrs.items():
         if key.startswith("retrieval.documents.") and ".document." in key:
             middle = key[len("retrieval.documents.") : key.index(".document.")]
-            if middle.isascii() and middle.isdigit():
+            if middle.isdecimal():
                 n = int(middle)
                 if key.endswith(".document.score") or n not in found:
                     found[n] = value if key.endswith(".document.score") else None

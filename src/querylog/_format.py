@@ -126,13 +126,14 @@ def format_rows(
     if fmt == "json":
         objects = [dict(zip(columns, row, strict=True)) for row in rows]
         try:
-            return orjson.dumps(objects, default=_json_default, option=orjson.OPT_INDENT_2).decode() + "\n"
+            body = orjson.dumps(objects, default=_json_default, option=orjson.OPT_INDENT_2)
         except orjson.JSONEncodeError:  # an integer past 64 bits (a HUGEINT sum): written as a string, exactly
             objects = [
                 {k: str(v) if type(v) is int and not -(2**63) <= v < 2**64 else v for k, v in o.items()}
                 for o in objects
             ]
-            return orjson.dumps(objects, default=_json_default, option=orjson.OPT_INDENT_2).decode() + "\n"
+            body = orjson.dumps(objects, default=_json_default, option=orjson.OPT_INDENT_2)
+        return body.decode() + "\n"
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
