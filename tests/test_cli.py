@@ -407,3 +407,20 @@ def test_sql_json_writes_an_integer_past_64_bits_exactly_as_text(
     big = 2**127 - 1
     assert main(["sql", f"select {big}::hugeint as v, 1 as n", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == [{"v": str(big), "n": 1}]
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_sql_writes_nested_wide_integers_and_map_keys_as_json(
+    home: Path, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    """A HUGEINT inside a list or struct, and a MAP keyed by a number, failed `--format json` and `csv` (orjson
+    takes neither); the integer is written exactly as text, the key as text, as JSON keys are."""
+    big = 2**100
+    sql = f"select [{big}::hugeint] as l, {{'a': {big}::hugeint}} as s, map([1], [2]) as m"
+    assert main(["sql", sql, "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    if fmt == "json":
+        assert json.loads(out) == [{"l": [str(big)], "s": {"a": str(big)}, "m": {"1": 2}}]
+    else:
+        row = next(csv.DictReader(io.StringIO(out)))
+        assert {k: json.loads(v) for k, v in row.items()} == {"l": [str(big)], "s": {"a": str(big)}, "m": {"1": 2}}

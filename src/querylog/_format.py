@@ -108,7 +108,7 @@ def _csv_cell(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, list | tuple | dict):
-        return orjson.dumps(value, default=_json_default).decode()
+        return _dumps(value).decode()
     return value
 
 
@@ -120,20 +120,32 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def _exact(value: Any) -> Any:
+    """`value` with every integer past 64 bits (a HUGEINT sum, at any depth) as its exact decimal text."""
+    if type(value) is int:
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if isinstance(value, list | tuple):
+        return [_exact(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _exact(v) for k, v in value.items()}
+    return value
+
+
+def _dumps(value: Any, option: int = 0) -> bytes:
+    """JSON of a query's values: a MAP's keys as text, dates as ISO text, integers past 64 bits exactly, as text."""
+    option |= orjson.OPT_NON_STR_KEYS
+    try:
+        return orjson.dumps(value, default=_json_default, option=option)
+    except orjson.JSONEncodeError:  # an integer past 64 bits: rare, so looked for only when one is there
+        return orjson.dumps(_exact(value), default=_json_default, option=option)
+
+
 def format_rows(
     columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table", *, max_col_width: int = 60
 ) -> str:
     if fmt == "json":
         objects = [dict(zip(columns, row, strict=True)) for row in rows]
-        try:
-            body = orjson.dumps(objects, default=_json_default, option=orjson.OPT_INDENT_2)
-        except orjson.JSONEncodeError:  # an integer past 64 bits (a HUGEINT sum): written as a string, exactly
-            objects = [
-                {k: str(v) if type(v) is int and not -(2**63) <= v < 2**64 else v for k, v in o.items()}
-                for o in objects
-            ]
-            body = orjson.dumps(objects, default=_json_default, option=orjson.OPT_INDENT_2)
-        return body.decode() + "\n"
+        return _dumps(objects, orjson.OPT_INDENT_2).decode() + "\n"
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
