@@ -105,16 +105,18 @@ _HEX_IDS: Final = ("traceId", "spanId", "parentSpanId")
 
 def _hex_to_base64(node: Any) -> None:
     if isinstance(node, dict):
+        unplaced = False
         for key, value in node.items():
             if key in _HEX_IDS and isinstance(value, str):
                 try:
                     node[key] = base64.b64encode(bytes.fromhex(value)).decode()
                 except ValueError:
-                    if key == "parentSpanId":  # the span's place in its trace: not one to guess
-                        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{key} {value!r} is not hex") from None
                     node[key] = ""  # that span is rejected (an invalid id), counted in partial_success; not the rest
+                    unplaced = unplaced or key == "parentSpanId"
             else:
                 _hex_to_base64(value)
+        if unplaced:  # the span's place in its trace is not one to guess: it is rejected as with a bad id of its own
+            node["spanId"] = ""
     elif isinstance(node, list):
         for item in node:
             _hex_to_base64(item)

@@ -12,6 +12,9 @@ Two conventions are read, with the older names common instrumentations still emi
   ``llm.token_count.prompt`` / ``completion``, ``input.value``, ``output.value``,
   ``llm.input_messages.N.message.role|content``, ``retrieval.documents.N.document.id|content|score``.
 
+The Langfuse SDK's (v3+) generations (``langfuse.observation.type = generation``) are read under the GenAI names:
+its model, input, output, usage and cost details, first token's time and ERROR level (`_from_langfuse`).
+
 Prompts and answers recorded as span events (``gen_ai.content.prompt`` / ``completion``, ``gen_ai.user.message`` /
 ``gen_ai.choice``, ``gen_ai.client.inference.operation.details``) are read when the span has no attribute for them;
 a failure's type and message come from ``error.type``, else from the recorded ``exception`` event.
@@ -113,9 +116,10 @@ def _id(attrs: dict[str, Any], *names: str) -> str | None:
     return None
 
 
-def _fraction(attrs: dict[str, Any], name: str) -> float | None:
+def _number(attrs: dict[str, Any], name: str) -> float | None:
     """The attribute as a number; None when it is not there; NaN, which the event refuses (naming the field), when
-    it is there but no number: read as "not given" it would become 1.0 without a word."""
+    it is there but no number: read as "not given", a confidence would become 1.0, a cost the price table's, without
+    a word."""
     value = attrs.get(name)
     if value is None:
         return None
@@ -329,6 +333,58 @@ def _with_events(span: Span, attrs: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+#: Langfuse SDK (v3+) observation types that are GenAI calls, as the GenAI operation each is; its other types (span,
+#: agent, chain, tool, retriever, …) are the spans around them.
+_LANGFUSE_OPERATIONS: Final = {"generation": "chat", "embedding": "embeddings"}
+_LANGFUSE_USAGE: Final = (
+    ("gen_ai.usage.input_tokens", ("input", "prompt_tokens", "input_tokens")),
+    ("gen_ai.usage.output_tokens", ("output", "completion_tokens", "output_tokens")),
+    ("gen_ai.usage.cache_read.input_tokens", ("input_cache_read", "cache_read_input_tokens", "input_cached_tokens")),
+)
+
+
+def _json(value: Any) -> Any:
+    """An attribute an SDK wrote as JSON (Langfuse's usage, cost and times), read; anything else as it is."""
+    if isinstance(value, str):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
+def _from_langfuse(attrs: dict[str, Any], start_ns: int) -> dict[str, Any]:
+    """A Langfuse SDK (v3+) generation's ``langfuse.observation.*`` attributes under the GenAI conventions' names: its
+    type, model, input, output, usage, cost, first token's time and an ERROR level. Its own GenAI attributes win;
+    a span that is no Langfuse generation is returned as it is."""
+    operation = _LANGFUSE_OPERATIONS.get(_str(attrs, "langfuse.observation.type") or "")
+    if operation is None:
+        return attrs
+    found: dict[str, Any] = {
+        "gen_ai.operation.name": operation,
+        "gen_ai.request.model": attrs.get("langfuse.observation.model.name"),
+        "gen_ai.prompt": attrs.get("langfuse.observation.input"),  # text, or JSON of the messages
+        "gen_ai.completion": attrs.get("langfuse.observation.output"),
+    }
+    usage = _json(attrs.get("langfuse.observation.usage_details"))
+    if isinstance(usage, dict):
+        for name, keys in _LANGFUSE_USAGE:
+            found[name] = next((usage[k] for k in keys if k in usage), None)
+    cost = _json(attrs.get("langfuse.observation.cost_details"))
+    if isinstance(cost, dict):
+        parts = [v for v in cost.values() if isinstance(v, int | float) and not isinstance(v, bool)]
+        found["gen_ai.usage.cost"] = cost.get("total", sum(parts) if parts else None)
+    first = _json(attrs.get("langfuse.observation.completion_start_time"))
+    if isinstance(first, str):
+        try:
+            found["gen_ai.server.time_to_first_token"] = datetime.fromisoformat(first).timestamp() - start_ns / 1e9
+        except (ValueError, TypeError):  # not a time, or one without a zone
+            found["gen_ai.server.time_to_first_token"] = first  # no number: the event refuses it, naming the field
+    if _str(attrs, "langfuse.observation.level") == "ERROR":  # the app marked the call failed (`_failed`)
+        found["exception.message"] = attrs.get("langfuse.observation.status_message")
+    return {**{k: v for k, v in found.items() if v is not None}, **attrs}
+
+
 def _kind(attrs: dict[str, Any]) -> str | None:
     """``llm``, ``retrieval``, a reason to skip (``skip:…``), or None for a span that is not GenAI at all."""
     operation = _str(attrs, "gen_ai.operation.name")
@@ -440,7 +496,7 @@ def map_export(request: ExportTraceServiceRequest, *, service: str, env: str) ->
                 if len(span.trace_id) != 16 or len(span.span_id) != 8 or not (any(span.trace_id) and any(span.span_id)):
                     mapped.rejected["invalid trace or span id"] += 1
                     continue
-                attrs = _attributes(span.attributes)
+                attrs = _from_langfuse(_attributes(span.attributes), span.start_time_unix_nano)
                 kind = _kind(attrs)
                 if kind in ("llm", "retrieval") and not span.start_time_unix_nano:
                     # Unset (0), which a hand-built exporter sends: not a query of 1970. Spans inside it stand alone.
@@ -534,6 +590,15 @@ def _from_steps(query: _Query, value: Any, read: Any, *, total: bool = False) ->
     return sum(found) if total else found[-1]
 
 
+def _failed(span: Span, attrs: dict[str, Any]) -> bool:
+    """Whether the span says its work failed: status ERROR, an ``error.type``, or a Langfuse ERROR level."""
+    return (
+        span.status.code == Status.STATUS_CODE_ERROR
+        or _str(attrs, "error.type") is not None
+        or _str(attrs, "langfuse.observation.level") == "ERROR"
+    )
+
+
 def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list[dict[str, Any]]:
     span, attrs, resource = query.span, query.attrs, query.resource
     # Span ids are unique only within a trace: the ids carry both (an export sent again maps to the same ids).
@@ -575,7 +640,7 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
         }
     ]
     if labelled is not None:
-        confidence = _fraction(labelled, INTENT_CONFIDENCE_ATTRIBUTE)
+        confidence = _number(labelled, INTENT_CONFIDENCE_ATTRIBUTE)
         events.append(
             {**common, "event_type": "intent_classified", "event_id": f"otlp-{span_id}-intent", "ts": _ts(start),
              "intent": intent, "confidence": 1.0 if confidence is None else confidence}
@@ -619,6 +684,9 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
     def tokens_out(a: dict[str, Any]) -> int | None:
         return _int(a, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
 
+    def cost(a: dict[str, Any]) -> float | None:
+        return _number(a, "gen_ai.usage.cost")  # what the provider billed (OpenLIT, Langfuse), in USD
+
     def answer(a: dict[str, Any]) -> str | None:
         return _answer_text(a, _messages(a.get("gen_ai.output.messages")))
 
@@ -633,6 +701,8 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
         ("gen_ai_usage_input_tokens", _from_steps(query, tokens_in(attrs), tokens_in, total=True)),
         ("gen_ai_usage_output_tokens", _from_steps(query, tokens_out(attrs), tokens_out, total=True)),
         ("gen_ai_usage_cache_read_input_tokens", _int(attrs, "gen_ai.usage.cache_read.input_tokens")),
+        ("cost_usd", _from_steps(query, cost(attrs), cost, total=True)),
+        ("ttft_ms", None if (ttft := _number(attrs, "gen_ai.server.time_to_first_token")) is None else ttft * 1000),
         ("finish_reason", _from_steps(query, _finish_reason(attrs, output), finish)),
         ("answer_text", _from_steps(query, _answer_text(attrs, output), answer)),
     ):  # fmt: skip
@@ -640,12 +710,10 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
             response[key] = value
     if "answer_text" in response:
         response["answer_chars"] = len(response["answer_text"])
-    failed = span.status.code == Status.STATUS_CODE_ERROR or _str(attrs, "error.type") is not None
+    failed = _failed(span, attrs)
     # The request around the trace's one query failed after the answer came (its span ERROR): the user got an error.
     request = query.ancestors[-1] if alone and query.ancestors else None
-    request_failed = request is not None and (
-        request[0].status.code == Status.STATUS_CODE_ERROR or _str(request[1], "error.type") is not None
-    )
+    request_failed = request is not None and _failed(*request[:2])
     if not failed:
         events.append(response)
     if not (failed or request_failed):

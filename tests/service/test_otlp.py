@@ -362,23 +362,26 @@ def test_a_span_without_a_start_time_is_refused_not_taken_for_a_query_of_1970(
 
 
 def test_a_span_with_a_zero_or_non_hex_id_is_rejected_alone(client: TestClient, tmp_path: Path) -> None:
-    """An all-zero span id made a query `otlp-…-0000000000000000`; a non-hex trace id failed the whole export."""
+    """An all-zero span id made a query `otlp-…-0000000000000000`; a non-hex trace id, or parent id, failed the
+    whole export (a 400), where api.md says a rejected span is never an error for the rest."""
     tracer, keep = _kept_tracer()
-    for text in ("영 span id", "hex 아닌 trace id", "정상 질문"):
+    for text in ("영 span id", "hex 아닌 trace id", "hex 아닌 parent id", "정상 질문"):
         with tracer.start_as_current_span("llm") as span:
             span.set_attributes({"openinference.span.kind": "LLM", "input.value": text})
     export = json.loads(_otlp_json(keep.spans))
     spans = export["resourceSpans"][0]["scopeSpans"][0]["spans"]
     spans[0]["spanId"] = "0" * 16
     spans[1]["traceId"] = "z" * 32
+    spans[2] = {"parentSpanId": "부모", **spans[2]}  # read before its span id: that one is valid hex
     resp = client.post("/v1/traces", content=json.dumps(export), headers={"content-type": "application/json"})
     assert resp.status_code == 200
     assert resp.json()["partialSuccess"] == {
-        "rejectedSpans": "2",
-        "errorMessage": "spans rejected: 2 invalid trace or span id",
+        "rejectedSpans": "3",
+        "errorMessage": "spans rejected: 3 invalid trace or span id",
     }
     log = b"".join(p.read_bytes() for p in (tmp_path / "home" / "log").glob("*.jsonl"))
-    assert "정상 질문".encode() in log and "영 span id".encode() not in log and "hex 아닌".encode() not in log
+    assert "정상 질문".encode() in log
+    assert not any(text.encode() in log for text in ("영 span id", "hex 아닌"))
 
 
 def test_the_service_and_env_are_kept_as_the_app_names_them_and_blank_ones_are_the_servers(
@@ -783,3 +786,100 @@ def test_a_token_count_in_digits_int_cannot_read_is_left_out_not_the_query(clien
     assert partial == {}
     (response,) = [e for e in _logged(log) if e.event_type == "response_generated"]
     assert (response.gen_ai_usage_input_tokens, response.gen_ai_usage_output_tokens) == (None, None)
+
+
+class _Discard(SpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def _langfuse_client(tracer_provider: TracerProvider) -> Any:
+    """The Langfuse SDK on `tracer_provider`, its own export to Langfuse discarded (no server is reached)."""
+    from langfuse import Langfuse
+
+    return Langfuse(
+        public_key="pk-lf-test",
+        secret_key="sk-lf-test",  # a placeholder: nothing is sent
+        host="http://127.0.0.1:9",
+        tracer_provider=tracer_provider,
+        span_exporter=_Discard(),
+    )
+
+
+def _exported_queries(client: TestClient, tmp_path: Path, spans: Sequence[ReadableSpan]) -> list[dict[str, Any]]:
+    """`spans` posted, none left out; then the `queries` view of a lake built from the log, oldest first."""
+    from querylog.logging.parquet import ParquetSink
+    from querylog.logging.projection import Projector
+    from querylog.logging.segments import LogReader
+
+    partial, _ = _export(client, tmp_path, spans)
+    assert partial == {}
+    with ParquetSink(tmp_path / "lake") as sink:
+        Projector(LogReader(tmp_path / "home" / "log"), sink).catch_up()
+    with Catalog(tmp_path / "lake") as catalog:
+        columns, rows = catalog.query("select * from queries order by started_at")
+    return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+def test_the_langfuse_sdks_generations_are_queries_with_their_usage_cost_and_first_token(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """The Langfuse SDK (v3+) writes a generation as ``langfuse.observation.*`` attributes, no GenAI ones: every span
+    was skipped as not GenAI, although docs/integrating.md names the SDK among those that need no code."""
+    from datetime import UTC, datetime, timedelta
+
+    from langfuse import propagate_attributes
+
+    provider = TracerProvider()
+    keep = _Keep()
+    provider.add_span_processor(SimpleSpanProcessor(keep))
+    langfuse = _langfuse_client(provider)
+    with langfuse.start_as_current_observation(as_type="span", name="chat-request"):
+        with (
+            propagate_attributes(user_id="lf-user", session_id="lf-session"),
+            langfuse.start_as_current_observation(
+                as_type="generation",
+                name="llm",
+                model="gpt-4o-mini",
+                input=[{"role": "user", "content": "랭퓨즈 질문"}],
+            ) as generation,
+        ):
+            first_token = datetime.now(UTC) + timedelta(milliseconds=250)
+            generation.update(
+                output={"role": "assistant", "content": "랭퓨즈 답변"},
+                usage_details={"input": 12, "output": 5},
+                cost_details={"input": 0.001, "output": 0.002},
+                completion_start_time=first_token,
+            )
+        with langfuse.start_as_current_observation(as_type="generation", name="bad", model="gpt-4o-mini") as failed:
+            failed.update(input="실패한 질문", level="ERROR", status_message="quota exceeded")
+        with langfuse.start_as_current_observation(as_type="embedding", name="embed", model="text-embedding-3-small"):
+            pass
+    langfuse.shutdown()
+    rows = _exported_queries(client, tmp_path, keep.spans)
+    assert [r["query_text"] for r in rows] == ["랭퓨즈 질문", "실패한 질문"]  # the embedding is no query
+    answered, failed_row = rows
+    assert answered["answer_text"] == "랭퓨즈 답변" and answered["status"] == "completed"
+    assert (answered["session_id"], answered["model"]) == ("lf-session", "gpt-4o-mini")
+    assert (answered["input_tokens"], answered["output_tokens"]) == (12, 5)
+    assert answered["cost_usd"] == pytest.approx(0.003) and answered["cost_source"] == "recorded"
+    assert 240 <= answered["ttft_ms"] <= 260 + answered["latency_ms"]
+    assert failed_row["status"] == "failed" and failed_row["error_message"] == "quota exceeded"
+
+
+def test_a_cost_and_a_first_token_time_on_a_genai_span_are_recorded(client: TestClient, tmp_path: Path) -> None:
+    """`gen_ai.usage.cost` (OpenLIT) and `gen_ai.server.time_to_first_token` (seconds), which docs/schema.md names
+    as the fields' sources, were not read: the cost came from the price table, the first token's time was lost."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("llm") as span:
+        span.set_attributes(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": "gpt-4o-mini",
+                "gen_ai.prompt.0.content": "비용 질문",
+                "gen_ai.usage.cost": 0.5,
+                "gen_ai.server.time_to_first_token": 0.125,
+            }
+        )
+    (row,) = _exported_queries(client, tmp_path, keep.spans)
+    assert (row["cost_usd"], row["cost_source"], row["ttft_ms"]) == (0.5, "recorded", 125.0)
