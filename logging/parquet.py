@@ -36,7 +36,7 @@ import uuid_utils
 
 from querylog.logging.events import ADDITIVE_SINCE, EVENT_CLASSES, EVENT_TYPES, SCHEMA_VERSION, AnyEvent
 from querylog.logging.pricing import DEFAULT_PRICES, PriceTable
-from querylog.logging.projection import Batch, Prepared, Sink, SinkSendError, atomic_write
+from querylog.logging.projection import Batch, Prepared, Sink, SinkError, SinkSendError, atomic_write
 from querylog.logging.schema import (
     DERIVED_COLUMNS,
     EVENT_FIELD_TYPES,
@@ -68,6 +68,17 @@ _COMMIT_FILE: Final = "parquet-commit.json"
 class _Commit(msgspec.Struct):
     checkpoint: dict[str, int] = {}
     pending: list[tuple[str, str]] = []
+
+
+def _read_commit(path: Path) -> _Commit:
+    """The lake's commit record; `SinkError` naming it and the way out when it cannot be read."""
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=_Commit)
+    except msgspec.DecodeError as exc:
+        raise SinkError(
+            f"the lake's commit record {path} is unreadable ({exc}): `querylog replay parquet` rebuilds the lake "
+            "from the log"
+        ) from exc
 
 
 def events_to_table(events: Sequence[AnyEvent], prices: PriceTable = DEFAULT_PRICES) -> pa.Table:
@@ -299,11 +310,8 @@ class ParquetSink(Sink):
     def committed_checkpoint(lake_dir: Path) -> Checkpoint:
         """The log position the lake's committed files reach, read without opening a sink (no roll-forward, so
         safe while another process writes the lake)."""
-        try:
-            data = (lake_dir / _META_DIR / _COMMIT_FILE).read_bytes()
-        except FileNotFoundError:
-            return {}
-        return dict(msgspec.json.decode(data, type=_Commit).checkpoint)
+        path = lake_dir / _META_DIR / _COMMIT_FILE
+        return dict(_read_commit(path).checkpoint) if path.exists() else {}
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -316,7 +324,7 @@ class ParquetSink(Sink):
         before its commit: it will be projected again), which only the leader may do: opened beside a leader
         (a standby, `project --once`), they are the leader's batch being written."""
         if self._commit_path.exists():
-            self._commit = msgspec.json.decode(self._commit_path.read_bytes(), type=_Commit)
+            self._commit = _read_commit(self._commit_path)
         self._roll_forward()
         if strays:
             committed = {tmp_name for tmp_name, _ in self._commit.pending}

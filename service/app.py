@@ -37,6 +37,10 @@ PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _log = structlog.get_logger("querylog.api")
 
 
+_PROJECTOR_REFUSED: Final = (
+    "the projections' process (querylog project) cannot start and is not restarted: a setting, checkpoint or "
+    "commit record it cannot use; its error is in this server's log (`querylog project --once` shows it too)"
+)
 #: A 422 echoes what it refused, each string cut to this many characters: an oversized question is named, not
 #: sent back whole.
 ECHO_MAX_CHARS: Final = 200
@@ -284,12 +288,14 @@ def create_app(
         reasons = degraded_reasons(
             write_error=rt.log.write_error, log=retention, projections=snapshots, now=now, started_at=started_at
         )
-        if reasons:  # still 200: the API answers; the pipeline needs a look (docs/api.md, docs/reliability.md)
-            body["status"] = "degraded"
-            body["reasons"] = reasons
         child = rt.projector_process
         if child is not None:  # QUERYLOG_PROJECTIONS=process: the elected projections run in this child
             body["projector_process"] = {"pid": child.pid, "running": child.running, "restarts": child.restarts}
+            if child.refused:
+                reasons.insert(0, _PROJECTOR_REFUSED)
+        if reasons:  # still 200: the API answers; the pipeline needs a look (docs/api.md, docs/reliability.md)
+            body["status"] = "degraded"
+            body["reasons"] = reasons
         return body
 
     @app.get(

@@ -251,6 +251,29 @@ def test_output_cut_short_by_the_reader_ends_without_a_traceback(tmp_path: Path)
     assert "Traceback" not in err
 
 
+def test_one_large_write_cut_short_by_the_reader_exits_141(tmp_path: Path) -> None:
+    """`querylog sql … --format csv | head -1` exited 0: Python's stdout took the write the closed pipe cut short
+    for done and dropped the rest without an error, so a script could not tell the output was cut."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "QUERYLOG_HOME": str(tmp_path / "home")}
+    sql = "select range from range(2000000)"  # one write of 14 MB: far more than a pipe holds
+    with subprocess.Popen(
+        [sys.executable, "-m", "querylog", "sql", sql, "--format", "csv"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline() == b"range\n"
+        proc.stdout.close()  # as `head -1` does
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     "command",
     [

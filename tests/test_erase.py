@@ -364,6 +364,16 @@ def test_one_erase_at_a_time_a_damaged_record_is_named_and_a_retired_loki_can_be
     err = capsys.readouterr().err
     assert f"{s.state_dir / IN_PROGRESS} is damaged" in err and "erase them again by hand" in err
     (s.state_dir / IN_PROGRESS).unlink()
+    # A damaged list of Loki requests left to file was a traceback after the log and the lake were erased.
+    pending = s.state_dir / "loki-deletes-pending.jsonl"
+    pending.write_text('"{event=~\\"query_.*\\"} | user_id=\\"bob\\""\ngarbage\n')
+    logged = b"".join(p.read_bytes() for p in s.log_dir.glob("*.jsonl"))
+    assert main(["erase", "--user-id", "alice"]) == 1
+    err = capsys.readouterr().err
+    assert f"{pending} is damaged" in err and "docs/privacy.md" in err and "Traceback" not in err
+    assert b"".join(p.read_bytes() for p in s.log_dir.glob("*.jsonl")) == logged  # nothing touched yet
+    assert not (s.state_dir / IN_PROGRESS).exists()
+    pending.unlink()
     CheckpointFile(s.loki_checkpoint_path).save({"segment": 1})  # it shipped to a Loki, since retired
     assert main(["erase", "--user-id", "alice", "--skip-loki"]) == 0
     out = capsys.readouterr().out

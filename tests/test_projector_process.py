@@ -295,7 +295,9 @@ def test_a_one_off_run_offers_a_failed_batch_again_after_its_backoff(tmp_path: P
     with EventLog(tmp_path / "log") as log:
         _queries(log, 5)
     sink = _Refusing(2).open()
-    projector = Projector(LogReader(tmp_path / "log"), sink, retry=RetryPolicy(min_backoff_s=0.001, max_backoff_s=0.002))
+    projector = Projector(
+        LogReader(tmp_path / "log"), sink, retry=RetryPolicy(min_backoff_s=0.001, max_backoff_s=0.002)
+    )
     assert run_projections({"memory": projector}, settings, stop=threading.Event(), once=True) == 10
     assert len(sink.events) == 10 and sink.telemetry.snapshot().retries == 2
 
@@ -308,7 +310,9 @@ def test_a_one_off_run_gives_up_after_its_attempts_and_keeps_the_log(
     with EventLog(tmp_path / "log") as log:
         _queries(log, 5)
     sink = _Refusing(10).open()
-    projector = Projector(LogReader(tmp_path / "log"), sink, retry=RetryPolicy(min_backoff_s=0.001, max_backoff_s=0.002))
+    projector = Projector(
+        LogReader(tmp_path / "log"), sink, retry=RetryPolicy(min_backoff_s=0.001, max_backoff_s=0.002)
+    )
     with pytest.raises(SinkError, match="3 failed writes of one batch in a row"):
         run_projections({"memory": projector}, settings, stop=threading.Event(), once=True)
     assert sink.events == [] and sink.failures_left == 7
@@ -320,7 +324,9 @@ def test_a_one_off_run_asked_to_stop_ends_its_backoff_at_once(tmp_path: Path) ->
         _queries(log, 5)
     stop = threading.Event()
     sink = _Refusing(10, on_failure=stop.set).open()  # Ctrl-C while the batch fails: no hour-long wait follows
-    projector = Projector(LogReader(tmp_path / "log"), sink, retry=RetryPolicy(min_backoff_s=3600.0, max_backoff_s=3600.0))
+    projector = Projector(
+        LogReader(tmp_path / "log"), sink, retry=RetryPolicy(min_backoff_s=3600.0, max_backoff_s=3600.0)
+    )
     assert run_projections({"memory": projector}, settings, stop=stop, once=True, drain_timeout_s=0.1) == 0
     assert sink.failures_left == 9
 
@@ -397,3 +403,33 @@ def test_a_child_that_refuses_its_settings_is_not_restarted(tmp_path: Path) -> N
     child._watcher.join(timeout=30)
     assert not child._watcher.is_alive() and child.restarts == 0 and not child.running
     child.stop()
+
+
+def test_an_unreadable_lake_commit_record_is_named_and_the_api_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A damaged `lake/_querylog/parquet-commit.json`: `project --once` and `erase` ended in a traceback, the child of
+    `serve` exited with one, /healthz said ok and /metrics answered 500 (the log's trimming read the record too)."""
+    from fastapi.testclient import TestClient
+
+    from querylog.service.app import create_app
+
+    home = tmp_path / "home"
+    with EventLog(home / "log") as log:
+        _queries(log, 2)
+    commit = home / "lake" / "_querylog" / "parquet-commit.json"
+    commit.parent.mkdir(parents=True)
+    commit.write_text("xx")
+    named = f"the lake's commit record {commit} is unreadable"
+    for command in (["project", "--once"], ["erase", "--session-id", "s-1", "--skip-loki", "--wait", "0"]):
+        assert main(["--home", str(home), *command]) == 2
+        err = capsys.readouterr().err
+        assert named in err and "querylog replay parquet" in err and "Traceback" not in err
+    settings = Settings(home=home, stdout_events=False, projections="process")
+    with TestClient(create_app(settings, environ={})) as client:
+        child = client.app.state.querylog.projector_process  # type: ignore[attr-defined]
+        assert _wait_for(lambda: child.refused)
+        health = client.get("/healthz").json()
+        assert health["status"] == "degraded" and "cannot start and is not restarted" in health["reasons"][0]
+        assert client.get("/metrics").status_code == 200
+        assert client.post("/v1/chat", json={"query": "네이버 주가 전망은?"}).status_code == 200

@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import io
 import os
 import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from querylog import __version__
 from querylog.commands import COMMANDS
 from querylog.config import ConfigError, Settings, describe_settings
+from querylog.logging.projection import SinkError, SinkSendError
 
 __all__ = ["build_parser", "main"]
 
@@ -88,7 +91,50 @@ def home_problem(home: Path, *, create: bool, write: bool = True) -> str | None:
     return None
 
 
+class _WholeWrites(io.RawIOBase):
+    """A file descriptor whose every write is written whole or raises. Python's stdout takes a write that a signal
+    cut short (the reader of a pipe gone mid-write: ``| head``) for done, drops the rest and exits 0, as if all
+    was read; written whole, the next write raises `BrokenPipeError`, which `main` turns into 141."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def write(self, data: Any) -> int:
+        with memoryview(data) as view, view.cast("B") as octets:
+            done = 0
+            while done < len(octets):
+                done += os.write(self._fd, octets[done:])
+        return done
+
+
+def _whole_stdout() -> None:
+    """The process's stdout written whole (`_WholeWrites`), with its encoding and buffering."""
+    out = sys.__stdout__
+    if out is None or sys.stdout is not out:  # replaced already (captured, redirected by a caller)
+        return
+    try:
+        fd = out.fileno()
+    except (OSError, ValueError):
+        return
+    out.flush()
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(_WholeWrites(fd)),
+        encoding=out.encoding,
+        errors=out.errors,
+        line_buffering=out.line_buffering,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the command itself, not a caller's in-process use
+        _whole_stdout()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -122,9 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     try:
         code: int = args.run(args, settings)
+        sys.stdout.flush()  # here, where a reader gone is caught, not in the interpreter's last flush
     except ConfigError as exc:  # a setting read where it is used (QUERYLOG_LLM_*, LANGFUSE_*)
         print(f"querylog: configuration error: {exc}", file=sys.stderr)
         return 2
+    except SinkError as exc:  # a checkpoint or commit record it cannot read (a server out of reach: SinkSendError)
+        print(f"querylog {args.command}: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, SinkSendError) else 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # the reader went away (`| head`): what it wanted was written; no traceback

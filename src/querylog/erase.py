@@ -294,15 +294,33 @@ def _begin(settings: Settings, subjects: Subjects) -> None:
 LOKI_PENDING: Final = "loki-deletes-pending.jsonl"
 
 
+def _pending_loki(settings: Settings) -> list[str]:
+    """The delete requests earlier erasures could not file (`LOKI_PENDING`); `ErasureError` naming the file when it
+    is damaged: its requests are the only record of what Loki still holds of subjects erased elsewhere."""
+    path = settings.state_dir / LOKI_PENDING
+    requests: list[object] = []
+    try:
+        requests = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        damaged = not all(isinstance(r, str) for r in requests)
+    except FileNotFoundError:
+        return []
+    except ValueError:  # not JSON, not UTF-8
+        damaged = True
+    if damaged:
+        raise ErasureError(
+            f"{path} is damaged: it holds one JSON string a line, the Loki delete requests of earlier erasures that "
+            "Loki did not take; file the readable ones by hand (docs/privacy.md says how), delete the file, then "
+            "erase again"
+        )
+    return [str(r) for r in requests]
+
+
 def _file_in_loki(settings: Settings, requests: Sequence[str], receipt: ErasureReceipt) -> None:
     """File the requests an earlier erasure left, then `requests`; keep what Loki did not take for the next run.
     Without a Loki URL here, keep them all: this home has shipped to Loki (its checkpoint is there), so Loki holds
     the subjects' lines."""
     path = settings.state_dir / LOKI_PENDING
-    try:
-        earlier = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except FileNotFoundError:
-        earlier = []
+    earlier = _pending_loki(settings)
     todo = list(dict.fromkeys([*earlier, *requests]))  # each once, the oldest first
     if settings.loki_url:
         sent, receipt.loki_error = _delete_in_loki(settings, todo)
@@ -378,6 +396,8 @@ def _erase(
     if not subjects:
         raise ValueError("name at least one subject: --user-id, --session-id or --query-id")
     earlier = _resume(settings)
+    if not skip_loki:
+        _pending_loki(settings)  # damaged: said now, before the log and the lake are touched
     receipt.resumed = resumed = earlier is not None
     if earlier is not None:
         progress("finishing an erasure a run before this one left half done (it was stopped)")

@@ -80,9 +80,12 @@ def _checkpoint(path: Path) -> dict[str, int] | None:
 def log_holders(settings: Settings) -> list[Holder]:
     """The durable projections of this configuration and how far each has committed. A projection that has never
     committed holds the whole log."""
-    commit = ParquetSink.committed_checkpoint(settings.lake_dir) if settings.lake_dir.exists() else {}
     has_commit = (settings.lake_dir / "_querylog" / "parquet-commit.json").exists()
-    holders = [Holder("parquet", commit if has_commit else None)]
+    try:
+        commit = ParquetSink.committed_checkpoint(settings.lake_dir) if has_commit else None
+    except SinkError:
+        commit = None  # unreadable: it holds the whole log until the lake is rebuilt (the projection says why)
+    holders = [Holder("parquet", commit)]
     if settings.loki_url:
         holders.append(Holder("loki", _checkpoint(settings.loki_checkpoint_path)))
     if settings.stdout_events:

@@ -213,6 +213,8 @@ class ProjectorProcess:
             *("--nice", str(niceness), "--drain-timeout", str(drain_timeout_s)),
         ]
         self.restarts = 0
+        #: The child exited 2 (a setting, checkpoint or commit record it cannot use) and is not started again.
+        self.refused = False
         self._proc: subprocess.Popen[bytes] | None = None
         self._signalled: int | None = None  # the pid `request_stop` sent SIGTERM to
         self._stopping = threading.Event()
@@ -283,6 +285,7 @@ class ProjectorProcess:
                 return
             if code == 2:  # a setting it cannot use: starting it again would fail the same way
                 _log.error("projector_process_refused_its_settings", pid=proc.pid, code=code)
+                self.refused = True
                 return
             _log.error("projector_process_exited", pid=proc.pid, code=code, restart_in_s=backoff)
             if self._stopping.wait(backoff):

@@ -84,7 +84,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if child:
         watch_parent(int(parent), stop)
     reader = LogReader(settings.log_dir)
-    projectors = elected_projectors(settings, reader)
+    try:
+        projectors = elected_projectors(settings, reader)
+    except SinkError as exc:  # a checkpoint or commit record it cannot read: running again would fail the same way
+        print(f"querylog project: a projection cannot start: {exc}", file=err)
+        return 2
     if args.metrics:
         projection = metrics_projection(settings)
         projectors["metrics"] = metrics_projector(settings, reader, projection, elected=True, publish=True)
