@@ -447,3 +447,19 @@ def test_sql_writes_nested_wide_integers_and_map_keys_as_json(
     else:
         row = next(csv.DictReader(io.StringIO(out)))
         assert {k: json.loads(v) for k, v in row.items()} == {"l": [str(big)], "s": {"a": str(big)}, "m": {"1": 2}}
+
+
+def test_a_damaged_lake_file_is_named_not_a_traceback(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A Parquet file cut short (a disk, a copy gone wrong) ended `sql`, `reconcile` and `erase` in a traceback of
+    DuckDB's or Arrow's, which did not always say which file."""
+    (part,) = (home / "lake" / "events").rglob("*.parquet")
+    part.write_bytes(part.read_bytes()[:500])
+    for command in (
+        ["sql", "select count(*) from events"],
+        ["reconcile"],
+        ["erase", "--user-id", "u-1", "--wait", "0"],
+    ):
+        assert main(command) == 2, command
+        err = capsys.readouterr().err
+        assert f"a lake file cannot be read ({part})" in err and "querylog replay parquet" in err, command
+        assert "Traceback" not in err

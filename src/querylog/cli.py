@@ -11,7 +11,7 @@ import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from querylog import __version__
 from querylog.commands import COMMANDS
@@ -180,7 +180,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`| head`): what it wanted was written; no traceback
         _silence_stdout()
         return 141  # 128 + SIGPIPE, as a shell reports a command cut off by a closed pipe
+    except Exception as exc:
+        if not _unreadable_file(exc):
+            raise
+        first = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
+        damaged = _damaged_parquet(settings.lake_dir)
+        named = f" ({', '.join(map(str, damaged[:3]))}{', …' if len(damaged) > 3 else ''})" if damaged else ""
+        print(
+            f"querylog {args.command}: a lake file cannot be read{named}: {first}; a damaged one is left by a disk or "
+            "a copy gone wrong: move it away, or rebuild the lake from the log with `querylog replay parquet`",
+            file=sys.stderr,
+        )
+        return 2
     return code
+
+
+#: What DuckDB and Arrow raise for a file that is not what it says (a Parquet file cut short, or not Parquet).
+_UNREADABLE_FILE_ERRORS: Final = {
+    ("_duckdb", "InvalidInputException"),
+    ("_duckdb", "IOException"),
+    ("pyarrow.lib", "ArrowInvalid"),
+}
+
+
+def _unreadable_file(exc: Exception) -> bool:
+    return (type(exc).__module__, type(exc).__name__) in _UNREADABLE_FILE_ERRORS
+
+
+def _damaged_parquet(lake_dir: Path) -> list[Path]:
+    """The lake's Parquet files that do not end as Parquet does (``PAR1``): cut short, or something else."""
+    damaged = []
+    for path in sorted((lake_dir / "events").glob("date=*/hour=*/*.parquet")):
+        try:
+            with path.open("rb") as fh:
+                fh.seek(-4, os.SEEK_END)
+                ok = fh.read(4) == b"PAR1"
+        except OSError:  # shorter than 4 bytes, or unreadable
+            ok = False
+        if not ok:
+            damaged.append(path)
+    return damaged
 
 
 def _silence_stdout() -> None:
