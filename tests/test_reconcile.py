@@ -221,6 +221,9 @@ def test_a_metrics_url_that_is_not_a_metrics_page_is_a_sentence(
     assert "is not a Prometheus /metrics page" in capsys.readouterr().err
     assert main(["reconcile", "--metrics-url", "notaurl"]) == 2
     assert "must be an http(s) URL" in capsys.readouterr().err
+    # --since with --metrics-url left the metrics out without a word, while docs/loki.md advised the pair.
+    main(["reconcile", "--since", "1h", "--metrics-url", "http://127.0.0.1:9/metrics"])
+    assert "--since leaves out the metrics" in capsys.readouterr().err
 
 
 def test_once_the_log_is_trimmed_the_stores_are_compared_from_where_the_log_holds_everything(

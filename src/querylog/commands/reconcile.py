@@ -47,6 +47,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    if since is not None and args.metrics_url:
+        print(
+            "querylog reconcile: --since leaves out the metrics: their counters are totals since the start, not counts "
+            "of a window; compare them without --since",
+            file=sys.stderr,
+        )
     metrics_text = None
     loki = None
     max_age_s = None
