@@ -730,8 +730,9 @@ class MetricsProjection:
             f.sink_retries.add_metric([s.sink], s.retries)
             for stage, n in sorted(s.errors.items()):
                 f.sink_errors.add_metric([s.sink, stage], n)
-            f.sink_lag_events.add_metric([s.sink], s.lag_events)
-            f.sink_lag_seconds.add_metric([s.sink], s.lag_seconds)
+            if s.lag_known:  # else unknown, which 0 would misstate ("0 behind")
+                f.sink_lag_events.add_metric([s.sink], s.lag_events)
+                f.sink_lag_seconds.add_metric([s.sink], s.lag_seconds)
             f.sink_batches.add_metric([s.sink], s.batches)
             f.sink_batch_events.add_metric([s.sink], s.batch_events_total)
             f.sink_batch_bytes.add_metric([s.sink], s.batch_bytes_total)

@@ -39,6 +39,9 @@ class TelemetrySnapshot:
     reported_at: float = 0.0
     #: Batches (or events) a fast path declined and the careful path handled instead, by reason.
     fallbacks: dict[str, int] = field(default_factory=dict)
+    #: Whether the lag is known: False for a projection another process runs that has published nothing readable
+    #: (its lag is then no 0, but unknown: /metrics leaves the lag series out, /healthz says null).
+    lag_known: bool = True
 
 
 @dataclass
@@ -156,7 +159,7 @@ class FileTelemetry:
         try:
             data = self.path.read_bytes()
         except OSError:  # nothing published yet
-            return dataclasses.replace(SinkTelemetry(self.sink).snapshot(), reported_at=self._since)
+            return dataclasses.replace(SinkTelemetry(self.sink).snapshot(), reported_at=self._since, lag_known=False)
         try:
             published = msgspec.json.decode(data, type=TelemetrySnapshot)
         except msgspec.DecodeError as exc:
@@ -165,7 +168,9 @@ class FileTelemetry:
             if not self._warned:
                 self._warned = True
                 _log.warning("telemetry_unreadable", sink=self.sink, path=str(self.path), error=str(exc))
-            return dataclasses.replace(SinkTelemetry(self.sink).snapshot(), reported_at=self._file_time())
+            return dataclasses.replace(
+                SinkTelemetry(self.sink).snapshot(), reported_at=self._file_time(), lag_known=False
+            )
         self._warned = False
         if published.reported_at <= 0:  # written before counters carried their time: the file's own
             return dataclasses.replace(published, reported_at=self._file_time())

@@ -264,8 +264,6 @@ def create_app(
         log = rt.log.telemetry.snapshot()
         now = time.time()
         snapshots = rt.projection_snapshots()
-        # Run by another process that has never published: how far behind they are, nobody has said (null, not 0).
-        unreported = {name for name, published in rt.published.items() if not published.path.exists()}
         body: dict[str, Any] = {
             "status": "ok",
             "version": __version__,
@@ -274,11 +272,12 @@ def create_app(
             "projections": {
                 name: {
                     "leading": leading,
-                    "lag_events": None if name in unreported else snap.lag_events,
+                    # Run by another process that has published nothing readable: nobody has said (null, not 0).
+                    "lag_events": snap.lag_events if snap.lag_known else None,
                     "sent": snap.sent,
                     # 0 for one this process runs; else since the process running it published its counters
                     "reported_s_ago": round(max(0.0, now - snap.reported_at), 1),
-                    "lag_seconds": None if name in unreported else round(snap.lag_seconds, 1),
+                    "lag_seconds": round(snap.lag_seconds, 1) if snap.lag_known else None,
                 }
                 for name, (leading, snap) in sorted(snapshots.items())
             },

@@ -90,11 +90,11 @@ def test_published_telemetry_reads_back_with_its_time_and_is_zero_before_the_fir
     telemetry.dropped("corrupt_line", 2)
     reader = FileTelemetry("parquet", tmp_path / "parquet.json", clock=lambda: 1_000.0)
     before = reader.snapshot()
-    assert _counters(before) == _counters(SinkTelemetry("parquet").snapshot())
+    assert _counters(before) == dataclasses.replace(_counters(SinkTelemetry("parquet").snapshot()), lag_known=False)
     assert before.reported_at == 1_000.0  # nothing published yet: as old as the reader (the API's start)
     write_snapshot(telemetry, tmp_path / "parquet.json")
     after = reader.snapshot()
-    assert _counters(after) == _counters(telemetry.snapshot())
+    assert _counters(after) == _counters(telemetry.snapshot()) and after.lag_known
     assert time.time() - 60 < after.reported_at <= time.time()  # when it was published
 
 
@@ -105,6 +105,7 @@ def test_an_unreadable_or_older_publication_is_dated_by_its_file(tmp_path: Path)
     os.utime(path, (2_000.0, 2_000.0))
     unreadable = reader.snapshot()
     assert unreadable.sent == 0 and unreadable.reported_at == 2_000.0  # its publisher is alive
+    assert not unreadable.lag_known  # its lag is not 0 but unknown
     older = {k: v for k, v in dataclasses.asdict(SinkTelemetry("loki").snapshot()).items() if k != "reported_at"}
     path.write_bytes(orjson.dumps({**older, "sent": 5}))  # written before counters carried their time
     os.utime(path, (3_000.0, 3_000.0))

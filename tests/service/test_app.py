@@ -119,14 +119,18 @@ def test_healthz_reports_the_log_and_projections(client: TestClient) -> None:
     assert {"parquet", "metrics"} <= set(body["projections"])
 
 
-def test_healthz_says_nobody_knows_the_lag_of_a_projection_no_process_has_run(tmp_path: Path) -> None:
+def test_healthz_and_metrics_say_nobody_knows_the_lag_of_a_projection_no_process_has_run(tmp_path: Path) -> None:
     """QUERYLOG_PROJECTIONS=none and no `querylog project`: the lake's projection was shown 0 events behind while
-    every event waited for it."""
+    every event waited for it (on /healthz, then still on /metrics, whose lag panels said "0 behind")."""
     settings = Settings(home=tmp_path / "home", env="test", stdout_events=False, projections="none")
     with TestClient(create_app(settings, environ={})) as none_mode:
         none_mode.post("/v1/chat", json={"query": "삼성전자"})
         parquet = none_mode.get("/healthz").json()["projections"]["parquet"]
+        metrics = none_mode.get("/metrics").text
     assert parquet["lag_events"] is None and parquet["lag_seconds"] is None and parquet["leading"] is False
+    assert 'querylog_sink_report_age_seconds{sink="parquet"}' in metrics  # the projection is listed
+    assert 'querylog_sink_lag_events{sink="parquet"}' not in metrics
+    assert 'querylog_sink_lag_seconds{sink="parquet"}' not in metrics
 
 
 def test_healthz_answers_head_for_uptime_probes(client: TestClient) -> None:
