@@ -161,7 +161,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt.start()
         try:
-            ingestor.seed(rt.reader)
+            ingestor.seed(rt.reader, rt.settings.lake_dir)
             yield
         finally:
             try:

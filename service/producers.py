@@ -12,6 +12,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any, Final
 
 import msgspec
@@ -272,6 +273,29 @@ def tail_event_ids(
     return newest_first
 
 
+#: Start-up reads at most this many of the lake's newest files for ids the trimmed log no longer holds.
+LAKE_SEED_MAX_FILES: Final = 256
+
+
+def lake_event_ids(lake_dir: Path, limit: int, *, besides: set[str], max_files: int = LAKE_SEED_MAX_FILES) -> list[str]:
+    """Up to `limit` event ids of the lake's newest files that are not in `besides` (the log's tail), oldest first:
+    after the log is trimmed (`QUERYLOG_LOG_RETENTION`), the lake still holds what it had. A file it cannot read is
+    passed over: the ids are a convenience, never a reason not to start."""
+    import pyarrow.parquet as pq
+
+    files = sorted((lake_dir / "events").glob("date=*/hour=*/*.parquet"), key=lambda p: p.parts[-3:], reverse=True)
+    newest_first: list[str] = []
+    for path in files[:max_files]:
+        try:
+            column = pq.read_table(path, columns=["event_id"]).column("event_id").to_pylist()
+        except (OSError, ValueError):  # gone meanwhile (compaction), or damaged (pyarrow's ArrowInvalid)
+            continue
+        newest_first += [i for i in reversed(column) if i and i not in besides]
+        if len(newest_first) >= limit:
+            break
+    return newest_first[:limit][::-1]
+
+
 # -- ingestion --------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class IngestResult:
@@ -384,9 +408,12 @@ class EventIngestor:
     def window(self) -> int:
         return self._recent.capacity
 
-    def seed(self, reader: LogReader) -> int:
-        """Re-learn recent event ids from the log's tail, so a retry straddling a restart still adds nothing."""
+    def seed(self, reader: LogReader, lake_dir: Path | None = None) -> int:
+        """Re-learn recent event ids from the log's tail, so a retry straddling a restart still adds nothing; and
+        from the lake's newest files (`lake_dir`) when the log holds fewer than the window (trimmed)."""
         ids = tail_event_ids(reader, self.window) if self.window else []
+        if lake_dir is not None and len(ids) < self.window:
+            ids = lake_event_ids(lake_dir, self.window - len(ids), besides=set(ids)) + ids
         with self._lock:
             self._recent.update(ids)
         return len(ids)

@@ -335,6 +335,18 @@ def test_the_dedup_window_survives_a_restart(settings: Settings) -> None:
         assert c.post("/v1/events", json={"events": _batch(4)}).json() == {"accepted": 0, "duplicates": 4}
 
 
+def test_the_dedup_window_survives_a_restart_after_the_log_was_trimmed(settings: Settings) -> None:
+    """With the log trimmed (`QUERYLOG_LOG_RETENTION=0s`), a batch sent again after a restart was appended again:
+    the window was re-learnt from the log alone. The lake still holds those events' ids."""
+    with _client(settings) as c:
+        assert c.post("/v1/events", json={"events": _batch(4)}).json() == {"accepted": 4, "duplicates": 0}
+    assert len(_logged(settings)) == 4  # and the lake has them: closing drained the projections
+    for segment in settings.log_dir.glob("*.jsonl"):
+        segment.unlink()  # as housekeeping trims a log every durable projection has
+    with _client(settings) as c:
+        assert c.post("/v1/events", json={"events": _batch(6)}).json() == {"accepted": 2, "duplicates": 4}
+
+
 def test_the_dedup_window_is_bounded(settings: Settings) -> None:
     small = dataclasses.replace(settings, ingest_dedup_window=3)
     with _client(small) as c:
