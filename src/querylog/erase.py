@@ -204,23 +204,62 @@ def _forget_in_snapshot(settings: Settings, queries: Iterable[str]) -> int:
     return forgotten
 
 
-def _loki_requests(subjects: Subjects, queries: Sequence[str]) -> list[str]:
+def _loki_requests(
+    subjects: Subjects, queries: Sequence[str], labels: Sequence[tuple[str, str]] | None = None
+) -> list[str]:
     """LogQL delete queries: one per user and session (two for an id Loki holds escaped: `metadata_forms`), and the
-    queries' ids in groups (ids are structured metadata, so they are filtered with label filters, not line filters).
-    They select querylog's streams by their ``event`` label, whatever the ``app`` and ``env`` labels of the process
-    that shipped them (an erase run from a shell without the server's QUERYLOG_ENV selected nothing)."""
-    selector = f"{{event=~{_logql_string('|'.join(EVENT_TYPES))}}}"
-    found = [
-        f"{selector} | {name}={_logql_string(form)}"
-        for name, ids in (("user_id", subjects.user_ids), ("session_id", subjects.session_ids))
-        for i in sorted(ids)
-        for form in metadata_forms(i)  # as Loki holds it
-    ]
+    queries' ids in groups (ids are structured metadata, so they are filtered with label filters, not line filters),
+    for each (``app``, ``env``) pair of `labels`: the streams this data directory shipped (`LOKI_LABELS`), whatever
+    settings the erase runs with, and no other deployment's that shares the Loki tenant. Without `labels` (a data
+    directory that shipped before they were noted), querylog's streams of every app and env, by their ``event``."""
+    events = f"event=~{_logql_string('|'.join(EVENT_TYPES))}"
+    selectors = (
+        [f"{{app={_logql_string(app)}, env={_logql_string(env)}, {events}}}" for app, env in labels]
+        if labels
+        else [f"{{{events}}}"]
+    )
     forms = [form for i in sorted(queries) for form in metadata_forms(i)]
-    for start in range(0, len(forms), 50):
-        group = "|".join(_RE2_SPECIAL.sub(r"\\\g<0>", f) for f in forms[start : start + 50])
-        found.append(f"{selector} | query_id=~{_logql_string(group)}")
+    groups = [
+        "|".join(_RE2_SPECIAL.sub(r"\\\g<0>", f) for f in forms[start : start + 50])
+        for start in range(0, len(forms), 50)
+    ]
+    found: list[str] = []
+    for selector in selectors:
+        found += [
+            f"{selector} | {name}={_logql_string(form)}"
+            for name, ids in (("user_id", subjects.user_ids), ("session_id", subjects.session_ids))
+            for i in sorted(ids)
+            for form in metadata_forms(i)  # as Loki holds it
+        ]
+        found += [f"{selector} | query_id=~{_logql_string(group)}" for group in groups]
     return found
+
+
+#: In the state directory: the (app, env) label pairs this data directory's events were shipped to Loki under
+#: (`note_loki_labels`), so that an erasure's delete requests select those streams and no other deployment's.
+LOKI_LABELS: Final = "loki-labels.json"
+
+
+def _loki_labels(settings: Settings) -> list[tuple[str, str]] | None:
+    """The label pairs noted in `LOKI_LABELS`; None when there is no such file, or it cannot be read."""
+    try:
+        pairs = json.loads((settings.state_dir / LOKI_LABELS).read_text(encoding="utf-8"))
+        return [(str(app), str(env)) for app, env in pairs]
+    except (OSError, ValueError, TypeError):  # missing; damaged: every app and env, rather than miss one
+        return None
+
+
+def note_loki_labels(settings: Settings) -> None:
+    """Add the Loki labels of `settings` to `LOKI_LABELS`, which keeps every pair shipped under: an erasure must
+    reach what earlier settings shipped too. A damaged file is left as it is (erasures then select every app)."""
+    path = settings.state_dir / LOKI_LABELS
+    pairs = _loki_labels(settings)
+    if pairs is None and path.exists():
+        return
+    pair = (settings.service, settings.env)
+    if pairs is None or pair not in pairs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(sorted([*(pairs or []), pair])).encode())
 
 
 #: What an RE2 pattern (Loki's ``=~``) would read as syntax outside a character class.
@@ -444,7 +483,7 @@ def _erase(
     receipt.metrics_open_queries = _forget_in_snapshot(settings, queries)
     shipped = settings.loki_checkpoint_path.exists() or (settings.state_dir / LOKI_PENDING).exists()
     if not skip_loki and (settings.loki_url or shipped):
-        _file_in_loki(settings, _loki_requests(kept, sorted(queries)), receipt)
+        _file_in_loki(settings, _loki_requests(kept, sorted(queries), _loki_labels(settings)), receipt)
     _audit(settings, receipt)
     # Every store is done (Loki's part kept, if not, in LOKI_PENDING).
     (settings.state_dir / IN_PROGRESS).unlink(missing_ok=True)

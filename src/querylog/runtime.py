@@ -288,6 +288,9 @@ def loki_sink(settings: Settings, *, live: bool = True, transport: httpx.BaseTra
     """The Loki sink `settings` describe. `live=False` (replay) keeps its checkpoint in memory only."""
     if settings.loki_url is None:
         raise ValueError("no Loki URL: set QUERYLOG_LOKI_URL (or LOKI_URL), e.g. http://127.0.0.1:3100")
+    from querylog.erase import note_loki_labels
+
+    note_loki_labels(settings)  # what an erasure's delete requests will select
     return LokiSink(
         settings.loki_url,
         app=settings.service,

@@ -157,15 +157,16 @@ def test_erase_files_delete_requests_loki_accepts(shipped: Shipped, tmp_path: Pa
     listed = shipped.client.get("/loki/api/v1/delete")
     assert listed.status_code == 200, listed.text
     queries = {r["query"] for r in listed.json()}
-    every_stream = '{event=~"' + "|".join(EVENT_TYPES) + '"}'  # whatever app and env shipped them
-    assert f'{every_stream} | user_id="erase-{shipped.env}"' in queries
-    assert f'{every_stream} | query_id=~"{q.query_id}"' in queries
+    # The streams this home shipped (its app and env), no other deployment's sharing the tenant.
+    these = f'{{app="{settings.service}", env="{shipped.env}", event=~"' + "|".join(EVENT_TYPES) + '"}'
+    assert f'{these} | user_id="erase-{shipped.env}"' in queries
+    assert f'{these} | query_id=~"{q.query_id}"' in queries
 
 
 def test_erase_requests_select_ids_that_loki_holds_escaped(shipped: Shipped, tmp_path: Path) -> None:
     """Loki keeps the JSON escapes of structured metadata pushed as JSON: an id with a quote, a backslash or a
     newline is held escaped. The erase's delete requests, run as queries, still find each subject's every line."""
-    from querylog.erase import _loki_requests
+    from querylog.erase import _loki_labels, _loki_requests
     from querylog.logging.erase import Subjects
 
     settings = Settings.from_env(overrides={"home": tmp_path / "home", "env": shipped.env, "stdout_events": False})
@@ -174,10 +175,13 @@ def test_erase_requests_select_ids_that_loki_holds_escaped(shipped: Shipped, tmp
         for user in odd:
             with runtime.tracker.query("지울 질문", user_id=user, session_id=user) as q:
                 q.classified("stock_analysis", 0.9)
+    labels = _loki_labels(settings)
+    assert labels == [(settings.service, shipped.env)]
     for user in odd:
         for subjects in (Subjects(user_ids=frozenset([user])), Subjects(session_ids=frozenset([user]))):
-            found = {line for query in _loki_requests(subjects, []) for _, line in _lines(shipped, query)}
-            assert len(found) == 3, (user, found)  # received, classified, completed
+            for noted in (labels, None):  # the streams this home shipped; every app's and env's
+                found = {line for query in _loki_requests(subjects, [], noted) for _, line in _lines(shipped, query)}
+                assert len(found) == 3, (user, noted, found)  # received, classified, completed
 
 
 class _AnswerLost(httpx.BaseTransport):
