@@ -60,6 +60,10 @@ def _covers(new: Checkpoint, old: Checkpoint, log_dir: Path | None) -> bool:
     return True
 
 
+#: The damaged snapshots (path, content hash) a warning has named already.
+_UNREADABLE_SAID: set[tuple[str, int]] = set()
+
+
 def load_snapshot(path: Path) -> MetricsSnapshot | None:
     try:
         data = path.read_bytes()
@@ -68,7 +72,10 @@ def load_snapshot(path: Path) -> MetricsSnapshot | None:
     try:
         snapshot = msgspec.json.decode(data, type=MetricsSnapshot)
     except msgspec.DecodeError as exc:
-        _log.warning("metrics_snapshot_unreadable", path=str(path), error=str(exc))
+        seen = (str(path), hash(data))  # read every housekeeping round: said once a damaged file
+        if seen not in _UNREADABLE_SAID:
+            _UNREADABLE_SAID.add(seen)
+            _log.warning("metrics_snapshot_unreadable", path=str(path), error=str(exc))
         return None
     return snapshot if snapshot.format == SNAPSHOT_FORMAT else None
 

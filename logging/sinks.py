@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, TextIO
 
@@ -158,9 +158,13 @@ class MetricsSink(Sink):
         snapshot_every_s: float = 30.0,
         exposition_path: Path | None = None,
         forget: ForgetList | None = None,
+        history: Callable[[], tuple[Checkpoint, Iterable[Sequence[AnyEvent]]] | None] | None = None,
     ) -> None:
         super().__init__()
         self.projection = projection
+        #: Without a usable snapshot, where the events the log no longer holds are (the lake, once the log is
+        #: trimmed): the log position they reach, and them, a batch at a time; None when the log holds them all.
+        self.history = history
         self.snapshot_path = snapshot_path
         #: The queries `querylog erase` removed while this fold runs: forgotten before each batch and snapshot.
         self.forget = forget
@@ -188,6 +192,7 @@ class MetricsSink(Sink):
             return
         snapshot = load_snapshot(self.snapshot_path)
         if snapshot is None:
+            self._restore_history()
             return
         mine = self.projection.config()
         if _without_prices(snapshot.config) != _without_prices(mine):
@@ -197,6 +202,7 @@ class MetricsSink(Sink):
                 reason="the namespace, buckets or staleness changed since it was written: folding the log again",
                 path=str(self.snapshot_path),
             )
+            self._restore_history()
             return
         if snapshot.config.get("prices") != mine.get("prices"):
             # Counters never go back: the cost counted so far keeps the prices it was counted with, and new
@@ -206,6 +212,27 @@ class MetricsSink(Sink):
         self._position = dict(snapshot.checkpoint)
         self.restored_events = sum(snapshot.state["events"].values())
         _log.info("metrics_snapshot_loaded", events=self.restored_events, written_at=snapshot.written_at)
+
+    def _restore_history(self) -> None:
+        """No snapshot to start from: fold what the log no longer holds from `history` (the lake), so that a
+        trimmed log does not start the counters from the events it still has. Counted and logged, once."""
+        found = self.history() if self.history is not None else None
+        if found is None:
+            return
+        checkpoint, batches = found
+        events = 0
+        for batch in batches:
+            self.projection.apply(batch)
+            events += len(batch)
+        self._position = dict(checkpoint)
+        self.restored_events = events
+        self.telemetry.fell_back("snapshot_missing_log_trimmed")
+        _log.warning(
+            "metrics_restored_from_lake",
+            events=events,
+            reason="no usable snapshot and the log was trimmed: the lake's events are folded, then the log from "
+            "where the lake reaches (days past the lake's retention are not counted)",
+        )
 
     def _forget_erased(self) -> None:
         """Forget the queries an erase listed since this fold last looked, and remember them for `KEEP_S`."""

@@ -174,3 +174,33 @@ def test_a_cap_trim_does_not_count_as_lost_what_the_running_metrics_fold_has_rea
         report = Housekeeper(settings, before_trim=fold.snapshot_if_moved).run_once()
     assert report is not None and len(report.trim.delete) == 2
     assert report.trim.forced == {}  # the fold had read both segments: nothing lost to it
+
+
+def test_an_unreadable_snapshot_after_a_trim_restarts_the_metrics_from_the_lake_not_from_zero(tmp_path: Path) -> None:
+    """With the log trimmed, a damaged metrics snapshot set every counter back to what the log still held (0): the
+    counters went back across a restart, which docs/reliability.md promises they never do."""
+    from querylog.runtime import metrics_projector
+
+    settings = Settings(home=tmp_path, stdout_events=False, log_retention="0s")
+    _write(settings, 4, writers=2)
+    _age(settings, 120)
+    _project(settings)
+    assert len(run_housekeeping(settings).trim.delete) == 2  # the log holds nothing now
+    _write(settings, 1)  # and then one more query, which the lake has not
+    settings.metrics_snapshot_path.write_text("{bad")
+
+    def received(projection: MetricsProjection) -> float:
+        (family,) = [
+            f for f in text_string_to_metric_families(projection.exposition().decode()) if f.name == "querylog_events"
+        ]
+        return sum(s.value for s in family.samples if s.labels.get("event_type") == "query_received")
+
+    projection = MetricsProjection()
+    projector = metrics_projector(settings, LogReader(settings.log_dir), projection, elected=False)
+    try:
+        projector.catch_up()
+        assert received(projection) == 2 * 4 + 1  # the lake's eight, then the log's one: each once
+        assert projector.sink.telemetry.snapshot().fallbacks == {"snapshot_missing_log_trimmed": 1}
+    finally:
+        projector.stop(drain_timeout_s=None)
+        projector.sink.close()

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import IO
 
 import httpx
 import structlog
 
 from querylog.config import Settings
-from querylog.housekeeping import Housekeeper, LogCollector
+from querylog.housekeeping import Housekeeper, LogCollector, load_totals
+from querylog.logging.events import AnyEvent
 from querylog.logging.forget import ForgetList
 from querylog.logging.loki import LokiOptions, LokiSink, TimeOrderedReader
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.metrics_snapshot import read_published_fold
 from querylog.logging.parquet import ParquetSink
-from querylog.logging.projection import CheckpointFile, Projector, Sink
+from querylog.logging.projection import CheckpointFile, Projector, Sink, SinkError
 from querylog.logging.redaction import Redactor
-from querylog.logging.segments import EventLog, LogReader
+from querylog.logging.segments import Checkpoint, EventLog, LogReader
 from querylog.logging.sinks import MetricsSink, StdoutSink, stdout_style
 from querylog.logging.structured import configure_structlog
 from querylog.logging.telemetry import FileTelemetry, TelemetrySnapshot
@@ -224,8 +225,24 @@ def metrics_projector(
         snapshot_every_s=s.metrics_snapshot_interval_s,
         exposition_path=s.metrics_exposition_path if publish else None,
         forget=ForgetList(s.metrics_forget_path),
+        history=lambda: trimmed_history(s),
     )
     return _projector(s, reader, sink.open(), interval_s=0.5, elected=elected)
+
+
+def trimmed_history(settings: Settings) -> tuple[Checkpoint, Iterable[Sequence[AnyEvent]]] | None:
+    """The events the log no longer holds, once housekeeping has trimmed it: the lake's, with the log position the
+    lake's commit reaches (a fold from them goes on from there). None when the log was never trimmed (it holds every
+    event) or the lake cannot say how far it reaches."""
+    from querylog.lake_events import lake_events
+
+    if load_totals(settings).trimmed_segments == 0:
+        return None
+    try:
+        checkpoint = ParquetSink.committed_checkpoint(settings.lake_dir)
+    except SinkError:
+        return None
+    return (checkpoint, lake_events(settings.lake_dir)) if checkpoint else None
 
 
 def snapshot_hook(projectors: dict[str, Projector]) -> Callable[[], object] | None:
