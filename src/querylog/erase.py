@@ -467,8 +467,10 @@ def _erase(
         # nothing blanked in the log there is none to wait for.
         if erased.events and not _wait_for_parquet(settings, position, wait_s):
             receipt.notes.append(
-                "the Parquet projection has not caught up with the log: run the same erase again once it has "
-                "(a batch it read before the log was blanked may still reach the lake)"
+                f"the Parquet projection has not caught up with the log within {wait_s:g} s: run the same erase "
+                "again once it has (a batch it read before the log was blanked may still reach the lake). It runs "
+                "in `querylog serve` or `querylog project`; if neither runs (QUERYLOG_PROJECTIONS=none), "
+                "`querylog project --once` catches it up"
             )
         more, more_hours, left = _erase_lake(settings.lake_dir, everyone, progress)
         receipt.lake_events, receipt.lake_hours = events + more, hours + more_hours
