@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import io
 import os
+import select
 import stat
 import sys
 from collections.abc import Sequence
@@ -106,11 +107,17 @@ class _WholeWrites(io.RawIOBase):
     def fileno(self) -> int:
         return self._fd
 
+    def isatty(self) -> bool:  # the stdout echo is a line per query on a terminal, JSON lines elsewhere
+        return os.isatty(self._fd)
+
     def write(self, data: Any) -> int:
         with memoryview(data) as view, view.cast("B") as octets:
             done = 0
             while done < len(octets):
-                done += os.write(self._fd, octets[done:])
+                try:
+                    done += os.write(self._fd, octets[done:])
+                except BlockingIOError:  # a non-blocking descriptor (set so by the reader's side): wait, go on
+                    select.select([], [self._fd], [])
         return done
 
 
