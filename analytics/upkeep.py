@@ -685,11 +685,20 @@ _RETAINED_FROM: Final = Path("_querylog") / "retained-from.json"
 def retained_from(lake_dir: Path | str) -> datetime | None:
     """The time from which the lake holds every event it was given: the last retention's boundary (None if no day
     was ever dropped)."""
+    path = Path(lake_dir) / _RETAINED_FROM
     try:
-        raw = (Path(lake_dir) / _RETAINED_FROM).read_bytes()
+        return msgspec.json.decode(path.read_bytes(), type=_RetainedFrom).from_
     except FileNotFoundError:
         return None
-    return msgspec.json.decode(raw, type=dict[str, datetime])["from"]
+    except (OSError, msgspec.DecodeError) as exc:  # a directory, garbage, another shape
+        raise UpkeepError(
+            f"{path} is damaged ({exc}): it holds the time before which retention dropped the lake's days, as "
+            '{"from": "2026-11-01T00:00:00Z"}; write it so, or delete it if retention never dropped a day'
+        ) from exc
+
+
+class _RetainedFrom(msgspec.Struct):
+    from_: datetime = msgspec.field(name="from")
 
 
 # -- the search index, kept in step with the lake --------------------------------------------------------

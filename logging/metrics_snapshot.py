@@ -61,18 +61,16 @@ def _covers(new: Checkpoint, old: Checkpoint, log_dir: Path | None) -> bool:
 
 
 #: The damaged snapshots (path, content hash) a warning has named already.
-_UNREADABLE_SAID: set[tuple[str, int]] = set()
+_UNREADABLE_SAID: set[tuple[str, str]] = set()
 
 
 def load_snapshot(path: Path) -> MetricsSnapshot | None:
     try:
-        data = path.read_bytes()
+        snapshot = msgspec.json.decode(path.read_bytes(), type=MetricsSnapshot)
     except FileNotFoundError:
         return None
-    try:
-        snapshot = msgspec.json.decode(data, type=MetricsSnapshot)
-    except msgspec.DecodeError as exc:
-        seen = (str(path), hash(data))  # read every housekeeping round: said once a damaged file
+    except (OSError, msgspec.DecodeError) as exc:  # damaged, or a directory where the file should be
+        seen = (str(path), str(exc))  # read every housekeeping round: a damaged file is named once
         if seen not in _UNREADABLE_SAID:
             _UNREADABLE_SAID.add(seen)
             _log.warning("metrics_snapshot_unreadable", path=str(path), error=str(exc))
@@ -123,6 +121,9 @@ def read_published_fold(path: Path) -> bytes | None:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
+        return None
+    except OSError as exc:  # a directory where the file should be: nothing published there
+        _log.warning("metrics_fold_unreadable", path=str(path), error=str(exc))
         return None
     if data.startswith(_COVERS):
         data = data[data.find(b"\n") + 1 :]

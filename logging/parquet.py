@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 import pyarrow as pa
@@ -66,7 +66,8 @@ _COMMIT_FILE: Final = "parquet-commit.json"
 
 
 class _Commit(msgspec.Struct):
-    checkpoint: dict[str, int] = {}
+    # Required when read: a record without its position (``{}``) would project the whole log into the lake again.
+    checkpoint: dict[str, Annotated[int, msgspec.Meta(ge=0)]]
     pending: list[tuple[str, str]] = []
 
 
@@ -74,7 +75,7 @@ def _read_commit(path: Path) -> _Commit:
     """The lake's commit record; `SinkError` naming it and the way out when it cannot be read."""
     try:
         return msgspec.json.decode(path.read_bytes(), type=_Commit)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, IsADirectoryError, NotADirectoryError) as exc:
         raise SinkError(
             f"the lake's commit record {path} is unreadable ({exc}): `querylog replay parquet` rebuilds the lake "
             "from the log"
@@ -304,7 +305,7 @@ class ParquetSink(Sink):
         self._tmp_dir = self._meta_dir / "tmp"
         self._commit_path = self._meta_dir / _COMMIT_FILE
         self.compression = compression
-        self._commit = _Commit()
+        self._commit = _Commit(checkpoint={})
 
     @staticmethod
     def committed_checkpoint(lake_dir: Path) -> Checkpoint:
@@ -325,6 +326,12 @@ class ParquetSink(Sink):
         (a standby, `project --once`), they are the leader's batch being written."""
         if self._commit_path.exists():
             self._commit = _read_commit(self._commit_path)
+        elif next(self.events_dir.glob("date=*/hour=*/*.parquet"), None) is not None:
+            raise SinkError(
+                f"the lake {self.lake_dir} holds files but no commit record ({self._commit_path}) to say which log "
+                "events they are: projecting the log into it again would write every event twice; `querylog replay "
+                "parquet` rebuilds the lake from the log"
+            )
         self._roll_forward()
         if strays:
             committed = {tmp_name for tmp_name, _ in self._commit.pending}

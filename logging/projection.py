@@ -204,11 +204,10 @@ class CheckpointFile:
     def load(self) -> Checkpoint:
         try:
             data = self.path.read_bytes()
+            return msgspec.json.decode(data, type=dict[str, int])
         except FileNotFoundError:
             return {}
-        try:
-            return msgspec.json.decode(data, type=dict[str, int])
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, IsADirectoryError, NotADirectoryError) as exc:
             raise SinkError(
                 f"checkpoint {self.path} is unreadable ({exc}); delete it to re-project from the start"
             ) from exc

@@ -8,6 +8,7 @@ import json
 import socket
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -463,3 +464,39 @@ def test_a_damaged_lake_file_is_named_not_a_traceback(home: Path, capsys: pytest
         err = capsys.readouterr().err
         assert f"a lake file cannot be read ({part})" in err and "querylog replay parquet" in err, command
         assert "Traceback" not in err
+
+
+_COMMIT = "lake/_querylog/parquet-commit.json"
+
+
+@pytest.mark.parametrize(
+    ("damage", "command", "said"),
+    [
+        # A record that says nothing was projected, with the lake full: the whole log went into it a second time.
+        (lambda h: (h / _COMMIT).write_text("{}"), ["project", "--once"], "is unreadable"),
+        (lambda h: (h / _COMMIT).unlink(), ["project", "--once"], "holds files but no commit record"),
+        (lambda h: (h / _COMMIT).write_text('{"checkpoint": {"x.jsonl": -5}}'), ["project", "--once"], ">= 0"),
+        # Files where directories belong, and the reverse: tracebacks (exit 1, which reconcile uses for "differs").
+        (lambda h: _replace_with_dir(h / _COMMIT), ["project", "--once"], "Is a directory"),
+        (lambda h: _replace_with_dir(h / "lake/_querylog/generation"), ["reconcile"], "is not what querylog keeps"),
+        (lambda h: (h / "state").mkdir() or (h / "state/locks").write_text("x"), ["project", "--once"], "keeps there"),
+        (lambda h: (h / "lake/_querylog/retained-from.json").write_text("x"), ["reconcile"], "is damaged"),
+        (lambda h: _replace_with_dir(h / "state/locks/service.lock"), ["serve", "--port", "1"], "lock file"),
+    ],
+)
+def test_a_damaged_record_or_a_file_out_of_place_is_named_exit_2_and_nothing_is_written(
+    home: Path, capsys: pytest.CaptureFixture[str], damage: Any, command: list[str], said: str
+) -> None:
+    (home / "lake" / "_querylog" / "generation").touch()
+    damage(home)
+    lake_before = sorted(p.name for p in (home / "lake" / "events").rglob("*.parquet"))
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err, err
+    assert sorted(p.name for p in (home / "lake" / "events").rglob("*.parquet")) == lake_before
+
+
+def _replace_with_dir(path: Path) -> None:
+    if path.is_file():
+        path.unlink()
+    path.mkdir(parents=True)

@@ -422,10 +422,13 @@ def test_an_unreadable_lake_commit_record_is_named_and_the_api_says_so(
     commit.parent.mkdir(parents=True)
     commit.write_text("xx")
     named = f"the lake's commit record {commit} is unreadable"
+    logged = b"".join(p.read_bytes() for p in sorted((home / "log").glob("*.jsonl")))
     for command in (["project", "--once"], ["erase", "--session-id", "s-1", "--skip-loki", "--wait", "0"]):
         assert main(["--home", str(home), *command]) == 2
         err = capsys.readouterr().err
         assert named in err and "querylog replay parquet" in err and "Traceback" not in err
+        # Said before anything changed: the erase had blanked the log, then stopped (its receipt and audit lost).
+        assert b"".join(p.read_bytes() for p in sorted((home / "log").glob("*.jsonl"))) == logged
     settings = Settings(home=home, stdout_events=False, projections="process")
     with TestClient(create_app(settings, environ={})) as client:
         child = client.app.state.querylog.projector_process  # type: ignore[attr-defined]

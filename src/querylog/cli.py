@@ -187,7 +187,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`| head`): what it wanted was written; no traceback
         _silence_stdout()
         return 141  # 128 + SIGPIPE, as a shell reports a command cut off by a closed pipe
+    except (IsADirectoryError, NotADirectoryError, FileExistsError) as exc:  # a file where a directory belongs
+        print(
+            f"querylog {args.command}: {exc.filename} is not what querylog keeps there ({exc.strerror}): move it "
+            "away (querylog makes it again), or choose another data directory with --home or QUERYLOG_HOME",
+            file=sys.stderr,
+        )
+        return 2
     except Exception as exc:
+        upkeep = sys.modules.get("querylog.analytics.upkeep")  # loaded if it raised: not imported to ask
+        if upkeep is not None and isinstance(exc, upkeep.UpkeepError):  # a lake's record it cannot read
+            print(f"querylog {args.command}: {exc}", file=sys.stderr)
+            return 2
         if not _unreadable_file(exc):
             raise
         first = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__

@@ -435,8 +435,11 @@ def _erase(
     if not subjects:
         raise ValueError("name at least one subject: --user-id, --session-id or --query-id")
     earlier = _resume(settings)
+    # Read once the log is blanked: damaged, they are said now (exit 2), before the log and the lake are touched.
     if not skip_loki:
-        _pending_loki(settings)  # damaged: said now, before the log and the lake are touched
+        _pending_loki(settings)
+    if settings.lake_dir.is_dir():
+        ParquetSink.committed_checkpoint(settings.lake_dir)
     receipt.resumed = resumed = earlier is not None
     if earlier is not None:
         progress("finishing an erasure a run before this one left half done (it was stopped)")

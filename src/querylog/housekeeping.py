@@ -64,7 +64,7 @@ def _totals_path(settings: Settings) -> Path:
 def load_totals(settings: Settings) -> HousekeepingTotals:
     try:
         return msgspec.json.decode(_totals_path(settings).read_bytes(), type=HousekeepingTotals)
-    except (FileNotFoundError, msgspec.DecodeError):
+    except (OSError, msgspec.DecodeError):  # none yet; damaged (a directory, garbage): counted afresh
         return HousekeepingTotals()
 
 

@@ -16,10 +16,10 @@ def add_parser(sub: Any) -> None:
         help="compare counts in the log, the lake, the metrics and Loki; exit 1 on any disagreement",
         description="Count events per type and finished queries per intent in the log (the truth), the Parquet "
         "lake, the Prometheus metrics (a running API's /metrics with --metrics-url, else a replay of the log) "
-        "and Loki (when LOKI_URL is set). Prints a table; exits 1 if any count differs. Loki is counted over the "
-        "window it can hold (7 days back at most, up to now); when the log holds events outside it, Loki is "
-        "compared with the log's counts over that window, in their own column. Let the projections catch up "
-        "first (a running API lags by about a second).",
+        "and Loki (when LOKI_URL is set). Prints a table; exits 1 if any count differs, or if log lines could not "
+        "be read as events. Loki is counted over the window it can hold (7 days back at most, up to now); when "
+        "the log holds events outside it, Loki is compared with the log's counts over that window, in their own "
+        "column. Let the projections catch up first (a running API lags by about a second).",
     )
     p.add_argument(
         "--since", help="only events since this time (90s, 30m, 12h, 7d, 2w, or an ISO date); leaves out metrics"
