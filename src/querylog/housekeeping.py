@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Annotated, Any
 
 import msgspec
 import structlog
@@ -54,7 +54,8 @@ class HousekeepingTotals(msgspec.Struct):
     runs: int = 0
     last_run: float = 0.0
     #: The newest last write (Unix seconds) of any segment trimmed: the log holds every event written after it.
-    trimmed_through: float = 0.0
+    #: Bounded (year 5138): a damaged value past it is refused with the file, not an OverflowError when dated.
+    trimmed_through: Annotated[float, msgspec.Meta(ge=0, le=1e11)] = 0.0
 
 
 def _totals_path(settings: Settings) -> Path:

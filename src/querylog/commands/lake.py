@@ -35,7 +35,11 @@ def add_parser(sub: Any) -> None:
         help="then delete remote lake files the local lake no longer has (after compaction or retention); "
         "readers may see those events twice between the upload and the delete",
     )
-    push.add_argument("--dry-run", action="store_true", help="show what would be uploaded or deleted, change nothing")
+    push.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show what would be uploaded or deleted, change nothing (the bucket is still listed, to compare)",
+    )
     push.add_argument("--json", action="store_true", help="print the report as JSON")
     push.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     push.set_defaults(run=run_push, home_use="read")
