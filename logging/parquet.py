@@ -75,7 +75,7 @@ def _read_commit(path: Path) -> _Commit:
     """The lake's commit record; `SinkError` naming it and the way out when it cannot be read."""
     try:
         return msgspec.json.decode(path.read_bytes(), type=_Commit)
-    except (msgspec.DecodeError, IsADirectoryError, NotADirectoryError) as exc:
+    except (msgspec.DecodeError, IsADirectoryError) as exc:
         raise SinkError(
             f"the lake's commit record {path} is unreadable ({exc}): `querylog replay parquet` rebuilds the lake "
             "from the log"

@@ -207,7 +207,7 @@ class CheckpointFile:
             return msgspec.json.decode(data, type=dict[str, int])
         except FileNotFoundError:
             return {}
-        except (msgspec.DecodeError, IsADirectoryError, NotADirectoryError) as exc:
+        except (msgspec.DecodeError, IsADirectoryError) as exc:
             raise SinkError(
                 f"checkpoint {self.path} is unreadable ({exc}); delete it to re-project from the start"
             ) from exc

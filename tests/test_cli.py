@@ -481,7 +481,7 @@ _COMMIT = "lake/_querylog/parquet-commit.json"
         (lambda h: _replace_with_dir(h / "lake/_querylog/generation"), ["reconcile"], "is not what querylog keeps"),
         (lambda h: (h / "state").mkdir() or (h / "state/locks").write_text("x"), ["project", "--once"], "keeps there"),
         (lambda h: (h / "lake/_querylog/retained-from.json").write_text("x"), ["reconcile"], "is damaged"),
-        (lambda h: _replace_with_dir(h / "state/locks/service.lock"), ["serve", "--port", "1"], "lock file"),
+        (lambda h: _replace_with_dir(h / "state/locks/service.lock"), ["serve", "--port", "PORT"], "lock file"),
     ],
 )
 def test_a_damaged_record_or_a_file_out_of_place_is_named_exit_2_and_nothing_is_written(
@@ -490,6 +490,7 @@ def test_a_damaged_record_or_a_file_out_of_place_is_named_exit_2_and_nothing_is_
     (home / "lake" / "_querylog" / "generation").touch()
     damage(home)
     lake_before = sorted(p.name for p in (home / "lake" / "events").rglob("*.parquet"))
+    command = [str(free_port()) if word == "PORT" else word for word in command]
     assert main(command) == 2
     err = capsys.readouterr().err
     assert said in err and "Traceback" not in err, err

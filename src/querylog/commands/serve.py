@@ -42,23 +42,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not 0 < args.port < 65536:
         print(f"querylog serve: --port must be 1-65535, got {args.port}", file=sys.stderr)
         return 2
-    lock = settings.service_lock_path  # taken at start-up, where a failure is a traceback in uvicorn's log
-    try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        lock.open("ab").close()
-    except OSError as exc:
-        print(
-            f"querylog serve: {exc.filename or lock} cannot be used as its lock file ({exc.strerror}): move it away, "
-            "or choose another data directory with --home or QUERYLOG_HOME",
-            file=sys.stderr,
-        )
-        return 2
     busy = port_unavailable(args.host, args.port)
     if busy is not None:
         why, code = busy
         hint = "choose another --port" if code == EXIT_PORT_TAKEN else "check --host and --port"
         print(f"querylog serve: cannot listen on {args.host}:{args.port}: {why} ({hint})", file=sys.stderr)
         return code
+    lock = settings.service_lock_path  # taken at start-up, where a failure is a traceback in uvicorn's log
+    if lock.is_dir():
+        print(
+            f"querylog serve: {lock} cannot be used as its lock file (a directory): move it away (it is made "
+            "again), or choose another data directory with --home or QUERYLOG_HOME",
+            file=sys.stderr,
+        )
+        return 2
     app = create_app(settings)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
