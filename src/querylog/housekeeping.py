@@ -54,7 +54,7 @@ class HousekeepingTotals(msgspec.Struct):
     runs: int = 0
     last_run: float = 0.0
     #: The newest last write (Unix seconds) of any segment trimmed: the log holds every event written after it.
-    #: Bounded (year 5138): a damaged value past it is refused with the file, not an OverflowError when dated.
+    #: Bounded (year 5138): a damaged value past it makes the file read as no totals, not an OverflowError later.
     trimmed_through: Annotated[float, msgspec.Meta(ge=0, le=1e11)] = 0.0
 
 
