@@ -60,8 +60,16 @@ def _covers(new: Checkpoint, old: Checkpoint, log_dir: Path | None) -> bool:
     return True
 
 
-#: The damaged snapshots (path, content hash) a warning has named already.
-_UNREADABLE_SAID: set[tuple[str, str]] = set()
+#: The unreadable files (what, path, error) a warning has named already.
+_UNREADABLE_SAID: set[tuple[str, str, str]] = set()
+
+
+def _unreadable(event: str, path: Path, exc: Exception) -> None:
+    """Say once that `path` cannot be read: it is read again every housekeeping round or scrape."""
+    seen = (event, str(path), str(exc))
+    if seen not in _UNREADABLE_SAID:
+        _UNREADABLE_SAID.add(seen)
+        _log.warning(event, path=str(path), error=str(exc))
 
 
 def load_snapshot(path: Path) -> MetricsSnapshot | None:
@@ -70,10 +78,7 @@ def load_snapshot(path: Path) -> MetricsSnapshot | None:
     except FileNotFoundError:
         return None
     except (OSError, msgspec.DecodeError) as exc:  # damaged, or a directory where the file should be
-        seen = (str(path), str(exc))  # read every housekeeping round: a damaged file is named once
-        if seen not in _UNREADABLE_SAID:
-            _UNREADABLE_SAID.add(seen)
-            _log.warning("metrics_snapshot_unreadable", path=str(path), error=str(exc))
+        _unreadable("metrics_snapshot_unreadable", path, exc)
         return None
     return snapshot if snapshot.format == SNAPSHOT_FORMAT else None
 
@@ -123,7 +128,7 @@ def read_published_fold(path: Path) -> bytes | None:
     except FileNotFoundError:
         return None
     except OSError as exc:  # a directory where the file should be: nothing published there
-        _log.warning("metrics_fold_unreadable", path=str(path), error=str(exc))
+        _unreadable("metrics_fold_unreadable", path, exc)
         return None
     if data.startswith(_COVERS):
         data = data[data.find(b"\n") + 1 :]

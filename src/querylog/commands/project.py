@@ -84,11 +84,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if child:
         watch_parent(int(parent), stop)
     reader = LogReader(settings.log_dir)
-    try:
-        projectors = elected_projectors(settings, reader)
-    except SinkError as exc:  # a checkpoint or commit record it cannot read: running again would fail the same way
-        print(f"querylog project: a projection cannot start: {exc}", file=err)
-        return 2
+    projectors = elected_projectors(settings, reader)  # a record it cannot read: SinkError, exit 2 (querylog.cli)
     if args.metrics:
         projection = metrics_projection(settings)
         projectors["metrics"] = metrics_projector(settings, reader, projection, elected=True, publish=True)
