@@ -30,6 +30,7 @@ __all__ = [
     "publish_fold",
     "published_checkpoint",
     "read_published_fold",
+    "say_unreadable",
     "snapshot_checkpoint",
     "write_snapshot",
 ]
@@ -64,8 +65,8 @@ def _covers(new: Checkpoint, old: Checkpoint, log_dir: Path | None) -> bool:
 _UNREADABLE_SAID: set[tuple[str, str, str]] = set()
 
 
-def _unreadable(event: str, path: Path, exc: Exception) -> None:
-    """Say once that `path` cannot be read: it is read again every housekeeping round or scrape."""
+def say_unreadable(event: str, path: Path, exc: Exception) -> None:
+    """Say once that `path` cannot be read (a state file read again every housekeeping round or scrape)."""
     seen = (event, str(path), str(exc))
     if seen not in _UNREADABLE_SAID:
         _UNREADABLE_SAID.add(seen)
@@ -78,7 +79,7 @@ def load_snapshot(path: Path) -> MetricsSnapshot | None:
     except FileNotFoundError:
         return None
     except (OSError, msgspec.DecodeError) as exc:  # damaged, or a directory where the file should be
-        _unreadable("metrics_snapshot_unreadable", path, exc)
+        say_unreadable("metrics_snapshot_unreadable", path, exc)
         return None
     return snapshot if snapshot.format == SNAPSHOT_FORMAT else None
 
@@ -128,7 +129,7 @@ def read_published_fold(path: Path) -> bytes | None:
     except FileNotFoundError:
         return None
     except OSError as exc:  # a directory where the file should be: nothing published there
-        _unreadable("metrics_fold_unreadable", path, exc)
+        say_unreadable("metrics_fold_unreadable", path, exc)
         return None
     if data.startswith(_COVERS):
         data = data[data.find(b"\n") + 1 :]

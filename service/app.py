@@ -297,6 +297,10 @@ def create_app(
             body["reasons"] = reasons
         return body
 
+    @app.head("/metrics", include_in_schema=False)  # a probe that the endpoint answers; no fold is rendered
+    def metrics_head() -> Response:
+        return Response(status_code=200, media_type=PROMETHEUS_CONTENT_TYPE)
+
     @app.get(
         "/metrics",
         tags=["ops"],

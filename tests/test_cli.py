@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import socket
 import unicodedata
 from pathlib import Path
@@ -317,6 +318,15 @@ def test_a_server_home_that_cannot_be_made_is_named_and_a_typo_leaves_no_directo
     assert not (tmp_path / "a").exists()
 
 
+def test_catching_up_a_home_without_a_log_says_so_and_makes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`project --once --home <typo>` made the directory, a lake and state in it, and said "0 events projected"."""
+    assert main(["--home", str(tmp_path / "typo"), "project", "--once"]) == 2
+    assert f"no event log under {tmp_path / 'typo'}: is --home" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()
+
+
 def test_home_is_taken_after_the_command_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """docs/explorer.md: `querylog ui --home X`; argparse refused it (only `querylog --home X ui` worked)."""
     assert main(["search", "네이버", "--home", str(tmp_path / "typo")]) == 1
@@ -334,7 +344,7 @@ def test_an_address_that_is_not_this_machines_is_a_usage_error_not_a_taken_port(
 def test_a_service_that_fails_to_start_is_not_reported_as_a_taken_port(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "state").write_text("")  # the home is fine; the service's state directory cannot be made
+    (tmp_path / "log" / "x.jsonl").mkdir(parents=True)  # the home is fine; the log cannot be opened
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -482,6 +492,10 @@ _COMMIT = "lake/_querylog/parquet-commit.json"
         (lambda h: (h / "state").mkdir() or (h / "state/locks").write_text("x"), ["project", "--once"], "keeps there"),
         (lambda h: (h / "lake/_querylog/retained-from.json").write_text("x"), ["reconcile"], "is damaged"),
         (lambda h: _replace_with_dir(h / "state/locks/service.lock"), ["serve", "--port", "PORT"], "lock file"),
+        # `serve` made these at start-up, inside uvicorn: a traceback and exit 1.
+        (lambda h: _replace_with_file(h / "state"), ["serve", "--port", "PORT"], "state must be a directory"),
+        (lambda h: _replace_with_file(h / "state/locks"), ["serve", "--port", "PORT"], "locks must be a directory"),
+        (lambda h: _replace_with_file(h / "log"), ["serve", "--port", "PORT"], "log must be a directory"),
     ],
 )
 def test_a_damaged_record_or_a_file_out_of_place_is_named_exit_2_and_nothing_is_written(
@@ -495,6 +509,13 @@ def test_a_damaged_record_or_a_file_out_of_place_is_named_exit_2_and_nothing_is_
     err = capsys.readouterr().err
     assert said in err and "Traceback" not in err, err
     assert sorted(p.name for p in (home / "lake" / "events").rglob("*.parquet")) == lake_before
+
+
+def _replace_with_file(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("x")
 
 
 def _replace_with_dir(path: Path) -> None:

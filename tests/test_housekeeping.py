@@ -204,3 +204,18 @@ def test_an_unreadable_snapshot_after_a_trim_restarts_the_metrics_from_the_lake_
     finally:
         projector.stop(drain_timeout_s=None)
         projector.sink.close()
+
+
+def test_damaged_totals_are_counted_afresh_and_said_once(tmp_path: Path) -> None:
+    """A damaged `state/housekeeping.json` read as no trim at all, without a word: the metrics fold and `replay
+    --from auto` then take a trimmed log for the whole history."""
+    from structlog.testing import capture_logs
+
+    settings = Settings(home=tmp_path, stdout_events=False)
+    settings.state_dir.mkdir(parents=True)
+    (settings.state_dir / "housekeeping.json").write_text('{"trimmed_segments": "x"}')
+    with capture_logs() as logs:
+        assert load_totals(settings).trimmed_segments == 0
+        assert load_totals(settings).trimmed_segments == 0
+    said = [e for e in logs if e["event"] == "housekeeping_totals_unreadable"]
+    assert len(said) == 1 and said[0]["path"].endswith("housekeeping.json")

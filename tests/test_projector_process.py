@@ -172,6 +172,7 @@ def test_project_hands_the_gil_over_often_while_its_projections_run(
         "querylog.projector_process.run_projections",
         lambda *a, **k: seen.append(("running at", sys.getswitchinterval())) or 0,
     )
+    (home / "log").mkdir()
     assert main(["project", "--once"]) == 0
     assert seen == [SWITCH_INTERVAL_S, ("running at", pytest.approx(SWITCH_INTERVAL_S)), before]
     assert sys.getswitchinterval() == pytest.approx(before)  # restored: a command run in-process leaves no trace

@@ -24,7 +24,7 @@ import structlog
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from querylog.config import Settings
-from querylog.logging.metrics_snapshot import snapshot_checkpoint
+from querylog.logging.metrics_snapshot import say_unreadable, snapshot_checkpoint
 from querylog.logging.parquet import ParquetSink
 from querylog.logging.projection import CheckpointFile, SinkError, atomic_write, try_lead
 from querylog.logging.trim import Holder, TrimPlan, plan_trim, segment_infos, trim_log
@@ -63,9 +63,13 @@ def _totals_path(settings: Settings) -> Path:
 
 
 def load_totals(settings: Settings) -> HousekeepingTotals:
+    path = _totals_path(settings)
     try:
-        return msgspec.json.decode(_totals_path(settings).read_bytes(), type=HousekeepingTotals)
-    except (OSError, msgspec.DecodeError):  # none yet; damaged (a directory, garbage): counted afresh
+        return msgspec.json.decode(path.read_bytes(), type=HousekeepingTotals)
+    except FileNotFoundError:  # none yet
+        return HousekeepingTotals()
+    except (OSError, msgspec.DecodeError) as exc:  # damaged (a directory, garbage): counted afresh, said once
+        say_unreadable("housekeeping_totals_unreadable", path, exc)
         return HousekeepingTotals()
 
 

@@ -133,8 +133,9 @@ def test_healthz_and_metrics_say_nobody_knows_the_lag_of_a_projection_no_process
     assert 'querylog_sink_lag_seconds{sink="parquet"}' not in metrics
 
 
-def test_healthz_answers_head_for_uptime_probes(client: TestClient) -> None:
-    resp = client.head("/healthz")
+@pytest.mark.parametrize("path", ["/healthz", "/metrics"])
+def test_ops_endpoints_answer_head_for_uptime_probes(client: TestClient, path: str) -> None:
+    resp = client.head(path)
     assert resp.status_code == 200 and resp.content == b""  # was 405, which a probe reads as down
 
 

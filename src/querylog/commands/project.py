@@ -67,6 +67,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.drain_timeout <= 0:
         print(f"querylog project: --drain-timeout must be > 0, got {args.drain_timeout}", file=err)
         return 2
+    if args.once and not settings.log_dir.is_dir():  # nothing to catch up with: a mistyped --home, made for nothing
+        print(f"querylog project: no event log under {settings.home}: is --home (QUERYLOG_HOME) right?", file=err)
+        return 2
     if args.nice:
         os.nice(args.nice)
     # Its own diagnostics on stderr, beside its progress lines: stdout carries the event echo alone (a child of

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
 import signal
@@ -48,11 +49,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         hint = "choose another --port" if code == EXIT_PORT_TAKEN else "check --host and --port"
         print(f"querylog serve: cannot listen on {args.host}:{args.port}: {why} ({hint})", file=sys.stderr)
         return code
-    lock = settings.service_lock_path  # taken at start-up, where a failure is a traceback in uvicorn's log
-    if lock.is_dir():
+    blocked = _blocked(settings)
+    if blocked is not None:
         print(
-            f"querylog serve: {lock} cannot be used as its lock file (a directory): move it away (it is made "
-            "again), or choose another data directory with --home or QUERYLOG_HOME",
+            f"querylog serve: {blocked}: move it away (it is made again), or choose another data directory with "
+            "--home or QUERYLOG_HOME",
             file=sys.stderr,
         )
         return 2
@@ -74,6 +75,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print("querylog serve: the service did not start (the error above says why)", file=sys.stderr)
         return 1
     return 0 if server.started or args.exit_after_demo else 1
+
+
+def _blocked(settings: Settings) -> str | None:
+    """What in the data directory stands where start-up makes a directory or takes its lock file (a failure there
+    would be a traceback in uvicorn's log); None if nothing does. The lake is checked with the projections."""
+    lock = settings.service_lock_path
+    if lock.is_dir():
+        return f"{lock} cannot be used as its lock file (a directory)"
+    for directory in (settings.log_dir, settings.state_dir, lock.parent, settings.loki_checkpoint_path.parent):
+        if os.path.lexists(directory) and not directory.is_dir():
+            return f"{directory} must be a directory and is not"
+    return None
 
 
 def _demo_then_guide(server: Any, args: argparse.Namespace, settings: Settings) -> None:
