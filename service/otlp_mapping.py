@@ -131,17 +131,21 @@ def _number(attrs: dict[str, Any], name: str) -> float | None:
         return math.nan
 
 
-def _int(attrs: dict[str, Any], *names: str) -> int | None:
+def _int(attrs: dict[str, Any], *names: str) -> int | float | None:
+    """The first of `names` there, as a count; None when none is there; NaN, which the event refuses (naming the
+    field), when it is there but no count (-5, 2.5, inf, "many", true): left out, the tokens would go unpriced
+    without a word."""
     for name in names:
         value = attrs.get(name)
-        if isinstance(value, bool):
+        if value is None:
             continue
-        if isinstance(value, int) and value >= 0:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
         if isinstance(value, float) and value.is_integer() and value >= 0:  # some SDKs send counts as doubles
             return int(value)
         if isinstance(value, str) and value.isdecimal():  # what int() reads: not "²", which isdigit() takes
             return int(value)
+        return math.nan
     return None
 
 
@@ -678,10 +682,10 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
     def model(a: dict[str, Any]) -> str | None:
         return _str(a, "gen_ai.request.model", "llm.model_name")
 
-    def tokens_in(a: dict[str, Any]) -> int | None:
+    def tokens_in(a: dict[str, Any]) -> int | float | None:
         return _int(a, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
 
-    def tokens_out(a: dict[str, Any]) -> int | None:
+    def tokens_out(a: dict[str, Any]) -> int | float | None:
         return _int(a, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
 
     def cost(a: dict[str, Any]) -> float | None:

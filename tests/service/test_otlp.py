@@ -6,6 +6,7 @@ import base64
 import dataclasses
 import gzip
 import json
+import math
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -776,16 +777,22 @@ def test_with_answers_not_captured_a_spans_answer_keeps_only_its_length(tmp_path
     assert b"SECRET" not in log and b'"answer_chars":13' in log
 
 
-def test_a_token_count_in_digits_int_cannot_read_is_left_out_not_the_query(client: TestClient, tmp_path: Path) -> None:
-    """ "²" and "①" pass str.isdigit() and fail int(): the whole query was refused as "span querylog could not read",
-    while "-3" was only left out."""
+@pytest.mark.parametrize("count", ["²", "①", -3, 2.5, math.inf, "many", True])
+def test_a_token_count_that_is_no_count_refuses_its_span_naming_the_field(
+    client: TestClient, tmp_path: Path, count: Any
+) -> None:
+    """A token count of -3, 2.5, inf or "many" was left out without a word (the tokens then went unpriced), and
+    "²" too, while 2**40 refused the span: each refuses it now, named in `partial_success`, as a confidence of 7
+    does. "²" and "①" pass str.isdigit() and fail int(): they once refused it as "span querylog could not read"."""
     tracer, keep = _kept_tracer()
     with tracer.start_as_current_span("chat") as llm:
-        llm.set_attributes({**_LLM, "gen_ai.usage.input_tokens": "²", "gen_ai.usage.output_tokens": "①"})
+        llm.set_attributes({**_LLM, "gen_ai.usage.input_tokens": count, "gen_ai.usage.output_tokens": 5})
+    with tracer.start_as_current_span("chat") as fine:
+        fine.set_attributes({**_LLM, "gen_ai.usage.input_tokens": "12", "gen_ai.usage.output_tokens": 5.0})
     partial, log = _export(client, tmp_path, keep.spans)
-    assert partial == {}
+    assert partial == {"rejectedSpans": "1", "errorMessage": "spans rejected: 1 invalid gen_ai_usage_input_tokens"}
     (response,) = [e for e in _logged(log) if e.event_type == "response_generated"]
-    assert (response.gen_ai_usage_input_tokens, response.gen_ai_usage_output_tokens) == (None, None)
+    assert (response.gen_ai_usage_input_tokens, response.gen_ai_usage_output_tokens) == (12, 5)
 
 
 class _Discard(SpanExporter):
