@@ -104,6 +104,9 @@ def shown_answer(text: str, limit: int = SHOWN_CHARS) -> str:
 
 #: The most of an answer a search result shows: the part around what matched.
 SNIPPET_CHARS: Final = 160
+#: The most of a question a search result shows (the part around what matched): one long question would fill the
+#: page, or widen it past the screen.
+QUESTION_CHARS: Final = 400
 
 
 def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
@@ -268,9 +271,13 @@ def _delta(
 def _sidebar(lq: LakeQueries, first: datetime, last: datetime) -> tuple[Filters, Bucket]:
     st.sidebar.header("Filters")
     shown_from = max(first.date(), last.date() - timedelta(days=DEFAULT_DAYS - 1))
-    picked = st.sidebar.date_input(
-        "Dates (UTC)", value=(shown_from, last.date()), min_value=first.date(), max_value=last.date(), key="dates"
-    )
+    offered = (shown_from, last.date())
+    # The dates follow the lake until the user picks some: a tab left open overnight shows the new day too.
+    if st.session_state.get("dates_offered") != offered:
+        if st.session_state.get("dates") in (None, st.session_state.get("dates_offered")):
+            st.session_state["dates"] = offered
+        st.session_state["dates_offered"] = offered
+    picked = st.sidebar.date_input("Dates (UTC)", min_value=first.date(), max_value=last.date(), key="dates")
     if shown_from > first.date():
         st.sidebar.caption(
             f"First shown: the last {DEFAULT_DAYS} days with data. The lake goes back to {first.date():%Y-%m-%d}."
@@ -533,14 +540,18 @@ def _question_results(lq: LakeQueries, search: LakeSearch, text: str, f: Filters
     st.session_state["search_hits"] = {g.query_ids[0]: g.query_text for g in groups if g.query_ids}
 
 
+#: A search result wraps anywhere: a question without spaces must not widen the page.
+_RESULT_STYLE: Final = "margin:.2rem 0;overflow-wrap:anywhere"
+
+
 def _question_html(rank: int, group: AskedQuestion, text: str) -> str:
     intents = html.escape(visible(", ".join(group.intents) or "–"))
     when = f"last {group.last_asked:%Y-%m-%d %H:%M}"
     if group.times_asked > 1:
         when += f", first {group.first_asked:%Y-%m-%d %H:%M}"
     return (
-        f"<div class='ql-question' style='margin:.2rem 0'><b>{rank}.</b> "
-        f"{highlight_html(group.query_text, text)} "
+        f"<div class='ql-question' style='{_RESULT_STYLE}'><b>{rank}.</b> "
+        f"{highlight_html(snippet(group.query_text, text, QUESTION_CHARS), text)} "
         f"<b style='color:#2b6cb0'>×{group.times_asked}</b> "
         f"<span style='color:#777;font-size:.85em'>· {intents} · {when} · score {group.score:g}"
         f"{_why(group.why)}</span>{_answer_html(group.answer, text)}</div>"
@@ -559,7 +570,8 @@ def _query_results(lq: LakeQueries, search: LakeSearch, text: str, f: Filters, a
     for rank, hit in enumerate(hits, 1):
         question = asked.get(hit.query_id, "") if answers else hit.query_text
         st.html(
-            f"<div class='ql-query' style='margin:.2rem 0'><b>{rank}.</b> {highlight_html(question, text)} "
+            f"<div class='ql-query' style='{_RESULT_STYLE}'><b>{rank}.</b> "
+            f"{highlight_html(snippet(question, text, QUESTION_CHARS), text)} "
             f"<span style='color:#777;font-size:.85em'>· {html.escape(visible(hit.intent or '–'))} · "
             f"{hit.ts:%Y-%m-%d %H:%M} · score {float(hit.score):g}{_why(hit.why)}</span>"
             f"{_answer_html(hit.query_text if answers else '', text)}</div>"
@@ -589,7 +601,7 @@ def _answer_html(answer: str, text: str) -> str:
     if not answer:
         return ""
     return (
-        "<div class='ql-answer' style='margin:.1rem 0 .3rem 1.6rem;color:#444;font-size:.9em'>"
+        "<div class='ql-answer' style='margin:.1rem 0 .3rem 1.6rem;color:#444;font-size:.9em;overflow-wrap:anywhere'>"
         f"↳ {highlight_html(snippet(answer, text), text)}</div>"
     )
 

@@ -26,6 +26,7 @@ from querylog.logging.segments import Checkpoint
 __all__ = [
     "SNAPSHOT_FORMAT",
     "MetricsSnapshot",
+    "covers",
     "load_snapshot",
     "publish_fold",
     "published_checkpoint",
@@ -51,7 +52,7 @@ class MetricsSnapshot(msgspec.Struct):
     written_at: float
 
 
-def _covers(new: Checkpoint, old: Checkpoint, log_dir: Path | None) -> bool:
+def covers(new: Checkpoint, old: Checkpoint, log_dir: Path | None) -> bool:
     """Whether `new` is at or past `old` in every segment that still exists."""
     for name, offset in old.items():
         if log_dir is not None and not (log_dir / name).exists():
@@ -97,7 +98,7 @@ def write_snapshot(path: Path, snapshot: MetricsSnapshot, *, log_dir: Path | Non
         if (
             current is not None
             and current.config == snapshot.config
-            and not _covers(snapshot.checkpoint, current.checkpoint, log_dir)
+            and not covers(snapshot.checkpoint, current.checkpoint, log_dir)
         ):
             return False
         atomic_write(path, msgspec.json.encode(snapshot))
@@ -115,7 +116,7 @@ def publish_fold(path: Path, exposition: bytes, checkpoint: Checkpoint, *, log_d
     the API serves ever goes back."""
     with _locked(path.parent / "locks" / "metrics-fold.lock"):
         current = published_checkpoint(path)
-        if current is not None and not _covers(checkpoint, current, log_dir):
+        if current is not None and not covers(checkpoint, current, log_dir):
             return False
         atomic_write(path, _COVERS + msgspec.json.encode(checkpoint) + b"\n" + exposition)
         return True

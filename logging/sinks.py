@@ -21,6 +21,7 @@ from querylog.logging.metrics import MetricsProjection
 from querylog.logging.metrics_snapshot import (
     SNAPSHOT_FORMAT,
     MetricsSnapshot,
+    covers,
     load_snapshot,
     publish_fold,
     write_snapshot,
@@ -208,10 +209,30 @@ class MetricsSink(Sink):
             # Counters never go back: the cost counted so far keeps the prices it was counted with, and new
             # responses are priced with the new table (the lake re-prices history: querylog replay parquet).
             _log.info("metrics_snapshot_prices_changed", was=snapshot.config.get("prices"), now=mine.get("prices"))
+        self._start_from(snapshot)
+
+    def _start_from(self, snapshot: MetricsSnapshot) -> None:
         self.projection.restore_state(snapshot.state)
         self._position = dict(snapshot.checkpoint)
         self.restored_events = sum(snapshot.state["events"].values())
         _log.info("metrics_snapshot_loaded", events=self.restored_events, written_at=snapshot.written_at)
+
+    def _resume(self) -> None:
+        """Taking the lead from another process, which folded on and snapshotted as it went: from its newest
+        snapshot when that is further on than this fold, which stood by since it opened. The log between the two
+        may be trimmed by now (housekeeping goes by the snapshot): folding on from here would miss it for good."""
+        snapshot = load_snapshot(self.snapshot_path) if self.snapshot_path is not None else None
+        if (
+            snapshot is None
+            or _without_prices(snapshot.config) != _without_prices(self.projection.config())  # said at open
+            or snapshot.checkpoint == self._position
+            or not covers(snapshot.checkpoint, self._position, self.log_dir)
+        ):
+            return
+        with self._fold_lock:
+            self._start_from(snapshot)
+            self._forget_erased()
+        self.publish()
 
     def _restore_history(self) -> None:
         """No snapshot to start from: fold what the log no longer holds from `history` (the lake), so that a

@@ -284,6 +284,39 @@ def test_three_dates_are_trended_by_day(tmp_path: Path, monkeypatch: pytest.Monk
     assert _app(tmp_path / "two", monkeypatch).sidebar.radio(key="bucket").value == "hour"
 
 
+def test_the_dates_follow_the_lake_until_the_user_picks_some(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tab left open kept the dates it first offered: the queries of a later day never showed until a reload."""
+    home, earlier = tmp_path / "home", END - timedelta(days=2)
+    _write(home, _asked("q-1", "네이버 주가", earlier))
+    at = _app(home, monkeypatch)
+    assert at.sidebar.date_input(key="dates").value == (earlier.date(), earlier.date())
+    with ParquetSink(home / "lake") as sink:  # the next day's queries arrive while the tab is open
+        sink.write(Batch(events=_asked("q-2", "삼성전자 주가", END), checkpoint={"walk": 100}))
+    at.run()
+    assert at.sidebar.date_input(key="dates").value == (earlier.date(), END.date())
+    assert next(m.value for m in at.metric if m.label == "Queries") == "2"
+    picked = (earlier.date(), earlier.date())
+    at.sidebar.date_input(key="dates").set_value(picked).run()  # a person's choice stays as it is
+    with ParquetSink(home / "lake") as sink:
+        sink.write(Batch(events=_asked("q-3", "카카오", END + timedelta(days=1)), checkpoint={"walk": 200}))
+    at.run()
+    assert at.sidebar.date_input(key="dates").value == picked
+
+
+def test_a_long_question_is_shown_around_its_match_and_wraps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 15,000-character question filled a search result 4,000 px tall; one without spaces widened the page."""
+    from querylog.analytics.explorer import QUESTION_CHARS
+
+    long = "매우 긴 질문입니다 " * 1400 + "삼성전자"
+    _write(tmp_path / "home", _asked("q-1", long, END) + _asked("q-2", "x" * 9000 + " 삼성전자", END))
+    at = _app(tmp_path / "home", monkeypatch)
+    at.text_input(key="search").input("삼성전자").run()
+    rows = _rows(at)
+    assert len(rows) == 2 and all("overflow-wrap:anywhere" in row for row in rows)
+    assert all(len(re.sub("<[^>]+>", "", row)) < QUESTION_CHARS + 300 for row in rows)  # the text and its details
+    assert all("<mark" in row and "삼성전자" in row for row in rows)
+
+
 def test_the_day_count_has_a_thousands_separator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = END - timedelta(days=2822)
     _write(tmp_path / "home", _asked("q-1", "네이버 주가", first) + _asked("q-2", "네이버 주가", END))

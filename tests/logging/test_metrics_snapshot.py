@@ -259,3 +259,33 @@ def test_an_idle_fold_forgets_what_an_erase_lists_and_snapshots_once_it_has_been
         forget.add([q.query_id])  # an erase, while this fold idles
         assert projector.run_once() == 0
         assert b"s-erased" not in snapshot.read_bytes()  # read within a poll, and snapshotted without it
+
+
+def _events_counted(projection: MetricsProjection) -> float:
+    (family,) = [
+        f for f in text_string_to_metric_families(projection.exposition().decode()) if f.name == "querylog_events"
+    ]
+    return sum(s.value for s in family.samples if s.name == "querylog_events_total")
+
+
+def test_a_standby_taking_the_lead_goes_on_from_the_leaders_snapshot_not_from_where_it_stood(tmp_path: Path) -> None:
+    """A standby fold (the projector child of another worker) kept the position it loaded at its own start: after a
+    takeover it folded on from there, the log in between trimmed meanwhile, and every counter fell back for good."""
+    log_dir, snapshot = tmp_path / "log", tmp_path / "state" / "metrics-snapshot.json"
+    _queries(log_dir, 10)
+    standby_projection, standby = _fold(log_dir, snapshot)  # opened before the leader wrote any snapshot
+    leader_projection, leader = _fold(log_dir, snapshot)
+    _run(log_dir, leader)
+    _queries(log_dir, 5, intent="news_inquiry")
+    _run(log_dir, leader)
+    leader.close()  # its last snapshot; then it dies, and housekeeping trims what the snapshot covers
+    covered = load_snapshot(snapshot)
+    assert covered is not None
+    written = sum(len(b.lines) for b in LogReader(log_dir).iter_all())
+    later = max(int(p.name.split("-")[0]) for p in LogReader(log_dir).segments()) / 1e9 + 3_600
+    assert len(trim_log(log_dir, [Holder("metrics", covered.checkpoint)], retention_s=0, now=later).delete) == 2
+    _queries(log_dir, 3)
+    written += sum(len(b.lines) for b in LogReader(log_dir).iter_all())
+    standby.resume()  # what the projector does on taking the lead
+    _run(log_dir, standby)
+    assert _events_counted(standby_projection) == written == _events_counted(leader_projection) + 3 * 5 + 1
