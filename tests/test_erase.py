@@ -242,9 +242,11 @@ def test_with_loki_configured_a_delete_request_is_filed_per_subject_and_a_refusa
         deletes = [r for r in loki.requests if r.url.path == "/loki/api/v1/delete"]
         queries = [parse_qs(r.url.query.decode())["query"][0] for r in deletes]
         assert {parse_qs(r.url.query.decode())["start"][0] for r in deletes} == {"2000-01-01T00:00:00Z"}
-        every_stream = '{event=~"' + "|".join(EVENT_TYPES) + '"}'  # whatever app and env shipped them
-        assert queries[0] == every_stream + ' | user_id="alice"'
-        assert queries[1].startswith(every_stream + ' | query_id=~"')
+        # This home never shipped to Loki: its own deployment's streams, not every app's and env's (whose lines of
+        # the same user id were deleted).
+        own_streams = '{app="querylog", env="prod", event=~"' + "|".join(EVENT_TYPES) + '"}'
+        assert queries[0] == own_streams + ' | user_id="alice"'
+        assert queries[1].startswith(own_streams + ' | query_id=~"')
         assert all(r.method == "POST" for r in deletes)
         receipt = erase(with_loki, user_ids=["bob"])  # this Loki has no compactor API: 404
         assert receipt.loki_error is not None and "404" in receipt.loki_error

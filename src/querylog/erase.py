@@ -13,7 +13,9 @@ In order, so that nothing erased can come back:
    (the characters the reformulation count compares; it holds no other per-query state); the queries are also
    listed for the metrics folds running meanwhile (`querylog.logging.forget`), which forget them too;
 6. Loki, when configured (or when this data directory has shipped to it: then the requests are kept): delete
-   requests over querylog's streams, whatever their app and env labels, through the compactor's API (Loki
+   requests over the streams this data directory shipped (the app and env pairs in ``state/loki-labels.json``;
+   its settings' own pair if it never shipped; every app and env for one that shipped before the pairs were
+   noted), through the compactor's API (Loki
    applies them after its cancellation period, when deletion is enabled: `loki/`). Requests Loki did not take
    (unreachable, an error) are kept in ``state/loki-deletes-pending.jsonl`` and filed first by the next run,
    whatever its subjects: the log and the lake no longer hold the ids to make them again;
@@ -210,8 +212,9 @@ def _loki_requests(
     """LogQL delete queries: one per user and session (two for an id Loki holds escaped: `metadata_forms`), and the
     queries' ids in groups (ids are structured metadata, so they are filtered with label filters, not line filters),
     for each (``app``, ``env``) pair of `labels`: the streams this data directory shipped (`LOKI_LABELS`), whatever
-    settings the erase runs with, and no other deployment's that shares the Loki tenant. Without `labels` (a data
-    directory that shipped before they were noted), querylog's streams of every app and env, by their ``event``."""
+    settings the erase runs with, and no other deployment's that shares the Loki tenant (a data directory that
+    never shipped: its settings' own pair). Without `labels` (one that shipped before they were noted), querylog's
+    streams of every app and env, by their ``event``."""
     events = f"event=~{_logql_string('|'.join(EVENT_TYPES))}"
     selectors = (
         [f"{{app={_logql_string(app)}, env={_logql_string(env)}, {events}}}" for app, env in labels]
@@ -488,7 +491,10 @@ def _erase(
     receipt.metrics_open_queries = _forget_in_snapshot(settings, queries)
     shipped = settings.loki_checkpoint_path.exists() or (settings.state_dir / LOKI_PENDING).exists()
     if not skip_loki and (settings.loki_url or shipped):
-        _file_in_loki(settings, _loki_requests(kept, sorted(queries), _loki_labels(settings)), receipt)
+        labels = _loki_labels(settings)
+        if labels is None and not settings.loki_checkpoint_path.exists():  # never shipped: no other app's lines
+            labels = [(settings.service, settings.env)]
+        _file_in_loki(settings, _loki_requests(kept, sorted(queries), labels), receipt)
     _audit(settings, receipt)
     # Every store is done (Loki's part kept, if not, in LOKI_PENDING).
     (settings.state_dir / IN_PROGRESS).unlink(missing_ok=True)

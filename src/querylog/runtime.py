@@ -280,7 +280,8 @@ def elected_projectors(settings: Settings, reader: LogReader) -> dict[str, Proje
     }
     if s.stdout_events:
         echo_from_now(s, reader)
-        # Elected like the other projections: with several workers, each event is printed once.
+        # Elected like the other projections: with several workers, one prints every event (at least once: a
+        # printer killed before it saved its checkpoint leaves the last lines to be printed again).
         sink = StdoutSink(s.stdout_checkpoint_path, style=stdout_style(s.stdout_format))
         projectors["stdout"] = _projector(s, reader, sink.open(), interval_s=0.2)
     if s.loki_url:
