@@ -6,6 +6,7 @@ import html
 import itertools
 import os
 import re
+import shlex
 import unicodedata
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
@@ -790,9 +791,10 @@ def main() -> None:
             lq = LakeQueries(catalog, snapshot=True)
             bounds = lq.time_bounds()
             if bounds is None:
+                serve = f"querylog --home {shlex.quote(str(settings.home))} serve --demo 200"
                 st.info(
                     f"The lake at {markdown_code(str(settings.lake_dir))} is empty. Start the API with "
-                    "`querylog serve --demo 200` and come back."
+                    f"{markdown_code(serve)} and come back, or check `--home` (`QUERYLOG_HOME`)."
                 )
                 return
             filters, bucket = _sidebar(lq, *bounds)

@@ -258,7 +258,8 @@ def test_search_degrades_to_a_message_without_the_index_module(
 
 def test_an_empty_lake_shows_how_to_get_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = _app(tmp_path / "empty", monkeypatch)
-    assert any("querylog serve --demo" in i.value for i in at.info)
+    # The command fills the home the page reads, not ./.querylog: a mistyped --home is the other way out.
+    assert any(f"querylog --home {tmp_path / 'empty'} serve --demo 200" in i.value for i in at.info)
 
 
 def test_a_bad_setting_is_shown_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -307,7 +308,9 @@ def test_ui_runs_streamlit_headless_on_localhost_with_the_home(
     assert cmd[cmd.index("--server.port") + 1] == "8600"
     assert cmd[cmd.index("--server.headless") + 1] == "true"
     assert env["QUERYLOG_HOME"] == str(tmp_path / "data")
-    assert "http://127.0.0.1:8600" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "http://127.0.0.1:8600" in err
+    assert f"no events in the lake at {Path('data') / 'lake'} yet: is --home" in err  # a typo was not said
 
 
 def test_ui_refuses_a_bad_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -41,6 +41,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     intents = ", ".join(f"{name} {n}" for name, n in report.intents.most_common())
     print(f"{report.ok} answered, {report.failures()} in {report.elapsed_s:.1f}s; intents: {intents or '-'}")
     if report.sent and report.failed == report.sent:
-        print(f"querylog demo: every request failed — is the API running at {args.url}?", file=sys.stderr)
+        print(
+            f"querylog demo: every request failed — is the API running at {args.url}? (--url names another)",
+            file=sys.stderr,
+        )
         return 1
     return 0

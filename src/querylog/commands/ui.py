@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-from querylog.commands import EXIT_PORT_TAKEN, port_unavailable
+from querylog.commands import EXIT_PORT_TAKEN, lake_missing, port_unavailable
 from querylog.config import Settings
 
 
@@ -67,6 +67,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         hint = "choose another --port" if code == EXIT_PORT_TAKEN else "check --host and --port"
         print(f"querylog ui: cannot listen on {args.host}:{args.port}: {why} ({hint})", file=sys.stderr)
         return code
+    lake_missing(settings.lake_dir, "ui")  # it starts all the same: the page shows the lake once it fills
     env = dict(os.environ)
     # The app reads its settings from the environment; --home must reach it as QUERYLOG_HOME.
     env["QUERYLOG_HOME"] = str(settings.home.expanduser().resolve())
