@@ -6,11 +6,12 @@ The projection keeps writing the local lake (``<home>/lake``); `push_lake` copie
 ``events``/``queries``/``sessions`` views work unchanged over the bucket. Only pyarrow's built-in
 `pyarrow.fs.S3FileSystem` is used: no boto3, no s3fs, no DuckDB extension (httpfs downloads at runtime).
 
-What is atomic: each object. A file is uploaded straight to its final key (one PUT, or a multipart upload
-for large files, which S3 makes visible only when it completes), so a reader never sees half a file. What is
-not: a push as a whole (a reader listing mid-push sees some of the new files), and a mirror (``delete=True``)
-after local compaction uploads the merged file before it deletes the small ones it replaced, so a reader in
-between sees those events twice (never zero times: the order is chosen so).
+What is atomic: each object. A file goes up under a name readers skip, then is copied to its key, where it
+appears whole (`_upload`: an upload cut short by Ctrl-C or a read error would otherwise complete with the parts
+sent so far), so a reader never sees half a file. What is not: a push as a whole (a reader listing mid-push sees
+some of the new files), and a mirror (``delete=True``) after local compaction uploads the merged file before it
+deletes the small ones it replaced, so a reader in between sees those events twice (never zero times: the order
+is chosen so, and a mirror whose local lake changed during the push deletes nothing: `PushReport.behind`).
 
 Idempotent: local files are immutable once renamed into place (named ``part-<uuid7>`` or
 ``compacted-<uuid7>``), so a key that already exists with the same size holds the same bytes and is skipped.
@@ -22,6 +23,7 @@ S3-compatible servers (MinIO, Ceph, moto): e.g. ``http://minio:9000``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -53,7 +55,7 @@ ENDPOINT_ENV: Final = "QUERYLOG_S3_ENDPOINT_URL"
 _COMMITTED: Final = re.compile(r"date=[^/]+/hour=[^/]+/[^/.][^/]*\.parquet")
 _CHUNK: Final = 8 << 20
 
-Progress = Callable[[int, int, str], None]
+Progress = Callable[[int, int, str, int], None]
 
 
 class PushError(Exception):
@@ -159,6 +161,10 @@ class PushReport:
     deleted: int = 0
     stale: int = 0
     vanished: int = 0  # local files compacted away between listing and upload: the next push copies the result
+    #: With ``delete``: local files the bucket lacks once the uploads were done (a compaction or an erase ran
+    #: meanwhile). Nothing is deleted then: the files to delete may hold the only remote copy of their events.
+    behind: int = 0
+    dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -179,7 +185,7 @@ def push_lake(
     lake_dir = Path(lake_dir)
     location = parse_lake_uri(uri)
     fs = filesystem if filesystem is not None else s3_filesystem()
-    report = PushReport(uri=location.uri)
+    report = PushReport(uri=location.uri, dry_run=dry_run)
     local = _local_lake_files(lake_dir)
     try:
         remote = remote_lake_files(location, fs)
@@ -197,25 +203,33 @@ def push_lake(
             report.skipped_bytes += size
         else:
             todo.append((rel, path, size))
-    for done, (rel, path, size) in enumerate(todo, start=1):
+    there = set(remote)  # what the bucket holds whole once the uploads are done
+    for done, (rel, path, size) in enumerate(todo):
+        if progress is not None:
+            progress(done, len(todo), rel, size)
         if not dry_run:
             try:
-                _upload(fs, path, f"{location.events}/{rel}")
+                _upload(fs, path, f"{location.events}/{rel}", size)
             except FileNotFoundError:
                 report.vanished += 1
                 continue
             except OSError as exc:
                 raise PushError(f"uploading {rel} to {location.uri}: {_one_line(exc)}") from exc
+        there.add(rel)
         report.uploaded += 1
         report.uploaded_bytes += size
-        if progress is not None:
-            progress(done, len(todo), rel)
-    extra = sorted(set(remote) - set(local))
+    # Listed again: a compaction or an erase that ran meanwhile replaced files with ones not uploaded yet.
+    local = _local_lake_files(lake_dir) if report.vanished or delete else local
+    extra = sorted(there - set(local))
     if extra and delete:
         if not local:
             raise PushError(
                 f"refusing to delete all {len(extra)} files under {location.uri}: the local lake {lake_dir} is empty"
             )
+        report.behind = sum(1 for rel in local if rel not in there)
+        if report.behind:
+            report.stale = len(extra)
+            return report
         for rel in extra:
             if not dry_run:
                 try:
@@ -230,11 +244,27 @@ def push_lake(
     return report
 
 
-def _upload(fs: pafs.FileSystem, path: Path, key: str) -> None:
-    # Straight to the final key: the object appears whole when the PUT (or multipart upload) completes.
-    with path.open("rb") as src, fs.open_output_stream(key) as dst:
-        while chunk := src.read(_CHUNK):
-            dst.write(chunk)
+#: S3's CopyObject limit (5 GiB): a larger file is uploaded straight to its key.
+_COPY_MAX: Final = 5 << 30
+
+
+def _upload(fs: pafs.FileSystem, path: Path, key: str, size: int) -> None:
+    """Upload `path` to `key` so that readers never see part of it. An output stream closed by an error (Ctrl-C, a
+    read error) completes its upload with the parts sent so far, and Arrow has no abort: the file goes up under a
+    name readers skip (a dot first, not ``.parquet``), then is copied to `key`, where the copy appears whole (S3
+    has no rename), and the staging object is removed; whatever an error leaves is removed too."""
+    folder, _, name = key.rpartition("/")
+    staging = key if size > _COPY_MAX else f"{folder}/.{name}.uploading"
+    try:
+        with path.open("rb") as src, fs.open_output_stream(staging) as dst:
+            while chunk := src.read(_CHUNK):
+                dst.write(chunk)
+        if staging != key:
+            fs.move(staging, key)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            fs.delete_file(staging)
+        raise
 
 
 def lake_dataset(uri: str, *, filesystem: pafs.FileSystem | None = None) -> ds.Dataset | None:

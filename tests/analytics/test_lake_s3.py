@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow.fs as pafs
 import pytest
@@ -124,10 +125,11 @@ def test_push_uploads_committed_files_under_the_same_keys_and_is_idempotent(home
     uri = f"s3://{bucket}/prod/lake"
     size = sum((lake / k).stat().st_size for k in local)
 
-    seen: list[tuple[int, int, str]] = []
-    first = push_lake(lake, uri, progress=lambda d, t, k: seen.append((d, t, k)))
+    seen: list[tuple[int, int, str, int]] = []
+    first = push_lake(lake, uri, progress=lambda d, t, k, n: seen.append((d, t, k, n)))
     assert (first.uploaded, first.skipped, first.uploaded_bytes) == (len(local), 0, size)
-    assert seen[-1][:2] == (len(local), len(local))
+    assert [d for d, _, _, _ in seen] == list(range(len(local)))  # said before each file, with its size
+    assert {(f"events/{k}", n) for _, _, k, n in seen} == {(k, (lake / k).stat().st_size) for k in local}
     assert _remote_keys(bucket, "prod/lake") == local
     fs = s3_filesystem()
     everything = fs.get_file_info(pafs.FileSelector(bucket, recursive=True))
@@ -261,3 +263,116 @@ def test_cli_errors_are_one_line_exit_1_and_2_for_a_bad_uri(
     assert "s3://" in capsys.readouterr().err
     assert main(["sql", "select 1", "--lake", "s3://no-such-bucket-here/x"]) == 1
     assert "querylog sql:" in capsys.readouterr().err
+
+
+def _all_keys(bucket: str, endpoint: str) -> dict[str, int]:
+    """Every object under the bucket, staging names included: what a reader listing it could find."""
+    fs = pafs.S3FileSystem(
+        endpoint_override=endpoint.removeprefix("http://"), scheme="http", access_key="testing",
+        secret_key="testing", region="us-east-1",
+    )  # fmt: skip
+    infos = fs.get_file_info(pafs.FileSelector(bucket, recursive=True))
+    return {i.path: int(i.size or 0) for i in infos if i.type == pafs.FileType.File}
+
+
+def test_a_push_cut_short_leaves_no_part_of_a_file_at_its_key(
+    home: Path, bucket: str, s3_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload stream closed by Ctrl-C (or a read error) completes with the parts sent so far: a push interrupted
+    mid-file left a cut Parquet file at the final key, and every read of the bucket failed on it."""
+    import querylog.analytics.lake_remote as lake_remote
+
+    victim = sorted((home / "lake" / "events").rglob("*.parquet"))[-1]
+    real_open = Path.open
+
+    class _CutShort:
+        def __init__(self, fh: Any) -> None:
+            self.fh, self.reads = fh, 0
+
+        def __enter__(self) -> _CutShort:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.fh.close()
+
+        def read(self, n: int) -> bytes:
+            self.reads += 1
+            if self.reads > 1:
+                raise KeyboardInterrupt  # Ctrl-C after the first chunk went up
+            return bytes(self.fh.read(n))
+
+    def open_cut_short(path: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        fh = real_open(path, mode, *args, **kwargs)
+        return _CutShort(fh) if path == victim and mode == "rb" else fh
+
+    monkeypatch.setattr(lake_remote, "_CHUNK", 256)
+    monkeypatch.setattr(Path, "open", open_cut_short)
+    uri = f"s3://{bucket}/cut"
+    with pytest.raises(KeyboardInterrupt):
+        push_lake(home / "lake", uri)
+    assert not any(key.endswith(victim.name) or victim.name in key for key in _all_keys(bucket, s3_env))
+    monkeypatch.setattr(Path, "open", real_open)
+    push_lake(home / "lake", uri)  # pushed again: whole, and readable
+    with Catalog(uri) as remote, Catalog(home / "lake") as local:
+        assert remote.query(COUNT_SQL)[1] == local.query(COUNT_SQL)[1]
+    assert not any(".uploading" in key for key in _all_keys(bucket, s3_env))
+
+
+def test_a_mirror_whose_local_lake_changed_during_the_push_deletes_nothing(
+    home: Path, bucket: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`push --delete` while a compaction ran: the small files were deleted from the bucket although the merged file
+    that replaced them was never uploaded, and the push said so with exit 0: events missing until the next push."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import querylog.analytics.lake_remote as lake_remote
+
+    lake, uri = home / "lake", f"s3://{bucket}/race"
+    assert main(["lake", "push", uri, "-q"]) == 0
+    real_upload = lake_remote._upload
+    compacted: list[Path] = []
+
+    def upload_then_compact(*args: Any) -> None:  # a compaction runs while the push uploads (as in the test above)
+        real_upload(*args)
+        if not compacted:
+            hour = sorted({(lake / k).parent for k in _local_keys(lake)})[0]
+            files = sorted(hour.glob("*.parquet"))
+            pq.write_table(pa.concat_tables([pq.ParquetFile(f).read() for f in files]), hour / "compacted-1.parquet")
+            for f in files:
+                f.unlink()
+            compacted.extend(files)
+
+    # Something new to upload, so that the push is under way when the compaction runs.
+    with ParquetSink(lake) as sink:
+        sink.write(Batch(events=[QueryReceived(query_id="late", query_text="늦은 질문")], checkpoint=sink.checkpoint()))
+    monkeypatch.setattr(lake_remote, "_upload", upload_then_compact)
+    capsys.readouterr()
+    assert main(["lake", "push", uri, "--delete", "-q"]) == 1
+    assert compacted
+    err = capsys.readouterr().err
+    assert "nothing deleted: the local lake changed during the push" in err and "push again" in err
+    with Catalog(uri) as remote, Catalog(home / "lake") as local:  # every event still in the bucket
+        assert (
+            remote.query("select count(distinct event_id) from events")[1]
+            == local.query("select count(distinct event_id) from events")[1]
+        )
+    monkeypatch.setattr(lake_remote, "_upload", real_upload)
+    assert main(["lake", "push", uri, "--delete", "-q"]) == 0  # pushed again: the mirror is done
+    with Catalog(uri) as remote, Catalog(home / "lake") as local:
+        assert remote.query(COUNT_SQL)[1] == local.query(COUNT_SQL)[1]
+
+
+def test_a_mistyped_home_or_prefix_is_said(
+    home: Path, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`lake push` from a home that does not exist said "uploaded 0 files", exit 0, and advised --delete; `sql
+    --lake s3://bucket/<typo>` answered 0 without a word; a bad endpoint in `sql` exited 1, not 2 as `lake push`."""
+    typo = tmp_path / "hmoe"
+    assert main(["--home", str(typo), "lake", "push", f"s3://{bucket}/x"]) == 1
+    assert f"no events in the lake at {typo / 'lake'} yet: is --home" in capsys.readouterr().err
+    assert not typo.exists()
+    assert main(["sql", "select count(*) from events", "--lake", f"s3://{bucket}/prdo"]) == 0
+    assert f"no events in the lake at s3://{bucket}/prdo yet: is --lake right?" in capsys.readouterr().err
+    assert main(["sql", "select 1", "--lake", f"s3://{bucket}/a//b"]) == 2
+    assert "not a valid s3://bucket/prefix URI" in capsys.readouterr().err

@@ -24,16 +24,18 @@ def add_parser(sub: Any) -> None:
         "push",
         help="upload committed lake files to s3://bucket/prefix (idempotent)",
         description="Upload the lake's committed files (events/date=*/hour=*/*.parquet) to s3://bucket/prefix/events/ "
-        "under the same keys. Each file goes straight to its final key in one PUT (or one multipart upload), so "
-        "readers never see half a file; keys already there with the same size are skipped, so a push can be "
-        "repeated or resumed. Nothing remote is deleted unless --delete.",
+        "under the same keys. Each file goes up under a name readers skip, then is copied to its key, so readers "
+        "never see half a file, even of a push cut short; keys already there with the same size are skipped, so a "
+        "push can be repeated or resumed. Nothing remote is deleted unless --delete. Exit 1 when the local lake "
+        "does not exist (a mistyped --home), a server cannot be reached, or --delete could not mirror.",
     )
     push.add_argument("uri", help="destination, e.g. s3://querylog-lake/prod")
     push.add_argument(
         "--delete",
         action="store_true",
-        help="then delete remote lake files the local lake no longer has (after compaction or retention); "
-        "readers may see those events twice between the upload and the delete",
+        help="then delete remote lake files the local lake no longer has (after compaction, retention or "
+        "erase); readers may see those events twice between the upload and the delete. If the local lake changed "
+        "during the push (a compaction or erase ran), nothing is deleted and the exit code is 1: push again",
     )
     push.add_argument(
         "--dry-run",
@@ -47,14 +49,21 @@ def add_parser(sub: Any) -> None:
 
 def run_push(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.analytics.lake_remote import PushError, push_lake
+    from querylog.commands import lake_missing
 
+    if not settings.lake_dir.is_dir():  # nothing to push: said, rather than "uploaded 0 files" and a wrong hint
+        lake_missing(settings.lake_dir, "lake push")
+        return 1
     last = [0.0]
+    verb = "would upload" if args.dry_run else "uploading"
 
-    def progress(done: int, total: int, key: str) -> None:
+    def progress(done: int, total: int, key: str, size: int) -> None:
         now = time.monotonic()
-        if done == total or now - last[0] >= 1.0:
+        if (
+            done in (0, total - 1) or size >= _SAID_BYTES or now - last[0] >= 1.0
+        ):  # a large file is said before its wait
             last[0] = now
-            print(f"querylog lake push: [{done}/{total}] {key}", file=sys.stderr, flush=True)
+            print(f"querylog lake push: {verb} [{done + 1}/{total}] {key} ({_mb(size)})", file=sys.stderr, flush=True)
 
     try:
         report = push_lake(
@@ -70,9 +79,10 @@ def run_push(args: argparse.Namespace, settings: Settings) -> int:
     except (PushError, OSError) as exc:
         print(f"querylog lake push: {exc}", file=sys.stderr)
         return 1
+    code = 1 if report.behind else 0
     if args.json:
         print(json.dumps(report.as_dict()))
-        return 0
+        return code
     verb = "would upload" if args.dry_run else "uploaded"
     line = (
         f"{report.uri}: {verb} {report.uploaded} files ({_mb(report.uploaded_bytes)}), "
@@ -81,13 +91,31 @@ def run_push(args: argparse.Namespace, settings: Settings) -> int:
     if report.deleted:
         line += f", {'would delete' if args.dry_run else 'deleted'} {report.deleted} no longer local"
     print(line)
-    if report.stale:
+    if report.vanished:
         print(
-            f"querylog lake push: {report.stale} remote files are no longer in the local lake (compacted or expired "
-            "there); readers of the bucket see their events twice until you push with --delete",
+            f"querylog lake push: {report.vanished} local files were replaced during the push (a compaction or an "
+            "erase): the next push copies what replaced them",
             file=sys.stderr,
         )
-    return 0
+    if report.behind:
+        print(
+            f"querylog lake push: nothing deleted: the local lake changed during the push, and {report.behind} of "
+            "its files are not in the bucket yet (the files to delete may hold the only copy there of their "
+            "events); push again",
+            file=sys.stderr,
+        )
+    elif report.stale:
+        print(
+            f"querylog lake push: {report.stale} remote files are no longer in the local lake (compacted, expired or "
+            "erased there): readers of the bucket see their events twice, or events an erase removed, until you "
+            "push with --delete",
+            file=sys.stderr,
+        )
+    return code
+
+
+#: A file this large is said before it goes up, whatever the last progress line: its upload takes a while.
+_SAID_BYTES = 8 << 20
 
 
 def _mb(n: int) -> str:

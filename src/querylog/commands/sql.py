@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import Any
 
@@ -36,12 +37,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.analytics.catalog import Catalog, CatalogError
 
     names = settings.company_names(strict=True)  # a ConfigError: exit 2, as every setting
+    import pyarrow as pa
+
     try:
         catalog = Catalog(args.lake or settings.lake_dir, names=names)
-    except (OSError, ValueError) as exc:  # a remote lake that cannot be listed or read
+    except (OSError, ValueError) as exc:  # a remote lake that cannot be listed or read, or its URI or endpoint
         print(f"querylog sql: {exc}", file=sys.stderr)
-        return 1
+        return 1 if isinstance(exc, OSError | pa.ArrowException) else 2
     lake_missing(args.lake or settings.lake_dir, "sql", given_as="--lake" if args.lake else HOME_OPTION)
+    if catalog.lake_uri is not None:  # a mistyped prefix reads as an empty lake
+        with contextlib.suppress(OSError):  # listed a moment ago; a failure now shows in the query
+            if not catalog.has_data():
+                print(
+                    f"querylog sql: no events in the lake at {catalog.lake_uri} yet: is --lake right?", file=sys.stderr
+                )
     refused = _not_read_only(args.statement)
     if refused is not None:
         print(f"querylog sql: {refused}", file=sys.stderr)
