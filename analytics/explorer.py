@@ -721,7 +721,7 @@ def _timeline(lq: LakeQueries, query_id: str) -> None:
         .mark_bar(size=14)
         .encode(
             y=alt.Y("event_type:N", sort=None, title=None),
-            x=alt.X("start_ms:Q", title="ms since received"),
+            x=alt.X("start_ms:Q", title="ms since its first event"),
             x2="end_ms:Q",
             color="event_type:N",
             tooltip=[
