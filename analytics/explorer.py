@@ -278,6 +278,10 @@ def _sidebar(lq: LakeQueries, first: datetime, last: datetime) -> tuple[Filters,
         if st.session_state.get("dates") in (None, st.session_state.get("dates_offered")):
             st.session_state["dates"] = offered
         st.session_state["dates_offered"] = offered
+    # A range picked earlier stays within the lake's days, which retention or an erase may have moved since.
+    kept = tuple(st.session_state["dates"])
+    if any(not first.date() <= d <= last.date() for d in kept):
+        st.session_state["dates"] = tuple(min(max(d, first.date()), last.date()) for d in kept)
     picked = st.sidebar.date_input("Dates (UTC)", min_value=first.date(), max_value=last.date(), key="dates")
     if shown_from > first.date():
         st.sidebar.caption(

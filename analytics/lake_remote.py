@@ -11,7 +11,8 @@ appears whole (`_upload`: an upload cut short by Ctrl-C or a read error would ot
 sent so far), so a reader never sees half a file. What is not: a push as a whole (a reader listing mid-push sees
 some of the new files), and a mirror (``delete=True``) after local compaction uploads the merged file before it
 deletes the small ones it replaced, so a reader in between sees those events twice (never zero times: the order
-is chosen so, and a mirror whose local lake changed during the push deletes nothing: `PushReport.behind`).
+is chosen so, and a day whose new files a compaction or an erase made during the push keeps its old ones until
+the next push: `PushReport.behind`).
 
 Idempotent: local files are immutable once renamed into place (named ``part-<uuid7>`` or
 ``compacted-<uuid7>``), so a key that already exists with the same size holds the same bytes and is skipped.
@@ -28,6 +29,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -54,6 +56,11 @@ ENDPOINT_ENV: Final = "QUERYLOG_S3_ENDPOINT_URL"
 #: A committed lake file, relative to ``events/``: what readers see and what a push copies.
 _COMMITTED: Final = re.compile(r"date=[^/]+/hour=[^/]+/[^/.][^/]*\.parquet")
 _CHUNK: Final = 8 << 20
+#: An upload's staging object (`_upload`): a dot first and no ``.parquet`` at the end, so readers skip it.
+_STAGING: Final = re.compile(r"date=[^/]+/hour=[^/]+/\.[^/]+\.parquet\.uploading")
+#: A staging object older than this is what an upload cut short left (a second Ctrl-C, kill -9, a delete the
+#: bucket refused), not another push's upload under way: the next push removes it.
+_STAGING_LEFT_S: Final = 3600.0
 
 Progress = Callable[[int, int, str, int], None]
 
@@ -124,18 +131,29 @@ def s3_filesystem(env: Mapping[str, str] | None = None) -> pafs.S3FileSystem:
 def remote_lake_files(location: LakeLocation, filesystem: pafs.FileSystem) -> dict[str, int]:
     """The committed lake files under a location: key relative to ``events/`` -> size in bytes. A missing
     prefix is an empty lake; a missing bucket is an error (FileNotFoundError), not silently no data."""
+    return _remote_listing(location, filesystem)[0]
+
+
+def _remote_listing(
+    location: LakeLocation, filesystem: pafs.FileSystem
+) -> tuple[dict[str, int], dict[str, datetime | None]]:
+    """One listing of ``events/``: the committed files (relative key -> size), and the staging objects an upload
+    cut short left behind (`_upload`; full key -> when written)."""
     if filesystem.get_file_info(location.bucket).type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"bucket {location.bucket!r} not found")
     selector = pafs.FileSelector(location.events, recursive=True, allow_not_found=True)
-    out: dict[str, int] = {}
+    committed: dict[str, int] = {}
+    staging: dict[str, datetime | None] = {}
     base = location.events + "/"
     for info in filesystem.get_file_info(selector):
         if info.type != pafs.FileType.File or not info.path.startswith(base):
             continue
         rel = info.path[len(base) :]
         if _COMMITTED.fullmatch(rel):
-            out[rel] = int(info.size or 0)
-    return out
+            committed[rel] = int(info.size or 0)
+        elif _STAGING.fullmatch(rel):
+            staging[info.path] = info.mtime
+    return committed, staging
 
 
 def _local_lake_files(lake_dir: Path) -> dict[str, Path]:
@@ -161,9 +179,12 @@ class PushReport:
     deleted: int = 0
     stale: int = 0
     vanished: int = 0  # local files compacted away between listing and upload: the next push copies the result
-    #: With ``delete``: local files the bucket lacks once the uploads were done (a compaction or an erase ran
-    #: meanwhile). Nothing is deleted then: the files to delete may hold the only remote copy of their events.
+    #: With ``delete``: remote files kept although the local lake no longer has them, because their day's new
+    #: files (a compaction or an erase that ran during the push) are not in the bucket yet: they may hold the only
+    #: copy there of their events. The next push deletes them.
     behind: int = 0
+    #: Staging objects that uploads cut short had left (`_upload`), removed.
+    staging_removed: int = 0
     dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -188,7 +209,7 @@ def push_lake(
     report = PushReport(uri=location.uri, dry_run=dry_run)
     local = _local_lake_files(lake_dir)
     try:
-        remote = remote_lake_files(location, fs)
+        remote, staging = _remote_listing(location, fs)
     except OSError as exc:
         raise PushError(f"cannot list {location.uri}: {_one_line(exc)}") from exc
     todo: list[tuple[str, Path, int]] = []
@@ -218,6 +239,7 @@ def push_lake(
         there.add(rel)
         report.uploaded += 1
         report.uploaded_bytes += size
+    _remove_left_staging(fs, staging, report, dry_run=dry_run)
     # Listed again: a compaction or an erase that ran meanwhile replaced files with ones not uploaded yet.
     local = _local_lake_files(lake_dir) if report.vanished or delete else local
     extra = sorted(there - set(local))
@@ -226,11 +248,13 @@ def push_lake(
             raise PushError(
                 f"refusing to delete all {len(extra)} files under {location.uri}: the local lake {lake_dir} is empty"
             )
-        report.behind = sum(1 for rel in local if rel not in there)
-        if report.behind:
-            report.stale = len(extra)
-            return report
+        # A day whose replacement files (a compaction's, an erase's: never the projection's new parts) are not in
+        # the bucket yet keeps its old files there: they may hold the only copy in the bucket of their events.
+        held = {_day(rel) for rel in local if rel not in there and not rel.rpartition("/")[2].startswith("part-")}
         for rel in extra:
+            if _day(rel) in held:
+                report.behind += 1
+                continue
             if not dry_run:
                 try:
                     fs.delete_file(f"{location.events}/{rel}")
@@ -239,9 +263,32 @@ def push_lake(
                 except OSError as exc:
                     raise PushError(f"deleting {rel} from {location.uri}: {_one_line(exc)}") from exc
             report.deleted += 1
+        report.stale = report.behind
     elif extra:
         report.stale = len(extra)
     return report
+
+
+def _day(rel: str) -> str:
+    return rel.partition("/")[0]
+
+
+def _remove_left_staging(
+    fs: pafs.FileSystem, staging: dict[str, datetime | None], report: PushReport, *, dry_run: bool
+) -> None:
+    """Remove the staging objects uploads cut short left behind (older than `_STAGING_LEFT_S`: a younger one may
+    be another push's upload under way). A copy readers never see, but a copy: of erased events too."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=_STAGING_LEFT_S)
+    for key, written in staging.items():
+        if written is not None and written > cutoff:
+            continue
+        if not dry_run:
+            with contextlib.suppress(FileNotFoundError):
+                try:
+                    fs.delete_file(key)
+                except OSError as exc:
+                    raise PushError(f"deleting {key} (left by an upload cut short): {_one_line(exc)}") from exc
+        report.staging_removed += 1
 
 
 #: S3's CopyObject limit (5 GiB): a larger file is uploaded straight to its key.
@@ -252,7 +299,8 @@ def _upload(fs: pafs.FileSystem, path: Path, key: str, size: int) -> None:
     """Upload `path` to `key` so that readers never see part of it. An output stream closed by an error (Ctrl-C, a
     read error) completes its upload with the parts sent so far, and Arrow has no abort: the file goes up under a
     name readers skip (a dot first, not ``.parquet``), then is copied to `key`, where the copy appears whole (S3
-    has no rename), and the staging object is removed; whatever an error leaves is removed too."""
+    has no rename), and the staging object is removed; whatever an error leaves is removed too, or, if that fails
+    (a second Ctrl-C, kill -9, a delete the bucket refuses), by a later push (`_remove_left_staging`)."""
     folder, _, name = key.rpartition("/")
     staging = key if size > _COPY_MAX else f"{folder}/.{name}.uploading"
     try:

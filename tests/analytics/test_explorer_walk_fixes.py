@@ -303,6 +303,23 @@ def test_the_dates_follow_the_lake_until_the_user_picks_some(tmp_path: Path, mon
     assert at.sidebar.date_input(key="dates").value == picked
 
 
+def test_a_picked_range_that_retention_cut_into_is_kept_within_the_lake(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kept in the session, a picked range older than the lake's first day (retention dropped it) stopped every
+    rerun of the page with Streamlit's "less than the min_value"."""
+    import shutil
+
+    home, days = tmp_path / "home", [END - timedelta(days=n) for n in (3, 1, 0)]
+    _write(home, [e for n, day in enumerate(days) for e in _asked(f"q-{n}", "네이버 주가", day)])
+    at = _app(home, monkeypatch)
+    at.sidebar.date_input(key="dates").set_value((days[0].date(), days[1].date())).run()
+    shutil.rmtree(home / "lake" / "events" / f"date={days[0].date()}")  # retention drops the oldest day
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.sidebar.date_input(key="dates").value == (days[1].date(), days[1].date())
+
+
 def test_a_long_question_is_shown_around_its_match_and_wraps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 15,000-character question filled a search result 4,000 px tall; one without spaces widened the page."""
     from querylog.analytics.explorer import QUESTION_CHARS
