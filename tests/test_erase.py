@@ -42,6 +42,14 @@ def _home(tmp_path: Path, *, queries: int = 6, **settings: object) -> Settings:
     return s
 
 
+def _shipped(s: Settings) -> Settings:
+    """`s`, as a data directory that has shipped to Loki (its labels noted, as the Loki projection notes them)."""
+    from querylog.runtime import loki_sink
+
+    loki_sink(dataclasses.replace(s, loki_url="http://127.0.0.1:9")).close()
+    return s
+
+
 def _rows(s: Settings, where: str) -> int:
     with Catalog(s.lake_dir) as catalog:
         return int(catalog.query(f"select count(*) from events where {where}")[1][0][0])
@@ -101,7 +109,7 @@ def test_with_a_salt_the_raw_user_id_is_never_written_down_nor_sent_to_loki(
     from querylog.runtime import make_redactor
     from querylog.testing import RecordedLoki
 
-    s = _home(tmp_path, queries=1, user_id_salt="pepper")
+    s = _shipped(_home(tmp_path, queries=1, user_id_salt="pepper"))
     hashed = make_redactor(s).pseudonymize_user_id("alice")
 
     def killed(settings: Settings) -> bool:
@@ -230,20 +238,25 @@ def test_with_loki_configured_a_delete_request_is_filed_per_subject_and_a_refusa
 ) -> None:
     from urllib.parse import parse_qs
 
+    from querylog.runtime import loki_sink
     from querylog.testing import RecordedLoki
 
     s = _home(tmp_path, queries=2)
     loki = RecordedLoki()
     with loki.serve() as url:
         with_loki = dataclasses.replace(s, loki_url=url, env="prod")
+        # Never shipped to Loki (`make run`, then LOKI_URL set): Loki holds no line of this home, and a request
+        # selected every app's and env's streams, deleting other deployments' lines of the same user id.
+        receipt = erase(with_loki, user_ids=["carol"])
+        assert receipt.loki_never_shipped and receipt.loki_requests == 0 and receipt.loki_error is None
+        assert not [r for r in loki.requests if r.url.path == "/loki/api/v1/delete"]
+        loki_sink(with_loki).close()  # it ships from now on (its labels are noted)
         loki.fail_next(204, 204)  # what a Loki with deletion enabled answers (the double has no compactor)
         receipt = erase(with_loki, user_ids=["alice"])
-        assert receipt.loki_error is None and receipt.loki_requests == 2
+        assert receipt.loki_error is None and receipt.loki_requests == 2 and not receipt.loki_never_shipped
         deletes = [r for r in loki.requests if r.url.path == "/loki/api/v1/delete"]
         queries = [parse_qs(r.url.query.decode())["query"][0] for r in deletes]
         assert {parse_qs(r.url.query.decode())["start"][0] for r in deletes} == {"2000-01-01T00:00:00Z"}
-        # This home never shipped to Loki: its own deployment's streams, not every app's and env's (whose lines of
-        # the same user id were deleted).
         own_streams = '{app="querylog", env="prod", event=~"' + "|".join(EVENT_TYPES) + '"}'
         assert queries[0] == own_streams + ' | user_id="alice"'
         assert queries[1].startswith(own_streams + ' | query_id=~"')
@@ -296,7 +309,7 @@ def test_delete_requests_loki_did_not_take_are_kept_and_filed_first_by_the_next_
     from querylog.erase import LOKI_PENDING
     from querylog.testing import RecordedLoki
 
-    s = _home(tmp_path, queries=2)
+    s = _shipped(_home(tmp_path, queries=2))
     loki = RecordedLoki()
     with loki.serve() as url:
         monkeypatch.setenv("QUERYLOG_HOME", str(s.home))
@@ -354,7 +367,7 @@ def test_an_erase_stopped_after_the_lake_is_finished_by_the_next_run_whatever_it
     import querylog.erase as erasure
     from querylog.testing import RecordedLoki
 
-    s = _home(tmp_path, queries=2)
+    s = _shipped(_home(tmp_path, queries=2))
     rebuild = erasure._rebuild_search
 
     def killed(settings: Settings) -> bool:

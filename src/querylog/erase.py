@@ -14,8 +14,8 @@ In order, so that nothing erased can come back:
    listed for the metrics folds running meanwhile (`querylog.logging.forget`), which forget them too;
 6. Loki, when configured (or when this data directory has shipped to it: then the requests are kept): delete
    requests over the streams this data directory shipped (the app and env pairs in ``state/loki-labels.json``;
-   its settings' own pair if it never shipped; every app and env for one that shipped before the pairs were
-   noted), through the compactor's API (Loki
+   every app and env for one that shipped before the pairs were noted; none for one that never shipped), through
+   the compactor's API (Loki
    applies them after its cancellation period, when deletion is enabled: `loki/`). Requests Loki did not take
    (unreachable, an error) are kept in ``state/loki-deletes-pending.jsonl`` and filed first by the next run,
    whatever its subjects: the log and the lake no longer hold the ids to make them again;
@@ -86,6 +86,8 @@ class ErasureReceipt:
     loki_error: str | None = None
     #: Whether this run finished an erasure a stopped run had begun (`IN_PROGRESS`), its subjects with its own.
     resumed: bool = False
+    #: Loki was configured, but this data directory never shipped to it: no delete request was made.
+    loki_never_shipped: bool = False
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -212,9 +214,9 @@ def _loki_requests(
     """LogQL delete queries: one per user and session (two for an id Loki holds escaped: `metadata_forms`), and the
     queries' ids in groups (ids are structured metadata, so they are filtered with label filters, not line filters),
     for each (``app``, ``env``) pair of `labels`: the streams this data directory shipped (`LOKI_LABELS`), whatever
-    settings the erase runs with, and no other deployment's that shares the Loki tenant (a data directory that
-    never shipped: its settings' own pair). Without `labels` (one that shipped before they were noted), querylog's
-    streams of every app and env, by their ``event``."""
+    settings the erase runs with, and no other deployment's that shares the Loki tenant. Without `labels` (one that
+    shipped before they were noted, or whose list is damaged), querylog's streams of every app and env, by their
+    ``event``."""
     events = f"event=~{_logql_string('|'.join(EVENT_TYPES))}"
     selectors = (
         [f"{{app={_logql_string(app)}, env={_logql_string(env)}, {events}}}" for app, env in labels]
@@ -489,12 +491,13 @@ def _erase(
         if queries or resumed:
             receipt.search_rebuilt = _rebuild_search(settings)
     receipt.metrics_open_queries = _forget_in_snapshot(settings, queries)
-    shipped = settings.loki_checkpoint_path.exists() or (settings.state_dir / LOKI_PENDING).exists()
-    if not skip_loki and (settings.loki_url or shipped):
-        labels = _loki_labels(settings)
-        if labels is None and not settings.loki_checkpoint_path.exists():  # never shipped: no other app's lines
-            labels = [(settings.service, settings.env)]
-        _file_in_loki(settings, _loki_requests(kept, sorted(queries), labels), receipt)
+    # Shipped: by its Loki projection (the checkpoint) or by `replay loki` (which notes its labels too).
+    shipped = settings.loki_checkpoint_path.exists() or (settings.state_dir / LOKI_LABELS).exists()
+    if not skip_loki and (settings.loki_url or shipped or (settings.state_dir / LOKI_PENDING).exists()):
+        # Never shipped: Loki holds no line of this data directory; a request would select another deployment's.
+        receipt.loki_never_shipped = not shipped
+        requests = _loki_requests(kept, sorted(queries), _loki_labels(settings)) if shipped else []
+        _file_in_loki(settings, requests, receipt)
     _audit(settings, receipt)
     # Every store is done (Loki's part kept, if not, in LOKI_PENDING).
     (settings.state_dir / IN_PROGRESS).unlink(missing_ok=True)

@@ -21,7 +21,8 @@ def add_parser(sub: Any) -> None:
         "(blanked in place), the lake (each affected hour rewritten atomically), the search index (rebuilt), the "
         "metrics snapshot and, when QUERYLOG_LOKI_URL is set, Loki (delete requests: one per user and session, one per "
         "50 query ids, over the streams this data directory shipped: the app and env pairs it noted in "
-        "state/loki-labels.json, so no other deployment's; Loki applies them when its "
+        "state/loki-labels.json, so no other deployment's (every app's and env's for one that shipped before they "
+        "were noted; none for one that never shipped); Loki applies them when its "
         "compactor has deletion enabled). Safe while querylog serve runs; idempotent; an interrupted "
         "run is finished by the next. With QUERYLOG_USER_ID_SALT set, give the raw user id. Prints a receipt "
         "and appends an audit entry without ids to QUERYLOG_HOME/state/erasures.jsonl. Events written after "
@@ -114,6 +115,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def _loki_line(receipt: ErasureReceipt) -> str:
     from querylog.erase import LOKI_PENDING
 
+    if receipt.loki_never_shipped and not receipt.loki_requests and not receipt.loki_error:
+        return "none: this data directory never shipped to Loki (no state/checkpoints/loki.json)"
     line = f"{receipt.loki_requests} delete request{'' if receipt.loki_requests == 1 else 's'} accepted"
     if receipt.loki_earlier:
         line += f" ({receipt.loki_earlier} left by an earlier erasure)"
