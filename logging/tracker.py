@@ -262,13 +262,22 @@ class _Context:
         self.attributes = attributes
 
 
+def _message(exc: BaseException) -> str:
+    """`str(exc)`, or what says so when the app's exception cannot be made text: the failure is still recorded
+    and the app's exception, not this one, is what goes on."""
+    try:
+        return str(exc)
+    except Exception as unprintable:
+        return f"<{type(exc).__name__}: str() raised {type(unprintable).__name__}>"
+
+
 class TrackedQuery:
     """One query's lifecycle. Use as a context manager; stage methods emit one event each."""
 
     __slots__ = (
         "_context",
         "_current_stage",
-        "_failed_stage",
+        "_failed",
         "_language",
         "_raw_text",
         "_stage_started",
@@ -313,7 +322,8 @@ class TrackedQuery:
         self.quality_score: float | None = None
         self.stage_durations_ms: dict[str, float] = {}
         self._current_stage: str | None = None
-        self._failed_stage: str | None = None
+        #: The exception a stage saw first, and that stage: where it broke, if the query fails with it.
+        self._failed: tuple[BaseException, str] | None = None
         self._stage_started = 0.0
         self._started = 0.0
 
@@ -383,8 +393,11 @@ class TrackedQuery:
                     tags=c.tags,
                     attributes=c.attributes,
                     error_type=type(exc).__name__,
-                    error_message=t.redact(str(exc))[:MAX_ERROR_MESSAGE_CHARS],
-                    stage=self._failed_stage or self._current_stage,
+                    error_message=t.redact(_message(exc))[:MAX_ERROR_MESSAGE_CHARS],
+                    # The stage it broke in; not one whose failure the app handled (a retry) before this one.
+                    stage=self._failed[1]
+                    if self._failed is not None and self._failed[0] is exc
+                    else self._current_stage,
                     latency_ms=latency_ms,
                     intent=self.intent,
                 )
@@ -400,15 +413,15 @@ class TrackedQuery:
         and a failure inside is attributed to it."""
         previous, started = self._current_stage, self._stage_started
         self._current_stage = name
-        self._stage_started = time.perf_counter()
+        self._stage_started = begun = time.perf_counter()
         try:
             yield
-        except BaseException:
-            if self._failed_stage is None:  # the innermost stage is where it broke
-                self._failed_stage = name
+        except BaseException as exc:
+            if self._failed is None or self._failed[0] is not exc:  # the innermost stage is where it broke
+                self._failed = (exc, name)
             raise
         finally:
-            self.stage_durations_ms[name] = (time.perf_counter() - self._stage_started) * 1000.0
+            self.stage_durations_ms[name] = (time.perf_counter() - begun) * 1000.0
             self._current_stage, self._stage_started = previous, started
 
     def set_trace_id(self, trace_id: str | None) -> None:

@@ -98,6 +98,65 @@ def test_a_failure_outside_any_stage_has_no_stage() -> None:
     assert isinstance(failed, QueryFailed) and failed.stage is None and failed.error_type == "KeyError"
 
 
+def test_a_stage_failure_the_app_handled_is_not_blamed_for_a_later_one() -> None:
+    """A search that timed out and was retried made a later failure in generate, or outside any stage, read as
+    `stage: search`: failure dashboards by stage pointed at the wrong component."""
+    capture = CapturingEmitter()
+    tracker = QueryTracker(capture)
+
+    def handler(later_stage: str | None) -> None:
+        with tracker.query("재시도") as q:
+            for attempt in range(2):
+                try:
+                    with q.stage("search"):
+                        if attempt == 0:
+                            raise TimeoutError("retrying")
+                        q.searched(3)
+                    break
+                except TimeoutError:
+                    continue
+            if later_stage is None:
+                raise ValueError("outside any stage")
+            with q.stage(later_stage), q.stage("parse"):  # the innermost stage is where it broke
+                raise ValueError("LLM returned garbage")
+
+    for later_stage in ("generate", None):
+        with pytest.raises(ValueError):
+            handler(later_stage)
+        failed = capture.events[-1]
+        assert isinstance(failed, QueryFailed)
+        assert failed.stage == ("parse" if later_stage else None)
+
+
+def test_an_exception_that_cannot_be_made_text_is_recorded_and_goes_on_as_it_is() -> None:
+    """`str(exc)` raising (an SDK error whose __str__ reads a missing key) replaced the app's exception with a
+    KeyError from inside the tracker, and no query_failed was written: the query stayed in progress for good."""
+
+    class APIError(Exception):
+        def __str__(self) -> str:
+            return {}["error"]  # type: ignore[no-any-return]
+
+    capture = CapturingEmitter()
+    with pytest.raises(APIError), QueryTracker(capture).query("x"):
+        raise APIError(500)
+    failed = capture.events[-1]
+    assert isinstance(failed, QueryFailed) and failed.error_type == "APIError"
+    assert failed.error_message == "<APIError: str() raised KeyError>"
+
+
+def test_a_stage_times_itself_when_another_runs_beside_it() -> None:
+    """Two stages of one query open side by side (asyncio.gather) restored each other's start: the one that closed
+    last was recorded as the time since the machine booted."""
+    capture = CapturingEmitter()
+    with QueryTracker(capture).query("x") as q:
+        first, second = q.stage("search_a"), q.stage("search_b")
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)  # closes first, while search_b still runs
+        second.__exit__(None, None, None)
+    assert all(0 <= q.stage_durations_ms[name] < 60_000 for name in ("search_a", "search_b"))
+
+
 def test_stage_durations_are_recorded_when_not_given() -> None:
     capture = CapturingEmitter()
     with QueryTracker(capture).query("x") as q, q.stage("search"):
