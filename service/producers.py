@@ -328,6 +328,10 @@ def _json_type(value: object) -> str:
     return "array" if isinstance(value, list) else "object"
 
 
+#: msgspec's message for a value the schema's `Text` pattern refuses (the only pattern on a value).
+_TEXT_REGEX: Final = "Expected `str` matching regex"
+
+
 def _describe(exc: DecodeError) -> tuple[str | None, str]:
     """(field, message) from a codec error: msgspec puts the path in the message; our own checks raise
     `EventValidationError`, which msgspec wraps and which names the field itself."""
@@ -342,7 +346,10 @@ def _describe(exc: DecodeError) -> tuple[str | None, str]:
         return key["path"], f"a key: {message[: key.start()]}"
     at = _AT_PATH.search(message)
     if at is not None:
-        return at["path"] or None, message[: at.start()]
+        said = message[: at.start()]
+        if said.startswith(_TEXT_REGEX):  # the schema's `Text` pattern: say what it means, not the regex
+            said = "must hold a visible character (empty, blank or invisible characters only are refused)"
+        return at["path"] or None, said
     named = _NAMED_FIELD.search(message)
     return (named["name"] if named else None), message
 

@@ -453,7 +453,7 @@ def test_each_kind_of_invalid_event_names_its_field(client: TestClient, event: d
     assert resp.status_code == 422
     [problem] = resp.json()["detail"]
     assert (problem["index"], problem["field"]) == (0, field)
-    assert problem["message"]
+    assert problem["message"] and "regex" not in problem["message"]  # a blank text was told by its regex
 
 
 def test_at_most_a_hundred_problems_are_listed(client: TestClient) -> None:
