@@ -177,6 +177,7 @@ def test_loki_is_held_to_the_window_it_can_hold_when_the_log_reaches_past_it(
             ("intents", "news_inquiry"),
         }
         assert lost.loki_surplus == 0  # fewer in Loki: no entries stored twice to explain
+        assert lost.loki_shortfall == 2  # what reconcile then points at: the lag, and the drops by reason
 
 
 def test_the_events_loki_counts_beyond_the_log_are_summed_as_its_surplus() -> None:
@@ -189,6 +190,7 @@ def test_the_events_loki_counts_beyond_the_log_are_summed_as_its_surplus() -> No
     ]
     report = ReconcileReport(sources={}, rows=rows)
     assert report.loki_surplus == 3 and not report.clean
+    assert report.loki_shortfall == 1  # the other way: not shipped yet, or dropped as Loki would refuse it
     windowed = ReconcileReport(
         sources={},
         rows=[("events", "query_received", {"log": 9, LOKI_WINDOW: 5, "loki": 6})],

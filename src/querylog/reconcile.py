@@ -77,17 +77,26 @@ class ReconcileReport:
         return not self.disagreements and not self.unreadable
 
     @property
+    def loki_shortfall(self) -> int:
+        """Events Loki counts fewer than its baseline, summed over the event types where it counts fewer: not
+        shipped yet, or not sent because Loki would refuse them (counted as dropped by reason). 0 without Loki."""
+        return self._loki_gap(-1)
+
+    @property
     def loki_surplus(self) -> int:
         """Events Loki counts beyond its baseline (the log, or `LOKI_WINDOW`), summed over the event types where it
         counts more: entries stored twice (docs/loki.md, "Checkpoint and duplicates"), another data directory's
         under the same labels, or erased ones Loki has not deleted yet. 0 without Loki."""
+        return self._loki_gap(1)
+
+    def _loki_gap(self, sign: int) -> int:
         baseline = self.baselines.get("loki", "log")
-        surplus = 0
+        gap = 0
         for kind, _, counts in self.rows:
             loki, theirs = counts.get("loki"), counts.get(baseline)
-            if kind == "events" and loki is not None and theirs is not None and loki > theirs:
-                surplus += loki - theirs
-        return surplus
+            if kind == "events" and loki is not None and theirs is not None and (loki - theirs) * sign > 0:
+                gap += (loki - theirs) * sign
+        return gap
 
 
 def count_events(events: Iterable[AnyEvent]) -> Counts:
