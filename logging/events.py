@@ -353,7 +353,7 @@ class Event(
         ts = self.ts
         tz = ts.tzinfo
         if tz is not UTC:  # utc_now() and msgspec's decoding of "Z" both give the UTC singleton: nothing to do
-            _require(tz is not None, "ts", "must be timezone-aware (UTC)")
+            _require(tz is not None, "ts", "must carry its UTC offset (Z, or one such as +09:00)")
             if ts.utcoffset():
                 try:
                     utc = ts.astimezone(UTC)

@@ -829,3 +829,11 @@ def test_the_documented_example_batch_is_taken_once_and_its_retry_adds_nothing(c
     example = spec["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["example"]
     assert client.post("/v1/events", json=example).json() == {"accepted": 2, "duplicates": 0}
     assert client.post("/v1/events", json=example).json() == {"accepted": 0, "duplicates": 2}
+
+
+def test_a_time_without_its_offset_is_told_to_carry_one(client: TestClient) -> None:
+    """It said "must be timezone-aware (UTC)", which read as if only UTC were taken; +09:00 is."""
+    event = {"event_type": "query_received", "query_id": "q-1", "query_text": "hi", "ts": "2025-01-01T09:00:00"}
+    [problem] = client.post("/v1/events", json={"events": [event]}).json()["detail"]
+    assert problem["field"] == "ts" and "must carry its UTC offset (Z, or one such as +09:00)" in problem["message"]
+    assert client.post("/v1/events", json={"events": [{**event, "ts": "2025-01-01T09:00:00+09:00"}]}).status_code == 200
