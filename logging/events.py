@@ -433,7 +433,7 @@ class SearchCompleted(Event, frozen=True, tag="search_completed"):
             and (d is None or (type(d) is float and 0 <= d <= MAX_MILLIS))
             and self.sources_dropped is None
             and type(self.cache_hit) is bool
-            and (top is None or type(top) is float)
+            and (top is None or (type(top) is float and top - top == 0.0))  # finite: NaN and inf give NaN
         ):
             _require(n is not None, "result_count", f"must be a whole number 0 to {COUNT_MAX:,}, got None")
             _check_count("result_count", n)
@@ -442,6 +442,7 @@ class SearchCompleted(Event, frozen=True, tag="search_completed"):
             _require(type(self.cache_hit) is bool, "cache_hit", f"must be true or false, got {self.cache_hit!r}")
             if top is not None:
                 _check_number("top_score", top)
+                _require(math.isfinite(top), "top_score", f"must be a finite number, got {top!r}")
         sources = self.sources
         if sources is not None and len(sources) > MAX_SOURCES:
             # Cut, never refused: the answer happened; the event keeps the best `MAX_SOURCES` and says how many went.

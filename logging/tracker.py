@@ -487,7 +487,7 @@ class TrackedQuery:
             and (hits is None or len(hits) <= MAX_SOURCES)
             and backend_durations_ms is None
             and type(cache_hit) is bool
-            and (top_score is None or type(top_score) is float)
+            and (top_score is None or (type(top_score) is float and top_score - top_score == 0.0))  # finite
         )
         if not valid:
             result_count, d, top_score, cache_hit = (

@@ -411,3 +411,13 @@ def test_numbers_of_other_libraries_are_taken_as_the_numbers_they_are() -> None:
     assert (searched.result_count, searched.cache_hit, searched.top_score) == (3, True, 2.5)
     assert completed.cache_hit is True
     assert (responded.gen_ai_usage_input_tokens, responded.cost_usd) == (10, 0.25)
+
+
+@pytest.mark.parametrize("top", [float("nan"), float("inf"), -float("inf")])
+def test_a_top_score_that_is_no_number_is_refused_naming_it(top: float) -> None:
+    """A NaN or infinite top score was taken and stored as null without a word, while a source's score, a duration
+    and a cost refuse it."""
+    from querylog.logging.events import EventValidationError
+
+    with QueryTracker(CapturingEmitter()).query("x") as q, pytest.raises(EventValidationError, match="top_score"):
+        q.searched(1, top_score=top)
