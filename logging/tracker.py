@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, SupportsIndex, TypeAlias, runtime_checkable
 
 import msgspec
 import uuid_utils
@@ -82,6 +82,11 @@ def _plain(value: object) -> Any:
 
 def _is_count(value: object) -> bool:
     return type(value) is int and 0 <= value <= COUNT_MAX
+
+
+#: An id as the tracker takes it: text, or a whole number (an int, a numpy integer: a database's id), stored as its
+#: decimal text.
+Id: TypeAlias = str | SupportsIndex
 
 
 def _text(field: str, value: object) -> Any:
@@ -169,12 +174,12 @@ class QueryTracker:
         self,
         query_text: str,
         *,
-        session_id: str | None = None,
-        user_id: str | None = None,
-        query_id: str | None = None,
-        trace_id: str | None = None,
+        session_id: Id | None = None,
+        user_id: Id | None = None,
+        query_id: Id | None = None,
+        trace_id: Id | None = None,
         language: str | None = None,
-        release: str | None = None,
+        release: Id | None = None,
         prompt_version: str | None = None,
         tags: Sequence[str] | None = None,
         attributes: Mapping[str, str] | None = None,
@@ -195,7 +200,7 @@ class QueryTracker:
             language = _text("language", language)
         context = self._context
         if release or prompt_version or tags or attributes:  # the query's own: a context of its own
-            release, prompt_version = _text("release", release), _text("prompt_version", prompt_version)
+            own_release, prompt_version = _text("release", release), _text("prompt_version", prompt_version)
             merged_tags = self.tags
             if tags:
                 merged_tags = checked_tags((*(self.tags or ()), *tags))
@@ -203,33 +208,43 @@ class QueryTracker:
             if attributes:
                 merged_attributes = checked_attributes({**(self.attributes or {}), **self._attributes(attributes)})
             context = _Context(
-                release=release or self.release,
+                release=own_release or self.release,
                 prompt_version=prompt_version or self.prompt_version,
                 tags=merged_tags,
                 attributes=merged_attributes,
             )
-        return TrackedQuery(self, query_text, session_id, user_id, query_id, trace_id, language, context)
+        # Each id is text by now (`_text` above, when one was not): no cast, which would cost a call per query.
+        return TrackedQuery(
+            self,
+            query_text,
+            session_id,
+            user_id,
+            query_id,
+            trace_id,
+            language,
+            context,  # type: ignore[arg-type]
+        )
 
     def feedback(
         self,
-        query_id: str,
+        query_id: Id,
         score: int,
         *,
         comment: str | None = None,
-        session_id: str | None = None,
-        user_id: str | None = None,
-        trace_id: str | None = None,
+        session_id: Id | None = None,
+        user_id: Id | None = None,
+        trace_id: Id | None = None,
     ) -> FeedbackReceived:
         """Emit (and flush) a feedback_received event for an answered query."""
         if comment is not None and not isinstance(comment, str):
             raise EventValidationError("comment", f"must be a string, got {type(comment).__name__}")
-        user_id = _text("user_id", user_id)
+        uid = _text("user_id", user_id)
         event = FeedbackReceived(
             query_id=_text("query_id", query_id),
             score=_plain(score),
             comment=self.redact(nfc(comment)) if comment is not None else None,
             session_id=_text("session_id", session_id),
-            user_id=self.pseudonymize_user_id(user_id) if user_id else None,
+            user_id=self.pseudonymize_user_id(uid) if uid else None,
             trace_id=_text("trace_id", trace_id),
             service=self.service,
             env=self.env,
@@ -424,7 +439,7 @@ class TrackedQuery:
             self.stage_durations_ms[name] = (time.perf_counter() - begun) * 1000.0
             self._current_stage, self._stage_started = previous, started
 
-    def set_trace_id(self, trace_id: str | None) -> None:
+    def set_trace_id(self, trace_id: Id | None) -> None:
         """Attach a trace id (e.g. Langfuse's) once known; later events of the query carry it."""
         self.trace_id = _text("trace_id", trace_id)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from querylog.logging.events import (
@@ -421,3 +423,23 @@ def test_a_top_score_that_is_no_number_is_refused_naming_it(top: float) -> None:
 
     with QueryTracker(CapturingEmitter()).query("x") as q, pytest.raises(EventValidationError, match="top_score"):
         q.searched(1, top_score=top)
+
+
+def test_the_ids_the_docs_say_are_taken_type_check(tmp_path: Path) -> None:
+    """docs/integrating.md: ids may be whole numbers (a database's); the signatures said `str`, so `mypy --strict`
+    refused what the tracker takes."""
+    api = pytest.importorskip("mypy.api")
+    app = tmp_path / "app.py"
+    app.write_text(
+        "from querylog.logging.tracker import QueryTracker\n"
+        "from querylog.testing import CapturingEmitter\n"
+        "tracker = QueryTracker(CapturingEmitter())\n"
+        "with tracker.query('x', session_id=123, user_id=42, query_id=7, trace_id='t', release=3) as q:\n"
+        "    pass\n"
+        "tracker.feedback(7, 1, session_id=123, user_id=42, trace_id=9)\n"
+    )
+    out, err, status = api.run(["--strict", "--cache-dir", str(tmp_path / "cache"), str(app)])
+    assert status == 0, out + err
+    with QueryTracker(CapturingEmitter()).query("x", session_id=123, query_id=7) as q:
+        pass
+    assert (q.session_id, q.query_id) == ("123", "7")
