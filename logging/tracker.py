@@ -214,16 +214,7 @@ class QueryTracker:
                 attributes=merged_attributes,
             )
         # Each id is text by now (`_text` above, when one was not): no cast, which would cost a call per query.
-        return TrackedQuery(
-            self,
-            query_text,
-            session_id,
-            user_id,
-            query_id,
-            trace_id,
-            language,
-            context,  # type: ignore[arg-type]
-        )
+        return TrackedQuery(self, query_text, session_id, user_id, query_id, trace_id, language, context)  # type: ignore[arg-type]
 
     def feedback(
         self,
