@@ -11,8 +11,8 @@ appears whole (`_upload`: an upload cut short by Ctrl-C or a read error would ot
 sent so far), so a reader never sees half a file. What is not: a push as a whole (a reader listing mid-push sees
 some of the new files), and a mirror (``delete=True``) after local compaction uploads the merged file before it
 deletes the small ones it replaced, so a reader in between sees those events twice (never zero times: the order
-is chosen so, and a day whose new files a compaction or an erase made during the push keeps its old ones until
-the next push: `PushReport.behind`).
+is chosen so, and files that left the local lake during the push stay in the bucket until the next push:
+`PushReport.behind`).
 
 Idempotent: local files are immutable once renamed into place (named ``part-<uuid7>`` or
 ``compacted-<uuid7>``), so a key that already exists with the same size holds the same bytes and is skipped.
@@ -179,9 +179,9 @@ class PushReport:
     deleted: int = 0
     stale: int = 0
     vanished: int = 0  # local files compacted away between listing and upload: the next push copies the result
-    #: With ``delete``: remote files kept although the local lake no longer has them, because their day's new
-    #: files (a compaction or an erase that ran during the push) are not in the bucket yet: they may hold the only
-    #: copy there of their events. The next push deletes them.
+    #: With ``delete``: remote files kept although the local lake no longer has them, because they left it during
+    #: the push (a compaction, an erase, a rebuild): what replaced them may not be in the bucket yet, so they may
+    #: hold the only copy there of their events. The next push deletes them.
     behind: int = 0
     #: Staging objects that uploads cut short had left (`_upload`), removed.
     staging_removed: int = 0
@@ -240,7 +240,8 @@ def push_lake(
         report.uploaded += 1
         report.uploaded_bytes += size
     _remove_left_staging(fs, staging, report, dry_run=dry_run)
-    # Listed again: a compaction or an erase that ran meanwhile replaced files with ones not uploaded yet.
+    # Listed again: a compaction, an erase or a rebuild that ran meanwhile replaced files with ones not uploaded.
+    listed = set(local)
     local = _local_lake_files(lake_dir) if report.vanished or delete else local
     extra = sorted(there - set(local))
     if extra and delete:
@@ -248,11 +249,11 @@ def push_lake(
             raise PushError(
                 f"refusing to delete all {len(extra)} files under {location.uri}: the local lake {lake_dir} is empty"
             )
-        # A day whose replacement files (a compaction's, an erase's: never the projection's new parts) are not in
-        # the bucket yet keeps its old files there: they may hold the only copy in the bucket of their events.
-        held = {_day(rel) for rel in local if rel not in there and not rel.rpartition("/")[2].startswith("part-")}
         for rel in extra:
-            if _day(rel) in held:
+            # Gone from the local lake during this push: what replaced it may not be in the bucket yet, so it may
+            # hold the only copy there of its events. One gone before the push began was replaced by files this
+            # push listed and uploaded. New files the running service writes hold nothing back.
+            if rel in listed:
                 report.behind += 1
                 continue
             if not dry_run:
@@ -269,10 +270,6 @@ def push_lake(
     return report
 
 
-def _day(rel: str) -> str:
-    return rel.partition("/")[0]
-
-
 def _remove_left_staging(
     fs: pafs.FileSystem, staging: dict[str, datetime | None], report: PushReport, *, dry_run: bool
 ) -> None:
@@ -283,11 +280,12 @@ def _remove_left_staging(
         if written is not None and written > cutoff:
             continue
         if not dry_run:
-            with contextlib.suppress(FileNotFoundError):
-                try:
-                    fs.delete_file(key)
-                except OSError as exc:
-                    raise PushError(f"deleting {key} (left by an upload cut short): {_one_line(exc)}") from exc
+            try:
+                fs.delete_file(key)
+            except FileNotFoundError:  # moved into place meanwhile by the push that made it
+                continue
+            except OSError as exc:
+                raise PushError(f"deleting {key} (left by an upload cut short): {_one_line(exc)}") from exc
         report.staging_removed += 1
 
 

@@ -351,7 +351,7 @@ def test_a_mirror_keeps_the_files_a_compaction_replaced_during_the_push(
     assert main(["lake", "push", uri, "--delete", "-q"]) == 1
     assert compacted
     err = capsys.readouterr().err
-    assert f"{len(compacted)} remote files kept for now: a compaction or an erase replaced them" in err
+    assert f"{len(compacted)} remote files kept for now: they left the local lake during the push" in err
     assert "push again" in err
     with Catalog(uri) as remote, Catalog(home / "lake") as local:  # every event still in the bucket
         assert (
@@ -431,3 +431,25 @@ def test_a_partial_upload_left_behind_is_removed_by_the_next_push(
     assert push_lake(home / "lake", uri, dry_run=True).staging_removed == 1 and left in _all_keys(bucket, s3_env)
     assert push_lake(home / "lake", uri).staging_removed == 1
     assert left not in _all_keys(bucket, s3_env)
+
+
+def test_a_rebuild_during_a_mirror_deletes_nothing(home: Path, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`replay parquet` writes the whole lake again as new part files: a mirror that ran meanwhile took every old
+    remote file for one no longer local, and emptied the bucket of them, exit 0."""
+    import querylog.analytics.lake_remote as lake_remote
+
+    lake, uri = home / "lake", f"s3://{bucket}/rebuilt"
+    push_lake(lake, uri)
+    before = _remote_keys(bucket, "rebuilt")
+    real_listing = lake_remote._remote_listing
+
+    def listing_then_rebuild(*args: Any) -> Any:
+        found = real_listing(*args)
+        for path in sorted((lake / "events").rglob("*.parquet")):  # every file replaced by a new part
+            path.rename(path.with_name(f"part-rebuilt-{path.name}"))
+        return found
+
+    monkeypatch.setattr(lake_remote, "_remote_listing", listing_then_rebuild)
+    report = push_lake(lake, uri, delete=True)
+    assert (report.deleted, report.behind) == (0, len(before))
+    assert before <= _remote_keys(bucket, "rebuilt")

@@ -34,8 +34,8 @@ def add_parser(sub: Any) -> None:
         "--delete",
         action="store_true",
         help="then delete remote lake files the local lake no longer has (after compaction, retention or "
-        "erase); readers may see those events twice between the upload and the delete. Files that a compaction or "
-        "an erase replaced during the push are kept until the next push (exit 1: push again)",
+        "erase); readers may see those events twice between the upload and the delete. Files that left the local "
+        "lake during the push (a compaction, erase or rebuild ran) are kept until the next push (exit 1: push again)",
     )
     push.add_argument(
         "--dry-run",
@@ -99,14 +99,15 @@ def run_push(args: argparse.Namespace, settings: Settings) -> int:
         )
     if report.staging_removed:
         print(
-            f"querylog lake push: removed {report.staging_removed} partial uploads earlier pushes cut short had left",
+            f"querylog lake push: {'would remove' if args.dry_run else 'removed'} {report.staging_removed} partial "
+            "uploads earlier pushes cut short had left",
             file=sys.stderr,
         )
     if report.behind:
         print(
-            f"querylog lake push: {report.behind} remote files kept for now: a compaction or an erase replaced them "
-            "during the push, and what replaced them is not in the bucket yet (they may hold the only copy there "
-            "of their events); push again",
+            f"querylog lake push: {report.behind} remote files kept for now: they left the local lake during the "
+            "push (a compaction, an erase, a rebuild), and what replaced them may not be in the bucket yet (they "
+            "may hold the only copy there of their events); push again",
             file=sys.stderr,
         )
     elif report.stale:
