@@ -285,6 +285,7 @@ class TrackedQuery:
         "_current_stage",
         "_failed",
         "_language",
+        "_open_stages",
         "_raw_text",
         "_stage_started",
         "_started",
@@ -328,8 +329,11 @@ class TrackedQuery:
         self.quality_score: float | None = None
         self.stage_durations_ms: dict[str, float] = {}
         self._current_stage: str | None = None
-        #: The exception a stage saw first, and that stage: where it broke, if the query fails with it.
+        #: The exception a stage saw first, and that stage: where it broke, if the query fails with it (or with an
+        #: exception raised from it). Let go when the query ends: its traceback holds the stage's frame.
         self._failed: tuple[BaseException, str] | None = None
+        #: The stages open now, in the order they opened (`stage`): the last is the current one.
+        self._open_stages: list[tuple[str, float]] | None = None
         self._stage_started = 0.0
         self._started = 0.0
 
@@ -400,15 +404,13 @@ class TrackedQuery:
                     attributes=c.attributes,
                     error_type=type(exc).__name__,
                     error_message=t.redact(_message(exc))[:MAX_ERROR_MESSAGE_CHARS],
-                    # The stage it broke in; not one whose failure the app handled (a retry) before this one.
-                    stage=self._failed[1]
-                    if self._failed is not None and self._failed[0] is exc
-                    else self._current_stage,
+                    stage=self._broke_in(exc),
                     latency_ms=latency_ms,
                     intent=self.intent,
                 )
             t.emitter.append(event)
         finally:
+            self._failed = None
             if t.durable:
                 t.emitter.flush()
         # Returning None re-raises the handler's exception: the tracker records failures, never hides them.
@@ -417,9 +419,12 @@ class TrackedQuery:
     def stage(self, name: str) -> Iterator[None]:
         """Time a stage; events emitted inside without a duration get the stage's elapsed time,
         and a failure inside is attributed to it."""
-        previous, started = self._current_stage, self._stage_started
-        self._current_stage = name
-        self._stage_started = begun = time.perf_counter()
+        entry = (name, time.perf_counter())
+        if self._open_stages is None:
+            self._open_stages = []
+        opened = self._open_stages
+        opened.append(entry)
+        self._current_stage, self._stage_started = entry
         try:
             yield
         except BaseException as exc:
@@ -427,8 +432,30 @@ class TrackedQuery:
                 self._failed = (exc, name)
             raise
         finally:
-            self.stage_durations_ms[name] = (time.perf_counter() - begun) * 1000.0
-            self._current_stage, self._stage_started = previous, started
+            self.stage_durations_ms[name] = (time.perf_counter() - entry[1]) * 1000.0
+            # Side by side (asyncio.gather), stages need not close in the reverse order they opened.
+            del opened[next(i for i in range(len(opened) - 1, -1, -1) if opened[i] is entry)]
+            self._current_stage, self._stage_started = opened[-1] if opened else (None, 0.0)
+
+    def _broke_in(self, exc: BaseException) -> str | None:
+        """The stage `exc` broke in: the one that saw it, or the exception it was raised from or while handling
+        (an HTTP error mapped from a search's, a retry library's last attempt, an exception group's member);
+        else the stage open now. Not one whose failure the app handled (a retry) before this one."""
+        failed = self._failed
+        if failed is not None:
+            seen: set[int] = set()
+            todo: list[BaseException] = [exc]
+            while todo and len(seen) < 64:
+                cause = todo.pop()
+                if cause is failed[0]:
+                    return failed[1]
+                if id(cause) in seen:
+                    continue
+                seen.add(id(cause))
+                todo += [e for e in (cause.__cause__, cause.__context__) if e is not None]
+                if isinstance(cause, BaseExceptionGroup):
+                    todo += cause.exceptions
+        return self._current_stage
 
     def set_trace_id(self, trace_id: Id | None) -> None:
         """Attach a trace id (e.g. Langfuse's) once known; later events of the query carry it."""

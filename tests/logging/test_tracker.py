@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -443,3 +444,83 @@ def test_the_ids_the_docs_say_are_taken_type_check(tmp_path: Path) -> None:
     with QueryTracker(CapturingEmitter()).query("x", session_id=123, query_id=7) as q:
         pass
     assert (q.session_id, q.query_id) == ("123", "7")
+
+
+def test_an_error_mapped_from_a_stages_failure_is_blamed_on_that_stage() -> None:
+    """`raise HTTPException(502) from e` (docs/integrating.md: map the exception to your HTTP error), a retry
+    library's error raised from its last attempt, an exception group: the stage was lost."""
+
+    class HTTPError(Exception):
+        pass
+
+    capture = CapturingEmitter()
+    tracker = QueryTracker(capture)
+
+    def mapped() -> None:
+        with tracker.query("x") as q:
+            try:
+                with q.stage("search"):
+                    raise TimeoutError("index down")
+            except TimeoutError as exc:
+                raise HTTPError(502) from exc
+
+    def grouped() -> None:
+        with tracker.query("y") as q:
+            try:
+                with q.stage("generate"):
+                    raise ValueError("bad answer")
+            except ValueError as exc:
+                raise ExceptionGroup("steps failed", [exc]) from None
+
+    with pytest.raises(HTTPError):
+        mapped()
+    with pytest.raises(ExceptionGroup):
+        grouped()
+    stages = [e.stage for e in capture.events if isinstance(e, QueryFailed)]
+    assert stages == ["search", "generate"]
+
+
+def test_stages_side_by_side_leave_the_one_still_open_current_and_none_once_all_closed() -> None:
+    capture = CapturingEmitter()
+
+    def handler() -> None:
+        with QueryTracker(capture).query("x") as q:
+            a, b = q.stage("search_a"), q.stage("search_b")
+            a.__enter__()
+            b.__enter__()
+            a.__exit__(None, None, None)
+            q.searched(1)  # inside search_b, still open
+            b.__exit__(None, None, None)
+            raise RuntimeError("after retrieval, in no stage")
+
+    with pytest.raises(RuntimeError):
+        handler()
+    searched, failed = capture.events[-2], capture.events[-1]
+    assert isinstance(searched, SearchCompleted) and searched.duration_ms is not None
+    assert isinstance(failed, QueryFailed) and failed.stage is None  # it was blamed on search_a
+
+
+def test_a_failed_query_lets_go_of_its_exception() -> None:
+    """Kept after the query, the exception's traceback held the stage's frame, which holds the query: a cycle
+    per failed request, its frames' locals (documents, prompts) freed only by the cyclic collector."""
+    import gc
+    import weakref
+
+    made: list[weakref.ref[BaseException]] = []
+
+    class BoomError(Exception):
+        def __init__(self) -> None:
+            super().__init__("boom")
+            made.append(weakref.ref(self))
+
+    def handler() -> None:
+        with QueryTracker(CapturingEmitter()).query("x") as q, q.stage("generate"):
+            raise BoomError()
+
+    gc.disable()
+    try:
+        with contextlib.suppress(BoomError):
+            handler()
+        assert made[0]() is None  # freed at once, without the cyclic collector
+    finally:
+        gc.enable()
