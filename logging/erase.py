@@ -49,6 +49,7 @@ class _Ids(msgspec.Struct):
     query_id: str | None = None
     user_id: str | None = None
     session_id: str | None = None
+    event_id: str | None = None
 
 
 _decoder = msgspec.json.Decoder(_Ids)
@@ -59,6 +60,8 @@ class LogErasure:
     events: int = 0
     #: segment name → lines blanked
     segments: dict[str, int] = field(default_factory=dict)
+    #: the blanked events' ids: what the lake may lose too (an event written after the blanking stays in both)
+    event_ids: set[str] = field(default_factory=set)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -108,9 +111,11 @@ def erase_from_log(directory: Path, subjects: Subjects) -> LogErasure:
     everyone = Subjects(subjects.user_ids, subjects.session_ids, queries_of(directory, subjects) | subjects.query_ids)
     for path in segment_paths(directory):
         try:
-            hits = [(at, len(line)) for at, line in _lines(path) if (ids := _ids(line)) and everyone.matches(ids)]
+            found = [(at, len(line), ids) for at, line in _lines(path) if (ids := _ids(line)) and everyone.matches(ids)]
         except FileNotFoundError:
             continue
+        hits = [(at, length) for at, length, _ in found]
+        report.event_ids.update(ids.event_id for _, _, ids in found if ids.event_id is not None)
         if not hits:
             continue
         _list_erased(directory, path.name)  # before the blanking: a reader never meets a blank line unwarned

@@ -188,6 +188,14 @@ def _check_number(field: str, value: object) -> None:
         raise EventValidationError(field, f"must be a number, got {type(value).__name__} {value!r}")
 
 
+def _finite(value: float) -> bool:
+    """Whether `value` is a finite float, or an int a float can hold (10**400 cannot)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _check_duration(field: str, value: float | None, limit: float = MAX_MILLIS) -> None:
     if value is not None:
         _check_number(field, value)
@@ -442,7 +450,7 @@ class SearchCompleted(Event, frozen=True, tag="search_completed"):
             _require(type(self.cache_hit) is bool, "cache_hit", f"must be true or false, got {self.cache_hit!r}")
             if top is not None:
                 _check_number("top_score", top)
-                _require(math.isfinite(top), "top_score", f"must be a finite number, got {top!r}")
+                _require(_finite(top), "top_score", f"must be a finite number, got {top!r}")
         sources = self.sources
         if sources is not None and len(sources) > MAX_SOURCES:
             # Cut, never refused: the answer happened; the event keeps the best `MAX_SOURCES` and says how many went.

@@ -663,7 +663,8 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
         }
         if sources:
             event["sources"] = sources
-        scores = [float(v) for v in documents.values() if isinstance(v, int | float) and not isinstance(v, bool)]
+        numbers = (float(v) for v in documents.values() if isinstance(v, int | float) and not isinstance(v, bool))
+        scores = [v for v in numbers if math.isfinite(v)]  # a NaN would be the max or not by the documents' order
         if scores:
             event["top_score"] = max(scores)
         events.append(event)

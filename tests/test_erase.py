@@ -443,3 +443,34 @@ def test_the_receipt_counts_the_queries_found_and_an_id_sent_decomposed_is_found
     assert main(["erase", "--user-id", "someone"]) == 1
     assert "no log or lake in" in capsys.readouterr().err
     assert not (tmp_path / "hmoe").exists()
+
+
+def test_a_subjects_query_written_while_the_erase_runs_stays_in_the_log_and_the_lake_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events written after the erase began stay in the log (docs/privacy.md), but the lake's second pass, matching
+    on the user id, removed those the projection had brought in meanwhile: reconcile differed for days, and `replay
+    parquet` brought them back. The receipt also counted an hour rewritten by both passes twice."""
+    import querylog.erase as erasure
+    from querylog.logging.parquet import ParquetSink
+    from querylog.logging.projection import Projector
+    from querylog.logging.segments import EventLog, LogReader
+    from querylog.logging.tracker import QueryTracker
+
+    s = _home(tmp_path, queries=2)
+    real_wait = erasure._wait_for_parquet
+
+    def a_query_arrives_meanwhile(settings: Settings, position: dict[str, int], timeout_s: float) -> bool:
+        # alice asks again, after the log was blanked
+        with EventLog(settings.log_dir) as log, QueryTracker(log).query("앨리스의 새 질문", user_id="alice") as q:
+            q.classified("news_inquiry", 0.9)
+        with ParquetSink(settings.lake_dir) as sink:  # and the projection brings it to the lake
+            Projector(LogReader(settings.log_dir), sink).catch_up()
+        return real_wait(settings, position, timeout_s)
+
+    monkeypatch.setattr(erasure, "_wait_for_parquet", a_query_arrives_meanwhile)
+    receipt = erase(s, user_ids=["alice"])
+    assert receipt.lake_events == receipt.log_events == 2 * 4
+    assert receipt.lake_hours == len({p.parent for p in (s.lake_dir / "events").rglob("*.parquet")})
+    in_log = sum(b'"user_id":"alice"' in line for batch in LogReader(s.log_dir).iter_all() for line in batch.lines)
+    assert in_log == 3 == _rows(s, "user_id = 'alice'")  # the new query's three events, in both

@@ -35,7 +35,7 @@ import re
 import shutil
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,7 +62,7 @@ from querylog.runtime import make_redactor
 __all__ = ["AUDIT", "IN_PROGRESS", "LOKI_PENDING", "ErasureError", "ErasureReceipt", "erase"]
 
 _log = structlog.get_logger("querylog.erase")
-_ID_COLUMNS = ["query_id", "user_id", "session_id"]
+_ID_COLUMNS = ["query_id", "user_id", "session_id", "event_id"]
 
 
 @dataclass
@@ -116,52 +116,66 @@ def _hour_files(lake_dir: Path) -> list[Path]:
     return sorted(p for p in (lake_dir / "events").glob("date=*/hour=*/*.parquet") if not p.name.startswith("."))
 
 
-def _mask(table: pa.Table, subjects: Subjects) -> pa.Array:
-    def hit(column: str, values: frozenset[str]) -> pa.Array:
+def _mask(table: pa.Table, subjects: Subjects, event_ids: Collection[str] | None = None) -> pa.Array:
+    def hit(column: str, values: Collection[str]) -> pa.Array:
         if column not in table.column_names or not values:
             return pa.array([False] * table.num_rows, pa.bool_())
         return pc.fill_null(pc.is_in(table.column(column), value_set=pa.array(sorted(values), pa.string())), False)
 
-    return pc.or_(
+    mask = pc.or_(
         pc.or_(hit("query_id", subjects.query_ids), hit("user_id", subjects.user_ids)),
         hit("session_id", subjects.session_ids),
     )
+    return mask if event_ids is None else pc.and_(mask, hit("event_id", event_ids))
 
 
-def _lake_scan(lake_dir: Path, subjects: Subjects) -> tuple[set[str], set[Path]]:
-    """The query ids of the subjects' rows in the lake, and the hour directories that hold such rows."""
-    queries: set[str] = set()
-    hours: set[Path] = set()
+@dataclass(slots=True)
+class _LakeScan:
+    """The subjects' rows in the lake: their query ids and event ids, and the hour directories that hold them."""
+
+    queries: set[str] = field(default_factory=set)
+    event_ids: set[str] = field(default_factory=set)
+    hours: set[Path] = field(default_factory=set)
+
+
+def _lake_scan(lake_dir: Path, subjects: Subjects, event_ids: Collection[str] | None = None) -> _LakeScan:
+    """The subjects' rows in the lake (only those among `event_ids`, when given)."""
+    found = _LakeScan()
     for path in _hour_files(lake_dir):
         try:
             table = pq.read_table(path, columns=[c for c in _ID_COLUMNS if c in pq.read_schema(path).names])
         except FileNotFoundError:  # compacted away meanwhile: its rows are in a file listed later or next run
             continue
-        mask = _mask(table, subjects)
+        mask = _mask(table, subjects, event_ids)
         if pc.any(mask).as_py():
-            hours.add(path.parent)
-            queries.update(q for q in pc.filter(table.column("query_id"), mask).to_pylist() if q is not None)
-    return queries, hours
+            found.hours.add(path.parent)
+            found.queries.update(q for q in pc.filter(table.column("query_id"), mask).to_pylist() if q is not None)
+            found.event_ids.update(e for e in pc.filter(table.column("event_id"), mask).to_pylist() if e is not None)
+    return found
 
 
-def _erase_lake(lake_dir: Path, subjects: Subjects, progress: Callable[[str], None]) -> tuple[int, int, int]:
-    """Rewrite each hour that holds a subject's row without it: (rows dropped, hours rewritten, hours not)."""
+def _erase_lake(
+    lake_dir: Path, subjects: Subjects, event_ids: Collection[str], progress: Callable[[str], None]
+) -> tuple[int, set[Path], int]:
+    """Rewrite each hour that holds a subject's row among `event_ids` without it: (rows dropped, hours rewritten,
+    hours not). Only those: a subject's event written after the erase began stays in the log, so in the lake too."""
     from querylog.analytics.upkeep import HourPartition, LakeCompactor
 
     LakeCompactor(lake_dir).recover()  # a rewrite a crash interrupted is finished (or undone) first
-    _, hours = _lake_scan(lake_dir, subjects)
+    hours = _lake_scan(lake_dir, subjects, event_ids).hours
     if not hours:
-        return 0, 0, 0
+        return 0, set(), 0
     partitions = [
         HourPartition(h.parent.name.removeprefix("date="), h.name.removeprefix("hour="), h) for h in sorted(hours)
     ]
     compactor = LakeCompactor(
         lake_dir,
-        drop=lambda table: _mask(table, subjects),
+        drop=lambda table: _mask(table, subjects, event_ids),
         progress=lambda done, total, what: progress(f"lake [{done}/{total}] {what}"),
     )
     report = compactor.rewrite(partitions)
-    return compactor.dropped, report.partitions, len(report.skipped)
+    skipped = {p for p in partitions if p.name in report.skipped}
+    return compactor.dropped, {p.path for p in partitions if p not in skipped}, len(report.skipped)
 
 
 def _wait_for_parquet(settings: Settings, position: dict[str, int], timeout_s: float) -> bool:
@@ -372,9 +386,9 @@ def _file_in_loki(settings: Settings, requests: Sequence[str], receipt: ErasureR
         sent, receipt.loki_error = (
             0,
             (
-                "this data directory has shipped events to Loki (state/checkpoints/loki.json), but no Loki URL is set "
-                "here: set QUERYLOG_LOKI_URL (or LOKI_URL) as the server has it and run the erase again (or, if that "
-                "Loki is gone, --skip-loki)"
+                "this data directory has shipped events to Loki (state/checkpoints/loki.json or "
+                "state/loki-labels.json), but no Loki URL is set here: set QUERYLOG_LOKI_URL (or LOKI_URL) as the "
+                "server has it and run the erase again (or, if that Loki is gone or never took any, --skip-loki)"
             ),
         )
     receipt.loki_requests, receipt.loki_pending, receipt.loki_earlier = sent, len(todo) - sent, len(earlier)
@@ -454,8 +468,10 @@ def _erase(
             subjects.session_ids | earlier.session_ids,
             subjects.query_ids | earlier.query_ids,
         )
-    lake_queries, _ = _lake_scan(settings.lake_dir, subjects) if settings.lake_dir.is_dir() else (set(), set())
-    found = set(queries_of(settings.log_dir, subjects)) | lake_queries
+    # The lake's rows of the subjects now: written before this erase began (with those the log blanks, what the
+    # lake loses; a subject's event written later stays in both).
+    in_lake = _lake_scan(settings.lake_dir, subjects) if settings.lake_dir.is_dir() else _LakeScan()
+    found = set(queries_of(settings.log_dir, subjects)) | in_lake.queries
     queries = found | subjects.query_ids  # one given but not found here may still be in Loki, or come back
     everyone = Subjects(subjects.user_ids, subjects.session_ids, frozenset(queries))
     # What is written down (the record of this run) and sent (Loki): the user ids as stored, never a raw one.
@@ -470,7 +486,8 @@ def _erase(
     position = LogReader(settings.log_dir).end_checkpoint()
 
     if settings.lake_dir.is_dir():
-        events, hours, _ = _erase_lake(settings.lake_dir, everyone, progress)
+        ids = in_lake.event_ids | erased.event_ids
+        events, hours, _ = _erase_lake(settings.lake_dir, everyone, ids, progress)
         # Only a batch the Parquet projection read before the blanking can bring a subject's event back: with
         # nothing blanked in the log there is none to wait for.
         if erased.events and not _wait_for_parquet(settings, position, wait_s):
@@ -480,8 +497,8 @@ def _erase(
                 "in `querylog serve` or `querylog project`; if neither runs (QUERYLOG_PROJECTIONS=none), "
                 "`querylog project --once` catches it up"
             )
-        more, more_hours, left = _erase_lake(settings.lake_dir, everyone, progress)
-        receipt.lake_events, receipt.lake_hours = events + more, hours + more_hours
+        more, more_hours, left = _erase_lake(settings.lake_dir, everyone, ids, progress)
+        receipt.lake_events, receipt.lake_hours = events + more, len(hours | more_hours)
         if left:
             receipt.notes.append(
                 f"{left} lake hours changed while they were rewritten and still hold these subjects' rows: run the "

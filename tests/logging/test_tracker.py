@@ -416,7 +416,7 @@ def test_numbers_of_other_libraries_are_taken_as_the_numbers_they_are() -> None:
     assert (responded.gen_ai_usage_input_tokens, responded.cost_usd) == (10, 0.25)
 
 
-@pytest.mark.parametrize("top", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("top", [float("nan"), float("inf"), -float("inf"), 10**400])
 def test_a_top_score_that_is_no_number_is_refused_naming_it(top: float) -> None:
     """A NaN or infinite top score was taken and stored as null without a word, while a source's score, a duration
     and a cost refuse it."""

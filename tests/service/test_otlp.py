@@ -890,3 +890,27 @@ def test_a_cost_and_a_first_token_time_on_a_genai_span_are_recorded(client: Test
         )
     (row,) = _exported_queries(client, tmp_path, keep.spans)
     assert (row["cost_usd"], row["cost_source"], row["ttft_ms"]) == (0.5, "recorded", 125.0)
+
+
+@pytest.mark.parametrize("scores", [(math.nan, 0.9), (0.9, math.nan)])
+def test_a_document_score_that_is_no_number_is_left_out_of_the_top_score_whatever_its_place(
+    client: TestClient, tmp_path: Path, scores: tuple[float, float]
+) -> None:
+    """Documents without ids (LangChain's) give only the top score: max() of [nan, 0.9] is nan, of [0.9, nan] 0.9,
+    so the query was refused or kept by the order of its documents."""
+    from opentelemetry import trace
+
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("rag") as root, trace.use_span(root, end_on_exit=False):
+        with tracer.start_as_current_span("retrieve") as retriever:
+            retriever.set_attributes({
+                "openinference.span.kind": "RETRIEVER",
+                "retrieval.documents.0.document.score": scores[0],
+                "retrieval.documents.1.document.score": scores[1],
+            })  # fmt: skip
+        with tracer.start_as_current_span("llm") as llm:
+            llm.set_attributes({"openinference.span.kind": "LLM", "input.value": "문서 점수"})
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {}
+    (searched,) = [e for e in _logged(log) if e.event_type == "search_completed"]
+    assert searched.top_score == 0.9

@@ -151,12 +151,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         short = report.loki_shortfall
         if short:
             print(
-                f"querylog reconcile: Loki counts {short:,} fewer than the log where it differs: events not shipped "
-                'yet (querylog_sink_lag_events{sink="loki"} on /metrics), or not sent because Loki would refuse '
-                'them, counted by reason in querylog_sink_events_dropped_total{sink="loki"}: too_far_behind (a '
-                "late event more than an hour behind its stream, such as a backfill), too_old, too_new "
-                "(docs/loki.md); those stay missing from Loki, and this comparison differs until they leave the "
-                "window compared (--since)",
+                f"querylog reconcile: Loki counts {short:,} fewer than the log (or the log's events within Loki's "
+                'window) where it differs: events not shipped yet (querylog_sink_lag_events{sink="loki"} on '
+                "/metrics), or not sent or refused because Loki would not take them, counted by reason in "
+                'querylog_sink_events_dropped_total{sink="loki"} (too_far_behind: a late event more than an hour '
+                "behind its stream, such as a backfill; line_too_long, rate_limited, metadata_*, ...: docs/loki.md); "
+                "those stay missing from Loki, and this comparison differs until they leave the window compared "
+                "(--since)",
                 file=sys.stderr,
             )
         return 1
