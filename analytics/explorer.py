@@ -645,6 +645,10 @@ def _queries(lq: LakeQueries, f: Filters) -> None:
     _table(st, recent, "recent", config)
     st.subheader("A query's timeline")
     found: dict[str, str] = st.session_state.get("search_hits", {})
+    if found and st.session_state.get("timeline_hits") != found:
+        # A new search (or new results): its best hit is shown, not the query picked before it.
+        st.session_state["timeline_query"] = next(iter(found))
+    st.session_state["timeline_hits"] = found
     labels = {**dict(zip(recent["query_id"].to_list(), recent["query_text"].to_list(), strict=True)), **found}
     choices = list(dict.fromkeys([*found, *recent["query_id"].to_list()]))
     if not choices:

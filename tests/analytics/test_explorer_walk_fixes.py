@@ -414,3 +414,20 @@ def test_a_snippet_is_the_part_around_the_first_match() -> None:
     assert cut.startswith("…") and cut.endswith("…") and "영업이익" in cut and len(cut) == 102
     assert snippet("짧은 답변 \u202e", "답변") == "짧은 답변 \\u202e"
     assert snippet("나" * 300, "없음", width=50) == "나" * 50 + "…"
+
+
+def test_a_new_search_shows_its_best_hit_in_the_timeline_not_the_query_picked_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a pick in the Queries tab, a search offered its hit first but the timeline kept the earlier pick."""
+    _write(
+        tmp_path / "home",
+        _asked("q-1", "네이버 실적 어때", END - timedelta(hours=2))
+        + _asked("q-2", "삼성전자 주가 전망", END - timedelta(hours=1)),
+    )
+    at = _app(tmp_path / "home", monkeypatch)
+    at.selectbox(key="timeline_query").set_value("q-2").run()
+    at.text_input(key="search").input("네이버").run()
+    assert at.selectbox(key="timeline_query").value == "q-1"
+    at.selectbox(key="timeline_query").set_value("q-2").run()  # a pick after the search is kept while it stands
+    assert at.selectbox(key="timeline_query").value == "q-2"
