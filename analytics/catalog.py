@@ -19,7 +19,15 @@ from querylog.logging.schema import LAKE_SCHEMA
 
 _T = TypeVar("_T")
 
-__all__ = ["NOT_IN_QUERIES", "QUERIES_SQL", "SESSIONS_SQL", "Catalog", "CatalogError", "queries_sql"]
+__all__ = [
+    "NOT_IN_QUERIES",
+    "QUERIES_SQL",
+    "QUERY_INTENT_SQL",
+    "SESSIONS_SQL",
+    "Catalog",
+    "CatalogError",
+    "queries_sql",
+]
 
 #: Event fields the `queries` view does not show as a column of their own, and why. A test holds every other
 #: event field to a `queries` column, so a new field cannot silently stay out of the per-query view.
@@ -60,6 +68,11 @@ def _latest(column: str, where: str) -> str:
     return f"arg_max({column}, ts) FILTER (WHERE {where})"
 
 
+#: SQL over one query's events (grouped by query_id): its intent. The terminal event's is the query's last word on
+#: it (what the metrics count), else the classifier's latest. The `queries` view and search's grouping share it.
+QUERY_INTENT_SQL: Final = f"coalesce({_last_terminal('intent')}, {_last('intent', 'intent_classified')})"
+
+
 def _last_verdict(column: str) -> str:
     """SQL: `column` of the query's latest feedback, NULL included: a later verdict without a comment has none (a
     NULL argument would make arg_max take an older verdict's); ties broken by event id. Few rows: the struct is
@@ -85,11 +98,7 @@ WITH per_query AS (
 SELECT
     query_id,
     any_value(query_text) FILTER (WHERE event_type = 'query_received') AS query_text,
-    -- The terminal event's intent is the query's last word on it (what the metrics count), else the classifier's.
-    coalesce(
-        {_last_terminal("intent")},
-        {_last("intent", "intent_classified")}
-    ) AS intent,
+    {QUERY_INTENT_SQL} AS intent,
     {_last("confidence", "intent_classified")} AS intent_confidence,
     CASE
         WHEN bool_or(event_type = 'query_failed') THEN 'failed'

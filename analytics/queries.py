@@ -342,9 +342,10 @@ class LakeQueries:
                 avg(cache_hit::DOUBLE) AS cache_hit_rate,
                 avg((result_count = 0)::DOUBLE) AS no_result_rate,
                 avg(quality_score) AS mean_quality,
-                (count(feedback_score) FILTER (WHERE status = 'completed'))
-                    / nullif(count(*) FILTER (WHERE status = 'completed'), 0) AS feedback_rate,
-                avg(feedback_score) AS mean_feedback,
+                -- Feedback over finished queries, completed or failed (users rate failures too), both figures.
+                (count(feedback_score) FILTER (WHERE status <> 'in_progress'))
+                    / nullif(count(*) FILTER (WHERE status <> 'in_progress'), 0) AS feedback_rate,
+                avg(feedback_score) FILTER (WHERE status <> 'in_progress') AS mean_feedback,
                 count(DISTINCT session_id) AS sessions
             FROM q
             """,
@@ -503,9 +504,10 @@ class LakeQueries:
 
     def compare_by(self, f: Filters, column: Literal["release", "prompt_version"]) -> pl.DataFrame:
         """One row per value of `column` (``release`` or ``prompt_version``; queries without one are left out):
-        value, queries, failed, error_rate, p50_ms, p95_ms, with_feedback, mean_score, positive_share,
-        mean_quality, cost_usd, unpriced (answered by a model without a price: not in `cost_usd`, which is then a part
-        of the whole) — most queries first. Empty when no query in the window has the column."""
+        value, queries, failed, error_rate, p50_ms, p95_ms (over finished queries, failed ones included, as in the
+        summary), with_feedback, mean_score, positive_share (over finished queries), mean_quality, cost_usd, unpriced
+        (answered by a model without a price: not in `cost_usd`, which is then a part of the whole) — most queries
+        first. Empty when no query in the window has the column."""
         if column not in ("release", "prompt_version"):
             raise ValueError(f"compare_by takes release or prompt_version; got {column!r}")
         return self._frame(
@@ -513,10 +515,11 @@ class LakeQueries:
             f"""
             SELECT {column} AS value, count(*) AS queries, count(*) FILTER (WHERE status = 'failed') AS failed,
                    failed / nullif(count(*) FILTER (WHERE status <> 'in_progress'), 0) AS error_rate,
-                   quantile_cont(latency_ms, 0.5) FILTER (WHERE status = 'completed') AS p50_ms,
-                   quantile_cont(latency_ms, 0.95) FILTER (WHERE status = 'completed') AS p95_ms,
-                   count(feedback_score) AS with_feedback, avg(feedback_score) AS mean_score,
-                   count(*) FILTER (WHERE feedback_score > 0) / nullif(count(feedback_score), 0) AS positive_share,
+                   quantile_cont(latency_ms, 0.5) AS p50_ms, quantile_cont(latency_ms, 0.95) AS p95_ms,
+                   count(feedback_score) FILTER (WHERE status <> 'in_progress') AS with_feedback,
+                   avg(feedback_score) FILTER (WHERE status <> 'in_progress') AS mean_score,
+                   count(*) FILTER (WHERE feedback_score > 0 AND status <> 'in_progress')
+                       / nullif(with_feedback, 0) AS positive_share,
                    avg(quality_score) AS mean_quality, sum(cost_usd) AS cost_usd,
                    count(*) FILTER (WHERE model IS NOT NULL AND cost_usd IS NULL) AS unpriced
             FROM q WHERE {column} IS NOT NULL GROUP BY 1 ORDER BY queries DESC, value
@@ -567,15 +570,16 @@ class LakeQueries:
 
     # -- feedback and sessions ---------------------------------------------------------------------
     def feedback_by_intent(self, f: Filters = Filters()) -> pl.DataFrame:
-        """intent, completed, with_feedback, feedback_rate, mean_score, positive, negative."""
+        """intent, finished, with_feedback, feedback_rate, mean_score, positive, negative: over finished queries,
+        completed or failed, as the summary's feedback figures."""
         return self._frame(
             f,
             """
-            SELECT intent, count(*) AS completed, count(feedback_score) AS with_feedback,
-                   with_feedback / nullif(completed, 0) AS feedback_rate, avg(feedback_score) AS mean_score,
+            SELECT intent, count(*) AS finished, count(feedback_score) AS with_feedback,
+                   with_feedback / nullif(finished, 0) AS feedback_rate, avg(feedback_score) AS mean_score,
                    count(*) FILTER (WHERE feedback_score > 0) AS positive,
                    count(*) FILTER (WHERE feedback_score < 0) AS negative
-            FROM q WHERE status = 'completed' GROUP BY intent ORDER BY completed DESC, intent
+            FROM q WHERE status <> 'in_progress' GROUP BY intent ORDER BY finished DESC, intent
             """,
         )
 

@@ -292,11 +292,11 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
     out.append(
         (
             "Feedback by intent",
-            ["intent", "completed", "with feedback", "rate", "mean score", "👍", "👎"],
+            ["intent", "finished", "with feedback", "rate", "mean score", "👍", "👎"],
             [
                 [
                     r["intent"],
-                    _num(r["completed"]),
+                    _num(r["finished"]),
                     _num(r["with_feedback"]),
                     percent(r["feedback_rate"]),
                     _score(r["mean_score"]),

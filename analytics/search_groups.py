@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from querylog.analytics.catalog import Catalog
+from querylog.analytics.catalog import QUERY_INTENT_SQL, Catalog
 from querylog.analytics.queries import Filters
 from querylog.logging.events import UNCLASSIFIED
 
@@ -77,10 +77,7 @@ WITH asked AS (
     WHERE event_type = 'query_received' AND list_contains($texts, query_text)
     GROUP BY query_id
 ), intents AS (
-    SELECT query_id, coalesce(
-        any_value(intent) FILTER (WHERE event_type = 'intent_classified'),
-        any_value(intent) FILTER (WHERE event_type IN ('query_completed', 'query_failed'))
-    ) AS intent
+    SELECT query_id, {QUERY_INTENT_SQL} AS intent
     FROM events
     WHERE event_type IN ('intent_classified', 'query_completed', 'query_failed')
       AND query_id IN (SELECT query_id FROM asked)

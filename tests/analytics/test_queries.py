@@ -61,8 +61,8 @@ def test_summary_matches_the_ground_truth(lq: LakeQueries, sample_lake: SampleLa
     searched = [q for q in truth if q.cache_hit is not None]
     assert s.cache_hit_rate == pytest.approx(sum(q.cache_hit for q in searched) / len(searched))  # type: ignore[misc]
     assert s.no_result_rate == pytest.approx(sum(q.result_count == 0 for q in searched) / len(searched))
-    with_feedback = [q for q in truth if q.feedback is not None]
-    assert s.feedback_rate == pytest.approx(len(with_feedback) / s.completed)
+    with_feedback = [q for q in truth if q.feedback is not None and q.status != "in_progress"]
+    assert s.feedback_rate == pytest.approx(len(with_feedback) / (s.completed + s.failed))
     assert s.mean_feedback == pytest.approx(statistics.mean(q.feedback for q in with_feedback))  # type: ignore[misc]
     assert s.sessions == len({q.session_id for q in truth})
 
@@ -138,9 +138,9 @@ def test_cache_quality_and_feedback(lq: LakeQueries, sample_lake: SampleLake) ->
     assert quality["bin_end"].to_list()[-1] == 1.0
     feedback = lq.feedback_by_intent()
     for row in feedback.iter_rows(named=True):
-        done = sample_lake.truth(intent=row["intent"], status="completed")
+        done = [q for q in sample_lake.truth(intent=row["intent"]) if q.status != "in_progress"]
         scores = [q.feedback for q in done if q.feedback is not None]
-        assert (row["completed"], row["with_feedback"]) == (len(done), len(scores))
+        assert (row["finished"], row["with_feedback"]) == (len(done), len(scores))
         assert (row["positive"], row["negative"]) == (sum(s > 0 for s in scores), sum(s < 0 for s in scores))
 
 
@@ -207,6 +207,38 @@ def test_a_query_that_skipped_a_step_still_counts_at_it_so_no_step_gains_queries
         funnel = LakeQueries(catalog).funnel()
     assert funnel["queries"].to_list() == [3, 3, 3, 3, 3]
     assert funnel["dropped"].to_list() == [0, 0, 0, 0, 0]
+
+
+def test_feedback_and_latency_count_failed_queries_in_every_section(tmp_path: Path) -> None:
+    """A thumbs-down on a failed query counted in the summary's mean but not in its rate nor by intent, and a canary
+    release that failed slowly showed the latency of its completed queries only, looking faster than it was."""
+    from querylog.logging.events import FeedbackReceived, QueryCompleted, QueryFailed, QueryReceived
+    from querylog.logging.parquet import ParquetSink
+    from querylog.logging.projection import Batch
+
+    start = datetime(2026, 11, 20, 9, tzinfo=UTC)
+    events: list[object] = []
+    for i, latency in enumerate((300.0, 300.0, 5000.0)):
+        common = {"query_id": f"q-{i}", "release": "canary", "ts": start + timedelta(minutes=i)}
+        events.append(QueryReceived(query_text=f"질문 {i}", **common))  # type: ignore[arg-type]
+        if latency > 1000:
+            events.append(
+                QueryFailed(error_type="Timeout", stage="generate", latency_ms=latency, intent="news_inquiry", **common)
+            )  # type: ignore[arg-type]
+            events.append(FeedbackReceived(score=-1, **common))  # type: ignore[arg-type]
+        else:
+            events.append(QueryCompleted(latency_ms=latency, intent="news_inquiry", **common))  # type: ignore[arg-type]
+    with ParquetSink(tmp_path / "lake") as sink:
+        sink.write(Batch(events=events, checkpoint={"t": 1}))  # type: ignore[arg-type]
+    with Catalog(tmp_path / "lake") as catalog:
+        lq = LakeQueries(catalog)
+        summary = lq.summary()
+        (by_intent,) = lq.feedback_by_intent().iter_rows(named=True)
+        (canary,) = lq.compare_by(Filters(), "release").iter_rows(named=True)
+    assert (summary.feedback_rate, summary.mean_feedback) == (pytest.approx(1 / 3), -1.0)
+    assert (by_intent["finished"], by_intent["with_feedback"], by_intent["negative"]) == (3, 1, 1)
+    assert (canary["with_feedback"], canary["mean_score"]) == (1, -1.0)
+    assert canary["p95_ms"] == pytest.approx(_quantile([300.0, 300.0, 5000.0], 0.95))  # as the summary's
 
 
 def test_filters_select_time_intent_and_env(lq: LakeQueries, sample_lake: SampleLake) -> None:

@@ -20,7 +20,7 @@ from querylog.analytics.search import SearchIndex
 from querylog.analytics.search_groups import find_questions
 from querylog.analytics.upkeep import LakeSearch
 from querylog.cli import main
-from querylog.logging.events import QueryCompleted, QueryReceived
+from querylog.logging.events import IntentClassified, QueryCompleted, QueryReceived
 from querylog.logging.parquet import ParquetSink
 from querylog.logging.projection import Batch
 
@@ -170,3 +170,25 @@ def test_questions_outside_the_env_are_passed_over_until_enough_are_found(tmp_pa
         ]
         staging = find_questions(catalog, [search], "카카오", limit=3, filters=Filters(envs=("staging",)))
         assert [q.query_text for q in staging] == ["카카오 프로드 둘", "카카오 질문 0번", "카카오 질문 1번"]
+
+
+def test_a_grouped_question_has_the_intent_its_query_ended_with_as_the_queries_view(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Classified news_inquiry, completed as stock_analysis (the final word): the grouped search listed it under
+    the classifier's intent, and `--intent stock_analysis` did not find it, while `--no-group` and `sql` did."""
+    home = tmp_path / "home"
+    common: dict[str, Any] = {"query_id": "x-1", "ts": NOW - timedelta(minutes=5)}
+    events = [
+        QueryReceived(query_text="환율 전망 알려줘", **common),
+        IntentClassified(intent="news_inquiry", confidence=0.6, **common),
+        QueryCompleted(latency_ms=9.0, intent="stock_analysis", **common),
+    ]
+    with ParquetSink(home / "lake") as sink:
+        sink.write(Batch(events=events, checkpoint={"asked": 1}))
+    base = ["--home", str(home), "search", "환율", "--format", "json"]
+    assert main([*base, "--intent", "stock_analysis"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["intents"] == ["stock_analysis"]
+    assert main([*base, "--intent", "news_inquiry"]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # not under the classifier's first guess
