@@ -10,7 +10,7 @@ from typing import Any, Final
 
 import polars as pl
 
-from querylog._format import milliseconds, percent, visible
+from querylog._format import milliseconds, percent, shortened, visible
 from querylog.analytics.catalog import Catalog
 from querylog.analytics.queries import Bucket, Filters, LakeQueries, Summary
 
@@ -366,8 +366,8 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
                 "Most reformulated questions",
                 ["query", "asked again", "queries", "rate", "intent"],
                 [
-                    [r["query_text"], _num(r["reformulated"]), _num(r["queries"]), percent(r["reformulation_rate"]),
-                     r["intent"]]
+                    [_question(r["query_text"]), _num(r["reformulated"]), _num(r["queries"]),
+                     percent(r["reformulation_rate"]), r["intent"]]
                     for r in report.most_reformulated.iter_rows(named=True)
                 ],
             )
@@ -377,7 +377,13 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
             "Top queries",
             ["query", "queries", "intent", "no results", "p50"],
             [
-                [r["query_text"], _num(r["queries"]), r["intent"], _num(r["no_results"]), milliseconds(r["p50_ms"])]
+                [
+                    _question(r["query_text"]),
+                    _num(r["queries"]),
+                    r["intent"],
+                    _num(r["no_results"]),
+                    milliseconds(r["p50_ms"]),
+                ]
                 for r in report.top_queries.iter_rows(named=True)
             ],
         )
@@ -387,12 +393,20 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
             "Queries whose search found nothing",
             ["query", "queries", "intent", "last seen"],
             [
-                [r["query_text"], _num(r["queries"]), r["intent"], f"{r['last_seen']:%Y-%m-%d %H:%M}"]
+                [_question(r["query_text"]), _num(r["queries"]), r["intent"], f"{r['last_seen']:%Y-%m-%d %H:%M}"]
                 for r in report.no_result_queries.iter_rows(named=True)
             ],
         )
     )
     return out
+
+
+#: The most of a question a table cell shows: a question may be 16,384 characters, and the page is a summary.
+QUESTION_CHARS: Final = 200
+
+
+def _question(text: str) -> str:
+    return shortened(text, QUESTION_CHARS)
 
 
 # -- Markdown -------------------------------------------------------------------------------------------

@@ -31,6 +31,8 @@ pl.Config.set_tbl_width_chars(140)
 pl.Config.set_fmt_str_lengths(60)
 
 settings = Settings.from_env()
+if not settings.lake_dir.is_dir():  # a mistyped home would show empty tables, as if nothing had happened
+    raise SystemExit(f"No lake at {settings.lake_dir}: set QUERYLOG_HOME to your data directory (make run writes .querylog)")
 catalog = Catalog(settings.lake_dir)
 
 

@@ -114,6 +114,13 @@ def test_a_full_page_of_results_says_how_to_see_more(lake: SampleLake, capsys: p
     assert "the best 2 shown; --limit N shows more" in capsys.readouterr().err
     assert main(["--home", str(lake.home), "search", "삼성전자", "--no-group", "--limit", "10000"]) == 0
     assert "--limit N shows more" not in capsys.readouterr().err
+    for grouping in (["--no-group"], []):  # exactly as many as match: nothing more to see
+        assert main(["--home", str(lake.home), "search", "삼성전자", *grouping, "-f", "json", "-n", "10000"]) == 0
+        n = len(json.loads(capsys.readouterr().out))
+        assert main(["--home", str(lake.home), "search", "삼성전자", *grouping, "--limit", str(n)]) == 0
+        assert "--limit N shows more" not in capsys.readouterr().err
+        assert main(["--home", str(lake.home), "search", "삼성전자", *grouping, "--limit", str(n - 1)]) == 0
+        assert f"the best {n - 1} shown; --limit N shows more" in capsys.readouterr().err
 
 
 @needs_search

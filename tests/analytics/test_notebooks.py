@@ -108,3 +108,20 @@ def test_one_day_of_queries_shows_no_trend_rather_than_every_intent_rising(
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rising: no trend from a single day" in proc.stdout, proc.stdout[-2000:]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_a_notebook_pointed_at_no_lake_says_so_and_makes_nothing(name: str, tmp_path: Path) -> None:
+    """A mistyped QUERYLOG_HOME printed empty tables and exited 0 (and the search notebook made directories there)."""
+    missing = tmp_path / "typo"
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(NOTEBOOKS / name)],
+        cwd=tmp_path,
+        env={**os.environ, "QUERYLOG_HOME": str(missing)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 1
+    assert f"No lake at {missing / 'lake'}: set QUERYLOG_HOME" in proc.stderr
+    assert not missing.exists()

@@ -285,6 +285,28 @@ def test_a_markdown_report_shows_control_characters_of_a_question_escaped(tmp_pa
     assert "\x1b" not in markdown and "\u202e" not in markdown
 
 
+def test_a_long_question_is_shortened_in_the_report_saying_how_long_it_was(tmp_path: Path) -> None:
+    """A 16,384-character question filled one 16,415-character Markdown table line and 200 lines of an HTML cell."""
+    question = "삼성전자 실적 " + "가" * 16_000
+    ts = datetime.now(UTC) - timedelta(hours=1)
+    with ParquetSink(tmp_path / "lake") as sink:
+        sink.write(
+            Batch(
+                events=[
+                    QueryReceived(query_id="long", query_text=question, ts=ts),
+                    QueryCompleted(query_id="long", latency_ms=3.0, ts=ts),
+                ],
+                checkpoint={"long": 1},
+            )
+        )
+    with Catalog(tmp_path / "lake") as cat:
+        report = build_report(cat, since=datetime.now(UTC) - timedelta(days=1))
+    said = f"… ({len(question):,} characters)"
+    for page in (render_markdown(report), render_html(report)):
+        assert said in page and "삼성전자 실적 " in page
+        assert "가" * 300 not in page
+
+
 def test_an_empty_window_after_a_busy_one_shows_no_nan_and_small_latencies_keep_their_digits(
     two_weeks: SampleLake,
 ) -> None:

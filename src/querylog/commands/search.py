@@ -117,6 +117,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     fields: tuple[SearchField, ...] = SEARCH_FIELDS if args.where == "both" else (args.where,)
     found: dict[str, tuple[float, str, Any]] = {}  # query_id → (score, field, hit): its best
     best: list[tuple[float, str, Any]] = []
+    more = False  # whether more matched than --limit shows
     questions: dict[str, str] = {}
     try:
         with open_catalog(settings.lake_dir, names=settings.company_names()) as catalog:
@@ -124,17 +125,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             if args.group:
                 # Distinct questions straight from the index: a question asked thousands of times takes one place.
                 only = Filters(since=args.since, intents=(args.intent,) if args.intent else ())
-                groups = find_questions(catalog, searches, asked, limit=args.limit, filters=only, aliases=aliases)
+                # One more than shown: whether there are more to offer with --limit.
+                groups = find_questions(catalog, searches, asked, limit=args.limit + 1, filters=only, aliases=aliases)
+                more, groups = len(groups) > args.limit, groups[: args.limit]
             else:
                 for search in searches:
-                    hits = search.search(asked, limit=args.limit, intent=args.intent, since=args.since, aliases=aliases)
+                    hits = search.search(
+                        asked, limit=args.limit + 1, intent=args.intent, since=args.since, aliases=aliases
+                    )
                     for hit in hits:
                         score = float(hit.score)
                         if hit.query_id not in found or score > found[hit.query_id][0]:
                             found[hit.query_id] = (score, search.field, hit)
                 # Best score first, then newest, as the index ranks them.
                 best = sorted(found.values(), key=lambda f: (-f[0], -f[2].ts.timestamp(), f[2].query_id))
-                best = best[: args.limit]
+                more, best = len(best) > args.limit, best[: args.limit]
                 questions = questions_of(catalog, [hit.query_id for _, field, hit in best if field == "answers"])
     except (UpkeepError, CatalogError) as exc:
         print(f"querylog search: {exc}", file=sys.stderr)
@@ -203,7 +208,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(format_rows(columns, rows, "json"))
     elif rows:
         sys.stdout.write(format_rows(columns, rows, "table"))
-        if len(rows) >= args.limit:  # there may be more: say how to see them
+        if more:  # say how to see them
             print(f"querylog search: the best {len(rows)} shown; --limit N shows more", file=sys.stderr)
     else:
         kind = {"queries": "queries", "answers": "answers", "both": "queries or answers"}[args.where]
