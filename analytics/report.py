@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -410,8 +411,14 @@ def _question(text: str) -> str:
 
 
 # -- Markdown -------------------------------------------------------------------------------------------
+#: Backslash-escaped in a Markdown cell: a user's ``<img onerror=…>``, ``[x](javascript:…)``, ``**`` or backtick shows
+#: as typed, never rendered as HTML, a link or emphasis, and ``|`` cannot break the table. A backslash only where it
+#: would escape the next character (ASCII punctuation): `visible`'s ``\x1b`` stays as it reads in a terminal.
+_MD_SPECIAL: Final = re.compile(r"[`*\[<|]|\\(?=[!-/:-@\[-`{-~])")
+
+
 def _md_cell(text: str) -> str:
-    return " ".join(visible(text).split()).replace("|", "\\|")
+    return _MD_SPECIAL.sub(r"\\\g<0>", " ".join(visible(text).split()))
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -98,6 +98,8 @@ def test_markdown_has_every_section_and_escapes_table_cells(two_weeks: SampleLak
     assert re.search(r"\| Queries \| [\d,]+ \| [\d,]+ \| (▲|▼|±)\d+% \|", text)
     assert "주가" in text or "뉴스" in text
     assert "\\| 삼성" in text  # a pipe in a query cannot break the table
+    # Nor can it be HTML, a link or emphasis where the Markdown is rendered: shown as typed.
+    assert "\\<script>alert('x')\\</script> \\| 삼성 \\*\\*bold\\*\\*" in text
 
 
 class _Collect(HTMLParser):
@@ -281,7 +283,7 @@ def test_a_markdown_report_shows_control_characters_of_a_question_escaped(tmp_pa
         Projector(LogReader(home / "log"), sink).catch_up()
     with Catalog(home / "lake") as cat:
         markdown = render_markdown(build_report(cat, since=datetime.now(UTC) - timedelta(days=1)))
-    assert "네이버\\x1b[2J 주가\\u202e" in markdown
+    assert "네이버\\x1b\\[2J 주가\\u202e" in markdown  # `[` escaped for Markdown, `\\x1b` left as it reads
     assert "\x1b" not in markdown and "\u202e" not in markdown
 
 
@@ -338,3 +340,10 @@ def test_an_intent_or_env_no_query_has_is_named_with_those_the_lake_has(
     assert "no query in the lake has --env 'production'; it has: " in err
     assert main(["--home", str(two_weeks.home), "report", "--intent", intents[0]]) == 0
     assert "no query in the lake has" not in capsys.readouterr().err
+
+
+def test_a_markdown_cell_cannot_unescape_itself_with_a_backslash() -> None:
+    from querylog.analytics.report import _md_cell
+
+    assert _md_cell("\\<b>x</b>") == "\\\\\\<b>x\\</b>"  # `\\` then `\<`: a backslash, then < as text
+    assert _md_cell("C:\\path [1]") == "C:\\path \\[1]"  # a backslash before a letter escapes nothing: as typed
