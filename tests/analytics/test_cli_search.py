@@ -197,6 +197,8 @@ def test_a_word_only_in_an_answer_is_found_in_answers_not_in_queries(
     assert "분기배당" in rows[0]["answer"] and "indexed" in err
     rows, _ = _search(lake, capsys, "배당", "--in", "both")
     assert [r["query_id"] for r in rows].count("ans-1") == 1  # in both indexes, listed once
+    (row,) = _search(lake, capsys, "현대모비스", "--in", "answers", group=True)[0]  # grouped: the answer too
+    assert (row["query_text"], row["answer"]) == ("배당 일정 알려줘", "현대모비스는 분기배당을 지급합니다")
 
 
 @needs_search

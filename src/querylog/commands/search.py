@@ -154,6 +154,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 for i, g in enumerate(groups, 1)
                 for lists in [(list(g.intents), list(g.query_ids))]
             ]
+            if args.where != "queries":  # the answer that matched, when the question was found by its answer
+                columns.append("answer")
+                rows = [(*row, g.answer) for row, g in zip(rows, groups, strict=True)]
         else:
             columns = ["rank", "score", "match", "times_asked", "last_asked", "intents", "query_text"]
             rows = [
