@@ -8,6 +8,7 @@ across processes a file lock lets exactly one projector per sink run while the o
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import fcntl
 import os
@@ -238,11 +239,16 @@ def atomic_write(path: Path, data: bytes) -> None:
     """Replace `path` with `data` so that readers see the old or the new content, never a mix."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: no empty temporary file is left beside the one kept
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 class FileCheckpointSink(Sink):

@@ -365,11 +365,18 @@ class EventLog:
                     while written < len(view):
                         written += os.write(self._fd, view[written:])
         except OSError as exc:
-            # A partial write would leave half a line mid-segment: cut back to the last whole line.
-            if written:
+            # A partial write would leave half a line mid-segment: cut back to the last whole line. The whole lines
+            # before it stay: a projection may have read them already, and a line it read must stay in the log.
+            whole = data.rfind(b"\n", 0, written) + 1
+            if written > whole:
                 with contextlib.suppress(OSError):
-                    os.ftruncate(self._fd, self._segment_size)
-            self._write_failed(exc, count)
+                    os.ftruncate(self._fd, self._segment_size + whole)
+            kept = data.count(b"\n", 0, whole)  # one event a line
+            self._segment_size += whole
+            if kept:
+                self.telemetry.delivered(kept, nbytes=whole)
+                self._dirty_since_fsync = True
+            self._write_failed(exc, count - kept)
             return
         self._segment_size += written
         self.telemetry.delivered(count, nbytes=written)

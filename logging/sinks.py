@@ -298,6 +298,8 @@ class MetricsSink(Sink):
         differs from the snapshot an erase cleans)."""
         with self._fold_lock:
             self._forget_erased()
+            if self._publish_failing:  # the disk refused the last one: the API would show it until the next batch
+                self.publish()
             now = time.monotonic()
             if self._dirty and min(now - self._last_write, now - self._last_snapshot) >= IDLE_SNAPSHOT_S:
                 self.snapshot()  # at most every IDLE_SNAPSHOT_S, a disk that refuses it included
@@ -322,7 +324,7 @@ class MetricsSink(Sink):
             published = publish_fold(
                 self.exposition_path, self.projection.fold_exposition(), self._position, log_dir=self.log_dir
             )
-        except OSError as exc:  # the API shows the last one meanwhile; the next batch tries again
+        except OSError as exc:  # the API shows the last one meanwhile; the next batch (or idle poll) tries again
             self.telemetry.error("publish")
             if not self._publish_failing:  # one line until it works again, not one a batch
                 _log.error("metrics_publish_failed", path=str(self.exposition_path), error=str(exc))

@@ -53,3 +53,21 @@ def test_the_metrics_fold_of_this_process_reports_its_own_sink_series(tmp_path: 
         runtime.projectors["metrics"].catch_up()
         text = runtime.metrics.exposition().decode()
     assert 'querylog_sink_events_sent_total{sink="metrics"} 3.0' in text  # received, classified, completed
+
+
+@pytest.mark.parametrize("mode", ["thread", "none"])
+def test_a_restart_into_process_mode_shows_the_totals_this_mode_reached(tmp_path: Path, mode: str) -> None:
+    """/metrics went back (6,099 completed queries, then 2,177) when a thread-mode run was restarted in process mode:
+    the API served the fold a process-mode run had published long before, until the child published again."""
+    from querylog.logging.metrics import MetricsProjection
+    from querylog.logging.metrics_snapshot import read_published_fold
+
+    settings = Settings(home=tmp_path, env="test", stdout_events=False, projections=mode)
+    with Runtime(settings) as runtime:
+        for _ in range(3):
+            with runtime.tracker.query("삼성전자 주가") as q:
+                q.classified("stock_analysis", 0.9)
+        runtime.projectors["metrics"].catch_up()
+    served = MetricsProjection()  # as the process-mode API shows the published fold
+    served.mirror(lambda: read_published_fold(settings.metrics_exposition_path))
+    assert 'querylog_queries_total{intent="stock_analysis",status="completed"} 3.0' in served.exposition().decode()

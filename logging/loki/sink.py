@@ -129,14 +129,14 @@ class LokiSink(Sink):
         try:
             for i, push in enumerate(pushes):
                 self._deliver(entries, push, bodies[i] if bodies is not None else self._body(push))
-        except SinkSendError:
+            if self._checkpoint_file is not None:
+                self._checkpoint_file.save(batch.checkpoint)
+        except Exception:  # a push or the checkpoint (a full disk) failed: what Loki has is not sent or counted again
             for done, positions in self._delivered:
                 self._settled.update(done.event_ids[i] for i in positions)
             raise
         finally:
             self._delivered.clear()
-        if self._checkpoint_file is not None:
-            self._checkpoint_file.save(batch.checkpoint)
         self._position = dict(batch.checkpoint)
         self._settled.clear()
 

@@ -97,8 +97,9 @@ class Runtime:
             path = s.metrics_exposition_path
             self.metrics.mirror(lambda: read_published_fold(path))
         else:
-            # Not elected: each process folds the whole log, so every worker's /metrics has the full totals.
-            projectors["metrics"] = metrics_projector(s, self.reader, self.metrics, elected=False)
+            # Not elected: each process folds the whole log, so every worker's /metrics has the full totals. It
+            # publishes too: a restart in process mode then shows these totals, never an older run's.
+            projectors["metrics"] = metrics_projector(s, self.reader, self.metrics, elected=False, publish=True)
         for projector in projectors.values():  # the metrics fold's own too: a corrupt line it skipped is counted
             self.metrics.add_sink(projector.telemetry)
         if self.mode != "thread":
@@ -215,8 +216,9 @@ def metrics_projector(
     publish: bool = False,
 ) -> Projector:
     """The metrics fold of `projection`, from the newest snapshot of it (a restart folds only what came after).
-    Elected when one process folds for all (the projector process of ``QUERYLOG_PROJECTIONS=process``, which
-    also `publish`es the fold for the API's /metrics)."""
+    Elected when one process folds for all (the projector process of ``QUERYLOG_PROJECTIONS=process``); `publish`
+    writes the fold for the API's /metrics in that mode (every mode publishes, so that a switch to it never shows
+    an older run's totals)."""
     s = settings
     sink = MetricsSink(
         projection,

@@ -284,6 +284,32 @@ def test_a_batch_offered_again_sends_only_what_loki_lacks(h: Harness, form: str)
     assert h.loki.duplicates_ignored == 0  # nothing Loki had accepted was sent again
 
 
+def test_a_checkpoint_the_disk_refused_neither_resends_nor_recounts_what_loki_has(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a full disk the checkpoint's save failed after Loki had the batch: offered again, it was sent and counted
+    again (sent 9,055 for 3,610 events; count_over_time 70 over the log)."""
+    from querylog.logging.projection import CheckpointFile
+
+    events = _tracked(3)
+    real_save = CheckpointFile.save
+
+    def full(self: CheckpointFile, checkpoint: dict[str, int]) -> None:
+        raise OSError(28, "No space left on device")
+
+    with h.sink() as sink:
+        monkeypatch.setattr(CheckpointFile, "save", full)
+        with pytest.raises(OSError, match="No space"):
+            sink.write(_batch(events))
+        monkeypatch.setattr(CheckpointFile, "save", real_save)
+        sink.write(Batch(events=events, checkpoint={"seg.jsonl": 1}, redelivered=len(events)))
+        assert sink.checkpoint() == {"seg.jsonl": 1}
+        snap = sink.telemetry.snapshot()
+    assert sorted(_event_ids(h.loki)) == sorted(e.event_id for e in events)
+    assert h.loki.duplicates_ignored == 0
+    assert (snap.received, snap.sent) == (len(events), len(events))
+
+
 # -- 4xx -----------------------------------------------------------------------------------------------------
 
 

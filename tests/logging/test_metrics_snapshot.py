@@ -218,10 +218,40 @@ def test_a_fold_that_cannot_publish_keeps_folding_counts_it_and_says_so_once(tmp
         for _ in range(3):
             _queries(log_dir, 2)
             _run(log_dir, sink)
-    assert sink.telemetry.snapshot().errors["publish"] == 4  # at open, then after each batch
+    assert sink.telemetry.snapshot().errors["publish"] == 7  # at open, after each batch, and at each quiet poll
     assert [entry["event"] for entry in logs].count("metrics_publish_failed") == 1
     assert ("querylog_queries_total", {"intent": "stock_analysis", "status": "completed"}, 6.0) in _families(
         projection.exposition()
+    )["querylog_queries"]
+
+
+def test_a_publication_the_disk_refused_is_made_again_while_the_log_is_quiet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a full disk, /metrics showed the last totals published (626 of 722 queries) until the next request came,
+    and an empty temporary file stayed beside them."""
+    import querylog.logging.projection as projection_module
+
+    log_dir, published = tmp_path / "log", tmp_path / "state" / "metrics-fold.prom"
+    _, sink = _fold(log_dir, None, exposition_path=published)
+    _queries(log_dir, 2)
+    _run(log_dir, sink)
+    real_replace = projection_module.os.replace
+
+    def full(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(projection_module.os, "replace", full)
+    _queries(log_dir, 3)
+    _run(log_dir, sink)  # folded, not published
+    assert sink.telemetry.snapshot().errors["publish"] >= 1
+    assert sorted(p.name for p in published.parent.iterdir()) == ["locks", "metrics-fold.prom"]  # no .tmp left
+    monkeypatch.setattr(projection_module.os, "replace", real_replace)
+    sink.idle()  # no new batch: the quiet log's poll publishes
+    mirror = MetricsProjection()
+    mirror.mirror(lambda: read_published_fold(published))
+    assert ("querylog_queries_total", {"intent": "stock_analysis", "status": "completed"}, 5.0) in _families(
+        mirror.exposition()
     )["querylog_queries"]
 
 
