@@ -327,6 +327,18 @@ def test_catching_up_a_home_without_a_log_says_so_and_makes_nothing(
     assert not (tmp_path / "typo").exists()
 
 
+def test_a_catch_up_says_what_each_projection_sent_not_their_sum(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "stopped; 86267 events projected" was the lake's and Loki's sum, for a log of 61,965 events."""
+    monkeypatch.delenv("LOKI_URL", raising=False)
+    with EventLog(tmp_path / "log") as log, QueryTracker(log).query("삼성전자 주가") as q:
+        q.classified("stock_analysis", 0.9)
+    assert main(["--home", str(tmp_path), "project", "--once", "--metrics"]) == 0
+    said = capsys.readouterr().err
+    assert "stopped; events projected: parquet 3, " in said and said.rstrip().endswith(", metrics 3")
+
+
 def test_home_is_taken_after_the_command_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """docs/explorer.md: `querylog ui --home X`; argparse refused it (only `querylog --home X ui` worked)."""
     assert main(["search", "네이버", "--home", str(tmp_path / "typo")]) == 1

@@ -170,7 +170,7 @@ def test_project_hands_the_gil_over_often_while_its_projections_run(
     monkeypatch.setattr(sys, "setswitchinterval", lambda s: (seen.append(s), real(s)))
     monkeypatch.setattr(
         "querylog.projector_process.run_projections",
-        lambda *a, **k: seen.append(("running at", sys.getswitchinterval())) or 0,
+        lambda *a, **k: seen.append(("running at", sys.getswitchinterval())) or {},
     )
     (home / "log").mkdir()
     assert main(["project", "--once"]) == 0
@@ -252,9 +252,8 @@ def test_a_one_off_run_asked_to_stop_stops_before_projecting(tmp_path: Path) -> 
         _queries(log, 3)
     stop = threading.Event()
     stop.set()  # Ctrl-C before the first batch
-    assert (
-        run_projections(elected_projectors(settings, LogReader(tmp_path / "log")), settings, stop=stop, once=True) == 0
-    )
+    sent = run_projections(elected_projectors(settings, LogReader(tmp_path / "log")), settings, stop=stop, once=True)
+    assert sent and set(sent.values()) == {0}
     assert _lake_rows(tmp_path) == 0
 
 
@@ -272,7 +271,7 @@ def test_a_long_one_off_run_publishes_its_counters_as_it_goes(tmp_path: Path, mo
             super()._write(batch)
 
     projector = Projector(LogReader(tmp_path / "log"), Watched().open(), batch_max_events=10)
-    assert run_projections({"memory": projector}, settings, stop=threading.Event(), once=True) == 30
+    assert run_projections({"memory": projector}, settings, stop=threading.Event(), once=True) == {"memory": 30}
     assert published_during == [0, 10, 20]  # each batch finds the one before it published
 
 
@@ -300,7 +299,7 @@ def test_a_one_off_run_offers_a_failed_batch_again_after_its_backoff(tmp_path: P
     projector = Projector(
         LogReader(tmp_path / "log"), sink, retry=RetryPolicy(min_backoff_s=0.001, max_backoff_s=0.002)
     )
-    assert run_projections({"memory": projector}, settings, stop=threading.Event(), once=True) == 10
+    assert run_projections({"memory": projector}, settings, stop=threading.Event(), once=True) == {"memory": 10}
     assert len(sink.events) == 10 and sink.telemetry.snapshot().retries == 2
 
 
@@ -329,7 +328,7 @@ def test_a_one_off_run_asked_to_stop_ends_its_backoff_at_once(tmp_path: Path) ->
     projector = Projector(
         LogReader(tmp_path / "log"), sink, retry=RetryPolicy(min_backoff_s=3600.0, max_backoff_s=3600.0)
     )
-    assert run_projections({"memory": projector}, settings, stop=stop, once=True, drain_timeout_s=0.1) == 0
+    assert run_projections({"memory": projector}, settings, stop=stop, once=True, drain_timeout_s=0.1) == {"memory": 0}
     assert sink.failures_left == 9
 
 
@@ -352,7 +351,7 @@ def test_a_disk_that_refuses_the_counters_is_said_once_and_its_recovery_once(
     monkeypatch.setattr("querylog.projector_process.write_snapshot", full_disk_then_not)
     projector = Projector(LogReader(tmp_path / "log"), MemorySink().open(), batch_max_events=10)
     with capture_logs() as logs:
-        assert run_projections({"memory": projector}, settings, stop=threading.Event(), once=True) == 40
+        assert run_projections({"memory": projector}, settings, stop=threading.Event(), once=True) == {"memory": 40}
     said = [(e["event"], e.get("error")) for e in logs if e["event"].startswith("telemetry_publish")]
     assert said == [
         ("telemetry_publish_failed", "[Errno 28] No space left on device"),

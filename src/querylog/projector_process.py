@@ -104,7 +104,7 @@ def run_projections(
     once: bool = False,
     drain_timeout_s: float = 30.0,
     progress: Callable[[str], None] | None = None,
-) -> int:
+) -> dict[str, int]:
     """Run `projectors` until `stop` is set (or, with `once`, until each has caught up), publishing their
     counters every second; drain and publish once more at the end. Returns the events each projection sent."""
 
@@ -166,7 +166,7 @@ def run_projections(
             projector.stop(drain_timeout_s=drain)
             projector.sink.close()
         publish(leaders())
-    return sum(p.telemetry.snapshot().sent for p in projectors.values())
+    return {name: p.telemetry.snapshot().sent for name, p in projectors.items()}
 
 
 def watch_parent(parent_pid: int, stop: threading.Event) -> threading.Thread:

@@ -118,5 +118,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.once:
         Housekeeper(settings).run_once()  # everything is projected now: trim what retention allows
     if not child:
-        print(f"querylog project: stopped; {sent} events projected", file=err)
+        each = ", ".join(f"{name} {n:,}" for name, n in sent.items()) or "none"
+        print(f"querylog project: stopped; events projected: {each}", file=err)
     return 0
