@@ -489,6 +489,8 @@ def _search(settings: Settings, lq: LakeQueries, f: Filters) -> None:
     field: SearchField = "answers" if st.radio(
         "In", ["questions", "answers"], horizontal=True, key="search_in"
     ) == "answers" else "queries"  # fmt: skip
+    # What was asked (not what was found: a search that stands finds newer queries as the lake grows).
+    st.session_state["search_asked"] = (text.strip(), field, bool(st.session_state.get("search_ungrouped")), f)
     if not text.strip():
         st.session_state["search_hits"] = {}  # cleared with the search: the timeline picker offers recent queries
         st.caption(
@@ -645,10 +647,11 @@ def _queries(lq: LakeQueries, f: Filters) -> None:
     _table(st, recent, "recent", config)
     st.subheader("A query's timeline")
     found: dict[str, str] = st.session_state.get("search_hits", {})
-    if found and st.session_state.get("timeline_hits") != found:
-        # A new search (or new results): its best hit is shown, not the query picked before it.
+    asked = st.session_state.get("search_asked")
+    if found and st.session_state.get("timeline_asked") != asked:
+        # A new search: its best hit is shown, not the query picked before it; a pick made since is kept.
         st.session_state["timeline_query"] = next(iter(found))
-    st.session_state["timeline_hits"] = found
+    st.session_state["timeline_asked"] = asked
     labels = {**dict(zip(recent["query_id"].to_list(), recent["query_text"].to_list(), strict=True)), **found}
     choices = list(dict.fromkeys([*found, *recent["query_id"].to_list()]))
     if not choices:

@@ -214,7 +214,7 @@ class Summary:
     cache_hit_rate: float | None
     no_result_rate: float | None
     mean_quality: float | None
-    #: over completed queries
+    #: over finished queries (completed or failed), both
     feedback_rate: float | None
     mean_feedback: float | None
     sessions: int

@@ -413,8 +413,9 @@ def _question(text: str) -> str:
 # -- Markdown -------------------------------------------------------------------------------------------
 #: Backslash-escaped in a Markdown cell: a user's ``<img onerror=…>``, ``[x](javascript:…)``, ``**`` or backtick shows
 #: as typed, never rendered as HTML, a link or emphasis, and ``|`` cannot break the table. A backslash only where it
-#: would escape the next character (ASCII punctuation): `visible`'s ``\x1b`` stays as it reads in a terminal.
-_MD_SPECIAL: Final = re.compile(r"[`*\[<|]|\\(?=[!-/:-@\[-`{-~])")
+#: would escape the next character (ASCII punctuation): `visible`'s ``\x1b`` stays as it reads in a terminal; ``_``
+#: only where it could start or end emphasis (``__init__``, not ``stock_analysis``); ``&`` only before an entity.
+_MD_SPECIAL: Final = re.compile(r"[`*\[<|~]|\\(?=[!-/:-@\[-`{-~])|_(?![^\W_])|(?<![^\W_])_|&(?=#?\w+;)")
 
 
 def _md_cell(text: str) -> str:

@@ -16,6 +16,7 @@ import contextlib
 import enum
 import errno
 import fcntl
+import math
 import os
 import secrets
 import threading
@@ -369,13 +370,19 @@ class EventLog:
             # before it stay: a projection may have read them already, and a line it read must stay in the log.
             whole = data.rfind(b"\n", 0, written) + 1
             if written > whole:
-                with contextlib.suppress(OSError):
+                try:
                     os.ftruncate(self._fd, self._segment_size + whole)
+                except OSError:  # the torn line stays: the next append goes to a new segment, `repair` cuts it
+                    self._segment_opened = -math.inf
             kept = data.count(b"\n", 0, whole)  # one event a line
             self._segment_size += whole
             if kept:
                 self.telemetry.delivered(kept, nbytes=whole)
                 self._dirty_since_fsync = True
+                if self.fsync_policy == "always":  # durable when the flush returns, as every flush's lines are
+                    with contextlib.suppress(OSError):
+                        os.fsync(self._fd)
+                        self._dirty_since_fsync = False
             self._write_failed(exc, count - kept)
             return
         self._segment_size += written

@@ -137,6 +137,8 @@ class StdoutSink(FileCheckpointSink):
 
 #: A fold that moved is snapshotted once it has been idle this long (`MetricsSink.idle`).
 IDLE_SNAPSHOT_S: Final = 5.0
+#: How often a publication the disk refused is tried again while the log is quiet (a batch tries at once).
+PUBLISH_RETRY_S: Final = 5.0
 
 
 class MetricsSink(Sink):
@@ -146,7 +148,10 @@ class MetricsSink(Sink):
     writes one every `snapshot_every_s` and on close (`logging/metrics_snapshot.py`): a restart then folds only
     what came after, and no counter goes backwards. With an `exposition_path`, it publishes the fold's families
     there (Prometheus text) once open and after each batch, for the API process that shows them
-    (`MetricsProjection.mirror`; ``QUERYLOG_PROJECTIONS=process``)."""
+    (`MetricsProjection.mirror`; ``QUERYLOG_PROJECTIONS=process``); without `publish_each_batch`, with each snapshot
+    only (the in-process folds of the other modes: nobody reads it then, but a restart into process mode shows
+    it until the child publishes). A publication the disk refused is tried again while the log is quiet, every
+    `PUBLISH_RETRY_S`."""
 
     name = "metrics"
 
@@ -158,6 +163,7 @@ class MetricsSink(Sink):
         log_dir: Path | None = None,
         snapshot_every_s: float = 30.0,
         exposition_path: Path | None = None,
+        publish_each_batch: bool = True,
         forget: ForgetList | None = None,
         history: Callable[[], tuple[Checkpoint, Iterable[Sequence[AnyEvent]]] | None] | None = None,
     ) -> None:
@@ -172,7 +178,9 @@ class MetricsSink(Sink):
         self.log_dir = log_dir
         self.snapshot_every_s = snapshot_every_s
         self.exposition_path = exposition_path
+        self.publish_each_batch = publish_each_batch
         self._publish_failing = False
+        self._publish_failed_at = 0.0
         self._position: Checkpoint = {}
         self._last_snapshot = time.monotonic()
         self._dirty = False
@@ -288,7 +296,8 @@ class MetricsSink(Sink):
                 self.telemetry.sent(len(batch.events))
                 self._dirty = True
                 # Each batch: the projector reads one every half second at most, or a large one while catching up.
-                self.publish()
+                if self.publish_each_batch:
+                    self.publish()
             if self._dirty and time.monotonic() - self._last_snapshot >= self.snapshot_every_s:
                 self.snapshot()
 
@@ -298,9 +307,9 @@ class MetricsSink(Sink):
         differs from the snapshot an erase cleans)."""
         with self._fold_lock:
             self._forget_erased()
-            if self._publish_failing:  # the disk refused the last one: the API would show it until the next batch
-                self.publish()
             now = time.monotonic()
+            if self._publish_failing and now - self._publish_failed_at >= PUBLISH_RETRY_S:
+                self.publish()  # the disk refused the last one: the API would show it until the next batch
             if self._dirty and min(now - self._last_write, now - self._last_snapshot) >= IDLE_SNAPSHOT_S:
                 self.snapshot()  # at most every IDLE_SNAPSHOT_S, a disk that refuses it included
 
@@ -328,7 +337,7 @@ class MetricsSink(Sink):
             self.telemetry.error("publish")
             if not self._publish_failing:  # one line until it works again, not one a batch
                 _log.error("metrics_publish_failed", path=str(self.exposition_path), error=str(exc))
-            self._publish_failing = True
+            self._publish_failing, self._publish_failed_at = True, time.monotonic()
             return False
         if self._publish_failing:
             _log.info("metrics_publish_recovered", path=str(self.exposition_path))
@@ -363,6 +372,8 @@ class MetricsSink(Sink):
             _log.error("metrics_snapshot_failed", error=str(exc))
             return False
         self._dirty = False
+        if not self.publish_each_batch:
+            self.publish()
         return written
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fcntl
 from collections.abc import Callable, Iterable, Sequence
-from typing import IO
+from typing import IO, Literal
 
 import httpx
 import structlog
@@ -99,7 +99,7 @@ class Runtime:
         else:
             # Not elected: each process folds the whole log, so every worker's /metrics has the full totals. It
             # publishes too: a restart in process mode then shows these totals, never an older run's.
-            projectors["metrics"] = metrics_projector(s, self.reader, self.metrics, elected=False, publish=True)
+            projectors["metrics"] = metrics_projector(s, self.reader, self.metrics, elected=False, publish="snapshot")
         for projector in projectors.values():  # the metrics fold's own too: a corrupt line it skipped is counted
             self.metrics.add_sink(projector.telemetry)
         if self.mode != "thread":
@@ -213,12 +213,12 @@ def metrics_projector(
     projection: MetricsProjection,
     *,
     elected: bool,
-    publish: bool = False,
+    publish: Literal["batch", "snapshot"] | None = None,
 ) -> Projector:
     """The metrics fold of `projection`, from the newest snapshot of it (a restart folds only what came after).
-    Elected when one process folds for all (the projector process of ``QUERYLOG_PROJECTIONS=process``); `publish`
-    writes the fold for the API's /metrics in that mode (every mode publishes, so that a switch to it never shows
-    an older run's totals)."""
+    Elected when one process folds for all (the projector process of ``QUERYLOG_PROJECTIONS=process``), which
+    `publish`es the fold after each batch for the API's /metrics; the other modes' folds publish it with each
+    snapshot, so that a restart into process mode never shows an older run's totals."""
     s = settings
     sink = MetricsSink(
         projection,
@@ -226,6 +226,7 @@ def metrics_projector(
         log_dir=s.log_dir,
         snapshot_every_s=s.metrics_snapshot_interval_s,
         exposition_path=s.metrics_exposition_path if publish else None,
+        publish_each_batch=publish == "batch",
         forget=ForgetList(s.metrics_forget_path),
         history=lambda: trimmed_history(s),
     )

@@ -431,3 +431,6 @@ def test_a_new_search_shows_its_best_hit_in_the_timeline_not_the_query_picked_be
     assert at.selectbox(key="timeline_query").value == "q-1"
     at.selectbox(key="timeline_query").set_value("q-2").run()  # a pick after the search is kept while it stands
     assert at.selectbox(key="timeline_query").value == "q-2"
+    _write(tmp_path / "home", _asked("q-3", "네이버 실적 어때", END - timedelta(minutes=30)))  # the lake grows
+    at.run()
+    assert at.selectbox(key="timeline_query").value == "q-2"  # the search stands: the pick too

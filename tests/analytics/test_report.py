@@ -347,3 +347,7 @@ def test_a_markdown_cell_cannot_unescape_itself_with_a_backslash() -> None:
 
     assert _md_cell("\\<b>x</b>") == "\\\\\\<b>x\\</b>"  # `\\` then `\<`: a backslash, then < as text
     assert _md_cell("C:\\path [1]") == "C:\\path \\[1]"  # a backslash before a letter escapes nothing: as typed
+    assert (
+        _md_cell("__init__ ~~x~~ AT&T &amp;") == "\\_\\_init\\_\\_ \\~\\~x\\~\\~ AT&T \\&amp;"
+    )  # no bold, strike, entity
+    assert _md_cell("stock_analysis") == "stock_analysis"  # an underscore inside a word is no emphasis: as typed

@@ -289,19 +289,20 @@ def test_a_checkpoint_the_disk_refused_neither_resends_nor_recounts_what_loki_ha
 ) -> None:
     """On a full disk the checkpoint's save failed after Loki had the batch: offered again, it was sent and counted
     again (sent 9,055 for 3,610 events; count_over_time 70 over the log)."""
-    from querylog.logging.projection import CheckpointFile
+    import querylog.logging.projection as projection_module
 
     events = _tracked(3)
-    real_save = CheckpointFile.save
+    real_replace = projection_module.os.replace
 
-    def full(self: CheckpointFile, checkpoint: dict[str, int]) -> None:
+    def full(src: object, dst: object) -> None:
         raise OSError(28, "No space left on device")
 
     with h.sink() as sink:
-        monkeypatch.setattr(CheckpointFile, "save", full)
-        with pytest.raises(OSError, match="No space"):
+        monkeypatch.setattr(projection_module.os, "replace", full)
+        with pytest.raises(SinkSendError, match="No space") as failed:
             sink.write(_batch(events))
-        monkeypatch.setattr(CheckpointFile, "save", real_save)
+        assert failed.value.stage == "checkpoint"
+        monkeypatch.setattr(projection_module.os, "replace", real_replace)
         sink.write(Batch(events=events, checkpoint={"seg.jsonl": 1}, redelivered=len(events)))
         assert sink.checkpoint() == {"seg.jsonl": 1}
         snap = sink.telemetry.snapshot()

@@ -407,6 +407,48 @@ def test_whole_lines_of_a_write_the_disk_cut_short_stay_in_the_log_for_readers_t
     assert (snapshot.sent, snapshot.dropped) == (2, {"disk_write_failed": 2})
 
 
+def test_a_torn_line_the_disk_would_not_cut_is_left_behind_and_kept_lines_are_synced_as_the_policy_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the cut itself failed, the next append went on after the torn fragment (one corrupt line, its event lost
+    to every projection); under fsync="always", the whole lines kept were not synced when the flush returned."""
+    import querylog.logging.segments as segments
+
+    real_write, real_fsync = os.write, os.fsync
+    synced: list[int] = []
+
+    def torn(fd: int, data: bytes) -> int:
+        if synced == [-1]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        synced.append(-1)
+        return real_write(fd, bytes(data[: bytes(data).index(b"\n") + 8]))
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    def refuse(fd: int, size: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with EventLog(tmp_path, flush_interval_s=3600, fsync="always") as log:
+        log.append(_event(1))
+        log.flush()
+        first = log.segment
+        monkeypatch.setattr(segments.os, "write", torn)
+        monkeypatch.setattr(segments.os, "fsync", fsync)
+        monkeypatch.setattr(segments.os, "ftruncate", refuse)
+        synced.clear()
+        for i in (2, 3):
+            log.append(_event(i))
+        log.flush()
+        assert synced[1:] and synced[-1] >= 0  # the kept line (q-2) is on disk when the flush returns
+        monkeypatch.setattr(segments.os, "write", real_write)
+        log.append(_event(4))
+        log.flush()
+        assert log.segment != first  # not appended after the torn fragment
+    assert _read_ids(tmp_path) == ["q-1", "q-2", "q-4"]  # no corrupt line: the fragment is a torn tail, not read
+
+
 def test_using_a_closed_log_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     log = EventLog(tmp_path)
     with pytest.raises(LogClosedError, match="open"):

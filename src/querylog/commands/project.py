@@ -90,7 +90,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     projectors = elected_projectors(settings, reader)  # a record it cannot read: SinkError, exit 2 (querylog.cli)
     if args.metrics:
         projection = metrics_projection(settings)
-        projectors["metrics"] = metrics_projector(settings, reader, projection, elected=True, publish=True)
+        projectors["metrics"] = metrics_projector(settings, reader, projection, elected=True, publish="batch")
     if not child:
         print(
             f"querylog project: {', '.join(projectors)} from {settings.log_dir}"
