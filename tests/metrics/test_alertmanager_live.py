@@ -117,6 +117,8 @@ def test_target_down_mutes_the_other_querylog_alerts(
         alert("QuerylogHighErrorRatio", severity="critical"),
         alert("QuerylogSinkLagging", severity="warning", sink="parquet"),
         alert("SomeoneElsesAlert", severity="warning"),
+        # The Loki ruler's alerts read Loki, not the scrape: not muted (NoTrafficInLoki was, with the API down).
+        alert("QuerylogNoTrafficInLoki", severity="critical", source="loki"),
     ]
     assert request(f"{base}/api/v2/alerts", sent) is not None
 
@@ -132,3 +134,4 @@ def test_target_down_mutes_the_other_querylog_alerts(
     assert status["QuerylogHighErrorRatio"]["inhibitedBy"]
     assert status["QuerylogSinkLagging"]["state"] == "suppressed"
     assert status["SomeoneElsesAlert"]["state"] == "active"
+    assert status["QuerylogNoTrafficInLoki"]["state"] == "active"
