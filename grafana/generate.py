@@ -49,7 +49,11 @@ def stream(event: str | None = None, *, events: list[str] | None = None) -> str:
     return "{" + ", ".join(matchers) + "}"
 
 
-INTENT_FILTER: Final = 'intent=~"$intent"'
+#: After ``| json intent``: a query without an intent (it failed before classification) is ``unclassified``, as
+#: the metrics and the lake name it, so that choosing it in $intent finds its lines and legends name it.
+INTENT_FILTER: Final = (
+    'label_format intent=`{{ if .intent }}{{ .intent }}{{ else }}unclassified{{ end }}` | intent=~"$intent"'
+)
 FINISHED: Final = ["query_completed", "query_failed"]
 FUNNEL: Final = [
     ("received", "query_received"),
@@ -73,18 +77,26 @@ _OWN_SINK: Final = 'sink="log"'
 _SHARED_SINKS: Final = 'sink!="log"'
 
 
-def fold_rate(metric: str, matchers: str = "", fn: str = "rate") -> str:
+def fold_rate(metric: str, matchers: str = "", fn: str = "rate", window: str = "$__rate_interval") -> str:
     """`fn` of `metric` counted once across worker targets. A sink's series are one process's (the elected one,
     mirrored by every API process; each process's whole-log metrics fold), so `max` across targets, except the
-    log's own (`sink="log"`): each worker writes its own events, so those add up."""
+    log's own (`sink="log"`): each worker writes its own events, so those add up. A count per bar takes
+    ``window="$__interval"`` (with a panel interval of a few scrapes): `$__rate_interval` windows overlap from one
+    step to the next, and the bars then add up to several times the events."""
 
     def over(extra: str) -> str:
         both = ", ".join(m for m in (matchers, extra) if m)
-        return f"{fn}({metric}{{{both}}}[$__rate_interval])" if both else f"{fn}({metric}[$__rate_interval])"
+        return f"{fn}({metric}{{{both}}}[{window}])" if both else f"{fn}({metric}[{window}])"
 
     if metric.startswith("querylog_sink_"):
         return f"({one_fold(over(_SHARED_SINKS))} or {over(_OWN_SINK)})"
     return one_fold(over(""))
+
+
+#: A count per step: `increase` over the step itself, at least a minute (four scrapes at 15 s) so that each window
+#: holds samples enough; the steps then add up to the events counted, as Loki's `count_over_time` beside them does.
+PER_STEP: Final = {"fn": "increase", "window": "$__interval"}
+PER_STEP_PANEL: Final[Json] = {"interval": "1m"}
 
 
 def rate_prom(metric: str, by: str, matchers: str = "") -> str:
@@ -281,8 +293,8 @@ def query_overview() -> Dashboard:
     error_ratio_by_intent = (
         f"sum by (intent) (count_over_time({failed})) / sum by (intent) (count_over_time({finished}))"
     )
-    latency = (
-        f"{stream('query_completed')} | json intent, latency_ms | {INTENT_FILTER}"
+    latency = (  # every finished query, failed ones too, as the histogram beside it counts them
+        f"{stream(events=FINISHED)} | json intent, latency_ms | {INTENT_FILTER}"
         ' | unwrap latency_ms | __error__="" [$__auto]'
     )
     quality = (
@@ -322,7 +334,10 @@ def query_overview() -> Dashboard:
                 loki("Cache hit ratio", "stat", Target(hit_ratio, instant=True), width=5, unit="percentunit",
                      description='search_completed with cache_hit = true (`| json` gives the string "true").'),
                 loki("Quality score", "stat", Target(quality_mean, instant=True),
-                     width=5, unit="percentunit", description="Mean quality_score of completed queries (Loki)."),
+                     width=5, unit="percentunit",
+                     description="Mean quality_score of completed queries, as their query_completed line carries it "
+                     "(Loki). A producer that scores only response_generated shows in the Prometheus panel and the "
+                     "lake, which fall back to the answer's score."),
             ]),
             Row("Traffic", 8, [
                 loki("Query rate by intent", "timeseries", Target(rate_by_intent, "{{intent}}"), unit="reqps",
@@ -340,7 +355,9 @@ def query_overview() -> Dashboard:
                 loki("Latency p50 / p95 / p99 by intent (LogQL)", "timeseries",
                      *(Target(f"quantile_over_time({q}, {latency}) by (intent)", f"p{q * 100:g} {{{{intent}}}}")
                        for q in quantiles),
-                     unit="ms", description="quantile_over_time over latency_ms of query_completed (exact, from logs)"),
+                     unit="ms",
+                     description="quantile_over_time over latency_ms of finished queries, completed or failed "
+                     "(exact, from logs)"),
                 prom("Latency p50 / p95 / p99 by intent (PromQL)", "timeseries",
                      *(Target(histogram_quantile(q, "querylog_query_duration_seconds", "intent", by_intent),
                               f"p{q * 100:g} {{{{intent}}}}") for q in quantiles),
@@ -354,7 +371,9 @@ def query_overview() -> Dashboard:
                      width=8, unit="percentunit"),
                 loki("Quality score by intent", "timeseries", Target(f"avg_over_time({quality}) by (intent)",
                                                                      "{{intent}}"),
-                     width=8, unit="percentunit", description="Events without a quality_score are skipped."),
+                     width=8, unit="percentunit",
+                     description="query_completed lines without a quality_score are skipped (a producer that scores "
+                     "only response_generated: see the Prometheus panel)."),
             ]),
             Row("Active queries and quality (Prometheus)", 7, [
                 prom("Active queries", "timeseries", Target(active, "active")),
@@ -392,7 +411,7 @@ def pipeline_stages() -> Dashboard:
         f"sum by (error_type) (count_over_time({failed} | json error_type, intent | {INTENT_FILTER} [$__auto]))"
     )
     by_stage = f"sum by (stage) (count_over_time({failed} | json stage, intent | {INTENT_FILTER} [$__auto]))"
-    slow = f"{stream('query_completed')} | json latency_ms, intent | {INTENT_FILTER} | latency_ms > $slow_ms"
+    slow = f"{stream(events=FINISHED)} | json latency_ms, intent | {INTENT_FILTER} | latency_ms > $slow_ms"
     failed_prom = rate_prom("querylog_queries_total", "intent", 'status="failed", intent=~"$intent"')
     return Dashboard(
         uid="querylog-pipeline",
@@ -483,9 +502,9 @@ def query_search() -> Dashboard:
                      Target(f"sum by (score) (count_over_time({feedback} | json score [$__auto]))", "score {{score}}"),
                      width=8),
                 prom("Feedback by score (Prometheus)", "timeseries",
-                     Target(f"sum by (score) ({fold_rate('querylog_feedback_total', fn='increase')})",
+                     Target(f"sum by (score) ({fold_rate('querylog_feedback_total', **PER_STEP)})",
                             "score {{score}}"),
-                     width=8),
+                     width=8, extra=PER_STEP_PANEL),
                 loki("Negative feedback", "logs", Target(f"{feedback} | json score | score < 0"), width=8,
                      description="feedback_received with score -1, with the user's comment."),
             ]),
@@ -498,9 +517,9 @@ def query_search() -> Dashboard:
                      "words: the next query of the session came within 5 minutes with a similar text "
                      "(logging/reformulation.py). A rising line is the classic sign of unsatisfying answers."),
                 prom("Reformulated queries", "timeseries",
-                     Target(f"sum by (intent) ({fold_rate('querylog_reformulated_queries_total', fn='increase')})",
+                     Target(f"sum by (intent) ({fold_rate('querylog_reformulated_queries_total', **PER_STEP)})",
                             "{{intent}}"),
-                     width=12, bars=True,
+                     width=12, bars=True, extra=PER_STEP_PANEL,
                      description="The questions behind these: `querylog report` (most reformulated) and the explorer's "
                      "Sessions tab."),
             ]),

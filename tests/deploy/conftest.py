@@ -280,12 +280,17 @@ def is_metric_query(expr: str) -> bool:
     return re.search(r"\[[^\]]*\]", mask_strings(expr)) is not None
 
 
+_INCREASE_OF: Final = re.compile(r"\bincrease\s*\(\s*[a-z_:][a-z0-9_:]*\s*(?:\{[^}]*\})?\s*$")
+
+
 def promql_problems(expr: str) -> list[str]:
     problems = bracket_problems(expr)
     if problems:
         return problems
     code = mask_strings(expr)
     for m in re.finditer(r"\[([^\]]*)\]", code):
+        if m.group(1) == "$__interval" and _INCREASE_OF.search(code[: m.start()]):
+            continue  # a count per step: `increase` over the step itself, whose bars add up (generate.py PER_STEP)
         if m.group(1) != "$__rate_interval":
             problems.append(f"range [{m.group(1)}] should be [$__rate_interval]")
     for m in re.finditer(r"\bhistogram_quantile\s*\(", code):

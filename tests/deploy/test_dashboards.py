@@ -250,6 +250,7 @@ def test_logql_checks_reject_bad_queries(expr: str, message: str, checks: Module
         ("histogram_quantile(0.9, sum by (le) (rate(querylog_query_duration_seconds_bucket[$__rate_interval])))",
          "series dimension"),
         ("sum(rate(querylog_queries_total[5m]))", "$__rate_interval"),
+        ("sum(rate(querylog_queries_total[$__interval]))", "$__rate_interval"),  # only a count per step takes it
         ('sum(rate(querylog_queries_total{session_id="x"}[$__rate_interval]))', "session_id"),
     ],
 )  # fmt: skip
@@ -273,7 +274,7 @@ def test_promql_parses_with_promtool(tmp_path: Path, checks: ModuleType) -> None
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed (apt-get install prometheus): PromQL checked by the rules above only")
-    exprs = [_substituted(t, {"__rate_interval": "5m", "env": "dev"}) for t in checks.iter_targets()
+    exprs = [_substituted(t, {"__rate_interval": "5m", "__interval": "1m", "env": "dev"}) for t in checks.iter_targets()
              if t.datasource_uid == "prometheus"]  # fmt: skip
     rules = {"groups": [{"name": "dashboards", "rules": [
         {"record": f"dashboard:expr_{i}", "expr": e} for i, e in enumerate(exprs)]}]}  # fmt: skip
@@ -297,3 +298,16 @@ def test_logql_parses_with_lokitool(tmp_path: Path, checks: ModuleType) -> None:
     result = subprocess.run([lokitool, "rules", "lint", "--dry-run", str(path)], capture_output=True, text=True,
                             check=False)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_count_per_step_adds_up_to_the_events_it_counts(checks: ModuleType) -> None:
+    """ "Feedback by score (Prometheus)" and "Reformulated queries" summed to 3x the events (377 for 127 votes): an
+    `increase` over `$__rate_interval` (60 s) per 20 s step counts each event in three bars."""
+    counts = [
+        t for t in checks.iter_targets()
+        if t.datasource_uid == "prometheus" and "increase(" in t.expr and "/" not in t.expr
+    ]  # fmt: skip
+    assert len(counts) >= 2
+    for t in counts:
+        assert "[$__interval]" in t.expr and "$__rate_interval" not in t.expr, (t.panel["title"], t.expr)
+        assert t.panel.get("interval") == "1m", t.panel["title"]  # windows of a few scrapes, never overlapping

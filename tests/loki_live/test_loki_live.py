@@ -280,3 +280,34 @@ def test_lines_far_behind_a_stream_loki_holds_are_counted_not_lost(
         sink.write(Batch(events=[*late, *fresh], checkpoint={}))
         snap = sink.telemetry.snapshot()
     assert snap.dropped == {"too_far_behind": 3} and snap.sent == 2, snap
+
+
+def test_the_dashboards_intent_choice_unclassified_finds_queries_that_failed_before_classification(
+    shipped: Shipped, tmp_path: Path
+) -> None:
+    """Choosing `unclassified` in $intent (the metrics' name for a query without an intent) emptied every Loki panel:
+    those lines have no intent field. The dashboards' "Failures by stage" query, as Grafana sends it."""
+    import json
+
+    from querylog.logging.events import QueryFailed, QueryReceived
+    from querylog.logging.loki import LokiSink
+    from querylog.logging.projection import Batch
+
+    env = f"{shipped.env}-unclassified"
+    settings = Settings.from_env(overrides={"home": tmp_path, "env": env, "stdout_events": False})
+    assert settings.loki_url is not None
+    events = []
+    for i in range(2):
+        common = {"query_id": f"q-{i}", "env": env}
+        events += [
+            QueryReceived(query_text="질문", **common),
+            QueryFailed(error_type="Timeout", stage="classify", **common),
+        ]
+    with LokiSink(settings.loki_url, env=env, options=loki_options(settings)) as sink:
+        sink.write(Batch(events=events, checkpoint={"seg.jsonl": 1}))
+    dashboard = json.loads((Path(__file__).parents[2] / "grafana/dashboards/pipeline-stages.json").read_text())
+    (expr,) = [t["expr"] for p in dashboard["panels"] if p.get("title") == "Failures by stage" for t in p["targets"]]
+    for intent, expected in (("unclassified", [("classify", "2")]), ("stock_analysis", [])):
+        query = expr.replace("$env", env).replace("$intent", intent).replace("$__auto", "1h")
+        found = [(s["metric"]["stage"], s["value"][1]) for s in _instant(shipped, query)]
+        assert found == expected, (intent, query)
