@@ -284,6 +284,15 @@ class _Families:
         return [getattr(self, field.name) for field in fields(self) if field.name.startswith("sink_")]
 
 
+#: What a snapshot's state must hold to be restored; `intents`, `reformulated` and `asked` came later and have defaults.
+_RESTORED: Final = frozenset(
+    {
+        *("queries", "query_duration", "stage_duration", "quality", "cache", "feedback", "events", "open", "active"),
+        *("watermark", "cost", "unpriced", "release_queries", "models", "releases"),
+    }
+)
+
+
 class MetricsProjection:
     """Prometheus metrics derived from events only, so that replaying the log rebuilds them exactly.
 
@@ -577,7 +586,11 @@ class MetricsProjection:
             }
 
     def restore_state(self, state: dict[str, Any]) -> None:
-        """Replace the state with one `export_state` gave (of a projection with the same `config`)."""
+        """Replace the state with one `export_state` gave (of a projection with the same `config`). `ValueError`,
+        with nothing replaced, for a state that lacks what this release folds (an older release's snapshot)."""
+        missing = sorted(_RESTORED - state.keys())
+        if missing:
+            raise ValueError(f"the snapshot holds no {', '.join(missing)}: an older release wrote it")
 
         def histogram(bounds: tuple[float, ...], counts: list[int], total: float) -> _Histogram:
             if len(counts) != len(bounds) + 1:

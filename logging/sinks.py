@@ -217,7 +217,14 @@ class MetricsSink(Sink):
             # Counters never go back: the cost counted so far keeps the prices it was counted with, and new
             # responses are priced with the new table (the lake re-prices history: querylog replay parquet).
             _log.info("metrics_snapshot_prices_changed", was=snapshot.config.get("prices"), now=mine.get("prices"))
-        self._start_from(snapshot)
+        try:
+            self._start_from(snapshot)
+        except ValueError as exc:  # an older release's snapshot, without what this one folds: from the log again
+            self.telemetry.fell_back("snapshot_outdated")
+            _log.warning(
+                "metrics_snapshot_ignored", reason=f"{exc}: folding the log again", path=str(self.snapshot_path)
+            )
+            self._restore_history()
 
     def _start_from(self, snapshot: MetricsSnapshot) -> None:
         self.projection.restore_state(snapshot.state)
@@ -238,7 +245,10 @@ class MetricsSink(Sink):
         ):
             return
         with self._fold_lock:
-            self._start_from(snapshot)
+            try:
+                self._start_from(snapshot)
+            except ValueError:  # an older release's (said at open): this fold goes on from where it is
+                return
             self._forget_erased()
         self.publish()
 

@@ -16,7 +16,9 @@ def _write(directory: Path) -> None:
         for user, n in (("alice", 3), ("bob", 2)):
             for i in range(n):
                 query = f"q-{user}-{i}"
-                log.append(QueryReceived(query_id=query, query_text=f"{user} 010-{i}", user_id=user, session_id=f"s-{user}"))
+                log.append(
+                    QueryReceived(query_id=query, query_text=f"{user} 010-{i}", user_id=user, session_id=f"s-{user}")
+                )
                 log.append(IntentClassified(query_id=query, intent="x", confidence=0.5))  # no user id on it
 
 
@@ -39,6 +41,22 @@ def test_a_users_events_and_their_queries_stage_events_are_blanked_in_place(tmp_
     assert {q for q, _ in _events(directory, TimeOrderedReader(directory))} == {"q-bob-0", "q-bob-1"}
     rest = [decode(line).query_id for line in LogReader(directory).read(halfway).lines]
     assert rest == ["q-bob-0", "q-bob-0", "q-bob-1", "q-bob-1"]  # the old checkpoint still lands on a line
+
+
+def test_lines_an_older_release_blanked_without_listing_their_segments_are_skipped_too(tmp_path: Path) -> None:
+    """A release of 2026-12-03 blanked erased lines but kept no list of the segments that hold them: the newest
+    readers took those lines for corrupt ones (`reconcile` exit 1, `log_line_corrupt`, a `corrupt_line` drop)."""
+    from querylog.logging.segments import ERASED_LIST
+
+    directory = tmp_path / "log"
+    _write(directory)
+    with EventLog(directory) as other:  # a second writer: the time-ordered reader then merges segments
+        other.append(QueryReceived(query_id="q-carol-0", query_text="carol", user_id="carol"))
+    erase_from_log(directory, Subjects(user_ids=frozenset({"alice"})))
+    (directory / ERASED_LIST).unlink()  # as that release left the log
+    expected = {"q-bob-0", "q-bob-1", "q-carol-0"}
+    assert {q for q, _ in _events(directory)} == expected
+    assert {q for q, _ in _events(directory, TimeOrderedReader(directory))} == expected
 
 
 def test_erasing_again_or_erasing_nobody_changes_nothing(tmp_path: Path) -> None:

@@ -256,6 +256,28 @@ def test_a_publication_the_disk_refused_is_made_again_while_the_log_is_quiet(
     )["querylog_queries"]
 
 
+def test_a_snapshot_an_older_release_wrote_without_the_cost_series_is_folded_again_not_a_crash(tmp_path: Path) -> None:
+    """A snapshot of 2026-12-03 (before the cost and release series) made every start fail with KeyError 'cost':
+    the projector child restarted forever, /metrics lost its counters and the lake stopped moving."""
+    import json
+
+    log_dir, path = tmp_path / "log", tmp_path / "metrics-snapshot.json"
+    _queries(log_dir, 3)
+    _, sink = _fold(log_dir, path)
+    _run(log_dir, sink)
+    sink.close()
+    written = json.loads(path.read_text())
+    for key in ("cost", "unpriced", "release_queries", "models", "releases"):
+        del written["state"][key]
+    path.write_text(json.dumps(written))
+    projection, again = _fold(log_dir, path)  # opens: must not raise
+    _run(log_dir, again)
+    assert again.telemetry.snapshot().fallbacks == {"snapshot_outdated": 1}
+    fresh, sink_from_nothing = _fold(log_dir, None)
+    _run(log_dir, sink_from_nothing)
+    assert projection.fold_exposition() == fresh.fold_exposition()  # the whole log folded: the same totals
+
+
 def _families(text: bytes) -> dict[str, list[tuple[str, dict[str, str], float]]]:
     """Each family of an exposition with its samples; a family named twice would be a broken exposition."""
     out: dict[str, list[tuple[str, dict[str, str], float]]] = {}
