@@ -28,7 +28,7 @@ import structlog
 
 from querylog.logging.codec import DecodeError, decode, line_time
 from querylog.logging.events import AnyEvent
-from querylog.logging.segments import Checkpoint, LogReader, ReadBatch
+from querylog.logging.segments import Checkpoint, LogReader, ReadBatch, is_erased
 from querylog.logging.telemetry import SinkTelemetry
 
 __all__ = [
@@ -468,7 +468,8 @@ class Projector:
                 try:
                     staged.events.append(decode(line))
                 except DecodeError as exc:
-                    staged.corrupt.append((str(exc), line))
+                    if not is_erased(line):  # blanked by an older release's erase, which listed no segments
+                        staged.corrupt.append((str(exc), line))
         return staged
 
     def _take_read_ahead(self, start: Checkpoint) -> _Staged | None:

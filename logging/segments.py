@@ -613,9 +613,7 @@ class LogReader:
             pieces = data.split(b"\n", max_events - len(lines)) if end else [data]
             end = len(data) - len(pieces[-1])
             cut = cut or b"\n" in pieces[-1]
-            # Lines `querylog erase` blanked are never handed on: in the segments it listed, or in any chunk that
-            # holds one (a release before the list blanked lines without it; the search runs at memchr speed).
-            if name in erased or data.startswith(b" ") or data.find(b"\n ", 0, end) >= 0:
+            if name in erased:  # lines `querylog erase` blanked are never handed on
                 lines.extend(p for p in pieces[:-1] if not is_erased(p))
             else:
                 lines.extend(pieces[:-1])

@@ -36,7 +36,6 @@ class _Pending:
     times: list[float]
     ends: list[int]  # byte offset just past each line, relative to `offset`
     limited: bool  # the share's limits ended the read: whole lines remain unread in this segment
-    blanked: bool  # holds a line `querylog erase` blanked (LogReader.read says why it looks)
 
 
 class TimeOrderedReader(LogReader):
@@ -78,7 +77,7 @@ class TimeOrderedReader(LogReader):
         taken = {p.name: 0 for p in pending}
         for _, k, _, _ in merged:
             taken[pending[k].name] += 1
-        if self.erased_segments() or any(p.blanked for p in pending):
+        if self.erased_segments():
             lines = [line for _, _, _, line in merged if not is_erased(line)]
         else:
             lines = [line for _, _, _, line in merged]
@@ -108,5 +107,4 @@ class TimeOrderedReader(LogReader):
         limited = len(chunk) > max_events or len(data) < size - offset
         chunk = chunk[:max_events]
         ends = list(itertools.accumulate(len(line) + 1 for line in chunk))
-        blanked = data.startswith(b" ") or data.find(b"\n ", 0, end) >= 0
-        return _Pending(path.name, offset, size, chunk, [_time_of(line) for line in chunk], ends, limited, blanked)
+        return _Pending(path.name, offset, size, chunk, [_time_of(line) for line in chunk], ends, limited)

@@ -16,7 +16,7 @@ from querylog.config import Settings
 from querylog.logging.codec import DecodeError, decode
 from querylog.logging.events import UNCLASSIFIED, AnyEvent, IntentClassified
 from querylog.logging.metrics import OTHER_LABEL, MetricsProjection
-from querylog.logging.segments import LogReader
+from querylog.logging.segments import LogReader, is_erased
 
 __all__ = [
     "LOKI_WINDOW",
@@ -126,6 +126,8 @@ def _log_events(settings: Settings, unreadable: _Unreadable) -> Iterable[AnyEven
             try:
                 yield decode(line)
             except DecodeError as exc:  # skipped by every projection (`log_line_corrupt`): an event nowhere
+                if is_erased(line):  # blanked by an older release's erase, which listed no segments
+                    continue
                 unreadable.count += 1
                 unreadable.example = unreadable.example or f"{exc} in {line[:120]!r}"
 
