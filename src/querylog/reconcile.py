@@ -61,6 +61,9 @@ class ReconcileReport:
     #: every count above agrees without them; each is an event written and lost.
     unreadable: int = 0
     unreadable_example: str | None = None
+    #: The newest event the log holds, when it holds one: events arriving as the stores are read one after
+    #: another make them differ by a few, and a difference means little then.
+    newest: datetime | None = None
 
     @property
     def disagreements(self) -> list[tuple[str, str, dict[str, int | None]]]:
@@ -266,6 +269,7 @@ def reconcile(
         since=since,
         unreadable=unreadable.count,
         unreadable_example=unreadable.example,
+        newest=max((e.ts for e in every), default=None),
     )
 
 
