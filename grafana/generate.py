@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -680,15 +681,26 @@ def to_json(obj: Json) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def build_all() -> dict[str, str]:
-    """File name → JSON text, for every dashboard."""
-    return {f"{name}.json": to_json(render(make())) for name, make in DASHBOARDS.items()}
+#: The Loki `app` label the dashboards select: QUERYLOG_SERVICE's default. `--app` writes them for another.
+DEFAULT_APP: Final = "querylog"
+_APP_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # a Loki label value querylog accepts
 
 
-def write_all(out_dir: Path) -> list[Path]:
+def build_all(app: str = DEFAULT_APP) -> dict[str, str]:
+    """File name → JSON text, for every dashboard, selecting the streams of Loki's `app` label `app`."""
+    if not _APP_RE.match(app):
+        raise ValueError(f"--app {app!r}: 1-63 letters, digits, '_', '.' or '-', as QUERYLOG_SERVICE takes")
+    selector = f'app=\\"{DEFAULT_APP}\\"'  # as it reads inside a JSON string
+    return {
+        f"{name}.json": to_json(render(make())).replace(selector, f'app=\\"{app}\\"')
+        for name, make in DASHBOARDS.items()
+    }
+
+
+def write_all(out_dir: Path, app: str = DEFAULT_APP) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in build_all().items():
+    for name, text in build_all(app).items():
         path = out_dir / name
         path.write_text(text, encoding="utf-8", newline="\n")
         written.append(path)
@@ -698,8 +710,17 @@ def write_all(out_dir: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory to write into (default: %(default)s)")
+    parser.add_argument(
+        "--app",
+        default=DEFAULT_APP,
+        help="the Loki app label to select: your QUERYLOG_SERVICE, when it is not querylog (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
-    for path in write_all(args.out):
+    try:
+        paths = write_all(args.out, args.app)
+    except ValueError as exc:
+        parser.error(str(exc))
+    for path in paths:
         print(path)
     return 0
 

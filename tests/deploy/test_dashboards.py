@@ -63,6 +63,19 @@ def test_generator_output_is_deterministic_sorted_and_newline_terminated(generat
         assert "\\u" not in text, f"{name} has \\u escapes: Korean must stay readable"
 
 
+def test_the_dashboards_can_be_written_for_another_app_label(generator: ModuleType) -> None:
+    """Every Loki panel selected app="querylog": a service shipping as QUERYLOG_SERVICE=chat-api saw empty panels."""
+    for name, text in generator.build_all("chat-api").items():
+        dashboard = json.loads(text)
+        loki = [
+            t["expr"] for p in dashboard["panels"] for t in p.get("targets", []) if t["datasource"]["uid"] == "loki"
+        ]
+        assert loki and all('app="chat-api"' in e and 'app="querylog"' not in e for e in loki), name
+        assert 'app=\\"querylog\\"' not in json.dumps(dashboard["templating"]), name  # the env choices too
+    with pytest.raises(ValueError, match="QUERYLOG_SERVICE"):
+        generator.build_all("chat api")
+
+
 # --- dashboard structure ------------------------------------------------------------------------------------------
 
 
