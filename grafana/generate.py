@@ -315,10 +315,7 @@ def query_overview() -> Dashboard:
     rate_by_intent = (
         f"sum by (intent) (rate({stream('intent_classified')} | json intent | {INTENT_FILTER} [$__auto]))"
     )
-    # A query without a session is none (`session_id!=""`). An instant query over the dashboard's range: in a range
-    # query Loki 3.4 loses the structured metadata of lines its ingesters still hold (every recent line grouped
-    # as one session, or none matched by a filter), where an instant query has it.
-    sessions = f"count(sum by (session_id) (count_over_time({stream('query_received')} | session_id!=\"\" [$__auto])))"
+    sessions = f"count(sum by (session_id) (count_over_time({stream('query_received')} [$__auto])))"
     by_intent = 'intent=~"$intent"'
     quantiles = (0.5, 0.95, 0.99)
     return Dashboard(
@@ -349,10 +346,10 @@ def query_overview() -> Dashboard:
                 prom("Query rate by status", "timeseries",
                      Target(rate_prom("querylog_queries_total", "status", by_intent), "{{status}}"), unit="reqps",
                      description="querylog_queries_total by status (Prometheus)."),
-                loki("Distinct sessions", "stat", Target(sessions, "sessions", instant=True),
-                     description="Sessions with at least one query in the dashboard's range (queries without a "
-                     "session are none). session_id is structured metadata; count() folds the per-session series "
-                     "into one. Exact up to Loki's max_query_series."),
+                loki("Distinct sessions", "timeseries", Target(sessions, "sessions"),
+                     description="Sessions with at least one query in each interval. session_id is structured "
+                     "metadata; count() folds the per-session series into one. Exact up to Loki's max_query_series, "
+                     "for lines Loki has flushed: see docs/dashboards.md for the last minutes."),
                 loki("Error ratio by intent", "timeseries", Target(error_ratio_by_intent, "{{intent}}"),
                      unit="percentunit", description="Share of finished queries that failed (Loki)."),
             ]),
@@ -452,8 +449,8 @@ def pipeline_stages() -> Dashboard:
             ]),
             Row("Slowest queries", 10, [
                 loki("Slowest queries (latency_ms above $slow_ms)", "logs", Target(slow),
-                     description="Completed queries slower than the threshold chosen above. Open a line and "
-                     "follow its query_id to see all its events."),
+                     description="Finished queries, completed or failed, slower than the threshold chosen above. "
+                     "Open a line and follow its query_id to see all its events."),
                 loki("Recent failures", "logs", Target(f"{failed} | json intent | {INTENT_FILTER}")),
             ]),
         ],

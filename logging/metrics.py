@@ -48,6 +48,7 @@ __all__ = [
     "MAX_LABEL_VALUES",
     "OTHER_LABEL",
     "MetricsProjection",
+    "SnapshotOutdatedError",
 ]
 
 DEFAULT_NAMESPACE = "querylog"
@@ -282,6 +283,10 @@ class _Families:
 
     def sinks(self) -> list[Metric]:
         return [getattr(self, field.name) for field in fields(self) if field.name.startswith("sink_")]
+
+
+class SnapshotOutdatedError(ValueError):
+    """A snapshot's state without what this release folds: an older release wrote it."""
 
 
 #: What a snapshot's state must hold to be restored; `intents`, `reformulated` and `asked` came later and have defaults.
@@ -586,11 +591,12 @@ class MetricsProjection:
             }
 
     def restore_state(self, state: dict[str, Any]) -> None:
-        """Replace the state with one `export_state` gave (of a projection with the same `config`). `ValueError`,
-        with nothing replaced, for a state that lacks what this release folds (an older release's snapshot)."""
+        """Replace the state with one `export_state` gave (of a projection with the same `config`).
+        `SnapshotOutdatedError`, with nothing replaced, for a state that lacks what this release folds (an older
+        release's snapshot)."""
         missing = sorted(_RESTORED - state.keys())
         if missing:
-            raise ValueError(f"the snapshot holds no {', '.join(missing)}: an older release wrote it")
+            raise SnapshotOutdatedError(f"the snapshot holds no {', '.join(missing)}: an older release wrote it")
 
         def histogram(bounds: tuple[float, ...], counts: list[int], total: float) -> _Histogram:
             if len(counts) != len(bounds) + 1:

@@ -83,8 +83,9 @@ ERASED_LIST: Final = "erased-segments"
 
 
 def is_erased(line: bytes) -> bool:
-    """A line `querylog erase` blanked in place (spaces, so that no offset moves); events start with ``{``."""
-    return line[:1] == b" "
+    """A line `querylog erase` blanked in place (spaces, so that no offset moves); events start with ``{``. All
+    spaces: a piece of a line that merely starts with one (a read from inside a line) is not blanked."""
+    return line[:1] == b" " and not line.strip(b" ")
 
 
 def segment_paths(directory: Path) -> list[Path]:

@@ -3,6 +3,8 @@ short console line per query for a person at a terminal)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import threading
 import time
@@ -17,7 +19,7 @@ from querylog._format import rounded_ms
 from querylog.logging.codec import to_builtins
 from querylog.logging.events import AnyEvent, QueryCompleted, QueryFailed, QueryReceived
 from querylog.logging.forget import KEEP_S, ForgetList
-from querylog.logging.metrics import MetricsProjection
+from querylog.logging.metrics import MetricsProjection, SnapshotOutdatedError
 from querylog.logging.metrics_snapshot import (
     SNAPSHOT_FORMAT,
     MetricsSnapshot,
@@ -219,11 +221,13 @@ class MetricsSink(Sink):
             _log.info("metrics_snapshot_prices_changed", was=snapshot.config.get("prices"), now=mine.get("prices"))
         try:
             self._start_from(snapshot)
-        except ValueError as exc:  # an older release's snapshot, without what this one folds: from the log again
+        except SnapshotOutdatedError as exc:  # an older release's, without what this one folds: from the log again
             self.telemetry.fell_back("snapshot_outdated")
-            _log.warning(
-                "metrics_snapshot_ignored", reason=f"{exc}: folding the log again", path=str(self.snapshot_path)
-            )
+            # Set aside, not left to hold the log's trimming at the old end (and to refuse the new fold's snapshots).
+            kept = self.snapshot_path.with_name(self.snapshot_path.name + ".outdated")
+            with contextlib.suppress(OSError):
+                os.replace(self.snapshot_path, kept)
+            _log.warning("metrics_snapshot_ignored", reason=f"{exc}: folding the log again", path=str(kept))
             self._restore_history()
 
     def _start_from(self, snapshot: MetricsSnapshot) -> None:
@@ -247,7 +251,7 @@ class MetricsSink(Sink):
         with self._fold_lock:
             try:
                 self._start_from(snapshot)
-            except ValueError:  # an older release's (said at open): this fold goes on from where it is
+            except SnapshotOutdatedError:  # an older release's (set aside at open): this fold goes on from here
                 return
             self._forget_erased()
         self.publish()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -61,9 +62,9 @@ class ReconcileReport:
     #: every count above agrees without them; each is an event written and lost.
     unreadable: int = 0
     unreadable_example: str | None = None
-    #: The newest event the log holds, when it holds one: events arriving as the stores are read one after
-    #: another make them differ by a few, and a difference means little then.
-    newest: datetime | None = None
+    #: When the log was last written (its newest segment's modification time): events arriving as the stores are
+    #: read one after another make them differ by a few, and a difference means little then.
+    last_write: datetime | None = None
 
     @property
     def disagreements(self) -> list[tuple[str, str, dict[str, int | None]]]:
@@ -269,8 +270,17 @@ def reconcile(
         since=since,
         unreadable=unreadable.count,
         unreadable_example=unreadable.example,
-        newest=max((e.ts for e in every), default=None),
+        last_write=_last_write(settings),
     )
+
+
+def _last_write(settings: Settings) -> datetime | None:
+    """When a segment of the log was last written (not an event's time: a producer's clock may run ahead)."""
+    times = []
+    for path in LogReader(settings.log_dir).segments():
+        with contextlib.suppress(FileNotFoundError):
+            times.append(path.stat().st_mtime)
+    return datetime.fromtimestamp(max(times), UTC) if times else None
 
 
 #: Slack past a trimmed segment's last write: an event may be dated a little ahead of when it was written.

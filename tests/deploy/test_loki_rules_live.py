@@ -111,13 +111,7 @@ def add_query(batch: Batch, env: str, i: int, start_ns: int, *, troubled: bool) 
               results, "quality_score": 0.8, **({"cache_hit": True} if i % 3 == 1 else {})})  # fmt: skip
     if i % 4 == 2:
         score = -1 if troubled else 1
-        batch.add(
-            env,
-            "feedback_received",
-            t + 5_000_000,
-            i,
-            {"score": score, "comment": "별로예요" if score < 0 else "좋아요"},
-        )
+        batch.add(env, "feedback_received", t + 5_000_000, i, {"score": score, "comment": "별로예요" if score < 0 else "좋아요"})
 
 
 def push(client: httpx.Client, batch: Batch) -> None:
@@ -188,9 +182,7 @@ def test_ruler_loaded_the_repository_rules(client: httpx.Client, checks: ModuleT
     response = client.get("/prometheus/api/v1/rules")
     assert response.status_code == 200, response.text
     loaded = {g["name"]: [r["name"] for r in g["rules"]] for g in response.json()["data"]["groups"]}
-    in_repo = {
-        g["name"]: [r.get("alert") or r["record"] for r in g["rules"]] for g in checks.load_rules_file()["groups"]
-    }
+    in_repo = {g["name"]: [r.get("alert") or r["record"] for r in g["rules"]] for g in checks.load_rules_file()["groups"]}
     assert loaded == in_repo
 
 
@@ -222,15 +214,3 @@ def test_dashboard_target_runs_and_has_data(
         data = query(client, expr, start=str(now - 10 * 60 * NS), end=str(now), step="60", limit="50")
     assert data["result"], f"{loki_target.id} ({loki_target.panel['title']}) returned nothing:\n{expr}"
     assert envs_in(data["result"]) <= {fixture.env, ""}, "a dashboard query leaked another env's data"
-
-
-def test_distinct_sessions_counts_each_session_of_lines_loki_still_holds_in_memory(
-    client: httpx.Client, fixture: Fixture, checks: ModuleType
-) -> None:
-    """As a range query the panel showed 1 for every step of the last minutes: Loki 3.4.6 loses the structured
-    metadata of lines its ingesters hold in a range query (all grouped as one session), not in an instant one."""
-    (target,) = [t for t in checks.iter_targets() if t.panel["title"] == "Distinct sessions"]
-    assert target.instant
-    expr = target.expr.replace("$env", fixture.env).replace("$__auto", f"{SPAN_S + 60}s")
-    (sample,) = query(client, expr, time=str(time.time_ns()))["result"]
-    assert sample["value"][1] == str(min(QUERIES, 6))  # s-<env>-0 … s-<env>-5

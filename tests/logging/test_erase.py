@@ -65,6 +65,9 @@ def test_lines_an_older_release_blanked_without_listing_their_segments_are_not_c
             projector = Projector(reader, sink)
             assert projector.catch_up() > 0
             assert (projector.corrupt_lines, projector.telemetry.snapshot().dropped) == (0, {})
+    from querylog.logging.segments import is_erased
+
+    assert not is_erased(' 전자 주가"}'.encode())  # a piece read from inside a line is corrupt, not blanked
     (tmp_path / "lake-LogReader").rename(tmp_path / "lake")
     report = reconcile(Settings(home=tmp_path, stdout_events=False))
     assert report.unreadable == 0 and report.clean

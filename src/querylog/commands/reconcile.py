@@ -162,18 +162,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 "(--since)",
                 file=sys.stderr,
             )
-        if report.newest is not None and (age := (datetime.now(UTC) - report.newest).total_seconds()) < LIVE_S:
+        if report.last_write is not None and (age := (datetime.now(UTC) - report.last_write).total_seconds()) < LIVE_S:
             print(
-                f"querylog reconcile: events were still arriving (the newest is {max(age, 0):.0f} s old): the log, "
-                "the lake, the metrics and Loki are read one after another, so a few events more in those read later "
-                "is expected, whatever the explanations above; compare again once traffic is quiet",
+                f"querylog reconcile: events were still arriving (the log was written {max(age, 0):.0f} s ago): the "
+                "log, the lake, the metrics and Loki are read one after another, so a few events more in those read "
+                "later is expected, whatever the explanations above; compare again once traffic is quiet",
                 file=sys.stderr,
             )
         return 1
     return 0
 
 
-#: An event newer than this when the counts differ: the service was busy as they were read.
+#: The log written more recently than this when the counts differ: the service was busy as they were read.
 LIVE_S = 60.0
 
 
