@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -256,20 +258,29 @@ def test_a_publication_the_disk_refused_is_made_again_while_the_log_is_quiet(
     )["querylog_queries"]
 
 
-def test_a_snapshot_an_older_release_wrote_without_the_cost_series_is_folded_again_not_a_crash(tmp_path: Path) -> None:
-    """A snapshot of 2026-12-03 (before the cost and release series) made every start fail with KeyError 'cost':
-    the projector child restarted forever, /metrics lost its counters and the lake stopped moving."""
+def _snapshot_edited(log_dir: Path, path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """A fold of three queries snapshotted at `path`, its state then edited by `edit`."""
     import json
 
-    log_dir, path = tmp_path / "log", tmp_path / "metrics-snapshot.json"
     _queries(log_dir, 3)
     _, sink = _fold(log_dir, path)
     _run(log_dir, sink)
     sink.close()
     written = json.loads(path.read_text())
-    for key in ("cost", "unpriced", "release_queries", "models", "releases"):
-        del written["state"][key]
+    edit(written["state"])
     path.write_text(json.dumps(written))
+
+
+def test_a_snapshot_an_older_release_wrote_without_the_cost_series_is_folded_again_not_a_crash(tmp_path: Path) -> None:
+    """A snapshot of 2026-12-03 (before the cost and release series) made every start fail with KeyError 'cost':
+    the projector child restarted forever, /metrics lost its counters and the lake stopped moving."""
+    log_dir, path = tmp_path / "log", tmp_path / "metrics-snapshot.json"
+
+    def older(state: dict[str, Any]) -> None:
+        for key in ("cost", "unpriced", "release_queries", "models", "releases"):
+            del state[key]
+
+    _snapshot_edited(log_dir, path, older)
     projection, again = _fold(log_dir, path)  # opens: must not raise
     _run(log_dir, again)
     assert again.telemetry.snapshot().fallbacks == {"snapshot_outdated": 1}
@@ -283,16 +294,12 @@ def test_a_snapshot_an_older_release_wrote_without_the_cost_series_is_folded_aga
 def test_a_damaged_snapshot_is_refused_whole_not_folded_over_half_restored(tmp_path: Path) -> None:
     """Review: a histogram a bucket short raised ValueError after the query counts were replaced, and the fold went
     on over them (6 queries counted for 3). Only a snapshot of an older release is folded over; this one is not."""
-    import json
-
     log_dir, path = tmp_path / "log", tmp_path / "metrics-snapshot.json"
-    _queries(log_dir, 3)
-    _, sink = _fold(log_dir, path)
-    _run(log_dir, sink)
-    sink.close()
-    written = json.loads(path.read_text())
-    written["state"]["query_duration"][0][2] = written["state"]["query_duration"][0][2][:-1]
-    path.write_text(json.dumps(written))
+
+    def damaged(state: dict[str, Any]) -> None:
+        state["query_duration"][0][2] = state["query_duration"][0][2][:-1]  # a bucket short
+
+    _snapshot_edited(log_dir, path, damaged)
     with pytest.raises(ValueError, match="other buckets"):
         _fold(log_dir, path)
 
