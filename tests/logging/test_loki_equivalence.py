@@ -35,6 +35,7 @@ from querylog.logging.events import (
     QueryReceived,
     ResponseGenerated,
     SearchCompleted,
+    is_blank,
 )
 from querylog.logging.loki import METADATA_FIELDS, LokiOptions, LokiSink, TimeOrderedReader, encode_lines, plan_pushes
 from querylog.logging.loki.encoding import MAX_LINE_BYTES, MAX_METADATA_VALUE_BYTES
@@ -210,7 +211,8 @@ def _reference_plan_pushes(
 
 
 # Any text, lone surrogates and decomposed Hangul included: the cleaning paths must agree too.
-_any_text = st.text(min_size=1, max_size=40).filter(str.strip) | st.sampled_from(
+# Not what events refuse as blank (whitespace and invisible characters only: "\u200b" is blank).
+_any_text = st.text(min_size=1, max_size=40).filter(lambda s: not is_blank(s)) | st.sampled_from(
     ["SK하이닉스 주가", unicodedata.normalize("NFD", "삼성전자 실적"), "a\ud800b", '"quoted" \\ back']
 )
 _ids = (
