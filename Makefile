@@ -9,7 +9,7 @@ PORT   ?= 8000
 
 help:
 	@echo "make run    - set up .venv, start the chat API on 127.0.0.1:8000 with a demo workload (PORT=8010 for another)"
-	@echo "make test   - set up .venv, run ruff, mypy and pytest (installs Prometheus when apt allows)"
+	@echo "make test   - set up .venv, run ruff, mypy and pytest on every core, at most 4 (installs Prometheus, Chromium and wrk when apt allows)"
 	@echo "make bench  - run the benchmarks (querylog bench)"
 
 $(STAMP): pyproject.toml
@@ -35,9 +35,11 @@ unit: $(STAMP)
 
 test: $(STAMP)
 	@bash scripts/ensure-prometheus.sh || true
+	@sh scripts/ensure-chromium.sh || true
+	@sh scripts/ensure-wrk.sh || true
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --maxprocesses 4 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/querylog bench
