@@ -87,3 +87,22 @@ def test_sigterm_drains_and_exits_cleanly(server: tuple[str, Path, subprocess.Po
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
     assert _sql(home, "select count(*) as n from queries")[0]["n"] == 20
+
+
+def test_running_server_tries_another_port_when_the_one_it_picked_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tests run in parallel (`make test`): another worker may bind the free port picked for a server before it
+    does. The helper then starts it on another, instead of failing, or of handing over the other's server."""
+    import socket
+
+    from querylog.testing import _server
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()  # answers connections: a server that took the port first
+        picks = iter([taken.getsockname()[1], _server.free_port()])
+        monkeypatch.setattr(_server, "free_port", lambda: next(picks))
+        with running_server(tmp_path / "home") as srv:
+            assert int(srv.url.rsplit(":", 1)[1]) != taken.getsockname()[1]
+            assert httpx.get(f"{srv.url}/healthz", timeout=5).json()["status"] == "ok"

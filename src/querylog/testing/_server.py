@@ -34,36 +34,70 @@ class ServerProcess:
 def running_server(
     home: Path, env: Mapping[str, str] | None = None, *, port: int | None = None, timeout_s: float = 60
 ) -> Iterator[ServerProcess]:
-    """A live API on 127.0.0.1 with its data in `home`; SIGTERMed afterwards (it drains its projections)."""
-    port = port or free_port()
+    """A live API on 127.0.0.1 with its data in `home`; SIGTERMed afterwards (it drains its projections).
+
+    Without `port`, a free one is picked; if another process takes it before the server binds it (tests running
+    in parallel), the server exits 3 and another port is tried."""
     full_env = {**os.environ, "QUERYLOG_HOME": str(home), "QUERYLOG_STDOUT_EVENTS": "0", **(env or {})}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "querylog", "serve", "--port", str(port)],
-        env=full_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout_s
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        url = f"http://127.0.0.1:{port or free_port()}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "querylog", "serve", "--port", url.rsplit(":", 1)[1]],
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            _wait_ready(proc, url, time.monotonic() + timeout_s)
+        except _PortTakenError:
+            if port is not None or attempt == PORT_ATTEMPTS:
+                raise RuntimeError(f"querylog serve exited during start: {_stderr(proc)[-2000:]}") from None
+            continue
+        except BaseException:
+            _stop(proc)
+            raise
+        break
     try:
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise RuntimeError(f"querylog serve exited during start: {err[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("querylog serve did not answer /healthz in time")
-            time.sleep(0.05)  # readiness poll, bounded by the deadline
         yield ServerProcess(url=url, process=proc)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop(proc)
+
+
+#: How many free ports `running_server` tries when another process takes the one it picked first.
+PORT_ATTEMPTS = 5
+_PORT_TAKEN = 3  # `querylog serve`'s exit code when its port is taken
+
+
+class _PortTakenError(Exception):
+    pass
+
+
+def _stderr(proc: subprocess.Popen[bytes]) -> str:
+    return proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], url: str, deadline: float) -> None:
+    """Returns once `proc`'s server answers /healthz at `url`; raises if it exits first or does not answer in time."""
+    while True:
+        if proc.poll() is not None:  # before asking: a server that lost its port must not pass for another's
+            if proc.returncode == _PORT_TAKEN:
+                raise _PortTakenError
+            raise RuntimeError(f"querylog serve exited during start: {_stderr(proc)[-2000:]}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200 and proc.poll() is None:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("querylog serve did not answer /healthz in time")
+        time.sleep(0.05)  # readiness poll, bounded by the deadline
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
