@@ -19,6 +19,7 @@ __all__ = ["ServerProcess", "free_port", "running_server"]
 
 
 def free_port() -> int:
+    """A loopback port nothing listens on now. Another process may take it before the caller binds it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -50,8 +51,9 @@ def running_server(
         try:
             _wait_ready(proc, url, time.monotonic() + timeout_s)
         except _PortTakenError:
+            err = _stderr(proc)
             if port is not None or attempt == PORT_ATTEMPTS:
-                raise RuntimeError(f"querylog serve exited during start: {_stderr(proc)[-2000:]}") from None
+                raise RuntimeError(f"querylog serve exited during start: {err[-2000:]}") from None
             continue
         except BaseException:
             _stop(proc)
@@ -73,13 +75,19 @@ class _PortTakenError(Exception):
 
 
 def _stderr(proc: subprocess.Popen[bytes]) -> str:
-    return proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    """What an exited `proc` said on stderr (the pipe is closed after)."""
+    if proc.stderr is None:
+        return ""
+    with proc.stderr:
+        return proc.stderr.read().decode(errors="replace")
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], url: str, deadline: float) -> None:
     """Returns once `proc`'s server answers /healthz at `url`; raises if it exits first or does not answer in time."""
     while True:
-        if proc.poll() is not None:  # before asking: a server that lost its port must not pass for another's
+        # Asked before and after the health check: a server that lost its port exits 3 (tried again); one that is
+        # still starting while another process answers on the port is not told apart (rare: see free_port).
+        if proc.poll() is not None:
             if proc.returncode == _PORT_TAKEN:
                 raise _PortTakenError
             raise RuntimeError(f"querylog serve exited during start: {_stderr(proc)[-2000:]}")
