@@ -41,9 +41,10 @@ def running_server(
     in parallel), the server exits 3 and another port is tried."""
     full_env = {**os.environ, "QUERYLOG_HOME": str(home), "QUERYLOG_STDOUT_EVENTS": "0", **(env or {})}
     for attempt in range(1, PORT_ATTEMPTS + 1):
-        url = f"http://127.0.0.1:{port or free_port()}"
+        chosen = port or free_port()
+        url = f"http://127.0.0.1:{chosen}"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "querylog", "serve", "--port", url.rsplit(":", 1)[1]],
+            [sys.executable, "-m", "querylog", "serve", "--port", str(chosen)],
             env=full_env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
