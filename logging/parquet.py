@@ -120,7 +120,9 @@ def _schema_in_order() -> pa.Schema:
 _ROW_SCHEMA: Final = _schema_in_order()
 #: The fields every line carries, parsed as the lake types them (the time as a timestamp, not a string).
 _PARSE_SCHEMA: Final = pa.schema([_ROW_SCHEMA.field(n) for n in ("event_type", "event_id", "ts", "query_id")])
-_READ_OPTIONS: Final = pa_json.ReadOptions(use_threads=False, block_size=16 << 20)
+#: Arrow's JSON reader parses blocks of this size at once on its CPU pool (as many as it has threads: the cores, or
+#: ``OMP_NUM_THREADS``). A batch of a second's events is one block; a catch-up batch is parsed on every core.
+_BLOCK_BYTES: Final = 1 << 20
 _PARSE_OPTIONS: Final = pa_json.ParseOptions(explicit_schema=_PARSE_SCHEMA, unexpected_field_behavior="infer")
 _KNOWN_TYPES: Final = pa.array(EVENT_TYPES)
 #: Columns whose values come from a small set: dictionary-encoded in the files. The others (ids, texts,
@@ -172,11 +174,17 @@ def tables_from_lines(
 def rows_from_lines(lines: Sequence[bytes], prices: PriceTable = DEFAULT_PRICES) -> dict[tuple[str, str], pa.Table]:
     """`tables_from_lines`, raising `FastPathDeclinedError` with the reason when a line does not parse, has an
     unknown field or event type, lacks an id or a time, or is of a schema version that needs its upcaster."""
+    body = b"\n".join(lines)
+    # A line longer than a block would straddle two: the reader refuses that, so a block holds the longest line.
+    block = max(_BLOCK_BYTES, max(map(len, lines), default=0) + 1)
     try:
-        table = pa_json.read_json(
-            io.BytesIO(b"\n".join(lines)), read_options=_READ_OPTIONS, parse_options=_PARSE_OPTIONS
-        )
-    except pa.ArrowInvalid:
+        try:
+            table = _read_json(body, block)
+        except (pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            # Blocks whose inferred types Arrow cannot merge: one block with only empty or null `sources`, or
+            # none, and another with some. Read as one block, types are inferred from every line at once.
+            table = _read_json(body, len(body) + 1)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         raise FastPathDeclinedError("unparsable_line") from None
     if table.num_rows != len(lines) or any(
         table.column(c).null_count for c in ("event_id", "event_type", "ts", "query_id")
@@ -231,6 +239,11 @@ def rows_from_lines(lines: Sequence[bytes], prices: PriceTable = DEFAULT_PRICES)
         day = f"{start.year:04d}-{start.month:02d}-{start.day:02d}"
         out[(day, f"{start.hour:02d}")] = table if len(unique) == 1 else table.filter(pc.equal(hours, hour))
     return out
+
+
+def _read_json(body: bytes, block_size: int) -> pa.Table:
+    options = pa_json.ReadOptions(use_threads=True, block_size=block_size)
+    return pa_json.read_json(io.BytesIO(body), read_options=options, parse_options=_PARSE_OPTIONS)
 
 
 def _conform(column: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:

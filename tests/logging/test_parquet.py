@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from querylog.logging import codec
+from querylog.logging import codec, parquet
 from querylog.logging.events import (
     AnyEvent,
     FeedbackReceived,
@@ -324,12 +324,27 @@ def test_the_fast_path_writes_exactly_what_decoding_each_line_writes(events: lis
         _as_v1_line(codec.encode(e)) if old and not _has_v2_fields(e) else codec.encode(e)
         for e, old in zip(events, v1, strict=False)
     ]
+    _assert_fast_path_writes_what_each_line_writes(lines)
+
+
+def _assert_fast_path_writes_what_each_line_writes(lines: list[bytes]) -> None:
     fast = tables_from_lines(lines)
-    assert fast is not None
+    assert fast is not None  # taken, not declined to the per-line path
     careful = {key: events_to_table(rows) for key, rows in _partition([codec.decode(x) for x in lines]).items()}
     assert fast.keys() == careful.keys()
     for key in careful:
         assert fast[key].to_pylist() == careful[key].to_pylist()
+
+
+@given(st.lists(_any_event(), min_size=10, max_size=60))
+@settings(max_examples=40, deadline=None)
+def test_a_batch_parsed_block_by_block_on_every_core_writes_the_same_rows(events: list[AnyEvent]) -> None:
+    # A catch-up batch is parsed a block at a time, in parallel, each block's types inferred on their own and
+    # then merged: a field, a struct member or a float first seen in a later block, and a line longer than a
+    # block, must change no row and must not send the batch down the per-line path.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(parquet, "_BLOCK_BYTES", 512)
+        _assert_fast_path_writes_what_each_line_writes([codec.encode(e) for e in events])
 
 
 def test_the_fast_path_declines_what_needs_the_careful_one() -> None:
