@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import unicodedata
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -256,13 +257,45 @@ def test_with_loki_configured_a_delete_request_is_filed_per_subject_and_a_refusa
         assert receipt.loki_error is None and receipt.loki_requests == 2 and not receipt.loki_never_shipped
         deletes = [r for r in loki.requests if r.url.path == "/loki/api/v1/delete"]
         queries = [parse_qs(r.url.query.decode())["query"][0] for r in deletes]
-        assert {parse_qs(r.url.query.decode())["start"][0] for r in deletes} == {"2000-01-01T00:00:00Z"}
+        # From a day before the oldest event the Loki projection could send (7 days back when it first shipped):
+        # Loki splits a request into one a day, and a window from 2000 made ~9,800 of each.
+        (start,) = {parse_qs(r.url.query.decode())["start"][0] for r in deletes}
+        first_shipped = datetime.now(UTC) - timedelta(days=7)
+        assert start in {f"{first_shipped - timedelta(days=d):%Y-%m-%d}T00:00:00Z" for d in (1, 2)}  # at midnight
         own_streams = '{app="querylog", env="prod", event=~"' + "|".join(EVENT_TYPES) + '"}'
         assert queries[0] == own_streams + ' | user_id="alice"'
         assert queries[1].startswith(own_streams + ' | query_id=~"')
         assert all(r.method == "POST" for r in deletes)
         receipt = erase(with_loki, user_ids=["bob"])  # this Loki has no compactor API: 404
         assert receipt.loki_error is not None and "404" in receipt.loki_error
+
+
+def test_delete_requests_start_where_this_home_first_shipped_or_reach_back_to_2000_when_that_is_unknown(
+    tmp_path: Path,
+) -> None:
+    from querylog.erase import LOKI_LABELS, LOKI_REACH, _loki_delete_start
+    from querylog.runtime import loki_sink
+
+    fresh = dataclasses.replace(_home(tmp_path / "fresh", queries=1), loki_url="http://127.0.0.1:9")
+    loki_sink(fresh).close()
+    noted = (fresh.state_dir / LOKI_REACH).read_text()
+    week_ago = datetime.now(UTC) - timedelta(days=7)
+    assert _loki_delete_start(fresh) in {f"{week_ago - timedelta(days=d):%Y-%m-%d}T00:00:00Z" for d in (1, 2)}
+    loki_sink(fresh).close()  # started again: Loki may hold what it shipped since the first start, still
+    assert (fresh.state_dir / LOKI_REACH).read_text() == noted
+
+    # Shipped by a release that noted no reach (its labels are there): how far back Loki holds is not known.
+    older = dataclasses.replace(_home(tmp_path / "older", queries=1), loki_url="http://127.0.0.1:9")
+    older.state_dir.mkdir(parents=True, exist_ok=True)
+    (older.state_dir / LOKI_LABELS).write_text('[["querylog", "dev"]]')
+    loki_sink(older).close()
+    assert not (older.state_dir / LOKI_REACH).exists()
+    assert _loki_delete_start(older) == "2000-01-01T00:00:00Z"
+    for damaged in ("{", '{"from": "2026-11-28T00:00:00"}', '{"from": 3}'):  # not JSON, no zone, not a time
+        (fresh.state_dir / LOKI_REACH).write_text(damaged)
+        assert _loki_delete_start(fresh) == "2000-01-01T00:00:00Z"
+        loki_sink(fresh).close()
+        assert (fresh.state_dir / LOKI_REACH).read_text() == damaged  # left as it is
 
 
 def test_delete_requests_select_the_streams_this_home_shipped_and_no_other_deployments(

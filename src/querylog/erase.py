@@ -37,7 +37,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -270,8 +270,10 @@ def _loki_labels(settings: Settings) -> list[tuple[str, str]] | None:
 
 def note_loki_labels(settings: Settings) -> None:
     """Add the Loki labels of `settings` to `LOKI_LABELS`, which keeps every pair shipped under: an erasure must
-    reach what earlier settings shipped too. A damaged file is left as it is (erasures then select every app)."""
+    reach what earlier settings shipped too. A damaged file is left as it is (erasures then select every app).
+    Notes `LOKI_REACH` too."""
     path = settings.state_dir / LOKI_LABELS
+    _note_loki_reach(settings, shipped=path.exists() or settings.loki_checkpoint_path.exists())
     pairs = _loki_labels(settings)
     if pairs is None and path.exists():
         return
@@ -279,6 +281,47 @@ def note_loki_labels(settings: Settings) -> None:
     if pairs is None or pair not in pairs:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, json.dumps(sorted([*(pairs or []), pair])).encode())
+
+
+#: In the state directory: the oldest time Loki may hold an event of this data directory at, noted before it first
+#: ships (the Loki projection sends nothing older than its `max_age_s` then) and moved back if that age grows.
+#: Erasures' delete requests start there: Loki splits a request into one a day (``compactor.delete_max_interval``,
+#: 24 h by default), and a window from 2000 made ~9,800 of each, which held a compactor at 22 GB.
+LOKI_REACH: Final = "loki-reach.json"
+#: Where a delete request's window starts when this data directory shipped before `LOKI_REACH` was noted (an
+#: earlier release): the whole of Loki's history. Loki wants RFC 3339 (it refuses "0" and 9-digit Unix seconds).
+_LOKI_DELETE_START: Final = "2000-01-01T00:00:00Z"
+
+
+def _loki_reach(settings: Settings) -> datetime | None:
+    try:
+        noted = datetime.fromisoformat(
+            json.loads((settings.state_dir / LOKI_REACH).read_text(encoding="utf-8"))["from"]
+        )
+    except (OSError, ValueError, TypeError, KeyError):  # missing or damaged: Loki's whole history
+        return None
+    return noted if noted.tzinfo is not None else None
+
+
+def _note_loki_reach(settings: Settings, *, shipped: bool) -> None:
+    from querylog.runtime import loki_options
+
+    path = settings.state_dir / LOKI_REACH
+    reach = datetime.now(UTC) - timedelta(seconds=loki_options(settings).max_age_s)
+    noted = _loki_reach(settings)
+    if noted is None and (shipped or path.exists()):
+        return  # shipped before anything was noted, or damaged: how far back Loki holds is not known
+    if noted is None or reach < noted:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps({"from": reach.isoformat()}).encode())
+
+
+def _loki_delete_start(settings: Settings) -> str:
+    """Where this data directory's delete requests start: a day before `LOKI_REACH` (clocks differ), whole days."""
+    reach = _loki_reach(settings)
+    if reach is None:
+        return _LOKI_DELETE_START
+    return f"{(reach - timedelta(days=1)).astimezone(UTC):%Y-%m-%d}T00:00:00Z"
 
 
 #: What an RE2 pattern (Loki's ``=~``) would read as syntax outside a character class.
@@ -290,11 +333,6 @@ def _logql_string(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-#: Where a delete request's window starts. Loki wants RFC 3339 (it refuses "0", and 9-digit unix seconds);
-#: the window is the whole of Loki's history, since a subject's events may be older than the lake's.
-_LOKI_DELETE_START: Final = "2000-01-01T00:00:00Z"
-
-
 def _delete_in_loki(settings: Settings, requests: Sequence[str]) -> tuple[int, str | None]:
     """File `requests` in order; how many Loki accepted, and why it stopped short (None if it did not)."""
     import httpx
@@ -302,11 +340,11 @@ def _delete_in_loki(settings: Settings, requests: Sequence[str]) -> tuple[int, s
     from querylog.runtime import loki_options
 
     assert settings.loki_url is not None
-    sent = 0
+    sent, start = 0, _loki_delete_start(settings)
     try:
         with loki_options(settings).client(settings.loki_url) as client:
             for query in requests:
-                resp = client.post("/loki/api/v1/delete", params={"query": query, "start": _LOKI_DELETE_START})
+                resp = client.post("/loki/api/v1/delete", params={"query": query, "start": start})
                 if resp.status_code >= 300:
                     return sent, f"Loki answered {resp.status_code} to a delete request: {resp.text.strip()[:300]}"
                 sent += 1
