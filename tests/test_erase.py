@@ -23,6 +23,7 @@ from querylog.cli import main
 from querylog.config import Settings
 from querylog.erase import erase
 from querylog.logging.events import EVENT_TYPES
+from querylog.logging.segments import LogReader
 from querylog.runtime import Runtime
 from querylog.testing import running_server
 
@@ -232,6 +233,30 @@ def test_delete_requests_select_an_id_however_loki_holds_it(odd: str, held: tupl
             if _compare_text(value, stage.op, str(stage.value)):  # type: ignore[union-attr]
                 selected[stage.name].add(value)  # type: ignore[union-attr]
     assert selected == {"user_id": set(held), "session_id": set(held), "query_id": {*held, "other"}}
+
+
+def test_once_the_log_is_trimmed_the_lake_loses_every_event_of_the_users_queries_not_only_those_naming_them(
+    tmp_path: Path,
+) -> None:
+    """A producer's stage events need not repeat the user id (`POST /v1/events`). With the log trimmed, the erase
+    removed only the lake's rows naming the user: the answer and the feedback comment of their query stayed."""
+    from querylog.logging.events import FeedbackReceived, IntentClassified, QueryReceived, ResponseGenerated
+
+    s = Settings(home=tmp_path / "home", stdout_events=False)
+    with Runtime(s) as runtime:
+        for query_id, user in (("q-carol", "carol"), ("q-dave", "dave")):
+            runtime.log.append(QueryReceived(query_id=query_id, user_id=user, query_text=f"{user} 하이닉스 전망"))
+            runtime.log.append(IntentClassified(query_id=query_id, intent="stock_analysis", confidence=0.9))
+            runtime.log.append(ResponseGenerated(query_id=query_id, answer_text=f"answer for {user} KEEPME"))
+            runtime.log.append(FeedbackReceived(query_id=query_id, score=1, comment=f"feedback of {user} KEEPME"))
+            runtime.log.flush()
+    assert _rows(s, "query_id = 'q-carol'") == 4
+    for segment in LogReader(s.log_dir).segments():  # trimmed: the lake alone holds the events now
+        segment.unlink()
+    receipt = erase(s, user_ids=["carol"])
+    assert receipt.queries == 1 and receipt.lake_events == 4
+    assert _rows(s, "query_id = 'q-carol'") == 0 and _rows(s, "query_id = 'q-dave'") == 4
+    assert _plain_files_with(s.home, b"answer for carol") == []
 
 
 def test_with_loki_configured_a_delete_request_is_filed_per_subject_and_a_refusal_is_reported(

@@ -512,6 +512,10 @@ def _erase(
     found = set(queries_of(settings.log_dir, subjects)) | in_lake.queries
     queries = found | subjects.query_ids  # one given but not found here may still be in Loki, or come back
     everyone = Subjects(subjects.user_ids, subjects.session_ids, frozenset(queries))
+    if found and settings.lake_dir.is_dir():
+        # Every event of their queries the lake holds: a stage event need not repeat the user id, and once the log
+        # is trimmed the lake alone holds it (erase_from_log finds them in the log, not here).
+        in_lake = _lake_scan(settings.lake_dir, everyone)
     # What is written down (the record of this run) and sent (Loki): the user ids as stored, never a raw one.
     kept = Subjects(stored_users, subjects.session_ids, frozenset(queries))
     receipt.queries = len(found)
