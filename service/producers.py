@@ -599,17 +599,28 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _inflate(body: bytes, limit: int) -> bytes:
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"the gzip body does not inflate: {exc}") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise HTTPException(
-            status.HTTP_413_CONTENT_TOO_LARGE,
-            f"the body inflates past {limit} bytes (QUERYLOG_INGEST_MAX_BYTES): send smaller batches",
-        )
-    return out
+    """`body` inflated: every gzip member of it, in order (as gzip, Go and the Collector read it). A body cut short
+    (its last member has no end) or with bytes after it that are no member is refused whole: taking the part that
+    inflates would lose the rest and answer that all was taken."""
+    out, rest = bytearray(), body
+    while True:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"the gzip body does not inflate: {exc}") from None
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE,
+                f"the body inflates past {limit} bytes (QUERYLOG_INGEST_MAX_BYTES): send smaller batches",
+            )
+        if not inflater.eof:
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, "the gzip body does not inflate: it ends before its gzip stream does"
+            )
+        rest = inflater.unused_data
+        if not rest:
+            return bytes(out)
 
 
 async def _read_raw_body(request: Request, limit: int) -> bytes:

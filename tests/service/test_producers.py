@@ -9,6 +9,7 @@ import gzip
 import json
 import os
 import unicodedata
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -517,6 +518,21 @@ def test_a_gzip_batch_is_inflated_and_another_encoding_is_refused_unread(client:
     assert resp.status_code == 415 and "gzip" in resp.json()["detail"]
     resp = client.post("/v1/events", content=b"not gzip", headers={"content-encoding": "gzip"})
     assert resp.status_code == 400 and "inflate" in resp.json()["detail"]
+
+
+def test_a_gzip_body_is_taken_whole_or_refused_never_in_part(client: TestClient) -> None:
+    gz = {"content-type": "application/json", "content-encoding": "gzip"}
+    # One batch in two parts, each its own gzip member (a gzip file appended to, a writer that flushed between them).
+    first = '{"events":[{"event_type":"query_received","query_id":"q-m1","query_text":"질문"}'.encode()
+    second = b',{"event_type":"query_received","query_id":"q-m2","query_text":"x"}]}'
+    resp = client.post("/v1/events", content=gzip.compress(first) + gzip.compress(second), headers=gz)
+    assert resp.status_code == 202 and resp.json()["accepted"] == 2
+    whole = gzip.compress(first + second)
+    streamer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    flushed = streamer.compress(first) + streamer.flush(zlib.Z_SYNC_FLUSH)  # inflates to `first`, then stops
+    for cut_short in (flushed, whole[:-8], whole + b"garbage"):  # no end; no checksum trailer; bytes after it
+        resp = client.post("/v1/events", content=cut_short, headers=gz)
+        assert resp.status_code == 400 and "inflate" in resp.json()["detail"]
 
 
 # -- limits --------------------------------------------------------------------------------------------
