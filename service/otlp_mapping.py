@@ -61,6 +61,11 @@ INTENT_ATTRIBUTE: Final = "querylog.intent"
 INTENT_CONFIDENCE_ATTRIBUTE: Final = "querylog.intent.confidence"
 _RETRIEVAL_OPERATIONS: Final = frozenset({"retrieval", "retrieve", "search"})
 _SKIPPED_GENAI_OPERATIONS: Final = frozenset({"embeddings", "execute_tool", "create_agent"})
+#: OpenInference's span kinds that are no step of ours, each a `reason` of its own on `/metrics`; any other value
+#: (a client's own) is counted as ``openinference_other``: a label per value would let a client grow the series.
+_OPENINFERENCE_SKIPPED: Final = frozenset(
+    {"chain", "agent", "tool", "embedding", "reranker", "guardrail", "evaluator", "prompt", "unknown"}
+)
 
 
 @dataclass
@@ -405,7 +410,8 @@ def _kind(attrs: dict[str, Any]) -> str | None:
             return "llm"
         if upper == "RETRIEVER":
             return "retrieval"
-        return f"skip:openinference_{upper.lower()}"
+        kind = upper.lower()
+        return f"skip:openinference_{kind if kind in _OPENINFERENCE_SKIPPED else 'other'}"
     if _str(attrs, "gen_ai.system", "gen_ai.provider.name", "gen_ai.request.model") is not None:
         # OpenLLMetry's older spans name the call's kind apart: an embedding (an indexing job's) is not a query.
         if _str(attrs, "llm.request.type") == "embedding":

@@ -578,6 +578,21 @@ def test_prompts_answers_and_exceptions_recorded_as_span_events_are_read(client:
     assert (failed.error_type, failed.error_message) == ("TimeoutError", "the model did not answer in 30 s")
 
 
+def test_an_openinference_kind_of_a_clients_own_is_counted_as_other_not_as_a_series_of_its_own(
+    client: TestClient, tmp_path: Path
+) -> None:
+    tracer, keep = _kept_tracer()
+    for kind in ("TOOL", "made-up-1", "made-up-2", "x" * 10_000):
+        with tracer.start_as_current_span("step") as span:
+            span.set_attribute("openinference.span.kind", kind)
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {} and log == b""
+    metrics = client.get("/metrics").text
+    assert 'querylog_ingest_spans_left_out_total{reason="openinference_tool"} 1.0' in metrics
+    assert 'querylog_ingest_spans_left_out_total{reason="openinference_other"} 3.0' in metrics
+    assert "made-up" not in metrics and "xxxx" not in metrics
+
+
 def test_an_openllmetry_embedding_span_is_not_a_query(client: TestClient, tmp_path: Path) -> None:
     """An indexing job made one "query" per embedded document."""
     tracer, keep = _kept_tracer()
