@@ -506,6 +506,10 @@ def map_export(request: ExportTraceServiceRequest, *, service: str, env: str) ->
                 if len(span.trace_id) != 16 or len(span.span_id) != 8 or not (any(span.trace_id) and any(span.span_id)):
                     mapped.rejected["invalid trace or span id"] += 1
                     continue
+                if (span.trace_id, span.span_id) in spans.by_id:
+                    # A retry a Collector batched with the original: read once, or its tokens count twice.
+                    mapped.skipped["span_repeated_in_export"] += 1
+                    continue
                 attrs = _from_langfuse(_attributes(span.attributes), span.start_time_unix_nano)
                 kind = _kind(attrs)
                 if kind in ("llm", "retrieval") and not span.start_time_unix_nano:
@@ -546,7 +550,8 @@ def map_export(request: ExportTraceServiceRequest, *, service: str, env: str) ->
             continue
         # The query it served: the first to start once it had (retrieval comes before generation), else the last.
         later = [q for q in candidates if q.span.start_time_unix_nano >= span.start_time_unix_nano]
-        chosen = min(later, key=lambda q: q.span.start_time_unix_nano) if later else candidates[-1]
+        start_of = lambda q: q.span.start_time_unix_nano  # noqa: E731
+        chosen = min(later, key=start_of) if later else max(candidates, key=start_of)
         chosen.retrievals.append((span, attrs))
     for query in queries.values():
         alone = len(by_trace[query.span.trace_id]) == 1

@@ -530,6 +530,37 @@ def test_a_genai_span_inside_another_is_a_step_of_its_query_not_a_second_query(
     assert 'querylog_ingest_spans_left_out_total{reason="genai_span_inside_another"} 2.0' in client.get("/metrics").text
 
 
+def test_a_span_repeated_in_one_export_is_read_once_and_a_late_retrieval_goes_to_the_latest_query(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """A Collector batching an SDK's retry with the original doubled the step's tokens and the search; a retrieval
+    after every query of its trace went to the last query in export order, not the latest in time."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("request"):  # one trace
+        with tracer.start_as_current_span("agent") as agent:
+            agent.set_attribute("gen_ai.operation.name", "invoke_agent")
+            with tracer.start_as_current_span("step") as step:
+                step.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 10,
+                                     "gen_ai.usage.output_tokens": 1, "gen_ai.prompt.0.content": "첫 질문"})  # fmt: skip
+        with tracer.start_as_current_span("second") as second:
+            second.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.prompt.0.content": "둘째 질문"})
+        with tracer.start_as_current_span("retrieve") as retrieve:
+            retrieve.set_attributes({"gen_ai.operation.name": "retrieval", "gen_ai.request.model": "bm25"})
+    by_name = {span.name: span for span in keep.spans}
+    step_span, retrieval = by_name["step"], by_name["retrieve"]
+    # The later query first, the step and the retrieval twice (each a retry batched with its original).
+    spans = [by_name["request"], by_name["second"], by_name["agent"], step_span, step_span, retrieval, retrieval]
+    partial, log = _export(client, tmp_path, spans)
+    assert partial == {}
+    events = _logged(log)
+    tokens = {e.query_id: e.gen_ai_usage_input_tokens for e in events if e.event_type == "response_generated"}
+    texts = {e.query_id: e.query_text for e in events if e.event_type == "query_received"}
+    (searched,) = [e for e in events if e.event_type == "search_completed"]
+    assert sorted(tokens.values(), key=str) == [10, None]  # not 20
+    assert texts[searched.query_id] == "둘째 질문"
+    assert 'querylog_ingest_spans_left_out_total{reason="span_repeated_in_export"} 2.0' in client.get("/metrics").text
+
+
 def test_the_question_and_the_session_come_from_the_request_around_the_llm_span(
     client: TestClient, tmp_path: Path
 ) -> None:
