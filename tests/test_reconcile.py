@@ -20,7 +20,7 @@ from querylog.logging.loki import LokiOptions, LokiSink
 from querylog.logging.parquet import ParquetSink
 from querylog.logging.projection import Projector
 from querylog.logging.segments import EventLog, LogReader
-from querylog.reconcile import LOKI_WINDOW, ReconcileReport, count_events, count_metrics, reconcile
+from querylog.reconcile import ARRIVAL_ORDER, LOKI_WINDOW, ReconcileReport, count_events, count_metrics, reconcile
 
 
 @pytest.fixture
@@ -59,6 +59,31 @@ def test_counts_attribute_intent_from_the_terminal_event_else_the_classification
     counts = count_events(events)
     assert counts.intents == {"news_inquiry": 1, "unclassified": 1}
     assert counts.events == {"intent_classified": 1, "query_failed": 1, "query_completed": 1}
+
+
+def test_a_query_whose_end_came_before_its_classification_is_counted_by_it_save_in_the_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A producer that sends a query's events out of order (`POST /v1/events` asks no order): the lake counts it by
+    its classification, the metrics (a fold) as unclassified; reconcile compared both with the fold's count."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("QUERYLOG_HOME", str(home))
+    with EventLog(home / "log") as log:
+        for i in range(4):
+            end = QueryCompleted(query_id=f"q-{i}", latency_ms=3.0)  # no intent of its own
+            classified = IntentClassified(query_id=f"q-{i}", intent="stock_analysis", confidence=0.9)
+            for event in (end, classified) if i % 2 else (classified, end):
+                log.append(event)
+        log.flush()
+    with ParquetSink(home / "lake") as sink:
+        Projector(LogReader(home / "log"), sink).catch_up()
+    report = reconcile(Settings(home=home))
+    assert report.clean
+    assert report.sources["log"].intents == report.sources["lake"].intents == {"stock_analysis": 4}
+    assert report.sources["metrics"].intents == {"stock_analysis": 2, "unclassified": 2}
+    assert report.baselines == {"metrics": ARRIVAL_ORDER}
+    assert main(["reconcile"]) == 0
+    assert ARRIVAL_ORDER in capsys.readouterr().err
 
 
 def test_reconcile_is_clean_when_everything_agrees(home: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,6 +20,7 @@ from querylog.logging.metrics import OTHER_LABEL, MetricsProjection
 from querylog.logging.segments import LogReader, is_erased
 
 __all__ = [
+    "ARRIVAL_ORDER",
     "LOKI_WINDOW",
     "Counts",
     "ReconcileReport",
@@ -45,6 +46,9 @@ class Counts:
 
 #: The column Loki is held to when the log holds events Loki never took (older than it accepts, or ahead of now).
 LOKI_WINDOW: Final = "log_in_loki_window"
+#: The column the metrics are held to when a producer sent a query's end before its classification: the metrics
+#: counted it as it came (``unclassified``), the lake and the log's own count by the classification it has.
+ARRIVAL_ORDER: Final = "log_in_arrival_order"
 
 
 @dataclass(frozen=True)
@@ -103,15 +107,20 @@ class ReconcileReport:
         return gap
 
 
-def count_events(events: Iterable[AnyEvent]) -> Counts:
-    """Counts the way the metrics projection attributes intents: the terminal event's intent, else the one
-    classified, else ``UNCLASSIFIED``."""
+def count_events(events: Iterable[AnyEvent], *, in_arrival_order: bool = False) -> Counts:
+    """Finished queries by intent: the terminal event's intent, else the one classified, else ``UNCLASSIFIED``;
+    the classification wherever it stands in the log, as the lake's SQL finds it. `in_arrival_order`: only one
+    that came before the terminal event, as the metrics projection (a fold, which cannot wait) attributes it."""
+    events = list(events)
     counts = Counts()
     classified: dict[str, str] = {}
+    if not in_arrival_order:
+        classified = {e.query_id: e.intent for e in events if isinstance(e, IntentClassified)}
     for event in events:
         counts.events[event.event_type] += 1
         if isinstance(event, IntentClassified):
-            classified[event.query_id] = event.intent
+            if in_arrival_order:
+                classified[event.query_id] = event.intent
         elif event.event_type in _TERMINAL:
             intent = getattr(event, "intent", None) or classified.pop(event.query_id, None) or UNCLASSIFIED
             counts.intents[intent] += 1
@@ -229,6 +238,7 @@ def reconcile(
     every = list(_log_events(settings, unreadable))
     log_events = every if since is None else [e for e in every if e.ts >= since]
     sources: dict[str, Counts] = {"log": count_events(log_events), "lake": count_lake(settings, since)}
+    baselines: dict[str, str] = {}
     if since is None:
         if metrics_text is None:
             projection = MetricsProjection(
@@ -237,7 +247,9 @@ def reconcile(
             projection.apply(log_events)
             metrics_text = projection.exposition().decode()
         sources["metrics"] = count_metrics(metrics_text, settings.metrics_namespace)
-    baselines: dict[str, str] = {}
+        if (as_folded := count_events(log_events, in_arrival_order=True)) != sources["log"]:
+            sources[ARRIVAL_ORDER] = as_folded
+            baselines["metrics"] = ARRIVAL_ORDER
     window: tuple[datetime, datetime] | None = None
     if loki is not None:
         now = datetime.now(UTC)

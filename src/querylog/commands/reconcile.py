@@ -36,7 +36,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from querylog._format import format_rows
     from querylog.analytics.queries import parse_since
-    from querylog.reconcile import LOKI_WINDOW, count_metrics, reconcile
+    from querylog.reconcile import ARRIVAL_ORDER, LOKI_WINDOW, count_metrics, reconcile
 
     try:
         since = parse_since(args.since) if args.since else None
@@ -118,6 +118,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             f"querylog reconcile: Loki is held to the log's events from {since_loki:%Y-%m-%d %H:%M:%S} to "
             f"{until:%Y-%m-%d %H:%M:%S} UTC ({LOKI_WINDOW}); the Loki projection never pushes the others (older "
             "than Loki accepts, or ahead of now) and counts them as dropped",
+            file=sys.stderr,
+        )
+    if ARRIVAL_ORDER in report.sources:
+        print(
+            f"querylog reconcile: the metrics are held to the log's counts in arrival order ({ARRIVAL_ORDER}): a "
+            "producer sent some queries' end before their classification, and the metrics counted each as it came "
+            "(unclassified); the lake and the log's own counts attribute it to its classification",
             file=sys.stderr,
         )
     if report.unreadable:
