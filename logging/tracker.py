@@ -343,8 +343,7 @@ class TrackedQuery:
         t, c = self._tracker, self._context
         # The text is normalised and redacted before any event — and so any sink — sees it; then stored as the
         # event stores text (capped, no lone surrogate), and never blank.
-        self.text = t.redact(nfc(self._raw_text))
-        stored = clean_text(self.text)
+        self.text = stored = clean_text(t.redact(nfc(self._raw_text)))
         t.emitter.append(
             (QueryReceived if is_blank(stored) else _QueryReceived)(
                 query_id=self.query_id,

@@ -14,6 +14,8 @@ from querylog.logging.events import (
     MAX_ATTRIBUTES,
     MAX_TAG_CHARS,
     MAX_TAGS,
+    MAX_TEXT_CHARS,
+    TRUNCATION_MARKER,
     EventValidationError,
     FeedbackReceived,
     IntentClassified,
@@ -180,6 +182,10 @@ def test_text_is_redacted_and_normalised_before_any_event_is_built() -> None:
     assert isinstance(received, QueryReceived)
     assert received.query_text == "제 번호는 [PHONE] 입니다"
     assert q.text == received.query_text
+    with tracker.query("질문" * MAX_TEXT_CHARS) as q:  # past the cap: the text as stored, not the one given
+        pass
+    (_, long) = [e for e in capture.events if isinstance(e, QueryReceived)]
+    assert q.text == long.query_text and q.text.endswith(TRUNCATION_MARKER)
 
 
 def test_user_ids_can_be_pseudonymised() -> None:
