@@ -700,6 +700,9 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
     def tokens_out(a: dict[str, Any]) -> int | float | None:
         return _int(a, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
 
+    def cached(a: dict[str, Any]) -> int | float | None:
+        return _int(a, "gen_ai.usage.cache_read.input_tokens", "llm.token_count.prompt_details.cache_read")
+
     def cost(a: dict[str, Any]) -> float | None:
         return _number(a, "gen_ai.usage.cost")  # what the provider billed (OpenLIT, Langfuse), in USD
 
@@ -716,7 +719,7 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
                                               lambda a: _str(a, "gen_ai.response.model"))),
         ("gen_ai_usage_input_tokens", _from_steps(query, tokens_in(attrs), tokens_in, total=True)),
         ("gen_ai_usage_output_tokens", _from_steps(query, tokens_out(attrs), tokens_out, total=True)),
-        ("gen_ai_usage_cache_read_input_tokens", _int(attrs, "gen_ai.usage.cache_read.input_tokens")),
+        ("gen_ai_usage_cache_read_input_tokens", _from_steps(query, cached(attrs), cached, total=True)),
         ("cost_usd", _from_steps(query, cost(attrs), cost, total=True)),
         ("ttft_ms", None if (ttft := _number(attrs, "gen_ai.server.time_to_first_token")) is None else ttft * 1000),
         ("finish_reason", _from_steps(query, _finish_reason(attrs, output), finish)),

@@ -530,6 +530,32 @@ def test_a_genai_span_inside_another_is_a_step_of_its_query_not_a_second_query(
     assert 'querylog_ingest_spans_left_out_total{reason="genai_span_inside_another"} 2.0' in client.get("/metrics").text
 
 
+def test_cached_tokens_are_summed_over_an_agents_steps_and_read_from_openinference_too(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """Input and output tokens were summed over the steps, the cache reads not: the query was priced uncached."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("agent") as agent:
+        agent.set_attributes({"gen_ai.operation.name": "invoke_agent", "gen_ai.prompt.0.content": "에이전트 질문"})
+        for input_tokens, cached in ((100, 80), (200, 150)):
+            with tracer.start_as_current_span("step") as step:
+                step.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": input_tokens,
+                                     "gen_ai.usage.cache_read.input_tokens": cached})  # fmt: skip
+    with tracer.start_as_current_span("ChatCompletion") as llm:
+        llm.set_attributes({"openinference.span.kind": "LLM", "llm.token_count.prompt": 40,
+                            "llm.token_count.prompt_details.cache_read": 32, "input.value": "오픈인퍼런스 질문"})  # fmt: skip
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {}
+    events = _logged(log)
+    texts = {e.query_id: e.query_text for e in events if e.event_type == "query_received"}
+    cached = {
+        texts[e.query_id]: (e.gen_ai_usage_input_tokens, e.gen_ai_usage_cache_read_input_tokens)
+        for e in events
+        if e.event_type == "response_generated"
+    }
+    assert cached == {"에이전트 질문": (300, 230), "오픈인퍼런스 질문": (40, 32)}
+
+
 def test_a_span_repeated_in_one_export_is_read_once_and_a_late_retrieval_goes_to_the_latest_query(
     client: TestClient, tmp_path: Path
 ) -> None:
