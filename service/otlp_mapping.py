@@ -40,6 +40,7 @@ Event ids are derived from the span id, so an export sent twice adds nothing the
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -235,10 +236,27 @@ def _last_user_text(attrs: dict[str, Any]) -> str | None:
         if roles.get(n, "user") == "user" and (text := _written_text(content)):
             return text
     oi_roles = dict(_indexed(attrs, "llm.input_messages.", ".message.role"))
-    for n, content in reversed(_indexed(attrs, "llm.input_messages.", ".message.content")):
-        if oi_roles.get(n, "user") == "user" and isinstance(content, str) and content.strip():
+    for n, content in reversed(_oi_messages(attrs, "llm.input_messages.")):
+        if oi_roles.get(n, "user") == "user":
             return content
     return _str(attrs, "input.value") or _written_text(attrs.get("gen_ai.prompt"), "user")
+
+
+def _oi_messages(attrs: dict[str, Any], prefix: str) -> list[tuple[int, str]]:
+    """(N, text) of OpenInference's messages under `prefix`, by N: ``N.message.content``, or for a message of parts
+    (text and images) its text parts joined, ``N.message.contents.M.message_content.text`` in M's order."""
+    texts = {n: c for n, c in _indexed(attrs, prefix, ".message.content") if isinstance(c, str) and c.strip()}
+    parts: dict[int, list[tuple[int, str]]] = {}
+    for key, value in attrs.items():
+        if key.startswith(prefix) and (m := _OI_TEXT_PART.fullmatch(key, len(prefix))) and isinstance(value, str):
+            parts.setdefault(int(m[1]), []).append((int(m[2]), value))
+    for n, found in parts.items():
+        if n not in texts and (joined := "\n".join(t for _, t in sorted(found) if t.strip())):
+            texts[n] = joined
+    return sorted(texts.items())
+
+
+_OI_TEXT_PART: Final = re.compile(r"(\d+)\.message\.contents\.(\d+)\.message_content\.text")
 
 
 def _answer_text(attrs: dict[str, Any], output: list[dict[str, Any]]) -> str | None:
@@ -248,7 +266,7 @@ def _answer_text(attrs: dict[str, Any], output: list[dict[str, Any]]) -> str | N
     completions = [t for _, c in _indexed(attrs, "gen_ai.completion.", ".content") if (t := _written_text(c))]
     if completions:
         return "\n".join(completions)
-    oi = [c for _, c in _indexed(attrs, "llm.output_messages.", ".message.content") if isinstance(c, str)]
+    oi = [c for _, c in _oi_messages(attrs, "llm.output_messages.")]
     if oi:
         return "\n".join(oi)
     return _str(attrs, "output.value") or _written_text(attrs.get("gen_ai.completion"), "assistant")

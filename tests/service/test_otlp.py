@@ -556,6 +556,35 @@ def test_cached_tokens_are_summed_over_an_agents_steps_and_read_from_openinferen
     assert cached == {"에이전트 질문": (300, 230), "오픈인퍼런스 질문": (40, 32)}
 
 
+def test_an_openinference_message_of_text_and_image_parts_gives_its_text_not_the_raw_request(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """openinference-instrumentation-openai flattens a message of parts to `…message.contents.M.message_content.*`:
+    the question was the whole request JSON (`input.value`), the image's base64 included."""
+    raw = '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": ' \
+        '{"url": "data:image/png;base64,iVBORw0KGgo="}}]}]}'
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("ChatCompletion") as llm:
+        llm.set_attributes({
+            "openinference.span.kind": "LLM", "input.value": raw,
+            "llm.input_messages.0.message.role": "system", "llm.input_messages.0.message.content": "주식 도우미",
+            "llm.input_messages.1.message.role": "user",
+            "llm.input_messages.1.message.contents.0.message_content.type": "text",
+            "llm.input_messages.1.message.contents.0.message_content.text": "이 차트의 종목은?",
+            "llm.input_messages.1.message.contents.1.message_content.type": "image",
+            "llm.input_messages.1.message.contents.1.message_content.image.image.url": "data:image/png;base64,iVBO",
+            "llm.output_messages.0.message.role": "assistant",
+            "llm.output_messages.0.message.contents.0.message_content.type": "text",
+            "llm.output_messages.0.message.contents.0.message_content.text": "삼성전자입니다.",
+        })  # fmt: skip
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {}
+    events = _logged(log)
+    (received,) = [e for e in events if e.event_type == "query_received"]
+    (response,) = [e for e in events if e.event_type == "response_generated"]
+    assert (received.query_text, response.answer_text) == ("이 차트의 종목은?", "삼성전자입니다.")
+
+
 def test_a_span_repeated_in_one_export_is_read_once_and_a_late_retrieval_goes_to_the_latest_query(
     client: TestClient, tmp_path: Path
 ) -> None:
