@@ -295,6 +295,23 @@ def test_with_loki_configured_a_delete_request_is_filed_per_subject_and_a_refusa
         assert receipt.loki_error is not None and "404" in receipt.loki_error
 
 
+def test_an_erase_stopped_midway_says_the_next_one_finishes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import querylog.erase as erasure
+
+    s = _home(tmp_path, queries=1)
+
+    def interrupted(settings: Settings) -> bool:
+        raise KeyboardInterrupt  # Ctrl-C after the log and the lake
+
+    monkeypatch.setattr(erasure, "_rebuild_search", interrupted)
+    monkeypatch.setenv("QUERYLOG_HOME", str(s.home))
+    assert main(["erase", "--user-id", "alice", "--skip-loki"]) == 130
+    assert "the next `querylog erase` (any subjects) finishes this one" in capsys.readouterr().err
+    assert (s.state_dir / erasure.IN_PROGRESS).exists()
+
+
 def test_delete_requests_start_where_this_home_first_shipped_or_reach_back_to_2000_when_that_is_unknown(
     tmp_path: Path,
 ) -> None:

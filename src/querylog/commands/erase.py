@@ -88,6 +88,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except UpkeepError as exc:
         print(f"querylog erase: {exc}; run it again: it finishes what this run began", file=err)
         return 1
+    except KeyboardInterrupt:
+        print(
+            "querylog erase: stopped before every store was done; the next `querylog erase` (any subjects) finishes "
+            "this one first, and its receipt says resumed",
+            file=err,
+        )
+        return 130
     if args.format == "json":
         print(json.dumps(receipt.as_dict(), ensure_ascii=False))
     else:
