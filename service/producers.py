@@ -598,13 +598,22 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return _inflate(body, limit) if encoding == "gzip" else body
 
 
+#: Gzip members a body may hold (a Collector sends one; a file appended to, a few): each is inflated on its own.
+MAX_GZIP_MEMBERS: Final = 64
+_INFLATE_CHUNK: Final = 64 * 1024
+
+
 def _inflate(body: bytes, limit: int) -> bytes:
     """`body` inflated: every gzip member of it, in order (as gzip, Go and the Collector read it). A body cut short
     (its last member has no end) or with bytes after it that are no member is refused whole: taking the part that
-    inflates would lose the rest and answer that all was taken."""
-    out, rest = bytearray(), body
-    while True:
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    inflates would lose the rest and answer that all was taken. Fed in chunks, so that what is left after a member
+    (which zlib copies) stays small whatever the body's size."""
+    out, view, fed, members = bytearray(), memoryview(body), 0, 1
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    rest: bytes | memoryview = b""
+    while rest or fed < len(body):
+        if not rest:
+            rest, fed = view[fed : fed + _INFLATE_CHUNK], fed + _INFLATE_CHUNK
         try:
             out += inflater.decompress(rest, limit + 1 - len(out))
         except zlib.error as exc:
@@ -614,13 +623,20 @@ def _inflate(body: bytes, limit: int) -> bytes:
                 status.HTTP_413_CONTENT_TOO_LARGE,
                 f"the body inflates past {limit} bytes (QUERYLOG_INGEST_MAX_BYTES): send smaller batches",
             )
-        if not inflater.eof:
-            raise HTTPException(
-                status.HTTP_400_BAD_REQUEST, "the gzip body does not inflate: it ends before its gzip stream does"
-            )
-        rest = inflater.unused_data
-        if not rest:
-            return bytes(out)
+        rest = inflater.unused_data if inflater.eof else b""
+        if inflater.eof and (rest or fed < len(body)):  # another member follows
+            members += 1
+            if members > MAX_GZIP_MEMBERS:
+                raise HTTPException(
+                    status.HTTP_400_BAD_REQUEST,
+                    f"the gzip body does not inflate: more than {MAX_GZIP_MEMBERS} gzip members; send one",
+                )
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if body and not inflater.eof:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, "the gzip body does not inflate: it ends before its gzip stream does"
+        )
+    return bytes(out)
 
 
 async def _read_raw_body(request: Request, limit: int) -> bytes:

@@ -310,6 +310,19 @@ def test_an_erase_stopped_midway_says_the_next_one_finishes_it(
     assert main(["erase", "--user-id", "alice", "--skip-loki"]) == 130
     assert "the next `querylog erase` (any subjects) finishes this one" in capsys.readouterr().err
     assert (s.state_dir / erasure.IN_PROGRESS).exists()
+    assert main(["erase", "--user-id", "bob", "--skip-loki"]) == 130  # finishing alice's, then stopped again
+    capsys.readouterr()
+    monkeypatch.setattr(erasure, "_rebuild_search", lambda settings: True)
+    assert main(["erase", "--user-id", "bob", "--skip-loki"]) == 0
+    assert not (s.state_dir / erasure.IN_PROGRESS).exists()
+
+    def searching(*args: object) -> list[str]:
+        raise KeyboardInterrupt  # Ctrl-C while the log is searched: nothing recorded, nothing erased
+
+    monkeypatch.setattr(erasure, "queries_of", searching)
+    assert main(["erase", "--user-id", "carol", "--skip-loki"]) == 130
+    assert "stopped before anything was erased; run it again" in capsys.readouterr().err
+    assert not (s.state_dir / erasure.IN_PROGRESS).exists()
 
 
 def test_delete_requests_start_where_this_home_first_shipped_or_reach_back_to_2000_when_that_is_unknown(

@@ -25,7 +25,7 @@ from querylog.logging.codec import decode
 from querylog.logging.events import Event, QueryReceived
 from querylog.runtime import Runtime
 from querylog.service.app import create_app
-from querylog.service.producers import DRAIN_MAX_BYTES, RecentIds, _read_body, tail_event_ids
+from querylog.service.producers import DRAIN_MAX_BYTES, MAX_GZIP_MEMBERS, RecentIds, _read_body, tail_event_ids
 from querylog.testing import capture_events
 
 
@@ -533,6 +533,12 @@ def test_a_gzip_body_is_taken_whole_or_refused_never_in_part(client: TestClient)
     for cut_short in (flushed, whole[:-8], whole + b"garbage"):  # no end; no checksum trailer; bytes after it
         resp = client.post("/v1/events", content=cut_short, headers=gz)
         assert resp.status_code == 400 and "inflate" in resp.json()["detail"]
+    # Members past the bound (each costs a copy of what follows it: 100k of them held the server for minutes).
+    resp = client.post("/v1/events", content=gzip.compress(b"") * 100_000 + gzip.compress(first + second), headers=gz)
+    assert resp.status_code == 400 and f"more than {MAX_GZIP_MEMBERS} gzip members" in resp.json()["detail"]
+    members = [gzip.compress(first), *[gzip.compress(b"")] * (MAX_GZIP_MEMBERS - 2), gzip.compress(second)]
+    resp = client.post("/v1/events", content=b"".join(members), headers=gz)
+    assert resp.status_code == 202 and resp.json()["accepted"] == 2  # at the bound: taken
 
 
 # -- limits --------------------------------------------------------------------------------------------

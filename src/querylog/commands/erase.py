@@ -50,7 +50,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.analytics.upkeep import UpkeepError
-    from querylog.erase import ErasureError, erase
+    from querylog.erase import IN_PROGRESS, ErasureError, erase
     from querylog.logging.structured import configure_structlog
 
     configure_structlog(stream=sys.stderr)  # stdout carries the receipt only
@@ -89,11 +89,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"querylog erase: {exc}; run it again: it finishes what this run began", file=err)
         return 1
     except KeyboardInterrupt:
-        print(
-            "querylog erase: stopped before every store was done; the next `querylog erase` (any subjects) finishes "
-            "this one first, and its receipt says resumed",
-            file=err,
-        )
+        if (settings.state_dir / IN_PROGRESS).exists():
+            print(
+                "querylog erase: stopped before every store was done; the next `querylog erase` (any subjects) "
+                "finishes this one first, and its receipt says resumed",
+                file=err,
+            )
+        else:
+            print("querylog erase: stopped before anything was erased; run it again", file=err)
         return 130
     if args.format == "json":
         print(json.dumps(receipt.as_dict(), ensure_ascii=False))
