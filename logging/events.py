@@ -32,6 +32,7 @@ __all__ = [
     "MAX_ANSWER_CHARS",
     "MAX_ATTRIBUTES",
     "MAX_ATTRIBUTE_BYTES",
+    "MAX_ID_CHARS",
     "MAX_SOURCES",
     "MAX_TAGS",
     "SCHEMA_VERSION",
@@ -51,7 +52,9 @@ __all__ = [
     "checked_attributes",
     "checked_tags",
     "clean_text",
+    "id_text_problem",
     "is_blank",
+    "name_text_problem",
     "new_event_id",
     "nfc",
     "prechecked",
@@ -162,6 +165,32 @@ def clean_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
 
 _BLANK: Final = re.compile(f"[\\s{INVISIBLE_CHARS}]*")
 _INVISIBLE: Final = frozenset(INVISIBLE_CHARS)
+
+
+#: Ids (up to 200 characters, as /v1/chat and /v1/feedback take them): no control character, and not blank. The
+#: ids a query is looked up by (its own, and each event's) take no whitespace at all, as /v1/feedback asks. Held at
+#: the boundaries that take ids (the tracker, the ingest endpoints), not when a log line is read: lines written
+#: before these rules still read.
+MAX_ID_CHARS: Final = 200
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def id_text_problem(name: str, value: str) -> str | None:
+    """Why `value` is no id for field `name` (every boundary that takes ids holds them to this), or None."""
+    if len(value) > MAX_ID_CHARS:
+        return f"an id is at most {MAX_ID_CHARS} characters; got {len(value):,}"
+    if not value.strip() or _CONTROL.search(value):
+        return f"an id must not be blank or hold control characters; got {value[:40]!r}"
+    if name in ("event_id", "query_id") and any(c.isspace() for c in value):
+        return f"{name} must hold no whitespace (feedback finds a query by it); got {value[:40]!r}"
+    return None
+
+
+def name_text_problem(value: str) -> str | None:
+    """Why `value` is no name (an intent, a release, a model…: metric label values, explorer filters), or None."""
+    if len(value) > MAX_ID_CHARS or _CONTROL.search(value):
+        return f"a name is at most {MAX_ID_CHARS} characters, with no control characters; got {value[:40]!r}"
+    return None
 
 
 def is_blank(text: str) -> bool:

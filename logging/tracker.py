@@ -27,6 +27,7 @@ from querylog.logging.events import (
     COUNT_MAX,
     MAX_ANSWER_CHARS,
     MAX_COST_USD,
+    MAX_ID_CHARS,
     MAX_MILLIS,
     MAX_SOURCES,
     Event,
@@ -42,6 +43,7 @@ from querylog.logging.events import (
     checked_attributes,
     checked_tags,
     clean_text,
+    id_text_problem,
     is_blank,
     nfc,
     prechecked,
@@ -87,6 +89,12 @@ def _is_count(value: object) -> bool:
 #: An id as the tracker takes it: text, or a whole number (an int, a numpy integer: a database's id), stored as its
 #: decimal text.
 Id: TypeAlias = str | SupportsIndex
+
+
+def _check_ids(**ids: str | None) -> None:
+    for name, value in ids.items():
+        if value is not None and (why := id_text_problem(name, value)) is not None:
+            raise EventValidationError(name, why)
 
 
 def _text(field: str, value: object) -> Any:
@@ -198,6 +206,20 @@ class QueryTracker:
             session_id, user_id = _text("session_id", session_id), _text("user_id", user_id)
             query_id, trace_id = _text("query_id", query_id), _text("trace_id", trace_id)
             language = _text("language", language)
+        # Each id is text by now (`_text` above, when one was not): no cast, which would cost a call per query. They
+        # are held to the ingest endpoints' rules (`id_text_problem`): printable, not blank, at most 200 characters,
+        # a query id without spaces (feedback finds the query by it). One test per id when they are.
+        sid: str | None = session_id  # type: ignore[assignment]
+        uid: str | None = user_id  # type: ignore[assignment]
+        qid: str | None = query_id  # type: ignore[assignment]
+        tid: str | None = trace_id  # type: ignore[assignment]
+        if not (
+            (sid is None or (sid.isprintable() and 0 < len(sid) <= MAX_ID_CHARS and not sid.isspace()))
+            and (uid is None or (uid.isprintable() and 0 < len(uid) <= MAX_ID_CHARS and not uid.isspace()))
+            and (tid is None or (tid.isprintable() and 0 < len(tid) <= MAX_ID_CHARS and not tid.isspace()))
+            and (qid is None or (qid.isprintable() and 0 < len(qid) <= MAX_ID_CHARS and " " not in qid))
+        ):
+            _check_ids(session_id=sid, user_id=uid, query_id=qid, trace_id=tid)
         context = self._context
         if release or prompt_version or tags or attributes:  # the query's own: a context of its own
             own_release, prompt_version = _text("release", release), _text("prompt_version", prompt_version)
@@ -213,8 +235,7 @@ class QueryTracker:
                 tags=merged_tags,
                 attributes=merged_attributes,
             )
-        # Each id is text by now (`_text` above, when one was not): no cast, which would cost a call per query.
-        return TrackedQuery(self, query_text, session_id, user_id, query_id, trace_id, language, context)  # type: ignore[arg-type]
+        return TrackedQuery(self, query_text, sid, uid, qid, tid, language, context)  # type: ignore[arg-type]
 
     def feedback(
         self,
@@ -458,7 +479,9 @@ class TrackedQuery:
 
     def set_trace_id(self, trace_id: Id | None) -> None:
         """Attach a trace id (e.g. Langfuse's) once known; later events of the query carry it."""
-        self.trace_id = _text("trace_id", trace_id)
+        text: str | None = _text("trace_id", trace_id)
+        _check_ids(trace_id=text)
+        self.trace_id = text
 
     # -- stage events ----------------------------------------------------------------------------
     # Each event is built in place with every field named, the query's own fields first, the same in each method:

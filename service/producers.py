@@ -24,7 +24,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from querylog.logging.codec import DecodeError, from_builtins
-from querylog.logging.events import SCHEMA_VERSION, AnyEvent, EventValidationError, nfc
+from querylog.logging.events import (
+    MAX_ID_CHARS,
+    SCHEMA_VERSION,
+    AnyEvent,
+    EventValidationError,
+    id_text_problem,
+    name_text_problem,
+    nfc,
+)
 from querylog.logging.schema import redact_fields
 from querylog.logging.segments import EventLog, LogClosedError, LogReader, is_erased
 from querylog.runtime import Runtime
@@ -89,12 +97,6 @@ class IngestRejected(BaseModel):
     invalid_events: int = Field(description="How many events were invalid; none of the batch was appended.")
 
 
-#: Ids (up to 200 characters, as /v1/chat and /v1/feedback take them): no control character, and not blank. The
-#: ids a query is looked up by (its own, and each event's) take no whitespace at all, as /v1/feedback asks.
-MAX_ID_CHARS: Final = 200
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 #: Names a producer gives (a release, a model, an error type…): metric label values, explorer filters and Loki
 #: lines carry them, so they are held to the ids' length, and hold no control character.
 NAME_FIELDS: Final = ("service", "env", "language", "release", "prompt_version", "intent", "stage", "error_type",
@@ -110,19 +112,8 @@ def id_problem(event: AnyEvent) -> tuple[str, str] | None:
             return name, why
     for name in NAME_FIELDS:
         value = getattr(event, name, None)
-        if value is not None and (len(value) > MAX_ID_CHARS or _CONTROL.search(value)):
-            return name, f"a name is at most {MAX_ID_CHARS} characters, with no control characters; got {value[:40]!r}"
-    return None
-
-
-def id_text_problem(name: str, value: str) -> str | None:
-    """Why `value` is no id for field `name` (every endpoint that takes ids holds them to this), or None."""
-    if len(value) > MAX_ID_CHARS:
-        return f"an id is at most {MAX_ID_CHARS} characters; got {len(value):,}"
-    if not value.strip() or _CONTROL.search(value):
-        return f"an id must not be blank or hold control characters; got {value[:40]!r}"
-    if name in ("event_id", "query_id") and any(c.isspace() for c in value):
-        return f"{name} must hold no whitespace (feedback finds a query by it); got {value[:40]!r}"
+        if value is not None and (why := name_text_problem(value)) is not None:
+            return name, why
     return None
 
 

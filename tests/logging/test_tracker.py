@@ -188,6 +188,33 @@ def test_text_is_redacted_and_normalised_before_any_event_is_built() -> None:
     assert q.text == long.query_text and q.text.endswith(TRUNCATION_MARKER)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("session_id", "  "),
+        ("session_id", "s-1\n"),
+        ("user_id", "u" * 201),
+        ("query_id", "has space"),
+        ("query_id", ""),
+        ("trace_id", "t\x00"),
+    ],
+)
+def test_an_id_the_ingest_endpoints_refuse_is_refused_by_the_tracker_too(field: str, value: str) -> None:
+    """The tracker stored ids `/v1/events` answers 422 for: a query id with a space can never get feedback."""
+    capture = CapturingEmitter()
+    with pytest.raises(EventValidationError) as raised, QueryTracker(capture).query("질문", **{field: value}):
+        pass
+    assert raised.value.field == field and capture.events == []
+
+
+def test_ids_the_ingest_endpoints_take_are_taken() -> None:
+    capture = CapturingEmitter()
+    ids = {"session_id": "세션 1", "user_id": "u\u00a0kim", "query_id": "q-" + "x" * 198, "trace_id": "a" * 32}
+    with QueryTracker(capture).query("질문", **ids):
+        pass
+    assert {name: getattr(capture.events[0], name) for name in ids} == ids
+
+
 def test_user_ids_can_be_pseudonymised() -> None:
     capture = CapturingEmitter()
     tracker = QueryTracker(capture, pseudonymize_user_id=lambda u: f"h-{len(u)}")
