@@ -235,7 +235,7 @@ class QueryTracker:
                 tags=merged_tags,
                 attributes=merged_attributes,
             )
-        return TrackedQuery(self, query_text, sid, uid, qid, tid, language, context)  # type: ignore[arg-type]
+        return TrackedQuery(self, query_text, sid, uid, qid, tid, language, context)
 
     def feedback(
         self,

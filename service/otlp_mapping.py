@@ -44,6 +44,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any, Final
 
 import orjson
@@ -242,6 +243,9 @@ def _last_user_text(attrs: dict[str, Any]) -> str | None:
     return _str(attrs, "input.value") or _written_text(attrs.get("gen_ai.prompt"), "user")
 
 
+_OI_TEXT_PART: Final = re.compile(r"(\d+)\.message\.contents\.(\d+)\.message_content\.text")
+
+
 def _oi_messages(attrs: dict[str, Any], prefix: str) -> list[tuple[int, str]]:
     """(N, text) of OpenInference's messages under `prefix`, by N: ``N.message.content``, or for a message of parts
     (text and images) its text parts joined, ``N.message.contents.M.message_content.text`` in M's order."""
@@ -254,9 +258,6 @@ def _oi_messages(attrs: dict[str, Any], prefix: str) -> list[tuple[int, str]]:
         if n not in texts and (joined := "\n".join(t for _, t in sorted(found) if t.strip())):
             texts[n] = joined
     return sorted(texts.items())
-
-
-_OI_TEXT_PART: Final = re.compile(r"(\d+)\.message\.contents\.(\d+)\.message_content\.text")
 
 
 def _answer_text(attrs: dict[str, Any], output: list[dict[str, Any]]) -> str | None:
@@ -498,6 +499,10 @@ class _Spans:
         return found
 
 
+#: A query's start, to order a trace's queries by.
+_START: Final = attrgetter("span.start_time_unix_nano")
+
+
 @dataclass
 class _Query:
     """A query span, with what its trace adds: its ancestors (nearest first), the GenAI spans nested in it (its
@@ -568,8 +573,7 @@ def map_export(request: ExportTraceServiceRequest, *, service: str, env: str) ->
             continue
         # The query it served: the first to start once it had (retrieval comes before generation), else the last.
         later = [q for q in candidates if q.span.start_time_unix_nano >= span.start_time_unix_nano]
-        start_of = lambda q: q.span.start_time_unix_nano  # noqa: E731
-        chosen = min(later, key=start_of) if later else max(candidates, key=start_of)
+        chosen = min(later, key=_START) if later else max(candidates, key=_START)
         chosen.retrievals.append((span, attrs))
     for query in queries.values():
         alone = len(by_trace[query.span.trace_id]) == 1
