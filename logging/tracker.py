@@ -45,6 +45,7 @@ from querylog.logging.events import (
     clean_text,
     id_text_problem,
     is_blank,
+    name_text_problem,
     nfc,
     prechecked,
 )
@@ -95,6 +96,24 @@ def _check_ids(**ids: str | None) -> None:
     for name, value in ids.items():
         if value is not None and (why := id_text_problem(name, value)) is not None:
             raise EventValidationError(name, why)
+
+
+#: Names that passed the ingest endpoints' rule (`name_text_problem`), and None (no name given). Intents, models and
+#: stages repeat, so a stage tests each of its names with one set lookup; past the bound, a new name is checked anew.
+_GOOD_NAMES: set[str | None] = {None}
+_MAX_GOOD_NAMES: Final = 4096
+
+
+def _check_name(field: str, value: object) -> None:
+    """Raise `EventValidationError` naming `field` when `value`, a name (an intent, a model, a release, a stage: a
+    metric label value and an explorer filter), breaks the ingest endpoints' rule: at most 200 characters, no
+    control character. A value that is not text is the event class's to name."""
+    if type(value) is not str or value in _GOOD_NAMES:
+        return
+    if (why := name_text_problem(value)) is not None:
+        raise EventValidationError(field, why)
+    if len(_GOOD_NAMES) < _MAX_GOOD_NAMES:
+        _GOOD_NAMES.add(value)
 
 
 def _text(field: str, value: object) -> Any:
@@ -165,6 +184,9 @@ class QueryTracker:
         self.durable = durable
         self.release = _text("release", release) or None
         self.prompt_version = _text("prompt_version", prompt_version) or None
+        for name, value in (("service", service), ("env", env), ("release", self.release)):
+            _check_name(name, value)
+        _check_name("prompt_version", self.prompt_version)
         self.tags = checked_tags(tuple(tags)) if tags else None
         self.attributes = self._attributes(attributes) if attributes else None
         self.capture_answers = capture_answers
@@ -220,9 +242,13 @@ class QueryTracker:
             and (qid is None or (qid.isprintable() and 0 < len(qid) <= MAX_ID_CHARS and " " not in qid))
         ):
             _check_ids(session_id=sid, user_id=uid, query_id=qid, trace_id=tid)
+        if language not in _GOOD_NAMES:
+            _check_name("language", language)
         context = self._context
         if release or prompt_version or tags or attributes:  # the query's own: a context of its own
             own_release, prompt_version = _text("release", release), _text("prompt_version", prompt_version)
+            _check_name("release", own_release)
+            _check_name("prompt_version", prompt_version)
             merged_tags = self.tags
             if tags:
                 merged_tags = checked_tags((*(self.tags or ()), *tags))
@@ -439,6 +465,8 @@ class TrackedQuery:
     def stage(self, name: str) -> Iterator[None]:
         """Time a stage; events emitted inside without a duration get the stage's elapsed time,
         and a failure inside is attributed to it."""
+        if type(name) is not str or name not in _GOOD_NAMES:
+            _check_name("stage", name)
         entry = (name, time.perf_counter())
         if self._open_stages is None:
             self._open_stages = []
@@ -499,21 +527,22 @@ class TrackedQuery:
         )
         if not valid:  # the event class checks them and names what is wrong
             confidence, d = _plain(confidence), _plain(d)
-        t.emitter.append(
-            (_IntentClassified if valid else IntentClassified)(
-                query_id=self.query_id,
-                session_id=self.session_id,
-                user_id=self.user_id,
-                trace_id=self.trace_id,
-                service=t.service,
-                env=t.env,
-                release=c.release,
-                prompt_version=c.prompt_version,
-                intent=intent,
-                confidence=confidence,
-                duration_ms=d,
-            )
+        event = (_IntentClassified if valid else IntentClassified)(
+            query_id=self.query_id,
+            session_id=self.session_id,
+            user_id=self.user_id,
+            trace_id=self.trace_id,
+            service=t.service,
+            env=t.env,
+            release=c.release,
+            prompt_version=c.prompt_version,
+            intent=intent,
+            confidence=confidence,
+            duration_ms=d,
         )
+        if intent not in _GOOD_NAMES:  # text by now: the event was built
+            _check_name("intent", intent)
+        t.emitter.append(event)
         # Kept for the query's last event once this one was accepted: a value the event refused is not carried on.
         self.intent = intent
 
@@ -668,6 +697,13 @@ class TrackedQuery:
             else:  # the event class checks the whole, and names the field
                 v2 = {k: _plain(v) for k, v in v2.items()}
                 event = ResponseGenerated(**{**msgspec.structs.asdict(event), **v2})
+        if not (system in _GOOD_NAMES and model in _GOOD_NAMES and finish_reason in _GOOD_NAMES):
+            _check_name("gen_ai_system", system)
+            _check_name("gen_ai_request_model", model)
+            _check_name("finish_reason", finish_reason)
+        if not (response_model in _GOOD_NAMES and response_type in _GOOD_NAMES):
+            _check_name("gen_ai_response_model", response_model)
+            _check_name("response_type", response_type)
         t.emitter.append(event)
         self.quality_score = quality_score
 

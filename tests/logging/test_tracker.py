@@ -215,6 +215,58 @@ def test_ids_the_ingest_endpoints_take_are_taken() -> None:
     assert {name: getattr(capture.events[0], name) for name in ids} == ids
 
 
+_NAMES_REFUSED = ["i" * 201, "buy\nsell", "a\x00", "x\x7f", "\x85"]
+
+
+@pytest.mark.parametrize("value", _NAMES_REFUSED)
+@pytest.mark.parametrize(
+    ("field", "stage"),
+    [
+        ("intent", lambda q, v: q.classified(v, 0.9)),
+        ("gen_ai_request_model", lambda q, v: q.responded(model=v)),
+        ("gen_ai_system", lambda q, v: q.responded(system=v)),
+        ("finish_reason", lambda q, v: q.responded(finish_reason=v)),
+        ("gen_ai_response_model", lambda q, v: q.responded(response_model=v)),
+        ("response_type", lambda q, v: q.responded(response_type=v)),
+        ("stage", lambda q, v: q.stage(v).__enter__()),
+    ],
+)
+def test_a_name_the_ingest_endpoints_refuse_is_refused_by_the_tracker_too(field: str, stage, value: str) -> None:
+    """An intent of a page, or with a newline, became a metric label and an explorer filter from the tracker,
+    while `POST /v1/events` answers 422 for it. Refused at the call naming the field; the query goes on and
+    records nothing of the refused call."""
+    capture = CapturingEmitter()
+    with QueryTracker(capture).query("질문") as q, pytest.raises(EventValidationError) as raised:
+        stage(q, value)
+    assert raised.value.field == field
+    assert [e.event_type for e in capture.events] == ["query_received", "query_completed"]
+    assert capture.events[-1].intent is None
+
+
+@pytest.mark.parametrize("value", _NAMES_REFUSED)
+@pytest.mark.parametrize("field", ["release", "prompt_version", "language"])
+def test_a_query_s_names_are_held_to_the_rule_where_they_are_given(field: str, value: str) -> None:
+    capture = CapturingEmitter()
+    with pytest.raises(EventValidationError) as raised:
+        QueryTracker(capture).query("질문", **{field: value})
+    assert raised.value.field == field and capture.events == []
+    if field != "language":
+        with pytest.raises(EventValidationError) as raised:
+            QueryTracker(capture, **{field: value})
+        assert raised.value.field == field
+
+
+def test_names_the_ingest_endpoints_take_are_taken_again_and_again() -> None:
+    """Korean, spaces, 200 characters; a name once taken is taken from then on (the tracker remembers it)."""
+    capture = CapturingEmitter()
+    tracker = QueryTracker(capture, release="릴리스 2026.12", prompt_version="v" * 200)
+    for _ in range(2):
+        with tracker.query("질문", language="ko-KR") as q, q.stage("검색 단계"):
+            q.classified("주가 문의", 0.9)
+            q.responded(system="openai", model="gpt 4o\u00a0mini", finish_reason="stop", response_model="m" * 200)
+    assert [e.intent for e in capture.events if e.event_type == "query_completed"] == ["주가 문의"] * 2
+
+
 def test_user_ids_can_be_pseudonymised() -> None:
     capture = CapturingEmitter()
     tracker = QueryTracker(capture, pseudonymize_user_id=lambda u: f"h-{len(u)}")
