@@ -86,6 +86,10 @@ def test_erasing_again_or_an_unknown_subject_erases_nothing_and_says_so(
     assert "events removed" in capsys.readouterr().out
     assert main(["--home", str(s.home), "erase", "--session-id", "s-bob-0", "--user-id", "nobody"]) == 0
     assert "nothing erased" in capsys.readouterr().out
+    index = LakeSearch(s.home).directory
+    built = {p: p.stat().st_mtime_ns for p in index.rglob("*")}
+    receipt = erase(s, query_ids=["q-never-sent"])  # a query id is kept for Loki, found here or not
+    assert not receipt.search_rebuilt and {p: p.stat().st_mtime_ns for p in index.rglob("*")} == built
     assert main(["--home", str(s.home), "erase"]) == 2
     assert "name at least one subject" in capsys.readouterr().err
     for wait in ("-1", "nan"):

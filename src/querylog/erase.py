@@ -547,7 +547,7 @@ def _erase(
                 "same erase again"
             )
         progress(f"lake: {receipt.lake_events} events removed from {receipt.lake_hours} hours")
-        if queries or resumed:
+        if receipt.lake_events or resumed:  # the index is built from the lake: unchanged, it holds none of them
             receipt.search_rebuilt = _rebuild_search(settings)
     receipt.metrics_open_queries = _forget_in_snapshot(settings, queries)
     # Shipped: by its Loki projection (the checkpoint) or by `replay loki` (which notes its labels too).

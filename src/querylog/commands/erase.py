@@ -12,6 +12,9 @@ from querylog.config import Settings
 if TYPE_CHECKING:
     from querylog.erase import ErasureReceipt
 
+#: The search indexes are built from the lake: with none of the subjects' rows there, there is nothing to rebuild.
+_UNTOUCHED = "untouched (no index, or the lake held none of their rows)"
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
@@ -110,7 +113,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 print("  resumed: an erasure a stopped run had begun, finished with this one")
             print(f"  log:    {receipt.log_events} events blanked in {receipt.log_segments} segments")
             print(f"  lake:   {receipt.lake_events} events removed, {receipt.lake_hours} hours rewritten")
-            print(f"  search: {'index rebuilt without them' if receipt.search_rebuilt else 'no index'}")
+            print(f"  search: {'index rebuilt without them' if receipt.search_rebuilt else _UNTOUCHED}")
             print(f"  metrics snapshot: {receipt.metrics_open_queries} open queries forgotten")
             print("  metrics counters: totals, never lowered: `reconcile --metrics-url` differs by these events")
         if settings.loki_url or receipt.loki_error:  # even when nothing was found here: Loki may hold them
