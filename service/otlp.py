@@ -40,6 +40,7 @@ from querylog.service.producers import (
     _ingestor,
     _read_body,
     id_problem,
+    media_type,
     require_ingest_token,
     too_far_ahead,
 )
@@ -56,19 +57,15 @@ _JSON: Final = "application/json"
 _GRPC_CODES: Final = {400: 3, 401: 16, 403: 7, 413: 3, 415: 3, 503: 14}  # INVALID_ARGUMENT, UNAUTHENTICATED, ...
 
 
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
 def _content_type(request: Request) -> str:
     """The request's media type, protobuf's aliases as one."""
-    content_type = _media_type(request)
+    content_type = media_type(request)
     return _PROTOBUF if content_type in _PROTOBUF_ALIASES else content_type
 
 
 def _protobuf_reply(request: Request) -> str | None:
     """The media type a protobuf answer carries: the request's own, as OTLP/HTTP wants; None for a JSON answer."""
-    content_type = _media_type(request)
+    content_type = media_type(request)
     return content_type if content_type in _PROTOBUF_ALIASES else None
 
 

@@ -769,7 +769,10 @@ router = APIRouter(prefix="/v1", tags=["producers"])
         401: {"model": ErrorMessage, "description": "No bearer token, and the server requires one"},
         403: {"model": ErrorMessage, "description": "The bearer token is wrong"},
         413: {"model": ErrorMessage, "description": "Body over QUERYLOG_INGEST_MAX_BYTES or too many events"},
-        415: {"model": ErrorMessage, "description": "A Content-Encoding other than gzip"},
+        415: {
+            "model": ErrorMessage,
+            "description": "A Content-Type other than JSON, or a Content-Encoding other than gzip",
+        },
         422: {"model": IngestRejected, "description": "Invalid events: each listed by index and field"},
         503: {"model": ErrorMessage, "description": "The log cannot take events now; retry"},
     },
@@ -795,7 +798,20 @@ async def ingest_events(
     return answer
 
 
+def media_type(request: Request) -> str:
+    """The request's media type, lower case, without parameters (``charset``); empty when it names none."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 async def _ingest_events(request: Request, ingestor: EventIngestor) -> IngestAccepted | JSONResponse:
+    kind = media_type(request)
+    if kind != "application/json" and not kind.endswith("+json"):
+        # A web page may send a form or text/plain to 127.0.0.1 without asking first (no CORS preflight); JSON it
+        # cannot. Refused before the body is read, as the server could not read it as sent.
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Type {kind or '(none)'!r}: send the batch as application/json",
+        )
     body = await _read_body(request, ingestor.max_bytes)
     items: list[Any] = []
     try:

@@ -70,7 +70,7 @@ def test_error_responses_carry_the_request_id_too(client: TestClient) -> None:
     for resp in (
         client.get("/no-such-page", headers={"X-Request-ID": "r-404"}),
         client.post("/v1/chat", json={}, headers={"X-Request-ID": "r-422"}),
-        client.post("/v1/events", content=b"{", headers={"X-Request-ID": "r-400"}),
+        client.post("/v1/events", content=b"{", headers={"X-Request-ID": "r-400", "Content-Type": "application/json"}),
     ):
         assert resp.headers["x-request-id"] == f"r-{resp.status_code}"
         assert resp.headers.get_list("x-request-id") == [f"r-{resp.status_code}"]

@@ -516,8 +516,25 @@ def test_a_gzip_batch_is_inflated_and_another_encoding_is_refused_unread(client:
         "/v1/events", content=plain, headers={"content-type": "application/json", "content-encoding": "br"}
     )
     assert resp.status_code == 415 and "gzip" in resp.json()["detail"]
-    resp = client.post("/v1/events", content=b"not gzip", headers={"content-encoding": "gzip"})
+    resp = client.post(
+        "/v1/events", content=b"not gzip", headers={"content-type": "application/json", "content-encoding": "gzip"}
+    )
     assert resp.status_code == 400 and "inflate" in resp.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded"]
+)
+def test_a_batch_a_web_page_could_send_unasked_is_refused_unread(client: TestClient, content_type: str | None) -> None:
+    """Any web page a user opened could append events to a server on 127.0.0.1 without a token: a browser sends a
+    form, text/plain or a typeless blob cross-origin without asking first (no CORS preflight); JSON it cannot."""
+    batch = b'{"events":[{"event_type":"feedback_received","query_id":"csrf-1","score":-1}]}'
+    headers = {"content-type": content_type} if content_type else {}
+    resp = client.post("/v1/events", content=batch, headers={"origin": "http://elsewhere.example", **headers})
+    assert resp.status_code == 415 and "application/json" in resp.json()["detail"]
+    for taken in ("application/json; charset=utf-8", "application/vnd.batch+json"):
+        resp = client.post("/v1/events", content=batch, headers={"content-type": taken})
+        assert resp.status_code == 202, resp.text
 
 
 def test_a_gzip_body_is_taken_whole_or_refused_never_in_part(client: TestClient) -> None:
