@@ -15,7 +15,7 @@ from typing import Any, Final, Literal, TextIO
 
 import structlog
 
-from querylog._format import rounded_ms
+from querylog._format import rounded_ms, visible
 from querylog.logging.codec import to_builtins
 from querylog.logging.events import AnyEvent, QueryCompleted, QueryFailed, QueryReceived
 from querylog.logging.forget import KEEP_S, ForgetList
@@ -75,9 +75,10 @@ def stdout_style(setting: str, stream: TextIO | None = None) -> StdoutStyle:
 
 
 def _fit(text: str, columns: int) -> str:
-    """`text` on one line, cut and padded to `columns` terminal cells (Hangul and other wide characters take two)."""
+    """`text` on one line, cut and padded to `columns` terminal cells (Hangul and other wide characters take two);
+    controls a terminal would obey shown escaped (`visible`)."""
     out, width = [], 0
-    for ch in " ".join(text.split()):
+    for ch in visible(" ".join(text.split())):
         w = 2 if unicodedata.east_asian_width(ch) in "WF" else 1
         if width + w > columns - 1:
             out.append("…")
@@ -129,12 +130,15 @@ class StdoutSink(FileCheckpointSink):
         line: dict[str, Any] = {"timestamp": event.ts.astimezone().strftime("%H:%M:%S")}
         if event.latency_ms is not None:
             line["ms"] = rounded_ms(event.latency_ms)
+        # Anyone who can reach the chat API or an ingest endpoint writes these: shown escaped, they cannot recolour,
+        # retitle or reverse the operator's terminal.
         if event.intent:
-            line["intent"] = event.intent
+            line["intent"] = visible(event.intent)
         if isinstance(event, QueryCompleted):
             self._logger.info(question, **line)
         else:
-            self._logger.error(question, **line, error=event.error_type, stage=event.stage)
+            stage = visible(event.stage) if event.stage is not None else None
+            self._logger.error(question, **line, error=visible(event.error_type), stage=stage)
 
 
 #: A fold that moved is snapshotted once it has been idle this long (`MetricsSink.idle`).

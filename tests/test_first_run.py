@@ -160,6 +160,22 @@ def test_the_console_echo_is_one_line_per_ended_query_with_its_question(tmp_path
     assert "\x1b[" not in out.text  # not a terminal: no colour codes
 
 
+def test_the_console_echo_shows_what_a_terminal_would_obey_escaped(tmp_path: Path) -> None:
+    """A question sent to the open chat API recoloured the operator's terminal, set its title (OSC 0) and, with an
+    unclosed U+202E, showed the rest of the line backwards: the echo wrote users' text as it came."""
+    out = _Out()
+    sink = StdoutSink(tmp_path / "stdout.json", style="console", stream=out).open()  # type: ignore[arg-type]
+    events = [
+        QueryReceived(query_id="q1", query_text="\x1b[31mRED\x1b[0m 네이버 \x1b]0;pwned\x07 \u202etitle"),
+        QueryCompleted(query_id="q1", latency_ms=3.0, intent="\u202eesrever"),
+        QueryReceived(query_id="q2", query_text="ok"),
+        QueryFailed(query_id="q2", error_type="Boom\x1b[2J", stage="gen\u2066erate", latency_ms=3.0),
+    ]
+    sink.write(Batch(events, {"seg": 1}))
+    assert not any(c in out.text for c in "\x1b\x07\u202e\u2066")
+    assert "\\x1b[31mRED" in out.text and "\\u202eesrever" in out.text and "Boom\\x1b[2J" in out.text
+
+
 @pytest.mark.parametrize(("setting", "tty", "style"), [
     ("auto", True, "console"), ("auto", False, "json"), ("json", True, "json"), ("console", False, "console"),
 ])  # fmt: skip
