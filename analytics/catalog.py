@@ -70,7 +70,9 @@ def _latest(column: str, where: str) -> str:
 
 #: SQL over one query's events (grouped by query_id): its intent. The terminal event's is the query's last word on
 #: it (what the metrics count), else the classifier's latest. The `queries` view and search's grouping share it.
-QUERY_INTENT_SQL: Final = f"coalesce({_last_terminal('intent')}, {_last('intent', 'intent_classified')})"
+#: An empty one is none: an earlier release's ingest took ``"intent": ""``, which the log and the metrics read as none.
+_TERMINAL_INTENT: Final = _last_terminal("nullif(intent, '')")
+QUERY_INTENT_SQL: Final = f"coalesce({_TERMINAL_INTENT}, {_last('intent', 'intent_classified')})"
 
 
 def _last_verdict(column: str) -> str:

@@ -179,7 +179,7 @@ def id_text_problem(name: str, value: str) -> str | None:
     """Why `value` is no id for field `name` (every boundary that takes ids holds them to this), or None."""
     if len(value) > MAX_ID_CHARS:
         return f"an id is at most {MAX_ID_CHARS} characters; got {len(value):,}"
-    if not value.strip() or _CONTROL.search(value):
+    if is_blank(value) or _CONTROL.search(value):
         return f"an id must not be blank or hold control characters; got {value[:40]!r}"
     if name in ("event_id", "query_id") and any(c.isspace() for c in value):
         return f"{name} must hold no whitespace (feedback finds a query by it); got {value[:40]!r}"
@@ -188,8 +188,8 @@ def id_text_problem(name: str, value: str) -> str | None:
 
 def name_text_problem(value: str) -> str | None:
     """Why `value` is no name (an intent, a release, a model…: metric label values, explorer filters), or None."""
-    if len(value) > MAX_ID_CHARS or _CONTROL.search(value):
-        return f"a name is at most {MAX_ID_CHARS} characters, with no control characters; got {value[:40]!r}"
+    if len(value) > MAX_ID_CHARS or _CONTROL.search(value) or is_blank(value):
+        return f"a name is at most {MAX_ID_CHARS} characters, not blank, with no control characters; got {value[:40]!r}"
     return None
 
 

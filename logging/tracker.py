@@ -247,8 +247,8 @@ class QueryTracker:
         context = self._context
         if release or prompt_version or tags or attributes:  # the query's own: a context of its own
             own_release, prompt_version = _text("release", release), _text("prompt_version", prompt_version)
-            _check_name("release", own_release)
-            _check_name("prompt_version", prompt_version)
+            _check_name("release", own_release or None)  # empty: the service's
+            _check_name("prompt_version", prompt_version or None)
             merged_tags = self.tags
             if tags:
                 merged_tags = checked_tags((*(self.tags or ()), *tags))

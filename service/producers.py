@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from querylog.logging.codec import DecodeError, from_builtins
 from querylog.logging.events import (
+    INVISIBLE_CHARS,
     MAX_ID_CHARS,
     SCHEMA_VERSION,
     AnyEvent,
@@ -708,12 +709,13 @@ def event_schema_components() -> dict[str, Any]:
     return components
 
 
-#: A name: no control character.
-_NAME_PATTERN: Final = r"^[^\u0000-\u001f\u007f-\u009f]*$"
-#: `id_problem`'s rules as JSON Schema patterns: no control character and not blank; no whitespace at all.
+#: `id_problem`'s rules as JSON Schema patterns: no control character and not blank (something shown: not only
+#: whitespace and characters that draw nothing); an event's and a query's id, no whitespace at all. A name, as an id.
+_SHOWN: Final = f"(?=[\\s\\S]*[^\\s{INVISIBLE_CHARS}])"
+_NAME_PATTERN: Final = f"^{_SHOWN}[^\\u0000-\\u001f\\u007f-\\u009f]*$"
 _ID_PATTERNS: Final = {
-    False: r"^(?=[\s\S]*\S)[^\u0000-\u001f\u007f-\u009f]*$",
-    True: r"^[^\s\u0000-\u001f\u007f-\u009f]+$",
+    False: _NAME_PATTERN,
+    True: f"^{_SHOWN}[^\\s\\u0000-\\u001f\\u007f-\\u009f]+$",
 }
 
 

@@ -466,3 +466,25 @@ def test_past_fifty_intents_the_stores_are_compared_as_the_metrics_count_them(
     assert report.clean, report.disagreements
     counts = {key: c for kind, key, c in report.rows if kind == "intents"}
     assert counts["other"] == {"log": 10, "lake": 10, "metrics": 10} and counts["intent-00"]["metrics"] == 1
+
+
+def test_an_empty_intent_an_earlier_release_took_reads_as_none_in_every_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`POST /v1/events` took ``"intent": ""`` on a query's last event: the log and the metrics read it as none
+    (the classifier's, else unclassified), the lake as the intent ``''``, and reconcile differed for good."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("QUERYLOG_HOME", str(home))
+    with EventLog(home / "log") as log:
+        log.append(QueryReceived(query_id="q-1", query_text="x"))
+        log.append(QueryCompleted(query_id="q-1", latency_ms=1.0, intent=""))
+        log.append(QueryReceived(query_id="q-2", query_text="y"))
+        log.append(IntentClassified(query_id="q-2", intent="news_inquiry", confidence=0.9))
+        log.append(QueryFailed(query_id="q-2", error_type="E", intent=""))
+    with ParquetSink(home / "lake") as sink:
+        Projector(LogReader(home / "log"), sink).catch_up()
+    report = reconcile(Settings.from_env())
+    assert report.clean, report.disagreements
+    with Catalog(home / "lake") as catalog:
+        rows = catalog.query("select query_id, intent from queries order by 1")[1]
+    assert [tuple(r) for r in rows] == [("q-1", None), ("q-2", "news_inquiry")]

@@ -158,7 +158,7 @@ def count_lake(settings: Settings, since: datetime | None) -> Counts:
                 SELECT query_id, any_value(intent) AS intent FROM e
                 WHERE event_type = 'intent_classified' GROUP BY 1
             )
-            SELECT coalesce(t.intent, cls.intent, '{UNCLASSIFIED}') AS intent, count(*)
+            SELECT coalesce(nullif(t.intent, ''), cls.intent, '{UNCLASSIFIED}') AS intent, count(*)
             FROM e AS t LEFT JOIN cls USING (query_id)
             WHERE t.event_type IN ('query_completed', 'query_failed')
             GROUP BY 1

@@ -826,6 +826,10 @@ def test_with_answers_not_captured_producers_answers_keep_only_their_length(sett
         ("language", "k" * 201),
         ("release", "2026.12.05-hotfix"),
         ("prompt_version", ""),
+        ("prompt_version", "  "),
+        ("release", "\u200b"),
+        ("query_id", "\u200b\u2060"),
+        ("session_id", "\ufeff "),
     ],
 )
 def test_the_published_event_schema_refuses_what_the_server_refuses(client: TestClient, field: str, value: Any) -> None:
@@ -846,18 +850,21 @@ def test_the_published_event_schema_refuses_what_the_server_refuses(client: Test
         ({"event_type": "response_generated", "gen_ai_request_model": "m" * 100_000}, "gen_ai_request_model"),
         ({"event_type": "query_failed", "error_type": "E" * 201, "error_message": "x"}, "error_type"),
         ({"event_type": "intent_classified", "intent": "stock\u0000", "confidence": 0.5}, "intent"),
+        ({"event_type": "query_completed", "latency_ms": 5, "intent": ""}, "intent"),
+        ({"event_type": "query_failed", "error_type": "E", "intent": "   "}, "intent"),
+        ({"event_type": "query_completed", "latency_ms": 5, "release": "\u200b"}, "release"),
     ],
 )
-def test_a_name_past_the_id_length_or_with_control_characters_is_refused_by_field(
+def test_a_name_past_the_id_length_blank_or_with_control_characters_is_refused_by_field(
     client: TestClient, event: dict[str, Any], field: str
 ) -> None:
     resp = client.post("/v1/events", json={"events": [{"query_id": "q-name", **event}]})
     assert resp.status_code == 422
     (error,) = resp.json()["detail"]
-    assert error["field"] == field and "at most 200 characters" in error["message"]
+    assert error["field"] == field and "at most 200 characters, not blank" in error["message"]
 
 
-@pytest.mark.parametrize("session_id", ["   ", "a\u0000b"])
+@pytest.mark.parametrize("session_id", ["   ", "a\u0000b", "\u200b"])
 def test_chat_and_feedback_hold_ids_to_the_rules_events_are_held_to(client: TestClient, session_id: str) -> None:
     assert client.post("/v1/chat", json={"query": "삼성전자", "session_id": session_id}).status_code == 422
     assert client.post("/v1/feedback", json={"query_id": "q-1", "score": 1, "user_id": session_id}).status_code == 422
