@@ -219,7 +219,9 @@ async def export_traces(request: Request, _auth: Annotated[None, Depends(require
 async def _export_traces(request: Request, ingestor: EventIngestor) -> Response:
     content_type = _content_type(request)
     body = await _read_body(request, ingestor.max_bytes)
-    export = _decode(body, content_type)
+    # On a worker thread: OTLP/JSON is parsed twice (JSON, then into the protobuf classes), a second or more for
+    # 20 MiB, and the event loop serves every other request.
+    export = await run_in_threadpool(_decode, body, content_type)
     spans = sum(len(scope.spans) for resource in export.resource_spans for scope in resource.scope_spans)
     if spans > ingestor.max_events:  # spans, not the events they make: a Collector's batch is counted in spans
         detail = (

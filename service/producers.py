@@ -587,7 +587,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
     if encoding not in ("", "identity", "gzip"):  # refused before the body is read: it could not be understood
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"Content-Encoding {encoding!r}: send gzip or none")
     body = await _read_raw_body(request, limit)
-    return _inflate(body, limit) if encoding == "gzip" else body
+    if encoding != "gzip":
+        return body
+    return _inflate(body, limit) if len(body) <= OFF_LOOP_BYTES else await run_in_threadpool(_inflate, body, limit)
+
+
+#: A body past this is inflated and parsed on a worker thread (a 20 MiB one takes a tenth of a second or more): the
+#: event loop answers every other request meanwhile. A smaller one costs less than the hop to a thread.
+OFF_LOOP_BYTES: Final = 256 * 1024
 
 
 #: Gzip members a body may hold (a Collector sends one; a file appended to, a few): each is inflated on its own.
@@ -817,7 +824,7 @@ async def _ingest_events(request: Request, ingestor: EventIngestor) -> IngestAcc
     body = await _read_body(request, ingestor.max_bytes)
     items: list[Any] = []
     try:
-        payload = _json.decode(body)
+        payload = _json.decode(body) if len(body) <= OFF_LOOP_BYTES else await run_in_threadpool(_json.decode, body)
     except msgspec.DecodeError as exc:
         detail = f"malformed JSON: {str(exc).removeprefix('JSON is malformed: ')}"
         if (surrogate := _SURROGATE_ESCAPE.search(body)) is not None:  # msgspec says "truncated" for a lone one

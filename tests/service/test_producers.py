@@ -8,11 +8,14 @@ import errno
 import gzip
 import json
 import os
+import threading
 import unicodedata
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -883,3 +886,53 @@ def test_a_time_without_its_offset_is_told_to_carry_one(client: TestClient) -> N
     [problem] = client.post("/v1/events", json={"events": [event]}).json()["detail"]
     assert problem["field"] == "ts" and "must carry its UTC offset (Z, or one such as +09:00)" in problem["message"]
     assert client.post("/v1/events", json={"events": [{**event, "ts": "2025-01-01T09:00:00+09:00"}]}).status_code == 202
+
+
+class _Held:
+    """Stands in for a parse step: says when it is entered, holds until released (at most 10 s), then runs it."""
+
+    def __init__(self, step: Any) -> None:
+        self.step, self.entered, self.release, self.returned = step, threading.Event(), threading.Event(), False
+
+    def __call__(self, *args: Any) -> Any:
+        self.entered.set()
+        self.release.wait(10)
+        self.returned = True
+        return self.step(*args)
+
+
+@pytest.mark.parametrize("kind", ["events", "events gzip", "traces"])
+def test_a_large_body_is_parsed_while_the_server_answers_other_requests(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """A 19 MB OTLP/JSON export was parsed on the event loop: /healthz waited over a second behind it, every chat
+    request too. Each parse step of a large body now runs on a worker thread; held there, the server still answers."""
+    from querylog.service import otlp, producers
+
+    headers = {"content-type": "application/json"}
+    if kind == "traces":
+        held = _Held(otlp._decode)
+        monkeypatch.setattr(otlp, "_decode", held)
+        path, body = "/v1/traces", json.dumps({"resourceSpans": [], "pad": "x" * 10}).encode()
+    else:
+        events = [{**e, "query_text": "질문 " * 200} for e in _batch(400, prefix="big")]
+        body = json.dumps({"events": events}).encode()
+        assert len(body) > producers.OFF_LOOP_BYTES
+        path = "/v1/events"
+        if kind == "events gzip":
+            body = gzip.compress(body)
+            headers["content-encoding"] = "gzip"
+            held = _Held(producers._inflate)
+            monkeypatch.setattr(producers, "_inflate", held)
+            assert len(body) <= producers.OFF_LOOP_BYTES  # a small body is inflated in place: big enough here
+            body += gzip.compress(os.urandom(producers.OFF_LOOP_BYTES))  # another member, which nothing shrinks
+        else:
+            held = _Held(producers._json.decode)
+            monkeypatch.setattr(producers, "_json", SimpleNamespace(decode=held))
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(client.post, path, content=body, headers=headers)
+        assert held.entered.wait(10)
+        assert client.get("/healthz").status_code == 200
+        assert not held.returned  # answered while the body was still being parsed
+        held.release.set()
+        assert answer.result().status_code in (200, 202, 400)
