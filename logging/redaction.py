@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Final
 
+from querylog.logging.events import INVISIBLE_CHARS
+
 __all__ = ["BUILTIN_KINDS", "Finding", "Redactor", "default_redactor", "shown_url"]
 
 #: Built-in detectors, in priority order: when two findings overlap, the earlier kind wins. EMAIL comes first
@@ -36,10 +38,11 @@ class Finding:
 # the Unicode dashes are mapped to their ASCII counterparts. Every mapping is one code point to one code
 # point, so offsets in the folded copy are offsets in the original and masks land on the original text.
 # The full-width and space mappings are exactly what NFKC does for those characters; the dashes are our own
-# addition, since a phone number typed as 010–1234–5678 (en dash) is still a phone number.
+# addition, since a phone number typed as 010–1234–5678 (en dash) is still a phone number; so are a tab and a line
+# break, which separate groups of digits as a space does (a number pasted from a table or over two lines).
 def _build_fold_table() -> dict[int, int]:
     table = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)}  # full-width ! … ~ → ASCII
-    for cp in (0x00A0, 0x2007, 0x2009, 0x202F, 0x3000):
+    for cp in (0x09, 0x0A, 0x0D, 0x00A0, 0x2007, 0x2009, 0x202F, 0x3000):
         table[cp] = 0x20
     for cp in (0x2010, 0x2011, 0x2012, 0x2013, 0x2014, 0x2015, 0x2212, 0xFE58, 0xFE63):
         table[cp] = 0x2D
@@ -52,8 +55,12 @@ def _build_fold_table() -> dict[int, int]:
 _FOLD: Final = _build_fold_table()
 # Character ranges, not enumerated sets: re matches a few ranges far faster than a long list of code points.
 _FOLDABLE: Final = re.compile(
-    "[\u00a0\u2007\u2009\u202f\u2010-\u2015\u2212\u3000\ufe58\ufe63\ufe6b\uff01-\uff5e\U0001d7ce-\U0001d7ff]"
+    "[\t\n\r\u00a0\u2007\u2009\u202f\u2010-\u2015\u2212\u3000\ufe58\ufe63\ufe6b\uff01-\uff5e\U0001d7ce-\U0001d7ff]"
 )
+# Characters that draw nothing (zero-width space, soft hyphen, word joiner…): a number split by them reads as one to
+# whoever sees the text, so the detectors look at the text without them, and a mask covers them too.
+_HIDDEN: Final = re.compile(f"[{INVISIBLE_CHARS}]")
+
 # Every built-in kind contains a digit or an '@' (in ASCII or a form that folds to one); text without any is
 # returned untouched after this one C-level scan.
 _TRIGGER: Final = re.compile("[0-9@\ufe6b\uff10-\uff19\uff20\U0001d7ce-\U0001d7ff]")
@@ -79,8 +86,9 @@ _L: Final = r"(?<![0-9])(?<![0-9][-.])"
 _R: Final = r"(?![0-9])(?![-.][0-9])"
 
 _EMAIL: Final = re.compile(
-    # The lookbehind makes the scan start only at the beginning of a local-part run, which keeps it linear.
-    r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]+@(?:[A-Za-z0-9\-]+\.)+[A-Za-z]{2,}"
+    # The lookbehind makes the scan start only at the beginning of a local-part run, which keeps it linear. A local
+    # part may hold any letter (``mínsu``, ``홍길동``) and ``_``: "mí[EMAIL]" or "john_[EMAIL]" kept part of it.
+    r"(?<![\w.%+\-])[\w.%+\-]+@(?:[A-Za-z0-9\-]+\.)+[A-Za-z]{2,}"
 )
 _ID13: Final = re.compile(
     _L + r"(?P<yy>[0-9]{2})(?P<mm>0[1-9]|1[0-2])(?P<dd>0[1-9]|[12][0-9]|3[01])"
@@ -307,7 +315,14 @@ class Redactor:
 
     def _scan(self, text: str) -> list[Finding]:
         """One pass of every detector over ``text``; overlaps are settled by kind priority."""
-        s = text if text.isascii() or _FOLDABLE.search(text) is None else text.translate(_FOLD)
+        if _HIDDEN.search(text) is None:
+            return self._scan_shown(text)
+        shown = [i for i, ch in enumerate(text) if ch not in INVISIBLE_CHARS]  # each shown character's offset
+        found = self._scan_shown("".join(text[i] for i in shown))
+        return [Finding(f.kind, shown[f.start], shown[f.end - 1] + 1) for f in found]
+
+    def _scan_shown(self, text: str) -> list[Finding]:
+        s = text if _FOLDABLE.search(text) is None else text.translate(_FOLD)
         taken = _Taken()
         builtin = self._builtin
         if "EMAIL" in builtin and "@" in s:

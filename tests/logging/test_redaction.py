@@ -197,6 +197,40 @@ def test_phone_formats_are_masked(r: Redactor, phone: str) -> None:
     assert r.redact(f"연락처 {phone}로 부탁") == "연락처 [PHONE]로 부탁"
 
 
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("번호 010\u200b1234\u200b5678 알림", "PHONE"),  # zero-width space
+        ("번호 010\u00ad1234\u00ad5678 알림", "PHONE"),  # soft hyphen
+        ("번호 010\u20601234\u20605678 알림", "PHONE"),  # word joiner
+        ("번호 010-\u200b1234-\ufeff5678 알림", "PHONE"),
+        ("번호 4111\u200b1111\u200c1111\u200d1111 알림", "CARD"),
+        ("번호 010\n1234\n5678 알림", "PHONE"),  # over two lines
+        ("번호 010\t1234\t5678 알림", "PHONE"),  # pasted from a table
+        ("번호 4111\t1111\t1111\t1111 알림", "CARD"),
+    ],
+)
+def test_a_number_split_by_what_draws_nothing_or_by_tabs_and_line_breaks_is_masked_whole(
+    r: Redactor, text: str, kind: str
+) -> None:
+    """The person reading the text sees one number; the detectors saw groups split by characters that are not
+    separators, and stored it as typed."""
+    assert r.redact(text) == f"번호 [{kind}] 알림"
+    assert r.redact(r.redact(text)) == r.redact(text)
+
+
+def test_zero_width_joiners_elsewhere_are_kept_and_offsets_are_the_texts() -> None:
+    text = "👨\u200d👩\u200d👧 가족 010\u200b1234\u200b5678"
+    (found,) = default_redactor().findings(text)
+    assert text[found.start : found.end] == "010\u200b1234\u200b5678"
+    assert default_redactor().redact(text) == "👨\u200d👩\u200d👧 가족 [PHONE]"
+
+
+@pytest.mark.parametrize("address", ["mínsu@example.com", "john_doe@example.com", "홍길동@example.co.kr"])
+def test_an_email_address_is_masked_whole_whatever_letters_its_name_holds(r: Redactor, address: str) -> None:
+    assert r.redact(f"메일 {address} 으로") == "메일 [EMAIL] 으로"
+
+
 def test_phone_glued_to_korean_text_is_masked(r: Redactor) -> None:
     assert r.redact("전화01055556666으로") == "전화[PHONE]으로"
 
