@@ -87,6 +87,11 @@ class Mapped:
         return len(self.groups)
 
 
+class _Hex(str):
+    """A bytes attribute as its hex digits: text where text is wanted (an id), never a number (``bytesValue``
+    ``AAEC`` is ``000102``, which a count would otherwise read as 102)."""
+
+
 def _value(v: AnyValue) -> Any:
     kind = v.WhichOneof("value")
     if kind is None:
@@ -96,7 +101,7 @@ def _value(v: AnyValue) -> Any:
     if kind == "kvlist_value":
         return {kv.key: _value(kv.value) for kv in v.kvlist_value.values}
     if kind == "bytes_value":
-        return v.bytes_value.hex()
+        return _Hex(v.bytes_value.hex())
     return getattr(v, kind)
 
 
@@ -130,7 +135,7 @@ def _number(attrs: dict[str, Any], name: str) -> float | None:
     value = attrs.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
+    if isinstance(value, bool | _Hex) or not isinstance(value, int | float | str):
         return math.nan
     try:
         return float(value)
@@ -150,7 +155,9 @@ def _int(attrs: dict[str, Any], *names: str) -> int | float | None:
             return value
         if isinstance(value, float) and value.is_integer() and value >= 0:  # some SDKs send counts as doubles
             return int(value)
-        if isinstance(value, str) and value.isdecimal():  # what int() reads: not "²", which isdigit() takes
+        if (
+            isinstance(value, str) and not isinstance(value, _Hex) and value.isdecimal()
+        ):  # what int() reads: not "²", which isdigit() takes
             return int(value)
         return math.nan
     return None
@@ -302,9 +309,15 @@ def _sources(attrs: dict[str, Any]) -> list[dict[str, Any]]:
     titles = dict(_indexed(attrs, "retrieval.documents.", ".document.metadata"))
     found = []
     for rank, n in enumerate(sorted(ids), start=1):
-        source: dict[str, Any] = {"doc_id": str(ids[n]), "rank": rank}
-        if isinstance(scores.get(n), int | float):
-            source["score"] = float(scores[n])
+        # An id is text or a whole number (its digits); anything else is kept as it came, for the event to refuse
+        # naming the field: "['a', 'b']" or "None" would be stored as an id.
+        doc_id = ids[n]
+        plain = isinstance(doc_id, str) or (isinstance(doc_id, int) and not isinstance(doc_id, bool))
+        source: dict[str, Any] = {"doc_id": str(doc_id) if plain else doc_id, "rank": rank}
+        score = scores.get(n)
+        if score is not None:  # a number (or its text), else as it came (true is no score): the event refuses it
+            number = _number({"score": score}, "score")
+            source["score"] = score if math.isnan(number or 0.0) else number
         title = titles.get(n)
         if isinstance(title, str):
             try:

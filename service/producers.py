@@ -324,7 +324,22 @@ def _json_type(value: object) -> str:
 _TEXT_REGEX: Final = "Expected `str` matching regex"
 
 
+#: How much of a field's path and of a message an error item echoes: a producer's unknown field may be named by a
+#: megabyte of text, and a 422 is no place to send it back (twice) to the producer.
+MAX_ECHOED_CHARS: Final = 200
+
+
+def _echoed(text: str) -> str:
+    return text if len(text) <= MAX_ECHOED_CHARS else f"{text[:MAX_ECHOED_CHARS]}… ({len(text):,} characters)"
+
+
 def _describe(exc: DecodeError) -> tuple[str | None, str]:
+    """(field, message) from a codec error, each cut to `MAX_ECHOED_CHARS` (`_echoed`)."""
+    field, message = _described(exc)
+    return (_echoed(field) if field is not None else None), _echoed(message)
+
+
+def _described(exc: DecodeError) -> tuple[str | None, str]:
     """(field, message) from a codec error: msgspec puts the path in the message; our own checks raise
     `EventValidationError`, which msgspec wraps and which names the field itself."""
     cause: BaseException | None = exc

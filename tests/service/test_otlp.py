@@ -561,8 +561,10 @@ def test_an_openinference_message_of_text_and_image_parts_gives_its_text_not_the
 ) -> None:
     """openinference-instrumentation-openai flattens a message of parts to `…message.contents.M.message_content.*`:
     the question was the whole request JSON (`input.value`), the image's base64 included."""
-    raw = '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": ' \
+    raw = (
+        '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": '
         '{"url": "data:image/png;base64,iVBORw0KGgo="}}]}]}'
+    )
     tracer, keep = _kept_tracer()
     with tracer.start_as_current_span("ChatCompletion") as llm:
         llm.set_attributes({
@@ -1015,3 +1017,71 @@ def test_a_document_score_that_is_no_number_is_left_out_of_the_top_score_whateve
     assert partial == {}
     (searched,) = [e for e in _logged(log) if e.event_type == "search_completed"]
     assert searched.top_score == 0.9
+
+
+def _export_with(client: TestClient, tmp_path: Path, spans: Sequence[ReadableSpan], key: str, value: Any) -> Any:
+    """`spans` posted as OTLP/JSON with attribute `key`'s AnyValue replaced by `value` (what the SDK cannot set)."""
+    export = json.loads(_otlp_json(spans))
+    for resource in export["resourceSpans"]:
+        for scope in resource["scopeSpans"]:
+            for span in scope["spans"]:
+                for attribute in span.get("attributes", []):
+                    if attribute["key"] == key:
+                        attribute["value"] = value
+    resp = client.post("/v1/traces", content=json.dumps(export), headers={"content-type": "application/json"})
+    assert resp.status_code == 200
+    return resp.json().get("partialSuccess", {}), b"".join(
+        p.read_bytes() for p in (tmp_path / "home" / "log").glob("*.jsonl")
+    )
+
+
+def test_a_bytes_token_count_refuses_its_span_not_read_as_its_hex_digits(client: TestClient, tmp_path: Path) -> None:
+    """``bytesValue`` AAEC (bytes 00 01 02) was stored as 102 input tokens, and priced: its hex digits are decimal."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("chat") as llm:
+        llm.set_attributes({**_LLM, "gen_ai.usage.input_tokens": 7, "gen_ai.usage.output_tokens": 5})
+    partial, log = _export_with(client, tmp_path, keep.spans, "gen_ai.usage.input_tokens", {"bytesValue": "AAEC"})
+    assert partial == {"rejectedSpans": "1", "errorMessage": "spans rejected: 1 invalid gen_ai_usage_input_tokens"}
+    assert b"response_generated" not in log
+
+
+@pytest.mark.parametrize(
+    "doc_id", [{}, {"boolValue": True}, {"arrayValue": {"values": [{"stringValue": "a"}, {"stringValue": "b"}]}}]
+)
+def test_a_document_id_that_is_no_text_refuses_its_span_not_stored_as_pythons_repr(
+    client: TestClient, tmp_path: Path, doc_id: Any
+) -> None:
+    """An empty AnyValue, true and ["a", "b"] were stored as the ids "None", "True" and "['a', 'b']"."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("rag"):
+        with tracer.start_as_current_span("retrieve") as retriever:
+            retriever.set_attributes(
+                {"openinference.span.kind": "RETRIEVER", "retrieval.documents.0.document.id": "placeholder"}
+            )
+        with tracer.start_as_current_span("llm") as llm:
+            llm.set_attributes({"openinference.span.kind": "LLM", "input.value": "문서 id"})
+    partial, log = _export_with(client, tmp_path, keep.spans, "retrieval.documents.0.document.id", doc_id)
+    assert partial == {"rejectedSpans": "1", "errorMessage": "spans rejected: 1 invalid sources.doc_id"}
+    assert "문서 id".encode() not in log
+
+
+def test_a_document_score_of_true_refuses_its_span_and_one_of_digits_is_read(
+    client: TestClient, tmp_path: Path
+) -> None:
+    tracer, keep = _kept_tracer()
+    for score in (True, "0.75"):
+        with tracer.start_as_current_span("rag"):
+            with tracer.start_as_current_span("retrieve") as retriever:
+                retriever.set_attributes(
+                    {
+                        "openinference.span.kind": "RETRIEVER",
+                        "retrieval.documents.0.document.id": f"doc-{score}",
+                        "retrieval.documents.0.document.score": score,
+                    }
+                )
+            with tracer.start_as_current_span("llm") as llm:
+                llm.set_attributes({"openinference.span.kind": "LLM", "input.value": f"점수 {score}"})
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {"rejectedSpans": "1", "errorMessage": "spans rejected: 1 invalid sources.score"}
+    (searched,) = [e for e in _logged(log) if e.event_type == "search_completed"]
+    assert [(s.doc_id, s.score) for s in searched.sources] == [("doc-0.75", 0.75)]

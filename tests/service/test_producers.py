@@ -936,3 +936,15 @@ def test_a_large_body_is_parsed_while_the_server_answers_other_requests(
         assert not held.returned  # answered while the body was still being parsed
         held.release.set()
         assert answer.result().status_code in (200, 202, 400)
+
+
+def test_an_error_item_echoes_at_most_a_few_hundred_characters_of_what_was_sent(client: TestClient) -> None:
+    """An unknown field named by a megabyte came back twice in the 422 (its path and its message): 100 such events
+    made a 40 MB answer to a 20 MB batch. So did an unknown event type."""
+    name = "k" * 100_000
+    events = [{**_batch(1, prefix="echo")[0], name: 1}, {"event_type": "t" * 100_000, "query_id": "q-echo"}]
+    resp = client.post("/v1/events", json={"events": events})
+    assert resp.status_code == 422 and len(resp.content) < 2_000
+    unknown, kind = resp.json()["detail"]
+    assert unknown["field"].startswith("kkkk") and "100,000 characters" in unknown["field"]
+    assert "tttt" in kind["message"] and len(kind["message"]) < 300
