@@ -19,7 +19,8 @@ def test_the_readme_fastapi_example_records_a_query(tmp_path: Path, monkeypatch:
     namespace: dict[str, object] = {}
     exec(compile(block.group(1), "README.md", "exec"), namespace)
     with TestClient(namespace["app"]) as client:  # type: ignore[arg-type]
-        resp = client.post("/ask", json={"query": "네이버 주가"})
+        assert client.post("/ask", json={"query": "네이버 주가"}).status_code == 422  # no question: a 422, not a 500
+        resp = client.post("/ask", json={"question": "네이버 주가"})
         assert resp.status_code == 200
         runtime = namespace["runtime"]
     query_id = resp.json()["query_id"]
