@@ -152,6 +152,8 @@ def run_demo(
         raise ValueError(f"rate must be > 0 requests/s, got {rate}")
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    if client is None and not (url.startswith(("http://", "https://")) and httpx.URL(url).host):
+        raise ValueError(f"--url must be an http(s) URL such as http://127.0.0.1:8000; got {url!r}")
     report = DemoReport()
     lock = threading.Lock()
     http = client or httpx.Client(base_url=url, timeout=30.0)

@@ -213,6 +213,19 @@ def test_a_mistyped_home_is_said_not_read_as_agreement_or_made(
     assert not home.exists()
 
 
+@pytest.mark.parametrize("source", ["lake", "log"])
+def test_replay_loki_into_a_mistyped_home_makes_nothing_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], source: str
+) -> None:
+    """It noted the labels it would ship under (what an erasure's delete requests select) in the typo's state."""
+    monkeypatch.setenv("QUERYLOG_LOKI_URL", "http://127.0.0.1:9")
+    home = tmp_path / "typo"
+    assert main(["--home", str(home), "replay", "loki", "--from", source]) == 0
+    err = capsys.readouterr().err
+    assert "is --home (QUERYLOG_HOME) right?" in err and "0 lines sent" in err
+    assert not home.exists()
+
+
 @pytest.mark.parametrize(("command", "started"), [("serve", "serving on"), ("ui", "explorer on")])
 def test_a_server_on_a_port_in_use_says_so_before_starting_anything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str, started: str
@@ -400,6 +413,13 @@ def test_a_count_out_of_range_is_refused(argv: list[str], says: str, capsys: pyt
     with pytest.raises(SystemExit) as exited:
         main(argv)
     assert exited.value.code == 2 and says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:18601", "localhost:8000", "ftp://127.0.0.1:8000", "http://"])
+def test_demo_against_a_url_that_is_no_http_url_says_so(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`demo --url 127.0.0.1:18601` with the API up blamed the server: "every request failed — is the API running"."""
+    assert main(["demo", "--url", url, "--queries", "1"]) == 2
+    assert f"--url must be an http(s) URL such as http://127.0.0.1:8000; got {url!r}" in capsys.readouterr().err
 
 
 def test_sql_on_a_lake_path_with_no_events_names_the_lake_option(

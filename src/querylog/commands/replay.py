@@ -96,12 +96,15 @@ def resolve_source(choice: str, settings: Settings) -> str:
     return "lake" if trimmed or not has_log else "log"
 
 
-def _say_if_missing(source: str, settings: Settings, command: str) -> None:
-    """A replay from a log or lake that is not there gives zeros: say so, naming it (a mistyped --home)."""
+def _say_if_missing(source: str, settings: Settings, command: str) -> bool:
+    """A replay from a log or lake that is not there gives zeros: say so, naming it (a mistyped --home); and
+    whether it is missing."""
     if source == "lake":
-        lake_missing(settings.lake_dir, command)
-    elif not settings.log_dir.is_dir():
+        return lake_missing(settings.lake_dir, command)
+    if not settings.log_dir.is_dir():
         print(f"querylog {command}: no log at {settings.log_dir}: is {HOME_OPTION} right?", file=sys.stderr)
+        return True
+    return False
 
 
 def parse_since(raw: str, now: datetime) -> datetime:
@@ -149,7 +152,11 @@ def run_loki(args: argparse.Namespace, settings: Settings) -> int:
         )
     source = resolve_source(args.source, settings)
     print(f"querylog replay loki: reading the {source}", file=err)
-    _say_if_missing(source, settings, "replay loki")
+    if _say_if_missing(source, settings, "replay loki") and not settings.home.is_dir():
+        # Nothing to send, and nothing to note: the labels it would note are what an erasure's delete requests select,
+        # and a mistyped --home must not be made.
+        print("querylog replay loki: done. 0 lines sent.", file=err)
+        return 0
     sink = loki_sink(settings, live=False)
     sink.open()
     read = skipped = 0
