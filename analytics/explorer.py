@@ -19,6 +19,7 @@ import polars as pl
 import streamlit as st
 
 from querylog._format import milliseconds, percent, shortened, visible
+from querylog.analytics._search_text import unquoted
 from querylog.analytics.catalog import CatalogError
 from querylog.analytics.queries import BUCKETS, Answer, Bucket, Filters, LakeQueries, Summary, open_catalog
 from querylog.analytics.search_groups import AskedQuestion, find_questions, questions_of, window_hits
@@ -497,6 +498,9 @@ def _search(settings: Settings, lq: LakeQueries, f: Filters) -> None:
             "Korean, English and mixed text; particles and missing spaces are fine. Company names find each other "
             "(현대차, Hyundai Motor, 005380), 초성 works (ㄴㅇㅂ), and a typo is forgiven when nothing else matches."
         )
+        return
+    if not unquoted(text).strip():  # as `querylog search` refuses it: quotes alone would match nothing, unsaid
+        st.warning("Give some text to look for: quotes alone match nothing.")
         return
     from querylog.analytics.upkeep import LakeSearch, UpkeepError
 

@@ -256,6 +256,17 @@ def test_search_degrades_to_a_message_without_the_index_module(
     assert _metric(at, "Queries") == f"{len(own_lake.queries):,}"  # the rest of the page still works
 
 
+@pytest.mark.parametrize("quotes", ['""', "' '", '" "'])
+def test_a_search_of_quotes_alone_is_told_to_give_some_text(
+    own_lake: SampleLake, monkeypatch: pytest.MonkeyPatch, quotes: str
+) -> None:
+    """It said "No queries match this search in this selection", as if the lake held none; the CLI refuses it."""
+    at = _app(own_lake.home, monkeypatch)
+    at.text_input(key="search").input(quotes).run()
+    assert not at.exception and not at.get("html")
+    assert [w.value for w in at.warning] == ["Give some text to look for: quotes alone match nothing."]
+
+
 def test_an_empty_lake_shows_how_to_get_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = _app(tmp_path / "empty", monkeypatch)
     # The command fills the home the page reads, not ./.querylog: a mistyped --home is the other way out.
