@@ -22,6 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from starlette.requests import ClientDisconnect
 
 from querylog.logging.codec import DecodeError, from_builtins
 from querylog.logging.events import (
@@ -654,6 +655,13 @@ def _inflate(body: bytes, limit: int) -> bytes:
 
 
 async def _read_raw_body(request: Request, limit: int) -> bytes:
+    try:
+        return await _read_stream(request, limit)
+    except ClientDisconnect:  # logged by Starlette as an application error, with a traceback, and not counted
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "the client went away before sending its whole body") from None
+
+
+async def _read_stream(request: Request, limit: int) -> bytes:
     too_large = HTTPException(
         status.HTTP_413_CONTENT_TOO_LARGE,
         f"request body over {limit} bytes (QUERYLOG_INGEST_MAX_BYTES): send smaller batches",

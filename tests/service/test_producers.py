@@ -611,6 +611,21 @@ def test_reading_an_endless_body_stops_at_the_drain_bound() -> None:
     assert received == DRAIN_MAX_BYTES // 1024 + 1
 
 
+def test_a_client_that_goes_away_mid_body_is_a_refusal_not_an_application_error() -> None:
+    """A client that sent less than its Content-Length and closed made Starlette log "Exception in ASGI application"
+    with a ClientDisconnect traceback, and the refusal went uncounted."""
+    messages = iter([{"type": "http.request", "body": b'{"events": [', "more_body": True}, {"type": "http.disconnect"}])
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    headers = [(b"content-length", b"1000"), (b"content-type", b"application/json")]
+    scope = {"type": "http", "method": "POST", "path": "/v1/events", "headers": headers, "query_string": b""}
+    with pytest.raises(Exception, match="went away before sending its whole body") as excinfo:
+        asyncio.run(_read_body(Request(scope, receive), 10 * 1024))
+    assert getattr(excinfo.value, "status_code", None) == 400
+
+
 # -- feedback ------------------------------------------------------------------------------------------
 def test_feedback_lands_as_an_event_of_the_right_query(client: TestClient, settings: Settings) -> None:
     answered = client.post(
