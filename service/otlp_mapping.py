@@ -39,6 +39,7 @@ Event ids are derived from the span id, so an export sent twice adds nothing the
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import Counter
@@ -231,7 +232,10 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
         try:
             raw = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            return []
+            try:  # orjson refuses a lone surrogate (``\ud800``), which the event stores as U+FFFD: the rest is text
+                raw = json.loads(raw)
+            except (ValueError, RecursionError):
+                return []
     return [m for m in raw if isinstance(m, dict)] if isinstance(raw, list) else []
 
 
@@ -667,7 +671,9 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
         common["session_id"] = session
     if user:
         common["user_id"] = user
-    release = _str(resource, "service.version")  # what the explorer and the metrics compare releases by
+    # What the explorer and the metrics compare releases by; a whole number as its digits (`Resource.create` takes
+    # ``service.version = 42``), as the tracker takes it.
+    release = _id(resource, "service.version")
     if release:
         common["release"] = release
     # The intent the app gave its query (it classifies, querylog cannot guess it for any app): on the span or the

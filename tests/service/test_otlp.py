@@ -1085,3 +1085,35 @@ def test_a_document_score_of_true_refuses_its_span_and_one_of_digits_is_read(
     assert partial == {"rejectedSpans": "1", "errorMessage": "spans rejected: 1 invalid sources.score"}
     (searched,) = [e for e in _logged(log) if e.event_type == "search_completed"]
     assert [(s.doc_id, s.score) for s in searched.sources] == [("doc-0.75", 0.75)]
+
+
+def test_a_lone_surrogate_in_a_message_attribute_keeps_the_question_as_the_event_stores_it(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """`gen_ai.input.messages` holding ``\\ud800`` (JSON text inside the attribute) lost the whole question and the
+    answer without a word: the query read "[input not captured by the instrumentation]"."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("chat") as llm:
+        llm.set_attributes(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": "m",
+                "gen_ai.input.messages": '[{"role": "user", "content": "SURR \\ud800 tail"}]',
+                "gen_ai.output.messages": '[{"role": "assistant", "content": "답 \\udfff 끝"}]',
+            }
+        )
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {}
+    events = _logged(log)
+    (received,) = [e for e in events if e.event_type == "query_received"]
+    (response,) = [e for e in events if e.event_type == "response_generated"]
+    assert (received.query_text, response.answer_text) == ("SURR \ufffd tail", "답 \ufffd 끝")
+
+
+def test_a_service_version_given_as_a_whole_number_is_the_release(client: TestClient, tmp_path: Path) -> None:
+    """`Resource.create({"service.version": 42})` gave no release at all, without a word; the tracker takes 42."""
+    tracer, keep = _kept_tracer(Resource.create({"service.name": "rag-app", "service.version": 42}))
+    with tracer.start_as_current_span("llm") as span:
+        span.set_attributes({"openinference.span.kind": "LLM", "input.value": "버전 42"})
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {} and {e.release for e in _logged(log)} == {"42"}
