@@ -846,6 +846,9 @@ async def _ingest_events(request: Request, ingestor: EventIngestor) -> IngestAcc
         )
     body = await _read_body(request, ingestor.max_bytes)
     items: list[Any] = []
+    body = body.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark, which JSON readers may ignore (RFC 8259)
+    if body[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in body[:4]:  # UTF-16 or UTF-32, which msgspec misreads
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "malformed JSON: the body is UTF-16 or UTF-32; send UTF-8")
     try:
         payload = _json.decode(body) if len(body) <= OFF_LOOP_BYTES else await run_in_threadpool(_json.decode, body)
     except msgspec.DecodeError as exc:

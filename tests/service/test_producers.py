@@ -963,3 +963,14 @@ def test_an_error_item_echoes_at_most_a_few_hundred_characters_of_what_was_sent(
     unknown, kind = resp.json()["detail"]
     assert unknown["field"].startswith("kkkk") and "100,000 characters" in unknown["field"]
     assert "tttt" in kind["message"] and len(kind["message"]) < 300
+
+
+def test_a_utf8_byte_order_mark_is_read_past_and_utf16_is_named(client: TestClient) -> None:
+    """A UTF-8 BOM was "invalid character (byte 0)" and UTF-16 "object keys must be strings (byte 1)"."""
+    batch = json.dumps({"events": _batch(1, prefix="bom")}, ensure_ascii=False)
+    headers = {"content-type": "application/json"}
+    resp = client.post("/v1/events", content=b"\xef\xbb\xbf" + batch.encode(), headers=headers)
+    assert resp.status_code == 202 and resp.json()["accepted"] == 1
+    for encoding in ("utf-16", "utf-16-le", "utf-32"):
+        resp = client.post("/v1/events", content=batch.encode(encoding), headers=headers)
+        assert resp.status_code == 400 and resp.json()["detail"].endswith("send UTF-8"), encoding
