@@ -213,3 +213,19 @@ def test_with_projections_elsewhere_the_guide_says_the_lake_waits_for_querylog_p
     guide = _guide("http://127.0.0.1:8000", report, Settings(home=tmp_path, projections="none"), running=False)
     assert "empty until `querylog project` runs" in guide
     assert "querylog project" not in _guide("http://x", report, Settings(home=tmp_path), running=False)
+
+
+def test_the_guide_says_where_events_ship_when_loki_is_set(tmp_path: Path) -> None:
+    """With LOKI_URL set, the guide still said "LOKI_URL=… ships every event to Loki", as if it were not."""
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from querylog.commands.serve import _guide
+    from querylog.config import Settings
+
+    report = SimpleNamespace(ok=5, failures=lambda: "0 failed", feedback=0, elapsed_s=1.0, intents=Counter())
+    settings = Settings(home=tmp_path, loki_url="http://loki.internal:3100", service="chat", env="prod")
+    guide = _guide("http://127.0.0.1:8000", report, settings, running=False)
+    assert "Loki: shipping every event to http://loki.internal:3100 (app=chat, env=prod)" in guide
+    assert "LOKI_URL=http://127.0.0.1:3100 ships" not in guide
+    assert "LOKI_URL=http://127.0.0.1:3100 ships" in _guide("http://x", report, Settings(home=tmp_path), running=False)

@@ -167,6 +167,8 @@ def _guide(url: str, report: Any, settings: Settings, *, running: bool = True) -
         parts.append(f"{name} {n}")
     left = len(ranked) - len(parts)
     intents = ", ".join(parts) + ((", " if parts else "") + f"{left} more" if left else "")
+    from querylog.logging.redaction import shown_url
+
     path, q = _command()
     setup = f"\n  {path}" if path else ""
     # Another terminal reads ./.querylog unless told otherwise: say so when this demo wrote elsewhere.
@@ -191,6 +193,11 @@ def _guide(url: str, report: Any, settings: Settings, *, running: bool = True) -
         if running
         else ""
     )
+    loki = (
+        f"Loki: shipping every event to {shown_url(settings.loki_url)} (app={settings.service}, env={settings.env});"
+        if settings.loki_url
+        else "Loki and Grafana: LOKI_URL=http://127.0.0.1:3100 ships every event to Loki;"
+    )
     return f"""
 {served}
   demo: {report.ok} answered, {report.failures()}, {report.feedback} rated, \
@@ -205,6 +212,6 @@ Next, in another terminal:{setup}{home}
   {q} report            # this week against the last, in Markdown
   {q} sql "select intent, count(*) from queries group by 1"{api}
 
-Loki and Grafana: LOKI_URL=http://127.0.0.1:3100 ships every event to Loki;
+{loki}
   compose/docker-compose.dev.yml runs Loki, Grafana, Prometheus: docs/deploy.md
 """
