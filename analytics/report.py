@@ -327,12 +327,16 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
                 ],
             )
         )
-    for title, frame in (("By release", report.by_release), ("By prompt version", report.by_prompt_version)):
+    by = (
+        ("By release", "release", report.by_release),
+        ("By prompt version", "prompt version", report.by_prompt_version),
+    )
+    for title, name, frame in by:
         if frame.height:
             out.append(
                 (
                     title,
-                    ["", "queries", "error rate", "p50", "p95", "feedback", "mean score", "👍 share", "quality",
+                    [name, "queries", "error rate", "p50", "p95", "feedback", "mean score", "👍 share", "quality",
                      "cost (USD)"],
                     [
                         [

@@ -233,6 +233,7 @@ def test_the_report_adds_cost_by_model_and_compares_releases_and_prompt_versions
     for title in ("## Cost by model", "## By release", "## By prompt version"):
         assert title in markdown
     assert "our-own-llm" in markdown and "| r2 |" in markdown
+    assert "| release | queries |" in markdown and "| prompt version | queries |" in markdown  # no blank header
     assert "By release" in render_html(report)
 
 
