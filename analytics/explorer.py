@@ -24,6 +24,7 @@ from querylog.analytics.catalog import CatalogError
 from querylog.analytics.queries import BUCKETS, Answer, Bucket, Filters, LakeQueries, Summary, open_catalog
 from querylog.analytics.search_groups import AskedQuestion, find_questions, questions_of, window_hits
 from querylog.config import ConfigError, Settings
+from querylog.logging.events import EVENT_CLASSES
 
 if TYPE_CHECKING:
     from querylog.analytics.aliases import Aliases, AliasFile
@@ -714,6 +715,10 @@ def _answer_text(answer: Answer) -> None:
                 st.text(whole)
 
 
+#: One colour per event type, the same in every query's timeline (Altair would colour by the types each one holds).
+_EVENT_COLOR: Final = alt.Color("event_type:N", scale=alt.Scale(domain=list(EVENT_CLASSES)), title="event")
+
+
 def _timeline(lq: LakeQueries, query_id: str) -> None:
     events = lq.query_events(query_id)
     if events.is_empty():
@@ -738,7 +743,7 @@ def _timeline(lq: LakeQueries, query_id: str) -> None:
             y=alt.Y("event_type:N", sort=None, title=None),
             x=alt.X("start_ms:Q", title="ms since its first event"),
             x2="end_ms:Q",
-            color="event_type:N",
+            color=_EVENT_COLOR,
             tooltip=[
                 "event_type:N",
                 "ts:T",
@@ -748,7 +753,7 @@ def _timeline(lq: LakeQueries, query_id: str) -> None:
         )
         + alt.Chart(spans)
         .mark_point(filled=True, size=60)
-        .encode(y=alt.Y("event_type:N", sort=None), x="end_ms:Q", color="event_type:N"),
+        .encode(y=alt.Y("event_type:N", sort=None), x="end_ms:Q", color=_EVENT_COLOR),
         width="stretch",
     )
     shown = events.select(

@@ -131,6 +131,10 @@ def test_tables_show_korean_text_and_the_timeline_of_a_query(explorer: AppTest) 
     assert list(timeline["offset_ms"]) == sorted(timeline["offset_ms"])
     funnel = next(f for f in frames if "step" in f.columns)
     assert list(funnel["step"]) == ["received", "classified", "searched", "answered", "completed"]
+    # Each event type has its colour in every timeline, not one by the types a query holds (which changed them).
+    charts = [json.loads(c.proto.spec) for c in explorer.get("vega_lite_chart")]
+    (drawn,) = [c for c in charts if c.get("layer") and "event_type" in json.dumps(c["layer"][0]["encoding"])]
+    assert drawn["layer"][0]["encoding"]["color"]["scale"]["domain"][:2] == ["query_received", "intent_classified"]
 
 
 def test_filters_change_the_numbers(sample_lake: SampleLake, monkeypatch: pytest.MonkeyPatch) -> None:
