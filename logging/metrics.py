@@ -92,7 +92,7 @@ def _check_namespace(namespace: str) -> None:
     if not _NAMESPACE_RE.fullmatch(namespace) or namespace.startswith("__"):
         raise ValueError(
             f"namespace {namespace!r} is not a valid Prometheus metric name prefix: use letters, digits and "
-            "underscores, starting with a letter (for example 'querylog' or 'ontology')"
+            "underscores, starting with a letter or one underscore (for example 'querylog' or 'ontology')"
         )
 
 

@@ -162,3 +162,24 @@ def test_commands_whose_numbers_read_the_alias_file_stop_at_a_bad_one(
 def test_the_alias_keywords_are_read_in_any_case(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("QUERYLOG_ALIASES", value)
     assert Settings.from_env().aliases == value.strip().lower()
+
+
+@pytest.mark.parametrize("namespace", ["querylog", "_x", "a1", "__x", "__", "1abc", "a:b", "my-app"])
+def test_a_metrics_namespace_the_settings_take_is_one_the_metrics_take(namespace: str) -> None:
+    """`__x` passed the settings and then stopped `serve` with a traceback where the metrics were made (exit 1)."""
+    from querylog.logging.metrics import MetricsProjection
+
+    try:
+        Settings.from_env({"QUERYLOG_METRICS_NAMESPACE": namespace})
+    except ConfigError as exc:
+        said = str(exc)
+        taken = False
+    else:
+        said, taken = "QUERYLOG_METRICS_NAMESPACE", True
+    assert "QUERYLOG_METRICS_NAMESPACE" in said
+    try:
+        MetricsProjection(namespace=namespace)
+    except ValueError:
+        assert not taken, namespace
+    else:
+        assert taken, namespace

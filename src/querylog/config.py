@@ -471,9 +471,10 @@ class Settings:
             if (raw := get(var)) is not None:
                 values[key] = _number(var, raw, minimum=minimum, maximum=maximum, integer=integer)
         if (raw := get("QUERYLOG_METRICS_NAMESPACE")) is not None:
-            if not _PROM_NS_RE.match(raw):
+            if not _PROM_NS_RE.match(raw) or raw.startswith("__"):  # Prometheus keeps names with __ for itself
                 raise ConfigError(
-                    f"QUERYLOG_METRICS_NAMESPACE must match [a-zA-Z_][a-zA-Z0-9_]* (a Prometheus name); got {raw!r}"
+                    "QUERYLOG_METRICS_NAMESPACE must match [a-zA-Z_][a-zA-Z0-9_]* (a Prometheus name) and not start "
+                    f"with __; got {raw!r}"
                 )
             values["metrics_namespace"] = raw
         if (raw := get("QUERYLOG_INGEST_TOKEN")) is not None:
