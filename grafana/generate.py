@@ -502,7 +502,7 @@ def query_search() -> Dashboard:
             Row("Feedback", 9, [
                 loki("Feedback by score", "timeseries",
                      Target(f"sum by (score) (count_over_time({feedback} | json score [$__auto]))", "score {{score}}"),
-                     width=8),
+                     width=8, extra=PER_STEP_PANEL),  # the steps of its Prometheus twin: the same counts per bar
                 prom("Feedback by score (Prometheus)", "timeseries",
                      Target(f"sum by (score) ({fold_rate('querylog_feedback_total', **PER_STEP)})",
                             "score {{score}}"),

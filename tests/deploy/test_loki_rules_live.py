@@ -90,8 +90,9 @@ def add_query(batch: Batch, env: str, i: int, start_ns: int, *, troubled: bool) 
         text = ["네이버 주가 전망은?", "삼성전자 실적 요약", "market overview please"][i % 3]
         fails, latency, results = False, 150 + i, 5
     batch.add(env, "query_received", t, i, {"query_text": text, "language": "ko"})
-    if troubled and i == 1:
-        # Failed before classification: no intent field at all ("All" must still count it).
+    if troubled and i == QUERIES - 3:
+        # Failed before classification: no intent field at all ("All" must still count it). Late in the span, so
+        # that the 5-minute rules see it too.
         batch.add(env, "query_failed", t + 1_000_000, i, {"error_type": "ClassifierError", "error_message":
                   "model unavailable", "stage": "classify", "latency_ms": 40})  # fmt: skip
         return
@@ -174,6 +175,21 @@ def test_every_rule_has_data_for_its_fixture_env(client: httpx.Client, fixture: 
 def test_no_alert_fires_for_healthy_traffic(client: httpx.Client, fixture: Fixture, loki_alert: Any) -> None:
     data = query(client, loki_alert.body["expr"], time=str(time.time_ns()))
     assert fixture.healthy not in envs_in(data["result"]), f"{loki_alert.name} fires for normal traffic"
+
+
+def test_a_query_that_failed_before_its_intent_is_unclassified_in_every_rule_by_intent(
+    client: httpx.Client, fixture: Fixture, loki_rule: Any
+) -> None:
+    """The error ratio and the query rate grouped an intent-less failure under no intent at all (a series without
+    the label; an alert's summary with an empty intent), where the metrics, the lake and the latency rule say
+    unclassified."""
+    if "intent" not in loki_rule.body["expr"]:
+        pytest.skip(f"{loki_rule.id} is not by intent")
+    data = query(client, loki_rule.body["expr"], time=str(time.time_ns()))
+    ours = [s["metric"] for s in data["result"] if s["metric"].get("env") == fixture.env]
+    assert all(m.get("intent") for m in ours), f"{loki_rule.id}: a series without an intent: {ours}"
+    if loki_rule.name in ("querylog:loki_queries:rate5m", "querylog:loki_query_errors:ratio5m"):
+        assert "unclassified" in {m["intent"] for m in ours}, ours
 
 
 def test_ruler_loaded_the_repository_rules(client: httpx.Client, checks: ModuleType) -> None:
