@@ -24,7 +24,7 @@ from querylog.logging.tracker import QueryTracker
 from querylog.runtime import Runtime
 from querylog.service import otlp, producers
 from querylog.service.body_limit import BodyLimitMiddleware
-from querylog.service.generation import GenerationError, generator_from_env
+from querylog.service.generation import GenerationError, generator_from_env, language_of
 from querylog.service.health import degraded_reasons
 from querylog.service.middleware import RequestIdMiddleware
 from querylog.service.pipeline import ChatPipeline
@@ -231,7 +231,12 @@ def create_app(
         # Made before the query starts so that query_received carries it too, like every later event.
         trace_id = chat_pipeline.tracing.new_trace_id() if chat_pipeline.tracing is not None else None
         tracked = tracker.query(
-            body.query, session_id=body.session_id, user_id=body.user_id, trace_id=trace_id, release=release
+            body.query,
+            session_id=body.session_id,
+            user_id=body.user_id,
+            trace_id=trace_id,
+            release=release,
+            language=language_of(body.query),  # the language it is answered in
         )
         recent_queries.remember(tracked.query_id, session_id=body.session_id, user_id=body.user_id, trace_id=trace_id)
         try:

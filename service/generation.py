@@ -138,8 +138,9 @@ def grounding_score(query: str, hits: Sequence[Hit]) -> float:
     return round(0.5 * strength + 0.5 * coverage, 3)
 
 
-def _is_korean(text: str) -> bool:
-    return _HANGUL.search(text) is not None
+def language_of(text: str) -> str:
+    """The language a question is answered in (and recorded with): ``ko`` when it holds Hangul, else ``en``."""
+    return "ko" if _HANGUL.search(text) is not None else "en"
 
 
 _SYSTEM_PROMPT: Final = {
@@ -156,7 +157,7 @@ _SYSTEM_PROMPT: Final = {
 
 
 def _build_messages(query: str, intent: str, hits: Sequence[Hit]) -> list[dict[str, str]]:
-    lang = "ko" if _is_korean(query) else "en"
+    lang = language_of(query)
     context = "\n".join(f"[{n}] {hit.title}: {hit.snippet}" for n, hit in enumerate(hits, start=1))
     user = f"intent: {intent}\ndocuments:\n{context or '(none)'}\n\nquestion: {query}"
     return [{"role": "system", "content": _SYSTEM_PROMPT[lang]}, {"role": "user", "content": user}]
@@ -208,7 +209,7 @@ class LocalGenerator:
     def generate(self, query: str, intent: str, hits: Sequence[Hit]) -> Generation:
         if FAILURE_MARKER in query.casefold():
             raise SimulatedFailure(f"simulated failure: the query contains the {FAILURE_MARKER} marker")
-        lang = "ko" if _is_korean(query) else "en"
+        lang = language_of(query)
         if hits:
             sources = "; ".join(f"[{n}] {hit.title}" for n, hit in enumerate(hits, start=1))
             lead = _LEAD[lang].get(intent, _LEAD[lang]["unknown"])

@@ -40,6 +40,15 @@ def test_chat_answers_and_records_the_lifecycle(client: TestClient) -> None:
     assert {e.query_id for e in events} == {body["query_id"]}
 
 
+def test_each_question_is_recorded_with_the_language_it_is_answered_in(client: TestClient) -> None:
+    """docs/loki.md shows ``"language":"ko"`` on a query_received line; the bundled API never filled it."""
+    tracker = client.app.state.querylog.tracker  # type: ignore[attr-defined]
+    with capture_events(tracker) as events:
+        for question in ("SK하이닉스 주가 전망은?", "What is the outlook for NVIDIA?"):
+            assert client.post("/v1/chat", json={"query": question}).status_code == 200
+    assert [e.language for e in events if e.event_type == "query_received"] == ["ko", "en"]
+
+
 def test_a_failing_llm_step_is_a_502_and_a_query_failed_event(client: TestClient) -> None:
     tracker = client.app.state.querylog.tracker  # type: ignore[attr-defined]
     with capture_events(tracker) as events:
