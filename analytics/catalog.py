@@ -6,6 +6,7 @@ readers work while ``querylog serve`` writes: there is no database file and no l
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -326,6 +327,16 @@ def _statement_ran(result: _T | None, sql: str) -> _T:
     return result
 
 
+#: The tables a user queries: the lake's views.
+LAKE_TABLES: Final = ("queries", "events", "sessions")
+#: DuckDB's guess at a table a user mistyped, which may be one of its own catalog's (``"pg_enum"``).
+_DID_YOU_MEAN: Final = re.compile(r'Did you mean "(?P<name>[^"]+)"\?')
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
+    if "Table with name" in text:  # name the lake's tables, not DuckDB's system catalog
+        guess = _DID_YOU_MEAN.search(text)
+        if guess is not None and guess["name"] not in LAKE_TABLES:
+            text = text.replace(guess.group(), f"The lake's tables: {', '.join(LAKE_TABLES)}.")
     return text if len(text) <= 500 else text[:497] + "..."

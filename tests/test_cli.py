@@ -49,6 +49,17 @@ def test_sql_json_is_an_array_of_row_objects(home: Path, capsys: pytest.CaptureF
     ]
 
 
+def test_an_unknown_table_is_answered_with_the_lakes_tables_not_duckdbs_catalog(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DuckDB suggested its own catalog's "pg_enum" for a table that is nowhere near one of the lake's."""
+    assert main(["sql", "select * from nope"]) == 1
+    err = capsys.readouterr().err
+    assert "pg_enum" not in err and "The lake's tables: queries, events, sessions." in err
+    assert main(["sql", "select * from querie"]) == 1
+    assert 'Did you mean "queries"?' in capsys.readouterr().err  # a near miss of one of them is still named
+
+
 def test_sql_csv_has_a_header_and_korean(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sql", "select query_text, intent from queries order by started_at", "-f", "csv"]) == 0
     rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
