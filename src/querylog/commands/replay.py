@@ -233,9 +233,10 @@ def run_parquet(args: argparse.Namespace, settings: Settings) -> int:
     except RebuildError as exc:
         print(f"querylog replay parquet: {exc}", file=err)
         return 1
+    merge = " Run `querylog compact` to merge them." if report.files_after > 1 else ""
     print(
         f"querylog replay parquet: done in {report.seconds:.1f} s. The lake holds {report.events_after} events in "
-        f"{report.files_after} files (it held {report.events_before}). Run `querylog compact` to merge them.",
+        f"{report.files_after} files (it held {report.events_before}).{merge}",
         file=err,
     )
     if report.retained_from is not None:
