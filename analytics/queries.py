@@ -68,6 +68,9 @@ _STAGE_COLUMNS: Final = (
 
 # Queries that never got an intent are grouped under UNCLASSIFIED (querylog.logging.events), so that they can be
 # filtered and charted like any other intent instead of vanishing as NULL.
+#: `querylog.analytics.search_groups.question_key` in SQL: what makes two questions the same (case and spacing
+#: aside), so that the report's and the explorer's top queries count a question as search does.
+QUESTION_KEY_SQL: Final = r"lower(trim(regexp_replace(query_text, '\s+', ' ', 'g')))"
 _BASE_SQL: Final = f"SELECT * REPLACE (coalesce(intent, '{UNCLASSIFIED}') AS intent) FROM queries"
 
 _T = TypeVar("_T")
@@ -529,14 +532,14 @@ class LakeQueries:
     # -- what people ask ---------------------------------------------------------------------------
     def top_queries(self, f: Filters = Filters(), limit: int = 20) -> pl.DataFrame:
         """query_text, queries, intent (the most common), no_results, p50_ms, last_seen — most asked first.
-        Texts that differ only in case or surrounding space count as one."""
+        Texts that differ only in case or spacing count as one, as in search (`question_key`)."""
         return self._frame(
             f,
-            """
+            f"""
             SELECT mode(query_text) AS query_text, count(*) AS queries, mode(intent) AS intent,
                    count(*) FILTER (WHERE result_count = 0) AS no_results,
                    quantile_cont(latency_ms, 0.5) AS p50_ms, max(started_at) AS last_seen
-            FROM q WHERE query_text IS NOT NULL GROUP BY lower(trim(query_text))
+            FROM q WHERE query_text IS NOT NULL GROUP BY {QUESTION_KEY_SQL}
             ORDER BY queries DESC, last_seen DESC LIMIT $limit
             """,
             {"limit": _limit(limit)},
@@ -546,10 +549,10 @@ class LakeQueries:
         """query_text, queries, intent, last_seen for queries whose search found nothing."""
         return self._frame(
             f,
-            """
+            f"""
             SELECT mode(query_text) AS query_text, count(*) AS queries, mode(intent) AS intent,
                    max(started_at) AS last_seen
-            FROM q WHERE result_count = 0 AND query_text IS NOT NULL GROUP BY lower(trim(query_text))
+            FROM q WHERE result_count = 0 AND query_text IS NOT NULL GROUP BY {QUESTION_KEY_SQL}
             ORDER BY queries DESC, last_seen DESC LIMIT $limit
             """,
             {"limit": _limit(limit)},
@@ -731,10 +734,10 @@ class Answer:
     sources: pl.DataFrame
 
 
-_SESSIONS_SQL: Final = """
+_SESSIONS_SQL: Final = f"""
 , asked AS (
     SELECT session_id, status, started_at,
-           row_number() OVER (PARTITION BY session_id, lower(trim(query_text)) ORDER BY started_at) > 1 AS repeat
+           row_number() OVER (PARTITION BY session_id, {QUESTION_KEY_SQL} ORDER BY started_at) > 1 AS repeat
     FROM q WHERE session_id IS NOT NULL
 ), s AS (
     SELECT session_id, count(*) AS queries, count(*) - count(*) FILTER (WHERE repeat) AS distinct_queries,

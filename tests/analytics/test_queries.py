@@ -209,6 +209,36 @@ def test_a_query_that_skipped_a_step_still_counts_at_it_so_no_step_gains_queries
     assert funnel["dropped"].to_list() == [0, 0, 0, 0, 0]
 
 
+def test_top_queries_count_a_question_as_search_does_whatever_its_spacing(tmp_path: Path) -> None:
+    """The report's top queries said 28 where search said 29 for one question: one asking had a double space
+    inside, which search merges (`question_key`) and the top queries did not."""
+    from querylog.analytics.search_groups import question_key
+    from querylog.logging.parquet import ParquetSink
+    from querylog.logging.projection import Projector
+    from querylog.logging.segments import EventLog, LogReader
+    from querylog.logging.tracker import QueryTracker
+
+    asked = [
+        "What is the price target for NAVER?",
+        "what is the  price target\tfor naver?",
+        " What is the price target for NAVER? ",
+    ]
+    with EventLog(tmp_path / "log") as log:
+        tracker = QueryTracker(log)
+        for text in asked:
+            with tracker.query(text, session_id="s-1") as q:
+                q.searched(0)
+    with ParquetSink(tmp_path / "lake") as sink:
+        Projector(LogReader(tmp_path / "log"), sink).catch_up()
+    with Catalog(tmp_path / "lake") as catalog:
+        lq = LakeQueries(catalog)
+        top, empty = lq.top_queries(), lq.no_result_queries()
+        stats = lq.session_stats()
+    assert len({question_key(t) for t in asked}) == 1
+    assert top["queries"].to_list() == [3] and empty["queries"].to_list() == [3]
+    assert stats.repeated_queries == 2
+
+
 def test_feedback_and_latency_count_failed_queries_in_every_section(tmp_path: Path) -> None:
     """A thumbs-down on a failed query counted in the summary's mean but not in its rate nor by intent, and a canary
     release that failed slowly showed the latency of its completed queries only, looking faster than it was."""
