@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -482,7 +483,7 @@ def _svg_bars(
         if stacked
         else [max(s[1][i] for s in series) for i in range(len(labels))]
     )
-    peak = max([*totals, 0]) or 1.0
+    peak = _axis_top(max([*totals, 0]) or 1.0)
     slot = plot_w / len(labels)
     bar_w = slot * 0.8 / (1 if stacked else len(series))
     out = [
@@ -524,6 +525,19 @@ def _svg_bars(
         x += 24 + 7 * len(name)
     out.append("</svg>")
     return "".join(out)
+
+
+#: The steps an axis's gridlines may take, times a power of ten: 0, 60, 120, 180, 240 rather than 0, 50, 100, 151, 201.
+_ROUND_STEPS: Final = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 10.0)
+
+
+def _axis_top(peak: float) -> float:
+    """The top of a chart's value axis: the smallest four round steps (`_ROUND_STEPS`) that reach `peak`, each a
+    whole number once `peak` is one or more (the charts count queries and milliseconds: not 2.50, 5, 7.50, 10)."""
+    step = peak / 4
+    scale = 10.0 ** math.floor(math.log10(step))
+    sizes = (m * scale for m in _ROUND_STEPS)
+    return 4 * next(s for s in sizes if s >= step * (1 - 1e-9) and (peak < 1 or abs(s - round(s)) < 1e-9))
 
 
 def _tick(value: float) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -133,6 +134,19 @@ def test_html_is_self_contained_with_inline_svg_charts(two_weeks: SampleLake) ->
     assert HOSTILE in text  # shown as text…
     assert "<script>alert" not in page  # …never as markup
     assert '<meta charset="utf-8">' in page
+
+
+def test_each_charts_value_axis_counts_in_round_steps(two_weeks: SampleLake) -> None:
+    """The axes read 0, 50, 100, 151, 201 and 0, 18, 37, 56, 74: a quarter of the tallest bar."""
+    with Catalog(two_weeks.lake) as cat:
+        page = render_html(build_report(cat, since=two_weeks.end - timedelta(days=7), until=two_weeks.end))
+    for svg in re.findall(r"<svg.*?</svg>", page, re.S):
+        ticks = [float(t.replace(",", "")) for t in re.findall(r'text-anchor="end" fill="#555">([^<]+)<', svg)]
+        assert len(ticks) == 5 and ticks[0] == 0, ticks
+        step = ticks[1]
+        assert ticks == [step * k for k in range(5)], ticks
+        mantissa = step / 10 ** math.floor(math.log10(step))
+        assert round(mantissa, 6) in (1, 1.5, 2, 2.5, 3, 4, 5, 6), ticks
 
 
 def test_report_command_writes_html_and_markdown(
