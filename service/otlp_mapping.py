@@ -88,11 +88,6 @@ class Mapped:
         return len(self.groups)
 
 
-class _Hex(str):
-    """A bytes attribute as its hex digits: text where text is wanted (an id), never a number (``bytesValue``
-    ``AAEC`` is ``000102``, which a count would otherwise read as 102)."""
-
-
 def _value(v: AnyValue) -> Any:
     kind = v.WhichOneof("value")
     if kind is None:
@@ -102,7 +97,7 @@ def _value(v: AnyValue) -> Any:
     if kind == "kvlist_value":
         return {kv.key: _value(kv.value) for kv in v.kvlist_value.values}
     if kind == "bytes_value":
-        return _Hex(v.bytes_value.hex())
+        return bytes(v.bytes_value)  # text (its hex digits) where text is wanted (`_text`), never a number
     return getattr(v, kind)
 
 
@@ -110,9 +105,15 @@ def _attributes(items: Any) -> dict[str, Any]:
     return {kv.key: _value(kv.value) for kv in items}
 
 
+def _text(value: Any) -> Any:
+    """A bytes attribute as its hex digits (an id sent as bytes); any other value as it is. Not for counts:
+    ``bytesValue`` ``AAEC`` would read as the count 102."""
+    return value.hex() if isinstance(value, bytes) else value
+
+
 def _str(attrs: dict[str, Any], *names: str) -> str | None:
     for name in names:
-        value = attrs.get(name)
+        value = _text(attrs.get(name))
         if isinstance(value, str) and value.strip():
             return value
     return None
@@ -121,7 +122,7 @@ def _str(attrs: dict[str, Any], *names: str) -> str | None:
 def _id(attrs: dict[str, Any], *names: str) -> str | None:
     """An id attribute: text, or a whole number as its digits (``session.id = 12345``: an app's database key)."""
     for name in names:
-        value = attrs.get(name)
+        value = _text(attrs.get(name))
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
         if isinstance(value, str) and value.strip():
@@ -136,7 +137,7 @@ def _number(attrs: dict[str, Any], name: str) -> float | None:
     value = attrs.get(name)
     if value is None:
         return None
-    if isinstance(value, bool | _Hex) or not isinstance(value, int | float | str):
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         return math.nan
     try:
         return float(value)
@@ -156,9 +157,7 @@ def _int(attrs: dict[str, Any], *names: str) -> int | float | None:
             return value
         if isinstance(value, float) and value.is_integer() and value >= 0:  # some SDKs send counts as doubles
             return int(value)
-        if (
-            isinstance(value, str) and not isinstance(value, _Hex) and value.isdecimal()
-        ):  # what int() reads: not "²", which isdigit() takes
+        if isinstance(value, str) and value.isdecimal():  # what int() reads: not "²", which isdigit() takes
             return int(value)
         return math.nan
     return None
@@ -315,7 +314,7 @@ def _sources(attrs: dict[str, Any]) -> list[dict[str, Any]]:
     for rank, n in enumerate(sorted(ids), start=1):
         # An id is text or a whole number (its digits); anything else is kept as it came, for the event to refuse
         # naming the field: "['a', 'b']" or "None" would be stored as an id.
-        doc_id = ids[n]
+        doc_id = _text(ids[n])
         plain = isinstance(doc_id, str) or (isinstance(doc_id, int) and not isinstance(doc_id, bool))
         source: dict[str, Any] = {"doc_id": str(doc_id) if plain else doc_id, "rank": rank}
         score = scores.get(n)

@@ -1117,3 +1117,16 @@ def test_a_service_version_given_as_a_whole_number_is_the_release(client: TestCl
         span.set_attributes({"openinference.span.kind": "LLM", "input.value": "버전 42"})
     partial, log = _export(client, tmp_path, keep.spans)
     assert partial == {} and {e.release for e in _logged(log)} == {"42"}
+
+
+def test_an_id_or_a_name_sent_as_bytes_is_kept_as_its_hex_digits(client: TestClient, tmp_path: Path) -> None:
+    """A first fix for bytes counts made every bytes attribute a text that the log could not write: a session id or
+    a model sent as bytes lost the query's events, while the export was answered 200 and counted accepted."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("chat") as llm:
+        llm.set_attributes({**_LLM, "session.id": "placeholder", "gen_ai.usage.input_tokens": 3})
+    partial, log = _export_with(client, tmp_path, keep.spans, "session.id", {"bytesValue": "AAEC"})
+    assert partial == {}
+    events = _logged(log)
+    assert {e.event_type for e in events} >= {"query_received", "response_generated"}
+    assert {e.session_id for e in events} == {"000102"}
