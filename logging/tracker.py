@@ -107,8 +107,8 @@ _MAX_GOOD_NAMES: Final = 4096
 def _check_name(field: str, value: object) -> None:
     """Raise `EventValidationError` naming `field` when `value`, a name (an intent, a model, a release, a stage: a
     metric label value and an explorer filter), breaks the ingest endpoints' rule: at most 200 characters, no
-    control character. A value that is not text is the event class's to name."""
-    if type(value) is not str or value in _GOOD_NAMES:
+    control character, not blank. A value that is not text is the event class's to name."""
+    if not isinstance(value, str) or value in _GOOD_NAMES:  # an enum's member too (``class Intent(str, Enum)``)
         return
     if (why := name_text_problem(value)) is not None:
         raise EventValidationError(field, why)
@@ -243,6 +243,7 @@ class QueryTracker:
         ):
             _check_ids(session_id=sid, user_id=uid, query_id=qid, trace_id=tid)
         if language not in _GOOD_NAMES:
+            language = language or None  # empty: none given
             _check_name("language", language)
         context = self._context
         if release or prompt_version or tags or attributes:  # the query's own: a context of its own
@@ -466,6 +467,8 @@ class TrackedQuery:
         """Time a stage; events emitted inside without a duration get the stage's elapsed time,
         and a failure inside is attributed to it."""
         if type(name) is not str or name not in _GOOD_NAMES:
+            if not isinstance(name, str):  # here, not when the query ends: the app's own exception must go on
+                raise EventValidationError("stage", f"must be a string, got {type(name).__name__} {name!r}")
             _check_name("stage", name)
         entry = (name, time.perf_counter())
         if self._open_stages is None:
@@ -625,6 +628,10 @@ class TrackedQuery:
         either way. `cost_usd` only when the provider reported what it billed: otherwise the lake prices the
         tokens (querylog.logging.pricing)."""
         t, c = self._tracker, self._context
+        # An empty name says nothing (a backend's "finish_reason": ""): left out, as an absent one is.
+        if system == "" or model == "" or finish_reason == "" or response_model == "" or response_type == "":
+            system, model, finish_reason = system or None, model or None, finish_reason or None
+            response_model, response_type = response_model or None, response_type or None
         answer_text = None
         if answer is not None:
             if answer_chars is None:

@@ -11,7 +11,9 @@ from typing import Final, Protocol
 
 import httpx
 import msgspec
+import structlog
 
+from querylog.logging.events import name_text_problem
 from querylog.service.retrieval import Hit, tokenize
 
 __all__ = [
@@ -361,8 +363,8 @@ class OpenAICompatibleGenerator:
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             quality_score=grounding_score(query, hits),
-            finish_reason=completion.choices[0].finish_reason,
-            response_model=completion.model,
+            finish_reason=_backend_name("finish_reason", completion.choices[0].finish_reason),
+            response_model=_backend_name("model", completion.model),
             cache_read_tokens=usage.prompt_tokens_details.cached_tokens
             if usage is not None and usage.prompt_tokens_details is not None
             else None,
@@ -370,6 +372,23 @@ class OpenAICompatibleGenerator:
             if usage is not None and usage.completion_tokens_details is not None
             else None,
         )
+
+
+_log = structlog.get_logger("querylog.generation")
+#: The backend's fields whose odd value was said once already.
+_SAID: set[str] = set()
+
+
+def _backend_name(field: str, value: str | None) -> str | None:
+    """A name the backend answered (its model, a finish reason), or None when it is none a query's events can
+    hold (blank, over 200 characters, a control character): the answer still reaches the user, without it. Said
+    once per field, in the log."""
+    if value is None or name_text_problem(value) is None:
+        return value
+    if field not in _SAID:
+        _SAID.add(field)
+        _log.warning("backend_name_left_out", field=field, value=value[:80], why=name_text_problem(value))
+    return None
 
 
 def generator_from_env(environ: Mapping[str, str]) -> Generator:

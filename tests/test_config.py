@@ -183,3 +183,11 @@ def test_a_metrics_namespace_the_settings_take_is_one_the_metrics_take(namespace
         assert not taken, namespace
     else:
         assert taken, namespace
+
+
+@pytest.mark.parametrize("variable", ["QUERYLOG_RELEASE", "QUERYLOG_PROMPT_VERSION"])
+@pytest.mark.parametrize("value", ["v1\tb", "\u200b", "r" * 201])
+def test_a_release_every_event_would_refuse_is_refused_with_the_settings(variable: str, value: str) -> None:
+    """`QUERYLOG_RELEASE=$'v1\\tb'` passed `querylog config`, then `serve` stopped with a traceback (exit 1)."""
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env({variable: value})

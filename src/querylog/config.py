@@ -501,8 +501,10 @@ class Settings:
             values["redact_extra"] = extra
         for key, var in (("release", "QUERYLOG_RELEASE"), ("prompt_version", "QUERYLOG_PROMPT_VERSION")):
             if (raw := get(var)) is not None:
-                if len(raw) > 200 or not raw.strip():
-                    raise ConfigError(f"{var} must be a short name (1-200 characters); got {raw[:40]!r}")
+                from querylog.logging.events import name_text_problem
+
+                if (why := name_text_problem(raw.strip())) is not None:  # as every event holds it to
+                    raise ConfigError(f"{var}: {why}")
                 values[key] = raw.strip()
         if (raw := get("QUERYLOG_CAPTURE_ANSWERS")) is not None:
             values["capture_answers"] = _bool("QUERYLOG_CAPTURE_ANSWERS", raw)

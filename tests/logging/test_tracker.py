@@ -215,7 +215,7 @@ def test_ids_the_ingest_endpoints_take_are_taken() -> None:
     assert {name: getattr(capture.events[0], name) for name in ids} == ids
 
 
-_NAMES_REFUSED = ["i" * 201, "buy\nsell", "a\x00", "x\x7f", "\x85"]
+_NAMES_REFUSED = ["i" * 201, "buy\nsell", "a\x00", "x\x7f", "\x85", "  ", "\u200b"]
 
 
 @pytest.mark.parametrize("value", _NAMES_REFUSED)
@@ -254,6 +254,45 @@ def test_a_query_s_names_are_held_to_the_rule_where_they_are_given(field: str, v
         with pytest.raises(EventValidationError) as raised:
             QueryTracker(capture, **{field: value})
         assert raised.value.field == field
+
+
+def test_an_empty_name_from_a_backend_is_left_out_not_refused() -> None:
+    """A backend answering ``"finish_reason": ""`` and ``"model": ""`` made every chat request a 500 once blank names
+    were refused: an empty name says nothing, and is recorded as none."""
+    capture = CapturingEmitter()
+    with QueryTracker(capture).query("질문", language="") as q:
+        q.responded(system="", model="", finish_reason="", response_model="", response_type="", input_tokens=1)
+    received, response, _ = capture.events
+    assert received.language is None  # type: ignore[attr-defined]
+    named = ("gen_ai_system", "gen_ai_request_model", "finish_reason", "gen_ai_response_model", "response_type")
+    assert [getattr(response, f) for f in named] == [None] * 5
+
+
+def test_a_name_of_an_enum_of_text_is_held_to_the_rule_too() -> None:
+    import enum
+
+    class Intent(enum.StrEnum):
+        LONG = "i" * 201
+
+    with QueryTracker(CapturingEmitter()).query("질문") as q, pytest.raises(EventValidationError) as raised:
+        q.classified(Intent.LONG, 0.9)
+    assert raised.value.field == "intent"
+
+
+def test_a_stage_named_by_no_text_is_refused_where_it_opens_and_the_apps_exception_goes_on() -> None:
+    """`q.stage(["a"])` was taken, and the query's end then raised the tracker's error in place of the app's."""
+    capture = CapturingEmitter()
+
+    def app() -> None:
+        with QueryTracker(capture).query("질문") as q:
+            with pytest.raises(EventValidationError) as raised:
+                q.stage(["a"]).__enter__()  # type: ignore[arg-type]
+            assert raised.value.field == "stage"
+            raise ValueError("the app's")
+
+    with pytest.raises(ValueError, match="the app's"):
+        app()
+    assert [e.event_type for e in capture.events] == ["query_received", "query_failed"]
 
 
 def test_names_the_ingest_endpoints_take_are_taken_again_and_again() -> None:

@@ -161,6 +161,19 @@ def test_cached_and_reasoning_token_counts_are_read_when_the_provider_reports_th
     assert generation.response_model is None
 
 
+@pytest.mark.parametrize("odd", ["", "   ", "stop\n", "m" * 300])
+def test_a_name_the_backend_answered_that_no_event_holds_is_left_out_and_the_answer_kept(
+    retriever: Retriever, odd: str
+) -> None:
+    """A backend answering ``"finish_reason": ""`` (or a model of 300 characters) made every chat request a 500:
+    the tracker refuses such a name. The answer reaches the user; the name is left out, said once in the log."""
+    body = _completion(model=odd)
+    body["choices"][0]["finish_reason"] = odd  # type: ignore[index]
+    generator = _generator(lambda request: httpx.Response(200, json=body))
+    generation = generator.generate("네이버 목표주가", "stock_analysis", _hits(retriever, "네이버 목표주가"))
+    assert generation.answer and (generation.finish_reason, generation.response_model) == (None, None)
+
+
 def test_http_200_is_parsed_into_a_generation(retriever: Retriever, requests: list[httpx.Request]) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         requests.append(request)
