@@ -9,7 +9,7 @@ import hmac
 import re
 import urllib.parse
 from bisect import bisect_right
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Final
@@ -38,11 +38,10 @@ class Finding:
 # the Unicode dashes are mapped to their ASCII counterparts. Every mapping is one code point to one code
 # point, so offsets in the folded copy are offsets in the original and masks land on the original text.
 # The full-width and space mappings are exactly what NFKC does for those characters; the dashes are our own
-# addition, since a phone number typed as 010–1234–5678 (en dash) is still a phone number; so are a tab and a line
-# break, which separate groups of digits as a space does (a number pasted from a table or over two lines).
+# addition, since a phone number typed as 010–1234–5678 (en dash) is still a phone number.
 def _build_fold_table() -> dict[int, int]:
     table = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)}  # full-width ! … ~ → ASCII
-    for cp in (0x09, 0x0A, 0x0D, 0x00A0, 0x2007, 0x2009, 0x202F, 0x3000):
+    for cp in (0x00A0, 0x2007, 0x2009, 0x202F, 0x3000):
         table[cp] = 0x20
     for cp in (0x2010, 0x2011, 0x2012, 0x2013, 0x2014, 0x2015, 0x2212, 0xFE58, 0xFE63):
         table[cp] = 0x2D
@@ -55,11 +54,15 @@ def _build_fold_table() -> dict[int, int]:
 _FOLD: Final = _build_fold_table()
 # Character ranges, not enumerated sets: re matches a few ranges far faster than a long list of code points.
 _FOLDABLE: Final = re.compile(
-    "[\t\n\r\u00a0\u2007\u2009\u202f\u2010-\u2015\u2212\u3000\ufe58\ufe63\ufe6b\uff01-\uff5e\U0001d7ce-\U0001d7ff]"
+    "[\u00a0\u2007\u2009\u202f\u2010-\u2015\u2212\u3000\ufe58\ufe63\ufe6b\uff01-\uff5e\U0001d7ce-\U0001d7ff]"
 )
-# Characters that draw nothing (zero-width space, soft hyphen, word joiner…): a number split by them reads as one to
-# whoever sees the text, so the detectors look at the text without them, and a mask covers them too.
-_HIDDEN: Final = re.compile(f"[{INVISIBLE_CHARS}]")
+# The built-in detectors also read the text as a person sees it: a tab or a line break separates groups of digits as
+# a space does (a number pasted from a table, or over two lines), and characters that draw nothing (zero-width
+# space, soft hyphen, word joiner…, and the CR of a CRLF) are not there at all: "010\u200b1234\u200b5678" reads as
+# one number. Extra patterns see the text as typed (``(?m)^주소: .+$`` needs its line breaks).
+_HIDDEN: Final = re.compile(f"[\r{INVISIBLE_CHARS}]+")
+#: What a run of them must touch to split a number (the joiners of an emoji 👨‍👩‍👧 split none): a digit, a separator.
+_NUMBER_CHARS: Final = frozenset("0123456789*-. ()+")
 
 # Every built-in kind contains a digit or an '@' (in ASCII or a form that folds to one); text without any is
 # returned untouched after this one C-level scan.
@@ -315,15 +318,39 @@ class Redactor:
 
     def _scan(self, text: str) -> list[Finding]:
         """One pass of every detector over ``text``; overlaps are settled by kind priority."""
-        if _HIDDEN.search(text) is None:
-            return self._scan_shown(text)
-        shown = [i for i, ch in enumerate(text) if ch not in INVISIBLE_CHARS]  # each shown character's offset
-        found = self._scan_shown("".join(text[i] for i in shown))
-        return [Finding(f.kind, shown[f.start], shown[f.end - 1] + 1) for f in found]
-
-    def _scan_shown(self, text: str) -> list[Finding]:
-        s = text if _FOLDABLE.search(text) is None else text.translate(_FOLD)
+        s = text if text.isascii() or _FOLDABLE.search(text) is None else text.translate(_FOLD)
         taken = _Taken()
+        if self._builtin:
+            seen = s.replace("\n", " ").replace("\t", " ")  # one to one: offsets kept
+            runs = [m.span() for m in _HIDDEN.finditer(seen)] if "\r" in seen or not seen.isascii() else []
+            hidden = [
+                i
+                for start, end in runs
+                if seen[start - 1 : start] in _NUMBER_CHARS or seen[end : end + 1] in _NUMBER_CHARS
+                for i in range(start, end)
+            ]
+            if hidden:
+                # Read without them, each finding mapped back to the text's offsets (it covers them); and as typed
+                # as well, since leaving them out may join a number to digits beside it ("1\u200b010-1234-5678").
+                before = [h - j for j, h in enumerate(hidden)]  # how many shown characters precede each hidden one
+                shown = _Taken()
+                self._builtins("".join(_without(seen, hidden)), shown)
+                for f in shown.findings:
+                    last = f.end - 1
+                    taken.add(f.kind, f.start + bisect_right(before, f.start), last + bisect_right(before, last) + 1)
+            self._builtins(seen, taken)
+        if self._extras:
+            masks = [(m.start(), m.end()) for m in self._mask_token.finditer(s)] if self._mask_token else []
+            for kind, pattern in self._extras:
+                for m in pattern.finditer(s):
+                    start, end = m.span()
+                    if start == end or any(start < me and ms < end for ms, me in masks):
+                        continue
+                    taken.add(kind, start, end)
+        return taken.findings
+
+    def _builtins(self, s: str, taken: _Taken) -> None:
+        """The built-in detectors over `s`, their findings added to `taken`."""
         builtin = self._builtin
         if "EMAIL" in builtin and "@" in s:
             for m in _EMAIL.finditer(s):
@@ -347,15 +374,6 @@ class Redactor:
                             taken.add("PHONE", m.start(), m.end())
                 if "ACCOUNT" in numeric:
                     _find_accounts(s, lo, hi, taken)
-        if self._extras:
-            masks = [(m.start(), m.end()) for m in self._mask_token.finditer(s)] if self._mask_token else []
-            for kind, pattern in self._extras:
-                for m in pattern.finditer(s):
-                    start, end = m.span()
-                    if start == end or any(start < me and ms < end for ms, me in masks):
-                        continue
-                    taken.add(kind, start, end)
-        return taken.findings
 
     def _find_ids(self, s: str, lo: int, hi: int, taken: _Taken) -> None:
         for m in _ID13.finditer(s, lo, hi):
@@ -444,6 +462,15 @@ def _card_window_ok(s: str, window: list[tuple[int, int]]) -> bool:
 
 def _near(pattern: re.Pattern[str], s: str, start: int, end: int) -> bool:
     return pattern.search(s, max(0, start - _CONTEXT_WINDOW), end + _CONTEXT_WINDOW) is not None
+
+
+def _without(text: str, gone: list[int]) -> Iterator[str]:
+    """`text` in pieces, less the characters at the sorted positions `gone`."""
+    start = 0
+    for i in gone:
+        yield text[start:i]
+        start = i + 1
+    yield text[start:]
 
 
 class _Taken:

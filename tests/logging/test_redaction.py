@@ -208,6 +208,8 @@ def test_phone_formats_are_masked(r: Redactor, phone: str) -> None:
         ("번호 010\n1234\n5678 알림", "PHONE"),  # over two lines
         ("번호 010\t1234\t5678 알림", "PHONE"),  # pasted from a table
         ("번호 4111\t1111\t1111\t1111 알림", "CARD"),
+        ("번호 010\r\n1234\r\n5678 알림", "PHONE"),  # Windows line breaks
+        ("번호 010-1234\r\n5678 알림", "PHONE"),
     ],
 )
 def test_a_number_split_by_what_draws_nothing_or_by_tabs_and_line_breaks_is_masked_whole(
@@ -217,6 +219,30 @@ def test_a_number_split_by_what_draws_nothing_or_by_tabs_and_line_breaks_is_mask
     separators, and stored it as typed."""
     assert r.redact(text) == f"번호 [{kind}] 알림"
     assert r.redact(r.redact(text)) == r.redact(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("주문번호 1\u200b010-1234-5678", "주문번호 1\u200b[PHONE]"),
+        ("010-1234-5678\u200b9 번", "[PHONE]\u200b9 번"),
+        ("ref 12\u200b4111 1111 1111 1111", "ref 12\u200b[CARD]"),
+    ],
+)
+def test_a_number_beside_digits_split_off_by_what_draws_nothing_is_still_masked(
+    r: Redactor, text: str, masked: str
+) -> None:
+    """Read without the zero-width character, the number joined the digit beside it and was no number any more."""
+    assert r.redact(text) == masked
+
+
+def test_extra_patterns_see_the_text_as_typed_line_breaks_and_all() -> None:
+    """Extra patterns written for lines (``(?m)^주소: .+$``, ``메모:[^\n]+``) saw the line breaks as spaces: one
+    stored the address, the other masked the rest of the text."""
+    address = Redactor(extra_patterns={"ADDR": r"(?m)^주소: .+$"})
+    assert address.redact("질문입니다\n주소: 서울시 강남구 테헤란로 1\n감사합니다") == "질문입니다\n[ADDR]\n감사합니다"
+    memo = Redactor(extra_patterns={"MEMO": "메모:[^\n]+"})
+    assert memo.redact("메모: 비밀\n다음 줄은 공개") == "[MEMO]\n다음 줄은 공개"
 
 
 def test_zero_width_joiners_elsewhere_are_kept_and_offsets_are_the_texts() -> None:
