@@ -699,8 +699,9 @@ def _batch_items(payload: object) -> list[Any]:
         raise BatchRejectedError([ItemError(index=None, field=None, message=message)], invalid=0)
     unknown = sorted(set(payload) - {"events"})
     if unknown:
-        message = f'unknown field `{unknown[0]}`; a batch is {{"events": [...]}}'
-        raise BatchRejectedError([ItemError(index=None, field=unknown[0], message=message)], invalid=0)
+        field = _echoed(unknown[0])
+        message = f'unknown field `{field}`; a batch is {{"events": [...]}}'
+        raise BatchRejectedError([ItemError(index=None, field=field, message=message)], invalid=0)
     items = payload.get("events")
     if not isinstance(items, list):
         message = f"expected an array of events, got {_json_type(items)}"

@@ -963,6 +963,8 @@ def test_an_error_item_echoes_at_most_a_few_hundred_characters_of_what_was_sent(
     unknown, kind = resp.json()["detail"]
     assert unknown["field"].startswith("kkkk") and "100,000 characters" in unknown["field"]
     assert "tttt" in kind["message"] and len(kind["message"]) < 300
+    resp = client.post("/v1/events", json={"events": [], name: 1})  # beside the batch, not in an event
+    assert resp.status_code == 422 and len(resp.content) < 2_000
 
 
 def test_a_utf8_byte_order_mark_is_read_past_and_utf16_is_named(client: TestClient) -> None:
