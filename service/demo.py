@@ -130,6 +130,14 @@ def demo_queries(n: int, *, seed: int = 7, failure_rate: float = 0.03, run: str 
             yield DemoQuery(query=text, session_id=session_id, user_id=user_id)
 
 
+def _http_url(url: str) -> bool:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return False
+    return parsed.scheme in ("http", "https") and bool(parsed.host)
+
+
 def run_demo(
     url: str,
     *,
@@ -152,7 +160,7 @@ def run_demo(
         raise ValueError(f"rate must be > 0 requests/s, got {rate}")
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-    if client is None and not (url.startswith(("http://", "https://")) and httpx.URL(url).host):
+    if client is None and not _http_url(url):
         raise ValueError(f"--url must be an http(s) URL such as http://127.0.0.1:8000; got {url!r}")
     report = DemoReport()
     lock = threading.Lock()

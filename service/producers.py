@@ -603,13 +603,13 @@ async def _read_body(request: Request, limit: int) -> bytes:
     if encoding not in ("", "identity", "gzip"):  # refused before the body is read: it could not be understood
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"Content-Encoding {encoding!r}: send gzip or none")
     body = await _read_raw_body(request, limit)
-    if encoding != "gzip":
-        return body
-    return _inflate(body, limit) if len(body) <= OFF_LOOP_BYTES else await run_in_threadpool(_inflate, body, limit)
+    # Inflated on a worker thread: a few kilobytes of gzip may hold megabytes, and the event loop answers every
+    # other request meanwhile.
+    return await run_in_threadpool(_inflate, body, limit) if encoding == "gzip" else body
 
 
-#: A body past this is inflated and parsed on a worker thread (a 20 MiB one takes a tenth of a second or more): the
-#: event loop answers every other request meanwhile. A smaller one costs less than the hop to a thread.
+#: A body past this is parsed on a worker thread (20 MiB of JSON takes a tenth of a second or more): the event
+#: loop answers every other request meanwhile. A smaller one costs less than the hop to a thread.
 OFF_LOOP_BYTES: Final = 256 * 1024
 
 

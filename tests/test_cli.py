@@ -426,7 +426,7 @@ def test_a_count_out_of_range_is_refused(argv: list[str], says: str, capsys: pyt
     assert exited.value.code == 2 and says in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("url", ["127.0.0.1:18601", "localhost:8000", "ftp://127.0.0.1:8000", "http://"])
+@pytest.mark.parametrize("url", ["127.0.0.1:18601", "localhost:8000", "ftp://127.0.0.1:8000", "http://", "http://[::1"])
 def test_demo_against_a_url_that_is_no_http_url_says_so(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     """`demo --url 127.0.0.1:18601` with the API up blamed the server: "every request failed — is the API running"."""
     assert main(["demo", "--url", url, "--queries", "1"]) == 2
