@@ -228,6 +228,30 @@ def test_loki_is_held_to_the_window_it_can_hold_when_the_log_reaches_past_it(
         assert lost.loki_shortfall == 2  # what reconcile then points at: the lag, and the drops by reason
 
 
+def test_a_query_whose_end_leaves_out_its_classified_intent_agrees_with_loki(tmp_path: Path) -> None:
+    """`POST /v1/events` takes a query_completed without its intent (it is optional): the log, the lake and the
+    metrics count the query under its classification, Loki (one line at a time) under unclassified, and reconcile
+    differed for good on a healthy system."""
+    home = tmp_path / "home"
+    with EventLog(home / "log") as log:
+        for i in range(3):
+            log.append(QueryReceived(query_id=f"q-{i}", query_text="삼성전자"))
+            log.append(IntentClassified(query_id=f"q-{i}", intent="stock_analysis", confidence=0.9))
+            log.append(QueryCompleted(query_id=f"q-{i}", latency_ms=12.0))
+    settings = Settings(home=home, stdout_events=False, service="querylog", env="test")
+    loki = queryable_loki()
+    with ParquetSink(settings.lake_dir) as lake:
+        Projector(LogReader(settings.log_dir), lake).catch_up()
+    with LokiSink("http://loki", env="test", transport=loki.transport(), options=LokiOptions()) as sink:
+        Projector(LogReader(settings.log_dir), sink).catch_up()
+    with httpx.Client(transport=loki.transport(), base_url="http://loki") as client:
+        report = reconcile(settings, loki=client, loki_max_age_s=7 * 86400)
+    assert report.clean, report.disagreements
+    counts = {(kind, key): c for kind, key, c in report.rows}
+    assert counts["intents", "stock_analysis"] == {"log": 3, "lake": 3, "metrics": 3, LOKI_WINDOW: 0, "loki": 0}
+    assert counts["intents", "unclassified"][LOKI_WINDOW] == counts["intents", "unclassified"]["loki"] == 3
+
+
 def test_the_events_loki_counts_beyond_the_log_are_summed_as_its_surplus() -> None:
     """Entries stored twice (sent again after a crash, out of Loki's head block) are what count_over_time counts
     beyond the log: reconcile says so, rather than leave a bare DIFFERS."""
@@ -253,7 +277,10 @@ def test_a_log_inside_lokis_window_is_compared_whole_and_an_unreachable_loki_is_
     settings = Settings.from_env()
     with httpx.Client(transport=queryable_loki().transport(), base_url="http://loki") as client:
         report = reconcile(settings, loki=client, loki_max_age_s=7 * 86400)
-    assert LOKI_WINDOW not in report.sources and "loki" in report.sources
+    # Every event is in the window: Loki is held to the whole log, its intents as LogQL reads them (two of the
+    # fixture's queries end without an intent of their own: Loki cannot see their classification).
+    assert report.sources[LOKI_WINDOW].events == report.sources["log"].events and "loki" in report.sources
+    assert report.sources[LOKI_WINDOW].intents["unclassified"] == 2
     monkeypatch.setenv("LOKI_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
     assert main(["reconcile"]) == 2
     assert "querylog reconcile: http://127.0.0.1:9/loki/api/v1/query: " in capsys.readouterr().err

@@ -44,7 +44,9 @@ class Counts:
     intents: Counter[str] = field(default_factory=Counter)
 
 
-#: The column Loki is held to when the log holds events Loki never took (older than it accepts, or ahead of now).
+#: The column Loki is held to when Loki cannot hold what the log does: events it never took (older than it accepts,
+#: or ahead of now), or a query's classification that its last event does not repeat (LogQL reads one line at a
+#: time, so Loki counts such a query ``unclassified``).
 LOKI_WINDOW: Final = "log_in_loki_window"
 #: The column the metrics are held to when a producer sent a query's end before its classification: the metrics
 #: counted it as it came (``unclassified``), the lake and the log's own count by the classification it has.
@@ -107,10 +109,11 @@ class ReconcileReport:
         return gap
 
 
-def count_events(events: Iterable[AnyEvent], *, in_arrival_order: bool = False) -> Counts:
+def count_events(events: Iterable[AnyEvent], *, in_arrival_order: bool = False, own_intent: bool = False) -> Counts:
     """Finished queries by intent: the terminal event's intent, else the one classified, else ``UNCLASSIFIED``;
     the classification wherever it stands in the log, as the lake's SQL finds it. `in_arrival_order`: only one
-    that came before the terminal event, as the metrics projection (a fold, which cannot wait) attributes it."""
+    that came before the terminal event, as the metrics projection (a fold, which cannot wait) attributes it.
+    `own_intent`: the terminal event's own only, as Loki's LogQL reads it (one line at a time)."""
     events = list(events)
     counts = Counts()
     classified: dict[str, str] = {}
@@ -122,7 +125,8 @@ def count_events(events: Iterable[AnyEvent], *, in_arrival_order: bool = False) 
             if in_arrival_order:
                 classified[event.query_id] = event.intent
         elif event.event_type in _TERMINAL:
-            intent = getattr(event, "intent", None) or classified.pop(event.query_id, None) or UNCLASSIFIED
+            own = getattr(event, "intent", None)
+            intent = own or (None if own_intent else classified.pop(event.query_id, None)) or UNCLASSIFIED
             counts.intents[intent] += 1
     return counts
 
@@ -258,7 +262,7 @@ def reconcile(
             start = max(start, now - timedelta(seconds=loki_max_age_s))
         covered = now - timedelta(seconds=loki_range_s(start, now))  # LogQL's range: (covered, now], whole seconds
         held = [e for e in every if covered < e.ts <= now]  # `since`'s fraction of a second too, as Loki has it
-        if (in_window := count_events(held)) != sources["log"]:
+        if (in_window := count_events(held, own_intent=True)) != sources["log"]:
             sources[LOKI_WINDOW] = in_window
             baselines["loki"] = LOKI_WINDOW
         sources["loki"] = count_loki(loki, settings, start, now)

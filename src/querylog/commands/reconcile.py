@@ -116,8 +116,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         since_loki, until = report.loki_window
         print(
             f"querylog reconcile: Loki is held to the log's events from {since_loki:%Y-%m-%d %H:%M:%S} to "
-            f"{until:%Y-%m-%d %H:%M:%S} UTC ({LOKI_WINDOW}); the Loki projection never pushes the others (older "
-            "than Loki accepts, or ahead of now) and counts them as dropped",
+            f"{until:%Y-%m-%d %H:%M:%S} UTC ({LOKI_WINDOW}), each query under its last event's own intent "
+            "(unclassified without one): the Loki projection never pushes the others (older than Loki accepts, or "
+            "ahead of now) and counts them as dropped, and LogQL cannot join a query's classification to its end",
             file=sys.stderr,
         )
     if ARRIVAL_ORDER in report.sources:
