@@ -104,6 +104,26 @@ def test_with_a_salt_the_raw_user_id_erases_the_hashed_one(tmp_path: Path) -> No
     assert _rows(s, "query_text like '%앨리스%'") == 0 and _rows(s, "query_text like 'bob%'") == 2
 
 
+def test_a_raw_user_id_without_the_salt_the_ids_were_hashed_with_is_refused_not_found_nowhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run without the server's salt, `erase --user-id alice` found none of alice's hashed events and exited 0: the
+    operator believed her erased. Now it says what it needs; given as stored (u_…), the id needs no salt."""
+    s = _home(tmp_path, queries=2, user_id_salt="pepper")
+    for other in (None, "salt"):
+        unsalted = dataclasses.replace(s, user_id_salt=other)
+        with pytest.raises(ValueError, match="QUERYLOG_USER_ID_SALT"):
+            erase(unsalted, user_ids=["alice"])
+    assert _rows(s, "query_text like '%앨리스%'") == 2 * 1  # nothing touched
+    assert main(["--home", str(s.home), "erase", "--user-id", "alice"]) == 2
+    assert "set the salt the server has" in capsys.readouterr().err
+    from querylog.runtime import make_redactor
+
+    stored = make_redactor(s).pseudonymize_user_id("alice")
+    assert erase(dataclasses.replace(s, user_id_salt=None), user_ids=[stored]).lake_events == 2 * 4
+    assert _rows(s, "query_text like '%앨리스%'") == 0
+
+
 def test_with_a_salt_the_raw_user_id_is_never_written_down_nor_sent_to_loki(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

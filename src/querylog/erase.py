@@ -112,6 +112,64 @@ def _subjects(
     return Subjects(typed | stored, forms(session_ids), forms(query_ids)), stored
 
 
+#: In the state directory: a fingerprint of each ``QUERYLOG_USER_ID_SALT`` this data directory's user ids were hashed
+#: with (the hash of a fixed text under it: it tells salts apart and gives none away). Noted when a runtime with a salt
+#: starts; an erasure by a raw user id needs the salt, or it finds none of the hashed ids and says nothing.
+USER_ID_SALTS: Final = "user-id-salts.json"
+_FINGERPRINTED: Final = "\x00querylog: the salt's fingerprint"
+#: A user id as a salt stores it (`Redactor.pseudonymize_user_id`), which an erasure can be given as it is.
+_STORED_USER_ID: Final = re.compile(r"u_[0-9a-f]{16}")
+
+
+def salt_fingerprint(settings: Settings) -> str | None:
+    return make_redactor(settings).pseudonymize_user_id(_FINGERPRINTED) if settings.user_id_salt else None
+
+
+def note_user_id_salt(settings: Settings) -> None:
+    """Add the fingerprint of `settings`' user-id salt, if any, to `USER_ID_SALTS`."""
+    if (fingerprint := salt_fingerprint(settings)) is None:
+        return
+    noted = _noted_salts(settings)
+    if fingerprint not in noted:
+        path = settings.state_dir / USER_ID_SALTS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(sorted({*noted, fingerprint})).encode())
+
+
+def _noted_salts(settings: Settings) -> set[str]:
+    try:
+        return set(json.loads((settings.state_dir / USER_ID_SALTS).read_text()))
+    except FileNotFoundError:
+        return set()
+    except (OSError, ValueError, TypeError) as exc:
+        raise SaltNeededError(f"{settings.state_dir / USER_ID_SALTS} cannot be read ({exc}): move it away") from None
+
+
+def _check_salt(settings: Settings, user_ids: Sequence[str]) -> str | None:
+    """Refuse (ValueError) an erasure by raw user ids that would find none of the hashed ones: no salt set, or
+    another than the ids were hashed with. A note when some ids were hashed with an earlier salt too."""
+    noted = _noted_salts(settings)
+    if not noted or all(_STORED_USER_ID.fullmatch(u) for u in user_ids):
+        return None
+    fingerprint = salt_fingerprint(settings)
+    if fingerprint is None:
+        raise SaltNeededError(
+            "this data directory stores user ids hashed with QUERYLOG_USER_ID_SALT: set the salt the server has, or "
+            "give each id as stored (u_…); without it the hashed ids would be found nowhere"
+        )
+    if fingerprint not in noted:
+        raise SaltNeededError(
+            "QUERYLOG_USER_ID_SALT is not one this data directory's user ids were hashed with: set the salt the "
+            "server has, or give each id as stored (u_…)"
+        )
+    if len(noted) > 1:
+        return (
+            "user ids were hashed with another salt too (QUERYLOG_USER_ID_SALT changed): events hashed with it are "
+            "found only by the id as stored (u_…); give those too"
+        )
+    return None
+
+
 def _hour_files(lake_dir: Path) -> list[Path]:
     return sorted(p for p in (lake_dir / "events").glob("date=*/hour=*/*.parquet") if not p.name.startswith("."))
 
@@ -364,6 +422,11 @@ class ErasureError(Exception):
     """An erasure that cannot start: another runs on this data directory, or a stopped one's record is damaged."""
 
 
+class SaltNeededError(ValueError):
+    """An erasure by raw user ids that would find none of the hashed ones: the salt they were hashed with is not
+    set (`USER_ID_SALTS`)."""
+
+
 def _resume(settings: Settings) -> Subjects | None:
     """The subjects of an erasure a killed run left half done (its users as stored), or None."""
     path = settings.state_dir / IN_PROGRESS
@@ -480,6 +543,7 @@ def _erase(
     progress: Callable[[str], None],
 ) -> ErasureReceipt:
     user_ids, session_ids, query_ids = tuple(user_ids), tuple(session_ids), tuple(query_ids)
+    salt_note = _check_salt(settings, user_ids) if user_ids else None
     subjects, stored_users = _subjects(settings, user_ids, session_ids, query_ids)
     receipt = ErasureReceipt(
         erasure_id=str(uuid_utils.uuid7()),
@@ -491,6 +555,8 @@ def _erase(
     )
     if not subjects:
         raise ValueError("name at least one subject: --user-id, --session-id or --query-id")
+    if salt_note is not None:
+        receipt.notes.append(salt_note)
     earlier = _resume(settings)
     # Read once the log is blanked: damaged, they are said now (exit 2), before the log and the lake are touched.
     if not skip_loki:

@@ -122,6 +122,9 @@ class Runtime:
             raise RuntimeError("Runtime already started")
         configure_structlog(console=stdout_style(self.settings.stdout_format) == "console")
         self.settings.home.mkdir(parents=True, exist_ok=True)
+        from querylog.erase import note_user_id_salt
+
+        note_user_id_salt(self.settings)  # an erasure by a raw user id then knows it needs the salt
         # Shared by every worker, for as long as it runs: a rebuild of the lake sees the service running at once,
         # even before the projector child has taken the Parquet projection's lock.
         lock = self.settings.service_lock_path
