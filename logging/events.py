@@ -18,7 +18,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Final, Literal, TypeAlias, TypeVar
 
 import msgspec
@@ -29,6 +29,7 @@ __all__ = [
     "COUNT_MAX",
     "EVENT_TYPES",
     "INVISIBLE_CHARS",
+    "MAX_AHEAD",
     "MAX_ANSWER_CHARS",
     "MAX_ATTRIBUTES",
     "MAX_ATTRIBUTE_BYTES",
@@ -172,6 +173,12 @@ _INVISIBLE: Final = frozenset(INVISIBLE_CHARS)
 #: the boundaries that take ids (the tracker, the ingest endpoints), not when a log line is read: lines written
 #: before these rules still read.
 MAX_ID_CHARS: Final = 200
+#: How far ahead of the server's clock an event's `ts` may be where producers send events (the ingest endpoints).
+#: Past it, a producer's clock is wrong: its events are refused with a clear error rather than kept where charts
+#: would reach into the future (and, past 10 minutes, Loki's `creation_grace_period`, Loki refuses them). Kept well
+#: inside the metrics' staleness (5 minutes, in event time): a skewed event ages the other producers' open queries
+#: by as much as it is ahead.
+MAX_AHEAD: Final = timedelta(minutes=2)
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 

@@ -11,7 +11,7 @@ import zlib
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect
 from querylog.logging.codec import DecodeError, from_builtins
 from querylog.logging.events import (
     INVISIBLE_CHARS,
+    MAX_AHEAD,
     MAX_ID_CHARS,
     SCHEMA_VERSION,
     AnyEvent,
@@ -64,11 +65,6 @@ __all__ = [
 
 #: At most this many item errors are listed in a 422; `invalid_events` still counts them all.
 MAX_REPORTED_ERRORS: Final = 100
-#: How far ahead of this server's clock an event's `ts` may be. Past it, a producer's clock is wrong: its events are
-#: refused with a clear error rather than kept where charts would reach into the future (and, past 10 minutes,
-#: Loki's `creation_grace_period`, Loki refuses them). Kept well inside the metrics' staleness (5 minutes, in event
-#: time): a skewed event ages the other producers' open queries by as much as it is ahead.
-MAX_AHEAD: Final = timedelta(minutes=2)
 #: Start-up reads at most this much of the log's tail to re-learn recent event ids.
 SEED_MAX_BYTES: Final = 64 * 1024 * 1024
 #: How much of a segment `tail_event_ids` holds at once.

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from querylog.analytics.catalog import Catalog
 from querylog.config import Settings
 from querylog.logging.codec import DecodeError, decode
-from querylog.logging.events import UNCLASSIFIED, AnyEvent, IntentClassified
+from querylog.logging.events import MAX_AHEAD, UNCLASSIFIED, AnyEvent, IntentClassified
 from querylog.logging.metrics import OTHER_LABEL, MetricsProjection
 from querylog.logging.segments import LogReader, is_erased
 
@@ -299,8 +299,9 @@ def _last_write(settings: Settings) -> datetime | None:
     return datetime.fromtimestamp(max(times), UTC) if times else None
 
 
-#: Slack past a trimmed segment's last write: an event may be dated a little ahead of when it was written.
-_AHEAD_S: Final = 600.0
+#: Slack past a trimmed segment's last write: an event may be dated ahead of when it was written, by as much as the
+#: ingest endpoints take.
+_AHEAD_S: Final = MAX_AHEAD.total_seconds()
 
 
 def history_floor(settings: Settings, now: datetime | None = None) -> datetime | None:

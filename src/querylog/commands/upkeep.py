@@ -53,8 +53,8 @@ def add_parser(sub: Any) -> None:
         default=None,
         metavar="N",
         help="drop days older than N days (default: QUERYLOG_RETENTION_DAYS, else QUERYLOG_RETENTION in whole "
-        "days; unset keeps everything). For this run only: set QUERYLOG_RETENTION so that housekeeping and "
-        "`querylog replay parquet` keep it too (a replay would bring the dropped days back from the log)",
+        "days; unset keeps everything). The lake notes the day it now starts at (lake/_querylog/retained-from.json), "
+        "which `querylog replay parquet` keeps to; set QUERYLOG_RETENTION for housekeeping to keep dropping them",
     )
     p.add_argument("--no-days", action="store_true", help="compact hours only; leave closed days as hour files")
     p.add_argument("--dry-run", action="store_true", help="show what would be done, change nothing")
