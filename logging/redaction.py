@@ -61,6 +61,8 @@ _FOLDABLE: Final = re.compile(
 # space, soft hyphen, word joiner…, and the CR of a CRLF) are not there at all: "010\u200b1234\u200b5678" reads as
 # one number. Extra patterns see the text as typed (``(?m)^주소: .+$`` needs its line breaks).
 _HIDDEN: Final = re.compile(f"[\r{INVISIBLE_CHARS}]+")
+#: Either kind: what only some text holds, and the rest is told in one scan.
+_UNUSUAL: Final = re.compile(_FOLDABLE.pattern[:-1] + f"\r{INVISIBLE_CHARS}]")
 #: What a run of them must touch to split a number (the joiners of an emoji 👨‍👩‍👧 split none): a digit, a separator.
 _NUMBER_CHARS: Final = frozenset("0123456789*-. ()+")
 
@@ -318,11 +320,13 @@ class Redactor:
 
     def _scan(self, text: str) -> list[Finding]:
         """One pass of every detector over ``text``; overlaps are settled by kind priority."""
-        s = text if text.isascii() or _FOLDABLE.search(text) is None else text.translate(_FOLD)
+        # One scan tells most text that it needs neither folding nor a look for hidden characters.
+        unusual = "\r" in text if text.isascii() else _UNUSUAL.search(text) is not None
+        s = text.translate(_FOLD) if unusual and not text.isascii() and _FOLDABLE.search(text) else text
         taken = _Taken()
         if self._builtin:
             seen = s.replace("\n", " ").replace("\t", " ")  # one to one: offsets kept
-            runs = [m.span() for m in _HIDDEN.finditer(seen)] if "\r" in seen or not seen.isascii() else []
+            runs = [m.span() for m in _HIDDEN.finditer(seen)] if unusual else []
             hidden = [
                 i
                 for start, end in runs
