@@ -106,14 +106,18 @@ def _attributes(items: Any) -> dict[str, Any]:
 
 
 def _text(value: Any) -> Any:
-    """A bytes attribute as its hex digits (an id sent as bytes); any other value as it is. Not for counts:
-    ``bytesValue`` ``AAEC`` would read as the count 102."""
+    """An id sent as bytes as its hex digits; any other value as it is. Not for counts (``bytesValue`` ``AAEC``
+    would read as the count 102), nor for text (`_str`)."""
     return value.hex() if isinstance(value, bytes) else value
 
 
 def _str(attrs: dict[str, Any], *names: str) -> str | None:
+    """A text attribute (a name, a question, an error message); sent as bytes, their UTF-8 text, which redaction
+    then reads as it reads any (their hex digits would carry a phone number past it)."""
     for name in names:
-        value = _text(attrs.get(name))
+        value = attrs.get(name)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
         if isinstance(value, str) and value.strip():
             return value
     return None

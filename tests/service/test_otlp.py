@@ -1130,3 +1130,16 @@ def test_an_id_or_a_name_sent_as_bytes_is_kept_as_its_hex_digits(client: TestCli
     events = _logged(log)
     assert {e.event_type for e in events} >= {"query_received", "response_generated"}
     assert {e.session_id for e in events} == {"000102"}
+
+
+def test_a_question_sent_as_bytes_is_its_text_and_redacted_as_any(client: TestClient, tmp_path: Path) -> None:
+    """Bytes were kept as their hex digits wherever text was read: a question sent as bytes was stored as hex that
+    no redaction reads, its phone number in it for anyone to decode."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("llm") as span:
+        span.set_attributes({"openinference.span.kind": "LLM", "input.value": "placeholder"})
+    question = base64.b64encode("제 번호는 010-1234-5678 입니다".encode()).decode()
+    partial, log = _export_with(client, tmp_path, keep.spans, "input.value", {"bytesValue": question})
+    assert partial == {}
+    (received,) = [e for e in _logged(log) if e.event_type == "query_received"]
+    assert received.query_text == "제 번호는 [PHONE] 입니다"
