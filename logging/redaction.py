@@ -9,7 +9,7 @@ import hmac
 import re
 import urllib.parse
 from bisect import bisect_right
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Final
@@ -56,15 +56,19 @@ _FOLD: Final = _build_fold_table()
 _FOLDABLE: Final = re.compile(
     "[\u00a0\u2007\u2009\u202f\u2010-\u2015\u2212\u3000\ufe58\ufe63\ufe6b\uff01-\uff5e\U0001d7ce-\U0001d7ff]"
 )
-# The built-in detectors also read the text as a person sees it: a tab or a line break separates groups of digits as
-# a space does (a number pasted from a table, or over two lines), and characters that draw nothing (zero-width
-# space, soft hyphen, word joiner…, and the CR of a CRLF) are not there at all: "010\u200b1234\u200b5678" reads as
-# one number. Extra patterns see the text as typed (``(?m)^주소: .+$`` needs its line breaks).
+# The detectors also read the text as a person sees it. Characters that draw nothing (zero-width space, soft hyphen,
+# word joiner…, and the CR of a CRLF) are not there at all where they split something: "010\u200b1234\u200b5678"
+# reads as one number, "john\u200b@example.com" as one address. And for the built-in detectors a tab, a line break
+# or a lone CR separates groups of digits as a space does (a number pasted from a table, or over two lines); extra
+# patterns keep the line breaks (``(?m)^주소: .+$`` needs them). Each reading's findings are mapped back to the text,
+# and overlapping ones are masked as one.
 _HIDDEN: Final = re.compile(f"[\r{INVISIBLE_CHARS}]+")
 #: Either kind: what only some text holds, and the rest is told in one scan.
 _UNUSUAL: Final = re.compile(_FOLDABLE.pattern[:-1] + f"\r{INVISIBLE_CHARS}]")
-#: What a run of them must touch to split a number (the joiners of an emoji 👨‍👩‍👧 split none): a digit, a separator.
-_NUMBER_CHARS: Final = frozenset("0123456789*-. ()+")
+#: Besides letters and digits, what a run of them may split: a number's separators, an address's characters (the
+#: joiners of an emoji 👨‍👩‍👧 split nothing, and stay).
+_SPLITTABLE: Final = frozenset("*-. ()+@_%")
+_LONE_CR: Final = re.compile(r"\r(?!\n)")
 
 # Every built-in kind contains a digit or an '@' (in ASCII or a form that folds to one); text without any is
 # returned untouched after this one C-level scan.
@@ -319,39 +323,37 @@ class Redactor:
         return "".join(parts)
 
     def _scan(self, text: str) -> list[Finding]:
-        """One pass of every detector over ``text``; overlaps are settled by kind priority."""
+        """One pass of every detector over ``text``; overlaps within a reading are settled by kind priority, and
+        the readings' findings that overlap are masked as one (the span of both, the first kind's)."""
         # One scan tells most text that it needs neither folding nor a look for hidden characters.
         unusual = "\r" in text if text.isascii() else _UNUSUAL.search(text) is not None
         s = text.translate(_FOLD) if unusual and not text.isascii() and _FOLDABLE.search(text) else text
-        taken = _Taken()
+        detectors: list[tuple[Callable[[str, _Taken], None], str]] = []
         if self._builtin:
-            seen = s.replace("\n", " ").replace("\t", " ")  # one to one: offsets kept
-            runs = [m.span() for m in _HIDDEN.finditer(seen)] if unusual else []
-            hidden = [
-                i
-                for start, end in runs
-                if seen[start - 1 : start] in _NUMBER_CHARS or seen[end : end + 1] in _NUMBER_CHARS
-                for i in range(start, end)
-            ]
-            if hidden:
-                # Read without them, each finding mapped back to the text's offsets (it covers them); and as typed
-                # as well, since leaving them out may join a number to digits beside it ("1\u200b010-1234-5678").
-                before = [h - j for j, h in enumerate(hidden)]  # how many shown characters precede each hidden one
-                shown = _Taken()
-                self._builtins("".join(_without(seen, hidden)), shown)
-                for f in shown.findings:
-                    last = f.end - 1
-                    taken.add(f.kind, f.start + bisect_right(before, f.start), last + bisect_right(before, last) + 1)
-            self._builtins(seen, taken)
+            detectors.append((self._builtins, _spaced(s, unusual)))
         if self._extras:
-            masks = [(m.start(), m.end()) for m in self._mask_token.finditer(s)] if self._mask_token else []
-            for kind, pattern in self._extras:
-                for m in pattern.finditer(s):
-                    start, end = m.span()
-                    if start == end or any(start < me and ms < end for ms, me in masks):
-                        continue
-                    taken.add(kind, start, end)
-        return taken.findings
+            detectors.append((self._extra_patterns, s))
+        readings: list[list[Finding]] = []
+        for detect, typed in detectors:
+            taken = _Taken()
+            detect(typed, taken)
+            readings.append(taken.findings)
+            shown = _shown(typed) if unusual else None
+            if shown is not None:  # and as typed too: leaving them out may join a number to digits beside it
+                view, before = shown
+                taken = _Taken()
+                detect(view, taken)
+                readings.append([_mapped(f, before) for f in taken.findings])
+        return readings[0] if len(readings) == 1 else _joined(readings, self._kinds)
+
+    def _extra_patterns(self, s: str, taken: _Taken) -> None:
+        masks = [(m.start(), m.end()) for m in self._mask_token.finditer(s)] if self._mask_token else []
+        for kind, pattern in self._extras:
+            for m in pattern.finditer(s):
+                start, end = m.span()
+                if start == end or any(start < me and ms < end for ms, me in masks):
+                    continue
+                taken.add(kind, start, end)
 
     def _builtins(self, s: str, taken: _Taken) -> None:
         """The built-in detectors over `s`, their findings added to `taken`."""
@@ -466,6 +468,48 @@ def _card_window_ok(s: str, window: list[tuple[int, int]]) -> bool:
 
 def _near(pattern: re.Pattern[str], s: str, start: int, end: int) -> bool:
     return pattern.search(s, max(0, start - _CONTEXT_WINDOW), end + _CONTEXT_WINDOW) is not None
+
+
+def _spaced(s: str, unusual: bool) -> str:
+    """`s` with a tab, a line break and a lone CR as a space (one to one: offsets kept), for the built-in detectors."""
+    if unusual and "\r" in s:
+        s = _LONE_CR.sub(" ", s)
+    return s.replace("\n", " ").replace("\t", " ")
+
+
+def _shown(text: str) -> tuple[str, list[int]] | None:
+    """`text` without the runs of characters that draw nothing where they split something (a letter, a digit or a
+    separator on either side), and for each one left out how many characters of the result come before it; None
+    when none is left out."""
+    gone: list[int] = []
+    for m in _HIDDEN.finditer(text):
+        start, end = m.span()
+        left, right = text[start - 1 : start], text[end : end + 1]
+        if left in _SPLITTABLE or right in _SPLITTABLE or left.isalnum() or right.isalnum():
+            gone.extend(range(start, end))
+    if not gone:
+        return None
+    return "".join(_without(text, gone)), [h - j for j, h in enumerate(gone)]
+
+
+def _mapped(f: Finding, before: list[int]) -> Finding:
+    """`f`, found in `_shown`'s reading, at the text's offsets: it covers what was left out inside it."""
+    return Finding(f.kind, f.start + bisect_right(before, f.start), f.end + bisect_right(before, f.end - 1))
+
+
+def _joined(readings: list[list[Finding]], kinds: tuple[str, ...]) -> list[Finding]:
+    """The findings of several readings of one text, those that overlap masked as one: their span, and the kind
+    listed first in `kinds` (a card's digits read as an account in one reading are not left for the other)."""
+    rank = {kind: i for i, kind in enumerate(kinds)}
+    out: list[Finding] = []
+    for f in sorted((f for reading in readings for f in reading), key=lambda f: (f.start, -f.end)):
+        if out and f.start < out[-1].end:
+            last = out[-1]
+            kind = last.kind if rank.get(last.kind, 0) <= rank.get(f.kind, 0) else f.kind
+            out[-1] = Finding(kind, last.start, max(last.end, f.end))
+        else:
+            out.append(f)
+    return out
 
 
 def _without(text: str, gone: list[int]) -> Iterator[str]:

@@ -236,6 +236,26 @@ def test_a_number_beside_digits_split_off_by_what_draws_nothing_is_still_masked(
     assert r.redact(text) == masked
 
 
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("메일 john\u200b@example.com 로", "메일 [EMAIL] 로"),
+        ("메일 john@exam\u00adple.com 로", "메일 [EMAIL] 로"),  # a soft hyphen, as HTML hyphenation puts one
+        ("메일 jo\u200bhn@example.com 로", "메일 [EMAIL] 로"),
+        ("번호 010\u200b1234\u200b5678\r010\u200b9876\u200b5432 끝", "번호 [PHONE]\r[PHONE] 끝"),  # a lone CR
+        ("계좌 4111 1111 1111 1111\u200b12345678 입니다", "계좌 [CARD] 입니다"),  # two readings' overlap, whole
+    ],
+)
+def test_what_draws_nothing_splits_no_address_and_joins_no_two_numbers(r: Redactor, text: str, masked: str) -> None:
+    """A first version read past such characters only beside digits (an address split by one was stored), deleted a
+    lone CR (joining two numbers into none) and let one reading's account hide the other's card."""
+    assert r.redact(text) == masked
+
+
+def test_extra_patterns_read_past_what_draws_nothing_too() -> None:
+    assert Redactor(extra_patterns={"EMP_ID": "EMP-[0-9]{6}"}).redact("사번 EMP-123\u200b456") == "사번 [EMP_ID]"
+
+
 def test_extra_patterns_see_the_text_as_typed_line_breaks_and_all() -> None:
     """Extra patterns written for lines (``(?m)^주소: .+$``, ``메모:[^\n]+``) saw the line breaks as spaces: one
     stored the address, the other masked the rest of the text."""
@@ -579,6 +599,15 @@ _FRAGMENTS = [
     "📈",
     "원",
     "*",
+    # What reads as nothing, or as a space, to a person: the detectors read past it (a second reading of the text)
+    "\u200b",
+    "\u00ad",
+    "\u200d",
+    "\r",
+    "\r\n",
+    "\t",
+    "\n",
+    "john",
 ]
 pii_like_text = st.lists(
     st.one_of(st.sampled_from(_FRAGMENTS), st.text(max_size=8), st.from_regex(r"[0-9]{1,14}", fullmatch=True)),
