@@ -116,12 +116,18 @@ def test_a_raw_user_id_without_the_salt_the_ids_were_hashed_with_is_refused_not_
             erase(unsalted, user_ids=["alice"])
     assert _rows(s, "query_text like '%앨리스%'") == 2 * 1  # nothing touched
     assert main(["--home", str(s.home), "erase", "--user-id", "alice"]) == 2
-    assert "set the salt the server has" in capsys.readouterr().err
+    assert "set the salt they were hashed with" in capsys.readouterr().err
     from querylog.runtime import make_redactor
 
     stored = make_redactor(s).pseudonymize_user_id("alice")
     assert erase(dataclasses.replace(s, user_id_salt=None), user_ids=[stored]).lake_events == 2 * 4
     assert _rows(s, "query_text like '%앨리스%'") == 0
+    # A damaged note stops no server: it is said and written anew.
+    noted = s.state_dir / "user-id-salts.json"
+    noted.write_text("{not json")
+    with Runtime(s):
+        pass
+    assert len(json.loads(noted.read_text())) == 1
 
 
 def test_with_a_salt_the_raw_user_id_is_never_written_down_nor_sent_to_loki(

@@ -126,10 +126,15 @@ def salt_fingerprint(settings: Settings) -> str | None:
 
 
 def note_user_id_salt(settings: Settings) -> None:
-    """Add the fingerprint of `settings`' user-id salt, if any, to `USER_ID_SALTS`."""
+    """Add the fingerprint of `settings`' user-id salt, if any, to `USER_ID_SALTS`. A damaged file is said and
+    written anew: a server does not stop over it (an erasure reads it again, and is refused while it is damaged)."""
     if (fingerprint := salt_fingerprint(settings)) is None:
         return
-    noted = _noted_salts(settings)
+    try:
+        noted = _noted_salts(settings)
+    except SaltNeededError as exc:
+        _log.warning("user_id_salts_unreadable", error=str(exc))
+        noted = set()
     if fingerprint not in noted:
         path = settings.state_dir / USER_ID_SALTS
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,8 +159,8 @@ def _check_salt(settings: Settings, user_ids: Sequence[str]) -> str | None:
     fingerprint = salt_fingerprint(settings)
     if fingerprint is None:
         raise SaltNeededError(
-            "this data directory stores user ids hashed with QUERYLOG_USER_ID_SALT: set the salt the server has, or "
-            "give each id as stored (u_…); without it the hashed ids would be found nowhere"
+            "this data directory stores user ids hashed with QUERYLOG_USER_ID_SALT: set the salt they were hashed "
+            "with, or give each id as stored (u_…); without it the hashed ids would be found nowhere"
         )
     if fingerprint not in noted:
         raise SaltNeededError(
