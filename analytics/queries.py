@@ -70,7 +70,8 @@ _STAGE_COLUMNS: Final = (
 # filtered and charted like any other intent instead of vanishing as NULL.
 #: `querylog.analytics.search_groups.question_key` in SQL: what makes two questions the same (case and spacing
 #: aside), so that the report's and the explorer's top queries count a question as search does.
-QUESTION_KEY_SQL: Final = r"lower(trim(regexp_replace(query_text, '\s+', ' ', 'g')))"
+#: The class is Python's whitespace (`str.split`) in RE2: its ``\s`` is ASCII only, ``\p{Z}`` the Unicode spaces.
+QUESTION_KEY_SQL: Final = r"lower(trim(regexp_replace(query_text, '[\s\x0b\x1c-\x1f\x85\p{Z}]+', ' ', 'g')))"
 _BASE_SQL: Final = f"SELECT * REPLACE (coalesce(intent, '{UNCLASSIFIED}') AS intent) FROM queries"
 
 _T = TypeVar("_T")

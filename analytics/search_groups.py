@@ -65,8 +65,8 @@ class AskedQuestion:
 
 
 def question_key(text: str) -> str:
-    """What makes two questions the same: their words, case-folded."""
-    return " ".join(text.casefold().split())
+    """What makes two questions the same: their words, lower-cased (as `queries.QUESTION_KEY_SQL` has it in SQL)."""
+    return " ".join(text.lower().split())
 
 
 _ASKED_SQL: Final = f"""

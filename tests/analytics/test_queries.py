@@ -239,6 +239,21 @@ def test_top_queries_count_a_question_as_search_does_whatever_its_spacing(tmp_pa
     assert stats.repeated_queries == 2
 
 
+@pytest.mark.parametrize(
+    "text", ["a\u00a0b", "a\u3000b", " a  b\u3000", "a\u2009b", "a\x0bb", "a\x1cb", "a\x85b", "a\u2028b", "A\tB\nc"]
+)
+def test_the_sql_question_key_is_search_s(text: str) -> None:
+    """DuckDB's regex `\\s` is ASCII only: a question typed with an ideographic space (a Korean keyboard's) or a
+    no-break space was one question to search and another to the top queries."""
+    import duckdb
+
+    from querylog.analytics.queries import QUESTION_KEY_SQL
+    from querylog.analytics.search_groups import question_key
+
+    key = duckdb.execute(f"SELECT {QUESTION_KEY_SQL} FROM (SELECT $1 AS query_text)", [text]).fetchone()
+    assert key is not None and key[0] == question_key(text)
+
+
 def test_feedback_and_latency_count_failed_queries_in_every_section(tmp_path: Path) -> None:
     """A thumbs-down on a failed query counted in the summary's mean but not in its rate nor by intent, and a canary
     release that failed slowly showed the latency of its completed queries only, looking faster than it was."""
