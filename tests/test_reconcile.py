@@ -236,7 +236,9 @@ def test_loki_is_held_to_the_window_it_can_hold_when_the_log_reaches_past_it(
         assert lost.loki_shortfall == 2  # what reconcile then points at: the lag, and the drops by reason
 
 
-def test_a_query_whose_end_leaves_out_its_classified_intent_agrees_with_loki(tmp_path: Path) -> None:
+def test_a_query_whose_end_leaves_out_its_classified_intent_agrees_with_loki(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`POST /v1/events` takes a query_completed without its intent (it is optional): the log, the lake and the
     metrics count the query under its classification, Loki (one line at a time) under unclassified, and reconcile
     differed for good on a healthy system."""
@@ -258,6 +260,14 @@ def test_a_query_whose_end_leaves_out_its_classified_intent_agrees_with_loki(tmp
     counts = {(kind, key): c for kind, key, c in report.rows}
     assert counts["intents", "stock_analysis"] == {"log": 3, "lake": 3, "metrics": 3, LOKI_WINDOW: 0, "loki": 0}
     assert counts["intents", "unclassified"][LOKI_WINDOW] == counts["intents", "unclassified"]["loki"] == 3
+    # The command says why Loki has a column of its own: the intents, not a window (every event is in it).
+    monkeypatch.setenv("QUERYLOG_HOME", str(home))
+    monkeypatch.setenv("QUERYLOG_ENV", "test")
+    monkeypatch.setenv("LOKI_URL", "http://loki")
+    monkeypatch.setattr(LokiOptions, "client", lambda self, url: httpx.Client(transport=loki.transport(), base_url=url))
+    assert main(["reconcile"]) == 0
+    err = capsys.readouterr().err
+    assert "Loki's intents are held to the log's as LogQL reads them" in err and "older than Loki accepts" not in err
 
 
 def test_the_events_loki_counts_beyond_the_log_are_summed_as_its_surplus() -> None:

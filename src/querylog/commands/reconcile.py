@@ -114,13 +114,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     if LOKI_WINDOW in report.sources and report.loki_window is not None:
         since_loki, until = report.loki_window
-        print(
-            f"querylog reconcile: Loki is held to the log's events from {since_loki:%Y-%m-%d %H:%M:%S} to "
-            f"{until:%Y-%m-%d %H:%M:%S} UTC ({LOKI_WINDOW}), each query under its last event's own intent "
-            "(unclassified without one): the Loki projection never pushes the others (older than Loki accepts, or "
-            "ahead of now) and counts them as dropped, and LogQL cannot join a query's classification to its end",
-            file=sys.stderr,
-        )
+        if report.sources[LOKI_WINDOW].events != report.sources["log"].events:
+            print(
+                f"querylog reconcile: Loki is held to the log's events from {since_loki:%Y-%m-%d %H:%M:%S} to "
+                f"{until:%Y-%m-%d %H:%M:%S} UTC ({LOKI_WINDOW}): the Loki projection never pushes the others (older "
+                "than Loki accepts, or ahead of now) and counts them as dropped",
+                file=sys.stderr,
+            )
+        if report.sources[LOKI_WINDOW].intents != report.sources["log"].intents:
+            print(
+                f"querylog reconcile: Loki's intents are held to the log's as LogQL reads them ({LOKI_WINDOW}): each "
+                "query under its last event's own intent, unclassified without one (it cannot join a query's "
+                "classification to its end)",
+                file=sys.stderr,
+            )
     if ARRIVAL_ORDER in report.sources:
         print(
             f"querylog reconcile: the metrics are held to the log's counts in arrival order ({ARRIVAL_ORDER}): a "
