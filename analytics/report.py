@@ -534,14 +534,19 @@ _ROUND_STEPS: Final = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 10.0)
 def _axis_top(peak: float) -> float:
     """The top of a chart's value axis: the smallest four round steps (`_ROUND_STEPS`) that reach `peak`, each a
     whole number once `peak` is one or more (the charts count queries and milliseconds: not 2.50, 5, 7.50, 10)."""
+    if not (math.isfinite(peak) and peak > 0):
+        return 1.0
     step = peak / 4
     scale = 10.0 ** math.floor(math.log10(step))
-    sizes = (m * scale for m in _ROUND_STEPS)
+    # Under one, steps a two-decimal label reads exactly (not 0.015): 1, 2 or 5 of the scale.
+    sizes = (m * scale for m in (_ROUND_STEPS if peak >= 1 else (1.0, 2.0, 5.0, 10.0)))
     return 4 * next(s for s in sizes if s >= step * (1 - 1e-9) and (peak < 1 or abs(s - round(s)) < 1e-9))
 
 
 def _tick(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 10 or value == int(value) else f"{value:.2f}"
+    if abs(value) >= 10 or value == int(value):
+        return f"{value:,.0f}"
+    return f"{value:.2f}" if abs(value) >= 0.01 else f"{value:.2g}"  # a step of 0.002 is no "0.00"
 
 
 def _charts(report: Report) -> list[str]:

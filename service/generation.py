@@ -412,6 +412,8 @@ def generator_from_env(environ: Mapping[str, str]) -> Generator:
     model = environ.get(ENV_MODEL, "").strip()
     if not model:
         raise ValueError(f"{ENV_MODEL} must name the model to request (e.g. gpt-4o-mini) when {ENV_BASE_URL} is set")
+    if (why := name_text_problem(model)) is not None:  # every answer's event carries it: refused now, not on each
+        raise ValueError(f"{ENV_MODEL}: {why}")
     raw_timeout = environ.get(ENV_TIMEOUT_S, "").strip()
     timeout_s = 30.0
     if raw_timeout:

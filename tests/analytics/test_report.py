@@ -149,6 +149,17 @@ def test_each_charts_value_axis_counts_in_round_steps(two_weeks: SampleLake) -> 
         assert round(mantissa, 6) in (1, 1.5, 2, 2.5, 3, 4, 5, 6), ticks
 
 
+@pytest.mark.parametrize("peak", [0.05, 0.37, 0.001, 3.0, 9.0, 201.0, 74.0, 12_345.0])
+def test_an_axis_labels_each_of_its_steps_exactly(peak: float) -> None:
+    """Under one, a step of 0.015 was labelled 0.01 and 0.03 (two decimals): the labels lied by half a step."""
+    from querylog.analytics.report import _axis_top, _tick
+
+    top = _axis_top(peak)
+    assert top >= peak
+    for k in range(5):
+        assert float(_tick(top * k / 4).replace(",", "")) == pytest.approx(top * k / 4, rel=1e-9, abs=1e-12)
+
+
 def test_report_command_writes_html_and_markdown(
     two_weeks: SampleLake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -331,6 +331,13 @@ def test_env_with_base_url_gives_http_generator(closing: list[OpenAICompatibleGe
     )
 
 
+@pytest.mark.parametrize("model", ["m" * 201, "gpt\t4o"])
+def test_a_model_setting_no_event_can_hold_is_refused_at_start(model: str) -> None:
+    """It was taken, and every chat request then failed where the tracker refused it as the answer's model."""
+    with pytest.raises(ValueError, match="QUERYLOG_LLM_MODEL: a name is at most 200 characters"):
+        generator_from_env({"QUERYLOG_LLM_BASE_URL": BASE_URL, "QUERYLOG_LLM_MODEL": model})
+
+
 def test_env_timeout_defaults_to_30_seconds(closing: list[OpenAICompatibleGenerator]) -> None:
     generator = generator_from_env({"QUERYLOG_LLM_BASE_URL": BASE_URL, "QUERYLOG_LLM_MODEL": "m"})
     assert isinstance(generator, OpenAICompatibleGenerator)
