@@ -117,7 +117,7 @@ def count_events(events: Iterable[AnyEvent], *, in_arrival_order: bool = False, 
     events = list(events)
     counts = Counts()
     classified: dict[str, str] = {}
-    if not in_arrival_order:
+    if not (in_arrival_order or own_intent):
         classified = {e.query_id: e.intent for e in events if isinstance(e, IntentClassified)}
     for event in events:
         counts.events[event.event_type] += 1
