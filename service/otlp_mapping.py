@@ -97,7 +97,7 @@ def _value(v: AnyValue) -> Any:
     if kind == "kvlist_value":
         return {kv.key: _value(kv.value) for kv in v.kvlist_value.values}
     if kind == "bytes_value":
-        return bytes(v.bytes_value)  # text (its hex digits) where text is wanted (`_text`), never a number
+        return bytes(v.bytes_value)  # an id's hex digits (`_text`), a text's UTF-8 (`_str`), never a number
     return getattr(v, kind)
 
 
