@@ -122,12 +122,16 @@ def test_a_raw_user_id_without_the_salt_the_ids_were_hashed_with_is_refused_not_
     stored = make_redactor(s).pseudonymize_user_id("alice")
     assert erase(dataclasses.replace(s, user_id_salt=None), user_ids=[stored]).lake_events == 2 * 4
     assert _rows(s, "query_text like '%앨리스%'") == 0
-    # A damaged note stops no server: it is said and written anew.
+    # A damaged note stops no server: it is said and left as it is (it may hold an earlier salt's), and an erase by
+    # a raw id is refused while it is damaged.
     noted = s.state_dir / "user-id-salts.json"
-    noted.write_text("{not json")
-    with Runtime(s):
-        pass
-    assert len(json.loads(noted.read_text())) == 1
+    for damaged in ("{not json", "[1, 2]", '"abc"'):
+        noted.write_text(damaged)
+        with Runtime(s):
+            pass
+        assert noted.read_text() == damaged
+        with pytest.raises(ValueError, match="move it away"):
+            erase(s, user_ids=["bob"])
 
 
 def test_with_a_salt_the_raw_user_id_is_never_written_down_nor_sent_to_loki(

@@ -126,15 +126,16 @@ def salt_fingerprint(settings: Settings) -> str | None:
 
 
 def note_user_id_salt(settings: Settings) -> None:
-    """Add the fingerprint of `settings`' user-id salt, if any, to `USER_ID_SALTS`. A damaged file is said and
-    written anew: a server does not stop over it (an erasure reads it again, and is refused while it is damaged)."""
+    """Add the fingerprint of `settings`' user-id salt, if any, to `USER_ID_SALTS`. A damaged file is said and left
+    as it is (it may hold an earlier salt's): a server does not stop over it, and an erasure by a raw id is refused
+    while it is damaged."""
     if (fingerprint := salt_fingerprint(settings)) is None:
         return
     try:
         noted = _noted_salts(settings)
     except SaltNeededError as exc:
         _log.warning("user_id_salts_unreadable", error=str(exc))
-        noted = set()
+        return
     if fingerprint not in noted:
         path = settings.state_dir / USER_ID_SALTS
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,12 +143,16 @@ def note_user_id_salt(settings: Settings) -> None:
 
 
 def _noted_salts(settings: Settings) -> set[str]:
+    path = settings.state_dir / USER_ID_SALTS
     try:
-        return set(json.loads((settings.state_dir / USER_ID_SALTS).read_text()))
+        noted = json.loads(path.read_text())
     except FileNotFoundError:
         return set()
-    except (OSError, ValueError, TypeError) as exc:
-        raise SaltNeededError(f"{settings.state_dir / USER_ID_SALTS} cannot be read ({exc}): move it away") from None
+    except (OSError, ValueError) as exc:
+        raise SaltNeededError(f"{path} cannot be read ({exc}): move it away") from None
+    if not (isinstance(noted, list) and all(isinstance(n, str) for n in noted)):
+        raise SaltNeededError(f"{path} is not a list of fingerprints: move it away")
+    return set(noted)
 
 
 def _check_salt(settings: Settings, user_ids: Sequence[str]) -> str | None:

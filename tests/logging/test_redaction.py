@@ -244,6 +244,10 @@ def test_a_number_beside_digits_split_off_by_what_draws_nothing_is_still_masked(
         ("메일 jo\u200bhn@example.com 로", "메일 [EMAIL] 로"),
         ("번호 010\u200b1234\u200b5678\r010\u200b9876\u200b5432 끝", "번호 [PHONE]\r[PHONE] 끝"),  # a lone CR
         ("계좌 4111 1111 1111 1111\u200b12345678 입니다", "계좌 [CARD] 입니다"),  # two readings' overlap, whole
+        # An address's name may hold any letter, and start inside a number glued to it: both masked as one
+        ("card 4111 1111 1111 1111mínsu@x.com 끝", "card [EMAIL] 끝"),
+        ("카드 4111 1111 1111 1111번@gmail.com 끝", "카드 [EMAIL] 끝"),
+        ("번호 010 1234 5678님@naver.com 끝", "번호 [EMAIL] 끝"),
     ],
 )
 def test_what_draws_nothing_splits_no_address_and_joins_no_two_numbers(r: Redactor, text: str, masked: str) -> None:
