@@ -492,11 +492,14 @@ def _svg_bars(
         f"<title>{_esc(title)}</title>",
         f'<text x="{left}" y="16" font-size="13" font-weight="600">{_esc(title)}</text>',
     ]
+    # Each gridline's label with the decimals its step needs (0.005, 0.01, 0.015: three), the same on every line.
+    decimals = max(0, -math.floor(math.log10(peak / 4) + 1e-9)) if peak < 4 else 0
     for k in range(5):
         value = peak * k / 4
         y = top + plot_h - plot_h * k / 4
+        label = f"{value:,.{decimals}f}" if decimals else _tick(value)
         out.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
-        out.append(f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{_esc(_tick(value))}</text>')
+        out.append(f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{_esc(label)}</text>')
     every = max(1, len(labels) // 12)  # keep axis labels legible when there are many bars
     for i, label in enumerate(labels):
         x0 = left + slot * i + slot * 0.1

@@ -149,15 +149,18 @@ def test_each_charts_value_axis_counts_in_round_steps(two_weeks: SampleLake) -> 
         assert round(mantissa, 6) in (1, 1.5, 2, 2.5, 3, 4, 5, 6), ticks
 
 
-@pytest.mark.parametrize("peak", [0.05, 0.37, 0.001, 3.0, 9.0, 201.0, 74.0, 12_345.0])
+@pytest.mark.parametrize("peak", [0.015, 0.05, 0.37, 0.9, 0.001, 3.0, 9.0, 201.0, 74.0, 12_345.0])
 def test_an_axis_labels_each_of_its_steps_exactly(peak: float) -> None:
-    """Under one, a step of 0.015 was labelled 0.01 and 0.03 (two decimals): the labels lied by half a step."""
-    from querylog.analytics.report import _axis_top, _tick
+    """Under one, a step of 0.015 was labelled 0.01 and 0.03 (two decimals), and 0.005, 0.01, 0.01, 0.02 once the
+    labels took their decimals each from its own value: the labels lied by half a step."""
+    from querylog.analytics.report import _svg_bars
 
-    top = _axis_top(peak)
-    assert top >= peak
-    for k in range(5):
-        assert float(_tick(top * k / 4).replace(",", "")) == pytest.approx(top * k / 4, rel=1e-9, abs=1e-12)
+    svg = _svg_bars("t", ["a"], [("s", [peak])])
+    labels = [t.replace(",", "") for t in re.findall(r'text-anchor="end" fill="#555">([^<]+)<', svg)]
+    ticks = [float(t) for t in labels]
+    assert ticks[-1] >= peak and len(set(labels)) == 5
+    assert ticks == pytest.approx([ticks[-1] * k / 4 for k in range(5)], rel=1e-9, abs=1e-12)
+    assert len({len(t.split(".")[1]) if "." in t else 0 for t in labels[1:]}) == 1  # one number of decimals
 
 
 def test_report_command_writes_html_and_markdown(

@@ -121,7 +121,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 "than Loki accepts, or ahead of now) and counts them as dropped",
                 file=sys.stderr,
             )
-        if report.sources[LOKI_WINDOW].intents != report.sources["log"].intents:
+        # Only when the window holds every event is a difference in intents LogQL's reading alone.
+        window = report.sources[LOKI_WINDOW]
+        if window.events == report.sources["log"].events and window.intents != report.sources["log"].intents:
             print(
                 f"querylog reconcile: Loki's intents are held to the log's as LogQL reads them ({LOKI_WINDOW}): each "
                 "query under its last event's own intent, unclassified without one (it cannot join a query's "
