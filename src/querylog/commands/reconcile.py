@@ -122,8 +122,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 file=sys.stderr,
             )
         # Only when the window holds every event is a difference in intents LogQL's reading alone.
-        window = report.sources[LOKI_WINDOW]
-        if window.events == report.sources["log"].events and window.intents != report.sources["log"].intents:
+        held, log = report.sources[LOKI_WINDOW], report.sources["log"]
+        if held.events == log.events and held.intents != log.intents:
             print(
                 f"querylog reconcile: Loki's intents are held to the log's as LogQL reads them ({LOKI_WINDOW}): each "
                 "query under its last event's own intent, unclassified without one (it cannot join a query's "
