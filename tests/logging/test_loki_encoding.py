@@ -19,6 +19,7 @@ from querylog.logging.events import (
     QueryFailed,
     QueryReceived,
     SearchCompleted,
+    is_blank,
 )
 from querylog.logging.loki import encode_lines, plan_pushes
 from querylog.logging.loki.encoding import MAX_LINE_BYTES, LineError
@@ -98,7 +99,7 @@ def test_an_absurd_id_is_capped_so_metadata_stays_under_lokis_limit() -> None:
 _text = (
     st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40)
     .map(lambda s: unicodedata.normalize("NFC", s))
-    .filter(str.strip)
+    .filter(lambda s: not is_blank(s))  # as the events hold it: a soft hyphen alone is blank, though not space
 )
 _events = st.one_of(
     st.builds(
