@@ -24,6 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from starlette.requests import ClientDisconnect
 
+from querylog._format import shortened
 from querylog.logging.codec import DecodeError, from_builtins
 from querylog.logging.events import (
     INVISIBLE_CHARS,
@@ -326,14 +327,10 @@ _TEXT_REGEX: Final = "Expected `str` matching regex"
 MAX_ECHOED_CHARS: Final = 200
 
 
-def _echoed(text: str) -> str:
-    return text if len(text) <= MAX_ECHOED_CHARS else f"{text[:MAX_ECHOED_CHARS]}… ({len(text):,} characters)"
-
-
 def _describe(exc: DecodeError) -> tuple[str | None, str]:
-    """(field, message) from a codec error, each cut to `MAX_ECHOED_CHARS` (`_echoed`)."""
+    """(field, message) from a codec error, each cut to `MAX_ECHOED_CHARS` (`querylog._format.shortened`)."""
     field, message = _described(exc)
-    return (_echoed(field) if field is not None else None), _echoed(message)
+    return (shortened(field, MAX_ECHOED_CHARS) if field is not None else None), shortened(message, MAX_ECHOED_CHARS)
 
 
 def _described(exc: DecodeError) -> tuple[str | None, str]:
@@ -695,7 +692,7 @@ def _batch_items(payload: object) -> list[Any]:
         raise BatchRejectedError([ItemError(index=None, field=None, message=message)], invalid=0)
     unknown = sorted(set(payload) - {"events"})
     if unknown:
-        field = _echoed(unknown[0])
+        field = shortened(unknown[0], MAX_ECHOED_CHARS)
         message = f'unknown field `{field}`; a batch is {{"events": [...]}}'
         raise BatchRejectedError([ItemError(index=None, field=field, message=message)], invalid=0)
     items = payload.get("events")
