@@ -238,10 +238,17 @@ class Catalog:
             return bool(remote_lake_files(parse_lake_uri(self.lake_uri), self.filesystem))
         return any((self.lake_dir / "events").glob("date=*/hour=*/*.parquet"))
 
+    def idle_connection(self) -> duckdb.DuckDBPyConnection:
+        """The connection, with no result of `execute` left part-read. DuckDB 2 refuses a relation (``sql``,
+        ``register``) on a connection whose last cursor was not read to its end; as with DuckDB 1, the catalog's
+        next query ends that cursor."""
+        self.connection.abort()
+        return self.connection
+
     def refresh(self) -> None:
         """(Re)create the views. DuckDB expands the file glob at each query, so new files are seen without
         this; it is needed only when the lake went from empty to non-empty."""
-        con = self.connection
+        con = self.idle_connection()
         dataset = None
         if self.lake_uri is not None:  # a remote lake: its file list as of now, so refresh() to see new files
             from querylog.analytics.lake_remote import lake_dataset
@@ -277,7 +284,8 @@ class Catalog:
 
     def execute(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
         """Start SQL and return its cursor. The rows are read as it is fetched, so a compaction meanwhile can
-        make the fetch fail; `query` and `arrow` read everything first and are safe from it."""
+        make the fetch fail; `query` and `arrow` read everything first and are safe from it. The cursor is good
+        until the catalog's next query."""
         try:
             cursor = self.connection.execute(sql, params)
         except duckdb.Error as exc:
@@ -303,7 +311,7 @@ class Catalog:
         def run() -> pa.Table:
             try:
                 # .sql(): an Arrow result straight from the relation (execute() would copy the rows once more)
-                return _statement_ran(self.connection.sql(sql, params=params), sql).to_arrow_table()
+                return _statement_ran(self.idle_connection().sql(sql, params=params), sql).to_arrow_table()
             except duckdb.Error as exc:
                 raise CatalogError(_one_line(exc)) from exc
 

@@ -242,9 +242,10 @@ def arrow_table(catalog: Catalog, sql: str, params: Mapping[str, Any] | None = N
     and says so with a warning on every call. A query that compaction or retention moved files under (a file
     it listed was swapped away, or an hour it listed was skipped) is run again (`Catalog.consistent`).
     """
-    return _translated(
-        lambda: catalog.consistent(lambda: catalog.connection.sql(sql, params=dict(params or {})).to_arrow_table())
-    )
+    def run() -> pa.Table:
+        return catalog.idle_connection().sql(sql, params=dict(params or {})).to_arrow_table()
+
+    return _translated(lambda: catalog.consistent(run))
 
 
 def open_catalog(lake_dir: Path | str, *, names: Names | None = None) -> Catalog:

@@ -876,7 +876,7 @@ class LakeSearch:
         """Index the lake's finished queries that are not in the index yet; the number added."""
         now = now or datetime.now(UTC)
         with self._writing() as index:
-            con = catalog.connection
+            con = catalog.idle_connection()
             con.register("_ql_indexed", self._ledger())
             try:
                 column = self._column  # one of two fixed names, never user input

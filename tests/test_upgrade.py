@@ -78,9 +78,10 @@ def test_old_and_new_queries_read_side_by_side(upgraded: tuple[Path, list[dict[s
     new = {r["query_id"]: r for r in rows if r["env"] == "upgraded"}
     assert {a["query_id"] for a in answers} <= set(new)
     assert all(new[a["query_id"]]["release"] == "2.0.0-test" for a in answers)
-    [(events, distinct)] = duckdb.sql(  # no event twice: the old lake files were not re-projected
-        f"select count(*), count(distinct event_id) from read_parquet('{home}/lake/events/*/*/*.parquet')"
-    ).fetchall()
+    with duckdb.connect() as con:  # no event twice: the old lake files were not re-projected
+        [(events, distinct)] = con.execute(
+            f"select count(*), count(distinct event_id) from read_parquet('{home}/lake/events/*/*/*.parquet')"
+        ).fetchall()
     assert events == distinct > _V1_EVENTS
 
 
@@ -128,7 +129,8 @@ def test_duckdb_polars_and_pyarrow_count_the_same_rows_over_both_generations(
 ) -> None:
     home, _, _ = upgraded
     files = sorted(str(p) for p in (home / "lake" / "events").glob("date=*/hour=*/*.parquet"))
-    [(by_duckdb,)] = duckdb.sql(f"select count(*) from read_parquet({files}, union_by_name = true)").fetchall()
+    with duckdb.connect() as con:
+        [(by_duckdb,)] = con.execute(f"select count(*) from read_parquet({files}, union_by_name = true)").fetchall()
     by_polars = scan_lake(home / "lake").select(pl.len()).collect()
     by_arrow = ds.dataset(files, format="parquet").count_rows()
     by_catalog = _rows(home, "select count(*) as n from events")[0]["n"]

@@ -114,6 +114,23 @@ def test_new_files_are_seen_without_reopening(tmp_path: Path) -> None:
         assert cat.query("select count(*) from events")[1][0][0] == before + 2
 
 
+def test_a_cursor_read_in_part_does_not_block_the_catalogs_next_query(tmp_path: Path) -> None:
+    """DuckDB 2 refuses a relation on a connection whose last result was not read to its end: one row taken from
+    `execute`'s cursor made every later `arrow`, `refresh` and search sync fail with Resource In Use."""
+    from querylog.analytics.queries import arrow_table
+    from querylog.analytics.upkeep import LakeSearch
+
+    with Catalog(_lake(tmp_path)) as cat:
+        assert cat.execute("select query_id from queries order by started_at").fetchone() is not None
+        assert cat.arrow("select count(*) as n from queries").to_pylist() == [{"n": 7}]
+        cat.execute("select * from events").fetchone()
+        cat.refresh()
+        cat.execute("select * from events").fetchone()
+        assert arrow_table(cat, "select count(*) as n from sessions").to_pylist() == [{"n": 3}]
+        cat.execute("select * from events").fetchone()
+        assert LakeSearch(tmp_path / "home").sync(cat, now=datetime.now(UTC)) == 7
+
+
 def test_bad_sql_is_one_clear_line(tmp_path: Path) -> None:
     with Catalog(_lake(tmp_path)) as cat, pytest.raises(CatalogError) as info:
         cat.query("select nope from queries")
