@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 from querylog.analytics.catalog import QUERY_INTENT_SQL, Catalog
 from querylog.analytics.queries import Filters
 from querylog.logging.events import UNCLASSIFIED
+from querylog.logging.reformulation import lower_as_duckdb
 
 if TYPE_CHECKING:
     from querylog.analytics.aliases import Aliases
@@ -66,7 +67,7 @@ class AskedQuestion:
 
 def question_key(text: str) -> str:
     """What makes two questions the same: their words, lower-cased (as `queries.QUESTION_KEY_SQL` has it in SQL)."""
-    return " ".join(text.lower().split())
+    return " ".join(lower_as_duckdb(text).split())
 
 
 _ASKED_SQL: Final = f"""

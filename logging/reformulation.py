@@ -25,7 +25,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-__all__ = ["SIMILARITY", "WINDOW_S", "Asked", "Names", "asked", "reformulates", "sql_columns", "sql_reformulated"]
+__all__ = [
+    "SIMILARITY",
+    "WINDOW_S",
+    "Asked",
+    "Names",
+    "asked",
+    "lower_as_duckdb",
+    "reformulates",
+    "sql_columns",
+    "sql_reformulated",
+]
 
 WINDOW_S: Final = 300
 SIMILARITY: Final = 0.5
@@ -84,16 +94,20 @@ class Asked:
 _COMPANY: Final = "\ue000"
 
 
+def lower_as_duckdb(text: str) -> str:
+    """`text` lower-cased as DuckDB's lower() does it, which the lake's side uses: İ is i (Python adds a combining
+    dot), and Σ is σ wherever it stands (Python writes ς at a word's end). Those are the only two places where the
+    two lower case differently."""
+    if text.isascii():
+        return text.lower()
+    text = text.replace("İ", "I")
+    if "Σ" in text:
+        return "".join(char.lower() for char in text)
+    return text.lower()
+
+
 def _compact(text: str) -> str:
-    compact = _SPACE.sub("", text)
-    if compact.isascii():
-        return compact.lower()
-    # As DuckDB's lower(), which the lake's side uses: İ is i (Python adds a combining dot), and Σ is σ wherever it
-    # stands (Python writes ς at a word's end). Those are the only two places where the two lower case differently.
-    compact = compact.replace("İ", "I")
-    if "Σ" in compact:
-        return "".join(char.lower() for char in compact)
-    return compact.lower()
+    return lower_as_duckdb(_SPACE.sub("", text))
 
 
 def _tokens(compact: str) -> set[str]:
