@@ -135,7 +135,7 @@ def _http_url(url: str) -> bool:
         parsed = httpx.URL(url)
     except httpx.InvalidURL:
         return False
-    return parsed.scheme in ("http", "https") and bool(parsed.host)
+    return parsed.scheme in ("http", "https") and bool(parsed.host) and (parsed.port is None or 0 < parsed.port < 65536)
 
 
 def run_demo(

@@ -417,6 +417,9 @@ def test_search_filters_on_unclassified_as_the_report_does(
     [
         (["serve", "--demo", "-5"], "argument --demo: must be at least 0, got -5"),
         (["demo", "--queries", "0"], "argument --queries/-n: must be at least 1, got 0"),
+        (["demo", "--rate", "nan"], "argument --rate: must be a number of requests per second above 0, got 'nan'"),
+        (["demo", "--rate", "inf"], "argument --rate: must be a number of requests per second above 0, got 'inf'"),
+        (["demo", "--rate", "fast"], "argument --rate: not a number of requests per second: 'fast'"),
     ],
 )
 def test_a_count_out_of_range_is_refused(argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -426,7 +429,10 @@ def test_a_count_out_of_range_is_refused(argv: list[str], says: str, capsys: pyt
     assert exited.value.code == 2 and says in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("url", ["127.0.0.1:18601", "localhost:8000", "ftp://127.0.0.1:8000", "http://", "http://[::1"])
+@pytest.mark.parametrize(
+    "url",
+    ["127.0.0.1:18601", "localhost:8000", "ftp://127.0.0.1:8000", "http://", "http://[::1", "http://127.0.0.1:99999"],
+)
 def test_demo_against_a_url_that_is_no_http_url_says_so(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     """`demo --url 127.0.0.1:18601` with the API up blamed the server: "every request failed — is the API running"."""
     assert main(["demo", "--url", url, "--queries", "1"]) == 2

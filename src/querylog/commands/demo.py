@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
@@ -18,11 +19,21 @@ def add_parser(sub: Any) -> None:
         "(cache hits) and a few deliberate failures. Shows a progress bar.",
     )
     p.add_argument("--queries", "-n", type=count(1), default=200, help="how many queries (default: 200)")
-    p.add_argument("--rate", type=float, default=None, help="requests per second (default: as fast as possible)")
+    p.add_argument("--rate", type=_rate, default=None, help="requests per second (default: as fast as possible)")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default: 8)")
     p.add_argument("--url", default="http://127.0.0.1:8000", help="the API's base URL (default: http://127.0.0.1:8000)")
     p.add_argument("--seed", type=int, default=7, help="random seed: the same seed sends the same workload")
     p.set_defaults(run=run)
+
+
+def _rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of requests per second: {text!r}") from None
+    if not (0 < rate < math.inf):
+        raise argparse.ArgumentTypeError(f"must be a number of requests per second above 0, got {text!r}")
+    return rate
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
