@@ -6,7 +6,10 @@ import csv
 import io
 import json
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -361,6 +364,31 @@ def test_a_catch_up_says_what_each_projection_sent_not_their_sum(
     assert main(["--home", str(tmp_path), "project", "--once", "--metrics"]) == 0
     said = capsys.readouterr().err
     assert "stopped; events projected: parquet 3, " in said and said.rstrip().endswith(", metrics 3")
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
+def test_project_stopped_by_ctrl_c_answers_130_as_serve_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int, code: int
+) -> None:
+    """README: 130 on Ctrl-C. `querylog project` drained and said 0 (`serve` said 130); SIGTERM, a service
+    manager's stop, stays a clean 0."""
+    monkeypatch.delenv("LOKI_URL", raising=False)
+    monkeypatch.delenv("QUERYLOG_LOKI_URL", raising=False)
+    with EventLog(tmp_path / "log") as log, QueryTracker(log).query("삼성전자 주가"):
+        pass
+    with subprocess.Popen(
+        [sys.executable, "-m", "querylog", "--home", str(tmp_path), "project"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stderr is not None
+        said = [proc.stderr.readline()]
+        assert "(SIGTERM or Ctrl-C to stop)" in said[0], said
+        proc.send_signal(signum)
+        said.append(proc.stderr.read())
+        assert proc.wait(timeout=60) == code, said
+    assert "stopped; events projected: parquet 2" in said[-1]
 
 
 def test_home_is_taken_after_the_command_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

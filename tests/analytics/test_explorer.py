@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import signal
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -326,6 +327,25 @@ def test_ui_runs_streamlit_headless_on_localhost_with_the_home(
     err = capsys.readouterr().err
     assert "http://127.0.0.1:8600" in err
     assert f"no events in the lake at {Path('data') / 'lake'} yet: is --home" in err  # a typo was not said
+
+
+def test_ui_stopped_by_ctrl_c_answers_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README: 130 on Ctrl-C; `querylog ui` stopped Streamlit and said 0."""
+    from querylog.cli import main
+
+    class Interrupted(_FakeStreamlit):
+        terminated = False
+
+        def wait(self) -> int:
+            if not self.terminated:
+                raise KeyboardInterrupt
+            return -signal.SIGTERM
+
+        def terminate(self) -> None:
+            self.terminated = True
+
+    monkeypatch.setattr("querylog.commands.ui.subprocess.Popen", Interrupted)
+    assert main(["--home", str(tmp_path), "ui", "--port", "8600"]) == 130
 
 
 def test_ui_refuses_a_bad_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -77,8 +77,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     configure_structlog(stream=sys.stderr, console=stdout_style(settings.stdout_format) == "console")
     settings.home.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
+    stopped_by: list[int] = []
+
+    def on_stop(signum: int, frame: object) -> None:
+        stopped_by.append(signum)
+        stop.set()
+
     for signum in STOP_SIGNALS:
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_stop)
     # Started by `querylog serve`, this process begins with them blocked; a stop sent meanwhile arrives now.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     # A child of `querylog serve` leaves the talking to its parent (projector_process_started/stopped): its banner
@@ -120,4 +126,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not child:
         each = ", ".join(f"{name} {n:,}" for name, n in sent.items()) or "none"
         print(f"querylog project: stopped; events projected: {each}", file=err)
+        if stopped_by[:1] == [signal.SIGINT]:
+            return 130  # Ctrl-C, drained: as `serve` answers it (SIGTERM, a service manager's stop, is a clean 0)
     return 0

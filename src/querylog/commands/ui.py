@@ -81,11 +81,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     proc = subprocess.Popen(streamlit_command(args.host, args.port), env=env)
     # Forward SIGTERM so that stopping `querylog ui` stops Streamlit too (Ctrl-C reaches both already).
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.terminate())
+    interrupted = False
     try:
         while True:
             try:
-                return _exit_code(proc.wait())
+                code = _exit_code(proc.wait())
+                return 130 if interrupted and code == 0 else code  # Ctrl-C: 130, as every command answers it
             except KeyboardInterrupt:
+                interrupted = True
                 proc.terminate()
     finally:
         signal.signal(signal.SIGTERM, previous)
