@@ -112,6 +112,25 @@ def test_reconcile_exits_1_and_names_the_row_when_the_lake_lost_a_file(
     assert "events were still arriving" in captured.err
 
 
+def test_a_difference_just_after_an_erasure_is_put_down_to_it_not_to_traffic(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On an idle server, reconcile after `erase` said "events were still arriving": the only write was the erasure
+    blanking the log. A difference with events written since still says traffic."""
+    assert main(["erase", "--query-id", "q-1"]) == 0
+    files = sorted((home / "lake" / "events").glob("date=*/hour=*/*.parquet"))
+    files[0].unlink()  # a difference of any kind (the metrics a server counted before the erasure, in real use)
+    capsys.readouterr()
+    assert main(["reconcile"]) == 1
+    err = capsys.readouterr().err
+    assert "by an erasure (state/erasures.jsonl), not by traffic" in err and "still arriving" not in err
+    with EventLog(home / "log") as log:
+        log.append(QueryReceived(query_id="q-new", query_text="카카오"))
+    assert main(["reconcile"]) == 1
+    err = capsys.readouterr().err
+    assert "events were still arriving" in err and "by an erasure" not in err
+
+
 def test_a_difference_among_old_events_is_not_put_down_to_traffic(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

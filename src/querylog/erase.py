@@ -56,7 +56,7 @@ from querylog.logging.metrics import MetricsProjection
 from querylog.logging.metrics_snapshot import load_snapshot, write_snapshot
 from querylog.logging.parquet import ParquetSink
 from querylog.logging.projection import atomic_write, try_lead
-from querylog.logging.segments import LogReader
+from querylog.logging.segments import Checkpoint, LogReader
 from querylog.runtime import make_redactor
 
 __all__ = ["AUDIT", "IN_PROGRESS", "LOKI_PENDING", "ErasureError", "ErasureReceipt", "erase"]
@@ -513,10 +513,12 @@ def _file_in_loki(settings: Settings, requests: Sequence[str], receipt: ErasureR
 AUDIT: Final = "erasures.jsonl"
 
 
-def _audit(settings: Settings, receipt: ErasureReceipt) -> None:
+def _audit(settings: Settings, receipt: ErasureReceipt, log_end: Checkpoint) -> None:
+    """An entry in the audit file; `log_end`, the log's end once blanked, tells `reconcile` whether an event came
+    after the erasure (file names and offsets, no id)."""
     path = settings.state_dir / AUDIT
     path.parent.mkdir(parents=True, exist_ok=True)
-    entry = {"ts": datetime.now(UTC).isoformat(), **receipt.as_dict()}
+    entry = {"ts": datetime.now(UTC).isoformat(), **receipt.as_dict(), "log_end": log_end}
     with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
@@ -633,7 +635,7 @@ def _erase(
         receipt.loki_never_shipped = not shipped
         requests = _loki_requests(kept, sorted(queries), _loki_labels(settings)) if shipped else []
         _file_in_loki(settings, requests, receipt)
-    _audit(settings, receipt)
+    _audit(settings, receipt, position)
     # Every store is done (Loki's part kept, if not, in LOKI_PENDING).
     (settings.state_dir / IN_PROGRESS).unlink(missing_ok=True)
     _log.info("erasure_done", **{k: v for k, v in receipt.as_dict().items() if k != "notes"})

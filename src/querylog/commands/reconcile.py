@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -180,6 +181,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 file=sys.stderr,
             )
         if report.last_write is not None and (age := (datetime.now(UTC) - report.last_write).total_seconds()) < LIVE_S:
+            if _erasure_wrote_last(settings):
+                print(
+                    f"querylog reconcile: the log was last written {max(age, 0):.0f} s ago by an erasure "
+                    "(state/erasures.jsonl), not by traffic: the metrics' counters still count the erased events "
+                    "(they count events, not people, and never go down: docs/privacy.md), and Loki until it applies "
+                    "the delete requests",
+                    file=sys.stderr,
+                )
+                return 1
             print(
                 f"querylog reconcile: events were still arriving (the log was written {max(age, 0):.0f} s ago): the "
                 "log, the lake, the metrics and Loki are read one after another, so a few events more in those read "
@@ -192,6 +202,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 #: The log written more recently than this when the counts differ: the service was busy as they were read.
 LIVE_S = 60.0
+
+
+def _erasure_wrote_last(settings: Settings) -> bool:
+    """Whether the log's last write was an erasure's blanking: the log ends where the last erasure left it."""
+    from querylog.erase import AUDIT
+    from querylog.logging.segments import LogReader
+
+    try:
+        last = (settings.state_dir / AUDIT).read_bytes().rstrip(b"\n").rpartition(b"\n")[2]
+        log_end = json.loads(last).get("log_end")
+    except (OSError, ValueError, AttributeError):  # none, unreadable, or not an entry: say nothing of it
+        return False
+    return bool(log_end) and log_end == LogReader(settings.log_dir).end_checkpoint()
 
 
 def _where(exc: Exception) -> str:
