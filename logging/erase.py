@@ -12,7 +12,7 @@ one of those events belongs to (a query's stage events may not repeat its user i
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,9 +37,11 @@ class Subjects:
     def __bool__(self) -> bool:
         return bool(self.user_ids or self.session_ids or self.query_ids)
 
-    def matches(self, ids: _Ids) -> bool:
+    def matches(self, ids: _Ids, queries: Collection[str] = ()) -> bool:
+        """Whether the event of `ids` is a subject's, or one of `queries` (queries found to be a subject's)."""
         return (
             ids.query_id in self.query_ids
+            or ids.query_id in queries
             or (ids.user_id is not None and ids.user_id in self.user_ids)
             or (ids.session_id is not None and ids.session_id in self.session_ids)
         )
@@ -62,6 +64,9 @@ class LogErasure:
     segments: dict[str, int] = field(default_factory=dict)
     #: the blanked events' ids: what the lake may lose too (an event written after the blanking stays in both)
     event_ids: set[str] = field(default_factory=set)
+    #: the queries whose events were blanked: a query that began after the caller listed the subjects' queries
+    #: is among them, and its stage events (which need not name the user) must leave the lake too
+    query_ids: set[str] = field(default_factory=set)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -108,14 +113,22 @@ def erase_from_log(directory: Path, subjects: Subjects) -> LogErasure:
     report = LogErasure()
     if not subjects:
         return report
-    everyone = Subjects(subjects.user_ids, subjects.session_ids, queries_of(directory, subjects) | subjects.query_ids)
+    # Mutable, so that a query that began after `queries_of` read its segment (the service writing meanwhile) is
+    # followed too: its own events in the segments scanned next, which may not name the user, are its.
+    queries = set(queries_of(directory, subjects))
     for path in segment_paths(directory):
+        found = []
         try:
-            found = [(at, len(line), ids) for at, line in _lines(path) if (ids := _ids(line)) and everyone.matches(ids)]
+            for at, line in _lines(path):
+                if (ids := _ids(line)) and subjects.matches(ids, queries):
+                    found.append((at, len(line), ids))
+                    if ids.query_id is not None:
+                        queries.add(ids.query_id)
         except FileNotFoundError:
             continue
         hits = [(at, length) for at, length, _ in found]
         report.event_ids.update(ids.event_id for _, _, ids in found if ids.event_id is not None)
+        report.query_ids.update(ids.query_id for _, _, ids in found if ids.query_id is not None)
         if not hits:
             continue
         _list_erased(directory, path.name)  # before the blanking: a reader never meets a blank line unwarned

@@ -78,6 +78,39 @@ def test_a_users_events_are_gone_from_every_store_and_everyone_elses_stay(tmp_pa
     assert audit[-1]["subjects"] == {"user_ids": 1, "session_ids": 0, "query_ids": 0}
 
 
+def test_a_query_that_begins_while_the_erasure_lists_the_users_queries_leaves_no_event_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under `POST /v1/events` traffic, erase blanked every event of a query that began after it listed the user's
+    queries, but took out of the lake only its first event (the one naming the user): its answer stayed there, no
+    longer tied to anyone, and no later erase could find it."""
+    import querylog.erase as erasing
+    from querylog.logging.events import QueryCompleted, QueryReceived, ResponseGenerated
+    from querylog.logging.parquet import ParquetSink
+    from querylog.logging.projection import Projector
+    from querylog.logging.segments import EventLog
+
+    s = _home(tmp_path, queries=2)
+    listed = erasing.queries_of
+
+    def listed_then_a_query_begins(directory: Path, subjects: erasing.Subjects) -> frozenset[str]:
+        queries = listed(directory, subjects)
+        with EventLog(s.log_dir) as log:  # the service, writing meanwhile; the stage events name no user
+            log.append(QueryReceived(query_id="q-late", query_text=f"{_SECRET} 늦은 질문", user_id="alice"))
+            log.append(ResponseGenerated(query_id="q-late", answer_text="LATE-ANSWER"))
+            log.append(QueryCompleted(query_id="q-late", latency_ms=5.0))
+        with ParquetSink(s.lake_dir) as sink:
+            Projector(LogReader(s.log_dir), sink).catch_up()
+        assert _rows(s, "query_id = 'q-late'") == 3
+        return queries
+
+    monkeypatch.setattr(erasing, "queries_of", listed_then_a_query_begins)
+    receipt = erase(s, user_ids=["alice"])
+    assert receipt.queries == 3 and receipt.log_events == receipt.lake_events == 2 * 4 + 3
+    assert _rows(s, "query_id = 'q-late'") == 0
+    assert _plain_files_with(s.home, b"LATE-ANSWER") == []
+
+
 def test_erasing_again_or_an_unknown_subject_erases_nothing_and_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

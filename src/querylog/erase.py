@@ -602,6 +602,13 @@ def _erase(
 
     erased: LogErasure = erase_from_log(settings.log_dir, everyone)
     receipt.log_events, receipt.log_segments = erased.events, len(erased.segments)
+    if began := erased.query_ids - queries:  # a query of theirs began while this erasure listed them
+        found |= began
+        queries |= began
+        receipt.queries = len(found)
+        everyone = Subjects(subjects.user_ids, subjects.session_ids, frozenset(queries))
+        kept = Subjects(stored_users, subjects.session_ids, frozenset(queries))
+        _begin(settings, kept)  # a run that resumes this one removes their lake rows too
     progress(f"log: {erased.events} events blanked in {len(erased.segments)} segments")
     position = LogReader(settings.log_dir).end_checkpoint()
 
