@@ -111,6 +111,23 @@ def test_a_body_within_the_limit_is_answered(client: TestClient) -> None:
     assert resp.status_code == 200, resp.text
 
 
+def test_a_question_typed_decomposed_is_held_to_the_limit_as_it_is_stored(client: TestClient) -> None:
+    """Korean sent in NFD (three code points a syllable) was refused at under half the documented 16,384 characters,
+    although the event stores it composed (NFC) and POST /v1/events took the same text."""
+    import unicodedata
+
+    question = ("하이닉스 " * 4_000)[:16_384]
+    decomposed = unicodedata.normalize("NFD", question)
+    assert len(decomposed) > 2 * 16_384
+    tracker = client.app.state.querylog.tracker  # type: ignore[attr-defined]
+    with capture_events(tracker) as events:
+        resp = client.post("/v1/chat", json={"query": decomposed})
+    assert resp.status_code == 200, resp.text[:300]
+    assert events[0].query_text == question  # type: ignore[attr-defined]
+    resp = client.post("/v1/chat", json={"query": unicodedata.normalize("NFD", question + "하")})
+    assert resp.status_code == 422 and "16384 characters" in resp.text
+
+
 def test_answered_queries_reach_the_lake(settings: Settings) -> None:
     with TestClient(create_app(settings)) as c:
         ids = [c.post("/v1/chat", json={"query": q}).json()["query_id"] for q in ("네이버 뉴스", "KOSPI today")]
