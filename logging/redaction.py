@@ -7,6 +7,7 @@ import functools
 import hashlib
 import hmac
 import re
+import unicodedata
 import urllib.parse
 from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -290,14 +291,15 @@ class Redactor:
         return result.findings
 
     def pseudonymize_user_id(self, user_id: str) -> str:
-        """``u_`` + the first 16 hex digits of HMAC-SHA256(salt, user_id) when a salt is set, else ``user_id``.
+        """``u_`` + the first 16 hex digits of HMAC-SHA256(salt, user_id in NFC) when a salt is set, else ``user_id``.
 
-        Stable for one salt, so one user's queries still group together; without the salt the id cannot be
-        recovered by hashing guessed ids.
+        Stable for one salt, so one user's queries still group together (typed composed or decomposed, as macOS
+        may send it); without the salt the id cannot be recovered by hashing guessed ids.
         """
         if self._salt is None:
             return user_id
-        digest = hmac.new(self._salt, user_id.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+        composed = unicodedata.normalize("NFC", user_id)
+        digest = hmac.new(self._salt, composed.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
         return "u_" + digest[:16]
 
     # --- internals ---------------------------------------------------------------------------------------------

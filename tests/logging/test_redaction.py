@@ -570,6 +570,15 @@ def test_pseudonymize_is_stable_per_salt_and_differs_across_salts() -> None:
     assert pa != a.pseudonymize_user_id("user-43")
 
 
+def test_a_user_id_typed_composed_or_decomposed_keeps_one_pseudonym() -> None:
+    """privacy.md: the same user keeps the same pseudonym. `홍길동-42` sent in NFD (macOS) became a second user."""
+    import unicodedata
+
+    salted = Redactor(user_id_salt="salt-a")
+    typed = "홍길동-42"
+    assert salted.pseudonymize_user_id(unicodedata.normalize("NFD", typed)) == salted.pseudonymize_user_id(typed)
+
+
 def test_empty_salt_is_refused() -> None:
     with pytest.raises(ValueError, match="non-empty"):
         Redactor(user_id_salt="")
