@@ -96,16 +96,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not report.rows:
         start = report.since
         window = f" from {start:%Y-%m-%d %H:%M:%S} UTC on" if start is not None else ""
+        trimmed = report.floor is not None and report.since == report.floor
         print(
             f"querylog reconcile: no events to compare{window}: nothing was checked"
             + (
                 " (the log was trimmed: it holds only what was written since, and the comparison starts past its "
-                "last trimmed write, for producers whose clocks run ahead; compare again once newer events came)"
-                if report.floor is not None and report.since == report.floor
+                "last trimmed write, for producers whose clocks run ahead; compare again once newer events came, "
+                "and keep the log longer, QUERYLOG_LOG_RETENTION, if it is trimmed faster than reconcile can follow)"
+                if trimmed
                 else ""
             ),
             file=sys.stderr,
         )
+        if trimmed:
+            return 2  # the stores may or may not agree: nothing the log still holds could tell, which is no pass
     elif report.floor is not None and report.since == report.floor:
         print(
             f"querylog reconcile: compared from {report.floor:%Y-%m-%d %H:%M:%S} UTC on: before it the log was trimmed "
