@@ -70,6 +70,9 @@ _UNUSUAL: Final = re.compile(_FOLDABLE.pattern[:-1] + f"\r{INVISIBLE_CHARS}]")
 #: joiners of an emoji 👨‍👩‍👧 split nothing, and stay).
 _SPLITTABLE: Final = frozenset("*-. ()+@_%")
 _LONE_CR: Final = re.compile(r"\r(?!\n)")
+#: A dash or a dot between digits with spaces beside it ("010 - 1234 - 5678", "900101 - 1234567"): for the built-in
+#: detectors the number also reads without those spaces, as if typed "010-1234-5678".
+_LOOSE: Final = re.compile(r"[0-9](?: {1,2}[-.] {0,2}| {0,2}[-.] {1,2})(?=[0-9])")
 
 # Every built-in kind contains a digit or an '@' (in ASCII or a form that folds to one); text without any is
 # returned untouched after this one C-level scan.
@@ -111,7 +114,7 @@ _KR_PHONE: Final = re.compile(
     r"(?<![0-9+])(?<![0-9][-.])(?:"
     # "+82 10…", "82-10…" (country code typed without the plus, always followed by a separator) or "010…"
     r"(?:(?:\+82[-. ]?|82[-. ])(?:\(0\)[-. ]?|0)?|0)(?:1[016789]|" + _AREA + r")"
-    r"|\(0" + _AREA + r"\)[ ]?"
+    r"|\(0(?:1[016789]|" + _AREA + r")\)[ ]?"
     r")[-. ]?[0-9]{3,4}[-. ]?[0-9]{4}" + _R
 )
 _INTL_PHONE: Final = re.compile(r"(?<![0-9A-Za-z+])\+[1-9](?:[-. ]?[0-9]){9,14}" + _R)
@@ -330,22 +333,23 @@ class Redactor:
         # One scan tells most text that it needs neither folding nor a look for hidden characters.
         unusual = "\r" in text if text.isascii() else _UNUSUAL.search(text) is not None
         s = text.translate(_FOLD) if unusual and not text.isascii() and _FOLDABLE.search(text) else text
-        detectors: list[tuple[Callable[[str, _Taken], None], str]] = []
+        detectors: list[tuple[Callable[[str, _Taken], None], str, bool]] = []
         if self._builtin:
-            detectors.append((self._builtins, _spaced(s, unusual)))
+            detectors.append((self._builtins, _spaced(s, unusual), True))
         if self._extras:
-            detectors.append((self._extra_patterns, s))
+            detectors.append((self._extra_patterns, s, False))
         readings: list[list[Finding]] = []
-        for detect, typed in detectors:
+        for detect, typed, numbers in detectors:
             taken = _Taken()
             detect(typed, taken)
             readings.append(taken.findings)
-            shown = _shown(typed) if unusual else None
-            if shown is not None:  # and as typed too: leaving them out may join a number to digits beside it
-                view, before = shown
-                taken = _Taken()
-                detect(view, taken)
-                readings.append([_mapped(f, before) for f in taken.findings])
+            # And as typed too: leaving characters out may join a number to digits beside it.
+            for other in (_shown(typed) if unusual else None, _tightened(typed) if numbers else None):
+                if other is not None:
+                    view, before = other
+                    taken = _Taken()
+                    detect(view, taken)
+                    readings.append([_mapped(f, before) for f in taken.findings])
         return readings[0] if len(readings) == 1 else _joined(readings, self._kinds)
 
     def _extra_patterns(self, s: str, taken: _Taken) -> None:
@@ -499,6 +503,21 @@ def _shown(text: str) -> tuple[str, list[int]] | None:
         left, right = text[start - 1 : start], text[end : end + 1]
         if left in _SPLITTABLE or right in _SPLITTABLE or left.isalnum() or right.isalnum():
             gone.extend(range(start, end))
+    return _reading(text, gone)
+
+
+def _tightened(text: str) -> tuple[str, list[int]] | None:
+    """`text` without the spaces beside a dash or a dot between digits (`_LOOSE`), as `_shown` gives its reading;
+    None when there are none."""
+    if not (" -" in text or "- " in text or " ." in text or ". " in text):  # what every `_LOOSE` holds: most
+        return None  # questions have none, and these four scans cost a fifth of the pattern's
+    gone = [i for m in _LOOSE.finditer(text) for i in range(m.start() + 1, m.end()) if text[i] == " "]
+    return _reading(text, gone)
+
+
+def _reading(text: str, gone: list[int]) -> tuple[str, list[int]] | None:
+    """`text` less the characters at the sorted positions `gone`, and for each one how many characters of the
+    result come before it (what `_mapped` takes); None when `gone` is empty."""
     if not gone:
         return None
     return "".join(_without(text, gone)), [h - j for j, h in enumerate(gone)]

@@ -557,6 +557,27 @@ def test_kinds_limits_the_builtin_detectors() -> None:
     assert r.redact("a@example.com 010-1234-5678") == "[EMAIL] 010-1234-5678"
 
 
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("연락처는 010 - 1234 - 5678 입니다", "연락처는 [PHONE] 입니다"),
+        ("010 -1234- 5678", "[PHONE]"),
+        ("(010) 1234-5678", "[PHONE]"),
+        ("02 - 123 - 4567", "[PHONE]"),
+        ("card 4111 - 1111 - 1111 - 1111 please", "card [CARD] please"),
+        ("주민번호 900101 - 1234567", "주민번호 [RRN]"),
+        ("010 . 1234 . 5678", "[PHONE]"),
+        # The spaces are read past only between digits and a dash or dot: what is no number stays as typed.
+        ("score 3 - 1 today", "score 3 - 1 today"),
+        ("2024 - 2025 plan, 1.5 - 2.0 range", "2024 - 2025 plan, 1.5 - 2.0 range"),
+    ],
+)
+def test_a_number_written_with_spaces_around_its_separators_is_masked(text: str, masked: str) -> None:
+    """A user walk stored "010 - 1234 - 5678", "(010) 1234-5678", "4111 - 1111 - 1111 - 1111" and
+    "900101 - 1234567" unmasked in every store."""
+    assert default_redactor().redact(text) == masked
+
+
 def test_pseudonymize_is_identity_without_a_salt() -> None:
     assert Redactor().pseudonymize_user_id("user-42") == "user-42"
 
