@@ -55,6 +55,7 @@ __all__ = [
     "clean_text",
     "id_text_problem",
     "is_blank",
+    "level_of",
     "name_text_problem",
     "new_event_id",
     "nfc",
@@ -198,6 +199,12 @@ def name_text_problem(value: str) -> str | None:
     if len(value) > MAX_ID_CHARS or _CONTROL.search(value) or is_blank(value):
         return f"a name is at most {MAX_ID_CHARS} characters, not blank, with no control characters; got {value[:40]!r}"
     return None
+
+
+def level_of(event_type: str) -> str:
+    """The log level an event's line carries wherever one is written (Loki, the JSON echo on stdout): a failed query
+    is an error. Without one, Loki guesses from words in the line: a user asking about an "error" would turn red."""
+    return "error" if event_type == "query_failed" else "info"
 
 
 def is_blank(text: str) -> bool:

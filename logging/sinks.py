@@ -17,7 +17,7 @@ import structlog
 
 from querylog._format import rounded_ms, visible
 from querylog.logging.codec import to_builtins
-from querylog.logging.events import AnyEvent, QueryCompleted, QueryFailed, QueryReceived
+from querylog.logging.events import AnyEvent, QueryCompleted, QueryFailed, QueryReceived, level_of
 from querylog.logging.forget import KEEP_S, ForgetList
 from querylog.logging.metrics import MetricsProjection, SnapshotOutdatedError
 from querylog.logging.metrics_snapshot import (
@@ -112,7 +112,8 @@ class StdoutSink(FileCheckpointSink):
             for event in events:
                 fields: dict[str, Any] = to_builtins(event)
                 fields.pop("event_type", None)
-                self._logger.info(event.event_type, **fields)
+                log = self._logger.error if level_of(event.event_type) == "error" else self._logger.info
+                log(event.event_type, **fields)
         else:
             for event in events:
                 self._console(event)

@@ -160,6 +160,24 @@ def test_the_console_echo_is_one_line_per_ended_query_with_its_question(tmp_path
     assert "\x1b[" not in out.text  # not a terminal: no colour codes
 
 
+def test_the_json_echo_gives_a_failed_query_the_level_its_loki_line_has(tmp_path: Path) -> None:
+    """A collector reading stdout saw `"level": "info"` on `query_failed`, which Loki's line calls an error."""
+    import io
+    import json
+
+    out = io.BytesIO()  # the JSON echo writes bytes (to stdout's buffer)
+    sink = StdoutSink(tmp_path / "stdout.json", style="json", stream=out).open()  # type: ignore[arg-type]
+    events = [
+        QueryReceived(query_id="q1", query_text="error in my portfolio?"),
+        QueryFailed(query_id="q1", error_type="TimeoutError", stage="generate", latency_ms=30_000),
+    ]
+    sink.write(Batch(events, {"seg": 2}))
+    assert [(line["event"], line["level"]) for line in map(json.loads, out.getvalue().splitlines())] == [
+        ("query_received", "info"),
+        ("query_failed", "error"),
+    ]
+
+
 def test_the_console_echo_shows_what_a_terminal_would_obey_escaped(tmp_path: Path) -> None:
     """A question sent to the open chat API recoloured the operator's terminal, set its title (OSC 0) and, with an
     unclosed U+202E, showed the rest of the line backwards: the echo wrote users' text as it came."""

@@ -21,7 +21,7 @@ from typing import Any, Final, Literal, Union
 import msgspec
 import orjson
 
-from querylog.logging.events import EVENT_CLASSES, TRUNCATION_MARKER, Event
+from querylog.logging.events import EVENT_CLASSES, TRUNCATION_MARKER, Event, level_of
 
 __all__ = [
     "LABEL_VALUE_RE",
@@ -50,11 +50,6 @@ _MARKER: Final = TRUNCATION_MARKER.encode()
 _HELD_ELSEWHERE: Final = frozenset({"ts", "service", "env", *METADATA_FIELDS})
 
 
-def _level(tag: str) -> str:
-    # Without a level field Loki guesses one from words in the line: a user asking about an "error" would turn red.
-    return "error" if tag == "query_failed" else "info"
-
-
 def _line_type(tag: str, cls: type[Event]) -> type[msgspec.Struct]:
     """The Loki line of `cls`: ``level``, the event's own fields, the base fields Loki holds nowhere else, then
     ``service`` and ``env`` (UNSET, which msgspec leaves out, when they equal the labels); then the fields read
@@ -64,7 +59,7 @@ def _line_type(tag: str, cls: type[Event]) -> type[msgspec.Struct]:
     fields = {f.name: f for f in msgspec.structs.fields(cls)}
     own = [name for name in cls.__struct_fields__ if name not in Event.__struct_fields__]
     base = [name for name in Event.__struct_fields__ if name not in _HELD_ELSEWHERE]
-    level = _level(tag)  # only a Loki line has a level: a log line that has one is refused unless it is this one
+    level = level_of(tag)  # only a Loki line has a level: a log line that has one is refused unless it is this one
     spec: list[tuple[str, Any, Any]] = [("level", Literal[level], level)]
     for name in (*own, *base, "service", "env", "ts", *METADATA_FIELDS):
         f, hint = fields[name], (str if name == "ts" else hints[name])  # ts: read as the log wrote it
