@@ -20,6 +20,7 @@ __all__ = [
     "GenerationTrace",
     "LangfuseTracing",
     "QueryTrace",
+    "langfuse_settings",
     "trace_url",
 ]
 
@@ -140,6 +141,26 @@ def _trace_failed(step: str, exc: Exception) -> None:
 NULL_TRACE: Final = QueryTrace(None, None, lambda text: text)
 
 
+def langfuse_settings(environ: Mapping[str, str]) -> dict[str, str] | None:
+    """`LANGFUSE_PUBLIC_KEY`, `LANGFUSE_SECRET_KEY` and `LANGFUSE_HOST` (or `LANGFUSE_BASE_URL`) when all are set;
+    None when none is. Setting only some raises ValueError naming the missing ones, rather than silently not
+    tracing (`querylog config` says so as `serve` would)."""
+    values = {
+        ENV_PUBLIC_KEY: environ.get(ENV_PUBLIC_KEY, "").strip(),
+        ENV_SECRET_KEY: environ.get(ENV_SECRET_KEY, "").strip(),
+        ENV_HOST: (environ.get(ENV_HOST, "") or environ.get(ENV_BASE_URL, "")).strip(),
+    }
+    missing = [name for name, value in values.items() if not value]
+    if len(missing) == len(values):
+        return None
+    if missing:
+        raise ValueError(
+            f"Langfuse tracing needs {', '.join(values)}; {', '.join(missing)} not set. "
+            "Set them all to trace queries, or unset the others."
+        )
+    return values
+
+
 class LangfuseTracing:
     """Traces queries to Langfuse through the SDK's own OpenTelemetry pipeline.
 
@@ -200,20 +221,10 @@ class LangfuseTracing:
         redact: Callable[[str], str] | None = None,
     ) -> LangfuseTracing | None:
         """Tracing when `LANGFUSE_PUBLIC_KEY`, `LANGFUSE_SECRET_KEY` and `LANGFUSE_HOST` are all set; None when
-        none is. Setting only some raises ValueError naming the missing ones, rather than silently not tracing."""
-        values = {
-            ENV_PUBLIC_KEY: environ.get(ENV_PUBLIC_KEY, "").strip(),
-            ENV_SECRET_KEY: environ.get(ENV_SECRET_KEY, "").strip(),
-            ENV_HOST: (environ.get(ENV_HOST, "") or environ.get(ENV_BASE_URL, "")).strip(),
-        }
-        missing = [name for name, value in values.items() if not value]
-        if len(missing) == len(values):
+        none is. Setting only some raises ValueError naming the missing ones (`langfuse_settings`)."""
+        values = langfuse_settings(environ)
+        if values is None:
             return None
-        if missing:
-            raise ValueError(
-                f"Langfuse tracing needs {', '.join(values)}; {', '.join(missing)} not set. "
-                "Set them all to trace queries, or unset the others."
-            )
         return cls(
             public_key=values[ENV_PUBLIC_KEY],
             secret_key=values[ENV_SECRET_KEY],

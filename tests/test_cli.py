@@ -203,6 +203,10 @@ def test_a_bad_llm_or_langfuse_setting_is_a_configuration_error_not_a_traceback(
     assert main(["serve", "--port", str(free_port())]) == 2
     err = capsys.readouterr().err
     assert err.startswith("querylog: configuration error: ") and named in err and "Traceback" not in err
+    # `config` checks the settings in force: it said nothing of these (exit 0) where serve refused them.
+    assert main(["config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("querylog config: configuration error: ") and named in err
 
 
 @pytest.mark.parametrize(

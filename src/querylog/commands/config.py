@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from querylog.config import Settings, duration_seconds
@@ -35,6 +37,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             capped = settings.log_retention_s < duration_seconds("QUERYLOG_LOG_RETENTION", settings.log_retention)
             value = f"{value} (in force: {settings.retention}, QUERYLOG_RETENTION caps it)" if capped else value
         print(f"{f.metadata['env']:<{width}}  {value}")
+    # The LLM and Langfuse variables are read by `serve` where it builds the chat API: checked here as it checks them.
+    problem = _outside_settings(os.environ)
+    if problem is not None:
+        print(f"querylog config: configuration error: {problem}", file=sys.stderr)
+        return 2
     # Files named by a setting are read where they are used: say now if one cannot be, rather than at a search.
     if settings.aliases_path is not None:
         from querylog.analytics.aliases import AliasError, load_aliases
@@ -45,3 +52,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"querylog config: QUERYLOG_ALIASES: the alias file cannot be used: {exc}", file=sys.stderr)
             return 2
     return 0
+
+
+def _outside_settings(environ: Mapping[str, str]) -> str | None:
+    """Why `serve` would refuse the QUERYLOG_LLM_* or LANGFUSE_* variables, or None."""
+    from querylog.service.generation import generator_from_env
+
+    try:
+        close = getattr(generator_from_env(environ), "close", None)  # an LLM server's generator holds a client
+        if callable(close):
+            close()
+        if any(name.startswith("LANGFUSE_") and value.strip() for name, value in environ.items()):
+            from querylog.service.tracing import langfuse_settings  # imports Langfuse: only when it is asked for
+
+            langfuse_settings(environ)
+    except ValueError as exc:
+        return str(exc)
+    return None
