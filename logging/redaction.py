@@ -73,6 +73,8 @@ _LONE_CR: Final = re.compile(r"\r(?!\n)")
 #: A dash or a dot between digits with spaces beside it ("010 - 1234 - 5678", "900101 - 1234567"): for the built-in
 #: detectors the number also reads without those spaces, as if typed "010-1234-5678".
 _LOOSE: Final = re.compile(r"[0-9](?: {1,2}[-.] {0,2}| {0,2}[-.] {1,2})(?=[0-9])")
+#: What that reading looks for: phones and registration numbers, whose shapes no list of years or range matches.
+_LOOSE_KINDS: Final = frozenset({"PHONE", "RRN", "ARN"})
 
 # Every built-in kind contains a digit or an '@' (in ASCII or a form that folds to one); text without any is
 # returned untouched after this one C-level scan.
@@ -339,16 +341,19 @@ class Redactor:
         if self._extras:
             detectors.append((self._extra_patterns, s, False))
         readings: list[list[Finding]] = []
-        for detect, typed, numbers in detectors:
+        for detect, typed, builtin in detectors:
             taken = _Taken()
             detect(typed, taken)
             readings.append(taken.findings)
             # And as typed too: leaving characters out may join a number to digits beside it.
-            for other in (_shown(typed) if unusual else None, _tightened(typed) if numbers else None):
+            others = [(_shown(typed) if unusual else None, detect)]
+            if builtin and self._numeric & _LOOSE_KINDS:
+                others.append((_tightened(typed), self._loose_numbers))
+            for other, detect_other in others:
                 if other is not None:
                     view, before = other
                     taken = _Taken()
-                    detect(view, taken)
+                    detect_other(view, taken)
                     readings.append([_mapped(f, before) for f in taken.findings])
         return readings[0] if len(readings) == 1 else _joined(readings, self._kinds)
 
@@ -375,9 +380,16 @@ class Redactor:
                 return
         self._numbers(s, taken)
 
-    def _numbers(self, s: str, taken: _Taken) -> None:
-        """The numeric detectors over `s`, their findings added to `taken`."""
-        numeric = self._numeric
+    def _loose_numbers(self, s: str, taken: _Taken) -> None:
+        """The phone and id detectors over `s` (`_tightened`'s reading): the shapes typed with spaces around their
+        dashes. Cards and accounts are not looked for there: a list of years ("2023 - 2024 - 2025 - 2026") reads
+        as a Luhn-valid card, and an amount range beside an account word as an account."""
+        self._numbers(s, taken, self._numeric & _LOOSE_KINDS)
+
+    def _numbers(self, s: str, taken: _Taken, numeric: frozenset[str] | None = None) -> None:
+        """The numeric detectors over `s` (those of `numeric`, by default every one enabled), their findings added
+        to `taken`."""
+        numeric = self._numeric if numeric is None else numeric
         if numeric:
             n = len(s)
             for chain in _CHAIN.finditer(s):

@@ -564,12 +564,17 @@ def test_kinds_limits_the_builtin_detectors() -> None:
         ("010 -1234- 5678", "[PHONE]"),
         ("(010) 1234-5678", "[PHONE]"),
         ("02 - 123 - 4567", "[PHONE]"),
-        ("card 4111 - 1111 - 1111 - 1111 please", "card [CARD] please"),
         ("주민번호 900101 - 1234567", "주민번호 [RRN]"),
         ("010 . 1234 . 5678", "[PHONE]"),
         # The spaces are read past only between digits and a dash or dot: what is no number stays as typed.
         ("score 3 - 1 today", "score 3 - 1 today"),
         ("2024 - 2025 plan, 1.5 - 2.0 range", "2024 - 2025 plan, 1.5 - 2.0 range"),
+        # ... and only phones and registration numbers are looked for there: four years read as a Luhn-valid
+        # 4-4-4-4 card, and a range beside an account word as an account; nor does a mask take a number beside it.
+        ("실적 비교 2023 - 2024 - 2025 - 2026년", "실적 비교 2023 - 2024 - 2025 - 2026년"),
+        ("은행 점포 수 2019 - 2020 - 2021 - 2022", "은행 점포 수 2019 - 2020 - 2021 - 2022"),
+        ("은행 이체 한도 1000000 - 5000000원", "은행 이체 한도 1000000 - 5000000원"),
+        ("계좌 1001 - 110-123-456789 입니다", "계좌 1001 - [ACCOUNT] 입니다"),
     ],
 )
 def test_a_number_written_with_spaces_around_its_separators_is_masked(text: str, masked: str) -> None:
