@@ -303,8 +303,18 @@ class Redactor:
         """
         if self._salt is None:
             return user_id
-        composed = unicodedata.normalize("NFC", user_id)
-        digest = hmac.new(self._salt, composed.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+        return self._hashed(unicodedata.normalize("NFC", user_id))
+
+    def pseudonyms(self, user_id: str) -> frozenset[str]:
+        """Every id `user_id` may be stored under: `pseudonymize_user_id`'s, and, for an id typed decomposed, the
+        one releases before 2026-12-06 gave it (they hashed the id as typed). What an erasure looks for."""
+        if self._salt is None:
+            return frozenset({user_id})
+        return frozenset({self.pseudonymize_user_id(user_id), self._hashed(user_id)})
+
+    def _hashed(self, text: str) -> str:
+        assert self._salt is not None
+        digest = hmac.new(self._salt, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
         return "u_" + digest[:16]
 
     # --- internals ---------------------------------------------------------------------------------------------

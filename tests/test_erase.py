@@ -111,6 +111,31 @@ def test_a_query_that_begins_while_the_erasure_lists_the_users_queries_leaves_no
     assert _plain_files_with(s.home, b"LATE-ANSWER") == []
 
 
+def test_the_log_scan_follows_a_query_it_meets_first_into_the_segments_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A query that began after the scan listed the subject's queries: its first event names the user, the next
+    ones (written later, into a later segment) do not, and must be blanked too."""
+    import querylog.logging.erase as log_erasure
+    from querylog.logging.events import QueryCompleted, QueryReceived, ResponseGenerated
+    from querylog.logging.segments import EventLog
+
+    log_dir = tmp_path / "log"
+    with EventLog(log_dir) as log:
+        log.append(QueryReceived(query_id="q-1", query_text="내 질문", user_id="alice"))
+        log.append(QueryReceived(query_id="q-2", query_text="남의 질문", user_id="bob"))
+    with EventLog(log_dir) as log:  # a second segment
+        log.append(ResponseGenerated(query_id="q-1", answer_text="LATE-ANSWER"))
+        log.append(QueryCompleted(query_id="q-1", latency_ms=5.0))
+        log.append(QueryCompleted(query_id="q-2", latency_ms=5.0))
+    assert len(list(log_dir.glob("*.jsonl"))) == 2
+    monkeypatch.setattr(log_erasure, "queries_of", lambda directory, subjects: frozenset())  # listed before q-1 began
+    erased = log_erasure.erase_from_log(log_dir, log_erasure.Subjects(user_ids=frozenset({"alice"})))
+    assert erased.events == 3 and erased.query_ids == {"q-1"}
+    assert not any(b"LATE-ANSWER" in p.read_bytes() for p in log_dir.glob("*.jsonl"))
+    assert sum(p.read_bytes().count(b'"q-2"') for p in log_dir.glob("*.jsonl")) == 2
+
+
 def test_erasing_again_or_an_unknown_subject_erases_nothing_and_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -135,6 +160,29 @@ def test_with_a_salt_the_raw_user_id_erases_the_hashed_one(tmp_path: Path) -> No
     assert _rows(s, "user_id = 'alice'") == 0  # stored hashed
     assert erase(s, user_ids=["alice"]).lake_events == 2 * 4
     assert _rows(s, "query_text like '%앨리스%'") == 0 and _rows(s, "query_text like 'bob%'") == 2
+
+
+def test_a_user_id_sent_decomposed_is_erased_under_the_pseudonym_an_earlier_release_gave_it(tmp_path: Path) -> None:
+    """Releases before 2026-12-06 hashed a user id as typed, so one sent decomposed (NFD, from macOS) was stored under
+    a pseudonym of its own. Ids are now composed before hashing; an erasure by the raw id must still find those."""
+    import hashlib
+    import hmac
+
+    from querylog.logging.events import QueryReceived
+    from querylog.logging.parquet import ParquetSink
+    from querylog.logging.projection import Projector
+    from querylog.logging.segments import EventLog
+
+    s = _home(tmp_path, queries=1, user_id_salt="pepper")
+    typed = unicodedata.normalize("NFD", "홍길동-42")
+    earlier = "u_" + hmac.new(b"pepper", typed.encode(), hashlib.sha256).hexdigest()[:16]  # as those releases did
+    with EventLog(s.log_dir) as log:
+        log.append(QueryReceived(query_id="q-nfd", query_text=f"{_SECRET} 예전 질문", user_id=earlier))
+    with ParquetSink(s.lake_dir) as sink:
+        Projector(LogReader(s.log_dir), sink).catch_up()
+    receipt = erase(s, user_ids=["홍길동-42"])
+    assert receipt.queries == 1 and receipt.lake_events == 1
+    assert _rows(s, f"user_id = '{earlier}'") == 0
 
 
 def test_a_raw_user_id_without_the_salt_the_ids_were_hashed_with_is_refused_not_found_nowhere(

@@ -108,7 +108,7 @@ def _subjects(
     stored = typed
     if settings.user_id_salt:
         redactor = make_redactor(settings)
-        stored = frozenset(redactor.pseudonymize_user_id(u) for u in typed)
+        stored = frozenset(hashed for u in typed for hashed in redactor.pseudonyms(u))
     return Subjects(typed | stored, forms(session_ids), forms(query_ids)), stored
 
 
