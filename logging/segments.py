@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
 
@@ -43,6 +44,7 @@ __all__ = [
     "LogReader",
     "ReadBatch",
     "is_erased",
+    "last_written",
     "repair",
     "segment_paths",
 ]
@@ -93,6 +95,15 @@ def segment_paths(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
     return sorted(p for p in directory.iterdir() if p.name.endswith(SEGMENT_SUFFIX))
+
+
+def last_written(directory: Path) -> datetime | None:
+    """When a segment of the log was last written (not an event's time: a producer's clock may run ahead)."""
+    times = []
+    for path in segment_paths(directory):
+        with contextlib.suppress(FileNotFoundError):
+            times.append(path.stat().st_mtime)
+    return datetime.fromtimestamp(max(times), UTC) if times else None
 
 
 def repair(directory: Path) -> dict[str, int]:

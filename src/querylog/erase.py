@@ -56,7 +56,7 @@ from querylog.logging.metrics import MetricsProjection
 from querylog.logging.metrics_snapshot import load_snapshot, write_snapshot
 from querylog.logging.parquet import ParquetSink
 from querylog.logging.projection import atomic_write, try_lead
-from querylog.logging.segments import Checkpoint, LogReader
+from querylog.logging.segments import Checkpoint, LogReader, last_written
 from querylog.runtime import make_redactor
 
 __all__ = ["AUDIT", "IN_PROGRESS", "LOKI_PENDING", "ErasureError", "ErasureReceipt", "erase"]
@@ -513,12 +513,18 @@ def _file_in_loki(settings: Settings, requests: Sequence[str], receipt: ErasureR
 AUDIT: Final = "erasures.jsonl"
 
 
-def _audit(settings: Settings, receipt: ErasureReceipt, log_end: Checkpoint) -> None:
-    """An entry in the audit file; `log_end`, the log's end once blanked, tells `reconcile` whether an event came
-    after the erasure (file names and offsets, no id)."""
+def _audit(
+    settings: Settings, receipt: ErasureReceipt, log_end: Checkpoint | None, written_before: datetime | None
+) -> None:
+    """An entry in the audit file. When the erasure blanked lines, `log_end` (the log's end once blanked: segment
+    names and offsets, no id) and `written_before` (when the log was last written before it) tell `reconcile`
+    whether its last write was this erasure, and when traffic wrote last."""
     path = settings.state_dir / AUDIT
     path.parent.mkdir(parents=True, exist_ok=True)
-    entry = {"ts": datetime.now(UTC).isoformat(), **receipt.as_dict(), "log_end": log_end}
+    entry: dict[str, Any] = {"ts": datetime.now(UTC).isoformat(), **receipt.as_dict()}
+    if log_end is not None:
+        entry["log_end"] = log_end
+        entry["log_written_before"] = written_before.isoformat() if written_before is not None else None
     with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
@@ -600,6 +606,7 @@ def _erase(
     progress(f"found {len(found)} {'query' if len(found) == 1 else 'queries'} of these subjects")
     _begin(settings, kept)
 
+    written_before = last_written(settings.log_dir)
     erased: LogErasure = erase_from_log(settings.log_dir, everyone)
     receipt.log_events, receipt.log_segments = erased.events, len(erased.segments)
     if began := erased.query_ids - queries:  # a query of theirs began while this erasure listed them
@@ -642,7 +649,7 @@ def _erase(
         receipt.loki_never_shipped = not shipped
         requests = _loki_requests(kept, sorted(queries), _loki_labels(settings)) if shipped else []
         _file_in_loki(settings, requests, receipt)
-    _audit(settings, receipt, position)
+    _audit(settings, receipt, position if erased.events else None, written_before)
     # Every store is done (Loki's part kept, if not, in LOKI_PENDING).
     (settings.state_dir / IN_PROGRESS).unlink(missing_ok=True)
     _log.info("erasure_done", **{k: v for k, v in receipt.as_dict().items() if k != "notes"})

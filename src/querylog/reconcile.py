@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from querylog.config import Settings
 from querylog.logging.codec import DecodeError, decode
 from querylog.logging.events import MAX_AHEAD, UNCLASSIFIED, AnyEvent, IntentClassified
 from querylog.logging.metrics import OTHER_LABEL, MetricsProjection
-from querylog.logging.segments import LogReader, is_erased
+from querylog.logging.segments import LogReader, is_erased, last_written
 
 __all__ = [
     "ARRIVAL_ORDER",
@@ -286,17 +285,8 @@ def reconcile(
         since=since,
         unreadable=unreadable.count,
         unreadable_example=unreadable.example,
-        last_write=_last_write(settings),
+        last_write=last_written(settings.log_dir),
     )
-
-
-def _last_write(settings: Settings) -> datetime | None:
-    """When a segment of the log was last written (not an event's time: a producer's clock may run ahead)."""
-    times = []
-    for path in LogReader(settings.log_dir).segments():
-        with contextlib.suppress(FileNotFoundError):
-            times.append(path.stat().st_mtime)
-    return datetime.fromtimestamp(max(times), UTC) if times else None
 
 
 #: Slack past a trimmed segment's last write: an event may be dated ahead of when it was written, by as much as the

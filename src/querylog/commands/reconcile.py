@@ -185,7 +185,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 file=sys.stderr,
             )
         if report.last_write is not None and (age := (datetime.now(UTC) - report.last_write).total_seconds()) < LIVE_S:
-            if _erasure_wrote_last(settings):
+            erasure = _erasure_wrote_last(settings)
+            traffic = _written_before(erasure) if erasure is not None else report.last_write
+            if erasure is not None and (traffic is None or (datetime.now(UTC) - traffic).total_seconds() >= LIVE_S):
                 print(
                     f"querylog reconcile: the log was last written {max(age, 0):.0f} s ago by an erasure "
                     "(state/erasures.jsonl), not by traffic: the metrics' counters still count the erased events "
@@ -194,6 +196,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                     file=sys.stderr,
                 )
                 return 1
+            if traffic is not None:  # the erasure came right after traffic: that is what the stores may lag
+                age = (datetime.now(UTC) - traffic).total_seconds()
             print(
                 f"querylog reconcile: events were still arriving (the log was written {max(age, 0):.0f} s ago): the "
                 "log, the lake, the metrics and Loki are read one after another, so a few events more in those read "
@@ -208,17 +212,25 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 LIVE_S = 60.0
 
 
-def _erasure_wrote_last(settings: Settings) -> bool:
-    """Whether the log's last write was an erasure's blanking: the log ends where the last erasure left it."""
+def _erasure_wrote_last(settings: Settings) -> dict[str, Any] | None:
+    """The last erasure's audit entry, when the log's last write was its blanking (the log ends where it left it)."""
     from querylog.erase import AUDIT
     from querylog.logging.segments import LogReader
 
     try:
-        last = (settings.state_dir / AUDIT).read_bytes().rstrip(b"\n").rpartition(b"\n")[2]
-        log_end = json.loads(last).get("log_end")
+        entry = json.loads((settings.state_dir / AUDIT).read_bytes().rstrip(b"\n").rpartition(b"\n")[2])
+        log_end = entry.get("log_end")
     except (OSError, ValueError, AttributeError):  # none, unreadable, or not an entry: say nothing of it
-        return False
-    return bool(log_end) and log_end == LogReader(settings.log_dir).end_checkpoint()
+        return None
+    return entry if log_end and log_end == LogReader(settings.log_dir).end_checkpoint() else None
+
+
+def _written_before(erasure: dict[str, Any]) -> datetime | None:
+    """When the log was last written before `erasure` (its audit entry) blanked it; None if unknown."""
+    try:
+        return datetime.fromisoformat(erasure["log_written_before"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _where(exc: Exception) -> str:
