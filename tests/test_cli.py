@@ -449,8 +449,9 @@ def test_search_filters_on_unclassified_as_the_report_does(
     [
         (["serve", "--demo", "-5"], "argument --demo: must be at least 0, got -5"),
         (["demo", "--queries", "0"], "argument --queries/-n: must be at least 1, got 0"),
-        (["demo", "--rate", "nan"], "argument --rate: must be a number of requests per second above 0, got 'nan'"),
-        (["demo", "--rate", "inf"], "argument --rate: must be a number of requests per second above 0, got 'inf'"),
+        (["demo", "--rate", "nan"], "argument --rate: must be a number of requests per second, at least 1/3600"),
+        (["demo", "--rate", "inf"], "argument --rate: must be a number of requests per second, at least 1/3600"),
+        (["demo", "--rate", "1e-320"], "(one an hour), got '1e-320'"),
         (["demo", "--rate", "fast"], "argument --rate: not a number of requests per second: 'fast'"),
     ],
 )

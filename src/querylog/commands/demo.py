@@ -31,8 +31,10 @@ def _rate(text: str) -> float:
         rate = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of requests per second: {text!r}") from None
-    if not (0 < rate < math.inf):
-        raise argparse.ArgumentTypeError(f"must be a number of requests per second above 0, got {text!r}")
+    if not (1 / 3600 <= rate < math.inf):  # at most an hour between requests: beyond, a wait overflows the clock
+        raise argparse.ArgumentTypeError(
+            f"must be a number of requests per second, at least 1/3600 (one an hour), got {text!r}"
+        )
     return rate
 
 
