@@ -198,7 +198,17 @@ class Redactor:
     detector accepts and what it misses.
     """
 
-    __slots__ = ("_builtin", "_extras", "_kinds", "_mask_token", "_masks", "_numeric", "_salt", "_this_year")
+    __slots__ = (
+        "_builtin",
+        "_extras",
+        "_kinds",
+        "_loose",
+        "_mask_token",
+        "_masks",
+        "_numeric",
+        "_salt",
+        "_this_year",
+    )
 
     def __init__(
         self,
@@ -245,6 +255,7 @@ class Redactor:
 
         self._builtin: frozenset[str] = builtin
         self._numeric: frozenset[str] = builtin - {"EMAIL"}
+        self._loose: frozenset[str] = self._numeric & _LOOSE_KINDS  # what `_tightened`'s reading looks for
         self._extras: tuple[tuple[str, re.Pattern[str]], ...] = tuple(extras)
         self._kinds: tuple[str, ...] = tuple(k for k in BUILTIN_KINDS if k in builtin) + tuple(k for k, _ in extras)
         self._masks: dict[str, str] = {k: f"[{k}]" for k in (*BUILTIN_KINDS, *self._kinds)}
@@ -356,10 +367,10 @@ class Redactor:
             detect(typed, taken)
             readings.append(taken.findings)
             # And as typed too: leaving characters out may join a number to digits beside it.
-            others = [(_shown(typed) if unusual else None, detect)]
-            if builtin and self._numeric & _LOOSE_KINDS:
-                others.append((_tightened(typed), self._loose_numbers))
-            for other, detect_other in others:
+            for other, detect_other in (
+                (_shown(typed) if unusual else None, detect),
+                (_tightened(typed) if builtin and self._loose else None, self._loose_numbers),
+            ):
                 if other is not None:
                     view, before = other
                     taken = _Taken()
@@ -394,7 +405,7 @@ class Redactor:
         """The phone and id detectors over `s` (`_tightened`'s reading): the shapes typed with spaces around their
         dashes. Cards and accounts are not looked for there: a list of years ("2023 - 2024 - 2025 - 2026") reads
         as a Luhn-valid card, and an amount range beside an account word as an account."""
-        self._numbers(s, taken, self._numeric & _LOOSE_KINDS)
+        self._numbers(s, taken, self._loose)
 
     def _numbers(self, s: str, taken: _Taken, numeric: frozenset[str] | None = None) -> None:
         """The numeric detectors over `s` (those of `numeric`, by default every one enabled), their findings added
