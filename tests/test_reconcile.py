@@ -150,6 +150,41 @@ def test_a_difference_just_after_an_erasure_is_put_down_to_it_not_to_traffic(
     assert "events were still arriving" in err and "by an erasure" not in err
 
 
+def test_erasures_in_a_row_or_run_again_are_still_the_logs_last_write_and_traffic_during_one_is_traffic(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second erasure took the first one's blanking for traffic; one run again that blanked nothing hid the
+    first; and an event appended while an erasure scanned the log was put down to the erasure."""
+    import querylog.erase as erasing
+
+    hour_ago = time.time() - 3600
+    for segment in (home / "log").glob("*.jsonl"):
+        os.utime(segment, (hour_ago, hour_ago))
+    sorted((home / "lake" / "events").glob("date=*/hour=*/*.parquet"))[0].unlink()  # a difference to explain
+
+    def said() -> str:
+        capsys.readouterr()
+        assert main(["reconcile"]) == 1
+        return capsys.readouterr().err
+
+    assert main(["erase", "--query-id", "q-1"]) == 0
+    assert main(["erase", "--query-id", "q-2"]) == 0
+    assert "by an erasure (state/erasures.jsonl), not by traffic" in said()
+    assert main(["erase", "--query-id", "q-2"]) == 0  # the same again: finds nothing, blanks nothing
+    assert "by an erasure (state/erasures.jsonl), not by traffic" in said()
+    blank = erasing.erase_from_log
+
+    def traffic_meanwhile(directory: Path, subjects: erasing.Subjects) -> object:
+        with EventLog(directory) as log:
+            log.append(QueryReceived(query_id="q-during", query_text="카카오"))
+        return blank(directory, subjects)
+
+    monkeypatch.setattr(erasing, "erase_from_log", traffic_meanwhile)
+    assert main(["erase", "--query-id", "q-3", "--wait", "0"]) == 1  # q-during is not projected: it says so
+    err = said()
+    assert "events were still arriving" in err and "by an erasure" not in err
+
+
 def test_a_difference_among_old_events_is_not_put_down_to_traffic(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -59,7 +59,16 @@ from querylog.logging.projection import atomic_write, try_lead
 from querylog.logging.segments import Checkpoint, LogReader, last_written
 from querylog.runtime import make_redactor
 
-__all__ = ["AUDIT", "IN_PROGRESS", "LOKI_PENDING", "ErasureError", "ErasureReceipt", "erase"]
+__all__ = [
+    "AUDIT",
+    "IN_PROGRESS",
+    "LOKI_PENDING",
+    "ErasureError",
+    "ErasureReceipt",
+    "erase",
+    "last_blanking",
+    "written_before",
+]
 
 _log = structlog.get_logger("querylog.erase")
 _ID_COLUMNS = ["query_id", "user_id", "session_id", "event_id"]
@@ -513,6 +522,39 @@ def _file_in_loki(settings: Settings, requests: Sequence[str], receipt: ErasureR
 AUDIT: Final = "erasures.jsonl"
 
 
+def last_blanking(settings: Settings) -> dict[str, Any] | None:
+    """The audit entry of the newest erasure that was the log's last write when it finished (it holds `log_end`)."""
+    try:
+        lines = (settings.state_dir / AUDIT).read_bytes().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except ValueError:  # not UTF-8 or not JSON: a damaged line says nothing
+            continue
+        if isinstance(entry, dict) and entry.get("log_end"):
+            return entry
+    return None
+
+
+def _traffic_before(settings: Settings, end: Checkpoint) -> datetime | None:
+    """When traffic last wrote the log that ends at `end`: the time an erasure that left it so recorded (its own
+    blanking is no traffic), else the segments' last write."""
+    earlier = last_blanking(settings)
+    if earlier is not None and earlier["log_end"] == end:
+        return written_before(earlier)
+    return last_written(settings.log_dir)
+
+
+def written_before(entry: dict[str, Any]) -> datetime | None:
+    """When the log was last written before the erasure of audit `entry` blanked it; None if unknown."""
+    try:
+        return datetime.fromisoformat(entry["log_written_before"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _audit(
     settings: Settings, receipt: ErasureReceipt, log_end: Checkpoint | None, written_before: datetime | None
 ) -> None:
@@ -606,7 +648,8 @@ def _erase(
     progress(f"found {len(found)} {'query' if len(found) == 1 else 'queries'} of these subjects")
     _begin(settings, kept)
 
-    written_before = last_written(settings.log_dir)
+    end_before = LogReader(settings.log_dir).end_checkpoint()
+    written_before = _traffic_before(settings, end_before)
     erased: LogErasure = erase_from_log(settings.log_dir, everyone)
     receipt.log_events, receipt.log_segments = erased.events, len(erased.segments)
     if began := erased.query_ids - queries:  # a query of theirs began while this erasure listed them
@@ -649,7 +692,10 @@ def _erase(
         receipt.loki_never_shipped = not shipped
         requests = _loki_requests(kept, sorted(queries), _loki_labels(settings)) if shipped else []
         _file_in_loki(settings, requests, receipt)
-    _audit(settings, receipt, position if erased.events else None, written_before)
+    # The erasure is the log's last write if it blanked lines and nothing was appended while it did (blanking keeps
+    # every line's length: the log ends where it ended before).
+    blanked_last = erased.events and position == end_before
+    _audit(settings, receipt, position if blanked_last else None, written_before)
     # Every store is done (Loki's part kept, if not, in LOKI_PENDING).
     (settings.state_dir / IN_PROGRESS).unlink(missing_ok=True)
     _log.info("erasure_done", **{k: v for k, v in receipt.as_dict().items() if k != "notes"})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -185,8 +184,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 file=sys.stderr,
             )
         if report.last_write is not None and (age := (datetime.now(UTC) - report.last_write).total_seconds()) < LIVE_S:
+            from querylog.erase import written_before
+
             erasure = _erasure_wrote_last(settings)
-            traffic = _written_before(erasure) if erasure is not None else report.last_write
+            traffic = written_before(erasure) if erasure is not None else report.last_write
             if erasure is not None and (traffic is None or (datetime.now(UTC) - traffic).total_seconds() >= LIVE_S):
                 print(
                     f"querylog reconcile: the log was last written {max(age, 0):.0f} s ago by an erasure "
@@ -213,24 +214,12 @@ LIVE_S = 60.0
 
 
 def _erasure_wrote_last(settings: Settings) -> dict[str, Any] | None:
-    """The last erasure's audit entry, when the log's last write was its blanking (the log ends where it left it)."""
-    from querylog.erase import AUDIT
+    """The audit entry of the erasure whose blanking was the log's last write (the log ends where it left it)."""
+    from querylog.erase import last_blanking
     from querylog.logging.segments import LogReader
 
-    try:
-        entry = json.loads((settings.state_dir / AUDIT).read_bytes().rstrip(b"\n").rpartition(b"\n")[2])
-        log_end = entry.get("log_end")
-    except (OSError, ValueError, AttributeError):  # none, unreadable, or not an entry: say nothing of it
-        return None
-    return entry if log_end and log_end == LogReader(settings.log_dir).end_checkpoint() else None
-
-
-def _written_before(erasure: dict[str, Any]) -> datetime | None:
-    """When the log was last written before `erasure` (its audit entry) blanked it; None if unknown."""
-    try:
-        return datetime.fromisoformat(erasure["log_written_before"])
-    except (KeyError, TypeError, ValueError):
-        return None
+    entry = last_blanking(settings)
+    return entry if entry is not None and entry["log_end"] == LogReader(settings.log_dir).end_checkpoint() else None
 
 
 def _where(exc: Exception) -> str:
