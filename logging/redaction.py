@@ -72,8 +72,12 @@ _SPLITTABLE: Final = frozenset("*-. ()+@_%")
 _LONE_CR: Final = re.compile(r"\r(?!\n)")
 #: A dash or a dot between digits with spaces beside it ("010 - 1234 - 5678", "900101 - 1234567"): for the built-in
 #: detectors the number also reads without those spaces, as if typed "010-1234-5678".
-_LOOSE: Final = re.compile(r"[0-9](?: {1,2}[-.] {0,2}| {0,2}[-.] {1,2})(?=[0-9])")
-#: What that reading looks for: phones and registration numbers, whose shapes no list of years or range matches.
+#: Two digits at least on either side: a list number before a spaced phone ("1. 010 - 1234 - 5678", "2 - 010 - …")
+#: is not joined to it. A dot has a space before it: "2024. 010" ends a sentence.
+_LOOSE: Final = re.compile(r"(?<=[0-9])[0-9](?: {1,2}[-.] {0,2}| {0,2}- {1,2})(?=[0-9]{2})")
+#: What that reading looks for: Korean phones and registration numbers, whose shapes no list of years or range
+#: matches (read without the spaces, "200 - 500 - 1000" is a North American number, "+5 - 2023 - 2024" an
+#: international one: those patterns are left out of it).
 _LOOSE_KINDS: Final = frozenset({"PHONE", "RRN", "ARN"})
 
 # Every built-in kind contains a digit or an '@' (in ASCII or a form that folds to one); text without any is
@@ -405,11 +409,17 @@ class Redactor:
         """The phone and id detectors over `s` (`_tightened`'s reading): the shapes typed with spaces around their
         dashes. Cards and accounts are not looked for there: a list of years ("2023 - 2024 - 2025 - 2026") reads
         as a Luhn-valid card, and an amount range beside an account word as an account."""
-        self._numbers(s, taken, self._loose)
+        self._numbers(s, taken, self._loose, phones=(_KR_PHONE,))
 
-    def _numbers(self, s: str, taken: _Taken, numeric: frozenset[str] | None = None) -> None:
-        """The numeric detectors over `s` (those of `numeric`, by default every one enabled), their findings added
-        to `taken`."""
+    def _numbers(
+        self,
+        s: str,
+        taken: _Taken,
+        numeric: frozenset[str] | None = None,
+        phones: tuple[re.Pattern[str], ...] = (_KR_PHONE, _INTL_PHONE, _NANP_PHONE),
+    ) -> None:
+        """The numeric detectors over `s` (those of `numeric`, by default every one enabled; for phones, the
+        patterns `phones`), their findings added to `taken`."""
         numeric = self._numeric if numeric is None else numeric
         if numeric:
             n = len(s)
@@ -424,7 +434,7 @@ class Redactor:
                 if "CARD" in numeric:
                     _find_cards(s, lo, hi, taken)
                 if "PHONE" in numeric:
-                    for pattern in (_KR_PHONE, _INTL_PHONE, _NANP_PHONE):
+                    for pattern in phones:
                         for m in pattern.finditer(s, lo, hi):
                             taken.add("PHONE", m.start(), m.end())
                 if "ACCOUNT" in numeric:
@@ -542,8 +552,8 @@ def _shown(text: str) -> tuple[str, list[int]] | None:
 def _tightened(text: str) -> tuple[str, list[int]] | None:
     """`text` without the spaces beside a dash or a dot between digits (`_LOOSE`), as `_shown` gives its reading;
     None when there are none."""
-    if not (" -" in text or "- " in text or " ." in text or ". " in text):  # what every `_LOOSE` holds: most
-        return None  # questions have none, and these four scans cost a fifth of the pattern's
+    if not (" -" in text or "- " in text or " ." in text):  # what every `_LOOSE` holds: most text has none, and
+        return None  # these three scans cost a fifth of the pattern's
     gone = [i for m in _LOOSE.finditer(text) for i in range(m.start() + 1, m.end()) if text[i] == " "]
     return _reading(text, gone)
 

@@ -575,6 +575,14 @@ def test_kinds_limits_the_builtin_detectors() -> None:
         ("은행 점포 수 2019 - 2020 - 2021 - 2022", "은행 점포 수 2019 - 2020 - 2021 - 2022"),
         ("은행 이체 한도 1000000 - 5000000원", "은행 이체 한도 1000000 - 5000000원"),
         ("계좌 1001 - 110-123-456789 입니다", "계좌 1001 - [ACCOUNT] 입니다"),
+        ("단계별 요금 200 - 500 - 1000원", "단계별 요금 200 - 500 - 1000원"),  # a North American shape, joined
+        ("변화 +5 - 2023 - 2024 - 2025", "변화 +5 - 2023 - 2024 - 2025"),  # an international one
+        # A list number before it is not joined to it (the joined number would be glued to it, and refused).
+        ("1. 010 - 1234 - 5678", "1. [PHONE]"),
+        ("1. 900101 - 1234567", "1. [RRN]"),
+        ("2024. 010 - 1234 - 5678", "2024. [PHONE]"),
+        ("2 - 010 - 1234 - 5678", "2 - [PHONE]"),
+        ("010 - 1234 - 5678 - 9", "[PHONE] - 9"),
     ],
 )
 def test_a_number_written_with_spaces_around_its_separators_is_masked(text: str, masked: str) -> None:
