@@ -556,17 +556,17 @@ def written_before(entry: dict[str, Any]) -> datetime | None:
 
 
 def _audit(
-    settings: Settings, receipt: ErasureReceipt, log_end: Checkpoint | None, written_before: datetime | None
+    settings: Settings, receipt: ErasureReceipt, log_end: Checkpoint | None, traffic_at: datetime | None
 ) -> None:
     """An entry in the audit file. When the erasure blanked lines, `log_end` (the log's end once blanked: segment
-    names and offsets, no id) and `written_before` (when the log was last written before it) tell `reconcile`
+    names and offsets, no id) and `traffic_at` (when traffic last wrote the log before it) tell `reconcile`
     whether its last write was this erasure, and when traffic wrote last."""
     path = settings.state_dir / AUDIT
     path.parent.mkdir(parents=True, exist_ok=True)
     entry: dict[str, Any] = {"ts": datetime.now(UTC).isoformat(), **receipt.as_dict()}
     if log_end is not None:
         entry["log_end"] = log_end
-        entry["log_written_before"] = written_before.isoformat() if written_before is not None else None
+        entry["log_written_before"] = traffic_at.isoformat() if traffic_at is not None else None
     with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
@@ -649,7 +649,7 @@ def _erase(
     _begin(settings, kept)
 
     end_before = LogReader(settings.log_dir).end_checkpoint()
-    written_before = _traffic_before(settings, end_before)
+    traffic_at = _traffic_before(settings, end_before)
     erased: LogErasure = erase_from_log(settings.log_dir, everyone)
     receipt.log_events, receipt.log_segments = erased.events, len(erased.segments)
     if began := erased.query_ids - queries:  # a query of theirs began while this erasure listed them
@@ -695,7 +695,7 @@ def _erase(
     # The erasure is the log's last write if it blanked lines and nothing was appended while it did (blanking keeps
     # every line's length: the log ends where it ended before).
     blanked_last = erased.events and position == end_before
-    _audit(settings, receipt, position if blanked_last else None, written_before)
+    _audit(settings, receipt, position if blanked_last else None, traffic_at)
     # Every store is done (Loki's part kept, if not, in LOKI_PENDING).
     (settings.state_dir / IN_PROGRESS).unlink(missing_ok=True)
     _log.info("erasure_done", **{k: v for k, v in receipt.as_dict().items() if k != "notes"})
