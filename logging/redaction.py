@@ -70,10 +70,10 @@ _UNUSUAL: Final = re.compile(_FOLDABLE.pattern[:-1] + f"\r{INVISIBLE_CHARS}]")
 #: joiners of an emoji 👨‍👩‍👧 split nothing, and stay).
 _SPLITTABLE: Final = frozenset("*-. ()+@_%")
 _LONE_CR: Final = re.compile(r"\r(?!\n)")
-#: A dash or a dot between digits with spaces beside it ("010 - 1234 - 5678", "900101 - 1234567"): for the built-in
-#: detectors the number also reads without those spaces, as if typed "010-1234-5678".
-#: Two digits at least on either side: a list number before a spaced phone ("1. 010 - 1234 - 5678", "2 - 010 - …")
-#: is not joined to it. A dot has a space before it: "2024. 010" ends a sentence.
+#: A dash with spaces beside it, or a dot with a space before it, between groups of two digits or more
+#: ("010 - 1234 - 5678", "010 . 1234 . 5678", "900101 - 1234567"): the number also reads without those spaces, as if
+#: typed "010-1234-5678". A list number before a spaced phone ("1. 010 - 1234 - 5678", "2 - 010 - …") is not joined
+#: to it, nor is a sentence's end ("2024. 010").
 _LOOSE: Final = re.compile(r"(?<=[0-9])[0-9](?: {1,2}[-.] {0,2}| {0,2}- {1,2})(?=[0-9]{2})")
 #: What that reading looks for: Korean phones and registration numbers, whose shapes no list of years or range
 #: matches (read without the spaces, "200 - 500 - 1000" is a North American number, "+5 - 2023 - 2024" an
