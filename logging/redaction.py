@@ -550,8 +550,8 @@ def _shown(text: str) -> tuple[str, list[int]] | None:
 
 
 def _tightened(text: str) -> tuple[str, list[int]] | None:
-    """`text` without the spaces beside a dash or a dot between digits (`_LOOSE`), as `_shown` gives its reading;
-    None when there are none."""
+    """`text` without the spaces `_LOOSE` says a number's dashes and dots may have beside them, as `_shown` gives
+    its reading; None when there are none."""
     if not (" -" in text or "- " in text or " ." in text):  # what every `_LOOSE` holds: most text has none, and
         return None  # these three scans cost a fifth of the pattern's
     gone = [i for m in _LOOSE.finditer(text) for i in range(m.start() + 1, m.end()) if text[i] == " "]
@@ -567,7 +567,8 @@ def _reading(text: str, gone: list[int]) -> tuple[str, list[int]] | None:
 
 
 def _mapped(f: Finding, before: list[int]) -> Finding:
-    """`f`, found in `_shown`'s reading, at the text's offsets: it covers what was left out inside it."""
+    """`f`, found in a reading (`_shown`, `_tightened`), at the text's offsets: it covers what was left out inside
+    it."""
     return Finding(f.kind, f.start + bisect_right(before, f.start), f.end + bisect_right(before, f.end - 1))
 
 
