@@ -3,6 +3,7 @@ repeated questions (cache hits), a few failures, and users' feedback on some ans
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 import threading
@@ -17,7 +18,7 @@ import httpx
 
 from querylog.service.generation import FAILURE_MARKER
 
-__all__ = ["DemoQuery", "DemoReport", "demo_queries", "run_demo", "topic_particle"]
+__all__ = ["MIN_RATE", "DemoQuery", "DemoReport", "demo_queries", "run_demo", "topic_particle"]
 
 #: (Korean, English) names of the companies the demo (and the benchmarks' workload) ask about.
 COMPANIES: Final = (
@@ -52,6 +53,9 @@ _EN: Final = (
 )
 _FOLLOW_UPS: Final = ("그럼 {c} 매수해도 될까?", "{c} 관련 기사 더 있어?", "And what about {e} news?", "{c} 경쟁사는?")
 #: Feedback a user leaves on an answer, and how often: mostly thumbs up, a real share of thumbs down.
+#: The slowest rate `run_demo` takes: one request an hour. Slower, a wait between requests overflows the clock.
+MIN_RATE: Final = 1 / 3600
+
 _VERDICTS: Final = ((1, 0.6), (0, 0.15), (-1, 0.25))
 _COMMENTS: Final[dict[int, tuple[str | None, ...]]] = {
     1: ("도움이 됐어요", "Helpful, thanks", None, None),
@@ -156,8 +160,8 @@ def run_demo(
         raise ValueError(f"feedback_rate must be within [0, 1], got {feedback_rate}")
     if queries < 0:
         raise ValueError(f"queries must be >= 0, got {queries}")
-    if rate is not None and rate <= 0:
-        raise ValueError(f"rate must be > 0 requests/s, got {rate}")
+    if rate is not None and not MIN_RATE <= rate < math.inf:
+        raise ValueError(f"rate must be a number of requests per second, at least 1/3600 (one an hour), got {rate}")
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     if client is None and not _http_url(url):

@@ -42,3 +42,19 @@ def test_each_demo_run_asks_the_same_questions_in_sessions_of_its_own(monkeypatc
     first, second = seen
     assert [q for _, q in first] == [q for _, q in second]  # the seed's questions, each run
     assert not {s for s, _ in first} & {s for s, _ in second}
+
+
+@pytest.mark.parametrize("rate", [0.0, -1.0, 1e-320, 1 / 7200, float("nan"), float("inf")])
+def test_a_rate_the_demo_cannot_keep_is_refused_before_any_request(rate: float) -> None:
+    """The library call holds the command line's rule: a rate of nan or inf ran flat out, and one far below one
+    request an hour ended in a traceback from a wait the clock cannot hold."""
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(500)
+
+    client = httpx.Client(base_url="http://demo.test", transport=httpx.MockTransport(handler))
+    with pytest.raises(ValueError, match="at least 1/3600"):
+        run_demo("http://demo.test", queries=3, rate=rate, progress=None, client=client)
+    assert not sent

@@ -31,7 +31,9 @@ def _rate(text: str) -> float:
         rate = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of requests per second: {text!r}") from None
-    if not (1 / 3600 <= rate < math.inf):  # at most an hour between requests: beyond, a wait overflows the clock
+    from querylog.service.demo import MIN_RATE
+
+    if not (MIN_RATE <= rate < math.inf):  # nan too
         raise argparse.ArgumentTypeError(
             f"must be a number of requests per second, at least 1/3600 (one an hour), got {text!r}"
         )
