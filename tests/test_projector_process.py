@@ -397,6 +397,43 @@ def test_a_hung_child_is_killed_and_started_again(tmp_path: Path) -> None:
         assert child.stop() == 0
 
 
+#: A child that takes `delay` seconds to start (its imports, opening a long history), then beats five times a second.
+_SLOW_STARTER = """
+import os, signal, sys, time
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+time.sleep(float(sys.argv[1]))
+fd = int(os.environ["QUERYLOG_PROJECTOR_HEARTBEAT_FD"])
+while True:
+    os.write(fd, b".")
+    time.sleep(0.2)
+"""
+
+
+def test_a_child_slow_to_start_is_not_taken_for_hung(tmp_path: Path) -> None:
+    """The hang limit ran from the spawn: a child whose start (imports on a busy machine, a long history to open)
+    outlasted it was killed before its first beat, and every restart started as slowly again."""
+    slow = [sys.executable, "-c", _SLOW_STARTER, "2.5"]
+    child = ProjectorProcess(Settings(home=tmp_path), command=slow, hung_after_s=1.0).start()
+    try:
+        first = child.pid
+        assert _wait_for(lambda: child.beats >= 3), child.beats
+        assert child.restarts == 0 and child.pid == first and child.running
+    finally:
+        assert child.stop() == 0
+
+
+def test_a_child_that_never_beats_is_killed_after_its_start_grace(tmp_path: Path) -> None:
+    silent = [sys.executable, "-c", _SLOW_STARTER, "3600"]
+    child = ProjectorProcess(Settings(home=tmp_path), command=silent, hung_after_s=1.0, start_grace_s=2.0).start()
+    try:
+        first = child.pid
+        assert _wait_for(lambda: child.restarts >= 1 and child.pid != first)
+        assert child.beats == 0
+    finally:
+        child.stop()
+
+
 def test_a_child_that_refuses_its_settings_is_not_restarted(tmp_path: Path) -> None:
     exits_2 = [sys.executable, "-c", "raise SystemExit(2)"]
     child = ProjectorProcess(Settings(home=tmp_path), command=exits_2).start()

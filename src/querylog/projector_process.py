@@ -36,6 +36,7 @@ __all__ = [
     "HEARTBEAT_FD_ENV",
     "HUNG_AFTER_S",
     "PARENT_PID_ENV",
+    "START_GRACE_S",
     "STOP_SIGNALS",
     "SWITCH_INTERVAL_S",
     "ProjectorProcess",
@@ -70,6 +71,9 @@ HEARTBEAT_FD_ENV: Final = "QUERYLOG_PROJECTOR_HEARTBEAT_FD"
 #: A child silent this long on its heartbeat pipe is hung (stopped, deadlocked) and is killed and started again.
 #: Not its published files: a full disk stops those from a healthy child.
 HUNG_AFTER_S: Final = 60.0
+#: How long a child may take to beat the first time (its imports; opening the lake, the search index and the
+#: metrics snapshot of a long history): a slow start is no hang, and killing it would only start it slowly again.
+START_GRACE_S: Final = 600.0
 
 
 def heartbeat() -> None:
@@ -199,12 +203,15 @@ class ProjectorProcess:
         niceness: int = CHILD_NICENESS,
         command: list[str] | None = None,
         hung_after_s: float = HUNG_AFTER_S,
+        start_grace_s: float = START_GRACE_S,
     ):
         """`command` replaces ``querylog project`` (tests); it must unblock SIGTERM/SIGINT itself (see `_spawn`)
-        and beat (`heartbeat`), or be taken for hung after `hung_after_s`."""
+        and beat (`heartbeat`), or be taken for hung: silent `start_grace_s` after it starts, or `hung_after_s`
+        after a beat."""
         self.settings = settings
         self.drain_timeout_s = drain_timeout_s
         self.hung_after_s = hung_after_s
+        self.start_grace_s = max(start_grace_s, hung_after_s)
         self._beats = -1  # the read end of the child's heartbeat pipe
         #: Heartbeats received from the children so far.
         self.beats = 0
@@ -296,9 +303,10 @@ class ProjectorProcess:
             self._spawn()
 
     def _wait_alive(self, proc: subprocess.Popen[bytes]) -> int:
-        """Wait for `proc` to exit, reading its heartbeat; kill it once silent `hung_after_s` (a stopped or
-        deadlocked child would otherwise hold the projections' locks for good). Its exit code."""
-        last_beat = time.monotonic()
+        """Wait for `proc` to exit, reading its heartbeat; kill it once silent `hung_after_s` since a beat, or
+        `start_grace_s` since it started (a stopped or deadlocked child would otherwise hold the projections' locks
+        for good). Its exit code."""
+        last_beat, beaten = time.monotonic(), False
         while proc.poll() is None:
             ready, _, _ = select.select([self._beats], [], [], 1.0)
             if ready:
@@ -308,13 +316,18 @@ class ProjectorProcess:
                     beats = b""
                 if beats:
                     self.beats += len(beats)
-                    last_beat = time.monotonic()
+                    last_beat, beaten = time.monotonic(), True
                     continue
                 return proc.wait()  # the pipe closed: the child is exiting
             if self._stopping.is_set():
                 return proc.wait()
-            if time.monotonic() - last_beat > self.hung_after_s:
-                _log.error("projector_process_hung", pid=proc.pid, silent_s=round(time.monotonic() - last_beat))
+            if time.monotonic() - last_beat > (self.hung_after_s if beaten else self.start_grace_s):
+                _log.error(
+                    "projector_process_hung",
+                    pid=proc.pid,
+                    silent_s=round(time.monotonic() - last_beat),
+                    beat_yet=beaten,
+                )
                 proc.kill()
                 return proc.wait()
         return proc.returncode
