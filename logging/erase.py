@@ -108,6 +108,11 @@ def queries_of(directory: Path, subjects: Subjects) -> frozenset[str]:
     return frozenset(found)
 
 
+#: Passes over the log at most: a pass that met a query new to it (one that began while erasing) is followed by one
+#: more, for that query's events in segments the pass had already read (another writer's, opened earlier).
+_MAX_PASSES = 3
+
+
 def erase_from_log(directory: Path, subjects: Subjects) -> LogErasure:
     """Blank every line of `subjects` (their queries included: see the module docstring); idempotent."""
     report = LogErasure()
@@ -116,35 +121,43 @@ def erase_from_log(directory: Path, subjects: Subjects) -> LogErasure:
     # Mutable, so that a query that began after `queries_of` read its segment (the service writing meanwhile) is
     # followed too: its own events in the segments scanned next, which may not name the user, are its.
     queries = set(queries_of(directory, subjects))
-    for path in segment_paths(directory):
-        found = []
-        try:
-            for at, line in _lines(path):
-                if (ids := _ids(line)) and subjects.matches(ids, queries):
-                    found.append((at, len(line), ids))
-                    if ids.query_id is not None:
-                        queries.add(ids.query_id)
-        except FileNotFoundError:
-            continue
-        hits = [(at, length) for at, length, _ in found]
-        report.event_ids.update(ids.event_id for _, _, ids in found if ids.event_id is not None)
-        report.query_ids.update(ids.query_id for _, _, ids in found if ids.query_id is not None)
-        if not hits:
-            continue
-        _list_erased(directory, path.name)  # before the blanking: a reader never meets a blank line unwarned
-        try:
-            fd = os.open(path, os.O_WRONLY)
-        except FileNotFoundError:
-            continue
-        try:
-            for offset, length in hits:
-                os.pwrite(fd, b" " * length, offset)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        report.events += len(hits)
-        report.segments[path.name] = len(hits)
+    for _ in range(_MAX_PASSES):
+        known = len(queries)
+        for path in segment_paths(directory):
+            _erase_segment(directory, path, subjects, queries, report)
+        if len(queries) == known:
+            break
     return report
+
+
+def _erase_segment(directory: Path, path: Path, subjects: Subjects, queries: set[str], report: LogErasure) -> None:
+    """Blank the lines of `subjects` and of `queries` in segment `path` (adding the queries met), as `report` says."""
+    found = []
+    try:
+        for at, line in _lines(path):
+            if (ids := _ids(line)) and subjects.matches(ids, queries):
+                found.append((at, len(line), ids))
+                if ids.query_id is not None:
+                    queries.add(ids.query_id)
+    except FileNotFoundError:
+        return
+    report.event_ids.update(ids.event_id for _, _, ids in found if ids.event_id is not None)
+    report.query_ids.update(ids.query_id for _, _, ids in found if ids.query_id is not None)
+    if not found:
+        return
+    _list_erased(directory, path.name)  # before the blanking: a reader never meets a blank line unwarned
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:
+        return
+    try:
+        for offset, length, _ in found:
+            os.pwrite(fd, b" " * length, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    report.events += len(found)
+    report.segments[path.name] = report.segments.get(path.name, 0) + len(found)
 
 
 def _list_erased(directory: Path, segment: str) -> None:

@@ -136,6 +136,30 @@ def test_the_log_scan_follows_a_query_it_meets_first_into_the_segments_after(
     assert sum(p.read_bytes().count(b'"q-2"') for p in log_dir.glob("*.jsonl")) == 2
 
 
+def test_the_log_scan_goes_back_for_a_query_whose_later_events_sort_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two writers on one home: a query that began while erasing had its answer in the other writer's segment,
+    which sorts before the one its first event (the one naming the user) went to. One pass met the answer before
+    it knew the query, and left it in the log."""
+    import querylog.logging.erase as log_erasure
+    from querylog.logging.events import QueryCompleted, QueryReceived, ResponseGenerated
+    from querylog.logging.segments import EventLog
+
+    log_dir = tmp_path / "log"
+    with EventLog(log_dir) as log:  # the segment that sorts first
+        log.append(ResponseGenerated(query_id="q-1", answer_text="EARLY-SEGMENT-ANSWER"))
+        log.append(QueryCompleted(query_id="q-2", latency_ms=5.0))
+    with EventLog(log_dir) as log:
+        log.append(QueryReceived(query_id="q-1", query_text="내 질문", user_id="alice"))
+        log.append(QueryReceived(query_id="q-2", query_text="남의 질문", user_id="bob"))
+    monkeypatch.setattr(log_erasure, "queries_of", lambda directory, subjects: frozenset())  # listed before q-1 began
+    erased = log_erasure.erase_from_log(log_dir, log_erasure.Subjects(user_ids=frozenset({"alice"})))
+    assert erased.events == 2 and erased.query_ids == {"q-1"} and sum(erased.segments.values()) == 2
+    assert not any(b"EARLY-SEGMENT-ANSWER" in p.read_bytes() for p in log_dir.glob("*.jsonl"))
+    assert sum(p.read_bytes().count(b'"q-2"') for p in log_dir.glob("*.jsonl")) == 2
+
+
 def test_erasing_again_or_an_unknown_subject_erases_nothing_and_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
