@@ -36,6 +36,7 @@ __all__ = [
     "group_hits",
     "group_questions",
     "question_key",
+    "questions_answered",
     "questions_of",
     "window_hits",
 ]
@@ -99,11 +100,12 @@ def group_questions(
     catalog: Catalog,
     found: Sequence[tuple[float, str]],
     *,
-    limit: int,
+    limit: int | None,
     filters: Filters | None = None,
 ) -> list[AskedQuestion]:
     """The best `limit` distinct questions among `found` ((score, question text) per matching query, in any
-    order), ranked by best score, then most recently asked; each counted over the lake within `filters`."""
+    order; every one with None), ranked by best score, then most recently asked; each counted over the lake within
+    `filters`."""
     f = filters or Filters()
     best: dict[str, float] = {}
     texts: set[str] = set()
@@ -152,22 +154,56 @@ def questions_of(catalog: Catalog, query_ids: Sequence[str]) -> dict[str, str]:
     return dict(zip(table["query_id"].to_pylist(), table["query_text"].to_pylist(), strict=True))
 
 
+#: Every question whose query got one of `$answers` (in the dates): the answers' index gives each answer text once.
+_ANSWERED_SQL: Final = """
+SELECT DISTINCT r.answer_text AS answer, q.query_text AS question
+FROM events r JOIN events q ON q.query_id = r.query_id AND q.event_type = 'query_received'
+WHERE r.event_type = 'response_generated' AND list_contains($answers, r.answer_text)
+  AND ($since IS NULL OR r.ts >= $since) AND ($until IS NULL OR r.ts < $until)
+"""
+
+
+def questions_answered(
+    catalog: Catalog, answers: Sequence[str], filters: Filters | None = None
+) -> dict[str, list[str]]:
+    """The questions that got each of `answers` within the dates of `filters`: a canned answer ("죄송합니다, …") is
+    one text to the answers' index, however many questions got it."""
+    if not answers:
+        return {}
+    f = filters or Filters()
+    rows = catalog.arrow(_ANSWERED_SQL, {"answers": sorted(set(answers)), "since": f.since, "until": f.until})
+    out: dict[str, list[str]] = {}
+    for answer, question in zip(rows["answer"].to_pylist(), rows["question"].to_pylist(), strict=True):
+        if question:
+            out.setdefault(answer, []).append(question)
+    return out
+
+
 def group_hits(
-    catalog: Catalog, hits: Sequence[tuple[float, str, Any]], *, limit: int, filters: Filters | None = None
+    catalog: Catalog, hits: Sequence[tuple[float, str, Any]], *, limit: int | None, filters: Filters | None = None
 ) -> list[AskedQuestion]:
     """`group_questions` for search hits as (score, index field, hit): a hit from the answers' index counts for
-    the question its query asked (its own text is the answer). Each question carries its best hit's tier and `why`."""
-    answered = questions_of(catalog, [hit.query_id for _, field, hit in hits if field == "answers"])
-    found = [(s, hit.query_text if field == "queries" else answered.get(hit.query_id, "")) for s, field, hit in hits]
-    questions = group_questions(catalog, [(s, text) for s, text in found if text], limit=limit, filters=filters)
+    every question that got its text (its own text is the answer). Each question carries its best hit's tier and
+    `why`."""
+    answer_hits = [hit for _, field, hit in hits if field == "answers"]
+    asked = questions_of(catalog, [hit.query_id for hit in answer_hits])
+    also = questions_answered(catalog, [hit.query_text for hit in answer_hits], filters)
+    found: list[tuple[float, str, str, Any]] = []  # (score, question, field, hit), best first
+    for score, field, hit in hits:
+        if field == "queries":
+            found.append((score, hit.query_text, field, hit))
+            continue
+        for question in dict.fromkeys([asked.get(hit.query_id, ""), *also.get(hit.query_text, ())]):
+            if question:
+                found.append((score, question, field, hit))
+    questions = group_questions(catalog, [(s, text) for s, text, _, _ in found], limit=limit, filters=filters)
     told = {question_key(hit.query_text): hit.why for _, field, hit in hits if field == "queries" and hit.why}
     tiers: dict[str, str] = {}
     answers: dict[str, str] = {}
-    for (_, text), (_, field, hit) in zip(found, hits, strict=True):  # best first: a question's first is its best
-        if text:
-            tiers.setdefault(question_key(text), hit.match)
-            if field == "answers":
-                answers.setdefault(question_key(text), hit.query_text)
+    for _, text, field, hit in found:  # best first: a question's first is its best
+        tiers.setdefault(question_key(text), hit.match)
+        if field == "answers":
+            answers.setdefault(question_key(text), hit.query_text)
     return [
         dataclasses.replace(q, why=told.get(key, ""), match=tiers.get(key, "exact"), answer=answers.get(key, ""))
         for q in questions
@@ -222,7 +258,7 @@ def find_questions(
             for search in searches
         ]
         best = _best_per_query([(float(h.score), field, h) for field, hits in found for h in hits])
-        questions = group_hits(catalog, best, limit=max(len(best), 1), filters=f)
+        questions = group_hits(catalog, best, limit=None, filters=f)  # a hit in the answers may be many questions
         cut = [hits[-1] for _, hits in found if len(hits) >= wanted]  # the weakest hit of each index not exhausted
         if not cut or _ranked_above(questions, max((float(h.score), h.ts) for h in cut)) >= limit:
             return questions[:limit]

@@ -202,6 +202,36 @@ def test_a_word_only_in_an_answer_is_found_in_answers_not_in_queries(
 
 
 @needs_search
+def test_every_question_that_got_the_same_answer_is_listed_when_grouped(
+    lake: SampleLake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The answers' index returns each answer text once: three questions that got one canned answer were one row."""
+    from querylog.logging.events import ResponseGenerated
+
+    canned = "죄송합니다, 그 질문에는 답변할 수 없습니다."
+    asked = ("비트코인 시세 알려줘", "오늘 날씨 어때?", "로또 번호 추천해줘")
+    ts = datetime.now(UTC) - timedelta(minutes=20)
+    with ParquetSink(lake.lake) as sink:
+        for n, question in enumerate(asked):
+            at = ts + timedelta(seconds=n)
+            sink.write(
+                Batch(
+                    events=[
+                        QueryReceived(query_id=f"canned-{n}", query_text=question, ts=at),
+                        ResponseGenerated(query_id=f"canned-{n}", answer_text=canned, ts=at),
+                        QueryCompleted(query_id=f"canned-{n}", latency_ms=5.0, intent="off_topic", ts=at),
+                    ],
+                    checkpoint={"canned": n + 1},
+                )
+            )
+    for where in ("answers", "both"):
+        rows, _ = _search(lake, capsys, "죄송합니다", "--in", where, group=True)
+        assert sorted((r["query_text"], r["times_asked"], r["answer"]) for r in rows) == sorted(
+            (q, 1, canned) for q in asked
+        ), where
+
+
+@needs_search
 def test_an_answer_search_that_finds_nothing_says_when_answers_are_not_recorded(
     lake: SampleLake, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
