@@ -818,7 +818,11 @@ def main() -> None:
                 )
                 return
             filters, bucket = _sidebar(lq, *bounds)
-            _headline(lq.summary(filters), lq.summary(filters.previous()))
+            try:
+                previous: Filters | None = filters.previous()
+            except ValueError:  # the dates start on the calendar's first day (a lake with an event of year 1)
+                previous = None
+            _headline(lq.summary(filters), lq.summary(previous) if previous is not None else Summary.empty())
             tabs = st.tabs(["Trends", "Latency", "Stages & errors", "Search", "Queries", "Sessions & feedback"])
             with tabs[0]:
                 _trends(lq, filters, bucket)

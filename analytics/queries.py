@@ -194,11 +194,15 @@ class Filters:
         return None if self.since is None or self.until is None else self.until - self.since
 
     def previous(self) -> Filters:
-        """The window of equal length just before this one (for week-over-week comparisons)."""
+        """The window of equal length just before this one (for week-over-week comparisons), cut at year 1."""
         if self.since is None or self.until is None:
             raise ValueError("previous() needs both since and until")
         length = self.until - self.since
-        return dataclasses.replace(self, since=self.since - length, until=self.since)
+        first = datetime.min.replace(tzinfo=self.since.tzinfo)  # a lake may reach back to year 1 (an unset time)
+        if self.since == first:
+            raise ValueError("no window comes before one that starts on the calendar's first day (year 1)")
+        since = self.since - length if self.since - first > length else first
+        return dataclasses.replace(self, since=since, until=self.since)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +227,11 @@ class Summary:
     mean_feedback: float | None
     sessions: int
 
+    @classmethod
+    def empty(cls) -> Summary:
+        """The headline of a window that holds no query."""
+        return cls(0, 0, 0, 0, None, None, None, None, None, None, None, None, None, 0)
+
 
 @dataclass(frozen=True, slots=True)
 class SessionStats:
@@ -242,6 +251,7 @@ def arrow_table(catalog: Catalog, sql: str, params: Mapping[str, Any] | None = N
     and says so with a warning on every call. A query that compaction or retention moved files under (a file
     it listed was swapped away, or an hour it listed was skipped) is run again (`Catalog.consistent`).
     """
+
     def run() -> pa.Table:
         return catalog.idle_connection().sql(sql, params=dict(params or {})).to_arrow_table()
 

@@ -45,6 +45,7 @@ from querylog.service.ingest_metrics import IngestCounts
 __all__ = [
     "MAX_AHEAD",
     "NESTED_TOO_DEEPLY",
+    "OLDEST_TS",
     "BatchRejectedError",
     "EventIngestor",
     "FeedbackAccepted",
@@ -62,6 +63,7 @@ __all__ = [
     "router",
     "tail_event_ids",
     "too_far_ahead",
+    "too_old",
 ]
 
 #: At most this many item errors are listed in a 422; `invalid_events` still counts them all.
@@ -446,7 +448,7 @@ class EventIngestor:
                     field, message = _describe(exc)
                     errors.append(ItemError(index=index, field=field, message=message))
                 continue
-            problem = too_far_ahead(event)
+            problem = too_far_ahead(event) or too_old(event)
             field = "ts" if problem is not None else None
             if problem is None and (bad_id := id_problem(event)) is not None:
                 field, problem = bad_id
@@ -521,6 +523,18 @@ class EventIngestor:
         if isinstance(user_id, str) and user_id:
             obj["user_id"] = self._pseudonymize(user_id)
         return obj
+
+
+#: The oldest time an event may carry: a backfill goes back years, not to year 1 (Go's zero ``time.Time``, a
+#: producer's unset clock field), which no chart, report or Loki can place.
+OLDEST_TS: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def too_old(event: AnyEvent) -> str | None:
+    """Why `event` is refused for its time (before `OLDEST_TS`), or None."""
+    if event.ts >= OLDEST_TS:
+        return None
+    return f"{event.ts.isoformat()} is before 1970-01-01: an unset time (Go's zero time is year 1)?"
 
 
 def too_far_ahead(event: AnyEvent, now: datetime | None = None) -> str | None:

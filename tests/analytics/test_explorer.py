@@ -278,6 +278,30 @@ def test_an_empty_lake_shows_how_to_get_data(tmp_path: Path, monkeypatch: pytest
     assert any(f"querylog --home {tmp_path / 'empty'} serve --demo 200" in i.value for i in at.info)
 
 
+def test_a_lake_that_reaches_back_to_year_1_renders_over_its_whole_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event of year 1 (Go's zero time, which /v1/events took before it refused times before 1970): picking the
+    lake's whole range failed the page with OverflowError, computing the window before it."""
+    from querylog.logging.events import QueryCompleted, QueryReceived
+    from querylog.logging.parquet import ParquetSink
+    from querylog.logging.projection import Batch
+
+    home = tmp_path / "home"
+    now = datetime.now(UTC) - timedelta(minutes=5)
+    zero = datetime(1, 1, 1, tzinfo=UTC)
+    with ParquetSink(home / "lake") as sink:
+        for n, at_ in enumerate((zero, now)):
+            events = [QueryReceived(query_id=f"q-{n}", query_text="hello", ts=at_)]
+            events.append(QueryCompleted(query_id=f"q-{n}", latency_ms=3.0, ts=at_))
+            sink.write(Batch(events=events, checkpoint={"q": n + 1}))
+    at = _app(home, monkeypatch)
+    dates = at.sidebar.date_input(key="dates")
+    dates.set_value((zero.date(), now.date())).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert _metric(at, "Queries") == "2"
+
+
 def test_a_bad_setting_is_shown_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path))
     monkeypatch.setenv("QUERYLOG_RETENTION_DAYS", "soon")

@@ -360,6 +360,16 @@ def test_previous_window_has_the_same_length() -> None:
     assert (p.since, p.until, p.envs) == (datetime(2025, 1, 1, tzinfo=UTC), f.since, ("prod",))
 
 
+def test_the_window_before_one_that_reaches_back_to_year_1_starts_at_year_1() -> None:
+    """A lake holding an event of year 1 (an earlier release kept Go's zero time): the explorer's headline asked for
+    the window before the whole range, and the page failed with OverflowError."""
+    f = Filters(since=datetime(1, 1, 1, tzinfo=UTC), until=datetime(2026, 12, 6, tzinfo=UTC))
+    with pytest.raises(ValueError, match="no window comes before"):
+        f.previous()
+    g = Filters(since=datetime(1000, 1, 1, tzinfo=UTC), until=datetime(2026, 12, 6, tzinfo=UTC))
+    assert (g.previous().since, g.previous().until) == (datetime(1, 1, 1, tzinfo=UTC), g.since)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -264,6 +264,20 @@ def test_an_event_dated_past_the_servers_clock_is_422_naming_ts_and_a_backfill_o
     assert resp.status_code == 202 and resp.json() == {"accepted": 2, "duplicates": 0}
 
 
+@pytest.mark.parametrize("ts", ["0001-01-01T00:00:00Z", "1900-01-01T00:00:00Z", "1969-12-31T23:59:59.999999Z"])
+def test_an_event_dated_before_1970_is_422_naming_ts(client: TestClient, settings: Settings, ts: str) -> None:
+    """Go's zero time (year 1) was kept, and the explorer then failed on its whole page (a window before it)."""
+    resp = client.post(
+        "/v1/events", json={"events": [_batch(1, prefix="ok")[0], {**_batch(1, prefix="y1")[0], "ts": ts}]}
+    )
+    assert resp.status_code == 422, resp.text
+    [problem] = resp.json()["detail"]
+    assert (problem["index"], problem["field"]) == (1, "ts") and "before 1970-01-01" in problem["message"]
+    assert _logged(settings) == []
+    resp = client.post("/v1/events", json={"events": [{**_batch(1, prefix="epoch")[0], "ts": "1970-01-01T00:00:00Z"}]})
+    assert resp.status_code == 202, resp.text
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
