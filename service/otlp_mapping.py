@@ -54,6 +54,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from querylog.logging.events import MAX_MILLIS
+
 __all__ = ["INTENT_ATTRIBUTE", "INTENT_CONFIDENCE_ATTRIBUTE", "NOT_CAPTURED", "Mapped", "map_export"]
 
 #: The query text of a GenAI span whose instrumentation did not record the prompt (content capture is opt-in in
@@ -687,7 +689,9 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
     generate_ms = (end - start) / 1e6
     if alone and query.ancestors:  # the trace's one query: it lasted as long as the request that holds it
         root = query.ancestors[-1][0]
-        start, end = min(start, root.start_time_unix_nano), max(end, root.end_time_unix_nano)
+        outer = (min(start, root.start_time_unix_nano or start), max(end, root.end_time_unix_nano))
+        if (outer[1] - outer[0]) / 1e6 <= MAX_MILLIS:  # a request span dated 1990 is no bound: the query's own are
+            start, end = outer
     latency_ms = (end - start) / 1e6
     events: list[dict[str, Any]] = [
         {

@@ -838,6 +838,36 @@ def test_a_retrieval_of_documents_without_ids_counts_them_and_their_best_score(
     assert (search.result_count, search.top_score, search.sources) == (3, 0.9, None)
 
 
+@pytest.mark.parametrize(
+    ("root_start", "latency_ms"),
+    [(0, 2000.0), (631_152_000_000_000_000, 1000.0)],  # unset: to the request's end; 1990: the LLM span's own
+)
+def test_a_request_span_with_a_bad_start_leaves_the_query_its_own_bounds(
+    client: TestClient, tmp_path: Path, root_start: int, latency_ms: float
+) -> None:
+    """The query lasts as long as the request around it, but a request span without a start time (or one of 1990)
+    made the query's latency decades long: the query was refused as "invalid latency_ms" and lost."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest.FromString(
+        _hand_built(
+            (b"\x07" * 16, b"\x01" * 8, b"", {"http.route": "/ask"}),
+            (b"\x07" * 16, b"\x02" * 8, b"\x01" * 8, {**_LLM, "gen_ai.prompt.0.content": "부모가 이상한 질문"}),
+        )
+    )
+    root = request.resource_spans[0].scope_spans[0].spans[0]
+    root.start_time_unix_nano, root.end_time_unix_nano = root_start, _T0 + 2 * 10**9
+    resp = client.post(
+        "/v1/traces", content=request.SerializeToString(), headers={"content-type": "application/x-protobuf"}
+    )
+    assert resp.status_code == 200
+    assert ExportTraceServiceResponse.FromString(resp.content).partial_success.rejected_spans == 0
+    log = b"".join(p.read_bytes() for p in (tmp_path / "home" / "log").glob("*.jsonl"))
+    (completed,) = [e for e in _logged(log) if e.event_type == "query_completed"]
+    assert completed.latency_ms == pytest.approx(latency_ms)
+    assert "부모가 이상한 질문".encode() in log and b'"ts":"1970' not in log and b'"ts":"1990' not in log
+
+
 def test_a_session_or_user_id_sent_as_a_number_is_kept(client: TestClient, tmp_path: Path) -> None:
     """`session.id = 12345` (an app's database key) was dropped: the query had no session and no user."""
     tracer, keep = _kept_tracer()
