@@ -561,6 +561,22 @@ class ReadBatch:
         return len(self.lines)
 
 
+def _take_unerased(data: bytes, end: int, want: int, out: list[bytes]) -> int:
+    """Append to `out` at most `want` lines of ``data[:end]`` (whole lines) that `querylog erase` did not blank; the
+    bytes read: up to the last line taken, with the blanked lines after it."""
+    start = taken = 0
+    while start < end:
+        stop = data.index(b"\n", start, end)
+        line = data[start:stop]
+        if not is_erased(line):
+            if taken == want:
+                return start
+            out.append(line)
+            taken += 1
+        start = stop + 1
+    return end
+
+
 class LogReader:
     """Reads whole lines from every writer's segments, from a checkpoint on. Never takes a lock."""
 
@@ -594,6 +610,7 @@ class LogReader:
         cut = False
         live: set[str] = set()
         erased = self.erased_segments()
+        held = False  # a segment's whole lines were left for the next read: none of a later one may come first
         for path in self.segments():
             name = path.name
             live.add(name)
@@ -605,7 +622,7 @@ class LogReader:
                 continue
             if size <= offset:
                 continue
-            if len(lines) >= max_events or budget <= 0:
+            if held or len(lines) >= max_events or budget <= 0:
                 remaining += size - offset
                 cut = True
                 continue
@@ -621,17 +638,21 @@ class LogReader:
                     line = fh.readline()
                 data = line if line.endswith(b"\n") else b""
                 end = len(data)
-            # Split off at most the lines still wanted: the rest (and any partial last line) stays in one piece.
-            pieces = data.split(b"\n", max_events - len(lines)) if end else [data]
-            end = len(data) - len(pieces[-1])
-            cut = cut or b"\n" in pieces[-1]
-            if name in erased:  # lines `querylog erase` blanked are never handed on
-                lines.extend(p for p in pieces[:-1] if not is_erased(p))
+            if name in erased and end:  # lines `querylog erase` blanked are never handed on, nor counted as read
+                end = _take_unerased(data, end, max_events - len(lines), lines)
             else:
+                # Split off at most the lines still wanted: the rest (and any partial last line) stays in one piece.
+                pieces = data.split(b"\n", max_events - len(lines)) if end else [data]
+                end = len(data) - len(pieces[-1])
                 lines.extend(pieces[:-1])
+            left = data.find(b"\n", end) >= 0  # whole lines read but left for the next read
+            cut = cut or left
             new[name] = offset + end
             budget -= end
             remaining += max(0, size - offset - end)  # a long line read whole may end past the stat
+            # Cut by a limit, not at a line still being written: the next read starts here, and no line of a later
+            # segment may come before this one's (a budget that ended mid-line left some budget over).
+            held = left or len(data) < size - offset
         # Keep positions only for segments that still exist (retention may delete old ones).
         return ReadBatch(
             lines=lines, checkpoint={k: v for k, v in new.items() if k in live}, remaining_bytes=remaining, cut=cut
@@ -658,7 +679,8 @@ class LogReader:
         position: Mapping[str, int] = dict(checkpoint or {})
         while True:
             batch = self.read(position, max_events=batch_events)
-            if not batch.lines:
+            if batch.lines:
+                yield batch
+            elif not batch.cut or batch.checkpoint == position:  # the end; a batch of blanked lines only reads on
                 return
-            yield batch
             position = batch.checkpoint
