@@ -60,6 +60,7 @@ __all__ = [
     "new_event_id",
     "nfc",
     "prechecked",
+    "shows_nothing",
     "utc_now",
 ]
 
@@ -207,6 +208,16 @@ def level_of(event_type: str) -> str:
     return "error" if event_type == "query_failed" else "info"
 
 
+#: Characters that draw nothing beyond `INVISIBLE_CHARS` and whitespace: controls, format characters, separators.
+_DRAWS_NOTHING: Final = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+
+
+def shows_nothing(text: str) -> bool:
+    """Whether `text` draws nothing on a screen: `is_blank`, or only control and format characters besides (a
+    question of ``"\x00"``). Held where questions come in; a line already written is read by `is_blank` alone."""
+    return is_blank(text) or all(c.isspace() or unicodedata.category(c) in _DRAWS_NOTHING for c in text)
+
+
 def is_blank(text: str) -> bool:
     """Whether `text` shows nothing: only whitespace and invisible characters (``"\u200b"`` is blank)."""
     shown = text.lstrip()  # on every query: a text that starts with a visible character is decided here
@@ -273,9 +284,12 @@ def checked_tags(tags: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     for tag in tags:
         if not isinstance(tag, str):
             raise EventValidationError("tags", f"each tag must be a string, got {type(tag).__name__}")
-        tag = nfc(tag).strip()
+        sent, tag = tag, nfc(tag).strip()
         if not tag or len(tag) > MAX_TAG_CHARS:
-            raise EventValidationError("tags", f"each tag must be 1..{MAX_TAG_CHARS} characters, got {tag!r}")
+            said = f"{sent[:80]!r}" + (f" ({len(sent):,} characters)" if len(sent) > 80 else "")
+            raise EventValidationError(
+                "tags", f"each tag must be 1..{MAX_TAG_CHARS} characters besides the spaces around it, got {said}"
+            )
         cleaned[tag] = None
     if len(cleaned) > MAX_TAGS:
         raise EventValidationError("tags", f"at most {MAX_TAGS} tags, got {len(cleaned)}")

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, field_validator
 from querylog import __version__
 from querylog.config import ConfigError, Settings
 from querylog.housekeeping import LogCollector, log_health
-from querylog.logging.events import is_blank
+from querylog.logging.events import shows_nothing
 from querylog.logging.tracker import QueryTracker
 from querylog.runtime import Runtime
 from querylog.service import otlp, producers
@@ -80,10 +80,10 @@ class ChatRequest(BaseModel):
     @field_validator("query")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        # The same test the query_received event applies (control separators like U+001E and zero-width
-        # characters count as blank too), made here so that a blank question is the caller's 422, not a 500.
-        if is_blank(value):
-            raise ValueError("must contain more than whitespace and invisible characters")
+        # The query_received event's test (control separators like U+001E and zero-width characters count as
+        # blank), and no question of control characters only ("\x00"): the caller's 422, not a 500 or an empty row.
+        if shows_nothing(value):
+            raise ValueError("must contain more than whitespace, control and invisible characters")
         return value
 
 

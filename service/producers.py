@@ -33,9 +33,11 @@ from querylog.logging.events import (
     SCHEMA_VERSION,
     AnyEvent,
     EventValidationError,
+    QueryReceived,
     id_text_problem,
     name_text_problem,
     nfc,
+    shows_nothing,
 )
 from querylog.logging.schema import redact_fields
 from querylog.logging.segments import EventLog, LogClosedError, LogReader, is_erased
@@ -450,6 +452,8 @@ class EventIngestor:
                 continue
             problem = too_far_ahead(event) or too_old(event)
             field = "ts" if problem is not None else None
+            if problem is None and isinstance(event, QueryReceived) and shows_nothing(event.query_text):
+                field, problem = "query_text", "must hold a visible character, not control characters only"
             if problem is None and (bad_id := id_problem(event)) is not None:
                 field, problem = bad_id
             if problem is not None:

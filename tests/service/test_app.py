@@ -71,6 +71,8 @@ def test_a_failing_llm_step_is_a_502_and_a_query_failed_event(client: TestClient
         {"query": " \t\n"},
         {"query": "\u001e"},
         {"query": "\u200b\u00ad"},
+        {"query": "\u0000"},  # controls only: was answered, and stored as a question that shows nothing
+        {"query": "\u0001\u200e\u001b "},
     ],
 )
 def test_bad_requests_are_422_and_emit_nothing(client: TestClient, payload: dict[str, object]) -> None:

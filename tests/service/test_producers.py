@@ -462,6 +462,8 @@ def test_an_invalid_event_rejects_the_whole_batch_naming_index_and_field(
         ),
         ({"event_type": "query_received", "query_id": "q-1", "query_text": "   "}, "query_text"),
         ({"event_type": "query_received", "query_id": "q-1", "query_text": "\u200b"}, "query_text"),
+        ({"event_type": "query_received", "query_id": "q-1", "query_text": "\x01\x00"}, "query_text"),
+        ({"event_type": "query_received", "query_id": "q-1", "query_text": " \u200e\x1b "}, "query_text"),
         ({"event_type": "intent_classified", "query_id": "q-1", "intent": "x", "confidence": 1.5}, "confidence"),
         ({"event_type": "feedback_received", "query_id": "q-1", "score": 1, "service": None}, "service"),
     ],
@@ -989,3 +991,13 @@ def test_a_utf8_byte_order_mark_is_read_past_and_utf16_is_named(client: TestClie
     for encoding in ("utf-16", "utf-16-le", "utf-32"):
         resp = client.post("/v1/events", content=batch.encode(encoding), headers=headers)
         assert resp.status_code == 400 and resp.json()["detail"].endswith("send UTF-8"), encoding
+
+
+def test_a_blank_tag_is_quoted_as_it_was_sent() -> None:
+    """The message quoted the tag stripped: two spaces were told as '' — a length the caller never sent."""
+    from querylog.logging.events import EventValidationError, checked_tags
+
+    with pytest.raises(EventValidationError, match=r"besides the spaces around it, got '  '$"):
+        checked_tags(["ok", "  "])
+    with pytest.raises(EventValidationError, match=r"got 'xxx.*' \(300 characters\)$"):
+        checked_tags(["x" * 300])
