@@ -672,9 +672,8 @@ def _answer(answer: Answer | None) -> None:
     """What the user was told, and from which documents (queries recorded before schema v2 have neither)."""
     if answer is None:
         return
-    if answer.answer_text is None and answer.sources.is_empty():
-        if answer.answer_chars is not None:
-            st.caption(f"Answer of {answer.answer_chars:,} characters; its text was not kept.")
+    if answer.answer_text is None and answer.sources.is_empty() and answer.answer_chars is not None:
+        st.caption(f"Answer of {answer.answer_chars:,} characters; its text was not kept.")
         return
     st.markdown("**Answer**")
     _answer_text(answer)
@@ -731,11 +730,19 @@ def _timeline(lq: LakeQueries, query_id: str) -> None:
     if trace:
         st.link_button("Open trace in Langfuse", trace)  # a button, not Markdown built from a producer's id
     _answer(lq.answer(query_id))
+    for failed in events.filter(pl.col("event_type") == "query_failed").iter_rows(named=True):
+        at = f" at {failed['stage']}" if failed.get("stage") else ""
+        said = ": ".join(str(failed[k]) for k in ("error_type", "error_message") if failed.get(k))
+        st.text(plain(f"Failed{at}: {said or 'no error given'}"))
     # A stage event is emitted when the stage ends and carries its duration: draw it as a bar ending there.
     spans = events.with_columns(
         (pl.col("offset_ms") - pl.col("duration_ms").fill_null(0)).alias("start_ms"),
         pl.col("offset_ms").alias("end_ms"),
     )
+    # Feedback comes minutes or days after the query: drawn on the same axis, it would squash every stage to a dot.
+    for feedback in spans.filter(pl.col("event_type") == "feedback_received").iter_rows(named=True):
+        st.caption(f"Feedback {_score(feedback['score'])} came {_later(feedback['offset_ms'])} after the first event.")
+    spans = spans.filter(pl.col("event_type") != "feedback_received")
     st.altair_chart(
         alt.Chart(spans)
         .mark_bar(size=14)
@@ -760,6 +767,22 @@ def _timeline(lq: LakeQueries, query_id: str) -> None:
         [c for c in events.columns if c not in ("query_text", "trace_id") and events[c].null_count() < events.height]
     )
     _table(st, shown, "timeline_events")
+
+
+def _score(score: int | None) -> str:
+    return {1: "👍 (+1)", 0: "(0)", -1: "👎 (-1)"}.get(score if score is not None else 2, "")
+
+
+def _later(offset_ms: float) -> str:
+    """How long after a query's first event, in the unit that reads best."""
+    seconds = offset_ms / 1000
+    if seconds < 120:
+        return f"{seconds:,.1f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:,.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:,.1f} h"
+    return f"{seconds / 86400:,.1f} days"
 
 
 def _people(lq: LakeQueries, f: Filters) -> None:

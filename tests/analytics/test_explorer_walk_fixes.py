@@ -387,6 +387,31 @@ def test_a_query_that_failed_before_its_answer_says_no_answer_was_made(
     assert not any("not kept" in c for c in captions)
 
 
+def test_feedback_long_after_a_query_is_told_not_drawn_and_a_failure_shows_its_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Feedback 20 minutes after the query ran the timeline's axis to 1,200,000 ms: every stage a dot at 0. A failed
+    query without sources showed no answer section, and its error only past the events table's right edge."""
+    import json
+
+    import pyarrow as pa
+
+    from querylog.logging.events import FeedbackReceived
+
+    later = FeedbackReceived(query_id="q-1", env="prod", score=1, ts=END + timedelta(minutes=20))
+    _write(tmp_path / "home", [*_asked("q-1", "네이버 주가", END, failed=True), later])
+    at = _app(tmp_path / "home", monkeypatch)
+    captions = [c.value for c in at.caption]
+    assert "Feedback 👍 (+1) came 20 min after the first event." in captions
+    assert "No answer was made: the query ended (or failed) before one." in captions
+    assert "Failed at search: TimeoutError" in [t.value for t in at.text]
+    (timeline,) = [c for c in at.get("vega_lite_chart") if "start_ms" in c.proto.spec]
+    drawn = pa.ipc.open_stream(timeline.proto.datasets[0].data.data).read_all().to_pylist()
+    assert {row["event_type"] for row in drawn} == {"query_received", "intent_classified", "query_failed"}
+    assert max(row["end_ms"] for row in drawn) <= 1_000.0
+    assert json.loads(timeline.proto.spec)["layer"][0]["encoding"]["x"]["field"] == "start_ms"
+
+
 def test_a_search_in_answers_shows_the_part_of_the_answer_that_matched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
