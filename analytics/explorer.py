@@ -392,11 +392,18 @@ def _intent_charts(trend: pl.DataFrame, bucket: Bucket) -> None:
             color=color, tooltip=tooltip, y=alt.Y("queries:Q", stack=True, title="queries")
         ),
     )
+    # Shares as bars, each as wide as its bucket: a share is undefined where no query was asked, and an area
+    # cannot be drawn through a bucket with empty ones on both sides (it showed as dots).
+    shares = trend.with_columns(pl.col("bucket").dt.offset_by(_BUCKET_STEP[bucket]).alias("bucket_end"))
     _chart(
         right,
-        trend,
+        shares,
         "share",
-        lambda c: _over_time(c, buckets, bucket).encode(
+        lambda c: (
+            _over_time(c, buckets, bucket)
+            if buckets <= FEW_BUCKETS
+            else c.mark_bar().encode(x=alt.X("bucket:T", title=None), x2="bucket_end:T")
+        ).encode(
             color=color,
             tooltip=tooltip,
             y=alt.Y("share:Q", stack="normalize", title="share", axis=alt.Axis(format="%")),

@@ -425,6 +425,32 @@ def test_one_hour_of_data_draws_bars_a_month_draws_areas_with_points(
     assert _metric(at, "Queries") == f"{len(month.queries):,}"
 
 
+def test_intent_shares_are_bars_as_wide_as_their_bucket_so_a_day_between_empty_ones_shows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A day with data between empty ones: the share chart was areas, which cannot be drawn through such a day, and
+    showed it as dots only."""
+    from querylog.logging.events import QueryCompleted, QueryReceived
+
+    end = datetime(2026, 11, 20, 15, tzinfo=UTC)
+    days = (5, 2, 1, 0)
+    events: list[Any] = []
+    for back in days:
+        for n, intent in enumerate(("stock_analysis", "news_inquiry")):
+            ts, qid = end - timedelta(days=back, minutes=n), f"q-{back}-{n}"
+            events += [QueryReceived(query_id=qid, query_text="네이버 주가", ts=ts)]
+            events += [QueryCompleted(query_id=qid, latency_ms=5.0, intent=intent, ts=ts)]
+    _write(tmp_path / "home", events)
+    at = _app(tmp_path / "home", monkeypatch)
+    at.sidebar.date_input(key="dates").set_value(((end - timedelta(days=5)).date(), end.date())).run()
+    spec, data = _chart_data(at, 1)
+    assert spec["encoding"]["y"]["field"] == "share"
+    assert spec["mark"]["type"] == "bar" and spec["encoding"]["x2"]["field"] == "bucket_end"
+    rows = data.to_pylist()
+    assert {r["bucket"].date() for r in rows if r["share"]} == {(end - timedelta(days=b)).date() for b in days}
+    assert all(r["bucket_end"] - r["bucket"] == timedelta(days=1) for r in rows)
+
+
 def test_filters_that_select_nothing_say_so_instead_of_drawing_empty_axes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
