@@ -294,7 +294,7 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
     out.append(
         (
             "Feedback by intent",
-            ["intent", "finished", "with feedback", "rate", "mean score", "👍", "👎"],
+            ["intent", "finished", "with feedback", "rate", "mean score", "up (+1)", "down (-1)"],
             [
                 [
                     r["intent"],
@@ -337,7 +337,7 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
             out.append(
                 (
                     title,
-                    [name, "queries", "error rate", "p50", "p95", "feedback", "mean score", "👍 share", "quality",
+                    [name, "queries", "error rate", "p50", "p95", "feedback", "mean score", "up share", "quality",
                      "cost (USD)"],
                     [
                         [

@@ -134,6 +134,8 @@ def test_html_is_self_contained_with_inline_svg_charts(two_weeks: SampleLake) ->
     assert HOSTILE in text  # shown as text…
     assert "<script>alert" not in page  # …never as markup
     assert '<meta charset="utf-8">' in page
+    # Column heads in words: 👍 and 👎 drew as empty boxes where the machine has no emoji font (Debian's Chromium).
+    assert "up (+1)" in text and "down (-1)" in text and "👍" not in page and "👎" not in page
 
 
 def test_each_charts_value_axis_counts_in_round_steps(two_weeks: SampleLake) -> None:
