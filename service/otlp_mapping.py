@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -588,14 +589,19 @@ def map_export(request: ExportTraceServiceRequest, *, service: str, env: str) ->
     by_trace: dict[bytes, list[_Query]] = {}
     for query in queries.values():
         by_trace.setdefault(query.span.trace_id, []).append(query)
+    # Each trace's queries by start (stable: equal starts keep their order), to find a retrieval's by bisection: a
+    # trace of thousands of steps took seconds when each retrieval looked at every query.
+    by_start = {trace: sorted(found, key=_START) for trace, found in by_trace.items()}
+    starts = {trace: [q.span.start_time_unix_nano for q in found] for trace, found in by_start.items()}
     for span, attrs in retrieval_spans:
-        candidates = by_trace.get(span.trace_id)
+        candidates = by_start.get(span.trace_id)
         if not candidates:
             mapped.skipped["retrieval_without_genai_span"] += 1
             continue
         # The query it served: the first to start once it had (retrieval comes before generation), else the last.
-        later = [q for q in candidates if q.span.start_time_unix_nano >= span.start_time_unix_nano]
-        chosen = min(later, key=_START) if later else max(candidates, key=_START)
+        at = starts[span.trace_id]
+        i = bisect_left(at, span.start_time_unix_nano)
+        chosen = candidates[i] if i < len(candidates) else candidates[bisect_left(at, at[-1])]
         chosen.retrievals.append((span, attrs))
     for query in queries.values():
         alone = len(by_trace[query.span.trace_id]) == 1
