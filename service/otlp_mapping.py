@@ -116,25 +116,37 @@ def _text(value: Any) -> Any:
 
 def _str(attrs: dict[str, Any], *names: str) -> str | None:
     """A text attribute (a name, a question, an error message); sent as bytes, their UTF-8 text, which redaction
-    then reads as it reads any (their hex digits would carry a phone number past it)."""
+    then reads as it reads any (their hex digits would carry a phone number past it); sent as a number, its digits
+    (``querylog.intent = 7`` is the intent "7", as /v1/events would be told it). True, false, lists and maps are
+    no text: left out, as not given."""
     for name in names:
         value = attrs.get(name)
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
+        if (number := _digits(value)) is not None:
+            return number
         if isinstance(value, str) and value.strip():
             return value
     return None
 
 
 def _id(attrs: dict[str, Any], *names: str) -> str | None:
-    """An id attribute: text, or a whole number as its digits (``session.id = 12345``: an app's database key)."""
+    """An id attribute: text, its bytes as hex digits, or a number as its digits (``session.id = 12345``: an app's
+    database key)."""
     for name in names:
         value = _text(attrs.get(name))
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
+        if (number := _digits(value)) is not None:
+            return number
         if isinstance(value, str) and value.strip():
             return value
     return None
+
+
+def _digits(value: Any) -> str | None:
+    """A number (not true or false) as its digits: ``7``, ``2.5``; a whole float as a whole number (``3.0``: 3)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def _number(attrs: dict[str, Any], name: str) -> float | None:

@@ -879,6 +879,25 @@ def test_a_session_or_user_id_sent_as_a_number_is_kept(client: TestClient, tmp_p
     assert (received.session_id, received.user_id) == ("12345", "42")
 
 
+def test_a_name_sent_as_a_number_is_its_digits_and_true_or_false_is_not_given(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """`querylog.intent = 7` was read as no intent, `gen_ai.request.model = 7` as no model and `session.id = 1.5` as no
+    session, silently, while the same fields sent as bytes were kept or refused."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("chat") as span:
+        span.set_attributes({**_LLM, "querylog.intent": 7, "gen_ai.request.model": 4.0, "session.id": 1.5})
+        span.set_attributes({"user.id": True, "gen_ai.response.model": False})
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {}
+    events = _logged(log)
+    (received,) = [e for e in events if e.event_type == "query_received"]
+    (classified,) = [e for e in events if e.event_type == "intent_classified"]
+    (generated,) = [e for e in events if e.event_type == "response_generated"]
+    assert (classified.intent, generated.gen_ai_request_model, received.session_id) == ("7", "4", "1.5")
+    assert received.user_id is None and generated.gen_ai_response_model is None  # no text: not given
+
+
 def test_a_request_that_failed_after_its_answer_is_a_failed_query(client: TestClient, tmp_path: Path) -> None:
     """The request span ERROR (a 500 after the LLM answered) with its LLM span OK was recorded as completed."""
     tracer, keep = _kept_tracer()
