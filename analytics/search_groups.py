@@ -71,12 +71,15 @@ def question_key(text: str) -> str:
     return " ".join(lower_as_duckdb(text).split())
 
 
-_ASKED_SQL: Final = f"""
-WITH asked AS (
+def _asked_sql(which: str) -> str:
+    """The queries that asked (`which`: a condition on their ``query_received`` events), each with its question,
+    start, env, release, prompt version and intent, as the `queries` view has them: ``asked a``, ``intents i``."""
+    return f"""
+asked AS (
     SELECT query_id, any_value(query_text) AS query_text, min(ts) AS ts, any_value(env) AS env,
            any_value(release) AS release, any_value(prompt_version) AS prompt_version
     FROM events
-    WHERE event_type = 'query_received' AND list_contains($texts, query_text)
+    WHERE event_type = 'query_received' AND {which}
     GROUP BY query_id
 ), intents AS (
     SELECT query_id, {QUERY_INTENT_SQL} AS intent
@@ -84,14 +87,35 @@ WITH asked AS (
     WHERE event_type IN ('intent_classified', 'query_completed', 'query_failed')
       AND query_id IN (SELECT query_id FROM asked)
     GROUP BY query_id
-)
-SELECT a.query_text, a.query_id, a.ts, coalesce(i.intent, '{UNCLASSIFIED}') AS intent
-FROM asked a LEFT JOIN intents i USING (query_id)
+)"""
+
+
+#: The filters on ``asked a`` and ``intents i`` (`_asked_sql`), with `_filter_params`.
+_IN_FILTERS: Final = f"""
 WHERE ($since IS NULL OR a.ts >= $since) AND ($until IS NULL OR a.ts < $until)
   AND (len($intents) = 0 OR list_contains($intents, coalesce(i.intent, '{UNCLASSIFIED}')))
   AND (len($envs) = 0 OR list_contains($envs, a.env))
   AND (len($releases) = 0 OR list_contains($releases, a.release))
   AND (len($prompt_versions) = 0 OR list_contains($prompt_versions, a.prompt_version))
+"""
+
+
+def _filter_params(f: Filters) -> dict[str, Any]:
+    return {
+        "since": f.since,
+        "until": f.until,
+        "intents": list(f.intents),
+        "envs": list(f.envs),
+        "releases": list(f.releases),
+        "prompt_versions": list(f.prompt_versions),
+    }
+
+
+_ASKED_SQL: Final = f"""
+WITH {_asked_sql("list_contains($texts, query_text)")}
+SELECT a.query_text, a.query_id, a.ts, coalesce(i.intent, '{UNCLASSIFIED}') AS intent
+FROM asked a LEFT JOIN intents i USING (query_id)
+{_IN_FILTERS}
 ORDER BY a.ts DESC, a.query_id
 """
 
@@ -116,9 +140,7 @@ def group_questions(
             best[key] = score
     if not best:
         return []
-    params = {"texts": sorted(texts), "since": f.since, "until": f.until, "intents": list(f.intents)}
-    params |= {"envs": list(f.envs), "releases": list(f.releases), "prompt_versions": list(f.prompt_versions)}
-    rows = catalog.arrow(_ASKED_SQL, params).to_pylist()
+    rows = catalog.arrow(_ASKED_SQL, {"texts": sorted(texts), **_filter_params(f)}).to_pylist()
     by_key: dict[str, list[dict[str, Any]]] = {}
     for row in rows:  # newest first
         by_key.setdefault(question_key(row["query_text"]), []).append(row)
@@ -154,24 +176,29 @@ def questions_of(catalog: Catalog, query_ids: Sequence[str]) -> dict[str, str]:
     return dict(zip(table["query_id"].to_pylist(), table["query_text"].to_pylist(), strict=True))
 
 
-#: Every question whose query got one of `$answers` (in the dates): the answers' index gives each answer text once.
-_ANSWERED_SQL: Final = """
-SELECT DISTINCT r.answer_text AS answer, q.query_text AS question
-FROM events r JOIN events q ON q.query_id = r.query_id AND q.event_type = 'query_received'
-WHERE r.event_type = 'response_generated' AND list_contains($answers, r.answer_text)
-  AND ($since IS NULL OR r.ts >= $since) AND ($until IS NULL OR r.ts < $until)
+#: Every question whose query got one of `$answers` and is within the filters (the query's own start, intent, env,
+#: release and prompt version): the answers' index gives each answer text once.
+_ANSWERED_SQL: Final = f"""
+WITH answered AS (
+    SELECT DISTINCT query_id, answer_text AS answer
+    FROM events
+    WHERE event_type = 'response_generated' AND list_contains($answers, answer_text)
+), {_asked_sql("query_id IN (SELECT query_id FROM answered)")}
+SELECT DISTINCT n.answer, a.query_text AS question
+FROM answered n JOIN asked a USING (query_id) LEFT JOIN intents i USING (query_id)
+{_IN_FILTERS}
 """
 
 
 def questions_answered(
     catalog: Catalog, answers: Sequence[str], filters: Filters | None = None
 ) -> dict[str, list[str]]:
-    """The questions that got each of `answers` within the dates of `filters`: a canned answer ("죄송합니다, …") is
+    """The questions that got each of `answers`, by queries within `filters`: a canned answer ("죄송합니다, …") is
     one text to the answers' index, however many questions got it."""
     if not answers:
         return {}
-    f = filters or Filters()
-    rows = catalog.arrow(_ANSWERED_SQL, {"answers": sorted(set(answers)), "since": f.since, "until": f.until})
+    params = {"answers": sorted(set(answers)), **_filter_params(filters or Filters())}
+    rows = catalog.arrow(_ANSWERED_SQL, params)
     out: dict[str, list[str]] = {}
     for answer, question in zip(rows["answer"].to_pylist(), rows["question"].to_pylist(), strict=True):
         if question:

@@ -232,6 +232,34 @@ def test_every_question_that_got_the_same_answer_is_listed_when_grouped(
 
 
 @needs_search
+def test_a_question_listed_for_an_answer_it_got_is_listed_only_where_that_query_is_in_the_filters(
+    lake: SampleLake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The expansion to every question that got an answer applied the dates only: a question that got the canned
+    answer under another intent was listed for `--intent stock_analysis`, by a query that got a real answer."""
+    from querylog.logging.events import ResponseGenerated
+
+    canned = "죄송합니다, 그 질문에는 답변할 수 없습니다."
+    asked = [
+        ("c-1", "비트코인 시세 알려줘", canned, "off_topic"),
+        ("c-2", "비트코인 시세 알려줘", "비트코인은 오늘 올랐습니다.", "stock_analysis"),
+        ("c-3", "로또 번호 추천해줘", canned, "stock_analysis"),
+    ]
+    ts = datetime.now(UTC) - timedelta(minutes=20)
+    with ParquetSink(lake.lake) as sink:
+        for n, (qid, question, answer, intent) in enumerate(asked):
+            at = ts + timedelta(seconds=n)
+            events = [QueryReceived(query_id=qid, query_text=question, ts=at)]
+            events.append(ResponseGenerated(query_id=qid, answer_text=answer, ts=at))
+            events.append(QueryCompleted(query_id=qid, latency_ms=5.0, intent=intent, ts=at))
+            sink.write(Batch(events=events, checkpoint={"filtered": n + 1}))
+    rows, _ = _search(lake, capsys, "죄송합니다", "--in", "answers", "--intent", "stock_analysis", group=True)
+    assert [r["query_text"] for r in rows] == ["로또 번호 추천해줘"]
+    rows, _ = _search(lake, capsys, "죄송합니다", "--in", "answers", group=True)
+    assert sorted(r["query_text"] for r in rows) == ["로또 번호 추천해줘", "비트코인 시세 알려줘"]
+
+
+@needs_search
 def test_an_answer_search_that_finds_nothing_says_when_answers_are_not_recorded(
     lake: SampleLake, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
