@@ -55,7 +55,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from querylog.logging.events import MAX_MILLIS
+from querylog.logging.events import shows_nothing
 
 __all__ = ["INTENT_ATTRIBUTE", "INTENT_CONFIDENCE_ATTRIBUTE", "NOT_CAPTURED", "Mapped", "map_export"]
 
@@ -480,6 +480,9 @@ def _name(value: str | None, fallback: str) -> str:
     return value if value is not None and value.strip() else fallback
 
 
+#: How far the request around a trace's one query may reach past the query's own span, either side: further, its
+#: time is wrong (a start left unset, a clock of another year), and the query keeps its own bounds.
+_REQUEST_SLACK_NS: Final = 86_400 * 10**9
 #: How far above a query span its session, user, question and request are looked for (`_Spans.ancestors`); the
 #: query a GenAI span is a step of is found at any depth (`_Spans.outer`).
 MAX_ANCESTORS: Final = 64
@@ -708,8 +711,8 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
     if alone and query.ancestors:  # the trace's one query: it lasted as long as the request that holds it
         root = query.ancestors[-1][0]
         outer = (min(start, root.start_time_unix_nano or start), max(end, root.end_time_unix_nano))
-        if (outer[1] - outer[0]) / 1e6 <= MAX_MILLIS:  # a request span dated 1990 is no bound: the query's own are
-            start, end = outer
+        if outer[0] >= start - _REQUEST_SLACK_NS and outer[1] <= end + _REQUEST_SLACK_NS:
+            start, end = outer  # else a request span dated 1990 or 2000 is no bound: the query's own are
     latency_ms = (end - start) / 1e6
     events: list[dict[str, Any]] = [
         {
@@ -717,7 +720,7 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
             "event_type": "query_received",
             "event_id": f"otlp-{span_id}-received",
             "ts": _ts(start),
-            "query_text": _question(query) or NOT_CAPTURED,
+            "query_text": question if (question := _question(query)) and not shows_nothing(question) else NOT_CAPTURED,
         }
     ]
     if labelled is not None:

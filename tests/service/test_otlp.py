@@ -840,13 +840,15 @@ def test_a_retrieval_of_documents_without_ids_counts_them_and_their_best_score(
 
 @pytest.mark.parametrize(
     ("root_start", "latency_ms"),
-    [(0, 2000.0), (631_152_000_000_000_000, 1000.0)],  # unset: to the request's end; 1990: the LLM span's own
+    # unset: to the request's end; 1990 and 2000: the LLM span's own
+    [(0, 2000.0), (631_152_000_000_000_000, 1000.0), (946_684_800_000_000_000, 1000.0)],
 )
 def test_a_request_span_with_a_bad_start_leaves_the_query_its_own_bounds(
     client: TestClient, tmp_path: Path, root_start: int, latency_ms: float
 ) -> None:
     """The query lasts as long as the request around it, but a request span without a start time (or one of 1990)
-    made the query's latency decades long: the query was refused as "invalid latency_ms" and lost."""
+    made the query's latency decades long: the query was refused as "invalid latency_ms" and lost (1990), or kept
+    as a query of 2000 that lasted 27 years."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     request = ExportTraceServiceRequest.FromString(
@@ -896,6 +898,19 @@ def test_a_name_sent_as_a_number_is_its_digits_and_true_or_false_is_not_given(
     (generated,) = [e for e in events if e.event_type == "response_generated"]
     assert (classified.intent, generated.gen_ai_request_model, received.session_id) == ("7", "4", "1.5")
     assert received.user_id is None and generated.gen_ai_response_model is None  # no text: not given
+
+
+def test_a_question_of_control_characters_only_is_told_not_captured(client: TestClient, tmp_path: Path) -> None:
+    """/v1/chat and /v1/events refuse a question that shows nothing; a span's was stored as it came."""
+    from querylog.service.otlp_mapping import NOT_CAPTURED
+
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("chat") as span:
+        span.set_attributes({**_LLM, "gen_ai.prompt.0.content": "\x00\x01 \u200e"})
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {}
+    (received,) = [e for e in _logged(log) if e.event_type == "query_received"]
+    assert received.query_text == NOT_CAPTURED
 
 
 def test_a_request_that_failed_after_its_answer_is_a_failed_query(client: TestClient, tmp_path: Path) -> None:
