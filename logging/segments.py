@@ -631,12 +631,14 @@ class LogReader:
                 fh.seek(offset)
                 data = fh.read(min(size - offset, budget))
             end = data.rfind(b"\n") + 1
+            torn = False  # all that is left of the segment is a line not ended (being written, or cut by a crash)
             if end == 0 and len(data) == budget and budget < size - offset:
                 # One line longer than the whole budget: read it alone rather than stall forever.
                 with path.open("rb") as fh:
                     fh.seek(offset)
                     line = fh.readline()
-                data = line if line.endswith(b"\n") else b""
+                torn = not line.endswith(b"\n")
+                data = b"" if torn else line
                 end = len(data)
             if name in erased and end:  # lines `querylog erase` blanked are never handed on, nor counted as read
                 end = _take_unerased(data, end, max_events - len(lines), lines)
@@ -652,7 +654,7 @@ class LogReader:
             remaining += max(0, size - offset - end)  # a long line read whole may end past the stat
             # Cut by a limit, not at a line still being written: the next read starts here, and no line of a later
             # segment may come before this one's (a budget that ended mid-line left some budget over).
-            held = left or len(data) < size - offset
+            held = left or (len(data) < size - offset and not torn)
         # Keep positions only for segments that still exist (retention may delete old ones).
         return ReadBatch(
             lines=lines, checkpoint={k: v for k, v in new.items() if k in live}, remaining_bytes=remaining, cut=cut

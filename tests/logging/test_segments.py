@@ -154,6 +154,21 @@ def test_a_read_cut_mid_line_by_its_byte_budget_reads_no_later_segment(tmp_path:
     assert order == [f"q-{i}" for i in range(3, 15)]
 
 
+def test_an_unended_line_longer_than_the_budget_holds_back_no_later_segment(tmp_path: Path) -> None:
+    """A torn tail longer than a read's byte budget (a crash mid-write; `repair` cuts it at the next open) left
+    nothing whole to read in its segment, yet held every later segment back."""
+    _two_segments(tmp_path, 1, 1)
+    first = segment_paths(tmp_path)[0]
+    with first.open("ab") as fh:
+        fh.write(b'{"event_type": "query_received", "query_text": "' + b"x" * 300)
+    reader = LogReader(tmp_path)
+    batch = reader.read({}, max_bytes=100)
+    read = [codec.decode(x).query_id for x in batch.lines]
+    while (batch := reader.read(batch.checkpoint, max_bytes=100)).lines:
+        read += [codec.decode(x).query_id for x in batch.lines]
+    assert read == ["q-0", "q-1"]
+
+
 def test_reader_never_returns_a_partial_line(tmp_path: Path) -> None:
     with EventLog(tmp_path) as log:
         log.append(_event(1))
