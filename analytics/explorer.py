@@ -675,12 +675,15 @@ def _queries(lq: LakeQueries, f: Filters) -> None:
     _timeline(lq, query_id)
 
 
-def _answer(answer: Answer | None) -> None:
-    """What the user was told, and from which documents (queries recorded before schema v2 have neither)."""
+def _answer(answer: Answer | None, *, failed: bool = False) -> None:
+    """What the user was told, and from which documents (queries recorded before schema v2 have neither, nor have
+    those of a producer that sends no answer: nothing is said of them); that none was made, when the query `failed`
+    before one."""
     if answer is None:
         return
-    if answer.answer_text is None and answer.sources.is_empty() and answer.answer_chars is not None:
-        st.caption(f"Answer of {answer.answer_chars:,} characters; its text was not kept.")
+    if answer.answer_text is None and answer.sources.is_empty() and not failed:
+        if answer.answer_chars is not None:
+            st.caption(f"Answer of {answer.answer_chars:,} characters; its text was not kept.")
         return
     st.markdown("**Answer**")
     _answer_text(answer)
@@ -736,8 +739,9 @@ def _timeline(lq: LakeQueries, query_id: str) -> None:
     trace = trace_url(events["trace_id"].drop_nulls().first())  # type: ignore[arg-type]
     if trace:
         st.link_button("Open trace in Langfuse", trace)  # a button, not Markdown built from a producer's id
-    _answer(lq.answer(query_id))
-    for failed in events.filter(pl.col("event_type") == "query_failed").iter_rows(named=True):
+    failures = events.filter(pl.col("event_type") == "query_failed")
+    _answer(lq.answer(query_id), failed=not failures.is_empty())
+    for failed in failures.iter_rows(named=True):
         at = f" at {failed['stage']}" if failed.get("stage") else ""
         said = ": ".join(str(failed[k]) for k in ("error_type", "error_message") if failed.get(k))
         st.text(plain(f"Failed{at}: {said or 'no error given'}"))
@@ -777,7 +781,7 @@ def _timeline(lq: LakeQueries, query_id: str) -> None:
 
 
 def _score(score: int | None) -> str:
-    return {1: "👍 (+1)", 0: "(0)", -1: "👎 (-1)"}.get(score if score is not None else 2, "")
+    return {1: "up (+1)", 0: "(0)", -1: "down (-1)"}.get(score if score is not None else 2, "")
 
 
 def _later(offset_ms: float) -> str:

@@ -52,10 +52,9 @@ _EN: Final = (
     "How is the KOSPI index doing today?",
 )
 _FOLLOW_UPS: Final = ("그럼 {c} 매수해도 될까?", "{c} 관련 기사 더 있어?", "And what about {e} news?", "{c} 경쟁사는?")
-#: Feedback a user leaves on an answer, and how often: mostly thumbs up, a real share of thumbs down.
 #: The slowest rate `run_demo` takes: one request an hour. Slower, a wait between requests overflows the clock.
 MIN_RATE: Final = 1 / 3600
-
+#: Feedback a user leaves on an answer, and how often: mostly thumbs up, a real share of thumbs down.
 _VERDICTS: Final = ((1, 0.6), (0, 0.15), (-1, 0.25))
 _COMMENTS: Final[dict[int, tuple[str | None, ...]]] = {
     1: ("도움이 됐어요", "Helpful, thanks", None, None),

@@ -402,7 +402,7 @@ def test_feedback_long_after_a_query_is_told_not_drawn_and_a_failure_shows_its_e
     _write(tmp_path / "home", [*_asked("q-1", "네이버 주가", END, failed=True), later])
     at = _app(tmp_path / "home", monkeypatch)
     captions = [c.value for c in at.caption]
-    assert "Feedback 👍 (+1) came 20 min after the first event." in captions
+    assert "Feedback up (+1) came 20 min after the first event." in captions
     assert "No answer was made: the query ended (or failed) before one." in captions
     assert "Failed at search: TimeoutError" in [t.value for t in at.text]
     (timeline,) = [c for c in at.get("vega_lite_chart") if "start_ms" in c.proto.spec]
@@ -410,6 +410,17 @@ def test_feedback_long_after_a_query_is_told_not_drawn_and_a_failure_shows_its_e
     assert {row["event_type"] for row in drawn} == {"query_received", "intent_classified", "query_failed"}
     assert max(row["end_ms"] for row in drawn) <= 1_000.0
     assert json.loads(timeline.proto.spec)["layer"][0]["encoding"]["x"]["field"] == "start_ms"
+
+
+def test_a_completed_query_of_a_producer_that_sends_no_answer_is_not_said_to_have_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a failed query is told "No answer was made": a query recorded before schema v2, or by a producer that
+    sends no `response_generated`, has an answer the lake never saw."""
+    _write(tmp_path / "home", _asked("q-1", "네이버 주가", END))
+    at = _app(tmp_path / "home", monkeypatch)
+    assert not any("No answer was made" in c.value for c in at.caption)
+    assert "**Answer**" not in [m.value for m in at.markdown]
 
 
 def test_a_search_in_answers_shows_the_part_of_the_answer_that_matched(
