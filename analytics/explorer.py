@@ -563,7 +563,14 @@ def _question_results(lq: LakeQueries, search: LakeSearch, text: str, f: Filters
 _RESULT_STYLE: Final = "margin:.2rem 0;overflow-wrap:anywhere"
 
 
+def _marked(text: str, found: tuple[str, ...]) -> str:
+    """What a result highlights: the words searched for, and what matched in their place (a 초성, alias or typo
+    match holds none of the words as typed)."""
+    return " ".join([text, *found])
+
+
 def _question_html(rank: int, group: AskedQuestion, text: str) -> str:
+    text = _marked(text, group.found)
     intents = html.escape(visible(", ".join(group.intents) or "–"))
     when = f"last {group.last_asked:%Y-%m-%d %H:%M}"
     if group.times_asked > 1:
@@ -588,12 +595,13 @@ def _query_results(lq: LakeQueries, search: LakeSearch, text: str, f: Filters, a
     st.caption(f"{len(hits)} result(s), best first")
     for rank, hit in enumerate(hits, 1):
         question = asked.get(hit.query_id, "") if answers else hit.query_text
+        marked = _marked(text, hit.found)
         st.html(
             f"<div class='ql-query' style='{_RESULT_STYLE}'><b>{rank}.</b> "
-            f"{highlight_html(snippet(question, text, QUESTION_CHARS), text)} "
+            f"{highlight_html(snippet(question, marked, QUESTION_CHARS), marked)} "
             f"<span style='color:#777;font-size:.85em'>· {html.escape(visible(hit.intent or '–'))} · "
             f"{hit.ts:%Y-%m-%d %H:%M} · score {float(hit.score):g}{_why(hit.why)}</span>"
-            f"{_answer_html(hit.query_text if answers else '', text)}</div>"
+            f"{_answer_html(hit.query_text if answers else '', marked)}</div>"
         )
     # Offered first in the timeline picker of the Queries tab, labelled with the question.
     st.session_state["search_hits"] = {h.query_id: asked.get(h.query_id, "") if answers else h.query_text for h in hits}

@@ -90,6 +90,9 @@ class SearchHit:
     score: float
     match: str = "exact"
     why: str = ""
+    #: The pieces of the text that matched outside the exact tier (as folded: "네이버", "samsung electronics"), for
+    #: a page to highlight where the query's own words are not in the text.
+    found: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,7 +362,7 @@ class SearchIndex:
         self, views: list[View], ranked: list[tuple[Ranked, str, int]], variants: list[_Variant]
     ) -> list[SearchHit]:
         texts = _texts(views, [r for r, _, _ in ranked])
-        why = _explain(variants, [(v, texts[r[3], r[4]]) for r, _, v in ranked])
+        why, found = _explain(variants, [(v, texts[r[3], r[4]]) for r, _, v in ranked])
         hits: list[SearchHit] = []
         for i, ((neg_score, neg_ts, query_id, view_index, doc), tier, _) in enumerate(ranked):
             segment = views[view_index].segment
@@ -373,6 +376,7 @@ class SearchIndex:
                     score=float(-neg_score) if tier == "exact" else TIER_SCORES[tier],
                     match=tier,
                     why=why[i],
+                    found=found[i],
                 )
             )
         return hits
@@ -442,9 +446,11 @@ def _texts(views: list[View], ranked: list[Ranked]) -> dict[tuple[int, int], str
     return texts
 
 
-def _explain(variants: list[_Variant], found: list[tuple[int, str]]) -> list[str]:
-    """What matched, for each (variant, text) hit outside the exact tier: one pattern pass per variant word."""
+def _explain(variants: list[_Variant], found: list[tuple[int, str]]) -> tuple[list[str], list[tuple[str, ...]]]:
+    """What matched, for each (variant, text) hit outside the exact tier, said and as the pieces of the text: one
+    pattern pass per variant word."""
     why = [""] * len(found)
+    matched: list[tuple[str, ...]] = [()] * len(found)
     for v, variant in enumerate(variants):
         if not variant.explain:
             continue
@@ -458,7 +464,8 @@ def _explain(variants: list[_Variant], found: list[tuple[int, str]]) -> list[str
                 template.replace(_FOUND, p[j] or word.text)
                 for (word, template), p in zip(variant.explain, pieces, strict=True)
             )
-    return why
+            matched[i] = tuple(piece for p in pieces if (piece := p[j]))
+    return why, matched
 
 
 def _tiers(typed: list[str], aliases: Aliases | None) -> Iterator[tuple[str, Iterable[_Variant]]]:

@@ -64,6 +64,8 @@ class AskedQuestion:
     match: str = "exact"
     #: For a question found by its answer (the answers' index), the best matching answer; else "".
     answer: str = ""
+    #: The pieces its best hit matched outside the exact tier (`SearchHit.found`), for a page to highlight.
+    found: tuple[str, ...] = ()
 
 
 def question_key(text: str) -> str:
@@ -227,12 +229,20 @@ def group_hits(
     told = {question_key(hit.query_text): hit.why for _, field, hit in hits if field == "queries" and hit.why}
     tiers: dict[str, str] = {}
     answers: dict[str, str] = {}
+    pieces: dict[str, tuple[str, ...]] = {}
     for _, text, field, hit in found:  # best first: a question's first is its best
         tiers.setdefault(question_key(text), hit.match)
+        pieces.setdefault(question_key(text), hit.found)
         if field == "answers":
             answers.setdefault(question_key(text), hit.query_text)
     return [
-        dataclasses.replace(q, why=told.get(key, ""), match=tiers.get(key, "exact"), answer=answers.get(key, ""))
+        dataclasses.replace(
+            q,
+            why=told.get(key, ""),
+            match=tiers.get(key, "exact"),
+            answer=answers.get(key, ""),
+            found=pieces.get(key, ()),
+        )
         for q in questions
         for key in [question_key(q.query_text)]
     ]

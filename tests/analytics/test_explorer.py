@@ -216,6 +216,8 @@ def test_search_finds_a_company_by_another_name_and_says_so(
     results = [h.proto.body for h in at.get("html")]
     assert results and all("(alias of 삼성전자)" in r for r in results)
     assert any("삼전 → 삼성전자 (alias of 삼성전자)" in r for r in results)
+    # What matched in the alias's place is highlighted: nothing was, since 삼전 is in no question.
+    assert all("<mark>" in r for r in results) and any("<mark>삼성전자</mark>" in r for r in results)
     counts = [int(re.search(r"×(\d+)", r).group(1)) for r in results]  # type: ignore[union-attr]
     about = [q for q in own_lake.queries if "삼성전자" in q.text or "samsung electronics" in q.text.lower()]
     assert sum(counts) == len(about)

@@ -164,6 +164,9 @@ def test_exact_matches_rank_above_aliases_newest_first_within_a_tier(index: Sear
         "현대차 → hyundai motor (alias of 현대자동차)",
         "현대차 → 005380 (alias of 현대자동차)",
     }
+    # What matched in the alias's place, for a page to highlight: a piece of each text, as folded.
+    assert all(h.found and all(piece in h.query_text.lower() for piece in h.found) for h in aliased)
+    assert hits[0].found == ()  # an exact match highlights the words as typed
 
 
 def test_an_exact_name_of_several_words_scores_as_a_word_that_starts_one(index: SearchIndex, aliases: Aliases) -> None:
