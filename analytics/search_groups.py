@@ -214,17 +214,16 @@ def group_hits(
     """`group_questions` for search hits as (score, index field, hit): a hit from the answers' index counts for
     every question that got its text (its own text is the answer). Each question carries its best hit's tier and
     `why`."""
-    answer_hits = [hit for _, field, hit in hits if field == "answers"]
-    asked = questions_of(catalog, [hit.query_id for hit in answer_hits])
-    also = questions_answered(catalog, [hit.query_text for hit in answer_hits], filters)
+    # Within the filters only: the index applies the dates and one intent, the lake the rest (a question is not
+    # listed for an answer its queries in the filters never got).
+    also = questions_answered(catalog, [hit.query_text for _, field, hit in hits if field == "answers"], filters)
     found: list[tuple[float, str, str, Any]] = []  # (score, question, field, hit), best first
     for score, field, hit in hits:
         if field == "queries":
             found.append((score, hit.query_text, field, hit))
             continue
-        for question in dict.fromkeys([asked.get(hit.query_id, ""), *also.get(hit.query_text, ())]):
-            if question:
-                found.append((score, question, field, hit))
+        for question in dict.fromkeys(also.get(hit.query_text, ())):
+            found.append((score, question, field, hit))
     questions = group_questions(catalog, [(s, text) for s, text, _, _ in found], limit=limit, filters=filters)
     told = {question_key(hit.query_text): hit.why for _, field, hit in hits if field == "queries" and hit.why}
     tiers: dict[str, str] = {}

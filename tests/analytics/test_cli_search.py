@@ -244,6 +244,7 @@ def test_a_question_listed_for_an_answer_it_got_is_listed_only_where_that_query_
         ("c-1", "비트코인 시세 알려줘", canned, "off_topic"),
         ("c-2", "비트코인 시세 알려줘", "비트코인은 오늘 올랐습니다.", "stock_analysis"),
         ("c-3", "로또 번호 추천해줘", canned, "stock_analysis"),
+        ("c-4", "비트코인 시세 알려줘", "비트코인은 내렸습니다.", None),  # unclassified
     ]
     ts = datetime.now(UTC) - timedelta(minutes=20)
     with ParquetSink(lake.lake) as sink:
@@ -257,6 +258,8 @@ def test_a_question_listed_for_an_answer_it_got_is_listed_only_where_that_query_
     assert [r["query_text"] for r in rows] == ["로또 번호 추천해줘"]
     rows, _ = _search(lake, capsys, "죄송합니다", "--in", "answers", group=True)
     assert sorted(r["query_text"] for r in rows) == ["로또 번호 추천해줘", "비트코인 시세 알려줘"]
+    # A filter the lake applies (the index cannot: unclassified), and the hit's own query is outside it.
+    assert _search(lake, capsys, "죄송합니다", "--in", "answers", "--intent", "unclassified", group=True)[0] == []
 
 
 @needs_search

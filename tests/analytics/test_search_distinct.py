@@ -172,6 +172,28 @@ def test_questions_outside_the_env_are_passed_over_until_enough_are_found(tmp_pa
         assert [q.query_text for q in staging] == ["카카오 프로드 둘", "카카오 질문 0번", "카카오 질문 1번"]
 
 
+def test_a_question_is_not_listed_for_an_answer_only_its_queries_outside_the_env_got(tmp_path: Path) -> None:
+    """The canned answer went to a staging query; the same question asked in prod got a real answer. Searching the
+    answers in prod listed the question by the staging query's answer."""
+    from querylog.logging.events import ResponseGenerated
+
+    canned = "죄송합니다, 답변할 수 없습니다."
+    home = tmp_path / "home"
+    events: list[Any] = []
+    for qid, env, answer in (("st-1", "staging", canned), ("pr-1", "prod", "비트코인은 올랐습니다.")):
+        events.append(QueryReceived(query_id=qid, query_text="비트코인 시세 알려줘", ts=NOW, env=env))
+        events.append(ResponseGenerated(query_id=qid, answer_text=answer, ts=NOW, env=env))
+        events.append(QueryCompleted(query_id=qid, latency_ms=9.0, intent="stock", ts=NOW, env=env))
+    with ParquetSink(home / "lake") as sink:
+        sink.write(Batch(events=events, checkpoint={"asked": len(events)}))
+    with open_catalog(home / "lake") as catalog:
+        search = LakeSearch(home, field="answers")
+        search.sync(catalog)
+        assert find_questions(catalog, [search], "죄송합니다", limit=5, filters=Filters(envs=("prod",))) == []
+        (staging,) = find_questions(catalog, [search], "죄송합니다", limit=5, filters=Filters(envs=("staging",)))
+        assert (staging.query_text, staging.query_ids, staging.answer) == ("비트코인 시세 알려줘", ("st-1",), canned)
+
+
 def test_a_grouped_question_has_the_intent_its_query_ended_with_as_the_queries_view(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
