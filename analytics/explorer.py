@@ -693,6 +693,18 @@ def _answer(answer: Answer | None, *, failed: bool = False) -> None:
         if answer.answer_chars is not None:
             st.caption(f"Answer of {answer.answer_chars:,} characters; its text was not kept.")
         return
+    # Recorded as made (its text, length or model), or said not made for a failed query; a completed query with no
+    # answer recorded (a producer that sends none) shows its sources only.
+    made = (answer.answer_text, answer.answer_chars, answer.model, answer.response_model) != (None, None, None, None)
+    if made or failed:
+        _answer_made(answer)
+    if not answer.sources.is_empty():
+        st.markdown("**Sources**")
+        _table(st, answer.sources, "timeline_sources")
+
+
+def _answer_made(answer: Answer) -> None:
+    """The answer's heading, its text (or that none was made: the query failed before one), and its facts."""
     st.markdown("**Answer**")
     _answer_text(answer)
     facts = [
@@ -707,9 +719,6 @@ def _answer(answer: Answer | None, *, failed: bool = False) -> None:
     if any(value for _, value in facts):
         # As text too: a release, prompt version or model name comes from a producer, and is not markup either.
         st.text(plain("  ·  ".join(f"{name}: {value}" for name, value in facts if value)))
-    if not answer.sources.is_empty():
-        st.markdown("**Sources**")
-        _table(st, answer.sources, "timeline_sources")
 
 
 def _answer_text(answer: Answer) -> None:

@@ -417,10 +417,14 @@ def test_a_completed_query_of_a_producer_that_sends_no_answer_is_not_said_to_hav
 ) -> None:
     """Only a failed query is told "No answer was made": a query recorded before schema v2, or by a producer that
     sends no `response_generated`, has an answer the lake never saw."""
-    _write(tmp_path / "home", _asked("q-1", "네이버 주가", END))
+    from querylog.logging.events import SearchCompleted, Source
+
+    found = SearchCompleted(query_id="q-1", env="prod", result_count=1, sources=(Source(doc_id="d-1", rank=1),), ts=END)
+    _write(tmp_path / "home", [*_asked("q-1", "네이버 주가", END), found])
     at = _app(tmp_path / "home", monkeypatch)
     assert not any("No answer was made" in c.value for c in at.caption)
-    assert "**Answer**" not in [m.value for m in at.markdown]
+    shown = [m.value for m in at.markdown]
+    assert "**Answer**" not in shown and "**Sources**" in shown  # its sources still
 
 
 def test_a_search_in_answers_shows_the_part_of_the_answer_that_matched(
