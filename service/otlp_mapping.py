@@ -645,16 +645,21 @@ _QUESTION_KINDS: Final = frozenset({"CHAIN", "AGENT"})
 
 def _question(query: _Query) -> str | None:
     """The user's question: an OpenInference chain's or agent's input above the span (the LLM span's prompt is a
-    template around it), else the span's own last user message, else its first nested step's."""
+    template around it), else the span's own last user message, else its first nested step's. A text that shows
+    nothing (``"\u200b"``, controls only) is passed over, as /v1/chat refuses it."""
     for _, attrs, _ in reversed(query.ancestors):
         kind = _str(attrs, "openinference.span.kind")
-        if kind is not None and kind.upper() in _QUESTION_KINDS and (text := _str(attrs, "input.value")):
+        if kind is not None and kind.upper() in _QUESTION_KINDS and _shown(text := _str(attrs, "input.value")):
             return text
     text = _last_user_text(query.attrs)
-    if text is None and query.nested:
+    if not _shown(text) and query.nested:
         first = min(query.nested, key=lambda n: n[0].start_time_unix_nano)
         text = _last_user_text(first[1])
-    return text
+    return text if _shown(text) else None
+
+
+def _shown(text: str | None) -> bool:
+    return text is not None and not shows_nothing(text)
 
 
 def _from_steps(query: _Query, value: Any, read: Any, *, total: bool = False) -> Any:
@@ -720,7 +725,7 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
             "event_type": "query_received",
             "event_id": f"otlp-{span_id}-received",
             "ts": _ts(start),
-            "query_text": question if (question := _question(query)) and not shows_nothing(question) else NOT_CAPTURED,
+            "query_text": _question(query) or NOT_CAPTURED,
         }
     ]
     if labelled is not None:

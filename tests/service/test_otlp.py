@@ -913,6 +913,19 @@ def test_a_question_of_control_characters_only_is_told_not_captured(client: Test
     assert received.query_text == NOT_CAPTURED
 
 
+def test_a_chain_input_that_shows_nothing_does_not_hide_the_llm_spans_question(
+    client: TestClient, tmp_path: Path
+) -> None:
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("chain") as chain:
+        chain.set_attributes({"openinference.span.kind": "CHAIN", "input.value": "\u200b"})
+        with tracer.start_as_current_span("chat") as span:
+            span.set_attributes({**_LLM, "gen_ai.prompt.0.content": "삼성전자 주가 알려줘"})
+    _, log = _export(client, tmp_path, keep.spans)
+    (received,) = [e for e in _logged(log) if e.event_type == "query_received"]
+    assert received.query_text == "삼성전자 주가 알려줘"
+
+
 def test_a_request_that_failed_after_its_answer_is_a_failed_query(client: TestClient, tmp_path: Path) -> None:
     """The request span ERROR (a 500 after the LLM answered) with its LLM span OK was recorded as completed."""
     tracer, keep = _kept_tracer()
