@@ -607,16 +607,18 @@ def map_export(request: ExportTraceServiceRequest, *, service: str, env: str) ->
     # Each trace's queries by start (stable: equal starts keep their order), to find a retrieval's by bisection: a
     # trace of thousands of steps took seconds when each retrieval looked at every query.
     by_start = {trace: sorted(found, key=_START) for trace, found in by_trace.items()}
-    starts = {trace: [q.span.start_time_unix_nano for q in found] for trace, found in by_start.items()}
     for span, attrs in retrieval_spans:
         candidates = by_start.get(span.trace_id)
         if not candidates:
             mapped.skipped["retrieval_without_genai_span"] += 1
             continue
         # The query it served: the first to start once it had (retrieval comes before generation), else the last.
-        at = starts[span.trace_id]
-        i = bisect_left(at, span.start_time_unix_nano)
-        chosen = candidates[i] if i < len(candidates) else candidates[bisect_left(at, at[-1])]
+        i = bisect_left(candidates, span.start_time_unix_nano, key=_START)
+        chosen = (
+            candidates[i]
+            if i < len(candidates)
+            else candidates[bisect_left(candidates, _START(candidates[-1]), key=_START)]
+        )
         chosen.retrievals.append((span, attrs))
     for query in queries.values():
         alone = len(by_trace[query.span.trace_id]) == 1
