@@ -395,7 +395,8 @@ class Projector:
 
     # -- one step ---------------------------------------------------------------------------------
     def run_once(self) -> int:
-        """Read one batch and write it to the sink. Returns the number of log lines consumed."""
+        """Read one batch and write it to the sink. Returns the number of log lines consumed (lines `querylog erase`
+        blanked included: a batch of only those is no end of the log)."""
         with self._io_lock:
             if not self._resumed and self.lock_path is None:  # the only writer, by contract: tidy as a leader does
                 self._resumed = True
@@ -451,7 +452,7 @@ class Projector:
                 raise
             last_ts = prepared.last_ts if prepared is not None else (events[-1].ts if events else None)
             self._report_lag(last_ts, read.remaining_bytes, consumed, len(read.lines))
-            return len(read.lines)
+            return len(read.lines) + read.skipped
 
     def _stage(self, start: Checkpoint, max_bytes: int) -> _Staged:
         """Read a batch from `start` and prepare it (sink rows, or events decoded line by line). No side effects:

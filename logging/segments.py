@@ -556,25 +556,29 @@ class ReadBatch:
     #: Whether a limit (`max_events` or `max_bytes`) ended the read, rather than the end of the whole lines
     #: in the log: then more is waiting, and a projector catching up should read again at once.
     cut: bool = False
+    #: Lines `querylog erase` blanked that the read went past: consumed, never handed on.
+    skipped: int = 0
 
     def __len__(self) -> int:
         return len(self.lines)
 
 
-def _take_unerased(data: bytes, end: int, want: int, out: list[bytes]) -> int:
+def _take_unerased(data: bytes, end: int, want: int, out: list[bytes]) -> tuple[int, int]:
     """Append to `out` at most `want` lines of ``data[:end]`` (whole lines) that `querylog erase` did not blank; the
-    bytes read: up to the last line taken, with the blanked lines after it."""
-    start = taken = 0
+    bytes read (up to the last line taken, with the blanked lines after it) and how many blanked lines they hold."""
+    start = taken = skipped = 0
     while start < end:
         stop = data.index(b"\n", start, end)
         line = data[start:stop]
         if not is_erased(line):
             if taken == want:
-                return start
+                return start, skipped
             out.append(line)
             taken += 1
+        else:
+            skipped += 1
         start = stop + 1
-    return end
+    return end, skipped
 
 
 class LogReader:
@@ -608,6 +612,7 @@ class LogReader:
         remaining = 0
         budget = max_bytes
         cut = False
+        skipped = 0
         live: set[str] = set()
         erased = self.erased_segments()
         held = False  # a segment's whole lines were left for the next read: none of a later one may come first
@@ -641,7 +646,8 @@ class LogReader:
                 data = b"" if torn else line
                 end = len(data)
             if name in erased and end:  # lines `querylog erase` blanked are never handed on, nor counted as read
-                end = _take_unerased(data, end, max_events - len(lines), lines)
+                end, passed = _take_unerased(data, end, max_events - len(lines), lines)
+                skipped += passed
             else:
                 # Split off at most the lines still wanted: the rest (and any partial last line) stays in one piece.
                 pieces = data.split(b"\n", max_events - len(lines)) if end else [data]
@@ -656,9 +662,8 @@ class LogReader:
             # segment may come before this one's (a budget that ended mid-line left some budget over).
             held = left or (len(data) < size - offset and not torn)
         # Keep positions only for segments that still exist (retention may delete old ones).
-        return ReadBatch(
-            lines=lines, checkpoint={k: v for k, v in new.items() if k in live}, remaining_bytes=remaining, cut=cut
-        )
+        checkpoint = {k: v for k, v in new.items() if k in live}
+        return ReadBatch(lines=lines, checkpoint=checkpoint, remaining_bytes=remaining, cut=cut, skipped=skipped)
 
     def end_checkpoint(self) -> Checkpoint:
         """The position just past the last whole line of every segment: "start from now"."""

@@ -91,7 +91,8 @@ class TimeOrderedReader(LogReader):
             remaining += max(0, p.size - p.offset - consumed)  # a long line read whole may end past the stat
             # Whole lines left behind: held back past the watermark, or never read for the share's limits.
             cut = cut or n < len(p.lines) or p.limited
-        return ReadBatch(lines=lines, checkpoint=new, remaining_bytes=remaining, cut=cut)
+        skipped = len(merged) - len(lines)  # blanked by `querylog erase`: consumed, not handed on
+        return ReadBatch(lines=lines, checkpoint=new, remaining_bytes=remaining, cut=cut, skipped=skipped)
 
     @staticmethod
     def _read_share(path: Path, offset: int, size: int, max_bytes: int, max_events: int) -> _Pending:

@@ -102,3 +102,23 @@ def test_a_segment_being_written_is_erased_and_the_writer_goes_on(tmp_path: Path
         assert erase_from_log(directory, Subjects(user_ids=frozenset({"carol"}))).events == 1
         log.append(QueryReceived(query_id="q-2", query_text="dave's", user_id="dave"))
     assert _events(directory) == [("q-2", "dave")]
+
+
+def test_a_catch_up_reads_past_a_batch_of_blanked_lines_only(tmp_path: Path) -> None:
+    """A batch the byte budget filled with erased lines handed nothing on: `catch_up` (and `project --once`, and a
+    rebuild) took that for the end of the log and left the lines behind it unprojected."""
+    from querylog.logging.projection import Projector
+    from querylog.logging.sinks import MemorySink
+
+    directory = tmp_path / "log"
+    with EventLog(directory) as log:
+        for i in range(40):
+            log.append(QueryReceived(query_id=f"q-alice-{i}", query_text="alice " * 20, user_id="alice"))
+        log.append(QueryReceived(query_id="q-bob", query_text="bob", user_id="bob"))
+    erase_from_log(directory, Subjects(user_ids=frozenset({"alice"})))
+    for reader in (LogReader(directory), TimeOrderedReader(directory)):
+        sink = MemorySink().open()
+        projector = Projector(reader, sink, batch_max_bytes=2048)
+        assert projector.catch_up() == 41
+        assert [e.query_id for e in sink.events] == ["q-bob"]
+        assert sink.checkpoint() == reader.end_checkpoint()
