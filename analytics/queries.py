@@ -505,14 +505,16 @@ class LakeQueries:
     def cost_by_model(self, f: Filters = Filters()) -> pl.DataFrame:
         """model, queries, priced, cost_usd, cost_per_query (of the priced ones), input_tokens, output_tokens —
         most expensive first. A query's cost is its responses' (recorded, else priced: `cost_source`); queries
-        whose model has no price count in `queries` but not in `priced`."""
+        whose model has no price count in `queries` but not in `priced`. The model is the one requested, else the
+        one that answered, as the cost counter on /metrics labels it."""
         return self._frame(
             f,
             """
-            SELECT coalesce(model, 'unknown') AS model, count(*) AS queries, count(cost_usd) AS priced,
-                   sum(cost_usd) AS cost_usd, sum(cost_usd) / nullif(count(cost_usd), 0) AS cost_per_query,
+            SELECT coalesce(model, response_model, 'unknown') AS model, count(*) AS queries,
+                   count(cost_usd) AS priced, sum(cost_usd) AS cost_usd,
+                   sum(cost_usd) / nullif(count(cost_usd), 0) AS cost_per_query,
                    sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens
-            FROM q WHERE model IS NOT NULL OR cost_usd IS NOT NULL
+            FROM q WHERE model IS NOT NULL OR response_model IS NOT NULL OR cost_usd IS NOT NULL
             GROUP BY 1 ORDER BY cost_usd DESC NULLS LAST, queries DESC, model
             """,
         )

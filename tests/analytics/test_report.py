@@ -382,3 +382,28 @@ def test_a_markdown_cell_cannot_unescape_itself_with_a_backslash() -> None:
         _md_cell("__init__ ~~x~~ AT&T &amp;") == "\\_\\_init\\_\\_ \\~\\~x\\~\\~ AT&T \\&amp;"
     )  # no bold, strike, entity
     assert _md_cell("stock_analysis") == "stock_analysis"  # an underscore inside a word is no emphasis: as typed
+
+
+def test_cost_by_model_names_the_model_that_answered_when_none_was_requested_as_the_cost_counter_does(
+    tmp_path: Path,
+) -> None:
+    """A response naming only the model that answered (an OTLP span's ``gen_ai.response.model``) was "unknown" in the
+    report's cost by model while /metrics counted its cost under that model."""
+    from querylog.logging.codec import decode
+    from querylog.logging.metrics import MetricsProjection
+    from querylog.logging.projection import Projector
+    from querylog.logging.segments import EventLog, LogReader
+    from querylog.logging.tracker import QueryTracker
+
+    since = datetime.now(UTC) - timedelta(hours=1)
+    with EventLog(tmp_path / "log") as log, QueryTracker(log).query("질문") as q:
+        q.responded(response_model="gpt-4o-2024-08-06", input_tokens=1_000_000, output_tokens=0, answer="답")
+    with ParquetSink(tmp_path / "lake") as sink:
+        Projector(LogReader(tmp_path / "log"), sink).catch_up()
+    with Catalog(tmp_path / "lake") as cat:
+        [row] = build_report(cat, since=since).cost_by_model.iter_rows(named=True)
+    projection = MetricsProjection()
+    projection.apply(decode(line) for batch in LogReader(tmp_path / "log").iter_all() for line in batch.lines)
+    exposition = projection.exposition().decode()
+    assert row["model"] == "gpt-4o-2024-08-06" and row["priced"] == 1
+    assert f'querylog_llm_cost_usd_total{{model="gpt-4o-2024-08-06"}} {row["cost_usd"]}' in exposition
