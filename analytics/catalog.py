@@ -55,6 +55,9 @@ class CatalogError(Exception):
     """A query the catalog could not run; the message is DuckDB's, on one line."""
 
 
+_TERMINALS: Final = "'query_completed', 'query_failed'"
+
+
 def _last(column: str, event_type: str) -> str:
     """SQL: `column` of the query's latest event of `event_type` that has one (arg_max skips NULLs)."""
     return _latest(column, f"event_type = '{event_type}'")
@@ -62,7 +65,12 @@ def _last(column: str, event_type: str) -> str:
 
 def _last_terminal(column: str) -> str:
     """SQL: `column` of the query's latest `query_completed` or `query_failed` that has one."""
-    return _latest(column, "event_type IN ('query_completed', 'query_failed')")
+    return _latest(column, f"event_type IN ({_TERMINALS})")
+
+
+def _final_terminal(column: str) -> str:
+    """SQL: `column` of the query's latest `query_completed` or `query_failed`, NULL included (as `_last_verdict`)."""
+    return f"(arg_max({{'v': {column}}}, (ts, event_type)) FILTER (WHERE event_type IN ({_TERMINALS}))).v"
 
 
 def _latest(column: str, where: str) -> str:
@@ -103,12 +111,15 @@ SELECT
     any_value(query_text) FILTER (WHERE event_type = 'query_received') AS query_text,
     {QUERY_INTENT_SQL} AS intent,
     {_last("confidence", "intent_classified")} AS intent_confidence,
+    -- Status and latency are the latest terminal event's (a failure a producer retried to an answer under the same
+    -- query id is completed), both from that one event; on a tie in time, the failure.
     CASE
-        WHEN bool_or(event_type = 'query_failed') THEN 'failed'
+        WHEN max(ts) FILTER (WHERE event_type = 'query_failed')
+            >= coalesce(max(ts) FILTER (WHERE event_type = 'query_completed'), '-infinity'::TIMESTAMPTZ) THEN 'failed'
         WHEN bool_or(event_type = 'query_completed') THEN 'completed'
         ELSE 'in_progress'
     END AS status,
-    max(latency_ms) FILTER (WHERE event_type IN ('query_completed', 'query_failed')) AS latency_ms,
+    {_final_terminal("latency_ms")} AS latency_ms,
     -- A query may search or call its model more than once (an agent's steps): the time is their sum, what the user
     -- got is the last one's, the tokens and the cost are all of them.
     sum(duration_ms) FILTER (WHERE event_type = 'intent_classified') AS classify_ms,

@@ -260,3 +260,29 @@ def test_the_terminal_events_intent_and_outcome_count_as_the_metrics_count_them(
         ],
     )  # fmt: skip
     assert (row["intent"], row["result_count"], row["cache_hit"], row["quality_score"]) == ("y", 1, True, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("ends", "status", "latency_ms"),
+    [
+        ([("failed", 1, 1000.0), ("completed", 3, 3000.0)], "completed", 3000.0),  # retried to an answer
+        ([("completed", 3, 3000.0), ("failed", 1, 1000.0)], "completed", 3000.0),  # the same, logged out of order
+        ([("completed", 1, 10.0), ("failed", 2, None)], "failed", None),  # the last says no latency: none
+        ([("completed", 2, 5.0), ("failed", 2, 7.0)], "failed", 7.0),  # a tie in time: the failure
+    ],
+)
+def test_a_query_with_two_terminal_events_has_the_latest_ones_status_and_latency(
+    tmp_path: Path, ends: list[tuple[str, int, float | None]], status: str, latency_ms: float | None
+) -> None:
+    """A failure followed by a successful retry under the same query id was `failed` with the retry's latency: the
+    status came from any failure, the latency from the longest of the two."""
+    q = {"query_id": "q-1"}
+    events: list[Event] = [QueryReceived(**q, query_text="질문", ts=_at(0))]
+    for kind, second, latency in ends:
+        if kind == "failed":
+            events.append(QueryFailed(**q, error_type="E", stage="generate", latency_ms=latency, ts=_at(second)))
+        else:
+            events.append(QueryCompleted(**q, latency_ms=latency, ts=_at(second)))
+    row = _query_row(tmp_path, events)
+    assert (row["status"], row["latency_ms"]) == (status, latency_ms)
+    assert row["ended_at"] == _at(max(second for _, second, _ in ends))
