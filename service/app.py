@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import unicodedata
@@ -49,13 +50,15 @@ ECHO_MAX_CHARS: Final = 200
 
 def _printable(obj: Any) -> Any:
     """The same structure with every string made encodable (and cut past `ECHO_MAX_CHARS`, with a marker saying
-    how long it was), so an error can echo any input back."""
+    how long it was) and every number JSON can hold, so an error can echo any input back."""
     if isinstance(obj, bytes):
         obj = obj.decode("utf-8", "replace")
     if isinstance(obj, str):
         if len(obj) > ECHO_MAX_CHARS:
             obj = f"{obj[:ECHO_MAX_CHARS]}… ({len(obj)} characters)"
         return obj.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    if isinstance(obj, float) and not math.isfinite(obj):  # NaN, Infinity, 1e400: not JSON, said as JavaScript does
+        return "NaN" if obj != obj else ("Infinity" if obj > 0 else "-Infinity")
     if isinstance(obj, dict):
         return {_printable(k): _printable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):

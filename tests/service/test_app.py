@@ -191,3 +191,21 @@ def test_korean_is_utf8_in_the_log_files(client: TestClient, settings: Settings)
     client.post("/v1/chat", json={"query": "하이닉스 실적"})
     data = b"".join(p.read_bytes() for p in Path(settings.log_dir).glob("*.jsonl"))
     assert "하이닉스 실적".encode() in data and b"\\u" not in data
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "shown"),
+    [
+        ("/v1/feedback", b'{"query_id":"q","score":NaN}', "NaN"),
+        ("/v1/chat", b'{"query":Infinity}', "Infinity"),
+        ("/v1/chat", b'{"query":"hi","session_id":-Infinity}', "-Infinity"),
+        ("/v1/feedback", b'{"query_id":"q","score":1e400}', "Infinity"),
+    ],
+)
+def test_a_number_json_cannot_hold_is_a_422_that_names_it(
+    client: TestClient, path: str, body: bytes, shown: str
+) -> None:
+    """Python's JSON reader takes NaN, Infinity and 1e400; the 422 that echoed them back failed to encode (a 500)."""
+    resp = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 422
+    assert shown in [error.get("input") for error in resp.json()["detail"]]
