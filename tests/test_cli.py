@@ -604,3 +604,35 @@ def _replace_with_dir(path: Path) -> None:
     if path.is_file():
         path.unlink()
     path.mkdir(parents=True)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sql", "select \udcff"],
+        ["search", "\udcff\udcfe"],
+        ["aliases", "\udcff"],
+        ["erase", "--user-id", "x\udcff", "--skip-loki"],
+        ["--home", "/tmp/x\udcff", "serve"],
+        ["report", "--intent", "\udcff"],
+    ],
+)
+def test_an_argument_that_is_not_utf8_is_one_line_and_exit_2(
+    home: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bytes the shell passed that are not UTF-8 (Python keeps them as lone surrogates) ended in tracebacks deep in
+    DuckDB, the search folding or the log's encoder, one after erase had started."""
+    before = sorted((p.name, p.stat().st_size) for p in (home / "log").iterdir())
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not UTF-8 text" in err and "\\xff" in err
+    assert sorted((p.name, p.stat().st_size) for p in (home / "log").iterdir()) == before
+
+
+def test_a_command_given_non_utf8_bytes_says_so(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "querylog", "--home", str(tmp_path), "sql", b"select \xff"],
+        capture_output=True,
+        check=False,
+    )
+    assert result.returncode == 2 and b"is not UTF-8 text" in result.stderr and b"Traceback" not in result.stderr

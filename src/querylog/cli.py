@@ -139,10 +139,27 @@ def _whole_stdout() -> None:
     )
 
 
+def _not_utf8(argv: Sequence[str]) -> str | None:
+    """What is wrong with the first argument that is not UTF-8 text (the shell passed bytes Python could only keep
+    as lone surrogates, which no file, query or log line can hold), or None."""
+    for arg in argv:
+        try:
+            arg.encode()
+        except UnicodeEncodeError:
+            raw = arg.encode("utf-8", "surrogateescape")
+            shown = raw.decode("utf-8", "replace")
+            return f"the argument {shown!r} is not UTF-8 text ({raw!r}): give every argument as UTF-8"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # the command itself, not a caller's in-process use
         _whole_stdout()
     parser = build_parser()
+    not_text = _not_utf8(sys.argv[1:] if argv is None else argv)
+    if not_text is not None:
+        print(f"querylog: {not_text}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         overrides: dict[str, object] = {}
