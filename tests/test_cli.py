@@ -636,3 +636,14 @@ def test_a_command_given_non_utf8_bytes_says_so(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 2 and b"is not UTF-8 text" in result.stderr and b"Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("demo", [[], ["--demo", "0"]])
+def test_exit_after_demo_without_a_demo_is_refused_rather_than_serving_on(
+    tmp_path: Path, demo: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`serve --exit-after-demo` without `--demo N` served until killed: a script waiting on it hung."""
+    assert (
+        main(["--home", str(tmp_path / "home"), "serve", "--port", str(free_port()), *demo, "--exit-after-demo"]) == 2
+    )
+    assert "--exit-after-demo needs --demo N" in capsys.readouterr().err

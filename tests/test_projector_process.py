@@ -181,6 +181,7 @@ def test_project_hands_the_gil_over_often_while_its_projections_run(
 def test_bad_project_arguments_exit_2_with_a_sentence(home: Path) -> None:
     assert main(["project", "--nice", "40"]) == 2
     assert main(["project", "--drain-timeout", "0"]) == 2
+    assert main(["project", "--drain-timeout", "nan"]) == 2  # passed the `<= 0` check, and drained for no time
 
 
 def _sent(runtime: Runtime) -> dict[str, tuple[bool, int]]:

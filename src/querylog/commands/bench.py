@@ -427,8 +427,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.repetitions < MIN_REPETITIONS:
         print(f"querylog bench: --repetitions must be at least {MIN_REPETITIONS}", file=sys.stderr)
         return 2
-    if args.scale <= 0:
-        print("querylog bench: --scale must be > 0", file=sys.stderr)
+    if not 0 < args.scale < float("inf"):  # NaN too
+        print(f"querylog bench: --scale must be a number > 0, got {args.scale}", file=sys.stderr)
         return 2
     from querylog.logging.structured import configure_structlog
 

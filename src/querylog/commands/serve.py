@@ -43,6 +43,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not 0 < args.port < 65536:
         print(f"querylog serve: --port must be 1-65535, got {args.port}", file=sys.stderr)
         return 2
+    if args.exit_after_demo and args.demo < 1:
+        print(
+            "querylog serve: --exit-after-demo needs --demo N (N >= 1): without a demo it would serve until stopped",
+            file=sys.stderr,
+        )
+        return 2
     busy = port_unavailable(args.host, args.port)
     if busy is not None:
         why, code = busy
