@@ -33,6 +33,11 @@ def test_values_are_read_and_typed() -> None:
     assert s.redact_extra == {"ORDER": "ORD-\\d+"}
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:3100/", "https://logs.example.com/loki", "http://[::1]:3100"])
+def test_a_loki_base_url_is_taken_without_its_trailing_slash(url: str) -> None:
+    assert Settings.from_env({"LOKI_URL": url}).loki_url == url.rstrip("/")
+
+
 def test_querylog_loki_url_wins_over_loki_url() -> None:
     s = Settings.from_env({"LOKI_URL": "http://a:3100", "QUERYLOG_LOKI_URL": "http://b:3100"})
     assert s.loki_url == "http://b:3100"
@@ -70,6 +75,17 @@ def test_querylog_loki_url_wins_over_loki_url() -> None:
         ({"QUERYLOG_LOG_RETENTION": "99999999999d"}, "QUERYLOG_LOG_RETENTION"),
         ({"QUERYLOG_RETENTION_DAYS": "1000000"}, "QUERYLOG_RETENTION_DAYS"),
         ({"QUERYLOG_LOKI_TOKEN": "t", "QUERYLOG_LOKI_PASSWORD": "p"}, "QUERYLOG_LOKI_TOKEN and"),
+        # Taken, then every push (and the projector child, every projection with it) failed on them.
+        ({"LOKI_URL": "http://127.0.0.1:3100\r"}, "LOKI_URL .* holds '\\\\r' at position 21"),
+        ({"LOKI_URL": "http://127.0.0.1:3100\t"}, "LOKI_URL"),
+        ({"LOKI_URL": "http://[::1"}, "LOKI_URL .* is not a URL"),
+        ({"LOKI_URL": "http://127.0.0.1:99999"}, "LOKI_URL .* is not a URL"),
+        ({"LOKI_URL": "http://127.0.0.1:3100?x=1"}, "LOKI_URL .* without a query"),
+        ({"LOKI_URL": "http://127.0.0.1:3100/loki/api/v1/push"}, "not its push endpoint"),
+        ({"LOKI_URL": "http://:3100"}, "LOKI_URL .* names no host"),
+        ({"LOKI_URL": "http://a:3100", "QUERYLOG_LOKI_TENANT": "x\ny"}, "QUERYLOG_LOKI_TENANT holds"),
+        ({"LOKI_URL": "http://a:3100", "QUERYLOG_LOKI_TENANT": "a b"}, "QUERYLOG_LOKI_TENANT holds"),
+        ({"LOKI_URL": "http://a:3100", "QUERYLOG_LOKI_TOKEN": "abc\r"}, "QUERYLOG_LOKI_TOKEN holds"),
     ],
 )
 def test_bad_values_raise_one_error_naming_the_variable(env: dict[str, str], variable: str) -> None:

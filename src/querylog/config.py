@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -59,6 +60,34 @@ def duration_seconds(name: str, raw: str) -> float:
     if seconds > _CENTURY_S:
         raise ConfigError(f"{name} must be at most 100 years (unset it to keep everything); got {raw!r}")
     return seconds
+
+
+def _loki_url(raw: str) -> str:
+    """LOKI_URL as the sink posts to it (no trailing slash): Loki's base URL, refused with the reason otherwise."""
+    name = "LOKI_URL / QUERYLOG_LOKI_URL"
+    bad = re.search(r"[\x00-\x20\x7f]", raw)
+    if bad is not None:
+        raise ConfigError(
+            f"{name} holds {bad.group()!r} at position {bad.start()} (a .env saved with Windows line ends?); "
+            f"got {raw!r}"
+        )
+    if not re.match(r"^https?://[^/]+", raw):
+        raise ConfigError(f"{name} must be an http(s) URL like http://127.0.0.1:3100; got {raw!r}")
+    try:
+        parts = urllib.parse.urlsplit(raw)
+        parts.port  # noqa: B018 - raises on a port that is no number or out of range
+    except ValueError as exc:
+        raise ConfigError(f"{name} is not a URL ({exc}); got {raw!r}") from None
+    if not parts.hostname:
+        raise ConfigError(f"{name} names no host; got {raw!r}")
+    if parts.query or parts.fragment or raw.endswith(("?", "#")):
+        raise ConfigError(f"{name} is Loki's base URL, without a query or fragment; got {raw!r}")
+    if parts.path.rstrip("/").endswith("/loki/api/v1/push"):
+        raise ConfigError(
+            f"{name} is Loki's base URL (like http://127.0.0.1:3100), not its push endpoint: querylog adds "
+            f"/loki/api/v1/push; got {raw!r}"
+        )
+    return raw.rstrip("/")
 
 
 def _number(name: str, raw: str, *, minimum: float, maximum: float, integer: bool = False) -> float:
@@ -125,11 +154,18 @@ class Settings:
         default=None,
         metadata={
             "env": "QUERYLOG_LOKI_URL",
-            "doc": "Loki base URL; also read from LOKI_URL. Unset: no Loki projection",
+            "doc": "Loki base URL (http://127.0.0.1:3100, or a gateway's with its path prefix), not the push "
+            "endpoint (querylog adds /loki/api/v1/push); no query, whitespace or control character (a .env with "
+            "Windows line ends is refused); also read from LOKI_URL. Unset: no Loki projection",
         },
     )
     loki_tenant: str | None = field(
-        default=None, metadata={"env": "QUERYLOG_LOKI_TENANT", "doc": "Loki tenant, sent as X-Scope-OrgID"}
+        default=None,
+        metadata={
+            "env": "QUERYLOG_LOKI_TENANT",
+            "doc": "Loki tenant, sent as X-Scope-OrgID: one word (the token, user and password, like it, take no "
+            "control character)",
+        },
     )
     loki_username: str | None = field(
         default=None, metadata={"env": "QUERYLOG_LOKI_USERNAME", "doc": "Loki basic-auth user (with the password)"}
@@ -439,11 +475,7 @@ class Settings:
             values["stdout_events"] = _bool("QUERYLOG_STDOUT_EVENTS", raw)
         loki = get("QUERYLOG_LOKI_URL") or get("LOKI_URL")
         if loki is not None:
-            if not re.match(r"^https?://[^\s/]+", loki):
-                raise ConfigError(
-                    f"LOKI_URL / QUERYLOG_LOKI_URL must be an http(s) URL like http://127.0.0.1:3100; got {loki!r}"
-                )
-            values["loki_url"] = loki.rstrip("/")
+            values["loki_url"] = _loki_url(loki)
         for key, var in (
             ("loki_tenant", "QUERYLOG_LOKI_TENANT"),
             ("loki_username", "QUERYLOG_LOKI_USERNAME"),
@@ -451,6 +483,14 @@ class Settings:
             ("loki_token", "QUERYLOG_LOKI_TOKEN"),
         ):
             if (raw := get(var)) is not None:
+                # Sent as a header on every push: a control character (a .env saved with Windows line ends) fails
+                # each one, and a tenant is one word (Loki's tenant ids take no whitespace).
+                bad = re.search(r"[\x00-\x1f\x7f]" if key != "loki_tenant" else r"[\x00-\x20\x7f]", raw)
+                if bad is not None:
+                    raise ConfigError(
+                        f"{var} holds {bad.group()!r} at position {bad.start()}: a header cannot carry it "
+                        "(a .env saved with Windows line ends?)"
+                    )
                 values[key] = raw
         if "loki_token" in values and ("loki_username" in values or "loki_password" in values):
             raise ConfigError("QUERYLOG_LOKI_TOKEN and QUERYLOG_LOKI_USERNAME/PASSWORD exclude each other: pick one")
