@@ -551,6 +551,9 @@ def test_a_damaged_lake_file_is_named_not_a_traceback(home: Path, capsys: pytest
         ["sql", "select count(*) from events"],
         ["reconcile"],
         ["erase", "--user-id", "u-1", "--wait", "0"],
+        # These told DuckDB's message with a piece of the lake's SQL, exit 1.
+        ["report"],
+        ["search", "네이버"],
     ):
         assert main(command) == 2, command
         err = capsys.readouterr().err

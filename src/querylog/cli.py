@@ -12,10 +12,10 @@ import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from querylog import __version__
-from querylog.commands import COMMANDS
+from querylog.commands import COMMANDS, unreadable_file
 from querylog.config import ConfigError, Settings, describe_settings
 from querylog.logging.projection import SinkError, SinkSendError
 
@@ -216,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if upkeep is not None and isinstance(exc, upkeep.UpkeepError):  # a lake's record it cannot read
             print(f"querylog {args.command}: {exc}", file=sys.stderr)
             return 2
-        if not _unreadable_file(exc):
+        if not unreadable_file(exc):
             raise
         first = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
         damaged = _damaged_parquet(settings.lake_dir)
@@ -228,18 +228,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     return code
-
-
-#: What DuckDB and Arrow raise for a file that is not what it says (a Parquet file cut short, or not Parquet).
-_UNREADABLE_FILE_ERRORS: Final = {
-    ("_duckdb", "InvalidInputException"),
-    ("_duckdb", "IOException"),
-    ("pyarrow.lib", "ArrowInvalid"),
-}
-
-
-def _unreadable_file(exc: Exception) -> bool:
-    return (type(exc).__module__, type(exc).__name__) in _UNREADABLE_FILE_ERRORS
 
 
 def _damaged_parquet(lake_dir: Path) -> list[Path]:

@@ -26,6 +26,25 @@ def count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+#: What DuckDB and Arrow raise for a file that is not what it says (a Parquet file cut short, or not Parquet).
+_UNREADABLE_FILE_ERRORS = {
+    ("_duckdb", "InvalidInputException"),
+    ("_duckdb", "IOException"),
+    ("pyarrow.lib", "ArrowInvalid"),
+}
+
+
+def unreadable_file(exc: BaseException | None) -> bool:
+    """Whether `exc` (or the DuckDB error a `CatalogError` carries) says a lake file cannot be read: the CLI then
+    names the damaged files and how to rebuild, for every command alike (a command that reports the catalog's
+    errors itself lets these through)."""
+    while exc is not None:
+        if (type(exc).__module__, type(exc).__name__) in _UNREADABLE_FILE_ERRORS:
+            return True
+        exc = exc.__cause__
+    return False
+
+
 #: How a command's data directory is given, for messages that ask whether it is right.
 HOME_OPTION = "--home (QUERYLOG_HOME)"
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from querylog.commands import lake_missing
+from querylog.commands import lake_missing, unreadable_file
 from querylog.config import Settings
 
 
@@ -54,6 +54,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             report = build_report(catalog, since=args.since, intents=args.intent, envs=args.env)
             _unknown_filters(LakeQueries(catalog), args.intent, args.env)
     except CatalogError as exc:
+        if unreadable_file(exc):  # the CLI names the damaged files, as for every command
+            raise
         print(f"querylog report: {exc}", file=sys.stderr)
         return 1
     text = render_html(report) if args.format == "html" else render_markdown(report)

@@ -8,7 +8,7 @@ import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from querylog.commands import lake_missing
+from querylog.commands import lake_missing, unreadable_file
 from querylog.config import Settings
 
 if TYPE_CHECKING:
@@ -142,6 +142,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 more, best = len(best) > args.limit, best[: args.limit]
                 questions = questions_of(catalog, [hit.query_id for _, field, hit in best if field == "answers"])
     except (UpkeepError, CatalogError) as exc:
+        if unreadable_file(exc):  # the CLI names the damaged files, as for every command
+            raise
         print(f"querylog search: {exc}", file=sys.stderr)
         return 1
     rows: list[tuple[Any, ...]]
