@@ -499,17 +499,17 @@ def test_delete_requests_select_the_streams_this_home_shipped_and_no_other_deplo
     Loki lines of the same user id (its log and lake kept them, and reconcile then failed there)."""
     from tests.support.loki_logql import LogSelector, parse
 
-    from querylog.erase import LOKI_LABELS, _loki_labels, _loki_requests
+    from querylog.erase import LOKI_LABELS, _loki_requests, shipped_loki_labels
     from querylog.logging.erase import Subjects
     from querylog.runtime import loki_sink
 
     s = dataclasses.replace(_home(tmp_path, queries=1), loki_url="http://127.0.0.1:9", env="stage")
-    assert _loki_labels(s) is None  # shipped nothing yet: every app and env, as before
+    assert shipped_loki_labels(s) is None  # shipped nothing yet: every app and env, as before
     loki_sink(s).close()
     loki_sink(dataclasses.replace(s, env="stage-2")).close()  # shipped under another env since: both are kept
     loki_sink(s).close()
-    assert _loki_labels(s) == [("querylog", "stage"), ("querylog", "stage-2")]
-    requests = _loki_requests(Subjects(user_ids=frozenset(["alice"])), ["q-1"], _loki_labels(s))
+    assert shipped_loki_labels(s) == [("querylog", "stage"), ("querylog", "stage-2")]
+    requests = _loki_requests(Subjects(user_ids=frozenset(["alice"])), ["q-1"], shipped_loki_labels(s))
     assert len(requests) == 2 * 2
     selectors = [parse(r) for r in requests]
     assert all(isinstance(x, LogSelector) for x in selectors)
@@ -521,7 +521,7 @@ def test_delete_requests_select_the_streams_this_home_shipped_and_no_other_deplo
     ):
         assert sum(x.selects(labels) for x in selectors) == selected, labels  # type: ignore[union-attr]
     (s.state_dir / LOKI_LABELS).write_text("[[")  # damaged: every app and env rather than miss one
-    assert _loki_labels(s) is None
+    assert shipped_loki_labels(s) is None
     loki_sink(s).close()
     assert (s.state_dir / LOKI_LABELS).read_text() == "[["  # left as it is
 

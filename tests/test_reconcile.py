@@ -611,3 +611,31 @@ def test_an_empty_intent_an_earlier_release_took_reads_as_none_in_every_store(
     with Catalog(home / "lake") as catalog:
         rows = catalog.query("select query_id, intent from queries order by 1")[1]
     assert [tuple(r) for r in rows] == [("q-1", None), ("q-2", "news_inquiry")]
+
+
+def test_loki_is_counted_under_the_labels_this_data_directory_shipped_with_whatever_env_reconcile_runs_with(
+    tmp_path: Path,
+) -> None:
+    """Run with another QUERYLOG_ENV than the server's, reconcile counted Loki at 0 and blamed the lag and the drops;
+    the labels the data directory shipped under are noted in state/loki-labels.json (erase reads them too)."""
+    from querylog.erase import note_loki_labels
+
+    home = tmp_path / "home"
+    with EventLog(home / "log") as log:
+        for i in range(3):
+            log.append(QueryReceived(query_id=f"q-{i}", query_text="삼성전자"))
+            log.append(QueryCompleted(query_id=f"q-{i}", latency_ms=12.0, intent="stock_analysis"))
+    served = Settings(home=home, stdout_events=False, service="querylog", env="walk2")
+    note_loki_labels(served)  # as the server does when it starts its Loki projection
+    loki = queryable_loki()
+    with ParquetSink(served.lake_dir) as lake:
+        Projector(LogReader(served.log_dir), lake).catch_up()
+    with LokiSink("http://loki", env="walk2", transport=loki.transport(), options=LokiOptions()) as sink:
+        Projector(LogReader(served.log_dir), sink).catch_up()
+    elsewhere = Settings(home=home, stdout_events=False, service="querylog", env="test")
+    with httpx.Client(transport=loki.transport(), base_url="http://loki") as client:
+        report = reconcile(elsewhere, loki=client, loki_max_age_s=7 * 86400)
+    assert report.clean, report.disagreements
+    counts = {(kind, key): c for kind, key, c in report.rows}
+    assert counts["events", "query_received"]["loki"] == 3
+    assert counts["intents", "stock_analysis"]["loki"] == 3

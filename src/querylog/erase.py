@@ -308,9 +308,9 @@ def _loki_requests(
     settings the erase runs with, and no other deployment's that shares the Loki tenant. Without `labels` (one that
     shipped before they were noted, or whose list is damaged), querylog's streams of every app and env, by their
     ``event``."""
-    events = f"event=~{_logql_string('|'.join(EVENT_TYPES))}"
+    events = f"event=~{logql_string('|'.join(EVENT_TYPES))}"
     selectors = (
-        [f"{{app={_logql_string(app)}, env={_logql_string(env)}, {events}}}" for app, env in labels]
+        [f"{{app={logql_string(app)}, env={logql_string(env)}, {events}}}" for app, env in labels]
         if labels
         else [f"{{{events}}}"]
     )
@@ -322,12 +322,12 @@ def _loki_requests(
     found: list[str] = []
     for selector in selectors:
         found += [
-            f"{selector} | {name}={_logql_string(form)}"
+            f"{selector} | {name}={logql_string(form)}"
             for name, ids in (("user_id", subjects.user_ids), ("session_id", subjects.session_ids))
             for i in sorted(ids)
             for form in metadata_forms(i)  # as Loki holds it
         ]
-        found += [f"{selector} | query_id=~{_logql_string(group)}" for group in groups]
+        found += [f"{selector} | query_id=~{logql_string(group)}" for group in groups]
     return found
 
 
@@ -336,7 +336,7 @@ def _loki_requests(
 LOKI_LABELS: Final = "loki-labels.json"
 
 
-def _loki_labels(settings: Settings) -> list[tuple[str, str]] | None:
+def shipped_loki_labels(settings: Settings) -> list[tuple[str, str]] | None:
     """The label pairs noted in `LOKI_LABELS`; None when there is no such file, or it cannot be read."""
     try:
         pairs = json.loads((settings.state_dir / LOKI_LABELS).read_text(encoding="utf-8"))
@@ -351,7 +351,7 @@ def note_loki_labels(settings: Settings) -> None:
     Notes `LOKI_REACH` too."""
     path = settings.state_dir / LOKI_LABELS
     _note_loki_reach(settings, shipped=path.exists() or settings.loki_checkpoint_path.exists())
-    pairs = _loki_labels(settings)
+    pairs = shipped_loki_labels(settings)
     if pairs is None and path.exists():
         return
     pair = (settings.service, settings.env)
@@ -405,7 +405,7 @@ def _loki_delete_start(settings: Settings) -> str:
 _RE2_SPECIAL: Final = re.compile(r"[\\.+*?()|\[\]{}^$]")
 
 
-def _logql_string(value: str) -> str:
+def logql_string(value: str) -> str:
     """`value` as a LogQL string literal: Go's double-quoted syntax, which JSON's escapes are a subset of."""
     return json.dumps(value, ensure_ascii=False)
 
@@ -690,7 +690,7 @@ def _erase(
     if not skip_loki and (settings.loki_url or shipped or (settings.state_dir / LOKI_PENDING).exists()):
         # Never shipped: Loki holds no line of this data directory; a request would select another deployment's.
         receipt.loki_never_shipped = not shipped
-        requests = _loki_requests(kept, sorted(queries), _loki_labels(settings)) if shipped else []
+        requests = _loki_requests(kept, sorted(queries), shipped_loki_labels(settings)) if shipped else []
         _file_in_loki(settings, requests, receipt)
     # The erasure is the log's last write if it blanked lines and nothing was appended while it did (blanking keeps
     # every line's length: the log ends where it ended before).

@@ -191,15 +191,21 @@ def loki_range_s(since: datetime, now: datetime) -> int:
 
 
 def count_loki(client: httpx.Client, settings: Settings, since: datetime, now: datetime) -> Counts:
-    """Counts from Loki's query API over [since, now]. LogQL ranges are whole seconds (`loki_range_s`)."""
-    selector = f'app="{settings.service}", env="{settings.env}"'
+    """Counts from Loki's query API over [since, now], over every app and env this data directory shipped under
+    (`state/loki-labels.json`; these settings' own when it shipped nothing yet): a reconcile run with another
+    `QUERYLOG_ENV` than the server's counts what the server shipped. LogQL ranges are whole seconds
+    (`loki_range_s`)."""
+    from querylog.erase import logql_string, shipped_loki_labels
+
     seconds = loki_range_s(since, now)
     counts = Counts()
-    for sample in _loki_vector(client, f"sum by (event) (count_over_time({{{selector}}}[{seconds}s]))", now):
-        counts.events[sample["metric"]["event"]] = int(float(sample["value"][1]))
-    terminal = f'{{{selector}, event=~"query_completed|query_failed"}} | json intent'
-    for sample in _loki_vector(client, f"sum by (intent) (count_over_time({terminal} [{seconds}s]))", now):
-        counts.intents[sample["metric"].get("intent") or UNCLASSIFIED] = int(float(sample["value"][1]))
+    for app, env in shipped_loki_labels(settings) or [(settings.service, settings.env)]:
+        selector = f"app={logql_string(app)}, env={logql_string(env)}"
+        for sample in _loki_vector(client, f"sum by (event) (count_over_time({{{selector}}}[{seconds}s]))", now):
+            counts.events[sample["metric"]["event"]] += int(float(sample["value"][1]))
+        terminal = f'{{{selector}, event=~"query_completed|query_failed"}} | json intent'
+        for sample in _loki_vector(client, f"sum by (intent) (count_over_time({terminal} [{seconds}s]))", now):
+            counts.intents[sample["metric"].get("intent") or UNCLASSIFIED] += int(float(sample["value"][1]))
     return counts
 
 

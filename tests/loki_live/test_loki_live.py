@@ -167,7 +167,7 @@ def test_erase_files_delete_requests_loki_accepts(shipped: Shipped, tmp_path: Pa
 def test_erase_requests_select_ids_that_loki_holds_escaped(shipped: Shipped, tmp_path: Path) -> None:
     """Loki keeps the JSON escapes of structured metadata pushed as JSON: an id with a quote, a backslash or a
     newline is held escaped. The erase's delete requests, run as queries, still find each subject's every line."""
-    from querylog.erase import _loki_labels, _loki_requests
+    from querylog.erase import _loki_requests, shipped_loki_labels
     from querylog.logging.erase import Subjects
 
     settings = Settings.from_env(overrides={"home": tmp_path / "home", "env": shipped.env, "stdout_events": False})
@@ -184,7 +184,7 @@ def test_erase_requests_select_ids_that_loki_holds_escaped(shipped: Shipped, tmp
                 continue
             with runtime.tracker.query("지울 질문", user_id=user, session_id=user) as q:
                 q.classified("stock_analysis", 0.9)
-    labels = _loki_labels(settings)
+    labels = shipped_loki_labels(settings)
     assert labels == [(settings.service, shipped.env)]
     for user in odd:
         for subjects in (Subjects(user_ids=frozenset([user])), Subjects(session_ids=frozenset([user]))):
