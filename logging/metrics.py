@@ -70,6 +70,9 @@ DEFAULT_QUALITY_BUCKETS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7,
 #: A query with no terminal event this long (in event time) after its first event is presumed lost with
 #: its producer: it leaves the active gauge and its state is freed.
 DEFAULT_STALE_AFTER_SECONDS = 300.0
+#: How many stale queries keep their intent and quality score for a terminal event that comes after all (a backfill
+#: whose parts came apart, live traffic between them): the newest ones; each is a few hundred bytes.
+STALE_REMEMBERED = 10_000
 
 # Prometheus metric names match [a-zA-Z_:][a-zA-Z0-9_:]*; colons are reserved for recording rules and
 # names starting with "__" for Prometheus itself, so a namespace gets neither.
@@ -355,6 +358,8 @@ class MetricsProjection:
         self._releases: set[str] = set()
         self._intents: set[str] = set()  # producers' intents too (/v1/events, querylog.intent on OTLP spans)
         self._open: dict[str, _OpenQuery] = {}
+        # Stale queries that had an intent or a quality score, oldest first (at most `STALE_REMEMBERED`).
+        self._stale: OrderedDict[str, _OpenQuery] = OrderedDict()
         # (first_seen, query_id) of every open query, oldest first; entries of queries that have since ended
         # are skipped when popped, which is cheaper than removing them from the middle of the heap.
         self._expiry: list[tuple[float, str]] = []
@@ -414,7 +419,7 @@ class MetricsProjection:
                 if event.quality_score is not None:
                     self._open_query(event.query_id, ts).quality_score = event.quality_score
             case QueryCompleted():
-                ended = self._close_query(event.query_id, ts)
+                ended = self._end_query(event.query_id, ts)
                 intent = self._intent(event.intent, ended)
                 self._note_intent(event.query_id, intent)
                 self._queries[(intent, "completed")] += 1
@@ -428,7 +433,7 @@ class MetricsProjection:
                 if quality is not None:
                     self._quality.observe(quality)
             case QueryFailed():
-                ended = self._close_query(event.query_id, ts)
+                ended = self._end_query(event.query_id, ts)
                 intent = self._intent(event.intent, ended)
                 self._note_intent(event.query_id, intent)
                 self._queries[(intent, "failed")] += 1
@@ -503,6 +508,12 @@ class MetricsProjection:
             self._open_query(query_id, ts).ended = True
         return state
 
+    def _end_query(self, query_id: str, ts: float) -> _OpenQuery | None:
+        """`_close_query` for a terminal event: a query that went stale meanwhile is answered from `_stale`."""
+        stale = self._stale.pop(query_id, None)
+        ended = self._close_query(query_id, ts if stale is None or not stale.received else None)
+        return ended if ended is not None else stale
+
     def _prune(self, ts: float) -> None:
         """Forget the sessions out of the reformulation window, and the open queries first seen more than the
         staleness before `ts`, the time of the event just folded: not the newest seen, so that a backfill (a query
@@ -517,6 +528,10 @@ class MetricsProjection:
             state = self._open.get(query_id)
             if state is not None and state.first_seen == first_seen:
                 self._close_query(query_id)
+                if state.intent is not None or state.quality_score is not None:
+                    self._stale[query_id] = state
+                    if len(self._stale) > STALE_REMEMBERED:
+                        self._stale.popitem(last=False)
 
     def _intent(self, own: str | None, state: _OpenQuery | None) -> str:
         intent = own or (state.intent if state is not None else None)
@@ -551,9 +566,9 @@ class MetricsProjection:
         }
 
     def export_state(self) -> dict[str, Any]:
-        """The fold's whole state as plain values (JSON-ready). Holds query ids of open queries, and the
-        characters of each session's latest query of the last five minutes (to tell a reformulation), no user
-        ids; erasure removes a query's entries (`forget_queries`)."""
+        """The fold's whole state as plain values (JSON-ready). Holds query ids of open (and remembered stale)
+        queries, and the characters of each session's latest query of the last five minutes (to tell a
+        reformulation), no user ids; erasure removes a query's entries (`forget_queries`)."""
         with self._lock:
             return {
                 "queries": [[i, s, n] for (i, s), n in sorted(self._queries.items())],
@@ -567,6 +582,7 @@ class MetricsProjection:
                     q: [o.first_seen, o.received, o.intent, o.quality_score, *([True] if o.ended else [])]
                     for q, o in sorted(self._open.items())
                 },
+                "stale": [[q, o.first_seen, o.received, o.intent, o.quality_score] for q, o in self._stale.items()],
                 "active": self._active,
                 "watermark": None if self._watermark == -math.inf else self._watermark,
                 "cost": dict(self._cost),
@@ -623,6 +639,11 @@ class MetricsProjection:
                 for q, (f, r, i, qs, *ended) in state["open"].items()
             }
             self._expiry = sorted((o.first_seen, q) for q, o in self._open.items())  # a sorted list is a heap
+            # Absent from snapshots written before stale queries were remembered: those start with none.
+            self._stale = OrderedDict(
+                (q, _OpenQuery(first_seen=f, received=r, intent=i, quality_score=qs))
+                for q, f, r, i, qs in state.get("stale", [])
+            )
             self._active = int(state["active"])
             self._watermark = -math.inf if state["watermark"] is None else float(state["watermark"])
             self._cost = {k: float(v) for k, v in state["cost"].items()}
@@ -654,6 +675,8 @@ class MetricsProjection:
         for key in ("asked", "sessions"):
             if key in state:
                 state[key] = [entry for entry in state[key] if entry[1] not in erased]
+        if "stale" in state:  # [query_id, first_seen, received, intent, quality_score]
+            state["stale"] = [entry for entry in state["stale"] if entry[0] not in erased]
         return len(gone)
 
     def forget_queries(self, query_ids: Iterable[str]) -> int:
@@ -664,6 +687,7 @@ class MetricsProjection:
                 if query_id in self._open:
                     self._close_query(query_id)
                     n += 1
+                self._stale.pop(query_id, None)
                 session_id = self._latest_of.pop(query_id, None)
                 if session_id is not None:
                     del self._sessions[session_id]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -253,7 +254,7 @@ def test_without_newer_events_nothing_goes_stale() -> None:
     assert value(projected(events, stale_after_seconds=1), "querylog_active_queries") == 1
 
 
-def test_a_stale_query_is_forgotten_so_its_late_completion_falls_back_to_unclassified() -> None:
+def test_a_stale_query_leaves_the_gauge_and_its_late_completion_keeps_its_intent() -> None:
     events = [
         QueryReceived(query_id="q1", ts=at(0), query_text="hi"),
         IntentClassified(query_id="q1", ts=at(0), intent="news", confidence=0.9),
@@ -261,9 +262,39 @@ def test_a_stale_query_is_forgotten_so_its_late_completion_falls_back_to_unclass
         QueryCompleted(query_id="q1", ts=at(401), latency_ms=401_000.0),
     ]
     registry = projected(events)
-    # The state of q1 was freed when it went stale: memory stays bounded even if producers crash.
-    assert value(registry, "querylog_queries_total", intent="unclassified", status="completed") == 1
+    # q1 left the active gauge when it went stale; its intent was remembered for the completion (the lake's too).
+    assert value(registry, "querylog_queries_total", intent="news", status="completed") == 1
+    assert value(registry, "querylog_queries_total", intent="unclassified", status="completed") is None
     assert value(registry, "querylog_active_queries") == 1
+
+
+def test_a_backfill_split_by_live_traffic_keeps_its_intent_across_a_restart_and_an_erasure_forgets_it() -> None:
+    """A backfilled query's start and classification, live traffic, then its completion without an intent: the live
+    event aged the backfill out, and its completion was counted unclassified (the lake, billing: reconcile differed)."""
+    old, now = -86_400.0, 0.0
+    first = [
+        QueryReceived(query_id="bf", ts=at(old), query_text="backfilled"),
+        IntentClassified(query_id="bf", ts=at(old + 1), intent="billing", confidence=0.9),
+        QueryReceived(query_id="live", ts=at(now - 2), query_text="now"),
+        QueryCompleted(query_id="live", ts=at(now - 1), latency_ms=1_000.0, intent="billing"),
+    ]
+    end = [QueryCompleted(query_id="bf", ts=at(old + 2), latency_ms=2_000.0)]
+    projection = MetricsProjection()
+    projection.apply(first)
+    restarted = MetricsProjection()
+    restarted.restore_state(json.loads(json.dumps(projection.export_state())))  # as a snapshot on disk holds it
+    restarted.apply(end)
+    restarted.register(registry := CollectorRegistry())
+    for fold in (projected(first + end), registry):
+        assert value(fold, "querylog_queries_total", intent="billing", status="completed") == 2
+        assert value(fold, "querylog_queries_total", intent="unclassified", status="completed") is None
+        assert value(fold, "querylog_active_queries") == 0
+    # Erasure forgets the remembered query, in a running fold and in a snapshot.
+    state = projection.export_state()
+    assert "bf" in str(state["stale"])
+    MetricsProjection.forget_in_state(state, ["bf"])
+    projection.forget_queries(["bf"])
+    assert "bf" not in str(state) and "bf" not in str(projection.export_state())
 
 
 def test_a_backfilled_query_keeps_its_intent_and_the_live_ones_stay_open() -> None:
