@@ -701,3 +701,24 @@ def test_a_subjects_query_written_while_the_erase_runs_stays_in_the_log_and_the_
     assert receipt.lake_hours == len({p.parent for p in (s.lake_dir / "events").rglob("*.parquet")})
     in_log = sum(b'"user_id":"alice"' in line for batch in LogReader(s.log_dir).iter_all() for line in batch.lines)
     assert in_log == 3 == _rows(s, "user_id = 'alice'")  # the new query's three events, in both
+
+
+def test_an_erase_under_another_loki_tenant_than_the_one_shipped_to_is_refused_before_anything_is_erased(
+    tmp_path: Path,
+) -> None:
+    """Run with QUERYLOG_LOKI_TENANT=team-b on a data directory that shipped under team-a, erase said "2 delete
+    requests accepted", exit 0: filed in team-b, they found nothing, and the log and lake no longer held the ids."""
+    from querylog.erase import LOKI_TENANTS, ErasureError
+    from querylog.runtime import loki_sink
+
+    s = dataclasses.replace(_home(tmp_path, queries=1), loki_url="http://127.0.0.1:9", loki_tenant="team-a")
+    loki_sink(s).close()  # the Loki projection notes its labels and tenant when it starts
+    assert json.loads((s.state_dir / LOKI_TENANTS).read_text()) == ["team-a"]
+    log_before = sorted((p.name, p.read_bytes()) for p in s.log_dir.glob("*.jsonl"))
+    for other in ("team-b", None):
+        with pytest.raises(ErasureError, match=r"shipped to Loki under tenant 'team-a'.*nothing erased"):
+            erase(dataclasses.replace(s, loki_tenant=other), user_ids=["alice"], wait_s=0)
+    assert sorted((p.name, p.read_bytes()) for p in s.log_dir.glob("*.jsonl")) == log_before
+    # --skip-loki leaves Loki out, and so its tenant.
+    receipt = erase(dataclasses.replace(s, loki_tenant="team-b"), user_ids=["alice"], wait_s=0, skip_loki=True)
+    assert receipt.log_events > 0

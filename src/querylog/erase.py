@@ -336,6 +336,29 @@ def _loki_requests(
 LOKI_LABELS: Final = "loki-labels.json"
 
 
+#: In the state directory: the Loki tenants (``X-Scope-OrgID``; "" for none) this data directory shipped under. Loki
+#: keeps each tenant's lines apart: a delete request filed under another tenant finds none of them.
+LOKI_TENANTS: Final = "loki-tenants.json"
+
+
+def _check_loki_tenant(settings: Settings) -> None:
+    """`ErasureError` when this data directory shipped to Loki under tenants that do not include the one set here:
+    said before the log and the lake are touched, which would leave no way to find the subjects' ids again."""
+    try:
+        tenants = [str(t) for t in json.loads((settings.state_dir / LOKI_TENANTS).read_text(encoding="utf-8"))]
+    except (OSError, ValueError, TypeError):  # none noted (an earlier release, or never shipped): nothing to hold to
+        return
+    here = settings.loki_tenant or ""
+    if tenants and here not in tenants:
+        shipped = ", ".join(repr(t) if t else "none" for t in tenants)
+        raise ErasureError(
+            f"this data directory shipped to Loki under tenant {shipped} (state/{LOKI_TENANTS}), not "
+            f"{repr(here) if here else 'none'}: Loki keeps each tenant's lines apart, so delete requests filed here "
+            "would find none of them; nothing erased. Run the erase with QUERYLOG_LOKI_TENANT as the server has it "
+            "(or --skip-loki)"
+        )
+
+
 def shipped_loki_labels(settings: Settings) -> list[tuple[str, str]] | None:
     """The label pairs noted in `LOKI_LABELS`; None when there is no such file, or it cannot be read."""
     try:
@@ -358,6 +381,15 @@ def note_loki_labels(settings: Settings) -> None:
     if pairs is None or pair not in pairs:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, json.dumps(sorted([*(pairs or []), pair])).encode())
+    tenants_path, tenant = settings.state_dir / LOKI_TENANTS, settings.loki_tenant or ""
+    try:
+        tenants = [str(t) for t in json.loads(tenants_path.read_text(encoding="utf-8"))]
+    except FileNotFoundError:
+        tenants = []
+    except (OSError, ValueError, TypeError):  # damaged: left as it is (erasures then hold to no tenant)
+        return
+    if tenant not in tenants:
+        atomic_write(tenants_path, json.dumps(sorted([*tenants, tenant]), ensure_ascii=False).encode())
 
 
 #: In the state directory: the oldest time Loki may hold an event of this data directory at, noted before it first
@@ -621,6 +653,8 @@ def _erase(
     # Read once the log is blanked: damaged, they are said now (exit 2), before the log and the lake are touched.
     if not skip_loki:
         _pending_loki(settings)
+        if settings.loki_url:
+            _check_loki_tenant(settings)
     if settings.lake_dir.is_dir():
         ParquetSink.committed_checkpoint(settings.lake_dir)
     receipt.resumed = resumed = earlier is not None
