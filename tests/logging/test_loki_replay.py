@@ -160,7 +160,7 @@ def test_replay_loki_reports_an_unreachable_loki(
     assert main(["--home", str(tmp_path), "replay", "loki"]) == 1
     err = capsys.readouterr().err
     assert len(waits) == 2 and err.count("trying again in") == 2
-    assert "stopped after 1 events" in err and "unreachable" in err
+    assert "stopped after reading 1 events, 0 of them sent to Loki" in err and "unreachable" in err
 
 
 def test_parse_since() -> None:

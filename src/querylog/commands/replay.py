@@ -172,7 +172,11 @@ def run_loki(args: argparse.Namespace, settings: Settings) -> int:
             dropped_so_far = sum(snap.dropped.values())
             print(f"  read {read} events, sent {snap.sent}, dropped {dropped_so_far} (up to {upto})", file=err)
     except SinkError as exc:
-        print(f"querylog replay loki: stopped after {read} events: {exc}", file=err)
+        snap = sink.telemetry.snapshot()
+        print(
+            f"querylog replay loki: stopped after reading {read} events, {snap.sent} of them sent to Loki: {exc}",
+            file=err,
+        )
         return 1
     finally:
         sink.close()
