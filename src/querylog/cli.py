@@ -28,6 +28,9 @@ def _epilog() -> str:
     lines = ["configuration (environment variables):"]
     lines += [f"  {var:<{width}}  {doc}" + (f" [default: {default}]" if default else "") for var, default, doc in rows]
     lines += [
+        "  and, read outside these settings: LANGFUSE_PUBLIC_KEY/SECRET_KEY/HOST (tracing the LLM step),",
+        "  QUERYLOG_LLM_BASE_URL/API_KEY/MODEL/TIMEOUT_S (an OpenAI-compatible answer step), QUERYLOG_S3_ENDPOINT_URL",
+        "  (docs/configuration.md, \"Outside Settings\")",
         "",
         "Start with `querylog serve --demo 200`, then",
         '`querylog sql "select intent, count(*) from queries group by 1"`.',

@@ -294,7 +294,8 @@ class Settings:
         default=None,
         metadata={
             "env": "QUERYLOG_PRICES",
-            "doc": "a price table (JSON, the shape of the bundled one) that replaces the bundled model prices",
+            "doc": "the path of a price table file (JSON, the shape of the bundled one) that replaces the bundled "
+            "model prices",
         },
     )
     aliases: str = field(
