@@ -650,3 +650,12 @@ def test_exit_after_demo_without_a_demo_is_refused_rather_than_serving_on(
         main(["--home", str(tmp_path / "home"), "serve", "--port", str(free_port()), *demo, "--exit-after-demo"]) == 2
     )
     assert "--exit-after-demo needs --demo N" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("given", ["", "  "])
+def test_an_empty_home_is_refused_not_taken_for_the_default(
+    given: str, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--home ""` (an unset shell variable) ran the command on QUERYLOG_HOME, or ./.querylog, without a word."""
+    assert main(["--home", given, "sql", "select 1"]) == 2
+    assert "--home is empty" in capsys.readouterr().err

@@ -30,7 +30,7 @@ def _epilog() -> str:
     lines += [
         "  and, read outside these settings: LANGFUSE_PUBLIC_KEY/SECRET_KEY/HOST (tracing the LLM step),",
         "  QUERYLOG_LLM_BASE_URL/API_KEY/MODEL/TIMEOUT_S (an OpenAI-compatible answer step), QUERYLOG_S3_ENDPOINT_URL",
-        "  (docs/configuration.md, \"Outside Settings\")",
+        '  (docs/configuration.md, "Outside Settings")',
         "",
         "Start with `querylog serve --demo 200`, then",
         '`querylog sql "select intent, count(*) from queries group by 1"`.',
@@ -164,6 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"querylog: {not_text}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
+    if args.home is not None and not args.home.strip():
+        print(
+            "querylog: --home is empty: give the data directory's path (or leave --home out for QUERYLOG_HOME)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         overrides: dict[str, object] = {}
         if args.home:
