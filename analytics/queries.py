@@ -15,7 +15,7 @@ import polars as pl
 import pyarrow as pa
 
 from querylog.analytics.catalog import Catalog, CatalogError
-from querylog.logging.events import UNCLASSIFIED
+from querylog.logging.events import EVENT_TYPES, UNCLASSIFIED
 from querylog.logging.reformulation import Names
 
 __all__ = [
@@ -714,15 +714,17 @@ class LakeQueries:
 
     def query_events(self, query_id: str) -> pl.DataFrame:
         """A query's events in order: ts, offset_ms (from its first event), event_type and the fields that
-        matter for each step."""
+        matter for each step. Events at the same time (a producer that stamps a query's steps with one time, as
+        an OTLP span may) come in the order of a query's life: received, classified, searched, answered, ended."""
         return sql_frame(
             self.catalog,
-            """
+            f"""
                 SELECT ts, (epoch_us(ts) - epoch_us(min(ts) OVER ())) / 1000.0 AS offset_ms, event_type,
                        duration_ms, intent, confidence, result_count, cache_hit, gen_ai_request_model AS model,
                        quality_score, latency_ms, error_type, error_message, stage, score, query_text, trace_id,
                        event_id
-                FROM events WHERE query_id = $query_id ORDER BY ts, event_id
+                FROM events WHERE query_id = $query_id
+                ORDER BY ts, list_position({list(EVENT_TYPES)}, event_type), event_id
             """,
             {"query_id": query_id},
         )

@@ -433,3 +433,36 @@ def test_a_query_asked_again_soon_in_the_same_session_is_reformulated(tmp_path: 
         assert by_intent["news_inquiry"]["reformulated"] == 0
         top = lq.most_reformulated().to_dicts()
         assert [(r["query_text"], r["reformulated"]) for r in top] == [("네이버 주가 전망은?", 1)]
+
+
+def test_a_querys_steps_stamped_with_one_time_come_in_the_order_of_its_life(tmp_path: Path) -> None:
+    """An OTLP producer may stamp a query's steps with its span's one start time: the timeline listed them by event
+    id, so `intent_classified` could come before `query_received`."""
+    from querylog.logging.events import IntentClassified, QueryCompleted, QueryReceived, SearchCompleted
+    from querylog.logging.parquet import ParquetSink
+    from querylog.logging.projection import Projector
+    from querylog.logging.segments import EventLog, LogReader
+
+    at = datetime(2026, 12, 1, 9, tzinfo=UTC)
+    q = {"query_id": "q-1", "ts": at}
+    # Made last step first, so each step's event id (time-ordered) sorts before the one of the step before it.
+    made = [
+        QueryCompleted(**q, latency_ms=1.0),
+        SearchCompleted(**q, result_count=1),
+        IntentClassified(**q, intent="x", confidence=0.5),
+        QueryReceived(**q, query_text="질문"),
+    ]
+    assert sorted(e.event_id for e in made) == [e.event_id for e in made]
+    with EventLog(tmp_path / "log") as log:
+        for event in reversed(made):
+            log.append(event)
+    with ParquetSink(tmp_path / "lake") as sink:
+        Projector(LogReader(tmp_path / "log"), sink).catch_up()
+    with Catalog(tmp_path / "lake") as catalog:
+        events = LakeQueries(catalog).query_events("q-1")
+    assert events["event_type"].to_list() == [
+        "query_received",
+        "intent_classified",
+        "search_completed",
+        "query_completed",
+    ]
