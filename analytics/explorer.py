@@ -757,7 +757,9 @@ def _timeline(lq: LakeQueries, query_id: str) -> None:
     if trace:
         st.link_button("Open trace in Langfuse", trace)  # a button, not Markdown built from a producer's id
     failures = events.filter(pl.col("event_type") == "query_failed")
-    _answer(lq.answer(query_id), failed=not failures.is_empty())
+    # Failed if its last word is a failure, as the `queries` view says: a failure retried to an answer is not.
+    ends = events.filter(pl.col("event_type").is_in(["query_completed", "query_failed"]))["event_type"]
+    _answer(lq.answer(query_id), failed=not ends.is_empty() and ends[-1] == "query_failed")
     for failed in failures.iter_rows(named=True):
         at = f" at {failed['stage']}" if failed.get("stage") else ""
         said = ": ".join(str(failed[k]) for k in ("error_type", "error_message") if failed.get(k))

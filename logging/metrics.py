@@ -145,6 +145,14 @@ class _OpenQuery:
     ended: bool = False
 
 
+def _fill(state: _OpenQuery, earlier: _OpenQuery) -> None:
+    """What `state` does not know yet (its intent, quality score), taken from what `earlier` knew of the query."""
+    if state.intent is None:
+        state.intent = earlier.intent
+    if state.quality_score is None:
+        state.quality_score = earlier.quality_score
+
+
 @dataclass(slots=True)
 class _LastAsked:
     """The latest query of a session, kept `reformulation.WINDOW_S` to compare the session's next query with."""
@@ -512,7 +520,10 @@ class MetricsProjection:
         """`_close_query` for a terminal event: a query that went stale meanwhile is answered from `_stale`."""
         stale = self._stale.pop(query_id, None)
         ended = self._close_query(query_id, ts if stale is None or not stale.received else None)
-        return ended if ended is not None else stale
+        if stale is None or ended is None:
+            return ended if ended is not None else stale
+        _fill(ended, stale)  # reopened since it went stale (its answer, say): what it had before still counts
+        return ended
 
     def _prune(self, ts: float) -> None:
         """Forget the sessions out of the reformulation window, and the open queries first seen more than the
@@ -528,6 +539,9 @@ class MetricsProjection:
             state = self._open.get(query_id)
             if state is not None and state.first_seen == first_seen:
                 self._close_query(query_id)
+                earlier = self._stale.pop(query_id, None)  # stale before, reopened, stale again: kept the newest
+                if earlier is not None:
+                    _fill(state, earlier)
                 if state.intent is not None or state.quality_score is not None:
                     self._stale[query_id] = state
                     if len(self._stale) > STALE_REMEMBERED:

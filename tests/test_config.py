@@ -207,3 +207,10 @@ def test_a_release_every_event_would_refuse_is_refused_with_the_settings(variabl
     """`QUERYLOG_RELEASE=$'v1\\tb'` passed `querylog config`, then `serve` stopped with a traceback (exit 1)."""
     with pytest.raises(ConfigError, match=variable):
         Settings.from_env({variable: value})
+
+
+@pytest.mark.parametrize("url", ["https://user:s3cretpw@logs.example.net\r", "http://user:s3cret/pw@loki:3100"])
+def test_a_refused_loki_url_is_echoed_without_its_password(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"user:\*\*\*@") as refused:
+        Settings.from_env({"LOKI_URL": url})
+    assert "s3cret" not in str(refused.value)

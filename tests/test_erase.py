@@ -722,3 +722,7 @@ def test_an_erase_under_another_loki_tenant_than_the_one_shipped_to_is_refused_b
     # --skip-loki leaves Loki out, and so its tenant.
     receipt = erase(dataclasses.replace(s, loki_tenant="team-b"), user_ids=["alice"], wait_s=0, skip_loki=True)
     assert receipt.log_events > 0
+    # Shipped under team-b since: an erase under team-a files there only, and says team-b's lines stay.
+    loki_sink(dataclasses.replace(s, loki_tenant="team-b")).close()
+    receipt = erase(s, user_ids=["bob"], wait_s=0)
+    assert any("other tenants too (team-b)" in note for note in receipt.notes), receipt.notes

@@ -62,30 +62,44 @@ def duration_seconds(name: str, raw: str) -> float:
     return seconds
 
 
+def _masked(url: str) -> str:
+    """`url` as an error may show it: a password (``//user:secret@``) as ``***``, even in a URL that does not parse
+    (a password holding ``/`` or ``#``): everything from the first ``:`` after ``//`` to its last ``@``."""
+    head, slashes, rest = url.partition("//")
+    if not slashes or "@" not in rest:
+        return url
+    userinfo, host = rest.rsplit("@", 1)
+    user, colon, _ = userinfo.partition(":")
+    return f"{head}//{user}{colon}{'***' if colon else ''}@{host}"
+
+
 def _loki_url(raw: str) -> str:
     """LOKI_URL as the sink posts to it (no trailing slash): Loki's base URL, refused with the reason otherwise."""
-    name = "LOKI_URL / QUERYLOG_LOKI_URL"
+    name, shown = "LOKI_URL / QUERYLOG_LOKI_URL", _masked(raw)
     bad = re.search(r"[\x00-\x20\x7f]", raw)
     if bad is not None:
         raise ConfigError(
             f"{name} holds {bad.group()!r} at position {bad.start()} (a .env saved with Windows line ends?); "
-            f"got {raw!r}"
+            f"got {shown!r}"
         )
     if not re.match(r"^https?://[^/]+", raw):
-        raise ConfigError(f"{name} must be an http(s) URL like http://127.0.0.1:3100; got {raw!r}")
+        raise ConfigError(f"{name} must be an http(s) URL like http://127.0.0.1:3100; got {shown!r}")
     try:
         parts = urllib.parse.urlsplit(raw)
         parts.port  # noqa: B018 - raises on a port that is no number or out of range
     except ValueError as exc:
-        raise ConfigError(f"{name} is not a URL ({exc}); got {raw!r}") from None
+        why = "its host or port does not parse" if shown != raw else str(exc)  # urllib's words may quote a password
+        raise ConfigError(
+            f"{name} is not a URL ({why}; a password holding /, ?, # or @ is written percent-encoded); got {shown!r}"
+        ) from None
     if not parts.hostname:
-        raise ConfigError(f"{name} names no host; got {raw!r}")
+        raise ConfigError(f"{name} names no host; got {shown!r}")
     if parts.query or parts.fragment or raw.endswith(("?", "#")):
-        raise ConfigError(f"{name} is Loki's base URL, without a query or fragment; got {raw!r}")
+        raise ConfigError(f"{name} is Loki's base URL, without a query or fragment; got {shown!r}")
     if parts.path.rstrip("/").endswith("/loki/api/v1/push"):
         raise ConfigError(
             f"{name} is Loki's base URL (like http://127.0.0.1:3100), not its push endpoint: querylog adds "
-            f"/loki/api/v1/push; got {raw!r}"
+            f"/loki/api/v1/push; got {shown!r}"
         )
     return raw.rstrip("/")
 

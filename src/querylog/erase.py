@@ -341,13 +341,18 @@ LOKI_LABELS: Final = "loki-labels.json"
 LOKI_TENANTS: Final = "loki-tenants.json"
 
 
+def _shipped_tenants(settings: Settings) -> list[str]:
+    """The tenants noted in `LOKI_TENANTS`; none when nothing was noted (an earlier release, or never shipped)."""
+    try:
+        return [str(t) for t in json.loads((settings.state_dir / LOKI_TENANTS).read_text(encoding="utf-8"))]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
 def _check_loki_tenant(settings: Settings) -> None:
     """`ErasureError` when this data directory shipped to Loki under tenants that do not include the one set here:
     said before the log and the lake are touched, which would leave no way to find the subjects' ids again."""
-    try:
-        tenants = [str(t) for t in json.loads((settings.state_dir / LOKI_TENANTS).read_text(encoding="utf-8"))]
-    except (OSError, ValueError, TypeError):  # none noted (an earlier release, or never shipped): nothing to hold to
-        return
+    tenants = _shipped_tenants(settings)
     here = settings.loki_tenant or ""
     if tenants and here not in tenants:
         shipped = ", ".join(repr(t) if t else "none" for t in tenants)
@@ -726,6 +731,12 @@ def _erase(
         receipt.loki_never_shipped = not shipped
         requests = _loki_requests(kept, sorted(queries), shipped_loki_labels(settings)) if shipped else []
         _file_in_loki(settings, requests, receipt)
+        others = [t or "none" for t in _shipped_tenants(settings) if t != (settings.loki_tenant or "")]
+        if others and settings.loki_url:
+            receipt.notes.append(
+                f"this data directory shipped to Loki under other tenants too ({', '.join(others)}): the delete "
+                "requests went to this one only, and the subjects' lines Loki holds under those are not deleted"
+            )
     # The erasure is the log's last write if it blanked lines and nothing was appended while it did (blanking keeps
     # every line's length: the log ends where it ended before).
     blanked_last = erased.events and position == end_before

@@ -279,6 +279,12 @@ def test_a_backfill_split_by_live_traffic_keeps_its_intent_across_a_restart_and_
         QueryCompleted(query_id="live", ts=at(now - 1), latency_ms=1_000.0, intent="billing"),
     ]
     end = [QueryCompleted(query_id="bf", ts=at(old + 2), latency_ms=2_000.0)]
+    # Its answer came after it went stale, with a score (a new state): the intent it had before is kept too.
+    answered = [ResponseGenerated(query_id="bf", ts=at(old + 1.5), quality_score=0.8), *end]
+    for late in (answered, [*answered[:1], QueryReceived(query_id="x", ts=at(now), query_text="x"), *end]):
+        fold = projected(first + late)
+        assert value(fold, "querylog_queries_total", intent="billing", status="completed") == 2, late
+        assert value(fold, "querylog_queries_total", intent="unclassified", status="completed") is None
     projection = MetricsProjection()
     projection.apply(first)
     restarted = MetricsProjection()

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not 0 <= args.nice <= 19:
         print(f"querylog project: --nice must be 0-19, got {args.nice}", file=err)
         return 2
-    if not 0 < args.drain_timeout < float("inf"):  # NaN too
+    if not args.drain_timeout > 0:  # NaN too (inf: drain for as long as it takes)
         print(f"querylog project: --drain-timeout must be a number of seconds > 0, got {args.drain_timeout}", file=err)
         return 2
     if args.once and not settings.log_dir.is_dir():  # nothing to catch up with: a mistyped --home, made for nothing
