@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import re
 import unicodedata
-import urllib.parse
 from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
@@ -627,9 +626,11 @@ def default_redactor() -> Redactor:
 
 
 def shown_url(url: str) -> str:
-    """`url` fit to print or to log: a password in it (``http://user:secret@host``) masked as ``***``."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
+    """`url` fit to print or to log: a password in it (``http://user:secret@host``) masked as ``***``, even in a URL
+    that does not parse (a password holding ``/`` or ``#``): from the first ``:`` after ``//`` to the last ``@``."""
+    head, slashes, rest = url.partition("//")
+    if not slashes or "@" not in rest:
         return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    userinfo, host = rest.rsplit("@", 1)
+    user, colon, _ = userinfo.partition(":")
+    return f"{head}//{user}{colon}{'***' if colon else ''}@{host}"

@@ -62,20 +62,11 @@ def duration_seconds(name: str, raw: str) -> float:
     return seconds
 
 
-def _masked(url: str) -> str:
-    """`url` as an error may show it: a password (``//user:secret@``) as ``***``, even in a URL that does not parse
-    (a password holding ``/`` or ``#``): everything from the first ``:`` after ``//`` to its last ``@``."""
-    head, slashes, rest = url.partition("//")
-    if not slashes or "@" not in rest:
-        return url
-    userinfo, host = rest.rsplit("@", 1)
-    user, colon, _ = userinfo.partition(":")
-    return f"{head}//{user}{colon}{'***' if colon else ''}@{host}"
-
-
 def _loki_url(raw: str) -> str:
     """LOKI_URL as the sink posts to it (no trailing slash): Loki's base URL, refused with the reason otherwise."""
-    name, shown = "LOKI_URL / QUERYLOG_LOKI_URL", _masked(raw)
+    from querylog.logging.redaction import shown_url
+
+    name, shown = "LOKI_URL / QUERYLOG_LOKI_URL", shown_url(raw)
     bad = re.search(r"[\x00-\x20\x7f]", raw)
     if bad is not None:
         raise ConfigError(

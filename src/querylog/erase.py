@@ -341,18 +341,21 @@ LOKI_LABELS: Final = "loki-labels.json"
 LOKI_TENANTS: Final = "loki-tenants.json"
 
 
-def _shipped_tenants(settings: Settings) -> list[str]:
-    """The tenants noted in `LOKI_TENANTS`; none when nothing was noted (an earlier release, or never shipped)."""
+def _shipped_tenants(settings: Settings) -> list[str] | None:
+    """The tenants noted in `LOKI_TENANTS`: none when nothing was noted (an earlier release, or never shipped), None
+    when the file cannot be read (erasures then hold to no tenant)."""
     try:
         return [str(t) for t in json.loads((settings.state_dir / LOKI_TENANTS).read_text(encoding="utf-8"))]
-    except (OSError, ValueError, TypeError):
+    except FileNotFoundError:
         return []
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def _check_loki_tenant(settings: Settings) -> None:
     """`ErasureError` when this data directory shipped to Loki under tenants that do not include the one set here:
     said before the log and the lake are touched, which would leave no way to find the subjects' ids again."""
-    tenants = _shipped_tenants(settings)
+    tenants = _shipped_tenants(settings) or []
     here = settings.loki_tenant or ""
     if tenants and here not in tenants:
         shipped = ", ".join(repr(t) if t else "none" for t in tenants)
@@ -386,15 +389,11 @@ def note_loki_labels(settings: Settings) -> None:
     if pairs is None or pair not in pairs:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, json.dumps(sorted([*(pairs or []), pair])).encode())
-    tenants_path, tenant = settings.state_dir / LOKI_TENANTS, settings.loki_tenant or ""
-    try:
-        tenants = [str(t) for t in json.loads(tenants_path.read_text(encoding="utf-8"))]
-    except FileNotFoundError:
-        tenants = []
-    except (OSError, ValueError, TypeError):  # damaged: left as it is (erasures then hold to no tenant)
-        return
-    if tenant not in tenants:
-        atomic_write(tenants_path, json.dumps(sorted([*tenants, tenant]), ensure_ascii=False).encode())
+    tenants, tenant = _shipped_tenants(settings), settings.loki_tenant or ""
+    if tenants is not None and tenant not in tenants:  # a damaged list is left as it is
+        atomic_write(
+            settings.state_dir / LOKI_TENANTS, json.dumps(sorted([*tenants, tenant]), ensure_ascii=False).encode()
+        )
 
 
 #: In the state directory: the oldest time Loki may hold an event of this data directory at, noted before it first
@@ -731,7 +730,7 @@ def _erase(
         receipt.loki_never_shipped = not shipped
         requests = _loki_requests(kept, sorted(queries), shipped_loki_labels(settings)) if shipped else []
         _file_in_loki(settings, requests, receipt)
-        others = [t or "none" for t in _shipped_tenants(settings) if t != (settings.loki_tenant or "")]
+        others = [t or "none" for t in _shipped_tenants(settings) or [] if t != (settings.loki_tenant or "")]
         if others and settings.loki_url:
             receipt.notes.append(
                 f"this data directory shipped to Loki under other tenants too ({', '.join(others)}): the delete "

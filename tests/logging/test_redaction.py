@@ -744,6 +744,7 @@ def test_fold_tables_agree() -> None:
         ("https://bob:p%40ss@loki.example/x?y=1", "https://bob:***@loki.example/x?y=1"),
         ("http://loki:3100", "http://loki:3100"),
         ("http://bob@loki:3100", "http://bob@loki:3100"),  # a user alone is no secret
+        ("http://bob:s3cret/pw@loki:3100", "http://bob:***@loki:3100"),  # no URL (the / is not encoded): masked too
     ],
 )
 def test_a_password_in_a_url_is_masked(url: str, shown: str) -> None:
