@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 # Exit 3 from serve: the port is taken (another make run, or any server); say how to pick another.
 run: $(STAMP)
 	$(BIN)/querylog serve --host 127.0.0.1 --port $(PORT) --demo 200 || { rc=$$?; \
-	  [ $$rc -ne 3 ] || echo "querylog: port $(PORT) is taken: make run PORT=8010 serves on another" >&2; exit $$rc; }
+	  [ $$rc -ne 3 ] || echo "querylog: port $(PORT) is taken: make run PORT=$$(( $(PORT) + 10 )) serves on another" >&2; exit $$rc; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
