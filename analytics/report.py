@@ -98,8 +98,11 @@ def build_report(
         .sort(["queries", "intent"], descending=[True, False])
         .select("intent", "queries", "share", "previous_queries", "change")
     )
-    volume = lq.error_trend(filters, bucket).select(
-        "bucket", pl.col("finished").alias("queries"), "failed", "error_rate"
+    volume = _every_bucket(
+        lq.error_trend(filters, bucket).select("bucket", pl.col("finished").alias("queries"), "failed", "error_rate"),
+        since,
+        until or now,
+        bucket,
     )
     return Report(
         generated_at=now,
@@ -123,6 +126,24 @@ def build_report(
         by_prompt_version=lq.compare_by(filters, "prompt_version"),
         reformulation_by_intent=lq.reformulation_by_intent(filters),
         most_reformulated=lq.most_reformulated(filters, top),
+    )
+
+
+def _every_bucket(volume: pl.DataFrame, since: datetime, until: datetime, bucket: Bucket) -> pl.DataFrame:
+    """`volume` with a row of zeros for each hour or day of [since, until) without a query: a quiet day (an
+    outage) is a row that says 0, not a gap a reader may not notice. A window without any query stays empty."""
+    if volume.is_empty():
+        return volume
+    step = timedelta(hours=1) if bucket == "hour" else timedelta(days=1)
+    first = datetime.fromtimestamp(since.timestamp() // step.total_seconds() * step.total_seconds(), UTC)
+    last = until - timedelta(microseconds=1)
+    dtype = volume.schema["bucket"]
+    grid = pl.datetime_range(first, last, step, eager=True, time_zone="UTC").cast(dtype).alias("bucket")
+    return (
+        grid.to_frame()
+        .join(volume, on="bucket", how="full", coalesce=True)  # full: a bucket the grid misses is kept, never lost
+        .with_columns(pl.col("queries").fill_null(0), pl.col("failed").fill_null(0))
+        .sort("bucket")
     )
 
 

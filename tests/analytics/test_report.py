@@ -407,3 +407,30 @@ def test_cost_by_model_names_the_model_that_answered_when_none_was_requested_as_
     exposition = projection.exposition().decode()
     assert row["model"] == "gpt-4o-2024-08-06" and row["priced"] == 1
     assert f'querylog_llm_cost_usd_total{{model="gpt-4o-2024-08-06"}} {row["cost_usd"]}' in exposition
+
+
+def test_a_day_without_queries_is_a_row_of_zeros_in_the_volume_not_a_gap(tmp_path: Path) -> None:
+    until = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    since = until - timedelta(days=4)
+    events = []
+    for n, day in enumerate((0, 3)):  # the days between them had no query (an outage, say)
+        ts = since + timedelta(days=day, hours=5)
+        events += [
+            QueryReceived(query_id=f"q{n}", query_text="삼성전자", ts=ts),
+            QueryCompleted(query_id=f"q{n}", latency_ms=120.0, ts=ts),
+        ]
+    with ParquetSink(tmp_path / "lake") as sink:
+        sink.write(Batch(events=events, checkpoint={"x": 1}))
+    with Catalog(tmp_path / "lake") as cat:
+        report = build_report(cat, since=since, until=until)
+        hourly = build_report(cat, since=since + timedelta(days=3), until=since + timedelta(days=3, hours=8))
+    assert [(b.date().isoformat(), q) for b, q in report.volume.select("bucket", "queries").iter_rows()] == [
+        ((since + timedelta(days=d)).date().isoformat(), 1 if d in (0, 3) else 0) for d in range(4)
+    ]
+    quiet = (since + timedelta(days=1)).date().isoformat()
+    assert f"| {quiet} | 0 | 0 | – |" in render_markdown(report)
+    assert (
+        hourly.bucket == "hour"
+        and len(hourly.volume) == 8
+        and hourly.volume["queries"].to_list() == [0] * 5 + [1] + [0] * 2
+    )
