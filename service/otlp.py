@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Final
@@ -30,7 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from querylog.logging.events import EVENT_CLASSES, AnyEvent, EventValidationError, Source
-from querylog.service.otlp_mapping import Mapped, map_export
+from querylog.service.otlp_mapping import NESTED_SPAN, Mapped, map_export
 from querylog.service.producers import (
     MAX_AHEAD,
     NESTED_TOO_DEEPLY,
@@ -98,9 +99,13 @@ class _OtlpRoute(APIRoute):
 router = APIRouter(prefix="/v1", tags=["producers"], route_class=_OtlpRoute)
 #: Ids the OTLP/JSON encoding writes as hex, where protobuf's JSON mapping expects base64.
 _HEX_IDS: Final = ("traceId", "spanId", "parentSpanId")
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
-def _hex_to_base64(node: Any) -> None:
+def _as_protobuf_json(node: Any) -> Any:
+    """`node` (parsed OTLP/JSON) as protobuf's JSON parser takes it, changed in place: trace and span ids from hex
+    (OTLP/JSON's) to base64 (protobuf's); a lone surrogate in a text (OTel JS cuts a value by UTF-16 code unit, so an
+    emoji at the limit leaves one) made U+FFFD, as the events store it, where the parser would refuse the export."""
     if isinstance(node, dict):
         unplaced = False
         for key, value in node.items():
@@ -111,12 +116,18 @@ def _hex_to_base64(node: Any) -> None:
                     node[key] = ""  # that span is rejected (an invalid id), counted in partial_success; not the rest
                     unplaced = unplaced or key == "parentSpanId"
             else:
-                _hex_to_base64(value)
+                node[key] = _as_protobuf_json(value)
         if unplaced:  # the span's place in its trace is not one to guess: it is rejected as with a bad id of its own
             node["spanId"] = ""
     elif isinstance(node, list):
-        for item in node:
-            _hex_to_base64(item)
+        for i, item in enumerate(node):
+            node[i] = _as_protobuf_json(item)
+    elif isinstance(node, str) and not node.isascii():
+        try:
+            node.encode("utf-8")
+        except UnicodeEncodeError:
+            return _SURROGATE.sub("\ufffd", node)
+    return node
 
 
 def _decode(body: bytes, content_type: str) -> ExportTraceServiceRequest:
@@ -134,10 +145,14 @@ def _decode(body: bytes, content_type: str) -> ExportTraceServiceRequest:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, f"malformed JSON: {exc}") from None
         except RecursionError:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, NESTED_TOO_DEEPLY) from None
-        if not isinstance(payload, dict):
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, "an OTLP export is a JSON object with resourceSpans")
+        if not isinstance(payload, dict) or (payload and not {"resourceSpans", "resource_spans"} & payload.keys()):
+            # Unknown fields are ignored (the spec's rule): a Jaeger or Zipkin body would be taken as an empty export.
+            found = f" (this one has: {', '.join(sorted(map(str, payload))[:5])})" if isinstance(payload, dict) else ""
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, f"an OTLP trace export is a JSON object with resourceSpans{found}"
+            )
         try:
-            _hex_to_base64(payload)
+            _as_protobuf_json(payload)
             json_format.ParseDict(payload, request, ignore_unknown_fields=True)
         except json_format.ParseError as exc:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, f"not an OTLP trace export: {exc}") from None
@@ -160,24 +175,42 @@ def _ingest(ingestor: EventIngestor, mapped: Mapped) -> IngestResult:
     """Build each span's events from their prepared (redacted) fields and append them. The events are built by
     their classes, which validate every value, rather than converted from the dicts: a span's fields are typed
     by the mapping already, and this is the export's hot path. A span with a value the schema refuses is left out
-    and counted (`partial_success`), never the whole export."""
+    and counted (`partial_success`), never the whole export: a retrieval span alone (its query keeps the rest), a
+    query with every span it was read from (its own, its steps, its retrievals)."""
     events: list[AnyEvent] = []
     for group in mapped.groups:
-        try:
-            built = [_event(ingestor.prepare(fields)) for fields in group]
-        except EventValidationError as exc:
-            mapped.rejected[f"invalid {exc.field}"] += 1
-            continue
-        # The ids /v1/events refuses (blank, control characters, past 200 characters), refused here too.
-        bad_id = next((problem for event in built if (problem := id_problem(event)) is not None), None)
-        if bad_id is not None:
-            mapped.rejected[f"invalid {bad_id[0]}"] += 1
-            continue
-        if any(too_far_ahead(event) for event in built):
-            mapped.rejected[f"ts more than {MAX_AHEAD.seconds // 60} minutes ahead of this server's clock"] += 1
-            continue
-        events.extend(built)
+        built: list[AnyEvent] = []
+        retrievals = sum(1 for fields in group.events if fields["event_type"] == "search_completed")
+        for fields in group.events:
+            retrieval = fields["event_type"] == "search_completed"
+            checked = _checked(ingestor, fields)
+            if not isinstance(checked, str):
+                built.append(checked)
+            elif retrieval:  # a retrieval span's value: that span alone
+                mapped.rejected[checked] += 1
+                retrievals -= 1
+            else:  # the query's: the query, with every span it was read from
+                mapped.rejected[checked] += 1 + group.steps + retrievals
+                mapped.skipped[NESTED_SPAN] -= group.steps  # refused with the query now, not read as its steps
+                break
+        else:
+            events.extend(built)
+    mapped.skipped = +mapped.skipped  # drop the reasons left at 0
     return ingestor.append(events, bounded=False)  # bounded by its spans (`_export_traces`)
+
+
+def _checked(ingestor: EventIngestor, fields: dict[str, Any]) -> AnyEvent | str:
+    """The event of `fields` (prepared: redacted, defaulted), or why it is refused: a value the schema refuses, an
+    id /v1/events refuses (blank, control characters, past 200 characters), a time past this server's clock."""
+    try:
+        event = _event(ingestor.prepare(fields))
+    except EventValidationError as exc:
+        return f"invalid {exc.field}"
+    if (bad_id := id_problem(event)) is not None:
+        return f"invalid {bad_id[0]}"
+    if too_far_ahead(event):
+        return f"ts more than {MAX_AHEAD.seconds // 60} minutes ahead of this server's clock"
+    return event
 
 
 def _event(fields: dict[str, Any]) -> AnyEvent:

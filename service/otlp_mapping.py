@@ -47,7 +47,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import attrgetter
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import orjson
 import structlog
@@ -57,7 +57,15 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from querylog.logging.events import shows_nothing
 
-__all__ = ["INTENT_ATTRIBUTE", "INTENT_CONFIDENCE_ATTRIBUTE", "NOT_CAPTURED", "Mapped", "map_export"]
+__all__ = [
+    "INTENT_ATTRIBUTE",
+    "INTENT_CONFIDENCE_ATTRIBUTE",
+    "NESTED_SPAN",
+    "NOT_CAPTURED",
+    "Mapped",
+    "QueryGroup",
+    "map_export",
+]
 
 #: The query text of a GenAI span whose instrumentation did not record the prompt (content capture is opt-in in
 #: most of them): the query still counts, with its model, tokens, cost and latency.
@@ -65,6 +73,11 @@ NOT_CAPTURED: Final = "[input not captured by the instrumentation]"
 #: The span attributes an app names its query's intent and the classifier's confidence by (0 to 1).
 INTENT_ATTRIBUTE: Final = "querylog.intent"
 INTENT_CONFIDENCE_ATTRIBUTE: Final = "querylog.intent.confidence"
+#: Why a GenAI span inside another is not a query of its own (it is a step of that one): a skip reason on /metrics.
+NESTED_SPAN: Final = "genai_span_inside_another"
+#: Spans that start before this (2000-01-01, in Unix ns) are refused: an exporter that sends milliseconds or
+#: microseconds where OTLP wants nanoseconds would otherwise file its queries under January 1970.
+EARLIEST_START_NS: Final = 946_684_800 * 10**9
 _RETRIEVAL_OPERATIONS: Final = frozenset({"retrieval", "retrieve", "search"})
 _SKIPPED_GENAI_OPERATIONS: Final = frozenset({"embeddings", "execute_tool", "create_agent"})
 #: OpenInference's span kinds that are no step of ours, each a `reason` of its own on `/metrics`; any other value
@@ -74,17 +87,26 @@ _OPENINFERENCE_SKIPPED: Final = frozenset(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class QueryGroup:
+    """One query's events (its retrievals' ``search_completed`` among them) and how many GenAI spans nested in its
+    span it read as its steps (counted as skipped: refused with the query if the query is)."""
+
+    events: list[dict[str, Any]]
+    steps: int = 0
+
+
 @dataclass
 class Mapped:
     """The events of an export, one group per GenAI span, and what was left out of it (reason → spans)."""
 
-    groups: list[list[dict[str, Any]]] = field(default_factory=list)
+    groups: list[QueryGroup] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
 
     @property
     def events(self) -> list[dict[str, Any]]:
-        return [event for group in self.groups for event in group]
+        return [event for group in self.groups for event in group.events]
 
     @property
     def queries(self) -> int:
@@ -223,26 +245,70 @@ def _message_text(message: Any) -> str | None:
     return _parts_text(message.get("content")) or _parts_text(message.get("parts"))
 
 
+def _plain(value: Any) -> str | None:
+    """A text value as it is (a ``bytesValue`` as its UTF-8 text); None if blank or no text."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return str(value) if isinstance(value, str) and value.strip() else None
+
+
 def _written_text(value: Any, role: str | None = None) -> str | None:
     """A text attribute as instrumentations write it: plain text; or JSON of a message list (conventions 1.26's
     ``gen_ai.prompt``: the last message of `role`, or every message without one); or JSON of a content part list
     (OpenLLMetry's ``gen_ai.prompt.N.content`` when a message held an image): its text parts."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    if value.lstrip()[:1] not in ("[", "{"):
-        return value
+    text = _plain(value)  # a ``bytesValue``: its UTF-8 text, as `_str` reads one
+    if text is None or text.lstrip()[:1] not in ("[", "{"):
+        return text
     try:
-        parsed = orjson.loads(value)
+        parsed = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return value  # text that starts like JSON
+        return text  # text that starts like JSON
+    return _held_text(parsed, role) or text
+
+
+def _held_text(parsed: Any, role: str | None) -> str | None:
+    """The text parsed JSON holds: a message list's (the last message of `role`, or every message without one), a
+    request body's messages (Langfuse's input when tools are passed: ``{"tools", "messages"}``), a content part
+    list's text parts; None for any other shape."""
+    if isinstance(parsed, dict) and isinstance(parsed.get("messages"), list):
+        parsed = parsed["messages"]
     items = [parsed] if isinstance(parsed, dict) else parsed
     if not (isinstance(items, list) and items and all(isinstance(i, dict) for i in items)):
-        return value
+        return None
     if any("role" in i for i in items):
         chosen = [i for i in items if role is None or i.get("role") == role]
         texts = [t for m in (chosen[-1:] if role is not None else chosen) if (t := _message_text(m))]
-        return "\n".join(texts) or value
-    return _parts_text(items) or value
+        return "\n".join(texts) or None
+    return _parts_text(items)
+
+
+#: The keys of a JSON ``input.value`` / ``output.value`` object that hold its text (a LangChain chain invoked with
+#: ``{"question", "chat_history"}``, a chain's ``{"answer": …}``), in the order they are looked for.
+_IO_KEYS: Final = {
+    "input": ("question", "input", "query", "prompt", "text", "message"),
+    "output": ("answer", "output", "text", "content", "result", "response"),
+}
+
+
+def _io_value(attrs: dict[str, Any], which: Literal["input", "output"], *, raw: bool = True) -> str | None:
+    """OpenInference's ``input.value`` / ``output.value``: text as it is; JSON (``{which}.mime_type`` is
+    application/json) as the text it holds: a key of `_IO_KEYS`, an OpenAI response's first choice, messages
+    (`_held_text`). JSON holding none of those is returned as it is with `raw`, else None (no question)."""
+    text = _str(attrs, f"{which}.value")
+    if text is None or _str(attrs, f"{which}.mime_type") != "application/json":
+        return text
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    found = _plain(parsed)
+    if isinstance(parsed, dict):
+        found = next((v for key in _IO_KEYS[which] if (v := _plain(parsed.get(key))) is not None), None)
+        choices = parsed.get("choices")
+        if found is None and isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            found = _message_text(choices[0].get("message"))
+    found = found or _held_text(parsed, "user" if which == "input" else "assistant")
+    return found or (text if raw else None)
 
 
 def _messages(raw: Any) -> list[dict[str, Any]]:
@@ -269,7 +335,7 @@ def _last_user_text(attrs: dict[str, Any]) -> str | None:
     for n, content in reversed(_oi_messages(attrs, "llm.input_messages.")):
         if oi_roles.get(n, "user") == "user":
             return content
-    return _str(attrs, "input.value") or _written_text(attrs.get("gen_ai.prompt"), "user")
+    return _io_value(attrs, "input") or _written_text(attrs.get("gen_ai.prompt"), "user")
 
 
 _OI_TEXT_PART: Final = re.compile(r"(\d+)\.message\.contents\.(\d+)\.message_content\.text")
@@ -278,11 +344,11 @@ _OI_TEXT_PART: Final = re.compile(r"(\d+)\.message\.contents\.(\d+)\.message_con
 def _oi_messages(attrs: dict[str, Any], prefix: str) -> list[tuple[int, str]]:
     """(N, text) of OpenInference's messages under `prefix`, by N: ``N.message.content``, or for a message of parts
     (text and images) its text parts joined, ``N.message.contents.M.message_content.text`` in M's order."""
-    texts = {n: c for n, c in _indexed(attrs, prefix, ".message.content") if isinstance(c, str) and c.strip()}
+    texts = {n: t for n, c in _indexed(attrs, prefix, ".message.content") if (t := _plain(c)) is not None}
     parts: dict[int, list[tuple[int, str]]] = {}
     for key, value in attrs.items():
-        if key.startswith(prefix) and (m := _OI_TEXT_PART.fullmatch(key, len(prefix))) and isinstance(value, str):
-            parts.setdefault(int(m[1]), []).append((int(m[2]), value))
+        if key.startswith(prefix) and (m := _OI_TEXT_PART.fullmatch(key, len(prefix))) and (t := _plain(value)):
+            parts.setdefault(int(m[1]), []).append((int(m[2]), t))
     for n, found in parts.items():
         if n not in texts and (joined := "\n".join(t for _, t in sorted(found) if t.strip())):
             texts[n] = joined
@@ -299,7 +365,7 @@ def _answer_text(attrs: dict[str, Any], output: list[dict[str, Any]]) -> str | N
     oi = [c for _, c in _oi_messages(attrs, "llm.output_messages.")]
     if oi:
         return "\n".join(oi)
-    return _str(attrs, "output.value") or _written_text(attrs.get("gen_ai.completion"), "assistant")
+    return _io_value(attrs, "output") or _written_text(attrs.get("gen_ai.completion"), "assistant")
 
 
 def _finish_reason(attrs: dict[str, Any], output: list[dict[str, Any]]) -> str | None:
@@ -573,9 +639,14 @@ def map_export(request: ExportTraceServiceRequest, *, service: str, env: str) ->
                     continue
                 attrs = _from_langfuse(_attributes(span.attributes), span.start_time_unix_nano)
                 kind = _kind(attrs)
-                if kind in ("llm", "retrieval") and not span.start_time_unix_nano:
-                    # Unset (0), which a hand-built exporter sends: not a query of 1970. Spans inside it stand alone.
-                    mapped.rejected["span without a start time"] += 1
+                if kind in ("llm", "retrieval") and span.start_time_unix_nano < EARLIEST_START_NS:
+                    # Unset (0), which a hand-built exporter sends, or milliseconds where OTLP wants nanoseconds:
+                    # not a query of 1970. Spans inside it stand alone.
+                    mapped.rejected[
+                        "span without a start time"
+                        if not span.start_time_unix_nano
+                        else "span starting before 2000: OTLP times are Unix nanoseconds"
+                    ] += 1
                     kind = None
                 elif kind is None:
                     mapped.skipped["not_genai"] += 1
@@ -600,7 +671,7 @@ def map_export(request: ExportTraceServiceRequest, *, service: str, env: str) ->
             nested.append((span, attrs, outer[0].span_id))
     for span, attrs, outer_id in nested:
         queries[(span.trace_id, outer_id)].nested.append((span, attrs))
-        mapped.skipped["genai_span_inside_another"] += 1  # a step of that query, not a query of its own
+        mapped.skipped[NESTED_SPAN] += 1  # a step of that query, not a query of its own
     by_trace: dict[bytes, list[_Query]] = {}
     for query in queries.values():
         by_trace.setdefault(query.span.trace_id, []).append(query)
@@ -623,7 +694,8 @@ def map_export(request: ExportTraceServiceRequest, *, service: str, env: str) ->
     for query in queries.values():
         alone = len(by_trace[query.span.trace_id]) == 1
         try:
-            mapped.groups.append(_query_events(query, alone=alone, service=service, env=env))
+            events = _query_events(query, alone=alone, service=service, env=env)
+            mapped.groups.append(QueryGroup(events, steps=len(query.nested)))
         except Exception as exc:  # a shape no rule foresaw: that query is refused and counted, never the export
             mapped.rejected["span querylog could not read"] += 1
             if type(exc).__name__ not in _UNREADABLE_LOGGED:  # once per kind of failure: the counter has every one
@@ -651,7 +723,11 @@ def _question(query: _Query) -> str | None:
     nothing (``"\u200b"``, controls only) is passed over, as /v1/chat refuses it."""
     for _, attrs, _ in reversed(query.ancestors):
         kind = _str(attrs, "openinference.span.kind")
-        if kind is not None and kind.upper() in _QUESTION_KINDS and _shown(text := _str(attrs, "input.value")):
+        if (
+            kind is not None
+            and kind.upper() in _QUESTION_KINDS
+            and _shown(text := _io_value(attrs, "input", raw=False))
+        ):
             return text
     text = _last_user_text(query.attrs)
     if not _shown(text) and query.nested:
@@ -684,6 +760,10 @@ def _failed(span: Span, attrs: dict[str, Any]) -> bool:
         or _str(attrs, "error.type") is not None
         or _str(attrs, "langfuse.observation.level") == "ERROR"
     )
+
+
+#: The response fields that say the provider billed the call.
+_BILLED: Final = ("gen_ai_usage_input_tokens", "gen_ai_usage_output_tokens", "cost_usd")
 
 
 def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list[dict[str, Any]]:
@@ -809,7 +889,8 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
     # The request around the trace's one query failed after the answer came (its span ERROR): the user got an error.
     request = query.ancestors[-1] if alone and query.ancestors else None
     request_failed = request is not None and _failed(*request[:2])
-    if not failed:
+    # A failed call that reports its usage was billed all the same (a filtered answer): its tokens and cost count.
+    if not failed or any(key in response for key in _BILLED):
         events.append(response)
     if not (failed or request_failed):
         events.append(

@@ -224,6 +224,8 @@ def test_a_span_that_is_not_genai_is_skipped_never_an_error(client: TestClient) 
         (b"{}", {"content-type": "application/json", "content-encoding": "br"}, 415, "gzip"),
         (b"not gzip", {"content-type": "application/json", "content-encoding": "gzip"}, 400, "inflate"),
         (b"[" * 5_000 + b"]" * 5_000, {"content-type": "application/json"}, 400, "nested too deeply"),
+        # Jaeger's JSON: every field unknown to OTLP, so it was taken for an empty export (200, nothing stored).
+        (b'{"data": [{"traceID": "ab", "spans": []}]}', {"content-type": "application/json"}, 400, "has: data"),
     ],
 )
 def test_bad_input_is_refused_with_a_reason(
@@ -303,7 +305,8 @@ def test_a_span_the_schema_refuses_is_left_out_and_counted_not_the_whole_export(
         good.set_attributes({"openinference.span.kind": "LLM", "input.value": "정상 질문"})
     partial, log = _export(client, tmp_path, keep.spans)
     assert partial == {"rejectedSpans": "1", "errorMessage": "spans rejected: 1 invalid sources.doc_id"}
-    assert "정상 질문".encode() in log and "빈 문서 id".encode() not in log
+    # The retrieval span alone is refused: its query is kept, without that search (it dropped the query too).
+    assert "정상 질문".encode() in log and "빈 문서 id".encode() in log and b"search_completed" not in log
 
 
 def test_a_token_count_the_lake_cannot_hold_is_left_out_and_the_lake_keeps_going(
@@ -1139,7 +1142,7 @@ def test_a_document_id_that_is_no_text_refuses_its_span_not_stored_as_pythons_re
             llm.set_attributes({"openinference.span.kind": "LLM", "input.value": "문서 id"})
     partial, log = _export_with(client, tmp_path, keep.spans, "retrieval.documents.0.document.id", doc_id)
     assert partial == {"rejectedSpans": "1", "errorMessage": "spans rejected: 1 invalid sources.doc_id"}
-    assert "문서 id".encode() not in log
+    assert "문서 id".encode() in log and b"search_completed" not in log  # the query stays, without that search
 
 
 def test_a_document_score_of_true_refuses_its_span_and_one_of_digits_is_read(
@@ -1220,3 +1223,122 @@ def test_a_question_sent_as_bytes_is_its_text_and_redacted_as_any(client: TestCl
     assert partial == {}
     (received,) = [e for e in _logged(log) if e.event_type == "query_received"]
     assert received.query_text == "제 번호는 [PHONE] 입니다"
+
+
+def test_a_query_refused_for_a_steps_value_counts_every_span_it_was_read_from(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """An agent span whose step said "lots" of tokens lost three spans (the agent's and its two steps) and
+    partial_success said 1; a retrieval dated past the clock refused its query too, not the retrieval alone."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("agent") as agent:
+        agent.set_attributes({"gen_ai.operation.name": "invoke_agent", "gen_ai.prompt.0.content": "에이전트 질문"})
+        for tokens in (3, "lots"):
+            with tracer.start_as_current_span("chat") as step:
+                step.set_attributes({**_LLM, "gen_ai.usage.input_tokens": tokens})
+    with tracer.start_as_current_span("rag"):
+        late = tracer.start_span("retrieve", start_time=time.time_ns() + 86_400 * 10**9)
+        late.set_attributes({"gen_ai.operation.name": "retrieval", "retrieval.documents.0.document.id": "d-1"})
+        late.end(end_time=time.time_ns() + 86_401 * 10**9)
+        with tracer.start_as_current_span("chat") as llm:
+            llm.set_attributes({**_LLM, "gen_ai.prompt.0.content": "검색이 미래인 질문"})
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {
+        "rejectedSpans": "4",
+        "errorMessage": "spans rejected: 3 invalid gen_ai_usage_input_tokens, "
+        "1 ts more than 2 minutes ahead of this server's clock",
+    }
+    assert (
+        "에이전트 질문".encode() not in log and "검색이 미래인 질문".encode() in log and b"search_completed" not in log
+    )
+    metrics = client.get("/metrics").text
+    assert 'reason="genai_span_inside_another"' not in metrics  # the steps were refused, not read as steps
+    assert 'querylog_ingest_spans_left_out_total{reason="invalid gen_ai_usage_input_tokens"} 3.0' in metrics
+
+
+def test_a_failed_call_that_reports_its_usage_keeps_its_tokens_and_cost(client: TestClient, tmp_path: Path) -> None:
+    """A content-filtered call is billed: its tokens and cost were dropped with its response, so the cost counter and
+    the lake said less than the provider's bill."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("chat") as llm:
+        llm.set_attributes({**_LLM, "error.type": "ContentFilterError", "gen_ai.usage.input_tokens": 5000,
+                            "gen_ai.usage.output_tokens": 800, "gen_ai.usage.cost": 0.5})  # fmt: skip
+        llm.set_status(Status(StatusCode.ERROR, "content filtered"))
+    with tracer.start_as_current_span("chat") as timeout:  # no usage: nothing was billed, no response
+        timeout.set_attributes({**_LLM, "error.type": "TimeoutError"})
+        timeout.set_status(Status(StatusCode.ERROR, "timed out"))
+    rows = _exported_queries(client, tmp_path, keep.spans)
+    assert [(r["status"], r["input_tokens"], r["output_tokens"], r["cost_usd"]) for r in rows] == [
+        ("failed", 5000, 800, 0.5),
+        ("failed", None, None, None),
+    ]
+
+
+def test_questions_and_answers_wrapped_in_json_objects_are_read_as_their_text(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """Langfuse's input when tools are passed ({"tools", "messages"}), an OpenInference chain's JSON inputs
+    ({"question", "chat_history"}) and an OpenAI response as an LLM span's output were stored as raw JSON."""
+    tracer, keep = _kept_tracer()
+    messages = [{"role": "system", "content": "주식 도우미"}, {"role": "user", "content": "삼성 주가 알려줘"}]
+    with tracer.start_as_current_span("generation") as lf:
+        lf.set_attributes({"langfuse.observation.type": "generation", "langfuse.observation.model.name": "m",
+                           "langfuse.observation.input": json.dumps({"tools": [{"type": "function"}],
+                                                                     "messages": messages}, ensure_ascii=False)})  # fmt: skip
+    with tracer.start_as_current_span("chain") as chain:
+        chain.set_attributes({"openinference.span.kind": "CHAIN", "input.mime_type": "application/json",
+                              "input.value": json.dumps({"question": "네이버 실적은?", "chat_history": []},
+                                                        ensure_ascii=False)})  # fmt: skip
+        with tracer.start_as_current_span("llm") as llm:
+            response = {"choices": [{"message": {"role": "assistant", "content": "개선됐습니다"}}]}
+            llm.set_attributes({"openinference.span.kind": "LLM", "input.value": "템플릿: 네이버 실적은?",
+                                "output.mime_type": "application/json",
+                                "output.value": json.dumps(response, ensure_ascii=False)})  # fmt: skip
+    with tracer.start_as_current_span("chain") as other:
+        other.set_attributes({"openinference.span.kind": "CHAIN", "input.mime_type": "application/json",
+                              "input.value": json.dumps({"docs": [1, 2]})})  # fmt: skip
+        with tracer.start_as_current_span("llm") as own:
+            own.set_attributes({"openinference.span.kind": "LLM", "input.value": "LLM 스팬의 질문"})
+    rows = _exported_queries(client, tmp_path, keep.spans)
+    assert [(r["query_text"], r["answer_text"]) for r in rows] == [
+        ("삼성 주가 알려줘", None),
+        ("네이버 실적은?", "개선됐습니다"),
+        ("LLM 스팬의 질문", None),  # a chain's JSON without a question is passed over, not taken for one
+    ]
+
+
+def test_times_in_milliseconds_are_refused_not_filed_under_1970(client: TestClient, tmp_path: Path) -> None:
+    tracer, keep = _kept_tracer()
+    ms = time.time_ns() // 10**6
+    wrong = tracer.start_span("chat", start_time=ms - 1500)
+    wrong.set_attributes({**_LLM, "gen_ai.prompt.0.content": "밀리초 질문"})
+    wrong.end(end_time=ms)
+    with tracer.start_as_current_span("chat") as right:
+        right.set_attributes({**_LLM, "gen_ai.prompt.0.content": "나노초 질문"})
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {
+        "rejectedSpans": "1",
+        "errorMessage": "spans rejected: 1 span starting before 2000: OTLP times are Unix nanoseconds",
+    }
+    assert "나노초 질문".encode() in log and "밀리초 질문".encode() not in log and b'"ts":"1970' not in log
+
+
+def test_a_lone_surrogate_in_otlp_json_or_a_prompt_sent_as_bytes_is_read_not_the_export_refused(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """OTel JS cuts a value by UTF-16 code unit: an emoji at the limit leaves a lone surrogate, and the whole export
+    was refused (400), every other span with it. A prompt sent as bytes was told "not captured"."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("chat") as cut:
+        cut.set_attributes({**_LLM, "gen_ai.prompt.0.content": "placeholder"})
+    export = _otlp_json(keep.spans).replace(b'"placeholder"', b'"\\ud83d cut"')
+    assert b'"\\ud83d cut"' in export
+    resp = client.post("/v1/traces", content=export, headers={"content-type": "application/json"})
+    assert resp.status_code == 200 and "partialSuccess" not in resp.json()
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("chat") as raw:
+        raw.set_attributes({**_LLM, "gen_ai.prompt.0.content": "placeholder"})
+    question = base64.b64encode("바이트 질문".encode()).decode()
+    partial, log = _export_with(client, tmp_path, keep.spans, "gen_ai.prompt.0.content", {"bytesValue": question})
+    assert partial == {}
+    assert [e.query_text for e in _logged(log) if e.event_type == "query_received"] == ["\ufffd cut", "바이트 질문"]
