@@ -9,7 +9,7 @@ import re
 import shlex
 import unicodedata
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
@@ -23,6 +23,7 @@ from querylog.analytics._search_text import unquoted
 from querylog.analytics.catalog import CatalogError
 from querylog.analytics.queries import BUCKETS, Answer, Bucket, Filters, LakeQueries, Summary, open_catalog
 from querylog.analytics.search_groups import AskedQuestion, find_questions, questions_of, window_hits
+from querylog.commands import unreadable_file, unreadable_lake
 from querylog.config import ConfigError, Settings
 from querylog.logging.events import EVENT_CLASSES
 
@@ -136,7 +137,11 @@ def markdown_code(text: str) -> str:
 
 
 # -- page sections ------------------------------------------------------------------------------------------
-NO_DATA: Final = "No data for these filters: widen the dates, or clear an intent or env."
+NO_DATA: Final = (
+    "No data for these filters and dates (a query is drawn once it has ended): widen the dates, or clear a filter."
+)
+#: Milliseconds in a tooltip: up to three decimals, none trailing (a 0.566 ms step read "1", a 0.03 ms one "0.0").
+_MS_TOOLTIP: Final = ",.3~f"
 FEW_BUCKETS: Final = 3  # at most this many time buckets: bars, since an area through one point draws nothing
 #: Past this many buckets a trend draws no point per bucket: thousands of dots hide the line and slow the page.
 POINTS_MAX_BUCKETS: Final = 200
@@ -150,6 +155,8 @@ DAY_BUCKET_FROM_DAYS: Final = 3
 #: Intents the trend colours one by one: the palette has 10 colours; the rest are drawn together as "other".
 TREND_INTENTS: Final = 9
 _BUCKET_STEP: Final[dict[str, str]] = {"hour": "1h", "day": "1d"}
+#: A bucket as its tooltip names it, in UTC as the dates are (Vega-Lite would show the browser's time zone).
+_WHEN_FORMAT: Final[dict[str, str]] = {"hour": "%Y-%m-%d %H:00 UTC", "day": "%Y-%m-%d (UTC)"}
 
 
 def _chart(
@@ -188,11 +195,24 @@ def _over_time(
         chart: alt.Chart = base.mark_bar().encode(x=x)
     elif lines:
         points = (buckets if valued is None else valued) <= POINTS_MAX_BUCKETS
-        chart = base.mark_line(point=points).encode(x=alt.X("bucket:T", title=None))
+        chart = base.mark_line(point=points).encode(x=_utc_x())
     else:
         points = buckets <= POINTS_MAX_BUCKETS
-        chart = base.mark_area(line=True, point=points, opacity=0.7).encode(x=alt.X("bucket:T", title=None))
+        chart = base.mark_area(line=True, point=points, opacity=0.7).encode(x=_utc_x())
     return chart
+
+
+def _utc_x() -> alt.X:
+    """The buckets' time axis, in UTC as the dates are picked: a time scale is drawn in the browser's zone otherwise
+    (in Seoul the charts were nine hours off the tables)."""
+    return alt.X("bucket:T", title=None, scale=alt.Scale(type="utc"))
+
+
+def _with_when(frame: pl.DataFrame, bucket: Bucket) -> pl.DataFrame:
+    """`frame` with ``when``: its bucket as text in UTC, for tooltips (see `_WHEN_FORMAT`)."""
+    return frame.with_columns(
+        pl.col("bucket").dt.convert_time_zone("UTC").dt.strftime(_WHEN_FORMAT[bucket]).alias("when")
+    )
 
 
 def _every_bucket(frame: pl.DataFrame, bucket: Bucket) -> pl.DataFrame:
@@ -309,8 +329,12 @@ def _sidebar(lq: LakeQueries, first: datetime, last: datetime) -> tuple[Filters,
         else []
     )
     span_days = (end - start).days + 1  # dates picked, both ends included
-    default = 1 if span_days >= DAY_BUCKET_FROM_DAYS else 0
-    bucket = st.sidebar.radio("Trend bucket", BUCKETS, index=default, horizontal=True, key="bucket")
+    # The bucket follows the dates (days from DAY_BUCKET_FROM_DAYS dates, else hours) whenever they cross that line:
+    # a keyed widget keeps its value and ignores its `index` after the first run, so it is set here.
+    default = BUCKETS[1 if span_days >= DAY_BUCKET_FROM_DAYS else 0]
+    if st.session_state.get("bucket_default") != default:
+        st.session_state["bucket"] = st.session_state["bucket_default"] = default
+    bucket = st.sidebar.radio("Trend bucket", BUCKETS, horizontal=True, key="bucket")
     if bucket == "hour" and span_days > HOURLY_MAX_DAYS:
         st.sidebar.caption(
             f"By the hour, {span_days:,} days would be {span_days * 24:,} buckets: the trends are drawn by day. "
@@ -318,6 +342,9 @@ def _sidebar(lq: LakeQueries, first: datetime, last: datetime) -> tuple[Filters,
         )
         bucket = "day"
     st.sidebar.caption(f"Lake: {markdown_code(str(lq.catalog.lake_dir))}")  # a path is not Markdown
+    # Every run reads the lake anew; a page left open shows what it read last, until a click runs it again.
+    st.sidebar.button("Refresh", help="Read the lake again (any change of a filter does too)")
+    st.sidebar.caption(f"Read at {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC")
     chosen = {"releases": tuple(chosen_releases), "prompt_versions": tuple(chosen_prompts)}
     return Filters.for_dates(start, end, intents=tuple(intents), envs=tuple(envs), **chosen), bucket
 
@@ -381,7 +408,8 @@ def _intent_charts(trend: pl.DataFrame, bucket: Bucket) -> None:
             f"The {TREND_INTENTS} intents asked most are drawn each in its colour, the other {folded} together as "
             "one; the table below lists every intent."
         )
-    tooltip: list[Any] = ["bucket:T", "intent:N", "queries:Q", alt.Tooltip("share:Q", format=".1%")]
+    trend = _with_when(trend, bucket)
+    tooltip: list[Any] = ["when:N", "intent:N", "queries:Q", alt.Tooltip("share:Q", format=".1%")]
     color = alt.Color("intent:N", title="intent", legend=alt.Legend(labelLimit=0))  # names in full
     left, right = st.columns(2)
     _chart(
@@ -393,27 +421,43 @@ def _intent_charts(trend: pl.DataFrame, bucket: Bucket) -> None:
         ),
     )
     # Shares as bars, each as wide as its bucket: a share is undefined where no query was asked, and an area
-    # cannot be drawn through a bucket with empty ones on both sides (it showed as dots).
-    shares = trend.with_columns(pl.col("bucket").dt.offset_by(_BUCKET_STEP[bucket]).alias("bucket_end"))
+    # cannot be drawn through a bucket with empty ones on both sides (it showed as dots). Each intent's band is
+    # given from and to (Vega-Lite stacks no bar given its width as a range: they were thin strips).
     _chart(
         right,
-        shares,
+        _share_bands(trend, bucket),
         "share",
         lambda c: (
             _over_time(c, buckets, bucket)
             if buckets <= FEW_BUCKETS
-            else c.mark_bar().encode(x=alt.X("bucket:T", title=None), x2="bucket_end:T")
+            else c.mark_bar().encode(x=_utc_x(), x2="bucket_end:T")
         ).encode(
             color=color,
             tooltip=tooltip,
-            y=alt.Y("share:Q", stack="normalize", title="share", axis=alt.Axis(format="%")),
+            y=alt.Y("share_from:Q", title="share", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+            y2="share_to:Q",
         ),
+    )
+
+
+def _share_bands(trend: pl.DataFrame, bucket: Bucket) -> pl.DataFrame:
+    """Each intent's share of its bucket as a band, ``share_from`` to ``share_to``, stacked in the legend's order
+    (by name), each bucket's bands filling 0 to 1; and ``bucket_end``, where the bucket's bar ends."""
+    to = pl.col("share").cum_sum().over("bucket")
+    return (
+        trend.drop_nulls("share")
+        .sort("bucket", "intent")
+        .with_columns(
+            (to - pl.col("share")).alias("share_from"),
+            to.alias("share_to"),
+            pl.col("bucket").dt.offset_by(_BUCKET_STEP[bucket]).alias("bucket_end"),
+        )
     )
 
 
 def _error_rate(lq: LakeQueries, f: Filters, bucket: Bucket) -> None:
     st.subheader("Error rate")
-    errors = _every_bucket(lq.error_trend(f, bucket), bucket)
+    errors = _with_when(_every_bucket(lq.error_trend(f, bucket), bucket), bucket)
     valued = errors.height - (errors["error_rate"].null_count() if errors.height else 0)
     if valued and not errors["failed"].sum():
         # A chart of zeros draws bars of no height on an axis of 0.000000%: say it instead.
@@ -425,7 +469,7 @@ def _error_rate(lq: LakeQueries, f: Filters, bucket: Bucket) -> None:
         "error_rate",
         lambda c: _over_time(c, errors.height, bucket, lines=True, valued=valued).encode(
             y=alt.Y("error_rate:Q", axis=alt.Axis(format="%"), title="error rate"),
-            tooltip=["bucket:T", "finished:Q", "failed:Q", alt.Tooltip("error_rate:Q", format=".1%")],
+            tooltip=["when:N", "finished:Q", "failed:Q", alt.Tooltip("error_rate:Q", format=".1%")],
         ),
     )
 
@@ -445,22 +489,22 @@ def _latency(lq: LakeQueries, f: Filters, bucket: Bucket) -> None:
             xOffset="percentile:N",
             y=alt.Y("ms:Q", title="ms"),
             color="percentile:N",
-            tooltip=["intent:N", "percentile:N", alt.Tooltip("ms:Q", format=",.0f")],
+            tooltip=["intent:N", "percentile:N", alt.Tooltip("ms:Q", format=_MS_TOOLTIP)],
         ),
     )
     _table(st, by_intent, "latency_by_intent")
     st.subheader("Latency over time")
-    by_bucket = _every_bucket(lq.latency_trend(f, bucket), bucket)
+    by_bucket = _with_when(_every_bucket(lq.latency_trend(f, bucket), bucket), bucket)
     buckets, valued = by_bucket.height, by_bucket.height - by_bucket["p50_ms"].null_count()
     trend = by_bucket.unpivot(
-        index="bucket", on=["p50_ms", "p95_ms", "p99_ms"], variable_name="percentile", value_name="ms"
+        index=["bucket", "when"], on=["p50_ms", "p95_ms", "p99_ms"], variable_name="percentile", value_name="ms"
     )
 
     def draw(c: alt.Chart) -> alt.Chart:
         chart = _over_time(c, buckets, bucket, lines=True, valued=valued).encode(
             y=alt.Y("ms:Q", title="ms", stack=None),
             color="percentile:N",
-            tooltip=["bucket:T", "percentile:N", alt.Tooltip("ms:Q", format=",.0f")],
+            tooltip=["when:N", "percentile:N", alt.Tooltip("ms:Q", format=_MS_TOOLTIP)],
         )
         return chart.encode(xOffset="percentile:N") if buckets <= FEW_BUCKETS else chart  # bars side by side
 
@@ -772,7 +816,9 @@ def _timeline(lq: LakeQueries, query_id: str) -> None:
     # Feedback comes minutes or days after the query: drawn on the same axis, it would squash every stage to a dot.
     for feedback in spans.filter(pl.col("event_type") == "feedback_received").iter_rows(named=True):
         st.caption(f"Feedback {_score(feedback['score'])} came {_later(feedback['offset_ms'])} after the first event.")
-    spans = spans.filter(pl.col("event_type") != "feedback_received")
+    spans = spans.filter(pl.col("event_type") != "feedback_received").with_columns(
+        pl.col("ts").dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%d %H:%M:%S%.3f").alias("at")
+    )
     st.altair_chart(
         alt.Chart(spans)
         .mark_bar(size=14)
@@ -783,9 +829,9 @@ def _timeline(lq: LakeQueries, query_id: str) -> None:
             color=_EVENT_COLOR,
             tooltip=[
                 "event_type:N",
-                "ts:T",
-                alt.Tooltip("offset_ms:Q", format=",.1f"),
-                alt.Tooltip("duration_ms:Q", format=",.1f"),
+                alt.Tooltip("at:N", title="at (UTC)"),
+                alt.Tooltip("offset_ms:Q", format=_MS_TOOLTIP),
+                alt.Tooltip("duration_ms:Q", format=_MS_TOOLTIP),
             ],
         )
         + alt.Chart(spans)
@@ -865,9 +911,15 @@ def main() -> None:
             bounds = lq.time_bounds()
             if bounds is None:
                 serve = f"querylog --home {shlex.quote(str(settings.home))} serve --demo 200"
+                # A mistyped --home is not an empty lake: say which it is.
+                empty = (
+                    f"The lake at {markdown_code(str(settings.lake_dir))} is empty"
+                    if settings.home.is_dir()
+                    else f"The data directory {markdown_code(str(settings.home))} does not exist"
+                )
                 st.info(
-                    f"The lake at {markdown_code(str(settings.lake_dir))} is empty. Start the API with "
-                    f"{markdown_code(serve)} and come back, or check `--home` (`QUERYLOG_HOME`)."
+                    f"{empty}. Start the API with {markdown_code(serve)} and come back, or check `--home` "
+                    "(`QUERYLOG_HOME`)."
                 )
                 return
             filters, bucket = _sidebar(lq, *bounds)
@@ -890,7 +942,9 @@ def main() -> None:
             with tabs[5]:
                 _people(lq, filters)
     except CatalogError as exc:
-        st.error(f"The lake could not be read: {markdown_code(str(exc))}")
+        # A damaged file named, with how to mend it, as the CLI says it; anything else in DuckDB's own words.
+        said = unreadable_lake(exc, settings.lake_dir) if unreadable_file(exc) else str(exc)
+        st.error(f"The lake could not be read: {markdown_code(said)}")
 
 
 if __name__ == "__main__":

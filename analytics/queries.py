@@ -656,13 +656,15 @@ class LakeQueries:
         """step, queries, dropped (since the step before), drop_rate, of_received: how far queries get
         through received → classified → searched → answered → completed. A query counts at every step up to the
         furthest it reached, so a producer that skips a step (no classification) never makes a step gain queries:
-        the drops are never negative."""
+        the drops are never negative. Queries still in progress are left out: they have dropped nowhere yet."""
         steps = pl.DataFrame({"step": [s for s, _ in FUNNEL_STEPS], "n": list(range(len(FUNNEL_STEPS)))})
         furthest = self._frame(
             f,
             """
             SELECT max(list_position($steps, event_type)) - 1 AS n, query_id FROM events
-            WHERE query_id IN (SELECT query_id FROM q) AND list_contains($steps, event_type) GROUP BY query_id
+            WHERE query_id IN (SELECT query_id FROM q WHERE status <> 'in_progress')
+              AND list_contains($steps, event_type)
+            GROUP BY query_id
             """,
             {"steps": [e for _, e in FUNNEL_STEPS]},
         )

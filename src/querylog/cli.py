@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from querylog import __version__
-from querylog.commands import COMMANDS, unreadable_file
+from querylog.commands import COMMANDS, unreadable_file, unreadable_lake
 from querylog.config import ConfigError, Settings, describe_settings
 from querylog.logging.projection import SinkError, SinkSendError
 
@@ -227,31 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if not unreadable_file(exc):
             raise
-        first = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
-        damaged = _damaged_parquet(settings.lake_dir)
-        named = f" ({', '.join(map(str, damaged[:3]))}{', …' if len(damaged) > 3 else ''})" if damaged else ""
-        print(
-            f"querylog {args.command}: a lake file cannot be read{named}: {first}; a damaged one is left by a disk or "
-            "a copy gone wrong: move it away, or rebuild the lake from the log with `querylog replay parquet`",
-            file=sys.stderr,
-        )
+        print(f"querylog {args.command}: {unreadable_lake(exc, settings.lake_dir)}", file=sys.stderr)
         return 2
     return code
-
-
-def _damaged_parquet(lake_dir: Path) -> list[Path]:
-    """The lake's Parquet files that do not end as Parquet does (``PAR1``): cut short, or something else."""
-    damaged = []
-    for path in sorted((lake_dir / "events").glob("date=*/hour=*/*.parquet")):
-        try:
-            with path.open("rb") as fh:
-                fh.seek(-4, os.SEEK_END)
-                ok = fh.read(4) == b"PAR1"
-        except OSError:  # shorter than 4 bytes, or unreadable
-            ok = False
-        if not ok:
-            damaged.append(path)
-    return damaged
 
 
 def _silence_stdout() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import re
 import signal
@@ -278,6 +279,9 @@ def test_an_empty_lake_shows_how_to_get_data(tmp_path: Path, monkeypatch: pytest
     at = _app(tmp_path / "empty", monkeypatch)
     # The command fills the home the page reads, not ./.querylog: a mistyped --home is the other way out.
     assert any(f"querylog --home {tmp_path / 'empty'} serve --demo 200" in i.value for i in at.info)
+    assert any("does not exist" in i.value for i in at.info)  # a mistyped --home is no empty lake
+    (tmp_path / "made").mkdir()
+    assert any("is empty" in i.value for i in _app(tmp_path / "made", monkeypatch).info)
 
 
 def test_a_lake_that_reaches_back_to_year_1_renders_over_its_whole_range(
@@ -446,11 +450,18 @@ def test_intent_shares_are_bars_as_wide_as_their_bucket_so_a_day_between_empty_o
     at = _app(tmp_path / "home", monkeypatch)
     at.sidebar.date_input(key="dates").set_value(((end - timedelta(days=5)).date(), end.date())).run()
     spec, data = _chart_data(at, 1)
-    assert spec["encoding"]["y"]["field"] == "share"
+    # Each intent a band from and to: a bar given its width as a range is not stacked (they were thin strips).
+    assert (spec["encoding"]["y"]["field"], spec["encoding"]["y2"]["field"]) == ("share_from", "share_to")
     assert spec["mark"]["type"] == "bar" and spec["encoding"]["x2"]["field"] == "bucket_end"
+    assert spec["encoding"]["x"]["scale"]["type"] == "utc"  # the browser's zone otherwise
     rows = data.to_pylist()
     assert {r["bucket"].date() for r in rows if r["share"]} == {(end - timedelta(days=b)).date() for b in days}
     assert all(r["bucket_end"] - r["bucket"] == timedelta(days=1) for r in rows)
+    for day in {r["bucket"] for r in rows}:  # the bands of a day fill it, one on top of the other
+        bands = sorted((r["share_from"], r["share_to"]) for r in rows if r["bucket"] == day)
+        assert bands[0][0] == 0 and bands[-1][1] == pytest.approx(1)
+        assert all(a[1] == pytest.approx(b[0]) for a, b in itertools.pairwise(bands))
+    assert {r["when"] for r in rows} >= {f"{(end - timedelta(days=b)).date()} (UTC)" for b in days}
 
 
 def test_filters_that_select_nothing_say_so_instead_of_drawing_empty_axes(

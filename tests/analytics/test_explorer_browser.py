@@ -274,6 +274,7 @@ def test_a_data_path_is_drawn_as_typed_not_as_markdown_or_math(
     from querylog.logging.projection import Batch
 
     home = tmp_path / "h_**bold**_$x$"
+    home.mkdir()  # an empty lake, not a home that does not exist (said otherwise)
     if with_data:
         events = [
             QueryReceived(query_id="q-1", query_text="네이버 주가", ts=END),

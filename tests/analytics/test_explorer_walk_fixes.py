@@ -278,8 +278,16 @@ def test_three_dates_are_trended_by_day(tmp_path: Path, monkeypatch: pytest.Monk
     _write(tmp_path / "home", _asked("q-1", "네이버 주가", ts) + _asked("q-2", "네이버 주가", END))
     at = _app(tmp_path / "home", monkeypatch)
     assert at.sidebar.radio(key="bucket").value == "day"
+    at.sidebar.radio(key="bucket").set_value("hour").run()  # picked by hand: kept while the dates stay 3 or more
+    at.sidebar.date_input(key="dates").set_value(((END - timedelta(days=3)).date(), END.date())).run()
+    assert at.sidebar.radio(key="bucket").value == "hour"
+    # Two dates: by the hour, then three again: by day. It stayed "day" for one day: one bar per chart.
+    at.sidebar.radio(key="bucket").set_value("day").run()
     at.sidebar.date_input(key="dates").set_value(((END - timedelta(days=1)).date(), END.date())).run()
-    assert at.sidebar.radio(key="bucket").value == "day"  # as picked; two dates would start by hour (below)
+    assert at.sidebar.radio(key="bucket").value == "hour"
+    at.sidebar.date_input(key="dates").set_value(((END - timedelta(days=2)).date(), END.date())).run()
+    assert at.sidebar.radio(key="bucket").value == "day"
+    assert not at.exception and not at.warning  # no "set by default and by the Session State API" warning
     _write(tmp_path / "two", _asked("q-1", "네이버 주가", END - timedelta(days=1)) + _asked("q-2", "x", END))
     assert _app(tmp_path / "two", monkeypatch).sidebar.radio(key="bucket").value == "hour"
 
@@ -350,6 +358,7 @@ def _rendered(markdown: str) -> str:
 
 def test_a_data_path_is_shown_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "h_**bold**_$x$"
+    home.mkdir()
     at = _app(home, monkeypatch)  # an empty lake
     info = next(i.value for i in at.info if "is empty" in i.value)
     assert f"<code>{home / 'lake'}</code>" in _rendered(info) and "<strong>" not in _rendered(info)
@@ -474,3 +483,14 @@ def test_a_new_search_shows_its_best_hit_in_the_timeline_not_the_query_picked_be
     _write(tmp_path / "home", _asked("q-3", "네이버 실적 어때", END - timedelta(minutes=30)))  # the lake grows
     at.run()
     assert at.selectbox(key="timeline_query").value == "q-2"  # the search stands: the pick too
+
+
+def test_a_damaged_lake_file_is_named_with_how_to_mend_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page showed DuckDB's raw error with its SQL; `querylog sql` names the file and how to rebuild."""
+    home = tmp_path / "home"
+    _write(home, _asked("q-1", "네이버 주가", END))
+    (damaged,) = (home / "lake" / "events").rglob("*.parquet")
+    damaged.write_bytes(b"not parquet at all" * 5)
+    at = _app(home, monkeypatch)
+    (error,) = [e.value for e in at.error]
+    assert str(damaged) in error and "querylog replay parquet" in error and "SELECT" not in error

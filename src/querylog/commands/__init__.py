@@ -1,8 +1,11 @@
 """Subcommands of the ``querylog`` CLI: each module has ``add_parser(subparsers)`` and sets ``run``."""
 
 import argparse
+import os
+import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 #: In `--help` order. Heavy imports (DuckDB, uvicorn, Streamlit) happen inside each command's `run`.
 COMMANDS: tuple[str, ...] = (
@@ -45,6 +48,35 @@ def unreadable_file(exc: BaseException | None) -> bool:
     return False
 
 
+def unreadable_lake(exc: BaseException, lake_dir: Path) -> str:
+    """What to tell a user whose lake has a file that cannot be read (`unreadable_file`): which files (those that do
+    not end as Parquet does), the reader's first line, and how to mend it."""
+    # DuckDB's first line, without the SQL it quotes after it (``LINE 1: …``, on the same line once wrapped).
+    said = re.split(r"\n|\s+LINE \d+:", str(exc).strip())[0].rstrip(".")
+    first = said or type(exc).__name__
+    damaged = _damaged_parquet(lake_dir)
+    named = f" ({', '.join(map(str, damaged[:3]))}{', …' if len(damaged) > 3 else ''})" if damaged else ""
+    return (
+        f"a lake file cannot be read{named}: {first}; a damaged one is left by a disk or a copy gone wrong: move it "
+        "away, or rebuild the lake from the log with `querylog replay parquet`"
+    )
+
+
+def _damaged_parquet(lake_dir: Path) -> list[Path]:
+    """The lake's Parquet files that do not end as Parquet does (``PAR1``): cut short, or something else."""
+    damaged = []
+    for path in sorted((lake_dir / "events").glob("date=*/hour=*/*.parquet")):
+        try:
+            with path.open("rb") as fh:
+                fh.seek(-4, os.SEEK_END)
+                ok = fh.read(4) == b"PAR1"
+        except OSError:  # shorter than 4 bytes, or unreadable
+            ok = False
+        if not ok:
+            damaged.append(path)
+    return damaged
+
+
 #: How a command's data directory is given, for messages that ask whether it is right.
 HOME_OPTION = "--home (QUERYLOG_HOME)"
 
@@ -52,8 +84,6 @@ HOME_OPTION = "--home (QUERYLOG_HOME)"
 def lake_missing(lake: object, command: str, *, given_as: str = HOME_OPTION) -> bool:
     """Whether `lake` (a local directory) holds no event yet; if so, say so on stderr, naming the directory: a
     mistyped --home or QUERYLOG_HOME would otherwise read as "no data" without a word."""
-    from pathlib import Path
-
     if not isinstance(lake, Path) and not (isinstance(lake, str) and "://" not in lake):
         return False
     events = Path(lake) / "events"
