@@ -718,6 +718,13 @@ def _queries(lq: LakeQueries, f: Filters) -> None:
     st.session_state["timeline_asked"] = asked
     labels = {**dict(zip(recent["query_id"].to_list(), recent["query_text"].to_list(), strict=True)), **found}
     choices = list(dict.fromkeys([*found, *recent["query_id"].to_list()]))
+    # The picker offers the newest 200 of the selection and the search's hits; any other query is reached by its id.
+    typed = st.text_input(
+        "Query id", key="timeline_id", placeholder="any query in the lake, whatever the dates and filters"
+    ).strip()
+    if typed:
+        _timeline(lq, typed)
+        return
     if not choices:
         st.info("No queries in this selection.")
         return

@@ -494,3 +494,16 @@ def test_a_damaged_lake_file_is_named_with_how_to_mend_it(tmp_path: Path, monkey
     at = _app(home, monkeypatch)
     (error,) = [e.value for e in at.error]
     assert str(damaged) in error and "querylog replay parquet" in error and "SELECT" not in error
+
+
+def test_any_query_is_reached_by_its_id_whatever_the_dates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The timeline picker offers the newest 200 of the selection: an older query could not be opened at all."""
+    old = END - timedelta(days=200)  # before the default dates (the last 90 days with data)
+    _write(tmp_path / "home", _asked("q-old", "오래된 질문", old) + _asked("q-new", "새 질문", END))
+    at = _app(tmp_path / "home", monkeypatch)
+    assert not any("q-old" in option for option in at.selectbox(key="timeline_query").options)
+    at.text_input(key="timeline_id").set_value(" q-old ").run()
+    assert not at.exception
+    assert "오래된 질문" in [t.value for t in at.text]
+    at.text_input(key="timeline_id").set_value("no-such-query").run()
+    assert any("No events for this query id" in i.value for i in at.info)
