@@ -619,6 +619,7 @@ def _question_html(rank: int, group: AskedQuestion, text: str) -> str:
     when = f"last {group.last_asked:%Y-%m-%d %H:%M}"
     if group.times_asked > 1:
         when += f", first {group.first_asked:%Y-%m-%d %H:%M}"
+    when += " UTC"
     return (
         f"<div class='ql-question' style='{_RESULT_STYLE}'><b>{rank}.</b> "
         f"{highlight_html(snippet(group.query_text, text, QUESTION_CHARS), text)} "
