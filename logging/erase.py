@@ -151,9 +151,15 @@ def _erase_segment(directory: Path, path: Path, subjects: Subjects, queries: set
     except FileNotFoundError:
         return
     try:
+        before = os.fstat(fd)
         for offset, length, _ in found:
             os.pwrite(fd, b" " * length, offset)
         os.fsync(fd)
+        # Trimming and retention go by when a segment was last written: a blanking is no write of events, and left
+        # the segment's time at the erase, it would keep everyone's lines a whole retention longer. Unless a writer
+        # appended meanwhile (then its time is that append's).
+        if os.fstat(fd).st_size == before.st_size:
+            os.utime(fd, ns=(before.st_atime_ns, before.st_mtime_ns))
     finally:
         os.close(fd)
     report.events += len(found)

@@ -726,3 +726,16 @@ def test_an_erase_under_another_loki_tenant_than_the_one_shipped_to_is_refused_b
     loki_sink(dataclasses.replace(s, loki_tenant="team-b")).close()
     receipt = erase(s, user_ids=["bob"], wait_s=0)
     assert any("other tenants too (team-b)" in note for note in receipt.notes), receipt.notes
+
+
+def test_an_erase_leaves_the_segments_times_so_retention_trims_them_when_it_would_have(tmp_path: Path) -> None:
+    """Blanking a line reset the segment's time to the erase: trimming and QUERYLOG_RETENTION go by it, so one erase
+    kept everyone's lines a whole retention longer than promised."""
+    s = _home(tmp_path)
+    segments = sorted((s.home / "log").glob("*.jsonl"))
+    long_ago = time.time_ns() - 3 * 86_400 * 10**9
+    for path in segments:
+        os.utime(path, ns=(long_ago, long_ago))
+    erase(s, user_ids=["alice"])
+    assert [p.stat().st_mtime_ns for p in segments] == [long_ago] * len(segments)
+    assert not any(_SECRET.encode() in p.read_bytes() for p in segments)  # and the lines were blanked
