@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -102,3 +103,32 @@ def test_a_rebuild_is_refused_while_the_service_runs_even_before_a_projection_do
         assert main(["--home", str(settings.home), "replay", "parquet"]) == 1
         assert "querylog is running on this data directory" in capsys.readouterr().err
     assert main(["--home", str(settings.home), "replay", "parquet"]) == 0  # stopped: the rebuild goes ahead
+
+
+def test_a_rebuild_from_a_trimmed_log_holding_as_many_new_events_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The check compared counts: a log trimmed of 5 queries' events and holding 5 new, not yet projected, had as
+    many events as the lake, and `replay parquet` swapped in a lake of the new ones only, the history gone."""
+    from querylog.analytics.catalog import Catalog
+    from querylog.cli import main
+    from querylog.config import Settings
+    from querylog.housekeeping import run_housekeeping
+    from querylog.runtime import Runtime
+
+    settings = Settings(home=tmp_path / "home", stdout_events=False, log_retention="0s")
+    with Runtime(settings) as runtime:
+        for i in range(5):
+            with runtime.tracker.query(f"옛 질문 {i}"):
+                pass
+    run_housekeeping(settings, now=time.time() + 3_600)
+    assert LogReader(settings.log_dir).segments() == []
+    with EventLog(settings.log_dir) as log:  # written while no projection ran
+        for i in range(6):
+            with QueryTracker(log).query(f"새 질문 {i}"):
+                pass
+    capsys.readouterr()
+    assert main(["--home", str(settings.home), "replay", "parquet"]) == 1
+    assert "the lake holds 10 events the log no longer has" in capsys.readouterr().err
+    with Catalog(settings.lake_dir) as catalog:  # unchanged: the history is still there
+        assert catalog.query("select count(*) from queries where query_text like '옛 질문%'")[1] == [(5,)]

@@ -56,6 +56,22 @@ def _rows(files: Iterable[Path]) -> int:
     return sum(pq.read_metadata(f).num_rows for f in files)
 
 
+def _missing_from(fresh: Path, live_files: list[Path]) -> int:
+    """How many events of `live_files` (the live lake's) the lake at `fresh` lacks, by event id."""
+    import duckdb
+
+    fresh_files = sorted((fresh / "events").glob("date=*/hour=*/*.parquet"))
+    if not live_files or not fresh_files:
+        return _rows(live_files)
+    with duckdb.connect() as con:
+        found = con.execute(
+            "SELECT count(*) FROM read_parquet($live, union_by_name = true) AS live "
+            "ANTI JOIN read_parquet($fresh, union_by_name = true) AS fresh USING (event_id)",
+            {"live": [str(f) for f in live_files], "fresh": [str(f) for f in fresh_files]},
+        ).fetchone()
+    return int(found[0]) if found else 0
+
+
 @contextmanager
 def _exclusive(path: Path, message: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,13 +130,18 @@ def rebuild_lake(
         after, files = lake_rows(fresh)
         # The live lake's events dated before that boundary (days compact has not dropped yet, a late backfill) are
         # left out as well: they are not events the log lacks. Every other event of the lake must be in the log.
-        left_out = expired_days(lake, max(boundaries)) if boundaries else []
-        kept = before - _rows(f for day in left_out for f in day.glob("hour=*/*.parquet"))
-        if source == "log" and after < kept:
+        left_out = {day.name for day in (expired_days(lake, max(boundaries)) if boundaries else [])}
+        kept = [
+            f for f in sorted((lake / "events").glob("date=*/hour=*/*.parquet")) if f.parent.parent.name not in left_out
+        ]
+        # By event id, not by count: a log trimmed of old events and holding as many new ones as yet unprojected
+        # had as many events as the lake, and the rebuild dropped the whole trimmed history without a word.
+        missing = _missing_from(fresh, kept) if source == "log" else 0
+        if missing:
             shutil.rmtree(fresh, ignore_errors=True)
             raise RebuildError(
-                f"the log holds {after} events but the lake holds {kept}: part of the log is gone (deleted or "
-                "trimmed), so a lake rebuilt from it would lose events. The live lake is unchanged. To write the "
+                f"the lake holds {missing:,} events the log no longer has: part of the log is gone (deleted or "
+                "trimmed), so a lake rebuilt from it would lose them. The live lake is unchanged. To write the "
                 "lake again (current schema and prices) from what it holds: `querylog replay parquet --from lake`."
             )
         # Two renames, each atomic. The lake's own readers retry a query that a move broke (lake_generation);

@@ -183,22 +183,28 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 "(--since)",
                 file=sys.stderr,
             )
-        if report.last_write is not None and (age := (datetime.now(UTC) - report.last_write).total_seconds()) < LIVE_S:
-            from querylog.erase import written_before
+        from querylog.erase import written_before
 
-            erasure = _erasure_wrote_last(settings)
-            traffic = written_before(erasure) if erasure is not None else report.last_write
-            if erasure is not None and (traffic is None or (datetime.now(UTC) - traffic).total_seconds() >= LIVE_S):
-                print(
-                    f"querylog reconcile: the log was last written {max(age, 0):.0f} s ago by an erasure "
-                    "(state/erasures.jsonl), not by traffic: the metrics' counters still count the erased events "
-                    "(they count events, not people, and never go down: docs/privacy.md), and Loki until it applies "
-                    "the delete requests",
-                    file=sys.stderr,
-                )
-                return 1
-            if traffic is not None:  # the erasure came right after traffic: that is what the stores may lag
-                age = (datetime.now(UTC) - traffic).total_seconds()
+        now = datetime.now(UTC)
+        # The erasure that last changed the log (it blanks lines, and leaves the segments' times as they were), and
+        # when traffic wrote it last: the erasure's record says so, else the segments' times.
+        erasure = _erasure_wrote_last(settings)
+        try:
+            since_erasure = (now - datetime.fromisoformat(erasure["ts"])).total_seconds() if erasure else None
+        except (KeyError, TypeError, ValueError):  # an audit entry written by hand, or damaged
+            since_erasure = None
+        traffic = written_before(erasure) if erasure is not None else report.last_write
+        age = (now - traffic).total_seconds() if traffic is not None else None
+        if since_erasure is not None and since_erasure < LIVE_S and (age is None or age >= LIVE_S):
+            print(
+                f"querylog reconcile: the log was last changed {max(since_erasure, 0):.0f} s ago by an erasure "
+                "(state/erasures.jsonl), not by traffic: the metrics' counters still count the erased events "
+                "(they count events, not people, and never go down: docs/privacy.md), and Loki until it applies "
+                "the delete requests",
+                file=sys.stderr,
+            )
+            return 1
+        if age is not None and age < LIVE_S:  # traffic (or traffic just before an erasure): the stores may lag
             print(
                 f"querylog reconcile: events were still arriving (the log was written {max(age, 0):.0f} s ago): the "
                 "log, the lake, the metrics and Loki are read one after another, so a few events more in those read "
