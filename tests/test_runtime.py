@@ -71,3 +71,42 @@ def test_a_restart_into_process_mode_shows_the_totals_this_mode_reached(tmp_path
     served = MetricsProjection()  # as the process-mode API shows the published fold
     served.mirror(lambda: read_published_fold(settings.metrics_exposition_path))
     assert 'querylog_queries_total{intent="stock_analysis",status="completed"} 3.0' in served.exposition().decode()
+
+
+def test_the_service_refuses_to_start_during_a_lake_rebuild_instead_of_hanging(tmp_path: Path) -> None:
+    """`serve` during `replay parquet` said it was serving, refused connections, and ignored SIGTERM and SIGINT
+    until the rebuild ended: start-up waited on the rebuild's lock without a word."""
+    import socket
+    import subprocess
+    import sys
+
+    from querylog.rebuild import _exclusive
+    from querylog.runtime import REBUILD_RUNNING
+
+    settings = Settings(home=tmp_path / "home", stdout_events=False)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with _exclusive(settings.service_lock_path, "a rebuild"):  # as `querylog replay parquet` holds it
+        served = subprocess.run(
+            [sys.executable, "-m", "querylog", "--home", str(settings.home), "serve", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert served.returncode == 2, served.stderr
+        assert REBUILD_RUNNING in served.stderr and "serving on" not in served.stderr
+        outcome: list[BaseException | None] = []
+
+        def start() -> None:  # the rebuild began after serve's check: start-up refuses too, it does not wait
+            try:
+                Runtime(settings, projections=False).start().close()
+                outcome.append(None)
+            except RuntimeError as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=start, daemon=True)
+        thread.start()
+        thread.join(timeout=60)
+        assert outcome and str(outcome[0]) == REBUILD_RUNNING
+    Runtime(settings, projections=False).start().close()  # once the rebuild ends, it starts

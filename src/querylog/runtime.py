@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fcntl
 from collections.abc import Callable, Iterable, Sequence
-from typing import IO, Literal
+from typing import IO, Final, Literal
 
 import httpx
 import structlog
@@ -44,6 +44,27 @@ _log = structlog.get_logger("querylog.runtime")
 
 def make_redactor(settings: Settings) -> Redactor:
     return Redactor(extra_patterns=settings.redact_extra or None, user_id_salt=settings.user_id_salt)
+
+
+#: Why the service does not start while `querylog replay parquet` holds the data directory's lock exclusively.
+REBUILD_RUNNING: Final = (
+    "a lake rebuild (querylog replay parquet) is running on this data directory: start the service once it ends "
+    "(it shows its progress)"
+)
+
+
+def rebuild_running(settings: Settings) -> bool:
+    """Whether a lake rebuild holds this data directory (its service lock, exclusively) now."""
+    try:
+        with settings.service_lock_path.open("rb") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    except FileNotFoundError:
+        return False
+    return False
 
 
 class Runtime:
@@ -130,7 +151,12 @@ class Runtime:
         lock = self.settings.service_lock_path
         lock.parent.mkdir(parents=True, exist_ok=True)
         self._service_lock = lock.open("ab")
-        fcntl.flock(self._service_lock.fileno(), fcntl.LOCK_SH)
+        try:
+            fcntl.flock(self._service_lock.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:  # waiting would hang start-up, deaf to signals, for as long as the rebuild runs
+            self._service_lock.close()
+            self._service_lock = None
+            raise RuntimeError(REBUILD_RUNNING) from None
         # From here a failure (the log's disk, a projection's settings, the child process) undoes what started
         # (threads, the lock, the child), so that neither this process nor a lake rebuild (`querylog replay
         # parquet`, which needs the lock exclusively) finds them behind.

@@ -63,6 +63,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    from querylog.runtime import REBUILD_RUNNING, rebuild_running
+
+    if rebuild_running(settings):
+        print(f"querylog serve: {REBUILD_RUNNING}", file=sys.stderr)
+        return 2
     app = create_app(settings)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
