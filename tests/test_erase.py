@@ -447,13 +447,18 @@ def test_an_erase_stopped_midway_says_the_next_one_finishes_it(
     monkeypatch.setattr(erasure, "_rebuild_search", interrupted)
     monkeypatch.setenv("QUERYLOG_HOME", str(s.home))
     assert main(["erase", "--user-id", "alice", "--skip-loki"]) == 130
-    assert "the next `querylog erase` (any subjects) finishes this one" in capsys.readouterr().err
+    assert "the next `querylog erase` (any subjects, or none) finishes this one" in capsys.readouterr().err
     assert (s.state_dir / erasure.IN_PROGRESS).exists()
     assert main(["erase", "--user-id", "bob", "--skip-loki"]) == 130  # finishing alice's, then stopped again
     capsys.readouterr()
     monkeypatch.setattr(erasure, "_rebuild_search", lambda settings: True)
-    assert main(["erase", "--user-id", "bob", "--skip-loki"]) == 0
+    assert main(["erase", "--skip-loki", "--format", "json"]) == 0  # no subject: finishing theirs is the work
+    receipt = json.loads(capsys.readouterr().out.splitlines()[-1])  # the receipt is the last line
+    assert receipt["resumed"] and receipt["subjects"] == {"user_ids": 0, "session_ids": 0, "query_ids": 0}
     assert not (s.state_dir / erasure.IN_PROGRESS).exists()
+    assert _rows(s, "user_id in ('alice', 'bob')") == 0
+    assert main(["erase", "--skip-loki"]) == 2  # nothing left to finish: a subject is needed again
+    assert "name at least one subject" in capsys.readouterr().err
 
     def searching(*args: object) -> list[str]:
         raise KeyboardInterrupt  # Ctrl-C while the log is searched: nothing recorded, nothing erased

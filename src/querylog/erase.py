@@ -649,11 +649,11 @@ def _erase(
             "query_ids": len(set(query_ids)),
         },
     )
-    if not subjects:
+    earlier = _resume(settings)
+    if not subjects and earlier is None:  # none given: finishing a stopped run's erasure is all there is to do
         raise ValueError("name at least one subject: --user-id, --session-id or --query-id")
     if salt_note is not None:
         receipt.notes.append(salt_note)
-    earlier = _resume(settings)
     # Read once the log is blanked: damaged, they are said now (exit 2), before the log and the lake are touched.
     if not skip_loki:
         _pending_loki(settings)

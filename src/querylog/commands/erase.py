@@ -27,7 +27,8 @@ def add_parser(sub: Any) -> None:
         "state/loki-labels.json, so no other deployment's (every app's and env's for one that shipped before they "
         "were noted; none for one that never shipped); Loki applies them when its "
         "compactor has deletion enabled). Safe while querylog serve runs; idempotent; an interrupted "
-        "run is finished by the next. With QUERYLOG_USER_ID_SALT set, give the raw user id. Prints a receipt "
+        "run is finished by the next (with no subject given, that is all it does). With QUERYLOG_USER_ID_SALT set, "
+        "give the raw user id. Prints a receipt "
         "and appends an audit entry without ids to QUERYLOG_HOME/state/erasures.jsonl. Events written after "
         "the erase started are not erased: stop sending them first.",
     )
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     err = sys.stderr
     ids = [*args.user_id, *args.session_id, *args.query_id]
-    if not ids:
+    if not ids and not (settings.state_dir / IN_PROGRESS).exists():
         print("querylog erase: name at least one subject: --user-id, --session-id or --query-id", file=err)
         return 2
     if any(not i.strip() for i in ids):
@@ -97,8 +98,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except KeyboardInterrupt:
         if (settings.state_dir / IN_PROGRESS).exists():
             print(
-                "querylog erase: stopped before every store was done; the next `querylog erase` (any subjects) "
-                "finishes this one first, and its receipt says resumed",
+                "querylog erase: stopped before every store was done; the next `querylog erase` (any subjects, or "
+                "none) finishes this one first, and its receipt says resumed",
                 file=err,
             )
         else:
