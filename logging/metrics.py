@@ -86,6 +86,8 @@ _UNKNOWN = "unknown"
 #: that sends a new value per query cannot blow up Prometheus.
 MAX_LABEL_VALUES = 50
 OTHER_LABEL: Final = "other"
+#: Label values that always keep their own series: never counted against `MAX_LABEL_VALUES`.
+_OWN_SERIES: Final = frozenset({_UNKNOWN, UNCLASSIFIED, OTHER_LABEL})
 
 # prometheus_client's own spelling of a bucket bound ("0.25", "1.0", "+Inf"); the alias gives it a type.
 _le: Callable[[float], str] = floatToGoString
@@ -233,7 +235,9 @@ class _Families:
                 f"{ns}_sink_events_dropped_total", "Events a sink gave up on, by reason.", labels=["sink", "reason"],
             ),
             sink_retries=CounterMetricFamily(
-                f"{ns}_sink_retries_total", "Delivery attempts a sink repeated.", labels=["sink"],
+                f"{ns}_sink_retries_total",
+                "Batches the projector offered a sink again after a failed write.",
+                labels=["sink"],
             ),
             sink_errors=CounterMetricFamily(
                 f"{ns}_sink_errors_total", "Errors a sink met, by stage.", labels=["sink", "stage"],
@@ -492,7 +496,9 @@ class MetricsProjection:
 
     @staticmethod
     def _bounded(seen: set[str], value: str) -> str:
-        if value in seen or value == _UNKNOWN:
+        # "unknown", "unclassified" and "other" are series of their own and take no slot (a reformulated query's
+        # intent is the label it was counted under, which may be one of them).
+        if value in seen or value in _OWN_SERIES:
             return value
         if len(seen) < MAX_LABEL_VALUES:
             seen.add(value)
@@ -666,7 +672,7 @@ class MetricsProjection:
             self._models = set(state["models"])
             self._releases = set(state["releases"])
             # Snapshots from before intents were bounded: those that have series keep them.
-            self._intents = set(state.get("intents", {i for i, _ in self._queries} - {UNCLASSIFIED, OTHER_LABEL}))
+            self._intents = set(state.get("intents", {i for i, _ in self._queries})) - _OWN_SERIES
             # Absent from snapshots written before reformulations were counted: those start from zero.
             self._reformulated = Counter(state.get("reformulated", {}))
             self._sessions = OrderedDict(

@@ -628,6 +628,34 @@ def test_releases_and_models_are_bounded_label_values() -> None:
     assert sum(releases.values()) == MAX_LABEL_VALUES + 6
 
 
+def test_a_reformulated_query_without_intent_or_past_the_cap_takes_no_intent_slot() -> None:
+    """A reformulation of a query counted `unclassified` (or `other`) put that label among the fifty intents, and the
+    fiftieth real intent went to `other`: docs/metrics.md says both always keep their own series."""
+    from querylog.logging.metrics import MAX_LABEL_VALUES
+
+    projection = MetricsProjection()
+    asked = [("u1", None, "삼성전자 주가 전망은?"), ("u2", None, "삼성전자 주가 전망 알려줘")]
+    asked += [(f"q{i}", f"intent{i:02d}", f"question {i}") for i in range(MAX_LABEL_VALUES + 1)]
+    asked += [("o1", "one-too-many", "현대차 주가 전망은?"), ("o2", "another", "현대차 주가 전망 알려줘")]
+    events: list[object] = []
+    for n, (query_id, intent, text) in enumerate(asked):
+        session = "s-u" if query_id.startswith("u") else "s-o" if query_id.startswith("o") else f"s-{query_id}"
+        events += [
+            QueryReceived(query_id=query_id, session_id=session, query_text=text, ts=at(2 * n)),
+            QueryCompleted(query_id=query_id, latency_ms=10.0, intent=intent, ts=at(2 * n + 1)),
+        ]
+    projection.apply(events)  # type: ignore[arg-type]
+    queries = _samples(projection, "querylog_queries", "intent", "status")
+    assert queries[(f"intent{MAX_LABEL_VALUES - 1:02d}", "completed")] == 1  # the fiftieth: its own series
+    assert queries[("other", "completed")] == 3  # the fifty-first, and the two past it
+    reformulated = _samples(projection, "querylog_reformulated_queries", "intent")
+    assert reformulated == {("unclassified",): 1, ("other",): 1}
+    copy = MetricsProjection()
+    copy.restore_state(projection.export_state())
+    copy.apply([QueryCompleted(query_id="late", latency_ms=1.0, intent="brand-new", ts=at(999))])
+    assert _samples(copy, "querylog_queries", "intent", "status")[("other", "completed")] == 4
+
+
 def test_sink_fallbacks_are_exposed_by_sink_and_reason() -> None:
     projection = MetricsProjection()
     telemetry = SinkTelemetry("parquet")
