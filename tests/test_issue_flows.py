@@ -50,6 +50,7 @@ def test_200_chats_agree_in_live_metrics_replay_and_reconcile(
         )
         assert replay.returncode == 0, replay.stderr
         assert _queries_total(replay.stdout) == 200
+        assert "100% of the log folded" in replay.stderr  # progress, a line per tenth: minutes on a big log
 
         deadline = time.monotonic() + 60
         while True:  # the lake (and Loki) follow within a few seconds

@@ -223,6 +223,7 @@ def test_once_the_log_is_trimmed_the_replays_read_the_lake_and_give_the_same_res
     assert main(["--home", str(settings.home), "replay", "metrics"]) == 0  # auto: the log is gone, the lake
     replayed = capsys.readouterr()
     assert "folding the lake" in replayed.err and replayed.out == from_log
+    assert f"100% of the lake folded ({len(logged):,} of {len(logged):,} events)" in replayed.err
 
     loki = RecordedLoki()
     with loki.serve() as url:

@@ -8,7 +8,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,8 @@ from querylog.commands import HOME_OPTION, lake_missing
 from querylog.config import ConfigError, Settings, duration_seconds
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from querylog.logging.events import AnyEvent
     from querylog.logging.projection import Batch, Sink
 
@@ -223,17 +225,8 @@ def run_parquet(args: argparse.Namespace, settings: Settings) -> int:
         print(f"querylog replay parquet: no {source} at {origin}: is {HOME_OPTION} right? Nothing to rebuild", file=err)
         return 2
     print(f"querylog replay parquet: rebuilding {settings.lake_dir} from {origin}", file=err)
-    shown = [-1]
-    unit = "bytes" if source == "log" else "events"
-
-    def progress(done: int, total: int) -> None:
-        percent = done * 100 // total
-        if percent // 10 != shown[0] // 10:  # a line per tenth of the work, not per batch
-            shown[0] = percent
-            print(f"  {percent:3d}% of the {source} projected ({done:,} of {total:,} {unit})", file=err, flush=True)
-
     try:
-        report = rebuild_lake(settings, progress=progress, source=source)
+        report = rebuild_lake(settings, progress=_tenths(f"of the {source} projected", source), source=source)
     except RebuildError as exc:
         print(f"querylog replay parquet: {exc}", file=err)
         return 1
@@ -265,13 +258,30 @@ def run_metrics(args: argparse.Namespace, settings: Settings) -> int:
     # (open queries expire by event time), so the same order gives the same exposition. The lake is read in
     # event-time order, which differs from it only for queries left open across writers.
     batches = _Batches(settings, source, time_ordered=False)
+    progress = _tenths(f"of the {source} folded", source)
     for events in batches:
         projection.apply(events)
+        progress(batches.done, batches.total)
     sys.stdout.buffer.write(projection.exposition())
     sys.stdout.flush()
     if batches.corrupt:
         print(f"querylog replay metrics: skipped {batches.corrupt} corrupt log lines", file=sys.stderr)
     return 0
+
+
+def _tenths(what: str, source: str) -> Callable[[int, int], None]:
+    """A progress callback that prints a line on stderr per tenth of the work done (not per batch): ``  40% of
+    the log projected (…)``, in bytes of the log or events of the lake."""
+    shown = [-1]
+    unit = "bytes" if source == "log" else "events"
+
+    def progress(done: int, total: int) -> None:
+        percent = done * 100 // max(total, 1)
+        if percent // 10 != shown[0] // 10:
+            shown[0] = percent
+            print(f"  {percent:3d}% {what} ({done:,} of {total:,} {unit})", file=sys.stderr, flush=True)
+
+    return progress
 
 
 class _Batches:
@@ -283,19 +293,26 @@ class _Batches:
         self.source = source
         self.time_ordered = time_ordered
         self.corrupt = 0
+        self.done = self.total = 0  # how far the reading is: bytes of the log, or events of the lake
 
     def __iter__(self) -> Iterator[list[AnyEvent]]:
         if self.source == "lake":
             from querylog.lake_events import lake_events
+            from querylog.rebuild import lake_rows
 
-            yield from lake_events(self.settings.lake_dir)
+            self.total = lake_rows(self.settings.lake_dir)[0]
+            for events in lake_events(self.settings.lake_dir):
+                self.done += len(events)
+                yield events
             return
         from querylog.logging.codec import DecodeError, decode
         from querylog.logging.loki import TimeOrderedReader
         from querylog.logging.segments import LogReader, is_erased
 
         reader = TimeOrderedReader(self.settings.log_dir) if self.time_ordered else LogReader(self.settings.log_dir)
+        self.total = sum(_size(path) for path in reader.segments())
         for batch in reader.iter_all(batch_events=10_000):
+            self.done = sum(batch.checkpoint.values())
             events = []
             for line in batch.lines:
                 try:
@@ -303,3 +320,11 @@ class _Batches:
                 except DecodeError:
                     self.corrupt += 0 if is_erased(line) else 1  # an older release's erase listed no segments
             yield events
+
+
+def _size(path: Path) -> int:
+    """A segment's size; 0 once trimmed (housekeeping may delete one while it is listed)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
