@@ -68,6 +68,23 @@ def test_with_zero_retention_only_what_the_lake_has_is_trimmed_and_the_lake_keep
     assert totals.trimmed_segments == 3 and totals.trimmed_bytes > 0 and totals.forced == {}
 
 
+def test_trimming_an_empty_segment_moves_no_event_out_and_not_the_time_reconcile_compares_from(
+    tmp_path: Path,
+) -> None:
+    """A 0-byte segment trimmed now set the log's trimmed-through time to now: reconcile then compared only what came
+    after, though the log still held every event before it."""
+    settings = Settings(home=tmp_path, stdout_events=False, log_retention="0s")
+    _write(settings, 5)
+    _age(settings, 3 * 3600)
+    _project(settings)
+    run_housekeeping(settings)
+    through = load_totals(settings).trimmed_through
+    assert 0 < through < time.time() - 3 * 3600 + 60
+    (settings.log_dir / f"{time.time_ns():020d}-4242-0a1b2c.jsonl").touch()  # a writer that wrote nothing
+    assert len(run_housekeeping(settings, now=time.time() + 60).trim.delete) == 1
+    assert load_totals(settings).trimmed_through == through
+
+
 def test_every_configured_durable_projection_holds_the_log(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, stdout_events=True, loki_url="http://loki:3100", log_retention="0s")
     _write(settings, 3, writers=2)

@@ -135,7 +135,9 @@ def run_housekeeping(settings: Settings, *, now: float | None = None) -> Houseke
     totals = load_totals(settings)
     totals.trimmed_segments += len(plan.delete)
     totals.trimmed_bytes += sum(s.size for s in plan.delete)
-    totals.trimmed_through = max([totals.trimmed_through, *(s.mtime for s in plan.delete)])
+    # A segment without a whole line held no event: trimming it moves no event out of the log (and an empty one,
+    # written now, would move the time reconcile compares from up to now).
+    totals.trimmed_through = max([totals.trimmed_through, *(s.mtime for s in plan.delete if s.whole > 0)])
     for name, n in plan.forced.items():
         totals.forced[name] = totals.forced.get(name, 0) + n
     totals.lake_days_removed += len(removed)
