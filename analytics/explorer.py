@@ -138,8 +138,11 @@ def markdown_code(text: str) -> str:
 
 # -- page sections ------------------------------------------------------------------------------------------
 NO_DATA: Final = (
-    "No data for these filters and dates (a query is drawn once it has ended): widen the dates, or clear a filter."
+    "No data for these filters and dates: widen the dates, or clear a filter (charts of finished queries leave out "
+    "those still in progress)."
 )
+#: An axis of query counts ticks whole numbers (one query drew ticks 0.0, 0.1, … 1.0).
+_COUNTS: Final = alt.Axis(tickMinStep=1, format="d")
 #: Milliseconds in a tooltip: up to three decimals, none trailing (a 0.566 ms step read "1", a 0.03 ms one "0.0").
 _MS_TOOLTIP: Final = ",.3~f"
 FEW_BUCKETS: Final = 3  # at most this many time buckets: bars, since an area through one point draws nothing
@@ -332,7 +335,9 @@ def _sidebar(lq: LakeQueries, first: datetime, last: datetime) -> tuple[Filters,
     # The bucket follows the dates (days from DAY_BUCKET_FROM_DAYS dates, else hours) whenever they cross that line:
     # a keyed widget keeps its value and ignores its `index` after the first run, so it is set here.
     default = BUCKETS[1 if span_days >= DAY_BUCKET_FROM_DAYS else 0]
-    if st.session_state.get("bucket_default") != default:
+    # Also when the radio's state is gone: Streamlit drops a widget's state after a run that did not draw it (an
+    # empty lake for an instant, an error), while this key stays.
+    if st.session_state.get("bucket_default") != default or "bucket" not in st.session_state:
         st.session_state["bucket"] = st.session_state["bucket_default"] = default
     bucket = st.sidebar.radio("Trend bucket", BUCKETS, horizontal=True, key="bucket")
     if bucket == "hour" and span_days > HOURLY_MAX_DAYS:
@@ -417,7 +422,7 @@ def _intent_charts(trend: pl.DataFrame, bucket: Bucket) -> None:
         trend,
         "queries",
         lambda c: _over_time(c, buckets, bucket).encode(
-            color=color, tooltip=tooltip, y=alt.Y("queries:Q", stack=True, title="queries")
+            color=color, tooltip=tooltip, y=alt.Y("queries:Q", stack=True, title="queries", axis=_COUNTS)
         ),
     )
     # Shares as bars, each as wide as its bucket: a share is undefined where no query was asked, and an area
@@ -520,7 +525,7 @@ def _stages(lq: LakeQueries, f: Filters) -> None:
         "queries",
         lambda c: c.mark_bar().encode(
             y=alt.Y("step:N", sort=None, title=None),
-            x=alt.X("queries:Q"),
+            x=alt.X("queries:Q", axis=_COUNTS),
             tooltip=["step:N", "queries:Q", "dropped:Q", alt.Tooltip("drop_rate:Q", format=".1%")],
         ),
         zeros_are_empty=True,  # a step a row, each of no queries
@@ -714,8 +719,10 @@ def _queries(lq: LakeQueries, f: Filters) -> None:
     found: dict[str, str] = st.session_state.get("search_hits", {})
     asked = st.session_state.get("search_asked")
     if found and st.session_state.get("timeline_asked") != asked:
-        # A new search: its best hit is shown, not the query picked before it; a pick made since is kept.
+        # A new search: its best hit is shown, not the query picked before it (nor an id typed); a pick made since
+        # is kept.
         st.session_state["timeline_query"] = next(iter(found))
+        st.session_state["timeline_id"] = ""
     st.session_state["timeline_asked"] = asked
     labels = {**dict(zip(recent["query_id"].to_list(), recent["query_text"].to_list(), strict=True)), **found}
     choices = list(dict.fromkeys([*found, *recent["query_id"].to_list()]))
@@ -898,7 +905,7 @@ def _people(lq: LakeQueries, f: Filters) -> None:
         lambda c: c.mark_bar().encode(
             x=alt.X("bin_start:Q", bin="binned", title="quality score"),
             x2="bin_end:Q",
-            y="queries:Q",
+            y=alt.Y("queries:Q", axis=_COUNTS),
             tooltip=["bin_start:Q", "bin_end:Q", "queries:Q"],
         ),
         zeros_are_empty=True,  # a bin a row, each of no queries

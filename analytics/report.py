@@ -98,7 +98,7 @@ def build_report(
         .sort(["queries", "intent"], descending=[True, False])
         .select("intent", "queries", "share", "previous_queries", "change")
     )
-    volume = _every_bucket(
+    volume = _with_quiet_buckets(
         lq.error_trend(filters, bucket).select("bucket", pl.col("finished").alias("queries"), "failed", "error_rate"),
         since,
         until or now,
@@ -129,7 +129,7 @@ def build_report(
     )
 
 
-def _every_bucket(volume: pl.DataFrame, since: datetime, until: datetime, bucket: Bucket) -> pl.DataFrame:
+def _with_quiet_buckets(volume: pl.DataFrame, since: datetime, until: datetime, bucket: Bucket) -> pl.DataFrame:
     """`volume` with a row of zeros for each hour or day of [since, until) without a query: a quiet day (an
     outage) is a row that says 0, not a gap a reader may not notice. A window without any query stays empty."""
     if volume.is_empty():

@@ -160,6 +160,8 @@ def _erase_segment(directory: Path, path: Path, subjects: Subjects, queries: set
         # appended meanwhile (then its time is that append's).
         if os.fstat(fd).st_size == before.st_size:
             os.utime(fd, ns=(before.st_atime_ns, before.st_mtime_ns))
+            if os.fstat(fd).st_size != before.st_size:  # appended to between the check and the restore: now
+                os.utime(fd)
     finally:
         os.close(fd)
     report.events += len(found)

@@ -30,6 +30,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from querylog._format import shortened
 from querylog.logging.events import EVENT_CLASSES, AnyEvent, EventValidationError, Source
 from querylog.service.otlp_mapping import NESTED_SPAN, Mapped, map_export
 from querylog.service.producers import (
@@ -147,7 +148,8 @@ def _decode(body: bytes, content_type: str) -> ExportTraceServiceRequest:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, NESTED_TOO_DEEPLY) from None
         if not isinstance(payload, dict) or (payload and not {"resourceSpans", "resource_spans"} & payload.keys()):
             # Unknown fields are ignored (the spec's rule): a Jaeger or Zipkin body would be taken as an empty export.
-            found = f" (this one has: {', '.join(sorted(map(str, payload))[:5])})" if isinstance(payload, dict) else ""
+            keys = sorted(shortened(str(key), 40) for key in payload)[:5] if isinstance(payload, dict) else []
+            found = f" (this one has: {', '.join(keys)})" if keys else ""
             raise HTTPException(
                 status.HTTP_400_BAD_REQUEST, f"an OTLP trace export is a JSON object with resourceSpans{found}"
             )

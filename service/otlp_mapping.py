@@ -55,7 +55,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from querylog.logging.events import shows_nothing
+from querylog.logging.events import EVENT_CLASSES, EventValidationError, shows_nothing
 
 __all__ = [
     "INTENT_ATTRIBUTE",
@@ -697,10 +697,13 @@ def map_export(request: ExportTraceServiceRequest, *, service: str, env: str) ->
             events = _query_events(query, alone=alone, service=service, env=env)
             mapped.groups.append(QueryGroup(events, steps=len(query.nested)))
         except Exception as exc:  # a shape no rule foresaw: that query is refused and counted, never the export
-            mapped.rejected["span querylog could not read"] += 1
+            # With every span it was read from, as a query the schema refuses (`service/otlp.py:_ingest`).
+            mapped.rejected["span querylog could not read"] += 1 + len(query.nested) + len(query.retrievals)
+            mapped.skipped[NESTED_SPAN] -= len(query.nested)
             if type(exc).__name__ not in _UNREADABLE_LOGGED:  # once per kind of failure: the counter has every one
                 _UNREADABLE_LOGGED.add(type(exc).__name__)
                 _log.exception("otlp_span_unreadable", trace_id=query.span.trace_id.hex(), error=repr(exc)[:300])
+    mapped.skipped = +mapped.skipped  # drop a reason left at 0
     return mapped
 
 
@@ -764,6 +767,19 @@ def _failed(span: Span, attrs: dict[str, Any]) -> bool:
 
 #: The response fields that say the provider billed the call.
 _BILLED: Final = ("gen_ai_usage_input_tokens", "gen_ai_usage_output_tokens", "cost_usd")
+
+
+def _billed(response: dict[str, Any]) -> bool:
+    """Whether a failed call's response is kept: it says the provider billed it (a filtered answer: tokens or a cost
+    above zero), and every value in it is one its event takes. A value it refuses would take the query's failure
+    with it (a query is refused whole); a failure that says nothing billable records no response, as before."""
+    if not any(isinstance(v, int | float) and v > 0 for v in (response.get(key) for key in _BILLED)):
+        return False
+    try:
+        EVENT_CLASSES["response_generated"](**{k: v for k, v in response.items() if k != "event_type"})
+    except (EventValidationError, TypeError, ValueError):
+        return False
+    return True
 
 
 def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list[dict[str, Any]]:
@@ -889,8 +905,7 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
     # The request around the trace's one query failed after the answer came (its span ERROR): the user got an error.
     request = query.ancestors[-1] if alone and query.ancestors else None
     request_failed = request is not None and _failed(*request[:2])
-    # A failed call that reports its usage was billed all the same (a filtered answer): its tokens and cost count.
-    if not failed or any(key in response for key in _BILLED):
+    if not failed or _billed(response):
         events.append(response)
     if not (failed or request_failed):
         events.append(

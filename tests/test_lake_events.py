@@ -132,3 +132,34 @@ def test_a_rebuild_from_a_trimmed_log_holding_as_many_new_events_is_refused(
     assert "the lake holds 10 events the log no longer has" in capsys.readouterr().err
     with Catalog(settings.lake_dir) as catalog:  # unchanged: the history is still there
         assert catalog.query("select count(*) from queries where query_text like '옛 질문%'")[1] == [(5,)]
+
+
+def test_a_rebuild_from_the_log_mends_a_lake_file_damaged_inside_and_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The by-id check read the live lake's data pages: a file damaged inside (its footer whole) stopped the very
+    rebuild that mends it, and the CLI's advice for a damaged file was to run it."""
+    import struct
+
+    from querylog.analytics.catalog import Catalog
+    from querylog.cli import main
+    from querylog.config import Settings
+    from querylog.runtime import Runtime
+
+    settings = Settings(home=tmp_path / "home", stdout_events=False)
+    with Runtime(settings) as runtime:
+        for i in range(5):
+            with runtime.tracker.query(f"질문 {i}"):
+                pass
+    (damaged,) = (settings.lake_dir / "events").rglob("*.parquet")
+    data = bytearray(damaged.read_bytes())
+    footer = struct.unpack("<I", data[-8:-4])[0]
+    data[4 : len(data) - 8 - footer] = bytes(len(data) - 12 - footer)  # every page zeroed, the footer whole
+    damaged.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["--home", str(settings.home), "replay", "parquet"]) == 0
+    err = capsys.readouterr().err
+    assert f"1 damaged file(s) of the old lake could not be read to check them ({damaged})" in err
+    with Catalog(settings.lake_dir) as catalog:
+        assert catalog.query("select count(*) from queries")[1] == [(5,)]
+    assert not list(settings.home.glob("lake.rebuild*"))  # the check's spill directory is gone too

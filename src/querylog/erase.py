@@ -65,6 +65,7 @@ __all__ = [
     "LOKI_PENDING",
     "ErasureError",
     "ErasureReceipt",
+    "NoSubjectError",
     "erase",
     "last_blanking",
     "written_before",
@@ -477,6 +478,10 @@ class ErasureError(Exception):
     """An erasure that cannot start: another runs on this data directory, or a stopped one's record is damaged."""
 
 
+class NoSubjectError(ValueError):
+    """An erasure given no subject, with no stopped run's erasure to finish either."""
+
+
 class SaltNeededError(ValueError):
     """An erasure by raw user ids that would find none of the hashed ones: the salt they were hashed with is not
     set (`USER_ID_SALTS`)."""
@@ -651,7 +656,7 @@ def _erase(
     )
     earlier = _resume(settings)
     if not subjects and earlier is None:  # none given: finishing a stopped run's erasure is all there is to do
-        raise ValueError("name at least one subject: --user-id, --session-id or --query-id")
+        raise NoSubjectError("name at least one subject: --user-id, --session-id or --query-id")
     if salt_note is not None:
         receipt.notes.append(salt_note)
     # Read once the log is blanked: damaged, they are said now (exit 2), before the log and the lake are touched.

@@ -43,6 +43,8 @@ class RebuildReport:
     seconds: float
     #: The day before which the rebuilt lake holds nothing, as the live one did (a retention dropped those days).
     retained_from: datetime | None = None
+    #: Live lake files whose events could not be read to check them (damaged: the rebuild replaced them).
+    unreadable: tuple[Path, ...] = ()
 
 
 def lake_rows(lake_dir: Path) -> tuple[int, int]:
@@ -56,20 +58,29 @@ def _rows(files: Iterable[Path]) -> int:
     return sum(pq.read_metadata(f).num_rows for f in files)
 
 
-def _missing_from(fresh: Path, live_files: list[Path]) -> int:
-    """How many events of `live_files` (the live lake's) the lake at `fresh` lacks, by event id."""
+def _missing_from(fresh: Path, live_files: list[Path]) -> tuple[int, list[Path]]:
+    """How many events of `live_files` (the live lake's) the lake at `fresh` lacks, by event id; and the live files
+    whose ids could not be read (a damaged page: what a rebuild from the log is for, so they do not stop it)."""
     import duckdb
 
-    fresh_files = sorted((fresh / "events").glob("date=*/hour=*/*.parquet"))
-    if not live_files or not fresh_files:
-        return _rows(live_files)
-    with duckdb.connect() as con:
-        found = con.execute(
-            "SELECT count(*) FROM read_parquet($live, union_by_name = true) AS live "
-            "ANTI JOIN read_parquet($fresh, union_by_name = true) AS fresh USING (event_id)",
-            {"live": [str(f) for f in live_files], "fresh": [str(f) for f in fresh_files]},
-        ).fetchone()
-    return int(found[0]) if found else 0
+    fresh_files = [str(f) for f in sorted((fresh / "events").glob("date=*/hour=*/*.parquet"))]
+    spill = fresh.with_name(f"{fresh.name}.check")  # DuckDB spills a large join here, not into the cwd
+    unreadable: list[Path] = []
+    try:
+        with duckdb.connect(config={"temp_directory": str(spill)}) as con:
+            con.execute("CREATE TABLE live (event_id VARCHAR)")
+            for path in live_files:
+                try:
+                    con.execute("INSERT INTO live SELECT event_id FROM read_parquet(?)", [str(path)])
+                except duckdb.Error:
+                    unreadable.append(path)
+            query = "SELECT count(*) FROM live"
+            if fresh_files:
+                query += " ANTI JOIN read_parquet($fresh, union_by_name = true) AS fresh USING (event_id)"
+            found = con.execute(query, {"fresh": fresh_files} if fresh_files else {}).fetchone()
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+    return (int(found[0]) if found else 0), unreadable
 
 
 @contextmanager
@@ -92,8 +103,8 @@ def rebuild_lake(
     """Project the whole log into a fresh lake (current schema, current prices) and swap it in for the live one.
 
     Refused while ``querylog serve`` runs on this data directory, or a ``querylog project`` runs the Parquet
-    projection, or a ``querylog compact`` works on the lake, and when the log holds fewer events than the lake
-    (part of the log was deleted: the rebuilt lake would lose them)."""
+    projection, or a ``querylog compact`` works on the lake, and when the lake holds an event the rebuilt one lacks
+    (part of the log was deleted or trimmed: the rebuilt lake would lose them)."""
     started = time.monotonic()
     lake = settings.lake_dir
     fresh = settings.home / "lake.rebuild"
@@ -136,13 +147,14 @@ def rebuild_lake(
         ]
         # By event id, not by count: a log trimmed of old events and holding as many new ones as yet unprojected
         # had as many events as the lake, and the rebuild dropped the whole trimmed history without a word.
-        missing = _missing_from(fresh, kept) if source == "log" else 0
+        missing, unreadable = _missing_from(fresh, kept) if source == "log" else (0, [])
         if missing:
             shutil.rmtree(fresh, ignore_errors=True)
             raise RebuildError(
                 f"the lake holds {missing:,} events the log no longer has: part of the log is gone (deleted or "
-                "trimmed), so a lake rebuilt from it would lose them. The live lake is unchanged. To write the "
-                "lake again (current schema and prices) from what it holds: `querylog replay parquet --from lake`."
+                "trimmed), or holds lines this release no longer reads, so a lake rebuilt from it would lose them. "
+                "The live lake is unchanged. To write the lake again (current schema and prices) from what it "
+                "holds: `querylog replay parquet --from lake`."
             )
         # Two renames, each atomic. The lake's own readers retry a query that a move broke (lake_generation);
         # between the renames no lake exists, and a reader sees an empty lake for that instant.
@@ -152,7 +164,12 @@ def rebuild_lake(
         shutil.rmtree(previous, ignore_errors=True)
     elapsed = time.monotonic() - started
     return RebuildReport(
-        events_before=before, events_after=after, files_after=files, seconds=elapsed, retained_from=retained_from(lake)
+        events_before=before,
+        events_after=after,
+        files_after=files,
+        seconds=elapsed,
+        retained_from=retained_from(lake),
+        unreadable=tuple(unreadable),
     )
 
 

@@ -62,7 +62,7 @@ def rebuild_running(settings: Settings) -> bool:
             except BlockingIOError:
                 return True
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-    except FileNotFoundError:
+    except OSError:  # none yet, or one it cannot open: start-up says what is wrong with it
         return False
     return False
 

@@ -787,14 +787,16 @@ def test_a_span_the_mapping_fails_on_is_refused_counted_and_logged_once(
         return real(query, **kw)
 
     monkeypatch.setattr(mapping, "_query_events", fails_on_one)
-    body = _hand_built((b"\x01" * 16, b"\x01" * 8, b"", _LLM), (b"\x02" * 16, b"\x02" * 8, b"", _LLM))
+    step = (b"\x02" * 16, b"\x05" * 8, b"\x02" * 8, _LLM)  # a step of the query that fails: refused with it
+    body = _hand_built((b"\x01" * 16, b"\x01" * 8, b"", _LLM), (b"\x02" * 16, b"\x02" * 8, b"", _LLM), step)
     with capture_logs() as logs:
         for _ in range(2):
             resp = client.post("/v1/traces", content=body, headers={"content-type": "application/x-protobuf"})
             assert resp.status_code == 200
     partial = ExportTraceServiceResponse.FromString(resp.content).partial_success
-    assert (partial.rejected_spans, partial.error_message) == (1, "spans rejected: 1 span querylog could not read")
+    assert (partial.rejected_spans, partial.error_message) == (2, "spans rejected: 2 span querylog could not read")
     assert [e["event"] for e in logs if e["event"] == "otlp_span_unreadable"] == ["otlp_span_unreadable"]
+    assert "genai_span_inside_another" not in client.get("/metrics").text  # not also counted as a step read
 
 
 def test_prompts_and_answers_written_as_json_lists_are_read_as_their_text(client: TestClient, tmp_path: Path) -> None:
@@ -1267,11 +1269,16 @@ def test_a_failed_call_that_reports_its_usage_keeps_its_tokens_and_cost(client: 
     with tracer.start_as_current_span("chat") as timeout:  # no usage: nothing was billed, no response
         timeout.set_attributes({**_LLM, "error.type": "TimeoutError"})
         timeout.set_status(Status(StatusCode.ERROR, "timed out"))
+    for tokens in (0, -1, "many"):  # nothing billed, or a count the event refuses: the failure alone, as before
+        with tracer.start_as_current_span("chat") as odd:
+            odd.set_attributes({**_LLM, "error.type": "ContentFilterError", "gen_ai.usage.input_tokens": tokens})
+            odd.set_status(Status(StatusCode.ERROR, f"filtered {tokens}"))
     rows = _exported_queries(client, tmp_path, keep.spans)
     assert [(r["status"], r["input_tokens"], r["output_tokens"], r["cost_usd"]) for r in rows] == [
         ("failed", 5000, 800, 0.5),
-        ("failed", None, None, None),
+        *[("failed", None, None, None)] * 4,
     ]
+    assert [r["error_message"] for r in rows[2:]] == ["filtered 0", "filtered -1", "filtered many"]
 
 
 def test_questions_and_answers_wrapped_in_json_objects_are_read_as_their_text(

@@ -54,7 +54,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.analytics.upkeep import UpkeepError
-    from querylog.erase import IN_PROGRESS, ErasureError, SaltNeededError, erase
+    from querylog.erase import IN_PROGRESS, ErasureError, NoSubjectError, SaltNeededError, erase
     from querylog.logging.structured import configure_structlog
 
     configure_structlog(stream=sys.stderr)  # stdout carries the receipt only
@@ -91,6 +91,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     except SaltNeededError as exc:  # before anything is touched: a setting to give, as any other
         print(f"querylog erase: {exc}; nothing erased", file=err)
+        return 2
+    except NoSubjectError as exc:  # none given, and the stopped run's erasure was finished by another meanwhile
+        print(f"querylog erase: {exc}", file=err)
         return 2
     except UpkeepError as exc:
         print(f"querylog erase: {exc}; run it again: it finishes what this run began", file=err)

@@ -236,6 +236,13 @@ def run_parquet(args: argparse.Namespace, settings: Settings) -> int:
         f"{report.files_after} files (it held {report.events_before}).{merge}",
         file=err,
     )
+    if report.unreadable:
+        named = ", ".join(map(str, report.unreadable[:3])) + (", …" if len(report.unreadable) > 3 else "")
+        print(
+            f"querylog replay parquet: {len(report.unreadable)} damaged file(s) of the old lake could not be read to "
+            f"check them ({named}); the rebuilt lake holds what the log has of their events",
+            file=err,
+        )
     if report.retained_from is not None:
         print(
             f"querylog replay parquet: days before {report.retained_from:%Y-%m-%d} stay out of the lake, as the "
