@@ -51,6 +51,7 @@ __all__ = [
     "FastPathDeclinedError",
     "ParquetSink",
     "events_to_table",
+    "lake_files",
     "rows_from_lines",
     "tables_from_lines",
 ]
@@ -407,7 +408,12 @@ class ParquetSink(Sink):
 
     def files(self) -> list[Path]:
         """The lake's committed data files."""
-        return sorted(self.events_dir.glob("date=*/hour=*/*.parquet"))
+        return lake_files(self.lake_dir)
+
+
+def lake_files(lake_dir: Path) -> list[Path]:
+    """The data files of the lake at `lake_dir` (``events/date=*/hour=*/*.parquet``), in path order."""
+    return sorted((lake_dir / "events").glob("date=*/hour=*/*.parquet"))
 
 
 def _partition(events: Sequence[AnyEvent]) -> dict[tuple[str, str], list[AnyEvent]]:

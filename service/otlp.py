@@ -32,7 +32,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from querylog._format import shortened
 from querylog.logging.events import EVENT_CLASSES, AnyEvent, EventValidationError, Source
-from querylog.service.otlp_mapping import NESTED_SPAN, Mapped, map_export
+from querylog.service.otlp_mapping import Mapped, map_export
 from querylog.service.producers import (
     MAX_AHEAD,
     NESTED_TOO_DEEPLY,
@@ -192,12 +192,10 @@ def _ingest(ingestor: EventIngestor, mapped: Mapped) -> IngestResult:
                 mapped.rejected[checked] += 1
                 retrievals -= 1
             else:  # the query's: the query, with every span it was read from
-                mapped.rejected[checked] += 1 + group.steps + retrievals
-                mapped.skipped[NESTED_SPAN] -= group.steps  # refused with the query now, not read as its steps
+                mapped.refuse_query(checked, steps=group.steps, retrievals=retrievals)
                 break
         else:
             events.extend(built)
-    mapped.skipped = +mapped.skipped  # drop the reasons left at 0
     return ingestor.append(events, bounded=False)  # bounded by its spans (`_export_traces`)
 
 

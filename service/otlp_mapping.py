@@ -108,6 +108,14 @@ class Mapped:
     def events(self) -> list[dict[str, Any]]:
         return [event for group in self.groups for event in group.events]
 
+    def refuse_query(self, reason: str, *, steps: int, retrievals: int) -> None:
+        """Count a refused query with every span it was read from: its own, its `steps` (no longer skipped as read
+        into it) and its `retrievals` not refused already."""
+        self.rejected[reason] += 1 + steps + retrievals
+        self.skipped[NESTED_SPAN] -= steps
+        if self.skipped[NESTED_SPAN] <= 0:
+            del self.skipped[NESTED_SPAN]
+
     @property
     def queries(self) -> int:
         return len(self.groups)
@@ -697,13 +705,12 @@ def map_export(request: ExportTraceServiceRequest, *, service: str, env: str) ->
             events = _query_events(query, alone=alone, service=service, env=env)
             mapped.groups.append(QueryGroup(events, steps=len(query.nested)))
         except Exception as exc:  # a shape no rule foresaw: that query is refused and counted, never the export
-            # With every span it was read from, as a query the schema refuses (`service/otlp.py:_ingest`).
-            mapped.rejected["span querylog could not read"] += 1 + len(query.nested) + len(query.retrievals)
-            mapped.skipped[NESTED_SPAN] -= len(query.nested)
+            mapped.refuse_query(
+                "span querylog could not read", steps=len(query.nested), retrievals=len(query.retrievals)
+            )
             if type(exc).__name__ not in _UNREADABLE_LOGGED:  # once per kind of failure: the counter has every one
                 _UNREADABLE_LOGGED.add(type(exc).__name__)
                 _log.exception("otlp_span_unreadable", trace_id=query.span.trace_id.hex(), error=repr(exc)[:300])
-    mapped.skipped = +mapped.skipped  # drop a reason left at 0
     return mapped
 
 

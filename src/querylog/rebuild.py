@@ -22,7 +22,7 @@ from typing import Literal
 import pyarrow.parquet as pq
 
 from querylog.config import Settings
-from querylog.logging.parquet import ParquetSink
+from querylog.logging.parquet import ParquetSink, lake_files
 from querylog.logging.projection import Projector
 from querylog.logging.segments import LogReader
 
@@ -49,7 +49,7 @@ class RebuildReport:
 
 def lake_rows(lake_dir: Path) -> tuple[int, int]:
     """(events, files) of a lake's committed data files, from their footers."""
-    files = sorted((lake_dir / "events").glob("date=*/hour=*/*.parquet"))
+    files = lake_files(lake_dir)
     return _rows(files), len(files)
 
 
@@ -63,7 +63,7 @@ def _missing_from(fresh: Path, live_files: list[Path]) -> tuple[int, list[Path]]
     whose ids could not be read (a damaged page: what a rebuild from the log is for, so they do not stop it)."""
     import duckdb
 
-    fresh_files = [str(f) for f in sorted((fresh / "events").glob("date=*/hour=*/*.parquet"))]
+    fresh_files = [str(f) for f in lake_files(fresh)]
     spill = fresh.with_name(f"{fresh.name}.check")  # DuckDB spills a large join here, not into the cwd
     unreadable: list[Path] = []
     try:
@@ -142,9 +142,7 @@ def rebuild_lake(
         # The live lake's events dated before that boundary (days compact has not dropped yet, a late backfill) are
         # left out as well: they are not events the log lacks. Every other event of the lake must be in the log.
         left_out = {day.name for day in (expired_days(lake, max(boundaries)) if boundaries else [])}
-        kept = [
-            f for f in sorted((lake / "events").glob("date=*/hour=*/*.parquet")) if f.parent.parent.name not in left_out
-        ]
+        kept = [f for f in lake_files(lake) if f.parent.parent.name not in left_out]
         # By event id, not by count: a log trimmed of old events and holding as many new ones as yet unprojected
         # had as many events as the lake, and the rebuild dropped the whole trimmed history without a word.
         missing, unreadable = _missing_from(fresh, kept) if source == "log" else (0, [])

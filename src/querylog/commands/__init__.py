@@ -64,8 +64,10 @@ def unreadable_lake(exc: BaseException, lake_dir: Path) -> str:
 
 def _damaged_parquet(lake_dir: Path) -> list[Path]:
     """The lake's Parquet files that do not end as Parquet does (``PAR1``): cut short, or something else."""
+    from querylog.logging.parquet import lake_files
+
     damaged = []
-    for path in sorted((lake_dir / "events").glob("date=*/hour=*/*.parquet")):
+    for path in lake_files(lake_dir):
         try:
             with path.open("rb") as fh:
                 fh.seek(-4, os.SEEK_END)
