@@ -100,7 +100,7 @@ def test_a_rebuild_is_refused_while_the_service_runs_even_before_a_projection_do
         with runtime.tracker.query("삼성전자 실적"):
             pass
         capsys.readouterr()
-        assert main(["--home", str(settings.home), "replay", "parquet"]) == 1
+        assert main(["--home", str(settings.home), "replay", "parquet"]) == 2  # it could not start
         assert "querylog is running on this data directory" in capsys.readouterr().err
     assert main(["--home", str(settings.home), "replay", "parquet"]) == 0  # stopped: the rebuild goes ahead
 

@@ -35,6 +35,10 @@ class RebuildError(RuntimeError):
     """The lake could not be rebuilt; the live lake is untouched. The message says what to do."""
 
 
+class RebuildBusyError(RebuildError):
+    """The rebuild did not start: another querylog process holds the data directory or the lake."""
+
+
 @dataclass(frozen=True, slots=True)
 class RebuildReport:
     events_before: int
@@ -90,7 +94,7 @@ def _exclusive(path: Path, message: str) -> Iterator[None]:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RebuildError(message) from None
+            raise RebuildBusyError(message) from None
         try:
             yield
         finally:
