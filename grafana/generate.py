@@ -290,9 +290,14 @@ class Dashboard:
 def query_overview() -> Dashboard:
     finished = f"{stream(events=FINISHED)} | json intent | {INTENT_FILTER} [$__auto]"
     failed = f"{stream('query_failed')} | json intent | {INTENT_FILTER} [$__auto]"
-    error_ratio = f"sum(count_over_time({failed})) / sum(count_over_time({finished}))"
+    # `or 0 * finished`: with no failure the ratio is 0, not "No data" (count_over_time has no zero series).
+    error_ratio = (
+        f"(sum(count_over_time({failed})) or 0 * sum(count_over_time({finished})))"
+        f" / sum(count_over_time({finished}))"
+    )
     error_ratio_by_intent = (
-        f"sum by (intent) (count_over_time({failed})) / sum by (intent) (count_over_time({finished}))"
+        f"(sum by (intent) (count_over_time({failed})) or 0 * sum by (intent) (count_over_time({finished})))"
+        f" / sum by (intent) (count_over_time({finished}))"
     )
     latency = (  # every finished query, failed ones too, as the histogram beside it counts them
         f"{stream(events=FINISHED)} | json intent, latency_ms | {INTENT_FILTER}"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.support.http_server import answering, serving
 from tests.support.loki_query import queryable_loki
 
 from querylog.analytics.catalog import Catalog
@@ -386,7 +387,11 @@ def test_a_metrics_url_that_is_not_a_metrics_page_is_a_sentence(
     (tmp_path / "home" / "log").mkdir(parents=True)  # a home, however empty
     with RecordedLoki().serve() as url:  # answers /ready with a word, not with metrics
         assert main(["reconcile", "--metrics-url", f"{url}/ready"]) == 2
-    assert "is not a Prometheus /metrics page" in capsys.readouterr().err
+    assert "is not querylog's /metrics page" in capsys.readouterr().err
+    # Another exporter's page (Prometheus's own): every count read 0 and "12 count(s) disagree", exit 1.
+    with serving(answering(b"# TYPE prometheus_build_info gauge\nprometheus_build_info 1\n")) as url:
+        assert main(["reconcile", "--metrics-url", f"{url}/metrics"]) == 2
+    assert "no querylog_events_total on it: not querylog's metrics" in capsys.readouterr().err
     assert main(["reconcile", "--metrics-url", "notaurl"]) == 2
     assert "must be an http(s) URL" in capsys.readouterr().err
     # --since with --metrics-url left the metrics out without a word, while docs/loki.md advised the pair.

@@ -196,7 +196,11 @@ class Settings:
     )
     metrics_namespace: str = field(
         default="querylog",
-        metadata={"env": "QUERYLOG_METRICS_NAMESPACE", "doc": "prefix of the Prometheus metric names"},
+        metadata={
+            "env": "QUERYLOG_METRICS_NAMESPACE",
+            "doc": "prefix of the Prometheus metric names (the bundled dashboards, recording rules and alerts name "
+            "querylog_*: keep the default with them)",
+        },
     )
     retention: str | None = field(
         default=None,

@@ -172,14 +172,20 @@ def count_lake(settings: Settings, since: datetime | None) -> Counts:
 
 
 def count_metrics(exposition: str, namespace: str) -> Counts:
-    """Counts from Prometheus text: ``<ns>_events_total{event_type}`` and ``<ns>_queries_total{intent}``."""
+    """Counts from Prometheus text: ``<ns>_events_total{event_type}`` and ``<ns>_queries_total{intent}``.
+    `ValueError` if the text is no exposition, or not querylog's (neither family: another exporter's page, or another
+    namespace), which would read as every count missing."""
     counts = Counts()
+    ours, families = False, {f"{namespace}_{name}" for name in ("events", "queries")}
     for family in text_string_to_metric_families(exposition):
+        ours = ours or family.name.removesuffix("_total") in families
         for sample in family.samples:
             if sample.name == f"{namespace}_events_total":
                 counts.events[sample.labels["event_type"]] += int(sample.value)
             elif sample.name == f"{namespace}_queries_total":
                 counts.intents[sample.labels["intent"]] += int(sample.value)
+    if not ours:
+        raise ValueError(f"no {namespace}_events_total on it: not querylog's metrics, or another namespace")
     counts.events = Counter({k: v for k, v in counts.events.items() if v})
     counts.intents = Counter({k: v for k, v in counts.intents.items() if v})
     return counts

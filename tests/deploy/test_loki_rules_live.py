@@ -205,6 +205,30 @@ def test_the_latency_alert_waits_for_enough_traffic(client: httpx.Client, fixtur
     assert fixture.sparse not in envs_in(data["result"])
 
 
+def test_an_error_ratio_without_failures_is_zero_not_missing(
+    client: httpx.Client, fixture: Fixture, checks: ModuleType
+) -> None:
+    """count_over_time has no zero series: with no failure, the ratio panels said "No data" and the recording rule
+    recorded nothing for the intent, where the Prometheus twin records 0."""
+    (rule,) = [r.body["expr"] for r in checks.iter_rules() if r.name == "querylog:loki_query_errors:ratio5m"]
+    healthy = [
+        s for s in query(client, rule, time=str(time.time_ns()))["result"] if s["metric"]["env"] == fixture.healthy
+    ]
+    assert {s["metric"]["intent"] for s in healthy} == set(INTENTS)
+    assert all(float(s["value"][1]) == 0 for s in healthy), healthy
+    panels = [
+        t for t in checks.iter_targets() if t.datasource_uid == "loki" and t.panel["title"].startswith("Error ratio")
+    ]
+    assert len(panels) >= 2
+    for target in panels:
+        expr = target.expr
+        values = dashboard_values(target, fixture, instant=True) | {"env": fixture.healthy}
+        for name in sorted(values, key=len, reverse=True):
+            expr = expr.replace("$" + name, values[name])
+        result = query(client, expr, time=str(time.time_ns()))["result"]
+        assert result and all(float(s["value"][1]) == 0 for s in result), (target.id, result)
+
+
 def test_a_query_that_failed_before_its_intent_is_unclassified_in_every_rule_by_intent(
     client: httpx.Client, fixture: Fixture, loki_rule: Any
 ) -> None:

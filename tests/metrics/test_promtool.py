@@ -81,18 +81,31 @@ def test_alertmanager_routes_critical_alerts_to_email_too(labels: list[str], rec
         *labels)  # fmt: skip
 
 
-def test_the_slack_title_names_what_tells_two_alerts_of_a_kind_apart(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ({"alertname": "QuerylogSinkDroppingEvents", "sink": "parquet", "reason": "corrupt_line"},
+         "[FIRING] QuerylogSinkDroppingEvents (sink parquet) (reason corrupt_line)"),
+        # The Loki ruler's alerts are per env; staging's and prod's were grouped into one message, titled alike.
+        ({"alertname": "QuerylogRefundWordSpike", "env": "prod", "source": "loki"},
+         "[FIRING] QuerylogRefundWordSpike (env prod)"),
+    ],
+)  # fmt: skip
+def test_the_slack_title_names_what_tells_two_alerts_of_a_kind_apart(
+    tmp_path: Path, labels: dict[str, str], expected: str
+) -> None:
     """Two `QuerylogProjectionSilent` messages (parquet, stdout) had one title: only an intent was named in it."""
     import json
 
     amtool = tool("amtool")
     (title,) = {c["title"] for r in load(ALERTMANAGER_CONFIG)["receivers"] for c in r.get("slack_configs", [])}
     (tmp_path / "none.tmpl").write_text("")
-    labels = {"alertname": "QuerylogSinkDroppingEvents", "sink": "parquet", "reason": "corrupt_line"}
     (tmp_path / "data.json").write_text(json.dumps({"status": "firing", "commonLabels": labels, "alerts": []}))
     rendered = run(amtool, "template", "render", f"--template.glob={tmp_path / 'none.tmpl'}",
                    f"--template.data={tmp_path / 'data.json'}", f"--template.text={title}")  # fmt: skip
-    assert rendered.stdout.strip() == "[FIRING] QuerylogSinkDroppingEvents (sink parquet) (reason corrupt_line)"
+    assert rendered.stdout.strip() == expected
+    # What the title tells apart, Alertmanager keeps apart: one notification each.
+    assert set(labels) - {"alertname", "source", "reason"} <= set(load(ALERTMANAGER_CONFIG)["route"]["group_by"])
 
 
 # -- consistency, read from the YAML ----------------------------------------------------------------------

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -15,6 +14,7 @@ from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from tests.support.http_server import serving
 
 from querylog.config import Settings
 from querylog.logging.redaction import default_redactor
@@ -257,15 +257,8 @@ class _OtlpRecorder(BaseHTTPRequestHandler):
 @pytest.fixture
 def fake_langfuse() -> Iterator[tuple[str, list[tuple[str, str | None, int]]]]:
     received: list[tuple[str, str | None, int]] = []
-    handler = type("Handler", (_OtlpRecorder,), {"received": received})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", received
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(type("Handler", (_OtlpRecorder,), {"received": received})) as url:
+        yield url, received
 
 
 def test_the_app_traces_to_the_langfuse_host_in_its_environment(

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             except ValueError as exc:
                 shown = shown_url(args.metrics_url)
                 print(
-                    f"querylog reconcile: {shown} is not a Prometheus /metrics page: {str(exc)[:200]}", file=sys.stderr
+                    f"querylog reconcile: {shown} is not querylog's /metrics page: {str(exc)[:200]}", file=sys.stderr
                 )
                 return 2
         if settings.loki_url:
