@@ -318,7 +318,7 @@ def query_overview() -> Dashboard:
     active = f"sum({one_fold('querylog_active_queries')})"
     cache_hits = fold_rate("querylog_cache_requests_total", 'result="hit"')
     rate_by_intent = (
-        f"sum by (intent) (rate({stream('intent_classified')} | json intent | {INTENT_FILTER} [$__auto]))"
+        f"sum by (intent) (rate({stream(events=FINISHED)} | json intent | {INTENT_FILTER} [$__auto]))"
     )
     sessions = f"count(sum by (session_id) (count_over_time({stream('query_received')} [$__auto])))"
     by_intent = 'intent=~"$intent"'
@@ -347,7 +347,8 @@ def query_overview() -> Dashboard:
             ]),
             Row("Traffic", 8, [
                 loki("Query rate by intent", "timeseries", Target(rate_by_intent, "{{intent}}"), unit="reqps",
-                     description="intent_classified events per second, by intent (Loki)."),
+                     description="Finished queries (completed or failed) per second, by intent; one that failed before "
+                     "its intent is unclassified (Loki; querylog_queries_total counts the same)."),
                 prom("Query rate by status", "timeseries",
                      Target(rate_prom("querylog_queries_total", "status", by_intent), "{{status}}"), unit="reqps",
                      description="querylog_queries_total by status (Prometheus)."),
