@@ -158,7 +158,13 @@ def langfuse_settings(environ: Mapping[str, str]) -> dict[str, str] | None:
             f"Langfuse tracing needs {', '.join(values)}; {', '.join(missing)} not set. "
             "Set them all to trace queries, or unset the others."
         )
+    _check_host(values[ENV_HOST])  # as LangfuseTracing will: `querylog config` refuses what `serve` would
     return values
+
+
+def _check_host(host: str) -> None:
+    if not re.match(r"^https?://[^\s/]+", host):
+        raise ValueError(f"{ENV_HOST} must be an http(s) URL like https://cloud.langfuse.com; got {host!r}")
 
 
 class LangfuseTracing:
@@ -188,8 +194,7 @@ class LangfuseTracing:
     ) -> None:
         if not public_key.strip() or not secret_key.strip():
             raise ValueError(f"Langfuse needs both keys: set {ENV_PUBLIC_KEY} and {ENV_SECRET_KEY} (pk-lf-…, sk-lf-…)")
-        if not re.match(r"^https?://[^\s/]+", host):
-            raise ValueError(f"{ENV_HOST} must be an http(s) URL like https://cloud.langfuse.com; got {host!r}")
+        _check_host(host)
         if export_timeout_s < 1:
             raise ValueError(f"export_timeout_s must be >= 1 second, got {export_timeout_s}")
         self.host = host.rstrip("/")

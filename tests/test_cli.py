@@ -188,6 +188,7 @@ def test_a_home_without_a_lake_is_named_not_read_as_no_data(
         ("LANGFUSE_HOST", "http://127.0.0.1:9", "LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY not set"),
         ("QUERYLOG_LLM_BASE_URL", "http://127.0.0.1:9", "QUERYLOG_LLM_MODEL must name the model"),
         ("QUERYLOG_LLM_BASE_URL", "ftp://x", "QUERYLOG_LLM_BASE_URL must be an http(s) URL"),
+        ("LANGFUSE_HOST", "nohost", "LANGFUSE_HOST must be an http(s) URL"),  # with both keys set, below
     ],
 )
 def test_a_bad_llm_or_langfuse_setting_is_a_configuration_error_not_a_traceback(
@@ -200,6 +201,9 @@ def test_a_bad_llm_or_langfuse_setting_is_a_configuration_error_not_a_traceback(
 ) -> None:
     monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path / "home"))
     monkeypatch.setenv(variable, value)
+    if value == "nohost":
+        monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", "pk-lf-1")
+        monkeypatch.setenv("LANGFUSE_SECRET_KEY", "sk-lf-1")
     assert main(["serve", "--port", str(free_port())]) == 2
     err = capsys.readouterr().err
     assert err.startswith("querylog: configuration error: ") and named in err and "Traceback" not in err
@@ -659,3 +663,23 @@ def test_an_empty_home_is_refused_not_taken_for_the_default(
     """`--home ""` (an unset shell variable) ran the command on QUERYLOG_HOME, or ./.querylog, without a word."""
     assert main(["--home", given, "sql", "select 1"]) == 2
     assert "--home is empty" in capsys.readouterr().err
+
+
+def test_a_path_this_user_may_not_read_is_a_sentence_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A log directory of another user (mode 700) ended `reconcile` and `project --once` in a PermissionError
+    traceback, exit 1. (Root reads everything, so the refusal is raised where the log is read.)"""
+    import querylog.reconcile
+
+    home = tmp_path / "home"
+    (home / "log").mkdir(parents=True)
+    denied = home / "log" / "erased-segments"
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(denied))
+
+    monkeypatch.setattr(querylog.reconcile, "reconcile", refuse)
+    assert main(["--home", str(home), "reconcile"]) == 2
+    err = capsys.readouterr().err
+    assert f"querylog reconcile: this user cannot use {denied} (Permission denied)" in err and "Traceback" not in err

@@ -86,6 +86,12 @@ def test_querylog_loki_url_wins_over_loki_url() -> None:
         ({"LOKI_URL": "http://a:3100", "QUERYLOG_LOKI_TENANT": "x\ny"}, "QUERYLOG_LOKI_TENANT holds"),
         ({"LOKI_URL": "http://a:3100", "QUERYLOG_LOKI_TENANT": "a b"}, "QUERYLOG_LOKI_TENANT holds"),
         ({"LOKI_URL": "http://a:3100", "QUERYLOG_LOKI_TOKEN": "abc\r"}, "QUERYLOG_LOKI_TOKEN holds"),
+        # Taken, then no client could authenticate (a header cannot carry the \r; "Bearer tok" is not "tok\r").
+        ({"QUERYLOG_INGEST_TOKEN": "tok\r"}, "QUERYLOG_INGEST_TOKEN holds '.r' at position 3"),
+        ({"QUERYLOG_INGEST_TOKEN": "   "}, "QUERYLOG_INGEST_TOKEN holds ' ' at position 0: .* one word"),
+        # Taken, then the projector child (the lake's projection with it) crashed on it, again and again.
+        ({"QUERYLOG_LOKI_CA_FILE": __file__}, "QUERYLOG_LOKI_CA_FILE .* holds no CA certificate"),
+        ({"QUERYLOG_LOKI_CA_FILE": str(Path(__file__).parent)}, "QUERYLOG_LOKI_CA_FILE .* is a directory"),
     ],
 )
 def test_bad_values_raise_one_error_naming_the_variable(env: dict[str, str], variable: str) -> None:

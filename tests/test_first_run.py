@@ -123,6 +123,18 @@ def test_piped_serve_demo_prints_json_lines_one_per_event(tmp_path: Path) -> Non
     assert "querylog ui" in proc.stderr
 
 
+def test_a_demo_run_whose_every_query_failed_exits_1(tmp_path: Path) -> None:
+    """With an LLM endpoint nothing listens on, every demo query failed (502) and `--exit-after-demo` exited 0: a
+    script could not tell it from a working service (`querylog demo` exits 1 then)."""
+    llm = {"QUERYLOG_LLM_BASE_URL": f"http://127.0.0.1:{free_port()}/v1", "QUERYLOG_LLM_MODEL": "m"}
+    proc = subprocess.run(
+        [QUERYLOG, "serve", "--port", str(free_port()), "--demo", "3", "--exit-after-demo"],
+        env={**_env(), **llm}, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "0 answered" in proc.stderr and "every demo query failed" in proc.stderr
+
+
 class _Out:
     def __init__(self) -> None:
         self.text = ""

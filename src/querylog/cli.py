@@ -213,6 +213,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`| head`): what it wanted was written; no traceback
         _silence_stdout()
         return 141  # 128 + SIGPIPE, as a shell reports a command cut off by a closed pipe
+    except PermissionError as exc:  # a file or directory of the data directory this user may not read or write
+        print(
+            f"querylog {args.command}: this user cannot use {exc.filename} ({exc.strerror}): run as the user that "
+            "owns the data directory, or give this one access",
+            file=sys.stderr,
+        )
+        return 2
     except (IsADirectoryError, NotADirectoryError, FileExistsError) as exc:  # a file where a directory belongs
         print(
             f"querylog {args.command}: {exc.filename} is not what querylog keeps there ({exc.strerror}): move it "

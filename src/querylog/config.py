@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import ssl
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -138,7 +139,10 @@ class Settings:
     )
     parquet_interval_s: float = field(
         default=1.0,
-        metadata={"env": "QUERYLOG_PARQUET_INTERVAL_S", "doc": "Parquet batch interval: freshness of the lake"},
+        metadata={
+            "env": "QUERYLOG_PARQUET_INTERVAL_S",
+            "doc": "longest wait of the Parquet projection between batches; a new event wakes it sooner",
+        },
     )
     parquet_batch_events: int = field(
         default=100_000, metadata={"env": "QUERYLOG_PARQUET_BATCH_EVENTS", "doc": "most events in one Parquet batch"}
@@ -491,15 +495,23 @@ class Settings:
             ("loki_username", "QUERYLOG_LOKI_USERNAME"),
             ("loki_password", "QUERYLOG_LOKI_PASSWORD"),
             ("loki_token", "QUERYLOG_LOKI_TOKEN"),
+            ("ingest_token", "QUERYLOG_INGEST_TOKEN"),
         ):
             if (raw := get(var)) is not None:
-                # Sent as a header on every push: a control character (a .env saved with Windows line ends) fails
-                # each one, and a tenant is one word (Loki's tenant ids take no whitespace).
-                bad = re.search(r"[\x00-\x1f\x7f]" if key != "loki_tenant" else r"[\x00-\x20\x7f]", raw)
+                # Sent (or, the ingest token, compared with what is sent) as a header: a control character (a .env
+                # saved with Windows line ends) fails each request, and a tenant or a bearer token is one word.
+                one_word = key in ("loki_tenant", "ingest_token")
+                bad = re.search(r"[\x00-\x20\x7f]" if one_word else r"[\x00-\x1f\x7f]", raw)
                 if bad is not None:
+                    hint = (
+                        "a .env saved with Windows line ends?"
+                        if bad.group() == "\r"
+                        else "it must be one word"
+                        if one_word
+                        else "no control character"
+                    )
                     raise ConfigError(
-                        f"{var} holds {bad.group()!r} at position {bad.start()}: a header cannot carry it "
-                        "(a .env saved with Windows line ends?)"
+                        f"{var} holds {bad.group()!r} at position {bad.start()}: a header cannot carry it ({hint})"
                     )
                 values[key] = raw
         if "loki_token" in values and ("loki_username" in values or "loki_password" in values):
@@ -507,9 +519,17 @@ class Settings:
         if ("loki_username" in values) != ("loki_password" in values):
             raise ConfigError("QUERYLOG_LOKI_USERNAME and QUERYLOG_LOKI_PASSWORD go together: set both or neither")
         if (raw := get("QUERYLOG_LOKI_CA_FILE")) is not None:
-            if not Path(raw).expanduser().is_file():
-                raise ConfigError(f"QUERYLOG_LOKI_CA_FILE must name a readable PEM file; {raw!r} does not exist")
-            values["loki_ca_file"] = Path(raw).expanduser()
+            path = Path(raw).expanduser()
+            if not path.is_file():
+                what = "is a directory" if path.is_dir() else "does not exist"
+                raise ConfigError(f"QUERYLOG_LOKI_CA_FILE must name a readable PEM file; {raw!r} {what}")
+            try:
+                ssl.create_default_context(cafile=str(path))  # as the Loki client will, so that a bad one stops here
+            except (ssl.SSLError, OSError) as exc:
+                raise ConfigError(
+                    f"QUERYLOG_LOKI_CA_FILE {raw!r} holds no CA certificate Python's ssl can load (PEM): {exc}"
+                ) from None
+            values["loki_ca_file"] = path
         if (raw := get("QUERYLOG_LOKI_INSECURE_SKIP_VERIFY")) is not None:
             values["loki_insecure_skip_verify"] = _bool("QUERYLOG_LOKI_INSECURE_SKIP_VERIFY", raw)
         if values.get("loki_insecure_skip_verify") and "loki_ca_file" in values:
@@ -527,8 +547,6 @@ class Settings:
                     f"with __; got {raw!r}"
                 )
             values["metrics_namespace"] = raw
-        if (raw := get("QUERYLOG_INGEST_TOKEN")) is not None:
-            values["ingest_token"] = raw
         if (raw := get("QUERYLOG_USER_ID_SALT")) is not None:
             values["user_id_salt"] = raw
         if (raw := get("QUERYLOG_REDACT_EXTRA")) is not None:

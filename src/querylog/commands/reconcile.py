@@ -55,6 +55,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "of a window; compare them without --since",
             file=sys.stderr,
         )
+    metrics_url = None if since is not None else args.metrics_url  # left out: not read either
     metrics_text = None
     loki = None
     max_age_s = None
@@ -62,12 +63,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"querylog reconcile: --metrics-url must be an http(s) URL; got {args.metrics_url!r}", file=sys.stderr)
         return 2
     try:
-        if args.metrics_url:
-            metrics_text = httpx.get(args.metrics_url, timeout=10).raise_for_status().text
+        if metrics_url:
+            metrics_text = httpx.get(metrics_url, timeout=10).raise_for_status().text
             try:
                 count_metrics(metrics_text, settings.metrics_namespace)
             except ValueError as exc:
-                shown = shown_url(args.metrics_url)
+                shown = shown_url(metrics_url)
                 print(
                     f"querylog reconcile: {shown} is not querylog's /metrics page: {str(exc)[:200]}", file=sys.stderr
                 )

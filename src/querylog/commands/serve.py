@@ -11,10 +11,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from querylog.commands import EXIT_PORT_TAKEN, count, port_unavailable
 from querylog.config import Settings
+
+if TYPE_CHECKING:
+    from querylog.service.demo import DemoReport
 
 
 def add_parser(sub: Any) -> None:
@@ -71,8 +74,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     app = create_app(settings)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
+    demo: list[DemoReport] = []  # the demo's report, once it ran
     if args.demo > 0:
-        threading.Thread(target=_demo_then_guide, args=(server, args, settings), daemon=True).start()
+        threading.Thread(target=_demo_then_guide, args=(server, args, settings, demo), daemon=True).start()
     else:
         print(f"querylog: serving on http://{args.host}:{args.port} (Ctrl-C to stop)", file=sys.stderr)
     # uvicorn drains on SIGTERM, restores the previous handler and raises the signal again. With this no-op
@@ -85,6 +89,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             raise
         print("querylog serve: the service did not start (the error above says why)", file=sys.stderr)
         return 1
+    if args.exit_after_demo and demo and demo[0].sent and demo[0].failed == demo[0].sent:
+        print("querylog serve: every demo query failed (the summary above says how)", file=sys.stderr)
+        return 1  # as `querylog demo` says it: a script must not read this run as a working service
     return 0 if server.started or args.exit_after_demo else 1
 
 
@@ -100,7 +107,7 @@ def _blocked(settings: Settings) -> str | None:
     return None
 
 
-def _demo_then_guide(server: Any, args: argparse.Namespace, settings: Settings) -> None:
+def _demo_then_guide(server: Any, args: argparse.Namespace, settings: Settings, done: list[DemoReport]) -> None:
     from querylog.logging.parquet import ParquetSink
     from querylog.logging.projection import CheckpointFile
     from querylog.logging.sinks import stdout_style
@@ -116,6 +123,7 @@ def _demo_then_guide(server: Any, args: argparse.Namespace, settings: Settings) 
     echo = settings.stdout_events and stdout_style(settings.stdout_format) == "console"
     # A console echo prints a line per query: a progress bar drawn between them would only garble both.
     report = run_demo(url, queries=args.demo, progress=None if echo else sys.stderr)
+    done.append(report)
     runtime = server.config.app.state.querylog
     runtime.log.flush()
     runtime.wake_projections()
