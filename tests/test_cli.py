@@ -683,3 +683,25 @@ def test_a_path_this_user_may_not_read_is_a_sentence_naming_it(
     assert main(["--home", str(home), "reconcile"]) == 2
     err = capsys.readouterr().err
     assert f"querylog reconcile: this user cannot use {denied} (Permission denied)" in err and "Traceback" not in err
+
+
+def test_a_lake_partition_this_user_may_not_list_is_named_not_read_as_no_events(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An hour directory of another user (mode 700): the lake read as "no events yet", exit 0 (DuckDB's glob skips
+    it too, so with other hours readable the counts would have been short without a word). Root lists everything:
+    the refusal is raised where the directory is listed."""
+    import os
+
+    (hour,) = {p.parent for p in (home / "lake" / "events").rglob("*.parquet")}
+    listing = os.scandir
+
+    def scandir(path: object = ".") -> object:
+        if Path(str(path)) == hour:
+            raise PermissionError(13, "Permission denied", str(hour))
+        return listing(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert main(["sql", "select count(*) from queries"]) == 2
+    err = capsys.readouterr().err
+    assert f"this user cannot use {hour} (Permission denied)" in err and "no events" not in err

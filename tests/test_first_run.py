@@ -133,6 +133,7 @@ def test_a_demo_run_whose_every_query_failed_exits_1(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr
     assert "0 answered" in proc.stderr and "every demo query failed" in proc.stderr
+    assert "answered, by intent: -\n" in proc.stderr  # a blank list read as a cut-off line
 
 
 class _Out:

@@ -11,7 +11,6 @@ import pytest
 from tests.support.loki_entries import entry_of
 
 from querylog.cli import main
-from querylog.commands.replay import parse_since
 from querylog.config import ConfigError, Settings
 from querylog.logging.events import QueryCompleted, QueryReceived
 from querylog.logging.segments import EventLog
@@ -51,8 +50,10 @@ def test_no_url_no_loki_projection(tmp_path: Path) -> None:
 
 
 def test_loki_options_are_read_from_the_environment(tmp_path: Path) -> None:
+    import certifi  # httpx's CA bundle: a file of real certificates, as QUERYLOG_LOKI_CA_FILE must name
+
     ca = tmp_path / "ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    ca.write_bytes(Path(certifi.where()).read_bytes())
     s = Settings.from_env(
         {
             "QUERYLOG_LOKI_URL": "https://loki.example:3100",
@@ -140,8 +141,9 @@ def test_replay_loki_without_a_url_or_with_a_bad_since_explains(
     assert main(["--home", str(tmp_path), "replay", "loki"]) == 2
     assert "set QUERYLOG_LOKI_URL" in capsys.readouterr().err
     monkeypatch.setenv("QUERYLOG_LOKI_URL", "http://127.0.0.1:9")
-    assert main(["--home", str(tmp_path), "replay", "loki", "--since", "yesterday"]) == 2
-    assert "--since must be a duration" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        main(["--home", str(tmp_path), "replay", "loki", "--since", "yesterday"])
+    assert refused.value.code == 2 and "argument --since: expected a duration" in capsys.readouterr().err
 
 
 def test_replay_loki_reports_an_unreachable_loki(
@@ -163,14 +165,22 @@ def test_replay_loki_reports_an_unreachable_loki(
     assert "stopped after reading 1 events, 0 of them sent to Loki" in err and "unreachable" in err
 
 
-def test_parse_since() -> None:
-    now = datetime(2026, 11, 24, 12, tzinfo=UTC)
-    assert parse_since("90m", now) == now - timedelta(minutes=90)
-    assert parse_since("2d", now) == now - timedelta(days=2)
-    assert parse_since("2026-11-20T09:00:00Z", now) == datetime(2026, 11, 20, 9, tzinfo=UTC)
-    assert parse_since("2026-11-20T09:00", now) == datetime(2026, 11, 20, 9, tzinfo=UTC)
-    with pytest.raises(ValueError, match="duration"):
-        parse_since("soon", now)
+def test_replay_loki_takes_since_as_the_other_commands_do(
+    loki_url: tuple[RecordedLoki, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It parsed --since its own way: a time in the future was taken (exit 0, "0 lines sent"), where report, search
+    and reconcile refuse it."""
+    monkeypatch.setenv("QUERYLOG_LOKI_URL", loki_url[1])
+    monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "log").mkdir(parents=True)
+    with pytest.raises(SystemExit) as refused:
+        main(["replay", "loki", "--since", "2999-01-01"])
+    assert refused.value.code == 2 and "'2999-01-01' is in the future" in capsys.readouterr().err
+    for since in ("90m", "2d", "2026-11-20T09:00:00Z", "2026-11-20"):
+        assert main(["replay", "loki", "--since", since]) == 0, since
 
 
 def test_replay_metrics_equals_the_live_metrics_of_the_same_log(

@@ -5,6 +5,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 #: In `--help` order. Heavy imports (DuckDB, uvicorn, Streamlit) happen inside each command's `run`.
@@ -89,7 +90,7 @@ def lake_missing(lake: object, command: str, *, given_as: str = HOME_OPTION) -> 
     if not isinstance(lake, Path) and not (isinstance(lake, str) and "://" not in lake):
         return False
     events = Path(lake) / "events"
-    if events.is_dir() and next(events.rglob("*.parquet"), None) is not None:
+    if events.is_dir() and _holds_parquet(events):
         return False
     print(
         f"querylog {command}: no events in the lake at {lake} yet: is {given_as} right? "
@@ -97,6 +98,30 @@ def lake_missing(lake: object, command: str, *, given_as: str = HOME_OPTION) -> 
         file=sys.stderr,
     )
     return True
+
+
+def since_argument(text: str) -> datetime:
+    """``--since``, as every command takes it: a duration back from now or an ISO date or time, not in the future
+    (`querylog.analytics.queries.parse_since`); argparse's own error when it is none of these."""
+    from querylog.analytics.queries import parse_since
+
+    try:
+        return parse_since(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _holds_parquet(events: Path) -> bool:
+    """Whether `events` holds a Parquet file. Every directory is listed: one this user may not read raises
+    PermissionError (the CLI names it), where a glob (DuckDB's too) would skip it and read as fewer events."""
+
+    def refuse(exc: OSError) -> None:
+        raise exc
+
+    found = False
+    for _root, _dirs, files in os.walk(events, onerror=refuse):
+        found = found or any(name.endswith(".parquet") for name in files)
+    return found
 
 
 #: A server command's exit code when its port is taken (`make run` says how to choose another); any other reason it

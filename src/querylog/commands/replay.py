@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from querylog.commands import HOME_OPTION, lake_missing
-from querylog.config import ConfigError, Settings, duration_seconds
+from querylog.commands import HOME_OPTION, lake_missing, since_argument
+from querylog.config import Settings
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -40,7 +40,9 @@ def add_parser(sub: Any) -> None:
     )
     loki.add_argument(
         "--since",
-        help="start of the window: a duration back from now (30m, 6h, 2d, 1w) or an ISO 8601 time "
+        type=since_argument,
+        metavar="WHEN",
+        help="start of the window: a duration back from now (30m, 6h, 2d, 1w) or an ISO date or time "
         "(2026-11-20T09:00:00Z); default: the whole log",
     )
     _source_option(loki)
@@ -109,21 +111,6 @@ def _say_if_missing(source: str, settings: Settings, command: str) -> bool:
     return False
 
 
-def parse_since(raw: str, now: datetime) -> datetime:
-    """``"2h"`` → two hours before `now`; an ISO 8601 time (UTC unless it says otherwise) as itself."""
-    try:
-        return now - timedelta(seconds=duration_seconds("--since", raw))
-    except ConfigError:
-        pass
-    try:
-        moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"--since must be a duration like 30m, 6h, 2d, 1w or an ISO time like 2026-11-20T09:00:00Z; got {raw!r}"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def run_loki(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.logging.projection import Batch, SinkError
     from querylog.logging.redaction import shown_url
@@ -134,11 +121,7 @@ def run_loki(args: argparse.Namespace, settings: Settings) -> int:
         print("querylog replay loki: no Loki configured; set QUERYLOG_LOKI_URL (or LOKI_URL)", file=err)
         return 2
     now = datetime.now(UTC)
-    try:
-        since = parse_since(args.since, now) if args.since else None
-    except ValueError as exc:
-        print(f"querylog replay loki: {exc}", file=err)
-        return 2
+    since: datetime | None = args.since
     window = f"since {since.isoformat()}" if since else "the whole log"
     print(
         f"querylog replay loki: pushing {window} to {shown_url(settings.loki_url)} "
@@ -233,7 +216,7 @@ def run_parquet(args: argparse.Namespace, settings: Settings) -> int:
     merge = " Run `querylog compact` to merge them." if report.files_after > 1 else ""
     print(
         f"querylog replay parquet: done in {report.seconds:.1f} s. The lake holds {report.events_after} events in "
-        f"{report.files_after} files (it held {report.events_before}).{merge}",
+        f"{report.files_after} file{'s' if report.files_after != 1 else ''} (it held {report.events_before}).{merge}",
         file=err,
     )
     if report.unreadable:

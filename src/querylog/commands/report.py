@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from querylog.commands import lake_missing, unreadable_file
+from querylog.commands import lake_missing, since_argument, unreadable_file
 from querylog.config import Settings
-
-
-def _since(text: str) -> datetime:
-    from querylog.analytics.queries import parse_since
-
-    try:
-        return parse_since(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_parser(sub: Any) -> None:
@@ -31,7 +21,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--since",
-        type=_since,
+        type=since_argument,
         default="7d",
         metavar="WHEN",
         help="window start: a duration back from now (30m, 12h, 7d, 2w) or an ISO date (2025-01-31); default 7d",

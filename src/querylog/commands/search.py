@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from querylog.commands import lake_missing, unreadable_file
+from querylog.commands import lake_missing, since_argument, unreadable_file
 from querylog.config import Settings
 
 if TYPE_CHECKING:
@@ -16,15 +15,6 @@ if TYPE_CHECKING:
     from querylog.analytics.upkeep import LakeSearch
 
 FORMATS = ("table", "json")
-
-
-def _since(text: str) -> datetime:
-    from querylog.analytics.queries import parse_since
-
-    try:
-        return parse_since(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _limit(text: str) -> int:
@@ -59,7 +49,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--intent", help="only queries with this intent, e.g. stock_analysis")
     p.add_argument(
         "--since",
-        type=_since,
+        type=since_argument,
         metavar="WHEN",
         help="only queries since: a duration back from now (30m, 12h, 7d, 2w) or an ISO date (2025-01-31)",
     )

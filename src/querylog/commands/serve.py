@@ -185,7 +185,7 @@ def _guide(url: str, report: Any, settings: Settings, *, running: bool = True) -
             break
         parts.append(f"{name} {n}")
     left = len(ranked) - len(parts)
-    intents = ", ".join(parts) + ((", " if parts else "") + f"{left} more" if left else "")
+    intents = ", ".join(parts) + ((", " if parts else "") + f"{left} more" if left else "") or "-"
     from querylog.logging.redaction import shown_url
 
     path, q = _command()
