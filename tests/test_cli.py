@@ -189,6 +189,8 @@ def test_a_home_without_a_lake_is_named_not_read_as_no_data(
         ("QUERYLOG_LLM_BASE_URL", "http://127.0.0.1:9", "QUERYLOG_LLM_MODEL must name the model"),
         ("QUERYLOG_LLM_BASE_URL", "ftp://x", "QUERYLOG_LLM_BASE_URL must be an http(s) URL"),
         ("LANGFUSE_HOST", "nohost", "LANGFUSE_HOST must be an http(s) URL"),  # with both keys set, below
+        # serve logged `aliases_refused` and ran on, its reformulation counts by company gone without a word.
+        ("QUERYLOG_ALIASES", "/nonexistent/aliases.csv", "QUERYLOG_ALIASES: the alias file cannot be used"),
     ],
 )
 def test_a_bad_llm_or_langfuse_setting_is_a_configuration_error_not_a_traceback(

@@ -49,7 +49,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         try:
             load_aliases(settings.aliases_path)
         except (AliasError, OSError) as exc:
-            print(f"querylog config: QUERYLOG_ALIASES: the alias file cannot be used: {exc}", file=sys.stderr)
+            print(
+                f"querylog config: configuration error: QUERYLOG_ALIASES: the alias file cannot be used: {exc}",
+                file=sys.stderr,
+            )
             return 2
     return 0
 

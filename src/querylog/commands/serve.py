@@ -71,6 +71,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if rebuild_running(settings):
         print(f"querylog serve: {REBUILD_RUNNING}", file=sys.stderr)
         return 2
+    settings.company_names(strict=True)  # an alias file that does not load stops the start (ConfigError), named
     app = create_app(settings)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
