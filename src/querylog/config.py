@@ -31,6 +31,12 @@ class ConfigError(ValueError):
     """A setting has a value querylog cannot use. The message names the variable and what it accepts."""
 
 
+def alias_setting(raw: str) -> str:
+    """A QUERYLOG_ALIASES (or ``search --aliases``) value as it is kept: ``off`` and ``starter`` in any case (OFF is
+    off, not a file named OFF), anything else a path as given."""
+    return raw.lower() if raw.lower() in ("off", "starter") else raw
+
+
 def _bool(name: str, raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -597,7 +603,7 @@ class Settings:
             values["prices_file"] = Path(raw).expanduser()
         if (raw := get("QUERYLOG_ALIASES")) is not None:
             raw = raw.strip() or "starter"
-            values["aliases"] = raw.lower() if raw.lower() in ("off", "starter") else raw  # OFF is off, not a path
+            values["aliases"] = alias_setting(raw)
         if (raw := get("QUERYLOG_STDOUT_FORMAT")) is not None:
             if raw not in STDOUT_FORMATS:
                 raise ConfigError(f"QUERYLOG_STDOUT_FORMAT must be auto, json or console; got {raw!r}")

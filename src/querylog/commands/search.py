@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from querylog.commands import lake_missing, since_argument, unreadable_file
-from querylog.config import Settings
+from querylog.config import Settings, alias_setting
 
 if TYPE_CHECKING:
     from querylog.analytics.catalog import Catalog
@@ -45,7 +45,7 @@ def add_parser(sub: Any) -> None:
         "how many of the words start a word of the text; -1, -2 and -3 for the tiers below (--explain says why).",
     )
     p.add_argument("text", help='what to look for, e.g. "네이버 주가"')
-    p.add_argument("--limit", "-n", type=_limit, default=10, help="most results (default: 10)")
+    p.add_argument("--limit", "-n", type=_limit, default=10, help="most results, 1-10000 (default: 10)")
     p.add_argument("--intent", help="only queries with this intent, e.g. stock_analysis")
     p.add_argument(
         "--since",
@@ -100,7 +100,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 1  # nothing to search, and no index to make in a directory that may be a typo
     configure_structlog(stream=sys.stderr)  # stdout carries the results only
     try:
-        aliases = _aliases(settings if args.aliases is None else dataclasses.replace(settings, aliases=args.aliases))
+        chosen = (
+            settings if args.aliases is None else dataclasses.replace(settings, aliases=alias_setting(args.aliases))
+        )
+        aliases = _aliases(chosen)
     except (AliasError, OSError) as exc:
         print(f"querylog search: the alias file cannot be used: {exc}", file=sys.stderr)
         return 2
