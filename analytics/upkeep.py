@@ -41,7 +41,6 @@ import os
 import re
 import shutil
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -82,7 +81,6 @@ __all__ = [
     "SearchHitLike",
     "SearchIndexLike",
     "SearchUnavailableError",
-    "UpkeepBusyError",
     "UpkeepError",
     "apply_retention",
     "built_search_fields",
@@ -121,10 +119,6 @@ _HOUR_RE: Final = re.compile(r"^hour=(\d{2})$")
 
 class UpkeepError(Exception):
     """Upkeep could not run; the message says why and what to do. The lake is left consistent."""
-
-
-class UpkeepBusyError(UpkeepError):
-    """Another compaction, retention run or erasure holds the lake's upkeep lock."""
 
 
 class _Journal(msgspec.Struct):
@@ -264,24 +258,17 @@ def _partitions(events_dir: Path) -> Iterator[HourPartition]:
 
 
 @contextmanager
-def _upkeep_lock(lake_dir: Path, wait_s: float = 0.0) -> Iterator[None]:
-    """One compaction, retention run or erasure per lake at a time; another one waits up to `wait_s`, then is
-    refused (`UpkeepBusyError`), not queued."""
+def _upkeep_lock(lake_dir: Path) -> Iterator[None]:
+    """One compaction or retention run per lake at a time; a second one is refused, not queued."""
     meta = lake_dir / "_querylog"
     meta.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + wait_s
     with (meta / "upkeep.lock").open("a") as fh:
-        while True:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise UpkeepBusyError(
-                        f"another compaction (`querylog compact`, or the housekeeping of a running `querylog serve` "
-                        f"or `project`), retention run or erasure is working on {lake_dir}; try again when it is done"
-                    ) from None
-                time.sleep(0.1)  # flock has no timeout of its own
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UpkeepError(
+                f"another `querylog compact` is working on {lake_dir}; try again when it is done"
+            ) from None
         try:
             yield
         finally:
@@ -301,11 +288,9 @@ class LakeCompactor:
         on_step: StepHook | None = None,
         compression: str = "zstd",
         drop: RowFilter | None = None,
-        lock_wait_s: float = 0.0,
     ) -> None:
         """`drop` (erasure): rows it marks are left out of every file this compactor writes, and a partition of
-        a single file is rewritten too (`rewrite`); `dropped` counts them. `lock_wait_s`: how long to wait for
-        another upkeep holding the lake (the service's housekeeping compacts it too) before `UpkeepBusyError`."""
+        a single file is rewritten too (`rewrite`); `dropped` counts them."""
         self.lake_dir = Path(lake_dir)
         self.events_dir = self.lake_dir / "events"
         self.work_dir = self.lake_dir / "_querylog" / "compact"
@@ -313,7 +298,6 @@ class LakeCompactor:
         self.on_step = on_step
         self.compression = compression
         self.drop = drop
-        self.lock_wait_s = lock_wait_s
         self.dropped = 0
 
     # -- planning ----------------------------------------------------------------------------------
@@ -342,7 +326,7 @@ class LakeCompactor:
         self, plan: Callable[[], Sequence[_Partition]], compact: Callable[[Any], int | None]
     ) -> CompactionReport:
         """Under the upkeep lock: repair, plan, then compact each partition with `compact`, reporting progress."""
-        with _upkeep_lock(self.lake_dir, self.lock_wait_s):
+        with _upkeep_lock(self.lake_dir):
             report = CompactionReport(recovered=self._recover_locked())
             todo = plan()
             for i, partition in enumerate(todo, 1):
@@ -398,7 +382,7 @@ class LakeCompactor:
         The ``hour`` partition value of the events in a day file is therefore not their hour (the catalog's
         `events` view drops it; use ``ts``).
         """
-        with _upkeep_lock(self.lake_dir, self.lock_wait_s):
+        with _upkeep_lock(self.lake_dir):
             return self._compact_day_locked(partition)
 
     def _compact_day_locked(self, partition: DayPartition) -> int | None:
@@ -488,12 +472,12 @@ class LakeCompactor:
 
     def compact(self, partition: HourPartition) -> int | None:
         """Compact one partition; the number of events in the merged file, or None if it changed meanwhile."""
-        with _upkeep_lock(self.lake_dir, self.lock_wait_s):
+        with _upkeep_lock(self.lake_dir):
             return self._compact_locked(partition)
 
     def recover(self) -> int:
         """Finish or undo compactions a crash interrupted; the number repaired."""
-        with _upkeep_lock(self.lake_dir, self.lock_wait_s):
+        with _upkeep_lock(self.lake_dir):
             return self._recover_locked()
 
     def _step(self, name: str, partition: HourPartition) -> None:

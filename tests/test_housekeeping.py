@@ -8,7 +8,6 @@ import os
 import time
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -237,65 +236,3 @@ def test_damaged_totals_are_counted_afresh_and_said_once(tmp_path: Path) -> None
         assert load_totals(settings).trimmed_segments == 0
     said = [e for e in logs if e["event"] == "housekeeping_totals_unreadable"]
     assert len(said) == 1 and said[0]["path"].endswith("housekeeping.json")
-
-
-def test_the_running_service_compacts_closed_hours_and_days(tmp_path: Path) -> None:
-    """`querylog compact` ran only when a person (or cron) ran it: under steady traffic the Parquet projection writes
-    a file a second, and after a day every query read tens of thousands of files."""
-    from datetime import UTC, datetime, timedelta
-
-    from querylog.logging.events import QueryReceived
-
-    earlier = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
-    for on in (True, False):
-        settings = Settings(home=tmp_path / str(on), stdout_events=False, lake_compact=on)
-        for batch in range(3):  # three projection batches into one hour, three files
-            with EventLog(settings.log_dir) as log:
-                for i in range(4):
-                    log.append(QueryReceived(query_id=f"q{batch}-{i}", query_text="삼성전자", ts=earlier))
-            _project(settings)
-        hour = settings.lake_dir / "events" / f"date={earlier:%Y-%m-%d}" / f"hour={earlier:%H}"
-        assert len(list(hour.glob("*.parquet"))) == 3
-        report = run_housekeeping(settings)
-        files = list((settings.lake_dir / "events").rglob("*.parquet"))
-        if on:
-            assert report.lake_partitions_compacted >= 1 and len(files) == 1
-        else:
-            assert report.lake_partitions_compacted == 0 and len(files) == 3
-        with Catalog(settings.lake_dir) as catalog:
-            assert catalog.query("select count(*) from events")[1] == [(12,)]
-
-
-def test_an_erasure_waits_for_a_compaction_at_work_instead_of_failing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With the service compacting the lake every round, an erasure that met the upkeep lock failed."""
-    import threading
-
-    import querylog.analytics.upkeep as upkeep
-    from querylog.analytics.upkeep import LakeCompactor, UpkeepBusyError
-
-    lake = tmp_path / "lake"
-    (lake / "events").mkdir(parents=True)
-    holding, release = threading.Event(), threading.Event()
-
-    def compaction_at_work() -> None:
-        with upkeep._upkeep_lock(lake):
-            holding.set()
-            release.wait(timeout=30)
-
-    worker = threading.Thread(target=compaction_at_work)
-    worker.start()
-    assert holding.wait(timeout=30)
-    with pytest.raises(UpkeepBusyError, match="the housekeeping of a running `querylog serve`"):
-        LakeCompactor(lake).recover()  # `querylog compact` by hand: refused at once, as before
-    waited: list[float] = []
-
-    def between_tries(seconds: float) -> None:  # the compaction ends while the erasure waits for the lock
-        waited.append(seconds)
-        release.set()
-        worker.join(timeout=30)
-
-    monkeypatch.setattr(upkeep.time, "sleep", between_tries)
-    assert LakeCompactor(lake, lock_wait_s=30).recover() == 0
-    assert waited, "the lock was free at the first try: nothing was waited for"

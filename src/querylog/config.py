@@ -238,16 +238,7 @@ class Settings:
         default=60.0,
         metadata={
             "env": "QUERYLOG_HOUSEKEEPING_INTERVAL_S",
-            "doc": "seconds between two rounds of log trimming, lake/search retention and lake compaction in the "
-            "running service",
-        },
-    )
-    lake_compact: bool = field(
-        default=True,
-        metadata={
-            "env": "QUERYLOG_LAKE_COMPACT",
-            "doc": "merge the lake's closed hours and days in each housekeeping round, as `querylog compact` does "
-            "(off: run it yourself, from cron); the Parquet projection writes a file a second under steady traffic",
+            "doc": "seconds between two rounds of log trimming and lake/search retention in the running service",
         },
     )
     metrics_snapshot_interval_s: float = field(
@@ -591,8 +582,6 @@ class Settings:
                 values[key] = raw.strip()
         if (raw := get("QUERYLOG_CAPTURE_ANSWERS")) is not None:
             values["capture_answers"] = _bool("QUERYLOG_CAPTURE_ANSWERS", raw)
-        if (raw := get("QUERYLOG_LAKE_COMPACT")) is not None:
-            values["lake_compact"] = _bool("QUERYLOG_LAKE_COMPACT", raw)
         if (raw := get("QUERYLOG_PRICES")) is not None:
             from querylog.logging.pricing import PriceTable, PriceTableError
 

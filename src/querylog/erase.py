@@ -239,8 +239,7 @@ def _erase_lake(
     hours not). Only those: a subject's event written after the erase began stays in the log, so in the lake too."""
     from querylog.analytics.upkeep import HourPartition, LakeCompactor
 
-    # The running service's housekeeping may be compacting the lake: wait for it rather than fail the erasure.
-    LakeCompactor(lake_dir, lock_wait_s=_UPKEEP_WAIT_S).recover()  # a rewrite a crash interrupted is settled first
+    LakeCompactor(lake_dir).recover()  # a rewrite a crash interrupted is finished (or undone) first
     hours = _lake_scan(lake_dir, subjects, event_ids).hours
     if not hours:
         return 0, set(), 0
@@ -251,15 +250,10 @@ def _erase_lake(
         lake_dir,
         drop=lambda table: _mask(table, subjects, event_ids),
         progress=lambda done, total, what: progress(f"lake [{done}/{total}] {what}"),
-        lock_wait_s=_UPKEEP_WAIT_S,
     )
     report = compactor.rewrite(partitions)
     skipped = {p for p in partitions if p.name in report.skipped}
     return compactor.dropped, {p.path for p in partitions if p not in skipped}, len(report.skipped)
-
-
-#: How long an erasure waits for a compaction at work on the lake (a day's merge takes seconds to a few minutes).
-_UPKEEP_WAIT_S = 600.0
 
 
 def _wait_for_parquet(settings: Settings, position: dict[str, int], timeout_s: float) -> bool:

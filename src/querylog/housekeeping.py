@@ -105,13 +105,10 @@ def log_holders(settings: Settings) -> list[Holder]:
 class HousekeepingReport:
     trim: TrimPlan
     lake_days_removed: list[str]
-    #: Hour and day partitions merged into one file each this round (`QUERYLOG_LAKE_COMPACT`).
-    lake_partitions_compacted: int = 0
 
 
 def run_housekeeping(settings: Settings, *, now: float | None = None) -> HousekeepingReport:
-    """One round: trim the log, apply lake and search-index retention, then compact the lake's closed hours and days
-    (`QUERYLOG_LAKE_COMPACT`). Call it holding the lock."""
+    """One round: trim the log, then apply lake and search-index retention. Call it holding the lock."""
     plan = trim_log(
         settings.log_dir,
         log_holders(settings),
@@ -135,7 +132,6 @@ def run_housekeeping(settings: Settings, *, now: float | None = None) -> Houseke
         for field in built_search_fields(settings.home):  # the questions' index and the answers'
             with contextlib.suppress(SearchUnavailableError):  # a build without the search module
                 LakeSearch(settings.home, field=field).remove_older_than(retained.boundary)
-    compacted = _compact_lake(settings, now) if settings.lake_compact else 0
     totals = load_totals(settings)
     totals.trimmed_segments += len(plan.delete)
     totals.trimmed_bytes += sum(s.size for s in plan.delete)
@@ -148,34 +144,7 @@ def run_housekeeping(settings: Settings, *, now: float | None = None) -> Houseke
     totals.runs += 1
     totals.last_run = time.time()
     atomic_write(_totals_path(settings), msgspec.json.encode(totals))
-    return HousekeepingReport(trim=plan, lake_days_removed=removed, lake_partitions_compacted=compacted)
-
-
-def _compact_lake(settings: Settings, now: float | None) -> int:
-    """Merge the lake's closed hours, then its closed days (`LakeCompactor`, safe beside readers and the Parquet
-    projection); the partitions merged. A `querylog compact`, an erasure or a rebuild at work on the lake holds its
-    upkeep lock: this round leaves the lake to it."""
-    if not (settings.lake_dir / "events").is_dir():
-        return 0
-    from querylog.analytics.upkeep import LakeCompactor, UpkeepBusyError
-
-    at = datetime.fromtimestamp(now, UTC) if now is not None else None
-    compactor = LakeCompactor(settings.lake_dir)
-    try:
-        hours = compactor.run(now=at)
-        days = compactor.run_days(now=at)
-    except UpkeepBusyError:
-        return 0
-    merged = hours.partitions + days.partitions
-    if merged:
-        _log.info(
-            "lake_compacted",
-            hours=hours.partitions,
-            days=days.partitions,
-            files_before=hours.files_before + days.files_before,
-            files_after=hours.files_after + days.files_after,
-        )
-    return merged
+    return HousekeepingReport(trim=plan, lake_days_removed=removed)
 
 
 class Housekeeper:
