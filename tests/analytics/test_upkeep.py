@@ -760,3 +760,30 @@ def test_a_day_file_takes_about_the_room_of_the_hour_files_it_replaces(
     (merged,) = day.rglob("*.parquet")
     assert merged.name.startswith(DAY_FILE_PREFIX)
     assert merged.stat().st_size <= before, (merged.stat().st_size, before)  # it was 1.10 times their size
+
+
+def test_an_hour_of_many_files_merges_with_few_open_into_whole_row_groups(
+    make_lake: Callable[..., SampleLake], tmp_path: Path
+) -> None:
+    """Under steady traffic the Parquet projection writes about a file a second. The merge opened every input at
+    once (past a service's 1,024 open files, `Too many open files` at every run) and wrote a row group per input,
+    thousands of tiny groups in the "compacted" hour."""
+    import os
+    import resource
+
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    sample = make_lake(tmp_path / "home", end=end, days=1, hours=(3,), per_hour=300, files_per_hour=300)
+    hours = {p.parent for p in _files(sample.lake)}
+    inputs = sum(n for h in hours if (n := len(list(h.glob("*.parquet")))) > 1)  # an hour of one file stays
+    assert max(len(list(h.glob("*.parquet"))) for h in hours) >= 250
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 64, hard))
+    try:
+        report = LakeCompactor(sample.lake).run(now=end + timedelta(days=2))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert report.files_before == inputs
+    for hour in hours:
+        (merged,) = hour.glob("*.parquet")
+        assert pq.ParquetFile(merged).metadata.num_row_groups == 1
+    assert _census(sample.lake)[0] == sample.events
