@@ -707,3 +707,20 @@ def test_a_lake_partition_this_user_may_not_list_is_named_not_read_as_no_events(
     assert main(["sql", "select count(*) from queries"]) == 2
     err = capsys.readouterr().err
     assert f"this user cannot use {hour} (Permission denied)" in err and "no events" not in err
+
+
+def test_a_permission_error_without_a_filename_still_names_what_was_refused(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pyarrow raises PermissionError(errno, message) with the path in the message only: "cannot use None"."""
+    import querylog.reconcile
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(
+            13, "Failed to open local file '/lake/part-1.parquet'. Detail: [errno 13] Permission denied"
+        )
+
+    monkeypatch.setattr(querylog.reconcile, "reconcile", refuse)
+    assert main(["reconcile"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot use [Errno 13] Failed to open local file '/lake/part-1.parquet'" in err and "None" not in err

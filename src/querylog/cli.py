@@ -215,8 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE, as a shell reports a command cut off by a closed pipe
     except PermissionError as exc:  # a file or directory of the data directory this user may not read or write
         print(
-            f"querylog {args.command}: this user cannot use {exc.filename} ({exc.strerror}): run as the user that "
-            "owns the data directory, or give this one access",
+            f"querylog {args.command}: this user cannot use "
+            + (f"{exc.filename} ({exc.strerror})" if exc.filename else str(exc))  # pyarrow's carry no filename
+            + ": run as the user that owns the data directory, or give this one access",
             file=sys.stderr,
         )
         return 2

@@ -173,17 +173,21 @@ def count_lake(settings: Settings, since: datetime | None) -> Counts:
 
 def count_metrics(exposition: str, namespace: str) -> Counts:
     """Counts from Prometheus text: ``<ns>_events_total{event_type}`` and ``<ns>_queries_total{intent}``.
-    `ValueError` if the text is no exposition, or not querylog's (neither family: another exporter's page, or another
-    namespace), which would read as every count missing."""
+    `ValueError` if the text is no exposition, not querylog's (neither family: another exporter's page, or another
+    namespace), or querylog's before its metrics fold published them (a server just started): each would read as
+    every count missing."""
     counts = Counts()
-    ours, families = False, {f"{namespace}_{name}" for name in ("events", "queries")}
+    ours, ours_elsewhere, families = False, False, {f"{namespace}_{name}" for name in ("events", "queries")}
     for family in text_string_to_metric_families(exposition):
         ours = ours or family.name.removesuffix("_total") in families
+        ours_elsewhere = ours_elsewhere or family.name.startswith(f"{namespace}_")
         for sample in family.samples:
             if sample.name == f"{namespace}_events_total":
                 counts.events[sample.labels["event_type"]] += int(sample.value)
             elif sample.name == f"{namespace}_queries_total":
                 counts.intents[sample.labels["intent"]] += int(sample.value)
+    if not ours and ours_elsewhere:  # a server that just started: its metrics fold publishes once it has read the log
+        raise ValueError(f"no {namespace}_events_total on it yet: the metrics are starting; try again in a moment")
     if not ours:
         raise ValueError(f"no {namespace}_events_total on it: not querylog's metrics, or another namespace")
     counts.events = Counter({k: v for k, v in counts.events.items() if v})

@@ -116,7 +116,8 @@ def _holds_parquet(events: Path) -> bool:
     PermissionError (the CLI names it), where a glob (DuckDB's too) would skip it and read as fewer events."""
 
     def refuse(exc: OSError) -> None:
-        raise exc
+        if not isinstance(exc, FileNotFoundError):  # gone meanwhile (a compaction's swap, retention): not a refusal
+            raise exc
 
     found = False
     for _root, _dirs, files in os.walk(events, onerror=refuse):

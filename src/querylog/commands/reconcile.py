@@ -70,7 +70,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             except ValueError as exc:
                 shown = shown_url(metrics_url)
                 print(
-                    f"querylog reconcile: {shown} is not querylog's /metrics page: {str(exc)[:200]}", file=sys.stderr
+                    f"querylog reconcile: {shown} cannot be compared: {str(exc)[:200]}", file=sys.stderr
                 )
                 return 2
         if settings.loki_url:
