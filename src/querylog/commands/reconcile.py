@@ -7,6 +7,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from querylog.commands import since_argument
 from querylog.config import Settings
 from querylog.logging.redaction import shown_url
 
@@ -24,7 +25,10 @@ def add_parser(sub: Any) -> None:
         "read one after another, differ by the events that arrived meanwhile: compare when it is quiet.",
     )
     p.add_argument(
-        "--since", help="only events since this time (90s, 30m, 12h, 7d, 2w, or an ISO date); leaves out metrics"
+        "--since",
+        type=since_argument,
+        metavar="WHEN",
+        help="only events since this time (90s, 30m, 12h, 7d, 2w, or an ISO date); leaves out metrics",
     )
     p.add_argument("--metrics-url", help="a running API's metrics endpoint, e.g. http://127.0.0.1:8000/metrics")
     p.add_argument("--format", "-f", choices=("table", "json"), default="table", help="output format (default: table)")
@@ -35,14 +39,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import httpx
 
     from querylog._format import format_rows
-    from querylog.analytics.queries import parse_since
     from querylog.reconcile import ARRIVAL_ORDER, LOKI_WINDOW, count_metrics, reconcile
 
-    try:
-        since = parse_since(args.since) if args.since else None
-    except ValueError as exc:
-        print(f"querylog reconcile: {exc}", file=sys.stderr)
-        return 2
+    since = args.since
     if not settings.log_dir.exists() and not settings.lake_dir.exists():  # a mistyped home agrees with itself
         print(
             f"querylog reconcile: no event log and no lake under {settings.home}: is --home (QUERYLOG_HOME) right?",
