@@ -1,25 +1,14 @@
-"""A throwaway HTTP server on a free loopback port, for tests that need a real socket to talk to."""
+"""Handlers for `querylog.testing`'s `serving` (a throwaway HTTP server on a free loopback port), for tests that
+need a real socket to talk to."""
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from querylog.testing._server import serving
 
-@contextlib.contextmanager
-def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    """Serve `handler` until the block ends; yields the base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+__all__ = ["answering", "serving"]
 
 
 def answering(body: bytes, content_type: str = "text/plain") -> type[BaseHTTPRequestHandler]:

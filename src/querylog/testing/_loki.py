@@ -27,7 +27,6 @@ import gzip
 import http.server
 import json
 import re
-import socketserver
 import threading
 import time
 import zlib
@@ -39,6 +38,8 @@ from urllib.parse import parse_qsl
 
 import httpx
 import orjson
+
+from querylog.testing._server import serving
 
 __all__ = ["Fault", "RecordedLoki", "StoredEntry"]
 
@@ -749,16 +750,5 @@ class RecordedLoki:
 
             do_GET = do_POST = _handle  # noqa: N815 - the stdlib's naming
 
-        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        server = Server(("127.0.0.1", 0), Handler)
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="recorded-loki", daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}"
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join()
+        with serving(Handler, name="recorded-loki") as url:
+            yield url

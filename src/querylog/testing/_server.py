@@ -1,4 +1,5 @@
-"""Run the real API (`querylog serve`) in a subprocess on a free loopback port, for end-to-end tests."""
+"""Run the real API (`querylog serve`) in a subprocess on a free loopback port, for end-to-end tests; and a handler
+of `http.server` in a thread (`serving`), for the doubles of the servers querylog talks to."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 
-__all__ = ["ServerProcess", "free_port", "running_server"]
+__all__ = ["ServerProcess", "free_port", "running_server", "serving"]
 
 
 def free_port() -> int:
@@ -23,6 +26,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler], *, name: str = "test-http") -> Iterator[str]:
+    """Serve `handler` on 127.0.0.1 (a free port) from a thread until the block ends; yields the base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)  # daemon threads, address reuse
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name=name, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 @dataclass(frozen=True)
