@@ -276,6 +276,32 @@ def _upkeep_lock(lake_dir: Path) -> Iterator[None]:
 
 
 # -- compaction -----------------------------------------------------------------------------------------
+def _rows_and_schema(inputs: Sequence[Path]) -> tuple[int, pa.Schema]:
+    """The rows of `inputs` and the schema that holds them all: files written by different versions may differ in
+    columns, and a merged file holds them all (nulls where a file lacked one), as the catalog's union_by_name read
+    does. Each file is opened and closed in turn."""
+    rows, schemas = 0, []
+    for path in inputs:
+        with pq.ParquetFile(path) as f:
+            rows += f.metadata.num_rows
+            schemas.append(f.schema_arrow)
+    return rows, pa.unify_schemas(schemas)
+
+
+def _conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with `schema`'s columns, in its order and types; nulls for a column it lacks."""
+    return pa.Table.from_arrays(
+        [
+            table.column(name).cast(schema.field(name).type)
+            if name in table.column_names
+            else pa.nulls(table.num_rows, schema.field(name).type)
+            for name in schema.names
+        ],
+        schema=schema,
+    )
+
+
+# -- compaction -----------------------------------------------------------------------------------------
 class LakeCompactor:
     """Merges the small files of closed hour partitions into one file each (`run`), and closed days into one
     sorted file each (`run_days`). See the module docstring."""
@@ -431,23 +457,11 @@ class LakeCompactor:
         """All of `inputs` in one file sorted by (event_type, ts), in row groups of `DAY_ROW_GROUP` rows.
         A day is sorted in memory: about 750 bytes an event at the peak (a day of 171k events took 130 MB more
         than the hour merges)."""
-        expected = sum(pq.read_metadata(p).num_rows for p in inputs)
-        schema = pa.unify_schemas([pq.read_schema(p) for p in inputs])
+        expected, schema = _rows_and_schema(inputs)
         tables = []
         for path in inputs:  # one open at a time (see `_merge`)
             with pq.ParquetFile(path) as f:
-                table = f.read()
-                tables.append(
-                    pa.Table.from_arrays(
-                        [
-                            table.column(name).cast(schema.field(name).type)
-                            if name in table.column_names
-                            else pa.nulls(table.num_rows, schema.field(name).type)
-                            for name in schema.names
-                        ],
-                        schema=schema,
-                    )
-                )
+                tables.append(_conformed(f.read(), schema))
         table = pa.concat_tables(tables)
         keys = [(k, "ascending") for k in ("event_type", "ts") if k in schema.names]
         if keys:
@@ -455,7 +469,7 @@ class LakeCompactor:
         pq.write_table(table, target, compression=self.compression, row_group_size=DAY_ROW_GROUP, **_MERGED_ENCODING)
         with target.open("rb+") as fh:
             os.fsync(fh.fileno())
-        stored = int(pq.ParquetFile(target).metadata.num_rows)
+        stored = int(pq.read_metadata(target).num_rows)
         if not expected == table.num_rows == stored:
             raise UpkeepError(f"merging {len(inputs)} files gave {stored} rows, expected {expected}; nothing changed")
         return stored
@@ -538,19 +552,11 @@ class LakeCompactor:
         """`inputs` in one file, in row groups of up to `DAY_ROW_GROUP` rows. One input is open at a time: an hour of
         steady traffic is thousands of files (the Parquet projection writes about one a second), past the 1024 open
         files a service is often allowed; and a row group per input left a merged hour of thousands of tiny groups."""
-        expected = sum(pq.read_metadata(p).num_rows for p in inputs)
-        dropped = 0
-        # Files written by different versions may differ in columns; the merged file holds them all (nulls
-        # where a file lacked one), just as the catalog's union_by_name read does.
-        schema = pa.unify_schemas([pq.read_schema(p) for p in inputs])
-        written = 0
-        pending: list[pa.Table] = []
+        expected, schema = _rows_and_schema(inputs)
+        dropped = written = 0
+        pending: list[pa.Table] = []  # the next row group, `held` rows
+        held = 0
         with pq.ParquetWriter(target, schema, compression=self.compression, **_MERGED_ENCODING) as writer:
-
-            def flush() -> None:
-                writer.write_table(pa.concat_tables(pending), row_group_size=DAY_ROW_GROUP)
-                pending.clear()
-
             for path in inputs:
                 with pq.ParquetFile(path) as f:
                     for batch in f.iter_batches(batch_size=DAY_ROW_GROUP):
@@ -559,22 +565,18 @@ class LakeCompactor:
                             gone = self.drop(table)
                             dropped += pc.sum(gone).as_py() or 0
                             table = table.filter(pc.invert(gone))
-                        columns = [
-                            table.column(name).cast(schema.field(name).type)
-                            if name in table.column_names
-                            else pa.nulls(table.num_rows, schema.field(name).type)
-                            for name in schema.names
-                        ]
-                        pending.append(pa.Table.from_arrays(columns, schema=schema))
+                        pending.append(_conformed(table, schema))
                         written += table.num_rows
-                        if sum(t.num_rows for t in pending) >= DAY_ROW_GROUP:
-                            flush()
+                        held += table.num_rows
+                        if held >= DAY_ROW_GROUP:
+                            writer.write_table(pa.concat_tables(pending), row_group_size=DAY_ROW_GROUP)
+                            pending, held = [], 0
             if pending:
-                flush()
+                writer.write_table(pa.concat_tables(pending), row_group_size=DAY_ROW_GROUP)
         with target.open("rb+") as fh:
             os.fsync(fh.fileno())
         _fsync_dir(target.parent)
-        stored = int(pq.ParquetFile(target).metadata.num_rows)
+        stored = int(pq.read_metadata(target).num_rows)
         if not expected == written + dropped == stored + dropped:
             raise UpkeepError(
                 f"merging {len(inputs)} files gave {stored} rows, expected {expected - dropped}; nothing changed"
