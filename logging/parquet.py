@@ -17,7 +17,6 @@ file, and no event is written twice or lost across restarts.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 from collections import defaultdict
@@ -305,6 +304,10 @@ def _map_column(table: pa.Table, field: pa.Field) -> pa.ChunkedArray | pa.Array:
     return pa.array(rows, field.type)
 
 
+#: Tries to move a committed batch file into its hour directory while `compact` may swap that directory's day.
+_MOVE_ATTEMPTS: Final = 5
+
+
 class ParquetSink(Sink):
     """Writes batches of events into the lake. See the module docstring for the commit protocol."""
 
@@ -355,10 +358,19 @@ class ParquetSink(Sink):
 
     def _roll_forward(self) -> None:
         for tmp_name, final_rel in self._commit.pending:
-            final = self.events_dir / final_rel
-            final.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):  # moved already (by the writer, or another roll-forward)
-                os.replace(self._tmp_dir / tmp_name, final)
+            tmp, final = self._tmp_dir / tmp_name, self.events_dir / final_rel
+            for attempt in range(_MOVE_ATTEMPTS):
+                final.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.replace(tmp, final)
+                    break
+                except FileNotFoundError:
+                    if not tmp.exists():
+                        break  # moved already (by the writer, or another roll-forward)
+                    # The hour directory went between the mkdir and the move: `compact` exchanged its day for
+                    # one made before this hour had files. Make it again in the new day.
+                    if attempt == _MOVE_ATTEMPTS - 1:
+                        raise
 
     def _checkpoint(self) -> Checkpoint:
         return dict(self._commit.checkpoint)

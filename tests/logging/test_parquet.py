@@ -107,6 +107,31 @@ def test_a_crash_after_commit_before_rename_is_rolled_forward(tmp_path: Path, mo
     assert len(ids) == 40 == len(set(ids))
 
 
+def test_a_batch_whose_hour_directory_a_day_compaction_swapped_away_lands_in_the_new_day(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `compact` exchanges a whole day directory for one holding the hours it had when it listed them: an hour the
+    # sink made just before the exchange is gone from the live day when the sink moves its file in.
+    log_dir = _log_with(tmp_path, 20)
+    real_replace = os.replace
+    swapped: list[Path] = []
+
+    def exchange_first(src: Any, dst: Any) -> None:
+        day = Path(dst).parent.parent
+        if not swapped and day.name.startswith("date="):
+            swapped.append(day.rename(tmp_path / "old-day"))
+            day.mkdir()  # the new day, without the hour directory the sink just made
+        real_replace(src, dst)
+
+    with ParquetSink(tmp_path / "lake") as sink:
+        monkeypatch.setattr(parquet.os, "replace", exchange_first)
+        Projector(LogReader(log_dir), sink).catch_up()
+        monkeypatch.undo()
+    assert swapped, "the simulated exchange did not happen"
+    ids = _lake_ids(tmp_path / "lake")
+    assert len(ids) == 40 == len(set(ids))
+
+
 def test_a_crash_before_commit_leaves_nothing_and_the_batch_is_projected_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
