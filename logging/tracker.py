@@ -559,9 +559,9 @@ class TrackedQuery:
         sources: Iterable[Source | SourceLike] | None = None,
         backend_durations_ms: Mapping[str, float] | None = None,
     ) -> None:
-        """`sources`: the documents retrieved, best first — `Source` values, or any objects with `doc_id` and
-        optionally `title` and `score` (ranks are their order). Titles are redacted; past `MAX_SOURCES` the
-        rest are cut and counted in `sources_dropped`."""
+        """`sources`: the documents retrieved, best first — `Source` values (each with its rank), or any objects
+        with `doc_id` and optionally `title` and `score` (ranked in their order). Titles are redacted; past
+        `MAX_SOURCES` the rest are cut and counted in `sources_dropped`."""
         t, c = self._tracker, self._context
         d = duration_ms if duration_ms is not None else self._stage_elapsed_ms()
         hits = tuple(self._sources(sources)) if sources is not None else None

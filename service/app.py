@@ -153,6 +153,7 @@ def create_app(
                 release=release,
                 service=rt.settings.service,
                 redact=rt.redactor.redact,
+                capture_outputs=rt.settings.capture_answers,  # an answer not kept in the log is not sent either
             )
         except ValueError as exc:  # a QUERYLOG_LLM_* or LANGFUSE_* value: said as any setting is (exit 2)
             raise ConfigError(str(exc)) from None

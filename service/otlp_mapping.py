@@ -548,6 +548,13 @@ def _kind(attrs: dict[str, Any]) -> str | None:
     return None
 
 
+def _service_name(resource: dict[str, Any]) -> str | None:
+    # The SDKs name a service that did not name itself ``unknown_service`` (``unknown_service:python``, the
+    # specification's default): that is no name, so the server's own is taken, as for an unset one.
+    name = _str(resource, "service.name")
+    return None if name is not None and name.startswith("unknown_service") else name
+
+
 def _name(value: str | None, fallback: str) -> str:
     # As the app named itself (`chat api`, `payments/v2`), as /v1/events takes it: an event's `service` is a column
     # and a field of the Loki line, never a label. Unset or blank: the server's own.
@@ -796,7 +803,7 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
     common: dict[str, Any] = {
         "query_id": f"otlp-{span_id}",
         "trace_id": span.trace_id.hex(),
-        "service": _name(_str(resource, "service.name"), service),
+        "service": _name(_service_name(resource), service),
         "env": _name(_str(resource, "deployment.environment.name", "deployment.environment"), env),
     }
     # Session and user: the span's own, else the nearest span above it that names them (often the request's root).

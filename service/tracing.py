@@ -57,10 +57,11 @@ def _redact_tree(redact: Callable[[str], str], data: Any) -> Any:
 class GenerationTrace:
     """The answer step's observation. Every call is best effort: tracing never fails a query."""
 
-    __slots__ = ("_observation",)
+    __slots__ = ("_observation", "_outputs")
 
-    def __init__(self, observation: LangfuseGeneration | None) -> None:
+    def __init__(self, observation: LangfuseGeneration | None, *, outputs: bool = True) -> None:
         self._observation = observation
+        self._outputs = outputs
 
     def record(
         self,
@@ -71,13 +72,17 @@ class GenerationTrace:
         output_tokens: int | None,
         system: str | None = None,
     ) -> None:
-        """What the model answered and what it cost, in Langfuse's usage names (``input``/``output``)."""
+        """What the model answered (left out when outputs are not kept: ``QUERYLOG_CAPTURE_ANSWERS=0``) and what it
+        cost, in Langfuse's usage names (``input``/``output``)."""
         if self._observation is None:
             return
         usage = {name: n for name, n in (("input", input_tokens), ("output", output_tokens)) if n is not None}
         try:
             self._observation.update(
-                model=model, output=output, usage_details=usage or None, metadata={"gen_ai.system": system}
+                model=model,
+                output=output if self._outputs else None,
+                usage_details=usage or None,
+                metadata={"gen_ai.system": system},
             )
         except Exception as exc:  # the SDK is a guest on the request path
             _trace_failed("record_generation", exc)
@@ -86,12 +91,15 @@ class GenerationTrace:
 class QueryTrace:
     """One query's trace: its id, and the generation observation the answer step opens inside it."""
 
-    __slots__ = ("_redact", "_root", "trace_id")
+    __slots__ = ("_outputs", "_redact", "_root", "trace_id")
 
-    def __init__(self, trace_id: str | None, root: LangfuseSpan | None, redact: Callable[[str], str]) -> None:
+    def __init__(
+        self, trace_id: str | None, root: LangfuseSpan | None, redact: Callable[[str], str], *, outputs: bool = True
+    ) -> None:
         self.trace_id = trace_id
         self._root = root
         self._redact = redact
+        self._outputs = outputs
 
     @contextmanager
     def generation(self, *, name: str = "generate", input: Any = None) -> Iterator[GenerationTrace]:
@@ -103,15 +111,15 @@ class QueryTrace:
             except Exception as exc:
                 _trace_failed("start_generation", exc)
         try:
-            yield GenerationTrace(observation)
+            yield GenerationTrace(observation, outputs=self._outputs)
         except BaseException as exc:
             _end(observation, exc, self._redact)
             raise
         _end(observation, None, self._redact)
 
     def finish(self, output: Any) -> None:
-        """Record the query's final output on the trace's root observation."""
-        if self._root is None:
+        """Record the query's final output on the trace's root observation (not when outputs are not kept)."""
+        if self._root is None or not self._outputs:
             return
         try:
             self._root.update(output=output)
@@ -177,6 +185,8 @@ class LangfuseTracing:
 
     `span_exporter` replaces the OTLP exporter (tests pass an ``InMemorySpanExporter``). `redact` is applied to
     every string in an observation's input, output and metadata, and to error messages, before the SDK keeps them.
+    `capture_outputs=False` (``QUERYLOG_CAPTURE_ANSWERS=0``: no answer kept anywhere) leaves the answers out of the
+    generations and the traces; their inputs, models, token counts and timings are still sent.
     """
 
     def __init__(
@@ -191,6 +201,7 @@ class LangfuseTracing:
         redact: Callable[[str], str] | None = None,
         span_exporter: SpanExporter | None = None,
         export_timeout_s: int = 5,
+        capture_outputs: bool = True,
     ) -> None:
         if not public_key.strip() or not secret_key.strip():
             raise ValueError(f"Langfuse needs both keys: set {ENV_PUBLIC_KEY} and {ENV_SECRET_KEY} (pk-lf-…, sk-lf-…)")
@@ -200,6 +211,7 @@ class LangfuseTracing:
         self.host = host.rstrip("/")
         self.public_key = public_key
         self._redact = redact or (lambda text: text)
+        self.capture_outputs = capture_outputs
         self._provider = TracerProvider(resource=Resource.create({"service.name": service}))
         lf_env = environment.lower() if environment else None
         self._client = Langfuse(
@@ -224,6 +236,7 @@ class LangfuseTracing:
         release: str | None = None,
         service: str = "querylog",
         redact: Callable[[str], str] | None = None,
+        capture_outputs: bool = True,
     ) -> LangfuseTracing | None:
         """Tracing when `LANGFUSE_PUBLIC_KEY`, `LANGFUSE_SECRET_KEY` and `LANGFUSE_HOST` are all set; None when
         none is. Setting only some raises ValueError naming the missing ones (`langfuse_settings`)."""
@@ -238,6 +251,7 @@ class LangfuseTracing:
             release=release,
             service=service,
             redact=redact,
+            capture_outputs=capture_outputs,
         )
 
     def new_trace_id(self) -> str:
@@ -274,7 +288,7 @@ class LangfuseTracing:
             except Exception as exc:
                 _trace_failed("start_trace", exc)
             try:
-                yield QueryTrace(trace_id, root, self._redact)
+                yield QueryTrace(trace_id, root, self._redact, outputs=self.capture_outputs)
             except BaseException as exc:
                 _end(root, exc, self._redact)
                 raise

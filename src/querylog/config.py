@@ -306,7 +306,8 @@ class Settings:
         default=True,
         metadata={
             "env": "QUERYLOG_CAPTURE_ANSWERS",
-            "doc": "keep each answer's text in its response_generated event; off keeps only its length",
+            "doc": "keep each answer's text in its response_generated event (and in its Langfuse trace); off keeps "
+            "only its length",
         },
     )
     prices_file: Path | None = field(

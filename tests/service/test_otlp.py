@@ -400,12 +400,18 @@ def test_the_service_and_env_are_kept_as_the_app_names_them_and_blank_ones_are_t
     blank, keep_blank = _kept_tracer(Resource.create({"service.name": " ", "deployment.environment.name": ""}))
     with blank.start_as_current_span("llm") as span:
         span.set_attributes({"openinference.span.kind": "LLM", "input.value": "이름 없는 앱"})
-    partial, log = _export(client, tmp_path, [*keep.spans, *keep_blank.spans])
+    # The SDK's default resource (the Langfuse SDK's own provider has one): `unknown_service:python` is no name.
+    unnamed, keep_unnamed = _kept_tracer(Resource.create({}))
+    assert str(Resource.create({}).attributes["service.name"]).startswith("unknown_service")
+    with unnamed.start_as_current_span("llm") as span:
+        span.set_attributes({"openinference.span.kind": "LLM", "input.value": "기본 리소스 앱"})
+    partial, log = _export(client, tmp_path, [*keep.spans, *keep_blank.spans, *keep_unnamed.spans])
     assert partial == {}
     settings = Settings(home=tmp_path / "home")
     events = [decode(line) for line in log.splitlines()]
     by_text = {e.query_text: (e.service, e.env) for e in events if isinstance(e, QueryReceived)}
-    assert by_text == {"이름 있는 앱": ("chat api/v2", "eu prod"), "이름 없는 앱": (settings.service, settings.env)}
+    ours = (settings.service, settings.env)
+    assert by_text == {"이름 있는 앱": ("chat api/v2", "eu prod"), "이름 없는 앱": ours, "기본 리소스 앱": ours}
 
 
 def test_the_apps_intent_and_its_service_version_become_the_querys_intent_and_release(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import gzip
 import json
 import uuid
 from collections.abc import Iterator, Sequence
@@ -105,7 +107,11 @@ def test_the_answer_step_is_a_generation_with_model_usage_and_io(
     assert generation.end_time is not None and generation.start_time is not None
     assert generation.end_time >= generation.start_time
     root_attrs = root.attributes or {}
-    assert (root_attrs["session.id"], root_attrs["user.id"], root_attrs["langfuse.trace.name"]) == ("s-7", "u-7", "chat")
+    assert (root_attrs["session.id"], root_attrs["user.id"], root_attrs["langfuse.trace.name"]) == (
+        "s-7",
+        "u-7",
+        "chat",
+    )
     assert json.loads(str(root_attrs["langfuse.observation.metadata.query_id"])) == body["query_id"]
 
 
@@ -191,7 +197,11 @@ def test_the_pipeline_makes_a_trace_id_when_the_caller_did_not(
 ) -> None:
     from querylog.runtime import Runtime
 
-    with Runtime(settings, projections=False) as rt, capture_events(rt.tracker) as events, rt.tracker.query("테슬라") as q:
+    with (
+        Runtime(settings, projections=False) as rt,
+        capture_events(rt.tracker) as events,
+        rt.tracker.query("테슬라") as q,
+    ):
         ChatPipeline(tracing=tracing).answer(q)
     assert q.trace_id is not None
     # query_received was emitted before the pipeline ran; every later event has the id
@@ -224,7 +234,9 @@ def test_from_env_is_off_without_keys_and_refuses_a_partial_configuration() -> N
     with pytest.raises(ValueError, match="LANGFUSE_SECRET_KEY, LANGFUSE_HOST not set"):
         LangfuseTracing.from_env({"LANGFUSE_PUBLIC_KEY": "pk-lf-1"})
     with pytest.raises(ValueError, match="http"):
-        LangfuseTracing.from_env({"LANGFUSE_PUBLIC_KEY": "pk", "LANGFUSE_SECRET_KEY": "sk", "LANGFUSE_HOST": "langfuse"})
+        LangfuseTracing.from_env(
+            {"LANGFUSE_PUBLIC_KEY": "pk", "LANGFUSE_SECRET_KEY": "sk", "LANGFUSE_HOST": "langfuse"}
+        )
 
 
 def test_from_env_accepts_the_sdks_base_url_name() -> None:
@@ -273,6 +285,37 @@ def test_the_app_traces_to_the_langfuse_host_in_its_environment(
     assert trace_id
     auth = "Basic " + base64.b64encode(f"{key}:sk-lf-secret".encode()).decode()
     assert ("/api/public/otel/v1/traces", auth) in {(path, a) for path, a, _ in received}
+
+
+class _BodyRecorder(BaseHTTPRequestHandler):
+    bodies: list[bytes]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.bodies.append(gzip.decompress(body) if self.headers.get("content-encoding") == "gzip" else body)
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("capture", [True, False])
+def test_an_answer_the_log_does_not_keep_is_not_sent_to_langfuse(settings: Settings, capture: bool) -> None:
+    bodies: list[bytes] = []
+    settings = dataclasses.replace(settings, capture_answers=capture)
+    with serving(type("Handler", (_BodyRecorder,), {"bodies": bodies})) as host:
+        environ = {
+            "LANGFUSE_PUBLIC_KEY": f"pk-lf-test-{uuid.uuid4().hex}",
+            "LANGFUSE_SECRET_KEY": "sk",
+            "LANGFUSE_HOST": host,
+        }
+        with TestClient(create_app(settings, environ=environ)) as c:
+            answer = c.post("/v1/chat", json={"query": "카카오 실적 발표"}).json()["answer"]
+    sent = b"".join(bodies)
+    assert "카카오 실적 발표".encode() in sent  # the trace went out, with the question
+    assert (answer.encode() in sent) is capture  # QUERYLOG_CAPTURE_ANSWERS=0: no answer in Langfuse either
 
 
 def test_without_langfuse_variables_the_app_does_not_trace(client: TestClient, settings: Settings) -> None:
