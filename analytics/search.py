@@ -384,6 +384,10 @@ class SearchIndex:
     def __len__(self) -> int:
         return sum(e.live for e in self._entries) + len(self._pending)
 
+    def intents(self) -> list[str]:
+        """The intents of the committed queries, sorted (those of segments retention emptied may remain)."""
+        return sorted({intent for e in self._entries if e.live for intent in e.segment.intents})
+
     # -- retention and commit -----------------------------------------------------------------------------
 
     def remove_older_than(self, cutoff: datetime) -> int:

@@ -889,6 +889,11 @@ class LakeSearch:
         """How many query ids the ledger holds."""
         return int(self._ledger().num_rows)
 
+    def intents(self) -> list[str]:
+        """The intents the index holds queries of (none from an index that cannot say)."""
+        intents = getattr(self.index, "intents", None)
+        return list(intents()) if callable(intents) else []
+
     # -- operations ---------------------------------------------------------------------------------
     def sync(
         self, catalog: Catalog, *, now: datetime | None = None, progress: ProgressFn | None = None, chunk: int = 50_000

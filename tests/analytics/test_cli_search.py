@@ -99,6 +99,23 @@ def test_filters_by_intent_and_since(lake: SampleLake, capsys: pytest.CaptureFix
 
 
 @needs_search
+@pytest.mark.parametrize("group", [True, False])
+def test_an_intent_no_query_has_is_said_with_the_intents_there_are(
+    lake: SampleLake, capsys: pytest.CaptureFixture[str], group: bool
+) -> None:
+    flags = [] if group else ["--no-group"]
+    assert main(["--home", str(lake.home), "search", "news", "--intent", "news_inqiury", *flags]) == 0
+    err = capsys.readouterr().err
+    intents = sorted({q.intent for q in lake.queries if q.intent})
+    assert "news_inquiry" in intents
+    assert f"no query has intent 'news_inqiury'; the index holds {', '.join(intents)}" in err
+    # An intent some query has, and `unclassified`, are not called unknown when nothing matches.
+    for intent in ("news_inquiry", "unclassified"):
+        assert main(["--home", str(lake.home), "search", "zzzz-nothing", "--intent", intent, *flags]) == 0
+        assert "no query has intent" not in capsys.readouterr().err
+
+
+@needs_search
 def test_table_output_shows_korean_text(lake: SampleLake, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--home", str(lake.home), "search", "삼성전자"]) == 0
     out = capsys.readouterr().out

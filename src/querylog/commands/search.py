@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from querylog.commands import lake_missing, since_argument, unreadable_file
 from querylog.config import Settings, alias_setting
+from querylog.logging.events import UNCLASSIFIED
 
 if TYPE_CHECKING:
     from querylog.analytics.catalog import Catalog
@@ -212,6 +213,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         kind = {"queries": "queries", "answers": "answers", "both": "queries or answers"}[args.where]
         filters = f" with intent {args.intent!r}" if args.intent else ""
         print(f"no {kind} match {shortened(asked, 80)!r}{filters}", file=sys.stderr)
+        asked_for = args.intent if args.intent and args.intent != UNCLASSIFIED else None
+        known = sorted({i for s in searches for i in s.intents()}) if asked_for else []
+        if known and args.intent not in known:
+            print(
+                f"querylog search: no query has intent {args.intent!r}; the index holds {', '.join(known)}"
+                f" (and {UNCLASSIFIED} for queries without one)",
+                file=sys.stderr,
+            )
         if args.where != "queries" and not settings.capture_answers:
             print(
                 "querylog search: answers are not recorded here (QUERYLOG_CAPTURE_ANSWERS=0): only those a producer "
