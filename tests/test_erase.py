@@ -78,6 +78,19 @@ def test_a_users_events_are_gone_from_every_store_and_everyone_elses_stay(tmp_pa
     assert audit[-1]["subjects"] == {"user_ids": 1, "session_ids": 0, "query_ids": 0}
 
 
+def test_the_lake_scans_say_how_far_they_are(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import querylog.erase as erase_module
+
+    s = _home(tmp_path)
+    files = len(list(s.lake_dir.glob("events/date=*/hour=*/*.parquet")))
+    monkeypatch.setattr(erase_module, "_SCAN_PROGRESS_EVERY_S", 0.0)  # a line at every file, as minutes would give
+    lines: list[str] = []
+    erase(s, user_ids=["alice"], progress=lines.append)
+    scanned = [line for line in lines if line.startswith("lake: scanned")]
+    assert f"lake: scanned 0 of {files:,} files" in scanned  # the first scan, before it reads a file
+    assert len(scanned) >= 2 * files  # the scans of the subjects, of their queries, and before the rewrite
+
+
 def test_a_query_that_begins_while_the_erasure_lists_the_users_queries_leaves_no_event_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -216,10 +216,25 @@ class _LakeScan:
     hours: set[Path] = field(default_factory=set)
 
 
-def _lake_scan(lake_dir: Path, subjects: Subjects, event_ids: Collection[str] | None = None) -> _LakeScan:
-    """The subjects' rows in the lake (only those among `event_ids`, when given)."""
+#: Seconds between two progress lines of a lake scan (a file at a time: minutes on a lake of many small files).
+_SCAN_PROGRESS_EVERY_S: Final = 5.0
+
+
+def _lake_scan(
+    lake_dir: Path,
+    subjects: Subjects,
+    event_ids: Collection[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> _LakeScan:
+    """The subjects' rows in the lake (only those among `event_ids`, when given); `progress` hears how far the scan
+    is, every few seconds."""
     found = _LakeScan()
-    for path in _hour_files(lake_dir):
+    files = _hour_files(lake_dir)
+    next_report = time.monotonic() + _SCAN_PROGRESS_EVERY_S
+    for n, path in enumerate(files):
+        if progress is not None and time.monotonic() >= next_report:
+            progress(f"lake: scanned {n:,} of {len(files):,} files")
+            next_report = time.monotonic() + _SCAN_PROGRESS_EVERY_S
         try:
             table = pq.read_table(path, columns=[c for c in _ID_COLUMNS if c in pq.read_schema(path).names])
         except FileNotFoundError:  # compacted away meanwhile: its rows are in a file listed later or next run
@@ -240,7 +255,7 @@ def _erase_lake(
     from querylog.analytics.upkeep import HourPartition, LakeCompactor
 
     LakeCompactor(lake_dir).recover()  # a rewrite a crash interrupted is finished (or undone) first
-    hours = _lake_scan(lake_dir, subjects, event_ids).hours
+    hours = _lake_scan(lake_dir, subjects, event_ids, progress).hours
     if not hours:
         return 0, set(), 0
     partitions = [
@@ -677,14 +692,14 @@ def _erase(
         )
     # The lake's rows of the subjects now: written before this erase began (with those the log blanks, what the
     # lake loses; a subject's event written later stays in both).
-    in_lake = _lake_scan(settings.lake_dir, subjects) if settings.lake_dir.is_dir() else _LakeScan()
+    in_lake = _lake_scan(settings.lake_dir, subjects, progress=progress) if settings.lake_dir.is_dir() else _LakeScan()
     found = set(queries_of(settings.log_dir, subjects)) | in_lake.queries
     queries = found | subjects.query_ids  # one given but not found here may still be in Loki, or come back
     everyone = Subjects(subjects.user_ids, subjects.session_ids, frozenset(queries))
     if found and settings.lake_dir.is_dir():
         # Every event of their queries the lake holds: a stage event need not repeat the user id, and once the log
         # is trimmed the lake alone holds it (erase_from_log finds them in the log, not here).
-        in_lake = _lake_scan(settings.lake_dir, everyone)
+        in_lake = _lake_scan(settings.lake_dir, everyone, progress=progress)
     # What is written down (the record of this run) and sent (Loki): the user ids as stored, never a raw one.
     kept = Subjects(stored_users, subjects.session_ids, frozenset(queries))
     receipt.queries = len(found)
