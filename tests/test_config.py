@@ -136,6 +136,26 @@ def test_a_password_in_the_loki_url_is_masked_wherever_the_url_is_shown(
     assert "http://bob:***@127.0.0.1:9/loki/api/v1/query" in err and "s3cret" not in err
 
 
+def test_config_shows_the_llm_and_langfuse_variables_serve_reads_with_secrets_masked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from querylog.cli import main
+
+    monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", "pk-lf-public")
+    monkeypatch.setenv("LANGFUSE_SECRET_KEY", "sk-lf-hidden")
+    monkeypatch.setenv("LANGFUSE_HOST", "https://team:pw@langfuse.example")
+    monkeypatch.setenv("QUERYLOG_LLM_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("QUERYLOG_LLM_MODEL", "gpt-test")
+    monkeypatch.setenv("QUERYLOG_LLM_API_KEY", "sk-llm-hidden")
+    assert main(["config"]) == 0
+    shown = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert shown["LANGFUSE_HOST"] == "https://team:***@langfuse.example"
+    assert shown["LANGFUSE_PUBLIC_KEY"] == "pk-lf-public"
+    assert shown["LANGFUSE_SECRET_KEY"] == shown["QUERYLOG_LLM_API_KEY"] == "***"
+    assert (shown["QUERYLOG_LLM_MODEL"], shown["LANGFUSE_BASE_URL"]) == ("gpt-test", "None")
+
+
 def test_config_says_when_the_log_keeps_less_than_its_own_setting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -37,6 +37,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             capped = settings.log_retention_s < duration_seconds("QUERYLOG_LOG_RETENTION", settings.log_retention)
             value = f"{value} (in force: {settings.retention}, QUERYLOG_RETENTION caps it)" if capped else value
         print(f"{f.metadata['env']:<{width}}  {value}")
+    for name, shown in _outside_rows(os.environ):
+        print(f"{name:<{width}}  {shown}")
     # The LLM and Langfuse variables are read by `serve` where it builds the chat API: checked here as it checks them.
     problem = _outside_settings(os.environ)
     if problem is not None:
@@ -55,6 +57,31 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             )
             return 2
     return 0
+
+
+#: The variables `serve` reads outside `Settings` (the LLM step, Langfuse), as shown: secrets masked, URLs without
+#: their credentials.
+_OUTSIDE: tuple[tuple[str, str], ...] = (
+    ("QUERYLOG_LLM_BASE_URL", "url"),
+    ("QUERYLOG_LLM_MODEL", "plain"),
+    ("QUERYLOG_LLM_API_KEY", "secret"),
+    ("QUERYLOG_LLM_TIMEOUT_S", "plain"),
+    ("LANGFUSE_HOST", "url"),
+    ("LANGFUSE_BASE_URL", "url"),
+    ("LANGFUSE_PUBLIC_KEY", "plain"),
+    ("LANGFUSE_SECRET_KEY", "secret"),
+)
+
+
+def _outside_rows(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    rows = []
+    for name, kind in _OUTSIDE:
+        value = environ.get(name, "").strip()
+        if not value:
+            rows.append((name, "None"))
+        else:
+            rows.append((name, "***" if kind == "secret" else shown_url(value) if kind == "url" else value))
+    return rows
 
 
 def _outside_settings(environ: Mapping[str, str]) -> str | None:
