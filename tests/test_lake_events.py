@@ -105,6 +105,42 @@ def test_a_rebuild_is_refused_while_the_service_runs_even_before_a_projection_do
     assert main(["--home", str(settings.home), "replay", "parquet"]) == 0  # stopped: the rebuild goes ahead
 
 
+def test_a_lake_a_stopped_rebuild_left_aside_is_put_back_before_the_projection_makes_a_new_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from querylog.cli import main
+    from querylog.config import Settings
+    from querylog.runtime import Runtime
+
+    settings = Settings(home=tmp_path / "home", stdout_events=False, projections="thread")
+    with Runtime(settings) as runtime:
+        for i in range(5):
+            with runtime.tracker.query(f"삼성전자 실적 {i}"):
+                pass
+    home, events = settings.home, 10
+    shutil.rmtree(settings.log_dir)  # trimmed: the lake alone holds these events now
+    # `replay parquet` stopped between its two renames: the live lake put aside, the rebuilt one not yet in place.
+    shutil.copytree(settings.lake_dir, home / "lake.rebuild")
+    settings.lake_dir.rename(home / "lake.previous")
+    with Runtime(settings):  # the Parquet projection opens the lake
+        pass
+    assert not (home / "lake.previous").exists()
+    capsys.readouterr()
+    assert main(["--home", str(home), "sql", "select count(*) as n from events", "--format", "json"]) == 0
+    assert f'"n":{events}' in capsys.readouterr().out.replace(" ", "")  # not a new, empty lake
+    assert main(["--home", str(home), "replay", "parquet", "--from", "lake"]) == 0
+    assert not (home / "lake.rebuild").exists() and not (home / "lake.discarded").exists()
+    # A lake beside one put aside (made by an earlier release's start-up): neither is deleted, the user is told.
+    shutil.copytree(settings.lake_dir, home / "lake.previous")
+    capsys.readouterr()
+    assert main(["--home", str(home), "replay", "parquet", "--from", "lake"]) == 2
+    assert "lake.previous is the lake a `querylog replay parquet` stopped midway put aside" in capsys.readouterr().err
+    assert main(["--home", str(home), "serve", "--port", "0"]) == 2
+    assert (home / "lake.previous").is_dir() and settings.lake_dir.is_dir()
+
+
 def test_a_rebuild_from_a_trimmed_log_holding_as_many_new_events_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -26,7 +26,14 @@ from querylog.logging.parquet import ParquetSink, lake_files
 from querylog.logging.projection import Projector
 from querylog.logging.segments import LogReader
 
-__all__ = ["RebuildError", "RebuildReport", "rebuild_lake"]
+__all__ = [
+    "LakeAsideError",
+    "RebuildBusyError",
+    "RebuildError",
+    "RebuildReport",
+    "rebuild_lake",
+    "settle_interrupted_swap",
+]
 
 ProgressFn = Callable[[int, int], None]
 
@@ -37,6 +44,10 @@ class RebuildError(RuntimeError):
 
 class RebuildBusyError(RebuildError):
     """The rebuild did not start: another querylog process holds the data directory or the lake."""
+
+
+class LakeAsideError(RebuildError):
+    """Nothing started: the lake a stopped rebuild put aside (``lake.previous``) stands beside a live one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +98,35 @@ def _missing_from(fresh: Path, live_files: list[Path]) -> tuple[int, list[Path]]
     return (int(found[0]) if found else 0), unreadable
 
 
+def settle_interrupted_swap(settings: Settings, *, leftovers: bool = True) -> str | None:
+    """Put back the lake a rebuild stopped between its two renames left as ``lake.previous`` (nothing at ``lake``),
+    before anything makes a new, empty lake there; with `leftovers`, drop what a stopped rebuild left
+    (``lake.rebuild``, a swapped-out ``lake.discarded``: only where no rebuild can be at work). Raises
+    `LakeAsideError` when both ``lake`` and ``lake.previous`` exist: a lake was made beside the one put aside (by a
+    release before this one), and which holds what is for a person to say. Returns what it did, or None."""
+    lake, previous = settings.lake_dir, settings.home / _PREVIOUS
+    did = None
+    if previous.exists():
+        if lake.exists():
+            raise LakeAsideError(
+                f"{previous} is the lake a `querylog replay parquet` stopped midway put aside, and {lake} was made "
+                "since, so each may hold events the other lacks: keep the one you want as lake (both, if unsure: "
+                "move lake.previous elsewhere, then `querylog sql --lake` can read it) and remove or move the other"
+            )
+        os.rename(previous, lake)
+        did = f"put back the lake a stopped `querylog replay parquet` had put aside ({previous} → {lake})"
+    for leftover in (settings.home / _FRESH, settings.home / _DISCARDED) if leftovers else ():
+        if leftover.exists():
+            shutil.rmtree(leftover)
+            did = did or f"removed {leftover}, left by a stopped `querylog replay parquet`"
+    return did
+
+
+#: Beside the lake, under QUERYLOG_HOME: the rebuilt lake being written, the live one while the two are swapped,
+#: and the swapped-out one being deleted.
+_FRESH, _PREVIOUS, _DISCARDED = "lake.rebuild", "lake.previous", "lake.discarded"
+
+
 @contextmanager
 def _exclusive(path: Path, message: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,8 +151,8 @@ def rebuild_lake(
     (part of the log was deleted or trimmed: the rebuilt lake would lose them)."""
     started = time.monotonic()
     lake = settings.lake_dir
-    fresh = settings.home / "lake.rebuild"
-    previous = settings.home / "lake.previous"
+    fresh = settings.home / _FRESH
+    previous, discarded = settings.home / _PREVIOUS, settings.home / _DISCARDED
     running = (
         "querylog is running on this data directory (querylog serve, or a querylog project running the Parquet "
         "projection): stop it, then run the rebuild again"
@@ -122,12 +162,7 @@ def rebuild_lake(
         _exclusive(settings.state_dir / "locks" / "parquet.lock", running),
         _exclusive(lake / "_querylog" / "upkeep.lock", "a querylog compact is working on the lake; try again later"),
     ):
-        if previous.exists():  # a crash between the two renames below: the live lake is `previous`
-            if not lake.exists():
-                os.rename(previous, lake)
-            else:
-                shutil.rmtree(previous)
-        shutil.rmtree(fresh, ignore_errors=True)  # an interrupted earlier run
+        settle_interrupted_swap(settings)  # an earlier run stopped midway: its lake back, its copies gone
         before, _ = lake_rows(lake)
         if source == "lake":
             _from_lake(settings, fresh, before, progress)
@@ -163,7 +198,10 @@ def rebuild_lake(
         if lake.exists():
             os.rename(lake, previous)
         os.rename(fresh, lake)
-        shutil.rmtree(previous, ignore_errors=True)
+        # Renamed before it is deleted: a `lake.previous` beside a lake is then never one this run finished with.
+        if previous.exists():
+            os.rename(previous, discarded)
+        shutil.rmtree(discarded, ignore_errors=True)
     elapsed = time.monotonic() - started
     return RebuildReport(
         events_before=before,

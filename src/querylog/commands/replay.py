@@ -199,7 +199,7 @@ def _write_retrying(sink: Sink, batch: Batch) -> None:
 
 
 def run_parquet(args: argparse.Namespace, settings: Settings) -> int:
-    from querylog.rebuild import RebuildBusyError, RebuildError, rebuild_lake
+    from querylog.rebuild import LakeAsideError, RebuildBusyError, RebuildError, rebuild_lake
 
     err = sys.stderr
     source = args.source
@@ -212,7 +212,7 @@ def run_parquet(args: argparse.Namespace, settings: Settings) -> int:
         report = rebuild_lake(settings, progress=_tenths(f"of the {source} projected", source), source=source)
     except RebuildError as exc:
         print(f"querylog replay parquet: {exc}", file=err)
-        return 2 if isinstance(exc, RebuildBusyError) else 1  # busy: it could not start
+        return 2 if isinstance(exc, RebuildBusyError | LakeAsideError) else 1  # it could not start
     merge = " Run `querylog compact` to merge them." if report.files_after > 1 else ""
     print(
         f"querylog replay parquet: done in {report.seconds:.1f} s. The lake holds {report.events_after} events in "

@@ -71,6 +71,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if rebuild_running(settings):
         print(f"querylog serve: {REBUILD_RUNNING}", file=sys.stderr)
         return 2
+    from querylog.rebuild import RebuildError, settle_interrupted_swap
+
+    try:  # before anything opens the lake: a rebuild stopped midway left it aside
+        settled = settle_interrupted_swap(settings)
+    except RebuildError as exc:
+        print(f"querylog serve: {exc}", file=sys.stderr)
+        return 2
+    if settled is not None:
+        print(f"querylog serve: {settled}", file=sys.stderr)
     settings.company_names(strict=True)  # an alias file that does not load stops the start (ConfigError), named
     app = create_app(settings)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
