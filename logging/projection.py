@@ -253,24 +253,35 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 class FileCheckpointSink(Sink):
     """A sink that commits its checkpoint to a file after `_send` succeeds (at-least-once on a crash
-    between the two; sinks that can do better override `_write`)."""
+    between the two; sinks that can do better override `_write`). A batch sent whose checkpoint could not be saved
+    (a full disk) is not sent again by this process: the write fails, and the position is saved with a later one,
+    or when the log is next quiet."""
 
     def __init__(self, checkpoint_path: Path) -> None:
         super().__init__()
         self._checkpoint_file = CheckpointFile(checkpoint_path)
         self._position: Checkpoint = {}
+        self._unsaved = False
 
     def _open(self) -> None:
         self._position = self._checkpoint_file.load()
 
     def _resume(self) -> None:
         self._position = self._checkpoint_file.load()
+        self._unsaved = False
 
     def _write(self, batch: Batch) -> None:
         if batch.events:
             self._send(batch.events)
+        self._position, self._unsaved = dict(batch.checkpoint), True  # sent: the next batch starts after it
         self._checkpoint_file.save(batch.checkpoint)
-        self._position = dict(batch.checkpoint)
+        self._unsaved = False
+
+    def idle(self) -> None:
+        if self._unsaved:  # a save that failed after its batch was sent: tried again while the log is quiet
+            with contextlib.suppress(SinkSendError):  # the next batch's write says if the disk is still full
+                self._checkpoint_file.save(self._position)
+                self._unsaved = False
 
     def _checkpoint(self) -> Checkpoint:
         return dict(self._position)

@@ -191,6 +191,46 @@ def test_the_json_echo_gives_a_failed_query_the_level_its_loki_line_has(tmp_path
     ]
 
 
+def test_the_echo_prints_a_batch_once_while_its_checkpoint_cannot_be_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a full disk the echo printed its batch again at every retry (each time counted as sent): a collector
+    reading stdout stored the same events seven times."""
+    import errno
+    import io
+
+    from querylog.logging.projection import CheckpointFile, Projector
+    from querylog.logging.segments import EventLog, LogReader
+
+    full = [True]
+    real_save = CheckpointFile.save
+
+    def save(self: CheckpointFile, checkpoint: dict[str, int]) -> None:
+        if full[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(self, checkpoint)
+
+    with EventLog(tmp_path / "log") as log:
+        for i in range(3):
+            log.append(QueryReceived(query_id=f"q{i}", query_text=f"질문 {i}"))
+        log.flush()
+        out = io.BytesIO()
+        sink = StdoutSink(tmp_path / "stdout.json", style="json", stream=out).open()  # type: ignore[arg-type]
+        projector = Projector(LogReader(tmp_path / "log"), sink)
+        monkeypatch.setattr(CheckpointFile, "save", save)
+        for _ in range(4):  # the write fails (its checkpoint), and is offered again after each backoff
+            projector.attempt(wait=lambda _s: None)
+        log.append(QueryReceived(query_id="q3", query_text="질문 3"))
+        log.flush()
+        full[0] = False  # space again
+        projector.catch_up()
+    printed = [json.loads(line)["query_id"] for line in out.getvalue().splitlines()]
+    assert printed == ["q0", "q1", "q2", "q3"]
+    assert sink.telemetry.snapshot().sent == 4
+    assert sink.telemetry.snapshot().errors  # the failed saves were counted
+    assert json.loads((tmp_path / "stdout.json").read_text()) == LogReader(tmp_path / "log").end_checkpoint()
+
+
 def test_the_console_echo_shows_what_a_terminal_would_obey_escaped(tmp_path: Path) -> None:
     """A question sent to the open chat API recoloured the operator's terminal, set its title (OSC 0) and, with an
     unclosed U+202E, showed the rest of the line backwards: the echo wrote users' text as it came."""

@@ -15,7 +15,16 @@ import pytest
 from querylog.logging.codec import encode
 from querylog.logging.events import AnyEvent, QueryReceived
 from querylog.logging.loki import TimeOrderedReader
-from querylog.logging.projection import Batch, FileCheckpointSink, Prepared, Projector, RetryPolicy, Sink, SinkSendError
+from querylog.logging.projection import (
+    Batch,
+    CheckpointFile,
+    FileCheckpointSink,
+    Prepared,
+    Projector,
+    RetryPolicy,
+    Sink,
+    SinkSendError,
+)
 from querylog.logging.segments import Checkpoint, EventLog, LogReader
 from querylog.logging.sinks import MemorySink
 
@@ -99,10 +108,13 @@ def test_a_checkpoint_the_disk_refuses_fails_the_write_at_stage_checkpoint_and_t
         projector.catch_up()
     assert refused.value.stage == "checkpoint"
     assert sink.telemetry.snapshot().errors == {"checkpoint": 1}
-    assert sink.checkpoint() == {}  # not moved: the batch is offered again
+    end = LogReader(tmp_path / "log").read({}).checkpoint
+    assert sink.checkpoint() == end  # sent: this process does not send the batch again
+    assert projector.catch_up() == 0  # the disk still refuses: nothing new to send, nothing sent twice
     (tmp_path / "state").unlink()
-    assert projector.catch_up() == 4
-    assert sink.checkpoint() == LogReader(tmp_path / "log").read({}).checkpoint
+    assert projector.catch_up() == 0  # the log is quiet: the position is saved now
+    assert len(sink.stored) == 4 and sink.telemetry.snapshot().sent == 4
+    assert CheckpointFile(tmp_path / "state" / "cp.json").load() == end
 
 
 def test_only_one_projector_per_lock_leads(tmp_path: Path) -> None:
