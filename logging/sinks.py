@@ -188,6 +188,7 @@ class MetricsSink(Sink):
         self.publish_each_batch = publish_each_batch
         self._publish_failing = False
         self._publish_failed_at = 0.0
+        self._snapshot_failures = 0  # in a row: logged at the first, then once it works again
         self._position: Checkpoint = {}
         self._last_snapshot = time.monotonic()
         self._dirty = False
@@ -388,8 +389,13 @@ class MetricsSink(Sink):
             written = write_snapshot(self.snapshot_path, snapshot, log_dir=self.log_dir)
         except OSError as exc:  # a full disk must not stop the fold: the next snapshot tries again
             self.telemetry.error("snapshot")
-            _log.error("metrics_snapshot_failed", error=str(exc))
+            if not self._snapshot_failures:  # one line until it works again (it is tried every few seconds)
+                _log.error("metrics_snapshot_failed", error=str(exc), path=str(self.snapshot_path))
+            self._snapshot_failures += 1
             return False
+        if self._snapshot_failures:
+            _log.info("metrics_snapshot_recovered", failed_before=self._snapshot_failures)
+            self._snapshot_failures = 0
         self._dirty = False
         if not self.publish_each_batch:
             self.publish()

@@ -227,6 +227,22 @@ def test_a_fold_that_cannot_publish_keeps_folding_counts_it_and_says_so_once(tmp
     )["querylog_queries"]
 
 
+def test_a_snapshot_the_disk_refuses_is_counted_each_time_and_said_once_until_it_works_again(tmp_path: Path) -> None:
+    """On a full disk `metrics_snapshot_failed` was logged every five seconds, for as long as the disk stayed full."""
+    log_dir, blocked = tmp_path / "log", tmp_path / "state"
+    blocked.write_text("a file where the state directory should be")
+    _queries(log_dir, 2)
+    with structlog.testing.capture_logs() as logs:
+        _, sink = _fold(log_dir, blocked / "metrics-snapshot.json")
+        _run(log_dir, sink)
+        assert [sink.snapshot() for _ in range(3)] == [False, False, False]
+        blocked.unlink()
+        assert sink.snapshot()
+    events = [entry["event"] for entry in logs]
+    assert sink.telemetry.snapshot().errors["snapshot"] == 3
+    assert events.count("metrics_snapshot_failed") == 1 and events.count("metrics_snapshot_recovered") == 1
+
+
 def test_a_publication_the_disk_refused_is_made_again_while_the_log_is_quiet(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
