@@ -359,7 +359,7 @@ class ParquetSink(Sink):
     def _roll_forward(self) -> None:
         for tmp_name, final_rel in self._commit.pending:
             tmp, final = self._tmp_dir / tmp_name, self.events_dir / final_rel
-            for attempt in range(_MOVE_ATTEMPTS):
+            for _ in range(_MOVE_ATTEMPTS):
                 final.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     os.replace(tmp, final)
@@ -369,8 +369,8 @@ class ParquetSink(Sink):
                         break  # moved already (by the writer, or another roll-forward)
                     # The hour directory went between the mkdir and the move: `compact` exchanged its day for
                     # one made before this hour had files. Make it again in the new day.
-                    if attempt == _MOVE_ATTEMPTS - 1:
-                        raise
+            else:  # still in tmp/, and named by the commit: the next batch's commit carries it and moves it again
+                _log.warning("parquet_file_move_deferred", file=final_rel, attempts=_MOVE_ATTEMPTS)
 
     def _checkpoint(self) -> Checkpoint:
         return dict(self._commit.checkpoint)
@@ -389,6 +389,8 @@ class ParquetSink(Sink):
         return Prepared(rows=tables, count=len(lines), last_ts=last)
 
     def _write(self, batch: Batch) -> None:
+        # A committed file not moved into its hour yet (`_roll_forward`) stays named by every commit until it is.
+        carried = [(t, f) for t, f in self._commit.pending if (self._tmp_dir / t).exists()]
         pending: list[tuple[str, str]] = []
         nbytes = 0
         groups: Mapping[tuple[str, str], pa.Table]
@@ -406,7 +408,7 @@ class ParquetSink(Sink):
                     os.fsync(fh.fileno())
                 nbytes += tmp.stat().st_size
                 pending.append((tmp_name, f"date={date}/hour={hour}/{part}"))
-            commit = _Commit(checkpoint=dict(batch.checkpoint), pending=pending)
+            commit = _Commit(checkpoint=dict(batch.checkpoint), pending=carried + pending)
             atomic_write(self._commit_path, msgspec.json.encode(commit))  # the commit point
         except OSError as exc:
             for tmp_name, _ in pending:

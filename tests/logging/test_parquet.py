@@ -132,6 +132,32 @@ def test_a_batch_whose_hour_directory_a_day_compaction_swapped_away_lands_in_the
     assert len(ids) == 40 == len(set(ids))
 
 
+def test_a_file_that_could_not_be_moved_into_its_hour_is_carried_by_the_next_commit_and_moved_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log_dir = _log_with(tmp_path, 20)  # 40 events: two batches of 20
+    real_replace = os.replace
+    refusing = [True]
+
+    def replace(src: Any, dst: Any) -> None:
+        if refusing[0] and "/events/" in str(dst):
+            raise FileNotFoundError(2, "No such file or directory", str(dst))  # its hour swapped away, each time
+        real_replace(src, dst)
+
+    monkeypatch.setattr(parquet.os, "replace", replace)
+    with ParquetSink(tmp_path / "lake") as sink:
+        projector = Projector(LogReader(log_dir), sink, batch_max_events=20)
+        projector.run_once()
+        assert _lake_ids(tmp_path / "lake") == []  # committed, not in its hour yet
+        refusing[0] = False
+        projector.catch_up()  # the next batch's commit names it too, and moves it
+    ids = _lake_ids(tmp_path / "lake")
+    assert len(ids) == 40 == len(set(ids))
+    with ParquetSink(tmp_path / "lake"):  # and a restart finds no stray and loses nothing
+        pass
+    assert sorted(_lake_ids(tmp_path / "lake")) == sorted(ids)
+
+
 def test_a_crash_before_commit_leaves_nothing_and_the_batch_is_projected_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
