@@ -147,6 +147,20 @@ def test_the_aliases_command_checks_a_file_and_shows_names(tmp_path: Path, capsy
     assert "'삼성' names two companies" in captured.err and "2 companies, 4 names, 1 problem(s)" in captured.out
 
 
+def test_the_aliases_command_reads_a_name_with_its_particle_as_search_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`querylog aliases 삼성전자의` said search finds it as typed, although search finds every name of 삼성전자."""
+    from querylog.cli import main
+
+    assert main(["--home", str(tmp_path), "aliases", "삼성전자의", "카카오는"]) == 0
+    out = capsys.readouterr().out
+    assert "삼성전자의: 삼성전자" in out and "read as: 삼성전자 (search leaves the particle out)" in out
+    assert "카카오는: 카카오" in out and "kept apart: 카카오게임즈, 카카오뱅크, 카카오페이" in out
+    assert main(["--home", str(tmp_path), "aliases", "없는회사의"]) == 1
+    assert "not in aliases_starter.csv" in capsys.readouterr().out
+
+
 def test_a_spreadsheets_byte_order_mark_is_not_part_of_the_header(tmp_path: Path) -> None:
     path = tmp_path / "aliases.csv"
     path.write_bytes("\ufeff".encode() + (HEADER + '현대자동차,"현대차|Hyundai Motor",005380\r\n').encode())

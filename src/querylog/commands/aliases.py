@@ -50,16 +50,25 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         problems = f", {len(aliases.problems)} problem(s) above" if aliases.problems else ", no problems"
         print(f"{path}: {len(aliases.companies)} companies, {names} names{problems}")
         return 0
+    from querylog.analytics._search_text import fold_one
+
     unknown = 0
     for name in args.names:
-        company = aliases.company(name)
+        company, read_as = aliases.company(name), None
+        if company is None:  # as search reads it: 삼성전자의 is 삼성전자 and its particle
+            words = fold_one(name).split()
+            found = aliases.mentions(words)
+            if len(found) == 1 and (found[0].start, found[0].end) == (0, len(words)):
+                company, read_as = found[0].company, found[0].typed
         if company is None:
             print(f"{name}: not in {path.name}: search finds it as typed (and 초성, typos)")
             unknown += 1
             continue
         print(f"{name}: {company.canonical} (line {company.line})")
+        if read_as is not None:
+            print(f"  read as: {read_as} (search leaves the particle out)")
         print(f"  found as: {', '.join(n for n in company.names if aliases.company(n) is company)}")
-        apart = aliases.masks(company, name_key(name))
+        apart = aliases.masks(company, name_key(read_as or name))
         if apart:
             print(f"  kept apart: {', '.join(apart)}")
     return 1 if unknown == len(args.names) else 0
