@@ -459,7 +459,7 @@ class Projector:
                     Batch(events=events, checkpoint=read.checkpoint, redelivered=redelivered, prepared=prepared)
                 )
             except Exception:
-                self._report_stuck(read.lines, read.remaining_bytes, consumed)
+                self._report_stuck(read.lines, read.checkpoint, consumed)
                 raise
             last_ts = prepared.last_ts if prepared is not None else (events[-1].ts if events else None)
             self._report_lag(last_ts, read.remaining_bytes, consumed, len(read.lines))
@@ -554,11 +554,17 @@ class Projector:
         behind_s = (datetime.now(UTC) - last_ts).total_seconds()
         self.telemetry.lag(_events_in(remaining_bytes, consumed, lines), max(0.0, behind_s))
 
-    def _report_stuck(self, lines: Sequence[bytes], remaining_bytes: int, consumed: int) -> None:
-        """Lag while a write fails (a destination down): the batch and all behind it, as old as its oldest line."""
+    def _report_stuck(self, lines: Sequence[bytes], end: Checkpoint, consumed: int) -> None:
+        """Lag while a write fails (a destination down): the batch and all behind it, as old as its oldest line;
+        what is behind it counted again at each snapshot, as the log grows between two attempts."""
         oldest = next((t for t in map(line_time, lines) if t is not None), None)
         behind_s = time.time() - oldest if oldest is not None else 0.0
-        self.telemetry.lag(len(lines) + _events_in(remaining_bytes, consumed, len(lines)), max(0.0, behind_s))
+        reader, n = self.reader, len(lines)
+        self.telemetry.lag(
+            n + _events_in(reader.bytes_after(end), consumed, n),
+            max(0.0, behind_s),
+            events_now=lambda: n + _events_in(reader.bytes_after(end), consumed, n),
+        )
 
     # -- background thread ------------------------------------------------------------------------
     def start(self) -> Projector:

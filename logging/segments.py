@@ -591,6 +591,14 @@ class LogReader:
     def segments(self) -> list[Path]:
         return segment_paths(self.directory)
 
+    def bytes_after(self, checkpoint: Checkpoint) -> int:
+        """How many bytes the segments hold past `checkpoint` now (whole lines or not)."""
+        total = 0
+        for path in self.segments():
+            with contextlib.suppress(FileNotFoundError):  # trimmed meanwhile
+                total += max(0, path.stat().st_size - checkpoint.get(path.name, 0))
+        return total
+
     def erased_segments(self) -> frozenset[str]:
         """The segments that hold lines `querylog erase` blanked (`ERASED_LIST`), re-read when the list changes:
         only their lines are checked, so a log that never saw an erasure pays nothing for it."""

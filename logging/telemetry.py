@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import threading
@@ -60,6 +61,8 @@ class SinkTelemetry:
     _lag_events: int = 0
     #: When (Unix seconds, by `clock`) the oldest event not delivered yet was written; None when none is waiting.
     _lag_since: float | None = None
+    #: Counts the events waiting again at each snapshot (a projection waiting out an outage), when set.
+    _lag_events_now: Callable[[], int] | None = None
     _batches: int = 0
     _batch_events_total: int = 0
     _batch_bytes_total: int = 0
@@ -106,16 +109,23 @@ class SinkTelemetry:
             self._fallbacks[reason] += n
             return first
 
-    def lag(self, events: int, seconds: float) -> None:
+    def lag(self, events: int, seconds: float, *, events_now: Callable[[], int] | None = None) -> None:
         """`events` wait to be delivered, the oldest `seconds` old now. The age goes on growing at every snapshot
         until the next report: a projection waiting out a destination's outage shows its lag as it is, not as it
-        was at the last failed write."""
+        was at the last failed write; with `events_now`, so does the count (called at each snapshot)."""
         with self._lock:
             self._lag_events = events
             self._lag_since = self.clock() - seconds if events else None
+            self._lag_events_now = events_now if events else None
 
     def snapshot(self) -> TelemetrySnapshot:
         delivered, batches, nbytes = self._delivered
+        if (count := self._lag_events_now) is not None:
+            with contextlib.suppress(OSError):  # the log's directory unreadable now: the count last reported
+                events = count()
+                with self._lock:
+                    if self._lag_events_now is count:  # not reported afresh meanwhile
+                        self._lag_events = events
         with self._lock:
             return TelemetrySnapshot(
                 sink=self.sink,
