@@ -72,6 +72,8 @@ __all__ = [
 MAX_REPORTED_ERRORS: Final = 100
 #: Start-up reads at most this much of the log's tail to re-learn recent event ids.
 SEED_MAX_BYTES: Final = 64 * 1024 * 1024
+#: Lines of other writers that may follow a batch in the log when its write is read back (`EventIngestor._written`).
+_WRITTEN_SLACK_LINES: Final = 10_000
 #: How much of a segment `tail_event_ids` holds at once.
 _TAIL_CHUNK: Final = 1024 * 1024
 
@@ -494,12 +496,24 @@ class EventIngestor:
             except LogClosedError as exc:
                 raise IngestUnavailableError("the event log is closed (the server is shutting down)") from exc
             if self._refused_writes() > refused_before:
-                # The log counts and drops what the disk refuses. Not remembering these ids lets the retry through.
-                raise IngestUnavailableError("the event log could not write to disk; retry later")
+                # The log counts and drops what the disk refuses; a write cut short keeps the whole lines before the
+                # cut. Those are remembered, so that the retry adds only the rest.
+                written = self._written(in_batch)
+                self._recent.update(written)
+                if len(written) < len(in_batch):
+                    raise IngestUnavailableError(
+                        f"the event log could not write to disk ({len(in_batch) - len(written)} of {len(in_batch)} "
+                        "events not written); retry later: those written are then counted as duplicates"
+                    )
             self._recent.update(in_batch)
         result = IngestResult(accepted=len(fresh), duplicates=len(events) - len(fresh))
         _log.info("events_ingested", accepted=result.accepted, duplicates=result.duplicates)
         return result
+
+    def _written(self, event_ids: set[str]) -> set[str]:
+        """Which of `event_ids` the log holds, read back from its tail (this batch's lines and any written since)."""
+        tail = tail_event_ids(LogReader(self.log.directory), len(event_ids) + _WRITTEN_SLACK_LINES)
+        return event_ids.intersection(tail)
 
     def _refused_writes(self) -> int:
         """Events the log dropped for want of a disk (a retry may succeed), by its telemetry. Not those it could
