@@ -462,7 +462,8 @@ class Projector:
                 self._report_stuck(read.lines, read.checkpoint, consumed)
                 raise
             last_ts = prepared.last_ts if prepared is not None else (events[-1].ts if events else None)
-            self._report_lag(last_ts, read.remaining_bytes, consumed, len(read.lines))
+            # Behind the batch now, not when it was read: a large batch takes a while to write, and the log grows.
+            self._report_lag(last_ts, self.reader.bytes_after(read.checkpoint), consumed, len(read.lines))
             return len(read.lines) + read.skipped
 
     def _stage(self, start: Checkpoint, max_bytes: int) -> _Staged:

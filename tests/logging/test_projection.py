@@ -149,6 +149,26 @@ def test_lag_is_reported_while_behind_and_zero_when_caught_up(tmp_path: Path) ->
         assert projector.telemetry.snapshot().lag_events == 0
 
 
+def test_the_lag_after_a_batch_counts_what_arrived_while_it_was_written(tmp_path: Path) -> None:
+    """A batch of 100,000 events takes seconds to write: /healthz said lag 0 while the lake was 19,000 behind."""
+
+    class SlowSink(MemorySink):
+        arriving = 15  # while the first batch is written
+
+        def _write(self, batch: Batch) -> None:
+            _write(log, self.arriving)
+            self.arriving = 0
+            super()._write(batch)
+
+    with EventLog(tmp_path / "log") as log:
+        _write(log, 10)
+        projector = Projector(LogReader(tmp_path / "log"), SlowSink().open())
+        assert projector.run_once() == 10
+        assert projector.telemetry.snapshot().lag_events == 15
+        assert projector.catch_up() == 15
+        assert projector.telemetry.snapshot().lag_events == 0
+
+
 def test_batches_respect_the_event_limit(tmp_path: Path) -> None:
     with EventLog(tmp_path / "log") as log:
         _write(log, 25)
