@@ -41,6 +41,7 @@ from querylog.service.producers import (
     IngestUnavailableError,
     _ingestor,
     _read_body,
+    counted_status,
     id_problem,
     media_type,
     require_ingest_token,
@@ -245,7 +246,7 @@ async def export_traces(request: Request, _auth: Annotated[None, Depends(require
     try:
         return await _export_traces(request, ingestor)
     except HTTPException as exc:
-        ingestor.counts.request_refused("traces", exc.status_code)
+        ingestor.counts.request_refused("traces", counted_status(exc))
         raise
 
 

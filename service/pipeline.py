@@ -66,9 +66,7 @@ class ChatPipeline:
                 q.classified(str(verdict.intent), verdict.confidence)
             with q.stage("search"):
                 found = self.retriever.search(q.text, k=k)
-                q.searched(
-                    len(found.docs), cache_hit=found.cache_hit, top_score=found.top_score, sources=found.docs
-                )
+                q.searched(len(found.docs), cache_hit=found.cache_hit, top_score=found.top_score, sources=found.docs)
             prompt = {"query": q.text, "intent": str(verdict.intent), "documents": [h.title for h in found.docs]}
             with q.stage("generate"), trace.generation(input=prompt) as observed:
                 generation = self.generator.generate(q.text, str(verdict.intent), found.docs)

@@ -679,11 +679,28 @@ def _inflate(body: bytes, limit: int) -> bytes:
     return bytes(out)
 
 
+#: How a request whose client went away before sending its whole body is counted on /metrics
+#: (`_ingest_requests_refused_total{status}`), as nginx logs it ("client closed request"): no answer reaches it.
+CLIENT_GONE: Final = 499
+
+
+class ClientGoneError(HTTPException):
+    """The client went away before sending its whole body: answered 400 (to no one), counted as `CLIENT_GONE`."""
+
+    def __init__(self) -> None:
+        super().__init__(status.HTTP_400_BAD_REQUEST, "the client went away before sending its whole body")
+
+
+def counted_status(exc: HTTPException) -> int:
+    """The status a refused producer request is counted under: its answer's, or `CLIENT_GONE`."""
+    return CLIENT_GONE if isinstance(exc, ClientGoneError) else exc.status_code
+
+
 async def _read_raw_body(request: Request, limit: int) -> bytes:
     try:
         return await _read_stream(request, limit)
     except ClientDisconnect:  # logged by Starlette as an application error, with a traceback, and not counted
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "the client went away before sending its whole body") from None
+        raise ClientGoneError() from None
 
 
 async def _read_stream(request: Request, limit: int) -> bytes:
@@ -846,7 +863,7 @@ async def ingest_events(
     try:
         answer = await _ingest_events(request, ingestor)
     except HTTPException as exc:
-        ingestor.counts.request_refused("events", exc.status_code)
+        ingestor.counts.request_refused("events", counted_status(exc))
         raise
     if isinstance(answer, JSONResponse):
         ingestor.counts.request_refused("events", answer.status_code)
