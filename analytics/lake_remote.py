@@ -179,9 +179,9 @@ class PushReport:
     deleted: int = 0
     stale: int = 0
     vanished: int = 0  # local files compacted away between listing and upload: the next push copies the result
-    #: With ``delete``: remote files kept although the local lake no longer has them, because they left it during
-    #: the push (a compaction, an erase, a rebuild): what replaced them may not be in the bucket yet, so they may
-    #: hold the only copy there of their events. The next push deletes them.
+    #: With ``delete``: remote files kept although the local lake no longer has them, because the lake changed
+    #: during the push (a compaction, an erase, a rebuild): what replaced them may not be in the bucket yet, so they
+    #: may hold the only copy there of their events. The next push deletes them.
     behind: int = 0
     #: Staging objects that uploads cut short had left (`_upload`), removed.
     staging_removed: int = 0
@@ -249,11 +249,13 @@ def push_lake(
             raise PushError(
                 f"refusing to delete all {len(extra)} files under {location.uri}: the local lake {lake_dir} is empty"
             )
+        # The lake changed during this push (a compaction, an erase, a rebuild: a file it listed is gone): what
+        # replaced the files no longer local, before the push or during it, may not be in the bucket yet, so each may
+        # hold the only copy there of its events. None is deleted; the next push, on a still lake, deletes them.
+        # New files the running service writes change nothing here.
+        changed = bool(report.vanished) or not listed <= set(local)
         for rel in extra:
-            # Gone from the local lake during this push: what replaced it may not be in the bucket yet, so it may
-            # hold the only copy there of its events. One gone before the push began was replaced by files this
-            # push listed and uploaded. New files the running service writes hold nothing back.
-            if rel in listed:
+            if changed:
                 report.behind += 1
                 continue
             if not dry_run:

@@ -351,7 +351,7 @@ def test_a_mirror_keeps_the_files_a_compaction_replaced_during_the_push(
     assert main(["lake", "push", uri, "--delete", "-q"]) == 1
     assert compacted
     err = capsys.readouterr().err
-    assert f"{len(compacted)} remote files kept for now: they left the local lake during the push" in err
+    assert f"{len(compacted)} remote files kept for now: the local lake changed during the push" in err
     assert "push again" in err
     with Catalog(uri) as remote, Catalog(home / "lake") as local:  # every event still in the bucket
         assert (
@@ -361,6 +361,46 @@ def test_a_mirror_keeps_the_files_a_compaction_replaced_during_the_push(
     monkeypatch.setattr(lake_remote, "_upload", real_upload)
     assert main(["lake", "push", uri, "--delete", "-q"]) == 0  # pushed again: the mirror is done
     with Catalog(uri) as remote, Catalog(home / "lake") as local:
+        assert remote.query(COUNT_SQL)[1] == local.query(COUNT_SQL)[1]
+
+
+def test_a_mirror_deletes_nothing_when_what_replaced_the_files_before_the_push_is_replaced_during_it(
+    home: Path, bucket: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hours compacted before `push --delete`, then merged again (a day compaction) while it ran: the small files of
+    those hours were deleted from the bucket although neither merged file ever reached it (9,000 events → 3,201)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import querylog.analytics.lake_remote as lake_remote
+
+    lake, uri = home / "lake", f"s3://{bucket}/merged-twice"
+    assert main(["lake", "push", uri, "-q"]) == 0
+    hour = sorted({(lake / k).parent for k in _local_keys(lake)})[0]
+    small = sorted(hour.glob("*.parquet"))
+    merged = hour / "compacted-1.parquet"
+    pq.write_table(pa.concat_tables([pq.ParquetFile(f).read() for f in small]), merged)
+    for f in small:
+        f.unlink()  # compacted before the push: the bucket still holds the small files
+    real_upload = lake_remote._upload
+
+    def merge_again_then_upload(fs: Any, path: Path, key: str, size: int) -> None:
+        if merged.exists():  # merged again while the push runs: its first merged file never reaches the bucket
+            merged.rename(hour / "compacted-2.parquet")
+        real_upload(fs, path, key, size)
+
+    monkeypatch.setattr(lake_remote, "_upload", merge_again_then_upload)
+    capsys.readouterr()
+    assert main(["lake", "push", uri, "--delete", "-q"]) == 1
+    assert "the local lake changed during the push" in capsys.readouterr().err
+    with Catalog(uri) as remote, Catalog(lake) as local:  # every event still in the bucket
+        assert (
+            remote.query("select count(distinct event_id) from events")[1]
+            == local.query("select count(distinct event_id) from events")[1]
+        )
+    monkeypatch.setattr(lake_remote, "_upload", real_upload)
+    assert main(["lake", "push", uri, "--delete", "-q"]) == 0  # on a still lake: the mirror is done
+    with Catalog(uri) as remote, Catalog(lake) as local:
         assert remote.query(COUNT_SQL)[1] == local.query(COUNT_SQL)[1]
 
 

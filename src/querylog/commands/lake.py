@@ -79,7 +79,7 @@ def run_push(args: argparse.Namespace, settings: Settings) -> int:
     except (PushError, OSError) as exc:
         print(f"querylog lake push: {exc}", file=sys.stderr)
         return 1
-    code = 1 if report.behind else 0
+    code = 1 if report.behind or report.vanished else 0  # the bucket is behind the lake: push again
     if args.json:
         print(json.dumps(report.as_dict()))
         return code
@@ -105,9 +105,9 @@ def run_push(args: argparse.Namespace, settings: Settings) -> int:
         )
     if report.behind:
         print(
-            f"querylog lake push: {report.behind} remote files kept for now: they left the local lake during the "
-            "push (a compaction, an erase, a rebuild), and what replaced them may not be in the bucket yet (they "
-            "may hold the only copy there of their events); push again",
+            f"querylog lake push: {report.behind} remote files kept for now: the local lake changed during the push "
+            "(a compaction, an erase, a rebuild), and what replaced them may not be in the bucket yet (they may "
+            "hold the only copy there of their events); push again",
             file=sys.stderr,
         )
     elif report.stale:
