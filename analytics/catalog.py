@@ -268,23 +268,28 @@ class Catalog:
         # Every column of the current schema, whichever generations of files the lake holds: a lake of v1 files
         # only still has `answer_text` (null), so the views and any query written for v2 work on it.
         con.register("_empty_events", pa.Table.from_batches([], schema=LAKE_SCHEMA))
-        if dataset is not None:
-            con.register("_lake_events", dataset)
-            con.execute(
-                "CREATE OR REPLACE VIEW events AS SELECT * FROM _empty_events "
-                "UNION ALL BY NAME SELECT * EXCLUDE (date, hour) FROM _lake_events"
-            )
-        elif self.lake_uri is None and self.has_data():
-            path = self.glob.replace("'", "''")
-            con.execute(
-                "CREATE OR REPLACE VIEW events AS SELECT * FROM _empty_events UNION ALL BY NAME "
-                f"SELECT * EXCLUDE (date, hour) FROM read_parquet('{path}', "
-                "hive_partitioning = true, union_by_name = true)"
-            )
-        else:
-            con.execute("CREATE OR REPLACE VIEW events AS SELECT * FROM _empty_events")
-        con.execute(queries_sql(self.names))
-        con.execute(SESSIONS_SQL)
+
+        def create() -> None:
+            if dataset is not None:
+                con.register("_lake_events", dataset)
+                con.execute(
+                    "CREATE OR REPLACE VIEW events AS SELECT * FROM _empty_events "
+                    "UNION ALL BY NAME SELECT * EXCLUDE (date, hour) FROM _lake_events"
+                )
+            elif self.lake_uri is None and self.has_data():
+                path = self.glob.replace("'", "''")
+                con.execute(
+                    "CREATE OR REPLACE VIEW events AS SELECT * FROM _empty_events UNION ALL BY NAME "
+                    f"SELECT * EXCLUDE (date, hour) FROM read_parquet('{path}', "
+                    "hive_partitioning = true, union_by_name = true)"
+                )
+            else:
+                con.execute("CREATE OR REPLACE VIEW events AS SELECT * FROM _empty_events")
+            con.execute(queries_sql(self.names))
+            con.execute(SESSIONS_SQL)
+
+        # The views read every file's schema as they are made: a compaction swapping files meanwhile is waited out.
+        self.consistent(create)
 
     def consistent(self, run: Callable[[], _T]) -> _T:
         """`run()` (a query on this catalog's connection, its result fetched) from a lake that no compaction or
