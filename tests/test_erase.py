@@ -91,6 +91,24 @@ def test_the_lake_scans_say_how_far_they_are(tmp_path: Path, monkeypatch: pytest
     assert len(scanned) >= 2 * files  # the scans of the subjects, of their queries, and before the rewrite
 
 
+def test_an_erase_while_a_compaction_holds_the_lake_is_refused_before_the_log_is_touched(tmp_path: Path) -> None:
+    """It blanked the log, then found the lake busy and stopped: the log and the lake disagreed until it was run
+    again, and the next `compact` knew nothing of the erasure left half done."""
+    import fcntl
+
+    from querylog.analytics.upkeep import UpkeepError
+
+    s = _home(tmp_path)
+    log_before = {p.name: p.read_bytes() for p in s.log_dir.glob("*.jsonl")}
+    with (s.lake_dir / "_querylog" / "upkeep.lock").open("a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # as a running `querylog compact` holds it
+        with pytest.raises(UpkeepError, match="compact"):
+            erase(s, user_ids=["alice"])
+    assert {p.name: p.read_bytes() for p in s.log_dir.glob("*.jsonl")} == log_before
+    assert not (s.state_dir / "erase-in-progress.json").exists()
+    assert erase(s, user_ids=["alice"]).log_events == 6 * 4  # once the lake is free
+
+
 def test_a_query_that_begins_while_the_erasure_lists_the_users_queries_leaves_no_event_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

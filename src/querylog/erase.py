@@ -681,6 +681,10 @@ def _erase(
             _check_loki_tenant(settings)
     if settings.lake_dir.is_dir():
         ParquetSink.committed_checkpoint(settings.lake_dir)
+        from querylog.analytics.upkeep import LakeCompactor
+
+        # A `querylog compact` at work holds the lake: refused now, before the log is blanked, not after it.
+        LakeCompactor(settings.lake_dir).recover()
     receipt.resumed = resumed = earlier is not None
     if earlier is not None:
         progress("finishing an erasure a run before this one left half done (it was stopped)")
