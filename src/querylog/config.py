@@ -216,7 +216,9 @@ class Settings:
         default=None,
         metadata={
             "env": "QUERYLOG_RETENTION",
-            "doc": "how long events are kept anywhere (lake, search index, log): 90d, 12w, 36h; unset keeps them",
+            "doc": "how long events are kept anywhere (lake, search index, log): 90d, 12w, 36h; unset keeps them. "
+            "The lake and the search index drop whole days, once all of a day is older than it rounded up to days "
+            "(36h: 2 days)",
         },
     )
     retention_days: int | None = field(
