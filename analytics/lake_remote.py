@@ -253,11 +253,9 @@ def push_lake(
         # replaced the files no longer local, before the push or during it, may not be in the bucket yet, so each may
         # hold the only copy there of its events. None is deleted; the next push, on a still lake, deletes them.
         # New files the running service writes change nothing here.
-        changed = bool(report.vanished) or not listed <= set(local)
+        if report.vanished or not listed <= set(local):
+            report.behind, extra = len(extra), []
         for rel in extra:
-            if changed:
-                report.behind += 1
-                continue
             if not dry_run:
                 try:
                     fs.delete_file(f"{location.events}/{rel}")

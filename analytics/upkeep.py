@@ -275,7 +275,6 @@ def _upkeep_lock(lake_dir: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-# -- compaction -----------------------------------------------------------------------------------------
 def _rows_and_schema(inputs: Sequence[Path]) -> tuple[int, pa.Schema]:
     """The rows of `inputs` and the schema that holds them all: files written by different versions may differ in
     columns, and a merged file holds them all (nulls where a file lacked one), as the catalog's union_by_name read

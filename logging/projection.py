@@ -561,11 +561,11 @@ class Projector:
         oldest = next((t for t in map(line_time, lines) if t is not None), None)
         behind_s = time.time() - oldest if oldest is not None else 0.0
         reader, n = self.reader, len(lines)
-        self.telemetry.lag(
-            n + _events_in(reader.bytes_after(end), consumed, n),
-            max(0.0, behind_s),
-            events_now=lambda: n + _events_in(reader.bytes_after(end), consumed, n),
-        )
+
+        def waiting() -> int:
+            return n + _events_in(reader.bytes_after(end), consumed, n)
+
+        self.telemetry.lag(waiting(), max(0.0, behind_s), events_now=waiting)
 
     # -- background thread ------------------------------------------------------------------------
     def start(self) -> Projector:

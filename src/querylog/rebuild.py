@@ -98,6 +98,11 @@ def _missing_from(fresh: Path, live_files: list[Path]) -> tuple[int, list[Path]]
     return (int(found[0]) if found else 0), unreadable
 
 
+#: Beside the lake, under QUERYLOG_HOME: the rebuilt lake being written, the live one while the two are swapped,
+#: and the swapped-out one being deleted.
+_FRESH, _PREVIOUS, _DISCARDED = "lake.rebuild", "lake.previous", "lake.discarded"
+
+
 def settle_interrupted_swap(settings: Settings, *, leftovers: bool = True) -> str | None:
     """Put back the lake a rebuild stopped between its two renames left as ``lake.previous`` (nothing at ``lake``),
     before anything makes a new, empty lake there; with `leftovers`, drop what a stopped rebuild left
@@ -120,11 +125,6 @@ def settle_interrupted_swap(settings: Settings, *, leftovers: bool = True) -> st
             shutil.rmtree(leftover)
             did = did or f"removed {leftover}, left by a stopped `querylog replay parquet`"
     return did
-
-
-#: Beside the lake, under QUERYLOG_HOME: the rebuilt lake being written, the live one while the two are swapped,
-#: and the swapped-out one being deleted.
-_FRESH, _PREVIOUS, _DISCARDED = "lake.rebuild", "lake.previous", "lake.discarded"
 
 
 @contextmanager

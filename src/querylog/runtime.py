@@ -301,12 +301,12 @@ def echo_from_now(settings: Settings, reader: LogReader) -> None:
 def elected_projectors(settings: Settings, reader: LogReader) -> dict[str, Projector]:
     """Parquet, stdout (when on) and Loki (when configured), each elected by its lock file, not started."""
     s = settings
-    from querylog.rebuild import RebuildError, settle_interrupted_swap
+    from querylog.rebuild import LakeAsideError, settle_interrupted_swap
 
     # Before the sink opens the lake: it would make an empty one where a stopped rebuild left the live one aside.
     try:
         settled = settle_interrupted_swap(s, leftovers=False)  # a `project` beside a rebuild: leave its copy be
-    except RebuildError as exc:
+    except LakeAsideError as exc:
         raise SinkError(str(exc)) from None  # as a commit record it cannot read: the command exits 2, saying why
     if settled is not None:
         _log.warning("lake_rebuild_settled", action=settled)

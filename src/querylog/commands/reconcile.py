@@ -68,9 +68,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 count_metrics(metrics_text, settings.metrics_namespace)
             except ValueError as exc:
                 shown = shown_url(metrics_url)
-                print(
-                    f"querylog reconcile: {shown} cannot be compared: {str(exc)[:200]}", file=sys.stderr
-                )
+                print(f"querylog reconcile: {shown} cannot be compared: {str(exc)[:200]}", file=sys.stderr)
                 return 2
         if settings.loki_url:
             from querylog.runtime import loki_options

@@ -213,8 +213,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         kind = {"queries": "queries", "answers": "answers", "both": "queries or answers"}[args.where]
         filters = f" with intent {args.intent!r}" if args.intent else ""
         print(f"no {kind} match {shortened(asked, 80)!r}{filters}", file=sys.stderr)
-        asked_for = args.intent if args.intent and args.intent != UNCLASSIFIED else None
-        known = sorted({i for s in searches for i in s.intents()}) if asked_for else []
+        known = sorted({i for s in searches for i in s.intents()}) if args.intent not in (None, UNCLASSIFIED) else []
         if known and args.intent not in known:
             print(
                 f"querylog search: no query has intent {args.intent!r}; the index holds {', '.join(known)}"

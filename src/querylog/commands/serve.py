@@ -71,11 +71,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if rebuild_running(settings):
         print(f"querylog serve: {REBUILD_RUNNING}", file=sys.stderr)
         return 2
-    from querylog.rebuild import RebuildError, settle_interrupted_swap
+    from querylog.rebuild import LakeAsideError, settle_interrupted_swap
 
     try:  # before anything opens the lake: a rebuild stopped midway left it aside
         settled = settle_interrupted_swap(settings)
-    except RebuildError as exc:
+    except LakeAsideError as exc:
         print(f"querylog serve: {exc}", file=sys.stderr)
         return 2
     if settled is not None:
