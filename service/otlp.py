@@ -42,6 +42,7 @@ from querylog.service.producers import (
     _ingestor,
     _read_body,
     counted_status,
+    holding_body,
     id_problem,
     media_type,
     require_ingest_token,
@@ -244,7 +245,8 @@ async def export_traces(request: Request, _auth: Annotated[None, Depends(require
     them, durable when answered. Spans that are not GenAI are skipped and counted in `partial_success`."""
     ingestor = _ingestor(request)
     try:
-        return await _export_traces(request, ingestor)
+        async with holding_body(request, ingestor):
+            return await _export_traces(request, ingestor)
     except HTTPException as exc:
         ingestor.counts.request_refused("traces", counted_status(exc))
         raise

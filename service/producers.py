@@ -9,7 +9,8 @@ import re
 import threading
 import zlib
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +43,7 @@ from querylog.logging.events import (
 from querylog.logging.schema import redact_fields
 from querylog.logging.segments import EventLog, LogClosedError, LogReader, is_erased
 from querylog.runtime import Runtime
+from querylog.service.inflight import InflightBudget
 from querylog.service.ingest_metrics import IngestCounts
 
 __all__ = [
@@ -381,6 +383,7 @@ class EventIngestor:
         window: int = 100_000,
         max_events: int = 10_000,
         max_bytes: int = 5 * 1024 * 1024,
+        inflight_max_bytes: int = 64 * 1024 * 1024,
         namespace: str = "querylog",
         capture_answers: bool = True,
     ) -> None:
@@ -395,6 +398,8 @@ class EventIngestor:
         self.env = env
         self.max_events = max_events
         self.max_bytes = max_bytes
+        #: The bodies being read or ingested at once (`QUERYLOG_INGEST_INFLIGHT_MAX_BYTES`).
+        self.inflight = InflightBudget(inflight_max_bytes)
         self._redact = redact
         self._pseudonymize = pseudonymize_user_id
         self.capture_answers = capture_answers
@@ -414,6 +419,7 @@ class EventIngestor:
             window=s.ingest_dedup_window,
             max_events=s.ingest_max_events,
             max_bytes=s.ingest_max_bytes,
+            inflight_max_bytes=s.ingest_inflight_max_bytes,
             namespace=s.metrics_namespace,
             capture_answers=s.capture_answers,
         )
@@ -715,9 +721,7 @@ async def _read_stream(request: Request, limit: int) -> bytes:
         except ValueError:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "Content-Length is not a number") from None
         if length > limit:
-            if length <= DRAIN_MAX_BYTES:
-                async for _chunk in request.stream():  # read and thrown away: see DRAIN_MAX_BYTES
-                    pass
+            await _discard_body(request)
             raise too_large
     body = bytearray()
     seen = 0
@@ -732,6 +736,38 @@ async def _read_stream(request: Request, limit: int) -> bytes:
     if seen > limit:
         raise too_large
     return bytes(body)
+
+
+async def _discard_body(request: Request) -> None:
+    """Read the body and throw it away, if its Content-Length is within `DRAIN_MAX_BYTES` (see there)."""
+    try:
+        declared = int(request.headers.get("content-length", ""))
+    except ValueError:
+        return
+    if declared <= DRAIN_MAX_BYTES:
+        async for _chunk in request.stream():
+            pass
+
+
+@asynccontextmanager
+async def holding_body(request: Request, ingestor: EventIngestor) -> AsyncIterator[None]:
+    """Hold the request's share of the ingestor's `InflightBudget` while the block reads and ingests its body: its
+    Content-Length, or the byte limit for a gzip or chunked body (its size once inflated is not known yet). A 503
+    (retry after a second) when it does not fit now."""
+    declared = request.headers.get("content-length", "")
+    gzipped = request.headers.get("content-encoding", "").strip().lower() == "gzip"
+    wanted = min(int(declared), ingestor.max_bytes) if declared.isdigit() and not gzipped else ingestor.max_bytes
+    if not ingestor.inflight.take(wanted):
+        await _discard_body(request)
+        detail = (
+            f"the server is busy reading {ingestor.inflight.held:,} bytes of other batches "
+            f"(QUERYLOG_INGEST_INFLIGHT_MAX_BYTES {ingestor.inflight.cap:,}): retry in a moment"
+        )
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail, headers={"Retry-After": "1"})
+    try:
+        yield
+    finally:
+        ingestor.inflight.give(wanted)
 
 
 def _batch_items(payload: object) -> list[Any]:
@@ -861,7 +897,8 @@ async def ingest_events(
     can be retried safely. `service` and `env` default to the server's. Durable when 202 is returned."""
     ingestor = _ingestor(request)
     try:
-        answer = await _ingest_events(request, ingestor)
+        async with holding_body(request, ingestor):
+            answer = await _ingest_events(request, ingestor)
     except HTTPException as exc:
         ingestor.counts.request_refused("events", counted_status(exc))
         raise

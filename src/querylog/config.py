@@ -274,6 +274,16 @@ class Settings:
             "doc": "largest POST /v1/events or /v1/traces body in bytes (413 above it)",
         },
     )
+    ingest_inflight_max_bytes: int = field(
+        # A batch's objects weigh several times its JSON: three 20 MiB batches at once stay within a few hundred MB.
+        default=64 * 1024 * 1024,
+        metadata={
+            "env": "QUERYLOG_INGEST_INFLIGHT_MAX_BYTES",
+            "doc": "bodies POST /v1/events and /v1/traces read at once, in bytes (a gzip or chunked one counts as "
+            "QUERYLOG_INGEST_MAX_BYTES); a request past it is answered 503, retry in a second. One request "
+            "alone always fits",
+        },
+    )
     ingest_max_events: int = field(
         default=10_000,
         metadata={"env": "QUERYLOG_INGEST_MAX_EVENTS", "doc": "most events in a POST /v1/events batch (413 above)"},
@@ -481,6 +491,7 @@ class Settings:
             ("housekeeping_interval_s", "QUERYLOG_HOUSEKEEPING_INTERVAL_S", 0.1, _MONTH_S, False),
             ("metrics_snapshot_interval_s", "QUERYLOG_METRICS_SNAPSHOT_INTERVAL_S", 0.1, _MONTH_S, False),
             ("ingest_max_bytes", "QUERYLOG_INGEST_MAX_BYTES", 1024, 1 << 30, True),
+            ("ingest_inflight_max_bytes", "QUERYLOG_INGEST_INFLIGHT_MAX_BYTES", 1024, 1 << 40, True),
             ("ingest_max_events", "QUERYLOG_INGEST_MAX_EVENTS", 1, 10_000_000, True),
             ("ingest_dedup_window", "QUERYLOG_INGEST_DEDUP_WINDOW", 0, 100_000_000, True),
         ):

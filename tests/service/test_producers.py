@@ -859,6 +859,33 @@ def test_what_producers_sent_and_what_was_refused_is_on_metrics(client: TestClie
     assert sample("querylog_ingest_requests_refused_total", endpoint="events", status="400") == 1
 
 
+def test_every_answer_gives_its_bytes_back_to_the_inflight_budget(client: TestClient) -> None:
+    """A request holds its share of QUERYLOG_INGEST_INFLIGHT_MAX_BYTES only while it runs, whatever its answer."""
+    budget = client.app.state.ingestor.inflight  # type: ignore[attr-defined]
+    json_type = {"content-type": "application/json"}
+    answers = [
+        client.post("/v1/events", json={"events": _batch(2, prefix="b")}).status_code,
+        client.post("/v1/events", content=b"{not json", headers=json_type).status_code,
+        client.post("/v1/events", json={"events": [{"event_type": "query_received"}]}).status_code,
+        client.post(
+            "/v1/events", content=gzip.compress(b"x" * 100), headers={**json_type, "content-encoding": "gzip"}
+        ).status_code,
+        client.post("/v1/events", content=b"{}", headers={"content-type": "text/plain"}).status_code,
+        client.post("/v1/traces", content=b"{}", headers=json_type).status_code,
+    ]
+    assert answers == [202, 400, 422, 400, 415, 200]
+    assert budget.held == 0
+    assert budget.take(budget.cap)  # the whole budget is free again
+    try:
+        refused = client.post("/v1/events", json={"events": _batch(1, prefix="c")})
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert client.post("/v1/traces", content=b"{}", headers=json_type).status_code == 503
+    finally:
+        budget.give(budget.cap)
+    assert client.post("/v1/events", json={"events": _batch(1, prefix="c")}).json() == {"accepted": 1, "duplicates": 0}
+
+
 # -- answers ------------------------------------------------------------------------------------------------
 def _response(answer: str, **extra: Any) -> dict[str, Any]:
     return {"event_type": "response_generated", "event_id": "r-1", "query_id": "q-r", "answer_text": answer, **extra}

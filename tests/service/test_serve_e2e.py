@@ -104,3 +104,46 @@ def test_running_server_tries_another_port_when_the_one_it_picked_is_taken(
         with running_server(tmp_path / "home") as srv:
             assert int(srv.url.rsplit(":", 1)[1]) != taken.getsockname()[1]
             assert httpx.get(f"{srv.url}/healthz", timeout=5).json()["status"] == "ok"
+
+
+def test_a_batch_that_would_pass_the_inflight_budget_is_503_while_another_is_read(tmp_path: Path) -> None:
+    """A producer's body still arriving holds its bytes of QUERYLOG_INGEST_INFLIGHT_MAX_BYTES: a batch that would
+    take the server past it is refused 503 (retry) before its body is kept, and taken once the first is done."""
+
+    def body(prefix: str, n: int, pad: int) -> bytes:
+        events = [
+            {"event_type": "query_received", "event_id": f"{prefix}-{i}", "query_id": f"q-{prefix}-{i}",
+             "query_text": "삼성전자 " + "x" * pad, "ts": "2025-01-31T09:00:00Z"}
+            for i in range(n)
+        ]  # fmt: skip
+        return json.dumps({"events": events}).encode()
+
+    slow, second = body("slow", 60, 14_000), body("next", 40, 14_000)  # about 840 kB and 560 kB
+    env = {"QUERYLOG_INGEST_MAX_BYTES": str(1 << 20), "QUERYLOG_INGEST_INFLIGHT_MAX_BYTES": "1200000"}
+    with running_server(tmp_path / "home", env=env) as live:
+        host, port = live.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            head = f"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(slow)}\r\n\r\n"
+            sock.sendall(head.encode() + slow[:1000])  # the rest is held back: the server is reading it
+            # Until the server holds the slow body's bytes, a probe that is not JSON is a harmless 400.
+            probe = b"x" * len(second)
+            deadline = time.monotonic() + 30
+            while (
+                r := httpx.post(f"{live.url}/v1/events", content=probe, headers={"content-type": "application/json"})
+            ).status_code == 400:
+                assert time.monotonic() < deadline, "the slow body never held its bytes"
+            assert r.status_code == 503, r.text
+            refused = httpx.post(f"{live.url}/v1/events", content=second, headers={"content-type": "application/json"})
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "1"
+            assert "QUERYLOG_INGEST_INFLIGHT_MAX_BYTES" in refused.json()["detail"]
+            small = httpx.post(f"{live.url}/v1/events", json={"events": []})
+            assert small.status_code == 202  # a small batch still fits beside the slow one
+            sock.sendall(slow[1000:])
+            answer = sock.recv(65536).decode()
+        assert answer.startswith("HTTP/1.1 202"), answer
+        assert json.loads(answer.split("\r\n\r\n", 1)[1]) == {"accepted": 60, "duplicates": 0}
+        retried = httpx.post(f"{live.url}/v1/events", content=second, headers={"content-type": "application/json"})
+        assert retried.json() == {"accepted": 40, "duplicates": 0}  # the budget was given back
+        metrics = httpx.get(f"{live.url}/metrics").text
+        assert 'querylog_ingest_requests_refused_total{endpoint="events",status="503"} 2.0' in metrics
