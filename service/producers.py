@@ -633,6 +633,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
     encoding = request.headers.get("content-encoding", "").strip().lower()
     if encoding not in ("", "identity", "gzip"):  # refused before the body is read: it could not be understood
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"Content-Encoding {encoding!r}: send gzip or none")
+    charset = _charset(request)
+    if charset not in (None, "utf-8", "utf8"):  # JSON is UTF-8 (RFC 8259); read as UTF-8, latin-1 would be garbled
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"charset {charset!r}: send UTF-8")
     body = await _read_raw_body(request, limit)
     # Inflated on a worker thread: a few kilobytes of gzip may hold megabytes, and the event loop answers every
     # other request meanwhile.
@@ -908,6 +911,15 @@ async def ingest_events(
         ingestor.counts.events("events", "accepted", answer.accepted)
         ingestor.counts.events("events", "duplicate", answer.duplicates)
     return answer
+
+
+def _charset(request: Request) -> str | None:
+    """The ``charset`` parameter of the request's Content-Type, lower case; None when it names none."""
+    for parameter in request.headers.get("content-type", "").split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
 
 
 def media_type(request: Request) -> str:

@@ -595,6 +595,23 @@ def test_a_batch_a_web_page_could_send_unasked_is_refused_unread(client: TestCli
         assert resp.status_code == 202, resp.text
 
 
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/traces"])
+def test_a_body_in_another_charset_than_utf8_is_415_unread(client: TestClient, path: str) -> None:
+    """JSON is UTF-8: a body said to be latin-1 would be read as UTF-8, its text garbled; refused, naming it."""
+    batch = '{"events":[{"event_type":"query_received","query_id":"caf\u00e9","query_text":"café"}]}'
+    for charset in ("latin-1", '"ISO-8859-1"', "utf-16"):
+        resp = client.post(
+            path, content=batch.encode("latin-1"), headers={"content-type": f"application/json; charset={charset}"}
+        )
+        assert resp.status_code == 415, resp.text
+        assert "UTF-8" in resp.text
+    for charset in ("UTF-8", '"utf-8"', "utf8"):
+        resp = client.post(
+            "/v1/events", content=batch.encode(), headers={"content-type": f"application/json;charset={charset}"}
+        )
+        assert resp.status_code == 202, resp.text
+
+
 def test_a_gzip_body_is_taken_whole_or_refused_never_in_part(client: TestClient) -> None:
     gz = {"content-type": "application/json", "content-encoding": "gzip"}
     # One batch in two parts, each its own gzip member (a gzip file appended to, a writer that flushed between them).
