@@ -228,6 +228,32 @@ def test_reconcile_compares_live_metrics_text(home: Path) -> None:
     assert ("events", "query_received") in {(k, key) for k, key, _ in report.disagreements}
 
 
+def test_events_the_api_s_log_refused_are_said_though_every_store_agrees(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full disk drops events before the log (the truth): the stores agree without them, and reconcile, given the
+    API's /metrics, says how many the log refused, by reason. Other sinks' drops are not the log's."""
+    from querylog.logging.codec import decode
+    from querylog.logging.metrics import MetricsProjection
+
+    settings = Settings.from_env()
+    projection = MetricsProjection(settings.metrics_namespace)
+    lines = b"".join(p.read_bytes() for p in sorted(settings.log_dir.glob("*.jsonl"))).splitlines()
+    projection.apply([decode(line) for line in lines])
+    page = projection.exposition() + (
+        b"# TYPE querylog_sink_events_dropped_total counter\n"
+        b'querylog_sink_events_dropped_total{sink="log",reason="disk_write_failed"} 3.0\n'
+        b'querylog_sink_events_dropped_total{sink="log",reason="buffer_full"} 0.0\n'
+        b'querylog_sink_events_dropped_total{sink="loki",reason="too_old"} 5.0\n'
+    )
+    report = reconcile(settings, metrics_text=page.decode())
+    assert report.log_dropped == {"disk_write_failed": 3}
+    assert report.clean  # nothing disagrees: the drops are said, not failed on (a producer may have re-sent them)
+    with serving(answering(page)) as url:
+        assert main(["reconcile", "--metrics-url", f"{url}/metrics"]) == 0
+    assert "the API's log refused 3 event(s) since it started (disk_write_failed 3;" in capsys.readouterr().err
+
+
 def test_since_leaves_out_metrics_and_windows_the_counts(home: Path) -> None:
     settings = Settings.from_env()
     report = reconcile(settings, since=datetime.now(UTC) + timedelta(hours=1))

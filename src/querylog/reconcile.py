@@ -70,6 +70,10 @@ class ReconcileReport:
     #: When the log was last written (its newest segment's modification time): events arriving as the stores are
     #: read one after another make them differ by a few, and a difference means little then.
     last_write: datetime | None = None
+    #: Events the running API's log refused, by reason (``<ns>_sink_events_dropped_total{sink="log"}`` on the
+    #: metrics compared: a full disk, a full buffer): in no store, so the counts agree without them. Said, not
+    #: failed on: a producer's batch refused so was answered 503, and is in the stores if it was sent again.
+    log_dropped: dict[str, int] = field(default_factory=dict)
 
     @property
     def disagreements(self) -> list[tuple[str, str, dict[str, int | None]]]:
@@ -195,6 +199,16 @@ def count_metrics(exposition: str, namespace: str) -> Counts:
     return counts
 
 
+def log_dropped(exposition: str, namespace: str) -> dict[str, int]:
+    """Events the log refused since the server started, by reason, from its ``/metrics`` text."""
+    dropped: Counter[str] = Counter()
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == f"{namespace}_sink_events_dropped_total" and sample.labels.get("sink") == "log":
+                dropped[sample.labels.get("reason", "")] += int(sample.value)
+    return {reason: n for reason, n in sorted(dropped.items()) if n}
+
+
 def loki_range_s(since: datetime, now: datetime) -> int:
     """The whole seconds of the LogQL range that covers [since, now] (the range is (now - seconds, now])."""
     return max(1, int((now - since).total_seconds()) + 1)
@@ -302,6 +316,7 @@ def reconcile(
         unreadable=unreadable.count,
         unreadable_example=unreadable.example,
         last_write=last_written(settings.log_dir),
+        log_dropped=log_dropped(metrics_text, settings.metrics_namespace) if metrics_text is not None else {},
     )
 
 

@@ -19,7 +19,8 @@ def add_parser(sub: Any) -> None:
         description="Count events per type and finished queries per intent in the log (the truth), the Parquet "
         "lake, the Prometheus metrics (a running API's /metrics with --metrics-url, else a replay of the log) "
         "and Loki (when LOKI_URL is set). Prints a table; exits 1 if any count differs, or if log lines could not "
-        "be read as events. Loki is counted over the window it can hold (7 days back at most, up to now); when "
+        "be read as events (with --metrics-url, it also says how many events the API's log refused: a full disk). "
+        "Loki is counted over the window it can hold (7 days back at most, up to now); when "
         "the log holds events outside it, Loki is compared with the log's counts over that window, in their own "
         "column. Let the projections catch up first (a running API lags by about a second); under traffic the stores, "
         "read one after another, differ by the events that arrived meanwhile: compare when it is quiet.",
@@ -144,6 +145,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             f"querylog reconcile: {report.unreadable:,} log line(s) could not be read as events (torn, or written "
             "with values the schema refuses): no store holds them and the counts above leave them out (the "
             f"projections log each as log_line_corrupt); the first: {report.unreadable_example}",
+            file=sys.stderr,
+        )
+    if report.log_dropped:
+        reasons = ", ".join(f"{reason} {n:,}" for reason, n in report.log_dropped.items())
+        print(
+            f"querylog reconcile: the API's log refused {sum(report.log_dropped.values()):,} event(s) since it "
+            f'started ({reasons}; querylog_sink_events_dropped_total{{sink="log"}}, the QuerylogEventsLost '
+            "alert): they reached no store, so the counts above agree without them. The API's own queries among "
+            "them are lost; a producer's batch refused so was answered 503 and is stored if it was sent again",
             file=sys.stderr,
         )
     if bad:
