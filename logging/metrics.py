@@ -318,8 +318,8 @@ class MetricsProjection:
 
     ``apply`` folds events into plain counters (thread-safe; a background projector calls it while tailing the
     log); ``collect`` turns them into metric families when Prometheus scrapes, as a custom collector does.
-    Staleness of open queries is judged in event time (the newest ``ts`` seen), never by the wall clock, so
-    the same events always give the same exposition.
+    Staleness of open queries and the reformulation window are judged in event time (the ``ts`` of the event
+    folded), never by the wall clock, so the same events always give the same exposition.
     """
 
     def __init__(
@@ -376,7 +376,7 @@ class MetricsProjection:
         # are skipped when popped, which is cheaper than removing them from the middle of the heap.
         self._expiry: list[tuple[float, str]] = []
         self._active = 0
-        self._watermark = -math.inf
+        self._watermark = -math.inf  # the newest ts folded: judged by nothing now, kept in snapshots for older releases
         self._sinks: dict[str, SinkTelemetry | FileTelemetry] = {}
         #: Set by `mirror`: the fold another process runs, as it published it.
         self._published: Callable[[], bytes | None] | None = None
@@ -532,10 +532,11 @@ class MetricsProjection:
         return ended
 
     def _prune(self, ts: float) -> None:
-        """Forget the sessions out of the reformulation window, and the open queries first seen more than the
-        staleness before `ts`, the time of the event just folded: not the newest seen, so that a backfill (a query
-        of last year, its events folded one after the other) keeps its state until its own end."""
-        window_start = self._watermark - reformulation.WINDOW_S
+        """Forget the sessions whose last query is out of the reformulation window, and the open queries first seen
+        more than the staleness, before `ts`, the time of the event just folded: not the newest seen, so that a
+        backfill (a session of last week, its events folded one after the other after today's) keeps its state
+        until its own end."""
+        window_start = ts - reformulation.WINDOW_S
         while self._sessions and next(iter(self._sessions.values())).ts < window_start:
             _, latest = self._sessions.popitem(last=False)
             self._latest_of.pop(latest.query_id, None)

@@ -656,6 +656,25 @@ def test_a_reformulated_query_without_intent_or_past_the_cap_takes_no_intent_slo
     assert _samples(copy, "querylog_queries", "intent", "status")[("other", "completed")] == 4
 
 
+def test_a_backfilled_session_s_reformulation_is_counted_after_newer_events() -> None:
+    """A producer's backfill of last week, ingested after today's traffic: its session's two askings, a minute
+    apart, are a reformulation, as the lake says; the fold forgot the session at once (judged by the newest time
+    seen, not the backfill's own)."""
+    today = [QueryReceived(query_id="now", query_text="카카오 배당", ts=at(7 * 86_400))]  # no session
+    backfill: list[Event] = []
+    for n, (query_id, text) in enumerate([("b1", "네이버 주가 전망은?"), ("b2", "네이버 주가 전망 알려줘")]):
+        backfill += [
+            QueryReceived(query_id=query_id, session_id="s-old", query_text=text, ts=at(60 * n)),
+            QueryCompleted(query_id=query_id, latency_ms=10.0, intent="stock_analysis", ts=at(60 * n + 1)),
+        ]
+    in_order, backfilled = MetricsProjection(), MetricsProjection()
+    in_order.apply([*backfill, *today])
+    backfilled.apply([*today, *backfill])
+    expected = {("stock_analysis",): 1.0}
+    assert _samples(in_order, "querylog_reformulated_queries", "intent") == expected
+    assert _samples(backfilled, "querylog_reformulated_queries", "intent") == expected
+
+
 def test_sink_fallbacks_are_exposed_by_sink_and_reason() -> None:
     projection = MetricsProjection()
     telemetry = SinkTelemetry("parquet")
