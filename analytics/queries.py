@@ -72,6 +72,9 @@ _STAGE_COLUMNS: Final = (
 #: aside), so that the report's and the explorer's top queries count a question as search does.
 #: The class is Python's whitespace (`str.split`) in RE2: its ``\s`` is ASCII only, ``\p{Z}`` the Unicode spaces.
 QUESTION_KEY_SQL: Final = r"lower(trim(regexp_replace(query_text, '[\s\x0b\x1c-\x1f\x85\p{Z}]+', ' ', 'g')))"
+#: A sum of costs that does not depend on the order DuckDB's threads add them in: a float sum does, and a figure on
+#: the edge of a cent (0.01275) printed $0.0127 or $0.0128 from one run to the next on the same lake.
+_EXACT_SUM: Final = "sum(cost_usd::DECIMAL(38, 12))::DOUBLE"
 _BASE_SQL: Final = f"SELECT * REPLACE (coalesce(intent, '{UNCLASSIFIED}') AS intent) FROM queries"
 
 _T = TypeVar("_T")
@@ -504,18 +507,28 @@ class LakeQueries:
     # -- cost and comparisons (schema v2) ---------------------------------------------------------------
     def cost_by_model(self, f: Filters = Filters()) -> pl.DataFrame:
         """model, queries, priced, cost_usd, cost_per_query (of the priced ones), input_tokens, output_tokens —
-        most expensive first. A query's cost is its responses' (recorded, else priced: `cost_source`); queries
-        whose model has no price count in `queries` but not in `priced`. The model is the one requested, else the
-        one that answered, as the cost counter on /metrics labels it."""
+        most expensive first. Each response counts under its own model, the one requested, else the one that
+        answered, as the cost counter on /metrics labels it: a query that called two models counts under both, each
+        with its own responses' cost (recorded, else priced: `cost_source`) and tokens. A query whose responses of
+        a model have no price counts in `queries` but not in `priced`. Sums are exact (decimal), so the same
+        lake always prints the same cents."""
         return self._frame(
             f,
-            """
-            SELECT coalesce(model, response_model, 'unknown') AS model, count(*) AS queries,
-                   count(cost_usd) AS priced, sum(cost_usd) AS cost_usd,
-                   sum(cost_usd) / nullif(count(cost_usd), 0) AS cost_per_query,
+            f"""
+            , per_model AS (
+                SELECT query_id, coalesce(gen_ai_request_model, gen_ai_response_model, 'unknown') AS model,
+                       CASE WHEN count(*) = count(cost_usd) THEN {_EXACT_SUM} END AS cost_usd,
+                       sum(gen_ai_usage_input_tokens) AS input_tokens, sum(gen_ai_usage_output_tokens) AS output_tokens
+                FROM events
+                WHERE event_type = 'response_generated' AND query_id IN (SELECT query_id FROM q)
+                  AND (gen_ai_request_model IS NOT NULL OR gen_ai_response_model IS NOT NULL OR cost_usd IS NOT NULL)
+                GROUP BY query_id, model
+            )
+            SELECT model, count(*) AS queries, count(cost_usd) AS priced, {_EXACT_SUM} AS cost_usd,
+                   {_EXACT_SUM} / nullif(count(cost_usd), 0) AS cost_per_query,
                    sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens
-            FROM q WHERE model IS NOT NULL OR response_model IS NOT NULL OR cost_usd IS NOT NULL
-            GROUP BY 1 ORDER BY cost_usd DESC NULLS LAST, queries DESC, model
+            FROM per_model
+            GROUP BY model ORDER BY cost_usd DESC NULLS LAST, queries DESC, model
             """,
         )
 
@@ -523,8 +536,8 @@ class LakeQueries:
         """One row per value of `column` (``release`` or ``prompt_version``; queries without one are left out):
         value, queries, failed, error_rate, p50_ms, p95_ms (over finished queries, failed ones included, as in the
         summary), with_feedback, mean_score, positive_share (over finished queries), mean_quality, cost_usd, unpriced
-        (answered by a model without a price: not in `cost_usd`, which is then a part of the whole) — most queries
-        first. Empty when no query in the window has the column."""
+        (answered, by a model without a price or none named: not in `cost_usd`, which is then a part of the whole) —
+        most queries first. Empty when no query in the window has the column."""
         if column not in ("release", "prompt_version"):
             raise ValueError(f"compare_by takes release or prompt_version; got {column!r}")
         return self._frame(
@@ -537,8 +550,11 @@ class LakeQueries:
                    avg(feedback_score) FILTER (WHERE status <> 'in_progress') AS mean_score,
                    count(*) FILTER (WHERE feedback_score > 0 AND status <> 'in_progress')
                        / nullif(with_feedback, 0) AS positive_share,
-                   avg(quality_score) AS mean_quality, sum(cost_usd) AS cost_usd,
-                   count(*) FILTER (WHERE model IS NOT NULL AND cost_usd IS NULL) AS unpriced
+                   avg(quality_score) AS mean_quality, {_EXACT_SUM} AS cost_usd,
+                   count(*) FILTER (
+                       WHERE cost_usd IS NULL
+                         AND query_id IN (SELECT query_id FROM events WHERE event_type = 'response_generated')
+                   ) AS unpriced
             FROM q WHERE {column} IS NOT NULL GROUP BY 1 ORDER BY queries DESC, value
             """,
         )

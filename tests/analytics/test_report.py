@@ -384,6 +384,40 @@ def test_a_markdown_cell_cannot_unescape_itself_with_a_backslash() -> None:
     assert _md_cell("stock_analysis") == "stock_analysis"  # an underscore inside a word is no emphasis: as typed
 
 
+def test_each_response_s_cost_counts_under_its_own_model_exactly(tmp_path: Path) -> None:
+    """A query that called gpt-4o then gpt-4o-mini had its whole cost and tokens under gpt-4o-mini (its last model),
+    where /metrics splits them; a response naming no model and no cost was not "unpriced" in the release comparison,
+    where /metrics counts it so; and a float sum's last digits hang on the order DuckDB adds rows in (cents on the
+    edge, 0.0075 + 0.004 + 0.00125, printed $0.0127 or $0.0128 from one run to the next)."""
+    from querylog.logging.projection import Projector
+    from querylog.logging.segments import EventLog, LogReader
+    from querylog.logging.tracker import QueryTracker
+
+    since = datetime.now(UTC) - timedelta(hours=1)
+    with EventLog(tmp_path / "log") as log:
+        tracker = QueryTracker(log)
+        with tracker.query("두 모델", release="r1") as q:
+            q.responded(model="gpt-4o", input_tokens=1_000, output_tokens=0, cost_usd=0.0025, answer="초안")
+            q.responded(model="gpt-4o-mini", input_tokens=1_000, output_tokens=0, cost_usd=0.00015, answer="답")
+        for cost in (0.1, 0.2):  # as floats, 0.30000000000000004 in either order
+            with tracker.query(f"엣지 {cost}", release="r1") as q:
+                q.responded(model="edge-model", input_tokens=10, output_tokens=0, cost_usd=cost, answer="답")
+        with tracker.query("모델 없음", release="r2") as q:
+            q.responded(answer="답")  # no model, no cost: an unpriced response, as /metrics counts it
+    with ParquetSink(tmp_path / "lake") as sink:
+        Projector(LogReader(tmp_path / "log"), sink).catch_up()
+    with Catalog(tmp_path / "lake") as cat:
+        report = build_report(cat, since=since)
+    cost = {r["model"]: r for r in report.cost_by_model.iter_rows(named=True)}
+    assert set(cost) == {"gpt-4o", "gpt-4o-mini", "edge-model"}
+    assert (cost["gpt-4o"]["queries"], cost["gpt-4o"]["cost_usd"], cost["gpt-4o"]["input_tokens"]) == (1, 0.0025, 1_000)
+    assert (cost["gpt-4o-mini"]["queries"], cost["gpt-4o-mini"]["cost_usd"]) == (1, 0.00015)
+    assert cost["edge-model"]["cost_usd"] == 0.3  # exact (decimal), whatever order the rows are added in
+    releases = {r["value"]: r for r in report.by_release.iter_rows(named=True)}
+    assert (releases["r1"]["unpriced"], releases["r2"]["unpriced"]) == (0, 1)
+    assert "| edge-model | 2 | 2 | $0.3000 |" in render_markdown(report)
+
+
 def test_cost_by_model_names_the_model_that_answered_when_none_was_requested_as_the_cost_counter_does(
     tmp_path: Path,
 ) -> None:
