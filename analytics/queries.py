@@ -630,13 +630,16 @@ class LakeQueries:
 
     def most_reformulated(self, f: Filters = Filters(), limit: int = 10) -> pl.DataFrame:
         """query_text, reformulated, queries, reformulation_rate, intent: the questions users most often had to
-        ask again, most reformulated first."""
+        ask again, most reformulated first. Texts that differ only in case or spacing count as one, as in
+        `top_queries`."""
         return self._frame(
             f,
-            """
-            SELECT query_text, count(*) FILTER (WHERE reformulated) AS reformulated, count(*) AS queries,
-                   count(*) FILTER (WHERE reformulated) / count(*) AS reformulation_rate, mode(intent) AS intent
-            FROM q GROUP BY query_text HAVING count(*) FILTER (WHERE reformulated) > 0
+            f"""
+            SELECT mode(query_text) AS query_text, count(*) FILTER (WHERE reformulated) AS reformulated,
+                   count(*) AS queries, count(*) FILTER (WHERE reformulated) / count(*) AS reformulation_rate,
+                   mode(intent) AS intent
+            FROM q WHERE query_text IS NOT NULL GROUP BY {QUESTION_KEY_SQL}
+            HAVING count(*) FILTER (WHERE reformulated) > 0
             ORDER BY 2 DESC, 4 DESC, query_text LIMIT $limit
             """,
             {"limit": _limit(limit)},
