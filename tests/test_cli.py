@@ -174,12 +174,15 @@ def test_a_home_without_a_lake_is_named_not_read_as_no_data(
     typo = tmp_path / "hmoe"
     monkeypatch.setenv("QUERYLOG_HOME", str(typo))
     assert main(["sql", "select count(*) from queries"]) == 0  # an empty lake is a lake: its answer stands
-    assert f"no events in the lake at {typo / 'lake'}" in capsys.readouterr().err
+    assert f"{typo} does not exist: is --home (QUERYLOG_HOME) right?" in capsys.readouterr().err
     assert main(["search", "네이버"]) == 1
-    assert f"no events in the lake at {typo / 'lake'}" in capsys.readouterr().err
+    assert f"{typo} does not exist: is --home (QUERYLOG_HOME) right?" in capsys.readouterr().err
     assert not typo.exists()  # nothing made in a directory that may be a typo
     assert main(["report"]) == 0
-    assert "no events in the lake" in capsys.readouterr().err
+    assert f"{typo} does not exist" in capsys.readouterr().err
+    typo.mkdir()  # a home that exists and holds no event yet (a server just started) is told apart
+    assert main(["report"]) == 0
+    assert f"no events in the lake at {typo / 'lake'} yet: is --home (QUERYLOG_HOME) right?" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -404,7 +407,7 @@ def test_project_stopped_by_ctrl_c_answers_130_as_serve_does(
 def test_home_is_taken_after_the_command_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """docs/explorer.md: `querylog ui --home X`; argparse refused it (only `querylog --home X ui` worked)."""
     assert main(["search", "네이버", "--home", str(tmp_path / "typo")]) == 1
-    assert f"no events in the lake at {tmp_path / 'typo' / 'lake'}" in capsys.readouterr().err
+    assert f"{tmp_path / 'typo'} does not exist: is --home" in capsys.readouterr().err
 
 
 def test_an_address_that_is_not_this_machines_is_a_usage_error_not_a_taken_port(

@@ -356,7 +356,7 @@ def test_ui_runs_streamlit_headless_on_localhost_with_the_home(
     assert env["QUERYLOG_HOME"] == str(tmp_path / "data")
     err = capsys.readouterr().err
     assert "http://127.0.0.1:8600" in err
-    assert f"no events in the lake at {Path('data') / 'lake'} yet: is --home" in err  # a typo was not said
+    assert f"{Path('data')} does not exist: is --home" in err  # a typo was not said
 
 
 def test_ui_stopped_by_ctrl_c_answers_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -92,11 +92,16 @@ def lake_missing(lake: object, command: str, *, given_as: str = HOME_OPTION) -> 
     events = Path(lake) / "events"
     if events.is_dir() and _holds_parquet(events):
         return False
-    print(
-        f"querylog {command}: no events in the lake at {lake} yet: is {given_as} right? "
-        "`querylog serve` or `querylog project` fill it",
-        file=sys.stderr,
-    )
+    lake = Path(lake)
+    where = lake.parent if given_as == HOME_OPTION else lake  # the data directory, or the lake given on its own
+    if not where.exists():
+        print(f"querylog {command}: {where} does not exist: is {given_as} right?", file=sys.stderr)
+    else:
+        print(
+            f"querylog {command}: no events in the lake at {lake} yet: is {given_as} right? "
+            "`querylog serve` or `querylog project` fill it",
+            file=sys.stderr,
+        )
     return True
 
 
