@@ -32,7 +32,9 @@ pl.Config.set_fmt_str_lengths(60)
 
 settings = Settings.from_env()
 if not settings.lake_dir.is_dir():  # a mistyped home would show empty tables, as if nothing had happened
-    raise SystemExit(f"No lake at {settings.lake_dir}: set QUERYLOG_HOME to your data directory (make run writes .querylog)")
+    raise SystemExit(
+        f"No lake at {settings.lake_dir}: set QUERYLOG_HOME to your data directory (make run writes .querylog)"
+    )
 catalog = Catalog(settings.lake_dir)
 
 
@@ -117,11 +119,23 @@ print(examples)
 
 # %% [markdown]
 # ## The trend as a chart
-# In Jupyter the chart below renders inline (Korean included, with a CJK font installed).
+# In Jupyter the chart below renders inline (Korean included, with a CJK font installed). As in the explorer, the
+# nine intents asked most each get a colour and the rest are summed as one "other" series.
 
 # %%
+totals = daily.group_by("intent").agg(pl.col("queries").sum()).sort(["queries", "intent"], descending=[True, False])
+kept = totals["intent"] if totals.height <= 10 else totals["intent"].head(9)
+other = f"other ({totals.height - kept.len()} intents)"
+shown = (
+    daily.with_columns(pl.when(pl.col("intent").is_in(kept.implode())).then("intent").otherwise(pl.lit(other)))
+    .group_by("day", "intent")
+    .agg(pl.col("queries").sum())
+    .with_columns((pl.col("queries") / pl.col("queries").sum().over("day")).alias("share"))
+    .sort("day", "intent")
+)
+alt.data_transformers.disable_max_rows()  # a long history is drawn whole: Altair refuses 5,000 rows and more
 chart = (
-    alt.Chart(daily)
+    alt.Chart(shown)
     .mark_area()
     .encode(
         x=alt.X("day:T", title=None),
@@ -131,5 +145,7 @@ chart = (
     )
     .properties(title="Intent share per day", width=640, height=260)
 )
-print(f"chart: {len(chart.to_dict()['encoding'])} encodings over {daily.height} rows")
+print(
+    f"chart: {len(chart.to_dict()['encoding'])} encodings over {shown.height} rows, {shown['intent'].n_unique()} series"
+)
 chart

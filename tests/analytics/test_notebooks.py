@@ -125,3 +125,36 @@ def test_a_notebook_pointed_at_no_lake_says_so_and_makes_nothing(name: str, tmp_
     assert proc.returncode == 1
     assert f"No lake at {missing / 'lake'}: set QUERYLOG_HOME" in proc.stderr
     assert not missing.exists()
+
+
+def test_the_intent_chart_draws_a_long_history_of_many_intents(tmp_path: Path) -> None:
+    """Sixty intents over ninety days are 5,400 (day, intent) rows: Altair refused the chart (MaxRowsError). The nine
+    intents asked most are drawn each on its own, the rest as one "other" series, as in the explorer."""
+    from datetime import timedelta
+
+    from querylog.logging.events import QueryCompleted, QueryReceived
+    from querylog.logging.parquet import ParquetSink
+    from querylog.logging.projection import Batch
+
+    start = datetime(2026, 6, 1, 9, tzinfo=UTC)
+    events: list[object] = []
+    for day in range(90):
+        for k in range(60):
+            ts, query_id = start + timedelta(days=day, seconds=k), f"q-{day}-{k}"
+            events += [
+                QueryReceived(query_id=query_id, query_text=f"질문 {k}", ts=ts),
+                QueryCompleted(query_id=query_id, latency_ms=5.0, intent=f"intent-{k:02d}", ts=ts),
+            ]
+    home = tmp_path / "home"
+    with ParquetSink(home / "lake") as sink:
+        sink.write(Batch(events=events, checkpoint={"r": 1}))  # type: ignore[arg-type]
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(NOTEBOOKS / "intent_trends.py")],
+        cwd=tmp_path,
+        env={**os.environ, "QUERYLOG_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "chart: 4 encodings over 900 rows, 10 series" in proc.stdout, proc.stdout[-2000:]
