@@ -33,7 +33,8 @@ class IngestCounts:
             self._events[(endpoint, outcome)] += n
 
     def request_refused(self, endpoint: str, status: int) -> None:
-        """A request answered 4xx/5xx before any event was taken (malformed, too large, invalid, unavailable)."""
+        """A request answered 4xx/5xx (malformed, too large, invalid, unavailable): no event taken, but for a 503 of a
+        write the disk cut short, whose events before the cut are counted accepted."""
         with self._lock:
             self._requests_refused[(endpoint, str(status))] += 1
 

@@ -272,6 +272,7 @@ async def _export_traces(request: Request, ingestor: EventIngestor) -> Response:
         try:
             result = await run_in_threadpool(_ingest, ingestor, mapped)
         except IngestUnavailableError as exc:
+            ingestor.counts.events("traces", "accepted", exc.written)  # in the log: a retry finds them duplicates
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"}) from None
         accepted, duplicates = result.accepted, result.duplicates
     response = ExportTraceServiceResponse()

@@ -311,7 +311,12 @@ class BatchRejectedError(ValueError):
 
 
 class IngestUnavailableError(RuntimeError):
-    """The log could not take the batch (closed, or the disk refused the write); the client should retry."""
+    """The log could not take the batch (closed, or the disk refused the write); the client should retry. `written`:
+    how many of its events the log holds all the same (a write the disk cut short), counted as accepted."""
+
+    def __init__(self, message: str, *, written: int = 0) -> None:
+        super().__init__(message)
+        self.written = written
 
 
 def _json_type(value: object) -> str:
@@ -509,7 +514,8 @@ class EventIngestor:
                 if len(written) < len(in_batch):
                     raise IngestUnavailableError(
                         f"the event log could not write to disk ({len(in_batch) - len(written)} of {len(in_batch)} "
-                        "events not written); retry later: those written are then counted as duplicates"
+                        "events not written); retry later: those written are then counted as duplicates",
+                        written=len(written),
                     )
             self._recent.update(in_batch)
         result = IngestResult(accepted=len(fresh), duplicates=len(events) - len(fresh))
@@ -967,6 +973,7 @@ async def _ingest_events(request: Request, ingestor: EventIngestor) -> IngestAcc
         rejected = IngestRejected(detail=exc.errors, invalid_events=exc.invalid)
         return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content=rejected.model_dump())
     except IngestUnavailableError as exc:
+        ingestor.counts.events("events", "accepted", exc.written)  # in the log: a retry finds them duplicates
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"}) from None
     return IngestAccepted(accepted=result.accepted, duplicates=result.duplicates)
 

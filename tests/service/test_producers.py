@@ -431,6 +431,9 @@ def test_a_batch_the_disk_cut_short_is_503_and_its_retry_adds_only_the_events_no
     assert sorted(e.event_id for e in _logged(settings) if e.event_id.startswith("e-")) == sorted(
         e["event_id"] for e in _batch(10)
     )
+    # /metrics: the events the log holds from the cut batch counted accepted once, so that accepted adds up to it
+    metrics = client.get("/metrics").text
+    assert 'querylog_ingest_events_total{endpoint="events",outcome="accepted"} 10.0' in metrics
 
 
 def test_another_request_s_unwritable_event_does_not_make_a_batch_503(client: TestClient, settings: Settings) -> None:
