@@ -250,6 +250,29 @@ def test_more_intents_than_colours_are_drawn_as_the_top_ones_and_other(
     assert any("the other 3 together as one" in c.value for c in at.caption)
 
 
+def test_the_latency_chart_draws_the_busiest_intents_and_the_table_has_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three hundred intents drew 900 slivers of bars, none readable."""
+    import json
+
+    import pyarrow as pa
+
+    from querylog.analytics.explorer import LATENCY_INTENTS
+
+    events: list[Any] = []
+    for n in range(LATENCY_INTENTS + 5):  # intent_00 asked most, the last five least
+        for k in range(LATENCY_INTENTS + 5 - n):
+            events += _asked(f"q-{n}-{k}", "네이버 주가", END - timedelta(hours=1, minutes=k), intent=f"intent_{n:02d}")
+    _write(tmp_path / "home", events)
+    at = _app(tmp_path / "home", monkeypatch)
+    x_of = [json.loads(c.proto.spec).get("encoding", {}).get("x", {}).get("field") for c in at.get("vega_lite_chart")]
+    [chart] = [c for c, x in zip(at.get("vega_lite_chart"), x_of, strict=True) if x == "intent"]
+    rows = pa.ipc.open_stream(chart.proto.datasets[0].data.data).read_all().to_pylist()
+    assert {r["intent"] for r in rows} == {f"intent_{n:02d}" for n in range(LATENCY_INTENTS)}
+    assert any(f"the table below has all {LATENCY_INTENTS + 5}" in c.value for c in at.caption)
+
+
 # -- 7. lines break where there were no queries ------------------------------------------------------------
 def test_error_and_latency_lines_have_every_bucket_and_one_bucket_is_a_bar(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
