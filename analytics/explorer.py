@@ -7,8 +7,10 @@ import itertools
 import os
 import re
 import shlex
+import time
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -20,12 +22,14 @@ import streamlit as st
 
 from querylog._format import milliseconds, percent, shortened, visible
 from querylog.analytics._search_text import unquoted
-from querylog.analytics.catalog import CatalogError
+from querylog.analytics.catalog import Catalog, CatalogError
+from querylog.analytics.lake_generation import lake_signature
 from querylog.analytics.queries import BUCKETS, Answer, Bucket, Filters, LakeQueries, Summary, open_catalog
 from querylog.analytics.search_groups import AskedQuestion, find_questions, questions_of, window_hits
 from querylog.commands import unreadable_file, unreadable_lake
 from querylog.config import ConfigError, Settings
 from querylog.logging.events import EVENT_CLASSES
+from querylog.logging.reformulation import Names
 
 if TYPE_CHECKING:
     from querylog.analytics.aliases import Aliases, AliasFile
@@ -296,7 +300,7 @@ def _delta(
     return "0" if change == 0 else f"{change:+,.{decimals}f}{unit}"
 
 
-def _sidebar(lq: LakeQueries, first: datetime, last: datetime) -> tuple[Filters, Bucket]:
+def _sidebar(lq: LakeQueries, first: datetime, last: datetime, read_at: datetime) -> tuple[Filters, Bucket]:
     st.sidebar.header("Filters")
     shown_from = max(first.date(), last.date() - timedelta(days=DEFAULT_DAYS - 1))
     offered = (shown_from, last.date())
@@ -349,9 +353,9 @@ def _sidebar(lq: LakeQueries, first: datetime, last: datetime) -> tuple[Filters,
         )
         bucket = "day"
     st.sidebar.caption(f"Lake: {markdown_code(str(lq.catalog.lake_dir))}")  # a path is not Markdown
-    # Every run reads the lake anew; a page left open shows what it read last, until a click runs it again.
-    st.sidebar.button("Refresh", help="Read the lake again (any change of a filter does too)")
-    st.sidebar.caption(f"Read at {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC")
+    # The snapshot is read again at a click once the lake changed and it is a few seconds old (`_lake_queries`).
+    st.sidebar.button("Refresh", key="refresh", help="Read the lake again now")
+    st.sidebar.caption(f"Read at {read_at:%Y-%m-%d %H:%M:%S} UTC")
     chosen = {"releases": tuple(chosen_releases), "prompt_versions": tuple(chosen_prompts)}
     return Filters.for_dates(start, end, intents=tuple(intents), envs=tuple(envs), **chosen), bucket
 
@@ -492,9 +496,7 @@ def _latency(lq: LakeQueries, f: Filters, bucket: Bucket) -> None:
             f"The {LATENCY_INTENTS} intents with the most finished queries are drawn, slowest p95 first; the table "
             f"below has all {by_intent.height}."
         )
-    long = drawn.unpivot(
-        index="intent", on=["p50_ms", "p95_ms", "p99_ms"], variable_name="percentile", value_name="ms"
-    )
+    long = drawn.unpivot(index="intent", on=["p50_ms", "p95_ms", "p99_ms"], variable_name="percentile", value_name="ms")
     _chart(
         st,
         long,
@@ -922,6 +924,80 @@ def _people(lq: LakeQueries, f: Filters) -> None:
     )
 
 
+#: The lake's snapshot (the `queries` view computed once) is kept across the page's reruns, one per widget change:
+#: while the lake is unchanged, and while it changes (a serving API adds files each second) for this long at least,
+#: or ten times what it took to build, so that a large lake is not read again at every click; Refresh reads it now.
+SNAPSHOT_KEPT_S: Final = 10.0
+
+
+@dataclass
+class _Snapshot:
+    """A session's lake snapshot, its catalog, and what the lake looked like when it was built."""
+
+    lake_dir: Path
+    names: Names | None
+    catalog: Catalog
+    queries: LakeQueries
+    signature: tuple[int, int, int]
+    read_at: datetime
+    built_at: float
+    build_s: float
+
+
+def _file_state(path: Path | None) -> tuple[int, int] | None:
+    try:
+        stat = path.stat() if path is not None else None
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size) if stat is not None else None
+
+
+@st.cache_resource(max_entries=4)
+def _company_names(_settings: Settings, path: str | None, state: tuple[int, int] | None) -> Names | None:
+    """The alias file's companies (`path`, the settings' own), read again when the file changed (`state`): a tenth
+    of a second at every click otherwise."""
+    return _settings.company_names()
+
+
+def _lake_snapshot(settings: Settings) -> _Snapshot:
+    """This session's snapshot of the lake: the one built before, unless the lake changed since and it is old
+    enough (`SNAPSHOT_KEPT_S`), or the user pressed Refresh."""
+    aliases = settings.aliases_path
+    names = _company_names(settings, str(aliases) if aliases else None, _file_state(aliases))
+    signature = lake_signature(settings.lake_dir)
+    held: _Snapshot | None = st.session_state.get("lake_snapshot")
+    refresh = bool(st.session_state.get("refresh"))  # the sidebar's button, pressed for this run
+    if held is not None and held.lake_dir == settings.lake_dir and held.names == names and not refresh:
+        age = time.monotonic() - held.built_at
+        if held.signature == signature or age < max(SNAPSHOT_KEPT_S, 10 * held.build_s):
+            if held.signature != signature:
+                st.sidebar.caption(f"The lake has changed since it was read, {age:.0f} s ago: Refresh to see it.")
+            return held
+    if held is not None:
+        del st.session_state["lake_snapshot"]
+        held.catalog.close()
+    started = time.monotonic()
+    catalog = open_catalog(settings.lake_dir, names=names)
+    try:
+        queries = LakeQueries(catalog, snapshot=True)
+    except BaseException:
+        catalog.close()
+        raise
+    built = time.monotonic()
+    held = _Snapshot(
+        settings.lake_dir,
+        names,
+        catalog,
+        queries,
+        signature,
+        read_at=datetime.now(UTC),
+        built_at=built,
+        build_s=built - started,
+    )
+    st.session_state["lake_snapshot"] = held
+    return held
+
+
 def main() -> None:
     st.set_page_config(page_title="querylog explorer", page_icon="🔎", layout="wide")
     st.title("querylog explorer")
@@ -931,41 +1007,45 @@ def main() -> None:
         st.error(f"Configuration error: {markdown_code(str(exc))}")
         st.stop()
     try:
-        with open_catalog(settings.lake_dir, names=settings.company_names()) as catalog:
-            lq = LakeQueries(catalog, snapshot=True)
-            bounds = lq.time_bounds()
-            if bounds is None:
-                serve = f"querylog --home {shlex.quote(str(settings.home))} serve --demo 200"
-                # A mistyped --home is not an empty lake: say which it is.
-                empty = (
-                    f"The lake at {markdown_code(str(settings.lake_dir))} is empty"
-                    if settings.home.is_dir()
-                    else f"The data directory {markdown_code(str(settings.home))} does not exist"
-                )
-                st.info(
-                    f"{empty}. Start the API with {markdown_code(serve)} and come back, or check `--home` "
-                    "(`QUERYLOG_HOME`)."
-                )
-                return
-            filters, bucket = _sidebar(lq, *bounds)
-            try:
-                previous: Filters | None = filters.previous()
-            except ValueError:  # the dates start on the calendar's first day (a lake with an event of year 1)
-                previous = None
-            _headline(lq.summary(filters), lq.summary(previous) if previous is not None else Summary.empty())
-            tabs = st.tabs(["Trends", "Latency", "Stages & errors", "Search", "Queries", "Sessions & feedback"])
-            with tabs[0]:
-                _trends(lq, filters, bucket)
-            with tabs[1]:
-                _latency(lq, filters, bucket)
-            with tabs[2]:
-                _stages(lq, filters)
-            with tabs[3]:
-                _search(settings, lq, filters)
-            with tabs[4]:
-                _queries(lq, filters)
-            with tabs[5]:
-                _people(lq, filters)
+        snapshot = _lake_snapshot(settings)
+        lq = snapshot.queries
+        bounds = lq.time_bounds()
+        if bounds is None:
+            serve = f"querylog --home {shlex.quote(str(settings.home))} serve --demo 200"
+            # A mistyped --home is not an empty lake, nor is one holding other events (feedback) but no query.
+            _, [(events,)] = lq.catalog.query("SELECT count(*) FROM events")
+            empty = (
+                f"The lake at {markdown_code(str(settings.lake_dir))} holds {events:,} event(s) but no query (no "
+                "`query_received`): `querylog sql` shows them"
+                if events
+                else f"The lake at {markdown_code(str(settings.lake_dir))} is empty"
+                if settings.home.is_dir()
+                else f"The data directory {markdown_code(str(settings.home))} does not exist"
+            )
+            st.info(
+                f"{empty}. Start the API with {markdown_code(serve)} and come back, or check `--home` "
+                "(`QUERYLOG_HOME`)."
+            )
+            return
+        filters, bucket = _sidebar(lq, *bounds, snapshot.read_at)
+        try:
+            previous: Filters | None = filters.previous()
+        except ValueError:  # the dates start on the calendar's first day (a lake with an event of year 1)
+            previous = None
+        _headline(lq.summary(filters), lq.summary(previous) if previous is not None else Summary.empty())
+        tabs = st.tabs(["Trends", "Latency", "Stages & errors", "Search", "Queries", "Sessions & feedback"])
+        with tabs[0]:
+            _trends(lq, filters, bucket)
+        with tabs[1]:
+            _latency(lq, filters, bucket)
+        with tabs[2]:
+            _stages(lq, filters)
+        with tabs[3]:
+            _search(settings, lq, filters)
+        with tabs[4]:
+            _queries(lq, filters)
+        with tabs[5]:
+            _people(lq, filters)
     except CatalogError as exc:
         # A damaged file named, with how to mend it, as the CLI says it; anything else in DuckDB's own words.
         said = unreadable_lake(exc, settings.lake_dir) if unreadable_file(exc) else str(exc)

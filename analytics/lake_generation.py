@@ -15,6 +15,7 @@ readers (no one holds the lock), and the next compaction or retention run sets i
 from __future__ import annotations
 
 import fcntl
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import IO, Final, TypeVar
 
 from querylog.logging.projection import atomic_write
 
-__all__ = ["begin_change", "changing", "consistent", "end_change", "read_generation"]
+__all__ = ["begin_change", "changing", "consistent", "end_change", "lake_signature", "read_generation"]
 
 _T = TypeVar("_T")
 
@@ -103,3 +104,23 @@ def consistent(lake_dir: Path, run: Callable[[], _T]) -> _T:
             return result
     with _swap_lock(lake_dir, fcntl.LOCK_SH):  # no move can start until this run is done
         return run()
+
+
+def lake_signature(lake_dir: Path) -> tuple[int, int, int]:
+    """What changes whenever the lake's content does: the move counter, and the number and newest change time of
+    its hour directories (a file renamed into an hour, or an hour made, changes them). A stat per hour: cheap
+    enough to ask at every page refresh, where reading the lake is not."""
+    hours = newest = 0
+    try:
+        days = [entry for entry in os.scandir(lake_dir / "events") if entry.is_dir()]
+    except FileNotFoundError:
+        days = []
+    for day in days:
+        try:
+            for hour in os.scandir(day.path):
+                if hour.is_dir():
+                    hours += 1
+                    newest = max(newest, hour.stat().st_mtime_ns)
+        except FileNotFoundError:  # a day retention or compaction moved meanwhile: the counter says so
+            continue
+    return read_generation(lake_dir), hours, newest

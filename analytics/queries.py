@@ -294,11 +294,17 @@ class LakeQueries:
     """Analytics questions over a `Catalog`, each taking `Filters`.
 
     With ``snapshot=True`` the `queries` view is computed once into a temporary table and every question
-    reads that: what an interactive page wants (a dozen questions, one consistent picture, one lake scan).
+    reads that: what an interactive page wants (a dozen questions, one consistent picture, one lake scan). The
+    answers are kept too, so that a page asking the same question again (the explorer, at each click) has it at
+    once: the snapshot is one picture of the lake, and so are they.
     """
+
+    #: Answers a snapshot keeps; past it the oldest go (each is a small frame: a chart's or a table's rows).
+    MEMO_ANSWERS: Final = 512
 
     def __init__(self, catalog: Catalog, *, snapshot: bool = False) -> None:
         self.catalog = catalog
+        self._memo: dict[tuple[Any, ...], pl.DataFrame] | None = {} if snapshot else None
         if snapshot:
             _translated(
                 lambda: catalog.consistent(
@@ -313,7 +319,19 @@ class LakeQueries:
     def _frame(self, f: Filters, body: str, extra: Mapping[str, Any] | None = None) -> pl.DataFrame:
         where, params = f.clause()
         sql = f"WITH q AS (SELECT * FROM {self._source} WHERE {where})\n{body}"
-        return sql_frame(self.catalog, sql, {**params, **(extra or {})})
+        return self._answer_to(sql, {**params, **(extra or {})})
+
+    def _answer_to(self, sql: str, params: Mapping[str, Any]) -> pl.DataFrame:
+        """`sql_frame`, kept by a snapshot (`MEMO_ANSWERS`)."""
+        if self._memo is None:
+            return sql_frame(self.catalog, sql, params)
+        key = (sql, repr(sorted(params.items())))
+        if (kept := self._memo.get(key)) is None:
+            kept = sql_frame(self.catalog, sql, params)
+            if len(self._memo) >= self.MEMO_ANSWERS:
+                del self._memo[next(iter(self._memo))]
+            self._memo[key] = kept
+        return kept
 
     # -- choices for filters -----------------------------------------------------------------------
     def intents(self) -> list[str]:
@@ -715,12 +733,11 @@ class LakeQueries:
     # -- one query ---------------------------------------------------------------------------------
     def answer(self, query_id: str) -> Answer | None:
         """The answer and sources of one query; None when the lake has no such query."""
-        frame = sql_frame(
-            self.catalog,
-            """
+        frame = self._answer_to(
+            f"""
                 SELECT query_id, answer_text, answer_chars, response_type, finish_reason, model, response_model,
                        cost_usd, cost_source, ttft_ms, release, prompt_version, sources
-                FROM queries WHERE query_id = $query_id
+                FROM {self._source} WHERE query_id = $query_id
             """,
             {"query_id": query_id},
         )
@@ -737,8 +754,7 @@ class LakeQueries:
         """A query's events in order: ts, offset_ms (from its first event), event_type and the fields that
         matter for each step. Events at the same time (a producer that stamps a query's steps with one time, as
         an OTLP span may) come in the order of a query's life: received, classified, searched, answered, ended."""
-        return sql_frame(
-            self.catalog,
+        return self._answer_to(
             f"""
                 SELECT ts, (epoch_us(ts) - epoch_us(min(ts) OVER ())) / 1000.0 AS offset_ms, event_type,
                        duration_ms, intent, confidence, result_count, cache_hit, gen_ai_request_model AS model,

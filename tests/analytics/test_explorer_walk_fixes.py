@@ -315,6 +315,48 @@ def test_three_dates_are_trended_by_day(tmp_path: Path, monkeypatch: pytest.Monk
     assert _app(tmp_path / "two", monkeypatch).sidebar.radio(key="bucket").value == "hour"
 
 
+def _later(at: AppTest) -> AppTest:
+    """`at` as if its snapshot of the lake had been built long enough ago to be read again if the lake changed."""
+    from querylog.analytics.explorer import SNAPSHOT_KEPT_S
+
+    at.session_state["lake_snapshot"].built_at -= SNAPSHOT_KEPT_S + 1
+    return at
+
+
+def test_the_lake_is_read_once_while_it_is_unchanged_and_again_when_it_changed_and_time_passed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every click read the whole lake again: 7 s a click on 300,000 queries. The snapshot is kept while the lake
+    is unchanged, and while it changes, for a few seconds or ten times its build time; Refresh reads it at once."""
+    home = tmp_path / "home"
+    _write(home, _asked("q-1", "네이버 주가", END))
+    at = _app(home, monkeypatch)
+    built = at.session_state["lake_snapshot"]
+    at.text_input(key="search").input("네이버").run()  # a click: the page runs again
+    assert at.session_state["lake_snapshot"] is built
+    with ParquetSink(home / "lake") as sink:  # a serving API adds a batch
+        sink.write(Batch(events=_asked("q-2", "삼성전자 주가", END), checkpoint={"walk": 100}))
+    at.run()
+    assert at.session_state["lake_snapshot"] is built  # changed a moment ago: kept, and said
+    assert next(m.value for m in at.metric if m.label == "Queries") == "1"
+    assert any("The lake has changed since it was read" in c.value for c in at.sidebar.caption)
+    at.sidebar.button(key="refresh").click().run()
+    assert at.session_state["lake_snapshot"] is not built
+    assert next(m.value for m in at.metric if m.label == "Queries") == "2"
+    with ParquetSink(home / "lake") as sink:
+        sink.write(Batch(events=_asked("q-3", "카카오", END), checkpoint={"walk": 200}))
+    _later(at).run()  # changed, and the snapshot is old enough: read again by itself
+    assert next(m.value for m in at.metric if m.label == "Queries") == "3"
+
+
+def test_a_lake_of_feedback_alone_is_not_called_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from querylog.logging.events import FeedbackReceived
+
+    _write(tmp_path / "home", [FeedbackReceived(query_id=f"q-{n}", score=1, ts=END) for n in range(3)])
+    at = _app(tmp_path / "home", monkeypatch)
+    assert any("holds 3 event(s) but no query" in i.value for i in at.info), [i.value for i in at.info]
+
+
 def test_the_dates_follow_the_lake_until_the_user_picks_some(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A tab left open kept the dates it first offered: the queries of a later day never showed until a reload."""
     home, earlier = tmp_path / "home", END - timedelta(days=2)
@@ -323,14 +365,14 @@ def test_the_dates_follow_the_lake_until_the_user_picks_some(tmp_path: Path, mon
     assert at.sidebar.date_input(key="dates").value == (earlier.date(), earlier.date())
     with ParquetSink(home / "lake") as sink:  # the next day's queries arrive while the tab is open
         sink.write(Batch(events=_asked("q-2", "삼성전자 주가", END), checkpoint={"walk": 100}))
-    at.run()
+    _later(at).run()
     assert at.sidebar.date_input(key="dates").value == (earlier.date(), END.date())
     assert next(m.value for m in at.metric if m.label == "Queries") == "2"
     picked = (earlier.date(), earlier.date())
     at.sidebar.date_input(key="dates").set_value(picked).run()  # a person's choice stays as it is
     with ParquetSink(home / "lake") as sink:
         sink.write(Batch(events=_asked("q-3", "카카오", END + timedelta(days=1)), checkpoint={"walk": 200}))
-    at.run()
+    _later(at).run()
     assert at.sidebar.date_input(key="dates").value == picked
 
 
@@ -346,7 +388,7 @@ def test_a_picked_range_that_retention_cut_into_is_kept_within_the_lake(
     at = _app(home, monkeypatch)
     at.sidebar.date_input(key="dates").set_value((days[0].date(), days[1].date())).run()
     shutil.rmtree(home / "lake" / "events" / f"date={days[0].date()}")  # retention drops the oldest day
-    at.run()
+    _later(at).run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.sidebar.date_input(key="dates").value == (days[1].date(), days[1].date())
 
