@@ -226,7 +226,9 @@ class _Families:
                 f"{ns}_events_total", "Events folded into this projection, by event type.", labels=["event_type"],
             ),
             sink_received=CounterMetricFamily(
-                f"{ns}_sink_events_received_total", "Events a sink read from the log.", labels=["sink"],
+                f"{ns}_sink_events_received_total",
+                "Events offered to a sink for the first time (a batch offered again is not counted again).",
+                labels=["sink"],
             ),
             sink_sent=CounterMetricFamily(
                 f"{ns}_sink_events_sent_total", "Events a sink delivered.", labels=["sink"],
