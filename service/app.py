@@ -301,6 +301,8 @@ def create_app(
         }
         retention = log_health(rt.settings, LogCollector(rt.settings, rt.settings.metrics_namespace).status())
         body["log"].update(retention)
+        if rt.log.write_error is not None:  # the log degraded too, as `reasons` says first
+            body["log"].update(degraded=True, write_error=rt.log.write_error)
         reasons = degraded_reasons(
             write_error=rt.log.write_error, log=retention, projections=snapshots, now=now, started_at=started_at
         )

@@ -57,6 +57,7 @@ def test_disk_full_keeps_the_api_answering_and_recovers(
         assert health["log"]["events_dropped"] == 25  # 5 queries x 5 events, each counted
         assert health["status"] == "degraded"  # a probe sees it, still with 200: the API answers
         assert health["reasons"] == ["the log cannot write (No space left on device): events are being dropped"]
+        assert health["log"]["degraded"] and health["log"]["write_error"] == "No space left on device"
         out = capsys.readouterr().out
         assert out.count('"log_write_failed"') == 1  # one clear structured line says why, not one per request
         assert '"events_dropped":5' in out  # the first query's five events; the others wait for the next line
@@ -66,6 +67,7 @@ def test_disk_full_keeps_the_api_answering_and_recovers(
         health = client.get("/healthz").json()
         assert health["log"]["events_written"] == 15
         assert health["status"] == "ok" and "reasons" not in health  # writing again: healthy again
+        assert not health["log"]["degraded"] and "write_error" not in health["log"]
         assert '"log_write_recovered"' in capsys.readouterr().out  # and one says it is over, with what it cost
     with Catalog(settings.lake_dir) as catalog:
         _, rows = catalog.query("select query_id from queries order by started_at")
