@@ -9,7 +9,7 @@ import threading
 
 import structlog
 
-__all__ = ["InflightBudget"]
+__all__ = ["Hold", "InflightBudget"]
 
 _log = structlog.get_logger("querylog.ingest")
 
@@ -29,10 +29,14 @@ class InflightBudget:
     def held(self) -> int:
         return self._held
 
-    def take(self, nbytes: int) -> bool:
-        """Hold `nbytes` (give them back with `give`), or False if they do not fit now."""
+    def hold(self, nbytes: int) -> Hold | None:
+        """A hold of `nbytes` (give it back with `Hold.release`), or None if they do not fit now."""
+        return Hold(self, nbytes) if self._take(nbytes, own=0) else None
+
+    def _take(self, nbytes: int, *, own: int) -> bool:
+        """Take `nbytes` more for a request holding `own` already: they fit when nothing else is held."""
         with self._lock:
-            if self._held and self._held + nbytes > self.cap:
+            if self._held > own and self._held + nbytes > self.cap:
                 if not self._refusing:
                     _log.warning("ingest_inflight_full", held=self._held, wanted=nbytes, cap=self.cap)
                 self._refusing = True
@@ -41,6 +45,27 @@ class InflightBudget:
             self._refusing = False
             return True
 
-    def give(self, nbytes: int) -> None:
+    def _give(self, nbytes: int) -> None:
         with self._lock:
             self._held -= nbytes
+
+
+class Hold:
+    """One request's share of an `InflightBudget`."""
+
+    def __init__(self, budget: InflightBudget, nbytes: int) -> None:
+        self.budget = budget
+        self.nbytes = nbytes
+
+    def grow_to(self, nbytes: int) -> bool:
+        """Hold `nbytes` in all (a gzip body, once inflated), or False if the more does not fit now."""
+        if nbytes <= self.nbytes:
+            return True
+        if not self.budget._take(nbytes - self.nbytes, own=self.nbytes):
+            return False
+        self.nbytes = nbytes
+        return True
+
+    def release(self) -> None:
+        self.budget._give(self.nbytes)
+        self.nbytes = 0

@@ -32,6 +32,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from querylog._format import shortened
 from querylog.logging.events import EVENT_CLASSES, AnyEvent, EventValidationError, Source
+from querylog.service.inflight import Hold
 from querylog.service.otlp_mapping import Mapped, map_export
 from querylog.service.producers import (
     MAX_AHEAD,
@@ -245,16 +246,16 @@ async def export_traces(request: Request, _auth: Annotated[None, Depends(require
     them, durable when answered. Spans that are not GenAI are skipped and counted in `partial_success`."""
     ingestor = _ingestor(request)
     try:
-        async with holding_body(request, ingestor):
-            return await _export_traces(request, ingestor)
+        async with holding_body(request, ingestor) as hold:
+            return await _export_traces(request, ingestor, hold)
     except HTTPException as exc:
         ingestor.counts.request_refused("traces", counted_status(exc))
         raise
 
 
-async def _export_traces(request: Request, ingestor: EventIngestor) -> Response:
+async def _export_traces(request: Request, ingestor: EventIngestor, hold: Hold) -> Response:
     content_type = _content_type(request)
-    body = await _read_body(request, ingestor.max_bytes)
+    body = await _read_body(request, ingestor.max_bytes, hold)
     # On a worker thread: OTLP/JSON is parsed twice (JSON, then into the protobuf classes), a second or more for
     # 20 MiB, and the event loop serves every other request.
     export = await run_in_threadpool(_decode, body, content_type)

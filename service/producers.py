@@ -43,7 +43,7 @@ from querylog.logging.events import (
 from querylog.logging.schema import redact_fields
 from querylog.logging.segments import EventLog, LogClosedError, LogReader, is_erased
 from querylog.runtime import Runtime
-from querylog.service.inflight import InflightBudget
+from querylog.service.inflight import Hold, InflightBudget
 from querylog.service.ingest_metrics import IngestCounts
 
 __all__ = [
@@ -631,11 +631,12 @@ NESTED_TOO_DEEPLY: Final = "malformed JSON: nested too deeply"
 DRAIN_MAX_BYTES: Final = 64 * 1024 * 1024
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, hold: Hold | None = None) -> bytes:
     """The body, refusing (413) as soon as it is known to exceed `limit`: by Content-Length before keeping any
     of it, or by counting streamed bytes (chunked uploads), so an oversized body is never held in memory. The
     rest of an oversized body is read and discarded (up to `DRAIN_MAX_BYTES`) so that every client sees the 413.
-    A gzip body (``Content-Encoding: gzip``) is inflated, to `limit` bytes at most; any other encoding is a 415."""
+    A gzip body (``Content-Encoding: gzip``) is inflated, to `limit` bytes at most, and `hold` grown to its size
+    (a 503 when the budget cannot take it now); any other encoding is a 415."""
     encoding = request.headers.get("content-encoding", "").strip().lower()
     if encoding not in ("", "identity", "gzip"):  # refused before the body is read: it could not be understood
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"Content-Encoding {encoding!r}: send gzip or none")
@@ -645,7 +646,12 @@ async def _read_body(request: Request, limit: int) -> bytes:
     body = await _read_raw_body(request, limit)
     # Inflated on a worker thread: a few kilobytes of gzip may hold megabytes, and the event loop answers every
     # other request meanwhile.
-    return await run_in_threadpool(_inflate, body, limit) if encoding == "gzip" else body
+    if encoding != "gzip":
+        return body
+    inflated = await run_in_threadpool(_inflate, body, limit)
+    if hold is not None and not hold.grow_to(len(inflated)):  # larger than guessed, and the budget is full now
+        raise _busy(hold.budget)
+    return inflated
 
 
 #: A body past this is parsed on a worker thread (20 MiB of JSON takes a tenth of a second or more): the event
@@ -758,25 +764,35 @@ async def _discard_body(request: Request) -> None:
             pass
 
 
+#: How much larger than its bytes a gzip body is held to be until it is inflated: JSON of events compresses about
+#: five to ten times. A guess too small is mended once inflated (`Hold.grow_to`); the byte limit caps it.
+GZIP_GUESS: Final = 10
+
+
 @asynccontextmanager
-async def holding_body(request: Request, ingestor: EventIngestor) -> AsyncIterator[None]:
+async def holding_body(request: Request, ingestor: EventIngestor) -> AsyncIterator[Hold]:
     """Hold the request's share of the ingestor's `InflightBudget` while the block reads and ingests its body: its
-    Content-Length, or the byte limit for a gzip or chunked body (its size once inflated is not known yet). A 503
-    (retry after a second) when it does not fit now."""
+    Content-Length (a gzip body's times `GZIP_GUESS`, grown to its size once inflated), or the byte limit for a
+    chunked body. A 503 (retry after a second) when it does not fit now."""
     declared = request.headers.get("content-length", "")
     gzipped = request.headers.get("content-encoding", "").strip().lower() == "gzip"
-    wanted = min(int(declared), ingestor.max_bytes) if declared.isdigit() and not gzipped else ingestor.max_bytes
-    if not ingestor.inflight.take(wanted):
+    wanted = int(declared) * (GZIP_GUESS if gzipped else 1) if declared.isdigit() else ingestor.max_bytes
+    hold = ingestor.inflight.hold(min(wanted, ingestor.max_bytes))
+    if hold is None:
         await _discard_body(request)
-        detail = (
-            f"the server is busy reading {ingestor.inflight.held:,} bytes of other batches "
-            f"(QUERYLOG_INGEST_INFLIGHT_MAX_BYTES {ingestor.inflight.cap:,}): retry in a moment"
-        )
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail, headers={"Retry-After": "1"})
+        raise _busy(ingestor.inflight)
     try:
-        yield
+        yield hold
     finally:
-        ingestor.inflight.give(wanted)
+        hold.release()
+
+
+def _busy(budget: InflightBudget) -> HTTPException:
+    detail = (
+        f"the server is busy reading {budget.held:,} bytes of other batches "
+        f"(QUERYLOG_INGEST_INFLIGHT_MAX_BYTES {budget.cap:,}): retry in a moment"
+    )
+    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail, headers={"Retry-After": "1"})
 
 
 def _batch_items(payload: object) -> list[Any]:
@@ -906,8 +922,8 @@ async def ingest_events(
     can be retried safely. `service` and `env` default to the server's. Durable when 202 is returned."""
     ingestor = _ingestor(request)
     try:
-        async with holding_body(request, ingestor):
-            answer = await _ingest_events(request, ingestor)
+        async with holding_body(request, ingestor) as hold:
+            answer = await _ingest_events(request, ingestor, hold)
     except HTTPException as exc:
         ingestor.counts.request_refused("events", counted_status(exc))
         raise
@@ -933,7 +949,7 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def _ingest_events(request: Request, ingestor: EventIngestor) -> IngestAccepted | JSONResponse:
+async def _ingest_events(request: Request, ingestor: EventIngestor, hold: Hold) -> IngestAccepted | JSONResponse:
     kind = media_type(request)
     if kind != "application/json" and not kind.endswith("+json"):
         # A web page may send a form or text/plain to 127.0.0.1 without asking first (no CORS preflight); JSON it
@@ -942,7 +958,7 @@ async def _ingest_events(request: Request, ingestor: EventIngestor) -> IngestAcc
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             f"Content-Type {kind or '(none)'!r}: send the batch as application/json",
         )
-    body = await _read_body(request, ingestor.max_bytes)
+    body = await _read_body(request, ingestor.max_bytes, hold)
     items: list[Any] = []
     body = body.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark, which JSON readers may ignore (RFC 8259)
     if body[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in body[:4]:  # UTF-16 or UTF-32, which msgspec misreads

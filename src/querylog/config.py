@@ -279,9 +279,9 @@ class Settings:
         default=64 * 1024 * 1024,
         metadata={
             "env": "QUERYLOG_INGEST_INFLIGHT_MAX_BYTES",
-            "doc": "bodies POST /v1/events and /v1/traces read at once, in bytes (a gzip or chunked one counts as "
-            "QUERYLOG_INGEST_MAX_BYTES); a request past it is answered 503, retry in a second. One request "
-            "alone always fits",
+            "doc": "bodies POST /v1/events and /v1/traces read at once, in bytes (a gzip one counts ten times its "
+            "length until inflated, then its size; a chunked one QUERYLOG_INGEST_MAX_BYTES); a request past it is "
+            "answered 503, retry in a second. One request alone always fits",
         },
     )
     ingest_max_events: int = field(

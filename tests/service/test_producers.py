@@ -895,15 +895,39 @@ def test_every_answer_gives_its_bytes_back_to_the_inflight_budget(client: TestCl
     ]
     assert answers == [202, 400, 422, 400, 415, 200]
     assert budget.held == 0
-    assert budget.take(budget.cap)  # the whole budget is free again
+    taken = budget.hold(budget.cap)  # the whole budget is free again
+    assert taken is not None
     try:
         refused = client.post("/v1/events", json={"events": _batch(1, prefix="c")})
         assert refused.status_code == 503
         assert refused.headers["retry-after"] == "1"
         assert client.post("/v1/traces", content=b"{}", headers=json_type).status_code == 503
     finally:
-        budget.give(budget.cap)
+        taken.release()
     assert client.post("/v1/events", json={"events": _batch(1, prefix="c")}).json() == {"accepted": 1, "duplicates": 0}
+
+
+def test_a_gzip_body_holds_a_guess_of_its_inflated_size_then_its_size(client: TestClient) -> None:
+    """A gzip body held the whole byte limit (20 MiB) while it was read: three small gzip exports at once filled the
+    default budget. It holds ten times its length, and once inflated its size, refused (503) only if that does
+    not fit."""
+    budget = client.app.state.ingestor.inflight  # type: ignore[attr-defined]
+    gz = {"content-type": "application/json", "content-encoding": "gzip"}
+    small = gzip.compress(json.dumps({"events": _batch(3, prefix="g")}).encode())
+    long = [{**event, "query_text": "가" * 16_000} for event in _batch(8, prefix="h")]
+    roomy = json.dumps({"events": long}, ensure_ascii=False).encode()  # 384 kB that compress well
+    packed = gzip.compress(roomy)
+    assert 10 * len(packed) < len(roomy)
+    others = budget.hold(budget.cap - 10 * len(small) - len(roomy) // 2)  # other bodies being read
+    assert others is not None
+    try:
+        assert client.post("/v1/events", content=small, headers=gz).json() == {"accepted": 3, "duplicates": 0}
+        refused = client.post("/v1/events", content=packed, headers=gz)  # fits as guessed, not once inflated
+        assert refused.status_code == 503, refused.text
+    finally:
+        others.release()
+    assert client.post("/v1/events", content=packed, headers=gz).json() == {"accepted": 8, "duplicates": 0}
+    assert budget.held == 0
 
 
 # -- answers ------------------------------------------------------------------------------------------------
