@@ -50,6 +50,18 @@ EXPECTED = {
 }
 
 
+def _run(name: str, home: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Notebook `name` run cell by cell (`RUNNER`) with QUERYLOG_HOME at `home`."""
+    return subprocess.run(
+        [sys.executable, "-c", RUNNER, str(NOTEBOOKS / name)],
+        cwd=cwd,
+        env={**os.environ, "QUERYLOG_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory, make_lake: Callable[..., SampleLake]) -> Path:
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -62,15 +74,7 @@ def test_there_are_at_least_three_notebooks() -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_notebook_runs_top_to_bottom(name: str, home: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "QUERYLOG_HOME": str(home)}
-    proc = subprocess.run(
-        [sys.executable, "-c", RUNNER, str(NOTEBOOKS / name)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    proc = _run(name, home, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(r"ran \d+ code cells", proc.stdout)
     for pattern in EXPECTED[name]:
@@ -98,14 +102,7 @@ def test_one_day_of_queries_shows_no_trend_rather_than_every_intent_rising(
 ) -> None:
     end = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
     home = make_lake(tmp_path / "home", end=end, days=0).home  # hours of today only
-    proc = subprocess.run(
-        [sys.executable, "-c", RUNNER, str(NOTEBOOKS / "intent_trends.py")],
-        cwd=tmp_path,
-        env={**os.environ, "QUERYLOG_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    proc = _run("intent_trends.py", home, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rising: no trend from a single day" in proc.stdout, proc.stdout[-2000:]
 
@@ -114,14 +111,7 @@ def test_one_day_of_queries_shows_no_trend_rather_than_every_intent_rising(
 def test_a_notebook_pointed_at_no_lake_says_so_and_makes_nothing(name: str, tmp_path: Path) -> None:
     """A mistyped QUERYLOG_HOME printed empty tables and exited 0 (and the search notebook made directories there)."""
     missing = tmp_path / "typo"
-    proc = subprocess.run(
-        [sys.executable, "-c", RUNNER, str(NOTEBOOKS / name)],
-        cwd=tmp_path,
-        env={**os.environ, "QUERYLOG_HOME": str(missing)},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    proc = _run(name, missing, tmp_path)
     assert proc.returncode == 1
     assert f"No lake at {missing / 'lake'}: set QUERYLOG_HOME" in proc.stderr
     assert not missing.exists()
@@ -148,13 +138,6 @@ def test_the_intent_chart_draws_a_long_history_of_many_intents(tmp_path: Path) -
     home = tmp_path / "home"
     with ParquetSink(home / "lake") as sink:
         sink.write(Batch(events=events, checkpoint={"r": 1}))  # type: ignore[arg-type]
-    proc = subprocess.run(
-        [sys.executable, "-c", RUNNER, str(NOTEBOOKS / "intent_trends.py")],
-        cwd=tmp_path,
-        env={**os.environ, "QUERYLOG_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    proc = _run("intent_trends.py", home, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "chart: 4 encodings over 900 rows, 10 series" in proc.stdout, proc.stdout[-2000:]
