@@ -395,6 +395,9 @@ class Projector:
         self._resumed = False  # a projector without a lock resumes its sink once, at its first batch
         self._io_lock = threading.Lock()
         self.corrupt_lines = 0
+        # When this projector last had nothing left to deliver (None: not since it started). The lag in seconds is
+        # never more than the time since: events dated long ago (a backfill) make no lag of months.
+        self._caught_up_at: float | None = None
         # Where the last offered batch started and how many events it had: a retry reads from the same
         # checkpoint, so its first events are the ones already offered.
         self._offered_from: Checkpoint | None = None
@@ -435,6 +438,7 @@ class Projector:
             consumed = sum(map(len, read.lines)) + len(read.lines)
             self._more_waiting = read.remaining_bytes > 0 and read.cut
             if not read.lines and read.checkpoint == start:
+                self._caught_up_at = time.time()
                 self.telemetry.lag(0, 0.0)
                 self.sink.idle()
                 return 0
@@ -550,22 +554,30 @@ class Projector:
     def _report_lag(self, last_ts: datetime | None, remaining_bytes: int, consumed: int, lines: int) -> None:
         """Lag after a batch of `lines` lines (`consumed` bytes, newlines included) with `remaining_bytes` behind."""
         if remaining_bytes <= 0 or last_ts is None:
+            self._caught_up_at = time.time()
             self.telemetry.lag(0, 0.0)
             return
-        behind_s = (datetime.now(UTC) - last_ts).total_seconds()
-        self.telemetry.lag(_events_in(remaining_bytes, consumed, lines), max(0.0, behind_s))
+        behind_s = self._behind_s((datetime.now(UTC) - last_ts).total_seconds())
+        self.telemetry.lag(_events_in(remaining_bytes, consumed, lines), behind_s)
+
+    def _behind_s(self, event_age_s: float) -> float:
+        """How far behind the sink is: the age of the oldest event it has not delivered, but no more than the time
+        since it was last caught up (a backfill of last month's events arriving now is seconds behind, not a month)."""
+        if self._caught_up_at is not None:
+            event_age_s = min(event_age_s, time.time() - self._caught_up_at)
+        return max(0.0, event_age_s)
 
     def _report_stuck(self, lines: Sequence[bytes], end: Checkpoint, consumed: int) -> None:
         """Lag while a write fails (a destination down): the batch and all behind it, as old as its oldest line;
         what is behind it counted again at each snapshot, as the log grows between two attempts."""
         oldest = next((t for t in map(line_time, lines) if t is not None), None)
-        behind_s = time.time() - oldest if oldest is not None else 0.0
+        behind_s = self._behind_s(time.time() - oldest) if oldest is not None else 0.0
         reader, n = self.reader, len(lines)
 
         def waiting() -> int:
             return n + _events_in(reader.bytes_after(end), consumed, n)
 
-        self.telemetry.lag(waiting(), max(0.0, behind_s), events_now=waiting)
+        self.telemetry.lag(waiting(), behind_s, events_now=waiting)
 
     # -- background thread ------------------------------------------------------------------------
     def start(self) -> Projector:

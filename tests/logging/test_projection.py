@@ -79,6 +79,30 @@ def test_a_file_checkpoint_sink_resumes_after_restart(tmp_path: Path) -> None:
     assert len(first.stored) == 5 and len(second.stored) == 3
 
 
+def test_a_backfill_of_old_events_is_no_lag_of_months_while_it_is_delivered_or_stuck(tmp_path: Path) -> None:
+    """A producer backfilling last month's events into a caught-up projection read as a lag of a month (the alert
+    on lag_seconds fired at once): the lag counts from when the projection was last caught up, at most."""
+    month_ago = datetime.now(UTC) - timedelta(days=30)
+    sink = FlakySink(tmp_path / "cp.json", failures=0).open()
+    projector = Projector(LogReader(tmp_path / "log"), sink, batch_max_events=10)
+    with EventLog(tmp_path / "log") as log:
+        log.append(QueryReceived(query_id="now", query_text="x"))
+    assert projector.catch_up() == 1  # caught up
+    with EventLog(tmp_path / "log") as log:  # the backfill
+        for i in range(30):
+            log.append(QueryReceived(query_id=f"q-{i}", query_text="x", ts=month_ago + timedelta(seconds=i)))
+    assert projector.run_once() == 10  # delivering: twenty behind
+    assert sink.telemetry.snapshot().lag_events == 20
+    assert sink.telemetry.snapshot().lag_seconds < 60
+    sink.failures = 1  # the destination goes down meanwhile
+    with pytest.raises(SinkSendError):
+        projector.run_once()
+    snap = sink.telemetry.snapshot()
+    assert snap.lag_events == 20 and snap.lag_seconds < 60  # behind since a moment ago, not since last month
+    assert projector.catch_up() == 20
+    assert sink.telemetry.snapshot().lag_seconds == 0
+
+
 def test_while_writes_fail_the_lag_counts_the_whole_backlog_and_ages_from_its_oldest_event(tmp_path: Path) -> None:
     """A destination down must show as lag growing (the alert on lag_seconds), not as the last good figure."""
     hour_ago = datetime.now(UTC) - timedelta(hours=1)
