@@ -173,9 +173,13 @@ class MetricsSink(Sink):
         publish_each_batch: bool = True,
         forget: ForgetList | None = None,
         history: Callable[[], tuple[Checkpoint, Iterable[Sequence[AnyEvent]]] | None] | None = None,
+        erased: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__()
         self.projection = projection
+        #: Whether `querylog erase` ever blanked events in this log: a fold from its start then counts fewer than the
+        #: snapshot it would have started from (counters never go down; see `_restore`).
+        self.erased = erased
         #: Without a usable snapshot, where the events the log no longer holds are (the lake, once the log is
         #: trimmed): the log position they reach, and them, a batch at a time; None when the log holds them all.
         self.history = history
@@ -210,6 +214,7 @@ class MetricsSink(Sink):
         snapshot = load_snapshot(self.snapshot_path)
         if snapshot is None:
             self._restore_history()
+            self._said_erased("no snapshot (deleted, or not readable)")
             return
         mine = self.projection.config()
         if _without_prices(snapshot.config) != _without_prices(mine):
@@ -220,6 +225,7 @@ class MetricsSink(Sink):
                 path=str(self.snapshot_path),
             )
             self._restore_history()
+            self._said_erased("the snapshot was written with other settings")
             return
         if snapshot.config.get("prices") != mine.get("prices"):
             # Counters never go back: the cost counted so far keeps the prices it was counted with, and new
@@ -235,6 +241,19 @@ class MetricsSink(Sink):
                 os.replace(self.snapshot_path, kept)
             _log.warning("metrics_snapshot_ignored", reason=f"{exc}: folding the log again", path=str(kept))
             self._restore_history()
+            self._said_erased("the snapshot was an older release's")
+
+    def _said_erased(self, why: str) -> None:
+        """A fold started over (`why`) in a log erasures blanked events in: its counters start lower than those
+        served before, which Prometheus reads as a reset. Counted and logged."""
+        if self.erased is None or not self.erased():
+            return
+        self.telemetry.fell_back("snapshot_missing_after_erasure")
+        _log.warning(
+            "metrics_folded_after_erasure",
+            reason=f"{why}: the log is folded again without the events `querylog erase` blanked in it, so the "
+            "counters start lower than they were served (Prometheus reads a reset; docs/privacy.md)",
+        )
 
     def _start_from(self, snapshot: MetricsSnapshot) -> None:
         self.projection.restore_state(snapshot.state)

@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -191,6 +192,35 @@ def test_a_cap_trim_does_not_count_as_lost_what_the_running_metrics_fold_has_rea
         report = Housekeeper(settings, before_trim=fold.snapshot_if_moved).run_once()
     assert report is not None and len(report.trim.delete) == 2
     assert report.trim.forced == {}  # the fold had read both segments: nothing lost to it
+
+
+def test_metrics_folded_again_after_an_erasure_say_their_counters_start_lower(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After `querylog erase`, a lost snapshot made the fold start over without the blanked events: counters stepped
+    down (Prometheus read a reset and a spike) without a word. Counted and logged; a fold without erasures is not."""
+    from querylog.erase import erase
+    from querylog.runtime import metrics_projector
+
+    settings = Settings(home=tmp_path, stdout_events=False)
+    _write(settings, 3)
+
+    def folded_again() -> dict[str, int]:
+        projector = metrics_projector(settings, LogReader(settings.log_dir), MetricsProjection(), elected=False)
+        try:
+            projector.catch_up()
+            return projector.sink.telemetry.snapshot().fallbacks
+        finally:
+            projector.stop(drain_timeout_s=None)
+            projector.sink.close()
+
+    assert folded_again() == {}  # no snapshot yet, nothing erased: the log holds every event
+    settings.metrics_snapshot_path.unlink()
+    assert erase(settings, user_ids=["u-1"], skip_loki=True).log_events > 0
+    settings.metrics_snapshot_path.unlink(missing_ok=True)
+    capsys.readouterr()
+    assert folded_again() == {"snapshot_missing_after_erasure": 1}
+    assert "metrics_folded_after_erasure" in capsys.readouterr().out
 
 
 def test_an_unreadable_snapshot_after_a_trim_restarts_the_metrics_from_the_lake_not_from_zero(tmp_path: Path) -> None:

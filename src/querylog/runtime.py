@@ -258,8 +258,16 @@ def metrics_projector(
         publish_each_batch=publish == "batch",
         forget=ForgetList(s.metrics_forget_path),
         history=lambda: trimmed_history(s),
+        erased=lambda: erased_before(s),
     )
     return _projector(s, reader, sink.open(), interval_s=0.5, elected=elected)
+
+
+def erased_before(settings: Settings) -> bool:
+    """Whether `querylog erase` ever blanked events in this data directory's log (its audit file says so)."""
+    from querylog.erase import AUDIT  # erase builds on this module
+
+    return (settings.state_dir / AUDIT).exists()
 
 
 def trimmed_history(settings: Settings) -> tuple[Checkpoint, Iterable[Sequence[AnyEvent]]] | None:
