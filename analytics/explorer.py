@@ -926,8 +926,10 @@ def _people(lq: LakeQueries, f: Filters) -> None:
 
 #: The lake's snapshot (the `queries` view computed once) is kept across the page's reruns, one per widget change:
 #: while the lake is unchanged, and while it changes (a serving API adds files each second) for this long at least,
-#: or ten times what it took to build, so that a large lake is not read again at every click; Refresh reads it now.
+#: or three times what it took to build, so that a large lake is not read again at every click; never longer than
+#: `SNAPSHOT_KEPT_MAX_S` (a read slowed by a busy machine would hold it long). Refresh reads it now.
 SNAPSHOT_KEPT_S: Final = 10.0
+SNAPSHOT_KEPT_MAX_S: Final = 30.0
 
 
 @dataclass
@@ -969,9 +971,13 @@ def _lake_snapshot(settings: Settings) -> _Snapshot:
     refresh = bool(st.session_state.get("refresh"))  # the sidebar's button, pressed for this run
     if held is not None and held.lake_dir == settings.lake_dir and held.names == names and not refresh:
         age = time.monotonic() - held.built_at
-        if held.signature == signature or age < max(SNAPSHOT_KEPT_S, 10 * held.build_s):
+        kept = min(SNAPSHOT_KEPT_MAX_S, max(SNAPSHOT_KEPT_S, 3 * held.build_s))
+        if held.signature == signature or age < kept:
             if held.signature != signature:
-                st.sidebar.caption(f"The lake has changed since it was read, {age:.0f} s ago: Refresh to see it.")
+                st.sidebar.caption(
+                    f"Read {age:.0f} s ago; the lake has changed since. A click reads it again once the page is "
+                    f"{kept:.0f} s old; Refresh reads it now."
+                )
             return held
     if held is not None:
         del st.session_state["lake_snapshot"]

@@ -733,14 +733,14 @@ class LakeQueries:
     # -- one query ---------------------------------------------------------------------------------
     def answer(self, query_id: str) -> Answer | None:
         """The answer and sources of one query; None when the lake has no such query."""
-        frame = self._answer_to(
-            f"""
-                SELECT query_id, answer_text, answer_chars, response_type, finish_reason, model, response_model,
-                       cost_usd, cost_source, ttft_ms, release, prompt_version, sources
-                FROM {self._source} WHERE query_id = $query_id
-            """,
-            {"query_id": query_id},
-        )
+        columns = """query_id, answer_text, answer_chars, response_type, finish_reason, model, response_model,
+                     cost_usd, cost_source, ttft_ms, release, prompt_version, sources"""
+        at = {"query_id": query_id}
+        frame = self._answer_to(f"SELECT {columns} FROM {self._source} WHERE query_id = $query_id", at)
+        if frame.is_empty() and self._memo is not None:
+            # A query newer than the snapshot (a search or a typed id finds it in the lake as it is now): the view
+            # computed for it alone, not kept, so that an answer still to come is seen when it comes.
+            frame = sql_frame(self.catalog, f"SELECT {columns} FROM queries WHERE query_id = $query_id", at)
         if frame.is_empty():
             return None
         row = frame.row(0, named=True)

@@ -469,3 +469,33 @@ def test_a_querys_steps_stamped_with_one_time_come_in_the_order_of_its_life(tmp_
         "search_completed",
         "query_completed",
     ]
+
+
+def test_a_snapshot_keeps_its_answers_and_finds_a_query_newer_than_itself(tmp_path: Path) -> None:
+    """The explorer keeps one snapshot across clicks: its answers are kept with it, and a query that came after it
+    (found by a search, which reads the lake as it is now) still shows its answer."""
+    from querylog.logging.events import QueryCompleted, QueryReceived, ResponseGenerated
+    from querylog.logging.parquet import ParquetSink
+    from querylog.logging.projection import Batch
+
+    def asked(query_id: str, answer: str) -> list[object]:
+        ts = datetime(2026, 11, 20, 9, tzinfo=UTC)
+        return [
+            QueryReceived(query_id=query_id, query_text="네이버 주가", ts=ts),
+            ResponseGenerated(query_id=query_id, answer_text=answer, answer_chars=len(answer), ts=ts),
+            QueryCompleted(query_id=query_id, latency_ms=5.0, ts=ts),
+        ]
+
+    with ParquetSink(tmp_path / "lake") as sink:
+        sink.write(Batch(events=asked("q-1", "첫 답"), checkpoint={"r": 1}))  # type: ignore[arg-type]
+    with Catalog(tmp_path / "lake") as catalog:
+        lq = LakeQueries(catalog, snapshot=True)
+        summary = lq.summary()
+        assert summary.queries == 1
+        with ParquetSink(tmp_path / "lake") as sink:  # a query arrives after the snapshot
+            sink.write(Batch(events=asked("q-2", "둘째 답"), checkpoint={"r": 2}))  # type: ignore[arg-type]
+        assert lq.summary() == summary  # the snapshot's picture, kept
+        assert lq.top_queries() is lq.top_queries()  # asked again: the answer kept
+        first, second = lq.answer("q-1"), lq.answer("q-2")
+        assert first is not None and first.answer_text == "첫 답"
+        assert second is not None and second.answer_text == "둘째 답"
