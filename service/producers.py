@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hmac
 import os
 import re
 import threading
+import time
 import zlib
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -637,12 +639,7 @@ async def _read_body(request: Request, limit: int, hold: Hold | None = None) -> 
     rest of an oversized body is read and discarded (up to `DRAIN_MAX_BYTES`) so that every client sees the 413.
     A gzip body (``Content-Encoding: gzip``) is inflated, to `limit` bytes at most, and `hold` grown to its size
     (a 503 when the budget cannot take it now); any other encoding is a 415."""
-    encoding = request.headers.get("content-encoding", "").strip().lower()
-    if encoding not in ("", "identity", "gzip"):  # refused before the body is read: it could not be understood
-        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"Content-Encoding {encoding!r}: send gzip or none")
-    charset = _charset(request)
-    if charset not in (None, "utf-8", "utf8"):  # JSON is UTF-8 (RFC 8259); read as UTF-8, latin-1 would be garbled
-        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"charset {charset!r}: send UTF-8")
+    encoding = _readable_encoding(request)
     body = await _read_raw_body(request, limit)
     # Inflated on a worker thread: a few kilobytes of gzip may hold megabytes, and the event loop answers every
     # other request meanwhile.
@@ -652,6 +649,23 @@ async def _read_body(request: Request, limit: int, hold: Hold | None = None) -> 
     if hold is not None and not hold.grow_to(len(inflated)):  # larger than guessed, and the budget is full now
         raise _busy(hold.budget)
     return inflated
+
+
+#: Charsets a JSON body may name: UTF-8 (RFC 8259), and ASCII, which is UTF-8.
+_UTF8_CHARSETS: Final = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
+
+
+def _readable_encoding(request: Request) -> str:
+    """The body's Content-Encoding, once it is one this server reads, and a JSON body's charset UTF-8: a 415
+    otherwise, before the body is read (or any of the budget taken) as it could not be understood."""
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity", "gzip"):
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"Content-Encoding {encoding!r}: send gzip or none")
+    kind, charset = media_type(request), _charset(request)
+    json_body = kind == "application/json" or kind.endswith("+json")
+    if json_body and charset is not None and charset not in _UTF8_CHARSETS:  # read as UTF-8, latin-1 is garbled
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"charset {charset!r}: send UTF-8")
+    return encoding
 
 
 #: A body past this is parsed on a worker thread (20 MiB of JSON takes a tenth of a second or more): the event
@@ -740,7 +754,7 @@ async def _read_stream(request: Request, limit: int) -> bytes:
             raise too_large
     body = bytearray()
     seen = 0
-    async for chunk in request.stream():
+    async for chunk in _chunks(request):
         seen += len(chunk)
         if seen <= limit:
             body += chunk
@@ -753,15 +767,51 @@ async def _read_stream(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+#: A body that stops arriving (a stalled client, a half-open connection) would hold its share of the budget, and a
+#: worker, for good: refused (408) after this long without a byte, or this long in all.
+BODY_IDLE_S: Final = 15.0
+BODY_TOTAL_S: Final = 120.0
+
+
+class BodyStalledError(HTTPException):
+    """The body stopped arriving: answered 408."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(status.HTTP_408_REQUEST_TIMEOUT, f"the request body {why}: send it again")
+
+
+async def _chunks(request: Request) -> AsyncIterator[bytes]:
+    """`request.stream()`, refused (`BodyStalledError`) when it stalls past `BODY_IDLE_S` or `BODY_TOTAL_S`."""
+    stream = request.stream().__aiter__()
+    deadline = time.monotonic() + BODY_TOTAL_S
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), timeout=max(0.0, min(BODY_IDLE_S, left)))
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            why = f"took over {BODY_TOTAL_S:.0f} s" if left <= BODY_IDLE_S else f"stopped for {BODY_IDLE_S:.0f} s"
+            raise BodyStalledError(why) from None
+        yield chunk
+
+
 async def _discard_body(request: Request) -> None:
-    """Read the body and throw it away, if its Content-Length is within `DRAIN_MAX_BYTES` (see there)."""
+    """Read the body and throw it away, if its Content-Length is within `DRAIN_MAX_BYTES` (see there). Not a client
+    that waits for ``100 Continue`` before it sends one: it sends nothing, and reads the answer."""
     try:
         declared = int(request.headers.get("content-length", ""))
     except ValueError:
         return
-    if declared <= DRAIN_MAX_BYTES:
-        async for _chunk in request.stream():
+    if declared > DRAIN_MAX_BYTES or request.headers.get("expect", "").lower() == "100-continue":
+        return
+    try:
+        async for _chunk in _chunks(request):
             pass
+    except ClientDisconnect:
+        raise ClientGoneError() from None
+    except BodyStalledError:
+        return  # the answer meant goes out all the same
 
 
 #: How much larger than its bytes a gzip body is held to be until it is inflated: JSON of events compresses about
@@ -774,9 +824,11 @@ async def holding_body(request: Request, ingestor: EventIngestor) -> AsyncIterat
     """Hold the request's share of the ingestor's `InflightBudget` while the block reads and ingests its body: its
     Content-Length (a gzip body's times `GZIP_GUESS`, grown to its size once inflated), or the byte limit for a
     chunked body. A 503 (retry after a second) when it does not fit now."""
+    gzipped = _readable_encoding(request) == "gzip"  # a 415 takes none of the budget
     declared = request.headers.get("content-length", "")
-    gzipped = request.headers.get("content-encoding", "").strip().lower() == "gzip"
     wanted = int(declared) * (GZIP_GUESS if gzipped else 1) if declared.isdigit() else ingestor.max_bytes
+    if declared.isdigit() and int(declared) > ingestor.max_bytes:
+        wanted = 0  # refused (413) unread: nothing of it is kept
     hold = ingestor.inflight.hold(min(wanted, ingestor.max_bytes))
     if hold is None:
         await _discard_body(request)
@@ -922,6 +974,7 @@ async def ingest_events(
     can be retried safely. `service` and `env` default to the server's. Durable when 202 is returned."""
     ingestor = _ingestor(request)
     try:
+        _json_media(request)
         async with holding_body(request, ingestor) as hold:
             answer = await _ingest_events(request, ingestor, hold)
     except HTTPException as exc:
@@ -940,7 +993,7 @@ def _charset(request: Request) -> str | None:
     for parameter in request.headers.get("content-type", "").split(";")[1:]:
         name, _, value = parameter.partition("=")
         if name.strip().lower() == "charset":
-            return value.strip().strip('"').lower()
+            return value.strip().strip("\"'").lower()
     return None
 
 
@@ -949,15 +1002,18 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def _ingest_events(request: Request, ingestor: EventIngestor, hold: Hold) -> IngestAccepted | JSONResponse:
+def _json_media(request: Request) -> None:
+    """A 415 unless the batch is sent as JSON. A web page may send a form or text/plain to 127.0.0.1 without asking
+    first (no CORS preflight); JSON it cannot. Refused before the body is read, as the server could not read it."""
     kind = media_type(request)
     if kind != "application/json" and not kind.endswith("+json"):
-        # A web page may send a form or text/plain to 127.0.0.1 without asking first (no CORS preflight); JSON it
-        # cannot. Refused before the body is read, as the server could not read it as sent.
         raise HTTPException(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             f"Content-Type {kind or '(none)'!r}: send the batch as application/json",
         )
+
+
+async def _ingest_events(request: Request, ingestor: EventIngestor, hold: Hold) -> IngestAccepted | JSONResponse:
     body = await _read_body(request, ingestor.max_bytes, hold)
     items: list[Any] = []
     body = body.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark, which JSON readers may ignore (RFC 8259)

@@ -703,6 +703,55 @@ def test_a_client_that_goes_away_mid_body_is_a_refusal_not_an_application_error(
     assert isinstance(excinfo.value, HTTPException) and counted_status(excinfo.value) == 499
 
 
+def test_a_body_that_stops_arriving_is_408(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A producer that stalled mid-body (or a half-open connection) held its share of the budget for good: three such
+    held 60 MB, and every large batch was refused 503 until the server restarted."""
+    import querylog.service.producers as producers
+
+    monkeypatch.setattr(producers, "BODY_IDLE_S", 0.2)
+
+    async def stalled() -> dict[str, Any]:
+        if not sent:
+            sent.append(1)
+            return {"type": "http.request", "body": b'{"events": [', "more_body": True}
+        await asyncio.sleep(3600)  # the rest never comes
+        raise AssertionError("unreachable")
+
+    sent: list[int] = []
+    headers = [(b"content-length", b"5000000"), (b"content-type", b"application/json")]
+    scope = {"type": "http", "method": "POST", "path": "/v1/events", "headers": headers, "query_string": b""}
+    with pytest.raises(HTTPException) as excinfo:
+        asyncio.run(_read_body(Request(scope, stalled), 20 * 1024 * 1024))
+    assert excinfo.value.status_code == 408 and "stopped for" in str(excinfo.value.detail)
+
+
+def test_a_request_refused_for_its_headers_takes_none_of_the_budget(client: TestClient) -> None:
+    """A text/plain or latin-1 batch was answered 503 while the server was busy, and its 415 came only at a retry."""
+    budget = client.app.state.ingestor.inflight  # type: ignore[attr-defined]
+    others = budget.hold(budget.cap)
+    assert others is not None
+    try:
+        for headers in (
+            {"content-type": "text/plain"},
+            {"content-type": "application/json; charset=latin-1"},
+            {"content-type": "application/json", "content-encoding": "br"},
+        ):
+            assert client.post("/v1/events", content=b"{}", headers=headers).status_code == 415, headers
+        # Over the byte limit: refused 413 unread, never kept, so it holds nothing either.
+        too_large = b"x" * (client.app.state.ingestor.max_bytes + 1)  # type: ignore[attr-defined]
+        assert (
+            client.post("/v1/events", content=too_large, headers={"content-type": "application/json"}).status_code
+            == 413
+        )
+    finally:
+        others.release()
+    for charset in ("us-ascii", "'utf-8'"):  # ASCII is UTF-8; quoted either way
+        ok = client.post(
+            "/v1/events", content=b'{"events": []}', headers={"content-type": f"application/json; charset={charset}"}
+        )
+        assert ok.status_code == 202, (charset, ok.text)
+
+
 # -- feedback ------------------------------------------------------------------------------------------
 def test_feedback_lands_as_an_event_of_the_right_query(client: TestClient, settings: Settings) -> None:
     answered = client.post(
