@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Final
 
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 __all__ = ["ENDPOINTS", "OUTCOMES", "IngestCounts"]
 
@@ -21,8 +21,10 @@ OUTCOMES: Final = ("accepted", "duplicate", "refused")
 class IngestCounts:
     """Counters of the producer endpoints, one owner: the endpoints count, `/metrics` reads. Thread-safe."""
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, *, inflight: Callable[[], int] = lambda: 0) -> None:
+        """`inflight`: the bytes of producer bodies held now (`InflightBudget.held`), read at each scrape."""
         self.namespace = namespace
+        self._inflight = inflight
         self._lock = threading.Lock()
         self._events: Counter[tuple[str, str]] = Counter()
         self._requests_refused: Counter[tuple[str, str]] = Counter()
@@ -60,6 +62,11 @@ class IngestCounts:
             "Producer requests refused whole, by endpoint and status.",
             labels=["endpoint", "status"],
         )
+        held = GaugeMetricFamily(
+            f"{ns}_ingest_inflight_bytes",
+            "Bytes of producer bodies being read or ingested now (QUERYLOG_INGEST_INFLIGHT_MAX_BYTES caps them).",
+            value=self._inflight(),
+        )
         left_out = CounterMetricFamily(
             f"{ns}_ingest_spans_left_out",
             "OTLP spans /v1/traces left out of an export it took, by reason.",
@@ -73,4 +80,4 @@ class IngestCounts:
                 refused.add_metric([endpoint, status], n)
             for reason, n in sorted(self._spans_left_out.items()):
                 left_out.add_metric([reason], n)
-        yield from (events, refused, left_out)
+        yield from (events, refused, left_out, held)

@@ -398,15 +398,15 @@ class EventIngestor:
         only its length kept, as the tracker does for `/v1/chat`."""
         if max_events < 1 or max_bytes < 1:
             raise ValueError("max_events and max_bytes must be >= 1")
+        #: The bodies being read or ingested at once (`QUERYLOG_INGEST_INFLIGHT_MAX_BYTES`).
+        self.inflight = InflightBudget(inflight_max_bytes)
         #: What the producer endpoints took and refused (`<ns>_ingest_*` on /metrics).
-        self.counts = IngestCounts(namespace)
+        self.counts = IngestCounts(namespace, inflight=lambda: self.inflight.held)
         self.log = log
         self.service = service
         self.env = env
         self.max_events = max_events
         self.max_bytes = max_bytes
-        #: The bodies being read or ingested at once (`QUERYLOG_INGEST_INFLIGHT_MAX_BYTES`).
-        self.inflight = InflightBudget(inflight_max_bytes)
         self._redact = redact
         self._pseudonymize = pseudonymize_user_id
         self.capture_answers = capture_answers

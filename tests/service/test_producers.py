@@ -944,9 +944,18 @@ def test_every_answer_gives_its_bytes_back_to_the_inflight_budget(client: TestCl
     ]
     assert answers == [202, 400, 422, 400, 415, 200]
     assert budget.held == 0
+
+    def held_on_metrics() -> float:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        families = text_string_to_metric_families(client.get("/metrics").text)
+        return next(f.samples[0].value for f in families if f.name == "querylog_ingest_inflight_bytes")
+
+    assert held_on_metrics() == 0
     taken = budget.hold(budget.cap)  # the whole budget is free again
     assert taken is not None
     try:
+        assert held_on_metrics() == budget.cap
         refused = client.post("/v1/events", json={"events": _batch(1, prefix="c")})
         assert refused.status_code == 503
         assert refused.headers["retry-after"] == "1"
