@@ -34,9 +34,10 @@ class InflightBudget:
         return Hold(self, nbytes) if self._take(nbytes, own=0) else None
 
     def _take(self, nbytes: int, *, own: int) -> bool:
-        """Take `nbytes` more for a request holding `own` already: they fit when nothing else is held."""
+        """Take `nbytes` more for a request holding `own` already: they fit when nothing else is held (and nothing
+        always fits: a body refused unread holds none)."""
         with self._lock:
-            if self._held > own and self._held + nbytes > self.cap:
+            if nbytes and self._held > own and self._held + nbytes > self.cap:
                 if not self._refusing:
                     _log.warning("ingest_inflight_full", held=self._held, wanted=nbytes, cap=self.cap)
                 self._refusing = True
