@@ -353,7 +353,7 @@ def _sidebar(lq: LakeQueries, first: datetime, last: datetime, read_at: datetime
         )
         bucket = "day"
     st.sidebar.caption(f"Lake: {markdown_code(str(lq.catalog.lake_dir))}")  # a path is not Markdown
-    # The snapshot is read again at a click once the lake changed and it is a few seconds old (`_lake_queries`).
+    # The snapshot is read again at a click once the lake changed and it is a few seconds old (`_lake_snapshot`).
     st.sidebar.button("Refresh", key="refresh", help="Read the lake again now")
     st.sidebar.caption(f"Read at {read_at:%Y-%m-%d %H:%M:%S} UTC")
     chosen = {"releases": tuple(chosen_releases), "prompt_versions": tuple(chosen_prompts)}
@@ -489,11 +489,11 @@ def _latency(lq: LakeQueries, f: Filters, bucket: Bucket) -> None:
     st.subheader("Latency percentiles by intent")
     by_intent = lq.latency_by_intent(f)
     drawn = by_intent
-    if by_intent.height > LATENCY_INTENTS:  # hundreds of bars, each a sliver: the busiest, in the same p95 order
+    if by_intent.height > LATENCY_INTENTS:  # hundreds of bars, each a sliver: the busiest
         busiest = by_intent.sort(["queries", "intent"], descending=[True, False])["intent"].head(LATENCY_INTENTS)
         drawn = by_intent.filter(pl.col("intent").is_in(busiest.implode()))
         st.caption(
-            f"The {LATENCY_INTENTS} intents with the most finished queries are drawn, slowest p95 first; the table "
+            f"The {LATENCY_INTENTS} intents with the most finished queries are drawn; the table "
             f"below has all {by_intent.height}."
         )
     long = drawn.unpivot(index="intent", on=["p50_ms", "p95_ms", "p99_ms"], variable_name="percentile", value_name="ms")
