@@ -22,7 +22,7 @@ import streamlit as st
 
 from querylog._format import milliseconds, percent, shortened, visible
 from querylog.analytics._search_text import unquoted
-from querylog.analytics.catalog import Catalog, CatalogError
+from querylog.analytics.catalog import CatalogError
 from querylog.analytics.lake_generation import lake_signature
 from querylog.analytics.queries import BUCKETS, Answer, Bucket, Filters, LakeQueries, Summary, open_catalog
 from querylog.analytics.search_groups import AskedQuestion, find_questions, questions_of, window_hits
@@ -934,11 +934,10 @@ SNAPSHOT_KEPT_MAX_S: Final = 30.0
 
 @dataclass
 class _Snapshot:
-    """A session's lake snapshot, its catalog, and what the lake looked like when it was built."""
+    """A session's lake snapshot, and what the lake and the alias file were when it was built."""
 
     lake_dir: Path
-    names: Names | None
-    catalog: Catalog
+    aliases: Aliases | None
     queries: LakeQueries
     signature: tuple[int, int, int]
     read_at: datetime
@@ -946,30 +945,15 @@ class _Snapshot:
     build_s: float
 
 
-def _file_state(path: Path | None) -> tuple[int, int] | None:
-    try:
-        stat = path.stat() if path is not None else None
-    except OSError:
-        return None
-    return (stat.st_mtime_ns, stat.st_size) if stat is not None else None
-
-
-@st.cache_resource(max_entries=4)
-def _company_names(_settings: Settings, path: str | None, state: tuple[int, int] | None) -> Names | None:
-    """The alias file's companies (`path`, the settings' own), read again when the file changed (`state`): a tenth
-    of a second at every click otherwise."""
-    return _settings.company_names()
-
-
 def _lake_snapshot(settings: Settings) -> _Snapshot:
     """This session's snapshot of the lake: the one built before, unless the lake changed since and it is old
     enough (`SNAPSHOT_KEPT_S`), or the user pressed Refresh."""
-    aliases = settings.aliases_path
-    names = _company_names(settings, str(aliases) if aliases else None, _file_state(aliases))
+    # The watcher search uses: the same `Aliases` until the file changes (the search tab says when it is refused).
+    aliases = _alias_file(str(settings.aliases_path)).current() if settings.aliases_path is not None else None
     signature = lake_signature(settings.lake_dir)
     held: _Snapshot | None = st.session_state.get("lake_snapshot")
     refresh = bool(st.session_state.get("refresh"))  # the sidebar's button, pressed for this run
-    if held is not None and held.lake_dir == settings.lake_dir and held.names == names and not refresh:
+    if held is not None and held.lake_dir == settings.lake_dir and held.aliases is aliases and not refresh:
         age = time.monotonic() - held.built_at
         kept = min(SNAPSHOT_KEPT_MAX_S, max(SNAPSHOT_KEPT_S, 3 * held.build_s))
         if held.signature == signature or age < kept:
@@ -981,8 +965,9 @@ def _lake_snapshot(settings: Settings) -> _Snapshot:
             return held
     if held is not None:
         del st.session_state["lake_snapshot"]
-        held.catalog.close()
+        held.queries.catalog.close()
     started = time.monotonic()
+    names = Names(aliases.canonical_by_key()) if aliases is not None else None
     catalog = open_catalog(settings.lake_dir, names=names)
     try:
         queries = LakeQueries(catalog, snapshot=True)
@@ -992,8 +977,7 @@ def _lake_snapshot(settings: Settings) -> _Snapshot:
     built = time.monotonic()
     held = _Snapshot(
         settings.lake_dir,
-        names,
-        catalog,
+        aliases,
         queries,
         signature,
         read_at=datetime.now(UTC),

@@ -310,7 +310,7 @@ class SnapshotOutdatedError(ValueError):
 _RESTORED: Final = frozenset(
     {
         *("queries", "query_duration", "stage_duration", "quality", "cache", "feedback", "events", "open", "active"),
-        *("watermark", "cost", "unpriced", "release_queries", "models", "releases"),
+        *("cost", "unpriced", "release_queries", "models", "releases"),
     }
 )
 
@@ -378,7 +378,6 @@ class MetricsProjection:
         # are skipped when popped, which is cheaper than removing them from the middle of the heap.
         self._expiry: list[tuple[float, str]] = []
         self._active = 0
-        self._watermark = -math.inf  # the newest ts folded: judged by nothing now, kept in snapshots for older releases
         self._sinks: dict[str, SinkTelemetry | FileTelemetry] = {}
         #: Set by `mirror`: the fold another process runs, as it published it.
         self._published: Callable[[], bytes | None] | None = None
@@ -406,7 +405,6 @@ class MetricsProjection:
 
     def _apply_one(self, event: Event) -> None:
         ts = event.ts.timestamp()
-        self._watermark = max(self._watermark, ts)
         self._events[event.event_type] += 1
 
         match event:
@@ -607,7 +605,7 @@ class MetricsProjection:
                 },
                 "stale": [[q, o.first_seen, o.received, o.intent, o.quality_score] for q, o in self._stale.items()],
                 "active": self._active,
-                "watermark": None if self._watermark == -math.inf else self._watermark,
+                "watermark": None,  # judged by nothing now; an older release reads None as "nothing folded yet"
                 "cost": dict(self._cost),
                 "unpriced": dict(self._unpriced),
                 "release_queries": [[r, s, n] for (r, s), n in sorted(self._release_queries.items())],
@@ -668,7 +666,6 @@ class MetricsProjection:
                 for q, f, r, i, qs in state.get("stale", [])
             )
             self._active = int(state["active"])
-            self._watermark = -math.inf if state["watermark"] is None else float(state["watermark"])
             self._cost = {k: float(v) for k, v in state["cost"].items()}
             self._unpriced = Counter(state["unpriced"])
             self._release_queries = Counter({(r, s): n for r, s, n in state["release_queries"]})
