@@ -930,6 +930,16 @@ class LakeSearch:
                     progress(min(start + chunk, new.num_rows), new.num_rows, "queries indexed")
         return int(new.num_rows)
 
+    def rebuild(self, catalog: Catalog, *, progress: ProgressFn | None = None) -> int:
+        """Drop the index and its ledger and index the lake again (after an erasure, so that nothing the lake no
+        longer holds stays findable); the number indexed. The drop waits for a sync in progress elsewhere, which
+        may have read the lake before it changed; the sync that follows reads the lake as it is now."""
+        with self._writing():
+            for directory in (self.directory, self.ledger_dir):  # a failure must not pass: the index would keep it
+                if directory.exists():
+                    shutil.rmtree(directory)
+        return self.sync(catalog, progress=progress)
+
     def search(
         self,
         text: str,

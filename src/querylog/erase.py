@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 import unicodedata
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -291,11 +290,8 @@ def _rebuild_search(settings: Settings) -> bool:
 
     built = built_search_fields(settings.home)
     for indexed in built:
-        stale = LakeSearch(settings.home, field=indexed)
-        shutil.rmtree(stale.directory)
-        shutil.rmtree(stale.ledger_dir, ignore_errors=True)
         with Catalog(settings.lake_dir) as catalog:
-            LakeSearch(settings.home, field=indexed).sync(catalog)
+            LakeSearch(settings.home, field=indexed).rebuild(catalog)
     return bool(built)
 
 

@@ -501,6 +501,21 @@ def test_index_retention_follows_the_lake(fresh_lake: SampleLake) -> None:
     assert search.indexed() == len(index.rows)
 
 
+def test_a_rebuild_waits_for_a_sync_in_progress_then_indexes_the_lake_anew(fresh_lake: SampleLake) -> None:
+    with Catalog(fresh_lake.lake) as cat:
+        LakeSearch(fresh_lake.home).sync(cat)
+        other, rebuilt = LakeSearch(fresh_lake.home), []
+        with other._writing():  # another process's sync, between reading the lake and committing what it read
+            worker = threading.Thread(target=lambda: rebuilt.append(LakeSearch(fresh_lake.home).rebuild(cat)))
+            worker.start()
+            worker.join(timeout=1.0)
+            # Not dropped under that writer, which would then commit rows an erasure took from the lake.
+            assert worker.is_alive() and other.indexed() == len(fresh_lake.queries)
+        worker.join()
+    assert rebuilt == [len(fresh_lake.queries)]
+    assert LakeSearch(fresh_lake.home).indexed() == len(fresh_lake.queries)
+
+
 # -- the command ------------------------------------------------------------------------------------------
 def test_compact_command_shows_progress_and_a_summary(
     fresh_lake: SampleLake, capsys: pytest.CaptureFixture[str]
