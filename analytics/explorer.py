@@ -145,6 +145,11 @@ NO_DATA: Final = (
     "No data for these filters and dates: widen the dates, or clear a filter (charts of finished queries leave out "
     "those still in progress)."
 )
+#: The quality histogram of queries that exist but carry no score: widening the dates would not help.
+NO_SCORES: Final = (
+    "None of these queries has a quality score: a score comes with a response (`q.responded(quality_score=…)`) or "
+    "a `query_completed` event's `quality_score`."
+)
 #: An axis of query counts ticks whole numbers (one query drew ticks 0.0, 0.1, … 1.0).
 _COUNTS: Final = alt.Axis(tickMinStep=1, format="d")
 #: Milliseconds in a tooltip: up to three decimals, none trailing (a 0.566 ms step read "1", a 0.03 ms one "0.0").
@@ -175,11 +180,12 @@ def _chart(
     chart: Callable[[alt.Chart], alt.Chart],
     *,
     zeros_are_empty: bool = False,
+    empty: str = NO_DATA,
 ) -> None:
-    """`chart` of `frame`, or a message saying there is nothing to draw (never empty axes). With `zeros_are_empty`,
+    """`chart` of `frame`, or `empty`, saying why there is nothing to draw (never empty axes). With `zeros_are_empty`,
     a frame whose values are all zero is nothing too (a funnel or a histogram of no queries has a row per step)."""
     if _nothing_to_draw(frame, value, zeros_are_empty=zeros_are_empty):
-        where.info(NO_DATA)
+        where.info(empty)
         return
     where.altair_chart(chart(alt.Chart(_readable(frame))), width="stretch")  # intents label the axes and legends
 
@@ -921,6 +927,7 @@ def _people(lq: LakeQueries, f: Filters) -> None:
             tooltip=["bin_start:Q", "bin_end:Q", "queries:Q"],
         ),
         zeros_are_empty=True,  # a bin a row, each of no queries
+        empty=NO_SCORES if lq.summary(f).queries else NO_DATA,
     )
 
 

@@ -208,11 +208,14 @@ def test_no_failures_no_quality_scores_and_no_queries_draw_no_empty_charts(
     fields = _chart_fields(at)
     assert not [f for f in fields if "error_rate" in f or "bin_start" in f]  # zeros: no failures, no scores
     assert any("No query failed in these filters" in i.value for i in at.info)
+    # Queries without scores: not "no data, widen the dates", which would send the user looking for nothing.
+    assert any("None of these queries has a quality score" in i.value for i in at.info)
     assert any("step" in f for f in fields)  # the funnel of two queries
     at.sidebar.multiselect(key="intents").set_value(["news"])
     at.sidebar.multiselect(key="envs").set_value(["prod"]).run()  # news was asked in staging only
     assert _chart_fields(at) == []  # the funnel was a frame of zeros, drawn as empty axes
     assert sum("No data for these filters" in i.value for i in at.info) >= 5
+    assert not any("quality score" in i.value for i in at.info)
 
 
 # -- 5. a quality change keeps its precision ----------------------------------------------------------------
