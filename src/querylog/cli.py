@@ -155,11 +155,24 @@ def _not_utf8(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _joined_since(argv: Sequence[str]) -> list[str]:
+    """`argv` with ``--since -7d`` given as ``--since=-7d``: argparse reads a value starting with a dash as an option
+    and says only "expected one argument"; joined, `since_argument` says what to write instead."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "--since" and arg[1:2].isdigit() and arg.startswith("-"):
+            out[-1] = f"--since={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # the command itself, not a caller's in-process use
         _whole_stdout()
     parser = build_parser()
-    not_text = _not_utf8(sys.argv[1:] if argv is None else argv)
+    argv = _joined_since(sys.argv[1:] if argv is None else argv)
+    not_text = _not_utf8(argv)
     if not_text is not None:
         print(f"querylog: {not_text}", file=sys.stderr)
         return 2

@@ -164,6 +164,8 @@ def test_retention_prunes_the_index_too(lake: SampleLake, capsys: pytest.Capture
     [
         (["x", "--limit", "0"], "1-10000"),
         (["x", "--since", "last week"], "duration like 90s, 30m"),
+        (["x", "--since", "-7d"], "write 7d, not -7d"),  # not argparse's "expected one argument"
+        (["x", "--since=-2w"], "write 2w, not -2w"),
         (["x", "--format", "xml"], "invalid choice"),
     ],
 )

@@ -1,6 +1,7 @@
 """Subcommands of the ``querylog`` CLI: each module has ``add_parser(subparsers)`` and sets ``run``."""
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -113,7 +114,12 @@ def since_argument(text: str) -> datetime:
     try:
         return parse_since(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        error = str(exc)
+    if text.startswith("-"):  # `--since -7d`, as `date -d -7days` takes it
+        with contextlib.suppress(ValueError):
+            parse_since(text[1:])
+            error = f"write {text[1:]}, not {text}: a duration counts back from now already"
+    raise argparse.ArgumentTypeError(error)
 
 
 def _holds_parquet(events: Path) -> bool:
