@@ -584,7 +584,8 @@ class LakeQueries:
         return self._frame(
             f,
             f"""
-            SELECT mode(query_text) AS query_text, count(*) AS queries, mode(intent) AS intent,
+            SELECT mode(query_text ORDER BY query_text) AS query_text, count(*) AS queries,
+                   mode(intent ORDER BY intent) AS intent,
                    count(*) FILTER (WHERE result_count = 0) AS no_results,
                    quantile_cont(latency_ms, 0.5) AS p50_ms, max(started_at) AS last_seen
             FROM q WHERE query_text IS NOT NULL GROUP BY {QUESTION_KEY_SQL}
@@ -598,7 +599,8 @@ class LakeQueries:
         return self._frame(
             f,
             f"""
-            SELECT mode(query_text) AS query_text, count(*) AS queries, mode(intent) AS intent,
+            SELECT mode(query_text ORDER BY query_text) AS query_text, count(*) AS queries,
+                   mode(intent ORDER BY intent) AS intent,
                    max(started_at) AS last_seen
             FROM q WHERE result_count = 0 AND query_text IS NOT NULL GROUP BY {QUESTION_KEY_SQL}
             ORDER BY queries DESC, last_seen DESC LIMIT $limit
@@ -653,9 +655,10 @@ class LakeQueries:
         return self._frame(
             f,
             f"""
-            SELECT mode(query_text) AS query_text, count(*) FILTER (WHERE reformulated) AS reformulated,
+            SELECT mode(query_text ORDER BY query_text) AS query_text,
+                   count(*) FILTER (WHERE reformulated) AS reformulated,
                    count(*) AS queries, count(*) FILTER (WHERE reformulated) / count(*) AS reformulation_rate,
-                   mode(intent) AS intent
+                   mode(intent ORDER BY intent) AS intent
             FROM q WHERE query_text IS NOT NULL GROUP BY {QUESTION_KEY_SQL}
             HAVING count(*) FILTER (WHERE reformulated) > 0
             ORDER BY 2 DESC, 4 DESC, query_text LIMIT $limit

@@ -111,7 +111,7 @@ print(hourly.pivot(on="intent", index="hour", values="queries").fill_null(0).sor
 
 # %%
 examples = sql("""
-    SELECT coalesce(intent, 'unclassified') AS intent, mode(query_text) AS typical_question,
+    SELECT coalesce(intent, 'unclassified') AS intent, mode(query_text ORDER BY query_text) AS typical_question,
            count(*) AS queries, round(avg(intent_confidence), 3) AS mean_confidence
     FROM queries GROUP BY 1 ORDER BY queries DESC
 """)

@@ -57,8 +57,8 @@ print(languages)
 
 # %%
 print(sql("""
-    SELECT mode(query_text) AS query, count(*) AS asked, count(DISTINCT session_id) AS sessions,
-           count(*) FILTER (WHERE result_count = 0) AS no_results, mode(intent) AS intent
+    SELECT mode(query_text ORDER BY query_text) AS query, count(*) AS asked, count(DISTINCT session_id) AS sessions,
+           count(*) FILTER (WHERE result_count = 0) AS no_results, mode(intent ORDER BY intent) AS intent
     FROM queries WHERE query_text IS NOT NULL GROUP BY lower(trim(query_text))
     ORDER BY asked DESC LIMIT $n
 """, n=15))
@@ -75,7 +75,7 @@ print(sql("""
     FROM queries GROUP BY 1 ORDER BY no_result_rate DESC NULLS LAST
 """))
 no_results = sql("""
-    SELECT mode(query_text) AS query, count(*) AS times, max(started_at) AS last_seen
+    SELECT mode(query_text ORDER BY query_text) AS query, count(*) AS times, max(started_at) AS last_seen
     FROM queries WHERE result_count = 0 GROUP BY lower(trim(query_text)) ORDER BY times DESC, last_seen DESC LIMIT 15
 """)
 print(no_results)

@@ -240,6 +240,32 @@ def test_top_queries_count_a_question_as_search_does_whatever_its_spacing(tmp_pa
     assert stats.repeated_queries == 2
 
 
+def test_equally_common_spellings_of_a_question_are_shown_the_same_way_every_time(tmp_path: Path) -> None:
+    """Two spellings asked equally often: the top queries, the no-result ones and the most reformulated showed
+    either, from one run to the next. Ties go to the spelling that sorts first, and so do the intents'."""
+    from querylog.logging.parquet import ParquetSink
+    from querylog.logging.projection import Projector
+    from querylog.logging.segments import EventLog, LogReader
+    from querylog.logging.tracker import QueryTracker
+
+    with EventLog(tmp_path / "log") as log:
+        tracker = QueryTracker(log)
+        for n in range(12):  # the spelling that sorts last is asked first, in each of twelve questions
+            for text, intent in ((f"삼성전자{n} 주가", "stock"), (f"삼성전자{n}  주가", "news")) * 2:
+                with tracker.query(text, session_id=f"s-{n}") as q:
+                    q.classified(intent, 0.9)
+                    q.searched(0)
+    with ParquetSink(tmp_path / "lake") as sink:
+        Projector(LogReader(tmp_path / "log"), sink).catch_up()
+    with Catalog(tmp_path / "lake") as catalog:
+        lq = LakeQueries(catalog)
+        shown = [lq.top_queries(limit=100), lq.no_result_queries(limit=100), lq.most_reformulated(limit=100)]
+    for frame in shown:
+        assert frame.height == 12
+        assert sorted(frame["query_text"]) == sorted(f"삼성전자{n}  주가" for n in range(12))
+        assert set(frame["intent"]) == {"news"}
+
+
 @pytest.mark.parametrize(
     "text",
     [
