@@ -114,6 +114,14 @@ def test_a_question_cannot_drive_the_terminal_from_a_table(
         assert not any(ch in out for ch in "\x00\x07\x1b\u202e\x9b")
 
 
+def test_line_breaks_of_any_system_show_as_spaces_in_a_table_cell() -> None:
+    from querylog._format import visible
+
+    # A question pasted from Windows (\r\n) or an old Mac (\r) reads as the same words as one with \n.
+    assert visible("네이버\r\n주가\r전망\n뉴스\t요약") == "네이버 주가 전망 뉴스 요약"
+    assert visible("a\x1b[2Jb\u202e") == "a\\x1b[2Jb\\u202e"
+
+
 @pytest.mark.parametrize(
     ("statement", "says"),
     [

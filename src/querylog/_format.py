@@ -45,16 +45,18 @@ def _pad(text: str, width: int) -> str:
     return text + " " * (width - _width(text))
 
 
+#: Line breaks as any system writes them, and tabs: shown as one space each.
+_BREAKS = re.compile("\r\n|[\r\n\t]")
 #: What a terminal would obey rather than show: C0 and C1 controls (ESC starts colour and cursor sequences) and
 #: the bidirectional overrides and isolates (U+202E shows the rest of a line backwards).
 _UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def visible(text: str) -> str:
-    """`text` safe to print on a terminal: line breaks and tabs become spaces, any other control character and
-    the bidirectional controls their escape (``\\x1b``, ``\\u202e``). A user's question must not recolour, move or
-    reverse the operator's screen."""
-    text = text.replace("\n", " ").replace("\t", " ")
+    """`text` safe to print on a terminal: line breaks (``\\n``, ``\\r\\n``, ``\\r``) and tabs become spaces, any other
+    control character and the bidirectional controls their escape (``\\x1b``, ``\\u202e``). A user's question must
+    not recolour, move or reverse the operator's screen."""
+    text = _BREAKS.sub(" ", text)
     return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
