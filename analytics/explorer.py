@@ -819,7 +819,8 @@ def _answer_text(answer: Answer) -> None:
 
 
 #: One colour per event type, the same in every query's timeline (Altair would colour by the types each one holds).
-_EVENT_COLOR: Final = alt.Color("event_type:N", scale=alt.Scale(domain=list(EVENT_CLASSES)), title="event")
+#: No legend: the rows name the types a query has, where a legend of the domain listed every type it lacks too.
+_EVENT_COLOR: Final = alt.Color("event_type:N", scale=alt.Scale(domain=list(EVENT_CLASSES)), legend=None)
 
 
 def _timeline(lq: LakeQueries, query_id: str) -> None:
