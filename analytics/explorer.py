@@ -327,9 +327,17 @@ def _sidebar(lq: LakeQueries, first: datetime, last: datetime, read_at: datetime
     days: tuple[date, ...] = tuple(picked) if isinstance(picked, tuple | list) else (picked,)  # type: ignore[arg-type]
     start = days[0] if days else first.date()
     end = days[1] if len(days) > 1 else start  # a half-picked range means that one day
-    # Producers name intents, envs, releases and prompt versions: shown with their control characters escaped.
+    # Producers name intents, envs, services, releases and prompt versions: shown with their control characters
+    # escaped.
     intents = st.sidebar.multiselect("Intents (none = all)", lq.intents(), key="intents", format_func=visible)
     envs = st.sidebar.multiselect("Envs (none = all)", lq.envs(), key="envs", format_func=visible)
+    # Shown when several apps send to this querylog: one service alone needs no filter.
+    services = lq.services()
+    chosen_services = (
+        st.sidebar.multiselect("Services (none = all)", services, key="services", format_func=visible)
+        if len(services) > 1
+        else []
+    )
     # Schema v2: shown once the lake holds queries recorded with a release or a prompt version.
     releases = lq.releases()
     chosen_releases = (
@@ -362,7 +370,11 @@ def _sidebar(lq: LakeQueries, first: datetime, last: datetime, read_at: datetime
     # The snapshot is read again at a click once the lake changed and it is a few seconds old (`_lake_snapshot`).
     st.sidebar.button("Refresh", key="refresh", help="Read the lake again now")
     st.sidebar.caption(f"Read at {read_at:%Y-%m-%d %H:%M:%S} UTC")
-    chosen = {"releases": tuple(chosen_releases), "prompt_versions": tuple(chosen_prompts)}
+    chosen = {
+        "services": tuple(chosen_services),
+        "releases": tuple(chosen_releases),
+        "prompt_versions": tuple(chosen_prompts),
+    }
     return Filters.for_dates(start, end, intents=tuple(intents), envs=tuple(envs), **chosen), bucket
 
 

@@ -142,8 +142,9 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Filters:
-    """Which queries to look at: started in [since, until), with one of `intents`, in one of `envs`, of one of
-    `releases` and one of `prompt_versions` (schema v2; a query recorded without one is left out when it is set).
+    """Which queries to look at: started in [since, until), with one of `intents`, in one of `envs`, from one of
+    `services` (the app that asked), of one of `releases` and one of `prompt_versions` (schema v2; a query recorded
+    without one is left out when it is set).
 
     Empty tuples mean "all". Every value reaches DuckDB as a bound parameter, never as SQL text.
     """
@@ -152,6 +153,7 @@ class Filters:
     until: datetime | None = None
     intents: tuple[str, ...] = ()
     envs: tuple[str, ...] = ()
+    services: tuple[str, ...] = ()
     releases: tuple[str, ...] = ()
     prompt_versions: tuple[str, ...] = ()
 
@@ -162,7 +164,7 @@ class Filters:
                 raise ValueError(f"Filters.{name} must be a timezone-aware datetime; got {value!r}")
         if self.since is not None and self.until is not None and self.since >= self.until:
             raise ValueError(f"Filters.since ({self.since}) must be before until ({self.until})")
-        for name in ("intents", "envs", "releases", "prompt_versions"):
+        for name in ("intents", "envs", "services", "releases", "prompt_versions"):
             value = getattr(self, name)
             if isinstance(value, str) or not all(isinstance(v, str) for v in value):
                 raise ValueError(f"Filters.{name} must be a tuple of strings; got {value!r}")
@@ -187,7 +189,13 @@ class Filters:
         if self.intents:
             parts.append("list_contains($intents, intent)")
             params["intents"] = list(self.intents)
-        for name, column in (("envs", "env"), ("releases", "release"), ("prompt_versions", "prompt_version")):
+        named = (
+            ("envs", "env"),
+            ("services", "service"),
+            ("releases", "release"),
+            ("prompt_versions", "prompt_version"),
+        )
+        for name, column in named:
             if values := getattr(self, name):
                 parts.append(f"list_contains(${name}, {column})")  # fixed names: never user input
                 params[name] = list(values)
@@ -340,6 +348,10 @@ class LakeQueries:
 
     def envs(self) -> list[str]:
         return self._distinct("env")
+
+    def services(self) -> list[str]:
+        """The services (apps) queries came from: one for a single API, several when many send to one querylog."""
+        return self._distinct("service")
 
     def releases(self) -> list[str]:
         """The releases queries were recorded under (schema v2), for a filter; empty when none was given."""

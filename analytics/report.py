@@ -73,11 +73,13 @@ def build_report(
     until: datetime | None = None,
     intents: Sequence[str] = (),
     envs: Sequence[str] = (),
+    services: Sequence[str] = (),
     top: int = 10,
 ) -> Report:
     """The report for [since, until) (until defaults to now), compared with the window of equal length before."""
     now = datetime.now(UTC)
-    filters = Filters(since=since, until=until or now, intents=tuple(intents), envs=tuple(envs))
+    chosen = {"intents": tuple(intents), "envs": tuple(envs), "services": tuple(services)}
+    filters = Filters(since=since, until=until or now, **chosen)
     previous = filters.previous()
     lq = LakeQueries(catalog, snapshot=True)
     window = filters.window()
@@ -476,6 +478,8 @@ def _filter_note(report: Report) -> str:
         notes.append("intents: " + ", ".join(f.intents))
     if f.envs:
         notes.append("envs: " + ", ".join(f.envs))
+    if f.services:
+        notes.append("services: " + ", ".join(f.services))
     return f" Filtered to {'; '.join(notes)}." if notes else ""
 
 

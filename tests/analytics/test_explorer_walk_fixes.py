@@ -46,6 +46,7 @@ def _asked(
     ts: datetime,
     *,
     env: str = "prod",
+    service: str = "chat-api",
     intent: str = "stock_analysis",
     failed: bool = False,
     quality: float | None = None,
@@ -53,7 +54,7 @@ def _asked(
     trace_id: str | None = None,
 ) -> list[Any]:
     """The events of one query: received, classified, answered (when `answer`), then completed or failed."""
-    common: dict[str, Any] = {"query_id": query_id, "env": env, "trace_id": trace_id}
+    common: dict[str, Any] = {"query_id": query_id, "env": env, "service": service, "trace_id": trace_id}
     events: list[Any] = [
         QueryReceived(query_text=text, ts=ts, **common),
         IntentClassified(intent=intent, confidence=0.9, ts=ts, **common),
@@ -216,6 +217,21 @@ def test_no_failures_no_quality_scores_and_no_queries_draw_no_empty_charts(
     assert _chart_fields(at) == []  # the funnel was a frame of zeros, drawn as empty axes
     assert sum("No data for these filters" in i.value for i in at.info) >= 5
     assert not any("quality score" in i.value for i in at.info)
+
+
+def test_several_services_in_one_lake_can_be_told_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two apps sending to one querylog: the sidebar offers each, and the report takes --service."""
+    ts = END - timedelta(hours=1)
+    events = [e for n in range(3) for e in _asked(f"c-{n}", "네이버 주가", ts, service="chat-api")]
+    events += _asked("n-1", "카카오 뉴스", ts, service="news-bot")
+    _write(tmp_path / "home", events)
+    at = _app(tmp_path / "home", monkeypatch)
+    assert next(m.value for m in at.metric if m.label == "Queries") == "4"
+    at.sidebar.multiselect(key="services").set_value(["news-bot"]).run()
+    assert next(m.value for m in at.metric if m.label == "Queries") == "1"
+    # One service alone: no filter to offer.
+    _write(tmp_path / "one", _asked("c-9", "네이버 주가", ts))
+    assert not [m for m in _app(tmp_path / "one", monkeypatch).sidebar.multiselect if m.key == "services"]
 
 
 # -- 5. a quality change keeps its precision ----------------------------------------------------------------

@@ -180,6 +180,29 @@ def test_report_command_writes_html_and_markdown(
     assert "Filtered to envs: staging." in text
 
 
+def test_report_command_takes_a_service_and_names_unknown_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ts = datetime.now(UTC) - timedelta(hours=2)
+    events = [
+        e
+        for n, service in enumerate(["chat-api", "chat-api", "news-bot"])
+        for e in (
+            QueryReceived(query_id=f"q{n}", query_text="네이버 주가", service=service, ts=ts),
+            QueryCompleted(query_id=f"q{n}", latency_ms=10.0, service=service, ts=ts + timedelta(seconds=1)),
+        )
+    ]
+    with ParquetSink(tmp_path / "lake") as sink:
+        sink.write(Batch(events=events, checkpoint={"t": len(events)}))
+    assert main(["--home", str(tmp_path), "report", "--since", "1d", "--service", "news-bot"]) == 0
+    text = capsys.readouterr().out
+    assert "Filtered to services: news-bot." in text
+    assert re.search(r"^\| Queries \| 1 \|", text, re.M), text
+    assert main(["--home", str(tmp_path), "report", "--since", "1d", "--service", "chat_api"]) == 0
+    said = capsys.readouterr().err
+    assert "no query in the lake has --service 'chat_api'; it has: chat-api, news-bot" in said
+
+
 def test_report_command_accepts_an_iso_date(two_weeks: SampleLake, capsys: pytest.CaptureFixture[str]) -> None:
     day = (two_weeks.end - timedelta(days=2)).date().isoformat()
     assert main(["--home", str(two_weeks.home), "report", "--since", day]) == 0

@@ -30,6 +30,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--output", "-o", type=Path, metavar="FILE", help="write here instead of standard output")
     p.add_argument("--intent", action="append", default=[], help="only this intent (repeatable)")
     p.add_argument("--env", action="append", default=[], help="only this env (repeatable)")
+    p.add_argument(
+        "--service", action="append", default=[], help="only queries from this service, the app that asked (repeatable)"
+    )
     p.set_defaults(run=run, home_use="read")
 
 
@@ -41,8 +44,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     lake_missing(settings.lake_dir, "report")  # a report of zeros, and why
     try:
         with open_catalog(settings.lake_dir, names=settings.company_names(strict=True)) as catalog:
-            report = build_report(catalog, since=args.since, intents=args.intent, envs=args.env)
-            _unknown_filters(LakeQueries(catalog), args.intent, args.env)
+            report = build_report(catalog, since=args.since, intents=args.intent, envs=args.env, services=args.service)
+            _unknown_filters(LakeQueries(catalog), args)
     except CatalogError as exc:
         if unreadable_file(exc):  # the CLI names the damaged files, as for every command
             raise
@@ -64,10 +67,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _unknown_filters(lq: Any, intents: list[str], envs: list[str]) -> None:
-    """Say which --intent and --env values no query in the lake has (a typo reads as an empty report), and which
-    it has."""
-    for flag, wanted, known in (("--intent", intents, lq.intents()), ("--env", envs, lq.envs())):
+def _unknown_filters(lq: Any, args: argparse.Namespace) -> None:
+    """Say which --intent, --env and --service values no query in the lake has (a typo reads as an empty report),
+    and which it has."""
+    for flag, wanted, known in (
+        ("--intent", args.intent, lq.intents()),
+        ("--env", args.env, lq.envs()),
+        ("--service", args.service, lq.services()),
+    ):
         unknown = [w for w in wanted if w not in known]
         if unknown and known:
             print(
