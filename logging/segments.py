@@ -98,11 +98,14 @@ def segment_paths(directory: Path) -> list[Path]:
 
 
 def last_written(directory: Path) -> datetime | None:
-    """When a segment of the log was last written (not an event's time: a producer's clock may run ahead)."""
+    """When a segment of the log was last written (not an event's time: a producer's clock may run ahead). An empty
+    segment is left out: a process that starts opens one, and no event came with it."""
     times = []
     for path in segment_paths(directory):
         with contextlib.suppress(FileNotFoundError):
-            times.append(path.stat().st_mtime)
+            stat = path.stat()
+            if stat.st_size:
+                times.append(stat.st_mtime)
     return datetime.fromtimestamp(max(times), UTC) if times else None
 
 
