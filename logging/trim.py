@@ -100,9 +100,7 @@ def plan_trim(
                 behind[holder.name] = max(0.0, now - segment.mtime)
                 break
     deletable = [s for s in segments if s.finished and now - s.created >= _MIN_AGE_S]
-    delete = [
-        s for s in deletable if now - s.mtime >= retention_s and all(_covered(s, h) for h in holders)
-    ]
+    delete = [s for s in deletable if now - s.mtime >= retention_s and all(_covered(s, h) for h in holders)]
     total = sum(s.size for s in segments)
     kept = total - sum(s.size for s in delete)
     forced: dict[str, int] = {}
@@ -134,7 +132,8 @@ def plan_trim(
     )
 
 
-def _created(name: str) -> float:
+def segment_created(name: str) -> float:
+    """When the segment named `name` was created (epoch seconds, from its name; 0 for a name not of the log's)."""
     head = name.split("-", 1)[0]
     return int(head) / 1e9 if head.isdigit() else 0.0
 
@@ -147,7 +146,7 @@ def segment_infos(directory: Path, *, now: float | None = None) -> list[SegmentI
     infos: list[SegmentInfo] = []
     now = time.time() if now is None else now
     for path in segment_paths(directory):
-        created = _created(path.name)
+        created = segment_created(path.name)
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -188,9 +187,7 @@ def trim_log(
 ) -> TrimPlan:
     """Plan and delete. A segment is deleted while holding its lock, so a writer cannot be appending to it."""
     now = time.time() if now is None else now
-    plan = plan_trim(
-        segment_infos(directory, now=now), holders, retention_s=retention_s, max_bytes=max_bytes, now=now
-    )
+    plan = plan_trim(segment_infos(directory, now=now), holders, retention_s=retention_s, max_bytes=max_bytes, now=now)
     for segment in plan.delete:
         path = directory / segment.name
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -202,6 +203,12 @@ def test_a_difference_among_old_events_is_not_put_down_to_traffic(
     sorted((home / "lake" / "events").glob("date=*/hour=*/*.parquet"))[0].unlink()
     for segment in (home / "log").glob("*.jsonl"):  # written two hours ago
         os.utime(segment, (old.timestamp(), old.timestamp()))
+    assert main(["reconcile"]) == 1
+    assert "events were still arriving" not in capsys.readouterr().err
+    # A process that started since opens a segment: no event came with it (a reconcile right after a `serve` start
+    # put the difference down to traffic).
+    with EventLog(home / "log"):
+        pass
     assert main(["reconcile"]) == 1
     assert "events were still arriving" not in capsys.readouterr().err
 
@@ -472,6 +479,28 @@ def test_once_the_log_is_trimmed_the_stores_are_compared_from_where_the_log_hold
     # bound): a slack of 10 put the floor in the future, and a reconcile right after a trim compared nothing.
     floor = history_floor(settings)
     assert floor is not None and abs((floor - two_hours_ago).total_seconds() - 120) < 1
+    # Trimmed by an older release, which noted how many segments but not how far: reconcile said "log 2, lake 5",
+    # exit 1, until this one trimmed a segment itself, a week later by default. The segment left began just now:
+    # nothing is compared yet, and it says why.
+    totals = settings.state_dir / "housekeeping.json"
+    older = json.loads(totals.read_text())
+    del older["trimmed_through"]
+    totals.write_text(json.dumps(older))
+    assert main(["reconcile"]) == 2
+    assert "(the log was trimmed: it holds only what was written since" in capsys.readouterr().err
+
+
+def test_a_log_an_older_release_trimmed_is_compared_from_its_oldest_segment_left(tmp_path: Path) -> None:
+    from querylog.reconcile import _AHEAD_S, history_floor
+
+    settings = Settings.from_env(overrides={"home": tmp_path / "home"})
+    settings.log_dir.mkdir(parents=True)
+    settings.state_dir.mkdir(parents=True)
+    (settings.state_dir / "housekeeping.json").write_text(json.dumps({"trimmed_segments": 3, "last_run": 2e9}))
+    assert history_floor(settings) == datetime.fromtimestamp(2e9 + _AHEAD_S, UTC)  # no segment left: the last run
+    for created, writer in ((1_800_000_000, "11-aa"), (1_700_000_000, "12-bb"), (1_750_000_000, "11-aa")):
+        (settings.log_dir / f"{created * 10**9:020d}-{writer}.jsonl").write_bytes(b"")
+    assert history_floor(settings) == datetime.fromtimestamp(1_700_000_000 + _AHEAD_S, UTC)
 
 
 def test_days_a_one_off_compact_dropped_move_the_floor_as_the_configured_retention_does(

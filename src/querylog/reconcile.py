@@ -16,7 +16,7 @@ from querylog.config import Settings
 from querylog.logging.codec import DecodeError, decode
 from querylog.logging.events import MAX_AHEAD, UNCLASSIFIED, AnyEvent, IntentClassified
 from querylog.logging.metrics import OTHER_LABEL, MetricsProjection
-from querylog.logging.segments import LogReader, is_erased, last_written
+from querylog.logging.segments import LogReader, is_erased, last_written, segment_paths
 
 __all__ = [
     "ARRIVAL_ORDER",
@@ -333,7 +333,10 @@ def history_floor(settings: Settings, now: datetime | None = None) -> datetime |
     from querylog.housekeeping import load_totals
 
     floors = []
-    trimmed_through = load_totals(settings).trimmed_through
+    totals = load_totals(settings)
+    trimmed_through = totals.trimmed_through
+    if not trimmed_through and totals.trimmed_segments:
+        trimmed_through = _unnoted_trim(settings, totals.last_run)
     if trimmed_through:
         floors.append(datetime.fromtimestamp(trimmed_through + _AHEAD_S, UTC))
     if settings.lake_retention_days is not None:
@@ -342,6 +345,16 @@ def history_floor(settings: Settings, now: datetime | None = None) -> datetime |
     if dropped is not None:
         floors.append(dropped)
     return max(floors, default=None)
+
+
+def _unnoted_trim(settings: Settings, last_run: float) -> float:
+    """How far the log was trimmed by a release that did not note it (``trimmed_through`` is this one's): up to the
+    oldest segment left, which its writer began when it had finished the one before (writers that ran side by side
+    may leave a few events of a trimmed segment after it); when none is left, up to the last housekeeping run."""
+    from querylog.logging.trim import segment_created
+
+    created = [c for path in segment_paths(settings.log_dir) if (c := segment_created(path.name))]
+    return min(created) if created else last_run
 
 
 def _rows(sources: Mapping[str, Counts]) -> list[tuple[str, str, dict[str, int | None]]]:
