@@ -69,6 +69,9 @@ class _Commit(msgspec.Struct):
     # Required when read: a record without its position (``{}``) would project the whole log into the lake again.
     checkpoint: dict[str, Annotated[int, msgspec.Meta(ge=0)]]
     pending: list[tuple[str, str]] = []
+    #: The newest schema version the committing release reads; None from releases before it was written, which
+    #: read schema v1 only (`ParquetSink.committed_by_an_older_release`).
+    reads_schema: int | None = None
 
 
 def _read_commit(path: Path) -> _Commit:
@@ -331,6 +334,19 @@ class ParquetSink(Sink):
         path = lake_dir / _META_DIR / _COMMIT_FILE
         return dict(_read_commit(path).checkpoint) if path.exists() else {}
 
+    @staticmethod
+    def committed_by_an_older_release(lake_dir: Path, since: float) -> bool:
+        """Whether a release that reads an older schema committed the lake after `since` (Unix seconds): one that
+        leads the projection of a data directory this release writes to skips the newer events as corrupt."""
+        path = lake_dir / _META_DIR / _COMMIT_FILE
+        try:
+            if path.stat().st_mtime <= since:
+                return False
+            reads = _read_commit(path).reads_schema
+        except (OSError, SinkError):  # none yet, or unreadable: the lake's own errors say so where it is read
+            return False
+        return reads is None or reads < SCHEMA_VERSION
+
     # -- lifecycle -------------------------------------------------------------------------------
     def _open(self) -> None:
         self._tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -408,7 +424,7 @@ class ParquetSink(Sink):
                     os.fsync(fh.fileno())
                 nbytes += tmp.stat().st_size
                 pending.append((tmp_name, f"date={date}/hour={hour}/{part}"))
-            commit = _Commit(checkpoint=dict(batch.checkpoint), pending=carried + pending)
+            commit = _Commit(checkpoint=dict(batch.checkpoint), pending=carried + pending, reads_schema=SCHEMA_VERSION)
             atomic_write(self._commit_path, msgspec.json.encode(commit))  # the commit point
         except OSError as exc:
             for tmp_name, _ in pending:

@@ -22,12 +22,13 @@ from querylog import __version__
 from querylog.config import ConfigError, Settings
 from querylog.housekeeping import LogCollector, log_health
 from querylog.logging.events import shows_nothing
+from querylog.logging.parquet import ParquetSink
 from querylog.logging.tracker import QueryTracker
 from querylog.runtime import Runtime
 from querylog.service import otlp, producers
 from querylog.service.body_limit import BodyLimitMiddleware
 from querylog.service.generation import GenerationError, generator_from_env, language_of
-from querylog.service.health import degraded_reasons
+from querylog.service.health import OLDER_RELEASE, degraded_reasons
 from querylog.service.middleware import RequestIdMiddleware
 from querylog.service.pipeline import ChatPipeline
 from querylog.service.tracing import LangfuseTracing
@@ -168,6 +169,7 @@ def create_app(
     rt.metrics.add_collector(ingestor.counts)  # the producer endpoints' own series, beside the sinks'
     recent_queries = producers.RecentQueries()
     started_at = time.time()  # a projection never reported on is silent from here (/healthz)
+    older_release_said: list[bool] = []  # logged once per process: /healthz says it at every probe
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -303,8 +305,17 @@ def create_app(
         body["log"].update(retention)
         if rt.log.write_error is not None:  # the log degraded too, as `reasons` says first
             body["log"].update(degraded=True, write_error=rt.log.write_error)
+        older = ParquetSink.committed_by_an_older_release(rt.settings.lake_dir, since=started_at)
+        if older and not older_release_said:
+            older_release_said.append(True)
+            _log.error("lake_committed_by_an_older_release", lake=str(rt.settings.lake_dir), note=OLDER_RELEASE)
         reasons = degraded_reasons(
-            write_error=rt.log.write_error, log=retention, projections=snapshots, now=now, started_at=started_at
+            write_error=rt.log.write_error,
+            log=retention,
+            projections=snapshots,
+            now=now,
+            started_at=started_at,
+            older_release_commits=older,
         )
         child = rt.projector_process
         if child is not None:  # QUERYLOG_PROJECTIONS=process: the elected projections run in this child

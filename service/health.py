@@ -12,12 +12,17 @@ from typing import Any, Final
 
 from querylog.logging.telemetry import TelemetrySnapshot
 
-__all__ = ["LAG_LIMIT_S", "SILENT_LIMIT_S", "degraded_reasons"]
+__all__ = ["LAG_LIMIT_S", "OLDER_RELEASE", "SILENT_LIMIT_S", "degraded_reasons"]
 
 #: A projection further behind the log than this is lagging (QuerylogSinkLagging's threshold).
 LAG_LIMIT_S: Final = 300.0
 #: A projection no process has reported on for this long is not being run (QuerylogProjectionSilent's threshold).
 SILENT_LIMIT_S: Final = 120.0
+OLDER_RELEASE: Final = (
+    "an older release's process leads the lake projection of this data directory: it reads this release's events "
+    "as corrupt and leaves them out of the lake. Stop every process of the older release (serve, project), then "
+    "run `querylog replay parquet` to restore them (docs/schema.md)"
+)
 
 
 def degraded_reasons(
@@ -27,14 +32,18 @@ def degraded_reasons(
     projections: Mapping[str, tuple[bool, TelemetrySnapshot]],
     now: float,
     started_at: float,
+    older_release_commits: bool = False,
 ) -> list[str]:
     """Why the pipeline is degraded, one sentence each; empty when it is not.
 
     `write_error`: the log's refused write (`EventLog.write_error`); `log`: `housekeeping.log_health`'s part;
     `projections`: name → (led here, counters); `now` and `started_at` (this process), Unix seconds. Silence counts
     from `started_at` at the earliest: a projection never reported on, or last reported on by the run before this
-    one, gets its first report within a second of the start."""
+    one, gets its first report within a second of the start. `older_release_commits`: a release that reads an older
+    schema committed the lake since this process started (`ParquetSink.committed_by_an_older_release`)."""
     reasons: list[str] = []
+    if older_release_commits:
+        reasons.append(OLDER_RELEASE)
     if write_error is not None:
         reasons.append(f"the log cannot write ({write_error}): events are being dropped")
     if log.get("over_cap"):

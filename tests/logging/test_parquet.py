@@ -87,6 +87,18 @@ def test_projection_is_exactly_once_across_restarts(tmp_path: Path) -> None:
     assert len(ids) == 100 == len(set(ids))
 
 
+def test_a_commit_says_which_schema_its_release_reads_so_an_older_leader_is_told_apart(tmp_path: Path) -> None:
+    started = time.time() - 1
+    with ParquetSink(tmp_path / "lake") as sink:
+        Projector(LogReader(_log_with(tmp_path, 3)), sink).catch_up()
+    # This release's commits: never taken for an older release's (/healthz would call its own lake degraded).
+    assert not ParquetSink.committed_by_an_older_release(tmp_path / "lake", since=started)
+    commit = tmp_path / "lake" / "_querylog" / "parquet-commit.json"
+    commit.write_bytes(commit.read_bytes().replace(b',"reads_schema":2', b""))  # as releases before wrote it
+    assert ParquetSink.committed_by_an_older_release(tmp_path / "lake", since=started)
+    assert not ParquetSink.committed_by_an_older_release(tmp_path / "lake", since=time.time() + 60)  # before then
+
+
 def test_a_crash_after_commit_before_rename_is_rolled_forward(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import querylog.logging.parquet as parquet
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,6 +161,29 @@ def test_healthz_and_metrics_say_nobody_knows_the_lag_of_a_projection_no_process
     assert 'querylog_sink_report_age_seconds{sink="parquet"}' in metrics  # the projection is listed
     assert 'querylog_sink_lag_events{sink="parquet"}' not in metrics
     assert 'querylog_sink_lag_seconds{sink="parquet"}' not in metrics
+
+
+def test_healthz_says_when_an_older_release_commits_the_lake(tmp_path: Path) -> None:
+    """An older release's `serve` or `project` left leading the lake projection reads this release's v2 events as
+    corrupt and commits past them: the lake lost them without a word on the upgraded side."""
+    import json
+
+    from querylog.logging.events import SCHEMA_VERSION
+    from querylog.service.health import OLDER_RELEASE
+
+    settings = Settings(home=tmp_path / "home", env="test", stdout_events=False, projections="none")
+    commit = settings.lake_dir / "_querylog" / "parquet-commit.json"
+    commit.parent.mkdir(parents=True)
+    commit.write_text(json.dumps({"checkpoint": {}, "pending": []}))  # before this process: not a sign
+    with TestClient(create_app(settings, environ={})) as app:
+        assert OLDER_RELEASE not in app.get("/healthz").json().get("reasons", [])
+        commit.write_text(json.dumps({"checkpoint": {"a.jsonl": 10}, "pending": []}))  # as releases before wrote it
+        os.utime(commit, (time.time() + 1, time.time() + 1))  # committed since this process started
+        body = app.get("/healthz").json()
+        assert body["status"] == "degraded" and OLDER_RELEASE in body["reasons"]
+        commit.write_text(json.dumps({"checkpoint": {"a.jsonl": 20}, "pending": [], "reads_schema": SCHEMA_VERSION}))
+        os.utime(commit, (time.time() + 2, time.time() + 2))
+        assert OLDER_RELEASE not in app.get("/healthz").json().get("reasons", [])
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/metrics"])
