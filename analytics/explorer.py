@@ -620,6 +620,12 @@ def _aliases(settings: Settings) -> Aliases | None:
     return aliases
 
 
+def _how_many(shown: int, what: str) -> str:
+    """How many results a list shows: at `SEARCH_ROWS`, the best of more (their number is not counted)."""
+    what += "" if shown == 1 else "s"
+    return f"{shown} {what}" if shown < SEARCH_ROWS else f"The best {shown} {what} (more match: narrow the search)"
+
+
 def _no_results(field: SearchField) -> None:
     st.session_state["search_hits"] = {}  # the Queries tab's picker offers no hits of an earlier search
     st.info(f"No {'answers' if field == 'answers' else 'queries'} match this search in this selection.")
@@ -631,7 +637,9 @@ def _question_results(lq: LakeQueries, search: LakeSearch, text: str, f: Filters
     if not groups:
         _no_results(search.field)
         return
-    st.caption(f"{len(groups)} distinct question(s), best match first; ×N: how often it was asked in these dates")
+    st.caption(
+        f"{_how_many(len(groups), 'distinct question')}, best match first; ×N: how often it was asked in these dates"
+    )
     for rank, group in enumerate(groups, 1):
         st.html(_question_html(rank, group, text))
     # The newest query of each question, offered first in the timeline picker of the Queries tab.
@@ -672,7 +680,7 @@ def _query_results(lq: LakeQueries, search: LakeSearch, text: str, f: Filters, a
         return
     answers = search.field == "answers"  # a hit's text is then the answer
     asked = questions_of(lq.catalog, [h.query_id for h in hits]) if answers else {}
-    st.caption(f"{len(hits)} result(s), best first")
+    st.caption(f"{_how_many(len(hits), 'result')}, best first")
     for rank, hit in enumerate(hits, 1):
         question = asked.get(hit.query_id, "") if answers else hit.query_text
         marked = _marked(text, hit.found)

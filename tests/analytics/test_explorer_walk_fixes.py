@@ -139,8 +139,19 @@ def popular(popular_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def test_search_lists_every_question_however_often_one_was_asked(popular: AppTest) -> None:
     """The 2,000 newest hits were all the popular question: the caption said 1 distinct question of 3."""
-    assert any("3 distinct question(s)" in c.value for c in popular.caption)
+    assert any("3 distinct questions" in c.value for c in popular.caption)
     assert _counts(popular) == [2100, 3, 5]  # best match (all score 1), then most recently asked
+
+
+def test_a_search_with_more_matches_than_it_lists_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """79 questions matched and the caption said "50 distinct question(s)": the list's length, not the matches'."""
+    ts = END - timedelta(hours=1)
+    _write(tmp_path / "home", [e for n in range(79) for e in _asked(f"q-{n}", f"삼성전자 {n}호 주가", ts)])
+    at = _app(tmp_path / "home", monkeypatch)
+    at.text_input(key="search").input("삼성전자").run()
+    assert any(c.value.startswith("The best 50 distinct questions (more match") for c in at.caption)
+    at.toggle(key="search_ungrouped").set_value(True).run()
+    assert any(c.value.startswith("The best 50 results (more match") for c in at.caption)
 
 
 def test_search_keeps_to_the_end_date(popular: AppTest) -> None:
