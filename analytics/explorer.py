@@ -626,16 +626,19 @@ def _how_many(shown: int, what: str) -> str:
     return f"{shown} {what}" if shown < SEARCH_ROWS else f"The best {shown} {what} (more match: narrow the search)"
 
 
-def _no_results(field: SearchField) -> None:
+def _no_results(search: LakeSearch) -> None:
     st.session_state["search_hits"] = {}  # the Queries tab's picker offers no hits of an earlier search
-    st.info(f"No {'answers' if field == 'answers' else 'queries'} match this search in this selection.")
+    answers = search.field == "answers"
+    st.info(f"No {'answers' if answers else 'queries'} match this search in this selection.")
+    if answers and search.indexed() == 0:
+        st.caption("No query in the lake has its answer recorded: answers are kept from schema v2 on.")
 
 
 def _question_results(lq: LakeQueries, search: LakeSearch, text: str, f: Filters, aliases: Aliases | None) -> None:
     """One row per distinct question, with how often it was asked in the filters (and the answer that matched)."""
     groups = find_questions(lq.catalog, [search], text, limit=SEARCH_ROWS, filters=f, aliases=aliases)
     if not groups:
-        _no_results(search.field)
+        _no_results(search)
         return
     st.caption(
         f"{_how_many(len(groups), 'distinct question')}, best match first; ×N: how often it was asked in these dates"
@@ -676,7 +679,7 @@ def _query_results(lq: LakeQueries, search: LakeSearch, text: str, f: Filters, a
     """One row per matching query, best first; found in the answers, with the question it answered."""
     hits = _matching_queries(lq, search, text, f, aliases)
     if not hits:
-        _no_results(search.field)
+        _no_results(search)
         return
     answers = search.field == "answers"  # a hit's text is then the answer
     asked = questions_of(lq.catalog, [h.query_id for h in hits]) if answers else {}

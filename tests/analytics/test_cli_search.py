@@ -293,6 +293,21 @@ def test_an_answer_search_that_finds_nothing_says_when_answers_are_not_recorded(
 
 
 @needs_search
+def test_an_answer_search_over_a_lake_without_answers_says_none_was_recorded(
+    lake: SampleLake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A lake an older release wrote (schema v1: no answers) said only "no answers match"."""
+    assert main(["--home", str(lake.home), "search", "없는단어", "--in", "answers"]) == 0
+    assert "has its answer recorded" not in capsys.readouterr().err  # this one has answers
+    ts = datetime.now(UTC) - timedelta(hours=1)
+    with ParquetSink(tmp_path / "old" / "lake") as sink:
+        events = [QueryReceived(query_id="q-1", query_text="삼성전자 주가", ts=ts)]
+        sink.write(Batch(events=[*events, QueryCompleted(query_id="q-1", latency_ms=5.0, ts=ts)], checkpoint={"a": 2}))
+    assert main(["--home", str(tmp_path / "old"), "search", "삼성전자", "--in", "answers"]) == 0
+    assert "no query in the lake has its answer recorded" in capsys.readouterr().err
+
+
+@needs_search
 def test_erasure_reaches_the_answers_index(lake: SampleLake, capsys: pytest.CaptureFixture[str]) -> None:
     from querylog.config import Settings
     from querylog.erase import erase

@@ -154,6 +154,17 @@ def test_a_search_with_more_matches_than_it_lists_says_so(tmp_path: Path, monkey
     assert any(c.value.startswith("The best 50 results (more match") for c in at.caption)
 
 
+def test_an_answer_search_over_a_lake_without_answers_says_none_was_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(tmp_path / "home", _asked("q-1", "삼성전자 주가", END - timedelta(hours=1)))  # no answer, as schema v1
+    at = _app(tmp_path / "home", monkeypatch)
+    at.text_input(key="search").input("삼성전자").run()
+    at.radio(key="search_in").set_value("answers").run()
+    assert any("No answers match" in i.value for i in at.info)
+    assert any("No query in the lake has its answer recorded" in c.value for c in at.caption)
+
+
 def test_search_keeps_to_the_end_date(popular: AppTest) -> None:
     """The index was asked for hits since the first date only: newer ones filled the page, then were dropped."""
     popular.sidebar.date_input(key="dates").set_value(

@@ -226,6 +226,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 "sent before, or recorded before it was off, can match",
                 file=sys.stderr,
             )
+        elif any(s.field == "answers" and s.indexed() == 0 for s in searches):
+            print(
+                "querylog search: no query in the lake has its answer recorded: answers are kept from schema v2 on "
+                "(a release before it kept none; a producer sends one with `q.responded(answer=…)`)",
+                file=sys.stderr,
+            )
     return 0
 
 
