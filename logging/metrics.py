@@ -315,6 +315,17 @@ _RESTORED: Final = frozenset(
 )
 
 
+
+#: The statuses a query ends with: each intent's and release's series exist for both from its first query on.
+_STATUSES: Final = ("completed", "failed")
+
+
+def _every_status(counts: Counter[tuple[str, str]]) -> list[tuple[tuple[str, str], int]]:
+    """`counts` by (label, status), sorted, with every label at every status (0 where none). A series that appears
+    with its first count shows no increase to `rate()`: an intent's first failure went unseen on the dashboards."""
+    labels = {label for label, _ in counts}
+    return [((label, status), counts[(label, status)]) for label in sorted(labels) for status in _STATUSES]
+
 class MetricsProjection:
     """Prometheus metrics derived from events only, so that replaying the log rebuilds them exactly.
 
@@ -757,7 +768,7 @@ class MetricsProjection:
     def _collect_fold(self, f: _Families) -> None:
         with self._lock:
             # Label values are sorted so the exposition depends on the events alone, not on dict history.
-            for (intent, status), n in sorted(self._queries.items()):
+            for (intent, status), n in _every_status(self._queries):
                 f.queries.add_metric([intent, status], n)
             for (intent, status), histogram in sorted(self._query_duration.items()):
                 f.query_duration.add_metric([intent, status], histogram.buckets(), histogram.total)
@@ -775,7 +786,7 @@ class MetricsProjection:
                 f.llm_cost.add_metric([model], usd)
             for model, n in sorted(self._unpriced.items()):
                 f.llm_unpriced.add_metric([model], n)
-            for (release, status), n in sorted(self._release_queries.items()):
+            for (release, status), n in _every_status(self._release_queries):
                 f.release_queries.add_metric([release, status], n)
             for intent, n in sorted(self._reformulated.items()):
                 f.reformulated.add_metric([intent], n)

@@ -72,7 +72,9 @@ def test_queries_are_counted_by_intent_and_status() -> None:
     assert value(registry, "querylog_queries_total", intent="stock_price", status="completed") == 2
     assert value(registry, "querylog_queries_total", intent="news", status="completed") == 1
     assert value(registry, "querylog_queries_total", intent="news", status="failed") == 1
-    assert value(registry, "querylog_queries_total", intent="stock_price", status="failed") is None
+    # At 0, not absent: a series that appears with its first count shows no increase to rate(), and an intent's first
+    # failure went unseen on the dashboards.
+    assert value(registry, "querylog_queries_total", intent="stock_price", status="failed") == 0
 
 
 def test_intent_falls_back_to_the_classified_one_then_to_unclassified() -> None:
@@ -622,7 +624,8 @@ def test_releases_and_models_are_bounded_label_values() -> None:
         + [QueryFailed(query_id="f", ts=at(999), error_type="E", release=None)]
     )
     releases = _samples(projection, "querylog_release_queries", "release", "status")
-    assert len(releases) == MAX_LABEL_VALUES + 2  # the first ones, "other" and "unknown"
+    assert len({release for release, _ in releases}) == MAX_LABEL_VALUES + 2  # the first ones, "other", "unknown"
+    assert len(releases) == 2 * (MAX_LABEL_VALUES + 2)  # each at both statuses, 0 where none
     assert releases[("other", "completed")] == 5  # the releases past the cap share one series
     assert releases[("unknown", "failed")] == 1  # no release said: always its own series
     assert sum(releases.values()) == MAX_LABEL_VALUES + 6
