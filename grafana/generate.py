@@ -104,6 +104,12 @@ def rate_prom(metric: str, by: str, matchers: str = "") -> str:
     return f"sum by ({by}) ({fold_rate(metric, matchers)})"
 
 
+def sink_count(metric: str, by: str) -> str:
+    """A sink counter's value, counted once across worker targets as `fold_rate` does: a first count shows, where
+    the rate of a series that appears with it shows none (a drop reason, an error stage no one could list ahead)."""
+    return f"sum by ({by}) ({one_fold(f'{metric}{{{_SHARED_SINKS}}}')} or {metric}{{{_OWN_SINK}}})"
+
+
 def histogram_quantile(q: float, metric: str, by: str, matchers: str = "") -> str:
     return f"histogram_quantile({q}, sum by (le, {by}) ({fold_rate(f'{metric}_bucket', matchers)}))"
 
@@ -287,6 +293,11 @@ class Dashboard:
     time_from: str = "now-6h"
 
 
+#: Said by the panels of the Query overview whose series carry no intent (Prometheus's cost, quality and activity;
+#: Loki's cache and session lines): they show every intent whatever the filter.
+ALL_INTENTS: Final = " Every intent: the intent filter does not apply."
+
+
 def query_overview() -> Dashboard:
     finished = f"{stream(events=FINISHED)} | json intent | {INTENT_FILTER} [$__auto]"
     failed = f"{stream('query_failed')} | json intent | {INTENT_FILTER} [$__auto]"
@@ -331,14 +342,16 @@ def query_overview() -> Dashboard:
         variables=[var_env(), var_intent()],
         rows=[
             Row("Now", 5, [
-                loki("Queries / s", "stat", Target(f"sum(rate({stream('query_received')} [$__auto]))"),
-                     width=5, unit="reqps", description="query_received events per second (Loki)."),
+                loki("Queries / s", "stat", Target(f"sum(rate({stream('query_received')} [$__auto]))", instant=True),
+                     width=5, unit="reqps", description="query_received events per second over the dashboard range "
+                     "(Loki; every intent: the intent filter does not apply)."),
                 loki("Error ratio", "stat", Target(error_ratio, instant=True), width=5, unit="percentunit",
                      description="query_failed / (query_completed + query_failed) over the dashboard range (Loki)."),
                 prom("Active queries", "stat", Target(active), width=4,
-                     description="Queries in flight now (querylog_active_queries)."),
+                     description="Queries in flight now (querylog_active_queries)." + ALL_INTENTS),
                 loki("Cache hit ratio", "stat", Target(hit_ratio, instant=True), width=5, unit="percentunit",
-                     description='search_completed with cache_hit = true (`| json` gives the string "true").'),
+                     description='search_completed with cache_hit = true (`| json` gives the string "true").'
+                     + ALL_INTENTS),
                 loki("Quality score", "stat", Target(quality_mean, instant=True),
                      width=5, unit="percentunit",
                      description="Mean quality_score of completed queries, as their query_completed line carries it "
@@ -355,7 +368,7 @@ def query_overview() -> Dashboard:
                 loki("Distinct sessions", "timeseries", Target(sessions, "sessions"),
                      description="Sessions with at least one query in each interval. session_id is structured "
                      "metadata; count() folds the per-session series into one. Exact up to Loki's max_query_series, "
-                     "for lines Loki has flushed: see docs/dashboards.md for the last minutes."),
+                     "for lines Loki has flushed: see docs/dashboards.md for the last minutes." + ALL_INTENTS),
                 loki("Error ratio by intent", "timeseries", Target(error_ratio_by_intent, "{{intent}}"),
                      unit="percentunit", description="Share of finished queries that failed (Loki)."),
             ]),
@@ -373,10 +386,10 @@ def query_overview() -> Dashboard:
             ]),
             Row("Cache and quality", 8, [
                 loki("Cache hit ratio over time", "timeseries", Target(hit_ratio, "hit ratio"), width=8,
-                     unit="percentunit"),
+                     unit="percentunit", description=ALL_INTENTS.strip()),
                 prom("Cache hit ratio (Prometheus)", "timeseries",
                      Target(f"sum({cache_hits}) / sum({fold_rate('querylog_cache_requests_total')})", "hit ratio"),
-                     width=8, unit="percentunit"),
+                     width=8, unit="percentunit", description=ALL_INTENTS.strip()),
                 loki("Quality score by intent", "timeseries", Target(f"avg_over_time({quality}) by (intent)",
                                                                      "{{intent}}"),
                      width=8, unit="percentunit",
@@ -384,26 +397,26 @@ def query_overview() -> Dashboard:
                      "only response_generated: see the Prometheus panel)."),
             ]),
             Row("Active queries and quality (Prometheus)", 7, [
-                prom("Active queries", "timeseries", Target(active, "active")),
+                prom("Active queries", "timeseries", Target(active, "active"), description=ALL_INTENTS.strip()),
                 prom("Quality score (Prometheus)", "timeseries",
                      Target(f"sum({fold_rate('querylog_quality_score_sum')})"
                             f" / sum({fold_rate('querylog_quality_score_count')})", "mean quality"),
-                     unit="percentunit"),
+                     unit="percentunit", description=ALL_INTENTS.strip()),
             ]),
             Row("Cost and releases (Prometheus)", 8, [
                 prom("LLM cost / hour by model", "timeseries",
                      Target(f"3600 * {rate_prom('querylog_llm_cost_usd_total', 'model')}",
                             "{{model}}"), width=8, unit="currencyUSD",
                      description="The recorded cost_usd of each response, else its tokens priced from the price "
-                     "table (logging/data/prices.json or QUERYLOG_PRICES), by requested model."),
+                     "table (logging/data/prices.json or QUERYLOG_PRICES), by requested model." + ALL_INTENTS),
                 prom("Unpriced responses / s", "timeseries",
                      Target(rate_prom("querylog_llm_unpriced_responses_total", "model"), "{{model}}"), width=8,
                      unit="ops", description="Responses with no recorded cost and no price for their model (or "
-                     "no token counts): add the model to QUERYLOG_PRICES to count their cost."),
+                     "no token counts): add the model to QUERYLOG_PRICES to count their cost." + ALL_INTENTS),
                 prom("Queries / s by release", "timeseries",
                      Target(rate_prom("querylog_release_queries_total", "release, status"), "{{release}} {{status}}"),
                      width=8, unit="reqps", description="Finished queries by release (QUERYLOG_RELEASE) and status: "
-                     "compare a canary with the release before it."),
+                     "compare a canary with the release before it." + ALL_INTENTS),
             ]),
         ],
     )
@@ -468,7 +481,7 @@ def query_search() -> Dashboard:
     no_results = f"{stream('search_completed')} | json result_count | result_count == 0"
     feedback = stream("feedback_received")
     top = (
-        f'sort_desc(topk(20, sum by (query_text) (count_over_time({received} |= "$search"'
+        f'sort_desc(topk(20, sum by (query_text) (count_over_time({received} |= `$search`'
         " | json query_text [$__auto]))))"
     )
     top_table = {
@@ -490,7 +503,7 @@ def query_search() -> Dashboard:
         time_from="now-24h",
         rows=[
             Row("Search", 11, [
-                loki('Queries containing "$search"', "logs", Target(f'{received} |= "$search"'), width=16,
+                loki('Queries containing "$search"', "logs", Target(f"{received} |= `$search`"), width=16,
                      description="Line filter on the raw UTF-8 line: Korean matches as typed (text is NFC)."),
                 loki('Top queries containing "$search"', "table", Target(top, "{{query_text}}", instant=True),
                      width=8, description="The 20 most frequent query texts in the dashboard range.",
@@ -569,14 +582,18 @@ def querylog_health() -> Dashboard:
                      Target("max by (sink) (querylog_sink_lag_seconds)", "{{sink}}"), width=8, unit="s"),
             ]),
             Row("Trouble", 8, [
-                prom("Dropped events / s by reason", "timeseries",
-                     Target(rate_prom("querylog_sink_events_dropped_total", "sink, reason"), "{{sink}} {{reason}}"),
-                     width=8, unit="ops"),
+                prom("Dropped events by reason", "timeseries",
+                     Target(sink_count("querylog_sink_events_dropped_total", "sink, reason"), "{{sink}} {{reason}}"),
+                     width=8, description="Events each projection dropped, counted since the process running it "
+                     "started: a step is new drops (QuerylogSinkDroppingEvents pages on it). Counts, not a rate: the "
+                     "series of a reason appears with its first drop, which a rate does not show."),
                 prom("Retries / s", "timeseries",
                      Target(rate_prom("querylog_sink_retries_total", "sink"), "{{sink}}"), width=8, unit="ops"),
-                prom("Sink errors / s by stage", "timeseries",
-                     Target(rate_prom("querylog_sink_errors_total", "sink, stage"), "{{sink}} {{stage}}"),
-                     width=8, unit="ops"),
+                prom("Sink errors by stage", "timeseries",
+                     Target(sink_count("querylog_sink_errors_total", "sink, stage"), "{{sink}} {{stage}}"),
+                     width=8, description="Failed deliveries (retried) and other errors of each projection, counted "
+                     "since the process running it started: a step is new errors. Counts, not a rate: the series of a "
+                     "stage appears with its first error, which a rate does not show."),
             ]),
             Row("Event log", 8, [
                 prom("Log size", "timeseries", Target("max(querylog_log_bytes)", "bytes"), width=8, unit="bytes",

@@ -143,9 +143,23 @@ def test_overview_shows_logql_and_promql_quantiles_side_by_side() -> None:
 def test_query_search_filters_lines_with_the_search_textbox() -> None:
     search = json.loads((DASHBOARD_DIR / "query-search.json").read_text(encoding="utf-8"))
     logs = [t["expr"] for p in panels(search) if p["type"] == "logs" for t in p["targets"]]
-    assert any('|= "$search"' in e and 'event="query_received"' in e for e in logs)
+    # A raw string: a `"` or a backslash typed in the box was Loki's parse error or an escape.
+    assert any("|= `$search`" in e and 'event="query_received"' in e for e in logs)
     assert any("result_count == 0" in e and 'event="search_completed"' in e for e in logs)
     assert any('| session_id="$session"' in e for e in logs)
+
+
+def test_drops_and_sink_errors_are_drawn_as_counts_so_a_first_one_shows() -> None:
+    """6 events dropped as too_old drew "0 / s" for 40 minutes: a reason's series appears with its first drop, and
+    a rate sees no increase in a series' first value."""
+    health = json.loads((DASHBOARD_DIR / "querylog-health.json").read_text(encoding="utf-8"))
+    by_title = {p["title"]: [t["expr"] for t in p["targets"]] for p in panels(health)}
+    for title, metric in (
+        ("Dropped events by reason", "querylog_sink_events_dropped_total"),
+        ("Sink errors by stage", "querylog_sink_errors_total"),
+    ):
+        [expr] = by_title[title]
+        assert metric in expr and "rate(" not in expr and "increase(" not in expr
 
 
 # --- every query --------------------------------------------------------------------------------------------------
