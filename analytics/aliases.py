@@ -133,9 +133,10 @@ _PARTICLES: Final = (
 
 
 def _without_particle(word: str) -> str:
-    """`word` less a trailing Korean particle, when what is left is two characters or more; else `word`."""
+    """`word` less a trailing Korean particle, when what is left is two characters or more and ends in a letter or
+    digit (Hangul, or a Latin name or a code: NAVER는, 삼성SDI의, 000660을); else `word`."""
     for particle in _PARTICLES:
-        if word.endswith(particle) and len(word) - len(particle) >= 2 and "가" <= word[-len(particle) - 1] <= "힣":
+        if word.endswith(particle) and len(word) - len(particle) >= 2 and word[-len(particle) - 1].isalnum():
             return word[: -len(particle)]
     return word
 

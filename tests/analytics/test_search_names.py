@@ -107,6 +107,12 @@ CASES: tuple[Case, ...] = (
     Case("particle", "카카오가", "카카오"),  # not 카카오뱅크
     Case("particle", "삼성전자에서", "삼성전자"),
     Case("particle", "테슬라랑", "Tesla"),
+    # A Latin name or a code with its particle: "NAVER는" found nothing, "NVIDIA의" one in twenty.
+    Case("particle", "NAVER는", "NAVER"),
+    Case("particle", "NVIDIA의", "NVIDIA"),
+    Case("particle", "삼성SDI는", "삼성SDI"),
+    Case("particle", "TSLA는", "Tesla"),
+    Case("particle", "000660을", "SK하이닉스"),
 )
 
 
