@@ -136,14 +136,14 @@ def remote_lake_files(location: LakeLocation, filesystem: pafs.FileSystem) -> di
 
 def _remote_listing(
     location: LakeLocation, filesystem: pafs.FileSystem
-) -> tuple[dict[str, int], dict[str, datetime | None]]:
+) -> tuple[dict[str, int], dict[str, tuple[str, datetime | None]]]:
     """One listing of ``events/``: the committed files (relative key -> size), and the staging objects an upload
-    cut short left behind (`_upload`; full key -> when written)."""
+    cut short left behind (`_upload`; full key -> the relative key of the file it stages, when written)."""
     if filesystem.get_file_info(location.bucket).type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"bucket {location.bucket!r} not found")
     selector = pafs.FileSelector(location.events, recursive=True, allow_not_found=True)
     committed: dict[str, int] = {}
-    staging: dict[str, datetime | None] = {}
+    staging: dict[str, tuple[str, datetime | None]] = {}
     base = location.events + "/"
     for info in filesystem.get_file_info(selector):
         if info.type != pafs.FileType.File or not info.path.startswith(base):
@@ -152,7 +152,8 @@ def _remote_listing(
         if _COMMITTED.fullmatch(rel):
             committed[rel] = int(info.size or 0)
         elif _STAGING.fullmatch(rel):
-            staging[info.path] = info.mtime
+            folder, _, name = rel.rpartition("/")
+            staging[info.path] = (f"{folder}/{name[1:].removesuffix('.uploading')}", info.mtime)
     return committed, staging
 
 
@@ -239,10 +240,12 @@ def push_lake(
         there.add(rel)
         report.uploaded += 1
         report.uploaded_bytes += size
-    _remove_left_staging(fs, staging, report, dry_run=dry_run)
     # Listed again: a compaction, an erase or a rebuild that ran meanwhile replaced files with ones not uploaded.
     listed = set(local)
     local = _local_lake_files(lake_dir) if report.vanished or delete else local
+    # Mirroring, a staging object of a file the lake no longer has goes however young: no later push uploads that
+    # file, and it may hold events an erase removed (a push that read the file before it went is cut short).
+    _remove_left_staging(fs, staging, report, dry_run=dry_run, gone_from=set(local) if delete and local else None)
     extra = sorted(there - set(local))
     if extra and delete:
         if not local:
@@ -271,13 +274,20 @@ def push_lake(
 
 
 def _remove_left_staging(
-    fs: pafs.FileSystem, staging: dict[str, datetime | None], report: PushReport, *, dry_run: bool
+    fs: pafs.FileSystem,
+    staging: dict[str, tuple[str, datetime | None]],
+    report: PushReport,
+    *,
+    dry_run: bool,
+    gone_from: set[str] | None = None,
 ) -> None:
     """Remove the staging objects uploads cut short left behind (older than `_STAGING_LEFT_S`: a younger one may
-    be another push's upload under way). A copy readers never see, but a copy: of erased events too."""
+    be another push's upload under way), and, given the local lake's files (`gone_from`), those of files it no
+    longer has. A copy readers never see, but a copy: of erased events too."""
     cutoff = datetime.now(UTC) - timedelta(seconds=_STAGING_LEFT_S)
-    for key, written in staging.items():
-        if written is not None and written > cutoff:
+    for key, (staged, written) in staging.items():
+        gone = gone_from is not None and staged not in gone_from
+        if written is not None and written > cutoff and not gone:
             continue
         if not dry_run:
             try:

@@ -473,6 +473,30 @@ def test_a_partial_upload_left_behind_is_removed_by_the_next_push(
     assert left not in _all_keys(bucket, s3_env)
 
 
+def test_a_mirror_removes_a_young_staging_object_of_a_file_the_lake_no_longer_has(
+    home: Path, bucket: str, s3_env: str
+) -> None:
+    """A push killed mid-upload, then `erase`, then `push --delete`: the staging object kept 87 of the erased
+    user's rows, question text included, for the hour a staging object may be another push's upload."""
+    uri = f"s3://{bucket}/young"
+    fs = s3_filesystem()
+    [kept_rel, *_] = sorted(
+        str(p.relative_to(home / "lake" / "events")) for p in (home / "lake" / "events").rglob("*.parquet")
+    )
+    folder, _, name = kept_rel.rpartition("/")
+    gone = f"{bucket}/young/events/date=2026-01-01/hour=00/.part-erased.parquet.uploading"
+    live = f"{bucket}/young/events/{folder}/.{name}.uploading"  # a file the lake has: maybe being uploaded now
+    with fs.open_output_stream(gone) as out:
+        out.write(b"half a file")
+    assert push_lake(home / "lake", uri).staging_removed == 0  # not mirroring: left for the hour
+    with fs.open_output_stream(live) as out:  # after that push, which uploaded the file through this very name
+        out.write(b"half a file")
+    report = push_lake(home / "lake", uri, delete=True)
+    assert report.staging_removed == 1
+    keys = _all_keys(bucket, s3_env)
+    assert gone not in keys and live in keys
+
+
 def test_a_rebuild_during_a_mirror_deletes_nothing(home: Path, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """`replay parquet` writes the whole lake again as new part files: a mirror that ran meanwhile took every old
     remote file for one no longer local, and emptied the bucket of them, exit 0."""
