@@ -145,6 +145,30 @@ def test_lake_retention_follows_querylog_retention(tmp_path: Path) -> None:
         assert catalog.query("select distinct query_id = 'old' from events")[1] == [(False,)]
 
 
+@pytest.mark.parametrize("auto_compact", [True, False])
+def test_the_running_service_merges_the_lakes_closed_hours_unless_told_not_to(
+    tmp_path: Path, auto_compact: bool
+) -> None:
+    """Nothing merged the lake unless `querylog compact` ran from cron: a day of traffic was tens of thousands of
+    files that every search and explorer page listed and opened (a search over 7,000 took 30-60 s)."""
+    from datetime import UTC, datetime, timedelta
+
+    from querylog.logging.events import QueryReceived
+    from querylog.logging.projection import Batch
+
+    settings = Settings(home=tmp_path, stdout_events=False, auto_compact=auto_compact)
+    hour = (datetime.now(UTC) - timedelta(hours=3)).replace(minute=5, second=0, microsecond=0)
+    with ParquetSink(settings.lake_dir) as sink:
+        for n in range(5):  # five commits: five files in that hour
+            event = QueryReceived(query_id=f"q-{n}", query_text="삼성전자", ts=hour + timedelta(minutes=n))
+            sink.write(Batch(events=[event], checkpoint={"a.jsonl": n + 1}))
+    files = lambda: len(list((settings.lake_dir / "events").rglob("*.parquet")))  # noqa: E731
+    assert files() == 5
+    report = run_housekeeping(settings)
+    assert (report.lake_hours_compacted, files()) == ((1, 1) if auto_compact else (0, 5))
+    assert _lake_events(settings) == 5
+
+
 def test_one_process_leads_and_a_failure_never_escapes(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, stdout_events=False)
     first, second = Housekeeper(settings), Housekeeper(settings)

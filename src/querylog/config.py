@@ -236,6 +236,14 @@ class Settings:
             "(0s, 24h, 7d; never longer than QUERYLOG_RETENTION)",
         },
     )
+    auto_compact: bool = field(
+        default=True,
+        metadata={
+            "env": "QUERYLOG_AUTO_COMPACT",
+            "doc": "merge the lake's hours that closed over an hour ago at each housekeeping round of the running "
+            "service (as `querylog compact --no-days`); off leaves the lake to `querylog compact`",
+        },
+    )
     housekeeping_interval_s: float = field(
         default=60.0,
         metadata={

@@ -105,10 +105,13 @@ def log_holders(settings: Settings) -> list[Holder]:
 class HousekeepingReport:
     trim: TrimPlan
     lake_days_removed: list[str]
+    #: Hours of the lake merged into one file each (`QUERYLOG_AUTO_COMPACT`).
+    lake_hours_compacted: int = 0
 
 
 def run_housekeeping(settings: Settings, *, now: float | None = None) -> HousekeepingReport:
-    """One round: trim the log, then apply lake and search-index retention. Call it holding the lock."""
+    """One round: trim the log, apply lake and search-index retention, then merge the lake's closed hours
+    (`QUERYLOG_AUTO_COMPACT`). Call it holding the lock."""
     plan = trim_log(
         settings.log_dir,
         log_holders(settings),
@@ -144,7 +147,25 @@ def run_housekeeping(settings: Settings, *, now: float | None = None) -> Houseke
     totals.runs += 1
     totals.last_run = time.time()
     atomic_write(_totals_path(settings), msgspec.json.encode(totals))
-    return HousekeepingReport(trim=plan, lake_days_removed=removed)
+    return HousekeepingReport(trim=plan, lake_days_removed=removed, lake_hours_compacted=_compact_hours(settings, now))
+
+
+def _compact_hours(settings: Settings, now: float | None) -> int:
+    """Merge the lake's hours that closed over an hour ago (`QUERYLOG_AUTO_COMPACT`): under steady traffic the
+    Parquet projection commits about a file a second, and every reader of the lake lists and opens each. Days are
+    left to `querylog compact` (a day is sorted in memory). A failure is logged, and the next round tries again."""
+    if not settings.auto_compact or not (settings.lake_dir / "events").is_dir():
+        return 0
+    from querylog.analytics.upkeep import LakeCompactor
+
+    try:
+        report = LakeCompactor(settings.lake_dir).run(now=datetime.fromtimestamp(now, UTC) if now is not None else None)
+    except Exception as exc:  # the lake's upkeep must not stop the log's
+        _log.error("lake_compaction_failed", error=f"{type(exc).__name__}: {exc}")
+        return 0
+    if report.partitions:
+        _log.info("lake_hours_compacted", hours=report.partitions, files=report.files_before, events=report.events)
+    return report.partitions
 
 
 class Housekeeper:
