@@ -118,6 +118,11 @@ def s3_filesystem(env: Mapping[str, str] | None = None) -> pafs.S3FileSystem:
     if region:
         kwargs["region"] = region
     key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+    if bool(key) != bool(secret):  # one alone was silently ignored, and the default chain's identity used instead
+        given, missing = (
+            ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if key else ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID")
+        )
+        raise ValueError(f"{given} is set without {missing}: set both, or neither for the AWS default credentials")
     if key and secret:
         kwargs["access_key"] = key
         kwargs["secret_key"] = secret

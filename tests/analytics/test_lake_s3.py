@@ -517,3 +517,38 @@ def test_a_rebuild_during_a_mirror_deletes_nothing(home: Path, bucket: str, monk
     report = push_lake(lake, uri, delete=True)
     assert (report.deleted, report.behind) == (0, len(before))
     assert before <= _remote_keys(bucket, "rebuilt")
+
+
+def test_a_push_that_is_not_all_done_says_why_with_json_too(
+    home: Path, bucket: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`lake push --json` exited 1 with nothing on stderr: the reason was only in the JSON's fields."""
+    import querylog.analytics.lake_remote as lake_remote
+
+    lake, uri = home / "lake", f"s3://{bucket}/said"
+    real_listing = lake_remote._remote_listing
+
+    def listing_then_compaction(*args: Any) -> Any:
+        found = real_listing(*args)
+        for path in sorted((lake / "events").rglob("*.parquet")):
+            path.rename(path.with_name(f"compacted-{path.name}"))
+        return found
+
+    monkeypatch.setattr(lake_remote, "_remote_listing", listing_then_compaction)
+    assert main(["--home", str(home), "lake", "push", uri, "--json", "-q"]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)["vanished"] > 0
+    assert "were replaced during the push" in err
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"AWS_ACCESS_KEY_ID": "AKIA-only"}, "AWS_ACCESS_KEY_ID is set without AWS_SECRET_ACCESS_KEY"),
+        ({"AWS_SECRET_ACCESS_KEY": "secret-only"}, "AWS_SECRET_ACCESS_KEY is set without AWS_ACCESS_KEY_ID"),
+    ],
+)
+def test_half_a_pair_of_keys_is_refused_not_swapped_for_the_default_credentials(env: dict[str, str], said: str) -> None:
+    """A key without its secret was ignored without a word, and the push went out as whoever the default chain is."""
+    with pytest.raises(ValueError, match=said):
+        s3_filesystem(env)

@@ -80,9 +80,6 @@ def run_push(args: argparse.Namespace, settings: Settings) -> int:
         print(f"querylog lake push: {exc}", file=sys.stderr)
         return 1
     code = 1 if report.behind or report.vanished else 0  # the bucket is behind the lake: push again
-    if args.json:
-        print(json.dumps(report.as_dict()))
-        return code
     verb = "would upload" if args.dry_run else "uploaded"
     line = (
         f"{report.uri}: {verb} {report.uploaded} files ({_mb(report.uploaded_bytes)}), "
@@ -90,7 +87,8 @@ def run_push(args: argparse.Namespace, settings: Settings) -> int:
     )
     if report.deleted:
         line += f", {'would delete' if args.dry_run else 'deleted'} {report.deleted} no longer local"
-    print(line)
+    # The report on stdout, and why, when it is not all done, on stderr: with --json too (an exit 1 said nothing).
+    print(json.dumps(report.as_dict()) if args.json else line)
     if report.vanished:
         print(
             f"querylog lake push: {report.vanished} local files were replaced during the push (a compaction or an "
