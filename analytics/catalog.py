@@ -294,8 +294,16 @@ class Catalog:
     def consistent(self, run: Callable[[], _T]) -> _T:
         """`run()` (a query on this catalog's connection, its result fetched) from a lake that no compaction or
         retention changed while it ran: run again if one did (`lake_generation`)."""
-        if self.lake_uri is not None:
-            return run()  # a remote lake's file list is fixed when the catalog is opened
+        if self.lake_uri is not None:  # a remote lake's file list is fixed when the catalog is opened
+            try:
+                return run()
+            except CatalogError as exc:
+                if "does not exist" not in str(exc):
+                    raise
+            # Another host's `lake push --delete` removed a file the list holds (an hour it compacted): the list
+            # as the bucket holds it now, once; what replaced the file was uploaded before it went.
+            self.refresh()
+            return run()
         return consistent(self.lake_dir, run)
 
     def execute(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:

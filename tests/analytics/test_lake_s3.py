@@ -216,6 +216,25 @@ def test_delete_mirrors_local_compaction(home: Path, bucket: str) -> None:
         assert local.query(COUNT_SQL) == remote.query(COUNT_SQL)
 
 
+def test_a_remote_catalog_open_while_another_host_mirrors_a_compaction_reads_on(home: Path, bucket: str) -> None:
+    """A long-lived Catalog("s3://…") failed with "Path does not exist" after another host's push --delete, until
+    refresh(): the local catalog runs a query again after a compaction; the remote one did not."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lake, uri = home / "lake", f"s3://{bucket}/mirrored"
+    push_lake(lake, uri)
+    with Catalog(uri) as remote:
+        before = remote.query(COUNT_SQL)
+        hour = sorted({(lake / k).parent for k in _local_keys(lake)})[0]
+        files = sorted(hour.glob("*.parquet"))
+        pq.write_table(pa.concat_tables([pq.ParquetFile(f).read() for f in files]), hour / "compacted-0001.parquet")
+        for f in files:
+            f.unlink()
+        assert push_lake(lake, uri, delete=True).deleted == len(files)  # "another host": the bucket changed
+        assert remote.query(COUNT_SQL) == before
+
+
 def test_delete_refuses_to_empty_the_bucket_from_an_empty_local_lake(home: Path, bucket: str, tmp_path: Path) -> None:
     uri = f"s3://{bucket}/lake"
     push_lake(home / "lake", uri)
