@@ -620,10 +620,12 @@ def _aliases(settings: Settings) -> Aliases | None:
     return aliases
 
 
-def _how_many(shown: int, what: str) -> str:
-    """How many results a list shows: at `SEARCH_ROWS`, the best of more (their number is not counted)."""
+def _how_many(found: int, what: str) -> str:
+    """How many results a list shows, `found` of them asked for one past `SEARCH_ROWS`: past it, the list is the
+    best `SEARCH_ROWS` of more (how many more is not counted)."""
+    shown = min(found, SEARCH_ROWS)
     what += "" if shown == 1 else "s"
-    return f"{shown} {what}" if shown < SEARCH_ROWS else f"The best {shown} {what} (more match: narrow the search)"
+    return f"{shown} {what}" if found <= SEARCH_ROWS else f"The best {shown} {what} (more match: narrow the search)"
 
 
 def _no_results(search: LakeSearch) -> None:
@@ -636,13 +638,14 @@ def _no_results(search: LakeSearch) -> None:
 
 def _question_results(lq: LakeQueries, search: LakeSearch, text: str, f: Filters, aliases: Aliases | None) -> None:
     """One row per distinct question, with how often it was asked in the filters (and the answer that matched)."""
-    groups = find_questions(lq.catalog, [search], text, limit=SEARCH_ROWS, filters=f, aliases=aliases)
+    groups = find_questions(lq.catalog, [search], text, limit=SEARCH_ROWS + 1, filters=f, aliases=aliases)
     if not groups:
         _no_results(search)
         return
     st.caption(
         f"{_how_many(len(groups), 'distinct question')}, best match first; ×N: how often it was asked in these dates"
     )
+    groups = groups[:SEARCH_ROWS]
     for rank, group in enumerate(groups, 1):
         st.html(_question_html(rank, group, text))
     # The newest query of each question, offered first in the timeline picker of the Queries tab.
@@ -684,6 +687,7 @@ def _query_results(lq: LakeQueries, search: LakeSearch, text: str, f: Filters, a
     answers = search.field == "answers"  # a hit's text is then the answer
     asked = questions_of(lq.catalog, [h.query_id for h in hits]) if answers else {}
     st.caption(f"{_how_many(len(hits), 'result')}, best first")
+    hits = hits[:SEARCH_ROWS]
     for rank, hit in enumerate(hits, 1):
         question = asked.get(hit.query_id, "") if answers else hit.query_text
         marked = _marked(text, hit.found)
@@ -701,16 +705,17 @@ def _query_results(lq: LakeQueries, search: LakeSearch, text: str, f: Filters, a
 def _matching_queries(
     lq: LakeQueries, search: LakeSearch, text: str, f: Filters, aliases: Aliases | None
 ) -> list[SearchHit]:
-    """The best `SEARCH_ROWS` queries in the sidebar's filters. The index filters by text, dates and one intent;
-    the lake applies the rest (env, release, several intents), and while it leaves fewer than asked for and the
-    index has more, the index is asked for 8 times as many: the hits it did not return rank below those kept."""
-    wanted = SEARCH_ROWS
+    """The best `SEARCH_ROWS` queries in the sidebar's filters, and one more if there is (so that the page can say
+    more match). The index filters by text, dates and one intent; the lake applies the rest (env, release, several
+    intents), and while it leaves fewer than asked for and the index has more, the index is asked for 8 times as
+    many: the hits it did not return rank below those kept."""
+    rows = wanted = SEARCH_ROWS + 1
     while True:
         hits = window_hits(search, text, limit=wanted, filters=f, aliases=aliases)
         selected = lq.matching(f, [h.query_id for h in hits])
         kept = [h for h in hits if h.query_id in selected]
-        if len(kept) >= SEARCH_ROWS or len(hits) < wanted:
-            return kept[:SEARCH_ROWS]
+        if len(kept) >= rows or len(hits) < wanted:
+            return kept[:rows]
         wanted *= 8
 
 

@@ -143,15 +143,22 @@ def test_search_lists_every_question_however_often_one_was_asked(popular: AppTes
     assert _counts(popular) == [2100, 3, 5]  # best match (all score 1), then most recently asked
 
 
-def test_a_search_with_more_matches_than_it_lists_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("matching", [50, 79])
+def test_a_search_with_more_matches_than_it_lists_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, matching: int
+) -> None:
     """79 questions matched and the caption said "50 distinct question(s)": the list's length, not the matches'."""
     ts = END - timedelta(hours=1)
-    _write(tmp_path / "home", [e for n in range(79) for e in _asked(f"q-{n}", f"삼성전자 {n}호 주가", ts)])
+    _write(tmp_path / "home", [e for n in range(matching) for e in _asked(f"q-{n}", f"삼성전자 {n}호 주가", ts)])
     at = _app(tmp_path / "home", monkeypatch)
     at.text_input(key="search").input("삼성전자").run()
-    assert any(c.value.startswith("The best 50 distinct questions (more match") for c in at.caption)
+    said = "The best 50 distinct questions (more match" if matching > 50 else "50 distinct questions, best match"
+    assert any(c.value.startswith(said) for c in at.caption)
+    assert len(at.get("html")) == 50
     at.toggle(key="search_ungrouped").set_value(True).run()
-    assert any(c.value.startswith("The best 50 results (more match") for c in at.caption)
+    said = "The best 50 results (more match" if matching > 50 else "50 results, best first"
+    assert any(c.value.startswith(said) for c in at.caption)
+    assert len(at.get("html")) == 50
 
 
 def test_an_answer_search_over_a_lake_without_answers_says_none_was_recorded(
