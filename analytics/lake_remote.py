@@ -205,10 +205,12 @@ def push_lake(
     delete: bool = False,
     dry_run: bool = False,
     progress: Progress | None = None,
+    deleting: Callable[[int, int, str], None] | None = None,
 ) -> PushReport:
     """Upload the local lake's committed files to ``uri`` (``s3://bucket/prefix``); skip keys already there
     with the same size. With ``delete``, afterwards delete remote lake files the local lake no longer has
-    (mirroring local compaction and retention). Never touches ``_querylog/`` or anything outside ``events/``."""
+    (mirroring local compaction and retention). Never touches ``_querylog/`` or anything outside ``events/``.
+    `progress` is told of each upload (done, total, key, size), `deleting` of each deletion (done, total, key)."""
     lake_dir = Path(lake_dir)
     location = parse_lake_uri(uri)
     fs = filesystem if filesystem is not None else s3_filesystem()
@@ -263,7 +265,9 @@ def push_lake(
         # New files the running service writes change nothing here.
         if report.vanished or not listed <= set(local):
             report.behind, extra = len(extra), []
-        for rel in extra:
+        for done, rel in enumerate(extra):
+            if deleting is not None:
+                deleting(done, len(extra), rel)
             if not dry_run:
                 try:
                     fs.delete_file(f"{location.events}/{rel}")

@@ -65,6 +65,15 @@ def run_push(args: argparse.Namespace, settings: Settings) -> int:
             last[0] = now
             print(f"querylog lake push: {verb} [{done + 1}/{total}] {key} ({_mb(size)})", file=sys.stderr, flush=True)
 
+    def deleting(done: int, total: int, key: str) -> None:  # a mirror of a compaction deletes thousands
+        now = time.monotonic()
+        if done in (0, total - 1) or now - last[0] >= 1.0:
+            last[0] = now
+            doing = "would delete" if args.dry_run else "deleting"
+            print(
+                f"querylog lake push: {doing} [{done + 1}/{total}] {key} (no longer local)", file=sys.stderr, flush=True
+            )
+
     try:
         report = push_lake(
             settings.lake_dir,
@@ -72,6 +81,7 @@ def run_push(args: argparse.Namespace, settings: Settings) -> int:
             delete=args.delete,
             dry_run=args.dry_run,
             progress=None if args.quiet else progress,
+            deleting=None if args.quiet else deleting,
         )
     except ValueError as exc:  # the URI or an option (not s3://bucket/prefix)
         print(f"querylog lake push: {exc}", file=sys.stderr)
