@@ -512,7 +512,10 @@ class LakeCompactor:
         swap = work / "swap"
         shutil.rmtree(work, ignore_errors=True)
         swap.mkdir(parents=True)
-        merged = swap / f"compacted-{uuid_utils.uuid7()}.parquet"
+        # An erasure's rewrite of a day file keeps it one: named otherwise, the next `compact` sorted the day again
+        # and the next `lake push` uploaded it again.
+        day = self.drop is not None and len(inputs) == 1 and inputs[0].name.startswith(DAY_FILE_PREFIX)
+        merged = swap / f"{DAY_FILE_PREFIX if day else 'compacted-'}{uuid_utils.uuid7()}.parquet"
         dropped_before = self.dropped
         try:
             rows = self._merge(inputs, merged)

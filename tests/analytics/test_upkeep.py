@@ -636,6 +636,15 @@ def test_day_compaction_merges_each_closed_day_into_one_sorted_file(fresh_lake: 
     assert not any((lake / "_querylog" / "compact").iterdir())
     assert LakeCompactor(lake).run_days(now=fresh_lake.end + timedelta(days=2)).partitions == 0
     assert LakeCompactor(lake).run().partitions == 0  # hour compaction leaves day files alone
+    # An erasure rewrites a day file as a day file: the next `compact` sorted the whole day again (and the next
+    # `lake push` uploaded it again).
+    doomed = fresh_lake.queries[0].query_id
+    erasing = LakeCompactor(lake, drop=lambda t: pc.equal(t.column("query_id"), doomed))
+    hours = [HourPartition(p.parent.parent.name[5:], p.parent.name[5:], p.parent) for p in _files(lake)]
+    assert erasing.rewrite(hours).partitions == len(files) and erasing.dropped > 0
+    assert all(p.name.startswith(DAY_FILE_PREFIX) for p in _files(lake))
+    _day_files_sorted(lake)  # still in the day's order, less the erased rows
+    assert LakeCompactor(lake).run_days(now=fresh_lake.end + timedelta(days=2)).partitions == 0
 
 
 def test_today_and_recent_days_are_left_alone_by_day_compaction(fresh_lake: SampleLake) -> None:
