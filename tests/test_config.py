@@ -99,6 +99,20 @@ def test_bad_values_raise_one_error_naming_the_variable(env: dict[str, str], var
         Settings.from_env(env)
 
 
+def test_every_switch_is_read_from_its_variable() -> None:
+    """QUERYLOG_AUTO_COMPACT was declared and documented, and never read: 0 left it on, and "maybe" passed."""
+    import dataclasses
+
+    switches = [f for f in dataclasses.fields(Settings) if f.type in ("bool", bool) and "env" in f.metadata]
+    assert len(switches) >= 4
+    for f in switches:
+        variable = f.metadata["env"]
+        flipped = Settings.from_env({variable: "0" if f.default else "1"})
+        assert getattr(flipped, f.name) is (not f.default), variable
+        with pytest.raises(ConfigError, match=variable):
+            Settings.from_env({variable: "maybe"})
+
+
 def test_docs_configuration_lists_every_setting() -> None:
     from querylog.config import describe_settings
 

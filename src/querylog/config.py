@@ -604,6 +604,8 @@ class Settings:
                 values[key] = raw.strip()
         if (raw := get("QUERYLOG_CAPTURE_ANSWERS")) is not None:
             values["capture_answers"] = _bool("QUERYLOG_CAPTURE_ANSWERS", raw)
+        if (raw := get("QUERYLOG_AUTO_COMPACT")) is not None:
+            values["auto_compact"] = _bool("QUERYLOG_AUTO_COMPACT", raw)
         if (raw := get("QUERYLOG_PRICES")) is not None:
             from querylog.logging.pricing import PriceTable, PriceTableError
 
