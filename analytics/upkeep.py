@@ -81,6 +81,7 @@ __all__ = [
     "SearchHitLike",
     "SearchIndexLike",
     "SearchUnavailableError",
+    "UpkeepBusyError",
     "UpkeepError",
     "apply_retention",
     "built_search_fields",
@@ -119,6 +120,10 @@ _HOUR_RE: Final = re.compile(r"^hour=(\d{2})$")
 
 class UpkeepError(Exception):
     """Upkeep could not run; the message says why and what to do. The lake is left consistent."""
+
+
+class UpkeepBusyError(UpkeepError):
+    """Another upkeep of the lake holds it: nothing was done, and trying again later does it."""
 
 
 class _Journal(msgspec.Struct):
@@ -266,8 +271,9 @@ def _upkeep_lock(lake_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UpkeepError(
-                f"another `querylog compact` is working on {lake_dir}; try again when it is done"
+            raise UpkeepBusyError(
+                f"another upkeep is working on {lake_dir} (a `querylog compact`, an erasure, or a running service "
+                "merging the hours that closed); try again when it is done"
             ) from None
         try:
             yield

@@ -169,6 +169,29 @@ def test_the_running_service_merges_the_lakes_closed_hours_unless_told_not_to(
     assert _lake_events(settings) == 5
 
 
+def test_a_round_that_finds_the_lake_busy_leaves_its_hours_to_the_next(tmp_path: Path) -> None:
+    """A `querylog compact` from cron holding the lake made each round log `lake_compaction_failed` as an error."""
+    import fcntl
+    from datetime import UTC, datetime, timedelta
+
+    from structlog.testing import capture_logs
+
+    from querylog.logging.events import QueryReceived
+    from querylog.logging.projection import Batch
+
+    settings = Settings(home=tmp_path, stdout_events=False)
+    hour = (datetime.now(UTC) - timedelta(hours=3)).replace(minute=5, second=0, microsecond=0)
+    with ParquetSink(settings.lake_dir) as sink:
+        for n in range(3):
+            event = QueryReceived(query_id=f"q-{n}", query_text="네이버", ts=hour + timedelta(minutes=n))
+            sink.write(Batch(events=[event], checkpoint={"a.jsonl": n + 1}))
+    with (settings.lake_dir / "_querylog" / "upkeep.lock").open("a") as held, capture_logs() as logs:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        assert run_housekeeping(settings).lake_hours_compacted == 0
+    assert [e["log_level"] for e in logs if e["event"].startswith("lake_compaction")] == ["info"]
+    assert run_housekeeping(settings).lake_hours_compacted == 1  # once the lake is free
+
+
 def test_one_process_leads_and_a_failure_never_escapes(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, stdout_events=False)
     first, second = Housekeeper(settings), Housekeeper(settings)

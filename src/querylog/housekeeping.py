@@ -156,10 +156,13 @@ def _compact_hours(settings: Settings, now: float | None) -> int:
     left to `querylog compact` (a day is sorted in memory). A failure is logged, and the next round tries again."""
     if not settings.auto_compact or not (settings.lake_dir / "events").is_dir():
         return 0
-    from querylog.analytics.upkeep import LakeCompactor
+    from querylog.analytics.upkeep import LakeCompactor, UpkeepBusyError
 
     try:
         report = LakeCompactor(settings.lake_dir).run(now=datetime.fromtimestamp(now, UTC) if now is not None else None)
+    except UpkeepBusyError:  # a `querylog compact` or an erasure at work: the next round merges what is left
+        _log.info("lake_compaction_skipped", reason="another upkeep of the lake is working")
+        return 0
     except Exception as exc:  # the lake's upkeep must not stop the log's
         _log.error("lake_compaction_failed", error=f"{type(exc).__name__}: {exc}")
         return 0
