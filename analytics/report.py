@@ -311,6 +311,7 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
             [
                 [f"{r['bin_start']:.1f}–{r['bin_end']:.1f}", _num(r["queries"])]
                 for r in report.quality.iter_rows(named=True)
+                if report.quality["queries"].sum()  # no score in the window: "none", as the other sections say
             ],
         )
     )

@@ -197,6 +197,7 @@ def test_report_command_takes_a_service_and_names_unknown_ones(
     assert main(["--home", str(tmp_path), "report", "--since", "1d", "--service", "news-bot"]) == 0
     text = capsys.readouterr().out
     assert "Filtered to services: news-bot." in text
+    assert "## Quality score distribution\n\n_none_" in text  # no score: not a table of ten zeros
     assert re.search(r"^\| Queries \| 1 \|", text, re.M), text
     assert main(["--home", str(tmp_path), "report", "--since", "1d", "--service", "chat_api"]) == 0
     said = capsys.readouterr().err
