@@ -75,11 +75,12 @@ def question_key(text: str) -> str:
 
 def _asked_sql(which: str) -> str:
     """The queries that asked (`which`: a condition on their ``query_received`` events), each with its question,
-    start, env, release, prompt version and intent, as the `queries` view has them: ``asked a``, ``intents i``."""
+    start, env, service, release, prompt version and intent, as the `queries` view has them: ``asked a``,
+    ``intents i``."""
     return f"""
 asked AS (
     SELECT query_id, any_value(query_text) AS query_text, min(ts) AS ts, any_value(env) AS env,
-           any_value(release) AS release, any_value(prompt_version) AS prompt_version
+           any_value(service) AS service, any_value(release) AS release, any_value(prompt_version) AS prompt_version
     FROM events
     WHERE event_type = 'query_received' AND {which}
     GROUP BY query_id
@@ -97,6 +98,7 @@ _IN_FILTERS: Final = f"""
 WHERE ($since IS NULL OR a.ts >= $since) AND ($until IS NULL OR a.ts < $until)
   AND (len($intents) = 0 OR list_contains($intents, coalesce(i.intent, '{UNCLASSIFIED}')))
   AND (len($envs) = 0 OR list_contains($envs, a.env))
+  AND (len($services) = 0 OR list_contains($services, a.service))
   AND (len($releases) = 0 OR list_contains($releases, a.release))
   AND (len($prompt_versions) = 0 OR list_contains($prompt_versions, a.prompt_version))
 """
@@ -108,6 +110,7 @@ def _filter_params(f: Filters) -> dict[str, Any]:
         "until": f.until,
         "intents": list(f.intents),
         "envs": list(f.envs),
+        "services": list(f.services),
         "releases": list(f.releases),
         "prompt_versions": list(f.prompt_versions),
     }

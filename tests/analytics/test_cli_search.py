@@ -505,3 +505,24 @@ def test_a_bad_alias_file_stops_the_search_with_its_line(
     shared.write_text("canonical,aliases,codes\n삼성전자,삼성,005930\n삼성SDI,삼성,006400\n", encoding="utf-8")
     assert main(["--home", str(lake.home), "search", "삼성", "--aliases", str(shared)]) == 0
     assert "'삼성' names two companies (line 2: 삼성전자; line 3: 삼성SDI)" in capsys.readouterr().err
+
+
+@needs_search
+def test_search_counts_a_question_within_a_service_or_an_env(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two apps asking one question: `times_asked` added both, with no way to see one app's (report and the explorer
+    filter by service)."""
+    ts = datetime.now(UTC) - timedelta(hours=1)
+    events = []
+    for n, (service, env) in enumerate([("shop", "prod"), ("shop", "prod"), ("billing", "prod"), ("billing", "dev")]):
+        common = {"query_id": f"q-{n}", "service": service, "env": env, "ts": ts}
+        events += [QueryReceived(query_text="배송 언제 와요?", **common), QueryCompleted(latency_ms=5.0, **common)]
+    with ParquetSink(tmp_path / "lake") as sink:
+        sink.write(Batch(events=events, checkpoint={"a": len(events)}))
+    for flags, asked in (([], 4), (["--service", "billing"], 2), (["--service", "billing", "--env", "prod"], 1)):
+        assert main(["--home", str(tmp_path), "search", "배송", *flags, "--format", "json"]) == 0
+        [row] = json.loads(capsys.readouterr().out)
+        assert row["times_asked"] == asked, flags
+    assert main(["--home", str(tmp_path), "search", "배송", "--service", "billing", "--no-group"]) == 2
+    assert "not --no-group" in capsys.readouterr().err

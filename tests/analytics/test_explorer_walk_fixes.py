@@ -252,12 +252,16 @@ def test_several_services_in_one_lake_can_be_told_apart(tmp_path: Path, monkeypa
     """Two apps sending to one querylog: the sidebar offers each, and the report takes --service."""
     ts = END - timedelta(hours=1)
     events = [e for n in range(3) for e in _asked(f"c-{n}", "네이버 주가", ts, service="chat-api")]
-    events += _asked("n-1", "카카오 뉴스", ts, service="news-bot")
+    events += _asked("n-1", "카카오 뉴스", ts, service="news-bot") + _asked(
+        "n-2", "네이버 주가", ts, service="news-bot"
+    )
     _write(tmp_path / "home", events)
     at = _app(tmp_path / "home", monkeypatch)
-    assert next(m.value for m in at.metric if m.label == "Queries") == "4"
+    assert next(m.value for m in at.metric if m.label == "Queries") == "5"
     at.sidebar.multiselect(key="services").set_value(["news-bot"]).run()
-    assert next(m.value for m in at.metric if m.label == "Queries") == "1"
+    assert next(m.value for m in at.metric if m.label == "Queries") == "2"
+    at.text_input(key="search").input("네이버").run()  # asked 3 times by chat-api, once by news-bot
+    assert [int(n) for n in re.findall(r"×(\d+)", " ".join(h.proto.body for h in at.get("html")))] == [1]
     # One service alone: no filter to offer.
     _write(tmp_path / "one", _asked("c-9", "네이버 주가", ts))
     assert not [m for m in _app(tmp_path / "one", monkeypatch).sidebar.multiselect if m.key == "services"]

@@ -48,6 +48,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("text", help='what to look for, e.g. "네이버 주가"')
     p.add_argument("--limit", "-n", type=_limit, default=10, help="most results, 1-10000 (default: 10)")
     p.add_argument("--intent", help="only queries with this intent, e.g. stock_analysis")
+    p.add_argument("--env", action="append", default=[], help="only queries from this env (repeatable)")
+    p.add_argument(
+        "--service",
+        action="append",
+        default=[],
+        help="only queries from this service, the app that asked (repeatable); times_asked counts only those",
+    )
     p.add_argument(
         "--since",
         type=since_argument,
@@ -97,6 +104,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not asked.strip():
         print("querylog search: give some text to look for", file=sys.stderr)
         return 2
+    if not args.group and (args.env or args.service):
+        print(
+            "querylog search: --env and --service filter the questions (the default), not --no-group", file=sys.stderr
+        )
+        return 2
     if lake_missing(settings.lake_dir, "search"):
         return 1  # nothing to search, and no index to make in a directory that may be a typo
     configure_structlog(stream=sys.stderr)  # stdout carries the results only
@@ -118,7 +130,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             searches = [_synced(LakeSearch(settings.home, field=field), catalog) for field in fields]
             if args.group:
                 # Distinct questions straight from the index: a question asked thousands of times takes one place.
-                only = Filters(since=args.since, intents=(args.intent,) if args.intent else ())
+                intents = (args.intent,) if args.intent else ()
+                only = Filters(since=args.since, intents=intents, envs=tuple(args.env), services=tuple(args.service))
                 # One more than shown: whether there are more to offer with --limit.
                 groups = find_questions(catalog, searches, asked, limit=args.limit + 1, filters=only, aliases=aliases)
                 more, groups = len(groups) > args.limit, groups[: args.limit]
