@@ -41,12 +41,13 @@ import os
 import re
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
 
 import msgspec
 import pyarrow as pa
@@ -90,6 +91,7 @@ __all__ = [
     "retained_from",
     "retention_boundary",
     "search_index_dir",
+    "when_the_lake_is_free",
 ]
 
 #: Called as progress(done, total, what) while long work goes on.
@@ -279,6 +281,30 @@ def _upkeep_lock(lake_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+_T = TypeVar("_T")
+
+#: How long a command waits for another upkeep of the lake (the running service merging an hour takes seconds; a
+#: `querylog compact` of days, minutes) before it stops with `UpkeepBusyError`.
+LAKE_BUSY_WAIT_S: Final = 120.0
+
+
+def when_the_lake_is_free(work: Callable[[], _T], waiting: Callable[[str], None], wait_s: float | None = None) -> _T:
+    """`work()`, an upkeep of the lake, tried again while another holds the lake (it refuses at once, having done
+    nothing), for `wait_s` at most (`LAKE_BUSY_WAIT_S`); `waiting` is told once."""
+    deadline = time.monotonic() + (LAKE_BUSY_WAIT_S if wait_s is None else wait_s)
+    said = False
+    while True:
+        try:
+            return work()
+        except UpkeepBusyError:
+            if time.monotonic() >= deadline:
+                raise
+            if not said:
+                waiting("waiting for another upkeep of the lake to finish (the service merging an hour, a compact)")
+                said = True
+            time.sleep(0.2)
 
 
 def _rows_and_schema(inputs: Sequence[Path]) -> tuple[int, pa.Schema]:

@@ -91,13 +91,40 @@ def test_the_lake_scans_say_how_far_they_are(tmp_path: Path, monkeypatch: pytest
     assert len(scanned) >= 2 * files  # the scans of the subjects, of their queries, and before the rewrite
 
 
-def test_an_erase_while_a_compaction_holds_the_lake_is_refused_before_the_log_is_touched(tmp_path: Path) -> None:
+def test_an_erase_that_meets_the_lakes_upkeep_waits_for_it_then_erases(tmp_path: Path) -> None:
+    """The running service merges the hours that closed: an erasure at that moment stopped, "run it again"."""
+    import fcntl
+    import threading
+
+    s = _home(tmp_path)
+    waiting, said, done = threading.Event(), [], []
+
+    def progress(line: str) -> None:
+        said.append(line)
+        if "waiting for another upkeep" in line:
+            waiting.set()
+
+    with (s.lake_dir / "_querylog" / "upkeep.lock").open("a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # as the service's hour merging holds it
+        worker = threading.Thread(target=lambda: done.append(erase(s, user_ids=["alice"], progress=progress)))
+        worker.start()
+        assert waiting.wait(timeout=60), said
+        fcntl.flock(held.fileno(), fcntl.LOCK_UN)
+        worker.join(timeout=120)
+    assert done and done[0].log_events == 6 * 4 and done[0].lake_events > 0
+
+
+def test_an_erase_while_a_compaction_holds_the_lake_is_refused_before_the_log_is_touched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """It blanked the log, then found the lake busy and stopped: the log and the lake disagreed until it was run
     again, and the next `compact` knew nothing of the erasure left half done."""
     import fcntl
 
+    import querylog.analytics.upkeep as upkeep
     from querylog.analytics.upkeep import UpkeepError
 
+    monkeypatch.setattr(upkeep, "LAKE_BUSY_WAIT_S", 0.0)  # a compaction longer than an erasure waits for
     s = _home(tmp_path)
     log_before = {p.name: p.read_bytes() for p in s.log_dir.glob("*.jsonl")}
     with (s.lake_dir / "_querylog" / "upkeep.lock").open("a") as held:

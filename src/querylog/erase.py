@@ -251,9 +251,10 @@ def _erase_lake(
 ) -> tuple[int, set[Path], int]:
     """Rewrite each hour that holds a subject's row among `event_ids` without it: (rows dropped, hours rewritten,
     hours not). Only those: a subject's event written after the erase began stays in the log, so in the lake too."""
-    from querylog.analytics.upkeep import HourPartition, LakeCompactor
+    from querylog.analytics.upkeep import HourPartition, LakeCompactor, when_the_lake_is_free
 
-    LakeCompactor(lake_dir).recover()  # a rewrite a crash interrupted is finished (or undone) first
+    # A rewrite a crash interrupted is finished (or undone) first.
+    when_the_lake_is_free(LakeCompactor(lake_dir).recover, _lake_said(progress))
     hours = _lake_scan(lake_dir, subjects, event_ids, progress).hours
     if not hours:
         return 0, set(), 0
@@ -265,9 +266,13 @@ def _erase_lake(
         drop=lambda table: _mask(table, subjects, event_ids),
         progress=lambda done, total, what: progress(f"lake [{done}/{total}] {what}"),
     )
-    report = compactor.rewrite(partitions)
+    report = when_the_lake_is_free(lambda: compactor.rewrite(partitions), _lake_said(progress))
     skipped = {p for p in partitions if p.name in report.skipped}
     return compactor.dropped, {p.path for p in partitions if p not in skipped}, len(report.skipped)
+
+
+def _lake_said(progress: Callable[[str], None]) -> Callable[[str], None]:
+    return lambda line: progress(f"lake: {line}")
 
 
 def _wait_for_parquet(settings: Settings, position: dict[str, int], timeout_s: float) -> bool:
@@ -677,10 +682,10 @@ def _erase(
             _check_loki_tenant(settings)
     if settings.lake_dir.is_dir():
         ParquetSink.committed_checkpoint(settings.lake_dir)
-        from querylog.analytics.upkeep import LakeCompactor
+        from querylog.analytics.upkeep import LakeCompactor, when_the_lake_is_free
 
-        # A `querylog compact` at work holds the lake: refused now, before the log is blanked, not after it.
-        LakeCompactor(settings.lake_dir).recover()
+        # Another upkeep at work holds the lake: waited for, or refused now, before the log is blanked, not after it.
+        when_the_lake_is_free(LakeCompactor(settings.lake_dir).recover, _lake_said(progress))
     receipt.resumed = resumed = earlier is not None
     if earlier is not None:
         progress("finishing an erasure a run before this one left half done (it was stopped)")

@@ -517,6 +517,28 @@ def test_a_rebuild_waits_for_a_sync_in_progress_then_indexes_the_lake_anew(fresh
 
 
 # -- the command ------------------------------------------------------------------------------------------
+def test_compact_command_waits_for_another_upkeep_rather_than_failing(
+    fresh_lake: SampleLake, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `querylog compact` from cron that met the running service merging an hour exited 1, "another `querylog
+    compact` is working"."""
+    from querylog.analytics.upkeep import UpkeepBusyError
+
+    real, calls = LakeCompactor.run, []
+
+    def busy_once(self: LakeCompactor, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        if len(calls) == 1:
+            raise UpkeepBusyError("another upkeep is working on the lake")
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(LakeCompactor, "run", busy_once)
+    assert main(["--home", str(fresh_lake.home), "compact", "--no-days"]) == 0
+    captured = capsys.readouterr()
+    assert "querylog compact: waiting for another upkeep of the lake" in captured.err
+    assert len(calls) == 2 and f"({fresh_lake.events} events)" in captured.out
+
+
 def test_compact_command_shows_progress_and_a_summary(
     fresh_lake: SampleLake, capsys: pytest.CaptureFixture[str]
 ) -> None:

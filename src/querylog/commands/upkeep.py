@@ -78,6 +78,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         built_search_fields,
         expired_days,
         retention_boundary,
+        when_the_lake_is_free,
     )
 
     lake = settings.lake_dir
@@ -86,6 +87,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     days = args.retention_days if args.retention_days is not None else settings.lake_retention_days
     compactor = LakeCompactor(lake, progress=_progress("compact"))
+
+    def waiting(line: str) -> None:  # the running service merging an hour, an erasure: seconds, usually
+        print(f"querylog compact: {line}", file=sys.stderr, flush=True)
+
     if args.dry_run:
         dropped: set[str] = set()  # what retention would drop is not compacted after it
         if days is not None:
@@ -109,7 +114,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     try:
         if days is not None:
-            retained = apply_retention(lake, days=days, progress=_progress("retention"))
+            retained = when_the_lake_is_free(
+                lambda: apply_retention(lake, days=days, progress=_progress("retention")), waiting
+            )
             print(
                 f"retention: dropped {len(retained.dates_removed)} day(s) ({retained.files_removed} files) "
                 f"before {retained.boundary.date()}"
@@ -120,8 +127,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                     print(f"retention: search index pruned before {retained.boundary.date()} ({field})")
                 except SearchUnavailableError as exc:
                     print(f"querylog compact: search index not pruned: {exc}", file=sys.stderr)
-        report = compactor.run(older_than=args.older_than)
-        days_report = None if args.no_days else compactor.run_days()
+        report = when_the_lake_is_free(lambda: compactor.run(older_than=args.older_than), waiting)
+        days_report = None if args.no_days else when_the_lake_is_free(compactor.run_days, waiting)
     except UpkeepError as exc:
         print(f"querylog compact: {exc}", file=sys.stderr)
         return 1
