@@ -304,14 +304,14 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
             ],
         )
     )
+    scored = bool(report.quality["queries"].sum())  # no score in the window: "none", as the other sections say
     out.append(
         (
             "Quality score distribution",
             ["score", "queries"],
             [
                 [f"{r['bin_start']:.1f}–{r['bin_end']:.1f}", _num(r["queries"])]
-                for r in report.quality.iter_rows(named=True)
-                if report.quality["queries"].sum()  # no score in the window: "none", as the other sections say
+                for r in (report.quality.iter_rows(named=True) if scored else ())
             ],
         )
     )

@@ -55,24 +55,21 @@ def run_push(args: argparse.Namespace, settings: Settings) -> int:
         lake_missing(settings.lake_dir, "lake push")
         return 1
     last = [0.0]
-    verb = "would upload" if args.dry_run else "uploading"
 
-    def progress(done: int, total: int, key: str, size: int) -> None:
+    def say(done: int, total: int, what: str, *, now_anyway: bool = False) -> None:
+        """One progress line: the first, the last, and at most one a second between (`now_anyway`: said at once)."""
         now = time.monotonic()
-        if (
-            done in (0, total - 1) or size >= _SAID_BYTES or now - last[0] >= 1.0
-        ):  # a large file is said before its wait
+        if done in (0, total - 1) or now_anyway or now - last[0] >= 1.0:
             last[0] = now
-            print(f"querylog lake push: {verb} [{done + 1}/{total}] {key} ({_mb(size)})", file=sys.stderr, flush=True)
+            print(f"querylog lake push: {what}", file=sys.stderr, flush=True)
+
+    def progress(done: int, total: int, key: str, size: int) -> None:  # a large file is said before its wait
+        verb = "would upload" if args.dry_run else "uploading"
+        say(done, total, f"{verb} [{done + 1}/{total}] {key} ({_mb(size)})", now_anyway=size >= _SAID_BYTES)
 
     def deleting(done: int, total: int, key: str) -> None:  # a mirror of a compaction deletes thousands
-        now = time.monotonic()
-        if done in (0, total - 1) or now - last[0] >= 1.0:
-            last[0] = now
-            doing = "would delete" if args.dry_run else "deleting"
-            print(
-                f"querylog lake push: {doing} [{done + 1}/{total}] {key} (no longer local)", file=sys.stderr, flush=True
-            )
+        doing = "would delete" if args.dry_run else "deleting"
+        say(done, total, f"{doing} [{done + 1}/{total}] {key} (no longer local)")
 
     try:
         report = push_lake(
