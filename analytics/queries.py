@@ -68,10 +68,22 @@ _STAGE_COLUMNS: Final = (
 
 # Queries that never got an intent are grouped under UNCLASSIFIED (querylog.logging.events), so that they can be
 # filtered and charted like any other intent instead of vanishing as NULL.
+_FULL_WIDTH: Final = "".join(map(chr, range(0xFF01, 0xFF5F)))  # ！ … ～
+_AS_ASCII: Final = "".join(map(chr, range(0x21, 0x7F)))  # ! … ~
+#: What `question_key` does to full-width forms before it folds case and spacing.
+FULL_WIDTH_AS_ASCII: Final = str.maketrans(_FULL_WIDTH, _AS_ASCII)
+_AS_ASCII_SQL: Final = _AS_ASCII.replace("'", "''")
 #: `querylog.analytics.search_groups.question_key` in SQL: what makes two questions the same (case and spacing
 #: aside), so that the report's and the explorer's top queries count a question as search does.
 #: The class is Python's whitespace (`str.split`) in RE2: its ``\s`` is ASCII only, ``\p{Z}`` the Unicode spaces.
-QUESTION_KEY_SQL: Final = r"lower(trim(regexp_replace(query_text, '[\s\x0b\x1c-\x1f\x85\p{Z}]+', ' ', 'g')))"
+#: Full-width letters, digits and signs (ＳＫ하이닉스, typed with a Korean keyboard's full-width mode) are read as
+#: the ASCII ones, as search's NFKC folding reads them; only texts that have one pay for the translation.
+QUESTION_KEY_SQL: Final = (
+    r"lower(trim(regexp_replace("
+    rf"CASE WHEN regexp_matches(query_text, '[\x{{FF01}}-\x{{FF5E}}]') "
+    rf"THEN translate(query_text, '{_FULL_WIDTH}', '{_AS_ASCII_SQL}') ELSE query_text END, "
+    r"'[\s\x0b\x1c-\x1f\x85\p{Z}]+', ' ', 'g')))"
+)
 #: A sum of costs that does not depend on the order DuckDB's threads add them in: a float sum does, and a figure on
 #: the edge of a cent (0.01275) printed $0.0127 or $0.0128 from one run to the next on the same lake.
 _EXACT_SUM: Final = "sum(cost_usd::DECIMAL(38, 12))::DOUBLE"
@@ -592,7 +604,7 @@ class LakeQueries:
     # -- what people ask ---------------------------------------------------------------------------
     def top_queries(self, f: Filters = Filters(), limit: int = 20) -> pl.DataFrame:
         """query_text, queries, intent (the most common), no_results, p50_ms, last_seen — most asked first.
-        Texts that differ only in case or spacing count as one, as in search (`question_key`)."""
+        Texts that differ only in case, spacing or full-width forms count as one, as in search (`question_key`)."""
         return self._frame(
             f,
             f"""
@@ -662,8 +674,8 @@ class LakeQueries:
 
     def most_reformulated(self, f: Filters = Filters(), limit: int = 10) -> pl.DataFrame:
         """query_text, reformulated, queries, reformulation_rate, intent: the questions users most often had to
-        ask again, most reformulated first. Texts that differ only in case or spacing count as one, as in
-        `top_queries`."""
+        ask again, most reformulated first. Texts that differ only in case, spacing or full-width forms count as
+        one, as in `top_queries`."""
         return self._frame(
             f,
             f"""

@@ -7,8 +7,8 @@ question asked 2,000 times takes one place, so rarer ones are found too); `group
 questions and counts each one over the whole lake (within the same filters), so `times_asked` is exact even when
 the question was asked more often than the search listed.
 
-Two texts are the same question when they differ only in case and spacing between words ("네이버 주가  전망은?"
-and "네이버 주가 전망은?"); the text shown is the one asked most recently.
+Two texts are the same question when they differ only in case, spacing between words ("네이버 주가  전망은?"
+and "네이버 주가 전망은?") and full-width forms (ＳＫ is SK); the text shown is the one asked most recently.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from querylog.analytics.catalog import QUERY_INTENT_SQL, Catalog
-from querylog.analytics.queries import Filters
+from querylog.analytics.queries import FULL_WIDTH_AS_ASCII, Filters
 from querylog.logging.events import UNCLASSIFIED
 from querylog.logging.reformulation import lower_as_duckdb
 
@@ -69,8 +69,9 @@ class AskedQuestion:
 
 
 def question_key(text: str) -> str:
-    """What makes two questions the same: their words, lower-cased (as `queries.QUESTION_KEY_SQL` has it in SQL)."""
-    return " ".join(lower_as_duckdb(text).split())
+    """What makes two questions the same: their words, lower-cased, full-width forms as ASCII (as
+    `queries.QUESTION_KEY_SQL` has it in SQL)."""
+    return " ".join(lower_as_duckdb(text.translate(FULL_WIDTH_AS_ASCII)).split())
 
 
 def _asked_sql(which: str) -> str:
