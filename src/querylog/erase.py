@@ -579,20 +579,38 @@ def _file_in_loki(settings: Settings, requests: Sequence[str], receipt: ErasureR
 AUDIT: Final = "erasures.jsonl"
 
 
-def last_blanking(settings: Settings) -> dict[str, Any] | None:
-    """The audit entry of the newest erasure that was the log's last write when it finished (it holds `log_end`)."""
+def _audit_entries(settings: Settings) -> list[dict[str, Any]]:
+    """The audit file's entries, oldest first; a damaged line (not UTF-8, not JSON) says nothing and is passed."""
     try:
         lines = (settings.state_dir / AUDIT).read_bytes().splitlines()
     except OSError:
-        return None
-    for line in reversed(lines):
+        return []
+    entries = []
+    for line in lines:
         try:
             entry = json.loads(line)
-        except ValueError:  # not UTF-8 or not JSON: a damaged line says nothing
+        except ValueError:
             continue
-        if isinstance(entry, dict) and entry.get("log_end"):
-            return entry
-    return None
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
+def last_blanking(settings: Settings) -> dict[str, Any] | None:
+    """The audit entry of the newest erasure that was the log's last write when it finished (it holds `log_end`)."""
+    return next((entry for entry in reversed(_audit_entries(settings)) if entry.get("log_end")), None)
+
+
+def erased_from_log(settings: Settings) -> tuple[int, int, str | None]:
+    """How many erasures blanked events in the log, how many events they blanked in all, and when the last one ran
+    (its ISO time): what the metrics' counters, which never go down, count beyond the log for good."""
+    runs = [
+        entry
+        for entry in _audit_entries(settings)
+        if isinstance(entry.get("log_events"), int) and entry["log_events"] > 0
+    ]
+    last = runs[-1].get("ts") if runs else None
+    return len(runs), sum(entry["log_events"] for entry in runs), last if isinstance(last, str) else None
 
 
 def _traffic_before(settings: Settings, end: Checkpoint) -> datetime | None:

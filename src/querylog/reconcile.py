@@ -93,22 +93,29 @@ class ReconcileReport:
     def loki_shortfall(self) -> int:
         """Events Loki counts fewer than its baseline, summed over the event types where it counts fewer: not
         shipped yet, or not sent because Loki would refuse them (counted as dropped by reason). 0 without Loki."""
-        return self._loki_gap(-1)
+        return self._gap("loki", -1)
 
     @property
     def loki_surplus(self) -> int:
         """Events Loki counts beyond its baseline (the log, or `LOKI_WINDOW`), summed over the event types where it
         counts more: entries stored twice (docs/loki.md, "Checkpoint and duplicates"), another data directory's
         under the same labels, or erased ones Loki has not deleted yet. 0 without Loki."""
-        return self._loki_gap(1)
+        return self._gap("loki", 1)
 
-    def _loki_gap(self, sign: int) -> int:
-        baseline = self.baselines.get("loki", "log")
+    @property
+    def metrics_surplus(self) -> int:
+        """Events the metrics count beyond their baseline, summed over the event types where they count more:
+        erased events (the counters never go down), or events counted as they came that the log no longer holds.
+        0 without the metrics."""
+        return self._gap("metrics", 1)
+
+    def _gap(self, source: str, sign: int) -> int:
+        baseline = self.baselines.get(source, "log")
         gap = 0
         for kind, _, counts in self.rows:
-            loki, theirs = counts.get("loki"), counts.get(baseline)
-            if kind == "events" and loki is not None and theirs is not None and (loki - theirs) * sign > 0:
-                gap += (loki - theirs) * sign
+            mine, theirs = counts.get(source), counts.get(baseline)
+            if kind == "events" and mine is not None and theirs is not None and (mine - theirs) * sign > 0:
+                gap += (mine - theirs) * sign
         return gap
 
 

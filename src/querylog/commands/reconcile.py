@@ -191,8 +191,22 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 "(--since)",
                 file=sys.stderr,
             )
-        from querylog.erase import written_before
+        from querylog.erase import erased_from_log, written_before
 
+        said_erased = False
+        if report.metrics_surplus:
+            erasures, blanked, last = erased_from_log(settings)
+            if blanked:
+                said_erased = True
+                print(
+                    f"querylog reconcile: the metrics count {report.metrics_surplus:,} more events than the log where "
+                    f"they differ: {erasures:,} erasure(s) blanked {blanked:,} event(s) in the log ("
+                    + (f"the last at {last[:19].replace('T', ' ')} UTC; " if last else "")
+                    + "state/erasures.jsonl), and the metrics' counters still count them: they "
+                    "count events, not people, and never go down (docs/privacy.md), so a difference up to that many "
+                    "stays",
+                    file=sys.stderr,
+                )
         now = datetime.now(UTC)
         # The erasure that last changed the log (it blanks lines, and leaves the segments' times as they were), and
         # when traffic wrote it last: the erasure's record says so, else the segments' times.
@@ -206,9 +220,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if since_erasure is not None and since_erasure < LIVE_S and (age is None or age >= LIVE_S):
             print(
                 f"querylog reconcile: the log was last changed {max(since_erasure, 0):.0f} s ago by an erasure "
-                "(state/erasures.jsonl), not by traffic: the metrics' counters still count the erased events "
-                "(they count events, not people, and never go down: docs/privacy.md), and Loki until it applies "
-                "the delete requests",
+                "(state/erasures.jsonl), not by traffic: "
+                + (
+                    ""
+                    if said_erased
+                    else "the metrics' counters still count the erased events (they count events, "
+                    "not people, and never go down: docs/privacy.md), and "
+                )
+                + "Loki counts them until it applies the delete requests",
                 file=sys.stderr,
             )
             return 1
