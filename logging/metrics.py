@@ -315,7 +315,6 @@ _RESTORED: Final = frozenset(
 )
 
 
-
 #: The statuses a query ends with: each intent's and release's series exist for both from its first query on.
 _STATUSES: Final = ("completed", "failed")
 
@@ -325,6 +324,7 @@ def _every_status(counts: Counter[tuple[str, str]]) -> list[tuple[tuple[str, str
     with its first count shows no increase to `rate()`: an intent's first failure went unseen on the dashboards."""
     labels = {label for label, _ in counts}
     return [((label, status), counts[(label, status)]) for label in sorted(labels) for status in _STATUSES]
+
 
 class MetricsProjection:
     """Prometheus metrics derived from events only, so that replaying the log rebuilds them exactly.
@@ -448,11 +448,12 @@ class MetricsProjection:
                 self._queries[(intent, "completed")] += 1
                 self._release_queries[(self._release(event.release), "completed")] += 1
                 self._observe_latency(intent, "completed", event.latency_ms)
-                # One quality observation per answered query: the completion's own score, else the one the
-                # generate step reported, so a producer that sets both is not counted twice.
-                quality = event.quality_score
-                if quality is None and ended is not None:
-                    quality = ended.quality_score
+                # One quality observation per answered query: the score the (last) generate step reported, else
+                # the completion's own, as the lake's `queries.quality_score` has it, so that a producer that sets
+                # both is counted once and the report and the Grafana panel read the same score.
+                quality = ended.quality_score if ended is not None else None
+                if quality is None:
+                    quality = event.quality_score
                 if quality is not None:
                     self._quality.observe(quality)
             case QueryFailed():

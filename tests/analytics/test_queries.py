@@ -252,6 +252,45 @@ def test_top_queries_count_a_question_as_search_does_whatever_its_spacing(tmp_pa
     assert stats.repeated_queries == 2
 
 
+def test_the_report_and_the_metrics_read_the_same_quality_score_when_a_producer_sends_two(tmp_path: Path) -> None:
+    """A producer scoring the answer 0.2 and the completion 0.9: the report's mean quality (the lake) read 0.2 and
+    the Grafana quality panel (/metrics) 0.9."""
+    from querylog.logging.events import QueryCompleted, QueryReceived, ResponseGenerated
+    from querylog.logging.metrics import MetricsProjection
+    from querylog.logging.parquet import ParquetSink
+    from querylog.logging.projection import Projector
+    from querylog.logging.segments import EventLog, LogReader
+
+    scores = {"both": (0.2, 0.9), "answer only": (0.4, None), "completion only": (None, 0.7), "none": (None, None)}
+    events = []
+    for qid, (answer, completion) in scores.items():
+        events += [
+            QueryReceived(query_id=qid, query_text=qid),
+            ResponseGenerated(query_id=qid, quality_score=answer),
+            QueryCompleted(query_id=qid, latency_ms=5.0, quality_score=completion),
+        ]
+    with EventLog(tmp_path / "log") as log:
+        for event in events:
+            log.append(event)
+    with ParquetSink(tmp_path / "lake") as sink:
+        Projector(LogReader(tmp_path / "log"), sink).catch_up()
+    metrics = MetricsProjection("querylog")
+    metrics.apply(events)
+    page = metrics.exposition().decode()
+    observed = {
+        line.split()[0]: float(line.split()[1])
+        for line in page.splitlines()
+        if line.startswith("querylog_quality_score_")
+    }
+    with Catalog(tmp_path / "lake") as catalog:
+        [(count, total)] = catalog.execute("SELECT count(quality_score), sum(quality_score) FROM queries").fetchall()
+        mean = LakeQueries(catalog).summary().mean_quality
+    assert (count, total) == (3, pytest.approx(0.2 + 0.4 + 0.7))
+    assert observed["querylog_quality_score_count"] == count
+    assert observed["querylog_quality_score_sum"] == pytest.approx(total)
+    assert mean == pytest.approx(total / count)
+
+
 def test_equally_common_spellings_of_a_question_are_shown_the_same_way_every_time(tmp_path: Path) -> None:
     """Two spellings asked equally often: the top queries, the no-result ones and the most reformulated showed
     either, from one run to the next. Ties go to the spelling that sorts first, and so do the intents'."""

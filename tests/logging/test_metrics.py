@@ -176,12 +176,12 @@ def test_stage_series_exist_at_zero_before_any_stage_event() -> None:
 
 def test_quality_is_observed_once_per_completed_query() -> None:
     events = [
-        # The completion carries a score: it is the one observed, the generate step's is not added to it.
-        ResponseGenerated(query_id="q1", ts=at(0), quality_score=0.3),
-        QueryCompleted(query_id="q1", ts=at(1), latency_ms=900.0, quality_score=0.9),
-        # The completion has none: the generate step's score stands in.
-        ResponseGenerated(query_id="q2", ts=at(0), quality_score=0.5),
-        QueryCompleted(query_id="q2", ts=at(1), latency_ms=900.0),
+        # Both carry a score: the generate step's is the one observed (as the lake has it), once.
+        ResponseGenerated(query_id="q1", ts=at(0), quality_score=0.9),
+        QueryCompleted(query_id="q1", ts=at(1), latency_ms=900.0, quality_score=0.3),
+        # The generate step has none: the completion's stands in.
+        ResponseGenerated(query_id="q2", ts=at(0)),
+        QueryCompleted(query_id="q2", ts=at(1), latency_ms=900.0, quality_score=0.5),
         # Generated but failed afterwards: no answer reached the user, nothing observed.
         ResponseGenerated(query_id="q3", ts=at(0), quality_score=0.1),
         QueryFailed(query_id="q3", ts=at(1), error_type="StreamBroken"),
