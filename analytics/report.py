@@ -100,9 +100,10 @@ def build_report(
         .sort(["queries", "intent"], descending=[True, False])
         .select("intent", "queries", "share", "previous_queries", "change")
     )
+    bounds = lq.time_bounds()
     volume = _with_quiet_buckets(
         lq.error_trend(filters, bucket).select("bucket", pl.col("finished").alias("queries"), "failed", "error_rate"),
-        since,
+        max(since, bounds[0]) if bounds is not None else since,  # not the days before the lake's first query
         until or now,
         bucket,
     )
@@ -133,7 +134,8 @@ def build_report(
 
 def _with_quiet_buckets(volume: pl.DataFrame, since: datetime, until: datetime, bucket: Bucket) -> pl.DataFrame:
     """`volume` with a row of zeros for each hour or day of [since, until) without a query: a quiet day (an
-    outage) is a row that says 0, not a gap a reader may not notice. A window without any query stays empty."""
+    outage) is a row that says 0, not a gap a reader may not notice. A window without any query stays empty; the
+    caller starts `since` no earlier than the lake's first query (``--since 1970-01-01`` is not 20,000 rows of 0)."""
     if volume.is_empty():
         return volume
     step = timedelta(hours=1) if bucket == "hour" else timedelta(days=1)

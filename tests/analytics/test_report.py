@@ -482,9 +482,12 @@ def test_a_day_without_queries_is_a_row_of_zeros_in_the_volume_not_a_gap(tmp_pat
     with Catalog(tmp_path / "lake") as cat:
         report = build_report(cat, since=since, until=until)
         hourly = build_report(cat, since=since + timedelta(days=3), until=since + timedelta(days=3, hours=8))
+        # All history: 20,801 rows of zeros from 1970 on (18 s and 388 MB for the HTML); it starts at the first query.
+        everything = build_report(cat, since=datetime(1970, 1, 1, tzinfo=UTC), until=until)
     assert [(b.date().isoformat(), q) for b, q in report.volume.select("bucket", "queries").iter_rows()] == [
         ((since + timedelta(days=d)).date().isoformat(), 1 if d in (0, 3) else 0) for d in range(4)
     ]
+    assert everything.volume.equals(report.volume)
     quiet = (since + timedelta(days=1)).date().isoformat()
     assert f"| {quiet} | 0 | 0 | – |" in render_markdown(report)
     assert (
