@@ -21,6 +21,7 @@
 import polars as pl
 
 from querylog.analytics.catalog import Catalog
+from querylog.analytics.queries import QUESTION_KEY_SQL
 from querylog.config import Settings
 
 pl.Config.set_tbl_rows(30)
@@ -31,6 +32,8 @@ settings = Settings.from_env()
 if not settings.lake_dir.is_dir():  # a mistyped home would show empty tables, as if nothing had happened
     raise SystemExit(f"No lake at {settings.lake_dir}: set QUERYLOG_HOME to your data directory (make run writes .querylog)")
 catalog = Catalog(settings.lake_dir)
+# One question whatever its case, spacing and full-width forms, as search and the report count questions.
+catalog.connection.execute(f"CREATE TEMP MACRO question_key(query_text) AS {QUESTION_KEY_SQL}")
 
 
 def sql(query: str, **params: object) -> pl.DataFrame:
@@ -53,13 +56,14 @@ print(languages)
 
 # %% [markdown]
 # ## The most asked questions
-# Grouped case-insensitively; `no_results` counts the times retrieval came back empty.
+# Grouped as search and the report group questions (`question_key`: case, spacing and full-width forms
+# aside); `no_results` counts the times retrieval came back empty.
 
 # %%
 print(sql("""
     SELECT mode(query_text ORDER BY query_text) AS query, count(*) AS asked, count(DISTINCT session_id) AS sessions,
            count(*) FILTER (WHERE result_count = 0) AS no_results, mode(intent ORDER BY intent) AS intent
-    FROM queries WHERE query_text IS NOT NULL GROUP BY lower(trim(query_text))
+    FROM queries WHERE query_text IS NOT NULL GROUP BY question_key(query_text)
     ORDER BY asked DESC LIMIT $n
 """, n=15))
 
@@ -76,7 +80,7 @@ print(sql("""
 """))
 no_results = sql("""
     SELECT mode(query_text ORDER BY query_text) AS query, count(*) AS times, max(started_at) AS last_seen
-    FROM queries WHERE result_count = 0 GROUP BY lower(trim(query_text)) ORDER BY times DESC, last_seen DESC LIMIT 15
+    FROM queries WHERE result_count = 0 GROUP BY question_key(query_text) ORDER BY times DESC, last_seen DESC LIMIT 15
 """)
 print(no_results)
 

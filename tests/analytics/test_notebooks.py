@@ -141,3 +141,32 @@ def test_the_intent_chart_draws_a_long_history_of_many_intents(tmp_path: Path) -
     proc = _run("intent_trends.py", home, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "chart: 4 encodings over 900 rows, 10 series" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_the_search_notebook_counts_a_question_as_search_and_the_report_do(tmp_path: Path) -> None:
+    """Its "most asked" and "no results" tables grouped by lower(trim(text)): a question typed with a double space
+    (or in full width) was another question, 38 + 9 where `querylog search` and the report said 47."""
+    from datetime import timedelta
+
+    from querylog.logging.events import QueryCompleted, QueryReceived, SearchCompleted
+    from querylog.logging.parquet import ParquetSink
+    from querylog.logging.projection import Batch
+
+    start = datetime(2026, 6, 1, 9, tzinfo=UTC)
+    spellings = ["네이버 주가 전망은?"] * 3 + ["네이버  주가 전망은?"] * 2 + ["ＮＡＶＥＲ 실적"] + ["NAVER 실적"] * 2
+    events: list[object] = []
+    for n, text in enumerate(spellings):
+        ts, query_id = start + timedelta(seconds=n), f"q-{n}"
+        events += [
+            QueryReceived(query_id=query_id, query_text=text, ts=ts),
+            SearchCompleted(query_id=query_id, result_count=0, ts=ts),
+            QueryCompleted(query_id=query_id, latency_ms=5.0, ts=ts),
+        ]
+    home = tmp_path / "home"
+    with ParquetSink(home / "lake") as sink:
+        sink.write(Batch(events=events, checkpoint={"r": 1}))  # type: ignore[arg-type]
+    proc = _run("search_analytics.py", home, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    most_asked = proc.stdout[proc.stdout.index("│ query") : proc.stdout.index("found_nothing")]
+    assert re.search(r"네이버 주가 전망은\?\s*┆\s*5\s*┆", most_asked), most_asked
+    assert re.search(r"NAVER 실적\s*┆\s*3\s*┆", most_asked), most_asked
