@@ -39,11 +39,15 @@ class Subjects:
 
     def matches(self, ids: _Ids, queries: Collection[str] = ()) -> bool:
         """Whether the event of `ids` is a subject's, or one of `queries` (queries found to be a subject's)."""
+        return self.names(ids.query_id, ids.user_id, ids.session_id, queries)
+
+    def names(self, query_id: object, user_id: object, session_id: object, queries: Collection[str] = ()) -> bool:
+        """Whether an event with these ids (None where it has none) is a subject's, or one of `queries`'."""
         return (
-            ids.query_id in self.query_ids
-            or ids.query_id in queries
-            or (ids.user_id is not None and ids.user_id in self.user_ids)
-            or (ids.session_id is not None and ids.session_id in self.session_ids)
+            query_id in self.query_ids
+            or query_id in queries
+            or (user_id is not None and user_id in self.user_ids)
+            or (session_id is not None and session_id in self.session_ids)
         )
 
 

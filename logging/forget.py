@@ -14,15 +14,14 @@ after their last event). With ``state/loki-deletes-pending.jsonl`` and ``state/e
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
-from querylog.logging.projection import atomic_write
+from querylog.logging.projection import atomic_write, locked
 
 __all__ = ["KEEP_S", "ForgetList"]
 
@@ -92,10 +91,5 @@ class ForgetList:
             return []
         return [line for line in lines if line.strip() and json.loads(line)["at"] >= now - KEEP_S]
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        lock = self.path.with_name(f".{self.path.name}.lock")
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with lock.open("ab") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            yield
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return locked(self.path.with_name(f".{self.path.name}.lock"))

@@ -11,16 +11,13 @@ worker never sets it back.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
 import msgspec
 import structlog
 
-from querylog.logging.projection import atomic_write
+from querylog.logging.projection import atomic_write, locked
 from querylog.logging.segments import Checkpoint
 
 __all__ = [
@@ -93,7 +90,7 @@ def snapshot_checkpoint(path: Path) -> Checkpoint | None:
 
 def write_snapshot(path: Path, snapshot: MetricsSnapshot, *, log_dir: Path | None = None) -> bool:
     """Replace the snapshot at `path` unless the one there covers more of the log; True if written."""
-    with _locked(path.parent / "locks" / "metrics-snapshot.lock"):
+    with locked(path.parent / "locks" / "metrics-snapshot.lock"):
         current = load_snapshot(path)
         if (
             current is not None
@@ -114,7 +111,7 @@ def publish_fold(path: Path, exposition: bytes, checkpoint: Checkpoint, *, log_d
     the one there covers more of the log; True if written. A fold that takes over from another process starts
     from a snapshot older than what that one last published: it publishes once it has caught up, so no counter
     the API serves ever goes back."""
-    with _locked(path.parent / "locks" / "metrics-fold.lock"):
+    with locked(path.parent / "locks" / "metrics-fold.lock"):
         current = published_checkpoint(path)
         if current is not None and not covers(checkpoint, current, log_dir):
             return False
@@ -150,11 +147,3 @@ def published_checkpoint(path: Path) -> Checkpoint | None:
         return msgspec.json.decode(first[len(_COVERS) :], type=dict[str, int])
     except msgspec.DecodeError:
         return None
-
-
-@contextlib.contextmanager
-def _locked(lock: Path) -> Iterator[None]:
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("ab") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        yield

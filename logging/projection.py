@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +43,7 @@ __all__ = [
     "SinkError",
     "SinkSendError",
     "atomic_write",
+    "locked",
     "try_lead",
 ]
 
@@ -220,6 +221,16 @@ class CheckpointFile:
             atomic_write(self.path, msgspec.json.encode(checkpoint))
         except OSError as exc:
             raise SinkSendError(f"checkpoint {self.path} not saved: {exc}", stage="checkpoint") from exc
+
+
+@contextlib.contextmanager
+def locked(lock_path: Path) -> Iterator[None]:
+    """An exclusive lock on `lock_path` (made if missing), waited for and held for the ``with`` block: how the
+    processes that rewrite one file (a snapshot, the forget list, the dead letters) take turns."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("ab") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        yield
 
 
 def try_lead(lock_path: Path) -> IO[bytes] | None:

@@ -802,3 +802,37 @@ def test_an_erase_leaves_the_segments_times_so_retention_trims_them_when_it_woul
     erase(s, user_ids=["alice"])
     assert [p.stat().st_mtime_ns for p in segments] == [long_ago] * len(segments)
     assert not any(_SECRET.encode() in p.read_bytes() for p in segments)  # and the lines were blanked
+
+
+def test_a_subjects_entries_leave_the_loki_dead_letters_and_everyone_elses_stay_to_be_posted_again(
+    tmp_path: Path,
+) -> None:
+    """A push Loki refused for a reason the sink cannot fix is kept whole, with its events' text and ids, to be
+    posted again (docs/loki.md): an erasure left the subject's questions and answers there, and a repost after it
+    would have put them back into Loki."""
+    from querylog.logging.projection import Projector
+    from querylog.runtime import loki_sink
+    from querylog.testing import Fault, RecordedLoki
+
+    s = _home(tmp_path, queries=2)
+    loki = RecordedLoki()
+    with loki.serve() as url:
+        loki.fail_next(Fault.answer(400, "unexpected validation failure\n"))  # one push: every event of both
+        with loki_sink(dataclasses.replace(s, loki_url=url)) as sink:
+            Projector(LogReader(s.log_dir), sink).catch_up()
+        assert loki.pending_faults == 0
+    letters = list(s.loki_dead_letter_dir.glob("*.jsonl"))
+    before = [json.loads(line) for path in letters for line in path.read_text().splitlines()]
+    assert sum(letter["entries"] for letter in before) == 2 * 2 * 4  # every event of both users' queries
+    assert str(letters[0].relative_to(s.home)) in _plain_files_with(s.home, _SECRET.encode())
+
+    receipt = erase(s, user_ids=["alice"], skip_loki=True)
+    assert receipt.dead_letter_entries == 2 * 4 and receipt.notes == []
+    assert _plain_files_with(s.home, _SECRET.encode()) == [] and _plain_files_with(s.home, b"alice") == []
+    after = [json.loads(line) for path in letters for line in path.read_text().splitlines()]
+    values = [v for letter in after for stream in letter["push"]["streams"] for v in stream["values"]]
+    assert len(values) == sum(letter["entries"] for letter in after) == 2 * 4
+    assert {v[2]["user_id"] for v in values if "user_id" in v[2]} == {"bob"}
+    repost = loki.handle(httpx.Request("POST", f"{url}/loki/api/v1/push", json=after[0]["push"]))
+    assert repost.status_code == 204
+    assert erase(s, user_ids=["alice"], skip_loki=True).dead_letter_entries == 0  # idempotent

@@ -23,10 +23,10 @@ from querylog.logging.events import AnyEvent
 from querylog.logging.loki.client import LokiClient, LokiOptions
 from querylog.logging.loki.encoding import LABEL_VALUE_RE, Entries, LineError, Push, encode_lines, plan_pushes
 from querylog.logging.loki.rejections import read_push_error
-from querylog.logging.projection import Batch, CheckpointFile, Prepared, Sink, SinkSendError
+from querylog.logging.projection import Batch, CheckpointFile, Prepared, Sink, SinkSendError, locked
 from querylog.logging.segments import Checkpoint
 
-__all__ = ["LokiSink"]
+__all__ = ["DEAD_LETTER_LOCK", "LokiSink"]
 
 _log = structlog.get_logger("querylog.loki")
 _EVENT_LABEL: Final = re.compile(r'event="([^"]*)"')
@@ -36,6 +36,9 @@ _EVENT_LABEL: Final = re.compile(r'event="([^"]*)"')
 #: often (`querylog project` sets 0.2 ms): zlib lets go of the GIL, so the next batch is prepared meanwhile. At the
 #: default 5 ms the writer would wait for the GIL after each one: the read-ahead compresses (docs/benchmarks.md).
 COMPRESS_ON_WRITE_MAX_SWITCH_S: Final = 0.001
+
+#: In the dead-letter folder: held while a letter is appended or an erasure rewrites a file (`querylog.erase`).
+DEAD_LETTER_LOCK: Final = ".lock"
 
 #: A batch as `LokiSink.prepare` leaves it: its entries, cut into pushes, and their bodies if compressed ahead.
 _Planned = tuple[Entries, list[Push], list[bytes] | None]
@@ -265,8 +268,7 @@ class LokiSink(Sink):
         record = orjson.dumps(head)[:-1] + b',"push":' + push.body + b"}\n"
         path = self.dead_letter_dir / f"{now:%Y-%m-%d}.jsonl"
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("ab") as fh:
+            with locked(path.parent / DEAD_LETTER_LOCK), path.open("ab") as fh:  # an erasure may be rewriting it
                 fh.write(record)
         except OSError as exc:
             # The events are still in the log; losing the dead-letter copy must not stop the projection.

@@ -412,6 +412,11 @@ class Settings:
         return self.state_dir / "metrics-forget.jsonl"
 
     @property
+    def loki_dead_letter_dir(self) -> Path:
+        """The pushes Loki refused for a reason the sink cannot fix, kept to post again (docs/loki.md)."""
+        return self.state_dir / "loki-dead-letter"
+
+    @property
     def loki_checkpoint_path(self) -> Path:
         """How far the Loki projection has shipped the log (there once this home has shipped to Loki)."""
         return self.state_dir / "checkpoints" / "loki.json"

@@ -40,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -51,10 +52,11 @@ from querylog.logging.erase import LogErasure, Subjects, erase_from_log, queries
 from querylog.logging.events import EVENT_TYPES
 from querylog.logging.forget import ForgetList
 from querylog.logging.loki.encoding import metadata_forms
+from querylog.logging.loki.sink import DEAD_LETTER_LOCK
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.metrics_snapshot import load_snapshot, write_snapshot
 from querylog.logging.parquet import ParquetSink
-from querylog.logging.projection import atomic_write, try_lead
+from querylog.logging.projection import atomic_write, locked, try_lead
 from querylog.logging.segments import Checkpoint, LogReader, last_written
 from querylog.runtime import make_redactor
 
@@ -87,6 +89,8 @@ class ErasureReceipt:
     lake_hours: int = 0
     search_rebuilt: bool = False
     metrics_open_queries: int = 0
+    #: Entries taken out of the pushes Loki refused and the sink kept to post again (`state/loki-dead-letter/`).
+    dead_letter_entries: int = 0
     #: Delete requests Loki accepted in this run; of them, those an earlier run could not file (`LOKI_PENDING`).
     loki_requests: int = 0
     loki_earlier: int = 0
@@ -575,6 +579,48 @@ def _file_in_loki(settings: Settings, requests: Sequence[str], receipt: ErasureR
         path.unlink(missing_ok=True)
 
 
+def _erase_dead_letters(directory: Path, subjects: Subjects) -> tuple[int, int]:
+    """Remove the entries of `subjects` from the dead letters in `directory` (each a push Loki refused, kept whole
+    with its events' text and ids to be posted again: docs/loki.md): a push left without an entry goes, one left with
+    some keeps them and says how many. Returns the entries removed and the lines that could not be read (kept)."""
+    removed = unreadable = 0
+    if not directory.is_dir():
+        return removed, unreadable
+    with locked(directory / DEAD_LETTER_LOCK):  # the sink appends under it: no letter is lost to the rewrite
+        for path in sorted(directory.glob("*.jsonl")):
+            kept: list[bytes] = []
+            here = 0
+            for line in path.read_bytes().splitlines():
+                try:
+                    letter = orjson.loads(line)
+                    streams = letter["push"]["streams"]
+                    for stream in streams:
+                        values = [v for v in stream["values"] if not _names_a_subject(v, subjects)]
+                        here += len(stream["values"]) - len(values)
+                        stream["values"] = values
+                except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                    unreadable += 1
+                    kept.append(line)
+                    continue
+                letter["push"]["streams"] = [stream for stream in streams if stream["values"]]
+                if letter["push"]["streams"]:
+                    letter["entries"] = sum(len(stream["values"]) for stream in letter["push"]["streams"])
+                    kept.append(orjson.dumps(letter))
+            if here and kept:
+                atomic_write(path, b"".join(line + b"\n" for line in kept))
+            elif here:
+                path.unlink()
+            removed += here
+    return removed, unreadable
+
+
+def _names_a_subject(value: list[Any], subjects: Subjects) -> bool:
+    """Whether a pushed entry, ``[ts, line, {structured metadata}]``, is an event of `subjects` (Loki's line holds
+    no id: they are its metadata)."""
+    ids = value[2] if len(value) > 2 and isinstance(value[2], dict) else {}
+    return subjects.names(ids.get("query_id"), ids.get("user_id"), ids.get("session_id"))
+
+
 #: In the state directory: an audit entry per erasure, counts and a time, never an id.
 AUDIT: Final = "erasures.jsonl"
 
@@ -766,6 +812,14 @@ def _erase(
         if receipt.lake_events or resumed:  # the index is built from the lake: unchanged, it holds none of them
             receipt.search_rebuilt = _rebuild_search(settings)
     receipt.metrics_open_queries = _forget_in_snapshot(settings, queries)
+    receipt.dead_letter_entries, unreadable = _erase_dead_letters(settings.loki_dead_letter_dir, everyone)
+    if receipt.dead_letter_entries:
+        progress(f"Loki's dead letters: {receipt.dead_letter_entries} entries removed")
+    if unreadable:
+        receipt.notes.append(
+            f"{unreadable} line(s) in {settings.loki_dead_letter_dir} are not dead letters as this release writes "
+            "them (damaged, or edited): they were left as they are; read them, and delete those of these subjects"
+        )
     # Shipped: by its Loki projection (the checkpoint) or by `replay loki` (which notes its labels too).
     shipped = settings.loki_checkpoint_path.exists() or (settings.state_dir / LOKI_LABELS).exists()
     if not skip_loki and (settings.loki_url or shipped or (settings.state_dir / LOKI_PENDING).exists()):

@@ -363,7 +363,7 @@ def loki_sink(settings: Settings, *, live: bool = True, transport: httpx.BaseTra
         app=settings.service,
         env=settings.env,
         checkpoint_path=settings.loki_checkpoint_path if live else None,
-        dead_letter_dir=settings.state_dir / "loki-dead-letter",
+        dead_letter_dir=settings.loki_dead_letter_dir,
         options=loki_options(settings),
         transport=transport,
     )

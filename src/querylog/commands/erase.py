@@ -111,7 +111,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.format == "json":
         print(json.dumps(receipt.as_dict(), ensure_ascii=False))
     else:
-        found = receipt.log_events + receipt.lake_events
+        found = receipt.log_events + receipt.lake_events + receipt.dead_letter_entries
         if not found and not receipt.metrics_open_queries and not receipt.resumed:
             print("querylog erase: no event of these subjects in the log or the lake; nothing erased")
         else:
@@ -122,6 +122,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  lake:   {receipt.lake_events} events removed, {receipt.lake_hours} hours rewritten")
             print(f"  search: {'index rebuilt without them' if receipt.search_rebuilt else _UNTOUCHED}")
             print(f"  metrics snapshot: {receipt.metrics_open_queries} open queries forgotten")
+            if receipt.dead_letter_entries:
+                print(f"  Loki dead letters: {receipt.dead_letter_entries} entries removed")
             print("  metrics counters: totals, never lowered: `reconcile --metrics-url` differs by these events")
         if settings.loki_url or receipt.loki_error:  # even when nothing was found here: Loki may hold them
             print(f"  loki:   {_loki_line(receipt)}")
