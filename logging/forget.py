@@ -1,4 +1,5 @@
-"""The queries `querylog erase` removed, for the metrics folds that run meanwhile to forget too.
+"""The queries `querylog erase` removed, for the metrics folds that run meanwhile to forget too, and the servers'
+memory of the queries they answered (`querylog.service.producers.RecentQueries`).
 
 Every process that folds the metrics holds its open queries and each session's latest query in memory, and may
 write the snapshot from it (`logging/metrics_snapshot.py`). An erase cleans the snapshot on disk; a fold running

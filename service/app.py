@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import time
@@ -22,6 +23,7 @@ from querylog import __version__
 from querylog.config import ConfigError, Settings
 from querylog.housekeeping import LogCollector, log_health
 from querylog.logging.events import shows_nothing
+from querylog.logging.forget import ForgetList
 from querylog.logging.parquet import ParquetSink
 from querylog.logging.tracker import QueryTracker
 from querylog.runtime import Runtime
@@ -167,17 +169,19 @@ def create_app(
     chat_pipeline = pipeline
     ingestor = producers.EventIngestor.from_runtime(rt)
     rt.metrics.add_collector(ingestor.counts)  # the producer endpoints' own series, beside the sinks'
-    recent_queries = producers.RecentQueries()
+    recent_queries = producers.RecentQueries(forget=ForgetList(rt.settings.metrics_forget_path))
     started_at = time.time()  # a projection never reported on is silent from here (/healthz)
     older_release_said: list[bool] = []  # logged once per process: /healthz says it at every probe
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt.start()
+        forgetting = asyncio.create_task(producers.forget_erased_queries(recent_queries))
         try:
             ingestor.seed(rt.reader, rt.settings.lake_dir)
             yield
         finally:
+            forgetting.cancel()
             try:
                 rt.close()
             finally:

@@ -42,6 +42,7 @@ from querylog.logging.events import (
     nfc,
     shows_nothing,
 )
+from querylog.logging.forget import ForgetList
 from querylog.logging.schema import redact_fields
 from querylog.logging.segments import EventLog, LogClosedError, LogReader, is_erased
 from querylog.runtime import Runtime
@@ -198,14 +199,34 @@ class QueryRef:
 
 
 class RecentQueries:
-    """The last `capacity` queries this process answered, by query_id. Thread-safe; least recent leaves first."""
+    """The last `capacity` queries this process answered, by query_id. Thread-safe; least recent leaves first.
 
-    def __init__(self, capacity: int = 100_000) -> None:
+    With `forget` (``state/metrics-forget.jsonl``), the queries `querylog erase` removes leave too, before each
+    look-up and at each `forget_erased` (the server calls it every minute): a feedback sent after the erasure would
+    otherwise get the erased query's session and user ids back, into the log, the lake and Loki."""
+
+    def __init__(self, capacity: int = 100_000, *, forget: ForgetList | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self._refs: OrderedDict[str, QueryRef] = OrderedDict()
         self._lock = threading.Lock()
+        self._forget = forget
+        self._unreadable_said = False
+
+    def forget_erased(self) -> int:
+        """Drop the queries an erase listed since the last look; how many of them were held."""
+        if self._forget is None:
+            return 0
+        with self._lock:
+            try:
+                erased = self._forget.new()
+            except (OSError, ValueError) as exc:  # the state directory's disk: the next look tries again
+                if not self._unreadable_said:
+                    self._unreadable_said = True
+                    _log.error("recent_queries_forget_unreadable", path=str(self._forget.path), error=str(exc))
+                return 0
+            return sum(self._refs.pop(query_id, None) is not None for query_id in erased)
 
     def remember(self, query_id: str, *, session_id: str | None, user_id: str | None, trace_id: str | None) -> None:
         with self._lock:
@@ -215,8 +236,17 @@ class RecentQueries:
                 self._refs.popitem(last=False)
 
     def get(self, query_id: str) -> QueryRef | None:
+        self.forget_erased()
         with self._lock:
             return self._refs.get(query_id)
+
+
+async def forget_erased_queries(recent: RecentQueries, interval_s: float = 60.0) -> None:
+    """`recent.forget_erased` every `interval_s` until cancelled: an erase's list is kept an hour (`KEEP_S`), and
+    a server that meanwhile answered no query and took no feedback must still have read it."""
+    while True:
+        await asyncio.sleep(interval_s)
+        recent.forget_erased()
 
 
 class _EventIdOnly(msgspec.Struct):

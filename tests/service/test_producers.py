@@ -772,6 +772,30 @@ def test_feedback_lands_as_an_event_of_the_right_query(client: TestClient, setti
     assert events == [(body["event_id"], "s-9", "u-9", "오래된 정보")]
 
 
+def test_feedback_after_an_erasure_does_not_bring_back_the_erased_querys_user_and_session(
+    client: TestClient, settings: Settings
+) -> None:
+    """A server running since before `querylog erase` remembered the erased query's session and user ids: a late
+    thumbs-up naming only the query id came back with them, into the log, the lake and Loki."""
+    from querylog.erase import erase
+
+    erased = client.post("/v1/chat", json={"query": "삼성전자 주가", "session_id": "s-gone", "user_id": "u-gone"})
+    kept = client.post("/v1/chat", json={"query": "카카오 뉴스", "session_id": "s-kept", "user_id": "u-kept"})
+    _runtime(client).projectors["parquet"].catch_up()
+    assert erase(settings, user_ids=["u-gone"], skip_loki=True).queries == 1
+    for answer in (erased, kept):
+        assert client.post("/v1/feedback", json={"query_id": answer.json()["query_id"], "score": 1}).status_code == 202
+    lines = b"".join(p.read_bytes() for p in sorted(settings.log_dir.glob("*.jsonl"))).splitlines()
+    logged = [decode(line) for line in lines if line.strip()]  # the erased lines are blank
+    feedback = {e.query_id: e for e in logged if e.event_type == "feedback_received"}
+    late = feedback[erased.json()["query_id"]]
+    assert (late.session_id, late.user_id) == (None, None)
+    assert (feedback[kept.json()["query_id"]].session_id, feedback[kept.json()["query_id"]].user_id) == (
+        "s-kept",
+        "u-kept",
+    )
+
+
 def test_feedback_is_emitted_through_the_tracker(client: TestClient) -> None:
     query_id = client.post("/v1/chat", json={"query": "카카오 뉴스"}).json()["query_id"]
     with capture_events(_runtime(client).tracker) as events:
