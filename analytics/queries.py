@@ -126,10 +126,10 @@ def parse_duration(text: str, *, allow_zero: bool = False) -> timedelta:
 _UNIX_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def parse_since(text: str, *, now: datetime | None = None) -> datetime:
+def parse_since(text: str, *, now: datetime | None = None, future: bool = False) -> datetime:
     """The start of a window given as a duration back from `now` (``30m``, ``12h``, ``7d``) or an ISO date or
-    time (``2025-01-31``, ``2025-01-31T09:00``; UTC unless it says otherwise), from 1970-01-01 on. Raises
-    `ValueError` saying what is wrong."""
+    time (``2025-01-31``, ``2025-01-31T09:00``; UTC unless it says otherwise), from 1970-01-01 on; after `now`
+    only with `future` (a window's end). Raises `ValueError` saying what is wrong."""
     now = now or datetime.now(UTC)
     too_early = ValueError(f"{text!r} reaches back before 1970-01-01: give a shorter duration or a later date")
     if _SINCE_RE.match(text) is not None:
@@ -145,7 +145,7 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    if parsed > now:
+    if parsed > now and not future:
         raise ValueError(f"{text!r} is in the future")
     if parsed < _UNIX_EPOCH:  # no event is older; and a window's previous one would run past year 1
         raise too_early

@@ -156,11 +156,11 @@ def _not_utf8(argv: Sequence[str]) -> str | None:
 
 
 def _joined_since(argv: Sequence[str]) -> list[str]:
-    """`argv` with ``--since -7d`` given as ``--since=-7d``: argparse reads a value starting with a dash as an option
-    and says only "expected one argument"; joined, `since_argument` says what to write instead."""
+    """`argv` with ``--since -7d`` given as ``--since=-7d`` (``--until`` too): argparse reads a value starting with
+    a dash as an option and says only "expected one argument"; joined, `since_argument` says what to write instead."""
     out: list[str] = []
     for arg in argv:
-        if out and out[-1] == "--since" and arg[1:2].isdigit() and arg.startswith("-"):
+        if out and out[-1] in ("--since", "--until") and arg[1:2].isdigit() and arg.startswith("-"):
             out[-1] = f"--since={arg}"
         else:
             out.append(arg)

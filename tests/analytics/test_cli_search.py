@@ -96,6 +96,14 @@ def test_filters_by_intent_and_since(lake: SampleLake, capsys: pytest.CaptureFix
     assert all(datetime.fromisoformat(h["ts"]) >= since for h in hits)
     expected = [q for q in lake.queries if "news" in q.text.lower() and q.started_at >= since]
     assert len(hits) == len(expected)
+    until = lake.end - timedelta(days=2)  # a window in the past: --until, as the report takes it
+    start = lake.end - timedelta(days=5)
+    hits, _ = _search(
+        lake, capsys, "news", "--since", start.isoformat(), "--until", until.isoformat(), "--limit", "500"
+    )
+    window = [q for q in lake.queries if "news" in q.text.lower() and start <= q.started_at]
+    assert hits and all(datetime.fromisoformat(h["ts"]) < until for h in hits)
+    assert len(hits) == len([q for q in window if q.started_at < until])
 
 
 @needs_search

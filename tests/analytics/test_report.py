@@ -210,6 +210,29 @@ def test_report_command_accepts_an_iso_date(two_weeks: SampleLake, capsys: pytes
     assert f"# querylog report: {day} 00:00" in capsys.readouterr().out
 
 
+def test_report_command_reports_a_past_window_with_until(
+    two_weeks: SampleLake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Last week could not be reported from the command line: there was no --until (only `build_report`)."""
+    home = str(two_weeks.home)
+    end = (two_weeks.end - timedelta(days=7)).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = end - timedelta(days=7)
+    assert main(["--home", home, "report", "--since", start.date().isoformat(), "--until", end.date().isoformat()]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"# querylog report: {start:%Y-%m-%d} 00:00 – {end:%Y-%m-%d} 00:00 UTC")
+    with Catalog(two_weeks.lake) as cat:
+        expected = build_report(cat, since=start, until=end).current.queries
+    assert expected > 0 and re.search(rf"^\| Queries \| {expected:,} \|", text, re.M), text[:600]
+    # Without --since, the week before --until; a window ending ahead of now is taken.
+    assert main(["--home", home, "report", "--until", end.date().isoformat()]) == 0
+    assert capsys.readouterr().out == text
+    assert main(["--home", home, "report", "--since", "1d", "--until", "2099-01-01"]) == 0
+    capsys.readouterr()
+    # An empty window is said, not reported as a quiet one.
+    assert main(["--home", home, "report", "--since", end.date().isoformat(), "--until", start.date().isoformat()]) == 2
+    assert "is not before --until" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("since", ["7", "1y", "tomorrow", "2099-01-01", "0d"])
 def test_report_command_rejects_a_bad_since_with_a_clear_error(
     since: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

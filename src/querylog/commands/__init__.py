@@ -109,10 +109,14 @@ def lake_missing(lake: object, command: str, *, given_as: str = HOME_OPTION) -> 
 def since_argument(text: str) -> datetime:
     """``--since``, as every command takes it: a duration back from now or an ISO date or time, not in the future
     (`querylog.analytics.queries.parse_since`); argparse's own error when it is none of these."""
+    return _when_argument(text, future=False)
+
+
+def _when_argument(text: str, *, future: bool) -> datetime:
     from querylog.analytics.queries import parse_since
 
     try:
-        return parse_since(text)
+        return parse_since(text, future=future)
     except ValueError as exc:
         error = str(exc)
     if text.startswith("-"):  # `--since -7d`, as `date -d -7days` takes it
@@ -120,6 +124,19 @@ def since_argument(text: str) -> datetime:
             parse_since(text[1:])
             error = f"write {text[1:]}, not {text}: a duration counts back from now already"
     raise argparse.ArgumentTypeError(error)
+
+
+def until_argument(text: str) -> datetime:
+    """``--until``, the end of a window (not in it), written as ``--since`` is: a duration back from now or an ISO
+    date or time; it may be ahead of now (``--until 2026-12-31`` for "this month")."""
+    return _when_argument(text, future=True)
+
+
+def window_problem(since: datetime | None, until: datetime | None) -> str | None:
+    """What is wrong with --since and --until together, if anything: an empty window reads as a quiet one."""
+    if since is not None and until is not None and since >= until:
+        return f"--since ({since:%Y-%m-%d %H:%M:%S} UTC) is not before --until ({until:%Y-%m-%d %H:%M:%S} UTC)"
+    return None
 
 
 def _holds_parquet(events: Path) -> bool:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from querylog.commands import lake_missing, since_argument, unreadable_file
+from querylog.commands import lake_missing, since_argument, unreadable_file, until_argument, window_problem
 from querylog.config import Settings
 
 
@@ -22,9 +23,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--since",
         type=since_argument,
-        default="7d",
         metavar="WHEN",
-        help="window start: a duration back from now (30m, 12h, 7d, 2w) or an ISO date (2025-01-31); default 7d",
+        help="window start: a duration back from now (30m, 12h, 7d, 2w) or an ISO date or time (2025-01-31, "
+        "2025-01-31T09:00+09:00; UTC unless it says); default: 7 days before the window's end",
+    )
+    p.add_argument(
+        "--until",
+        type=until_argument,
+        metavar="WHEN",
+        help="window end, not included, written as --since (--since 2025-01-01 --until 2025-02-01 is January); "
+        "default: now",
     )
     p.add_argument("--format", "-f", choices=("md", "html"), default="md", help="output format (default: md)")
     p.add_argument("--output", "-o", type=Path, metavar="FILE", help="write here instead of standard output")
@@ -41,10 +49,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.analytics.queries import LakeQueries, open_catalog
     from querylog.analytics.report import build_report, render_html, render_markdown
 
+    until = args.until or datetime.now(UTC)
+    since = args.since or until - timedelta(days=7)
+    if problem := window_problem(since, until):
+        print(f"querylog report: {problem}: the window would be empty", file=sys.stderr)
+        return 2
     lake_missing(settings.lake_dir, "report")  # a report of zeros, and why
     try:
         with open_catalog(settings.lake_dir, names=settings.company_names(strict=True)) as catalog:
-            report = build_report(catalog, since=args.since, intents=args.intent, envs=args.env, services=args.service)
+            report = build_report(
+                catalog, since=since, until=until, intents=args.intent, envs=args.env, services=args.service
+            )
             _unknown_filters(LakeQueries(catalog), args)
     except CatalogError as exc:
         if unreadable_file(exc):  # the CLI names the damaged files, as for every command

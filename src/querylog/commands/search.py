@@ -7,7 +7,7 @@ import dataclasses
 import sys
 from typing import TYPE_CHECKING, Any
 
-from querylog.commands import lake_missing, since_argument, unreadable_file
+from querylog.commands import lake_missing, since_argument, unreadable_file, until_argument, window_problem
 from querylog.config import Settings, alias_setting
 from querylog.logging.events import UNCLASSIFIED
 
@@ -37,10 +37,10 @@ def add_parser(sub: Any) -> None:
         "spaces), English and mixed text. Queries that reached the lake since the last search are indexed first "
         "(the indexes live under QUERYLOG_HOME/index and index-answers). Results are distinct questions, "
         "best match first: each with times_asked, first_asked, last_asked and the intents it got, counted over "
-        "the whole lake within --intent and --since; --format json adds the query ids behind each (newest first, "
-        "at most 1000). --no-group lists the matching queries one by one instead. Below the exact matches come, "
-        "in this order: other names of a company the text names (현대차 finds 현대자동차, Hyundai Motor and "
-        "005380; the alias file is QUERYLOG_ALIASES, the bundled KOSPI/KOSDAQ/US listing by default), 초성 "
+        "the whole lake within --intent, --since and --until; --format json adds the query ids behind each "
+        "(newest first, at most 1000). --no-group lists the matching queries one by one instead. Below the exact "
+        "matches come, in this order: other names of a company the text names (현대차 finds 현대자동차, Hyundai "
+        "Motor and 005380; the alias file is QUERYLOG_ALIASES, the bundled KOSPI/KOSDAQ/US listing by default), 초성 "
         "(ㄴㅇㅂ finds 네이버) and, only when nothing else matched, words one typo away (하이닉수 finds 하이닉스). "
         "The match column names the tier (exact, alias, initials, typo); score ranks the rows: for an exact match, "
         "how many of the words start a word of the text; -1, -2 and -3 for the tiers below (--explain says why).",
@@ -60,6 +60,12 @@ def add_parser(sub: Any) -> None:
         type=since_argument,
         metavar="WHEN",
         help="only queries since: a duration back from now (30m, 12h, 7d, 2w) or an ISO date (2025-01-31)",
+    )
+    p.add_argument(
+        "--until",
+        type=until_argument,
+        metavar="WHEN",
+        help="only queries before this (not included), written as --since (an ISO date, or a duration back from now)",
     )
     p.add_argument(
         "--in",
@@ -109,6 +115,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "querylog search: --env and --service filter the questions (the default), not --no-group", file=sys.stderr
         )
         return 2
+    if problem := window_problem(args.since, args.until):
+        print(f"querylog search: {problem}: no query could match", file=sys.stderr)
+        return 2
     if lake_missing(settings.lake_dir, "search"):
         return 1  # nothing to search, and no index to make in a directory that may be a typo
     configure_structlog(stream=sys.stderr)  # stdout carries the results only
@@ -131,14 +140,25 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             if args.group:
                 # Distinct questions straight from the index: a question asked thousands of times takes one place.
                 intents = (args.intent,) if args.intent else ()
-                only = Filters(since=args.since, intents=intents, envs=tuple(args.env), services=tuple(args.service))
+                only = Filters(
+                    since=args.since,
+                    until=args.until,
+                    intents=intents,
+                    envs=tuple(args.env),
+                    services=tuple(args.service),
+                )
                 # One more than shown: whether there are more to offer with --limit.
                 groups = find_questions(catalog, searches, asked, limit=args.limit + 1, filters=only, aliases=aliases)
                 more, groups = len(groups) > args.limit, groups[: args.limit]
             else:
                 for search in searches:
                     hits = search.search(
-                        asked, limit=args.limit + 1, intent=args.intent, since=args.since, aliases=aliases
+                        asked,
+                        limit=args.limit + 1,
+                        intent=args.intent,
+                        since=args.since,
+                        until=args.until,
+                        aliases=aliases,
                     )
                     for hit in hits:
                         score = float(hit.score)
