@@ -476,9 +476,11 @@ class IntentClassified(Event, frozen=True, tag="intent_classified"):
 
 class SearchCompleted(Event, frozen=True, tag="search_completed"):
     """Retrieval finished. v2 adds the documents themselves (`sources`, best first) and, for a pipeline with
-    several retrievers, each backend's time (`backend_durations_ms`, e.g. ``{"opensearch": 12.5, "neo4j": 40}``)."""
+    several retrievers, each backend's time (`backend_durations_ms`, e.g. ``{"opensearch": 12.5, "neo4j": 40}``).
+    `result_count` is always sent, null when the producer cannot tell (an OpenTelemetry retrieval span that lists
+    no document): such a search is no "no result", and the no-result rate leaves it out."""
 
-    result_count: Count
+    result_count: Count | None
     cache_hit: bool = False
     duration_ms: Millis | None = None
     top_score: float | None = None
@@ -493,14 +495,12 @@ class SearchCompleted(Event, frozen=True, tag="search_completed"):
         super().__post_init__()
         d, n, top = self.duration_ms, self.result_count, self.top_score
         if not (
-            type(n) is int
-            and 0 <= n <= COUNT_MAX
+            (n is None or (type(n) is int and 0 <= n <= COUNT_MAX))
             and (d is None or (type(d) is float and 0 <= d <= MAX_MILLIS))
             and self.sources_dropped is None
             and type(self.cache_hit) is bool
             and (top is None or (type(top) is float and top - top == 0.0))  # finite: NaN and inf give NaN
         ):
-            _require(n is not None, "result_count", f"must be a whole number 0 to {COUNT_MAX:,}, got None")
             _check_count("result_count", n)
             _check_duration("duration_ms", d)
             _check_count("sources_dropped", self.sources_dropped)

@@ -855,7 +855,11 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
             "event_type": "search_completed",
             "event_id": f"otlp-{span_id}-search-{n}",
             "ts": _ts(max(retrieval.end_time_unix_nano, retrieval.start_time_unix_nano)),
-            "result_count": max(len(sources), len(documents)),
+            # OpenInference lists what a retriever found, so none listed is none found; a GenAI retrieval span has no
+            # attribute for its documents: without OpenInference's, how many it found is not known, which is no "0".
+            "result_count": max(len(sources), len(documents))
+            if sources or documents or _str(r_attrs, "openinference.span.kind") is not None
+            else None,
             "duration_ms": max(0, retrieval.end_time_unix_nano - retrieval.start_time_unix_nano) / 1e6,
         }
         if sources:

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.trace import Status, StatusCode
 
 from querylog.analytics.catalog import Catalog
+from querylog.analytics.queries import LakeQueries
 from querylog.config import Settings
 from querylog.logging.codec import decode
 from querylog.logging.events import QueryReceived
@@ -1355,3 +1356,29 @@ def test_a_lone_surrogate_in_otlp_json_or_a_prompt_sent_as_bytes_is_read_not_the
     partial, log = _export_with(client, tmp_path, keep.spans, "gen_ai.prompt.0.content", {"bytesValue": question})
     assert partial == {}
     assert [e.query_text for e in _logged(log) if e.event_type == "query_received"] == ["\ufffd cut", "바이트 질문"]
+
+
+@pytest.mark.parametrize(
+    ("retrieval", "found"),
+    [
+        ({"gen_ai.operation.name": "retrieval", "gen_ai.request.model": "bm25"}, None),  # lists no document
+        ({"openinference.span.kind": "RETRIEVER"}, 0),  # OpenInference lists what it found: nothing
+        ({"openinference.span.kind": "RETRIEVER", "retrieval.documents.0.document.id": "d-1"}, 1),
+    ],
+)
+def test_a_retrieval_span_that_lists_no_document_is_no_search_that_found_nothing(
+    client: TestClient, tmp_path: Path, retrieval: dict[str, Any], found: int | None
+) -> None:
+    """Every GenAI retrieval span was recorded as finding 0 documents (no GenAI attribute lists them): a service
+    sending such spans read a 100% no-result rate in the report. How many it found is unknown: left out."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("request"):
+        with tracer.start_as_current_span("retrieve") as retrieve:
+            retrieve.set_attributes(retrieval)
+        with tracer.start_as_current_span("answer") as answer:
+            answer.set_attributes(_LLM)
+    [query] = _exported_queries(client, tmp_path, keep.spans)
+    assert query["result_count"] == found and query["search_ms"] is not None
+    with Catalog(tmp_path / "lake") as catalog:
+        summary = LakeQueries(catalog).summary()
+    assert summary.no_result_rate == (None if found is None else float(found == 0))
