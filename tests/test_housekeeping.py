@@ -169,6 +169,28 @@ def test_the_running_service_merges_the_lakes_closed_hours_unless_told_not_to(
     assert _lake_events(settings) == 5
 
 
+def test_the_running_service_merges_an_hour_minutes_after_it_closed_not_an_hour(tmp_path: Path) -> None:
+    """Hours were merged an hour after they closed: readers met two hours of a file a second (the explorer took 86 s
+    to open over 700 of them, 6-12 s once merged). Five minutes after: at most the open hour is many files."""
+    from datetime import UTC, datetime, timedelta
+
+    from querylog.logging.events import QueryReceived
+    from querylog.logging.projection import Batch
+
+    settings = Settings(home=tmp_path, stdout_events=False)
+    start = datetime(2026, 12, 7, 4, tzinfo=UTC)
+    with ParquetSink(settings.lake_dir) as sink:
+        for n in range(6):  # three files in hour 04, three in hour 05 (the open hour)
+            event = QueryReceived(query_id=f"q-{n}", query_text="삼성전자", ts=start + timedelta(minutes=5 + 20 * n))
+            sink.write(Batch(events=[event], checkpoint={"a.jsonl": n + 1}))
+    files = lambda hour: len(list((settings.lake_dir / "events").glob(f"date=*/hour={hour}/*.parquet")))  # noqa: E731
+    at = lambda minutes: (start + timedelta(hours=1, minutes=minutes)).timestamp()  # noqa: E731
+    assert run_housekeeping(settings, now=at(2)).lake_hours_compacted == 0  # its events may still be on their way
+    assert run_housekeeping(settings, now=at(10)).lake_hours_compacted == 1
+    assert (files("04"), files("05")) == (1, 3)
+    assert _lake_events(settings) == 6
+
+
 def test_a_round_that_finds_the_lake_busy_leaves_its_hours_to_the_next(tmp_path: Path) -> None:
     """A `querylog compact` from cron holding the lake made each round log `lake_compaction_failed` as an error."""
     import fcntl
