@@ -478,7 +478,8 @@ def pipeline_stages() -> Dashboard:
 
 def query_search() -> Dashboard:
     received = stream("query_received")
-    no_results = f"{stream('search_completed')} | json result_count | result_count == 0"
+    # `!= ""` first: a null count (unknown) is an empty label, which a numeric filter fails the whole query on.
+    no_results = f'{stream("search_completed")} | json result_count | result_count != "" | result_count == 0'
     feedback = stream("feedback_received")
     top = (
         f'sort_desc(topk(20, sum by (query_text) (count_over_time({received} |= `$search`'

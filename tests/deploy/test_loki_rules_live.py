@@ -99,7 +99,10 @@ def add_query(batch: Batch, env: str, i: int, start_ns: int, *, troubled: bool) 
                   "model unavailable", "stage": "classify", "latency_ms": 40})  # fmt: skip
         return
     batch.add(env, "intent_classified", t + 1_000_000, i, {"intent": intent, "confidence": 0.9, "duration_ms": 12.5})
-    search: dict[str, Any] = {"result_count": results, "duration_ms": 35.0, "top_score": 0.7}
+    # A producer that cannot tell how many it found sends null (an OpenTelemetry retrieval span): a numeric filter
+    # on that empty label failed the whole no-result query ("pipeline error: LabelFilterErr").
+    unknown = i % 7 == 4
+    search: dict[str, Any] = {"result_count": None if unknown else results, "duration_ms": 35.0, "top_score": 0.7}
     if i % 3 == 1:
         search["cache_hit"] = True  # cache_hit=false is a default, which the projection leaves out
     batch.add(env, "search_completed", t + 2_000_000, i, search)
