@@ -628,10 +628,18 @@ def _how_many(found: int, what: str) -> str:
     return f"{shown} {what}" if found <= SEARCH_ROWS else f"The best {shown} {what} (more match: narrow the search)"
 
 
-def _no_results(search: LakeSearch) -> None:
+#: What a query id looks like (a UUID, ``otlp-<trace>-<span>``, ``q-17``): one word of letters, digits and dashes
+#: with at least one dash and one digit.
+_LOOKS_LIKE_AN_ID: Final = re.compile(r"^(?=[^-]*-)(?=\D*\d)[A-Za-z0-9_.:-]{4,}$")
+
+
+def _no_results(search: LakeSearch, text: str) -> None:
     st.session_state["search_hits"] = {}  # the Queries tab's picker offers no hits of an earlier search
     answers = search.field == "answers"
     st.info(f"No {'answers' if answers else 'queries'} match this search in this selection.")
+    if _LOOKS_LIKE_AN_ID.match(text.strip()):
+        st.caption("Search reads what was asked, not ids: a query's events are found by its id under **Query id** in "
+                   "the Queries tab, whatever the dates and filters.")  # fmt: skip
     if answers and search.indexed() == 0:
         st.caption("No query in the lake has its answer recorded: answers are kept from schema v2 on.")
 
@@ -640,7 +648,7 @@ def _question_results(lq: LakeQueries, search: LakeSearch, text: str, f: Filters
     """One row per distinct question, with how often it was asked in the filters (and the answer that matched)."""
     groups = find_questions(lq.catalog, [search], text, limit=SEARCH_ROWS + 1, filters=f, aliases=aliases)
     if not groups:
-        _no_results(search)
+        _no_results(search, text)
         return
     st.caption(
         f"{_how_many(len(groups), 'distinct question')}, best match first; ×N: how often it was asked in these dates"
@@ -682,7 +690,7 @@ def _query_results(lq: LakeQueries, search: LakeSearch, text: str, f: Filters, a
     """One row per matching query, best first; found in the answers, with the question it answered."""
     hits = _matching_queries(lq, search, text, f, aliases)
     if not hits:
-        _no_results(search)
+        _no_results(search, text)
         return
     answers = search.field == "answers"  # a hit's text is then the answer
     asked = questions_of(lq.catalog, [h.query_id for h in hits]) if answers else {}

@@ -277,6 +277,20 @@ def test_a_search_of_quotes_alone_is_told_to_give_some_text(
     assert [w.value for w in at.warning] == ["Give some text to look for: quotes alone match nothing."]
 
 
+def test_a_query_id_typed_in_the_search_box_is_pointed_to_the_query_id_field(
+    own_lake: SampleLake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A query id in the Search box said "No queries match" and no more: search reads what was asked, and the page
+    did not say where an id goes."""
+    at = _app(own_lake.home, monkeypatch)
+    at.text_input(key="search").input(own_lake.queries[0].query_id).run()
+    assert not at.exception
+    assert any("No queries match" in i.value for i in at.info)
+    assert any("**Query id** in the Queries tab" in c.value for c in at.caption)
+    at.text_input(key="search").input("zzzz 없는 질문").run()  # words that match nothing: no such hint
+    assert not any("Query id" in c.value for c in at.caption)
+
+
 def test_an_empty_lake_shows_how_to_get_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = _app(tmp_path / "empty", monkeypatch)
     # The command fills the home the page reads, not ./.querylog: a mistyped --home is the other way out.
