@@ -581,3 +581,8 @@ def test_a_snapshot_keeps_its_answers_and_finds_a_query_newer_than_itself(tmp_pa
         first, second = lq.answer("q-1"), lq.answer("q-2")
         assert first is not None and first.answer_text == "첫 답"
         assert second is not None and second.answer_text == "둘째 답"
+        # Search's hits filtered by the sidebar: the newer query judged on the lake as it is now, not dropped (the
+        # explorer then asked the index for ever more hits while traffic kept the best ones newer than the page).
+        assert lq.matching(Filters(envs=("dev",)), ["q-1", "q-2", "q-none"]) == {"q-1", "q-2"}
+        assert lq.matching(Filters(envs=("prod",)), ["q-1", "q-2"]) == set()
+        assert lq.matching(Filters(intents=("unclassified",)), ["q-2"]) == {"q-2"}
