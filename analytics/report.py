@@ -222,7 +222,14 @@ def _previous_window(report: Report) -> str:
 
 
 def _bucket_label(report: Report, value: datetime) -> str:
-    return f"{value:%Y-%m-%d}" if report.bucket == "day" else f"{value:%m-%d %H:00}"
+    """The day or hour, and the part of it in the window when that is not all of it (a window from 15:00, or to
+    now): a first day of nine hours is not read as a quiet day."""
+    step = timedelta(days=1) if report.bucket == "day" else timedelta(hours=1)
+    label = f"{value:%Y-%m-%d}" if report.bucket == "day" else f"{value:%m-%d %H:00}"
+    start, end = max(value, report.since), min(value + step, report.until)
+    if (start, end) != (value, value + step) and start < end:
+        label += f" ({start:%H:%M}–{end:%H:%M})"
+    return label
 
 
 def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
