@@ -22,7 +22,9 @@ $(STAMP): pyproject.toml
 # Exit 3 from serve: the port is taken (another make run, or any server); say how to pick another.
 run: $(STAMP)
 	$(BIN)/querylog serve --host 127.0.0.1 --port $(PORT) --demo 200 || { rc=$$?; \
-	  [ $$rc -ne 3 ] || echo "querylog: port $(PORT) is taken: make run PORT=$$(( $(PORT) + 10 )) serves on another" >&2; exit $$rc; }
+	  [ $$rc -ne 3 ] || { free=$$($(BIN)/python -c \
+	    'from querylog.commands import next_free_port as f; print(f("127.0.0.1", $(PORT)) or "<another>")'); \
+	    echo "querylog: port $(PORT) is taken: make run PORT=$$free serves on another" >&2; }; exit $$rc; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -270,12 +270,21 @@ def test_a_server_on_a_port_in_use_says_so_before_starting_anything(
     import socket
 
     monkeypatch.setenv("QUERYLOG_HOME", str(tmp_path / "home"))
-    with socket.socket() as taken:
+    with socket.socket() as taken, socket.socket() as next_one:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        try:  # the port after it is taken too (by us, or already by another): the one suggested is free
+            next_one.bind(("127.0.0.1", port + 1))
+            next_one.listen()
+        except OSError:
+            pass
         assert main([command, "--port", str(port)]) == 3
-    err = capsys.readouterr().err
+        err = capsys.readouterr().err
+        suggested = int(err.split("choose another --port: ")[1].split(" is free")[0])
+        assert suggested > port + 1
+        with socket.socket() as check:
+            check.bind(("127.0.0.1", suggested))  # free indeed
     assert f"querylog {command}: cannot listen on 127.0.0.1:{port}" in err and started not in err
     assert not (tmp_path / "home").exists()
 

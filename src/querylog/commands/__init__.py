@@ -181,3 +181,17 @@ def port_unavailable(host: str, port: int) -> tuple[str, int] | None:
                 return f"{exc.strerror or exc} (ports under 1024 need root)", 2
             return exc.strerror or str(exc), 2
     return None
+
+
+def next_free_port(host: str, port: int) -> int | None:
+    """The first port after `port` (within a hundred) that `host` can listen on now, to suggest when `port` is
+    taken; None when none is."""
+    return next((p for p in range(port + 1, min(port + 101, 65536)) if port_unavailable(host, p) is None), None)
+
+
+def port_hint(host: str, port: int, code: int) -> str:
+    """What to do about a port `port_unavailable` refused with `code`."""
+    if code != EXIT_PORT_TAKEN:
+        return "check --host and --port"
+    free = next_free_port(host, port)
+    return "choose another --port" + (f": {free} is free" if free is not None else "")

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from querylog.commands import EXIT_PORT_TAKEN, count, port_unavailable
+from querylog.commands import count, port_hint, port_unavailable
 from querylog.config import Settings
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     busy = port_unavailable(args.host, args.port)
     if busy is not None:
         why, code = busy
-        hint = "choose another --port" if code == EXIT_PORT_TAKEN else "check --host and --port"
+        hint = port_hint(args.host, args.port, code)
         print(f"querylog serve: cannot listen on {args.host}:{args.port}: {why} ({hint})", file=sys.stderr)
         return code
     blocked = _blocked(settings)

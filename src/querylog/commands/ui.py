@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-from querylog.commands import EXIT_PORT_TAKEN, lake_missing, port_unavailable
+from querylog.commands import lake_missing, port_hint, port_unavailable
 from querylog.config import Settings
 
 
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     busy = port_unavailable(args.host, args.port)
     if busy is not None:
         why, code = busy
-        hint = "choose another --port" if code == EXIT_PORT_TAKEN else "check --host and --port"
+        hint = port_hint(args.host, args.port, code)
         print(f"querylog ui: cannot listen on {args.host}:{args.port}: {why} ({hint})", file=sys.stderr)
         return code
     lake_missing(settings.lake_dir, "ui")  # it starts all the same: the page shows the lake once it fills
