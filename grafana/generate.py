@@ -428,6 +428,9 @@ def pipeline_stages() -> Dashboard:
         f"quantile_over_time(0.95, {stream(events=STAGE_EVENTS)} | json duration_ms"
         ' | unwrap duration_ms | __error__="" [$__auto]) by (event)'
     )
+    # Named by stage, as the PromQL panel beside it names them, not by event type.
+    for event, stage in zip(STAGE_EVENTS, ("classify", "search", "generate"), strict=True):
+        stage_p95 = f'label_replace({stage_p95}, "stage", "{stage}", "event", "{event}")'
     by_error_type = (
         f"sum by (error_type) (count_over_time({failed} | json error_type, intent | {INTENT_FILTER} [$__auto]))"
     )
@@ -445,7 +448,7 @@ def pipeline_stages() -> Dashboard:
         ],
         rows=[
             Row("Stage durations", 9, [
-                loki("Stage duration p95 (LogQL)", "timeseries", Target(stage_p95, "{{event}}"), unit="ms",
+                loki("Stage duration p95 (LogQL)", "timeseries", Target(stage_p95, "p95 {{stage}}"), unit="ms",
                      description="duration_ms of intent_classified (classify), search_completed (search) and "
                      "response_generated (generate)."),
                 prom("Stage duration p50 / p95 (PromQL)", "timeseries",

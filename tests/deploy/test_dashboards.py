@@ -149,6 +149,22 @@ def test_query_search_filters_lines_with_the_search_textbox() -> None:
     assert any('| session_id="$session"' in e for e in logs)
 
 
+def test_the_logql_and_promql_stage_panels_name_the_same_stages() -> None:
+    """The LogQL stage panel named its series by event type (intent_classified, ...) beside a PromQL panel naming
+    the same durations by stage (classify, ...)."""
+    stages = json.loads((DASHBOARD_DIR / "pipeline-stages.json").read_text(encoding="utf-8"))
+    by_title = {p["title"]: p for p in panels(stages)}
+    [logql] = by_title["Stage duration p95 (LogQL)"]["targets"]
+    promql = by_title["Stage duration p50 / p95 (PromQL)"]["targets"]
+    assert logql["legendFormat"] == "p95 {{stage}}" and "p95 {{stage}}" in {t["legendFormat"] for t in promql}
+    for event, stage in (
+        ("intent_classified", "classify"),
+        ("search_completed", "search"),
+        ("response_generated", "generate"),
+    ):
+        assert f'"stage", "{stage}", "event", "{event}"' in logql["expr"]
+
+
 def test_drops_and_sink_errors_are_drawn_as_counts_so_a_first_one_shows() -> None:
     """6 events dropped as too_old drew "0 / s" for 40 minutes: a reason's series appears with its first drop, and
     a rate sees no increase in a series' first value."""
