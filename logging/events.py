@@ -77,6 +77,9 @@ UNCLASSIFIED: Final = "unclassified"
 #: pasted document can never make a log line that no sink accepts (Loki's own limit is 256 KiB a line).
 MAX_TEXT_CHARS: Final = 16_384
 TRUNCATION_MARKER: Final = "…[truncated]"
+#: The question of a query whose producer did not capture it (an OpenTelemetry instrumentation recording no
+#: content): a text no query asked, so never the same question as another (`querylog.logging.reformulation`).
+NOT_CAPTURED: Final = "[input not captured by the instrumentation]"
 #: Largest answer text kept, in characters (cut with the marker, never refused).
 MAX_ANSWER_CHARS: Final = 16_384
 #: At most this many sources per search event; more are cut, and `sources_dropped` says how many.

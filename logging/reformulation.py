@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from querylog.logging.events import NOT_CAPTURED
+
 __all__ = [
     "SIMILARITY",
     "WINDOW_S",
@@ -118,6 +120,8 @@ def _tokens(compact: str) -> set[str]:
 
 
 def asked(text: str, names: Names | None = None) -> Asked:
+    if text == NOT_CAPTURED:  # no text was recorded: it says nothing, so it never asks another query again
+        return Asked(frozenset())
     compact = _compact(text)
     if names is None or not names.pattern:
         return Asked(frozenset(_tokens(compact)))
@@ -167,7 +171,11 @@ def _sql_tokens(compact: str) -> str:
 def sql_columns(text: str, names: Names | None) -> list[list[tuple[str, str]]]:
     """What `sql_reformulated` compares, computed once per query from its text expression: stages of (column,
     DuckDB expression) pairs, each stage's expressions reading the columns of the stages before."""
-    said = rf"lower(regexp_replace({text}, '\s+', '', 'g'))"
+    # No text recorded (`NOT_CAPTURED`): no token, so never similar to another query.
+    said = (
+        f"CASE WHEN {text} = {_sql_string(NOT_CAPTURED)} THEN '' "
+        rf"ELSE lower(regexp_replace({text}, '\s+', '', 'g')) END"
+    )
     if names is None or not names.pattern:
         return [[("_tokens", f"list_distinct({_sql_tokens(said)})")]]
     pattern = _sql_string(names.pattern)

@@ -55,7 +55,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from querylog.logging.events import EVENT_CLASSES, EventValidationError, shows_nothing
+# NOT_CAPTURED: the query text of a GenAI span whose instrumentation did not record the prompt (content capture is
+# opt-in in most of them): the query still counts, with its model, tokens, cost and latency.
+from querylog.logging.events import EVENT_CLASSES, NOT_CAPTURED, EventValidationError, shows_nothing
 
 __all__ = [
     "INTENT_ATTRIBUTE",
@@ -67,9 +69,6 @@ __all__ = [
     "map_export",
 ]
 
-#: The query text of a GenAI span whose instrumentation did not record the prompt (content capture is opt-in in
-#: most of them): the query still counts, with its model, tokens, cost and latency.
-NOT_CAPTURED: Final = "[input not captured by the instrumentation]"
 #: The span attributes an app names its query's intent and the classifier's confidence by (0 to 1).
 INTENT_ATTRIBUTE: Final = "querylog.intent"
 INTENT_CONFIDENCE_ATTRIBUTE: Final = "querylog.intent.confidence"
@@ -312,9 +311,14 @@ def _io_value(attrs: dict[str, Any], which: Literal["input", "output"], *, raw: 
     found = _plain(parsed)
     if isinstance(parsed, dict):
         found = next((v for key in _IO_KEYS[which] if (v := _plain(parsed.get(key))) is not None), None)
-        choices = parsed.get("choices")
+        choices, generations = parsed.get("choices"), parsed.get("generations")
         if found is None and isinstance(choices, list) and choices and isinstance(choices[0], dict):
             found = _message_text(choices[0].get("message"))
+        if found is None and isinstance(generations, list) and generations and isinstance(generations[0], list):
+            first = generations[0][0] if generations[0] else None  # LangChain's LLMResult: the first generation
+            found = _plain(first.get("text")) if isinstance(first, dict) else None
+        if found is None and (choices is not None or generations is not None):
+            return None  # a model's response without text (a step that calls a tool): no answer, not its JSON
     found = found or _held_text(parsed, "user" if which == "input" else "assistant")
     return found or (text if raw else None)
 

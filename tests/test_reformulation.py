@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from querylog.analytics.aliases import STARTER, load_aliases
 from querylog.analytics.queries import LakeQueries, open_catalog
-from querylog.logging.events import Event, IntentClassified, QueryCompleted, QueryReceived
+from querylog.logging.events import NOT_CAPTURED, Event, IntentClassified, QueryCompleted, QueryReceived
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.parquet import ParquetSink
 from querylog.logging.projection import Batch
@@ -146,6 +146,8 @@ def _exposition(events: list[Event], names: Names | None) -> bytes:
         # Where Python and DuckDB lower case differently: each side as the other.
         ("İade", "iade", True),
         ("ΑΣ", "ασ", True),
+        # An instrumentation that captured no question: the placeholder is no text, not the same question twice.
+        (NOT_CAPTURED, NOT_CAPTURED, False),
     ],
 )
 def test_the_rule(first: str, then: str, again: bool) -> None:

@@ -1382,3 +1382,25 @@ def test_a_retrieval_span_that_lists_no_document_is_no_search_that_found_nothing
     with Catalog(tmp_path / "lake") as catalog:
         summary = LakeQueries(catalog).summary()
     assert summary.no_result_rate == (None if found is None else float(found == 0))
+
+
+def test_a_model_response_without_text_is_no_answer_not_its_json(client: TestClient, tmp_path: Path) -> None:
+    """An OpenInference LLM span of a step that calls a tool (OpenAI's content null beside tool_calls, LangChain's
+    generation of empty text) had its whole response JSON stored as the answer, and found by an answer search."""
+    tool_call = {"id": "chatcmpl-1", "choices": [{"finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
+                                                              "function": {"name": "quote", "arguments": "{}"}}]}}]}  # fmt: skip
+    empty_generation = {"generations": [[{"text": "", "message": {"content": ""}}]], "llm_output": {}}
+    generation = {"generations": [[{"text": "삼성전자는 7만 원입니다", "generation_info": {}}]]}
+    tracer, keep = _kept_tracer()
+    for question, response in (("도구 질문", tool_call), ("빈 질문", empty_generation), ("답 질문", generation)):
+        with tracer.start_as_current_span("llm") as llm:
+            llm.set_attributes({"openinference.span.kind": "LLM", "input.value": question,
+                                "output.mime_type": "application/json",
+                                "output.value": json.dumps(response, ensure_ascii=False)})  # fmt: skip
+    rows = _exported_queries(client, tmp_path, keep.spans)
+    assert [(r["query_text"], r["answer_text"]) for r in rows] == [
+        ("도구 질문", None),
+        ("빈 질문", None),
+        ("답 질문", "삼성전자는 7만 원입니다"),
+    ]
