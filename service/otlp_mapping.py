@@ -403,10 +403,46 @@ def _documents(attrs: dict[str, Any]) -> dict[int, Any]:
     return found
 
 
+def _genai_documents(attrs: dict[str, Any]) -> dict[str, Any]:
+    """`attrs` with the documents of the GenAI conventions' ``gen_ai.retrieval.documents`` (a JSON list of
+    ``{"id", "score", …}``, as ``opentelemetry-util-genai`` writes it) as OpenInference's flat attributes, which the
+    mapping reads; `attrs` as they are without it, or when it is no such list."""
+    listed = attrs.get("gen_ai.retrieval.documents")
+    if isinstance(listed, str):
+        try:
+            listed = orjson.loads(listed)
+        except orjson.JSONDecodeError:
+            return attrs
+    if not isinstance(listed, list) or "retrieval.documents.0.document.id" in attrs:
+        return attrs
+    flat = {**attrs, _LISTED: True}  # an empty list is a search that found nothing
+    for n, document in enumerate(d for d in listed if isinstance(d, dict)):
+        for key in ("id", "score", "content"):
+            if document.get(key) is not None:
+                flat[f"retrieval.documents.{n}.document.{key}"] = document[key]
+        meta = document.get("metadata")
+        title = document.get("title") or (meta.get("title") if isinstance(meta, dict) else None)
+        if isinstance(title, str):
+            flat[f"retrieval.documents.{n}.document.metadata"] = orjson.dumps({"title": title}).decode()
+    return flat
+
+
+#: Set by `_genai_documents`: the span listed its documents (none, maybe), so their count is known.
+_LISTED: Final = "querylog.documents_listed"
+
+
 def _sources(attrs: dict[str, Any]) -> list[dict[str, Any]]:
     ids = dict(_indexed(attrs, "retrieval.documents.", ".document.id"))
     scores = dict(_indexed(attrs, "retrieval.documents.", ".document.score"))
     titles = dict(_indexed(attrs, "retrieval.documents.", ".document.metadata"))
+    for n, meta in titles.items():  # OpenInference's LangChain instrumentation writes the id in the metadata only
+        if n not in ids and isinstance(meta, str) and '"id"' in meta:
+            try:
+                held = orjson.loads(meta)
+            except ValueError:
+                continue
+            if isinstance(held, dict) and isinstance(held.get("id"), str | int) and not isinstance(held["id"], bool):
+                ids[n] = held["id"]
     found = []
     for rank, n in enumerate(sorted(ids), start=1):
         # An id is text or a whole number (its digits); anything else is kept as it came, for the event to refuse
@@ -850,7 +886,8 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
             {**common, "event_type": "intent_classified", "event_id": f"otlp-{span_id}-intent", "ts": _ts(start),
              "intent": intent, "confidence": 1.0 if confidence is None else confidence}
         )  # fmt: skip
-    for n, (retrieval, r_attrs) in enumerate(sorted(query.retrievals, key=lambda r: r[0].start_time_unix_nano)):
+    for n, (retrieval, listed) in enumerate(sorted(query.retrievals, key=lambda r: r[0].start_time_unix_nano)):
+        r_attrs = _genai_documents(listed)
         sources = _sources(r_attrs)
         # Documents without an id (LangChain's often have none) are no source, but were retrieved all the same.
         documents = _documents(r_attrs)
@@ -859,10 +896,11 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
             "event_type": "search_completed",
             "event_id": f"otlp-{span_id}-search-{n}",
             "ts": _ts(max(retrieval.end_time_unix_nano, retrieval.start_time_unix_nano)),
-            # OpenInference lists what a retriever found, so none listed is none found; a GenAI retrieval span has no
-            # attribute for its documents: without OpenInference's, how many it found is not known, which is no "0".
+            # OpenInference lists what a retriever found, so none listed is none found, as does the newer GenAI
+            # `gen_ai.retrieval.documents`; a GenAI retrieval span without it says nothing of its documents: how many
+            # it found is not known, which is no "0".
             "result_count": max(len(sources), len(documents))
-            if sources or documents or _str(r_attrs, "openinference.span.kind") is not None
+            if sources or documents or _LISTED in r_attrs or _str(r_attrs, "openinference.span.kind") is not None
             else None,
             "duration_ms": max(0, retrieval.end_time_unix_nano - retrieval.start_time_unix_nano) / 1e6,
         }

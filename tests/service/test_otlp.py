@@ -1364,6 +1364,9 @@ def test_a_lone_surrogate_in_otlp_json_or_a_prompt_sent_as_bytes_is_read_not_the
         ({"gen_ai.operation.name": "retrieval", "gen_ai.request.model": "bm25"}, None),  # lists no document
         ({"openinference.span.kind": "RETRIEVER"}, 0),  # OpenInference lists what it found: nothing
         ({"openinference.span.kind": "RETRIEVER", "retrieval.documents.0.document.id": "d-1"}, 1),
+        # The newer GenAI conventions list them (opentelemetry-util-genai): as a JSON list, empty when none.
+        ({"gen_ai.operation.name": "retrieval", "gen_ai.retrieval.documents": "[]"}, 0),
+        ({"gen_ai.operation.name": "retrieval", "gen_ai.retrieval.documents": '[{"id": "d-1", "score": 0.5}]'}, 1),
     ],
 )
 def test_a_retrieval_span_that_lists_no_document_is_no_search_that_found_nothing(
@@ -1404,3 +1407,31 @@ def test_a_model_response_without_text_is_no_answer_not_its_json(client: TestCli
         ("빈 질문", None),
         ("답 질문", "삼성전자는 7만 원입니다"),
     ]
+
+
+def test_documents_listed_as_the_genai_conventions_and_openinference_langchain_write_them_are_sources(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """`gen_ai.retrieval.documents` (opentelemetry-util-genai) was not read: no source, no count, no score; and
+    OpenInference's LangChain instrumentation writes a document's id in its metadata only, so no source either."""
+    genai = [{"id": "naver-01", "score": 3.0, "title": "네이버 실적"}, {"id": "naver-02", "score": 2.5}]
+    langchain = {f"retrieval.documents.{n}.document.{key}": value for n, doc in enumerate(genai)
+                 for key, value in (("content", "본문"), ("metadata", json.dumps({"id": doc["id"], "title": "제목"},
+                                                                                  ensure_ascii=False)))}  # fmt: skip
+    tracer, keep = _kept_tracer()
+    for question, retrieval in (
+        ("GenAI 질문", {"gen_ai.operation.name": "retrieval", "gen_ai.retrieval.documents": json.dumps(genai)}),
+        ("랭체인 질문", {"openinference.span.kind": "RETRIEVER", **langchain}),
+    ):
+        with tracer.start_as_current_span("request"):
+            with tracer.start_as_current_span("retrieve") as retrieve:
+                retrieve.set_attributes(retrieval)
+            with tracer.start_as_current_span("answer") as answer:
+                answer.set_attributes({**_LLM, "gen_ai.prompt.0.content": question})
+    rows = {r["query_text"]: r for r in _exported_queries(client, tmp_path, keep.spans)}
+    found = {q: ([s["doc_id"] for s in r["sources"]], r["result_count"], r["top_score"]) for q, r in rows.items()}
+    assert found == {
+        "GenAI 질문": (["naver-01", "naver-02"], 2, 3.0),
+        "랭체인 질문": (["naver-01", "naver-02"], 2, None),
+    }
+    assert rows["GenAI 질문"]["sources"][0]["title"] == "네이버 실적"
