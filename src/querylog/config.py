@@ -240,8 +240,8 @@ class Settings:
         default=True,
         metadata={
             "env": "QUERYLOG_AUTO_COMPACT",
-            "doc": "merge the lake's hours that closed over an hour ago at each housekeeping round of the running "
-            "service (as `querylog compact --no-days`); off leaves the lake to `querylog compact`",
+            "doc": "merge the lake's hours that closed over five minutes ago at each housekeeping round of the "
+            "running service (as `querylog compact --no-days`); off leaves the lake to `querylog compact`",
         },
     )
     housekeeping_interval_s: float = field(
