@@ -82,7 +82,7 @@ _SKIPPED_GENAI_OPERATIONS: Final = frozenset({"embeddings", "execute_tool", "cre
 #: OpenInference's span kinds that are no step of ours, each a `reason` of its own on `/metrics`; any other value
 #: (a client's own) is counted as ``openinference_other``: a label per value would let a client grow the series.
 _OPENINFERENCE_SKIPPED: Final = frozenset(
-    {"chain", "agent", "tool", "embedding", "reranker", "guardrail", "evaluator", "prompt", "unknown"}
+    {"chain", "tool", "embedding", "reranker", "guardrail", "evaluator", "prompt", "unknown"}
 )
 
 
@@ -574,12 +574,14 @@ def _kind(attrs: dict[str, Any]) -> str | None:
         return "llm"
     if oi_kind is not None:
         upper = oi_kind.upper()
-        if upper == "LLM":
+        if upper in ("LLM", "AGENT"):  # an agent's run is one query, its LLM calls its steps (as `invoke_agent`)
             return "llm"
         if upper == "RETRIEVER":
             return "retrieval"
         kind = upper.lower()
         return f"skip:openinference_{kind if kind in _OPENINFERENCE_SKIPPED else 'other'}"
+    if _str(attrs, "traceloop.span.kind") == "agent":  # OpenLLMetry's @agent: one query, as above
+        return "llm"
     if _str(attrs, "gen_ai.system", "gen_ai.provider.name", "gen_ai.request.model") is not None:
         # OpenLLMetry's older spans name the call's kind apart: an embedding (an indexing job's) is not a query.
         if _str(attrs, "llm.request.type") == "embedding":

@@ -1435,3 +1435,29 @@ def test_documents_listed_as_the_genai_conventions_and_openinference_langchain_w
         "랭체인 질문": (["naver-01", "naver-02"], 2, None),
     }
     assert rows["GenAI 질문"]["sources"][0]["title"] == "네이버 실적"
+
+
+@pytest.mark.parametrize(
+    "agent",
+    [
+        {"openinference.span.kind": "AGENT", "input.value": "삼성전자 현재가?", "output.value": "7만 원입니다"},
+        {"traceloop.span.kind": "agent", "traceloop.entity.name": "stock_agent"},
+    ],
+    ids=["openinference", "openllmetry"],
+)
+def test_an_agent_run_is_one_query_whatever_the_convention_names_it(
+    client: TestClient, tmp_path: Path, agent: dict[str, Any]
+) -> None:
+    """Under an OpenInference AGENT span or OpenLLMetry's @agent, each LLM call was a query of its own: the tool
+    call and the answer were two queries asking the same thing (the second counted as a reformulation), their
+    tokens apart; under GenAI's `invoke_agent` it was one."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("agent") as run:
+        run.set_attributes(agent)
+        for n, text in enumerate(("", "7만 원입니다")):
+            with tracer.start_as_current_span(f"llm-{n}") as llm:
+                llm.set_attributes({**_LLM, "gen_ai.prompt.0.content": "삼성전자 현재가?", "gen_ai.usage.input_tokens": 20 + n,
+                                    "gen_ai.usage.output_tokens": 5, **({"gen_ai.completion.0.content": text} if text else {})})  # fmt: skip
+    [query] = _exported_queries(client, tmp_path, keep.spans)
+    assert (query["query_text"], query["answer_text"]) == ("삼성전자 현재가?", "7만 원입니다")
+    assert (query["input_tokens"], query["output_tokens"], query["reformulated"]) == (41, 10, False)
