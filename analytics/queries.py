@@ -137,8 +137,13 @@ def parse_since(text: str, *, now: datetime | None = None, future: bool = False)
         if since < _UNIX_EPOCH:
             raise too_early
         return since
+    stripped = text.strip()
+    if len(stripped) > 10 and stripped[10] not in "Tt ":  # Python reads any character there as the time's start
+        raise ValueError(
+            f"{text!r}: join the date and the time with T, as 2025-01-31T00:00+09:00 (a date alone is midnight UTC)"
+        )
     try:
-        parsed = datetime.fromisoformat(text.strip())
+        parsed = datetime.fromisoformat(stripped)
     except ValueError:
         raise ValueError(
             f"expected a duration like 90s, 30m, 12h, 7d or 2w, or an ISO date like 2025-01-31; got {text!r}"

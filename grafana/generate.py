@@ -355,8 +355,9 @@ def query_overview() -> Dashboard:
                 loki("Quality score", "stat", Target(quality_mean, instant=True),
                      width=5, unit="percentunit",
                      description="Mean quality_score of completed queries, as their query_completed line carries it "
-                     "(Loki). A producer that scores only response_generated shows in the Prometheus panel and the "
-                     "lake, which fall back to the answer's score."),
+                     "(Loki reads one line at a time). The Prometheus panel and the lake take the answer's score "
+                     "(response_generated) first and the completion's only without it: a producer that scores only "
+                     "the answer, or both differently, shows another mean there."),
             ]),
             Row("Traffic", 8, [
                 loki("Query rate by intent", "timeseries", Target(rate_by_intent, "{{intent}}"), unit="reqps",

@@ -480,6 +480,17 @@ def test_parse_since_refuses_what_it_cannot_read(text: str) -> None:
         parse_since(text, now=datetime(2025, 3, 1, tzinfo=UTC))
 
 
+@pytest.mark.parametrize("text", ["2025-02-01+09:00", "2025-02-01-09:00", "2025-02-0109:00", "2025-02-01_09:00"])
+def test_a_date_and_an_offset_without_a_time_is_refused_not_read_as_a_time(text: str) -> None:
+    """`--until 2026-12-08+09:00` (midnight in Korea meant) was 2026-12-08T09:00 UTC: Python reads any character
+    after the date as the time's start, so the offset became the hour."""
+    with pytest.raises(ValueError, match=r"join the date and the time with T"):
+        parse_since(text, now=datetime(2025, 3, 1, tzinfo=UTC), future=True)
+    assert parse_since("2025-02-01T00:00+09:00", now=datetime(2025, 3, 1, tzinfo=UTC)) == datetime(
+        2025, 1, 31, 15, tzinfo=UTC
+    )
+
+
 @pytest.mark.parametrize("snapshot", [False, True], ids=["view", "snapshot"])
 def test_a_query_asked_again_soon_in_the_same_session_is_reformulated(tmp_path: Path, snapshot: bool) -> None:
     from querylog.logging.events import QueryCompleted, QueryReceived
