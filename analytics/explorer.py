@@ -630,7 +630,7 @@ def _how_many(found: int, what: str) -> str:
 
 #: What a query id looks like (a UUID, ``otlp-<trace>-<span>``, ``q-17``): one word of letters, digits and dashes
 #: with at least one dash and one digit.
-_LOOKS_LIKE_AN_ID: Final = re.compile(r"^(?=[^-]*-)(?=\D*\d)[A-Za-z0-9_.:-]{4,}$")
+_LOOKS_LIKE_AN_ID: Final = re.compile(r"^(?=[^-]*-)(?=\D*\d)[A-Za-z0-9_.:-]{3,}$")
 
 
 def _no_results(search: LakeSearch, text: str) -> None:

@@ -814,7 +814,8 @@ def _erase(
     receipt.metrics_open_queries = _forget_in_snapshot(settings, queries)
     receipt.dead_letter_entries, unreadable = _erase_dead_letters(settings.loki_dead_letter_dir, everyone)
     if receipt.dead_letter_entries:
-        progress(f"Loki's dead letters: {receipt.dead_letter_entries} entries removed")
+        n = receipt.dead_letter_entries
+        progress(f"Loki's dead letters: {n} {'entry' if n == 1 else 'entries'} removed")
     if unreadable:
         receipt.notes.append(
             f"{unreadable} line(s) in {settings.loki_dead_letter_dir} are not dead letters as this release writes "

@@ -228,6 +228,9 @@ def test_report_command_reports_a_past_window_with_until(
     assert capsys.readouterr().out == text
     assert main(["--home", home, "report", "--since", "1d", "--until", "2099-01-01"]) == 0
     capsys.readouterr()
+    # A week of days to come is refused, as a --since in the future is.
+    assert main(["--home", home, "report", "--until", "2999-01-01"]) == 2
+    assert "the window starts in the future (2998-12-25 00:00 UTC)" in capsys.readouterr().err
     # An empty window is said, not reported as a quiet one.
     assert main(["--home", home, "report", "--since", end.date().isoformat(), "--until", start.date().isoformat()]) == 2
     assert "is not before --until" in capsys.readouterr().err

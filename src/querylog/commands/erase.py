@@ -123,7 +123,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  search: {'index rebuilt without them' if receipt.search_rebuilt else _UNTOUCHED}")
             print(f"  metrics snapshot: {receipt.metrics_open_queries} open queries forgotten")
             if receipt.dead_letter_entries:
-                print(f"  Loki dead letters: {receipt.dead_letter_entries} entries removed")
+                n = receipt.dead_letter_entries
+                print(f"  Loki dead letters: {n} {'entry' if n == 1 else 'entries'} removed")
             print("  metrics counters: totals, never lowered: `reconcile --metrics-url` differs by these events")
         if settings.loki_url or receipt.loki_error:  # even when nothing was found here: Loki may hold them
             print(f"  loki:   {_loki_line(receipt)}")

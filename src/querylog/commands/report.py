@@ -49,8 +49,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.analytics.queries import LakeQueries, open_catalog
     from querylog.analytics.report import build_report, render_html, render_markdown
 
-    until = args.until or datetime.now(UTC)
-    since = args.since or until - timedelta(days=7)
+    now = datetime.now(UTC)
+    until = args.until or now
+    since = args.since or max(until - timedelta(days=7), datetime(1970, 1, 1, tzinfo=UTC))
+    if since > now:  # --until a week or more ahead: a window of days to come holds no query
+        print(f"querylog report: the window starts in the future ({since:%Y-%m-%d %H:%M} UTC): give --since too, "
+              "or an --until less than a week ahead", file=sys.stderr)  # fmt: skip
+        return 2
     if problem := window_problem(since, until):
         print(f"querylog report: {problem}: the window would be empty", file=sys.stderr)
         return 2
