@@ -390,6 +390,20 @@ def _finish_reason(attrs: dict[str, Any], output: list[dict[str, Any]]) -> str |
     return _str(attrs, "gen_ai.response.finish_reason", "gen_ai.completion.0.finish_reason", "llm.finish_reason")
 
 
+_TRACEBACK: Final = "Traceback (most recent call last):"
+
+
+def _without_traceback(message: str) -> str:
+    """A failure's message without the Python traceback some instrumentations append to it (OpenInference's
+    LangChain one, in the span status): the frames name the app's files and paths, which are no error message.
+    A message that is only a traceback keeps its last line, the exception."""
+    if _TRACEBACK not in message:
+        return message
+    before, _, frames = message.partition(_TRACEBACK)
+    last = next((line.strip() for line in reversed(frames.splitlines()) if line.strip()), "")
+    return before.strip() or last
+
+
 def _documents(attrs: dict[str, Any]) -> dict[int, Any]:
     """N → the score (or None) of every ``retrieval.documents.N.document.*`` a retrieval span describes."""
     found: dict[int, Any] = {}
@@ -993,7 +1007,7 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
             "latency_ms": latency_ms,
             "intent": intent,
         }
-        message = culprit.status.message or _str(culprit_attrs, "exception.message")
+        message = _without_traceback(culprit.status.message or _str(culprit_attrs, "exception.message") or "")
         if message:
             failure["error_message"] = message[:2000]
         events.append(failure)

@@ -1461,3 +1461,33 @@ def test_an_agent_run_is_one_query_whatever_the_convention_names_it(
     [query] = _exported_queries(client, tmp_path, keep.spans)
     assert (query["query_text"], query["answer_text"]) == ("삼성전자 현재가?", "7만 원입니다")
     assert (query["input_tokens"], query["output_tokens"], query["reformulated"]) == (41, 10, False)
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (  # OpenInference's LangChain instrumentation: the exception, then its traceback
+            "OpenAIAPIError('Error code: 500 - internal fake error')Traceback (most recent call last):\n"
+            '  File "/home/me/app/.venv/lib/python3.11/site-packages/langchain_core/x.py", line 9, in invoke\n'
+            "openai.InternalServerError: Error code: 500",
+            "OpenAIAPIError('Error code: 500 - internal fake error')",
+        ),
+        (  # a traceback alone: its last line, the exception
+            'Traceback (most recent call last):\n  File "/srv/app.py", line 3, in <module>\nValueError: bad prompt',
+            "ValueError: bad prompt",
+        ),
+        ("quota exceeded", "quota exceeded"),
+    ],
+)
+def test_a_failures_message_is_kept_without_the_traceback_and_its_paths(
+    client: TestClient, tmp_path: Path, status: str, message: str
+) -> None:
+    """A LangChain failure's message was its whole traceback, 2,000 characters of the app's files and paths."""
+    tracer, keep = _kept_tracer()
+    span = tracer.start_span("llm")
+    span.set_attributes({"openinference.span.kind": "LLM", "input.value": "실패할 질문"})
+    span.set_status(Status(StatusCode.ERROR, status))
+    span.end()
+    _, log = _export(client, tmp_path, keep.spans)
+    (failed,) = [e for e in _logged(log) if e.event_type == "query_failed"]
+    assert failed.error_message == message
