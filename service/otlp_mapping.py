@@ -431,11 +431,13 @@ def _genai_documents(attrs: dict[str, Any]) -> dict[str, Any]:
         return attrs
     flat = {**attrs, _LISTED: True}  # an empty list is a search that found nothing
     for n, document in enumerate(d for d in listed if isinstance(d, dict)):
-        for key in ("id", "score", "content"):
-            if document.get(key) is not None:
-                flat[f"retrieval.documents.{n}.document.{key}"] = document[key]
-        meta = document.get("metadata")
-        title = document.get("title") or (meta.get("title") if isinstance(meta, dict) else None)
+        meta: dict[str, Any] = document["metadata"] if isinstance(document.get("metadata"), dict) else {}
+        # A LangChain document (Langfuse's retriever output) holds its id and title in its metadata.
+        for key, value in (("id", document.get("id", meta.get("id"))), ("score", document.get("score")),
+                           ("content", document.get("content", document.get("page_content")))):  # fmt: skip
+            if value is not None:
+                flat[f"retrieval.documents.{n}.document.{key}"] = value
+        title = document.get("title") or meta.get("title")
         if isinstance(title, str):
             flat[f"retrieval.documents.{n}.document.metadata"] = orjson.dumps({"title": title}).decode()
     return flat
@@ -526,7 +528,14 @@ def _with_events(span: Span, attrs: dict[str, Any]) -> dict[str, Any]:
 
 #: Langfuse SDK (v3+) observation types that are GenAI calls, as the GenAI operation each is; its other types (span,
 #: agent, chain, tool, retriever, …) are the spans around them.
-_LANGFUSE_OPERATIONS: Final = {"generation": "chat", "embedding": "embeddings"}
+#: Langfuse observation types read as GenAI operations: a generation a query (or a step), an agent's run one query
+#: whose generations are its steps, a retriever its search (its output's documents, `_genai_documents`).
+_LANGFUSE_OPERATIONS: Final = {
+    "generation": "chat",
+    "embedding": "embeddings",
+    "agent": "invoke_agent",
+    "retriever": "retrieval",
+}
 _LANGFUSE_USAGE: Final = (
     ("gen_ai.usage.input_tokens", ("input", "prompt_tokens", "input_tokens")),
     ("gen_ai.usage.output_tokens", ("output", "completion_tokens", "output_tokens")),
@@ -551,6 +560,11 @@ def _from_langfuse(attrs: dict[str, Any], start_ns: int) -> dict[str, Any]:
     operation = _LANGFUSE_OPERATIONS.get(_str(attrs, "langfuse.observation.type") or "")
     if operation is None:
         return attrs
+    if operation == "retrieval":  # its output: the documents it found (LangChain's, or the app's own list)
+        output = _json(attrs.get("langfuse.observation.output"))
+        listed = output.get("documents") if isinstance(output, dict) else output
+        documents = {"gen_ai.retrieval.documents": listed} if isinstance(listed, list) else {}
+        return {"gen_ai.operation.name": operation, **documents, **attrs}
     found: dict[str, Any] = {
         "gen_ai.operation.name": operation,
         "gen_ai.request.model": attrs.get("langfuse.observation.model.name"),

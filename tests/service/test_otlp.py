@@ -1491,3 +1491,31 @@ def test_a_failures_message_is_kept_without_the_traceback_and_its_paths(
     _, log = _export(client, tmp_path, keep.spans)
     (failed,) = [e for e in _logged(log) if e.event_type == "query_failed"]
     assert failed.error_message == message
+
+
+def test_a_langfuse_retriever_is_the_querys_search_and_a_langfuse_agent_one_query(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """Langfuse's `retriever` observations (`@observe(as_type="retriever")`, its LangChain callback's retrievers)
+    were left out as not GenAI: no search step, no sources; and an `agent` observation's generations were a query
+    each."""
+    documents = [{"page_content": "네이버 실적 기사", "metadata": {"id": "naver-01", "title": "네이버 실적"}}]
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("agent") as agent:
+        agent.set_attributes({"langfuse.observation.type": "agent", "langfuse.observation.input": "네이버 실적은?"})
+        with tracer.start_as_current_span("retriever") as retriever:
+            retriever.set_attributes({"langfuse.observation.type": "retriever",
+                                      "langfuse.observation.output": json.dumps(documents, ensure_ascii=False)})  # fmt: skip
+        for n in range(2):
+            with tracer.start_as_current_span(f"generation-{n}") as generation:
+                generation.set_attributes({"langfuse.observation.type": "generation",
+                                           "langfuse.observation.model.name": "gpt-4o-mini",
+                                           "langfuse.observation.input": "네이버 실적은?",
+                                           "langfuse.observation.output": "개선됐습니다" if n else "",
+                                           "langfuse.observation.usage_details": json.dumps({"input": 10, "output": 2})})  # fmt: skip
+    [query] = _exported_queries(client, tmp_path, keep.spans)
+    assert (query["query_text"], query["answer_text"], query["input_tokens"]) == ("네이버 실적은?", "개선됐습니다", 20)
+    assert (query["result_count"], [(s["doc_id"], s["title"]) for s in query["sources"]]) == (
+        1,
+        [("naver-01", "네이버 실적")],
+    )
