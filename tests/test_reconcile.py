@@ -452,6 +452,10 @@ def test_a_metrics_url_that_is_not_a_metrics_page_is_a_sentence(
     with RecordedLoki().serve() as url:  # answers /ready with a word, not with metrics
         assert main(["reconcile", "--metrics-url", f"{url}/ready"]) == 2
     assert "cannot be compared: " in capsys.readouterr().err
+    # querylog's own /healthz: the parser's "Invalid labels: "status":"ok",…" said nothing of the mistake.
+    with serving(answering(b'{"status":"ok","checks":{"log":"ok"}}')) as url:
+        assert main(["reconcile", "--metrics-url", f"{url}/healthz"]) == 2
+    assert "it answered JSON, not Prometheus metrics: is the path querylog's /metrics?" in capsys.readouterr().err
     # Another exporter's page (Prometheus's own): every count read 0 and "12 count(s) disagree", exit 1.
     with serving(answering(b"# TYPE prometheus_build_info gauge\nprometheus_build_info 1\n")) as url:
         assert main(["reconcile", "--metrics-url", f"{url}/metrics"]) == 2

@@ -69,7 +69,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 count_metrics(metrics_text, settings.metrics_namespace)
             except ValueError as exc:
                 shown = shown_url(metrics_url)
-                print(f"querylog reconcile: {shown} cannot be compared: {str(exc)[:200]}", file=sys.stderr)
+                said = (  # a JSON answer (/healthz, an API) is no metrics page: its parse error says nothing more
+                    "it answered JSON, not Prometheus metrics: is the path querylog's /metrics?"
+                    if metrics_text.lstrip().startswith(("{", "["))
+                    else str(exc)[:200]
+                )
+                print(f"querylog reconcile: {shown} cannot be compared: {said}", file=sys.stderr)
                 return 2
         if settings.loki_url:
             from querylog.runtime import loki_options
