@@ -66,13 +66,13 @@ _STAGE_COLUMNS: Final = (
     ("total", "latency_ms"),
 )
 
-# Queries that never got an intent are grouped under UNCLASSIFIED (querylog.logging.events), so that they can be
-# filtered and charted like any other intent instead of vanishing as NULL.
 _FULL_WIDTH: Final = "".join(map(chr, range(0xFF01, 0xFF5F)))  # ！ … ～
 _AS_ASCII: Final = "".join(map(chr, range(0x21, 0x7F)))  # ! … ~
 #: What `question_key` does to full-width forms before it folds case and spacing.
 FULL_WIDTH_AS_ASCII: Final = str.maketrans(_FULL_WIDTH, _AS_ASCII)
 _AS_ASCII_SQL: Final = _AS_ASCII.replace("'", "''")
+# Queries that never got an intent are grouped under UNCLASSIFIED (querylog.logging.events), so that they can be
+# filtered and charted like any other intent instead of vanishing as NULL.
 #: `querylog.analytics.search_groups.question_key` in SQL: what makes two questions the same (case and spacing
 #: aside), so that the report's and the explorer's top queries count a question as search does.
 #: The class is Python's whitespace (`str.split`) in RE2: its ``\s`` is ASCII only, ``\p{Z}`` the Unicode spaces.

@@ -55,8 +55,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-# NOT_CAPTURED: the query text of a GenAI span whose instrumentation did not record the prompt (content capture is
-# opt-in in most of them): the query still counts, with its model, tokens, cost and latency.
 from querylog.logging.events import EVENT_CLASSES, NOT_CAPTURED, EventValidationError, shows_nothing
 
 __all__ = [
@@ -526,10 +524,9 @@ def _with_events(span: Span, attrs: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-#: Langfuse SDK (v3+) observation types that are GenAI calls, as the GenAI operation each is; its other types (span,
-#: agent, chain, tool, retriever, …) are the spans around them.
-#: Langfuse observation types read as GenAI operations: a generation a query (or a step), an agent's run one query
-#: whose generations are its steps, a retriever its search (its output's documents, `_genai_documents`).
+#: Langfuse SDK (v3+) observation types read as GenAI operations: a generation is a query (or a step), an agent's
+#: run one query whose generations are its steps, a retriever its search (its output's documents,
+#: `_genai_documents`); its other types (span, chain, tool, …) are the spans around them.
 _LANGFUSE_OPERATIONS: Final = {
     "generation": "chat",
     "embedding": "embeddings",
