@@ -762,20 +762,21 @@ class LakeQueries:
         many hits in turn while traffic kept the best ones fresh (181 s for one search)."""
         if not query_ids:
             return set()
-        select = "SELECT query_id FROM q WHERE list_contains($ids, query_id)"
-        found = set(self._frame(f, select, {"ids": list(query_ids)})["query_id"].to_list())
-        if self._memo is not None and len(found) < len(query_ids):
-            _, known = self.catalog.query(
-                f"SELECT query_id FROM {self._source} WHERE list_contains($ids, query_id)", {"ids": list(query_ids)}
+        where, params = f.clause()
+        # Every id the lake (or the snapshot) holds, and whether the filters select it: one query for both.
+        held = self._answer_to(
+            f"SELECT query_id, coalesce({where}, false) AS selected FROM {self._source} "
+            "WHERE list_contains($ids, query_id)",
+            {**params, "ids": list(query_ids)},
+        )
+        found = {query_id for query_id, selected in held.iter_rows() if selected}
+        if self._memo is not None and (newer := sorted(set(query_ids) - set(held["query_id"].to_list()))):
+            now = sql_frame(
+                self.catalog,
+                f"SELECT query_id FROM ({_BASE_SQL}) WHERE ({where}) AND list_contains($ids, query_id)",
+                {**params, "ids": newer},
             )
-            if newer := sorted(set(query_ids) - found - {row[0] for row in known}):
-                where, params = f.clause()
-                now = sql_frame(
-                    self.catalog,
-                    f"WITH q AS (SELECT * FROM ({_BASE_SQL}) WHERE {where})\n{select}",
-                    {**params, "ids": newer},
-                )
-                found.update(now["query_id"].to_list())
+            found.update(now["query_id"].to_list())
         return found
 
     # -- one query ---------------------------------------------------------------------------------
