@@ -174,6 +174,25 @@ def test_help_lists_the_commands_and_the_settings(capsys: pytest.CaptureFixture[
         assert word in out
 
 
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["report", "--sinse", "7d"], "querylog report: error: unrecognized arguments: --sinse 7d"),
+        (["replay", "parquet", "--form", "lake"], "querylog replay parquet: error: unrecognized arguments: --form"),
+    ],
+)
+def test_an_unknown_flag_is_named_by_the_command_it_was_given_to(
+    argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The top-level parser said "querylog: error" with `querylog`'s usage: not which command took no such flag."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert named in err
+    assert f"usage: querylog {' '.join(argv[: 2 if argv[0] == 'replay' else 1])} [-h]" in err
+
+
 def test_a_home_without_a_lake_is_named_not_read_as_no_data(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

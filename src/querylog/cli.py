@@ -167,6 +167,15 @@ def _joined_since(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub)command `args` chose: `querylog lake push`'s for ``querylog lake push --x``."""
+    while True:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is None or getattr(args, sub.dest, None) not in sub.choices:
+            return parser
+        parser = sub.choices[getattr(args, sub.dest)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # the command itself, not a caller's in-process use
         _whole_stdout()
@@ -176,7 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not_text is not None:
         print(f"querylog: {not_text}", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's own parser: its usage line and its name, not only `querylog`'s
+        _chosen(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.home is not None and not args.home.strip():
         print(
             "querylog: --home is empty: give the data directory's path (or leave --home out for QUERYLOG_HOME)",
