@@ -101,8 +101,11 @@ def test_a_rebuild_is_refused_while_the_service_runs_even_before_a_projection_do
             pass
         capsys.readouterr()
         assert main(["--home", str(settings.home), "replay", "parquet"]) == 2  # it could not start
-        assert "querylog is running on this data directory" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "querylog is running on this data directory" in err
+        assert "rebuilding" not in err  # it said "rebuilding …" first, then that it would not
     assert main(["--home", str(settings.home), "replay", "parquet"]) == 0  # stopped: the rebuild goes ahead
+    assert f"rebuilding {settings.lake_dir}" in capsys.readouterr().err
 
 
 def test_a_lake_a_stopped_rebuild_left_aside_is_put_back_before_the_projection_makes_a_new_one(

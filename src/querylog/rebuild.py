@@ -142,14 +142,19 @@ def _exclusive(path: Path, message: str) -> Iterator[None]:
 
 
 def rebuild_lake(
-    settings: Settings, *, progress: ProgressFn | None = None, source: Literal["log", "lake"] = "log"
+    settings: Settings,
+    *,
+    progress: ProgressFn | None = None,
+    source: Literal["log", "lake"] = "log",
+    started: Callable[[], None] | None = None,
 ) -> RebuildReport:
     """Project the whole log into a fresh lake (current schema, current prices) and swap it in for the live one.
 
     Refused while ``querylog serve`` runs on this data directory, or a ``querylog project`` runs the Parquet
     projection, or a ``querylog compact`` works on the lake, and when the lake holds an event the rebuilt one lacks
-    (part of the log was deleted or trimmed: the rebuilt lake would lose them)."""
-    started = time.monotonic()
+    (part of the log was deleted or trimmed: the rebuilt lake would lose them). `started` is called once the
+    rebuild holds its locks: a caller says "rebuilding" then, not before a refusal."""
+    began = time.monotonic()
     lake = settings.lake_dir
     fresh = settings.home / _FRESH
     previous, discarded = settings.home / _PREVIOUS, settings.home / _DISCARDED
@@ -162,6 +167,8 @@ def rebuild_lake(
         _exclusive(settings.state_dir / "locks" / "parquet.lock", running),
         _exclusive(lake / "_querylog" / "upkeep.lock", "a querylog compact is working on the lake; try again later"),
     ):
+        if started is not None:
+            started()
         settle_interrupted_swap(settings)  # an earlier run stopped midway: its lake back, its copies gone
         before, _ = lake_rows(lake)
         if source == "lake":
@@ -202,7 +209,7 @@ def rebuild_lake(
         if previous.exists():
             os.rename(previous, discarded)
         shutil.rmtree(discarded, ignore_errors=True)
-    elapsed = time.monotonic() - started
+    elapsed = time.monotonic() - began
     return RebuildReport(
         events_before=before,
         events_after=after,

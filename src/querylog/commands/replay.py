@@ -207,9 +207,13 @@ def run_parquet(args: argparse.Namespace, settings: Settings) -> int:
     if not origin.is_dir():
         print(f"querylog replay parquet: no {source} at {origin}: is {HOME_OPTION} right? Nothing to rebuild", file=err)
         return 2
-    print(f"querylog replay parquet: rebuilding {settings.lake_dir} from {origin}", file=err)
+
+    def started() -> None:  # said once the rebuild holds its locks: not before a refusal (a server running)
+        print(f"querylog replay parquet: rebuilding {settings.lake_dir} from {origin}", file=err)
+
     try:
-        report = rebuild_lake(settings, progress=_tenths(f"of the {source} projected", source), source=source)
+        progress = _tenths(f"of the {source} projected", source)
+        report = rebuild_lake(settings, progress=progress, source=source, started=started)
     except RebuildError as exc:
         print(f"querylog replay parquet: {exc}", file=err)
         return 2 if isinstance(exc, RebuildBusyError | LakeAsideError) else 1  # it could not start
