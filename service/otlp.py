@@ -176,13 +176,15 @@ def _answer(response: ExportTraceServiceResponse, request: Request) -> Response:
     return Response(json.dumps(json_format.MessageToDict(response), ensure_ascii=False), media_type=_JSON)
 
 
-def _ingest(ingestor: EventIngestor, mapped: Mapped) -> IngestResult:
+def _ingest(ingestor: EventIngestor, mapped: Mapped) -> tuple[IngestResult, int]:
     """Build each span's events from their prepared (redacted) fields and append them. The events are built by
     their classes, which validate every value, rather than converted from the dicts: a span's fields are typed
     by the mapping already, and this is the export's hot path. A span with a value the schema refuses is left out
     and counted (`partial_success`), never the whole export: a retrieval span alone (its query keeps the rest), a
-    query with every span it was read from (its own, its steps, its retrievals)."""
+    query with every span it was read from (its own, its steps, its retrievals). Returns the append's result and
+    how many queries went in."""
     events: list[AnyEvent] = []
+    queries = 0
     for group in mapped.groups:
         built: list[AnyEvent] = []
         retrievals = sum(1 for fields in group.events if fields["event_type"] == "search_completed")
@@ -199,7 +201,8 @@ def _ingest(ingestor: EventIngestor, mapped: Mapped) -> IngestResult:
                 break
         else:
             events.extend(built)
-    return ingestor.append(events, bounded=False)  # bounded by its spans (`_export_traces`)
+            queries += 1
+    return ingestor.append(events, bounded=False), queries  # bounded by its spans (`_export_traces`)
 
 
 def _checked(ingestor: EventIngestor, fields: dict[str, Any]) -> AnyEvent | str:
@@ -268,10 +271,10 @@ async def _export_traces(request: Request, ingestor: EventIngestor, hold: Hold) 
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail)
     # On a worker thread: a large export takes a while to map, and the event loop serves every other request.
     mapped = await run_in_threadpool(map_export, export, service=ingestor.service, env=ingestor.env)
-    accepted = duplicates = 0
+    accepted = duplicates = queries = 0
     if mapped.groups:
         try:
-            result = await run_in_threadpool(_ingest, ingestor, mapped)
+            result, queries = await run_in_threadpool(_ingest, ingestor, mapped)
         except IngestUnavailableError as exc:
             ingestor.counts.events("traces", "accepted", exc.written)  # in the log: a retry finds them duplicates
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"}) from None
@@ -291,7 +294,7 @@ async def _export_traces(request: Request, ingestor: EventIngestor, hold: Hold) 
         )
     _log.info(
         "otlp_spans_ingested",
-        queries=mapped.queries,
+        queries=queries,  # those whose events went in (new or sent before): not those refused
         events=accepted,
         duplicates=duplicates,
         skipped=dict(left_out) or None,

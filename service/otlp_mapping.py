@@ -113,10 +113,6 @@ class Mapped:
         if self.skipped[NESTED_SPAN] <= 0:
             del self.skipped[NESTED_SPAN]
 
-    @property
-    def queries(self) -> int:
-        return len(self.groups)
-
 
 def _value(v: AnyValue) -> Any:
     kind = v.WhichOneof("value")

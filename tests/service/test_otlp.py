@@ -419,6 +419,8 @@ def test_the_apps_intent_and_its_service_version_become_the_querys_intent_and_re
     client: TestClient, tmp_path: Path
 ) -> None:
     """An app that classifies says so on its spans; before, every OTLP query was `unclassified` and had no release."""
+    from structlog.testing import capture_logs
+
     from querylog.logging.parquet import ParquetSink
     from querylog.logging.projection import Projector
     from querylog.logging.segments import LogReader
@@ -442,8 +444,11 @@ def test_the_apps_intent_and_its_service_version_become_the_querys_intent_and_re
             {"openinference.span.kind": "LLM", "input.value": "높은 확신", "querylog.intent": "x",
              "querylog.intent.confidence": "high"}
         )  # fmt: skip
-    partial, _ = _export(client, tmp_path, keep.spans)
+    with capture_logs() as logs:
+        partial, _ = _export(client, tmp_path, keep.spans)
     assert partial == {"rejectedSpans": "2", "errorMessage": "spans rejected: 2 invalid confidence"}
+    # The server's line counts the queries that went in: it said 5, the two refused included.
+    assert [e["queries"] for e in logs if e["event"] == "otlp_spans_ingested"] == [3]
     with ParquetSink(tmp_path / "home" / "lake") as sink:
         Projector(LogReader(tmp_path / "home" / "log"), sink).catch_up()
     with Catalog(tmp_path / "home" / "lake") as catalog:
