@@ -204,6 +204,25 @@ def test_report_command_takes_a_service_and_names_unknown_ones(
     assert "no query in the lake has --service 'chat_api'; it has: chat-api, news-bot" in said
 
 
+def test_a_report_without_filters_lists_no_choices(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each list of intents, envs or services is a pass over the whole lake (seconds on a large one): the report
+    asked for all three to check flags that were not given."""
+    from querylog.analytics.queries import LakeQueries
+
+    ts = datetime.now(UTC) - timedelta(hours=2)
+    with ParquetSink(tmp_path / "lake") as sink:
+        sink.write(Batch(events=[QueryReceived(query_id="q", query_text="네이버 주가", ts=ts)], checkpoint={"t": 1}))
+    asked: list[str] = []
+    for name in ("intents", "envs", "services"):
+        monkeypatch.setattr(LakeQueries, name, lambda self, name=name: asked.append(name) or [])
+    assert main(["--home", str(tmp_path), "report", "--since", "1d"]) == 0
+    assert asked == []
+    assert main(["--home", str(tmp_path), "report", "--since", "1d", "--env", "prod"]) == 0
+    assert asked == ["envs"]
+
+
 def test_report_command_accepts_an_iso_date(two_weeks: SampleLake, capsys: pytest.CaptureFixture[str]) -> None:
     day = (two_weeks.end - timedelta(days=2)).date().isoformat()
     assert main(["--home", str(two_weeks.home), "report", "--since", day]) == 0

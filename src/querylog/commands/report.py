@@ -90,11 +90,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def _unknown_filters(lq: Any, args: argparse.Namespace) -> None:
     """Say which --intent, --env and --service values no query in the lake has (a typo reads as an empty report),
     and which it has."""
-    for flag, wanted, known in (
-        ("--intent", args.intent, lq.intents()),
-        ("--env", args.env, lq.envs()),
-        ("--service", args.service, lq.services()),
+    for flag, wanted, choices in (
+        ("--intent", args.intent, lq.intents),
+        ("--env", args.env, lq.envs),
+        ("--service", args.service, lq.services),
     ):
+        if not wanted:  # each list is a pass over the whole lake: only for a flag given
+            continue
+        known = choices()
         unknown = [w for w in wanted if w not in known]
         if unknown and known:
             print(
