@@ -8,8 +8,9 @@ Two conventions are read, with the older names common instrumentations still emi
   ``prompt_tokens`` / ``completion_tokens``), ``gen_ai.input.messages`` / ``gen_ai.output.messages`` (JSON), or
   OpenLLMetry's ``gen_ai.prompt.N.content`` / ``gen_ai.completion.N.content``, ``gen_ai.response.finish_reasons``,
   ``error.type``; a retrieval span is ``gen_ai.operation.name = retrieval``.
-- OpenInference (Phoenix): ``openinference.span.kind`` (``LLM``, ``RETRIEVER``), ``llm.model_name``,
-  ``llm.token_count.prompt`` / ``completion``, ``input.value``, ``output.value``,
+- OpenInference (Phoenix): ``openinference.span.kind`` (``LLM``, ``RETRIEVER``), ``llm.model_name`` (and the
+  request's ``model`` in ``llm.invocation_parameters``), ``llm.token_count.prompt`` / ``completion``,
+  ``input.value``, ``output.value``,
   ``llm.input_messages.N.message.role|content``, ``retrieval.documents.N.document.id|content|score``.
 
 The Langfuse SDK's (v3+) generations (``langfuse.observation.type = generation``) are read under the GenAI names:
@@ -251,6 +252,18 @@ def _plain(value: Any) -> str | None:
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     return str(value) if isinstance(value, str) and value.strip() else None
+
+
+def _invoked_model(attrs: dict[str, Any]) -> str | None:
+    """The model an OpenInference span's request asked for: ``model`` in ``llm.invocation_parameters`` (JSON)."""
+    text = _plain(attrs.get("llm.invocation_parameters"))
+    if text is None or not text.lstrip().startswith("{"):
+        return None
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return _str(parsed, "model") if isinstance(parsed, dict) else None
 
 
 def _written_text(value: Any, role: str | None = None) -> str | None:
@@ -947,7 +960,13 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
         return _str(a, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
 
     def model(a: dict[str, Any]) -> str | None:
-        return _str(a, "gen_ai.request.model", "llm.model_name")
+        return _str(a, "gen_ai.request.model") or _invoked_model(a) or _str(a, "llm.model_name")
+
+    def response_model(a: dict[str, Any]) -> str | None:
+        # OpenInference's `llm.model_name` is the model that answered (``gpt-4o-mini-2024-07-18``) when the request
+        # named another (``gpt-4o-mini``, in its invocation parameters): the request model groups as OpenAI's does.
+        named = _str(a, "llm.model_name")
+        return _str(a, "gen_ai.response.model") or (named if named != model(a) else None)
 
     def tokens_in(a: dict[str, Any]) -> int | float | None:
         return _int(a, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
@@ -970,8 +989,7 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
     for key, value in (
         ("gen_ai_system", _from_steps(query, system(attrs), system)),
         ("gen_ai_request_model", _from_steps(query, model(attrs), model)),
-        ("gen_ai_response_model", _from_steps(query, _str(attrs, "gen_ai.response.model"),
-                                              lambda a: _str(a, "gen_ai.response.model"))),
+        ("gen_ai_response_model", _from_steps(query, response_model(attrs), response_model)),
         ("gen_ai_usage_input_tokens", _from_steps(query, tokens_in(attrs), tokens_in, total=True)),
         ("gen_ai_usage_output_tokens", _from_steps(query, tokens_out(attrs), tokens_out, total=True)),
         ("gen_ai_usage_cache_read_input_tokens", _from_steps(query, cached(attrs), cached, total=True)),

@@ -1025,6 +1025,32 @@ def _exported_queries(client: TestClient, tmp_path: Path, spans: Sequence[Readab
     return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
+def test_an_openinference_request_model_groups_with_openais_and_the_dated_name_is_the_response_model(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """OpenInference's OpenAI instrumentation writes the answering model (``gpt-4o-mini-2024-07-18``) as
+    ``llm.model_name`` and the requested one in ``llm.invocation_parameters``: the query's model was the dated name,
+    so cost by model split one model in two beside an openai-v2 service."""
+    tracer, keep = _kept_tracer()
+    for question, params in (
+        ("모델 질문", '{"model": "gpt-4o-mini", "temperature": 0}'),
+        ("파라미터 없는 질문", None),
+        ("깨진 파라미터", "{not json"),
+    ):
+        with tracer.start_as_current_span("llm") as span:
+            attributes = {"openinference.span.kind": "LLM", "input.value": question,
+                          "llm.model_name": "gpt-4o-mini-2024-07-18"}  # fmt: skip
+            if params is not None:
+                attributes["llm.invocation_parameters"] = params
+            span.set_attributes(attributes)
+    rows = _exported_queries(client, tmp_path, keep.spans)
+    assert [(r["query_text"], r["model"], r["response_model"]) for r in rows] == [
+        ("모델 질문", "gpt-4o-mini", "gpt-4o-mini-2024-07-18"),
+        ("파라미터 없는 질문", "gpt-4o-mini-2024-07-18", None),  # the only name there is
+        ("깨진 파라미터", "gpt-4o-mini-2024-07-18", None),
+    ]
+
+
 def test_the_langfuse_sdks_generations_are_queries_with_their_usage_cost_and_first_token(
     client: TestClient, tmp_path: Path
 ) -> None:
