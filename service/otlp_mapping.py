@@ -576,6 +576,8 @@ def _from_langfuse(attrs: dict[str, Any], start_ns: int) -> dict[str, Any]:
         "gen_ai.request.model": attrs.get("langfuse.observation.model.name"),
         "gen_ai.prompt": attrs.get("langfuse.observation.input"),  # text, or JSON of the messages
         "gen_ai.completion": attrs.get("langfuse.observation.output"),
+        # Where its OpenAI integration puts a streamed answer's finish reason (JSON text: ``"stop"``).
+        "gen_ai.response.finish_reason": _json(attrs.get("langfuse.observation.metadata.finish_reason")),
     }
     usage = _json(attrs.get("langfuse.observation.usage_details"))
     if isinstance(usage, dict):

@@ -1051,6 +1051,23 @@ def test_an_openinference_request_model_groups_with_openais_and_the_dated_name_i
     ]
 
 
+def test_a_langfuse_generations_finish_reason_in_its_metadata_is_the_querys(client: TestClient, tmp_path: Path) -> None:
+    """Langfuse's OpenAI integration writes a streamed answer's finish reason in the generation's metadata; the
+    query had none, so a cut answer (``length``) did not show as one."""
+    provider = TracerProvider()
+    keep = _Keep()
+    provider.add_span_processor(SimpleSpanProcessor(keep))
+    langfuse = _langfuse_client(provider)
+    for question, metadata in (("잘린 답변", {"finish_reason": "length"}), ("이유 없는 답변", {"other": 1})):
+        with langfuse.start_as_current_observation(
+            as_type="generation", name="llm", model="gpt-4o-mini", input=question, metadata=metadata
+        ) as generation:
+            generation.update(output="답변")
+    provider.shutdown()
+    rows = _exported_queries(client, tmp_path, keep.spans)
+    assert [(r["query_text"], r["finish_reason"]) for r in rows] == [("잘린 답변", "length"), ("이유 없는 답변", None)]
+
+
 def test_the_langfuse_sdks_generations_are_queries_with_their_usage_cost_and_first_token(
     client: TestClient, tmp_path: Path
 ) -> None:
