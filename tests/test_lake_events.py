@@ -30,6 +30,8 @@ def test_every_event_comes_back_as_it_was_logged(tmp_path: Path) -> None:
             q.responded(model="gpt-4o", input_tokens=10, output_tokens=5, answer="답변", cost_usd=0.5)
         with tracker.query("no cost recorded") as q:
             q.responded(model="gpt-4o", input_tokens=10, output_tokens=5)
+        # A search whose count is unknown (an OTLP retrieval that lists no documents): null, required all the same.
+        log.append(SearchCompleted(query_id="q-otlp", result_count=None, ts=day + timedelta(seconds=1)))
         log.append(QueryReceived(query_id="q-old", query_text="yesterday", ts=day, schema_version=1))
         log.append(QueryReceived(query_id="q-new", query_text="tomorrow", ts=day + timedelta(seconds=2)))
     with ParquetSink(lake) as sink:
@@ -42,6 +44,7 @@ def test_every_event_comes_back_as_it_was_logged(tmp_path: Path) -> None:
     responses = [e for e in read if isinstance(e, ResponseGenerated)]
     assert [r.cost_usd for r in responses] == [0.5, None]
     assert any(isinstance(e, SearchCompleted) and e.sources for e in read)
+    assert [e.result_count for e in read if isinstance(e, SearchCompleted)] == [None, 1]
     later = [e.query_id for batch in lake_events(lake, since=day + timedelta(seconds=1)) for e in batch]
     assert "q-old" not in later and "q-new" in later
 

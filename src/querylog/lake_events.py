@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
+
+import msgspec
 
 from querylog.analytics.catalog import Catalog
 from querylog.logging.codec import DecodeError, from_builtins
-from querylog.logging.events import AnyEvent
+from querylog.logging.events import EVENT_CLASSES, AnyEvent
 from querylog.logging.schema import DERIVED_COLUMNS, MAP_COLUMNS
 
 __all__ = ["LakeReadError", "lake_days", "lake_events"]
@@ -35,10 +37,18 @@ def lake_days(lake_dir: Path) -> list[date]:
     return days
 
 
+#: Per event type, the fields it always carries, null or not: a null there is the event's (a search's
+#: `result_count` the producer could not tell), not a column of another event type.
+_REQUIRED: Final = {
+    tag: frozenset(f.name for f in msgspec.structs.fields(cls) if f.required) for tag, cls in EVENT_CLASSES.items()
+}
+
+
 def _event(row: dict[str, Any]) -> AnyEvent:
     obj: dict[str, Any] = {}
+    required = _REQUIRED.get(row.get("event_type") or "", frozenset())
     for name, value in row.items():
-        if value is None or name in DERIVED_COLUMNS:
+        if (value is None and name not in required) or name in DERIVED_COLUMNS:
             continue
         if name in MAP_COLUMNS and isinstance(value, list):  # a map read as [(key, value), …]
             value = dict(value)
