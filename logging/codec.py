@@ -38,9 +38,14 @@ def upcast_v1_v2(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+def upcast_v2_v3(obj: dict[str, Any]) -> dict[str, Any]:
+    """Schema v2 → v3. v3 only admits a null `result_count`: a v2 event is a valid v3 shape as it is."""
+    return obj
+
+
 #: ``UPCASTERS[n]`` turns a schema-``n`` event (as a dict) into schema ``n + 1``; events written long ago are
 #: then read as current ones.
-UPCASTERS: Final[dict[int, Upcaster]] = {1: upcast_v1_v2}
+UPCASTERS: Final[dict[int, Upcaster]] = {1: upcast_v1_v2, 2: upcast_v2_v3}
 _VERSION_KEY: Final = b'"schema_version"'
 _VERSION_TEXT: Final = '"schema_version"'
 

@@ -64,9 +64,13 @@ __all__ = [
     "utc_now",
 ]
 
-SCHEMA_VERSION: Final = 2
+#: v2 added optional fields (the answer, its sources, release, prompt version, tags…); v3 lets a search's
+#: `result_count` be null (unknown, as an OpenTelemetry retrieval that lists no document leaves it), which a v2
+#: reader refuses: the version says so, and a release that reads only v2 is seen leading the lake (docs/schema.md).
+SCHEMA_VERSION: Final = 3
 #: The oldest schema version whose events read as current ones field for field: every version since only added
-#: optional fields. A reader that skips the upcasters (the Parquet fast path) may take lines from this version on.
+#: optional fields or admitted more values. A reader that skips the upcasters (the Parquet fast path) may take
+#: lines from this version on.
 ADDITIVE_SINCE: Final = 1
 #: The intent of a query that never got one (still in flight, or failed before it was classified), in every view:
 #: the lake's frames, the metrics' ``intent`` label, reconcile. The classifier's own ``unknown`` is an answer (it
@@ -481,7 +485,7 @@ class SearchCompleted(Event, frozen=True, tag="search_completed"):
     """Retrieval finished. v2 adds the documents themselves (`sources`, best first) and, for a pipeline with
     several retrievers, each backend's time (`backend_durations_ms`, e.g. ``{"opensearch": 12.5, "neo4j": 40}``).
     `result_count` is always sent, null when the producer cannot tell (an OpenTelemetry retrieval span that lists
-    no document): such a search is no "no result", and the no-result rate leaves it out."""
+    no document; v3): such a search is no "no result", and the no-result rate leaves it out."""
 
     result_count: Count | None
     cache_hit: bool = False

@@ -19,6 +19,7 @@ import pytest
 
 from querylog.analytics.catalog import Catalog
 from querylog.analytics.lake_frames import scan_lake
+from querylog.logging.events import SCHEMA_VERSION
 from querylog.testing import running_server
 
 pytestmark = pytest.mark.slow
@@ -56,13 +57,30 @@ def upgraded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[
             assert resp.status_code == 200, resp.text
             answers.append(resp.json())
         ingested = [
-            {"event_type": "query_received", "event_id": "in-v1", "query_id": "q-in-1", "query_text": "카카오 뉴스",
-             "schema_version": 1},
-            {"event_type": "query_received", "event_id": "in-v2", "query_id": "q-in-2", "query_text": "현대차 배당",
-             "tags": ["ingested"], "attributes": {"channel": "batch"}},
-            {"event_type": "response_generated", "event_id": "in-v2-r", "query_id": "q-in-2",
-             "answer_text": "배당은 분기마다 지급됩니다", "gen_ai_request_model": "gpt-4o-mini",
-             "gen_ai_usage_input_tokens": 1000, "gen_ai_usage_output_tokens": 200},
+            {
+                "event_type": "query_received",
+                "event_id": "in-v1",
+                "query_id": "q-in-1",
+                "query_text": "카카오 뉴스",
+                "schema_version": 1,
+            },
+            {
+                "event_type": "query_received",
+                "event_id": "in-v2",
+                "query_id": "q-in-2",
+                "query_text": "현대차 배당",
+                "tags": ["ingested"],
+                "attributes": {"channel": "batch"},
+            },
+            {
+                "event_type": "response_generated",
+                "event_id": "in-v2-r",
+                "query_id": "q-in-2",
+                "answer_text": "배당은 분기마다 지급됩니다",
+                "gen_ai_request_model": "gpt-4o-mini",
+                "gen_ai_usage_input_tokens": 1000,
+                "gen_ai_usage_output_tokens": 200,
+            },
         ]
         assert httpx.post(f"{server.url}/v1/events", json={"events": ingested}, timeout=30).status_code == 202
         refused = _querylog(home, "replay", "parquet")
@@ -99,7 +117,7 @@ def test_the_lake_holds_the_answer_and_the_sources_the_user_got(
         assert [s["doc_id"] for s in row["sources"]] == [s["doc_id"] for s in answer["sources"]]
         assert [s["rank"] for s in row["sources"]] == list(range(1, len(answer["sources"]) + 1))
         assert row["prompt_version"] == "p-2" and row["finish_reason"] == "stop" and row["response_type"]
-        assert row["schema_version"] == 2
+        assert row["schema_version"] == SCHEMA_VERSION
 
 
 def test_ingested_v1_and_v2_bodies_keep_their_versions_and_v2_cost_is_priced(
@@ -114,7 +132,8 @@ def test_ingested_v1_and_v2_bodies_keep_their_versions_and_v2_cost_is_priced(
             "where event_id like 'in-%'",
         )
     }
-    assert rows["in-v1"]["schema_version"] == 1 and rows["in-v2"]["schema_version"] == 2
+    # A body without a version is the current one's: v2 fields, the server's schema.
+    assert rows["in-v1"]["schema_version"] == 1 and rows["in-v2"]["schema_version"] == SCHEMA_VERSION
     assert rows["in-v2"]["tags"] == ["ingested"]
     assert dict(rows["in-v2"]["attributes"]) == {"channel": "batch"}
     from querylog.logging.pricing import DEFAULT_PRICES

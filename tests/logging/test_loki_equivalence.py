@@ -237,7 +237,7 @@ def _any_event(draw: st.DrawFn) -> AnyEvent:
         "trace_id": draw(_ids),
         "service": draw(st.sampled_from(["querylog", "chat"])),
         "env": draw(st.sampled_from(["dev", "prod"])),
-        "schema_version": draw(st.sampled_from([1, 1, 2])),
+        "schema_version": draw(st.sampled_from([1, 1, 2, 3])),
     }
     kind = draw(st.integers(0, 6))
     if kind == 0:

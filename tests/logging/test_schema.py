@@ -245,7 +245,7 @@ def test_a_v1_line_takes_the_fast_path_with_the_same_row_as_the_careful_one() ->
 
 
 def test_new_events_always_write_their_version() -> None:
-    assert b'"schema_version":2' in codec.encode(QueryCompleted(query_id="q", latency_ms=1.0))
+    assert b'"schema_version":3' in codec.encode(QueryCompleted(query_id="q", latency_ms=1.0))
 
 
 # -- fallbacks are counted and logged once ------------------------------------------------------------------------

@@ -1045,10 +1045,11 @@ def test_with_answers_not_captured_producers_answers_keep_only_their_length(sett
         ("user_id", "x" * 201),
         ("query_id", "q 1"),
         ("event_id", "e\u0085"),
-        ("schema_version", 3),
+        ("schema_version", 4),
         ("session_id", "s-ok"),
         ("query_id", "q-ok"),
         ("schema_version", 2),
+        ("schema_version", 3),
         ("release", "r" * 201),  # names become metric labels and filters: bounded as ids are
         ("release", "v1\nv2"),
         ("language", "k" * 201),
