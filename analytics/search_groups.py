@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from querylog.analytics.catalog import QUERY_INTENT_SQL, Catalog
-from querylog.analytics.queries import FULL_WIDTH_AS_ASCII, Filters
+from querylog.analytics.queries import FULL_WIDTH_AS_ASCII, QUESTION_KEY_SQL, Filters
 from querylog.logging.events import UNCLASSIFIED
 from querylog.logging.reformulation import lower_as_duckdb
 
@@ -118,7 +118,7 @@ def _filter_params(f: Filters) -> dict[str, Any]:
 
 
 _ASKED_SQL: Final = f"""
-WITH {_asked_sql("list_contains($texts, query_text)")}
+WITH {_asked_sql(f"list_contains($keys, {QUESTION_KEY_SQL})")}
 SELECT a.query_text, a.query_id, a.ts, coalesce(i.intent, '{UNCLASSIFIED}') AS intent
 FROM asked a LEFT JOIN intents i USING (query_id)
 {_IN_FILTERS}
@@ -138,15 +138,15 @@ def group_questions(
     `filters`."""
     f = filters or Filters()
     best: dict[str, float] = {}
-    texts: set[str] = set()
     for score, text in found:
         key = question_key(text)
-        texts.add(text)
         if score > best.get(key, float("-inf")):
             best[key] = score
     if not best:
         return []
-    rows = catalog.arrow(_ASKED_SQL, {"texts": sorted(texts), **_filter_params(f)}).to_pylist()
+    # Every spelling of each question (its key), not only those the index returned: the index gives a question's
+    # spellings as distinct texts, and one older or rarer than its best `limit` went uncounted.
+    rows = catalog.arrow(_ASKED_SQL, {"keys": sorted(best), **_filter_params(f)}).to_pylist()
     by_key: dict[str, list[dict[str, Any]]] = {}
     for row in rows:  # newest first
         by_key.setdefault(question_key(row["query_text"]), []).append(row)

@@ -153,6 +153,23 @@ def test_querylog_search_lists_each_question_however_often_another_was_asked(
     ]
 
 
+def test_every_spelling_of_a_question_is_counted_however_few_questions_are_asked_for(tmp_path: Path) -> None:
+    """The question asked 3 times lately as SK하이닉스 and twice, hours before, as ＳＫ하이닉스 (full width), with eight
+    other questions asked in between: with a limit of 1 it said 3 times, first asked half an hour ago; with 10, 5."""
+    asked = [(f"new-{i}", "재현둘 SK하이닉스 실적", NOW - timedelta(minutes=30, seconds=i), "prod") for i in range(3)]
+    asked += [(f"old-{i}", "재현둘 ＳＫ하이닉스 실적", NOW - timedelta(hours=5, seconds=i), "prod") for i in range(2)]
+    asked += [(f"x-{i}", f"재현둘 다른 질문 {i}", NOW - timedelta(hours=2, minutes=i), "prod") for i in range(8)]
+    home = tmp_path / "home"
+    _lake_with(home, asked)
+    with open_catalog(home / "lake") as catalog:
+        search = LakeSearch(home)
+        search.sync(catalog)
+        for limit in (1, 10):
+            best = find_questions(catalog, [search], "재현둘", limit=limit)[0]  # every question matches alike
+            assert (best.times_asked, best.first_asked) == (5, NOW - timedelta(hours=5, seconds=1)), limit
+            assert sorted(best.query_ids) == sorted(qid for qid, text, *_ in asked if "하이닉스" in text)
+
+
 def test_questions_outside_the_env_are_passed_over_until_enough_are_found(tmp_path: Path) -> None:
     """30 questions asked in staging, newest; the two asked in prod are found below them, in their order."""
     asked = [(f"s-{i}", f"카카오 질문 {i}번", NOW - timedelta(hours=1, minutes=i), "staging") for i in range(30)]
