@@ -28,7 +28,7 @@ from querylog.analytics.queries import BUCKETS, Answer, Bucket, Filters, LakeQue
 from querylog.analytics.search_groups import AskedQuestion, find_questions, questions_of, window_hits
 from querylog.commands import unreadable_file, unreadable_lake
 from querylog.config import ConfigError, Settings
-from querylog.logging.events import EVENT_CLASSES
+from querylog.logging.events import EVENT_CLASSES, INVISIBLE_CHARS
 from querylog.logging.reformulation import Names
 
 if TYPE_CHECKING:
@@ -53,21 +53,38 @@ _WORD: Final = re.compile(r"[^\s\"'“”‘’.,!?()\[\]{}<>:;/\\|]+")
 
 
 # -- pure helpers (tested without Streamlit) ---------------------------------------------------------------
+def _folded(text: str) -> tuple[str, list[int]]:
+    """`text` as search compares it, character by character (NFKC, lower case: ``ＳＫ`` is ``sk``, ``①`` is
+    ``1``), without whitespace and the characters that draw nothing (``삼성 전자`` and ``삼성\u200b전자`` hold
+    삼성전자); and for each folded character, the index of the character of `text` it comes from."""
+    folded: list[str] = []
+    source: list[int] = []
+    for i, char in enumerate(text):
+        for piece in unicodedata.normalize("NFKC", char).lower():
+            if not (piece.isspace() or piece in INVISIBLE_CHARS):
+                folded.append(piece)
+                source.append(i)
+    return "".join(folded), source
+
+
 def highlight_spans(text: str, query: str) -> list[tuple[str, bool]]:
-    """`text` cut into (piece, matched) runs, marking where the words of `query` occur, case-insensitively.
+    """`text` cut into (piece, matched) runs, marking where the words of `query` occur, in the form search compares
+    (`_folded`: case, full-width forms and spacing inside a word do not matter).
 
     A Korean word that is not found whole is tried without its last syllables, down to two, because
     particles and endings attach to the word (네이버는 → 네이버); other words must match whole.
     """
     text_nfc, query_nfc = unicodedata.normalize("NFC", text), unicodedata.normalize("NFC", query)
+    folded, source = _folded(text_nfc)
     marked = [False] * len(text_nfc)
-    for word in _WORD.findall(query_nfc):
+    for word in (_folded(w)[0] for w in _WORD.findall(query_nfc)):
         shortest = 2 if _HANGUL.search(word) else len(word)
-        for end in range(len(word), shortest - 1, -1):
-            hits = list(re.finditer(re.escape(word[:end]), text_nfc, re.IGNORECASE))
+        for end in range(len(word), max(shortest, 1) - 1, -1):
+            hits = list(re.finditer(re.escape(word[:end]), folded))
             if hits:
-                for m in hits:
-                    marked[m.start() : m.end()] = [True] * (m.end() - m.start())
+                for m in hits:  # from its first character to its last, but a space (삼성 전자: two marks)
+                    for i in range(source[m.start()], source[m.end() - 1] + 1):
+                        marked[i] = marked[i] or not text_nfc[i].isspace()
                 break
     spans: list[tuple[str, bool]] = []
     for ch, on in zip(text_nfc, marked, strict=True):

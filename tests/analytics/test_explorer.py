@@ -70,6 +70,21 @@ def test_highlight_is_case_insensitive_for_latin_and_needs_whole_words() -> None
     assert not any(on for _, on in highlight_spans("Latest news", "newspaper"))
 
 
+def test_highlight_marks_what_search_matched_in_the_form_search_compares() -> None:
+    """Search finds ＳＫ하이닉스 for SK하이닉스, ①분기 for 1분기 and 삼성 전자 for 삼성전자; the page marked nothing of them
+    (or only 삼성)."""
+
+    def marked(text: str, query: str) -> list[str]:
+        return [s for s, on in highlight_spans(text, query) if on]
+
+    assert marked("ＳＫ하이닉스 １분기 실적", "SK하이닉스 1분기") == ["ＳＫ하이닉스", "１분기"]
+    assert marked("ＮＶＩＤＩＡ earnings", "nvidia") == ["ＮＶＩＤＩＡ"]
+    assert marked("①분기 실적 요약", "1분기") == ["①분기"]
+    assert marked("삼성 전자 주가", "삼성전자") == ["삼성", "전자"]  # the space between stays unmarked
+    assert marked("삼성\u200b전자 주가", "삼성전자의") == ["삼성\u200b전자"]
+    assert "".join(s for s, _ in highlight_spans("ＳＫ하이닉스 １분기", "sk")) == "ＳＫ하이닉스 １분기"
+
+
 def test_highlight_html_escapes_the_text_and_the_query() -> None:
     out = highlight_html("<b>삼성</b> & (주가)?", "(주가 <b>")
     assert out == "&lt;<mark>b</mark>&gt;삼성&lt;/<mark>b</mark>&gt; &amp; (<mark>주가</mark>)?"
