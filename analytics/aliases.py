@@ -156,6 +156,8 @@ def parse_aliases(text: str, source: str) -> Aliases:
             cells = next(csv.reader([line], strict=True))
         except csv.Error as exc:
             raise AliasError(source, number, f"not a CSV line ({exc})") from None
+        if any('"' in cell for cell in cells):  # `삼전|"bad`: csv reads a quote inside a field as a character
+            raise AliasError(source, number, 'an unbalanced quote (") inside a field: no name holds a quote')
         rows.append((number, [c.strip() for c in cells]))
     if not rows or tuple(c.lower() for c in rows[0][1]) != _HEADER:
         raise AliasError(source, rows[0][0] if rows else 1, f"the first line must be the header {','.join(_HEADER)}")

@@ -33,6 +33,7 @@ def test_mentions_take_the_longest_run_of_words() -> None:
         ("canonical,aliases\n", 1, "header"),
         ("# a comment\n\nname,other\n", 3, "header"),
         (HEADER + '삼성전자,삼전,005930\n카카오,"Kakao,035720\n', 3, "not a CSV line"),
+        (HEADER + '삼성전자,삼전|"bad,005930\n', 2, "an unbalanced quote"),  # csv read it as part of a name
         (HEADER + "삼성전자,삼전,005930,extra\n", 2, "expected 3 columns"),
         (HEADER + ",삼전,005930\n", 2, "canonical name is empty"),
         (HEADER + "삼성전자,삼전,005930\n# note\n삼성 전자,,\n", 4, "already listed on line 2"),
