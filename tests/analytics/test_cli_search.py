@@ -117,6 +117,7 @@ def test_an_intent_no_query_has_is_said_with_the_intents_there_are(
     intents = sorted({q.intent for q in lake.queries if q.intent})
     assert "news_inquiry" in intents
     assert f"no query has intent 'news_inqiury'; the index holds {', '.join(intents)}" in err
+    assert err.count("unclassified") == 1  # listed, or named once as the intent of queries without one
     # An intent some query has, and `unclassified`, are not called unknown when nothing matches.
     for intent in ("news_inquiry", "unclassified"):
         assert main(["--home", str(lake.home), "search", "zzzz-nothing", "--intent", intent, *flags]) == 0
@@ -146,6 +147,36 @@ def test_a_full_page_of_results_says_how_to_see_more(lake: SampleLake, capsys: p
         assert "--limit N shows more" not in capsys.readouterr().err
         assert main(["--home", str(lake.home), "search", "삼성전자", *grouping, "--limit", str(n - 1)]) == 0
         assert f"the best {n - 1} shown; --limit N shows more" in capsys.readouterr().err
+        # JSON too (on stderr): a script reading it was not told its rows were cut.
+        assert main(["--home", str(lake.home), "search", "삼성전자", *grouping, "-f", "json", "-n", str(n - 1)]) == 0
+        assert f"the best {n - 1} shown; --limit N shows more" in capsys.readouterr().err
+
+
+@needs_search
+def test_a_page_cut_at_the_most_limit_takes_says_to_narrow_the_search(
+    lake: SampleLake, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At --limit 10000, the most it takes, it said "--limit N shows more"."""
+    import querylog.commands.search as command
+
+    monkeypatch.setattr(command, "MAX_LIMIT", 2)
+    assert main(["--home", str(lake.home), "search", "삼성전자", "--no-group", "--limit", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "the best 2 shown; the most --limit takes: narrow the search" in err and "shows more" not in err
+
+
+@needs_search
+def test_no_match_names_every_filter_it_was_looked_for_within(
+    lake: SampleLake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--env nope` and `--since 1m` said only "no queries match '1분기'", as if the text were the reason."""
+    argv = ["search", "삼성전자", "--env", "nope", "--service", "a", "--service", "b", "--since", "2026-01-02"]
+    assert main(["--home", str(lake.home), *argv, "--until", "2026-01-03T06:00:00+00:00"]) == 0
+    said = capsys.readouterr().err
+    assert (
+        "no queries match '삼성전자' with env 'nope', service 'a' or 'b', since 2026-01-02 00:00 UTC, "
+        "before 2026-01-03 06:00 UTC"
+    ) in said
 
 
 @needs_search

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from querylog.analytics.upkeep import LakeSearch
 
 FORMATS = ("table", "json")
+#: The most results one search lists (`--limit`).
+MAX_LIMIT = 10_000
 
 
 def _limit(text: str) -> int:
@@ -23,8 +25,8 @@ def _limit(text: str) -> int:
         value = int(text)
     except ValueError:
         value = 0
-    if not 1 <= value <= 10_000:
-        raise argparse.ArgumentTypeError(f"must be a whole number in 1-10000; got {text!r}")
+    if not 1 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be a whole number in 1-{MAX_LIMIT}; got {text!r}")
     return value
 
 
@@ -240,17 +242,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(format_rows(columns, rows, "json"))
     elif rows:
         sys.stdout.write(format_rows(columns, rows, "table"))
-        if more:  # say how to see them
-            print(f"querylog search: the best {len(rows)} shown; --limit N shows more", file=sys.stderr)
-    else:
+    if rows and more:  # say how to see them (on stderr: a JSON reader is told its rows were cut, too)
+        how = (
+            "--limit N shows more"
+            if len(rows) < MAX_LIMIT
+            else "the most --limit takes: narrow the search (--since, --until, --intent, --env) to see the rest"
+        )
+        print(f"querylog search: the best {len(rows)} shown; {how}", file=sys.stderr)
+    elif not rows:
         kind = {"queries": "queries", "answers": "answers", "both": "queries or answers"}[args.where]
-        filters = f" with intent {args.intent!r}" if args.intent else ""
-        print(f"no {kind} match {shortened(asked, 80)!r}{filters}", file=sys.stderr)
+        print(f"no {kind} match {shortened(asked, 80)!r}{_filters_said(args)}", file=sys.stderr)
         known = sorted({i for s in searches for i in s.intents()}) if args.intent not in (None, UNCLASSIFIED) else []
         if known and args.intent not in known:
+            without = "" if UNCLASSIFIED in known else f" (and {UNCLASSIFIED} for queries without one)"
             print(
-                f"querylog search: no query has intent {args.intent!r}; the index holds {', '.join(known)}"
-                f" (and {UNCLASSIFIED} for queries without one)",
+                f"querylog search: no query has intent {args.intent!r}; the index holds {', '.join(known)}{without}",
                 file=sys.stderr,
             )
         if args.where != "queries" and not settings.capture_answers:
@@ -266,6 +272,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 file=sys.stderr,
             )
     return 0
+
+
+def _filters_said(args: argparse.Namespace) -> str:
+    """The filters given, as a no-match line names them: `` with env 'prod', since 2026-12-01 00:00 UTC``."""
+    given = [f"intent {args.intent!r}"] if args.intent else []
+    given += [
+        f"{flag} {' or '.join(map(repr, values))}"
+        for flag, values in (("env", args.env), ("service", args.service))
+        if values
+    ]
+    given += [
+        f"{word} {when:%Y-%m-%d %H:%M} UTC" for word, when in (("since", args.since), ("before", args.until)) if when
+    ]
+    return f" with {', '.join(given)}" if given else ""
 
 
 def _aliases(settings: Settings) -> Any:
