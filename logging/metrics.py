@@ -302,6 +302,12 @@ class _Families:
         return [getattr(self, field.name) for field in fields(self) if field.name.startswith("sink_")]
 
 
+#: The fold's rules, numbered: a snapshot folded under other rules is not loaded (the log, or the lake, is folded
+#: again), so that the counters served after an upgrade are those `querylog replay metrics` gives.
+#: 2: a query's quality is its answer's score when it has one, then its completion's (as in the lake).
+FOLD_RULES: Final = 2
+
+
 class SnapshotOutdatedError(ValueError):
     """A snapshot's state without what this release folds: an older release wrote it."""
 
@@ -593,6 +599,7 @@ class MetricsProjection:
             "stage_buckets": list(self._stage_bounds),
             "quality_buckets": list(self._quality_bounds),
             "stale_after_seconds": self._stale_after,
+            "rules": FOLD_RULES,
             # Which prices the cost counter was counted with (a snapshot of other prices is still loaded:
             # counters never go back; see MetricsSink).
             "prices": self.prices.version,

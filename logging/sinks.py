@@ -221,7 +221,8 @@ class MetricsSink(Sink):
             self.telemetry.fell_back("snapshot_config_changed")
             _log.warning(
                 "metrics_snapshot_ignored",
-                reason="the namespace, buckets or staleness changed since it was written: folding the log again",
+                reason="the namespace, buckets, staleness or the fold's rules (an upgrade) changed since it was "
+                "written: folding the log again",
                 path=str(self.snapshot_path),
             )
             self._restore_history()

@@ -114,6 +114,28 @@ def test_a_snapshot_of_another_configuration_is_ignored_counted_and_the_log_fold
     assert other.exposition() == fresh.exposition()
 
 
+def test_a_snapshot_folded_under_an_older_releases_rules_is_not_loaded(tmp_path: Path) -> None:
+    """An older release scored a query by its completion where this one takes its answer's score: its snapshot,
+    loaded, kept the old scores, and `querylog replay metrics` disagreed with /metrics for good after an upgrade."""
+    import json
+
+    log_dir, snapshot = tmp_path / "log", tmp_path / "state" / "metrics-snapshot.json"
+    _queries(log_dir, 4)
+    _, sink = _fold(log_dir, snapshot)
+    _run(log_dir, sink)
+    sink.close()
+    written = json.loads(snapshot.read_bytes())
+    del written["config"]["rules"]  # as a release before the rules were numbered wrote it
+    snapshot.write_text(json.dumps(written))
+    restarted, again = _fold(log_dir, snapshot)
+    assert again.restored_events == 0
+    assert again.telemetry.snapshot().fallbacks == {"snapshot_config_changed": 1}
+    _run(log_dir, again)
+    fresh, fresh_sink = _fold(log_dir, None)
+    _run(log_dir, fresh_sink)
+    assert restarted.exposition() == fresh.exposition()
+
+
 def test_export_and_restore_give_the_same_exposition_and_erasure_forgets_open_queries(tmp_path: Path) -> None:
     log_dir = tmp_path / "log"
     _queries(log_dir, 6)
