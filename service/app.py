@@ -326,6 +326,13 @@ def create_app(
             body["projector_process"] = {"pid": child.pid, "running": child.running, "restarts": child.restarts}
             if child.refused:
                 reasons.insert(0, _PROJECTOR_REFUSED)
+            elif child.quick_exits >= 2:
+                reasons.insert(
+                    0,
+                    f"the projections' process (querylog project) exited {child.quick_exits} times in a row within a "
+                    f"minute of starting (last exit code {child.last_exit}): the projections are not running; its "
+                    "error is in this server's log (projector_process_exited)",
+                )
         if reasons:  # still 200: the API answers; the pipeline needs a look (docs/api.md, docs/reliability.md)
             body["status"] = "degraded"
             body["reasons"] = reasons

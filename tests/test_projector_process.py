@@ -444,6 +444,30 @@ def test_a_child_that_refuses_its_settings_is_not_restarted(tmp_path: Path) -> N
     child.stop()
 
 
+def test_a_child_that_dies_at_once_again_and_again_is_said_to_be_in_a_loop(tmp_path: Path) -> None:
+    """A projector child that crashed on start (a lake it could not read) was restarted at 2, 4, 8, 16 s while
+    `/healthz` said "ok" until the projections had been silent two minutes."""
+    from fastapi.testclient import TestClient
+
+    from querylog.service.app import create_app
+
+    crashes = [sys.executable, "-c", "raise SystemExit(1)"]
+    child = ProjectorProcess(Settings(home=tmp_path), command=crashes).start()
+    try:
+        assert _wait_for(lambda: child.quick_exits >= 2, timeout_s=30)
+        assert child.last_exit == 1 and not child.refused
+    finally:
+        child.stop()
+    settings = Settings(home=tmp_path / "home", stdout_events=False, projections="process")
+    with TestClient(create_app(settings, environ={})) as client:
+        assert client.get("/healthz").json()["status"] == "ok"
+        served = client.app.state.querylog.projector_process  # type: ignore[attr-defined]
+        served.quick_exits, served.last_exit = child.quick_exits, child.last_exit  # as that child's watcher left them
+        health = client.get("/healthz").json()
+        assert health["status"] == "degraded"
+        assert "exited 2 times in a row within a minute of starting (last exit code 1)" in health["reasons"][0]
+
+
 def test_an_unreadable_lake_commit_record_is_named_and_the_api_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

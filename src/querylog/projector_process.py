@@ -220,6 +220,10 @@ class ProjectorProcess:
             *("--nice", str(niceness), "--drain-timeout", str(drain_timeout_s)),
         ]
         self.restarts = 0
+        #: Children in a row that exited within a minute of starting, and the last one's exit code: a crash loop
+        #: (`/healthz` says so at the second, before the projections' silence would).
+        self.quick_exits = 0
+        self.last_exit: int | None = None
         #: The child exited 2 (a setting, checkpoint or commit record it cannot use) and is not started again.
         self.refused = False
         self._proc: subprocess.Popen[bytes] | None = None
@@ -295,10 +299,12 @@ class ProjectorProcess:
                 self.refused = True
                 return
             _log.error("projector_process_exited", pid=proc.pid, code=code, restart_in_s=backoff)
+            lived = time.monotonic() - started > 60
+            self.quick_exits, self.last_exit = (0 if lived else self.quick_exits + 1), code
             if self._stopping.wait(backoff):
                 return
             # A child that lived a while gets a fresh backoff; one that dies at once waits longer each time.
-            backoff = 1.0 if time.monotonic() - started > 60 else min(30.0, backoff * 2)
+            backoff = 1.0 if lived else min(30.0, backoff * 2)
             self.restarts += 1
             self._spawn()
 
