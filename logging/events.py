@@ -1,4 +1,4 @@
-"""The event model, schema v2: one frozen, typed event per step of a query's life.
+"""The event model, schema v3: one frozen, typed event per step of a query's life.
 
 These classes are the one schema definition. The lake's Arrow schema, the SQL views' columns, the Loki line
 fields and the ingest API's JSON Schema are derived from them (`querylog.logging.schema`), and tests hold every
@@ -9,6 +9,8 @@ derived form to them. Schema history (docs/schema.md):
   reasoning token counts and the response model on `response_generated`; `sources` and per-backend timings on
   `search_completed`; `release`, `prompt_version`, `tags` and `attributes` on every event. Every v2 field is
   optional and null when absent, so a v1 event reads as a v2 one with nulls: nothing is invented.
+- v3: a search's `result_count` may be null (the producer could not tell: an OpenTelemetry retrieval span that lists
+  no document). A v2 event reads as a v3 one as it is; a v2 reader refuses a null count.
 """
 
 from __future__ import annotations
