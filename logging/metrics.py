@@ -302,9 +302,10 @@ class _Families:
         return [getattr(self, field.name) for field in fields(self) if field.name.startswith("sink_")]
 
 
-#: The fold's rules, numbered: a snapshot folded under other rules is not loaded (the log, or the lake, is folded
-#: again), so that the counters served after an upgrade are those `querylog replay metrics` gives.
-#: 2: a query's quality is its answer's score when it has one, then its completion's (as in the lake).
+#: The fold's rules, numbered, as a snapshot records them: one folded under older rules is not loaded (the log, or
+#: the lake, is folded again), so that the counters served after an upgrade are those `querylog replay metrics`
+#: gives. A release from before the rules were numbered ignores the number and loads the snapshot (a rollback keeps
+#: its counters). 2: a query's quality is its answer's score when it has one, then its completion's (as the lake).
 FOLD_RULES: Final = 2
 
 
@@ -599,7 +600,6 @@ class MetricsProjection:
             "stage_buckets": list(self._stage_bounds),
             "quality_buckets": list(self._quality_bounds),
             "stale_after_seconds": self._stale_after,
-            "rules": FOLD_RULES,
             # Which prices the cost counter was counted with (a snapshot of other prices is still loaded:
             # counters never go back; see MetricsSink).
             "prices": self.prices.version,

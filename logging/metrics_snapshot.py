@@ -47,6 +47,9 @@ class MetricsSnapshot(msgspec.Struct):
     checkpoint: Checkpoint
     state: dict[str, Any]
     written_at: float
+    #: The fold's rules it was folded under (`metrics.FOLD_RULES`); 1 for a snapshot from before they were numbered.
+    #: Not in `config`, which an older release compares whole: it would refold after a rollback.
+    rules: int = 1
 
 
 def covers(new: Checkpoint, old: Checkpoint, log_dir: Path | None) -> bool:

@@ -19,7 +19,7 @@ from querylog._format import rounded_ms, visible
 from querylog.logging.codec import to_builtins
 from querylog.logging.events import AnyEvent, QueryCompleted, QueryFailed, QueryReceived, level_of
 from querylog.logging.forget import KEEP_S, ForgetList
-from querylog.logging.metrics import MetricsProjection, SnapshotOutdatedError
+from querylog.logging.metrics import FOLD_RULES, MetricsProjection, SnapshotOutdatedError
 from querylog.logging.metrics_snapshot import (
     SNAPSHOT_FORMAT,
     MetricsSnapshot,
@@ -221,8 +221,7 @@ class MetricsSink(Sink):
             self.telemetry.fell_back("snapshot_config_changed")
             _log.warning(
                 "metrics_snapshot_ignored",
-                reason="the namespace, buckets, staleness or the fold's rules (an upgrade) changed since it was "
-                "written: folding the log again",
+                reason="the namespace, buckets or staleness changed since it was written: folding the log again",
                 path=str(self.snapshot_path),
             )
             self._restore_history()
@@ -257,6 +256,10 @@ class MetricsSink(Sink):
         )
 
     def _start_from(self, snapshot: MetricsSnapshot) -> None:
+        if snapshot.rules < FOLD_RULES:  # folded under older rules (a newer release's, after a rollback, is kept)
+            raise SnapshotOutdatedError(
+                f"it was folded under rules {snapshot.rules}; this release folds under {FOLD_RULES}"
+            )
         self.projection.restore_state(snapshot.state)
         self._position = dict(snapshot.checkpoint)
         self.restored_events = sum(snapshot.state["events"].values())
@@ -404,6 +407,7 @@ class MetricsSink(Sink):
             checkpoint=dict(self._position),
             state=self.projection.export_state(),
             written_at=time.time(),
+            rules=FOLD_RULES,
         )
         try:
             written = write_snapshot(self.snapshot_path, snapshot, log_dir=self.log_dir)
