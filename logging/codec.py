@@ -39,7 +39,8 @@ def upcast_v1_v2(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def upcast_v2_v3(obj: dict[str, Any]) -> dict[str, Any]:
-    """Schema v2 → v3. v3 only admits a null `result_count`: a v2 event is a valid v3 shape as it is."""
+    """Schema v2 → v3. v3 only admits a null `result_count` (such a search is written as v3): a v2 event is a valid
+    v3 shape as it is."""
     return obj
 
 

@@ -10,7 +10,8 @@ derived form to them. Schema history (docs/schema.md):
   `search_completed`; `release`, `prompt_version`, `tags` and `attributes` on every event. Every v2 field is
   optional and null when absent, so a v1 event reads as a v2 one with nulls: nothing is invented.
 - v3: a search's `result_count` may be null (the producer could not tell: an OpenTelemetry retrieval span that lists
-  no document). A v2 event reads as a v3 one as it is; a v2 reader refuses a null count.
+  no document). A v2 event reads as a v3 one as it is. Events are written as the oldest version that holds them
+  (`WRITTEN_VERSION`): such a search as v3, which a v2 reader refuses; every other event as v2, which it reads.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "MAX_TAGS",
     "SCHEMA_VERSION",
     "UNCLASSIFIED",
+    "WRITTEN_VERSION",
     "AnyEvent",
     "Event",
     "EventValidationError",
@@ -66,10 +68,14 @@ __all__ = [
     "utc_now",
 ]
 
-#: v2 added optional fields (the answer, its sources, release, prompt version, tags…); v3 lets a search's
-#: `result_count` be null (unknown, as an OpenTelemetry retrieval that lists no document leaves it), which a v2
-#: reader refuses: the version says so, and a release that reads only v2 is seen leading the lake (docs/schema.md).
+#: The newest schema this release reads and writes. v2 added optional fields (the answer, its sources, release,
+#: prompt version, tags…); v3 lets a search's `result_count` be null (unknown, as an OpenTelemetry retrieval that
+#: lists no document leaves it), which a v2 reader refuses: a lake commit says it reads v3, so a release that reads
+#: only v2 is seen leading the lake (docs/schema.md).
 SCHEMA_VERSION: Final = 3
+#: The version an event is written as: the oldest that holds it. Every event holds in v2 but a search whose count
+#: is unknown, which is v3 (`SearchCompleted`): a release that reads v2 still reads all the others.
+WRITTEN_VERSION: Final = 2
 #: The oldest schema version whose events read as current ones field for field: every version since only added
 #: optional fields or admitted more values. A reader that skips the upcasters (the Parquet fast path) may take
 #: lines from this version on.
@@ -368,11 +374,12 @@ class Event(
     """
 
     event_id: NonEmpty = msgspec.field(default_factory=new_event_id)
-    # The version the event was written under, kept as it was when an older event is read (upcast). A factory,
-    # not a plain default, so that it is always written: schema-v1 lines left it out, and a line without it is v1.
-    # Factories in C (partials), not Python functions: events are made on the request path, a frame each costs.
+    # The version the event was written under (`WRITTEN_VERSION`, or newer where the event needs it), kept as it was
+    # when an older event is read (upcast). A factory, not a plain default, so that it is always written: schema-v1
+    # lines left it out, and a line without it is v1. Factories in C (partials), not Python functions: events are
+    # made on the request path, a frame each costs.
     schema_version: Annotated[Int16, msgspec.Meta(ge=1, le=INT16_MAX)] = msgspec.field(
-        default_factory=functools.partial(int, SCHEMA_VERSION)
+        default_factory=functools.partial(int, WRITTEN_VERSION)
     )
     ts: datetime = msgspec.field(default_factory=functools.partial(datetime.now, UTC))
     query_id: NonEmpty
@@ -517,6 +524,8 @@ class SearchCompleted(Event, frozen=True, tag="search_completed"):
             if top is not None:
                 _check_number("top_score", top)
                 _require(_finite(top), "top_score", f"must be a finite number, got {top!r}")
+        if n is None and self.schema_version < 3:  # an unknown count is v3's: a v2 reader refuses it
+            msgspec.structs.force_setattr(self, "schema_version", 3)
         sources = self.sources
         if sources is not None and len(sources) > MAX_SOURCES:
             # Cut, never refused: the answer happened; the event keeps the best `MAX_SOURCES` and says how many went.

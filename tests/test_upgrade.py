@@ -19,7 +19,7 @@ import pytest
 
 from querylog.analytics.catalog import Catalog
 from querylog.analytics.lake_frames import scan_lake
-from querylog.logging.events import SCHEMA_VERSION
+from querylog.logging.events import WRITTEN_VERSION
 from querylog.testing import running_server
 
 pytestmark = pytest.mark.slow
@@ -117,7 +117,7 @@ def test_the_lake_holds_the_answer_and_the_sources_the_user_got(
         assert [s["doc_id"] for s in row["sources"]] == [s["doc_id"] for s in answer["sources"]]
         assert [s["rank"] for s in row["sources"]] == list(range(1, len(answer["sources"]) + 1))
         assert row["prompt_version"] == "p-2" and row["finish_reason"] == "stop" and row["response_type"]
-        assert row["schema_version"] == SCHEMA_VERSION
+        assert row["schema_version"] == WRITTEN_VERSION
 
 
 def test_ingested_v1_and_v2_bodies_keep_their_versions_and_v2_cost_is_priced(
@@ -132,8 +132,8 @@ def test_ingested_v1_and_v2_bodies_keep_their_versions_and_v2_cost_is_priced(
             "where event_id like 'in-%'",
         )
     }
-    # A body without a version is the current one's: v2 fields, the server's schema.
-    assert rows["in-v1"]["schema_version"] == 1 and rows["in-v2"]["schema_version"] == SCHEMA_VERSION
+    # A body without a version is written as the oldest version that holds it.
+    assert rows["in-v1"]["schema_version"] == 1 and rows["in-v2"]["schema_version"] == WRITTEN_VERSION
     assert rows["in-v2"]["tags"] == ["ingested"]
     assert dict(rows["in-v2"]["attributes"]) == {"channel": "batch"}
     from querylog.logging.pricing import DEFAULT_PRICES

@@ -18,6 +18,7 @@ from querylog.logging.events import (
     MAX_TEXT_CHARS,
     SCHEMA_VERSION,
     TRUNCATION_MARKER,
+    WRITTEN_VERSION,
     EventValidationError,
     FeedbackReceived,
     IntentClassified,
@@ -47,7 +48,7 @@ def test_events_carry_a_uuidv7_id_a_utc_timestamp_and_the_schema_version() -> No
     parsed = uuid.UUID(event.event_id)
     assert parsed.version == 7
     assert event.ts.tzinfo is not None and event.ts.utcoffset() == timedelta(0)
-    assert event.schema_version == SCHEMA_VERSION == 3
+    assert event.schema_version == WRITTEN_VERSION == 2 and SCHEMA_VERSION == 3
     assert event.event_type == "query_received"
 
 

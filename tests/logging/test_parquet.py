@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from querylog.logging import codec, parquet
 from querylog.logging.events import (
-    SCHEMA_VERSION,
+    WRITTEN_VERSION,
     AnyEvent,
     FeedbackReceived,
     IntentClassified,
@@ -383,7 +383,7 @@ def _has_v2_fields(event: AnyEvent) -> bool:
 
 def _as_v1_line(line: bytes) -> bytes:
     """The line as schema v1 wrote it: no `schema_version` (v1 left its default out)."""
-    return line.replace(b'"schema_version":%d,' % SCHEMA_VERSION, b"")
+    return line.replace(b'"schema_version":%d,' % WRITTEN_VERSION, b"")
 
 
 @given(st.lists(_any_event(), min_size=1, max_size=30), st.lists(st.booleans(), min_size=30, max_size=30))

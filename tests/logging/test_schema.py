@@ -245,7 +245,10 @@ def test_a_v1_line_takes_the_fast_path_with_the_same_row_as_the_careful_one() ->
 
 
 def test_new_events_always_write_their_version() -> None:
-    assert b'"schema_version":3' in codec.encode(QueryCompleted(query_id="q", latency_ms=1.0))
+    assert b'"schema_version":2' in codec.encode(QueryCompleted(query_id="q", latency_ms=1.0))
+    # The oldest version that holds the event: a search whose count is unknown is v3's, which a v2 reader refuses.
+    assert b'"schema_version":3' in codec.encode(SearchCompleted(query_id="q", result_count=None))
+    assert b'"schema_version":3' in codec.encode(SearchCompleted(query_id="q", result_count=None, schema_version=2))
 
 
 # -- fallbacks are counted and logged once ------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from querylog.analytics.catalog import Catalog
 from querylog.config import Settings
 from querylog.logging.codec import decode
-from querylog.logging.events import SCHEMA_VERSION, Event, QueryReceived
+from querylog.logging.events import WRITTEN_VERSION, Event, QueryReceived
 from querylog.runtime import Runtime
 from querylog.service.app import create_app
 from querylog.service.producers import (
@@ -219,7 +219,7 @@ def test_v1_and_v2_bodies_are_both_accepted_and_v2_text_is_redacted(settings: Se
     raw = b"".join(p.read_bytes() for p in settings.log_dir.glob("*.jsonl")).decode()
     assert "010-1234-5678" not in raw
     by_id = {e.event_id: e for e in _logged(settings)}
-    assert by_id["v1-1"].schema_version == 1 and by_id["v2-1"].schema_version == SCHEMA_VERSION  # none said: current
+    assert by_id["v1-1"].schema_version == 1 and by_id["v2-1"].schema_version == WRITTEN_VERSION  # none said
     response = by_id["v2-2"]
     assert response.answer_text == "답변: [PHONE]"  # type: ignore[attr-defined]
     assert response.attributes == {"channel": "kakao [PHONE]"}
