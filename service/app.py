@@ -309,7 +309,11 @@ def create_app(
         body["log"].update(retention)
         if rt.log.write_error is not None:  # the log degraded too, as `reasons` says first
             body["log"].update(degraded=True, write_error=rt.log.write_error)
-        older = ParquetSink.committed_by_an_older_release(rt.settings.lake_dir, since=started_at)
+        # Once seen, said until this server restarts: the lake lacks the events that release left out even after this
+        # one commits again, and the way back (`querylog replay parquet`) needs this server stopped.
+        older = bool(older_release_said) or ParquetSink.committed_by_an_older_release(
+            rt.settings.lake_dir, since=started_at
+        )
         if older and not older_release_said:
             older_release_said.append(True)
             _log.error("lake_committed_by_an_older_release", lake=str(rt.settings.lake_dir), note=OLDER_RELEASE)

@@ -19,9 +19,10 @@ LAG_LIMIT_S: Final = 300.0
 #: A projection no process has reported on for this long is not being run (QuerylogProjectionSilent's threshold).
 SILENT_LIMIT_S: Final = 120.0
 OLDER_RELEASE: Final = (
-    "an older release's process leads the lake projection of this data directory: it reads this release's events "
-    "as corrupt and leaves them out of the lake. Stop every process of the older release (serve, project), then "
-    "run `querylog replay parquet` to restore them (docs/schema.md)"
+    "an older release's process has committed the lake of this data directory since this server started: it reads "
+    "this release's newer events as corrupt and leaves them out of the lake. Stop every process of the older release "
+    "(serve, project), then this server, and run `querylog replay parquet` to restore them (docs/schema.md); said "
+    "until this server restarts"
 )
 
 
@@ -40,7 +41,8 @@ def degraded_reasons(
     `projections`: name → (led here, counters); `now` and `started_at` (this process), Unix seconds. Silence counts
     from `started_at` at the earliest: a projection never reported on, or last reported on by the run before this
     one, gets its first report within a second of the start. `older_release_commits`: a release that reads an older
-    schema committed the lake since this process started (`ParquetSink.committed_by_an_older_release`)."""
+    schema committed the lake since this process started (`ParquetSink.committed_by_an_older_release`), even if
+    this release has committed since: the events it left out are still missing."""
     reasons: list[str] = []
     if older_release_commits:
         reasons.append(OLDER_RELEASE)
