@@ -298,6 +298,9 @@ class MetricsSink(Sink):
             events += len(batch)
         self._position = dict(checkpoint)
         self.restored_events = events
+        # Worth a snapshot of its own: without one, an idle server stopped now leaves none, and its next start folds
+        # the lake again (and holds back the log's trimming meanwhile).
+        self._dirty = events > 0
         self.telemetry.fell_back("snapshot_missing_log_trimmed")
         _log.warning(
             "metrics_restored_from_lake",

@@ -322,6 +322,28 @@ def test_an_unreadable_snapshot_after_a_trim_restarts_the_metrics_from_the_lake_
         projector.sink.close()
 
 
+def test_metrics_restored_from_the_lake_are_snapshotted_though_no_event_comes(tmp_path: Path) -> None:
+    """An idle server that had folded the lake (no snapshot, the log trimmed) left no snapshot on a clean stop: the
+    next start folded the lake again, and the log's trimming waited for a snapshot meanwhile."""
+    from querylog.runtime import metrics_projector
+
+    settings = Settings(home=tmp_path, stdout_events=False, log_retention="0s")
+    _write(settings, 4, writers=2)
+    _age(settings, 120)
+    _project(settings)
+    assert len(run_housekeeping(settings).trim.delete) == 2  # the log holds nothing now
+    settings.metrics_snapshot_path.unlink()
+    for fallbacks in ({"snapshot_missing_log_trimmed": 1}, {}):  # the lake folded once, then the snapshot loaded
+        projector = metrics_projector(settings, LogReader(settings.log_dir), MetricsProjection(), elected=False)
+        try:
+            projector.catch_up()  # nothing in the log: no event comes
+            assert projector.sink.telemetry.snapshot().fallbacks == fallbacks
+        finally:
+            projector.stop(drain_timeout_s=None)
+            projector.sink.close()
+        assert settings.metrics_snapshot_path.exists()
+
+
 def test_damaged_totals_are_counted_afresh_and_said_once(tmp_path: Path) -> None:
     """A damaged `state/housekeeping.json` read as no trim at all, without a word: the metrics fold and `replay
     --from auto` then take a trimmed log for the whole history."""
