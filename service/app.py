@@ -330,7 +330,7 @@ def create_app(
             body["projector_process"] = {"pid": child.pid, "running": child.running, "restarts": child.restarts}
             if child.refused:
                 reasons.insert(0, _PROJECTOR_REFUSED)
-            elif child.quick_exits >= 2:
+            elif child.crash_looping:
                 reasons.insert(
                     0,
                     f"the projections' process (querylog project) exited {child.quick_exits} times in a row within a "

@@ -224,6 +224,7 @@ class ProjectorProcess:
         #: (`/healthz` says so at the second, before the projections' silence would).
         self.quick_exits = 0
         self.last_exit: int | None = None
+        self._spawned_at = 0.0  # time.monotonic() when the child now running was started
         #: The child exited 2 (a setting, checkpoint or commit record it cannot use) and is not started again.
         self.refused = False
         self._proc: subprocess.Popen[bytes] | None = None
@@ -241,6 +242,11 @@ class ProjectorProcess:
     def running(self) -> bool:
         proc = self._proc
         return proc is not None and proc.poll() is None
+
+    @property
+    def crash_looping(self) -> bool:
+        """Two or more children in a row exited within a minute of starting, and none has run a minute since."""
+        return self.quick_exits >= 2 and not (self.running and time.monotonic() - self._spawned_at > 60)
 
     def start(self) -> ProjectorProcess:
         self._spawn()
@@ -273,6 +279,7 @@ class ProjectorProcess:
                 self._proc = subprocess.Popen(
                     self.command, env=env, stdin=subprocess.DEVNULL, start_new_session=True, pass_fds=(write_end,)
                 )
+                self._spawned_at = time.monotonic()
             except BaseException:
                 os.close(read_end)
                 raise
