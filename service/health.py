@@ -21,8 +21,8 @@ SILENT_LIMIT_S: Final = 120.0
 OLDER_RELEASE: Final = (
     "an older release's process has committed the lake of this data directory since this server started: it reads "
     "this release's newer events as corrupt and leaves them out of the lake. Stop every process of the older release "
-    "(serve, project), then this server, and run `querylog replay parquet` to restore them (docs/schema.md); said "
-    "until this server restarts"
+    "(serve, project), then this server, and run `querylog replay parquet` to restore them, which works while the "
+    "log still holds every event the lake has (docs/schema.md); said until this server restarts"
 )
 
 
