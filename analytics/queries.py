@@ -15,7 +15,7 @@ import polars as pl
 import pyarrow as pa
 
 from querylog.analytics.catalog import Catalog, CatalogError
-from querylog.logging.events import EVENT_TYPES, UNCLASSIFIED
+from querylog.logging.events import EVENT_TYPES, INVISIBLE_CHARS, UNCLASSIFIED
 from querylog.logging.reformulation import Names
 
 __all__ = [
@@ -68,8 +68,10 @@ _STAGE_COLUMNS: Final = (
 
 _FULL_WIDTH: Final = "".join(map(chr, range(0xFF01, 0xFF5F)))  # ！ … ～
 _AS_ASCII: Final = "".join(map(chr, range(0x21, 0x7F)))  # ! … ~
-#: What `question_key` does to full-width forms before it folds case and spacing.
-FULL_WIDTH_AS_ASCII: Final = str.maketrans(_FULL_WIDTH, _AS_ASCII)
+#: What `question_key` does before it folds case and spacing: full-width forms read as ASCII, the characters that
+#: draw nothing (삼성\u200d전자, pasted from a chat app) dropped, as search's folding does.
+KEY_FOLDS: Final = str.maketrans(_FULL_WIDTH, _AS_ASCII, INVISIBLE_CHARS)
+_KEY_FOLDED_SQL: Final = "[\\x{FF01}-\\x{FF5E}" + "".join(f"\\x{{{ord(c):04X}}}" for c in INVISIBLE_CHARS) + "]"
 _AS_ASCII_SQL: Final = _AS_ASCII.replace("'", "''")
 # Queries that never got an intent are grouped under UNCLASSIFIED (querylog.logging.events), so that they can be
 # filtered and charted like any other intent instead of vanishing as NULL.
@@ -77,11 +79,12 @@ _AS_ASCII_SQL: Final = _AS_ASCII.replace("'", "''")
 #: aside), so that the report's and the explorer's top queries count a question as search does.
 #: The class is Python's whitespace (`str.split`) in RE2: its ``\s`` is ASCII only, ``\p{Z}`` the Unicode spaces.
 #: Full-width letters, digits and signs (ＳＫ하이닉스, typed with a Korean keyboard's full-width mode) are read as
-#: the ASCII ones, as search's NFKC folding reads them; only texts that have one pay for the translation.
+#: the ASCII ones, as search's NFKC folding reads them, and the characters that draw nothing are dropped, as search
+#: drops them; only texts that have one pay for the translation.
 QUESTION_KEY_SQL: Final = (
     r"lower(trim(regexp_replace("
-    rf"CASE WHEN regexp_matches(query_text, '[\x{{FF01}}-\x{{FF5E}}]') "
-    rf"THEN translate(query_text, '{_FULL_WIDTH}', '{_AS_ASCII_SQL}') ELSE query_text END, "
+    rf"CASE WHEN regexp_matches(query_text, '{_KEY_FOLDED_SQL}') "
+    rf"THEN translate(query_text, '{_FULL_WIDTH}{INVISIBLE_CHARS}', '{_AS_ASCII_SQL}') ELSE query_text END, "
     r"'[\s\x0b\x1c-\x1f\x85\p{Z}]+', ' ', 'g')))"
 )
 #: A sum of costs that does not depend on the order DuckDB's threads add them in: a float sum does, and a figure on

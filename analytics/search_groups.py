@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from querylog.analytics.catalog import QUERY_INTENT_SQL, Catalog
-from querylog.analytics.queries import FULL_WIDTH_AS_ASCII, QUESTION_KEY_SQL, Filters
+from querylog.analytics.queries import KEY_FOLDS, QUESTION_KEY_SQL, Filters
 from querylog.logging.events import UNCLASSIFIED
 from querylog.logging.reformulation import lower_as_duckdb
 
@@ -69,9 +69,9 @@ class AskedQuestion:
 
 
 def question_key(text: str) -> str:
-    """What makes two questions the same: their words, lower-cased, full-width forms as ASCII (as
-    `queries.QUESTION_KEY_SQL` has it in SQL)."""
-    return " ".join(lower_as_duckdb(text.translate(FULL_WIDTH_AS_ASCII)).split())
+    """What makes two questions the same: their words, lower-cased, full-width forms as ASCII, without the
+    characters that draw nothing (as `queries.QUESTION_KEY_SQL` has it in SQL)."""
+    return " ".join(lower_as_duckdb(text.translate(KEY_FOLDS)).split())
 
 
 def _asked_sql(which: str) -> str:

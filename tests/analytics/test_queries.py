@@ -327,6 +327,11 @@ def test_equally_common_spellings_of_a_question_are_shown_the_same_way_every_tim
             "ＩＳＴＡＮＢＵＬ ０６６５７０",
             "！～ ＠",
         ),  # full-width forms, quote and backslash
+        *(
+            "삼성\u200d전자 배당",
+            "a\u00adb \ufeffc",
+            "\u200bＳＫ\u2060하이닉스",
+        ),  # what draws nothing, as search drops it
     ],
 )
 def test_the_sql_question_key_is_search_s(text: str) -> None:
@@ -340,6 +345,15 @@ def test_the_sql_question_key_is_search_s(text: str) -> None:
     with duckdb.connect() as con:  # its own: a result left on DuckDB's shared default connection blocks its next user
         [(key,)] = con.execute(f"SELECT {QUESTION_KEY_SQL} FROM (SELECT $1 AS query_text)", [text]).fetchall()
     assert key == question_key(text)
+
+
+def test_a_question_with_a_character_that_draws_nothing_is_the_same_question() -> None:
+    """삼성\u200d전자 배당 (a zero-width joiner pasted from a chat app) was found by search as 삼성전자 배당 and listed
+    beside it as another question that looked the same."""
+    from querylog.analytics.search_groups import question_key
+
+    for pasted in ("삼성\u200d전자 배당", "\ufeff삼성전자 배당", "삼성\u00ad전자\u200b 배당"):
+        assert question_key(pasted) == question_key("삼성전자 배당") == "삼성전자 배당"
 
 
 def test_feedback_and_latency_count_failed_queries_in_every_section(tmp_path: Path) -> None:
