@@ -297,7 +297,6 @@ class ProjectorProcess:
             proc = self._proc
             if proc is None:
                 return
-            started = time.monotonic()
             code = self._wait_alive(proc)
             if self._stopping.is_set():
                 return
@@ -306,7 +305,7 @@ class ProjectorProcess:
                 self.refused = True
                 return
             _log.error("projector_process_exited", pid=proc.pid, code=code, restart_in_s=backoff)
-            lived = time.monotonic() - started > 60
+            lived = time.monotonic() - self._spawned_at > 60
             self.quick_exits, self.last_exit = (0 if lived else self.quick_exits + 1), code
             if self._stopping.wait(backoff):
                 return
