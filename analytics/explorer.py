@@ -18,17 +18,18 @@ from urllib.parse import quote
 
 import altair as alt
 import polars as pl
+import pyarrow as pa
 import streamlit as st
 
 from querylog._format import milliseconds, percent, shortened, visible
-from querylog.analytics._search_text import unquoted
+from querylog.analytics._search_text import fold, unquoted
 from querylog.analytics.catalog import CatalogError
 from querylog.analytics.lake_generation import lake_signature
 from querylog.analytics.queries import BUCKETS, Answer, Bucket, Filters, LakeQueries, Summary, open_catalog
 from querylog.analytics.search_groups import AskedQuestion, find_questions, questions_of, window_hits
 from querylog.commands import unreadable_file, unreadable_lake
 from querylog.config import ConfigError, Settings
-from querylog.logging.events import EVENT_CLASSES, INVISIBLE_CHARS
+from querylog.logging.events import EVENT_CLASSES
 from querylog.logging.reformulation import Names
 
 if TYPE_CHECKING:
@@ -54,15 +55,15 @@ _WORD: Final = re.compile(r"[^\s\"'“”‘’.,!?()\[\]{}<>:;/\\|]+")
 
 # -- pure helpers (tested without Streamlit) ---------------------------------------------------------------
 def _folded(text: str) -> tuple[str, list[int]]:
-    """`text` as search compares it, character by character (NFKC, lower case: ``ＳＫ`` is ``sk``, ``①`` is
-    ``1``), without whitespace and the characters that draw nothing (``삼성 전자`` and ``삼성\u200b전자`` hold
-    삼성전자); and for each folded character, the index of the character of `text` it comes from."""
+    """`text` as search compares it (`_search_text.fold`, character by character: ``ＳＫ`` is ``sk``, ``①`` is
+    ``1``, what draws nothing goes), without whitespace (``삼성 전자`` holds 삼성전자); and for each folded character,
+    the index of the character of `text` it comes from."""
     folded: list[str] = []
     source: list[int] = []
-    for i, char in enumerate(text):
-        for piece in unicodedata.normalize("NFKC", char).lower():
-            if not (piece.isspace() or piece in INVISIBLE_CHARS):
-                folded.append(piece)
+    for i, piece in enumerate(fold(pa.array(list(text), pa.string())).to_pylist()):
+        for char in piece:
+            if not char.isspace():
+                folded.append(char)
                 source.append(i)
     return "".join(folded), source
 
