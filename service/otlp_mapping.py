@@ -968,7 +968,7 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
         # OpenInference's `llm.model_name` is the model that answered (``gpt-4o-mini-2024-07-18``) when the request
         # named another (``gpt-4o-mini``, in its invocation parameters): the request model groups as OpenAI's does.
         named = _str(a, "llm.model_name")
-        return _str(a, "gen_ai.response.model") or (named if named != model(a) else None)
+        return _str(a, "gen_ai.response.model") or (named if named is not None and named != model(a) else None)
 
     def tokens_in(a: dict[str, Any]) -> int | float | None:
         return _int(a, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
