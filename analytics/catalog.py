@@ -27,6 +27,7 @@ __all__ = [
     "SESSIONS_SQL",
     "Catalog",
     "CatalogError",
+    "as_asked",
     "queries_sql",
 ]
 
@@ -77,6 +78,18 @@ def _latest(column: str, where: str) -> str:
     return f"arg_max({column}, ts) FILTER (WHERE {where})"
 
 
+def as_asked(column: str) -> str:
+    """SQL: `column` of the query's first `query_received` that has one: the query as it was asked (the first app
+    that asked it, if two used one query id)."""
+    return f"arg_min({column}, ts) FILTER (WHERE event_type = 'query_received')"
+
+
+def _own(column: str) -> str:
+    """SQL: `column` of the query's first own event that has one. Not a feedback's: `/v1/feedback` stamps a verdict
+    with the server's service, env and release, which are not those of a query another app asked."""
+    return f"arg_min({column}, ts) FILTER (WHERE event_type <> 'feedback_received')"
+
+
 #: SQL over one query's events (grouped by query_id): its intent. The terminal event's is the query's last word on
 #: it (what the metrics count), else the classifier's latest. The `queries` view and search's grouping share it.
 #: An empty one is none: an earlier release's ingest took ``"intent": ""``, which the log and the metrics read as none.
@@ -108,7 +121,7 @@ CREATE OR REPLACE VIEW queries AS
 WITH per_query AS (
 SELECT
     query_id,
-    any_value(query_text) FILTER (WHERE event_type = 'query_received') AS query_text,
+    {as_asked("query_text")} AS query_text,
     {QUERY_INTENT_SQL} AS intent,
     {_last("confidence", "intent_classified")} AS intent_confidence,
     -- Status and latency are the latest terminal event's (a failure a producer retried to an answer under the same
@@ -151,23 +164,23 @@ SELECT
     {_last("sources_dropped", "search_completed")} AS sources_dropped,
     {_last("backend_durations_ms", "search_completed")} AS backend_durations_ms,
     {_last("top_score", "search_completed")} AS top_score,
-    any_value(language) FILTER (WHERE event_type = 'query_received') AS language,
+    {as_asked("language")} AS language,
     {_last("error_type", "query_failed")} AS error_type,
     {_last("error_message", "query_failed")} AS error_message,
     {_last("stage", "query_failed")} AS failed_stage,
     -- The latest verdict, its score and its comment from the same event (a verdict without a comment has none).
     {_last_verdict("score")} AS feedback_score,
     {_last_verdict("comment")} AS feedback_comment,
-    any_value(release) AS release,
-    any_value(prompt_version) AS prompt_version,
-    any_value(tags) AS tags,
-    any_value(attributes) AS attributes,
+    {_own("release")} AS release,
+    {_own("prompt_version")} AS prompt_version,
+    {_own("tags")} AS tags,
+    {_own("attributes")} AS attributes,
     min(schema_version) AS schema_version,
     any_value(session_id) AS session_id,
     any_value(user_id) AS user_id,
     any_value(trace_id) AS trace_id,
-    any_value(env) AS env,
-    any_value(service) AS service,
+    {as_asked("env")} AS env,
+    {as_asked("service")} AS service,
     min(ts) FILTER (WHERE event_type = 'query_received') AS started_at,
     max(ts) FILTER (WHERE event_type IN ('query_completed', 'query_failed')) AS ended_at
 FROM events

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from querylog.analytics.catalog import QUERY_INTENT_SQL, Catalog
+from querylog.analytics.catalog import QUERY_INTENT_SQL, Catalog, as_asked
 from querylog.analytics.queries import KEY_FOLDS, QUESTION_KEY_SQL, Filters
 from querylog.logging.events import UNCLASSIFIED
 from querylog.logging.reformulation import lower_as_duckdb
@@ -80,8 +80,9 @@ def _asked_sql(which: str) -> str:
     ``intents i``."""
     return f"""
 asked AS (
-    SELECT query_id, any_value(query_text) AS query_text, min(ts) AS ts, any_value(env) AS env,
-           any_value(service) AS service, any_value(release) AS release, any_value(prompt_version) AS prompt_version
+    SELECT query_id, min(ts) AS ts, {as_asked("query_text")} AS query_text, {as_asked("env")} AS env,
+           {as_asked("service")} AS service, {as_asked("release")} AS release,
+           {as_asked("prompt_version")} AS prompt_version
     FROM events
     WHERE event_type = 'query_received' AND {which}
     GROUP BY query_id

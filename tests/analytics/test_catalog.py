@@ -286,3 +286,36 @@ def test_a_query_with_two_terminal_events_has_the_latest_ones_status_and_latency
     row = _query_row(tmp_path, events)
     assert (row["status"], row["latency_ms"]) == (status, latency_ms)
     assert row["ended_at"] == _at(max(second for _, second, _ in ends))
+
+
+def test_a_query_belongs_to_the_service_that_asked_it_not_to_the_server_that_took_its_feedback(
+    tmp_path: Path,
+) -> None:
+    """`/v1/feedback` stamps a verdict with the server's own service, env and release: a query another app asked
+    (an OTLP producer, say) moved to the server's service in the `queries` view, and so in reports and filters."""
+    q = {"query_id": "q-1"}
+    asked = {"service": "otel-chat", "env": "prod", "release": "1.4.2", "prompt_version": "p7"}
+    row = _query_row(
+        tmp_path,
+        [
+            FeedbackReceived(**q, score=-1, service="querylog", env="dev", release="server-9", ts=_at(9)),
+            QueryReceived(**q, **asked, query_text="질문", ts=_at(0)),
+            QueryCompleted(**q, **asked, latency_ms=5.0, ts=_at(1)),
+        ],
+    )
+    assert {k: row[k] for k in asked} == asked
+    assert row["feedback_score"] == -1
+
+
+def test_two_services_under_one_query_id_are_the_first_asker_s_query(tmp_path: Path) -> None:
+    """A query id two apps both used is one query (query ids are the producers' to keep unique): the app that
+    asked first, every time the view is read, and the same app search names."""
+    q = {"query_id": "shared-1"}
+    row = _query_row(
+        tmp_path,
+        [
+            QueryReceived(**q, service="svc-b", env="b", query_text="svc-b 질문", ts=_at(5)),
+            QueryReceived(**q, service="svc-a", env="a", query_text="svc-a 질문", ts=_at(0)),
+        ],
+    )
+    assert (row["service"], row["env"], row["query_text"]) == ("svc-a", "a", "svc-a 질문")
