@@ -391,6 +391,8 @@ def _finish_reason(attrs: dict[str, Any], output: list[dict[str, Any]]) -> str |
     reasons = attrs.get("gen_ai.response.finish_reasons")
     if isinstance(reasons, list) and reasons and isinstance(reasons[0], str):
         return str(reasons[0])
+    if isinstance(reasons, str) and reasons:  # the conventions say a list; some instrumentations send one string
+        return reasons
     for message in output:
         if isinstance(message.get("finish_reason"), str):
             return str(message["finish_reason"])
@@ -696,6 +698,20 @@ class _Spans:
         return found
 
 
+def _time_problem(span: Span) -> str | None:
+    """Why a query's or a retrieval's span has no time it can be given: unset (0), which a hand-built exporter
+    sends, or milliseconds where OTLP wants nanoseconds (not a query of 1970); an end unset or before the start (a
+    latency of 0 is not what the app measured). An SDK's spans always have both, the end from a monotonic clock."""
+    start, end = span.start_time_unix_nano, span.end_time_unix_nano
+    if not start:
+        return "span without a start time"
+    if start < EARLIEST_START_NS:
+        return "span starting before 2000: OTLP times are Unix nanoseconds"
+    if end < start:
+        return "span without an end time" if not end else "span ending before it started"
+    return None
+
+
 #: A query's start, to order a trace's queries by.
 _START: Final = attrgetter("span.start_time_unix_nano")
 
@@ -732,14 +748,8 @@ def map_export(request: ExportTraceServiceRequest, *, service: str, env: str) ->
                     continue
                 attrs = _from_langfuse(_attributes(span.attributes), span.start_time_unix_nano)
                 kind = _kind(attrs)
-                if kind in ("llm", "retrieval") and span.start_time_unix_nano < EARLIEST_START_NS:
-                    # Unset (0), which a hand-built exporter sends, or milliseconds where OTLP wants nanoseconds:
-                    # not a query of 1970. Spans inside it stand alone.
-                    mapped.rejected[
-                        "span without a start time"
-                        if not span.start_time_unix_nano
-                        else "span starting before 2000: OTLP times are Unix nanoseconds"
-                    ] += 1
+                if kind in ("llm", "retrieval") and (problem := _time_problem(span)) is not None:
+                    mapped.rejected[problem] += 1  # spans inside it stand alone
                     kind = None
                 elif kind is None:
                     mapped.skipped["not_genai"] += 1
@@ -901,7 +911,7 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
     # nearest span above it, with its confidence (1.0, the app's own label, when it gives none).
     labelled = next((a for a in context if _str(a, INTENT_ATTRIBUTE)), None)
     intent = _str(labelled, INTENT_ATTRIBUTE) if labelled is not None else None
-    start, end = span.start_time_unix_nano, max(span.end_time_unix_nano, span.start_time_unix_nano)
+    start, end = span.start_time_unix_nano, span.end_time_unix_nano  # end >= start (`_time_problem`)
     generate_ms = (end - start) / 1e6
     if alone and query.ancestors:  # the trace's one query: it lasted as long as the request that holds it
         root = query.ancestors[-1][0]
@@ -933,14 +943,14 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
             **common,
             "event_type": "search_completed",
             "event_id": f"otlp-{span_id}-search-{n}",
-            "ts": _ts(max(retrieval.end_time_unix_nano, retrieval.start_time_unix_nano)),
+            "ts": _ts(retrieval.end_time_unix_nano),
             # OpenInference lists what a retriever found, so none listed is none found, as does the newer GenAI
             # `gen_ai.retrieval.documents`; a GenAI retrieval span without it says nothing of its documents: how many
             # it found is not known, which is no "0".
             "result_count": max(len(sources), len(documents))
             if sources or documents or _LISTED in r_attrs or _str(r_attrs, "openinference.span.kind") is not None
             else None,
-            "duration_ms": max(0, retrieval.end_time_unix_nano - retrieval.start_time_unix_nano) / 1e6,
+            "duration_ms": (retrieval.end_time_unix_nano - retrieval.start_time_unix_nano) / 1e6,
         }
         if sources:
             event["sources"] = sources
@@ -954,7 +964,7 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
         **common,
         "event_type": "response_generated",
         "event_id": f"otlp-{span_id}-response",
-        "ts": _ts(max(span.end_time_unix_nano, span.start_time_unix_nano)),
+        "ts": _ts(span.end_time_unix_nano),
         "duration_ms": generate_ms,
     }
 

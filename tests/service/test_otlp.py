@@ -1551,3 +1551,40 @@ def test_a_langfuse_retriever_is_the_querys_search_and_a_langfuse_agent_one_quer
         1,
         [("naver-01", "네이버 실적")],
     )
+
+
+@pytest.mark.parametrize(
+    ("end_offset_ns", "reason"),
+    [(None, "span without an end time"), (-1_000_000, "span ending before it started")],
+)
+def test_a_span_without_an_end_or_ending_before_its_start_is_refused_not_a_query_of_no_time(
+    client: TestClient, tmp_path: Path, end_offset_ns: int | None, reason: str
+) -> None:
+    """A hand-built exporter's span with no end (0), or one before its start, was a completed query of 0 ms."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("llm") as span:
+        span.set_attributes({"openinference.span.kind": "LLM", "input.value": "끝이 없는 질문"})
+    export = json.loads(_otlp_json(keep.spans))
+    (sent,) = export["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    start = int(sent["startTimeUnixNano"])
+    sent["endTimeUnixNano"] = "0" if end_offset_ns is None else str(start + end_offset_ns)
+    resp = client.post("/v1/traces", content=json.dumps(export), headers={"content-type": "application/json"})
+    assert resp.status_code == 200
+    assert resp.json()["partialSuccess"] == {"rejectedSpans": "1", "errorMessage": f"spans rejected: 1 {reason}"}
+    log = b"".join(p.read_bytes() for p in (tmp_path / "home" / "log").glob("*.jsonl"))
+    assert "끝이 없는 질문".encode() not in log
+
+
+def test_finish_reasons_sent_as_one_string_are_read(client: TestClient, tmp_path: Path) -> None:
+    """`gen_ai.response.finish_reasons` is a list by the conventions; sent as one string it was dropped unsaid."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("llm") as span:
+        span.set_attributes(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.prompt.0.content": "잘린 답",
+                "gen_ai.response.finish_reasons": "length",
+            }
+        )
+    (row,) = _exported_queries(client, tmp_path, keep.spans)
+    assert row["finish_reason"] == "length"
