@@ -4,11 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 8000
+DEMO   ?= 200
 
 .PHONY: run test lint typecheck unit bench clean help
 
 help:
-	@echo "make run    - set up .venv, start the chat API on 127.0.0.1:8000 with a demo workload (PORT=8010 for another)"
+	@echo "make run    - set up .venv, start the chat API on 127.0.0.1:8000 with 200 demo queries (PORT=8010 for another port, DEMO=0 for no demo)"
 	@echo "make test   - set up .venv, run ruff, mypy and pytest on every core, at most 4 (installs Prometheus, Chromium and wrk when apt allows)"
 	@echo "make bench  - run the benchmarks (querylog bench)"
 
@@ -21,7 +22,7 @@ $(STAMP): pyproject.toml
 
 # Exit 3 from serve: the port is taken (another make run, or any server); say how to pick another.
 run: $(STAMP)
-	$(BIN)/querylog serve --host 127.0.0.1 --port $(PORT) --demo 200 || { rc=$$?; \
+	$(BIN)/querylog serve --host 127.0.0.1 --port $(PORT) --demo $(DEMO) || { rc=$$?; \
 	  [ $$rc -ne 3 ] || { free=$$($(BIN)/python -c \
 	    'from querylog.commands import next_free_port as f; print(f("127.0.0.1", $(PORT)) or "<another>")'); \
 	    echo "querylog: port $(PORT) is taken: make run PORT=$$free serves on another" >&2; }; exit $$rc; }

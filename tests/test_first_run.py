@@ -300,3 +300,18 @@ def test_the_guide_says_where_events_ship_when_loki_is_set(tmp_path: Path) -> No
     assert "Loki: shipping every event to http://loki.internal:3100 (app=chat, env=prod)" in guide
     assert "LOKI_URL=http://127.0.0.1:3100 ships" not in guide
     assert "LOKI_URL=http://127.0.0.1:3100 ships" in _guide("http://x", report, Settings(home=tmp_path), running=False)
+
+
+def test_a_second_demo_run_says_its_queries_join_the_earlier_ones(tmp_path: Path) -> None:
+    """Each `make run` sent the demo again into the same ./.querylog, and nothing said so: every question's count
+    grew from one run to the next."""
+    command = [QUERYLOG, "serve", "--demo", "3", "--exit-after-demo", "--port"]
+    runs = [
+        subprocess.run(
+            [*command, str(free_port())], env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        for _ in range(2)
+    ]
+    assert [r.returncode for r in runs] == [0, 0], runs[1].stderr
+    assert "added to the queries already here" not in runs[0].stderr
+    assert "added to the queries already here" in runs[1].stderr and "DEMO=0" in runs[1].stderr

@@ -131,10 +131,12 @@ def _demo_then_guide(server: Any, args: argparse.Namespace, settings: Settings, 
     url = f"http://{args.host if args.host != '0.0.0.0' else '127.0.0.1'}:{args.port}"
     print(f"querylog: serving on {url}; sending {args.demo} demo queries", file=sys.stderr)
     echo = settings.stdout_events and stdout_style(settings.stdout_format) == "console"
+    runtime = server.config.app.state.querylog
+    # Queries from before this demo (an earlier `make run`): the views show them with it, the same questions again.
+    earlier = any(runtime.reader.end_checkpoint().values()) or bool(ParquetSink.committed_checkpoint(settings.lake_dir))
     # A console echo prints a line per query: a progress bar drawn between them would only garble both.
     report = run_demo(url, queries=args.demo, progress=None if echo else sys.stderr)
     done.append(report)
-    runtime = server.config.app.state.querylog
     runtime.log.flush()
     runtime.wake_projections()
     # The guide comes last: once the lake holds the demo (read from its commit file, the Parquet projection may
@@ -153,7 +155,7 @@ def _demo_then_guide(server: Any, args: argparse.Namespace, settings: Settings, 
     ):
         time.sleep(0.1)  # another thread or process writes the lake: there is nothing here to wait on
     sys.stdout.flush()
-    sys.stderr.write(_guide(url, report, settings, running=not args.exit_after_demo))
+    sys.stderr.write(_guide(url, report, settings, running=not args.exit_after_demo, earlier=earlier))
     sys.stderr.flush()
     if args.exit_after_demo:
         server.should_exit = True
@@ -183,9 +185,10 @@ def _command() -> tuple[str, str]:
     return f'export PATH={shlex.quote(str(argv0.resolve().parent))}:"$PATH"', "querylog"
 
 
-def _guide(url: str, report: Any, settings: Settings, *, running: bool = True) -> str:
+def _guide(url: str, report: Any, settings: Settings, *, running: bool = True, earlier: bool = False) -> str:
     """What to do next, in lines that fit an 80-column terminal (a long command is continued with a backslash).
-    Not `running` (``--exit-after-demo``): what needs the server is left out."""
+    Not `running` (``--exit-after-demo``): what needs the server is left out. `earlier`: the data directory held
+    queries before this demo, which the views count with it."""
     ranked = report.intents.most_common()
     parts: list[str] = []
     for name, n in ranked:  # as many as fit on the line, most asked first; how many did not is said
@@ -227,10 +230,17 @@ def _guide(url: str, report: Any, settings: Settings, *, running: bool = True) -
         if settings.loki_url
         else "Loki and Grafana: LOKI_URL=http://127.0.0.1:3100 ships every event to Loki;"
     )
+    again = (
+        """
+  (added to the queries already here: each run sends the demo again;
+   `make run DEMO=0`, or serve without --demo, starts without it)"""
+        if earlier
+        else ""
+    )
     return f"""
 {served}
   demo: {report.ok} answered, {report.failures()}, {report.feedback} rated, \
-in {report.elapsed_s:.1f}s
+in {report.elapsed_s:.1f}s{again}
   answered, by intent: {intents}
   event log: {_shown(settings.log_dir)}
   Parquet lake: {_shown(settings.lake_dir)}{lake_note}
