@@ -9,7 +9,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, fields
 from itertools import pairwise
 from typing import Any, Final
@@ -717,6 +717,12 @@ class MetricsProjection:
         if "stale" in state:  # [query_id, first_seen, received, intent, quality_score]
             state["stale"] = [entry for entry in state["stale"] if entry[0] not in erased]
         return len(gone)
+
+    @staticmethod
+    def latest_queries_of(state: dict[str, Any], session_ids: Collection[str]) -> set[str]:
+        """The ids of the latest queries an exported state holds of `session_ids` (their characters are in it): an
+        erasure forgets them even when the log and the lake no longer hold the session (retention took it)."""
+        return {entry[1] for key in ("asked", "sessions") for entry in state.get(key, ()) if entry[0] in session_ids}
 
     def forget_queries(self, query_ids: Iterable[str]) -> int:
         """Drop open queries from the state (erasure): they leave the active gauge as a stale query does."""

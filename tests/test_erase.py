@@ -836,3 +836,28 @@ def test_a_subjects_entries_leave_the_loki_dead_letters_and_everyone_elses_stay_
     repost = loki.handle(httpx.Request("POST", f"{url}/loki/api/v1/push", json=after[0]["push"]))
     assert repost.status_code == 204
     assert erase(s, user_ids=["alice"], skip_loki=True).dead_letter_entries == 0  # idempotent
+
+
+def test_an_erased_sessions_latest_question_leaves_the_metrics_snapshot_when_the_log_and_lake_no_longer_hold_it(
+    tmp_path: Path,
+) -> None:
+    """Retention had taken a session's events from the lake (the log trimmed): `erase --session-id` said "nothing
+    erased", and the metrics snapshot kept the session's latest query id and the characters of its question."""
+    import shutil
+
+    s = _home(tmp_path, queries=2)
+    shutil.rmtree(s.lake_dir)
+    shutil.rmtree(s.log_dir)
+    s.log_dir.mkdir()
+    held = s.metrics_snapshot_path.read_bytes()
+    assert b"s-bob-1" in held and b"s-alice-0" in held
+    receipt = erase(s, session_ids=["s-bob-1"])
+    assert (receipt.queries, receipt.metrics_sessions) == (0, 1)
+    held = s.metrics_snapshot_path.read_bytes()
+    assert b"s-bob-1" not in held and b"s-alice-0" in held
+    out = subprocess.run(
+        [sys.executable, "-m", "querylog", "erase", "--session-id", "s-bob-0"],
+        env={**os.environ, "QUERYLOG_HOME": str(s.home)}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "nothing erased" not in out.stdout and "1 sessions' latest questions forgotten" in out.stdout

@@ -89,6 +89,8 @@ class ErasureReceipt:
     lake_hours: int = 0
     search_rebuilt: bool = False
     metrics_open_queries: int = 0
+    #: Sessions whose latest query the metrics snapshot held (to tell a reformulation), forgotten.
+    metrics_sessions: int = 0
     #: Entries taken out of the pushes Loki refused and the sink kept to post again (`state/loki-dead-letter/`).
     dead_letter_entries: int = 0
     #: Delete requests Loki accepted in this run; of them, those an earlier run could not file (`LOKI_PENDING`).
@@ -304,20 +306,22 @@ def _rebuild_search(settings: Settings) -> bool:
     return bool(built)
 
 
-def _forget_in_snapshot(settings: Settings, queries: Iterable[str]) -> int:
+def _forget_in_snapshot(settings: Settings, queries: Iterable[str], sessions: Collection[str]) -> tuple[int, int]:
     """The queries forgotten in the snapshot on disk, and listed for the folds running now (`ForgetList`), which
-    would otherwise write them back from memory."""
-    queries = list(queries)
-    ForgetList(settings.metrics_forget_path).add(queries)
+    would otherwise write them back from memory: those given, and the latest query of each of `sessions` the
+    snapshot holds. How many open queries were forgotten, and how many sessions' latest queries."""
     path = settings.metrics_snapshot_path
     snapshot = load_snapshot(path)
+    latest = MetricsProjection.latest_queries_of(snapshot.state, sessions) if snapshot is not None else set()
+    queries = {*queries, *latest}
+    ForgetList(settings.metrics_forget_path).add(queries)
     if snapshot is None:
-        return 0
+        return 0, 0
     before = json.dumps(snapshot.state, sort_keys=True)
     forgotten = MetricsProjection.forget_in_state(snapshot.state, queries)
     if json.dumps(snapshot.state, sort_keys=True) != before:
         write_snapshot(path, snapshot)  # the same position: it replaces the one there
-    return forgotten
+    return forgotten, len(latest)
 
 
 def _loki_requests(
@@ -811,7 +815,9 @@ def _erase(
         progress(f"lake: {receipt.lake_events} events removed from {receipt.lake_hours} hours")
         if receipt.lake_events or resumed:  # the index is built from the lake: unchanged, it holds none of them
             receipt.search_rebuilt = _rebuild_search(settings)
-    receipt.metrics_open_queries = _forget_in_snapshot(settings, queries)
+    receipt.metrics_open_queries, receipt.metrics_sessions = _forget_in_snapshot(
+        settings, queries, subjects.session_ids
+    )
     receipt.dead_letter_entries, unreadable = _erase_dead_letters(settings.loki_dead_letter_dir, everyone)
     if receipt.dead_letter_entries:
         n = receipt.dead_letter_entries

@@ -112,7 +112,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(receipt.as_dict(), ensure_ascii=False))
     else:
         found = receipt.log_events + receipt.lake_events + receipt.dead_letter_entries
-        if not found and not receipt.metrics_open_queries and not receipt.resumed:
+        if not found and not receipt.metrics_open_queries and not receipt.metrics_sessions and not receipt.resumed:
             print("querylog erase: no event of these subjects in the log or the lake; nothing erased")
         else:
             print(f"erasure {receipt.erasure_id}: {receipt.queries} {'query' if receipt.queries == 1 else 'queries'}")
@@ -121,7 +121,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  log:    {receipt.log_events} events blanked in {receipt.log_segments} segments")
             print(f"  lake:   {receipt.lake_events} events removed, {receipt.lake_hours} hours rewritten")
             print(f"  search: {'index rebuilt without them' if receipt.search_rebuilt else _UNTOUCHED}")
-            print(f"  metrics snapshot: {receipt.metrics_open_queries} open queries forgotten")
+            forgotten = f"{receipt.metrics_open_queries} open queries"
+            if receipt.metrics_sessions:
+                forgotten += f" and {receipt.metrics_sessions} sessions' latest questions"
+            print(f"  metrics snapshot: {forgotten} forgotten")
             if receipt.dead_letter_entries:
                 n = receipt.dead_letter_entries
                 print(f"  Loki dead letters: {n} {'entry' if n == 1 else 'entries'} removed")
