@@ -325,7 +325,9 @@ def query_overview() -> Dashboard:
     quality_mean = f"sum(sum_over_time({quality})) / sum(count_over_time({scored}))"
     searches = f"{stream('search_completed')} [$__auto]"
     hits = f'{stream("search_completed")} | json cache_hit | cache_hit="true" [$__auto]'
-    hit_ratio = f"sum(count_over_time({hits})) / sum(count_over_time({searches}))"
+    hit_ratio = (  # `or 0 * searches`: with no hit the ratio is 0, as the error ratio's above
+        f"(sum(count_over_time({hits})) or 0 * sum(count_over_time({searches}))) / sum(count_over_time({searches}))"
+    )
     active = f"sum({one_fold('querylog_active_queries')})"
     cache_hits = fold_rate("querylog_cache_requests_total", 'result="hit"')
     rate_by_intent = (
@@ -518,7 +520,10 @@ def query_search() -> Dashboard:
                 loki("Searches with no result", "timeseries",
                      Target(f"sum(count_over_time({no_results} [$__auto]))", "no result"),
                      Target(f"sum(count_over_time({stream('search_completed')} [$__auto]))", "all searches"),
-                     width=8),
+                     width=8,
+                     description="All searches, those whose result count is unknown (an OTLP retrieval that did not "
+                     "list its documents) included; QuerylogEmptySearchesHigh divides by the searches whose count "
+                     "is known."),
                 loki("No-result searches (result_count = 0)", "logs", Target(no_results), width=16,
                      description="search_completed events that found nothing. Their query_id (in the line and as "
                      "structured metadata) leads to the query text."),

@@ -178,6 +178,20 @@ def test_drops_and_sink_errors_are_drawn_as_counts_so_a_first_one_shows() -> Non
         assert metric in expr and "rate(" not in expr and "increase(" not in expr
 
 
+def test_a_share_of_two_loki_counts_is_zero_when_nothing_is_counted_above_it(checks: ModuleType) -> None:
+    """The cache hit ratio showed "No data" while searches ran and none hit the cache: count_over_time has no zero
+    series, so a share of two counts needs `or 0 * <denominator>` above the line."""
+    shares = [
+        t
+        for t in checks.iter_targets()
+        if re.search(r"count_over_time\(.*\)\)\s*/\s*sum[^(]*\(count_over_time", t.expr)
+    ]
+    assert {t.panel["title"] for t in shares} >= {"Error ratio", "Cache hit ratio", "Cache hit ratio over time"}
+    for target in shares:
+        above = target.expr[: target.expr.rindex(" / ")]
+        assert " or 0 * " in above, f"{target.panel['title']}: {target.expr}"
+
+
 # --- every query --------------------------------------------------------------------------------------------------
 
 
