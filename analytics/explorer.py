@@ -815,17 +815,13 @@ def _queries(lq: LakeQueries, f: Filters) -> None:
 
 
 def _answer(answer: Answer | None, *, failed: bool = False) -> None:
-    """What the user was told, and from which documents (queries recorded before schema v2 have neither, nor have
-    those of a producer that sends no answer: nothing is said of them); that none was made, when the query `failed`
-    before one."""
+    """What the user was told, and from which documents; that none was made, when the query `failed` before one. A
+    query recorded before schema v2, or by a producer that records its answer's model but not its text, shows that
+    model and the answer's cost; one with no response recorded at all, nothing."""
     if answer is None:
         return
-    if answer.answer_text is None and answer.sources.is_empty() and not failed:
-        if answer.answer_chars is not None:
-            st.caption(f"Answer of {answer.answer_chars:,} characters; its text was not kept.")
-        return
-    # Recorded as made (its text, length or model), or said not made for a failed query; a completed query with no
-    # answer recorded (a producer that sends none) shows its sources only.
+    # Recorded as made (its text, length or model: its facts are shown without the text too), or said not made for a
+    # failed query; a completed query with no answer recorded (a producer that sends none) shows its sources only.
     made = (answer.answer_text, answer.answer_chars, answer.model, answer.response_model) != (None, None, None, None)
     if made or failed:
         _answer_made(answer)

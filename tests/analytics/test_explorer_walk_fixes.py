@@ -227,6 +227,26 @@ def test_an_answer_is_cut_at_shown_chars_and_whole_one_click_away(
     assert shown[1] == "\\u202e" + "가" * (SHOWN_CHARS + 500)
 
 
+def test_an_answer_recorded_without_its_text_or_sources_still_shows_its_model_and_cost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer that records the model, tokens and cost but not the answer's text (the integration example, an
+    OTLP span without captured content): the timeline said nothing of the answer, though the lake had it."""
+    events = _asked("q-1", "모델만 기록", END - timedelta(hours=1))
+    events.insert(
+        2,
+        ResponseGenerated(
+            query_id="q-1", env="prod", service="chat-api", gen_ai_request_model="my-model",
+            gen_ai_usage_input_tokens=12, gen_ai_usage_output_tokens=4, cost_usd=0.25, ts=END - timedelta(minutes=59),
+        ),
+    )  # fmt: skip
+    _write(tmp_path / "home", events)
+    at = _app(tmp_path / "home", monkeypatch)
+    facts = [t.value for t in at.text if "model: my-model" in t.value]
+    assert facts and "cost: $0.25000 (recorded)" in facts[0]
+    assert "**Answer**" in [m.value for m in at.markdown]
+
+
 # -- 4. charts say when there is nothing to draw ---------------------------------------------------------
 def test_no_failures_no_quality_scores_and_no_queries_draw_no_empty_charts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
