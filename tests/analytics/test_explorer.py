@@ -627,13 +627,17 @@ def test_one_stray_old_event_does_not_spread_the_charts_over_years(
     assert _metric(at, "Queries") == f"{len(lake.queries) + 1:,}"
 
 
-def test_milliseconds_show_the_decimals_their_size_needs() -> None:
-    """Stage latencies of a cached step read 0.0 ms at one decimal."""
+def test_milliseconds_show_the_decimals_their_size_needs_and_a_row_reads_alike() -> None:
+    """Stage latencies of a cached step read 0.0 ms at one decimal; a row's p50 and p95 of the same 0.138 ms read
+    0.14 and 0.1, each column choosing its own decimals."""
     import polars as pl
 
-    assert _ms_format(pl.Series([0.04, 0.5])) == "%.3f"
-    assert _ms_format(pl.Series([1.5, 3.0])) == "%.2f"
-    assert _ms_format(pl.Series([12.0, None])) == _ms_format(pl.Series([None], dtype=pl.Float64)) == "%.1f"
+    assert _ms_format(pl.DataFrame({"a_ms": [0.04, 0.5]})) == "%.3f"
+    assert _ms_format(pl.DataFrame({"a_ms": [1.5, 3.0]})) == "%.2f"
+    assert _ms_format(pl.DataFrame({"a_ms": [12.0, None]})) == "%.1f"
+    assert _ms_format(pl.DataFrame({"a_ms": [None, 0.0]}, schema={"a_ms": pl.Float64})) == "%.1f"
+    assert _ms_format(pl.DataFrame({"p50_ms": [0.138, 0.5], "p95_ms": [0.138, 19_620.0]})) == "%.3f"
+    assert _ms_format(pl.DataFrame({"p50_ms": [0.04, 900.0]})) == "%.3f"  # a cache hit among slow steps
 
 
 def test_an_answer_keeps_its_lines_and_shows_bidirectional_controls_escaped() -> None:
