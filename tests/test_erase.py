@@ -25,7 +25,7 @@ from querylog.erase import erase
 from querylog.logging.events import EVENT_TYPES
 from querylog.logging.segments import LogReader
 from querylog.runtime import Runtime
-from querylog.testing import running_server
+from querylog.testing import free_port, running_server
 
 _SECRET = "앨리스비밀"
 
@@ -645,6 +645,32 @@ def test_a_home_that_shipped_to_loki_keeps_the_requests_when_the_erase_runs_with
         assert main(["erase", "--user-id", "alice"]) == 0
         assert "2 delete requests accepted (2 left by an earlier erasure)" in capsys.readouterr().out
     assert not (s.state_dir / LOKI_PENDING).exists()
+
+
+def test_the_requests_loki_did_not_take_are_filed_by_an_erase_that_names_no_subject(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The receipt says the requests are kept "for the next `querylog erase`", and that one, run as said, answered
+    "name at least one subject" (exit 2): they were filed only by an erase of some subject."""
+    from querylog.erase import LOKI_PENDING
+    from querylog.testing import RecordedLoki
+
+    s = _shipped(_home(tmp_path, queries=1))
+    monkeypatch.setenv("QUERYLOG_HOME", str(s.home))
+    assert main(["erase"]) == 2  # nothing kept: a subject is needed
+    assert "name at least one subject" in capsys.readouterr().err
+    monkeypatch.setenv("QUERYLOG_LOKI_URL", f"http://127.0.0.1:{free_port()}")
+    assert main(["erase", "--user-id", "alice"]) == 1
+    assert "kept in state/loki-deletes-pending.jsonl for the next `querylog erase`" in capsys.readouterr().out
+    loki = RecordedLoki()
+    with loki.serve() as url:
+        monkeypatch.setenv("QUERYLOG_LOKI_URL", url)
+        loki.fail_next(204, 204)  # Loki's answers to the two deletes
+        assert main(["erase"]) == 0
+        out = capsys.readouterr().out
+    assert "filing the Loki delete requests earlier erasures left" in out and "(2 left by an earlier erasure)" in out
+    assert not (s.state_dir / LOKI_PENDING).exists()
+    assert main(["erase", "--skip-loki"]) == 2  # nothing left to do
 
 
 def test_an_erase_stopped_after_the_lake_is_finished_by_the_next_run_whatever_its_subjects(

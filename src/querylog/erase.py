@@ -739,8 +739,11 @@ def _erase(
         },
     )
     earlier = _resume(settings)
-    if not subjects and earlier is None:  # none given: finishing a stopped run's erasure is all there is to do
-        raise NoSubjectError("name at least one subject: --user-id, --session-id or --query-id")
+    if not subjects and earlier is None:  # none given: what a stopped run or Loki left is all there is to do
+        if skip_loki or not (settings.state_dir / LOKI_PENDING).exists():
+            raise NoSubjectError("name at least one subject: --user-id, --session-id or --query-id")
+        _file_in_loki(settings, [], receipt)  # the requests earlier erasures could not file, alone
+        return receipt
     if salt_note is not None:
         receipt.notes.append(salt_note)
     # Read once the log is blanked: damaged, they are said now (exit 2), before the log and the lake are touched.

@@ -54,14 +54,17 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.analytics.upkeep import UpkeepError
-    from querylog.erase import IN_PROGRESS, ErasureError, NoSubjectError, SaltNeededError, erase
+    from querylog.erase import IN_PROGRESS, LOKI_PENDING, ErasureError, NoSubjectError, SaltNeededError, erase
     from querylog.logging.structured import configure_structlog
 
     configure_structlog(stream=sys.stderr)  # stdout carries the receipt only
 
     err = sys.stderr
     ids = [*args.user_id, *args.session_id, *args.query_id]
-    if not ids and not (settings.state_dir / IN_PROGRESS).exists():
+    left = (settings.state_dir / IN_PROGRESS).exists() or (
+        not args.skip_loki and (settings.state_dir / LOKI_PENDING).exists()
+    )
+    if not ids and not left:
         print("querylog erase: name at least one subject: --user-id, --session-id or --query-id", file=err)
         return 2
     if any(not i.strip() for i in ids):
@@ -112,7 +115,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(receipt.as_dict(), ensure_ascii=False))
     else:
         found = receipt.log_events + receipt.lake_events + receipt.dead_letter_entries
-        if not found and not receipt.metrics_open_queries and not receipt.metrics_sessions and not receipt.resumed:
+        if not ids and not receipt.resumed:
+            print("querylog erase: no subject given: filing the Loki delete requests earlier erasures left")
+        elif not found and not receipt.metrics_open_queries and not receipt.metrics_sessions and not receipt.resumed:
             print("querylog erase: no event of these subjects in the log or the lake; nothing erased")
         else:
             print(f"erasure {receipt.erasure_id}: {receipt.queries} {'query' if receipt.queries == 1 else 'queries'}")
