@@ -512,7 +512,12 @@ def test_an_erase_stopped_midway_says_the_next_one_finishes_it(
     monkeypatch.setattr(erasure, "_rebuild_search", lambda settings: True)
     assert main(["erase", "--skip-loki", "--format", "json"]) == 0  # no subject: finishing theirs is the work
     receipt = json.loads(capsys.readouterr().out.splitlines()[-1])  # the receipt is the last line
-    assert receipt["resumed"] and receipt["subjects"] == {"user_ids": 0, "session_ids": 0, "query_ids": 0}
+    # The stopped runs' subjects and blanked lines are the finishing run's: it found the log blank already, and its
+    # receipt and audit entry said 0 and 0, so that `reconcile` could not tell the erased events from lost ones.
+    assert receipt["resumed"] and receipt["subjects"] == {"user_ids": 2, "session_ids": 0, "query_ids": 0}
+    assert receipt["log_events"] == 2 * 4  # alice's query and bob's: received, classified, responded, completed
+    audit = [json.loads(line) for line in (s.state_dir / "erasures.jsonl").read_text().splitlines()]
+    assert audit[-1]["log_events"] == 8 and audit[-1]["log_end"] == LogReader(s.log_dir).end_checkpoint()
     assert not (s.state_dir / erasure.IN_PROGRESS).exists()
     assert _rows(s, "user_id in ('alice', 'bob')") == 0
     assert main(["erase", "--skip-loki"]) == 2  # nothing left to finish: a subject is needed again

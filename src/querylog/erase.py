@@ -511,12 +511,21 @@ class SaltNeededError(ValueError):
     set (`USER_ID_SALTS`)."""
 
 
-def _resume(settings: Settings) -> Subjects | None:
-    """The subjects of an erasure a killed run left half done (its users as stored), or None."""
+#: The kinds of subject, in `Subjects`' order, as `IN_PROGRESS` lists them.
+_SUBJECT_KINDS: Final = ("user_ids", "session_ids", "query_ids")
+
+
+def _resume(settings: Settings) -> tuple[Subjects, dict[str, Any]] | None:
+    """The subjects of an erasure a killed run left half done (its users as stored), and what it had done (`_begin`'s
+    `done`), or None."""
     path = settings.state_dir / IN_PROGRESS
     try:
         earlier = json.loads(path.read_text(encoding="utf-8"))
-        return Subjects(*(frozenset(map(str, earlier[name])) for name in ("user_ids", "session_ids", "query_ids")))
+        subjects = Subjects(*(frozenset(map(str, earlier[name])) for name in _SUBJECT_KINDS))
+        done = earlier.get("done", {})
+        if not isinstance(done, dict):
+            raise TypeError(f"done is {type(done).__name__}, not an object")
+        return subjects, done
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError) as exc:  # not what _begin wrote: never drop an erasure unfinished
@@ -526,8 +535,12 @@ def _resume(settings: Settings) -> Subjects | None:
         ) from None
 
 
-def _begin(settings: Settings, subjects: Subjects) -> None:
-    record = {name: sorted(getattr(subjects, name)) for name in ("user_ids", "session_ids", "query_ids")}
+def _begin(settings: Settings, subjects: Subjects, done: dict[str, Any] | None = None) -> None:
+    """Record the erasure under way; `done`: what it has done so far (the subjects' count and the log's blanking, no
+    id), which a run that finishes it reports and audits with its own."""
+    record: dict[str, Any] = {name: sorted(getattr(subjects, name)) for name in _SUBJECT_KINDS}
+    if done:
+        record["done"] = done
     atomic_write(settings.state_dir / IN_PROGRESS, json.dumps(record, ensure_ascii=False).encode())
 
 
@@ -738,7 +751,9 @@ def _erase(
             "query_ids": len(set(query_ids)),
         },
     )
-    earlier = _resume(settings)
+    earlier, before = _resume(settings) or (None, {})
+    for kind, n in before.get("subjects", {}).items():  # a stopped run's subjects, counted as it was given them
+        receipt.subjects[kind] = receipt.subjects.get(kind, 0) + n
     if not subjects and earlier is None:  # none given: what a stopped run or Loki left is all there is to do
         if skip_loki or not (settings.state_dir / LOKI_PENDING).exists():
             raise NoSubjectError("name at least one subject: --user-id, --session-id or --query-id")
@@ -780,21 +795,34 @@ def _erase(
     kept = Subjects(stored_users, subjects.session_ids, frozenset(queries))
     receipt.queries = len(found)
     progress(f"found {len(found)} {'query' if len(found) == 1 else 'queries'} of these subjects")
-    _begin(settings, kept)
+    _begin(settings, kept, {**before, "subjects": receipt.subjects})
 
     end_before = LogReader(settings.log_dir).end_checkpoint()
     traffic_at = _traffic_before(settings, end_before)
     erased: LogErasure = erase_from_log(settings.log_dir, everyone)
-    receipt.log_events, receipt.log_segments = erased.events, len(erased.segments)
+    # With what a stopped run blanked before (those lines are blank now: this run finds none of them).
+    segments = sorted({*before.get("log_segments", ()), *erased.segments})
+    receipt.log_events, receipt.log_segments = erased.events + before.get("log_events", 0), len(segments)
     if began := erased.query_ids - queries:  # a query of theirs began while this erasure listed them
         found |= began
         queries |= began
         receipt.queries = len(found)
         everyone = Subjects(subjects.user_ids, subjects.session_ids, frozenset(queries))
         kept = Subjects(stored_users, subjects.session_ids, frozenset(queries))
-        _begin(settings, kept)  # a run that resumes this one removes their lake rows too
-    progress(f"log: {erased.events} events blanked in {len(erased.segments)} segments")
     position = LogReader(settings.log_dir).end_checkpoint()
+    # The erasure is the log's last write if it blanked lines and nothing was appended while it did (blanking keeps
+    # every line's length: the log ends where it ended before); or if a stopped run's was, and none was since.
+    if erased.events:
+        log_end, traffic = (position if position == end_before else None), traffic_at
+    else:
+        log_end = before.get("log_end") if before.get("log_end") == position else None
+        traffic = datetime.fromisoformat(before["log_written_before"]) if before.get("log_written_before") else None
+    # What a run that finishes this one reports and audits with its own; the queries that began meanwhile, whose lake
+    # rows it removes too.
+    done = {"subjects": receipt.subjects, "log_events": receipt.log_events, "log_segments": segments}
+    done |= {"log_end": log_end, "log_written_before": traffic.isoformat() if traffic is not None else None}
+    _begin(settings, kept, done)
+    progress(f"log: {erased.events} events blanked in {len(erased.segments)} segments")
 
     if settings.lake_dir.is_dir():
         ids = in_lake.event_ids | erased.event_ids
@@ -843,10 +871,7 @@ def _erase(
                 f"this data directory shipped to Loki under other tenants too ({', '.join(others)}): the delete "
                 "requests went to this one only, and the subjects' lines Loki holds under those are not deleted"
             )
-    # The erasure is the log's last write if it blanked lines and nothing was appended while it did (blanking keeps
-    # every line's length: the log ends where it ended before).
-    blanked_last = erased.events and position == end_before
-    _audit(settings, receipt, position if blanked_last else None, traffic_at)
+    _audit(settings, receipt, log_end, traffic)
     # Every store is done (Loki's part kept, if not, in LOKI_PENDING).
     (settings.state_dir / IN_PROGRESS).unlink(missing_ok=True)
     _log.info("erasure_done", **{k: v for k, v in receipt.as_dict().items() if k != "notes"})
