@@ -331,11 +331,16 @@ def create_app(
             if child.refused:
                 reasons.insert(0, _PROJECTOR_REFUSED)
             elif child.crash_looping:
+                now_said = (
+                    "another has just started (this clears once one runs a minute)"
+                    if child.running
+                    else "the projections are not running"
+                )
                 reasons.insert(
                     0,
                     f"the projections' process (querylog project) exited {child.quick_exits} times in a row within a "
-                    f"minute of starting (last exit code {child.last_exit}): the projections are not running; its "
-                    "error is in this server's log (projector_process_exited)",
+                    f"minute of starting (last exit code {child.last_exit}): {now_said}; its error is in this "
+                    "server's log (projector_process_exited)",
                 )
         if reasons:  # still 200: the API answers; the pipeline needs a look (docs/api.md, docs/reliability.md)
             body["status"] = "degraded"

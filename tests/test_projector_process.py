@@ -466,6 +466,9 @@ def test_a_child_that_dies_at_once_again_and_again_is_said_to_be_in_a_loop(tmp_p
         health = client.get("/healthz").json()
         assert health["status"] == "degraded"
         assert "exited 2 times in a row within a minute of starting (last exit code 1)" in health["reasons"][0]
+        # The served child runs: the reason says another has started, not that none runs (a walk saw "the
+        # projections are not running" beside `"running": true`).
+        assert health["projector_process"]["running"] and "another has just started" in health["reasons"][0]
         served._spawned_at -= 120  # the child started after them has run two minutes: the loop is over
         assert client.get("/healthz").json()["status"] == "ok"
 
