@@ -193,6 +193,18 @@ def test_an_unknown_flag_is_named_by_the_command_it_was_given_to(
     assert f"usage: querylog {' '.join(argv[: 2 if argv[0] == 'replay' else 1])} [-h]" in err
 
 
+def test_querylog_alone_prints_its_help_and_a_mistyped_command_its_nearest(capsys: pytest.CaptureFixture[str]) -> None:
+    """`querylog` alone said "the following arguments are required: COMMAND"; `querylog serach` listed every
+    command but did not say which was meant."""
+    assert main([]) == 2
+    assert "usage: querylog" in capsys.readouterr().err
+    assert main(["--home", "/nonexistent", "serach", "x"]) == 2
+    assert "no command 'serach'; did you mean `querylog search`?" in capsys.readouterr().err
+    assert main(["frobnicate"]) == 2
+    err = capsys.readouterr().err
+    assert "no command 'frobnicate' (`querylog --help` lists them)" in err and "did you mean" not in err
+
+
 def test_a_home_without_a_lake_is_named_not_read_as_no_data(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import importlib
 import io
 import os
@@ -184,6 +185,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     not_text = _not_utf8(argv)
     if not_text is not None:
         print(f"querylog: {not_text}", file=sys.stderr)
+        return 2
+    if not argv:  # `querylog` alone: what it does, not "the following arguments are required: COMMAND"
+        parser.print_help(sys.stderr)
+        return 2
+    command = next((a for i, a in enumerate(argv) if not a.startswith("-") and argv[i - 1 : i] != ["--home"]), None)
+    names = [n for a in parser._actions if isinstance(a, argparse._SubParsersAction) for n in a.choices]
+    if command is not None and command not in names:
+        near = difflib.get_close_matches(command, names, n=1)
+        hint = f"; did you mean `querylog {near[0]}`?" if near else ""
+        print(f"querylog: no command {command!r}{hint} (`querylog --help` lists them)", file=sys.stderr)
         return 2
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said by the command's own parser: its usage line and its name, not only `querylog`'s

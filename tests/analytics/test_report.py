@@ -180,6 +180,16 @@ def test_report_command_writes_html_and_markdown(
     assert "Filtered to envs: staging." in text
 
 
+def test_an_output_under_a_file_says_the_file_is_no_directory(
+    two_weeks: SampleLake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--output afile/x.md` said "[Errno 17] File exists: 'afile'", which names no problem."""
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "afile" / "x.md"
+    assert main(["--home", str(two_weeks.home), "report", "--output", str(out)]) == 1
+    assert f"cannot write {out}: {tmp_path / 'afile'} is a file, not a directory" in capsys.readouterr().err
+
+
 def test_report_command_takes_a_service_and_names_unknown_ones(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

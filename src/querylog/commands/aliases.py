@@ -18,8 +18,8 @@ def add_parser(sub: Any) -> None:
         "--file) as `querylog search` would. With no NAME, reports how many companies it lists and every problem: "
         "a line that cannot be read stops it (exit 2, with the line); a name listed under two companies or too short "
         "to search by is reported and left out (exit 0). With NAMEs, prints each one's company and every name "
-        "that finds it, and the other companies' longer names that are kept apart (카카오 → 카카오뱅크). "
-        "Format: docs/search.md.",
+        "that finds it, and the other companies' longer names that are kept apart (카카오 → 카카오뱅크); exit 1 "
+        "when none of them is in the file, as grep does. Format: docs/search.md.",
     )
     p.add_argument("names", nargs="*", metavar="NAME", help="names to look up, e.g. 현대차 TSLA 엘지엔솔")
     p.add_argument("--file", metavar="FILE", help="an alias file to read instead of QUERYLOG_ALIASES (a CSV path)")

@@ -79,7 +79,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text, encoding="utf-8")
     except OSError as exc:
-        print(f"querylog report: cannot write {args.output}: {exc}", file=sys.stderr)
+        # A folder on the way that is a file: mkdir says "File exists", which names no problem.
+        why = f"{exc.filename} is a file, not a directory" if isinstance(exc, FileExistsError) else exc
+        print(f"querylog report: cannot write {args.output}: {why}", file=sys.stderr)
         return 1
     print(
         f"querylog report: wrote {args.output} ({report.current.queries} queries, {_window(report)})", file=sys.stderr

@@ -39,11 +39,12 @@ def add_parser(sub: Any) -> None:
         "spaces), English and mixed text. Queries that reached the lake since the last search are indexed first "
         "(the indexes live under QUERYLOG_HOME/index and index-answers). Results are distinct questions, "
         "best match first: each with times_asked, first_asked, last_asked and the intents it got, counted over "
-        "the whole lake within --intent, --since and --until; --format json adds the query ids behind each "
-        "(newest first, at most 1000). --no-group lists the matching queries one by one instead. Below the exact "
-        "matches come, in this order: other names of a company the text names (현대차 finds 현대자동차, Hyundai "
-        "Motor and 005380; the alias file is QUERYLOG_ALIASES, the bundled KOSPI/KOSDAQ/US listing by default), 초성 "
-        "(ㄴㅇㅂ finds 네이버) and, only when nothing else matched, words one typo away (하이닉수 finds 하이닉스). "
+        "the whole lake within --intent, --env, --service, --since and --until; --format json adds the query ids "
+        "behind each (newest first, at most 1000). --no-group lists the matching queries one by one instead. "
+        "Below the exact matches come, in this order: other names of a company the text names (현대차 finds "
+        "현대자동차, Hyundai Motor and 005380; the alias file is QUERYLOG_ALIASES, the bundled KOSPI/KOSDAQ/US "
+        "listing by default), 초성 (ㄴㅇㅂ finds 네이버) and, only when nothing else matched, words one typo "
+        "away (하이닉수 finds 하이닉스). "
         "The match column names the tier (exact, alias, initials, typo); score ranks the rows: for an exact match, "
         "how many of the words start a word of the text; -1, -2 and -3 for the tiers below (--explain says why).",
     )
