@@ -270,7 +270,7 @@ def test_the_guide_counts_the_intents_its_line_has_no_room_for(tmp_path: Path) -
     shown = line.split(": ", 1)[1].split(", ")
     named = [part for part in shown if part.startswith("intent_number_")]
     assert len(line) <= 80 and named == [f"intent_number_{i:02d} {20 - i}" for i in range(len(named))]
-    assert shown[-1] == f"{12 - len(named)} more"
+    assert shown[-1] == f"{12 - len(named)} more intents"  # not "2 more", read as two more queries
 
 
 def test_with_projections_elsewhere_the_guide_says_the_lake_waits_for_querylog_project(tmp_path: Path) -> None:

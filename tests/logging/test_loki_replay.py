@@ -163,6 +163,7 @@ def test_replay_loki_reports_an_unreachable_loki(
     err = capsys.readouterr().err
     assert len(waits) == 2 and err.count("trying again in") == 2
     assert "stopped after reading 1 events, 0 of them sent to Loki" in err and "unreachable" in err
+    assert err.rstrip().endswith("; run it again once Loki answers")  # how to go on, as every stopped command says
 
 
 def test_replay_loki_takes_since_as_the_other_commands_do(

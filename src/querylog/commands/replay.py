@@ -145,6 +145,7 @@ def run_loki(args: argparse.Namespace, settings: Settings) -> int:
     sink = loki_sink(settings, live=False)
     sink.open()
     read = skipped = 0
+    done_upto: datetime | None = None  # the newest event of the batches Loki took: where a second run may start
     batches = _Batches(settings, source, time_ordered=True)
     try:
         for batch_events in batches:
@@ -153,13 +154,20 @@ def run_loki(args: argparse.Namespace, settings: Settings) -> int:
             skipped += len(batch_events) - len(events)
             _write_retrying(sink, Batch(events=events, checkpoint={}))
             snap = sink.telemetry.snapshot()
+            done_upto = events[-1].ts if events else done_upto
             upto = events[-1].ts.isoformat() if events else "-"
             dropped_so_far = sum(snap.dropped.values())
             print(f"  read {read} events, sent {snap.sent}, dropped {dropped_so_far} (up to {upto})", file=err)
     except SinkError as exc:
         snap = sink.telemetry.snapshot()
+        again = (  # in time order: every event before the batch that failed went (a line sent twice counts twice)
+            f"run it again with --since {done_upto:%Y-%m-%dT%H:%M:%S.%fZ} once Loki answers"
+            if done_upto is not None
+            else "run it again once Loki answers"
+        )
         print(
-            f"querylog replay loki: stopped after reading {read} events, {snap.sent} of them sent to Loki: {exc}",
+            f"querylog replay loki: stopped after reading {read} events, {snap.sent} of them sent to Loki: {exc}; "
+            f"{again}",
             file=err,
         )
         return 1

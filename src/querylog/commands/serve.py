@@ -193,12 +193,12 @@ def _guide(url: str, report: Any, settings: Settings, *, running: bool = True, e
     parts: list[str] = []
     for name, n in ranked:  # as many as fit on the line, most asked first; how many did not is said
         rest = len(ranked) - len(parts) - 1
-        line = ", ".join([*parts, f"{name} {n}"]) + (f", {rest} more" if rest else "")
+        line = ", ".join([*parts, f"{name} {n}"]) + (f", {rest} more intents" if rest else "")
         if len("  answered, by intent: ") + len(line) > 80:
             break
         parts.append(f"{name} {n}")
     left = len(ranked) - len(parts)
-    intents = ", ".join(parts) + ((", " if parts else "") + f"{left} more" if left else "") or "-"
+    intents = ", ".join(parts) + ((", " if parts else "") + f"{left} more intents" if left else "") or "-"
     from querylog.logging.redaction import shown_url
 
     path, q = _command()
