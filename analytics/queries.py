@@ -583,11 +583,12 @@ class LakeQueries:
         )
 
     def compare_by(self, f: Filters, column: Literal["release", "prompt_version"]) -> pl.DataFrame:
-        """One row per value of `column` (``release`` or ``prompt_version``; queries without one are left out):
-        value, queries, failed, error_rate, p50_ms, p95_ms (over finished queries, failed ones included, as in the
-        summary), with_feedback, mean_score, positive_share (over finished queries), mean_quality, cost_usd, unpriced
-        (answered, by a model without a price or none named: not in `cost_usd`, which is then a part of the whole) —
-        most queries first. Empty when no query in the window has the column."""
+        """One row per value of `column` (``release`` or ``prompt_version``), and one of value null for the queries
+        without one (an older schema's, a producer's that gives none), last: value, queries, failed, error_rate,
+        p50_ms, p95_ms (over finished queries, failed ones included, as in the summary), with_feedback, mean_score,
+        positive_share (over finished queries), mean_quality, cost_usd, unpriced (answered, by a model without a
+        price or none named: not in `cost_usd`, which is then a part of the whole) — most queries first. Empty when
+        no query in the window has the column (nothing to compare)."""
         if column not in ("release", "prompt_version"):
             raise ValueError(f"compare_by takes release or prompt_version; got {column!r}")
         return self._frame(
@@ -605,7 +606,8 @@ class LakeQueries:
                        WHERE cost_usd IS NULL
                          AND query_id IN (SELECT query_id FROM events WHERE event_type = 'response_generated')
                    ) AS unpriced
-            FROM q WHERE {column} IS NOT NULL GROUP BY 1 ORDER BY queries DESC, value
+            FROM q WHERE EXISTS (SELECT 1 FROM q WHERE {column} IS NOT NULL)
+            GROUP BY 1 ORDER BY value IS NULL, queries DESC, value
             """,
         )
 

@@ -374,7 +374,7 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
                      "cost (USD)"],
                     [
                         [
-                            r["value"],
+                            "(none)" if r["value"] is None else r["value"],
                             _num(r["queries"]),
                             percent(r["error_rate"]),
                             milliseconds(r["p50_ms"]),

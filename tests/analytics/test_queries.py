@@ -388,6 +388,27 @@ def test_feedback_and_latency_count_failed_queries_in_every_section(tmp_path: Pa
     assert canary["p95_ms"] == pytest.approx(_quantile([300.0, 300.0, 5000.0], 0.95))  # as the summary's
 
 
+def test_the_release_comparison_counts_the_queries_without_a_release_in_a_row_of_their_own(tmp_path: Path) -> None:
+    """A window of v1 queries (no release) and v2 ones listed only the v2 releases: half the window was left out of
+    the comparison without a word."""
+    from querylog.logging.events import QueryCompleted, QueryReceived
+    from querylog.logging.parquet import ParquetSink
+    from querylog.logging.projection import Batch
+
+    start = datetime(2026, 11, 20, 9, tzinfo=UTC)
+    events: list[object] = []
+    for i, release in enumerate(("r2", "r2", None, None, None)):
+        common = {"query_id": f"q-{i}", "release": release, "ts": start + timedelta(minutes=i)}
+        events += [QueryReceived(query_text=f"질문 {i}", **common), QueryCompleted(latency_ms=10.0, **common)]  # type: ignore[arg-type]
+    with ParquetSink(tmp_path / "lake") as sink:
+        sink.write(Batch(events=events, checkpoint={"t": 1}))  # type: ignore[arg-type]
+    with Catalog(tmp_path / "lake") as catalog:
+        lq = LakeQueries(catalog)
+        rows = lq.compare_by(Filters(), "release").select("value", "queries").rows()
+        assert rows == [("r2", 2), (None, 3)]  # those without one last, however many
+        assert lq.compare_by(Filters(), "prompt_version").is_empty()  # none has one: nothing to compare
+
+
 def test_filters_select_time_intent_and_env(lq: LakeQueries, sample_lake: SampleLake) -> None:
     day = sample_lake.start + timedelta(days=1)
     for f in (
