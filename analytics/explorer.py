@@ -618,8 +618,10 @@ def _search(settings: Settings, lq: LakeQueries, f: Filters) -> None:
     one_per_query = st.toggle("One row per query", key="search_ungrouped")
     try:
         search = LakeSearch(settings.home, field=field)
+        # Once for the lake this page reads (its snapshot), as the results below: a click elsewhere on the page
+        # reruns this tab, and would otherwise search again (seconds on a large lake).
         with st.spinner("Bringing the index up to date…"):
-            search.sync(lq.catalog)
+            lq.kept(("search index synced", field), lambda: search.sync(lq.catalog))
         if one_per_query:
             _query_results(lq, search, text, f, aliases)
         else:
@@ -669,7 +671,10 @@ def _no_results(search: LakeSearch, text: str) -> None:
 
 def _question_results(lq: LakeQueries, search: LakeSearch, text: str, f: Filters, aliases: Aliases | None) -> None:
     """One row per distinct question, with how often it was asked in the filters (and the answer that matched)."""
-    groups = find_questions(lq.catalog, [search], text, limit=SEARCH_ROWS + 1, filters=f, aliases=aliases)
+    groups = lq.kept(
+        ("questions", search.field, text, f, id(aliases)),
+        lambda: find_questions(lq.catalog, [search], text, limit=SEARCH_ROWS + 1, filters=f, aliases=aliases),
+    )
     if not groups:
         _no_results(search, text)
         return
@@ -711,7 +716,9 @@ def _question_html(rank: int, group: AskedQuestion, text: str) -> str:
 
 def _query_results(lq: LakeQueries, search: LakeSearch, text: str, f: Filters, aliases: Aliases | None) -> None:
     """One row per matching query, best first; found in the answers, with the question it answered."""
-    hits = _matching_queries(lq, search, text, f, aliases)
+    hits = lq.kept(
+        ("queries", search.field, text, f, id(aliases)), lambda: _matching_queries(lq, search, text, f, aliases)
+    )
     if not hits:
         _no_results(search, text)
         return

@@ -93,6 +93,7 @@ _EXACT_SUM: Final = "sum(cost_usd::DECIMAL(38, 12))::DOUBLE"
 _BASE_SQL: Final = f"SELECT * REPLACE (coalesce(intent, '{UNCLASSIFIED}') AS intent) FROM queries"
 
 _T = TypeVar("_T")
+_MISSING: Final = object()
 #: A query that lost the race with compaction is run again, with a fresh listing, up to this many times. Each
 #: loss means a compactor swapped a file meanwhile, and a run swaps one file group at a time (an hour, a day):
 #: on a busy machine a long compaction can win a few rounds in a row, never many.
@@ -332,7 +333,7 @@ class LakeQueries:
 
     def __init__(self, catalog: Catalog, *, snapshot: bool = False) -> None:
         self.catalog = catalog
-        self._memo: dict[tuple[Any, ...], pl.DataFrame] | None = {} if snapshot else None
+        self._memo: dict[tuple[Any, ...], Any] | None = {} if snapshot else None
         if snapshot:
             _translated(
                 lambda: catalog.consistent(
@@ -351,15 +352,20 @@ class LakeQueries:
 
     def _answer_to(self, sql: str, params: Mapping[str, Any]) -> pl.DataFrame:
         """`sql_frame`, kept by a snapshot (`MEMO_ANSWERS`)."""
+        return self.kept((sql, repr(sorted(params.items()))), lambda: sql_frame(self.catalog, sql, params))
+
+    def kept(self, key: tuple[Any, ...], compute: Callable[[], _T]) -> _T:
+        """`compute()`, kept by a snapshot with its answers (`MEMO_ANSWERS` in all) under `key`, for as long as the
+        snapshot is read: what else a page reads from the lake it holds (a search's results). Without a snapshot,
+        computed at each call."""
         if self._memo is None:
-            return sql_frame(self.catalog, sql, params)
-        key = (sql, repr(sorted(params.items())))
-        if (kept := self._memo.get(key)) is None:
-            kept = sql_frame(self.catalog, sql, params)
+            return compute()
+        if (found := self._memo.get(key, _MISSING)) is _MISSING:
+            found = compute()
             if len(self._memo) >= self.MEMO_ANSWERS:
                 del self._memo[next(iter(self._memo))]
-            self._memo[key] = kept
-        return kept
+            self._memo[key] = found
+        return found  # type: ignore[no-any-return]
 
     # -- choices for filters -----------------------------------------------------------------------
     def intents(self) -> list[str]:
