@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -28,6 +29,7 @@ __all__ = [
     "Catalog",
     "CatalogError",
     "as_asked",
+    "queries_select",
     "queries_sql",
 ]
 
@@ -105,9 +107,22 @@ def _last_verdict(column: str) -> str:
 
 
 def queries_sql(names: reformulation.Names | None = None) -> str:
-    """The `queries` view. `reformulated`: the next query of the session came soon and asked the same thing again
-    (the rule is logging/reformulation.py's, which the metrics fold applies too; docs/analytics.md); `names` (the
-    alias file's companies) lets it see the same company asked about in other words."""
+    """The `queries` view (`queries_select`)."""
+    return f"CREATE OR REPLACE VIEW queries AS {queries_select(names)}"
+
+
+def queries_select(names: reformulation.Names | None = None, *, asked_from: datetime | None = None) -> str:
+    """The `queries` view's SELECT. `reformulated`: the next query of the session came soon and asked the same thing
+    again (the rule is logging/reformulation.py's, which the metrics fold applies too; docs/analytics.md); `names`
+    (the alias file's companies) lets it see the same company asked about in other words. `asked_from`: only the
+    queries asked from then on, each whole (its late feedback too), and each one's `reformulated` as the view has it
+    (the session's next query comes later, so it is among them); what a window of the lake costs, not all of it."""
+    asked = (
+        ""
+        if asked_from is None
+        else "WHERE query_id IN (SELECT query_id FROM events WHERE event_type = 'query_received' AND ts >= "
+        f"'{asked_from.astimezone(UTC).isoformat()}'::TIMESTAMPTZ)\n"
+    )
     stages = reformulation.sql_columns("query_text", names)
     hidden = ", ".join(name for stage in stages for name, _ in stage)
     compared, source = "", "per_query"
@@ -117,7 +132,6 @@ def queries_sql(names: reformulation.Names | None = None) -> str:
         source = f"compared{n}"
     said_again = reformulation.sql_reformulated("lead({}) OVER next_in_session", names)
     return f"""
-CREATE OR REPLACE VIEW queries AS
 WITH per_query AS (
 SELECT
     query_id,
@@ -184,7 +198,7 @@ SELECT
     min(ts) FILTER (WHERE event_type = 'query_received') AS started_at,
     max(ts) FILTER (WHERE event_type IN ('query_completed', 'query_failed')) AS ended_at
 FROM events
-GROUP BY query_id
+{asked}GROUP BY query_id
 HAVING bool_or(event_type = 'query_received')
 ){compared}
 SELECT

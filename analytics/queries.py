@@ -14,7 +14,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from querylog.analytics.catalog import Catalog, CatalogError
+from querylog.analytics.catalog import Catalog, CatalogError, queries_select
 from querylog.logging.events import EVENT_TYPES, INVISIBLE_CHARS, UNCLASSIFIED
 from querylog.logging.reformulation import Names
 
@@ -90,7 +90,14 @@ QUESTION_KEY_SQL: Final = (
 #: A sum of costs that does not depend on the order DuckDB's threads add them in: a float sum does, and a figure on
 #: the edge of a cent (0.01275) printed $0.0127 or $0.0128 from one run to the next on the same lake.
 _EXACT_SUM: Final = "sum(cost_usd::DECIMAL(38, 12))::DOUBLE"
-_BASE_SQL: Final = f"SELECT * REPLACE (coalesce(intent, '{UNCLASSIFIED}') AS intent) FROM queries"
+
+
+def _base_sql(queries: str = "queries") -> str:
+    """The queries as the reads below take them (from the view, or `queries`' SELECT): no intent is unclassified."""
+    return f"SELECT * REPLACE (coalesce(intent, '{UNCLASSIFIED}') AS intent) FROM {queries}"
+
+
+_BASE_SQL: Final = _base_sql()
 
 _T = TypeVar("_T")
 _MISSING: Final = object()
@@ -331,13 +338,19 @@ class LakeQueries:
     #: Answers a snapshot keeps; past it the oldest go (each is a small frame: a chart's or a table's rows).
     MEMO_ANSWERS: Final = 512
 
-    def __init__(self, catalog: Catalog, *, snapshot: bool = False) -> None:
+    def __init__(self, catalog: Catalog, *, snapshot: bool = False, asked_from: datetime | None = None) -> None:
+        """`asked_from` (with `snapshot`): the snapshot holds the queries asked from then on, not the whole lake's
+        (a report's windows): filters that reach before it find none; `time_bounds` is still the lake's."""
         self.catalog = catalog
         self._memo: dict[tuple[Any, ...], Any] | None = {} if snapshot else None
+        self._asked_from = asked_from if snapshot else None
         if snapshot:
+            base = _BASE_SQL
+            if asked_from is not None:
+                base = _base_sql(f"({queries_select(catalog.names, asked_from=asked_from)})")
             _translated(
                 lambda: catalog.consistent(
-                    lambda: catalog.connection.execute(f"CREATE OR REPLACE TEMP TABLE ql_queries AS {_BASE_SQL}")
+                    lambda: catalog.connection.execute(f"CREATE OR REPLACE TEMP TABLE ql_queries AS {base}")
                 )
             )
             self._source = "ql_queries"
@@ -394,7 +407,10 @@ class LakeQueries:
 
     def time_bounds(self) -> tuple[datetime, datetime] | None:
         """First and last query start in the lake, or None when it is empty."""
-        _, rows = self.catalog.query(f"SELECT min(started_at), max(started_at) FROM {self._source}")
+        source = self._source
+        if self._asked_from is not None:  # the lake's, not the window the snapshot holds
+            source = "(SELECT min(ts) AS started_at FROM events WHERE event_type = 'query_received' GROUP BY query_id)"
+        _, rows = self.catalog.query(f"SELECT min(started_at), max(started_at) FROM {source}")
         first, last = rows[0]
         return None if first is None else (first, last)
 

@@ -632,3 +632,26 @@ def test_a_snapshot_keeps_its_answers_and_finds_a_query_newer_than_itself(tmp_pa
         assert lq.matching(Filters(envs=("dev",)), ["q-1", "q-2", "q-none"]) == {"q-1", "q-2"}
         assert lq.matching(Filters(envs=("prod",)), ["q-1", "q-2"]) == set()
         assert lq.matching(Filters(intents=("unclassified",)), ["q-2"]) == {"q-2"}
+
+
+def test_a_snapshot_of_the_queries_asked_from_a_time_answers_as_the_whole_lake_for_windows_after_it(
+    sample_lake: SampleLake,
+) -> None:
+    """A report read the whole lake's queries into its snapshot whatever its window (an hour's report took as long
+    as the lake's): the queries asked from the earlier window's start are enough, each with its late feedback and
+    its session's next question."""
+    import dataclasses
+
+    from polars.testing import assert_frame_equal
+
+    since = sample_lake.start + timedelta(days=1, hours=5)
+    with Catalog(sample_lake.lake) as catalog:
+        whole, bounded = LakeQueries(catalog), LakeQueries(catalog, snapshot=True, asked_from=since)
+        for f in (Filters(since=since), Filters(since=since + timedelta(hours=20), intents=("news_inquiry",))):
+            assert dataclasses.asdict(bounded.summary(f)) == pytest.approx(dataclasses.asdict(whole.summary(f)))
+            for read in ("reformulation_by_intent", "feedback_by_intent", "top_queries", "latency_by_intent", "errors"):
+                assert_frame_equal(getattr(bounded, read)(f), getattr(whole, read)(f), check_exact=False)
+            assert_frame_equal(bounded.compare_by(f, "release"), whole.compare_by(f, "release"), check_exact=False)
+        assert bounded.time_bounds() == whole.time_bounds()  # the lake's, for the report's quiet days
+        assert 0 < bounded.summary().queries < whole.summary().queries  # the snapshot holds the window only
+        assert whole.reformulation_by_intent(Filters(since=since))["reformulated"].sum() > 0  # there is one to keep
