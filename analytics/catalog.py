@@ -80,10 +80,18 @@ def _latest(column: str, where: str) -> str:
     return f"arg_max({column}, ts) FILTER (WHERE {where})"
 
 
+#: SQL: the query's first `query_received`, as a whole: one app's, if two used one query id (on a tie in time, the
+#: lower event id), never a column of one and another of the other.
+_FIRST_ASKED: Final = (
+    "arg_min({'query_text': query_text, 'language': language, 'env': env, 'service': service, 'release': release, "
+    "'prompt_version': prompt_version}, (ts, event_id)) FILTER (WHERE event_type = 'query_received')"
+)
+
+
 def as_asked(column: str) -> str:
-    """SQL: `column` of the query's first `query_received` that has one: the query as it was asked (the first app
-    that asked it, if two used one query id)."""
-    return f"arg_min({column}, ts) FILTER (WHERE event_type = 'query_received')"
+    """SQL: `column` (query_text, language, env, service, release or prompt_version) of the query's first
+    `query_received`: the query as it was asked."""
+    return f"({_FIRST_ASKED}).{column}"
 
 
 def _own(column: str) -> str:

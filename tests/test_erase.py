@@ -891,4 +891,10 @@ def test_an_erased_sessions_latest_question_leaves_the_metrics_snapshot_when_the
         env={**os.environ, "QUERYLOG_HOME": str(s.home)}, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert "nothing erased" not in out.stdout and "1 sessions' latest questions forgotten" in out.stdout
+    assert "nothing erased" not in out.stdout and "the latest question of 1 session forgotten" in out.stdout
+    from querylog.logging.metrics_snapshot import load_snapshot
+
+    snapshot = load_snapshot(s.metrics_snapshot_path)
+    assert snapshot is not None
+    (latest,) = [entry[1] for entry in snapshot.state["asked"] if entry[0] == "s-alice-0"]
+    assert erase(s, query_ids=[latest]).metrics_sessions == 1  # found by its query: counted as well

@@ -309,7 +309,8 @@ def _rebuild_search(settings: Settings) -> bool:
 def _forget_in_snapshot(settings: Settings, queries: Iterable[str], sessions: Collection[str]) -> tuple[int, int]:
     """The queries forgotten in the snapshot on disk, and listed for the folds running now (`ForgetList`), which
     would otherwise write them back from memory: those given, and the latest query of each of `sessions` the
-    snapshot holds. How many open queries were forgotten, and how many sessions' latest queries."""
+    snapshot holds. How many open queries were forgotten, and how many sessions' latest queries (found by their
+    query or by their session)."""
     path = settings.metrics_snapshot_path
     snapshot = load_snapshot(path)
     latest = MetricsProjection.latest_queries_of(snapshot.state, sessions) if snapshot is not None else set()
@@ -318,10 +319,11 @@ def _forget_in_snapshot(settings: Settings, queries: Iterable[str], sessions: Co
     if snapshot is None:
         return 0, 0
     before = json.dumps(snapshot.state, sort_keys=True)
+    asked = len(snapshot.state.get("asked", ()))
     forgotten = MetricsProjection.forget_in_state(snapshot.state, queries)
     if json.dumps(snapshot.state, sort_keys=True) != before:
         write_snapshot(path, snapshot)  # the same position: it replaces the one there
-    return forgotten, len(latest)
+    return forgotten, asked - len(snapshot.state.get("asked", ()))
 
 
 def _loki_requests(

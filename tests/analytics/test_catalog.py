@@ -314,8 +314,9 @@ def test_two_services_under_one_query_id_are_the_first_asker_s_query(tmp_path: P
     row = _query_row(
         tmp_path,
         [
-            QueryReceived(**q, service="svc-b", env="b", query_text="svc-b 질문", ts=_at(5)),
+            QueryReceived(**q, service="svc-b", env="b", query_text="svc-b 질문", language="ko", ts=_at(5)),
             QueryReceived(**q, service="svc-a", env="a", query_text="svc-a 질문", ts=_at(0)),
         ],
     )
-    assert (row["service"], row["env"], row["query_text"]) == ("svc-a", "a", "svc-a 질문")
+    # Its first asking as a whole: svc-a gave no language, and svc-b's is not lent to it.
+    assert (row["service"], row["env"], row["query_text"], row["language"]) == ("svc-a", "a", "svc-a 질문", None)

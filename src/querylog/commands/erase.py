@@ -127,8 +127,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  lake:   {receipt.lake_events} events removed, {receipt.lake_hours} hours rewritten")
             print(f"  search: {'index rebuilt without them' if receipt.search_rebuilt else _UNTOUCHED}")
             forgotten = f"{receipt.metrics_open_queries} open queries"
-            if receipt.metrics_sessions:
-                forgotten += f" and {receipt.metrics_sessions} sessions' latest questions"
+            if n := receipt.metrics_sessions:
+                forgotten += f" and the latest question of {n} session{'s' * (n != 1)}"
             print(f"  metrics snapshot: {forgotten} forgotten")
             if receipt.dead_letter_entries:
                 n = receipt.dead_letter_entries
