@@ -69,6 +69,7 @@ __all__ = [
     "NoSubjectError",
     "erase",
     "last_blanking",
+    "left_undone",
     "written_before",
 ]
 
@@ -517,6 +518,13 @@ class SaltNeededError(ValueError):
 _SUBJECT_KINDS: Final = ("user_ids", "session_ids", "query_ids")
 
 
+def left_undone(settings: Settings, *, skip_loki: bool = False) -> bool:
+    """Whether an erasure with no subject has work: a stopped run's to finish (`IN_PROGRESS`), or delete requests
+    Loki did not take (`LOKI_PENDING`; not with `skip_loki`)."""
+    state = settings.state_dir
+    return (state / IN_PROGRESS).exists() or (not skip_loki and (state / LOKI_PENDING).exists())
+
+
 def _resume(settings: Settings) -> tuple[Subjects, dict[str, Any]] | None:
     """The subjects of an erasure a killed run left half done (its users as stored), and what it had done (`_begin`'s
     `done`), or None."""
@@ -757,7 +765,7 @@ def _erase(
     for kind, n in before.get("subjects", {}).items():  # a stopped run's subjects, counted as it was given them
         receipt.subjects[kind] = receipt.subjects.get(kind, 0) + n
     if not subjects and earlier is None:  # none given: what a stopped run or Loki left is all there is to do
-        if skip_loki or not (settings.state_dir / LOKI_PENDING).exists():
+        if not left_undone(settings, skip_loki=skip_loki):
             raise NoSubjectError("name at least one subject: --user-id, --session-id or --query-id")
         _file_in_loki(settings, [], receipt)  # the requests earlier erasures could not file, alone
         return receipt

@@ -54,17 +54,14 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.analytics.upkeep import UpkeepError
-    from querylog.erase import IN_PROGRESS, LOKI_PENDING, ErasureError, NoSubjectError, SaltNeededError, erase
+    from querylog.erase import IN_PROGRESS, ErasureError, NoSubjectError, SaltNeededError, erase, left_undone
     from querylog.logging.structured import configure_structlog
 
     configure_structlog(stream=sys.stderr)  # stdout carries the receipt only
 
     err = sys.stderr
     ids = [*args.user_id, *args.session_id, *args.query_id]
-    left = (settings.state_dir / IN_PROGRESS).exists() or (
-        not args.skip_loki and (settings.state_dir / LOKI_PENDING).exists()
-    )
-    if not ids and not left:
+    if not ids and not left_undone(settings, skip_loki=args.skip_loki):
         print("querylog erase: name at least one subject: --user-id, --session-id or --query-id", file=err)
         return 2
     if any(not i.strip() for i in ids):
