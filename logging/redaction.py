@@ -93,6 +93,27 @@ _CHAIN: Final = re.compile(r"(?<![0-9*])[0-9*](?:[-. ()+]{0,2}+[0-9*]){8,}+")
 _LONG_GROUP: Final = re.compile(r"[0-9*]{3,}")
 
 
+#: A UUID or a long hex id (a trace or span id, a digest) with at least one hex letter and no run of 13 digits (a
+#: card's or a registration number's, glued to a letter): a machine's id, never a person's number, though its digits
+#: may fall in a bank's grouping (``01a2508f-f603-7649-8351-38e5fccbbd96`` holds "603-7649-8351-38"). The numeric
+#: detectors read such tokens as blank.
+_HEX_ID: Final = re.compile(
+    r"(?<![0-9A-Za-z])(?=[0-9A-Fa-f]{8})(?=[0-9-]*[A-Fa-f])(?![0-9A-Fa-f-]*?[0-9]{13})"
+    r"(?:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|[0-9A-Fa-f]{16,})"
+    r"(?![0-9A-Za-z])"
+)
+
+
+_HEX_LETTERS: Final = frozenset("abcdefABCDEF")
+
+
+def _touches_a_hex_letter(s: str, chain: re.Match[str]) -> bool:
+    """Whether a hex letter is right beside `chain`: a chain of digits with part of a hex id in it always has one (the
+    id holds a letter, and no letter is in a chain), so a text whose chains have none needs no look for ids."""
+    start, end = chain.span()
+    return (start > 0 and s[start - 1] in _HEX_LETTERS) or s[end : end + 1] in _HEX_LETTERS
+
+
 def _may_hold_a_number(chain: str) -> bool:
     groups = _LONG_GROUP.findall(chain)
     return len(groups) >= 2 or (len(groups) == 1 and len(groups[0]) >= 7)
@@ -420,24 +441,27 @@ class Redactor:
         """The numeric detectors over `s` (those of `numeric`, by default every one enabled; for phones, the
         patterns `phones`), their findings added to `taken`."""
         numeric = self._numeric if numeric is None else numeric
-        if numeric:
-            n = len(s)
-            for chain in _CHAIN.finditer(s):
-                if not _may_hold_a_number(chain[0]):
-                    continue
-                # Lookbehinds see before `lo`; the chain is maximal, so nothing a detector's lookahead must see
-                # lies beyond `hi`.
-                lo, hi = max(0, chain.start() - 2), min(n, chain.end() + 3)
-                if "RRN" in numeric or "ARN" in numeric:
-                    self._find_ids(s, lo, hi, taken)
-                if "CARD" in numeric:
-                    _find_cards(s, lo, hi, taken)
-                if "PHONE" in numeric:
-                    for pattern in phones:
-                        for m in pattern.finditer(s, lo, hi):
-                            taken.add("PHONE", m.start(), m.end())
-                if "ACCOUNT" in numeric:
-                    _find_accounts(s, lo, hi, taken)
+        if not numeric:
+            return
+        chains = [chain for chain in _CHAIN.finditer(s) if _may_hold_a_number(chain[0])]
+        if any(_touches_a_hex_letter(s, chain) for chain in chains) and _HEX_ID.search(s) is not None:
+            s = _HEX_ID.sub(lambda m: _FILLER * len(m[0]), s)  # same length: offsets stay the text's
+            chains = [chain for chain in _CHAIN.finditer(s) if _may_hold_a_number(chain[0])]
+        n = len(s)
+        for chain in chains:
+            # Lookbehinds see before `lo`; the chain is maximal, so nothing a detector's lookahead must see lies
+            # beyond `hi`.
+            lo, hi = max(0, chain.start() - 2), min(n, chain.end() + 3)
+            if "RRN" in numeric or "ARN" in numeric:
+                self._find_ids(s, lo, hi, taken)
+            if "CARD" in numeric:
+                _find_cards(s, lo, hi, taken)
+            if "PHONE" in numeric:
+                for pattern in phones:
+                    for m in pattern.finditer(s, lo, hi):
+                        taken.add("PHONE", m.start(), m.end())
+            if "ACCOUNT" in numeric:
+                _find_accounts(s, lo, hi, taken)
 
     def _find_ids(self, s: str, lo: int, hi: int, taken: _Taken) -> None:
         for m in _ID13.finditer(s, lo, hi):
