@@ -93,16 +93,16 @@ _CHAIN: Final = re.compile(r"(?<![0-9*])[0-9*](?:[-. ()+]{0,2}+[0-9*]){8,}+")
 _LONG_GROUP: Final = re.compile(r"[0-9*]{3,}")
 
 
-#: A UUID or a long hex id (a trace or span id, a digest) with at least one hex letter and no run of 13 digits (a
-#: card's or a registration number's, glued to a letter): a machine's id, never a person's number, though its digits
-#: may fall in a bank's grouping (``01a2508f-f603-7649-8351-38e5fccbbd96`` holds "603-7649-8351-38"). The numeric
-#: detectors read such tokens as blank.
+#: A UUID, or a hex id of an id's length (a span id's 16, a trace id's 32, a SHA-1's 40, a SHA-256's 64), with at least
+#: one hex letter: a machine's id, never a person's number, though its digits may fall in a bank's grouping
+#: (``01a2508f-f603-7649-8351-38e5fccbbd96`` holds "603-7649-8351-38") or make a Luhn-valid run. The numeric detectors
+#: read such tokens as blank. A run of digits glued to letters in another shape ("4111111111111111A") is still read.
 _HEX_ID: Final = re.compile(
-    r"(?<![0-9A-Za-z])(?=[0-9A-Fa-f]{8})(?=[0-9-]*[A-Fa-f])(?![0-9A-Fa-f-]*?[0-9]{13})"
-    r"(?:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|[0-9A-Fa-f]{16,})"
+    r"(?<![0-9A-Za-z])(?=[0-9A-Fa-f]{8})(?=[0-9-]*[A-Fa-f])"
+    r"(?:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+    r"|[0-9A-Fa-f]{64}|[0-9A-Fa-f]{40}|[0-9A-Fa-f]{32}|[0-9A-Fa-f]{16})"
     r"(?![0-9A-Za-z])"
 )
-
 
 _HEX_LETTERS: Final = frozenset("abcdefABCDEF")
 

@@ -432,6 +432,8 @@ def test_market_numbers_survive(r: Redactor, text: str) -> None:
         "query 01a2508f-f603-7649-8351-38e5fccbbd96",  # "603-7649-8351-38": a bank's grouping
         "trace 0af7651916cd43dd84123456789c01ab 계좌 문의",  # an 11-digit run beside an account word
         "span 123456789012abcd, request 8B0E2C4D-1100-4123-8123-456789012345",
+        "f1001674041838748fa7971116629bfa",  # a trace id holding a Luhn-valid 16-digit run
+        "sha1 409630389378325ff7936663ee7b93bd4096303a, sha256 " + "409630389378325f" * 4,
     ],
 )
 def test_a_uuid_or_a_hex_id_is_never_a_number(r: Redactor, text: str) -> None:
@@ -439,9 +441,10 @@ def test_a_uuid_or_a_hex_id_is_never_a_number(r: Redactor, text: str) -> None:
     assert r.findings(text) == []
 
 
-def test_a_number_beside_a_hex_id_is_still_masked(r: Redactor) -> None:
+def test_a_number_beside_a_hex_id_or_glued_to_letters_is_still_masked(r: Redactor) -> None:
     text = "id 01a2508f-f603-7649-8351-38e5fccbbd96 010-1234-5678, 4111 1111 1111 1111"
     assert r.redact(text) == "id 01a2508f-f603-7649-8351-38e5fccbbd96 [PHONE], [CARD]"
+    assert r.redact("card 4111111111111111A, 4111111111111111abcd") == "card [CARD]A, [CARD]abcd"
 
 
 def test_text_without_digits_or_at_is_returned_as_is(r: Redactor) -> None:
