@@ -27,6 +27,7 @@ from querylog.analytics.catalog import CatalogError
 from querylog.analytics.lake_generation import lake_signature
 from querylog.analytics.queries import BUCKETS, Answer, Bucket, Filters, LakeQueries, Summary, open_catalog
 from querylog.analytics.search_groups import AskedQuestion, find_questions, questions_of, window_hits
+from querylog.analytics.upkeep import UpkeepError, retained_from
 from querylog.commands import unreadable_file, unreadable_lake
 from querylog.config import ConfigError, Settings
 from querylog.logging.events import EVENT_CLASSES
@@ -401,14 +402,17 @@ def _sidebar(lq: LakeQueries, first: datetime, last: datetime, read_at: datetime
     return Filters.for_dates(start, end, intents=tuple(intents), envs=tuple(envs), **chosen), bucket
 
 
-def _headline(now: Summary, before: Summary) -> None:
+def _headline(now: Summary, before: Summary, held_from: datetime | None = None) -> None:
+    """`held_from`: retention dropped the lake's days before it, the window before this one's start among them: its
+    count is not compared (its rates and percentiles, of the part held, still are)."""
     cols = st.columns(6)
     # Deltas compare with the window of equal length before; with nothing there, there is nothing to compare.
+    cut = f" (not the count: retention dropped the lake's days before {held_from:%Y-%m-%d})" if held_from else ""
     cols[0].metric(
         "Queries",
         f"{now.queries:,}",
-        delta=f"{now.queries - before.queries:+,}" if before.queries else None,
-        help="changes: vs the window of equal length before",
+        delta=f"{now.queries - before.queries:+,}" if before.queries and not held_from else None,
+        help="changes: vs the window of equal length before" + cut,
     )
     cols[1].metric(
         "Error rate",
@@ -1092,7 +1096,16 @@ def main() -> None:
             previous: Filters | None = filters.previous()
         except ValueError:  # the dates start on the calendar's first day (a lake with an event of year 1)
             previous = None
-        _headline(lq.summary(filters), lq.summary(previous) if previous is not None else Summary.empty())
+        # Retention may have dropped the start of the window before (`lake/_querylog/retained-from.json`).
+        held_from = retained_from(settings.lake_dir)
+        cut = (
+            previous is not None and previous.since is not None and held_from is not None and held_from > previous.since
+        )
+        _headline(
+            lq.summary(filters),
+            lq.summary(previous) if previous is not None else Summary.empty(),
+            held_from if cut else None,
+        )
         tabs = st.tabs(["Trends", "Latency", "Stages & errors", "Search", "Queries", "Sessions & feedback"])
         with tabs[0]:
             _trends(lq, filters, bucket)
@@ -1110,6 +1123,8 @@ def main() -> None:
         # A damaged file named, with how to mend it, as the CLI says it; anything else in DuckDB's own words.
         said = unreadable_lake(exc, settings.lake_dir) if unreadable_file(exc) else str(exc)
         st.error(f"The lake could not be read: {markdown_code(said)}")
+    except UpkeepError as exc:  # the lake's own record of where its history starts is damaged (it says how to mend it)
+        st.error(markdown_code(str(exc)))
 
 
 if __name__ == "__main__":

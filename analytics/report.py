@@ -54,6 +54,9 @@ class Report:
     by_prompt_version: pl.DataFrame
     reformulation_by_intent: pl.DataFrame
     most_reformulated: pl.DataFrame
+    #: Where the lake's history starts when retention dropped days the report reaches into (the previous window, or
+    #: this one too): the counts before it are not there to compare (`lake/_querylog/retained-from.json`).
+    held_from: datetime | None = None
 
     @property
     def since(self) -> datetime:
@@ -64,6 +67,26 @@ class Report:
     def until(self) -> datetime:
         assert self.filters.until is not None
         return self.filters.until
+
+    @property
+    def previous_gone(self) -> bool:
+        """Retention dropped the whole previous window: nothing to compare with."""
+        return self.held_from is not None and self.held_from >= _end(self.previous_filters)
+
+    @property
+    def previous_partial(self) -> bool:
+        """Retention dropped the previous window's first part (or all of it): its counts are not comparable."""
+        return self.held_from is not None and self.held_from > _start(self.previous_filters)
+
+
+def _start(f: Filters) -> datetime:
+    assert f.since is not None
+    return f.since
+
+
+def _end(f: Filters) -> datetime:
+    assert f.until is not None
+    return f.until
 
 
 def build_report(
@@ -77,6 +100,8 @@ def build_report(
     top: int = 10,
 ) -> Report:
     """The report for [since, until) (until defaults to now), compared with the window of equal length before."""
+    from querylog.analytics.upkeep import retained_from
+
     now = datetime.now(UTC)
     chosen = {"intents": tuple(intents), "envs": tuple(envs), "services": tuple(services)}
     filters = Filters(since=since, until=until or now, **chosen)
@@ -102,6 +127,7 @@ def build_report(
         .select("intent", "queries", "share", "previous_queries", "change")
     )
     bounds = lq.time_bounds()
+    held_from = retained_from(catalog.lake_dir) if catalog.lake_uri is None else None
     volume = _with_quiet_buckets(
         lq.error_trend(filters, bucket).select("bucket", pl.col("finished").alias("queries"), "failed", "error_rate"),
         max(since, bounds[0]) if bounds is not None else since,  # not the days before the lake's first query
@@ -130,6 +156,7 @@ def build_report(
         by_prompt_version=lq.compare_by(filters, "prompt_version"),
         reformulation_by_intent=lq.reformulation_by_intent(filters),
         most_reformulated=lq.most_reformulated(filters, top),
+        held_from=held_from if held_from is not None and held_from > _start(previous) else None,
     )
 
 
@@ -184,7 +211,8 @@ def _points(current: float | None, previous: float | None) -> str:
 
 
 def _headline(report: Report) -> list[tuple[str, str, str, str]]:
-    """(metric, this window, previous window, change)."""
+    """(metric, this window, previous window, change). Against a previous window retention cut, counts are not
+    compared (rates and percentiles of the part held still are); against one it took whole, nothing is."""
     c, p = report.current, report.previous
     rows: list[tuple[str, Any, Any, Callable[[Any], str], Callable[[Any, Any], str]]] = [
         ("Queries", c.queries, p.queries, _num, _relative),
@@ -201,7 +229,12 @@ def _headline(report: Report) -> list[tuple[str, str, str, str]]:
         ("Mean feedback (−1…1)", c.mean_feedback, p.mean_feedback, _score, _points_plain),
         ("Sessions", c.sessions, p.sessions, _num, _relative),
     ]
-    return [(name, fmt(now), fmt(before), change(now, before)) for name, now, before, fmt, change in rows]
+    if report.previous_gone:
+        return [(name, fmt(now), "–", "–") for name, now, _, fmt, _ in rows]
+    return [
+        (name, fmt(now), fmt(before), "–" if report.previous_partial and fmt is _num else change(now, before))
+        for name, now, before, fmt, change in rows
+    ]
 
 
 def _points_plain(current: float | None, previous: float | None) -> str:
@@ -245,8 +278,8 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
                     r["intent"],
                     _num(r["queries"]),
                     percent(r["share"]),
-                    _num(r["previous_queries"]),
-                    _relative(r["queries"], r["previous_queries"]),
+                    "–" if report.previous_gone else _num(r["previous_queries"]),
+                    "–" if report.previous_partial else _relative(r["queries"], r["previous_queries"]),
                 ]
                 for r in report.intents.iter_rows(named=True)
             ],
@@ -473,13 +506,25 @@ def render_markdown(report: Report) -> str:
     parts = [
         f"# querylog report: {_window(report)}\n",
         f"Compared with the previous window of equal length ({_previous_window(report)}). "
-        f"Generated {report.generated_at:%Y-%m-%d %H:%M} UTC." + _filter_note(report) + "\n",
+        f"Generated {report.generated_at:%Y-%m-%d %H:%M} UTC." + _retention_note(report) + _filter_note(report) + "\n",
         "## Summary\n",
         _md_table(["metric", "this window", "previous window", "change"], [list(r) for r in _headline(report)]),
     ]
     for title, header, rows in _sections(report):
         parts += [f"## {title}\n", _md_table(header, rows)]
     return "\n".join(parts)
+
+
+def _retention_note(report: Report) -> str:
+    """What retention left of the windows, when it dropped days the report reaches into."""
+    if report.held_from is None:
+        return ""
+    said = f" Retention dropped the lake's days before {report.held_from:%Y-%m-%d %H:%M} UTC:"
+    if report.held_from > report.since:
+        return said + " this window is held only from then on and the previous one not at all; nothing is compared."
+    if report.previous_gone:
+        return said + " the previous window is not held; nothing is compared."
+    return said + " the previous window is held only from then on; its counts are not compared."
 
 
 def _filter_note(report: Report) -> str:
@@ -670,7 +715,8 @@ td:not(:first-child) {{ font-variant-numeric: tabular-nums; }}
 figure {{ margin: 1rem 0; }} .none {{ color: #777; }} footer {{ color: #777; font-size: .8rem; margin-top: 2rem; }}
 </style></head><body>
 <h1>querylog report</h1>
-<p>{_esc(_window(report))}, compared with {_esc(_previous_window(report))}.{_esc(_filter_note(report))}</p>
+<p>{_esc(_window(report))}, compared with {_esc(_previous_window(report))}.{_esc(_retention_note(report))}\
+{_esc(_filter_note(report))}</p>
 <h2>Summary</h2><div class=cards>{cards}</div>
 <h2>Charts</h2>{charts or "<p class=none>no data in this window</p>"}
 {sections}

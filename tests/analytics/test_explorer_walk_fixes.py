@@ -332,6 +332,24 @@ def test_the_headline_shows_a_small_quality_change(tmp_path: Path, monkeypatch: 
     assert quality.proto.delta == "+0.007"
 
 
+def test_the_headline_compares_no_count_with_a_window_retention_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from querylog.analytics.upkeep import apply_retention
+
+    events: list[Any] = []
+    for day in range(150):  # one query a day: the default 90 days, and 60 of the 90 before them
+        events += _asked(f"q-{day}", "네이버 주가", END - timedelta(days=day))
+    _write(tmp_path / "home", events)
+    whole = _app(tmp_path / "home", monkeypatch)
+    assert next(m for m in whole.metric if m.label == "Queries").proto.delta == "+30"
+    apply_retention(tmp_path / "home" / "lake", days=130, now=END)  # the window before keeps its last 40 days
+    at = _app(tmp_path / "home", monkeypatch)
+    queries = next(m for m in at.metric if m.label == "Queries")
+    assert queries.value == "90" and not queries.proto.delta  # not "+50" against the 40 days left of it
+    assert "retention dropped the lake's days before" in queries.proto.help
+
+
 # -- 6. many intents ----------------------------------------------------------------------------------------
 def test_more_intents_than_colours_are_drawn_as_the_top_ones_and_other(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -557,3 +557,51 @@ def test_a_day_without_queries_is_a_row_of_zeros_in_the_volume_not_a_gap(tmp_pat
         and len(hourly.volume) == 8
         and hourly.volume["queries"].to_list() == [0] * 5 + [1] + [0] * 2
     )
+
+
+def test_a_previous_window_retention_cut_is_said_and_its_counts_are_not_compared(tmp_path: Path) -> None:
+    from querylog.analytics.upkeep import apply_retention
+
+    until = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    events = []
+    for day in range(1, 15):  # the same traffic every day: two weeks of three queries a day
+        for n in range(3):
+            ts, qid = until - timedelta(days=day, hours=-n - 1), f"q{day}-{n}"
+            events += [
+                QueryReceived(query_id=qid, query_text="삼성전자", ts=ts),
+                QueryCompleted(query_id=qid, latency_ms=100.0 + n, ts=ts),
+            ]
+    lake = tmp_path / "lake"
+    with ParquetSink(lake) as sink:
+        sink.write(Batch(events=events, checkpoint={"x": 1}))
+    with Catalog(lake) as cat:
+        whole = build_report(cat, since=until - timedelta(days=7), until=until)
+    apply_retention(lake, days=10, now=until)  # keeps the last 10 days: the previous window's last 3 of 7
+    with Catalog(lake) as cat:
+        cut = build_report(cat, since=until - timedelta(days=7), until=until)
+        gone = build_report(cat, since=until - timedelta(days=3), until=until)  # previous: 6 to 3 days back, held
+        older = build_report(cat, since=until - timedelta(days=12), until=until - timedelta(days=7))
+    assert whole.held_from is None and "Retention" not in render_markdown(whole)
+    assert "| Queries | 21 | 21 | ±0% |" in render_markdown(whole)
+    assert cut.held_from == until - timedelta(days=10) and cut.previous_partial and not cut.previous_gone
+    # 21 queries against the 9 retention left of the week before: not "▲133%", which traffic never did.
+    md = render_markdown(cut)
+    assert "| Queries | 21 | 9 | – |" in md and "| Latency p50 | 101 ms | 101 ms | ±0% |" in md
+    assert f"Retention dropped the lake's days before {until - timedelta(days=10):%Y-%m-%d} 00:00 UTC" in md
+    assert "its counts are not compared" in md and "its counts are not compared" in render_html(cut)
+    assert [r[-1] for r in _table_rows(md, "intent")] == ["–"]
+    assert gone.held_from is None and "| Queries | 9 | 9 | ±0% |" in render_markdown(gone)
+    # A window that starts before the lake does: nothing of the one before it is held.
+    assert older.previous_gone and "| Queries | 9 | – | – |" in render_markdown(older)
+    assert "this window is held only from then on" in render_markdown(older)
+
+
+def _table_rows(markdown: str, first_header: str) -> list[list[str]]:
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
