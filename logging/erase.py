@@ -6,7 +6,8 @@ readers skip a line that starts with a space (`is_erased`), checkpoints stay val
 gone from the file. Works on segments a writer is appending to: the writer only ever writes past the end.
 
 Who is erased: every event whose `user_id`, `session_id` or `query_id` is a subject, and every event of a query
-one of those events belongs to (a query's stage events may not repeat its user id).
+one of those events belongs to (a query's stage events may not repeat its user id). A feedback is the event of whoever
+gave it: one a subject gave on another's query is erased alone, and does not make that query theirs.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import msgspec
 from querylog.logging.projection import atomic_write
 from querylog.logging.segments import ERASED_LIST, is_erased, segment_paths
 
-__all__ = ["LogErasure", "Subjects", "erase_from_log", "is_erased", "queries_of"]
+__all__ = ["FEEDBACK", "LogErasure", "Subjects", "erase_from_log", "is_erased", "queries_of"]
 
 _CHUNK = 8 << 20
+#: The one event a query's subject need not have sent: `/v1/feedback` takes anyone's verdict on any query.
+FEEDBACK = "feedback_received"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,13 @@ class Subjects:
         """Whether the event of `ids` is a subject's, or one of `queries` (queries found to be a subject's)."""
         return self.names(ids.query_id, ids.user_id, ids.session_id, queries)
 
+    def owned(self, ids: _Ids) -> str | None:
+        """The query the event of `ids` makes a subject's: its own, if it is a subject's event and not a feedback it
+        gave on a query of someone else's (a query given by id is a subject's whatever its events say)."""
+        if ids.query_id is None or not self.matches(ids):
+            return None
+        return ids.query_id if ids.event_type != FEEDBACK or ids.query_id in self.query_ids else None
+
     def names(self, query_id: object, user_id: object, session_id: object, queries: Collection[str] = ()) -> bool:
         """Whether an event with these ids (None where it has none) is a subject's, or one of `queries`'."""
         return (
@@ -52,6 +62,7 @@ class Subjects:
 
 
 class _Ids(msgspec.Struct):
+    event_type: str | None = None
     query_id: str | None = None
     user_id: str | None = None
     session_id: str | None = None
@@ -105,8 +116,8 @@ def queries_of(directory: Path, subjects: Subjects) -> frozenset[str]:
         try:
             for _, line in _lines(path):
                 ids = _ids(line)
-                if ids is not None and ids.query_id is not None and subjects.matches(ids):
-                    found.add(ids.query_id)
+                if ids is not None and (query_id := subjects.owned(ids)) is not None:
+                    found.add(query_id)
         except FileNotFoundError:
             continue
     return frozenset(found)
@@ -140,13 +151,15 @@ def _erase_segment(directory: Path, path: Path, subjects: Subjects, queries: set
     try:
         for at, line in _lines(path):
             if (ids := _ids(line)) and subjects.matches(ids, queries):
-                found.append((at, len(line), ids))
-                if ids.query_id is not None:
-                    queries.add(ids.query_id)
+                # The query this line makes theirs: not the one a feedback they gave on another's query is about.
+                query_id = ids.query_id if ids.query_id in queries else subjects.owned(ids)
+                found.append((at, len(line), ids.event_id, query_id))
+                if query_id is not None:
+                    queries.add(query_id)
     except FileNotFoundError:
         return
-    report.event_ids.update(ids.event_id for _, _, ids in found if ids.event_id is not None)
-    report.query_ids.update(ids.query_id for _, _, ids in found if ids.query_id is not None)
+    report.event_ids.update(event_id for _, _, event_id, _ in found if event_id is not None)
+    report.query_ids.update(query_id for _, _, _, query_id in found if query_id is not None)
     if not found:
         return
     _list_erased(directory, path.name)  # before the blanking: a reader never meets a blank line unwarned
@@ -156,7 +169,7 @@ def _erase_segment(directory: Path, path: Path, subjects: Subjects, queries: set
         return
     try:
         before = os.fstat(fd)
-        for offset, length, _ in found:
+        for offset, length, _, _ in found:
             os.pwrite(fd, b" " * length, offset)
         os.fsync(fd)
         # Trimming and retention go by when a segment was last written: a blanking is no write of events, and left

@@ -78,6 +78,32 @@ def test_a_users_events_are_gone_from_every_store_and_everyone_elses_stay(tmp_pa
     assert audit[-1]["subjects"] == {"user_ids": 1, "session_ids": 0, "query_ids": 0}
 
 
+@pytest.mark.parametrize("trimmed", [False, True], ids=["log and lake", "lake alone"])
+def test_a_feedback_given_on_someone_elses_query_is_erased_alone(tmp_path: Path, trimmed: bool) -> None:
+    """`/v1/feedback` takes anyone's verdict on any query: erasing who gave it erased the query asked by another."""
+    s = _home(tmp_path, queries=2)
+    with Catalog(s.lake_dir) as catalog:
+        [(asked,)] = catalog.query("select query_id from queries where user_id = 'alice' limit 1")[1]
+    with Runtime(s) as runtime:
+        runtime.tracker.feedback(asked, -1, comment="carol's verdict", user_id="carol", session_id="s-carol")
+    alices = _rows(s, f"query_id = '{asked}' and event_type <> 'feedback_received'")
+    assert alices == 4 and _rows(s, "user_id = 'carol'") == 1
+    if trimmed:  # the log's segments gone (trimmed), the lake alone holds the query
+        for segment in s.log_dir.glob("*.jsonl"):
+            segment.unlink()
+    receipt = erase(s, user_ids=["carol"]) if trimmed else erase(s, session_ids=["s-carol"])
+    assert receipt.queries == 0 and receipt.lake_events == 1 and receipt.log_events == (0 if trimmed else 1)
+    assert _rows(s, f"query_id = '{asked}'") == alices and _rows(s, "user_id = 'carol'") == 0
+    assert _plain_files_with(s.home, b"carol's verdict") == []
+    if not trimmed:
+        ids = {json.loads(line)["event_id"] for batch in LogReader(s.log_dir).iter_all() for line in batch.lines}
+        assert len(ids) == 2 * 2 * 4  # every query's four events, the one alice asked among them; no feedback
+    with Catalog(s.lake_dir) as catalog:
+        assert catalog.query(f"select user_id, feedback_score from queries where query_id = '{asked}'")[1] == [
+            ("alice", None)
+        ]
+
+
 def test_the_lake_scans_say_how_far_they_are(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import querylog.erase as erase_module
 

@@ -48,7 +48,7 @@ import structlog
 import uuid_utils
 
 from querylog.config import Settings
-from querylog.logging.erase import LogErasure, Subjects, erase_from_log, queries_of
+from querylog.logging.erase import FEEDBACK, LogErasure, Subjects, erase_from_log, queries_of
 from querylog.logging.events import EVENT_TYPES
 from querylog.logging.forget import ForgetList
 from querylog.logging.loki.encoding import metadata_forms
@@ -74,7 +74,7 @@ __all__ = [
 ]
 
 _log = structlog.get_logger("querylog.erase")
-_ID_COLUMNS = ["query_id", "user_id", "session_id", "event_id"]
+_ID_COLUMNS = ["query_id", "user_id", "session_id", "event_id", "event_type"]
 
 
 @dataclass
@@ -248,7 +248,12 @@ def _lake_scan(
         mask = _mask(table, subjects, event_ids)
         if pc.any(mask).as_py():
             found.hours.add(path.parent)
-            found.queries.update(q for q in pc.filter(table.column("query_id"), mask).to_pylist() if q is not None)
+            # Their queries, as `Subjects.owned` says in the log: not one a feedback they gave on another's is about.
+            owned = pc.and_(mask, pc.invert(pc.fill_null(pc.equal(table.column("event_type"), FEEDBACK), False)))
+            if subjects.query_ids:
+                asked = pc.is_in(table.column("query_id"), value_set=pa.array(sorted(subjects.query_ids), pa.string()))
+                owned = pc.or_(owned, pc.and_(mask, pc.fill_null(asked, False)))
+            found.queries.update(q for q in pc.filter(table.column("query_id"), owned).to_pylist() if q is not None)
             found.event_ids.update(e for e in pc.filter(table.column("event_id"), mask).to_pylist() if e is not None)
     return found
 
