@@ -198,9 +198,10 @@ SELECT
     {_own("tags")} AS tags,
     {_own("attributes")} AS attributes,
     min(schema_version) AS schema_version,
-    any_value(session_id) AS session_id,
-    any_value(user_id) AS user_id,
-    any_value(trace_id) AS trace_id,
+    -- The query's own, as asked: never a feedback's, which whoever gave it names (`/v1/feedback` takes any ids).
+    {_own("session_id")} AS session_id,
+    {_own("user_id")} AS user_id,
+    {_own("trace_id")} AS trace_id,
     {as_asked("env")} AS env,
     {as_asked("service")} AS service,
     min(ts) FILTER (WHERE event_type = 'query_received') AS started_at,

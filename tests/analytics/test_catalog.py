@@ -307,6 +307,25 @@ def test_a_query_belongs_to_the_service_that_asked_it_not_to_the_server_that_too
     assert row["feedback_score"] == -1
 
 
+@pytest.mark.parametrize("own", [None, "s-asker"])
+def test_a_query_s_session_user_and_trace_are_its_own_never_those_of_who_gave_feedback(
+    tmp_path: Path, own: str | None
+) -> None:
+    """A query asked without a session took the session of whoever gave feedback on it, which made a session of a
+    question it never asked in the `sessions` view."""
+    q = {"query_id": "q-1"}
+    ids = {"session_id": own, "user_id": own and "u-asker", "trace_id": own and "a" * 32}
+    events = [
+        FeedbackReceived(**q, score=1, session_id="s-fb", user_id="u-fb", trace_id="f" * 32, ts=_at(0)),
+        QueryReceived(**q, **ids, query_text="질문", ts=_at(1)),
+        QueryCompleted(**q, **ids, latency_ms=5.0, ts=_at(2)),
+    ]
+    row = _query_row(tmp_path, events)
+    assert (row["session_id"], row["user_id"], row["trace_id"], row["feedback_score"]) == (*ids.values(), 1)
+    with Catalog(tmp_path / "lake") as catalog:
+        assert [r[0] for r in catalog.query("select session_id from sessions")[1]] == ([own] if own else [])
+
+
 def test_two_services_under_one_query_id_are_the_first_asker_s_query(tmp_path: Path) -> None:
     """A query id two apps both used is one query (query ids are the producers' to keep unique): the app that
     asked first, every time the view is read, and the same app search names."""
