@@ -413,6 +413,8 @@ class Projector:
         # checkpoint, so its first events are the ones already offered.
         self._offered_from: Checkpoint | None = None
         self._offered = 0
+        #: Of the batch offered from `_offered_from`, the corrupt lines counted and logged: a retry counts none again.
+        self._corrupt_reported = 0
 
     @property
     def telemetry(self) -> SinkTelemetry:
@@ -456,15 +458,18 @@ class Projector:
             if staged.prepare_error is not None:
                 self.telemetry.error("prepare")
                 _log.warning("sink_prepare_failed", sink=self.sink.name, error=staged.prepare_error)
-            for error, line in staged.corrupt:
+            again = start == self._offered_from  # the batch offered before, and refused: a retry
+            reported = self._corrupt_reported if again else 0
+            for error, line in staged.corrupt[reported:]:  # the reader hands a retry the same lines first
                 self.corrupt_lines += 1
                 self.telemetry.dropped("corrupt_line")
                 _log.error(
                     "log_line_corrupt", sink=self.sink.name, error=error, line=line[:200].decode(errors="replace")
                 )
+            self._corrupt_reported = max(reported, len(staged.corrupt))
             prepared, events = staged.prepared, staged.events
             count = prepared.count if prepared is not None else len(events)
-            redelivered = self._offered if start == self._offered_from else 0
+            redelivered = self._offered if again else 0
             self._offered_from, self._offered = start, max(redelivered, count)
             if self.read_ahead and self._more_waiting:
                 next_bytes = min(self.batch_max_bytes, 2 * staged.max_bytes)

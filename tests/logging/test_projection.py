@@ -359,6 +359,30 @@ def test_a_corrupt_line_is_counted_once_even_when_its_read_ahead_is_thrown_away(
     assert sink.telemetry.snapshot().dropped == {"corrupt_line": 1}
 
 
+def test_a_corrupt_line_in_a_batch_the_sink_refuses_again_and_again_is_counted_once(tmp_path: Path) -> None:
+    """Each retry of a batch holding one corrupt line counted it again: a Loki that was down read 22 drops for one
+    line, and the drop alert fired on."""
+    with EventLog(tmp_path / "log") as log:
+        _write(log, 5)
+        segment = log.segment
+        assert segment is not None
+        with segment.open("ab") as fh:
+            fh.write(b'{"event_type": "not an event"}\n')
+        for i in range(5, 10):
+            log.append(QueryReceived(query_id=f"q-{i}", query_text="x"))
+        log.flush()
+    sink = RecordingSink(fail_writes=[1, 2, 3]).open()
+    projector = Projector(LogReader(tmp_path / "log"), sink, batch_max_events=100, read_ahead=True)
+    for _ in range(3):  # the sink down: the batch offered again each time
+        with pytest.raises(SinkSendError):
+            projector.catch_up()
+    projector.catch_up()
+    projector.stop(drain_timeout_s=None)
+    assert sink.stored == [f"q-{i}" for i in range(10)]
+    assert projector.corrupt_lines == 1
+    assert sink.telemetry.snapshot().dropped == {"corrupt_line": 1}
+
+
 def test_the_background_loop_does_not_pause_between_batches_cut_by_size(tmp_path: Path) -> None:
     with EventLog(tmp_path / "log") as log:
         _write(log, 300)
