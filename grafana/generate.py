@@ -622,10 +622,12 @@ def querylog_health() -> Dashboard:
                      description="Events per delivered batch: a Loki push, a Parquet commit."),
                 prom("Batches / s", "timeseries",
                      Target(rate_prom("querylog_sink_batches_total", "sink"), "{{sink}}"), width=8, unit="ops"),
-                prom("Fallbacks / s by reason", "timeseries",
-                     Target(rate_prom("querylog_sink_fallbacks_total", "sink, reason"), "{{sink}} {{reason}}"),
-                     width=8, unit="ops", description="Batches a projection took down its slower path for (the "
-                     "Parquet fast path declined them): the same rows, more CPU. Logged once per reason."),
+                prom("Fallbacks by reason", "timeseries",
+                     Target(sink_count("querylog_sink_fallbacks_total", "sink, reason"), "{{sink}} {{reason}}"),
+                     width=8, description="Batches a projection took down its slower path for (the Parquet fast "
+                     "path declined them), counted since the process running it started: the same rows, more CPU. "
+                     "Logged once per reason. Counts, not a rate: the series of a reason appears with its first "
+                     "fallback, which a rate does not show."),
                 prom("Since each projection last reported", "timeseries",
                      Target("max by (sink) (querylog_sink_report_age_seconds)", "{{sink}}"), width=8, unit="s",
                      description="0 for projections in the API's own process. With QUERYLOG_PROJECTIONS=process "

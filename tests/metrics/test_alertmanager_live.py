@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.prometheus
 
@@ -140,3 +142,36 @@ def test_target_down_mutes_the_other_querylog_alerts(
     assert status["QuerylogSinkLagging"]["state"] == "suppressed"
     assert status["SomeoneElsesAlert"]["state"] == "active"
     assert status["QuerylogNoTrafficInLoki"]["state"] == "active"
+
+
+def test_one_notification_per_projection_and_per_reason_each_title_naming_its_own(
+    alertmanager: tuple[str, subprocess.Popen[bytes], Path],
+) -> None:
+    """Two projections held back went out as one notification, whose title (it names the labels the group shares)
+    named neither: every label the title names groups alerts."""
+    base, process, log_path = alertmanager
+    wait_for("/-/ready", lambda: is_ready(base), process, log_path)
+    sent = [
+        alert("QuerylogLogHeldBack", severity="warning", projection="loki"),
+        alert("QuerylogLogHeldBack", severity="warning", projection="stdout"),
+        alert("QuerylogSinkDroppingEvents", severity="warning", sink="loki", reason="too_old"),
+        alert("QuerylogSinkDroppingEvents", severity="warning", sink="loki", reason="corrupt_line"),
+    ]
+    assert request(f"{base}/api/v2/alerts", sent) is not None
+
+    def grouped() -> list[dict[str, str]] | None:
+        groups = request(f"{base}/api/v2/alerts/groups") or []
+        labels = [g["labels"] for g in groups if g["labels"].get("alertname") in {a["labels"]["alertname"] for a in sent}]
+        return labels if len(labels) >= len(sent) else None
+
+    labels = wait_for("the alerts to be grouped", grouped, process, log_path)
+    assert sorted((g["alertname"], g.get("projection", ""), g.get("reason", "")) for g in labels) == [
+        ("QuerylogLogHeldBack", "loki", ""),
+        ("QuerylogLogHeldBack", "stdout", ""),
+        ("QuerylogSinkDroppingEvents", "", "corrupt_line"),
+        ("QuerylogSinkDroppingEvents", "", "too_old"),
+    ]
+    config = yaml.safe_load(CONFIG.read_text())
+    title = config["receivers"][0]["slack_configs"][0]["title"]
+    named = re.search(r"stringSlice ((?:\"\w+\" ?)+)", title)
+    assert named is not None and set(re.findall(r"\w+", named.group(1))) <= set(config["route"]["group_by"])
