@@ -531,17 +531,17 @@ class EventIngestor:
                     continue
                 in_batch.add(event.event_id)
                 fresh.append(event)
-            refused_before = self._refused_writes()
+            refused_before = self.refused_writes()
             try:
                 for event in fresh:
                     self.log.append(event)
                 self.log.flush()
             except LogClosedError as exc:
                 raise IngestUnavailableError("the event log is closed (the server is shutting down)") from exc
-            if self._refused_writes() > refused_before:
+            if self.refused_writes() > refused_before:
                 # The log counts and drops what the disk refuses; a write cut short keeps the whole lines before the
                 # cut. Those are remembered, so that the retry adds only the rest.
-                written = self._written(in_batch)
+                written = self.written(in_batch)
                 self._recent.update(written)
                 if len(written) < len(in_batch):
                     raise IngestUnavailableError(
@@ -554,12 +554,12 @@ class EventIngestor:
         _log.info("events_ingested", accepted=result.accepted, duplicates=result.duplicates)
         return result
 
-    def _written(self, event_ids: set[str]) -> set[str]:
+    def written(self, event_ids: set[str]) -> set[str]:
         """Which of `event_ids` the log holds, read back from its tail (this batch's lines and any written since)."""
         tail = tail_event_ids(LogReader(self.log.directory), len(event_ids) + _WRITTEN_SLACK_LINES)
         return event_ids.intersection(tail)
 
-    def _refused_writes(self) -> int:
+    def refused_writes(self) -> int:
         """Events the log dropped for want of a disk (a retry may succeed), by its telemetry. Not those it could
         not encode: decoded from JSON, a batch's events always encode, and another request's are not this one's."""
         dropped = self.log.telemetry.snapshot().dropped
@@ -1088,6 +1088,7 @@ async def _ingest_events(request: Request, ingestor: EventIngestor, hold: Hold) 
     responses={
         413: {"model": ErrorMessage, "description": "Body over 1 MiB"},
         422: {"description": "The body does not match FeedbackRequest"},
+        503: {"model": ErrorMessage, "description": "The log could not write the verdict (a full disk); retry"},
     },
 )
 def feedback(body: FeedbackRequest, request: Request) -> FeedbackAccepted:
@@ -1096,6 +1097,8 @@ def feedback(body: FeedbackRequest, request: Request) -> FeedbackAccepted:
     earlier run, another worker) is as real as any. For queries this process answered recently, the
     session, user and trace ids are filled in from the query when not given."""
     known = _recent_queries(request).get(body.query_id)
+    ingestor = _ingestor(request)
+    refused_before = ingestor.refused_writes()
     event = _runtime(request).tracker.feedback(
         body.query_id,
         body.score,
@@ -1104,4 +1107,8 @@ def feedback(body: FeedbackRequest, request: Request) -> FeedbackAccepted:
         user_id=body.user_id or (known.user_id if known else None),
         trace_id=known.trace_id if known else None,
     )
+    # The log drops what the disk refuses (and counts it): a verdict not written is no 202, but a retry's 503.
+    if ingestor.refused_writes() > refused_before and not ingestor.written({event.event_id}):
+        detail = "the event log could not write the feedback to disk; retry later"
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail, headers={"Retry-After": "5"})
     return FeedbackAccepted(event_id=event.event_id, query_id=event.query_id, trace_id=event.trace_id)

@@ -772,6 +772,31 @@ def test_feedback_lands_as_an_event_of_the_right_query(client: TestClient, setti
     assert events == [(body["event_id"], "s-9", "u-9", "오래된 정보")]
 
 
+def test_feedback_the_disk_refused_is_503_and_its_retry_is_recorded(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a full disk `/v1/feedback` answered 202 ("durable when 202 is returned") and the verdict was gone."""
+    answered = client.post("/v1/chat", json={"query": "삼성전자 주가"}).json()
+    log = _runtime(client).log
+    real_write = os.write
+
+    def full_disk(fd: int, data: Any) -> int:
+        if fd == log._fd:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    verdict = {"query_id": answered["query_id"], "score": -1, "comment": "틀렸어요"}
+    monkeypatch.setattr(os, "write", full_disk)
+    refused = client.post("/v1/feedback", json=verdict)
+    monkeypatch.setattr(os, "write", real_write)
+    assert refused.status_code == 503 and refused.headers["retry-after"]
+    assert "could not write the feedback" in refused.json()["detail"]
+    retried = client.post("/v1/feedback", json=verdict)
+    assert retried.status_code == 202
+    feedback = [e for e in _logged(settings) if e.event_type == "feedback_received"]
+    assert [e.event_id for e in feedback] == [retried.json()["event_id"]]
+
+
 def test_feedback_after_an_erasure_does_not_bring_back_the_erased_querys_user_and_session(
     client: TestClient, settings: Settings
 ) -> None:
