@@ -235,8 +235,10 @@ def create_app(
         response_model=ChatResponse,
         tags=["chat"],
         summary="Answer a question",
+        dependencies=[Depends(producers.json_media)],
         responses={
             413: {"model": producers.ErrorMessage, "description": "Body over 1 MiB"},
+            415: {"model": producers.ErrorMessage, "description": "A Content-Type other than JSON"},
             502: {"model": ChatError, "description": "The LLM step failed"},
             500: {"model": ChatError},
         },

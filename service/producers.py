@@ -67,6 +67,8 @@ __all__ = [
     "RecentQueries",
     "event_schema_components",
     "id_problem",
+    "json_media",
+    "media_type",
     "router",
     "tail_event_ids",
     "too_far_ahead",
@@ -1004,7 +1006,7 @@ async def ingest_events(
     can be retried safely. `service` and `env` default to the server's. Durable when 202 is returned."""
     ingestor = _ingestor(request)
     try:
-        _json_media(request)
+        json_media(request)
         async with holding_body(request, ingestor) as hold:
             answer = await _ingest_events(request, ingestor, hold)
     except HTTPException as exc:
@@ -1032,14 +1034,15 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def _json_media(request: Request) -> None:
-    """A 415 unless the batch is sent as JSON. A web page may send a form or text/plain to 127.0.0.1 without asking
+def json_media(request: Request) -> None:
+    """A 415 unless the body is sent as JSON (a batch, a question, a verdict): said as such, not as a 422 about a body
+    read as a string. A web page may send a form or text/plain to 127.0.0.1 without asking
     first (no CORS preflight); JSON it cannot. Refused before the body is read, as the server could not read it."""
     kind = media_type(request)
     if kind != "application/json" and not kind.endswith("+json"):
         raise HTTPException(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            f"Content-Type {kind or '(none)'!r}: send the batch as application/json",
+            f"Content-Type {kind or '(none)'!r}: send the body as application/json",
         )
 
 
@@ -1085,8 +1088,10 @@ async def _ingest_events(request: Request, ingestor: EventIngestor, hold: Hold) 
     status_code=status.HTTP_202_ACCEPTED,
     response_model=FeedbackAccepted,
     summary="Record a user's verdict on an answer",
+    dependencies=[Depends(json_media)],
     responses={
         413: {"model": ErrorMessage, "description": "Body over 1 MiB"},
+        415: {"model": ErrorMessage, "description": "A Content-Type other than JSON"},
         422: {"description": "The body does not match FeedbackRequest"},
         503: {"model": ErrorMessage, "description": "The log could not write the verdict (a full disk); retry"},
     },

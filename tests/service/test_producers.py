@@ -598,6 +598,20 @@ def test_a_batch_a_web_page_could_send_unasked_is_refused_unread(client: TestCli
         assert resp.status_code == 202, resp.text
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/v1/chat", '{"query": "삼성전자 주가"}'.encode()), ("/v1/feedback", b'{"query_id": "q-1", "score": 1}')],
+)
+def test_a_question_or_verdict_sent_as_a_form_is_415_saying_to_send_json(
+    client: TestClient, path: str, body: bytes
+) -> None:
+    """`curl -d '{"query": …}'` sends a form: the answer was a 422 about a body read as a string."""
+    form = client.post(path, content=body, headers={"content-type": "application/x-www-form-urlencoded"})
+    assert form.status_code == 415 and "send the body as application/json" in form.json()["detail"]
+    sent = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert sent.status_code in (200, 202), sent.text
+
+
 @pytest.mark.parametrize("path", ["/v1/events", "/v1/traces"])
 def test_a_body_in_another_charset_than_utf8_is_415_unread(client: TestClient, path: str) -> None:
     """JSON is UTF-8: a body said to be latin-1 would be read as UTF-8, its text garbled; refused, naming it."""

@@ -21,8 +21,8 @@ def add_parser(sub: Any) -> None:
         help="open the Streamlit explorer (intent trends, latency, stages, search, query timelines)",
         description="Serve the Streamlit explorer over the lake: intent trends, latency percentiles, the stage "
         "funnel, full-text search, each query's events as a timeline, top and no-result queries, with filters by "
-        "date, intent, env, release and prompt version. Reads the lake under QUERYLOG_HOME; set LANGFUSE_HOST to "
-        "link trace ids.",
+        "date, intent, service, env, release and prompt version. Reads the lake under QUERYLOG_HOME; set "
+        "LANGFUSE_HOST to link trace ids.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8501, help="port (default: 8501)")
