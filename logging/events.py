@@ -225,12 +225,22 @@ def level_of(event_type: str) -> str:
 
 #: Characters that draw nothing beyond `INVISIBLE_CHARS` and whitespace: controls, format characters, separators.
 _DRAWS_NOTHING: Final = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+#: And the characters of other categories that draw nothing: the Hangul fillers (letters, U+3164 the "blank" Korean
+#: users type), variation selectors and other default-ignorable marks, and the blank braille pattern (U+2800).
+_BLANK_LETTERS_AND_MARKS: Final = frozenset(
+    "\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u2800\u3164\uffa0"
+    + "".join(map(chr, range(0xFE00, 0xFE10)))
+    + "".join(map(chr, range(0xE0100, 0xE01F0)))
+)
 
 
 def shows_nothing(text: str) -> bool:
-    """Whether `text` draws nothing on a screen: `is_blank`, or only control and format characters besides (a
-    question of ``"\x00"``). Held where questions come in; a line already written is read by `is_blank` alone."""
-    return is_blank(text) or all(c.isspace() or unicodedata.category(c) in _DRAWS_NOTHING for c in text)
+    """Whether `text` draws nothing on a screen: `is_blank`, or only control and format characters and the letters
+    and marks that draw nothing besides (a question of ``"\x00"``, of ``"\u3164"``). Held where questions come in; a
+    line already written is read by `is_blank` alone (a line the log holds stays readable)."""
+    return is_blank(text) or all(
+        c.isspace() or c in _BLANK_LETTERS_AND_MARKS or unicodedata.category(c) in _DRAWS_NOTHING for c in text
+    )
 
 
 def is_blank(text: str) -> bool:

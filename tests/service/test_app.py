@@ -75,6 +75,12 @@ def test_a_failing_llm_step_is_a_502_and_a_query_failed_event(client: TestClient
         {"query": "\u200b\u00ad"},
         {"query": "\u0000"},  # controls only: was answered, and stored as a question that shows nothing
         {"query": "\u0001\u200e\u001b "},
+        # Letters and marks that draw nothing: the Hangul fillers (U+3164 is the "blank" Korean users type), a lone
+        # variation selector, the blank braille pattern. Stored, they were blank rows in the explorer.
+        {"query": "\u3164\u3164"},
+        {"query": "\u115f\u1160"},
+        {"query": "\uffa0 \ufe0f"},
+        {"query": "\u2800"},
     ],
 )
 def test_bad_requests_are_422_and_emit_nothing(client: TestClient, payload: dict[str, object]) -> None:
@@ -82,6 +88,11 @@ def test_bad_requests_are_422_and_emit_nothing(client: TestClient, payload: dict
     with capture_events(tracker) as events:
         assert client.post("/v1/chat", json=payload).status_code == 422
     assert events == []
+
+
+@pytest.mark.parametrize("query", ["❤\ufe0f", "ㅎㅏ", "주가\u3164전망"])
+def test_a_question_with_a_mark_or_filler_beside_what_shows_is_answered(client: TestClient, query: str) -> None:
+    assert client.post("/v1/chat", json={"query": query}).status_code == 200
 
 
 def test_a_422_names_an_oversized_question_without_sending_it_back_whole(client: TestClient) -> None:
