@@ -129,11 +129,18 @@ def id_problem(event: AnyEvent) -> tuple[str, str] | None:
     return None
 
 
+#: The ids an event is found and joined by: taken in NFC at every boundary.
+_ID_FIELDS: Final = ("event_id", "query_id", "session_id", "user_id", "trace_id")
+
+
 def checked_id(value: str | None, info: ValidationInfo) -> str | None:
-    """A request model's id field validator: `id_text_problem`'s rules, as a 422 naming the field."""
-    if value is not None and (why := id_text_problem(info.field_name or "id", value)) is not None:
+    """A request model's id field validator: `id_text_problem`'s rules, as a 422 naming the field; the id in NFC (a
+    Korean id typed on macOS arrives decomposed: its feedback would find no query, its session split in two)."""
+    if value is None:
+        return None
+    if (why := id_text_problem(info.field_name or "id", value)) is not None:
         raise ValueError(why)
-    return value
+    return nfc(value)
 
 
 class ErrorMessage(BaseModel):
@@ -583,6 +590,9 @@ class EventIngestor:
         # Every text a producer controls (the schema lists them: query, answer, error, comment, attribute values,
         # source titles) is redacted and NFC-normalised like the tracker's, before any sink.
         redact_fields(obj, self._redact, nfc)
+        for name in _ID_FIELDS:  # as the other endpoints take ids: in NFC, so that a decomposed one joins its query
+            if isinstance(value := obj.get(name), str):
+                obj[name] = nfc(value)
         user_id = obj.get("user_id")
         if isinstance(user_id, str) and user_id:
             obj["user_id"] = self._pseudonymize(user_id)

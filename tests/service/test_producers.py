@@ -811,6 +811,28 @@ def test_feedback_the_disk_refused_is_503_and_its_retry_is_recorded(
     assert [e.event_id for e in feedback] == [retried.json()["event_id"]]
 
 
+def test_ids_typed_decomposed_are_taken_in_nfc_so_feedback_finds_its_query_and_a_session_stays_one(
+    client: TestClient, settings: Settings
+) -> None:
+    """A Korean id typed on macOS arrives decomposed (NFD): its feedback joined no query and its session split."""
+    nfd = lambda text: unicodedata.normalize("NFD", text)  # noqa: E731
+    sent = client.post(
+        "/v1/events",
+        json={"events": [{"event_type": "query_received", "query_id": nfd("질문-1"), "query_text": "한글 아이디"}]},
+    )
+    assert sent.status_code == 202, sent.text
+    verdict = client.post("/v1/feedback", json={"query_id": nfd("질문-1"), "score": -1, "session_id": nfd("세션-1")})
+    assert verdict.status_code == 202 and verdict.json()["query_id"] == "질문-1"
+    for session in ("세션-1", nfd("세션-1")):
+        assert client.post("/v1/chat", json={"query": "삼성전자", "session_id": session}).status_code == 200
+    logged = _logged(settings)
+    assert [(e.event_type, e.query_id) for e in logged if "질문" in e.query_id] == [
+        ("query_received", "질문-1"),
+        ("feedback_received", "질문-1"),
+    ]
+    assert {e.session_id for e in logged if e.session_id} == {"세션-1"}  # one session, both questions in it
+
+
 def test_feedback_after_an_erasure_does_not_bring_back_the_erased_querys_user_and_session(
     client: TestClient, settings: Settings
 ) -> None:
