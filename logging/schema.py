@@ -155,11 +155,14 @@ _check_personal_fields()
 
 def redact_fields(obj: dict[str, Any], redact: Callable[[str], str], normalize: Callable[[str], str]) -> dict[str, Any]:
     """`obj` (an event as a dict, e.g. an ingest payload) with every personal text field passed through
-    ``redact(normalize(text))``: the top-level ones, each `attributes` value and each source's title."""
+    ``redact(normalize(text))``: the top-level ones, each tag, each `attributes` value and each source's title."""
     for key in PERSONAL_TEXT_FIELDS:
         value = obj.get(key)
         if isinstance(value, str):
             obj[key] = redact(normalize(value))
+    tags = obj.get("tags")
+    if isinstance(tags, list):
+        obj["tags"] = [redact(normalize(t)) if isinstance(t, str) else t for t in tags]
     attributes = obj.get("attributes")
     if isinstance(attributes, dict):
         obj["attributes"] = {k: redact(normalize(v)) if isinstance(v, str) else v for k, v in attributes.items()}

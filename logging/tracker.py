@@ -251,8 +251,8 @@ class QueryTracker:
             _check_name("release", own_release or None)  # empty: the service's
             _check_name("prompt_version", prompt_version or None)
             merged_tags = self.tags
-            if tags:
-                merged_tags = checked_tags((*(self.tags or ()), *tags))
+            if tags:  # checked, redacted like any text a user may have typed, then checked as events carry them
+                merged_tags = checked_tags((*(self.tags or ()), *map(self.redact, checked_tags(tuple(tags)))))
             merged_attributes = self.attributes
             if attributes:
                 merged_attributes = checked_attributes({**(self.attributes or {}), **self._attributes(attributes)})

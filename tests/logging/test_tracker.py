@@ -364,9 +364,9 @@ def _answered(tracker: QueryTracker, **query: object) -> CapturingEmitter:
     return capture
 
 
-def test_the_answer_its_sources_and_attribute_values_are_redacted_like_the_query() -> None:
+def test_the_answer_its_sources_tags_and_attribute_values_are_redacted_like_the_query() -> None:
     tracker = QueryTracker(CapturingEmitter(), redact=_phone)
-    capture = _answered(tracker, attributes={"channel": "앱 010-1234-5678"})
+    capture = _answered(tracker, attributes={"channel": "앱 010-1234-5678"}, tags=["beta", "010-1234-5678"])
     searched = capture.of_type("search_completed")[0]
     response = capture.of_type("response_generated")[0]
     assert isinstance(searched, SearchCompleted) and isinstance(response, ResponseGenerated)
@@ -377,7 +377,7 @@ def test_the_answer_its_sources_and_attribute_values_are_redacted_like_the_query
     assert response.answer_chars == len("상담은 010-1234-5678 로 주세요")  # the length returned, before redaction
     assert response.finish_reason == "stop" and response.response_type == "company_analysis"
     received = capture.of_type("query_received")[0]
-    assert received.attributes == {"channel": "앱 [PHONE]"}
+    assert received.attributes == {"channel": "앱 [PHONE]"} and received.tags == ("beta", "[PHONE]")
     assert "010-1234-5678" not in repr(capture.events)
 
 
