@@ -430,7 +430,11 @@ class ParquetSink(Sink):
             for tmp_name, _ in pending:
                 (self._tmp_dir / tmp_name).unlink(missing_ok=True)
             # Not counted here: whoever catches the failure counts it once (the projector, as for every sink).
-            raise SinkSendError(f"could not write Parquet batch of {batch.count} events: {exc}") from exc
+            # A batch of no event still moves the lake's checkpoint past lines no event came of (blanked, corrupt).
+            what = (
+                f"Parquet batch of {batch.count} events" if batch.count else "lake's checkpoint (a batch of no event)"
+            )
+            raise SinkSendError(f"could not write the {what}: {exc}") from exc
         self._commit = commit
         self._roll_forward()
         if batch.count:

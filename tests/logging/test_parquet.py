@@ -234,8 +234,13 @@ def test_a_failed_write_raises_sink_send_error_and_commits_nothing(
 
     with ParquetSink(tmp_path / "lake") as sink:
         monkeypatch.setattr(parquet.pq, "write_table", full)
-        with pytest.raises(SinkSendError, match="No space left"):
+        with pytest.raises(SinkSendError, match=r"batch of 1 events: .*No space left"):
             sink.write(Batch(events=[QueryCompleted(query_id="q", latency_ms=1.0)], checkpoint={"s": 5}))
+        assert sink.checkpoint() == {}
+        # A batch of no event (its lines blanked or corrupt) still moves the checkpoint: said so, not "0 events".
+        monkeypatch.setattr(parquet, "atomic_write", full)
+        with pytest.raises(SinkSendError, match=r"the lake's checkpoint \(a batch of no event\): .*No space left"):
+            sink.write(Batch(events=[], checkpoint={"s": 9}))
         assert sink.checkpoint() == {}
     assert not os.listdir(tmp_path / "lake" / "_querylog" / "tmp")
 
