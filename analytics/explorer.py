@@ -913,10 +913,15 @@ def _timeline(lq: LakeQueries, query_id: str) -> None:
         (pl.col("offset_ms") - pl.col("duration_ms").fill_null(0)).alias("start_ms"),
         pl.col("offset_ms").alias("end_ms"),
     )
+    asked = spans.filter(pl.col("event_type") != "feedback_received")
+    if asked.is_empty():  # a verdict on a query the lake does not hold (retention took it, or another lake has it)
+        st.info("Only feedback was recorded for this id: the lake holds no event of its query.")
+        _table(st, events.select("ts", "score", "comment", "event_id"), "timeline_events")
+        return
     # Feedback comes minutes or days after the query: drawn on the same axis, it would squash every stage to a dot.
     for feedback in spans.filter(pl.col("event_type") == "feedback_received").iter_rows(named=True):
         st.caption(f"Feedback {_score(feedback['score'])} came {_later(feedback['offset_ms'])} after the first event.")
-    spans = spans.filter(pl.col("event_type") != "feedback_received").with_columns(
+    spans = asked.with_columns(
         pl.col("ts").dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%d %H:%M:%S%.3f").alias("at")
     )
     st.altair_chart(

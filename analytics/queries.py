@@ -834,8 +834,8 @@ class LakeQueries:
             f"""
                 SELECT ts, (epoch_us(ts) - epoch_us(min(ts) OVER ())) / 1000.0 AS offset_ms, event_type,
                        duration_ms, intent, confidence, result_count, cache_hit, gen_ai_request_model AS model,
-                       quality_score, latency_ms, error_type, error_message, stage, score, query_text, trace_id,
-                       event_id
+                       quality_score, latency_ms, error_type, error_message, stage, score, comment, query_text,
+                       trace_id, event_id
                 FROM events WHERE query_id = $query_id
                 ORDER BY ts, list_position({list(EVENT_TYPES)}, event_type), event_id
             """,

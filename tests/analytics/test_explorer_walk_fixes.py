@@ -604,6 +604,25 @@ def test_feedback_long_after_a_query_is_told_not_drawn_and_a_failure_shows_its_e
     assert json.loads(timeline.proto.spec)["layer"][0]["encoding"]["x"]["field"] == "start_ms"
 
 
+def test_an_id_with_only_feedback_says_so_and_shows_the_verdict_not_an_empty_chart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A verdict on a query the lake does not hold drew an empty chart ticked 0.000000, said the feedback came 0.0 s
+    after the first event (it was the first), and its table left the comment out."""
+    from querylog.logging.events import FeedbackReceived
+
+    verdict = FeedbackReceived(query_id="gone-1", env="prod", score=-1, comment="오래된 정보", ts=END)
+    _write(tmp_path / "home", [*_asked("q-1", "네이버 주가", END), verdict])
+    at = _app(tmp_path / "home", monkeypatch)
+    at.text_input(key="timeline_id").input("gone-1").run()
+    assert not at.exception
+    assert "Only feedback was recorded for this id: the lake holds no event of its query." in [i.value for i in at.info]
+    assert not [c for c in at.get("vega_lite_chart") if "start_ms" in c.proto.spec]
+    assert not [c.value for c in at.caption if "after the first event" in c.value]
+    (table,) = [t for t in at.dataframe if "comment" in t.value.columns]
+    assert table.value["comment"].to_list() == ["오래된 정보"]
+
+
 def test_a_completed_query_of_a_producer_that_sends_no_answer_is_not_said_to_have_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
