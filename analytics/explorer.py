@@ -26,8 +26,9 @@ from querylog.analytics._search_text import fold, unquoted
 from querylog.analytics.catalog import CatalogError
 from querylog.analytics.lake_generation import lake_signature
 from querylog.analytics.queries import BUCKETS, Answer, Bucket, Filters, LakeQueries, Summary, open_catalog
+from querylog.analytics.report import retention_cut
 from querylog.analytics.search_groups import AskedQuestion, find_questions, questions_of, window_hits
-from querylog.analytics.upkeep import UpkeepError, retained_from
+from querylog.analytics.upkeep import UpkeepError
 from querylog.commands import unreadable_file, unreadable_lake
 from querylog.config import ConfigError, Settings
 from querylog.logging.events import EVENT_CLASSES
@@ -1101,16 +1102,8 @@ def main() -> None:
             previous: Filters | None = filters.previous()
         except ValueError:  # the dates start on the calendar's first day (a lake with an event of year 1)
             previous = None
-        # Retention may have dropped the start of the window before (`lake/_querylog/retained-from.json`).
-        held_from = retained_from(settings.lake_dir)
-        cut = (
-            previous is not None and previous.since is not None and held_from is not None and held_from > previous.since
-        )
-        _headline(
-            lq.summary(filters),
-            lq.summary(previous) if previous is not None else Summary.empty(),
-            held_from if cut else None,
-        )
+        cut = retention_cut(settings.lake_dir, previous) if previous is not None else None
+        _headline(lq.summary(filters), lq.summary(previous) if previous is not None else Summary.empty(), cut)
         tabs = st.tabs(["Trends", "Latency", "Stages & errors", "Search", "Queries", "Sessions & feedback"])
         with tabs[0]:
             _trends(lq, filters, bucket)

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Final
 
 import polars as pl
@@ -16,7 +17,7 @@ from querylog._format import milliseconds, percent, shortened, visible
 from querylog.analytics.catalog import Catalog
 from querylog.analytics.queries import Bucket, Filters, LakeQueries, Summary
 
-__all__ = ["Report", "build_report", "render_html", "render_markdown"]
+__all__ = ["Report", "build_report", "render_html", "render_markdown", "retention_cut"]
 
 _PALETTE: Final = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#eeca3b", "#b279a2", "#9d755d")
 #: Korean needs a CJK font; name the common ones before the generic family so any OS finds one.
@@ -79,6 +80,16 @@ class Report:
         return self.held_from is not None and self.held_from > _start(self.previous_filters)
 
 
+def retention_cut(lake_dir: Path | None, previous: Filters) -> datetime | None:
+    """Where the lake's history starts, when retention dropped days of `previous` (the window a report or the
+    explorer compares with: its counts are not all there); None when the lake holds that window whole, or is not a
+    local one (`lake/_querylog/retained-from.json`)."""
+    from querylog.analytics.upkeep import retained_from
+
+    held_from = retained_from(lake_dir) if lake_dir is not None else None
+    return held_from if held_from is not None and held_from > _start(previous) else None
+
+
 def _start(f: Filters) -> datetime:
     assert f.since is not None
     return f.since
@@ -100,8 +111,6 @@ def build_report(
     top: int = 10,
 ) -> Report:
     """The report for [since, until) (until defaults to now), compared with the window of equal length before."""
-    from querylog.analytics.upkeep import retained_from
-
     now = datetime.now(UTC)
     chosen = {"intents": tuple(intents), "envs": tuple(envs), "services": tuple(services)}
     filters = Filters(since=since, until=until or now, **chosen)
@@ -127,7 +136,6 @@ def build_report(
         .select("intent", "queries", "share", "previous_queries", "change")
     )
     bounds = lq.time_bounds()
-    held_from = retained_from(catalog.lake_dir) if catalog.lake_uri is None else None
     volume = _with_quiet_buckets(
         lq.error_trend(filters, bucket).select("bucket", pl.col("finished").alias("queries"), "failed", "error_rate"),
         max(since, bounds[0]) if bounds is not None else since,  # not the days before the lake's first query
@@ -156,7 +164,7 @@ def build_report(
         by_prompt_version=lq.compare_by(filters, "prompt_version"),
         reformulation_by_intent=lq.reformulation_by_intent(filters),
         most_reformulated=lq.most_reformulated(filters, top),
-        held_from=held_from if held_from is not None and held_from > _start(previous) else None,
+        held_from=retention_cut(catalog.lake_dir if catalog.lake_uri is None else None, previous),
     )
 
 
@@ -250,9 +258,7 @@ def _window(report: Report) -> str:
 
 def _previous_window(report: Report) -> str:
     f = report.previous_filters
-    assert f.since is not None
-    assert f.until is not None
-    return f"{f.since:%Y-%m-%d %H:%M} – {f.until:%Y-%m-%d %H:%M} UTC"
+    return f"{_start(f):%Y-%m-%d %H:%M} – {_end(f):%Y-%m-%d %H:%M} UTC"
 
 
 def _bucket_label(report: Report, value: datetime) -> str:

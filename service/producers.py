@@ -587,7 +587,7 @@ class EventIngestor:
             obj.setdefault("answer_chars", len(answer))
             if not self.capture_answers:
                 del obj["answer_text"]
-        # Every text a producer controls (the schema lists them: query, answer, error, comment, attribute values,
+        # Every text a producer controls (the schema lists them: query, answer, error, comment, tags, attribute values,
         # source titles) is redacted and NFC-normalised like the tracker's, before any sink.
         redact_fields(obj, self._redact, nfc)
         for name in _ID_FIELDS:  # as the other endpoints take ids: in NFC, so that a decomposed one joins its query
@@ -1046,8 +1046,8 @@ def media_type(request: Request) -> str:
 
 def json_media(request: Request) -> None:
     """A 415 unless the body is sent as JSON (a batch, a question, a verdict): said as such, not as a 422 about a body
-    read as a string. A web page may send a form or text/plain to 127.0.0.1 without asking
-    first (no CORS preflight); JSON it cannot. Refused before the body is read, as the server could not read it."""
+    read as a string. A web page may send a form or text/plain to 127.0.0.1 without asking first (no CORS
+    preflight); JSON it cannot. Refused before the body is read, as the server could not read it."""
     kind = media_type(request)
     if kind != "application/json" and not kind.endswith("+json"):
         raise HTTPException(
