@@ -335,16 +335,21 @@ def test_the_ramp_goes_on_over_writers_whose_times_do_not_overlap(tmp_path: Path
     assert sizes[1] >= 1.5 * sizes[0] and sizes[2] >= 1.5 * sizes[1], sizes
 
 
-def test_a_corrupt_line_is_counted_once_even_when_its_read_ahead_is_thrown_away(tmp_path: Path) -> None:
-    with EventLog(tmp_path / "log") as log:
-        _write(log, 30)
+def _log_with_a_corrupt_line(log_dir: Path, before: int, after: int) -> None:
+    """`before` events q-0…, a line that is no event, then `after` events more."""
+    with EventLog(log_dir) as log:
+        _write(log, before)
         segment = log.segment
         assert segment is not None
         with segment.open("ab") as fh:
             fh.write(b'{"event_type": "not an event"}\n')
-        for i in range(30, 60):
+        for i in range(before, before + after):
             log.append(QueryReceived(query_id=f"q-{i}", query_text="x"))
         log.flush()
+
+
+def test_a_corrupt_line_is_counted_once_even_when_its_read_ahead_is_thrown_away(tmp_path: Path) -> None:
+    _log_with_a_corrupt_line(tmp_path / "log", 30, 30)
     # The third write fails while the batch holding the corrupt line is being read ahead: that read is thrown
     # away, and the line is counted when its batch is written, once.
     sink = RecordingSink(fail_writes=[3]).open()
@@ -362,15 +367,7 @@ def test_a_corrupt_line_is_counted_once_even_when_its_read_ahead_is_thrown_away(
 def test_a_corrupt_line_in_a_batch_the_sink_refuses_again_and_again_is_counted_once(tmp_path: Path) -> None:
     """Each retry of a batch holding one corrupt line counted it again: a Loki that was down read 22 drops for one
     line, and the drop alert fired on."""
-    with EventLog(tmp_path / "log") as log:
-        _write(log, 5)
-        segment = log.segment
-        assert segment is not None
-        with segment.open("ab") as fh:
-            fh.write(b'{"event_type": "not an event"}\n')
-        for i in range(5, 10):
-            log.append(QueryReceived(query_id=f"q-{i}", query_text="x"))
-        log.flush()
+    _log_with_a_corrupt_line(tmp_path / "log", 5, 5)
     sink = RecordingSink(fail_writes=[1, 2, 3]).open()
     projector = Projector(LogReader(tmp_path / "log"), sink, batch_max_events=100, read_ahead=True)
     for _ in range(3):  # the sink down: the batch offered again each time

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import gzip
@@ -381,9 +382,9 @@ def test_the_dedup_window_is_bounded(settings: Settings) -> None:
         assert c.post("/v1/events", json={"events": _batch(5)}).json() == {"accepted": 2, "duplicates": 3}
 
 
-def test_a_batch_the_disk_refused_is_503_and_its_retry_is_accepted(
-    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@contextlib.contextmanager
+def _log_disk_full(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every write to the server's log refused as a full disk refuses it, while the block runs."""
     log = _runtime(client).log
     real_write = os.write
 
@@ -392,9 +393,16 @@ def test_a_batch_the_disk_refused_is_503_and_its_retry_is_accepted(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, data)
 
-    monkeypatch.setattr(os, "write", full_disk)
-    refused = client.post("/v1/events", json={"events": _batch(2)})
-    monkeypatch.setattr(os, "write", real_write)
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "write", full_disk)
+        yield
+
+
+def test_a_batch_the_disk_refused_is_503_and_its_retry_is_accepted(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _log_disk_full(client, monkeypatch):
+        refused = client.post("/v1/events", json={"events": _batch(2)})
     assert refused.status_code == 503
     assert refused.headers["retry-after"]
     retried = client.post("/v1/events", json={"events": _batch(2)})
@@ -791,18 +799,9 @@ def test_feedback_the_disk_refused_is_503_and_its_retry_is_recorded(
 ) -> None:
     """On a full disk `/v1/feedback` answered 202 ("durable when 202 is returned") and the verdict was gone."""
     answered = client.post("/v1/chat", json={"query": "삼성전자 주가"}).json()
-    log = _runtime(client).log
-    real_write = os.write
-
-    def full_disk(fd: int, data: Any) -> int:
-        if fd == log._fd:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
-
     verdict = {"query_id": answered["query_id"], "score": -1, "comment": "틀렸어요"}
-    monkeypatch.setattr(os, "write", full_disk)
-    refused = client.post("/v1/feedback", json=verdict)
-    monkeypatch.setattr(os, "write", real_write)
+    with _log_disk_full(client, monkeypatch):
+        refused = client.post("/v1/feedback", json=verdict)
     assert refused.status_code == 503 and refused.headers["retry-after"]
     assert "could not write the feedback" in refused.json()["detail"]
     retried = client.post("/v1/feedback", json=verdict)
