@@ -820,7 +820,9 @@ def _queries(lq: LakeQueries, f: Filters) -> None:
         "Query id", key="timeline_id", placeholder="any query in the lake, whatever the dates and filters"
     ).strip()
     if typed:
-        _timeline(lq, typed)
+        # Ids are kept in NFC (one typed on macOS arrives decomposed); an older release kept them as they were sent.
+        forms = dict.fromkeys((unicodedata.normalize("NFC", typed), typed))
+        _timeline(lq, next((form for form in forms if not lq.query_events(form).is_empty()), typed))
         return
     if not choices:
         st.info("No queries in this selection.")

@@ -526,6 +526,8 @@ def _retention_note(report: Report) -> str:
     if report.held_from is None:
         return ""
     said = f" Retention dropped the lake's days before {report.held_from:%Y-%m-%d %H:%M} UTC:"
+    if report.held_from >= report.until:
+        return said + " neither this window nor the one before it is held; nothing is compared."
     if report.held_from > report.since:
         return said + " this window is held only from then on and the previous one not at all; nothing is compared."
     if report.previous_gone:

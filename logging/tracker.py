@@ -30,6 +30,7 @@ from querylog.logging.events import (
     MAX_ID_CHARS,
     MAX_MILLIS,
     MAX_SOURCES,
+    MAX_TAG_CHARS,
     Event,
     EventValidationError,
     FeedbackReceived,
@@ -187,13 +188,18 @@ class QueryTracker:
         for name, value in (("service", service), ("env", env), ("release", self.release)):
             _check_name(name, value)
         _check_name("prompt_version", self.prompt_version)
-        self.tags = checked_tags(tuple(tags)) if tags else None
+        self.tags = self._tags(tags) if tags else None
         self.attributes = self._attributes(attributes) if attributes else None
         self.capture_answers = capture_answers
         #: What every query carries unless it says otherwise, built once.
         self._context = _Context(
             release=self.release, prompt_version=self.prompt_version, tags=self.tags, attributes=self.attributes
         )
+
+    def _tags(self, tags: Sequence[str]) -> tuple[str, ...]:
+        # Checked first, each redacted like any text a user may have typed (a mask longer than what it hides is cut
+        # at the tag's bound, not refused), then checked again as the events will carry them.
+        return checked_tags([self.redact(tag)[:MAX_TAG_CHARS] for tag in checked_tags(tuple(tags))])
 
     def _attributes(self, attributes: Mapping[str, str]) -> dict[str, str]:
         # Checked first (bounds, key names), then each value redacted like any text a user may have typed, then
@@ -251,8 +257,8 @@ class QueryTracker:
             _check_name("release", own_release or None)  # empty: the service's
             _check_name("prompt_version", prompt_version or None)
             merged_tags = self.tags
-            if tags:  # checked, redacted like any text a user may have typed, then checked as events carry them
-                merged_tags = checked_tags((*(self.tags or ()), *map(self.redact, checked_tags(tuple(tags)))))
+            if tags:
+                merged_tags = checked_tags((*(self.tags or ()), *self._tags(tags)))
             merged_attributes = self.attributes
             if attributes:
                 merged_attributes = checked_attributes({**(self.attributes or {}), **self._attributes(attributes)})

@@ -623,6 +623,16 @@ def test_an_id_with_only_feedback_says_so_and_shows_the_verdict_not_an_empty_cha
     assert table.value["comment"].to_list() == ["오래된 정보"]
 
 
+def test_a_query_id_typed_decomposed_finds_its_query(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import unicodedata
+
+    _write(tmp_path / "home", _asked("질문-둘", "네이버 주가", END))  # kept in NFC, as every endpoint takes ids
+    at = _app(tmp_path / "home", monkeypatch)
+    at.text_input(key="timeline_id").input(unicodedata.normalize("NFD", "질문-둘")).run()
+    assert not at.exception and "No events for this query id." not in [i.value for i in at.info]
+    assert [c for c in at.get("vega_lite_chart") if "start_ms" in c.proto.spec]
+
+
 def test_a_completed_query_of_a_producer_that_sends_no_answer_is_not_said_to_have_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -594,6 +594,9 @@ def test_a_previous_window_retention_cut_is_said_and_its_counts_are_not_compared
     # A window that starts before the lake does: nothing of the one before it is held.
     assert older.previous_gone and "| Queries | 9 | – | – |" in render_markdown(older)
     assert "this window is held only from then on" in render_markdown(older)
+    with Catalog(lake) as cat:  # a window wholly before the lake's start: nothing of it is held
+        before = build_report(cat, since=until - timedelta(days=14), until=until - timedelta(days=10))
+    assert "neither this window nor the one before it is held" in render_markdown(before)
 
 
 def _table_rows(markdown: str, first_header: str) -> list[list[str]]:

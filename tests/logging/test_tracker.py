@@ -26,6 +26,7 @@ from querylog.logging.events import (
     SearchCompleted,
     Source,
 )
+from querylog.logging.redaction import default_redactor
 from querylog.logging.tracker import QueryTracker
 from querylog.testing import CapturingEmitter, capture_events
 
@@ -379,6 +380,17 @@ def test_the_answer_its_sources_tags_and_attribute_values_are_redacted_like_the_
     received = capture.of_type("query_received")[0]
     assert received.attributes == {"channel": "앱 [PHONE]"} and received.tags == ("beta", "[PHONE]")
     assert "010-1234-5678" not in repr(capture.events)
+
+
+def test_the_service_s_tags_are_redacted_too_and_a_tag_a_mask_lengthens_is_cut_not_refused() -> None:
+    """A 64-character tag ending in a short address became 65 characters with its mask, and refused the query."""
+    tracker = QueryTracker(CapturingEmitter(), redact=default_redactor().redact, tags=["svc-010-1111-2222"])
+    capture = tracker.emitter
+    assert isinstance(capture, CapturingEmitter)
+    long = "x" * 57 + " a@b.co"
+    with tracker.query("삼성전자", tags=[long]):
+        pass
+    assert capture.events[0].tags == ("svc-[PHONE]", ("x" * 57 + " [EMAIL]")[:64])
 
 
 def test_a_backend_timing_without_a_number_is_refused_not_written_unreadable() -> None:

@@ -211,7 +211,7 @@ def test_v1_and_v2_bodies_are_both_accepted_and_v2_text_is_redacted(settings: Se
             "finish_reason": "stop",
             "cost_usd": 0.002,
             "release": "r-9",
-            "tags": ["beta", "010-1234-5678"],
+            "tags": ["beta", "010-1234-5678", "x" * 57 + " a@b.co"],  # 64 characters; its mask makes 65
             "attributes": {"channel": "kakao 010-1234-5678"},
         },
     ]
@@ -224,7 +224,8 @@ def test_v1_and_v2_bodies_are_both_accepted_and_v2_text_is_redacted(settings: Se
     response = by_id["v2-2"]
     assert response.answer_text == "답변: [PHONE]"  # type: ignore[attr-defined]
     assert response.attributes == {"channel": "kakao [PHONE]"}
-    assert (response.release, response.tags, response.cost_usd) == ("r-9", ("beta", "[PHONE]"), 0.002)  # type: ignore[attr-defined]
+    tags = ("beta", "[PHONE]", ("x" * 57 + " [EMAIL]")[:64])
+    assert (response.release, response.tags, response.cost_usd) == ("r-9", tags, 0.002)  # type: ignore[attr-defined]
     [source] = by_id["v2-1"].sources  # type: ignore[attr-defined]
     assert (source.doc_id, source.title, source.rank) == ("news-7", "연락처 [PHONE]", 1)
 
