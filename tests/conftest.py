@@ -91,6 +91,16 @@ def _checkout_changes(root: Path) -> set[str] | None:
 
 
 _REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files that hold a slow test (servers, processes, a wheel install) run first. `make test` spreads whole
+    files over the workers in this order (``--dist loadfile --no-loadscope-reorder``): a long file started last
+    would leave every other worker idle while it finishes."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: each file keeps its own order
+
+
 _changes_before: set[str] | None = None
 
 
