@@ -33,7 +33,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from querylog._format import shortened
 from querylog.logging.events import EVENT_CLASSES, AnyEvent, EventValidationError, Source
 from querylog.service.inflight import Hold
-from querylog.service.otlp_mapping import Mapped, map_export
+from querylog.service.otlp_mapping import REFUSED, Mapped, map_export
 from querylog.service.producers import (
     MAX_AHEAD,
     NESTED_TOO_DEEPLY,
@@ -207,7 +207,10 @@ def _ingest(ingestor: EventIngestor, mapped: Mapped) -> tuple[IngestResult, int]
 
 def _checked(ingestor: EventIngestor, fields: dict[str, Any]) -> AnyEvent | str:
     """The event of `fields` (prepared: redacted, defaulted), or why it is refused: a value the schema refuses, an
-    id /v1/events refuses (blank, control characters, past 200 characters), a time past this server's clock."""
+    id /v1/events refuses (blank, control characters, past 200 characters), a time past this server's clock, or
+    what the mapping found no event can hold (`REFUSED`)."""
+    if (refused := fields.pop(REFUSED, None)) is not None:
+        return str(refused)
     try:
         event = _event(ingestor.prepare(fields))
     except EventValidationError as exc:

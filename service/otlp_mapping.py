@@ -26,7 +26,8 @@ none, its model and answer stand in for the outer's missing ones (the last step'
 for a missing question. Its trace's spans above a query give what the query span lacks: the session and user (the
 nearest span naming them, often the request's root), the question (an OpenInference CHAIN or AGENT's
 ``input.value``: the LLM span's input is then a prompt template around it), and, for a trace's only query, its
-time bounds (the root span's: the stages then add up to at most the query's latency).
+time bounds (the root span's), widened to take in the query's search steps: its stages add up to at most its
+latency.
 
 Session and user: ``session.id`` / ``user.id`` (also ``langfuse.*``, ``enduser.id``, ``gen_ai.conversation.id`` and
 OpenLLMetry's ``traceloop.association.properties.*``). The span's trace id is the events' ``trace_id``; the
@@ -43,6 +44,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
@@ -56,13 +58,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from querylog.logging.events import EVENT_CLASSES, NOT_CAPTURED, EventValidationError, shows_nothing
+from querylog.logging.events import EVENT_CLASSES, MAX_AHEAD, NOT_CAPTURED, EventValidationError, shows_nothing
 
 __all__ = [
     "INTENT_ATTRIBUTE",
     "INTENT_CONFIDENCE_ATTRIBUTE",
     "NESTED_SPAN",
     "NOT_CAPTURED",
+    "REFUSED",
     "Mapped",
     "QueryGroup",
     "map_export",
@@ -71,6 +74,9 @@ __all__ = [
 #: The span attributes an app names its query's intent and the classifier's confidence by (0 to 1).
 INTENT_ATTRIBUTE: Final = "querylog.intent"
 INTENT_CONFIDENCE_ATTRIBUTE: Final = "querylog.intent.confidence"
+#: Set on an event's fields when the span says something no event can hold (an unreadable document list, a first
+#: token after the call ended): why its span is refused, as the schema's refusals are (`partial_success`).
+REFUSED: Final = "querylog.refused"
 #: Why a GenAI span inside another is not a query of its own (it is a step of that one): a skip reason on /metrics.
 NESTED_SPAN: Final = "genai_span_inside_another"
 #: Spans that start before this (2000-01-01, in Unix ns) are refused: an exporter that sends milliseconds or
@@ -429,13 +435,13 @@ def _documents(attrs: dict[str, Any]) -> dict[int, Any]:
 def _genai_documents(attrs: dict[str, Any]) -> dict[str, Any]:
     """`attrs` with the documents of the GenAI conventions' ``gen_ai.retrieval.documents`` (a JSON list of
     ``{"id", "score", …}``, as ``opentelemetry-util-genai`` writes it) as OpenInference's flat attributes, which the
-    mapping reads; `attrs` as they are without it, or when it is no such list."""
+    mapping reads; `attrs` as they are without it, or when it is no list; with `REFUSED` when it is no JSON."""
     listed = attrs.get("gen_ai.retrieval.documents")
     if isinstance(listed, str):
         try:
             listed = orjson.loads(listed)
         except orjson.JSONDecodeError:
-            return attrs
+            return {**attrs, REFUSED: "unreadable gen_ai.retrieval.documents (not JSON)"}
     if not isinstance(listed, list) or "retrieval.documents.0.document.id" in attrs:
         return attrs
     flat = {**attrs, _LISTED: True}  # an empty list is a search that found nothing
@@ -845,15 +851,16 @@ def _shown(text: str | None) -> bool:
     return text is not None and not shows_nothing(text)
 
 
-def _from_steps(query: _Query, value: Any, read: Any, *, total: bool = False) -> Any:
+def _from_steps(query: _Query, value: Any, read: Any, *, total: bool = False, every: Any = None) -> Any:
     """`value` (the query span's own), or what its nested steps say: their sum (`total`, for tokens), or the
-    last step's (for the answer, the model)."""
+    last step's (for the answer, the model). `every`: which steps must each say it, else nothing is said (a cost
+    two of an agent's three billed calls report is no total)."""
     if value is not None or not query.nested:
         return value
     found = [
         v for _, attrs in sorted(query.nested, key=lambda n: n[0].end_time_unix_nano) if (v := read(attrs)) is not None
     ]
-    if not found:
+    if not found or (every is not None and len(found) < sum(1 for _, attrs in query.nested if every(attrs))):
         return None
     return sum(found) if total else found[-1]
 
@@ -916,8 +923,18 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
     if alone and query.ancestors:  # the trace's one query: it lasted as long as the request that holds it
         root = query.ancestors[-1][0]
         outer = (min(start, root.start_time_unix_nano or start), max(end, root.end_time_unix_nano))
-        if outer[0] >= start - _REQUEST_SLACK_NS and outer[1] <= end + _REQUEST_SLACK_NS:
-            start, end = outer  # else a request span dated 1990 or 2000 is no bound: the query's own are
+        # A request span dated 1990 or 2000, or ending past what this server takes (its clock runs ahead), is no
+        # bound: the query's own are.
+        latest = max(end, time.time_ns() + int(MAX_AHEAD.total_seconds() * 1e9))
+        if outer[0] >= start - _REQUEST_SLACK_NS and outer[1] <= min(end + _REQUEST_SLACK_NS, latest):
+            start, end = outer
+    # The searches given to the query are its steps: its bounds take them in (a request span in another export, or
+    # none, gave no bound), so that its stages add up to at most its latency. A search dated another day is not.
+    for retrieval, _ in query.retrievals:
+        if retrieval.start_time_unix_nano >= start - _REQUEST_SLACK_NS:
+            start = min(start, retrieval.start_time_unix_nano)
+        if retrieval.end_time_unix_nano <= end + _REQUEST_SLACK_NS:
+            end = max(end, retrieval.end_time_unix_nano)
     latency_ms = (end - start) / 1e6
     events: list[dict[str, Any]] = [
         {
@@ -954,6 +971,8 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
         }
         if sources:
             event["sources"] = sources
+        if REFUSED in r_attrs:
+            event[REFUSED] = r_attrs[REFUSED]
         numbers = (float(v) for v in documents.values() if isinstance(v, int | float) and not isinstance(v, bool))
         scores = [v for v in numbers if math.isfinite(v)]  # a NaN would be the max or not by the documents' order
         if scores:
@@ -992,6 +1011,9 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
     def cost(a: dict[str, Any]) -> float | None:
         return _number(a, "gen_ai.usage.cost")  # what the provider billed (OpenLIT, Langfuse), in USD
 
+    def billed(a: dict[str, Any]) -> bool:
+        return any(read(a) is not None for read in (tokens_in, tokens_out, cost))
+
     def answer(a: dict[str, Any]) -> str | None:
         return _answer_text(a, _messages(a.get("gen_ai.output.messages")))
 
@@ -1005,7 +1027,7 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
         ("gen_ai_usage_input_tokens", _from_steps(query, tokens_in(attrs), tokens_in, total=True)),
         ("gen_ai_usage_output_tokens", _from_steps(query, tokens_out(attrs), tokens_out, total=True)),
         ("gen_ai_usage_cache_read_input_tokens", _from_steps(query, cached(attrs), cached, total=True)),
-        ("cost_usd", _from_steps(query, cost(attrs), cost, total=True)),
+        ("cost_usd", _from_steps(query, cost(attrs), cost, total=True, every=billed)),
         ("ttft_ms", None if (ttft := _number(attrs, "gen_ai.server.time_to_first_token")) is None else ttft * 1000),
         ("finish_reason", _from_steps(query, _finish_reason(attrs, output), finish)),
         ("answer_text", _from_steps(query, _answer_text(attrs, output), answer)),
@@ -1014,6 +1036,9 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
             response[key] = value
     if "answer_text" in response:
         response["answer_chars"] = len(response["answer_text"])
+    if isinstance(ttft_ms := response.get("ttft_ms"), int | float) and ttft_ms > generate_ms:
+        # Milliseconds sent where the conventions want seconds, most often: a first token the call never saw.
+        response[REFUSED] = "ttft_ms longer than the call (gen_ai.server.time_to_first_token is in seconds)"
     failed = _failed(span, attrs)
     # The request around the trace's one query failed after the answer came (its span ERROR): the user got an error.
     request = query.ancestors[-1] if alone and query.ancestors else None
