@@ -174,9 +174,13 @@ class MetricsSink(Sink):
         forget: ForgetList | None = None,
         history: Callable[[], tuple[Checkpoint, Iterable[Sequence[AnyEvent]]] | None] | None = None,
         erased: Callable[[], bool] | None = None,
+        forced_trim_at: Callable[[], float | None] | None = None,
     ) -> None:
         super().__init__()
         self.projection = projection
+        #: When the log was last trimmed over its cap past what the fold's snapshot held (Unix seconds), if ever: a
+        #: snapshot written before then misses events the log no longer holds (see `_restore`).
+        self.forced_trim_at = forced_trim_at
         #: Whether `querylog erase` ever blanked events in this log: a fold from its start then counts fewer than the
         #: snapshot it would have started from (counters never go down; see `_restore`).
         self.erased = erased
@@ -227,6 +231,15 @@ class MetricsSink(Sink):
             self._restore_history()
             self._said_erased("the snapshot was written with other settings")
             return
+        # The log was trimmed over its cap past this snapshot (a fold had read on, in a process that then died):
+        # started from, the counters would miss those events for good, below what was served. The lake has them.
+        if self._trimmed_past(snapshot) and self._restore_history(
+            "snapshot_behind_forced_trim",
+            "the snapshot is older than a trim over the log's cap (QUERYLOG_LOG_MAX_GB) that deleted events it had "
+            "not folded",
+        ):
+            self._said_erased("the log was trimmed past the snapshot")
+            return
         if snapshot.config.get("prices") != mine.get("prices"):
             # Counters never go back: the cost counted so far keeps the prices it was counted with, and new
             # responses are priced with the new table (the lake re-prices history: querylog replay parquet).
@@ -242,6 +255,11 @@ class MetricsSink(Sink):
             _log.warning("metrics_snapshot_ignored", reason=f"{exc}: folding the log again", path=str(kept))
             self._restore_history()
             self._said_erased("the snapshot was an older release's")
+
+    def _trimmed_past(self, snapshot: MetricsSnapshot) -> bool:
+        """Whether a trim over the log's cap deleted, after `snapshot` was written, events it had not folded."""
+        forced_at = self.forced_trim_at() if self.forced_trim_at is not None else None
+        return forced_at is not None and forced_at > snapshot.written_at
 
     def _said_erased(self, why: str) -> None:
         """A fold started over (`why`) in a log erasures blanked events in: its counters start lower than those
@@ -275,6 +293,7 @@ class MetricsSink(Sink):
             or _without_prices(snapshot.config) != _without_prices(self.projection.config())  # said at open
             or snapshot.checkpoint == self._position
             or not covers(snapshot.checkpoint, self._position, self.log_dir)
+            or self._trimmed_past(snapshot)  # this fold went on from the lake instead (`_restore`)
         ):
             return
         with self._fold_lock:
@@ -285,12 +304,17 @@ class MetricsSink(Sink):
             self._forget_erased()
         self.publish()
 
-    def _restore_history(self) -> None:
-        """No snapshot to start from: fold what the log no longer holds from `history` (the lake), so that a
-        trimmed log does not start the counters from the events it still has. Counted and logged, once."""
+    def _restore_history(
+        self,
+        reason: str = "snapshot_missing_log_trimmed",
+        why: str = "no usable snapshot and the log was trimmed",
+    ) -> bool:
+        """No snapshot to start from (`why`): fold what the log no longer holds from `history` (the lake), so that a
+        trimmed log does not start the counters from the events it still has. Counted as `reason` and logged, once.
+        Whether it did (the log was trimmed and the lake says how far it reaches)."""
         found = self.history() if self.history is not None else None
         if found is None:
-            return
+            return False
         checkpoint, batches = found
         events = 0
         for batch in batches:
@@ -301,13 +325,14 @@ class MetricsSink(Sink):
         # Worth a snapshot of its own: without one, an idle server stopped now leaves none, and its next start folds
         # the lake again (and holds back the log's trimming meanwhile).
         self._dirty = events > 0
-        self.telemetry.fell_back("snapshot_missing_log_trimmed")
+        self.telemetry.fell_back(reason)
         _log.warning(
             "metrics_restored_from_lake",
             events=events,
-            reason="no usable snapshot and the log was trimmed: the lake's events are folded, then the log from "
-            "where the lake reaches (days past the lake's retention are not counted)",
+            reason=f"{why}: the lake's events are folded, then the log from where the lake reaches (days past the "
+            "lake's retention are not counted)",
         )
+        return True
 
     def _forget_erased(self) -> None:
         """Forget the queries an erase listed since this fold last looked, and remember them for `KEEP_S`."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -42,10 +43,11 @@ def _project(settings: Settings) -> None:
         Projector(LogReader(settings.log_dir), metrics).catch_up()
 
 
-def _age(settings: Settings, seconds: float) -> None:
-    """Make every segment look written and created `seconds` ago (their names carry the creation time)."""
+def _age(settings: Settings, seconds: float, *, except_: Collection[Path] = ()) -> None:
+    """Make every segment (but those in `except_`) look written and created `seconds` ago (their names carry the
+    creation time)."""
     then = time.time() - seconds
-    for path in LogReader(settings.log_dir).segments():
+    for path in set(LogReader(settings.log_dir).segments()) - set(except_):
         os.utime(path, (then, then))
         stamp, rest = path.name.split("-", 1)
         path.rename(path.with_name(f"{int(stamp) - int(seconds * 1e9):020d}-{rest}"))
@@ -317,6 +319,38 @@ def test_an_unreadable_snapshot_after_a_trim_restarts_the_metrics_from_the_lake_
         projector.catch_up()
         assert received(projection) == 2 * 4 + 1  # the lake's eight, then the log's one: each once
         assert projector.sink.telemetry.snapshot().fallbacks == {"snapshot_missing_log_trimmed": 1}
+    finally:
+        projector.stop(drain_timeout_s=None)
+        projector.sink.close()
+
+
+def test_a_snapshot_older_than_a_trim_over_the_cap_is_not_started_from_the_lake_is(tmp_path: Path) -> None:
+    """A fold that had read on past its snapshot died; a trim over the cap then deleted what the snapshot had not
+    folded (counted as forced for metrics). The next start loaded the snapshot: the counters went from 6 queries
+    served to 3 for good, without a word (walk; `QUERYLOG_PROJECTIONS=none`, `project --once` trimming)."""
+    from querylog.runtime import metrics_projector
+
+    settings = Settings(home=tmp_path, stdout_events=False, log_max_gb=1e-9)
+    _write(settings, 3)
+    _age(settings, 120)
+    _project(settings)  # the lake and the snapshot hold the first three
+    first = LogReader(settings.log_dir).segments()
+    _write(settings, 3)
+    _age(settings, 60, except_=first)
+    with ParquetSink(settings.lake_dir) as lake:  # the lake has the next three; the snapshot does not
+        Projector(LogReader(settings.log_dir), lake).catch_up()
+    assert run_housekeeping(settings).trim.forced == {"metrics": 1}
+    projection = MetricsProjection()
+    projector = metrics_projector(settings, LogReader(settings.log_dir), projection, elected=False)
+    try:
+        projector.catch_up()
+        received = next(
+            sum(s.value for s in f.samples if s.labels.get("event_type") == "query_received")
+            for f in text_string_to_metric_families(projection.exposition().decode())
+            if f.name == "querylog_events"
+        )
+        assert received == 6
+        assert projector.sink.telemetry.snapshot().fallbacks == {"snapshot_behind_forced_trim": 1}
     finally:
         projector.stop(drain_timeout_s=None)
         projector.sink.close()

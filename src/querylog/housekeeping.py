@@ -50,6 +50,9 @@ class HousekeepingTotals(msgspec.Struct):
     trimmed_bytes: int = 0
     #: projection → segments deleted over the cap before it had read them
     forced: dict[str, int] = {}
+    #: projection → when (Unix seconds) the last of those was deleted: a metrics snapshot older than it misses events
+    #: the log no longer holds, and is not started from (`MetricsSink`).
+    forced_at: dict[str, float] = {}
     lake_days_removed: int = 0
     runs: int = 0
     last_run: float = 0.0
@@ -143,6 +146,7 @@ def run_housekeeping(settings: Settings, *, now: float | None = None) -> Houseke
     totals.trimmed_through = max([totals.trimmed_through, *(s.mtime for s in plan.delete if s.whole > 0)])
     for name, n in plan.forced.items():
         totals.forced[name] = totals.forced.get(name, 0) + n
+        totals.forced_at[name] = time.time()
     totals.lake_days_removed += len(removed)
     totals.runs += 1
     totals.last_run = time.time()

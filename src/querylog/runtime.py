@@ -259,6 +259,7 @@ def metrics_projector(
         forget=ForgetList(s.metrics_forget_path),
         history=lambda: trimmed_history(s),
         erased=lambda: erased_before(s),
+        forced_trim_at=lambda: load_totals(s).forced_at.get("metrics"),
     )
     return _projector(s, reader, sink.open(), interval_s=0.5, elected=elected)
 
