@@ -423,12 +423,13 @@ class SearchIndex:
     def _compact(self, entries: list[_Entry]) -> list[_Entry]:
         """Tiered merging, as in an LSM tree: any size class holding _MERGE_FACTOR segments becomes one segment.
 
-        Segments more than half removed by retention are rewritten too, so their dead rows stop costing disk.
+        A segment retention removed rows from is rewritten too: their texts leave the disk with the retention day
+        (`QUERYLOG_RETENTION` bounds how long a question is kept anywhere), not once most of the segment expired.
         """
         while True:
             classes: dict[int, list[_Entry]] = {}
             for e in entries:
-                if e.live * 2 < e.segment.n:
+                if e.live < e.segment.n:
                     classes.setdefault(-1, []).append(e)
                 else:
                     classes.setdefault(e.live.bit_length() // 3, []).append(e)  # log8 size class

@@ -307,15 +307,20 @@ def test_retention_removes_older_rows_durably(tmp_path: Path) -> None:
     assert set(ids(SearchIndex(tmp_path).search("네이버"))) == {"q2", "q3"}
 
 
-def test_retention_of_most_rows_rewrites_the_segment(tmp_path: Path) -> None:
+@pytest.mark.parametrize("expired", [8, 1], ids=["most-rows", "one-row"])
+def test_retention_rewrites_the_segment_and_the_expired_texts_leave_the_disk(tmp_path: Path, expired: int) -> None:
+    # A segment was rewritten only once more than half expired: the texts of an expired day stayed on disk, where
+    # docs/privacy.md says retention bounds how long a question is kept (walk).
     index = SearchIndex(tmp_path)
     index.add(rows(*(f"카카오 {i}" for i in range(10))))
     index.commit()
-    index.remove_older_than(T0 + timedelta(hours=8))
+    index.remove_older_than(T0 + timedelta(hours=expired))
     index.commit()
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert [s["docs"] for s in manifest["segments"]] == [2]
-    assert set(ids(SearchIndex(tmp_path).search("카카오"))) == {"q8", "q9"}
+    assert [s["docs"] for s in manifest["segments"]] == [10 - expired]
+    assert set(ids(SearchIndex(tmp_path).search("카카오"))) == {f"q{i}" for i in range(expired, 10)}
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    assert "카카오 0".encode() not in on_disk
 
 
 def test_add_arrow_takes_lake_columns(index: SearchIndex) -> None:
