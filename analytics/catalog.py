@@ -80,6 +80,20 @@ def _latest(column: str, where: str) -> str:
     return f"arg_max({column}, ts) FILTER (WHERE {where})"
 
 
+def _step(event_type: str, column: str) -> str:
+    """SQL: `column` of the query's latest `event_type` event, NULL included: a later step without an answer (a
+    filtered one) has none, never an earlier draft's beside the later step's model (`arg_max` would skip it)."""
+    return f"arg_max_null({column}, (ts, event_id)) FILTER (WHERE event_type = '{event_type}')"
+
+
+def _search(column: str) -> str:
+    return _step("search_completed", column)
+
+
+def _response(column: str) -> str:
+    return _step("response_generated", column)
+
+
 #: SQL: the query's first `query_received`, as a whole: one app's, if two used one query id (on a tie in time, the
 #: lower event id), never a column of one and another of the other.
 _FIRST_ASKED: Final = (
@@ -156,25 +170,25 @@ SELECT
     END AS status,
     {_final_terminal("latency_ms")} AS latency_ms,
     -- A query may search or call its model more than once (an agent's steps): the time is their sum, what the user
-    -- got is the last one's, the tokens and the cost are all of them.
+    -- got is the last one's (each step's values from one event), the tokens and the cost are all of them.
     sum(duration_ms) FILTER (WHERE event_type = 'intent_classified') AS classify_ms,
     sum(duration_ms) FILTER (WHERE event_type = 'search_completed') AS search_ms,
     sum(duration_ms) FILTER (WHERE event_type = 'response_generated') AS generate_ms,
-    coalesce({_last("result_count", "search_completed")}, {_last_terminal("result_count")}) AS result_count,
-    coalesce({_last("cache_hit", "search_completed")}, {_last_terminal("cache_hit")}) AS cache_hit,
-    coalesce({_last("quality_score", "response_generated")}, {_last_terminal("quality_score")}) AS quality_score,
-    {_last("gen_ai_request_model", "response_generated")} AS model,
+    coalesce({_search("result_count")}, {_last_terminal("result_count")}) AS result_count,
+    coalesce({_search("cache_hit")}, {_last_terminal("cache_hit")}) AS cache_hit,
+    coalesce({_response("quality_score")}, {_last_terminal("quality_score")}) AS quality_score,
+    {_response("gen_ai_request_model")} AS model,
     sum(gen_ai_usage_input_tokens) FILTER (WHERE event_type = 'response_generated') AS input_tokens,
     sum(gen_ai_usage_output_tokens) FILTER (WHERE event_type = 'response_generated') AS output_tokens,
-    {_last("gen_ai_response_model", "response_generated")} AS response_model,
-    {_last("gen_ai_system", "response_generated")} AS provider,
+    {_response("gen_ai_response_model")} AS response_model,
+    {_response("gen_ai_system")} AS provider,
     sum(gen_ai_usage_cache_read_input_tokens) FILTER (WHERE event_type = 'response_generated') AS cache_read_tokens,
     sum(gen_ai_usage_reasoning_output_tokens) FILTER (WHERE event_type = 'response_generated') AS reasoning_tokens,
-    {_last("answer_text", "response_generated")} AS answer_text,
-    {_last("answer_chars", "response_generated")} AS answer_chars,
-    {_last("response_type", "response_generated")} AS response_type,
-    {_last("finish_reason", "response_generated")} AS finish_reason,
-    {_last("ttft_ms", "response_generated")} AS ttft_ms,
+    {_response("answer_text")} AS answer_text,
+    {_response("answer_chars")} AS answer_chars,
+    {_response("response_type")} AS response_type,
+    {_response("finish_reason")} AS finish_reason,
+    {_response("ttft_ms")} AS ttft_ms,
     -- The cost of every response, or none when one of them has no price: a part is not the cost.
     CASE WHEN count(*) FILTER (WHERE event_type = 'response_generated') = count(cost_usd)
         THEN sum(cost_usd) END AS cost_usd,
@@ -182,10 +196,10 @@ SELECT
     CASE WHEN count(*) FILTER (WHERE event_type = 'response_generated') = count(cost_usd) AND count(cost_usd) > 0
         THEN CASE WHEN min(cost_source) = max(cost_source) THEN min(cost_source) ELSE 'mixed' END
     END AS cost_source,
-    {_last("sources", "search_completed")} AS sources,
-    {_last("sources_dropped", "search_completed")} AS sources_dropped,
-    {_last("backend_durations_ms", "search_completed")} AS backend_durations_ms,
-    {_last("top_score", "search_completed")} AS top_score,
+    {_search("sources")} AS sources,
+    {_search("sources_dropped")} AS sources_dropped,
+    {_search("backend_durations_ms")} AS backend_durations_ms,
+    {_search("top_score")} AS top_score,
     {as_asked("language")} AS language,
     {_last("error_type", "query_failed")} AS error_type,
     {_last("error_message", "query_failed")} AS error_message,

@@ -31,7 +31,7 @@ from querylog.analytics.search_groups import AskedQuestion, find_questions, ques
 from querylog.analytics.upkeep import UpkeepError
 from querylog.commands import unreadable_file, unreadable_lake
 from querylog.config import ConfigError, Settings
-from querylog.logging.events import EVENT_CLASSES
+from querylog.logging.events import EVENT_CLASSES, shows_nothing
 from querylog.logging.reformulation import Names
 
 if TYPE_CHECKING:
@@ -876,7 +876,7 @@ def _answer_text(answer: Answer) -> None:
     elif text is None:
         kept = "" if answer.answer_chars is None else f" (it had {answer.answer_chars:,} characters)"
         st.caption(f"The answer's text was not kept{kept}.")
-    elif not text.strip():
+    elif shows_nothing(text):  # whitespace, zero-width spaces and the like, as /v1/events reads blank
         st.caption("(empty answer)")
     else:
         # Shown as text, never as Markdown: an answer is user-visible content, not markup for this page.

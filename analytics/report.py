@@ -136,12 +136,11 @@ def build_report(
         .select("intent", "queries", "share", "previous_queries", "change")
     )
     bounds = lq.time_bounds()
-    volume = _with_quiet_buckets(
-        lq.error_trend(filters, bucket).select("bucket", pl.col("finished").alias("queries"), "failed", "error_rate"),
-        max(since, bounds[0]) if bounds is not None else since,  # not the days before the lake's first query
-        until or now,
-        bucket,
+    volume = lq.error_trend(filters, bucket).select(
+        "bucket", pl.col("finished").alias("queries"), "failed", "error_rate"
     )
+    if bounds is not None:  # an empty lake has no quiet hours: it has none at all
+        volume = _with_quiet_buckets(volume, max(since, bounds[0]), until or now, bucket)  # not before its first query
     return Report(
         generated_at=now,
         filters=filters,
@@ -170,10 +169,9 @@ def build_report(
 
 def _with_quiet_buckets(volume: pl.DataFrame, since: datetime, until: datetime, bucket: Bucket) -> pl.DataFrame:
     """`volume` with a row of zeros for each hour or day of [since, until) without a query: a quiet day (an
-    outage) is a row that says 0, not a gap a reader may not notice. A window without any query stays empty; the
-    caller starts `since` no earlier than the lake's first query (``--since 1970-01-01`` is not 20,000 rows of 0)."""
-    if volume.is_empty():
-        return volume
+    outage) is a row that says 0, not a gap a reader may not notice; a window without any query too (the last 90
+    seconds of a quiet service). The caller starts `since` no earlier than the lake's first query (``--since
+    1970-01-01`` is not 20,000 rows of 0)."""
     step = timedelta(hours=1) if bucket == "hour" else timedelta(days=1)
     first = datetime.fromtimestamp(since.timestamp() // step.total_seconds() * step.total_seconds(), UTC)
     last = until - timedelta(microseconds=1)

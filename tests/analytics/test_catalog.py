@@ -16,6 +16,8 @@ from querylog.logging.events import (
     QueryFailed,
     QueryReceived,
     ResponseGenerated,
+    SearchCompleted,
+    Source,
 )
 from querylog.logging.parquet import ParquetSink
 from querylog.logging.projection import Projector
@@ -176,6 +178,28 @@ def test_a_query_with_several_responses_shows_the_last_answer_and_every_response
     assert (row["model"], row["answer_text"]) == ("gpt-4o", "final")  # the later one, whatever the log's order
     assert (row["input_tokens"], row["output_tokens"], row["generate_ms"]) == (300, 30, 3.0)
     assert row["cost_source"] is not None and row["cost_usd"] > 0  # both priced: the sum of both
+
+
+def test_the_last_search_and_response_are_shown_whole_not_mixed_with_an_earlier_steps(tmp_path: Path) -> None:
+    """A draft answer the user never saw was shown beside the filtered final response's model, and a first search's
+    three sources beside the second's 0 results: each column took the latest step that had a value (walk)."""
+    q = {"query_id": "q-1"}
+    row = _query_row(
+        tmp_path,
+        [
+            QueryReceived(**q, query_text="질문", ts=_at(0)),
+            SearchCompleted(**q, result_count=3, top_score=0.9, sources=(Source(doc_id="a", rank=1),), ts=_at(1)),
+            ResponseGenerated(**q, gen_ai_request_model="gpt-4o", answer_text="초안", finish_reason="tool_calls",
+                              response_type="draft", ttft_ms=50.0, ts=_at(2)),
+            SearchCompleted(**q, result_count=0, ts=_at(3)),
+            ResponseGenerated(**q, gen_ai_request_model="claude-sonnet-4", finish_reason="content_filter",
+                              answer_chars=0, ts=_at(4)),
+            QueryCompleted(**q, latency_ms=5.0, ts=_at(5)),
+        ],
+    )  # fmt: skip
+    assert (row["model"], row["finish_reason"], row["answer_chars"]) == ("claude-sonnet-4", "content_filter", 0)
+    assert (row["answer_text"], row["response_type"], row["ttft_ms"]) == (None, None, None)
+    assert (row["result_count"], row["top_score"], row["sources"]) == (0, None, None)
 
 
 def test_a_query_whose_responses_are_not_all_priced_has_no_cost_not_a_part_of_it(tmp_path: Path) -> None:

@@ -559,8 +559,10 @@ def test_markdown_code_holds_any_text() -> None:
 
 
 # -- 10. empty answers, and answers found by search ------------------------------------------------------
-def test_a_blank_answer_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _write(tmp_path / "home", _asked("q-1", "네이버 주가", END, answer="  \n "))
+@pytest.mark.parametrize("answer", ["  \n ", "\u200b", "\u3164\ufeff"], ids=["spaces", "zero-width", "filler-bom"])
+def test_a_blank_answer_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: str) -> None:
+    # A zero-width space was shown as the answer: a blank line, where docs/explorer.md says "(empty answer)" (walk).
+    _write(tmp_path / "home", _asked("q-1", "네이버 주가", END, answer=answer))
     at = _app(tmp_path / "home", monkeypatch)
     assert "(empty answer)" in [c.value for c in at.caption]
 

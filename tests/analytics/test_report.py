@@ -542,12 +542,15 @@ def test_a_day_without_queries_is_a_row_of_zeros_in_the_volume_not_a_gap(tmp_pat
         # All history: 20,801 rows of zeros from 1970 on (18 s and 388 MB for the HTML); it starts at the first query.
         everything = build_report(cat, since=datetime(1970, 1, 1, tzinfo=UTC), until=until)
         part = build_report(cat, since=since + timedelta(hours=4), until=until - timedelta(hours=15))
+        # A window of a quiet hour alone: its row of zeros, not "_none_" (walk).
+        silent = build_report(cat, since=since + timedelta(days=1, hours=2), until=since + timedelta(days=1, hours=3))
     assert [(b.date().isoformat(), q) for b, q in report.volume.select("bucket", "queries").iter_rows()] == [
         ((since + timedelta(days=d)).date().isoformat(), 1 if d in (0, 3) else 0) for d in range(4)
     ]
     assert everything.volume.equals(report.volume)
     quiet = (since + timedelta(days=1)).date().isoformat()
     assert f"| {quiet} | 0 | 0 | – |" in render_markdown(report)
+    assert silent.volume.select("bucket", "queries").rows() == [(since + timedelta(days=1, hours=2), 0)]
     # A window from 04:00 on the first day to 09:00 on the last: those rows say they hold only part of their day.
     rows = [line.split(" |")[0] for line in render_markdown(part).splitlines() if line.startswith("| 20")]
     days = [(since + timedelta(days=d)).date() for d in range(4)]
