@@ -14,12 +14,26 @@ from querylog.testing import running_server
 pytestmark = pytest.mark.slow
 
 
+#: The coverage phase walks each field's boundary values: for /v1/events, the union of every event type, that is 1,500
+#: cases and 90 s of CPU, a tenth of the suite's run on two cores. Its fields' bounds are the event schema's own tests'
+#: (tests/service/test_producers.py, tests/logging/test_prechecked.py, generated with hypothesis); here it is fuzzed.
+_CONFIG = """
+[[operations]]
+include-path = "/v1/events"
+phases.coverage.enabled = false
+"""
+
+
 def test_no_generated_request_gets_a_server_error(tmp_path: Path) -> None:
     cli = Path(sys.executable).with_name("schemathesis")
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(_CONFIG, encoding="utf-8")
     with running_server(tmp_path / "home", env={"QUERYLOG_ENV": "fuzz"}) as server:
         done = subprocess.run(
             [
                 str(cli),
+                "--config-file",
+                str(config),
                 "run",
                 f"{server.url}/openapi.json",
                 "--checks",
