@@ -294,19 +294,31 @@ def _export(client: TestClient, tmp_path: Path, spans: Sequence[ReadableSpan]) -
     return partial, b"".join(p.read_bytes() for p in (tmp_path / "home" / "log").glob("*.jsonl"))
 
 
+@pytest.mark.parametrize(
+    ("retrieval", "reason"),
+    [
+        ({"openinference.span.kind": "RETRIEVER", "retrieval.documents.0.document.id": ""}, "invalid sources.doc_id"),
+        # Taken silently as a search of unknown results (walk).
+        (
+            {"gen_ai.operation.name": "retrieval", "gen_ai.retrieval.documents": "[{not json"},
+            "unreadable gen_ai.retrieval.documents (not JSON)",
+        ),
+    ],
+    ids=["empty-doc-id", "documents-not-json"],
+)
 def test_a_span_the_schema_refuses_is_left_out_and_counted_not_the_whole_export(
-    client: TestClient, tmp_path: Path
+    client: TestClient, tmp_path: Path, retrieval: dict[str, Any], reason: str
 ) -> None:
     tracer, keep = _kept_tracer()
     with tracer.start_as_current_span("rag"):
         with tracer.start_as_current_span("retrieve") as retriever:
-            retriever.set_attributes({"openinference.span.kind": "RETRIEVER", "retrieval.documents.0.document.id": ""})
+            retriever.set_attributes(retrieval)
         with tracer.start_as_current_span("llm") as bad:
             bad.set_attributes({"openinference.span.kind": "LLM", "input.value": "빈 문서 id"})
     with tracer.start_as_current_span("llm") as good:
         good.set_attributes({"openinference.span.kind": "LLM", "input.value": "정상 질문"})
     partial, log = _export(client, tmp_path, keep.spans)
-    assert partial == {"rejectedSpans": "1", "errorMessage": "spans rejected: 1 invalid sources.doc_id"}
+    assert partial == {"rejectedSpans": "1", "errorMessage": f"spans rejected: 1 {reason}"}
     # The retrieval span alone is refused: its query is kept, without that search (it dropped the query too).
     assert "정상 질문".encode() in log and "빈 문서 id".encode() in log and b"search_completed" not in log
 
@@ -1668,19 +1680,3 @@ def test_a_first_token_after_the_call_ended_refuses_the_span_and_says_why(client
         "errorMessage": "spans rejected: 1 ttft_ms longer than the call (gen_ai.server.time_to_first_token is in seconds)",
     }
     assert log == b""
-
-
-def test_a_document_list_that_is_no_json_refuses_its_retrieval_span_alone(client: TestClient, tmp_path: Path) -> None:
-    """`gen_ai.retrieval.documents = "[{not json"` was taken silently as a search of unknown results (walk)."""
-    tracer, keep = _kept_tracer()
-    with tracer.start_as_current_span("rag"):
-        with tracer.start_as_current_span("retrieve") as retriever:
-            retriever.set_attributes({"gen_ai.operation.name": "retrieval", "gen_ai.retrieval.documents": "[{not json"})
-        with tracer.start_as_current_span("chat") as llm:
-            llm.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.prompt.0.content": "깨진 문서 목록"})
-    partial, log = _export(client, tmp_path, keep.spans)
-    assert partial == {
-        "rejectedSpans": "1",
-        "errorMessage": "spans rejected: 1 unreadable gen_ai.retrieval.documents (not JSON)",
-    }
-    assert "깨진 문서 목록".encode() in log and b"search_completed" not in log
