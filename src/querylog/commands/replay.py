@@ -36,7 +36,8 @@ def add_parser(sub: Any) -> None:
         description="Read the log from the start and push every event at or after --since to QUERYLOG_LOKI_URL, "
         "with the live projection's batching, retries and 400 handling, but without its checkpoint. Use it "
         "for a window Loki lost. Lines are byte-identical to the first push, and Loki drops an entry equal "
-        "(stream, time, line) to one it holds in memory, but lines it already flushed to storage can show twice.",
+        "(stream, time, line) to one still in the stream's head block (the last few minutes of light traffic), "
+        "but stores again those it already cut out of it: replaying a window Loki holds counts its lines twice.",
     )
     loki.add_argument(
         "--since",
