@@ -101,8 +101,10 @@ class _OtlpRoute(APIRoute):
 
 
 router = APIRouter(prefix="/v1", tags=["producers"], route_class=_OtlpRoute)
-#: Ids the OTLP/JSON encoding writes as hex, where protobuf's JSON mapping expects base64.
-_HEX_IDS: Final = ("traceId", "spanId", "parentSpanId")
+#: Ids the OTLP/JSON encoding writes as hex, where protobuf's JSON mapping expects base64; by their lowerCamelCase
+#: names (the spec's) or their field names, which protobuf's parser takes as well.
+_HEX_IDS: Final = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
+_PARENT_IDS: Final = frozenset({"parentSpanId", "parent_span_id"})
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
@@ -118,11 +120,11 @@ def _as_protobuf_json(node: Any) -> Any:
                     node[key] = base64.b64encode(bytes.fromhex(value)).decode()
                 except ValueError:
                     node[key] = ""  # that span is rejected (an invalid id), counted in partial_success; not the rest
-                    unplaced = unplaced or key == "parentSpanId"
+                    unplaced = unplaced or key in _PARENT_IDS
             else:
                 node[key] = _as_protobuf_json(value)
         if unplaced:  # the span's place in its trace is not one to guess: it is rejected as with a bad id of its own
-            node["spanId"] = ""
+            node["span_id" if "span_id" in node else "spanId"] = ""
     elif isinstance(node, list):
         for i, item in enumerate(node):
             node[i] = _as_protobuf_json(item)

@@ -8,6 +8,7 @@ import gzip
 import json
 import math
 import random
+import re
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -1680,3 +1681,30 @@ def test_a_first_token_after_the_call_ended_refuses_the_span_and_says_why(client
         "errorMessage": "spans rejected: 1 ttft_ms longer than the call (gen_ai.server.time_to_first_token is in seconds)",
     }
     assert log == b""
+
+
+def test_an_export_keyed_by_protobuf_field_names_is_read_as_its_camel_case_twin(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """Protobuf's JSON parsers take a message's field names as well as their lowerCamelCase, and some hand-written
+    exporters send them: ``trace_id`` went in as base64, and the query was filed under ids its app never had."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("agent") as root:
+        root.set_attributes({"openinference.span.kind": "AGENT", "input.value": "스네이크 질문"})
+        with tracer.start_as_current_span("chat") as step:
+            step.set_attributes({**_LLM, "gen_ai.prompt.0.content": "스네이크 질문"})
+
+    def snake(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {re.sub(r"(?<!^)([A-Z])", r"_\1", k).lower(): snake(v) for k, v in node.items()}
+        return [snake(item) for item in node] if isinstance(node, list) else node
+
+    export = snake(json.loads(_otlp_json(keep.spans)))
+    assert "resource_spans" in export and "trace_id" in json.dumps(export)
+    resp = client.post("/v1/traces", content=json.dumps(export), headers={"content-type": "application/json"})
+    assert resp.status_code == 200 and "partialSuccess" not in resp.json(), resp.text
+    events = _logged(b"".join(p.read_bytes() for p in (tmp_path / "home" / "log").glob("*.jsonl")))
+    trace_id = format(root.get_span_context().trace_id, "032x")
+    queries = [e for e in events if e.event_type == "query_received"]
+    assert [(e.query_text, e.trace_id) for e in queries] == [("스네이크 질문", trace_id)]
+    assert {e.query_id for e in events} == {queries[0].query_id}  # the step is the agent's, as in camelCase
