@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hmac
+import itertools
 import os
 import re
 import threading
@@ -126,6 +127,16 @@ def id_problem(event: AnyEvent) -> tuple[str, str] | None:
         value = getattr(event, name, None)
         if value is not None and (why := name_text_problem(value)) is not None:
             return name, why
+    return None
+
+
+def sources_problem(event: AnyEvent) -> tuple[str, str] | None:
+    """("sources", why) when a search's sources are not best first (ranks increasing), or None. Checked where
+    producers send events, not by the event class: a log written before this check still reads."""
+    ranks = [source.rank for source in getattr(event, "sources", None) or ()]
+    for before, after in itertools.pairwise(ranks):
+        if after <= before:
+            return "sources", f"must be listed best first, ranks increasing: got rank {before} then {after}"
     return None
 
 
@@ -508,8 +519,8 @@ class EventIngestor:
             field = "ts" if problem is not None else None
             if problem is None and isinstance(event, QueryReceived) and shows_nothing(event.query_text):
                 field, problem = "query_text", "must hold a visible character, not control characters only"
-            if problem is None and (bad_id := id_problem(event)) is not None:
-                field, problem = bad_id
+            if problem is None and (bad := id_problem(event) or sources_problem(event)) is not None:
+                field, problem = bad
             if problem is not None:
                 invalid += 1
                 if len(errors) < MAX_REPORTED_ERRORS:

@@ -527,6 +527,25 @@ def test_each_kind_of_invalid_event_names_its_field(client: TestClient, event: d
     assert problem["message"] and "regex" not in problem["message"]  # a blank text was told by its regex
 
 
+@pytest.mark.parametrize(("ranks", "shown"), [((2, 1), "2 then 1"), ((1, 2, 2), "2 then 2")])
+def test_sources_out_of_rank_order_are_refused_naming_the_ranks(
+    client: TestClient, settings: Settings, ranks: tuple[int, ...], shown: str
+) -> None:
+    """Sources are listed best first: a list whose ranks do not increase was stored as sent, and the explorer showed
+    the second-best document as the best (and past 20 sources, the cut would keep the wrong ones)."""
+    sources = [{"doc_id": f"d-{rank}-{n}", "rank": rank} for n, rank in enumerate(ranks)]
+    good = {"event_type": "search_completed", "query_id": "q-1", "result_count": len(ranks), "event_id": "e-good"}
+    bad = {**good, "event_id": "e-bad", "sources": sources}
+    resp = client.post("/v1/events", json={"events": [good, bad]})
+    assert resp.status_code == 422
+    [problem] = resp.json()["detail"]
+    assert (problem["index"], problem["field"]) == (1, "sources")
+    assert "best first" in problem["message"] and shown in problem["message"]
+    assert not _logged(settings)  # the batch is taken whole or not at all
+    fixed = {**bad, "sources": [{**s, "rank": n} for n, s in enumerate(sources, start=1)]}
+    assert client.post("/v1/events", json={"events": [good, fixed]}).status_code == 202
+
+
 def test_at_most_a_hundred_problems_are_listed(client: TestClient) -> None:
     bad = [{"event_type": "feedback_received", "query_id": "q", "score": 7}] * 150
     body = client.post("/v1/events", json={"events": bad}).json()
