@@ -13,7 +13,7 @@ from querylog.config import Settings
 from querylog.housekeeping import Housekeeper, LogCollector, load_totals
 from querylog.logging.events import AnyEvent
 from querylog.logging.forget import ForgetList
-from querylog.logging.loki import LokiOptions, LokiSink, TimeOrderedReader
+from querylog.logging.loki import LokiOptions, LokiSink
 from querylog.logging.metrics import MetricsProjection
 from querylog.logging.metrics_snapshot import read_published_fold
 from querylog.logging.parquet import ParquetSink
@@ -23,6 +23,7 @@ from querylog.logging.segments import Checkpoint, EventLog, LogReader
 from querylog.logging.sinks import MetricsSink, StdoutSink, stdout_style
 from querylog.logging.structured import configure_structlog
 from querylog.logging.telemetry import FileTelemetry, TelemetrySnapshot
+from querylog.logging.time_order import TimeOrderedReader
 from querylog.logging.tracker import QueryTracker
 from querylog.projector_process import ProjectorProcess, telemetry_path
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from querylog.logging.codec import decode
 from querylog.logging.erase import Subjects, erase_from_log, queries_of
 from querylog.logging.events import IntentClassified, QueryReceived
-from querylog.logging.loki import TimeOrderedReader
 from querylog.logging.segments import EventLog, LogReader
+from querylog.logging.time_order import TimeOrderedReader
 
 
 def _write(directory: Path) -> None:

@@ -37,10 +37,11 @@ from querylog.logging.events import (
     SearchCompleted,
     is_blank,
 )
-from querylog.logging.loki import METADATA_FIELDS, LokiOptions, LokiSink, TimeOrderedReader, encode_lines, plan_pushes
+from querylog.logging.loki import METADATA_FIELDS, LokiOptions, LokiSink, encode_lines, plan_pushes
 from querylog.logging.loki.encoding import MAX_LINE_BYTES, MAX_METADATA_VALUE_BYTES
 from querylog.logging.projection import Projector
 from querylog.logging.segments import EventLog
+from querylog.logging.time_order import TimeOrderedReader
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

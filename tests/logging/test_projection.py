@@ -14,7 +14,6 @@ import pytest
 
 from querylog.logging.codec import encode
 from querylog.logging.events import AnyEvent, QueryReceived
-from querylog.logging.loki import TimeOrderedReader
 from querylog.logging.projection import (
     Batch,
     CheckpointFile,
@@ -27,6 +26,7 @@ from querylog.logging.projection import (
 )
 from querylog.logging.segments import Checkpoint, EventLog, LogReader
 from querylog.logging.sinks import MemorySink
+from querylog.logging.time_order import TimeOrderedReader
 
 
 class FlakySink(FileCheckpointSink):

@@ -309,8 +309,8 @@ class _Batches:
                 yield events
             return
         from querylog.logging.codec import DecodeError, decode
-        from querylog.logging.loki import TimeOrderedReader
         from querylog.logging.segments import LogReader, is_erased
+        from querylog.logging.time_order import TimeOrderedReader
 
         reader = TimeOrderedReader(self.settings.log_dir) if self.time_ordered else LogReader(self.settings.log_dir)
         self.total = sum(_size(path) for path in reader.segments())

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from querylog.logging.codec import encode
 from querylog.logging.events import QueryCompleted
-from querylog.logging.loki import TimeOrderedReader
 from querylog.logging.segments import LogReader
+from querylog.logging.time_order import TimeOrderedReader
 
 T0 = datetime(2026, 11, 24, tzinfo=UTC)
 
