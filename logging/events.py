@@ -20,7 +20,7 @@ import functools
 import math
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Final, Literal, TypeAlias, TypeVar
 
@@ -64,6 +64,7 @@ __all__ = [
     "new_event_id",
     "nfc",
     "prechecked",
+    "redacted_tag",
     "shows_nothing",
     "utc_now",
 ]
@@ -319,6 +320,12 @@ def checked_tags(tags: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     if len(cleaned) > MAX_TAGS:
         raise EventValidationError("tags", f"at most {MAX_TAGS} tags, got {len(cleaned)}")
     return tuple(cleaned)
+
+
+def redacted_tag(tag: str, redact: Callable[[str], str]) -> str:
+    """`tag` redacted like any text a user may have typed. A mask longer than what it hides is cut at the bound of a
+    tag that was within it, not refused; a tag past the bound stays as long, for `checked_tags` to name."""
+    return redact(tag)[: MAX_TAG_CHARS if len(tag) <= MAX_TAG_CHARS else None]
 
 
 def checked_attributes(attributes: Mapping[str, str]) -> dict[str, str]:

@@ -20,7 +20,7 @@ from typing import Any, Final
 import msgspec.inspect as mi
 import pyarrow as pa
 
-from querylog.logging.events import EVENT_CLASSES, MAX_TAG_CHARS, Event
+from querylog.logging.events import EVENT_CLASSES, Event, redacted_tag
 
 __all__ = [
     "DERIVED_COLUMNS",
@@ -161,11 +161,8 @@ def redact_fields(obj: dict[str, Any], redact: Callable[[str], str], normalize: 
         if isinstance(value, str):
             obj[key] = redact(normalize(value))
     tags = obj.get("tags")
-    if isinstance(tags, list):  # a mask longer than what it hides is cut at the bound of a tag that was within it
-        obj["tags"] = [
-            redact(normalize(t))[: MAX_TAG_CHARS if len(t) <= MAX_TAG_CHARS else None] if isinstance(t, str) else t
-            for t in tags
-        ]
+    if isinstance(tags, list):
+        obj["tags"] = [redacted_tag(normalize(t), redact) if isinstance(t, str) else t for t in tags]
     attributes = obj.get("attributes")
     if isinstance(attributes, dict):
         obj["attributes"] = {k: redact(normalize(v)) if isinstance(v, str) else v for k, v in attributes.items()}

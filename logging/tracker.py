@@ -30,7 +30,6 @@ from querylog.logging.events import (
     MAX_ID_CHARS,
     MAX_MILLIS,
     MAX_SOURCES,
-    MAX_TAG_CHARS,
     Event,
     EventValidationError,
     FeedbackReceived,
@@ -49,6 +48,7 @@ from querylog.logging.events import (
     name_text_problem,
     nfc,
     prechecked,
+    redacted_tag,
 )
 
 __all__ = ["Emitter", "QueryTracker", "SourceLike", "TrackedQuery"]
@@ -197,9 +197,8 @@ class QueryTracker:
         )
 
     def _tags(self, tags: Sequence[str]) -> tuple[str, ...]:
-        # Checked first, each redacted like any text a user may have typed (a mask longer than what it hides is cut
-        # at the tag's bound, not refused), then checked again as the events will carry them.
-        return checked_tags([self.redact(tag)[:MAX_TAG_CHARS] for tag in checked_tags(tuple(tags))])
+        # Checked first, then each redacted, then checked again as the events will carry them.
+        return checked_tags([redacted_tag(tag, self.redact) for tag in checked_tags(tuple(tags))])
 
     def _attributes(self, attributes: Mapping[str, str]) -> dict[str, str]:
         # Checked first (bounds, key names), then each value redacted like any text a user may have typed, then
