@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import sys
 import threading
 import time
@@ -16,8 +17,8 @@ from typing import Any, Final, Literal, TextIO
 import structlog
 
 from querylog._format import rounded_ms, visible
-from querylog.logging.codec import to_builtins
-from querylog.logging.events import AnyEvent, QueryCompleted, QueryFailed, QueryReceived, level_of
+from querylog.logging.codec import encode
+from querylog.logging.events import EVENT_CLASSES, AnyEvent, QueryCompleted, QueryFailed, QueryReceived, level_of
 from querylog.logging.forget import KEEP_S, ForgetList
 from querylog.logging.metrics import FOLD_RULES, MetricsProjection, SnapshotOutdatedError
 from querylog.logging.metrics_snapshot import (
@@ -30,7 +31,7 @@ from querylog.logging.metrics_snapshot import (
 )
 from querylog.logging.projection import Batch, FileCheckpointSink, Sink
 from querylog.logging.segments import Checkpoint
-from querylog.logging.structured import console_logger, is_terminal, json_logger
+from querylog.logging.structured import bytes_out, console_logger, is_terminal, json_timestamp
 
 __all__ = ["MemorySink", "MetricsSink", "StdoutSink", "StdoutStyle", "stdout_style"]
 
@@ -89,6 +90,17 @@ def _fit(text: str, columns: int) -> str:
     return "".join(out) + " " * (columns - width)
 
 
+#: The JSON echo writes at most this many bytes at once, in whole lines (a longer line alone): a pipe takes such a
+#: write whole, so a line never interleaves with another writer's (the API process shares stdout with its child).
+ECHO_WRITE_BYTES: Final = select.PIPE_BUF
+#: Per event type: where its log encoding's fields start (past ``{"event_type":"…",``), and what its echo line
+#: adds after them, up to the timestamp's value.
+_ECHO_PARTS: Final = {
+    tag: (len(f'{{"event_type":"{tag}",'), f',"event":"{tag}","level":"{level_of(tag)}","timestamp":"'.encode())
+    for tag in EVENT_CLASSES
+}
+
+
 class StdoutSink(FileCheckpointSink):
     """The log echoed on stdout through structlog.
 
@@ -104,20 +116,41 @@ class StdoutSink(FileCheckpointSink):
     def __init__(self, checkpoint_path: Path, *, style: StdoutStyle = "json", stream: TextIO | None = None) -> None:
         super().__init__(checkpoint_path)
         self.style = style
-        self._logger = json_logger(stream) if style == "json" else console_logger(stream, timestamp=False)
+        if style == "json":
+            self._out = bytes_out(stream)
+        else:
+            self._logger = console_logger(stream, timestamp=False)
         self._questions: dict[str, str] = {}
 
     def _send(self, events: Sequence[AnyEvent]) -> None:
         if self.style == "json":
-            for event in events:
-                fields: dict[str, Any] = to_builtins(event)
-                fields.pop("event_type", None)
-                log = self._logger.error if level_of(event.event_type) == "error" else self._logger.info
-                log(event.event_type, **fields)
+            self._echo_json(events)
         else:
             for event in events:
                 self._console(event)
         self.telemetry.sent(len(events))
+
+    def _echo_json(self, events: Sequence[AnyEvent]) -> None:
+        """Each event as the JSON line a structlog call ``log.info(event_type, **fields)`` writes (the service's own
+        log lines): the event's fields, then ``event`` (its type), ``level`` and ``timestamp`` (the batch's echo
+        time). Cut from the event's log encoding rather than rendered by structlog call by call, which took a third
+        of the projector process's CPU; written in whole lines, at most `ECHO_WRITE_BYTES` a write."""
+        stamp = json_timestamp(None, "", {})["timestamp"].encode()
+        chunk = bytearray()
+        for event in events:
+            tag = event.event_type
+            cut, tail = _ECHO_PARTS[tag]
+            line = b'{%b%b%b"}\n' % (encode(event)[cut:-1], tail, stamp)
+            if chunk and len(chunk) + len(line) > ECHO_WRITE_BYTES:
+                self._print(chunk)
+                chunk = bytearray()
+            chunk += line
+        if chunk:
+            self._print(chunk)
+
+    def _print(self, data: bytearray) -> None:
+        self._out.write(data)
+        self._out.flush()
 
     def _console(self, event: AnyEvent) -> None:
         if isinstance(event, QueryReceived):

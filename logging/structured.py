@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging as std_logging
 import sys
-from typing import Any, TextIO
+from typing import Any, BinaryIO, Final, TextIO
 
 import orjson
 import structlog
 from structlog.typing import Processor
 
-__all__ = ["configure_structlog", "console_logger", "is_terminal", "json_logger", "render_json"]
+__all__ = ["bytes_out", "configure_structlog", "console_logger", "is_terminal", "json_timestamp", "render_json"]
 
 _configured = False
 
@@ -46,19 +46,20 @@ def _shared() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        json_timestamp,
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,
     ]
 
 
-def json_logger(stream: TextIO | None = None) -> Any:
-    """A logger of its own (whatever the process configured) writing one JSON line per call to `stream`."""
-    out = stream or sys.stdout
-    return structlog.wrap_logger(
-        structlog.BytesLogger(_bytes(out)),
-        processors=[*_shared(), structlog.processors.JSONRenderer(serializer=render_json)],
-    )
+def bytes_out(stream: TextIO | None = None) -> BinaryIO:
+    """Where JSON lines for `stream` (stdout by default) are written: its binary side."""
+    out: BinaryIO = _bytes(stream or sys.stdout)
+    return out
+
+
+#: The ``timestamp`` every JSON line carries: when it was written, in UTC (``2026-12-07T18:59:17.093260Z``).
+json_timestamp: Final = structlog.processors.TimeStamper(fmt="iso", utc=True)
 
 
 def console_logger(stream: TextIO | None = None, *, timestamp: bool = True) -> Any:
