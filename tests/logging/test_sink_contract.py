@@ -1,16 +1,19 @@
-"""One contract every sink passes (memory, Parquet; Loki adds its own subclass)."""
+"""One contract every sink passes (memory, Parquet, the stdout echo; Loki adds its own subclass)."""
 
 from __future__ import annotations
 
+import io
+import json
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from querylog.logging.events import QueryCompleted, QueryReceived
 from querylog.logging.parquet import ParquetSink
 from querylog.logging.projection import Batch, Sink, SinkClosedError
-from querylog.logging.sinks import MemorySink
+from querylog.logging.sinks import MemorySink, StdoutSink
 
 
 def _batch(n: int, start: int = 0, segment: str = "seg-a.jsonl") -> Batch:
@@ -92,3 +95,16 @@ class TestParquetSink(DurableSinkContract):
 
         assert isinstance(sink, ParquetSink)
         return [i for f in sink.files() for i in pq.read_table(f, columns=["event_id"]).column("event_id").to_pylist()]
+
+
+class TestStdoutSink(DurableSinkContract):
+    """The JSON echo: what it "stores" is what it printed, kept across sinks of the same test (the same stdout)."""
+
+    def make_sink(self, tmp_path: Path) -> Sink:
+        out = self._printed.setdefault(tmp_path, io.BytesIO())
+        return StdoutSink(tmp_path / "stdout.json", style="json", stream=out)  # type: ignore[arg-type]
+
+    def stored_ids(self, sink: Sink, tmp_path: Path) -> list[str]:
+        return [json.loads(line)["event_id"] for line in self._printed[tmp_path].getvalue().splitlines()]
+
+    _printed: ClassVar[dict[Path, io.BytesIO]] = {}
