@@ -142,9 +142,7 @@ def create_app(
     environment; see `generator_from_env` and `LangfuseTracing.from_env`), and are closed at shutdown.
     """
     rt = runtime or Runtime(settings or Settings.from_env())
-    # What this chat API's queries are compared by: QUERYLOG_RELEASE when the deployment names one, else the
-    # version of the code answering (the same value Langfuse traces carry).
-    release = rt.settings.release or __version__
+    release = rt.tracker.release  # QUERYLOG_RELEASE, else querylog's version: what queries and traces carry
     closers: list[Callable[[], None]] = []
     if pipeline is None:
         env = os.environ if environ is None else environ
@@ -255,7 +253,6 @@ def create_app(
             session_id=body.session_id,
             user_id=body.user_id,
             trace_id=trace_id,
-            release=release,
             language=language_of(body.query),  # the language it is answered in
         )
         recent_queries.remember(tracked.query_id, session_id=body.session_id, user_id=body.user_id, trace_id=trace_id)

@@ -9,6 +9,7 @@ from typing import IO, Final, Literal
 import httpx
 import structlog
 
+from querylog import __version__
 from querylog.config import Settings
 from querylog.housekeeping import Housekeeper, LogCollector, load_totals
 from querylog.logging.events import AnyEvent
@@ -89,7 +90,9 @@ class Runtime:
             env=settings.env,
             redact=redactor.redact,
             pseudonymize_user_id=redactor.pseudonymize_user_id if settings.user_id_salt else None,
-            release=settings.release,
+            # What the chat API's queries and their feedback are compared by: QUERYLOG_RELEASE when the deployment
+            # names one, else the version of the code answering (the same value Langfuse traces carry).
+            release=settings.release or __version__,
             prompt_version=settings.prompt_version,
             capture_answers=settings.capture_answers,
         )

@@ -24,6 +24,7 @@ from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from starlette.requests import Request
 
+import querylog
 from querylog.analytics.catalog import Catalog
 from querylog.config import Settings
 from querylog.logging.codec import decode
@@ -812,6 +813,17 @@ def test_feedback_lands_as_an_event_of_the_right_query(client: TestClient, setti
         )
     assert rows == [(answered["query_id"], -1), (other["query_id"], None)]
     assert events == [(body["event_id"], "s-9", "u-9", "오래된 정보")]
+
+
+@pytest.mark.parametrize("release", [None, "r-2026.12"])
+def test_feedback_carries_the_release_of_the_query_it_judges(settings: Settings, release: str | None) -> None:
+    """Without QUERYLOG_RELEASE the chat API's queries carried querylog's version and their feedback no release: a
+    chart of feedback by release put every verdict under none."""
+    with _client(dataclasses.replace(settings, release=release)) as client:
+        answered = client.post("/v1/chat", json={"query": "하이닉스 실적"}).json()
+        assert client.post("/v1/feedback", json={"query_id": answered["query_id"], "score": 1}).status_code == 202
+    releases = {e.event_type: e.release for e in _logged(settings)}
+    assert releases["feedback_received"] == releases["query_received"] == (release or querylog.__version__)
 
 
 def test_feedback_the_disk_refused_is_503_and_its_retry_is_recorded(
