@@ -55,9 +55,11 @@ class Report:
     by_prompt_version: pl.DataFrame
     reformulation_by_intent: pl.DataFrame
     most_reformulated: pl.DataFrame
-    #: Where the lake's history starts when retention dropped days the report reaches into (the previous window, or
-    #: this one too): the counts before it are not there to compare (`lake/_querylog/retained-from.json`).
+    #: Where the lake's history starts when the report reaches before it (the previous window, or this one too): the
+    #: counts before it are not there to compare. Retention dropped the days before it
+    #: (`lake/_querylog/retained-from.json`), or, when `held_by_retention` is false, it is the lake's first query.
     held_from: datetime | None = None
+    held_by_retention: bool = True
 
     @property
     def since(self) -> datetime:
@@ -136,6 +138,11 @@ def build_report(
         .select("intent", "queries", "share", "previous_queries", "change")
     )
     bounds = lq.time_bounds()
+    held_from = retention_cut(catalog.lake_dir if catalog.lake_uri is None else None, previous)
+    # A lake whose first query comes after the whole previous window did not count zero queries then: it was not
+    # there. (A previous window it starts within is compared: a quiet first hour looks the same as a lake not begun.)
+    first = bounds[0] if bounds is not None else None
+    by_retention = held_from is not None or first is None or first < _end(previous)
     volume = lq.error_trend(filters, bucket).select(
         "bucket", pl.col("finished").alias("queries"), "failed", "error_rate"
     )
@@ -163,7 +170,8 @@ def build_report(
         by_prompt_version=lq.compare_by(filters, "prompt_version"),
         reformulation_by_intent=lq.reformulation_by_intent(filters),
         most_reformulated=lq.most_reformulated(filters, top),
-        held_from=retention_cut(catalog.lake_dir if catalog.lake_uri is None else None, previous),
+        held_from=held_from if by_retention else first,
+        held_by_retention=by_retention,
     )
 
 
@@ -520,10 +528,14 @@ def render_markdown(report: Report) -> str:
 
 
 def _retention_note(report: Report) -> str:
-    """What retention left of the windows, when it dropped days the report reaches into."""
+    """What the lake holds of the windows, when they reach before its history: retention dropped the days before,
+    or the lake starts later."""
     if report.held_from is None:
         return ""
-    said = f" Retention dropped the lake's days before {report.held_from:%Y-%m-%d %H:%M} UTC:"
+    if report.held_by_retention:
+        said = f" Retention dropped the lake's days before {report.held_from:%Y-%m-%d %H:%M} UTC:"
+    else:
+        said = f" The lake starts with its first query, {report.held_from:%Y-%m-%d %H:%M} UTC:"
     if report.held_from >= report.until:
         return said + " neither this window nor the one before it is held; nothing is compared."
     if report.held_from > report.since:

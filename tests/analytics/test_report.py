@@ -602,6 +602,31 @@ def test_a_previous_window_retention_cut_is_said_and_its_counts_are_not_compared
     assert "neither this window nor the one before it is held" in render_markdown(before)
 
 
+def test_a_previous_window_before_the_lakes_first_query_is_not_compared(tmp_path: Path) -> None:
+    """A lake begun two days ago reported "| Queries | 6 | 0 | new |" against the week before it existed."""
+    until = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    events = []
+    for day in range(1, 3):
+        for n in range(3):
+            ts, qid = until - timedelta(days=day, hours=-n - 1), f"q{day}-{n}"
+            events += [
+                QueryReceived(query_id=qid, query_text="하이닉스", ts=ts),
+                QueryCompleted(query_id=qid, latency_ms=100.0, ts=ts),
+            ]
+    with ParquetSink(tmp_path / "lake") as sink:
+        sink.write(Batch(events=events, checkpoint={"x": 1}))
+    first = until - timedelta(days=2, hours=-1)
+    with Catalog(tmp_path / "lake") as cat:
+        week = build_report(cat, since=until - timedelta(days=7), until=until)  # the week before: before the lake
+        day = build_report(cat, since=until - timedelta(days=1), until=until)  # the day before: the lake's first
+    md = render_markdown(week)
+    assert week.previous_gone and "| Queries | 6 | – | – |" in md
+    assert f"The lake starts with its first query, {first:%Y-%m-%d %H:%M} UTC:" in md
+    assert "nothing is compared" in md and "The lake starts" in render_html(week)
+    # A previous window the lake starts within is compared: a quiet first hour looks the same as a lake not begun.
+    assert day.held_from is None and "| Queries | 3 | 3 | ±0% |" in render_markdown(day)
+
+
 def _table_rows(markdown: str, first_header: str) -> list[list[str]]:
     lines = markdown.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
