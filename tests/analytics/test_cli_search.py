@@ -217,6 +217,13 @@ def test_bad_arguments_exit_2_with_a_reason(
     assert message in capsys.readouterr().err
 
 
+def test_words_typed_without_quotes_are_one_text(lake: SampleLake, capsys: pytest.CaptureFixture[str]) -> None:
+    """`querylog search 네이버 주가` stopped at "unrecognized arguments: 주가": a user types what they look for."""
+    unquoted, _ = _search(lake, capsys, "네이버", "주가")
+    quoted, _ = _search(lake, capsys, "네이버 주가")
+    assert unquoted == quoted and unquoted
+
+
 def test_blank_text_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--home", str(tmp_path), "search", "   "]) == 2
     assert "give some text" in capsys.readouterr().err

@@ -48,7 +48,7 @@ def add_parser(sub: Any) -> None:
         "The match column names the tier (exact, alias, initials, typo); score ranks the rows: for an exact match, "
         "how many of the words start a word of the text; -1, -2 and -3 for the tiers below (--explain says why).",
     )
-    p.add_argument("text", help='what to look for, e.g. "네이버 주가"')
+    p.add_argument("text", nargs="+", help="what to look for, e.g. 네이버 주가 (words typed apart are one text)")
     p.add_argument("--limit", "-n", type=_limit, default=10, help="most results, 1-10000 (default: 10)")
     p.add_argument("--intent", help="only queries with this intent, e.g. stock_analysis")
     p.add_argument("--env", action="append", default=[], help="only queries from this env (repeatable)")
@@ -109,7 +109,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from querylog.analytics.upkeep import SEARCH_FIELDS, LakeSearch, SearchField, UpkeepError
     from querylog.logging.structured import configure_structlog
 
-    asked = unquoted(args.text)  # as the index reads it ("네이버 주가" as 네이버 주가), for --explain and messages too
+    # As the index reads it ("네이버 주가" as 네이버 주가), for --explain and messages too.
+    asked = unquoted(" ".join(args.text))
     if not asked.strip():
         print("querylog search: give some text to look for", file=sys.stderr)
         return 2
