@@ -920,17 +920,23 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
     intent = _str(labelled, INTENT_ATTRIBUTE) if labelled is not None else None
     start, end = span.start_time_unix_nano, span.end_time_unix_nano  # end >= start (`_time_problem`)
     generate_ms = (end - start) / 1e6
+    # A span ending past what this server takes (its clock runs ahead) is no bound of the query: its own are.
+    latest = max(end, time.time_ns() + int(MAX_AHEAD.total_seconds() * 1e9))
     if alone and query.ancestors:  # the trace's one query: it lasted as long as the request that holds it
         root = query.ancestors[-1][0]
         outer = (min(start, root.start_time_unix_nano or start), max(end, root.end_time_unix_nano))
-        # A request span dated 1990 or 2000, or ending past what this server takes (its clock runs ahead), is no
-        # bound: the query's own are.
-        latest = max(end, time.time_ns() + int(MAX_AHEAD.total_seconds() * 1e9))
+        # A request span dated 1990 or 2000, or ending past `latest`, is no bound.
         if outer[0] >= start - _REQUEST_SLACK_NS and outer[1] <= min(end + _REQUEST_SLACK_NS, latest):
             start, end = outer
     # The searches given to the query are its steps: its bounds take them in (a request span in another export, or
-    # none, gave no bound), so that its stages add up to at most its latency. A search dated another day is not.
-    for retrieval, _ in query.retrievals:
+    # none, gave no bound), so that its stages add up to at most its latency. A search dated another day, ending
+    # past `latest`, or refused (left out of the query) is not.
+    retrievals = [
+        (r, _genai_documents(listed)) for r, listed in sorted(query.retrievals, key=lambda r: r[0].start_time_unix_nano)
+    ]
+    for retrieval, r_attrs in retrievals:
+        if REFUSED in r_attrs or retrieval.end_time_unix_nano > max(end, latest):  # refused, for its time or else
+            continue
         if retrieval.start_time_unix_nano >= start - _REQUEST_SLACK_NS:
             start = min(start, retrieval.start_time_unix_nano)
         if retrieval.end_time_unix_nano <= end + _REQUEST_SLACK_NS:
@@ -951,8 +957,7 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
             {**common, "event_type": "intent_classified", "event_id": f"otlp-{span_id}-intent", "ts": _ts(start),
              "intent": intent, "confidence": 1.0 if confidence is None else confidence}
         )  # fmt: skip
-    for n, (retrieval, listed) in enumerate(sorted(query.retrievals, key=lambda r: r[0].start_time_unix_nano)):
-        r_attrs = _genai_documents(listed)
+    for n, (retrieval, r_attrs) in enumerate(retrievals):
         sources = _sources(r_attrs)
         # Documents without an id (LangChain's often have none) are no source, but were retrieved all the same.
         documents = _documents(r_attrs)

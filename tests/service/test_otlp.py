@@ -1024,14 +1024,17 @@ def _langfuse_client(tracer_provider: TracerProvider) -> Any:
     )
 
 
-def _exported_queries(client: TestClient, tmp_path: Path, spans: Sequence[ReadableSpan]) -> list[dict[str, Any]]:
-    """`spans` posted, none left out; then the `queries` view of a lake built from the log, oldest first."""
+def _exported_queries(
+    client: TestClient, tmp_path: Path, spans: Sequence[ReadableSpan], *, left_out: int = 0
+) -> list[dict[str, Any]]:
+    """`spans` posted, `left_out` of them refused; then the `queries` view of a lake built from the log, oldest
+    first."""
     from querylog.logging.parquet import ParquetSink
     from querylog.logging.projection import Projector
     from querylog.logging.segments import LogReader
 
     partial, _ = _export(client, tmp_path, spans)
-    assert partial == {}
+    assert int(partial.get("rejectedSpans", 0)) == left_out, partial
     with ParquetSink(tmp_path / "lake") as sink:
         Projector(LogReader(tmp_path / "home" / "log"), sink).catch_up()
     with Catalog(tmp_path / "lake") as catalog:
@@ -1664,6 +1667,38 @@ def test_a_request_span_ending_ahead_of_this_servers_clock_is_no_bound_of_its_qu
     (row,) = _exported_queries(client, tmp_path, keep.spans)
     assert row["query_text"] == "시계가 빠른 요청" and row["status"] == "completed"
     assert row["latency_ms"] == pytest.approx(200.0)  # the LLM span's own bounds
+
+
+@pytest.mark.parametrize(
+    ("documents", "ends_ahead_s"),
+    [('[{"id": "d1"}]', 3600), ("nope", 0), ('[{"id": "d1"}]', 0)],
+    ids=["ending-ahead-of-the-clock", "refused", "kept"],
+)
+def test_a_search_ending_ahead_of_the_clock_or_refused_is_no_bound_of_its_query(
+    client: TestClient, tmp_path: Path, documents: str, ends_ahead_s: int
+) -> None:
+    """A retrieval span ending an hour ahead of the server's clock gave its query that end: the query was refused
+    whole ("2 ts more than 2 minutes ahead"), where a retrieval refused is left out alone; one refused for its
+    documents still stretched the query's latency (walk)."""
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    tracer, keep = _kept_tracer()
+    upstream = SpanContext(0xF00D << 64 | 1, 0xABC, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    context = trace.set_span_in_context(NonRecordingSpan(upstream))  # the request, exported by another service
+    now = time.time_ns()
+    retrieve = tracer.start_span("retrieve", context=context, start_time=now - 6 * 10**9)
+    retrieve.set_attributes({"gen_ai.operation.name": "retrieval", "gen_ai.retrieval.documents": documents})
+    retrieve.end(end_time=now - 5 * 10**9 + ends_ahead_s * 10**9)
+    llm = tracer.start_span("chat", context=context, start_time=now - 5 * 10**9)
+    llm.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.prompt.0.content": "미래에서 온 검색"})
+    llm.end(end_time=now - 4 * 10**9)
+    kept = documents != "nope" and not ends_ahead_s
+    (row,) = _exported_queries(client, tmp_path, keep.spans, left_out=0 if kept else 1)  # the search alone
+    assert row["query_text"] == "미래에서 온 검색" and row["status"] == "completed"
+    # With its search: from the search's start to the answer's end; without: the LLM span's own.
+    assert row["latency_ms"] == pytest.approx(2000.0 if kept else 1000.0)
+    assert (row["search_ms"] is not None) == kept
 
 
 def test_a_first_token_after_the_call_ended_refuses_the_span_and_says_why(client: TestClient, tmp_path: Path) -> None:
