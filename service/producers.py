@@ -604,6 +604,9 @@ class EventIngestor:
         for name in _ID_FIELDS:  # as the other endpoints take ids: in NFC, so that a decomposed one joins its query
             if isinstance(value := obj.get(name), str):
                 obj[name] = nfc(value)
+        for name in NAME_FIELDS:  # a label value and a filter: one spelling of a name (NFC, no spaces around it)
+            if isinstance(value := obj.get(name), str):
+                obj[name] = nfc(value).strip()
         user_id = obj.get("user_id")
         if isinstance(user_id, str) and user_id:
             obj["user_id"] = self._pseudonymize(user_id)

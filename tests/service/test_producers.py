@@ -528,6 +528,20 @@ def test_each_kind_of_invalid_event_names_its_field(client: TestClient, event: d
     assert problem["message"] and "regex" not in problem["message"]  # a blank text was told by its regex
 
 
+def test_names_are_taken_in_nfc_without_the_spaces_around_them(client: TestClient, settings: Settings) -> None:
+    """An intent typed decomposed (macOS) or with a trailing space was a second series of the same-looking name in
+    /metrics, the report and the explorer's filters; ids were already taken in NFC, tags already trimmed."""
+    composed = "뉴스"
+    sent = [unicodedata.normalize("NFD", composed), composed, f" {composed} "]
+    events = [
+        {"event_type": "query_completed", "query_id": f"n-{i}", "latency_ms": 5, "intent": intent, "release": intent}
+        for i, intent in enumerate(sent)
+    ]
+    assert unicodedata.normalize("NFD", composed) != composed
+    assert client.post("/v1/events", json={"events": events}).status_code == 202
+    assert {(e.intent, e.release) for e in _logged(settings)} == {(composed, composed)}
+
+
 @pytest.mark.parametrize(("ranks", "shown"), [((2, 1), "2 then 1"), ((1, 2, 2), "2 then 2")])
 def test_sources_out_of_rank_order_are_refused_naming_the_ranks(
     client: TestClient, settings: Settings, ranks: tuple[int, ...], shown: str
