@@ -143,7 +143,8 @@ def test_the_aliases_command_checks_a_file_and_shows_names(tmp_path: Path, capsy
     assert f"{bad}:3: expected 3 columns" in capsys.readouterr().err
     shared = tmp_path / "shared.csv"
     shared.write_text(HEADER + "삼성전자,삼성,005930\n삼성SDI,삼성,006400\n", encoding="utf-8")
-    assert main(["--home", str(tmp_path), "aliases", "--file", str(shared)]) == 0
+    # Usable (search leaves the name out), but not clean: a CI check of the file fails on it.
+    assert main(["--home", str(tmp_path), "aliases", "--file", str(shared)]) == 1
     captured = capsys.readouterr()
     assert "'삼성' names two companies" in captured.err and "2 companies, 4 names, 1 problem(s)" in captured.out
 

@@ -17,7 +17,8 @@ def add_parser(sub: Any) -> None:
         description="Reads the alias file in force (QUERYLOG_ALIASES: the bundled starter listing by default, or "
         "--file) as `querylog search` would. With no NAME, reports how many companies it lists and every problem: "
         "a line that cannot be read stops it (exit 2, with the line); a name listed under two companies or too short "
-        "to search by is reported and left out (exit 0). With NAMEs, prints each one's company and every name "
+        "to search by is reported and left out, search going on without it (exit 1: the file is not clean, for a CI "
+        "check; 0 when it is). With NAMEs, prints each one's company and every name "
         "that finds it, and the other companies' longer names that are kept apart (카카오 → 카카오뱅크); exit 1 "
         "when none of them is in the file, as grep does. Format: docs/search.md.",
     )
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         names = sum(len(aliases.keys(c)) for c in aliases.companies)
         problems = f", {len(aliases.problems)} problem(s) above" if aliases.problems else ", no problems"
         print(f"{path}: {len(aliases.companies)} companies, {names} names{problems}")
-        return 0
+        return 1 if aliases.problems else 0
     from querylog.analytics._search_text import fold_one
 
     unknown = 0
