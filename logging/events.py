@@ -200,14 +200,18 @@ MAX_AHEAD: Final = timedelta(minutes=2)
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+#: The ids held to no whitespace, and why.
+_WHY_NO_SPACE: Final = {"query_id": "feedback finds a query by it", "event_id": "as query_id: one token, as UUIDs are"}
+
+
 def id_text_problem(name: str, value: str) -> str | None:
     """Why `value` is no id for field `name` (every boundary that takes ids holds them to this), or None."""
     if len(value) > MAX_ID_CHARS:
         return f"an id is at most {MAX_ID_CHARS} characters; got {len(value):,}"
     if is_blank(value) or _CONTROL.search(value):
         return f"an id must not be blank or hold control characters; got {value[:40]!r}"
-    if name in ("event_id", "query_id") and any(c.isspace() for c in value):
-        return f"{name} must hold no whitespace (feedback finds a query by it); got {value[:40]!r}"
+    if name in _WHY_NO_SPACE and any(c.isspace() for c in value):
+        return f"{name} must hold no whitespace ({_WHY_NO_SPACE[name]}); got {value[:40]!r}"
     return None
 
 
