@@ -435,17 +435,22 @@ def _documents(attrs: dict[str, Any]) -> dict[int, Any]:
 def _genai_documents(attrs: dict[str, Any]) -> dict[str, Any]:
     """`attrs` with the documents of the GenAI conventions' ``gen_ai.retrieval.documents`` (a JSON list of
     ``{"id", "score", …}``, as ``opentelemetry-util-genai`` writes it) as OpenInference's flat attributes, which the
-    mapping reads; `attrs` as they are without it, or when it is no list; with `REFUSED` when it is no JSON."""
+    mapping reads, and how many it lists (`_LISTED`: every item is a document, whatever its shape); `attrs` as
+    they are without it; with `REFUSED` when it is no JSON list."""
     listed = attrs.get("gen_ai.retrieval.documents")
+    if listed is None or "retrieval.documents.0.document.id" in attrs:
+        return attrs
     if isinstance(listed, str):
         try:
             listed = orjson.loads(listed)
         except orjson.JSONDecodeError:
             return {**attrs, REFUSED: "unreadable gen_ai.retrieval.documents (not JSON)"}
-    if not isinstance(listed, list) or "retrieval.documents.0.document.id" in attrs:
-        return attrs
-    flat = {**attrs, _LISTED: True}  # an empty list is a search that found nothing
-    for n, document in enumerate(d for d in listed if isinstance(d, dict)):
+    if not isinstance(listed, list | tuple):  # one object, a number: no list of what the search found
+        return {**attrs, REFUSED: "unreadable gen_ai.retrieval.documents (not a JSON list)"}
+    flat = {**attrs, _LISTED: len(listed)}  # an empty list is a search that found nothing
+    for n, document in enumerate(listed):
+        if not isinstance(document, dict):  # a document as its text alone: counted, without an id
+            continue
         meta: dict[str, Any] = document["metadata"] if isinstance(document.get("metadata"), dict) else {}
         # A LangChain document (Langfuse's retriever output) holds its id and title in its metadata.
         for key, value in (("id", document.get("id", meta.get("id"))), ("score", document.get("score")),
@@ -458,7 +463,7 @@ def _genai_documents(attrs: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-#: Set by `_genai_documents`: the span listed its documents (none, maybe), so their count is known.
+#: Set by `_genai_documents`: how many documents the span listed (none, maybe), so their count is known.
 _LISTED: Final = "querylog.documents_listed"
 
 
@@ -969,7 +974,7 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
             # OpenInference lists what a retriever found, so none listed is none found, as does the newer GenAI
             # `gen_ai.retrieval.documents`; a GenAI retrieval span without it says nothing of its documents: how many
             # it found is not known, which is no "0".
-            "result_count": max(len(sources), len(documents))
+            "result_count": max(len(sources), len(documents), r_attrs.get(_LISTED, 0))
             if sources or documents or _LISTED in r_attrs or _str(r_attrs, "openinference.span.kind") is not None
             else None,
             "duration_ms": (retrieval.end_time_unix_nano - retrieval.start_time_unix_nano) / 1e6,
@@ -978,8 +983,9 @@ def _query_events(query: _Query, *, alone: bool, service: str, env: str) -> list
             event["sources"] = sources
         if REFUSED in r_attrs:
             event[REFUSED] = r_attrs[REFUSED]
-        numbers = (float(v) for v in documents.values() if isinstance(v, int | float) and not isinstance(v, bool))
-        scores = [v for v in numbers if math.isfinite(v)]  # a NaN would be the max or not by the documents' order
+        # Read as a source's score is ("0.5" is 0.5); a NaN would be the max or not by the documents' order.
+        numbers = (_number({"score": v}, "score") for v in documents.values())
+        scores = [v for v in numbers if v is not None and math.isfinite(v)]
         if scores:
             event["top_score"] = max(scores)
         events.append(event)

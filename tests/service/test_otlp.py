@@ -304,8 +304,13 @@ def _export(client: TestClient, tmp_path: Path, spans: Sequence[ReadableSpan]) -
             {"gen_ai.operation.name": "retrieval", "gen_ai.retrieval.documents": "[{not json"},
             "unreadable gen_ai.retrieval.documents (not JSON)",
         ),
+        # One object where a list is due: taken silently as a search of unknown results (walk).
+        (
+            {"gen_ai.operation.name": "retrieval", "gen_ai.retrieval.documents": '{"id": "d-1"}'},
+            "unreadable gen_ai.retrieval.documents (not a JSON list)",
+        ),
     ],
-    ids=["empty-doc-id", "documents-not-json"],
+    ids=["empty-doc-id", "documents-not-json", "documents-not-a-list"],
 )
 def test_a_span_the_schema_refuses_is_left_out_and_counted_not_the_whole_export(
     client: TestClient, tmp_path: Path, retrieval: dict[str, Any], reason: str
@@ -1136,6 +1141,24 @@ def test_a_cost_and_a_first_token_time_on_a_genai_span_are_recorded(client: Test
     assert (row["cost_usd"], row["cost_source"], row["ttft_ms"]) == (0.5, "recorded", 125.0)
 
 
+def test_a_document_score_written_as_text_is_the_top_score_as_it_is_the_sources(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """``"score": "0.5"`` gave the source a score of 0.5 and the search no top score (walk)."""
+    tracer, keep = _kept_tracer()
+    with tracer.start_as_current_span("request"):
+        with tracer.start_as_current_span("retrieve") as retrieve:
+            retrieve.set_attributes(
+                {"gen_ai.operation.name": "retrieval", "gen_ai.retrieval.documents": '[{"id": "d1", "score": "0.5"}]'}
+            )
+        with tracer.start_as_current_span("answer") as answer:
+            answer.set_attributes(_LLM)
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {}
+    (searched,) = [e for e in _logged(log) if e.event_type == "search_completed"]
+    assert searched.top_score == 0.5 and [s.score for s in searched.sources or ()] == [0.5]
+
+
 @pytest.mark.parametrize("scores", [(math.nan, 0.9), (0.9, math.nan)])
 def test_a_document_score_that_is_no_number_is_left_out_of_the_top_score_whatever_its_place(
     client: TestClient, tmp_path: Path, scores: tuple[float, float]
@@ -1419,6 +1442,10 @@ def test_a_lone_surrogate_in_otlp_json_or_a_prompt_sent_as_bytes_is_read_not_the
         # The newer GenAI conventions list them (opentelemetry-util-genai): as a JSON list, empty when none.
         ({"gen_ai.operation.name": "retrieval", "gen_ai.retrieval.documents": "[]"}, 0),
         ({"gen_ai.operation.name": "retrieval", "gen_ai.retrieval.documents": '[{"id": "d-1", "score": 0.5}]'}, 1),
+        # Documents as their text alone, or as objects that say nothing: listed, so found (was 0: none found).
+        ({"gen_ai.operation.name": "retrieval", "gen_ai.retrieval.documents": '["삼성전자 실적", "배당 일정"]'}, 2),
+        ({"gen_ai.operation.name": "retrieval", "gen_ai.retrieval.documents": "[{}, {}, {}]"}, 3),
+        ({"gen_ai.operation.name": "retrieval", "gen_ai.retrieval.documents": ("a", "b")}, 2),  # an OTel array
     ],
 )
 def test_a_retrieval_span_that_lists_no_document_is_no_search_that_found_nothing(
