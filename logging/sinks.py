@@ -102,9 +102,10 @@ _ECHO_PARTS: Final = {
 
 
 class StdoutSink(FileCheckpointSink):
-    """The log echoed on stdout through structlog.
+    """The log echoed on stdout.
 
-    ``json``: one JSON line per event (``"event"`` holds the event type), for a collector that reads stdout.
+    ``json``: one JSON line per event, as the service's own structlog lines (``"event"`` holds the event type), for
+    a collector that reads stdout.
     ``console``: one short line per query when it ends (the event's time, the question, latency, intent; a
     failure as an error with its type and stage), coloured on a terminal; a query's other events are not printed.
     """
