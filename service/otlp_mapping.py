@@ -48,7 +48,7 @@ import time
 from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Any, Final, Literal
 
@@ -212,9 +212,13 @@ def _int(attrs: dict[str, Any], *names: str) -> int | float | None:
     return None
 
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _ts(nanos: int) -> datetime:
-    # A datetime, not text: the ingest path takes it as it is (no format here, no parse there).
-    return datetime.fromtimestamp(nanos / 1e9, UTC)
+    # A datetime, not text: the ingest path takes it as it is (no format here, no parse there). Cut to the
+    # microsecond, exactly: through a float it was rounded, and a span ending at 23:59:59.9999996 fell on the next day.
+    return _EPOCH + timedelta(microseconds=nanos // 1000)
 
 
 def _indexed(attrs: dict[str, Any], prefix: str, suffix: str) -> list[tuple[int, Any]]:

@@ -140,6 +140,9 @@ def sources_problem(event: AnyEvent) -> tuple[str, str] | None:
     return None
 
 
+#: Digits of a second past its microseconds (``.9999999``): an event keeps microseconds, cut, not rounded.
+_PAST_MICROSECONDS: Final = re.compile(r"(\.\d{6})\d+")
+
 #: The ids an event is found and joined by: taken in NFC at every boundary.
 _ID_FIELDS: Final = ("event_id", "query_id", "session_id", "user_id", "trace_id")
 
@@ -589,6 +592,8 @@ class EventIngestor:
         """A producer's event fields as the log may keep them: service and env defaulted, every text NFC and
         redacted, the user id pseudonymized."""
         obj = dict(item)
+        if isinstance(ts := obj.get("ts"), str):  # cut to the microsecond, not rounded into the next second (or day)
+            obj["ts"] = _PAST_MICROSECONDS.sub(r"\1", ts, count=1)
         obj.setdefault("service", self.service)
         obj.setdefault("env", self.env)
         answer = obj.get("answer_text")

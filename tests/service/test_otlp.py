@@ -11,6 +11,7 @@ import random
 import re
 import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -1726,6 +1727,19 @@ def test_a_search_ending_ahead_of_the_clock_or_refused_is_no_bound_of_its_query(
     # With its search: from the search's start to the answer's end; without: the LLM span's own.
     assert row["latency_ms"] == pytest.approx(2000.0 if kept else 1000.0)
     assert (row["search_ms"] is not None) == kept
+
+
+def test_a_span_ending_within_a_microsecond_of_midnight_stays_on_its_day(client: TestClient, tmp_path: Path) -> None:
+    """Nanoseconds went through a float and were rounded: a span ending 400 ns before midnight was the next day's."""
+    tracer, keep = _kept_tracer()
+    midnight = int(datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()) * 10**9
+    llm = tracer.start_span("chat", start_time=midnight - 10**9)
+    llm.set_attributes({**_LLM, "gen_ai.prompt.0.content": "자정 직전"})
+    llm.end(end_time=midnight - 400)
+    partial, log = _export(client, tmp_path, keep.spans)
+    assert partial == {}
+    ends = {e.ts for e in _logged(log) if e.event_type in ("response_generated", "query_completed")}
+    assert ends == {datetime.fromtimestamp(midnight // 10**9, UTC) - timedelta(microseconds=1)}
 
 
 def test_a_first_token_after_the_call_ended_refuses_the_span_and_says_why(client: TestClient, tmp_path: Path) -> None:

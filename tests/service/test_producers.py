@@ -528,6 +528,26 @@ def test_each_kind_of_invalid_event_names_its_field(client: TestClient, event: d
     assert problem["message"] and "regex" not in problem["message"]  # a blank text was told by its regex
 
 
+def test_a_time_finer_than_a_microsecond_is_cut_not_rounded_into_the_next_day(
+    client: TestClient, settings: Settings
+) -> None:
+    """``23:59:59.9999999Z`` was stored as the next day's 00:00:00: in the next day's partition and report row."""
+    events = [
+        {"event_type": "query_completed", "query_id": "t-1", "latency_ms": 1, "ts": "2026-12-06T23:59:59.9999999Z"},
+        {
+            "event_type": "query_completed",
+            "query_id": "t-2",
+            "latency_ms": 1,
+            "ts": "2026-12-06T12:00:00.123456789+09:00",
+        },
+    ]
+    assert client.post("/v1/events", json={"events": events}).status_code == 202
+    assert sorted((e.query_id, e.ts.isoformat()) for e in _logged(settings)) == [
+        ("t-1", "2026-12-06T23:59:59.999999+00:00"),
+        ("t-2", "2026-12-06T03:00:00.123456+00:00"),
+    ]
+
+
 def test_names_are_taken_in_nfc_without_the_spaces_around_them(client: TestClient, settings: Settings) -> None:
     """An intent typed decomposed (macOS) or with a trailing space was a second series of the same-looking name in
     /metrics, the report and the explorer's filters; ids were already taken in NFC, tags already trimmed."""
