@@ -255,8 +255,8 @@ def run_metrics(args: argparse.Namespace, settings: Settings) -> int:
         settings.metrics_namespace, prices=settings.prices(), names=settings.company_names(strict=True)
     )
     source = resolve_source(args.source, settings)
+    _say_if_missing(source, settings, "replay metrics")  # first: "folding the lake" of no home would mislead
     print(f"querylog replay metrics: folding the {source}", file=sys.stderr)
-    _say_if_missing(source, settings, "replay metrics")
     # The live projection folds the log through `LogReader` in this same order; the fold is order-sensitive
     # (open queries expire by event time), so the same order gives the same exposition. The lake is read in
     # event-time order, which differs from it only for queries left open across writers.
