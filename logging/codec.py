@@ -133,7 +133,10 @@ def from_builtins(obj: dict[str, Any]) -> AnyEvent:
     """Validate a plain dict (an ingest payload, an upcast record) into an event; upcasts old versions."""
     # A producer's dict without a version is of the current one (an old v1 body validates as v2 all the same).
     version = obj.get("schema_version", SCHEMA_VERSION)
-    if not isinstance(version, int) or version < 1 or version > SCHEMA_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):  # "2", null: the JSON type is what is wrong
+        said = "null" if version is None else type(version).__name__
+        raise DecodeError(f"Expected `int` (1..{SCHEMA_VERSION}), got `{said}` - at `$.schema_version`")
+    if version < 1 or version > SCHEMA_VERSION:
         raise DecodeError(
             f"Unsupported schema_version {version!r} (this build reads 1..{SCHEMA_VERSION}) - at `$.schema_version`"
         )

@@ -581,6 +581,20 @@ def test_sources_out_of_rank_order_are_refused_naming_the_ranks(
     assert client.post("/v1/events", json={"events": [good, fixed]}).status_code == 202
 
 
+@pytest.mark.parametrize(("version", "said"), [("2", "got `str`"), (None, "got `null`"), (True, "got `bool`")])
+def test_a_schema_version_of_another_json_type_is_told_by_its_type(
+    client: TestClient, version: object, said: str
+) -> None:
+    """``"schema_version": "2"`` was answered "Unsupported schema_version '2'", null "… None": a version, not a type."""
+    event = {"event_type": "query_received", "query_id": "q-1", "query_text": "hi", "schema_version": version}
+    resp = client.post("/v1/events", json={"events": [event]})
+    assert resp.status_code == 422
+    [problem] = resp.json()["detail"]
+    assert (
+        problem["field"] == "schema_version" and "Expected `int`" in problem["message"] and said in problem["message"]
+    )
+
+
 def test_at_most_a_hundred_problems_are_listed(client: TestClient) -> None:
     bad = [{"event_type": "feedback_received", "query_id": "q", "score": 7}] * 150
     body = client.post("/v1/events", json={"events": bad}).json()
