@@ -33,11 +33,13 @@ if ! docker compose version >/dev/null 2>&1; then
   read -r -a compose <<<"$(./ensure-compose-validator.sh)"
 fi
 
-# 1. The compose file's own `${VAR:?}` checks (Grafana admin password, ingest token, S3 credentials).
-"${compose[@]}" -f docker-compose.prod.yml "${env_args[@]}" "${profiles[@]}" config -q
-
-# 2. What compose cannot check without printing secrets or failing for switched-off profiles.
+# 1. Every `${VAR:?}` the compose file requires (Grafana admin password, ingest token, S3 credentials), named at
+#    once: compose itself stops at the first, one run per missing variable.
 missing=()
+for var in $(grep -v '^[[:space:]]*#' docker-compose.prod.yml | grep -o '\${[A-Za-z_][A-Za-z0-9_]*:?' | sed 's/^\${//; s/:?$//' | sort -u); do
+  [ -n "${!var:-}" ] || missing+=("$var")
+done
+# 2. What compose cannot check without printing secrets or failing for switched-off profiles.
 for var in SLACK_WEBHOOK_URL SMTP_PASSWORD; do
   [ -n "${!var:-}" ] || missing+=("$var")
 done
@@ -50,6 +52,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "prod-up.sh: set ${missing[*]} (see compose/.env.example); nothing was started." >&2
   exit 1
 fi
+# 3. The compose file itself, with every variable set.
+"${compose[@]}" -f docker-compose.prod.yml "${env_args[@]}" "${profiles[@]}" config -q
 
 if [ "$check_only" = 1 ]; then
   echo "prod-up.sh: configuration is complete."

@@ -57,7 +57,9 @@ def clean_env(extra: Mapping[str, str] = {}) -> dict[str, str]:
     return {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), **extra}
 
 
-def compose(cmd: list[str], file: Path, env_file: Path, *args: str, env: Mapping[str, str] = {}) -> subprocess.CompletedProcess[str]:
+def compose(
+    cmd: list[str], file: Path, env_file: Path, *args: str, env: Mapping[str, str] = {}
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*cmd, "-f", str(file), "--env-file", str(env_file), *args],
         capture_output=True, text=True, check=False, env=clean_env(env),
@@ -226,6 +228,12 @@ def test_prod_up_checks_alerting_secrets_and_langfuse_ones_with_its_profile(
     del missing_required["GF_SECURITY_ADMIN_PASSWORD"]
     result = _prod_up(tmp_path, missing_required)
     assert result.returncode != 0 and "GF_SECURITY_ADMIN_PASSWORD" in result.stderr
+    # Every one missing, named in one run (compose names the first only: a run per variable, walk).
+    several = {k: v for k, v in secrets().items() if k not in ("GF_SECURITY_ADMIN_PASSWORD", "S3_SECRET_ACCESS_KEY")}
+    result = _prod_up(tmp_path, several)
+    assert result.returncode == 1 and all(
+        v in result.stderr for v in ("GF_SECURITY_ADMIN_PASSWORD", "S3_SECRET_ACCESS_KEY")
+    )
 
 
 # --- the image and the helpers ------------------------------------------------------------------------------------
